@@ -1,0 +1,93 @@
+// Status: the result of every kvmesh operation that can fail, in the style of LevelDB's Status.
+// Module boundaries (config, storage, the embedded node API, later the client) return a Status
+// instead of throwing. The same `Code` enum is the CAF error category "kvmesh" used between
+// actors (see messages/type_ids.hpp), so an error keeps its kind end to end.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <utility>
+
+namespace kvmesh {
+
+/// What went wrong. Values are stable: they travel between nodes inside CAF errors.
+enum class Code : uint8_t {
+  kOk = 0,
+  /// The key does not exist in the database (a normal result of get, not a failure).
+  kNotFound = 1,
+  /// No database config matches the requested database path.
+  kNoMatchingConfig = 2,
+  /// The write would take the database over its configured size.
+  kSizeLimitExceeded = 3,
+  /// The value is larger than the node's maximum value size.
+  kValueTooLarge = 4,
+  /// The key (or a database path) breaks the key rules in common/path.hpp.
+  kInvalidKey = 5,
+  /// An argument other than a key is out of range or malformed.
+  kInvalidArgument = 6,
+  /// A database config (YAML) is malformed or fails validation.
+  kInvalidConfig = 7,
+  /// The storage engine or the file system failed (disk full, permissions, ...).
+  kIOError = 8,
+  /// Stored data could not be decoded.
+  kCorruption = 9,
+  /// The request did not complete within its deadline.
+  kTimeout = 10,
+  /// The node (or the actor serving the request) is shutting down or unreachable.
+  kUnavailable = 11,
+  /// A bug: an invariant did not hold.
+  kInternal = 12,
+};
+
+/// A stable, lower-case name for `code` ("not_found", "size_limit_exceeded", ...).
+const char* CodeName(Code code);
+
+class Status {
+ public:
+  /// An OK status. Cheap: holds no message.
+  Status() = default;
+  Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  static Status OK() { return Status(); }
+  static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
+  static Status NoMatchingConfig(std::string msg) {
+    return {Code::kNoMatchingConfig, std::move(msg)};
+  }
+  static Status SizeLimitExceeded(std::string msg) {
+    return {Code::kSizeLimitExceeded, std::move(msg)};
+  }
+  static Status ValueTooLarge(std::string msg) { return {Code::kValueTooLarge, std::move(msg)}; }
+  static Status InvalidKey(std::string msg) { return {Code::kInvalidKey, std::move(msg)}; }
+  static Status InvalidArgument(std::string msg) {
+    return {Code::kInvalidArgument, std::move(msg)};
+  }
+  static Status InvalidConfig(std::string msg) { return {Code::kInvalidConfig, std::move(msg)}; }
+  static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
+  static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
+  static Status Timeout(std::string msg) { return {Code::kTimeout, std::move(msg)}; }
+  static Status Unavailable(std::string msg) { return {Code::kUnavailable, std::move(msg)}; }
+  static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
+
+  bool ok() const { return code_ == Code::kOk; }
+  bool IsNotFound() const { return code_ == Code::kNotFound; }
+  Code code() const { return code_; }
+  /// The human-readable detail, without the code name.
+  const std::string& message() const { return message_; }
+  /// "OK", or "<code name>: <message>".
+  std::string ToString() const;
+
+  bool operator==(const Status& other) const {
+    return code_ == other.code_ && message_ == other.message_;
+  }
+
+ private:
+  Code code_ = Code::kOk;
+  std::string message_;
+};
+
+inline std::ostream& operator<<(std::ostream& os, const Status& s) {
+  return os << s.ToString();
+}
+
+}  // namespace kvmesh

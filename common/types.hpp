@@ -1,0 +1,91 @@
+// Plain value types shared by storage, actors, the embedded API and (later) the client.
+// No CAF here: messages/type_ids.hpp adds the CAF inspect() overloads for them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kvmesh {
+
+/// One operation of an atomic batch.
+struct WriteOp {
+  enum class Kind : uint8_t { kPut = 0, kErase = 1 };
+  Kind kind = Kind::kPut;
+  std::string key;
+  /// Ignored for kErase.
+  std::string value;
+};
+
+/// Puts and erases applied atomically, in order: all of them or none. A later operation on the
+/// same key overrides an earlier one. Limits: kMaxBatchOps operations, kMaxBatchBytes of keys
+/// and values together.
+struct WriteBatch {
+  std::vector<WriteOp> ops;
+
+  WriteBatch& Put(std::string key, std::string value) {
+    ops.push_back({WriteOp::Kind::kPut, std::move(key), std::move(value)});
+    return *this;
+  }
+  WriteBatch& Erase(std::string key) {
+    ops.push_back({WriteOp::Kind::kErase, std::move(key), {}});
+    return *this;
+  }
+  bool empty() const { return ops.empty(); }
+  size_t size() const { return ops.size(); }
+};
+
+inline constexpr size_t kMaxBatchOps = 100000;
+inline constexpr size_t kMaxBatchBytes = 64u << 20;
+
+/// What to list. Pages are bounded by `limit` keys and by kMaxListPageBytes of keys and values,
+/// so listing a million keys never builds one giant message.
+struct ListOptions {
+  /// Segment prefix (common/path.hpp): "/users" lists "/users" and "/users/...". "" lists all.
+  std::string prefix;
+  /// Resume token: the `next_token` of the previous page, or "" for the first page.
+  std::string start_after;
+  /// Keys per page; 0 means kDefaultListLimit; capped at kMaxListLimit.
+  uint32_t limit = 0;
+  /// Also return the values (for export); otherwise `ListPage::values` stays empty.
+  bool with_values = false;
+};
+
+inline constexpr uint32_t kDefaultListLimit = 1000;
+inline constexpr uint32_t kMaxListLimit = 10000;
+inline constexpr size_t kMaxListPageBytes = 4u << 20;
+
+/// One page of a list, keys in byte order.
+struct ListPage {
+  std::vector<std::string> keys;
+  /// Parallel to `keys` when ListOptions::with_values was set.
+  std::vector<std::string> values;
+  /// Pass as ListOptions::start_after to get the next page; empty on the last page.
+  std::string next_token;
+
+  bool has_more() const { return !next_token.empty(); }
+};
+
+/// Counters of one instantiated database.
+struct DatabaseStats {
+  std::string path;
+  std::string config_id;
+  /// The namespace id inside the node's store.
+  uint64_t database_id = 0;
+  uint64_t key_count = 0;
+  /// Key bytes plus value bytes of live entries.
+  uint64_t used_bytes = 0;
+  /// The config's size budget.
+  uint64_t limit_bytes = 0;
+};
+
+/// A catalog entry: a database path that has been instantiated on this node.
+struct DatabaseInfo {
+  std::string path;
+  std::string config_id;
+  uint64_t database_id = 0;
+  uint64_t created_ms = 0;
+};
+
+}  // namespace kvmesh

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages kvmesh builds with. Idempotent: does nothing when all are there.
+set -euo pipefail
+packages=(
+  g++ cmake ninja-build pkg-config ccache
+  libcaf-dev librocksdb-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev libspdlog-dev
+  libre2-dev libcli11-dev libgtest-dev libgmock-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
