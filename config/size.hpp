@@ -1,0 +1,22 @@
+// Human-readable byte sizes, as written in database configs ("size: 100MB").
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/status.hpp"
+
+namespace kvmesh::config {
+
+/// Parses `text` into a byte count. Accepted: a non-negative number (integer or decimal, e.g.
+/// "1.5") optionally followed by spaces and a unit: B, KB, MB, GB, TB (powers of 1000) or KiB,
+/// MiB, GiB, TiB (powers of 1024); unit letters are case-insensitive except that the "i" form is
+/// what selects 1024. A bare number is bytes. A fractional result is rounded down to whole bytes.
+/// Errors (Code::kInvalidConfig): empty text, unknown unit, malformed number, overflow of 64 bits.
+Status ParseSize(std::string_view text, uint64_t* bytes);
+
+/// Renders `bytes` for messages: exact bytes plus a short human form, e.g. "1048576 B (1 MiB)".
+std::string FormatSize(uint64_t bytes);
+
+}  // namespace kvmesh::config
