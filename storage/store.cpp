@@ -1,0 +1,164 @@
+#include "storage/store.hpp"
+
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <chrono>
+#include <random>
+
+#include "common/path.hpp"
+#include "messages/storage.pb.h"
+#include "storage/database_store.hpp"
+#include "storage/keys.hpp"
+#include "storage/rocks_status.hpp"
+
+namespace kvmesh::storage {
+namespace {
+
+/// Bumped when the layout in keys.hpp or the records in storage.proto change incompatibly.
+constexpr uint32_t kFormatVersion = 1;
+
+uint64_t NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t RandomNodeId() {
+  std::random_device rd;
+  uint64_t id = 0;
+  while (id == 0) id = (uint64_t{rd()} << 32) ^ rd();
+  return id;
+}
+
+}  // namespace
+
+Store::Store(StoreOptions options)
+    : options_(std::move(options)), write_options_(std::make_unique<rocksdb::WriteOptions>()) {
+  write_options_->sync = options_.sync;
+}
+
+Store::~Store() {
+  if (db_) db_->Close();
+}
+
+Status Store::Open(const StoreOptions& options, std::shared_ptr<Store>* out) {
+  if (options.path.empty()) return Status::InvalidArgument("store path is empty");
+  std::shared_ptr<Store> store(new Store(options));
+  Status s = store->Init();
+  if (!s.ok()) return s;
+  *out = std::move(store);
+  return Status::OK();
+}
+
+Status Store::Init() {
+  rocksdb::Options rocks;
+  rocks.create_if_missing = true;
+  rocks.IncreaseParallelism(2);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(options_.block_cache_bytes);
+  // Point lookups dominate (every write reads the previous record for size accounting), so a
+  // bloom filter saves a disk read for every new key.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  rocks.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status rs = rocksdb::DB::Open(rocks, options_.path, &raw);
+  if (!rs.ok()) return FromRocksStatus(rs, "cannot open data dir " + Quote(options_.path));
+  db_.reset(raw);
+
+  std::string bytes;
+  rs = db_->Get(rocksdb::ReadOptions(), keys::NodeMetaKey(), &bytes);
+  proto::NodeMeta meta;
+  if (rs.IsNotFound()) {
+    meta.set_node_id(RandomNodeId());
+    meta.set_next_database_id(1);
+    meta.set_format_version(kFormatVersion);
+    rs = db_->Put(*write_options_, keys::NodeMetaKey(), meta.SerializeAsString());
+    if (!rs.ok()) return FromRocksStatus(rs, "cannot initialise store " + Quote(options_.path));
+  } else if (!rs.ok()) {
+    return FromRocksStatus(rs, "cannot read store " + Quote(options_.path));
+  } else if (!meta.ParseFromString(bytes)) {
+    return Status::Corruption("node metadata of store " + Quote(options_.path) + " is unreadable");
+  } else if (meta.format_version() > kFormatVersion) {
+    return Status::Corruption("store " + Quote(options_.path) + " has storage format " +
+                              std::to_string(meta.format_version()) + "; this build reads up to " +
+                              std::to_string(kFormatVersion));
+  }
+  node_id_ = meta.node_id();
+  next_database_id_ = meta.next_database_id();
+  return Status::OK();
+}
+
+uint64_t Store::NextTimestamp() {
+  uint64_t physical = NowMillis() << 16;
+  uint64_t last = last_timestamp_.load(std::memory_order_relaxed);
+  uint64_t next;
+  do {
+    next = physical > last ? physical : last + 1;
+  } while (!last_timestamp_.compare_exchange_weak(last, next, std::memory_order_relaxed));
+  return next;
+}
+
+Status Store::OpenDatabase(const std::string& raw_path, const std::string& config_id,
+                           uint64_t size_limit, std::unique_ptr<DatabaseStore>* out) {
+  std::string path;
+  Status s = NormalizeDatabasePath(raw_path, &path);
+  if (!s.ok()) return s;
+  const std::string catalog_key = keys::CatalogKey(path);
+  proto::CatalogEntry entry;
+  {
+    std::lock_guard<std::mutex> lock(catalog_mutex_);
+    std::string bytes;
+    rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), catalog_key, &bytes);
+    if (rs.ok()) {
+      if (!entry.ParseFromString(bytes)) {
+        return Status::Corruption("catalog entry of database " + Quote(path) + " is unreadable");
+      }
+    } else if (rs.IsNotFound()) {
+      entry.set_path(path);
+      entry.set_id(next_database_id_);
+      entry.set_config_id(config_id);
+      entry.set_created_ms(NowMillis());
+      proto::NodeMeta meta;
+      meta.set_node_id(node_id_);
+      meta.set_next_database_id(next_database_id_ + 1);
+      meta.set_format_version(kFormatVersion);
+      rocksdb::WriteBatch batch;
+      batch.Put(catalog_key, entry.SerializeAsString());
+      batch.Put(keys::NodeMetaKey(), meta.SerializeAsString());
+      rs = db_->Write(*write_options_, &batch);
+      if (!rs.ok()) return FromRocksStatus(rs, "cannot create database " + Quote(path));
+      ++next_database_id_;
+    } else {
+      return FromRocksStatus(rs, "cannot read catalog for " + Quote(path));
+    }
+  }
+  std::unique_ptr<DatabaseStore> handle(
+      new DatabaseStore(shared_from_this(), path, entry.config_id(), entry.id(), size_limit));
+  s = handle->LoadMeta();
+  if (!s.ok()) return s;
+  *out = std::move(handle);
+  return Status::OK();
+}
+
+Status Store::ListDatabases(std::vector<DatabaseInfo>* out) const {
+  out->clear();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(rocksdb::Slice(keys::kCatalogPrefix.data(), keys::kCatalogPrefix.size()));
+       it->Valid() && it->key().starts_with(
+                          rocksdb::Slice(keys::kCatalogPrefix.data(), keys::kCatalogPrefix.size()));
+       it->Next()) {
+    proto::CatalogEntry entry;
+    if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("catalog entry " + Quote(it->key().ToStringView()) +
+                                " is unreadable");
+    }
+    out->push_back({entry.path(), entry.config_id(), entry.id(), entry.created_ms()});
+  }
+  return FromRocksStatus(it->status(), "cannot list catalog");
+}
+
+}  // namespace kvmesh::storage

@@ -1,0 +1,83 @@
+// Store: the node's single RocksDB instance and its catalog of instantiated databases.
+// Thread-safe. Each database's data is reached through a DatabaseStore (database_store.hpp).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.hpp"
+#include "common/types.hpp"
+
+namespace rocksdb {
+class DB;
+struct WriteOptions;
+}  // namespace rocksdb
+
+namespace kvmesh::storage {
+
+class DatabaseStore;
+
+struct StoreOptions {
+  /// Directory of the RocksDB instance; created if missing. Required.
+  std::string path;
+  /// Sync the write-ahead log on every write. Default false: an acknowledged write survives a
+  /// crash of the process (kill -9) but not of the machine. True survives both, much slower.
+  bool sync = false;
+  /// RocksDB block cache for reads. Default 64 MiB.
+  size_t block_cache_bytes = 64u << 20;
+  /// Largest value accepted; larger ones fail with Code::kValueTooLarge. Default 16 MiB.
+  size_t max_value_bytes = 16u << 20;
+};
+
+class Store : public std::enable_shared_from_this<Store> {
+ public:
+  /// Opens (or creates) the store at options.path. Fails with a message naming the directory if
+  /// it cannot be created, is locked by another process, or holds a newer storage format.
+  static Status Open(const StoreOptions& options, std::shared_ptr<Store>* out);
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  /// Closes RocksDB. Every DatabaseStore holds a reference, so this runs after the last one.
+  ~Store();
+
+  /// Stable random id of this node, created with the store and kept in it.
+  uint64_t node_id() const { return node_id_; }
+  const StoreOptions& options() const { return options_; }
+
+  /// Returns a handle on the database instantiated at the normalised `path`, creating its catalog
+  /// entry (and namespace id) on first use; `config_id` is recorded then. `size_limit` is the
+  /// budget enforced by the handle's writes.
+  Status OpenDatabase(const std::string& path, const std::string& config_id, uint64_t size_limit,
+                      std::unique_ptr<DatabaseStore>* out);
+
+  /// The catalog: every database path instantiated on this node, in path order.
+  Status ListDatabases(std::vector<DatabaseInfo>* out) const;
+
+  /// A hybrid-logical-clock timestamp greater than every one returned before by this store:
+  /// physical milliseconds << 16 plus a logical counter. Thread-safe.
+  uint64_t NextTimestamp();
+
+  // -- for DatabaseStore --
+  rocksdb::DB* db() const { return db_.get(); }
+  const rocksdb::WriteOptions& write_options() const { return *write_options_; }
+
+ private:
+  explicit Store(StoreOptions options);
+  Status Init();
+
+  StoreOptions options_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::unique_ptr<rocksdb::WriteOptions> write_options_;
+  uint64_t node_id_ = 0;
+  std::atomic<uint64_t> last_timestamp_{0};
+  /// Serialises catalog creation (read next id, write entry and NodeMeta).
+  std::mutex catalog_mutex_;
+  uint64_t next_database_id_ = 1;
+};
+
+}  // namespace kvmesh::storage

@@ -1,0 +1,368 @@
+// Storage: one RocksDB per node, a namespace per database, exact size accounting.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "common/path.hpp"
+#include "storage/database_store.hpp"
+#include "storage/store.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh::storage {
+namespace {
+
+using kvmesh::testing::TempDir;
+
+constexpr uint64_t kBigLimit = 1ull << 40;
+
+class StorageTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen(StoreOptions options = {}) {
+    databases_.clear();
+    store_.reset();
+    options.path = dir_ / "data";
+    ASSERT_TRUE(Store::Open(options, &store_).ok());
+  }
+
+  DatabaseStore& Db(const std::string& path, uint64_t limit = kBigLimit) {
+    std::unique_ptr<DatabaseStore> db;
+    Status s = store_->OpenDatabase(path, "cfg", limit, &db);
+    EXPECT_TRUE(s.ok()) << s;
+    databases_.push_back(std::move(db));
+    return *databases_.back();
+  }
+
+  static std::vector<std::string> ListAll(const DatabaseStore& db, const std::string& prefix,
+                                          uint32_t limit = 0, size_t* pages = nullptr) {
+    std::vector<std::string> out;
+    ListOptions options;
+    options.prefix = prefix;
+    options.limit = limit;
+    size_t page_count = 0;
+    while (true) {
+      ListPage page;
+      Status s = db.List(options, &page);
+      EXPECT_TRUE(s.ok()) << s;
+      if (!s.ok()) break;
+      ++page_count;
+      if (limit != 0) {
+        EXPECT_LE(page.keys.size(), limit);
+      }
+      out.insert(out.end(), page.keys.begin(), page.keys.end());
+      if (!page.has_more()) break;
+      options.start_after = page.next_token;
+    }
+    if (pages != nullptr) *pages = page_count;
+    return out;
+  }
+
+  TempDir dir_;
+  std::shared_ptr<Store> store_;
+  std::vector<std::unique_ptr<DatabaseStore>> databases_;
+};
+
+TEST_F(StorageTest, BinaryValuesRoundTripExactly) {
+  DatabaseStore& db = Db("/bin");
+  std::string all_bytes;
+  for (int i = 0; i < 256; ++i) all_bytes.push_back(static_cast<char>(i));
+  const std::string with_nul("a\0b\0\xff", 5);
+  ASSERT_TRUE(db.Put("/all", all_bytes).ok());
+  ASSERT_TRUE(db.Put("/nul", with_nul).ok());
+  ASSERT_TRUE(db.Put("/empty", "").ok());
+  std::string value;
+  ASSERT_TRUE(db.Get("/all", &value).ok());
+  EXPECT_EQ(value, all_bytes);
+  ASSERT_TRUE(db.Get("/nul", &value).ok());
+  EXPECT_EQ(value, with_nul);
+  ASSERT_TRUE(db.Get("/empty", &value).ok());
+  EXPECT_EQ(value, "");
+}
+
+TEST_F(StorageTest, MissingKeyIsNotFoundAndEraseOfMissingSucceeds) {
+  DatabaseStore& db = Db("/m");
+  std::string value = "untouched";
+  Status s = db.Get("/nope", &value);
+  EXPECT_EQ(s.code(), Code::kNotFound) << s;
+  EXPECT_NE(s.message().find("\"/nope\""), std::string::npos) << s;
+  EXPECT_EQ(value, "untouched");
+  EXPECT_TRUE(db.Erase("/nope").ok());
+  EXPECT_EQ(db.Stats().key_count, 0u);
+  ASSERT_TRUE(db.Put("/k", "v").ok());
+  ASSERT_TRUE(db.Erase("/k").ok());
+  EXPECT_EQ(db.Get("/k", &value).code(), Code::kNotFound);
+}
+
+TEST_F(StorageTest, KeysAreNormalisedOnEntry) {
+  DatabaseStore& db = Db("/n");
+  ASSERT_TRUE(db.Put("users//1/", "x").ok());
+  std::string value;
+  ASSERT_TRUE(db.Get("/users/1", &value).ok());
+  EXPECT_EQ(value, "x");
+  EXPECT_EQ(ListAll(db, ""), std::vector<std::string>{"/users/1"});
+  EXPECT_EQ(db.Put("/a/../b", "x").code(), Code::kInvalidKey);
+  EXPECT_EQ(db.Put("", "x").code(), Code::kInvalidKey);
+  EXPECT_EQ(db.Put(std::string(5000, 'k'), "x").code(), Code::kInvalidKey);
+  EXPECT_EQ(db.Stats().key_count, 1u);
+}
+
+TEST_F(StorageTest, HostileKeysCannotLeaveTheirNamespace) {
+  DatabaseStore& a = Db("/tenant/a");
+  DatabaseStore& b = Db("/tenant/b");
+  DatabaseStore& c = Db("/tenant/c");
+  ASSERT_NE(a.id(), b.id());
+  // Keys made of the raw bytes that frame other namespaces: the store's own key layout ("d" +
+  // 8-byte id + tag), NUL and 0xFF runs, and the catalog and node-meta keys.
+  std::string other_ns("d\0\0\0\0\0\0\0", 8);
+  other_ns.push_back(static_cast<char>(b.id()));
+  std::vector<std::string> hostile = {
+      other_ns + "k/x",
+      std::string("\0", 1),
+      std::string("\xff\xff\xff\xff", 4),
+      "n",
+      "c/tenant/b",
+      std::string("/x\0/y", 5),
+      "/..." /* three dots is an ordinary segment */,
+  };
+  for (const std::string& key : hostile) {
+    ASSERT_TRUE(a.Put(key, "from-a").ok()) << Quote(key);
+  }
+  ASSERT_TRUE(b.Put("/x", "from-b").ok());
+  EXPECT_EQ(a.Put("/..", "x").code(), Code::kInvalidKey);
+
+  // b and c see nothing of a; a sees exactly its own keys.
+  EXPECT_EQ(ListAll(b, ""), std::vector<std::string>{"/x"});
+  EXPECT_TRUE(ListAll(c, "").empty());
+  EXPECT_EQ(ListAll(a, "").size(), hostile.size());
+  std::string value;
+  for (const std::string& key : hostile) {
+    EXPECT_EQ(b.Get(key, &value).code(), Code::kNotFound) << Quote(key);
+    EXPECT_EQ(c.Get(key, &value).code(), Code::kNotFound) << Quote(key);
+  }
+  ASSERT_TRUE(b.Get("/x", &value).ok());
+  EXPECT_EQ(value, "from-b");
+  EXPECT_EQ(a.Get("/x", &value).code(), Code::kNotFound);
+
+  // The catalog and the node id were not overwritten by the keys named like them.
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(store_->ListDatabases(&catalog).ok());
+  ASSERT_EQ(catalog.size(), 3u);
+  const uint64_t node_id = store_->node_id();
+  Reopen();
+  EXPECT_EQ(store_->node_id(), node_id);
+}
+
+TEST_F(StorageTest, ListIsSegmentAwareSortedAndCarriesValues) {
+  DatabaseStore& db = Db("/l");
+  for (const char* key : {"/test/2/x", "/testing", "/test", "/test!", "/test/1", "/a"}) {
+    ASSERT_TRUE(db.Put(key, std::string("v") + key).ok());
+  }
+  const std::vector<std::string> under_test = {"/test", "/test/1", "/test/2/x"};
+  EXPECT_EQ(ListAll(db, "/test"), under_test);
+  EXPECT_EQ(ListAll(db, "test/"), under_test);
+  EXPECT_EQ(ListAll(db, "/test/2"), std::vector<std::string>{"/test/2/x"});
+  EXPECT_EQ(ListAll(db, "/"), (std::vector<std::string>{"/a", "/test", "/test!", "/test/1",
+                                                        "/test/2/x", "/testing"}));
+  // Paging through the prefix one key at a time keeps the same order.
+  EXPECT_EQ(ListAll(db, "/test", 1), under_test);
+
+  ListOptions options;
+  options.prefix = "/test";
+  options.with_values = true;
+  ListPage page;
+  ASSERT_TRUE(db.List(options, &page).ok());
+  ASSERT_EQ(page.values.size(), 3u);
+  EXPECT_EQ(page.values[1], "v/test/1");
+  EXPECT_FALSE(page.has_more());
+}
+
+TEST_F(StorageTest, ListPaginatesTenThousandKeys) {
+  DatabaseStore& db = Db("/big");
+  std::vector<std::string> expected;
+  WriteBatch batch;
+  for (int i = 0; i < 10000; ++i) {
+    std::string key = "/k/" + std::to_string(i * 7919 % 10007);
+    expected.push_back(key);
+    batch.Put(key, "v");
+  }
+  ASSERT_TRUE(db.Write(batch).ok());
+  std::sort(expected.begin(), expected.end());
+  size_t pages = 0;
+  EXPECT_EQ(ListAll(db, "/k", 333, &pages), expected);
+  EXPECT_EQ(pages, (10000 + 332) / 333);
+  // The default page size is bounded too.
+  ListPage page;
+  ASSERT_TRUE(db.List(ListOptions{}, &page).ok());
+  EXPECT_EQ(page.keys.size(), kDefaultListLimit);
+  EXPECT_TRUE(page.has_more());
+}
+
+TEST_F(StorageTest, ListPagesAreBoundedInBytes) {
+  DatabaseStore& db = Db("/fat");
+  const std::string mib(1 << 20, 'x');
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.Put("/v" + std::to_string(i), mib).ok());
+  ListOptions options;
+  options.with_values = true;
+  ListPage page;
+  ASSERT_TRUE(db.List(options, &page).ok());
+  EXPECT_LE(page.keys.size(), kMaxListPageBytes / mib.size() + 1);
+  EXPECT_TRUE(page.has_more());
+}
+
+TEST_F(StorageTest, BatchIsAllOrNothing) {
+  DatabaseStore& db = Db("/batch", 1000);
+  ASSERT_TRUE(db.Put("/keep", "original").ok());
+  const DatabaseStats before = db.Stats();
+
+  WriteBatch bad_key;
+  bad_key.Put("/new1", "x").Erase("/keep").Put("/a/../b", "x");
+  EXPECT_EQ(db.Write(bad_key).code(), Code::kInvalidKey);
+
+  WriteBatch too_big;
+  too_big.Put("/new2", "x").Erase("/keep").Put("/huge", std::string(2000, 'h'));
+  EXPECT_EQ(db.Write(too_big).code(), Code::kSizeLimitExceeded);
+
+  std::string value;
+  ASSERT_TRUE(db.Get("/keep", &value).ok());
+  EXPECT_EQ(value, "original");
+  EXPECT_EQ(db.Get("/new1", &value).code(), Code::kNotFound);
+  EXPECT_EQ(db.Get("/new2", &value).code(), Code::kNotFound);
+  EXPECT_EQ(db.Stats().used_bytes, before.used_bytes);
+  EXPECT_EQ(db.Stats().key_count, before.key_count);
+
+  // Operations apply in order: a later op on the same key wins.
+  WriteBatch ordered;
+  ordered.Put("/x", "1").Put("/x", "22").Erase("/keep").Put("/y", "3").Erase("/y");
+  ASSERT_TRUE(db.Write(ordered).ok());
+  ASSERT_TRUE(db.Get("/x", &value).ok());
+  EXPECT_EQ(value, "22");
+  EXPECT_EQ(db.Get("/keep", &value).code(), Code::kNotFound);
+  EXPECT_EQ(db.Get("/y", &value).code(), Code::kNotFound);
+  EXPECT_EQ(db.Stats().key_count, 1u);
+  EXPECT_EQ(db.Stats().used_bytes, 2u + 2u);
+}
+
+// Recomputes usage from what is stored, to compare with the O(1) counters.
+uint64_t ScanUsage(const DatabaseStore& db) {
+  uint64_t used = 0;
+  ListOptions options;
+  options.with_values = true;
+  while (true) {
+    ListPage page;
+    EXPECT_TRUE(db.List(options, &page).ok());
+    for (size_t i = 0; i < page.keys.size(); ++i)
+      used += page.keys[i].size() + page.values[i].size();
+    if (!page.has_more()) break;
+    options.start_after = page.next_token;
+  }
+  return used;
+}
+
+TEST_F(StorageTest, SizeAccountingIsExactAndSurvivesReopen) {
+  {
+    DatabaseStore& db = Db("/acct");
+    ASSERT_TRUE(db.Put("/a", "12345").ok());  // 2 + 5
+    EXPECT_EQ(db.Stats().used_bytes, 7u);
+    ASSERT_TRUE(db.Put("/a", "1234567890").ok());  // overwrite: 2 + 10
+    EXPECT_EQ(db.Stats().used_bytes, 12u);
+    ASSERT_TRUE(db.Put("/a", "1").ok());  // shrink: 2 + 1
+    EXPECT_EQ(db.Stats().used_bytes, 3u);
+    ASSERT_TRUE(db.Put("/bb", "").ok());  // empty value: key only
+    EXPECT_EQ(db.Stats().used_bytes, 6u);
+    ASSERT_TRUE(db.Erase("/a").ok());
+    EXPECT_EQ(db.Stats().used_bytes, 3u);
+    WriteBatch batch;
+    batch.Put("/c", "xyz").Put("/c", "x").Erase("/bb").Put("/d", "dd");
+    ASSERT_TRUE(db.Write(batch).ok());  // /c:3 + /d:4
+    EXPECT_EQ(db.Stats().used_bytes, 7u);
+    EXPECT_EQ(db.Stats().key_count, 2u);
+    EXPECT_EQ(ScanUsage(db), 7u);
+  }
+  Reopen();
+  DatabaseStore& db = Db("/acct");
+  EXPECT_EQ(db.Stats().used_bytes, 7u);
+  EXPECT_EQ(db.Stats().key_count, 2u);
+  EXPECT_EQ(ScanUsage(db), 7u);
+}
+
+TEST_F(StorageTest, WriteOverTheLimitFailsClearlyAndKeepsData) {
+  DatabaseStore& db = Db("/small", 100);
+  ASSERT_TRUE(db.Put("/a", std::string(88, 'a')).ok());  // 90 bytes used
+  Status s = db.Put("/b", std::string(20, 'b'));         // needs 22 more
+  ASSERT_EQ(s.code(), Code::kSizeLimitExceeded) << s;
+  EXPECT_NE(s.message().find("\"/small\""), std::string::npos) << s;
+  EXPECT_NE(s.message().find("100 B"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("90 B"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("22 B"), std::string::npos) << s;
+  std::string value;
+  EXPECT_EQ(db.Get("/b", &value).code(), Code::kNotFound);
+  ASSERT_TRUE(db.Get("/a", &value).ok());
+  EXPECT_EQ(value, std::string(88, 'a'));
+  EXPECT_EQ(db.Stats().used_bytes, 90u);
+  // Exactly filling the budget is allowed; one byte more is not.
+  ASSERT_TRUE(db.Put("/b", std::string(8, 'b')).ok());
+  EXPECT_EQ(db.Stats().used_bytes, 100u);
+  EXPECT_EQ(db.Put("/c", "").code(), Code::kSizeLimitExceeded);
+  // A lowered limit never blocks writes that free space.
+  db.set_size_limit(10);
+  EXPECT_TRUE(db.Put("/a", "a").ok());
+  EXPECT_TRUE(db.Erase("/b").ok());
+  EXPECT_EQ(db.Stats().used_bytes, 3u);
+}
+
+TEST_F(StorageTest, ValueOverTheMaximumIsRejected) {
+  StoreOptions options;
+  options.max_value_bytes = 1000;
+  Reopen(options);
+  DatabaseStore& db = Db("/v");
+  EXPECT_TRUE(db.Put("/ok", std::string(1000, 'x')).ok());
+  Status s = db.Put("/big", std::string(1001, 'x'));
+  EXPECT_EQ(s.code(), Code::kValueTooLarge) << s;
+  EXPECT_NE(s.message().find("1001 B"), std::string::npos) << s;
+}
+
+TEST_F(StorageTest, CatalogAndNodeIdPersist) {
+  const uint64_t node_id = store_->node_id();
+  EXPECT_NE(node_id, 0u);
+  const uint64_t id_a = Db("/p/a").id();
+  const uint64_t id_b = Db("p/b/").id();
+  EXPECT_NE(id_a, id_b);
+  ASSERT_TRUE(Db("/p/a").Put("/k", "v").ok());
+  Reopen();
+  EXPECT_EQ(store_->node_id(), node_id);
+  EXPECT_EQ(Db("/p/a").id(), id_a);
+  EXPECT_EQ(Db("/p/b").id(), id_b);
+  EXPECT_GT(Db("/p/c").id(), std::max(id_a, id_b));  // ids are never reused
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(store_->ListDatabases(&catalog).ok());
+  ASSERT_EQ(catalog.size(), 3u);
+  EXPECT_EQ(catalog[0].path, "/p/a");
+  EXPECT_EQ(catalog[0].config_id, "cfg");
+  std::string value;
+  ASSERT_TRUE(Db("/p/a").Get("/k", &value).ok());
+  EXPECT_EQ(value, "v");
+}
+
+TEST_F(StorageTest, SecondOpenOfOneDataDirFailsNamingIt) {
+  std::shared_ptr<Store> second;
+  StoreOptions options;
+  options.path = dir_ / "data";
+  Status s = Store::Open(options, &second);
+  EXPECT_EQ(s.code(), Code::kIOError) << s;
+  EXPECT_NE(s.message().find(options.path), std::string::npos) << s;
+}
+
+TEST_F(StorageTest, TimestampsIncreaseStrictly) {
+  uint64_t last = 0;
+  for (int i = 0; i < 10000; ++i) {
+    uint64_t t = store_->NextTimestamp();
+    ASSERT_GT(t, last);
+    last = t;
+  }
+}
+
+}  // namespace
+}  // namespace kvmesh::storage

@@ -1,0 +1,45 @@
+// Helpers shared by the tests.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace kvmesh::testing {
+
+/// A fresh directory under the test temp dir, removed when the object goes out of scope.
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = ::testing::TempDir() + "kvmesh-test-XXXXXX";
+    char* made = ::mkdtemp(pattern.data());
+    if (made == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
+    path_ = made;
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  /// `path()/name`.
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+  /// Writes `text` to `path()/name` (creating parent directories) and returns the full path.
+  std::string Write(const std::string& name, const std::string& text) const {
+    std::string full = *this / name;
+    std::filesystem::create_directories(std::filesystem::path(full).parent_path());
+    std::ofstream(full, std::ios::binary) << text;
+    return full;
+  }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace kvmesh::testing
