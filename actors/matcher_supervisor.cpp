@@ -1,0 +1,127 @@
+#include "actors/matcher_supervisor.hpp"
+
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include "actors/database_actor.hpp"
+#include "common/path.hpp"
+
+namespace kvmesh {
+namespace {
+
+using supervisor_pointer = matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state>;
+
+/// Spawns the database actor of the normalised `path`: resolves its config, opens (or creates)
+/// its namespace, and monitors it.
+Status Instantiate(supervisor_pointer self, const std::string& path, database_actor* out) {
+  auto& st = self->state;
+  const config::DatabaseConfig* config = st.configs->Resolve(path);
+  if (config == nullptr) {
+    return Status::NoMatchingConfig("no database config matches " + Quote(path));
+  }
+  std::unique_ptr<storage::DatabaseStore> db;
+  Status s = st.store->OpenDatabase(path, config->id, config->size_bytes, &db);
+  if (!s.ok()) return s;
+  auto handle =
+      self->spawn(database_actor_impl, std::shared_ptr<storage::DatabaseStore>(std::move(db)),
+                  caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout);
+  self->monitor(handle);
+  st.running.emplace(path, handle);
+  st.path_of.emplace(handle.id(), path);
+  spdlog::debug("database {} instantiated (config {})", Quote(path), config->id);
+  *out = handle;
+  return Status::OK();
+}
+
+/// Takes the running actor of `path` out of service and tells it to stop.
+void Passivate(supervisor_pointer self, const std::string& path) {
+  auto& st = self->state;
+  auto it = st.running.find(path);
+  if (it == st.running.end()) return;
+  self->send(it->second, atom::passivate_v);
+  st.stopping[path];  // opens of this path now wait for the down message
+  st.running.erase(it);
+}
+
+}  // namespace
+
+matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
+    supervisor_pointer self, std::shared_ptr<const config::ConfigSet> configs,
+    std::shared_ptr<storage::Store> store, caf::timespan idle_timeout) {
+  self->state.configs = std::move(configs);
+  self->state.store = std::move(store);
+  self->state.idle_timeout = idle_timeout;
+
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    auto found = st.path_of.find(msg.source.id());
+    if (found == st.path_of.end()) return;
+    const std::string path = found->second;
+    st.path_of.erase(found);
+    auto running = st.running.find(path);
+    if (running != st.running.end() && running->second.address() == msg.source) {
+      // Not passivated: the actor failed. Its next open spawns a fresh one.
+      spdlog::warn("database {} stopped unexpectedly: {}", Quote(path), to_string(msg.reason));
+      st.running.erase(running);
+    }
+    auto stopping = st.stopping.find(path);
+    if (stopping == st.stopping.end()) return;
+    auto waiting = std::move(stopping->second);
+    st.stopping.erase(stopping);
+    if (waiting.empty()) return;
+    database_actor handle;
+    Status s = Instantiate(self, path, &handle);
+    for (auto& promise : waiting) {
+      if (s.ok()) {
+        promise.deliver(handle);
+      } else {
+        promise.deliver(ToError(s));
+      }
+    }
+  });
+
+  // On shutdown, stop every database with the supervisor.
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    for (auto& [path, handle] : self->state.running) self->send_exit(handle, msg.reason);
+    self->quit(msg.reason);
+  });
+
+  return {
+      [=](atom::open, const std::string& raw_path) -> caf::result<database_actor> {
+        auto& st = self->state;
+        std::string path;
+        Status s = NormalizeDatabasePath(raw_path, &path);
+        if (!s.ok()) return ToError(s);
+        if (auto it = st.running.find(path); it != st.running.end()) return it->second;
+        if (auto it = st.stopping.find(path); it != st.stopping.end()) {
+          auto promise = self->make_response_promise<database_actor>();
+          it->second.push_back(promise);
+          return promise;
+        }
+        database_actor handle;
+        s = Instantiate(self, path, &handle);
+        if (!s.ok()) return ToError(s);
+        return handle;
+      },
+      [=](atom::databases) -> caf::result<std::vector<DatabaseInfo>> {
+        std::vector<DatabaseInfo> out;
+        Status s = self->state.store->ListDatabases(&out);
+        if (!s.ok()) return ToError(s);
+        return out;
+      },
+      [=](atom::active) -> uint64_t { return self->state.running.size(); },
+      [=](atom::passivate) -> uint64_t {
+        std::vector<std::string> paths;
+        for (auto& [path, handle] : self->state.running) paths.push_back(path);
+        for (const auto& path : paths) Passivate(self, path);
+        return paths.size();
+      },
+      [=](atom::idle, const std::string& path, const database_actor& who) {
+        auto it = self->state.running.find(path);
+        // Only the actor in service may passivate itself; a stale report is ignored.
+        if (it != self->state.running.end() && it->second == who) Passivate(self, path);
+      },
+  };
+}
+
+}  // namespace kvmesh

@@ -1,0 +1,45 @@
+// The matcher supervisor: resolves a database path to its config and to the database actor that
+// serves it, instantiating the database on first access.
+//
+// It keeps the running database actors by path and monitors them. Passivation is a handshake:
+// an idle database reports itself, the supervisor takes it out of `running` and tells it to stop;
+// an `open` of that path meanwhile waits until the old actor is down before a new one is spawned,
+// so two actors never own one storage namespace at the same time.
+#pragma once
+
+#include <caf/stateful_actor.hpp>
+#include <caf/timespan.hpp>
+#include <caf/typed_response_promise.hpp>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "config/config_set.hpp"
+#include "messages/type_ids.hpp"
+#include "storage/store.hpp"
+
+namespace kvmesh {
+
+struct matcher_supervisor_state {
+  static inline const char* name = "kvmesh.matcher_supervisor";
+  std::shared_ptr<const config::ConfigSet> configs;
+  std::shared_ptr<storage::Store> store;
+  caf::timespan idle_timeout{};
+  /// Database actors in service, by normalised path.
+  std::unordered_map<std::string, database_actor> running;
+  /// Path of every monitored database actor, by actor id (running or stopping).
+  std::unordered_map<caf::actor_id, std::string> path_of;
+  /// Paths whose actor was told to stop and is not down yet, with the opens waiting for it.
+  std::unordered_map<std::string, std::vector<caf::typed_response_promise<database_actor>>>
+      stopping;
+};
+
+/// Behaviour of the matcher supervisor. `idle_timeout` is handed to every database actor.
+matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
+    matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state> self,
+    std::shared_ptr<const config::ConfigSet> configs, std::shared_ptr<storage::Store> store,
+    caf::timespan idle_timeout);
+
+}  // namespace kvmesh

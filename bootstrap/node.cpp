@@ -1,0 +1,315 @@
+#include "bootstrap/node.hpp"
+
+#include <spdlog/spdlog.h>
+#include <caf/all.hpp>
+
+#include <future>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+
+#include "actors/matcher_supervisor.hpp"
+#include "common/path.hpp"
+#include "config/config_set.hpp"
+#include "messages/type_ids.hpp"
+#include "storage/store.hpp"
+
+namespace kvmesh {
+namespace {
+
+/// A request bounced by a passivated database is re-sent through the supervisor at most this
+/// often (once is enough unless the database passivates again in between).
+constexpr int kMaxAttempts = 3;
+
+}  // namespace
+
+/// What Database handles share with their node. Plain data: a handle may outlive the node, so it
+/// never owns the actor system; `stopped` (under `mutex`) tells it the system is gone.
+struct NodeCore {
+  caf::actor_system* system = nullptr;
+  matcher_supervisor_actor supervisor;
+  caf::timespan timeout{};
+  std::shared_mutex mutex;
+  bool stopped = false;
+};
+
+struct Node::Impl {
+  NodeOptions options;
+  std::shared_ptr<storage::Store> store;
+  std::shared_ptr<const config::ConfigSet> configs;
+  std::unique_ptr<caf::actor_system_config> cfg;
+  std::unique_ptr<caf::actor_system> system;
+  std::shared_ptr<NodeCore> core;
+
+  /// Sends one request to the supervisor and waits for the answer.
+  template <class Reply, class... Ts>
+  Status Ask(Reply* out, Ts... args) {
+    caf::scoped_actor self{*system};
+    Status result;
+    self->request(core->supervisor, core->timeout, args...)
+        .receive([&](Reply& reply) { *out = std::move(reply); },
+                 [&](caf::error& err) { result = ToStatus(err); });
+    return result;
+  }
+};
+
+struct Database::Handle {
+  std::shared_ptr<NodeCore> core;
+  std::string path;
+  std::mutex mutex;
+  database_actor actor;  // re-resolved after a passivation
+
+  database_actor current() {
+    std::lock_guard<std::mutex> lock(mutex);
+    return actor;
+  }
+  void replace(database_actor fresh) {
+    std::lock_guard<std::mutex> lock(mutex);
+    actor = std::move(fresh);
+  }
+};
+
+namespace {
+
+using HandlePtr = std::shared_ptr<Database::Handle>;
+
+// One attempt of a request from the helper actor `self`. A request bounced because the database
+// was passivated was never applied, so it is safe to re-open the path and send it again.
+template <class Reply, class... Ts>
+void Attempt(caf::event_based_actor* self, HandlePtr h, Database::Callback<Reply> done, int attempt,
+             Ts... args) {
+  self->request(h->current(), h->core->timeout, args...)
+      .then([done](Reply& reply) { done(Status::OK(), std::move(reply)); },
+            [self, h, done, attempt, args...](caf::error& err) {
+              if (err != caf::sec::request_receiver_down || attempt + 1 >= kMaxAttempts) {
+                done(ToStatus(err), Reply{});
+                return;
+              }
+              self->request(h->core->supervisor, h->core->timeout, atom::open_v, h->path)
+                  .then(
+                      [self, h, done, attempt, args...](database_actor& fresh) {
+                        h->replace(fresh);
+                        Attempt<Reply>(self, h, done, attempt + 1, args...);
+                      },
+                      [done](caf::error& err) { done(ToStatus(err), Reply{}); });
+            });
+}
+
+// Starts a request on a short-lived helper actor (an actor can wait for a response without
+// blocking a thread; spawning one costs about a microsecond).
+template <class Reply, class... Ts>
+void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
+  if (!h) {
+    done(Status::InvalidArgument("database handle is not open"), Reply{});
+    return;
+  }
+  std::shared_lock<std::shared_mutex> lock(h->core->mutex);
+  if (h->core->stopped) {
+    done(Status::Unavailable("the node is stopped"), Reply{});
+    return;
+  }
+  h->core->system->spawn([h, done = std::move(done), args...](caf::event_based_actor* self) {
+    Attempt<Reply>(self, h, done, 0, args...);
+  });
+}
+
+// The blocking form of Call.
+template <class Reply, class... Ts>
+Status CallAndWait(const HandlePtr& h, Reply* out, Ts... args) {
+  auto promise = std::make_shared<std::promise<std::pair<Status, Reply>>>();
+  auto future = promise->get_future();
+  Call<Reply>(
+      h,
+      [promise](Status s, Reply r) {
+        promise->set_value({std::move(s), std::move(r)});
+      },
+      std::move(args)...);
+  auto [status, reply] = future.get();
+  if (status.ok() && out != nullptr) *out = std::move(reply);
+  return status;
+}
+
+}  // namespace
+
+Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  const NodeOptions& opts = impl->options;
+  if (opts.data_dir.empty()) return Status::InvalidArgument("NodeOptions::data_dir is empty");
+  if (opts.scheduler_policy != "sharing" && opts.scheduler_policy != "stealing") {
+    return Status::InvalidArgument("scheduler_policy must be \"sharing\" or \"stealing\", not " +
+                                   Quote(opts.scheduler_policy));
+  }
+
+  if (opts.configs) {
+    impl->configs = opts.configs;
+  } else {
+    if (opts.config_dir.empty()) {
+      return Status::InvalidArgument("NodeOptions needs a config_dir or configs");
+    }
+    auto loaded = std::make_shared<config::ConfigSet>();
+    std::vector<config::ConfigDiagnostic> diagnostics;
+    Status s = config::ConfigSet::LoadDirectory(opts.config_dir, loaded.get(), &diagnostics);
+    for (const auto& d : diagnostics) {
+      if (!d.is_error) spdlog::warn("{}", d.ToString());
+    }
+    if (!s.ok()) return s;
+    impl->configs = std::move(loaded);
+  }
+
+  storage::StoreOptions store_options;
+  store_options.path = opts.data_dir;
+  store_options.sync = opts.sync;
+  store_options.max_value_bytes = opts.max_value_bytes;
+  Status s = storage::Store::Open(store_options, &impl->store);
+  if (!s.ok()) return s;
+
+  impl->cfg = std::make_unique<caf::actor_system_config>();
+  RegisterMessageTypes(*impl->cfg);
+  impl->cfg->set("scheduler.policy",
+                 opts.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
+  size_t workers = opts.worker_threads;
+  if (workers == 0) workers = std::max(2u, std::thread::hardware_concurrency());
+  impl->cfg->set("scheduler.max-threads", workers);
+  impl->system = std::make_unique<caf::actor_system>(*impl->cfg);
+
+  impl->core = std::make_shared<NodeCore>();
+  impl->core->system = impl->system.get();
+  impl->core->timeout = std::chrono::duration_cast<caf::timespan>(opts.request_timeout);
+  impl->core->supervisor =
+      impl->system->spawn(matcher_supervisor_impl, impl->configs, impl->store,
+                          std::chrono::duration_cast<caf::timespan>(opts.idle_timeout));
+  out->reset(new Node(std::move(impl)));
+  return Status::OK();
+}
+
+Node::~Node() {
+  {
+    // Waits for calls that are spawning their request, and refuses new ones.
+    std::unique_lock<std::shared_mutex> lock(impl_->core->mutex);
+    impl_->core->stopped = true;
+  }
+  caf::anon_send_exit(impl_->core->supervisor, caf::exit_reason::user_shutdown);
+  impl_->core->supervisor = nullptr;
+  impl_->system->await_all_actors_done();
+  impl_->system.reset();
+  impl_->store.reset();  // closes RocksDB once the last database actor released it
+}
+
+Status Node::Open(std::string_view path, Database* out) {
+  database_actor actor;
+  Status s = impl_->Ask(&actor, atom::open_v, std::string(path));
+  if (!s.ok()) return s;
+  auto handle = std::make_shared<Database::Handle>();
+  handle->core = impl_->core;
+  NormalizeDatabasePath(path, &handle->path);
+  handle->actor = std::move(actor);
+  out->handle_ = std::move(handle);
+  return Status::OK();
+}
+
+Status Node::ListDatabases(std::vector<DatabaseInfo>* out) {
+  return impl_->Ask(out, atom::databases_v);
+}
+
+Status Node::ActiveDatabases(uint64_t* count) {
+  return impl_->Ask(count, atom::active_v);
+}
+
+Status Node::PassivateAll(uint64_t* count) {
+  uint64_t ignored = 0;
+  return impl_->Ask(count != nullptr ? count : &ignored, atom::passivate_v);
+}
+
+uint64_t Node::node_id() const {
+  return impl_->store->node_id();
+}
+
+const config::ConfigSet& Node::configs() const {
+  return *impl_->configs;
+}
+
+// -- Database ---------------------------------------------------------------------------------
+
+Database::Database() = default;
+
+const std::string& Database::path() const {
+  static const std::string kUnopened;
+  return handle_ ? handle_->path : kUnopened;
+}
+
+Status Database::Put(std::string_view key, std::string_view value) {
+  atom::ok ok;
+  return CallAndWait(handle_, &ok, atom::put_v, std::string(key), std::string(value));
+}
+
+Status Database::Get(std::string_view key, std::string* value) {
+  return CallAndWait(handle_, value, atom::get_v, std::string(key));
+}
+
+Status Database::Erase(std::string_view key) {
+  atom::ok ok;
+  return CallAndWait(handle_, &ok, atom::erase_v, std::string(key));
+}
+
+Status Database::List(const ListOptions& options, ListPage* page) {
+  return CallAndWait(handle_, page, atom::list_v, options);
+}
+
+Status Database::ListAll(std::string_view prefix, std::vector<std::string>* keys) {
+  keys->clear();
+  ListOptions options;
+  options.prefix = std::string(prefix);
+  while (true) {
+    ListPage page;
+    Status s = List(options, &page);
+    if (!s.ok()) return s;
+    keys->insert(keys->end(), std::make_move_iterator(page.keys.begin()),
+                 std::make_move_iterator(page.keys.end()));
+    if (!page.has_more()) return Status::OK();
+    options.start_after = std::move(page.next_token);
+  }
+}
+
+Status Database::Write(const WriteBatch& batch) {
+  atom::ok ok;
+  return CallAndWait(handle_, &ok, atom::batch_v, batch);
+}
+
+Status Database::Stats(DatabaseStats* stats) {
+  return CallAndWait(handle_, stats, atom::stats_v);
+}
+
+namespace {
+Database::Callback<atom::ok> DropOk(Database::DoneCallback done) {
+  return [done = std::move(done)](Status s, atom::ok) { done(std::move(s)); };
+}
+}  // namespace
+
+void Database::PutAsync(std::string key, std::string value, DoneCallback done) {
+  Call<atom::ok>(handle_, DropOk(std::move(done)), atom::put_v, std::move(key), std::move(value));
+}
+
+void Database::GetAsync(std::string key, Callback<std::string> done) {
+  Call<std::string>(handle_, std::move(done), atom::get_v, std::move(key));
+}
+
+void Database::EraseAsync(std::string key, DoneCallback done) {
+  Call<atom::ok>(handle_, DropOk(std::move(done)), atom::erase_v, std::move(key));
+}
+
+void Database::ListAsync(ListOptions options, Callback<ListPage> done) {
+  Call<ListPage>(handle_, std::move(done), atom::list_v, std::move(options));
+}
+
+void Database::WriteAsync(WriteBatch batch, DoneCallback done) {
+  Call<atom::ok>(handle_, DropOk(std::move(done)), atom::batch_v, std::move(batch));
+}
+
+void Database::StatsAsync(Callback<DatabaseStats> done) {
+  Call<DatabaseStats>(handle_, std::move(done), atom::stats_v);
+}
+
+}  // namespace kvmesh

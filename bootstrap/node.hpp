@@ -1,0 +1,143 @@
+// The embedded API: run a kvmesh node inside your process and use its databases.
+//
+//   kvmesh::NodeOptions options;
+//   options.data_dir = "/var/lib/myapp/kvmesh";
+//   options.config_dir = "/etc/myapp/databases";   // YAML database configs
+//   std::unique_ptr<kvmesh::Node> node;
+//   kvmesh::Status s = kvmesh::Node::Start(options, &node);
+//   kvmesh::Database db;
+//   s = node->Open("/example/kv", &db);
+//   s = db.Put("/users/123/profile", bytes);
+//
+// Every call returns a Status (no exceptions). Blocking calls wait for the answer; the *Async
+// variants return at once and call `done` later on one of the node's threads: `done` must not
+// block. A Database is a cheap, copyable, thread-safe handle. This is the API the network client
+// mirrors.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.hpp"
+#include "common/types.hpp"
+
+namespace kvmesh {
+
+namespace config {
+class ConfigSet;
+}
+
+struct NodeOptions {
+  /// Directory of the node's storage (one RocksDB instance). Created if missing. Required.
+  std::string data_dir;
+  /// Directory of database configs (*.yaml, see config/config_set.hpp). Used when `configs` is
+  /// null. An invalid config fails Start with the validation errors.
+  std::string config_dir;
+  /// Configs built in memory by an embedding program; takes precedence over `config_dir`.
+  std::shared_ptr<const config::ConfigSet> configs;
+  /// A database that serves no request for this long is stopped (passivated) to free memory,
+  /// and transparently re-activated by the next request. Zero: never. Default 10 minutes.
+  std::chrono::milliseconds idle_timeout = std::chrono::minutes(10);
+  /// Deadline of every request. Default 30 s.
+  std::chrono::milliseconds request_timeout = std::chrono::seconds(30);
+  /// Largest value accepted. Default 16 MiB.
+  size_t max_value_bytes = 16u << 20;
+  /// Sync the write-ahead log on every write (survive a machine crash, not only a process
+  /// crash). Default false.
+  bool sync = false;
+  /// Actor worker threads; 0 means one per core. Default 0.
+  size_t worker_threads = 0;
+  /// CAF scheduler policy: "sharing" (one shared queue; wakes idle workers at once, which is
+  /// what request/response latency needs) or "stealing". Default "sharing".
+  std::string scheduler_policy = "sharing";
+};
+
+class Database;
+
+class Node {
+ public:
+  /// Opens the store, loads the configs and starts the actors.
+  static Status Start(NodeOptions options, std::unique_ptr<Node>* out);
+
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  /// Stops the node: requests in flight fail with kUnavailable, RocksDB is closed. Database
+  /// handles outlive it safely; their calls then fail with kUnavailable.
+  ~Node();
+
+  /// Opens the database at `path` (instantiating it on first access). Errors:
+  /// kNoMatchingConfig (`no database config matches "<path>"`), kInvalidKey (bad path).
+  Status Open(std::string_view path, Database* out);
+
+  /// Every database instantiated on this node (the persistent catalog), in path order.
+  Status ListDatabases(std::vector<DatabaseInfo>* out);
+
+  /// Number of database actors running now (instantiated databases minus passivated ones).
+  Status ActiveDatabases(uint64_t* count);
+
+  /// Passivates every running database now, as if all were idle. `*count` (may be null) gets how
+  /// many were asked to stop.
+  Status PassivateAll(uint64_t* count);
+
+  /// This node's stable id (kept in its data dir).
+  uint64_t node_id() const;
+
+  /// The configs in force.
+  const config::ConfigSet& configs() const;
+
+  struct Impl;
+
+ private:
+  explicit Node(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class Database {
+ public:
+  template <class T>
+  using Callback = std::function<void(Status, T)>;
+  using DoneCallback = std::function<void(Status)>;
+
+  /// An unopened handle; every call fails with kInvalidArgument until Node::Open fills it.
+  Database();
+
+  /// The normalised database path.
+  const std::string& path() const;
+
+  /// Stores `value` (any bytes) under `key`. Errors: kInvalidKey, kValueTooLarge,
+  /// kSizeLimitExceeded (nothing written), kTimeout, kUnavailable.
+  Status Put(std::string_view key, std::string_view value);
+  /// Reads `key`. A missing key is kNotFound and leaves `*value` unchanged.
+  Status Get(std::string_view key, std::string* value);
+  /// Removes `key`; removing a missing key succeeds.
+  Status Erase(std::string_view key);
+  /// One page of keys under options.prefix (see ListOptions for paging).
+  Status List(const ListOptions& options, ListPage* page);
+  /// All keys under `prefix`, paging transparently.
+  Status ListAll(std::string_view prefix, std::vector<std::string>* keys);
+  /// Applies `batch` atomically.
+  Status Write(const WriteBatch& batch);
+  /// Key count, used bytes and limit.
+  Status Stats(DatabaseStats* stats);
+
+  void PutAsync(std::string key, std::string value, DoneCallback done);
+  void GetAsync(std::string key, Callback<std::string> done);
+  void EraseAsync(std::string key, DoneCallback done);
+  void ListAsync(ListOptions options, Callback<ListPage> done);
+  void WriteAsync(WriteBatch batch, DoneCallback done);
+  void StatsAsync(Callback<DatabaseStats> done);
+
+  struct Handle;
+
+ private:
+  friend class Node;
+  std::shared_ptr<Handle> handle_;
+};
+
+}  // namespace kvmesh

@@ -1,0 +1,129 @@
+// The one place that registers every type kvmesh sends between actors: the CAF type-id block,
+// the atoms, the inspect() overloads that make the plain types of common/types.hpp serializable,
+// and the "kvmesh" error category that carries a Status across actors (and later nodes).
+#pragma once
+
+#include <caf/atom.hpp>
+#include <caf/error.hpp>
+#include <caf/fwd.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/type_id.hpp>
+#include <caf/typed_actor.hpp>
+
+#include <string>
+#include <vector>
+
+#include "common/status.hpp"
+#include "common/types.hpp"
+
+namespace kvmesh {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, WriteOp& x) {
+  return f(caf::meta::type_name("kvmesh.WriteOp"), x.kind, x.key, x.value);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
+  return f(caf::meta::type_name("kvmesh.WriteBatch"), x.ops);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ListOptions& x) {
+  return f(caf::meta::type_name("kvmesh.ListOptions"), x.prefix, x.start_after, x.limit,
+           x.with_values);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ListPage& x) {
+  return f(caf::meta::type_name("kvmesh.ListPage"), x.keys, x.values, x.next_token);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, DatabaseStats& x) {
+  return f(caf::meta::type_name("kvmesh.DatabaseStats"), x.path, x.config_id, x.database_id,
+           x.key_count, x.used_bytes, x.limit_bytes);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, DatabaseInfo& x) {
+  return f(caf::meta::type_name("kvmesh.DatabaseInfo"), x.path, x.config_id, x.database_id,
+           x.created_ms);
+}
+
+/// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
+caf::error ToError(const Status& status);
+
+/// CAF error -> Status. Errors of the "kvmesh" category keep their code and message; CAF's own
+/// errors map to kTimeout (request_timeout) or kUnavailable (receiver down, connection lost),
+/// anything else to kInternal with CAF's rendering.
+Status ToStatus(const caf::error& error);
+
+/// Registers the type-id block and the error category. Call once on every actor_system_config.
+void RegisterMessageTypes(caf::actor_system_config& cfg);
+
+}  // namespace kvmesh
+
+// Atoms: at most 10 characters each.
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, put, "put")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, get, "get")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, erase, "erase")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, list, "list")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, batch, "batch")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, stats, "stats")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, open, "open")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, databases, "databases")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, active, "active")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle, "idle")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, passivate, "passivate")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, tick, "tick")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, ok, "ok")
+
+namespace kvmesh {
+
+/// A database actor (actors/database_actor.hpp): serves one instantiated database path.
+using database_actor = caf::typed_actor<
+    // Stores a value under a key: (key, value) -> ok.
+    caf::replies_to<atom::put, std::string, std::string>::with<atom::ok>,
+    // Reads a key: key -> value, or an error with Code::kNotFound.
+    caf::replies_to<atom::get, std::string>::with<std::string>,
+    // Removes a key (a missing key is not an error): key -> ok.
+    caf::replies_to<atom::erase, std::string>::with<atom::ok>,
+    // Lists one page of keys.
+    caf::replies_to<atom::list, ListOptions>::with<ListPage>,
+    // Applies a batch atomically.
+    caf::replies_to<atom::batch, WriteBatch>::with<atom::ok>,
+    // Current counters.
+    caf::replies_to<atom::stats>::with<DatabaseStats>,
+    // Internal: the periodic idle check.
+    caf::reacts_to<atom::tick>,
+    // From the supervisor: stop after the requests already queued (passivation).
+    caf::reacts_to<atom::passivate>>;
+
+/// The matcher supervisor (actors/matcher_supervisor.hpp): resolves paths to database actors.
+using matcher_supervisor_actor = caf::typed_actor<
+    // Returns the database actor of a database path, instantiating it on first access.
+    caf::replies_to<atom::open, std::string>::with<database_actor>,
+    // The catalog: every database instantiated on this node.
+    caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
+    // Number of database actors currently running (not passivated).
+    caf::replies_to<atom::active>::with<uint64_t>,
+    // Passivates every running database now; replies with how many were asked to stop.
+    caf::replies_to<atom::passivate>::with<uint64_t>,
+    // From a database actor that saw no request for its idle time: (path, itself).
+    caf::reacts_to<atom::idle, std::string, database_actor>>;
+
+}  // namespace kvmesh
+
+CAF_BEGIN_TYPE_ID_BLOCK(kvmesh, caf::first_custom_type_id)
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WriteOp))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WriteBatch))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ListOptions))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ListPage))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseStats))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseInfo))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::DatabaseInfo>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::database_actor))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::matcher_supervisor_actor))
+CAF_END_TYPE_ID_BLOCK(kvmesh)

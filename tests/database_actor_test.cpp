@@ -1,0 +1,122 @@
+// The database actor on its own: replies, error kinds across the actor boundary, idle reports.
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+
+#include "actors/database_actor.hpp"
+#include "storage/store.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct TestSystemConfig : caf::actor_system_config {
+  TestSystemConfig() { RegisterMessageTypes(*this); }
+};
+
+class DatabaseActorTest : public ::testing::Test {
+ protected:
+  DatabaseActorTest() : system_(config_), self_(system_) {
+    storage::StoreOptions options;
+    options.path = dir_ / "data";
+    EXPECT_TRUE(storage::Store::Open(options, &store_).ok());
+  }
+
+  database_actor Spawn(uint64_t limit, caf::timespan idle, matcher_supervisor_actor supervisor) {
+    std::unique_ptr<storage::DatabaseStore> db;
+    EXPECT_TRUE(store_->OpenDatabase("/db", "cfg", limit, &db).ok());
+    return system_.spawn(database_actor_impl,
+                         std::shared_ptr<storage::DatabaseStore>(std::move(db)), supervisor, idle);
+  }
+
+  // Sends one request and waits for its reply (explicit synchronisation, no sleeps).
+  template <class Reply, class... Ts>
+  Status Ask(const database_actor& actor, Reply* out, Ts... args) {
+    Status result;
+    self_->request(actor, 5s, args...)
+        .receive([&](Reply& reply) { *out = std::move(reply); },
+                 [&](caf::error& err) { result = ToStatus(err); });
+    return result;
+  }
+
+  kvmesh::testing::TempDir dir_;
+  std::shared_ptr<storage::Store> store_;
+  TestSystemConfig config_;
+  caf::actor_system system_;
+  caf::scoped_actor self_;
+};
+
+TEST_F(DatabaseActorTest, ServesEveryOperationAndKeepsErrorKinds) {
+  auto db = Spawn(100, caf::timespan{0}, matcher_supervisor_actor{});
+  atom::ok ok;
+  ASSERT_TRUE(Ask(db, &ok, atom::put_v, std::string("/a"), std::string("x\0y", 3)).ok());
+  std::string value;
+  ASSERT_TRUE(Ask(db, &value, atom::get_v, std::string("a")).ok());
+  EXPECT_EQ(value, std::string("x\0y", 3));
+
+  Status missing = Ask(db, &value, atom::get_v, std::string("/missing"));
+  EXPECT_EQ(missing.code(), Code::kNotFound) << missing;
+  EXPECT_NE(missing.message().find("\"/missing\""), std::string::npos) << missing;
+
+  Status full = Ask(db, &ok, atom::put_v, std::string("/b"), std::string(200, 'b'));
+  EXPECT_EQ(full.code(), Code::kSizeLimitExceeded) << full;
+  EXPECT_NE(full.message().find("\"/db\""), std::string::npos) << full;
+
+  WriteBatch batch;
+  batch.Put("/c", "1").Put("/d", "2").Erase("/a");
+  ASSERT_TRUE(Ask(db, &ok, atom::batch_v, batch).ok());
+  ListPage page;
+  ListOptions options;
+  ASSERT_TRUE(Ask(db, &page, atom::list_v, options).ok());
+  EXPECT_EQ(page.keys, (std::vector<std::string>{"/c", "/d"}));
+  DatabaseStats stats;
+  ASSERT_TRUE(Ask(db, &stats, atom::stats_v).ok());
+  EXPECT_EQ(stats.key_count, 2u);
+  EXPECT_EQ(stats.used_bytes, 6u);
+  EXPECT_EQ(stats.limit_bytes, 100u);
+  EXPECT_EQ(stats.path, "/db");
+  ASSERT_TRUE(Ask(db, &ok, atom::erase_v, std::string("/never-there")).ok());
+  self_->send_exit(db, caf::exit_reason::user_shutdown);
+}
+
+// A stand-in supervisor that forwards idle reports to the test.
+matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor::pointer self,
+                                                       caf::actor observer) {
+  return {
+      [](atom::open, const std::string&) -> caf::result<database_actor> {
+        return ToError(Status::Internal("not used"));
+      },
+      [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::active) { return uint64_t{0}; },
+      [](atom::passivate) { return uint64_t{0}; },
+      [=](atom::idle, const std::string& path, const database_actor& who) {
+        caf::anon_send(observer, path, who);
+      },
+  };
+}
+
+TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
+  auto supervisor = system_.spawn(FakeSupervisor, caf::actor{self_});
+  auto db = Spawn(1000, std::chrono::duration_cast<caf::timespan>(20ms), supervisor);
+  self_->monitor(db);
+  bool reported = false;
+  self_->receive(
+      [&](const std::string& path, const database_actor& who) {
+        EXPECT_EQ(path, "/db");
+        EXPECT_EQ(who, db);
+        reported = true;
+      },
+      caf::after(10s) >> [] {});
+  ASSERT_TRUE(reported) << "no idle report within 10 s";
+  self_->send(db, atom::passivate_v);
+  bool down = false;
+  self_->receive([&](caf::down_msg& msg) { down = msg.source == db.address(); },
+                 caf::after(10s) >> [] {});
+  EXPECT_TRUE(down);
+  self_->send_exit(supervisor, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace
+}  // namespace kvmesh

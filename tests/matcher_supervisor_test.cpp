@@ -1,0 +1,154 @@
+// The matcher supervisor: resolution, instantiation on first access, isolation, passivation.
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+
+#include "actors/matcher_supervisor.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr const char* kConfigs = R"(
+- matcher: /example/kv
+  size: 1MB
+- matcher: /profile/history/[^/]+
+  size: 100B
+- matcher: /data/*
+  size: 1MB
+)";
+
+struct TestSystemConfig : caf::actor_system_config {
+  TestSystemConfig() { RegisterMessageTypes(*this); }
+};
+
+class MatcherSupervisorTest : public ::testing::Test {
+ protected:
+  MatcherSupervisorTest() : system_(config_), self_(system_) {
+    auto configs = std::make_shared<config::ConfigSet>();
+    Status s = config::ConfigSet::LoadString(kConfigs, "test.yaml", configs.get(), nullptr);
+    EXPECT_TRUE(s.ok()) << s;
+    storage::StoreOptions options;
+    options.path = dir_ / "data";
+    EXPECT_TRUE(storage::Store::Open(options, &store_).ok());
+    supervisor_ =
+        system_.spawn(matcher_supervisor_impl, std::shared_ptr<const config::ConfigSet>(configs),
+                      store_, caf::timespan{0});
+  }
+  ~MatcherSupervisorTest() override {
+    self_->send_exit(supervisor_, caf::exit_reason::user_shutdown);
+  }
+
+  template <class Reply, class Handle, class... Ts>
+  Status Ask(const Handle& to, Reply* out, Ts... args) {
+    Status result;
+    self_->request(to, 5s, args...)
+        .receive([&](Reply& reply) { *out = std::move(reply); },
+                 [&](caf::error& err) { result = ToStatus(err); });
+    return result;
+  }
+
+  database_actor Open(const std::string& path) {
+    database_actor db;
+    Status s = Ask(supervisor_, &db, atom::open_v, path);
+    EXPECT_TRUE(s.ok()) << s;
+    return db;
+  }
+
+  uint64_t Active() {
+    uint64_t n = 0;
+    EXPECT_TRUE(Ask(supervisor_, &n, atom::active_v).ok());
+    return n;
+  }
+
+  kvmesh::testing::TempDir dir_;
+  std::shared_ptr<storage::Store> store_;
+  TestSystemConfig config_;
+  caf::actor_system system_;
+  caf::scoped_actor self_;
+  matcher_supervisor_actor supervisor_;
+};
+
+TEST_F(MatcherSupervisorTest, UnknownPathIsAClearError) {
+  database_actor db;
+  Status s = Ask(supervisor_, &db, atom::open_v, std::string("/nope/kv"));
+  EXPECT_EQ(s.code(), Code::kNoMatchingConfig) << s;
+  EXPECT_EQ(s.message(), "no database config matches \"/nope/kv\"");
+  // Regex and wildcard matchers are anchored: a longer path is not theirs.
+  EXPECT_EQ(Ask(supervisor_, &db, atom::open_v, std::string("/profile/history/a/b")).code(),
+            Code::kNoMatchingConfig);
+  EXPECT_EQ(Ask(supervisor_, &db, atom::open_v, std::string("/data")).code(),
+            Code::kNoMatchingConfig);
+  EXPECT_EQ(Active(), 0u);
+}
+
+TEST_F(MatcherSupervisorTest, InstantiatesOnFirstAccessOnce) {
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());
+  EXPECT_TRUE(catalog.empty());
+  database_actor first = Open("/example/kv");
+  database_actor again = Open("example/kv/");  // same path, other spelling
+  EXPECT_EQ(first, again);
+  EXPECT_EQ(Active(), 1u);
+  ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());
+  ASSERT_EQ(catalog.size(), 1u);
+  EXPECT_EQ(catalog[0].path, "/example/kv");
+}
+
+TEST_F(MatcherSupervisorTest, PathsOfOneRegexConfigAreIsolated) {
+  database_actor alice = Open("/profile/history/alice");
+  database_actor bob = Open("/profile/history/bob");
+  EXPECT_NE(alice, bob);
+  atom::ok ok;
+  ASSERT_TRUE(Ask(alice, &ok, atom::put_v, std::string("/k"), std::string(90, 'a')).ok());
+  // Each path has its own 100 B budget: bob is not charged for alice's 92 bytes.
+  ASSERT_TRUE(Ask(bob, &ok, atom::put_v, std::string("/k"), std::string(90, 'b')).ok());
+  std::string value;
+  ASSERT_TRUE(Ask(alice, &value, atom::get_v, std::string("/k")).ok());
+  EXPECT_EQ(value, std::string(90, 'a'));
+  ASSERT_TRUE(Ask(bob, &value, atom::get_v, std::string("/k")).ok());
+  EXPECT_EQ(value, std::string(90, 'b'));
+  EXPECT_EQ(Ask(bob, &ok, atom::put_v, std::string("/k2"), std::string(10, 'b')).code(),
+            Code::kSizeLimitExceeded);
+}
+
+TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
+  database_actor db = Open("/data/one");
+  atom::ok ok;
+  ASSERT_TRUE(Ask(db, &ok, atom::put_v, std::string("/k"), std::string("v")).ok());
+  self_->monitor(db);
+  uint64_t stopped = 0;
+  ASSERT_TRUE(Ask(supervisor_, &stopped, atom::passivate_v).ok());
+  EXPECT_EQ(stopped, 1u);
+  EXPECT_EQ(Active(), 0u);
+  // An open while the old actor may still be stopping waits for it, then spawns a new one.
+  database_actor fresh = Open("/data/one");
+  EXPECT_NE(fresh, db);
+  bool down = false;
+  self_->receive([&](caf::down_msg& msg) { down = msg.source == db.address(); },
+                 caf::after(10s) >> [] {});
+  EXPECT_TRUE(down);
+  std::string value;
+  ASSERT_TRUE(Ask(fresh, &value, atom::get_v, std::string("/k")).ok());
+  EXPECT_EQ(value, "v");
+  // A request to the passivated actor is bounced, not applied.
+  EXPECT_EQ(Ask(db, &ok, atom::put_v, std::string("/k"), std::string("lost")).code(),
+            Code::kUnavailable);
+  ASSERT_TRUE(Ask(fresh, &value, atom::get_v, std::string("/k")).ok());
+  EXPECT_EQ(value, "v");
+}
+
+TEST_F(MatcherSupervisorTest, StaleIdleReportIsIgnored) {
+  database_actor db = Open("/data/two");
+  // An idle report naming another actor for this path must not passivate the running one.
+  database_actor other = Open("/data/three");
+  self_->send(supervisor_, atom::idle_v, std::string("/data/two"), other);
+  EXPECT_EQ(Active(), 2u);  // processed in order after the idle report
+  self_->send(supervisor_, atom::idle_v, std::string("/data/two"), db);
+  EXPECT_EQ(Active(), 1u);
+}
+
+}  // namespace
+}  // namespace kvmesh

@@ -1,0 +1,284 @@
+// The embedded node end to end: the API an application uses.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "bootstrap/node.hpp"
+#include "config/config_set.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+using kvmesh::testing::TempDir;
+
+constexpr const char* kExampleConfig = R"(id: ""
+description: Key-value storage for application data
+tags: []
+matcher: /example/kv
+replication:
+  min: 1
+  max: 2
+size: 100MB
+)";
+
+constexpr const char* kMoreConfigs = R"(
+- id: history
+  matcher: /profile/history/[^/]+
+  size: 1KB
+- id: data
+  matcher: /data/*
+  size: 10MB
+)";
+
+class NodeTest : public ::testing::Test {
+ protected:
+  NodeTest() {
+    dir_.Write("config/example.yaml", kExampleConfig);
+    dir_.Write("config/more.yaml", kMoreConfigs);
+  }
+
+  NodeOptions Options() {
+    NodeOptions options;
+    options.data_dir = dir_ / "data";
+    options.config_dir = dir_ / "config";
+    return options;
+  }
+
+  std::unique_ptr<Node> StartNode(NodeOptions options) {
+    std::unique_ptr<Node> node;
+    Status s = Node::Start(std::move(options), &node);
+    EXPECT_TRUE(s.ok()) << s;
+    return node;
+  }
+
+  Database Open(Node& node, const std::string& path) {
+    Database db;
+    Status s = node.Open(path, &db);
+    EXPECT_TRUE(s.ok()) << s;
+    return db;
+  }
+
+  TempDir dir_;
+};
+
+TEST_F(NodeTest, SeedExampleDatabaseWorks) {
+  auto node = StartNode(Options());
+  Database db = Open(*node, "/example/kv");
+  EXPECT_EQ(db.path(), "/example/kv");
+  const std::string profile("{\"name\":\"a\0b\"}", 14);
+  ASSERT_TRUE(db.Put("/users/123/profile", profile).ok());
+  ASSERT_TRUE(db.Put("/users/123/sessions/456", "s").ok());
+  ASSERT_TRUE(db.Put("/users1", "not under /users").ok());
+  std::string value;
+  ASSERT_TRUE(db.Get("/users/123/profile", &value).ok());
+  EXPECT_EQ(value, profile);
+  std::vector<std::string> keys;
+  ASSERT_TRUE(db.ListAll("/users/", &keys).ok());
+  EXPECT_EQ(keys, (std::vector<std::string>{"/users/123/profile", "/users/123/sessions/456"}));
+  ASSERT_TRUE(db.Erase("/users/123/profile").ok());
+  Status s = db.Get("/users/123/profile", &value);
+  EXPECT_TRUE(s.IsNotFound()) << s;
+  EXPECT_TRUE(db.Erase("/users/123/profile").ok());
+  DatabaseStats stats;
+  ASSERT_TRUE(db.Stats(&stats).ok());
+  EXPECT_EQ(stats.key_count, 2u);
+  EXPECT_EQ(stats.limit_bytes, 100'000'000u);
+}
+
+TEST_F(NodeTest, UnknownPathAndBadInputGiveClearErrors) {
+  auto node = StartNode(Options());
+  Database db;
+  Status s = node->Open("/unknown", &db);
+  EXPECT_EQ(s.code(), Code::kNoMatchingConfig) << s;
+  EXPECT_EQ(s.message(), "no database config matches \"/unknown\"");
+  EXPECT_EQ(db.Put("/k", "v").code(), Code::kInvalidArgument);  // never opened
+
+  db = Open(*node, "/data/x");
+  EXPECT_EQ(db.Put("/a/../b", "v").code(), Code::kInvalidKey);
+  EXPECT_EQ(db.Put("/big", std::string((16u << 20) + 1, 'v')).code(), Code::kValueTooLarge);
+}
+
+TEST_F(NodeTest, DatabasesAreCreatedOnFirstAccessAndIsolated) {
+  auto node = StartNode(Options());
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(node->ListDatabases(&catalog).ok());
+  EXPECT_TRUE(catalog.empty());
+  Database alice = Open(*node, "/profile/history/alice");
+  Database bob = Open(*node, "/profile/history/bob");
+  ASSERT_TRUE(alice.Put("/visits", std::string(900, 'a')).ok());
+  ASSERT_TRUE(bob.Put("/visits", std::string(900, 'b')).ok());
+  std::string value;
+  ASSERT_TRUE(alice.Get("/visits", &value).ok());
+  EXPECT_EQ(value, std::string(900, 'a'));
+  Status s = alice.Put("/more", std::string(200, 'a'));
+  EXPECT_EQ(s.code(), Code::kSizeLimitExceeded) << s;
+  ASSERT_TRUE(node->ListDatabases(&catalog).ok());
+  ASSERT_EQ(catalog.size(), 2u);
+  EXPECT_EQ(catalog[0].path, "/profile/history/alice");
+  EXPECT_EQ(catalog[0].config_id, "history");
+}
+
+TEST_F(NodeTest, PassivatedDatabasesReactivateTransparently) {
+  auto node = StartNode(Options());
+  Database db = Open(*node, "/data/p");
+  ASSERT_TRUE(db.Put("/k", "v").ok());
+  uint64_t active = 0;
+  ASSERT_TRUE(node->ActiveDatabases(&active).ok());
+  EXPECT_EQ(active, 1u);
+  ASSERT_TRUE(node->PassivateAll(nullptr).ok());
+  ASSERT_TRUE(node->ActiveDatabases(&active).ok());
+  EXPECT_EQ(active, 0u);
+  // The old handle still works: its request is re-routed to a re-activated actor.
+  std::string value;
+  ASSERT_TRUE(db.Get("/k", &value).ok());
+  EXPECT_EQ(value, "v");
+  ASSERT_TRUE(db.Put("/k2", "v2").ok());
+  ASSERT_TRUE(node->ActiveDatabases(&active).ok());
+  EXPECT_EQ(active, 1u);
+  DatabaseStats stats;
+  ASSERT_TRUE(db.Stats(&stats).ok());
+  EXPECT_EQ(stats.key_count, 2u);
+}
+
+TEST_F(NodeTest, IdleDatabasesPassivateByThemselves) {
+  NodeOptions options = Options();
+  options.idle_timeout = 20ms;
+  auto node = StartNode(options);
+  Database db = Open(*node, "/data/idle");
+  ASSERT_TRUE(db.Put("/k", "v").ok());
+  // Wait on the condition with a deadline (passivation comes 1-2 idle periods after the last
+  // request).
+  uint64_t active = 1;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (active != 0 && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(node->ActiveDatabases(&active).ok());
+    if (active != 0) std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(active, 0u) << "database still active after 10 s";
+  std::string value;
+  ASSERT_TRUE(db.Get("/k", &value).ok());
+  EXPECT_EQ(value, "v");
+}
+
+TEST_F(NodeTest, ConcurrentClientsGetExactResults) {
+  auto node = StartNode(Options());
+  Database shared = Open(*node, "/data/shared");
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 300;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Database own = Open(*node, "/data/t" + std::to_string(t));
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string key = "/t" + std::to_string(t) + "/" + std::to_string(i);
+        if (!shared.Put(key, "0123456789").ok()) ++failures;
+        if (!own.Put(key, "x").ok()) ++failures;
+      }
+    });
+  }
+  // Meanwhile, many asynchronous requests in flight from this thread.
+  constexpr int kAsync = 2000;
+  std::atomic<int> remaining{kAsync};
+  std::promise<void> all_done;
+  for (int i = 0; i < kAsync; ++i) {
+    shared.PutAsync("/async/" + std::to_string(i), "0123456789", [&](Status s) {
+      if (!s.ok()) ++failures;
+      if (--remaining == 0) all_done.set_value();
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  ASSERT_EQ(all_done.get_future().wait_for(60s), std::future_status::ready);
+  EXPECT_EQ(failures.load(), 0);
+  DatabaseStats stats;
+  ASSERT_TRUE(shared.Stats(&stats).ok());
+  EXPECT_EQ(stats.key_count, uint64_t{kThreads * kPerThread + kAsync});
+  uint64_t expected_bytes = 0;
+  for (int t = 0; t < kThreads; ++t)
+    for (int i = 0; i < kPerThread; ++i)
+      expected_bytes += ("/t" + std::to_string(t) + "/" + std::to_string(i)).size() + 10;
+  for (int i = 0; i < kAsync; ++i) expected_bytes += ("/async/" + std::to_string(i)).size() + 10;
+  EXPECT_EQ(stats.used_bytes, expected_bytes);
+}
+
+TEST_F(NodeTest, RestartKeepsEverything) {
+  DatabaseStats before;
+  uint64_t node_id = 0;
+  {
+    auto node = StartNode(Options());
+    node_id = node->node_id();
+    Database db = Open(*node, "/example/kv");
+    WriteBatch batch;
+    for (int i = 0; i < 500; ++i) batch.Put("/k/" + std::to_string(i), std::string(i, 'v'));
+    ASSERT_TRUE(db.Write(batch).ok());
+    ASSERT_TRUE(db.Erase("/k/7").ok());
+    ASSERT_TRUE(Open(*node, "/profile/history/zoe").Put("/a", "b").ok());
+    ASSERT_TRUE(db.Stats(&before).ok());
+  }
+  auto node = StartNode(Options());
+  EXPECT_EQ(node->node_id(), node_id);
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(node->ListDatabases(&catalog).ok());
+  EXPECT_EQ(catalog.size(), 2u);
+  Database db = Open(*node, "/example/kv");
+  DatabaseStats after;
+  ASSERT_TRUE(db.Stats(&after).ok());
+  EXPECT_EQ(after.key_count, before.key_count);
+  EXPECT_EQ(after.used_bytes, before.used_bytes);
+  EXPECT_EQ(after.database_id, before.database_id);
+  std::string value;
+  ASSERT_TRUE(db.Get("/k/499", &value).ok());
+  EXPECT_EQ(value, std::string(499, 'v'));
+  EXPECT_TRUE(db.Get("/k/7", &value).IsNotFound());
+  ASSERT_TRUE(Open(*node, "/profile/history/zoe").Get("/a", &value).ok());
+  EXPECT_EQ(value, "b");
+}
+
+TEST_F(NodeTest, HandlesOutlivingTheNodeFailCleanly) {
+  Database db;
+  {
+    auto node = StartNode(Options());
+    db = Open(*node, "/example/kv");
+    ASSERT_TRUE(db.Put("/k", "v").ok());
+  }
+  std::string value;
+  EXPECT_EQ(db.Get("/k", &value).code(), Code::kUnavailable);
+  std::promise<Status> done;
+  db.PutAsync("/k", "v", [&](Status s) { done.set_value(s); });
+  EXPECT_EQ(done.get_future().get().code(), Code::kUnavailable);
+}
+
+TEST_F(NodeTest, InvalidConfigFailsStartWithItsErrors) {
+  dir_.Write("config/broken.yaml", "matcher: /broken\nsize: 10XB\n");
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(Options(), &node);
+  EXPECT_EQ(s.code(), Code::kInvalidConfig) << s;
+  EXPECT_NE(s.message().find("broken.yaml"), std::string::npos) << s;
+  EXPECT_EQ(node, nullptr);
+  NodeOptions no_data = Options();
+  no_data.data_dir.clear();
+  EXPECT_EQ(Node::Start(no_data, &node).code(), Code::kInvalidArgument);
+}
+
+TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {
+  auto configs = std::make_shared<config::ConfigSet>();
+  ASSERT_TRUE(
+      config::ConfigSet::LoadString("matcher: /mem\nsize: 1KiB\n", "inline", configs.get(), nullptr)
+          .ok());
+  NodeOptions options;
+  options.data_dir = dir_ / "mem-data";
+  options.configs = configs;
+  auto node = StartNode(options);
+  Database db = Open(*node, "/mem");
+  ASSERT_TRUE(db.Put("/k", "v").ok());
+  DatabaseStats stats;
+  ASSERT_TRUE(db.Stats(&stats).ok());
+  EXPECT_EQ(stats.limit_bytes, 1024u);
+}
+
+}  // namespace
+}  // namespace kvmesh
