@@ -1,0 +1,247 @@
+// kvmesh-bench: measures kvmesh against raw RocksDB with the same options, in one run, so a noisy
+// machine still gives a true ratio. This first version covers the embedded node; the remote and
+// cluster targets come with the network client.
+//
+//   kvmesh-bench --ops 200000 --value-size 100 --inflight 1,64 --workloads put,get
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <iostream>
+#include <mutex>
+#include <numeric>
+#include <random>
+
+#include "bootstrap/node.hpp"
+#include "config/config_set.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Result {
+  std::string workload;
+  std::string target;
+  int inflight = 1;
+  uint64_t ops = 0;
+  double seconds = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  double ops_per_second() const { return seconds > 0 ? ops / seconds : 0; }
+};
+
+struct Settings {
+  uint64_t ops = 100000;
+  size_t value_size = 100;
+  std::vector<int> inflight = {1, 64};
+  std::vector<std::string> workloads = {"put", "get"};
+  std::vector<std::string> targets = {"rocksdb", "embedded"};
+  std::string dir = "/tmp/kvmesh-bench";
+  std::string scheduler_policy = "sharing";
+};
+
+std::vector<std::string> MakeKeys(uint64_t n) {
+  std::vector<std::string> keys(n);
+  char buf[32];
+  for (uint64_t i = 0; i < n; ++i) {
+    std::snprintf(buf, sizeof(buf), "/bench/%010llu", static_cast<unsigned long long>(i));
+    keys[i] = buf;
+  }
+  std::shuffle(keys.begin(), keys.end(), std::mt19937_64(42));
+  return keys;
+}
+
+void Percentiles(std::vector<uint32_t>& ns, Result* r) {
+  if (ns.empty()) return;
+  std::sort(ns.begin(), ns.end());
+  r->p50_us = ns[ns.size() / 2] / 1000.0;
+  r->p99_us = ns[std::min(ns.size() - 1, ns.size() * 99 / 100)] / 1000.0;
+}
+
+uint32_t Nanos(Clock::time_point since) {
+  return static_cast<uint32_t>(std::min<int64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count(),
+      UINT32_MAX));
+}
+
+// Raw RocksDB, opened with the options storage/store.cpp uses.
+std::vector<Result> RunRocksDb(const Settings& s, const std::vector<std::string>& keys,
+                               const std::string& value) {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.IncreaseParallelism(2);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(64u << 20);
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status st = rocksdb::DB::Open(options, s.dir + "/rocksdb", &raw);
+  if (!st.ok()) {
+    std::cerr << "cannot open raw RocksDB: " << st.ToString() << "\n";
+    std::exit(3);
+  }
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::vector<Result> out;
+  for (const std::string& workload : s.workloads) {
+    Result r{workload, "rocksdb", 1, keys.size()};
+    std::vector<uint32_t> ns;
+    ns.reserve(keys.size());
+    std::string got;
+    auto start = Clock::now();
+    for (const std::string& key : keys) {
+      auto t0 = Clock::now();
+      st = workload == "put" ? db->Put(rocksdb::WriteOptions(), key, value)
+                             : db->Get(rocksdb::ReadOptions(), key, &got);
+      if (!st.ok()) {
+        std::cerr << "rocksdb " << workload << " failed: " << st.ToString() << "\n";
+        std::exit(3);
+      }
+      ns.push_back(Nanos(t0));
+    }
+    r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    Percentiles(ns, &r);
+    out.push_back(r);
+  }
+  return out;
+}
+
+// One workload against an embedded database with `inflight` asynchronous requests outstanding
+// (1 = the blocking API).
+Result RunEmbeddedOne(kvmesh::Database& db, const std::string& workload, int inflight,
+                      const std::vector<std::string>& keys, const std::string& value) {
+  Result r{workload, "embedded", inflight, keys.size()};
+  std::vector<uint32_t> ns(keys.size());
+  std::atomic<uint64_t> failures{0};
+  auto start = Clock::now();
+  if (inflight <= 1) {
+    std::string got;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto t0 = Clock::now();
+      kvmesh::Status st = workload == "put" ? db.Put(keys[i], value) : db.Get(keys[i], &got);
+      if (!st.ok()) ++failures;
+      ns[i] = Nanos(t0);
+    }
+  } else {
+    std::atomic<uint64_t> next{0};
+    std::atomic<uint64_t> done{0};
+    std::promise<void> finished;
+    std::function<void()> issue = [&] {
+      uint64_t i = next++;
+      if (i >= keys.size()) return;
+      auto t0 = Clock::now();
+      auto complete = [&, i, t0](const kvmesh::Status& st) {
+        if (!st.ok()) ++failures;
+        ns[i] = Nanos(t0);
+        if (++done == keys.size()) finished.set_value();
+        issue();
+      };
+      if (workload == "put") {
+        db.PutAsync(keys[i], value, complete);
+      } else {
+        db.GetAsync(keys[i], [complete](kvmesh::Status st, std::string) { complete(st); });
+      }
+    };
+    for (int w = 0; w < inflight; ++w) issue();
+    finished.get_future().wait();
+  }
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (failures > 0) std::cerr << "embedded " << workload << ": " << failures << " failures\n";
+  Percentiles(ns, &r);
+  return r;
+}
+
+std::vector<Result> RunEmbedded(const Settings& s, const std::vector<std::string>& keys,
+                                const std::string& value) {
+  auto configs = std::make_shared<kvmesh::config::ConfigSet>();
+  kvmesh::Status st = kvmesh::config::ConfigSet::LoadString("matcher: /bench/*\nsize: 1TB\n",
+                                                            "bench", configs.get(), nullptr);
+  kvmesh::NodeOptions options;
+  options.data_dir = s.dir + "/embedded";
+  options.configs = configs;
+  options.scheduler_policy = s.scheduler_policy;
+  std::unique_ptr<kvmesh::Node> node;
+  if (st.ok()) st = kvmesh::Node::Start(options, &node);
+  if (!st.ok()) {
+    std::cerr << "cannot start embedded node: " << st << "\n";
+    std::exit(3);
+  }
+  std::vector<Result> out;
+  for (int inflight : s.inflight) {
+    // A fresh database per concurrency level, so every put run inserts new keys.
+    kvmesh::Database db;
+    st = node->Open("/bench/run" + std::to_string(inflight), &db);
+    if (!st.ok()) {
+      std::cerr << "open: " << st << "\n";
+      std::exit(3);
+    }
+    for (const std::string& workload : s.workloads) {
+      out.push_back(RunEmbeddedOne(db, workload, inflight, keys, value));
+    }
+  }
+  return out;
+}
+
+void Print(const std::vector<Result>& results) {
+  std::printf("%-9s %-9s %8s %10s %12s %9s %9s %11s\n", "workload", "target", "inflight", "ops",
+              "ops/s", "p50_us", "p99_us", "vs_rocksdb");
+  for (const Result& r : results) {
+    double base = 0;
+    for (const Result& b : results)
+      if (b.target == "rocksdb" && b.workload == r.workload) base = b.ops_per_second();
+    char ratio[32] = "-";
+    if (base > 0 && r.target != "rocksdb") {
+      std::snprintf(ratio, sizeof(ratio), "%.2fx", r.ops_per_second() / base);
+    }
+    std::printf("%-9s %-9s %8d %10llu %12.0f %9.1f %9.1f %11s\n", r.workload.c_str(),
+                r.target.c_str(), r.inflight, static_cast<unsigned long long>(r.ops),
+                r.ops_per_second(), r.p50_us, r.p99_us, ratio);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Settings s;
+  CLI::App app{"kvmesh-bench: kvmesh throughput and latency next to raw RocksDB"};
+  app.add_option("--ops", s.ops, "operations per workload")->capture_default_str();
+  app.add_option("--value-size", s.value_size, "value bytes")->capture_default_str();
+  app.add_option("--inflight", s.inflight, "requests in flight (embedded), comma separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--workloads", s.workloads, "put,get")->delimiter(',')->capture_default_str();
+  app.add_option("--targets", s.targets, "rocksdb,embedded")->delimiter(',')->capture_default_str();
+  app.add_option("--dir", s.dir, "scratch directory (wiped first)")->capture_default_str();
+  app.add_option("--scheduler", s.scheduler_policy, "CAF scheduler: sharing or stealing")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (std::find(s.workloads.begin(), s.workloads.end(), "put") == s.workloads.end()) {
+    s.workloads.insert(s.workloads.begin(), "put");  // get needs the keys loaded
+  }
+  std::filesystem::remove_all(s.dir);
+  std::filesystem::create_directories(s.dir);
+  const auto keys = MakeKeys(s.ops);
+  const std::string value(s.value_size, 'v');
+  std::vector<Result> results;
+  for (const std::string& target : s.targets) {
+    std::vector<Result> r;
+    if (target == "rocksdb") {
+      r = RunRocksDb(s, keys, value);
+    } else if (target == "embedded") {
+      r = RunEmbedded(s, keys, value);
+    } else {
+      std::cerr << "unknown target " << target << "\n";
+      return 2;
+    }
+    results.insert(results.end(), r.begin(), r.end());
+  }
+  Print(results);
+  std::filesystem::remove_all(s.dir);
+  return 0;
+}
