@@ -86,6 +86,10 @@ class Status {
   std::string message_;
 };
 
+/// Renders a byte count for error messages: exact bytes plus a short 1024-based form, e.g.
+/// "104857600 B (100 MiB)"; below 1 KiB just "512 B".
+std::string FormatSize(uint64_t bytes);
+
 inline std::ostream& operator<<(std::ostream& os, const Status& s) {
   return os << s.ToString();
 }

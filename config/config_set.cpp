@@ -451,9 +451,11 @@ Status Summarise(const std::vector<ConfigDiagnostic>& found) {
                                " in config: " + first);
 }
 
+enum class Order { kAsFound, kByFileAndLine };
+
 // Checks `entries` as a whole and reports everything found into `*diagnostics` (if any). On
 // success moves the configs, ids filled in, into `*valid`.
-Status Validate(std::vector<Entry> entries, std::vector<ConfigDiagnostic> found,
+Status Validate(std::vector<Entry> entries, std::vector<ConfigDiagnostic> found, Order order,
                 std::vector<ConfigDiagnostic>* diagnostics, std::vector<DatabaseConfig>* valid) {
   for (size_t i = 0; i < entries.size(); ++i) {
     Entry& e = entries[i];
@@ -467,6 +469,17 @@ Status Validate(std::vector<Entry> entries, std::vector<ConfigDiagnostic> found,
   CheckDuplicates(entries, &found);
   WarnAmbiguousOverlaps(entries, &found);
 
+  // Parse errors and value checks are found in separate passes; report YAML findings as a reader
+  // meets them: by file, then line. Files were read in name order, so the stable sort keeps that.
+  if (order == Order::kByFileAndLine) {
+    std::unordered_map<std::string, size_t> file_rank;
+    for (const ConfigDiagnostic& d : found) file_rank.emplace(d.file, file_rank.size());
+    std::stable_sort(found.begin(), found.end(),
+                     [&](const ConfigDiagnostic& a, const ConfigDiagnostic& b) {
+                       return std::make_pair(file_rank[a.file], a.line) <
+                              std::make_pair(file_rank[b.file], b.line);
+                     });
+  }
   Status status = Summarise(found);
   if (diagnostics != nullptr) {
     diagnostics->insert(diagnostics->end(), std::make_move_iterator(found.begin()),
@@ -544,7 +557,8 @@ Status ConfigSet::LoadDirectory(const std::string& dir, ConfigSet* out,
     }
   }
   std::vector<DatabaseConfig> valid;
-  Status s = Validate(std::move(entries), std::move(found), diagnostics, &valid);
+  Status s =
+      Validate(std::move(entries), std::move(found), Order::kByFileAndLine, diagnostics, &valid);
   if (s.ok()) out->Adopt(std::move(valid));
   return s;
 }
@@ -555,7 +569,8 @@ Status ConfigSet::LoadString(std::string_view yaml, const std::string& source_na
   std::vector<Entry> entries;
   FileParser(source_name, &entries, &found).Parse(std::string(yaml));
   std::vector<DatabaseConfig> valid;
-  Status s = Validate(std::move(entries), std::move(found), diagnostics, &valid);
+  Status s =
+      Validate(std::move(entries), std::move(found), Order::kByFileAndLine, diagnostics, &valid);
   if (s.ok()) out->Adopt(std::move(valid));
   return s;
 }
@@ -568,7 +583,7 @@ Status ConfigSet::FromConfigs(std::vector<DatabaseConfig> configs, ConfigSet* ou
     entries[i].config = std::move(configs[i]);
   }
   std::vector<DatabaseConfig> valid;
-  Status s = Validate(std::move(entries), {}, diagnostics, &valid);
+  Status s = Validate(std::move(entries), {}, Order::kAsFound, diagnostics, &valid);
   if (s.ok()) out->Adopt(std::move(valid));
   return s;
 }

@@ -131,28 +131,4 @@ Status ParseSize(std::string_view text, uint64_t* bytes) {
   return Status::OK();
 }
 
-std::string FormatSize(uint64_t bytes) {
-  std::string exact = std::to_string(bytes) + " B";
-  if (bytes < kKi) return exact;  // "512 B (512 B)" would say nothing more.
-
-  static constexpr std::array<const char*, 6> kNames = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  size_t index = 0;
-  uint64_t unit = kKi;
-  while (index + 1 < kNames.size() && bytes / unit >= kKi) {
-    unit *= kKi;
-    ++index;
-  }
-  // Tenths of the unit, rounded half up. Split into quotient and remainder so nothing overflows.
-  uint64_t tenths = bytes / unit * 10 + (bytes % unit * 10 + unit / 2) / unit;
-  if (tenths >= kKi * 10 && index + 1 < kNames.size()) {
-    // Rounding carried into the next unit: 1048575 B is "1 MiB", not "1024 KiB".
-    unit *= kKi;
-    ++index;
-    tenths = bytes / unit * 10 + (bytes % unit * 10 + unit / 2) / unit;
-  }
-  std::string human = std::to_string(tenths / 10);
-  if (tenths % 10 != 0) human += "." + std::to_string(tenths % 10);
-  return exact + " (" + human + " " + kNames[index] + ")";
-}
-
 }  // namespace kvmesh::config

@@ -7,6 +7,8 @@
 
 #include "common/status.hpp"
 
+// FormatSize (the reverse, for messages) lives in common/status.hpp: every layer needs it.
+
 namespace kvmesh::config {
 
 /// Parses `text` into a byte count. Accepted: a non-negative number (integer or decimal, e.g.
@@ -15,8 +17,5 @@ namespace kvmesh::config {
 /// what selects 1024. A bare number is bytes. A fractional result is rounded down to whole bytes.
 /// Errors (Code::kInvalidConfig): empty text, unknown unit, malformed number, overflow of 64 bits.
 Status ParseSize(std::string_view text, uint64_t* bytes);
-
-/// Renders `bytes` for messages: exact bytes plus a short human form, e.g. "1048576 B (1 MiB)".
-std::string FormatSize(uint64_t bytes);
 
 }  // namespace kvmesh::config

@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "common/path.hpp"
-#include "config/size.hpp"
 #include "messages/storage.pb.h"
 #include "storage/keys.hpp"
 #include "storage/rocks_status.hpp"
@@ -93,9 +92,9 @@ Status DatabaseStore::Write(const WriteBatch& batch) {
     bytes += op.key.size() + op.value.size();
   }
   if (bytes > kMaxBatchBytes) {
-    return Status::InvalidArgument("batch holds " + config::FormatSize(bytes) +
+    return Status::InvalidArgument("batch holds " + FormatSize(bytes) +
                                    " of keys and values; the maximum is " +
-                                   config::FormatSize(kMaxBatchBytes));
+                                   FormatSize(kMaxBatchBytes));
   }
   return Apply(ops.data(), ops.size());
 }
@@ -111,8 +110,8 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count) {
     if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(ops[i].key));
     if (ops[i].kind == WriteOp::Kind::kPut && ops[i].value.size() > max_value) {
       return Status::ValueTooLarge("value for key " + Quote(key) + " is " +
-                                   config::FormatSize(ops[i].value.size()) +
-                                   "; the maximum value size is " + config::FormatSize(max_value));
+                                   FormatSize(ops[i].value.size()) +
+                                   "; the maximum value size is " + FormatSize(max_value));
     }
     data_keys[i] = data_prefix_ + key;
   }
@@ -145,9 +144,9 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count) {
   const uint64_t used_after = used_bytes_ + used_delta;
   if (used_delta > 0 && used_after > limit_bytes_) {
     return Status::SizeLimitExceeded(
-        "database " + Quote(path_) + " is limited to " + config::FormatSize(limit_bytes_) +
-        " and holds " + config::FormatSize(used_bytes_) + "; this write needs " +
-        config::FormatSize(static_cast<uint64_t>(used_delta)) + " more. Nothing was written");
+        "database " + Quote(path_) + " is limited to " + FormatSize(limit_bytes_) + " and holds " +
+        FormatSize(used_bytes_) + "; this write needs " +
+        FormatSize(static_cast<uint64_t>(used_delta)) + " more. Nothing was written");
   }
 
   rocksdb::WriteBatch batch;

@@ -2,7 +2,9 @@
 #include "config/config_set.hpp"
 
 #include <gtest/gtest.h>
+
 #include <stdlib.h>
+#include <algorithm>
 
 #include <cctype>
 #include <filesystem>
@@ -164,6 +166,18 @@ size: 1KB
   EXPECT_EQ(set.configs()[1].id, "b");
   EXPECT_EQ(set.configs()[2].id, "c");
   EXPECT_EQ(set.configs()[1].source, "test.yaml:5");
+}
+
+TEST(ConfigSetTest, ErrorsAreReportedInLineOrder) {
+  // The value check of document 1 (line 4) runs after the parse of document 2 (line 8).
+  Loaded l = Load(
+      "matcher: /x\nreplication:\n  min: 2\n  max: 1\nsize: 1MB\n---\nmatcher: /y\n"
+      "matcher: /z\nsize: 1MB\n");
+  ASSERT_EQ(l.status.code(), Code::kInvalidConfig);
+  std::vector<int> lines;
+  for (const ConfigDiagnostic& d : l.diagnostics) lines.push_back(d.line);
+  EXPECT_TRUE(std::is_sorted(lines.begin(), lines.end())) << l.status;
+  EXPECT_LT(l.status.message().find(":4:"), l.status.message().find(":8:")) << l.status;
 }
 
 TEST(ConfigSetTest, EmptyTextLoadsNothing) {
