@@ -129,18 +129,22 @@ Result RunEmbeddedOne(kvmesh::Database& db, const std::string& workload, int inf
       ns[i] = Nanos(t0);
     }
   } else {
+    // Each completion issues the next request and only then counts itself done, so when `done`
+    // reaches the total no callback touches this frame any more except through `finished`,
+    // which is shared.
     std::atomic<uint64_t> next{0};
     std::atomic<uint64_t> done{0};
-    std::promise<void> finished;
+    auto finished = std::make_shared<std::promise<void>>();
+    auto finished_future = finished->get_future();
     std::function<void()> issue = [&] {
       uint64_t i = next++;
       if (i >= keys.size()) return;
       auto t0 = Clock::now();
-      auto complete = [&, i, t0](const kvmesh::Status& st) {
+      auto complete = [&, i, t0, finished](const kvmesh::Status& st) {
         if (!st.ok()) ++failures;
         ns[i] = Nanos(t0);
-        if (++done == keys.size()) finished.set_value();
         issue();
+        if (++done == keys.size()) finished->set_value();
       };
       if (workload == "put") {
         db.PutAsync(keys[i], value, complete);
@@ -149,7 +153,7 @@ Result RunEmbeddedOne(kvmesh::Database& db, const std::string& workload, int inf
       }
     };
     for (int w = 0; w < inflight; ++w) issue();
-    finished.get_future().wait();
+    finished_future.wait();
   }
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   if (failures > 0) std::cerr << "embedded " << workload << ": " << failures << " failures\n";
