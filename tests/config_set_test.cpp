@@ -1,5 +1,6 @@
 // Database configs: YAML parsing, validation with precise diagnostics, and path resolution.
 #include "config/config_set.hpp"
+#include "test_util.hpp"
 
 #include <gtest/gtest.h>
 
@@ -17,15 +18,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kSeedExample[] = R"(id: ""
-description: Key-value storage for application data
-tags: []
-matcher: /example/kv
-replication:
-  min: 1
-  max: 2
-size: 100MB
-)";
+using kvmesh::testing::kSeedExampleConfig;
+constexpr const char* kSeedExample = kSeedExampleConfig;
 
 struct Loaded {
   Status status;

@@ -3,6 +3,7 @@
 
 #include <caf/all.hpp>
 
+#include "actor_test_util.hpp"
 #include "actors/database_actor.hpp"
 #include "storage/store.hpp"
 #include "test_util.hpp"
@@ -11,10 +12,6 @@ namespace kvmesh {
 namespace {
 
 using namespace std::chrono_literals;
-
-struct TestSystemConfig : caf::actor_system_config {
-  TestSystemConfig() { RegisterMessageTypes(*this); }
-};
 
 class DatabaseActorTest : public ::testing::Test {
  protected:
@@ -31,19 +28,14 @@ class DatabaseActorTest : public ::testing::Test {
                          std::shared_ptr<storage::DatabaseStore>(std::move(db)), supervisor, idle);
   }
 
-  // Sends one request and waits for its reply (explicit synchronisation, no sleeps).
   template <class Reply, class... Ts>
   Status Ask(const database_actor& actor, Reply* out, Ts... args) {
-    Status result;
-    self_->request(actor, 5s, args...)
-        .receive([&](Reply& reply) { *out = std::move(reply); },
-                 [&](caf::error& err) { result = ToStatus(err); });
-    return result;
+    return kvmesh::testing::Ask(self_, actor, out, args...);
   }
 
   kvmesh::testing::TempDir dir_;
   std::shared_ptr<storage::Store> store_;
-  TestSystemConfig config_;
+  kvmesh::testing::TestSystemConfig config_;
   caf::actor_system system_;
   caf::scoped_actor self_;
 };

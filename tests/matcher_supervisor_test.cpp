@@ -3,6 +3,7 @@
 
 #include <caf/all.hpp>
 
+#include "actor_test_util.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "test_util.hpp"
 
@@ -19,10 +20,6 @@ constexpr const char* kConfigs = R"(
 - matcher: /data/*
   size: 1MB
 )";
-
-struct TestSystemConfig : caf::actor_system_config {
-  TestSystemConfig() { RegisterMessageTypes(*this); }
-};
 
 class MatcherSupervisorTest : public ::testing::Test {
  protected:
@@ -43,11 +40,7 @@ class MatcherSupervisorTest : public ::testing::Test {
 
   template <class Reply, class Handle, class... Ts>
   Status Ask(const Handle& to, Reply* out, Ts... args) {
-    Status result;
-    self_->request(to, 5s, args...)
-        .receive([&](Reply& reply) { *out = std::move(reply); },
-                 [&](caf::error& err) { result = ToStatus(err); });
-    return result;
+    return kvmesh::testing::Ask(self_, to, out, args...);
   }
 
   database_actor Open(const std::string& path) {
@@ -65,7 +58,7 @@ class MatcherSupervisorTest : public ::testing::Test {
 
   kvmesh::testing::TempDir dir_;
   std::shared_ptr<storage::Store> store_;
-  TestSystemConfig config_;
+  kvmesh::testing::TestSystemConfig config_;
   caf::actor_system system_;
   caf::scoped_actor self_;
   matcher_supervisor_actor supervisor_;

@@ -15,16 +15,6 @@ namespace {
 using namespace std::chrono_literals;
 using kvmesh::testing::TempDir;
 
-constexpr const char* kExampleConfig = R"(id: ""
-description: Key-value storage for application data
-tags: []
-matcher: /example/kv
-replication:
-  min: 1
-  max: 2
-size: 100MB
-)";
-
 constexpr const char* kMoreConfigs = R"(
 - id: history
   matcher: /profile/history/[^/]+
@@ -37,7 +27,7 @@ constexpr const char* kMoreConfigs = R"(
 class NodeTest : public ::testing::Test {
  protected:
   NodeTest() {
-    dir_.Write("config/example.yaml", kExampleConfig);
+    dir_.Write("config/example.yaml", kvmesh::testing::kSeedExampleConfig);
     dir_.Write("config/more.yaml", kMoreConfigs);
   }
 

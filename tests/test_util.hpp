@@ -10,6 +10,17 @@
 
 namespace kvmesh::testing {
 
+/// The seed's example database config, verbatim.
+inline constexpr char kSeedExampleConfig[] = R"(id: ""
+description: Key-value storage for application data
+tags: []
+matcher: /example/kv
+replication:
+  min: 1
+  max: 2
+size: 100MB
+)";
+
 /// A fresh directory under the test temp dir, removed when the object goes out of scope.
 class TempDir {
  public:
