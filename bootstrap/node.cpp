@@ -8,6 +8,7 @@
 #include <shared_mutex>
 #include <thread>
 
+#include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
@@ -15,14 +16,6 @@
 #include "storage/store.hpp"
 
 namespace kvmesh {
-namespace {
-
-/// A request bounced by a passivated database is re-sent through the supervisor at most this
-/// often (once is enough unless the database passivates again in between).
-constexpr int kMaxAttempts = 3;
-
-}  // namespace
-
 /// What Database handles share with their node. Plain data: a handle may outlive the node, so it
 /// never owns the actor system; `stopped` (under `mutex`) tells it the system is gone.
 struct NodeCore {
@@ -55,9 +48,9 @@ struct Node::Impl {
 
 struct Database::Handle {
   std::shared_ptr<NodeCore> core;
-  std::string path;
+  std::shared_ptr<const DatabaseRoute> route;
   std::mutex mutex;
-  database_actor actor;  // re-resolved after a passivation
+  database_actor actor;  // replaced after a passivation
 
   database_actor current() {
     std::lock_guard<std::mutex> lock(mutex);
@@ -73,28 +66,6 @@ namespace {
 
 using HandlePtr = std::shared_ptr<Database::Handle>;
 
-// One attempt of a request from the helper actor `self`. A request bounced because the database
-// was passivated was never applied, so it is safe to re-open the path and send it again.
-template <class Reply, class... Ts>
-void Attempt(caf::event_based_actor* self, HandlePtr h, Database::Callback<Reply> done, int attempt,
-             Ts... args) {
-  self->request(h->current(), h->core->timeout, args...)
-      .then([done](Reply& reply) { done(Status::OK(), std::move(reply)); },
-            [self, h, done, attempt, args...](caf::error& err) {
-              if (err != caf::sec::request_receiver_down || attempt + 1 >= kMaxAttempts) {
-                done(ToStatus(err), Reply{});
-                return;
-              }
-              self->request(h->core->supervisor, h->core->timeout, atom::open_v, h->path)
-                  .then(
-                      [self, h, done, attempt, args...](database_actor& fresh) {
-                        h->replace(fresh);
-                        Attempt<Reply>(self, h, done, attempt + 1, args...);
-                      },
-                      [done](caf::error& err) { done(ToStatus(err), Reply{}); });
-            });
-}
-
 // Starts a request on a short-lived helper actor (an actor can wait for a response without
 // blocking a thread; spawning one costs about a microsecond).
 template <class Reply, class... Ts>
@@ -109,7 +80,14 @@ void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
     return;
   }
   h->core->system->spawn([h, done = std::move(done), args...](caf::event_based_actor* self) {
-    Attempt<Reply>(self, h, done, 0, args...);
+    std::function<void(caf::expected<Reply>)> finish = [done](caf::expected<Reply> reply) {
+      if (reply) {
+        done(Status::OK(), std::move(*reply));
+      } else {
+        done(ToStatus(reply.error()), Reply{});
+      }
+    };
+    RequestDatabase<Reply>(self, h->route, h->current(), std::move(finish), 0, args...);
   });
 }
 
@@ -204,7 +182,15 @@ Status Node::Open(std::string_view path, Database* out) {
   if (!s.ok()) return s;
   auto handle = std::make_shared<Database::Handle>();
   handle->core = impl_->core;
-  NormalizeDatabasePath(path, &handle->path);
+  auto route = std::make_shared<DatabaseRoute>();
+  route->supervisor = impl_->core->supervisor;
+  NormalizeDatabasePath(path, &route->path);
+  route->timeout = impl_->core->timeout;
+  // The route lives inside the handle; a weak reference avoids a cycle.
+  route->on_reopen = [weak = std::weak_ptr<Database::Handle>(handle)](const database_actor& db) {
+    if (auto h = weak.lock()) h->replace(db);
+  };
+  handle->route = std::move(route);
   handle->actor = std::move(actor);
   out->handle_ = std::move(handle);
   return Status::OK();
@@ -237,7 +223,7 @@ Database::Database() = default;
 
 const std::string& Database::path() const {
   static const std::string kUnopened;
-  return handle_ ? handle_->path : kUnopened;
+  return handle_ ? handle_->route->path : kUnopened;
 }
 
 Status Database::Put(std::string_view key, std::string_view value) {

@@ -1,0 +1,69 @@
+// One request to the database actor of a path, with the one retry rule every caller needs.
+//
+// A database actor that was passivated bounces later requests (request_receiver_down) without
+// applying them, so re-opening the path through the supervisor and sending again is safe and
+// applies the request exactly once. Used by the embedded API's helper actors and by the client
+// gateway, so the rule lives here only.
+#pragma once
+
+#include <caf/event_based_actor.hpp>
+#include <caf/expected.hpp>
+#include <caf/sec.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "messages/type_ids.hpp"
+
+namespace kvmesh {
+
+/// Where a path's requests go, and who hears of a re-opened actor.
+struct DatabaseRoute {
+  matcher_supervisor_actor supervisor;
+  /// The normalised database path.
+  std::string path;
+  /// Deadline of each request (and of each re-open).
+  caf::timespan timeout{};
+  /// Called (on the requesting actor) with the fresh actor after a re-open, to cache it.
+  std::function<void(const database_actor&)> on_reopen;
+};
+
+/// A bounced request is retried at most this often in all (once is enough unless the database
+/// passivates again in between).
+inline constexpr int kMaxDatabaseAttempts = 3;
+
+/// Sends `args...` from `self` to `target` (the path's actor as last known; an invalid handle
+/// means "open the path first") and calls `done` once with the reply or the error.
+template <class Reply, class Self, class... Ts>
+void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, database_actor target,
+                     std::function<void(caf::expected<Reply>)> done, int attempt, Ts... args) {
+  auto reopen_and_retry = [=](caf::error cause) {
+    if (attempt + 1 >= kMaxDatabaseAttempts) {
+      done(std::move(cause));
+      return;
+    }
+    self->request(route->supervisor, route->timeout, atom::open_v, route->path)
+        .then(
+            [=](database_actor& fresh) {
+              if (route->on_reopen) route->on_reopen(fresh);
+              RequestDatabase<Reply>(self, route, fresh, done, attempt + 1, args...);
+            },
+            [=](caf::error& err) { done(std::move(err)); });
+  };
+  if (!target) {
+    reopen_and_retry(caf::make_error(caf::sec::request_receiver_down));
+    return;
+  }
+  self->request(target, route->timeout, args...)
+      .then([=](Reply& reply) { done(std::move(reply)); },
+            [=](caf::error& err) {
+              if (err == caf::sec::request_receiver_down) {
+                reopen_and_retry(std::move(err));
+              } else {
+                done(std::move(err));
+              }
+            });
+}
+
+}  // namespace kvmesh
