@@ -47,6 +47,7 @@ database_actor::behavior_type database_actor_impl(
         ++self->state.requests_since_tick;
         return self->state.store->Stats();
       },
+      [=](atom::limit, uint64_t bytes) { self->state.store->set_size_limit(bytes); },
       [=](atom::tick) {
         if (self->state.requests_since_tick == 0) {
           self->send(supervisor, atom::idle_v, self->state.store->path(),

@@ -43,12 +43,69 @@ void Passivate(supervisor_pointer self, const std::string& path) {
   st.running.erase(it);
 }
 
+ConfigInfo ToConfigInfo(const config::DatabaseConfig& c) {
+  return {c.id,
+          c.description,
+          c.tags,
+          c.matcher.pattern(),
+          config::MatcherKindName(c.matcher.kind()),
+          c.replication.min,
+          c.replication.max,
+          c.size_bytes,
+          c.source};
+}
+
+/// Puts `fresh` in force: running databases get their new budget; those no config matches any
+/// more are passivated, so their next open fails with no_matching_config. Data is never dropped.
+void ApplyConfigs(supervisor_pointer self, std::shared_ptr<const config::ConfigSet> fresh) {
+  auto& st = self->state;
+  std::vector<std::string> orphaned;
+  for (auto& [path, handle] : st.running) {
+    const config::DatabaseConfig* config = fresh->Resolve(path);
+    if (config == nullptr) {
+      orphaned.push_back(path);
+    } else {
+      self->send(handle, atom::limit_v, config->size_bytes);
+    }
+  }
+  for (const auto& path : orphaned) {
+    spdlog::warn("database {} matches no config after reload; it stops (its data is kept)",
+                 Quote(path));
+    Passivate(self, path);
+  }
+  st.configs = std::move(fresh);
+}
+
+/// Loads the config directory; on success applies it and describes it, else changes nothing.
+caf::result<std::string> Reload(supervisor_pointer self) {
+  auto& st = self->state;
+  if (st.config_dir.empty()) {
+    return ToError(
+        Status::InvalidArgument("this node's configs were built in memory; there is "
+                                "no config directory to reload"));
+  }
+  auto fresh = std::make_shared<config::ConfigSet>();
+  std::vector<config::ConfigDiagnostic> diagnostics;
+  Status s = config::ConfigSet::LoadDirectory(st.config_dir, fresh.get(), &diagnostics);
+  if (!s.ok()) {
+    spdlog::error("config reload rejected, previous configs stay active: {}", s.ToString());
+    return ToError(s);
+  }
+  std::string summary = "loaded " + std::to_string(fresh->configs().size()) +
+                        " database configs from " + st.config_dir;
+  for (const auto& d : diagnostics) summary += "\n" + d.ToString();
+  ApplyConfigs(self, std::move(fresh));
+  spdlog::info("{}", summary);
+  return summary;
+}
+
 }  // namespace
 
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     supervisor_pointer self, std::shared_ptr<const config::ConfigSet> configs,
-    std::shared_ptr<storage::Store> store, caf::timespan idle_timeout) {
+    std::string config_dir, std::shared_ptr<storage::Store> store, caf::timespan idle_timeout) {
   self->state.configs = std::move(configs);
+  self->state.config_dir = std::move(config_dir);
   self->state.store = std::move(store);
   self->state.idle_timeout = idle_timeout;
 
@@ -116,6 +173,12 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         for (const auto& path : paths) Passivate(self, path);
         return paths.size();
       },
+      [=](atom::configs) {
+        std::vector<ConfigInfo> out;
+        for (const auto& c : self->state.configs->configs()) out.push_back(ToConfigInfo(c));
+        return out;
+      },
+      [=](atom::reload) { return Reload(self); },
       [=](atom::idle, const std::string& path, const database_actor& who) {
         auto it = self->state.running.find(path);
         // Only the actor in service may passivate itself; a stale report is ignored.

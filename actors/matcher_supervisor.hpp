@@ -25,6 +25,8 @@ namespace kvmesh {
 struct matcher_supervisor_state {
   static inline const char* name = "kvmesh.matcher_supervisor";
   std::shared_ptr<const config::ConfigSet> configs;
+  /// Where `reload` reads configs from; empty when the configs were built in memory.
+  std::string config_dir;
   std::shared_ptr<storage::Store> store;
   caf::timespan idle_timeout{};
   /// Database actors in service, by normalised path.
@@ -36,10 +38,11 @@ struct matcher_supervisor_state {
       stopping;
 };
 
-/// Behaviour of the matcher supervisor. `idle_timeout` is handed to every database actor.
+/// Behaviour of the matcher supervisor. `idle_timeout` is handed to every database actor;
+/// `config_dir` (may be empty) is what `reload` reads.
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state> self,
-    std::shared_ptr<const config::ConfigSet> configs, std::shared_ptr<storage::Store> store,
-    caf::timespan idle_timeout);
+    std::shared_ptr<const config::ConfigSet> configs, std::string config_dir,
+    std::shared_ptr<storage::Store> store, caf::timespan idle_timeout);
 
 }  // namespace kvmesh

@@ -2,12 +2,14 @@
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 
 #include <future>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
 
+#include "actors/client_gateway.hpp"
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "common/path.hpp"
@@ -33,6 +35,8 @@ struct Node::Impl {
   std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> system;
   std::shared_ptr<NodeCore> core;
+  gateway_actor gateway;
+  uint16_t port = 0;
 
   /// Sends one request to the supervisor and waits for the answer.
   template <class Reply, class... Ts>
@@ -151,15 +155,45 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   size_t workers = opts.worker_threads;
   if (workers == 0) workers = std::max(2u, std::thread::hardware_concurrency());
   impl->cfg->set("scheduler.max-threads", workers);
+  const bool listen = opts.listen_port >= 0;
+  if (listen) {
+    if (opts.listen_port > 65535) {
+      return Status::InvalidArgument("listen_port " + std::to_string(opts.listen_port) +
+                                     " is not a TCP port");
+    }
+    impl->cfg->load<caf::io::middleman>();
+    // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
+    // connection silent for peer_timeout is closed.
+    impl->cfg->set("middleman.heartbeat-interval",
+                   std::chrono::duration_cast<caf::timespan>(opts.peer_timeout / 3));
+    impl->cfg->set("middleman.connection-timeout",
+                   std::chrono::duration_cast<caf::timespan>(opts.peer_timeout));
+    impl->cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+  }
   impl->system = std::make_unique<caf::actor_system>(*impl->cfg);
 
   impl->core = std::make_shared<NodeCore>();
   impl->core->system = impl->system.get();
   impl->core->timeout = std::chrono::duration_cast<caf::timespan>(opts.request_timeout);
-  impl->core->supervisor =
-      impl->system->spawn(matcher_supervisor_impl, impl->configs, impl->store,
-                          std::chrono::duration_cast<caf::timespan>(opts.idle_timeout));
-  out->reset(new Node(std::move(impl)));
+  impl->core->supervisor = impl->system->spawn(
+      matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
+      impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout));
+  impl->gateway = impl->system->spawn(client_gateway_impl, impl->core->supervisor,
+                                      impl->core->timeout, impl->store->node_id());
+  std::unique_ptr<Node> node(new Node(std::move(impl)));
+  if (listen) {
+    Impl& started = *node->impl_;
+    auto port = started.system->middleman().publish(
+        started.gateway, static_cast<uint16_t>(opts.listen_port), opts.listen_host.c_str(),
+        /*reuse_addr=*/true);
+    if (!port) {
+      return Status::IOError("cannot listen on " + opts.listen_host + ":" +
+                             std::to_string(opts.listen_port) + ": " +
+                             started.system->render(port.error()));
+    }
+    started.port = *port;
+  }
+  *out = std::move(node);
   return Status::OK();
 }
 
@@ -169,7 +203,14 @@ Node::~Node() {
     std::unique_lock<std::shared_mutex> lock(impl_->core->mutex);
     impl_->core->stopped = true;
   }
+  if (impl_->port != 0) {
+    // Stop accepting clients first.
+    impl_->system->middleman().unpublish(impl_->gateway, impl_->port);
+  }
+  // A published actor must get an exit before the system goes, or its destructor blocks.
+  caf::anon_send_exit(impl_->gateway, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(impl_->core->supervisor, caf::exit_reason::user_shutdown);
+  impl_->gateway = nullptr;
   impl_->core->supervisor = nullptr;
   impl_->system->await_all_actors_done();
   impl_->system.reset();
@@ -207,6 +248,19 @@ Status Node::ActiveDatabases(uint64_t* count) {
 Status Node::PassivateAll(uint64_t* count) {
   uint64_t ignored = 0;
   return impl_->Ask(count != nullptr ? count : &ignored, atom::passivate_v);
+}
+
+Status Node::ListConfigs(std::vector<ConfigInfo>* out) {
+  return impl_->Ask(out, atom::configs_v);
+}
+
+Status Node::ReloadConfigs(std::string* summary) {
+  std::string ignored;
+  return impl_->Ask(summary != nullptr ? summary : &ignored, atom::reload_v);
+}
+
+uint16_t Node::port() const {
+  return impl_->port;
 }
 
 uint64_t Node::node_id() const {

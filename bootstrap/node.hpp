@@ -53,12 +53,24 @@ struct NodeOptions {
   bool sync = false;
   /// Actor worker threads; 0 means one per core. Default 0.
   size_t worker_threads = 0;
+  /// Address to serve clients on (the client gateway, over CAF io). Loopback by default: expose a
+  /// node to the network deliberately.
+  std::string listen_host = "127.0.0.1";
+  /// Port to serve clients on: -1 (default) serves none (embedded only); 0 picks a free port
+  /// (see Node::port()). kvmeshd defaults to kDefaultPort.
+  int listen_port = -1;
+  /// A client connection silent for this long is closed (heartbeats flow every third of it), so
+  /// dead peers are noticed. Default 3 s.
+  std::chrono::milliseconds peer_timeout = std::chrono::seconds(3);
   /// CAF scheduler policy: "sharing" (one shared queue; wakes idle workers at once, which is
   /// what request/response latency needs) or "stealing". Default "sharing".
   std::string scheduler_policy = "sharing";
 };
 
 class Database;
+
+/// The port kvmeshd listens on unless told otherwise.
+inline constexpr uint16_t kDefaultPort = 7370;
 
 class Node {
  public:
@@ -84,6 +96,17 @@ class Node {
   /// Passivates every running database now, as if all were idle. `*count` (may be null) gets how
   /// many were asked to stop.
   Status PassivateAll(uint64_t* count);
+
+  /// The database configs in force.
+  Status ListConfigs(std::vector<ConfigInfo>* out);
+
+  /// Re-reads the config directory. On success the new configs take effect at once and
+  /// `*summary` (may be null) says what was loaded; on error the previous configs stay active
+  /// and the Status lists the errors.
+  Status ReloadConfigs(std::string* summary);
+
+  /// The port clients reach this node on, or 0 if it does not listen.
+  uint16_t port() const;
 
   /// This node's stable id (kept in its data dir).
   uint64_t node_id() const;

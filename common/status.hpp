@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -84,6 +85,31 @@ class Status {
  private:
   Code code_ = Code::kOk;
   std::string message_;
+};
+
+/// A value or the Status saying why there is none (LevelDB-style results for APIs that return a
+/// value, such as the client's get()).
+template <class T>
+class Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  /// `status` must not be OK.
+  Result(Status status) : status_(std::move(status)) {}  // NOLINT
+  bool ok() const { return value_.has_value(); }
+  bool IsNotFound() const { return status_.IsNotFound(); }
+  /// OK when there is a value.
+  const Status& status() const { return status_; }
+  /// The value; only call when ok().
+  T& value() { return *value_; }
+  const T& value() const { return *value_; }
+  T& operator*() { return *value_; }
+  const T& operator*() const { return *value_; }
+  T* operator->() { return &*value_; }
+  const T* operator->() const { return &*value_; }
+
+ private:
+  Status status_;
+  std::optional<T> value_;
 };
 
 /// Renders a byte count for error messages: exact bytes plus a short 1024-based form, e.g.

@@ -88,4 +88,19 @@ struct DatabaseInfo {
   uint64_t created_ms = 0;
 };
 
+/// A database config as reported to clients (`kvmesh dbs`).
+struct ConfigInfo {
+  std::string id;
+  std::string description;
+  std::vector<std::string> tags;
+  std::string matcher;
+  /// "literal", "wildcard" or "regex".
+  std::string matcher_kind;
+  uint32_t replication_min = 1;
+  uint32_t replication_max = 1;
+  uint64_t size_bytes = 0;
+  /// "file:line" it was read from.
+  std::string source;
+};
+
 }  // namespace kvmesh

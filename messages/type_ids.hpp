@@ -52,6 +52,18 @@ typename Inspector::result_type inspect(Inspector& f, DatabaseInfo& x) {
            x.created_ms);
 }
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
+  return f(caf::meta::type_name("kvmesh.ConfigInfo"), x.id, x.description, x.tags, x.matcher,
+           x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.source);
+}
+
+/// Version of the client protocol (the gateway_actor interface below). A client says its version
+/// in `hello`, whose signature never changes, and a node of another version refuses it with a
+/// clear error instead of failing later with unexpected_message. Bump on any change to
+/// gateway_actor or to a type it carries.
+inline constexpr uint32_t kClientProtocolVersion = 1;
+
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
 
@@ -79,6 +91,10 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle, "idle")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, passivate, "passivate")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, tick, "tick")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, ok, "ok")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, hello, "hello")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, configs, "configs")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, reload, "reload")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, limit, "limit")
 
 namespace kvmesh {
 
@@ -96,6 +112,8 @@ using database_actor = caf::typed_actor<
     caf::replies_to<atom::batch, WriteBatch>::with<atom::ok>,
     // Current counters.
     caf::replies_to<atom::stats>::with<DatabaseStats>,
+    // From the supervisor after a config reload: the new size budget in bytes.
+    caf::reacts_to<atom::limit, uint64_t>,
     // Internal: the periodic idle check.
     caf::reacts_to<atom::tick>,
     // From the supervisor: stop after the requests already queued (passivation).
@@ -111,8 +129,41 @@ using matcher_supervisor_actor = caf::typed_actor<
     caf::replies_to<atom::active>::with<uint64_t>,
     // Passivates every running database now; replies with how many were asked to stop.
     caf::replies_to<atom::passivate>::with<uint64_t>,
+    // The database configs in force.
+    caf::replies_to<atom::configs>::with<std::vector<ConfigInfo>>,
+    // Re-reads the config directory. On success the new configs take effect at once (running
+    // databases get their new size budget; those no config matches any more stop) and the reply
+    // summarises what was loaded; on any error nothing changes and the error lists them.
+    caf::replies_to<atom::reload>::with<std::string>,
     // From a database actor that saw no request for its idle time: (path, itself).
     caf::reacts_to<atom::idle, std::string, database_actor>>;
+
+/// The client gateway (actors/client_gateway.hpp): what a node publishes for clients. Every data
+/// request names its database path; the gateway routes it to that database's actor.
+using gateway_actor = caf::typed_actor<
+    // Handshake: client protocol version -> (node protocol version, node id). A different
+    // version is refused with Code::kInvalidArgument naming both versions.
+    caf::replies_to<atom::hello, uint32_t>::with<uint32_t, uint64_t>,
+    // Opens (instantiating on first access) the database at a path: path -> its stats.
+    caf::replies_to<atom::open, std::string>::with<DatabaseStats>,
+    // (path, key, value) -> ok.
+    caf::replies_to<atom::put, std::string, std::string, std::string>::with<atom::ok>,
+    // (path, key) -> value, or Code::kNotFound.
+    caf::replies_to<atom::get, std::string, std::string>::with<std::string>,
+    // (path, key) -> ok; a missing key is not an error.
+    caf::replies_to<atom::erase, std::string, std::string>::with<atom::ok>,
+    // (path, options) -> one page.
+    caf::replies_to<atom::list, std::string, ListOptions>::with<ListPage>,
+    // (path, batch) -> ok, all or nothing.
+    caf::replies_to<atom::batch, std::string, WriteBatch>::with<atom::ok>,
+    // path -> counters.
+    caf::replies_to<atom::stats, std::string>::with<DatabaseStats>,
+    // The catalog of instantiated databases.
+    caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
+    // The database configs in force.
+    caf::replies_to<atom::configs>::with<std::vector<ConfigInfo>>,
+    // Reloads the config directory (see matcher_supervisor_actor).
+    caf::replies_to<atom::reload>::with<std::string>>;
 
 }  // namespace kvmesh
 
@@ -124,6 +175,9 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ListPage))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseStats))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseInfo))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::DatabaseInfo>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigInfo))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ConfigInfo>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::database_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::matcher_supervisor_actor))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::gateway_actor))
 CAF_END_TYPE_ID_BLOCK(kvmesh)

@@ -83,6 +83,8 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
       [](atom::active) { return uint64_t{0}; },
       [](atom::passivate) { return uint64_t{0}; },
+      [](atom::configs) { return std::vector<ConfigInfo>{}; },
+      [](atom::reload) { return std::string(); },
       [=](atom::idle, const std::string& path, const database_actor& who) {
         caf::anon_send(observer, path, who);
       },

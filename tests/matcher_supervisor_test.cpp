@@ -32,7 +32,7 @@ class MatcherSupervisorTest : public ::testing::Test {
     EXPECT_TRUE(storage::Store::Open(options, &store_).ok());
     supervisor_ =
         system_.spawn(matcher_supervisor_impl, std::shared_ptr<const config::ConfigSet>(configs),
-                      store_, caf::timespan{0});
+                      std::string(), store_, caf::timespan{0});
   }
   ~MatcherSupervisorTest() override {
     self_->send_exit(supervisor_, caf::exit_reason::user_shutdown);

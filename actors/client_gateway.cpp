@@ -1,0 +1,112 @@
+#include "actors/client_gateway.hpp"
+
+#include <caf/all.hpp>
+
+#include "common/path.hpp"
+
+namespace kvmesh {
+namespace {
+
+using gateway_pointer = gateway_actor::stateful_pointer<client_gateway_state>;
+
+/// Remembers `actor` as the one serving `path` and watches it, so the entry leaves with it.
+void Track(gateway_pointer self, const std::string& path, const database_actor& actor) {
+  auto& st = self->state;
+  auto it = st.routes.find(path);
+  if (it == st.routes.end() || it->second.actor == actor) return;
+  it->second.actor = actor;
+  self->monitor(actor);
+  st.path_of[actor.id()] = path;
+}
+
+/// The route of a normalised path, created on first use.
+client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& path) {
+  auto& st = self->state;
+  auto it = st.routes.find(path);
+  if (it != st.routes.end()) return it->second;
+  auto route = std::make_shared<DatabaseRoute>();
+  route->supervisor = st.supervisor;
+  route->path = path;
+  route->timeout = st.timeout;
+  route->on_reopen = [self, path](const database_actor& fresh) { Track(self, path, fresh); };
+  return st.routes.emplace(path, client_gateway_state::Entry{std::move(route), {}}).first->second;
+}
+
+/// Forwards `args...` to the database at `raw_path` and answers the client with its reply.
+template <class Reply, class... Ts>
+caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts... args) {
+  std::string path;
+  Status s = NormalizeDatabasePath(raw_path, &path);
+  if (!s.ok()) return ToError(s);
+  auto promise = self->make_response_promise<Reply>();
+  auto& entry = EntryFor(self, path);
+  std::function<void(caf::expected<Reply>)> done = [promise](caf::expected<Reply> reply) mutable {
+    if (reply) {
+      promise.deliver(std::move(*reply));
+    } else {
+      promise.deliver(reply.error());
+    }
+  };
+  RequestDatabase<Reply>(self, entry.route, entry.actor, std::move(done), 0, std::move(args)...);
+  return promise;
+}
+
+}  // namespace
+
+gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
+                                                 matcher_supervisor_actor supervisor,
+                                                 caf::timespan timeout, uint64_t node_id) {
+  self->state.supervisor = std::move(supervisor);
+  self->state.timeout = timeout;
+  self->state.node_id = node_id;
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    auto found = st.path_of.find(msg.source.id());
+    if (found == st.path_of.end()) return;
+    auto entry = st.routes.find(found->second);
+    if (entry != st.routes.end() && entry->second.actor.address() == msg.source) {
+      st.routes.erase(entry);
+    }
+    st.path_of.erase(found);
+  });
+  auto ask_supervisor = [self](auto... args) {
+    // The reply type follows from the supervisor's interface.
+    return self->delegate(self->state.supervisor, args...);
+  };
+  return {
+      [=](atom::hello, uint32_t version) -> caf::result<uint32_t, uint64_t> {
+        if (version != kClientProtocolVersion) {
+          return ToError(Status::InvalidArgument(
+              "incompatible protocol: the client speaks version " + std::to_string(version) +
+              ", this node speaks version " + std::to_string(kClientProtocolVersion)));
+        }
+        return {kClientProtocolVersion, self->state.node_id};
+      },
+      [=](atom::open, const std::string& path) {
+        return Forward<DatabaseStats>(self, path, atom::stats_v);
+      },
+      [=](atom::put, const std::string& path, std::string& key, std::string& value) {
+        return Forward<atom::ok>(self, path, atom::put_v, std::move(key), std::move(value));
+      },
+      [=](atom::get, const std::string& path, std::string& key) {
+        return Forward<std::string>(self, path, atom::get_v, std::move(key));
+      },
+      [=](atom::erase, const std::string& path, std::string& key) {
+        return Forward<atom::ok>(self, path, atom::erase_v, std::move(key));
+      },
+      [=](atom::list, const std::string& path, ListOptions& options) {
+        return Forward<ListPage>(self, path, atom::list_v, std::move(options));
+      },
+      [=](atom::batch, const std::string& path, WriteBatch& batch) {
+        return Forward<atom::ok>(self, path, atom::batch_v, std::move(batch));
+      },
+      [=](atom::stats, const std::string& path) {
+        return Forward<DatabaseStats>(self, path, atom::stats_v);
+      },
+      [=](atom::databases) { return ask_supervisor(atom::databases_v); },
+      [=](atom::configs) { return ask_supervisor(atom::configs_v); },
+      [=](atom::reload) { return ask_supervisor(atom::reload_v); },
+  };
+}
+
+}  // namespace kvmesh

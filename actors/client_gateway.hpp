@@ -1,0 +1,41 @@
+// The client gateway: the one actor a node publishes for clients.
+//
+// Clients name a database path in every request; the gateway routes it to that database's actor
+// (asking the supervisor on first use, caching the handle, monitoring it) through
+// RequestDatabase, so a passivated database is re-activated here and clients never see it. The
+// handshake (`hello`) checks the client protocol version before anything else.
+#pragma once
+
+#include <caf/stateful_actor.hpp>
+#include <caf/timespan.hpp>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "actors/database_request.hpp"
+#include "messages/type_ids.hpp"
+
+namespace kvmesh {
+
+struct client_gateway_state {
+  static inline const char* name = "kvmesh.client_gateway";
+  matcher_supervisor_actor supervisor;
+  caf::timespan timeout{};
+  uint64_t node_id = 0;
+  struct Entry {
+    std::shared_ptr<const DatabaseRoute> route;
+    database_actor actor;  // invalid until opened; replaced after a re-open
+  };
+  /// By normalised path; an entry leaves when its actor goes down.
+  std::unordered_map<std::string, Entry> routes;
+  /// Path of each monitored database actor, by actor id.
+  std::unordered_map<caf::actor_id, std::string> path_of;
+};
+
+/// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards.
+gateway_actor::behavior_type client_gateway_impl(
+    gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
+    caf::timespan timeout, uint64_t node_id);
+
+}  // namespace kvmesh

@@ -1,0 +1,94 @@
+#include "bootstrap/node_config.hpp"
+
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
+
+#include <climits>
+#include <functional>
+#include <map>
+
+namespace kvmesh {
+
+DaemonConfig DefaultDaemonConfig() {
+  DaemonConfig config;
+  char host[HOST_NAME_MAX + 1] = {0};
+  config.name = ::gethostname(host, sizeof(host)) == 0 ? host : "kvmesh";
+  config.node.data_dir = "kvmesh-data";
+  config.node.config_dir = "databases";
+  config.node.listen_port = kDefaultPort;
+  return config;
+}
+
+Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return Status::InvalidConfig("cannot read node config " + path);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidConfig(path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+  if (root.IsNull()) return Status::OK();
+  if (!root.IsMap()) return Status::InvalidConfig(path + ": the node config must be a mapping");
+  auto error = [&](const YAML::Node& node, const std::string& field, const std::string& what) {
+    return Status::InvalidConfig(path + ":" + std::to_string(node.Mark().line + 1) + ": " + field +
+                                 ": " + what);
+  };
+  // One reader per field; each converts and range-checks its value.
+  using Reader = std::function<Status(const YAML::Node&, const std::string&)>;
+  auto text = [&](std::string* out) -> Reader {
+    return [&, out](const YAML::Node& n, const std::string& field) {
+      if (!n.IsScalar()) return error(n, field, "must be a string");
+      *out = n.Scalar();
+      return Status::OK();
+    };
+  };
+  auto integer = [&](long long min, long long max, std::function<void(long long)> set) -> Reader {
+    return [&, min, max, set](const YAML::Node& n, const std::string& field) {
+      long long value = 0;
+      if (!n.IsScalar() || !YAML::convert<long long>::decode(n, value)) {
+        return error(n, field, "must be an integer");
+      }
+      if (value < min || value > max) {
+        return error(n, field,
+                     "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      }
+      set(value);
+      return Status::OK();
+    };
+  };
+  NodeOptions& node = config->node;
+  const std::map<std::string, Reader> readers = {
+      {"name", text(&config->name)},
+      {"data_dir", text(&node.data_dir)},
+      {"config_dir", text(&node.config_dir)},
+      {"listen", text(&node.listen_host)},
+      {"log_level", text(&config->log_level)},
+      {"port", integer(0, 65535, [&](long long v) { node.listen_port = static_cast<int>(v); })},
+      {"idle_timeout", integer(0, 365LL * 24 * 3600,
+                               [&](long long v) { node.idle_timeout = std::chrono::seconds(v); })},
+      {"sync",
+       [&](const YAML::Node& n, const std::string& field) {
+         bool value = false;
+         if (!n.IsScalar() || !YAML::convert<bool>::decode(n, value)) {
+           return error(n, field, "must be true or false");
+         }
+         node.sync = value;
+         return Status::OK();
+       }},
+  };
+  for (const auto& entry : root) {
+    const std::string field = entry.first.as<std::string>();
+    auto reader = readers.find(field);
+    if (reader == readers.end()) {
+      std::string known;
+      for (const auto& [name, unused] : readers) known += (known.empty() ? "" : ", ") + name;
+      return error(entry.first, field, "unknown setting (known: " + known + ")");
+    }
+    Status s = reader->second(entry.second, field);
+    if (!s.ok()) return s;
+  }
+  return Status::OK();
+}
+
+}  // namespace kvmesh

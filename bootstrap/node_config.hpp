@@ -1,0 +1,33 @@
+// kvmeshd's own settings: an optional YAML file, overridden by command-line flags.
+//
+//   name: node-a              # default: the host name
+//   data_dir: /var/lib/kvmesh # default: ./kvmesh-data
+//   config_dir: /etc/kvmesh/databases   # default: ./databases
+//   listen: 127.0.0.1         # default 127.0.0.1 (loopback): expose a node deliberately
+//   port: 7370                # default kDefaultPort; 0 picks a free port
+//   log_level: info           # trace, debug, info, warn, error, critical, off
+//   idle_timeout: 600         # seconds before an unused database is passivated
+//   sync: false               # fsync the write-ahead log on every write
+#pragma once
+
+#include <string>
+
+#include "bootstrap/node.hpp"
+#include "common/status.hpp"
+
+namespace kvmesh {
+
+struct DaemonConfig {
+  std::string name;
+  std::string log_level = "info";
+  NodeOptions node;
+};
+
+/// Defaults for kvmeshd: data in ./kvmesh-data, configs in ./databases, 127.0.0.1:kDefaultPort.
+DaemonConfig DefaultDaemonConfig();
+
+/// Reads the YAML file at `path` over `*config`. Errors (Code::kInvalidConfig) name the file,
+/// line and field; unknown fields are errors too, since a misspelt setting must not go unnoticed.
+Status LoadDaemonConfig(const std::string& path, DaemonConfig* config);
+
+}  // namespace kvmesh

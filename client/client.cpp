@@ -1,0 +1,391 @@
+#include "client/client.hpp"
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/path.hpp"
+#include "messages/type_ids.hpp"
+
+namespace kvmesh::client {
+namespace {
+
+/// Calls its function exactly once: with the reply, or, if every copy is dropped unanswered
+/// (the client closed with the request queued), with kUnavailable. So a future never breaks.
+template <class Reply>
+class Completion {
+ public:
+  using Fn = std::function<void(Status, Reply)>;
+  explicit Completion(Fn fn) : state_(std::make_shared<State>(std::move(fn))) {}
+  void operator()(Status status, Reply reply) const {
+    if (!state_->called.exchange(true)) state_->fn(std::move(status), std::move(reply));
+  }
+
+ private:
+  struct State {
+    explicit State(Fn f) : fn(std::move(f)) {}
+    ~State() {
+      if (!called)
+        fn(Status::Unavailable("the client was closed before the request completed"), Reply{});
+    }
+    Fn fn;
+    std::atomic<bool> called{false};
+  };
+  std::shared_ptr<State> state_;
+};
+
+struct connection_state {
+  static inline const char* name = "kvmesh.client_connection";
+  gateway_actor gateway;
+  std::string address;
+  uint64_t next_id = 0;
+  /// How to fail each request in flight, by local request number.
+  std::unordered_map<uint64_t, std::function<void(Status)>> in_flight;
+  /// Tells the Connection the gateway is gone, so the next call reconnects.
+  std::function<void()> on_lost;
+};
+
+using connection_pointer = caf::stateful_actor<connection_state>*;
+
+}  // namespace
+
+/// Work for the connection actor, from a caller's thread. Local only (never serialized).
+using ConnectionJob = std::function<void(connection_pointer)>;
+
+}  // namespace kvmesh::client
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvmesh::client::ConnectionJob)
+
+namespace kvmesh::client {
+namespace {
+
+void FailAll(connection_pointer self, const Status& why) {
+  auto pending = std::move(self->state.in_flight);
+  self->state.in_flight.clear();
+  for (auto& [id, fail] : pending) fail(why);
+}
+
+// The connection actor: sends every request to the gateway and fails all requests in flight
+// the moment the gateway's node is lost (CAF would otherwise let them run to their timeout).
+caf::behavior ConnectionActor(connection_pointer self, std::string address,
+                              std::function<void()> on_lost) {
+  self->state.address = std::move(address);
+  self->state.on_lost = std::move(on_lost);
+  self->set_down_handler([self](caf::down_msg& msg) {
+    auto& st = self->state;
+    if (!st.gateway || msg.source != st.gateway.address()) return;
+    st.gateway = nullptr;
+    st.on_lost();
+    FailAll(self, Status::Unavailable("lost the connection to kvmesh node " + st.address));
+  });
+  self->set_exit_handler([self](caf::exit_msg& msg) {
+    FailAll(self, Status::Unavailable("the client was closed before the request completed"));
+    self->quit(msg.reason);
+  });
+  return {
+      [=](gateway_actor& gateway) {
+        self->state.gateway = gateway;
+        self->monitor(gateway);
+      },
+      [=](ConnectionJob& job) { job(self); },
+  };
+}
+
+Status ParseAddress(const std::string& address, std::string* host, uint16_t* port) {
+  auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument("bad node address " + Quote(address) + ": " + why +
+                                   " (expected host:port)");
+  };
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad("no port");
+  *host = address.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  const std::string digits = address.substr(colon + 1);
+  if (digits.empty() || digits.size() > 5 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return bad("port is not a number");
+  }
+  unsigned long value = std::stoul(digits);
+  if (value == 0 || value > 65535) return bad("port out of range");
+  *port = static_cast<uint16_t>(value);
+  return Status::OK();
+}
+
+}  // namespace
+
+struct Connection {
+  ClientOptions options;
+  std::string address;
+  std::string host;
+  uint16_t port = 0;
+  caf::timespan timeout{};
+  std::unique_ptr<caf::actor_system_config> cfg;
+  std::unique_ptr<caf::actor_system> system;
+  caf::actor actor;
+  std::mutex connect_mutex;
+  std::shared_ptr<std::atomic<bool>> connected = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<uint64_t> node_id{0};
+
+  ~Connection() {
+    if (system) {
+      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+      actor = nullptr;
+      system->await_all_actors_done();
+      system.reset();
+    }
+  }
+
+  Status Start() {
+    cfg = std::make_unique<caf::actor_system_config>();
+    RegisterMessageTypes(*cfg);
+    cfg->load<caf::io::middleman>();
+    cfg->set("scheduler.policy", caf::atom("sharing"));
+    cfg->set("middleman.heartbeat-interval",
+             std::chrono::duration_cast<caf::timespan>(options.peer_timeout / 3));
+    cfg->set("middleman.connection-timeout",
+             std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
+    cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+    system = std::make_unique<caf::actor_system>(*cfg);
+    timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
+    actor = system->spawn(ConnectionActor, address, [flag = connected] { *flag = false; });
+    return EnsureConnected();
+  }
+
+  /// Connects (again) if needed: finds the gateway, checks the protocol version, hands the
+  /// gateway to the connection actor.
+  Status EnsureConnected() {
+    if (*connected) return Status::OK();
+    std::lock_guard<std::mutex> lock(connect_mutex);
+    if (*connected) return Status::OK();
+    auto gateway = system->middleman().remote_actor<gateway_actor>(host, port);
+    if (!gateway) {
+      if (gateway.error() == caf::sec::unexpected_actor_messaging_interface) {
+        return Status::InvalidArgument("the service at " + address +
+                                       " is not a kvmesh node of this client's protocol version");
+      }
+      return Status::Unavailable("cannot reach kvmesh node at " + address + ": " +
+                                 system->render(gateway.error()));
+    }
+    caf::scoped_actor self{*system};
+    Status result;
+    self->request(*gateway, timeout, atom::hello_v, kClientProtocolVersion)
+        .receive([&](uint32_t, uint64_t id) { node_id = id; },
+                 [&](caf::error& err) { result = ToStatus(err); });
+    if (!result.ok()) return result;
+    caf::anon_send(actor, *gateway);
+    *connected = true;
+    return Status::OK();
+  }
+
+  /// Sends `args...` to the gateway; `done` gets the reply or the error, exactly once.
+  template <class Reply, class... Ts>
+  void Send(Completion<Reply> done, Ts... args) {
+    Status s = EnsureConnected();
+    if (!s.ok()) {
+      done(std::move(s), Reply{});
+      return;
+    }
+    ConnectionJob job = [done, args..., t = timeout](connection_pointer self) {
+      auto& st = self->state;
+      if (!st.gateway) {
+        done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
+        return;
+      }
+      const uint64_t id = st.next_id++;
+      st.in_flight.emplace(id, [done](Status why) { done(std::move(why), Reply{}); });
+      self->request(st.gateway, t, args...)
+          .then(
+              [self, id, done](Reply& reply) {
+                if (self->state.in_flight.erase(id) != 0) done(Status::OK(), std::move(reply));
+              },
+              [self, id, done](caf::error& err) {
+                if (self->state.in_flight.erase(id) != 0) done(ToStatus(err), Reply{});
+              });
+    };
+    caf::anon_send(actor, std::move(job));
+  }
+
+  template <class Reply, class... Ts>
+  std::future<std::pair<Status, Reply>> SendForFuture(Ts... args) {
+    auto promise = std::make_shared<std::promise<std::pair<Status, Reply>>>();
+    auto future = promise->get_future();
+    Send<Reply>(Completion<Reply>([promise](Status s, Reply r) {
+                  promise->set_value({std::move(s), std::move(r)});
+                }),
+                std::move(args)...);
+    return future;
+  }
+
+  /// Blocking call returning the reply as a Result.
+  template <class Reply, class... Ts>
+  Result<Reply> Call(Ts... args) {
+    auto [status, reply] = SendForFuture<Reply>(std::move(args)...).get();
+    if (!status.ok()) return status;
+    return std::move(reply);
+  }
+
+  /// Blocking call whose reply is only "ok".
+  template <class... Ts>
+  Status CallOk(Ts... args) {
+    return SendForFuture<atom::ok>(std::move(args)...).get().first;
+  }
+};
+
+namespace {
+
+std::future<Status> OkFuture(std::future<std::pair<Status, atom::ok>> f) {
+  return std::async(std::launch::deferred, [f = std::move(f)]() mutable { return f.get().first; });
+}
+
+}  // namespace
+
+// -- Client -------------------------------------------------------------------------------------
+
+Client::Client() : status_(Status::InvalidArgument("client is not connected; use connect()")) {}
+
+Client connect(const std::string& address, const ClientOptions& options) {
+  Client client;
+  auto connection = std::make_shared<Connection>();
+  connection->options = options;
+  connection->address = address;
+  client.status_ = ParseAddress(address, &connection->host, &connection->port);
+  if (!client.status_.ok()) return client;
+  client.status_ = connection->Start();
+  // Keep the connection even after a failed first attempt: later calls retry it.
+  client.connection_ = std::move(connection);
+  return client;
+}
+
+const Status& Client::status() const {
+  return status_;
+}
+
+const std::string& Client::address() const {
+  static const std::string kNone;
+  return connection_ ? connection_->address : kNone;
+}
+
+uint64_t Client::node_id() const {
+  return connection_ ? connection_->node_id.load() : 0;
+}
+
+Database Client::open(std::string_view path) const {
+  Database db;
+  if (!connection_) {
+    db.status_ = status_;
+    return db;
+  }
+  Status s = NormalizeDatabasePath(path, &db.path_);
+  if (s.ok()) s = connection_->Call<DatabaseStats>(atom::open_v, db.path_).status();
+  db.status_ = s;
+  if (s.ok()) db.connection_ = connection_;
+  return db;
+}
+
+Result<std::vector<DatabaseInfo>> Client::databases() const {
+  if (!connection_) return status_;
+  return connection_->Call<std::vector<DatabaseInfo>>(atom::databases_v);
+}
+
+Result<std::vector<ConfigInfo>> Client::configs() const {
+  if (!connection_) return status_;
+  return connection_->Call<std::vector<ConfigInfo>>(atom::configs_v);
+}
+
+Result<std::string> Client::reload_configs() const {
+  if (!connection_) return status_;
+  return connection_->Call<std::string>(atom::reload_v);
+}
+
+// -- Database -----------------------------------------------------------------------------------
+
+Database::Database() = default;
+
+Status Database::put(std::string_view key, std::string_view value) const {
+  if (!connection_) return status_;
+  return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value));
+}
+
+Result<std::string> Database::get(std::string_view key) const {
+  if (!connection_) return status_;
+  return connection_->Call<std::string>(atom::get_v, path_, std::string(key));
+}
+
+Status Database::erase(std::string_view key) const {
+  if (!connection_) return status_;
+  return connection_->CallOk(atom::erase_v, path_, std::string(key));
+}
+
+Result<ListPage> Database::list_page(const ListOptions& options) const {
+  if (!connection_) return status_;
+  return connection_->Call<ListPage>(atom::list_v, path_, options);
+}
+
+Result<std::vector<std::string>> Database::list(std::string_view prefix) const {
+  std::vector<std::string> keys;
+  ListOptions options;
+  options.prefix = std::string(prefix);
+  while (true) {
+    Result<ListPage> page = list_page(options);
+    if (!page.ok()) return page.status();
+    keys.insert(keys.end(), std::make_move_iterator(page->keys.begin()),
+                std::make_move_iterator(page->keys.end()));
+    if (!page->has_more()) return keys;
+    options.start_after = std::move(page->next_token);
+  }
+}
+
+Batch Database::batch() const {
+  return Batch(*this);
+}
+
+Status Database::write(const WriteBatch& batch) const {
+  if (!connection_) return status_;
+  return connection_->CallOk(atom::batch_v, path_, batch);
+}
+
+Result<DatabaseStats> Database::stats() const {
+  if (!connection_) return status_;
+  return connection_->Call<DatabaseStats>(atom::stats_v, path_);
+}
+
+void Database::close() {
+  connection_.reset();
+  status_ = Status::InvalidArgument("database handle " + Quote(path_) + " was closed");
+}
+
+std::future<Status> Database::put_async(std::string key, std::string value) const {
+  if (!connection_) return std::async(std::launch::deferred, [s = status_] { return s; });
+  return OkFuture(
+      connection_->SendForFuture<atom::ok>(atom::put_v, path_, std::move(key), std::move(value)));
+}
+
+std::future<Result<std::string>> Database::get_async(std::string key) const {
+  if (!connection_) {
+    return std::async(std::launch::deferred, [s = status_] { return Result<std::string>(s); });
+  }
+  auto f = connection_->SendForFuture<std::string>(atom::get_v, path_, std::move(key));
+  return std::async(std::launch::deferred, [f = std::move(f)]() mutable -> Result<std::string> {
+    auto [status, value] = f.get();
+    if (!status.ok()) return status;
+    return std::move(value);
+  });
+}
+
+std::future<Status> Database::erase_async(std::string key) const {
+  if (!connection_) return std::async(std::launch::deferred, [s = status_] { return s; });
+  return OkFuture(connection_->SendForFuture<atom::ok>(atom::erase_v, path_, std::move(key)));
+}
+
+std::future<Status> Database::write_async(WriteBatch batch) const {
+  if (!connection_) return std::async(std::launch::deferred, [s = status_] { return s; });
+  return OkFuture(connection_->SendForFuture<atom::ok>(atom::batch_v, path_, std::move(batch)));
+}
+
+}  // namespace kvmesh::client

@@ -1,0 +1,218 @@
+// The client library against a node over a real loopback connection (separate actor systems).
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <random>
+
+#include "bootstrap/node.hpp"
+#include "client/client.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+using kvmesh::testing::TempDir;
+
+constexpr const char* kConfigs = R"(
+- id: kv
+  matcher: /example/kv
+  size: 100MB
+- id: tiny
+  matcher: /tiny/*
+  size: 100B
+)";
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_.Write("config/dbs.yaml", kConfigs);
+    NodeOptions options;
+    options.data_dir = dir_ / "data";
+    options.config_dir = dir_ / "config";
+    options.listen_port = 0;
+    Status s = Node::Start(options, &node_);
+    ASSERT_TRUE(s.ok()) << s;
+    address_ = "127.0.0.1:" + std::to_string(node_->port());
+    client_ = client::connect(address_);
+    ASSERT_TRUE(client_.ok()) << client_.status();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Node> node_;
+  std::string address_;
+  client::Client client_;
+};
+
+TEST_F(ClientTest, SeedOperationsRoundTrip) {
+  auto db = client::connect(address_).open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  std::string binary("\0\xff\x01 bytes \xfe\0", 11);
+  ASSERT_TRUE(db.put("/users/123/profile", binary).ok());
+  auto value = db.get("/users/123/profile");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, binary);
+  auto missing = db.get("/users/999");
+  EXPECT_TRUE(missing.IsNotFound()) << missing.status();
+  EXPECT_NE(missing.status().message().find("\"/users/999\""), std::string::npos);
+  ASSERT_TRUE(db.put("/users/123/sessions/1", "s").ok());
+  ASSERT_TRUE(db.put("/users1", "x").ok());
+  auto keys = db.list("/users/");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(*keys, (std::vector<std::string>{"/users/123/profile", "/users/123/sessions/1"}));
+  ASSERT_TRUE(db.erase("/users/123/profile").ok());
+  EXPECT_TRUE(db.get("/users/123/profile").IsNotFound());
+  EXPECT_TRUE(db.erase("/users/123/profile").ok());
+  ASSERT_TRUE(db.batch().put("/b/1", "1").put("/b/2", "2").erase("/users1").commit().ok());
+  auto stats = db.stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->key_count, 3u);
+  EXPECT_EQ(stats->limit_bytes, 100'000'000u);
+}
+
+TEST_F(ClientTest, ListPagesTransparentlyAndLargeValuesTravel) {
+  auto db = client_.open("/example/kv");
+  WriteBatch batch;
+  for (int i = 0; i < 2500; ++i) batch.Put("/many/" + std::to_string(100000 + i), "v");
+  ASSERT_TRUE(db.write(batch).ok());
+  auto keys = db.list("/many");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  ASSERT_EQ(keys->size(), 2500u);  // more than two default pages
+  EXPECT_EQ(keys->front(), "/many/100000");
+  EXPECT_EQ(keys->back(), "/many/102499");
+
+  std::string mib(1 << 20, '\0');
+  std::mt19937 rng(7);
+  for (char& c : mib) c = static_cast<char>(rng());
+  ASSERT_TRUE(db.put("/big", mib).ok());
+  auto got = db.get("/big");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, mib);
+  Status too_big = db.put("/huge", std::string((16u << 20) + 1, 'x'));
+  EXPECT_EQ(too_big.code(), Code::kValueTooLarge) << too_big;
+}
+
+TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
+  auto unknown = client_.open("/nope");
+  EXPECT_EQ(unknown.status().code(), Code::kNoMatchingConfig);
+  EXPECT_EQ(unknown.status().message(), "no database config matches \"/nope\"");
+  EXPECT_EQ(unknown.put("/k", "v").code(), Code::kNoMatchingConfig);
+
+  auto tiny = client_.open("/tiny/a");
+  ASSERT_TRUE(tiny.ok());
+  ASSERT_TRUE(tiny.put("/k", std::string(90, 'x')).ok());
+  Status full = tiny.put("/k2", std::string(20, 'x'));
+  EXPECT_EQ(full.code(), Code::kSizeLimitExceeded);
+  EXPECT_NE(full.message().find("100 B"), std::string::npos) << full;
+  EXPECT_EQ(tiny.put("/a/../b", "x").code(), Code::kInvalidKey);
+
+  auto bad_address = client::connect("no-port");
+  EXPECT_EQ(bad_address.status().code(), Code::kInvalidArgument);
+  auto nobody = client::connect("127.0.0.1:1");
+  EXPECT_EQ(nobody.status().code(), Code::kUnavailable) << nobody.status();
+  EXPECT_EQ(nobody.open("/example/kv").status().code(), Code::kUnavailable);
+}
+
+TEST_F(ClientTest, ManyRequestsInFlightOnOneConnection) {
+  auto db = client_.open("/example/kv");
+  std::vector<std::future<Status>> puts;
+  for (int i = 0; i < 5000; ++i) puts.push_back(db.put_async("/p/" + std::to_string(i), "v"));
+  for (auto& f : puts) ASSERT_TRUE(f.get().ok());
+  std::vector<std::future<Result<std::string>>> gets;
+  for (int i = 0; i < 5000; i += 7) gets.push_back(db.get_async("/p/" + std::to_string(i)));
+  for (auto& f : gets) {
+    auto r = f.get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(*r, "v");
+  }
+  EXPECT_EQ(db.stats()->key_count, 5000u);
+}
+
+TEST_F(ClientTest, NodeShutdownFailsRequestsAndClientReconnects) {
+  auto db = client_.open("/example/kv");
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  const uint16_t port = node_->port();
+  node_.reset();
+  Status gone = db.put("/k", "v2");
+  EXPECT_EQ(gone.code(), Code::kUnavailable) << gone;
+
+  // The node comes back on the same port and data: the same handle works again.
+  NodeOptions options;
+  options.data_dir = dir_ / "data";
+  options.config_dir = dir_ / "config";
+  options.listen_port = port;
+  ASSERT_TRUE(Node::Start(options, &node_).ok());
+  auto value = db.get("/k");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "v");
+}
+
+TEST_F(ClientTest, HotReloadAddsDatabasesAndRejectsBadConfigs) {
+  EXPECT_EQ(client_.open("/new/db").status().code(), Code::kNoMatchingConfig);
+  dir_.Write("config/new.yaml", "matcher: /new/db\nsize: 1MB\n");
+  auto summary = client_.reload_configs();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_NE(summary->find("loaded 3 database configs"), std::string::npos) << *summary;
+  auto fresh = client_.open("/new/db");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  ASSERT_TRUE(fresh.put("/k", "v").ok());
+
+  dir_.Write("config/broken.yaml", "matcher: /broken\nsize: lots\n");
+  auto rejected = client_.reload_configs();
+  EXPECT_EQ(rejected.status().code(), Code::kInvalidConfig);
+  EXPECT_NE(rejected.status().message().find("broken.yaml:2"), std::string::npos)
+      << rejected.status();
+  // The previous configs stay active.
+  auto still = fresh.get("/k");
+  EXPECT_TRUE(still.ok()) << still.status();
+  EXPECT_TRUE(client_.open("/example/kv").ok());
+  auto configs = client_.configs();
+  ASSERT_TRUE(configs.ok()) << configs.status();
+  EXPECT_EQ(configs->size(), 3u);
+}
+
+TEST_F(ClientTest, CatalogAndConfigsAreListed) {
+  ASSERT_TRUE(client_.open("/tiny/x").ok());
+  auto dbs = client_.databases();
+  ASSERT_TRUE(dbs.ok()) << dbs.status();
+  ASSERT_EQ(dbs->size(), 1u);
+  EXPECT_EQ((*dbs)[0].path, "/tiny/x");
+  EXPECT_EQ((*dbs)[0].config_id, "tiny");
+  auto configs = client_.configs();
+  ASSERT_TRUE(configs.ok()) << configs.status();
+  ASSERT_EQ(configs->size(), 2u);
+  EXPECT_EQ((*configs)[1].matcher, "/tiny/*");
+  EXPECT_EQ((*configs)[1].matcher_kind, "wildcard");
+  EXPECT_EQ((*configs)[1].size_bytes, 100u);
+}
+
+TEST_F(ClientTest, GarbageOnTheNodePortDoesNotHurtIt) {
+  auto db = client_.open("/example/kv");
+  ASSERT_TRUE(db.put("/before", "x").ok());
+  std::mt19937 rng(1234);
+  for (int round = 0; round < 20; ++round) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(node_->port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::string junk(1 + rng() % 4096, '\0');
+    for (char& c : junk) c = static_cast<char>(rng());
+    if (round % 4 == 0) junk = std::string(8, '\xff');  // a huge announced payload size
+    (void)::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+    ::close(fd);
+  }
+  // Still serving, nothing lost.
+  auto value = client::connect(address_).open("/example/kv").get("/before");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "x");
+  EXPECT_TRUE(db.put("/after", "y").ok());
+}
+
+}  // namespace
+}  // namespace kvmesh
