@@ -94,4 +94,51 @@ class DaemonProcess {
   std::string output_;
 };
 
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+/// Runs `binary args...` to completion with `input` on stdin; collects stdout, stderr and the
+/// exit code. `scratch` is a directory for the temporary files.
+inline CommandResult RunCommand(const std::string& binary, const std::vector<std::string>& args,
+                                const std::string& input, const std::string& scratch) {
+  const std::string in_path = scratch + "/cmd.in", out_path = scratch + "/cmd.out",
+                    err_path = scratch + "/cmd.err";
+  {
+    FILE* f = std::fopen(in_path.c_str(), "wb");
+    std::fwrite(input.data(), 1, input.size(), f);
+    std::fclose(f);
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::freopen(in_path.c_str(), "rb", stdin);
+    std::freopen(out_path.c_str(), "wb", stdout);
+    std::freopen(err_path.c_str(), "wb", stderr);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(binary.c_str()));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  auto slurp = [](const std::string& path) {
+    std::string text;
+    FILE* f = std::fopen(path.c_str(), "rb");
+    char buf[65536];
+    size_t n;
+    while (f != nullptr && (n = std::fread(buf, 1, sizeof(buf), f)) > 0) text.append(buf, n);
+    if (f != nullptr) std::fclose(f);
+    return text;
+  };
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out_path);
+  r.err = slurp(err_path);
+  return r;
+}
+
 }  // namespace kvmesh::testing

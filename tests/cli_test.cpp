@@ -1,0 +1,116 @@
+// The kvmesh CLI against a real kvmeshd process.
+#include <gtest/gtest.h>
+
+#include "process_util.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using kvmesh::testing::CommandResult;
+using kvmesh::testing::DaemonProcess;
+using kvmesh::testing::TempDir;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_.Write("config/kv.yaml", kvmesh::testing::kSeedExampleConfig);
+    dir_.Write("config/tiny.yaml", "matcher: /tiny\nsize: 10B\n");
+    ASSERT_TRUE(daemon_.Start(KVMESHD_PATH, {"--data-dir", dir_ / "data", "--config-dir",
+                                             dir_ / "config", "--port", "0"}))
+        << daemon_.output();
+  }
+
+  CommandResult Run(std::vector<std::string> args, const std::string& input = "") {
+    args.insert(args.begin(), {"--node", daemon_.address()});
+    return kvmesh::testing::RunCommand(KVMESH_CLI_PATH, args, input, dir_.path());
+  }
+
+  TempDir dir_;
+  DaemonProcess daemon_;
+};
+
+TEST_F(CliTest, BinaryValuesRoundTripThroughStdinStdoutAndFiles) {
+  const std::string binary("\0\xff\n\r bytes \x01\0", 12);
+  CommandResult put = Run({"put", "/example/kv", "/bin", "-"}, binary);
+  ASSERT_EQ(put.exit_code, 0) << put.err;
+  CommandResult get = Run({"get", "/example/kv", "/bin"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(get.out, binary);
+  std::string file = dir_.Write("value.bin", binary + binary);
+  ASSERT_EQ(Run({"put", "/example/kv", "/file", "--file", file}).exit_code, 0);
+  ASSERT_EQ(Run({"get", "/example/kv", "/file", "-o", dir_ / "out.bin"}).exit_code, 0);
+  CommandResult check =
+      kvmesh::testing::RunCommand("/bin/cat", {dir_ / "out.bin"}, "", dir_.path());
+  EXPECT_EQ(check.out, binary + binary);
+}
+
+TEST_F(CliTest, ExitCodesAndOneLineErrors) {
+  CommandResult missing = Run({"get", "/example/kv", "/nope"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_EQ(missing.err,
+            "kvmesh: not_found: key \"/nope\" not found in database \"/example/kv\"\n");
+  CommandResult no_db = Run({"put", "/unknown", "/k", "v"});
+  EXPECT_EQ(no_db.exit_code, 3);
+  EXPECT_EQ(no_db.err, "kvmesh: no_matching_config: no database config matches \"/unknown\"\n");
+  CommandResult full = Run({"put", "/tiny", "/key", "too many bytes"});
+  EXPECT_EQ(full.exit_code, 3);
+  EXPECT_NE(full.err.find("size_limit_exceeded"), std::string::npos) << full.err;
+  EXPECT_EQ(Run({"put", "/example/kv"}).exit_code, 2);
+  EXPECT_EQ(Run({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Run({"del", "/example/kv", "/never-there"}).exit_code, 0);
+  CommandResult down = kvmesh::testing::RunCommand(
+      KVMESH_CLI_PATH, {"--node", "127.0.0.1:1", "get", "/example/kv", "/k"}, "", dir_.path());
+  EXPECT_EQ(down.exit_code, 3);
+  EXPECT_NE(down.err.find("unavailable: cannot reach kvmesh node at 127.0.0.1:1"),
+            std::string::npos)
+      << down.err;
+}
+
+TEST_F(CliTest, ListImportExportAndJson) {
+  for (const char* key : {"/users/1", "/users/2", "/users10", "/other"}) {
+    ASSERT_EQ(Run({"put", "/example/kv", key, std::string("v") + key}).exit_code, 0);
+  }
+  CommandResult ls = Run({"ls", "/example/kv", "/users"});
+  EXPECT_EQ(ls.out, "/users/1\n/users/2\n");
+  EXPECT_EQ(Run({"ls", "/example/kv", "--limit", "1"}).out, "/other\n");
+  EXPECT_EQ(Run({"--json", "ls", "/example/kv", "/users"}).out,
+            "[{\"key\":\"/users/1\"},{\"key\":\"/users/2\"}]\n");
+
+  // A binary key and value survive export and import into another database.
+  ASSERT_EQ(Run({"put", "/example/kv", std::string("/bin\xff", 5), "-"}, std::string("\0\1", 2))
+                .exit_code,
+            0);
+  CommandResult exported = Run({"export", "/example/kv"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.err;
+  std::string file = dir_.Write("dump.jsonl", exported.out);
+  dir_.Write("config/copy.yaml", "matcher: /copy\nsize: 1MB\n");
+  ASSERT_EQ(Run({"config", "reload"}).exit_code, 0);
+  CommandResult imported = Run({"import", "/copy", file});
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  EXPECT_EQ(imported.out, "imported 5 keys into /copy\n");
+  EXPECT_EQ(Run({"export", "/copy"}).out, exported.out);
+  CommandResult stats = Run({"--json", "stats", "/copy"});
+  EXPECT_NE(stats.out.find("\"keys\":5"), std::string::npos) << stats.out;
+
+  dir_.Write("bad.jsonl", "{\"key\":\"/a\",\"value\":\"YQ==\"}\nnot json\n");
+  CommandResult bad = Run({"import", "/copy", dir_ / "bad.jsonl"});
+  EXPECT_EQ(bad.exit_code, 3);
+  EXPECT_NE(bad.err.find("bad.jsonl:2: not a JSON object"), std::string::npos) << bad.err;
+}
+
+TEST_F(CliTest, DbsAndConfigCommands) {
+  ASSERT_EQ(Run({"put", "/example/kv", "/k", "v"}).exit_code, 0);
+  CommandResult dbs = Run({"dbs"});
+  ASSERT_EQ(dbs.exit_code, 0) << dbs.err;
+  EXPECT_NE(dbs.out.find("/example/kv (literal)"), std::string::npos) << dbs.out;
+  EXPECT_NE(dbs.out.find("databases:\n  /example/kv"), std::string::npos) << dbs.out;
+  EXPECT_EQ(Run({"config", "validate", dir_ / "config"}).exit_code, 0);
+  dir_.Write("broken/x.yaml", "matcher: \"[\"\nsize: 1MB\n");
+  CommandResult invalid = Run({"config", "validate", dir_ / "broken"});
+  EXPECT_EQ(invalid.exit_code, 3);
+  EXPECT_NE(invalid.err.find("x.yaml:1: error: matcher"), std::string::npos) << invalid.err;
+}
+
+}  // namespace
+}  // namespace kvmesh

@@ -1,0 +1,407 @@
+// kvmesh: the command line for a kvmesh node.
+//
+// Exit codes: 0 ok, 1 not found, 2 usage, 3 any other error. Errors go to stderr in one line.
+#include <unistd.h>
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "client/client.hpp"
+#include "common/path.hpp"
+#include "config/config_set.hpp"
+#include "tools/base64.hpp"
+
+namespace {
+
+using kvmesh::Code;
+using kvmesh::Status;
+using json = nlohmann::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitError = 3;
+
+struct Globals {
+  std::string node = "127.0.0.1:" + std::to_string(7370);
+  bool json = false;
+  int timeout_seconds = 30;
+};
+
+int Fail(const Status& s) {
+  std::cerr << "kvmesh: " << s << "\n";
+  if (s.IsNotFound()) return kExitNotFound;
+  return kExitError;
+}
+
+bool ValidUtf8(std::string_view text) {
+  try {
+    (void)json(std::string(text)).dump();
+    return true;
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+/// A key for JSON output: as text when it is valid UTF-8, else base64 under "key_base64".
+void PutKey(json& j, const std::string& key) {
+  if (ValidUtf8(key)) {
+    j["key"] = key;
+  } else {
+    j["key_base64"] = kvmesh::tools::Base64Encode(key);
+  }
+}
+
+/// A key for text output: as is when printable, else quoted with escapes.
+std::string ShowKey(const std::string& key) {
+  for (unsigned char c : key) {
+    if (c < 0x20 || c == 0x7f) return kvmesh::Quote(key);
+  }
+  return key;
+}
+
+std::string ReadAll(std::istream& in) {
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+class Cli {
+ public:
+  explicit Cli(Globals g) : g_(std::move(g)) {}
+
+  kvmesh::client::Client& Connect() {
+    if (!client_.ok()) {
+      kvmesh::client::ClientOptions options;
+      options.request_timeout = std::chrono::seconds(g_.timeout_seconds);
+      client_ = kvmesh::client::connect(g_.node, options);
+    }
+    return client_;
+  }
+
+  int Open(const std::string& path, kvmesh::client::Database* db) {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    *db = client.open(path);
+    if (!db->ok()) return Fail(db->status());
+    return kExitOk;
+  }
+
+  int Put(const std::string& path, const std::string& key, const std::string* value,
+          const std::string& file) {
+    std::string bytes;
+    if (!file.empty()) {
+      std::ifstream in(file, std::ios::binary);
+      if (!in) return Fail(Status::IOError("cannot read " + file));
+      bytes = ReadAll(in);
+    } else if (value == nullptr || *value == "-") {
+      bytes = ReadAll(std::cin);
+    } else {
+      bytes = *value;
+    }
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    Status s = db.put(key, bytes);
+    if (!s.ok()) return Fail(s);
+    if (g_.json) std::cout << json{{"ok", true}, {"bytes", bytes.size()}}.dump() << "\n";
+    return kExitOk;
+  }
+
+  int Get(const std::string& path, const std::string& key, const std::string& out_file) {
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    auto value = db.get(key);
+    if (!value.ok()) return Fail(value.status());
+    if (!out_file.empty()) {
+      std::ofstream out(out_file, std::ios::binary);
+      out.write(value->data(), static_cast<std::streamsize>(value->size()));
+      if (!out) return Fail(Status::IOError("cannot write " + out_file));
+    } else if (g_.json) {
+      json j;
+      PutKey(j, key);
+      j["value"] = kvmesh::tools::Base64Encode(*value);
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout.write(value->data(), static_cast<std::streamsize>(value->size()));
+    }
+    return kExitOk;
+  }
+
+  int Del(const std::string& path, const std::string& key) {
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    Status s = db.erase(key);
+    return s.ok() ? kExitOk : Fail(s);
+  }
+
+  /// Pages through the keys (and values when `with_values`), calling `each` per entry.
+  template <class F>
+  Status Scan(const kvmesh::client::Database& db, const std::string& prefix, uint64_t limit,
+              bool with_values, F each) {
+    kvmesh::ListOptions options;
+    options.prefix = prefix;
+    options.with_values = with_values;
+    uint64_t seen = 0;
+    while (limit == 0 || seen < limit) {
+      auto page = db.list_page(options);
+      if (!page.ok()) return page.status();
+      for (size_t i = 0; i < page->keys.size() && (limit == 0 || seen < limit); ++i, ++seen) {
+        each(page->keys[i], with_values ? page->values[i] : std::string());
+      }
+      if (!page->has_more()) break;
+      options.start_after = page->next_token;
+    }
+    return Status::OK();
+  }
+
+  int Ls(const std::string& path, const std::string& prefix, uint64_t limit) {
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    json keys = json::array();
+    Status s = Scan(db, prefix, limit, false, [&](const std::string& key, const std::string&) {
+      if (g_.json) {
+        json j;
+        PutKey(j, key);
+        keys.push_back(j);
+      } else {
+        std::cout << ShowKey(key) << "\n";
+      }
+    });
+    if (!s.ok()) return Fail(s);
+    if (g_.json) std::cout << keys.dump() << "\n";
+    return kExitOk;
+  }
+
+  int Export(const std::string& path, const std::string& prefix) {
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    Status s = Scan(db, prefix, 0, true, [&](const std::string& key, const std::string& value) {
+      json j;
+      PutKey(j, key);
+      j["value"] = kvmesh::tools::Base64Encode(value);
+      std::cout << j.dump() << "\n";
+    });
+    return s.ok() ? kExitOk : Fail(s);
+  }
+
+  int Import(const std::string& path, const std::string& file) {
+    std::ifstream file_in;
+    std::istream* in = &std::cin;
+    if (file != "-") {
+      file_in.open(file, std::ios::binary);
+      if (!file_in) return Fail(Status::IOError("cannot read " + file));
+      in = &file_in;
+    }
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    const bool progress = ::isatty(STDERR_FILENO) != 0;
+    constexpr size_t kBatchOps = 1000;
+    constexpr size_t kBatchBytes = 4u << 20;
+    kvmesh::WriteBatch batch;
+    size_t batch_bytes = 0;
+    uint64_t imported = 0;
+    auto flush = [&]() -> Status {
+      if (batch.empty()) return Status::OK();
+      Status s = db.write(batch);
+      if (!s.ok()) return s;
+      imported += batch.size();
+      batch.ops.clear();
+      batch_bytes = 0;
+      if (progress) std::cerr << "\rimported " << imported << " keys" << std::flush;
+      return Status::OK();
+    };
+    std::string line;
+    uint64_t line_no = 0;
+    while (std::getline(*in, line)) {
+      ++line_no;
+      if (line.empty()) continue;
+      auto bad = [&](const std::string& why) {
+        return Fail(Status::InvalidArgument(file + ":" + std::to_string(line_no) + ": " + why +
+                                            " (" + std::to_string(imported) +
+                                            " keys were imported before it)"));
+      };
+      json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) return bad("not a JSON object");
+      std::string key, value;
+      if (j.contains("key") && j["key"].is_string()) {
+        key = j["key"].get<std::string>();
+      } else if (!(j.contains("key_base64") && j["key_base64"].is_string() &&
+                   kvmesh::tools::Base64Decode(j["key_base64"].get<std::string>(), &key))) {
+        return bad("needs \"key\" (a string) or \"key_base64\"");
+      }
+      if (!(j.contains("value") && j["value"].is_string() &&
+            kvmesh::tools::Base64Decode(j["value"].get<std::string>(), &value))) {
+        return bad("needs \"value\" in base64");
+      }
+      batch_bytes += key.size() + value.size();
+      batch.Put(std::move(key), std::move(value));
+      if (batch.size() >= kBatchOps || batch_bytes >= kBatchBytes) {
+        if (Status s = flush(); !s.ok()) return Fail(s);
+      }
+    }
+    if (Status s = flush(); !s.ok()) return Fail(s);
+    if (progress) std::cerr << "\n";
+    if (g_.json) {
+      std::cout << json{{"imported", imported}}.dump() << "\n";
+    } else {
+      std::cout << "imported " << imported << " keys into " << path << "\n";
+    }
+    return kExitOk;
+  }
+
+  int Stats(const std::string& path) {
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    auto stats = db.stats();
+    if (!stats.ok()) return Fail(stats.status());
+    if (g_.json) {
+      std::cout << json{{"path", stats->path},
+                        {"config", stats->config_id},
+                        {"keys", stats->key_count},
+                        {"used_bytes", stats->used_bytes},
+                        {"limit_bytes", stats->limit_bytes}}
+                       .dump()
+                << "\n";
+    } else {
+      std::cout << stats->path << " (config " << stats->config_id << "): " << stats->key_count
+                << " keys, " << kvmesh::FormatSize(stats->used_bytes) << " used of "
+                << kvmesh::FormatSize(stats->limit_bytes) << "\n";
+    }
+    return kExitOk;
+  }
+
+  int Dbs() {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto configs = client.configs();
+    if (!configs.ok()) return Fail(configs.status());
+    auto dbs = client.databases();
+    if (!dbs.ok()) return Fail(dbs.status());
+    if (g_.json) {
+      json out{{"configs", json::array()}, {"databases", json::array()}};
+      for (const auto& c : *configs) {
+        out["configs"].push_back(
+            {{"id", c.id},
+             {"matcher", c.matcher},
+             {"kind", c.matcher_kind},
+             {"size_bytes", c.size_bytes},
+             {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
+             {"description", c.description},
+             {"tags", c.tags},
+             {"source", c.source}});
+      }
+      for (const auto& d : *dbs) {
+        out["databases"].push_back({{"path", d.path}, {"config", d.config_id}});
+      }
+      std::cout << out.dump() << "\n";
+      return kExitOk;
+    }
+    std::cout << "configs:\n";
+    for (const auto& c : *configs) {
+      std::cout << "  " << c.id << "  " << c.matcher << " (" << c.matcher_kind << ")  size "
+                << kvmesh::FormatSize(c.size_bytes) << "  replication " << c.replication_min << ".."
+                << c.replication_max << "\n";
+    }
+    std::cout << "databases:\n";
+    for (const auto& d : *dbs) std::cout << "  " << d.path << "  (" << d.config_id << ")\n";
+    return kExitOk;
+  }
+
+  int ConfigValidate(const std::string& dir) {
+    kvmesh::config::ConfigSet set;
+    std::vector<kvmesh::config::ConfigDiagnostic> diagnostics;
+    Status s = kvmesh::config::ConfigSet::LoadDirectory(dir, &set, &diagnostics);
+    for (const auto& d : diagnostics) std::cerr << d.ToString() << "\n";
+    if (!s.ok()) return kExitError;
+    std::cout << dir << ": " << set.configs().size() << " database configs are valid\n";
+    return kExitOk;
+  }
+
+  int ConfigReload() {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto summary = client.reload_configs();
+    if (!summary.ok()) return Fail(summary.status());
+    std::cout << *summary << "\n";
+    return kExitOk;
+  }
+
+ private:
+  Globals g_;
+  kvmesh::client::Client client_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Globals g;
+  if (const char* env = std::getenv("KVMESH_NODE")) g.node = env;
+  CLI::App app{"kvmesh: use a kvmesh node's databases from the shell"};
+  app.require_subcommand(1);
+  app.add_option("--node", g.node, "node address host:port (or $KVMESH_NODE)")
+      ->capture_default_str();
+  app.add_flag("--json", g.json, "machine-readable output");
+  app.add_option("--timeout", g.timeout_seconds, "request timeout in seconds")
+      ->capture_default_str();
+
+  std::string db, key, value, file, out, prefix, dir;
+  uint64_t limit = 0;
+  auto* put = app.add_subcommand("put", "store a value: VALUE, --file F, or - for stdin");
+  put->add_option("DB", db)->required();
+  put->add_option("KEY", key)->required();
+  auto* value_opt = put->add_option("VALUE", value);
+  put->add_option("--file", file, "read the value from this file");
+  auto* get = app.add_subcommand("get", "print a value's raw bytes (exit 1 if missing)");
+  get->add_option("DB", db)->required();
+  get->add_option("KEY", key)->required();
+  get->add_option("-o,--output", out, "write the value to this file");
+  auto* del = app.add_subcommand("del", "delete a key (a missing key is fine)");
+  del->add_option("DB", db)->required();
+  del->add_option("KEY", key)->required();
+  auto* ls = app.add_subcommand("ls", "list keys under a prefix");
+  ls->add_option("DB", db)->required();
+  ls->add_option("PREFIX", prefix);
+  ls->add_option("--limit", limit, "at most this many keys");
+  auto* imp = app.add_subcommand("import", "load JSON lines {\"key\",\"value\"(base64)}");
+  imp->add_option("DB", db)->required();
+  imp->add_option("FILE", file, "file, or - for stdin")->required();
+  auto* exp = app.add_subcommand("export", "dump keys and values as JSON lines");
+  exp->add_option("DB", db)->required();
+  exp->add_option("PREFIX", prefix);
+  auto* stats = app.add_subcommand("stats", "key count, used bytes and limit");
+  stats->add_option("DB", db)->required();
+  auto* dbs = app.add_subcommand("dbs", "database configs and instantiated databases");
+  auto* config = app.add_subcommand("config", "validate or reload database configs");
+  config->require_subcommand(1);
+  auto* validate = config->add_subcommand("validate", "check a config directory locally");
+  validate->add_option("DIR", dir)->required();
+  auto* reload = config->add_subcommand("reload", "make the node re-read its config directory");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "kvmesh: " << e.what() << " (see kvmesh --help)\n";
+    return kExitUsage;
+  }
+  if (put->parsed() && value_opt->count() > 0 && !file.empty()) {
+    std::cerr << "kvmesh: give the value or --file, not both\n";
+    return kExitUsage;
+  }
+
+  Cli cli(g);
+  if (put->parsed()) return cli.Put(db, key, value_opt->count() > 0 ? &value : nullptr, file);
+  if (get->parsed()) return cli.Get(db, key, out);
+  if (del->parsed()) return cli.Del(db, key);
+  if (ls->parsed()) return cli.Ls(db, prefix, limit);
+  if (imp->parsed()) return cli.Import(db, file);
+  if (exp->parsed()) return cli.Export(db, prefix);
+  if (stats->parsed()) return cli.Stats(db);
+  if (dbs->parsed()) return cli.Dbs();
+  if (validate->parsed()) return cli.ConfigValidate(dir);
+  if (reload->parsed()) return cli.ConfigReload();
+  return kExitUsage;
+}
