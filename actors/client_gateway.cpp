@@ -1,5 +1,6 @@
 #include "actors/client_gateway.hpp"
 
+#include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
 #include "common/path.hpp"
@@ -59,8 +60,19 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
   self->state.supervisor = std::move(supervisor);
   self->state.timeout = timeout;
   self->state.node_id = node_id;
+  // The gateway is published, so anyone who can reach the port can send it an exit message, and
+  // a remote anonymous exit looks like a local one. It therefore ignores exits and stops with the
+  // supervisor instead, whose handle never leaves the node.
+  self->monitor(self->state.supervisor);
+  self->set_exit_handler([](caf::exit_msg& msg) {
+    spdlog::warn("client gateway ignored an exit message ({})", to_string(msg.reason));
+  });
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
+    if (msg.source == st.supervisor.address()) {
+      self->quit(msg.reason);
+      return;
+    }
     auto found = st.path_of.find(msg.source.id());
     if (found == st.path_of.end()) return;
     auto entry = st.routes.find(found->second);

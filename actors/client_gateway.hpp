@@ -3,7 +3,8 @@
 // Clients name a database path in every request; the gateway routes it to that database's actor
 // (asking the supervisor on first use, caching the handle, monitoring it) through
 // RequestDatabase, so a passivated database is re-activated here and clients never see it. The
-// handshake (`hello`) checks the client protocol version before anything else.
+// handshake (`hello`) checks the client protocol version before anything else. It ignores exit
+// messages (a network peer could send one) and stops when the supervisor stops.
 #pragma once
 
 #include <caf/stateful_actor.hpp>

@@ -207,8 +207,8 @@ Node::~Node() {
     // Stop accepting clients first.
     impl_->system->middleman().unpublish(impl_->gateway, impl_->port);
   }
-  // A published actor must get an exit before the system goes, or its destructor blocks.
-  caf::anon_send_exit(impl_->gateway, caf::exit_reason::user_shutdown);
+  // The supervisor takes the database actors down with it, and the (published) gateway stops
+  // when it sees the supervisor go: a published actor must stop before the system goes.
   caf::anon_send_exit(impl_->core->supervisor, caf::exit_reason::user_shutdown);
   impl_->gateway = nullptr;
   impl_->core->supervisor = nullptr;

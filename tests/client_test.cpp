@@ -7,8 +7,12 @@
 
 #include <random>
 
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
 #include "bootstrap/node.hpp"
 #include "client/client.hpp"
+#include "messages/type_ids.hpp"
 #include "test_util.hpp"
 
 namespace kvmesh {
@@ -212,6 +216,54 @@ TEST_F(ClientTest, GarbageOnTheNodePortDoesNotHurtIt) {
   ASSERT_TRUE(value.ok()) << value.status();
   EXPECT_EQ(*value, "x");
   EXPECT_TRUE(db.put("/after", "y").ok());
+}
+
+}  // namespace
+}  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+// A raw CAF peer, to send the node what the client library never would.
+struct RawPeerConfig : caf::actor_system_config {
+  RawPeerConfig() {
+    RegisterMessageTypes(*this);
+    load<caf::io::middleman>();
+    set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+  }
+};
+
+TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
+  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  caf::scoped_actor self{system};
+  Status status;
+  self->request(*gateway, std::chrono::seconds(10), atom::hello_v, uint32_t{999})
+      .receive([](uint32_t, uint64_t) {}, [&](caf::error& err) { status = ToStatus(err); });
+  EXPECT_EQ(status.code(), Code::kInvalidArgument) << status;
+  EXPECT_EQ(status.message(),
+            "incompatible protocol: the client speaks version 999, this node "
+            "speaks version " +
+                std::to_string(kClientProtocolVersion));
+  // A message the gateway does not know is refused, and the node keeps serving.
+  caf::error foreign;
+  self->request(caf::actor_cast<caf::actor>(*gateway), std::chrono::seconds(10),
+                std::string("DROP TABLE"), 42)
+      .receive([](const caf::message&) {}, [&](caf::error& err) { foreign = err; });
+  EXPECT_EQ(foreign, caf::sec::unexpected_message) << system.render(foreign);
+  auto db = client_.open("/example/kv");
+  EXPECT_TRUE(db.put("/still", "serving").ok());
+  // An exit message from a peer must not stop the gateway: the next request from the same peer
+  // (ordered after it on the same connection) is still answered.
+  self->send_exit(*gateway, caf::exit_reason::user_shutdown);
+  Status after_exit = Status::Internal("no answer");
+  self->request(*gateway, std::chrono::seconds(10), atom::hello_v, kClientProtocolVersion)
+      .receive([&](uint32_t, uint64_t) { after_exit = Status::OK(); },
+               [&](caf::error& err) { after_exit = ToStatus(err); });
+  EXPECT_TRUE(after_exit.ok()) << after_exit;
+  EXPECT_TRUE(db.get("/still").ok());
 }
 
 }  // namespace

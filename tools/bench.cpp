@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <future>
 #include <iostream>
@@ -20,6 +21,7 @@
 #include <random>
 
 #include "bootstrap/node.hpp"
+#include "client/client.hpp"
 #include "config/config_set.hpp"
 
 namespace {
@@ -45,6 +47,8 @@ struct Settings {
   std::vector<std::string> targets = {"rocksdb", "embedded"};
   std::string dir = "/tmp/kvmesh-bench";
   std::string scheduler_policy = "sharing";
+  /// For the remote target: a kvmeshd started with --config-dir tools/bench.
+  std::string node = "127.0.0.1:7371";
 };
 
 std::vector<std::string> MakeKeys(uint64_t n) {
@@ -192,6 +196,77 @@ std::vector<Result> RunEmbedded(const Settings& s, const std::vector<std::string
   return out;
 }
 
+// One workload against a remote node: sequential blocking calls, or `inflight` futures
+// outstanding on one connection.
+Result RunRemoteOne(const kvmesh::client::Database& db, const std::string& workload, int inflight,
+                    const std::vector<std::string>& keys, const std::string& value) {
+  Result r{workload, "remote", inflight, keys.size()};
+  std::vector<uint32_t> ns(keys.size());
+  uint64_t failures = 0;
+  auto start = Clock::now();
+  if (inflight <= 1) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto t0 = Clock::now();
+      bool ok = workload == "put" ? db.put(keys[i], value).ok() : db.get(keys[i]).ok();
+      if (!ok) ++failures;
+      ns[i] = Nanos(t0);
+    }
+  } else {
+    struct Pending {
+      size_t index;
+      Clock::time_point started;
+      std::future<kvmesh::Status> put;
+      std::future<kvmesh::Result<std::string>> get;
+    };
+    std::deque<Pending> window;
+    auto finish_oldest = [&] {
+      Pending& p = window.front();
+      bool ok = p.put.valid() ? p.put.get().ok() : p.get.get().ok();
+      if (!ok) ++failures;
+      ns[p.index] = Nanos(p.started);
+      window.pop_front();
+    };
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (window.size() >= static_cast<size_t>(inflight)) finish_oldest();
+      Pending p{i, Clock::now(), {}, {}};
+      if (workload == "put") {
+        p.put = db.put_async(keys[i], value);
+      } else {
+        p.get = db.get_async(keys[i]);
+      }
+      window.push_back(std::move(p));
+    }
+    while (!window.empty()) finish_oldest();
+  }
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (failures > 0) std::cerr << "remote " << workload << ": " << failures << " failures\n";
+  Percentiles(ns, &r);
+  return r;
+}
+
+std::vector<Result> RunRemote(const Settings& s, const std::vector<std::string>& keys,
+                              const std::string& value) {
+  auto client = kvmesh::client::connect(s.node);
+  if (!client.ok()) {
+    std::cerr << "remote: " << client.status() << " (start kvmeshd --config-dir tools/bench)\n";
+    std::exit(3);
+  }
+  std::vector<Result> out;
+  const std::string run =
+      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+  for (int inflight : s.inflight) {
+    auto db = client.open("/bench/" + run + "-" + std::to_string(inflight));
+    if (!db.ok()) {
+      std::cerr << "remote open: " << db.status() << "\n";
+      std::exit(3);
+    }
+    for (const std::string& workload : s.workloads) {
+      out.push_back(RunRemoteOne(db, workload, inflight, keys, value));
+    }
+  }
+  return out;
+}
+
 void Print(const std::vector<Result>& results) {
   std::printf("%-9s %-9s %8s %10s %12s %9s %9s %11s\n", "workload", "target", "inflight", "ops",
               "ops/s", "p50_us", "p99_us", "vs_rocksdb");
@@ -220,7 +295,11 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--workloads", s.workloads, "put,get")->delimiter(',')->capture_default_str();
-  app.add_option("--targets", s.targets, "rocksdb,embedded")->delimiter(',')->capture_default_str();
+  app.add_option("--node", s.node, "remote target: kvmeshd address (--config-dir tools/bench)")
+      ->capture_default_str();
+  app.add_option("--targets", s.targets, "rocksdb,embedded,remote")
+      ->delimiter(',')
+      ->capture_default_str();
   app.add_option("--dir", s.dir, "scratch directory (wiped first)")->capture_default_str();
   app.add_option("--scheduler", s.scheduler_policy, "CAF scheduler: sharing or stealing")
       ->capture_default_str();
@@ -239,6 +318,8 @@ int main(int argc, char** argv) {
       r = RunRocksDb(s, keys, value);
     } else if (target == "embedded") {
       r = RunEmbedded(s, keys, value);
+    } else if (target == "remote") {
+      r = RunRemote(s, keys, value);
     } else {
       std::cerr << "unknown target " << target << "\n";
       return 2;
