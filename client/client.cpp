@@ -145,7 +145,11 @@ struct Connection {
     cfg = std::make_unique<caf::actor_system_config>();
     RegisterMessageTypes(*cfg);
     cfg->load<caf::io::middleman>();
-    cfg->set("scheduler.policy", caf::atom("sharing"));
+    if (options.scheduler_policy != "sharing" && options.scheduler_policy != "stealing") {
+      return Status::InvalidArgument("scheduler_policy must be \"sharing\" or \"stealing\"");
+    }
+    cfg->set("scheduler.policy",
+             options.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
     cfg->set("middleman.heartbeat-interval",
              std::chrono::duration_cast<caf::timespan>(options.peer_timeout / 3));
     cfg->set("middleman.connection-timeout",

@@ -246,7 +246,9 @@ Result RunRemoteOne(const kvmesh::client::Database& db, const std::string& workl
 
 std::vector<Result> RunRemote(const Settings& s, const std::vector<std::string>& keys,
                               const std::string& value) {
-  auto client = kvmesh::client::connect(s.node);
+  kvmesh::client::ClientOptions options;
+  options.scheduler_policy = s.scheduler_policy;
+  auto client = kvmesh::client::connect(s.node, options);
   if (!client.ok()) {
     std::cerr << "remote: " << client.status() << " (start kvmeshd --config-dir tools/bench)\n";
     std::exit(3);

@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
       app.add_option("--port", port, "TCP port; 0 picks a free one")->check(CLI::Range(0, 65535));
   auto* log_level = app.add_option("--log-level", config.log_level,
                                    "trace, debug, info, warn, error, critical or off");
+  app.add_option("--scheduler", config.node.scheduler_policy,
+                 "CAF scheduler: sharing (lowest latency) or stealing")
+      ->check(CLI::IsMember({"sharing", "stealing"}))
+      ->capture_default_str();
   for (auto* opt : {name, data_dir, config_dir, listen, port_opt, log_level}) {
     opt->capture_default_str();
   }
