@@ -14,6 +14,17 @@
 
 namespace kvmesh::testing {
 
+/// In a forked child: replaces the process with `binary args...`, or exits 127.
+[[noreturn]] inline void ExecOrDie(const std::string& binary,
+                                   const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(binary.c_str()));
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv(binary.c_str(), argv.data());
+  ::_exit(127);
+}
+
 class DaemonProcess {
  public:
   DaemonProcess() = default;
@@ -31,12 +42,7 @@ class DaemonProcess {
       ::dup2(out[1], STDOUT_FILENO);
       ::dup2(out[1], STDERR_FILENO);
       ::close(out[0]);
-      std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(binary.c_str()));
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      ::execv(binary.c_str(), argv.data());
-      ::_exit(127);
+      ExecOrDie(binary, args);
     }
     ::close(out[1]);
     stdout_ = ::fdopen(out[0], "r");
@@ -116,12 +122,7 @@ inline CommandResult RunCommand(const std::string& binary, const std::vector<std
     std::freopen(in_path.c_str(), "rb", stdin);
     std::freopen(out_path.c_str(), "wb", stdout);
     std::freopen(err_path.c_str(), "wb", stderr);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(binary.c_str()));
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(binary.c_str(), argv.data());
-    ::_exit(127);
+    ExecOrDie(binary, args);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
