@@ -81,9 +81,16 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
     }
     st.path_of.erase(found);
   });
-  auto ask_supervisor = [self](auto... args) {
-    // The reply type follows from the supervisor's interface.
-    return self->delegate(self->state.supervisor, args...);
+  // Never `delegate` to an internal actor: the client would see that actor as the responder and
+  // hold its handle (and with it messages like passivate, limit or exit). The gateway relays
+  // every reply itself, so clients only ever know the gateway.
+  auto ask_supervisor = [self](auto reply_tag, auto... args) {
+    using Reply = decltype(reply_tag);
+    auto promise = self->make_response_promise<Reply>();
+    self->request(self->state.supervisor, self->state.timeout, args...)
+        .then([promise](Reply& reply) mutable { promise.deliver(std::move(reply)); },
+              [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+    return promise;
   };
   return {
       [=](atom::hello, uint32_t version) -> caf::result<uint32_t, uint64_t> {
@@ -115,9 +122,11 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
       [=](atom::stats, const std::string& path) {
         return Forward<DatabaseStats>(self, path, atom::stats_v);
       },
-      [=](atom::databases) { return ask_supervisor(atom::databases_v); },
-      [=](atom::configs) { return ask_supervisor(atom::configs_v); },
-      [=](atom::reload) { return ask_supervisor(atom::reload_v); },
+      [=](atom::databases) {
+        return ask_supervisor(std::vector<DatabaseInfo>{}, atom::databases_v);
+      },
+      [=](atom::configs) { return ask_supervisor(std::vector<ConfigInfo>{}, atom::configs_v); },
+      [=](atom::reload) { return ask_supervisor(std::string{}, atom::reload_v); },
   };
 }
 

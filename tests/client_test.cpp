@@ -255,6 +255,26 @@ TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
   EXPECT_EQ(foreign, caf::sec::unexpected_message) << system.render(foreign);
   auto db = client_.open("/example/kv");
   EXPECT_TRUE(db.put("/still", "serving").ok());
+  // Every answer comes from the gateway itself: no internal actor's handle reaches a client.
+  for (int op = 0; op < 3; ++op) {
+    caf::strong_actor_ptr responder;
+    auto remember = [&] { responder = self->current_sender(); };
+    auto request = [&](auto... args) {
+      return self->request(*gateway, std::chrono::seconds(10), args...);
+    };
+    if (op == 0)
+      request(atom::databases_v)
+          .receive([&](std::vector<DatabaseInfo>&) { remember(); }, [](caf::error&) {});
+    if (op == 1)
+      request(atom::configs_v)
+          .receive([&](std::vector<ConfigInfo>&) { remember(); }, [](caf::error&) {});
+    if (op == 2) {
+      request(atom::get_v, std::string("/example/kv"), std::string("/still"))
+          .receive([&](std::string&) { remember(); }, [](caf::error&) {});
+    }
+    ASSERT_TRUE(responder) << "operation " << op;
+    EXPECT_EQ(responder->address(), gateway->address()) << "operation " << op;
+  }
   // An exit message from a peer must not stop the gateway: the next request from the same peer
   // (ordered after it on the same connection) is still answered.
   self->send_exit(*gateway, caf::exit_reason::user_shutdown);
