@@ -39,7 +39,8 @@ void Passivate(supervisor_pointer self, const std::string& path) {
   auto it = st.running.find(path);
   if (it == st.running.end()) return;
   self->send(it->second, atom::passivate_v);
-  st.stopping[path];  // opens of this path now wait for the down message
+  // Opens of this path now wait for its down message.
+  st.stopping[path] = matcher_supervisor_state::Stopping{it->second, {}};
   st.running.erase(it);
 }
 
@@ -123,7 +124,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     }
     auto stopping = st.stopping.find(path);
     if (stopping == st.stopping.end()) return;
-    auto waiting = std::move(stopping->second);
+    auto waiting = std::move(stopping->second.waiting);
     st.stopping.erase(stopping);
     if (waiting.empty()) return;
     database_actor handle;
@@ -137,9 +138,17 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     }
   });
 
-  // On shutdown, stop every database with the supervisor.
+  // On shutdown, stop every database with the supervisor (those already stopping too) and answer
+  // the opens waiting for one: a dropped promise would leave its caller to its timeout.
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    for (auto& [path, handle] : self->state.running) self->send_exit(handle, msg.reason);
+    auto& st = self->state;
+    for (auto& [path, handle] : st.running) self->send_exit(handle, msg.reason);
+    const caf::error shutting_down = ToError(Status::Unavailable("the node is shutting down"));
+    for (auto& [path, stopping] : st.stopping) {
+      self->send_exit(stopping.actor, msg.reason);
+      for (auto& promise : stopping.waiting) promise.deliver(shutting_down);
+    }
+    st.stopping.clear();
     self->quit(msg.reason);
   });
 
@@ -152,7 +161,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         if (auto it = st.running.find(path); it != st.running.end()) return it->second;
         if (auto it = st.stopping.find(path); it != st.stopping.end()) {
           auto promise = self->make_response_promise<database_actor>();
-          it->second.push_back(promise);
+          it->second.waiting.push_back(promise);
           return promise;
         }
         database_actor handle;

@@ -33,9 +33,13 @@ struct matcher_supervisor_state {
   std::unordered_map<std::string, database_actor> running;
   /// Path of every monitored database actor, by actor id (running or stopping).
   std::unordered_map<caf::actor_id, std::string> path_of;
-  /// Paths whose actor was told to stop and is not down yet, with the opens waiting for it.
-  std::unordered_map<std::string, std::vector<caf::typed_response_promise<database_actor>>>
-      stopping;
+  /// A database actor told to stop that is not down yet, and the opens waiting for it.
+  struct Stopping {
+    database_actor actor;
+    std::vector<caf::typed_response_promise<database_actor>> waiting;
+  };
+  /// By path.
+  std::unordered_map<std::string, Stopping> stopping;
 };
 
 /// Behaviour of the matcher supervisor. `idle_timeout` is handed to every database actor;

@@ -267,10 +267,6 @@ uint64_t Node::node_id() const {
   return impl_->store->node_id();
 }
 
-const config::ConfigSet& Node::configs() const {
-  return *impl_->configs;
-}
-
 // -- Database ---------------------------------------------------------------------------------
 
 Database::Database() = default;

@@ -111,9 +111,6 @@ class Node {
   /// This node's stable id (kept in its data dir).
   uint64_t node_id() const;
 
-  /// The configs in force.
-  const config::ConfigSet& configs() const;
-
   struct Impl;
 
  private:

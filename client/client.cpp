@@ -176,9 +176,14 @@ struct Connection {
       return Status::Unavailable("cannot reach kvmesh node at " + address + ": " +
                                  system->render(gateway.error()));
     }
+    // The handshake is bounded by the peer timeout, not the request timeout: right after a node
+    // comes back, a first attempt can go over a route CAF has not dropped yet, and the caller
+    // should then get a prompt failure and retry, not wait for a long request deadline.
     caf::scoped_actor self{*system};
     Status result;
-    self->request(*gateway, timeout, atom::hello_v, kClientProtocolVersion)
+    const auto handshake_timeout =
+        std::min(timeout, std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
+    self->request(*gateway, handshake_timeout, atom::hello_v, kClientProtocolVersion)
         .receive([&](uint32_t, uint64_t id) { node_id = id; },
                  [&](caf::error& err) { result = ToStatus(err); });
     if (!result.ok()) return result;

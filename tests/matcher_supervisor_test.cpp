@@ -133,6 +133,25 @@ TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
   EXPECT_EQ(value, "v");
 }
 
+TEST_F(MatcherSupervisorTest, ShutdownAnswersOpensWaitingForAStoppingDatabase) {
+  database_actor db = Open("/data/busy");
+  // A backlog keeps the database busy (stopping, not yet down) while the supervisor works.
+  for (int i = 0; i < 20000; ++i) {
+    self_->send(db, atom::put_v, "/k/" + std::to_string(i), std::string(100, 'v'));
+  }
+  uint64_t stopped = 0;
+  ASSERT_TRUE(Ask(supervisor_, &stopped, atom::passivate_v).ok());
+  ASSERT_EQ(stopped, 1u);
+  Status open_status;
+  auto pending =
+      self_->request(supervisor_, std::chrono::seconds(5), atom::open_v, std::string("/data/busy"));
+  self_->send_exit(supervisor_, caf::exit_reason::user_shutdown);
+  pending.receive([&](database_actor&) { open_status = Status::Internal("got an actor"); },
+                  [&](caf::error& err) { open_status = ToStatus(err); });
+  // A dropped promise would let the open run into its 5 s deadline (kTimeout).
+  EXPECT_EQ(open_status.code(), Code::kUnavailable) << open_status;
+}
+
 TEST_F(MatcherSupervisorTest, StaleIdleReportIsIgnored) {
   database_actor db = Open("/data/two");
   // An idle report naming another actor for this path must not passivate the running one.

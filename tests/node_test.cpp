@@ -134,6 +134,28 @@ TEST_F(NodeTest, PassivatedDatabasesReactivateTransparently) {
   EXPECT_EQ(stats.key_count, 2u);
 }
 
+TEST_F(NodeTest, NonUtf8DatabasePathsSurvivePassivationAndRestart) {
+  const std::string path("/data/caf\xe9", 10);
+  {
+    auto node = StartNode(Options());
+    Database db = Open(*node, path);
+    ASSERT_TRUE(db.Put("/k", "v").ok());
+    ASSERT_TRUE(node->PassivateAll(nullptr).ok());
+    std::string value;
+    Status s = db.Get("/k", &value);
+    ASSERT_TRUE(s.ok()) << s;
+    std::vector<DatabaseInfo> catalog;
+    s = node->ListDatabases(&catalog);
+    ASSERT_TRUE(s.ok()) << s;
+    ASSERT_EQ(catalog.size(), 1u);
+    EXPECT_EQ(catalog[0].path, path);
+  }
+  auto node = StartNode(Options());
+  std::string value;
+  ASSERT_TRUE(Open(*node, path).Get("/k", &value).ok());
+  EXPECT_EQ(value, "v");
+}
+
 TEST_F(NodeTest, IdleDatabasesPassivateByThemselves) {
   NodeOptions options = Options();
   options.idle_timeout = 20ms;
@@ -252,6 +274,28 @@ TEST_F(NodeTest, InvalidConfigFailsStartWithItsErrors) {
   NodeOptions no_data = Options();
   no_data.data_dir.clear();
   EXPECT_EQ(Node::Start(no_data, &node).code(), Code::kInvalidArgument);
+}
+
+TEST_F(NodeTest, ReloadChangesTheConfigsInForce) {
+  auto node = StartNode(Options());
+  std::vector<ConfigInfo> configs;
+  ASSERT_TRUE(node->ListConfigs(&configs).ok());
+  EXPECT_EQ(configs.size(), 3u);
+  Database db = Open(*node, "/profile/history/ann");
+  ASSERT_TRUE(db.Put("/k", std::string(500, 'x')).ok());
+  dir_.Write("config/more.yaml", "- id: history\n  matcher: /profile/history/[^/]+\n  size: 2KB\n");
+  std::string summary;
+  Status s = node->ReloadConfigs(&summary);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(node->ListConfigs(&configs).ok());
+  EXPECT_EQ(configs.size(), 2u);
+  // The running database got its new budget, and the config that went away no longer opens.
+  ASSERT_TRUE(db.Put("/k2", std::string(1400, 'x')).ok());
+  DatabaseStats stats;
+  ASSERT_TRUE(db.Stats(&stats).ok());
+  EXPECT_EQ(stats.limit_bytes, 2000u);
+  Database gone;
+  EXPECT_EQ(node->Open("/data/x", &gone).code(), Code::kNoMatchingConfig);
 }
 
 TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {

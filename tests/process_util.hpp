@@ -66,11 +66,16 @@ class DaemonProcess {
     return false;
   }
 
-  /// Sends `signal` to the process (no-op once it has been reaped).
+  /// Sends `signal` to the process (no-op once it has been reaped). SIGKILL returns once the
+  /// process is reaped, SIGSTOP once it is really stopped (kill() only queues the signal).
   void Kill(int signal) {
     if (pid_ <= 0) return;
     ::kill(pid_, signal);
     if (signal == SIGKILL) Wait();
+    if (signal == SIGSTOP) {
+      int status = 0;
+      ::waitpid(pid_, &status, WUNTRACED);
+    }
   }
 
   /// Waits for the process to exit; returns its exit code, or 128+signal.

@@ -7,7 +7,6 @@
 
 #include "bootstrap/node.hpp"
 #include "bootstrap/node_config.hpp"
-#include "config/config_set.hpp"
 
 int main(int argc, char** argv) {
   kvmesh::DaemonConfig config = kvmesh::DefaultDaemonConfig();
@@ -72,10 +71,12 @@ int main(int argc, char** argv) {
     std::cerr << "kvmeshd: cannot start: " << s << "\n";
     return 1;
   }
+  std::vector<kvmesh::ConfigInfo> configs;
+  node->ListConfigs(&configs);
   std::cout << "kvmeshd " << config.name << " (node " << std::hex << node->node_id() << std::dec
             << ") listening on " << config.node.listen_host << ":" << node->port() << " with "
-            << node->configs().configs().size() << " database configs from "
-            << config.node.config_dir << "; data in " << config.node.data_dir << std::endl;
+            << configs.size() << " database configs from " << config.node.config_dir << "; data in "
+            << config.node.data_dir << std::endl;
 
   while (true) {
     int signal = 0;
