@@ -38,7 +38,7 @@ template <class Reply, class... Ts>
 caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts... args) {
   std::string path;
   Status s = NormalizeDatabasePath(raw_path, &path);
-  if (!s.ok()) return ToError(s);
+  if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
   auto promise = self->make_response_promise<Reply>();
   auto& entry = EntryFor(self, path);
   std::function<void(caf::expected<Reply>)> done = [promise](caf::expected<Reply> reply) mutable {

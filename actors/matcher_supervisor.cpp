@@ -157,7 +157,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         auto& st = self->state;
         std::string path;
         Status s = NormalizeDatabasePath(raw_path, &path);
-        if (!s.ok()) return ToError(s);
+        if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
         if (auto it = st.running.find(path); it != st.running.end()) return it->second;
         if (auto it = st.stopping.find(path); it != st.stopping.end()) {
           auto promise = self->make_response_promise<database_actor>();

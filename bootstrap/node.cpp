@@ -18,6 +18,24 @@
 #include "storage/store.hpp"
 
 namespace kvmesh {
+namespace {
+
+/// The actor system whose thread this is, if any: set by ThreadMarker on every thread a node's
+/// system starts, so ~Node can tell it is running on one of them.
+thread_local const caf::actor_system* current_node_system = nullptr;
+
+class ThreadMarker : public caf::thread_hook {
+ public:
+  void init(caf::actor_system& system) override { system_ = &system; }
+  void thread_started() override { current_node_system = system_; }
+  void thread_terminates() override { current_node_system = nullptr; }
+
+ private:
+  const caf::actor_system* system_ = nullptr;
+};
+
+}  // namespace
+
 /// What Database handles share with their node. Plain data: a handle may outlive the node, so it
 /// never owns the actor system; `stopped` (under `mutex`) tells it the system is gone.
 struct NodeCore {
@@ -80,6 +98,7 @@ void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
   }
   std::shared_lock<std::shared_mutex> lock(h->core->mutex);
   if (h->core->stopped) {
+    lock.unlock();  // `done` may call into this handle again
     done(Status::Unavailable("the node is stopped"), Reply{});
     return;
   }
@@ -106,6 +125,14 @@ Status CallAndWait(const HandlePtr& h, Reply* out, Ts... args) {
         promise->set_value({std::move(s), std::move(r)});
       },
       std::move(args)...);
+  // Every attempt has its deadline, so the answer comes; the bound only guards against a bug
+  // (or a call made from a callback that blocks the node's last free thread).
+  const auto bound = h ? h->core->timeout * (2 * kMaxDatabaseAttempts) + std::chrono::seconds(5)
+                       : caf::timespan{0};
+  if (h && future.wait_for(bound) != std::future_status::ready) {
+    return Status::Timeout("no answer within " + std::to_string(bound.count() / 1000000) +
+                           " ms; is the call made from a node thread (a callback)?");
+  }
   auto [status, reply] = future.get();
   if (status.ok() && out != nullptr) *out = std::move(reply);
   return status;
@@ -150,6 +177,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
 
   impl->cfg = std::make_unique<caf::actor_system_config>();
   RegisterMessageTypes(*impl->cfg);
+  impl->cfg->add_thread_hook<ThreadMarker>();
   impl->cfg->set("scheduler.policy",
                  opts.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
   size_t workers = opts.worker_threads;
@@ -197,24 +225,54 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   return Status::OK();
 }
 
-Node::~Node() {
+namespace {
+
+// Stops the actors and closes the store. Must not run on one of the node's own threads: it waits
+// for every actor, including the one it would be running in. With `destroy_system` false the
+// stopped actor system object is left alone (see ~Node).
+void Shutdown(Node::Impl& impl, bool destroy_system) {
+  // Waits for calls that are spawning their request, and refuses new ones.
   {
-    // Waits for calls that are spawning their request, and refuses new ones.
-    std::unique_lock<std::shared_mutex> lock(impl_->core->mutex);
-    impl_->core->stopped = true;
+    std::unique_lock<std::shared_mutex> lock(impl.core->mutex);
+    impl.core->stopped = true;
   }
-  if (impl_->port != 0) {
+  if (impl.port != 0) {
     // Stop accepting clients first.
-    impl_->system->middleman().unpublish(impl_->gateway, impl_->port);
+    impl.system->middleman().unpublish(impl.gateway, impl.port);
   }
   // The supervisor takes the database actors down with it, and the (published) gateway stops
   // when it sees the supervisor go: a published actor must stop before the system goes.
-  caf::anon_send_exit(impl_->core->supervisor, caf::exit_reason::user_shutdown);
-  impl_->gateway = nullptr;
-  impl_->core->supervisor = nullptr;
-  impl_->system->await_all_actors_done();
-  impl_->system.reset();
-  impl_->store.reset();  // closes RocksDB once the last database actor released it
+  caf::anon_send_exit(impl.core->supervisor, caf::exit_reason::user_shutdown);
+  impl.gateway = nullptr;
+  impl.core->supervisor = nullptr;
+  impl.system->await_all_actors_done();
+  // Close RocksDB explicitly: a Database handle kept by the application may still reference an
+  // actor (and so the store); the data dir must be free once the node is stopped.
+  impl.store->Close();
+  if (destroy_system) impl.system.reset();
+  impl.store.reset();
+}
+
+}  // namespace
+
+Node::~Node() {
+  if (current_node_system == impl_->system.get()) {
+    // The last owner of the node let go inside a callback, on one of the node's threads: waiting
+    // for the actors here would wait for this very thread. Another thread finishes the job.
+    // Destroying a CAF 0.17 actor system whose last owner let go on one of its threads was seen
+    // to block forever, so the stopped system object is leaked (its threads have exited); the
+    // data is safe and the data dir free. Do not let a callback own the node.
+    spdlog::error(
+        "kvmesh node destroyed on one of its own threads (a callback owned it); "
+        "stopping it from another thread and leaking its stopped actor system");
+    std::thread([impl = std::move(impl_)] {
+      Shutdown(*impl, /*destroy_system=*/false);
+      (void)impl->system.release();
+      (void)impl->cfg.release();
+    }).detach();
+    return;
+  }
+  Shutdown(*impl_, /*destroy_system=*/true);
 }
 
 Status Node::Open(std::string_view path, Database* out) {

@@ -11,8 +11,9 @@
 //
 // Every call returns a Status (no exceptions). Blocking calls wait for the answer; the *Async
 // variants return at once and call `done` later on one of the node's threads: `done` must not
-// block. A Database is a cheap, copyable, thread-safe handle. This is the API the network client
-// mirrors.
+// block. Asynchronous requests are independent: two in flight at once may be applied in either
+// order, so wait for the first callback (or use a WriteBatch) when order matters. A Database is a
+// cheap, copyable, thread-safe handle. This is the API the network client mirrors.
 #pragma once
 
 #include <chrono>
@@ -44,7 +45,8 @@ struct NodeOptions {
   /// A database that serves no request for this long is stopped (passivated) to free memory,
   /// and transparently re-activated by the next request. Zero: never. Default 10 minutes.
   std::chrono::milliseconds idle_timeout = std::chrono::minutes(10);
-  /// Deadline of every request. Default 30 s.
+  /// Deadline of each attempt of a request. A request re-routed after its database was passivated
+  /// makes up to three attempts (and two re-opens). Default 30 s.
   std::chrono::milliseconds request_timeout = std::chrono::seconds(30);
   /// Largest value accepted. Default 16 MiB.
   size_t max_value_bytes = 16u << 20;
@@ -80,7 +82,9 @@ class Node {
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
   /// Stops the node: requests in flight fail with kUnavailable, RocksDB is closed. Database
-  /// handles outlive it safely; their calls then fail with kUnavailable.
+  /// handles outlive it safely; their calls then fail with kUnavailable. If the last owner lets
+  /// go on one of the node's threads (inside a callback), the shutdown finishes on another thread
+  /// after this returns, so the data dir may still be locked for a moment.
   ~Node();
 
   /// Opens the database at `path` (instantiating it on first access). Errors:

@@ -93,8 +93,11 @@ template <class T>
 class Result {
  public:
   Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
-  /// `status` must not be OK.
-  Result(Status status) : status_(std::move(status)) {}  // NOLINT
+  /// `status` must not be OK; an OK status becomes kInternal (a Result without a value is an
+  /// error by definition).
+  Result(Status status)  // NOLINT
+      : status_(status.ok() ? Status::Internal("Result built from an OK status without a value")
+                            : std::move(status)) {}
   bool ok() const { return value_.has_value(); }
   bool IsNotFound() const { return status_.IsNotFound(); }
   /// OK when there is a value.

@@ -28,6 +28,13 @@ Status ToStatus(const caf::error& error) {
   if (error == caf::sec::request_receiver_down || error.category() == caf::atom("exit")) {
     return Status::Unavailable("the actor serving the request is gone (" + to_string(error) + ")");
   }
+  // Connection-level failures: the node cannot be reached (now).
+  for (caf::sec code : {caf::sec::cannot_connect_to_node, caf::sec::disconnect_during_handshake,
+                        caf::sec::no_route_to_receiving_node, caf::sec::connection_timeout,
+                        caf::sec::socket_disconnected, caf::sec::remote_lookup_failed,
+                        caf::sec::network_syscall_failed}) {
+    if (error == code) return Status::Unavailable("connection failed: " + to_string(error));
+  }
   return Status::Internal(to_string(error));
 }
 

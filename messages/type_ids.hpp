@@ -68,7 +68,7 @@ inline constexpr uint32_t kClientProtocolVersion = 1;
 caf::error ToError(const Status& status);
 
 /// CAF error -> Status. Errors of the "kvmesh" category keep their code and message; CAF's own
-/// errors map to kTimeout (request_timeout) or kUnavailable (receiver down, connection lost),
+/// errors map to kTimeout (request_timeout) or kUnavailable (receiver down, connection failures),
 /// anything else to kInternal with CAF's rendering.
 Status ToStatus(const caf::error& error);
 

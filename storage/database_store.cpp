@@ -33,6 +33,10 @@ Status LiveCost(rocksdb::DB* db, const std::string& data_key, size_t user_key_si
   return Status::OK();
 }
 
+Status ClosedError(const std::string& path) {
+  return Status::Unavailable("the store of database " + Quote(path) + " is closed");
+}
+
 }  // namespace
 
 /// An operation as the write path sees it: borrowed key and value, so Put copies nothing.
@@ -102,6 +106,7 @@ Status DatabaseStore::Write(const WriteBatch& batch) {
 // Validates every operation, computes the exact usage after all of them, checks the budget, and
 // only then writes data and meta in one RocksDB batch: a failure at any step stores nothing.
 Status DatabaseStore::Apply(const OpView* ops, size_t count) {
+  if (store_->closed()) return ClosedError(path_);
   const size_t max_value = store_->options().max_value_bytes;
   std::vector<std::string> data_keys(count);
   std::string key;
@@ -183,6 +188,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count) {
 }
 
 Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
+  if (store_->closed()) return ClosedError(path_);
   std::string key;
   Status s = NormalizeKey(raw_key, &key);
   if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_key));
@@ -210,6 +216,7 @@ Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
 // ('0' follows '/'). Keys like P + "!" sort between the two and are not under P, so the list
 // reads the exact key first and then scans the range; the result stays in byte order.
 Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
+  if (store_->closed()) return ClosedError(path_);
   page->keys.clear();
   page->values.clear();
   page->next_token.clear();

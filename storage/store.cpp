@@ -41,7 +41,13 @@ Store::Store(StoreOptions options)
 }
 
 Store::~Store() {
-  if (db_) db_->Close();
+  Close();
+}
+
+void Store::Close() {
+  if (!db_) return;
+  db_->Close();
+  db_.reset();
 }
 
 Status Store::Open(const StoreOptions& options, std::shared_ptr<Store>* out) {

@@ -45,6 +45,11 @@ class Store : public std::enable_shared_from_this<Store> {
   /// Closes RocksDB. Every DatabaseStore holds a reference, so this runs after the last one.
   ~Store();
 
+  /// Closes RocksDB now (releasing the data dir's lock), even while DatabaseStore handles still
+  /// exist; their later calls fail with kUnavailable. Call only when no thread uses the store.
+  void Close();
+  bool closed() const { return db_ == nullptr; }
+
   /// Stable random id of this node, created with the store and kept in it.
   uint64_t node_id() const { return node_id_; }
   const StoreOptions& options() const { return options_; }

@@ -83,6 +83,8 @@ TEST_F(MessagesTest, StatusSurvivesAsAnError) {
   EXPECT_EQ(system_.render(back), "kvmesh: size_limit_exceeded: database \"/x\" is full");
   EXPECT_EQ(ToStatus(caf::make_error(caf::sec::request_timeout)).code(), Code::kTimeout);
   EXPECT_EQ(ToStatus(caf::make_error(caf::sec::request_receiver_down)).code(), Code::kUnavailable);
+  EXPECT_EQ(ToStatus(caf::make_error(caf::sec::cannot_connect_to_node)).code(), Code::kUnavailable);
+  EXPECT_EQ(Result<int>(Status::OK()).status().code(), Code::kInternal);
 }
 
 }  // namespace

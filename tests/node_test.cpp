@@ -262,6 +262,33 @@ TEST_F(NodeTest, HandlesOutlivingTheNodeFailCleanly) {
   std::promise<Status> done;
   db.PutAsync("/k", "v", [&](Status s) { done.set_value(s); });
   EXPECT_EQ(done.get_future().get().code(), Code::kUnavailable);
+  // The handle does not keep RocksDB open: the data dir can be used again at once.
+  auto again = StartNode(Options());
+  ASSERT_NE(again, nullptr);
+  EXPECT_TRUE(Open(*again, "/example/kv").Get("/k", &value).ok());
+}
+
+TEST_F(NodeTest, LastOwnerInsideACallbackDoesNotDeadlock) {
+  std::shared_ptr<Node> node = StartNode(Options());
+  Database db = Open(*node, "/example/kv");
+  std::promise<Status> done;
+  // The callback owns the node; once the test lets go, it is the last owner, destroyed on a node
+  // thread.
+  db.PutAsync("/k", "v", [owner = node, &done](Status s) { done.set_value(s); });
+  node.reset();
+  EXPECT_TRUE(done.get_future().get().ok());
+  // The node shuts down on another thread; the data dir becomes free again (bounded wait).
+  std::unique_ptr<Node> again;
+  Status s = Status::IOError("not tried");
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!s.ok() && std::chrono::steady_clock::now() < deadline) {
+    s = Node::Start(Options(), &again);
+    if (!s.ok()) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(s.ok()) << s;
+  std::string value;
+  ASSERT_TRUE(Open(*again, "/example/kv").Get("/k", &value).ok());
+  EXPECT_EQ(value, "v");
 }
 
 TEST_F(NodeTest, InvalidConfigFailsStartWithItsErrors) {
