@@ -11,9 +11,11 @@
 //
 // Every call returns a Status (no exceptions). Blocking calls wait for the answer; the *Async
 // variants return at once and call `done` later on one of the node's threads: `done` must not
-// block. Asynchronous requests are independent: two in flight at once may be applied in either
-// order, so wait for the first callback (or use a WriteBatch) when order matters. A Database is a
-// cheap, copyable, thread-safe handle. This is the API the network client mirrors.
+// block. Requests made through one handle (and its copies) from one thread reach the database in
+// the order they were made, asynchronous ones included; the exception is a request that races
+// the re-activation of a passivated database, which may be applied after a later one. When order
+// matters across handles or threads, wait for the first callback or use a WriteBatch. A Database
+// is a cheap, copyable, thread-safe handle. This is the API the network client mirrors.
 #pragma once
 
 #include <chrono>

@@ -8,35 +8,12 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "common/completion.hpp"
 #include "common/path.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh::client {
 namespace {
-
-/// Calls its function exactly once: with the reply, or, if every copy is dropped unanswered
-/// (the client closed with the request queued), with kUnavailable. So a future never breaks.
-template <class Reply>
-class Completion {
- public:
-  using Fn = std::function<void(Status, Reply)>;
-  explicit Completion(Fn fn) : state_(std::make_shared<State>(std::move(fn))) {}
-  void operator()(Status status, Reply reply) const {
-    if (!state_->called.exchange(true)) state_->fn(std::move(status), std::move(reply));
-  }
-
- private:
-  struct State {
-    explicit State(Fn f) : fn(std::move(f)) {}
-    ~State() {
-      if (!called)
-        fn(Status::Unavailable("the client was closed before the request completed"), Reply{});
-    }
-    Fn fn;
-    std::atomic<bool> called{false};
-  };
-  std::shared_ptr<State> state_;
-};
 
 struct connection_state {
   static inline const char* name = "kvmesh.client_connection";

@@ -217,6 +217,26 @@ TEST_F(NodeTest, ConcurrentClientsGetExactResults) {
   EXPECT_EQ(stats.used_bytes, expected_bytes);
 }
 
+TEST_F(NodeTest, AsyncRequestsFromOneHandleApplyInOrder) {
+  auto node = StartNode(Options());
+  Database db = Open(*node, "/data/order");
+  for (int round = 0; round < 300; ++round) {
+    const std::string key = "/k" + std::to_string(round);
+    std::atomic<int> remaining{10};
+    std::promise<void> all_done;
+    for (int i = 0; i < 10; ++i) {
+      db.PutAsync(key, std::to_string(i), [&](Status s) {
+        EXPECT_TRUE(s.ok()) << s;
+        if (--remaining == 0) all_done.set_value();
+      });
+    }
+    all_done.get_future().wait();
+    std::string value;
+    ASSERT_TRUE(db.Get(key, &value).ok());
+    ASSERT_EQ(value, "9") << "round " << round;
+  }
+}
+
 TEST_F(NodeTest, RestartKeepsEverything) {
   DatabaseStats before;
   uint64_t node_id = 0;
