@@ -93,7 +93,7 @@ Status DatabaseStore::Write(const WriteBatch& batch) {
   size_t bytes = 0;
   for (const WriteOp& op : batch.ops) {
     ops.push_back({op.kind, op.key, op.value});
-    bytes += op.key.size() + op.value.size();
+    bytes += op.key.size() + (op.kind == WriteOp::Kind::kPut ? op.value.size() : 0);
   }
   if (bytes > kMaxBatchBytes) {
     return Status::InvalidArgument("batch holds " + FormatSize(bytes) +
@@ -112,10 +112,13 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count) {
   std::string key;
   for (size_t i = 0; i < count; ++i) {
     Status s = NormalizeKey(ops[i].key, &key);
-    if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(ops[i].key));
+    if (!s.ok()) {
+      return Status(s.code(),
+                    s.message() + ": " + Quote(ops[i].key) + " (database " + Quote(path_) + ")");
+    }
     if (ops[i].kind == WriteOp::Kind::kPut && ops[i].value.size() > max_value) {
-      return Status::ValueTooLarge("value for key " + Quote(key) + " is " +
-                                   FormatSize(ops[i].value.size()) +
+      return Status::ValueTooLarge("value for key " + Quote(key) + " in database " + Quote(path_) +
+                                   " is " + FormatSize(ops[i].value.size()) +
                                    "; the maximum value size is " + FormatSize(max_value));
     }
     data_keys[i] = data_prefix_ + key;
