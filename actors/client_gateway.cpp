@@ -41,12 +41,17 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts
   if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
   auto promise = self->make_response_promise<Reply>();
   auto& entry = EntryFor(self, path);
-  std::function<void(caf::expected<Reply>)> done = [promise](caf::expected<Reply> reply) mutable {
+  std::function<void(caf::expected<Reply>)> done = [self, path,
+                                                    promise](caf::expected<Reply> reply) mutable {
     if (reply) {
       promise.deliver(std::move(*reply));
-    } else {
-      promise.deliver(reply.error());
+      return;
     }
+    promise.deliver(reply.error());
+    // A path that never opened (no config matches, say) keeps no entry: otherwise a peer could
+    // grow the gateway's memory with one entry per distinct bad path.
+    auto it = self->state.routes.find(path);
+    if (it != self->state.routes.end() && !it->second.actor) self->state.routes.erase(it);
   };
   RequestDatabase<Reply>(self, entry.route, entry.actor, std::move(done), 0, std::move(args)...);
   return promise;
@@ -65,8 +70,13 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
   // supervisor instead, whose handle never leaves the node.
   self->monitor(self->state.supervisor);
   self->set_exit_handler([](caf::exit_msg& msg) {
-    spdlog::warn("client gateway ignored an exit message ({})", to_string(msg.reason));
+    spdlog::debug("client gateway ignored an exit message ({})", to_string(msg.reason));
   });
+  // CAF's defaults would stop the actor on an asynchronous error message and print every unknown
+  // message to stdout: both are a peer's to send.
+  self->set_error_handler(
+      [](caf::error& err) { spdlog::debug("client gateway ignored an error message"); });
+  self->set_default_handler(caf::drop);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (msg.source == st.supervisor.address()) {
@@ -88,8 +98,15 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
     using Reply = decltype(reply_tag);
     auto promise = self->make_response_promise<Reply>();
     self->request(self->state.supervisor, self->state.timeout, args...)
-        .then([promise](Reply& reply) mutable { promise.deliver(std::move(reply)); },
-              [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+        .then(
+            [self, promise](Reply& reply) mutable {
+              if (FromExpected(self, self->state.supervisor)) {
+                promise.deliver(std::move(reply));
+              } else {
+                promise.deliver(ForgedReply());
+              }
+            },
+            [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
     return promise;
   };
   return {

@@ -33,6 +33,20 @@ struct DatabaseRoute {
 /// passivates again in between).
 inline constexpr int kMaxDatabaseAttempts = 3;
 
+/// True if the message `self` is handling now comes from `expected`. CAF 0.17 matches a reply to a
+/// pending request by message id alone, and a network peer chooses the ids it sends; so every
+/// success handler of an actor reachable from the network checks who answered.
+template <class Self, class Handle>
+bool FromExpected(Self* self, const Handle& expected) {
+  return self->current_sender() != nullptr && expected &&
+         self->current_sender()->address() == expected.address();
+}
+
+/// The error for a reply that did not come from the actor asked.
+inline caf::error ForgedReply() {
+  return ToError(Status::Unavailable("a reply came from an actor other than the one asked"));
+}
+
 /// Sends `args...` from `self` to `target` (the path's actor as last known; an invalid handle
 /// means "open the path first") and calls `done` once with the reply or the error.
 template <class Reply, class Self, class... Ts>
@@ -46,6 +60,10 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, dat
     self->request(route->supervisor, route->timeout, atom::open_v, route->path)
         .then(
             [=](database_actor& fresh) {
+              if (!FromExpected(self, route->supervisor)) {
+                done(ForgedReply());
+                return;
+              }
               if (route->on_reopen) route->on_reopen(fresh);
               RequestDatabase<Reply>(self, route, fresh, done, attempt + 1, args...);
             },
@@ -56,14 +74,21 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, dat
     return;
   }
   self->request(target, route->timeout, args...)
-      .then([=](Reply& reply) { done(std::move(reply)); },
-            [=](caf::error& err) {
-              if (err == caf::sec::request_receiver_down) {
-                reopen_and_retry(std::move(err));
-              } else {
-                done(std::move(err));
-              }
-            });
+      .then(
+          [=](Reply& reply) {
+            if (FromExpected(self, target)) {
+              done(std::move(reply));
+            } else {
+              done(ForgedReply());
+            }
+          },
+          [=](caf::error& err) {
+            if (err == caf::sec::request_receiver_down) {
+              reopen_and_retry(std::move(err));
+            } else {
+              done(std::move(err));
+            }
+          });
 }
 
 }  // namespace kvmesh

@@ -207,6 +207,10 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->cfg->set("scheduler.max-threads", workers);
   const bool listen = opts.listen_port >= 0;
   if (listen) {
+    if (opts.listen_host.empty()) {
+      return Status::InvalidArgument(
+          "listen address is empty; name one (127.0.0.1, or 0.0.0.0 to listen everywhere)");
+    }
     if (opts.listen_port > 65535) {
       return Status::InvalidArgument("listen_port " + std::to_string(opts.listen_port) +
                                      " is not a TCP port");
@@ -232,6 +236,10 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
                                       impl->core->timeout, impl->store->node_id());
   std::unique_ptr<Node> node(new Node(std::move(impl)));
   if (listen) {
+    // CAF registers two services any peer can look up by name: a config store without bounds
+    // and a remote spawner. A kvmesh node offers neither.
+    node->impl_->system->registry().erase(caf::atom("ConfigServ"));
+    node->impl_->system->registry().erase(caf::atom("SpawnServ"));
     Impl& started = *node->impl_;
     auto port = started.system->middleman().publish(
         started.gateway, static_cast<uint16_t>(opts.listen_port), opts.listen_host.c_str(),
