@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <climits>
+#include <filesystem>
 #include <functional>
 #include <map>
 
@@ -20,6 +21,10 @@ DaemonConfig DefaultDaemonConfig() {
 }
 
 Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return Status::InvalidConfig("node config " + path + " is not a readable file");
+  }
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -27,6 +32,8 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
     return Status::InvalidConfig("cannot read node config " + path);
   } catch (const YAML::Exception& e) {
     return Status::InvalidConfig(path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  } catch (const std::exception& e) {
+    return Status::InvalidConfig("cannot read node config " + path + ": " + e.what());
   }
   if (root.IsNull()) return Status::OK();
   if (!root.IsMap()) return Status::InvalidConfig(path + ": the node config must be a mapping");
@@ -78,7 +85,9 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
        }},
   };
   for (const auto& entry : root) {
-    const std::string field = entry.first.as<std::string>();
+    if (!entry.first.IsScalar())
+      return error(entry.first, "(key)", "setting names are plain words");
+    const std::string field = entry.first.Scalar();
     auto reader = readers.find(field);
     if (reader == readers.end()) {
       std::string known;

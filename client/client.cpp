@@ -119,12 +119,12 @@ struct Connection {
   }
 
   Status Start() {
-    cfg = std::make_unique<caf::actor_system_config>();
-    RegisterMessageTypes(*cfg);
-    cfg->load<caf::io::middleman>();
     if (options.scheduler_policy != "sharing" && options.scheduler_policy != "stealing") {
       return Status::InvalidArgument("scheduler_policy must be \"sharing\" or \"stealing\"");
     }
+    cfg = std::make_unique<caf::actor_system_config>();
+    RegisterMessageTypes(*cfg);
+    cfg->load<caf::io::middleman>();
     cfg->set("scheduler.policy",
              options.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
     cfg->set("middleman.heartbeat-interval",
@@ -216,20 +216,23 @@ struct Connection {
     return std::move(reply);
   }
 
+  /// Sends a request whose reply is only "ok"; the future holds its Status (a real future, not
+  /// a deferred one, so wait_for works).
+  template <class... Ts>
+  std::future<Status> SendForStatus(Ts... args) {
+    auto promise = std::make_shared<std::promise<Status>>();
+    auto future = promise->get_future();
+    Send<atom::ok>(Completion<atom::ok>([promise](Status s, atom::ok) { promise->set_value(s); }),
+                   std::move(args)...);
+    return future;
+  }
+
   /// Blocking call whose reply is only "ok".
   template <class... Ts>
   Status CallOk(Ts... args) {
     return SendForFuture<atom::ok>(std::move(args)...).get().first;
   }
 };
-
-namespace {
-
-std::future<Status> OkFuture(std::future<std::pair<Status, atom::ok>> f) {
-  return std::async(std::launch::deferred, [f = std::move(f)]() mutable { return f.get().first; });
-}
-
-}  // namespace
 
 // -- Client -------------------------------------------------------------------------------------
 
@@ -243,8 +246,9 @@ Client connect(const std::string& address, const ClientOptions& options) {
   client.status_ = ParseAddress(address, &connection->host, &connection->port);
   if (!client.status_.ok()) return client;
   client.status_ = connection->Start();
-  // Keep the connection even after a failed first attempt: later calls retry it.
-  client.connection_ = std::move(connection);
+  // Keep the connection after a failed first attempt if later calls can retry it (the node was
+  // unreachable); not when it could not even be set up.
+  if (connection->system) client.connection_ = std::move(connection);
   return client;
 }
 
@@ -346,32 +350,46 @@ void Database::close() {
   status_ = Status::InvalidArgument("database handle " + Quote(path_) + " was closed");
 }
 
+namespace {
+
+// A future that is already satisfied (for calls on an unusable handle).
+template <class T>
+std::future<T> Ready(T value) {
+  std::promise<T> promise;
+  promise.set_value(std::move(value));
+  return promise.get_future();
+}
+
+}  // namespace
+
 std::future<Status> Database::put_async(std::string key, std::string value) const {
-  if (!connection_) return std::async(std::launch::deferred, [s = status_] { return s; });
-  return OkFuture(
-      connection_->SendForFuture<atom::ok>(atom::put_v, path_, std::move(key), std::move(value)));
+  if (!connection_) return Ready(status_);
+  return connection_->SendForStatus(atom::put_v, path_, std::move(key), std::move(value));
 }
 
 std::future<Result<std::string>> Database::get_async(std::string key) const {
-  if (!connection_) {
-    return std::async(std::launch::deferred, [s = status_] { return Result<std::string>(s); });
-  }
-  auto f = connection_->SendForFuture<std::string>(atom::get_v, path_, std::move(key));
-  return std::async(std::launch::deferred, [f = std::move(f)]() mutable -> Result<std::string> {
-    auto [status, value] = f.get();
-    if (!status.ok()) return status;
-    return std::move(value);
-  });
+  if (!connection_) return Ready(Result<std::string>(status_));
+  auto promise = std::make_shared<std::promise<Result<std::string>>>();
+  auto future = promise->get_future();
+  connection_->Send<std::string>(Completion<std::string>([promise](Status s, std::string value) {
+                                   if (s.ok()) {
+                                     promise->set_value(Result<std::string>(std::move(value)));
+                                   } else {
+                                     promise->set_value(Result<std::string>(std::move(s)));
+                                   }
+                                 }),
+                                 atom::get_v, path_, std::move(key));
+  return future;
 }
 
 std::future<Status> Database::erase_async(std::string key) const {
-  if (!connection_) return std::async(std::launch::deferred, [s = status_] { return s; });
-  return OkFuture(connection_->SendForFuture<atom::ok>(atom::erase_v, path_, std::move(key)));
+  if (!connection_) return Ready(status_);
+  return connection_->SendForStatus(atom::erase_v, path_, std::move(key));
 }
 
 std::future<Status> Database::write_async(WriteBatch batch) const {
-  if (!connection_) return std::async(std::launch::deferred, [s = status_] { return s; });
-  return OkFuture(connection_->SendForFuture<atom::ok>(atom::batch_v, path_, std::move(batch)));
+  if (!connection_) return Ready(status_);
+  return connection_->SendForStatus(atom::batch_v, path_, std::move(batch));
 }
 
 }  // namespace kvmesh::client

@@ -93,10 +93,30 @@ TEST_F(CliTest, ListImportExportAndJson) {
   CommandResult stats = Run({"--json", "stats", "/copy"});
   EXPECT_NE(stats.out.find("\"keys\":5"), std::string::npos) << stats.out;
 
+  // Base64 is checked strictly: a value with trailing junk is refused, not stored corrupted.
+  dir_.Write("junk.jsonl", "{\"key\":\"/j\",\"value\":\"QQ==    \"}\n");
+  EXPECT_EQ(Run({"import", "/copy", dir_ / "junk.jsonl"}).exit_code, 3);
+  EXPECT_EQ(Run({"get", "/copy", "/j"}).exit_code, 1);
+  // Reading a directory is an error, not an empty value.
+  EXPECT_EQ(Run({"put", "/copy", "/d", "--file", dir_.path()}).exit_code, 3);
+  EXPECT_EQ(Run({"get", "/copy", "/d"}).exit_code, 1);
+
   dir_.Write("bad.jsonl", "{\"key\":\"/a\",\"value\":\"YQ==\"}\nnot json\n");
   CommandResult bad = Run({"import", "/copy", dir_ / "bad.jsonl"});
   EXPECT_EQ(bad.exit_code, 3);
   EXPECT_NE(bad.err.find("bad.jsonl:2: not a JSON object"), std::string::npos) << bad.err;
+}
+
+TEST_F(CliTest, FailedOutputIsAnError) {
+  ASSERT_EQ(Run({"put", "/example/kv", "/k", "v"}).exit_code, 0);
+  // /dev/full accepts the open and fails every write, like a full disk.
+  CommandResult full =
+      kvmesh::testing::RunCommand("/bin/sh",
+                                  {"-c", std::string(KVMESH_CLI_PATH) + " --node " +
+                                             daemon_.address() + " export /example/kv > /dev/full"},
+                                  "", dir_.path());
+  EXPECT_EQ(full.exit_code, 3) << full.err;
+  EXPECT_NE(full.err.find("cannot write to standard output"), std::string::npos) << full.err;
 }
 
 TEST_F(CliTest, DbsAndConfigCommands) {

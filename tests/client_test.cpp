@@ -120,6 +120,31 @@ TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
   EXPECT_EQ(nobody.open("/example/kv").status().code(), Code::kUnavailable);
 }
 
+TEST_F(ClientTest, BadOptionsFailCleanlyAndFuturesAreReal) {
+  client::ClientOptions bad;
+  bad.scheduler_policy = "Sharing";
+  auto unusable = client::connect(address_, bad);
+  EXPECT_EQ(unusable.status().code(), Code::kInvalidArgument) << unusable.status();
+  EXPECT_EQ(unusable.open("/example/kv").status().code(), Code::kInvalidArgument);
+  EXPECT_FALSE(unusable.databases().ok());
+  EXPECT_FALSE(unusable.reload_configs().ok());
+
+  auto db = client_.open("/example/kv");
+  auto put = db.put_async("/f", "v");
+  // A real future: wait_for reports progress instead of "deferred".
+  EXPECT_NE(put.wait_for(std::chrono::seconds(0)), std::future_status::deferred);
+  ASSERT_EQ(put.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_TRUE(put.get().ok());
+  auto get = db.get_async("/f");
+  ASSERT_EQ(get.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(*get.get(), "v");
+  auto closed = db;
+  closed.close();
+  auto refused = closed.put_async("/f", "w");
+  ASSERT_EQ(refused.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(refused.get().code(), Code::kInvalidArgument);
+}
+
 TEST_F(ClientTest, ManyRequestsInFlightOnOneConnection) {
   auto db = client_.open("/example/kv");
   std::vector<std::future<Status>> puts;

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -47,13 +48,25 @@ bool ValidUtf8(std::string_view text) {
   }
 }
 
-/// A key for JSON output: as text when it is valid UTF-8, else base64 under "key_base64".
-void PutKey(json& j, const std::string& key) {
-  if (ValidUtf8(key)) {
-    j["key"] = key;
+/// Bytes for JSON output under `field`: as text when valid UTF-8, else base64 under
+/// "<field>_base64" (keys and database paths may hold any bytes).
+void PutText(json& j, const std::string& field, const std::string& bytes) {
+  if (ValidUtf8(bytes)) {
+    j[field] = bytes;
   } else {
-    j["key_base64"] = kvmesh::tools::Base64Encode(key);
+    j[field + "_base64"] = kvmesh::tools::Base64Encode(bytes);
   }
+}
+
+void PutKey(json& j, const std::string& key) {
+  PutText(j, "key", key);
+}
+
+/// Flushes stdout and reports a failed write (a full disk must not look like a full export).
+int FinishOutput() {
+  std::cout.flush();
+  if (!std::cout) return Fail(Status::IOError("cannot write to standard output"));
+  return kExitOk;
 }
 
 /// A key for text output: as is when printable, else quoted with escapes.
@@ -64,8 +77,20 @@ std::string ShowKey(const std::string& key) {
   return key;
 }
 
-std::string ReadAll(std::istream& in) {
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+/// Reads all of `in`; false on a read error (as opposed to the end of the input).
+bool ReadAll(std::istream& in, std::string* out) {
+  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return !in.bad();
+}
+
+/// Opens `path` for reading if it is a regular file (or a pipe or device); a directory is an
+/// error rather than empty input.
+Status OpenInput(const std::string& path, std::ifstream* in) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return Status::IOError(path + " is a directory");
+  in->open(path, std::ios::binary);
+  if (!*in) return Status::IOError("cannot read " + path);
+  return Status::OK();
 }
 
 class Cli {
@@ -93,11 +118,13 @@ class Cli {
           const std::string& file) {
     std::string bytes;
     if (!file.empty()) {
-      std::ifstream in(file, std::ios::binary);
-      if (!in) return Fail(Status::IOError("cannot read " + file));
-      bytes = ReadAll(in);
+      std::ifstream in;
+      if (Status s = OpenInput(file, &in); !s.ok()) return Fail(s);
+      if (!ReadAll(in, &bytes)) return Fail(Status::IOError("error reading " + file));
     } else if (value == nullptr || *value == "-") {
-      bytes = ReadAll(std::cin);
+      if (!ReadAll(std::cin, &bytes)) {
+        return Fail(Status::IOError("error reading standard input"));
+      }
     } else {
       bytes = *value;
     }
@@ -106,7 +133,7 @@ class Cli {
     Status s = db.put(key, bytes);
     if (!s.ok()) return Fail(s);
     if (g_.json) std::cout << json{{"ok", true}, {"bytes", bytes.size()}}.dump() << "\n";
-    return kExitOk;
+    return FinishOutput();
   }
 
   int Get(const std::string& path, const std::string& key, const std::string& out_file) {
@@ -117,7 +144,8 @@ class Cli {
     if (!out_file.empty()) {
       std::ofstream out(out_file, std::ios::binary);
       out.write(value->data(), static_cast<std::streamsize>(value->size()));
-      if (!out) return Fail(Status::IOError("cannot write " + out_file));
+      out.close();  // a full disk often shows only here
+      if (out.fail()) return Fail(Status::IOError("cannot write " + out_file));
     } else if (g_.json) {
       json j;
       PutKey(j, key);
@@ -126,7 +154,7 @@ class Cli {
     } else {
       std::cout.write(value->data(), static_cast<std::streamsize>(value->size()));
     }
-    return kExitOk;
+    return FinishOutput();
   }
 
   int Del(const std::string& path, const std::string& key) {
@@ -171,7 +199,7 @@ class Cli {
     });
     if (!s.ok()) return Fail(s);
     if (g_.json) std::cout << keys.dump() << "\n";
-    return kExitOk;
+    return FinishOutput();
   }
 
   int Export(const std::string& path, const std::string& prefix) {
@@ -183,15 +211,14 @@ class Cli {
       j["value"] = kvmesh::tools::Base64Encode(value);
       std::cout << j.dump() << "\n";
     });
-    return s.ok() ? kExitOk : Fail(s);
+    return s.ok() ? FinishOutput() : Fail(s);
   }
 
   int Import(const std::string& path, const std::string& file) {
     std::ifstream file_in;
     std::istream* in = &std::cin;
     if (file != "-") {
-      file_in.open(file, std::ios::binary);
-      if (!file_in) return Fail(Status::IOError("cannot read " + file));
+      if (Status s = OpenInput(file, &file_in); !s.ok()) return Fail(s);
       in = &file_in;
     }
     kvmesh::client::Database db;
@@ -241,6 +268,10 @@ class Cli {
         if (Status s = flush(); !s.ok()) return Fail(s);
       }
     }
+    if (in->bad()) {
+      return Fail(Status::IOError("error reading " + file + " after " + std::to_string(imported) +
+                                  " keys"));
+    }
     if (Status s = flush(); !s.ok()) return Fail(s);
     if (progress) std::cerr << "\n";
     if (g_.json) {
@@ -248,7 +279,7 @@ class Cli {
     } else {
       std::cout << "imported " << imported << " keys into " << path << "\n";
     }
-    return kExitOk;
+    return FinishOutput();
   }
 
   int Stats(const std::string& path) {
@@ -257,19 +288,18 @@ class Cli {
     auto stats = db.stats();
     if (!stats.ok()) return Fail(stats.status());
     if (g_.json) {
-      std::cout << json{{"path", stats->path},
-                        {"config", stats->config_id},
-                        {"keys", stats->key_count},
-                        {"used_bytes", stats->used_bytes},
-                        {"limit_bytes", stats->limit_bytes}}
-                       .dump()
-                << "\n";
+      json j{{"config", stats->config_id},
+             {"keys", stats->key_count},
+             {"used_bytes", stats->used_bytes},
+             {"limit_bytes", stats->limit_bytes}};
+      PutText(j, "path", stats->path);
+      std::cout << j.dump() << "\n";
     } else {
       std::cout << stats->path << " (config " << stats->config_id << "): " << stats->key_count
                 << " keys, " << kvmesh::FormatSize(stats->used_bytes) << " used of "
                 << kvmesh::FormatSize(stats->limit_bytes) << "\n";
     }
-    return kExitOk;
+    return FinishOutput();
   }
 
   int Dbs() {
@@ -293,10 +323,12 @@ class Cli {
              {"source", c.source}});
       }
       for (const auto& d : *dbs) {
-        out["databases"].push_back({{"path", d.path}, {"config", d.config_id}});
+        json entry{{"config", d.config_id}};
+        PutText(entry, "path", d.path);
+        out["databases"].push_back(entry);
       }
       std::cout << out.dump() << "\n";
-      return kExitOk;
+      return FinishOutput();
     }
     std::cout << "configs:\n";
     for (const auto& c : *configs) {
@@ -306,7 +338,7 @@ class Cli {
     }
     std::cout << "databases:\n";
     for (const auto& d : *dbs) std::cout << "  " << d.path << "  (" << d.config_id << ")\n";
-    return kExitOk;
+    return FinishOutput();
   }
 
   int ConfigValidate(const std::string& dir) {
@@ -316,7 +348,7 @@ class Cli {
     for (const auto& d : diagnostics) std::cerr << d.ToString() << "\n";
     if (!s.ok()) return kExitError;
     std::cout << dir << ": " << set.configs().size() << " database configs are valid\n";
-    return kExitOk;
+    return FinishOutput();
   }
 
   int ConfigReload() {
@@ -325,7 +357,7 @@ class Cli {
     auto summary = client.reload_configs();
     if (!summary.ok()) return Fail(summary.status());
     std::cout << *summary << "\n";
-    return kExitOk;
+    return FinishOutput();
   }
 
  private:

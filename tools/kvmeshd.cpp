@@ -1,4 +1,5 @@
 // kvmeshd: a kvmesh node serving clients over the network.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -55,6 +56,10 @@ int main(int argc, char** argv) {
     std::cerr << "kvmeshd: unknown log level \"" << config.log_level << "\"\n";
     return 2;
   }
+  // Logs go to stderr; stdout carries only the ready line and the stop line. A closed pipe on
+  // either must not kill the node before it has closed its store.
+  std::signal(SIGPIPE, SIG_IGN);
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kvmeshd"));
   spdlog::set_level(level);
 
   // Signals are taken synchronously by this thread: block them before any other thread starts.
