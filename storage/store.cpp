@@ -12,6 +12,7 @@
 #include "messages/storage.pb.h"
 #include "storage/database_store.hpp"
 #include "storage/keys.hpp"
+#include "storage/rocks_options.hpp"
 #include "storage/rocks_status.hpp"
 
 namespace kvmesh::storage {
@@ -36,9 +37,8 @@ uint64_t RandomNodeId() {
 }  // namespace
 
 Store::Store(StoreOptions options)
-    : options_(std::move(options)), write_options_(std::make_unique<rocksdb::WriteOptions>()) {
-  write_options_->sync = options_.sync;
-}
+    : options_(std::move(options)),
+      write_options_(std::make_unique<rocksdb::WriteOptions>(RocksWriteOptions(options_))) {}
 
 Store::~Store() {
   Close();
@@ -59,19 +59,28 @@ Status Store::Open(const StoreOptions& options, std::shared_ptr<Store>* out) {
   return Status::OK();
 }
 
-Status Store::Init() {
+rocksdb::Options RocksOptions(const StoreOptions& options) {
   rocksdb::Options rocks;
   rocks.create_if_missing = true;
   rocks.IncreaseParallelism(2);
   rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(options_.block_cache_bytes);
+  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   // Point lookups dominate (every write reads the previous record for size accounting), so a
   // bloom filter saves a disk read for every new key.
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocks.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return rocks;
+}
 
+rocksdb::WriteOptions RocksWriteOptions(const StoreOptions& options) {
+  rocksdb::WriteOptions write;
+  write.sync = options.sync;
+  return write;
+}
+
+Status Store::Init() {
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status rs = rocksdb::DB::Open(rocks, options_.path, &raw);
+  rocksdb::Status rs = rocksdb::DB::Open(RocksOptions(options_), options_.path, &raw);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot open data dir " + Quote(options_.path));
   db_.reset(raw);
 

@@ -4,8 +4,6 @@
 //
 //   kvmesh-bench --ops 200000 --value-size 100 --inflight 1,64 --workloads put,get
 #include <rocksdb/db.h>
-#include <rocksdb/filter_policy.h>
-#include <rocksdb/table.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -23,6 +21,7 @@
 #include "bootstrap/node.hpp"
 #include "client/client.hpp"
 #include "config/config_set.hpp"
+#include "storage/rocks_options.hpp"
 
 namespace {
 
@@ -75,18 +74,14 @@ uint32_t Nanos(Clock::time_point since) {
       UINT32_MAX));
 }
 
-// Raw RocksDB, opened with the options storage/store.cpp uses.
+// Raw RocksDB, opened with exactly the options a kvmesh store (with default StoreOptions) uses.
 std::vector<Result> RunRocksDb(const Settings& s, const std::vector<std::string>& keys,
                                const std::string& value) {
-  rocksdb::Options options;
-  options.create_if_missing = true;
-  options.IncreaseParallelism(2);
-  rocksdb::BlockBasedTableOptions table;
-  table.block_cache = rocksdb::NewLRUCache(64u << 20);
-  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
-  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  const kvmesh::storage::StoreOptions store_defaults;
+  const rocksdb::WriteOptions write_options = kvmesh::storage::RocksWriteOptions(store_defaults);
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status st = rocksdb::DB::Open(options, s.dir + "/rocksdb", &raw);
+  rocksdb::Status st =
+      rocksdb::DB::Open(kvmesh::storage::RocksOptions(store_defaults), s.dir + "/rocksdb", &raw);
   if (!st.ok()) {
     std::cerr << "cannot open raw RocksDB: " << st.ToString() << "\n";
     std::exit(3);
@@ -101,7 +96,7 @@ std::vector<Result> RunRocksDb(const Settings& s, const std::vector<std::string>
     auto start = Clock::now();
     for (const std::string& key : keys) {
       auto t0 = Clock::now();
-      st = workload == "put" ? db->Put(rocksdb::WriteOptions(), key, value)
+      st = workload == "put" ? db->Put(write_options, key, value)
                              : db->Get(rocksdb::ReadOptions(), key, &got);
       if (!st.ok()) {
         std::cerr << "rocksdb " << workload << " failed: " << st.ToString() << "\n";
