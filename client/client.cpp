@@ -197,27 +197,21 @@ struct Connection {
     caf::anon_send(actor, std::move(job));
   }
 
+  /// Sends a request; the future holds the reply or the error. A real future (not a deferred
+  /// one), so wait_for works.
   template <class Reply, class... Ts>
-  std::future<std::pair<Status, Reply>> SendForFuture(Ts... args) {
-    auto promise = std::make_shared<std::promise<std::pair<Status, Reply>>>();
+  std::future<Result<Reply>> SendForResult(Ts... args) {
+    auto promise = std::make_shared<std::promise<Result<Reply>>>();
     auto future = promise->get_future();
-    Send<Reply>(Completion<Reply>([promise](Status s, Reply r) {
-                  promise->set_value({std::move(s), std::move(r)});
-                }),
-                std::move(args)...);
+    Send<Reply>(
+        Completion<Reply>([promise](Status s, Reply r) {
+          promise->set_value(s.ok() ? Result<Reply>(std::move(r)) : Result<Reply>(std::move(s)));
+        }),
+        std::move(args)...);
     return future;
   }
 
-  /// Blocking call returning the reply as a Result.
-  template <class Reply, class... Ts>
-  Result<Reply> Call(Ts... args) {
-    auto [status, reply] = SendForFuture<Reply>(std::move(args)...).get();
-    if (!status.ok()) return status;
-    return std::move(reply);
-  }
-
-  /// Sends a request whose reply is only "ok"; the future holds its Status (a real future, not
-  /// a deferred one, so wait_for works).
+  /// Sends a request whose reply is only "ok"; the future holds its Status.
   template <class... Ts>
   std::future<Status> SendForStatus(Ts... args) {
     auto promise = std::make_shared<std::promise<Status>>();
@@ -227,10 +221,16 @@ struct Connection {
     return future;
   }
 
+  /// Blocking call returning the reply as a Result.
+  template <class Reply, class... Ts>
+  Result<Reply> Call(Ts... args) {
+    return SendForResult<Reply>(std::move(args)...).get();
+  }
+
   /// Blocking call whose reply is only "ok".
   template <class... Ts>
   Status CallOk(Ts... args) {
-    return SendForFuture<atom::ok>(std::move(args)...).get().first;
+    return SendForStatus(std::move(args)...).get();
   }
 };
 
@@ -369,17 +369,7 @@ std::future<Status> Database::put_async(std::string key, std::string value) cons
 
 std::future<Result<std::string>> Database::get_async(std::string key) const {
   if (!connection_) return Ready(Result<std::string>(status_));
-  auto promise = std::make_shared<std::promise<Result<std::string>>>();
-  auto future = promise->get_future();
-  connection_->Send<std::string>(Completion<std::string>([promise](Status s, std::string value) {
-                                   if (s.ok()) {
-                                     promise->set_value(Result<std::string>(std::move(value)));
-                                   } else {
-                                     promise->set_value(Result<std::string>(std::move(s)));
-                                   }
-                                 }),
-                                 atom::get_v, path_, std::move(key));
-  return future;
+  return connection_->SendForResult<std::string>(atom::get_v, path_, std::move(key));
 }
 
 std::future<Status> Database::erase_async(std::string key) const {
