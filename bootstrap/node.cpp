@@ -84,23 +84,16 @@ struct Database::Handle {
   /// Sends this handle's requests one after another, so they reach the database in the order
   /// they were made (see node.hpp for the one exception).
   caf::actor requester;
-  std::mutex mutex;
-  database_actor actor;  // replaced after a passivation
+  /// The database actor as last known, replaced after a passivation. Set by Open before the
+  /// requester starts; after that only the requester actor reads or writes it (CAF orders one
+  /// actor's message handlers), so it needs no lock.
+  database_actor actor;
 
   ~Handle() {
     std::shared_lock<std::shared_mutex> lock(core->mutex);
     if (!core->stopped && requester) {
       caf::anon_send(requester, RequesterJob{[](caf::event_based_actor* self) { self->quit(); }});
     }
-  }
-
-  database_actor current() {
-    std::lock_guard<std::mutex> lock(mutex);
-    return actor;
-  }
-  void replace(database_actor fresh) {
-    std::lock_guard<std::mutex> lock(mutex);
-    actor = std::move(fresh);
   }
 };
 
@@ -132,7 +125,7 @@ void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
             once(ToStatus(reply.error()), Reply{});
           }
         };
-        RequestDatabase<Reply>(self, h->route, h->current(), std::move(finish), 0, args...);
+        RequestDatabase<Reply>(self, h->route, h->actor, std::move(finish), 0, args...);
       }});
 }
 
@@ -317,7 +310,7 @@ Status Node::Open(std::string_view path, Database* out) {
   route->timeout = impl_->core->timeout;
   // The route lives inside the handle; a weak reference avoids a cycle.
   route->on_reopen = [weak = std::weak_ptr<Database::Handle>(handle)](const database_actor& db) {
-    if (auto h = weak.lock()) h->replace(db);
+    if (auto h = weak.lock()) h->actor = db;
   };
   handle->route = std::move(route);
   handle->actor = std::move(actor);
