@@ -3,10 +3,18 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
+#include <xxhash.h>
+
+#include <algorithm>
+#include <climits>
+#include <deque>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
 #include "common/path.hpp"
+#include "messages/replication.pb.h"
 #include "messages/storage.pb.h"
 #include "storage/keys.hpp"
 #include "storage/rocks_status.hpp"
@@ -15,26 +23,68 @@
 namespace kvmesh::storage {
 namespace {
 
-/// The cost of the record stored under `data_key`, or 0 if there is none (or a tombstone).
-Status LiveCost(rocksdb::DB* db, const std::string& data_key, size_t user_key_size,
-                uint64_t* cost) {
-  rocksdb::PinnableSlice bytes;
-  rocksdb::Status rs = db->Get(rocksdb::ReadOptions(), db->DefaultColumnFamily(), data_key, &bytes);
-  if (rs.IsNotFound()) {
-    *cost = 0;
-    return Status::OK();
-  }
-  if (!rs.ok()) return FromRocksStatus(rs, "cannot read previous value");
-  proto::Record record;
-  if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return Status::Corruption("stored record is unreadable");
-  }
-  *cost = record.tombstone() ? 0 : user_key_size + record.value().size();
-  return Status::OK();
-}
+/// Tag of DatabaseMeta.version_vector (field 4, length-delimited) in the wire format.
+constexpr char kMetaVersionVectorTag = (4 << 3) | 2;
+/// Tombstones deleted per RocksDB write by CollectTombstones.
+constexpr size_t kCollectBatch = 4096;
 
 Status ClosedError(const std::string& path) {
   return Status::Unavailable("the store of database " + Quote(path) + " is closed");
+}
+
+void AppendVarint(uint64_t n, std::string* out) {
+  while (n >= 0x80) {
+    out->push_back(static_cast<char>((n & 0x7f) | 0x80));
+    n >>= 7;
+  }
+  out->push_back(static_cast<char>(n));
+}
+
+size_t VarintSize(uint64_t n) {
+  size_t size = 1;
+  while (n >= 0x80) {
+    n >>= 7;
+    ++size;
+  }
+  return size;
+}
+
+/// Bytes a length-delimited field of `payload` bytes takes (field numbers below 16).
+size_t FieldSize(size_t payload) {
+  return 1 + VarintSize(payload) + payload;
+}
+
+/// The hash a live record adds to the digest: XXH3-64 of its key, value and version, encoded as
+/// five little-endian 64-bit words (key size, value size, origin, counter, hlc) followed by the
+/// key and the value bytes, so no two different records share an encoding.
+uint64_t RecordHash(std::string_view key, const proto::Record& record) {
+  const proto::Version& version = record.version();
+  const uint64_t words[5] = {key.size(), record.value().size(), version.origin(), version.counter(),
+                             version.hlc()};
+  unsigned char header[sizeof(words)];
+  for (size_t w = 0; w < 5; ++w) {
+    for (size_t b = 0; b < 8; ++b)
+      header[8 * w + b] = static_cast<unsigned char>(words[w] >> (8 * b));
+  }
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  XXH3_64bits_update(&state, header, sizeof(header));
+  XXH3_64bits_update(&state, key.data(), key.size());
+  XXH3_64bits_update(&state, record.value().data(), record.value().size());
+  return XXH3_64bits_digest(&state);
+}
+
+/// Bytes a record counts for in used_bytes: key plus value if live, 0 for a tombstone.
+uint64_t LiveCost(std::string_view key, const proto::Record& record) {
+  return record.tombstone() ? 0 : key.size() + record.value().size();
+}
+
+/// The conflict rule: of two records of one key, the higher (hlc, origin) wins. The counter
+/// breaks the remaining tie (one origin reusing an hlc, which its clock rules out), so the
+/// order is total and every replica picks the same winner.
+bool Newer(const proto::Version& a, const proto::Version& b) {
+  return std::make_tuple(a.hlc(), a.origin(), a.counter()) >
+         std::make_tuple(b.hlc(), b.origin(), b.counter());
 }
 
 }  // namespace
@@ -44,6 +94,36 @@ struct DatabaseStore::OpView {
   WriteOp::Kind kind;
   std::string_view key;
   std::string_view value;
+};
+
+struct DatabaseStore::Pending {
+  /// The normalised user key.
+  std::string key;
+  /// A record was stored before the write; it is `before`.
+  bool had = false;
+  proto::Record before;
+  /// The write replaced the record with `after`.
+  bool changed = false;
+  proto::Record after;
+
+  bool exists() const { return changed || had; }
+  const proto::Record& current() const { return changed ? after : before; }
+};
+
+struct DatabaseStore::Touched {
+  /// In first-touch order; a deque, so pointers stay valid as keys are added.
+  std::deque<Pending> keys;
+  std::unordered_map<std::string_view, Pending*> by_key;
+};
+
+struct DatabaseStore::Staged {
+  rocksdb::WriteBatch batch;
+  bool changed = false;
+  int64_t used_bytes = 0;
+  int64_t key_count = 0;
+  int64_t tombstone_count = 0;
+  /// The digest after the change.
+  uint64_t digest = 0;
 };
 
 DatabaseStore::DatabaseStore(std::shared_ptr<Store> store, std::string path, std::string config_id,
@@ -58,6 +138,16 @@ DatabaseStore::DatabaseStore(std::shared_ptr<Store> store, std::string path, std
 
 DatabaseStore::~DatabaseStore() = default;
 
+Status DatabaseStore::CheckUsable() const {
+  if (dropped_) {
+    return Status::Unavailable("database " + Quote(path_) + " was dropped from this node");
+  }
+  if (store_->closed()) return ClosedError(path_);
+  return Status::OK();
+}
+
+// A meta record written before replication has no version vector, digest or tombstone count:
+// they load as empty and zero (the format is pre-release; such data is not carried over).
 Status DatabaseStore::LoadMeta() {
   std::string bytes;
   rocksdb::Status rs = store_->db()->Get(rocksdb::ReadOptions(), meta_key_, &bytes);
@@ -67,23 +157,139 @@ Status DatabaseStore::LoadMeta() {
   if (!meta.ParseFromString(bytes)) {
     return Status::Corruption("metadata of database " + Quote(path_) + " is unreadable");
   }
+  VersionVector version_vector;
+  if (meta.has_version_vector() &&
+      !VersionVector::Parse(meta.version_vector().SerializeAsString(), &version_vector)) {
+    return Status::Corruption("version vector of database " + Quote(path_) + " is unreadable");
+  }
   used_bytes_ = meta.used_bytes();
   key_count_ = meta.key_count();
   local_counter_ = meta.local_counter();
+  tombstone_count_ = meta.tombstone_count();
+  digest_ = meta.digest();
+  version_vector_ = std::move(version_vector);
   return Status::OK();
 }
 
-Status DatabaseStore::Put(std::string_view key, std::string_view value) {
+// The meta fields, then the version vector appended as field 4: the wire format allows fields in
+// any order, and this spares converting the vector into a message and serializing it twice.
+std::string DatabaseStore::MetaBytes(uint64_t used_bytes, uint64_t key_count,
+                                     uint64_t local_counter, uint64_t tombstone_count,
+                                     uint64_t digest, const VersionVector& version_vector) const {
+  proto::DatabaseMeta meta;
+  meta.set_used_bytes(used_bytes);
+  meta.set_key_count(key_count);
+  meta.set_local_counter(local_counter);
+  meta.set_tombstone_count(tombstone_count);
+  meta.set_digest(digest);
+  std::string out = meta.SerializeAsString();
+  const std::string vector_bytes = version_vector.Serialize();
+  out.push_back(kMetaVersionVectorTag);
+  AppendVarint(vector_bytes.size(), &out);
+  out += vector_bytes;
+  return out;
+}
+
+Status DatabaseStore::ReadRecord(std::string_view key, bool* found, proto::Record* record) const {
+  rocksdb::PinnableSlice bytes;
+  rocksdb::DB* db = store_->db();
+  std::string data_key = data_prefix_;
+  data_key.append(key);
+  rocksdb::Status rs = db->Get(rocksdb::ReadOptions(), db->DefaultColumnFamily(), data_key, &bytes);
+  if (rs.IsNotFound()) {
+    *found = false;
+    return Status::OK();
+  }
+  if (!rs.ok()) {
+    return FromRocksStatus(rs, "cannot read key " + Quote(key) + " of database " + Quote(path_));
+  }
+  if (!record->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Status::Corruption("record of key " + Quote(key) + " in database " + Quote(path_) +
+                              " is unreadable");
+  }
+  *found = true;
+  return Status::OK();
+}
+
+Status DatabaseStore::Touch(std::string_view key, Touched* touched, Pending** out) const {
+  auto it = touched->by_key.find(key);
+  if (it != touched->by_key.end()) {
+    *out = it->second;
+    return Status::OK();
+  }
+  Pending pending;
+  pending.key.assign(key);
+  Status s = ReadRecord(key, &pending.had, &pending.before);
+  if (!s.ok()) return s;
+  Pending* stored = &touched->keys.emplace_back(std::move(pending));
+  touched->by_key.emplace(stored->key, stored);
+  *out = stored;
+  return Status::OK();
+}
+
+// Per changed key: the record replaced (its dot index entry, its tombstone index entry, its
+// share of the counters) goes, the new one comes in. Only the final record of a key is indexed,
+// so a dot overwritten within the same write never reaches the index.
+void DatabaseStore::Stage(const Touched& touched, Staged* staged) const {
+  staged->digest = digest_;
+  for (const Pending& p : touched.keys) {
+    if (!p.changed) continue;
+    staged->changed = true;
+    if (p.had) {
+      const proto::Version& old = p.before.version();
+      staged->batch.Delete(keys::DotIndexKey(id_, old.origin(), old.counter()));
+      if (p.before.tombstone()) {
+        staged->batch.Delete(keys::TombstoneIndexKey(id_, old.origin(), old.counter()));
+        --staged->tombstone_count;
+      } else {
+        staged->used_bytes -= static_cast<int64_t>(LiveCost(p.key, p.before));
+        --staged->key_count;
+        staged->digest -= RecordHash(p.key, p.before);
+      }
+    }
+    const proto::Version& now = p.after.version();
+    staged->batch.Put(data_prefix_ + p.key, p.after.SerializeAsString());
+    staged->batch.Put(keys::DotIndexKey(id_, now.origin(), now.counter()), p.key);
+    if (p.after.tombstone()) {
+      staged->batch.Put(keys::TombstoneIndexKey(id_, now.origin(), now.counter()), p.key);
+      ++staged->tombstone_count;
+    } else {
+      staged->used_bytes += static_cast<int64_t>(LiveCost(p.key, p.after));
+      ++staged->key_count;
+      staged->digest += RecordHash(p.key, p.after);
+    }
+  }
+}
+
+Status DatabaseStore::Commit(Staged* staged, const VersionVector& version_vector,
+                             uint64_t local_counter) {
+  const uint64_t used_bytes = used_bytes_ + staged->used_bytes;
+  const uint64_t key_count = key_count_ + staged->key_count;
+  const uint64_t tombstone_count = tombstone_count_ + staged->tombstone_count;
+  staged->batch.Put(meta_key_, MetaBytes(used_bytes, key_count, local_counter, tombstone_count,
+                                         staged->digest, version_vector));
+  rocksdb::Status rs = store_->db()->Write(store_->write_options(), &staged->batch);
+  if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
+  used_bytes_ = used_bytes;
+  key_count_ = key_count;
+  tombstone_count_ = tombstone_count;
+  digest_ = staged->digest;
+  local_counter_ = local_counter;
+  if (&version_vector != &version_vector_) version_vector_ = version_vector;
+  return Status::OK();
+}
+
+Status DatabaseStore::Put(std::string_view key, std::string_view value, std::string* delta) {
   OpView op{WriteOp::Kind::kPut, key, value};
-  return Apply(&op, 1);
+  return Apply(&op, 1, delta);
 }
 
-Status DatabaseStore::Erase(std::string_view key) {
+Status DatabaseStore::Erase(std::string_view key, std::string* delta) {
   OpView op{WriteOp::Kind::kErase, key, {}};
-  return Apply(&op, 1);
+  return Apply(&op, 1, delta);
 }
 
-Status DatabaseStore::Write(const WriteBatch& batch) {
+Status DatabaseStore::Write(const WriteBatch& batch, std::string* delta) {
   if (batch.ops.size() > kMaxBatchOps) {
     return Status::InvalidArgument("batch has " + std::to_string(batch.ops.size()) +
                                    " operations; the maximum is " + std::to_string(kMaxBatchOps));
@@ -100,115 +306,381 @@ Status DatabaseStore::Write(const WriteBatch& batch) {
                                    " of keys and values; the maximum is " +
                                    FormatSize(kMaxBatchBytes));
   }
-  return Apply(ops.data(), ops.size());
+  return Apply(ops.data(), ops.size(), delta);
 }
 
-// Validates every operation, computes the exact usage after all of them, checks the budget, and
-// only then writes data and meta in one RocksDB batch: a failure at any step stores nothing.
-Status DatabaseStore::Apply(const OpView* ops, size_t count) {
-  if (store_->closed()) return ClosedError(path_);
+// Validates every operation, builds the final record of each touched key with a fresh dot,
+// computes the exact usage after all of them, checks the budget, and only then writes records,
+// indexes and meta in one RocksDB batch: a failure at any step stores nothing.
+Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta) {
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
   const size_t max_value = store_->options().max_value_bytes;
-  std::vector<std::string> data_keys(count);
-  std::string key;
+  std::vector<std::string> keys(count);
   for (size_t i = 0; i < count; ++i) {
-    Status s = NormalizeKey(ops[i].key, &key);
+    s = NormalizeKey(ops[i].key, &keys[i]);
     if (!s.ok()) {
       return Status(s.code(),
                     s.message() + ": " + Quote(ops[i].key) + " (database " + Quote(path_) + ")");
     }
     if (ops[i].kind == WriteOp::Kind::kPut && ops[i].value.size() > max_value) {
-      return Status::ValueTooLarge("value for key " + Quote(key) + " in database " + Quote(path_) +
-                                   " is " + FormatSize(ops[i].value.size()) +
+      return Status::ValueTooLarge("value for key " + Quote(keys[i]) + " in database " +
+                                   Quote(path_) + " is " + FormatSize(ops[i].value.size()) +
                                    "; the maximum value size is " + FormatSize(max_value));
     }
-    data_keys[i] = data_prefix_ + key;
   }
 
-  // Live cost of each touched key as the batch progresses; a key touched twice is read once.
-  // A live entry always costs at least its (non-empty) key, so cost 0 means absent.
-  std::unordered_map<std::string_view, uint64_t> cost_after;
-  std::vector<bool> live_before(count);
-  int64_t used_delta = 0;
-  int64_t count_delta = 0;
+  // Every assigned counter is added to the vector, even when a later operation of the batch
+  // overwrites its record, so this node's base stays contiguous. A counter the vector already
+  // covers (this node's own writes to an earlier incarnation of the database, learnt back from
+  // a peer) is never reused: peers would take the new write for one they have.
+  const uint64_t node = store_->node_id();
+  VersionVector version_vector = version_vector_;
+  uint64_t counter = local_counter_;
+  Touched touched;
   for (size_t i = 0; i < count; ++i) {
-    const std::string& data_key = data_keys[i];
-    const size_t user_key_size = data_key.size() - data_prefix_.size();
-    uint64_t before = 0;
-    auto it = cost_after.find(data_key);
-    if (it != cost_after.end()) {
-      before = it->second;
-    } else {
-      Status s = LiveCost(store_->db(), data_key, user_key_size, &before);
-      if (!s.ok()) return s;
-    }
+    Pending* p = nullptr;
+    s = Touch(keys[i], &touched, &p);
+    if (!s.ok()) return s;
     const bool is_put = ops[i].kind == WriteOp::Kind::kPut;
-    const uint64_t after = is_put ? user_key_size + ops[i].value.size() : 0;
-    used_delta += static_cast<int64_t>(after) - static_cast<int64_t>(before);
-    count_delta += (is_put ? 1 : 0) - (before > 0 ? 1 : 0);
-    live_before[i] = before > 0;
-    cost_after[data_key] = after;
+    if (!is_put && p->exists() && p->current().tombstone()) continue;
+    // The new record must win against the one it replaces on every replica, even if this
+    // node's clock has gone back since that one was written (the clock is not persisted).
+    if (p->exists()) store_->ObserveTimestamp(p->current().version().hlc());
+    proto::Record record;
+    if (is_put) {
+      record.set_value(ops[i].value.data(), ops[i].value.size());
+    } else {
+      record.set_tombstone(true);
+    }
+    do {
+      ++counter;
+    } while (version_vector.Covers({node, counter}));
+    proto::Version* version = record.mutable_version();
+    version->set_origin(node);
+    version->set_counter(counter);
+    version->set_hlc(store_->NextTimestamp());
+    version_vector.Add({node, counter});
+    p->after = std::move(record);
+    p->changed = true;
   }
 
-  const uint64_t used_after = used_bytes_ + used_delta;
-  if (used_delta > 0 && used_after > limit_bytes_) {
+  Staged staged;
+  Stage(touched, &staged);
+  if (!staged.changed) return Status::OK();
+  if (staged.used_bytes > 0 && used_bytes_ + staged.used_bytes > limit_bytes_) {
     return Status::SizeLimitExceeded(
         "database " + Quote(path_) + " is limited to " + FormatSize(limit_bytes_) + " and holds " +
         FormatSize(used_bytes_) + "; this write needs " +
-        FormatSize(static_cast<uint64_t>(used_delta)) + " more. Nothing was written");
+        FormatSize(static_cast<uint64_t>(staged.used_bytes)) + " more. Nothing was written");
   }
-
-  rocksdb::WriteBatch batch;
-  uint64_t counter = local_counter_;
-  bool changed = false;
-  proto::Record record;
-  for (size_t i = 0; i < count; ++i) {
-    if (ops[i].kind == WriteOp::Kind::kPut) {
-      record.set_value(ops[i].value.data(), ops[i].value.size());
-      proto::Version* version = record.mutable_version();
-      version->set_origin(store_->node_id());
-      version->set_counter(++counter);
-      version->set_hlc(store_->NextTimestamp());
-      batch.Put(data_keys[i], record.SerializeAsString());
-      changed = true;
-    } else if (live_before[i]) {
-      // Single node: an erase removes the record. Replication will write a tombstone here.
-      batch.Delete(data_keys[i]);
-      changed = true;
+  proto::Delta out;
+  if (delta != nullptr) {
+    for (const Pending& p : touched.keys) {
+      if (!p.changed) continue;
+      proto::DeltaEntry* entry = out.add_entries();
+      entry->set_key(p.key);
+      *entry->mutable_record() = p.after;
     }
   }
-  if (!changed) return Status::OK();
-  proto::DatabaseMeta meta;
-  meta.set_used_bytes(used_after);
-  meta.set_key_count(key_count_ + count_delta);
-  meta.set_local_counter(counter);
-  batch.Put(meta_key_, meta.SerializeAsString());
+  s = Commit(&staged, version_vector, counter);
+  if (!s.ok()) return s;
+  if (delta != nullptr) delta->append(out.SerializeAsString());
+  return Status::OK();
+}
+
+// Everything is validated before anything is looked up, so a bad entry anywhere rejects the
+// whole delta. Entries are then resolved in order against the stored record or the record an
+// earlier entry of the same delta left, and the result is written in one batch.
+Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  const std::string where = " (delta for database " + Quote(path_) + "; nothing was applied)";
+  proto::Delta delta;
+  if (bytes.size() > static_cast<size_t>(INT_MAX) ||
+      !delta.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return Status::InvalidArgument("unparsable delta of " + FormatSize(bytes.size()) + where);
+  }
+  const size_t max_value = store_->options().max_value_bytes;
+  std::string normal;
+  for (int i = 0; i < delta.entries_size(); ++i) {
+    const proto::DeltaEntry& entry = delta.entries(i);
+    const std::string prefix = "entry " + std::to_string(i) + " ";
+    if (!entry.has_record() || !entry.record().has_version()) {
+      return Status::InvalidArgument(prefix + "has no version" + where);
+    }
+    const proto::Version& version = entry.record().version();
+    if (version.origin() == 0 || version.counter() == 0) {
+      return Status::InvalidArgument(prefix + "has origin " + std::to_string(version.origin()) +
+                                     " and counter " + std::to_string(version.counter()) +
+                                     "; both must be positive" + where);
+    }
+    s = NormalizeKey(entry.key(), &normal);
+    if (!s.ok()) {
+      return Status::InvalidArgument(prefix + "has an invalid key " + Quote(entry.key()) + ": " +
+                                     s.message() + where);
+    }
+    if (normal != entry.key()) {
+      return Status::InvalidArgument(prefix + "has the key " + Quote(entry.key()) +
+                                     ", which is not normalised (" + Quote(normal) + ")" + where);
+    }
+    const std::string& value = entry.record().value();
+    if (entry.record().tombstone() && !value.empty()) {
+      return Status::InvalidArgument(prefix + "is a tombstone with a value" + where);
+    }
+    if (value.size() > max_value) {
+      return Status::InvalidArgument(prefix + "has a value of " + FormatSize(value.size()) +
+                                     "; the maximum value size is " + FormatSize(max_value) +
+                                     where);
+    }
+  }
+  for (int i = 0; i < delta.ranges_size(); ++i) {
+    const proto::CoveredRange& range = delta.ranges(i);
+    if (range.origin() == 0 || range.through() < range.after()) {
+      return Status::InvalidArgument("range " + std::to_string(i) + " (origin " +
+                                     std::to_string(range.origin()) + ", after " +
+                                     std::to_string(range.after()) + ", through " +
+                                     std::to_string(range.through()) + ") is invalid" + where);
+    }
+  }
+
+  ApplyResult counts;
+  VersionVector version_vector = version_vector_;
+  Touched touched;
+  for (proto::DeltaEntry& entry : *delta.mutable_entries()) {
+    const proto::Version& version = entry.record().version();
+    const Dot dot{version.origin(), version.counter()};
+    store_->ObserveTimestamp(version.hlc());
+    if (version_vector.Covers(dot)) {
+      ++counts.skipped;
+      continue;
+    }
+    version_vector.Add(dot);
+    Pending* p = nullptr;
+    s = Touch(entry.key(), &touched, &p);
+    if (!s.ok()) return s;
+    if (p->exists() && !Newer(version, p->current().version())) {
+      ++counts.skipped;
+      continue;
+    }
+    p->after = std::move(*entry.mutable_record());
+    p->changed = true;
+    ++counts.applied;
+  }
+  for (const proto::CoveredRange& range : delta.ranges()) {
+    version_vector.AddRange(range.origin(), range.after(), range.through());
+  }
+
+  Staged staged;
+  Stage(touched, &staged);
+  if (staged.changed || version_vector != version_vector_) {
+    s = Commit(&staged, version_vector, local_counter_);
+    if (!s.ok()) return s;
+  }
+  if (result != nullptr) *result = counts;
+  return Status::OK();
+}
+
+// Walks the dot index of each origin from the first counter `remote` lacks; the index holds only
+// current records, so superseded writes cost nothing, and the coverage range tells the peer it
+// need not wait for them.
+Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, std::string* out,
+                                 bool* more) const {
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  *more = false;
+  proto::Delta delta;
+  size_t bytes = 0;
+  rocksdb::DB* db = store_->db();
+  for (uint64_t origin : version_vector_.Origins()) {
+    const uint64_t from = remote.Base(origin);
+    const uint64_t base = version_vector_.Base(origin);
+    // How far the coverage claim for this origin reaches: the local base, or just below the
+    // first entry left out.
+    uint64_t claim = base;
+    bool stopped = false;
+    if (from < UINT64_MAX) {
+      const std::string end = keys::PrefixSuccessor(keys::DotIndexPrefix(id_, origin));
+      rocksdb::Slice upper(end);
+      rocksdb::ReadOptions read_options;
+      read_options.iterate_upper_bound = &upper;
+      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
+      for (it->Seek(keys::DotIndexKey(id_, origin, from + 1)); it->Valid(); it->Next()) {
+        const rocksdb::Slice index_key = it->key();
+        if (index_key.size() != keys::kIndexKeySize) {
+          return Status::Corruption("dot index of database " + Quote(path_) +
+                                    " holds a malformed key");
+        }
+        const uint64_t counter = keys::DecodeBigEndian64(index_key.data() + 18);
+        if (remote.Covers({origin, counter})) continue;
+        const std::string_view key(it->value().data(), it->value().size());
+        proto::DeltaEntry entry;
+        bool found = false;
+        s = ReadRecord(key, &found, entry.mutable_record());
+        if (!s.ok()) return s;
+        const proto::Version& version = entry.record().version();
+        if (!found || version.origin() != origin || version.counter() != counter) continue;
+        entry.set_key(key.data(), key.size());
+        const size_t entry_bytes = FieldSize(entry.ByteSizeLong());
+        if (delta.entries_size() > 0 && bytes + entry_bytes > max_bytes) {
+          stopped = true;
+          claim = std::min(base, counter - 1);
+          break;
+        }
+        *delta.add_entries() = std::move(entry);
+        bytes += entry_bytes;
+      }
+      if (!it->status().ok()) {
+        return FromRocksStatus(it->status(), "cannot read dot index of database " + Quote(path_));
+      }
+    }
+    if (claim > from) {
+      proto::CoveredRange* range = delta.add_ranges();
+      range->set_origin(origin);
+      range->set_after(from);
+      range->set_through(claim);
+      bytes += FieldSize(range->ByteSizeLong());
+    }
+    if (stopped) {
+      *more = true;
+      break;
+    }
+  }
+  out->append(delta.SerializeAsString());
+  return Status::OK();
+}
+
+// Per origin, the tombstone index entries up to stable's base are exactly the candidates. Each
+// RocksDB write removes at most kCollectBatch of them, with the meta record, so memory stays
+// bounded; a failure part-way leaves a consistent state with some tombstones collected.
+Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t* collected) {
+  if (collected != nullptr) *collected = 0;
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  rocksdb::DB* db = store_->db();
+  rocksdb::WriteBatch batch;
+  size_t batch_entries = 0;
+  uint64_t batch_collected = 0;
+  uint64_t total = 0;
+  auto flush = [&]() -> Status {
+    if (batch_entries == 0) return Status::OK();
+    const uint64_t tombstone_count = tombstone_count_ - batch_collected;
+    batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count,
+                                   digest_, version_vector_));
+    rocksdb::Status rs = db->Write(store_->write_options(), &batch);
+    if (!rs.ok()) {
+      return FromRocksStatus(rs, "cannot collect tombstones of database " + Quote(path_));
+    }
+    tombstone_count_ = tombstone_count;
+    total += batch_collected;
+    batch.Clear();
+    batch_entries = 0;
+    batch_collected = 0;
+    return Status::OK();
+  };
+  for (uint64_t origin : stable.Origins()) {
+    const uint64_t through = stable.Base(origin);
+    if (through == 0) continue;
+    const std::string begin = keys::TombstoneIndexPrefix(id_, origin);
+    const std::string end = through == UINT64_MAX
+                                ? keys::PrefixSuccessor(begin)
+                                : keys::TombstoneIndexKey(id_, origin, through + 1);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
+    for (it->Seek(begin); it->Valid(); it->Next()) {
+      const rocksdb::Slice index_key = it->key();
+      if (index_key.size() != keys::kIndexKeySize) {
+        return Status::Corruption("tombstone index of database " + Quote(path_) +
+                                  " holds a malformed key");
+      }
+      const uint64_t counter = keys::DecodeBigEndian64(index_key.data() + 18);
+      const std::string_view key(it->value().data(), it->value().size());
+      proto::Record record;
+      bool found = false;
+      s = ReadRecord(key, &found, &record);
+      if (!s.ok()) return s;
+      batch.Delete(index_key);
+      ++batch_entries;
+      // A stale entry (the tombstone was since replaced) only loses its index entry.
+      if (found && record.tombstone() && record.version().origin() == origin &&
+          record.version().counter() == counter) {
+        batch.Delete(data_prefix_ + std::string(key));
+        batch.Delete(keys::DotIndexKey(id_, origin, counter));
+        ++batch_collected;
+      }
+      if (batch_entries >= kCollectBatch) {
+        s = flush();
+        if (!s.ok()) return s;
+        if (collected != nullptr) *collected = total;
+      }
+    }
+    if (!it->status().ok()) {
+      return FromRocksStatus(it->status(),
+                             "cannot read tombstone index of database " + Quote(path_));
+    }
+  }
+  s = flush();
+  if (collected != nullptr) *collected = total;
+  return s;
+}
+
+Status DatabaseStore::Drop() {
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  rocksdb::WriteBatch batch;
+  batch.DeleteRange(keys::DatabasePrefix(id_), keys::DatabasePrefixEnd(id_));
+  batch.Delete(keys::CatalogKey(path_));
   rocksdb::Status rs = store_->db()->Write(store_->write_options(), &batch);
-  if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
-  used_bytes_ = used_after;
-  key_count_ += count_delta;
-  local_counter_ = counter;
+  if (!rs.ok()) return FromRocksStatus(rs, "cannot drop database " + Quote(path_));
+  dropped_ = true;
+  used_bytes_ = 0;
+  key_count_ = 0;
+  local_counter_ = 0;
+  tombstone_count_ = 0;
+  digest_ = 0;
+  version_vector_ = VersionVector();
+  return Status::OK();
+}
+
+Status DatabaseStore::ComputeDigest(uint64_t* digest) const {
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  const std::string end = keys::DataPrefixEnd(id_);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db()->NewIterator(read_options));
+  uint64_t sum = 0;
+  proto::Record record;
+  for (it->Seek(data_prefix_); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data() + data_prefix_.size(),
+                               it->key().size() - data_prefix_.size());
+    if (!record.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("record of key " + Quote(key) + " in database " + Quote(path_) +
+                                " is unreadable");
+    }
+    if (!record.tombstone()) sum += RecordHash(key, record);
+  }
+  if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot scan database " + Quote(path_));
+  }
+  *digest = sum;
   return Status::OK();
 }
 
 Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
-  if (store_->closed()) return ClosedError(path_);
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
   std::string key;
-  Status s = NormalizeKey(raw_key, &key);
+  s = NormalizeKey(raw_key, &key);
   if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_key));
-  rocksdb::PinnableSlice bytes;
-  rocksdb::DB* db = store_->db();
-  rocksdb::Status rs =
-      db->Get(rocksdb::ReadOptions(), db->DefaultColumnFamily(), data_prefix_ + key, &bytes);
   proto::Record record;
-  if (rs.ok()) {
-    if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-      return Status::Corruption("record of key " + Quote(key) + " in database " + Quote(path_) +
-                                " is unreadable");
-    }
-  } else if (!rs.IsNotFound()) {
-    return FromRocksStatus(rs, "cannot read key " + Quote(key) + " of database " + Quote(path_));
-  }
-  if (rs.IsNotFound() || record.tombstone()) {
+  bool found = false;
+  s = ReadRecord(key, &found, &record);
+  if (!s.ok()) return s;
+  if (!found || record.tombstone()) {
     return Status::NotFound("key " + Quote(key) + " not found in database " + Quote(path_));
   }
   *value = std::move(*record.mutable_value());
@@ -219,12 +691,13 @@ Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
 // ('0' follows '/'). Keys like P + "!" sort between the two and are not under P, so the list
 // reads the exact key first and then scans the range; the result stays in byte order.
 Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
-  if (store_->closed()) return ClosedError(path_);
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
   page->keys.clear();
   page->values.clear();
   page->next_token.clear();
   std::string prefix;
-  Status s = NormalizePrefix(options.prefix, &prefix);
+  s = NormalizePrefix(options.prefix, &prefix);
   if (!s.ok()) return s;
   const uint32_t limit =
       options.limit == 0 ? kDefaultListLimit : std::min<uint32_t>(options.limit, kMaxListLimit);

@@ -8,6 +8,18 @@
 // fails with Code::kSizeLimitExceeded and writes nothing; writes that do not raise usage (an
 // erase, a smaller overwrite) are always accepted, even over a limit that was since lowered.
 //
+// Replication (see storage/version_vector.hpp and messages/replication.proto): every write gets
+// a dot (this node's id, the next per-database counter) and a hybrid-logical-clock timestamp,
+// and an erase writes a tombstone instead of removing the key, so that replicas can agree on
+// it. Of two records of one key, the one with the higher (hlc, origin) wins, on every replica
+// and whatever the order they arrive in. Besides the records the namespace keeps a dot index
+// (origin, counter) -> key of the records that are current, so the writes a peer lacks are found
+// without scanning the database, and a tombstone index so tombstones are collected cheaply.
+// Size limits are enforced on writes accepted here; deltas from peers are applied whatever
+// their size, or replicas could never converge (so concurrent writes accepted by different
+// replicas during a partition can take a database over its budget; it then refuses writes
+// that grow it until it shrinks below).
+//
 // Not thread-safe: one owner at a time (the database actor).
 #pragma once
 
@@ -18,6 +30,11 @@
 
 #include "common/status.hpp"
 #include "common/types.hpp"
+#include "storage/version_vector.hpp"
+
+namespace kvmesh::proto {
+class Record;
+}  // namespace kvmesh::proto
 
 namespace kvmesh::storage {
 
@@ -29,20 +46,74 @@ class DatabaseStore {
   DatabaseStore& operator=(const DatabaseStore&) = delete;
   ~DatabaseStore();
 
+  // Local writes. On success, if `delta` is not null, the records written (with their dots) are
+  // appended to it as a serialized proto::Delta, ready to push to the other replicas; appending
+  // keeps it one valid Delta, so pushes can be batched by concatenation.
+
   /// Stores `value` under `key`, replacing any previous value.
   /// Errors: kInvalidKey, kValueTooLarge, kSizeLimitExceeded, kIOError.
-  Status Put(std::string_view key, std::string_view value);
+  Status Put(std::string_view key, std::string_view value, std::string* delta = nullptr);
 
   /// Reads `key` into `*value`. A missing key is Code::kNotFound (not a failure of the store).
   Status Get(std::string_view key, std::string* value) const;
 
-  /// Removes `key`. Removing a missing key succeeds and writes nothing.
-  Status Erase(std::string_view key);
+  /// Removes `key`: writes a tombstone, so the delete replicates and wins over older writes of
+  /// the key on every replica. A key that is already a tombstone here writes nothing; a key
+  /// never seen here still gets a tombstone (another replica may hold it).
+  Status Erase(std::string_view key, std::string* delta = nullptr);
 
   /// Applies every operation of `batch` atomically, in order (see WriteBatch). The size limit is
   /// checked against the state after the whole batch. Any invalid key or value fails the whole
   /// batch before anything is written.
-  Status Write(const WriteBatch& batch);
+  Status Write(const WriteBatch& batch, std::string* delta = nullptr);
+
+  // Replication.
+
+  /// What ApplyDelta did.
+  struct ApplyResult {
+    /// Entries that changed a key here (they won against the record stored).
+    uint64_t applied = 0;
+    /// Entries already seen here (their dot is covered) or older than the record stored.
+    uint64_t skipped = 0;
+  };
+
+  /// Applies a serialized proto::Delta from another replica in one atomic RocksDB write:
+  /// entries by the rule above, then coverage ranges. Idempotent and order-independent. The
+  /// store's clock observes every timestamp received, so later local writes order after them.
+  /// Errors: kInvalidArgument (unparsable delta, invalid key or version), kIOError; on error
+  /// nothing is applied.
+  Status ApplyDelta(std::string_view delta, ApplyResult* result = nullptr);
+
+  /// Appends to `*delta` (a serialized proto::Delta) what a replica whose version vector is
+  /// `remote` lacks: the current records of dots it does not cover and, for each origin where
+  /// this replica's base is higher, a coverage range. Stops near `max_bytes` (at least one entry
+  /// is always included); `*more` tells whether anything was left out, in which case the peer
+  /// asks again with its updated vector. Cost: proportional to what is sent, not to the size
+  /// of the database.
+  Status DeltaSince(const VersionVector& remote, size_t max_bytes, std::string* delta,
+                    bool* more) const;
+
+  /// Deletes every tombstone whose dot `stable` covers (every replica has seen it; so no older
+  /// write of that key can come back). `*collected` (may be null) gets how many.
+  Status CollectTombstones(const VersionVector& stable, uint64_t* collected);
+
+  /// Deletes all data of this database here (records, indexes, meta and catalog entry): used
+  /// when this node stops being one of its replicas. The handle is unusable afterwards: every
+  /// later call fails with kUnavailable. Reopening the path creates a new, empty database.
+  Status Drop();
+
+  /// The writes applied here.
+  const VersionVector& version_vector() const { return version_vector_; }
+
+  /// Order-independent digest of the live records (key, value, version), maintained on every
+  /// change: replicas with the same contents have the same digest.
+  uint64_t digest() const { return digest_; }
+
+  /// Recomputes the digest by scanning every record (a check of the maintained one; O(n)).
+  Status ComputeDigest(uint64_t* digest) const;
+
+  /// Tombstones stored (not yet collected).
+  uint64_t tombstone_count() const { return tombstone_count_; }
 
   /// Lists one page of keys under options.prefix, after options.start_after.
   Status List(const ListOptions& options, ListPage* page) const;
@@ -62,8 +133,28 @@ class DatabaseStore {
                 uint64_t limit_bytes);
   Status LoadMeta();
   struct OpView;
+  /// The records of the keys one write touches: as stored before it and as it leaves them.
+  struct Pending;
+  struct Touched;
+  /// A RocksDB batch ready to write and the change it makes to the counters.
+  struct Staged;
   /// The single write path behind Put, Erase and Write.
-  Status Apply(const OpView* ops, size_t count);
+  Status Apply(const OpView* ops, size_t count, std::string* delta);
+  /// OK, or kUnavailable if the store is closed or this database was dropped.
+  Status CheckUsable() const;
+  /// Reads the record of the normalised `key`; *found is false if there is none.
+  Status ReadRecord(std::string_view key, bool* found, proto::Record* record) const;
+  /// The pending state of `key` in `touched`, reading its stored record on first use.
+  Status Touch(std::string_view key, Touched* touched, Pending** out) const;
+  /// Adds the record and index changes of every changed key of `touched` to `staged`.
+  void Stage(const Touched& touched, Staged* staged) const;
+  /// Writes `staged` with the meta record the counters will have after it (`version_vector`,
+  /// `local_counter`), then updates the counters in memory. Nothing changes on failure.
+  Status Commit(Staged* staged, const VersionVector& version_vector, uint64_t local_counter);
+  /// The serialized DatabaseMeta for the given counters.
+  std::string MetaBytes(uint64_t used_bytes, uint64_t key_count, uint64_t local_counter,
+                        uint64_t tombstone_count, uint64_t digest,
+                        const VersionVector& version_vector) const;
 
   std::shared_ptr<Store> store_;
   std::string path_;
@@ -75,6 +166,11 @@ class DatabaseStore {
   uint64_t used_bytes_ = 0;
   uint64_t key_count_ = 0;
   uint64_t local_counter_ = 0;
+  uint64_t tombstone_count_ = 0;
+  uint64_t digest_ = 0;
+  VersionVector version_vector_;
+  /// Set by Drop: the namespace is gone and every later call fails.
+  bool dropped_ = false;
 };
 
 }  // namespace kvmesh::storage

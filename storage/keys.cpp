@@ -3,11 +3,23 @@
 namespace kvmesh::storage::keys {
 namespace {
 
+void AppendBigEndian64(uint64_t n, std::string* out) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((n >> (56 - 8 * i)) & 0xff));
+}
+
 std::string DatabaseKey(uint64_t id, char tag) {
-  std::string out(10, '\0');
-  out[0] = 'd';
-  for (int i = 0; i < 8; ++i) out[1 + i] = static_cast<char>((id >> (56 - 8 * i)) & 0xff);
-  out[9] = tag;
+  std::string out;
+  out.reserve(kIndexKeySize);
+  out.push_back('d');
+  AppendBigEndian64(id, &out);
+  out.push_back(tag);
+  return out;
+}
+
+std::string IndexKey(uint64_t id, char tag, uint64_t origin, uint64_t counter) {
+  std::string out = DatabaseKey(id, tag);
+  AppendBigEndian64(origin, &out);
+  AppendBigEndian64(counter, &out);
   return out;
 }
 
@@ -31,6 +43,55 @@ std::string DataPrefix(uint64_t id) {
 }
 std::string DataPrefixEnd(uint64_t id) {
   return DatabaseKey(id, 'k' + 1);
+}
+
+std::string DatabasePrefix(uint64_t id) {
+  std::string out = "d";
+  AppendBigEndian64(id, &out);
+  return out;
+}
+std::string DatabasePrefixEnd(uint64_t id) {
+  return PrefixSuccessor(DatabasePrefix(id));
+}
+
+std::string DotIndexKey(uint64_t id, uint64_t origin, uint64_t counter) {
+  return IndexKey(id, 'o', origin, counter);
+}
+std::string DotIndexPrefix(uint64_t id, uint64_t origin) {
+  std::string out = DatabaseKey(id, 'o');
+  AppendBigEndian64(origin, &out);
+  return out;
+}
+
+std::string TombstoneIndexKey(uint64_t id, uint64_t origin, uint64_t counter) {
+  return IndexKey(id, 't', origin, counter);
+}
+std::string TombstoneIndexPrefix(uint64_t id) {
+  return DatabaseKey(id, 't');
+}
+std::string TombstoneIndexPrefix(uint64_t id, uint64_t origin) {
+  std::string out = DatabaseKey(id, 't');
+  AppendBigEndian64(origin, &out);
+  return out;
+}
+
+uint64_t DecodeBigEndian64(const char* bytes) {
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
+  return n;
+}
+
+std::string PrefixSuccessor(std::string_view prefix) {
+  std::string out(prefix);
+  while (!out.empty()) {
+    unsigned char last = static_cast<unsigned char>(out.back());
+    if (last != 0xff) {
+      out.back() = static_cast<char>(last + 1);
+      return out;
+    }
+    out.pop_back();
+  }
+  return out;
 }
 
 }  // namespace kvmesh::storage::keys

@@ -6,10 +6,20 @@
 // key, keeps every database's keys contiguous (cheap list and drop), and lets one write batch span
 // data and bookkeeping.
 //
-//   "n"                                   -> proto::NodeMeta        node id, next namespace id
-//   "c" <database path>                   -> proto::CatalogEntry    path -> namespace id
-//   "d" <id: 8 bytes big-endian> "m"      -> proto::DatabaseMeta    used bytes, key count
-//   "d" <id: 8 bytes big-endian> "k" <key> -> proto::Record          one user key
+//   "n"                                      -> proto::NodeMeta      node id, next namespace id
+//   "c" <database path>                      -> proto::CatalogEntry  path -> namespace id
+//   "d" <id> "m"                             -> proto::DatabaseMeta  usage, version vector, digest
+//   "d" <id> "k" <key>                       -> proto::Record        one user key (or tombstone)
+//   "d" <id> "o" <origin> <counter>          -> <key>                dot index (current records)
+//   "d" <id> "t" <origin> <counter>          -> <key>                tombstone index (tombstones)
+// where <id>, <origin> and <counter> are 8 bytes big-endian and <key> is the normalised user key.
+//
+// The dot index is ordered by (origin, counter), so the writes of one origin after a counter are
+// one contiguous range (DatabaseStore::DeltaSince); the tombstone index likewise per origin
+// (DatabaseStore::CollectTombstones). A record and its index entries change in one write batch.
+// The tags sort 'k' < 'l' (DataPrefixEnd) < 'm' < 'o' < 't', so a scan of the data range never
+// meets meta or index keys, and all of a database's keys lie in [DatabasePrefix(id),
+// DatabasePrefixEnd(id)), which is how Drop deletes them with one range deletion.
 //
 // Isolation: every data key starts with the fixed 10-byte "d<id>k" prefix and every scan is
 // bounded by [prefix, prefix-successor), so no user key, whatever bytes it holds (NUL, 0xFF,
@@ -17,6 +27,7 @@
 // fixed-width, so no id is a byte prefix of another.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -35,5 +46,33 @@ std::string DatabaseMetaKey(uint64_t id);
 std::string DataPrefix(uint64_t id);
 /// The exclusive upper bound of DataPrefix(id): "d<id>l".
 std::string DataPrefixEnd(uint64_t id);
+
+/// "d<id>": the prefix of every key of database `id` (meta, data and indexes).
+std::string DatabasePrefix(uint64_t id);
+/// The exclusive upper bound of DatabasePrefix(id): "d<id + 1>" ("e" for the largest id).
+std::string DatabasePrefixEnd(uint64_t id);
+
+/// "d<id>o<origin><counter>": the dot index entry of the current record written as
+/// (origin, counter). Its value is the user key.
+std::string DotIndexKey(uint64_t id, uint64_t origin, uint64_t counter);
+/// "d<id>o<origin>": the prefix of the dot index entries of one origin.
+std::string DotIndexPrefix(uint64_t id, uint64_t origin);
+
+/// "d<id>t<origin><counter>": the tombstone index entry of the tombstone written as
+/// (origin, counter). Its value is the user key.
+std::string TombstoneIndexKey(uint64_t id, uint64_t origin, uint64_t counter);
+/// "d<id>t": the prefix of every tombstone index entry of database `id`.
+std::string TombstoneIndexPrefix(uint64_t id);
+/// "d<id>t<origin>": the prefix of the tombstone index entries of one origin.
+std::string TombstoneIndexPrefix(uint64_t id, uint64_t origin);
+
+/// Size of a dot or tombstone index key; the counter is its last 8 bytes.
+inline constexpr size_t kIndexKeySize = 26;
+/// The 8-byte big-endian number at `bytes` (which must hold 8 bytes).
+uint64_t DecodeBigEndian64(const char* bytes);
+
+/// The smallest key greater than every key that starts with `prefix`: the last byte that is
+/// not 0xff incremented, the rest dropped. "" (no bound) if `prefix` is all 0xff.
+std::string PrefixSuccessor(std::string_view prefix);
 
 }  // namespace kvmesh::storage::keys

@@ -117,6 +117,13 @@ uint64_t Store::NextTimestamp() {
   return next;
 }
 
+void Store::ObserveTimestamp(uint64_t remote) {
+  uint64_t last = last_timestamp_.load(std::memory_order_relaxed);
+  while (remote > last &&
+         !last_timestamp_.compare_exchange_weak(last, remote, std::memory_order_relaxed)) {
+  }
+}
+
 Status Store::OpenDatabase(const std::string& raw_path, const std::string& config_id,
                            uint64_t size_limit, std::unique_ptr<DatabaseStore>* out) {
   std::string path;

@@ -67,6 +67,10 @@ class Store : public std::enable_shared_from_this<Store> {
   /// physical milliseconds << 16 plus a logical counter. Thread-safe.
   uint64_t NextTimestamp();
 
+  /// Hybrid-logical-clock receive rule: later NextTimestamp() results exceed `remote` (a
+  /// timestamp seen in a peer's write). Thread-safe.
+  void ObserveTimestamp(uint64_t remote);
+
   // -- for DatabaseStore --
   rocksdb::DB* db() const { return db_.get(); }
   const rocksdb::WriteOptions& write_options() const { return *write_options_; }

@@ -1,4 +1,5 @@
-// Storage: one RocksDB per node, a namespace per database, exact size accounting.
+// Storage: one RocksDB per node, a namespace per database, exact size accounting. Replication
+// state (version vectors, deltas, tombstones, digests) is tested in replication_storage_test.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -89,11 +90,33 @@ TEST_F(StorageTest, MissingKeyIsNotFoundAndEraseOfMissingSucceeds) {
   EXPECT_EQ(s.code(), Code::kNotFound) << s;
   EXPECT_NE(s.message().find("\"/nope\""), std::string::npos) << s;
   EXPECT_EQ(value, "untouched");
+  // Erasing a missing key succeeds; it writes a tombstone (another replica may hold the key),
+  // which counts neither as a key nor as used bytes.
   EXPECT_TRUE(db.Erase("/nope").ok());
   EXPECT_EQ(db.Stats().key_count, 0u);
+  EXPECT_EQ(db.Stats().used_bytes, 0u);
+  EXPECT_EQ(db.tombstone_count(), 1u);
+  EXPECT_EQ(db.version_vector().Total(), 1u);
+  EXPECT_EQ(db.Get("/nope", &value).code(), Code::kNotFound);
+  // Erasing it again writes nothing: it is already a tombstone.
+  std::string delta;
+  EXPECT_TRUE(db.Erase("/nope", &delta).ok());
+  EXPECT_TRUE(delta.empty());
+  EXPECT_EQ(db.tombstone_count(), 1u);
+  EXPECT_EQ(db.version_vector().Total(), 1u);
   ASSERT_TRUE(db.Put("/k", "v").ok());
   ASSERT_TRUE(db.Erase("/k").ok());
   EXPECT_EQ(db.Get("/k", &value).code(), Code::kNotFound);
+  EXPECT_EQ(db.Stats().key_count, 0u);
+  EXPECT_EQ(db.Stats().used_bytes, 0u);
+  EXPECT_EQ(db.tombstone_count(), 2u);
+  EXPECT_TRUE(ListAll(db, "").empty());
+  // A put over a tombstone brings the key back.
+  ASSERT_TRUE(db.Put("/nope", "back").ok());
+  ASSERT_TRUE(db.Get("/nope", &value).ok());
+  EXPECT_EQ(value, "back");
+  EXPECT_EQ(db.tombstone_count(), 1u);
+  EXPECT_EQ(ListAll(db, ""), std::vector<std::string>{"/nope"});
 }
 
 TEST_F(StorageTest, KeysAreNormalisedOnEntry) {
@@ -232,6 +255,9 @@ TEST_F(StorageTest, BatchIsAllOrNothing) {
   EXPECT_EQ(db.Get("/new2", &value).code(), Code::kNotFound);
   EXPECT_EQ(db.Stats().used_bytes, before.used_bytes);
   EXPECT_EQ(db.Stats().key_count, before.key_count);
+  // A failed batch assigns no dots and leaves no tombstones.
+  EXPECT_EQ(db.version_vector().Total(), 1u);
+  EXPECT_EQ(db.tombstone_count(), 0u);
 
   // Operations apply in order: a later op on the same key wins.
   WriteBatch ordered;
@@ -243,6 +269,10 @@ TEST_F(StorageTest, BatchIsAllOrNothing) {
   EXPECT_EQ(db.Get("/y", &value).code(), Code::kNotFound);
   EXPECT_EQ(db.Stats().key_count, 1u);
   EXPECT_EQ(db.Stats().used_bytes, 2u + 2u);
+  // Every operation got a counter, overwritten ones included, so this node's base is contiguous.
+  EXPECT_EQ(db.version_vector().Base(store_->node_id()), 6u);
+  EXPECT_EQ(db.version_vector().Total(), 6u);
+  EXPECT_EQ(db.tombstone_count(), 2u);  // "/keep" and "/y"
 }
 
 // Recomputes usage from what is stored, to compare with the O(1) counters.

@@ -1,0 +1,1027 @@
+// Storage side of replication: version vectors, deltas between replicas (push and anti-entropy),
+// the conflict rule, tombstones and their collection, digests, and dropping a replica. Replicas
+// are DatabaseStores in separate Stores (separate data dirs, so separate random node ids).
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "common/path.hpp"
+#include "messages/replication.pb.h"
+#include "messages/storage.pb.h"
+#include "storage/database_store.hpp"
+#include "storage/keys.hpp"
+#include "storage/store.hpp"
+#include "storage/version_vector.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh::storage {
+namespace {
+
+using kvmesh::testing::TempDir;
+
+constexpr uint64_t kBigLimit = 1ull << 40;
+constexpr char kPath[] = "/repl/db";
+
+// ---------------------------------------------------------------------------------------------
+// VersionVector
+
+TEST(VersionVectorTest, AddInOrderAndOutOfOrder) {
+  VersionVector v;
+  EXPECT_EQ(v.Base(7), 0u);
+  EXPECT_FALSE(v.Covers({7, 1}));
+  v.Add({7, 1});
+  v.Add({7, 2});
+  EXPECT_EQ(v.Base(7), 2u);
+  EXPECT_TRUE(v.Covers({7, 2}));
+  EXPECT_FALSE(v.Covers({7, 3}));
+  // Out of order: 5 and 4 wait above the gap at 3.
+  v.Add({7, 5});
+  v.Add({7, 4});
+  EXPECT_EQ(v.Base(7), 2u);
+  EXPECT_TRUE(v.Covers({7, 5}));
+  EXPECT_TRUE(v.Covers({7, 4}));
+  EXPECT_FALSE(v.Covers({7, 3}));
+  EXPECT_EQ(v.Total(), 4u);
+  // Filling the gap absorbs the extras into the base.
+  v.Add({7, 3});
+  EXPECT_EQ(v.Base(7), 5u);
+  EXPECT_EQ(v.Total(), 5u);
+  EXPECT_EQ(v.ToString().find("(+"), std::string::npos) << v.ToString();
+  // Adding what is covered changes nothing.
+  VersionVector before = v;
+  v.Add({7, 2});
+  v.Add({7, 5});
+  EXPECT_EQ(v, before);
+  // Origins are independent.
+  v.Add({3, 2});
+  EXPECT_EQ(v.Base(3), 0u);
+  EXPECT_TRUE(v.Covers({3, 2}));
+  EXPECT_FALSE(v.Covers({3, 1}));
+  EXPECT_EQ(v.Origins(), (std::vector<uint64_t>{3, 7}));
+  EXPECT_EQ(v.Total(), 6u);
+}
+
+TEST(VersionVectorTest, ExtrasAreBoundedByDroppingTheHighest) {
+  const uint64_t max = VersionVector::kMaxExtrasPerOrigin;
+  VersionVector v;
+  for (uint64_t c = max + 10; c >= 2; --c) v.Add({1, c});  // never 1: all extras
+  EXPECT_EQ(v.Base(1), 0u);
+  EXPECT_EQ(v.Total(), max);
+  EXPECT_TRUE(v.Covers({1, 2}));
+  EXPECT_TRUE(v.Covers({1, max + 1}));
+  EXPECT_FALSE(v.Covers({1, max + 2}));  // dropped: the highest go first
+  v.Add({1, 1});
+  EXPECT_EQ(v.Base(1), max + 1);
+  EXPECT_EQ(v.Total(), max + 1);
+}
+
+TEST(VersionVectorTest, AddRangeNeedsNoGapBelowIt) {
+  VersionVector v;
+  for (uint64_t c = 1; c <= 3; ++c) v.Add({9, c});
+  // The receiver lacks 4 and 5: a claim starting after 5 cannot be taken.
+  v.AddRange(9, 5, 10);
+  EXPECT_EQ(v.Base(9), 3u);
+  v.AddRange(9, 3, 10);
+  EXPECT_EQ(v.Base(9), 10u);
+  // A claim below the base changes nothing.
+  v.AddRange(9, 0, 8);
+  EXPECT_EQ(v.Base(9), 10u);
+  // Extras the new base reaches are absorbed, and consecutive ones beyond it too.
+  v.Add({9, 12});
+  v.Add({9, 13});
+  v.Add({9, 15});
+  v.AddRange(9, 10, 11);
+  EXPECT_EQ(v.Base(9), 13u);
+  EXPECT_EQ(v.Total(), 14u);
+  EXPECT_TRUE(v.Covers({9, 15}));
+  EXPECT_FALSE(v.Covers({9, 14}));
+  // An unknown origin starts at 0, so a claim after 0 applies.
+  v.AddRange(4, 0, 6);
+  EXPECT_EQ(v.Base(4), 6u);
+}
+
+TEST(VersionVectorTest, IncludesAndMin) {
+  VersionVector a;
+  a.AddRange(1, 0, 5);
+  a.AddRange(2, 0, 3);
+  a.Add({2, 7});
+  VersionVector b;
+  b.AddRange(1, 0, 4);
+  EXPECT_TRUE(a.Includes(b));
+  EXPECT_FALSE(b.Includes(a));
+  EXPECT_TRUE(a.Includes(a));
+  EXPECT_TRUE(a.Includes(VersionVector()));
+  VersionVector c;
+  c.AddRange(2, 0, 3);
+  c.Add({2, 8});  // an extra a lacks
+  EXPECT_FALSE(a.Includes(c));
+  c = VersionVector();
+  c.AddRange(2, 0, 3);
+  c.Add({2, 7});  // an extra a has
+  EXPECT_TRUE(a.Includes(c));
+
+  VersionVector d;
+  d.AddRange(1, 0, 2);
+  d.AddRange(3, 0, 9);
+  const VersionVector min = VersionVector::Min(a, d);
+  EXPECT_EQ(min.Origins(), std::vector<uint64_t>{1});  // 2 and 3 are missing on one side
+  EXPECT_EQ(min.Base(1), 2u);
+  EXPECT_EQ(min, VersionVector::Min(d, a));
+  EXPECT_EQ(VersionVector::Min(a, a).Total(), 5u + 3u);  // a's extra at 7 is dropped
+  EXPECT_TRUE(a.Includes(min));
+  EXPECT_TRUE(d.Includes(min));
+}
+
+TEST(VersionVectorTest, SerializeParseRoundTrip) {
+  VersionVector v;
+  v.AddRange(0x0123abcd, 0, 5);
+  v.AddRange(0x89ef0123, 0, 7);
+  v.Add({0x89ef0123, 9});
+  v.Add({0x89ef0123, 12});
+  v.Add({UINT64_MAX, 3});
+  VersionVector parsed;
+  ASSERT_TRUE(VersionVector::Parse(v.Serialize(), &parsed));
+  EXPECT_EQ(parsed, v);
+  EXPECT_EQ(parsed.ToString(), v.ToString());
+  EXPECT_EQ(v.ToString(), "{000000000123abcd:5, 0000000089ef0123:7(+2), ffffffffffffffff:0(+1)}");
+  VersionVector empty;
+  ASSERT_TRUE(VersionVector::Parse(VersionVector().Serialize(), &parsed));
+  EXPECT_EQ(parsed, empty);
+  EXPECT_EQ(empty.ToString(), "{}");
+  EXPECT_NE(v, empty);
+}
+
+TEST(VersionVectorTest, ParseRejectsGarbage) {
+  VersionVector v;
+  v.AddRange(5, 0, 5);
+  const VersionVector original = v;
+  EXPECT_FALSE(VersionVector::Parse(std::string("\xff\xff\xff\xff", 4), &v));
+  EXPECT_FALSE(VersionVector::Parse("not a vector at all", &v));
+
+  auto parse = [&](const proto::VersionVector& message) {
+    return VersionVector::Parse(message.SerializeAsString(), &v);
+  };
+  proto::VersionVector zero_origin;
+  zero_origin.add_entries()->set_base(3);
+  EXPECT_FALSE(parse(zero_origin));
+  proto::VersionVector duplicate;
+  for (int i = 0; i < 2; ++i) {
+    auto* entry = duplicate.add_entries();
+    entry->set_origin(4);
+    entry->set_base(1);
+  }
+  EXPECT_FALSE(parse(duplicate));
+  proto::VersionVector extra_below_base;
+  auto* entry = extra_below_base.add_entries();
+  entry->set_origin(4);
+  entry->set_base(10);
+  entry->add_extras(10);
+  EXPECT_FALSE(parse(extra_below_base));
+  proto::VersionVector unsorted_extras;
+  entry = unsorted_extras.add_entries();
+  entry->set_origin(4);
+  entry->add_extras(9);
+  entry->add_extras(7);
+  EXPECT_FALSE(parse(unsorted_extras));
+  EXPECT_EQ(v, original);  // untouched by every failed parse
+
+  // Extras that continue the base are accepted and absorbed.
+  proto::VersionVector continuing;
+  entry = continuing.add_entries();
+  entry->set_origin(4);
+  entry->set_base(2);
+  entry->add_extras(3);
+  entry->add_extras(5);
+  ASSERT_TRUE(parse(continuing));
+  EXPECT_EQ(v.Base(4), 3u);
+  EXPECT_TRUE(v.Covers({4, 5}));
+  EXPECT_EQ(v.Total(), 4u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas
+
+/// One replica: its own data dir, Store (and so node id) and handle on the database kPath.
+struct Replica {
+  explicit Replica(uint64_t limit = kBigLimit, StoreOptions options = {}) : limit(limit) {
+    Open(std::move(options));
+  }
+
+  /// (Re)opens the store and the database, closing them first.
+  void Open(StoreOptions options = {}) {
+    db.reset();
+    store.reset();
+    options.path = dir / "data";
+    Status s = Store::Open(options, &store);
+    ASSERT_TRUE(s.ok()) << s;
+    s = store->OpenDatabase(kPath, "cfg", limit, &db);
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  uint64_t node() const { return store->node_id(); }
+
+  TempDir dir;
+  uint64_t limit;
+  std::shared_ptr<Store> store;
+  std::unique_ptr<DatabaseStore> db;
+};
+
+/// Every live key and value, listed page by page.
+std::map<std::string, std::string> Contents(const DatabaseStore& db) {
+  std::map<std::string, std::string> out;
+  ListOptions options;
+  options.with_values = true;
+  while (true) {
+    ListPage page;
+    Status s = db.List(options, &page);
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) break;
+    for (size_t i = 0; i < page.keys.size(); ++i) out[page.keys[i]] = page.values[i];
+    if (!page.has_more()) break;
+    options.start_after = page.next_token;
+  }
+  return out;
+}
+
+/// The O(1) counters agree with what is stored: digest, used bytes and key count.
+void ExpectConsistent(const DatabaseStore& db) {
+  uint64_t digest = 0;
+  Status s = db.ComputeDigest(&digest);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(db.digest(), digest);
+  const auto contents = Contents(db);
+  uint64_t used = 0;
+  for (const auto& [key, value] : contents) used += key.size() + value.size();
+  EXPECT_EQ(db.Stats().used_bytes, used);
+  EXPECT_EQ(db.Stats().key_count, contents.size());
+}
+
+/// Both replicas hold the same writes and the same data.
+void ExpectSame(const DatabaseStore& a, const DatabaseStore& b) {
+  EXPECT_EQ(Contents(a), Contents(b));
+  EXPECT_EQ(a.digest(), b.digest());
+  EXPECT_EQ(a.version_vector(), b.version_vector())
+      << a.version_vector().ToString() << " vs " << b.version_vector().ToString();
+  EXPECT_EQ(a.tombstone_count(), b.tombstone_count());
+  EXPECT_EQ(a.Stats().used_bytes, b.Stats().used_bytes);
+  EXPECT_EQ(a.Stats().key_count, b.Stats().key_count);
+}
+
+proto::Delta ParseDelta(const std::string& bytes) {
+  proto::Delta delta;
+  EXPECT_TRUE(delta.ParseFromString(bytes));
+  return delta;
+}
+
+/// A delta of one hand-made record, for deterministic versions.
+std::string RecordDelta(const std::string& key, const std::string& value, uint64_t origin,
+                        uint64_t counter, uint64_t hlc, bool tombstone = false) {
+  proto::Delta delta;
+  proto::DeltaEntry* entry = delta.add_entries();
+  entry->set_key(key);
+  proto::Record* record = entry->mutable_record();
+  record->set_value(value);
+  record->set_tombstone(tombstone);
+  record->mutable_version()->set_origin(origin);
+  record->mutable_version()->set_counter(counter);
+  record->mutable_version()->set_hlc(hlc);
+  return delta.SerializeAsString();
+}
+
+DatabaseStore::ApplyResult Apply(DatabaseStore& db, const std::string& delta) {
+  DatabaseStore::ApplyResult result;
+  Status s = db.ApplyDelta(delta, &result);
+  EXPECT_TRUE(s.ok()) << s;
+  return result;
+}
+
+struct SyncStats {
+  size_t rounds = 0;
+  size_t entries = 0;
+};
+
+/// Anti-entropy from `from` to `to` in chunks of about `max_bytes`, as a peer would pull: ask
+/// with the current vector, apply, repeat while the sender says there is more. Checks that every
+/// chunk stays within the budget plus one entry.
+SyncStats Sync(const DatabaseStore& from, DatabaseStore& to, size_t max_bytes = 1 << 20) {
+  SyncStats stats;
+  bool more = true;
+  while (more) {
+    std::string chunk;
+    Status s = from.DeltaSince(to.version_vector(), max_bytes, &chunk, &more);
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) break;
+    const proto::Delta delta = ParseDelta(chunk);
+    size_t largest = 0;
+    for (const auto& entry : delta.entries()) largest = std::max(largest, entry.ByteSizeLong());
+    proto::Delta ranges;
+    *ranges.mutable_ranges() = delta.ranges();
+    // At most the budget, plus the one entry that crossed it (with its framing), plus the
+    // coverage ranges (a few bytes per origin).
+    EXPECT_LE(chunk.size(), max_bytes + largest + 4 + ranges.ByteSizeLong())
+        << "round " << stats.rounds;
+    const VersionVector before = to.version_vector();
+    Apply(to, chunk);
+    ++stats.rounds;
+    stats.entries += delta.entries_size();
+    if (more) {
+      // Every round makes progress, so pulling terminates.
+      EXPECT_NE(to.version_vector(), before) << "round " << stats.rounds;
+      if (to.version_vector() == before || stats.rounds > 100000) break;
+    }
+  }
+  return stats;
+}
+
+std::string RawGet(Store& store, const std::string& key, bool* found) {
+  std::string value;
+  rocksdb::Status rs = store.db()->Get(rocksdb::ReadOptions(), key, &value);
+  EXPECT_TRUE(rs.ok() || rs.IsNotFound()) << rs.ToString();
+  *found = rs.ok();
+  return value;
+}
+
+bool RawExists(Store& store, const std::string& key) {
+  bool found = false;
+  RawGet(store, key, &found);
+  return found;
+}
+
+/// RocksDB keys under "d<id>": every record, index entry and meta of the database.
+size_t RawKeyCount(Store& store, uint64_t id) {
+  const std::string begin = keys::DatabasePrefix(id);
+  const std::string end = keys::DatabasePrefixEnd(id);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions options;
+  options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(options));
+  size_t count = 0;
+  for (it->Seek(begin); it->Valid(); it->Next()) ++count;
+  EXPECT_TRUE(it->status().ok());
+  return count;
+}
+
+uint64_t NowHlc() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count())
+         << 16;
+}
+
+TEST(ReplicationTest, LocalWritesProduceDeltasThatReplicate) {
+  Replica a, b;
+  ASSERT_NE(a.node(), b.node());
+  std::string pushes;  // concatenated pushes are one delta
+  ASSERT_TRUE(a.db->Put("/x", "1", &pushes).ok());
+  ASSERT_TRUE(a.db->Put("/y", "2", &pushes).ok());
+  WriteBatch batch;
+  batch.Put("/z", "3").Put("/x", "10").Put("/x", "11").Erase("/y").Erase("/never");
+  ASSERT_TRUE(a.db->Write(batch, &pushes).ok());
+  ASSERT_TRUE(a.db->Put("users//1/", "u", &pushes).ok());  // normalised before it is sent
+
+  const proto::Delta delta = ParseDelta(pushes);
+  // One entry per key a write left changed (the batch's first "/x" is overwritten within it).
+  ASSERT_EQ(delta.entries_size(), 2 + 4 + 1);
+  EXPECT_EQ(delta.ranges_size(), 0);
+  for (const auto& entry : delta.entries()) {
+    EXPECT_EQ(entry.record().version().origin(), a.node());
+    EXPECT_GT(entry.record().version().hlc(), 0u);
+  }
+  EXPECT_EQ(delta.entries(6).key(), "/users/1");
+  EXPECT_TRUE(delta.entries(4).record().tombstone());  // "/y"
+
+  const auto result = Apply(*b.db, pushes);
+  EXPECT_EQ(result.applied, 7u);
+  EXPECT_EQ(result.skipped, 0u);
+  std::string value;
+  ASSERT_TRUE(b.db->Get("/x", &value).ok());
+  EXPECT_EQ(value, "11");
+  EXPECT_EQ(b.db->Get("/y", &value).code(), Code::kNotFound);
+  EXPECT_EQ(b.db->Get("/never", &value).code(), Code::kNotFound);
+  EXPECT_EQ(Contents(*b.db),
+            (std::map<std::string, std::string>{{"/x", "11"}, {"/z", "3"}, {"/users/1", "u"}}));
+  EXPECT_EQ(b.db->tombstone_count(), 2u);
+  // The overwritten "/x" of the batch was never sent, so b has a gap at its counter...
+  EXPECT_FALSE(b.db->version_vector().Includes(a.db->version_vector()));
+  // ...which anti-entropy closes with a coverage range, sending no entry again.
+  EXPECT_EQ(Sync(*a.db, *b.db).entries, 0u);
+  ExpectSame(*a.db, *b.db);
+  ExpectConsistent(*b.db);
+}
+
+TEST(ReplicationTest, ApplyIsIdempotentAndOrderIndependent) {
+  Replica a, forward, reversed, twice;
+  std::vector<std::string> deltas(7);
+  ASSERT_TRUE(a.db->Put("/x", "1", &deltas[0]).ok());
+  ASSERT_TRUE(a.db->Put("/y", "y", &deltas[1]).ok());
+  ASSERT_TRUE(a.db->Put("/x", "2", &deltas[2]).ok());
+  ASSERT_TRUE(a.db->Erase("/y", &deltas[3]).ok());
+  WriteBatch batch;
+  batch.Put("/z", "z").Erase("/x").Put("/w", "w");
+  ASSERT_TRUE(a.db->Write(batch, &deltas[4]).ok());
+  ASSERT_TRUE(a.db->Put("/y", "again", &deltas[5]).ok());
+  ASSERT_TRUE(a.db->Put("/w", "w2", &deltas[6]).ok());
+
+  for (const std::string& d : deltas) Apply(*forward.db, d);
+  for (auto it = deltas.rbegin(); it != deltas.rend(); ++it) Apply(*reversed.db, *it);
+  const std::vector<size_t> shuffled = {4, 0, 6, 2, 5, 3, 1};
+  for (size_t i : shuffled) Apply(*twice.db, deltas[i]);
+  for (size_t i : shuffled) {
+    const auto again = Apply(*twice.db, deltas[i]);
+    EXPECT_EQ(again.applied, 0u) << i;
+    EXPECT_EQ(again.skipped, static_cast<uint64_t>(ParseDelta(deltas[i]).entries_size())) << i;
+  }
+  // A's own writes coming back change nothing either.
+  const uint64_t digest = a.db->digest();
+  for (const std::string& d : deltas) EXPECT_EQ(Apply(*a.db, d).applied, 0u);
+  EXPECT_EQ(a.db->digest(), digest);
+
+  const std::map<std::string, std::string> expected = {{"/y", "again"}, {"/z", "z"}, {"/w", "w2"}};
+  EXPECT_EQ(Contents(*a.db), expected);
+  for (Replica* r : {&forward, &reversed, &twice}) {
+    ExpectSame(*a.db, *r->db);
+    ExpectConsistent(*r->db);
+  }
+  EXPECT_EQ(a.db->tombstone_count(), 1u);  // "/x"
+}
+
+TEST(ReplicationTest, ConcurrentWritesConvergeOnHighestHlcThenOrigin) {
+  // Natural concurrency: each replica writes the key, then they exchange pushes.
+  Replica a, b;
+  std::string from_a, from_b;
+  ASSERT_TRUE(a.db->Put("/k", "from-a", &from_a).ok());
+  ASSERT_TRUE(b.db->Put("/k", "from-b", &from_b).ok());
+  const proto::Version va = ParseDelta(from_a).entries(0).record().version();
+  const proto::Version vb = ParseDelta(from_b).entries(0).record().version();
+  const bool a_wins = std::make_pair(va.hlc(), va.origin()) > std::make_pair(vb.hlc(), vb.origin());
+  EXPECT_EQ(Apply(*a.db, from_b).applied, a_wins ? 0u : 1u);
+  EXPECT_EQ(Apply(*b.db, from_a).applied, a_wins ? 1u : 0u);
+  std::string value_a, value_b;
+  ASSERT_TRUE(a.db->Get("/k", &value_a).ok());
+  ASSERT_TRUE(b.db->Get("/k", &value_b).ok());
+  EXPECT_EQ(value_a, a_wins ? "from-a" : "from-b");
+  EXPECT_EQ(value_b, value_a);
+  ExpectSame(*a.db, *b.db);
+
+  // Chosen versions, every arrival order: the highest hlc wins, the origin breaks a tie.
+  const std::vector<std::string> writes = {
+      RecordDelta("/k", "low-hlc", 900, 1, 1000),
+      RecordDelta("/k", "tie-low-origin", 100, 1, 2000),
+      RecordDelta("/k", "tie-high-origin", 200, 1, 2000),
+      RecordDelta("/k", "older", 300, 1, 1500),
+  };
+  std::vector<size_t> order = {0, 1, 2, 3};
+  Replica c;
+  std::set<uint64_t> digests;
+  int permutations = 0;
+  do {
+    std::unique_ptr<DatabaseStore> db;
+    const std::string path = "/perm/" + std::to_string(permutations++);
+    ASSERT_TRUE(c.store->OpenDatabase(path, "cfg", kBigLimit, &db).ok());
+    for (size_t i : order) Apply(*db, writes[i]);
+    std::string value;
+    ASSERT_TRUE(db->Get("/k", &value).ok());
+    EXPECT_EQ(value, "tie-high-origin");
+    digests.insert(db->digest());
+    EXPECT_EQ(db->version_vector().Total(), 4u);  // losers are seen too
+    ExpectConsistent(*db);
+  } while (std::next_permutation(order.begin(), order.end()));
+  EXPECT_EQ(permutations, 24);
+  EXPECT_EQ(digests.size(), 1u);
+}
+
+TEST(ReplicationTest, TombstoneBeatsOlderPutAndLosesToNewerPut) {
+  Replica a;
+  const std::string old_put = RecordDelta("/k", "old", 1, 1, 1000);
+  const std::string tombstone = RecordDelta("/k", "", 2, 1, 2000, /*tombstone=*/true);
+  const std::string new_put = RecordDelta("/k", "new", 3, 1, 3000);
+  std::string value;
+
+  Apply(*a.db, old_put);
+  ASSERT_TRUE(a.db->Get("/k", &value).ok());
+  EXPECT_EQ(Apply(*a.db, tombstone).applied, 1u);
+  EXPECT_EQ(a.db->Get("/k", &value).code(), Code::kNotFound);
+  EXPECT_EQ(a.db->tombstone_count(), 1u);
+  EXPECT_EQ(a.db->Stats().key_count, 0u);
+  EXPECT_EQ(Apply(*a.db, new_put).applied, 1u);
+  ASSERT_TRUE(a.db->Get("/k", &value).ok());
+  EXPECT_EQ(value, "new");
+  EXPECT_EQ(a.db->tombstone_count(), 0u);
+
+  // The other order: the tombstone first, then the older put, which must stay deleted.
+  std::unique_ptr<DatabaseStore> other;
+  ASSERT_TRUE(a.store->OpenDatabase("/other", "cfg", kBigLimit, &other).ok());
+  Apply(*other, tombstone);
+  const auto result = Apply(*other, old_put);
+  EXPECT_EQ(result.applied, 0u);
+  EXPECT_EQ(result.skipped, 1u);
+  EXPECT_EQ(other->Get("/k", &value).code(), Code::kNotFound);
+  EXPECT_EQ(other->Stats().key_count, 0u);
+  EXPECT_EQ(other->Stats().used_bytes, 0u);
+  EXPECT_TRUE(Contents(*other).empty());
+  Apply(*other, new_put);
+  ExpectSame(*a.db, *other);
+}
+
+TEST(ReplicationTest, LocalWriteOrdersAfterTimestampsReceived) {
+  // A peer whose clock runs an hour ahead deletes the key; a local write made afterwards must
+  // still win everywhere, so the store's clock observes the remote timestamp.
+  Replica a, b;
+  ASSERT_TRUE(a.db->Put("/k", "before").ok());
+  const uint64_t future = NowHlc() + (uint64_t{3600 * 1000} << 16);
+  const std::string remote = RecordDelta("/k", "", 42, 1, future, /*tombstone=*/true);
+  EXPECT_EQ(Apply(*a.db, remote).applied, 1u);
+  std::string value;
+  EXPECT_EQ(a.db->Get("/k", &value).code(), Code::kNotFound);
+  std::string push;
+  ASSERT_TRUE(a.db->Put("/k", "after", &push).ok());
+  EXPECT_GT(ParseDelta(push).entries(0).record().version().hlc(), future);
+  ASSERT_TRUE(a.db->Get("/k", &value).ok());
+  EXPECT_EQ(value, "after");
+  // A replica that has the remote tombstone takes the local write over it.
+  Apply(*b.db, remote);
+  EXPECT_EQ(Apply(*b.db, push).applied, 1u);
+  ASSERT_TRUE(b.db->Get("/k", &value).ok());
+  EXPECT_EQ(value, "after");
+  // The clock is not persisted: after a restart it is back at the wall clock, an hour behind,
+  // yet a write still orders after the record it replaces.
+  const uint64_t after_hlc = ParseDelta(push).entries(0).record().version().hlc();
+  a.Open();
+  push.clear();
+  ASSERT_TRUE(a.db->Put("/k", "after restart", &push).ok());
+  EXPECT_GT(ParseDelta(push).entries(0).record().version().hlc(), after_hlc);
+  EXPECT_EQ(Apply(*b.db, push).applied, 1u);
+  ASSERT_TRUE(b.db->Get("/k", &value).ok());
+  EXPECT_EQ(value, "after restart");
+}
+
+TEST(ReplicationTest, DeltaSinceEmptyVectorReturnsEverything) {
+  Replica a, b;
+  WriteBatch batch;
+  for (int i = 0; i < 50; ++i) batch.Put("/k/" + std::to_string(i), "v" + std::to_string(i));
+  ASSERT_TRUE(a.db->Write(batch).ok());
+  for (int i = 0; i < 50; i += 5) ASSERT_TRUE(a.db->Erase("/k/" + std::to_string(i)).ok());
+  for (int i = 1; i < 50; i += 5) ASSERT_TRUE(a.db->Put("/k/" + std::to_string(i), "new").ok());
+
+  std::string chunk;
+  bool more = true;
+  ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 1 << 20, &chunk, &more).ok());
+  EXPECT_FALSE(more);
+  const proto::Delta delta = ParseDelta(chunk);
+  EXPECT_EQ(delta.entries_size(), 50);  // 40 live records and 10 tombstones, each once
+  std::set<std::string> keys;
+  for (const auto& entry : delta.entries()) keys.insert(entry.key());
+  EXPECT_EQ(keys.size(), 50u);
+  ASSERT_EQ(delta.ranges_size(), 1);
+  EXPECT_EQ(delta.ranges(0).origin(), a.node());
+  EXPECT_EQ(delta.ranges(0).after(), 0u);
+  EXPECT_EQ(delta.ranges(0).through(), 50u + 10u + 10u);
+
+  Apply(*b.db, chunk);
+  ExpectSame(*a.db, *b.db);
+  EXPECT_EQ(b.db->Stats().key_count, 40u);
+  EXPECT_EQ(b.db->tombstone_count(), 10u);
+  // Nothing is left to send.
+  chunk.clear();
+  ASSERT_TRUE(a.db->DeltaSince(b.db->version_vector(), 1 << 20, &chunk, &more).ok());
+  EXPECT_FALSE(more);
+  EXPECT_EQ(ParseDelta(chunk).entries_size(), 0);
+  EXPECT_EQ(ParseDelta(chunk).ranges_size(), 0);
+}
+
+TEST(ReplicationTest, TinyBudgetSendsOneEntryPerChunk) {
+  Replica a, b;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.db->Put("/k" + std::to_string(i), "v").ok());
+  const SyncStats stats = Sync(*a.db, *b.db, /*max_bytes=*/1);
+  EXPECT_EQ(stats.rounds, 5u);
+  EXPECT_EQ(stats.entries, 5u);
+  ExpectSame(*a.db, *b.db);
+}
+
+TEST(ReplicationTest, ChunkedSyncOfTwentyThousandKeysConverges) {
+  Replica a, b;
+  const std::string filler(40, 'f');
+  for (int start = 0; start < 20000; start += 1000) {
+    WriteBatch batch;
+    for (int i = start; i < start + 1000; ++i) batch.Put("/k/" + std::to_string(i), filler);
+    ASSERT_TRUE(a.db->Write(batch).ok());
+  }
+  for (int i = 0; i < 20000; i += 10) ASSERT_TRUE(a.db->Put("/k/" + std::to_string(i), "v2").ok());
+  for (int i = 5; i < 20000; i += 100) ASSERT_TRUE(a.db->Erase("/k/" + std::to_string(i)).ok());
+  // b has writes of its own, some on a's keys, made later (so with a higher hlc: a's clock runs
+  // at most a millisecond ahead of the wall clock at this rate).
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  WriteBatch batch;
+  for (int i = 0; i < 3000; ++i) batch.Put("/b/" + std::to_string(i), "b");
+  for (int i = 0; i < 20000; i += 40) batch.Put("/k/" + std::to_string(i), "from-b");
+  ASSERT_TRUE(b.db->Write(batch).ok());
+
+  constexpr size_t kChunk = 64 << 10;
+  const SyncStats to_b = Sync(*a.db, *b.db, kChunk);
+  EXPECT_GT(to_b.rounds, 10u);  // ~20000 records of ~70 bytes in 64 KiB chunks
+  EXPECT_LE(to_b.entries, 20000u);
+  const SyncStats to_a = Sync(*b.db, *a.db, kChunk);
+  EXPECT_GT(to_a.rounds, 1u);
+  ExpectSame(*a.db, *b.db);
+  ExpectConsistent(*a.db);
+  ExpectConsistent(*b.db);
+  EXPECT_EQ(a.db->Stats().key_count, 20000u - 200u + 3000u);
+  std::string value;
+  ASSERT_TRUE(a.db->Get("/k/40", &value).ok());
+  EXPECT_EQ(value, "from-b");  // b wrote it later
+  // Synced both ways: nothing is left in either direction.
+  EXPECT_EQ(Sync(*a.db, *b.db, kChunk).entries, 0u);
+  EXPECT_EQ(Sync(*b.db, *a.db, kChunk).entries, 0u);
+}
+
+TEST(ReplicationTest, CatchUpSendsOnlyTheCurrentRecordsOfNewWrites) {
+  Replica a, b;
+  WriteBatch batch;
+  for (int i = 0; i < 1000; ++i) batch.Put("/k/" + std::to_string(i), "old");
+  ASSERT_TRUE(a.db->Write(batch).ok());
+  Sync(*a.db, *b.db);
+  ExpectSame(*a.db, *b.db);
+  const uint64_t base = a.db->version_vector().Base(a.node());
+
+  // 100 writes on 60 keys: 40 of them overwrite a key written earlier in the 100.
+  std::map<std::string, std::string> expected;
+  for (int i = 0; i < 100; ++i) {
+    const std::string key = "/k/" + std::to_string(i % 60);
+    if (i == 99) {
+      ASSERT_TRUE(a.db->Erase(key).ok());
+      expected[key] = "<tombstone>";
+    } else {
+      ASSERT_TRUE(a.db->Put(key, "new" + std::to_string(i)).ok());
+      expected[key] = "new" + std::to_string(i);
+    }
+  }
+  std::string chunk;
+  bool more = true;
+  ASSERT_TRUE(a.db->DeltaSince(b.db->version_vector(), 1 << 20, &chunk, &more).ok());
+  EXPECT_FALSE(more);
+  const proto::Delta delta = ParseDelta(chunk);
+  ASSERT_EQ(delta.entries_size(), 60);
+  std::map<std::string, std::string> sent;
+  for (const auto& entry : delta.entries()) {
+    sent[entry.key()] = entry.record().tombstone() ? "<tombstone>" : entry.record().value();
+    EXPECT_GT(entry.record().version().counter(), base);
+  }
+  EXPECT_EQ(sent, expected);
+  ASSERT_EQ(delta.ranges_size(), 1);
+  EXPECT_EQ(delta.ranges(0).after(), base);
+  EXPECT_EQ(delta.ranges(0).through(), base + 100);
+  Apply(*b.db, chunk);
+  ExpectSame(*a.db, *b.db);
+}
+
+TEST(ReplicationTest, SupersededWritesAreNotSentButVectorsBecomeEqual) {
+  Replica a, b;
+  std::string last_push;
+  for (int i = 0; i < 100; ++i) {
+    last_push.clear();
+    ASSERT_TRUE(a.db->Put("/k", "v" + std::to_string(i), &last_push).ok());
+  }
+  ASSERT_EQ(a.db->version_vector().Base(a.node()), 100u);
+  // b got only the last push: it holds the value, but its vector has a gap below counter 100.
+  Apply(*b.db, last_push);
+  EXPECT_EQ(Contents(*b.db), Contents(*a.db));
+  EXPECT_EQ(b.db->version_vector().Base(a.node()), 0u);
+  EXPECT_TRUE(b.db->version_vector().Covers({a.node(), 100}));
+  EXPECT_NE(b.db->version_vector(), a.db->version_vector());
+  // Anti-entropy sends no record (b has the only current one), only the range.
+  std::string chunk;
+  bool more = true;
+  ASSERT_TRUE(a.db->DeltaSince(b.db->version_vector(), 1 << 20, &chunk, &more).ok());
+  const proto::Delta delta = ParseDelta(chunk);
+  EXPECT_EQ(delta.entries_size(), 0);
+  ASSERT_EQ(delta.ranges_size(), 1);
+  EXPECT_EQ(delta.ranges(0).through(), 100u);
+  Apply(*b.db, chunk);
+  EXPECT_EQ(b.db->version_vector(), a.db->version_vector());
+  ExpectSame(*a.db, *b.db);
+
+  // From scratch, 100 writes of one key cost one entry.
+  Replica c;
+  EXPECT_EQ(Sync(*a.db, *c.db).entries, 1u);
+  EXPECT_EQ(c.db->version_vector(), a.db->version_vector());
+}
+
+TEST(ReplicationTest, CollectTombstonesCoveredByStable) {
+  Replica a, b;
+  std::vector<std::string> pushes(5);
+  ASSERT_TRUE(a.db->Put("/a", "1", &pushes[0]).ok());  // counter 1
+  ASSERT_TRUE(a.db->Put("/b", "2", &pushes[1]).ok());  // 2
+  ASSERT_TRUE(a.db->Put("/c", "3", &pushes[2]).ok());  // 3
+  ASSERT_TRUE(a.db->Erase("/a", &pushes[3]).ok());     // 4
+  ASSERT_TRUE(a.db->Erase("/b", &pushes[4]).ok());     // 5
+  Sync(*a.db, *b.db);
+  ASSERT_EQ(a.db->tombstone_count(), 2u);
+  const uint64_t id = a.db->id();
+  const uint64_t node = a.node();
+  ASSERT_TRUE(RawExists(*a.store, keys::DataPrefix(id) + "/a"));
+  ASSERT_TRUE(RawExists(*a.store, keys::TombstoneIndexKey(id, node, 4)));
+
+  uint64_t collected = 99;
+  ASSERT_TRUE(a.db->CollectTombstones(VersionVector(), &collected).ok());
+  EXPECT_EQ(collected, 0u);
+
+  // Every replica has seen counters up to 4: the tombstone of "/a" goes, that of "/b" stays.
+  VersionVector stable;
+  stable.AddRange(node, 0, 4);
+  ASSERT_TRUE(a.db->CollectTombstones(stable, &collected).ok());
+  EXPECT_EQ(collected, 1u);
+  EXPECT_EQ(a.db->tombstone_count(), 1u);
+  EXPECT_FALSE(RawExists(*a.store, keys::DataPrefix(id) + "/a"));
+  EXPECT_FALSE(RawExists(*a.store, keys::DotIndexKey(id, node, 4)));
+  EXPECT_FALSE(RawExists(*a.store, keys::TombstoneIndexKey(id, node, 4)));
+  EXPECT_TRUE(RawExists(*a.store, keys::DataPrefix(id) + "/b"));
+  EXPECT_TRUE(RawExists(*a.store, keys::TombstoneIndexKey(id, node, 5)));
+  ExpectConsistent(*a.db);
+  // The collected tombstone is gone from what a sends.
+  std::string chunk;
+  bool more = false;
+  ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 1 << 20, &chunk, &more).ok());
+  std::set<std::string> sent;
+  const proto::Delta everything = ParseDelta(chunk);
+  for (const auto& entry : everything.entries()) sent.insert(entry.key());
+  EXPECT_EQ(sent, (std::set<std::string>{"/b", "/c"}));
+  // The version vector still covers the collected write, so the old put of "/a" arriving late
+  // does not bring the key back.
+  const auto result = Apply(*a.db, pushes[0]);
+  EXPECT_EQ(result.applied, 0u);
+  EXPECT_EQ(result.skipped, 1u);
+  std::string value;
+  EXPECT_EQ(a.db->Get("/a", &value).code(), Code::kNotFound);
+  EXPECT_FALSE(RawExists(*a.store, keys::DataPrefix(id) + "/a"));
+  // Collecting again finds nothing more under the same vector.
+  ASSERT_TRUE(a.db->CollectTombstones(stable, &collected).ok());
+  EXPECT_EQ(collected, 0u);
+
+  // With every write seen everywhere, both replicas end with no tombstone and equal data.
+  const VersionVector all = VersionVector::Min(a.db->version_vector(), b.db->version_vector());
+  ASSERT_TRUE(a.db->CollectTombstones(all, &collected).ok());
+  EXPECT_EQ(collected, 1u);
+  ASSERT_TRUE(b.db->CollectTombstones(all, &collected).ok());
+  EXPECT_EQ(collected, 2u);
+  ExpectSame(*a.db, *b.db);
+  EXPECT_EQ(a.db->tombstone_count(), 0u);
+  // Left: the meta record, "/c" and its dot index entry.
+  EXPECT_EQ(RawKeyCount(*a.store, id), 3u);
+  // Tombstone collection survives a reopen.
+  a.Open();
+  EXPECT_EQ(a.db->tombstone_count(), 0u);
+  ExpectSame(*a.db, *b.db);
+}
+
+TEST(ReplicationTest, StaleIndexEntriesAreIgnored) {
+  Replica a;
+  ASSERT_TRUE(a.db->Put("/live", "v").ok());  // counter 1
+  ASSERT_TRUE(a.db->Erase("/dead").ok());     // counter 2
+  const uint64_t id = a.db->id();
+  const uint64_t node = a.node();
+  // Index entries whose record has since changed (none should exist; the reads must not trust
+  // them): a dot and a tombstone entry naming a live key, and a tombstone entry with the wrong
+  // counter for a tombstone.
+  rocksdb::DB* raw = a.store->db();
+  ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), keys::DotIndexKey(id, node, 7), "/live").ok());
+  ASSERT_TRUE(
+      raw->Put(rocksdb::WriteOptions(), keys::TombstoneIndexKey(id, node, 1), "/live").ok());
+  ASSERT_TRUE(
+      raw->Put(rocksdb::WriteOptions(), keys::TombstoneIndexKey(id, node, 3), "/dead").ok());
+
+  std::string chunk;
+  bool more = false;
+  ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 1 << 20, &chunk, &more).ok());
+  const proto::Delta delta = ParseDelta(chunk);
+  ASSERT_EQ(delta.entries_size(), 2);  // "/live" once, with its real dot
+  EXPECT_EQ(delta.entries(0).key(), "/live");
+  EXPECT_EQ(delta.entries(0).record().version().counter(), 1u);
+  EXPECT_EQ(delta.entries(1).key(), "/dead");
+
+  VersionVector stable;
+  stable.AddRange(node, 0, 3);
+  uint64_t collected = 0;
+  ASSERT_TRUE(a.db->CollectTombstones(stable, &collected).ok());
+  EXPECT_EQ(collected, 1u);
+  EXPECT_EQ(a.db->tombstone_count(), 0u);
+  std::string value;
+  ASSERT_TRUE(a.db->Get("/live", &value).ok());
+  EXPECT_EQ(value, "v");
+  EXPECT_FALSE(RawExists(*a.store, keys::TombstoneIndexKey(id, node, 1)));
+  EXPECT_FALSE(RawExists(*a.store, keys::TombstoneIndexKey(id, node, 3)));
+  EXPECT_FALSE(RawExists(*a.store, keys::DataPrefix(id) + "/dead"));
+  ExpectConsistent(*a.db);
+}
+
+TEST(ReplicationTest, DigestIsMaintainedAndComparable) {
+  Replica a, b;
+  EXPECT_EQ(a.db->digest(), 0u);
+  ExpectConsistent(*a.db);
+  ASSERT_TRUE(a.db->Put("/x", "1").ok());
+  const uint64_t one = a.db->digest();
+  EXPECT_NE(one, 0u);
+  ASSERT_TRUE(a.db->Put("/x", "2").ok());
+  EXPECT_NE(a.db->digest(), one);  // the value changed
+  const uint64_t two = a.db->digest();
+  ASSERT_TRUE(a.db->Put("/x", "2").ok());
+  EXPECT_NE(a.db->digest(), two);  // same value, new version
+  ExpectConsistent(*a.db);
+
+  WriteBatch batch;
+  batch.Put("/y", "y").Put("/z", "z").Erase("/x").Put("/y", "yy").Erase("/missing");
+  ASSERT_TRUE(a.db->Write(batch).ok());
+  ExpectConsistent(*a.db);
+  ASSERT_TRUE(b.db->Put("/y", "from-b").ok());
+  ASSERT_TRUE(b.db->Put("/only-b", "b").ok());
+  ASSERT_TRUE(b.db->Erase("/z").ok());
+  Sync(*b.db, *a.db);
+  ExpectConsistent(*a.db);
+  EXPECT_NE(a.db->digest(), b.db->digest());  // b lacks a's writes
+  Sync(*a.db, *b.db);
+  ExpectConsistent(*b.db);
+  ExpectSame(*a.db, *b.db);
+  uint64_t collected = 0;
+  ASSERT_TRUE(a.db->CollectTombstones(a.db->version_vector(), &collected).ok());
+  EXPECT_GT(collected, 0u);
+  EXPECT_EQ(a.db->digest(), b.db->digest());  // tombstones are not in the digest
+  ExpectConsistent(*a.db);
+  // Rewriting the same value is a new version: the digests differ until it replicates.
+  std::string value;
+  ASSERT_TRUE(b.db->Get("/y", &value).ok());
+  ASSERT_TRUE(b.db->Put("/y", value).ok());
+  EXPECT_NE(a.db->digest(), b.db->digest());
+}
+
+TEST(ReplicationTest, ReplicationStateSurvivesReopen) {
+  Replica a, b;
+  ASSERT_TRUE(b.db->Put("/from-b", "b").ok());
+  Sync(*b.db, *a.db);
+  ASSERT_TRUE(a.db->Put("/x", "1").ok());
+  ASSERT_TRUE(a.db->Put("/y", "2").ok());
+  ASSERT_TRUE(a.db->Erase("/x").ok());
+  ASSERT_TRUE(a.db->Erase("/gone").ok());
+  Apply(*a.db, RecordDelta("/late", "l", 77, 3, 5));  // an out-of-order dot: an extra
+  const VersionVector vv = a.db->version_vector();
+  const uint64_t digest = a.db->digest();
+  const uint64_t tombstones = a.db->tombstone_count();
+  const DatabaseStats stats = a.db->Stats();
+  ASSERT_EQ(tombstones, 2u);
+  ASSERT_EQ(vv.Origins().size(), 3u);
+  ASSERT_TRUE(vv.Covers({77, 3}));
+
+  a.Open();
+  EXPECT_EQ(a.db->version_vector(), vv) << a.db->version_vector().ToString();
+  EXPECT_EQ(a.db->digest(), digest);
+  EXPECT_EQ(a.db->tombstone_count(), tombstones);
+  EXPECT_EQ(a.db->Stats().used_bytes, stats.used_bytes);
+  EXPECT_EQ(a.db->Stats().key_count, stats.key_count);
+  ExpectConsistent(*a.db);
+  // Counters continue where they were: no dot is reused after a restart.
+  const uint64_t base = vv.Base(a.node());
+  std::string push;
+  ASSERT_TRUE(a.db->Put("/z", "3", &push).ok());
+  EXPECT_EQ(ParseDelta(push).entries(0).record().version().counter(), base + 1);
+  EXPECT_EQ(a.db->version_vector().Base(a.node()), base + 1);
+}
+
+TEST(ReplicationTest, ApplyDeltaRejectsInvalidInputAndChangesNothing) {
+  StoreOptions options;
+  options.max_value_bytes = 100;
+  Replica b(kBigLimit, options);
+  ASSERT_TRUE(b.db->Put("/keep", "v").ok());
+  ASSERT_TRUE(b.db->Erase("/dead").ok());
+  const auto contents = Contents(*b.db);
+  const VersionVector vv = b.db->version_vector();
+  const uint64_t digest = b.db->digest();
+
+  const std::string valid = RecordDelta("/fine", "ok", 5, 1, 100);
+  std::vector<std::pair<std::string, std::string>> bad = {
+      {"garbage", std::string("\xff\xff\xff\xff", 4)},
+      {"unnormalised key", valid + RecordDelta("a//b", "x", 5, 2, 100)},
+      {"invalid key", valid + RecordDelta("/a/../b", "x", 5, 2, 100)},
+      {"empty key", valid + RecordDelta("", "x", 5, 2, 100)},
+      {"origin 0", valid + RecordDelta("/x", "x", 0, 2, 100)},
+      {"counter 0", valid + RecordDelta("/x", "x", 5, 0, 100)},
+      {"tombstone with value", valid + RecordDelta("/x", "x", 5, 2, 100, true)},
+      {"value too large", valid + RecordDelta("/x", std::string(101, 'x'), 5, 2, 100)},
+  };
+  proto::Delta no_version;
+  no_version.add_entries()->set_key("/x");
+  bad.emplace_back("no version", valid + no_version.SerializeAsString());
+  proto::Delta backwards_range;
+  auto* range = backwards_range.add_ranges();
+  range->set_origin(5);
+  range->set_after(10);
+  range->set_through(3);
+  bad.emplace_back("backwards range", valid + backwards_range.SerializeAsString());
+
+  for (const auto& [what, delta] : bad) {
+    DatabaseStore::ApplyResult result;
+    Status s = b.db->ApplyDelta(delta, &result);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << what << ": " << s;
+    EXPECT_NE(s.message().find(Quote(kPath)), std::string::npos) << what << ": " << s;
+    EXPECT_EQ(b.db->version_vector(), vv) << what;
+    EXPECT_EQ(b.db->digest(), digest) << what;
+    EXPECT_EQ(Contents(*b.db), contents) << what;
+    EXPECT_EQ(b.db->tombstone_count(), 1u) << what;
+  }
+  // The largest allowed value is accepted, and the valid prefix on its own applies.
+  EXPECT_EQ(Apply(*b.db, valid + RecordDelta("/x", std::string(100, 'x'), 5, 2, 100)).applied, 2u);
+  ExpectConsistent(*b.db);
+}
+
+TEST(ReplicationTest, SizeAccountingStaysExactThroughRemoteApplies) {
+  Replica a;
+  Replica b(/*limit=*/100);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(a.db->Put("/k" + std::to_string(i), "0123456789").ok());
+  // Deltas from peers apply whatever their size: b goes over its budget.
+  Sync(*a.db, *b.db);
+  EXPECT_EQ(b.db->Stats().used_bytes, 10u * (3 + 10));
+  ExpectConsistent(*b.db);
+  // Over budget, b refuses local writes that grow it, and accepts those that shrink it.
+  EXPECT_EQ(b.db->Put("/new", "x").code(), Code::kSizeLimitExceeded);
+  ASSERT_TRUE(b.db->Erase("/k0").ok());
+  ASSERT_TRUE(b.db->Put("/k1", "").ok());
+  EXPECT_EQ(b.db->Stats().used_bytes, 130u - 13u - 10u);
+  ExpectConsistent(*b.db);
+  // Remote overwrites, growths, shrinks and deletes keep the counters exact on both sides.
+  ASSERT_TRUE(a.db->Put("/k2", std::string(50, 'g')).ok());
+  ASSERT_TRUE(a.db->Put("/k3", "s").ok());
+  ASSERT_TRUE(a.db->Erase("/k4").ok());
+  ASSERT_TRUE(a.db->Put("/k0", "revived").ok());
+  Sync(*a.db, *b.db);
+  Sync(*b.db, *a.db);
+  ExpectConsistent(*a.db);
+  ExpectConsistent(*b.db);
+  ExpectSame(*a.db, *b.db);
+}
+
+TEST(ReplicationTest, DropRemovesEverything) {
+  Replica a, b;
+  std::unique_ptr<DatabaseStore> other;
+  ASSERT_TRUE(a.store->OpenDatabase("/other", "cfg", kBigLimit, &other).ok());
+  ASSERT_TRUE(other->Put("/stays", "yes").ok());
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(a.db->Put("/k" + std::to_string(i), "v").ok());
+  ASSERT_TRUE(a.db->Erase("/k1").ok());
+  ASSERT_TRUE(b.db->Put("/from-b", "b").ok());
+  Sync(*b.db, *a.db);
+  const uint64_t id = a.db->id();
+  ASSERT_GT(RawKeyCount(*a.store, id), 200u);
+
+  ASSERT_TRUE(a.db->Drop().ok());
+  EXPECT_EQ(RawKeyCount(*a.store, id), 0u);
+  EXPECT_FALSE(RawExists(*a.store, keys::CatalogKey(kPath)));
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(a.store->ListDatabases(&catalog).ok());
+  ASSERT_EQ(catalog.size(), 1u);
+  EXPECT_EQ(catalog[0].path, "/other");
+  // The handle is unusable and says so.
+  std::string value;
+  bool more = false;
+  std::string delta;
+  for (const Status& s : {a.db->Get("/k2", &value), a.db->Put("/k", "v"), a.db->Erase("/k"),
+                          a.db->ApplyDelta(RecordDelta("/k", "v", 5, 1, 1)),
+                          a.db->DeltaSince(VersionVector(), 1000, &delta, &more), a.db->Drop()}) {
+    EXPECT_EQ(s.code(), Code::kUnavailable) << s;
+    EXPECT_NE(s.message().find(Quote(kPath)), std::string::npos) << s;
+  }
+  // The other database is untouched.
+  ASSERT_TRUE(other->Get("/stays", &value).ok());
+  EXPECT_EQ(value, "yes");
+  // Opening the path again makes a new, empty database.
+  other.reset();  // releases the store, so it can be reopened
+  a.Open();
+  EXPECT_NE(a.db->id(), id);
+  EXPECT_TRUE(Contents(*a.db).empty());
+  EXPECT_EQ(a.db->Stats().key_count, 0u);
+  EXPECT_EQ(a.db->Stats().used_bytes, 0u);
+  EXPECT_EQ(a.db->tombstone_count(), 0u);
+  EXPECT_EQ(a.db->digest(), 0u);
+  EXPECT_EQ(a.db->version_vector(), VersionVector());
+  EXPECT_EQ(a.db->Get("/k2", &value).code(), Code::kNotFound);
+}
+
+TEST(ReplicationTest, RecreatedReplicaDoesNotReuseItsOldCounters) {
+  Replica a, b;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a.db->Put("/k" + std::to_string(i), "v").ok());
+  Sync(*a.db, *b.db);
+  // a stops being a replica, then becomes one again and first catches up from b, learning its
+  // own counters 1..3 back.
+  ASSERT_TRUE(a.db->Drop().ok());
+  a.Open();
+  Sync(*b.db, *a.db);
+  EXPECT_EQ(a.db->version_vector().Base(a.node()), 3u);
+  std::string push;
+  ASSERT_TRUE(a.db->Put("/new", "v", &push).ok());
+  EXPECT_EQ(ParseDelta(push).entries(0).record().version().counter(), 4u);
+  EXPECT_EQ(Apply(*b.db, push).applied, 1u);  // not mistaken for a write b has
+  ExpectSame(*a.db, *b.db);
+}
+
+}  // namespace
+}  // namespace kvmesh::storage
