@@ -17,7 +17,7 @@ void Track(gateway_pointer self, const std::string& path, const database_actor& 
   if (it == st.routes.end() || it->second.actor == actor) return;
   it->second.actor = actor;
   self->monitor(actor);
-  st.path_of[actor.id()] = path;
+  st.path_of[actor.address()] = path;
 }
 
 /// The route of a normalised path, created on first use.
@@ -61,8 +61,10 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts
 
 gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
                                                  matcher_supervisor_actor supervisor,
-                                                 caf::timespan timeout, uint64_t node_id) {
+                                                 caf::timespan timeout, uint64_t node_id,
+                                                 peer_actor membership) {
   self->state.supervisor = std::move(supervisor);
+  self->state.membership = std::move(membership);
   self->state.timeout = timeout;
   self->state.node_id = node_id;
   // The gateway is published, so anyone who can reach the port can send it an exit message, and
@@ -83,7 +85,7 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
       self->quit(msg.reason);
       return;
     }
-    auto found = st.path_of.find(msg.source.id());
+    auto found = st.path_of.find(msg.source);
     if (found == st.path_of.end()) return;
     auto entry = st.routes.find(found->second);
     if (entry != st.routes.end() && entry->second.actor.address() == msg.source) {
@@ -138,6 +140,27 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
       },
       [=](atom::stats, const std::string& path) {
         return Forward<DatabaseStats>(self, path, atom::stats_v);
+      },
+      [=](atom::status, const std::string& path) {
+        return Forward<ReplicationStatus>(self, path, atom::status_v);
+      },
+      [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
+        auto membership = self->state.membership;
+        if (!membership) {
+          return std::vector<MemberStatus>{MemberStatus{self->state.node_id, "", 0, true, true, 0}};
+        }
+        auto promise = self->make_response_promise<std::vector<MemberStatus>>();
+        self->request(membership, self->state.timeout, atom::members_v)
+            .then(
+                [=](std::vector<MemberStatus>& members) mutable {
+                  if (FromExpected(self, membership)) {
+                    promise.deliver(std::move(members));
+                  } else {
+                    promise.deliver(ForgedReply());
+                  }
+                },
+                [=](caf::error& err) mutable { promise.deliver(std::move(err)); });
+        return promise;
       },
       [=](atom::databases) {
         return ask_supervisor(std::vector<DatabaseInfo>{}, atom::databases_v);

@@ -10,6 +10,7 @@
 #include <caf/stateful_actor.hpp>
 #include <caf/timespan.hpp>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -22,6 +23,8 @@ namespace kvmesh {
 struct client_gateway_state {
   static inline const char* name = "kvmesh.client_gateway";
   matcher_supervisor_actor supervisor;
+  /// The node's membership actor; invalid when the node is not clustered.
+  peer_actor membership;
   caf::timespan timeout{};
   uint64_t node_id = 0;
   struct Entry {
@@ -30,13 +33,15 @@ struct client_gateway_state {
   };
   /// By normalised path; an entry leaves when its actor goes down.
   std::unordered_map<std::string, Entry> routes;
-  /// Path of each monitored database actor, by actor id.
-  std::unordered_map<caf::actor_id, std::string> path_of;
+  /// Path of each monitored database actor (local or, in a cluster, on another node), by
+  /// address: actor ids are unique per node only.
+  std::map<caf::actor_addr, std::string> path_of;
 };
 
-/// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards.
+/// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
+/// `membership` (may be invalid) answers `members`.
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
-    caf::timespan timeout, uint64_t node_id);
+    caf::timespan timeout, uint64_t node_id, peer_actor membership);
 
 }  // namespace kvmesh

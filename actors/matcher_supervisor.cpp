@@ -4,12 +4,39 @@
 #include <caf/all.hpp>
 
 #include "actors/database_actor.hpp"
+#include "actors/database_request.hpp"
 #include "common/path.hpp"
+#include "common/placement.hpp"
 
 namespace kvmesh {
 namespace {
 
 using supervisor_pointer = matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state>;
+
+uint64_t SelfId(supervisor_pointer self) {
+  return self->state.replication->node_id;
+}
+
+/// The replica set of `path` under `config` over this node and the members in view.
+ReplicaSet PlaceDatabase(supervisor_pointer self, const std::string& path,
+                         const config::DatabaseConfig& config) {
+  auto& st = self->state;
+  std::vector<uint64_t> candidates{SelfId(self)};
+  for (const auto& [id, member] : st.members) candidates.push_back(id);
+  ReplicaSet out;
+  out.nodes = PlaceReplicas(path, candidates, std::max<uint32_t>(1, config.replication.max));
+  for (uint64_t id : out.nodes) {
+    auto it = st.members.find(id);
+    if (it != st.members.end() && !it->second.alive) out.unreachable.push_back(id);
+  }
+  out.min = config.replication.min;
+  out.max = config.replication.max;
+  // A cluster smaller than min cannot do better than every node; one that is large enough but
+  // has members down makes writes fail rather than silently keep fewer copies.
+  out.required_acks = static_cast<uint32_t>(
+      std::min<size_t>(std::max<uint32_t>(1, config.replication.min), candidates.size()));
+  return out;
+}
 
 /// Spawns the database actor of the normalised `path`: resolves its config, opens (or creates)
 /// its namespace, and monitors it.
@@ -24,7 +51,8 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
   if (!s.ok()) return s;
   auto handle =
       self->spawn(database_actor_impl, std::shared_ptr<storage::DatabaseStore>(std::move(db)),
-                  caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout);
+                  caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout, st.replication,
+                  PlaceDatabase(self, path, *config));
   self->monitor(handle);
   st.running.emplace(path, handle);
   st.path_of.emplace(handle.id(), path);
@@ -77,6 +105,63 @@ void ApplyConfigs(supervisor_pointer self, std::shared_ptr<const config::ConfigS
   st.configs = std::move(fresh);
 }
 
+/// The local replica of `path` (normalised): running, waiting for a stopping one, or new.
+caf::result<database_actor> OpenLocal(supervisor_pointer self, const std::string& path) {
+  auto& st = self->state;
+  if (auto it = st.running.find(path); it != st.running.end()) return it->second;
+  if (auto it = st.stopping.find(path); it != st.stopping.end()) {
+    auto promise = self->make_response_promise<database_actor>();
+    it->second.waiting.push_back(promise);
+    return promise;
+  }
+  database_actor handle;
+  Status s = Instantiate(self, path, &handle);
+  if (!s.ok()) return ToError(s);
+  return handle;
+}
+
+/// Asks the cluster actor of each of `nodes` in turn for its replica of `path`; delivers the
+/// first that answers, or an error naming them all.
+void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t> nodes,
+                size_t index, caf::typed_response_promise<database_actor> promise) {
+  auto& st = self->state;
+  for (; index < nodes.size(); ++index) {
+    auto it = st.members.find(nodes[index]);
+    if (it != st.members.end() && it->second.alive && it->second.actor) break;
+  }
+  if (index >= nodes.size()) {
+    std::string list;
+    for (uint64_t id : nodes) {
+      char buf[17];
+      snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
+      list += (list.empty() ? "" : ", ") + std::string(buf);
+    }
+    promise.deliver(ToError(Status::Unavailable("no replica of database " + Quote(path) +
+                                                " is reachable (replicas: " + list + ")")));
+    return;
+  }
+  auto target = st.members[nodes[index]].actor;
+  self->request(target, st.replication->timeout, atom::replica_v, path)
+      .then(
+          [=](database_actor& db) mutable {
+            if (FromExpected(self, target)) {
+              promise.deliver(db);
+            } else {
+              promise.deliver(ForgedReply());
+            }
+          },
+          [=](caf::error&) mutable { OpenRemote(self, path, nodes, index + 1, promise); });
+}
+
+/// Sends every running database its replica set under the current members and configs.
+void Replace(supervisor_pointer self) {
+  auto& st = self->state;
+  for (auto& [path, handle] : st.running) {
+    const config::DatabaseConfig* config = st.configs->Resolve(path);
+    if (config != nullptr) self->send(handle, atom::replicas_v, PlaceDatabase(self, path, *config));
+  }
+}
+
 /// Loads the config directory; on success applies it and describes it, else changes nothing.
 caf::result<std::string> Reload(supervisor_pointer self) {
   auto& st = self->state;
@@ -104,7 +189,9 @@ caf::result<std::string> Reload(supervisor_pointer self) {
 
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     supervisor_pointer self, std::shared_ptr<const config::ConfigSet> configs,
-    std::string config_dir, std::shared_ptr<storage::Store> store, caf::timespan idle_timeout) {
+    std::string config_dir, std::shared_ptr<storage::Store> store, caf::timespan idle_timeout,
+    std::shared_ptr<const ReplicationOptions> replication) {
+  self->state.replication = std::move(replication);
   self->state.configs = std::move(configs);
   self->state.config_dir = std::move(config_dir);
   self->state.store = std::move(store);
@@ -116,8 +203,11 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     if (found == st.path_of.end()) return;
     const std::string path = found->second;
     st.path_of.erase(found);
+    const bool dropped = st.dropped.erase(msg.source.id()) > 0;
     auto running = st.running.find(path);
-    if (running != st.running.end() && running->second.address() == msg.source) {
+    if (dropped && running != st.running.end() && running->second.address() == msg.source) {
+      st.running.erase(running);
+    } else if (running != st.running.end() && running->second.address() == msg.source) {
       // Not passivated: the actor failed. Its next open spawns a fresh one.
       spdlog::warn("database {} stopped unexpectedly: {}", Quote(path), to_string(msg.reason));
       st.running.erase(running);
@@ -158,16 +248,43 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         std::string path;
         Status s = NormalizeDatabasePath(raw_path, &path);
         if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
-        if (auto it = st.running.find(path); it != st.running.end()) return it->second;
-        if (auto it = st.stopping.find(path); it != st.stopping.end()) {
-          auto promise = self->make_response_promise<database_actor>();
-          it->second.waiting.push_back(promise);
-          return promise;
+        const config::DatabaseConfig* config = st.configs->Resolve(path);
+        if (config == nullptr) {
+          return ToError(Status::NoMatchingConfig("no database config matches " + Quote(path)));
         }
-        database_actor handle;
-        s = Instantiate(self, path, &handle);
-        if (!s.ok()) return ToError(s);
-        return handle;
+        if (st.members.empty()) return OpenLocal(self, path);
+        ReplicaSet placed = PlaceDatabase(self, path, *config);
+        const bool here =
+            std::find(placed.nodes.begin(), placed.nodes.end(), SelfId(self)) != placed.nodes.end();
+        // A copy still running here (being handed over) keeps serving until it is dropped.
+        if (here || st.running.count(path) > 0) return OpenLocal(self, path);
+        auto promise = self->make_response_promise<database_actor>();
+        OpenRemote(self, path, placed.nodes, 0, promise);
+        return promise;
+      },
+      [=](atom::replica, const std::string& raw_path,
+          uint64_t node) -> caf::result<database_actor> {
+        std::string path;
+        Status s = NormalizeDatabasePath(raw_path, &path);
+        if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
+        if (node == SelfId(self)) return OpenLocal(self, path);
+        auto promise = self->make_response_promise<database_actor>();
+        OpenRemote(self, path, {node}, 0, promise);
+        return promise;
+      },
+      [=](atom::members, std::vector<MemberView>& view) {
+        auto& st = self->state;
+        st.members.clear();
+        for (auto& member : view) {
+          if (member.node_id != SelfId(self)) st.members.emplace(member.node_id, std::move(member));
+        }
+        Replace(self);
+      },
+      [=](atom::dropped, const std::string& path, const database_actor& who) {
+        auto it = self->state.running.find(path);
+        if (it != self->state.running.end() && it->second == who) {
+          self->state.dropped.emplace(who.id(), path);
+        }
       },
       [=](atom::databases) -> caf::result<std::vector<DatabaseInfo>> {
         std::vector<DatabaseInfo> out;

@@ -5,6 +5,12 @@
 // an idle database reports itself, the supervisor takes it out of `running` and tells it to stop;
 // an `open` of that path meanwhile waits until the old actor is down before a new one is spawned,
 // so two actors never own one storage namespace at the same time.
+//
+// In a cluster it also places databases: the replicas of a path are the `max` best nodes by
+// rendezvous hashing (common/placement.hpp) over this node and the members membership reports.
+// `open` of a path placed here runs the local replica; `open` of a path placed elsewhere answers
+// with a live replica's actor on another node, so any node serves any path. Running database
+// actors get their replica set again whenever the members change.
 #pragma once
 
 #include <caf/stateful_actor.hpp>
@@ -16,6 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "actors/database_actor.hpp"
 #include "config/config_set.hpp"
 #include "messages/type_ids.hpp"
 #include "storage/store.hpp"
@@ -40,13 +47,20 @@ struct matcher_supervisor_state {
   };
   /// By path.
   std::unordered_map<std::string, Stopping> stopping;
+  /// What database actors need for replication (this node's id among it).
+  std::shared_ptr<const ReplicationOptions> replication;
+  /// The other cluster members (empty when not clustered), by node id.
+  std::unordered_map<uint64_t, MemberView> members;
+  /// Paths whose actor handed its data over and dropped it (their down message is expected).
+  std::unordered_map<caf::actor_id, std::string> dropped;
 };
 
-/// Behaviour of the matcher supervisor. `idle_timeout` is handed to every database actor;
-/// `config_dir` (may be empty) is what `reload` reads.
+/// Behaviour of the matcher supervisor. `idle_timeout` and `replication` are handed to every
+/// database actor; `config_dir` (may be empty) is what `reload` reads.
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state> self,
     std::shared_ptr<const config::ConfigSet> configs, std::string config_dir,
-    std::shared_ptr<storage::Store> store, caf::timespan idle_timeout);
+    std::shared_ptr<storage::Store> store, caf::timespan idle_timeout,
+    std::shared_ptr<const ReplicationOptions> replication);
 
 }  // namespace kvmesh

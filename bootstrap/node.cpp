@@ -12,9 +12,11 @@
 #include "actors/client_gateway.hpp"
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
+#include "bootstrap/membership.hpp"
 #include "common/completion.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
+#include "messages/cluster.pb.h"
 #include "messages/type_ids.hpp"
 #include "storage/store.hpp"
 
@@ -65,6 +67,9 @@ struct Node::Impl {
   std::shared_ptr<NodeCore> core;
   gateway_actor gateway;
   uint16_t port = 0;
+  /// The membership actor (published on the cluster port); invalid when not clustered.
+  peer_actor membership;
+  uint16_t cluster_port = 0;
 
   /// Sends one request to the supervisor and waits for the answer.
   template <class Reply, class... Ts>
@@ -199,6 +204,16 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   if (workers == 0) workers = std::max(2u, std::thread::hardware_concurrency());
   impl->cfg->set("scheduler.max-threads", workers);
   const bool listen = opts.listen_port >= 0;
+  const bool clustered = opts.cluster_port >= 0;
+  if (clustered && (opts.cluster_port > 65535 || opts.cluster_host.empty())) {
+    return Status::InvalidArgument("cluster address " + Quote(opts.cluster_host) + ":" +
+                                   std::to_string(opts.cluster_port) + " is not usable");
+  }
+  if (!clustered && !opts.seeds.empty()) {
+    return Status::InvalidArgument(
+        "seeds are given but no cluster_port: a node joins a cluster "
+        "only through its own cluster port");
+  }
   if (listen) {
     if (opts.listen_host.empty()) {
       return Status::InvalidArgument(
@@ -208,6 +223,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
       return Status::InvalidArgument("listen_port " + std::to_string(opts.listen_port) +
                                      " is not a TCP port");
     }
+  }
+  if (listen || clustered) {
     impl->cfg->load<caf::io::middleman>();
     // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
     // connection silent for peer_timeout is closed.
@@ -222,17 +239,51 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->core = std::make_shared<NodeCore>();
   impl->core->system = impl->system.get();
   impl->core->timeout = std::chrono::duration_cast<caf::timespan>(opts.request_timeout);
+  auto replication = std::make_shared<ReplicationOptions>();
+  replication->node_id = impl->store->node_id();
+  replication->timeout = std::chrono::duration_cast<caf::timespan>(opts.replication_timeout);
+  replication->sync_interval = std::chrono::duration_cast<caf::timespan>(opts.sync_interval);
+  replication->chunk_bytes = std::max<size_t>(opts.sync_chunk_bytes, 4096);
+  replication->faults = opts.fault_injector;
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
-      impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout));
-  impl->gateway = impl->system->spawn(client_gateway_impl, impl->core->supervisor,
-                                      impl->core->timeout, impl->store->node_id());
+      impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
+      std::shared_ptr<const ReplicationOptions>(replication));
+  if (clustered) {
+    MembershipOptions membership;
+    membership.seeds = opts.seeds;
+    membership.heartbeat_interval =
+        std::chrono::duration_cast<caf::timespan>(opts.heartbeat_interval);
+    membership.failure_timeout = std::chrono::duration_cast<caf::timespan>(opts.failure_timeout);
+    membership.replica_grace = std::chrono::duration_cast<caf::timespan>(opts.replica_grace);
+    membership.connect_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
+    membership.faults = opts.fault_injector;
+    impl->membership = impl->system->spawn(membership_impl, impl->store->node_id(),
+                                           impl->core->supervisor, std::move(membership));
+  }
+  impl->gateway =
+      impl->system->spawn(client_gateway_impl, impl->core->supervisor, impl->core->timeout,
+                          impl->store->node_id(), impl->membership);
   std::unique_ptr<Node> node(new Node(std::move(impl)));
-  if (listen) {
+  if (listen || clustered) {
     // CAF registers two services any peer can look up by name: a config store without bounds
     // and a remote spawner. A kvmesh node offers neither.
     node->impl_->system->registry().erase(caf::atom("ConfigServ"));
     node->impl_->system->registry().erase(caf::atom("SpawnServ"));
+  }
+  if (clustered) {
+    Impl& started = *node->impl_;
+    auto port = started.system->middleman().publish(
+        started.membership, static_cast<uint16_t>(opts.cluster_port), opts.cluster_host.c_str(),
+        /*reuse_addr=*/true);
+    if (!port) {
+      return Status::IOError("cannot listen for cluster peers on " + opts.cluster_host + ":" +
+                             std::to_string(opts.cluster_port) + ": " +
+                             started.system->render(port.error()));
+    }
+    started.cluster_port = *port;
+  }
+  if (listen) {
     Impl& started = *node->impl_;
     auto port = started.system->middleman().publish(
         started.gateway, static_cast<uint16_t>(opts.listen_port), opts.listen_host.c_str(),
@@ -244,6 +295,21 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     }
     started.port = *port;
   }
+  if (clustered) {
+    Impl& started = *node->impl_;
+    proto::Member me;
+    me.set_node_id(started.store->node_id());
+    me.set_host(opts.cluster_host);
+    me.set_cluster_port(started.cluster_port);
+    me.set_client_port(started.port);
+    me.set_incarnation(
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count()));
+    // From a local actor: the membership actor refuses `open` from anonymous or remote senders.
+    caf::scoped_actor sender{*started.system};
+    sender->send(started.membership, atom::open_v, me.SerializeAsString());
+  }
   *out = std::move(node);
   return Status::OK();
 }
@@ -253,16 +319,26 @@ namespace {
 // Stops the actors and closes the store. Must not run on one of the node's own threads: it waits
 // for every actor, including the one it would be running in. With `destroy_system` false the
 // stopped actor system object is left alone (see ~Node).
-void Shutdown(Node::Impl& impl, bool destroy_system) {
+void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   // Waits for calls that are spawning their request, and refuses new ones.
   {
     std::unique_lock<std::shared_mutex> lock(impl.core->mutex);
     impl.core->stopped = true;
   }
+  if (crash) {
+    // Connections drop at once, without a word to the peers.
+    if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
+    caf::anon_send_exit(impl.gateway, caf::exit_reason::kill);
+  }
   if (impl.port != 0) {
     // Stop accepting clients first.
     impl.system->middleman().unpublish(impl.gateway, impl.port);
   }
+  if (impl.cluster_port != 0)
+    impl.system->middleman().unpublish(impl.membership, impl.cluster_port);
+  // The membership actor ignores exit messages (a peer could send one); kill is unconditional.
+  if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
+  impl.membership = nullptr;
   // The supervisor takes the database actors down with it, and the (published) gateway stops
   // when it sees the supervisor go: a published actor must stop before the system goes.
   caf::anon_send_exit(impl.core->supervisor, caf::exit_reason::user_shutdown);
@@ -279,6 +355,7 @@ void Shutdown(Node::Impl& impl, bool destroy_system) {
 }  // namespace
 
 Node::~Node() {
+  if (!impl_) return;  // crashed (Node::Crash)
   if (current_node_system == impl_->system.get()) {
     // The last owner of the node let go inside a callback, on one of the node's threads: waiting
     // for the actors here would wait for this very thread. Another thread finishes the job.
@@ -296,6 +373,12 @@ Node::~Node() {
     return;
   }
   Shutdown(*impl_, /*destroy_system=*/true);
+}
+
+void Node::Crash(std::unique_ptr<Node> node) {
+  if (!node) return;
+  Shutdown(*node->impl_, /*destroy_system=*/true, /*crash=*/true);
+  node->impl_.reset();
 }
 
 Status Node::Open(std::string_view path, Database* out) {
@@ -349,6 +432,34 @@ Status Node::ReloadConfigs(std::string* summary) {
 
 uint16_t Node::port() const {
   return impl_->port;
+}
+
+uint16_t Node::cluster_port() const {
+  return impl_->cluster_port;
+}
+
+Status Node::ReplicationStatusOf(std::string_view path, ReplicationStatus* out) {
+  database_actor actor;
+  Status s = impl_->Ask(&actor, atom::open_v, std::string(path));
+  if (!s.ok()) return s;
+  caf::scoped_actor self{*impl_->system};
+  self->request(actor, impl_->core->timeout, atom::status_v)
+      .receive([&](ReplicationStatus& reply) { *out = std::move(reply); },
+               [&](caf::error& err) { s = ToStatus(err); });
+  return s;
+}
+
+Status Node::Members(std::vector<MemberStatus>* out) {
+  if (!impl_->membership) {
+    out->assign(1, MemberStatus{impl_->store->node_id(), "", impl_->port, true, true, 0});
+    return Status::OK();
+  }
+  caf::scoped_actor self{*impl_->system};
+  Status s;
+  self->request(impl_->membership, impl_->core->timeout, atom::members_v)
+      .receive([&](std::vector<MemberStatus>& reply) { *out = std::move(reply); },
+               [&](caf::error& err) { s = ToStatus(err); });
+  return s;
 }
 
 uint64_t Node::node_id() const {

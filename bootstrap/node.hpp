@@ -35,6 +35,7 @@ namespace kvmesh {
 namespace config {
 class ConfigSet;
 }
+class FaultInjector;
 
 struct NodeOptions {
   /// Directory of the node's storage (one RocksDB instance). Created if missing. Required.
@@ -69,6 +70,32 @@ struct NodeOptions {
   /// CAF scheduler policy: "sharing" (one shared queue; wakes idle workers at once, which is
   /// what request/response latency needs) or "stealing". Default "sharing".
   std::string scheduler_policy = "sharing";
+
+  // -- Cluster (see bootstrap/membership.hpp and actors/database_actor.hpp) --
+
+  /// Port for other nodes (the cluster port): -1 (default) runs a single node; 0 picks a free
+  /// port (see Node::cluster_port()). A node is clustered when it has a cluster port.
+  int cluster_port = -1;
+  /// Address of the cluster port. Loopback by default; it is unauthenticated (see README).
+  std::string cluster_host = "127.0.0.1";
+  /// Cluster addresses ("host:port") of nodes to join through; empty starts a new cluster.
+  std::vector<std::string> seeds;
+  /// Heartbeat period. Default 500 ms.
+  std::chrono::milliseconds heartbeat_interval = std::chrono::milliseconds(500);
+  /// A member silent this long is considered down (writes stop waiting for it, requests go to
+  /// other replicas). Default 3 s.
+  std::chrono::milliseconds failure_timeout = std::chrono::seconds(3);
+  /// A member down this long is replaced: its databases get new replicas so they return to
+  /// `max` copies. Default 30 s.
+  std::chrono::milliseconds replica_grace = std::chrono::seconds(30);
+  /// Period of anti-entropy rounds between replicas. Default 1 s.
+  std::chrono::milliseconds sync_interval = std::chrono::seconds(1);
+  /// Deadline of each replication push, pull and peer lookup. Default 5 s.
+  std::chrono::milliseconds replication_timeout = std::chrono::seconds(5);
+  /// Byte budget of one anti-entropy chunk. Default 1 MiB.
+  size_t sync_chunk_bytes = 1u << 20;
+  /// Test clusters only: network faults between nodes (bootstrap/fault_injector.hpp).
+  std::shared_ptr<FaultInjector> fault_injector;
 };
 
 class Database;
@@ -111,8 +138,23 @@ class Node {
   /// and the Status lists the errors.
   Status ReloadConfigs(std::string* summary);
 
+  /// Replication status of the database at `path` from the replica serving this node (see
+  /// ReplicationStatus).
+  Status ReplicationStatusOf(std::string_view path, ReplicationStatus* out);
+
+  /// The cluster members as this node sees them, itself first (just itself if not clustered).
+  Status Members(std::vector<MemberStatus>* out);
+
   /// The port clients reach this node on, or 0 if it does not listen.
   uint16_t port() const;
+
+  /// The port other nodes reach this node on, or 0 if it is not clustered.
+  uint16_t cluster_port() const;
+
+  /// Stops `node` the way a crash would, for tests: no goodbye to peers, and the actors are
+  /// killed rather than asked to finish the requests they hold. What was acknowledged is in
+  /// RocksDB's log (as after kill -9); the data dir is free when this returns.
+  static void Crash(std::unique_ptr<Node> node);
 
   /// This node's stable id (kept in its data dir).
   uint64_t node_id() const;

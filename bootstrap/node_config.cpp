@@ -72,6 +72,27 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"listen", text(&node.listen_host)},
       {"log_level", text(&config->log_level)},
       {"port", integer(0, 65535, [&](long long v) { node.listen_port = static_cast<int>(v); })},
+      {"cluster_port",
+       integer(-1, 65535, [&](long long v) { node.cluster_port = static_cast<int>(v); })},
+      {"cluster_listen", text(&node.cluster_host)},
+      {"seeds",
+       [&](const YAML::Node& n, const std::string& field) {
+         if (!n.IsSequence()) return error(n, field, "must be a list of host:port addresses");
+         node.seeds.clear();
+         for (const auto& seed : n) {
+           if (!seed.IsScalar() || seed.Scalar().find(':') == std::string::npos) {
+             return error(seed, field, "each seed is a host:port address");
+           }
+           node.seeds.push_back(seed.Scalar());
+         }
+         return Status::OK();
+       }},
+      {"failure_timeout_ms",
+       integer(100, 3600LL * 1000,
+               [&](long long v) { node.failure_timeout = std::chrono::milliseconds(v); })},
+      {"replica_grace",
+       integer(1, 365LL * 24 * 3600,
+               [&](long long v) { node.replica_grace = std::chrono::seconds(v); })},
       {"idle_timeout", integer(0, 365LL * 24 * 3600,
                                [&](long long v) { node.idle_timeout = std::chrono::seconds(v); })},
       {"sync",

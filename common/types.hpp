@@ -103,4 +103,76 @@ struct ConfigInfo {
   std::string source;
 };
 
+/// A cluster member as one node sees it (`kvmesh members`).
+struct MemberStatus {
+  uint64_t node_id = 0;
+  /// "host:port" of its cluster port.
+  std::string cluster_address;
+  /// Its client port; 0 if it serves no clients.
+  uint16_t client_port = 0;
+  /// True if heartbeats arrive (and no partition hides it); false once it missed them for the
+  /// failure timeout.
+  bool alive = false;
+  /// True for the node that reports.
+  bool self = false;
+  /// Milliseconds since it was last heard from (0 for the reporting node).
+  uint64_t silent_ms = 0;
+};
+
+/// The replicas of one database as placement chose them (sent to its database actors).
+struct ReplicaSet {
+  /// Node ids, best first by rendezvous hashing.
+  std::vector<uint64_t> nodes;
+  /// Those of `nodes` that membership sees as down now (kept in the set until the grace period
+  /// ends, so a short outage moves no data; writes do not wait for them).
+  std::vector<uint64_t> unreachable;
+  /// Acknowledgements (the coordinating replica included) a write needs before it succeeds.
+  uint32_t required_acks = 1;
+  /// The config's replication.min and replication.max.
+  uint32_t min = 1;
+  uint32_t max = 1;
+};
+
+/// One replica of a database as seen by the replica that reports (ReplicationStatus::peers).
+struct PeerReplicaStatus {
+  uint64_t node_id = 0;
+  /// True if the reporting replica can reach it now (connected, not partitioned, answering).
+  bool reachable = false;
+  /// Its version vector as last reported to us ("{origin:base, ...}", hex origins); empty if
+  /// it has not answered yet.
+  std::string version_vector;
+  /// Writes it has applied by that vector (VersionVector::Total); 0 if unknown.
+  uint64_t writes_seen = 0;
+  /// Deltas queued here for it and not yet acknowledged.
+  uint64_t pending_deltas = 0;
+};
+
+/// The replication status of one database, reported by one of its replicas (`kvmesh status`).
+struct ReplicationStatus {
+  std::string path;
+  /// The reporting node.
+  uint64_t node_id = 0;
+  /// The replica set by placement, best first (includes the reporting node unless it is
+  /// handing its copy over after a membership change).
+  std::vector<uint64_t> replicas;
+  /// The config's replication.min and replication.max, and the acknowledgements a write needs
+  /// now (min, capped by the number of cluster members).
+  uint32_t min = 1;
+  uint32_t max = 1;
+  uint32_t required_acks = 1;
+  /// The reporting replica's counters, vector and content digest.
+  uint64_t key_count = 0;
+  uint64_t used_bytes = 0;
+  uint64_t tombstones = 0;
+  uint64_t digest = 0;
+  std::string version_vector;
+  uint64_t writes_seen = 0;
+  /// Records received from other replicas since this replica (actor) started, and how many of
+  /// them changed a key here (the rest it had already, or were older than what it held).
+  uint64_t entries_received = 0;
+  uint64_t entries_applied = 0;
+  /// The other replicas.
+  std::vector<PeerReplicaStatus> peers;
+};
+
 }  // namespace kvmesh

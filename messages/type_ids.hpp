@@ -58,11 +58,36 @@ typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
            x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.source);
 }
 
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, MemberStatus& x) {
+  return f(caf::meta::type_name("kvmesh.MemberStatus"), x.node_id, x.cluster_address, x.client_port,
+           x.alive, x.self, x.silent_ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ReplicaSet& x) {
+  return f(caf::meta::type_name("kvmesh.ReplicaSet"), x.nodes, x.unreachable, x.required_acks,
+           x.min, x.max);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, PeerReplicaStatus& x) {
+  return f(caf::meta::type_name("kvmesh.PeerReplicaStatus"), x.node_id, x.reachable,
+           x.version_vector, x.writes_seen, x.pending_deltas);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
+  return f(caf::meta::type_name("kvmesh.ReplicationStatus"), x.path, x.node_id, x.replicas, x.min,
+           x.max, x.required_acks, x.key_count, x.used_bytes, x.tombstones, x.digest,
+           x.version_vector, x.writes_seen, x.entries_received, x.entries_applied, x.peers);
+}
+
 /// Version of the client protocol (the gateway_actor interface below). A client says its version
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 1;
+inline constexpr uint32_t kClientProtocolVersion = 2;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -95,6 +120,15 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, hello, "hello")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, configs, "configs")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, reload, "reload")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, limit, "limit")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, join, "join")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, heartbeat, "heartbeat")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, replicate, "replicate")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync, "sync")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, replica, "replica")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, replicas, "replicas")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, members, "members")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, status, "status")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
 
 namespace kvmesh {
 
@@ -112,6 +146,18 @@ using database_actor = caf::typed_actor<
     caf::replies_to<atom::batch, WriteBatch>::with<atom::ok>,
     // Current counters.
     caf::replies_to<atom::stats>::with<DatabaseStats>,
+    // Replication status: replica set, version vectors, pending deltas, digest.
+    caf::replies_to<atom::status>::with<ReplicationStatus>,
+    // From another replica (on node `from`): a serialized proto::Delta to apply -> ok once it is
+    // durable here. Idempotent; a malformed delta is refused with kInvalidArgument.
+    caf::replies_to<atom::replicate, std::string, uint64_t>::with<atom::ok>,
+    // Anti-entropy pull from another replica (on node `from`): its serialized version vector ->
+    // a serialized proto::SyncReply (what it lacks, bounded; our vector; whether more remains).
+    caf::replies_to<atom::sync, std::string, uint64_t>::with<std::string>,
+    // From the supervisor: the replica set placement chose (sent on start and on every change).
+    caf::reacts_to<atom::replicas, ReplicaSet>,
+    // Internal: the periodic anti-entropy round.
+    caf::reacts_to<atom::sync>,
     // From the supervisor after a config reload: the new size budget in bytes.
     caf::reacts_to<atom::limit, uint64_t>,
     // Internal: the periodic idle check.
@@ -119,10 +165,51 @@ using database_actor = caf::typed_actor<
     // From the supervisor: stop after the requests already queued (passivation).
     caf::reacts_to<atom::passivate>>;
 
+/// The cluster actor of a node (bootstrap/membership.hpp), published on its cluster port: what
+/// other nodes talk to. Every message crossing nodes is a serialized proto (messages/*.proto).
+using peer_actor = caf::typed_actor<
+    // From a node that starts or finds us: its proto::Member -> our proto::MemberList.
+    caf::replies_to<atom::join, std::string>::with<std::string>,
+    // Heartbeat from a member: its proto::MemberList. The sender is alive; members it lists that
+    // we do not know are contacted.
+    caf::reacts_to<atom::heartbeat, std::string>,
+    // The database actor of a path on this node, instantiated if needed as a replica (whatever
+    // our own placement says, which may lag the asker's): path -> its actor.
+    caf::replies_to<atom::replica, std::string>::with<database_actor>,
+    // Local: the members as this node sees them, itself first.
+    caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
+    // Local, once, from the node after it published this actor: our own proto::Member (with the
+    // port it got). Heartbeats start then. Refused from other nodes.
+    caf::reacts_to<atom::open, std::string>,
+    // Internal: the periodic heartbeat and failure check.
+    caf::reacts_to<atom::tick>>;
+
+/// A member as the membership actor tells the supervisor (local only).
+struct MemberView {
+  uint64_t node_id = 0;
+  /// Its cluster actor; invalid until connected.
+  peer_actor actor;
+  /// Heard from within the failure timeout (and not partitioned away).
+  bool alive = false;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, MemberView& x) {
+  return f(caf::meta::type_name("kvmesh.MemberView"), x.node_id, x.actor, x.alive);
+}
+
 /// The matcher supervisor (actors/matcher_supervisor.hpp): resolves paths to database actors.
 using matcher_supervisor_actor = caf::typed_actor<
-    // Returns the database actor of a database path, instantiating it on first access.
+    // Returns the actor serving a database path: the local replica (instantiated on first
+    // access) when placement puts the path on this node, else a replica on another node.
     caf::replies_to<atom::open, std::string>::with<database_actor>,
+    // The database actor of a path on node `node` (this node included, instantiating it here
+    // whatever placement says): (path, node) -> its actor.
+    caf::replies_to<atom::replica, std::string, uint64_t>::with<database_actor>,
+    // From the membership actor: the other members (this node excluded) whenever they change.
+    caf::reacts_to<atom::members, std::vector<MemberView>>,
+    // From a database actor that handed its data over and dropped it: (path, itself).
+    caf::reacts_to<atom::dropped, std::string, database_actor>,
     // The catalog: every database instantiated on this node.
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
     // Number of database actors currently running (not passivated).
@@ -158,6 +245,10 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::batch, std::string, WriteBatch>::with<atom::ok>,
     // path -> counters.
     caf::replies_to<atom::stats, std::string>::with<DatabaseStats>,
+    // path -> replication status, from the replica serving this node's requests.
+    caf::replies_to<atom::status, std::string>::with<ReplicationStatus>,
+    // The cluster members as this node sees them (just this node when it is not clustered).
+    caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // The catalog of instantiated databases.
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
     // The database configs in force.
@@ -177,7 +268,16 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseInfo))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::DatabaseInfo>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigInfo))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ConfigInfo>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::MemberStatus))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::MemberStatus>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ReplicaSet))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::PeerReplicaStatus))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::PeerReplicaStatus>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ReplicationStatus))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::MemberView))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::MemberView>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::database_actor))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::peer_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::matcher_supervisor_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::gateway_actor))
 CAF_END_TYPE_ID_BLOCK(kvmesh)

@@ -24,8 +24,12 @@ class DatabaseActorTest : public ::testing::Test {
   database_actor Spawn(uint64_t limit, caf::timespan idle, matcher_supervisor_actor supervisor) {
     std::unique_ptr<storage::DatabaseStore> db;
     EXPECT_TRUE(store_->OpenDatabase("/db", "cfg", limit, &db).ok());
+    auto replication = std::make_shared<ReplicationOptions>();
+    replication->node_id = store_->node_id();
     return system_.spawn(database_actor_impl,
-                         std::shared_ptr<storage::DatabaseStore>(std::move(db)), supervisor, idle);
+                         std::shared_ptr<storage::DatabaseStore>(std::move(db)), supervisor, idle,
+                         std::shared_ptr<const ReplicationOptions>(replication),
+                         ReplicaSet{{store_->node_id()}, {}, 1, 1, 1});
   }
 
   template <class Reply, class... Ts>
@@ -80,6 +84,11 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
       [](atom::open, const std::string&) -> caf::result<database_actor> {
         return ToError(Status::Internal("not used"));
       },
+      [](atom::replica, const std::string&, uint64_t) -> caf::result<database_actor> {
+        return ToError(Status::Unavailable("no cluster in this test"));
+      },
+      [](atom::members, std::vector<MemberView>&) {},
+      [](atom::dropped, const std::string&, const database_actor&) {},
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
       [](atom::active) { return uint64_t{0}; },
       [](atom::passivate) { return uint64_t{0}; },

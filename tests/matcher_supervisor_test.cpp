@@ -32,8 +32,14 @@ class MatcherSupervisorTest : public ::testing::Test {
     EXPECT_TRUE(storage::Store::Open(options, &store_).ok());
     supervisor_ =
         system_.spawn(matcher_supervisor_impl, std::shared_ptr<const config::ConfigSet>(configs),
-                      std::string(), store_, caf::timespan{0});
+                      std::string(), store_, caf::timespan{0}, SingleNode());
   }
+  std::shared_ptr<const ReplicationOptions> SingleNode() {
+    auto replication = std::make_shared<ReplicationOptions>();
+    replication->node_id = store_->node_id();
+    return replication;
+  }
+
   ~MatcherSupervisorTest() override {
     self_->send_exit(supervisor_, caf::exit_reason::user_shutdown);
   }

@@ -65,6 +65,21 @@ TEST_F(MessagesTest, EveryWireTypeRoundTrips) {
   EXPECT_EQ(configs_back[0].tags, (std::vector<std::string>{"t1", "t2"}));
   EXPECT_EQ(configs_back[0].replication_max, 3u);
   // Actor handles travel too (the gateway hands none out today, but its interface must be known).
+  ReplicationStatus status;
+  status.path = "/p";
+  status.replicas = {1, 2};
+  status.entries_applied = 7;
+  status.peers.push_back(PeerReplicaStatus{2, true, "{2:3}", 3, 1});
+  auto status_back = RoundTrip(status);
+  EXPECT_EQ(status_back.replicas, status.replicas);
+  EXPECT_EQ(status_back.entries_applied, 7u);
+  EXPECT_EQ(status_back.peers.at(0).version_vector, "{2:3}");
+  EXPECT_EQ(RoundTrip(std::vector<MemberStatus>{MemberStatus{5, "h:1", 2, true, false, 9}})
+                .at(0)
+                .silent_ms,
+            9u);
+  EXPECT_EQ(RoundTrip(ReplicaSet{{1, 2}, {2}, 2, 2, 3}).unreachable, std::vector<uint64_t>{2});
+  RoundTrip(peer_actor{});
   RoundTrip(gateway_actor{});
   RoundTrip(database_actor{});
   RoundTrip(matcher_supervisor_actor{});

@@ -1,0 +1,81 @@
+// The membership actor: who is in the cluster and who is alive.
+//
+// Published on the node's cluster port (it is the peer_actor other nodes talk to). It joins the
+// cluster through the seeds, learns members from every join answer and heartbeat (so the member
+// list spreads to every node), connects to each member directly, and sends each a heartbeat
+// every `heartbeat_interval`. A member is down when its connection drops (CAF monitor, within
+// milliseconds) or when it was silent for `failure_timeout` (a stopped or partitioned process);
+// it is alive again as soon as it is heard from. A member down for longer than `replica_grace`
+// leaves the view the supervisor places databases over, so its databases get new replicas;
+// until then its place is kept, so a restart moves no data. A restarted node keeps its id (from
+// its data dir) and announces a higher incarnation, so peers learn its new address.
+//
+// The supervisor gets the view (members other than this node, with their cluster actors and
+// liveness) whenever it changes.
+#pragma once
+
+#include <caf/stateful_actor.hpp>
+#include <caf/timespan.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bootstrap/fault_injector.hpp"
+#include "messages/type_ids.hpp"
+
+namespace kvmesh {
+
+struct MembershipOptions {
+  /// "host:port" cluster addresses to join through. May include this node's own address.
+  std::vector<std::string> seeds;
+  /// Default 500 ms.
+  caf::timespan heartbeat_interval = std::chrono::milliseconds(500);
+  /// A member silent this long is down. Default 3 s.
+  caf::timespan failure_timeout = std::chrono::seconds(3);
+  /// A member down this long loses its replicas to other nodes. Default 30 s.
+  caf::timespan replica_grace = std::chrono::seconds(30);
+  /// Deadline of a connect or join attempt. Default 3 s.
+  caf::timespan connect_timeout = std::chrono::seconds(3);
+  /// Test clusters only: faults between nodes (may be null).
+  std::shared_ptr<FaultInjector> faults;
+};
+
+struct membership_state {
+  static inline const char* name = "kvmesh.membership";
+  using clock = std::chrono::steady_clock;
+  struct Member {
+    std::string host;
+    uint16_t cluster_port = 0;
+    uint16_t client_port = 0;
+    uint64_t incarnation = 0;
+    peer_actor actor;
+    bool connecting = false;
+    bool alive = false;
+    /// Last heartbeat or join received from it.
+    clock::time_point last_heard{};
+    /// When it went down (or was first learnt of without being heard).
+    clock::time_point down_since{};
+  };
+  MembershipOptions options;
+  matcher_supervisor_actor supervisor;
+  uint64_t node_id = 0;
+  /// Our own description; empty until the node sends `open` (heartbeats start then).
+  std::string self_member;
+  std::map<uint64_t, Member> members;
+  /// Seeds not yet known as a member address, and whether a connect to each is under way.
+  std::map<std::string, bool> seeds_connecting;
+  /// The last view sent to the supervisor, to send only changes.
+  std::vector<std::pair<uint64_t, bool>> last_view;
+  bool first_view_sent = false;
+};
+
+/// Behaviour of the membership actor of node `node_id`.
+peer_actor::behavior_type membership_impl(peer_actor::stateful_pointer<membership_state> self,
+                                          uint64_t node_id, matcher_supervisor_actor supervisor,
+                                          MembershipOptions options);
+
+}  // namespace kvmesh

@@ -1,0 +1,395 @@
+// Replication tests on real in-process clusters (bootstrap/local_cluster.hpp): separate actor
+// systems talking over loopback, with faults injected. Every wait polls a condition with a
+// deadline.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "bootstrap/local_cluster.hpp"
+#include "common/placement.hpp"
+#include "config/config_set.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr char kConfigs[] = R"(
+- id: strict
+  matcher: /strict/*
+  replication: {min: 2, max: 3}
+  size: 100MB
+- id: loose
+  matcher: /loose/*
+  replication: {min: 1, max: 3}
+  size: 100MB
+- id: pairs
+  matcher: /pairs/*
+  replication: {min: 1, max: 2}
+  size: 100MB
+- id: history
+  matcher: /profile/history/[^/]+
+  replication: {min: 1, max: 2}
+  size: 10MiB
+)";
+
+/// Polls `check` every 10 ms for up to `timeout`.
+template <class Check>
+bool Eventually(std::chrono::milliseconds timeout, Check check) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!check()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return true;
+}
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  ClusterTest() {
+    // KVMESH_LOG=debug shows what the nodes do when a test fails.
+    if (const char* level = std::getenv("KVMESH_LOG"))
+      spdlog::set_level(spdlog::level::from_str(level));
+  }
+
+  Status StartCluster(size_t nodes, LocalClusterOptions options = {}) {
+    auto configs = std::make_shared<config::ConfigSet>();
+    Status s = config::ConfigSet::LoadString(kConfigs, "cluster.yaml", configs.get(), nullptr);
+    if (!s.ok()) return s;
+    options.nodes = nodes;
+    options.dir = dir_.path();
+    options.configs = configs;
+    return LocalCluster::Start(std::move(options), &cluster_);
+  }
+
+  Database Open(size_t node, const std::string& path) {
+    Database db;
+    Status s = cluster_->node(node)->Open(path, &db);
+    EXPECT_TRUE(s.ok()) << s;
+    return db;
+  }
+
+  /// The value of `key` read through node `node`, or "<error>".
+  std::string Read(size_t node, const std::string& path, const std::string& key) {
+    std::string value;
+    Status s = Open(node, path).Get(key, &value);
+    return s.ok() ? value : "<" + s.ToString() + ">";
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<LocalCluster> cluster_;
+};
+
+TEST_F(ClusterTest, WritesThroughAnyNodeReachEveryReplica) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database db = Open(1, "/strict/users");
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v" + std::to_string(i)).ok());
+  }
+  std::vector<ReplicationStatus> statuses;
+  Status s = cluster_->WaitForConvergence("/strict/users", seconds(10), &statuses);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(statuses.size(), 3u);
+  for (const auto& st : statuses) {
+    EXPECT_EQ(st.key_count, 100u);
+    EXPECT_EQ(st.replicas.size(), 3u);
+    EXPECT_EQ(st.required_acks, 2u);
+  }
+  for (size_t node = 0; node < 3; ++node) EXPECT_EQ(Read(node, "/strict/users", "/k/42"), "v42");
+}
+
+TEST_F(ClusterTest, AnyNodeServesADatabasePlacedElsewhere) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  // max 2 of 3 nodes: one node holds no replica and forwards.
+  ASSERT_TRUE(Open(0, "/pairs/a").Put("/x", "1").ok());
+  std::vector<ReplicationStatus> statuses;
+  ASSERT_TRUE(cluster_->WaitForConvergence("/pairs/a", seconds(10), &statuses).ok());
+  ASSERT_EQ(statuses.size(), 2u);
+  for (size_t node = 0; node < 3; ++node) EXPECT_EQ(Read(node, "/pairs/a", "/x"), "1") << node;
+  size_t outsider = 3;
+  for (size_t i = 0; i < 3; ++i) {
+    if (std::find(statuses[0].replicas.begin(), statuses[0].replicas.end(), cluster_->node_id(i)) ==
+        statuses[0].replicas.end()) {
+      outsider = i;
+    }
+  }
+  ASSERT_LT(outsider, 3u);
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(cluster_->node(outsider)->ListDatabases(&catalog).ok());
+  EXPECT_TRUE(catalog.empty()) << "the node outside the replica set stores nothing";
+}
+
+TEST_F(ClusterTest, ConcurrentWritesOnBothSidesOfAPartitionConverge) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database before = Open(0, "/loose/p");
+  ASSERT_TRUE(before.Put("/shared", "base").ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence("/loose/p", seconds(10)).ok());
+
+  cluster_->Partition({0}, {1, 2});
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  Database left = Open(0, "/loose/p");
+  Database right = Open(1, "/loose/p");
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(left.Put("/left/" + std::to_string(i), "L").ok());
+    ASSERT_TRUE(right.Put("/right/" + std::to_string(i), "R").ok());
+  }
+  ASSERT_TRUE(left.Put("/shared", "from-left").ok());
+  ASSERT_TRUE(right.Put("/shared", "from-right").ok());
+  ASSERT_TRUE(right.Erase("/left/0").ok());  // a delete of a key the right side never saw
+  EXPECT_EQ(Read(0, "/loose/p", "/shared"), "from-left");
+  EXPECT_EQ(Read(1, "/loose/p", "/shared"), "from-right");
+
+  cluster_->Heal();
+  std::vector<ReplicationStatus> statuses;
+  Status s = cluster_->WaitForConvergence("/loose/p", seconds(15), &statuses);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(statuses.size(), 3u);
+  // One winner for the key written on both sides, the same on every node.
+  const std::string winner = Read(0, "/loose/p", "/shared");
+  EXPECT_TRUE(winner == "from-left" || winner == "from-right") << winner;
+  for (size_t node = 0; node < 3; ++node) {
+    EXPECT_EQ(Read(node, "/loose/p", "/shared"), winner);
+    EXPECT_EQ(Read(node, "/loose/p", "/left/7"), "L");
+    EXPECT_EQ(Read(node, "/loose/p", "/right/7"), "R");
+  }
+  // 50 + 50 + shared, minus the erased /left/0 (the delete is newer than the put).
+  EXPECT_EQ(statuses[0].key_count, 100u);
+}
+
+TEST_F(ClusterTest, CrashingOneReplicaLosesNoAcknowledgedWrite) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database db = Open(0, "/strict/orders");
+  std::map<std::string, std::string> acknowledged;
+  for (int i = 0; i < 200; ++i) {
+    std::string key = "/o/" + std::to_string(i);
+    if (db.Put(key, "v" + std::to_string(i)).ok()) acknowledged[key] = "v" + std::to_string(i);
+  }
+  ASSERT_EQ(acknowledged.size(), 200u);
+  // Crash a replica other than the coordinator right after the writes: min 2 means each write is
+  // on at least one other node.
+  cluster_->Crash(1);
+  for (size_t node : {size_t{0}, size_t{2}}) {
+    for (const auto& [key, value] : acknowledged) {
+      ASSERT_EQ(Read(node, "/strict/orders", key), value) << key << " via node " << node;
+    }
+  }
+  // Writes go on with one node down (2 of 3 replicas reachable, min 2).
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  ASSERT_TRUE(db.Put("/after-crash", "x").ok());
+  ASSERT_TRUE(cluster_->Restart(1).ok());
+  Status s = cluster_->WaitForConvergence("/strict/orders", seconds(15));
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(Read(1, "/strict/orders", "/after-crash"), "x");
+}
+
+TEST_F(ClusterTest, AWriteThatCannotReachMinReplicasFailsClearly) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database db = Open(0, "/strict/x");
+  ASSERT_TRUE(db.Put("/a", "1").ok());
+  cluster_->Crash(1);
+  cluster_->Crash(2);
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  Status s = db.Put("/b", "2");
+  EXPECT_EQ(s.code(), Code::kUnavailable) << s;
+  EXPECT_NE(s.message().find("reached 1 of the 2 replicas that replication.min requires"),
+            std::string::npos)
+      << s;
+  EXPECT_NE(s.message().find("may still be applied"), std::string::npos) << s;
+  // Reads still work: eventual consistency, served by the replica left.
+  EXPECT_EQ(Read(0, "/strict/x", "/a"), "1");
+}
+
+TEST_F(ClusterTest, ARestartedNodeReceivesOnlyTheWritesItMissed) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database db = Open(0, "/loose/catchup");
+  WriteBatch batch;
+  for (int i = 0; i < 1000; ++i) batch.Put("/k/" + std::to_string(i), std::string(50, 'a'));
+  ASSERT_TRUE(db.Write(batch).ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence("/loose/catchup", seconds(10)).ok());
+
+  cluster_->Crash(2);
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  WriteBatch missed;
+  for (int i = 0; i < 300; ++i) missed.Put("/new/" + std::to_string(i), "n");
+  for (int i = 0; i < 50; ++i) missed.Put("/k/" + std::to_string(i), "overwritten");
+  ASSERT_TRUE(db.Write(missed).ok());
+
+  ASSERT_TRUE(cluster_->Restart(2).ok());
+  Status s = cluster_->WaitForConvergence("/loose/catchup", seconds(15));
+  ASSERT_TRUE(s.ok()) << s;
+  ReplicationStatus restarted;
+  ASSERT_TRUE(cluster_->ReplicaStatus(2, "/loose/catchup", &restarted).ok());
+  // Exactly the 350 writes it missed changed it; it may hear of them from both peers, but it
+  // never receives the 1000 records it already had.
+  EXPECT_EQ(restarted.entries_applied, 350u);
+  EXPECT_LE(restarted.entries_received, 700u);
+  EXPECT_EQ(restarted.key_count, 1300u);
+}
+
+TEST_F(ClusterTest, TombstonesAreCollectedAndDeletesStayDeleted) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database db = Open(0, "/loose/gc");
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.Erase("/k/" + std::to_string(i)).ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence("/loose/gc", seconds(10)).ok());
+  // Once every replica has seen the deletes, every replica collects its tombstones.
+  bool collected = Eventually(seconds(10), [&] {
+    for (size_t node = 0; node < 3; ++node) {
+      ReplicationStatus st;
+      if (!cluster_->ReplicaStatus(node, "/loose/gc", &st).ok() || st.tombstones != 0) {
+        return false;
+      }
+    }
+    return true;
+  });
+  EXPECT_TRUE(collected);
+  ASSERT_TRUE(cluster_->WaitForConvergence("/loose/gc", seconds(10)).ok());
+  for (size_t node = 0; node < 3; ++node) {
+    EXPECT_EQ(Read(node, "/loose/gc", "/k/3").rfind("<not_found", 0), 0u)
+        << Read(node, "/loose/gc", "/k/3");
+    EXPECT_EQ(Read(node, "/loose/gc", "/k/13"), "v");
+  }
+}
+
+TEST_F(ClusterTest, DuplicatedLateAndDroppedDeltasStillConverge) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  FaultInjector::DeltaFaults faults;
+  faults.duplicate = 0.5;
+  faults.late = 0.5;
+  faults.late_ms = 30;
+  faults.drop = 0.2;
+  cluster_->faults().SetDeltaFaults(faults);
+  Database a = Open(0, "/loose/faulty");
+  Database b = Open(1, "/loose/faulty");
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(a.Put("/k/" + std::to_string(i % 40), "a" + std::to_string(i)).ok());
+    ASSERT_TRUE(b.Put("/k/" + std::to_string(i % 40), "b" + std::to_string(i)).ok());
+    if (i % 7 == 0) ASSERT_TRUE(a.Erase("/k/" + std::to_string(i % 40)).ok());
+  }
+  cluster_->faults().SetDeltaFaults({});
+  std::vector<ReplicationStatus> statuses;
+  Status s = cluster_->WaitForConvergence("/loose/faulty", seconds(15), &statuses);
+  ASSERT_TRUE(s.ok()) << s;
+  auto counters = cluster_->faults().counters();
+  EXPECT_GT(counters.duplicated, 0u);
+  EXPECT_GT(counters.late, 0u);
+  EXPECT_GT(counters.dropped, 0u);
+  for (int k = 0; k < 40; ++k) {
+    const std::string key = "/k/" + std::to_string(k);
+    const std::string expected = Read(0, "/loose/faulty", key);
+    for (size_t node = 1; node < 3; ++node) EXPECT_EQ(Read(node, "/loose/faulty", key), expected);
+  }
+}
+
+TEST_F(ClusterTest, AJoiningNodeTakesItsShareAndOldCopiesAreDropped) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const int kDatabases = 12;
+  for (int d = 0; d < kDatabases; ++d) {
+    Database db = Open(d % 3, "/pairs/" + std::to_string(d));
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+  }
+  size_t added = 0;
+  ASSERT_TRUE(cluster_->AddNode(&added).ok());
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < cluster_->size(); ++i) ids.push_back(cluster_->node_id(i));
+  int moved = 0;
+  for (int d = 0; d < kDatabases; ++d) {
+    const std::string path = "/pairs/" + std::to_string(d);
+    const auto expected = PlaceReplicas(path, ids, 2);
+    if (std::find(expected.begin(), expected.end(), cluster_->node_id(added)) != expected.end()) {
+      ++moved;
+    }
+    // Every database ends on exactly its two replicas by placement over four nodes, full.
+    bool placed = Eventually(seconds(15), [&] {
+      for (size_t i = 0; i < cluster_->size(); ++i) {
+        std::vector<DatabaseInfo> catalog;
+        if (!cluster_->node(i)->ListDatabases(&catalog).ok()) return false;
+        const bool holds = std::any_of(catalog.begin(), catalog.end(),
+                                       [&](const DatabaseInfo& info) { return info.path == path; });
+        const bool should =
+            std::find(expected.begin(), expected.end(), cluster_->node_id(i)) != expected.end();
+        if (holds != should) return false;
+      }
+      return true;
+    });
+    EXPECT_TRUE(placed) << path;
+    std::vector<ReplicationStatus> statuses;
+    ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10), &statuses).ok()) << path;
+    for (const auto& st : statuses) EXPECT_EQ(st.key_count, 20u) << path;
+  }
+  EXPECT_GT(moved, 0) << "no database moved to the new node; pick more databases";
+}
+
+TEST_F(ClusterTest, DatabasesOfOneRegexConfigReplicateIndependently) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  ASSERT_TRUE(Open(0, "/profile/history/alice").Put("/visit", "a").ok());
+  ASSERT_TRUE(Open(0, "/profile/history/bob").Put("/visit", "b").ok());
+  std::vector<ReplicationStatus> alice, bob;
+  ASSERT_TRUE(cluster_->WaitForConvergence("/profile/history/alice", seconds(10), &alice).ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence("/profile/history/bob", seconds(10), &bob).ok());
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < 3; ++i) ids.push_back(cluster_->node_id(i));
+  EXPECT_EQ(alice[0].replicas, PlaceReplicas("/profile/history/alice", ids, 2));
+  EXPECT_EQ(bob[0].replicas, PlaceReplicas("/profile/history/bob", ids, 2));
+  EXPECT_NE(alice[0].digest, bob[0].digest);
+  for (size_t node = 0; node < 3; ++node) {
+    EXPECT_EQ(Read(node, "/profile/history/alice", "/visit"), "a");
+    EXPECT_EQ(Read(node, "/profile/history/bob", "/visit"), "b");
+  }
+}
+
+TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsId) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const uint64_t id = cluster_->node_id(2);
+  cluster_->Crash(2);
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  ASSERT_TRUE(cluster_->Restart(2).ok());
+  EXPECT_EQ(cluster_->node_id(2), id);
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  std::vector<MemberStatus> members;
+  ASSERT_TRUE(cluster_->node(0)->Members(&members).ok());
+  EXPECT_EQ(members.size(), 3u);
+}
+
+}  // namespace
+}  // namespace kvmesh
