@@ -17,12 +17,6 @@ using database_pointer = database_actor::stateful_pointer<database_state>;
 /// Anti-entropy chunks pushed to one peer in one round at most (the next round goes on).
 constexpr int kMaxPushChunksPerRound = 64;
 
-std::string Hex(uint64_t id) {
-  char buf[17];
-  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
-  return buf;
-}
-
 uint64_t SelfId(database_pointer self) {
   return self->state.replication->node_id;
 }
@@ -40,7 +34,7 @@ std::string ReplicaList(database_pointer self) {
   std::string out;
   for (uint64_t id : self->state.replicas.nodes) {
     if (!out.empty()) out += ", ";
-    out += Hex(id);
+    out += FormatNodeId(id);
   }
   return out;
 }
@@ -121,7 +115,7 @@ void FailPendingWrites(database_pointer self) {
 void Forget(database_pointer self, uint64_t peer_id, const caf::error& err) {
   auto it = self->state.peers.find(peer_id);
   if (it == self->state.peers.end()) return;
-  spdlog::debug("database {}: replica on {} failed: {}", Quote(PathOf(self)), Hex(peer_id),
+  spdlog::debug("database {}: replica on {} failed: {}", Quote(PathOf(self)), FormatNodeId(peer_id),
                 to_string(err));
   it->second.actor = nullptr;
   GiveUp(self, peer_id);
@@ -129,6 +123,21 @@ void Forget(database_pointer self, uint64_t peer_id, const caf::error& err) {
 
 void Flush(database_pointer self, uint64_t peer_id);
 void Pull(database_pointer self, uint64_t peer_id, int pushes_left);
+void Resolve(database_pointer self, uint64_t peer_id);
+
+/// True if `p` (peer `peer_id`) can be sent to now. Otherwise gives up on a partitioned peer, or
+/// starts looking up one whose actor is unknown (which sends when it is found).
+bool ReadyToSend(database_pointer self, uint64_t peer_id, database_state::Peer& p) {
+  if (Blocked(self, SelfId(self), peer_id)) {
+    GiveUp(self, peer_id);
+    return false;
+  }
+  if (!p.actor) {
+    Resolve(self, peer_id);
+    return false;
+  }
+  return true;
+}
 void AfterRound(database_pointer self);
 
 /// Looks up the peer's database actor through the supervisor (instantiating it there), then
@@ -170,15 +179,7 @@ void Flush(database_pointer self, uint64_t peer_id) {
   auto it = self->state.peers.find(peer_id);
   if (it == self->state.peers.end()) return;
   auto& p = it->second;
-  if (p.push_in_flight || p.queued.empty()) return;
-  if (Blocked(self, SelfId(self), peer_id)) {
-    GiveUp(self, peer_id);
-    return;
-  }
-  if (!p.actor) {
-    Resolve(self, peer_id);
-    return;
-  }
+  if (p.push_in_flight || p.queued.empty() || !ReadyToSend(self, peer_id, p)) return;
   std::string payload = std::move(p.queued);
   p.queued.clear();
   p.inflight_writes = std::move(p.queued_writes);
@@ -266,19 +267,13 @@ caf::result<atom::ok> Replicate(database_pointer self, std::string delta) {
 }
 
 /// One anti-entropy exchange with a peer: pull what we lack (repeating while the answer was cut
-/// at its budget), then push what it lacks, then pull again to learn its new vector.
+/// at its budget); when handing our copy over, also push what it lacks and pull again to learn
+/// its new vector.
 void Pull(database_pointer self, uint64_t peer_id, int pushes_left) {
   auto it = self->state.peers.find(peer_id);
   if (it == self->state.peers.end()) return;
   auto& p = it->second;
-  if (Blocked(self, SelfId(self), peer_id)) {
-    GiveUp(self, peer_id);
-    return;
-  }
-  if (!p.actor) {
-    Resolve(self, peer_id);
-    return;
-  }
+  if (!ReadyToSend(self, peer_id, p)) return;
   p.sync_in_flight = true;
   const uint64_t generation = p.generation;
   auto target = p.actor;
@@ -295,14 +290,14 @@ void Pull(database_pointer self, uint64_t peer_id, int pushes_left) {
                 !storage::VersionVector::Parse(reply.sender_vector().SerializeAsString(),
                                                &theirs)) {
               spdlog::warn("database {}: malformed anti-entropy answer from {}",
-                           Quote(PathOf(self)), Hex(peer_id));
+                           Quote(PathOf(self)), FormatNodeId(peer_id));
               peer.sync_in_flight = false;
               return;
             }
             Status s = ApplyFromPeer(self, reply.delta());
             if (!s.ok()) {
               spdlog::error("database {}: cannot apply anti-entropy delta from {}: {}",
-                            Quote(PathOf(self)), Hex(peer_id), s.ToString());
+                            Quote(PathOf(self)), FormatNodeId(peer_id), s.ToString());
               peer.sync_in_flight = false;
               return;
             }
@@ -313,8 +308,10 @@ void Pull(database_pointer self, uint64_t peer_id, int pushes_left) {
               Pull(self, peer_id, pushes_left);
               return;
             }
+            // Replicas pull from each other, so pushing here would send everything twice; a
+            // replica handing its copy over is in nobody's replica set and must push.
             const auto& mine = self->state.store->version_vector();
-            if (pushes_left > 0 && !peer.vector.Includes(mine)) {
+            if (self->state.leaving && pushes_left > 0 && !peer.vector.Includes(mine)) {
               std::string delta;
               bool more = false;
               s = self->state.store->DeltaSince(peer.vector, self->state.replication->chunk_bytes,
@@ -540,12 +537,12 @@ database_actor::behavior_type database_actor_impl(
         ++self->state.requests_since_tick;
         if (Blocked(self, from, SelfId(self))) {
           return ToError(
-              Status::Unavailable("partitioned from " + Hex(from) + " (fault injection)"));
+              Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)"));
         }
         Status s = ApplyFromPeer(self, delta);
         if (!s.ok()) {
-          spdlog::warn("database {}: refused a delta from {}: {}", Quote(PathOf(self)), Hex(from),
-                       s.ToString());
+          spdlog::warn("database {}: refused a delta from {}: {}", Quote(PathOf(self)),
+                       FormatNodeId(from), s.ToString());
           return ToError(s);
         }
         return atom::ok_v;
@@ -554,7 +551,7 @@ database_actor::behavior_type database_actor_impl(
         // Not counted as use: peers' periodic pulls alone must not keep a database active.
         if (Blocked(self, from, SelfId(self))) {
           return ToError(
-              Status::Unavailable("partitioned from " + Hex(from) + " (fault injection)"));
+              Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)"));
         }
         storage::VersionVector theirs;
         if (!storage::VersionVector::Parse(vector_bytes, &theirs)) {

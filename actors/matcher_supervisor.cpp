@@ -131,11 +131,7 @@ void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t>
   }
   if (index >= nodes.size()) {
     std::string list;
-    for (uint64_t id : nodes) {
-      char buf[17];
-      snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
-      list += (list.empty() ? "" : ", ") + std::string(buf);
-    }
+    for (uint64_t id : nodes) list += (list.empty() ? "" : ", ") + FormatNodeId(id);
     promise.deliver(ToError(Status::Unavailable("no replica of database " + Quote(path) +
                                                 " is reachable (replicas: " + list + ")")));
     return;

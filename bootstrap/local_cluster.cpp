@@ -22,12 +22,6 @@ Status PollUntil(std::chrono::milliseconds timeout, Check check) {
   }
 }
 
-std::string Hex(uint64_t id) {
-  char buf[17];
-  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
-  return buf;
-}
-
 }  // namespace
 
 NodeOptions LocalClusterOptions::TestNodeOptions() {
@@ -48,6 +42,12 @@ NodeOptions LocalClusterOptions::TestNodeOptions() {
 Status LocalCluster::Start(LocalClusterOptions options, std::unique_ptr<LocalCluster>* out) {
   if (options.dir.empty()) return Status::InvalidArgument("LocalClusterOptions::dir is empty");
   if (options.nodes == 0) return Status::InvalidArgument("a cluster needs at least one node");
+  std::error_code error;
+  std::filesystem::create_directories(options.dir, error);
+  if (error) {
+    return Status::IOError("cannot create cluster directory " + Quote(options.dir) + ": " +
+                           error.message());
+  }
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
   cluster->faults_ = options.node.fault_injector
                          ? options.node.fault_injector
@@ -202,16 +202,16 @@ Status LocalCluster::WaitForConvergence(std::string_view path, std::chrono::mill
       return Status::Unavailable("no replica of " + Quote(std::string(path)) + " runs");
     for (const auto& st : statuses) {
       if (st.replicas != first.replicas) {
-        return Status::Timeout("replica " + Hex(st.node_id) + " has another replica set");
+        return Status::Timeout("replica " + FormatNodeId(st.node_id) + " has another replica set");
       }
       if (st.version_vector != statuses[0].version_vector || st.digest != statuses[0].digest) {
-        return Status::Timeout("replicas differ: " + Hex(statuses[0].node_id) + " has " +
-                               statuses[0].version_vector + ", " + Hex(st.node_id) + " has " +
-                               st.version_vector);
+        return Status::Timeout("replicas differ: " + FormatNodeId(statuses[0].node_id) + " has " +
+                               statuses[0].version_vector + ", " + FormatNodeId(st.node_id) +
+                               " has " + st.version_vector);
       }
       for (const auto& peer : st.peers) {
         if (peer.pending_deltas != 0) {
-          return Status::Timeout("replica " + Hex(st.node_id) + " has deltas pending");
+          return Status::Timeout("replica " + FormatNodeId(st.node_id) + " has deltas pending");
         }
       }
     }

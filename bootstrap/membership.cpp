@@ -14,12 +14,6 @@ namespace {
 using membership_pointer = peer_actor::stateful_pointer<membership_state>;
 using Clock = membership_state::clock;
 
-std::string Hex(uint64_t id) {
-  char buf[17];
-  snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
-  return buf;
-}
-
 bool Blocked(membership_pointer self, uint64_t from, uint64_t to) {
   return self->state.options.faults && self->state.options.faults->Blocked(from, to);
 }
@@ -74,7 +68,8 @@ void PublishView(membership_pointer self) {
 void MarkDown(membership_pointer self, uint64_t id, const char* why) {
   auto& m = self->state.members[id];
   if (m.alive) {
-    spdlog::warn("node {}: member {} is down ({})", Hex(self->state.node_id), Hex(id), why);
+    spdlog::warn("node {}: member {} is down ({})", FormatNodeId(self->state.node_id),
+                 FormatNodeId(id), why);
     m.alive = false;
     m.down_since = Clock::now();
   }
@@ -85,8 +80,8 @@ void MarkHeard(membership_pointer self, uint64_t id) {
   m.last_heard = Clock::now();
   if (!m.alive) {
     m.alive = true;
-    spdlog::info("node {}: member {} is up ({}:{})", Hex(self->state.node_id), Hex(id), m.host,
-                 m.cluster_port);
+    spdlog::info("node {}: member {} is up ({}:{})", FormatNodeId(self->state.node_id),
+                 FormatNodeId(id), m.host, m.cluster_port);
   }
 }
 

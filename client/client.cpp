@@ -293,6 +293,11 @@ Result<std::string> Client::reload_configs() const {
   return connection_->Call<std::string>(atom::reload_v);
 }
 
+Result<std::vector<MemberStatus>> Client::members() const {
+  if (!connection_) return status_;
+  return connection_->Call<std::vector<MemberStatus>>(atom::members_v);
+}
+
 // -- Database -----------------------------------------------------------------------------------
 
 Database::Database() = default;
@@ -343,6 +348,11 @@ Status Database::write(const WriteBatch& batch) const {
 Result<DatabaseStats> Database::stats() const {
   if (!connection_) return status_;
   return connection_->Call<DatabaseStats>(atom::stats_v, path_);
+}
+
+Result<ReplicationStatus> Database::replication_status() const {
+  if (!connection_) return status_;
+  return connection_->Call<ReplicationStatus>(atom::status_v, path_);
 }
 
 void Database::close() {

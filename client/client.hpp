@@ -67,6 +67,8 @@ class Client {
   Result<std::vector<ConfigInfo>> configs() const;
   /// Asks the node to re-read its config directory; the summary of what it loaded.
   Result<std::string> reload_configs() const;
+  /// The cluster members as the node sees them, itself first (just itself when not clustered).
+  Result<std::vector<MemberStatus>> members() const;
 
  private:
   friend Client connect(const std::string& address, const ClientOptions& options);
@@ -105,6 +107,9 @@ class Database {
   Status write(const WriteBatch& batch) const;
   /// Key count, used bytes and limit.
   Result<DatabaseStats> stats() const;
+  /// Replication status from the replica serving this node: replica set, version vectors,
+  /// pending deltas and content digest (equal digests: equal contents).
+  Result<ReplicationStatus> replication_status() const;
   /// Releases this handle (other copies stay usable).
   void close();
 

@@ -1,5 +1,7 @@
 #include "common/status.hpp"
 
+#include <cstdio>
+
 #include <array>
 
 namespace kvmesh {
@@ -49,6 +51,12 @@ std::string Status::ToString() const {
 namespace {
 constexpr uint64_t kKi = 1024;
 }  // namespace
+
+std::string FormatNodeId(uint64_t id) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
 
 std::string FormatSize(uint64_t bytes) {
   std::string exact = std::to_string(bytes) + " B";

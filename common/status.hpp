@@ -119,6 +119,9 @@ class Result {
 /// "104857600 B (100 MiB)"; below 1 KiB just "512 B".
 std::string FormatSize(uint64_t bytes);
 
+/// A node id as logs, errors and tools show it: 16 lowercase hex digits.
+std::string FormatNodeId(uint64_t id);
+
 inline std::ostream& operator<<(std::ostream& os, const Status& s) {
   return os << s.ToString();
 }

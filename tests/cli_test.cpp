@@ -132,5 +132,20 @@ TEST_F(CliTest, DbsAndConfigCommands) {
   EXPECT_NE(invalid.err.find("x.yaml:1: error: matcher"), std::string::npos) << invalid.err;
 }
 
+TEST_F(CliTest, StatusAndMembersDescribeASingleNode) {
+  ASSERT_EQ(Run({"put", "/example/kv", "/a", "1"}).exit_code, 0);
+  CommandResult status = Run({"status", "/example/kv"});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("1 keys, 0 tombstones"), std::string::npos) << status.out;
+  EXPECT_NE(status.out.find("writes need 1 acknowledgements"), std::string::npos) << status.out;
+  CommandResult json = Run({"--json", "status", "/example/kv"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"writes_seen\":1"), std::string::npos) << json.out;
+  CommandResult members = Run({"members"});
+  ASSERT_EQ(members.exit_code, 0) << members.err;
+  EXPECT_NE(members.out.find("(this node)"), std::string::npos) << members.out;
+  EXPECT_EQ(Run({"status", "/unknown"}).exit_code, 3);  // no config matches
+}
+
 }  // namespace
 }  // namespace kvmesh

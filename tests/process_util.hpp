@@ -53,6 +53,10 @@ class DaemonProcess {
       std::string text(line);
       if (std::regex_search(text, m, std::regex("listening on [^ ]+:([0-9]+)"))) {
         port_ = std::stoi(m[1]);
+        std::smatch cluster;
+        if (std::regex_search(text, cluster, std::regex("cluster port [^ ]+:([0-9]+)"))) {
+          cluster_port_ = std::stoi(cluster[1]);
+        }
         // Keep draining output so the child never blocks on a full pipe.
         drainer_ = std::thread([f = stdout_] {
           char buf[4096];
@@ -92,6 +96,8 @@ class DaemonProcess {
   }
 
   int port() const { return port_; }
+  /// The cluster port from the ready line; 0 if the node is not clustered.
+  int cluster_port() const { return cluster_port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   const std::string& output() const { return output_; }
   bool running() const { return pid_ > 0; }
@@ -99,6 +105,7 @@ class DaemonProcess {
  private:
   pid_t pid_ = -1;
   int port_ = 0;
+  int cluster_port_ = 0;
   int exit_code_ = -1;
   FILE* stdout_ = nullptr;
   std::thread drainer_;

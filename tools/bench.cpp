@@ -1,6 +1,6 @@
 // kvmesh-bench: measures kvmesh against raw RocksDB with the same options, in one run, so a noisy
-// machine still gives a true ratio. This first version covers the embedded node; the remote and
-// cluster targets come with the network client.
+// machine still gives a true ratio. Targets: rocksdb (the baseline), embedded (a node in this
+// process), remote (a running kvmeshd), cluster (three in-process nodes replicating with min 2).
 //
 //   kvmesh-bench --ops 200000 --value-size 100 --inflight 1,64 --workloads put,get
 #include <rocksdb/db.h>
@@ -18,6 +18,7 @@
 #include <numeric>
 #include <random>
 
+#include "bootstrap/local_cluster.hpp"
 #include "bootstrap/node.hpp"
 #include "client/client.hpp"
 #include "config/config_set.hpp"
@@ -48,6 +49,8 @@ struct Settings {
   std::string scheduler_policy = "sharing";
   /// For the remote target: a kvmeshd started with --config-dir tools/bench.
   std::string node = "127.0.0.1:7371";
+  /// For the cluster target: writes a crashed node misses before it restarts.
+  uint64_t catchup_keys = 100000;
 };
 
 std::vector<std::string> MakeKeys(uint64_t n) {
@@ -114,8 +117,9 @@ std::vector<Result> RunRocksDb(const Settings& s, const std::vector<std::string>
 // One workload against an embedded database with `inflight` asynchronous requests outstanding
 // (1 = the blocking API).
 Result RunEmbeddedOne(kvmesh::Database& db, const std::string& workload, int inflight,
-                      const std::vector<std::string>& keys, const std::string& value) {
-  Result r{workload, "embedded", inflight, keys.size()};
+                      const std::vector<std::string>& keys, const std::string& value,
+                      const std::string& target = "embedded") {
+  Result r{workload, target, inflight, keys.size()};
   std::vector<uint32_t> ns(keys.size());
   std::atomic<uint64_t> failures{0};
   auto start = Clock::now();
@@ -155,7 +159,7 @@ Result RunEmbeddedOne(kvmesh::Database& db, const std::string& workload, int inf
     finished_future.wait();
   }
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (failures > 0) std::cerr << "embedded " << workload << ": " << failures << " failures\n";
+  if (failures > 0) std::cerr << target << " " << workload << ": " << failures << " failures\n";
   Percentiles(ns, &r);
   return r;
 }
@@ -264,6 +268,103 @@ std::vector<Result> RunRemote(const Settings& s, const std::vector<std::string>&
   return out;
 }
 
+/// Microseconds at quantile q of `us` (sorted in place).
+double Quantile(std::vector<double>& us, double q) {
+  if (us.empty()) return 0;
+  std::sort(us.begin(), us.end());
+  return us[std::min(us.size() - 1, static_cast<size_t>(q * us.size()))];
+}
+
+// A 3-node in-process cluster (LocalCluster: real nodes over loopback). Writes go through node 0
+// with the embedded API; the config is /bench/* with replication min 2, max 3, so every write
+// waits for one other replica. Also measures replication lag (acknowledgement on node 0 until
+// the key is readable on every node) and how long a crashed node takes to catch up on
+// `catchup_keys` writes it missed.
+std::vector<Result> RunCluster(const Settings& s, const std::vector<std::string>& keys,
+                               const std::string& value) {
+  auto configs = std::make_shared<kvmesh::config::ConfigSet>();
+  kvmesh::Status st = kvmesh::config::ConfigSet::LoadString(
+      "matcher: /bench/*\nsize: 1TB\nreplication: {min: 2, max: 3}\n", "bench", configs.get(),
+      nullptr);
+  kvmesh::LocalClusterOptions options;
+  options.nodes = 3;
+  options.dir = s.dir + "/cluster";
+  options.configs = configs;
+  options.node.scheduler_policy = s.scheduler_policy;
+  options.node.sync_interval = std::chrono::seconds(1);
+  options.node.worker_threads = 0;
+  std::unique_ptr<kvmesh::LocalCluster> cluster;
+  if (st.ok()) st = kvmesh::LocalCluster::Start(options, &cluster);
+  if (!st.ok()) {
+    std::cerr << "cannot start the cluster: " << st << "\n";
+    std::exit(3);
+  }
+  std::vector<Result> out;
+  for (int inflight : s.inflight) {
+    kvmesh::Database db;
+    st = cluster->node(0)->Open("/bench/run" + std::to_string(inflight), &db);
+    if (!st.ok()) {
+      std::cerr << "open: " << st << "\n";
+      std::exit(3);
+    }
+    for (const std::string& workload : s.workloads) {
+      out.push_back(RunEmbeddedOne(db, workload, inflight, keys, value, "cluster3"));
+    }
+  }
+
+  // Replication lag.
+  std::vector<kvmesh::Database> dbs(3);
+  for (size_t i = 0; i < 3; ++i) cluster->node(i)->Open("/bench/lag", &dbs[i]);
+  std::vector<double> lag_us;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string key = "/lag/" + std::to_string(i);
+    if (!dbs[0].Put(key, value).ok()) continue;
+    const auto acked = Clock::now();
+    std::string got;
+    for (size_t n = 1; n < 3; ++n) {
+      while (!dbs[n].Get(key, &got).ok()) {
+        if (Clock::now() - acked > std::chrono::seconds(10)) break;
+      }
+    }
+    lag_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - acked).count());
+  }
+  const double lag_p50 = Quantile(lag_us, 0.5), lag_p99 = Quantile(lag_us, 0.99);
+
+  // Catch-up of a crashed node.
+  kvmesh::Database catchup;
+  cluster->node(0)->Open("/bench/catchup", &catchup);
+  catchup.Put("/warm", value);
+  cluster->WaitForConvergence("/bench/catchup", std::chrono::seconds(30));
+  cluster->Crash(2);
+  cluster->WaitForMembership(std::chrono::seconds(30));
+  for (uint64_t i = 0; i < s.catchup_keys; i += 1000) {
+    kvmesh::WriteBatch batch;
+    for (uint64_t k = i; k < std::min(s.catchup_keys, i + 1000); ++k) {
+      batch.Put("/c/" + std::to_string(k), value);
+    }
+    st = catchup.Write(batch);
+    if (!st.ok()) std::cerr << "catch-up load: " << st << "\n";
+  }
+  const auto restart = Clock::now();
+  st = cluster->Restart(2);
+  if (st.ok()) st = cluster->WaitForConvergence("/bench/catchup", std::chrono::minutes(10));
+  const double catchup_s = std::chrono::duration<double>(Clock::now() - restart).count();
+  kvmesh::ReplicationStatus restarted;
+  cluster->ReplicaStatus(2, "/bench/catchup", &restarted);
+  std::printf(
+      "cluster3: replication lag (ack on node 0 -> readable on all 3), %zu samples: p50 %.0f us, "
+      "p99 %.0f us\n",
+      lag_us.size(), lag_p50, lag_p99);
+  std::printf(
+      "cluster3: restarted node caught up on %llu missed keys in %.2f s (%s); it received "
+      "%llu records and applied %llu\n",
+      static_cast<unsigned long long>(s.catchup_keys), catchup_s,
+      st.ok() ? "converged" : st.ToString().c_str(),
+      static_cast<unsigned long long>(restarted.entries_received),
+      static_cast<unsigned long long>(restarted.entries_applied));
+  return out;
+}
+
 void Print(const std::vector<Result>& results) {
   std::printf("%-9s %-9s %8s %10s %12s %9s %9s %11s\n", "workload", "target", "inflight", "ops",
               "ops/s", "p50_us", "p99_us", "vs_rocksdb");
@@ -294,7 +395,9 @@ int main(int argc, char** argv) {
   app.add_option("--workloads", s.workloads, "put,get")->delimiter(',')->capture_default_str();
   app.add_option("--node", s.node, "remote target: kvmeshd address (--config-dir tools/bench)")
       ->capture_default_str();
-  app.add_option("--targets", s.targets, "rocksdb,embedded,remote")
+  app.add_option("--catchup-keys", s.catchup_keys, "cluster target: keys a crashed node misses")
+      ->capture_default_str();
+  app.add_option("--targets", s.targets, "rocksdb,embedded,remote,cluster")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--dir", s.dir, "scratch directory (wiped first)")->capture_default_str();
@@ -317,6 +420,8 @@ int main(int argc, char** argv) {
       r = RunEmbedded(s, keys, value);
     } else if (target == "remote") {
       r = RunRemote(s, keys, value);
+    } else if (target == "cluster") {
+      r = RunCluster(s, keys, value);
     } else {
       std::cerr << "unknown target " << target << "\n";
       return 2;

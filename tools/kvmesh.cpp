@@ -302,6 +302,84 @@ class Cli {
     return FinishOutput();
   }
 
+  int ReplicationStatus(const std::string& path) {
+    kvmesh::client::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    auto st = db.replication_status();
+    if (!st.ok()) return Fail(st.status());
+    if (g_.json) {
+      json replicas = json::array();
+      for (uint64_t id : st->replicas) replicas.push_back(kvmesh::FormatNodeId(id));
+      json peers = json::array();
+      for (const auto& p : st->peers) {
+        peers.push_back({{"node", kvmesh::FormatNodeId(p.node_id)},
+                         {"reachable", p.reachable},
+                         {"version_vector", p.version_vector},
+                         {"writes_seen", p.writes_seen},
+                         {"pending_deltas", p.pending_deltas}});
+      }
+      json j{{"node", kvmesh::FormatNodeId(st->node_id)},
+             {"replicas", replicas},
+             {"min", st->min},
+             {"max", st->max},
+             {"required_acks", st->required_acks},
+             {"keys", st->key_count},
+             {"used_bytes", st->used_bytes},
+             {"tombstones", st->tombstones},
+             {"digest", kvmesh::FormatNodeId(st->digest)},
+             {"version_vector", st->version_vector},
+             {"writes_seen", st->writes_seen},
+             {"peers", peers}};
+      PutText(j, "path", st->path);
+      std::cout << j.dump() << "\n";
+    } else {
+      std::cout << st->path << " on node " << kvmesh::FormatNodeId(st->node_id) << ": "
+                << st->key_count << " keys, " << st->tombstones << " tombstones, digest "
+                << kvmesh::FormatNodeId(st->digest) << "\n  replication min " << st->min << " max "
+                << st->max << ", writes need " << st->required_acks
+                << " acknowledgements; replicas:";
+      for (uint64_t id : st->replicas) std::cout << " " << kvmesh::FormatNodeId(id);
+      std::cout << "\n  this replica: " << st->writes_seen << " writes " << st->version_vector
+                << "\n";
+      for (const auto& p : st->peers) {
+        std::cout << "  peer " << kvmesh::FormatNodeId(p.node_id)
+                  << (p.reachable ? " reachable" : " UNREACHABLE") << ", " << p.pending_deltas
+                  << " deltas pending, "
+                  << (p.version_vector.empty()
+                          ? std::string("vector unknown")
+                          : std::to_string(p.writes_seen) + " writes " + p.version_vector)
+                  << "\n";
+      }
+    }
+    return FinishOutput();
+  }
+
+  int Members() {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto members = client.members();
+    if (!members.ok()) return Fail(members.status());
+    if (g_.json) {
+      json out = json::array();
+      for (const auto& m : *members) {
+        out.push_back({{"node", kvmesh::FormatNodeId(m.node_id)},
+                       {"cluster_address", m.cluster_address},
+                       {"client_port", m.client_port},
+                       {"alive", m.alive},
+                       {"self", m.self},
+                       {"silent_ms", m.silent_ms}});
+      }
+      std::cout << out.dump() << "\n";
+    } else {
+      for (const auto& m : *members) {
+        std::cout << kvmesh::FormatNodeId(m.node_id) << "  " << (m.alive ? "up  " : "DOWN") << "  "
+                  << (m.cluster_address.empty() ? "-" : m.cluster_address) << "  client port "
+                  << m.client_port << (m.self ? "  (this node)" : "") << "\n";
+      }
+    }
+    return FinishOutput();
+  }
+
   int Dbs() {
     auto& client = Connect();
     if (!client.ok()) return Fail(client.status());
@@ -404,6 +482,10 @@ int main(int argc, char** argv) {
   exp->add_option("PREFIX", prefix);
   auto* stats = app.add_subcommand("stats", "key count, used bytes and limit");
   stats->add_option("DB", db)->required();
+  auto* status = app.add_subcommand(
+      "status", "replication status of a database: replicas, version vectors, pending, digest");
+  status->add_option("DB", db)->required();
+  auto* members = app.add_subcommand("members", "cluster members as the node sees them");
   auto* dbs = app.add_subcommand("dbs", "database configs and instantiated databases");
   auto* config = app.add_subcommand("config", "validate or reload database configs");
   config->require_subcommand(1);
@@ -432,6 +514,8 @@ int main(int argc, char** argv) {
   if (imp->parsed()) return cli.Import(db, file);
   if (exp->parsed()) return cli.Export(db, prefix);
   if (stats->parsed()) return cli.Stats(db);
+  if (status->parsed()) return cli.ReplicationStatus(db);
+  if (members->parsed()) return cli.Members();
   if (dbs->parsed()) return cli.Dbs();
   if (validate->parsed()) return cli.ConfigValidate(dir);
   if (reload->parsed()) return cli.ConfigReload();

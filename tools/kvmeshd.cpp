@@ -28,7 +28,27 @@ int main(int argc, char** argv) {
                  "CAF scheduler: sharing (lowest latency) or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
       ->capture_default_str();
-  for (auto* opt : {name, data_dir, config_dir, listen, port_opt, log_level}) {
+  int cluster_port = config.node.cluster_port;
+  auto* cluster_port_opt =
+      app.add_option("--cluster-port", cluster_port,
+                     "port for other nodes; -1 runs a single node, 0 picks a free one")
+          ->check(CLI::Range(-1, 65535));
+  auto* cluster_listen = app.add_option("--cluster-listen", config.node.cluster_host,
+                                        "address the cluster port listens on");
+  std::string seeds;
+  auto* seeds_opt = app.add_option(
+      "--seeds", seeds, "comma-separated cluster addresses (host:port) of nodes to join through");
+  long long failure_ms = config.node.failure_timeout.count();
+  auto* failure_opt =
+      app.add_option("--failure-timeout-ms", failure_ms, "a silent member is down after this long")
+          ->check(CLI::Range(100LL, 3600LL * 1000));
+  long long grace_s =
+      std::chrono::duration_cast<std::chrono::seconds>(config.node.replica_grace).count();
+  auto* grace_opt = app.add_option("--replica-grace-s", grace_s,
+                                   "a member down this long has its replicas moved elsewhere")
+                        ->check(CLI::Range(1LL, 365LL * 24 * 3600));
+  for (auto* opt : {name, data_dir, config_dir, listen, port_opt, log_level, cluster_port_opt,
+                    cluster_listen, failure_opt, grace_opt}) {
     opt->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
@@ -47,10 +67,31 @@ int main(int argc, char** argv) {
     if (listen->count() == 0) config.node.listen_host = from_file.node.listen_host;
     if (port_opt->count() == 0) port = from_file.node.listen_port;
     if (log_level->count() == 0) config.log_level = from_file.log_level;
+    if (cluster_port_opt->count() == 0) cluster_port = from_file.node.cluster_port;
+    if (cluster_listen->count() == 0) config.node.cluster_host = from_file.node.cluster_host;
+    if (seeds_opt->count() == 0) config.node.seeds = from_file.node.seeds;
+    if (failure_opt->count() == 0) failure_ms = from_file.node.failure_timeout.count();
+    if (grace_opt->count() == 0) {
+      grace_s =
+          std::chrono::duration_cast<std::chrono::seconds>(from_file.node.replica_grace).count();
+    }
     config.node.idle_timeout = from_file.node.idle_timeout;
     config.node.sync = from_file.node.sync;
   }
   config.node.listen_port = port;
+  config.node.cluster_port = cluster_port;
+  config.node.failure_timeout = std::chrono::milliseconds(failure_ms);
+  config.node.replica_grace = std::chrono::seconds(grace_s);
+  if (seeds_opt->count() > 0) {
+    config.node.seeds.clear();
+    size_t start = 0;
+    while (start <= seeds.size()) {
+      size_t comma = seeds.find(',', start);
+      if (comma == std::string::npos) comma = seeds.size();
+      if (comma > start) config.node.seeds.push_back(seeds.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
   auto level = spdlog::level::from_str(config.log_level);
   if (level == spdlog::level::off && config.log_level != "off") {
     std::cerr << "kvmeshd: unknown log level \"" << config.log_level << "\"\n";
@@ -81,7 +122,11 @@ int main(int argc, char** argv) {
   std::cout << "kvmeshd " << config.name << " (node " << std::hex << node->node_id() << std::dec
             << ") listening on " << config.node.listen_host << ":" << node->port() << " with "
             << configs.size() << " database configs from " << config.node.config_dir << "; data in "
-            << config.node.data_dir << std::endl;
+            << config.node.data_dir;
+  if (node->cluster_port() != 0) {
+    std::cout << "; cluster port " << config.node.cluster_host << ":" << node->cluster_port();
+  }
+  std::cout << std::endl;
 
   while (true) {
     int signal = 0;
