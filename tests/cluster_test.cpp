@@ -391,5 +391,42 @@ TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsId) {
   EXPECT_EQ(members.size(), 3u);
 }
 
+TEST_F(ClusterTest, ADeadReplicaIsReplacedAfterTheGracePeriod) {
+  LocalClusterOptions options;
+  options.node.replica_grace = std::chrono::seconds(2);
+  {
+    Status started = StartCluster(4, options);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database db = Open(0, "/loose/grace");
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+  std::vector<ReplicationStatus> before;
+  ASSERT_TRUE(cluster_->WaitForConvergence("/loose/grace", seconds(10), &before).ok());
+  ASSERT_EQ(before.size(), 3u);  // max 3 of 4 nodes
+  // Crash a replica that is not node 0 (node 0 keeps serving the test's requests).
+  size_t victim = cluster_->size();
+  for (uint64_t id : before[0].replicas) {
+    if (cluster_->IndexOf(id) != 0) victim = cluster_->IndexOf(id);
+  }
+  ASSERT_LT(victim, cluster_->size());
+  const uint64_t victim_id = cluster_->node_id(victim);
+  cluster_->Crash(victim);
+  // After the grace period the database is placed on the three live nodes again, and the one
+  // that was not a replica before is filled.
+  std::vector<ReplicationStatus> after;
+  bool replaced = Eventually(seconds(20), [&] {
+    if (!cluster_->WaitForConvergence("/loose/grace", milliseconds(50), &after).ok()) return false;
+    if (after.size() != 3) return false;
+    for (const auto& st : after) {
+      if (std::find(st.replicas.begin(), st.replicas.end(), victim_id) != st.replicas.end()) {
+        return false;
+      }
+    }
+    return true;
+  });
+  ASSERT_TRUE(replaced);
+  for (const auto& st : after) EXPECT_EQ(st.key_count, 50u) << FormatNodeId(st.node_id);
+}
+
 }  // namespace
 }  // namespace kvmesh
