@@ -1,5 +1,7 @@
 #include "actors/matcher_supervisor.hpp"
 
+#include <set>
+
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
@@ -158,6 +160,36 @@ void Replace(supervisor_pointer self) {
   }
 }
 
+/// Activates the passivated databases of this node's catalog whose replicas must exchange after
+/// a change of members: their replica set changed (from `old_candidates` to the current
+/// members), or it includes a member in `returned` (back after being down). Running databases got
+/// their new replica set already. Each activated database runs anti-entropy (filling a new
+/// replica, catching up a returned one, or handing its copy over) and passivates again when idle.
+void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_candidates,
+                  const std::set<uint64_t>& returned) {
+  auto& st = self->state;
+  std::vector<DatabaseInfo> catalog;
+  Status s = st.store->ListDatabases(&catalog);
+  if (!s.ok()) {
+    spdlog::error("cannot read the catalog to rebalance: {}", s.ToString());
+    return;
+  }
+  size_t woken = 0;
+  for (const auto& info : catalog) {
+    if (st.running.count(info.path) > 0 || st.stopping.count(info.path) > 0) continue;
+    const config::DatabaseConfig* config = st.configs->Resolve(info.path);
+    if (config == nullptr) continue;
+    const ReplicaSet placed = PlaceDatabase(self, info.path, *config);
+    bool affected = placed.nodes != PlaceReplicas(info.path, old_candidates,
+                                                  std::max<uint32_t>(1, config->replication.max));
+    for (uint64_t id : placed.nodes) affected = affected || returned.count(id) > 0;
+    if (!affected) continue;
+    database_actor handle;
+    if (Instantiate(self, info.path, &handle).ok()) ++woken;
+  }
+  if (woken > 0) spdlog::debug("membership changed: {} idle databases woken to rebalance", woken);
+}
+
 /// Loads the config directory; on success applies it and describes it, else changes nothing.
 caf::result<std::string> Reload(supervisor_pointer self) {
   auto& st = self->state;
@@ -270,11 +302,25 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
       },
       [=](atom::members, std::vector<MemberView>& view) {
         auto& st = self->state;
+        // Databases nobody uses must rebalance too: remember who was a candidate and who is
+        // back, then wake the idle databases this change concerns.
+        std::vector<uint64_t> old_candidates{SelfId(self)};
+        for (const auto& [id, member] : st.members) old_candidates.push_back(id);
+        std::set<uint64_t> returned;
+        for (const auto& member : view) {
+          auto old = st.members.find(member.node_id);
+          if (member.alive && (old == st.members.end() || !old->second.alive)) {
+            returned.insert(member.node_id);
+          }
+        }
         st.members.clear();
         for (auto& member : view) {
           if (member.node_id != SelfId(self)) st.members.emplace(member.node_id, std::move(member));
         }
         Replace(self);
+        // A restarted node sees every member as returned, so each database it shares with them
+        // checks in (they may have taken writes while it was down).
+        WakeAffected(self, old_candidates, returned);
       },
       [=](atom::dropped, const std::string& path, const database_actor& who) {
         auto it = self->state.running.find(path);

@@ -428,5 +428,50 @@ TEST_F(ClusterTest, ADeadReplicaIsReplacedAfterTheGracePeriod) {
   for (const auto& st : after) EXPECT_EQ(st.key_count, 50u) << FormatNodeId(st.node_id);
 }
 
+TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
+  LocalClusterOptions options;
+  options.node.idle_timeout = milliseconds(200);
+  {
+    Status started = StartCluster(3, options);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const int kDatabases = 12;
+  for (int d = 0; d < kDatabases; ++d) {
+    Database db = Open(0, "/pairs/" + std::to_string(d));
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+  }
+  // Every database goes idle and stops: nothing but membership can wake it now.
+  auto all_idle = [&] {
+    for (size_t i : cluster_->Running()) {
+      uint64_t active = 1;
+      if (!cluster_->node(i)->ActiveDatabases(&active).ok() || active != 0) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(Eventually(seconds(10), all_idle));
+  size_t added = 0;
+  ASSERT_TRUE(cluster_->AddNode(&added).ok());
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < cluster_->size(); ++i) ids.push_back(cluster_->node_id(i));
+  // The catalogs (read without waking anything) end up matching placement over four nodes.
+  bool placed = Eventually(seconds(20), [&] {
+    for (size_t i = 0; i < cluster_->size(); ++i) {
+      std::vector<DatabaseInfo> catalog;
+      if (!cluster_->node(i)->ListDatabases(&catalog).ok()) return false;
+      for (int d = 0; d < kDatabases; ++d) {
+        const std::string path = "/pairs/" + std::to_string(d);
+        const auto expected = PlaceReplicas(path, ids, 2);
+        const bool should =
+            std::find(expected.begin(), expected.end(), cluster_->node_id(i)) != expected.end();
+        const bool holds = std::any_of(catalog.begin(), catalog.end(),
+                                       [&](const DatabaseInfo& info) { return info.path == path; });
+        if (holds != should) return false;
+      }
+    }
+    return true;
+  });
+  EXPECT_TRUE(placed);
+}
+
 }  // namespace
 }  // namespace kvmesh
