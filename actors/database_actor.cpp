@@ -74,7 +74,7 @@ void GiveUp(database_pointer self, uint64_t peer_id) {
   auto it = self->state.peers.find(peer_id);
   if (it == self->state.peers.end()) return;
   auto& p = it->second;
-  ++p.generation;
+  p.generation = ++self->state.last_generation;
   p.reachable = false;
   p.resolving = false;
   p.push_in_flight = false;
@@ -86,6 +86,17 @@ void GiveUp(database_pointer self, uint64_t peer_id) {
   p.inflight_writes.clear();
   Acknowledge(self, queued, false);
   Acknowledge(self, inflight, false);
+}
+
+/// True if the message being handled comes from this actor itself (its timers).
+bool FromSelf(database_pointer self) {
+  return self->current_sender() != nullptr && self->current_sender() == self->ctrl();
+}
+
+/// True if the message being handled comes from the supervisor. Other nodes hold this actor's
+/// handle, so messages that steer it are checked.
+bool FromSupervisor(database_pointer self) {
+  return FromExpected(self, self->state.supervisor);
 }
 
 /// Applies a delta from another replica and counts what it brought.
@@ -250,11 +261,9 @@ void Push(database_pointer self, const std::string& delta, uint64_t write_id) {
 caf::result<atom::ok> Replicate(database_pointer self, std::string delta) {
   auto& st = self->state;
   const uint32_t needed = std::max<uint32_t>(1, st.replicas.required_acks);
-  if (st.peers.empty() || delta.empty()) {
-    if (needed <= 1 || delta.empty()) return atom::ok_v;
-  }
+  if (delta.empty()) return atom::ok_v;  // the write changed nothing (an erase of a tombstone)
   if (needed <= 1) {
-    Push(self, delta, 0);
+    if (!st.peers.empty()) Push(self, delta, 0);
     return atom::ok_v;
   }
   const uint64_t id = ++st.next_write_id;
@@ -304,8 +313,9 @@ void Pull(database_pointer self, uint64_t peer_id, int pushes_left) {
             peer.vector = std::move(theirs);
             peer.vector_known = true;
             peer.reachable = true;
-            if (reply.more()) {
-              Pull(self, peer_id, pushes_left);
+            if (reply.more() && pushes_left > 0) {
+              // Bounded per round like pushes: the next round goes on.
+              Pull(self, peer_id, pushes_left - 1);
               return;
             }
             // Replicas pull from each other, so pushing here would send everything twice; a
@@ -355,6 +365,7 @@ void AfterRound(database_pointer self) {
   bool all_known = !st.peers.empty();
   storage::VersionVector stable = st.store->version_vector();
   bool all_include_mine = true;
+  bool includes_all_theirs = true;
   for (auto& [peer_id, p] : st.peers) {
     if (!p.vector_known) {
       all_known = false;
@@ -362,6 +373,9 @@ void AfterRound(database_pointer self) {
     }
     stable = storage::VersionVector::Min(stable, p.vector);
     if (!p.vector.Includes(st.store->version_vector())) all_include_mine = false;
+    // A write a peer has seen and we have not may still be on its way here (a queued push); if
+    // it is older than a tombstone we collected, it would bring the key back.
+    if (!st.store->version_vector().Includes(p.vector)) includes_all_theirs = false;
   }
   if (!all_known) return;
   if (st.leaving && all_include_mine) {
@@ -380,7 +394,7 @@ void AfterRound(database_pointer self) {
     self->quit();
     return;
   }
-  if (st.leaving || st.store->tombstone_count() == 0) return;
+  if (st.leaving || !includes_all_theirs || st.store->tombstone_count() == 0) return;
   uint64_t collected = 0;
   Status s = st.store->CollectTombstones(stable, &collected);
   if (!s.ok()) {
@@ -412,6 +426,7 @@ void SetReplicas(database_pointer self, ReplicaSet replicas) {
   for (uint64_t peer_id : st.replicas.nodes) {
     if (peer_id == me) continue;
     auto [it, added] = st.peers.try_emplace(peer_id);
+    if (added) it->second.generation = ++st.last_generation;
     const bool unreachable =
         std::find(st.replicas.unreachable.begin(), st.replicas.unreachable.end(), peer_id) !=
         st.replicas.unreachable.end();
@@ -483,6 +498,8 @@ database_actor::behavior_type database_actor_impl(
   });
   // Nobody may be left waiting on the way out: writes waiting for acknowledgements fail.
   self->set_exit_handler([self](caf::exit_msg& msg) {
+    // Other nodes hold this actor's handle (replicas talk directly); their exits are ignored.
+    if (msg.source && msg.source.node() != self->node()) return;
     FailPendingWrites(self);
     self->quit(msg.reason);
   });
@@ -495,7 +512,9 @@ database_actor::behavior_type database_actor_impl(
   auto write = [self](auto&& call) -> caf::result<atom::ok> {
     ++self->state.requests_since_tick;
     std::string delta;
-    Status s = call(*self->state.store, self->state.peers.empty() ? nullptr : &delta);
+    // No delta is made when nobody needs it: no peers, and no acknowledgements to wait for.
+    const bool alone = self->state.peers.empty() && self->state.replicas.required_acks <= 1;
+    Status s = call(*self->state.store, alone ? nullptr : &delta);
     if (!s.ok()) return ToError(s);
     return Replicate(self, std::move(delta));
   };
@@ -573,23 +592,31 @@ database_actor::behavior_type database_actor_impl(
         }
         return reply.SerializeAsString();
       },
-      [=](atom::replicas, ReplicaSet& replicas) { SetReplicas(self, std::move(replicas)); },
+      [=](atom::replicas, ReplicaSet& replicas) {
+        if (FromSupervisor(self)) SetReplicas(self, std::move(replicas));
+      },
       [=](atom::sync) {
+        if (!FromSelf(self)) return;
         auto& st = self->state;
         for (auto& [peer_id, p] : st.peers) {
           if (!p.sync_in_flight && !p.resolving) Pull(self, peer_id, kMaxPushChunksPerRound);
         }
         self->delayed_send(self, st.replication->sync_interval, atom::sync_v);
       },
-      [=](atom::limit, uint64_t bytes) { self->state.store->set_size_limit(bytes); },
+      [=](atom::limit, uint64_t bytes) {
+        if (FromSupervisor(self)) self->state.store->set_size_limit(bytes);
+      },
       [=](atom::tick) {
-        if (self->state.requests_since_tick == 0) {
+        if (!FromSelf(self)) return;
+        // A copy being handed over stays up until the new replicas hold it (then it drops it).
+        if (self->state.requests_since_tick == 0 && !self->state.leaving) {
           self->send(supervisor, atom::idle_v, PathOf(self), caf::actor_cast<database_actor>(self));
         }
         self->state.requests_since_tick = 0;
         self->delayed_send(self, idle_timeout, atom::tick_v);
       },
       [=](atom::passivate) {
+        if (!FromSupervisor(self)) return;
         FailPendingWrites(self);
         self->quit();
       },

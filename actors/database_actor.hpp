@@ -41,6 +41,10 @@ namespace kvmesh {
 struct ReplicationOptions {
   /// This node's id.
   uint64_t node_id = 0;
+  /// True if the node has a cluster port. Then writes always need replication.min
+  /// acknowledgements (a node that has not found its peers yet refuses writes that need them);
+  /// a single node caps the need at 1.
+  bool clustered = false;
   /// Deadline of each push, pull and peer lookup. Default 5 s.
   caf::timespan timeout = std::chrono::seconds(5);
   /// Period of anti-entropy rounds; zero disables them. Default 1 s.
@@ -97,6 +101,8 @@ struct database_state {
   uint64_t entries_received = 0;
   uint64_t entries_applied = 0;
   uint64_t next_write_id = 0;
+  /// Source of Peer::generation values: never reused, even by a peer removed and added again.
+  uint64_t last_generation = 0;
 };
 
 /// Behaviour of a database actor over `store`. Every `idle_timeout` it checks whether it served a

@@ -33,10 +33,10 @@ ReplicaSet PlaceDatabase(supervisor_pointer self, const std::string& path,
   }
   out.min = config.replication.min;
   out.max = config.replication.max;
-  // A cluster smaller than min cannot do better than every node; one that is large enough but
-  // has members down makes writes fail rather than silently keep fewer copies.
-  out.required_acks = static_cast<uint32_t>(
-      std::min<size_t>(std::max<uint32_t>(1, config.replication.min), candidates.size()));
+  // A single node cannot do better than itself. In a cluster, writes need min acknowledgements
+  // whatever this node knows of its peers: a node still joining, or one cut off from most of
+  // the cluster, must fail writes rather than silently keep fewer copies.
+  out.required_acks = st.replication->clustered ? std::max<uint32_t>(1, config.replication.min) : 1;
   return out;
 }
 
@@ -209,6 +209,7 @@ caf::result<std::string> Reload(supervisor_pointer self) {
                         " database configs from " + st.config_dir;
   for (const auto& d : diagnostics) summary += "\n" + d.ToString();
   ApplyConfigs(self, std::move(fresh));
+  Replace(self);  // replication.min and max may have changed
   spdlog::info("{}", summary);
   return summary;
 }

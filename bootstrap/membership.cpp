@@ -66,7 +66,9 @@ void PublishView(membership_pointer self) {
 }
 
 void MarkDown(membership_pointer self, uint64_t id, const char* why) {
-  auto& m = self->state.members[id];
+  auto it = self->state.members.find(id);
+  if (it == self->state.members.end()) return;
+  auto& m = it->second;
   if (m.alive) {
     spdlog::warn("node {}: member {} is down ({})", FormatNodeId(self->state.node_id),
                  FormatNodeId(id), why);
@@ -76,7 +78,10 @@ void MarkDown(membership_pointer self, uint64_t id, const char* why) {
 }
 
 void MarkHeard(membership_pointer self, uint64_t id) {
-  auto& m = self->state.members[id];
+  // Only members Merge accepted (a usable address, not this node) can be heard from.
+  auto it = self->state.members.find(id);
+  if (it == self->state.members.end()) return;
+  auto& m = it->second;
   m.last_heard = Clock::now();
   if (!m.alive) {
     m.alive = true;
@@ -202,6 +207,19 @@ void Tick(membership_pointer self) {
       MarkDown(self, id, "no heartbeat within the failure timeout");
     }
   }
+  // Members down for twice the grace period are forgotten (their replicas moved after one), so
+  // dead nodes are not gossiped forever; a forgotten node that comes back joins again.
+  for (auto it = st.members.begin(); it != st.members.end();) {
+    const auto& m = it->second;
+    if (!m.alive && !m.connecting && now - m.down_since > 2 * st.options.replica_grace) {
+      spdlog::info("node {}: forgetting member {}, down since {} s", FormatNodeId(st.node_id),
+                   FormatNodeId(it->first),
+                   std::chrono::duration_cast<std::chrono::seconds>(now - m.down_since).count());
+      it = st.members.erase(it);
+    } else {
+      ++it;
+    }
+  }
   PublishView(self);
   self->delayed_send(self, st.options.heartbeat_interval, atom::tick_v);
 }
@@ -243,6 +261,9 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
           return ToError(Status::Unavailable("partitioned (fault injection)"));
         }
         Merge(self, info);
+        if (self->state.members.count(info.node_id()) == 0) {
+          return ToError(Status::InvalidArgument("join: unusable member description"));
+        }
         MarkHeard(self, info.node_id());
         PublishView(self);
         return MemberListBytes(self);
@@ -255,7 +276,8 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
       [=](atom::replica, const std::string& path) -> caf::result<database_actor> {
         auto promise = self->make_response_promise<database_actor>();
         auto supervisor = self->state.supervisor;
-        self->request(supervisor, caf::infinite, atom::replica_v, path, self->state.node_id)
+        self->request(supervisor, self->state.options.connect_timeout, atom::replica_v, path,
+                      self->state.node_id)
             .then(
                 [=](database_actor& db) mutable {
                   if (FromExpected(self, supervisor)) {

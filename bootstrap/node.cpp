@@ -241,6 +241,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->core->timeout = std::chrono::duration_cast<caf::timespan>(opts.request_timeout);
   auto replication = std::make_shared<ReplicationOptions>();
   replication->node_id = impl->store->node_id();
+  replication->clustered = clustered;
   replication->timeout = std::chrono::duration_cast<caf::timespan>(opts.replication_timeout);
   replication->sync_interval = std::chrono::duration_cast<caf::timespan>(opts.sync_interval);
   replication->chunk_bytes = std::max<size_t>(opts.sync_chunk_bytes, 4096);

@@ -473,5 +473,18 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   EXPECT_TRUE(placed);
 }
 
+TEST_F(ClusterTest, ANodeWithoutItsPeersRefusesWritesThatNeedThem) {
+  // One clustered node whose peers are not (yet) there: min 2 cannot be met, and the write
+  // must not succeed with one copy.
+  {
+    Status started = StartCluster(1);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Status s = Open(0, "/strict/alone").Put("/k", "v");
+  EXPECT_EQ(s.code(), Code::kUnavailable) << s;
+  EXPECT_NE(s.message().find("reached 1 of the 2 replicas"), std::string::npos) << s;
+  EXPECT_TRUE(Open(0, "/loose/alone").Put("/k", "v").ok());
+}
+
 }  // namespace
 }  // namespace kvmesh

@@ -77,7 +77,8 @@ TEST_F(DatabaseActorTest, ServesEveryOperationAndKeepsErrorKinds) {
   self_->send_exit(db, caf::exit_reason::user_shutdown);
 }
 
-// A stand-in supervisor that forwards idle reports to the test.
+// A stand-in supervisor that forwards idle reports to the test and, like the real one, answers
+// them with passivate.
 matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor::pointer self,
                                                        caf::actor observer) {
   return {
@@ -96,6 +97,7 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
       [](atom::reload) { return std::string(); },
       [=](atom::idle, const std::string& path, const database_actor& who) {
         caf::anon_send(observer, path, who);
+        self->send(who, atom::passivate_v);
       },
   };
 }
@@ -104,6 +106,9 @@ TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
   auto supervisor = system_.spawn(FakeSupervisor, caf::actor{self_});
   auto db = Spawn(1000, std::chrono::duration_cast<caf::timespan>(20ms), supervisor);
   self_->monitor(db);
+  // Only the supervisor may passivate a database (other nodes hold its handle): if this one
+  // counted, the actor would stop before its idle report.
+  self_->send(db, atom::passivate_v);
   bool reported = false;
   self_->receive(
       [&](const std::string& path, const database_actor& who) {
@@ -113,7 +118,6 @@ TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
       },
       caf::after(10s) >> [] {});
   ASSERT_TRUE(reported) << "no idle report within 10 s";
-  self_->send(db, atom::passivate_v);
   bool down = false;
   self_->receive([&](caf::down_msg& msg) { down = msg.source == db.address(); },
                  caf::after(10s) >> [] {});
