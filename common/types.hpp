@@ -156,7 +156,7 @@ struct ReplicationStatus {
   /// handing its copy over after a membership change).
   std::vector<uint64_t> replicas;
   /// The config's replication.min and replication.max, and the acknowledgements a write needs
-  /// now (min, capped by the number of cluster members).
+  /// (min in a cluster, 1 on a node without a cluster port).
   uint32_t min = 1;
   uint32_t max = 1;
   uint32_t required_acks = 1;
