@@ -88,6 +88,11 @@ void GiveUp(database_pointer self, uint64_t peer_id) {
   Acknowledge(self, inflight, false);
 }
 
+/// True if `p` is known to hold every write this replica holds.
+bool InSync(database_pointer self, const database_state::Peer& p) {
+  return p.vector_known && p.vector.Includes(self->state.store->version_vector());
+}
+
 /// True if the message being handled comes from this actor itself (its timers).
 bool FromSelf(database_pointer self) {
   return self->current_sender() != nullptr && self->current_sender() == self->ctrl();
@@ -161,6 +166,8 @@ void Resolve(database_pointer self, uint64_t peer_id) {
     return;
   }
   p.resolving = true;
+  spdlog::debug("database {}: looking up its replica on {}", Quote(PathOf(self)),
+                FormatNodeId(peer_id));
   const uint64_t generation = p.generation;
   auto supervisor = self->state.supervisor;
   self->request(supervisor, self->state.replication->timeout, atom::replica_v, PathOf(self),
@@ -599,7 +606,12 @@ database_actor::behavior_type database_actor_impl(
         if (!FromSelf(self)) return;
         auto& st = self->state;
         for (auto& [peer_id, p] : st.peers) {
-          if (!p.sync_in_flight && !p.resolving) Pull(self, peer_id, kMaxPushChunksPerRound);
+          if (p.sync_in_flight || p.resolving) continue;
+          // A peer whose actor is gone (passivated, or its node restarted) is only woken if it
+          // may lack our writes: a passivated replica has nothing we lack (see InSync), and
+          // waking idle peers every round would keep every database of a cluster running.
+          if (!p.actor && InSync(self, p)) continue;
+          Pull(self, peer_id, kMaxPushChunksPerRound);
         }
         self->delayed_send(self, st.replication->sync_interval, atom::sync_v);
       },
@@ -608,8 +620,12 @@ database_actor::behavior_type database_actor_impl(
       },
       [=](atom::tick) {
         if (!FromSelf(self)) return;
-        // A copy being handed over stays up until the new replicas hold it (then it drops it).
-        if (self->state.requests_since_tick == 0 && !self->state.leaving) {
+        // A copy being handed over stays up until the new replicas hold it (then it drops it),
+        // and a replica passivates only once every peer holds its writes, so a passivated
+        // replica never holds a write the others lack.
+        bool in_sync = !self->state.leaving;
+        for (const auto& [peer_id, p] : self->state.peers) in_sync = in_sync && InSync(self, p);
+        if (self->state.requests_since_tick == 0 && in_sync) {
           self->send(supervisor, atom::idle_v, PathOf(self), caf::actor_cast<database_actor>(self));
         }
         self->state.requests_since_tick = 0;

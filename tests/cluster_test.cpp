@@ -486,5 +486,43 @@ TEST_F(ClusterTest, ANodeWithoutItsPeersRefusesWritesThatNeedThem) {
   EXPECT_TRUE(Open(0, "/loose/alone").Put("/k", "v").ok());
 }
 
+TEST_F(ClusterTest, IdleReplicasStayPassivatedWhileAnotherServesReads) {
+  LocalClusterOptions options;
+  options.node.idle_timeout = milliseconds(200);
+  options.node.sync_interval = milliseconds(100);
+  // A request to a stopped actor on another node fails only at its deadline: keep it short so
+  // the window below spans several rounds after it.
+  options.node.replication_timeout = milliseconds(300);
+  {
+    Status started = StartCluster(3, options);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  Database db = Open(0, "/loose/reads");
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence("/loose/reads", seconds(10)).ok());
+  auto active = [&](size_t node) {
+    uint64_t n = 0;
+    EXPECT_TRUE(cluster_->node(node)->ActiveDatabases(&n).ok());
+    return n;
+  };
+  // Reads through node 0 keep its replica running (they start before it can go idle); the
+  // replicas on nodes 1 and 2 serve nothing and stop.
+  std::string value;
+  ASSERT_TRUE(Eventually(seconds(10), [&] {
+    EXPECT_TRUE(db.Get("/k/1", &value).ok());
+    return active(1) == 0 && active(2) == 0;
+  }));
+  // Node 0's anti-entropy rounds must not wake them: they hold everything it holds.
+  const auto until = std::chrono::steady_clock::now() + milliseconds(2000);
+  while (std::chrono::steady_clock::now() < until) {
+    ASSERT_TRUE(db.Get("/k/1", &value).ok());
+    ASSERT_EQ(active(1), 0u);
+    ASSERT_EQ(active(2), 0u);
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  // They come back with their data when used.
+  for (size_t node = 1; node < 3; ++node) EXPECT_EQ(Read(node, "/loose/reads", "/k/9"), "v");
+}
+
 }  // namespace
 }  // namespace kvmesh
