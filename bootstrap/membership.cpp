@@ -165,6 +165,9 @@ void Adopt(membership_pointer self, uint64_t id, peer_actor actor) {
   if (it->second.actor == actor) return;
   it->second.actor = actor;
   self->monitor(actor);
+  // The supervisor can route to it now. Telling it here, before anyone can ask `members`, means
+  // whoever saw the member alive through `members` finds the supervisor knowing it too.
+  PublishView(self);
 }
 
 void Tick(membership_pointer self) {

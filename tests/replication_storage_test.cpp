@@ -835,6 +835,8 @@ TEST(ReplicationTest, DigestIsMaintainedAndComparable) {
   WriteBatch batch;
   batch.Put("/y", "y").Put("/z", "z").Erase("/x").Put("/y", "yy").Erase("/missing");
   ASSERT_TRUE(a.db->Write(batch).ok());
+  // A key only a writes: whichever of the concurrent writes below win, b lacks it until synced.
+  ASSERT_TRUE(a.db->Put("/only-a", "a").ok());
   ExpectConsistent(*a.db);
   ASSERT_TRUE(b.db->Put("/y", "from-b").ok());
   ASSERT_TRUE(b.db->Put("/only-b", "b").ok());
