@@ -62,11 +62,14 @@ TEST_F(DaemonTest, InvalidConfigDirectoryFailsStartupWithTheErrors) {
 }
 
 TEST_F(DaemonTest, NodeSettingsFileIsReadAndCheckedStrictly) {
-  std::string file = dir_.Write("node.yaml", "name: alpha\nport: 0\ndata_dir: " + (dir_ / "d2") +
-                                                 "\nconfig_dir: " + (dir_ / "config") + "\n");
+  std::string file = dir_.Write(
+      "node.yaml", "name: alpha\nport: 0\ndata_dir: " + (dir_ / "d2") +
+                       "\nconfig_dir: " + (dir_ / "config") +
+                       "\ncluster_port: 0\nseeds: [\"127.0.0.1:1\"]\nfailure_timeout_ms: 500\n");
   DaemonProcess d;
   ASSERT_TRUE(d.Start(KVMESHD_PATH, {"--config", file})) << d.output();
   EXPECT_NE(d.output().find("kvmeshd alpha"), std::string::npos) << d.output();
+  EXPECT_GT(d.cluster_port(), 0) << "cluster_port from the file: " << d.output();
   d.Kill(SIGTERM);
   EXPECT_EQ(d.Wait(), 0);
 
@@ -76,6 +79,14 @@ TEST_F(DaemonTest, NodeSettingsFileIsReadAndCheckedStrictly) {
   EXPECT_EQ(b.Wait(), 2);
   EXPECT_NE(b.output().find("bad-node.yaml:2: prot: unknown setting"), std::string::npos)
       << b.output();
+
+  std::string bad_seed = dir_.Write("bad-seed.yaml", "cluster_port: 0\nseeds: [nowhere]\n");
+  DaemonProcess c;
+  EXPECT_FALSE(c.Start(KVMESHD_PATH, {"--config", bad_seed}));
+  EXPECT_EQ(c.Wait(), 2);
+  EXPECT_NE(c.output().find("bad-seed.yaml:2: seeds: each seed is a host:port address"),
+            std::string::npos)
+      << c.output();
 }
 
 // Three kvmeshd processes form a cluster through seeds; a SIGKILLed replica loses nothing
