@@ -30,15 +30,6 @@ const std::string& PathOf(database_pointer self) {
   return self->state.store->path();
 }
 
-std::string ReplicaList(database_pointer self) {
-  std::string out;
-  for (uint64_t id : self->state.replicas.nodes) {
-    if (!out.empty()) out += ", ";
-    out += FormatNodeId(id);
-  }
-  return out;
-}
-
 /// Settles write `id` if it has its acknowledgements, or can no longer get them.
 void Settle(database_pointer self, uint64_t id) {
   auto& writes = self->state.writes;
@@ -53,7 +44,7 @@ void Settle(database_pointer self, uint64_t id) {
         "write to database " + Quote(PathOf(self)) + " reached " + std::to_string(w.acks) +
         " of the " + std::to_string(w.needed) +
         " replicas that replication.min requires; it may still be applied (replicas: " +
-        ReplicaList(self) + ")")));
+        FormatNodeIds(self->state.replicas.nodes) + ")")));
     writes.erase(it);
   }
 }
@@ -86,6 +77,23 @@ void GiveUp(database_pointer self, uint64_t peer_id) {
   p.inflight_writes.clear();
   Acknowledge(self, queued, false);
   Acknowledge(self, inflight, false);
+}
+
+/// The peer an answer is for, or null if it was given up on (or removed) since the request was
+/// sent: a late answer must not touch the state of a newer exchange.
+database_state::Peer* CurrentPeer(database_pointer self, uint64_t peer_id, uint64_t generation) {
+  auto it = self->state.peers.find(peer_id);
+  if (it == self->state.peers.end() || it->second.generation != generation) return nullptr;
+  return &it->second;
+}
+
+void Forget(database_pointer self, uint64_t peer_id, const caf::error& err);
+
+/// The error half of every request to a peer: forget the peer unless the answer is stale.
+auto ForgetOnError(database_pointer self, uint64_t peer_id, uint64_t generation) {
+  return [=](caf::error& err) {
+    if (CurrentPeer(self, peer_id, generation) != nullptr) Forget(self, peer_id, err);
+  };
 }
 
 /// True if `p` is known to hold every write this replica holds.
@@ -174,21 +182,17 @@ void Resolve(database_pointer self, uint64_t peer_id) {
                 peer_id)
       .then(
           [=](database_actor& actor) {
-            auto it = self->state.peers.find(peer_id);
-            if (it == self->state.peers.end() || it->second.generation != generation) return;
-            it->second.resolving = false;
+            auto* peer = CurrentPeer(self, peer_id, generation);
+            if (peer == nullptr) return;
+            peer->resolving = false;
             if (!FromExpected(self, supervisor)) return;
-            it->second.actor = actor;
-            it->second.reachable = true;
+            peer->actor = actor;
+            peer->reachable = true;
             self->monitor(actor);
             Flush(self, peer_id);
-            if (!it->second.sync_in_flight) Pull(self, peer_id, kMaxPushChunksPerRound);
+            if (!peer->sync_in_flight) Pull(self, peer_id, kMaxPushChunksPerRound);
           },
-          [=](caf::error& err) {
-            auto it = self->state.peers.find(peer_id);
-            if (it == self->state.peers.end() || it->second.generation != generation) return;
-            Forget(self, peer_id, err);
-          });
+          ForgetOnError(self, peer_id, generation));
 }
 
 /// Sends the peer what is queued for it, unless a push is on its way (then it goes when that
@@ -228,20 +232,16 @@ void Flush(database_pointer self, uint64_t peer_id) {
                 SelfId(self))
       .then(
           [=](atom::ok) {
-            auto found = self->state.peers.find(peer_id);
-            if (found == self->state.peers.end() || found->second.generation != generation) return;
-            auto& peer = found->second;
+            auto* found = CurrentPeer(self, peer_id, generation);
+            if (found == nullptr) return;
+            auto& peer = *found;
             peer.push_in_flight = false;
             auto done = std::move(peer.inflight_writes);
             peer.inflight_writes.clear();
             Acknowledge(self, done, FromExpected(self, target));
             Flush(self, peer_id);
           },
-          [=](caf::error& err) {
-            auto found = self->state.peers.find(peer_id);
-            if (found == self->state.peers.end() || found->second.generation != generation) return;
-            Forget(self, peer_id, err);
-          });
+          ForgetOnError(self, peer_id, generation));
 }
 
 /// Queues a delta for every peer; `write_id` 0 means nobody waits for it.
@@ -297,9 +297,9 @@ void Pull(database_pointer self, uint64_t peer_id, int pushes_left) {
                 self->state.store->version_vector().Serialize(), SelfId(self))
       .then(
           [=](std::string& bytes) {
-            auto found = self->state.peers.find(peer_id);
-            if (found == self->state.peers.end() || found->second.generation != generation) return;
-            auto& peer = found->second;
+            auto* found = CurrentPeer(self, peer_id, generation);
+            if (found == nullptr) return;
+            auto& peer = *found;
             proto::SyncReply reply;
             storage::VersionVector theirs;
             if (!FromExpected(self, target) || !reply.ParseFromString(bytes) ||
@@ -338,32 +338,17 @@ void Pull(database_pointer self, uint64_t peer_id, int pushes_left) {
                               std::move(delta), SelfId(self))
                     .then(
                         [=](atom::ok) {
-                          auto again = self->state.peers.find(peer_id);
-                          if (again == self->state.peers.end() ||
-                              again->second.generation != generation) {
-                            return;
-                          }
+                          if (CurrentPeer(self, peer_id, generation) == nullptr) return;
                           Pull(self, peer_id, pushes_left - 1);
                         },
-                        [=](caf::error& err) {
-                          auto again = self->state.peers.find(peer_id);
-                          if (again == self->state.peers.end() ||
-                              again->second.generation != generation) {
-                            return;
-                          }
-                          Forget(self, peer_id, err);
-                        });
+                        ForgetOnError(self, peer_id, generation));
                 return;
               }
             }
             peer.sync_in_flight = false;
             AfterRound(self);
           },
-          [=](caf::error& err) {
-            auto found = self->state.peers.find(peer_id);
-            if (found == self->state.peers.end() || found->second.generation != generation) return;
-            Forget(self, peer_id, err);
-          });
+          ForgetOnError(self, peer_id, generation));
 }
 
 /// After an exchange: collect the tombstones every replica has seen, and finish a hand-over.
@@ -389,7 +374,7 @@ void AfterRound(database_pointer self) {
     spdlog::info(
         "database {}: every new replica ({}) holds this node's writes; dropping the "
         "local copy",
-        Quote(PathOf(self)), ReplicaList(self));
+        Quote(PathOf(self)), FormatNodeIds(self->state.replicas.nodes));
     Status s = st.store->Drop();
     if (!s.ok()) {
       spdlog::error("database {}: cannot drop the local copy: {}", Quote(PathOf(self)),

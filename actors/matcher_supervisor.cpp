@@ -132,10 +132,9 @@ void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t>
     if (it != st.members.end() && it->second.alive && it->second.actor) break;
   }
   if (index >= nodes.size()) {
-    std::string list;
-    for (uint64_t id : nodes) list += (list.empty() ? "" : ", ") + FormatNodeId(id);
-    promise.deliver(ToError(Status::Unavailable("no replica of database " + Quote(path) +
-                                                " is reachable (replicas: " + list + ")")));
+    promise.deliver(
+        ToError(Status::Unavailable("no replica of database " + Quote(path) +
+                                    " is reachable (replicas: " + FormatNodeIds(nodes) + ")")));
     return;
   }
   auto target = st.members[nodes[index]].actor;

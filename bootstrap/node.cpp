@@ -71,15 +71,21 @@ struct Node::Impl {
   peer_actor membership;
   uint16_t cluster_port = 0;
 
-  /// Sends one request to the supervisor and waits for the answer.
-  template <class Reply, class... Ts>
-  Status Ask(Reply* out, Ts... args) {
+  /// Sends one request to `target` and waits for the answer.
+  template <class Reply, class Handle, class... Ts>
+  Status AskActor(const Handle& target, Reply* out, Ts... args) {
     caf::scoped_actor self{*system};
     Status result;
-    self->request(core->supervisor, core->timeout, args...)
+    self->request(target, core->timeout, args...)
         .receive([&](Reply& reply) { *out = std::move(reply); },
                  [&](caf::error& err) { result = ToStatus(err); });
     return result;
+  }
+
+  /// Sends one request to the supervisor and waits for the answer.
+  template <class Reply, class... Ts>
+  Status Ask(Reply* out, Ts... args) {
+    return AskActor(core->supervisor, out, args...);
   }
 };
 
@@ -443,11 +449,7 @@ Status Node::ReplicationStatusOf(std::string_view path, ReplicationStatus* out) 
   database_actor actor;
   Status s = impl_->Ask(&actor, atom::open_v, std::string(path));
   if (!s.ok()) return s;
-  caf::scoped_actor self{*impl_->system};
-  self->request(actor, impl_->core->timeout, atom::status_v)
-      .receive([&](ReplicationStatus& reply) { *out = std::move(reply); },
-               [&](caf::error& err) { s = ToStatus(err); });
-  return s;
+  return impl_->AskActor(actor, out, atom::status_v);
 }
 
 Status Node::Members(std::vector<MemberStatus>* out) {
@@ -455,12 +457,7 @@ Status Node::Members(std::vector<MemberStatus>* out) {
     out->assign(1, MemberStatus{impl_->store->node_id(), "", impl_->port, true, true, 0});
     return Status::OK();
   }
-  caf::scoped_actor self{*impl_->system};
-  Status s;
-  self->request(impl_->membership, impl_->core->timeout, atom::members_v)
-      .receive([&](std::vector<MemberStatus>& reply) { *out = std::move(reply); },
-               [&](caf::error& err) { s = ToStatus(err); });
-  return s;
+  return impl_->AskActor(impl_->membership, out, atom::members_v);
 }
 
 uint64_t Node::node_id() const {

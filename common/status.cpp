@@ -58,6 +58,12 @@ std::string FormatNodeId(uint64_t id) {
   return buf;
 }
 
+std::string FormatNodeIds(const std::vector<uint64_t>& ids) {
+  std::string out;
+  for (uint64_t id : ids) out += (out.empty() ? "" : ", ") + FormatNodeId(id);
+  return out;
+}
+
 std::string FormatSize(uint64_t bytes) {
   std::string exact = std::to_string(bytes) + " B";
   if (bytes < kKi) return exact;  // "512 B (512 B)" would say nothing more.

@@ -9,6 +9,7 @@
 #include <ostream>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace kvmesh {
 
@@ -121,6 +122,9 @@ std::string FormatSize(uint64_t bytes);
 
 /// A node id as logs, errors and tools show it: 16 lowercase hex digits.
 std::string FormatNodeId(uint64_t id);
+
+/// Node ids as FormatNodeId shows them, separated by ", ".
+std::string FormatNodeIds(const std::vector<uint64_t>& ids);
 
 inline std::ostream& operator<<(std::ostream& os, const Status& s) {
   return os << s.ToString();
