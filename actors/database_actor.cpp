@@ -387,8 +387,17 @@ void AfterRound(database_pointer self) {
     return;
   }
   if (st.leaving || !includes_all_theirs || st.store->tombstone_count() == 0) return;
+  // Timestamps are physical milliseconds << 16 (storage::Store::NextTimestamp).
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const int64_t grace_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(st.replication->tombstone_grace)
+          .count();
+  if (now_ms <= grace_ms) return;
+  const uint64_t max_hlc = static_cast<uint64_t>(now_ms - grace_ms) << 16;
   uint64_t collected = 0;
-  Status s = st.store->CollectTombstones(stable, &collected);
+  Status s = st.store->CollectTombstones(stable, max_hlc, &collected);
   if (!s.ok()) {
     spdlog::error("database {}: tombstone collection failed: {}", Quote(PathOf(self)),
                   s.ToString());
@@ -491,10 +500,17 @@ database_actor::behavior_type database_actor_impl(
   // Nobody may be left waiting on the way out: writes waiting for acknowledgements fail.
   self->set_exit_handler([self](caf::exit_msg& msg) {
     // Other nodes hold this actor's handle (replicas talk directly); their exits are ignored.
-    if (msg.source && msg.source.node() != self->node()) return;
+    // The sender decides, not the exit's source field: an anonymous exit from the network
+    // carries this actor's own address as its source.
+    const auto& sender = self->current_sender();
+    if (sender == nullptr || sender->node() != self->node()) return;
     FailPendingWrites(self);
     self->quit(msg.reason);
   });
+  // CAF's defaults would stop the actor on an asynchronous error message and print every unknown
+  // message to stdout: both are a peer's to send.
+  self->set_error_handler([](caf::error&) { spdlog::debug("database actor ignored an error"); });
+  self->set_default_handler(caf::drop);
   // Runs a storage call and turns its Status into the reply or a "kvmesh" error.
   auto serve = [self](auto&& call) -> Status {
     ++self->state.requests_since_tick;

@@ -215,6 +215,28 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     return Status::InvalidArgument("cluster address " + Quote(opts.cluster_host) + ":" +
                                    std::to_string(opts.cluster_port) + " is not usable");
   }
+  std::string advertised_host = opts.cluster_host;
+  int advertised_port = -1;  // the cluster port, once known
+  if (!opts.cluster_advertise.empty()) {
+    auto colon = opts.cluster_advertise.rfind(':');
+    int port = 0;
+    if (colon != std::string::npos && colon > 0) {
+      try {
+        size_t used = 0;
+        port = std::stoi(opts.cluster_advertise.substr(colon + 1), &used);
+        if (used != opts.cluster_advertise.size() - colon - 1) port = 0;
+      } catch (...) {
+        port = 0;
+      }
+    }
+    if (!clustered || port <= 0 || port > 65535) {
+      return Status::InvalidArgument(
+          "cluster_advertise " + Quote(opts.cluster_advertise) +
+          (clustered ? " is not a host:port address" : " is given but no cluster_port"));
+    }
+    advertised_host = opts.cluster_advertise.substr(0, colon);
+    advertised_port = port;
+  }
   if (!clustered && !opts.seeds.empty()) {
     return Status::InvalidArgument(
         "seeds are given but no cluster_port: a node joins a cluster "
@@ -251,6 +273,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->timeout = std::chrono::duration_cast<caf::timespan>(opts.replication_timeout);
   replication->sync_interval = std::chrono::duration_cast<caf::timespan>(opts.sync_interval);
   replication->chunk_bytes = std::max<size_t>(opts.sync_chunk_bytes, 4096);
+  replication->tombstone_grace = std::chrono::duration_cast<caf::timespan>(opts.tombstone_grace);
   replication->faults = opts.fault_injector;
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
@@ -306,8 +329,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     Impl& started = *node->impl_;
     proto::Member me;
     me.set_node_id(started.store->node_id());
-    me.set_host(opts.cluster_host);
-    me.set_cluster_port(started.cluster_port);
+    me.set_host(advertised_host);
+    me.set_cluster_port(advertised_port > 0 ? advertised_port : started.cluster_port);
     me.set_client_port(started.port);
     me.set_incarnation(
         static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -78,6 +78,10 @@ struct NodeOptions {
   int cluster_port = -1;
   /// Address of the cluster port. Loopback by default; it is unauthenticated (see README).
   std::string cluster_host = "127.0.0.1";
+  /// "host:port" other nodes use to reach the cluster port, when that differs from
+  /// cluster_host:cluster_port (a proxy, NAT or port forward in between; kvmesh's chaos check
+  /// puts a fault-injecting proxy there). Empty (default): the cluster port's own address.
+  std::string cluster_advertise;
   /// Cluster addresses ("host:port") of nodes to join through; empty starts a new cluster.
   std::vector<std::string> seeds;
   /// Heartbeat period. Default 500 ms.
@@ -92,6 +96,9 @@ struct NodeOptions {
   std::chrono::milliseconds sync_interval = std::chrono::seconds(1);
   /// Deadline of each replication push, pull and peer lookup. Default 5 s.
   std::chrono::milliseconds replication_timeout = std::chrono::seconds(5);
+  /// A tombstone is kept this long at least (see ReplicationOptions::tombstone_grace): a node
+  /// away for longer must have its data dir wiped before it rejoins. Default 24 h.
+  std::chrono::milliseconds tombstone_grace = std::chrono::hours(24);
   /// Byte budget of one anti-entropy chunk. Default 1 MiB.
   size_t sync_chunk_bytes = 1u << 20;
   /// Test clusters only: network faults between nodes (bootstrap/fault_injector.hpp).

@@ -75,6 +75,7 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"cluster_port",
        integer(-1, 65535, [&](long long v) { node.cluster_port = static_cast<int>(v); })},
       {"cluster_listen", text(&node.cluster_host)},
+      {"cluster_advertise", text(&node.cluster_advertise)},
       {"seeds",
        [&](const YAML::Node& n, const std::string& field) {
          if (!n.IsSequence()) return error(n, field, "must be a list of host:port addresses");
@@ -93,6 +94,9 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"replica_grace",
        integer(1, 365LL * 24 * 3600,
                [&](long long v) { node.replica_grace = std::chrono::seconds(v); })},
+      {"tombstone_grace",
+       integer(0, 365LL * 24 * 3600,
+               [&](long long v) { node.tombstone_grace = std::chrono::seconds(v); })},
       {"idle_timeout", integer(0, 365LL * 24 * 3600,
                                [&](long long v) { node.idle_timeout = std::chrono::seconds(v); })},
       {"sync",

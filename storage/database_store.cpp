@@ -298,6 +298,12 @@ Status DatabaseStore::Write(const WriteBatch& batch, std::string* delta) {
   ops.reserve(batch.ops.size());
   size_t bytes = 0;
   for (const WriteOp& op : batch.ops) {
+    // A batch from the network may carry any byte as its kind; only put and erase exist.
+    if (op.kind != WriteOp::Kind::kPut && op.kind != WriteOp::Kind::kErase) {
+      return Status::InvalidArgument(
+          "batch operation " + std::to_string(ops.size()) + " has the unknown kind " +
+          std::to_string(static_cast<int>(op.kind)) + "; nothing was written");
+    }
     ops.push_back({op.kind, op.key, op.value});
     bytes += op.key.size() + (op.kind == WriteOp::Kind::kPut ? op.value.size() : 0);
   }
@@ -343,7 +349,9 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
     s = Touch(keys[i], &touched, &p);
     if (!s.ok()) return s;
     const bool is_put = ops[i].kind == WriteOp::Kind::kPut;
-    if (!is_put && p->exists() && p->current().tombstone()) continue;
+    // An erase always writes a new tombstone, even over a tombstone: another replica may hold a
+    // put this one has not seen yet, and only a newer tombstone overrides it there. (Found by the
+    // chaos check: an acknowledged delete lost to an earlier put.)
     // The new record must win against the one it replaces on every replica, even if this
     // node's clock has gone back since that one was written (the clock is not persisted).
     if (p->exists()) store_->ObserveTimestamp(p->current().version().hlc());
@@ -553,7 +561,8 @@ Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, 
 // Per origin, the tombstone index entries up to stable's base are exactly the candidates. Each
 // RocksDB write removes at most kCollectBatch of them, with the meta record, so memory stays
 // bounded; a failure part-way leaves a consistent state with some tombstones collected.
-Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t* collected) {
+Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t max_hlc,
+                                        uint64_t* collected) {
   if (collected != nullptr) *collected = 0;
   Status s = CheckUsable();
   if (!s.ok()) return s;
@@ -601,11 +610,13 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t* c
       bool found = false;
       s = ReadRecord(key, &found, &record);
       if (!s.ok()) return s;
+      const bool current = found && record.tombstone() && record.version().origin() == origin &&
+                           record.version().counter() == counter;
+      if (current && record.version().hlc() > max_hlc) continue;  // within its grace period
       batch.Delete(index_key);
       ++batch_entries;
       // A stale entry (the tombstone was since replaced) only loses its index entry.
-      if (found && record.tombstone() && record.version().origin() == origin &&
-          record.version().counter() == counter) {
+      if (current) {
         batch.Delete(data_prefix_ + std::string(key));
         batch.Delete(keys::DotIndexKey(id_, origin, counter));
         ++batch_collected;

@@ -94,8 +94,11 @@ class DatabaseStore {
                     bool* more) const;
 
   /// Deletes every tombstone whose dot `stable` covers (every replica has seen it; so no older
-  /// write of that key can come back). `*collected` (may be null) gets how many.
-  Status CollectTombstones(const VersionVector& stable, uint64_t* collected);
+  /// write of that key can come back) and whose timestamp is at most `max_hlc` (the tombstone
+  /// grace period: a replica that was away and comes back still gets the tombstone, not just
+  /// a coverage range, so its stale copy of the key is deleted). `*collected` (may be null)
+  /// gets how many.
+  Status CollectTombstones(const VersionVector& stable, uint64_t max_hlc, uint64_t* collected);
 
   /// Deletes all data of this database here (records, indexes, meta and catalog entry): used
   /// when this node stops being one of its replicas. The handle is unusable afterwards: every

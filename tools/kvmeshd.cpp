@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
           ->check(CLI::Range(-1, 65535));
   auto* cluster_listen = app.add_option("--cluster-listen", config.node.cluster_host,
                                         "address the cluster port listens on");
+  auto* cluster_advertise = app.add_option(
+      "--cluster-advertise", config.node.cluster_advertise,
+      "host:port other nodes reach the cluster port at, if not its own (a proxy or NAT)");
   std::string seeds;
   auto* seeds_opt = app.add_option(
       "--seeds", seeds, "comma-separated cluster addresses (host:port) of nodes to join through");
@@ -47,8 +50,14 @@ int main(int argc, char** argv) {
   auto* grace_opt = app.add_option("--replica-grace-s", grace_s,
                                    "a member down this long has its replicas moved elsewhere")
                         ->check(CLI::Range(1LL, 365LL * 24 * 3600));
-  for (auto* opt : {name, data_dir, config_dir, listen, port_opt, log_level, cluster_port_opt,
-                    cluster_listen, failure_opt, grace_opt}) {
+  long long tombstone_grace_s =
+      std::chrono::duration_cast<std::chrono::seconds>(config.node.tombstone_grace).count();
+  auto* tombstone_grace_opt =
+      app.add_option("--tombstone-grace-s", tombstone_grace_s,
+                     "deletes are remembered this long; a node away longer must be wiped")
+          ->check(CLI::Range(0LL, 365LL * 24 * 3600));
+  for (auto* opt : {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
+                    cluster_port_opt, cluster_listen, failure_opt, grace_opt}) {
     opt->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
@@ -69,11 +78,18 @@ int main(int argc, char** argv) {
     if (log_level->count() == 0) config.log_level = from_file.log_level;
     if (cluster_port_opt->count() == 0) cluster_port = from_file.node.cluster_port;
     if (cluster_listen->count() == 0) config.node.cluster_host = from_file.node.cluster_host;
+    if (cluster_advertise->count() == 0) {
+      config.node.cluster_advertise = from_file.node.cluster_advertise;
+    }
     if (seeds_opt->count() == 0) config.node.seeds = from_file.node.seeds;
     if (failure_opt->count() == 0) failure_ms = from_file.node.failure_timeout.count();
     if (grace_opt->count() == 0) {
       grace_s =
           std::chrono::duration_cast<std::chrono::seconds>(from_file.node.replica_grace).count();
+    }
+    if (tombstone_grace_opt->count() == 0) {
+      tombstone_grace_s =
+          std::chrono::duration_cast<std::chrono::seconds>(from_file.node.tombstone_grace).count();
     }
     config.node.idle_timeout = from_file.node.idle_timeout;
     config.node.sync = from_file.node.sync;
@@ -82,6 +98,7 @@ int main(int argc, char** argv) {
   config.node.cluster_port = cluster_port;
   config.node.failure_timeout = std::chrono::milliseconds(failure_ms);
   config.node.replica_grace = std::chrono::seconds(grace_s);
+  config.node.tombstone_grace = std::chrono::seconds(tombstone_grace_s);
   if (seeds_opt->count() > 0) {
     config.node.seeds.clear();
     size_t start = 0;
@@ -125,6 +142,9 @@ int main(int argc, char** argv) {
             << config.node.data_dir;
   if (node->cluster_port() != 0) {
     std::cout << "; cluster port " << config.node.cluster_host << ":" << node->cluster_port();
+    if (!config.node.cluster_advertise.empty()) {
+      std::cout << " (advertised as " << config.node.cluster_advertise << ")";
+    }
   }
   std::cout << std::endl;
 
