@@ -249,6 +249,9 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
   });
   // Exit messages from the network are ignored; the node stops this actor with a kill.
   self->set_exit_handler([](caf::exit_msg&) {});
+  // CAF's default would stop the actor on an asynchronous error message, a peer's to send.
+  self->set_error_handler(
+      [](caf::error&) { spdlog::debug("membership ignored an error message"); });
   self->set_default_handler(caf::drop);
 
   auto local = [self] {

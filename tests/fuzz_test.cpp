@@ -1,0 +1,883 @@
+// Fuzz-style robustness of a real kvmeshd: its client port and its cluster port get random bytes,
+// truncated and oversized BASP frames, connections that open and vanish, and well-formed CAF
+// messages with malformed contents (garbage protobuf, bad paths and keys, forged control
+// messages). Whatever comes in, the node must keep serving and lose or gain nothing.
+//
+// Deterministic: every random choice comes from std::mt19937 seeded with kSeed (printed), and
+// every loop is bounded, so a failure reproduces with the same inputs.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "client/client.hpp"
+#include "common/path.hpp"
+#include "messages/cluster.pb.h"
+#include "messages/replication.pb.h"
+#include "messages/type_ids.hpp"
+#include "process_util.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+using kvmesh::testing::DaemonProcess;
+using kvmesh::testing::TempDir;
+
+constexpr uint32_t kSeed = 0x6b766d65;  // "kvme"
+/// Every request to the node has this deadline: an answer (or an error) must come well before.
+constexpr auto kAskTimeout = std::chrono::seconds(5);
+/// The database holding the data that must survive, and one that may take junk.
+const std::string kDataPath = "/fuzz/kv";
+const std::string kScratchPath = "/fuzz/scratch";
+
+// ---------------------------------------------------------------------------------------------
+// Random inputs.
+
+std::string RandomBytes(std::mt19937& rng, size_t n) {
+  std::string out(n, '\0');
+  for (char& c : out) c = static_cast<char>(rng());
+  return out;
+}
+
+/// A length from 0 to 64 KiB, mostly short (short inputs reach more parser states).
+size_t RandomLength(std::mt19937& rng) {
+  switch (rng() % 4) {
+    case 0:
+      return rng() % 16;
+    case 1:
+      return rng() % 256;
+    case 2:
+      return rng() % 4096;
+    default:
+      return rng() % (64 * 1024 + 1);
+  }
+}
+
+/// `bytes`, extended until no parser in `parsers` accepts it (0x07 is a tag with field number 0,
+/// which protobuf rejects). Random bytes can be a valid message by chance; inputs that must be
+/// refused are made unparsable this way, so a test never depends on luck.
+std::string Unparsable(std::string bytes,
+                       const std::vector<google::protobuf::MessageLite*>& parsers) {
+  for (int round = 0; round < 64; ++round) {
+    bool parsed = false;
+    for (auto* p : parsers) parsed = parsed || p->ParseFromString(bytes);
+    if (!parsed) return bytes;
+    bytes += '\x07';
+  }
+  ADD_FAILURE() << "could not make the input unparsable";
+  return bytes;
+}
+
+/// Random bytes that are not a non-empty proto::Delta (an empty one changes nothing).
+std::string NotADelta(std::string bytes) {
+  proto::Delta delta;
+  if (delta.ParseFromString(bytes) && delta.entries_size() == 0 && delta.ranges_size() == 0) {
+    return bytes;
+  }
+  return Unparsable(std::move(bytes), {&delta});
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kvmeshd process.
+
+/// Pid of this test's kvmeshd child (the only one), found in /proc; 0 if there is none.
+pid_t DaemonPid() {
+  const pid_t me = ::getpid();
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return 0;
+  pid_t found = 0;
+  while (dirent* entry = ::readdir(proc)) {
+    const std::string name = entry->d_name;
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat("/proc/" + name + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    // pid (comm) state ppid ...
+    const auto close = line.rfind(')');
+    if (close == std::string::npos || line.find("(kvmeshd)") == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    char state = 0;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == me) found = static_cast<pid_t>(std::stol(name));
+  }
+  ::closedir(proc);
+  return found;
+}
+
+/// True if `pid` is a running (not exited, not zombie) process.
+bool Running(pid_t pid) {
+  if (pid <= 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
+/// A field of /proc/PID/status in kB (VmHWM: peak resident memory), or -1.
+long StatusKb(pid_t pid, const std::string& field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw TCP.
+
+/// A blocking TCP connection to 127.0.0.1:port with short send and receive timeouts; -1 on
+/// failure.
+int Connect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  timeval tv{0, 200 * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// Sends as much of `data` as the peer takes before an error or a send timeout.
+void SendAll(int fd, const std::string& data) {
+  size_t sent = 0;
+  while (sent < data.size()) {
+    ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    sent += static_cast<size_t>(n);
+  }
+}
+
+/// Reads what arrives within `timeout` (at most `max` bytes).
+std::string ReadSome(int fd, size_t max, std::chrono::milliseconds timeout) {
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  while (out.size() < max) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    ssize_t n = ::recv(fd, buf, std::min(sizeof(buf), max - out.size()), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+/// Closes with a RST instead of a FIN.
+void Abort(int fd) {
+  linger l{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+  ::close(fd);
+}
+
+void PutBigEndian(std::string* out, uint64_t value, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+
+// CAF 0.17 BASP (libcaf_io/caf/io/basp/header.hpp): a 32-byte header, big endian: operation
+// (1 byte), two padding bytes, flags (1), payload length (4), operation data (8), source actor
+// id (8), destination actor id (8); then `payload length` bytes.
+constexpr size_t kBaspHeaderSize = 32;
+constexpr uint64_t kBaspVersion = 3;
+enum BaspOperation : uint8_t {
+  kServerHandshake = 0x00,
+  kClientHandshake = 0x01,
+  kDirectMessage = 0x02,
+  kRoutedMessage = 0x03,
+  kMonitorMessage = 0x04,
+  kDownMessage = 0x05,
+  kHeartbeat = 0x06,
+};
+
+std::string BaspHeader(uint8_t operation, uint8_t flags, uint32_t payload_len,
+                       uint64_t operation_data, uint64_t source, uint64_t dest) {
+  std::string out;
+  out.push_back(static_cast<char>(operation));
+  out.push_back(0);
+  out.push_back(0);
+  out.push_back(static_cast<char>(flags));
+  PutBigEndian(&out, payload_len, 4);
+  PutBigEndian(&out, operation_data, 8);
+  PutBigEndian(&out, source, 8);
+  PutBigEndian(&out, dest, 8);
+  return out;
+}
+
+/// A header of a random (mostly valid) operation with random fields.
+std::string RandomBaspHeader(std::mt19937& rng, uint32_t payload_len) {
+  const uint8_t op = rng() % 8 == 0 ? static_cast<uint8_t>(rng()) : static_cast<uint8_t>(rng() % 7);
+  const uint64_t op_data = rng() % 2 == 0 ? kBaspVersion : (uint64_t{rng()} << 32 | rng());
+  return BaspHeader(op, static_cast<uint8_t>(rng() % 4), payload_len, op_data, rng() % 16,
+                    rng() % 16);
+}
+
+/// One raw connection's worth of abuse, of kind `kind` (0..6).
+void RawAttack(int port, std::mt19937& rng, int kind) {
+  int fd = Connect(port);
+  if (fd < 0) {
+    ADD_FAILURE() << "cannot connect to port " << port << " (kind " << kind << ")";
+    return;
+  }
+  switch (kind) {
+    case 0:  // random bytes of a random length
+      SendAll(fd, RandomBytes(rng, RandomLength(rng)));
+      break;
+    case 1: {  // a truncated frame: part of a header, or a header and part of its payload
+      const uint32_t len = 1 + rng() % 4096;
+      std::string frame =
+          BaspHeader(kClientHandshake, 0, len, kBaspVersion, 0, 0) + RandomBytes(rng, len);
+      frame.resize(rng() % frame.size());
+      SendAll(fd, frame);
+      break;
+    }
+    case 2: {  // a large claimed payload length (see DISABLED_ClaimedPayloadLengths... below)
+      const uint32_t len = (1u << 20) + rng() % (64u << 20);
+      SendAll(fd, RandomBaspHeader(rng, len) + RandomBytes(rng, rng() % 1024));
+      break;
+    }
+    case 3:  // opened and closed at once, half of them with a reset
+      if (rng() % 2 == 0) {
+        Abort(fd);
+        return;
+      }
+      break;
+    case 4: {  // the node's own handshake back, or a client handshake, then garbage
+      std::string hello = ReadSome(fd, kBaspHeaderSize, 300ms);
+      const uint32_t len = static_cast<uint32_t>(RandomLength(rng));
+      std::string header = rng() % 2 == 0 && hello.size() == kBaspHeaderSize
+                               ? hello
+                               : BaspHeader(kClientHandshake, 0, len, kBaspVersion, 0, 0);
+      // The header as is, or with its payload length replaced by ours.
+      if (rng() % 2 == 0) {
+        std::string patched = header.substr(0, 4);
+        PutBigEndian(&patched, len, 4);
+        header = patched + header.substr(8);
+      }
+      SendAll(fd, header + RandomBytes(rng, len));
+      break;
+    }
+    case 5: {  // a stream of random headers with small garbage payloads
+      std::string stream;
+      const int frames = 1 + rng() % 16;
+      for (int i = 0; i < frames; ++i) {
+        const uint32_t len = rng() % 128;
+        stream += RandomBaspHeader(rng, len) + RandomBytes(rng, len);
+      }
+      SendAll(fd, stream);
+      break;
+    }
+    default: {  // a valid-looking client handshake, then messages to actor ids 0..15
+      const uint32_t len = rng() % 64;
+      std::string stream =
+          BaspHeader(kClientHandshake, 0, len, kBaspVersion, 0, 0) + RandomBytes(rng, len);
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t body = rng() % 512;
+        const uint8_t op = rng() % 2 == 0 ? kDirectMessage : kMonitorMessage;
+        stream += BaspHeader(op, 0, body, rng(), rng() % 16, rng() % 16) + RandomBytes(rng, body);
+      }
+      stream += BaspHeader(kHeartbeat, 0, 0, 0, 0, 0);
+      SendAll(fd, stream);
+      break;
+    }
+  }
+  // Sometimes wait for the node's reaction (it usually closes the connection) before closing.
+  if (rng() % 4 == 0) ReadSome(fd, 1 << 16, 50ms);
+  ::close(fd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A CAF peer that speaks to the node directly.
+
+struct RawPeerConfig : caf::actor_system_config {
+  RawPeerConfig() {
+    RegisterMessageTypes(*this);
+    load<caf::io::middleman>();
+    set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+    // remote_actor to a node that stops answering fails instead of blocking forever.
+    set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(300)});
+    set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(2)});
+  }
+};
+
+/// Sends a request with a finite deadline and waits for the answer; `on_reply` gets a success.
+/// Returns the error, or none.
+template <class Handle, class OnReply, class... Ts>
+caf::error Ask(caf::scoped_actor& self, const Handle& to, OnReply on_reply, Ts&&... xs) {
+  caf::error result;
+  self->request(to, kAskTimeout, std::forward<Ts>(xs)...)
+      .receive(std::move(on_reply), [&](caf::error& err) { result = std::move(err); });
+  return result;
+}
+
+/// The error of a reply that must have been a refusal with `code`.
+void ExpectRefused(const caf::error& err, Code code, const std::string& what) {
+  Status s = ToStatus(err);
+  EXPECT_EQ(s.code(), code) << what << ": " << s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixture: one kvmeshd with a cluster port, and the data that must survive.
+
+class FuzzTest : public ::testing::Test {
+ protected:
+  FuzzTest() : rng_(kSeed) {
+    std::cout << "fuzz seed: " << kSeed << std::endl;
+    RecordProperty("seed", static_cast<int>(kSeed));
+    dir_.Write("config/fuzz.yaml",
+               "- matcher: /fuzz/*\n  replication: {min: 1, max: 1}\n  size: 100MB\n");
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(
+        daemon_.Start(KVMESHD_PATH, {"--data-dir", dir_ / "data", "--config-dir", dir_ / "config",
+                                     "--port", "0", "--cluster-port", "0", "--log-level", "error"}))
+        << daemon_.output();
+    ASSERT_GT(daemon_.cluster_port(), 0) << daemon_.output();
+    pid_ = DaemonPid();
+    ASSERT_GT(pid_, 0);
+    WriteKnownData();
+  }
+
+  void TearDown() override {
+    // A node that took all of that still stops cleanly, and promptly.
+    if (!Running(pid_)) return;
+    std::atomic<bool> stopped{false};
+    std::thread watchdog([&, pid = pid_] {
+      for (int i = 0; i < 200 && !stopped; ++i) std::this_thread::sleep_for(100ms);
+      if (!stopped) ::kill(pid, SIGKILL);
+    });
+    daemon_.Kill(SIGTERM);
+    const int code = daemon_.Wait();
+    stopped = true;
+    watchdog.join();
+    EXPECT_EQ(code, 0) << "kvmeshd did not stop cleanly after the attack (128+9: hung)";
+  }
+
+  /// Keys of every shape (NUL and 0xff bytes, long, nested) with values of every shape.
+  void WriteKnownData() {
+    expected_["/nul-value"] = std::string("a\0b\0\0c\0", 7);
+    expected_["/all-bytes"] = [] {
+      std::string all;
+      for (int c = 0; c < 256; ++c) all.push_back(static_cast<char>(c));
+      return all;
+    }();
+    expected_["/empty"] = "";
+    expected_[std::string("/key\0with\0nuls", 14)] = "v";
+    expected_["/\xff\xfe/high"] = "\xff";
+    expected_["/long/" + std::string(3000, 'k')] = "long key";
+    expected_["/big"] = RandomBytes(rng_, 256 * 1024);
+    for (int i = 0; i < 40; ++i) {
+      expected_["/k/" + std::to_string(i)] = RandomBytes(rng_, rng_() % 2048);
+    }
+    auto db = client::connect(daemon_.address()).open(kDataPath);
+    ASSERT_TRUE(db.ok()) << db.status();
+    for (const auto& [key, value] : expected_) {
+      Status s = db.put(key, value);
+      ASSERT_TRUE(s.ok()) << Quote(key) << ": " << s;
+    }
+    node_id_ = client::connect(daemon_.address()).node_id();
+  }
+
+  /// The node is up, serves a fresh client, and holds exactly what was written.
+  void ExpectServingAndIntact(const std::string& after) {
+    ASSERT_TRUE(Running(pid_)) << "kvmeshd died " << after << " (exit code " << daemon_.Wait()
+                               << ", 128+N for signal N)";
+    client::ClientOptions options;
+    options.request_timeout = kAskTimeout;
+    auto c = client::connect(daemon_.address(), options);
+    ASSERT_TRUE(c.ok()) << after << ": " << c.status();
+    auto db = c.open(kDataPath);
+    ASSERT_TRUE(db.ok()) << after << ": " << db.status();
+    for (const auto& [key, value] : expected_) {
+      auto got = db.get(key);
+      ASSERT_TRUE(got.ok()) << after << ": " << Quote(key) << ": " << got.status();
+      // (Not ASSERT_EQ: a diff of two random 256 KiB values helps nobody.)
+      ASSERT_TRUE(*got == value) << after << ": " << Quote(key) << " changed: " << value.size()
+                                 << " bytes " << Quote(value) << " became " << got->size()
+                                 << " bytes " << Quote(*got);
+    }
+    auto keys = db.list();
+    ASSERT_TRUE(keys.ok()) << after << ": " << keys.status();
+    std::vector<std::string> want;
+    for (const auto& [key, value] : expected_) want.push_back(key);
+    EXPECT_EQ(*keys, want) << after << ": the database gained or lost keys";
+    auto stats = db.stats();
+    ASSERT_TRUE(stats.ok()) << after << ": " << stats.status();
+    EXPECT_EQ(stats->key_count, want.size()) << after;
+    // Writes still work (on the scratch database: the data database must stay as written).
+    auto scratch = c.open(kScratchPath);
+    ASSERT_TRUE(scratch.ok()) << after << ": " << scratch.status();
+    const std::string probe = RandomBytes(rng_, 100);
+    ASSERT_TRUE(scratch.put("/probe", probe).ok()) << after;
+    auto read = scratch.get("/probe");
+    ASSERT_TRUE(read.ok()) << after << ": " << read.status();
+    EXPECT_EQ(*read, probe) << after;
+    // The cluster side still answers too.
+    auto members = c.members();
+    ASSERT_TRUE(members.ok()) << after << ": " << members.status();
+    ASSERT_FALSE(members->empty()) << after;
+    EXPECT_TRUE((*members)[0].self) << after;
+  }
+
+  /// Peak resident memory of the node stays below `limit_mib`.
+  void ExpectPeakMemoryBelow(long limit_mib) {
+    const long peak_kb = StatusKb(pid_, "VmHWM");
+    std::cout << "kvmeshd peak RSS: " << peak_kb / 1024 << " MiB" << std::endl;
+    EXPECT_LT(peak_kb, limit_mib * 1024) << "kvmeshd peaked at " << peak_kb / 1024 << " MiB";
+  }
+
+  /// Raw abuse of one port, checking between rounds that the node still serves.
+  void AttackPortRaw(int port, const std::string& name) {
+    constexpr int kRounds = 4;
+    constexpr int kConnectionsPerRound = 42;  // six of each kind
+    for (int round = 0; round < kRounds; ++round) {
+      for (int i = 0; i < kConnectionsPerRound; ++i) RawAttack(port, rng_, i % 7);
+      ExpectServingAndIntact("after raw round " + std::to_string(round) + " on the " + name);
+      if (HasFatalFailure()) return;
+    }
+    // Many half-open connections at once (a partial header each, held open): the node serves
+    // others meanwhile.
+    std::vector<int> held;
+    for (int i = 0; i < 64; ++i) {
+      int fd = Connect(port);
+      if (fd < 0) continue;
+      std::string header = BaspHeader(kClientHandshake, 0, 1 << 20, kBaspVersion, 0, 0);
+      SendAll(fd, header.substr(0, rng_() % header.size()));
+      held.push_back(fd);
+    }
+    EXPECT_EQ(held.size(), 64u);
+    ExpectServingAndIntact("with 64 half-open connections on the " + name);
+    for (int fd : held) ::close(fd);
+    // CAF allocates a frame's claimed payload length up front; the claims above are at most
+    // 65 MiB, one at a time.
+    ExpectPeakMemoryBelow(512);
+  }
+
+  TempDir dir_;
+  DaemonProcess daemon_;
+  pid_t pid_ = 0;
+  uint64_t node_id_ = 0;
+  std::mt19937 rng_;
+  std::map<std::string, std::string> expected_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_F(FuzzTest, RawBytesOnTheClientPort) {
+  AttackPortRaw(daemon_.port(), "client port");
+}
+
+TEST_F(FuzzTest, RawBytesOnTheClusterPort) {
+  AttackPortRaw(daemon_.cluster_port(), "cluster port");
+}
+
+// Well-formed CAF messages with malformed contents to the membership actor (cluster port) and
+// to a database actor obtained through it.
+TEST_F(FuzzTest, MalformedClusterMessages) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto peer = system.middleman().remote_actor<peer_actor>("127.0.0.1", daemon_.cluster_port());
+  ASSERT_TRUE(peer) << system.render(peer.error());
+  caf::scoped_actor self{system};
+  auto ignore_string = [](std::string&) {};
+
+  // join: garbage, nothing, and member descriptions the node must not take in.
+  proto::Member member_parser;
+  proto::MemberList list_parser;
+  for (int i = 0; i < 40; ++i) {
+    std::string bytes =
+        Unparsable(RandomBytes(rng_, RandomLength(rng_) % 4096), {&member_parser, &list_parser});
+    caf::error err = Ask(self, *peer, ignore_string, atom::join_v, bytes);
+    ExpectRefused(err, Code::kInvalidArgument, "join with random bytes " + std::to_string(i));
+  }
+  ExpectRefused(Ask(self, *peer, ignore_string, atom::join_v, std::string()),
+                Code::kInvalidArgument, "join with nothing");
+  auto member = [&](uint64_t id, const std::string& host, uint32_t port) {
+    proto::Member m;
+    m.set_node_id(id);
+    m.set_host(host);
+    m.set_cluster_port(port);
+    m.set_client_port(rng_() % 2 == 0 ? 70000 : 0);
+    m.set_incarnation(~uint64_t{0});
+    return m;
+  };
+  std::vector<proto::Member> unusable = {
+      member(0, "127.0.0.1", 7000),           // node id 0
+      member(0xbad0001, "127.0.0.1", 0),      // port 0
+      member(0xbad0002, "127.0.0.1", 70000),  // not a port
+      member(0xbad0003, "127.0.0.1", ~uint32_t{0}),
+      member(0xbad0004, "", 7000),         // no host
+      member(node_id_, "10.9.8.7", 7000),  // this node itself, elsewhere
+  };
+  for (const auto& m : unusable) {
+    caf::error err = Ask(self, *peer, ignore_string, atom::join_v, m.SerializeAsString());
+    EXPECT_TRUE(err) << "join of an unusable member " << m.ShortDebugString() << " was accepted";
+  }
+  // heartbeat: garbage, and member lists of unusable members (no answer is expected; the
+  // `members` request after them is answered only once they were handled, in order).
+  for (int i = 0; i < 40; ++i) {
+    self->send(*peer, atom::heartbeat_v,
+               Unparsable(RandomBytes(rng_, RandomLength(rng_)), {&member_parser, &list_parser}));
+  }
+  self->send(*peer, atom::heartbeat_v, std::string());
+  for (const auto& sender : unusable) {
+    proto::MemberList list;
+    *list.mutable_sender() = sender;
+    for (const auto& m : unusable) *list.add_members() = m;
+    self->send(*peer, atom::heartbeat_v, list.SerializeAsString());
+  }
+  // Local-only messages from a remote peer are refused or ignored.
+  self->send(*peer, atom::open_v, member(0xbad0005, "127.0.0.1", 1).SerializeAsString());
+  self->send(*peer, atom::tick_v);
+  std::vector<MemberStatus> members;
+  caf::error err = Ask(
+      self, *peer, [&](std::vector<MemberStatus>& m) { members = std::move(m); }, atom::members_v);
+  ASSERT_FALSE(err) << system.render(err);
+  ASSERT_EQ(members.size(), 1u) << "the node took in an unusable member";
+  EXPECT_EQ(members[0].node_id, node_id_);
+
+  // replica: bad paths are refused, and nothing hangs.
+  auto ignore_db = [](database_actor&) {};
+  for (const std::string& path :
+       {std::string(), std::string("/"), std::string("relative"), std::string("/no/such/config"),
+        std::string(10 * 1024, 'p'), "/fuzz/" + std::string(10 * 1024, 'x'),
+        std::string("/fuzz/a/../b"), std::string("/fuzz/\x01\n"), std::string("/fuzz/\0x", 8),
+        RandomBytes(rng_, 64)}) {
+    caf::error refused = Ask(self, *peer, ignore_db, atom::replica_v, path);
+    EXPECT_TRUE(refused) << "replica of the bad path " << Quote(path) << " was served";
+  }
+
+  // The database actor of the data database, as another replica would get it.
+  database_actor db;
+  err = Ask(
+      self, *peer, [&](database_actor& found) { db = found; }, atom::replica_v, kDataPath);
+  ASSERT_FALSE(err) << system.render(err);
+  ASSERT_TRUE(db);
+
+  // replicate: random and truncated bytes that are no delta, from any node id.
+  auto ok = [](atom::ok) {};
+  proto::Delta valid;
+  {
+    auto* entry = valid.add_entries();
+    entry->set_key("/k/0");
+    entry->mutable_record()->set_value("overwritten by a fuzzer");
+    entry->mutable_record()->mutable_version()->set_origin(0xf00d);
+    entry->mutable_record()->mutable_version()->set_counter(1);
+    entry->mutable_record()->mutable_version()->set_hlc(~uint64_t{0});
+  }
+  const std::string valid_bytes = valid.SerializeAsString();
+  const uint64_t froms[] = {0, 1, node_id_, ~uint64_t{0}, 0xf00d};
+  for (int i = 0; i < 60; ++i) {
+    std::string bytes;
+    if (i % 3 == 0) {
+      bytes = RandomBytes(rng_, RandomLength(rng_));
+    } else if (i % 3 == 1) {  // a valid delta cut short
+      bytes = valid_bytes.substr(0, rng_() % valid_bytes.size());
+    } else {  // a valid delta with bytes flipped
+      bytes = valid_bytes;
+      for (int flips = 1 + rng_() % 4; flips > 0; --flips) {
+        bytes[rng_() % bytes.size()] ^= static_cast<char>(1 + rng_() % 255);
+      }
+    }
+    bytes = NotADelta(std::move(bytes));
+    caf::error e = Ask(self, db, ok, atom::replicate_v, bytes, froms[rng_() % 5]);
+    // An empty delta is fine to accept; anything else must be refused.
+    proto::Delta parsed;
+    if (!parsed.ParseFromString(bytes)) {
+      ExpectRefused(e, Code::kInvalidArgument, "replicate of garbage " + std::to_string(i));
+    }
+  }
+  // replicate: well-formed deltas that break a rule. Each holds a valid entry first, which must
+  // not be applied either (a delta applies whole or not at all).
+  auto bad_delta = [&](auto&& spoil) {
+    proto::Delta d = valid;
+    auto* entry = d.add_entries();
+    *entry = valid.entries(0);
+    entry->set_key("/fuzz-junk");
+    spoil(d, entry);
+    return d.SerializeAsString();
+  };
+  const std::vector<std::pair<std::string, std::string>> rule_breakers = {
+      {"origin 0", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
+         e->mutable_record()->mutable_version()->set_origin(0);
+       })},
+      {"counter 0", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
+         e->mutable_record()->mutable_version()->set_counter(0);
+       })},
+      {"no version", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
+         e->mutable_record()->clear_version();
+       })},
+      {"no record", bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->clear_record(); })},
+      {"empty key", bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key(""); })},
+      {"key not normalised",
+       bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key("fuzz//junk/"); })},
+      {"dot-dot key",
+       bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key("/a/../k/1"); })},
+      {"key too long", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
+         e->set_key("/" + std::string(5000, 'x'));
+       })},
+      {"tombstone with a value", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
+         e->mutable_record()->set_tombstone(true);
+       })},
+      {"value too large", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
+         e->mutable_record()->set_value(std::string((16u << 20) + 1, 'v'));
+       })},
+      {"range with origin 0", bad_delta([](proto::Delta& d, proto::DeltaEntry*) {
+         auto* r = d.add_ranges();
+         r->set_origin(0);
+         r->set_through(5);
+       })},
+      {"range backwards", bad_delta([](proto::Delta& d, proto::DeltaEntry*) {
+         auto* r = d.add_ranges();
+         r->set_origin(0xf00d);
+         r->set_after(10);
+         r->set_through(3);
+       })},
+  };
+  for (const auto& [what, bytes] : rule_breakers) {
+    ExpectRefused(Ask(self, db, ok, atom::replicate_v, bytes, uint64_t{0xf00d}),
+                  Code::kInvalidArgument, "replicate of a delta with " + what);
+  }
+
+  // sync: garbage version vectors get an error or a well-formed answer, never a hang.
+  for (int i = 0; i < 40; ++i) {
+    std::string answer;
+    caf::error e = Ask(
+        self, db, [&](std::string& a) { answer = std::move(a); }, atom::sync_v,
+        RandomBytes(rng_, RandomLength(rng_)), froms[rng_() % 5]);
+    if (!e) {
+      proto::SyncReply reply;
+      EXPECT_TRUE(reply.ParseFromString(answer)) << "sync " << i << ": malformed answer";
+    }
+  }
+  // Messages only the supervisor or the actor itself may send: a zero size limit, passivation,
+  // an empty replica set. Ignored when they come from a peer.
+  auto db_actor = caf::actor_cast<caf::actor>(db);
+  self->send(db, atom::limit_v, uint64_t{0});
+  self->send(db, atom::replicas_v, ReplicaSet{});
+  self->send(db, atom::passivate_v);
+  self->send(db, atom::tick_v);
+  self->send(db, atom::sync_v);
+  // Messages of no signature at all.
+  self->send(db_actor, std::string("not a message"), 42);
+  self->send(db_actor, atom::replicate_v, 7, 7);
+  // An asynchronous error message (CAF's default handler stops the actor on one) and exit
+  // messages, named and anonymous (an anonymous exit from the network looks local).
+  auto peer_actor_raw = caf::actor_cast<caf::actor>(*peer);
+  for (const auto& target : {db_actor, peer_actor_raw}) {
+    caf::anon_send(target, caf::make_error(caf::sec::runtime_error));
+    self->send(target, ToError(Status::Internal("forged")));
+    self->send_exit(target, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(target, caf::exit_reason::user_shutdown);
+  }
+  // The same actors still answer (the database actor was not restarted behind our back).
+  std::string vector_answer;
+  err = Ask(
+      self, db, [&](std::string& a) { vector_answer = std::move(a); }, atom::sync_v, std::string(),
+      uint64_t{1});
+  EXPECT_FALSE(err) << "the database actor stopped answering: " << system.render(err);
+  err = Ask(
+      self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
+  EXPECT_FALSE(err) << "the membership actor stopped answering: " << system.render(err);
+  ExpectServingAndIntact("after malformed cluster messages");
+}
+
+// Well-formed CAF messages with malformed contents to the client gateway.
+TEST_F(FuzzTest, MalformedClientMessages) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", daemon_.port());
+  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  caf::scoped_actor self{system};
+  auto ok = [](atom::ok) {};
+
+  // hello with another version.
+  for (uint32_t version : {0u, 1u, kClientProtocolVersion + 1, ~0u}) {
+    ExpectRefused(Ask(
+                      self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v, version),
+                  Code::kInvalidArgument, "hello " + std::to_string(version));
+  }
+  // Invalid keys and paths: refused, and nothing is written.
+  const std::vector<std::string> bad_keys = {"",     "/",  "//",      "/a/../b",
+                                             "/./x", "..", "/k/0/..", "/" + std::string(5000, 'k')};
+  const std::vector<std::string> bad_paths = {"",
+                                              "/",
+                                              "/no/such/config",
+                                              std::string(10 * 1024, 'p'),
+                                              "/fuzz/" + std::string(2000, 'x'),
+                                              "/fuzz/a\nb",
+                                              std::string("/fuzz/\0", 7),
+                                              "/fuzz/..",
+                                              "/fuzz/../fuzz/kv"};
+  for (const auto& key : bad_keys) {
+    caf::error e = Ask(self, *gateway, ok, atom::put_v, kDataPath, key, std::string("junk"));
+    EXPECT_TRUE(e) << "put of the bad key " << Quote(key) << " was accepted";
+    e = Ask(self, *gateway, ok, atom::erase_v, kDataPath, key);
+    EXPECT_TRUE(e) << "erase of the bad key " << Quote(key) << " was accepted";
+    e = Ask(
+        self, *gateway, [](std::string&) {}, atom::get_v, kDataPath, key);
+    EXPECT_TRUE(e) << "get of the bad key " << Quote(key) << " answered";
+  }
+  for (const auto& path : bad_paths) {
+    caf::error e = Ask(self, *gateway, ok, atom::put_v, path, std::string("/k"), std::string("v"));
+    EXPECT_TRUE(e) << "put to the bad path " << Quote(path) << " was accepted";
+    e = Ask(
+        self, *gateway, [](DatabaseStats&) {}, atom::open_v, path);
+    EXPECT_TRUE(e) << "open of the bad path " << Quote(path) << " was accepted";
+    Ask(
+        self, *gateway, [](ReplicationStatus&) {}, atom::status_v, path);
+    Ask(
+        self, *gateway, [](ListPage&) {}, atom::list_v, path, ListOptions{});
+  }
+  // A value over the limit (16 MiB by default) is refused.
+  ExpectRefused(Ask(self, *gateway, ok, atom::put_v, kDataPath, std::string("/huge"),
+                    std::string((16u << 20) + 1, 'v')),
+                Code::kValueTooLarge, "put of a value over the limit");
+  // A batch with one bad operation applies nothing: not its puts, not its erases.
+  for (int i = 0; i < 20; ++i) {
+    WriteBatch batch;
+    batch.Put("/k/" + std::to_string(rng_() % 40), "overwritten by a bad batch");
+    batch.Erase("/k/" + std::to_string(rng_() % 40));
+    batch.Put("/fuzz-junk/" + std::to_string(i), "junk");
+    batch.Put(bad_keys[rng_() % bad_keys.size()], "junk");
+    if (rng_() % 2 == 0) std::swap(batch.ops[rng_() % 3], batch.ops[3]);
+    caf::error e = Ask(self, *gateway, ok, atom::batch_v, kDataPath, batch);
+    EXPECT_TRUE(e) << "a batch with a bad key was applied";
+  }
+  // A batch operation of a kind that does not exist is refused, not taken for an erase.
+  {
+    WriteBatch batch;
+    batch.Put("/k/1", "overwritten by a bad batch");
+    batch.ops.push_back({static_cast<WriteOp::Kind>(2 + rng_() % 254), "/k/2", "x"});
+    ExpectRefused(Ask(self, *gateway, ok, atom::batch_v, kDataPath, batch), Code::kInvalidArgument,
+                  "a batch with an unknown operation kind");
+  }
+  // A batch over the operation limit is refused whole.
+  {
+    WriteBatch batch;
+    for (size_t i = 0; i <= kMaxBatchOps; ++i) batch.Erase("/k/" + std::to_string(i % 40));
+    ExpectRefused(Ask(self, *gateway, ok, atom::batch_v, kDataPath, batch), Code::kInvalidArgument,
+                  "a batch over the operation limit");
+  }
+  // Lists with odd options answer (or refuse) and hang nothing.
+  for (int i = 0; i < 20; ++i) {
+    ListOptions options;
+    options.prefix = i % 2 == 0 ? RandomBytes(rng_, rng_() % 64) : bad_keys[i % bad_keys.size()];
+    options.start_after = RandomBytes(rng_, rng_() % 64);
+    options.limit = i % 3 == 0 ? 0 : (i % 3 == 1 ? ~uint32_t{0} : rng_());
+    options.with_values = i % 2 == 1;
+    Ask(
+        self, *gateway, [](ListPage&) {}, atom::list_v, kDataPath, options);
+  }
+  // Random keys and values go to the scratch database (any byte is a valid key there).
+  for (int i = 0; i < 40; ++i) {
+    std::string key = RandomBytes(rng_, rng_() % 128),
+                value = RandomBytes(rng_, RandomLength(rng_));
+    Ask(self, *gateway, ok, atom::put_v, kScratchPath, key, value);
+    Ask(
+        self, *gateway, [](std::string&) {}, atom::get_v, kScratchPath, key);
+    Ask(self, *gateway, ok, atom::erase_v, kScratchPath, key);
+  }
+  // Messages the gateway does not speak, an error and an exit.
+  auto raw = caf::actor_cast<caf::actor>(*gateway);
+  self->send(raw, atom::replicate_v, std::string("x"), uint64_t{1});
+  self->send(raw, atom::join_v, std::string());
+  self->send(raw, std::vector<std::string>{"a", "b"});
+  caf::anon_send(raw, caf::make_error(caf::sec::runtime_error));
+  self->send_exit(raw, caf::exit_reason::user_shutdown);
+  caf::error e = Ask(
+      self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v, kClientProtocolVersion);
+  EXPECT_FALSE(e) << "the gateway stopped answering: " << system.render(e);
+  ExpectServingAndIntact("after malformed client messages");
+}
+
+// Known limits of CAF 0.17's BASP, disabled until kvmesh guards against them (run with
+// --gtest_also_run_disabled_tests). Both hold for the client port and the cluster port.
+
+// BASP takes a frame's payload length (32 bits) from its header and allocates that many bytes
+// (zero-filled) before reading the payload. A 32-byte header per connection claiming 1 GiB keeps
+// 1 GiB resident per connection while it stays open: a handful of connections that never
+// complete a handshake exhaust the memory of the machine.
+TEST_F(FuzzTest, DISABLED_ClaimedPayloadLengthsAreNotAllocatedUpFront) {
+  std::vector<int> held;
+  for (int i = 0; i < 4; ++i) {
+    int fd = Connect(daemon_.port());
+    ASSERT_GE(fd, 0);
+    SendAll(fd, BaspHeader(kClientHandshake, 0, 1u << 30, kBaspVersion, 0, 0));
+    held.push_back(fd);
+  }
+  std::this_thread::sleep_for(3s);
+  ExpectPeakMemoryBelow(512);
+  for (int fd : held) ::close(fd);
+  ExpectServingAndIntact("after claimed payload lengths of 1 GiB");
+}
+
+// An exit message with reason `kill` stops any actor whatever its exit handler, and a peer can
+// send one to every actor it has a handle to: the published gateway and membership actors, and
+// the database actors `replica` hands out.
+TEST_F(FuzzTest, DISABLED_AKillFromAPeerDoesNotStopTheNodesActors) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", daemon_.port());
+  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  auto peer = system.middleman().remote_actor<peer_actor>("127.0.0.1", daemon_.cluster_port());
+  ASSERT_TRUE(peer) << system.render(peer.error());
+  caf::scoped_actor self{system};
+  database_actor db;
+  caf::error err = Ask(
+      self, *peer, [&](database_actor& found) { db = found; }, atom::replica_v, kDataPath);
+  ASSERT_FALSE(err) << system.render(err);
+  self->send_exit(*gateway, caf::exit_reason::kill);
+  self->send_exit(*peer, caf::exit_reason::kill);
+  self->send_exit(db, caf::exit_reason::kill);
+  err = Ask(
+      self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v, kClientProtocolVersion);
+  EXPECT_FALSE(err) << "gateway: " << system.render(err);
+  err = Ask(
+      self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
+  EXPECT_FALSE(err) << "membership: " << system.render(err);
+  err = Ask(
+      self, db, [](DatabaseStats&) {}, atom::stats_v);
+  EXPECT_FALSE(err) << "database: " << system.render(err);
+  ExpectServingAndIntact("after a kill from a peer");
+}
+
+}  // namespace
+}  // namespace kvmesh
