@@ -608,10 +608,16 @@ database_actor::behavior_type database_actor_impl(
         auto& st = self->state;
         for (auto& [peer_id, p] : st.peers) {
           if (p.sync_in_flight || p.resolving) continue;
-          // A peer whose actor is gone (passivated, or its node restarted) is only woken if it
-          // may lack our writes: a passivated replica has nothing we lack (see InSync), and
-          // waking idle peers every round would keep every database of a cluster running.
-          if (!p.actor && InSync(self, p)) continue;
+          // A peer whose actor is gone (passivated, or forgotten after an error) is only woken
+          // if it may lack our writes or hold writes we lack: waking idle peers every round
+          // would keep every database of a cluster running. A running peer pulls from us every
+          // round, which tells us its vector (the handler above); a passivated one takes no
+          // writes, so its last vector stays true. (Without the second test, found by the chaos
+          // check, a replica that had forgotten a peer's actor never pulled that peer's newer
+          // writes, and with pull-only anti-entropy nobody else sent them.)
+          if (!p.actor && InSync(self, p) && st.store->version_vector().Includes(p.vector)) {
+            continue;
+          }
           Pull(self, peer_id, kMaxPushChunksPerRound);
         }
         self->delayed_send(self, st.replication->sync_interval, atom::sync_v);
