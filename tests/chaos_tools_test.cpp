@@ -1,0 +1,226 @@
+// The chaos check's parts: the history checker must catch each kind of violation, and the
+// fault proxy must really cut and stall connections between the processes it knows.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "tools/cluster/fault_proxy.hpp"
+#include "tools/cluster/history.hpp"
+
+namespace kvmesh::cluster {
+namespace {
+
+OpRecord Write(uint64_t id, std::string key, std::optional<std::string> value, Code code) {
+  OpRecord op;
+  op.id = id;
+  op.db = "/db";
+  op.kind = value ? OpRecord::Kind::kPut : OpRecord::Kind::kErase;
+  op.ops.push_back(
+      {value ? WriteOp::Kind::kPut : WriteOp::Kind::kErase, std::move(key), value.value_or("")});
+  op.code = code;
+  return op;
+}
+
+OpRecord Batch(uint64_t id, std::vector<WriteOp> ops, Code code) {
+  OpRecord op;
+  op.id = id;
+  op.db = "/db";
+  op.kind = OpRecord::Kind::kBatch;
+  op.ops = std::move(ops);
+  op.code = code;
+  return op;
+}
+
+TEST(HistoryCheckTest, AcknowledgedWritesAndDeletesMustSurvive) {
+  std::vector<OpRecord> ops = {Write(1, "/a", "1", Code::kOk), Write(2, "/a", "2", Code::kOk),
+                               Write(3, "/b", "x", Code::kOk), Write(4, "/b", {}, Code::kOk)};
+  EXPECT_TRUE(CheckHistory(ops, {{"/db", {{"/a", "2"}}}}).pass);
+  // The last acknowledged put is lost (an older value won).
+  CheckResult lost = CheckHistory(ops, {{"/db", {{"/a", "1"}}}});
+  EXPECT_FALSE(lost.pass);
+  EXPECT_NE(lost.violation.find("key /a of /db holds \"1\""), std::string::npos) << lost.violation;
+  EXPECT_NE(lost.violation.find("op 2"), std::string::npos) << lost.violation;
+  // The key is missing altogether.
+  EXPECT_FALSE(CheckHistory(ops, {{"/db", {}}}).pass);
+  // An acknowledged delete is undone.
+  EXPECT_FALSE(CheckHistory(ops, {{"/db", {{"/a", "2"}, {"/b", "x"}}}}).pass);
+  // A key nobody wrote appears.
+  CheckResult junk = CheckHistory(ops, {{"/db", {{"/a", "2"}, {"/zzz", "?"}}}});
+  EXPECT_FALSE(junk.pass);
+  EXPECT_NE(junk.violation.find("never written"), std::string::npos) << junk.violation;
+}
+
+TEST(HistoryCheckTest, IndeterminateWritesMayApplyOnlyAfterTheLastAcknowledged) {
+  std::vector<OpRecord> ops = {Write(1, "/a", "old", Code::kTimeout),
+                               Write(2, "/a", "acked", Code::kOk),
+                               Write(3, "/a", "maybe", Code::kUnavailable)};
+  EXPECT_TRUE(CheckHistory(ops, {{"/db", {{"/a", "acked"}}}}).pass);
+  EXPECT_TRUE(CheckHistory(ops, {{"/db", {{"/a", "maybe"}}}}).pass);
+  // A timed-out write from before the acknowledged one won: the acknowledged write is lost.
+  EXPECT_FALSE(CheckHistory(ops, {{"/db", {{"/a", "old"}}}}).pass);
+  // A never-acknowledged key may hold nothing or the indeterminate value.
+  std::vector<OpRecord> only = {Write(1, "/n", "maybe", Code::kTimeout)};
+  EXPECT_TRUE(CheckHistory(only, {}).pass);
+  EXPECT_TRUE(CheckHistory(only, {{"/db", {{"/n", "maybe"}}}}).pass);
+  CheckResult counts = CheckHistory(ops, {{"/db", {{"/a", "acked"}}}});
+  EXPECT_EQ(counts.acknowledged, 1u);
+  EXPECT_EQ(counts.indeterminate, 2u);
+}
+
+TEST(HistoryCheckTest, BatchesAreAllOrNothingAndOtherErrorsFail) {
+  std::vector<OpRecord> ops = {
+      Batch(1, {{WriteOp::Kind::kPut, "/x", "b1"}, {WriteOp::Kind::kPut, "/y", "b1"}}, Code::kOk),
+      Batch(2, {{WriteOp::Kind::kPut, "/x", "b2"}, {WriteOp::Kind::kErase, "/y", ""}},
+            Code::kTimeout)};
+  EXPECT_TRUE(CheckHistory(ops, {{"/db", {{"/x", "b1"}, {"/y", "b1"}}}}).pass);
+  EXPECT_TRUE(CheckHistory(ops, {{"/db", {{"/x", "b2"}}}}).pass);
+  CheckResult partial = CheckHistory(ops, {{"/db", {{"/x", "b2"}, {"/y", "b1"}}}});
+  EXPECT_FALSE(partial.pass);
+  EXPECT_NE(partial.violation.find("partially"), std::string::npos) << partial.violation;
+
+  std::vector<OpRecord> errors = {Write(1, "/a", "1", Code::kOk),
+                                  Write(2, "/a", "2", Code::kInternal)};
+  CheckResult bad = CheckHistory(errors, {{"/db", {{"/a", "1"}}}});
+  EXPECT_FALSE(bad.pass);
+  EXPECT_EQ(bad.unexpected_errors, 1u);
+  // not_found answers a read; it is not an error.
+  OpRecord get;
+  get.id = 3;
+  get.db = "/db";
+  get.kind = OpRecord::Kind::kGet;
+  get.ops.push_back({WriteOp::Kind::kPut, "/a", ""});
+  get.code = Code::kNotFound;
+  EXPECT_TRUE(CheckHistory({errors[0], get}, {{"/db", {{"/a", "1"}}}}).pass);
+}
+
+// --- FaultNetwork: this test process plays node 0, an echo server stands behind node 1. ---
+
+int ListenLoopback(int* port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::listen(fd, 16);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+int ConnectTo(const std::string& address) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  return fd;
+}
+
+/// Reads up to `n` bytes within `ms`; "" on timeout; "EOF" if the peer closed.
+std::string ReadWithin(int fd, size_t n, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, ms) <= 0) return "";
+  char buf[256];
+  ssize_t got = ::recv(fd, buf, std::min(n, sizeof(buf)), 0);
+  if (got <= 0) return "EOF";
+  return std::string(buf, static_cast<size_t>(got));
+}
+
+/// Echoes every connection's bytes back until stopped.
+class EchoServer {
+ public:
+  EchoServer() : fd_(ListenLoopback(&port_)) {
+    thread_ = std::thread([this] {
+      std::vector<int> conns;
+      while (!stop_) {
+        std::vector<pollfd> fds = {{fd_, POLLIN, 0}};
+        for (int c : conns) fds.push_back({c, POLLIN, 0});
+        if (::poll(fds.data(), fds.size(), 20) <= 0) continue;
+        if (fds[0].revents & POLLIN) conns.push_back(::accept(fd_, nullptr, nullptr));
+        for (size_t i = 1; i < fds.size(); ++i) {
+          if (!(fds[i].revents & (POLLIN | POLLHUP))) continue;
+          char buf[256];
+          ssize_t n = ::recv(fds[i].fd, buf, sizeof(buf), 0);
+          if (n > 0) ::send(fds[i].fd, buf, static_cast<size_t>(n), MSG_NOSIGNAL);
+        }
+      }
+      for (int c : conns) ::close(c);
+    });
+  }
+  ~EchoServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int port_ = 0;
+  int fd_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST(FaultNetworkTest, CutClosesAndRefusesCrossingLinksStallHoldsBytesUntilHeal) {
+  EchoServer echo;
+  const pid_t me = ::getpid();
+  FaultNetwork net(2, [me] { return std::vector<pid_t>{me, 0}; });
+  ASSERT_TRUE(net.status().ok()) << net.status();
+  net.SetTarget(1, echo.port());
+  net.Start();
+
+  // Healthy: bytes go through node 1's proxy and come back.
+  int a = ConnectTo(net.address(1));
+  ASSERT_EQ(::send(a, "ping", 4, 0), 4);
+  EXPECT_EQ(ReadWithin(a, 4, 2000), "ping");
+
+  // Stall: nothing moves, the connection stays open; heal releases the held bytes.
+  net.Partition({0, 1}, PartitionMode::kStall);
+  ASSERT_EQ(::send(a, "held", 4, 0), 4);
+  EXPECT_EQ(ReadWithin(a, 4, 300), "");
+  net.Heal();
+  EXPECT_EQ(ReadWithin(a, 4, 2000), "held");
+
+  // Cut: the open connection is closed, and a new one is closed on accept.
+  net.Partition({0, 1}, PartitionMode::kCut);
+  EXPECT_EQ(ReadWithin(a, 4, 2000), "EOF");
+  ::close(a);
+  int b = ConnectTo(net.address(1));
+  EXPECT_EQ(ReadWithin(b, 4, 2000), "EOF");
+  ::close(b);
+  EXPECT_GE(net.stats().cut, 2u);
+
+  // Same side: not affected.
+  net.Partition({1, 1}, PartitionMode::kCut);
+  int c = ConnectTo(net.address(1));
+  ASSERT_EQ(::send(c, "same", 4, 0), 4);
+  EXPECT_EQ(ReadWithin(c, 4, 2000), "same");
+  ::close(c);
+  net.Heal();
+  EXPECT_EQ(net.stats().unidentified, 0u);
+}
+
+TEST(FaultNetworkTest, ConnectionsFromUnknownProcessesAreNeverFailed) {
+  EchoServer echo;
+  // No known node pid: the opener is unidentified, so a partition does not touch it.
+  FaultNetwork net(2, [] { return std::vector<pid_t>{0, 0}; });
+  net.SetTarget(1, echo.port());
+  net.Start();
+  net.Partition({0, 1}, PartitionMode::kCut);
+  int a = ConnectTo(net.address(1));
+  ASSERT_EQ(::send(a, "anon", 4, 0), 4);
+  EXPECT_EQ(ReadWithin(a, 4, 2000), "anon");
+  ::close(a);
+  EXPECT_EQ(net.stats().unidentified, 1u);
+}
+
+}  // namespace
+}  // namespace kvmesh::cluster

@@ -1,0 +1,318 @@
+#include "tools/cluster/fault_proxy.hpp"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <list>
+#include <sstream>
+
+namespace kvmesh::cluster {
+namespace {
+
+/// Inode of the socket in /proc/net/tcp with these local and remote ports on 127.0.0.1, or 0.
+uint64_t SocketInode(int port, int peer_port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // header
+  char local[64], remote[64];
+  std::snprintf(local, sizeof(local), "0100007F:%04X", port);
+  std::snprintf(remote, sizeof(remote), "0100007F:%04X", peer_port);
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, l, r, state, queues, timer, retransmits, uid, timeout, inode;
+    fields >> slot >> l >> r >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+    if (l == local && r == remote) return std::stoull(inode);
+  }
+  return 0;
+}
+
+bool HoldsInode(pid_t pid, uint64_t inode) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  const std::string wanted = "socket:[" + std::to_string(inode) + "]";
+  bool found = false;
+  char target[128];
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    ssize_t n = ::readlink((dir + "/" + e->d_name).c_str(), target, sizeof(target) - 1);
+    if (n > 0 && wanted.compare(0, std::string::npos, target, n) == 0) {
+      found = true;
+      break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
+int Listen(int* port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 128) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  ::fcntl(fd, F_SETFL, O_NONBLOCK);
+  return fd;
+}
+
+int Connect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  // Loopback: connect completes or is refused at once (a paused node's kernel still accepts).
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  ::fcntl(fd, F_SETFL, O_NONBLOCK);
+  return fd;
+}
+
+constexpr size_t kBufferLimit = 1 << 20;
+
+}  // namespace
+
+pid_t FindSocketOwner(int port, int peer_port, const std::vector<pid_t>& candidates) {
+  uint64_t inode = SocketInode(port, peer_port);
+  if (inode == 0) return 0;
+  for (pid_t pid : candidates) {
+    if (pid > 0 && HoldsInode(pid, inode)) return pid;
+  }
+  return 0;
+}
+
+struct FaultNetwork::Impl {
+  struct Link {
+    int from_node = -1;          // opener, -1 if unknown
+    int to_node = 0;             // the node behind the proxy
+    int down = -1;               // accepted socket (the opener's side)
+    int up = -1;                 // socket to the node's real port
+    std::string to_up, to_down;  // bytes read and not yet written
+    bool closed = false;
+  };
+  std::function<std::vector<pid_t>()> pids;
+  std::vector<int> listeners, proxy_ports, targets;
+  mutable std::mutex mutex;  // guards groups, mode, targets, stats
+  std::vector<int> groups;   // empty: healed
+  PartitionMode mode = PartitionMode::kCut;
+  FaultNetworkStats stats;
+  /// Partition/Heal calls made and applied by the proxy thread: the calls wait for theirs.
+  uint64_t requested = 0, applied = 0;
+  std::condition_variable applied_cv;
+  std::list<Link> links;  // proxy thread only
+  std::atomic<bool> stop{false};
+  std::thread thread;
+
+  bool Crossing(const Link& l) const {
+    if (groups.empty() || l.from_node < 0) return false;
+    return groups[l.from_node] != groups[l.to_node];
+  }
+
+  void Accept(int index) {
+    while (true) {
+      sockaddr_in peer{};
+      socklen_t len = sizeof(peer);
+      int fd = ::accept4(listeners[index], reinterpret_cast<sockaddr*>(&peer), &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) return;
+      Link l;
+      l.to_node = index;
+      l.down = fd;
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      const std::vector<pid_t> node_pids = pids();
+      pid_t owner = FindSocketOwner(ntohs(peer.sin_port), proxy_ports[index], node_pids);
+      for (size_t i = 0; i < node_pids.size(); ++i) {
+        if (owner != 0 && node_pids[i] == owner) l.from_node = static_cast<int>(i);
+      }
+      int target = 0;
+      bool refuse = false;
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        ++stats.connections;
+        if (l.from_node < 0) ++stats.unidentified;
+        target = targets[index];
+        refuse = Crossing(l) && mode == PartitionMode::kCut;
+        if (refuse) ++stats.cut;
+      }
+      if (refuse || target == 0 || (l.up = Connect(target)) < 0) {
+        ::close(fd);
+        continue;
+      }
+      links.push_back(std::move(l));
+    }
+  }
+
+  /// Moves bytes from `from` into `buffer` and from `buffer` to `to`; false on EOF or error.
+  bool Pump(int from, std::string& buffer, int to, short from_events) {
+    if ((from_events & (POLLIN | POLLHUP | POLLERR)) && buffer.size() < kBufferLimit) {
+      char chunk[65536];
+      ssize_t n = ::read(from, chunk, sizeof(chunk));
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return false;
+      if (n > 0) buffer.append(chunk, static_cast<size_t>(n));
+    }
+    if (!buffer.empty()) {  // non-blocking: sends what fits
+      ssize_t n = ::send(to, buffer.data(), buffer.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno != EAGAIN && errno != EINTR) return false;
+      if (n > 0) {
+        buffer.erase(0, static_cast<size_t>(n));
+        std::lock_guard<std::mutex> lock(mutex);
+        stats.bytes += static_cast<uint64_t>(n);
+      }
+    }
+    return true;
+  }
+
+  void Loop() {
+    std::vector<pollfd> fds;
+    std::vector<Link*> order;
+    while (!stop) {
+      // Apply the current partition to existing links.
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        for (auto& l : links) {
+          if (Crossing(l) && mode == PartitionMode::kCut && !l.closed) {
+            l.closed = true;
+            ++stats.cut;
+          }
+        }
+        // Links are failed (below) or left out of the poll set from here on.
+        applied = requested;
+      }
+      applied_cv.notify_all();
+      for (auto it = links.begin(); it != links.end();) {
+        if (it->closed) {
+          ::close(it->down);
+          ::close(it->up);
+          it = links.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      fds.clear();
+      order.clear();
+      for (size_t i = 0; i < listeners.size(); ++i) fds.push_back({listeners[i], POLLIN, 0});
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        for (auto& l : links) {
+          if (Crossing(l)) continue;  // stalled: nothing moves
+          short down_events = 0, up_events = 0;
+          if (l.to_up.size() < kBufferLimit) down_events |= POLLIN;
+          if (l.to_down.size() < kBufferLimit) up_events |= POLLIN;
+          if (!l.to_down.empty()) down_events |= POLLOUT;
+          if (!l.to_up.empty()) up_events |= POLLOUT;
+          fds.push_back({l.down, down_events, 0});
+          fds.push_back({l.up, up_events, 0});
+          order.push_back(&l);
+        }
+      }
+      // A bounded wait, so partition changes and stop take effect within 20 ms.
+      if (::poll(fds.data(), fds.size(), 20) < 0 && errno != EINTR) break;
+      for (size_t i = 0; i < listeners.size(); ++i) {
+        if (fds[i].revents & POLLIN) Accept(static_cast<int>(i));
+      }
+      for (size_t k = 0; k < order.size(); ++k) {
+        Link& l = *order[k];
+        const pollfd& d = fds[listeners.size() + 2 * k];
+        const pollfd& u = fds[listeners.size() + 2 * k + 1];
+        if (!Pump(l.down, l.to_up, l.up, d.revents) || !Pump(l.up, l.to_down, l.down, u.revents)) {
+          l.closed = true;
+        }
+      }
+    }
+    for (auto& l : links) {
+      ::close(l.down);
+      ::close(l.up);
+    }
+    links.clear();
+  }
+};
+
+FaultNetwork::FaultNetwork(int nodes, std::function<std::vector<pid_t>()> pids)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->pids = std::move(pids);
+  impl_->targets.assign(nodes, 0);
+  for (int i = 0; i < nodes; ++i) {
+    int port = 0;
+    int fd = Listen(&port);
+    if (fd < 0 && status_.ok()) {
+      status_ = Status::IOError(std::string("fault proxy cannot listen: ") + std::strerror(errno));
+    }
+    impl_->listeners.push_back(fd);
+    impl_->proxy_ports.push_back(port);
+  }
+}
+
+FaultNetwork::~FaultNetwork() {
+  impl_->stop = true;
+  if (impl_->thread.joinable()) impl_->thread.join();
+  for (int fd : impl_->listeners) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+std::string FaultNetwork::address(int index) const {
+  return "127.0.0.1:" + std::to_string(impl_->proxy_ports[index]);
+}
+
+void FaultNetwork::SetTarget(int index, int port) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->targets[index] = port;
+}
+
+void FaultNetwork::Start() {
+  if (!impl_->thread.joinable()) impl_->thread = std::thread([this] { impl_->Loop(); });
+}
+
+void FaultNetwork::Partition(std::vector<int> group, PartitionMode mode) {
+  std::unique_lock<std::mutex> lock(impl_->mutex);
+  group.resize(impl_->targets.size(), 0);
+  impl_->groups = std::move(group);
+  impl_->mode = mode;
+  WaitApplied(lock);
+}
+
+void FaultNetwork::Heal() {
+  std::unique_lock<std::mutex> lock(impl_->mutex);
+  impl_->groups.clear();
+  WaitApplied(lock);
+}
+
+void FaultNetwork::WaitApplied(std::unique_lock<std::mutex>& lock) {
+  const uint64_t mine = ++impl_->requested;
+  if (!impl_->thread.joinable()) return;  // not started: applied when it starts
+  // The proxy thread loops every 20 ms at most; the bound only guards against a stuck thread.
+  impl_->applied_cv.wait_for(lock, std::chrono::seconds(5), [&] { return impl_->applied >= mine; });
+}
+
+FaultNetworkStats FaultNetwork::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->stats;
+}
+
+}  // namespace kvmesh::cluster

@@ -1,0 +1,75 @@
+// The chaos check's history of client operations and the checker run on it after the cluster
+// has healed and converged.
+//
+// The workload keeps one writer per key, so a key's writes are ordered by their op ids. An op
+// is acknowledged (ok), or failed with an outcome that leaves it unknown whether it applied
+// (unavailable, timeout): "indeterminate". The checker's rule for each key, given the value the
+// converged replicas hold:
+//   - allowed: the effect of the last acknowledged write of the key, or the effect of an
+//     indeterminate write issued after it (it may have applied);
+//   - a violation: anything else, including an indeterminate write from before the last
+//     acknowledged one winning (the acknowledged write would be lost), a key never written;
+//   - an indeterminate batch applied to some of its keys and not others (batches are atomic);
+//   - any error other than unavailable/timeout (not_found for reads is an answer, not an error).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.hpp"
+#include "common/types.hpp"
+
+namespace kvmesh::cluster {
+
+struct OpRecord {
+  enum class Kind : uint8_t { kPut, kErase, kBatch, kGet };
+  uint64_t id = 0;
+  int worker = 0;
+  /// Node whose client port it went to.
+  int node = 0;
+  std::string db;
+  Kind kind = Kind::kPut;
+  /// kPut/kErase: one op; kBatch: its ops (distinct keys); kGet: the key in ops[0].key.
+  std::vector<WriteOp> ops;
+  /// Microseconds since the run started.
+  int64_t start_us = 0;
+  int64_t end_us = 0;
+  Code code = Code::kOk;
+  std::string error;
+};
+
+/// Whether `code` says the write may or may not have been applied.
+bool Indeterminate(Code code);
+
+/// Thread-safe append-only log of operations.
+class History {
+ public:
+  void Add(OpRecord op);
+  std::vector<OpRecord> Snapshot() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<OpRecord> ops_;
+};
+
+/// The converged contents: database path -> key -> value.
+using FinalState = std::map<std::string, std::map<std::string, std::string>>;
+
+struct CheckResult {
+  bool pass = true;
+  uint64_t ops = 0, acknowledged = 0, indeterminate = 0, unexpected_errors = 0, keys = 0;
+  /// The first violation and the history of its key, when !pass.
+  std::string violation;
+};
+
+/// Checks `ops` (any order) against `final_state` by the rules above.
+CheckResult CheckHistory(std::vector<OpRecord> ops, const FinalState& final_state);
+
+/// One line describing `op`, for reports.
+std::string Describe(const OpRecord& op);
+
+}  // namespace kvmesh::cluster
