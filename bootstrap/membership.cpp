@@ -5,6 +5,7 @@
 #include <caf/io/all.hpp>
 
 #include "actors/database_request.hpp"
+#include "common/address.hpp"
 #include "common/path.hpp"
 #include "messages/cluster.pb.h"
 
@@ -16,22 +17,6 @@ using Clock = membership_state::clock;
 
 bool Blocked(membership_pointer self, uint64_t from, uint64_t to) {
   return self->state.options.faults && self->state.options.faults->Blocked(from, to);
-}
-
-/// Splits "host:port"; false if it is not one.
-bool SplitAddress(const std::string& address, std::string* host, uint16_t* port) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return false;
-  try {
-    size_t used = 0;
-    unsigned long value = std::stoul(address.substr(colon + 1), &used);
-    if (used != address.size() - colon - 1 || value == 0 || value > 65535) return false;
-    *port = static_cast<uint16_t>(value);
-  } catch (...) {
-    return false;
-  }
-  *host = address.substr(0, colon);
-  return true;
 }
 
 std::string MemberListBytes(membership_pointer self) {
@@ -178,7 +163,7 @@ void Tick(membership_pointer self) {
     if (connecting) continue;
     std::string host;
     uint16_t port = 0;
-    if (!SplitAddress(address, &host, &port)) continue;
+    if (!ParseHostPort(address, &host, &port).ok()) continue;
     connecting = true;
     ConnectAndJoin(self, host, port, [self, address = address](uint64_t id, peer_actor peer) {
       auto it = self->state.seeds_connecting.find(address);

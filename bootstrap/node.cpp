@@ -13,6 +13,7 @@
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "bootstrap/membership.hpp"
+#include "common/address.hpp"
 #include "common/completion.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
@@ -216,26 +217,14 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
                                    std::to_string(opts.cluster_port) + " is not usable");
   }
   std::string advertised_host = opts.cluster_host;
-  int advertised_port = -1;  // the cluster port, once known
+  uint16_t advertised_port = 0;  // 0: the cluster port itself
   if (!opts.cluster_advertise.empty()) {
-    auto colon = opts.cluster_advertise.rfind(':');
-    int port = 0;
-    if (colon != std::string::npos && colon > 0) {
-      try {
-        size_t used = 0;
-        port = std::stoi(opts.cluster_advertise.substr(colon + 1), &used);
-        if (used != opts.cluster_advertise.size() - colon - 1) port = 0;
-      } catch (...) {
-        port = 0;
-      }
+    if (!clustered) {
+      return Status::InvalidArgument("cluster_advertise " + Quote(opts.cluster_advertise) +
+                                     " is given but no cluster_port");
     }
-    if (!clustered || port <= 0 || port > 65535) {
-      return Status::InvalidArgument(
-          "cluster_advertise " + Quote(opts.cluster_advertise) +
-          (clustered ? " is not a host:port address" : " is given but no cluster_port"));
-    }
-    advertised_host = opts.cluster_advertise.substr(0, colon);
-    advertised_port = port;
+    Status s = ParseHostPort(opts.cluster_advertise, &advertised_host, &advertised_port);
+    if (!s.ok()) return Status::InvalidArgument("cluster_advertise: " + s.message());
   }
   if (!clustered && !opts.seeds.empty()) {
     return Status::InvalidArgument(

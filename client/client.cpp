@@ -8,6 +8,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "common/address.hpp"
 #include "common/completion.hpp"
 #include "common/path.hpp"
 #include "messages/type_ids.hpp"
@@ -70,28 +71,6 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
       },
       [=](ConnectionJob& job) { job(self); },
   };
-}
-
-Status ParseAddress(const std::string& address, std::string* host, uint16_t* port) {
-  auto bad = [&](const std::string& why) {
-    return Status::InvalidArgument("bad node address " + Quote(address) + ": " + why +
-                                   " (expected host:port)");
-  };
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return bad("no port");
-  *host = address.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  const std::string digits = address.substr(colon + 1);
-  if (digits.empty() || digits.size() > 5 ||
-      digits.find_first_not_of("0123456789") != std::string::npos) {
-    return bad("port is not a number");
-  }
-  unsigned long value = std::stoul(digits);
-  if (value == 0 || value > 65535) return bad("port out of range");
-  *port = static_cast<uint16_t>(value);
-  return Status::OK();
 }
 
 }  // namespace
@@ -243,7 +222,7 @@ Client connect(const std::string& address, const ClientOptions& options) {
   auto connection = std::make_shared<Connection>();
   connection->options = options;
   connection->address = address;
-  client.status_ = ParseAddress(address, &connection->host, &connection->port);
+  client.status_ = ParseHostPort(address, &connection->host, &connection->port);
   if (!client.status_.ok()) return client;
   client.status_ = connection->Start();
   // Keep the connection after a failed first attempt if later calls can retry it (the node was

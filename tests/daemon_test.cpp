@@ -230,3 +230,31 @@ TEST_F(DaemonTest, SighupReloadsConfigs) {
 
 }  // namespace
 }  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+TEST_F(DaemonTest, AdvertisedClusterAddressIsWhatMembersSee) {
+  DaemonProcess d;
+  std::vector<std::string> args = Args();
+  args.insert(args.end(), {"--cluster-port", "0", "--cluster-advertise", "127.0.0.1:1234"});
+  ASSERT_TRUE(d.Start(KVMESHD_PATH, args)) << d.output();
+  EXPECT_NE(d.output().find("(advertised as 127.0.0.1:1234)"), std::string::npos) << d.output();
+  auto members = client::connect(d.address()).members();
+  ASSERT_TRUE(members.ok()) << members.status();
+  ASSERT_EQ(members->size(), 1u);
+  EXPECT_EQ((*members)[0].cluster_address, "127.0.0.1:1234");
+  d.Kill(SIGTERM);
+  EXPECT_EQ(d.Wait(), 0);
+
+  DaemonProcess bad;
+  args = Args();
+  args.insert(args.end(), {"--cluster-port", "0", "--cluster-advertise", "127.0.0.1"});
+  EXPECT_FALSE(bad.Start(KVMESHD_PATH, args));
+  EXPECT_EQ(bad.Wait(), 1);
+  EXPECT_NE(bad.output().find("cluster_advertise: bad address \"127.0.0.1\""), std::string::npos)
+      << bad.output();
+}
+
+}  // namespace
+}  // namespace kvmesh

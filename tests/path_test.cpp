@@ -1,5 +1,6 @@
 // The key and database path rules of common/path.hpp: one spelling per key, no aliasing.
 #include "common/path.hpp"
+#include "common/address.hpp"
 
 #include <gtest/gtest.h>
 
@@ -135,6 +136,27 @@ TEST(PathTest, QuoteKeepsPrintableAsciiAndEscapesTheRest) {
 TEST(PathTest, QuoteCutsLongText) {
   EXPECT_EQ(Quote(std::string(200, 'k')), "\"" + std::string(120, 'k') + "...\"");
   EXPECT_EQ(Quote(std::string(120, 'k')), "\"" + std::string(120, 'k') + "\"");
+}
+
+}  // namespace
+}  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+TEST(AddressTest, ParsesHostPortAndSaysWhatIsWrong) {
+  std::string host;
+  uint16_t port = 0;
+  ASSERT_TRUE(ParseHostPort("127.0.0.1:7370", &host, &port).ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 7370);
+  ASSERT_TRUE(ParseHostPort("[::1]:80", &host, &port).ok());
+  EXPECT_EQ(host, "::1");
+  for (const char* bad : {"", "7370", ":7370", "host:", "host:0", "host:65536", "host:12x"}) {
+    Status s = ParseHostPort(bad, &host, &port);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("expected host:port"), std::string::npos) << s;
+  }
 }
 
 }  // namespace
