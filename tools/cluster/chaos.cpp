@@ -11,7 +11,7 @@
 // operations); thread timing still varies, so a failing seed reproduces the same schedule but
 // not always the same interleaving.
 //
-// Exit status: 0 PASS, 1 FAIL, 2 bad arguments or the cluster could not be set up.
+// Exit status: 0 PASS, 1 FAIL, 2 the cluster could not be set up (bad flags: CLI11's codes).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -232,6 +232,8 @@ class Chaos {
     popts.kvmeshd = options_.kvmeshd;
     popts.config_dir = options_.dir + "/configs";
     popts.tie_to_caller = true;
+    // The proxies must know a restarted node's pid before it connects to its peers.
+    popts.on_spawn = [this](int index, pid_t pid) { pids_.Set(index, pid); };
     popts.stop_timeout = std::chrono::seconds(15);
     popts.extra_args = {"--failure-timeout-ms", std::to_string(options_.failure_timeout_ms),
                         "--replica-grace-s",    std::to_string(options_.replica_grace_s),
@@ -272,7 +274,7 @@ class Chaos {
 
     // Heal everything and wait for convergence.
     const auto heal_start = Clock::now();
-    network_->Heal();
+    if (!network_->Heal()) proxy_errors_ += "the proxies did not apply the final heal; ";
     for (int i = 0; i < options_.nodes; ++i) {
       if (cluster_.State(i) == ProcessState::kPaused) cluster_.Resume(i);
       if (cluster_.State(i) == ProcessState::kDown && expected_down_.count(i)) StartNode(i);
@@ -294,6 +296,17 @@ class Chaos {
       result.violation = crashes_ + (result.violation.empty() ? "" : "; also: " + result.violation);
     }
     const auto net = network_->stats();
+    // Only nodes connect through the proxies: a link whose opener is unknown may have escaped
+    // a partition, and then the run proved less than it claims.
+    if (net.unidentified_at_partition > 0) {
+      proxy_errors_ += std::to_string(net.unidentified_at_partition) +
+                       " connections' openers were unknown when a partition was applied; ";
+    }
+    if (!proxy_errors_.empty()) {
+      result.pass = false;
+      result.violation = "fault injection: " + proxy_errors_ +
+                         (result.violation.empty() ? "" : "; also: " + result.violation);
+    }
     std::cout << "operations: " << result.ops << " in " << workload_s << " s ("
               << static_cast<uint64_t>(result.ops / std::max(workload_s, 0.001))
               << "/s); acknowledged " << result.acknowledged
@@ -303,7 +316,8 @@ class Chaos {
               << "faults: " << faults_.cycles() << " (kill " << faults_.kills << ", pause "
               << faults_.pauses << ", restart " << faults_.restarts << ", partition cut "
               << faults_.cut_partitions << ", partition stall " << faults_.stall_partitions
-              << "); proxied connections " << net.connections << ", cut " << net.cut << "\n"
+              << "); proxied connections " << net.connections << ", cut " << net.cut
+              << ", opener unknown on accept " << net.unidentified << "\n"
               << "convergence after heal: " << converge_s << " s\n";
     if (result.pass) {
       std::cout << "PASS (seed " << options_.seed << ")" << std::endl;
@@ -348,7 +362,7 @@ class Chaos {
     }
   }
 
-  /// Sleeps `ms` (bounded by the run's end) while watching for crashes.
+  /// Sleeps `ms` while watching for crashes.
   void Hold(int ms) {
     const auto until = Clock::now() + std::chrono::milliseconds(ms);
     while (Clock::now() < until) {
@@ -401,9 +415,11 @@ class Chaos {
       for (int g : group) sides += std::to_string(g);
       std::cout << "fault: partition (" << (cut ? "cut" : "stall") << ") sides " << sides << " for "
                 << hold << " ms" << std::endl;
-      network_->Partition(group, cut ? PartitionMode::kCut : PartitionMode::kStall);
+      if (!network_->Partition(group, cut ? PartitionMode::kCut : PartitionMode::kStall)) {
+        proxy_errors_ += "a partition was not applied within 5 s; ";
+      }
       Hold(hold);
-      network_->Heal();
+      if (!network_->Heal()) proxy_errors_ += "a heal was not applied within 5 s; ";
     }
     // A calm gap, so the cluster also runs healthy between faults.
     Hold(std::min<int>(
@@ -426,9 +442,12 @@ class Chaos {
       index_of[clients.back().node_id()] = i;
     }
     const auto deadline = Clock::now() + std::chrono::seconds(options_.converge_timeout_s);
-    std::string why;
+    std::string why, last_signature;
     while (true) {
       why.clear();
+      // Replica sets, vectors and digests of every database: converged means two rounds in a
+      // row agree, so a write still on its way cannot slip between the status reads.
+      std::string signature;
       for (const auto& path : kDatabases) {
         auto first = clients[0].open(path).replication_status();
         if (!first.ok()) {
@@ -451,6 +470,25 @@ class Chaos {
           replicas.push_back(*st);
         }
         if (!why.empty()) break;
+        // A node that left the replica set drops its copy only once the new replicas hold its
+        // writes: until then they may lack some.
+        for (int i = 0; i < options_.nodes && why.empty(); ++i) {
+          if (std::count(first->replicas.begin(), first->replicas.end(), clients[i].node_id())) {
+            continue;
+          }
+          auto dbs = clients[i].databases();
+          if (!dbs.ok()) {
+            why = "node " + std::to_string(i) + ": " + dbs.status().ToString();
+          } else {
+            for (const auto& d : *dbs) {
+              if (d.path == path)
+                why = path + ": node " + std::to_string(i) + " still holds a copy";
+            }
+          }
+        }
+        if (!why.empty()) break;
+        signature += path + FormatNodeIds(first->replicas) + replicas[0].version_vector +
+                     std::to_string(replicas[0].digest) + ";";
         for (const auto& r : replicas) {
           uint64_t pending = 0;
           for (const auto& p : r.peers) pending += p.pending_deltas;
@@ -492,13 +530,19 @@ class Chaos {
         }
         if (!why.empty()) break;
       }
-      if (why.empty()) return "";
+      if (why.empty() && signature == last_signature) return "";
+      if (why.empty()) {
+        last_signature = signature;
+        why = "not yet stable";
+      } else {
+        last_signature.clear();
+      }
       if (Clock::now() > deadline) {
         return "no convergence within " + std::to_string(options_.converge_timeout_s) +
                " s after healing: " + why;
       }
       out->clear();
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
 
@@ -511,6 +555,7 @@ class Chaos {
   FaultCounts faults_;
   std::set<int> expected_down_, reported_;
   std::string crashes_;
+  std::string proxy_errors_;
 };
 
 }  // namespace

@@ -82,7 +82,11 @@ int Connect(int port) {
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = htons(static_cast<uint16_t>(port));
-  // Loopback: connect completes or is refused at once (a paused node's kernel still accepts).
+  // Loopback: connect completes or is refused at once (a paused node's kernel still accepts),
+  // unless the node's backlog is full: then it gives up after 300 ms rather than hold up every
+  // other link of this thread.
+  timeval timeout{0, 300 * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     ::close(fd);
     return -1;
@@ -109,6 +113,7 @@ pid_t FindSocketOwner(int port, int peer_port, const std::vector<pid_t>& candida
 struct FaultNetwork::Impl {
   struct Link {
     int from_node = -1;          // opener, -1 if unknown
+    int from_port = 0;           // the opener's local port (to look it up again)
     int to_node = 0;             // the node behind the proxy
     int down = -1;               // accepted socket (the opener's side)
     int up = -1;                 // socket to the node's real port
@@ -128,6 +133,16 @@ struct FaultNetwork::Impl {
   std::atomic<bool> stop{false};
   std::thread thread;
 
+  /// Which node (index into `node_pids`) holds the socket 127.0.0.1:from_port connected to
+  /// node `to_node`'s proxy; -1 if none.
+  int Identify(int from_port, int to_node, const std::vector<pid_t>& node_pids) const {
+    pid_t owner = FindSocketOwner(from_port, proxy_ports[to_node], node_pids);
+    for (size_t i = 0; i < node_pids.size(); ++i) {
+      if (owner != 0 && node_pids[i] == owner) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
   bool Crossing(const Link& l) const {
     if (groups.empty() || l.from_node < 0) return false;
     return groups[l.from_node] != groups[l.to_node];
@@ -145,11 +160,8 @@ struct FaultNetwork::Impl {
       l.down = fd;
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      const std::vector<pid_t> node_pids = pids();
-      pid_t owner = FindSocketOwner(ntohs(peer.sin_port), proxy_ports[index], node_pids);
-      for (size_t i = 0; i < node_pids.size(); ++i) {
-        if (owner != 0 && node_pids[i] == owner) l.from_node = static_cast<int>(i);
-      }
+      l.from_port = ntohs(peer.sin_port);
+      l.from_node = Identify(l.from_port, index, pids());
       int target = 0;
       bool refuse = false;
       {
@@ -170,6 +182,9 @@ struct FaultNetwork::Impl {
 
   /// Moves bytes from `from` into `buffer` and from `buffer` to `to`; false on EOF or error.
   bool Pump(int from, std::string& buffer, int to, short from_events) {
+    // A hung-up side whose bytes cannot be taken (the buffer is full) ends the link; polling
+    // it again would only spin.
+    if ((from_events & (POLLHUP | POLLERR)) && buffer.size() >= kBufferLimit) return false;
     if ((from_events & (POLLIN | POLLHUP | POLLERR)) && buffer.size() < kBufferLimit) {
       char chunk[65536];
       ssize_t n = ::read(from, chunk, sizeof(chunk));
@@ -192,9 +207,23 @@ struct FaultNetwork::Impl {
     std::vector<pollfd> fds;
     std::vector<Link*> order;
     while (!stop) {
-      // Apply the current partition to existing links.
+      // Apply the current partition to existing links. A new partition first looks up the
+      // openers not identified on accept once more.
+      bool changed = false;
       {
         std::lock_guard<std::mutex> lock(mutex);
+        changed = applied != requested;
+      }
+      std::vector<pid_t> node_pids;
+      if (changed) node_pids = pids();
+      uint64_t still_unknown = 0;
+      for (auto& l : links) {
+        if (changed && l.from_node < 0) l.from_node = Identify(l.from_port, l.to_node, node_pids);
+        if (changed && l.from_node < 0 && !l.closed) ++still_unknown;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        stats.unidentified_at_partition += still_unknown;
         for (auto& l : links) {
           if (Crossing(l) && mode == PartitionMode::kCut && !l.closed) {
             l.closed = true;
@@ -289,25 +318,26 @@ void FaultNetwork::Start() {
   if (!impl_->thread.joinable()) impl_->thread = std::thread([this] { impl_->Loop(); });
 }
 
-void FaultNetwork::Partition(std::vector<int> group, PartitionMode mode) {
+bool FaultNetwork::Partition(std::vector<int> group, PartitionMode mode) {
   std::unique_lock<std::mutex> lock(impl_->mutex);
   group.resize(impl_->targets.size(), 0);
   impl_->groups = std::move(group);
   impl_->mode = mode;
-  WaitApplied(lock);
+  return WaitApplied(lock);
 }
 
-void FaultNetwork::Heal() {
+bool FaultNetwork::Heal() {
   std::unique_lock<std::mutex> lock(impl_->mutex);
   impl_->groups.clear();
-  WaitApplied(lock);
+  return WaitApplied(lock);
 }
 
-void FaultNetwork::WaitApplied(std::unique_lock<std::mutex>& lock) {
+bool FaultNetwork::WaitApplied(std::unique_lock<std::mutex>& lock) {
   const uint64_t mine = ++impl_->requested;
-  if (!impl_->thread.joinable()) return;  // not started: applied when it starts
+  if (!impl_->thread.joinable()) return true;  // not started: applied when it starts
   // The proxy thread loops every 20 ms at most; the bound only guards against a stuck thread.
-  impl_->applied_cv.wait_for(lock, std::chrono::seconds(5), [&] { return impl_->applied >= mine; });
+  return impl_->applied_cv.wait_for(lock, std::chrono::seconds(5),
+                                    [&] { return impl_->applied >= mine; });
 }
 
 FaultNetworkStats FaultNetwork::stats() const {

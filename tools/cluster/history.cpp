@@ -140,8 +140,10 @@ CheckResult CheckHistory(std::vector<OpRecord> ops, const FinalState& final_stat
            (pending.empty() ? "" : " or an indeterminate write after it") +
            "; its history:" + history_of(db, key));
     }
-    for (const auto& [index, effect] : pending) {
-      // Only keys where the batch's effect differs from the acknowledged state tell.
+    // A batch tells only on keys where it is the last indeterminate write (a later one may have
+    // overwritten it) and where its effect differs from every other allowed value.
+    if (!pending.empty()) {
+      const auto& [index, effect] = pending.back();
       if (ops[index].kind == OpRecord::Kind::kBatch && effect != acked &&
           std::count_if(pending.begin(), pending.end(),
                         [&](const auto& p) { return p.second == effect; }) == 1) {

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -104,24 +105,33 @@ uint64_t ProcessStartTicks(pid_t pid) {
 }
 
 Status PickFreePorts(int count, std::vector<int>* ports) {
+  int ephemeral_low = 32768;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low;
+  const int low = 10000, high = std::max(low + 1000, ephemeral_low) - 1;
+  std::mt19937 rng(static_cast<uint32_t>(::getpid() ^ Clock::now().time_since_epoch().count()));
   std::vector<int> fds;
-  Status result;
-  for (int i = 0; i < count && result.ok(); ++i) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  // Random candidates below the ephemeral range; each is held bound until all are picked.
+  for (int attempt = 0; attempt < 1000 && static_cast<int>(ports->size()) < count; ++attempt) {
+    const int candidate = low + static_cast<int>(rng() % (high - low + 1));
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      result = Status::IOError(std::string("cannot pick a free port: ") + std::strerror(errno));
+    addr.sin_port = htons(static_cast<uint16_t>(candidate));
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      ports->push_back(candidate);
+      fds.push_back(fd);
     } else {
-      ports->push_back(ntohs(addr.sin_port));
+      ::close(fd);
     }
-    if (fd >= 0) fds.push_back(fd);
   }
   for (int fd : fds) ::close(fd);
-  return result;
+  if (static_cast<int>(ports->size()) < count) {
+    return Status::IOError("cannot find " + std::to_string(count) + " free ports between " +
+                           std::to_string(low) + " and " + std::to_string(high));
+  }
+  return Status::OK();
 }
 
 ClusterLock::ClusterLock(const std::string& dir) {
@@ -378,6 +388,7 @@ Status ProcessCluster::Spawn(int index) {
   if (got != sizeof(pid) || pid <= 0) return Status::IOError("could not start kvmeshd");
   n.pid = pid;
   n.start_ticks = ProcessStartTicks(pid);
+  if (options_.on_spawn) options_.on_spawn(index, pid);
   return Status::OK();
 }
 
@@ -476,7 +487,10 @@ Status ProcessCluster::Down() {
     stoppers.emplace_back([this, i, &results] { results[i] = Stop(i); });
   }
   for (auto& t : stoppers) t.join();
-  for (auto& n : nodes_) n.pid = 0, n.start_ticks = 0;
+  // A node that survived its stop stays recorded, so a later `down` still finds it.
+  for (int i = 0; i < size(); ++i) {
+    if (!Ours(i)) nodes_[i].pid = 0, nodes_[i].start_ticks = 0;
+  }
   Status s = Save();
   for (const auto& r : results) {
     if (!r.ok()) return r;

@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,10 @@ struct ProcessClusterOptions {
   std::chrono::milliseconds ready_timeout = std::chrono::seconds(30);
   /// How long Stop waits after SIGTERM before SIGKILL. Default 10 s.
   std::chrono::milliseconds stop_timeout = std::chrono::seconds(10);
+  /// Called with (index, pid) as soon as a node's process exists, before it is ready: a node
+  /// connects to its peers before it prints its ready line, and whoever tells processes apart
+  /// (the chaos check's proxies) must know the new pid by then. Not saved in cluster.json.
+  std::function<void(int, pid_t)> on_spawn;
 };
 
 /// One node as recorded in cluster.json.
@@ -130,7 +135,9 @@ class ClusterLock {
   Status status_;
 };
 
-/// Picks `count` distinct free TCP ports on 127.0.0.1 (bound together, then released).
+/// Picks `count` distinct free TCP ports on 127.0.0.1 (bound together, then released), below
+/// the kernel's ephemeral range, so that an outgoing connection cannot take a stopped node's
+/// port before it restarts.
 Status PickFreePorts(int count, std::vector<int>* ports);
 
 /// Start time of `pid` (clock ticks since boot), or 0 if there is no such process. Zombies
