@@ -526,3 +526,47 @@ TEST_F(ClusterTest, IdleReplicasStayPassivatedWhileAnotherServesReads) {
 
 }  // namespace
 }  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+// Found by the chaos check: a replica that had forgotten a peer's actor (its requests to it
+// failed: the peer had stopped) skipped that peer in its anti-entropy rounds because the peer
+// held all of its writes, so it never pulled the newer writes the peer had and it lacked.
+TEST_F(ClusterTest, AReplicaPullsNewerWritesFromAPeerWhoseActorItForgot) {
+  LocalClusterOptions options;
+  options.node.idle_timeout = milliseconds(200);
+  options.node.sync_interval = milliseconds(100);
+  options.node.replication_timeout = milliseconds(300);
+  {
+    Status started = StartCluster(2, options);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const std::string path = "/loose/forgotten";
+  Database db = Open(0, path);
+  ASSERT_TRUE(db.Put("/k/0", "v").ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10)).ok());
+  // Reads keep node 0's replica running; node 1's stops, and node 0's requests to it fail.
+  std::string value;
+  ASSERT_TRUE(Eventually(seconds(10), [&] {
+    EXPECT_TRUE(db.Get("/k/0", &value).ok());
+    uint64_t active = 1;
+    EXPECT_TRUE(cluster_->node(1)->ActiveDatabases(&active).ok());
+    ReplicationStatus st;
+    return active == 0 && cluster_->ReplicaStatus(0, path, &st).ok() && st.peers.size() == 1 &&
+           !st.peers[0].reachable;
+  }));
+  // Pushes are lost from now on: node 1's new write reaches node 0 only if node 0 pulls it.
+  FaultInjector::DeltaFaults lose_pushes;
+  lose_pushes.drop = 1.0;
+  cluster_->faults().SetDeltaFaults(lose_pushes);
+  ASSERT_TRUE(Open(1, path).Put("/k/1", "only on node 1").ok());
+  EXPECT_TRUE(Eventually(seconds(5), [&] {
+    Status s = db.Get("/k/1", &value);  // also keeps node 0's replica running
+    return s.ok() && value == "only on node 1";
+  }));
+  cluster_->faults().SetDeltaFaults({});
+}
+
+}  // namespace
+}  // namespace kvmesh
