@@ -35,6 +35,7 @@ NodeOptions LocalClusterOptions::TestNodeOptions() {
   o.replica_grace = std::chrono::seconds(60);
   o.sync_interval = std::chrono::milliseconds(200);
   o.tombstone_grace = std::chrono::milliseconds(0);  // tests see collection at once
+  o.accept_stale_data = true;  // a grace of 0 would make every restart "stale"
   o.replication_timeout = std::chrono::seconds(2);
   o.worker_threads = 2;
   return o;

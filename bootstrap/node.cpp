@@ -4,6 +4,9 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include <algorithm>
+#include <condition_variable>
+
 #include <future>
 #include <mutex>
 #include <shared_mutex>
@@ -72,6 +75,37 @@ struct Node::Impl {
   peer_actor membership;
   uint16_t cluster_port = 0;
 
+  /// Marks the store in use every quarter of the tombstone grace period (between 1 s and
+  /// 60 s), so a later start can tell how long the node was away.
+  std::thread in_use_marker;
+  std::mutex in_use_mutex;
+  std::condition_variable in_use_cv;
+  bool in_use_stop = false;
+
+  void StartInUseMarker() {
+    const auto period = std::clamp<std::chrono::milliseconds>(
+        options.tombstone_grace / 4, std::chrono::seconds(1), std::chrono::seconds(60));
+    in_use_marker = std::thread([this, period] {
+      std::unique_lock<std::mutex> lock(in_use_mutex);
+      while (!in_use_cv.wait_for(lock, period, [this] { return in_use_stop; })) {
+        Status s = store->MarkInUse();
+        if (!s.ok()) spdlog::warn("cannot record that the node is in use: {}", s.ToString());
+      }
+    });
+  }
+
+  // A start that fails part-way destroys the Impl without Shutdown.
+  ~Impl() { StopInUseMarker(); }
+
+  void StopInUseMarker() {
+    {
+      std::lock_guard<std::mutex> lock(in_use_mutex);
+      in_use_stop = true;
+    }
+    in_use_cv.notify_all();
+    if (in_use_marker.joinable()) in_use_marker.join();
+  }
+
   /// Sends one request to `target` and waits for the answer.
   template <class Reply, class Handle, class... Ts>
   Status AskActor(const Handle& target, Reply* out, Ts... args) {
@@ -110,6 +144,37 @@ struct Database::Handle {
 };
 
 namespace {
+
+/// Seconds or hours, for messages.
+std::string FormatAge(uint64_t ms) {
+  if (ms < 2 * 3600 * 1000) return std::to_string(ms / 1000) + " s";
+  return std::to_string(ms / (3600 * 1000)) + " h";
+}
+
+/// A clustered node whose data dir was last in use longer ago than the tombstone grace period
+/// may hold keys whose deletes the other replicas have collected since: its copy would bring
+/// them back. It refuses to start unless told to accept that.
+Status CheckNotStale(const NodeOptions& opts, const storage::Store& store) {
+  const uint64_t last = store.last_in_use_ms();
+  const uint64_t now =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+  const uint64_t grace = static_cast<uint64_t>(opts.tombstone_grace.count());
+  if (opts.accept_stale_data || last == 0 || now <= last || now - last <= grace) {
+    return Status::OK();
+  }
+  std::vector<DatabaseInfo> databases;
+  Status s = store.ListDatabases(&databases);
+  if (!s.ok() || databases.empty()) return s;
+  return Status::InvalidArgument(
+      "data dir " + Quote(opts.data_dir) + " was last in use " + FormatAge(now - last) +
+      " ago, longer than the tombstone grace period (" + FormatAge(grace) + "): its " +
+      std::to_string(databases.size()) +
+      " databases may bring back keys deleted meanwhile, whose tombstones the other replicas "
+      "have since collected. Wipe the data dir (the node then refills from its peers), or start "
+      "with --accept-stale-data to keep it");
+}
 
 using HandlePtr = std::shared_ptr<Database::Handle>;
 
@@ -201,6 +266,13 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   store_options.max_value_bytes = opts.max_value_bytes;
   Status s = storage::Store::Open(store_options, &impl->store);
   if (!s.ok()) return s;
+  if (opts.cluster_port >= 0) {
+    s = CheckNotStale(opts, *impl->store);
+    if (!s.ok()) return s;
+    s = impl->store->MarkInUse();
+    if (!s.ok()) return s;
+    impl->StartInUseMarker();
+  }
 
   impl->cfg = std::make_unique<caf::actor_system_config>();
   RegisterMessageTypes(*impl->cfg);
@@ -339,6 +411,7 @@ namespace {
 // for every actor, including the one it would be running in. With `destroy_system` false the
 // stopped actor system object is left alone (see ~Node).
 void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
+  impl.StopInUseMarker();
   // Waits for calls that are spawning their request, and refuses new ones.
   {
     std::unique_lock<std::shared_mutex> lock(impl.core->mutex);

@@ -99,6 +99,10 @@ struct NodeOptions {
   /// A tombstone is kept this long at least (see ReplicationOptions::tombstone_grace): a node
   /// away for longer must have its data dir wiped before it rejoins. Default 24 h.
   std::chrono::milliseconds tombstone_grace = std::chrono::hours(24);
+  /// A clustered node whose data dir was last in use longer ago than tombstone_grace refuses
+  /// to start: its copies may bring back keys deleted meanwhile. Wipe the data dir (the node
+  /// refills from its peers), or set this to start anyway. Default false.
+  bool accept_stale_data = false;
   /// Byte budget of one anti-entropy chunk. Default 1 MiB.
   size_t sync_chunk_bytes = 1u << 20;
   /// Test clusters only: network faults between nodes (bootstrap/fault_injector.hpp).

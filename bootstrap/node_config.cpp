@@ -50,6 +50,14 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       return Status::OK();
     };
   };
+  auto boolean = [&](bool* out) -> Reader {
+    return [&, out](const YAML::Node& n, const std::string& field) {
+      if (!n.IsScalar() || !YAML::convert<bool>::decode(n, *out)) {
+        return error(n, field, "must be true or false");
+      }
+      return Status::OK();
+    };
+  };
   auto integer = [&](long long min, long long max, std::function<void(long long)> set) -> Reader {
     return [&, min, max, set](const YAML::Node& n, const std::string& field) {
       long long value = 0;
@@ -97,17 +105,10 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"tombstone_grace",
        integer(0, 365LL * 24 * 3600,
                [&](long long v) { node.tombstone_grace = std::chrono::seconds(v); })},
+      {"accept_stale_data", boolean(&node.accept_stale_data)},
       {"idle_timeout", integer(0, 365LL * 24 * 3600,
                                [&](long long v) { node.idle_timeout = std::chrono::seconds(v); })},
-      {"sync",
-       [&](const YAML::Node& n, const std::string& field) {
-         bool value = false;
-         if (!n.IsScalar() || !YAML::convert<bool>::decode(n, value)) {
-           return error(n, field, "must be true or false");
-         }
-         node.sync = value;
-         return Status::OK();
-       }},
+      {"sync", boolean(&node.sync)},
   };
   for (const auto& entry : root) {
     if (!entry.first.IsScalar())

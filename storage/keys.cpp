@@ -1,11 +1,11 @@
 #include "storage/keys.hpp"
 
 namespace kvmesh::storage::keys {
-namespace {
-
 void AppendBigEndian64(uint64_t n, std::string* out) {
   for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((n >> (56 - 8 * i)) & 0xff));
 }
+
+namespace {
 
 std::string DatabaseKey(uint64_t id, char tag) {
   std::string out;
@@ -24,6 +24,10 @@ std::string IndexKey(uint64_t id, char tag, uint64_t origin, uint64_t counter) {
 }
 
 }  // namespace
+
+std::string NodeInUseKey() {
+  return "a";
+}
 
 std::string NodeMetaKey() {
   return "n";

@@ -7,6 +7,7 @@
 // data and bookkeeping.
 //
 //   "n"                                      -> proto::NodeMeta      node id, next namespace id
+//   "a"                                      -> 8 bytes big-endian   last time in use (ms)
 //   "c" <database path>                      -> proto::CatalogEntry  path -> namespace id
 //   "d" <id> "m"                             -> proto::DatabaseMeta  usage, version vector, digest
 //   "d" <id> "k" <key>                       -> proto::Record        one user key (or tombstone)
@@ -36,6 +37,8 @@ namespace kvmesh::storage::keys {
 
 /// Key of the node-wide NodeMeta record.
 std::string NodeMetaKey();
+/// Key of the time the store was last in use (Store::MarkInUse).
+std::string NodeInUseKey();
 /// Prefix of all catalog entries.
 inline constexpr std::string_view kCatalogPrefix = "c";
 /// Catalog key of a normalised database path.
@@ -70,6 +73,8 @@ std::string TombstoneIndexPrefix(uint64_t id, uint64_t origin);
 inline constexpr size_t kIndexKeySize = 26;
 /// The 8-byte big-endian number at `bytes` (which must hold 8 bytes).
 uint64_t DecodeBigEndian64(const char* bytes);
+/// Appends `n` as 8 bytes big-endian.
+void AppendBigEndian64(uint64_t n, std::string* out);
 
 /// The smallest key greater than every key that starts with `prefix`: the last byte that is
 /// not 0xff incremented, the rest dropped. "" (no bound) if `prefix` is all 0xff.

@@ -104,6 +104,21 @@ Status Store::Init() {
   }
   node_id_ = meta.node_id();
   next_database_id_ = meta.next_database_id();
+  rs = db_->Get(rocksdb::ReadOptions(), keys::NodeInUseKey(), &bytes);
+  if (rs.ok() && bytes.size() == 8) {
+    last_in_use_ms_ = keys::DecodeBigEndian64(bytes.data());
+  } else if (!rs.ok() && !rs.IsNotFound()) {
+    return FromRocksStatus(rs, "cannot read store " + Quote(options_.path));
+  }
+  return Status::OK();
+}
+
+Status Store::MarkInUse() {
+  if (closed()) return Status::Unavailable("store " + Quote(options_.path) + " is closed");
+  std::string bytes;
+  keys::AppendBigEndian64(NowMillis(), &bytes);
+  rocksdb::Status rs = db_->Put(*write_options_, keys::NodeInUseKey(), bytes);
+  if (!rs.ok()) return FromRocksStatus(rs, "cannot write store " + Quote(options_.path));
   return Status::OK();
 }
 

@@ -52,6 +52,11 @@ class Store : public std::enable_shared_from_this<Store> {
 
   /// Stable random id of this node, created with the store and kept in it.
   uint64_t node_id() const { return node_id_; }
+  /// Wall-clock milliseconds when the store was last marked in use (MarkInUse) before this
+  /// open; 0 if never. A clustered node uses it to notice it was away too long.
+  uint64_t last_in_use_ms() const { return last_in_use_ms_; }
+  /// Records now as the last time the store was in use.
+  Status MarkInUse();
   const StoreOptions& options() const { return options_; }
 
   /// Returns a handle on the database instantiated at the normalised `path`, creating its catalog
@@ -82,6 +87,7 @@ class Store : public std::enable_shared_from_this<Store> {
   StoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<rocksdb::WriteOptions> write_options_;
+  uint64_t last_in_use_ms_ = 0;
   uint64_t node_id_ = 0;
   std::atomic<uint64_t> last_timestamp_{0};
   /// Serialises catalog creation (read next id, write entry and NodeMeta).

@@ -363,3 +363,41 @@ TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {
 
 }  // namespace
 }  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+// Tombstones older than the grace period are collected; a copy away for longer may hold keys
+// deleted meanwhile. A clustered node notices that from its data dir and refuses to start.
+TEST_F(NodeTest, AClusteredNodeAwayLongerThanTheTombstoneGraceRefusesToStart) {
+  NodeOptions options = Options();
+  options.cluster_port = 0;
+  options.tombstone_grace = std::chrono::milliseconds(1);
+  {
+    auto node = StartNode(options);
+    ASSERT_TRUE(node);
+    // No database yet: a restart has nothing to bring back and is fine.
+  }
+  {
+    auto node = StartNode(options);
+    ASSERT_TRUE(node);
+    Database db;
+    ASSERT_TRUE(node->Open("/example/kv", &db).ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms grace, surely
+  std::unique_ptr<Node> refused;
+  Status s = Node::Start(options, &refused);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("longer than the tombstone grace period"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("--accept-stale-data"), std::string::npos) << s;
+  EXPECT_FALSE(refused);
+  // Told to, it starts; a node without a cluster port has no peers to disagree with.
+  options.accept_stale_data = true;
+  EXPECT_TRUE(StartNode(options));
+  options.accept_stale_data = false;
+  options.cluster_port = -1;
+  EXPECT_TRUE(StartNode(options));
+}
+
+}  // namespace
+}  // namespace kvmesh

@@ -56,6 +56,9 @@ int main(int argc, char** argv) {
       app.add_option("--tombstone-grace-s", tombstone_grace_s,
                      "deletes are remembered this long; a node away longer must be wiped")
           ->check(CLI::Range(0LL, 365LL * 24 * 3600));
+  bool accept_stale_data = false;
+  app.add_flag("--accept-stale-data", accept_stale_data,
+               "start even if the data dir was unused for longer than the tombstone grace");
   for (auto* opt : {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
                     cluster_port_opt, cluster_listen, failure_opt, grace_opt}) {
     opt->capture_default_str();
@@ -92,6 +95,7 @@ int main(int argc, char** argv) {
           std::chrono::duration_cast<std::chrono::seconds>(from_file.node.tombstone_grace).count();
     }
     config.node.idle_timeout = from_file.node.idle_timeout;
+    config.node.accept_stale_data = from_file.node.accept_stale_data;
     config.node.sync = from_file.node.sync;
   }
   config.node.listen_port = port;
@@ -99,6 +103,7 @@ int main(int argc, char** argv) {
   config.node.failure_timeout = std::chrono::milliseconds(failure_ms);
   config.node.replica_grace = std::chrono::seconds(grace_s);
   config.node.tombstone_grace = std::chrono::seconds(tombstone_grace_s);
+  config.node.accept_stale_data = config.node.accept_stale_data || accept_stale_data;
   if (seeds_opt->count() > 0) {
     config.node.seeds.clear();
     size_t start = 0;
