@@ -268,7 +268,7 @@ void Push(database_pointer self, const std::string& delta, uint64_t write_id) {
 caf::result<atom::ok> Replicate(database_pointer self, std::string delta) {
   auto& st = self->state;
   const uint32_t needed = std::max<uint32_t>(1, st.replicas.required_acks);
-  if (delta.empty()) return atom::ok_v;  // the write changed nothing (an erase of a tombstone)
+  if (delta.empty()) return atom::ok_v;  // the write changed nothing (an empty batch)
   if (needed <= 1) {
     if (!st.peers.empty()) Push(self, delta, 0);
     return atom::ok_v;
@@ -387,6 +387,13 @@ void AfterRound(database_pointer self) {
     return;
   }
   if (st.leaving || !includes_all_theirs || st.store->tombstone_count() == 0) return;
+  // A sixteenth of the grace period apart, at most a minute: a tombstone goes at most that
+  // much after its grace period, and tombstones kept are not rescanned every round.
+  const auto now = std::chrono::steady_clock::now();
+  const auto spacing =
+      std::min<caf::timespan>(st.replication->tombstone_grace / 16, std::chrono::minutes(1));
+  if (now - st.last_collection < spacing) return;
+  st.last_collection = now;
   // Timestamps are physical milliseconds << 16 (storage::Store::NextTimestamp).
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())

@@ -105,6 +105,9 @@ struct database_state {
   /// Records received from peers (pushes and anti-entropy), and those that changed a key.
   uint64_t entries_received = 0;
   uint64_t entries_applied = 0;
+  /// When tombstones were last looked at for collection: each look scans those the replicas
+  /// have all seen, including the ones kept for their grace period, so looks are spaced out.
+  std::chrono::steady_clock::time_point last_collection{};
   uint64_t next_write_id = 0;
   /// Source of Peer::generation values: never reused, even by a peer removed and added again.
   uint64_t last_generation = 0;

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <condition_variable>
-
 #include <future>
 #include <mutex>
 #include <shared_mutex>
