@@ -151,7 +151,15 @@ Status DatabaseStore::CheckUsable() const {
 Status DatabaseStore::LoadMeta() {
   std::string bytes;
   rocksdb::Status rs = store_->db()->Get(rocksdb::ReadOptions(), meta_key_, &bytes);
-  if (rs.IsNotFound()) return Status::OK();
+  if (rs.IsNotFound()) {
+    // A new copy of a database this node dropped before continues its counters: the old
+    // copy's dots are in the other replicas' vectors, and a reused dot would be taken for one
+    // they have (the write would never reach them).
+    rs = store_->db()->Get(rocksdb::ReadOptions(), keys::CounterFloorKey(path_), &bytes);
+    if (rs.ok() && bytes.size() == 8) local_counter_ = keys::DecodeBigEndian64(bytes.data());
+    if (rs.ok() || rs.IsNotFound()) return Status::OK();
+    return FromRocksStatus(rs, "cannot read metadata of database " + Quote(path_));
+  }
   if (!rs.ok()) return FromRocksStatus(rs, "cannot read metadata of database " + Quote(path_));
   proto::DatabaseMeta meta;
   if (!meta.ParseFromString(bytes)) {
@@ -643,6 +651,9 @@ Status DatabaseStore::Drop() {
   rocksdb::WriteBatch batch;
   batch.DeleteRange(keys::DatabasePrefix(id_), keys::DatabasePrefixEnd(id_));
   batch.Delete(keys::CatalogKey(path_));
+  std::string floor;
+  keys::AppendBigEndian64(std::max(local_counter_, version_vector_.Max(store_->node_id())), &floor);
+  batch.Put(keys::CounterFloorKey(path_), floor);
   rocksdb::Status rs = store_->db()->Write(store_->write_options(), &batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot drop database " + Quote(path_));
   dropped_ = true;

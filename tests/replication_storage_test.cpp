@@ -1069,5 +1069,25 @@ TEST(ReplicationTest, RecreatedReplicaDoesNotReuseItsOldCounters) {
   ExpectSame(*a.db, *b.db);
 }
 
+// Found by the chaos check's long run: a node dropped its copy, became a replica again while
+// another was down, and took a write before it had caught up. Its counters restarted at 1, so
+// the other replicas took the write for one they had; the node then dropped its copy again
+// ("every new replica holds this node's writes") and the acknowledged write was gone.
+TEST(ReplicationTest, RecreatedReplicaWritingBeforeItCatchesUpDoesNotReuseCounters) {
+  Replica a, b;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a.db->Put("/k" + std::to_string(i), "v").ok());
+  Sync(*a.db, *b.db);
+  ASSERT_TRUE(a.db->Drop().ok());
+  a.Open();
+  std::string push;
+  ASSERT_TRUE(a.db->Put("/new", "written before catching up", &push).ok());
+  EXPECT_EQ(ParseDelta(push).entries(0).record().version().counter(), 4u);
+  EXPECT_FALSE(b.db->version_vector().Includes(a.db->version_vector()));
+  Sync(*a.db, *b.db);
+  std::string value;
+  ASSERT_TRUE(b.db->Get("/new", &value).ok());
+  EXPECT_EQ(value, "written before catching up");
+}
+
 }  // namespace
 }  // namespace kvmesh::storage
