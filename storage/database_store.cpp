@@ -152,13 +152,9 @@ Status DatabaseStore::LoadMeta() {
   std::string bytes;
   rocksdb::Status rs = store_->db()->Get(rocksdb::ReadOptions(), meta_key_, &bytes);
   if (rs.IsNotFound()) {
-    // A new copy of a database this node dropped before continues its counters: the old
-    // copy's dots are in the other replicas' vectors, and a reused dot would be taken for one
-    // they have (the write would never reach them).
-    rs = store_->db()->Get(rocksdb::ReadOptions(), keys::CounterFloorKey(path_), &bytes);
-    if (rs.ok() && bytes.size() == 8) local_counter_ = keys::DecodeBigEndian64(bytes.data());
-    if (rs.ok() || rs.IsNotFound()) return Status::OK();
-    return FromRocksStatus(rs, "cannot read metadata of database " + Quote(path_));
+    // A new copy writes under a new origin (see proto DatabaseMeta.origin).
+    origin_ = RandomId();
+    return Status::OK();
   }
   if (!rs.ok()) return FromRocksStatus(rs, "cannot read metadata of database " + Quote(path_));
   proto::DatabaseMeta meta;
@@ -173,6 +169,7 @@ Status DatabaseStore::LoadMeta() {
   used_bytes_ = meta.used_bytes();
   key_count_ = meta.key_count();
   local_counter_ = meta.local_counter();
+  origin_ = meta.origin() != 0 ? meta.origin() : store_->node_id();
   tombstone_count_ = meta.tombstone_count();
   digest_ = meta.digest();
   version_vector_ = std::move(version_vector);
@@ -190,6 +187,7 @@ std::string DatabaseStore::MetaBytes(uint64_t used_bytes, uint64_t key_count,
   meta.set_local_counter(local_counter);
   meta.set_tombstone_count(tombstone_count);
   meta.set_digest(digest);
+  meta.set_origin(origin_);
   std::string out = meta.SerializeAsString();
   const std::string vector_bytes = version_vector.Serialize();
   out.push_back(kMetaVersionVectorTag);
@@ -348,7 +346,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
   // overwrites its record, so this node's base stays contiguous. A counter the vector already
   // covers (this node's own writes to an earlier incarnation of the database, learnt back from
   // a peer) is never reused: peers would take the new write for one they have.
-  const uint64_t node = store_->node_id();
+  const uint64_t node = origin_;
   VersionVector version_vector = version_vector_;
   uint64_t counter = local_counter_;
   Touched touched;
@@ -651,9 +649,6 @@ Status DatabaseStore::Drop() {
   rocksdb::WriteBatch batch;
   batch.DeleteRange(keys::DatabasePrefix(id_), keys::DatabasePrefixEnd(id_));
   batch.Delete(keys::CatalogKey(path_));
-  std::string floor;
-  keys::AppendBigEndian64(std::max(local_counter_, version_vector_.Max(store_->node_id())), &floor);
-  batch.Put(keys::CounterFloorKey(path_), floor);
   rocksdb::Status rs = store_->db()->Write(store_->write_options(), &batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot drop database " + Quote(path_));
   dropped_ = true;

@@ -129,6 +129,10 @@ class DatabaseStore {
 
   const std::string& path() const { return path_; }
   uint64_t id() const { return id_; }
+  /// The origin of the writes this copy accepts: random per copy, so a copy dropped and created
+  /// again writes under a new origin and its counters are never taken for the old copy's
+  /// (which the other replicas have seen). The node id for data from before origins.
+  uint64_t origin() const { return origin_; }
 
  private:
   friend class Store;
@@ -169,6 +173,7 @@ class DatabaseStore {
   uint64_t used_bytes_ = 0;
   uint64_t key_count_ = 0;
   uint64_t local_counter_ = 0;
+  uint64_t origin_ = 0;
   uint64_t tombstone_count_ = 0;
   uint64_t digest_ = 0;
   VersionVector version_vector_;

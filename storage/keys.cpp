@@ -33,12 +33,6 @@ std::string NodeMetaKey() {
   return "n";
 }
 
-std::string CounterFloorKey(std::string_view path) {
-  std::string out("f");
-  out.append(path.data(), path.size());
-  return out;
-}
-
 std::string CatalogKey(std::string_view path) {
   std::string out(kCatalogPrefix);
   out.append(path);

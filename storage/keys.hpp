@@ -9,8 +9,6 @@
 //   "n"                                      -> proto::NodeMeta      node id, next namespace id
 //   "a"                                      -> 8 bytes big-endian   last time in use (ms)
 //   "c" <database path>                      -> proto::CatalogEntry  path -> namespace id
-//   "f" <database path>                      -> 8 bytes big-endian   counter floor of a dropped
-//                                                                    database (DatabaseStore::Drop)
 //   "d" <id> "m"                             -> proto::DatabaseMeta  usage, version vector, digest
 //   "d" <id> "k" <key>                       -> proto::Record        one user key (or tombstone)
 //   "d" <id> "o" <origin> <counter>          -> <key>                dot index (current records)
@@ -45,8 +43,6 @@ std::string NodeInUseKey();
 inline constexpr std::string_view kCatalogPrefix = "c";
 /// Catalog key of a normalised database path.
 std::string CatalogKey(std::string_view path);
-/// Key of the highest counter this node used for `path` before it dropped its copy.
-std::string CounterFloorKey(std::string_view path);
 /// Key of a database's DatabaseMeta record.
 std::string DatabaseMetaKey(uint64_t id);
 /// "d<id>k": the prefix of every data key of database `id`.

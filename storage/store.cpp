@@ -27,14 +27,14 @@ uint64_t NowMillis() {
       .count();
 }
 
-uint64_t RandomNodeId() {
+}  // namespace
+
+uint64_t RandomId() {
   std::random_device rd;
   uint64_t id = 0;
   while (id == 0) id = (uint64_t{rd()} << 32) ^ rd();
   return id;
 }
-
-}  // namespace
 
 Store::Store(StoreOptions options)
     : options_(std::move(options)),
@@ -88,7 +88,7 @@ Status Store::Init() {
   rs = db_->Get(rocksdb::ReadOptions(), keys::NodeMetaKey(), &bytes);
   proto::NodeMeta meta;
   if (rs.IsNotFound()) {
-    meta.set_node_id(RandomNodeId());
+    meta.set_node_id(RandomId());
     meta.set_next_database_id(1);
     meta.set_format_version(kFormatVersion);
     rs = db_->Put(*write_options_, keys::NodeMetaKey(), meta.SerializeAsString());

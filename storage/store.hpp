@@ -22,6 +22,9 @@ namespace kvmesh::storage {
 
 class DatabaseStore;
 
+/// A random nonzero 64-bit id (node ids, the origins of database copies).
+uint64_t RandomId();
+
 struct StoreOptions {
   /// Directory of the RocksDB instance; created if missing. Required.
   std::string path;

@@ -55,13 +55,6 @@ void VersionVector::AddRange(uint64_t origin, uint64_t after, uint64_t through) 
   Absorb(&entry);
 }
 
-uint64_t VersionVector::Max(uint64_t origin) const {
-  auto it = entries_.find(origin);
-  if (it == entries_.end()) return 0;
-  return it->second.extras.empty() ? it->second.base
-                                   : std::max(it->second.base, *it->second.extras.rbegin());
-}
-
 uint64_t VersionVector::Base(uint64_t origin) const {
   auto it = entries_.find(origin);
   return it == entries_.end() ? 0 : it->second.base;

@@ -45,8 +45,6 @@ class VersionVector {
 
   /// Every counter of `origin` up to the result is applied; 0 if none.
   uint64_t Base(uint64_t origin) const;
-  /// The highest counter of `origin` covered (base or an extra); 0 if none.
-  uint64_t Max(uint64_t origin) const;
 
   /// The origins this vector knows, ascending.
   std::vector<uint64_t> Origins() const;

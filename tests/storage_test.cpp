@@ -271,7 +271,7 @@ TEST_F(StorageTest, BatchIsAllOrNothing) {
   EXPECT_EQ(db.Stats().key_count, 1u);
   EXPECT_EQ(db.Stats().used_bytes, 2u + 2u);
   // Every operation got a counter, overwritten ones included, so this node's base is contiguous.
-  EXPECT_EQ(db.version_vector().Base(store_->node_id()), 6u);
+  EXPECT_EQ(db.version_vector().Base(db.origin()), 6u);
   EXPECT_EQ(db.version_vector().Total(), 6u);
   EXPECT_EQ(db.tombstone_count(), 2u);  // "/keep" and "/y"
 }
