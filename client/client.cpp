@@ -176,6 +176,23 @@ struct Connection {
     caf::anon_send(actor, std::move(job));
   }
 
+  /// Sends a request; `done` gets the reply or the error as a Result.
+  template <class Reply, class... Ts>
+  void SendWithCallback(std::function<void(Result<Reply>)> done, Ts... args) {
+    Send<Reply>(Completion<Reply>([done = std::move(done)](Status s, Reply r) {
+                  done(s.ok() ? Result<Reply>(std::move(r)) : Result<Reply>(std::move(s)));
+                }),
+                std::move(args)...);
+  }
+
+  /// Sends a request whose reply is only "ok"; `done` gets its Status.
+  template <class... Ts>
+  void SendWithStatusCallback(std::function<void(Status)> done, Ts... args) {
+    Send<atom::ok>(
+        Completion<atom::ok>([done = std::move(done)](Status s, atom::ok) { done(std::move(s)); }),
+        std::move(args)...);
+  }
+
   /// Sends a request; the future holds the reply or the error. A real future (not a deferred
   /// one), so wait_for works.
   template <class Reply, class... Ts>
@@ -369,6 +386,34 @@ std::future<Status> Database::erase_async(std::string key) const {
 std::future<Status> Database::write_async(WriteBatch batch) const {
   if (!connection_) return Ready(status_);
   return connection_->SendForStatus(atom::batch_v, path_, std::move(batch));
+}
+
+void Database::put_async(std::string key, std::string value,
+                         std::function<void(Status)> done) const {
+  if (!connection_) return done(status_);
+  connection_->SendWithStatusCallback(std::move(done), atom::put_v, path_, std::move(key),
+                                      std::move(value));
+}
+
+void Database::get_async(std::string key, std::function<void(Result<std::string>)> done) const {
+  if (!connection_) return done(status_);
+  connection_->SendWithCallback<std::string>(std::move(done), atom::get_v, path_, std::move(key));
+}
+
+void Database::erase_async(std::string key, std::function<void(Status)> done) const {
+  if (!connection_) return done(status_);
+  connection_->SendWithStatusCallback(std::move(done), atom::erase_v, path_, std::move(key));
+}
+
+void Database::write_async(WriteBatch batch, std::function<void(Status)> done) const {
+  if (!connection_) return done(status_);
+  connection_->SendWithStatusCallback(std::move(done), atom::batch_v, path_, std::move(batch));
+}
+
+void Database::list_page_async(ListOptions options,
+                               std::function<void(Result<ListPage>)> done) const {
+  if (!connection_) return done(status_);
+  connection_->SendWithCallback<ListPage>(std::move(done), atom::list_v, path_, std::move(options));
 }
 
 }  // namespace kvmesh::client

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -117,6 +118,16 @@ class Database {
   std::future<Result<std::string>> get_async(std::string key) const;
   std::future<Status> erase_async(std::string key) const;
   std::future<Status> write_async(WriteBatch batch) const;
+
+  /// Callback variants, for callers that keep many requests in flight without a thread per
+  /// future. `done` runs exactly once, on one of the client's threads (possibly before the call
+  /// returns when the handle is unusable); keep it short and never wait in it for another
+  /// request of the same client.
+  void put_async(std::string key, std::string value, std::function<void(Status)> done) const;
+  void get_async(std::string key, std::function<void(Result<std::string>)> done) const;
+  void erase_async(std::string key, std::function<void(Status)> done) const;
+  void write_async(WriteBatch batch, std::function<void(Status)> done) const;
+  void list_page_async(ListOptions options, std::function<void(Result<ListPage>)> done) const;
 
  private:
   friend class Client;

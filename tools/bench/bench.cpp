@@ -1,0 +1,863 @@
+// kvmesh-bench: kvmesh's throughput, latency, memory and CPU next to raw RocksDB with the same
+// options, in one run, so that a noisy machine still gives a true ratio.
+//
+//   kvmesh-bench                                   # rocksdb and embedded, put/get, 100 B and 1 KiB
+//   kvmesh-bench --targets rocksdb,embedded,remote --workloads put,get,list,mixed,batch
+//   kvmesh-bench --targets remote --node 127.0.0.1:7370 --inflight 1,50 --connections 1,4
+//   kvmesh-bench --targets embedded --databases 100000 --workloads get --keys 100000
+//   kvmesh-bench --targets cluster --workloads put      # 3 kvmeshd, replication lag, catch-up
+//   kvmesh-bench --compare-a "kvmesh-bench --scheduler sharing" \
+//                --compare-b "kvmesh-bench --scheduler stealing" --rounds 3
+//
+// Every run stops after --ops operations or --duration seconds, whichever comes first.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "client/client.hpp"
+#include "tools/bench/measure.hpp"
+#include "tools/bench/targets.hpp"
+
+namespace kvmesh::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::ordered_json;
+
+struct Settings {
+  std::vector<std::string> targets = {"rocksdb", "embedded"};
+  std::vector<std::string> workloads = {"put", "get"};
+  std::vector<size_t> value_sizes = {100, 1024};
+  std::vector<int> inflight = {1, 50};
+  std::vector<int> connections = {1};
+  uint64_t databases = 1;
+  uint64_t keys = 100000;
+  std::string distribution = "uniform";
+  double read_ratio = 0.9;
+  uint32_t scan_length = 100;
+  uint32_t batch_size = 100;
+  uint64_t ops = 100000;
+  double duration_s = 20;
+  std::string dir = "/tmp/kvmesh-bench";
+  std::string scheduler = "sharing";
+  std::vector<std::string> nodes;
+  pid_t node_pid = 0;
+  std::string kvmeshd;
+  std::vector<std::string> node_args;
+  int cluster_nodes = 3;
+  uint64_t lag_samples = 500;
+  uint64_t catchup_keys = 20000;
+  bool json = false;
+  bool quiet = false;
+};
+
+/// One measured run: a workload on a target with one setting of each knob.
+struct Outcome {
+  std::string target;
+  std::string workload;
+  size_t value_size = 0;
+  int connections = 1;
+  int inflight = 1;
+  uint64_t databases = 1;
+  uint64_t ops = 0;
+  uint64_t keys = 0;
+  uint64_t failures = 0;
+  double seconds = 0;
+  double p50_us = 0, p99_us = 0, p999_us = 0;
+  /// Largest resident set of the node's process seen during the run (sampled every 50 ms).
+  double rss_peak_mb = 0;
+  /// CPU used by the node's process, and by this process, in cores (1.0 = one core busy).
+  double node_cpu = 0;
+  double bench_cpu = 0;
+  bool bounded_by_time = false;
+  double ops_per_second() const { return seconds > 0 ? ops / seconds : 0; }
+  double keys_per_second() const { return seconds > 0 ? keys / seconds : 0; }
+};
+
+/// Instantiating the benchmark's databases on a target.
+struct Instantiation {
+  std::string target;
+  uint64_t databases = 0;
+  double seconds = 0;
+  double rss_before_mb = 0, rss_after_mb = 0;
+};
+
+/// Writes the benchmark prints besides its table (replication lag, catch-up).
+struct Extra {
+  std::string target;
+  std::string what;
+  Json figures;
+};
+
+std::vector<std::string> DatabasePaths(uint64_t n) {
+  std::vector<std::string> paths;
+  paths.reserve(n);
+  for (uint64_t i = 0; i < n; ++i) paths.push_back("/bench/db-" + std::to_string(i));
+  return paths;
+}
+
+double MiB(uint64_t bytes) {
+  return bytes / 1048576.0;
+}
+
+std::string Human(double v) {
+  char buf[32];
+  if (v >= 1e6) {
+    std::snprintf(buf, sizeof(buf), "%.2fM", v / 1e6);
+  } else if (v >= 1e4) {
+    std::snprintf(buf, sizeof(buf), "%.1fk", v / 1e3);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.0f", v);
+  }
+  return buf;
+}
+
+/// Samples the node's memory while a run goes, and prints the progress line.
+class Monitor {
+ public:
+  Monitor(pid_t pid, std::string label, const std::atomic<uint64_t>* done, bool progress)
+      : pid_(pid), label_(std::move(label)), done_(done), progress_(progress) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~Monitor() { Stop(); }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    if (progress_ && printed_) std::fprintf(stderr, "\r%-100s\r", "");
+  }
+  uint64_t peak_rss() const { return peak_rss_; }
+
+ private:
+  void Loop() {
+    const auto start = Clock::now();
+    auto next_print = start + std::chrono::milliseconds(500);
+    const bool tty = ::isatty(STDERR_FILENO);
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      if (pid_ > 0) peak_rss_ = std::max(peak_rss_, SampleProcess(pid_).rss_bytes);
+      const auto now = Clock::now();
+      if (progress_ && now >= next_print) {
+        const double s = std::chrono::duration<double>(now - start).count();
+        const uint64_t n = done_->load();
+        std::fprintf(stderr, "%s%-40s %6.1f s %12llu ops %10s ops/s%s", tty ? "\r" : "",
+                     label_.c_str(), s, static_cast<unsigned long long>(n),
+                     Human(n / std::max(s, 1e-9)).c_str(), tty ? "" : "\n");
+        printed_ = tty;
+        next_print = now + (tty ? std::chrono::milliseconds(500) : std::chrono::seconds(5));
+      }
+      cv_.wait_for(lock, std::chrono::milliseconds(50));
+    }
+    if (pid_ > 0) peak_rss_ = std::max(peak_rss_, SampleProcess(pid_).rss_bytes);
+  }
+
+  pid_t pid_;
+  std::string label_;
+  const std::atomic<uint64_t>* done_;
+  bool progress_;
+  bool printed_ = false;
+  uint64_t peak_rss_ = 0;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+/// Where a key index of the whole key space lives: database index / per_db, key index % per_db.
+struct KeySpace {
+  uint64_t databases;
+  uint64_t per_db;
+  uint64_t total() const { return databases * per_db; }
+};
+
+/// What one session thread does in one run.
+struct RunPlan {
+  std::string workload;
+  std::string value;
+  int inflight = 1;
+  KeySpace space;
+  const Settings* settings;
+  /// Shared by all session threads of the run.
+  std::atomic<uint64_t>* issued;
+  std::atomic<uint64_t>* completed;
+  std::atomic<uint64_t>* keys;
+  std::atomic<uint64_t>* failures;
+  LatencyHistogram* latency;
+  uint64_t ops;
+  Clock::time_point deadline;
+};
+
+// Drives one session: keeps plan.inflight operations outstanding until the run's operation
+// count or deadline is reached, then waits for what is still in flight.
+void DriveSession(Session& session, const RunPlan& plan, uint64_t seed) {
+  const Settings& s = *plan.settings;
+  const bool load = plan.workload == "load";
+  const bool list = plan.workload == "list";
+  const uint64_t groups_per_db = (plan.space.per_db + s.scan_length - 1) / s.scan_length;
+  KeyChooser chooser(s.distribution,
+                     list ? plan.space.databases * groups_per_db : plan.space.total(), seed);
+  std::mt19937_64 coin(seed ^ 0x5bd1e995);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  const uint64_t load_chunk = 1000;
+  const uint64_t chunks_per_db = (plan.space.per_db + load_chunk - 1) / load_chunk;
+
+  std::mutex mutex;
+  std::condition_variable cv;
+  int outstanding = 0;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      cv.wait(lock, [&] { return outstanding < plan.inflight; });
+    }
+    const uint64_t n = plan.issued->fetch_add(1);
+    if (n >= plan.ops || Clock::now() >= plan.deadline) break;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      ++outstanding;
+    }
+    const auto t0 = Clock::now();
+    // Notifies under the lock: once the driver sees outstanding == 0 it returns and `cv` is gone.
+    Done done = [&, t0](bool ok, uint64_t keys) {
+      plan.latency->Record(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+      if (!ok) plan.failures->fetch_add(1);
+      plan.keys->fetch_add(keys);
+      plan.completed->fetch_add(1);
+      std::lock_guard<std::mutex> lock(mutex);
+      --outstanding;
+      cv.notify_one();
+    };
+    if (load) {
+      // Chunk n: keys [first, first + load_chunk) of one database, in order.
+      const uint64_t db = n / chunks_per_db;
+      const uint64_t first = (n % chunks_per_db) * load_chunk;
+      WriteBatch batch;
+      for (uint64_t k = first; k < std::min(plan.space.per_db, first + load_chunk); ++k) {
+        batch.Put(KeyOf(k, s.scan_length), plan.value);
+      }
+      session.Write(db, std::move(batch), std::move(done));
+      continue;
+    }
+    const uint64_t pick = chooser.Next();
+    if (list) {
+      session.List(pick / groups_per_db, GroupPrefix(pick % groups_per_db), s.scan_length,
+                   std::move(done));
+      continue;
+    }
+    const uint64_t db = pick / plan.space.per_db;
+    std::string key = KeyOf(pick % plan.space.per_db, s.scan_length);
+    if (plan.workload == "get" || (plan.workload == "mixed" && unit(coin) < s.read_ratio)) {
+      session.Get(db, std::move(key), std::move(done));
+    } else if (plan.workload == "batch") {
+      WriteBatch batch;
+      batch.Put(std::move(key), plan.value);
+      // The rest of the batch in the same database (a batch is atomic within one database).
+      for (uint32_t i = 1; i < s.batch_size; ++i) {
+        batch.Put(KeyOf(chooser.Next() % plan.space.per_db, s.scan_length), plan.value);
+      }
+      session.Write(db, std::move(batch), std::move(done));
+    } else {
+      session.Put(db, std::move(key), plan.value, std::move(done));
+    }
+  }
+  std::unique_lock<std::mutex> lock(mutex);
+  cv.wait(lock, [&] { return outstanding == 0; });
+}
+
+/// A target with its sessions (one per connection), kept across runs.
+struct Prepared {
+  std::unique_ptr<Target> target;
+  std::vector<std::unique_ptr<Session>> sessions;
+  /// Value size of the data loaded, or 0 if nothing was loaded yet.
+  size_t loaded_value_size = 0;
+};
+
+Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t value_size,
+            int connections, int inflight, const KeySpace& space) {
+  Outcome out;
+  out.target = p.target->name();
+  out.workload = workload;
+  out.value_size = value_size;
+  out.connections = connections;
+  out.inflight = inflight;
+  out.databases = space.databases;
+  std::atomic<uint64_t> issued{0}, completed{0}, keys{0}, failures{0};
+  LatencyHistogram latency;
+  RunPlan plan{workload,   std::string(value_size, 'v'),
+               inflight,   space,
+               &s,         &issued,
+               &completed, &keys,
+               &failures,  &latency,
+               s.ops,      {}};
+  if (workload == "load") {
+    plan.ops = space.databases * ((space.per_db + 999) / 1000);
+    plan.inflight = std::max(inflight, 8);
+  }
+  // Values differ per run, so that a put of the same key is a real overwrite.
+  for (size_t i = 0; i < plan.value.size(); ++i) plan.value[i] = 'a' + (i * 7 + value_size) % 26;
+  char label[128];
+  std::snprintf(label, sizeof(label), "%s %s %zuB c%d i%d", out.target.c_str(), workload.c_str(),
+                value_size, connections, inflight);
+  const pid_t pid = p.target->node_pid();
+  const ProcessSample node_before = SampleProcess(pid);
+  const ProcessSample self_before = SampleProcess(::getpid());
+  const auto start = Clock::now();
+  plan.deadline = start + std::chrono::duration_cast<Clock::duration>(
+                              std::chrono::duration<double>(s.duration_s));
+  {
+    Monitor monitor(pid, label, &completed, !s.quiet);
+    std::vector<std::thread> threads;
+    for (int c = 0; c < connections; ++c) {
+      threads.emplace_back(
+          [&, c] { DriveSession(*p.sessions[c], plan, 1000003ull * (c + 1) + value_size); });
+    }
+    for (auto& t : threads) t.join();
+    monitor.Stop();
+    out.rss_peak_mb = MiB(monitor.peak_rss());
+  }
+  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const ProcessSample node_after = SampleProcess(pid);
+  const ProcessSample self_after = SampleProcess(::getpid());
+  out.node_cpu = (node_after.cpu_seconds - node_before.cpu_seconds) / out.seconds;
+  out.bench_cpu = pid == ::getpid()
+                      ? out.node_cpu
+                      : (self_after.cpu_seconds - self_before.cpu_seconds) / out.seconds;
+  out.ops = completed.load();
+  out.keys = keys.load();
+  out.failures = failures.load();
+  out.bounded_by_time = out.ops < plan.ops;
+  out.p50_us = latency.QuantileMicros(0.50);
+  out.p99_us = latency.QuantileMicros(0.99);
+  out.p999_us = latency.QuantileMicros(0.999);
+  if (out.failures > 0) {
+    std::fprintf(stderr, "%s: %llu of %llu operations failed\n", label,
+                 static_cast<unsigned long long>(out.failures),
+                 static_cast<unsigned long long>(out.ops));
+  }
+  return out;
+}
+
+Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Target>* out) {
+  TargetOptions options;
+  options.dir = s.dir + "/" + name;
+  options.scheduler = s.scheduler;
+  options.nodes = s.nodes;
+  options.node_pid = s.node_pid;
+  options.kvmeshd = s.kvmeshd;
+  options.node_args = s.node_args;
+  options.cluster_nodes = s.cluster_nodes;
+  if (name == "rocksdb") return MakeRocksDbTarget(options, out);
+  if (name == "embedded") return MakeEmbeddedTarget(options, out);
+  if (name == "remote") return MakeRemoteTarget(options, out);
+  if (name == "cluster") return MakeClusterTarget(options, out);
+  return Status::InvalidArgument("unknown target \"" + name +
+                                 "\" (rocksdb, embedded, remote, cluster)");
+}
+
+// -- Replicated targets: lag and catch-up --------------------------------------------------------
+
+/// Replication lag: a put acknowledged through the first node, until every other node serves
+/// it. Polled with gets through a client connection per node, so the resolution is one local
+/// round trip (reported as poll_us).
+Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras) {
+  const auto addresses = target.addresses();
+  if (addresses.size() < 2 || s.lag_samples == 0) return Status::OK();
+  client::ClientOptions options;
+  options.scheduler_policy = s.scheduler;
+  std::vector<client::Database> dbs;
+  for (const std::string& address : addresses) {
+    dbs.push_back(client::connect(address, options).open("/bench/lag"));
+    if (!dbs.back().ok()) return dbs.back().status();
+  }
+  LatencyHistogram lag, poll;
+  uint64_t lost = 0;
+  const std::string value(100, 'l');
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(s.duration_s));
+  uint64_t i = 0;
+  for (; i < s.lag_samples && Clock::now() < deadline; ++i) {
+    const std::string key = "/lag/" + std::to_string(i);
+    Status put = dbs[0].put(key, value);
+    if (!put.ok()) return put;
+    const auto acked = Clock::now();
+    bool everywhere = true;
+    for (size_t n = 1; n < dbs.size(); ++n) {
+      while (true) {
+        const auto asked = Clock::now();
+        const bool found = dbs[n].get(key).ok();
+        poll.Record(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - asked).count());
+        if (found) break;
+        if (Clock::now() - acked > std::chrono::seconds(10)) {
+          everywhere = false;
+          break;
+        }
+      }
+    }
+    if (!everywhere) {
+      ++lost;
+      continue;
+    }
+    lag.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - acked).count());
+  }
+  Json figures = {{"samples", lag.count()},
+                  {"not_visible_after_10s", lost},
+                  {"p50_us", lag.QuantileMicros(0.5)},
+                  {"p99_us", lag.QuantileMicros(0.99)},
+                  {"p999_us", lag.QuantileMicros(0.999)},
+                  {"poll_round_trip_p50_us", poll.QuantileMicros(0.5)}};
+  extras->push_back({target.name(), "replication_lag", figures});
+  return Status::OK();
+}
+
+/// True when every node's replica of `path` has the same vector and digest and nothing pending.
+bool Converged(const std::vector<client::Database>& dbs) {
+  std::string vector;
+  uint64_t digest = 0;
+  for (size_t i = 0; i < dbs.size(); ++i) {
+    Result<ReplicationStatus> st = dbs[i].replication_status();
+    if (!st.ok()) return false;
+    for (const auto& peer : st->peers) {
+      if (peer.pending_deltas != 0) return false;
+    }
+    if (i == 0) {
+      vector = st->version_vector;
+      digest = st->digest;
+    } else if (st->version_vector != vector || st->digest != digest) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/// Kills the last node, writes `catchup_keys` keys while it is down, restarts it and times how
+/// long it takes until all replicas agree again.
+Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* extras) {
+  const auto addresses = target.addresses();
+  if (addresses.size() < 2 || s.catchup_keys == 0) return Status::OK();
+  client::ClientOptions options;
+  options.scheduler_policy = s.scheduler;
+  client::Database writer = client::connect(addresses[0], options).open("/bench/catchup");
+  if (!writer.ok()) return writer.status();
+  Status st = writer.put("/warm", "w");
+  if (!st.ok()) return st;
+  const int victim = static_cast<int>(addresses.size()) - 1;
+  Clock::time_point restarted;
+  st = target.KillAndRestart(victim, [&] {
+    const std::string value(100, 'c');
+    for (uint64_t i = 0; i < s.catchup_keys; i += 1000) {
+      WriteBatch batch;
+      for (uint64_t k = i; k < std::min(s.catchup_keys, i + 1000); ++k) {
+        batch.Put("/c/" + std::to_string(k), value);
+      }
+      Status w = writer.write(batch);
+      if (!w.ok()) return w;
+    }
+    restarted = Clock::now();
+    return Status::OK();
+  });
+  if (!st.ok()) return st;
+  std::vector<client::Database> dbs;
+  for (const std::string& address : addresses) {
+    dbs.push_back(client::connect(address, options).open("/bench/catchup"));
+  }
+  const auto deadline = Clock::now() + std::chrono::minutes(5);
+  bool converged = false;
+  while (!(converged = Converged(dbs)) && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a remote node
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - restarted).count();
+  Result<ReplicationStatus> victim_status = dbs[victim].replication_status();
+  Json figures = {{"missed_keys", s.catchup_keys},
+                  {"converged", converged},
+                  {"seconds_after_restart", seconds}};
+  if (victim_status.ok()) {
+    figures["entries_received"] = victim_status->entries_received;
+    figures["entries_applied"] = victim_status->entries_applied;
+  }
+  extras->push_back({target.name(), "catch_up", figures});
+  return Status::OK();
+}
+
+// -- Output -------------------------------------------------------------------------------------
+
+/// The baseline of a row: raw RocksDB with the same workload, value size, connection count and
+/// number of databases.
+const Outcome* BaselineOf(const Outcome& r, const std::vector<Outcome>& all) {
+  for (const Outcome& b : all) {
+    if (b.target == "rocksdb" && b.workload == r.workload && b.value_size == r.value_size &&
+        b.connections == r.connections && b.databases == r.databases) {
+      return &b;
+    }
+  }
+  return nullptr;
+}
+
+void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantiation>& inst,
+                const std::vector<Extra>& extras) {
+  std::printf("%-9s %-8s %6s %5s %5s %7s %9s %9s %9s %9s %9s %9s %8s %6s %8s\n", "target",
+              "workload", "value", "conns", "infl", "dbs", "ops", "ops/s", "keys/s", "p50_us",
+              "p99_us", "p99.9_us", "rss_MiB", "cpu", "x_rocks");
+  for (const Outcome& r : results) {
+    const Outcome* base = BaselineOf(r, results);
+    char ratio[16] = "-";
+    if (base != nullptr && &r != base && base->ops_per_second() > 0) {
+      std::snprintf(ratio, sizeof(ratio), "%.2fx", r.ops_per_second() / base->ops_per_second());
+    }
+    std::printf("%-9s %-8s %6zu %5d %5d %7llu %9llu %9s %9s %9.1f %9.1f %9.1f %8.0f %6.2f %8s%s\n",
+                r.target.c_str(), r.workload.c_str(), r.value_size, r.connections, r.inflight,
+                static_cast<unsigned long long>(r.databases),
+                static_cast<unsigned long long>(r.ops), Human(r.ops_per_second()).c_str(),
+                Human(r.keys_per_second()).c_str(), r.p50_us, r.p99_us, r.p999_us, r.rss_peak_mb,
+                r.node_cpu, ratio, r.failures > 0 ? "  FAILURES" : "");
+  }
+  for (const Instantiation& i : inst) {
+    std::printf(
+        "%s: instantiated %llu databases in %.2f s (%s/s); node RSS %.0f -> %.0f MiB (%.1f KiB "
+        "per database)\n",
+        i.target.c_str(), static_cast<unsigned long long>(i.databases), i.seconds,
+        Human(i.databases / std::max(i.seconds, 1e-9)).c_str(), i.rss_before_mb, i.rss_after_mb,
+        (i.rss_after_mb - i.rss_before_mb) * 1024 / std::max<uint64_t>(1, i.databases));
+  }
+  for (const Extra& e : extras)
+    std::printf("%s %s: %s\n", e.target.c_str(), e.what.c_str(), e.figures.dump().c_str());
+}
+
+Json ToJson(const Outcome& r, const std::vector<Outcome>& all) {
+  Json j = {{"target", r.target},
+            {"workload", r.workload},
+            {"value_size", r.value_size},
+            {"connections", r.connections},
+            {"inflight", r.inflight},
+            {"databases", r.databases},
+            {"ops", r.ops},
+            {"keys", r.keys},
+            {"failures", r.failures},
+            {"seconds", r.seconds},
+            {"ops_per_second", r.ops_per_second()},
+            {"keys_per_second", r.keys_per_second()},
+            {"p50_us", r.p50_us},
+            {"p99_us", r.p99_us},
+            {"p999_us", r.p999_us},
+            {"rss_peak_mib", r.rss_peak_mb},
+            {"node_cpu_cores", r.node_cpu},
+            {"bench_cpu_cores", r.bench_cpu},
+            {"bounded_by_time", r.bounded_by_time}};
+  const Outcome* base = BaselineOf(r, all);
+  if (base != nullptr && base != &r && base->ops_per_second() > 0) {
+    j["vs_rocksdb"] = r.ops_per_second() / base->ops_per_second();
+  }
+  return j;
+}
+
+// -- Comparing two builds or configurations -------------------------------------------------------
+
+/// The identity of a result row across runs.
+std::string RowKey(const Json& r) {
+  return r["target"].get<std::string>() + " " + r["workload"].get<std::string>() + " " +
+         std::to_string(r["value_size"].get<size_t>()) + "B c" +
+         std::to_string(r["connections"].get<int>()) + " i" +
+         std::to_string(r["inflight"].get<int>()) + " dbs " +
+         std::to_string(r["databases"].get<uint64_t>());
+}
+
+Status RunJson(const std::string& command, Json* out) {
+  const std::string full = command + " --json --quiet";
+  FILE* pipe = ::popen(full.c_str(), "r");
+  if (pipe == nullptr) return Status::IOError("cannot run " + full);
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) text.append(buf, n);
+  const int rc = ::pclose(pipe);
+  if (rc != 0) return Status::IOError("\"" + full + "\" exited with " + std::to_string(rc));
+  try {
+    *out = Json::parse(text);
+  } catch (const std::exception& e) {
+    return Status::IOError("\"" + full + "\" printed no JSON: " + e.what());
+  }
+  return Status::OK();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+// Runs A and B in alternation (A B, B A, A B, ...) so that drift of the machine hits both, and
+// prints per row the median ops/s of each and the median of the per-round ratios B/A.
+int Compare(const std::string& a, const std::string& b, int rounds, bool json) {
+  std::map<std::string, std::vector<double>> ops_a, ops_b, ratios, p99_a, p99_b;
+  std::vector<std::string> order;
+  for (int round = 0; round < rounds; ++round) {
+    Json ja, jb;
+    const bool a_first = round % 2 == 0;
+    for (int k = 0; k < 2; ++k) {
+      const bool run_a = (k == 0) == a_first;
+      std::fprintf(stderr, "round %d/%d: %s\n", round + 1, rounds, run_a ? "A" : "B");
+      Status s = RunJson(run_a ? a : b, run_a ? &ja : &jb);
+      if (!s.ok()) {
+        std::fprintf(stderr, "compare: %s\n", s.ToString().c_str());
+        return 1;
+      }
+    }
+    std::map<std::string, const Json*> rows_b;
+    for (const Json& r : jb["results"]) rows_b[RowKey(r)] = &r;
+    for (const Json& r : ja["results"]) {
+      const std::string key = RowKey(r);
+      auto it = rows_b.find(key);
+      if (it == rows_b.end()) continue;
+      if (!ops_a.count(key)) order.push_back(key);
+      const double oa = r["ops_per_second"].get<double>();
+      const double ob = (*it->second)["ops_per_second"].get<double>();
+      ops_a[key].push_back(oa);
+      ops_b[key].push_back(ob);
+      p99_a[key].push_back(r["p99_us"].get<double>());
+      p99_b[key].push_back((*it->second)["p99_us"].get<double>());
+      if (oa > 0) ratios[key].push_back(ob / oa);
+    }
+  }
+  if (order.empty()) {
+    std::fprintf(stderr, "compare: A and B have no result row in common\n");
+    return 1;
+  }
+  Json rows = Json::array();
+  if (!json) {
+    std::printf("A: %s\nB: %s\n%d rounds, alternating\n", a.c_str(), b.c_str(), rounds);
+    std::printf("%-42s %10s %10s %8s %15s %10s %10s\n", "run", "A ops/s", "B ops/s", "B/A",
+                "B/A min..max", "A p99_us", "B p99_us");
+  }
+  for (const std::string& key : order) {
+    auto& r = ratios[key];
+    const double lo = r.empty() ? 0 : *std::min_element(r.begin(), r.end());
+    const double hi = r.empty() ? 0 : *std::max_element(r.begin(), r.end());
+    if (json) {
+      rows.push_back({{"run", key},
+                      {"a_ops_per_second", Median(ops_a[key])},
+                      {"b_ops_per_second", Median(ops_b[key])},
+                      {"ratio_b_over_a", Median(r)},
+                      {"ratio_min", lo},
+                      {"ratio_max", hi},
+                      {"a_p99_us", Median(p99_a[key])},
+                      {"b_p99_us", Median(p99_b[key])}});
+    } else {
+      char range[32];
+      std::snprintf(range, sizeof(range), "%.2f..%.2f", lo, hi);
+      std::printf("%-42s %10s %10s %7.2fx %15s %10.1f %10.1f\n", key.c_str(),
+                  Human(Median(ops_a[key])).c_str(), Human(Median(ops_b[key])).c_str(), Median(r),
+                  range, Median(p99_a[key]), Median(p99_b[key]));
+    }
+  }
+  if (json)
+    std::cout << Json{{"a", a}, {"b", b}, {"rounds", rounds}, {"rows", rows}}.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvmesh::bench
+
+int main(int argc, char** argv) {
+  using namespace kvmesh::bench;
+  Settings s;
+  std::string compare_a, compare_b;
+  int rounds = 3;
+  CLI::App app{
+      "kvmesh-bench: kvmesh's throughput, latency, memory and CPU next to raw RocksDB with the "
+      "same options, in one run"};
+  app.add_option("--targets", s.targets, "rocksdb, embedded, remote, cluster")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--workloads", s.workloads, "put, get, list, mixed, batch")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--value-sizes", s.value_sizes, "value bytes")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--inflight", s.inflight, "requests in flight per connection")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--connections", s.connections,
+                 "client connections (remote) or threads (embedded, rocksdb)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app.add_option("--databases", s.databases,
+                 "databases the keys are spread over (/bench/db-N, one regex config)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}))
+      ->capture_default_str();
+  app.add_option("--keys", s.keys, "keys in all (at least one per database)")
+      ->capture_default_str();
+  app.add_option("--distribution", s.distribution, "key choice: uniform or zipfian (theta 0.99)")
+      ->check(CLI::IsMember({"uniform", "zipfian"}))
+      ->capture_default_str();
+  app.add_option("--read-ratio", s.read_ratio, "mixed: share of gets")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  app.add_option("--scan-length", s.scan_length, "list: keys per prefix scan")
+      ->check(CLI::Range(1u, 10000u))
+      ->capture_default_str();
+  app.add_option("--batch-size", s.batch_size, "batch: puts per atomic batch")
+      ->check(CLI::Range(1u, 100000u))
+      ->capture_default_str();
+  app.add_option("--ops", s.ops, "operations per run (at most)")->capture_default_str();
+  app.add_option("--duration", s.duration_s, "seconds per run (at most)")
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  app.add_option("--dir", s.dir, "scratch directory (wiped before and after)")
+      ->capture_default_str();
+  app.add_option("--scheduler", s.scheduler, "CAF scheduler: sharing or stealing")
+      ->check(CLI::IsMember({"sharing", "stealing"}))
+      ->capture_default_str();
+  app.add_option("--node", s.nodes,
+                 "remote: client addresses of running nodes (the first takes the load; more "
+                 "measure replication lag); default starts a kvmeshd")
+      ->delimiter(',');
+  app.add_option("--node-pid", s.node_pid, "remote: the node's pid, if not found from its port");
+  app.add_option("--kvmeshd", s.kvmeshd, "kvmeshd to start (default: beside kvmesh-bench)");
+  app.add_option("--node-arg", s.node_args, "extra flag for started kvmeshd (repeatable)")
+      ->allow_extra_args(false);
+  app.add_option("--cluster-nodes", s.cluster_nodes, "cluster: kvmeshd processes (min 2, max 3)")
+      ->check(CLI::Range(2, 9))
+      ->capture_default_str();
+  app.add_option("--lag-samples", s.lag_samples, "cluster: replication lag samples")
+      ->capture_default_str();
+  app.add_option("--catchup-keys", s.catchup_keys,
+                 "cluster: keys written while a node is down (0: skip)")
+      ->capture_default_str();
+  app.add_flag("--json", s.json, "print JSON instead of tables");
+  app.add_flag("--quiet", s.quiet, "no progress line");
+  app.add_option("--compare-a", compare_a,
+                 "compare: command line of run A (a kvmesh-bench with its flags)");
+  app.add_option("--compare-b", compare_b, "compare: command line of run B");
+  app.add_option("--rounds", rounds, "compare: rounds of A and B")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (!compare_a.empty() || !compare_b.empty()) {
+    if (compare_a.empty() || compare_b.empty()) {
+      std::fprintf(stderr, "--compare-a and --compare-b go together\n");
+      return 2;
+    }
+    return Compare(compare_a, compare_b, rounds, s.json);
+  }
+  for (const std::string& w : s.workloads) {
+    if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch") {
+      std::fprintf(stderr, "unknown workload \"%s\" (put, get, list, mixed, batch)\n", w.c_str());
+      return 2;
+    }
+  }
+  if (s.kvmeshd.empty()) {
+    s.kvmeshd = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvmeshd");
+  }
+  const KeySpace space{s.databases,
+                       (std::max(s.keys, s.databases) + s.databases - 1) / s.databases};
+  std::filesystem::remove_all(s.dir);
+  std::filesystem::create_directories(s.dir);
+
+  std::vector<Outcome> results;
+  std::vector<Instantiation> instantiations;
+  std::vector<Extra> extras;
+  const int max_connections = *std::max_element(s.connections.begin(), s.connections.end());
+  int exit_code = 0;
+  for (const std::string& name : s.targets) {
+    Prepared p;
+    kvmesh::Status st = MakeTarget(name, s, &p.target);
+    // Sessions first (one per connection), then the databases: instantiation is timed on the
+    // first session, the others only attach.
+    for (int c = 0; st.ok() && c < max_connections; ++c) {
+      p.sessions.emplace_back();
+      st = p.target->NewSession(&p.sessions.back());
+    }
+    const auto paths = DatabasePaths(s.databases);
+    if (st.ok()) {
+      Instantiation inst{p.target->name(), s.databases};
+      inst.rss_before_mb = MiB(SampleProcess(p.target->node_pid()).rss_bytes);
+      const auto t0 = Clock::now();
+      st = p.sessions[0]->Open(paths);
+      inst.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      inst.rss_after_mb = MiB(SampleProcess(p.target->node_pid()).rss_bytes);
+      if (s.databases > 1 && name != "rocksdb") instantiations.push_back(inst);
+    }
+    for (size_t c = 1; st.ok() && c < p.sessions.size(); ++c) st = p.sessions[c]->Open(paths);
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s: %s\n", name.c_str(), st.ToString().c_str());
+      exit_code = 3;
+      continue;
+    }
+    for (size_t value_size : s.value_sizes) {
+      for (const std::string& workload : s.workloads) {
+        const bool reads = workload == "get" || workload == "list" || workload == "mixed";
+        if (reads && p.loaded_value_size != value_size) {
+          Outcome load = Run(p, s, "load", value_size, 1, 16, space);
+          if (!s.quiet) {
+            std::fprintf(stderr, "%s: loaded %llu keys of %zu B in %.2f s\n", name.c_str(),
+                         static_cast<unsigned long long>(load.keys), value_size, load.seconds);
+          }
+          p.loaded_value_size = value_size;
+        }
+        for (int connections : s.connections) {
+          for (int inflight : s.inflight) {
+            if (p.target->synchronous() && inflight != s.inflight.front()) continue;
+            Outcome r = Run(p, s, workload, value_size, connections,
+                            p.target->synchronous() ? 1 : inflight, space);
+            if (r.failures > 0) exit_code = 1;
+            results.push_back(r);
+          }
+        }
+        // A put run leaves keys of this value size behind, but not necessarily all of them.
+        if (workload == "put" || workload == "batch") p.loaded_value_size = 0;
+      }
+    }
+    kvmesh::Status extra = MeasureLag(*p.target, s, &extras);
+    if (extra.ok() && name == "cluster") extra = MeasureCatchUp(*p.target, s, &extras);
+    if (!extra.ok()) {
+      std::fprintf(stderr, "%s: %s\n", name.c_str(), extra.ToString().c_str());
+      exit_code = 3;
+    }
+  }
+
+  if (s.json) {
+    Json out;
+    out["machine"] = MachineDescription();
+    std::string command;
+    for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+    out["command"] = command;
+    out["results"] = Json::array();
+    for (const Outcome& r : results) out["results"].push_back(ToJson(r, results));
+    out["instantiation"] = Json::array();
+    for (const Instantiation& i : instantiations) {
+      out["instantiation"].push_back({{"target", i.target},
+                                      {"databases", i.databases},
+                                      {"seconds", i.seconds},
+                                      {"rss_before_mib", i.rss_before_mb},
+                                      {"rss_after_mib", i.rss_after_mb}});
+    }
+    out["extras"] = Json::array();
+    for (const Extra& e : extras) {
+      out["extras"].push_back({{"target", e.target}, {"what", e.what}, {"figures", e.figures}});
+    }
+    std::cout << out.dump(2) << "\n";
+  } else {
+    std::printf("machine: %s\n", MachineDescription().c_str());
+    PrintTable(results, instantiations, extras);
+  }
+  std::filesystem::remove_all(s.dir);
+  return exit_code;
+}

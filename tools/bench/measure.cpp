@@ -1,0 +1,226 @@
+#include "tools/bench/measure.hpp"
+
+#include <dirent.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <sstream>
+#include <thread>
+
+namespace kvmesh::bench {
+
+// -- LatencyHistogram ---------------------------------------------------------------------------
+
+size_t LatencyHistogram::BucketOf(uint64_t nanos) {
+  if (nanos < (1u << kSubBits)) return nanos;
+  const size_t msb = 63 - __builtin_clzll(nanos);
+  const size_t sub = (nanos >> (msb - kSubBits)) & ((1u << kSubBits) - 1);
+  return ((msb - kSubBits + 1) << kSubBits) + sub;
+}
+
+uint64_t LatencyHistogram::BucketFloor(size_t bucket) {
+  if (bucket < (1u << kSubBits)) return bucket;
+  const size_t msb = (bucket >> kSubBits) + kSubBits - 1;
+  const uint64_t sub = bucket & ((1u << kSubBits) - 1);
+  return (uint64_t{1} << msb) | (sub << (msb - kSubBits));
+}
+
+void LatencyHistogram::Record(uint64_t nanos) {
+  counts_[BucketOf(nanos)].fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t LatencyHistogram::count() const {
+  uint64_t total = 0;
+  for (const auto& c : counts_) total += c.load(std::memory_order_relaxed);
+  return total;
+}
+
+double LatencyHistogram::QuantileMicros(double q) const {
+  const uint64_t total = count();
+  if (total == 0) return 0;
+  // The rank of the quantile sample (1-based), as in "the smallest value with at least q of the
+  // samples at or below it".
+  const uint64_t rank = std::max<uint64_t>(1, static_cast<uint64_t>(std::ceil(q * total)));
+  uint64_t seen = 0;
+  for (size_t b = 0; b < kBuckets; ++b) {
+    seen += counts_[b].load(std::memory_order_relaxed);
+    if (seen >= rank) {
+      // The middle of the bucket.
+      const uint64_t lo = BucketFloor(b);
+      const uint64_t hi = b + 1 < kBuckets ? BucketFloor(b + 1) : lo;
+      return (lo + (hi - lo) / 2.0) / 1000.0;
+    }
+  }
+  return 0;
+}
+
+// -- KeyChooser ---------------------------------------------------------------------------------
+
+double Zeta(uint64_t n, double theta) {
+  // Cached: every connection's chooser needs the same sum, and for 10M keys it takes a while.
+  static std::mutex mutex;
+  static std::map<std::pair<uint64_t, double>, double> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find({n, theta});
+  if (it != cache.end()) return it->second;
+  double sum = 0;
+  for (uint64_t i = 1; i <= n; ++i) sum += 1.0 / std::pow(static_cast<double>(i), theta);
+  cache[{n, theta}] = sum;
+  return sum;
+}
+
+KeyChooser::KeyChooser(std::string distribution, uint64_t n, uint64_t seed, double theta)
+    : zipfian_(distribution == "zipfian"),
+      n_(std::max<uint64_t>(1, n)),
+      theta_(theta),
+      alpha_(0),
+      zetan_(0),
+      eta_(0),
+      multiplier_(0x9E3779B97F4A7C15ull % n_),
+      random_(seed) {
+  if (multiplier_ == 0) multiplier_ = 1;
+  while (std::gcd(multiplier_, n_) != 1) ++multiplier_;
+  if (zipfian_) {
+    alpha_ = 1.0 / (1.0 - theta_);
+    zetan_ = Zeta(n_, theta_);
+    const double zeta2 = Zeta(2, theta_);
+    eta_ = (1 - std::pow(2.0 / n_, 1 - theta_)) / (1 - zeta2 / zetan_);
+  }
+}
+
+uint64_t KeyChooser::Next() {
+  if (!zipfian_) return std::uniform_int_distribution<uint64_t>(0, n_ - 1)(random_);
+  const double u = unit_(random_);
+  const double uz = u * zetan_;
+  uint64_t rank;
+  if (uz < 1.0) {
+    rank = 0;
+  } else if (uz < 1.0 + std::pow(0.5, theta_)) {
+    rank = 1;
+  } else {
+    rank = static_cast<uint64_t>(n_ * std::pow(eta_ * u - eta_ + 1, alpha_));
+  }
+  rank = std::min(rank, n_ - 1);
+  // Scramble the rank with a bijection of [0, n): multiplying by a number coprime to n.
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(rank) * multiplier_ + 12345) % n_);
+}
+
+// -- Keys ---------------------------------------------------------------------------------------
+
+std::string KeyOf(uint64_t index, uint64_t group_size) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "/k/%08llu/%04llu",
+                static_cast<unsigned long long>(index / group_size),
+                static_cast<unsigned long long>(index % group_size));
+  return buf;
+}
+
+std::string GroupPrefix(uint64_t group) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "/k/%08llu", static_cast<unsigned long long>(group));
+  return buf;
+}
+
+// -- /proc --------------------------------------------------------------------------------------
+
+ProcessSample SampleProcess(pid_t pid) {
+  ProcessSample sample;
+  const std::string base = "/proc/" + std::to_string(pid);
+  std::ifstream status(base + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      sample.rss_bytes = std::stoull(line.substr(6)) * 1024;
+      sample.ok = true;
+    }
+  }
+  std::ifstream stat(base + "/stat");
+  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // The command name may contain spaces and parentheses: fields count from the last ')'.
+  const size_t close = content.rfind(')');
+  if (close == std::string::npos) return ProcessSample{};
+  std::istringstream fields(content.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  sample.cpu_seconds = static_cast<double>(utime + stime) / ::sysconf(_SC_CLK_TCK);
+  return sample;
+}
+
+pid_t PidListeningOn(int port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // header
+  char loopback[32], any[32];
+  std::snprintf(loopback, sizeof(loopback), "0100007F:%04X", port);
+  std::snprintf(any, sizeof(any), "00000000:%04X", port);
+  std::string wanted;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+        timeout >> inode;
+    if (state == "0A" && (local == loopback || local == any)) {
+      wanted = "socket:[" + inode + "]";
+      break;
+    }
+  }
+  if (wanted.empty()) return 0;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return 0;
+  pid_t found = 0;
+  while (dirent* p = ::readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::atol(p->d_name));
+    if (pid <= 0) continue;
+    const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+    DIR* fds = ::opendir(fd_dir.c_str());
+    if (fds == nullptr) continue;
+    char target[128];
+    while (dirent* e = ::readdir(fds)) {
+      if (e->d_name[0] == '.') continue;
+      ssize_t n = ::readlink((fd_dir + "/" + e->d_name).c_str(), target, sizeof(target) - 1);
+      if (n > 0 && wanted.compare(0, std::string::npos, target, n) == 0) {
+        found = pid;
+        break;
+      }
+    }
+    ::closedir(fds);
+    if (found != 0) break;
+  }
+  ::closedir(proc);
+  return found;
+}
+
+std::string MachineDescription() {
+  std::string model = "unknown CPU";
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  uint64_t mem_kib = 0;
+  std::ifstream meminfo("/proc/meminfo");
+  while (std::getline(meminfo, line)) {
+    if (line.rfind("MemTotal:", 0) == 0) mem_kib = std::stoull(line.substr(9));
+  }
+  utsname uts{};
+  ::uname(&uts);
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), "%s, %u cores, %.0f GiB, Linux %s", model.c_str(),
+                std::thread::hardware_concurrency(), mem_kib / 1048576.0, uts.release);
+  return buf;
+}
+
+}  // namespace kvmesh::bench

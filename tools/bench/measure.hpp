@@ -1,0 +1,82 @@
+// Measuring tools of kvmesh-bench that need no node: a lock-free latency histogram, key choice
+// (uniform or zipfian), the benchmark's key layout, and what /proc says about a process (resident
+// memory, CPU time, which process listens on a port).
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <random>
+#include <string>
+
+namespace kvmesh::bench {
+
+/// Latencies in nanoseconds, recorded from any thread without locks. Buckets are log-linear (32
+/// per power of two), so a reported quantile is within about 3% of the true one.
+class LatencyHistogram {
+ public:
+  void Record(uint64_t nanos);
+  uint64_t count() const;
+  /// The latency at quantile q (0..1) in microseconds; 0 when nothing was recorded.
+  double QuantileMicros(double q) const;
+
+  /// Bucket of `nanos`, and the smallest value of a bucket (exposed for tests).
+  static size_t BucketOf(uint64_t nanos);
+  static uint64_t BucketFloor(size_t bucket);
+
+ private:
+  static constexpr size_t kSubBits = 5;
+  static constexpr size_t kBuckets = (64 - kSubBits + 1) << kSubBits;
+  std::array<std::atomic<uint64_t>, kBuckets> counts_{};
+};
+
+/// Picks indexes in [0, n): uniformly, or zipfian with constant theta (YCSB's generator, with
+/// the ranks scrambled by a hash so the hot indexes are spread over the key space rather than
+/// being the first ones). Not thread-safe: one per thread.
+class KeyChooser {
+ public:
+  /// `distribution` is "uniform" or "zipfian"; theta is used for zipfian (YCSB: 0.99).
+  KeyChooser(std::string distribution, uint64_t n, uint64_t seed, double theta = 0.99);
+  uint64_t Next();
+  bool zipfian() const { return zipfian_; }
+
+ private:
+  bool zipfian_;
+  uint64_t n_;
+  double theta_, alpha_, zetan_, eta_;
+  /// Coprime to n: rank * multiplier_ mod n scrambles ranks without collisions.
+  uint64_t multiplier_;
+  std::mt19937_64 random_;
+  std::uniform_real_distribution<double> unit_{0.0, 1.0};
+};
+
+/// Zeta(n, theta) = sum over i in 1..n of 1 / i^theta (precomputed once per chooser).
+double Zeta(uint64_t n, double theta);
+
+/// The benchmark's key layout: key `index` of a database is "/k/GGGGGGGG/IIII", group = index /
+/// group_size, so that listing the group's prefix returns group_size keys.
+std::string KeyOf(uint64_t index, uint64_t group_size);
+/// The prefix of a group: "/k/GGGGGGGG".
+std::string GroupPrefix(uint64_t group);
+
+/// What /proc says about a process at one moment.
+struct ProcessSample {
+  bool ok = false;
+  /// Resident set size in bytes (VmRSS).
+  uint64_t rss_bytes = 0;
+  /// User plus system CPU time used so far, in seconds.
+  double cpu_seconds = 0;
+};
+ProcessSample SampleProcess(pid_t pid);
+
+/// The pid of the process listening on 127.0.0.1:port (or 0.0.0.0:port), found through the
+/// socket's inode in /proc/net/tcp and the processes' /proc/PID/fd; 0 if none is visible (another
+/// user's process, or another host).
+pid_t PidListeningOn(int port);
+
+/// A line describing this machine: CPU model, core count, memory, kernel.
+std::string MachineDescription();
+
+}  // namespace kvmesh::bench

@@ -1,0 +1,293 @@
+#include "tools/bench/targets.hpp"
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "bootstrap/node.hpp"
+#include "client/client.hpp"
+#include "common/address.hpp"
+#include "config/config_set.hpp"
+#include "storage/rocks_options.hpp"
+#include "tools/bench/measure.hpp"
+#include "tools/cluster/process_cluster.hpp"
+
+namespace kvmesh::bench {
+
+std::string BenchConfigYaml(int replication_min, int replication_max) {
+  return "# kvmesh-bench's databases: /bench/db-0, /bench/db-1, ... and /bench/lag.\n"
+         "description: kvmesh-bench\n"
+         "matcher: /bench/[a-z0-9-]+\n"
+         "size: 1TB\n"
+         "replication: {min: " +
+         std::to_string(replication_min) + ", max: " + std::to_string(replication_max) + "}\n";
+}
+
+namespace {
+
+// -- rocksdb: the baseline ----------------------------------------------------------------------
+
+// Raw RocksDB opened with exactly the options of a kvmesh store (default StoreOptions). Each
+// benchmark database is a key prefix, as each kvmesh database is a namespace of one RocksDB.
+class RocksDbSession : public Session {
+ public:
+  explicit RocksDbSession(rocksdb::DB* db) : db_(db) {
+    write_options_ = storage::RocksWriteOptions(storage::StoreOptions());
+  }
+  Status Open(const std::vector<std::string>& paths) override {
+    prefixes_.clear();
+    for (size_t i = 0; i < paths.size(); ++i) prefixes_.push_back(paths[i] + "\x01");
+    return Status::OK();
+  }
+  void Put(size_t db, std::string key, std::string value, Done done) override {
+    done(db_->Put(write_options_, prefixes_[db] + key, value).ok(), 1);
+  }
+  void Get(size_t db, std::string key, Done done) override {
+    std::string value;
+    done(db_->Get(rocksdb::ReadOptions(), prefixes_[db] + key, &value).ok(), 1);
+  }
+  void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
+    const std::string start = prefixes_[db] + prefix + "/";
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    uint64_t n = 0;
+    for (it->Seek(start); it->Valid() && n < limit && it->key().starts_with(start); it->Next()) {
+      ++n;
+    }
+    done(it->status().ok(), n);
+  }
+  void Write(size_t db, WriteBatch batch, Done done) override {
+    rocksdb::WriteBatch wb;
+    for (const WriteOp& op : batch.ops) wb.Put(prefixes_[db] + op.key, op.value);
+    done(db_->Write(write_options_, &wb).ok(), batch.size());
+  }
+
+ private:
+  rocksdb::DB* db_;
+  rocksdb::WriteOptions write_options_;
+  std::vector<std::string> prefixes_;
+};
+
+class RocksDbTarget : public Target {
+ public:
+  std::unique_ptr<rocksdb::DB> db;
+  std::string name() const override { return "rocksdb"; }
+  Status NewSession(std::unique_ptr<Session>* out) override {
+    *out = std::make_unique<RocksDbSession>(db.get());
+    return Status::OK();
+  }
+  pid_t node_pid() const override { return ::getpid(); }
+  bool synchronous() const override { return true; }
+};
+
+// -- embedded: a node in this process -----------------------------------------------------------
+
+class EmbeddedSession : public Session {
+ public:
+  explicit EmbeddedSession(Node* node) : node_(node) {}
+  Status Open(const std::vector<std::string>& paths) override {
+    dbs_.assign(paths.size(), Database());
+    for (size_t i = 0; i < paths.size(); ++i) {
+      Status s = node_->Open(paths[i], &dbs_[i]);
+      if (!s.ok()) return s;
+    }
+    return Status::OK();
+  }
+  void Put(size_t db, std::string key, std::string value, Done done) override {
+    dbs_[db].PutAsync(std::move(key), std::move(value),
+                      [done = std::move(done)](Status s) { done(s.ok(), 1); });
+  }
+  void Get(size_t db, std::string key, Done done) override {
+    dbs_[db].GetAsync(std::move(key),
+                      [done = std::move(done)](Status s, std::string) { done(s.ok(), 1); });
+  }
+  void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
+    ListOptions options;
+    options.prefix = std::move(prefix);
+    options.limit = limit;
+    dbs_[db].ListAsync(std::move(options), [done = std::move(done)](Status s, ListPage page) {
+      done(s.ok(), page.keys.size());
+    });
+  }
+  void Write(size_t db, WriteBatch batch, Done done) override {
+    const uint64_t n = batch.size();
+    dbs_[db].WriteAsync(std::move(batch),
+                        [done = std::move(done), n](Status s) { done(s.ok(), n); });
+  }
+
+ private:
+  Node* node_;
+  std::vector<Database> dbs_;
+};
+
+class EmbeddedTarget : public Target {
+ public:
+  std::unique_ptr<Node> node;
+  std::string name() const override { return "embedded"; }
+  Status NewSession(std::unique_ptr<Session>* out) override {
+    *out = std::make_unique<EmbeddedSession>(node.get());
+    return Status::OK();
+  }
+  pid_t node_pid() const override { return ::getpid(); }
+};
+
+// -- remote and cluster: kvmeshd processes through the client library ---------------------------
+
+class RemoteSession : public Session {
+ public:
+  explicit RemoteSession(client::Client client) : client_(std::move(client)) {}
+  Status Open(const std::vector<std::string>& paths) override {
+    dbs_.clear();
+    dbs_.reserve(paths.size());
+    for (const std::string& path : paths) {
+      dbs_.push_back(client_.open(path));
+      if (!dbs_.back().ok()) return dbs_.back().status();
+    }
+    return Status::OK();
+  }
+  void Put(size_t db, std::string key, std::string value, Done done) override {
+    dbs_[db].put_async(std::move(key), std::move(value),
+                       [done = std::move(done)](Status s) { done(s.ok(), 1); });
+  }
+  void Get(size_t db, std::string key, Done done) override {
+    dbs_[db].get_async(std::move(key),
+                       [done = std::move(done)](Result<std::string> r) { done(r.ok(), 1); });
+  }
+  void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
+    ListOptions options;
+    options.prefix = std::move(prefix);
+    options.limit = limit;
+    dbs_[db].list_page_async(std::move(options), [done = std::move(done)](Result<ListPage> r) {
+      done(r.ok(), r.ok() ? r->keys.size() : 0);
+    });
+  }
+  void Write(size_t db, WriteBatch batch, Done done) override {
+    const uint64_t n = batch.size();
+    dbs_[db].write_async(std::move(batch),
+                         [done = std::move(done), n](Status s) { done(s.ok(), n); });
+  }
+
+ private:
+  client::Client client_;
+  std::vector<client::Database> dbs_;
+};
+
+class RemoteTarget : public Target {
+ public:
+  explicit RemoteTarget(std::string name) : name_(std::move(name)) {}
+  ~RemoteTarget() override {
+    if (spawned_) cluster_.Down();
+  }
+  std::string name() const override { return name_; }
+  Status NewSession(std::unique_ptr<Session>* out) override {
+    client::ClientOptions options;
+    options.scheduler_policy = scheduler_;
+    client::Client client = client::connect(addresses_.front(), options);
+    if (!client.ok()) return client.status();
+    *out = std::make_unique<RemoteSession>(std::move(client));
+    return Status::OK();
+  }
+  pid_t node_pid() const override {
+    if (spawned_) return cluster_.node(0).pid;
+    if (node_pid_ != 0) return node_pid_;
+    std::string host;
+    uint16_t port = 0;
+    if (!ParseHostPort(addresses_.front(), &host, &port).ok()) return 0;
+    return PidListeningOn(port);
+  }
+  std::vector<std::string> addresses() const override { return addresses_; }
+  Status KillAndRestart(int index, const std::function<Status()>& during_outage) override {
+    if (!spawned_) return Status::InvalidArgument("only a cluster started by kvmesh-bench");
+    Status s = cluster_.Kill(index);
+    if (s.ok()) s = during_outage();
+    Status started = cluster_.Start(index);
+    return s.ok() ? started : s;
+  }
+
+  /// Starts `nodes` kvmeshd processes (tied to this process, so none outlives a crash).
+  Status Spawn(const TargetOptions& options, int nodes) {
+    const std::string config_dir = options.dir + "/config";
+    std::filesystem::create_directories(config_dir);
+    std::ofstream(config_dir + "/bench.yaml") << BenchConfigYaml(
+        nodes > 1 ? options.replication_min : 1, nodes > 1 ? options.replication_max : 1);
+    cluster::ProcessClusterOptions cluster_options;
+    cluster_options.dir = options.dir + "/nodes";
+    cluster_options.kvmeshd = options.kvmeshd;
+    cluster_options.config_dir = config_dir;
+    cluster_options.tie_to_caller = true;
+    cluster_options.extra_args = {"--scheduler", options.scheduler, "--log-level", "warn"};
+    cluster_options.extra_args.insert(cluster_options.extra_args.end(), options.node_args.begin(),
+                                      options.node_args.end());
+    Status s = cluster::ProcessCluster::Up(cluster_options, nodes, &cluster_);
+    if (!s.ok()) return s;
+    spawned_ = true;
+    if (nodes > 1) s = cluster_.WaitForMembership(std::chrono::seconds(60));
+    for (int i = 0; i < nodes; ++i) addresses_.push_back(cluster_.client_address(i));
+    return s;
+  }
+
+  std::string name_;
+  std::string scheduler_;
+  std::vector<std::string> addresses_;
+  pid_t node_pid_ = 0;
+  bool spawned_ = false;
+  cluster::ProcessCluster cluster_;
+};
+
+}  // namespace
+
+Status MakeRocksDbTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
+  auto target = std::make_unique<RocksDbTarget>();
+  std::filesystem::create_directories(options.dir);
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status st =
+      rocksdb::DB::Open(storage::RocksOptions(storage::StoreOptions()), options.dir, &raw);
+  if (!st.ok()) return Status::IOError("cannot open raw RocksDB: " + st.ToString());
+  target->db.reset(raw);
+  *out = std::move(target);
+  return Status::OK();
+}
+
+Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
+  auto configs = std::make_shared<config::ConfigSet>();
+  Status s =
+      config::ConfigSet::LoadString(BenchConfigYaml(1, 1), "bench.yaml", configs.get(), nullptr);
+  if (!s.ok()) return s;
+  NodeOptions node_options;
+  node_options.data_dir = options.dir;
+  node_options.configs = configs;
+  node_options.scheduler_policy = options.scheduler;
+  auto target = std::make_unique<EmbeddedTarget>();
+  s = Node::Start(node_options, &target->node);
+  if (!s.ok()) return s;
+  *out = std::move(target);
+  return Status::OK();
+}
+
+Status MakeRemoteTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
+  auto target = std::make_unique<RemoteTarget>("remote");
+  target->scheduler_ = options.scheduler;
+  if (options.nodes.empty()) {
+    Status s = target->Spawn(options, 1);
+    if (!s.ok()) return s;
+  } else {
+    target->addresses_ = options.nodes;
+    target->node_pid_ = options.node_pid;
+  }
+  *out = std::move(target);
+  return Status::OK();
+}
+
+Status MakeClusterTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
+  if (options.cluster_nodes < 2) return Status::InvalidArgument("a cluster needs 2 or more nodes");
+  auto target = std::make_unique<RemoteTarget>("cluster" + std::to_string(options.cluster_nodes));
+  target->scheduler_ = options.scheduler;
+  Status s = target->Spawn(options, options.cluster_nodes);
+  if (!s.ok()) return s;
+  *out = std::move(target);
+  return Status::OK();
+}
+
+}  // namespace kvmesh::bench

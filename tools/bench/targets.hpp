@@ -1,0 +1,89 @@
+// What kvmesh-bench measures: a target (raw RocksDB, an embedded node, a kvmeshd reached with the
+// client library, a multi-process cluster) and its sessions. A session is one client's view (one
+// connection for the remote targets) and is driven by one thread; its operations complete
+// through a callback, so a thread keeps several in flight.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.hpp"
+#include "common/types.hpp"
+
+namespace kvmesh::bench {
+
+/// Completion of one operation: whether it succeeded, and how many keys it covered (1 for
+/// put/get, the keys written for a batch, the keys returned for a list).
+using Done = std::function<void(bool ok, uint64_t keys)>;
+
+class Session {
+ public:
+  virtual ~Session() = default;
+  /// Opens the databases at `paths` (instantiating them on first access); later calls name a
+  /// database by its index in `paths`.
+  virtual Status Open(const std::vector<std::string>& paths) = 0;
+  virtual void Put(size_t db, std::string key, std::string value, Done done) = 0;
+  /// Fails (ok false) if the key is missing.
+  virtual void Get(size_t db, std::string key, Done done) = 0;
+  /// One page of at most `limit` keys under `prefix`.
+  virtual void List(size_t db, std::string prefix, uint32_t limit, Done done) = 0;
+  virtual void Write(size_t db, WriteBatch batch, Done done) = 0;
+};
+
+class Target {
+ public:
+  virtual ~Target() = default;
+  /// "rocksdb", "embedded", "remote" or "cluster".
+  virtual std::string name() const = 0;
+  virtual Status NewSession(std::unique_ptr<Session>* out) = 0;
+  /// The process serving the data (for memory and CPU): this one for in-process targets, the
+  /// node for remote ones; 0 if it cannot be found (another host).
+  virtual pid_t node_pid() const = 0;
+  /// True when operations complete before the call returns (raw RocksDB): requests in flight
+  /// mean nothing there.
+  virtual bool synchronous() const { return false; }
+  /// Client addresses of every node (remote targets); the first one takes the workload.
+  virtual std::vector<std::string> addresses() const { return {}; }
+  /// Restarts node `index` after killing it with SIGKILL, writing through `during_outage`
+  /// while it is down (multi-process clusters started by the benchmark only).
+  virtual Status KillAndRestart(int index, const std::function<Status()>& during_outage) {
+    (void)index;
+    (void)during_outage;
+    return Status::InvalidArgument("this target cannot restart nodes");
+  }
+};
+
+struct TargetOptions {
+  /// Scratch directory of this target (wiped by the caller).
+  std::string dir;
+  /// CAF scheduler of in-process nodes, of spawned nodes and of clients: sharing or stealing.
+  std::string scheduler = "sharing";
+  /// remote: client addresses of running nodes; empty starts a kvmeshd.
+  std::vector<std::string> nodes;
+  /// The node's pid when `nodes` is given and the node cannot be found from its port.
+  pid_t node_pid = 0;
+  /// kvmeshd to start (default: beside this executable) and extra flags for it.
+  std::string kvmeshd;
+  std::vector<std::string> node_args;
+  /// cluster: number of kvmeshd processes, and the replication they use.
+  int cluster_nodes = 3;
+  int replication_min = 2;
+  int replication_max = 3;
+};
+
+/// The database config every target uses: a regex matcher, so that every benchmark database is
+/// one instantiated path of one config, as an application with many databases would have it.
+std::string BenchConfigYaml(int replication_min, int replication_max);
+
+Status MakeRocksDbTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// Connects to options.nodes, or starts one kvmeshd when none is given.
+Status MakeRemoteTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// Starts options.cluster_nodes kvmeshd processes that replicate every database.
+Status MakeClusterTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+
+}  // namespace kvmesh::bench
