@@ -457,6 +457,17 @@ Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* ext
   if (!writer.ok()) return writer.status();
   Status st = writer.put("/warm", "w");
   if (!st.ok()) return st;
+  std::vector<client::Database> dbs;
+  for (const std::string& address : addresses) {
+    dbs.push_back(client::connect(address, options).open("/bench/catchup"));
+  }
+  // Every replica holds the database before the outage, so the restarted node misses exactly
+  // the writes made while it was down.
+  for (auto until = Clock::now() + std::chrono::seconds(30); !Converged(dbs);) {
+    if (Clock::now() > until)
+      return Status::Timeout("the replicas did not converge before the outage");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling a remote node
+  }
   const int victim = static_cast<int>(addresses.size()) - 1;
   Clock::time_point restarted;
   st = target.KillAndRestart(victim, [&] {
@@ -473,10 +484,6 @@ Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* ext
     return Status::OK();
   });
   if (!st.ok()) return st;
-  std::vector<client::Database> dbs;
-  for (const std::string& address : addresses) {
-    dbs.push_back(client::connect(address, options).open("/bench/catchup"));
-  }
   const auto deadline = Clock::now() + std::chrono::minutes(5);
   bool converged = false;
   while (!(converged = Converged(dbs)) && Clock::now() < deadline) {
@@ -760,6 +767,13 @@ int main(int argc, char** argv) {
   for (const std::string& w : s.workloads) {
     if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch") {
       std::fprintf(stderr, "unknown workload \"%s\" (put, get, list, mixed, batch)\n", w.c_str());
+      return 2;
+    }
+  }
+  for (const std::string& t : s.targets) {
+    if (t != "rocksdb" && t != "embedded" && t != "remote" && t != "cluster") {
+      std::fprintf(stderr, "unknown target \"%s\" (rocksdb, embedded, remote, cluster)\n",
+                   t.c_str());
       return 2;
     }
   }

@@ -1,0 +1,209 @@
+// kvmesh-bench: its measuring parts (histogram, key choice, /proc readings) and the tool end to
+// end on small runs (the figures themselves are not asserted: speed is measured, not tested).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+
+#include "process_util.hpp"
+#include "test_util.hpp"
+#include "tools/bench/measure.hpp"
+
+namespace kvmesh::bench {
+namespace {
+
+using Json = nlohmann::json;
+using kvmesh::testing::RunCommand;
+using kvmesh::testing::TempDir;
+
+TEST(LatencyHistogramTest, BucketsCoverEveryValueWithinThreePercent) {
+  std::mt19937_64 random(1);
+  for (int i = 0; i < 100000; ++i) {
+    // Up to 2^62 ns (146 years): the top bucket's end does not fit in 64 bits.
+    const uint64_t v = random() >> (2 + random() % 62);
+    const size_t b = LatencyHistogram::BucketOf(v);
+    ASSERT_LE(LatencyHistogram::BucketFloor(b), v);
+    ASSERT_GT(LatencyHistogram::BucketFloor(b + 1), v);
+    ASSERT_LE(LatencyHistogram::BucketFloor(b + 1) - LatencyHistogram::BucketFloor(b),
+              std::max<uint64_t>(1, v / 32));
+  }
+}
+
+TEST(LatencyHistogramTest, QuantilesOfAKnownDistribution) {
+  LatencyHistogram h;
+  EXPECT_EQ(h.QuantileMicros(0.5), 0);
+  // 1 us .. 10,000 us, once each.
+  for (uint64_t us = 1; us <= 10000; ++us) h.Record(us * 1000);
+  EXPECT_EQ(h.count(), 10000u);
+  EXPECT_NEAR(h.QuantileMicros(0.5), 5000, 5000 * 0.03);
+  EXPECT_NEAR(h.QuantileMicros(0.99), 9900, 9900 * 0.03);
+  EXPECT_NEAR(h.QuantileMicros(0.999), 9990, 9990 * 0.03);
+  // A slow tail shows in p99.9 but not in p50.
+  LatencyHistogram tail;
+  for (int i = 0; i < 9990; ++i) tail.Record(10000);
+  for (int i = 0; i < 10; ++i) tail.Record(50000000);
+  EXPECT_NEAR(tail.QuantileMicros(0.5), 10, 0.5);
+  EXPECT_NEAR(tail.QuantileMicros(0.9995), 50000, 50000 * 0.03);
+}
+
+TEST(KeyChooserTest, UniformCoversTheRangeEvenly) {
+  KeyChooser chooser("uniform", 10, 7);
+  std::map<uint64_t, int> seen;
+  for (int i = 0; i < 100000; ++i) ++seen[chooser.Next()];
+  ASSERT_EQ(seen.size(), 10u);
+  for (const auto& [key, n] : seen) EXPECT_NEAR(n, 10000, 600) << key;
+}
+
+TEST(KeyChooserTest, ZipfianIsSkewedAndItsHotKeysAreSpread) {
+  const uint64_t n = 100000;
+  KeyChooser chooser("zipfian", n, 7);
+  std::map<uint64_t, int> seen;
+  const int draws = 200000;
+  for (int i = 0; i < draws; ++i) {
+    const uint64_t k = chooser.Next();
+    ASSERT_LT(k, n);
+    ++seen[k];
+  }
+  std::vector<std::pair<int, uint64_t>> by_count;
+  for (const auto& [key, count] : seen) by_count.push_back({count, key});
+  std::sort(by_count.rbegin(), by_count.rend());
+  // With theta 0.99 the hottest key takes about 1/zeta(n) = 8% of the draws; a uniform choice
+  // would give it 0.001%.
+  EXPECT_GT(by_count[0].first, draws / 20);
+  // The ten hottest keys are not the ten lowest indexes: ranks are scrambled.
+  int low = 0;
+  for (int i = 0; i < 10; ++i) low += by_count[i].second < 10;
+  EXPECT_LT(low, 10);
+  // Every key is still reachable: most keys were drawn at most a few times, but many were drawn.
+  EXPECT_GT(seen.size(), n / 10);
+}
+
+TEST(BenchKeysTest, AGroupPrefixListsItsKeys) {
+  EXPECT_EQ(KeyOf(12345, 100), "/k/00000123/0045");
+  EXPECT_EQ(GroupPrefix(123), "/k/00000123");
+  EXPECT_EQ(KeyOf(12345, 100).rfind(GroupPrefix(123) + "/", 0), 0u);
+}
+
+TEST(ProcessSampleTest, ReadsThisProcessAndRefusesAMissingOne) {
+  ProcessSample self = SampleProcess(::getpid());
+  ASSERT_TRUE(self.ok);
+  EXPECT_GT(self.rss_bytes, 1u << 20);
+  EXPECT_GE(self.cpu_seconds, 0);
+  EXPECT_FALSE(SampleProcess(0x3fffffff).ok);
+}
+
+TEST(ProcessSampleTest, FindsTheProcessListeningOnAPort) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  EXPECT_EQ(PidListeningOn(port), ::getpid());
+  ::close(fd);
+  EXPECT_EQ(PidListeningOn(port), 0);
+}
+
+class BenchToolTest : public ::testing::Test {
+ protected:
+  /// Runs kvmesh-bench with `args` plus --json --quiet and a scratch dir; parses its output.
+  Json Bench(std::vector<std::string> args, int expected_exit = 0) {
+    args.insert(args.end(), {"--json", "--quiet", "--dir", dir_ / "scratch"});
+    auto r = RunCommand(KVMESH_BENCH_PATH, args, "", dir_.path());
+    EXPECT_EQ(r.exit_code, expected_exit) << r.err;
+    try {
+      return Json::parse(r.out);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "no JSON: " << e.what() << "\n" << r.out << r.err;
+      return Json();
+    }
+  }
+  TempDir dir_;
+};
+
+TEST_F(BenchToolTest, EveryWorkloadOnRocksDbAndAnEmbeddedNode) {
+  Json out = Bench({"--targets", "rocksdb,embedded", "--workloads", "put,get,list,mixed,batch",
+                    "--value-sizes", "100", "--inflight", "1,8", "--keys", "6000", "--ops", "300",
+                    "--scan-length", "50", "--batch-size", "20", "--databases", "3"});
+  ASSERT_TRUE(out.contains("results"));
+  std::map<std::string, int> rows;
+  for (const Json& r : out["results"]) {
+    const std::string target = r["target"];
+    const std::string workload = r["workload"];
+    SCOPED_TRACE(target + " " + workload + " i" + std::to_string(r["inflight"].get<int>()));
+    ++rows[target];
+    EXPECT_EQ(r["failures"], 0);
+    EXPECT_EQ(r["ops"], 300);
+    EXPECT_EQ(r["databases"], 3);
+    EXPECT_GT(r["ops_per_second"].get<double>(), 0);
+    EXPECT_GT(r["p99_us"].get<double>(), 0);
+    EXPECT_GE(r["p999_us"].get<double>(), r["p50_us"].get<double>());
+    EXPECT_GT(r["rss_peak_mib"].get<double>(), 1);
+    if (workload == "list") EXPECT_EQ(r["keys"], 300 * 50) << "every scan returns a full group";
+    if (workload == "batch") EXPECT_EQ(r["keys"], 300 * 20);
+    if (workload == "get" || workload == "put") EXPECT_EQ(r["keys"], 300);
+    if (target == "embedded") EXPECT_TRUE(r.contains("vs_rocksdb"));
+  }
+  // RocksDB is synchronous: requests in flight do not apply, so it runs once per workload.
+  EXPECT_EQ(rows["rocksdb"], 5);
+  EXPECT_EQ(rows["embedded"], 10);
+  ASSERT_EQ(out["instantiation"].size(), 1u);
+  EXPECT_EQ(out["instantiation"][0]["databases"], 3);
+}
+
+TEST_F(BenchToolTest, AClusterReportsReplicationLagAndACatchUpOfOnlyWhatWasMissed) {
+  Json out =
+      Bench({"--targets", "cluster", "--workloads", "put", "--value-sizes", "100", "--inflight",
+             "4", "--ops", "200", "--lag-samples", "20", "--catchup-keys", "1500"});
+  ASSERT_TRUE(out.contains("extras"));
+  ASSERT_EQ(out["results"].size(), 1u);
+  EXPECT_EQ(out["results"][0]["target"], "cluster3");
+  EXPECT_EQ(out["results"][0]["failures"], 0);
+  std::map<std::string, Json> extras;
+  for (const Json& e : out["extras"]) extras[e["what"]] = e["figures"];
+  ASSERT_TRUE(extras.count("replication_lag"));
+  EXPECT_EQ(extras["replication_lag"]["samples"], 20);
+  EXPECT_EQ(extras["replication_lag"]["not_visible_after_10s"], 0);
+  ASSERT_TRUE(extras.count("catch_up"));
+  EXPECT_EQ(extras["catch_up"]["converged"], true);
+  EXPECT_EQ(extras["catch_up"]["entries_applied"], 1500);
+}
+
+TEST_F(BenchToolTest, CompareAlternatesTwoRunsAndPrintsRatios) {
+  const std::string run = std::string(KVMESH_BENCH_PATH) +
+                          " --targets rocksdb --workloads put --value-sizes 100 --ops 500 --dir " +
+                          (dir_ / "compare");
+  Json out = Bench({"--compare-a", run, "--compare-b", run, "--rounds", "2"});
+  ASSERT_TRUE(out.contains("rows"));
+  ASSERT_EQ(out["rows"].size(), 1u);
+  EXPECT_EQ(out["rows"][0]["run"], "rocksdb put 100B c1 i1 dbs 1");
+  EXPECT_GT(out["rows"][0]["ratio_b_over_a"].get<double>(), 0);
+}
+
+TEST_F(BenchToolTest, BadInputIsRefusedWithAClearError) {
+  auto r =
+      RunCommand(KVMESH_BENCH_PATH, {"--workloads", "scan", "--dir", dir_ / "s"}, "", dir_.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown workload \"scan\""), std::string::npos) << r.err;
+  r = RunCommand(KVMESH_BENCH_PATH, {"--targets", "mongo", "--dir", dir_ / "s"}, "", dir_.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown target \"mongo\""), std::string::npos) << r.err;
+  r = RunCommand(KVMESH_BENCH_PATH,
+                 {"--targets", "remote", "--node", "127.0.0.1:1", "--dir", dir_ / "s"}, "",
+                 dir_.path());
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.err.find("cannot reach kvmesh node at 127.0.0.1:1"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace kvmesh::bench
