@@ -84,6 +84,12 @@ TEST(KeyChooserTest, ZipfianIsSkewedAndItsHotKeysAreSpread) {
   EXPECT_GT(seen.size(), n / 10);
 }
 
+TEST(KeyChooserTest, SequentialCountsUpAndWraps) {
+  KeyChooser chooser("sequential", 5, 7);
+  const uint64_t first = chooser.Next();
+  for (uint64_t i = 1; i < 12; ++i) EXPECT_EQ(chooser.Next(), (first + i) % 5);
+}
+
 TEST(BenchKeysTest, AGroupPrefixListsItsKeys) {
   EXPECT_EQ(KeyOf(12345, 100), "/k/00000123/0045");
   EXPECT_EQ(GroupPrefix(123), "/k/00000123");

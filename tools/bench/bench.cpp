@@ -710,8 +710,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--keys", s.keys, "keys in all (at least one per database)")
       ->capture_default_str();
-  app.add_option("--distribution", s.distribution, "key choice: uniform or zipfian (theta 0.99)")
-      ->check(CLI::IsMember({"uniform", "zipfian"}))
+  app.add_option("--distribution", s.distribution,
+                 "key choice: uniform, zipfian (theta 0.99) or sequential (from a random start)")
+      ->check(CLI::IsMember({"uniform", "zipfian", "sequential"}))
       ->capture_default_str();
   app.add_option("--read-ratio", s.read_ratio, "mixed: share of gets")
       ->check(CLI::Range(0.0, 1.0))

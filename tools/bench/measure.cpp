@@ -77,6 +77,7 @@ double Zeta(uint64_t n, double theta) {
 
 KeyChooser::KeyChooser(std::string distribution, uint64_t n, uint64_t seed, double theta)
     : zipfian_(distribution == "zipfian"),
+      sequential_(distribution == "sequential"),
       n_(std::max<uint64_t>(1, n)),
       theta_(theta),
       alpha_(0),
@@ -85,6 +86,7 @@ KeyChooser::KeyChooser(std::string distribution, uint64_t n, uint64_t seed, doub
       multiplier_(0x9E3779B97F4A7C15ull % n_),
       random_(seed) {
   if (multiplier_ == 0) multiplier_ = 1;
+  next_ = random_() % n_;
   while (std::gcd(multiplier_, n_) != 1) ++multiplier_;
   if (zipfian_) {
     alpha_ = 1.0 / (1.0 - theta_);
@@ -95,6 +97,11 @@ KeyChooser::KeyChooser(std::string distribution, uint64_t n, uint64_t seed, doub
 }
 
 uint64_t KeyChooser::Next() {
+  if (sequential_) {
+    const uint64_t index = next_;
+    next_ = next_ + 1 == n_ ? 0 : next_ + 1;
+    return index;
+  }
   if (!zipfian_) return std::uniform_int_distribution<uint64_t>(0, n_ - 1)(random_);
   const double u = unit_(random_);
   const double uz = u * zetan_;

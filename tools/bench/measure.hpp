@@ -32,19 +32,24 @@ class LatencyHistogram {
   std::array<std::atomic<uint64_t>, kBuckets> counts_{};
 };
 
-/// Picks indexes in [0, n): uniformly, or zipfian with constant theta (YCSB's generator, with
-/// the ranks scrambled by a hash so the hot indexes are spread over the key space rather than
-/// being the first ones). Not thread-safe: one per thread.
+/// Picks indexes in [0, n): uniformly; zipfian with constant theta (YCSB's generator, with the
+/// ranks scrambled by a bijection so the hot indexes are spread over the key space rather than
+/// being the first ones); or sequentially from a start that depends on the seed (a bulk load).
+/// Not thread-safe: one per thread.
 class KeyChooser {
  public:
-  /// `distribution` is "uniform" or "zipfian"; theta is used for zipfian (YCSB: 0.99).
+  /// `distribution` is "uniform", "zipfian" or "sequential"; theta is used for zipfian (YCSB:
+  /// 0.99).
   KeyChooser(std::string distribution, uint64_t n, uint64_t seed, double theta = 0.99);
   uint64_t Next();
   bool zipfian() const { return zipfian_; }
 
  private:
   bool zipfian_;
+  bool sequential_;
   uint64_t n_;
+  /// The next index of a sequential chooser.
+  uint64_t next_ = 0;
   double theta_, alpha_, zetan_, eta_;
   /// Coprime to n: rank * multiplier_ mod n scrambles ranks without collisions.
   uint64_t multiplier_;
