@@ -10,6 +10,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
+#include <tuple>
 
 #include "actors/client_gateway.hpp"
 #include "actors/database_request.hpp"
@@ -192,8 +193,11 @@ void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
     return;
   }
   Completion<Reply> once(std::move(done));
+  // The arguments (a put's key and value) are moved along, not copied, on their way to the
+  // message; the job runs once.
   caf::anon_send(
-      h->requester, RequesterJob{[h, once, args...](caf::event_based_actor* self) {
+      h->requester, RequesterJob{[h, once, args = std::make_tuple(std::move(args)...)](
+                                     caf::event_based_actor* self) mutable {
         std::function<void(caf::expected<Reply>)> finish = [once](caf::expected<Reply> reply) {
           if (reply) {
             once(Status::OK(), std::move(*reply));
@@ -201,7 +205,12 @@ void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
             once(ToStatus(reply.error()), Reply{});
           }
         };
-        RequestDatabase<Reply>(self, h->route, h->actor, std::move(finish), 0, args...);
+        std::apply(
+            [&](auto&... xs) {
+              RequestDatabase<Reply>(self, h->route, h->actor, std::move(finish), 0,
+                                     std::move(xs)...);
+            },
+            args);
       }});
 }
 
@@ -486,11 +495,22 @@ Status Node::Open(std::string_view path, Database* out) {
   route->on_reopen = [weak = std::weak_ptr<Database::Handle>(handle)](const database_actor& db) {
     if (auto h = weak.lock()) h->actor = db;
   };
+  // The requester keeps the deadlines of its requests to local actors itself (see
+  // LocalDeadlines): a CAF request timeout would wake CAF's clock thread twice per request.
+  auto deadlines = std::make_shared<LocalDeadlines>();
+  route->local_deadlines = deadlines;
   handle->route = std::move(route);
   handle->actor = std::move(actor);
   // The requester stops with the node (it watches the supervisor) or with its last handle.
-  handle->requester = impl_->system->spawn(
-      [supervisor = impl_->core->supervisor](caf::event_based_actor* self) -> caf::behavior {
+  handle->requester =
+      impl_->system->spawn([supervisor = impl_->core->supervisor, deadlines = std::move(deadlines)](
+                               caf::event_based_actor* self) -> caf::behavior {
+        deadlines->set_schedule_check(
+            [self, weak = std::weak_ptr<LocalDeadlines>(deadlines)](caf::timespan period) {
+              self->delayed_send(self, period, RequesterJob{[weak](caf::event_based_actor*) {
+                                   if (auto d = weak.lock()) d->ExpireDue();
+                                 }});
+            });
         self->monitor(supervisor);
         self->set_down_handler([self](caf::down_msg&) { self->quit(); });
         return {[self](RequesterJob& job) { job(self); }};

@@ -267,7 +267,7 @@ void DatabaseStore::Stage(const Touched& touched, Staged* staged) const {
   }
 }
 
-Status DatabaseStore::Commit(Staged* staged, const VersionVector& version_vector,
+Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
                              uint64_t local_counter) {
   const uint64_t used_bytes = used_bytes_ + staged->used_bytes;
   const uint64_t key_count = key_count_ + staged->key_count;
@@ -281,7 +281,7 @@ Status DatabaseStore::Commit(Staged* staged, const VersionVector& version_vector
   tombstone_count_ = tombstone_count;
   digest_ = staged->digest;
   local_counter_ = local_counter;
-  if (&version_vector != &version_vector_) version_vector_ = version_vector;
+  if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
   return Status::OK();
 }
 
@@ -397,7 +397,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
       *entry->mutable_record() = p.after;
     }
   }
-  s = Commit(&staged, version_vector, counter);
+  s = Commit(&staged, std::move(version_vector), counter);
   if (!s.ok()) return s;
   if (delta != nullptr) delta->append(out.SerializeAsString());
   return Status::OK();
@@ -488,7 +488,7 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   Staged staged;
   Stage(touched, &staged);
   if (staged.changed || version_vector != version_vector_) {
-    s = Commit(&staged, version_vector, local_counter_);
+    s = Commit(&staged, std::move(version_vector), local_counter_);
     if (!s.ok()) return s;
   }
   if (result != nullptr) *result = counts;

@@ -156,8 +156,9 @@ class DatabaseStore {
   /// Adds the record and index changes of every changed key of `touched` to `staged`.
   void Stage(const Touched& touched, Staged* staged) const;
   /// Writes `staged` with the meta record the counters will have after it (`version_vector`,
-  /// `local_counter`), then updates the counters in memory. Nothing changes on failure.
-  Status Commit(Staged* staged, const VersionVector& version_vector, uint64_t local_counter);
+  /// `local_counter`), then updates the counters in memory (taking `version_vector` over rather
+  /// than copying it: it may be large). Nothing changes on failure.
+  Status Commit(Staged* staged, VersionVector&& version_vector, uint64_t local_counter);
   /// The serialized DatabaseMeta for the given counters.
   std::string MetaBytes(uint64_t used_bytes, uint64_t key_count, uint64_t local_counter,
                         uint64_t tombstone_count, uint64_t digest,

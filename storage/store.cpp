@@ -69,6 +69,10 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // bloom filter saves a disk read for every new key.
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocks.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // The same for keys still in the memtable: a write of a new key looks it up there first, and a
+  // whole-key bloom filter answers that miss without walking the skip list.
+  rocks.memtable_whole_key_filtering = true;
+  rocks.memtable_prefix_bloom_size_ratio = 0.02;
   return rocks;
 }
 

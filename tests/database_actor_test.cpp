@@ -3,8 +3,14 @@
 
 #include <caf/all.hpp>
 
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "actor_test_util.hpp"
 #include "actors/database_actor.hpp"
+#include "actors/database_request.hpp"
 #include "storage/store.hpp"
 #include "test_util.hpp"
 
@@ -123,6 +129,70 @@ TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
                  caf::after(10s) >> [] {});
   EXPECT_TRUE(down);
   self_->send_exit(supervisor, caf::exit_reason::user_shutdown);
+}
+
+// Requests to a local database actor keep their deadline without a CAF request timeout (see
+// LocalDeadlines): an attempt still unanswered at its deadline fails with request_timeout, a
+// late answer is dropped, and answers in time are delivered.
+TEST_F(DatabaseActorTest, LocalDeadlinesExpireUnansweredRequestsOnly) {
+  // Answers a put with key "answer" at once; holds every other put unanswered.
+  auto stub = system_.spawn([](caf::event_based_actor* self) -> caf::behavior {
+    auto held = std::make_shared<std::vector<caf::response_promise>>();
+    return {[self, held](atom::put, const std::string& key,
+                         const std::string&) -> caf::result<atom::ok> {
+      if (key == "answer") return atom::ok_v;
+      held->push_back(self->make_response_promise());
+      return caf::delegated<atom::ok>();
+    }};
+  });
+  auto target = caf::actor_cast<database_actor>(stub);
+  std::promise<std::vector<std::string>> results;
+  auto requester = system_.spawn([&, target](caf::event_based_actor* self) {
+    auto route = std::make_shared<DatabaseRoute>();
+    route->timeout = std::chrono::milliseconds(50);
+    auto deadlines = std::make_shared<LocalDeadlines>();
+    deadlines->set_schedule_check([self, deadlines](caf::timespan period) {
+      self->delayed_send(self, period, atom::tick_v);
+    });
+    route->local_deadlines = deadlines;
+    auto got = std::make_shared<std::vector<std::string>>();
+    auto record = [&results, got](caf::expected<atom::ok> reply) {
+      got->push_back(reply ? "ok" : to_string(reply.error()));
+      if (got->size() == 2) results.set_value(*got);
+    };
+    RequestDatabase<atom::ok>(self, route, target, record, 0, atom::put_v, std::string("answer"),
+                              std::string("v"));
+    RequestDatabase<atom::ok>(self, route, target, record, 0, atom::put_v, std::string("held"),
+                              std::string("v"));
+    return caf::behavior{[deadlines](atom::tick) { deadlines->ExpireDue(); }};
+  });
+  auto future = results.get_future();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  const std::vector<std::string> expected = {"ok",
+                                             to_string(caf::make_error(caf::sec::request_timeout))};
+  EXPECT_EQ(future.get(), expected);
+  caf::anon_send_exit(requester, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(stub, caf::exit_reason::user_shutdown);
+}
+
+TEST(LocalDeadlinesTest, SettledAttemptsNeverExpire) {
+  std::vector<caf::timespan> scheduled;
+  LocalDeadlines deadlines;
+  deadlines.set_schedule_check([&](caf::timespan period) { scheduled.push_back(period); });
+  int expired = 0;
+  const uint64_t a = deadlines.Add(std::chrono::milliseconds(0), [&] { ++expired; });
+  const uint64_t b = deadlines.Add(std::chrono::hours(1), [&] { ++expired; });
+  ASSERT_EQ(scheduled.size(), 1u);  // one check covers both
+  EXPECT_EQ(scheduled[0], std::chrono::milliseconds(1));
+  deadlines.ExpireDue();
+  EXPECT_EQ(expired, 1);
+  EXPECT_FALSE(deadlines.Settle(a));  // expired: its late answer is dropped
+  EXPECT_EQ(scheduled.size(), 2u);    // b is still pending
+  EXPECT_TRUE(deadlines.Settle(b));
+  EXPECT_EQ(deadlines.pending(), 0u);
+  deadlines.ExpireDue();
+  EXPECT_EQ(expired, 1);
+  EXPECT_EQ(scheduled.size(), 2u);  // nothing pending: no further check
 }
 
 }  // namespace
