@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -61,6 +62,7 @@ struct Settings {
   uint64_t lag_samples = 500;
   uint64_t catchup_keys = 20000;
   bool json = false;
+  std::string json_file;
   bool quiet = false;
 };
 
@@ -749,6 +751,7 @@ int main(int argc, char** argv) {
                  "cluster: keys written while a node is down (0: skip)")
       ->capture_default_str();
   app.add_flag("--json", s.json, "print JSON instead of tables");
+  app.add_option("--json-file", s.json_file, "also write the JSON to this file");
   app.add_flag("--quiet", s.quiet, "no progress line");
   app.add_option("--compare-a", compare_a,
                  "compare: command line of run A (a kvmesh-bench with its flags)");
@@ -848,7 +851,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (s.json) {
+  {
     Json out;
     out["machine"] = MachineDescription();
     std::string command;
@@ -868,8 +871,10 @@ int main(int argc, char** argv) {
     for (const Extra& e : extras) {
       out["extras"].push_back({{"target", e.target}, {"what", e.what}, {"figures", e.figures}});
     }
-    std::cout << out.dump(2) << "\n";
-  } else {
+    if (s.json) std::cout << out.dump(2) << "\n";
+    if (!s.json_file.empty()) std::ofstream(s.json_file) << out.dump(2) << "\n";
+  }
+  if (!s.json) {
     std::printf("machine: %s\n", MachineDescription().c_str());
     PrintTable(results, instantiations, extras);
   }
