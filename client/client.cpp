@@ -158,6 +158,9 @@ struct Connection {
     cfg->set("middleman.connection-timeout",
              std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
     cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+    // Deserialize replies in the multiplexer thread instead of handing each to a BASP worker
+    // thread first: one thread wake-up less per reply.
+    cfg->set("middleman.workers", size_t{0});
     system = std::make_unique<caf::actor_system>(*cfg);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
     actor = system->spawn(ConnectionActor, address, link);
