@@ -25,6 +25,12 @@ struct DatabaseRoute {
   std::string path;
   /// Deadline of each request (and of each re-open).
   caf::timespan timeout{};
+  /// Requests to a database actor on this node carry no CAF deadline: for callers that bound the
+  /// wait themselves (the gateway's clients do). A local actor answers every request within its
+  /// own bounds (replication waits have theirs) and CAF bounces requests to a stopped one at
+  /// once, while a CAF 0.17 deadline wakes the timer thread per request and stays queued there
+  /// until it expires, as it is never cancelled. Actors on other nodes keep `timeout`.
+  bool no_local_deadline = false;
   /// Called (on the requesting actor) with the fresh actor after a re-open, to cache it.
   std::function<void(const database_actor&)> on_reopen;
 };
@@ -73,7 +79,9 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, dat
     reopen_and_retry(caf::make_error(caf::sec::request_receiver_down));
     return;
   }
-  self->request(target, route->timeout, args...)
+  const bool unbounded = route->no_local_deadline && target.node() == self->node();
+  self->request(target, unbounded ? caf::duration{caf::infinite} : caf::duration{route->timeout},
+                args...)
       .then(
           [=](Reply& reply) {
             if (FromExpected(self, target)) {
