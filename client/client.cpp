@@ -21,8 +21,18 @@ struct connection_state {
   gateway_actor gateway;
   std::string address;
   uint64_t next_id = 0;
-  /// How to fail each request in flight, by local request number.
-  std::unordered_map<uint64_t, std::function<void(Status)>> in_flight;
+  /// A request in flight: the id its reply carries, its deadline, and how to fail it.
+  struct Pending {
+    caf::message_id reply_id;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(Status)> fail;
+  };
+  /// By local request number.
+  std::unordered_map<uint64_t, Pending> in_flight;
+  /// A tick is scheduled (while requests are in flight).
+  bool ticking = false;
+  /// Time between ticks: an expired request fails within this much after its deadline.
+  caf::timespan tick_interval{};
   /// Tells the Connection the gateway is gone, so the next call reconnects.
   std::function<void()> on_lost;
 };
@@ -41,10 +51,41 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvmesh::client::ConnectionJob)
 namespace kvmesh::client {
 namespace {
 
+/// Answers request `reply_id` of `self` with `err` now. Consumes CAF's response handler (the real
+/// reply, if it ever comes, is dropped) as CAF's own timeout would.
+void InjectReply(connection_pointer self, caf::message_id reply_id, caf::error err) {
+  caf::actor_cast<caf::strong_actor_ptr>(self)->enqueue(nullptr, reply_id,
+                                                        caf::make_message(std::move(err)), nullptr);
+}
+
 void FailAll(connection_pointer self, const Status& why) {
   auto pending = std::move(self->state.in_flight);
   self->state.in_flight.clear();
-  for (auto& [id, fail] : pending) fail(why);
+  for (auto& [id, p] : pending) {
+    p.fail(why);
+    InjectReply(self, p.reply_id, ToError(why));
+  }
+}
+
+/// Requests carry no CAF deadline (in CAF 0.17 each one wakes the timer thread and stays queued
+/// there until it expires); instead one tick at a time, while requests are in flight, times out
+/// the expired ones.
+void ScheduleTick(connection_pointer self) {
+  auto& st = self->state;
+  if (st.ticking || st.in_flight.empty()) return;
+  st.ticking = true;
+  self->delayed_send(self, st.tick_interval, atom::tick_v);
+}
+
+void Tick(connection_pointer self) {
+  auto& st = self->state;
+  st.ticking = false;
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [id, p] : st.in_flight) {
+    if (p.deadline <= now)
+      InjectReply(self, p.reply_id, caf::make_error(caf::sec::request_timeout));
+  }
+  ScheduleTick(self);
 }
 
 /// What the connection actor and callers' threads share: the gateway while connected, and the
@@ -89,8 +130,10 @@ struct Link {
 // in flight the moment the gateway's node is lost (CAF would otherwise let them run to their
 // timeout).
 caf::behavior ConnectionActor(connection_pointer self, std::string address,
-                              std::shared_ptr<Link> link) {
+                              std::shared_ptr<Link> link, caf::timespan request_timeout) {
   self->state.address = std::move(address);
+  self->state.tick_interval =
+      std::max(caf::timespan{std::chrono::milliseconds(1)}, request_timeout / 8);
   self->state.on_lost = [self, link] {
     link->Lost(Status::Unavailable("lost the connection to kvmesh node " + self->state.address));
   };
@@ -111,6 +154,7 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
         self->monitor(gateway);
       },
       [=](ConnectionJob& job) { job(self); },
+      [=](atom::tick) { Tick(self); },
   };
 }
 
@@ -163,7 +207,7 @@ struct Connection {
     cfg->set("middleman.workers", size_t{0});
     system = std::make_unique<caf::actor_system>(*cfg);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
-    actor = system->spawn(ConnectionActor, address, link);
+    actor = system->spawn(ConnectionActor, address, link, timeout);
     return EnsureConnected();
   }
 
@@ -217,15 +261,18 @@ struct Connection {
         return;
       }
       const uint64_t id = st.next_id++;
-      st.in_flight.emplace(id, [done](Status why) { done(std::move(why), Reply{}); });
-      self->request(st.gateway, t, args...)
-          .then(
-              [self, id, done](Reply& reply) {
-                if (self->state.in_flight.erase(id) != 0) done(Status::OK(), std::move(reply));
-              },
-              [self, id, done](caf::error& err) {
-                if (self->state.in_flight.erase(id) != 0) done(ToStatus(err), Reply{});
-              });
+      auto handle = self->request(st.gateway, caf::infinite, args...);
+      st.in_flight.emplace(
+          id, connection_state::Pending{handle.id(), std::chrono::steady_clock::now() + t,
+                                        [done](Status why) { done(std::move(why), Reply{}); }});
+      ScheduleTick(self);
+      handle.then(
+          [self, id, done](Reply& reply) {
+            if (self->state.in_flight.erase(id) != 0) done(Status::OK(), std::move(reply));
+          },
+          [self, id, done](caf::error& err) {
+            if (self->state.in_flight.erase(id) != 0) done(ToStatus(err), Reply{});
+          });
     };
     caf::anon_send(actor, std::move(job));
   }

@@ -457,5 +457,42 @@ TEST(ClientConnectionTest, LostNodeFailsBlockingAndAsyncCallsInFlightPromptly) {
   EXPECT_EQ(db.put("/k", "v").code(), Code::kUnavailable);
 }
 
+// Requests that get no answer time out at their deadline (the client keeps deadlines itself,
+// not in CAF's timer), blocking and asynchronous alike, and the connection stays usable.
+TEST(ClientConnectionTest, UnansweredRequestsTimeOutAtTheirDeadline) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.spawn(SilentGateway);
+  auto port = system.middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << system.render(port.error());
+  client::ClientOptions options;
+  options.request_timeout = 300ms;
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto db = client.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int round = 0; round < 2; ++round) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::future<Status>> calls;
+    for (int i = 0; i < 20; ++i) calls.push_back(db.put_async("/k" + std::to_string(i), "v"));
+    auto read = db.get_async("/k");
+    Status blocking = db.put("/k", "v");
+    EXPECT_EQ(blocking.code(), Code::kTimeout) << blocking;
+    for (auto& call : calls) {
+      ASSERT_EQ(call.wait_for(5s), std::future_status::ready);
+      Status s = call.get();
+      EXPECT_EQ(s.code(), Code::kTimeout) << s;
+    }
+    ASSERT_EQ(read.wait_for(5s), std::future_status::ready);
+    EXPECT_EQ(read.get().status().code(), Code::kTimeout);
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_GE(took, 290ms);
+    EXPECT_LT(took, 3s);
+    // Not a lost connection: answered requests still work.
+    EXPECT_TRUE(db.stats().ok());
+  }
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+}
+
 }  // namespace
 }  // namespace kvmesh
