@@ -29,6 +29,9 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
   route->supervisor = st.supervisor;
   route->path = path;
   route->timeout = st.timeout;
+  // Every client request has its client's deadline; a gateway deadline per request would only
+  // cost a timer-thread wake-up and a timer entry kept for the whole timeout (see DatabaseRoute).
+  route->no_local_deadline = true;
   route->on_reopen = [self, path](const database_actor& fresh) { Track(self, path, fresh); };
   return st.routes.emplace(path, client_gateway_state::Entry{std::move(route), {}}).first->second;
 }

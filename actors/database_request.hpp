@@ -100,6 +100,12 @@ struct DatabaseRoute {
   std::string path;
   /// Deadline of each request (and of each re-open).
   caf::timespan timeout{};
+  /// Requests to a database actor on this node carry no CAF deadline: for callers that bound the
+  /// wait themselves (the gateway's clients do). A local actor answers every request within its
+  /// own bounds (replication waits have theirs) and CAF bounces requests to a stopped one at
+  /// once, while a CAF 0.17 deadline wakes the timer thread per request and stays queued there
+  /// until it expires, as it is never cancelled. Actors on other nodes keep `timeout`.
+  bool no_local_deadline = false;
   /// Called (on the requesting actor) with the fresh actor after a re-open, to cache it.
   std::function<void(const database_actor&)> on_reopen;
   /// If set, the deadlines of requests to a database actor of this node are kept here rather
@@ -166,8 +172,12 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, dat
     }
   };
   LocalDeadlines* deadlines = route->local_deadlines.get();
-  if (deadlines == nullptr || target.node() != self->node()) {
-    self->request(target, route->timeout, std::move(args)...).then(on_reply, on_error);
+  const bool local = target.node() == self->node();
+  if (deadlines == nullptr || !local) {
+    const bool unbounded = route->no_local_deadline && local;
+    self->request(target, unbounded ? caf::duration{caf::infinite} : caf::duration{route->timeout},
+                  std::move(args)...)
+        .then(on_reply, on_error);
     return;
   }
   const uint64_t id =

@@ -21,8 +21,18 @@ struct connection_state {
   gateway_actor gateway;
   std::string address;
   uint64_t next_id = 0;
-  /// How to fail each request in flight, by local request number.
-  std::unordered_map<uint64_t, std::function<void(Status)>> in_flight;
+  /// A request in flight: the id its reply carries, its deadline, and how to fail it.
+  struct Pending {
+    caf::message_id reply_id;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void(Status)> fail;
+  };
+  /// By local request number.
+  std::unordered_map<uint64_t, Pending> in_flight;
+  /// A tick is scheduled (while requests are in flight).
+  bool ticking = false;
+  /// Time between ticks: an expired request fails within this much after its deadline.
+  caf::timespan tick_interval{};
   /// Tells the Connection the gateway is gone, so the next call reconnects.
   std::function<void()> on_lost;
 };
@@ -41,18 +51,92 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvmesh::client::ConnectionJob)
 namespace kvmesh::client {
 namespace {
 
+/// Answers request `reply_id` of `self` with `err` now. Consumes CAF's response handler (the real
+/// reply, if it ever comes, is dropped) as CAF's own timeout would.
+void InjectReply(connection_pointer self, caf::message_id reply_id, caf::error err) {
+  caf::actor_cast<caf::strong_actor_ptr>(self)->enqueue(nullptr, reply_id,
+                                                        caf::make_message(std::move(err)), nullptr);
+}
+
 void FailAll(connection_pointer self, const Status& why) {
   auto pending = std::move(self->state.in_flight);
   self->state.in_flight.clear();
-  for (auto& [id, fail] : pending) fail(why);
+  for (auto& [id, p] : pending) {
+    p.fail(why);
+    InjectReply(self, p.reply_id, ToError(why));
+  }
 }
 
-// The connection actor: sends every request to the gateway and fails all requests in flight
-// the moment the gateway's node is lost (CAF would otherwise let them run to their timeout).
+/// Requests carry no CAF deadline (in CAF 0.17 each one wakes the timer thread and stays queued
+/// there until it expires); instead one tick at a time, while requests are in flight, times out
+/// the expired ones.
+void ScheduleTick(connection_pointer self) {
+  auto& st = self->state;
+  if (st.ticking || st.in_flight.empty()) return;
+  st.ticking = true;
+  self->delayed_send(self, st.tick_interval, atom::tick_v);
+}
+
+void Tick(connection_pointer self) {
+  auto& st = self->state;
+  st.ticking = false;
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& [id, p] : st.in_flight) {
+    if (p.deadline <= now)
+      InjectReply(self, p.reply_id, caf::make_error(caf::sec::request_timeout));
+  }
+  ScheduleTick(self);
+}
+
+/// What the connection actor and callers' threads share: the gateway while connected, and the
+/// blocking calls waiting for a reply (which wait in their own thread, not on the actor).
+struct Link {
+  /// A blocking call in flight: its actor and the id its reply will carry.
+  struct Waiter {
+    caf::strong_actor_ptr actor;
+    caf::message_id reply_id;
+    bool sent = false;  // reply_id is known
+    bool lost = false;  // the connection went before the request was sent
+  };
+  std::atomic<bool> connected{false};
+  std::mutex mutex;
+  gateway_actor gateway;  // guarded by mutex; valid while connected
+  uint64_t next_waiter = 0;
+  std::unordered_map<uint64_t, Waiter> waiters;
+
+  /// The connection is gone: the next call reconnects, and every blocking call in flight gets
+  /// `why` as its reply now (CAF would let it wait for its timeout).
+  void Lost(const Status& why) {
+    std::unordered_map<uint64_t, Waiter> pending;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      connected = false;
+      gateway = nullptr;
+      for (auto& [key, waiter] : waiters) {
+        if (!waiter.sent) {
+          waiter.lost = true;
+        } else {
+          pending.emplace(key, waiter);
+        }
+      }
+    }
+    for (auto& [key, waiter] : pending) {
+      waiter.actor->enqueue(nullptr, waiter.reply_id, caf::make_message(ToError(why)), nullptr);
+    }
+  }
+};
+
+// The connection actor: sends every asynchronous request to the gateway and fails all requests
+// in flight the moment the gateway's node is lost (CAF would otherwise let them run to their
+// timeout).
 caf::behavior ConnectionActor(connection_pointer self, std::string address,
-                              std::function<void()> on_lost) {
+                              std::shared_ptr<Link> link, caf::timespan request_timeout) {
   self->state.address = std::move(address);
-  self->state.on_lost = std::move(on_lost);
+  self->state.tick_interval =
+      std::max(caf::timespan{std::chrono::milliseconds(1)}, request_timeout / 8);
+  self->state.on_lost = [self, link] {
+    link->Lost(Status::Unavailable("lost the connection to kvmesh node " + self->state.address));
+  };
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     if (!st.gateway || msg.source != st.gateway.address()) return;
@@ -70,6 +154,7 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
         self->monitor(gateway);
       },
       [=](ConnectionJob& job) { job(self); },
+      [=](atom::tick) { Tick(self); },
   };
 }
 
@@ -85,11 +170,17 @@ struct Connection {
   std::unique_ptr<caf::actor_system> system;
   caf::actor actor;
   std::mutex connect_mutex;
-  std::shared_ptr<std::atomic<bool>> connected = std::make_shared<std::atomic<bool>>(false);
+  std::shared_ptr<Link> link = std::make_shared<Link>();
   std::atomic<uint64_t> node_id{0};
+
+  /// Blocking actors for Call, reused: each new actor that talks to the node makes both sides
+  /// set up (and later tear down) a proxy for it, which costs more than the call.
+  std::mutex callers_mutex;
+  std::vector<std::unique_ptr<caf::scoped_actor>> idle_callers;
 
   ~Connection() {
     if (system) {
+      idle_callers.clear();
       caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
       actor = nullptr;
       system->await_all_actors_done();
@@ -111,18 +202,21 @@ struct Connection {
     cfg->set("middleman.connection-timeout",
              std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
     cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+    // Deserialize replies in the multiplexer thread instead of handing each to a BASP worker
+    // thread first: one thread wake-up less per reply.
+    cfg->set("middleman.workers", size_t{0});
     system = std::make_unique<caf::actor_system>(*cfg);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
-    actor = system->spawn(ConnectionActor, address, [flag = connected] { *flag = false; });
+    actor = system->spawn(ConnectionActor, address, link, timeout);
     return EnsureConnected();
   }
 
   /// Connects (again) if needed: finds the gateway, checks the protocol version, hands the
   /// gateway to the connection actor.
   Status EnsureConnected() {
-    if (*connected) return Status::OK();
+    if (link->connected) return Status::OK();
     std::lock_guard<std::mutex> lock(connect_mutex);
-    if (*connected) return Status::OK();
+    if (link->connected) return Status::OK();
     auto gateway = system->middleman().remote_actor<gateway_actor>(host, port);
     if (!gateway) {
       if (gateway.error() == caf::sec::unexpected_actor_messaging_interface) {
@@ -144,7 +238,11 @@ struct Connection {
                  [&](caf::error& err) { result = ToStatus(err); });
     if (!result.ok()) return result;
     caf::anon_send(actor, *gateway);
-    *connected = true;
+    {
+      std::lock_guard<std::mutex> guard(link->mutex);
+      link->gateway = *gateway;
+      link->connected = true;
+    }
     return Status::OK();
   }
 
@@ -163,15 +261,18 @@ struct Connection {
         return;
       }
       const uint64_t id = st.next_id++;
-      st.in_flight.emplace(id, [done](Status why) { done(std::move(why), Reply{}); });
-      self->request(st.gateway, t, args...)
-          .then(
-              [self, id, done](Reply& reply) {
-                if (self->state.in_flight.erase(id) != 0) done(Status::OK(), std::move(reply));
-              },
-              [self, id, done](caf::error& err) {
-                if (self->state.in_flight.erase(id) != 0) done(ToStatus(err), Reply{});
-              });
+      auto handle = self->request(st.gateway, caf::infinite, args...);
+      st.in_flight.emplace(
+          id, connection_state::Pending{handle.id(), std::chrono::steady_clock::now() + t,
+                                        [done](Status why) { done(std::move(why), Reply{}); }});
+      ScheduleTick(self);
+      handle.then(
+          [self, id, done](Reply& reply) {
+            if (self->state.in_flight.erase(id) != 0) done(Status::OK(), std::move(reply));
+          },
+          [self, id, done](caf::error& err) {
+            if (self->state.in_flight.erase(id) != 0) done(ToStatus(err), Reply{});
+          });
     };
     caf::anon_send(actor, std::move(job));
   }
@@ -217,16 +318,78 @@ struct Connection {
     return future;
   }
 
-  /// Blocking call returning the reply as a Result.
+  /// Blocking call returning the reply as a Result. The calling thread sends the request and
+  /// waits for the reply itself (a scoped actor), so a round trip costs no hop through the
+  /// connection actor and no wake-up of CAF's timer thread (the deadline is the receive's own).
   template <class Reply, class... Ts>
   Result<Reply> Call(Ts... args) {
-    return SendForResult<Reply>(std::move(args)...).get();
+    Status s = EnsureConnected();
+    if (!s.ok()) return s;
+    std::unique_ptr<caf::scoped_actor> caller;
+    {
+      std::lock_guard<std::mutex> lock(callers_mutex);
+      if (!idle_callers.empty()) {
+        caller = std::move(idle_callers.back());
+        idle_callers.pop_back();
+      }
+    }
+    if (!caller) caller = std::make_unique<caf::scoped_actor>(*system);
+    auto& self = *caller;
+    gateway_actor gateway;
+    uint64_t key = 0;
+    {
+      std::lock_guard<std::mutex> lock(link->mutex);
+      if (!link->connected || !link->gateway) {
+        return Status::Unavailable("lost the connection to kvmesh node " + address);
+      }
+      gateway = link->gateway;
+      key = link->next_waiter++;
+      Link::Waiter waiter;
+      waiter.actor = caf::actor_cast<caf::strong_actor_ptr>(self);
+      link->waiters.emplace(key, std::move(waiter));
+    }
+    // No CAF timeout: the receive below bounds the wait, and a late reply finds the scoped actor
+    // gone and is dropped.
+    auto handle = self->request(gateway, caf::infinite, std::move(args)...);
+    bool lost = false;
+    {
+      std::lock_guard<std::mutex> lock(link->mutex);
+      auto& waiter = link->waiters[key];
+      lost = waiter.lost;
+      waiter.reply_id = handle.id();
+      waiter.sent = true;
+    }
+    Result<Reply> result = Status::Unavailable("lost the connection to kvmesh node " + address);
+    bool replied = false;
+    if (!lost) {
+      caf::blocking_actor::accept_one_cond rc;
+      self->varargs_receive(
+          rc, handle.id(),
+          [&](Reply& reply) {
+            result = std::move(reply);
+            replied = true;
+          },
+          [&](caf::error& err) { result = ToStatus(err); },
+          caf::after(timeout) >>
+              [&] { result = ToStatus(caf::make_error(caf::sec::request_timeout)); });
+    }
+    {
+      std::lock_guard<std::mutex> lock(link->mutex);
+      link->waiters.erase(key);
+    }
+    // An actor whose reply may still come (timeout, lost connection) is not reused: the reply
+    // would sit in its mailbox for good.
+    if (replied) {
+      std::lock_guard<std::mutex> lock(callers_mutex);
+      idle_callers.push_back(std::move(caller));
+    }
+    return result;
   }
 
   /// Blocking call whose reply is only "ok".
   template <class... Ts>
   Status CallOk(Ts... args) {
-    return SendForStatus(std::move(args)...).get();
+    return Call<atom::ok>(std::move(args)...).status();
   }
 };
 

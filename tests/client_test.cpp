@@ -393,3 +393,106 @@ TEST_F(ClientTest, ErrorMessagesDoNotStopTheGateway) {
 
 }  // namespace
 }  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+// Stands in for a node whose databases never answer: the handshake and open succeed, and every
+// put or get is left in flight for good.
+gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
+  return {
+      [](atom::hello, uint32_t) -> caf::result<uint32_t, uint64_t> {
+        return {kClientProtocolVersion, uint64_t{42}};
+      },
+      [](atom::open, std::string&) { return DatabaseStats{}; },
+      [](atom::put, std::string&, std::string&, std::string&) {
+        return caf::delegated<atom::ok>{};
+      },
+      [](atom::get, std::string&, std::string&) { return caf::delegated<std::string>{}; },
+      [](atom::erase, std::string&, std::string&) { return caf::delegated<atom::ok>{}; },
+      [](atom::list, std::string&, ListOptions&) { return ListPage{}; },
+      [](atom::batch, std::string&, WriteBatch&) { return caf::delegated<atom::ok>{}; },
+      [](atom::stats, std::string&) { return DatabaseStats{}; },
+      [](atom::status, std::string&) { return ReplicationStatus{}; },
+      [](atom::members) { return std::vector<MemberStatus>{}; },
+      [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::configs) { return std::vector<ConfigInfo>{}; },
+      [](atom::reload) { return std::string(); },
+  };
+}
+
+// Blocking calls wait in the caller's thread, asynchronous ones on the connection actor: both
+// must fail as soon as the node goes, not after their (here one minute) timeout.
+TEST(ClientConnectionTest, LostNodeFailsBlockingAndAsyncCallsInFlightPromptly) {
+  RawPeerConfig config;
+  auto system = std::make_unique<caf::actor_system>(config);
+  auto gateway = system->spawn(SilentGateway);
+  auto port = system->middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << system->render(port.error());
+  client::ClientOptions options;
+  options.request_timeout = std::chrono::minutes(1);
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto db = client.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+
+  auto put = std::async(std::launch::async, [db] { return db.put("/k", "v"); });
+  auto get = std::async(std::launch::async, [db] { return db.get("/k").status(); });
+  auto async_put = db.put_async("/k2", "v");
+  ASSERT_EQ(put.wait_for(300ms), std::future_status::timeout) << put.get();
+  ASSERT_EQ(get.wait_for(0ms), std::future_status::timeout) << get.get();
+  ASSERT_EQ(async_put.wait_for(0ms), std::future_status::timeout) << async_put.get();
+
+  const auto lost_at = std::chrono::steady_clock::now();
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+  gateway = nullptr;
+  system.reset();  // closes the connection
+  for (auto* call : {&put, &get, &async_put}) {
+    ASSERT_EQ(call->wait_for(10s), std::future_status::ready);
+    Status s = call->get();
+    EXPECT_EQ(s.code(), Code::kUnavailable) << s;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - lost_at, 10s);
+  // The next call tries to reconnect, and says the node is unreachable.
+  EXPECT_EQ(db.put("/k", "v").code(), Code::kUnavailable);
+}
+
+// Requests that get no answer time out at their deadline (the client keeps deadlines itself,
+// not in CAF's timer), blocking and asynchronous alike, and the connection stays usable.
+TEST(ClientConnectionTest, UnansweredRequestsTimeOutAtTheirDeadline) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.spawn(SilentGateway);
+  auto port = system.middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << system.render(port.error());
+  client::ClientOptions options;
+  options.request_timeout = 300ms;
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto db = client.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int round = 0; round < 2; ++round) {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::future<Status>> calls;
+    for (int i = 0; i < 20; ++i) calls.push_back(db.put_async("/k" + std::to_string(i), "v"));
+    auto read = db.get_async("/k");
+    Status blocking = db.put("/k", "v");
+    EXPECT_EQ(blocking.code(), Code::kTimeout) << blocking;
+    for (auto& call : calls) {
+      ASSERT_EQ(call.wait_for(5s), std::future_status::ready);
+      Status s = call.get();
+      EXPECT_EQ(s.code(), Code::kTimeout) << s;
+    }
+    ASSERT_EQ(read.wait_for(5s), std::future_status::ready);
+    EXPECT_EQ(read.get().status().code(), Code::kTimeout);
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_GE(took, 290ms);
+    EXPECT_LT(took, 3s);
+    // Not a lost connection: answered requests still work.
+    EXPECT_TRUE(db.stats().ok());
+  }
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+}
+
+}  // namespace
+}  // namespace kvmesh

@@ -6,6 +6,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "actor_test_util.hpp"
@@ -193,6 +194,68 @@ TEST(LocalDeadlinesTest, SettledAttemptsNeverExpire) {
   deadlines.ExpireDue();
   EXPECT_EQ(expired, 1);
   EXPECT_EQ(scheduled.size(), 2u);  // nothing pending: no further check
+}
+
+}  // namespace
+}  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+// Stands in for a database actor whose puts take `delay` (a blocked worker, as a slow disk).
+database_actor::behavior_type SlowDatabase(database_actor::pointer, caf::timespan delay) {
+  return {
+      [=](atom::put, std::string&, std::string&) {
+        std::this_thread::sleep_for(delay);
+        return atom::ok_v;
+      },
+      [](atom::get, std::string&) { return std::string(); },
+      [](atom::erase, std::string&) { return atom::ok_v; },
+      [](atom::list, ListOptions&) { return ListPage{}; },
+      [](atom::batch, WriteBatch&) { return atom::ok_v; },
+      [](atom::stats) { return DatabaseStats{}; },
+      [](atom::status) { return ReplicationStatus{}; },
+      [](atom::replicate, std::string&, uint64_t) { return atom::ok_v; },
+      [](atom::sync, std::string&, uint64_t) { return std::string(); },
+      [](atom::replicas, ReplicaSet&) {},
+      [](atom::sync) {},
+      [](atom::limit, uint64_t) {},
+      [](atom::tick) {},
+      [](atom::passivate) {},
+  };
+}
+
+// One put through RequestDatabase from a fresh actor; the Status it ends with.
+Status PutThrough(caf::actor_system& system, std::shared_ptr<DatabaseRoute> route,
+                  database_actor target) {
+  auto result = std::make_shared<std::promise<Status>>();
+  auto future = result->get_future();
+  system.spawn([=](caf::event_based_actor* self) {
+    std::function<void(caf::expected<atom::ok>)> done = [=](caf::expected<atom::ok> reply) {
+      result->set_value(reply ? Status::OK() : ToStatus(reply.error()));
+      self->quit();
+    };
+    RequestDatabase<atom::ok>(self, route, target, done, 0, atom::put_v, std::string("/k"),
+                              std::string("v"));
+  });
+  return future.get();
+}
+
+// The gateway's routes leave the deadline to its clients: a slow local database is waited for,
+// where a route with a deadline gives up.
+TEST(DatabaseRequestTest, NoLocalDeadlineWaitsForASlowLocalDatabase) {
+  testing::TestSystemConfig config;
+  caf::actor_system system{config};
+  auto slow = system.spawn(SlowDatabase, caf::timespan{300ms});
+  auto route = std::make_shared<DatabaseRoute>();
+  route->path = "/slow";
+  route->timeout = 50ms;
+  Status bounded = PutThrough(system, route, slow);
+  EXPECT_EQ(bounded.code(), Code::kTimeout) << bounded;
+  route->no_local_deadline = true;
+  Status unbounded = PutThrough(system, route, slow);
+  EXPECT_TRUE(unbounded.ok()) << unbounded;
+  caf::anon_send_exit(slow, caf::exit_reason::user_shutdown);
 }
 
 }  // namespace
