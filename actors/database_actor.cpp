@@ -123,6 +123,11 @@ Status ApplyFromPeer(database_pointer self, const std::string& delta) {
   return s;
 }
 
+/// Stops direct reads of this actor's store: later ones take the actor path (and re-open).
+void Retire(database_pointer self) {
+  if (self->state.direct) self->state.direct->retired.store(true, std::memory_order_release);
+}
+
 /// Answers every write still waiting for acknowledgements (the actor stops).
 void FailPendingWrites(database_pointer self) {
   for (auto& [peer_id, p] : self->state.peers) GiveUp(self, peer_id);
@@ -375,6 +380,7 @@ void AfterRound(database_pointer self) {
         "database {}: every new replica ({}) holds this node's writes; dropping the "
         "local copy",
         Quote(PathOf(self)), FormatNodeIds(self->state.replicas.nodes));
+    Retire(self);
     Status s = st.store->Drop();
     if (!s.ok()) {
       spdlog::error("database {}: cannot drop the local copy: {}", Quote(PathOf(self)),
@@ -486,9 +492,11 @@ ReplicationStatus MakeStatus(database_pointer self) {
 database_actor::behavior_type database_actor_impl(
     database_pointer self, std::shared_ptr<storage::DatabaseStore> store,
     matcher_supervisor_actor supervisor, caf::timespan idle_timeout,
-    std::shared_ptr<const ReplicationOptions> replication, ReplicaSet replicas) {
+    std::shared_ptr<const ReplicationOptions> replication, ReplicaSet replicas,
+    std::shared_ptr<DirectReadTarget> direct) {
   auto& st = self->state;
   st.store = std::move(store);
+  st.direct = std::move(direct);
   st.supervisor = supervisor;
   st.replication = std::move(replication);
   SetReplicas(self, std::move(replicas));
@@ -511,6 +519,7 @@ database_actor::behavior_type database_actor_impl(
     // carries this actor's own address as its source.
     const auto& sender = self->current_sender();
     if (sender == nullptr || sender->node() != self->node()) return;
+    Retire(self);
     FailPendingWrites(self);
     self->quit(msg.reason);
   });
@@ -639,7 +648,11 @@ database_actor::behavior_type database_actor_impl(
         // replica never holds a write the others lack.
         bool in_sync = !self->state.leaving;
         for (const auto& [peer_id, p] : self->state.peers) in_sync = in_sync && InSync(self, p);
-        if (self->state.requests_since_tick == 0 && in_sync) {
+        // Direct reads (actors/direct_reads.hpp) count as use.
+        const bool read_directly =
+            self->state.direct != nullptr &&
+            self->state.direct->used.exchange(false, std::memory_order_relaxed);
+        if (self->state.requests_since_tick == 0 && !read_directly && in_sync) {
           self->send(supervisor, atom::idle_v, PathOf(self), caf::actor_cast<database_actor>(self));
         }
         self->state.requests_since_tick = 0;
@@ -647,6 +660,7 @@ database_actor::behavior_type database_actor_impl(
       },
       [=](atom::passivate) {
         if (!FromSupervisor(self)) return;
+        Retire(self);
         FailPendingWrites(self);
         self->quit();
       },

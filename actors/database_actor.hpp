@@ -31,6 +31,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "actors/direct_reads.hpp"
 #include "bootstrap/fault_injector.hpp"
 #include "messages/type_ids.hpp"
 #include "storage/database_store.hpp"
@@ -61,11 +62,19 @@ struct ReplicationOptions {
   caf::timespan tombstone_grace = std::chrono::hours(24);
   /// Test clusters only (may be null).
   std::shared_ptr<FaultInjector> faults;
+  /// Where database actors publish their stores for reads on callers' threads (see
+  /// actors/direct_reads.hpp); null (always when clustered): no direct reads.
+  std::shared_ptr<DirectReads> direct_reads;
 };
 
 struct database_state {
   static inline const char* name = "kvmesh.database";
   std::shared_ptr<storage::DatabaseStore> store;
+  /// The store as shared with direct readers (may be null); retired when the actor stops.
+  std::shared_ptr<DirectReadTarget> direct;
+  ~database_state() {
+    if (direct) direct->retired.store(true, std::memory_order_release);
+  }
   /// Requests served since the last idle check (the check costs one increment per request).
   uint64_t requests_since_tick = 0;
 
@@ -116,11 +125,13 @@ struct database_state {
 /// Behaviour of a database actor over `store`. Every `idle_timeout` it checks whether it served a
 /// request; if not, it reports (path, itself) to `supervisor`. So a database passivates between
 /// one and two idle periods after its last request. A zero `idle_timeout` disables passivation.
-/// `replicas` is its first replica set (the supervisor sends changes).
+/// `replicas` is its first replica set (the supervisor sends changes). `direct` (may be null)
+/// shares `store` with direct readers: their reads count as use, and it is retired when the actor
+/// stops.
 database_actor::behavior_type database_actor_impl(
     database_actor::stateful_pointer<database_state> self,
     std::shared_ptr<storage::DatabaseStore> store, matcher_supervisor_actor supervisor,
     caf::timespan idle_timeout, std::shared_ptr<const ReplicationOptions> replication,
-    ReplicaSet replicas);
+    ReplicaSet replicas, std::shared_ptr<DirectReadTarget> direct);
 
 }  // namespace kvmesh

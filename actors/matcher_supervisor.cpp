@@ -51,10 +51,14 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
   std::unique_ptr<storage::DatabaseStore> db;
   Status s = st.store->OpenDatabase(path, config->id, config->size_bytes, &db);
   if (!s.ok()) return s;
-  auto handle =
-      self->spawn(database_actor_impl, std::shared_ptr<storage::DatabaseStore>(std::move(db)),
-                  caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout, st.replication,
-                  PlaceDatabase(self, path, *config));
+  std::shared_ptr<storage::DatabaseStore> shared(std::move(db));
+  // Published before anyone can learn of the actor, so every opener finds its target.
+  std::shared_ptr<DirectReadTarget> direct;
+  if (st.replication->direct_reads) direct = std::make_shared<DirectReadTarget>(shared);
+  auto handle = self->spawn(database_actor_impl, std::move(shared),
+                            caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout,
+                            st.replication, PlaceDatabase(self, path, *config), direct);
+  if (direct) st.replication->direct_reads->Add(handle.id(), std::move(direct));
   self->monitor(handle);
   st.running.emplace(path, handle);
   st.path_of.emplace(handle.id(), path);
@@ -231,6 +235,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     if (found == st.path_of.end()) return;
     const std::string path = found->second;
     st.path_of.erase(found);
+    if (st.replication->direct_reads) st.replication->direct_reads->Remove(msg.source.id());
     const bool dropped = st.dropped.erase(msg.source.id()) > 0;
     auto running = st.running.find(path);
     if (dropped && running != st.running.end() && running->second.address() == msg.source) {

@@ -5,6 +5,7 @@
 #include <caf/io/all.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <future>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include <tuple>
 
 #include "actors/client_gateway.hpp"
+#include "actors/database_actor.hpp"
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "bootstrap/membership.hpp"
@@ -60,6 +62,32 @@ struct NodeCore {
   caf::timespan timeout{};
   std::shared_mutex mutex;
   bool stopped = false;
+  /// Running databases' stores for reads on callers' threads; null on a clustered node.
+  std::shared_ptr<DirectReads> direct_reads;
+  /// Direct reads do not take `mutex`: a steady stream of them (shared holders, back to back on
+  /// several threads) would starve Shutdown of it. A reader registers in `direct_readers`, then
+  /// checks `closing`; Shutdown sets `closing`, then waits for `direct_readers` to drain before
+  /// closing RocksDB (both sequentially consistent, so one of them sees the other).
+  std::atomic<bool> closing{false};
+  std::atomic<uint64_t> direct_readers{0};
+};
+
+/// A direct read in progress (see NodeCore::closing).
+class DirectReadScope {
+ public:
+  explicit DirectReadScope(NodeCore& core) : core_(core) {
+    core_.direct_readers.fetch_add(1);
+    open_ = !core_.closing.load();
+  }
+  ~DirectReadScope() { core_.direct_readers.fetch_sub(1); }
+  DirectReadScope(const DirectReadScope&) = delete;
+  DirectReadScope& operator=(const DirectReadScope&) = delete;
+  /// False once the node is stopping: answer kUnavailable as the actor path does.
+  bool node_open() const { return open_; }
+
+ private:
+  NodeCore& core_;
+  bool open_ = false;
 };
 
 struct Node::Impl {
@@ -135,6 +163,51 @@ struct Database::Handle {
   /// actor's message handlers), so it needs no lock.
   database_actor actor;
 
+  // -- Direct reads (actors/direct_reads.hpp) --
+  //
+  // A read goes to the store of `actor` on the caller's thread when that gives what asking the
+  // actor would: the node is single (the local copy is the only one, and serves), the actor
+  // still serves (not retired), and no earlier request of this handle is in flight (so the read
+  // cannot overtake a write, nor a read be answered before an earlier one).
+
+  /// Requests of this handle sent and not yet answered.
+  std::atomic<uint64_t> in_flight{0};
+  /// Set when a request timed out: it may still be applied, at any time, so reads stay on the
+  /// actor path (behind it) for the life of the handle.
+  std::atomic<bool> no_direct{false};
+  std::mutex direct_mutex;
+  /// The target of `actor` (null if it has none); under direct_mutex.
+  std::shared_ptr<DirectReadTarget> direct;
+
+  /// Takes `db` as the actor of this handle's database (at Open, and on the requester after a
+  /// re-open).
+  void SetActor(const database_actor& db) {
+    actor = db;
+    std::shared_ptr<DirectReadTarget> target;
+    if (core->direct_reads && db && db.node() == core->system->node()) {
+      target = core->direct_reads->Find(db.id());
+    }
+    std::lock_guard<std::mutex> lock(direct_mutex);
+    direct = std::move(target);
+  }
+
+  /// The store to read directly now, or null for the actor path. Call inside a DirectReadScope
+  /// whose node is open: Shutdown closes RocksDB and the actor system only after it ends.
+  std::shared_ptr<DirectReadTarget> DirectTarget() {
+    if (in_flight.load(std::memory_order_acquire) != 0 ||
+        no_direct.load(std::memory_order_relaxed)) {
+      return nullptr;
+    }
+    std::shared_ptr<DirectReadTarget> target;
+    {
+      std::lock_guard<std::mutex> lock(direct_mutex);
+      target = direct;
+    }
+    if (!target || target->retired.load(std::memory_order_acquire)) return nullptr;
+    target->MarkUsed();
+    return target;
+  }
+
   ~Handle() {
     std::shared_lock<std::shared_mutex> lock(core->mutex);
     if (!core->stopped && requester) {
@@ -193,16 +266,22 @@ void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
     return;
   }
   Completion<Reply> once(std::move(done));
+  // Counted until answered (a job dropped unrun leaves it counted: the node is stopping).
+  h->in_flight.fetch_add(1, std::memory_order_relaxed);
   // The arguments (a put's key and value) are moved along, not copied, on their way to the
   // message; the job runs once.
   caf::anon_send(
       h->requester, RequesterJob{[h, once, args = std::make_tuple(std::move(args)...)](
                                      caf::event_based_actor* self) mutable {
-        std::function<void(caf::expected<Reply>)> finish = [once](caf::expected<Reply> reply) {
+        std::function<void(caf::expected<Reply>)> finish = [h, once](caf::expected<Reply> reply) {
+          Status status = reply ? Status::OK() : ToStatus(reply.error());
+          if (status.code() == Code::kTimeout) h->no_direct.store(true, std::memory_order_relaxed);
+          // Before `once`: the answer is in, so what the request wrote is in RocksDB.
+          h->in_flight.fetch_sub(1, std::memory_order_release);
           if (reply) {
-            once(Status::OK(), std::move(*reply));
+            once(std::move(status), std::move(*reply));
           } else {
-            once(ToStatus(reply.error()), Reply{});
+            once(std::move(status), Reply{});
           }
         };
         std::apply(
@@ -336,6 +415,9 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->core = std::make_shared<NodeCore>();
   impl->core->system = impl->system.get();
   impl->core->timeout = std::chrono::duration_cast<caf::timespan>(opts.request_timeout);
+  // In a cluster a read may be served by another node's copy, or by a copy being handed over or
+  // caught up: reads there always go through the actors.
+  if (!clustered) impl->core->direct_reads = std::make_shared<DirectReads>();
   auto replication = std::make_shared<ReplicationOptions>();
   replication->node_id = impl->store->node_id();
   replication->clustered = clustered;
@@ -344,6 +426,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->chunk_bytes = std::max<size_t>(opts.sync_chunk_bytes, 4096);
   replication->tombstone_grace = std::chrono::duration_cast<caf::timespan>(opts.tombstone_grace);
   replication->faults = opts.fault_injector;
+  replication->direct_reads = impl->core->direct_reads;
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
@@ -425,6 +508,7 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
     std::unique_lock<std::shared_mutex> lock(impl.core->mutex);
     impl.core->stopped = true;
   }
+  impl.core->closing.store(true);
   if (crash) {
     // Connections drop at once, without a word to the peers.
     if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
@@ -445,6 +529,8 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   impl.gateway = nullptr;
   impl.core->supervisor = nullptr;
   impl.system->await_all_actors_done();
+  // Direct reads that began before `closing` was set end within microseconds.
+  while (impl.core->direct_readers.load() != 0) std::this_thread::yield();
   // Close RocksDB explicitly: a Database handle kept by the application may still reference an
   // actor (and so the store); the data dir must be free once the node is stopped.
   impl.store->Close();
@@ -493,14 +579,14 @@ Status Node::Open(std::string_view path, Database* out) {
   route->timeout = impl_->core->timeout;
   // The route lives inside the handle; a weak reference avoids a cycle.
   route->on_reopen = [weak = std::weak_ptr<Database::Handle>(handle)](const database_actor& db) {
-    if (auto h = weak.lock()) h->actor = db;
+    if (auto h = weak.lock()) h->SetActor(db);
   };
   // The requester keeps the deadlines of its requests to local actors itself (see
   // LocalDeadlines): a CAF request timeout would wake CAF's clock thread twice per request.
   auto deadlines = std::make_shared<LocalDeadlines>();
   route->local_deadlines = deadlines;
   handle->route = std::move(route);
-  handle->actor = std::move(actor);
+  handle->SetActor(actor);
   // The requester stops with the node (it watches the supervisor) or with its last handle.
   handle->requester =
       impl_->system->spawn([supervisor = impl_->core->supervisor, deadlines = std::move(deadlines)](
@@ -583,6 +669,16 @@ Status Database::Put(std::string_view key, std::string_view value) {
 }
 
 Status Database::Get(std::string_view key, std::string* value) {
+  if (handle_ && handle_->core->direct_reads) {
+    DirectReadScope scope(*handle_->core);
+    if (!scope.node_open()) return Status::Unavailable("the node is stopped");
+    if (auto target = handle_->DirectTarget()) {
+      std::string read;
+      Status s = target->store->Get(key, &read);
+      if (s.ok() && value != nullptr) *value = std::move(read);
+      return s;
+    }
+  }
   return CallAndWait(handle_, value, atom::get_v, std::string(key));
 }
 
@@ -630,6 +726,24 @@ void Database::PutAsync(std::string key, std::string value, DoneCallback done) {
 }
 
 void Database::GetAsync(std::string key, Callback<std::string> done) {
+  if (handle_ && handle_->core->direct_reads) {
+    DirectReadScope scope(*handle_->core);
+    if (scope.node_open()) {
+      if (auto target = handle_->DirectTarget()) {
+        std::string value;
+        Status s = target->store->Get(key, &value);
+        // `done` still runs later on a node thread, as promised (the caller may hold a lock it
+        // takes): the requester calls it, after the callbacks of this handle's earlier requests.
+        Completion<std::string> once(std::move(done));
+        caf::anon_send(handle_->requester,
+                       RequesterJob{[once, s = std::move(s),
+                                     value = std::move(value)](caf::event_based_actor*) mutable {
+                         once(std::move(s), std::move(value));
+                       }});
+        return;
+      }
+    }
+  }
   Call<std::string>(handle_, std::move(done), atom::get_v, std::move(key));
 }
 

@@ -20,9 +20,12 @@
 // replicas during a partition can take a database over its budget; it then refuses writes
 // that grow it until it shrinks below).
 //
-// Not thread-safe: one owner at a time (the database actor).
+// Not thread-safe: one owner at a time (the database actor). The one exception is Get, which may
+// run on other threads concurrently with the owner's calls: it reads only RocksDB, fields fixed
+// at construction and the atomic dropped flag (see actors/direct_reads.hpp).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -178,8 +181,9 @@ class DatabaseStore {
   uint64_t tombstone_count_ = 0;
   uint64_t digest_ = 0;
   VersionVector version_vector_;
-  /// Set by Drop: the namespace is gone and every later call fails.
-  bool dropped_ = false;
+  /// Set by Drop: the namespace is gone and every later call fails. Atomic: Get may run on other
+  /// threads.
+  std::atomic<bool> dropped_{false};
 };
 
 }  // namespace kvmesh::storage

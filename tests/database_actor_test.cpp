@@ -33,10 +33,10 @@ class DatabaseActorTest : public ::testing::Test {
     EXPECT_TRUE(store_->OpenDatabase("/db", "cfg", limit, &db).ok());
     auto replication = std::make_shared<ReplicationOptions>();
     replication->node_id = store_->node_id();
-    return system_.spawn(database_actor_impl,
-                         std::shared_ptr<storage::DatabaseStore>(std::move(db)), supervisor, idle,
-                         std::shared_ptr<const ReplicationOptions>(replication),
-                         ReplicaSet{{store_->node_id()}, {}, 1, 1, 1});
+    return system_.spawn(
+        database_actor_impl, std::shared_ptr<storage::DatabaseStore>(std::move(db)), supervisor,
+        idle, std::shared_ptr<const ReplicationOptions>(replication),
+        ReplicaSet{{store_->node_id()}, {}, 1, 1, 1}, std::shared_ptr<DirectReadTarget>());
   }
 
   template <class Reply, class... Ts>
