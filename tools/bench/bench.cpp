@@ -326,6 +326,7 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
     Monitor monitor(pid, label, &completed, !s.quiet);
     std::vector<std::thread> threads;
     for (int c = 0; c < connections; ++c) {
+      p.sessions[c]->set_blocking(plan.inflight == 1);
       threads.emplace_back(
           [&, c] { DriveSession(*p.sessions[c], plan, 1000003ull * (c + 1) + value_size); });
     }
@@ -699,7 +700,8 @@ int main(int argc, char** argv) {
   app.add_option("--value-sizes", s.value_sizes, "value bytes")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--inflight", s.inflight, "requests in flight per connection")
+  app.add_option("--inflight", s.inflight,
+                 "requests in flight per connection (1: the blocking calls, else callbacks)")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--connections", s.connections,

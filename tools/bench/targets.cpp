@@ -96,10 +96,15 @@ class EmbeddedSession : public Session {
     return Status::OK();
   }
   void Put(size_t db, std::string key, std::string value, Done done) override {
+    if (blocking_) return done(dbs_[db].Put(key, value).ok(), 1);
     dbs_[db].PutAsync(std::move(key), std::move(value),
                       [done = std::move(done)](Status s) { done(s.ok(), 1); });
   }
   void Get(size_t db, std::string key, Done done) override {
+    if (blocking_) {
+      std::string value;
+      return done(dbs_[db].Get(key, &value).ok(), 1);
+    }
     dbs_[db].GetAsync(std::move(key),
                       [done = std::move(done)](Status s, std::string) { done(s.ok(), 1); });
   }
@@ -107,12 +112,18 @@ class EmbeddedSession : public Session {
     ListOptions options;
     options.prefix = std::move(prefix);
     options.limit = limit;
+    if (blocking_) {
+      ListPage page;
+      const bool ok = dbs_[db].List(options, &page).ok();
+      return done(ok, page.keys.size());
+    }
     dbs_[db].ListAsync(std::move(options), [done = std::move(done)](Status s, ListPage page) {
       done(s.ok(), page.keys.size());
     });
   }
   void Write(size_t db, WriteBatch batch, Done done) override {
     const uint64_t n = batch.size();
+    if (blocking_) return done(dbs_[db].Write(batch).ok(), n);
     dbs_[db].WriteAsync(std::move(batch),
                         [done = std::move(done), n](Status s) { done(s.ok(), n); });
   }
@@ -148,10 +159,12 @@ class RemoteSession : public Session {
     return Status::OK();
   }
   void Put(size_t db, std::string key, std::string value, Done done) override {
+    if (blocking_) return done(dbs_[db].put(key, value).ok(), 1);
     dbs_[db].put_async(std::move(key), std::move(value),
                        [done = std::move(done)](Status s) { done(s.ok(), 1); });
   }
   void Get(size_t db, std::string key, Done done) override {
+    if (blocking_) return done(dbs_[db].get(key).ok(), 1);
     dbs_[db].get_async(std::move(key),
                        [done = std::move(done)](Result<std::string> r) { done(r.ok(), 1); });
   }
@@ -159,12 +172,17 @@ class RemoteSession : public Session {
     ListOptions options;
     options.prefix = std::move(prefix);
     options.limit = limit;
+    if (blocking_) {
+      Result<ListPage> page = dbs_[db].list_page(options);
+      return done(page.ok(), page.ok() ? page->keys.size() : 0);
+    }
     dbs_[db].list_page_async(std::move(options), [done = std::move(done)](Result<ListPage> r) {
       done(r.ok(), r.ok() ? r->keys.size() : 0);
     });
   }
   void Write(size_t db, WriteBatch batch, Done done) override {
     const uint64_t n = batch.size();
+    if (blocking_) return done(dbs_[db].write(batch).ok(), n);
     dbs_[db].write_async(std::move(batch),
                          [done = std::move(done), n](Status s) { done(s.ok(), n); });
   }

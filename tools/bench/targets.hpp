@@ -26,12 +26,18 @@ class Session {
   /// Opens the databases at `paths` (instantiating them on first access); later calls name a
   /// database by its index in `paths`.
   virtual Status Open(const std::vector<std::string>& paths) = 0;
+  /// With one request in flight a sequential caller uses the blocking calls (what such a
+  /// program would call; they can take a shorter path than the callbacks). Default false.
+  void set_blocking(bool blocking) { blocking_ = blocking; }
   virtual void Put(size_t db, std::string key, std::string value, Done done) = 0;
   /// Fails (ok false) if the key is missing.
   virtual void Get(size_t db, std::string key, Done done) = 0;
   /// One page of at most `limit` keys under `prefix`.
   virtual void List(size_t db, std::string prefix, uint32_t limit, Done done) = 0;
   virtual void Write(size_t db, WriteBatch batch, Done done) = 0;
+
+ protected:
+  bool blocking_ = false;
 };
 
 class Target {
