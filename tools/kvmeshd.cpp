@@ -28,6 +28,10 @@ int main(int argc, char** argv) {
                  "CAF scheduler: sharing (lowest latency) or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
       ->capture_default_str();
+  app.add_option("--worker-threads", config.node.worker_threads,
+                 "actor worker threads; 0: one per core, at least 2")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
   int cluster_port = config.node.cluster_port;
   auto* cluster_port_opt =
       app.add_option("--cluster-port", cluster_port,
