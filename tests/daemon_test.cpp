@@ -258,3 +258,29 @@ TEST_F(DaemonTest, AdvertisedClusterAddressIsWhatMembersSee) {
 
 }  // namespace
 }  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+TEST_F(DaemonTest, WorkerThreadsCanBeSetAndAreChecked) {
+  DaemonProcess one;
+  std::vector<std::string> args = Args();
+  args.insert(args.end(), {"--worker-threads", "1"});
+  ASSERT_TRUE(one.Start(KVMESHD_PATH, args)) << one.output();
+  auto db = client::connect(one.address()).open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  EXPECT_EQ(db.get("/k").value(), "v");
+  one.Kill(SIGTERM);
+  EXPECT_EQ(one.Wait(), 0);
+
+  DaemonProcess bad;
+  args = Args();
+  args.insert(args.end(), {"--worker-threads", "1000"});
+  EXPECT_FALSE(bad.Start(KVMESHD_PATH, args));
+  EXPECT_NE(bad.Wait(), 0);
+  EXPECT_NE(bad.output().find("--worker-threads"), std::string::npos) << bad.output();
+}
+
+}  // namespace
+}  // namespace kvmesh
