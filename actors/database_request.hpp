@@ -79,6 +79,13 @@ class LocalDeadlines {
     for (auto& expire : expired) expire();  // may add attempts (a retry)
   }
 
+  /// Forgets every pending attempt without calling its `expire`: its callbacks are destroyed,
+  /// so a Completion among them answers kUnavailable ("dropped"). For the owning actor's exit.
+  void DropAll() {
+    std::map<uint64_t, Entry> dropped;
+    dropped.swap(pending_);
+  }
+
   size_t pending() const { return pending_.size(); }
 
  private:
@@ -92,6 +99,17 @@ class LocalDeadlines {
   bool check_scheduled_ = false;
   caf::timespan period_{};
 };
+
+/// Ties `deadlines` to the life of its owning actor `self`: when the actor terminates, attempts
+/// still pending are dropped. Otherwise whoever else holds the deadlines (a route lives as long as
+/// its handle) would keep their callbacks, and a caller blocked on one would wait for its own
+/// bound instead of hearing at once that the request was dropped (a call racing node shutdown).
+template <class Self>
+void DropPendingOnExit(Self* self, const std::shared_ptr<LocalDeadlines>& deadlines) {
+  self->attach_functor([weak = std::weak_ptr<LocalDeadlines>(deadlines)] {
+    if (auto d = weak.lock()) d->DropAll();
+  });
+}
 
 /// Where a path's requests go, and who hears of a re-opened actor.
 struct DatabaseRoute {

@@ -597,6 +597,7 @@ Status Node::Open(std::string_view path, Database* out) {
                                    if (auto d = weak.lock()) d->ExpireDue();
                                  }});
             });
+        DropPendingOnExit(self, deadlines);
         self->monitor(supervisor);
         self->set_down_handler([self](caf::down_msg&) { self->quit(); });
         return {[self](RequesterJob& job) { job(self); }};

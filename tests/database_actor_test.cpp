@@ -176,6 +176,48 @@ TEST_F(DatabaseActorTest, LocalDeadlinesExpireUnansweredRequestsOnly) {
   caf::anon_send_exit(stub, caf::exit_reason::user_shutdown);
 }
 
+TEST_F(DatabaseActorTest, RequestsPendingWhenTheRequesterStopsAreDroppedAtOnce) {
+  // Holds every put unanswered.
+  auto stub = system_.spawn([](caf::event_based_actor* self) -> caf::behavior {
+    auto held = std::make_shared<std::vector<caf::response_promise>>();
+    return {
+        [self, held](atom::put, const std::string&, const std::string&) -> caf::result<atom::ok> {
+          held->push_back(self->make_response_promise());
+          return caf::delegated<atom::ok>();
+        }};
+  });
+  auto target = caf::actor_cast<database_actor>(stub);
+  // The route outlives the requester, as a handle's route does in the embedded API.
+  auto route = std::make_shared<DatabaseRoute>();
+  route->timeout = std::chrono::hours(1);
+  auto deadlines = std::make_shared<LocalDeadlines>();
+  route->local_deadlines = deadlines;
+  // Destroyed with the last copy of the request's callback: what makes a Completion answer.
+  auto dropped = std::make_shared<std::promise<void>>();
+  auto sentinel = std::shared_ptr<void>(nullptr, [dropped](void*) { dropped->set_value(); });
+  std::promise<void> sent;
+  auto requester = system_.spawn([&, target, sentinel](caf::event_based_actor* self) mutable {
+    deadlines->set_schedule_check(
+        [self](caf::timespan period) { self->delayed_send(self, period, atom::tick_v); });
+    DropPendingOnExit(self, deadlines);
+    RequestDatabase<atom::ok>(
+        self, route, target, [sentinel](caf::expected<atom::ok>) {}, 0, atom::put_v,
+        std::string("held"), std::string("v"));
+    sentinel.reset();
+    sent.set_value();
+    return caf::behavior{[d = deadlines.get()](atom::tick) { d->ExpireDue(); }};
+  });
+  sent.get_future().wait();
+  sentinel.reset();
+  auto future = dropped->get_future();
+  EXPECT_EQ(future.wait_for(100ms), std::future_status::timeout) << "still pending";
+  caf::anon_send_exit(requester, caf::exit_reason::user_shutdown);
+  EXPECT_EQ(future.wait_for(10s), std::future_status::ready)
+      << "the pending request's callback outlived its requester";
+  EXPECT_EQ(deadlines->pending(), 0u);
+  caf::anon_send_exit(stub, caf::exit_reason::user_shutdown);
+}
+
 TEST(LocalDeadlinesTest, SettledAttemptsNeverExpire) {
   std::vector<caf::timespan> scheduled;
   LocalDeadlines deadlines;
