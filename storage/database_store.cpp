@@ -233,6 +233,53 @@ Status DatabaseStore::Touch(std::string_view key, Touched* touched, Pending** ou
   return Status::OK();
 }
 
+// One MultiGet, keys sorted, for every key not yet touched: RocksDB then probes each memtable and
+// file once for the whole batch (and batches the filter and index lookups), where a Get per key
+// searched them all again for every key.
+Status DatabaseStore::TouchAll(const std::string_view* keys, size_t count, Touched* touched) const {
+  const size_t first = touched->keys.size();
+  touched->by_key.reserve(first + count);
+  for (size_t i = 0; i < count; ++i) {
+    if (touched->by_key.count(keys[i]) > 0) continue;
+    Pending& pending = touched->keys.emplace_back();
+    pending.key.assign(keys[i]);
+    touched->by_key.emplace(pending.key, &pending);
+  }
+  const size_t n = touched->keys.size() - first;
+  if (n == 0) return Status::OK();
+  std::vector<Pending*> order;
+  order.reserve(n);
+  for (size_t i = first; i < touched->keys.size(); ++i) order.push_back(&touched->keys[i]);
+  std::sort(order.begin(), order.end(),
+            [](const Pending* a, const Pending* b) { return a->key < b->key; });
+  std::vector<std::string> data_keys(n);
+  std::vector<rocksdb::Slice> slices(n);
+  for (size_t i = 0; i < n; ++i) {
+    data_keys[i].reserve(data_prefix_.size() + order[i]->key.size());
+    data_keys[i].append(data_prefix_).append(order[i]->key);
+    slices[i] = data_keys[i];
+  }
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  rocksdb::DB* db = store_->db();
+  db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), n, slices.data(), values.data(),
+               statuses.data(), /*sorted_input=*/true);
+  for (size_t i = 0; i < n; ++i) {
+    Pending& p = *order[i];
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) {
+      return FromRocksStatus(statuses[i],
+                             "cannot read key " + Quote(p.key) + " of database " + Quote(path_));
+    }
+    if (!p.before.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+      return Status::Corruption("record of key " + Quote(p.key) + " in database " + Quote(path_) +
+                                " is unreadable");
+    }
+    p.had = true;
+  }
+  return Status::OK();
+}
+
 // Per changed key: the record replaced (its dot index entry, its tombstone index entry, its
 // share of the counters) goes, the new one comes in. Only the final record of a key is indexed,
 // so a dot overwritten within the same write never reaches the index.
@@ -393,6 +440,11 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
   VersionVector version_vector = version_vector_;
   uint64_t counter = local_counter_;
   Touched touched;
+  {
+    std::vector<std::string_view> views(keys.begin(), keys.end());
+    s = TouchAll(views.data(), views.size(), &touched);
+    if (!s.ok()) return s;
+  }
   for (size_t i = 0; i < count; ++i) {
     Pending* p = nullptr;
     s = Touch(keys[i], &touched, &p);
@@ -504,6 +556,19 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   ApplyResult counts;
   VersionVector version_vector = version_vector_;
   Touched touched;
+  {
+    // The entries not seen yet will be resolved against their stored records: read them at once.
+    std::vector<std::string_view> unseen;
+    unseen.reserve(delta.entries_size());
+    for (const proto::DeltaEntry& entry : delta.entries()) {
+      const proto::Version& version = entry.record().version();
+      if (!version_vector.Covers({version.origin(), version.counter()})) {
+        unseen.push_back(entry.key());
+      }
+    }
+    s = TouchAll(unseen.data(), unseen.size(), &touched);
+    if (!s.ok()) return s;
+  }
   for (proto::DeltaEntry& entry : *delta.mutable_entries()) {
     const proto::Version& version = entry.record().version();
     const Dot dot{version.origin(), version.counter()};
