@@ -25,6 +25,11 @@ namespace {
 
 /// Tag of DatabaseMeta.version_vector (field 4, length-delimited) in the wire format.
 constexpr char kMetaVersionVectorTag = (4 << 3) | 2;
+/// Tags of Delta.entries (field 1), DeltaEntry.key (1) and DeltaEntry.record (2), all
+/// length-delimited, in the wire format.
+constexpr char kDeltaEntriesTag = (1 << 3) | 2;
+constexpr char kEntryKeyTag = (1 << 3) | 2;
+constexpr char kEntryRecordTag = (2 << 3) | 2;
 /// Tombstones deleted per RocksDB write by CollectTombstones.
 constexpr size_t kCollectBatch = 4096;
 
@@ -105,6 +110,8 @@ struct DatabaseStore::Pending {
   /// The write replaced the record with `after`.
   bool changed = false;
   proto::Record after;
+  /// `after` serialized (by Stage): the bytes stored and sent in the delta.
+  std::string after_bytes;
 
   bool exists() const { return changed || had; }
   const proto::Record& current() const { return changed ? after : before; }
@@ -290,11 +297,11 @@ Status DatabaseStore::TouchAll(const std::string_view* keys, size_t count, Touch
 // record with its index entries (three key ranges) made every insert a full search: most of
 // the time of a batch. Every key of the batch is distinct (one record per key; a new dot is
 // never an old one), so the order changes nothing else.
-void DatabaseStore::Stage(const Touched& touched, Staged* staged) const {
+void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
   staged->digest = digest_;
-  std::vector<const Pending*> changed;
-  changed.reserve(touched.keys.size());
-  for (const Pending& p : touched.keys) {
+  std::vector<Pending*> changed;
+  changed.reserve(touched->keys.size());
+  for (Pending& p : touched->keys) {
     if (p.changed) changed.push_back(&p);
   }
   if (changed.empty()) return;
@@ -313,8 +320,7 @@ void DatabaseStore::Stage(const Touched& touched, Staged* staged) const {
   std::vector<IndexOp> index;
   index.reserve(2 * changed.size());
   std::string data_key = data_prefix_;
-  std::string bytes;
-  for (const Pending* p : changed) {
+  for (Pending* p : changed) {
     if (p->had) {
       const proto::Version& old = p->before.version();
       index.push_back({'o', old.origin(), old.counter(), nullptr});
@@ -330,9 +336,8 @@ void DatabaseStore::Stage(const Touched& touched, Staged* staged) const {
     const proto::Version& now = p->after.version();
     data_key.resize(data_prefix_.size());
     data_key.append(p->key);
-    bytes.clear();
-    p->after.AppendToString(&bytes);
-    staged->batch.Put(data_key, bytes);
+    p->after_bytes = p->after.SerializeAsString();
+    staged->batch.Put(data_key, p->after_bytes);
     index.push_back({'o', now.origin(), now.counter(), &p->key});
     if (p->after.tombstone()) {
       index.push_back({'t', now.origin(), now.counter(), &p->key});
@@ -475,7 +480,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
   }
 
   Staged staged;
-  Stage(touched, &staged);
+  Stage(&touched, &staged);
   if (!staged.changed) return Status::OK();
   if (staged.used_bytes > 0 && used_bytes_ + staged.used_bytes > limit_bytes_) {
     return Status::SizeLimitExceeded(
@@ -483,18 +488,25 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
         FormatSize(used_bytes_) + "; this write needs " +
         FormatSize(static_cast<uint64_t>(staged.used_bytes)) + " more. Nothing was written");
   }
-  proto::Delta out;
+  s = Commit(&staged, std::move(version_vector), counter);
+  if (!s.ok()) return s;
+  // The delta is written from the records already serialized for the batch, with the framing
+  // of proto::Delta.entries (field 1) and DeltaEntry.key (1) and .record (2): building and
+  // serializing DeltaEntry messages would copy every value twice more.
   if (delta != nullptr) {
     for (const Pending& p : touched.keys) {
       if (!p.changed) continue;
-      proto::DeltaEntry* entry = out.add_entries();
-      entry->set_key(p.key);
-      *entry->mutable_record() = p.after;
+      const size_t entry_bytes = FieldSize(p.key.size()) + FieldSize(p.after_bytes.size());
+      delta->push_back(kDeltaEntriesTag);
+      AppendVarint(entry_bytes, delta);
+      delta->push_back(kEntryKeyTag);
+      AppendVarint(p.key.size(), delta);
+      delta->append(p.key);
+      delta->push_back(kEntryRecordTag);
+      AppendVarint(p.after_bytes.size(), delta);
+      delta->append(p.after_bytes);
     }
   }
-  s = Commit(&staged, std::move(version_vector), counter);
-  if (!s.ok()) return s;
-  if (delta != nullptr) delta->append(out.SerializeAsString());
   return Status::OK();
 }
 
@@ -594,7 +606,7 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   }
 
   Staged staged;
-  Stage(touched, &staged);
+  Stage(&touched, &staged);
   if (staged.changed || version_vector != version_vector_) {
     s = Commit(&staged, std::move(version_vector), local_counter_);
     if (!s.ok()) return s;

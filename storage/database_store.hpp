@@ -157,7 +157,7 @@ class DatabaseStore {
   /// those not touched yet in one MultiGet.
   Status TouchAll(const std::string_view* keys, size_t count, Touched* touched) const;
   /// Adds the record and index changes of every changed key of `touched` to `staged`.
-  void Stage(const Touched& touched, Staged* staged) const;
+  void Stage(Touched* touched, Staged* staged) const;
   /// Writes `staged` with the meta record the counters will have after it (`version_vector`,
   /// `local_counter`), then updates the counters in memory (taking `version_vector` over rather
   /// than copying it: it may be large). Nothing changes on failure.
