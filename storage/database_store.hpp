@@ -156,8 +156,11 @@ class DatabaseStore {
   Status ReadRecord(std::string_view key, bool* found, proto::Record* record) const;
   /// The pending state of `key` in `touched`, reading its stored record on first use.
   Status Touch(std::string_view key, Touched* touched, Pending** out) const;
+  /// Touches every key of `keys` (normalised; repeats allowed), reading the stored records of
+  /// those not touched yet in one MultiGet.
+  Status TouchAll(const std::string_view* keys, size_t count, Touched* touched) const;
   /// Adds the record and index changes of every changed key of `touched` to `staged`.
-  void Stage(const Touched& touched, Staged* staged) const;
+  void Stage(Touched* touched, Staged* staged) const;
   /// Writes `staged` with the meta record the counters will have after it (`version_vector`,
   /// `local_counter`), then updates the counters in memory (taking `version_vector` over rather
   /// than copying it: it may be large). Nothing changes on failure.

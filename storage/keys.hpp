@@ -71,6 +71,8 @@ std::string TombstoneIndexPrefix(uint64_t id, uint64_t origin);
 
 /// Size of a dot or tombstone index key; the counter is its last 8 bytes.
 inline constexpr size_t kIndexKeySize = 26;
+/// Bytes of "d" <id> <tag>, the prefix shared by a database's keys of one kind.
+inline constexpr size_t kDatabaseKeyPrefixSize = 10;
 /// The 8-byte big-endian number at `bytes` (which must hold 8 bytes).
 uint64_t DecodeBigEndian64(const char* bytes);
 /// Appends `n` as 8 bytes big-endian.
