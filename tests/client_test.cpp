@@ -10,6 +10,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "actor_test_util.hpp"
 #include "bootstrap/node.hpp"
 #include "client/client.hpp"
 #include "messages/type_ids.hpp"
@@ -317,24 +318,9 @@ TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
 namespace kvmesh {
 namespace {
 
-// Stands in for a database actor: an attacker's actor that records what it is sent.
-database_actor::behavior_type ImpostorDatabase(database_actor::pointer self) {
-  return {
-      [](atom::put, std::string&, std::string&) { return atom::ok_v; },
-      [](atom::get, std::string&) { return std::string("forged-by-attacker"); },
-      [](atom::erase, std::string&) { return atom::ok_v; },
-      [](atom::list, ListOptions&) { return ListPage{}; },
-      [](atom::batch, WriteBatch&) { return atom::ok_v; },
-      [](atom::stats) { return DatabaseStats{}; },
-      [](atom::status) { return ReplicationStatus{}; },
-      [](atom::replicate, std::string&, uint64_t) { return atom::ok_v; },
-      [](atom::sync, std::string&, uint64_t) { return std::string(); },
-      [](atom::replicas, ReplicaSet&) {},
-      [](atom::sync) {},
-      [](atom::limit, uint64_t) {},
-      [](atom::tick) {},
-      [](atom::passivate) {},
-  };
+// Stands in for a database actor: an attacker's actor whose gets answer a forged value.
+database_actor::behavior_type ImpostorDatabase(database_actor::pointer) {
+  return testing::StubDatabase(nullptr, "forged-by-attacker");
 }
 
 TEST_F(ClientTest, ForgedRepliesCannotHijackADatabase) {

@@ -246,25 +246,7 @@ namespace {
 
 // Stands in for a database actor whose puts take `delay` (a blocked worker, as a slow disk).
 database_actor::behavior_type SlowDatabase(database_actor::pointer, caf::timespan delay) {
-  return {
-      [=](atom::put, std::string&, std::string&) {
-        std::this_thread::sleep_for(delay);
-        return atom::ok_v;
-      },
-      [](atom::get, std::string&) { return std::string(); },
-      [](atom::erase, std::string&) { return atom::ok_v; },
-      [](atom::list, ListOptions&) { return ListPage{}; },
-      [](atom::batch, WriteBatch&) { return atom::ok_v; },
-      [](atom::stats) { return DatabaseStats{}; },
-      [](atom::status) { return ReplicationStatus{}; },
-      [](atom::replicate, std::string&, uint64_t) { return atom::ok_v; },
-      [](atom::sync, std::string&, uint64_t) { return std::string(); },
-      [](atom::replicas, ReplicaSet&) {},
-      [](atom::sync) {},
-      [](atom::limit, uint64_t) {},
-      [](atom::tick) {},
-      [](atom::passivate) {},
-  };
+  return testing::StubDatabase([delay] { std::this_thread::sleep_for(delay); }, "");
 }
 
 // One put through RequestDatabase from a fresh actor; the Status it ends with.

@@ -25,6 +25,18 @@ constexpr const char* kMoreConfigs = R"(
   size: 10MB
 )";
 
+/// Waits, polling with a 10 s deadline, until `node` has no active database (passivation comes
+/// one or two idle periods after the last request).
+void WaitUntilAllPassivated(Node& node) {
+  uint64_t active = 1;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (active != 0 && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(node.ActiveDatabases(&active).ok());
+    if (active != 0) std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_EQ(active, 0u) << "database still active after 10 s";
+}
+
 class NodeTest : public ::testing::Test {
  protected:
   NodeTest() {
@@ -163,15 +175,7 @@ TEST_F(NodeTest, IdleDatabasesPassivateByThemselves) {
   auto node = StartNode(options);
   Database db = Open(*node, "/data/idle");
   ASSERT_TRUE(db.Put("/k", "v").ok());
-  // Wait on the condition with a deadline (passivation comes 1-2 idle periods after the last
-  // request).
-  uint64_t active = 1;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (active != 0 && std::chrono::steady_clock::now() < deadline) {
-    ASSERT_TRUE(node->ActiveDatabases(&active).ok());
-    if (active != 0) std::this_thread::sleep_for(5ms);
-  }
-  ASSERT_EQ(active, 0u) << "database still active after 10 s";
+  WaitUntilAllPassivated(*node);
   std::string value;
   ASSERT_TRUE(db.Get("/k", &value).ok());
   EXPECT_EQ(value, "v");
@@ -516,15 +520,7 @@ TEST_F(NodeTest, ReadsKeepADatabaseActiveAndSurvivePassivation) {
       ASSERT_EQ(value, "v");
     }
   };
-  auto wait_passivated = [&] {
-    uint64_t active = 1;
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (active != 0 && std::chrono::steady_clock::now() < deadline) {
-      ASSERT_TRUE(node->ActiveDatabases(&active).ok());
-      if (active != 0) std::this_thread::sleep_for(5ms);
-    }
-    ASSERT_EQ(active, 0u) << "database still active after 10 s";
-  };
+  auto wait_passivated = [&] { WaitUntilAllPassivated(*node); };
   for (int cycle = 0; cycle < 3; ++cycle) {
     // Reads alone, for many idle periods, keep it running (the actor itself serves none of
     // them once the handle has its store).

@@ -53,12 +53,8 @@ struct Settings {
   uint64_t ops = 100000;
   double duration_s = 20;
   std::string dir = "/tmp/kvmesh-bench";
-  std::string scheduler = "sharing";
-  std::vector<std::string> nodes;
-  pid_t node_pid = 0;
-  std::string kvmeshd;
-  std::vector<std::string> node_args;
-  int cluster_nodes = 3;
+  /// How targets are set up (its dir is set per target).
+  TargetOptions target;
   uint64_t lag_samples = 500;
   uint64_t catchup_keys = 20000;
   bool json = false;
@@ -357,14 +353,8 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
 }
 
 Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Target>* out) {
-  TargetOptions options;
+  TargetOptions options = s.target;
   options.dir = s.dir + "/" + name;
-  options.scheduler = s.scheduler;
-  options.nodes = s.nodes;
-  options.node_pid = s.node_pid;
-  options.kvmeshd = s.kvmeshd;
-  options.node_args = s.node_args;
-  options.cluster_nodes = s.cluster_nodes;
   if (name == "rocksdb") return MakeRocksDbTarget(options, out);
   if (name == "embedded") return MakeEmbeddedTarget(options, out);
   if (name == "remote") return MakeRemoteTarget(options, out);
@@ -382,7 +372,7 @@ Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras)
   const auto addresses = target.addresses();
   if (addresses.size() < 2 || s.lag_samples == 0) return Status::OK();
   client::ClientOptions options;
-  options.scheduler_policy = s.scheduler;
+  options.scheduler_policy = s.target.scheduler;
   std::vector<client::Database> dbs;
   for (const std::string& address : addresses) {
     dbs.push_back(client::connect(address, options).open("/bench/lag"));
@@ -455,7 +445,7 @@ Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* ext
   const auto addresses = target.addresses();
   if (addresses.size() < 2 || s.catchup_keys == 0) return Status::OK();
   client::ClientOptions options;
-  options.scheduler_policy = s.scheduler;
+  options.scheduler_policy = s.target.scheduler;
   client::Database writer = client::connect(addresses[0], options).open("/bench/catchup");
   if (!writer.ok()) return writer.status();
   Status st = writer.put("/warm", "w");
@@ -733,18 +723,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dir", s.dir, "scratch directory (wiped before and after)")
       ->capture_default_str();
-  app.add_option("--scheduler", s.scheduler, "CAF scheduler: sharing or stealing")
+  app.add_option("--scheduler", s.target.scheduler, "CAF scheduler: sharing or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
       ->capture_default_str();
-  app.add_option("--node", s.nodes,
+  app.add_option("--node", s.target.nodes,
                  "remote: client addresses of running nodes (the first takes the load; more "
                  "measure replication lag); default starts a kvmeshd")
       ->delimiter(',');
-  app.add_option("--node-pid", s.node_pid, "remote: the node's pid, if not found from its port");
-  app.add_option("--kvmeshd", s.kvmeshd, "kvmeshd to start (default: beside kvmesh-bench)");
-  app.add_option("--node-arg", s.node_args, "extra flag for started kvmeshd (repeatable)")
+  app.add_option("--node-pid", s.target.node_pid,
+                 "remote: the node's pid, if not found from its port");
+  app.add_option("--kvmeshd", s.target.kvmeshd, "kvmeshd to start (default: beside kvmesh-bench)");
+  app.add_option("--node-arg", s.target.node_args, "extra flag for started kvmeshd (repeatable)")
       ->allow_extra_args(false);
-  app.add_option("--cluster-nodes", s.cluster_nodes, "cluster: kvmeshd processes (min 2, max 3)")
+  app.add_option("--cluster-nodes", s.target.cluster_nodes,
+                 "cluster: kvmeshd processes (min 2, max 3)")
       ->check(CLI::Range(2, 9))
       ->capture_default_str();
   app.add_option("--lag-samples", s.lag_samples, "cluster: replication lag samples")
@@ -783,8 +775,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (s.kvmeshd.empty()) {
-    s.kvmeshd = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvmeshd");
+  if (s.target.kvmeshd.empty()) {
+    s.target.kvmeshd = (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "kvmeshd");
   }
   const KeySpace space{s.databases,
                        (std::max(s.keys, s.databases) + s.databases - 1) / s.databases};

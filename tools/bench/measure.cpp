@@ -1,5 +1,7 @@
 #include "tools/bench/measure.hpp"
 
+#include "tools/cluster/proc_net.hpp"
+
 #include <dirent.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -164,44 +166,17 @@ ProcessSample SampleProcess(pid_t pid) {
 }
 
 pid_t PidListeningOn(int port) {
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // header
-  char loopback[32], any[32];
-  std::snprintf(loopback, sizeof(loopback), "0100007F:%04X", port);
-  std::snprintf(any, sizeof(any), "00000000:%04X", port);
-  std::string wanted;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
-    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
-        timeout >> inode;
-    if (state == "0A" && (local == loopback || local == any)) {
-      wanted = "socket:[" + inode + "]";
-      break;
-    }
-  }
-  if (wanted.empty()) return 0;
+  const uint64_t inode = cluster::ListeningSocketInode(port);
+  if (inode == 0) return 0;
   DIR* proc = ::opendir("/proc");
   if (proc == nullptr) return 0;
   pid_t found = 0;
   while (dirent* p = ::readdir(proc)) {
     const pid_t pid = static_cast<pid_t>(std::atol(p->d_name));
-    if (pid <= 0) continue;
-    const std::string fd_dir = "/proc/" + std::to_string(pid) + "/fd";
-    DIR* fds = ::opendir(fd_dir.c_str());
-    if (fds == nullptr) continue;
-    char target[128];
-    while (dirent* e = ::readdir(fds)) {
-      if (e->d_name[0] == '.') continue;
-      ssize_t n = ::readlink((fd_dir + "/" + e->d_name).c_str(), target, sizeof(target) - 1);
-      if (n > 0 && wanted.compare(0, std::string::npos, target, n) == 0) {
-        found = pid;
-        break;
-      }
+    if (pid > 0 && cluster::ProcessHoldsSocket(pid, inode)) {
+      found = pid;
+      break;
     }
-    ::closedir(fds);
-    if (found != 0) break;
   }
   ::closedir(proc);
   return found;

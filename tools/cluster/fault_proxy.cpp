@@ -1,7 +1,8 @@
 #include "tools/cluster/fault_proxy.hpp"
 
+#include "tools/cluster/proc_net.hpp"
+
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,48 +14,10 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <list>
-#include <sstream>
 
 namespace kvmesh::cluster {
 namespace {
-
-/// Inode of the socket in /proc/net/tcp with these local and remote ports on 127.0.0.1, or 0.
-uint64_t SocketInode(int port, int peer_port) {
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // header
-  char local[64], remote[64];
-  std::snprintf(local, sizeof(local), "0100007F:%04X", port);
-  std::snprintf(remote, sizeof(remote), "0100007F:%04X", peer_port);
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string slot, l, r, state, queues, timer, retransmits, uid, timeout, inode;
-    fields >> slot >> l >> r >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
-    if (l == local && r == remote) return std::stoull(inode);
-  }
-  return 0;
-}
-
-bool HoldsInode(pid_t pid, uint64_t inode) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return false;
-  const std::string wanted = "socket:[" + std::to_string(inode) + "]";
-  bool found = false;
-  char target[128];
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    ssize_t n = ::readlink((dir + "/" + e->d_name).c_str(), target, sizeof(target) - 1);
-    if (n > 0 && wanted.compare(0, std::string::npos, target, n) == 0) {
-      found = true;
-      break;
-    }
-  }
-  ::closedir(d);
-  return found;
-}
 
 int Listen(int* port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -102,10 +65,10 @@ constexpr size_t kBufferLimit = 1 << 20;
 }  // namespace
 
 pid_t FindSocketOwner(int port, int peer_port, const std::vector<pid_t>& candidates) {
-  uint64_t inode = SocketInode(port, peer_port);
+  uint64_t inode = ConnectedSocketInode(port, peer_port);
   if (inode == 0) return 0;
   for (pid_t pid : candidates) {
-    if (pid > 0 && HoldsInode(pid, inode)) return pid;
+    if (pid > 0 && ProcessHoldsSocket(pid, inode)) return pid;
   }
   return 0;
 }
