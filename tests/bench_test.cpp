@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -204,6 +205,12 @@ TEST_F(BenchToolTest, BadInputIsRefusedWithAClearError) {
   r = RunCommand(KVMESH_BENCH_PATH, {"--targets", "mongo", "--dir", dir_ / "s"}, "", dir_.path());
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("unknown target \"mongo\""), std::string::npos) << r.err;
+  // A directory of someone else's files is never wiped.
+  const std::string precious = dir_.Write("precious/data.txt", "keep me");
+  r = RunCommand(KVMESH_BENCH_PATH, {"--dir", dir_ / "precious"}, "", dir_.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("refusing to wipe --dir"), std::string::npos) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(precious));
   r = RunCommand(KVMESH_BENCH_PATH,
                  {"--targets", "remote", "--node", "127.0.0.1:1", "--dir", dir_ / "s"}, "",
                  dir_.path());

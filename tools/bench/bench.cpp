@@ -721,7 +721,8 @@ int main(int argc, char** argv) {
   app.add_option("--duration", s.duration_s, "seconds per run (at most)")
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
-  app.add_option("--dir", s.dir, "scratch directory (wiped before and after)")
+  app.add_option("--dir", s.dir,
+                 "scratch directory, wiped before and after (refused if it holds other files)")
       ->capture_default_str();
   app.add_option("--scheduler", s.target.scheduler, "CAF scheduler: sharing or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
@@ -780,8 +781,19 @@ int main(int argc, char** argv) {
   }
   const KeySpace space{s.databases,
                        (std::max(s.keys, s.databases) + s.databases - 1) / s.databases};
+  // The scratch dir is wiped: only one this tool made (it holds the marker) or an empty one.
+  const std::filesystem::path marker = std::filesystem::path(s.dir) / ".kvmesh-bench";
+  std::error_code ec;
+  if (std::filesystem::exists(s.dir) && !std::filesystem::is_empty(s.dir, ec) &&
+      !std::filesystem::exists(marker)) {
+    std::fprintf(stderr,
+                 "refusing to wipe --dir %s: it is not empty and was not made by kvmesh-bench\n",
+                 s.dir.c_str());
+    return 2;
+  }
   std::filesystem::remove_all(s.dir);
   std::filesystem::create_directories(s.dir);
+  std::ofstream(marker) << "kvmesh-bench scratch directory: wiped by every run\n";
 
   std::vector<Outcome> results;
   std::vector<Instantiation> instantiations;
