@@ -400,7 +400,8 @@ void AfterRound(database_pointer self) {
       std::min<caf::timespan>(st.replication->tombstone_grace / 16, std::chrono::minutes(1));
   if (now - st.last_collection < spacing) return;
   st.last_collection = now;
-  // Timestamps are physical milliseconds << 16 (storage::Store::NextTimestamp).
+  // Timestamps are wall-clock milliseconds << 16, below-millisecond time in the low bits
+  // (storage::Store::NextTimestamp).
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
