@@ -728,21 +728,30 @@ void Database::PutAsync(std::string key, std::string value, DoneCallback done) {
 
 void Database::GetAsync(std::string key, Callback<std::string> done) {
   if (handle_ && handle_->core->direct_reads) {
-    DirectReadScope scope(*handle_->core);
-    if (scope.node_open()) {
-      if (auto target = handle_->DirectTarget()) {
-        std::string value;
-        Status s = target->store->Get(key, &value);
-        // `done` still runs later on a node thread, as promised (the caller may hold a lock it
-        // takes): the requester calls it, after the callbacks of this handle's earlier requests.
-        Completion<std::string> once(std::move(done));
-        caf::anon_send(handle_->requester,
-                       RequesterJob{[once, s = std::move(s),
-                                     value = std::move(value)](caf::event_based_actor*) mutable {
-                         once(std::move(s), std::move(value));
-                       }});
-        return;
+    bool read = false;
+    Status s;
+    std::string value;
+    {
+      DirectReadScope scope(*handle_->core);
+      if (scope.node_open()) {
+        if (auto target = handle_->DirectTarget()) {
+          s = target->store->Get(key, &value);
+          read = true;
+        }
       }
+    }
+    if (read) {
+      // `done` still runs later on a node thread, as promised (the caller may hold a lock it
+      // takes): the requester calls it, after the callbacks of this handle's earlier requests.
+      // Sent outside the read scope: if the node stops meanwhile the job is dropped here and the
+      // Completion answers at once, which must not happen while Shutdown waits for readers.
+      Completion<std::string> once(std::move(done));
+      caf::anon_send(handle_->requester,
+                     RequesterJob{[once, s = std::move(s),
+                                   value = std::move(value)](caf::event_based_actor*) mutable {
+                       once(std::move(s), std::move(value));
+                     }});
+      return;
     }
   }
   Call<std::string>(handle_, std::move(done), atom::get_v, std::move(key));

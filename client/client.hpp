@@ -122,7 +122,8 @@ class Database {
   /// Callback variants, for callers that keep many requests in flight without a thread per
   /// future. `done` runs exactly once, on one of the client's threads (possibly before the call
   /// returns when the handle is unusable); keep it short and never wait in it for another
-  /// request of the same client.
+  /// request of the same client. Do not let `done` hold the last copy of the Client or of a
+  /// Database handle: the connection would then be torn down from its own thread and hang.
   void put_async(std::string key, std::string value, std::function<void(Status)> done) const;
   void get_async(std::string key, std::function<void(Result<std::string>)> done) const;
   void erase_async(std::string key, std::function<void(Status)> done) const;
