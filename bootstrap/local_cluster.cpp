@@ -1,5 +1,7 @@
 #include "bootstrap/local_cluster.hpp"
 
+#include "common/replication_status.hpp"
+
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -202,21 +204,12 @@ Status LocalCluster::WaitForConvergence(std::string_view path, std::chrono::mill
     }
     if (statuses.empty())
       return Status::Unavailable("no replica of " + Quote(std::string(path)) + " runs");
-    for (const auto& st : statuses) {
-      if (st.replicas != first.replicas) {
-        return Status::Timeout("replica " + FormatNodeId(st.node_id) + " has another replica set");
-      }
-      if (st.version_vector != statuses[0].version_vector || st.digest != statuses[0].digest) {
-        return Status::Timeout("replicas differ: " + FormatNodeId(statuses[0].node_id) + " has " +
-                               statuses[0].version_vector + ", " + FormatNodeId(st.node_id) +
-                               " has " + st.version_vector);
-      }
-      for (const auto& peer : st.peers) {
-        if (peer.pending_deltas != 0) {
-          return Status::Timeout("replica " + FormatNodeId(st.node_id) + " has deltas pending");
-        }
-      }
+    if (statuses[0].replicas != first.replicas) {
+      return Status::Timeout("replica " + FormatNodeId(statuses[0].node_id) +
+                             " has another replica set");
     }
+    s = CheckReplicasAgree(statuses);
+    if (!s.ok()) return s;
     if (out != nullptr) *out = std::move(statuses);
     return Status::OK();
   });

@@ -29,6 +29,7 @@
 #include <thread>
 
 #include "client/client.hpp"
+#include "common/replication_status.hpp"
 #include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
@@ -419,24 +420,15 @@ Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras)
   return Status::OK();
 }
 
-/// True when every node's replica of `path` has the same vector and digest and nothing pending.
+/// True when every node's replica agrees (common/replication_status.hpp).
 bool Converged(const std::vector<client::Database>& dbs) {
-  std::string vector;
-  uint64_t digest = 0;
-  for (size_t i = 0; i < dbs.size(); ++i) {
-    Result<ReplicationStatus> st = dbs[i].replication_status();
+  std::vector<ReplicationStatus> statuses;
+  for (const client::Database& db : dbs) {
+    Result<ReplicationStatus> st = db.replication_status();
     if (!st.ok()) return false;
-    for (const auto& peer : st->peers) {
-      if (peer.pending_deltas != 0) return false;
-    }
-    if (i == 0) {
-      vector = st->version_vector;
-      digest = st->digest;
-    } else if (st->version_vector != vector || st->digest != digest) {
-      return false;
-    }
+    statuses.push_back(std::move(*st));
   }
-  return true;
+  return CheckReplicasAgree(statuses).ok();
 }
 
 /// Kills the last node, writes `catchup_keys` keys while it is down, restarts it and times how

@@ -28,6 +28,7 @@
 #include <thread>
 
 #include "client/client.hpp"
+#include "common/replication_status.hpp"
 #include "tools/cluster/fault_proxy.hpp"
 #include "tools/cluster/history.hpp"
 #include "tools/cluster/process_cluster.hpp"
@@ -489,18 +490,19 @@ class Chaos {
         if (!why.empty()) break;
         signature += path + FormatNodeIds(first->replicas) + replicas[0].version_vector +
                      std::to_string(replicas[0].digest) + ";";
-        for (const auto& r : replicas) {
-          uint64_t pending = 0;
-          for (const auto& p : r.peers) pending += p.pending_deltas;
-          if (r.digest != replicas[0].digest || r.version_vector != replicas[0].version_vector ||
-              pending != 0 || r.replicas != replicas[0].replicas ||
-              r.peers.size() + 1 != r.replicas.size()) {
-            why = path + ": replicas differ (node " + FormatNodeId(r.node_id) + " vector " +
-                  r.version_vector + " digest " + std::to_string(r.digest) + " pending " +
-                  std::to_string(pending) + " vs node " + FormatNodeId(replicas[0].node_id) +
-                  " vector " + replicas[0].version_vector + " digest " +
-                  std::to_string(replicas[0].digest) + ")";
-            break;
+        Status agree = CheckReplicasAgree(replicas);
+        if (!agree.ok()) {
+          why = path + ": " + agree.message();
+        } else {
+          // Every replica also reports on each of the others (a peer it has not heard of yet has
+          // no status).
+          for (const auto& r : replicas) {
+            if (r.peers.size() + 1 != r.replicas.size()) {
+              why = path + ": node " + FormatNodeId(r.node_id) + " reports on " +
+                    std::to_string(r.peers.size()) + " of its " +
+                    std::to_string(r.replicas.size() - 1) + " peers";
+              break;
+            }
           }
         }
         if (!why.empty()) break;
