@@ -213,7 +213,7 @@ void Flush(database_pointer self, uint64_t peer_id) {
   p.queued_writes.clear();
   p.push_in_flight = true;
   const uint64_t generation = p.generation;
-  FaultInjector::DeltaFate fate;
+  LinkFaults::DeltaFate fate;
   if (self->state.replication->faults) fate = self->state.replication->faults->NextDeltaFate();
   if (fate.drop) {
     // As if the link lost it: the writes do not count this replica.

@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "actors/direct_reads.hpp"
-#include "bootstrap/fault_injector.hpp"
+#include "common/link_faults.hpp"
 #include "messages/type_ids.hpp"
 #include "storage/database_store.hpp"
 
@@ -61,7 +61,7 @@ struct ReplicationOptions {
   /// before it rejoins. Default 24 h.
   caf::timespan tombstone_grace = std::chrono::hours(24);
   /// Test clusters only (may be null).
-  std::shared_ptr<FaultInjector> faults;
+  std::shared_ptr<LinkFaults> faults;
   /// Where database actors publish their stores for reads on callers' threads (see
   /// actors/direct_reads.hpp); null (always when clustered): no direct reads.
   std::shared_ptr<DirectReads> direct_reads;

@@ -1,4 +1,4 @@
-#include "bootstrap/node.hpp"
+#include "kvmesh/node.hpp"
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
@@ -17,7 +17,7 @@
 #include "actors/database_actor.hpp"
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
-#include "bootstrap/membership.hpp"
+#include "actors/membership.hpp"
 #include "common/address.hpp"
 #include "common/completion.hpp"
 #include "common/path.hpp"
@@ -425,7 +425,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->sync_interval = std::chrono::duration_cast<caf::timespan>(opts.sync_interval);
   replication->chunk_bytes = std::max<size_t>(opts.sync_chunk_bytes, 4096);
   replication->tombstone_grace = std::chrono::duration_cast<caf::timespan>(opts.tombstone_grace);
-  replication->faults = opts.fault_injector;
+  replication->faults = opts.link_faults;
   replication->direct_reads = impl->core->direct_reads;
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
@@ -439,7 +439,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     membership.failure_timeout = std::chrono::duration_cast<caf::timespan>(opts.failure_timeout);
     membership.replica_grace = std::chrono::duration_cast<caf::timespan>(opts.replica_grace);
     membership.connect_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
-    membership.faults = opts.fault_injector;
+    membership.faults = opts.link_faults;
     impl->membership = impl->system->spawn(membership_impl, impl->store->node_id(),
                                            impl->core->supervisor, std::move(membership));
   }

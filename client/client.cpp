@@ -1,4 +1,4 @@
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>

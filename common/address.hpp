@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh {
 

@@ -6,7 +6,7 @@
 #include <memory>
 #include <utility>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh {
 

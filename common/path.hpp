@@ -22,7 +22,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh {
 

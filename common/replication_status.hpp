@@ -4,8 +4,8 @@
 
 #include <vector>
 
-#include "common/status.hpp"
-#include "common/types.hpp"
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
 
 namespace kvmesh {
 

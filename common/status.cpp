@@ -1,4 +1,4 @@
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 #include <cstdio>
 

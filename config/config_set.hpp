@@ -22,7 +22,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 #include "config/matcher.hpp"
 
 namespace kvmesh::config {

@@ -20,7 +20,7 @@
 #include <string>
 #include <string_view>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh::config {
 

@@ -5,9 +5,9 @@
 #include <string>
 #include <string_view>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
-// FormatSize (the reverse, for messages) lives in common/status.hpp: every layer needs it.
+// FormatSize (the reverse, for messages) lives in kvmesh/status.hpp: every layer needs it.
 
 namespace kvmesh::config {
 

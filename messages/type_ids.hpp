@@ -1,5 +1,5 @@
 // The one place that registers every type kvmesh sends between actors: the CAF type-id block,
-// the atoms, the inspect() overloads that make the plain types of common/types.hpp serializable,
+// the atoms, the inspect() overloads that make the plain types of kvmesh/types.hpp serializable,
 // and the "kvmesh" error category that carries a Status across actors (and later nodes).
 #pragma once
 
@@ -14,8 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "common/status.hpp"
-#include "common/types.hpp"
+#include "common/replica_set.hpp"
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
 
 namespace kvmesh {
 
@@ -165,7 +166,7 @@ using database_actor = caf::typed_actor<
     // From the supervisor: stop after the requests already queued (passivation).
     caf::reacts_to<atom::passivate>>;
 
-/// The cluster actor of a node (bootstrap/membership.hpp), published on its cluster port: what
+/// The cluster actor of a node (actors/membership.hpp), published on its cluster port: what
 /// other nodes talk to. Every message crossing nodes is a serialized proto (messages/*.proto).
 using peer_actor = caf::typed_actor<
     // From a node that starts or finds us: its proto::Member -> our proto::MemberList.

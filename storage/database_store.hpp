@@ -31,8 +31,8 @@
 #include <string>
 #include <string_view>
 
-#include "common/status.hpp"
-#include "common/types.hpp"
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
 #include "storage/version_vector.hpp"
 
 namespace kvmesh::proto {

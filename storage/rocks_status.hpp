@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh::storage {
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "common/status.hpp"
-#include "common/types.hpp"
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
 
 namespace rocksdb {
 class DB;

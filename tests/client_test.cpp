@@ -11,8 +11,8 @@
 #include <caf/io/all.hpp>
 
 #include "actor_test_util.hpp"
-#include "bootstrap/node.hpp"
-#include "client/client.hpp"
+#include "kvmesh/node.hpp"
+#include "kvmesh/client.hpp"
 #include "messages/type_ids.hpp"
 #include "test_util.hpp"
 

@@ -1,4 +1,4 @@
-// Replication tests on real in-process clusters (bootstrap/local_cluster.hpp): separate actor
+// Replication tests on real in-process clusters (testing/local_cluster.hpp): separate actor
 // systems talking over loopback, with faults injected. Every wait polls a condition with a
 // deadline.
 #include <gtest/gtest.h>
@@ -9,7 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "bootstrap/local_cluster.hpp"
+#include "testing/local_cluster.hpp"
 #include "common/placement.hpp"
 #include "config/config_set.hpp"
 #include "test_util.hpp"

@@ -5,7 +5,7 @@
 
 #include <regex>
 
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 #include "process_util.hpp"
 #include "test_util.hpp"
 #include "tools/cluster/process_cluster.hpp"

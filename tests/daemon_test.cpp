@@ -5,7 +5,7 @@
 #include <mutex>
 #include <thread>
 
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 #include "process_util.hpp"
 #include "test_util.hpp"
 

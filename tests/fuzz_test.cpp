@@ -32,7 +32,7 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 #include "common/path.hpp"
 #include "messages/cluster.pb.h"
 #include "messages/replication.pb.h"

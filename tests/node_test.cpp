@@ -6,7 +6,7 @@
 #include <mutex>
 #include <thread>
 
-#include "bootstrap/node.hpp"
+#include "kvmesh/node.hpp"
 #include "config/config_set.hpp"
 #include "test_util.hpp"
 

@@ -3,7 +3,7 @@
 
 #include <iostream>
 
-#include "bootstrap/node.hpp"
+#include "kvmesh/node.hpp"
 
 namespace {
 

@@ -11,7 +11,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
 #include "tools/base64.hpp"

@@ -6,8 +6,8 @@
 #include <csignal>
 #include <iostream>
 
-#include "bootstrap/node.hpp"
-#include "bootstrap/node_config.hpp"
+#include "kvmesh/node.hpp"
+#include "tools/kvmeshd_settings.hpp"
 
 int main(int argc, char** argv) {
   kvmesh::DaemonConfig config = kvmesh::DefaultDaemonConfig();

@@ -28,7 +28,7 @@
 #include <random>
 #include <thread>
 
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 #include "common/replication_status.hpp"
 #include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "bootstrap/node.hpp"
-#include "client/client.hpp"
+#include "kvmesh/node.hpp"
+#include "kvmesh/client.hpp"
 #include "common/address.hpp"
 #include "config/config_set.hpp"
 #include "storage/rocks_options.hpp"

@@ -27,7 +27,7 @@
 #include <set>
 #include <thread>
 
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 #include "common/replication_status.hpp"
 #include "tools/cluster/fault_proxy.hpp"
 #include "tools/cluster/history.hpp"

@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh::cluster {
 

@@ -13,8 +13,8 @@
 #include <iomanip>
 #include <iostream>
 
-#include "client/client.hpp"
-#include "common/status.hpp"
+#include "kvmesh/client.hpp"
+#include "kvmesh/status.hpp"
 #include "tools/cluster/process_cluster.hpp"
 
 namespace {

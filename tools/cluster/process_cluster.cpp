@@ -21,7 +21,7 @@
 #include <sstream>
 #include <thread>
 
-#include "client/client.hpp"
+#include "kvmesh/client.hpp"
 
 namespace kvmesh::cluster {
 namespace {

@@ -27,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "common/status.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh::cluster {
 

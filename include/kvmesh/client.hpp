@@ -25,8 +25,8 @@
 #include <string_view>
 #include <vector>
 
-#include "common/status.hpp"
-#include "common/types.hpp"
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
 
 namespace kvmesh::client {
 

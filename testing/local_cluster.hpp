@@ -25,8 +25,8 @@
 #include <string_view>
 #include <vector>
 
-#include "bootstrap/fault_injector.hpp"
-#include "bootstrap/node.hpp"
+#include "kvmesh/node.hpp"
+#include "testing/fault_injector.hpp"
 
 namespace kvmesh {
 
@@ -39,7 +39,7 @@ struct LocalClusterOptions {
   std::shared_ptr<const config::ConfigSet> configs;
   std::string config_dir;
   /// Template for every node's options; data_dir, config source, cluster_port, seeds and
-  /// fault_injector are filled per node. The defaults are tuned for fast tests: heartbeats every
+  /// link_faults are filled per node. The defaults are tuned for fast tests: heartbeats every
   /// 100 ms, a member down after 1 s of silence, anti-entropy every 200 ms, no passivation.
   NodeOptions node = TestNodeOptions();
   /// Seed of the fault injector's random choices.

@@ -1,8 +1,9 @@
 // FaultInjector: network faults between the nodes of a test cluster, injected where kvmesh nodes
-// send and receive cluster messages (heartbeats, deltas, anti-entropy), so tests get partitions
-// and misbehaving links that are exact and repeatable, without root privileges or timing luck.
+// send and receive cluster messages (heartbeats, deltas, anti-entropy; see common/link_faults.hpp),
+// so tests get partitions and misbehaving links that are exact and repeatable, without root
+// privileges or timing luck.
 //
-// Share one injector among the nodes of a cluster (NodeOptions::fault_injector; LocalCluster
+// Share one injector among the nodes of a cluster (NodeOptions::link_faults; LocalCluster
 // does it). A partition blocks both directions: messages are not sent, and a message already in
 // flight is refused on arrival, as if the link had dropped it. Client connections are not
 // affected. Thread-safe.
@@ -15,9 +16,11 @@
 #include <utility>
 #include <vector>
 
+#include "common/link_faults.hpp"
+
 namespace kvmesh {
 
-class FaultInjector {
+class FaultInjector : public LinkFaults {
  public:
   /// Pushed deltas (replication on write) and how they misbehave. Default: delivered once, in
   /// order.
@@ -33,14 +36,6 @@ class FaultInjector {
     double drop = 0;
   };
 
-  /// What happens to one pushed delta.
-  struct DeltaFate {
-    bool drop = false;
-    bool duplicate = false;
-    /// Delay of the duplicate in milliseconds (0: right after the original).
-    uint32_t duplicate_delay_ms = 0;
-  };
-
   explicit FaultInjector(uint64_t seed = 1) : random_(seed) {}
 
   /// Cuts every link between a node of `side_a` and a node of `side_b`, both directions. Adds to
@@ -54,14 +49,14 @@ class FaultInjector {
   void Heal();
 
   /// True if messages from `from` to `to` are dropped.
-  bool Blocked(uint64_t from, uint64_t to) const;
+  bool Blocked(uint64_t from, uint64_t to) const override;
 
   /// Sets how pushed deltas misbehave (applies to every link).
   void SetDeltaFaults(const DeltaFaults& faults);
 
   /// Decides the fate of one pushed delta (seeded: the same sequence of calls gives the same
   /// fates).
-  DeltaFate NextDeltaFate();
+  DeltaFate NextDeltaFate() override;
 
   /// Counters for tests: deltas dropped, duplicated, sent late.
   struct Counters {

@@ -1,4 +1,4 @@
-#include "bootstrap/fault_injector.hpp"
+#include "testing/fault_injector.hpp"
 
 namespace kvmesh {
 
@@ -33,7 +33,7 @@ void FaultInjector::SetDeltaFaults(const DeltaFaults& faults) {
   faults_ = faults;
 }
 
-FaultInjector::DeltaFate FaultInjector::NextDeltaFate() {
+LinkFaults::DeltaFate FaultInjector::NextDeltaFate() {
   std::lock_guard<std::mutex> lock(mutex_);
   DeltaFate fate;
   if (faults_.drop <= 0 && faults_.duplicate <= 0) return fate;

@@ -1,5 +1,6 @@
-// Plain value types shared by storage, actors, the embedded API and (later) the client.
-// No CAF here: messages/type_ids.hpp adds the CAF inspect() overloads for them.
+// The plain value types a user of kvmesh sees: batches, list pages, counters, configs, members
+// and replication status. Shared by the embedded node, the client library and the node's own
+// layers. No CAF here: messages/type_ids.hpp adds the CAF inspect() overloads for them.
 #pragma once
 
 #include <cstdint>
@@ -117,20 +118,6 @@ struct MemberStatus {
   bool self = false;
   /// Milliseconds since it was last heard from (0 for the reporting node).
   uint64_t silent_ms = 0;
-};
-
-/// The replicas of one database as placement chose them (sent to its database actors).
-struct ReplicaSet {
-  /// Node ids, best first by rendezvous hashing.
-  std::vector<uint64_t> nodes;
-  /// Those of `nodes` that membership sees as down now (kept in the set until the grace period
-  /// ends, so a short outage moves no data; writes do not wait for them).
-  std::vector<uint64_t> unreachable;
-  /// Acknowledgements (the coordinating replica included) a write needs before it succeeds.
-  uint32_t required_acks = 1;
-  /// The config's replication.min and replication.max.
-  uint32_t min = 1;
-  uint32_t max = 1;
 };
 
 /// One replica of a database as seen by the replica that reports (ReplicationStatus::peers).

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "bootstrap/fault_injector.hpp"
+#include "common/link_faults.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
@@ -41,7 +41,7 @@ struct MembershipOptions {
   /// Deadline of a connect or join attempt. Default 3 s.
   caf::timespan connect_timeout = std::chrono::seconds(3);
   /// Test clusters only: faults between nodes (may be null).
-  std::shared_ptr<FaultInjector> faults;
+  std::shared_ptr<LinkFaults> faults;
 };
 
 struct membership_state {

@@ -12,8 +12,8 @@
 
 #include <string>
 
-#include "bootstrap/node.hpp"
-#include "common/status.hpp"
+#include "kvmesh/node.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh {
 

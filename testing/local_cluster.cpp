@@ -1,4 +1,4 @@
-#include "bootstrap/local_cluster.hpp"
+#include "testing/local_cluster.hpp"
 
 #include "common/replication_status.hpp"
 
@@ -53,9 +53,7 @@ Status LocalCluster::Start(LocalClusterOptions options, std::unique_ptr<LocalClu
                            error.message());
   }
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
-  cluster->faults_ = options.node.fault_injector
-                         ? options.node.fault_injector
-                         : std::make_shared<FaultInjector>(options.fault_seed);
+  cluster->faults_ = std::make_shared<FaultInjector>(options.fault_seed);
   cluster->options_ = std::move(options);
   cluster->nodes_.resize(cluster->options_.nodes);
   for (size_t i = 0; i < cluster->nodes_.size(); ++i) {
@@ -79,7 +77,7 @@ Status LocalCluster::StartNode(size_t i) {
   o.data_dir = nodes_[i].data_dir;
   o.configs = options_.configs;
   o.config_dir = options_.config_dir;
-  o.fault_injector = faults_;
+  o.link_faults = faults_;
   if (o.cluster_port < 0) o.cluster_port = 0;
   o.seeds.clear();
   for (size_t j = 0; j < nodes_.size(); ++j) {

@@ -1,4 +1,4 @@
-#include "bootstrap/node_config.hpp"
+#include "tools/kvmeshd_settings.hpp"
 
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>

@@ -1,4 +1,4 @@
-#include "bootstrap/membership.hpp"
+#include "actors/membership.hpp"
 
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>

@@ -27,15 +27,15 @@
 #include <string_view>
 #include <vector>
 
-#include "common/status.hpp"
-#include "common/types.hpp"
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
 
 namespace kvmesh {
 
 namespace config {
 class ConfigSet;
 }
-class FaultInjector;
+class LinkFaults;
 
 struct NodeOptions {
   /// Directory of the node's storage (one RocksDB instance). Created if missing. Required.
@@ -71,7 +71,7 @@ struct NodeOptions {
   /// what request/response latency needs) or "stealing". Default "sharing".
   std::string scheduler_policy = "sharing";
 
-  // -- Cluster (see bootstrap/membership.hpp and actors/database_actor.hpp) --
+  // -- Cluster (see actors/membership.hpp and actors/database_actor.hpp) --
 
   /// Port for other nodes (the cluster port): -1 (default) runs a single node; 0 picks a free
   /// port (see Node::cluster_port()). A node is clustered when it has a cluster port.
@@ -105,8 +105,9 @@ struct NodeOptions {
   bool accept_stale_data = false;
   /// Byte budget of one anti-entropy chunk. Default 1 MiB.
   size_t sync_chunk_bytes = 1u << 20;
-  /// Test clusters only: network faults between nodes (bootstrap/fault_injector.hpp).
-  std::shared_ptr<FaultInjector> fault_injector;
+  /// Test clusters only: faults on the links between nodes (testing/fault_injector.hpp
+  /// implements common/link_faults.hpp). Null (default): none.
+  std::shared_ptr<LinkFaults> link_faults;
 };
 
 class Database;
