@@ -10,6 +10,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
@@ -58,7 +59,11 @@ int main(int argc, char** argv) {
   s = remote.put("/users/2", "grace");
   if (!s.ok()) return Fail("client put", s);
   kvmesh::Result<std::vector<std::string>> keys = remote.list("/users");
-  if (!keys.ok() || keys->size() != 2) return Fail("client list", keys.status());
+  if (!keys.ok()) return Fail("client list", keys.status());
+  if (keys->size() != 2) {
+    return Fail("client list",
+                kvmesh::Status::Internal(std::to_string(keys->size()) + " keys instead of 2"));
+  }
   if (remote.get("/users/3").status().code() != kvmesh::Code::kNotFound) {
     return Fail("client get of a missing key", remote.get("/users/3").status());
   }
