@@ -25,7 +25,13 @@ file(CONFIGURE OUTPUT "${KVMESH_SHARED_STUB}"
 
 function(kvmesh_shared_library target output_name export_name archive)
   add_library(${target} SHARED "${KVMESH_SHARED_STUB}")
-  target_link_libraries(${target} PRIVATE "$<LINK_LIBRARY:WHOLE_ARCHIVE,${archive}>")
+  if(CMAKE_VERSION VERSION_GREATER_EQUAL 3.24)
+    target_link_libraries(${target} PRIVATE "$<LINK_LIBRARY:WHOLE_ARCHIVE,${archive}>")
+  else()
+    # Before CMake 3.24 (only 3.25 is tried here): the GNU linker flags around the archive.
+    target_link_libraries(${target} PRIVATE "-Wl,--whole-archive" ${archive}
+      "-Wl,--no-whole-archive")
+  endif()
   target_include_directories(${target} INTERFACE
     "$<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>"
     "$<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>")
