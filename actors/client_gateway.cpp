@@ -37,11 +37,20 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
 }
 
 /// Forwards `args...` to the database at `raw_path` and answers the client with its reply.
+///
+/// The path comes from the network, so the gateway is where the node normalises it (the client
+/// library normalised it already, but a peer need not be that library). Routes are keyed by
+/// normalised paths, so a path found among them is normalised: only a first request, or another
+/// spelling, pays for the normalisation.
 template <class Reply, class... Ts>
 caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts... args) {
   std::string path;
-  Status s = NormalizeDatabasePath(raw_path, &path);
-  if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
+  if (self->state.routes.count(raw_path) > 0) {
+    path = raw_path;
+  } else {
+    Status s = NormalizeDatabasePath(raw_path, &path);
+    if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
+  }
   auto promise = self->make_response_promise<Reply>();
   auto& entry = EntryFor(self, path);
   std::function<void(caf::expected<Reply>)> done = [self, path,

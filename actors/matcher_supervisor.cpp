@@ -276,11 +276,10 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
   });
 
   return {
-      [=](atom::open, const std::string& raw_path) -> caf::result<database_actor> {
+      // Paths arrive normalised (common/path.hpp): from the embedded API, the client gateway, the
+      // membership actor (for a peer) and database actors, which normalise or hold them.
+      [=](atom::open, const std::string& path) -> caf::result<database_actor> {
         auto& st = self->state;
-        std::string path;
-        Status s = NormalizeDatabasePath(raw_path, &path);
-        if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
         const config::DatabaseConfig* config = st.configs->Resolve(path);
         if (config == nullptr) {
           return ToError(Status::NoMatchingConfig("no database config matches " + Quote(path)));
@@ -295,11 +294,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         OpenRemote(self, path, placed.nodes, 0, promise);
         return promise;
       },
-      [=](atom::replica, const std::string& raw_path,
-          uint64_t node) -> caf::result<database_actor> {
-        std::string path;
-        Status s = NormalizeDatabasePath(raw_path, &path);
-        if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
+      [=](atom::replica, const std::string& path, uint64_t node) -> caf::result<database_actor> {
         if (node == SelfId(self)) return OpenLocal(self, path);
         auto promise = self->make_response_promise<database_actor>();
         OpenRemote(self, path, {node}, 0, promise);

@@ -18,6 +18,7 @@
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "actors/membership.hpp"
+#include "bootstrap/node_options.hpp"
 #include "common/address.hpp"
 #include "common/completion.hpp"
 #include "common/path.hpp"
@@ -325,35 +326,28 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   const NodeOptions& opts = impl->options;
-  if (opts.data_dir.empty()) return Status::InvalidArgument("NodeOptions::data_dir is empty");
-  if (opts.scheduler_policy != "sharing" && opts.scheduler_policy != "stealing") {
-    return Status::InvalidArgument("scheduler_policy must be \"sharing\" or \"stealing\", not " +
-                                   Quote(opts.scheduler_policy));
-  }
-
-  if (opts.configs) {
-    impl->configs = opts.configs;
-  } else {
-    if (opts.config_dir.empty()) {
-      return Status::InvalidArgument("NodeOptions needs a config_dir or configs");
-    }
-    auto loaded = std::make_shared<config::ConfigSet>();
-    std::vector<config::ConfigDiagnostic> diagnostics;
-    Status s = config::ConfigSet::LoadDirectory(opts.config_dir, loaded.get(), &diagnostics);
-    for (const auto& d : diagnostics) {
-      if (!d.is_error) spdlog::warn("{}", d.ToString());
-    }
-    if (!s.ok()) return s;
-    impl->configs = std::move(loaded);
+  // Everything that can be checked is checked before the store is opened: a bad option must not
+  // leave a data dir behind (or touch an existing one).
+  Status s = ValidateNodeOptions(opts);
+  if (!s.ok()) return s;
+  s = LoadNodeConfigs(opts, &impl->configs);
+  if (!s.ok()) return s;
+  const bool listen = opts.listen_port >= 0;
+  const bool clustered = opts.cluster_port >= 0;
+  std::string advertised_host = opts.cluster_host;
+  uint16_t advertised_port = 0;  // 0: the cluster port itself
+  if (!opts.cluster_advertise.empty()) {
+    s = ParseHostPort(opts.cluster_advertise, &advertised_host, &advertised_port);
+    if (!s.ok()) return s;  // ValidateNodeOptions checked it
   }
 
   storage::StoreOptions store_options;
   store_options.path = opts.data_dir;
   store_options.sync = opts.sync;
   store_options.max_value_bytes = opts.max_value_bytes;
-  Status s = storage::Store::Open(store_options, &impl->store);
+  s = storage::Store::Open(store_options, &impl->store);
   if (!s.ok()) return s;
-  if (opts.cluster_port >= 0) {
+  if (clustered) {
     s = CheckNotStale(opts, *impl->store);
     if (!s.ok()) return s;
     s = impl->store->MarkInUse();
@@ -369,37 +363,6 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   size_t workers = opts.worker_threads;
   if (workers == 0) workers = std::max(2u, std::thread::hardware_concurrency());
   impl->cfg->set("scheduler.max-threads", workers);
-  const bool listen = opts.listen_port >= 0;
-  const bool clustered = opts.cluster_port >= 0;
-  if (clustered && (opts.cluster_port > 65535 || opts.cluster_host.empty())) {
-    return Status::InvalidArgument("cluster address " + Quote(opts.cluster_host) + ":" +
-                                   std::to_string(opts.cluster_port) + " is not usable");
-  }
-  std::string advertised_host = opts.cluster_host;
-  uint16_t advertised_port = 0;  // 0: the cluster port itself
-  if (!opts.cluster_advertise.empty()) {
-    if (!clustered) {
-      return Status::InvalidArgument("cluster_advertise " + Quote(opts.cluster_advertise) +
-                                     " is given but no cluster_port");
-    }
-    Status s = ParseHostPort(opts.cluster_advertise, &advertised_host, &advertised_port);
-    if (!s.ok()) return Status::InvalidArgument("cluster_advertise: " + s.message());
-  }
-  if (!clustered && !opts.seeds.empty()) {
-    return Status::InvalidArgument(
-        "seeds are given but no cluster_port: a node joins a cluster "
-        "only through its own cluster port");
-  }
-  if (listen) {
-    if (opts.listen_host.empty()) {
-      return Status::InvalidArgument(
-          "listen address is empty; name one (127.0.0.1, or 0.0.0.0 to listen everywhere)");
-    }
-    if (opts.listen_port > 65535) {
-      return Status::InvalidArgument("listen_port " + std::to_string(opts.listen_port) +
-                                     " is not a TCP port");
-    }
-  }
   if (listen || clustered) {
     impl->cfg->load<caf::io::middleman>();
     // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
@@ -567,15 +530,19 @@ void Node::Crash(std::unique_ptr<Node> node) {
   node->impl_.reset();
 }
 
-Status Node::Open(std::string_view path, Database* out) {
+Status Node::Open(std::string_view raw_path, Database* out) {
+  // The one place an embedded open normalises its path; the layers below take it as it is.
+  std::string path;
+  Status s = NormalizeDatabasePath(raw_path, &path);
+  if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_path));
   database_actor actor;
-  Status s = impl_->Ask(&actor, atom::open_v, std::string(path));
+  s = impl_->Ask(&actor, atom::open_v, path);
   if (!s.ok()) return s;
   auto handle = std::make_shared<Database::Handle>();
   handle->core = impl_->core;
   auto route = std::make_shared<DatabaseRoute>();
   route->supervisor = impl_->core->supervisor;
-  NormalizeDatabasePath(path, &route->path);
+  route->path = std::move(path);
   route->timeout = impl_->core->timeout;
   // The route lives inside the handle; a weak reference avoids a cycle.
   route->on_reopen = [weak = std::weak_ptr<Database::Handle>(handle)](const database_actor& db) {
@@ -636,9 +603,12 @@ uint16_t Node::cluster_port() const {
   return impl_->cluster_port;
 }
 
-Status Node::ReplicationStatusOf(std::string_view path, ReplicationStatus* out) {
+Status Node::ReplicationStatusOf(std::string_view raw_path, ReplicationStatus* out) {
+  std::string path;
+  Status s = NormalizeDatabasePath(raw_path, &path);
+  if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_path));
   database_actor actor;
-  Status s = impl_->Ask(&actor, atom::open_v, std::string(path));
+  s = impl_->Ask(&actor, atom::open_v, path);
   if (!s.ok()) return s;
   return impl_->AskActor(actor, out, atom::status_v);
 }

@@ -169,11 +169,9 @@ void Store::ObserveTimestamp(uint64_t remote) {
   }
 }
 
-Status Store::OpenDatabase(const std::string& raw_path, const std::string& config_id,
+Status Store::OpenDatabase(const std::string& path, const std::string& config_id,
                            uint64_t size_limit, std::unique_ptr<DatabaseStore>* out) {
-  std::string path;
-  Status s = NormalizeDatabasePath(raw_path, &path);
-  if (!s.ok()) return s;
+  Status s;
   const std::string catalog_key = keys::CatalogKey(path);
   proto::CatalogEntry entry;
   {

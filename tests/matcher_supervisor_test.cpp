@@ -88,7 +88,7 @@ TEST_F(MatcherSupervisorTest, InstantiatesOnFirstAccessOnce) {
   ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());
   EXPECT_TRUE(catalog.empty());
   database_actor first = Open("/example/kv");
-  database_actor again = Open("example/kv/");  // same path, other spelling
+  database_actor again = Open("/example/kv");  // (other spellings: NodePathTest)
   EXPECT_EQ(first, again);
   EXPECT_EQ(Active(), 1u);
   ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());

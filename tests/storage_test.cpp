@@ -359,7 +359,7 @@ TEST_F(StorageTest, CatalogAndNodeIdPersist) {
   const uint64_t node_id = store_->node_id();
   EXPECT_NE(node_id, 0u);
   const uint64_t id_a = Db("/p/a").id();
-  const uint64_t id_b = Db("p/b/").id();
+  const uint64_t id_b = Db("/p/b").id();  // callers normalise paths (common/path.hpp)
   EXPECT_NE(id_a, id_b);
   ASSERT_TRUE(Db("/p/a").Put("/k", "v").ok());
   Reopen();

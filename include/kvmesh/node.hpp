@@ -32,19 +32,35 @@
 
 namespace kvmesh {
 
+// Internal types behind two in-tree-only NodeOptions fields. Declared, never defined, in the
+// installed headers: a program using the installed library leaves those fields null.
 namespace config {
 class ConfigSet;
 }
 class LinkFaults;
 
+/// Everything Node::Start needs. Start checks every field before it touches the disk: an invalid
+/// option fails with kInvalidArgument (kInvalidConfig for configs) and leaves `data_dir` as it
+/// was (not created if it did not exist).
 struct NodeOptions {
   /// Directory of the node's storage (one RocksDB instance). Created if missing. Required.
   std::string data_dir;
-  /// Directory of database configs (*.yaml, see config/config_set.hpp). Used when `configs` is
-  /// null. An invalid config fails Start with the validation errors.
+
+  // -- Database configs: give exactly one source (README "Database configs" has the format) --
+
+  /// Directory of database config files (*.yaml, *.yml, read in name order). Used when neither
+  /// `config_yaml` nor `configs` is given; Node::ReloadConfigs re-reads it. An invalid config
+  /// fails Start with every validation error ("file:line: error: field: message").
   std::string config_dir;
-  /// Configs built in memory by an embedding program; takes precedence over `config_dir`.
+  /// Database configs as YAML text in the config-file format (one config, a list, or several
+  /// `---` documents), for programs that keep their configs in memory. Validated exactly like a
+  /// file; errors name the source `<memory>` and the line. Must not be combined with
+  /// `config_dir` or `configs`. Empty (default): not used.
+  std::string config_yaml;
+  /// In-tree tests and tools only (config::ConfigSet is not part of the installed API): configs
+  /// already built and validated. Takes precedence over `config_dir`. Null (default): not used.
   std::shared_ptr<const config::ConfigSet> configs;
+
   /// A database that serves no request for this long is stopped (passivated) to free memory,
   /// and transparently re-activated by the next request. Zero: never. Default 10 minutes.
   std::chrono::milliseconds idle_timeout = std::chrono::minutes(10);
@@ -105,8 +121,9 @@ struct NodeOptions {
   bool accept_stale_data = false;
   /// Byte budget of one anti-entropy chunk. Default 1 MiB.
   size_t sync_chunk_bytes = 1u << 20;
-  /// Test clusters only: faults on the links between nodes (testing/fault_injector.hpp
-  /// implements common/link_faults.hpp). Null (default): none.
+  /// In-tree test clusters only (LinkFaults is not part of the installed API): faults on the
+  /// links between nodes (testing/fault_injector.hpp implements common/link_faults.hpp). Null
+  /// (default): none.
   std::shared_ptr<LinkFaults> link_faults;
 };
 
@@ -117,7 +134,9 @@ inline constexpr uint16_t kDefaultPort = 7370;
 
 class Node {
  public:
-  /// Opens the store, loads the configs and starts the actors.
+  /// Checks every option and loads the configs, and only then opens (or creates) the store in
+  /// `options.data_dir` and starts the actors. An invalid option or config returns its error with
+  /// the data dir untouched. A port that cannot be bound fails after the store was opened.
   static Status Start(NodeOptions options, std::unique_ptr<Node>* out);
 
   Node(const Node&) = delete;
