@@ -46,7 +46,7 @@ class DatabaseTransport final : public replication::Transport {
     auto supervisor = self->state.supervisor;
     self->request(supervisor, self->state.replication->timeout, atom::replica_v, Path(), peer)
         .then(
-            [=](database_actor& actor) {
+            [=](database_peer_actor& actor) {
               auto& st = self->state;
               const bool genuine = FromExpected(self, supervisor);
               if (genuine && st.replicator->Current(peer, generation)) {
@@ -137,7 +137,7 @@ class DatabaseTransport final : public replication::Transport {
 
   database_pointer self_;
   /// The peers' database actors as last found (the Replicator knows which are current).
-  std::map<uint64_t, database_actor> actors_;
+  std::map<uint64_t, database_peer_actor> actors_;
   /// Writers waiting for acknowledgements, by write id.
   std::unordered_map<uint64_t, caf::typed_response_promise<atom::ok>> writers_;
   uint64_t last_write_id_ = 0;
@@ -151,15 +151,24 @@ database_state::~database_state() {
 
 namespace {
 
-/// True if the message being handled comes from this actor itself (its timers).
-bool FromSelf(database_pointer self) {
-  return self->current_sender() != nullptr && self->current_sender() == self->ctrl();
-}
+/// Who may send a message that steers this actor.
+enum class Steering {
+  /// The control slice (from the supervisor) and exits: from this node.
+  kControl,
+  /// The timer slice: from the actor itself.
+  kTimer,
+};
 
-/// True if the message being handled comes from the supervisor. Other nodes hold this actor's
-/// handle, so messages that steer it are checked.
-bool FromSupervisor(database_pointer self) {
-  return FromExpected(self, self->state.supervisor);
+/// True if the message being handled may steer this actor. The slices of messages/type_ids.hpp
+/// already say who may send what, but CAF 0.17 enforces them only when sending: a remote node
+/// that holds any handle to this actor (its peer slice leaves the node) can cast it and send it
+/// any message, control, timer and exit messages included, and the actor cannot tell them apart
+/// by type. So these messages are still checked at run time, here only.
+bool MaySteer(database_pointer self, Steering kind) {
+  const auto& sender = self->current_sender();
+  if (sender == nullptr) return false;
+  if (kind == Steering::kTimer) return sender == self->ctrl();
+  return sender->node() == self->node();
 }
 
 /// Stops serving: direct reads end and writers still waiting are answered.
@@ -193,9 +202,9 @@ database_actor::behavior_type database_actor_impl(
   st.transport = std::make_unique<DatabaseTransport>(self);
   st.replicator = std::make_unique<replication::Replicator>(
       ReplicatorOptions(*st.replication), st.store.get(), st.transport.get(), std::move(replicas));
-  if (idle_timeout.count() > 0) self->delayed_send(self, idle_timeout, atom::tick_v);
+  if (idle_timeout.count() > 0) self->delayed_send(self, idle_timeout, atom::idle_check_v);
   if (st.replication->sync_interval.count() > 0) {
-    self->delayed_send(self, st.replication->sync_interval, atom::sync_v);
+    self->delayed_send(self, st.replication->sync_interval, atom::sync_round_v);
   }
   self->set_down_handler([self](caf::down_msg& msg) { self->state.transport->OnDown(msg.source); });
   // Nobody may be left waiting on the way out: writes waiting for acknowledgements fail.
@@ -203,8 +212,7 @@ database_actor::behavior_type database_actor_impl(
     // Other nodes hold this actor's handle (replicas talk directly); their exits are ignored.
     // The sender decides, not the exit's source field: an anonymous exit from the network
     // carries this actor's own address as its source.
-    const auto& sender = self->current_sender();
-    if (sender == nullptr || sender->node() != self->node()) return;
+    if (!MaySteer(self, Steering::kControl)) return;
     Stop(self);
     self->quit(msg.reason);
   });
@@ -275,18 +283,20 @@ database_actor::behavior_type database_actor_impl(
         return reply;
       },
       [=](atom::replicas, ReplicaSet& replicas) {
-        if (FromSupervisor(self)) self->state.replicator->OnReplicaSet(std::move(replicas));
+        if (MaySteer(self, Steering::kControl)) {
+          self->state.replicator->OnReplicaSet(std::move(replicas));
+        }
       },
-      [=](atom::sync) {
-        if (!FromSelf(self)) return;
+      [=](atom::sync_round) {
+        if (!MaySteer(self, Steering::kTimer)) return;
         self->state.replicator->OnSyncTick();
-        self->delayed_send(self, self->state.replication->sync_interval, atom::sync_v);
+        self->delayed_send(self, self->state.replication->sync_interval, atom::sync_round_v);
       },
       [=](atom::limit, uint64_t bytes) {
-        if (FromSupervisor(self)) self->state.store->set_size_limit(bytes);
+        if (MaySteer(self, Steering::kControl)) self->state.store->set_size_limit(bytes);
       },
-      [=](atom::tick) {
-        if (!FromSelf(self)) return;
+      [=](atom::idle_check) {
+        if (!MaySteer(self, Steering::kTimer)) return;
         // Passivates only while the replicator allows it (Replicator::MayPassivate).
         const bool in_sync = self->state.replicator->MayPassivate();
         // Direct reads (actors/direct_reads.hpp) count as use.
@@ -298,10 +308,10 @@ database_actor::behavior_type database_actor_impl(
                      caf::actor_cast<database_actor>(self));
         }
         self->state.requests_since_tick = 0;
-        self->delayed_send(self, idle_timeout, atom::tick_v);
+        self->delayed_send(self, idle_timeout, atom::idle_check_v);
       },
       [=](atom::passivate) {
-        if (!FromSupervisor(self)) return;
+        if (!MaySteer(self, Steering::kControl)) return;
         Stop(self);
         self->quit();
       },

@@ -9,6 +9,12 @@
 // is bounced (request_receiver_down) without being applied, so callers re-open the path and
 // retry safely.
 //
+// Its interface is split by who may send (messages/type_ids.hpp): clients hold the client slice,
+// other nodes only ever get the peer slice (client requests they route here, and replication),
+// the supervisor that spawned it holds the full handle (control slice), and its timers have atoms
+// of their own. CAF 0.17 checks slices only when sending, so control, timer and exit messages are
+// still checked at run time (MaySteer in database_actor.cpp).
+//
 // Replication is replication/replicator.hpp's: this actor carries its requests to the
 // database actors (found through the supervisor) and turns their answers, its timers and the
 // supervisor's replica sets into calls of the Replicator.

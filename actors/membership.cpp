@@ -264,13 +264,13 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
         if (!TakeMemberList(self, bytes, true, &sender)) return;
         PublishView(self);
       },
-      [=](atom::replica, const std::string& path) -> caf::result<database_actor> {
-        auto promise = self->make_response_promise<database_actor>();
+      [=](atom::replica, const std::string& path) -> caf::result<database_peer_actor> {
+        auto promise = self->make_response_promise<database_peer_actor>();
         auto supervisor = self->state.supervisor;
         self->request(supervisor, self->state.options.connect_timeout, atom::replica_v, path,
                       self->state.node_id)
             .then(
-                [=](database_actor& db) mutable {
+                [=](database_peer_actor& db) mutable {
                   if (FromExpected(self, supervisor)) {
                     promise.deliver(db);
                   } else {

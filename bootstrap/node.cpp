@@ -161,7 +161,7 @@ struct Database::Handle {
   /// The database actor as last known, replaced after a passivation. Set by Open before the
   /// requester starts; after that only the requester actor reads or writes it (CAF orders one
   /// actor's message handlers), so it needs no lock.
-  database_actor actor;
+  database_client_actor actor;
 
   // -- Direct reads (actors/direct_reads.hpp) --
   //
@@ -181,7 +181,7 @@ struct Database::Handle {
 
   /// Takes `db` as the actor of this handle's database (at Open, and on the requester after a
   /// re-open).
-  void SetActor(const database_actor& db) {
+  void SetActor(const database_client_actor& db) {
     actor = db;
     std::shared_ptr<DirectReadTarget> target;
     if (core->direct_reads && db && db.node() == core->system->node()) {
@@ -568,7 +568,7 @@ void Node::Crash(std::unique_ptr<Node> node) {
 }
 
 Status Node::Open(std::string_view path, Database* out) {
-  database_actor actor;
+  database_client_actor actor;
   Status s = impl_->Ask(&actor, atom::open_v, std::string(path));
   if (!s.ok()) return s;
   auto handle = std::make_shared<Database::Handle>();
@@ -578,9 +578,10 @@ Status Node::Open(std::string_view path, Database* out) {
   NormalizeDatabasePath(path, &route->path);
   route->timeout = impl_->core->timeout;
   // The route lives inside the handle; a weak reference avoids a cycle.
-  route->on_reopen = [weak = std::weak_ptr<Database::Handle>(handle)](const database_actor& db) {
-    if (auto h = weak.lock()) h->SetActor(db);
-  };
+  route->on_reopen =
+      [weak = std::weak_ptr<Database::Handle>(handle)](const database_client_actor& db) {
+        if (auto h = weak.lock()) h->SetActor(db);
+      };
   // The requester keeps the deadlines of its requests to local actors itself (see
   // LocalDeadlines): a CAF request timeout would wake CAF's clock thread twice per request.
   auto deadlines = std::make_shared<LocalDeadlines>();
@@ -637,7 +638,7 @@ uint16_t Node::cluster_port() const {
 }
 
 Status Node::ReplicationStatusOf(std::string_view path, ReplicationStatus* out) {
-  database_actor actor;
+  database_client_actor actor;
   Status s = impl_->Ask(&actor, atom::open_v, std::string(path));
   if (!s.ok()) return s;
   return impl_->AskActor(actor, out, atom::status_v);
