@@ -177,16 +177,6 @@ void Stop(database_pointer self) {
   self->state.replicator->Stop();
 }
 
-replication::Options ReplicatorOptions(const ReplicationOptions& in) {
-  replication::Options out;
-  out.node_id = in.node_id;
-  out.chunk_bytes = in.chunk_bytes;
-  out.max_queued_bytes = in.max_queued_bytes;
-  out.tombstone_grace = in.tombstone_grace;
-  out.faults = in.faults;
-  return out;
-}
-
 }  // namespace
 
 database_actor::behavior_type database_actor_impl(
@@ -201,7 +191,7 @@ database_actor::behavior_type database_actor_impl(
   st.replication = std::move(replication);
   st.transport = std::make_unique<DatabaseTransport>(self);
   st.replicator = std::make_unique<replication::Replicator>(
-      ReplicatorOptions(*st.replication), st.store.get(), st.transport.get(), std::move(replicas));
+      *st.replication, st.store.get(), st.transport.get(), std::move(replicas));
   if (idle_timeout.count() > 0) self->delayed_send(self, idle_timeout, atom::idle_check_v);
   if (st.replication->sync_interval.count() > 0) {
     self->delayed_send(self, st.replication->sync_interval, atom::sync_round_v);

@@ -38,10 +38,10 @@
 
 namespace kvmesh {
 
-/// What every database actor of a node needs to replicate.
-struct ReplicationOptions {
-  /// This node's id.
-  uint64_t node_id = 0;
+/// What every database actor of a node needs to replicate: what its Replicator needs (the node
+/// id, chunk and queue bounds, the tombstone grace period, link faults; see
+/// replication::Options), and how the actor drives it.
+struct ReplicationOptions : replication::Options {
   /// True if the node has a cluster port. Then writes always need replication.min
   /// acknowledgements (a node that has not found its peers yet refuses writes that need them);
   /// a single node caps the need at 1.
@@ -50,18 +50,6 @@ struct ReplicationOptions {
   caf::timespan timeout = std::chrono::seconds(5);
   /// Period of anti-entropy rounds; zero disables them. Default 1 s.
   caf::timespan sync_interval = std::chrono::seconds(1);
-  /// Byte budget of one anti-entropy chunk. Default 1 MiB.
-  size_t chunk_bytes = 1u << 20;
-  /// Bytes of deltas queued for one peer beyond which writes stop waiting for it (it catches up
-  /// by anti-entropy). Default 64 MiB.
-  size_t max_queued_bytes = 64u << 20;
-  /// A tombstone is collected only once it is this old (and every replica has seen it), so a
-  /// replica that was down or cut off for less than this still receives the delete itself when
-  /// it comes back. A replica away for longer may bring deleted keys back: wipe its data dir
-  /// before it rejoins. Default 24 h.
-  caf::timespan tombstone_grace = std::chrono::hours(24);
-  /// Test clusters only (may be null).
-  std::shared_ptr<LinkFaults> faults;
   /// Where database actors publish their stores for reads on callers' threads (see
   /// actors/direct_reads.hpp); null (always when clustered): no direct reads.
   std::shared_ptr<DirectReads> direct_reads;

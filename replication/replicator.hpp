@@ -83,8 +83,10 @@ struct Options {
   /// Bytes of deltas queued for one peer beyond which writes stop waiting for it (it catches up
   /// by anti-entropy). Default 64 MiB.
   size_t max_queued_bytes = 64u << 20;
-  /// A tombstone is collected only once it is this old (and every replica has seen it). Default
-  /// 24 h.
+  /// A tombstone is collected only once it is this old (and every replica has seen it), so a
+  /// replica that was down or cut off for less than this still receives the delete itself when
+  /// it comes back. A replica away for longer may bring deleted keys back: wipe its data dir
+  /// before it rejoins. Default 24 h.
   std::chrono::nanoseconds tombstone_grace = std::chrono::hours(24);
   /// Test clusters only (may be null).
   std::shared_ptr<LinkFaults> faults;
