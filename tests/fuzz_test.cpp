@@ -32,8 +32,8 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
-#include "common/path.hpp"
 #include "kvmesh/client.hpp"
+#include "common/path.hpp"
 #include "messages/cluster.pb.h"
 #include "messages/replication.pb.h"
 #include "messages/type_ids.hpp"
