@@ -11,7 +11,7 @@ namespace {
 using gateway_pointer = gateway_actor::stateful_pointer<client_gateway_state>;
 
 /// Remembers `actor` as the one serving `path` and watches it, so the entry leaves with it.
-void Track(gateway_pointer self, const std::string& path, const database_actor& actor) {
+void Track(gateway_pointer self, const std::string& path, const database_client_actor& actor) {
   auto& st = self->state;
   auto it = st.routes.find(path);
   if (it == st.routes.end() || it->second.actor == actor) return;
@@ -32,7 +32,7 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
   // Every client request has its client's deadline; a gateway deadline per request would only
   // cost a timer-thread wake-up and a timer entry kept for the whole timeout (see DatabaseRoute).
   route->no_local_deadline = true;
-  route->on_reopen = [self, path](const database_actor& fresh) { Track(self, path, fresh); };
+  route->on_reopen = [self, path](const database_client_actor& fresh) { Track(self, path, fresh); };
   return st.routes.emplace(path, client_gateway_state::Entry{std::move(route), {}}).first->second;
 }
 

@@ -29,7 +29,7 @@ struct client_gateway_state {
   uint64_t node_id = 0;
   struct Entry {
     std::shared_ptr<const DatabaseRoute> route;
-    database_actor actor;  // invalid until opened; replaced after a re-open
+    database_client_actor actor;  // invalid until opened; replaced after a re-open
   };
   /// By normalised path; an entry leaves when its actor goes down.
   std::unordered_map<std::string, Entry> routes;

@@ -125,7 +125,7 @@ struct DatabaseRoute {
   /// until it expires, as it is never cancelled. Actors on other nodes keep `timeout`.
   bool no_local_deadline = false;
   /// Called (on the requesting actor) with the fresh actor after a re-open, to cache it.
-  std::function<void(const database_actor&)> on_reopen;
+  std::function<void(const database_client_actor&)> on_reopen;
   /// If set, the deadlines of requests to a database actor of this node are kept here rather
   /// than by CAF (see LocalDeadlines); only the one actor that owns it may send on this route.
   std::shared_ptr<LocalDeadlines> local_deadlines;
@@ -152,7 +152,7 @@ inline caf::error ForgedReply() {
 /// Sends `args...` from `self` to `target` (the path's actor as last known; an invalid handle
 /// means "open the path first") and calls `done` once with the reply or the error.
 template <class Reply, class Self, class... Ts>
-void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, database_actor target,
+void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, database_client_actor target,
                      std::function<void(caf::expected<Reply>)> done, int attempt, Ts... args) {
   auto reopen_and_retry = [=](caf::error cause) {
     if (attempt + 1 >= kMaxDatabaseAttempts) {
@@ -161,7 +161,7 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, dat
     }
     self->request(route->supervisor, route->timeout, atom::open_v, route->path)
         .then(
-            [=](database_actor& fresh) {
+            [=](database_client_actor& fresh) {
               if (!FromExpected(self, route->supervisor)) {
                 done(ForgedReply());
                 return;

@@ -111,25 +111,34 @@ void ApplyConfigs(supervisor_pointer self, std::shared_ptr<const config::ConfigS
   st.configs = std::move(fresh);
 }
 
-/// The local replica of `path` (normalised): running, waiting for a stopping one, or new.
-caf::result<database_actor> OpenLocal(supervisor_pointer self, const std::string& path) {
+/// The local replica of `path` (normalised): running, waiting for a stopping one, or new; as the
+/// slice `Handle` of it that the requester may hold.
+template <class Handle>
+caf::result<Handle> OpenLocal(supervisor_pointer self, const std::string& path) {
   auto& st = self->state;
-  if (auto it = st.running.find(path); it != st.running.end()) return it->second;
+  if (auto it = st.running.find(path); it != st.running.end()) return Handle{it->second};
   if (auto it = st.stopping.find(path); it != st.stopping.end()) {
-    auto promise = self->make_response_promise<database_actor>();
-    it->second.waiting.push_back(promise);
+    auto promise = self->make_response_promise<Handle>();
+    it->second.waiting.push_back([promise](caf::expected<database_actor> db) mutable {
+      if (db) {
+        promise.deliver(Handle{*db});
+      } else {
+        promise.deliver(db.error());
+      }
+    });
     return promise;
   }
   database_actor handle;
   Status s = Instantiate(self, path, &handle);
   if (!s.ok()) return ToError(s);
-  return handle;
+  return Handle{handle};
 }
 
 /// Asks the cluster actor of each of `nodes` in turn for its replica of `path`; delivers the
-/// first that answers, or an error naming them all.
+/// first that answers (as the slice `Handle`), or an error naming them all.
+template <class Handle>
 void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t> nodes,
-                size_t index, caf::typed_response_promise<database_actor> promise) {
+                size_t index, caf::typed_response_promise<Handle> promise) {
   auto& st = self->state;
   for (; index < nodes.size(); ++index) {
     auto it = st.members.find(nodes[index]);
@@ -144,9 +153,9 @@ void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t>
   auto target = st.members[nodes[index]].actor;
   self->request(target, st.replication->timeout, atom::replica_v, path)
       .then(
-          [=](database_actor& db) mutable {
+          [=](database_peer_actor& db) mutable {
             if (FromExpected(self, target)) {
-              promise.deliver(db);
+              promise.deliver(Handle{db});
             } else {
               promise.deliver(ForgedReply());
             }
@@ -252,11 +261,11 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     if (waiting.empty()) return;
     database_actor handle;
     Status s = Instantiate(self, path, &handle);
-    for (auto& promise : waiting) {
+    for (auto& answer : waiting) {
       if (s.ok()) {
-        promise.deliver(handle);
+        answer(handle);
       } else {
-        promise.deliver(ToError(s));
+        answer(ToError(s));
       }
     }
   });
@@ -269,7 +278,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     const caf::error shutting_down = ToError(Status::Unavailable("the node is shutting down"));
     for (auto& [path, stopping] : st.stopping) {
       self->send_exit(stopping.actor, msg.reason);
-      for (auto& promise : stopping.waiting) promise.deliver(shutting_down);
+      for (auto& answer : stopping.waiting) answer(shutting_down);
     }
     st.stopping.clear();
     self->quit(msg.reason);
@@ -278,25 +287,26 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
   return {
       // Paths arrive normalised (common/path.hpp): from the embedded API, the client gateway, the
       // membership actor (for a peer) and database actors, which normalise or hold them.
-      [=](atom::open, const std::string& path) -> caf::result<database_actor> {
+      [=](atom::open, const std::string& path) -> caf::result<database_client_actor> {
         auto& st = self->state;
         const config::DatabaseConfig* config = st.configs->Resolve(path);
         if (config == nullptr) {
           return ToError(Status::NoMatchingConfig("no database config matches " + Quote(path)));
         }
-        if (st.members.empty()) return OpenLocal(self, path);
+        if (st.members.empty()) return OpenLocal<database_client_actor>(self, path);
         ReplicaSet placed = PlaceDatabase(self, path, *config);
         const bool here =
             std::find(placed.nodes.begin(), placed.nodes.end(), SelfId(self)) != placed.nodes.end();
         // A copy still running here (being handed over) keeps serving until it is dropped.
-        if (here || st.running.count(path) > 0) return OpenLocal(self, path);
-        auto promise = self->make_response_promise<database_actor>();
+        if (here || st.running.count(path) > 0) return OpenLocal<database_client_actor>(self, path);
+        auto promise = self->make_response_promise<database_client_actor>();
         OpenRemote(self, path, placed.nodes, 0, promise);
         return promise;
       },
-      [=](atom::replica, const std::string& path, uint64_t node) -> caf::result<database_actor> {
-        if (node == SelfId(self)) return OpenLocal(self, path);
-        auto promise = self->make_response_promise<database_actor>();
+      [=](atom::replica, const std::string& path,
+          uint64_t node) -> caf::result<database_peer_actor> {
+        if (node == SelfId(self)) return OpenLocal<database_peer_actor>(self, path);
+        auto promise = self->make_response_promise<database_peer_actor>();
         OpenRemote(self, path, {node}, 0, promise);
         return promise;
       },

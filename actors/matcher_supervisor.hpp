@@ -13,10 +13,12 @@
 // actors get their replica set again whenever the members change.
 #pragma once
 
+#include <caf/expected.hpp>
 #include <caf/stateful_actor.hpp>
 #include <caf/timespan.hpp>
 #include <caf/typed_response_promise.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -40,10 +42,11 @@ struct matcher_supervisor_state {
   std::unordered_map<std::string, database_actor> running;
   /// Path of every monitored database actor, by actor id (running or stopping).
   std::unordered_map<caf::actor_id, std::string> path_of;
-  /// A database actor told to stop that is not down yet, and the opens waiting for it.
+  /// A database actor told to stop that is not down yet, and the opens waiting for it (each
+  /// answers its requester with the slice it asked for, or the error).
   struct Stopping {
     database_actor actor;
-    std::vector<caf::typed_response_promise<database_actor>> waiting;
+    std::vector<std::function<void(caf::expected<database_actor>)>> waiting;
   };
   /// By path.
   std::unordered_map<std::string, Stopping> stopping;

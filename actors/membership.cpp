@@ -264,18 +264,18 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
         if (!TakeMemberList(self, bytes, true, &sender)) return;
         PublishView(self);
       },
-      [=](atom::replica, const std::string& raw_path) -> caf::result<database_actor> {
+      [=](atom::replica, const std::string& raw_path) -> caf::result<database_peer_actor> {
         // A peer's request, from the network: this is where the node normalises its path
         // (the supervisor takes normalised paths).
         std::string path;
         Status s = NormalizeDatabasePath(raw_path, &path);
         if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
-        auto promise = self->make_response_promise<database_actor>();
+        auto promise = self->make_response_promise<database_peer_actor>();
         auto supervisor = self->state.supervisor;
         self->request(supervisor, self->state.options.connect_timeout, atom::replica_v, path,
                       self->state.node_id)
             .then(
-                [=](database_actor& db) mutable {
+                [=](database_peer_actor& db) mutable {
                   if (FromExpected(self, supervisor)) {
                     promise.deliver(db);
                   } else {

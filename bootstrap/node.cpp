@@ -162,7 +162,7 @@ struct Database::Handle {
   /// The database actor as last known, replaced after a passivation. Set by Open before the
   /// requester starts; after that only the requester actor reads or writes it (CAF orders one
   /// actor's message handlers), so it needs no lock.
-  database_actor actor;
+  database_client_actor actor;
 
   // -- Direct reads (actors/direct_reads.hpp) --
   //
@@ -182,7 +182,7 @@ struct Database::Handle {
 
   /// Takes `db` as the actor of this handle's database (at Open, and on the requester after a
   /// re-open).
-  void SetActor(const database_actor& db) {
+  void SetActor(const database_client_actor& db) {
     actor = db;
     std::shared_ptr<DirectReadTarget> target;
     if (core->direct_reads && db && db.node() == core->system->node()) {
@@ -535,7 +535,7 @@ Status Node::Open(std::string_view raw_path, Database* out) {
   std::string path;
   Status s = NormalizeDatabasePath(raw_path, &path);
   if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_path));
-  database_actor actor;
+  database_client_actor actor;
   s = impl_->Ask(&actor, atom::open_v, path);
   if (!s.ok()) return s;
   auto handle = std::make_shared<Database::Handle>();
@@ -545,9 +545,10 @@ Status Node::Open(std::string_view raw_path, Database* out) {
   route->path = std::move(path);
   route->timeout = impl_->core->timeout;
   // The route lives inside the handle; a weak reference avoids a cycle.
-  route->on_reopen = [weak = std::weak_ptr<Database::Handle>(handle)](const database_actor& db) {
-    if (auto h = weak.lock()) h->SetActor(db);
-  };
+  route->on_reopen =
+      [weak = std::weak_ptr<Database::Handle>(handle)](const database_client_actor& db) {
+        if (auto h = weak.lock()) h->SetActor(db);
+      };
   // The requester keeps the deadlines of its requests to local actors itself (see
   // LocalDeadlines): a CAF request timeout would wake CAF's clock thread twice per request.
   auto deadlines = std::make_shared<LocalDeadlines>();
@@ -607,7 +608,7 @@ Status Node::ReplicationStatusOf(std::string_view raw_path, ReplicationStatus* o
   std::string path;
   Status s = NormalizeDatabasePath(raw_path, &path);
   if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_path));
-  database_actor actor;
+  database_client_actor actor;
   s = impl_->Ask(&actor, atom::open_v, path);
   if (!s.ok()) return s;
   return impl_->AskActor(actor, out, atom::status_v);

@@ -130,11 +130,15 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, replicas, "replicas")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, members, "members")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, status, "status")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
+// Timers of the database actor (database_timer_actor).
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
 
 namespace kvmesh {
 
-/// A database actor (actors/database_actor.hpp): serves one instantiated database path.
-using database_actor = caf::typed_actor<
+/// The client slice of a database actor (actors/database_actor.hpp): what the gateway and the
+/// embedded API send to serve a user's requests. Supervisor `open` answers with this handle.
+using database_client_actor = caf::typed_actor<
     // Stores a value under a key: (key, value) -> ok.
     caf::replies_to<atom::put, std::string, std::string>::with<atom::ok>,
     // Reads a key: key -> value, or an error with Code::kNotFound.
@@ -148,23 +152,40 @@ using database_actor = caf::typed_actor<
     // Current counters.
     caf::replies_to<atom::stats>::with<DatabaseStats>,
     // Replication status: replica set, version vectors, pending deltas, digest.
-    caf::replies_to<atom::status>::with<ReplicationStatus>,
+    caf::replies_to<atom::status>::with<ReplicationStatus>>;
+
+/// The peer slice of a database actor: what other nodes may send it, and the only slice that
+/// leaves the node (the `replica` lookups answer with it). Other nodes route their clients'
+/// requests for a database placed elsewhere to one of its replicas, so it holds the client slice;
+/// the replicas of a database add the replication protocol.
+using database_peer_actor = database_client_actor::extend<
     // From another replica (on node `from`): a serialized proto::Delta to apply -> ok once it is
     // durable here. Idempotent; a malformed delta is refused with kInvalidArgument.
     caf::replies_to<atom::replicate, std::string, uint64_t>::with<atom::ok>,
     // Anti-entropy pull from another replica (on node `from`): its serialized version vector ->
     // a serialized proto::SyncReply (what it lacks, bounded; our vector; whether more remains).
-    caf::replies_to<atom::sync, std::string, uint64_t>::with<std::string>,
-    // From the supervisor: the replica set placement chose (sent on start and on every change).
+    caf::replies_to<atom::sync, std::string, uint64_t>::with<std::string>>;
+
+/// The control slice of a database actor: what the matcher supervisor that spawned it sends.
+using database_control_actor = caf::typed_actor<
+    // The replica set placement chose (sent on start and on every change).
     caf::reacts_to<atom::replicas, ReplicaSet>,
-    // Internal: the periodic anti-entropy round.
-    caf::reacts_to<atom::sync>,
-    // From the supervisor after a config reload: the new size budget in bytes.
+    // After a config reload: the new size budget in bytes.
     caf::reacts_to<atom::limit, uint64_t>,
-    // Internal: the periodic idle check.
-    caf::reacts_to<atom::tick>,
-    // From the supervisor: stop after the requests already queued (passivation).
+    // Stop after the requests already queued (passivation).
     caf::reacts_to<atom::passivate>>;
+
+/// The timers of a database actor, which only it sends to itself.
+using database_timer_actor = caf::typed_actor<
+    // The periodic idle check.
+    caf::reacts_to<atom::idle_check>,
+    // The periodic anti-entropy round.
+    caf::reacts_to<atom::sync_round>>;
+
+/// A database actor (actors/database_actor.hpp), every slice: only the matcher supervisor that
+/// spawned it holds this handle.
+using database_actor =
+    database_peer_actor::extend_with<database_control_actor, database_timer_actor>;
 
 /// The cluster actor of a node (actors/membership.hpp), published on its cluster port: what
 /// other nodes talk to. Every message crossing nodes is a serialized proto (messages/*.proto).
@@ -175,8 +196,8 @@ using peer_actor = caf::typed_actor<
     // we do not know are contacted.
     caf::reacts_to<atom::heartbeat, std::string>,
     // The database actor of a path on this node, instantiated if needed as a replica (whatever
-    // our own placement says, which may lag the asker's): path -> its actor.
-    caf::replies_to<atom::replica, std::string>::with<database_actor>,
+    // our own placement says, which may lag the asker's): path -> its peer slice.
+    caf::replies_to<atom::replica, std::string>::with<database_peer_actor>,
     // Local: the members as this node sees them, itself first.
     caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // Local, once, from the node after it published this actor: our own proto::Member (with the
@@ -203,10 +224,10 @@ typename Inspector::result_type inspect(Inspector& f, MemberView& x) {
 using matcher_supervisor_actor = caf::typed_actor<
     // Returns the actor serving a database path: the local replica (instantiated on first
     // access) when placement puts the path on this node, else a replica on another node.
-    caf::replies_to<atom::open, std::string>::with<database_actor>,
+    caf::replies_to<atom::open, std::string>::with<database_client_actor>,
     // The database actor of a path on node `node` (this node included, instantiating it here
-    // whatever placement says): (path, node) -> its actor.
-    caf::replies_to<atom::replica, std::string, uint64_t>::with<database_actor>,
+    // whatever placement says): (path, node) -> its peer slice.
+    caf::replies_to<atom::replica, std::string, uint64_t>::with<database_peer_actor>,
     // From the membership actor: the other members (this node excluded) whenever they change.
     caf::reacts_to<atom::members, std::vector<MemberView>>,
     // From a database actor that handed its data over and dropped it: (path, itself).
@@ -277,6 +298,8 @@ CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::PeerReplicaStatus>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ReplicationStatus))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::MemberView))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::MemberView>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::database_client_actor))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::database_peer_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::database_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::peer_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::matcher_supervisor_actor))

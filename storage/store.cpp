@@ -12,6 +12,7 @@
 #include "common/path.hpp"
 #include "messages/storage.pb.h"
 #include "storage/database_store.hpp"
+#include "storage/hlc.hpp"
 #include "storage/keys.hpp"
 #include "storage/rocks_options.hpp"
 #include "storage/rocks_status.hpp"
@@ -28,18 +29,14 @@ uint64_t NowMillis() {
       .count();
 }
 
-/// Wall-clock time in timestamp units: milliseconds << 16, with the time below the millisecond in
-/// the low 16 bits (units of 1/65536 ms, about 15 ns). Millisecond timestamps from older data
-/// compare correctly with these. Without the sub-millisecond part, two writes of one key through
-/// different nodes in the same millisecond were ordered by how many writes each node had taken in
-/// that millisecond, not by which came first (the chaos check lost an acknowledged delete to a
-/// put acknowledged just before it through another node).
+/// Wall-clock time in timestamp units (storage/hlc.hpp: milliseconds << 16, with the time below the
+/// millisecond in the low 16 bits, units of 1/65536 ms, about 15 ns). Millisecond timestamps from
+/// older data compare correctly with these. Without the sub-millisecond part, two writes of one key
+/// through different nodes in the same millisecond were ordered by how many writes each node had
+/// taken in that millisecond, not by which came first (the chaos check lost an acknowledged delete
+/// to a put acknowledged just before it through another node).
 uint64_t NowTicks() {
-  const uint64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
-  const uint64_t ms = ns / 1000000;
-  return (ms << 16) + ((ns % 1000000) << 16) / 1000000;
+  return hlc::FromTime(std::chrono::system_clock::now());
 }
 
 }  // namespace

@@ -72,8 +72,8 @@ class Store : public std::enable_shared_from_this<Store> {
   Status ListDatabases(std::vector<DatabaseInfo>* out) const;
 
   /// A hybrid-logical-clock timestamp greater than every one returned before by this store:
-  /// wall-clock milliseconds << 16 with the sub-millisecond part in the low 16 bits, or one more
-  /// than the last timestamp if that is not smaller. Thread-safe.
+  /// wall-clock milliseconds << 16 with the sub-millisecond part in the low 16 bits
+  /// (storage/hlc.hpp), or one more than the last timestamp if that is not smaller. Thread-safe.
   uint64_t NextTimestamp();
 
   /// Hybrid-logical-clock receive rule: later NextTimestamp() results exceed `remote` (a

@@ -28,10 +28,11 @@ Status Ask(caf::scoped_actor& self, const Handle& to, Reply* out, Ts... args) {
   return result;
 }
 
-/// Stands in for a database actor: answers every request with an empty reply, except that each
-/// put first runs `on_put` (if set; e.g. a sleep, as a slow disk) and a get answers `get_reply`.
-inline database_actor::behavior_type StubDatabase(std::function<void()> on_put,
-                                                  std::string get_reply) {
+/// Stands in for a database actor's client slice: answers every request with an empty reply,
+/// except that each put first runs `on_put` (if set; e.g. a sleep, as a slow disk) and a get
+/// answers `get_reply`.
+inline database_client_actor::behavior_type StubDatabase(std::function<void()> on_put,
+                                                         std::string get_reply) {
   return {
       [on_put](atom::put, std::string&, std::string&) {
         if (on_put) on_put();
@@ -43,13 +44,6 @@ inline database_actor::behavior_type StubDatabase(std::function<void()> on_put,
       [](atom::batch, WriteBatch&) { return atom::ok_v; },
       [](atom::stats) { return DatabaseStats{}; },
       [](atom::status) { return ReplicationStatus{}; },
-      [](atom::replicate, std::string&, uint64_t) { return atom::ok_v; },
-      [](atom::sync, std::string&, uint64_t) { return std::string(); },
-      [](atom::replicas, ReplicaSet&) {},
-      [](atom::sync) {},
-      [](atom::limit, uint64_t) {},
-      [](atom::tick) {},
-      [](atom::passivate) {},
   };
 }
 

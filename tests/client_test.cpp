@@ -319,7 +319,7 @@ namespace kvmesh {
 namespace {
 
 // Stands in for a database actor: an attacker's actor whose gets answer a forged value.
-database_actor::behavior_type ImpostorDatabase(database_actor::pointer) {
+database_client_actor::behavior_type ImpostorDatabase(database_client_actor::pointer) {
   return testing::StubDatabase(nullptr, "forged-by-attacker");
 }
 

@@ -89,10 +89,10 @@ TEST_F(DatabaseActorTest, ServesEveryOperationAndKeepsErrorKinds) {
 matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor::pointer self,
                                                        caf::actor observer) {
   return {
-      [](atom::open, const std::string&) -> caf::result<database_actor> {
+      [](atom::open, const std::string&) -> caf::result<database_client_actor> {
         return ToError(Status::Internal("not used"));
       },
-      [](atom::replica, const std::string&, uint64_t) -> caf::result<database_actor> {
+      [](atom::replica, const std::string&, uint64_t) -> caf::result<database_peer_actor> {
         return ToError(Status::Unavailable("no cluster in this test"));
       },
       [](atom::members, std::vector<MemberView>&) {},
@@ -113,9 +113,6 @@ TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
   auto supervisor = system_.spawn(FakeSupervisor, caf::actor{self_});
   auto db = Spawn(1000, std::chrono::duration_cast<caf::timespan>(20ms), supervisor);
   self_->monitor(db);
-  // Only the supervisor may passivate a database (other nodes hold its handle): if this one
-  // counted, the actor would stop before its idle report.
-  self_->send(db, atom::passivate_v);
   bool reported = false;
   self_->receive(
       [&](const std::string& path, const database_actor& who) {
@@ -146,7 +143,7 @@ TEST_F(DatabaseActorTest, LocalDeadlinesExpireUnansweredRequestsOnly) {
       return caf::delegated<atom::ok>();
     }};
   });
-  auto target = caf::actor_cast<database_actor>(stub);
+  auto target = caf::actor_cast<database_client_actor>(stub);
   std::promise<std::vector<std::string>> results;
   auto requester = system_.spawn([&, target](caf::event_based_actor* self) {
     auto route = std::make_shared<DatabaseRoute>();
@@ -186,7 +183,7 @@ TEST_F(DatabaseActorTest, RequestsPendingWhenTheRequesterStopsAreDroppedAtOnce) 
           return caf::delegated<atom::ok>();
         }};
   });
-  auto target = caf::actor_cast<database_actor>(stub);
+  auto target = caf::actor_cast<database_client_actor>(stub);
   // The route outlives the requester, as a handle's route does in the embedded API.
   auto route = std::make_shared<DatabaseRoute>();
   route->timeout = std::chrono::hours(1);
@@ -245,13 +242,14 @@ namespace kvmesh {
 namespace {
 
 // Stands in for a database actor whose puts take `delay` (a blocked worker, as a slow disk).
-database_actor::behavior_type SlowDatabase(database_actor::pointer, caf::timespan delay) {
+database_client_actor::behavior_type SlowDatabase(database_client_actor::pointer,
+                                                  caf::timespan delay) {
   return testing::StubDatabase([delay] { std::this_thread::sleep_for(delay); }, "");
 }
 
 // One put through RequestDatabase from a fresh actor; the Status it ends with.
 Status PutThrough(caf::actor_system& system, std::shared_ptr<DatabaseRoute> route,
-                  database_actor target) {
+                  database_client_actor target) {
   auto result = std::make_shared<std::promise<Status>>();
   auto future = result->get_future();
   system.spawn([=](caf::event_based_actor* self) {

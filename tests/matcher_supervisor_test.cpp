@@ -49,8 +49,8 @@ class MatcherSupervisorTest : public ::testing::Test {
     return kvmesh::testing::Ask(self_, to, out, args...);
   }
 
-  database_actor Open(const std::string& path) {
-    database_actor db;
+  database_client_actor Open(const std::string& path) {
+    database_client_actor db;
     Status s = Ask(supervisor_, &db, atom::open_v, path);
     EXPECT_TRUE(s.ok()) << s;
     return db;
@@ -71,7 +71,7 @@ class MatcherSupervisorTest : public ::testing::Test {
 };
 
 TEST_F(MatcherSupervisorTest, UnknownPathIsAClearError) {
-  database_actor db;
+  database_client_actor db;
   Status s = Ask(supervisor_, &db, atom::open_v, std::string("/nope/kv"));
   EXPECT_EQ(s.code(), Code::kNoMatchingConfig) << s;
   EXPECT_EQ(s.message(), "no database config matches \"/nope/kv\"");
@@ -87,8 +87,8 @@ TEST_F(MatcherSupervisorTest, InstantiatesOnFirstAccessOnce) {
   std::vector<DatabaseInfo> catalog;
   ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());
   EXPECT_TRUE(catalog.empty());
-  database_actor first = Open("/example/kv");
-  database_actor again = Open("/example/kv");  // (other spellings: NodePathTest)
+  database_client_actor first = Open("/example/kv");
+  database_client_actor again = Open("/example/kv");  // (other spellings: NodePathTest)
   EXPECT_EQ(first, again);
   EXPECT_EQ(Active(), 1u);
   ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());
@@ -97,8 +97,8 @@ TEST_F(MatcherSupervisorTest, InstantiatesOnFirstAccessOnce) {
 }
 
 TEST_F(MatcherSupervisorTest, PathsOfOneRegexConfigAreIsolated) {
-  database_actor alice = Open("/profile/history/alice");
-  database_actor bob = Open("/profile/history/bob");
+  database_client_actor alice = Open("/profile/history/alice");
+  database_client_actor bob = Open("/profile/history/bob");
   EXPECT_NE(alice, bob);
   atom::ok ok;
   ASSERT_TRUE(Ask(alice, &ok, atom::put_v, std::string("/k"), std::string(90, 'a')).ok());
@@ -114,7 +114,7 @@ TEST_F(MatcherSupervisorTest, PathsOfOneRegexConfigAreIsolated) {
 }
 
 TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
-  database_actor db = Open("/data/one");
+  database_client_actor db = Open("/data/one");
   atom::ok ok;
   ASSERT_TRUE(Ask(db, &ok, atom::put_v, std::string("/k"), std::string("v")).ok());
   self_->monitor(db);
@@ -123,7 +123,7 @@ TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
   EXPECT_EQ(stopped, 1u);
   EXPECT_EQ(Active(), 0u);
   // An open while the old actor may still be stopping waits for it, then spawns a new one.
-  database_actor fresh = Open("/data/one");
+  database_client_actor fresh = Open("/data/one");
   EXPECT_NE(fresh, db);
   bool down = false;
   self_->receive([&](caf::down_msg& msg) { down = msg.source == db.address(); },
@@ -140,7 +140,7 @@ TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
 }
 
 TEST_F(MatcherSupervisorTest, ShutdownAnswersOpensWaitingForAStoppingDatabase) {
-  database_actor db = Open("/data/busy");
+  database_client_actor db = Open("/data/busy");
   // A backlog keeps the database busy (stopping, not yet down) while the supervisor works.
   for (int i = 0; i < 20000; ++i) {
     self_->send(db, atom::put_v, "/k/" + std::to_string(i), std::string(100, 'v'));
@@ -152,19 +152,22 @@ TEST_F(MatcherSupervisorTest, ShutdownAnswersOpensWaitingForAStoppingDatabase) {
   auto pending =
       self_->request(supervisor_, std::chrono::seconds(5), atom::open_v, std::string("/data/busy"));
   self_->send_exit(supervisor_, caf::exit_reason::user_shutdown);
-  pending.receive([&](database_actor&) { open_status = Status::Internal("got an actor"); },
+  pending.receive([&](database_client_actor&) { open_status = Status::Internal("got an actor"); },
                   [&](caf::error& err) { open_status = ToStatus(err); });
   // A dropped promise would let the open run into its 5 s deadline (kTimeout).
   EXPECT_EQ(open_status.code(), Code::kUnavailable) << open_status;
 }
 
 TEST_F(MatcherSupervisorTest, StaleIdleReportIsIgnored) {
-  database_actor db = Open("/data/two");
+  database_client_actor db = Open("/data/two");
   // An idle report naming another actor for this path must not passivate the running one.
-  database_actor other = Open("/data/three");
-  self_->send(supervisor_, atom::idle_v, std::string("/data/two"), other);
+  database_client_actor other = Open("/data/three");
+  // (Database actors report with their full handle; the test holds client slices.)
+  self_->send(supervisor_, atom::idle_v, std::string("/data/two"),
+              caf::actor_cast<database_actor>(other));
   EXPECT_EQ(Active(), 2u);  // processed in order after the idle report
-  self_->send(supervisor_, atom::idle_v, std::string("/data/two"), db);
+  self_->send(supervisor_, atom::idle_v, std::string("/data/two"),
+              caf::actor_cast<database_actor>(db));
   EXPECT_EQ(Active(), 1u);
 }
 

@@ -81,6 +81,7 @@ TEST_F(MessagesTest, EveryWireTypeRoundTrips) {
   EXPECT_EQ(RoundTrip(ReplicaSet{{1, 2}, {2}, 2, 2, 3}).unreachable, std::vector<uint64_t>{2});
   RoundTrip(peer_actor{});
   RoundTrip(gateway_actor{});
+  RoundTrip(database_peer_actor{});  // the slice that crosses nodes
   RoundTrip(database_actor{});
   RoundTrip(matcher_supervisor_actor{});
 }

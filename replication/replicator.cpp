@@ -1,0 +1,527 @@
+#include "replication/replicator.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "common/path.hpp"
+#include "messages/cluster.pb.h"
+#include "storage/hlc.hpp"
+
+namespace kvmesh::replication {
+namespace {
+
+bool Contains(const std::vector<uint64_t>& ids, uint64_t id) {
+  return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+}  // namespace
+
+Replicator::Replicator(const Options& options, storage::DatabaseStore* store, Transport* transport,
+                       ReplicaSet replicas)
+    : options_(options), store_(store), transport_(transport) {
+  OnReplicaSet(std::move(replicas));
+}
+
+bool Replicator::Blocked(uint64_t from, uint64_t to) const {
+  return options_.faults && options_.faults->Blocked(from, to);
+}
+
+/// The peer an answer is for, or null if it was given up on (or removed) since the request was
+/// sent: a late answer must not touch the state of a newer exchange.
+Replicator::Peer* Replicator::CurrentPeer(uint64_t peer_id, uint64_t generation) {
+  if (dropped_) return nullptr;
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end() || it->second.generation != generation) return nullptr;
+  return &it->second;
+}
+
+bool Replicator::Current(uint64_t peer_id, uint64_t generation) const {
+  auto it = peers_.find(peer_id);
+  return !dropped_ && it != peers_.end() && it->second.generation == generation;
+}
+
+/// True if `p` is known to hold every write this replica holds.
+bool Replicator::InSync(const Peer& p) const {
+  return p.vector_known && p.vector.Includes(store_->version_vector());
+}
+
+// -- Pending writes -------------------------------------------------------------------------------
+
+bool Replicator::WritesWait() const {
+  return std::max<uint32_t>(1, replicas_.required_acks) > 1;
+}
+
+/// Settles write `id` if it has its acknowledgements, or can no longer get them.
+void Replicator::Settle(uint64_t id) {
+  auto it = writes_.find(id);
+  if (it == writes_.end()) return;
+  const PendingWrite w = it->second;
+  if (w.acks >= w.needed) {
+    writes_.erase(it);
+    transport_->AnswerWriter(id, Status::OK());
+  } else if (w.acks + w.outstanding < w.needed) {
+    writes_.erase(it);
+    transport_->AnswerWriter(
+        id, Status::Unavailable(
+                "write to database " + Quote(store_->path()) + " reached " +
+                std::to_string(w.acks) + " of the " + std::to_string(w.needed) +
+                " replicas that replication.min requires; it may still be applied (replicas: " +
+                FormatNodeIds(replicas_.nodes) + ")"));
+  }
+}
+
+void Replicator::Acknowledge(const std::vector<uint64_t>& ids, bool ok) {
+  for (uint64_t id : ids) {
+    auto it = writes_.find(id);
+    if (it == writes_.end()) continue;
+    --it->second.outstanding;
+    if (ok) ++it->second.acks;
+    Settle(id);
+  }
+}
+
+void Replicator::OnLocalWrite(const std::string& delta, uint64_t write_id) {
+  if (dropped_) return;
+  const uint32_t needed = std::max<uint32_t>(1, replicas_.required_acks);
+  if (needed <= 1) {
+    if (!peers_.empty() && !delta.empty()) Push(delta, 0);
+    return;
+  }
+  if (delta.empty()) {  // the write changed nothing (an empty batch)
+    transport_->AnswerWriter(write_id, Status::OK());
+    return;
+  }
+  writes_.emplace(write_id, PendingWrite{1, static_cast<uint32_t>(peers_.size()), needed});
+  Settle(write_id);  // fails at once if there are too few peers
+  if (writes_.count(write_id) > 0) Push(delta, write_id);
+}
+
+/// Answers every write still waiting for acknowledgements (the owner stops).
+void Replicator::FailPendingWrites() {
+  for (auto& [peer_id, p] : peers_) GiveUp(peer_id);
+  auto writes = std::move(writes_);
+  writes_.clear();
+  for (auto& [id, w] : writes) {
+    transport_->AnswerWriter(
+        id, Status::Unavailable("database " + Quote(store_->path()) +
+                                " stopped before the write reached the replicas that "
+                                "replication.min requires; it may still be applied"));
+  }
+}
+
+void Replicator::Stop() {
+  FailPendingWrites();
+}
+
+// -- Peers ----------------------------------------------------------------------------------------
+
+/// Gives up on what is queued for and in flight to `peer_id` (unreachable, partitioned, or out of
+/// the replica set): its writes stop waiting for it; anti-entropy repairs it later.
+void Replicator::GiveUp(uint64_t peer_id) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  auto& p = it->second;
+  p.generation = ++last_generation_;
+  p.reachable = false;
+  p.resolving = false;
+  p.push_in_flight = false;
+  p.sync_in_flight = false;
+  p.queued.clear();
+  auto queued = std::move(p.queued_writes);
+  auto inflight = std::move(p.inflight_writes);
+  p.queued_writes.clear();
+  p.inflight_writes.clear();
+  Acknowledge(queued, false);
+  Acknowledge(inflight, false);
+}
+
+/// After a failed request to a peer: a stopped or unreachable replica is looked up again later.
+void Replicator::Forget(uint64_t peer_id, const std::string& reason) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  spdlog::debug("database {}: replica on {} failed: {}", Quote(store_->path()),
+                FormatNodeId(peer_id), reason);
+  it->second.found = false;
+  GiveUp(peer_id);
+}
+
+void Replicator::OnRequestFailed(uint64_t peer, uint64_t generation, const std::string& reason) {
+  if (CurrentPeer(peer, generation) != nullptr) Forget(peer, reason);
+}
+
+void Replicator::OnPeerDown(uint64_t peer) {
+  auto it = peers_.find(peer);
+  if (dropped_ || it == peers_.end() || !it->second.found) return;
+  it->second.found = false;
+  GiveUp(peer);
+}
+
+/// True if `p` (peer `peer_id`) can be sent to now. Otherwise gives up on a partitioned peer, or
+/// starts looking up one whose replica is unknown (which sends when it is found).
+bool Replicator::ReadyToSend(uint64_t peer_id, Peer& p) {
+  if (Blocked(options_.node_id, peer_id)) {
+    GiveUp(peer_id);
+    return false;
+  }
+  if (!p.found) {
+    Resolve(peer_id);
+    return false;
+  }
+  return true;
+}
+
+/// Looks up the peer's replica (instantiating it there), then flushes its queue and starts an
+/// anti-entropy exchange with it.
+void Replicator::Resolve(uint64_t peer_id) {
+  auto& p = peers_[peer_id];
+  if (p.resolving) return;
+  if (Blocked(options_.node_id, peer_id)) {
+    GiveUp(peer_id);
+    return;
+  }
+  p.resolving = true;
+  spdlog::debug("database {}: looking up its replica on {}", Quote(store_->path()),
+                FormatNodeId(peer_id));
+  transport_->Lookup(peer_id, p.generation);
+}
+
+void Replicator::OnLookupAnswered(uint64_t peer_id, uint64_t generation, bool found) {
+  Peer* p = CurrentPeer(peer_id, generation);
+  if (p == nullptr) return;
+  p->resolving = false;
+  if (!found) return;
+  p->found = true;
+  p->reachable = true;
+  Flush(peer_id);
+  if (!p->sync_in_flight) Pull(peer_id, kMaxChunksPerRound);
+}
+
+// -- Pushes ---------------------------------------------------------------------------------------
+
+/// Sends the peer what is queued for it, unless a push is on its way (then it goes when that
+/// one is answered: this is how pushes batch).
+void Replicator::Flush(uint64_t peer_id) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  auto& p = it->second;
+  if (p.push_in_flight || p.queued.empty() || !ReadyToSend(peer_id, p)) return;
+  std::string payload = std::move(p.queued);
+  p.queued.clear();
+  p.inflight_writes = std::move(p.queued_writes);
+  p.queued_writes.clear();
+  p.push_in_flight = true;
+  LinkFaults::DeltaFate fate;
+  if (options_.faults) fate = options_.faults->NextDeltaFate();
+  if (fate.drop) {
+    // As if the link lost it: the writes do not count this replica.
+    p.push_in_flight = false;
+    auto lost = std::move(p.inflight_writes);
+    p.inflight_writes.clear();
+    Acknowledge(lost, false);
+    Flush(peer_id);
+    return;
+  }
+  if (fate.duplicate) transport_->PushDuplicate(peer_id, payload, fate.duplicate_delay_ms);
+  transport_->Push(peer_id, p.generation, std::move(payload));
+}
+
+void Replicator::OnPushAnswered(uint64_t peer_id, uint64_t generation, bool ok) {
+  Peer* p = CurrentPeer(peer_id, generation);
+  if (p == nullptr) return;
+  p->push_in_flight = false;
+  auto done = std::move(p->inflight_writes);
+  p->inflight_writes.clear();
+  Acknowledge(done, ok);
+  Flush(peer_id);
+}
+
+/// Queues a delta for every peer; `write_id` 0 means nobody waits for it.
+void Replicator::Push(const std::string& delta, uint64_t write_id) {
+  for (auto& [peer_id, p] : peers_) {
+    if (Contains(replicas_.unreachable, peer_id) ||
+        p.queued.size() + delta.size() > options_.max_queued_bytes) {
+      // Not waited for: membership sees it down, or it is too far behind. Anti-entropy catches
+      // it up.
+      if (write_id != 0) Acknowledge({write_id}, false);
+      continue;
+    }
+    p.queued += delta;
+    if (write_id != 0) p.queued_writes.push_back(write_id);
+    Flush(peer_id);
+  }
+}
+
+/// Applies a delta from another replica and counts what it brought.
+Status Replicator::ApplyFromPeer(const std::string& delta) {
+  storage::DatabaseStore::ApplyResult result;
+  Status s = store_->ApplyDelta(delta, &result);
+  if (s.ok()) {
+    entries_received_ += result.applied + result.skipped;
+    entries_applied_ += result.applied;
+  }
+  return s;
+}
+
+Status Replicator::OnPushReceived(uint64_t from, const std::string& delta) {
+  if (Blocked(from, options_.node_id)) {
+    return Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)");
+  }
+  Status s = ApplyFromPeer(delta);
+  if (!s.ok()) {
+    spdlog::warn("database {}: refused a delta from {}: {}", Quote(store_->path()),
+                 FormatNodeId(from), s.ToString());
+  }
+  return s;
+}
+
+// -- Anti-entropy ---------------------------------------------------------------------------------
+
+Status Replicator::AnswerPull(uint64_t from, const std::string& vector, std::string* out) {
+  if (Blocked(from, options_.node_id)) {
+    return Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)");
+  }
+  storage::VersionVector theirs;
+  if (!storage::VersionVector::Parse(vector, &theirs)) {
+    return Status::InvalidArgument("sync: not a version vector");
+  }
+  proto::SyncReply reply;
+  bool more = false;
+  Status s = store_->DeltaSince(theirs, options_.chunk_bytes, reply.mutable_delta(), &more);
+  if (!s.ok()) return s;
+  reply.set_more(more);
+  reply.mutable_sender_vector()->ParseFromString(store_->version_vector().Serialize());
+  // The asker's vector is what it has now: good enough to learn from without a round.
+  auto peer = peers_.find(from);
+  if (peer != peers_.end()) {
+    peer->second.vector = std::move(theirs);
+    peer->second.vector_known = true;
+  }
+  *out = reply.SerializeAsString();
+  return Status::OK();
+}
+
+/// One anti-entropy exchange with a peer: pull what we lack (repeating while the answer was cut
+/// at its budget); when handing our copy over, also push what it lacks and pull again to learn
+/// its new vector. At most `chunks_left` more chunks go either way in this exchange.
+void Replicator::Pull(uint64_t peer_id, int chunks_left) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  auto& p = it->second;
+  if (!ReadyToSend(peer_id, p)) return;
+  p.sync_in_flight = true;
+  p.chunks_left = chunks_left;
+  transport_->Pull(peer_id, p.generation, store_->version_vector().Serialize());
+}
+
+void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genuine,
+                                const std::string& bytes) {
+  Peer* found = CurrentPeer(peer_id, generation);
+  if (found == nullptr) return;
+  auto& peer = *found;
+  proto::SyncReply reply;
+  storage::VersionVector theirs;
+  if (!genuine || !reply.ParseFromString(bytes) ||
+      !storage::VersionVector::Parse(reply.sender_vector().SerializeAsString(), &theirs)) {
+    spdlog::warn("database {}: malformed anti-entropy answer from {}", Quote(store_->path()),
+                 FormatNodeId(peer_id));
+    peer.sync_in_flight = false;
+    return;
+  }
+  Status s = ApplyFromPeer(reply.delta());
+  if (!s.ok()) {
+    spdlog::error("database {}: cannot apply anti-entropy delta from {}: {}", Quote(store_->path()),
+                  FormatNodeId(peer_id), s.ToString());
+    peer.sync_in_flight = false;
+    return;
+  }
+  peer.vector = std::move(theirs);
+  peer.vector_known = true;
+  peer.reachable = true;
+  if (reply.more() && peer.chunks_left > 0) {
+    // Bounded per round like pushes: the next round goes on.
+    Pull(peer_id, peer.chunks_left - 1);
+    return;
+  }
+  FinishExchange(peer_id, peer);
+}
+
+/// After the last pull of an exchange. Replicas pull from each other, so pushing here would send
+/// everything twice; a replica handing its copy over is in nobody's replica set and must push.
+void Replicator::FinishExchange(uint64_t peer_id, Peer& peer) {
+  const auto& mine = store_->version_vector();
+  if (leaving_ && peer.chunks_left > 0 && !peer.vector.Includes(mine)) {
+    std::string delta;
+    bool more = false;
+    Status s = store_->DeltaSince(peer.vector, options_.chunk_bytes, &delta, &more);
+    if (s.ok() && !delta.empty()) {
+      transport_->HandOver(peer_id, peer.generation, std::move(delta));
+      return;
+    }
+  }
+  peer.sync_in_flight = false;
+  AfterRound();
+}
+
+void Replicator::OnHandOverAnswered(uint64_t peer_id, uint64_t generation) {
+  Peer* p = CurrentPeer(peer_id, generation);
+  if (p == nullptr) return;
+  Pull(peer_id, p->chunks_left - 1);
+}
+
+void Replicator::OnSyncTick() {
+  if (dropped_) return;
+  for (auto& [peer_id, p] : peers_) {
+    if (p.sync_in_flight || p.resolving) continue;
+    // A peer whose replica is gone (passivated, or forgotten after an error) is only woken if it
+    // may lack our writes or hold writes we lack: waking idle peers every round would keep every
+    // database of a cluster running. A running peer pulls from us every round, which tells us
+    // its vector (AnswerPull); a passivated one takes no writes, so its last vector stays true.
+    // (Without the second test, found by the chaos check, a replica that had forgotten a peer's
+    // actor never pulled that peer's newer writes, and with pull-only anti-entropy nobody else
+    // sent them.)
+    if (!p.found && InSync(p) && store_->version_vector().Includes(p.vector)) continue;
+    Pull(peer_id, kMaxChunksPerRound);
+  }
+}
+
+/// After an exchange: finish a hand-over, or collect the tombstones every replica has seen.
+void Replicator::AfterRound() {
+  bool all_known = !peers_.empty();
+  storage::VersionVector stable = store_->version_vector();
+  bool all_include_mine = true;
+  bool includes_all_theirs = true;
+  for (auto& [peer_id, p] : peers_) {
+    if (!p.vector_known) {
+      all_known = false;
+      break;
+    }
+    stable = storage::VersionVector::Min(stable, p.vector);
+    if (!p.vector.Includes(store_->version_vector())) all_include_mine = false;
+    // A write a peer has seen and we have not may still be on its way here (a queued push); if
+    // it is older than a tombstone we collected, it would bring the key back.
+    if (!store_->version_vector().Includes(p.vector)) includes_all_theirs = false;
+  }
+  if (!all_known) return;
+  if (leaving_ && all_include_mine) {
+    spdlog::info(
+        "database {}: every new replica ({}) holds this node's writes; dropping the "
+        "local copy",
+        Quote(store_->path()), FormatNodeIds(replicas_.nodes));
+    transport_->Retire();
+    Status s = store_->Drop();
+    if (!s.ok()) {
+      spdlog::error("database {}: cannot drop the local copy: {}", Quote(store_->path()),
+                    s.ToString());
+      return;
+    }
+    FailPendingWrites();
+    dropped_ = true;
+    transport_->Dropped();
+    return;
+  }
+  if (leaving_ || !includes_all_theirs || store_->tombstone_count() == 0) return;
+  CollectTombstones(stable);
+}
+
+/// Collects the tombstones that every replica's vector covers (`stable`) and that are older than
+/// the grace period, so a replica cut off for less than that still receives the deletes.
+void Replicator::CollectTombstones(const storage::VersionVector& stable) {
+  // A sixteenth of the grace period apart, at most a minute: a tombstone goes at most that
+  // much after its grace period, and tombstones kept are not rescanned every round.
+  const auto now =
+      options_.steady_clock ? options_.steady_clock() : std::chrono::steady_clock::now();
+  const auto spacing =
+      std::min<std::chrono::nanoseconds>(options_.tombstone_grace / 16, std::chrono::minutes(1));
+  if (now - last_collection_ < spacing) return;
+  last_collection_ = now;
+  const auto wall = options_.wall_clock ? options_.wall_clock() : std::chrono::system_clock::now();
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(wall.time_since_epoch()).count();
+  const int64_t grace_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.tombstone_grace).count();
+  if (now_ms <= grace_ms) return;
+  const uint64_t max_hlc = storage::hlc::FromMillis(now_ms - grace_ms);
+  uint64_t collected = 0;
+  Status s = store_->CollectTombstones(stable, max_hlc, &collected);
+  if (!s.ok()) {
+    spdlog::error("database {}: tombstone collection failed: {}", Quote(store_->path()),
+                  s.ToString());
+  } else if (collected > 0) {
+    spdlog::debug("database {}: collected {} tombstones", Quote(store_->path()), collected);
+  }
+}
+
+// -- Replica sets and state -----------------------------------------------------------------------
+
+void Replicator::OnReplicaSet(ReplicaSet replicas) {
+  if (dropped_) return;
+  const uint64_t me = options_.node_id;
+  replicas_ = std::move(replicas);
+  leaving_ = !Contains(replicas_.nodes, me);
+  std::vector<uint64_t> gone;
+  for (auto& [peer_id, p] : peers_) {
+    if (!Contains(replicas_.nodes, peer_id)) gone.push_back(peer_id);
+  }
+  for (uint64_t peer_id : gone) {
+    GiveUp(peer_id);
+    peers_.erase(peer_id);
+  }
+  for (uint64_t peer_id : replicas_.nodes) {
+    if (peer_id == me) continue;
+    auto [it, added] = peers_.try_emplace(peer_id);
+    if (added) it->second.generation = ++last_generation_;
+    if (Contains(replicas_.unreachable, peer_id)) {
+      if (it->second.reachable || it->second.push_in_flight || !it->second.queued.empty()) {
+        GiveUp(peer_id);
+      }
+    } else if (added || !it->second.reachable) {
+      // New, or back: exchange at once rather than at the next round.
+      if (!it->second.sync_in_flight) Pull(peer_id, kMaxChunksPerRound);
+    }
+  }
+}
+
+bool Replicator::MayPassivate() const {
+  // A copy being handed over stays up until the new replicas hold it (then it drops it), and a
+  // replica passivates only once every peer holds its writes, so a passivated replica never
+  // holds a write the others lack.
+  if (leaving_) return false;
+  for (const auto& [peer_id, p] : peers_) {
+    if (!InSync(p)) return false;
+  }
+  return true;
+}
+
+ReplicationStatus Replicator::MakeStatus() const {
+  ReplicationStatus out;
+  const DatabaseStats stats = store_->Stats();
+  out.path = store_->path();
+  out.node_id = options_.node_id;
+  out.replicas = replicas_.nodes;
+  out.min = replicas_.min;
+  out.max = replicas_.max;
+  out.required_acks = replicas_.required_acks;
+  out.key_count = stats.key_count;
+  out.used_bytes = stats.used_bytes;
+  out.tombstones = store_->tombstone_count();
+  out.digest = store_->digest();
+  out.version_vector = store_->version_vector().ToString();
+  out.writes_seen = store_->version_vector().Total();
+  out.entries_received = entries_received_;
+  out.entries_applied = entries_applied_;
+  for (const auto& [peer_id, p] : peers_) {
+    PeerReplicaStatus peer;
+    peer.node_id = peer_id;
+    peer.reachable = p.reachable && !Blocked(options_.node_id, peer_id);
+    if (p.vector_known) {
+      peer.version_vector = p.vector.ToString();
+      peer.writes_seen = p.vector.Total();
+    }
+    peer.pending_deltas = p.queued_writes.size() + p.inflight_writes.size();
+    out.peers.push_back(std::move(peer));
+  }
+  return out;
+}
+
+}  // namespace kvmesh::replication

@@ -1,0 +1,244 @@
+// The replication protocol of one replica of one database, as a plain class (no actors).
+//
+// The replica that receives a write applies it locally (assigning its dot), pushes the delta to
+// the other replicas and answers once `required_acks` replicas (itself included) hold it
+// durably; if too few answer, the writer gets kUnavailable saying how many it reached (the write
+// stays applied where it reached and spreads by anti-entropy). Pushes to one peer are sent one at
+// a time; deltas written meanwhile are concatenated and sent together, so pushes batch under
+// load, and each peer's queue is bounded. Anti-entropy: every sync round (and when a peer is
+// reached again) it pulls from each peer what it lacks by version vector, in chunks. Tombstones
+// are collected once every replica's vector covers them and they are older than a grace period.
+// A replica that placement moved elsewhere keeps serving until every new replica holds all its
+// writes, then drops its copy.
+//
+// Who does what: the Replicator owns the protocol state (peers, pending writes, queues, rounds)
+// and decides; a Transport (the database actor, or a test's fake) carries its requests to the
+// peers and brings the answers back as calls of the On...() methods. Every request carries the
+// peer's generation, bumped whenever the Replicator gives up on the peer, so a late answer to an
+// older exchange is ignored. Not thread-safe: one owner calls it (the database actor).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/link_faults.hpp"
+#include "common/replica_set.hpp"
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
+#include "storage/database_store.hpp"
+#include "storage/version_vector.hpp"
+
+namespace kvmesh::replication {
+
+/// What the Replicator sends, and what it tells its owner. Each request to a peer is answered by
+/// exactly one later call on the Replicator (never from inside the Transport call): the matching
+/// On...Answered, or OnRequestFailed(peer, generation, ...).
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  /// Finds peer `peer`'s replica of this database (instantiating it there). Answer:
+  /// OnLookupAnswered, or OnRequestFailed.
+  virtual void Lookup(uint64_t peer, uint64_t generation) = 0;
+
+  /// Pushes `delta` (serialized proto::Delta, possibly several concatenated) to the peer's replica
+  /// found last. Answer: OnPushAnswered once it holds it durably, or OnRequestFailed.
+  virtual void Push(uint64_t peer, uint64_t generation, std::string delta) = 0;
+
+  /// Sends `delta` once more to the peer's replica, after `delay_ms`, and ignores any answer (a
+  /// duplicate made by fault injection).
+  virtual void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) = 0;
+
+  /// Asks the peer's replica for what `vector` (our serialized version vector) lacks. Answer:
+  /// OnPullAnswered with its serialized proto::SyncReply, or OnRequestFailed.
+  virtual void Pull(uint64_t peer, uint64_t generation, std::string vector) = 0;
+
+  /// Hands `delta` (what the peer lacks) over to the peer's replica. Answer: OnHandOverAnswered,
+  /// or OnRequestFailed.
+  virtual void HandOver(uint64_t peer, uint64_t generation, std::string delta) = 0;
+
+  /// Answers the writer of local write `write_id` (see Replicator::OnLocalWrite).
+  virtual void AnswerWriter(uint64_t write_id, Status status) = 0;
+
+  /// The store is about to be dropped: nobody may read it any more.
+  virtual void Retire() = 0;
+
+  /// The local copy was handed over and dropped, and pending writes were answered: the owner
+  /// stops. No call on the Replicator may follow.
+  virtual void Dropped() = 0;
+};
+
+/// What the Replicator of every database of a node needs.
+struct Options {
+  /// This node's id.
+  uint64_t node_id = 0;
+  /// Byte budget of one anti-entropy chunk. Default 1 MiB.
+  size_t chunk_bytes = 1u << 20;
+  /// Bytes of deltas queued for one peer beyond which writes stop waiting for it (it catches up
+  /// by anti-entropy). Default 64 MiB.
+  size_t max_queued_bytes = 64u << 20;
+  /// A tombstone is collected only once it is this old (and every replica has seen it), so a
+  /// replica that was down or cut off for less than this still receives the delete itself when
+  /// it comes back. A replica away for longer may bring deleted keys back: wipe its data dir
+  /// before it rejoins. Default 24 h.
+  std::chrono::nanoseconds tombstone_grace = std::chrono::hours(24);
+  /// Test clusters only (may be null).
+  std::shared_ptr<LinkFaults> faults;
+  /// The wall clock that tombstone ages are measured against; null: system_clock::now. For tests.
+  std::function<std::chrono::system_clock::time_point()> wall_clock;
+  /// The clock that spaces tombstone collections; null: steady_clock::now. For tests.
+  std::function<std::chrono::steady_clock::time_point()> steady_clock;
+};
+
+/// Anti-entropy chunks pulled from or handed over to one peer in one round at most (the next
+/// round goes on).
+inline constexpr int kMaxChunksPerRound = 64;
+
+class Replicator {
+ public:
+  /// Replicates `store` (which must outlive it) through `transport` (likewise), starting with
+  /// replica set `replicas` (see OnReplicaSet).
+  Replicator(const Options& options, storage::DatabaseStore* store, Transport* transport,
+             ReplicaSet replicas);
+
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+
+  // -- Local writes --
+
+  /// True if a local write must wait for acknowledgements of other replicas (replication.min
+  /// above 1), so its writer is answered through Transport::AnswerWriter.
+  bool WritesWait() const;
+
+  /// True if local writes must make deltas (someone needs them).
+  bool NeedsDeltas() const { return !peers_.empty() || WritesWait(); }
+
+  /// Replicates a local write whose delta is `delta` (empty: the write changed nothing). If
+  /// WritesWait(), `write_id` (the caller's, unique, not 0) is answered through
+  /// Transport::AnswerWriter once enough replicas hold the write or too few can, possibly before
+  /// this returns; otherwise nobody waits and `write_id` is unused.
+  void OnLocalWrite(const std::string& delta, uint64_t write_id);
+
+  // -- Requests from peers --
+
+  /// A push from the replica on node `from`: applies `delta`. Error if it is malformed (or the
+  /// link from `from` is cut by fault injection).
+  Status OnPushReceived(uint64_t from, const std::string& delta);
+
+  /// An anti-entropy pull from the replica on node `from`, whose serialized version vector is
+  /// `vector`: sets `*reply` to a serialized proto::SyncReply (what it lacks, bounded by
+  /// Options::chunk_bytes; our vector; whether more remains).
+  Status AnswerPull(uint64_t from, const std::string& vector, std::string* reply);
+
+  // -- Answers to our requests (stale generations are ignored) --
+
+  /// True if an answer to a request to `peer` of `generation` is still awaited: the owner keeps
+  /// what a late answer brings (such as the replica's handle) only if so.
+  bool Current(uint64_t peer, uint64_t generation) const;
+
+  /// The lookup of `peer` answered; `found` is false if the answer is not to be trusted.
+  void OnLookupAnswered(uint64_t peer, uint64_t generation, bool found);
+  /// The peer holds the pushed deltas (`ok`), or the answer is not to be trusted (!ok).
+  void OnPushAnswered(uint64_t peer, uint64_t generation, bool ok);
+  /// The peer's answer to a pull: a serialized proto::SyncReply; `genuine` is false if the answer
+  /// is not to be trusted.
+  void OnPullAnswered(uint64_t peer, uint64_t generation, bool genuine, const std::string& reply);
+  /// The peer took a hand-over chunk.
+  void OnHandOverAnswered(uint64_t peer, uint64_t generation);
+  /// A request to the peer failed (`reason` is for the log): its replica is looked up again later.
+  void OnRequestFailed(uint64_t peer, uint64_t generation, const std::string& reason);
+
+  // -- Other events --
+
+  /// The peer's replica found last went away (the owner monitors it).
+  void OnPeerDown(uint64_t peer);
+  /// A new replica set: peers join and leave, unreachable ones stop being waited for, and a
+  /// replica set without this node starts the hand-over.
+  void OnReplicaSet(ReplicaSet replicas);
+  /// The periodic anti-entropy round.
+  void OnSyncTick();
+  /// The owner stops: gives up on every peer and answers every waiting writer kUnavailable.
+  void Stop();
+
+  // -- State --
+
+  /// True if this replica may passivate: it is not handing over, and every peer is known to hold
+  /// every write it holds (so a passivated replica never holds a write the others lack).
+  bool MayPassivate() const;
+  /// True if placement moved this replica away (it hands its copy over, then drops it).
+  bool leaving() const { return leaving_; }
+  /// Replication status as users see it.
+  ReplicationStatus MakeStatus() const;
+
+ private:
+  struct Peer {
+    /// Its replica was found (and has not failed or gone since): requests can go to it.
+    bool found = false;
+    bool resolving = false;
+    bool reachable = false;
+    /// Its version vector as it last told us.
+    storage::VersionVector vector;
+    bool vector_known = false;
+    /// Deltas waiting to be pushed (serialized proto::Delta) and the writes waiting on them.
+    std::string queued;
+    std::vector<uint64_t> queued_writes;
+    /// The push on its way and the writes waiting on it.
+    bool push_in_flight = false;
+    std::vector<uint64_t> inflight_writes;
+    /// Bumped when the peer is given up on, so late answers to older requests are ignored.
+    uint64_t generation = 0;
+    bool sync_in_flight = false;
+    /// Chunks the current anti-entropy exchange may still pull or hand over.
+    int chunks_left = 0;
+  };
+  struct PendingWrite {
+    uint32_t acks = 1;
+    uint32_t outstanding = 0;
+    uint32_t needed = 1;
+  };
+
+  bool Blocked(uint64_t from, uint64_t to) const;
+  Peer* CurrentPeer(uint64_t peer_id, uint64_t generation);
+  bool InSync(const Peer& p) const;
+  void Settle(uint64_t id);
+  void Acknowledge(const std::vector<uint64_t>& ids, bool ok);
+  void GiveUp(uint64_t peer_id);
+  void Forget(uint64_t peer_id, const std::string& reason);
+  bool ReadyToSend(uint64_t peer_id, Peer& p);
+  void Resolve(uint64_t peer_id);
+  void Flush(uint64_t peer_id);
+  void Push(const std::string& delta, uint64_t write_id);
+  void Pull(uint64_t peer_id, int chunks_left);
+  void FinishExchange(uint64_t peer_id, Peer& p);
+  void AfterRound();
+  void CollectTombstones(const storage::VersionVector& stable);
+  Status ApplyFromPeer(const std::string& delta);
+  void FailPendingWrites();
+
+  const Options options_;
+  storage::DatabaseStore* const store_;
+  Transport* const transport_;
+  ReplicaSet replicas_;
+  /// True when placement no longer lists this node: hand the data over, then drop it.
+  bool leaving_ = false;
+  std::map<uint64_t, Peer> peers_;
+  std::unordered_map<uint64_t, PendingWrite> writes_;
+  /// Records received from peers (pushes and anti-entropy), and those that changed a key.
+  uint64_t entries_received_ = 0;
+  uint64_t entries_applied_ = 0;
+  /// When tombstones were last looked at for collection: each look scans those the replicas
+  /// have all seen, including the ones kept for their grace period, so looks are spaced out.
+  std::chrono::steady_clock::time_point last_collection_{};
+  /// Source of Peer::generation values: never reused, even by a peer removed and added again.
+  uint64_t last_generation_ = 0;
+  /// Set once the copy was dropped: no more work.
+  bool dropped_ = false;
+};
+
+}  // namespace kvmesh::replication

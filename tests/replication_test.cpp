@@ -1,0 +1,618 @@
+// The replication protocol (replication/replicator.hpp) without actors: two or three replicas,
+// each a Replicator over a real DatabaseStore in its own Store, connected by a fake network that
+// the test drives message by message (deliver, drop, duplicate, reorder, fail). One test per
+// rule of the protocol; each names its rule.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/path.hpp"
+#include "replication/replicator.hpp"
+#include "storage/database_store.hpp"
+#include "storage/store.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh::replication {
+namespace {
+
+constexpr char kPath[] = "/repl/db";
+constexpr uint64_t kBigLimit = 1ull << 40;
+/// Bound of every delivery loop: far more messages than any test needs.
+constexpr int kMaxSteps = 10000;
+
+class Net;
+
+/// A message on the fake network: a request from `from` to `to`, or the answer to one (sent back
+/// to `to` = the asker).
+struct Message {
+  enum Kind { kLookup, kPush, kPull, kHandOver, kAnswer } kind;
+  uint64_t from = 0;
+  uint64_t to = 0;
+  uint64_t generation = 0;
+  std::string payload;
+  /// For answers: what was asked, and whether it succeeded (else the request failed).
+  Kind answers = kLookup;
+  bool ok = true;
+};
+
+/// One replica: a store, its database, and a Replicator whose transport sends into the Net.
+class Replica : public Transport {
+ public:
+  Replica(Net* net, Options options, ReplicaSet replicas);
+
+  uint64_t id() const { return options_.node_id; }
+  storage::DatabaseStore& db() { return *db_; }
+  Replicator& replicator() { return *replicator_; }
+
+  /// A local write of `key` = `value` (or a delete if `erase`); returns its write id.
+  uint64_t Write(const std::string& key, const std::string& value, bool erase = false) {
+    std::string delta;
+    std::string* out = replicator_->NeedsDeltas() ? &delta : nullptr;
+    Status s = erase ? db_->Erase(key, out) : db_->Put(key, value, out);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    const uint64_t id = ++last_write_id_;
+    last_delta = delta;
+    replicator_->OnLocalWrite(delta, id);
+    return id;
+  }
+  std::string Get(const std::string& key) {
+    std::string value;
+    Status s = db_->Get(key, &value);
+    return s.ok() ? value : "<" + s.ToString() + ">";
+  }
+  /// The answer to write `id`, if it was answered.
+  const Status* Answer(uint64_t id) const {
+    auto it = answers_.find(id);
+    return it == answers_.end() ? nullptr : &it->second;
+  }
+  bool dropped() const { return dropped_; }
+  /// The delta of the last local write.
+  std::string last_delta;
+  /// The replica's actor goes away (passivated, crashed): requests to it fail until it is looked
+  /// up again, which brings it back.
+  bool up = true;
+
+  // Transport
+  void Lookup(uint64_t peer, uint64_t generation) override;
+  void Push(uint64_t peer, uint64_t generation, std::string delta) override;
+  void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) override;
+  void Pull(uint64_t peer, uint64_t generation, std::string vector) override;
+  void HandOver(uint64_t peer, uint64_t generation, std::string delta) override;
+  void AnswerWriter(uint64_t write_id, Status status) override {
+    EXPECT_EQ(answers_.count(write_id), 0u) << "write " << write_id << " answered twice";
+    answers_[write_id] = status;
+  }
+  void Retire() override { retired_ = true; }
+  void Dropped() override {
+    EXPECT_TRUE(retired_) << "dropped before direct reads were retired";
+    dropped_ = true;
+  }
+
+ private:
+  void Send(Message::Kind kind, uint64_t peer, uint64_t generation, std::string payload);
+
+  Net* net_;
+  Options options_;
+  kvmesh::testing::TempDir dir_;
+  std::shared_ptr<storage::Store> store_;
+  std::unique_ptr<storage::DatabaseStore> db_;
+  std::unique_ptr<Replicator> replicator_;
+  std::map<uint64_t, Status> answers_;
+  uint64_t last_write_id_ = 0;
+  bool retired_ = false;
+  bool dropped_ = false;
+};
+
+/// The network between replicas: a queue of messages the test delivers one at a time.
+class Net {
+ public:
+  /// Node ids of the replicas, in the order they were added.
+  std::vector<uint64_t> ids;
+  std::deque<Message> queue;
+
+  /// Adds a replica with node id `id` (ids are chosen by the test, 1, 2, 3...).
+  Replica& Add(uint64_t id, ReplicaSet replicas, Options options = {}) {
+    options.node_id = id;
+    ids.push_back(id);
+    auto replica = std::make_unique<Replica>(this, options, replicas);
+    return *(replicas_[id] = std::move(replica));
+  }
+  Replica& operator[](uint64_t id) { return *replicas_.at(id); }
+
+  /// Index of the first queued message of `kind` from `from` to `to`, or -1.
+  int Find(Message::Kind kind, uint64_t from, uint64_t to) const {
+    for (size_t i = 0; i < queue.size(); ++i) {
+      const Message& m = queue[i];
+      if (m.kind == kind && m.from == from && m.to == to) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  size_t Count(Message::Kind kind, uint64_t from, uint64_t to) const {
+    size_t n = 0;
+    for (const auto& m : queue) n += m.kind == kind && m.from == from && m.to == to;
+    return n;
+  }
+
+  /// Takes message `i` off the queue (lost).
+  Message Take(size_t i) {
+    Message m = queue.at(i);
+    queue.erase(queue.begin() + i);
+    return m;
+  }
+  /// Delivers message `i`: a request is served by its receiver, whose answer is queued; an
+  /// answer is handed to the asker's Replicator.
+  void Deliver(size_t i) { Handle(Take(i)); }
+  /// Delivers a copy of message `i` and leaves it queued (a duplicate).
+  void DeliverCopy(size_t i) { Handle(queue.at(i)); }
+  /// The request `i` fails (a timeout, a lost connection): the asker hears so.
+  void Fail(size_t i) {
+    Message m = Take(i);
+    ASSERT_NE(m.kind, Message::kAnswer);
+    Message answer{Message::kAnswer, m.to, m.from, m.generation, "", m.kind, false};
+    Handle(answer);
+  }
+  /// Delivers every message, including those sent meanwhile, in order.
+  void DeliverAll() {
+    for (int steps = 0; !queue.empty(); ++steps) {
+      ASSERT_LT(steps, kMaxSteps) << "replicas never went quiet";
+      Deliver(0);
+    }
+  }
+  /// One anti-entropy round of every replica, delivered.
+  void SyncRound() {
+    for (uint64_t id : ids) {
+      if (!(*this)[id].dropped()) (*this)[id].replicator().OnSyncTick();
+    }
+    DeliverAll();
+  }
+
+ private:
+  void Handle(const Message& m) {
+    if (m.kind == Message::kAnswer) {
+      Replica& asker = (*this)[m.to];
+      if (asker.dropped()) return;
+      Replicator& r = asker.replicator();
+      if (!m.ok) {
+        r.OnRequestFailed(m.from, m.generation, "failed by the test");
+        return;
+      }
+      switch (m.answers) {
+        case Message::kLookup:
+          r.OnLookupAnswered(m.from, m.generation, true);
+          break;
+        case Message::kPush:
+          r.OnPushAnswered(m.from, m.generation, true);
+          break;
+        case Message::kPull:
+          r.OnPullAnswered(m.from, m.generation, true, m.payload);
+          break;
+        case Message::kHandOver:
+          r.OnHandOverAnswered(m.from, m.generation);
+          break;
+        case Message::kAnswer:
+          FAIL();
+      }
+      return;
+    }
+    Message answer{Message::kAnswer, m.to, m.from, m.generation, "", m.kind, true};
+    if (replicas_.count(m.to) == 0) {  // a node the test did not start: unreachable
+      answer.ok = false;
+      queue.push_back(std::move(answer));
+      return;
+    }
+    Replica& to = (*this)[m.to];
+    if (m.kind == Message::kLookup) {
+      to.up = true;  // a lookup instantiates the replica
+    } else if (!to.up || to.dropped()) {
+      answer.ok = false;
+    } else if (m.kind == Message::kPull) {
+      answer.ok = to.replicator().AnswerPull(m.from, m.payload, &answer.payload).ok();
+    } else {
+      answer.ok = to.replicator().OnPushReceived(m.from, m.payload).ok();
+    }
+    queue.push_back(std::move(answer));
+  }
+
+  std::map<uint64_t, std::unique_ptr<Replica>> replicas_;
+};
+
+Replica::Replica(Net* net, Options options, ReplicaSet replicas)
+    : net_(net), options_(std::move(options)) {
+  storage::StoreOptions store_options;
+  store_options.path = dir_ / "data";
+  Status s = storage::Store::Open(store_options, &store_);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  s = store_->OpenDatabase(kPath, "cfg", kBigLimit, &db_);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  replicator_ = std::make_unique<Replicator>(options_, db_.get(), this, std::move(replicas));
+}
+
+void Replica::Send(Message::Kind kind, uint64_t peer, uint64_t generation, std::string payload) {
+  net_->queue.push_back(Message{kind, id(), peer, generation, std::move(payload)});
+}
+void Replica::Lookup(uint64_t peer, uint64_t generation) {
+  Send(Message::kLookup, peer, generation, "");
+}
+void Replica::Push(uint64_t peer, uint64_t generation, std::string delta) {
+  Send(Message::kPush, peer, generation, std::move(delta));
+}
+void Replica::PushDuplicate(uint64_t peer, std::string delta, uint32_t) {
+  Send(Message::kPush, peer, 0, std::move(delta));
+}
+void Replica::Pull(uint64_t peer, uint64_t generation, std::string vector) {
+  Send(Message::kPull, peer, generation, std::move(vector));
+}
+void Replica::HandOver(uint64_t peer, uint64_t generation, std::string delta) {
+  Send(Message::kHandOver, peer, generation, std::move(delta));
+}
+
+/// Link faults a test sets: drops the next `drop_next` pushes.
+class FakeFaults : public LinkFaults {
+ public:
+  int drop_next = 0;
+  bool Blocked(uint64_t, uint64_t) const override { return false; }
+  DeltaFate NextDeltaFate() override {
+    DeltaFate fate;
+    if (drop_next > 0) {
+      --drop_next;
+      fate.drop = true;
+    }
+    return fate;
+  }
+};
+
+ReplicaSet Set(std::vector<uint64_t> nodes, uint32_t required_acks,
+               std::vector<uint64_t> unreachable = {}) {
+  ReplicaSet out;
+  out.nodes = std::move(nodes);
+  out.unreachable = std::move(unreachable);
+  out.required_acks = required_acks;
+  out.min = required_acks;
+  out.max = static_cast<uint32_t>(out.nodes.size());
+  return out;
+}
+
+/// Brings every replica in `net` up to date with each other (lookups, pulls) and checks it.
+void Converge(Net& net) {
+  net.DeliverAll();
+  net.SyncRound();
+  net.SyncRound();
+  for (uint64_t id : net.ids) {
+    EXPECT_EQ(net[id].db().digest(), net[net.ids[0]].db().digest()) << "replica " << id;
+  }
+}
+
+// -------------------------------------------------------------------------------------------------
+
+TEST(ReplicationTest, DuplicateAndReorderedDeltasChangeNothing) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  Converge(net);
+  net[1].Write("k", "v1");
+  ASSERT_EQ(net.Count(Message::kPush, 1, 2), 1u);
+  const Message first = net.queue[net.Find(Message::kPush, 1, 2)];
+  net.DeliverCopy(net.Find(Message::kPush, 1, 2));  // delivered twice
+  net.DeliverAll();
+  net[1].Write("k", "v2");
+  net.DeliverAll();
+  // The first push arrives once more, after the second (a late duplicate).
+  net.queue.push_back(first);
+  net.DeliverAll();
+  EXPECT_EQ(net[2].Get("k"), "v2");
+  EXPECT_EQ(net[2].db().digest(), net[1].db().digest());
+  EXPECT_EQ(net[2].db().version_vector(), net[1].db().version_vector());
+}
+
+TEST(ReplicationTest, OutOfOrderDeltasFillTheirGap) {
+  auto faults = std::make_shared<FakeFaults>();
+  Options options;
+  options.faults = faults;
+  Net net;
+  net.Add(1, Set({1, 2}, 1), options);
+  net.Add(2, Set({1, 2}, 1), options);
+  Converge(net);
+  // The link loses the push of the first write; the second one arrives first.
+  faults->drop_next = 1;
+  net[1].Write("a", "1");
+  const std::string first = net[1].last_delta;
+  EXPECT_EQ(net.Count(Message::kPush, 1, 2), 0u);
+  net[1].Write("b", "2");
+  net.DeliverAll();
+  EXPECT_EQ(net[2].Get("b"), "2");
+  EXPECT_FALSE(net[2].db().version_vector().Includes(net[1].db().version_vector()));
+  // The first write's delta arrives late (a delayed duplicate): it fills the gap.
+  net.queue.push_back(Message{Message::kPush, 1, 2, 0, first});
+  net.DeliverAll();
+  EXPECT_EQ(net[2].Get("a"), "1");
+  EXPECT_EQ(net[2].db().version_vector(), net[1].db().version_vector());
+}
+
+TEST(ReplicationTest, PeerThatGoesAwayIsLookedUpAgain) {
+  Net net;
+  net.Add(1, Set({1, 2}, 2));
+  net.Add(2, Set({1, 2}, 2));
+  Converge(net);
+  // Peer 2's replica goes away (passivated); its node tells node 1 its actor is down.
+  net[2].up = false;
+  net[1].replicator().OnPeerDown(2);
+  const uint64_t w = net[1].Write("k", "v");
+  // The write is not sent to the old replica: it is looked up again first, then pushed.
+  EXPECT_EQ(net.Count(Message::kPush, 1, 2), 0u);
+  ASSERT_EQ(net.Count(Message::kLookup, 1, 2), 1u);
+  net.DeliverAll();
+  ASSERT_NE(net[1].Answer(w), nullptr);
+  EXPECT_TRUE(net[1].Answer(w)->ok()) << net[1].Answer(w)->ToString();
+  EXPECT_EQ(net[2].Get("k"), "v");
+}
+
+TEST(ReplicationTest, FailedRequestForgetsThePeerUntilLookedUpAgain) {
+  Net net;
+  net.Add(1, Set({1, 2}, 2));
+  net.Add(2, Set({1, 2}, 2));
+  Converge(net);
+  net[2].up = false;  // its actor stopped; node 1 has not heard
+  const uint64_t w1 = net[1].Write("k", "v1");
+  net.DeliverAll();  // the push fails
+  ASSERT_NE(net[1].Answer(w1), nullptr);
+  EXPECT_EQ(net[1].Answer(w1)->code(), Code::kUnavailable);
+  // The next write looks the peer up again rather than sending to the replica that failed.
+  const uint64_t w2 = net[1].Write("k", "v2");
+  EXPECT_EQ(net.Count(Message::kLookup, 1, 2), 1u);
+  EXPECT_EQ(net.Count(Message::kPush, 1, 2), 0u);
+  net.DeliverAll();
+  ASSERT_NE(net[1].Answer(w2), nullptr);
+  EXPECT_TRUE(net[1].Answer(w2)->ok());
+  EXPECT_EQ(net[2].Get("k"), "v2");
+}
+
+TEST(ReplicationTest, WriteSucceedsOnceMinReplicasHoldIt) {
+  Net net;
+  net.Add(1, Set({1, 2, 3}, 2));
+  net.Add(2, Set({1, 2, 3}, 2));
+  net.Add(3, Set({1, 2, 3}, 2));
+  Converge(net);
+  const uint64_t w = net[1].Write("k", "v");
+  EXPECT_EQ(net[1].Answer(w), nullptr) << "answered before any peer held the write";
+  net.Deliver(net.Find(Message::kPush, 1, 2));
+  net.Deliver(net.Find(Message::kAnswer, 2, 1));
+  ASSERT_NE(net[1].Answer(w), nullptr);
+  EXPECT_TRUE(net[1].Answer(w)->ok());
+  EXPECT_EQ(net.Count(Message::kPush, 1, 3), 1u) << "the third replica still gets it";
+}
+
+TEST(ReplicationTest, UnreachablePeersAreNotWaitedFor) {
+  Net net;
+  net.Add(1, Set({1, 2, 3}, 2, {3}));
+  net.Add(2, Set({1, 2, 3}, 2, {3}));
+  Converge(net);
+  const uint64_t w1 = net[1].Write("a", "1");
+  EXPECT_EQ(net.Count(Message::kPush, 1, 3), 0u);
+  net.DeliverAll();
+  ASSERT_NE(net[1].Answer(w1), nullptr);
+  EXPECT_TRUE(net[1].Answer(w1)->ok());
+  // With the other peer failing, the unreachable one cannot make up the count: the writer hears
+  // at once rather than at a timeout.
+  const uint64_t w2 = net[1].Write("b", "2");
+  net.Fail(net.Find(Message::kPush, 1, 2));
+  ASSERT_NE(net[1].Answer(w2), nullptr);
+  EXPECT_EQ(net[1].Answer(w2)->code(), Code::kUnavailable);
+}
+
+TEST(ReplicationTest, TooFewReplicasFailsAtOnceWithTheExactMessage) {
+  Net net;
+  net.Add(1, Set({1, 2}, 3));
+  const uint64_t w = net[1].Write("k", "v");
+  ASSERT_NE(net[1].Answer(w), nullptr) << "not answered at once";
+  EXPECT_EQ(net[1].Answer(w)->code(), Code::kUnavailable);
+  EXPECT_EQ(net[1].Answer(w)->message(),
+            "write to database " + Quote(kPath) +
+                " reached 1 of the 3 replicas that replication.min requires; it may still be "
+                "applied (replicas: " +
+                FormatNodeIds({1, 2}) + ")");
+  EXPECT_EQ(net[1].Get("k"), "v") << "the write stays applied locally";
+}
+
+TEST(ReplicationTest, QueueByteBoundStopsWaitingForASlowPeer) {
+  Net net;
+  Options options;
+  options.max_queued_bytes = 1500;  // one ~1 KB delta fits, two do not
+  net.Add(1, Set({1, 2}, 2), options);
+  net.Add(2, Set({1, 2}, 2), options);
+  Converge(net);
+  const std::string value(1000, 'x');
+  const uint64_t w1 = net[1].Write("a", value);  // in flight
+  const uint64_t w2 = net[1].Write("b", value);  // queued behind it
+  const uint64_t w3 = net[1].Write("c", value);  // beyond the bound: not waited for
+  EXPECT_EQ(net[1].Answer(w1), nullptr);
+  EXPECT_EQ(net[1].Answer(w2), nullptr);
+  ASSERT_NE(net[1].Answer(w3), nullptr) << "waited for a peer whose queue is full";
+  EXPECT_EQ(net[1].Answer(w3)->code(), Code::kUnavailable);
+  net.DeliverAll();
+  EXPECT_TRUE(net[1].Answer(w1) && net[1].Answer(w1)->ok());
+  EXPECT_TRUE(net[1].Answer(w2) && net[1].Answer(w2)->ok());
+  EXPECT_EQ(net[2].Get("c").front(), '<') << "a write beyond the bound was queued";
+  // Anti-entropy catches the peer up.
+  net.SyncRound();
+  EXPECT_EQ(net[2].Get("c"), value);
+}
+
+TEST(ReplicationTest, PullContinuesWhileTheAnswerIsCut) {
+  Net net;
+  Options options;
+  options.chunk_bytes = 256;
+  net.Add(1, Set({1}, 1), options);
+  for (int i = 0; i < 20; ++i) net[1].Write("k" + std::to_string(i), std::string(100, 'v'));
+  // A new replica joins and pulls everything: more than one chunk, in one exchange.
+  net[1].replicator().OnReplicaSet(Set({1, 2}, 1));
+  net.queue.clear();  // node 1's own exchange with the newcomer is not what this test is about
+  net.Add(2, Set({1, 2}, 1), options);
+  size_t pulls = 0;
+  for (int steps = 0; !net.queue.empty(); ++steps) {
+    ASSERT_LT(steps, kMaxSteps);
+    pulls += net.queue.front().kind == Message::kPull && net.queue.front().from == 2;
+    net.Deliver(0);
+  }
+  EXPECT_GT(pulls, 2u);
+  EXPECT_EQ(net[2].db().version_vector(), net[1].db().version_vector());
+  EXPECT_EQ(net[2].db().digest(), net[1].db().digest());
+}
+
+TEST(ReplicationTest, HandOverDropsOnlyWhenEveryNewReplicaHoldsAllWrites) {
+  Net net;
+  net.Add(1, Set({1}, 1));
+  for (int i = 0; i < 5; ++i) net[1].Write("k" + std::to_string(i), "v");
+  const storage::VersionVector written = net[1].db().version_vector();
+  // Placement moves the database to nodes 2 and 3; node 1 hands its copy over.
+  net.Add(2, Set({2, 3}, 1));
+  net.Add(3, Set({2, 3}, 1));
+  net.DeliverAll();
+  net[1].replicator().OnReplicaSet(Set({2, 3}, 1));
+  EXPECT_TRUE(net[1].replicator().leaving());
+  // Node 1 reaches node 3 first and learns its vector, but the hand-over to it fails; node 3
+  // stays without node 1's writes. Then node 1 fills node 2.
+  auto between_1_and_2 = [](const Message& m) {
+    return (m.from == 1 && m.to == 2) || (m.from == 2 && m.to == 1);
+  };
+  for (int steps = 0;; ++steps) {
+    ASSERT_LT(steps, kMaxSteps);
+    auto it = std::find_if(net.queue.begin(), net.queue.end(),
+                           [&](const Message& m) { return !between_1_and_2(m); });
+    if (it == net.queue.end()) break;
+    const size_t i = it - net.queue.begin();
+    if (it->kind == Message::kHandOver && it->to == 3) {
+      net.Fail(i);
+    } else {
+      net.Deliver(i);
+    }
+  }
+  EXPECT_EQ(net[3].Get("k4").front(), '<');
+  net.DeliverAll();
+  EXPECT_EQ(net[2].Get("k4"), "v");
+  EXPECT_FALSE(net[1].dropped()) << "dropped while node 3 may lack its writes";
+  EXPECT_FALSE(net[1].replicator().MayPassivate());
+  net.SyncRound();
+  EXPECT_TRUE(net[1].dropped());
+  for (uint64_t id : {2, 3}) {
+    EXPECT_TRUE(net[id].db().version_vector().Includes(written)) << id;
+    EXPECT_EQ(net[id].Get("k0"), "v") << id;
+  }
+}
+
+TEST(ReplicationTest, TombstoneCollectedOnlyWhenEveryReplicaCoversItAndItIsOlderThanTheGrace) {
+  auto wall =
+      std::make_shared<std::chrono::system_clock::time_point>(std::chrono::system_clock::now());
+  auto steady =
+      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  Options options;
+  options.tombstone_grace = std::chrono::hours(1);
+  options.wall_clock = [wall] { return *wall; };
+  // Collections are spaced out (by a minute here); each step below is an hour later.
+  options.steady_clock = [steady] { return *steady; };
+  Net net;
+  net.Add(1, Set({1, 2}, 1), options);
+  net.Add(2, Set({1, 2}, 1), options);
+  Converge(net);
+  net[1].Write("k", "v");
+  net.DeliverAll();
+  net[1].Write("k", "", /*erase=*/true);
+  net.Take(net.Find(Message::kPush, 1, 2));  // node 2 has not seen the delete
+  // Old enough, but node 2's vector lacks it.
+  *wall += std::chrono::hours(2);
+  *steady += std::chrono::hours(1);
+  net[1].replicator().OnSyncTick();
+  net.Deliver(net.Find(Message::kPull, 1, 2));
+  net.Deliver(net.Find(Message::kAnswer, 2, 1));
+  EXPECT_EQ(net[1].db().tombstone_count(), 1u) << "collected before every replica saw it";
+  // Every replica saw it, but it is younger than the grace period (half an hour old).
+  *wall -= std::chrono::minutes(90);
+  for (int round = 0; round < 2; ++round) {
+    *steady += std::chrono::hours(1);
+    net.SyncRound();
+  }
+  ASSERT_EQ(net[2].Get("k").front(), '<') << "node 2 has the delete";
+  EXPECT_EQ(net[1].db().tombstone_count(), 1u) << "collected within its grace period";
+  // Both.
+  *wall += std::chrono::minutes(90);
+  *steady += std::chrono::hours(1);
+  net.SyncRound();
+  EXPECT_EQ(net[1].db().tombstone_count(), 0u);
+}
+
+TEST(ReplicationTest, TombstoneNotCollectedWhileAPeerHoldsWritesWeLack) {
+  Options options;
+  options.tombstone_grace = std::chrono::nanoseconds(0);  // no grace: only the vectors decide
+  auto wall = std::make_shared<std::chrono::system_clock::time_point>(
+      std::chrono::system_clock::now() + std::chrono::hours(1));
+  options.wall_clock = [wall] { return *wall; };
+  Net net;
+  for (uint64_t id : {1, 2, 3}) net.Add(id, Set({1, 2, 3}, 1), options);
+  Converge(net);
+  net[1].Write("k", "v");
+  net[1].Write("k", "", /*erase=*/true);
+  net.DeliverAll();
+  // Node 3 takes a write whose pushes are lost, then pulls from the others (so they learn its
+  // vector, which covers the tombstone and more).
+  net[3].Write("x", "1");
+  net.Take(net.Find(Message::kPush, 3, 1));
+  net.Take(net.Find(Message::kPush, 3, 2));
+  net[3].replicator().OnSyncTick();
+  net.DeliverAll();
+  // Node 1's round: nobody can reach node 3 now. Every vector covers the tombstone, but node 3
+  // holds a write node 1 lacks, which may be an older put of the deleted key on its way here.
+  net[1].replicator().OnSyncTick();
+  net[2].replicator().OnSyncTick();
+  for (int steps = 0; !net.queue.empty(); ++steps) {
+    ASSERT_LT(steps, kMaxSteps);
+    const Message& m = net.queue.front();
+    if (m.kind != Message::kAnswer && m.to == 3) {
+      net.Fail(0);
+    } else {
+      net.Deliver(0);
+    }
+  }
+  EXPECT_EQ(net[1].Get("x").front(), '<');
+  EXPECT_EQ(net[1].db().tombstone_count(), 1u);
+  // Once node 1 holds it too, the tombstone goes.
+  net.SyncRound();
+  net.SyncRound();
+  EXPECT_EQ(net[1].Get("x"), "1");
+  EXPECT_EQ(net[1].db().tombstone_count(), 0u);
+}
+
+TEST(ReplicationTest, LateAnswerToAnOlderGenerationIsIgnored) {
+  Net net;
+  net.Add(1, Set({1, 2}, 2));
+  net.Add(2, Set({1, 2}, 2));
+  Converge(net);
+  const uint64_t w1 = net[1].Write("a", "1");
+  const Message old_push = net.Take(net.Find(Message::kPush, 1, 2));
+  // Membership sees node 2 down: node 1 gives up on it, and the write fails.
+  net[1].replicator().OnReplicaSet(Set({1, 2}, 2, {2}));
+  ASSERT_NE(net[1].Answer(w1), nullptr);
+  EXPECT_EQ(net[1].Answer(w1)->code(), Code::kUnavailable);
+  // Node 2 is back; a new write is pushed to it.
+  net[1].replicator().OnReplicaSet(Set({1, 2}, 2));
+  net.DeliverAll();
+  const uint64_t w2 = net[1].Write("b", "2");
+  ASSERT_GE(net.Find(Message::kPush, 1, 2), 0);
+  // The answer to the push of the older generation arrives now: it must not count for w2.
+  net.queue.push_front(old_push);
+  net.Deliver(0);
+  const int late = net.Find(Message::kAnswer, 2, 1);
+  ASSERT_GE(late, 0);
+  net.Deliver(late);
+  EXPECT_EQ(net[1].Answer(w2), nullptr) << "a late answer acknowledged a newer write";
+  net.DeliverAll();
+  ASSERT_NE(net[1].Answer(w2), nullptr);
+  EXPECT_TRUE(net[1].Answer(w2)->ok());
+}
+
+}  // namespace
+}  // namespace kvmesh::replication
