@@ -162,10 +162,10 @@ class EmbeddedDatabase final : public DatabaseBackend,
   std::shared_ptr<NodeCore> core;
   std::shared_ptr<const DatabaseRoute> route;
   /// Sends this handle's requests one after another, so they reach the database in the order
-  /// they were made (see node.hpp for the one exception).
+  /// they were made (see kvmesh/database.hpp for the exceptions).
   caf::actor requester;
-  /// The database actor as last known, replaced after a passivation. Set by Open before the
-  /// requester starts; after that only the requester actor reads or writes it (CAF orders one
+  /// The database actor as last known, replaced after a passivation. Set by Node::open before
+  /// the requester starts; after that only the requester actor reads or writes it (CAF orders one
   /// actor's message handlers), so it needs no lock.
   database_actor actor;
 
@@ -231,7 +231,7 @@ class EmbeddedDatabase final : public DatabaseBackend,
   Result<std::string> Get(std::string_view key) override;
 
   /// Reads `key` on the caller's thread if a direct read may serve it now (true: `*out` has the
-  /// answer); false for the actor path.
+  /// answer); false for the actor path (which also answers when the node is stopping).
   bool TryDirectGet(std::string_view key, Result<std::string>* out);
 
  protected:
@@ -648,10 +648,7 @@ uint64_t Node::node_id() const {
 bool EmbeddedDatabase::TryDirectGet(std::string_view key, Result<std::string>* out) {
   if (!core->direct_reads) return false;
   DirectReadScope scope(*core);
-  if (!scope.node_open()) {
-    *out = Status::Unavailable("the node is stopped");
-    return true;
-  }
+  if (!scope.node_open()) return false;
   auto target = DirectTarget();
   if (!target) return false;
   std::string value;
@@ -674,34 +671,20 @@ void EmbeddedDatabase::PutAsync(std::string key, std::string value, StatusCallba
 void EmbeddedDatabase::GetAsync(std::string key, ResultCallback<std::string> done) {
   Completion<std::string> once = ResultCompletion<std::string>(std::move(done));
   Result<std::string> read = Status::Internal("unset");
-  if (core->direct_reads) {
-    bool direct = false;
-    {
-      DirectReadScope scope(*core);
-      if (scope.node_open()) {
-        if (auto target = DirectTarget()) {
-          std::string value;
-          Status s = target->store->Get(key, &value);
-          read = s.ok() ? Result<std::string>(std::move(value)) : Result<std::string>(std::move(s));
-          direct = true;
-        }
-      }
-    }
-    if (direct) {
-      // `done` still runs later on a node thread, as promised (the caller may hold a lock it
-      // takes): the requester calls it, after the callbacks of this handle's earlier requests.
-      // Sent outside the read scope: if the node stops meanwhile the job is dropped here and the
-      // Completion answers at once, which must not happen while Shutdown waits for readers.
-      caf::anon_send(requester,
-                     RequesterJob{[once, read = std::move(read)](caf::event_based_actor*) mutable {
-                       if (read.ok()) {
-                         once(Status::OK(), std::move(*read));
-                       } else {
-                         once(read.status(), std::string());
-                       }
-                     }});
-      return;
-    }
+  if (TryDirectGet(key, &read)) {
+    // `done` still runs later on a node thread, as promised (the caller may hold a lock it
+    // takes): the requester calls it, after the callbacks of this handle's earlier requests.
+    // Sent after the read scope ended: if the node stops meanwhile the job is dropped here and
+    // the Completion answers at once, which must not happen while Shutdown waits for readers.
+    caf::anon_send(requester,
+                   RequesterJob{[once, read = std::move(read)](caf::event_based_actor*) mutable {
+                     if (read.ok()) {
+                       once(Status::OK(), std::move(*read));
+                     } else {
+                       once(read.status(), std::string());
+                     }
+                   }});
+    return;
   }
   Call<std::string>(shared_from_this(), std::move(once), atom::get_v, std::move(key));
 }
