@@ -20,14 +20,8 @@ namespace {
 using namespace std::chrono_literals;
 using kvmesh::testing::TempDir;
 
-constexpr const char* kConfigs = R"(
-- id: kv
-  matcher: /example/kv
-  size: 100MB
-- id: tiny
-  matcher: /tiny/*
-  size: 100B
-)";
+/// A database of 100 bytes, next to the seed's /example/kv.
+constexpr const char* kTinyConfig = "matcher: /tiny/*\nsize: 100B\n";
 
 /// What a call returned, as text: "OK", "<code>: <message>", or the value.
 std::string Show(const Status& s) {
@@ -221,7 +215,8 @@ std::vector<std::string> Exercise(Database db, Database tiny, Database unknown) 
 class DatabaseApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_.Write("config/dbs.yaml", kConfigs);
+    dir_.Write("config/example.yaml", kvmesh::testing::kSeedExampleConfig);
+    dir_.Write("config/tiny.yaml", kTinyConfig);
     embedded_ = Start("embedded", -1);
     remote_ = Start("remote", 0);
     ASSERT_TRUE(embedded_ && remote_);
