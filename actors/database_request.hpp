@@ -10,15 +10,11 @@
 #include <caf/expected.hpp>
 #include <caf/sec.hpp>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
-#include <vector>
 
 #include "messages/local_deadlines.hpp"
 #include "messages/type_ids.hpp"

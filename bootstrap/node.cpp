@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <tuple>
@@ -230,9 +231,9 @@ class EmbeddedDatabase final : public DatabaseBackend,
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override;
   Result<std::string> Get(std::string_view key) override;
 
-  /// Reads `key` on the caller's thread if a direct read may serve it now (true: `*out` has the
-  /// answer); false for the actor path (which also answers when the node is stopping).
-  bool TryDirectGet(std::string_view key, Result<std::string>* out);
+  /// Reads `key` on the caller's thread if a direct read may serve it now; nothing for the actor
+  /// path (which also answers when the node is stopping).
+  std::optional<Result<std::string>> TryDirectGet(std::string_view key);
 
  protected:
   std::chrono::nanoseconds MaxWait() const override {
@@ -561,7 +562,7 @@ Database Node::open(std::string_view path) const {
   Status s = NormalizeDatabasePath(path, &normalized);
   database_actor actor;
   if (s.ok()) {
-    Result<database_actor> opened = impl_->Ask<database_actor>(atom::open_v, std::string(path));
+    Result<database_actor> opened = impl_->Ask<database_actor>(atom::open_v, normalized);
     if (opened.ok()) {
       actor = std::move(*opened);
     } else {
@@ -645,21 +646,20 @@ uint64_t Node::node_id() const {
 
 // -- EmbeddedDatabase --------------------------------------------------------------------------
 
-bool EmbeddedDatabase::TryDirectGet(std::string_view key, Result<std::string>* out) {
-  if (!core->direct_reads) return false;
+std::optional<Result<std::string>> EmbeddedDatabase::TryDirectGet(std::string_view key) {
+  if (!core->direct_reads) return std::nullopt;
   DirectReadScope scope(*core);
-  if (!scope.node_open()) return false;
+  if (!scope.node_open()) return std::nullopt;
   auto target = DirectTarget();
-  if (!target) return false;
+  if (!target) return std::nullopt;
   std::string value;
   Status s = target->store->Get(key, &value);
-  *out = s.ok() ? Result<std::string>(std::move(value)) : Result<std::string>(std::move(s));
-  return true;
+  if (!s.ok()) return Result<std::string>(std::move(s));
+  return Result<std::string>(std::move(value));
 }
 
 Result<std::string> EmbeddedDatabase::Get(std::string_view key) {
-  Result<std::string> read = Status::Internal("unset");
-  if (TryDirectGet(key, &read)) return read;
+  if (auto read = TryDirectGet(key)) return std::move(*read);
   return DatabaseBackend::Get(key);
 }
 
@@ -670,14 +670,13 @@ void EmbeddedDatabase::PutAsync(std::string key, std::string value, StatusCallba
 
 void EmbeddedDatabase::GetAsync(std::string key, ResultCallback<std::string> done) {
   Completion<std::string> once = ResultCompletion<std::string>(std::move(done));
-  Result<std::string> read = Status::Internal("unset");
-  if (TryDirectGet(key, &read)) {
+  if (std::optional<Result<std::string>> direct = TryDirectGet(key)) {
     // `done` still runs later on a node thread, as promised (the caller may hold a lock it
     // takes): the requester calls it, after the callbacks of this handle's earlier requests.
     // Sent after the read scope ended: if the node stops meanwhile the job is dropped here and
     // the Completion answers at once, which must not happen while Shutdown waits for readers.
     caf::anon_send(requester,
-                   RequesterJob{[once, read = std::move(read)](caf::event_based_actor*) mutable {
+                   RequesterJob{[once, read = std::move(*direct)](caf::event_based_actor*) mutable {
                      if (read.ok()) {
                        once(Status::OK(), std::move(*read));
                      } else {
