@@ -10,106 +10,16 @@
 #include <caf/expected.hpp>
 #include <caf/sec.hpp>
 
-#include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
-#include <vector>
 
+#include "messages/local_deadlines.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
-
-/// Deadlines of requests to actors of this node, kept by the requesting actor itself instead of
-/// a CAF request timeout each. CAF 0.17's clock is a thread of its own, and setting and then
-/// cancelling a request timeout wakes it twice per request: for the embedded API's blocking
-/// calls that was about half of a put's latency. Here an attempt costs a map entry, and one
-/// check per period (a tenth of the timeout, via `schedule_check`) runs while any is pending, so
-/// an attempt fails with sec::request_timeout between its deadline and a period later. Used by
-/// one actor only (not thread-safe).
-class LocalDeadlines {
- public:
-  using Clock = std::chrono::steady_clock;
-
-  /// `schedule_check` is called when a check must be scheduled: run ExpireDue after `period`.
-  void set_schedule_check(std::function<void(caf::timespan period)> schedule_check) {
-    schedule_check_ = std::move(schedule_check);
-  }
-
-  /// Registers an attempt that `expire` ends unless Settle(id) comes first. Returns its id.
-  uint64_t Add(caf::timespan timeout, std::function<void()> expire) {
-    const uint64_t id = ++last_id_;
-    pending_.emplace(id, Entry{Clock::now() + timeout, std::move(expire)});
-    const caf::timespan period =
-        std::max<caf::timespan>(timeout / 10, std::chrono::milliseconds(1));
-    if (!check_scheduled_ || period < period_) {
-      check_scheduled_ = true;
-      period_ = period;
-      schedule_check_(period);
-    }
-    return id;
-  }
-
-  /// True if attempt `id` was pending: its answer is delivered by the caller. False if it
-  /// expired already (the late answer is dropped).
-  bool Settle(uint64_t id) { return pending_.erase(id) > 0; }
-
-  /// The scheduled check: expires every attempt past its deadline, and schedules the next check
-  /// while any attempt is pending.
-  void ExpireDue() {
-    check_scheduled_ = false;
-    const auto now = Clock::now();
-    std::vector<std::function<void()>> expired;
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second.deadline <= now) {
-        expired.push_back(std::move(it->second.expire));
-        it = pending_.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    if (!pending_.empty()) {
-      check_scheduled_ = true;
-      schedule_check_(period_);
-    }
-    for (auto& expire : expired) expire();  // may add attempts (a retry)
-  }
-
-  /// Forgets every pending attempt without calling its `expire`: its callbacks are destroyed,
-  /// so a Completion among them answers kUnavailable ("dropped"). For the owning actor's exit.
-  void DropAll() {
-    std::map<uint64_t, Entry> dropped;
-    dropped.swap(pending_);
-  }
-
-  size_t pending() const { return pending_.size(); }
-
- private:
-  struct Entry {
-    Clock::time_point deadline;
-    std::function<void()> expire;
-  };
-  std::function<void(caf::timespan)> schedule_check_;
-  std::map<uint64_t, Entry> pending_;
-  uint64_t last_id_ = 0;
-  bool check_scheduled_ = false;
-  caf::timespan period_{};
-};
-
-/// Ties `deadlines` to the life of its owning actor `self`: when the actor terminates, attempts
-/// still pending are dropped. Otherwise whoever else holds the deadlines (a route lives as long as
-/// its handle) would keep their callbacks, and a caller blocked on one would wait for its own
-/// bound instead of hearing at once that the request was dropped (a call racing node shutdown).
-template <class Self>
-void DropPendingOnExit(Self* self, const std::shared_ptr<LocalDeadlines>& deadlines) {
-  self->attach_functor([weak = std::weak_ptr<LocalDeadlines>(deadlines)] {
-    if (auto d = weak.lock()) d->DropAll();
-  });
-}
 
 /// Where a path's requests go, and who hears of a re-opened actor.
 struct DatabaseRoute {
@@ -199,7 +109,7 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, dat
     return;
   }
   const uint64_t id =
-      deadlines->Add(route->timeout, [done] { done(caf::make_error(caf::sec::request_timeout)); });
+      deadlines->Add(route->timeout, [done](caf::error why) { done(std::move(why)); });
   self->request(target, caf::infinite, std::move(args)...)
       .then(
           [=](Reply& reply) mutable {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <tuple>
@@ -21,9 +22,11 @@
 #include "bootstrap/node_options.hpp"
 #include "common/address.hpp"
 #include "common/completion.hpp"
+#include "common/database_backend.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
 #include "messages/cluster.pb.h"
+#include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
 #include "storage/store.hpp"
 
@@ -137,30 +140,34 @@ struct Node::Impl {
 
   /// Sends one request to `target` and waits for the answer.
   template <class Reply, class Handle, class... Ts>
-  Status AskActor(const Handle& target, Reply* out, Ts... args) {
+  Result<Reply> AskActor(const Handle& target, Ts... args) {
     caf::scoped_actor self{*system};
-    Status result;
+    Result<Reply> result = Status::Internal("no answer");
     self->request(target, core->timeout, args...)
-        .receive([&](Reply& reply) { *out = std::move(reply); },
+        .receive([&](Reply& reply) { result = std::move(reply); },
                  [&](caf::error& err) { result = ToStatus(err); });
     return result;
   }
 
   /// Sends one request to the supervisor and waits for the answer.
   template <class Reply, class... Ts>
-  Status Ask(Reply* out, Ts... args) {
-    return AskActor(core->supervisor, out, args...);
+  Result<Reply> Ask(Ts... args) {
+    return AskActor<Reply>(core->supervisor, args...);
   }
 };
 
-struct Database::Handle {
+/// The backend of a handle from Node::open: a requester actor per handle sends its requests in
+/// order, and reads may go straight to the store (direct reads).
+class EmbeddedDatabase final : public DatabaseBackend,
+                               public std::enable_shared_from_this<EmbeddedDatabase> {
+ public:
   std::shared_ptr<NodeCore> core;
   std::shared_ptr<const DatabaseRoute> route;
   /// Sends this handle's requests one after another, so they reach the database in the order
-  /// they were made (see node.hpp for the one exception).
+  /// they were made (see kvmesh/database.hpp for the exceptions).
   caf::actor requester;
-  /// The database actor as last known, replaced after a passivation. Set by Open before the
-  /// requester starts; after that only the requester actor reads or writes it (CAF orders one
+  /// The database actor as last known, replaced after a passivation. Set by Node::open before
+  /// the requester starts; after that only the requester actor reads or writes it (CAF orders one
   /// actor's message handlers), so it needs no lock.
   database_client_actor actor;
 
@@ -209,11 +216,31 @@ struct Database::Handle {
     return target;
   }
 
-  ~Handle() {
+  ~EmbeddedDatabase() override {
     std::shared_lock<std::shared_mutex> lock(core->mutex);
     if (!core->stopped && requester) {
       caf::anon_send(requester, RequesterJob{[](caf::event_based_actor* self) { self->quit(); }});
     }
+  }
+
+  void PutAsync(std::string key, std::string value, StatusCallback done) override;
+  void GetAsync(std::string key, ResultCallback<std::string> done) override;
+  void EraseAsync(std::string key, StatusCallback done) override;
+  void WriteAsync(WriteBatch batch, StatusCallback done) override;
+  void ListAsync(ListOptions options, ResultCallback<ListPage> done) override;
+  void StatsAsync(ResultCallback<DatabaseStats> done) override;
+  void ReplicationAsync(ResultCallback<ReplicationStatus> done) override;
+  Result<std::string> Get(std::string_view key) override;
+
+  /// Reads `key` on the caller's thread if a direct read may serve it now; nothing for the actor
+  /// path (which also answers when the node is stopping).
+  std::optional<Result<std::string>> TryDirectGet(std::string_view key);
+
+ protected:
+  std::chrono::nanoseconds MaxWait() const override {
+    // Every attempt has its deadline; the bound only guards against a bug or a call made from a
+    // callback that blocks the node's last free thread.
+    return core->timeout * (2 * kMaxDatabaseAttempts) + std::chrono::seconds(5);
   }
 };
 
@@ -250,23 +277,18 @@ Status CheckNotStale(const NodeOptions& opts, const storage::Store& store) {
       "with --accept-stale-data to keep it");
 }
 
-using HandlePtr = std::shared_ptr<Database::Handle>;
+using HandlePtr = std::shared_ptr<EmbeddedDatabase>;
 
 // Hands a request to the handle's requester actor, which sends it on (an actor can wait for a
-// response without blocking a thread) and calls `done` exactly once.
+// response without blocking a thread) and calls `once` exactly once.
 template <class Reply, class... Ts>
-void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
-  if (!h) {
-    done(Status::InvalidArgument("database handle is not open"), Reply{});
-    return;
-  }
+void Call(const HandlePtr& h, Completion<Reply> once, Ts... args) {
   std::shared_lock<std::shared_mutex> lock(h->core->mutex);
   if (h->core->stopped) {
-    lock.unlock();  // `done` may call into this handle again
-    done(Status::Unavailable("the node is stopped"), Reply{});
+    lock.unlock();  // `once` may call into this handle again
+    once(Status::Unavailable("the node is stopped"), Reply{});
     return;
   }
-  Completion<Reply> once(std::move(done));
   // Counted until answered (a job dropped unrun leaves it counted: the node is stopping).
   h->in_flight.fetch_add(1, std::memory_order_relaxed);
   // The arguments (a put's key and value) are moved along, not copied, on their way to the
@@ -292,30 +314,6 @@ void Call(const HandlePtr& h, Database::Callback<Reply> done, Ts... args) {
             },
             args);
       }});
-}
-
-// The blocking form of Call.
-template <class Reply, class... Ts>
-Status CallAndWait(const HandlePtr& h, Reply* out, Ts... args) {
-  auto promise = std::make_shared<std::promise<std::pair<Status, Reply>>>();
-  auto future = promise->get_future();
-  Call<Reply>(
-      h,
-      [promise](Status s, Reply r) {
-        promise->set_value({std::move(s), std::move(r)});
-      },
-      std::move(args)...);
-  // Every attempt has its deadline, so the answer comes; the bound only guards against a bug
-  // (or a call made from a callback that blocks the node's last free thread).
-  const auto bound = h ? h->core->timeout * (2 * kMaxDatabaseAttempts) + std::chrono::seconds(5)
-                       : caf::timespan{0};
-  if (h && future.wait_for(bound) != std::future_status::ready) {
-    return Status::Timeout("no answer within " + std::to_string(bound.count() / 1000000) +
-                           " ms; is the call made from a node thread (a callback)?");
-  }
-  auto [status, reply] = future.get();
-  if (status.ok() && out != nullptr) *out = std::move(reply);
-  return status;
 }
 
 }  // namespace
@@ -356,23 +354,18 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   }
 
   impl->cfg = std::make_unique<caf::actor_system_config>();
-  RegisterMessageTypes(*impl->cfg);
   impl->cfg->add_thread_hook<ThreadMarker>();
-  impl->cfg->set("scheduler.policy",
-                 opts.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
-  size_t workers = opts.worker_threads;
-  if (workers == 0) workers = std::max(2u, std::thread::hardware_concurrency());
-  impl->cfg->set("scheduler.max-threads", workers);
-  if (listen || clustered) {
-    impl->cfg->load<caf::io::middleman>();
-    // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
-    // connection silent for peer_timeout is closed.
-    impl->cfg->set("middleman.heartbeat-interval",
-                   std::chrono::duration_cast<caf::timespan>(opts.peer_timeout / 3));
-    impl->cfg->set("middleman.connection-timeout",
-                   std::chrono::duration_cast<caf::timespan>(opts.peer_timeout));
-    impl->cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+  ActorSystemSettings system_settings;
+  system_settings.scheduler_policy = opts.scheduler_policy;
+  system_settings.worker_threads = opts.worker_threads;
+  if (system_settings.worker_threads == 0) {
+    system_settings.worker_threads = std::max(2u, std::thread::hardware_concurrency());
   }
+  system_settings.peer_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
+  // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
+  // connection silent for peer_timeout is closed.
+  system_settings.network = listen || clustered;
+  if (Status s = ConfigureActorSystem(system_settings, impl->cfg.get()); !s.ok()) return s;
   impl->system = std::make_unique<caf::actor_system>(*impl->cfg);
 
   impl->core = std::make_shared<NodeCore>();
@@ -530,25 +523,31 @@ void Node::Crash(std::unique_ptr<Node> node) {
   node->impl_.reset();
 }
 
-Status Node::Open(std::string_view raw_path, Database* out) {
+Database Node::open(std::string_view path) const {
   // The one place an embedded open normalises its path; the layers below take it as it is.
-  std::string path;
-  Status s = NormalizeDatabasePath(raw_path, &path);
-  if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_path));
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (!s.ok()) s = Status(s.code(), s.message() + ": " + Quote(path));
   database_client_actor actor;
-  s = impl_->Ask(&actor, atom::open_v, path);
-  if (!s.ok()) return s;
-  auto handle = std::make_shared<Database::Handle>();
+  if (s.ok()) {
+    Result<database_client_actor> opened = impl_->Ask<database_client_actor>(atom::open_v, normalized);
+    if (opened.ok()) {
+      actor = std::move(*opened);
+    } else {
+      s = opened.status();
+    }
+  }
+  if (!s.ok()) return DatabaseBackend::MakeUnusable(std::move(s), std::move(normalized));
+  auto handle = std::make_shared<EmbeddedDatabase>();
   handle->core = impl_->core;
   auto route = std::make_shared<DatabaseRoute>();
   route->supervisor = impl_->core->supervisor;
-  route->path = std::move(path);
+  route->path = normalized;
   route->timeout = impl_->core->timeout;
   // The route lives inside the handle; a weak reference avoids a cycle.
-  route->on_reopen =
-      [weak = std::weak_ptr<Database::Handle>(handle)](const database_client_actor& db) {
-        if (auto h = weak.lock()) h->SetActor(db);
-      };
+  route->on_reopen = [weak = std::weak_ptr<EmbeddedDatabase>(handle)](const database_client_actor& db) {
+    if (auto h = weak.lock()) h->SetActor(db);
+  };
   // The requester keeps the deadlines of its requests to local actors itself (see
   // LocalDeadlines): a CAF request timeout would wake CAF's clock thread twice per request.
   auto deadlines = std::make_shared<LocalDeadlines>();
@@ -570,30 +569,35 @@ Status Node::Open(std::string_view raw_path, Database* out) {
         self->set_down_handler([self](caf::down_msg&) { self->quit(); });
         return {[self](RequesterJob& job) { job(self); }};
       });
-  out->handle_ = std::move(handle);
-  return Status::OK();
+  return DatabaseBackend::MakeHandle(std::move(handle), std::move(normalized));
 }
 
-Status Node::ListDatabases(std::vector<DatabaseInfo>* out) {
-  return impl_->Ask(out, atom::databases_v);
+Result<std::vector<DatabaseInfo>> Node::databases() const {
+  return impl_->Ask<std::vector<DatabaseInfo>>(atom::databases_v);
 }
 
-Status Node::ActiveDatabases(uint64_t* count) {
-  return impl_->Ask(count, atom::active_v);
+Result<std::vector<ConfigInfo>> Node::configs() const {
+  return impl_->Ask<std::vector<ConfigInfo>>(atom::configs_v);
 }
 
-Status Node::PassivateAll(uint64_t* count) {
-  uint64_t ignored = 0;
-  return impl_->Ask(count != nullptr ? count : &ignored, atom::passivate_v);
+Result<std::string> Node::reload_configs() const {
+  return impl_->Ask<std::string>(atom::reload_v);
 }
 
-Status Node::ListConfigs(std::vector<ConfigInfo>* out) {
-  return impl_->Ask(out, atom::configs_v);
+Result<std::vector<MemberStatus>> Node::members() const {
+  if (!impl_->membership) {
+    return std::vector<MemberStatus>{
+        MemberStatus{impl_->store->node_id(), "", impl_->port, true, true, 0}};
+  }
+  return impl_->AskActor<std::vector<MemberStatus>>(impl_->membership, atom::members_v);
 }
 
-Status Node::ReloadConfigs(std::string* summary) {
-  std::string ignored;
-  return impl_->Ask(summary != nullptr ? summary : &ignored, atom::reload_v);
+Result<uint64_t> Node::active_databases() const {
+  return impl_->Ask<uint64_t>(atom::active_v);
+}
+
+Result<uint64_t> Node::passivate_all() const {
+  return impl_->Ask<uint64_t>(atom::passivate_v);
 }
 
 uint16_t Node::port() const {
@@ -604,144 +608,77 @@ uint16_t Node::cluster_port() const {
   return impl_->cluster_port;
 }
 
-Status Node::ReplicationStatusOf(std::string_view raw_path, ReplicationStatus* out) {
-  std::string path;
-  Status s = NormalizeDatabasePath(raw_path, &path);
-  if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_path));
-  database_client_actor actor;
-  s = impl_->Ask(&actor, atom::open_v, path);
-  if (!s.ok()) return s;
-  return impl_->AskActor(actor, out, atom::status_v);
-}
-
-Status Node::Members(std::vector<MemberStatus>* out) {
-  if (!impl_->membership) {
-    out->assign(1, MemberStatus{impl_->store->node_id(), "", impl_->port, true, true, 0});
-    return Status::OK();
-  }
-  return impl_->AskActor(impl_->membership, out, atom::members_v);
-}
-
 uint64_t Node::node_id() const {
   return impl_->store->node_id();
 }
 
-// -- Database ---------------------------------------------------------------------------------
+// -- EmbeddedDatabase --------------------------------------------------------------------------
 
-Database::Database() = default;
-
-const std::string& Database::path() const {
-  static const std::string kUnopened;
-  return handle_ ? handle_->route->path : kUnopened;
+std::optional<Result<std::string>> EmbeddedDatabase::TryDirectGet(std::string_view key) {
+  if (!core->direct_reads) return std::nullopt;
+  DirectReadScope scope(*core);
+  if (!scope.node_open()) return std::nullopt;
+  auto target = DirectTarget();
+  if (!target) return std::nullopt;
+  std::string value;
+  Status s = target->store->Get(key, &value);
+  if (!s.ok()) return Result<std::string>(std::move(s));
+  return Result<std::string>(std::move(value));
 }
 
-Status Database::Put(std::string_view key, std::string_view value) {
-  atom::ok ok;
-  return CallAndWait(handle_, &ok, atom::put_v, std::string(key), std::string(value));
+Result<std::string> EmbeddedDatabase::Get(std::string_view key) {
+  if (auto read = TryDirectGet(key)) return std::move(*read);
+  return DatabaseBackend::Get(key);
 }
 
-Status Database::Get(std::string_view key, std::string* value) {
-  if (handle_ && handle_->core->direct_reads) {
-    DirectReadScope scope(*handle_->core);
-    if (!scope.node_open()) return Status::Unavailable("the node is stopped");
-    if (auto target = handle_->DirectTarget()) {
-      std::string read;
-      Status s = target->store->Get(key, &read);
-      if (s.ok() && value != nullptr) *value = std::move(read);
-      return s;
-    }
+void EmbeddedDatabase::PutAsync(std::string key, std::string value, StatusCallback done) {
+  Call<atom::ok>(shared_from_this(), StatusCompletion<atom::ok>(std::move(done)), atom::put_v,
+                 std::move(key), std::move(value));
+}
+
+void EmbeddedDatabase::GetAsync(std::string key, ResultCallback<std::string> done) {
+  Completion<std::string> once = ResultCompletion<std::string>(std::move(done));
+  if (std::optional<Result<std::string>> direct = TryDirectGet(key)) {
+    // `done` still runs later on a node thread, as promised (the caller may hold a lock it
+    // takes): the requester calls it, after the callbacks of this handle's earlier requests.
+    // Sent after the read scope ended: if the node stops meanwhile the job is dropped here and
+    // the Completion answers at once, which must not happen while Shutdown waits for readers.
+    caf::anon_send(requester,
+                   RequesterJob{[once, read = std::move(*direct)](caf::event_based_actor*) mutable {
+                     if (read.ok()) {
+                       once(Status::OK(), std::move(*read));
+                     } else {
+                       once(read.status(), std::string());
+                     }
+                   }});
+    return;
   }
-  return CallAndWait(handle_, value, atom::get_v, std::string(key));
+  Call<std::string>(shared_from_this(), std::move(once), atom::get_v, std::move(key));
 }
 
-Status Database::Erase(std::string_view key) {
-  atom::ok ok;
-  return CallAndWait(handle_, &ok, atom::erase_v, std::string(key));
+void EmbeddedDatabase::EraseAsync(std::string key, StatusCallback done) {
+  Call<atom::ok>(shared_from_this(), StatusCompletion<atom::ok>(std::move(done)), atom::erase_v,
+                 std::move(key));
 }
 
-Status Database::List(const ListOptions& options, ListPage* page) {
-  return CallAndWait(handle_, page, atom::list_v, options);
+void EmbeddedDatabase::WriteAsync(WriteBatch batch, StatusCallback done) {
+  Call<atom::ok>(shared_from_this(), StatusCompletion<atom::ok>(std::move(done)), atom::batch_v,
+                 std::move(batch));
 }
 
-Status Database::ListAll(std::string_view prefix, std::vector<std::string>* keys) {
-  keys->clear();
-  ListOptions options;
-  options.prefix = std::string(prefix);
-  while (true) {
-    ListPage page;
-    Status s = List(options, &page);
-    if (!s.ok()) return s;
-    keys->insert(keys->end(), std::make_move_iterator(page.keys.begin()),
-                 std::make_move_iterator(page.keys.end()));
-    if (!page.has_more()) return Status::OK();
-    options.start_after = std::move(page.next_token);
-  }
+void EmbeddedDatabase::ListAsync(ListOptions options, ResultCallback<ListPage> done) {
+  Call<ListPage>(shared_from_this(), ResultCompletion<ListPage>(std::move(done)), atom::list_v,
+                 std::move(options));
 }
 
-Status Database::Write(const WriteBatch& batch) {
-  atom::ok ok;
-  return CallAndWait(handle_, &ok, atom::batch_v, batch);
+void EmbeddedDatabase::StatsAsync(ResultCallback<DatabaseStats> done) {
+  Call<DatabaseStats>(shared_from_this(), ResultCompletion<DatabaseStats>(std::move(done)),
+                      atom::stats_v);
 }
 
-Status Database::Stats(DatabaseStats* stats) {
-  return CallAndWait(handle_, stats, atom::stats_v);
-}
-
-namespace {
-Database::Callback<atom::ok> DropOk(Database::DoneCallback done) {
-  return [done = std::move(done)](Status s, atom::ok) { done(std::move(s)); };
-}
-}  // namespace
-
-void Database::PutAsync(std::string key, std::string value, DoneCallback done) {
-  Call<atom::ok>(handle_, DropOk(std::move(done)), atom::put_v, std::move(key), std::move(value));
-}
-
-void Database::GetAsync(std::string key, Callback<std::string> done) {
-  if (handle_ && handle_->core->direct_reads) {
-    bool read = false;
-    Status s;
-    std::string value;
-    {
-      DirectReadScope scope(*handle_->core);
-      if (scope.node_open()) {
-        if (auto target = handle_->DirectTarget()) {
-          s = target->store->Get(key, &value);
-          read = true;
-        }
-      }
-    }
-    if (read) {
-      // `done` still runs later on a node thread, as promised (the caller may hold a lock it
-      // takes): the requester calls it, after the callbacks of this handle's earlier requests.
-      // Sent outside the read scope: if the node stops meanwhile the job is dropped here and the
-      // Completion answers at once, which must not happen while Shutdown waits for readers.
-      Completion<std::string> once(std::move(done));
-      caf::anon_send(handle_->requester,
-                     RequesterJob{[once, s = std::move(s),
-                                   value = std::move(value)](caf::event_based_actor*) mutable {
-                       once(std::move(s), std::move(value));
-                     }});
-      return;
-    }
-  }
-  Call<std::string>(handle_, std::move(done), atom::get_v, std::move(key));
-}
-
-void Database::EraseAsync(std::string key, DoneCallback done) {
-  Call<atom::ok>(handle_, DropOk(std::move(done)), atom::erase_v, std::move(key));
-}
-
-void Database::ListAsync(ListOptions options, Callback<ListPage> done) {
-  Call<ListPage>(handle_, std::move(done), atom::list_v, std::move(options));
-}
-
-void Database::WriteAsync(WriteBatch batch, DoneCallback done) {
-  Call<atom::ok>(handle_, DropOk(std::move(done)), atom::batch_v, std::move(batch));
-}
-
-void Database::StatsAsync(Callback<DatabaseStats> done) {
-  Call<DatabaseStats>(handle_, std::move(done), atom::stats_v);
+void EmbeddedDatabase::ReplicationAsync(ResultCallback<ReplicationStatus> done) {
+  Call<ReplicationStatus>(shared_from_this(), ResultCompletion<ReplicationStatus>(std::move(done)),
+                          atom::status_v);
 }
 
 }  // namespace kvmesh

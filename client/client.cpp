@@ -10,7 +10,10 @@
 
 #include "common/address.hpp"
 #include "common/completion.hpp"
+#include "common/database_backend.hpp"
 #include "common/path.hpp"
+#include "messages/local_deadlines.hpp"
+#include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh::client {
@@ -20,19 +23,10 @@ struct connection_state {
   static inline const char* name = "kvmesh.client_connection";
   gateway_actor gateway;
   std::string address;
-  uint64_t next_id = 0;
-  /// A request in flight: the id its reply carries, its deadline, and how to fail it.
-  struct Pending {
-    caf::message_id reply_id;
-    std::chrono::steady_clock::time_point deadline;
-    std::function<void(Status)> fail;
-  };
-  /// By local request number.
-  std::unordered_map<uint64_t, Pending> in_flight;
-  /// A tick is scheduled (while requests are in flight).
-  bool ticking = false;
-  /// Time between ticks: an expired request fails within this much after its deadline.
-  caf::timespan tick_interval{};
+  /// Deadline of every request.
+  caf::timespan timeout{};
+  /// The deadlines of the requests in flight (they carry no CAF timeout; see LocalDeadlines).
+  LocalDeadlines deadlines;
   /// Tells the Connection the gateway is gone, so the next call reconnects.
   std::function<void()> on_lost;
 };
@@ -56,36 +50,6 @@ namespace {
 void InjectReply(connection_pointer self, caf::message_id reply_id, caf::error err) {
   caf::actor_cast<caf::strong_actor_ptr>(self)->enqueue(nullptr, reply_id,
                                                         caf::make_message(std::move(err)), nullptr);
-}
-
-void FailAll(connection_pointer self, const Status& why) {
-  auto pending = std::move(self->state.in_flight);
-  self->state.in_flight.clear();
-  for (auto& [id, p] : pending) {
-    p.fail(why);
-    InjectReply(self, p.reply_id, ToError(why));
-  }
-}
-
-/// Requests carry no CAF deadline (in CAF 0.17 each one wakes the timer thread and stays queued
-/// there until it expires); instead one tick at a time, while requests are in flight, times out
-/// the expired ones.
-void ScheduleTick(connection_pointer self) {
-  auto& st = self->state;
-  if (st.ticking || st.in_flight.empty()) return;
-  st.ticking = true;
-  self->delayed_send(self, st.tick_interval, atom::tick_v);
-}
-
-void Tick(connection_pointer self) {
-  auto& st = self->state;
-  st.ticking = false;
-  const auto now = std::chrono::steady_clock::now();
-  for (auto& [id, p] : st.in_flight) {
-    if (p.deadline <= now)
-      InjectReply(self, p.reply_id, caf::make_error(caf::sec::request_timeout));
-  }
-  ScheduleTick(self);
 }
 
 /// What the connection actor and callers' threads share: the gateway while connected, and the
@@ -132,8 +96,9 @@ struct Link {
 caf::behavior ConnectionActor(connection_pointer self, std::string address,
                               std::shared_ptr<Link> link, caf::timespan request_timeout) {
   self->state.address = std::move(address);
-  self->state.tick_interval =
-      std::max(caf::timespan{std::chrono::milliseconds(1)}, request_timeout / 8);
+  self->state.timeout = request_timeout;
+  self->state.deadlines.set_schedule_check(
+      [self](caf::timespan period) { self->delayed_send(self, period, atom::tick_v); });
   self->state.on_lost = [self, link] {
     link->Lost(Status::Unavailable("lost the connection to kvmesh node " + self->state.address));
   };
@@ -142,10 +107,12 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
     if (!st.gateway || msg.source != st.gateway.address()) return;
     st.gateway = nullptr;
     st.on_lost();
-    FailAll(self, Status::Unavailable("lost the connection to kvmesh node " + st.address));
+    st.deadlines.EndAll(
+        ToError(Status::Unavailable("lost the connection to kvmesh node " + st.address)));
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    FailAll(self, Status::Unavailable("the client was closed before the request completed"));
+    self->state.deadlines.EndAll(
+        ToError(Status::Unavailable("the client was closed before the request completed")));
     self->quit(msg.reason);
   });
   return {
@@ -154,7 +121,7 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
         self->monitor(gateway);
       },
       [=](ConnectionJob& job) { job(self); },
-      [=](atom::tick) { Tick(self); },
+      [=](atom::tick) { self->state.deadlines.ExpireDue(); },
   };
 }
 
@@ -189,22 +156,16 @@ struct Connection {
   }
 
   Status Start() {
-    if (options.scheduler_policy != "sharing" && options.scheduler_policy != "stealing") {
-      return Status::InvalidArgument("scheduler_policy must be \"sharing\" or \"stealing\"");
-    }
     cfg = std::make_unique<caf::actor_system_config>();
-    RegisterMessageTypes(*cfg);
-    cfg->load<caf::io::middleman>();
-    cfg->set("scheduler.policy",
-             options.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
-    cfg->set("middleman.heartbeat-interval",
-             std::chrono::duration_cast<caf::timespan>(options.peer_timeout / 3));
-    cfg->set("middleman.connection-timeout",
-             std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
-    cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
-    // Deserialize replies in the multiplexer thread instead of handing each to a BASP worker
-    // thread first: one thread wake-up less per reply.
-    cfg->set("middleman.workers", size_t{0});
+    ActorSystemSettings settings;
+    settings.scheduler_policy = options.scheduler_policy;
+    settings.network = true;
+    settings.peer_timeout = std::chrono::duration_cast<caf::timespan>(options.peer_timeout);
+    settings.deserialize_in_multiplexer = true;
+    if (Status s = ConfigureActorSystem(settings, cfg.get()); !s.ok()) {
+      cfg.reset();
+      return s;
+    }
     system = std::make_unique<caf::actor_system>(*cfg);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
     actor = system->spawn(ConnectionActor, address, link, timeout);
@@ -254,68 +215,29 @@ struct Connection {
       done(std::move(s), Reply{});
       return;
     }
-    ConnectionJob job = [done, args..., t = timeout](connection_pointer self) {
+    ConnectionJob job = [done, args...](connection_pointer self) {
       auto& st = self->state;
       if (!st.gateway) {
         done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
         return;
       }
-      const uint64_t id = st.next_id++;
       auto handle = self->request(st.gateway, caf::infinite, args...);
-      st.in_flight.emplace(
-          id, connection_state::Pending{handle.id(), std::chrono::steady_clock::now() + t,
-                                        [done](Status why) { done(std::move(why), Reply{}); }});
-      ScheduleTick(self);
+      const caf::message_id reply_id = handle.id();
+      const uint64_t id = st.deadlines.Add(st.timeout, [self, reply_id, done](caf::error why) {
+        // The response handler is consumed by the injected reply, which finds the request
+        // settled and drops it.
+        InjectReply(self, reply_id, why);
+        done(ToStatus(why), Reply{});
+      });
       handle.then(
           [self, id, done](Reply& reply) {
-            if (self->state.in_flight.erase(id) != 0) done(Status::OK(), std::move(reply));
+            if (self->state.deadlines.Settle(id)) done(Status::OK(), std::move(reply));
           },
           [self, id, done](caf::error& err) {
-            if (self->state.in_flight.erase(id) != 0) done(ToStatus(err), Reply{});
+            if (self->state.deadlines.Settle(id)) done(ToStatus(err), Reply{});
           });
     };
     caf::anon_send(actor, std::move(job));
-  }
-
-  /// Sends a request; `done` gets the reply or the error as a Result.
-  template <class Reply, class... Ts>
-  void SendWithCallback(std::function<void(Result<Reply>)> done, Ts... args) {
-    Send<Reply>(Completion<Reply>([done = std::move(done)](Status s, Reply r) {
-                  done(s.ok() ? Result<Reply>(std::move(r)) : Result<Reply>(std::move(s)));
-                }),
-                std::move(args)...);
-  }
-
-  /// Sends a request whose reply is only "ok"; `done` gets its Status.
-  template <class... Ts>
-  void SendWithStatusCallback(std::function<void(Status)> done, Ts... args) {
-    Send<atom::ok>(
-        Completion<atom::ok>([done = std::move(done)](Status s, atom::ok) { done(std::move(s)); }),
-        std::move(args)...);
-  }
-
-  /// Sends a request; the future holds the reply or the error. A real future (not a deferred
-  /// one), so wait_for works.
-  template <class Reply, class... Ts>
-  std::future<Result<Reply>> SendForResult(Ts... args) {
-    auto promise = std::make_shared<std::promise<Result<Reply>>>();
-    auto future = promise->get_future();
-    Send<Reply>(
-        Completion<Reply>([promise](Status s, Reply r) {
-          promise->set_value(s.ok() ? Result<Reply>(std::move(r)) : Result<Reply>(std::move(s)));
-        }),
-        std::move(args)...);
-    return future;
-  }
-
-  /// Sends a request whose reply is only "ok"; the future holds its Status.
-  template <class... Ts>
-  std::future<Status> SendForStatus(Ts... args) {
-    auto promise = std::make_shared<std::promise<Status>>();
-    auto future = promise->get_future();
-    Send<atom::ok>(Completion<atom::ok>([promise](Status s, atom::ok) { promise->set_value(s); }),
-                   std::move(args)...);
-    return future;
   }
 
   /// Blocking call returning the reply as a Result. The calling thread sends the request and
@@ -393,6 +315,83 @@ struct Connection {
   }
 };
 
+// -- NetworkDatabase ---------------------------------------------------------------------------
+
+namespace {
+
+/// The backend of a handle from Client::open: every request names the database path and goes to
+/// the node's gateway over the connection. Blocking calls wait on the caller's thread (see
+/// Connection::Call); asynchronous ones go through the connection actor, which keeps them in
+/// order.
+class NetworkDatabase final : public DatabaseBackend {
+ public:
+  NetworkDatabase(std::shared_ptr<Connection> connection, std::string path)
+      : connection_(std::move(connection)), path_(std::move(path)) {}
+
+  void PutAsync(std::string key, std::string value, StatusCallback done) override {
+    connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::put_v, path_,
+                                std::move(key), std::move(value));
+  }
+  void GetAsync(std::string key, ResultCallback<std::string> done) override {
+    connection_->Send<std::string>(ResultCompletion<std::string>(std::move(done)), atom::get_v,
+                                   path_, std::move(key));
+  }
+  void EraseAsync(std::string key, StatusCallback done) override {
+    connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::erase_v, path_,
+                                std::move(key));
+  }
+  void WriteAsync(WriteBatch batch, StatusCallback done) override {
+    connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, path_,
+                                std::move(batch));
+  }
+  void ListAsync(ListOptions options, ResultCallback<ListPage> done) override {
+    connection_->Send<ListPage>(ResultCompletion<ListPage>(std::move(done)), atom::list_v, path_,
+                                std::move(options));
+  }
+  void StatsAsync(ResultCallback<DatabaseStats> done) override {
+    connection_->Send<DatabaseStats>(ResultCompletion<DatabaseStats>(std::move(done)),
+                                     atom::stats_v, path_);
+  }
+  void ReplicationAsync(ResultCallback<ReplicationStatus> done) override {
+    connection_->Send<ReplicationStatus>(ResultCompletion<ReplicationStatus>(std::move(done)),
+                                         atom::status_v, path_);
+  }
+
+  Status Put(std::string_view key, std::string_view value) override {
+    return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value));
+  }
+  Result<std::string> Get(std::string_view key) override {
+    return connection_->Call<std::string>(atom::get_v, path_, std::string(key));
+  }
+  Status Erase(std::string_view key) override {
+    return connection_->CallOk(atom::erase_v, path_, std::string(key));
+  }
+  Status Write(const WriteBatch& batch) override {
+    return connection_->CallOk(atom::batch_v, path_, batch);
+  }
+  Result<ListPage> List(const ListOptions& options) override {
+    return connection_->Call<ListPage>(atom::list_v, path_, options);
+  }
+  Result<DatabaseStats> Stats() override {
+    return connection_->Call<DatabaseStats>(atom::stats_v, path_);
+  }
+  Result<ReplicationStatus> Replication() override {
+    return connection_->Call<ReplicationStatus>(atom::status_v, path_);
+  }
+
+ protected:
+  // Every blocking call is overridden (Connection::Call bounds its own wait); this bounds nothing.
+  std::chrono::nanoseconds MaxWait() const override {
+    return connection_->timeout + std::chrono::seconds(5);
+  }
+
+ private:
+  std::shared_ptr<Connection> connection_;
+  std::string path_;
+};
+
+}  // namespace
+
 // -- Client -------------------------------------------------------------------------------------
 
 Client::Client() : status_(Status::InvalidArgument("client is not connected; use connect()")) {}
@@ -425,16 +424,13 @@ uint64_t Client::node_id() const {
 }
 
 Database Client::open(std::string_view path) const {
-  Database db;
-  if (!connection_) {
-    db.status_ = status_;
-    return db;
-  }
-  Status s = NormalizeDatabasePath(path, &db.path_);
-  if (s.ok()) s = connection_->Call<DatabaseStats>(atom::open_v, db.path_).status();
-  db.status_ = s;
-  if (s.ok()) db.connection_ = connection_;
-  return db;
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (s.ok() && !connection_) s = status_;
+  if (s.ok()) s = connection_->Call<DatabaseStats>(atom::open_v, normalized).status();
+  if (!s.ok()) return DatabaseBackend::MakeUnusable(std::move(s), std::move(normalized));
+  return DatabaseBackend::MakeHandle(std::make_shared<NetworkDatabase>(connection_, normalized),
+                                     normalized);
 }
 
 Result<std::vector<DatabaseInfo>> Client::databases() const {
@@ -455,128 +451,6 @@ Result<std::string> Client::reload_configs() const {
 Result<std::vector<MemberStatus>> Client::members() const {
   if (!connection_) return status_;
   return connection_->Call<std::vector<MemberStatus>>(atom::members_v);
-}
-
-// -- Database -----------------------------------------------------------------------------------
-
-Database::Database() = default;
-
-Status Database::put(std::string_view key, std::string_view value) const {
-  if (!connection_) return status_;
-  return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value));
-}
-
-Result<std::string> Database::get(std::string_view key) const {
-  if (!connection_) return status_;
-  return connection_->Call<std::string>(atom::get_v, path_, std::string(key));
-}
-
-Status Database::erase(std::string_view key) const {
-  if (!connection_) return status_;
-  return connection_->CallOk(atom::erase_v, path_, std::string(key));
-}
-
-Result<ListPage> Database::list_page(const ListOptions& options) const {
-  if (!connection_) return status_;
-  return connection_->Call<ListPage>(atom::list_v, path_, options);
-}
-
-Result<std::vector<std::string>> Database::list(std::string_view prefix) const {
-  std::vector<std::string> keys;
-  ListOptions options;
-  options.prefix = std::string(prefix);
-  while (true) {
-    Result<ListPage> page = list_page(options);
-    if (!page.ok()) return page.status();
-    keys.insert(keys.end(), std::make_move_iterator(page->keys.begin()),
-                std::make_move_iterator(page->keys.end()));
-    if (!page->has_more()) return keys;
-    options.start_after = std::move(page->next_token);
-  }
-}
-
-Batch Database::batch() const {
-  return Batch(*this);
-}
-
-Status Database::write(const WriteBatch& batch) const {
-  if (!connection_) return status_;
-  return connection_->CallOk(atom::batch_v, path_, batch);
-}
-
-Result<DatabaseStats> Database::stats() const {
-  if (!connection_) return status_;
-  return connection_->Call<DatabaseStats>(atom::stats_v, path_);
-}
-
-Result<ReplicationStatus> Database::replication_status() const {
-  if (!connection_) return status_;
-  return connection_->Call<ReplicationStatus>(atom::status_v, path_);
-}
-
-void Database::close() {
-  connection_.reset();
-  status_ = Status::InvalidArgument("database handle " + Quote(path_) + " was closed");
-}
-
-namespace {
-
-// A future that is already satisfied (for calls on an unusable handle).
-template <class T>
-std::future<T> Ready(T value) {
-  std::promise<T> promise;
-  promise.set_value(std::move(value));
-  return promise.get_future();
-}
-
-}  // namespace
-
-std::future<Status> Database::put_async(std::string key, std::string value) const {
-  if (!connection_) return Ready(status_);
-  return connection_->SendForStatus(atom::put_v, path_, std::move(key), std::move(value));
-}
-
-std::future<Result<std::string>> Database::get_async(std::string key) const {
-  if (!connection_) return Ready(Result<std::string>(status_));
-  return connection_->SendForResult<std::string>(atom::get_v, path_, std::move(key));
-}
-
-std::future<Status> Database::erase_async(std::string key) const {
-  if (!connection_) return Ready(status_);
-  return connection_->SendForStatus(atom::erase_v, path_, std::move(key));
-}
-
-std::future<Status> Database::write_async(WriteBatch batch) const {
-  if (!connection_) return Ready(status_);
-  return connection_->SendForStatus(atom::batch_v, path_, std::move(batch));
-}
-
-void Database::put_async(std::string key, std::string value,
-                         std::function<void(Status)> done) const {
-  if (!connection_) return done(status_);
-  connection_->SendWithStatusCallback(std::move(done), atom::put_v, path_, std::move(key),
-                                      std::move(value));
-}
-
-void Database::get_async(std::string key, std::function<void(Result<std::string>)> done) const {
-  if (!connection_) return done(status_);
-  connection_->SendWithCallback<std::string>(std::move(done), atom::get_v, path_, std::move(key));
-}
-
-void Database::erase_async(std::string key, std::function<void(Status)> done) const {
-  if (!connection_) return done(status_);
-  connection_->SendWithStatusCallback(std::move(done), atom::erase_v, path_, std::move(key));
-}
-
-void Database::write_async(WriteBatch batch, std::function<void(Status)> done) const {
-  if (!connection_) return done(status_);
-  connection_->SendWithStatusCallback(std::move(done), atom::batch_v, path_, std::move(batch));
-}
-
-void Database::list_page_async(ListOptions options,
-                               std::function<void(Result<ListPage>)> done) const {
-  if (!connection_) return done(status_);
-  connection_->SendWithCallback<ListPage>(std::move(done), atom::list_v, path_, std::move(options));
 }
 
 }  // namespace kvmesh::client

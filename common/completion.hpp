@@ -34,4 +34,18 @@ class Completion {
   std::shared_ptr<State> state_;
 };
 
+/// A Completion that hands its answer on as a Result (the public API's callbacks).
+template <class Reply>
+Completion<Reply> ResultCompletion(std::function<void(Result<Reply>)> done) {
+  return Completion<Reply>([done = std::move(done)](Status s, Reply r) {
+    done(s.ok() ? Result<Reply>(std::move(r)) : Result<Reply>(std::move(s)));
+  });
+}
+
+/// A Completion for a request whose reply only says "done" (`Ok`): hands on its Status.
+template <class Ok>
+Completion<Ok> StatusCompletion(std::function<void(Status)> done) {
+  return Completion<Ok>([done = std::move(done)](Status s, Ok) { done(std::move(s)); });
+}
+
 }  // namespace kvmesh

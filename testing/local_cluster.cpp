@@ -149,11 +149,10 @@ Status LocalCluster::AddNode(size_t* index) {
 Status LocalCluster::WaitForMembership(std::chrono::milliseconds timeout) {
   return PollUntil(timeout, [&]() -> Status {
     for (size_t i : Running()) {
-      std::vector<MemberStatus> members;
-      Status s = nodes_[i].node->Members(&members);
-      if (!s.ok()) return s;
+      Result<std::vector<MemberStatus>> members = nodes_[i].node->members();
+      if (!members.ok()) return members.status();
       std::set<uint64_t> alive, expected;
-      for (const auto& m : members) {
+      for (const auto& m : *members) {
         if (!m.self && m.alive) alive.insert(m.node_id);
       }
       for (size_t j : Running()) {
@@ -173,8 +172,9 @@ Status LocalCluster::ReplicaStatus(size_t i, std::string_view path, ReplicationS
   if (i >= nodes_.size() || !nodes_[i].node) {
     return Status::InvalidArgument("node " + std::to_string(i) + " is not running");
   }
-  Status s = nodes_[i].node->ReplicationStatusOf(path, out);
-  if (!s.ok()) return s;
+  Result<ReplicationStatus> status = nodes_[i].node->open(path).replication_status();
+  if (!status.ok()) return status.status();
+  *out = std::move(*status);
   if (out->node_id != nodes_[i].id) {
     return Status::NotFound("node " + std::to_string(i) + " holds no replica of " +
                             Quote(std::string(path)));
@@ -188,9 +188,10 @@ Status LocalCluster::WaitForConvergence(std::string_view path, std::chrono::mill
     if (via >= nodes_.size() || !nodes_[via].node) {
       return Status::InvalidArgument("node " + std::to_string(via) + " is not running");
     }
-    ReplicationStatus first;
-    Status s = nodes_[via].node->ReplicationStatusOf(path, &first);
-    if (!s.ok()) return s;
+    Result<ReplicationStatus> via_status = nodes_[via].node->open(path).replication_status();
+    if (!via_status.ok()) return via_status.status();
+    const ReplicationStatus& first = *via_status;
+    Status s;
     std::vector<ReplicationStatus> statuses;
     for (uint64_t id : first.replicas) {
       const size_t i = IndexOf(id);

@@ -11,8 +11,7 @@
 //   options.config_dir = "config";              // or options.configs
 //   std::unique_ptr<kvmesh::LocalCluster> cluster;
 //   kvmesh::Status s = kvmesh::LocalCluster::Start(options, &cluster);
-//   kvmesh::Database db;
-//   s = cluster->node(0)->Open("/example/kv", &db);
+//   kvmesh::Database db = cluster->node(0)->open("/example/kv");
 //   cluster->Partition({0}, {1, 2});
 //   ...
 //   cluster->Heal();

@@ -11,8 +11,8 @@
 #include <caf/io/all.hpp>
 
 #include "actor_test_util.hpp"
-#include "kvmesh/node.hpp"
 #include "kvmesh/client.hpp"
+#include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
 #include "test_util.hpp"
 
@@ -352,11 +352,11 @@ TEST_F(ClientTest, ForgedRepliesCannotHijackADatabase) {
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(*read, "hunter2");
   // The write is in the node's real database, not with the impostor.
-  Database real;
-  ASSERT_TRUE(node_->Open("/tiny/victim", &real).ok());
-  std::string value;
-  ASSERT_TRUE(real.Get("/secret", &value).ok());
-  EXPECT_EQ(value, "hunter2");
+  Database real = node_->open("/tiny/victim");
+  ASSERT_TRUE(real.ok()) << real.status();
+  Result<std::string> value = real.get("/secret");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "hunter2");
   caf::anon_send_exit(impostor, caf::exit_reason::user_shutdown);
 }
 

@@ -9,10 +9,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "testing/local_cluster.hpp"
 #include "common/placement.hpp"
 #include "config/config_set.hpp"
 #include "test_util.hpp"
+#include "testing/local_cluster.hpp"
 
 namespace kvmesh {
 namespace {
@@ -69,17 +69,15 @@ class ClusterTest : public ::testing::Test {
   }
 
   Database Open(size_t node, const std::string& path) {
-    Database db;
-    Status s = cluster_->node(node)->Open(path, &db);
-    EXPECT_TRUE(s.ok()) << s;
+    Database db = cluster_->node(node)->open(path);
+    EXPECT_TRUE(db.ok()) << db.status();
     return db;
   }
 
   /// The value of `key` read through node `node`, or "<error>".
   std::string Read(size_t node, const std::string& path, const std::string& key) {
-    std::string value;
-    Status s = Open(node, path).Get(key, &value);
-    return s.ok() ? value : "<" + s.ToString() + ">";
+    Result<std::string> value = Open(node, path).get(key);
+    return value.ok() ? *value : "<" + value.status().ToString() + ">";
   }
 
   testing::TempDir dir_;
@@ -93,7 +91,7 @@ TEST_F(ClusterTest, WritesThroughAnyNodeReachEveryReplica) {
   }
   Database db = Open(1, "/strict/users");
   for (int i = 0; i < 100; ++i) {
-    ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v" + std::to_string(i)).ok());
+    ASSERT_TRUE(db.put("/k/" + std::to_string(i), "v" + std::to_string(i)).ok());
   }
   std::vector<ReplicationStatus> statuses;
   Status s = cluster_->WaitForConvergence("/strict/users", seconds(10), &statuses);
@@ -113,7 +111,7 @@ TEST_F(ClusterTest, AnyNodeServesADatabasePlacedElsewhere) {
     ASSERT_TRUE(started.ok()) << started;
   }
   // max 2 of 3 nodes: one node holds no replica and forwards.
-  ASSERT_TRUE(Open(0, "/pairs/a").Put("/x", "1").ok());
+  ASSERT_TRUE(Open(0, "/pairs/a").put("/x", "1").ok());
   std::vector<ReplicationStatus> statuses;
   ASSERT_TRUE(cluster_->WaitForConvergence("/pairs/a", seconds(10), &statuses).ok());
   ASSERT_EQ(statuses.size(), 2u);
@@ -126,9 +124,9 @@ TEST_F(ClusterTest, AnyNodeServesADatabasePlacedElsewhere) {
     }
   }
   ASSERT_LT(outsider, 3u);
-  std::vector<DatabaseInfo> catalog;
-  ASSERT_TRUE(cluster_->node(outsider)->ListDatabases(&catalog).ok());
-  EXPECT_TRUE(catalog.empty()) << "the node outside the replica set stores nothing";
+  Result<std::vector<DatabaseInfo>> catalog = cluster_->node(outsider)->databases();
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  EXPECT_TRUE(catalog->empty()) << "the node outside the replica set stores nothing";
 }
 
 TEST_F(ClusterTest, ConcurrentWritesOnBothSidesOfAPartitionConverge) {
@@ -137,7 +135,7 @@ TEST_F(ClusterTest, ConcurrentWritesOnBothSidesOfAPartitionConverge) {
     ASSERT_TRUE(started.ok()) << started;
   }
   Database before = Open(0, "/loose/p");
-  ASSERT_TRUE(before.Put("/shared", "base").ok());
+  ASSERT_TRUE(before.put("/shared", "base").ok());
   ASSERT_TRUE(cluster_->WaitForConvergence("/loose/p", seconds(10)).ok());
 
   cluster_->Partition({0}, {1, 2});
@@ -145,12 +143,12 @@ TEST_F(ClusterTest, ConcurrentWritesOnBothSidesOfAPartitionConverge) {
   Database left = Open(0, "/loose/p");
   Database right = Open(1, "/loose/p");
   for (int i = 0; i < 50; ++i) {
-    ASSERT_TRUE(left.Put("/left/" + std::to_string(i), "L").ok());
-    ASSERT_TRUE(right.Put("/right/" + std::to_string(i), "R").ok());
+    ASSERT_TRUE(left.put("/left/" + std::to_string(i), "L").ok());
+    ASSERT_TRUE(right.put("/right/" + std::to_string(i), "R").ok());
   }
-  ASSERT_TRUE(left.Put("/shared", "from-left").ok());
-  ASSERT_TRUE(right.Put("/shared", "from-right").ok());
-  ASSERT_TRUE(right.Erase("/left/0").ok());  // a delete of a key the right side never saw
+  ASSERT_TRUE(left.put("/shared", "from-left").ok());
+  ASSERT_TRUE(right.put("/shared", "from-right").ok());
+  ASSERT_TRUE(right.erase("/left/0").ok());  // a delete of a key the right side never saw
   EXPECT_EQ(Read(0, "/loose/p", "/shared"), "from-left");
   EXPECT_EQ(Read(1, "/loose/p", "/shared"), "from-right");
 
@@ -180,7 +178,7 @@ TEST_F(ClusterTest, CrashingOneReplicaLosesNoAcknowledgedWrite) {
   std::map<std::string, std::string> acknowledged;
   for (int i = 0; i < 200; ++i) {
     std::string key = "/o/" + std::to_string(i);
-    if (db.Put(key, "v" + std::to_string(i)).ok()) acknowledged[key] = "v" + std::to_string(i);
+    if (db.put(key, "v" + std::to_string(i)).ok()) acknowledged[key] = "v" + std::to_string(i);
   }
   ASSERT_EQ(acknowledged.size(), 200u);
   // Crash a replica other than the coordinator right after the writes: min 2 means each write is
@@ -193,7 +191,7 @@ TEST_F(ClusterTest, CrashingOneReplicaLosesNoAcknowledgedWrite) {
   }
   // Writes go on with one node down (2 of 3 replicas reachable, min 2).
   ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
-  ASSERT_TRUE(db.Put("/after-crash", "x").ok());
+  ASSERT_TRUE(db.put("/after-crash", "x").ok());
   ASSERT_TRUE(cluster_->Restart(1).ok());
   Status s = cluster_->WaitForConvergence("/strict/orders", seconds(15));
   ASSERT_TRUE(s.ok()) << s;
@@ -206,11 +204,11 @@ TEST_F(ClusterTest, AWriteThatCannotReachMinReplicasFailsClearly) {
     ASSERT_TRUE(started.ok()) << started;
   }
   Database db = Open(0, "/strict/x");
-  ASSERT_TRUE(db.Put("/a", "1").ok());
+  ASSERT_TRUE(db.put("/a", "1").ok());
   cluster_->Crash(1);
   cluster_->Crash(2);
   ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
-  Status s = db.Put("/b", "2");
+  Status s = db.put("/b", "2");
   EXPECT_EQ(s.code(), Code::kUnavailable) << s;
   EXPECT_NE(s.message().find("reached 1 of the 2 replicas that replication.min requires"),
             std::string::npos)
@@ -228,7 +226,7 @@ TEST_F(ClusterTest, ARestartedNodeReceivesOnlyTheWritesItMissed) {
   Database db = Open(0, "/loose/catchup");
   WriteBatch batch;
   for (int i = 0; i < 1000; ++i) batch.Put("/k/" + std::to_string(i), std::string(50, 'a'));
-  ASSERT_TRUE(db.Write(batch).ok());
+  ASSERT_TRUE(db.write(batch).ok());
   ASSERT_TRUE(cluster_->WaitForConvergence("/loose/catchup", seconds(10)).ok());
 
   cluster_->Crash(2);
@@ -236,7 +234,7 @@ TEST_F(ClusterTest, ARestartedNodeReceivesOnlyTheWritesItMissed) {
   WriteBatch missed;
   for (int i = 0; i < 300; ++i) missed.Put("/new/" + std::to_string(i), "n");
   for (int i = 0; i < 50; ++i) missed.Put("/k/" + std::to_string(i), "overwritten");
-  ASSERT_TRUE(db.Write(missed).ok());
+  ASSERT_TRUE(db.write(missed).ok());
 
   ASSERT_TRUE(cluster_->Restart(2).ok());
   Status s = cluster_->WaitForConvergence("/loose/catchup", seconds(15));
@@ -256,8 +254,8 @@ TEST_F(ClusterTest, TombstonesAreCollectedAndDeletesStayDeleted) {
     ASSERT_TRUE(started.ok()) << started;
   }
   Database db = Open(0, "/loose/gc");
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
-  for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.Erase("/k/" + std::to_string(i)).ok());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(db.put("/k/" + std::to_string(i), "v").ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.erase("/k/" + std::to_string(i)).ok());
   ASSERT_TRUE(cluster_->WaitForConvergence("/loose/gc", seconds(10)).ok());
   // Once every replica has seen the deletes, every replica collects its tombstones.
   bool collected = Eventually(seconds(10), [&] {
@@ -292,9 +290,9 @@ TEST_F(ClusterTest, DuplicatedLateAndDroppedDeltasStillConverge) {
   Database a = Open(0, "/loose/faulty");
   Database b = Open(1, "/loose/faulty");
   for (int i = 0; i < 200; ++i) {
-    ASSERT_TRUE(a.Put("/k/" + std::to_string(i % 40), "a" + std::to_string(i)).ok());
-    ASSERT_TRUE(b.Put("/k/" + std::to_string(i % 40), "b" + std::to_string(i)).ok());
-    if (i % 7 == 0) ASSERT_TRUE(a.Erase("/k/" + std::to_string(i % 40)).ok());
+    ASSERT_TRUE(a.put("/k/" + std::to_string(i % 40), "a" + std::to_string(i)).ok());
+    ASSERT_TRUE(b.put("/k/" + std::to_string(i % 40), "b" + std::to_string(i)).ok());
+    if (i % 7 == 0) ASSERT_TRUE(a.erase("/k/" + std::to_string(i % 40)).ok());
   }
   cluster_->faults().SetDeltaFaults({});
   std::vector<ReplicationStatus> statuses;
@@ -319,7 +317,7 @@ TEST_F(ClusterTest, AJoiningNodeTakesItsShareAndOldCopiesAreDropped) {
   const int kDatabases = 12;
   for (int d = 0; d < kDatabases; ++d) {
     Database db = Open(d % 3, "/pairs/" + std::to_string(d));
-    for (int i = 0; i < 20; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(db.put("/k/" + std::to_string(i), "v").ok());
   }
   size_t added = 0;
   ASSERT_TRUE(cluster_->AddNode(&added).ok());
@@ -336,9 +334,9 @@ TEST_F(ClusterTest, AJoiningNodeTakesItsShareAndOldCopiesAreDropped) {
     // Every database ends on exactly its two replicas by placement over four nodes, full.
     bool placed = Eventually(seconds(15), [&] {
       for (size_t i = 0; i < cluster_->size(); ++i) {
-        std::vector<DatabaseInfo> catalog;
-        if (!cluster_->node(i)->ListDatabases(&catalog).ok()) return false;
-        const bool holds = std::any_of(catalog.begin(), catalog.end(),
+        Result<std::vector<DatabaseInfo>> catalog = cluster_->node(i)->databases();
+        if (!catalog.ok()) return false;
+        const bool holds = std::any_of(catalog->begin(), catalog->end(),
                                        [&](const DatabaseInfo& info) { return info.path == path; });
         const bool should =
             std::find(expected.begin(), expected.end(), cluster_->node_id(i)) != expected.end();
@@ -359,8 +357,8 @@ TEST_F(ClusterTest, DatabasesOfOneRegexConfigReplicateIndependently) {
     Status started = StartCluster(3);
     ASSERT_TRUE(started.ok()) << started;
   }
-  ASSERT_TRUE(Open(0, "/profile/history/alice").Put("/visit", "a").ok());
-  ASSERT_TRUE(Open(0, "/profile/history/bob").Put("/visit", "b").ok());
+  ASSERT_TRUE(Open(0, "/profile/history/alice").put("/visit", "a").ok());
+  ASSERT_TRUE(Open(0, "/profile/history/bob").put("/visit", "b").ok());
   std::vector<ReplicationStatus> alice, bob;
   ASSERT_TRUE(cluster_->WaitForConvergence("/profile/history/alice", seconds(10), &alice).ok());
   ASSERT_TRUE(cluster_->WaitForConvergence("/profile/history/bob", seconds(10), &bob).ok());
@@ -386,9 +384,9 @@ TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsId) {
   ASSERT_TRUE(cluster_->Restart(2).ok());
   EXPECT_EQ(cluster_->node_id(2), id);
   ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
-  std::vector<MemberStatus> members;
-  ASSERT_TRUE(cluster_->node(0)->Members(&members).ok());
-  EXPECT_EQ(members.size(), 3u);
+  Result<std::vector<MemberStatus>> members = cluster_->node(0)->members();
+  ASSERT_TRUE(members.ok()) << members.status();
+  EXPECT_EQ(members->size(), 3u);
 }
 
 TEST_F(ClusterTest, ADeadReplicaIsReplacedAfterTheGracePeriod) {
@@ -399,7 +397,7 @@ TEST_F(ClusterTest, ADeadReplicaIsReplacedAfterTheGracePeriod) {
     ASSERT_TRUE(started.ok()) << started;
   }
   Database db = Open(0, "/loose/grace");
-  for (int i = 0; i < 50; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(db.put("/k/" + std::to_string(i), "v").ok());
   std::vector<ReplicationStatus> before;
   ASSERT_TRUE(cluster_->WaitForConvergence("/loose/grace", seconds(10), &before).ok());
   ASSERT_EQ(before.size(), 3u);  // max 3 of 4 nodes
@@ -438,13 +436,13 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   const int kDatabases = 12;
   for (int d = 0; d < kDatabases; ++d) {
     Database db = Open(0, "/pairs/" + std::to_string(d));
-    for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.put("/k/" + std::to_string(i), "v").ok());
   }
   // Every database goes idle and stops: nothing but membership can wake it now.
   auto all_idle = [&] {
     for (size_t i : cluster_->Running()) {
-      uint64_t active = 1;
-      if (!cluster_->node(i)->ActiveDatabases(&active).ok() || active != 0) return false;
+      Result<uint64_t> active = cluster_->node(i)->active_databases();
+      if (!active.ok() || *active != 0) return false;
     }
     return true;
   };
@@ -456,14 +454,14 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   // The catalogs (read without waking anything) end up matching placement over four nodes.
   bool placed = Eventually(seconds(20), [&] {
     for (size_t i = 0; i < cluster_->size(); ++i) {
-      std::vector<DatabaseInfo> catalog;
-      if (!cluster_->node(i)->ListDatabases(&catalog).ok()) return false;
+      Result<std::vector<DatabaseInfo>> catalog = cluster_->node(i)->databases();
+      if (!catalog.ok()) return false;
       for (int d = 0; d < kDatabases; ++d) {
         const std::string path = "/pairs/" + std::to_string(d);
         const auto expected = PlaceReplicas(path, ids, 2);
         const bool should =
             std::find(expected.begin(), expected.end(), cluster_->node_id(i)) != expected.end();
-        const bool holds = std::any_of(catalog.begin(), catalog.end(),
+        const bool holds = std::any_of(catalog->begin(), catalog->end(),
                                        [&](const DatabaseInfo& info) { return info.path == path; });
         if (holds != should) return false;
       }
@@ -480,10 +478,10 @@ TEST_F(ClusterTest, ANodeWithoutItsPeersRefusesWritesThatNeedThem) {
     Status started = StartCluster(1);
     ASSERT_TRUE(started.ok()) << started;
   }
-  Status s = Open(0, "/strict/alone").Put("/k", "v");
+  Status s = Open(0, "/strict/alone").put("/k", "v");
   EXPECT_EQ(s.code(), Code::kUnavailable) << s;
   EXPECT_NE(s.message().find("reached 1 of the 2 replicas"), std::string::npos) << s;
-  EXPECT_TRUE(Open(0, "/loose/alone").Put("/k", "v").ok());
+  EXPECT_TRUE(Open(0, "/loose/alone").put("/k", "v").ok());
 }
 
 TEST_F(ClusterTest, IdleReplicasStayPassivatedWhileAnotherServesReads) {
@@ -498,24 +496,23 @@ TEST_F(ClusterTest, IdleReplicasStayPassivatedWhileAnotherServesReads) {
     ASSERT_TRUE(started.ok()) << started;
   }
   Database db = Open(0, "/loose/reads");
-  for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.Put("/k/" + std::to_string(i), "v").ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.put("/k/" + std::to_string(i), "v").ok());
   ASSERT_TRUE(cluster_->WaitForConvergence("/loose/reads", seconds(10)).ok());
   auto active = [&](size_t node) {
-    uint64_t n = 0;
-    EXPECT_TRUE(cluster_->node(node)->ActiveDatabases(&n).ok());
-    return n;
+    Result<uint64_t> n = cluster_->node(node)->active_databases();
+    EXPECT_TRUE(n.ok()) << n.status();
+    return n.ok() ? *n : 0;
   };
   // Reads through node 0 keep its replica running (they start before it can go idle); the
   // replicas on nodes 1 and 2 serve nothing and stop.
-  std::string value;
   ASSERT_TRUE(Eventually(seconds(10), [&] {
-    EXPECT_TRUE(db.Get("/k/1", &value).ok());
+    EXPECT_TRUE(db.get("/k/1").ok());
     return active(1) == 0 && active(2) == 0;
   }));
   // Node 0's anti-entropy rounds must not wake them: they hold everything it holds.
   const auto until = std::chrono::steady_clock::now() + milliseconds(2000);
   while (std::chrono::steady_clock::now() < until) {
-    ASSERT_TRUE(db.Get("/k/1", &value).ok());
+    ASSERT_TRUE(db.get("/k/1").ok());
     ASSERT_EQ(active(1), 0u);
     ASSERT_EQ(active(2), 0u);
     std::this_thread::sleep_for(milliseconds(20));
@@ -544,26 +541,25 @@ TEST_F(ClusterTest, AReplicaPullsNewerWritesFromAPeerWhoseActorItForgot) {
   }
   const std::string path = "/loose/forgotten";
   Database db = Open(0, path);
-  ASSERT_TRUE(db.Put("/k/0", "v").ok());
+  ASSERT_TRUE(db.put("/k/0", "v").ok());
   ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10)).ok());
   // Reads keep node 0's replica running; node 1's stops, and node 0's requests to it fail.
-  std::string value;
   ASSERT_TRUE(Eventually(seconds(10), [&] {
-    EXPECT_TRUE(db.Get("/k/0", &value).ok());
-    uint64_t active = 1;
-    EXPECT_TRUE(cluster_->node(1)->ActiveDatabases(&active).ok());
+    EXPECT_TRUE(db.get("/k/0").ok());
+    Result<uint64_t> active = cluster_->node(1)->active_databases();
+    EXPECT_TRUE(active.ok()) << active.status();
     ReplicationStatus st;
-    return active == 0 && cluster_->ReplicaStatus(0, path, &st).ok() && st.peers.size() == 1 &&
-           !st.peers[0].reachable;
+    return active.ok() && *active == 0 && cluster_->ReplicaStatus(0, path, &st).ok() &&
+           st.peers.size() == 1 && !st.peers[0].reachable;
   }));
   // Pushes are lost from now on: node 1's new write reaches node 0 only if node 0 pulls it.
   FaultInjector::DeltaFaults lose_pushes;
   lose_pushes.drop = 1.0;
   cluster_->faults().SetDeltaFaults(lose_pushes);
-  ASSERT_TRUE(Open(1, path).Put("/k/1", "only on node 1").ok());
+  ASSERT_TRUE(Open(1, path).put("/k/1", "only on node 1").ok());
   EXPECT_TRUE(Eventually(seconds(5), [&] {
-    Status s = db.Get("/k/1", &value);  // also keeps node 0's replica running
-    return s.ok() && value == "only on node 1";
+    Result<std::string> value = db.get("/k/1");  // also keeps node 0's replica running
+    return value.ok() && *value == "only on node 1";
   }));
   cluster_->faults().SetDeltaFaults({});
 }

@@ -220,8 +220,12 @@ TEST(LocalDeadlinesTest, SettledAttemptsNeverExpire) {
   LocalDeadlines deadlines;
   deadlines.set_schedule_check([&](caf::timespan period) { scheduled.push_back(period); });
   int expired = 0;
-  const uint64_t a = deadlines.Add(std::chrono::milliseconds(0), [&] { ++expired; });
-  const uint64_t b = deadlines.Add(std::chrono::hours(1), [&] { ++expired; });
+  auto count = [&](caf::error why) {
+    EXPECT_EQ(why, caf::sec::request_timeout);
+    ++expired;
+  };
+  const uint64_t a = deadlines.Add(std::chrono::milliseconds(0), count);
+  const uint64_t b = deadlines.Add(std::chrono::hours(1), count);
   ASSERT_EQ(scheduled.size(), 1u);  // one check covers both
   EXPECT_EQ(scheduled[0], std::chrono::milliseconds(1));
   deadlines.ExpireDue();
@@ -233,6 +237,26 @@ TEST(LocalDeadlinesTest, SettledAttemptsNeverExpire) {
   deadlines.ExpireDue();
   EXPECT_EQ(expired, 1);
   EXPECT_EQ(scheduled.size(), 2u);  // nothing pending: no further check
+}
+
+// The client's connection ends every request in flight at once when its node is lost.
+TEST(LocalDeadlinesTest, EndAllEndsEveryPendingAttemptWithItsReason) {
+  LocalDeadlines deadlines;
+  deadlines.set_schedule_check([](caf::timespan) {});
+  std::vector<caf::error> ended;
+  auto record = [&](caf::error why) { ended.push_back(std::move(why)); };
+  deadlines.Add(std::chrono::hours(1), record);
+  const uint64_t settled = deadlines.Add(std::chrono::hours(1), record);
+  deadlines.Add(std::chrono::hours(1), record);
+  EXPECT_TRUE(deadlines.Settle(settled));
+  const caf::error lost = ToError(Status::Unavailable("lost the connection"));
+  deadlines.EndAll(lost);
+  ASSERT_EQ(ended.size(), 2u);
+  EXPECT_EQ(ended[0], lost);
+  EXPECT_EQ(ended[1], lost);
+  EXPECT_EQ(deadlines.pending(), 0u);
+  deadlines.ExpireDue();
+  EXPECT_EQ(ended.size(), 2u);
 }
 
 }  // namespace

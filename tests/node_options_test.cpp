@@ -149,9 +149,9 @@ TEST_F(NodeStartTest, ABadOptionLeavesAnExistingDataDirUntouched) {
   {
     std::unique_ptr<Node> node;
     ASSERT_TRUE(Node::Start(good, &node).ok());
-    Database db;
-    ASSERT_TRUE(node->Open("/example/kv", &db).ok());
-    ASSERT_TRUE(db.Put("/k", "v").ok());
+    Database db = node->open("/example/kv");
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE(db.put("/k", "v").ok());
   }
   const auto before = Snapshot(good.data_dir);
   ASSERT_FALSE(before.empty());
@@ -167,11 +167,11 @@ TEST_F(NodeStartTest, ABadOptionLeavesAnExistingDataDirUntouched) {
   // And the data is still there for a good start.
   std::unique_ptr<Node> node;
   ASSERT_TRUE(Node::Start(good, &node).ok());
-  Database db;
-  ASSERT_TRUE(node->Open("/example/kv", &db).ok());
-  std::string value;
-  ASSERT_TRUE(db.Get("/k", &value).ok());
-  EXPECT_EQ(value, "v");
+  Database db = node->open("/example/kv");
+  ASSERT_TRUE(db.ok());
+  Result<std::string> value = db.get("/k");
+  ASSERT_TRUE(value.ok());
+  EXPECT_EQ(*value, "v");
 }
 
 TEST_F(NodeStartTest, ConfigsGivenAsYamlTextServeDatabases) {
@@ -185,18 +185,18 @@ TEST_F(NodeStartTest, ConfigsGivenAsYamlTextServeDatabases) {
       "  size: 2KiB\n";
   std::unique_ptr<Node> node;
   ASSERT_TRUE(Node::Start(options, &node).ok());
-  Database db;
-  ASSERT_TRUE(node->Open("/app/users/ada", &db).ok());
-  ASSERT_TRUE(db.Put("/k", "v").ok());
-  DatabaseStats stats;
-  ASSERT_TRUE(db.Stats(&stats).ok());
-  EXPECT_EQ(stats.limit_bytes, 2048u);
-  std::vector<ConfigInfo> configs;
-  ASSERT_TRUE(node->ListConfigs(&configs).ok());
-  ASSERT_EQ(configs.size(), 2u);
-  EXPECT_EQ(configs[0].id, "kv");
-  EXPECT_EQ(configs[0].source, "<memory>:1");
-  EXPECT_EQ(configs[1].source, "<memory>:4");
+  Database db = node->open("/app/users/ada");
+  ASSERT_TRUE(db.ok());
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  Result<DatabaseStats> stats = db.stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->limit_bytes, 2048u);
+  Result<std::vector<ConfigInfo>> configs = node->configs();
+  ASSERT_TRUE(configs.ok());
+  ASSERT_EQ(configs->size(), 2u);
+  EXPECT_EQ((*configs)[0].id, "kv");
+  EXPECT_EQ((*configs)[0].source, "<memory>:1");
+  EXPECT_EQ((*configs)[1].source, "<memory>:4");
 }
 
 // A database path is normalised once, where it enters (common/path.hpp): every spelling reaches
@@ -204,26 +204,25 @@ TEST_F(NodeStartTest, ConfigsGivenAsYamlTextServeDatabases) {
 TEST_F(NodeStartTest, EverySpellingOfAPathOpensOneDatabase) {
   std::unique_ptr<Node> node;
   ASSERT_TRUE(Node::Start(Options("data"), &node).ok());
-  Database a, b;
-  ASSERT_TRUE(node->Open("/example/kv", &a).ok());
-  ASSERT_TRUE(node->Open("example//kv/", &b).ok());
+  Database a = node->open("/example/kv");
+  Database b = node->open("example//kv/");
+  ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(b.path(), "/example/kv");
-  ASSERT_TRUE(a.Put("/k", "v").ok());
-  std::string value;
-  ASSERT_TRUE(b.Get("k", &value).ok());
-  EXPECT_EQ(value, "v");
-  std::vector<DatabaseInfo> databases;
-  ASSERT_TRUE(node->ListDatabases(&databases).ok());
-  ASSERT_EQ(databases.size(), 1u);
-  EXPECT_EQ(databases[0].path, "/example/kv");
-  Database bad;
-  Status s = node->Open("/example/../kv", &bad);
+  ASSERT_TRUE(a.put("/k", "v").ok());
+  Result<std::string> value = b.get("k");
+  ASSERT_TRUE(value.ok());
+  EXPECT_EQ(*value, "v");
+  Result<std::vector<DatabaseInfo>> databases = node->databases();
+  ASSERT_TRUE(databases.ok());
+  ASSERT_EQ(databases->size(), 1u);
+  EXPECT_EQ((*databases)[0].path, "/example/kv");
+  Status s = node->open("/example/../kv").status();
   EXPECT_EQ(s.code(), Code::kInvalidKey) << s;
   EXPECT_NE(s.message().find("\"/example/../kv\""), std::string::npos) << s;
-  ReplicationStatus status;
-  ASSERT_TRUE(node->ReplicationStatusOf("//example/kv//", &status).ok());
-  EXPECT_EQ(status.path, "/example/kv");
-  EXPECT_EQ(node->ReplicationStatusOf("", &status).code(), Code::kInvalidKey);
+  Result<ReplicationStatus> status = node->open("//example/kv//").replication_status();
+  ASSERT_TRUE(status.ok());
+  EXPECT_EQ(status->path, "/example/kv");
+  EXPECT_EQ(node->open("").status().code(), Code::kInvalidKey);
 }
 
 }  // namespace

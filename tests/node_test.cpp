@@ -6,8 +6,8 @@
 #include <mutex>
 #include <thread>
 
-#include "kvmesh/node.hpp"
 #include "config/config_set.hpp"
+#include "kvmesh/node.hpp"
 #include "test_util.hpp"
 
 namespace kvmesh {
@@ -31,7 +31,9 @@ void WaitUntilAllPassivated(Node& node) {
   uint64_t active = 1;
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (active != 0 && std::chrono::steady_clock::now() < deadline) {
-    ASSERT_TRUE(node.ActiveDatabases(&active).ok());
+    Result<uint64_t> now = node.active_databases();
+    ASSERT_TRUE(now.ok()) << now.status();
+    active = *now;
     if (active != 0) std::this_thread::sleep_for(5ms);
   }
   ASSERT_EQ(active, 0u) << "database still active after 10 s";
@@ -59,9 +61,8 @@ class NodeTest : public ::testing::Test {
   }
 
   Database Open(Node& node, const std::string& path) {
-    Database db;
-    Status s = node.Open(path, &db);
-    EXPECT_TRUE(s.ok()) << s;
+    Database db = node.open(path);
+    EXPECT_TRUE(db.ok()) << db.status();
     return db;
   }
 
@@ -73,78 +74,85 @@ TEST_F(NodeTest, SeedExampleDatabaseWorks) {
   Database db = Open(*node, "/example/kv");
   EXPECT_EQ(db.path(), "/example/kv");
   const std::string profile("{\"name\":\"a\0b\"}", 14);
-  ASSERT_TRUE(db.Put("/users/123/profile", profile).ok());
-  ASSERT_TRUE(db.Put("/users/123/sessions/456", "s").ok());
-  ASSERT_TRUE(db.Put("/users1", "not under /users").ok());
-  std::string value;
-  ASSERT_TRUE(db.Get("/users/123/profile", &value).ok());
-  EXPECT_EQ(value, profile);
-  std::vector<std::string> keys;
-  ASSERT_TRUE(db.ListAll("/users/", &keys).ok());
-  EXPECT_EQ(keys, (std::vector<std::string>{"/users/123/profile", "/users/123/sessions/456"}));
-  ASSERT_TRUE(db.Erase("/users/123/profile").ok());
-  Status s = db.Get("/users/123/profile", &value);
-  EXPECT_TRUE(s.IsNotFound()) << s;
-  EXPECT_TRUE(db.Erase("/users/123/profile").ok());
-  DatabaseStats stats;
-  ASSERT_TRUE(db.Stats(&stats).ok());
-  EXPECT_EQ(stats.key_count, 2u);
-  EXPECT_EQ(stats.limit_bytes, 100'000'000u);
+  ASSERT_TRUE(db.put("/users/123/profile", profile).ok());
+  ASSERT_TRUE(db.put("/users/123/sessions/456", "s").ok());
+  ASSERT_TRUE(db.put("/users1", "not under /users").ok());
+  Result<std::string> value = db.get("/users/123/profile");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, profile);
+  Result<std::vector<std::string>> keys = db.list("/users/");
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(*keys, (std::vector<std::string>{"/users/123/profile", "/users/123/sessions/456"}));
+  ASSERT_TRUE(db.erase("/users/123/profile").ok());
+  value = db.get("/users/123/profile");
+  EXPECT_TRUE(value.IsNotFound()) << value.status();
+  EXPECT_TRUE(db.erase("/users/123/profile").ok());
+  Result<DatabaseStats> stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, 2u);
+  EXPECT_EQ(stats->limit_bytes, 100'000'000u);
 }
 
 TEST_F(NodeTest, UnknownPathAndBadInputGiveClearErrors) {
   auto node = StartNode(Options());
-  Database db;
-  Status s = node->Open("/unknown", &db);
+  Database db = node->open("/unknown");
+  Status s = db.status();
   EXPECT_EQ(s.code(), Code::kNoMatchingConfig) << s;
   EXPECT_EQ(s.message(), "no database config matches \"/unknown\"");
-  EXPECT_EQ(db.Put("/k", "v").code(), Code::kInvalidArgument);  // never opened
+  // Every call on the unusable handle answers why it is unusable.
+  EXPECT_EQ(db.put("/k", "v"), s);
+  EXPECT_EQ(Database().put("/k", "v").code(), Code::kInvalidArgument);  // never opened
 
   db = Open(*node, "/data/x");
-  EXPECT_EQ(db.Put("/a/../b", "v").code(), Code::kInvalidKey);
-  EXPECT_EQ(db.Put("/big", std::string((16u << 20) + 1, 'v')).code(), Code::kValueTooLarge);
+  EXPECT_EQ(db.put("/a/../b", "v").code(), Code::kInvalidKey);
+  EXPECT_EQ(db.put("/big", std::string((16u << 20) + 1, 'v')).code(), Code::kValueTooLarge);
 }
 
 TEST_F(NodeTest, DatabasesAreCreatedOnFirstAccessAndIsolated) {
   auto node = StartNode(Options());
-  std::vector<DatabaseInfo> catalog;
-  ASSERT_TRUE(node->ListDatabases(&catalog).ok());
-  EXPECT_TRUE(catalog.empty());
+  Result<std::vector<DatabaseInfo>> catalog = node->databases();
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  EXPECT_TRUE(catalog->empty());
   Database alice = Open(*node, "/profile/history/alice");
   Database bob = Open(*node, "/profile/history/bob");
-  ASSERT_TRUE(alice.Put("/visits", std::string(900, 'a')).ok());
-  ASSERT_TRUE(bob.Put("/visits", std::string(900, 'b')).ok());
-  std::string value;
-  ASSERT_TRUE(alice.Get("/visits", &value).ok());
-  EXPECT_EQ(value, std::string(900, 'a'));
-  Status s = alice.Put("/more", std::string(200, 'a'));
+  ASSERT_TRUE(alice.put("/visits", std::string(900, 'a')).ok());
+  ASSERT_TRUE(bob.put("/visits", std::string(900, 'b')).ok());
+  Result<std::string> value = alice.get("/visits");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, std::string(900, 'a'));
+  Status s = alice.put("/more", std::string(200, 'a'));
   EXPECT_EQ(s.code(), Code::kSizeLimitExceeded) << s;
-  ASSERT_TRUE(node->ListDatabases(&catalog).ok());
-  ASSERT_EQ(catalog.size(), 2u);
-  EXPECT_EQ(catalog[0].path, "/profile/history/alice");
-  EXPECT_EQ(catalog[0].config_id, "history");
+  catalog = node->databases();
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  ASSERT_EQ(catalog->size(), 2u);
+  EXPECT_EQ((*catalog)[0].path, "/profile/history/alice");
+  EXPECT_EQ((*catalog)[0].config_id, "history");
 }
 
 TEST_F(NodeTest, PassivatedDatabasesReactivateTransparently) {
   auto node = StartNode(Options());
   Database db = Open(*node, "/data/p");
-  ASSERT_TRUE(db.Put("/k", "v").ok());
-  uint64_t active = 0;
-  ASSERT_TRUE(node->ActiveDatabases(&active).ok());
-  EXPECT_EQ(active, 1u);
-  ASSERT_TRUE(node->PassivateAll(nullptr).ok());
-  ASSERT_TRUE(node->ActiveDatabases(&active).ok());
-  EXPECT_EQ(active, 0u);
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  Result<uint64_t> active = node->active_databases();
+  ASSERT_TRUE(active.ok()) << active.status();
+  EXPECT_EQ(*active, 1u);
+  Result<uint64_t> passivated = node->passivate_all();
+  ASSERT_TRUE(passivated.ok()) << passivated.status();
+  EXPECT_EQ(*passivated, 1u);
+  active = node->active_databases();
+  ASSERT_TRUE(active.ok()) << active.status();
+  EXPECT_EQ(*active, 0u);
   // The old handle still works: its request is re-routed to a re-activated actor.
-  std::string value;
-  ASSERT_TRUE(db.Get("/k", &value).ok());
-  EXPECT_EQ(value, "v");
-  ASSERT_TRUE(db.Put("/k2", "v2").ok());
-  ASSERT_TRUE(node->ActiveDatabases(&active).ok());
-  EXPECT_EQ(active, 1u);
-  DatabaseStats stats;
-  ASSERT_TRUE(db.Stats(&stats).ok());
-  EXPECT_EQ(stats.key_count, 2u);
+  Result<std::string> value = db.get("/k");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "v");
+  ASSERT_TRUE(db.put("/k2", "v2").ok());
+  active = node->active_databases();
+  ASSERT_TRUE(active.ok()) << active.status();
+  EXPECT_EQ(*active, 1u);
+  Result<DatabaseStats> stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, 2u);
 }
 
 TEST_F(NodeTest, NonUtf8DatabasePathsSurvivePassivationAndRestart) {
@@ -152,21 +160,19 @@ TEST_F(NodeTest, NonUtf8DatabasePathsSurvivePassivationAndRestart) {
   {
     auto node = StartNode(Options());
     Database db = Open(*node, path);
-    ASSERT_TRUE(db.Put("/k", "v").ok());
-    ASSERT_TRUE(node->PassivateAll(nullptr).ok());
-    std::string value;
-    Status s = db.Get("/k", &value);
-    ASSERT_TRUE(s.ok()) << s;
-    std::vector<DatabaseInfo> catalog;
-    s = node->ListDatabases(&catalog);
-    ASSERT_TRUE(s.ok()) << s;
-    ASSERT_EQ(catalog.size(), 1u);
-    EXPECT_EQ(catalog[0].path, path);
+    ASSERT_TRUE(db.put("/k", "v").ok());
+    ASSERT_TRUE(node->passivate_all().ok());
+    Result<std::string> value = db.get("/k");
+    ASSERT_TRUE(value.ok()) << value.status();
+    Result<std::vector<DatabaseInfo>> catalog = node->databases();
+    ASSERT_TRUE(catalog.ok()) << catalog.status();
+    ASSERT_EQ(catalog->size(), 1u);
+    EXPECT_EQ((*catalog)[0].path, path);
   }
   auto node = StartNode(Options());
-  std::string value;
-  ASSERT_TRUE(Open(*node, path).Get("/k", &value).ok());
-  EXPECT_EQ(value, "v");
+  Result<std::string> value = Open(*node, path).get("/k");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "v");
 }
 
 TEST_F(NodeTest, IdleDatabasesPassivateByThemselves) {
@@ -174,11 +180,11 @@ TEST_F(NodeTest, IdleDatabasesPassivateByThemselves) {
   options.idle_timeout = 20ms;
   auto node = StartNode(options);
   Database db = Open(*node, "/data/idle");
-  ASSERT_TRUE(db.Put("/k", "v").ok());
+  ASSERT_TRUE(db.put("/k", "v").ok());
   WaitUntilAllPassivated(*node);
-  std::string value;
-  ASSERT_TRUE(db.Get("/k", &value).ok());
-  EXPECT_EQ(value, "v");
+  Result<std::string> value = db.get("/k");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "v");
 }
 
 TEST_F(NodeTest, ConcurrentClientsGetExactResults) {
@@ -193,8 +199,8 @@ TEST_F(NodeTest, ConcurrentClientsGetExactResults) {
       Database own = Open(*node, "/data/t" + std::to_string(t));
       for (int i = 0; i < kPerThread; ++i) {
         std::string key = "/t" + std::to_string(t) + "/" + std::to_string(i);
-        if (!shared.Put(key, "0123456789").ok()) ++failures;
-        if (!own.Put(key, "x").ok()) ++failures;
+        if (!shared.put(key, "0123456789").ok()) ++failures;
+        if (!own.put(key, "x").ok()) ++failures;
       }
     });
   }
@@ -203,7 +209,7 @@ TEST_F(NodeTest, ConcurrentClientsGetExactResults) {
   std::atomic<int> remaining{kAsync};
   std::promise<void> all_done;
   for (int i = 0; i < kAsync; ++i) {
-    shared.PutAsync("/async/" + std::to_string(i), "0123456789", [&](Status s) {
+    shared.put_async("/async/" + std::to_string(i), "0123456789", [&](Status s) {
       if (!s.ok()) ++failures;
       if (--remaining == 0) all_done.set_value();
     });
@@ -211,15 +217,15 @@ TEST_F(NodeTest, ConcurrentClientsGetExactResults) {
   for (auto& thread : threads) thread.join();
   ASSERT_EQ(all_done.get_future().wait_for(60s), std::future_status::ready);
   EXPECT_EQ(failures.load(), 0);
-  DatabaseStats stats;
-  ASSERT_TRUE(shared.Stats(&stats).ok());
-  EXPECT_EQ(stats.key_count, uint64_t{kThreads * kPerThread + kAsync});
+  Result<DatabaseStats> stats = shared.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, uint64_t{kThreads * kPerThread + kAsync});
   uint64_t expected_bytes = 0;
   for (int t = 0; t < kThreads; ++t)
     for (int i = 0; i < kPerThread; ++i)
       expected_bytes += ("/t" + std::to_string(t) + "/" + std::to_string(i)).size() + 10;
   for (int i = 0; i < kAsync; ++i) expected_bytes += ("/async/" + std::to_string(i)).size() + 10;
-  EXPECT_EQ(stats.used_bytes, expected_bytes);
+  EXPECT_EQ(stats->used_bytes, expected_bytes);
 }
 
 TEST_F(NodeTest, AsyncRequestsFromOneHandleApplyInOrder) {
@@ -230,20 +236,20 @@ TEST_F(NodeTest, AsyncRequestsFromOneHandleApplyInOrder) {
     std::atomic<int> remaining{10};
     std::promise<void> all_done;
     for (int i = 0; i < 10; ++i) {
-      db.PutAsync(key, std::to_string(i), [&](Status s) {
+      db.put_async(key, std::to_string(i), [&](Status s) {
         EXPECT_TRUE(s.ok()) << s;
         if (--remaining == 0) all_done.set_value();
       });
     }
     all_done.get_future().wait();
-    std::string value;
-    ASSERT_TRUE(db.Get(key, &value).ok());
-    ASSERT_EQ(value, "9") << "round " << round;
+    Result<std::string> value = db.get(key);
+    ASSERT_TRUE(value.ok()) << value.status();
+    ASSERT_EQ(*value, "9") << "round " << round;
   }
 }
 
 TEST_F(NodeTest, RestartKeepsEverything) {
-  DatabaseStats before;
+  Result<DatabaseStats> before = Status::Internal("not read");
   uint64_t node_id = 0;
   {
     auto node = StartNode(Options());
@@ -251,28 +257,30 @@ TEST_F(NodeTest, RestartKeepsEverything) {
     Database db = Open(*node, "/example/kv");
     WriteBatch batch;
     for (int i = 0; i < 500; ++i) batch.Put("/k/" + std::to_string(i), std::string(i, 'v'));
-    ASSERT_TRUE(db.Write(batch).ok());
-    ASSERT_TRUE(db.Erase("/k/7").ok());
-    ASSERT_TRUE(Open(*node, "/profile/history/zoe").Put("/a", "b").ok());
-    ASSERT_TRUE(db.Stats(&before).ok());
+    ASSERT_TRUE(db.write(batch).ok());
+    ASSERT_TRUE(db.erase("/k/7").ok());
+    ASSERT_TRUE(Open(*node, "/profile/history/zoe").put("/a", "b").ok());
+    before = db.stats();
+    ASSERT_TRUE(before.ok()) << before.status();
   }
   auto node = StartNode(Options());
   EXPECT_EQ(node->node_id(), node_id);
-  std::vector<DatabaseInfo> catalog;
-  ASSERT_TRUE(node->ListDatabases(&catalog).ok());
-  EXPECT_EQ(catalog.size(), 2u);
+  Result<std::vector<DatabaseInfo>> catalog = node->databases();
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  EXPECT_EQ(catalog->size(), 2u);
   Database db = Open(*node, "/example/kv");
-  DatabaseStats after;
-  ASSERT_TRUE(db.Stats(&after).ok());
-  EXPECT_EQ(after.key_count, before.key_count);
-  EXPECT_EQ(after.used_bytes, before.used_bytes);
-  EXPECT_EQ(after.database_id, before.database_id);
-  std::string value;
-  ASSERT_TRUE(db.Get("/k/499", &value).ok());
-  EXPECT_EQ(value, std::string(499, 'v'));
-  EXPECT_TRUE(db.Get("/k/7", &value).IsNotFound());
-  ASSERT_TRUE(Open(*node, "/profile/history/zoe").Get("/a", &value).ok());
-  EXPECT_EQ(value, "b");
+  Result<DatabaseStats> after = db.stats();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->key_count, before->key_count);
+  EXPECT_EQ(after->used_bytes, before->used_bytes);
+  EXPECT_EQ(after->database_id, before->database_id);
+  Result<std::string> value = db.get("/k/499");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, std::string(499, 'v'));
+  EXPECT_TRUE(db.get("/k/7").IsNotFound());
+  value = Open(*node, "/profile/history/zoe").get("/a");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "b");
 }
 
 TEST_F(NodeTest, HandlesOutlivingTheNodeFailCleanly) {
@@ -280,17 +288,17 @@ TEST_F(NodeTest, HandlesOutlivingTheNodeFailCleanly) {
   {
     auto node = StartNode(Options());
     db = Open(*node, "/example/kv");
-    ASSERT_TRUE(db.Put("/k", "v").ok());
+    ASSERT_TRUE(db.put("/k", "v").ok());
   }
-  std::string value;
-  EXPECT_EQ(db.Get("/k", &value).code(), Code::kUnavailable);
+  EXPECT_EQ(db.get("/k").status().code(), Code::kUnavailable);
   std::promise<Status> done;
-  db.PutAsync("/k", "v", [&](Status s) { done.set_value(s); });
+  db.put_async("/k", "v", [&](Status s) { done.set_value(s); });
   EXPECT_EQ(done.get_future().get().code(), Code::kUnavailable);
+  EXPECT_EQ(db.put_async("/k", "v").get().code(), Code::kUnavailable);
   // The handle does not keep RocksDB open: the data dir can be used again at once.
   auto again = StartNode(Options());
   ASSERT_NE(again, nullptr);
-  EXPECT_TRUE(Open(*again, "/example/kv").Get("/k", &value).ok());
+  EXPECT_TRUE(Open(*again, "/example/kv").get("/k").ok());
 }
 
 TEST_F(NodeTest, LastOwnerInsideACallbackDoesNotDeadlock) {
@@ -299,7 +307,7 @@ TEST_F(NodeTest, LastOwnerInsideACallbackDoesNotDeadlock) {
   std::promise<Status> done;
   // The callback owns the node; once the test lets go, it is the last owner, destroyed on a node
   // thread.
-  db.PutAsync("/k", "v", [owner = node, &done](Status s) { done.set_value(s); });
+  db.put_async("/k", "v", [owner = node, &done](Status s) { done.set_value(s); });
   node.reset();
   EXPECT_TRUE(done.get_future().get().ok());
   // The node shuts down on another thread; the data dir becomes free again (bounded wait).
@@ -311,9 +319,9 @@ TEST_F(NodeTest, LastOwnerInsideACallbackDoesNotDeadlock) {
     if (!s.ok()) std::this_thread::sleep_for(10ms);
   }
   ASSERT_TRUE(s.ok()) << s;
-  std::string value;
-  ASSERT_TRUE(Open(*again, "/example/kv").Get("/k", &value).ok());
-  EXPECT_EQ(value, "v");
+  Result<std::string> value = Open(*again, "/example/kv").get("/k");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "v");
 }
 
 TEST_F(NodeTest, InvalidConfigFailsStartWithItsErrors) {
@@ -330,24 +338,23 @@ TEST_F(NodeTest, InvalidConfigFailsStartWithItsErrors) {
 
 TEST_F(NodeTest, ReloadChangesTheConfigsInForce) {
   auto node = StartNode(Options());
-  std::vector<ConfigInfo> configs;
-  ASSERT_TRUE(node->ListConfigs(&configs).ok());
-  EXPECT_EQ(configs.size(), 3u);
+  Result<std::vector<ConfigInfo>> configs = node->configs();
+  ASSERT_TRUE(configs.ok()) << configs.status();
+  EXPECT_EQ(configs->size(), 3u);
   Database db = Open(*node, "/profile/history/ann");
-  ASSERT_TRUE(db.Put("/k", std::string(500, 'x')).ok());
+  ASSERT_TRUE(db.put("/k", std::string(500, 'x')).ok());
   dir_.Write("config/more.yaml", "- id: history\n  matcher: /profile/history/[^/]+\n  size: 2KB\n");
-  std::string summary;
-  Status s = node->ReloadConfigs(&summary);
-  ASSERT_TRUE(s.ok()) << s;
-  ASSERT_TRUE(node->ListConfigs(&configs).ok());
-  EXPECT_EQ(configs.size(), 2u);
+  Result<std::string> summary = node->reload_configs();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  configs = node->configs();
+  ASSERT_TRUE(configs.ok()) << configs.status();
+  EXPECT_EQ(configs->size(), 2u);
   // The running database got its new budget, and the config that went away no longer opens.
-  ASSERT_TRUE(db.Put("/k2", std::string(1400, 'x')).ok());
-  DatabaseStats stats;
-  ASSERT_TRUE(db.Stats(&stats).ok());
-  EXPECT_EQ(stats.limit_bytes, 2000u);
-  Database gone;
-  EXPECT_EQ(node->Open("/data/x", &gone).code(), Code::kNoMatchingConfig);
+  ASSERT_TRUE(db.put("/k2", std::string(1400, 'x')).ok());
+  Result<DatabaseStats> stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->limit_bytes, 2000u);
+  EXPECT_EQ(node->open("/data/x").status().code(), Code::kNoMatchingConfig);
 }
 
 TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {
@@ -360,10 +367,10 @@ TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {
   options.configs = configs;
   auto node = StartNode(options);
   Database db = Open(*node, "/mem");
-  ASSERT_TRUE(db.Put("/k", "v").ok());
-  DatabaseStats stats;
-  ASSERT_TRUE(db.Stats(&stats).ok());
-  EXPECT_EQ(stats.limit_bytes, 1024u);
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  Result<DatabaseStats> stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->limit_bytes, 1024u);
 }
 
 }  // namespace
@@ -386,8 +393,7 @@ TEST_F(NodeTest, AClusteredNodeAwayLongerThanTheTombstoneGraceRefusesToStart) {
   {
     auto node = StartNode(options);
     ASSERT_TRUE(node);
-    Database db;
-    ASSERT_TRUE(node->Open("/example/kv", &db).ok());
+    ASSERT_TRUE(node->open("/example/kv").ok());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(5));  // past the 1 ms grace, surely
   std::unique_ptr<Node> refused;
@@ -414,33 +420,32 @@ TEST_F(NodeTest, ReadsSeeEveryEarlierWriteOfTheHandleEvenInFlight) {
     const std::string key = "/k" + std::to_string(round % 7);
     // Writes in flight, not waited for; the reads right behind them must see the last.
     for (int i = 0; i < 5; ++i) {
-      db.PutAsync(key, std::to_string(round * 10 + i), [&](Status s) {
+      db.put_async(key, std::to_string(round * 10 + i), [&](Status s) {
         if (!s.ok()) ++failures;
       });
     }
-    std::string value;
-    Status s = db.Get(key, &value);
-    ASSERT_TRUE(s.ok()) << s;
-    ASSERT_EQ(value, std::to_string(round * 10 + 4)) << "round " << round;
-    db.EraseAsync(key, [&](Status s) {
+    Result<std::string> value = db.get(key);
+    ASSERT_TRUE(value.ok()) << value.status();
+    ASSERT_EQ(*value, std::to_string(round * 10 + 4)) << "round " << round;
+    db.erase_async(key, [&](Status s) {
       if (!s.ok()) ++failures;
     });
-    s = db.Get(key, &value);
-    ASSERT_TRUE(s.IsNotFound()) << "round " << round << ": " << s;
+    value = db.get(key);
+    ASSERT_TRUE(value.IsNotFound()) << "round " << round << ": " << value.status();
     // An asynchronous read behind an asynchronous write, callbacks in order.
-    std::promise<std::pair<Status, std::string>> got;
+    std::promise<Result<std::string>> got;
     std::atomic<bool> put_done{false};
-    db.PutAsync(key, "async" + std::to_string(round), [&](Status s) {
+    db.put_async(key, "async" + std::to_string(round), [&](Status s) {
       if (!s.ok()) ++failures;
       put_done = true;
     });
-    db.GetAsync(key, [&](Status s, std::string v) {
+    db.get_async(key, [&](Result<std::string> v) {
       if (!put_done) ++failures;
-      got.set_value({s, v});
+      got.set_value(std::move(v));
     });
-    auto [status, v] = got.get_future().get();
-    ASSERT_TRUE(status.ok()) << status;
-    ASSERT_EQ(v, "async" + std::to_string(round));
+    Result<std::string> v = got.get_future().get();
+    ASSERT_TRUE(v.ok()) << v.status();
+    ASSERT_EQ(*v, "async" + std::to_string(round));
   }
   EXPECT_EQ(failures.load(), 0);
 }
@@ -448,56 +453,53 @@ TEST_F(NodeTest, ReadsSeeEveryEarlierWriteOfTheHandleEvenInFlight) {
 TEST_F(NodeTest, ReadsOfErasedAndInvalidKeysFailAsBefore) {
   auto node = StartNode(Options());
   Database db = Open(*node, "/data/tomb");
-  ASSERT_TRUE(db.Put("/k", "v").ok());
-  ASSERT_TRUE(db.Erase("/k").ok());
-  std::string value = "unchanged";
-  Status direct = db.Get("/k", &value);
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  ASSERT_TRUE(db.erase("/k").ok());
+  Status direct = db.get("/k").status();
   EXPECT_TRUE(direct.IsNotFound()) << direct;
   EXPECT_EQ(direct.message(), "key \"/k\" not found in database \"/data/tomb\"");
-  EXPECT_EQ(value, "unchanged");
-  Status never = db.Get("/never", &value);
+  Status never = db.get("/never").status();
   EXPECT_TRUE(never.IsNotFound()) << never;
-  EXPECT_EQ(value, "unchanged");
   // The same through the actor path: a write of this handle is in flight when it is asked
   // (if the write was answered already, both reads went directly; they must agree anyway).
   std::promise<Status> put;
-  db.PutAsync("/other", "x", [&](Status s) { put.set_value(s); });
-  Status via_actor = db.Get("/k", &value);
+  db.put_async("/other", "x", [&](Status s) { put.set_value(s); });
+  Status via_actor = db.get("/k").status();
   EXPECT_EQ(via_actor.code(), direct.code());
   EXPECT_EQ(via_actor.message(), direct.message());
   ASSERT_TRUE(put.get_future().get().ok());
-  Status invalid = db.Get("/a/../b", &value);
+  Status invalid = db.get("/a/../b").status();
   EXPECT_EQ(invalid.code(), Code::kInvalidKey) << invalid;
   std::promise<Status> put2;
-  db.PutAsync("/other", "y", [&](Status s) { put2.set_value(s); });
-  Status invalid_via_actor = db.Get("/a/../b", &value);
+  db.put_async("/other", "y", [&](Status s) { put2.set_value(s); });
+  Status invalid_via_actor = db.get("/a/../b").status();
   EXPECT_EQ(invalid_via_actor.code(), invalid.code());
   EXPECT_EQ(invalid_via_actor.message(), invalid.message());
   ASSERT_TRUE(put2.get_future().get().ok());
   std::promise<Status> async_get;
-  db.GetAsync("/k", [&](Status s, std::string) { async_get.set_value(s); });
+  db.get_async("/k", [&](Result<std::string> r) { async_get.set_value(r.status()); });
   Status got = async_get.get_future().get();
   EXPECT_EQ(got.code(), direct.code());
   EXPECT_EQ(got.message(), direct.message());
-  // A null value pointer is allowed.
-  ASSERT_TRUE(db.Put("/k", "again").ok());
-  EXPECT_TRUE(db.Get("/k", nullptr).ok());
+  Status future_got = db.get_async("/k").get().status();
+  EXPECT_EQ(future_got.code(), direct.code());
+  EXPECT_EQ(future_got.message(), direct.message());
 }
 
 TEST_F(NodeTest, AsyncReadCallbacksRunLaterOnANodeThread) {
   auto node = StartNode(Options());
   Database db = Open(*node, "/data/cb");
-  ASSERT_TRUE(db.Put("/k", "v").ok());
+  ASSERT_TRUE(db.put("/k", "v").ok());
   for (int i = 0; i < 100; ++i) {
     // The caller holds a lock its callback takes: calling it inline would deadlock.
     std::mutex mutex;
     std::promise<std::thread::id> ran_on;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      db.GetAsync("/k", [&](Status s, std::string v) {
+      db.get_async("/k", [&](Result<std::string> v) {
         std::lock_guard<std::mutex> inner(mutex);
-        EXPECT_TRUE(s.ok()) << s;
-        EXPECT_EQ(v, "v");
+        ASSERT_TRUE(v.ok()) << v.status();
+        EXPECT_EQ(*v, "v");
         ran_on.set_value(std::this_thread::get_id());
       });
     }
@@ -510,14 +512,13 @@ TEST_F(NodeTest, ReadsKeepADatabaseActiveAndSurvivePassivation) {
   options.idle_timeout = 20ms;
   auto node = StartNode(options);
   Database db = Open(*node, "/data/busy");
-  ASSERT_TRUE(db.Put("/k", "v").ok());
+  ASSERT_TRUE(db.put("/k", "v").ok());
   auto read_for = [&](std::chrono::milliseconds period) {
     const auto end = std::chrono::steady_clock::now() + period;
     while (std::chrono::steady_clock::now() < end) {
-      std::string value;
-      Status s = db.Get("/k", &value);
-      ASSERT_TRUE(s.ok()) << s;
-      ASSERT_EQ(value, "v");
+      Result<std::string> value = db.get("/k");
+      ASSERT_TRUE(value.ok()) << value.status();
+      ASSERT_EQ(*value, "v");
     }
   };
   auto wait_passivated = [&] { WaitUntilAllPassivated(*node); };
@@ -525,14 +526,15 @@ TEST_F(NodeTest, ReadsKeepADatabaseActiveAndSurvivePassivation) {
     // Reads alone, for many idle periods, keep it running (the actor itself serves none of
     // them once the handle has its store).
     read_for(300ms);
-    uint64_t active = 0;
-    ASSERT_TRUE(node->ActiveDatabases(&active).ok());
-    EXPECT_EQ(active, 1u) << "cycle " << cycle;
+    Result<uint64_t> active = node->active_databases();
+    ASSERT_TRUE(active.ok()) << active.status();
+    EXPECT_EQ(*active, 1u) << "cycle " << cycle;
     // Idle: it passivates; the next read re-activates it and reads go on.
     wait_passivated();
     read_for(10ms);
-    ASSERT_TRUE(node->ActiveDatabases(&active).ok());
-    EXPECT_EQ(active, 1u) << "cycle " << cycle;
+    active = node->active_databases();
+    ASSERT_TRUE(active.ok()) << active.status();
+    EXPECT_EQ(*active, 1u) << "cycle " << cycle;
   }
 }
 
@@ -542,7 +544,7 @@ TEST_F(NodeTest, ReadsRacingPassivationAndWritesStayExact) {
   std::vector<Database> dbs;
   for (int t = 0; t < kReaders; ++t) {
     dbs.push_back(Open(*node, "/data/race" + std::to_string(t)));
-    ASSERT_TRUE(dbs.back().Put("/fixed", "f").ok());
+    ASSERT_TRUE(dbs.back().put("/fixed", "f").ok());
   }
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0};
@@ -555,21 +557,20 @@ TEST_F(NodeTest, ReadsRacingPassivationAndWritesStayExact) {
       for (uint64_t i = 0; !stop; ++i) {
         // Each thread writes its own counter and reads it back at once.
         const std::string mine = std::to_string(i);
-        Status s = db.Put("/counter", mine);
+        Status s = db.put("/counter", mine);
         if (s.code() == Code::kUnavailable) return;  // the node stopped
-        std::string value;
-        s = db.Get("/counter", &value);
-        if (s.code() == Code::kUnavailable) return;
-        if (!s.ok() || value != mine) ++failures;
-        s = shared.Get("/fixed", &value);
-        if (s.code() == Code::kUnavailable) return;
-        if (!s.ok() || value != "f") ++failures;
+        Result<std::string> value = db.get("/counter");
+        if (value.status().code() == Code::kUnavailable) return;
+        if (!value.ok() || *value != mine) ++failures;
+        value = shared.get("/fixed");
+        if (value.status().code() == Code::kUnavailable) return;
+        if (!value.ok() || *value != "f") ++failures;
         ++reads;
       }
     });
   }
   for (int i = 0; i < 50; ++i) {
-    ASSERT_TRUE(node->PassivateAll(nullptr).ok());
+    ASSERT_TRUE(node->passivate_all().ok());
     std::this_thread::sleep_for(2ms);
   }
   // Not stopped under the readers: a blocking write racing Shutdown can wait out its whole
@@ -580,10 +581,9 @@ TEST_F(NodeTest, ReadsRacingPassivationAndWritesStayExact) {
   node.reset();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_GT(reads.load(), 0u);
-  std::string value;
-  EXPECT_EQ(dbs[0].Get("/fixed", &value).code(), Code::kUnavailable);
+  EXPECT_EQ(dbs[0].get("/fixed").status().code(), Code::kUnavailable);
   std::promise<Status> async_get;
-  dbs[0].GetAsync("/fixed", [&](Status s, std::string) { async_get.set_value(s); });
+  dbs[0].get_async("/fixed", [&](Result<std::string> r) { async_get.set_value(r.status()); });
   EXPECT_EQ(async_get.get_future().get().code(), Code::kUnavailable);
 }
 

@@ -30,37 +30,38 @@ int main(int argc, char** argv) {
   std::cout << "node " << std::hex << node->node_id() << std::dec << " started; data in "
             << options.data_dir << "\n";
 
-  kvmesh::Database db;
-  if (!(s = node->Open("/example/kv", &db)).ok()) return Fail("open /example/kv", s);
+  // The same handle a remote program gets from kvmesh::client::connect(address).open(path).
+  kvmesh::Database db = node->open("/example/kv");
+  if (!db.ok()) return Fail("open /example/kv", db.status());
   static const char kProfile[] = "{\"name\":\"Ada\",\"bytes\":\"\0\xff\"}";
   const std::string profile(kProfile, sizeof(kProfile) - 1);  // keeps the NUL byte
-  if (!(s = db.Put("/users/123/profile", profile)).ok()) return Fail("put", s);
-  if (!(s = db.Put("/users/123/sessions/456", "active")).ok()) return Fail("put", s);
-  if (!(s = db.Put("/users/124/profile", "{\"name\":\"Bob\"}")).ok()) return Fail("put", s);
+  if (!(s = db.put("/users/123/profile", profile)).ok()) return Fail("put", s);
+  if (!(s = db.put("/users/123/sessions/456", "active")).ok()) return Fail("put", s);
+  if (!(s = db.put("/users/124/profile", "{\"name\":\"Bob\"}")).ok()) return Fail("put", s);
   std::cout << "put /users/123/profile, /users/123/sessions/456, /users/124/profile\n";
 
-  std::string value;
-  if (!(s = db.Get("/users/123/profile", &value)).ok()) return Fail("get", s);
-  std::cout << "get /users/123/profile -> " << value.size() << " bytes, "
-            << (value == profile ? "identical (NUL and 0xFF bytes included)" : "DIFFERENT") << "\n";
+  kvmesh::Result<std::string> value = db.get("/users/123/profile");
+  if (!value.ok()) return Fail("get", value.status());
+  std::cout << "get /users/123/profile -> " << value->size() << " bytes, "
+            << (*value == profile ? "identical (NUL and 0xFF bytes included)" : "DIFFERENT")
+            << "\n";
 
-  std::vector<std::string> keys;
-  if (!(s = db.ListAll("/users/123", &keys)).ok()) return Fail("list", s);
+  kvmesh::Result<std::vector<std::string>> keys = db.list("/users/123");
+  if (!keys.ok()) return Fail("list", keys.status());
   std::cout << "list /users/123 ->";
-  for (const auto& k : keys) std::cout << " " << k;
+  for (const auto& k : *keys) std::cout << " " << k;
   std::cout << "\n";
 
-  if (!(s = db.Erase("/users/123/sessions/456")).ok()) return Fail("erase", s);
-  s = db.Get("/users/123/sessions/456", &value);
-  std::cout << "after erase, get /users/123/sessions/456 -> " << s << "\n";
+  if (!(s = db.erase("/users/123/sessions/456")).ok()) return Fail("erase", s);
+  std::cout << "after erase, get /users/123/sessions/456 -> "
+            << db.get("/users/123/sessions/456").status() << "\n";
 
-  kvmesh::Database missing;
-  s = node->Open("/no/such/db", &missing);
-  std::cout << "open /no/such/db -> " << s << "\n";
+  kvmesh::Database missing = node->open("/no/such/db");
+  std::cout << "open /no/such/db -> " << missing.status() << "\n";
 
-  kvmesh::DatabaseStats stats;
-  if (!(s = db.Stats(&stats)).ok()) return Fail("stats", s);
-  std::cout << "stats " << stats.path << ": " << stats.key_count << " keys, " << stats.used_bytes
-            << " of " << stats.limit_bytes << " bytes used\n";
+  kvmesh::Result<kvmesh::DatabaseStats> stats = db.stats();
+  if (!stats.ok()) return Fail("stats", stats.status());
+  std::cout << "stats " << stats->path << ": " << stats->key_count << " keys, " << stats->used_bytes
+            << " of " << stats->limit_bytes << " bytes used\n";
   return 0;
 }

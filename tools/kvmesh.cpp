@@ -11,9 +11,9 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "kvmesh/client.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
+#include "kvmesh/client.hpp"
 #include "tools/base64.hpp"
 
 namespace {
@@ -106,7 +106,7 @@ class Cli {
     return client_;
   }
 
-  int Open(const std::string& path, kvmesh::client::Database* db) {
+  int Open(const std::string& path, kvmesh::Database* db) {
     auto& client = Connect();
     if (!client.ok()) return Fail(client.status());
     *db = client.open(path);
@@ -128,7 +128,7 @@ class Cli {
     } else {
       bytes = *value;
     }
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     Status s = db.put(key, bytes);
     if (!s.ok()) return Fail(s);
@@ -137,7 +137,7 @@ class Cli {
   }
 
   int Get(const std::string& path, const std::string& key, const std::string& out_file) {
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     auto value = db.get(key);
     if (!value.ok()) return Fail(value.status());
@@ -158,7 +158,7 @@ class Cli {
   }
 
   int Del(const std::string& path, const std::string& key) {
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     Status s = db.erase(key);
     return s.ok() ? kExitOk : Fail(s);
@@ -166,7 +166,7 @@ class Cli {
 
   /// Pages through the keys (and values when `with_values`), calling `each` per entry.
   template <class F>
-  Status Scan(const kvmesh::client::Database& db, const std::string& prefix, uint64_t limit,
+  Status Scan(const kvmesh::Database& db, const std::string& prefix, uint64_t limit,
               bool with_values, F each) {
     kvmesh::ListOptions options;
     options.prefix = prefix;
@@ -185,7 +185,7 @@ class Cli {
   }
 
   int Ls(const std::string& path, const std::string& prefix, uint64_t limit) {
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     json keys = json::array();
     Status s = Scan(db, prefix, limit, false, [&](const std::string& key, const std::string&) {
@@ -203,7 +203,7 @@ class Cli {
   }
 
   int Export(const std::string& path, const std::string& prefix) {
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     Status s = Scan(db, prefix, 0, true, [&](const std::string& key, const std::string& value) {
       json j;
@@ -221,7 +221,7 @@ class Cli {
       if (Status s = OpenInput(file, &file_in); !s.ok()) return Fail(s);
       in = &file_in;
     }
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     const bool progress = ::isatty(STDERR_FILENO) != 0;
     constexpr size_t kBatchOps = 1000;
@@ -283,7 +283,7 @@ class Cli {
   }
 
   int Stats(const std::string& path) {
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     auto stats = db.stats();
     if (!stats.ok()) return Fail(stats.status());
@@ -303,7 +303,7 @@ class Cli {
   }
 
   int ReplicationStatus(const std::string& path) {
-    kvmesh::client::Database db;
+    kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     auto st = db.replication_status();
     if (!st.ok()) return Fail(st.status());

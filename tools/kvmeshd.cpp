@@ -143,12 +143,11 @@ int main(int argc, char** argv) {
     std::cerr << "kvmeshd: cannot start: " << s << "\n";
     return 1;
   }
-  std::vector<kvmesh::ConfigInfo> configs;
-  node->ListConfigs(&configs);
+  const auto configs = node->configs();
   std::cout << "kvmeshd " << config.name << " (node " << std::hex << node->node_id() << std::dec
             << ") listening on " << config.node.listen_host << ":" << node->port() << " with "
-            << configs.size() << " database configs from " << config.node.config_dir << "; data in "
-            << config.node.data_dir;
+            << (configs.ok() ? configs->size() : 0) << " database configs from "
+            << config.node.config_dir << "; data in " << config.node.data_dir;
   if (node->cluster_port() != 0) {
     std::cout << "; cluster port " << config.node.cluster_host << ":" << node->cluster_port();
     if (!config.node.cluster_advertise.empty()) {
@@ -162,7 +161,7 @@ int main(int argc, char** argv) {
     if (sigwait(&signals, &signal) != 0) continue;
     if (signal == SIGHUP) {
       spdlog::info("SIGHUP: reloading database configs");
-      node->ReloadConfigs(nullptr);  // logs what it loaded, or why it kept the old configs
+      (void)node->reload_configs();  // logs what it loaded, or why it kept the old configs
       continue;
     }
     spdlog::info("{}: shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");

@@ -41,14 +41,12 @@ int main(int argc, char** argv) {
   if (!s.ok()) return Fail("start node", s);
 
   // Embedded: the node in this process.
-  kvmesh::Database local;
-  s = node->Open("/example/kv", &local);
-  if (!s.ok()) return Fail("open embedded", s);
-  s = local.Put("/users/1", "ada");
+  kvmesh::Database local = node->open("/example/kv");
+  if (!local.ok()) return Fail("open embedded", local.status());
+  s = local.put("/users/1", "ada");
   if (!s.ok()) return Fail("embedded put", s);
-  std::string value;
-  s = local.Get("/users/1", &value);
-  if (!s.ok() || value != "ada") return Fail("embedded get (got \"" + value + "\")", s);
+  kvmesh::Result<std::string> value = local.get("/users/1");
+  if (!value.ok() || *value != "ada") return Fail("embedded get", value.status());
 
   // Network client: the same node through its client port.
   auto remote =

@@ -5,17 +5,14 @@
 //   options.config_dir = "/etc/myapp/databases";   // YAML database configs
 //   std::unique_ptr<kvmesh::Node> node;
 //   kvmesh::Status s = kvmesh::Node::Start(options, &node);
-//   kvmesh::Database db;
-//   s = node->Open("/example/kv", &db);
-//   s = db.Put("/users/123/profile", bytes);
+//   kvmesh::Database db = node->open("/example/kv");   // check db.status()
+//   s = db.put("/users/123/profile", bytes);
 //
-// Every call returns a Status (no exceptions). Blocking calls wait for the answer; the *Async
-// variants return at once and call `done` later on one of the node's threads: `done` must not
-// block. Requests made through one handle (and its copies) from one thread reach the database in
-// the order they were made, asynchronous ones included; the exception is a request that races
-// the re-activation of a passivated database, which may be applied after a later one. When order
-// matters across handles or threads, wait for the first callback or use a WriteBatch. A Database
-// is a cheap, copyable, thread-safe handle. This is the API the network client mirrors.
+// The handle is the same kvmesh::Database the network client returns (kvmesh/database.hpp has
+// its calls, thread-safety, ordering and callback rules): a program moves between an embedded
+// node and a remote one by changing how it obtains the handle. The node's own calls mirror the
+// client's (databases(), configs(), reload_configs(), members()). Nothing throws. Every call of
+// Node is thread-safe; none may be made from a callback (they block).
 #pragma once
 
 #include <chrono>
@@ -27,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "kvmesh/database.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
 
@@ -49,7 +47,7 @@ struct NodeOptions {
   // -- Database configs: give exactly one source (README "Database configs" has the format) --
 
   /// Directory of database config files (*.yaml, *.yml, read in name order). Used when neither
-  /// `config_yaml` nor `configs` is given; Node::ReloadConfigs re-reads it. An invalid config
+  /// `config_yaml` nor `configs` is given; Node::reload_configs() re-reads it. An invalid config
   /// fails Start with every validation error ("file:line: error: field: message").
   std::string config_dir;
   /// Database configs as YAML text in the config-file format (one config, a list, or several
@@ -127,8 +125,6 @@ struct NodeOptions {
   std::shared_ptr<LinkFaults> link_faults;
 };
 
-class Database;
-
 /// The port kvmeshd listens on unless told otherwise.
 inline constexpr uint16_t kDefaultPort = 7370;
 
@@ -147,96 +143,46 @@ class Node {
   /// after this returns, so the data dir may still be locked for a moment.
   ~Node();
 
-  /// Opens the database at `path` (instantiating it on first access). Errors:
-  /// kNoMatchingConfig (`no database config matches "<path>"`), kInvalidKey (bad path).
-  Status Open(std::string_view path, Database* out);
+  /// Opens the database at `path`, instantiating it on first access. Check the returned handle's
+  /// status(): no_matching_config (`no database config matches "<path>"`), invalid_key (bad
+  /// path), unavailable (the node is stopping). Handles outlive the node safely: their calls then
+  /// fail with unavailable.
+  Database open(std::string_view path) const;
 
   /// Every database instantiated on this node (the persistent catalog), in path order.
-  Status ListDatabases(std::vector<DatabaseInfo>* out);
+  Result<std::vector<DatabaseInfo>> databases() const;
+  /// The database configs in force.
+  Result<std::vector<ConfigInfo>> configs() const;
+  /// Re-reads the config directory. On success the new configs take effect at once and the
+  /// result says what was loaded; on error the previous configs stay active and the Status lists
+  /// the errors.
+  Result<std::string> reload_configs() const;
+  /// The cluster members as this node sees them, itself first (just itself if not clustered).
+  Result<std::vector<MemberStatus>> members() const;
 
   /// Number of database actors running now (instantiated databases minus passivated ones).
-  Status ActiveDatabases(uint64_t* count);
-
-  /// Passivates every running database now, as if all were idle. `*count` (may be null) gets how
-  /// many were asked to stop.
-  Status PassivateAll(uint64_t* count);
-
-  /// The database configs in force.
-  Status ListConfigs(std::vector<ConfigInfo>* out);
-
-  /// Re-reads the config directory. On success the new configs take effect at once and
-  /// `*summary` (may be null) says what was loaded; on error the previous configs stay active
-  /// and the Status lists the errors.
-  Status ReloadConfigs(std::string* summary);
-
-  /// Replication status of the database at `path` from the replica serving this node (see
-  /// ReplicationStatus).
-  Status ReplicationStatusOf(std::string_view path, ReplicationStatus* out);
-
-  /// The cluster members as this node sees them, itself first (just itself if not clustered).
-  Status Members(std::vector<MemberStatus>* out);
+  Result<uint64_t> active_databases() const;
+  /// Passivates every running database now, as if all were idle; how many were asked to stop.
+  /// Handles stay usable: their next request re-activates the database.
+  Result<uint64_t> passivate_all() const;
 
   /// The port clients reach this node on, or 0 if it does not listen.
   uint16_t port() const;
-
   /// The port other nodes reach this node on, or 0 if it is not clustered.
   uint16_t cluster_port() const;
+  /// This node's stable id (kept in its data dir).
+  uint64_t node_id() const;
 
   /// Stops `node` the way a crash would, for tests: no goodbye to peers, and the actors are
   /// killed rather than asked to finish the requests they hold. What was acknowledged is in
   /// RocksDB's log (as after kill -9); the data dir is free when this returns.
   static void Crash(std::unique_ptr<Node> node);
 
-  /// This node's stable id (kept in its data dir).
-  uint64_t node_id() const;
-
   struct Impl;
 
  private:
   explicit Node(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
-};
-
-class Database {
- public:
-  template <class T>
-  using Callback = std::function<void(Status, T)>;
-  using DoneCallback = std::function<void(Status)>;
-
-  /// An unopened handle; every call fails with kInvalidArgument until Node::Open fills it.
-  Database();
-
-  /// The normalised database path.
-  const std::string& path() const;
-
-  /// Stores `value` (any bytes) under `key`. Errors: kInvalidKey, kValueTooLarge,
-  /// kSizeLimitExceeded (nothing written), kTimeout, kUnavailable.
-  Status Put(std::string_view key, std::string_view value);
-  /// Reads `key`. A missing key is kNotFound and leaves `*value` unchanged.
-  Status Get(std::string_view key, std::string* value);
-  /// Removes `key`; removing a missing key succeeds.
-  Status Erase(std::string_view key);
-  /// One page of keys under options.prefix (see ListOptions for paging).
-  Status List(const ListOptions& options, ListPage* page);
-  /// All keys under `prefix`, paging transparently.
-  Status ListAll(std::string_view prefix, std::vector<std::string>* keys);
-  /// Applies `batch` atomically.
-  Status Write(const WriteBatch& batch);
-  /// Key count, used bytes and limit.
-  Status Stats(DatabaseStats* stats);
-
-  void PutAsync(std::string key, std::string value, DoneCallback done);
-  void GetAsync(std::string key, Callback<std::string> done);
-  void EraseAsync(std::string key, DoneCallback done);
-  void ListAsync(ListOptions options, Callback<ListPage> done);
-  void WriteAsync(WriteBatch batch, DoneCallback done);
-  void StatsAsync(Callback<DatabaseStats> done);
-
-  struct Handle;
-
- private:
-  friend class Node;
-  std::shared_ptr<Handle> handle_;
 };
 
 }  // namespace kvmesh

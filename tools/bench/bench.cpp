@@ -28,8 +28,8 @@
 #include <random>
 #include <thread>
 
-#include "kvmesh/client.hpp"
 #include "common/replication_status.hpp"
+#include "kvmesh/client.hpp"
 #include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
@@ -374,7 +374,7 @@ Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras)
   if (addresses.size() < 2 || s.lag_samples == 0) return Status::OK();
   client::ClientOptions options;
   options.scheduler_policy = s.target.scheduler;
-  std::vector<client::Database> dbs;
+  std::vector<Database> dbs;
   for (const std::string& address : addresses) {
     dbs.push_back(client::connect(address, options).open("/bench/lag"));
     if (!dbs.back().ok()) return dbs.back().status();
@@ -421,9 +421,9 @@ Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras)
 }
 
 /// True when every node's replica agrees (common/replication_status.hpp).
-bool Converged(const std::vector<client::Database>& dbs) {
+bool Converged(const std::vector<Database>& dbs) {
   std::vector<ReplicationStatus> statuses;
-  for (const client::Database& db : dbs) {
+  for (const Database& db : dbs) {
     Result<ReplicationStatus> st = db.replication_status();
     if (!st.ok()) return false;
     statuses.push_back(std::move(*st));
@@ -438,11 +438,11 @@ Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* ext
   if (addresses.size() < 2 || s.catchup_keys == 0) return Status::OK();
   client::ClientOptions options;
   options.scheduler_policy = s.target.scheduler;
-  client::Database writer = client::connect(addresses[0], options).open("/bench/catchup");
+  Database writer = client::connect(addresses[0], options).open("/bench/catchup");
   if (!writer.ok()) return writer.status();
   Status st = writer.put("/warm", "w");
   if (!st.ok()) return st;
-  std::vector<client::Database> dbs;
+  std::vector<Database> dbs;
   for (const std::string& address : addresses) {
     dbs.push_back(client::connect(address, options).open("/bench/catchup"));
   }

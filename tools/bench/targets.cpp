@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "kvmesh/node.hpp"
-#include "kvmesh/client.hpp"
 #include "common/address.hpp"
 #include "config/config_set.hpp"
+#include "kvmesh/client.hpp"
+#include "kvmesh/node.hpp"
 #include "storage/rocks_options.hpp"
 #include "tools/bench/measure.hpp"
 #include "tools/cluster/process_cluster.hpp"
@@ -82,78 +82,16 @@ class RocksDbTarget : public Target {
   bool synchronous() const override { return true; }
 };
 
-// -- embedded: a node in this process -----------------------------------------------------------
+// -- embedded, remote and cluster: the same kvmesh::Database calls ----------------------------
 
-class EmbeddedSession : public Session {
+/// A session over kvmesh::Database handles; the targets differ only in how they open them.
+class DatabaseSession : public Session {
  public:
-  explicit EmbeddedSession(Node* node) : node_(node) {}
-  Status Open(const std::vector<std::string>& paths) override {
-    dbs_.assign(paths.size(), Database());
-    for (size_t i = 0; i < paths.size(); ++i) {
-      Status s = node_->Open(paths[i], &dbs_[i]);
-      if (!s.ok()) return s;
-    }
-    return Status::OK();
-  }
-  void Put(size_t db, std::string key, std::string value, Done done) override {
-    if (blocking_) return done(dbs_[db].Put(key, value).ok(), 1);
-    dbs_[db].PutAsync(std::move(key), std::move(value),
-                      [done = std::move(done)](Status s) { done(s.ok(), 1); });
-  }
-  void Get(size_t db, std::string key, Done done) override {
-    if (blocking_) {
-      std::string value;
-      return done(dbs_[db].Get(key, &value).ok(), 1);
-    }
-    dbs_[db].GetAsync(std::move(key),
-                      [done = std::move(done)](Status s, std::string) { done(s.ok(), 1); });
-  }
-  void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
-    ListOptions options;
-    options.prefix = std::move(prefix);
-    options.limit = limit;
-    if (blocking_) {
-      ListPage page;
-      const bool ok = dbs_[db].List(options, &page).ok();
-      return done(ok, page.keys.size());
-    }
-    dbs_[db].ListAsync(std::move(options), [done = std::move(done)](Status s, ListPage page) {
-      done(s.ok(), page.keys.size());
-    });
-  }
-  void Write(size_t db, WriteBatch batch, Done done) override {
-    const uint64_t n = batch.size();
-    if (blocking_) return done(dbs_[db].Write(batch).ok(), n);
-    dbs_[db].WriteAsync(std::move(batch),
-                        [done = std::move(done), n](Status s) { done(s.ok(), n); });
-  }
-
- private:
-  Node* node_;
-  std::vector<Database> dbs_;
-};
-
-class EmbeddedTarget : public Target {
- public:
-  std::unique_ptr<Node> node;
-  std::string name() const override { return "embedded"; }
-  Status NewSession(std::unique_ptr<Session>* out) override {
-    *out = std::make_unique<EmbeddedSession>(node.get());
-    return Status::OK();
-  }
-  pid_t node_pid() const override { return ::getpid(); }
-};
-
-// -- remote and cluster: kvmeshd processes through the client library ---------------------------
-
-class RemoteSession : public Session {
- public:
-  explicit RemoteSession(client::Client client) : client_(std::move(client)) {}
   Status Open(const std::vector<std::string>& paths) override {
     dbs_.clear();
     dbs_.reserve(paths.size());
     for (const std::string& path : paths) {
-      dbs_.push_back(client_.open(path));
+      dbs_.push_back(OpenOne(path));
       if (!dbs_.back().ok()) return dbs_.back().status();
     }
     return Status::OK();
@@ -187,9 +125,48 @@ class RemoteSession : public Session {
                          [done = std::move(done), n](Status s) { done(s.ok(), n); });
   }
 
+ protected:
+  virtual Database OpenOne(const std::string& path) = 0;
+
+ private:
+  std::vector<Database> dbs_;
+};
+
+// -- embedded: a node in this process -----------------------------------------------------------
+
+class EmbeddedSession : public DatabaseSession {
+ public:
+  explicit EmbeddedSession(Node* node) : node_(node) {}
+
+ protected:
+  Database OpenOne(const std::string& path) override { return node_->open(path); }
+
+ private:
+  Node* node_;
+};
+
+class EmbeddedTarget : public Target {
+ public:
+  std::unique_ptr<Node> node;
+  std::string name() const override { return "embedded"; }
+  Status NewSession(std::unique_ptr<Session>* out) override {
+    *out = std::make_unique<EmbeddedSession>(node.get());
+    return Status::OK();
+  }
+  pid_t node_pid() const override { return ::getpid(); }
+};
+
+// -- remote and cluster: kvmeshd processes through the client library ---------------------------
+
+class RemoteSession : public DatabaseSession {
+ public:
+  explicit RemoteSession(client::Client client) : client_(std::move(client)) {}
+
+ protected:
+  Database OpenOne(const std::string& path) override { return client_.open(path); }
+
  private:
   client::Client client_;
-  std::vector<client::Database> dbs_;
 };
 
 class RemoteTarget : public Target {

@@ -27,8 +27,8 @@
 #include <set>
 #include <thread>
 
-#include "kvmesh/client.hpp"
 #include "common/replication_status.hpp"
+#include "kvmesh/client.hpp"
 #include "tools/cluster/fault_proxy.hpp"
 #include "tools/cluster/history.hpp"
 #include "tools/cluster/process_cluster.hpp"
@@ -199,7 +199,6 @@ class Worker {
     history_->Add(std::move(op));
   }
 
-  using Database = client::Database;
   int id_;
   const ChaosOptions& options_;
   History* history_;

@@ -1,0 +1,238 @@
+#include "kvmesh/database.hpp"
+
+#include <utility>
+
+#include "common/database_backend.hpp"
+
+namespace kvmesh {
+
+namespace {
+
+/// A future that is already satisfied (calls on an unusable handle).
+template <class T>
+std::future<T> Ready(T value) {
+  std::promise<T> promise;
+  promise.set_value(std::move(value));
+  return promise.get_future();
+}
+
+/// The one place a future is made from a callback: `start` gets the callback that satisfies it.
+template <class T, class Start>
+std::future<T> FromCallback(Start start) {
+  auto promise = std::make_shared<std::promise<T>>();
+  std::future<T> future = promise->get_future();
+  start([promise](T value) { promise->set_value(std::move(value)); });
+  return future;
+}
+
+/// Waits at most `bound` for `future`; kTimeout when the answer does not come (see MaxWait).
+template <class T>
+T WaitAtMost(std::future<T> future, std::chrono::nanoseconds bound) {
+  if (future.wait_for(bound) != std::future_status::ready) {
+    return Status::Timeout(
+        "no answer within " +
+        std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(bound).count()) +
+        " ms; is the call made from a callback (one of kvmesh's threads)?");
+  }
+  return future.get();
+}
+
+}  // namespace
+
+// -- DatabaseBackend ---------------------------------------------------------------------------
+
+Database DatabaseBackend::MakeHandle(std::shared_ptr<DatabaseBackend> backend, std::string path) {
+  Database db;
+  db.backend_ = std::move(backend);
+  db.path_ = std::move(path);
+  db.status_ = Status::OK();
+  return db;
+}
+
+Database DatabaseBackend::MakeUnusable(Status why, std::string path) {
+  Database db;
+  db.path_ = std::move(path);
+  db.status_ = std::move(why);
+  return db;
+}
+
+Status DatabaseBackend::Put(std::string_view key, std::string_view value) {
+  return WaitAtMost(FromCallback<Status>([&](StatusCallback done) {
+                      PutAsync(std::string(key), std::string(value), std::move(done));
+                    }),
+                    MaxWait());
+}
+
+Result<std::string> DatabaseBackend::Get(std::string_view key) {
+  return WaitAtMost(FromCallback<Result<std::string>>([&](ResultCallback<std::string> done) {
+                      GetAsync(std::string(key), std::move(done));
+                    }),
+                    MaxWait());
+}
+
+Status DatabaseBackend::Erase(std::string_view key) {
+  return WaitAtMost(FromCallback<Status>([&](StatusCallback done) {
+                      EraseAsync(std::string(key), std::move(done));
+                    }),
+                    MaxWait());
+}
+
+Status DatabaseBackend::Write(const WriteBatch& batch) {
+  return WaitAtMost(
+      FromCallback<Status>([&](StatusCallback done) { WriteAsync(batch, std::move(done)); }),
+      MaxWait());
+}
+
+Result<ListPage> DatabaseBackend::List(const ListOptions& options) {
+  return WaitAtMost(
+      FromCallback<Result<kvmesh::ListPage>>(
+          [&](ResultCallback<kvmesh::ListPage> done) { ListAsync(options, std::move(done)); }),
+      MaxWait());
+}
+
+Result<DatabaseStats> DatabaseBackend::Stats() {
+  return WaitAtMost(FromCallback<Result<DatabaseStats>>(
+                        [&](ResultCallback<DatabaseStats> done) { StatsAsync(std::move(done)); }),
+                    MaxWait());
+}
+
+Result<ReplicationStatus> DatabaseBackend::Replication() {
+  return WaitAtMost(FromCallback<Result<kvmesh::ReplicationStatus>>(
+                        [&](ResultCallback<kvmesh::ReplicationStatus> done) {
+                          ReplicationAsync(std::move(done));
+                        }),
+                    MaxWait());
+}
+
+// -- Database ----------------------------------------------------------------------------------
+
+Database::Database() : status_(Status::InvalidArgument("database handle is not open")) {}
+
+Status Database::put(std::string_view key, std::string_view value) const {
+  if (!backend_) return status_;
+  return backend_->Put(key, value);
+}
+
+Result<std::string> Database::get(std::string_view key) const {
+  if (!backend_) return status_;
+  return backend_->Get(key);
+}
+
+Status Database::erase(std::string_view key) const {
+  if (!backend_) return status_;
+  return backend_->Erase(key);
+}
+
+Result<std::vector<std::string>> Database::list(std::string_view prefix) const {
+  std::vector<std::string> keys;
+  ListOptions options;
+  options.prefix = std::string(prefix);
+  while (true) {
+    Result<ListPage> page = list_page(options);
+    if (!page.ok()) return page.status();
+    keys.insert(keys.end(), std::make_move_iterator(page->keys.begin()),
+                std::make_move_iterator(page->keys.end()));
+    if (!page->has_more()) return keys;
+    options.start_after = std::move(page->next_token);
+  }
+}
+
+Result<ListPage> Database::list_page(const ListOptions& options) const {
+  if (!backend_) return status_;
+  return backend_->List(options);
+}
+
+Batch Database::batch() const {
+  return Batch(*this);
+}
+
+Status Database::write(const WriteBatch& batch) const {
+  if (!backend_) return status_;
+  return backend_->Write(batch);
+}
+
+Result<DatabaseStats> Database::stats() const {
+  if (!backend_) return status_;
+  return backend_->Stats();
+}
+
+Result<ReplicationStatus> Database::replication_status() const {
+  if (!backend_) return status_;
+  return backend_->Replication();
+}
+
+void Database::close() {
+  backend_.reset();
+  status_ = Status::InvalidArgument("database handle \"" + path_ + "\" was closed");
+}
+
+std::future<Status> Database::put_async(std::string key, std::string value) const {
+  if (!backend_) return Ready(status_);
+  return FromCallback<Status>([&](StatusCallback done) {
+    backend_->PutAsync(std::move(key), std::move(value), std::move(done));
+  });
+}
+
+std::future<Result<std::string>> Database::get_async(std::string key) const {
+  if (!backend_) return Ready(Result<std::string>(status_));
+  return FromCallback<Result<std::string>>([&](ResultCallback<std::string> done) {
+    backend_->GetAsync(std::move(key), std::move(done));
+  });
+}
+
+std::future<Status> Database::erase_async(std::string key) const {
+  if (!backend_) return Ready(status_);
+  return FromCallback<Status>(
+      [&](StatusCallback done) { backend_->EraseAsync(std::move(key), std::move(done)); });
+}
+
+std::future<Status> Database::write_async(WriteBatch batch) const {
+  if (!backend_) return Ready(status_);
+  return FromCallback<Status>(
+      [&](StatusCallback done) { backend_->WriteAsync(std::move(batch), std::move(done)); });
+}
+
+std::future<Result<ListPage>> Database::list_page_async(ListOptions options) const {
+  if (!backend_) return Ready(Result<ListPage>(status_));
+  return FromCallback<Result<ListPage>>([&](ResultCallback<ListPage> done) {
+    backend_->ListAsync(std::move(options), std::move(done));
+  });
+}
+
+std::future<Result<DatabaseStats>> Database::stats_async() const {
+  if (!backend_) return Ready(Result<DatabaseStats>(status_));
+  return FromCallback<Result<DatabaseStats>>(
+      [&](ResultCallback<DatabaseStats> done) { backend_->StatsAsync(std::move(done)); });
+}
+
+void Database::put_async(std::string key, std::string value, StatusCallback done) const {
+  if (!backend_) return done(status_);
+  backend_->PutAsync(std::move(key), std::move(value), std::move(done));
+}
+
+void Database::get_async(std::string key, ResultCallback<std::string> done) const {
+  if (!backend_) return done(status_);
+  backend_->GetAsync(std::move(key), std::move(done));
+}
+
+void Database::erase_async(std::string key, StatusCallback done) const {
+  if (!backend_) return done(status_);
+  backend_->EraseAsync(std::move(key), std::move(done));
+}
+
+void Database::write_async(WriteBatch batch, StatusCallback done) const {
+  if (!backend_) return done(status_);
+  backend_->WriteAsync(std::move(batch), std::move(done));
+}
+
+void Database::list_page_async(ListOptions options, ResultCallback<ListPage> done) const {
+  if (!backend_) return done(status_);
+  backend_->ListAsync(std::move(options), std::move(done));
+}
+
+void Database::stats_async(ResultCallback<DatabaseStats> done) const {
+  if (!backend_) return done(status_);
+  backend_->StatsAsync(std::move(done));
+}
+
+}  // namespace kvmesh

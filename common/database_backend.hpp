@@ -1,0 +1,57 @@
+// DatabaseBackend: what a kvmesh::Database handle talks to. One implementation serves a node in
+// this process (bootstrap/node.cpp), one a node over the network (client/client.cpp). What both
+// share lives in the handle (common/database.cpp): the unusable-handle rule, paging, futures made
+// from callbacks and the blocking calls made from those. Internal: not installed.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "kvmesh/database.hpp"
+
+namespace kvmesh {
+
+class DatabaseBackend {
+ public:
+  using StatusCallback = Database::StatusCallback;
+  template <class T>
+  using ResultCallback = Database::ResultCallback<T>;
+
+  virtual ~DatabaseBackend() = default;
+
+  /// A usable handle served by `backend` for the database at `path` (normalised).
+  static Database MakeHandle(std::shared_ptr<DatabaseBackend> backend, std::string path);
+  /// An unusable handle: every call answers `why` (not OK).
+  static Database MakeUnusable(Status why, std::string path);
+
+  // -- Asynchronous requests. `done` runs exactly once, on a thread as Database documents; the
+  // backend keeps the handle's ordering guarantee and answers kUnavailable when it is stopped.
+  virtual void PutAsync(std::string key, std::string value, StatusCallback done) = 0;
+  virtual void GetAsync(std::string key, ResultCallback<std::string> done) = 0;
+  virtual void EraseAsync(std::string key, StatusCallback done) = 0;
+  virtual void WriteAsync(WriteBatch batch, StatusCallback done) = 0;
+  virtual void ListAsync(ListOptions options, ResultCallback<ListPage> done) = 0;
+  virtual void StatsAsync(ResultCallback<DatabaseStats> done) = 0;
+  virtual void ReplicationAsync(ResultCallback<ReplicationStatus> done) = 0;
+
+  // -- Blocking requests. The defaults wait on the calling thread for the asynchronous form, at
+  // most MaxWait(); a backend overrides one where answering on the caller's thread is faster.
+  virtual Status Put(std::string_view key, std::string_view value);
+  virtual Result<std::string> Get(std::string_view key);
+  virtual Status Erase(std::string_view key);
+  virtual Status Write(const WriteBatch& batch);
+  virtual Result<kvmesh::ListPage> List(const ListOptions& options);
+  virtual Result<DatabaseStats> Stats();
+  virtual Result<kvmesh::ReplicationStatus> Replication();
+
+ protected:
+  /// How long a default blocking call waits before it answers kTimeout. Every request has its
+  /// own deadline, so the answer comes before this unless it cannot (a blocking call made from a
+  /// callback that holds the thread the answer needs).
+  virtual std::chrono::nanoseconds MaxWait() const = 0;
+};
+
+}  // namespace kvmesh

@@ -1,0 +1,153 @@
+// kvmesh::Database: the one handle to a kvmesh database, whether the node runs in this process or
+// in another one. Only how the handle is obtained differs:
+//
+//   // A node in this process (kvmesh/node.hpp):
+//   kvmesh::Database db = node->open("/example/kv");
+//   // A node reached over the network (kvmesh/client.hpp):
+//   kvmesh::Database db = kvmesh::client::connect("127.0.0.1:7370").open("/example/kv");
+//
+//   if (!db.ok()) { /* db.status(): no_matching_config, unavailable, ... */ }
+//   kvmesh::Status s = db.put("/users/123/profile", bytes);
+//   kvmesh::Result<std::string> v = db.get("/users/123/profile");   // v.IsNotFound() if missing
+//   s = db.erase("/users/123/profile");
+//   kvmesh::Result<std::vector<std::string>> keys = db.list("/users/");  // pages transparently
+//   s = db.batch().put("/a", "1").erase("/b").commit();                  // atomic
+//   std::future<kvmesh::Status> f = db.put_async("/k", "v");             // many in flight
+//
+// Nothing throws. A handle that could not be opened (or was closed) is unusable: its status() says
+// why, and every call on it returns that status at once (a callback runs on the calling thread,
+// a future is ready). Errors are typed (kvmesh::Code): not_found, no_matching_config,
+// size_limit_exceeded (with the numbers), value_too_large, invalid_key, invalid_argument,
+// timeout (the request's deadline passed; it may still be applied), unavailable (the node is
+// stopped or unreachable; over the network in-flight requests fail as soon as the connection is
+// lost, and the next call reconnects).
+//
+// Thread-safety: a Database is a cheap, copyable handle; its copies share one backend. Any number
+// of threads may call one handle (or its copies) at once. close() and assignment change only the
+// object they are called on and must not race other calls on that same object.
+//
+// Ordering: requests made through one handle (and its copies) from one thread reach the database
+// in the order they were made, asynchronous ones included, with two exceptions:
+//  - a request that races the re-activation of a passivated (idle) database may be applied after
+//    a later one;
+//  - over the network a blocking call is sent from the calling thread itself, so it may overtake
+//    asynchronous requests of that thread still in flight.
+// When order matters across handles or threads, or between a blocking call and earlier
+// asynchronous ones, wait for the earlier callback or future first, or use one batch.
+//
+// Callbacks: the `*_async(..., done)` variants return at once; `done` runs exactly once, later,
+// on one of the node's threads (embedded) or of the client's threads (network), after the
+// callbacks of earlier requests of the same handle made from the same thread (embedded). It runs
+// on the calling thread before the call returns when the handle is unusable, its node is stopped
+// (embedded) or the node cannot be reached (network). Keep `done` short: never block in it, nor
+// wait in it for another request (a blocking call from it may wait for a thread that is busy
+// running it, and fails with timeout). Do not let `done` hold the last copy of a Database, Client
+// or Node: they would be torn down from their own thread.
+#pragma once
+
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
+
+namespace kvmesh {
+
+class Batch;
+class DatabaseBackend;
+
+class Database {
+ public:
+  using StatusCallback = std::function<void(Status)>;
+  template <class T>
+  using ResultCallback = std::function<void(Result<T>)>;
+
+  /// An unusable handle (status invalid_argument); use Node::open() or client::Client::open().
+  Database();
+
+  /// OK when the handle is usable; otherwise why not (what open() failed with, or "closed").
+  const Status& status() const { return status_; }
+  bool ok() const { return status_.ok(); }
+  /// The normalised database path ("" if it could not be normalised).
+  const std::string& path() const { return path_; }
+
+  /// Stores `value` (any bytes, NUL included) under `key`, replacing what was there. Errors:
+  /// invalid_key, value_too_large, size_limit_exceeded (nothing written), timeout, unavailable.
+  Status put(std::string_view key, std::string_view value) const;
+  /// The value of `key`. A missing key is not_found (IsNotFound()).
+  Result<std::string> get(std::string_view key) const;
+  /// Removes `key`; removing a missing key succeeds.
+  Status erase(std::string_view key) const;
+  /// Every key under `prefix` (segment rule: "/users" lists "/users" and "/users/..."), in byte
+  /// order, fetching pages as needed. The pages are separate requests: a list that runs while
+  /// others write sees each page as of its own time. Stops at the first failed page.
+  Result<std::vector<std::string>> list(std::string_view prefix = "") const;
+  /// One page, for callers that page themselves (ListOptions::start_after) or want values
+  /// (ListOptions::with_values).
+  Result<ListPage> list_page(const ListOptions& options) const;
+  /// A batch builder bound to this handle; Batch::commit() applies it atomically.
+  Batch batch() const;
+  /// Applies `batch` atomically and in order: every operation or none. Errors as put's, and
+  /// invalid_argument over kMaxBatchOps / kMaxBatchBytes.
+  Status write(const WriteBatch& batch) const;
+  /// Key count, used bytes and size limit.
+  Result<DatabaseStats> stats() const;
+  /// Replication status from the replica serving this handle's node: replica set, version
+  /// vectors, pending deltas and content digest (equal digests: equal contents).
+  Result<ReplicationStatus> replication_status() const;
+  /// Releases this handle; its status() becomes invalid_argument ("closed"). Other copies stay
+  /// usable; requests in flight still complete.
+  void close();
+
+  // Futures: each is a real (not deferred) future, so wait_for works. It becomes ready when the
+  // request completes, with what the blocking call would have returned.
+  std::future<Status> put_async(std::string key, std::string value) const;
+  std::future<Result<std::string>> get_async(std::string key) const;
+  std::future<Status> erase_async(std::string key) const;
+  std::future<Status> write_async(WriteBatch batch) const;
+  std::future<Result<ListPage>> list_page_async(ListOptions options) const;
+  std::future<Result<DatabaseStats>> stats_async() const;
+
+  // Callbacks, for callers that keep many requests in flight without a thread per future: `done`
+  // runs exactly once (see "Callbacks" above for on which thread and what it must not do).
+  void put_async(std::string key, std::string value, StatusCallback done) const;
+  void get_async(std::string key, ResultCallback<std::string> done) const;
+  void erase_async(std::string key, StatusCallback done) const;
+  void write_async(WriteBatch batch, StatusCallback done) const;
+  void list_page_async(ListOptions options, ResultCallback<ListPage> done) const;
+  void stats_async(ResultCallback<DatabaseStats> done) const;
+
+ private:
+  friend class DatabaseBackend;  // makes the handles of Node::open and Client::open
+  std::shared_ptr<DatabaseBackend> backend_;
+  std::string path_;
+  Status status_;
+};
+
+/// Puts and erases collected for one atomic write through the Database that made it. Not
+/// thread-safe: build a batch on one thread.
+class Batch {
+ public:
+  Batch& put(std::string key, std::string value) {
+    batch_.Put(std::move(key), std::move(value));
+    return *this;
+  }
+  Batch& erase(std::string key) {
+    batch_.Erase(std::move(key));
+    return *this;
+  }
+  /// Applies every operation atomically, in order (Database::write).
+  Status commit() const { return db_.write(batch_); }
+
+ private:
+  friend class Database;
+  explicit Batch(Database db) : db_(std::move(db)) {}
+  Database db_;
+  WriteBatch batch_;
+};
+
+}  // namespace kvmesh

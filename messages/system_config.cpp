@@ -1,0 +1,37 @@
+#include "messages/system_config.hpp"
+
+#include <caf/atom.hpp>
+#include <caf/io/middleman.hpp>
+
+#include <vector>
+
+#include "common/path.hpp"
+#include "messages/type_ids.hpp"
+
+namespace kvmesh {
+
+Status ValidateSchedulerPolicy(const std::string& policy) {
+  if (policy == "sharing" || policy == "stealing") return Status::OK();
+  return Status::InvalidArgument("scheduler_policy must be \"sharing\" or \"stealing\", not " +
+                                 Quote(policy));
+}
+
+Status ConfigureActorSystem(const ActorSystemSettings& settings, caf::actor_system_config* cfg) {
+  Status s = ValidateSchedulerPolicy(settings.scheduler_policy);
+  if (!s.ok()) return s;
+  RegisterMessageTypes(*cfg);
+  cfg->set("scheduler.policy",
+           settings.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
+  if (settings.worker_threads != 0) cfg->set("scheduler.max-threads", settings.worker_threads);
+  if (settings.network) {
+    cfg->load<caf::io::middleman>();
+    cfg->set("middleman.heartbeat-interval", settings.peer_timeout / 3);
+    cfg->set("middleman.connection-timeout", settings.peer_timeout);
+    // A peer must name kvmesh in its handshake: a stray CAF program is turned away.
+    cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+    if (settings.deserialize_in_multiplexer) cfg->set("middleman.workers", size_t{0});
+  }
+  return Status::OK();
+}
+
+}  // namespace kvmesh

@@ -1,0 +1,41 @@
+// The CAF actor system settings a node and a client share: message types, scheduler, and the
+// middleman options every kvmesh network endpoint needs. One place, so the two sides cannot
+// drift apart (a type one side does not register fails silently across nodes).
+#pragma once
+
+#include <caf/actor_system_config.hpp>
+#include <caf/timespan.hpp>
+
+#include <cstddef>
+#include <string>
+
+#include "kvmesh/status.hpp"
+
+namespace kvmesh {
+
+struct ActorSystemSettings {
+  /// "sharing" (one shared queue: idle workers wake at once, which request/response latency
+  /// needs) or "stealing".
+  std::string scheduler_policy = "sharing";
+  /// Worker threads; 0 leaves CAF's default.
+  size_t worker_threads = 0;
+  /// Load the middleman (CAF io): the system talks to other processes.
+  bool network = false;
+  /// With `network`: a connection silent this long is closed (heartbeats every third of it), so
+  /// dead or stalled peers are noticed; also bounds connecting to a peer that never answers.
+  caf::timespan peer_timeout = std::chrono::seconds(3);
+  /// With `network`: deserialize messages in the multiplexer thread instead of handing each to
+  /// a BASP worker thread first (one thread wake-up less per message; for a client, whose
+  /// replies are small).
+  bool deserialize_in_multiplexer = false;
+};
+
+/// OK if `policy` names a scheduler policy kvmesh supports ("sharing" or "stealing"); otherwise
+/// kInvalidArgument naming it.
+Status ValidateSchedulerPolicy(const std::string& policy);
+
+/// Registers kvmesh's message types and error category on `cfg` and applies `settings`.
+/// Errors: kInvalidArgument for an unknown scheduler policy (nothing is changed then).
+Status ConfigureActorSystem(const ActorSystemSettings& settings, caf::actor_system_config* cfg);
+
+}  // namespace kvmesh
