@@ -153,9 +153,11 @@ namespace {
 
 /// Who may send a message that steers this actor.
 enum class Steering {
-  /// The control slice (from the supervisor) and exits: from this node.
+  /// The control slice: the supervisor only.
   kControl,
-  /// The timer slice: from the actor itself.
+  /// Exits: any actor of this node (the supervisor's, on shutdown).
+  kExit,
+  /// The timer slice: the actor itself.
   kTimer,
 };
 
@@ -163,12 +165,22 @@ enum class Steering {
 /// already say who may send what, but CAF 0.17 enforces them only when sending: a remote node
 /// that holds any handle to this actor (its peer slice leaves the node) can cast it and send it
 /// any message, control, timer and exit messages included, and the actor cannot tell them apart
-/// by type. So these messages are still checked at run time, here only.
+/// by type. So these messages are still checked at run time, here only. Control messages must
+/// come from the supervisor itself, not just from this node: a routed BASP message may name any
+/// actor of this node that the registry knows (every database actor whose handle went to a peer)
+/// as its sender, while the supervisor's handle never leaves the node.
 bool MaySteer(database_pointer self, Steering kind) {
   const auto& sender = self->current_sender();
   if (sender == nullptr) return false;
-  if (kind == Steering::kTimer) return sender == self->ctrl();
-  return sender->node() == self->node();
+  switch (kind) {
+    case Steering::kControl:
+      return FromExpected(self, self->state.supervisor);
+    case Steering::kExit:
+      return sender->node() == self->node();
+    case Steering::kTimer:
+      return sender == self->ctrl();
+  }
+  return false;
 }
 
 /// Stops serving: direct reads end and writers still waiting are answered.
@@ -202,7 +214,7 @@ database_actor::behavior_type database_actor_impl(
     // Other nodes hold this actor's handle (replicas talk directly); their exits are ignored.
     // The sender decides, not the exit's source field: an anonymous exit from the network
     // carries this actor's own address as its source.
-    if (!MaySteer(self, Steering::kControl)) return;
+    if (!MaySteer(self, Steering::kExit)) return;
     Stop(self);
     self->quit(msg.reason);
   });

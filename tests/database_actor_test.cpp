@@ -113,6 +113,10 @@ TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
   auto supervisor = system_.spawn(FakeSupervisor, caf::actor{self_});
   auto db = Spawn(1000, std::chrono::duration_cast<caf::timespan>(20ms), supervisor);
   self_->monitor(db);
+  // Only the supervisor may passivate a database (other nodes hold its handle, and may name
+  // other actors of this node as the sender): if this one counted, the actor would stop before
+  // its idle report.
+  self_->send(db, atom::passivate_v);
   bool reported = false;
   self_->receive(
       [&](const std::string& path, const database_actor& who) {
