@@ -614,5 +614,58 @@ TEST(ReplicationTest, LateAnswerToAnOlderGenerationIsIgnored) {
   EXPECT_TRUE(net[1].Answer(w2)->ok());
 }
 
+TEST(ReplicationTest, ASyncRoundWakesAForgottenPeerOnlyWhenOneSideLacksWrites) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  Converge(net);
+  // Node 2's replica goes away (passivated) while both hold the same writes: rounds leave it be,
+  // or every idle database of a cluster would be woken every second.
+  net[2].up = false;
+  net[1].replicator().OnPeerDown(2);
+  net[1].replicator().OnSyncTick();
+  EXPECT_EQ(net.Count(Message::kLookup, 1, 2), 0u) << "an idle peer in sync was woken";
+  EXPECT_EQ(net.Count(Message::kPull, 1, 2), 0u);
+  // Node 2 takes a write whose push to node 1 is lost, then pulls from node 1, which so learns
+  // node 2's vector. Once node 1 has forgotten node 2 again, its rounds must still fetch that
+  // write: with pull-only anti-entropy nobody else sends it.
+  net[2].up = true;
+  net[2].Write("k", "from-2");
+  net.Take(net.Find(Message::kPush, 2, 1));
+  net[2].replicator().OnSyncTick();
+  net.DeliverAll();
+  net[2].up = false;
+  net[1].replicator().OnPeerDown(2);
+  ASSERT_EQ(net[1].Get("k").rfind("<not_found", 0), 0u) << net[1].Get("k");
+  net[1].replicator().OnSyncTick();
+  net.DeliverAll();
+  EXPECT_EQ(net[1].Get("k"), "from-2");
+}
+
+TEST(ReplicationTest, MayPassivateOnlyWhenEveryPeerHoldsItsWritesAndItIsNotLeaving) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  Converge(net);
+  EXPECT_TRUE(net[1].replicator().MayPassivate());
+  // A write node 2 has not received yet: a passivated node 1 would hold a write the others lack.
+  net[1].Write("k", "v");
+  net.Take(net.Find(Message::kPush, 1, 2));
+  EXPECT_FALSE(net[1].replicator().MayPassivate());
+  // Node 2 pulls it. A pull tells node 1 the asker's vector as it was when asking, so node 1
+  // knows node 2 holds the write only from node 2's next pull on.
+  net[2].replicator().OnSyncTick();
+  net.DeliverAll();
+  EXPECT_EQ(net[2].Get("k"), "v");
+  EXPECT_FALSE(net[1].replicator().MayPassivate());
+  net[2].replicator().OnSyncTick();
+  net.DeliverAll();
+  EXPECT_TRUE(net[1].replicator().MayPassivate());
+  // Placement moved the database away from node 1 (node 2, which holds everything, keeps it):
+  // node 1 stays up until its hand-over has run.
+  net[1].replicator().OnReplicaSet(Set({2}, 1));
+  EXPECT_FALSE(net[1].replicator().MayPassivate());
+}
+
 }  // namespace
 }  // namespace kvmesh::replication
