@@ -5,14 +5,17 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <future>
+#include <optional>
 #include <random>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
 #include "actor_test_util.hpp"
-#include "kvmesh/node.hpp"
+#include "actors/client_gateway.hpp"
 #include "kvmesh/client.hpp"
+#include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
 #include "test_util.hpp"
 
@@ -323,41 +326,91 @@ database_actor::behavior_type ImpostorDatabase(database_actor::pointer) {
   return testing::StubDatabase(nullptr, "forged-by-attacker");
 }
 
-TEST_F(ClientTest, ForgedRepliesCannotHijackADatabase) {
-  RawPeerConfig config;
-  caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
-  ASSERT_TRUE(gateway);
-  auto impostor = system.spawn(ImpostorDatabase);
-  caf::scoped_actor self{system};
-  // Keep the supervisor busy, make the gateway ask it to open the path, and answer every request
-  // id the gateway may be waiting on with the impostor (the message id is the sender's to choose).
-  for (int i = 0; i < 50; ++i) self->send(*gateway, atom::reload_v);
-  self->send(*gateway, atom::open_v, std::string("/tiny/victim"));
-  auto gateway_ptr = caf::actor_cast<caf::strong_actor_ptr>(*gateway);
-  for (uint64_t id = 1; id <= 400; ++id) {
-    caf::message_id forged{0x9000000000000000ull | id};
-    gateway_ptr->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(impostor),
-                                                   forged, {}, caf::make_message(impostor)),
-                         nullptr);
-  }
-  // One round trip on the same connection: the gateway has handled everything sent before it.
-  self->request(*gateway, std::chrono::seconds(10), atom::hello_v, kClientProtocolVersion)
-      .receive([](uint32_t, uint64_t) {}, [](caf::error&) {});
+database_actor::behavior_type RealDatabase(database_actor::pointer) {
+  return testing::StubDatabase(nullptr, "from-the-real-database");
+}
 
-  auto victim = client_.open("/tiny/victim");
+// Stands in for the node's matcher supervisor (only `open` is asked here): the first open is
+// held, its request id and path reported to `observer`, until an `ok` releases it with `real`;
+// later opens get `real` at once.
+caf::behavior HoldingSupervisor(caf::event_based_actor* self, caf::actor observer,
+                                database_actor real) {
+  auto held = std::make_shared<std::optional<caf::response_promise>>();
+  return {
+      [=](atom::open, std::string& path) -> caf::result<database_actor> {
+        if (held->has_value()) return real;
+        const uint64_t id = self->current_message_id().integer_value();
+        *held = self->make_response_promise();
+        self->send(observer, id, path);
+        return caf::delegated<database_actor>{};
+      },
+      [=](atom::ok) {
+        if (held->has_value()) (*held)->deliver(real);
+      },
+  };
+}
+
+// CAF 0.17 matches a reply to a pending request by message id alone, and a network peer chooses
+// the ids it sends. Here the forgery answers exactly the request the gateway is waiting on (its
+// id is read at the supervisor, which holds the real reply back), so it is certain to hit.
+TEST(ClientGatewayTest, ForgedRepliesCannotHijackADatabase) {
+  RawPeerConfig node_config;
+  caf::actor_system node{node_config};
+  caf::scoped_actor observer{node};
+  auto real = node.spawn(RealDatabase);
+  auto supervisor = node.spawn(HoldingSupervisor, caf::actor{observer}, real);
+  auto gateway =
+      node.spawn(client_gateway_impl, caf::actor_cast<matcher_supervisor_actor>(supervisor),
+                 caf::timespan{10s}, uint64_t{1}, peer_actor{});
+  auto port = node.middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << node.render(port.error());
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port));
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  // A client opens a path; the gateway asks the supervisor, which holds the request.
+  auto opening =
+      std::async(std::launch::async, [&client] { return client.open("/tiny/victim").status(); });
+  uint64_t request_id = 0;
+  observer->receive(
+      [&](uint64_t id, std::string& path) {
+        request_id = id;
+        EXPECT_EQ(path, "/tiny/victim");
+      },
+      caf::after(10s) >> [] {});
+  ASSERT_NE(request_id, 0u) << "the gateway never asked the supervisor to open the path";
+
+  // An attacker answers that very request with its own database actor.
+  RawPeerConfig attacker_config;
+  caf::actor_system attacker{attacker_config};
+  auto remote_gateway = attacker.middleman().remote_actor<gateway_actor>("127.0.0.1", *port);
+  ASSERT_TRUE(remote_gateway) << attacker.render(remote_gateway.error());
+  auto impostor = attacker.spawn(ImpostorDatabase);
+  caf::actor_cast<caf::strong_actor_ptr>(*remote_gateway)
+      ->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(impostor),
+                                          caf::message_id{request_id}.response_id(), {},
+                                          caf::make_message(impostor)),
+                nullptr);
+
+  // The forgery reached the pending request and was refused, so the open fails, saying why.
+  ASSERT_EQ(opening.wait_for(10s), std::future_status::ready);
+  Status refused = opening.get();
+  EXPECT_EQ(refused.code(), Code::kUnavailable) << refused;
+  EXPECT_NE(refused.message().find("a reply came from an actor other than the one asked"),
+            std::string::npos)
+      << refused;
+
+  // The real reply, now late, is dropped; the next open reaches the real database.
+  caf::anon_send(supervisor, atom::ok_v);
+  auto victim = client.open("/tiny/victim");
   ASSERT_TRUE(victim.ok()) << victim.status();
-  ASSERT_TRUE(victim.put("/secret", "hunter2").ok());
   auto read = victim.get("/secret");
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(*read, "hunter2");
-  // The write is in the node's real database, not with the impostor.
-  Database real;
-  ASSERT_TRUE(node_->Open("/tiny/victim", &real).ok());
-  std::string value;
-  ASSERT_TRUE(real.Get("/secret", &value).ok());
-  EXPECT_EQ(value, "hunter2");
+  EXPECT_EQ(*read, "from-the-real-database");
+
   caf::anon_send_exit(impostor, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(real, caf::exit_reason::user_shutdown);
+  // The gateway ignores exits and stops with its supervisor.
+  caf::anon_send_exit(supervisor, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(ClientTest, ErrorMessagesDoNotStopTheGateway) {
