@@ -14,6 +14,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using kvmesh::testing::DaemonProcess;
+using kvmesh::testing::Eventually;
 using kvmesh::testing::TempDir;
 
 class DaemonTest : public ::testing::Test {
@@ -116,12 +117,16 @@ TEST_F(DaemonTest, ThreeProcessesReplicateAndSurviveASigkill) {
     for (const auto& m : *members) alive += (!m.self && m.alive) ? 1 : 0;
     return alive;
   };
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while ((alive_peers(a) != 2 || alive_peers(b) != 2 || alive_peers(c) != 2) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(20ms);
-  }
-  ASSERT_EQ(alive_peers(c), 2);
+  int seen_a = -1, seen_b = -1, seen_c = -1;
+  Eventually(20s, [&] {
+    seen_a = alive_peers(a);
+    seen_b = alive_peers(b);
+    seen_c = alive_peers(c);
+    return seen_a == 2 && seen_b == 2 && seen_c == 2;
+  });
+  EXPECT_EQ(seen_a, 2) << "alive peers seen by a";
+  EXPECT_EQ(seen_b, 2) << "alive peers seen by b";
+  ASSERT_EQ(seen_c, 2) << "alive peers seen by c";
 
   auto db = client::connect(a.address()).open("/strict/orders");
   ASSERT_TRUE(db.ok()) << db.status();
@@ -179,10 +184,16 @@ TEST_F(DaemonTest, SigkillMidLoadLosesNoAcknowledgedWrite) {
     ASSERT_TRUE(value.ok()) << key << ": " << value.status();
     ASSERT_EQ(*value, "value-of" + key);
   }
-  // The size accounting survived the crash with the data.
+  // The size accounting survived the crash with the data: the key count and the used bytes
+  // (key plus value bytes of every key there, acknowledged or not) match what is stored.
   auto keys = after.list("/k");
   ASSERT_TRUE(keys.ok());
-  EXPECT_EQ(after.stats()->key_count, keys->size());
+  uint64_t stored_bytes = 0;
+  for (const std::string& key : *keys) stored_bytes += key.size() + ("value-of" + key).size();
+  auto stats = after.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, keys->size());
+  EXPECT_EQ(stats->used_bytes, stored_bytes);
 }
 
 TEST_F(DaemonTest, RequestsToAStoppedNodeFailPromptlyNotAtTheirTimeout) {
