@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -237,6 +238,36 @@ TEST_F(DaemonTest, SighupReloadsConfigs) {
   }
   ASSERT_TRUE(late.ok()) << late.status();
   EXPECT_TRUE(late.put("/k", "v").ok());
+}
+
+// A reload that lowers a running database's size below what it holds: writes that would grow
+// it are refused with size_limit_exceeded, writes that shrink it are accepted (a lowered limit
+// never traps data).
+TEST_F(DaemonTest, ReloadShrinkingARunningDatabaseRefusesGrowthAndAcceptsShrinking) {
+  DaemonProcess d;
+  StartDaemon(&d);
+  auto client = client::connect(d.address());
+  auto db = client.open("/data/shrunk");
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(db.put("/k" + std::to_string(i), std::string(500, 'x')).ok());
+  ASSERT_EQ(db.stats()->used_bytes, 4u * (3 + 500));
+
+  dir_.Write("config/more.yaml", "- matcher: /data/*\n  size: 1KB\n");
+  auto summary = client.reload_configs();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(db.stats()->limit_bytes, 1000u);
+  Status grow = db.put("/new", "x");
+  EXPECT_EQ(grow.code(), Code::kSizeLimitExceeded) << grow;
+  grow = db.put("/k0", std::string(501, 'x'));
+  EXPECT_EQ(grow.code(), Code::kSizeLimitExceeded) << grow;
+  EXPECT_TRUE(db.put("/k0", std::string(100, 'y')).ok());
+  EXPECT_TRUE(db.erase("/k1").ok());
+  EXPECT_TRUE(db.put("/k2", std::string(500, 'z')).ok()) << "an overwrite of equal size";
+  auto stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->used_bytes, (3 + 100) + 2u * (3 + 500));
+  EXPECT_EQ(db.get("/k0").value(), std::string(100, 'y'));
 }
 
 }  // namespace
