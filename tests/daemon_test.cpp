@@ -270,6 +270,35 @@ TEST_F(DaemonTest, ReloadShrinkingARunningDatabaseRefusesGrowthAndAcceptsShrinki
   EXPECT_EQ(db.get("/k0").value(), std::string(100, 'y'));
 }
 
+// A reload that removes a running database's config stops it and keeps its data; when the
+// config comes back, the database serves that data again.
+TEST_F(DaemonTest, ReloadRemovingARunningDatabasesConfigStopsItAndKeepsItsData) {
+  dir_.Write("config/late.yaml", "matcher: /late/db\nsize: 1MB\n");
+  DaemonProcess d;
+  StartDaemon(&d);
+  auto client = client::connect(d.address());
+  auto db = client.open("/late/db");
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(db.put("/kept", "data").ok());
+
+  std::filesystem::remove(dir_ / "config/late.yaml");
+  ASSERT_TRUE(client.reload_configs().ok());
+  EXPECT_EQ(db.get("/kept").status().code(), Code::kNoMatchingConfig);
+  Status refused = db.put("/more", "x");
+  EXPECT_EQ(refused.code(), Code::kNoMatchingConfig) << refused;
+  EXPECT_EQ(client.open("/late/db").status().code(), Code::kNoMatchingConfig);
+
+  dir_.Write("config/late.yaml", "matcher: /late/db\nsize: 1MB\n");
+  ASSERT_TRUE(client.reload_configs().ok());
+  auto again = client.open("/late/db");
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto kept = again.get("/kept");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(*kept, "data");
+  EXPECT_TRUE(again.get("/more").IsNotFound());
+  EXPECT_EQ(again.stats()->key_count, 1u);
+}
+
 }  // namespace
 }  // namespace kvmesh
 
