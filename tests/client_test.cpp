@@ -8,6 +8,7 @@
 #include <future>
 #include <optional>
 #include <random>
+#include <set>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -101,6 +102,29 @@ TEST_F(ClientTest, ListPagesTransparentlyAndLargeValuesTravel) {
   EXPECT_EQ(*got, mib);
   Status too_big = db.put("/huge", std::string((16u << 20) + 1, 'x'));
   EXPECT_EQ(too_big.code(), Code::kValueTooLarge) << too_big;
+}
+
+// A page holds at most kMaxListLimit keys, whatever limit is asked; the rest follows on later
+// pages.
+TEST_F(ClientTest, ListPagesAreCappedAtTheMaximumLimit) {
+  auto db = client_.open("/example/kv");
+  WriteBatch batch;
+  const size_t total = kMaxListLimit + 50;
+  for (size_t i = 0; i < total; ++i) batch.Put("/c/" + std::to_string(100000 + i), "");
+  ASSERT_TRUE(db.write(batch).ok());
+  for (uint32_t asked : {kMaxListLimit + 1, 2 * kMaxListLimit, ~uint32_t{0}}) {
+    ListOptions options;
+    options.limit = asked;
+    auto first = db.list_page(options);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_EQ(first->keys.size(), kMaxListLimit) << "limit " << asked;
+    ASSERT_TRUE(first->has_more()) << "limit " << asked;
+    options.start_after = first->next_token;
+    auto rest = db.list_page(options);
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    EXPECT_EQ(rest->keys.size(), total - kMaxListLimit);
+    EXPECT_FALSE(rest->has_more());
+  }
 }
 
 TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
