@@ -127,6 +127,20 @@ TEST_F(ClientTest, ListPagesAreCappedAtTheMaximumLimit) {
   }
 }
 
+// A batch over kMaxBatchBytes of keys and values is refused whole, saying so.
+TEST_F(ClientTest, BatchesOverTheByteLimitAreRefusedWhole) {
+  auto db = client_.open("/example/kv");
+  const size_t value_bytes = 13u << 20;  // under the value limit; five are over the batch limit
+  WriteBatch batch;
+  for (int i = 0; i < 5; ++i) batch.Put("/b/" + std::to_string(i), std::string(value_bytes, 'v'));
+  Status refused = db.write(batch);
+  EXPECT_EQ(refused.code(), Code::kInvalidArgument) << refused;
+  EXPECT_NE(refused.message().find("the maximum is 67108864 B (64 MiB)"), std::string::npos)
+      << refused;
+  EXPECT_TRUE(db.get("/b/0").IsNotFound());
+  EXPECT_EQ(db.stats()->key_count, 0u);
+}
+
 TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
   auto unknown = client_.open("/nope");
   EXPECT_EQ(unknown.status().code(), Code::kNoMatchingConfig);
