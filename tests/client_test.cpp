@@ -141,6 +141,51 @@ TEST_F(ClientTest, BatchesOverTheByteLimitAreRefusedWhole) {
   EXPECT_EQ(db.stats()->key_count, 0u);
 }
 
+// Keys that exist throughout a paged list are each listed exactly once, in order, however other
+// writes land between the pages: keys added and erased before and after the resume point,
+// the resume point (the key a page ended with) itself erased.
+TEST_F(ClientTest, ListPagesSkipAndRepeatNoKeyWhileWritesLandBetweenThem) {
+  auto db = client_.open("/example/kv");
+  WriteBatch batch;
+  for (int i = 0; i < 300; ++i) batch.Put("/p/" + std::to_string(1000 + i), "v");
+  ASSERT_TRUE(db.write(batch).ok());
+  std::set<std::string> throughout;
+  for (int i = 0; i < 300; ++i) throughout.insert("/p/" + std::to_string(1000 + i));
+
+  std::vector<std::string> listed;
+  ListOptions options;
+  options.prefix = "/p";
+  options.limit = 40;
+  for (int page = 0; page < 100; ++page) {  // 300 keys and the new ones need about 10
+    auto got = db.list_page(options);
+    ASSERT_TRUE(got.ok()) << got.status();
+    listed.insert(listed.end(), got->keys.begin(), got->keys.end());
+    if (!got->has_more()) break;
+    // The resume key goes, a key lands just after it and one at the end; before it, two keys
+    // land (even pages) or an already listed key goes (odd pages), so the number of keys
+    // before the resume point changes.
+    const std::string last = got->keys.back();
+    ASSERT_TRUE(db.erase(last).ok());
+    throughout.erase(last);
+    ASSERT_TRUE(db.put(last + "-after", "new").ok());
+    ASSERT_TRUE(db.put("/p/9999-" + std::to_string(page), "new").ok());
+    if (page % 2 == 0) {
+      ASSERT_TRUE(db.put("/p/0999-" + std::to_string(page) + "a", "new").ok());
+      ASSERT_TRUE(db.put("/p/0999-" + std::to_string(page) + "b", "new").ok());
+    } else {
+      const std::string early = "/p/" + std::to_string(1000 + page);
+      ASSERT_TRUE(db.erase(early).ok());
+      throughout.erase(early);
+    }
+    options.start_after = got->next_token;
+  }
+  for (size_t i = 1; i < listed.size(); ++i) {
+    ASSERT_LT(listed[i - 1], listed[i]) << "listed out of order or twice at " << i;
+  }
+  std::set<std::string> seen(listed.begin(), listed.end());
+  for (const auto& key : throughout) EXPECT_EQ(seen.count(key), 1u) << key << " was skipped";
+}
+
 TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
   auto unknown = client_.open("/nope");
   EXPECT_EQ(unknown.status().code(), Code::kNoMatchingConfig);
