@@ -186,6 +186,25 @@ TEST_F(ClientTest, ListPagesSkipAndRepeatNoKeyWhileWritesLandBetweenThem) {
   for (const auto& key : throughout) EXPECT_EQ(seen.count(key), 1u) << key << " was skipped";
 }
 
+// One client's asynchronous writes to one key apply in the order they were sent: a read sent
+// among them sees exactly the write sent last before it, and the last write sent stays.
+TEST_F(ClientTest, OneClientsAsyncWritesToOneKeyApplyInSendOrder) {
+  auto db = client_.open("/example/kv");
+  std::vector<std::future<Status>> puts;
+  std::vector<std::pair<int, std::future<Result<std::string>>>> reads;
+  for (int i = 0; i < 2000; ++i) {
+    puts.push_back(db.put_async("/order", std::to_string(i)));
+    if (i % 10 == 9) reads.emplace_back(i, db.get_async("/order"));
+  }
+  for (auto& put : puts) ASSERT_TRUE(put.get().ok());
+  for (auto& [after, read] : reads) {
+    auto value = read.get();
+    ASSERT_TRUE(value.ok()) << value.status();
+    EXPECT_EQ(*value, std::to_string(after)) << "a read sent after write " << after;
+  }
+  EXPECT_EQ(db.get("/order").value(), "1999");
+}
+
 TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
   auto unknown = client_.open("/nope");
   EXPECT_EQ(unknown.status().code(), Code::kNoMatchingConfig);
