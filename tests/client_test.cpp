@@ -364,6 +364,26 @@ struct RawPeerConfig : caf::actor_system_config {
   }
 };
 
+// A client that goes silent (no requests, no heartbeats: CAF sends none unless configured) is
+// closed by the node once it has heard nothing for its heartbeat timeout (3 s by default, as in
+// kvmeshd), so dead or stalled clients do not hold connections for good.
+TEST_F(ClientTest, ASilentClientIsClosedAfterTheHeartbeatTimeout) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
+  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  caf::scoped_actor self{system};
+  self->monitor(*gateway);
+  const auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  self->receive([&](caf::down_msg&) { closed = true; },
+                caf::after(std::chrono::seconds(10)) >> [] {});
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(closed) << "the node kept a silent connection open for 10 s";
+  EXPECT_GE(waited, 2500ms) << "closed before the heartbeat timeout";
+  EXPECT_LT(waited, 8s);
+}
+
 TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
   RawPeerConfig config;
   caf::actor_system system{config};
