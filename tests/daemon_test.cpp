@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <deque>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -195,6 +196,69 @@ TEST_F(DaemonTest, SigkillMidLoadLosesNoAcknowledgedWrite) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->key_count, keys->size());
   EXPECT_EQ(stats->used_bytes, stored_bytes);
+}
+
+// SIGTERM and SIGINT: the node stops taking requests, fails those in flight promptly with a
+// clear error (not at their timeout), exits 0 and keeps every acknowledged write.
+TEST_F(DaemonTest, SigtermAndSigintFailRequestsInFlightPromptlyAndLoseNoAcknowledgedWrite) {
+  for (int signal : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    DaemonProcess d;
+    StartDaemon(&d);
+    const int port = d.port();
+    client::ClientOptions options;
+    options.request_timeout = 60s;  // far beyond "promptly"
+    auto db = client::connect(d.address(), options).open("/data/stop");
+    ASSERT_TRUE(db.ok()) << db.status();
+    // Writes with 32 in flight; the signal comes once 300 are acknowledged, and writes go on
+    // until one fails (the node stopped taking them) or 5 s have passed.
+    std::vector<std::string> acknowledged;
+    std::deque<std::pair<std::string, std::future<Status>>> in_flight;
+    std::chrono::steady_clock::time_point signalled{};
+    Status failure;
+    for (int next = 0; failure.ok(); ++next) {
+      if (signalled != std::chrono::steady_clock::time_point{} &&
+          std::chrono::steady_clock::now() - signalled > 5s) {
+        break;
+      }
+      const std::string key = "/k/" + std::to_string(next);
+      in_flight.emplace_back(key, db.put_async(key, "value-of" + key));
+      if (in_flight.size() < 32) continue;
+      auto [done_key, future] = std::move(in_flight.front());
+      in_flight.pop_front();
+      Status s = future.get();
+      if (s.ok()) acknowledged.push_back(done_key);
+      if (!s.ok()) failure = s;
+      if (acknowledged.size() == 300 && signalled == std::chrono::steady_clock::time_point{}) {
+        d.Kill(signal);
+        signalled = std::chrono::steady_clock::now();
+      }
+    }
+    ASSERT_NE(signalled, std::chrono::steady_clock::time_point{}) << failure;
+    EXPECT_FALSE(failure.ok()) << "writes were still taken 5 s after the signal";
+    for (auto& [key, future] : in_flight) {
+      ASSERT_EQ(future.wait_for(5s), std::future_status::ready) << key << " still in flight";
+      Status s = future.get();
+      if (s.ok()) acknowledged.push_back(key);
+      if (!s.ok()) failure = s;
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - signalled, 8s);
+    EXPECT_EQ(failure.code(), Code::kUnavailable) << failure;
+    EXPECT_NE(failure.message().find("kvmesh node"), std::string::npos) << failure;
+    EXPECT_EQ(d.Wait(), 0);
+
+    DaemonProcess restarted;
+    StartDaemon(&restarted, port);
+    auto after = client::connect(restarted.address()).open("/data/stop");
+    ASSERT_TRUE(after.ok()) << after.status();
+    for (const std::string& key : acknowledged) {
+      auto value = after.get(key);
+      ASSERT_TRUE(value.ok()) << key << ": " << value.status();
+      ASSERT_EQ(*value, "value-of" + key);
+    }
+    restarted.Kill(SIGTERM);
+    EXPECT_EQ(restarted.Wait(), 0);
+  }
 }
 
 TEST_F(DaemonTest, RequestsToAStoppedNodeFailPromptlyNotAtTheirTimeout) {
