@@ -285,6 +285,57 @@ TEST_F(DaemonTest, RequestsToAStoppedNodeFailPromptlyNotAtTheirTimeout) {
   EXPECT_EQ(*again, "v");
 }
 
+// Reloads (SIGHUP and `kvmesh config reload`) while writes are in flight fail none of them,
+// also when each reload changes the size budget of the database being written.
+TEST_F(DaemonTest, ReloadsWhileWritesAreInFlightFailNoWrite) {
+  DaemonProcess d;
+  StartDaemon(&d);
+  auto db = client::connect(d.address()).open("/data/busy");
+  ASSERT_TRUE(db.ok()) << db.status();
+  std::atomic<bool> done{false};
+  std::vector<std::pair<std::string, Status>> failed;
+  int written = 0;
+  std::thread writer([&] {
+    std::deque<std::pair<std::string, std::future<Status>>> in_flight;
+    for (int i = 0; i < 20000 && !done; ++i) {  // the reloads end it long before
+      const std::string key = "/k/" + std::to_string(i);
+      in_flight.emplace_back(key, db.put_async(key, "v"));
+      written = i + 1;
+      if (in_flight.size() < 32) continue;
+      Status s = in_flight.front().second.get();
+      if (!s.ok()) failed.emplace_back(in_flight.front().first, s);
+      in_flight.pop_front();
+    }
+    for (auto& [key, future] : in_flight) {
+      Status s = future.get();
+      if (!s.ok()) failed.emplace_back(key, s);
+    }
+  });
+  for (int reload = 0; reload < 12; ++reload) {
+    dir_.Write("config/more.yaml",
+               "- matcher: /data/*\n  size: " + std::to_string(10 + reload) + "MB\n");
+    if (reload % 2 == 0) {
+      d.Kill(SIGHUP);
+    } else {
+      auto cli = kvmesh::testing::RunCommand(
+          KVMESH_CLI_PATH, {"--node", d.address(), "config", "reload"}, "", dir_.path());
+      EXPECT_EQ(cli.exit_code, 0) << cli.err;
+    }
+    std::this_thread::sleep_for(50ms);  // pacing only: the writes keep flowing meanwhile
+  }
+  done = true;
+  writer.join();
+  EXPECT_GT(written, 100);
+  EXPECT_TRUE(failed.empty()) << failed.size() << " of " << written << " writes failed, first "
+                              << failed.front().first << ": " << failed.front().second;
+  // The last reload is in force (a SIGHUP reload is asynchronous: wait for it).
+  EXPECT_TRUE(
+      Eventually(10s, [&] { return db.stats().ok() && db.stats()->limit_bytes == 21000000u; }));
+  auto stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, static_cast<uint64_t>(written));
+}
+
 TEST_F(DaemonTest, SighupReloadsConfigs) {
   DaemonProcess d;
   StartDaemon(&d);
