@@ -35,6 +35,23 @@ class DaemonTest : public ::testing::Test {
     ASSERT_TRUE(d->Start(KVMESHD_PATH, Args(port))) << d->output();
   }
 
+  /// Starts kvmeshd into `*d` on `port` (the data of an earlier run) and expects every key of
+  /// `acknowledged` in the database at `path`, with the value "value-of" + key; `*db` is that
+  /// database.
+  void RestartAndExpectAcknowledged(DaemonProcess* d, int port, const std::string& path,
+                                    const std::vector<std::string>& acknowledged,
+                                    client::Database* db) {
+    StartDaemon(d, port);
+    if (HasFatalFailure()) return;
+    *db = client::connect(d->address()).open(path);
+    ASSERT_TRUE(db->ok()) << db->status();
+    for (const std::string& key : acknowledged) {
+      auto value = db->get(key);
+      ASSERT_TRUE(value.ok()) << key << ": " << value.status();
+      ASSERT_EQ(*value, "value-of" + key);
+    }
+  }
+
   TempDir dir_;
 };
 
@@ -178,14 +195,9 @@ TEST_F(DaemonTest, SigkillMidLoadLosesNoAcknowledgedWrite) {
   ASSERT_GE(acknowledged.size(), 2000u);
 
   DaemonProcess restarted;
-  StartDaemon(&restarted, port);
-  auto after = client::connect(restarted.address()).open("/data/load");
-  ASSERT_TRUE(after.ok()) << after.status();
-  for (const std::string& key : acknowledged) {
-    auto value = after.get(key);
-    ASSERT_TRUE(value.ok()) << key << ": " << value.status();
-    ASSERT_EQ(*value, "value-of" + key);
-  }
+  client::Database after;
+  RestartAndExpectAcknowledged(&restarted, port, "/data/load", acknowledged, &after);
+  if (HasFatalFailure()) return;
   // The size accounting survived the crash with the data: the key count and the used bytes
   // (key plus value bytes of every key there, acknowledged or not) match what is stored.
   auto keys = after.list("/k");
@@ -248,14 +260,9 @@ TEST_F(DaemonTest, SigtermAndSigintFailRequestsInFlightPromptlyAndLoseNoAcknowle
     EXPECT_EQ(d.Wait(), 0);
 
     DaemonProcess restarted;
-    StartDaemon(&restarted, port);
-    auto after = client::connect(restarted.address()).open("/data/stop");
-    ASSERT_TRUE(after.ok()) << after.status();
-    for (const std::string& key : acknowledged) {
-      auto value = after.get(key);
-      ASSERT_TRUE(value.ok()) << key << ": " << value.status();
-      ASSERT_EQ(*value, "value-of" + key);
-    }
+    client::Database after;
+    RestartAndExpectAcknowledged(&restarted, port, "/data/stop", acknowledged, &after);
+    if (HasFatalFailure()) return;
     restarted.Kill(SIGTERM);
     EXPECT_EQ(restarted.Wait(), 0);
   }
