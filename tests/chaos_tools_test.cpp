@@ -134,6 +134,21 @@ std::string ReadWithin(int fd, size_t n, int ms) {
   return std::string(buf, static_cast<size_t>(got));
 }
 
+/// Reads until `n` bytes have come or `deadline` passes; returns what came (with "EOF" appended
+/// if the peer closed).
+std::string ReadExactlyBefore(int fd, size_t n, std::chrono::steady_clock::time_point deadline) {
+  std::string got;
+  while (got.size() < n) {  // bounded by the deadline
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    std::string part = ReadWithin(fd, n - got.size(), static_cast<int>(left.count()));
+    if (part == "EOF") return got + part;
+    got += part;
+  }
+  return got;
+}
+
 /// Echoes every connection's bytes back until stopped.
 class EchoServer {
  public:
@@ -182,12 +197,22 @@ TEST(FaultNetworkTest, CutClosesAndRefusesCrossingLinksStallHoldsBytesUntilHeal)
   ASSERT_EQ(::send(a, "ping", 4, 0), 4);
   EXPECT_EQ(ReadWithin(a, 4, 2000), "ping");
 
-  // Stall: nothing moves, the connection stays open; heal releases the held bytes.
-  net.Partition({0, 1}, PartitionMode::kStall);
-  ASSERT_EQ(::send(a, "held", 4, 0), 4);
-  EXPECT_EQ(ReadWithin(a, 4, 300), "");
-  net.Heal();
-  EXPECT_EQ(ReadWithin(a, 4, 2000), "held");
+  // Stall: nothing moves and the connection stays open; heal releases the held bytes, and only
+  // heal does. A proxy that merely delays bytes by a fixed D must fail: the stall is held twice,
+  // for a short and a long time, and each time the echo must come back within kAfterHeal of the
+  // heal. The echo crosses the proxy twice, so such a proxy returns it after D or 2D (2D when
+  // the way back is still stalled); no D brings it into both [300, 800] and [1800, 2300] ms.
+  constexpr int kAfterHeal = 500;
+  for (int silence_ms : {300, 1800}) {
+    SCOPED_TRACE("stalled for " + std::to_string(silence_ms) + " ms");
+    ASSERT_TRUE(net.Partition({0, 1}, PartitionMode::kStall));
+    ASSERT_EQ(::send(a, "held", 4, 0), 4);
+    EXPECT_EQ(ReadWithin(a, 4, silence_ms), "");
+    const auto heal_started = std::chrono::steady_clock::now();
+    ASSERT_TRUE(net.Heal());
+    EXPECT_EQ(ReadExactlyBefore(a, 4, heal_started + std::chrono::milliseconds(kAfterHeal)),
+              "held");
+  }
 
   // Cut: the open connection is closed, and a new one is closed on accept.
   net.Partition({0, 1}, PartitionMode::kCut);

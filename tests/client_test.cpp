@@ -5,12 +5,16 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <future>
+#include <optional>
 #include <random>
+#include <set>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
 #include "actor_test_util.hpp"
+#include "actors/client_gateway.hpp"
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
@@ -98,6 +102,107 @@ TEST_F(ClientTest, ListPagesTransparentlyAndLargeValuesTravel) {
   EXPECT_EQ(*got, mib);
   Status too_big = db.put("/huge", std::string((16u << 20) + 1, 'x'));
   EXPECT_EQ(too_big.code(), Code::kValueTooLarge) << too_big;
+}
+
+// A page holds at most kMaxListLimit keys, whatever limit is asked; the rest follows on later
+// pages.
+TEST_F(ClientTest, ListPagesAreCappedAtTheMaximumLimit) {
+  auto db = client_.open("/example/kv");
+  WriteBatch batch;
+  const size_t total = kMaxListLimit + 50;
+  for (size_t i = 0; i < total; ++i) batch.Put("/c/" + std::to_string(100000 + i), "");
+  ASSERT_TRUE(db.write(batch).ok());
+  for (uint32_t asked : {kMaxListLimit + 1, 2 * kMaxListLimit, ~uint32_t{0}}) {
+    ListOptions options;
+    options.limit = asked;
+    auto first = db.list_page(options);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_EQ(first->keys.size(), kMaxListLimit) << "limit " << asked;
+    ASSERT_TRUE(first->has_more()) << "limit " << asked;
+    options.start_after = first->next_token;
+    auto rest = db.list_page(options);
+    ASSERT_TRUE(rest.ok()) << rest.status();
+    EXPECT_EQ(rest->keys.size(), total - kMaxListLimit);
+    EXPECT_FALSE(rest->has_more());
+  }
+}
+
+// A batch over kMaxBatchBytes of keys and values is refused whole, saying so.
+TEST_F(ClientTest, BatchesOverTheByteLimitAreRefusedWhole) {
+  auto db = client_.open("/example/kv");
+  const size_t value_bytes = 13u << 20;  // under the value limit; five are over the batch limit
+  WriteBatch batch;
+  for (int i = 0; i < 5; ++i) batch.Put("/b/" + std::to_string(i), std::string(value_bytes, 'v'));
+  Status refused = db.write(batch);
+  EXPECT_EQ(refused.code(), Code::kInvalidArgument) << refused;
+  EXPECT_NE(refused.message().find("the maximum is 67108864 B (64 MiB)"), std::string::npos)
+      << refused;
+  EXPECT_TRUE(db.get("/b/0").IsNotFound());
+  EXPECT_EQ(db.stats()->key_count, 0u);
+}
+
+// Keys that exist throughout a paged list are each listed exactly once, in order, however other
+// writes land between the pages: keys added and erased before and after the resume point,
+// the resume point (the key a page ended with) itself erased.
+TEST_F(ClientTest, ListPagesSkipAndRepeatNoKeyWhileWritesLandBetweenThem) {
+  auto db = client_.open("/example/kv");
+  WriteBatch batch;
+  for (int i = 0; i < 300; ++i) batch.Put("/p/" + std::to_string(1000 + i), "v");
+  ASSERT_TRUE(db.write(batch).ok());
+  std::set<std::string> throughout;
+  for (int i = 0; i < 300; ++i) throughout.insert("/p/" + std::to_string(1000 + i));
+
+  std::vector<std::string> listed;
+  ListOptions options;
+  options.prefix = "/p";
+  options.limit = 40;
+  for (int page = 0; page < 100; ++page) {  // 300 keys and the new ones need about 10
+    auto got = db.list_page(options);
+    ASSERT_TRUE(got.ok()) << got.status();
+    listed.insert(listed.end(), got->keys.begin(), got->keys.end());
+    if (!got->has_more()) break;
+    // The resume key goes, a key lands just after it and one at the end; before it, two keys
+    // land (even pages) or an already listed key goes (odd pages), so the number of keys
+    // before the resume point changes.
+    const std::string last = got->keys.back();
+    ASSERT_TRUE(db.erase(last).ok());
+    throughout.erase(last);
+    ASSERT_TRUE(db.put(last + "-after", "new").ok());
+    ASSERT_TRUE(db.put("/p/9999-" + std::to_string(page), "new").ok());
+    if (page % 2 == 0) {
+      ASSERT_TRUE(db.put("/p/0999-" + std::to_string(page) + "a", "new").ok());
+      ASSERT_TRUE(db.put("/p/0999-" + std::to_string(page) + "b", "new").ok());
+    } else {
+      const std::string early = "/p/" + std::to_string(1000 + page);
+      ASSERT_TRUE(db.erase(early).ok());
+      throughout.erase(early);
+    }
+    options.start_after = got->next_token;
+  }
+  for (size_t i = 1; i < listed.size(); ++i) {
+    ASSERT_LT(listed[i - 1], listed[i]) << "listed out of order or twice at " << i;
+  }
+  std::set<std::string> seen(listed.begin(), listed.end());
+  for (const auto& key : throughout) EXPECT_EQ(seen.count(key), 1u) << key << " was skipped";
+}
+
+// One client's asynchronous writes to one key apply in the order they were sent: a read sent
+// among them sees exactly the write sent last before it, and the last write sent stays.
+TEST_F(ClientTest, OneClientsAsyncWritesToOneKeyApplyInSendOrder) {
+  auto db = client_.open("/example/kv");
+  std::vector<std::future<Status>> puts;
+  std::vector<std::pair<int, std::future<Result<std::string>>>> reads;
+  for (int i = 0; i < 2000; ++i) {
+    puts.push_back(db.put_async("/order", std::to_string(i)));
+    if (i % 10 == 9) reads.emplace_back(i, db.get_async("/order"));
+  }
+  for (auto& put : puts) ASSERT_TRUE(put.get().ok());
+  for (auto& [after, read] : reads) {
+    auto value = read.get();
+    ASSERT_TRUE(value.ok()) << value.status();
+    EXPECT_EQ(*value, std::to_string(after)) << "a read sent after write " << after;
+  }
+  EXPECT_EQ(db.get("/order").value(), "1999");
 }
 
 TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
@@ -259,6 +364,26 @@ struct RawPeerConfig : caf::actor_system_config {
   }
 };
 
+// A client that goes silent (no requests, no heartbeats: CAF sends none unless configured) is
+// closed by the node once it has heard nothing for its heartbeat timeout (3 s by default, as in
+// kvmeshd), so dead or stalled clients do not hold connections for good.
+TEST_F(ClientTest, ASilentClientIsClosedAfterTheHeartbeatTimeout) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
+  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  caf::scoped_actor self{system};
+  self->monitor(*gateway);
+  const auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  self->receive([&](caf::down_msg&) { closed = true; },
+                caf::after(std::chrono::seconds(10)) >> [] {});
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(closed) << "the node kept a silent connection open for 10 s";
+  EXPECT_GE(waited, 2500ms) << "closed before the heartbeat timeout";
+  EXPECT_LT(waited, 8s);
+}
+
 TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
   RawPeerConfig config;
   caf::actor_system system{config};
@@ -323,41 +448,91 @@ database_client_actor::behavior_type ImpostorDatabase(database_client_actor::poi
   return testing::StubDatabase(nullptr, "forged-by-attacker");
 }
 
-TEST_F(ClientTest, ForgedRepliesCannotHijackADatabase) {
-  RawPeerConfig config;
-  caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
-  ASSERT_TRUE(gateway);
-  auto impostor = system.spawn(ImpostorDatabase);
-  caf::scoped_actor self{system};
-  // Keep the supervisor busy, make the gateway ask it to open the path, and answer every request
-  // id the gateway may be waiting on with the impostor (the message id is the sender's to choose).
-  for (int i = 0; i < 50; ++i) self->send(*gateway, atom::reload_v);
-  self->send(*gateway, atom::open_v, std::string("/tiny/victim"));
-  auto gateway_ptr = caf::actor_cast<caf::strong_actor_ptr>(*gateway);
-  for (uint64_t id = 1; id <= 400; ++id) {
-    caf::message_id forged{0x9000000000000000ull | id};
-    gateway_ptr->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(impostor),
-                                                   forged, {}, caf::make_message(impostor)),
-                         nullptr);
-  }
-  // One round trip on the same connection: the gateway has handled everything sent before it.
-  self->request(*gateway, std::chrono::seconds(10), atom::hello_v, kClientProtocolVersion)
-      .receive([](uint32_t, uint64_t) {}, [](caf::error&) {});
+database_client_actor::behavior_type RealDatabase(database_client_actor::pointer) {
+  return testing::StubDatabase(nullptr, "from-the-real-database");
+}
 
-  auto victim = client_.open("/tiny/victim");
+// Stands in for the node's matcher supervisor (only `open` is asked here): the first open is
+// held, its request id and path reported to `observer`, until an `ok` releases it with `real`;
+// later opens get `real` at once.
+caf::behavior HoldingSupervisor(caf::event_based_actor* self, caf::actor observer,
+                                database_client_actor real) {
+  auto held = std::make_shared<std::optional<caf::response_promise>>();
+  return {
+      [=](atom::open, std::string& path) -> caf::result<database_client_actor> {
+        if (held->has_value()) return real;
+        const uint64_t id = self->current_message_id().integer_value();
+        *held = self->make_response_promise();
+        self->send(observer, id, path);
+        return caf::delegated<database_client_actor>{};
+      },
+      [=](atom::ok) {
+        if (held->has_value()) (*held)->deliver(real);
+      },
+  };
+}
+
+// CAF 0.17 matches a reply to a pending request by message id alone, and a network peer chooses
+// the ids it sends. Here the forgery answers exactly the request the gateway is waiting on (its
+// id is read at the supervisor, which holds the real reply back), so it is certain to hit.
+TEST(ClientGatewayTest, ForgedRepliesCannotHijackADatabase) {
+  RawPeerConfig node_config;
+  caf::actor_system node{node_config};
+  caf::scoped_actor observer{node};
+  auto real = node.spawn(RealDatabase);
+  auto supervisor = node.spawn(HoldingSupervisor, caf::actor{observer}, real);
+  auto gateway =
+      node.spawn(client_gateway_impl, caf::actor_cast<matcher_supervisor_actor>(supervisor),
+                 caf::timespan{10s}, uint64_t{1}, peer_actor{});
+  auto port = node.middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << node.render(port.error());
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port));
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  // A client opens a path; the gateway asks the supervisor, which holds the request.
+  auto opening =
+      std::async(std::launch::async, [&client] { return client.open("/tiny/victim").status(); });
+  uint64_t request_id = 0;
+  observer->receive(
+      [&](uint64_t id, std::string& path) {
+        request_id = id;
+        EXPECT_EQ(path, "/tiny/victim");
+      },
+      caf::after(10s) >> [] {});
+  ASSERT_NE(request_id, 0u) << "the gateway never asked the supervisor to open the path";
+
+  // An attacker answers that very request with its own database actor.
+  RawPeerConfig attacker_config;
+  caf::actor_system attacker{attacker_config};
+  auto remote_gateway = attacker.middleman().remote_actor<gateway_actor>("127.0.0.1", *port);
+  ASSERT_TRUE(remote_gateway) << attacker.render(remote_gateway.error());
+  auto impostor = attacker.spawn(ImpostorDatabase);
+  caf::actor_cast<caf::strong_actor_ptr>(*remote_gateway)
+      ->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(impostor),
+                                          caf::message_id{request_id}.response_id(), {},
+                                          caf::make_message(impostor)),
+                nullptr);
+
+  // The forgery reached the pending request and was refused, so the open fails, saying why.
+  ASSERT_EQ(opening.wait_for(10s), std::future_status::ready);
+  Status refused = opening.get();
+  EXPECT_EQ(refused.code(), Code::kUnavailable) << refused;
+  EXPECT_NE(refused.message().find("a reply came from an actor other than the one asked"),
+            std::string::npos)
+      << refused;
+
+  // The real reply, now late, is dropped; the next open reaches the real database.
+  caf::anon_send(supervisor, atom::ok_v);
+  auto victim = client.open("/tiny/victim");
   ASSERT_TRUE(victim.ok()) << victim.status();
-  ASSERT_TRUE(victim.put("/secret", "hunter2").ok());
   auto read = victim.get("/secret");
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(*read, "hunter2");
-  // The write is in the node's real database, not with the impostor.
-  Database real = node_->open("/tiny/victim");
-  ASSERT_TRUE(real.ok()) << real.status();
-  Result<std::string> value = real.get("/secret");
-  ASSERT_TRUE(value.ok()) << value.status();
-  EXPECT_EQ(*value, "hunter2");
+  EXPECT_EQ(*read, "from-the-real-database");
+
   caf::anon_send_exit(impostor, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(real, caf::exit_reason::user_shutdown);
+  // The gateway ignores exits and stops with its supervisor.
+  caf::anon_send_exit(supervisor, caf::exit_reason::user_shutdown);
 }
 
 TEST_F(ClientTest, ErrorMessagesDoNotStopTheGateway) {

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <deque>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 
@@ -14,6 +16,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using kvmesh::testing::DaemonProcess;
+using kvmesh::testing::Eventually;
 using kvmesh::testing::TempDir;
 
 class DaemonTest : public ::testing::Test {
@@ -30,6 +33,23 @@ class DaemonTest : public ::testing::Test {
 
   void StartDaemon(DaemonProcess* d, int port = 0) {
     ASSERT_TRUE(d->Start(KVMESHD_PATH, Args(port))) << d->output();
+  }
+
+  /// Starts kvmeshd into `*d` on `port` (the data of an earlier run) and expects every key of
+  /// `acknowledged` in the database at `path`, with the value "value-of" + key; `*db` is that
+  /// database.
+  void RestartAndExpectAcknowledged(DaemonProcess* d, int port, const std::string& path,
+                                    const std::vector<std::string>& acknowledged,
+                                    client::Database* db) {
+    StartDaemon(d, port);
+    if (HasFatalFailure()) return;
+    *db = client::connect(d->address()).open(path);
+    ASSERT_TRUE(db->ok()) << db->status();
+    for (const std::string& key : acknowledged) {
+      auto value = db->get(key);
+      ASSERT_TRUE(value.ok()) << key << ": " << value.status();
+      ASSERT_EQ(*value, "value-of" + key);
+    }
   }
 
   TempDir dir_;
@@ -116,12 +136,16 @@ TEST_F(DaemonTest, ThreeProcessesReplicateAndSurviveASigkill) {
     for (const auto& m : *members) alive += (!m.self && m.alive) ? 1 : 0;
     return alive;
   };
-  const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while ((alive_peers(a) != 2 || alive_peers(b) != 2 || alive_peers(c) != 2) &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(20ms);
-  }
-  ASSERT_EQ(alive_peers(c), 2);
+  int seen_a = -1, seen_b = -1, seen_c = -1;
+  Eventually(20s, [&] {
+    seen_a = alive_peers(a);
+    seen_b = alive_peers(b);
+    seen_c = alive_peers(c);
+    return seen_a == 2 && seen_b == 2 && seen_c == 2;
+  });
+  EXPECT_EQ(seen_a, 2) << "alive peers seen by a";
+  EXPECT_EQ(seen_b, 2) << "alive peers seen by b";
+  ASSERT_EQ(seen_c, 2) << "alive peers seen by c";
 
   auto db = client::connect(a.address()).open("/strict/orders");
   ASSERT_TRUE(db.ok()) << db.status();
@@ -171,18 +195,79 @@ TEST_F(DaemonTest, SigkillMidLoadLosesNoAcknowledgedWrite) {
   ASSERT_GE(acknowledged.size(), 2000u);
 
   DaemonProcess restarted;
-  StartDaemon(&restarted, port);
-  auto after = client::connect(restarted.address()).open("/data/load");
-  ASSERT_TRUE(after.ok()) << after.status();
-  for (const std::string& key : acknowledged) {
-    auto value = after.get(key);
-    ASSERT_TRUE(value.ok()) << key << ": " << value.status();
-    ASSERT_EQ(*value, "value-of" + key);
-  }
-  // The size accounting survived the crash with the data.
+  client::Database after;
+  RestartAndExpectAcknowledged(&restarted, port, "/data/load", acknowledged, &after);
+  if (HasFatalFailure()) return;
+  // The size accounting survived the crash with the data: the key count and the used bytes
+  // (key plus value bytes of every key there, acknowledged or not) match what is stored.
   auto keys = after.list("/k");
   ASSERT_TRUE(keys.ok());
-  EXPECT_EQ(after.stats()->key_count, keys->size());
+  uint64_t stored_bytes = 0;
+  for (const std::string& key : *keys) stored_bytes += key.size() + ("value-of" + key).size();
+  auto stats = after.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, keys->size());
+  EXPECT_EQ(stats->used_bytes, stored_bytes);
+}
+
+// SIGTERM and SIGINT: the node stops taking requests, fails those in flight promptly with a
+// clear error (not at their timeout), exits 0 and keeps every acknowledged write.
+TEST_F(DaemonTest, SigtermAndSigintFailRequestsInFlightPromptlyAndLoseNoAcknowledgedWrite) {
+  for (int signal : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(signal == SIGTERM ? "SIGTERM" : "SIGINT");
+    DaemonProcess d;
+    StartDaemon(&d);
+    const int port = d.port();
+    client::ClientOptions options;
+    options.request_timeout = 60s;  // far beyond "promptly"
+    auto db = client::connect(d.address(), options).open("/data/stop");
+    ASSERT_TRUE(db.ok()) << db.status();
+    // Writes with 32 in flight; the signal comes once 300 are acknowledged, and writes go on
+    // until one fails (the node stopped taking them) or 5 s have passed.
+    std::vector<std::string> acknowledged;
+    std::deque<std::pair<std::string, std::future<Status>>> in_flight;
+    std::chrono::steady_clock::time_point signalled{};
+    Status failure;
+    for (int next = 0; failure.ok(); ++next) {
+      if (signalled != std::chrono::steady_clock::time_point{} &&
+          std::chrono::steady_clock::now() - signalled > 5s) {
+        break;
+      }
+      const std::string key = "/k/" + std::to_string(next);
+      in_flight.emplace_back(key, db.put_async(key, "value-of" + key));
+      if (in_flight.size() < 32) continue;
+      auto [done_key, future] = std::move(in_flight.front());
+      in_flight.pop_front();
+      Status s = future.get();
+      if (s.ok()) acknowledged.push_back(done_key);
+      if (!s.ok()) failure = s;
+      if (acknowledged.size() == 300 && signalled == std::chrono::steady_clock::time_point{}) {
+        d.Kill(signal);
+        signalled = std::chrono::steady_clock::now();
+      }
+    }
+    ASSERT_NE(signalled, std::chrono::steady_clock::time_point{}) << failure;
+    EXPECT_FALSE(failure.ok()) << "writes were still taken 5 s after the signal";
+    for (auto& [key, future] : in_flight) {
+      ASSERT_EQ(future.wait_for(5s), std::future_status::ready) << key << " still in flight";
+      Status s = future.get();
+      if (s.ok()) acknowledged.push_back(key);
+      if (!s.ok()) failure = s;
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - signalled, 8s);
+    EXPECT_EQ(failure.code(), Code::kUnavailable) << failure;
+    // The message depends on where the request was when the node stopped ("lost the connection
+    // to kvmesh node ...", or "the actor serving the request is gone ..."); it must say something.
+    EXPECT_FALSE(failure.message().empty()) << failure;
+    EXPECT_EQ(d.Wait(), 0);
+
+    DaemonProcess restarted;
+    client::Database after;
+    RestartAndExpectAcknowledged(&restarted, port, "/data/stop", acknowledged, &after);
+    if (HasFatalFailure()) return;
+    restarted.Kill(SIGTERM);
+    EXPECT_EQ(restarted.Wait(), 0);
+  }
 }
 
 TEST_F(DaemonTest, RequestsToAStoppedNodeFailPromptlyNotAtTheirTimeout) {
@@ -209,6 +294,57 @@ TEST_F(DaemonTest, RequestsToAStoppedNodeFailPromptlyNotAtTheirTimeout) {
   EXPECT_EQ(*again, "v");
 }
 
+// Reloads (SIGHUP and `kvmesh config reload`) while writes are in flight fail none of them,
+// also when each reload changes the size budget of the database being written.
+TEST_F(DaemonTest, ReloadsWhileWritesAreInFlightFailNoWrite) {
+  DaemonProcess d;
+  StartDaemon(&d);
+  auto db = client::connect(d.address()).open("/data/busy");
+  ASSERT_TRUE(db.ok()) << db.status();
+  std::atomic<bool> done{false};
+  std::vector<std::pair<std::string, Status>> failed;
+  int written = 0;
+  std::thread writer([&] {
+    std::deque<std::pair<std::string, std::future<Status>>> in_flight;
+    for (int i = 0; i < 20000 && !done; ++i) {  // the reloads end it long before
+      const std::string key = "/k/" + std::to_string(i);
+      in_flight.emplace_back(key, db.put_async(key, "v"));
+      written = i + 1;
+      if (in_flight.size() < 32) continue;
+      Status s = in_flight.front().second.get();
+      if (!s.ok()) failed.emplace_back(in_flight.front().first, s);
+      in_flight.pop_front();
+    }
+    for (auto& [key, future] : in_flight) {
+      Status s = future.get();
+      if (!s.ok()) failed.emplace_back(key, s);
+    }
+  });
+  for (int reload = 0; reload < 12; ++reload) {
+    dir_.Write("config/more.yaml",
+               "- matcher: /data/*\n  size: " + std::to_string(10 + reload) + "MB\n");
+    if (reload % 2 == 0) {
+      d.Kill(SIGHUP);
+    } else {
+      auto cli = kvmesh::testing::RunCommand(
+          KVMESH_CLI_PATH, {"--node", d.address(), "config", "reload"}, "", dir_.path());
+      EXPECT_EQ(cli.exit_code, 0) << cli.err;
+    }
+    std::this_thread::sleep_for(50ms);  // pacing only: the writes keep flowing meanwhile
+  }
+  done = true;
+  writer.join();
+  EXPECT_GT(written, 100);
+  EXPECT_TRUE(failed.empty()) << failed.size() << " of " << written << " writes failed, first "
+                              << failed.front().first << ": " << failed.front().second;
+  // The last reload is in force (a SIGHUP reload is asynchronous: wait for it).
+  EXPECT_TRUE(
+      Eventually(10s, [&] { return db.stats().ok() && db.stats()->limit_bytes == 21000000u; }));
+  auto stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, static_cast<uint64_t>(written));
+}
+
 TEST_F(DaemonTest, SighupReloadsConfigs) {
   DaemonProcess d;
   StartDaemon(&d);
@@ -226,6 +362,65 @@ TEST_F(DaemonTest, SighupReloadsConfigs) {
   }
   ASSERT_TRUE(late.ok()) << late.status();
   EXPECT_TRUE(late.put("/k", "v").ok());
+}
+
+// A reload that lowers a running database's size below what it holds: writes that would grow
+// it are refused with size_limit_exceeded, writes that shrink it are accepted (a lowered limit
+// never traps data).
+TEST_F(DaemonTest, ReloadShrinkingARunningDatabaseRefusesGrowthAndAcceptsShrinking) {
+  DaemonProcess d;
+  StartDaemon(&d);
+  auto client = client::connect(d.address());
+  auto db = client.open("/data/shrunk");
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int i = 0; i < 4; ++i)
+    ASSERT_TRUE(db.put("/k" + std::to_string(i), std::string(500, 'x')).ok());
+  ASSERT_EQ(db.stats()->used_bytes, 4u * (3 + 500));
+
+  dir_.Write("config/more.yaml", "- matcher: /data/*\n  size: 1KB\n");
+  auto summary = client.reload_configs();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(db.stats()->limit_bytes, 1000u);
+  Status grow = db.put("/new", "x");
+  EXPECT_EQ(grow.code(), Code::kSizeLimitExceeded) << grow;
+  grow = db.put("/k0", std::string(501, 'x'));
+  EXPECT_EQ(grow.code(), Code::kSizeLimitExceeded) << grow;
+  EXPECT_TRUE(db.put("/k0", std::string(100, 'y')).ok());
+  EXPECT_TRUE(db.erase("/k1").ok());
+  EXPECT_TRUE(db.put("/k2", std::string(500, 'z')).ok()) << "an overwrite of equal size";
+  auto stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->used_bytes, (3 + 100) + 2u * (3 + 500));
+  EXPECT_EQ(db.get("/k0").value(), std::string(100, 'y'));
+}
+
+// A reload that removes a running database's config stops it and keeps its data; when the
+// config comes back, the database serves that data again.
+TEST_F(DaemonTest, ReloadRemovingARunningDatabasesConfigStopsItAndKeepsItsData) {
+  dir_.Write("config/late.yaml", "matcher: /late/db\nsize: 1MB\n");
+  DaemonProcess d;
+  StartDaemon(&d);
+  auto client = client::connect(d.address());
+  auto db = client.open("/late/db");
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(db.put("/kept", "data").ok());
+
+  std::filesystem::remove(dir_ / "config/late.yaml");
+  ASSERT_TRUE(client.reload_configs().ok());
+  EXPECT_EQ(db.get("/kept").status().code(), Code::kNoMatchingConfig);
+  Status refused = db.put("/more", "x");
+  EXPECT_EQ(refused.code(), Code::kNoMatchingConfig) << refused;
+  EXPECT_EQ(client.open("/late/db").status().code(), Code::kNoMatchingConfig);
+
+  dir_.Write("config/late.yaml", "matcher: /late/db\nsize: 1MB\n");
+  ASSERT_TRUE(client.reload_configs().ok());
+  auto again = client.open("/late/db");
+  ASSERT_TRUE(again.ok()) << again.status();
+  auto kept = again.get("/kept");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(*kept, "data");
+  EXPECT_TRUE(again.get("/more").IsNotFound());
+  EXPECT_EQ(again.stats()->key_count, 1u);
 }
 
 }  // namespace

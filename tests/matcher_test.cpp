@@ -3,7 +3,27 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <new>
 #include <string>
+
+// Counts this thread's heap allocations, so that a test can show that an operation allocates
+// nothing. Replacing the global operator new affects the whole test binary; it only counts.
+namespace {
+thread_local uint64_t allocations = 0;
+}  // namespace
+
+void* operator new(std::size_t size) {
+  ++allocations;
+  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
 
 namespace kvmesh::config {
 namespace {
@@ -199,10 +219,16 @@ TEST(MatcherTest, WildcardOverlapsRegexWhenASamplePathMatches) {
 }
 
 TEST(MatcherTest, CopiesShareTheCompiledRegex) {
+  // A short pattern, so that copying the pattern text allocates nothing either (small-string
+  // storage): what is left to allocate is the compiled regex.
   Matcher original = Compile("/a/[0-9]+");
+  const uint64_t before = allocations;
   Matcher copy = original;
+  EXPECT_EQ(allocations - before, 0u) << "copying a regex matcher compiled or copied the regex";
+  // The copy holds the regex on its own, not through the original.
   original = Compile("/other");
   EXPECT_TRUE(copy.Matches("/a/12"));
+  EXPECT_FALSE(copy.Matches("/a/x"));
   EXPECT_EQ(copy.kind(), MatcherKind::kRegex);
 }
 

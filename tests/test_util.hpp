@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 
 namespace kvmesh::testing {
 
@@ -52,5 +54,17 @@ class TempDir {
  private:
   std::string path_;
 };
+
+/// Polls `check` every 10 ms until it returns true (then true) or `timeout` has passed (then
+/// false). For waiting on another process or thread with a bound, not for ordering actors.
+template <class Check>
+bool Eventually(std::chrono::milliseconds timeout, Check check) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!check()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
 
 }  // namespace kvmesh::testing
