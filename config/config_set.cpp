@@ -83,6 +83,45 @@ int FirstLine(std::initializer_list<int> lines) {
 // YAML parsing: shape and types of each field. Value ranges are checked later, by CheckValues,
 // which also serves FromConfigs.
 
+/// The fields of a database config.
+const std::vector<std::string> kConfigFields = {"id",      "description", "tags",
+                                                "matcher", "replication", "size"};
+
+/// Edits (insertions, deletions, substitutions) that turn `a` into `b`.
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+/// "unknown field "replicaton" (did you mean "replication"?; known: ...)": names the nearest
+/// known field when it is a likely typo (at most two edits away).
+std::string UnknownField(const std::string& name, const std::vector<std::string>& known) {
+  std::string message = "unknown field " + Quote(name) + " (";
+  const std::string* nearest = nullptr;
+  size_t best = 3;
+  for (const auto& k : known) {
+    const size_t d = EditDistance(name, k);
+    if (d < best) {
+      best = d;
+      nearest = &k;
+    }
+  }
+  if (nearest != nullptr) message += "did you mean " + Quote(*nearest) + "? ";
+  message += "known:";
+  for (size_t i = 0; i < known.size(); ++i) message += (i == 0 ? " " : ", ") + known[i];
+  return message + ")";
+}
+
 int LineOf(const YAML::Node& node, int fallback) {
   YAML::Mark mark = node.Mark();
   return mark.is_null() ? fallback : mark.line + 1;
@@ -170,6 +209,13 @@ class FileParser {
         Error(key_line, name, "field is given more than once");
         continue;
       }
+      if (std::find(kConfigFields.begin(), kConfigFields.end(), name) == kConfigFields.end()) {
+        // An error, not a warning: a misspelt field ("replicaton") would otherwise silently give
+        // its default (replication 1..1), and kvmeshd's own settings file refuses unknown keys
+        // too.
+        Error(key_line, name, UnknownField(name, kConfigFields));
+        continue;
+      }
       ParseField(name, field.second, line, &e);
     }
     RequireField(seen, "matcher", kMatcherBit, &e);
@@ -200,10 +246,6 @@ class FileParser {
     } else if (name == "size") {
       e->lines.size = line;
       if (!ReadSize(value, line, &e->config.size_bytes)) e->reported |= kSizeBit;
-    } else {
-      Warning(line, name,
-              "unknown field " + Quote(name) +
-                  " is ignored (known: id, description, tags, matcher, replication, size)");
     }
   }
 
@@ -267,8 +309,8 @@ class FileParser {
           e->reported |= is_min ? kMinBit : kMaxBit;
         }
       } else {
-        Warning(key_line, name.empty() ? "replication" : "replication." + name,
-                "unknown field " + Quote(name) + " is ignored (known: min, max)");
+        Error(key_line, name.empty() ? "replication" : "replication." + name,
+              UnknownField(name, {"min", "max"}));
       }
     }
   }

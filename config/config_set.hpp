@@ -11,7 +11,8 @@
 //   replication: {min: 1, max: 2}  # optional; defaults min 1, max 1; min >= 1, max >= min
 //   size: 100MB                 # required, > 0 (config/size.hpp)
 //
-// Errors name the file, line and field. Unknown fields are warnings, never silently ignored.
+// Errors name the file, line and field. Unknown fields are errors (a typo would otherwise leave a
+// default in force), naming the nearest known field when it looks like a typo.
 #pragma once
 
 #include <cstddef>

@@ -346,17 +346,27 @@ TEST(ConfigSetTest, FailedLoadLeavesOutputUntouched) {
 
 // ----- Warnings -----
 
-TEST(ConfigSetTest, UnknownFieldIsAWarningAndTheSetLoads) {
-  Loaded l = Load("matcher: /a\nsize: 1KB\nreplicas: 3\nreplication:\n  min: 1\n  mx: 2\n");
-  ASSERT_TRUE(l.status.ok()) << l.status;
-  std::vector<ConfigDiagnostic> warnings = l.Filter(/*errors=*/false);
-  ASSERT_EQ(warnings.size(), 2u) << l.AllDiagnostics();
-  EXPECT_EQ(warnings[0].line, 3);
-  EXPECT_EQ(warnings[0].field, "replicas");
-  EXPECT_TRUE(Contains(warnings[0].message, "unknown field \"replicas\""));
-  EXPECT_EQ(warnings[1].line, 6);
-  EXPECT_EQ(warnings[1].field, "replication.mx");
-  EXPECT_EQ(l.set.configs().size(), 1u);
+TEST(ConfigSetTest, UnknownFieldsAreErrorsNamingTheLineAndTheLikelyTypo) {
+  // A misspelt field must not silently leave its default in force (replication 1..1 here).
+  // The typo's own value spans lines; the error names the key's line.
+  Loaded l =
+      Load("matcher: /a\nsize: 1KB\nreplicaton:\n  min: 2\nreplication:\n  min: 1\n  mx: 2\n");
+  EXPECT_EQ(l.status.code(), Code::kInvalidConfig) << l.status;
+  std::vector<ConfigDiagnostic> errors = l.Filter(/*errors=*/true);
+  ASSERT_EQ(errors.size(), 2u) << l.AllDiagnostics();
+  EXPECT_EQ(errors[0].line, 3);
+  EXPECT_EQ(errors[0].field, "replicaton");
+  EXPECT_EQ(errors[0].message,
+            "unknown field \"replicaton\" (did you mean \"replication\"? known: id, description, "
+            "tags, matcher, replication, size)");
+  EXPECT_EQ(errors[1].line, 7);
+  EXPECT_EQ(errors[1].field, "replication.mx");
+  EXPECT_TRUE(Contains(errors[1].message, "did you mean \"max\"?")) << errors[1].message;
+  EXPECT_TRUE(l.set.configs().empty());
+  // A name far from every known one gets no guess.
+  Loaded far = Load("matcher: /a\nsize: 1KB\ncolour: blue\n");
+  ASSERT_EQ(far.Filter(/*errors=*/true).size(), 1u) << far.AllDiagnostics();
+  EXPECT_FALSE(Contains(far.Filter(/*errors=*/true)[0].message, "did you mean"));
 }
 
 TEST(ConfigSetTest, AmbiguousOverlapWarnsAndNamesTheWinner) {
