@@ -136,6 +136,12 @@ caf::result<Handle> OpenLocal(supervisor_pointer self, const std::string& path) 
 
 /// Asks the cluster actor of each of `nodes` in turn for its replica of `path`; delivers the
 /// first that answers (as the slice `Handle`), or an error naming them all.
+///
+/// The supervisor never sends to another node itself: in CAF 0.17 an actor that sends across the
+/// network enters the node's actor registry, and then a peer can both send to it and, with a
+/// routed message, name it as the sender of what it sends to others. The supervisor steers the
+/// database actors (they accept control messages from it alone) and the placement, so its
+/// address must stay on this node: a helper actor of its own asks the remote node instead.
 template <class Handle>
 void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t> nodes,
                 size_t index, caf::typed_response_promise<Handle> promise) {
@@ -151,10 +157,32 @@ void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t>
     return;
   }
   auto target = st.members[nodes[index]].actor;
-  self->request(target, st.replication->timeout, atom::replica_v, path)
+  const caf::timespan timeout = st.replication->timeout;
+  // Answers once: the replica's handle, or the error; then stops.
+  auto asker = self->spawn([target, path, timeout](caf::event_based_actor* a) -> caf::behavior {
+    return {[=](atom::replica) -> caf::result<database_peer_actor> {
+      auto answer = a->make_response_promise<database_peer_actor>();
+      a->request(target, timeout, atom::replica_v, path)
+          .then(
+              [=](database_peer_actor& db) mutable {
+                if (FromExpected(a, target)) {
+                  answer.deliver(db);
+                } else {
+                  answer.deliver(ForgedReply());
+                }
+                a->quit();
+              },
+              [=](caf::error& err) mutable {
+                answer.deliver(std::move(err));
+                a->quit();
+              });
+      return answer;
+    }};
+  });
+  self->request(asker, caf::infinite, atom::replica_v)
       .then(
           [=](database_peer_actor& db) mutable {
-            if (FromExpected(self, target)) {
+            if (FromExpected(self, asker)) {
               promise.deliver(Handle{db});
             } else {
               promise.deliver(ForgedReply());

@@ -1,10 +1,10 @@
 // The rules for keys and database paths. Both are '/'-separated paths; they are normalised once,
 // where they enter, so that every layer below sees exactly one spelling of each key:
-//   - database paths where a process takes them in: Node::Open and Node::ReplicationStatusOf
-//     (embedded), client::Client::open (client library), the client gateway (network input,
-//     from any peer; it skips paths it already routes, which are normalised), and the membership
-//     actor (a peer's replica request). The supervisor, the database actors and
-//     storage::Store::OpenDatabase take normalised paths.
+//   - database paths where a process takes them in: Node::open (embedded), client::Client::open
+//     (client library), the client gateway (network input, from any peer; it skips paths it
+//     already routes, which are normalised), and the membership actor (a peer's replica
+//     request). The supervisor and the database actors take normalised paths;
+//     storage::Store::OpenDatabase refuses any other (a check, not a second normalisation).
 //   - keys, list prefixes and batch keys in storage::DatabaseStore (Get, List, Apply), the one
 //     place every read and write passes; replicated entries must arrive normalised and are
 //     rejected otherwise.

@@ -168,7 +168,14 @@ void Store::ObserveTimestamp(uint64_t remote) {
 
 Status Store::OpenDatabase(const std::string& path, const std::string& config_id,
                            uint64_t size_limit, std::unique_ptr<DatabaseStore>* out) {
-  Status s;
+  // Paths are normalised once, where they enter the node (common/path.hpp); this only checks
+  // that they were, so that no caller can make a second namespace for one database.
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (!s.ok() || normalized != path) {
+    return Status::InvalidKey("database path " + Quote(path) + " is not normalised" +
+                              (s.ok() ? " (it is " + Quote(normalized) + ")" : ": " + s.message()));
+  }
   const std::string catalog_key = keys::CatalogKey(path);
   proto::CatalogEntry entry;
   {

@@ -133,6 +133,22 @@ TEST_F(StorageTest, KeysAreNormalisedOnEntry) {
   EXPECT_EQ(db.Stats().key_count, 1u);
 }
 
+// Database paths are normalised where they enter the node; the store refuses any other spelling
+// rather than making a second namespace (and catalog entry) for one database.
+TEST_F(StorageTest, OnlyNormalisedDatabasePathsOpen) {
+  Db("/example/kv");
+  for (const std::string bad : {"/example//kv", "example/kv", "/example/kv/", "/a/../b", ""}) {
+    std::unique_ptr<DatabaseStore> db;
+    Status s = store_->OpenDatabase(bad, "cfg", kBigLimit, &db);
+    EXPECT_EQ(s.code(), Code::kInvalidKey) << Quote(bad) << ": " << s;
+    EXPECT_EQ(db, nullptr);
+  }
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(store_->ListDatabases(&catalog).ok());
+  ASSERT_EQ(catalog.size(), 1u);
+  EXPECT_EQ(catalog[0].path, "/example/kv");
+}
+
 TEST_F(StorageTest, HostileKeysCannotLeaveTheirNamespace) {
   DatabaseStore& a = Db("/tenant/a");
   DatabaseStore& b = Db("/tenant/b");

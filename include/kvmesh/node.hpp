@@ -110,8 +110,9 @@ struct NodeOptions {
   std::chrono::milliseconds sync_interval = std::chrono::seconds(1);
   /// Deadline of each replication push, pull and peer lookup. Default 5 s.
   std::chrono::milliseconds replication_timeout = std::chrono::seconds(5);
-  /// A tombstone is kept this long at least (see ReplicationOptions::tombstone_grace): a node
-  /// away for longer must have its data dir wiped before it rejoins. Default 24 h.
+  /// A delete's tombstone is kept at least this long (and until every replica has seen it), so a
+  /// replica that was down or cut off for less still receives the delete when it comes back. A
+  /// node away for longer must have its data dir wiped before it rejoins. Default 24 h.
   std::chrono::milliseconds tombstone_grace = std::chrono::hours(24);
   /// A clustered node whose data dir was last in use longer ago than tombstone_grace refuses
   /// to start: its copies may bring back keys deleted meanwhile. Wipe the data dir (the node
