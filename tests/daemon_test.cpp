@@ -18,15 +18,9 @@ namespace {
 using namespace std::chrono_literals;
 using kvmesh::testing::DaemonProcess;
 using kvmesh::testing::Eventually;
-using kvmesh::testing::TempDir;
 
-class DaemonTest : public ::testing::Test {
+class DaemonTest : public kvmesh::testing::ProcessTest {
  protected:
-  DaemonTest() {
-    dir_.Write("config/kv.yaml", kvmesh::testing::kSeedExampleConfig);
-    dir_.Write("config/more.yaml", "- matcher: /data/*\n  size: 10MB\n");
-  }
-
   std::vector<std::string> Args(int port = 0) {
     return {"--data-dir",    dir_ / "data", "--config-dir",
             dir_ / "config", "--port",      std::to_string(port)};
@@ -52,8 +46,6 @@ class DaemonTest : public ::testing::Test {
       ASSERT_EQ(*value, "value-of" + key);
     }
   }
-
-  TempDir dir_;
 };
 
 TEST_F(DaemonTest, StartsReportsAndStopsCleanly) {

@@ -18,18 +18,9 @@ namespace {
 using namespace std::chrono_literals;
 using kvmesh::testing::DaemonProcess;
 using kvmesh::testing::Eventually;
-using kvmesh::testing::TempDir;
 
-class ProcessClusterTest : public ::testing::Test {
- protected:
-  // The config directory the nodes share holds what a single daemon's does (daemon_test.cpp).
-  ProcessClusterTest() {
-    dir_.Write("config/kv.yaml", kvmesh::testing::kSeedExampleConfig);
-    dir_.Write("config/more.yaml", "- matcher: /data/*\n  size: 10MB\n");
-  }
-
-  TempDir dir_;
-};
+// The nodes share the config directory of the daemon tests (daemon_test.cpp).
+using ProcessClusterTest = kvmesh::testing::ProcessTest;
 
 // Three kvmeshd processes form a cluster through seeds; a SIGKILLed replica loses nothing
 // acknowledged and the others keep serving.
