@@ -1,12 +1,9 @@
 // The client library against a node over a real loopback connection (separate actor systems).
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <future>
-#include <optional>
 #include <random>
 #include <set>
 
@@ -18,6 +15,7 @@
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
+#include "process_util.hpp"
 #include "test_util.hpp"
 
 namespace kvmesh {
@@ -329,13 +327,8 @@ TEST_F(ClientTest, GarbageOnTheNodePortDoesNotHurtIt) {
   ASSERT_TRUE(db.put("/before", "x").ok());
   std::mt19937 rng(1234);
   for (int round = 0; round < 20; ++round) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int fd = kvmesh::testing::Connect(node_->port());
     ASSERT_GE(fd, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(node_->port());
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
     std::string junk(1 + rng() % 4096, '\0');
     for (char& c : junk) c = static_cast<char>(rng());
     if (round % 4 == 0) junk = std::string(8, '\xff');  // a huge announced payload size

@@ -47,6 +47,7 @@ using kvmesh::testing::Abort;
 using kvmesh::testing::AskWithin;
 using kvmesh::testing::Connect;
 using kvmesh::testing::DaemonProcess;
+using kvmesh::testing::Eventually;
 using kvmesh::testing::RawPeerConfig;
 using kvmesh::testing::RawPeerOptions;
 using kvmesh::testing::ReadSome;
@@ -288,8 +289,7 @@ class FuzzTest : public ::testing::Test {
     if (!Running(pid_)) return;
     std::atomic<bool> stopped{false};
     std::thread watchdog([&, pid = pid_] {
-      for (int i = 0; i < 200 && !stopped; ++i) std::this_thread::sleep_for(100ms);
-      if (!stopped) ::kill(pid, SIGKILL);
+      if (!Eventually(20s, [&] { return stopped.load(); })) ::kill(pid, SIGKILL);
     });
     daemon_.Kill(SIGTERM);
     const int code = daemon_.Wait();
