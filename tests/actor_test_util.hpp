@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
+#include <caf/io/middleman.hpp>
 
+#include <chrono>
 #include <functional>
 #include <string>
 
@@ -17,6 +19,33 @@ struct TestSystemConfig : caf::actor_system_config {
   TestSystemConfig() { RegisterMessageTypes(*this); }
 };
 
+/// How a raw CAF peer (a test that speaks to a node's published actors directly, as no client
+/// library would) treats its connections.
+struct RawPeerOptions {
+  /// Interval of the peer's heartbeats; zero (the default) sends none, so the node hears
+  /// nothing from a silent peer.
+  caf::timespan heartbeat_interval{0};
+  /// How long the peer waits for a silent connection before giving it up; zero (the default)
+  /// keeps CAF's default.
+  caf::timespan connection_timeout{0};
+};
+
+/// An actor system config for a raw CAF peer of a node: kvmesh's message types, the middleman,
+/// and kvmesh's application identifier (the node refuses peers without it).
+struct RawPeerConfig : caf::actor_system_config {
+  explicit RawPeerConfig(const RawPeerOptions& options = RawPeerOptions()) {
+    RegisterMessageTypes(*this);
+    load<caf::io::middleman>();
+    set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
+    if (options.heartbeat_interval != caf::timespan{0}) {
+      set("middleman.heartbeat-interval", options.heartbeat_interval);
+    }
+    if (options.connection_timeout != caf::timespan{0}) {
+      set("middleman.connection-timeout", options.connection_timeout);
+    }
+  }
+};
+
 /// Sends one request from `self` and waits for the reply (explicit synchronisation, no sleeps):
 /// the reply goes to `*out`, an error comes back as a Status.
 template <class Reply, class Handle, class... Ts>
@@ -25,6 +54,22 @@ Status Ask(caf::scoped_actor& self, const Handle& to, Reply* out, Ts... args) {
   self->request(to, std::chrono::seconds(5), args...)
       .receive([&](Reply& reply) { *out = std::move(reply); },
                [&](caf::error& err) { result = ToStatus(err); });
+  return result;
+}
+
+/// Sends the request `op, xs...` from `self` with the deadline `timeout` and waits for the
+/// answer: a success goes to `on_reply` (whose parameters say which reply is expected), an error
+/// is returned (none on success). For requests that must be answered whatever their contents: no
+/// answer within the deadline is what a hang looks like, and fails the test (non-fatally) whatever
+/// the caller expects.
+template <class Handle, class OnReply, class Atom, class... Ts>
+caf::error AskWithin(caf::timespan timeout, caf::scoped_actor& self, const Handle& to,
+                     OnReply on_reply, Atom op, Ts&&... xs) {
+  caf::error result;
+  self->request(to, timeout, op, std::forward<Ts>(xs)...)
+      .receive(std::move(on_reply), [&](caf::error& err) { result = std::move(err); });
+  EXPECT_FALSE(result == caf::sec::request_timeout)
+      << caf::to_string(Atom::value) << ": no answer within the deadline (a hang)";
   return result;
 }
 

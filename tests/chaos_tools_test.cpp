@@ -1,8 +1,6 @@
 // The chaos check's parts: the history checker must catch each kind of violation, and the
 // fault proxy must really cut and stall connections between the processes it knows.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,11 +8,17 @@
 #include <chrono>
 #include <thread>
 
+#include "process_util.hpp"
 #include "tools/cluster/fault_proxy.hpp"
 #include "tools/cluster/history.hpp"
 
 namespace kvmesh::cluster {
 namespace {
+
+using kvmesh::testing::ConnectTo;
+using kvmesh::testing::ListenLoopback;
+using kvmesh::testing::ReadExactlyBefore;
+using kvmesh::testing::ReadWithin;
 
 OpRecord Write(uint64_t id, std::string key, std::optional<std::string> value, Code code) {
   OpRecord op;
@@ -100,54 +104,6 @@ TEST(HistoryCheckTest, BatchesAreAllOrNothingAndOtherErrorsFail) {
 }
 
 // --- FaultNetwork: this test process plays node 0, an echo server stands behind node 1. ---
-
-int ListenLoopback(int* port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  ::listen(fd, 16);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  *port = ntohs(addr.sin_port);
-  return fd;
-}
-
-int ConnectTo(const std::string& address) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  return fd;
-}
-
-/// Reads up to `n` bytes within `ms`; "" on timeout; "EOF" if the peer closed.
-std::string ReadWithin(int fd, size_t n, int ms) {
-  pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, ms) <= 0) return "";
-  char buf[256];
-  ssize_t got = ::recv(fd, buf, std::min(n, sizeof(buf)), 0);
-  if (got <= 0) return "EOF";
-  return std::string(buf, static_cast<size_t>(got));
-}
-
-/// Reads until `n` bytes have come or `deadline` passes; returns what came (with "EOF" appended
-/// if the peer closed).
-std::string ReadExactlyBefore(int fd, size_t n, std::chrono::steady_clock::time_point deadline) {
-  std::string got;
-  while (got.size() < n) {  // bounded by the deadline
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) break;
-    std::string part = ReadWithin(fd, n - got.size(), static_cast<int>(left.count()));
-    if (part == "EOF") return got + part;
-    got += part;
-  }
-  return got;
-}
 
 /// Echoes every connection's bytes back until stopped.
 class EchoServer {

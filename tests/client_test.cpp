@@ -1,12 +1,9 @@
 // The client library against a node over a real loopback connection (separate actor systems).
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <future>
-#include <optional>
 #include <random>
 #include <set>
 
@@ -18,6 +15,7 @@
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
+#include "process_util.hpp"
 #include "test_util.hpp"
 
 namespace kvmesh {
@@ -329,13 +327,8 @@ TEST_F(ClientTest, GarbageOnTheNodePortDoesNotHurtIt) {
   ASSERT_TRUE(db.put("/before", "x").ok());
   std::mt19937 rng(1234);
   for (int round = 0; round < 20; ++round) {
-    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    int fd = kvmesh::testing::Connect(node_->port());
     ASSERT_GE(fd, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(node_->port());
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
     std::string junk(1 + rng() % 4096, '\0');
     for (char& c : junk) c = static_cast<char>(rng());
     if (round % 4 == 0) junk = std::string(8, '\xff');  // a huge announced payload size
@@ -355,14 +348,8 @@ TEST_F(ClientTest, GarbageOnTheNodePortDoesNotHurtIt) {
 namespace kvmesh {
 namespace {
 
-// A raw CAF peer, to send the node what the client library never would.
-struct RawPeerConfig : caf::actor_system_config {
-  RawPeerConfig() {
-    RegisterMessageTypes(*this);
-    load<caf::io::middleman>();
-    set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
-  }
-};
+// A raw CAF peer (with no heartbeats), to send the node what the client library never would.
+using kvmesh::testing::RawPeerConfig;
 
 // A client that goes silent (no requests, no heartbeats: CAF sends none unless configured) is
 // closed by the node once it has heard nothing for its heartbeat timeout (3 s by default, as in
@@ -442,98 +429,6 @@ TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
 
 namespace kvmesh {
 namespace {
-
-// Stands in for a database actor: an attacker's actor whose gets answer a forged value.
-database_client_actor::behavior_type ImpostorDatabase(database_client_actor::pointer) {
-  return testing::StubDatabase(nullptr, "forged-by-attacker");
-}
-
-database_client_actor::behavior_type RealDatabase(database_client_actor::pointer) {
-  return testing::StubDatabase(nullptr, "from-the-real-database");
-}
-
-// Stands in for the node's matcher supervisor (only `open` is asked here): the first open is
-// held, its request id and path reported to `observer`, until an `ok` releases it with `real`;
-// later opens get `real` at once.
-caf::behavior HoldingSupervisor(caf::event_based_actor* self, caf::actor observer,
-                                database_client_actor real) {
-  auto held = std::make_shared<std::optional<caf::response_promise>>();
-  return {
-      [=](atom::open, std::string& path) -> caf::result<database_client_actor> {
-        if (held->has_value()) return real;
-        const uint64_t id = self->current_message_id().integer_value();
-        *held = self->make_response_promise();
-        self->send(observer, id, path);
-        return caf::delegated<database_client_actor>{};
-      },
-      [=](atom::ok) {
-        if (held->has_value()) (*held)->deliver(real);
-      },
-  };
-}
-
-// CAF 0.17 matches a reply to a pending request by message id alone, and a network peer chooses
-// the ids it sends. Here the forgery answers exactly the request the gateway is waiting on (its
-// id is read at the supervisor, which holds the real reply back), so it is certain to hit.
-TEST(ClientGatewayTest, ForgedRepliesCannotHijackADatabase) {
-  RawPeerConfig node_config;
-  caf::actor_system node{node_config};
-  caf::scoped_actor observer{node};
-  auto real = node.spawn(RealDatabase);
-  auto supervisor = node.spawn(HoldingSupervisor, caf::actor{observer}, real);
-  auto gateway =
-      node.spawn(client_gateway_impl, caf::actor_cast<matcher_supervisor_actor>(supervisor),
-                 caf::timespan{10s}, uint64_t{1}, peer_actor{});
-  auto port = node.middleman().publish(gateway, 0, "127.0.0.1");
-  ASSERT_TRUE(port) << node.render(port.error());
-  auto client = client::connect("127.0.0.1:" + std::to_string(*port));
-  ASSERT_TRUE(client.ok()) << client.status();
-
-  // A client opens a path; the gateway asks the supervisor, which holds the request.
-  auto opening =
-      std::async(std::launch::async, [&client] { return client.open("/tiny/victim").status(); });
-  uint64_t request_id = 0;
-  observer->receive(
-      [&](uint64_t id, std::string& path) {
-        request_id = id;
-        EXPECT_EQ(path, "/tiny/victim");
-      },
-      caf::after(10s) >> [] {});
-  ASSERT_NE(request_id, 0u) << "the gateway never asked the supervisor to open the path";
-
-  // An attacker answers that very request with its own database actor.
-  RawPeerConfig attacker_config;
-  caf::actor_system attacker{attacker_config};
-  auto remote_gateway = attacker.middleman().remote_actor<gateway_actor>("127.0.0.1", *port);
-  ASSERT_TRUE(remote_gateway) << attacker.render(remote_gateway.error());
-  auto impostor = attacker.spawn(ImpostorDatabase);
-  caf::actor_cast<caf::strong_actor_ptr>(*remote_gateway)
-      ->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(impostor),
-                                          caf::message_id{request_id}.response_id(), {},
-                                          caf::make_message(impostor)),
-                nullptr);
-
-  // The forgery reached the pending request and was refused, so the open fails, saying why.
-  ASSERT_EQ(opening.wait_for(10s), std::future_status::ready);
-  Status refused = opening.get();
-  EXPECT_EQ(refused.code(), Code::kUnavailable) << refused;
-  EXPECT_NE(refused.message().find("a reply came from an actor other than the one asked"),
-            std::string::npos)
-      << refused;
-
-  // The real reply, now late, is dropped; the next open reaches the real database.
-  caf::anon_send(supervisor, atom::ok_v);
-  auto victim = client.open("/tiny/victim");
-  ASSERT_TRUE(victim.ok()) << victim.status();
-  auto read = victim.get("/secret");
-  ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(*read, "from-the-real-database");
-
-  caf::anon_send_exit(impostor, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(real, caf::exit_reason::user_shutdown);
-  // The gateway ignores exits and stops with its supervisor.
-  caf::anon_send_exit(supervisor, caf::exit_reason::user_shutdown);
-}
 
 TEST_F(ClientTest, ErrorMessagesDoNotStopTheGateway) {
   RawPeerConfig config;

@@ -15,6 +15,7 @@ namespace {
 
 using kvmesh::testing::CommandResult;
 using kvmesh::testing::RunCommand;
+using kvmesh::testing::Running;
 using kvmesh::testing::TempDir;
 
 class ClusterToolTest : public ::testing::Test {
@@ -41,10 +42,6 @@ class ClusterToolTest : public ::testing::Test {
   TempDir dir_;
 };
 
-bool Alive(pid_t pid) {
-  return cluster::ProcessStartTicks(pid) != 0;
-}
-
 TEST_F(ClusterToolTest, UpStatusKillStartDownAndNothingLeftBehind) {
   CommandResult up = Run({"up", "3", "--config-dir", dir_ / "config"});
   ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
@@ -55,7 +52,7 @@ TEST_F(ClusterToolTest, UpStatusKillStartDownAndNothingLeftBehind) {
   std::vector<pid_t> pids;
   for (int i = 0; i < 3; ++i) {
     pids.push_back(c.node(i).pid);
-    EXPECT_TRUE(Alive(pids.back())) << "node " << i;
+    EXPECT_TRUE(Running(pids.back())) << "node " << i;
   }
 
   // `up` waited for membership: a min-2 write succeeds at once, through any node.
@@ -67,7 +64,7 @@ TEST_F(ClusterToolTest, UpStatusKillStartDownAndNothingLeftBehind) {
   EXPECT_EQ(again.exit_code, 2);
   EXPECT_NE(again.err.find("already running"), std::string::npos) << again.err;
   EXPECT_NE(again.err.find("pid " + std::to_string(pids[0])), std::string::npos) << again.err;
-  for (pid_t pid : pids) EXPECT_TRUE(Alive(pid));
+  for (pid_t pid : pids) EXPECT_TRUE(Running(pid));
 
   CommandResult status = Run({"status"});
   ASSERT_EQ(status.exit_code, 0) << status.err;
@@ -78,7 +75,7 @@ TEST_F(ClusterToolTest, UpStatusKillStartDownAndNothingLeftBehind) {
   // kill: SIGKILL, the process is gone, status says down; the cluster still takes writes.
   CommandResult kill = Run({"kill", "1"});
   ASSERT_EQ(kill.exit_code, 0) << kill.err;
-  EXPECT_FALSE(Alive(pids[1]));
+  EXPECT_FALSE(Running(pids[1]));
   status = Run({"status", "--json"});
   EXPECT_NE(status.out.find("\"state\": \"down\""), std::string::npos) << status.out;
   auto via0 = client::connect(c.client_address(0)).open("/kv");
@@ -93,14 +90,14 @@ TEST_F(ClusterToolTest, UpStatusKillStartDownAndNothingLeftBehind) {
   CommandResult start = Run({"start", "1"});
   ASSERT_EQ(start.exit_code, 0) << start.err;
   c = Load();
-  EXPECT_TRUE(Alive(c.node(1).pid));
+  EXPECT_TRUE(Running(c.node(1).pid));
   EXPECT_NE(c.node(1).pid, pids[1]);
   pids[1] = c.node(1).pid;
 
   // restart: a clean stop (its log says so) and a new process.
   ASSERT_EQ(Run({"restart", "0"}).exit_code, 0);
   c = Load();
-  EXPECT_FALSE(Alive(pids[0]));
+  EXPECT_FALSE(Running(pids[0]));
   pids[0] = c.node(0).pid;
   CommandResult logs = Run({"logs", "0", "-n", "0"});
   EXPECT_NE(logs.out.find("kvmeshd node-0 stopped"), std::string::npos) << logs.out;
@@ -114,7 +111,7 @@ TEST_F(ClusterToolTest, UpStatusKillStartDownAndNothingLeftBehind) {
   // down: every process it started is gone, and they stopped cleanly.
   CommandResult down = Run({"down"});
   ASSERT_EQ(down.exit_code, 0) << down.err;
-  for (pid_t pid : pids) EXPECT_FALSE(Alive(pid)) << pid;
+  for (pid_t pid : pids) EXPECT_FALSE(Running(pid)) << pid;
   for (int i = 0; i < 3; ++i) {
     EXPECT_NE(Run({"logs", std::to_string(i)}).out.find("stopped"), std::string::npos);
   }

@@ -1,4 +1,5 @@
-// kvmeshd as a real process: start-up, signals, crashes, a silent node, hot reload.
+// kvmeshd as a real process: start-up, signals, crashes, a silent node, hot reload. (Clusters of
+// kvmeshd processes are in process_cluster_test.cpp.)
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -17,15 +18,9 @@ namespace {
 using namespace std::chrono_literals;
 using kvmesh::testing::DaemonProcess;
 using kvmesh::testing::Eventually;
-using kvmesh::testing::TempDir;
 
-class DaemonTest : public ::testing::Test {
+class DaemonTest : public kvmesh::testing::ProcessTest {
  protected:
-  DaemonTest() {
-    dir_.Write("config/kv.yaml", kvmesh::testing::kSeedExampleConfig);
-    dir_.Write("config/more.yaml", "- matcher: /data/*\n  size: 10MB\n");
-  }
-
   std::vector<std::string> Args(int port = 0) {
     return {"--data-dir",    dir_ / "data", "--config-dir",
             dir_ / "config", "--port",      std::to_string(port)};
@@ -51,8 +46,6 @@ class DaemonTest : public ::testing::Test {
       ASSERT_EQ(*value, "value-of" + key);
     }
   }
-
-  TempDir dir_;
 };
 
 TEST_F(DaemonTest, StartsReportsAndStopsCleanly) {
@@ -107,65 +100,6 @@ TEST_F(DaemonTest, NodeSettingsFileIsReadAndCheckedStrictly) {
   EXPECT_NE(c.output().find("bad-seed.yaml:2: seeds: each seed is a host:port address"),
             std::string::npos)
       << c.output();
-}
-
-// Three kvmeshd processes form a cluster through seeds; a SIGKILLed replica loses nothing
-// acknowledged and the others keep serving.
-TEST_F(DaemonTest, ThreeProcessesReplicateAndSurviveASigkill) {
-  dir_.Write("config/strict.yaml",
-             "- matcher: /strict/*\n  replication: {min: 2, max: 3}\n  size: 10MB\n");
-  auto args = [&](const std::string& name, const std::string& seeds) {
-    std::vector<std::string> a = {
-        "--data-dir",     dir_ / name, "--config-dir",         dir_ / "config", "--port", "0",
-        "--cluster-port", "0",         "--failure-timeout-ms", "1000"};
-    if (!seeds.empty()) a.insert(a.end(), {"--seeds", seeds});
-    return a;
-  };
-  DaemonProcess a, b, c;
-  ASSERT_TRUE(a.Start(KVMESHD_PATH, args("a", ""))) << a.output();
-  ASSERT_GT(a.cluster_port(), 0) << a.output();
-  const std::string seed = "127.0.0.1:" + std::to_string(a.cluster_port());
-  ASSERT_TRUE(b.Start(KVMESHD_PATH, args("b", seed))) << b.output();
-  ASSERT_TRUE(c.Start(KVMESHD_PATH, args("c", seed))) << c.output();
-
-  // c learns of b through a (the member list spreads), and every node sees two peers alive.
-  auto alive_peers = [](const DaemonProcess& d) {
-    auto members = client::connect(d.address()).members();
-    if (!members.ok()) return -1;
-    int alive = 0;
-    for (const auto& m : *members) alive += (!m.self && m.alive) ? 1 : 0;
-    return alive;
-  };
-  int seen_a = -1, seen_b = -1, seen_c = -1;
-  Eventually(20s, [&] {
-    seen_a = alive_peers(a);
-    seen_b = alive_peers(b);
-    seen_c = alive_peers(c);
-    return seen_a == 2 && seen_b == 2 && seen_c == 2;
-  });
-  EXPECT_EQ(seen_a, 2) << "alive peers seen by a";
-  EXPECT_EQ(seen_b, 2) << "alive peers seen by b";
-  ASSERT_EQ(seen_c, 2) << "alive peers seen by c";
-
-  auto db = client::connect(a.address()).open("/strict/orders");
-  ASSERT_TRUE(db.ok()) << db.status();
-  for (int i = 0; i < 100; ++i) {
-    ASSERT_TRUE(db.put("/o/" + std::to_string(i), "v" + std::to_string(i)).ok());
-  }
-  b.Kill(SIGKILL);
-  auto via_c = client::connect(c.address()).open("/strict/orders");
-  ASSERT_TRUE(via_c.ok()) << via_c.status();
-  for (int i = 0; i < 100; ++i) {
-    auto value = via_c.get("/o/" + std::to_string(i));
-    ASSERT_TRUE(value.ok()) << i << ": " << value.status();
-    EXPECT_EQ(*value, "v" + std::to_string(i));
-  }
-  // Two of three replicas are enough for min 2.
-  EXPECT_TRUE(via_c.put("/after", "x").ok());
-  auto status = via_c.replication_status();
-  ASSERT_TRUE(status.ok()) << status.status();
-  EXPECT_EQ(status->replicas.size(), 3u);
-  EXPECT_EQ(status->key_count, 101u);
 }
 
 TEST_F(DaemonTest, SigkillMidLoadLosesNoAcknowledgedWrite) {
@@ -287,9 +221,11 @@ TEST_F(DaemonTest, RequestsToAStoppedNodeFailPromptlyNotAtTheirTimeout) {
   EXPECT_LT(waited, 30s) << "the request waited for its timeout instead of the lost connection";
   d.Kill(SIGCONT);
   // The node recovers and the same handle reconnects.
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
   Result<std::string> again = Status::Unavailable("not tried");
-  while (!again.ok() && std::chrono::steady_clock::now() < deadline) again = db.get("/k");
+  Eventually(30s, [&] {
+    again = db.get("/k");
+    return again.ok();
+  });
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(*again, "v");
 }
@@ -353,13 +289,11 @@ TEST_F(DaemonTest, SighupReloadsConfigs) {
   dir_.Write("config/late.yaml", "matcher: /late/db\nsize: 1MB\n");
   d.Kill(SIGHUP);
   // The reload happens asynchronously: wait for it with a deadline.
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
   client::Database late;
-  while (std::chrono::steady_clock::now() < deadline) {
+  Eventually(30s, [&] {
     late = client.open("/late/db");
-    if (late.status().code() != Code::kNoMatchingConfig) break;
-    std::this_thread::sleep_for(20ms);
-  }
+    return late.status().code() != Code::kNoMatchingConfig;
+  });
   ASSERT_TRUE(late.ok()) << late.status();
   EXPECT_TRUE(late.put("/k", "v").ok());
 }

@@ -19,6 +19,7 @@ namespace kvmesh {
 namespace {
 
 using namespace std::chrono_literals;
+using kvmesh::testing::Ask;
 
 class DatabaseActorTest : public ::testing::Test {
  protected:
@@ -39,11 +40,6 @@ class DatabaseActorTest : public ::testing::Test {
         ReplicaSet{{store_->node_id()}, {}, 1, 1, 1}, std::shared_ptr<DirectReadTarget>());
   }
 
-  template <class Reply, class... Ts>
-  Status Ask(const database_actor& actor, Reply* out, Ts... args) {
-    return kvmesh::testing::Ask(self_, actor, out, args...);
-  }
-
   kvmesh::testing::TempDir dir_;
   std::shared_ptr<storage::Store> store_;
   kvmesh::testing::TestSystemConfig config_;
@@ -54,33 +50,33 @@ class DatabaseActorTest : public ::testing::Test {
 TEST_F(DatabaseActorTest, ServesEveryOperationAndKeepsErrorKinds) {
   auto db = Spawn(100, caf::timespan{0}, matcher_supervisor_actor{});
   atom::ok ok;
-  ASSERT_TRUE(Ask(db, &ok, atom::put_v, std::string("/a"), std::string("x\0y", 3)).ok());
+  ASSERT_TRUE(Ask(self_, db, &ok, atom::put_v, std::string("/a"), std::string("x\0y", 3)).ok());
   std::string value;
-  ASSERT_TRUE(Ask(db, &value, atom::get_v, std::string("a")).ok());
+  ASSERT_TRUE(Ask(self_, db, &value, atom::get_v, std::string("a")).ok());
   EXPECT_EQ(value, std::string("x\0y", 3));
 
-  Status missing = Ask(db, &value, atom::get_v, std::string("/missing"));
+  Status missing = Ask(self_, db, &value, atom::get_v, std::string("/missing"));
   EXPECT_EQ(missing.code(), Code::kNotFound) << missing;
   EXPECT_NE(missing.message().find("\"/missing\""), std::string::npos) << missing;
 
-  Status full = Ask(db, &ok, atom::put_v, std::string("/b"), std::string(200, 'b'));
+  Status full = Ask(self_, db, &ok, atom::put_v, std::string("/b"), std::string(200, 'b'));
   EXPECT_EQ(full.code(), Code::kSizeLimitExceeded) << full;
   EXPECT_NE(full.message().find("\"/db\""), std::string::npos) << full;
 
   WriteBatch batch;
   batch.Put("/c", "1").Put("/d", "2").Erase("/a");
-  ASSERT_TRUE(Ask(db, &ok, atom::batch_v, batch).ok());
+  ASSERT_TRUE(Ask(self_, db, &ok, atom::batch_v, batch).ok());
   ListPage page;
   ListOptions options;
-  ASSERT_TRUE(Ask(db, &page, atom::list_v, options).ok());
+  ASSERT_TRUE(Ask(self_, db, &page, atom::list_v, options).ok());
   EXPECT_EQ(page.keys, (std::vector<std::string>{"/c", "/d"}));
   DatabaseStats stats;
-  ASSERT_TRUE(Ask(db, &stats, atom::stats_v).ok());
+  ASSERT_TRUE(Ask(self_, db, &stats, atom::stats_v).ok());
   EXPECT_EQ(stats.key_count, 2u);
   EXPECT_EQ(stats.used_bytes, 6u);
   EXPECT_EQ(stats.limit_bytes, 100u);
   EXPECT_EQ(stats.path, "/db");
-  ASSERT_TRUE(Ask(db, &ok, atom::erase_v, std::string("/never-there")).ok());
+  ASSERT_TRUE(Ask(self_, db, &ok, atom::erase_v, std::string("/never-there")).ok());
   self_->send_exit(db, caf::exit_reason::user_shutdown);
 }
 

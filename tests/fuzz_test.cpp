@@ -1,30 +1,27 @@
 // Fuzz-style robustness of a real kvmeshd: its client port and its cluster port get random bytes,
 // truncated and oversized BASP frames, connections that open and vanish, and well-formed CAF
 // messages with malformed contents (garbage protobuf, bad paths and keys, forged control
-// messages). Whatever comes in, the node must keep serving and lose or gain nothing.
+// messages). Whatever comes in, the node must keep serving and lose or gain nothing. Also here,
+// as the rest of what a forging peer can try: replies forged to the client gateway's own pending
+// requests (ClientGatewayTest, an in-process gateway).
 //
 // Deterministic: every random choice comes from std::mt19937 seeded with kSeed (printed), and
 // every loop is bounded, so a failure reproduces with the same inputs.
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,8 +29,10 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
-#include "kvmesh/client.hpp"
+#include "actor_test_util.hpp"
+#include "actors/client_gateway.hpp"
 #include "common/path.hpp"
+#include "kvmesh/client.hpp"
 #include "messages/cluster.pb.h"
 #include "messages/replication.pb.h"
 #include "messages/type_ids.hpp"
@@ -44,7 +43,17 @@ namespace kvmesh {
 namespace {
 
 using namespace std::chrono_literals;
+using kvmesh::testing::Abort;
+using kvmesh::testing::AskWithin;
+using kvmesh::testing::Connect;
 using kvmesh::testing::DaemonProcess;
+using kvmesh::testing::Eventually;
+using kvmesh::testing::RawPeerConfig;
+using kvmesh::testing::RawPeerOptions;
+using kvmesh::testing::ReadSome;
+using kvmesh::testing::Running;
+using kvmesh::testing::SendAll;
+using kvmesh::testing::StatusKb;
 using kvmesh::testing::TempDir;
 
 constexpr uint32_t kSeed = 0x6b766d65;  // "kvme"
@@ -102,110 +111,7 @@ std::string NotADelta(std::string bytes) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The kvmeshd process.
-
-/// Pid of this test's kvmeshd child (the only one), found in /proc; 0 if there is none.
-pid_t DaemonPid() {
-  const pid_t me = ::getpid();
-  DIR* proc = ::opendir("/proc");
-  if (proc == nullptr) return 0;
-  pid_t found = 0;
-  while (dirent* entry = ::readdir(proc)) {
-    const std::string name = entry->d_name;
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat("/proc/" + name + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    // pid (comm) state ppid ...
-    const auto close = line.rfind(')');
-    if (close == std::string::npos || line.find("(kvmeshd)") == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 1));
-    char state = 0;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == me) found = static_cast<pid_t>(std::stol(name));
-  }
-  ::closedir(proc);
-  return found;
-}
-
-/// True if `pid` is a running (not exited, not zombie) process.
-bool Running(pid_t pid) {
-  if (pid <= 0) return false;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return false;
-  const auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
-}
-
-/// A field of /proc/PID/status in kB (VmHWM: peak resident memory), or -1.
-long StatusKb(pid_t pid, const std::string& field) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
-  }
-  return -1;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw TCP.
-
-/// A blocking TCP connection to 127.0.0.1:port with short send and receive timeouts; -1 on
-/// failure.
-int Connect(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  timeval tv{0, 200 * 1000};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-/// Sends as much of `data` as the peer takes before an error or a send timeout.
-void SendAll(int fd, const std::string& data) {
-  size_t sent = 0;
-  while (sent < data.size()) {
-    ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    sent += static_cast<size_t>(n);
-  }
-}
-
-/// Reads what arrives within `timeout` (at most `max` bytes).
-std::string ReadSome(int fd, size_t max, std::chrono::milliseconds timeout) {
-  std::string out;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  char buf[4096];
-  while (out.size() < max) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    deadline - std::chrono::steady_clock::now())
-                    .count();
-    if (left <= 0) break;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
-    ssize_t n = ::recv(fd, buf, std::min(sizeof(buf), max - out.size()), 0);
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  return out;
-}
-
-/// Closes with a RST instead of a FIN.
-void Abort(int fd) {
-  linger l{1, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
-  ::close(fd);
-}
+// BASP frames.
 
 void PutBigEndian(std::string* out, uint64_t value, int bytes) {
   for (int i = bytes - 1; i >= 0; --i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
@@ -325,28 +231,13 @@ void RawAttack(int port, std::mt19937& rng, int kind) {
 // ---------------------------------------------------------------------------------------------
 // A CAF peer that speaks to the node directly.
 
-struct RawPeerConfig : caf::actor_system_config {
-  RawPeerConfig() {
-    RegisterMessageTypes(*this);
-    load<caf::io::middleman>();
-    set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
-    // remote_actor to a node that stops answering fails instead of blocking forever.
-    set("middleman.heartbeat-interval", caf::timespan{std::chrono::milliseconds(300)});
-    set("middleman.connection-timeout", caf::timespan{std::chrono::seconds(2)});
-  }
-};
-
-/// Sends a request with a finite deadline and waits for the answer; `on_reply` gets a success.
-/// Returns the error, or none. No answer within the deadline is what a hang looks like: it fails
-/// the test, whatever the caller expects.
-template <class Handle, class OnReply, class Atom, class... Ts>
-caf::error Ask(caf::scoped_actor& self, const Handle& to, OnReply on_reply, Atom op, Ts&&... xs) {
-  caf::error result;
-  self->request(to, kAskTimeout, op, std::forward<Ts>(xs)...)
-      .receive(std::move(on_reply), [&](caf::error& err) { result = std::move(err); });
-  EXPECT_FALSE(result == caf::sec::request_timeout)
-      << caf::to_string(Atom::value) << ": no answer within the deadline (a hang)";
-  return result;
+/// Connections of the raw peer: remote_actor to a node that stops answering fails instead of
+/// blocking forever.
+RawPeerOptions Watchful() {
+  RawPeerOptions options;
+  options.heartbeat_interval = caf::timespan{std::chrono::milliseconds(300)};
+  options.connection_timeout = caf::timespan{std::chrono::seconds(2)};
+  return options;
 }
 
 /// The code a node refuses `raw` with as a key: the key rules' code, or OK for a valid key.
@@ -388,7 +279,7 @@ class FuzzTest : public ::testing::Test {
                                      "--port", "0", "--cluster-port", "0", "--log-level", "error"}))
         << daemon_.output();
     ASSERT_GT(daemon_.cluster_port(), 0) << daemon_.output();
-    pid_ = DaemonPid();
+    pid_ = daemon_.pid();
     ASSERT_GT(pid_, 0);
     WriteKnownData();
   }
@@ -398,8 +289,7 @@ class FuzzTest : public ::testing::Test {
     if (!Running(pid_)) return;
     std::atomic<bool> stopped{false};
     std::thread watchdog([&, pid = pid_] {
-      for (int i = 0; i < 200 && !stopped; ++i) std::this_thread::sleep_for(100ms);
-      if (!stopped) ::kill(pid, SIGKILL);
+      if (!Eventually(20s, [&] { return stopped.load(); })) ::kill(pid, SIGKILL);
     });
     daemon_.Kill(SIGTERM);
     const int code = daemon_.Wait();
@@ -529,7 +419,7 @@ TEST_F(FuzzTest, RawBytesOnTheClusterPort) {
 // Well-formed CAF messages with malformed contents to the membership actor (cluster port) and
 // to a database actor obtained through it.
 TEST_F(FuzzTest, MalformedClusterMessages) {
-  RawPeerConfig config;
+  RawPeerConfig config(Watchful());
   caf::actor_system system{config};
   auto peer = system.middleman().remote_actor<peer_actor>("127.0.0.1", daemon_.cluster_port());
   ASSERT_TRUE(peer) << system.render(peer.error());
@@ -542,10 +432,10 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
   for (int i = 0; i < 40; ++i) {
     std::string bytes =
         Unparsable(RandomBytes(rng_, RandomLength(rng_) % 4096), {&member_parser, &list_parser});
-    caf::error err = Ask(self, *peer, ignore_string, atom::join_v, bytes);
+    caf::error err = AskWithin(kAskTimeout, self, *peer, ignore_string, atom::join_v, bytes);
     ExpectRefused(err, Code::kInvalidArgument, "join with random bytes " + std::to_string(i));
   }
-  ExpectRefused(Ask(self, *peer, ignore_string, atom::join_v, std::string()),
+  ExpectRefused(AskWithin(kAskTimeout, self, *peer, ignore_string, atom::join_v, std::string()),
                 Code::kInvalidArgument, "join with nothing");
   auto member = [&](uint64_t id, const std::string& host, uint32_t port) {
     proto::Member m;
@@ -565,7 +455,8 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
       member(node_id_, "10.9.8.7", 7000),  // this node itself, elsewhere
   };
   for (const auto& m : unusable) {
-    caf::error err = Ask(self, *peer, ignore_string, atom::join_v, m.SerializeAsString());
+    caf::error err =
+        AskWithin(kAskTimeout, self, *peer, ignore_string, atom::join_v, m.SerializeAsString());
     ExpectRefused(err, Code::kInvalidArgument,
                   "join of an unusable member " + m.ShortDebugString());
   }
@@ -586,8 +477,9 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
   self->send(*peer, atom::open_v, member(0xbad0005, "127.0.0.1", 1).SerializeAsString());
   self->send(*peer, atom::tick_v);
   std::vector<MemberStatus> members;
-  caf::error err = Ask(
-      self, *peer, [&](std::vector<MemberStatus>& m) { members = std::move(m); }, atom::members_v);
+  caf::error err = AskWithin(
+      kAskTimeout, self, *peer, [&](std::vector<MemberStatus>& m) { members = std::move(m); },
+      atom::members_v);
   ASSERT_FALSE(err) << system.render(err);
   ASSERT_EQ(members.size(), 1u) << "the node took in an unusable member";
   EXPECT_EQ(members[0].node_id, node_id_);
@@ -599,14 +491,15 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
         std::string(10 * 1024, 'p'), "/fuzz/" + std::string(10 * 1024, 'x'),
         std::string("/fuzz/a/../b"), std::string("/fuzz/\x01\n"), std::string("/fuzz/\0x", 8),
         RandomBytes(rng_, 64)}) {
-    caf::error refused = Ask(self, *peer, ignore_db, atom::replica_v, path);
+    caf::error refused = AskWithin(kAskTimeout, self, *peer, ignore_db, atom::replica_v, path);
     ExpectRefused(refused, PathCode(path), "replica of the bad path " + Quote(path));
   }
 
   // The database actor of the data database, as another replica would get it (its peer slice).
   database_peer_actor db;
-  err = Ask(
-      self, *peer, [&](database_peer_actor& found) { db = found; }, atom::replica_v, kDataPath);
+  err = AskWithin(
+      kAskTimeout, self, *peer, [&](database_peer_actor& found) { db = found; }, atom::replica_v,
+      kDataPath);
   ASSERT_FALSE(err) << system.render(err);
   ASSERT_TRUE(db);
 
@@ -636,7 +529,8 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
       }
     }
     bytes = NotADelta(std::move(bytes));
-    caf::error e = Ask(self, db, ok, atom::replicate_v, bytes, froms[rng_() % 5]);
+    caf::error e =
+        AskWithin(kAskTimeout, self, db, ok, atom::replicate_v, bytes, froms[rng_() % 5]);
     // An empty delta is fine to accept; anything else must be refused.
     proto::Delta parsed;
     if (!parsed.ParseFromString(bytes)) {
@@ -691,15 +585,15 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
        })},
   };
   for (const auto& [what, bytes] : rule_breakers) {
-    ExpectRefused(Ask(self, db, ok, atom::replicate_v, bytes, uint64_t{0xf00d}),
+    ExpectRefused(AskWithin(kAskTimeout, self, db, ok, atom::replicate_v, bytes, uint64_t{0xf00d}),
                   Code::kInvalidArgument, "replicate of a delta with " + what);
   }
 
   // sync: garbage version vectors get an error or a well-formed answer, never a hang.
   for (int i = 0; i < 40; ++i) {
     std::string answer;
-    caf::error e = Ask(
-        self, db, [&](std::string& a) { answer = std::move(a); }, atom::sync_v,
+    caf::error e = AskWithin(
+        kAskTimeout, self, db, [&](std::string& a) { answer = std::move(a); }, atom::sync_v,
         RandomBytes(rng_, RandomLength(rng_)), froms[rng_() % 5]);
     if (e) ExpectRefused(e, Code::kInvalidArgument, "sync of garbage " + std::to_string(i));
     if (!e) {
@@ -732,12 +626,12 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
   }
   // The same actors still answer (the database actor was not restarted behind our back).
   std::string vector_answer;
-  err = Ask(
-      self, db, [&](std::string& a) { vector_answer = std::move(a); }, atom::sync_v, std::string(),
-      uint64_t{1});
+  err = AskWithin(
+      kAskTimeout, self, db, [&](std::string& a) { vector_answer = std::move(a); }, atom::sync_v,
+      std::string(), uint64_t{1});
   EXPECT_FALSE(err) << "the database actor stopped answering: " << system.render(err);
-  err = Ask(
-      self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
+  err = AskWithin(
+      kAskTimeout, self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
   EXPECT_FALSE(err) << "the membership actor stopped answering: " << system.render(err);
   // The forged zero limit, empty replica set and passivation were not obeyed: the data database
   // (its actor handled them all before answering the sync above) still takes a write that grows
@@ -751,7 +645,7 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
 
 // Well-formed CAF messages with malformed contents to the client gateway.
 TEST_F(FuzzTest, MalformedClientMessages) {
-  RawPeerConfig config;
+  RawPeerConfig config(Watchful());
   caf::actor_system system{config};
   auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", daemon_.port());
   ASSERT_TRUE(gateway) << system.render(gateway.error());
@@ -760,9 +654,10 @@ TEST_F(FuzzTest, MalformedClientMessages) {
 
   // hello with another version.
   for (uint32_t version : {0u, 1u, kClientProtocolVersion + 1, ~0u}) {
-    ExpectRefused(Ask(
-                      self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v, version),
-                  Code::kInvalidArgument, "hello " + std::to_string(version));
+    ExpectRefused(
+        AskWithin(
+            kAskTimeout, self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v, version),
+        Code::kInvalidArgument, "hello " + std::to_string(version));
   }
   // Invalid keys and paths: refused, and nothing is written.
   const std::vector<std::string> bad_keys = {"",     "/",  "//",      "/a/../b",
@@ -777,30 +672,32 @@ TEST_F(FuzzTest, MalformedClientMessages) {
                                               "/fuzz/..",
                                               "/fuzz/../fuzz/kv"};
   for (const auto& key : bad_keys) {
-    caf::error e = Ask(self, *gateway, ok, atom::put_v, kDataPath, key, std::string("junk"));
+    caf::error e = AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kDataPath, key,
+                             std::string("junk"));
     ExpectRefused(e, KeyCode(key), "put of the bad key " + Quote(key));
-    e = Ask(self, *gateway, ok, atom::erase_v, kDataPath, key);
+    e = AskWithin(kAskTimeout, self, *gateway, ok, atom::erase_v, kDataPath, key);
     ExpectRefused(e, KeyCode(key), "erase of the bad key " + Quote(key));
-    e = Ask(
-        self, *gateway, [](std::string&) {}, atom::get_v, kDataPath, key);
+    e = AskWithin(
+        kAskTimeout, self, *gateway, [](std::string&) {}, atom::get_v, kDataPath, key);
     ExpectRefused(e, KeyCode(key), "get of the bad key " + Quote(key));
   }
   for (const auto& path : bad_paths) {
-    caf::error e = Ask(self, *gateway, ok, atom::put_v, path, std::string("/k"), std::string("v"));
+    caf::error e = AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, path, std::string("/k"),
+                             std::string("v"));
     ExpectRefused(e, PathCode(path), "put to the bad path " + Quote(path));
-    e = Ask(
-        self, *gateway, [](DatabaseStats&) {}, atom::open_v, path);
+    e = AskWithin(
+        kAskTimeout, self, *gateway, [](DatabaseStats&) {}, atom::open_v, path);
     ExpectRefused(e, PathCode(path), "open of the bad path " + Quote(path));
-    e = Ask(
-        self, *gateway, [](ReplicationStatus&) {}, atom::status_v, path);
+    e = AskWithin(
+        kAskTimeout, self, *gateway, [](ReplicationStatus&) {}, atom::status_v, path);
     ExpectRefused(e, PathCode(path), "status of the bad path " + Quote(path));
-    e = Ask(
-        self, *gateway, [](ListPage&) {}, atom::list_v, path, ListOptions{});
+    e = AskWithin(
+        kAskTimeout, self, *gateway, [](ListPage&) {}, atom::list_v, path, ListOptions{});
     ExpectRefused(e, PathCode(path), "list of the bad path " + Quote(path));
   }
   // A value over the limit (16 MiB by default) is refused.
-  ExpectRefused(Ask(self, *gateway, ok, atom::put_v, kDataPath, std::string("/huge"),
-                    std::string((16u << 20) + 1, 'v')),
+  ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kDataPath,
+                          std::string("/huge"), std::string((16u << 20) + 1, 'v')),
                 Code::kValueTooLarge, "put of a value over the limit");
   // A batch with one bad operation applies nothing: not its puts, not its erases.
   for (int i = 0; i < 20; ++i) {
@@ -810,7 +707,7 @@ TEST_F(FuzzTest, MalformedClientMessages) {
     batch.Put("/fuzz-junk/" + std::to_string(i), "junk");
     batch.Put(bad_keys[rng_() % bad_keys.size()], "junk");
     if (rng_() % 2 == 0) std::swap(batch.ops[rng_() % 3], batch.ops[3]);
-    caf::error e = Ask(self, *gateway, ok, atom::batch_v, kDataPath, batch);
+    caf::error e = AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch);
     ExpectRefused(e, Code::kInvalidKey, "a batch with a bad key");
   }
   // A batch operation of a kind that does not exist is refused, not taken for an erase.
@@ -818,15 +715,15 @@ TEST_F(FuzzTest, MalformedClientMessages) {
     WriteBatch batch;
     batch.Put("/k/1", "overwritten by a bad batch");
     batch.ops.push_back({static_cast<WriteOp::Kind>(2 + rng_() % 254), "/k/2", "x"});
-    ExpectRefused(Ask(self, *gateway, ok, atom::batch_v, kDataPath, batch), Code::kInvalidArgument,
-                  "a batch with an unknown operation kind");
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch),
+                  Code::kInvalidArgument, "a batch with an unknown operation kind");
   }
   // A batch over the operation limit is refused whole.
   {
     WriteBatch batch;
     for (size_t i = 0; i <= kMaxBatchOps; ++i) batch.Erase("/k/" + std::to_string(i % 40));
-    ExpectRefused(Ask(self, *gateway, ok, atom::batch_v, kDataPath, batch), Code::kInvalidArgument,
-                  "a batch over the operation limit");
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch),
+                  Code::kInvalidArgument, "a batch over the operation limit");
   }
   // Lists with odd options answer (or refuse) and hang nothing.
   for (int i = 0; i < 20; ++i) {
@@ -837,25 +734,26 @@ TEST_F(FuzzTest, MalformedClientMessages) {
     options.with_values = i % 2 == 1;
     std::string prefix;
     const Code want = NormalizePrefix(options.prefix, &prefix).code();
-    ExpectRefused(Ask(
-                      self, *gateway, [](ListPage&) {}, atom::list_v, kDataPath, options),
-                  want, "list " + std::to_string(i));
+    ExpectRefused(
+        AskWithin(
+            kAskTimeout, self, *gateway, [](ListPage&) {}, atom::list_v, kDataPath, options),
+        want, "list " + std::to_string(i));
   }
   // Random keys and values go to the scratch database (any byte is a valid key there).
   for (int i = 0; i < 40; ++i) {
     std::string key = RandomBytes(rng_, rng_() % 128),
                 value = RandomBytes(rng_, RandomLength(rng_));
     const Code want = KeyCode(key);
-    ExpectRefused(Ask(self, *gateway, ok, atom::put_v, kScratchPath, key, value), want,
-                  "scratch put " + std::to_string(i));
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kScratchPath, key, value),
+                  want, "scratch put " + std::to_string(i));
     std::string read;
-    ExpectRefused(Ask(
-                      self, *gateway, [&](std::string& v) { read = std::move(v); }, atom::get_v,
-                      kScratchPath, key),
+    ExpectRefused(AskWithin(
+                      kAskTimeout, self, *gateway, [&](std::string& v) { read = std::move(v); },
+                      atom::get_v, kScratchPath, key),
                   want, "scratch get " + std::to_string(i));
     EXPECT_TRUE(want != Code::kOk || read == value) << "scratch get " << i << " read other bytes";
-    ExpectRefused(Ask(self, *gateway, ok, atom::erase_v, kScratchPath, key), want,
-                  "scratch erase " + std::to_string(i));
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::erase_v, kScratchPath, key),
+                  want, "scratch erase " + std::to_string(i));
   }
   // Messages the gateway does not speak, an error and an exit.
   auto raw = caf::actor_cast<caf::actor>(*gateway);
@@ -864,10 +762,104 @@ TEST_F(FuzzTest, MalformedClientMessages) {
   self->send(raw, std::vector<std::string>{"a", "b"});
   caf::anon_send(raw, caf::make_error(caf::sec::runtime_error));
   self->send_exit(raw, caf::exit_reason::user_shutdown);
-  caf::error e = Ask(
-      self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v, kClientProtocolVersion);
+  caf::error e = AskWithin(
+      kAskTimeout, self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v,
+      kClientProtocolVersion);
   EXPECT_FALSE(e) << "the gateway stopped answering: " << system.render(e);
   ExpectServingAndIntact("after malformed client messages");
+}
+
+// Forged replies to the client gateway (a raw peer answering a request the gateway made).
+// Stands in for a database actor: an attacker's actor whose gets answer a forged value.
+database_client_actor::behavior_type ImpostorDatabase(database_client_actor::pointer) {
+  return testing::StubDatabase(nullptr, "forged-by-attacker");
+}
+
+database_client_actor::behavior_type RealDatabase(database_client_actor::pointer) {
+  return testing::StubDatabase(nullptr, "from-the-real-database");
+}
+
+// Stands in for the node's matcher supervisor (only `open` is asked here): the first open is
+// held, its request id and path reported to `observer`, until an `ok` releases it with `real`;
+// later opens get `real` at once.
+caf::behavior HoldingSupervisor(caf::event_based_actor* self, caf::actor observer,
+                                database_client_actor real) {
+  auto held = std::make_shared<std::optional<caf::response_promise>>();
+  return {
+      [=](atom::open, std::string& path) -> caf::result<database_client_actor> {
+        if (held->has_value()) return real;
+        const uint64_t id = self->current_message_id().integer_value();
+        *held = self->make_response_promise();
+        self->send(observer, id, path);
+        return caf::delegated<database_client_actor>{};
+      },
+      [=](atom::ok) {
+        if (held->has_value()) (*held)->deliver(real);
+      },
+  };
+}
+
+// CAF 0.17 matches a reply to a pending request by message id alone, and a network peer chooses
+// the ids it sends. Here the forgery answers exactly the request the gateway is waiting on (its
+// id is read at the supervisor, which holds the real reply back), so it is certain to hit.
+TEST(ClientGatewayTest, ForgedRepliesCannotHijackADatabase) {
+  RawPeerConfig node_config;
+  caf::actor_system node{node_config};
+  caf::scoped_actor observer{node};
+  auto real = node.spawn(RealDatabase);
+  auto supervisor = node.spawn(HoldingSupervisor, caf::actor{observer}, real);
+  auto gateway =
+      node.spawn(client_gateway_impl, caf::actor_cast<matcher_supervisor_actor>(supervisor),
+                 caf::timespan{10s}, uint64_t{1}, peer_actor{});
+  auto port = node.middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << node.render(port.error());
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port));
+  ASSERT_TRUE(client.ok()) << client.status();
+
+  // A client opens a path; the gateway asks the supervisor, which holds the request.
+  auto opening =
+      std::async(std::launch::async, [&client] { return client.open("/tiny/victim").status(); });
+  uint64_t request_id = 0;
+  observer->receive(
+      [&](uint64_t id, std::string& path) {
+        request_id = id;
+        EXPECT_EQ(path, "/tiny/victim");
+      },
+      caf::after(10s) >> [] {});
+  ASSERT_NE(request_id, 0u) << "the gateway never asked the supervisor to open the path";
+
+  // An attacker answers that very request with its own database actor.
+  RawPeerConfig attacker_config;
+  caf::actor_system attacker{attacker_config};
+  auto remote_gateway = attacker.middleman().remote_actor<gateway_actor>("127.0.0.1", *port);
+  ASSERT_TRUE(remote_gateway) << attacker.render(remote_gateway.error());
+  auto impostor = attacker.spawn(ImpostorDatabase);
+  caf::actor_cast<caf::strong_actor_ptr>(*remote_gateway)
+      ->enqueue(caf::make_mailbox_element(caf::actor_cast<caf::strong_actor_ptr>(impostor),
+                                          caf::message_id{request_id}.response_id(), {},
+                                          caf::make_message(impostor)),
+                nullptr);
+
+  // The forgery reached the pending request and was refused, so the open fails, saying why.
+  ASSERT_EQ(opening.wait_for(10s), std::future_status::ready);
+  Status refused = opening.get();
+  EXPECT_EQ(refused.code(), Code::kUnavailable) << refused;
+  EXPECT_NE(refused.message().find("a reply came from an actor other than the one asked"),
+            std::string::npos)
+      << refused;
+
+  // The real reply, now late, is dropped; the next open reaches the real database.
+  caf::anon_send(supervisor, atom::ok_v);
+  auto victim = client.open("/tiny/victim");
+  ASSERT_TRUE(victim.ok()) << victim.status();
+  auto read = victim.get("/secret");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, "from-the-real-database");
+
+  caf::anon_send_exit(impostor, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(real, caf::exit_reason::user_shutdown);
+  // The gateway ignores exits and stops with its supervisor.
+  caf::anon_send_exit(supervisor, caf::exit_reason::user_shutdown);
 }
 
 // Known limits of CAF 0.17's BASP, disabled until kvmesh guards against them (run with
@@ -895,7 +887,7 @@ TEST_F(FuzzTest, DISABLED_ClaimedPayloadLengthsAreNotAllocatedUpFront) {
 // send one to every actor it has a handle to: the published gateway and membership actors, and
 // the database actors `replica` hands out.
 TEST_F(FuzzTest, DISABLED_AKillFromAPeerDoesNotStopTheNodesActors) {
-  RawPeerConfig config;
+  RawPeerConfig config(Watchful());
   caf::actor_system system{config};
   auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", daemon_.port());
   ASSERT_TRUE(gateway) << system.render(gateway.error());
@@ -903,20 +895,22 @@ TEST_F(FuzzTest, DISABLED_AKillFromAPeerDoesNotStopTheNodesActors) {
   ASSERT_TRUE(peer) << system.render(peer.error());
   caf::scoped_actor self{system};
   database_peer_actor db;
-  caf::error err = Ask(
-      self, *peer, [&](database_peer_actor& found) { db = found; }, atom::replica_v, kDataPath);
+  caf::error err = AskWithin(
+      kAskTimeout, self, *peer, [&](database_peer_actor& found) { db = found; }, atom::replica_v,
+      kDataPath);
   ASSERT_FALSE(err) << system.render(err);
   self->send_exit(*gateway, caf::exit_reason::kill);
   self->send_exit(*peer, caf::exit_reason::kill);
   self->send_exit(db, caf::exit_reason::kill);
-  err = Ask(
-      self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v, kClientProtocolVersion);
+  err = AskWithin(
+      kAskTimeout, self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v,
+      kClientProtocolVersion);
   EXPECT_FALSE(err) << "gateway: " << system.render(err);
-  err = Ask(
-      self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
+  err = AskWithin(
+      kAskTimeout, self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
   EXPECT_FALSE(err) << "membership: " << system.render(err);
-  err = Ask(
-      self, db, [](DatabaseStats&) {}, atom::stats_v);
+  err = AskWithin(
+      kAskTimeout, self, db, [](DatabaseStats&) {}, atom::stats_v);
   EXPECT_FALSE(err) << "database: " << system.render(err);
   ExpectServingAndIntact("after a kill from a peer");
 }

@@ -11,6 +11,7 @@ namespace kvmesh {
 namespace {
 
 using namespace std::chrono_literals;
+using kvmesh::testing::Ask;
 
 constexpr const char* kConfigs = R"(
 - matcher: /example/kv
@@ -44,21 +45,16 @@ class MatcherSupervisorTest : public ::testing::Test {
     self_->send_exit(supervisor_, caf::exit_reason::user_shutdown);
   }
 
-  template <class Reply, class Handle, class... Ts>
-  Status Ask(const Handle& to, Reply* out, Ts... args) {
-    return kvmesh::testing::Ask(self_, to, out, args...);
-  }
-
   database_client_actor Open(const std::string& path) {
     database_client_actor db;
-    Status s = Ask(supervisor_, &db, atom::open_v, path);
+    Status s = Ask(self_, supervisor_, &db, atom::open_v, path);
     EXPECT_TRUE(s.ok()) << s;
     return db;
   }
 
   uint64_t Active() {
     uint64_t n = 0;
-    EXPECT_TRUE(Ask(supervisor_, &n, atom::active_v).ok());
+    EXPECT_TRUE(Ask(self_, supervisor_, &n, atom::active_v).ok());
     return n;
   }
 
@@ -72,26 +68,26 @@ class MatcherSupervisorTest : public ::testing::Test {
 
 TEST_F(MatcherSupervisorTest, UnknownPathIsAClearError) {
   database_client_actor db;
-  Status s = Ask(supervisor_, &db, atom::open_v, std::string("/nope/kv"));
+  Status s = Ask(self_, supervisor_, &db, atom::open_v, std::string("/nope/kv"));
   EXPECT_EQ(s.code(), Code::kNoMatchingConfig) << s;
   EXPECT_EQ(s.message(), "no database config matches \"/nope/kv\"");
   // Regex and wildcard matchers are anchored: a longer path is not theirs.
-  EXPECT_EQ(Ask(supervisor_, &db, atom::open_v, std::string("/profile/history/a/b")).code(),
+  EXPECT_EQ(Ask(self_, supervisor_, &db, atom::open_v, std::string("/profile/history/a/b")).code(),
             Code::kNoMatchingConfig);
-  EXPECT_EQ(Ask(supervisor_, &db, atom::open_v, std::string("/data")).code(),
+  EXPECT_EQ(Ask(self_, supervisor_, &db, atom::open_v, std::string("/data")).code(),
             Code::kNoMatchingConfig);
   EXPECT_EQ(Active(), 0u);
 }
 
 TEST_F(MatcherSupervisorTest, InstantiatesOnFirstAccessOnce) {
   std::vector<DatabaseInfo> catalog;
-  ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());
+  ASSERT_TRUE(Ask(self_, supervisor_, &catalog, atom::databases_v).ok());
   EXPECT_TRUE(catalog.empty());
   database_client_actor first = Open("/example/kv");
   database_client_actor again = Open("/example/kv");  // (other spellings: NodePathTest)
   EXPECT_EQ(first, again);
   EXPECT_EQ(Active(), 1u);
-  ASSERT_TRUE(Ask(supervisor_, &catalog, atom::databases_v).ok());
+  ASSERT_TRUE(Ask(self_, supervisor_, &catalog, atom::databases_v).ok());
   ASSERT_EQ(catalog.size(), 1u);
   EXPECT_EQ(catalog[0].path, "/example/kv");
 }
@@ -101,25 +97,25 @@ TEST_F(MatcherSupervisorTest, PathsOfOneRegexConfigAreIsolated) {
   database_client_actor bob = Open("/profile/history/bob");
   EXPECT_NE(alice, bob);
   atom::ok ok;
-  ASSERT_TRUE(Ask(alice, &ok, atom::put_v, std::string("/k"), std::string(90, 'a')).ok());
+  ASSERT_TRUE(Ask(self_, alice, &ok, atom::put_v, std::string("/k"), std::string(90, 'a')).ok());
   // Each path has its own 100 B budget: bob is not charged for alice's 92 bytes.
-  ASSERT_TRUE(Ask(bob, &ok, atom::put_v, std::string("/k"), std::string(90, 'b')).ok());
+  ASSERT_TRUE(Ask(self_, bob, &ok, atom::put_v, std::string("/k"), std::string(90, 'b')).ok());
   std::string value;
-  ASSERT_TRUE(Ask(alice, &value, atom::get_v, std::string("/k")).ok());
+  ASSERT_TRUE(Ask(self_, alice, &value, atom::get_v, std::string("/k")).ok());
   EXPECT_EQ(value, std::string(90, 'a'));
-  ASSERT_TRUE(Ask(bob, &value, atom::get_v, std::string("/k")).ok());
+  ASSERT_TRUE(Ask(self_, bob, &value, atom::get_v, std::string("/k")).ok());
   EXPECT_EQ(value, std::string(90, 'b'));
-  EXPECT_EQ(Ask(bob, &ok, atom::put_v, std::string("/k2"), std::string(10, 'b')).code(),
+  EXPECT_EQ(Ask(self_, bob, &ok, atom::put_v, std::string("/k2"), std::string(10, 'b')).code(),
             Code::kSizeLimitExceeded);
 }
 
 TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
   database_client_actor db = Open("/data/one");
   atom::ok ok;
-  ASSERT_TRUE(Ask(db, &ok, atom::put_v, std::string("/k"), std::string("v")).ok());
+  ASSERT_TRUE(Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("v")).ok());
   self_->monitor(db);
   uint64_t stopped = 0;
-  ASSERT_TRUE(Ask(supervisor_, &stopped, atom::passivate_v).ok());
+  ASSERT_TRUE(Ask(self_, supervisor_, &stopped, atom::passivate_v).ok());
   EXPECT_EQ(stopped, 1u);
   EXPECT_EQ(Active(), 0u);
   // An open while the old actor may still be stopping waits for it, then spawns a new one.
@@ -130,12 +126,12 @@ TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
                  caf::after(10s) >> [] {});
   EXPECT_TRUE(down);
   std::string value;
-  ASSERT_TRUE(Ask(fresh, &value, atom::get_v, std::string("/k")).ok());
+  ASSERT_TRUE(Ask(self_, fresh, &value, atom::get_v, std::string("/k")).ok());
   EXPECT_EQ(value, "v");
   // A request to the passivated actor is bounced, not applied.
-  EXPECT_EQ(Ask(db, &ok, atom::put_v, std::string("/k"), std::string("lost")).code(),
+  EXPECT_EQ(Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("lost")).code(),
             Code::kUnavailable);
-  ASSERT_TRUE(Ask(fresh, &value, atom::get_v, std::string("/k")).ok());
+  ASSERT_TRUE(Ask(self_, fresh, &value, atom::get_v, std::string("/k")).ok());
   EXPECT_EQ(value, "v");
 }
 
@@ -146,7 +142,7 @@ TEST_F(MatcherSupervisorTest, ShutdownAnswersOpensWaitingForAStoppingDatabase) {
     self_->send(db, atom::put_v, "/k/" + std::to_string(i), std::string(100, 'v'));
   }
   uint64_t stopped = 0;
-  ASSERT_TRUE(Ask(supervisor_, &stopped, atom::passivate_v).ok());
+  ASSERT_TRUE(Ask(self_, supervisor_, &stopped, atom::passivate_v).ok());
   ASSERT_EQ(stopped, 1u);
   Status open_status;
   auto pending =

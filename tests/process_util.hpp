@@ -1,12 +1,22 @@
-// Runs kvmeshd as a real child process for tests: start, read its start-up line, signal, wait.
+// Child processes and raw sockets for tests: kvmeshd as a real child process (start, read its
+// start-up line, signal, wait), commands run to completion, /proc, and raw TCP on loopback.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <regex>
 #include <string>
 #include <thread>
@@ -95,6 +105,8 @@ class DaemonProcess {
     return exit_code_;
   }
 
+  /// The child's pid while it has not been reaped; -1 after Wait().
+  pid_t pid() const { return pid_; }
   int port() const { return port_; }
   /// The cluster port from the ready line; 0 if the node is not clustered.
   int cluster_port() const { return cluster_port_; }
@@ -152,6 +164,142 @@ inline CommandResult RunCommand(const std::string& binary, const std::vector<std
   r.out = slurp(out_path);
   r.err = slurp(err_path);
   return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes, from /proc.
+
+/// True if `pid` is a running (not exited, not zombie, not dead) process.
+inline bool Running(pid_t pid) {
+  if (pid <= 0) return false;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  // pid (comm) state ...: the command may hold ')' itself, so the state follows the last one.
+  const auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z' &&
+         line[close + 2] != 'X';
+}
+
+/// A field of /proc/PID/status in kB (VmHWM: peak resident memory), or -1.
+inline long StatusKb(pid_t pid, const std::string& field) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw TCP on 127.0.0.1.
+
+/// A socket listening on 127.0.0.1 at a free port, which goes to `*port`.
+inline int ListenLoopback(int* port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  ::listen(fd, 16);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+/// A blocking TCP connection to 127.0.0.1:port with short (200 ms) send and receive timeouts,
+/// so a peer that stops reading cannot block a test; -1 on failure.
+inline int Connect(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  timeval tv{0, 200 * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// A blocking TCP connection (no timeouts) to the port of `address` ("HOST:PORT") on
+/// 127.0.0.1; the test fails (non-fatally) if it cannot be made.
+inline int ConnectTo(const std::string& address) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  return fd;
+}
+
+/// Sends as much of `data` as the peer takes before an error or a send timeout.
+inline void SendAll(int fd, const std::string& data) {
+  size_t sent = 0;
+  while (sent < data.size()) {
+    ssize_t n = ::send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    sent += static_cast<size_t>(n);
+  }
+}
+
+/// Reads what arrives within `timeout` (at most `max` bytes).
+inline std::string ReadSome(int fd, size_t max, std::chrono::milliseconds timeout) {
+  std::string out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  while (out.size() < max) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) break;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    ssize_t n = ::recv(fd, buf, std::min(sizeof(buf), max - out.size()), 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+/// Reads up to `n` bytes (at most 256) that arrive within `ms`: "" on timeout, "EOF" if the peer
+/// closed.
+inline std::string ReadWithin(int fd, size_t n, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  if (::poll(&p, 1, ms) <= 0) return "";
+  char buf[256];
+  ssize_t got = ::recv(fd, buf, std::min(n, sizeof(buf)), 0);
+  if (got <= 0) return "EOF";
+  return std::string(buf, static_cast<size_t>(got));
+}
+
+/// Reads until `n` bytes have come or `deadline` passes; returns what came (with "EOF" appended
+/// if the peer closed).
+inline std::string ReadExactlyBefore(int fd, size_t n,
+                                     std::chrono::steady_clock::time_point deadline) {
+  std::string got;
+  while (got.size() < n) {  // bounded by the deadline
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    std::string part = ReadWithin(fd, n - got.size(), static_cast<int>(left.count()));
+    if (part == "EOF") return got + part;
+    got += part;
+  }
+  return got;
+}
+
+/// Closes with a RST instead of a FIN.
+inline void Abort(int fd) {
+  linger l{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+  ::close(fd);
 }
 
 }  // namespace kvmesh::testing

@@ -18,11 +18,13 @@
 #include "storage/keys.hpp"
 #include "storage/store.hpp"
 #include "storage/version_vector.hpp"
+#include "storage_test_util.hpp"
 #include "test_util.hpp"
 
 namespace kvmesh::storage {
 namespace {
 
+using kvmesh::testing::ListAllPages;
 using kvmesh::testing::TempDir;
 
 constexpr uint64_t kBigLimit = 1ull << 40;
@@ -238,15 +240,9 @@ std::map<std::string, std::string> Contents(const DatabaseStore& db) {
   std::map<std::string, std::string> out;
   ListOptions options;
   options.with_values = true;
-  while (true) {
-    ListPage page;
-    Status s = db.List(options, &page);
-    EXPECT_TRUE(s.ok()) << s;
-    if (!s.ok()) break;
+  ListAllPages(db, options, [&](const ListPage& page) {
     for (size_t i = 0; i < page.keys.size(); ++i) out[page.keys[i]] = page.values[i];
-    if (!page.has_more()) break;
-    options.start_after = page.next_token;
-  }
+  });
   return out;
 }
 

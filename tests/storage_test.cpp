@@ -9,11 +9,13 @@
 #include "common/path.hpp"
 #include "storage/database_store.hpp"
 #include "storage/store.hpp"
+#include "storage_test_util.hpp"
 #include "test_util.hpp"
 
 namespace kvmesh::storage {
 namespace {
 
+using kvmesh::testing::ListAllPages;
 using kvmesh::testing::TempDir;
 
 constexpr uint64_t kBigLimit = 1ull << 40;
@@ -43,20 +45,12 @@ class StorageTest : public ::testing::Test {
     ListOptions options;
     options.prefix = prefix;
     options.limit = limit;
-    size_t page_count = 0;
-    while (true) {
-      ListPage page;
-      Status s = db.List(options, &page);
-      EXPECT_TRUE(s.ok()) << s;
-      if (!s.ok()) break;
-      ++page_count;
+    const size_t page_count = ListAllPages(db, options, [&](const ListPage& page) {
       if (limit != 0) {
         EXPECT_LE(page.keys.size(), limit);
       }
       out.insert(out.end(), page.keys.begin(), page.keys.end());
-      if (!page.has_more()) break;
-      options.start_after = page.next_token;
-    }
+    });
     if (pages != nullptr) *pages = page_count;
     return out;
   }

@@ -55,6 +55,19 @@ class TempDir {
   std::string path_;
 };
 
+/// A fixture for tests that start kvmeshd processes: `dir_/config` is the config directory they
+/// start their nodes with, holding the seed's example database (/example/kv) and /data/*
+/// (10 MB); tests add their own.
+class ProcessTest : public ::testing::Test {
+ protected:
+  ProcessTest() {
+    dir_.Write("config/kv.yaml", kSeedExampleConfig);
+    dir_.Write("config/more.yaml", "- matcher: /data/*\n  size: 10MB\n");
+  }
+
+  TempDir dir_;
+};
+
 /// Polls `check` every 10 ms until it returns true (then true) or `timeout` has passed (then
 /// false). For waiting on another process or thread with a bound, not for ordering actors.
 template <class Check>
