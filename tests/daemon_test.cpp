@@ -5,6 +5,7 @@
 #include <atomic>
 #include <deque>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -409,6 +410,56 @@ TEST_F(DaemonTest, WorkerThreadsCanBeSetAndAreChecked) {
   EXPECT_FALSE(bad.Start(KVMESHD_PATH, args));
   EXPECT_NE(bad.Wait(), 0);
   EXPECT_NE(bad.output().find("--worker-threads"), std::string::npos) << bad.output();
+}
+
+// README: `sync: true` makes a write durable before it is acknowledged (it survives a machine
+// crash, not only a process crash). The test counts the node's fsync/fdatasync calls with strace
+// while 50 writes are acknowledged one after another: with sync on there must be one per write
+// at least, with it off far fewer (RocksDB's own syncs at start).
+TEST_F(DaemonTest, SyncOnSyncsEveryWriteBeforeItIsAcknowledged) {
+  const std::string strace = "/usr/bin/strace";
+  if (!std::filesystem::exists(strace)) GTEST_SKIP() << "needs " << strace;
+  constexpr int kWrites = 50;
+  auto count_syncs = [&](bool sync) -> int {
+    const std::string name = sync ? "on" : "off";
+    const std::string settings = dir_.Write(
+        "node-" + name + ".yaml", std::string("sync: ") + (sync ? "true" : "false") + "\n");
+    const std::string trace = dir_ / ("syncs-" + name);
+    // strace runs kvmeshd and logs each sync call of any of its threads to `trace`.
+    std::vector<std::string> args = {"-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", trace};
+    args.insert(args.end(),
+                {KVMESHD_PATH, "--config", settings, "--data-dir", dir_ / ("data-" + name),
+                 "--config-dir", dir_ / "config", "--port", "0"});
+    DaemonProcess d;
+    if (!d.Start(strace, args)) {
+      ADD_FAILURE() << d.output();
+      return -1;
+    }
+    auto db = client::connect(d.address()).open("/example/kv");
+    EXPECT_TRUE(db.ok()) << db.status();
+    for (int i = 0; i < kWrites; ++i) {
+      Status s = db.put("/k" + std::to_string(i), "v");
+      EXPECT_TRUE(s.ok()) << s;
+    }
+    // kvmeshd is strace's child: stop it, and strace ends with it.
+    std::ifstream children("/proc/" + std::to_string(d.pid()) + "/task/" + std::to_string(d.pid()) +
+                           "/children");
+    pid_t kvmeshd = 0;
+    children >> kvmeshd;
+    EXPECT_GT(kvmeshd, 0) << "no kvmeshd under strace";
+    if (kvmeshd > 0) ::kill(kvmeshd, SIGTERM);
+    EXPECT_EQ(d.Wait(), 0) << d.output();
+    std::ifstream in(trace);
+    int syncs = 0;
+    for (std::string line; std::getline(in, line);) {
+      syncs += line.find("sync(") != std::string::npos && line.find("= 0") != std::string::npos;
+    }
+    return syncs;
+  };
+  const int off = count_syncs(false);
+  const int on = count_syncs(true);
+  EXPECT_GE(on - off, kWrites) << "sync on: " << on << " syncs, off: " << off;
+  EXPECT_LT(off, kWrites / 2) << "sync off: " << off << " syncs";
 }
 
 }  // namespace
