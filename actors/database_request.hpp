@@ -62,8 +62,9 @@ inline caf::error ForgedReply() {
 /// Sends `args...` from `self` to `target` (the path's actor as last known; an invalid handle
 /// means "open the path first") and calls `done` once with the reply or the error.
 template <class Reply, class Self, class... Ts>
-void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route, database_client_actor target,
-                     std::function<void(caf::expected<Reply>)> done, int attempt, Ts... args) {
+void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route,
+                     database_client_actor target, std::function<void(caf::expected<Reply>)> done,
+                     int attempt, Ts... args) {
   auto reopen_and_retry = [=](caf::error cause) {
     if (attempt + 1 >= kMaxDatabaseAttempts) {
       done(std::move(cause));

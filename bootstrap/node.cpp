@@ -530,7 +530,8 @@ Database Node::open(std::string_view path) const {
   if (!s.ok()) s = Status(s.code(), s.message() + ": " + Quote(path));
   database_client_actor actor;
   if (s.ok()) {
-    Result<database_client_actor> opened = impl_->Ask<database_client_actor>(atom::open_v, normalized);
+    Result<database_client_actor> opened =
+        impl_->Ask<database_client_actor>(atom::open_v, normalized);
     if (opened.ok()) {
       actor = std::move(*opened);
     } else {
@@ -545,9 +546,10 @@ Database Node::open(std::string_view path) const {
   route->path = normalized;
   route->timeout = impl_->core->timeout;
   // The route lives inside the handle; a weak reference avoids a cycle.
-  route->on_reopen = [weak = std::weak_ptr<EmbeddedDatabase>(handle)](const database_client_actor& db) {
-    if (auto h = weak.lock()) h->SetActor(db);
-  };
+  route->on_reopen =
+      [weak = std::weak_ptr<EmbeddedDatabase>(handle)](const database_client_actor& db) {
+        if (auto h = weak.lock()) h->SetActor(db);
+      };
   // The requester keeps the deadlines of its requests to local actors itself (see
   // LocalDeadlines): a CAF request timeout would wake CAF's clock thread twice per request.
   auto deadlines = std::make_shared<LocalDeadlines>();

@@ -23,8 +23,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kvmesh/status.hpp"
 #include "config/matcher.hpp"
+#include "kvmesh/status.hpp"
 
 namespace kvmesh::config {
 
