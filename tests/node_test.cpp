@@ -343,7 +343,12 @@ TEST_F(NodeTest, ReloadChangesTheConfigsInForce) {
   EXPECT_EQ(configs->size(), 3u);
   Database db = Open(*node, "/profile/history/ann");
   ASSERT_TRUE(db.put("/k", std::string(500, 'x')).ok());
-  dir_.Write("config/more.yaml", "- id: history\n  matcher: /profile/history/[^/]+\n  size: 2KB\n");
+  // The database whose config goes away runs and holds data when it does.
+  Database removed = Open(*node, "/data/x");
+  ASSERT_TRUE(removed.put("/kept", "data").ok());
+  const std::string history_only =
+      "- id: history\n  matcher: /profile/history/[^/]+\n  size: 2KB\n";
+  dir_.Write("config/more.yaml", history_only);
   Result<std::string> summary = node->reload_configs();
   ASSERT_TRUE(summary.ok()) << summary.status();
   configs = node->configs();
@@ -354,7 +359,19 @@ TEST_F(NodeTest, ReloadChangesTheConfigsInForce) {
   Result<DatabaseStats> stats = db.stats();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->limit_bytes, 2000u);
+  // The running database whose config went away stopped: neither a new handle nor the one
+  // opened before serves it.
   EXPECT_EQ(node->open("/data/x").status().code(), Code::kNoMatchingConfig);
+  EXPECT_EQ(removed.put("/after", "no").code(), Code::kNoMatchingConfig);
+  // Its data was kept: once the config returns, the database serves it again.
+  dir_.Write("config/more.yaml", kMoreConfigs);
+  summary = node->reload_configs();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  Database back = Open(*node, "/data/x");
+  Result<std::string> kept = back.get("/kept");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(*kept, "data");
+  EXPECT_TRUE(back.get("/after").IsNotFound());
 }
 
 TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {
