@@ -238,6 +238,42 @@ TEST_F(ClusterTest, ACrashedCoordinatorLosesNoAcknowledgedWrite) {
   }
 }
 
+TEST_F(ClusterTest, UsedBytesAgreeAcrossReplicasAfterReplication) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  // Writes through two nodes, overwrites with other sizes and deletes: each replica counts
+  // bytes for writes it received, not only those it made.
+  Database a = Open(0, "/loose/sizes");
+  Database b = Open(1, "/loose/sizes");
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(a.put("/k/" + std::to_string(i), std::string(10 + i, 'a')).ok());
+  }
+  for (int i = 0; i < 50; i += 2) {
+    ASSERT_TRUE(b.put("/k/" + std::to_string(i), std::string(100 + i, 'b')).ok());
+  }
+  for (int i = 0; i < 50; i += 5) ASSERT_TRUE(b.erase("/k/" + std::to_string(i)).ok());
+  std::vector<ReplicationStatus> statuses;
+  Status s = cluster_->WaitForConvergence("/loose/sizes", seconds(10), &statuses);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(statuses.size(), 3u);
+  // The expected count: key plus value of every live key.
+  uint64_t expected = 0;
+  for (int i = 0; i < 50; ++i) {
+    if (i % 5 == 0) continue;
+    const std::string key = "/k/" + std::to_string(i);
+    expected += key.size() + (i % 2 == 0 ? 100 + i : 10 + i);
+  }
+  for (size_t node = 0; node < 3; ++node) {
+    Result<DatabaseStats> stats = Open(node, "/loose/sizes").stats();
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->key_count, 40u) << "node " << node;
+    EXPECT_EQ(stats->used_bytes, expected) << "node " << node;
+    EXPECT_EQ(statuses[node].used_bytes, expected) << "replica " << statuses[node].node_id;
+  }
+}
+
 TEST_F(ClusterTest, AWriteThatCannotReachMinReplicasFailsClearly) {
   {
     Status started = StartCluster(3);
