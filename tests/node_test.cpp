@@ -343,7 +343,12 @@ TEST_F(NodeTest, ReloadChangesTheConfigsInForce) {
   EXPECT_EQ(configs->size(), 3u);
   Database db = Open(*node, "/profile/history/ann");
   ASSERT_TRUE(db.put("/k", std::string(500, 'x')).ok());
-  dir_.Write("config/more.yaml", "- id: history\n  matcher: /profile/history/[^/]+\n  size: 2KB\n");
+  // The database whose config goes away runs and holds data when it does.
+  Database removed = Open(*node, "/data/x");
+  ASSERT_TRUE(removed.put("/kept", "data").ok());
+  const std::string history_only =
+      "- id: history\n  matcher: /profile/history/[^/]+\n  size: 2KB\n";
+  dir_.Write("config/more.yaml", history_only);
   Result<std::string> summary = node->reload_configs();
   ASSERT_TRUE(summary.ok()) << summary.status();
   configs = node->configs();
@@ -354,7 +359,19 @@ TEST_F(NodeTest, ReloadChangesTheConfigsInForce) {
   Result<DatabaseStats> stats = db.stats();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->limit_bytes, 2000u);
+  // The running database whose config went away stopped: neither a new handle nor the one
+  // opened before serves it.
   EXPECT_EQ(node->open("/data/x").status().code(), Code::kNoMatchingConfig);
+  EXPECT_EQ(removed.put("/after", "no").code(), Code::kNoMatchingConfig);
+  // Its data was kept: once the config returns, the database serves it again.
+  dir_.Write("config/more.yaml", kMoreConfigs);
+  summary = node->reload_configs();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  Database back = Open(*node, "/data/x");
+  Result<std::string> kept = back.get("/kept");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(*kept, "data");
+  EXPECT_TRUE(back.get("/after").IsNotFound());
 }
 
 TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {
@@ -554,24 +571,32 @@ TEST_F(NodeTest, ReadsRacingPassivationAndWritesStayExact) {
     threads.emplace_back([&, t] {
       Database db = dbs[t];
       Database shared = dbs[0];
+      // The node runs until every thread is joined: an error of any kind here, unavailable
+      // included, is a request lost to a passivation.
       for (uint64_t i = 0; !stop; ++i) {
         // Each thread writes its own counter and reads it back at once.
         const std::string mine = std::to_string(i);
-        Status s = db.put("/counter", mine);
-        if (s.code() == Code::kUnavailable) return;  // the node stopped
+        if (!db.put("/counter", mine).ok()) ++failures;
         Result<std::string> value = db.get("/counter");
-        if (value.status().code() == Code::kUnavailable) return;
         if (!value.ok() || *value != mine) ++failures;
         value = shared.get("/fixed");
-        if (value.status().code() == Code::kUnavailable) return;
         if (!value.ok() || *value != "f") ++failures;
         ++reads;
       }
     });
   }
-  for (int i = 0; i < 50; ++i) {
+  // Each passivation waits (bounded) until every reader has made progress since the previous
+  // one, so the requests race every passivation, not only the first.
+  constexpr int kPassivations = 50;
+  int raced = 0;
+  for (int i = 0; i < kPassivations; ++i) {
     ASSERT_TRUE(node->passivate_all().ok());
-    std::this_thread::sleep_for(2ms);
+    const uint64_t before = reads.load();
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (reads.load() < before + kReaders && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+    if (reads.load() >= before + kReaders) ++raced;
   }
   // Not stopped under the readers: a blocking write racing Shutdown can wait out its whole
   // bound (185 s) whether reads are direct or not (its LocalDeadlines entry outlives the
@@ -580,7 +605,7 @@ TEST_F(NodeTest, ReadsRacingPassivationAndWritesStayExact) {
   for (auto& thread : threads) thread.join();
   node.reset();
   EXPECT_EQ(failures.load(), 0);
-  EXPECT_GT(reads.load(), 0u);
+  EXPECT_EQ(raced, kPassivations) << "reads stalled after a passivation";
   EXPECT_EQ(dbs[0].get("/fixed").status().code(), Code::kUnavailable);
   std::promise<Status> async_get;
   dbs[0].get_async("/fixed", [&](Result<std::string> r) { async_get.set_value(r.status()); });
