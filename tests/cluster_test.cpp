@@ -40,16 +40,7 @@ constexpr char kConfigs[] = R"(
   size: 10MiB
 )";
 
-/// Polls `check` every 10 ms for up to `timeout`.
-template <class Check>
-bool Eventually(std::chrono::milliseconds timeout, Check check) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!check()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(milliseconds(10));
-  }
-  return true;
-}
+using kvmesh::testing::Eventually;
 
 class ClusterTest : public ::testing::Test {
  protected:

@@ -28,15 +28,14 @@ constexpr const char* kMoreConfigs = R"(
 /// Waits, polling with a 10 s deadline, until `node` has no active database (passivation comes
 /// one or two idle periods after the last request).
 void WaitUntilAllPassivated(Node& node) {
-  uint64_t active = 1;
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (active != 0 && std::chrono::steady_clock::now() < deadline) {
+  Status error;
+  const bool passivated = testing::Eventually(10s, [&] {
     Result<uint64_t> now = node.active_databases();
-    ASSERT_TRUE(now.ok()) << now.status();
-    active = *now;
-    if (active != 0) std::this_thread::sleep_for(5ms);
-  }
-  ASSERT_EQ(active, 0u) << "database still active after 10 s";
+    if (!now.ok()) error = now.status();
+    return !now.ok() || *now == 0;
+  });
+  ASSERT_TRUE(error.ok()) << error;
+  ASSERT_TRUE(passivated) << "database still active after 10 s";
 }
 
 class NodeTest : public ::testing::Test {
@@ -313,11 +312,7 @@ TEST_F(NodeTest, LastOwnerInsideACallbackDoesNotDeadlock) {
   // The node shuts down on another thread; the data dir becomes free again (bounded wait).
   std::unique_ptr<Node> again;
   Status s = Status::IOError("not tried");
-  const auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!s.ok() && std::chrono::steady_clock::now() < deadline) {
-    s = Node::Start(Options(), &again);
-    if (!s.ok()) std::this_thread::sleep_for(10ms);
-  }
+  testing::Eventually(30s, [&] { return (s = Node::Start(Options(), &again)).ok(); });
   ASSERT_TRUE(s.ok()) << s;
   Result<std::string> value = Open(*again, "/example/kv").get("/k");
   ASSERT_TRUE(value.ok()) << value.status();
@@ -592,11 +587,7 @@ TEST_F(NodeTest, ReadsRacingPassivationAndWritesStayExact) {
   for (int i = 0; i < kPassivations; ++i) {
     ASSERT_TRUE(node->passivate_all().ok());
     const uint64_t before = reads.load();
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (reads.load() < before + kReaders && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(1ms);
-    }
-    if (reads.load() >= before + kReaders) ++raced;
+    if (testing::Eventually(5s, [&] { return reads.load() >= before + kReaders; })) ++raced;
   }
   // Not stopped under the readers: a blocking write racing Shutdown can wait out its whole
   // bound (185 s) whether reads are direct or not (its LocalDeadlines entry outlives the
