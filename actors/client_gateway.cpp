@@ -33,6 +33,7 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
   // cost a timer-thread wake-up and a timer entry kept for the whole timeout (see DatabaseRoute).
   route->no_local_deadline = true;
   route->on_reopen = [self, path](const database_client_actor& fresh) { Track(self, path, fresh); };
+  route->remote_requests = st.remote_requests;
   return st.routes.emplace(path, client_gateway_state::Entry{std::move(route), {}}).first->second;
 }
 
@@ -99,6 +100,13 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
     }
     auto found = st.path_of.find(msg.source);
     if (found == st.path_of.end()) return;
+    // A replica on another node is lost (its node died or the connection dropped): requests
+    // forwarded to it fail now rather than at their deadline. They may have been applied there.
+    st.remote_requests->FailAll(
+        self, msg.source,
+        ToError(Status::Unavailable("lost the replica of database " + Quote(found->second) +
+                                    " on another node while it served this request (" +
+                                    to_string(msg.reason) + "); it may have been applied")));
     auto entry = st.routes.find(found->second);
     if (entry != st.routes.end() && entry->second.actor.address() == msg.source) {
       st.routes.erase(entry);

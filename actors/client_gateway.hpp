@@ -36,6 +36,8 @@ struct client_gateway_state {
   /// Path of each monitored database actor (local or, in a cluster, on another node), by
   /// address: actor ids are unique per node only.
   std::map<caf::actor_addr, std::string> path_of;
+  /// Requests forwarded to database actors on other nodes: failed at once when one goes down.
+  std::shared_ptr<RemoteRequests> remote_requests = std::make_shared<RemoteRequests>();
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -20,6 +21,38 @@
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
+
+/// Requests in flight to database actors on other nodes, so that their owner can fail them as
+/// soon as it learns such an actor is lost (a monitor's down message, which comes within
+/// milliseconds of a lost connection): CAF 0.17 lets a request to a dead node run to its
+/// deadline. Used by one actor only (not thread-safe).
+class RemoteRequests {
+ public:
+  void Add(const caf::actor_addr& target, caf::message_id reply_id) {
+    pending_[target].push_back(reply_id);
+  }
+  void Remove(const caf::actor_addr& target, caf::message_id reply_id) {
+    auto it = pending_.find(target);
+    if (it == pending_.end()) return;
+    auto& ids = it->second;
+    ids.erase(std::remove(ids.begin(), ids.end(), reply_id), ids.end());
+    if (ids.empty()) pending_.erase(it);
+  }
+  /// Answers every request of `self` in flight to `target` with `why` now: each one's error
+  /// handler runs (a real reply that still comes is dropped, as after a timeout).
+  template <class Self>
+  void FailAll(Self* self, const caf::actor_addr& target, const caf::error& why) {
+    auto it = pending_.find(target);
+    if (it == pending_.end()) return;
+    std::vector<caf::message_id> ids = std::move(it->second);
+    pending_.erase(it);
+    auto me = caf::actor_cast<caf::strong_actor_ptr>(self);
+    for (const auto& id : ids) me->enqueue(nullptr, id, caf::make_message(why), nullptr);
+  }
+
+ private:
+  std::map<caf::actor_addr, std::vector<caf::message_id>> pending_;
+};
 
 /// Where a path's requests go, and who hears of a re-opened actor.
 struct DatabaseRoute {
@@ -39,6 +72,9 @@ struct DatabaseRoute {
   /// If set, the deadlines of requests to a database actor of this node are kept here rather
   /// than by CAF (see LocalDeadlines); only the one actor that owns it may send on this route.
   std::shared_ptr<LocalDeadlines> local_deadlines;
+  /// If set, requests to database actors on other nodes are registered here, so that the one
+  /// actor that owns it can fail them when it sees their target go down (RemoteRequests).
+  std::shared_ptr<RemoteRequests> remote_requests;
 };
 
 /// A bounced request is retried at most this often in all (once is enough unless the database
@@ -104,9 +140,26 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route,
   const bool local = target.node() == self->node();
   if (deadlines == nullptr || !local) {
     const bool unbounded = route->no_local_deadline && local;
-    self->request(target, unbounded ? caf::duration{caf::infinite} : caf::duration{route->timeout},
-                  std::move(args)...)
-        .then(on_reply, on_error);
+    auto handle = self->request(
+        target, unbounded ? caf::duration{caf::infinite} : caf::duration{route->timeout},
+        std::move(args)...);
+    std::shared_ptr<RemoteRequests> remote = local ? nullptr : route->remote_requests;
+    if (remote == nullptr) {
+      handle.then(on_reply, on_error);
+      return;
+    }
+    const caf::message_id reply_id = handle.id();
+    const caf::actor_addr address = target.address();
+    remote->Add(address, reply_id);
+    handle.then(
+        [=](Reply& reply) mutable {
+          remote->Remove(address, reply_id);
+          on_reply(reply);
+        },
+        [=](caf::error& err) mutable {
+          remote->Remove(address, reply_id);
+          on_error(err);
+        });
     return;
   }
   const uint64_t id =
