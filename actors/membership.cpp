@@ -85,8 +85,16 @@ void Merge(membership_pointer self, const proto::Member& info) {
   auto [it, inserted] = st.members.try_emplace(info.node_id());
   auto& m = it->second;
   if (!inserted && info.incarnation() <= m.incarnation) return;
-  if (!inserted && (m.host != info.host() || m.cluster_port != info.cluster_port())) {
-    // Restarted elsewhere: the old connection is useless.
+  if (!inserted && m.actor) {
+    // A restart: our handle names the old process, wherever the new one listens. It must not
+    // be kept because its address is unchanged: CAF's middleman keeps answering connects to
+    // that address with the old proxy while the proxy lives, and a proxy reached through
+    // another node (an indirect BASP route) is never told that its process died, so heartbeats
+    // sent to it vanish while the member's own heartbeats keep arriving (issue 13).
+    spdlog::info("node {}: member {} restarted (incarnation {} -> {}); dropping the old handle",
+                 FormatNodeId(st.node_id), FormatNodeId(info.node_id()), m.incarnation,
+                 info.incarnation());
+    self->demonitor(m.actor.address());
     m.actor = nullptr;
   }
   if (inserted) m.down_since = Clock::now();
@@ -96,6 +104,32 @@ void Merge(membership_pointer self, const proto::Member& info) {
   m.incarnation = info.incarnation();
   // Forget seeds that turned out to be this member.
   st.seeds_connecting.erase(m.host + ":" + std::to_string(m.cluster_port));
+}
+
+/// Keeps `actor` as member `id`'s cluster actor and watches its connection.
+void Adopt(membership_pointer self, uint64_t id, peer_actor actor) {
+  auto& st = self->state;
+  auto it = st.members.find(id);
+  if (it == st.members.end() || id == st.node_id) return;
+  if (it->second.actor == actor) return;
+  if (it->second.actor) self->demonitor(it->second.actor.address());
+  it->second.actor = actor;
+  self->monitor(actor);
+  // The supervisor can route to it now. Telling it here, before anyone can ask `members`, means
+  // whoever saw the member alive through `members` finds the supervisor knowing it too.
+  PublishView(self);
+}
+
+/// A member's own join, heartbeat or join answer comes from its cluster actor, over a route
+/// that works now: that actor is the one to send to. Adopting it replaces a handle that names
+/// an old process of the member or reaches it by a route that lost it (issue 13: heartbeats
+/// sent to such a handle vanish while the member's own keep arriving, forever).
+void AdoptSender(membership_pointer self, uint64_t id, uint64_t incarnation) {
+  const auto& sender = self->current_sender();
+  if (!sender || sender->node() == self->node()) return;
+  auto it = self->state.members.find(id);
+  if (it == self->state.members.end() || it->second.incarnation != incarnation) return;
+  Adopt(self, id, caf::actor_cast<peer_actor>(sender));
 }
 
 /// Takes in a join answer or heartbeat: the sender is alive, the members it lists are known.
@@ -108,7 +142,10 @@ bool TakeMemberList(membership_pointer self, const std::string& bytes, bool send
   if (Blocked(self, *sender_id, self->state.node_id)) return true;
   Merge(self, list.sender());
   for (const auto& m : list.members()) Merge(self, m);
-  if (sender_heard && *sender_id != self->state.node_id) MarkHeard(self, *sender_id);
+  if (sender_heard && *sender_id != self->state.node_id) {
+    MarkHeard(self, *sender_id);
+    AdoptSender(self, *sender_id, list.sender().incarnation());
+  }
   return true;
 }
 
@@ -140,19 +177,6 @@ void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t p
                     [=](caf::error&) { done(0, peer_actor{}); });
           },
           [=](caf::error&) { done(0, peer_actor{}); });
-}
-
-/// Keeps `actor` as member `id`'s cluster actor and watches its connection.
-void Adopt(membership_pointer self, uint64_t id, peer_actor actor) {
-  auto& st = self->state;
-  auto it = st.members.find(id);
-  if (it == st.members.end() || id == st.node_id) return;
-  if (it->second.actor == actor) return;
-  it->second.actor = actor;
-  self->monitor(actor);
-  // The supervisor can route to it now. Telling it here, before anyone can ask `members`, means
-  // whoever saw the member alive through `members` finds the supervisor knowing it too.
-  PublishView(self);
 }
 
 void Tick(membership_pointer self) {
@@ -256,6 +280,7 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
           return ToError(Status::InvalidArgument("join: unusable member description"));
         }
         MarkHeard(self, info.node_id());
+        AdoptSender(self, info.node_id(), info.incarnation());
         PublishView(self);
         return MemberListBytes(self);
       },

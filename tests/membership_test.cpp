@@ -1,0 +1,148 @@
+// The membership actor against members played by the test, over real CAF connections between
+// actor systems in one process (each system is a node to CAF: its own node id, its own BASP
+// connections).
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "actor_test_util.hpp"
+#include "actors/membership.hpp"
+#include "messages/cluster.pb.h"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Eventually;
+
+std::string MemberBytes(uint64_t id, uint16_t port, uint64_t incarnation) {
+  proto::Member m;
+  m.set_node_id(id);
+  m.set_host("127.0.0.1");
+  m.set_cluster_port(port);
+  m.set_incarnation(incarnation);
+  return m.SerializeAsString();
+}
+
+std::string MemberListBytes(const std::string& sender) {
+  proto::MemberList list;
+  list.mutable_sender()->ParseFromString(sender);
+  return list.SerializeAsString();
+}
+
+/// What a member played by the test saw, readable from the test thread.
+struct StubLog {
+  std::atomic<int> heartbeats{0};
+  /// A process that is gone while a proxy of it lives on elsewhere: hears and answers nothing.
+  std::atomic<bool> gone{false};
+};
+
+struct stub_member_state {
+  static inline const char* name = "test.stub_member";
+};
+
+/// A member's cluster actor played by the test: answers joins with `self_member`, counts the
+/// heartbeats it gets and, given a `target`, sends it a heartbeat every 100 ms (its own join
+/// is never sent: the membership actor must learn it from heartbeats alone).
+peer_actor::behavior_type StubMember(peer_actor::stateful_pointer<stub_member_state> self,
+                                     std::string self_member, std::shared_ptr<StubLog> log,
+                                     peer_actor target) {
+  if (target) self->send(self, atom::tick_v);
+  return {
+      [=](atom::join, const std::string&) -> caf::result<std::string> {
+        if (log->gone) return self->make_response_promise<std::string>();  // never answered
+        return MemberListBytes(self_member);
+      },
+      [=](atom::heartbeat, const std::string&) {
+        if (!log->gone) ++log->heartbeats;
+      },
+      [=](atom::replica, const std::string&) -> caf::result<database_peer_actor> {
+        return ToError(Status::NotFound("stub member"));
+      },
+      [=](atom::members) { return std::vector<MemberStatus>{}; },
+      [=](atom::open, const std::string&) {},
+      [=](atom::tick) {
+        self->send(target, atom::heartbeat_v, MemberListBytes(self_member));
+        self->delayed_send(self, 100ms, atom::tick_v);
+      },
+  };
+}
+
+struct PeerSystem {
+  testing::RawPeerConfig config;
+  caf::actor_system system;
+  PeerSystem() : config(), system(Init(config)) {}
+  static testing::RawPeerConfig& Init(testing::RawPeerConfig& cfg) {
+    cfg.set("scheduler.max-threads", size_t{2});
+    return cfg;
+  }
+};
+
+// The chaos finding of issue 13: a member restarts on the same address, and the node keeps the
+// handle of its old process because the address did not change; the handle's proxy lives on
+// (here: the old process's connection stays open; in the chaos runs: a proxy behind an indirect
+// route, and CAF's middleman answering connects to the address with it), so the node's
+// heartbeats vanish while the member's own keep arriving, and the member cycles down -> up ->
+// down forever. The node must send to the process whose heartbeats it hears.
+TEST(MembershipTest, HeartbeatsReachARestartedMemberWhoseOldProcessStillSeemsReachable) {
+  auto x = std::make_unique<PeerSystem>();
+  auto y1 = std::make_unique<PeerSystem>();
+  auto y2 = std::make_unique<PeerSystem>();
+  constexpr uint64_t kX = 0x1111, kY = 0x2222;
+
+  // Y's first process, published on the member's address.
+  auto log1 = std::make_shared<StubLog>();
+  // Publish first to learn the port, then spawn the stub that names it.
+  auto probe = y1->system.middleman().open(0, "127.0.0.1", true);
+  ASSERT_TRUE(probe) << to_string(probe.error());
+  const uint16_t y_port = *probe;
+  ASSERT_TRUE(y1->system.middleman().close(y_port));
+  auto y_first = y1->system.spawn(StubMember, MemberBytes(kY, y_port, 1), log1, peer_actor{});
+  auto published = y1->system.middleman().publish(y_first, y_port, "127.0.0.1", true);
+  ASSERT_TRUE(published) << to_string(published.error());
+
+  // Node X's membership actor, with Y as its seed.
+  MembershipOptions options;
+  options.seeds = {"127.0.0.1:" + std::to_string(y_port)};
+  options.heartbeat_interval = 100ms;
+  options.failure_timeout = 600ms;
+  options.connect_timeout = 1s;
+  auto membership = x->system.spawn(membership_impl, kX, matcher_supervisor_actor{}, options);
+  auto x_port = x->system.middleman().publish(membership, 0, "127.0.0.1");
+  ASSERT_TRUE(x_port) << to_string(x_port.error());
+  {
+    caf::scoped_actor self{x->system};
+    self->send(membership, atom::open_v, MemberBytes(kX, *x_port, 1));
+  }
+  ASSERT_TRUE(Eventually(5s, [&] { return log1->heartbeats > 2; }))
+      << "X never sent heartbeats to Y's first process";
+
+  // Y restarts on the same address: the old process is gone, but X's connection to it (and so
+  // X's proxy of it, and the middleman's cached answer for the address) stays.
+  log1->gone = true;
+  ASSERT_TRUE(y1->system.middleman().unpublish(y_first, y_port));
+  auto x_in_y2 = y2->system.middleman().remote_actor<peer_actor>("127.0.0.1", *x_port);
+  ASSERT_TRUE(x_in_y2) << to_string(x_in_y2.error());
+  auto log2 = std::make_shared<StubLog>();
+  auto y_second = y2->system.spawn(StubMember, MemberBytes(kY, y_port, 2), log2, *x_in_y2);
+  auto republished = y2->system.middleman().publish(y_second, y_port, "127.0.0.1", true);
+  ASSERT_TRUE(republished) << to_string(republished.error());
+
+  // X hears the new process and must now reach it.
+  const bool reached = Eventually(5s, [&] { return log2->heartbeats > 5; });
+  EXPECT_TRUE(reached) << "X hears Y's new process but sent it " << log2->heartbeats
+                       << " heartbeats in 5 s";
+
+  caf::anon_send_exit(membership, caf::exit_reason::kill);
+  caf::anon_send_exit(y_first, caf::exit_reason::kill);
+  caf::anon_send_exit(y_second, caf::exit_reason::kill);
+}
+
+}  // namespace
+}  // namespace kvmesh
