@@ -280,6 +280,24 @@ class Chaos {
       if (cluster_.State(i) == ProcessState::kDown && expected_down_.count(i)) StartNode(i);
     }
     CheckCrashes();
+    // Liveness and safety are judged apart: a membership that does not settle is a failure of
+    // its own, but the history is still checked, after restarting every node (a full restart
+    // rebuilds every view from the seeds), so a liveness bug cannot hide a lost write.
+    std::string liveness_error;
+    if (crashes_.empty()) {
+      Status settled = cluster_.WaitForMembership(std::chrono::seconds(60));
+      if (!settled.ok()) {
+        liveness_error = "after healing: " + settled.ToString();
+        std::cout << "liveness FAIL: " << liveness_error
+                  << "; restarting every node to check the history" << std::endl;
+        for (int i = 0; i < options_.nodes; ++i) {
+          expected_down_.insert(i);
+          Status s = cluster_.Stop(i);
+          if (!s.ok()) crashes_ += "node " + std::to_string(i) + ": " + s.ToString() + "; ";
+          StartNode(i);
+        }
+      }
+    }
     FinalState final_state;
     std::string convergence_error = crashes_.empty() ? WaitForConvergence(&final_state) : "";
     const double converge_s = std::chrono::duration<double>(Clock::now() - heal_start).count();
@@ -290,6 +308,13 @@ class Chaos {
       // The contents read are partial: only the convergence failure is meaningful.
       result.pass = false;
       result.violation = convergence_error;
+    }
+    const bool safe = result.pass;
+    if (!liveness_error.empty()) {
+      result.pass = false;
+      result.violation =
+          "liveness: " + liveness_error + "; safety: " +
+          (safe ? "history checked after restarting every node: no violation" : result.violation);
     }
     if (!crashes_.empty()) {
       result.pass = false;
@@ -432,7 +457,7 @@ class Chaos {
   /// reads their contents from every replica. Returns why not, or "".
   std::string WaitForConvergence(FinalState* out) {
     Status s = cluster_.WaitForMembership(std::chrono::seconds(60));
-    if (!s.ok()) return "after healing: " + s.ToString();
+    if (!s.ok()) return "membership: " + s.ToString();
     client::ClientOptions copts;
     copts.request_timeout = std::chrono::seconds(5);
     std::vector<client::Client> clients;
