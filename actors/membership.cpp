@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/io/basp_broker.hpp>
 
 #include "actors/database_request.hpp"
 #include "common/address.hpp"
@@ -114,6 +115,7 @@ void Adopt(membership_pointer self, uint64_t id, peer_actor actor) {
   if (it->second.actor == actor) return;
   if (it->second.actor) self->demonitor(it->second.actor.address());
   it->second.actor = actor;
+  it->second.adopted = Clock::now();
   self->monitor(actor);
   // The supervisor can route to it now. Telling it here, before anyone can ask `members`, means
   // whoever saw the member alive through `members` finds the supervisor knowing it too.
@@ -149,13 +151,53 @@ bool TakeMemberList(membership_pointer self, const std::string& bytes, bool send
   return true;
 }
 
+/// A one-shot helper that opens a new BASP connection to host:port and answers what CAF's
+/// middleman answers a connect: the node, its published actor, its interface.
+///
+/// Not through the middleman actor: it answers a connect to an address it connected before
+/// with the proxy it got then, for as long as that proxy lives, and a proxy whose node is
+/// reached through a third node (an indirect BASP route, made whenever a message names an
+/// actor of a node we have no connection to) lives on after that node is gone. A reconnect
+/// must make a connection. (If a direct connection to the node exists, CAF keeps it and closes
+/// the new one; a direct connection that stops carrying data is closed by the middleman's
+/// connection timeout, so it cannot keep a member unreachable.) Detached, because the TCP
+/// connect blocks (for minutes, to a host that drops SYNs).
+caf::actor SpawnFreshConnect(membership_pointer self, caf::timespan timeout) {
+  return self->spawn<caf::detached>([timeout](caf::event_based_actor* helper) -> caf::behavior {
+    return {
+        [=](caf::connect_atom, const std::string& host,
+            uint16_t port) -> caf::result<caf::message> {
+          auto& mm = helper->system().middleman();
+          auto scribe = mm.backend().new_tcp_scribe(host, port);
+          if (!scribe) {
+            helper->quit();
+            return scribe.error();
+          }
+          auto basp = mm.named_broker<caf::io::basp_broker>(caf::atom("BASP"));
+          auto promise = helper->make_response_promise();
+          helper->request(basp, timeout, caf::connect_atom_v, std::move(*scribe), port)
+              .then(
+                  [=](caf::node_id& node, caf::strong_actor_ptr& actor,
+                      std::set<std::string>& interface) mutable {
+                    promise.deliver(std::move(node), std::move(actor), std::move(interface));
+                    helper->quit();
+                  },
+                  [=](caf::error& err) mutable {
+                    promise.deliver(std::move(err));
+                    helper->quit();
+                  });
+          return promise;
+        },
+    };
+  });
+}
+
 /// Connects to host:port; on success joins (sends our description) and calls `done` with the
 /// peer's node id, or 0 on failure.
 void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t port,
                     std::function<void(uint64_t, peer_actor)> done) {
-  auto mm = self->system().middleman().actor_handle();
   const auto timeout = self->state.options.connect_timeout;
-  self->request(mm, timeout, caf::connect_atom_v, host, port)
+  self->request(SpawnFreshConnect(self, timeout), timeout, caf::connect_atom_v, host, port)
       .then(
           [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
             if (!ptr) {
@@ -201,6 +243,16 @@ void Tick(membership_pointer self) {
   }
   std::string heartbeat = MemberListBytes(self);
   for (auto& [id, m] : st.members) {
+    if (m.actor && !m.alive &&
+        now - std::max(m.down_since, m.adopted) > st.options.failure_timeout) {
+      // Silent for a whole failure timeout more over a handle that did not fail: whatever route
+      // it has may be one that lost the member (see SpawnFreshConnect). Connect anew; CAF keeps
+      // a direct connection that still works, so this costs a connect when nothing was wrong.
+      spdlog::debug("node {}: member {} silent over a live handle; reconnecting",
+                    FormatNodeId(st.node_id), FormatNodeId(id));
+      self->demonitor(m.actor.address());
+      m.actor = nullptr;
+    }
     if (Blocked(self, st.node_id, id)) {
       // Partitioned: as if the heartbeats were lost.
     } else if (m.actor) {

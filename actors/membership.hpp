@@ -59,6 +59,8 @@ struct membership_state {
     clock::time_point last_heard{};
     /// When it went down (or was first learnt of without being heard).
     clock::time_point down_since{};
+    /// When `actor` was adopted: a handle silent for a failure timeout is replaced.
+    clock::time_point adopted{};
   };
   MembershipOptions options;
   matcher_supervisor_actor supervisor;
