@@ -863,6 +863,7 @@ int main(int argc, char** argv) {
   {
     Json out;
     out["machine"] = MachineDescription();
+    out["sync"] = DescribeSync(s.target.sync, s.target.sync_period);
     std::string command;
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
     out["command"] = command;
@@ -884,7 +885,8 @@ int main(int argc, char** argv) {
     if (!s.json_file.empty()) std::ofstream(s.json_file) << out.dump(2) << "\n";
   }
   if (!s.json) {
-    std::printf("machine: %s\n", MachineDescription().c_str());
+    std::printf("machine: %s; sync %s\n", MachineDescription().c_str(),
+                DescribeSync(s.target.sync, s.target.sync_period).c_str());
     PrintTable(results, instantiations, extras);
   }
   std::filesystem::remove_all(s.dir);
