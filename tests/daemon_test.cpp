@@ -516,29 +516,6 @@ TEST_F(SyncModeTest, PeriodicSyncsEveryPeriodWhileWriting) {
   EXPECT_LT(made, writes / 2) << writes << " writes, " << made << " syncs";
 }
 
-// always, under concurrency: writes to one database that arrive together share one sync (group
-// commit), and each is still acknowledged only after it, and stored.
-TEST_F(SyncModeTest, AlwaysSharesOneSyncAmongWritesThatArriveTogether) {
-  constexpr int kWrites = 200;
-  const Traced always = Run("group", {"--sync", "always"}, [&](client::Database& db) {
-    std::vector<std::future<Status>> acks;
-    for (int i = 0; i < kWrites; ++i) {
-      acks.push_back(db.put_async("/k" + std::to_string(i), "value-" + std::to_string(i)));
-    }
-    for (auto& ack : acks) {
-      Status s = ack.get();
-      EXPECT_TRUE(s.ok()) << s;
-    }
-    for (int i = 0; i < kWrites; ++i) {
-      auto value = db.get("/k" + std::to_string(i));
-      ASSERT_TRUE(value.ok()) << value.status();
-      EXPECT_EQ(*value, "value-" + std::to_string(i));
-    }
-  });
-  EXPECT_GT(always.syncs, 0);
-  EXPECT_LT(always.syncs, kWrites / 2) << always.syncs << " syncs for " << kWrites << " writes";
-}
-
 // The mode is a flag and a node.yaml setting (true and false of older versions still mean
 // always and none), shown at start and in members; bad values are refused with the reason.
 TEST_F(DaemonTest, SyncModeIsSetShownAndChecked) {
