@@ -75,11 +75,12 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts
 gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
                                                  matcher_supervisor_actor supervisor,
                                                  caf::timespan timeout, uint64_t node_id,
-                                                 peer_actor membership) {
+                                                 peer_actor membership, std::string sync) {
   self->state.supervisor = std::move(supervisor);
   self->state.membership = std::move(membership);
   self->state.timeout = timeout;
   self->state.node_id = node_id;
+  self->state.sync = std::move(sync);
   // The gateway is published, so anyone who can reach the port can send it an exit message, and
   // a remote anonymous exit looks like a local one. It therefore ignores exits and stops with the
   // supervisor instead, whose handle never leaves the node.
@@ -167,7 +168,8 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
       [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
         auto membership = self->state.membership;
         if (!membership) {
-          return std::vector<MemberStatus>{MemberStatus{self->state.node_id, "", 0, true, true, 0}};
+          return std::vector<MemberStatus>{
+              MemberStatus{self->state.node_id, "", 0, true, true, 0, self->state.sync}};
         }
         auto promise = self->make_response_promise<std::vector<MemberStatus>>();
         self->request(membership, self->state.timeout, atom::members_v)

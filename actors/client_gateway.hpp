@@ -27,6 +27,8 @@ struct client_gateway_state {
   peer_actor membership;
   caf::timespan timeout{};
   uint64_t node_id = 0;
+  /// The node's durability mode (DescribeSync), for `members` when not clustered.
+  std::string sync;
   struct Entry {
     std::shared_ptr<const DatabaseRoute> route;
     database_client_actor actor;  // invalid until opened; replaced after a re-open
@@ -41,9 +43,10 @@ struct client_gateway_state {
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
-/// `membership` (may be invalid) answers `members`.
+/// `membership` (may be invalid) answers `members`; when not clustered the gateway answers it,
+/// with the node's durability mode `sync` (DescribeSync).
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
-    caf::timespan timeout, uint64_t node_id, peer_actor membership);
+    caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync);
 
 }  // namespace kvmesh

@@ -24,11 +24,22 @@ class DatabaseTransport final : public replication::Transport {
       replicator.OnLocalWrite(delta, 0);
       return atom::ok_v;
     }
-    const uint64_t id = ++last_write_id_;
     auto promise = self_->make_response_promise<atom::ok>();
-    writers_.emplace(id, promise);
-    replicator.OnLocalWrite(delta, id);  // may answer at once
+    Replicate(delta, promise);
     return promise;
+  }
+
+  /// The same for a writer whose answer is `promise` (a write of a sync group).
+  void Replicate(const std::string& delta, caf::typed_response_promise<atom::ok> promise) {
+    auto& replicator = *self_->state.replicator;
+    if (!replicator.WritesWait()) {
+      replicator.OnLocalWrite(delta, 0);
+      promise.deliver(atom::ok_v);
+      return;
+    }
+    const uint64_t id = ++last_write_id_;
+    writers_.emplace(id, std::move(promise));
+    replicator.OnLocalWrite(delta, id);  // may answer at once
   }
 
   /// Called for every actor this one monitors that went down.
@@ -118,6 +129,13 @@ class DatabaseTransport final : public replication::Transport {
   }
 
   void Dropped() override {
+    // Writes of a sync group not synced yet: this copy is gone, so they were not stored here.
+    for (auto& write : self_->state.unsynced) {
+      write.promise.deliver(
+          ToError(Status::Unavailable("database " + Quote(Path()) +
+                                      " was dropped from this node before the write was synced")));
+    }
+    self_->state.unsynced.clear();
     self_->send(self_->state.supervisor, atom::dropped_v, Path(),
                 caf::actor_cast<database_actor>(self_));
     self_->quit();
@@ -183,8 +201,31 @@ bool MaySteer(database_pointer self, Steering kind) {
   return false;
 }
 
+/// Group commit: makes the writes applied since the last sync durable with one sync, then
+/// replicates and acknowledges each, in order. If the sync fails they are applied here but may
+/// not survive a power loss: their writers get the error.
+void SyncGroup(database_pointer self) {
+  auto& st = self->state;
+  if (st.unsynced.empty()) return;
+  std::vector<database_state::UnsyncedWrite> group = std::move(st.unsynced);
+  st.unsynced.clear();
+  Status s = st.store->SyncLog();
+  if (!s.ok()) {
+    spdlog::error("{} ({} writes not acknowledged)", s.ToString(), group.size());
+    s = Status::IOError(s.message() + "; the write was applied but may not be durable");
+  }
+  for (auto& write : group) {
+    if (s.ok()) {
+      st.transport->Replicate(write.delta, std::move(write.promise));
+    } else {
+      write.promise.deliver(ToError(s));
+    }
+  }
+}
+
 /// Stops serving: direct reads end and writers still waiting are answered.
 void Stop(database_pointer self) {
+  SyncGroup(self);
   self->state.transport->Retire();
   self->state.replicator->Stop();
 }
@@ -229,13 +270,24 @@ database_actor::behavior_type database_actor_impl(
   };
   // Runs a local write and replicates its delta.
   auto write = [self](auto&& call) -> caf::result<atom::ok> {
-    ++self->state.requests_since_tick;
+    auto& st = self->state;
+    ++st.requests_since_tick;
     std::string delta;
     // No delta is made when nobody needs it: no peers, and no acknowledgements to wait for.
-    const bool needs_delta = self->state.replicator->NeedsDeltas();
-    Status s = call(*self->state.store, needs_delta ? &delta : nullptr);
+    const bool needs_delta = st.replicator->NeedsDeltas();
+    // Group commit: one write per message, but the writes queued together share one sync. Each
+    // is applied at once (so each sees the ones before it: order and size limits stay exact),
+    // and sync_log, queued behind them, syncs and acknowledges them all.
+    const bool group = st.store->syncs_every_write();
+    st.store->set_defer_sync(group);
+    Status s = call(*st.store, needs_delta ? &delta : nullptr);
+    st.store->set_defer_sync(false);
     if (!s.ok()) return ToError(s);
-    return self->state.transport->Replicate(delta);
+    if (!group) return st.transport->Replicate(delta);
+    auto promise = self->make_response_promise<atom::ok>();
+    st.unsynced.push_back({std::move(delta), promise});
+    if (st.unsynced.size() == 1) self->send(self, atom::sync_log_v);
+    return promise;
   };
   return {
       [=](atom::put, const std::string& key, const std::string& value) {
@@ -293,6 +345,9 @@ database_actor::behavior_type database_actor_impl(
         if (!MaySteer(self, Steering::kTimer)) return;
         self->state.replicator->OnSyncTick();
         self->delayed_send(self, self->state.replication->sync_interval, atom::sync_round_v);
+      },
+      [=](atom::sync_log) {
+        if (MaySteer(self, Steering::kTimer)) SyncGroup(self);
       },
       [=](atom::limit, uint64_t bytes) {
         if (MaySteer(self, Steering::kControl)) self->state.store->set_size_limit(bytes);

@@ -74,6 +74,13 @@ struct database_state {
   std::unique_ptr<DatabaseTransport> transport;
   /// The replication protocol of this replica (replication/replicator.hpp).
   std::unique_ptr<replication::Replicator> replicator;
+  /// Group commit (SyncMode::kAlways): local writes applied and not yet synced, in order, each
+  /// with its delta and its writer. Answered after the next sync (atom::sync_log).
+  struct UnsyncedWrite {
+    std::string delta;
+    caf::typed_response_promise<atom::ok> promise;
+  };
+  std::vector<UnsyncedWrite> unsynced;
 };
 
 /// Behaviour of a database actor over `store`. Every `idle_timeout` it checks whether it served a

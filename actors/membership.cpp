@@ -29,6 +29,7 @@ std::string MemberListBytes(membership_pointer self) {
     out->set_host(m.host);
     out->set_cluster_port(m.cluster_port);
     out->set_client_port(m.client_port);
+    out->set_sync(m.sync);
     out->set_incarnation(m.incarnation);
   }
   return list.SerializeAsString();
@@ -102,6 +103,7 @@ void Merge(membership_pointer self, const proto::Member& info) {
   m.host = info.host();
   m.cluster_port = static_cast<uint16_t>(info.cluster_port());
   m.client_port = static_cast<uint16_t>(info.client_port());
+  m.sync = info.sync();
   m.incarnation = info.incarnation();
   // Forget seeds that turned out to be this member.
   st.seeds_connecting.erase(m.host + ":" + std::to_string(m.cluster_port));
@@ -369,7 +371,8 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
         proto::Member me;
         me.ParseFromString(st.self_member);
         out.push_back(MemberStatus{st.node_id, me.host() + ":" + std::to_string(me.cluster_port()),
-                                   static_cast<uint16_t>(me.client_port()), true, true, 0});
+                                   static_cast<uint16_t>(me.client_port()), true, true, 0,
+                                   me.sync()});
         for (const auto& [id, m] : st.members) {
           uint64_t silent =
               m.last_heard == Clock::time_point{}
@@ -378,7 +381,7 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
                         .count();
           out.push_back(MemberStatus{id, m.host + ":" + std::to_string(m.cluster_port),
                                      m.client_port, m.alive && static_cast<bool>(m.actor), false,
-                                     silent});
+                                     silent, m.sync});
         }
         return out;
       },

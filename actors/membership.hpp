@@ -51,6 +51,8 @@ struct membership_state {
     std::string host;
     uint16_t cluster_port = 0;
     uint16_t client_port = 0;
+    /// Its durability mode (proto::Member::sync).
+    std::string sync;
     uint64_t incarnation = 0;
     peer_actor actor;
     bool connecting = false;

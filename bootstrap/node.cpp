@@ -342,6 +342,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   storage::StoreOptions store_options;
   store_options.path = opts.data_dir;
   store_options.sync = opts.sync;
+  store_options.sync_period = opts.sync_period;
   store_options.max_value_bytes = opts.max_value_bytes;
   s = storage::Store::Open(store_options, &impl->store);
   if (!s.ok()) return s;
@@ -399,9 +400,9 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     impl->membership = impl->system->spawn(membership_impl, impl->store->node_id(),
                                            impl->core->supervisor, std::move(membership));
   }
-  impl->gateway =
-      impl->system->spawn(client_gateway_impl, impl->core->supervisor, impl->core->timeout,
-                          impl->store->node_id(), impl->membership);
+  impl->gateway = impl->system->spawn(client_gateway_impl, impl->core->supervisor,
+                                      impl->core->timeout, impl->store->node_id(), impl->membership,
+                                      DescribeSync(opts.sync, opts.sync_period));
   std::unique_ptr<Node> node(new Node(std::move(impl)));
   if (listen || clustered) {
     // CAF registers two services any peer can look up by name: a config store without bounds
@@ -440,6 +441,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     me.set_host(advertised_host);
     me.set_cluster_port(advertised_port > 0 ? advertised_port : started.cluster_port);
     me.set_client_port(started.port);
+    me.set_sync(DescribeSync(opts.sync, opts.sync_period));
     me.set_incarnation(
         static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::system_clock::now().time_since_epoch())
@@ -589,7 +591,8 @@ Result<std::string> Node::reload_configs() const {
 Result<std::vector<MemberStatus>> Node::members() const {
   if (!impl_->membership) {
     return std::vector<MemberStatus>{
-        MemberStatus{impl_->store->node_id(), "", impl_->port, true, true, 0}};
+        MemberStatus{impl_->store->node_id(), "", impl_->port, true, true, 0,
+                     DescribeSync(impl_->options.sync, impl_->options.sync_period)}};
   }
   return impl_->AskActor<std::vector<MemberStatus>>(impl_->membership, atom::members_v);
 }

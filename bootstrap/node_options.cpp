@@ -102,6 +102,15 @@ Status ValidateNodeOptions(const NodeOptions& o) {
                    std::to_string(p.value.count()) + " ms");
   }
   if (o.max_value_bytes == 0) return Invalid("max_value_bytes must be positive");
+  if (o.sync != SyncMode::kNone && o.sync != SyncMode::kPeriodic && o.sync != SyncMode::kAlways) {
+    return Invalid("sync is " + std::to_string(static_cast<int>(o.sync)) +
+                   "; expected none, periodic or always");
+  }
+  // Checked in every mode, so that switching a node to periodic cannot surprise.
+  if (o.sync_period < std::chrono::milliseconds(1) || o.sync_period > std::chrono::seconds(60)) {
+    return Invalid("sync_period must be between 1 ms and 60000 ms, got " +
+                   std::to_string(o.sync_period.count()) + " ms");
+  }
   return Status::OK();
 }
 

@@ -62,7 +62,7 @@ typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, MemberStatus& x) {
   return f(caf::meta::type_name("kvmesh.MemberStatus"), x.node_id, x.cluster_address, x.client_port,
-           x.alive, x.self, x.silent_ms);
+           x.alive, x.self, x.silent_ms, x.sync);
 }
 
 template <class Inspector>
@@ -88,7 +88,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 2;
+inline constexpr uint32_t kClientProtocolVersion = 3;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -133,6 +133,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_log, "sync_log")
 
 namespace kvmesh {
 
@@ -180,7 +181,11 @@ using database_timer_actor = caf::typed_actor<
     // The periodic idle check.
     caf::reacts_to<atom::idle_check>,
     // The periodic anti-entropy round.
-    caf::reacts_to<atom::sync_round>>;
+    caf::reacts_to<atom::sync_round>,
+    // Group commit (SyncMode::kAlways): sync the writes applied since the last one, then
+    // acknowledge them. Sent when the first of them is applied, so it queues behind the writes
+    // already waiting, which join the group.
+    caf::reacts_to<atom::sync_log>>;
 
 /// A database actor (actors/database_actor.hpp), every slice: only the matcher supervisor that
 /// spawned it holds this handle.

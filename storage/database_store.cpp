@@ -369,7 +369,8 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   const uint64_t tombstone_count = tombstone_count_ + staged->tombstone_count;
   staged->batch.Put(meta_key_, MetaBytes(used_bytes, key_count, local_counter, tombstone_count,
                                          staged->digest, version_vector));
-  rocksdb::Status rs = store_->db()->Write(store_->write_options(), &staged->batch);
+  rocksdb::Status rs = store_->db()->Write(
+      defer_sync_ ? store_->unsynced_write_options() : store_->write_options(), &staged->batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
   used_bytes_ = used_bytes;
   key_count_ = key_count;
@@ -378,6 +379,15 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   local_counter_ = local_counter;
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
   return Status::OK();
+}
+
+Status DatabaseStore::SyncLog() {
+  Status s = CheckUsable();
+  return s.ok() ? store_->SyncLog() : s;
+}
+
+bool DatabaseStore::syncs_every_write() const {
+  return store_->options().sync == SyncMode::kAlways;
 }
 
 Status DatabaseStore::Put(std::string_view key, std::string_view value, std::string* delta) {

@@ -127,6 +127,18 @@ class DatabaseStore {
   /// Current counters (no I/O).
   DatabaseStats Stats() const;
 
+  // Group commit (SyncMode::kAlways). The owner applies the writes that arrived together with
+  // the sync deferred, then makes them all durable with one SyncLog before it acknowledges any.
+  // Readers may see such a write before its sync; no one is told it is stored until after.
+
+  /// True if the store syncs every write (SyncMode::kAlways).
+  bool syncs_every_write() const;
+  /// While true, Put, Erase, Write and ApplyDelta through this handle do not wait for the disk,
+  /// even in SyncMode::kAlways. Default false.
+  void set_defer_sync(bool defer) { defer_sync_ = defer; }
+  /// Makes every write made so far durable (Store::SyncLog). Errors: kIOError, kUnavailable.
+  Status SyncLog();
+
   /// Changes the size budget (a reloaded config). Existing data is kept even if it is over.
   void set_size_limit(uint64_t bytes) { limit_bytes_ = bytes; }
 
@@ -187,6 +199,7 @@ class DatabaseStore {
   /// Set by Drop: the namespace is gone and every later call fails. Atomic: Get may run on other
   /// threads.
   std::atomic<bool> dropped_{false};
+  bool defer_sync_ = false;
 };
 
 }  // namespace kvmesh::storage

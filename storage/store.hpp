@@ -3,11 +3,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvmesh/status.hpp"
@@ -28,9 +31,14 @@ uint64_t RandomId();
 struct StoreOptions {
   /// Directory of the RocksDB instance; created if missing. Required.
   std::string path;
-  /// Sync the write-ahead log on every write. Default false: an acknowledged write survives a
-  /// crash of the process (kill -9) but not of the machine. True survives both, much slower.
-  bool sync = false;
+  /// When writes reach the disk (kvmesh::SyncMode). kNone (default here; the node's default is
+  /// NodeOptions::sync): an acknowledged write survives a crash of the process (kill -9) but
+  /// not of the machine. kPeriodic: the store syncs its write-ahead log every `sync_period`
+  /// on a thread of its own. kAlways: every write is synced before it returns, unless its
+  /// DatabaseStore defers the sync to its owner (group commit, DatabaseStore::set_defer_sync).
+  SyncMode sync = SyncMode::kNone;
+  /// Period of kPeriodic's syncs. Default 100 ms.
+  std::chrono::milliseconds sync_period = std::chrono::milliseconds(100);
   /// RocksDB block cache for reads. Default 64 MiB.
   size_t block_cache_bytes = 64u << 20;
   /// Largest value accepted; larger ones fail with Code::kValueTooLarge. Default 16 MiB.
@@ -48,9 +56,17 @@ class Store : public std::enable_shared_from_this<Store> {
   /// Closes RocksDB. Every DatabaseStore holds a reference, so this runs after the last one.
   ~Store();
 
-  /// Closes RocksDB now (releasing the data dir's lock), even while DatabaseStore handles still
-  /// exist; their later calls fail with kUnavailable. Call only when no thread uses the store.
+  /// Syncs the write-ahead log and closes RocksDB now (releasing the data dir's lock), even
+  /// while DatabaseStore handles still exist; their later calls fail with kUnavailable. Stops
+  /// the periodic syncs first. Call only when no other thread uses the store.
   void Close();
+
+  /// Makes every write made so far durable (fsyncs the write-ahead log), whatever the mode.
+  /// Thread-safe. Errors: kIOError.
+  Status SyncLog();
+  /// Write-ahead-log syncs made by SyncLog and the periodic thread since the store was opened
+  /// (not those RocksDB makes for writes with the sync flag).
+  uint64_t log_syncs() const { return log_syncs_.load(std::memory_order_relaxed); }
   bool closed() const { return db_ == nullptr; }
 
   /// Stable random id of this node, created with the store and kept in it.
@@ -83,14 +99,25 @@ class Store : public std::enable_shared_from_this<Store> {
   // -- for DatabaseStore --
   rocksdb::DB* db() const { return db_.get(); }
   const rocksdb::WriteOptions& write_options() const { return *write_options_; }
+  /// write_options() without the sync flag: for writes whose sync the caller makes (SyncLog).
+  const rocksdb::WriteOptions& unsynced_write_options() const { return *unsynced_write_options_; }
 
  private:
   explicit Store(StoreOptions options);
   Status Init();
+  /// kPeriodic: the thread that syncs the log every period while something was written.
+  void StartPeriodicSync();
+  void StopPeriodicSync();
 
   StoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<rocksdb::WriteOptions> write_options_;
+  std::unique_ptr<rocksdb::WriteOptions> unsynced_write_options_;
+  std::atomic<uint64_t> log_syncs_{0};
+  std::thread periodic_sync_;
+  std::mutex periodic_mutex_;
+  std::condition_variable periodic_cv_;
+  bool periodic_stop_ = false;
   uint64_t last_in_use_ms_ = 0;
   uint64_t node_id_ = 0;
   std::atomic<uint64_t> last_timestamp_{0};

@@ -6,6 +6,8 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <thread>
 
@@ -412,35 +414,38 @@ TEST_F(DaemonTest, WorkerThreadsCanBeSetAndAreChecked) {
   EXPECT_NE(bad.output().find("--worker-threads"), std::string::npos) << bad.output();
 }
 
-// README: `sync: true` makes a write durable before it is acknowledged (it survives a machine
-// crash, not only a process crash). The test counts the node's fsync/fdatasync calls with strace
-// while 50 writes are acknowledged one after another: with sync on there must be one per write
-// at least, with it off far fewer (RocksDB's own syncs at start).
-TEST_F(DaemonTest, SyncOnSyncsEveryWriteBeforeItIsAcknowledged) {
-  const std::string strace = "/usr/bin/strace";
-  if (!std::filesystem::exists(strace)) GTEST_SKIP() << "needs " << strace;
-  constexpr int kWrites = 50;
-  auto count_syncs = [&](bool sync) -> int {
-    const std::string name = sync ? "on" : "off";
-    const std::string settings = dir_.Write(
-        "node-" + name + ".yaml", std::string("sync: ") + (sync ? "true" : "false") + "\n");
+// README "Durability": what each sync mode does with the write-ahead log. The node runs under
+// strace, which logs the fsync/fdatasync calls of all its threads; a test counts them around a
+// workload.
+class SyncModeTest : public DaemonTest {
+ protected:
+  struct Traced {
+    /// Successful sync calls of the node's whole life, start-up and shutdown included.
+    int syncs = -1;
+    /// From before the node started to after it stopped.
+    std::chrono::milliseconds lifetime{0};
+  };
+
+  /// Runs kvmeshd with `flags` (and a data dir of its own, `name`) under strace, calls `work`
+  /// with a handle on /example/kv, then stops the node and counts its syncs.
+  Traced Run(const std::string& name, const std::vector<std::string>& flags,
+             const std::function<void(client::Database&)>& work) {
+    Traced result;
+    const std::string strace = "/usr/bin/strace";
     const std::string trace = dir_ / ("syncs-" + name);
-    // strace runs kvmeshd and logs each sync call of any of its threads to `trace`.
     std::vector<std::string> args = {"-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", trace};
-    args.insert(args.end(),
-                {KVMESHD_PATH, "--config", settings, "--data-dir", dir_ / ("data-" + name),
-                 "--config-dir", dir_ / "config", "--port", "0"});
+    args.insert(args.end(), {KVMESHD_PATH, "--data-dir", dir_ / ("data-" + name), "--config-dir",
+                             dir_ / "config", "--port", "0"});
+    args.insert(args.end(), flags.begin(), flags.end());
+    const auto started = std::chrono::steady_clock::now();
     DaemonProcess d;
     if (!d.Start(strace, args)) {
       ADD_FAILURE() << d.output();
-      return -1;
+      return result;
     }
     auto db = client::connect(d.address()).open("/example/kv");
     EXPECT_TRUE(db.ok()) << db.status();
-    for (int i = 0; i < kWrites; ++i) {
-      Status s = db.put("/k" + std::to_string(i), "v");
-      EXPECT_TRUE(s.ok()) << s;
-    }
+    if (db.ok()) work(db);
     // kvmeshd is strace's child: stop it, and strace ends with it.
     std::ifstream children("/proc/" + std::to_string(d.pid()) + "/task/" + std::to_string(d.pid()) +
                            "/children");
@@ -449,17 +454,105 @@ TEST_F(DaemonTest, SyncOnSyncsEveryWriteBeforeItIsAcknowledged) {
     EXPECT_GT(kvmeshd, 0) << "no kvmeshd under strace";
     if (kvmeshd > 0) ::kill(kvmeshd, SIGTERM);
     EXPECT_EQ(d.Wait(), 0) << d.output();
+    result.lifetime = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started);
     std::ifstream in(trace);
-    int syncs = 0;
+    result.syncs = 0;
     for (std::string line; std::getline(in, line);) {
-      syncs += line.find("sync(") != std::string::npos && line.find("= 0") != std::string::npos;
+      result.syncs +=
+          line.find("sync(") != std::string::npos && line.find("= 0") != std::string::npos;
     }
-    return syncs;
+    return result;
+  }
+
+  void SetUp() override {
+    if (!std::filesystem::exists("/usr/bin/strace")) GTEST_SKIP() << "needs /usr/bin/strace";
+  }
+};
+
+/// `count` puts, one after another, each acknowledged before the next is sent.
+std::function<void(client::Database&)> SequentialPuts(int count) {
+  return [count](client::Database& db) {
+    for (int i = 0; i < count; ++i) {
+      Status s = db.put("/k" + std::to_string(i), "v");
+      EXPECT_TRUE(s.ok()) << s;
+    }
   };
-  const int off = count_syncs(false);
-  const int on = count_syncs(true);
-  EXPECT_GE(on - off, kWrites) << "sync on: " << on << " syncs, off: " << off;
-  EXPECT_LT(off, kWrites / 2) << "sync off: " << off << " syncs";
+}
+
+// always: a write is durable before it is acknowledged, so writes acknowledged one after another
+// each need a sync of their own. none: only RocksDB's own syncs (start, shutdown).
+TEST_F(SyncModeTest, AlwaysSyncsEveryWriteBeforeItIsAcknowledged) {
+  constexpr int kWrites = 50;
+  const Traced none = Run("none", {"--sync", "none"}, SequentialPuts(kWrites));
+  const Traced always = Run("always", {"--sync", "always"}, SequentialPuts(kWrites));
+  EXPECT_GE(always.syncs - none.syncs, kWrites)
+      << "sync always: " << always.syncs << " syncs, none: " << none.syncs;
+  EXPECT_LT(none.syncs, kWrites / 2) << "sync none: " << none.syncs << " syncs";
+}
+
+// periodic: while writes come, the log is synced about once a period, never more often, and
+// not once per write. The bounds hold on a slow machine: the upper one counts periods of the
+// node's whole life, the lower one asks for a fraction of the periods of a second of writing.
+TEST_F(SyncModeTest, PeriodicSyncsEveryPeriodWhileWriting) {
+  constexpr int kPeriodMs = 50;
+  const Traced none = Run("none", {"--sync", "none"}, SequentialPuts(10));
+  int writes = 0;
+  const Traced periodic =
+      Run("periodic", {"--sync", "periodic", "--sync-period-ms", std::to_string(kPeriodMs)},
+          [&](client::Database& db) {
+            const auto until = std::chrono::steady_clock::now() + 1s;
+            while (std::chrono::steady_clock::now() < until && writes < 1000000) {
+              Status s = db.put("/k" + std::to_string(writes++), "v");
+              EXPECT_TRUE(s.ok()) << s;
+            }
+          });
+  const int made = periodic.syncs - none.syncs;
+  const int periods = static_cast<int>(periodic.lifetime.count() / kPeriodMs);
+  EXPECT_GE(made, 1000 / kPeriodMs / 4)
+      << periodic.syncs << " syncs (none: " << none.syncs << ") in 1 s of writing";
+  EXPECT_LE(made, periods + 2) << periodic.syncs << " syncs (none: " << none.syncs << ") in "
+                               << periodic.lifetime.count() << " ms";
+  EXPECT_LT(made, writes / 2) << writes << " writes, " << made << " syncs";
+}
+
+// The mode is a flag and a node.yaml setting (true and false of older versions still mean
+// always and none), shown at start and in members; bad values are refused with the reason.
+TEST_F(DaemonTest, SyncModeIsSetShownAndChecked) {
+  auto expect_mode = [&](const std::vector<std::string>& extra, const std::string& shown) {
+    std::vector<std::string> args = Args();
+    args.insert(args.end(), extra.begin(), extra.end());
+    DaemonProcess d;
+    ASSERT_TRUE(d.Start(KVMESHD_PATH, args)) << d.output();
+    EXPECT_NE(d.output().find("(sync " + shown + ")"), std::string::npos) << d.output();
+    auto members = client::connect(d.address()).members();
+    ASSERT_TRUE(members.ok()) << members.status();
+    EXPECT_EQ(members->at(0).sync, shown);
+    d.Kill(SIGTERM);
+    EXPECT_EQ(d.Wait(), 0);
+  };
+  expect_mode({}, "periodic 100ms");
+  expect_mode({"--sync", "always"}, "always");
+  expect_mode({"--sync", "periodic", "--sync-period-ms", "20"}, "periodic 20ms");
+  expect_mode({"--config", dir_.Write("old.yaml", "sync: true\n")}, "always");
+  expect_mode({"--config", dir_.Write("none.yaml", "sync: none\nsync_period_ms: 5\n")}, "none");
+  // The flag wins over the file.
+  expect_mode({"--config", dir_.Write("file.yaml", "sync: false\n"), "--sync", "always"}, "always");
+
+  auto expect_refused = [&](const std::vector<std::string>& extra, const std::string& why) {
+    std::vector<std::string> args = Args();
+    args.insert(args.end(), extra.begin(), extra.end());
+    DaemonProcess d;
+    EXPECT_FALSE(d.Start(KVMESHD_PATH, args));
+    EXPECT_NE(d.Wait(), 0);
+    EXPECT_NE(d.output().find(why), std::string::npos) << d.output();
+  };
+  expect_refused({"--sync", "sometimes"}, "--sync");
+  expect_refused({"--sync-period-ms", "0"}, "--sync-period-ms");
+  expect_refused({"--config", dir_.Write("bad.yaml", "sync: sometimes\n")},
+                 "bad.yaml:1: sync: must be none, periodic or always");
+  expect_refused({"--config", dir_.Write("bad-period.yaml", "sync_period_ms: 0\n")},
+                 "bad-period.yaml:1: sync_period_ms: must be between 1 and 60000");
 }
 
 }  // namespace

@@ -215,6 +215,68 @@ TEST_F(DatabaseActorTest, RequestsPendingWhenTheRequesterStopsAreDroppedAtOnce) 
   caf::anon_send_exit(stub, caf::exit_reason::user_shutdown);
 }
 
+// Group commit (SyncMode::kAlways): writes waiting in the actor's mailbox together share one
+// sync of the log, and each is acknowledged after it and stored. The writes are made to queue up
+// deterministically: the system has one worker thread, held by another actor while they are sent.
+TEST(DatabaseActorGroupCommitTest, WritesQueuedTogetherShareOneSync) {
+  kvmesh::testing::TempDir dir;
+  storage::StoreOptions options;
+  options.path = dir / "data";
+  options.sync = SyncMode::kAlways;
+  std::shared_ptr<storage::Store> store;
+  ASSERT_TRUE(storage::Store::Open(options, &store).ok());
+  std::unique_ptr<storage::DatabaseStore> handle;
+  ASSERT_TRUE(store->OpenDatabase("/db", "cfg", 1u << 20, &handle).ok());
+  kvmesh::testing::TestSystemConfig config;
+  config.set("scheduler.max-threads", size_t{1});
+  caf::actor_system system{config};
+  caf::scoped_actor self{system};
+  auto replication = std::make_shared<ReplicationOptions>();
+  replication->node_id = store->node_id();
+  database_actor db = system.spawn(
+      database_actor_impl, std::shared_ptr<storage::DatabaseStore>(std::move(handle)),
+      matcher_supervisor_actor{}, caf::timespan{0},
+      std::shared_ptr<const ReplicationOptions>(replication),
+      ReplicaSet{{store->node_id()}, {}, 1, 1, 1}, std::shared_ptr<DirectReadTarget>());
+  DatabaseStats stats;
+  ASSERT_TRUE(Ask(self, db, &stats, atom::stats_v).ok());  // started and idle
+
+  // Holds the only worker until `release` is set.
+  std::promise<void> holding;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto holder = system.spawn([&holding, released](caf::event_based_actor*) -> caf::behavior {
+    return {[&holding, released](int) {
+      holding.set_value();
+      released.wait_for(30s);
+    }};
+  });
+  caf::anon_send(holder, 1);
+  ASSERT_EQ(holding.get_future().wait_for(30s), std::future_status::ready);
+
+  constexpr int kWrites = 20;
+  const uint64_t syncs_before = store->log_syncs();
+  for (int i = 0; i < kWrites; ++i) {
+    self->send(db, atom::put_v, "/k" + std::to_string(i), "v" + std::to_string(i));
+  }
+  release.set_value();
+  int acknowledged = 0;
+  for (int i = 0; i < kWrites; ++i) {
+    self->receive([&](atom::ok) { ++acknowledged; },
+                  [&](caf::error& err) { ADD_FAILURE() << system.render(err); },
+                  caf::after(30s) >> [&] { ADD_FAILURE() << "no reply within 30 s"; });
+  }
+  EXPECT_EQ(acknowledged, kWrites);
+  EXPECT_EQ(store->log_syncs() - syncs_before, 1u) << "syncs for " << kWrites << " queued writes";
+  for (int i = 0; i < kWrites; ++i) {
+    std::string value;
+    ASSERT_TRUE(Ask(self, db, &value, atom::get_v, "/k" + std::to_string(i)).ok()) << i;
+    EXPECT_EQ(value, "v" + std::to_string(i));
+  }
+  self->send_exit(db, caf::exit_reason::user_shutdown);
+  self->send_exit(holder, caf::exit_reason::user_shutdown);
+}
+
 TEST(LocalDeadlinesTest, SettledAttemptsNeverExpire) {
   std::vector<caf::timespan> scheduled;
   LocalDeadlines deadlines;

@@ -74,10 +74,10 @@ TEST_F(MessagesTest, EveryWireTypeRoundTrips) {
   EXPECT_EQ(status_back.replicas, status.replicas);
   EXPECT_EQ(status_back.entries_applied, 7u);
   EXPECT_EQ(status_back.peers.at(0).version_vector, "{2:3}");
-  EXPECT_EQ(RoundTrip(std::vector<MemberStatus>{MemberStatus{5, "h:1", 2, true, false, 9}})
-                .at(0)
-                .silent_ms,
-            9u);
+  const auto members_back =
+      RoundTrip(std::vector<MemberStatus>{MemberStatus{5, "h:1", 2, true, false, 9, "always"}});
+  EXPECT_EQ(members_back.at(0).silent_ms, 9u);
+  EXPECT_EQ(members_back.at(0).sync, "always");
   EXPECT_EQ(RoundTrip(ReplicaSet{{1, 2}, {2}, 2, 2, 3}).unreachable, std::vector<uint64_t>{2});
   RoundTrip(peer_actor{});
   RoundTrip(gateway_actor{});

@@ -247,6 +247,43 @@ TEST_F(NodeTest, AsyncRequestsFromOneHandleApplyInOrder) {
   }
 }
 
+// Group commit (sync always) applies each write on its own before the shared sync: writes sent
+// together still apply in order, each one's size check sees the writes before it, and a write
+// refused for size does not hold up or fail the others.
+TEST_F(NodeTest, SyncAlwaysKeepsOrderAndExactSizeLimitsUnderConcurrentWrites) {
+  NodeOptions options = Options();
+  options.sync = SyncMode::kAlways;
+  auto node = StartNode(options);
+  ASSERT_NE(node, nullptr);
+  Database db = Open(*node, "/data/order");
+  std::vector<std::future<Status>> acks;
+  for (int i = 0; i < 50; ++i) acks.push_back(db.put_async("/same", std::to_string(i)));
+  for (auto& ack : acks) EXPECT_TRUE(ack.get().ok());
+  Result<std::string> last = db.get("/same");
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(*last, "49");
+
+  // 1 KB budget (1000 bytes); each write takes 4 (key) + 46 (value) bytes: 20 fit, in order.
+  Database small = Open(*node, "/profile/history/one");
+  acks.clear();
+  for (int i = 0; i < 40; ++i) {
+    acks.push_back(small.put_async("/k" + std::string(i < 10 ? "0" : "") + std::to_string(i),
+                                   std::string(46, 'v')));
+  }
+  for (int i = 0; i < 40; ++i) {
+    Status s = acks[i].get();
+    if (i < 20) {
+      EXPECT_TRUE(s.ok()) << i << ": " << s;
+    } else {
+      EXPECT_EQ(s.code(), Code::kSizeLimitExceeded) << i << ": " << s;
+    }
+  }
+  Result<DatabaseStats> stats = small.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, 20u);
+  EXPECT_EQ(stats->used_bytes, 1000u);
+}
+
 TEST_F(NodeTest, RestartKeepsEverything) {
   Result<DatabaseStats> before = Status::Internal("not read");
   uint64_t node_id = 0;

@@ -367,14 +367,16 @@ class Cli {
                        {"client_port", m.client_port},
                        {"alive", m.alive},
                        {"self", m.self},
-                       {"silent_ms", m.silent_ms}});
+                       {"silent_ms", m.silent_ms},
+                       {"sync", m.sync}});
       }
       std::cout << out.dump() << "\n";
     } else {
       for (const auto& m : *members) {
         std::cout << kvmesh::FormatNodeId(m.node_id) << "  " << (m.alive ? "up  " : "DOWN") << "  "
                   << (m.cluster_address.empty() ? "-" : m.cluster_address) << "  client port "
-                  << m.client_port << (m.self ? "  (this node)" : "") << "\n";
+                  << m.client_port << "  sync " << (m.sync.empty() ? "?" : m.sync)
+                  << (m.self ? "  (this node)" : "") << "\n";
       }
     }
     return FinishOutput();

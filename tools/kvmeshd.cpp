@@ -60,11 +60,23 @@ int main(int argc, char** argv) {
       app.add_option("--tombstone-grace-s", tombstone_grace_s,
                      "deletes are remembered this long; a node away longer must be wiped")
           ->check(CLI::Range(0LL, 365LL * 24 * 3600));
+  std::string sync = kvmesh::SyncModeName(config.node.sync);
+  auto* sync_opt =
+      app.add_option(
+             "--sync", sync,
+             "when writes reach the disk: none (a power loss can take ~30 s of acknowledged "
+             "writes), periodic (at most the last --sync-period-ms), always (none lost)")
+          ->check(CLI::IsMember({"none", "periodic", "always"}));
+  long long sync_period_ms = config.node.sync_period.count();
+  auto* sync_period_opt =
+      app.add_option("--sync-period-ms", sync_period_ms, "period of the syncs of --sync periodic")
+          ->check(CLI::Range(1LL, 60000LL));
   bool accept_stale_data = false;
   app.add_flag("--accept-stale-data", accept_stale_data,
                "start even if the data dir was unused for longer than the tombstone grace");
-  for (auto* opt : {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
-                    cluster_port_opt, cluster_listen, failure_opt, grace_opt}) {
+  for (auto* opt :
+       {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
+        cluster_port_opt, cluster_listen, failure_opt, grace_opt, sync_opt, sync_period_opt}) {
     opt->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
@@ -100,8 +112,11 @@ int main(int argc, char** argv) {
     }
     config.node.idle_timeout = from_file.node.idle_timeout;
     config.node.accept_stale_data = from_file.node.accept_stale_data;
-    config.node.sync = from_file.node.sync;
+    if (sync_opt->count() == 0) sync = kvmesh::SyncModeName(from_file.node.sync);
+    if (sync_period_opt->count() == 0) sync_period_ms = from_file.node.sync_period.count();
   }
+  kvmesh::ParseSyncMode(sync, &config.node.sync);  // CLI11 checked it
+  config.node.sync_period = std::chrono::milliseconds(sync_period_ms);
   config.node.listen_port = port;
   config.node.cluster_port = cluster_port;
   config.node.failure_timeout = std::chrono::milliseconds(failure_ms);
@@ -147,7 +162,8 @@ int main(int argc, char** argv) {
   std::cout << "kvmeshd " << config.name << " (node " << std::hex << node->node_id() << std::dec
             << ") listening on " << config.node.listen_host << ":" << node->port() << " with "
             << (configs.ok() ? configs->size() : 0) << " database configs from "
-            << config.node.config_dir << "; data in " << config.node.data_dir;
+            << config.node.config_dir << "; data in " << config.node.data_dir << " (sync "
+            << kvmesh::DescribeSync(config.node.sync, config.node.sync_period) << ")";
   if (node->cluster_port() != 0) {
     std::cout << "; cluster port " << config.node.cluster_host << ":" << node->cluster_port();
     if (!config.node.cluster_advertise.empty()) {

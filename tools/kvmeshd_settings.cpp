@@ -108,7 +108,20 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"accept_stale_data", boolean(&node.accept_stale_data)},
       {"idle_timeout", integer(0, 365LL * 24 * 3600,
                                [&](long long v) { node.idle_timeout = std::chrono::seconds(v); })},
-      {"sync", boolean(&node.sync)},
+      {"sync",
+       [&](const YAML::Node& n, const std::string& field) {
+         // true and false are the settings of versions before the three modes; they keep their
+         // meaning.
+         bool on = false;
+         if (n.IsScalar() && ParseSyncMode(n.Scalar(), &node.sync)) return Status::OK();
+         if (n.IsScalar() && YAML::convert<bool>::decode(n, on)) {
+           node.sync = on ? SyncMode::kAlways : SyncMode::kNone;
+           return Status::OK();
+         }
+         return error(n, field, "must be none, periodic or always");
+       }},
+      {"sync_period_ms",
+       integer(1, 60000, [&](long long v) { node.sync_period = std::chrono::milliseconds(v); })},
   };
   for (const auto& entry : root) {
     if (!entry.first.IsScalar())

@@ -7,7 +7,9 @@
 //   port: 7370                # default kDefaultPort; 0 picks a free port
 //   log_level: info           # trace, debug, info, warn, error, critical, off
 //   idle_timeout: 600         # seconds before an unused database is passivated
-//   sync: false               # fsync the write-ahead log on every write
+//   sync: periodic            # none, periodic or always (README "Durability"); true and false,
+//                             # from older versions, mean always and none
+//   sync_period_ms: 100       # period of the syncs of `sync: periodic`, 1 to 60000
 #pragma once
 
 #include <string>

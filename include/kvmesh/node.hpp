@@ -67,9 +67,12 @@ struct NodeOptions {
   std::chrono::milliseconds request_timeout = std::chrono::seconds(30);
   /// Largest value accepted. Default 16 MiB.
   size_t max_value_bytes = 16u << 20;
-  /// Sync the write-ahead log on every write (survive a machine crash, not only a process
-  /// crash). Default false.
-  bool sync = false;
+  /// When writes reach the disk (SyncMode in kvmesh/types.hpp says what each mode can lose on
+  /// a power loss). Default kPeriodic: a power loss takes at most the last `sync_period` of
+  /// acknowledged writes, at a small cost in throughput.
+  SyncMode sync = SyncMode::kPeriodic;
+  /// Period of the syncs of SyncMode::kPeriodic, from 1 ms to 60 s. Default 100 ms.
+  std::chrono::milliseconds sync_period = std::chrono::milliseconds(100);
   /// Actor worker threads; 0 means one per core. Default 0.
   size_t worker_threads = 0;
   /// Address to serve clients on (the client gateway, over CAF io). Loopback by default: expose a

@@ -3,12 +3,62 @@
 // layers. No CAF here: messages/type_ids.hpp adds the CAF inspect() overloads for them.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace kvmesh {
+
+/// When a node's writes reach the disk, and so what a power loss or kernel crash can take from
+/// the writes it acknowledged (README "Durability"). A crash of the process alone (kill -9)
+/// loses no acknowledged write in any mode: each write is in the operating system's hands
+/// before it is acknowledged.
+enum class SyncMode : uint8_t {
+  /// The write-ahead log is left to the kernel's writeback: a power loss can take the writes
+  /// of about the last 30 s (Linux's default dirty_expire_centisecs). Fastest.
+  kNone = 0,
+  /// A background thread syncs the write-ahead log every sync period (when something was
+  /// written): a power loss takes at most the writes of the last period and of the sync under
+  /// way, as Redis's appendfsync everysec or Cassandra's periodic commit log.
+  kPeriodic = 1,
+  /// A write is synced before it is acknowledged: a power loss takes no acknowledged write.
+  /// Writes to one database that arrive together share one sync (group commit).
+  kAlways = 2,
+};
+
+/// "none", "periodic" or "always".
+inline const char* SyncModeName(SyncMode mode) {
+  switch (mode) {
+    case SyncMode::kNone:
+      return "none";
+    case SyncMode::kPeriodic:
+      return "periodic";
+    case SyncMode::kAlways:
+      return "always";
+  }
+  return "unknown";
+}
+
+/// Reads "none", "periodic" or "always" into `*out`; false (and `*out` unchanged) otherwise.
+inline bool ParseSyncMode(std::string_view text, SyncMode* out) {
+  for (SyncMode mode : {SyncMode::kNone, SyncMode::kPeriodic, SyncMode::kAlways}) {
+    if (text == SyncModeName(mode)) {
+      *out = mode;
+      return true;
+    }
+  }
+  return false;
+}
+
+/// The mode as logs and `kvmesh members` show it: "none", "always", or "periodic 100ms".
+inline std::string DescribeSync(SyncMode mode, std::chrono::milliseconds period) {
+  std::string text = SyncModeName(mode);
+  if (mode == SyncMode::kPeriodic) text += " " + std::to_string(period.count()) + "ms";
+  return text;
+}
 
 /// One operation of an atomic batch.
 struct WriteOp {
@@ -118,6 +168,9 @@ struct MemberStatus {
   bool self = false;
   /// Milliseconds since it was last heard from (0 for the reporting node).
   uint64_t silent_ms = 0;
+  /// Its durability mode as DescribeSync gives it ("none", "always", "periodic 100ms"); empty
+  /// if it did not say (a node of an older version).
+  std::string sync;
 };
 
 /// One replica of a database as seen by the replica that reports (ReplicationStatus::peers).

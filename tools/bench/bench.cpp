@@ -719,6 +719,15 @@ int main(int argc, char** argv) {
   app.add_option("--scheduler", s.target.scheduler, "CAF scheduler: sharing or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
       ->capture_default_str();
+  std::string sync = SyncModeName(s.target.sync);
+  app.add_option("--sync", sync,
+                 "none, periodic or always, for every target (raw RocksDB syncs the same way)")
+      ->check(CLI::IsMember({"none", "periodic", "always"}))
+      ->capture_default_str();
+  long long sync_period_ms = s.target.sync_period.count();
+  app.add_option("--sync-period-ms", sync_period_ms, "period of --sync periodic")
+      ->check(CLI::Range(1LL, 60000LL))
+      ->capture_default_str();
   app.add_option("--node", s.target.nodes,
                  "remote: client addresses of running nodes (the first takes the load; more "
                  "measure replication lag); default starts a kvmeshd")
@@ -747,6 +756,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  ParseSyncMode(sync, &s.target.sync);  // CLI11 checked it
+  s.target.sync_period = std::chrono::milliseconds(sync_period_ms);
 
   if (!compare_a.empty() || !compare_b.empty()) {
     if (compare_a.empty() || compare_b.empty()) {
@@ -852,6 +863,7 @@ int main(int argc, char** argv) {
   {
     Json out;
     out["machine"] = MachineDescription();
+    out["sync"] = DescribeSync(s.target.sync, s.target.sync_period);
     std::string command;
     for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
     out["command"] = command;
@@ -873,7 +885,8 @@ int main(int argc, char** argv) {
     if (!s.json_file.empty()) std::ofstream(s.json_file) << out.dump(2) << "\n";
   }
   if (!s.json) {
-    std::printf("machine: %s\n", MachineDescription().c_str());
+    std::printf("machine: %s; sync %s\n", MachineDescription().c_str(),
+                DescribeSync(s.target.sync, s.target.sync_period).c_str());
     PrintTable(results, instantiations, extras);
   }
   std::filesystem::remove_all(s.dir);

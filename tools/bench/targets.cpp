@@ -4,8 +4,11 @@
 #include <rocksdb/write_batch.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "common/address.hpp"
 #include "config/config_set.hpp"
@@ -34,8 +37,8 @@ namespace {
 // benchmark database is a key prefix, as each kvmesh database is a namespace of one RocksDB.
 class RocksDbSession : public Session {
  public:
-  explicit RocksDbSession(rocksdb::DB* db) : db_(db) {
-    write_options_ = storage::RocksWriteOptions(storage::StoreOptions());
+  RocksDbSession(rocksdb::DB* db, const storage::StoreOptions& options) : db_(db) {
+    write_options_ = storage::RocksWriteOptions(options);
   }
   Status Open(const std::vector<std::string>& paths) override {
     prefixes_.clear();
@@ -73,11 +76,39 @@ class RocksDbSession : public Session {
 class RocksDbTarget : public Target {
  public:
   std::unique_ptr<rocksdb::DB> db;
+  storage::StoreOptions store_options;
+  ~RocksDbTarget() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (syncer_.joinable()) syncer_.join();
+  }
   std::string name() const override { return "rocksdb"; }
   Status NewSession(std::unique_ptr<Session>* out) override {
-    *out = std::make_unique<RocksDbSession>(db.get());
+    *out = std::make_unique<RocksDbSession>(db.get(), store_options);
     return Status::OK();
   }
+  /// SyncMode::kPeriodic as storage::Store does it: SyncWAL every period if something was written.
+  void StartPeriodicSync() {
+    syncer_ = std::thread([this] {
+      uint64_t synced = db->GetLatestSequenceNumber();
+      std::unique_lock<std::mutex> lock(mutex_);
+      while (!cv_.wait_for(lock, store_options.sync_period, [this] { return stop_; })) {
+        const uint64_t latest = db->GetLatestSequenceNumber();
+        if (latest != synced && db->SyncWAL().ok()) synced = latest;
+      }
+    });
+  }
+
+ private:
+  std::thread syncer_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+
+ public:
   pid_t node_pid() const override { return ::getpid(); }
   bool synchronous() const override { return true; }
 };
@@ -212,7 +243,10 @@ class RemoteTarget : public Target {
     cluster_options.kvmeshd = options.kvmeshd;
     cluster_options.config_dir = config_dir;
     cluster_options.tie_to_caller = true;
-    cluster_options.extra_args = {"--scheduler", options.scheduler, "--log-level", "warn"};
+    cluster_options.extra_args = {"--scheduler",      options.scheduler,
+                                  "--log-level",      "warn",
+                                  "--sync",           SyncModeName(options.sync),
+                                  "--sync-period-ms", std::to_string(options.sync_period.count())};
     cluster_options.extra_args.insert(cluster_options.extra_args.end(), options.node_args.begin(),
                                       options.node_args.end());
     Status s = cluster::ProcessCluster::Up(cluster_options, nodes, &cluster_);
@@ -235,12 +269,15 @@ class RemoteTarget : public Target {
 
 Status MakeRocksDbTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
   auto target = std::make_unique<RocksDbTarget>();
+  target->store_options.sync = options.sync;
+  target->store_options.sync_period = options.sync_period;
   std::filesystem::create_directories(options.dir);
   rocksdb::DB* raw = nullptr;
   rocksdb::Status st =
-      rocksdb::DB::Open(storage::RocksOptions(storage::StoreOptions()), options.dir, &raw);
+      rocksdb::DB::Open(storage::RocksOptions(target->store_options), options.dir, &raw);
   if (!st.ok()) return Status::IOError("cannot open raw RocksDB: " + st.ToString());
   target->db.reset(raw);
+  if (options.sync == SyncMode::kPeriodic) target->StartPeriodicSync();
   *out = std::move(target);
   return Status::OK();
 }
@@ -254,6 +291,8 @@ Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>*
   node_options.data_dir = options.dir;
   node_options.configs = configs;
   node_options.scheduler_policy = options.scheduler;
+  node_options.sync = options.sync;
+  node_options.sync_period = options.sync_period;
   auto target = std::make_unique<EmbeddedTarget>();
   s = Node::Start(node_options, &target->node);
   if (!s.ok()) return s;

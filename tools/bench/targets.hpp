@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -72,6 +73,11 @@ struct TargetOptions {
   std::vector<std::string> nodes;
   /// The node's pid when `nodes` is given and the node cannot be found from its port.
   pid_t node_pid = 0;
+  /// When writes reach the disk, the same for every target: the node's mode for embedded and
+  /// started nodes; for raw RocksDB, the sync flag on every write (always) or a thread calling
+  /// SyncWAL every period while something was written (periodic), as a kvmesh store does.
+  SyncMode sync = SyncMode::kPeriodic;
+  std::chrono::milliseconds sync_period = std::chrono::milliseconds(100);
   /// kvmeshd to start (default: beside this executable) and extra flags for it.
   std::string kvmeshd;
   std::vector<std::string> node_args;
