@@ -219,12 +219,12 @@ void ConnectionGuard::ExpireHandshakes() {
     if (!expired.empty()) log = silent_log_.Allow(&suppressed);
   }
   if (log) {
-    spdlog::info("closed {} connection(s) to the {} {} (one from {}) that sent no handshake within "
-                 "{} ms{}",
-                 expired.size(), limits_.name, port_, expired.front()->address(),
-                 std::chrono::duration_cast<std::chrono::milliseconds>(limits_.handshake_timeout)
-                     .count(),
-                 MoreSince(suppressed, "such closes"));
+    spdlog::info(
+        "closed {} connection(s) to the {} {} (one from {}) that sent no handshake within "
+        "{} ms{}",
+        expired.size(), limits_.name, port_, expired.front()->address(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(limits_.handshake_timeout).count(),
+        MoreSince(suppressed, "such closes"));
   }
   for (auto& scribe : expired) scribe->Close();
 }

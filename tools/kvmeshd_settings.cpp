@@ -109,6 +109,11 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"idle_timeout", integer(0, 365LL * 24 * 3600,
                                [&](long long v) { node.idle_timeout = std::chrono::seconds(v); })},
       {"sync", boolean(&node.sync)},
+      {"max_connections",
+       integer(1, 10'000'000, [&](long long v) { node.max_connections = static_cast<size_t>(v); })},
+      {"max_connections_per_address",
+       integer(1, 10'000'000,
+               [&](long long v) { node.max_connections_per_address = static_cast<size_t>(v); })},
   };
   for (const auto& entry : root) {
     if (!entry.first.IsScalar())
