@@ -606,9 +606,16 @@ class ConnectionGuardTest : public ::testing::Test {
 TEST_F(ConnectionGuardTest, ConnectionsThatNeverHandshakeAreClosedAtTheDeadline) {
   Start([](NodeOptions& o) { o.peer_timeout = 1s; });
   if (HasFatalFailure()) return;
-  // A client that completes its handshake first: it must outlive the deadlines of the others.
-  auto db = client::connect(address_).open("/example/kv");
-  ASSERT_TRUE(db.ok()) << db.status();
+  // A peer that completes its handshake first (and then heartbeats): it must outlive the
+  // deadlines of the others. Monitored, so that losing its connection shows.
+  testing::RawPeerOptions peer_options;
+  peer_options.heartbeat_interval = 100ms;
+  RawPeerConfig config{peer_options};
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
+  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  caf::scoped_actor self{system};
+  self->monitor(*gateway);
   // Silent ones, and one that stops half-way through its first header.
   std::vector<int> fds;
   for (int i = 0; i < 5; ++i) fds.push_back(testing::Connect(node_->port()));
@@ -627,8 +634,11 @@ TEST_F(ConnectionGuardTest, ConnectionsThatNeverHandshakeAreClosedAtTheDeadline)
   for (int fd : fds) ::close(fd);
   EXPECT_NE(log_.text().find("that sent no handshake within 1000 ms"), std::string::npos)
       << log_.text();
-  // The client's deadline passed before theirs, so the sweep that closed them saw it too.
-  EXPECT_TRUE(db.put("/after", "deadline").ok());
+  // The peer's deadline passed before theirs, so the sweep that closed them saw it too (its
+  // loss would reach this process within the half second waited here).
+  bool lost = false;
+  self->receive([&](caf::down_msg&) { lost = true; }, caf::after(500ms) >> [] {});
+  EXPECT_FALSE(lost) << "the node closed a connection that had completed its handshake";
 }
 
 TEST_F(ConnectionGuardTest, ConnectionsOverThePerAddressBoundAreClosedAtOnceAndLogged) {
