@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -19,6 +20,7 @@
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "actors/membership.hpp"
+#include "bootstrap/connection_guard.hpp"
 #include "bootstrap/node_options.hpp"
 #include "common/address.hpp"
 #include "common/completion.hpp"
@@ -106,6 +108,9 @@ struct Node::Impl {
   /// The membership actor (published on the cluster port); invalid when not clustered.
   peer_actor membership;
   uint16_t cluster_port = 0;
+  /// Closes connections that miss their handshake deadline (see connection_guard.hpp); invalid
+  /// when the node listens on no port.
+  caf::actor handshake_sweeper;
 
   /// Marks the store in use every quarter of the tombstone grace period (between 1 s and
   /// 60 s), so a later start can tell how long the node was away.
@@ -410,29 +415,49 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     node->impl_->system->registry().erase(caf::atom("ConfigServ"));
     node->impl_->system->registry().erase(caf::atom("SpawnServ"));
   }
+  // Both ports are guarded the same way (connection_guard.hpp): the cluster port is as open to
+  // a hostile peer as the client port. A peer message can be larger than a client request: a
+  // replicated batch carries its versions, and an anti-entropy chunk may pass its byte budget
+  // by one value.
+  ListenerLimits limits;
+  limits.max_connections = opts.max_connections;
+  limits.max_connections_per_address = opts.max_connections_per_address;
+  limits.handshake_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
+  std::vector<std::shared_ptr<ConnectionGuard>> guards;
   if (clustered) {
     Impl& started = *node->impl_;
-    auto port = started.system->middleman().publish(
-        started.membership, static_cast<uint16_t>(opts.cluster_port), opts.cluster_host.c_str(),
-        /*reuse_addr=*/true);
-    if (!port) {
-      return Status::IOError("cannot listen for cluster peers on " + opts.cluster_host + ":" +
-                             std::to_string(opts.cluster_port) + ": " +
-                             started.system->render(port.error()));
+    ListenerLimits cluster_limits = limits;
+    cluster_limits.name = "cluster port";
+    cluster_limits.max_message_bytes = std::min<size_t>(
+        2 * kMaxRequestBytes + opts.sync_chunk_bytes, std::numeric_limits<uint32_t>::max());
+    std::shared_ptr<ConnectionGuard> guard;
+    Status published = PublishGuarded(
+        *started.system, caf::actor_cast<caf::strong_actor_ptr>(started.membership),
+        started.system->message_types(caf::detail::type_list<peer_actor>{}), opts.cluster_host,
+        static_cast<uint16_t>(opts.cluster_port), cluster_limits, &started.cluster_port, &guard);
+    if (!published.ok()) {
+      return Status::IOError("cannot listen for cluster peers on " + published.message());
     }
-    started.cluster_port = *port;
+    guards.push_back(std::move(guard));
   }
   if (listen) {
     Impl& started = *node->impl_;
-    auto port = started.system->middleman().publish(
-        started.gateway, static_cast<uint16_t>(opts.listen_port), opts.listen_host.c_str(),
-        /*reuse_addr=*/true);
-    if (!port) {
-      return Status::IOError("cannot listen on " + opts.listen_host + ":" +
-                             std::to_string(opts.listen_port) + ": " +
-                             started.system->render(port.error()));
-    }
-    started.port = *port;
+    ListenerLimits client_limits = limits;
+    client_limits.name = "client port";
+    client_limits.max_message_bytes = kMaxRequestBytes;
+    std::shared_ptr<ConnectionGuard> guard;
+    Status published = PublishGuarded(
+        *started.system, caf::actor_cast<caf::strong_actor_ptr>(started.gateway),
+        started.system->message_types(caf::detail::type_list<gateway_actor>{}), opts.listen_host,
+        static_cast<uint16_t>(opts.listen_port), client_limits, &started.port, &guard);
+    if (!published.ok()) return Status::IOError("cannot listen on " + published.message());
+    guards.push_back(std::move(guard));
+  }
+  if (!guards.empty()) {
+    Impl& started = *node->impl_;
+    started.handshake_sweeper = SpawnHandshakeSweeper(
+        *started.system, std::move(guards),
+        std::max<caf::timespan>(limits.handshake_timeout / 4, std::chrono::milliseconds(10)));
   }
   if (clustered) {
     Impl& started = *node->impl_;
@@ -478,6 +503,10 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   }
   if (impl.cluster_port != 0)
     impl.system->middleman().unpublish(impl.membership, impl.cluster_port);
+  if (impl.handshake_sweeper) {
+    caf::anon_send_exit(impl.handshake_sweeper, caf::exit_reason::kill);
+    impl.handshake_sweeper = nullptr;
+  }
   // The membership actor ignores exit messages (a peer could send one); kill is unconditional.
   if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
   impl.membership = nullptr;

@@ -102,6 +102,14 @@ Status ValidateNodeOptions(const NodeOptions& o) {
                    std::to_string(p.value.count()) + " ms");
   }
   if (o.max_value_bytes == 0) return Invalid("max_value_bytes must be positive");
+  if (o.max_value_bytes > kMaxBatchBytes) {
+    return Invalid("max_value_bytes is " + FormatSize(o.max_value_bytes) + "; the maximum is " +
+                   FormatSize(kMaxBatchBytes) + " (kMaxBatchBytes, the most one request carries)");
+  }
+  if (o.max_connections == 0) return Invalid("max_connections must be positive");
+  if (o.max_connections_per_address == 0) {
+    return Invalid("max_connections_per_address must be positive");
+  }
   if (o.sync != SyncMode::kNone && o.sync != SyncMode::kPeriodic && o.sync != SyncMode::kAlways) {
     return Invalid("sync is " + std::to_string(static_cast<int>(o.sync)) +
                    "; expected none, periodic or always");

@@ -12,6 +12,7 @@
 #include "common/completion.hpp"
 #include "common/database_backend.hpp"
 #include "common/path.hpp"
+#include "common/request_limits.hpp"
 #include "messages/local_deadlines.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
@@ -328,7 +329,14 @@ class NetworkDatabase final : public DatabaseBackend {
   NetworkDatabase(std::shared_ptr<Connection> connection, std::string path)
       : connection_(std::move(connection)), path_(std::move(path)) {}
 
+  // Puts and batches too large for any node are refused here, before they are sent: a node would
+  // close the connection on reading the message's size (kMaxRequestBytes), failing every request
+  // on it with a vague "lost the connection".
   void PutAsync(std::string key, std::string value, StatusCallback done) override {
+    if (Status s = CheckValueFitsRequest(key, value.size()); !s.ok()) {
+      done(std::move(s));
+      return;
+    }
     connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::put_v, path_,
                                 std::move(key), std::move(value));
   }
@@ -341,6 +349,10 @@ class NetworkDatabase final : public DatabaseBackend {
                                 std::move(key));
   }
   void WriteAsync(WriteBatch batch, StatusCallback done) override {
+    if (Status s = CheckBatchLimits(batch); !s.ok()) {
+      done(std::move(s));
+      return;
+    }
     connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, path_,
                                 std::move(batch));
   }
@@ -358,6 +370,7 @@ class NetworkDatabase final : public DatabaseBackend {
   }
 
   Status Put(std::string_view key, std::string_view value) override {
+    if (Status s = CheckValueFitsRequest(key, value.size()); !s.ok()) return s;
     return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value));
   }
   Result<std::string> Get(std::string_view key) override {
@@ -367,6 +380,7 @@ class NetworkDatabase final : public DatabaseBackend {
     return connection_->CallOk(atom::erase_v, path_, std::string(key));
   }
   Status Write(const WriteBatch& batch) override {
+    if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
     return connection_->CallOk(atom::batch_v, path_, batch);
   }
   Result<ListPage> List(const ListOptions& options) override {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/path.hpp"
+#include "common/request_limits.hpp"
 #include "messages/replication.pb.h"
 #include "messages/storage.pb.h"
 #include "storage/keys.hpp"
@@ -401,13 +402,10 @@ Status DatabaseStore::Erase(std::string_view key, std::string* delta) {
 }
 
 Status DatabaseStore::Write(const WriteBatch& batch, std::string* delta) {
-  if (batch.ops.size() > kMaxBatchOps) {
-    return Status::InvalidArgument("batch has " + std::to_string(batch.ops.size()) +
-                                   " operations; the maximum is " + std::to_string(kMaxBatchOps));
-  }
+  Status s = CheckBatchLimits(batch);
+  if (!s.ok()) return s;
   std::vector<OpView> ops;
   ops.reserve(batch.ops.size());
-  size_t bytes = 0;
   for (const WriteOp& op : batch.ops) {
     // A batch from the network may carry any byte as its kind; only put and erase exist.
     if (op.kind != WriteOp::Kind::kPut && op.kind != WriteOp::Kind::kErase) {
@@ -416,12 +414,6 @@ Status DatabaseStore::Write(const WriteBatch& batch, std::string* delta) {
           std::to_string(static_cast<int>(op.kind)) + "; nothing was written");
     }
     ops.push_back({op.kind, op.key, op.value});
-    bytes += op.key.size() + (op.kind == WriteOp::Kind::kPut ? op.value.size() : 0);
-  }
-  if (bytes > kMaxBatchBytes) {
-    return Status::InvalidArgument("batch holds " + FormatSize(bytes) +
-                                   " of keys and values; the maximum is " +
-                                   FormatSize(kMaxBatchBytes));
   }
   return Apply(ops.data(), ops.size(), delta);
 }

@@ -3,12 +3,18 @@
 
 #include <sys/socket.h>
 
+#include <functional>
 #include <future>
 #include <random>
 #include <set>
+#include <sstream>
+#include <thread>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/io/basp/header.hpp>
 
 #include "actor_test_util.hpp"
 #include "actors/client_gateway.hpp"
@@ -22,6 +28,7 @@ namespace kvmesh {
 namespace {
 
 using namespace std::chrono_literals;
+using kvmesh::testing::Eventually;
 using kvmesh::testing::TempDir;
 
 constexpr const char* kConfigs = R"(
@@ -548,6 +555,158 @@ TEST(ClientConnectionTest, UnansweredRequestsTimeOutAtTheirDeadline) {
     EXPECT_TRUE(db.stats().ok());
   }
   caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+}
+
+// -- Connection bounds (bootstrap/connection_guard.hpp) -------------------------------------------
+
+/// Collects what the node logs while it lives (the default spdlog logger is swapped for it).
+class LogCapture {
+ public:
+  LogCapture() : previous_(spdlog::default_logger()) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_);
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  std::string text() {
+    spdlog::default_logger()->flush();
+    return stream_.str();
+  }
+
+ private:
+  std::shared_ptr<spdlog::logger> previous_;
+  std::ostringstream stream_;
+};
+
+class ConnectionGuardTest : public ::testing::Test {
+ protected:
+  void Start(const std::function<void(NodeOptions&)>& change) {
+    dir_.Write("config/dbs.yaml", kConfigs);
+    NodeOptions options;
+    options.data_dir = dir_ / "data";
+    options.config_dir = dir_ / "config";
+    options.listen_port = 0;
+    change(options);
+    Status s = Node::Start(options, &node_);
+    ASSERT_TRUE(s.ok()) << s;
+    address_ = "127.0.0.1:" + std::to_string(node_->port());
+  }
+
+  /// True once a fresh client can write through the node.
+  bool ClientWorks() {
+    auto db = client::connect(address_).open("/example/kv");
+    return db.ok() && db.put("/guard", "ok").ok();
+  }
+
+  LogCapture log_;
+  TempDir dir_;
+  std::unique_ptr<Node> node_;
+  std::string address_;
+};
+
+TEST_F(ConnectionGuardTest, ConnectionsThatNeverHandshakeAreClosedAtTheDeadline) {
+  Start([](NodeOptions& o) { o.peer_timeout = 1s; });
+  if (HasFatalFailure()) return;
+  // A peer that completes its handshake first (and then heartbeats): it must outlive the
+  // deadlines of the others. Monitored, so that losing its connection shows.
+  testing::RawPeerOptions peer_options;
+  peer_options.heartbeat_interval = 100ms;
+  RawPeerConfig config{peer_options};
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
+  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  caf::scoped_actor self{system};
+  self->monitor(*gateway);
+  // Silent ones, and one that stops half-way through its first header.
+  std::vector<int> fds;
+  for (int i = 0; i < 5; ++i) fds.push_back(testing::Connect(node_->port()));
+  const int half = testing::Connect(node_->port());
+  ASSERT_GE(half, 0);
+  testing::SendAll(half, std::string(caf::io::basp::header_size / 2, '\0'));
+  fds.push_back(half);
+  const auto start = std::chrono::steady_clock::now();
+  for (int fd : fds) {
+    ASSERT_GE(fd, 0);
+    EXPECT_TRUE(testing::WaitClosedByPeer(fd, 5s)) << "still open 5 s after connecting";
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, 700ms) << "closed before the handshake deadline";
+  EXPECT_LT(waited, 3s);
+  for (int fd : fds) ::close(fd);
+  EXPECT_NE(log_.text().find("that sent no handshake within 1000 ms"), std::string::npos)
+      << log_.text();
+  // The peer's deadline passed before theirs, so the sweep that closed them saw it too (its
+  // loss would reach this process within the half second waited here).
+  bool lost = false;
+  self->receive([&](caf::down_msg&) { lost = true; }, caf::after(500ms) >> [] {});
+  EXPECT_FALSE(lost) << "the node closed a connection that had completed its handshake";
+}
+
+TEST_F(ConnectionGuardTest, ConnectionsOverThePerAddressBoundAreClosedAtOnceAndLogged) {
+  Start([](NodeOptions& o) {
+    o.max_connections_per_address = 3;
+    o.peer_timeout = 10s;  // the held connections outlive the test's checks
+  });
+  if (HasFatalFailure()) return;
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) held.push_back(testing::Connect(node_->port()));
+  for (int fd : held) ASSERT_GE(fd, 0);
+  // The fourth from 127.0.0.1 is closed at once, not at the handshake deadline.
+  const int extra = testing::Connect(node_->port());
+  ASSERT_GE(extra, 0);
+  EXPECT_TRUE(testing::WaitClosedByPeer(extra, 2s));
+  ::close(extra);
+  for (int fd : held) {
+    EXPECT_FALSE(testing::WaitClosedByPeer(fd, 10ms)) << "a connection within the bound closed";
+  }
+  EXPECT_FALSE(ClientWorks()) << "a client got in over the bound";
+  const std::string log = log_.text();
+  EXPECT_NE(log.find("refused a connection from 127.0.0.1 to the client port " +
+                     std::to_string(node_->port())),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("max_connections_per_address is 3"), std::string::npos) << log;
+  // Once they go, clients get in again.
+  for (int fd : held) ::close(fd);
+  EXPECT_TRUE(Eventually(5s, [&] { return ClientWorks(); }));
+}
+
+TEST_F(ConnectionGuardTest, ConnectionsOverTheTotalBoundAreClosedAtOnce) {
+  Start([](NodeOptions& o) {
+    o.max_connections = 2;
+    o.peer_timeout = 10s;
+  });
+  if (HasFatalFailure()) return;
+  const int a = testing::Connect(node_->port()), b = testing::Connect(node_->port());
+  ASSERT_GE(a, 0);
+  ASSERT_GE(b, 0);
+  const int extra = testing::Connect(node_->port());
+  ASSERT_GE(extra, 0);
+  EXPECT_TRUE(testing::WaitClosedByPeer(extra, 2s));
+  ::close(extra);
+  EXPECT_NE(log_.text().find("max_connections is 2"), std::string::npos) << log_.text();
+  ::close(a);
+  ::close(b);
+  EXPECT_TRUE(Eventually(5s, [&] { return ClientWorks(); }));
+}
+
+TEST_F(ConnectionGuardTest, TheClientRefusesValuesAndBatchesNoNodeAcceptsBeforeSending) {
+  Start([](NodeOptions&) {});
+  if (HasFatalFailure()) return;
+  auto db = client::connect(address_).open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  const std::string huge(kMaxBatchBytes + 1, 'x');
+  Status s = db.put("/huge", huge);
+  EXPECT_EQ(s.code(), Code::kValueTooLarge) << s;
+  EXPECT_NE(s.message().find("no kvmesh node accepts values over"), std::string::npos) << s;
+  EXPECT_EQ(db.put_async("/huge", huge).get().code(), Code::kValueTooLarge);
+  WriteBatch batch;
+  batch.Put("/a", huge);
+  s = db.write(batch);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("of keys and values; the maximum is"), std::string::npos) << s;
+  // Nothing reached the node, and the connection is still good.
+  EXPECT_EQ(log_.text().find("announced a message"), std::string::npos) << log_.text();
+  EXPECT_TRUE(db.put("/small", "fine").ok());
 }
 
 }  // namespace

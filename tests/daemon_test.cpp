@@ -11,6 +11,10 @@
 #include <mutex>
 #include <thread>
 
+#include <caf/abstract_actor.hpp>
+#include <caf/binary_serializer.hpp>
+#include <caf/io/basp/header.hpp>
+
 #include "kvmesh/client.hpp"
 #include "process_util.hpp"
 #include "test_util.hpp"
@@ -81,11 +85,20 @@ TEST_F(DaemonTest, NodeSettingsFileIsReadAndCheckedStrictly) {
   std::string file = dir_.Write(
       "node.yaml", "name: alpha\nport: 0\ndata_dir: " + (dir_ / "d2") +
                        "\nconfig_dir: " + (dir_ / "config") +
-                       "\ncluster_port: 0\nseeds: [\"127.0.0.1:1\"]\nfailure_timeout_ms: 500\n");
+                       "\ncluster_port: 0\nseeds: [\"127.0.0.1:1\"]\nfailure_timeout_ms: 500\n"
+                       "max_connections: 500\nmax_connections_per_address: 1\n");
   DaemonProcess d;
   ASSERT_TRUE(d.Start(KVMESHD_PATH, {"--config", file})) << d.output();
   EXPECT_NE(d.output().find("kvmeshd alpha"), std::string::npos) << d.output();
   EXPECT_GT(d.cluster_port(), 0) << "cluster_port from the file: " << d.output();
+  {
+    // max_connections_per_address from the file: a second connection is closed at once.
+    const int held = kvmesh::testing::Connect(d.port());
+    const int extra = kvmesh::testing::Connect(d.port());
+    EXPECT_TRUE(kvmesh::testing::WaitClosedByPeer(extra, 2s));
+    ::close(extra);
+    ::close(held);
+  }
   d.Kill(SIGTERM);
   EXPECT_EQ(d.Wait(), 0);
 
@@ -553,6 +566,88 @@ TEST_F(DaemonTest, SyncModeIsSetShownAndChecked) {
                  "bad.yaml:1: sync: must be none, periodic or always");
   expect_refused({"--config", dir_.Write("bad-period.yaml", "sync_period_ms: 0\n")},
                  "bad-period.yaml:1: sync_period_ms: must be between 1 and 60000");
+}
+
+// Issue 13: rejecting a 100 MiB value used to cost the node 600 MB. A hostile peer that announces
+// a 100 MiB message is cut off after the header, before the node allocates anything for it; the
+// client library refuses such a value before sending it.
+TEST_F(DaemonTest, AnOversizedMessageIsRefusedBeforeTheNodeBuffersIt) {
+  DaemonProcess d;
+  StartDaemon(&d);
+  auto db = client::connect(d.address()).open("/example/kv");
+  ASSERT_TRUE(db.put("/warm", "up").ok());
+  const long before_kb = kvmesh::testing::StatusKb(d.pid(), "VmRSS");
+  ASSERT_GT(before_kb, 0);
+
+  // The first header of a raw connection announces 100 MiB; then the payload follows.
+  constexpr uint32_t kHundredMiB = 100u << 20;
+  caf::io::basp::header header{caf::io::basp::message_type::client_handshake,
+                               0,
+                               kHundredMiB,
+                               0,
+                               caf::invalid_actor_id,
+                               caf::invalid_actor_id};
+  std::vector<char> frame;
+  caf::binary_serializer sink{nullptr, frame};
+  ASSERT_FALSE(sink(header));
+  ASSERT_EQ(frame.size(), caf::io::basp::header_size);
+  const int fd = kvmesh::testing::Connect(d.port());
+  ASSERT_GE(fd, 0);
+  kvmesh::testing::SendAll(fd, std::string(frame.begin(), frame.end()));
+  kvmesh::testing::SendAll(fd, std::string(kHundredMiB, 'x'));  // stops when the node closes
+  EXPECT_TRUE(kvmesh::testing::WaitClosedByPeer(fd, 5s));
+  ::close(fd);
+  EXPECT_TRUE(Eventually(5s, [&] {
+    return d.output_now().find("it announced a message of 104857600 B (100 MiB); the maximum is") !=
+           std::string::npos;
+  })) << d.output_now();
+
+  // The real client refuses such a value itself, with a clear error.
+  Status s = db.put("/huge", std::string(kHundredMiB, 'v'));
+  EXPECT_EQ(s.code(), Code::kValueTooLarge) << s;
+  EXPECT_NE(s.message().find("is 104857600 B (100 MiB); no kvmesh node accepts values over"),
+            std::string::npos)
+      << s;
+  const long after_kb = kvmesh::testing::StatusKb(d.pid(), "VmRSS");
+  EXPECT_LT(after_kb - before_kb, 30 * 1024)
+      << "RSS went from " << before_kb << " kB to " << after_kb << " kB";
+  EXPECT_TRUE(db.put("/still", "serving").ok());
+}
+
+// The connection bounds and the handshake deadline hold on the cluster port too, and kvmeshd's
+// flags set them.
+TEST_F(DaemonTest, ConnectionBoundsApplyToBothPortsAndAreSetByFlags) {
+  DaemonProcess d;
+  std::vector<std::string> args = Args();
+  args.insert(args.end(), {"--cluster-port", "0", "--max-connections-per-address", "2"});
+  ASSERT_TRUE(d.Start(KVMESHD_PATH, args)) << d.output();
+  ASSERT_GT(d.cluster_port(), 0) << d.output();
+  for (int port : {d.port(), d.cluster_port()}) {
+    const int a = kvmesh::testing::Connect(port), b = kvmesh::testing::Connect(port);
+    const int extra = kvmesh::testing::Connect(port);
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    ASSERT_GE(extra, 0);
+    EXPECT_TRUE(kvmesh::testing::WaitClosedByPeer(extra, 2s)) << "port " << port;
+    // The silent ones go at the handshake deadline (3 s).
+    EXPECT_TRUE(kvmesh::testing::WaitClosedByPeer(a, 6s)) << "port " << port;
+    EXPECT_TRUE(kvmesh::testing::WaitClosedByPeer(b, 6s)) << "port " << port;
+    for (int fd : {a, b, extra}) ::close(fd);
+  }
+  const std::string out = d.output_now();
+  EXPECT_NE(out.find("to the client port " + std::to_string(d.port())), std::string::npos) << out;
+  EXPECT_NE(out.find("to the cluster port " + std::to_string(d.cluster_port())), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("max_connections_per_address is 2"), std::string::npos) << out;
+  auto db = client::connect(d.address()).open("/example/kv");
+  EXPECT_TRUE(db.put("/k", "v").ok()) << db.status();
+
+  DaemonProcess bad;
+  args = Args();
+  args.insert(args.end(), {"--max-connections", "0"});
+  EXPECT_FALSE(bad.Start(KVMESHD_PATH, args));
+  EXPECT_NE(bad.Wait(), 0);
+  EXPECT_NE(bad.output().find("--max-connections"), std::string::npos) << bad.output();
 }
 
 }  // namespace

@@ -14,9 +14,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <regex>
 #include <string>
 #include <thread>
@@ -67,10 +69,13 @@ class DaemonProcess {
         if (std::regex_search(text, cluster, std::regex("cluster port [^ ]+:([0-9]+)"))) {
           cluster_port_ = std::stoi(cluster[1]);
         }
-        // Keep draining output so the child never blocks on a full pipe.
-        drainer_ = std::thread([f = stdout_] {
+        // Keep draining output so the child never blocks on a full pipe (kept for
+        // output_now()).
+        drainer_ = std::thread([this, f = stdout_] {
           char buf[4096];
           while (std::fgets(buf, sizeof(buf), f) != nullptr) {
+            std::lock_guard<std::mutex> lock(later_mutex_);
+            later_output_ += buf;
           }
         });
         return true;
@@ -112,6 +117,11 @@ class DaemonProcess {
   int cluster_port() const { return cluster_port_; }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   const std::string& output() const { return output_; }
+  /// Everything the process wrote so far (stdout and stderr), start-up included.
+  std::string output_now() {
+    std::lock_guard<std::mutex> lock(later_mutex_);
+    return output_ + later_output_;
+  }
   bool running() const { return pid_ > 0; }
 
  private:
@@ -122,6 +132,8 @@ class DaemonProcess {
   FILE* stdout_ = nullptr;
   std::thread drainer_;
   std::string output_;
+  std::mutex later_mutex_;
+  std::string later_output_;
 };
 
 struct CommandResult {
@@ -237,6 +249,23 @@ inline int ConnectTo(const std::string& address) {
   addr.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
   EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
   return fd;
+}
+
+/// Waits at most `timeout` for the peer to close `fd` (end of stream or reset), reading and
+/// dropping what it sends meanwhile. True if it closed.
+inline bool WaitClosedByPeer(int fd, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[4096];
+  for (auto now = std::chrono::steady_clock::now(); now < deadline;
+       now = std::chrono::steady_clock::now()) {
+    pollfd p{fd, POLLIN, 0};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    if (::poll(&p, 1, static_cast<int>(left.count()) + 1) <= 0) continue;
+    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n == 0) return true;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
+  }
+  return false;
 }
 
 /// Sends as much of `data` as the peer takes before an error or a send timeout.

@@ -71,12 +71,20 @@ int main(int argc, char** argv) {
   auto* sync_period_opt =
       app.add_option("--sync-period-ms", sync_period_ms, "period of the syncs of --sync periodic")
           ->check(CLI::Range(1LL, 60000LL));
+  auto* max_connections_opt =
+      app.add_option("--max-connections", config.node.max_connections,
+                     "most connections each port keeps open; more are closed at once")
+          ->check(CLI::Range(size_t{1}, size_t{10'000'000}));
+  auto* max_per_address_opt =
+      app.add_option("--max-connections-per-address", config.node.max_connections_per_address,
+                     "most connections each port keeps open from one address (loopback is one)")
+          ->check(CLI::Range(size_t{1}, size_t{10'000'000}));
   bool accept_stale_data = false;
   app.add_flag("--accept-stale-data", accept_stale_data,
                "start even if the data dir was unused for longer than the tombstone grace");
-  for (auto* opt :
-       {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
-        cluster_port_opt, cluster_listen, failure_opt, grace_opt, sync_opt, sync_period_opt}) {
+  for (auto* opt : {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
+                    cluster_port_opt, cluster_listen, failure_opt, grace_opt, sync_opt,
+                    sync_period_opt, max_connections_opt, max_per_address_opt}) {
     opt->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
@@ -109,6 +117,12 @@ int main(int argc, char** argv) {
     if (tombstone_grace_opt->count() == 0) {
       tombstone_grace_s =
           std::chrono::duration_cast<std::chrono::seconds>(from_file.node.tombstone_grace).count();
+    }
+    if (max_connections_opt->count() == 0) {
+      config.node.max_connections = from_file.node.max_connections;
+    }
+    if (max_per_address_opt->count() == 0) {
+      config.node.max_connections_per_address = from_file.node.max_connections_per_address;
     }
     config.node.idle_timeout = from_file.node.idle_timeout;
     config.node.accept_stale_data = from_file.node.accept_stale_data;

@@ -122,6 +122,11 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
        }},
       {"sync_period_ms",
        integer(1, 60000, [&](long long v) { node.sync_period = std::chrono::milliseconds(v); })},
+      {"max_connections",
+       integer(1, 10'000'000, [&](long long v) { node.max_connections = static_cast<size_t>(v); })},
+      {"max_connections_per_address",
+       integer(1, 10'000'000,
+               [&](long long v) { node.max_connections_per_address = static_cast<size_t>(v); })},
   };
   for (const auto& entry : root) {
     if (!entry.first.IsScalar())

@@ -39,10 +39,11 @@
 // on one of the node's threads (embedded) or of the client's threads (network), after the
 // callbacks of earlier requests of the same handle made from the same thread (embedded). It runs
 // on the calling thread before the call returns when the handle is unusable, its node is stopped
-// (embedded) or the node cannot be reached (network). Keep `done` short: never block in it, nor
-// wait in it for another request (a blocking call from it may wait for a thread that is busy
-// running it, and fails with timeout). Do not let `done` hold the last copy of a Database, Client
-// or Node: they would be torn down from their own thread.
+// (embedded), the node cannot be reached (network), or the client library refuses the request
+// before sending it (network: a value or batch over kMaxBatchBytes / kMaxBatchOps). Keep `done`
+// short: never block in it, nor wait in it for another request (a blocking call from it may wait
+// for a thread that is busy running it, and fails with timeout). Do not let `done` hold the last
+// copy of a Database, Client or Node: they would be torn down from their own thread.
 #pragma once
 
 #include <functional>

@@ -65,7 +65,7 @@ struct NodeOptions {
   /// Deadline of each attempt of a request. A request re-routed after its database was passivated
   /// makes up to three attempts (and two re-opens). Default 30 s.
   std::chrono::milliseconds request_timeout = std::chrono::seconds(30);
-  /// Largest value accepted. Default 16 MiB.
+  /// Largest value accepted; at most kMaxBatchBytes (64 MiB). Default 16 MiB.
   size_t max_value_bytes = 16u << 20;
   /// When writes reach the disk (SyncMode in kvmesh/types.hpp says what each mode can lose on
   /// a power loss). Default kPeriodic: a power loss takes at most the last `sync_period` of
@@ -82,8 +82,19 @@ struct NodeOptions {
   /// (see Node::port()). kvmeshd defaults to kDefaultPort.
   int listen_port = -1;
   /// A client connection silent for this long is closed (heartbeats flow every third of it), so
-  /// dead peers are noticed. Default 3 s.
+  /// dead peers are noticed. It is also the handshake deadline: a connection (client or cluster
+  /// port) that has not completed its handshake this long after it was accepted is closed.
+  /// Default 3 s.
   std::chrono::milliseconds peer_timeout = std::chrono::seconds(3);
+  /// Most connections each listening port (client port, cluster port) keeps open; a connection
+  /// beyond it is closed at once, with a warning naming its address and the bound. Well under
+  /// common descriptor limits (ulimit -n 65536), leaving room for RocksDB's files. Default 10000.
+  size_t max_connections = 10000;
+  /// Most connections each listening port keeps open from one remote address (all of loopback
+  /// is one address, as is every client behind one NAT address); beyond it, as above. A client
+  /// process holds one connection per client::Client (a node one per peer), so 1000 leaves room
+  /// for many processes per host while one runaway host cannot take the whole port. Default 1000.
+  size_t max_connections_per_address = 1000;
   /// CAF scheduler policy: "sharing" (one shared queue; wakes idle workers at once, which is
   /// what request/response latency needs) or "stealing". Default "sharing".
   std::string scheduler_policy = "sharing";

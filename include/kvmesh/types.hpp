@@ -89,6 +89,12 @@ struct WriteBatch {
 
 inline constexpr size_t kMaxBatchOps = 100000;
 inline constexpr size_t kMaxBatchBytes = 64u << 20;
+/// Largest request a node reads from a client connection: kMaxBatchBytes of keys and values plus
+/// room for the framing of kMaxBatchOps operations, the key and the path. A connection that
+/// announces a larger message is closed before the message is read (the node never buffers
+/// it). A value can be at most kMaxBatchBytes (NodeOptions::max_value_bytes is capped there), and
+/// the client library refuses larger values and batches before sending them.
+inline constexpr size_t kMaxRequestBytes = kMaxBatchBytes + (4u << 20);
 
 /// What to list. Pages are bounded by `limit` keys and by kMaxListPageBytes of keys and values,
 /// so listing a million keys never builds one giant message.

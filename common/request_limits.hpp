@@ -1,0 +1,22 @@
+// The size limits every request must meet, checked where a request is made (the client library,
+// before anything is sent) and where it is applied (storage). No CAF.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
+
+namespace kvmesh {
+
+/// OK if `batch` has at most kMaxBatchOps operations and at most kMaxBatchBytes of keys and put
+/// values; otherwise kInvalidArgument saying which limit and by how much.
+Status CheckBatchLimits(const WriteBatch& batch);
+
+/// OK if a value of `value_bytes` for `key` fits in a request any node accepts (at most
+/// kMaxBatchBytes, the cap of NodeOptions::max_value_bytes); otherwise kValueTooLarge naming the
+/// key and both sizes. A node's own max_value_bytes may be smaller: it checks that itself.
+Status CheckValueFitsRequest(std::string_view key, size_t value_bytes);
+
+}  // namespace kvmesh
