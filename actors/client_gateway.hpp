@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "actors/database_request.hpp"
+#include "actors/membership.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
@@ -27,6 +28,8 @@ struct client_gateway_state {
   peer_actor membership;
   caf::timespan timeout{};
   uint64_t node_id = 0;
+  /// Adds this node's disk space to its MemberStatus when not clustered; may be null.
+  LocalStatusFiller fill_local_status;
   struct Entry {
     std::shared_ptr<const DatabaseRoute> route;
     database_client_actor actor;  // invalid until opened; replaced after a re-open
@@ -41,9 +44,11 @@ struct client_gateway_state {
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
-/// `membership` (may be invalid) answers `members`.
+/// `membership` (may be invalid) answers `members`; otherwise the gateway does, with
+/// `fill_local_status` (may be null) adding what only this node knows.
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
-    caf::timespan timeout, uint64_t node_id, peer_actor membership);
+    caf::timespan timeout, uint64_t node_id, peer_actor membership,
+    LocalStatusFiller fill_local_status);
 
 }  // namespace kvmesh

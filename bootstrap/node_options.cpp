@@ -94,6 +94,7 @@ Status ValidateNodeOptions(const NodeOptions& o) {
       {"idle_timeout", o.idle_timeout, true},
       {"replica_grace", o.replica_grace, true},
       {"tombstone_grace", o.tombstone_grace, true},
+      {"space_check_interval", o.space_check_interval, false},
   };
   for (const Period& p : periods) {
     if (p.value.count() > 0 || (p.zero_allowed && p.value.count() == 0)) continue;
@@ -102,6 +103,11 @@ Status ValidateNodeOptions(const NodeOptions& o) {
                    std::to_string(p.value.count()) + " ms");
   }
   if (o.max_value_bytes == 0) return Invalid("max_value_bytes must be positive");
+  // Written this way round so that NaN fails too.
+  if (!(o.low_space_percent >= 0 && o.low_space_percent <= 50)) {
+    return Invalid("low_space_percent must be between 0 and 50, got " +
+                   std::to_string(o.low_space_percent));
+  }
   return Status::OK();
 }
 

@@ -62,7 +62,7 @@ typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, MemberStatus& x) {
   return f(caf::meta::type_name("kvmesh.MemberStatus"), x.node_id, x.cluster_address, x.client_port,
-           x.alive, x.self, x.silent_ms);
+           x.alive, x.self, x.silent_ms, x.low_space, x.free_disk_bytes);
 }
 
 template <class Inspector>
@@ -88,7 +88,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 2;
+inline constexpr uint32_t kClientProtocolVersion = 3;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);

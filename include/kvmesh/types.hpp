@@ -118,6 +118,11 @@ struct MemberStatus {
   bool self = false;
   /// Milliseconds since it was last heard from (0 for the reporting node).
   uint64_t silent_ms = 0;
+  /// The reporting node only (false and 0 for the others): true while it is low on disk space
+  /// (puts refused, deletes accepted; NodeOptions::low_space_bytes), and the free bytes of its
+  /// data dir's file system at the last check.
+  bool low_space = false;
+  uint64_t free_disk_bytes = 0;
 };
 
 /// One replica of a database as seen by the replica that reports (ReplicationStatus::peers).
