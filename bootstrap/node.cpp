@@ -392,14 +392,14 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
       std::shared_ptr<const ReplicationOptions>(replication));
   // `kvmesh members` shows this node's disk space; weak: the actors must not keep the store.
-  LocalStatusFiller fill_local_status = [weak = std::weak_ptr<storage::Store>(impl->store)](
-                                            MemberStatus& m) {
-    if (auto store = weak.lock()) {
-      const storage::SpaceStatus space = store->space();
-      m.low_space = space.low;
-      m.free_disk_bytes = space.free_bytes;
-    }
-  };
+  LocalStatusFiller fill_local_status =
+      [weak = std::weak_ptr<storage::Store>(impl->store)](MemberStatus& m) {
+        if (auto store = weak.lock()) {
+          const storage::SpaceStatus space = store->space();
+          m.low_space = space.low;
+          m.free_disk_bytes = space.free_bytes;
+        }
+      };
   if (clustered) {
     MembershipOptions membership;
     membership.fill_local_status = fill_local_status;

@@ -18,8 +18,8 @@ inline constexpr const char* kMemoryConfigSource = "<memory>";
 /// OK if every field of `options` is usable: data dir given, scheduler known, ports in range with
 /// a host, cluster_advertise and every seed "host:port", seeds and cluster_advertise only with a
 /// cluster port, timeouts and periods positive (idle_timeout, replica_grace and tombstone_grace
-/// may be zero), max_value_bytes positive, low_space_percent from 0 to 50, one config source. Otherwise kInvalidArgument naming
-/// the field and the value. Reads nothing from disk.
+/// may be zero), max_value_bytes positive, low_space_percent from 0 to 50, one config source.
+/// Otherwise kInvalidArgument naming the field and the value. Reads nothing from disk.
 Status ValidateNodeOptions(const NodeOptions& options);
 
 /// Loads the configs `options` names: `configs` as given, `config_yaml` parsed and validated as a

@@ -584,7 +584,8 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   // for this replica's acknowledgement fails or waits for others).
   for (const proto::DeltaEntry& entry : delta.entries()) {
     const proto::Version& version = entry.record().version();
-    if (!entry.record().tombstone() && !version_vector_.Covers({version.origin(), version.counter()})) {
+    if (!entry.record().tombstone() &&
+        !version_vector_.Covers({version.origin(), version.counter()})) {
       s = store_->CheckRoomForData();
       if (!s.ok()) return Status(s.code(), s.message() + where);
       break;

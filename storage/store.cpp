@@ -103,8 +103,8 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // or a node low on space could not flush the deletes that free it: at most a quarter of the
   // threshold, and never more than RocksDB's usual 64 MiB.
   if (options.space.low_bytes > 0) {
-    rocks.write_buffer_size = std::clamp<size_t>(options.space.low_bytes / 4, 1u << 20,
-                                                 rocks.write_buffer_size);
+    rocks.write_buffer_size =
+        std::clamp<size_t>(options.space.low_bytes / 4, 1u << 20, rocks.write_buffer_size);
   }
   return rocks;
 }

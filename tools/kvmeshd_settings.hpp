@@ -8,6 +8,9 @@
 //   log_level: info           # trace, debug, info, warn, error, critical, off
 //   idle_timeout: 600         # seconds before an unused database is passivated
 //   sync: false               # fsync the write-ahead log on every write
+//   low_space: 256MiB         # low on disk space below this free (puts refused, deletes work)
+//   low_space_percent: 1      # ... or below this percentage of the file system, if more
+//   space_reserve: 192MiB     # reserve file given up when the disk fills anyway; 0: none
 #pragma once
 
 #include <string>
