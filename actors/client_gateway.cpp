@@ -75,8 +75,10 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts
 gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
                                                  matcher_supervisor_actor supervisor,
                                                  caf::timespan timeout, uint64_t node_id,
-                                                 peer_actor membership, std::string sync) {
+                                                 peer_actor membership, std::string sync,
+                                                 LocalStatusFiller fill_local_status) {
   self->state.supervisor = std::move(supervisor);
+  self->state.fill_local_status = std::move(fill_local_status);
   self->state.membership = std::move(membership);
   self->state.timeout = timeout;
   self->state.node_id = node_id;
@@ -168,8 +170,10 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
       [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
         auto membership = self->state.membership;
         if (!membership) {
-          return std::vector<MemberStatus>{
+          std::vector<MemberStatus> out{
               MemberStatus{self->state.node_id, "", 0, true, true, 0, self->state.sync}};
+          if (self->state.fill_local_status) self->state.fill_local_status(out.back());
+          return out;
         }
         auto promise = self->make_response_promise<std::vector<MemberStatus>>();
         self->request(membership, self->state.timeout, atom::members_v)

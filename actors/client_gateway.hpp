@@ -16,6 +16,7 @@
 #include <unordered_map>
 
 #include "actors/database_request.hpp"
+#include "actors/membership.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
@@ -29,6 +30,8 @@ struct client_gateway_state {
   uint64_t node_id = 0;
   /// The node's durability mode (DescribeSync), for `members` when not clustered.
   std::string sync;
+  /// Adds this node's disk space to its MemberStatus when not clustered; may be null.
+  LocalStatusFiller fill_local_status;
   struct Entry {
     std::shared_ptr<const DatabaseRoute> route;
     database_client_actor actor;  // invalid until opened; replaced after a re-open
@@ -43,10 +46,12 @@ struct client_gateway_state {
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
-/// `membership` (may be invalid) answers `members`; when not clustered the gateway answers it,
-/// with the node's durability mode `sync` (DescribeSync).
+/// `membership` (may be invalid) answers `members`; otherwise the gateway does, with the node's
+/// durability mode `sync` (DescribeSync) and `fill_local_status` (may be null) adding what only
+/// this node knows.
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
-    caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync);
+    caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
+    LocalStatusFiller fill_local_status);
 
 }  // namespace kvmesh

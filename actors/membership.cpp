@@ -373,6 +373,7 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
         out.push_back(MemberStatus{st.node_id, me.host() + ":" + std::to_string(me.cluster_port()),
                                    static_cast<uint16_t>(me.client_port()), true, true, 0,
                                    me.sync()});
+        if (st.options.fill_local_status) st.options.fill_local_status(out.back());
         for (const auto& [id, m] : st.members) {
           uint64_t silent =
               m.last_heard == Clock::time_point{}

@@ -18,6 +18,7 @@
 #include <caf/timespan.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,6 +29,9 @@
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
+
+/// Fills in the fields of this node's own MemberStatus that only it knows (disk space).
+using LocalStatusFiller = std::function<void(MemberStatus&)>;
 
 struct MembershipOptions {
   /// "host:port" cluster addresses to join through. May include this node's own address.
@@ -42,6 +46,8 @@ struct MembershipOptions {
   caf::timespan connect_timeout = std::chrono::seconds(3);
   /// Test clusters only: faults between nodes (may be null).
   std::shared_ptr<LinkFaults> faults;
+  /// Fills in this node's own MemberStatus fields only it knows (disk space); may be null.
+  LocalStatusFiller fill_local_status;
 };
 
 struct membership_state {

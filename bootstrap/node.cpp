@@ -349,6 +349,10 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   store_options.sync = opts.sync;
   store_options.sync_period = opts.sync_period;
   store_options.max_value_bytes = opts.max_value_bytes;
+  store_options.space.low_bytes = opts.low_space_bytes;
+  store_options.space.low_percent = opts.low_space_percent;
+  store_options.space.reserve_bytes = opts.space_reserve_bytes;
+  store_options.space.check_interval = opts.space_check_interval;
   s = storage::Store::Open(store_options, &impl->store);
   if (!s.ok()) return s;
   if (clustered) {
@@ -393,8 +397,18 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
       std::shared_ptr<const ReplicationOptions>(replication));
+  // `kvmesh members` shows this node's disk space; weak: the actors must not keep the store.
+  LocalStatusFiller fill_local_status =
+      [weak = std::weak_ptr<storage::Store>(impl->store)](MemberStatus& m) {
+        if (auto store = weak.lock()) {
+          const storage::SpaceStatus space = store->space();
+          m.low_space = space.low;
+          m.free_disk_bytes = space.free_bytes;
+        }
+      };
   if (clustered) {
     MembershipOptions membership;
+    membership.fill_local_status = fill_local_status;
     membership.seeds = opts.seeds;
     membership.heartbeat_interval =
         std::chrono::duration_cast<caf::timespan>(opts.heartbeat_interval);
@@ -407,7 +421,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   }
   impl->gateway = impl->system->spawn(client_gateway_impl, impl->core->supervisor,
                                       impl->core->timeout, impl->store->node_id(), impl->membership,
-                                      DescribeSync(opts.sync, opts.sync_period));
+                                      DescribeSync(opts.sync, opts.sync_period), fill_local_status);
   std::unique_ptr<Node> node(new Node(std::move(impl)));
   if (listen || clustered) {
     // CAF registers two services any peer can look up by name: a config store without bounds
@@ -619,9 +633,17 @@ Result<std::string> Node::reload_configs() const {
 
 Result<std::vector<MemberStatus>> Node::members() const {
   if (!impl_->membership) {
-    return std::vector<MemberStatus>{
-        MemberStatus{impl_->store->node_id(), "", impl_->port, true, true, 0,
-                     DescribeSync(impl_->options.sync, impl_->options.sync_period)}};
+    const storage::SpaceStatus space = impl_->store->space();
+    MemberStatus me{impl_->store->node_id(),
+                    "",
+                    impl_->port,
+                    true,
+                    true,
+                    0,
+                    DescribeSync(impl_->options.sync, impl_->options.sync_period)};
+    me.low_space = space.low;
+    me.free_disk_bytes = space.free_bytes;
+    return std::vector<MemberStatus>{me};
   }
   return impl_->AskActor<std::vector<MemberStatus>>(impl_->membership, atom::members_v);
 }

@@ -94,6 +94,7 @@ Status ValidateNodeOptions(const NodeOptions& o) {
       {"idle_timeout", o.idle_timeout, true},
       {"replica_grace", o.replica_grace, true},
       {"tombstone_grace", o.tombstone_grace, true},
+      {"space_check_interval", o.space_check_interval, false},
   };
   for (const Period& p : periods) {
     if (p.value.count() > 0 || (p.zero_allowed && p.value.count() == 0)) continue;
@@ -118,6 +119,11 @@ Status ValidateNodeOptions(const NodeOptions& o) {
   if (o.sync_period < std::chrono::milliseconds(1) || o.sync_period > std::chrono::seconds(60)) {
     return Invalid("sync_period must be between 1 ms and 60000 ms, got " +
                    std::to_string(o.sync_period.count()) + " ms");
+  }
+  // Written this way round so that NaN fails too.
+  if (!(o.low_space_percent >= 0 && o.low_space_percent <= 50)) {
+    return Invalid("low_space_percent must be between 0 and 50, got " +
+                   std::to_string(o.low_space_percent));
   }
   return Status::OK();
 }

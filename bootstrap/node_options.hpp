@@ -19,8 +19,8 @@ inline constexpr const char* kMemoryConfigSource = "<memory>";
 /// a host, cluster_advertise and every seed "host:port", seeds and cluster_advertise only with a
 /// cluster port, timeouts and periods positive (idle_timeout, replica_grace and tombstone_grace
 /// may be zero), max_value_bytes positive and at most kMaxBatchBytes, connection bounds positive,
-/// sync a known mode and sync_period from 1 ms to 60 s, one config source. Otherwise
-/// kInvalidArgument naming the field and the value. Reads nothing from disk.
+/// sync a known mode and sync_period from 1 ms to 60 s, low_space_percent from 0 to 50, one config
+/// source. Otherwise kInvalidArgument naming the field and the value. Reads nothing from disk.
 Status ValidateNodeOptions(const NodeOptions& options);
 
 /// Loads the configs `options` names: `configs` as given, `config_yaml` parsed and validated as a

@@ -34,6 +34,8 @@ const char* CodeName(Code code) {
       return "unavailable";
     case Code::kInternal:
       return "internal";
+    case Code::kNoSpace:
+      return "no_space";
   }
   return "unknown";
 }

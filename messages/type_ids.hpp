@@ -62,7 +62,7 @@ typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, MemberStatus& x) {
   return f(caf::meta::type_name("kvmesh.MemberStatus"), x.node_id, x.cluster_address, x.client_port,
-           x.alive, x.self, x.silent_ms, x.sync);
+           x.alive, x.self, x.silent_ms, x.sync, x.low_space, x.free_disk_bytes);
 }
 
 template <class Inspector>

@@ -268,9 +268,11 @@ Status Replicator::OnPushReceived(uint64_t from, const std::string& delta) {
     return Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)");
   }
   Status s = ApplyFromPeer(delta);
+  // Low on disk space: the node logged that once; the sender keeps the delta for later.
   if (!s.ok()) {
-    spdlog::warn("database {}: refused a delta from {}: {}", Quote(store_->path()),
-                 FormatNodeId(from), s.ToString());
+    spdlog::log(s.code() == Code::kNoSpace ? spdlog::level::debug : spdlog::level::warn,
+                "database {}: refused a delta from {}: {}", Quote(store_->path()),
+                FormatNodeId(from), s.ToString());
   }
   return s;
 }
@@ -330,8 +332,10 @@ void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genu
   }
   Status s = ApplyFromPeer(reply.delta());
   if (!s.ok()) {
-    spdlog::error("database {}: cannot apply anti-entropy delta from {}: {}", Quote(store_->path()),
-                  FormatNodeId(peer_id), s.ToString());
+    // Low on disk space: the node logged that once; the next round asks again.
+    spdlog::log(s.code() == Code::kNoSpace ? spdlog::level::debug : spdlog::level::err,
+                "database {}: cannot apply anti-entropy delta from {}: {}", Quote(store_->path()),
+                FormatNodeId(peer_id), s.ToString());
     peer.sync_in_flight = false;
     return;
   }

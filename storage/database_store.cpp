@@ -439,6 +439,14 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
     }
   }
 
+  // Low on disk space: writes that add data are refused; deletes go on (they are what frees it).
+  bool adds_data = false;
+  for (size_t i = 0; i < count; ++i) adds_data = adds_data || ops[i].kind == WriteOp::Kind::kPut;
+  if (adds_data) {
+    s = store_->CheckRoomForData();
+    if (!s.ok()) return s;
+  }
+
   // Every assigned counter is added to the vector, even when a later operation of the batch
   // overwrites its record, so this node's base stays contiguous. A counter the vector already
   // covers (this node's own writes to an earlier incarnation of the database, learnt back from
@@ -490,8 +498,14 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
         FormatSize(used_bytes_) + "; this write needs " +
         FormatSize(static_cast<uint64_t>(staged.used_bytes)) + " more. Nothing was written");
   }
+  const uint64_t written = staged.batch.GetDataSize();
   s = Commit(&staged, std::move(version_vector), counter);
   if (!s.ok()) return s;
+  if (adds_data) {
+    store_->NoteDataWritten(written);
+  } else {
+    store_->NoteFreeingWrite();
+  }
   // The delta is written from the records already serialized for the batch, with the framing
   // of proto::Delta.entries (field 1) and DeltaEntry.key (1) and .record (2): building and
   // serializing DeltaEntry messages would copy every value twice more.
@@ -567,6 +581,19 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
     }
   }
 
+  // A replica low on disk space takes deletes but not new values: the sender keeps them and
+  // anti-entropy brings them once space is back (nothing acknowledged is lost; a write waiting
+  // for this replica's acknowledgement fails or waits for others).
+  for (const proto::DeltaEntry& entry : delta.entries()) {
+    const proto::Version& version = entry.record().version();
+    if (!entry.record().tombstone() &&
+        !version_vector_.Covers({version.origin(), version.counter()})) {
+      s = store_->CheckRoomForData();
+      if (!s.ok()) return Status(s.code(), s.message() + where);
+      break;
+    }
+  }
+
   ApplyResult counts;
   VersionVector version_vector = version_vector_;
   Touched touched;
@@ -610,8 +637,10 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   Staged staged;
   Stage(&touched, &staged);
   if (staged.changed || version_vector != version_vector_) {
+    const uint64_t written = staged.batch.GetDataSize();
     s = Commit(&staged, std::move(version_vector), local_counter_);
     if (!s.ok()) return s;
+    store_->NoteDataWritten(written);
   }
   if (result != nullptr) *result = counts;
   return Status::OK();
@@ -710,6 +739,7 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
     }
     tombstone_count_ = tombstone_count;
     total += batch_collected;
+    store_->NoteFreeingWrite();
     batch.Clear();
     batch_entries = 0;
     batch_collected = 0;
@@ -773,6 +803,7 @@ Status DatabaseStore::Drop() {
   batch.Delete(keys::CatalogKey(path_));
   rocksdb::Status rs = store_->db()->Write(store_->write_options(), &batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot drop database " + Quote(path_));
+  store_->NoteFreeingWrite();
   dropped_ = true;
   used_bytes_ = 0;
   key_count_ = 0;

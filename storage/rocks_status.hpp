@@ -9,12 +9,14 @@
 
 namespace kvmesh::storage {
 
-/// Corruption stays corruption; everything else (disk full, permissions, a lock held by another
-/// process) is Code::kIOError. The message is "`context`: <RocksDB's text>".
+/// Corruption stays corruption; a full disk is Code::kNoSpace (like the low-space state that
+/// normally comes first, storage/space_monitor.hpp); everything else (permissions, a lock held by
+/// another process) is Code::kIOError. The message is "`context`: <RocksDB's text>".
 inline Status FromRocksStatus(const rocksdb::Status& s, const std::string& context) {
   if (s.ok()) return Status::OK();
   std::string message = context + ": " + s.ToString();
   if (s.IsCorruption()) return Status::Corruption(std::move(message));
+  if (s.IsNoSpace()) return Status::NoSpace(std::move(message));
   return Status::IOError(std::move(message));
 }
 

@@ -8,7 +8,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <random>
 
 #include "common/path.hpp"
@@ -62,6 +64,7 @@ Store::~Store() {
 }
 
 void Store::Close() {
+  if (space_monitor_) space_monitor_->Stop();
   if (!db_) return;
   StopPeriodicSync();
   // A clean stop leaves every write durable in every mode: a power loss right after a shutdown
@@ -106,6 +109,13 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // with the 9-byte keys::DatabasePrefix); a DeleteRange of a data or index range would not be.
   rocks.memtable_insert_with_hint_prefix_extractor.reset(
       rocksdb::NewFixedPrefixTransform(keys::kDatabaseKeyPrefixSize));
+  // A memtable flush must fit in the room the low-space state keeps (storage/space_monitor.hpp),
+  // or a node low on space could not flush the deletes that free it: at most a quarter of the
+  // threshold, and never more than RocksDB's usual 64 MiB.
+  if (options.space.low_bytes > 0) {
+    rocks.write_buffer_size =
+        std::clamp<size_t>(options.space.low_bytes / 4, 1u << 20, rocks.write_buffer_size);
+  }
   return rocks;
 }
 
@@ -162,8 +172,14 @@ void Store::StopPeriodicSync() {
 }
 
 Status Store::Init() {
+  rocksdb::Options rocks = RocksOptions(options_);
+  // Before RocksDB opens: replaying its log needs room, and its errors go to the monitor.
+  space_monitor_ = std::make_unique<SpaceMonitor>(options_.path, options_.space);
+  std::error_code ec;
+  if (std::filesystem::is_directory(options_.path, ec)) space_monitor_->ReleaseReserveIfTight();
+  rocks.listeners.push_back(space_monitor_->listener());
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status rs = rocksdb::DB::Open(RocksOptions(options_), options_.path, &raw);
+  rocksdb::Status rs = rocksdb::DB::Open(rocks, options_.path, &raw);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot open data dir " + Quote(options_.path));
   db_.reset(raw);
 
@@ -194,7 +210,24 @@ Status Store::Init() {
     return FromRocksStatus(rs, "cannot read store " + Quote(options_.path));
   }
   if (options_.sync == SyncMode::kPeriodic) StartPeriodicSync();
+  space_monitor_->Start(db_.get(), node_id_);
   return Status::OK();
+}
+
+Status Store::CheckRoomForData() const {
+  return space_monitor_ ? space_monitor_->CheckRoomForData() : Status::OK();
+}
+
+SpaceStatus Store::space() const {
+  return space_monitor_ ? space_monitor_->status() : SpaceStatus{};
+}
+
+void Store::NoteFreeingWrite() {
+  if (space_monitor_) space_monitor_->NoteFreeingWrite();
+}
+
+void Store::NoteDataWritten(uint64_t bytes) {
+  if (space_monitor_) space_monitor_->NoteDataWritten(bytes);
 }
 
 Status Store::MarkInUse() {

@@ -15,6 +15,7 @@
 
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
+#include "storage/space_monitor.hpp"
 
 namespace rocksdb {
 class DB;
@@ -43,6 +44,8 @@ struct StoreOptions {
   size_t block_cache_bytes = 64u << 20;
   /// Largest value accepted; larger ones fail with Code::kValueTooLarge. Default 16 MiB.
   size_t max_value_bytes = 16u << 20;
+  /// The low-space state (storage/space_monitor.hpp). Defaults as documented there.
+  SpaceOptions space;
 };
 
 class Store : public std::enable_shared_from_this<Store> {
@@ -77,6 +80,16 @@ class Store : public std::enable_shared_from_this<Store> {
   /// Records now as the last time the store was in use.
   Status MarkInUse();
   const StoreOptions& options() const { return options_; }
+
+  /// OK, or kNoSpace while the node is low on disk space (storage/space_monitor.hpp): for writes
+  /// that add data. Deletes skip this check.
+  Status CheckRoomForData() const;
+  /// The low-space state and free space at the last check.
+  SpaceStatus space() const;
+  /// Records that a write freeing space (delete, drop, tombstone collection) was made.
+  void NoteFreeingWrite();
+  /// Records that a write added about `bytes` (may check free space at once).
+  void NoteDataWritten(uint64_t bytes);
 
   /// Returns a handle on the database instantiated at the normalised `path`, creating its catalog
   /// entry (and namespace id) on first use; `config_id` is recorded then. `size_limit` is the
@@ -124,6 +137,8 @@ class Store : public std::enable_shared_from_this<Store> {
   /// Serialises catalog creation (read next id, write entry and NodeMeta).
   std::mutex catalog_mutex_;
   uint64_t next_database_id_ = 1;
+  /// Set by Init; stopped by Close before RocksDB closes.
+  std::unique_ptr<SpaceMonitor> space_monitor_;
 };
 
 }  // namespace kvmesh::storage

@@ -109,6 +109,12 @@ TEST_F(DaemonTest, NodeSettingsFileIsReadAndCheckedStrictly) {
   EXPECT_NE(b.output().find("bad-node.yaml:2: prot: unknown setting"), std::string::npos)
       << b.output();
 
+  std::string bad_size = dir_.Write("bad-size.yaml", "low_space: 100 parsecs\n");
+  DaemonProcess e;
+  EXPECT_FALSE(e.Start(KVMESHD_PATH, {"--config", bad_size}));
+  EXPECT_EQ(e.Wait(), 2);
+  EXPECT_NE(e.output().find("bad-size.yaml:1: low_space: "), std::string::npos) << e.output();
+
   std::string bad_seed = dir_.Write("bad-seed.yaml", "cluster_port: 0\nseeds: [nowhere]\n");
   DaemonProcess c;
   EXPECT_FALSE(c.Start(KVMESHD_PATH, {"--config", bad_seed}));

@@ -74,10 +74,13 @@ TEST_F(MessagesTest, EveryWireTypeRoundTrips) {
   EXPECT_EQ(status_back.replicas, status.replicas);
   EXPECT_EQ(status_back.entries_applied, 7u);
   EXPECT_EQ(status_back.peers.at(0).version_vector, "{2:3}");
-  const auto members_back =
-      RoundTrip(std::vector<MemberStatus>{MemberStatus{5, "h:1", 2, true, false, 9, "always"}});
-  EXPECT_EQ(members_back.at(0).silent_ms, 9u);
-  EXPECT_EQ(members_back.at(0).sync, "always");
+  const MemberStatus member_back = RoundTrip(std::vector<MemberStatus>{MemberStatus{
+                                                 5, "h:1", 2, true, false, 9, "always", true, 7}})
+                                       .at(0);
+  EXPECT_EQ(member_back.silent_ms, 9u);
+  EXPECT_EQ(member_back.sync, "always");
+  EXPECT_TRUE(member_back.low_space);
+  EXPECT_EQ(member_back.free_disk_bytes, 7u);
   EXPECT_EQ(RoundTrip(ReplicaSet{{1, 2}, {2}, 2, 2, 3}).unreachable, std::vector<uint64_t>{2});
   RoundTrip(peer_actor{});
   RoundTrip(gateway_actor{});

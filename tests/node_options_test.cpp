@@ -2,6 +2,7 @@
 // YAML text (NodeOptions::config_yaml), the way a program using the installed library gives them.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -116,6 +117,12 @@ std::vector<BadOption> BadOptions() {
       {"zero max connections per address",
        [](NodeOptions& o) { o.max_connections_per_address = 0; }, Code::kInvalidArgument,
        "max_connections_per_address must be positive"},
+      {"low space percent over 50", [](NodeOptions& o) { o.low_space_percent = 60; },
+       Code::kInvalidArgument, "low_space_percent must be between 0 and 50"},
+      {"low space percent not a number", [](NodeOptions& o) { o.low_space_percent = NAN; },
+       Code::kInvalidArgument, "low_space_percent"},
+      {"zero space check interval", [](NodeOptions& o) { o.space_check_interval = 0ms; },
+       Code::kInvalidArgument, "space_check_interval"},
       {"no config source", [](NodeOptions& o) { o.config_dir.clear(); }, Code::kInvalidArgument,
        "config source"},
       {"two config sources", [](NodeOptions& o) { o.config_yaml = "matcher: /a\nsize: 1KB\n"; },

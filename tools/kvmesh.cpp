@@ -362,13 +362,19 @@ class Cli {
     if (g_.json) {
       json out = json::array();
       for (const auto& m : *members) {
-        out.push_back({{"node", kvmesh::FormatNodeId(m.node_id)},
+        json member = {{"node", kvmesh::FormatNodeId(m.node_id)},
                        {"cluster_address", m.cluster_address},
                        {"client_port", m.client_port},
                        {"alive", m.alive},
                        {"self", m.self},
                        {"silent_ms", m.silent_ms},
-                       {"sync", m.sync}});
+                       {"sync", m.sync}};
+        // Disk space is known for the reporting node only.
+        if (m.self) {
+          member["low_space"] = m.low_space;
+          member["free_disk_bytes"] = m.free_disk_bytes;
+        }
+        out.push_back(std::move(member));
       }
       std::cout << out.dump() << "\n";
     } else {
@@ -376,7 +382,12 @@ class Cli {
         std::cout << kvmesh::FormatNodeId(m.node_id) << "  " << (m.alive ? "up  " : "DOWN") << "  "
                   << (m.cluster_address.empty() ? "-" : m.cluster_address) << "  client port "
                   << m.client_port << "  sync " << (m.sync.empty() ? "?" : m.sync)
-                  << (m.self ? "  (this node)" : "") << "\n";
+                  << (m.self ? "  (this node)" : "");
+        if (m.self) {
+          std::cout << "  disk " << kvmesh::FormatSize(m.free_disk_bytes) << " free"
+                    << (m.low_space ? ", LOW ON SPACE: puts refused" : "");
+        }
+        std::cout << "\n";
       }
     }
     return FinishOutput();

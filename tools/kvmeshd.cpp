@@ -5,7 +5,9 @@
 
 #include <csignal>
 #include <iostream>
+#include <tuple>
 
+#include "config/size.hpp"
 #include "kvmesh/node.hpp"
 #include "tools/kvmeshd_settings.hpp"
 
@@ -82,6 +84,18 @@ int main(int argc, char** argv) {
   bool accept_stale_data = false;
   app.add_flag("--accept-stale-data", accept_stale_data,
                "start even if the data dir was unused for longer than the tombstone grace");
+  std::string low_space, space_reserve;
+  auto* low_space_opt =
+      app.add_option("--low-space", low_space,
+                     "low on disk space below this free (e.g. 256MiB): puts refused, deletes work");
+  int low_space_percent = static_cast<int>(config.node.low_space_percent);
+  auto* low_space_percent_opt =
+      app.add_option("--low-space-percent", low_space_percent,
+                     "... or below this percentage of the file system, if that is more")
+          ->check(CLI::Range(0, 50));
+  auto* space_reserve_opt = app.add_option(
+      "--space-reserve", space_reserve,
+      "reserve file given up when the disk fills anyway, so deletes still work; 0: none");
   for (auto* opt : {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
                     cluster_port_opt, cluster_listen, failure_opt, grace_opt, sync_opt,
                     sync_period_opt, max_connections_opt, max_per_address_opt}) {
@@ -128,6 +142,23 @@ int main(int argc, char** argv) {
     config.node.accept_stale_data = from_file.node.accept_stale_data;
     if (sync_opt->count() == 0) sync = kvmesh::SyncModeName(from_file.node.sync);
     if (sync_period_opt->count() == 0) sync_period_ms = from_file.node.sync_period.count();
+    config.node.low_space_bytes = from_file.node.low_space_bytes;
+    config.node.space_reserve_bytes = from_file.node.space_reserve_bytes;
+    if (low_space_percent_opt->count() == 0) {
+      low_space_percent = static_cast<int>(from_file.node.low_space_percent);
+    }
+  }
+  config.node.low_space_percent = low_space_percent;
+  // Sizes given as flags win over the file.
+  for (auto [opt, text, out] :
+       {std::make_tuple(low_space_opt, &low_space, &config.node.low_space_bytes),
+        std::make_tuple(space_reserve_opt, &space_reserve, &config.node.space_reserve_bytes)}) {
+    if (opt->count() == 0) continue;
+    kvmesh::Status s = kvmesh::config::ParseSize(*text, out);
+    if (!s.ok()) {
+      std::cerr << "kvmeshd: " << opt->get_name() << ": " << s.message() << "\n";
+      return 2;
+    }
   }
   kvmesh::ParseSyncMode(sync, &config.node.sync);  // CLI11 checked it
   config.node.sync_period = std::chrono::milliseconds(sync_period_ms);

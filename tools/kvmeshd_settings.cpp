@@ -8,6 +8,8 @@
 #include <functional>
 #include <map>
 
+#include "config/size.hpp"
+
 namespace kvmesh {
 
 DaemonConfig DefaultDaemonConfig() {
@@ -72,6 +74,14 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       return Status::OK();
     };
   };
+  auto size = [&](uint64_t* out) -> Reader {
+    return [&, out](const YAML::Node& n, const std::string& field) {
+      if (!n.IsScalar()) return error(n, field, "must be a size such as 256MiB");
+      Status s = config::ParseSize(n.Scalar(), out);
+      if (!s.ok()) return error(n, field, s.message());
+      return Status::OK();
+    };
+  };
   NodeOptions& node = config->node;
   const std::map<std::string, Reader> readers = {
       {"name", text(&config->name)},
@@ -127,6 +137,10 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"max_connections_per_address",
        integer(1, 10'000'000,
                [&](long long v) { node.max_connections_per_address = static_cast<size_t>(v); })},
+      {"low_space", size(&node.low_space_bytes)},
+      {"low_space_percent",
+       integer(0, 50, [&](long long v) { node.low_space_percent = static_cast<double>(v); })},
+      {"space_reserve", size(&node.space_reserve_bytes)},
   };
   for (const auto& entry : root) {
     if (!entry.first.IsScalar())

@@ -73,6 +73,26 @@ struct NodeOptions {
   SyncMode sync = SyncMode::kPeriodic;
   /// Period of the syncs of SyncMode::kPeriodic, from 1 ms to 60 s. Default 100 ms.
   std::chrono::milliseconds sync_period = std::chrono::milliseconds(100);
+
+  // -- Low disk space (README "Low disk space") --
+
+  /// The node is low on disk space while the data dir's file system has less free than this (or
+  /// than low_space_percent of its size, if that is more): puts, batches holding a put and
+  /// replicated values are refused with kNoSpace, while deletes, drops and RocksDB's flushes and
+  /// compactions go on in the room left. Puts are accepted again once free space is a quarter
+  /// above the threshold. 0 together with low_space_percent 0: never low. Default 256 MiB (room
+  /// for memtable flushes and the compactions that free space; RocksDB's memtable is kept to a
+  /// quarter of this, at most 64 MiB, so that a flush always fits).
+  uint64_t low_space_bytes = 256u << 20;
+  /// See low_space_bytes; from 0 to 50. Default 1 (percent of the file system's size).
+  double low_space_percent = 1.0;
+  /// A file of this size is kept in the data dir and deleted when the disk fills up anyway (by
+  /// another program, or past the threshold), so that deletes and RocksDB's recovery still find
+  /// room; it is made again once space is back. 0: none. Default 64 MiB.
+  uint64_t space_reserve_bytes = 64u << 20;
+  /// How often free space is checked (also at once after a write error). Default 250 ms.
+  std::chrono::milliseconds space_check_interval = std::chrono::milliseconds(250);
+
   /// Actor worker threads; 0 means one per core. Default 0.
   size_t worker_threads = 0;
   /// Address to serve clients on (the client gateway, over CAF io). Loopback by default: expose a

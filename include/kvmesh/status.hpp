@@ -40,6 +40,9 @@ enum class Code : uint8_t {
   kUnavailable = 11,
   /// A bug: an invariant did not hold.
   kInternal = 12,
+  /// The node is low on disk space (or its disk is full): writes that add data are refused,
+  /// deletes still work. Retry once space is freed (README "Low disk space").
+  kNoSpace = 13,
 };
 
 /// A stable, lower-case name for `code` ("not_found", "size_limit_exceeded", ...).
@@ -70,6 +73,7 @@ class Status {
   static Status Timeout(std::string msg) { return {Code::kTimeout, std::move(msg)}; }
   static Status Unavailable(std::string msg) { return {Code::kUnavailable, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
+  static Status NoSpace(std::string msg) { return {Code::kNoSpace, std::move(msg)}; }
 
   bool ok() const { return code_ == Code::kOk; }
   bool IsNotFound() const { return code_ == Code::kNotFound; }

@@ -177,6 +177,11 @@ struct MemberStatus {
   /// Its durability mode as DescribeSync gives it ("none", "always", "periodic 100ms"); empty
   /// if it did not say (a node of an older version).
   std::string sync;
+  /// The reporting node only (false and 0 for the others): true while it is low on disk space
+  /// (puts refused, deletes accepted; NodeOptions::low_space_bytes), and the free bytes of its
+  /// data dir's file system at the last check.
+  bool low_space = false;
+  uint64_t free_disk_bytes = 0;
 };
 
 /// One replica of a database as seen by the replica that reports (ReplicationStatus::peers).
