@@ -203,6 +203,14 @@ TEST_F(ClientTest, OneClientsAsyncWritesToOneKeyApplyInSendOrder) {
   EXPECT_EQ(db.get("/order").value(), "1999");
 }
 
+// Issue 13: the gateway keeps one client's requests in order also when they race the passivation
+// and re-activation of their database.
+TEST_F(ClientTest, OneClientsWritesStayInOrderAcrossPassivations) {
+  auto db = client_.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_EQ(testing::WriteInOrderAcrossPassivations(db, *node_, 300, 40), "");
+}
+
 TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
   auto unknown = client_.open("/nope");
   EXPECT_EQ(unknown.status().code(), Code::kNoMatchingConfig);

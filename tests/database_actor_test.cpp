@@ -158,10 +158,10 @@ TEST_F(DatabaseActorTest, LocalDeadlinesExpireUnansweredRequestsOnly) {
       got->push_back(reply ? "ok" : to_string(reply.error()));
       if (got->size() == 2) results.set_value(*got);
     };
-    RequestDatabase<atom::ok>(self, route, target, record, 0, atom::put_v, std::string("answer"),
-                              std::string("v"));
-    RequestDatabase<atom::ok>(self, route, target, record, 0, atom::put_v, std::string("held"),
-                              std::string("v"));
+    SendToDatabase<atom::ok>(self, *route, target, record, atom::put_v, std::string("answer"),
+                             std::string("v"));
+    SendToDatabase<atom::ok>(self, *route, target, record, atom::put_v, std::string("held"),
+                             std::string("v"));
     return caf::behavior{[deadlines](atom::tick) { deadlines->ExpireDue(); }};
   });
   auto future = results.get_future();
@@ -197,8 +197,8 @@ TEST_F(DatabaseActorTest, RequestsPendingWhenTheRequesterStopsAreDroppedAtOnce) 
     deadlines->set_schedule_check(
         [self](caf::timespan period) { self->delayed_send(self, period, atom::tick_v); });
     DropPendingOnExit(self, deadlines);
-    RequestDatabase<atom::ok>(
-        self, route, target, [sentinel](caf::expected<atom::ok>) {}, 0, atom::put_v,
+    SendToDatabase<atom::ok>(
+        self, *route, target, [sentinel](caf::expected<atom::ok>) {}, atom::put_v,
         std::string("held"), std::string("v"));
     sentinel.reset();
     sent.set_value();
@@ -271,7 +271,7 @@ database_client_actor::behavior_type SlowDatabase(database_client_actor::pointer
   return testing::StubDatabase([delay] { std::this_thread::sleep_for(delay); }, "");
 }
 
-// One put through RequestDatabase from a fresh actor; the Status it ends with.
+// One put through SendToDatabase from a fresh actor; the Status it ends with.
 Status PutThrough(caf::actor_system& system, std::shared_ptr<DatabaseRoute> route,
                   database_client_actor target) {
   auto result = std::make_shared<std::promise<Status>>();
@@ -281,8 +281,8 @@ Status PutThrough(caf::actor_system& system, std::shared_ptr<DatabaseRoute> rout
       result->set_value(reply ? Status::OK() : ToStatus(reply.error()));
       self->quit();
     };
-    RequestDatabase<atom::ok>(self, route, target, done, 0, atom::put_v, std::string("/k"),
-                              std::string("v"));
+    SendToDatabase<atom::ok>(self, *route, target, done, atom::put_v, std::string("/k"),
+                             std::string("v"));
   });
   return future.get();
 }
