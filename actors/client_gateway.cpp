@@ -43,7 +43,12 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
 /// normalised paths, so a path found among them is normalised: only a first request, or another
 /// spelling, pays for the normalisation.
 template <class Reply, class... Ts>
-caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts... args) {
+caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Deadline deadline,
+                           Ts... args) {
+  // A request that waited past its deadline (its client gave up on it) goes no further.
+  if (deadline.Passed()) {
+    return ToError(Status::Timeout(DeadlinePassedMessage("the node's gateway forwarded it")));
+  }
   std::string path;
   if (self->state.routes.count(raw_path) > 0) {
     path = raw_path;
@@ -68,7 +73,7 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts
       self->state.routes.erase(it);
     }
   };
-  ordered->Request<Reply>(self, std::move(done), std::move(args)...);
+  ordered->Request<Reply>(self, std::move(done), deadline, std::move(args)...);
   return promise;
 }
 
@@ -145,29 +150,32 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
         }
         return {kClientProtocolVersion, self->state.node_id};
       },
-      [=](atom::open, const std::string& path) {
-        return Forward<DatabaseStats>(self, path, atom::stats_v);
+      [=](atom::clock) { return Deadline::NowNs(); },
+      [=](atom::open, const std::string& path, Deadline deadline) {
+        return Forward<DatabaseStats>(self, path, deadline, atom::stats_v);
       },
-      [=](atom::put, const std::string& path, std::string& key, std::string& value) {
-        return Forward<atom::ok>(self, path, atom::put_v, std::move(key), std::move(value));
+      [=](atom::put, const std::string& path, std::string& key, std::string& value,
+          Deadline deadline) {
+        return Forward<atom::ok>(self, path, deadline, atom::put_v, std::move(key),
+                                 std::move(value));
       },
-      [=](atom::get, const std::string& path, std::string& key) {
-        return Forward<std::string>(self, path, atom::get_v, std::move(key));
+      [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {
+        return Forward<std::string>(self, path, deadline, atom::get_v, std::move(key));
       },
-      [=](atom::erase, const std::string& path, std::string& key) {
-        return Forward<atom::ok>(self, path, atom::erase_v, std::move(key));
+      [=](atom::erase, const std::string& path, std::string& key, Deadline deadline) {
+        return Forward<atom::ok>(self, path, deadline, atom::erase_v, std::move(key));
       },
-      [=](atom::list, const std::string& path, ListOptions& options) {
-        return Forward<ListPage>(self, path, atom::list_v, std::move(options));
+      [=](atom::list, const std::string& path, ListOptions& options, Deadline deadline) {
+        return Forward<ListPage>(self, path, deadline, atom::list_v, std::move(options));
       },
-      [=](atom::batch, const std::string& path, WriteBatch& batch) {
-        return Forward<atom::ok>(self, path, atom::batch_v, std::move(batch));
+      [=](atom::batch, const std::string& path, WriteBatch& batch, Deadline deadline) {
+        return Forward<atom::ok>(self, path, deadline, atom::batch_v, std::move(batch));
       },
-      [=](atom::stats, const std::string& path) {
-        return Forward<DatabaseStats>(self, path, atom::stats_v);
+      [=](atom::stats, const std::string& path, Deadline deadline) {
+        return Forward<DatabaseStats>(self, path, deadline, atom::stats_v);
       },
-      [=](atom::status, const std::string& path) {
-        return Forward<ReplicationStatus>(self, path, atom::status_v);
+      [=](atom::status, const std::string& path, Deadline deadline) {
+        return Forward<ReplicationStatus>(self, path, deadline, atom::status_v);
       },
       [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
         auto membership = self->state.membership;

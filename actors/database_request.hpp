@@ -190,14 +190,18 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     if (!paused_ && actor_ && actor_.address() == gone) actor_ = nullptr;
   }
 
-  /// Sends `args...` from `self` to the path's database actor after every earlier request of this
-  /// route, and calls `done` once with the reply or the error.
+  /// Sends `args..., deadline` from `self` to the path's database actor after every earlier
+  /// request of this route, and calls `done` once with the reply or the error. A request whose
+  /// deadline passes before it is sent (waiting behind a re-open) fails unsent.
   template <class Reply, class Self, class... Ts>
-  void Request(Self* self, std::function<void(caf::expected<Reply>)> done, Ts... args) {
+  void Request(Self* self, std::function<void(caf::expected<Reply>)> done, Deadline deadline,
+               Ts... args) {
     // The arguments are kept for a resend: each attempt copies them into its message.
-    auto message = std::make_shared<const std::tuple<Ts...>>(std::move(args)...);
+    auto message =
+        std::make_shared<const std::tuple<Ts..., Deadline>>(std::move(args)..., deadline);
     Pending p;
     p.seq = next_seq_++;
+    p.deadline = deadline;
     p.send = [self, route = route_, done, message](const database_client_actor& target,
                                                    std::function<void(caf::error*)> ended) {
       std::function<void(caf::expected<Reply>)> on_result = [done,
@@ -225,6 +229,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     uint64_t seq = 0;
     /// Attempts bounced so far.
     int bounces = 0;
+    Deadline deadline;
     /// Sends one attempt to `target`, then calls `ended` once: with the bounce if `target`
     /// bounced it (and the request's callback not called), else with null after the callback.
     std::function<void(const database_client_actor& target, std::function<void(caf::error*)> ended)>
@@ -248,6 +253,10 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
 
   template <class Self>
   void Send(Self* self, Pending p) {
+    if (p.deadline.Passed()) {
+      p.fail(ToError(Status::Timeout(DeadlinePassedMessage("it could be sent to the database"))));
+      return;
+    }
     ++in_flight_;
     auto me = shared_from_this();
     auto send = p.send;

@@ -290,10 +290,12 @@ void Call(const HandlePtr& h, Completion<Reply> once, Ts... args) {
   }
   // Counted until answered (a job dropped unrun leaves it counted: the node is stopping).
   h->in_flight.fetch_add(1, std::memory_order_relaxed);
+  // From the call on: the database refuses the request once the caller may have given up on it.
+  const Deadline deadline = Deadline::In(h->core->timeout);
   // The arguments (a put's key and value) are moved along, not copied, on their way to the
   // message; the job runs once.
   caf::anon_send(
-      h->requester, RequesterJob{[h, once, args = std::make_tuple(std::move(args)...)](
+      h->requester, RequesterJob{[h, once, deadline, args = std::make_tuple(std::move(args)...)](
                                      caf::event_based_actor* self) mutable {
         std::function<void(caf::expected<Reply>)> finish = [h, once](caf::expected<Reply> reply) {
           Status status = reply ? Status::OK() : ToStatus(reply.error());
@@ -308,7 +310,7 @@ void Call(const HandlePtr& h, Completion<Reply> once, Ts... args) {
         };
         std::apply(
             [&](auto&... xs) {
-              h->ordered->Request<Reply>(self, std::move(finish), std::move(xs)...);
+              h->ordered->Request<Reply>(self, std::move(finish), deadline, std::move(xs)...);
             },
             args);
       }});
