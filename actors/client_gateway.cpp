@@ -13,9 +13,7 @@ using gateway_pointer = gateway_actor::stateful_pointer<client_gateway_state>;
 /// Remembers `actor` as the one serving `path` and watches it, so the entry leaves with it.
 void Track(gateway_pointer self, const std::string& path, const database_client_actor& actor) {
   auto& st = self->state;
-  auto it = st.routes.find(path);
-  if (it == st.routes.end() || it->second.actor == actor) return;
-  it->second.actor = actor;
+  if (!actor || st.path_of.count(actor.address()) > 0) return;
   self->monitor(actor);
   st.path_of[actor.address()] = path;
 }
@@ -34,7 +32,8 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
   route->no_local_deadline = true;
   route->on_reopen = [self, path](const database_client_actor& fresh) { Track(self, path, fresh); };
   route->remote_requests = st.remote_requests;
-  return st.routes.emplace(path, client_gateway_state::Entry{std::move(route), {}}).first->second;
+  auto ordered = std::make_shared<OrderedRoute>(std::move(route), database_client_actor{});
+  return st.routes.emplace(path, client_gateway_state::Entry{std::move(ordered)}).first->second;
 }
 
 /// Forwards `args...` to the database at `raw_path` and answers the client with its reply.
@@ -44,7 +43,12 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
 /// normalised paths, so a path found among them is normalised: only a first request, or another
 /// spelling, pays for the normalisation.
 template <class Reply, class... Ts>
-caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts... args) {
+caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Deadline deadline,
+                           Ts... args) {
+  // A request that waited past its deadline (its client gave up on it) goes no further.
+  if (deadline.Passed()) {
+    return ToError(Status::Timeout(DeadlinePassedMessage("the node's gateway forwarded it")));
+  }
   std::string path;
   if (self->state.routes.count(raw_path) > 0) {
     path = raw_path;
@@ -53,8 +57,8 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts
     if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
   }
   auto promise = self->make_response_promise<Reply>();
-  auto& entry = EntryFor(self, path);
-  std::function<void(caf::expected<Reply>)> done = [self, path,
+  std::shared_ptr<OrderedRoute> ordered = EntryFor(self, path).ordered;
+  std::function<void(caf::expected<Reply>)> done = [self, path, ordered,
                                                     promise](caf::expected<Reply> reply) mutable {
     if (reply) {
       promise.deliver(std::move(*reply));
@@ -64,9 +68,12 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Ts
     // A path that never opened (no config matches, say) keeps no entry: otherwise a peer could
     // grow the gateway's memory with one entry per distinct bad path.
     auto it = self->state.routes.find(path);
-    if (it != self->state.routes.end() && !it->second.actor) self->state.routes.erase(it);
+    if (it != self->state.routes.end() && it->second.ordered == ordered && !ordered->actor() &&
+        ordered->Idle()) {
+      self->state.routes.erase(it);
+    }
   };
-  RequestDatabase<Reply>(self, entry.route, entry.actor, std::move(done), 0, std::move(args)...);
+  ordered->Request<Reply>(self, std::move(done), deadline, std::move(args)...);
   return promise;
 }
 
@@ -111,8 +118,11 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
                                     " on another node while it served this request (" +
                                     to_string(msg.reason) + "); it may have been applied")));
     auto entry = st.routes.find(found->second);
-    if (entry != st.routes.end() && entry->second.actor.address() == msg.source) {
-      st.routes.erase(entry);
+    if (entry != st.routes.end()) {
+      auto& ordered = *entry->second.ordered;
+      ordered.Forget(msg.source);
+      // An entry with requests in flight or waiting keeps their order: it stays.
+      if (!ordered.actor() && ordered.Idle()) st.routes.erase(entry);
     }
     st.path_of.erase(found);
   });
@@ -143,29 +153,32 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
         }
         return {kClientProtocolVersion, self->state.node_id};
       },
-      [=](atom::open, const std::string& path) {
-        return Forward<DatabaseStats>(self, path, atom::stats_v);
+      [=](atom::clock) { return Deadline::NowNs(); },
+      [=](atom::open, const std::string& path, Deadline deadline) {
+        return Forward<DatabaseStats>(self, path, deadline, atom::stats_v);
       },
-      [=](atom::put, const std::string& path, std::string& key, std::string& value) {
-        return Forward<atom::ok>(self, path, atom::put_v, std::move(key), std::move(value));
+      [=](atom::put, const std::string& path, std::string& key, std::string& value,
+          Deadline deadline) {
+        return Forward<atom::ok>(self, path, deadline, atom::put_v, std::move(key),
+                                 std::move(value));
       },
-      [=](atom::get, const std::string& path, std::string& key) {
-        return Forward<std::string>(self, path, atom::get_v, std::move(key));
+      [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {
+        return Forward<std::string>(self, path, deadline, atom::get_v, std::move(key));
       },
-      [=](atom::erase, const std::string& path, std::string& key) {
-        return Forward<atom::ok>(self, path, atom::erase_v, std::move(key));
+      [=](atom::erase, const std::string& path, std::string& key, Deadline deadline) {
+        return Forward<atom::ok>(self, path, deadline, atom::erase_v, std::move(key));
       },
-      [=](atom::list, const std::string& path, ListOptions& options) {
-        return Forward<ListPage>(self, path, atom::list_v, std::move(options));
+      [=](atom::list, const std::string& path, ListOptions& options, Deadline deadline) {
+        return Forward<ListPage>(self, path, deadline, atom::list_v, std::move(options));
       },
-      [=](atom::batch, const std::string& path, WriteBatch& batch) {
-        return Forward<atom::ok>(self, path, atom::batch_v, std::move(batch));
+      [=](atom::batch, const std::string& path, WriteBatch& batch, Deadline deadline) {
+        return Forward<atom::ok>(self, path, deadline, atom::batch_v, std::move(batch));
       },
-      [=](atom::stats, const std::string& path) {
-        return Forward<DatabaseStats>(self, path, atom::stats_v);
+      [=](atom::stats, const std::string& path, Deadline deadline) {
+        return Forward<DatabaseStats>(self, path, deadline, atom::stats_v);
       },
-      [=](atom::status, const std::string& path) {
-        return Forward<ReplicationStatus>(self, path, atom::status_v);
+      [=](atom::status, const std::string& path, Deadline deadline) {
+        return Forward<ReplicationStatus>(self, path, deadline, atom::status_v);
       },
       [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
         auto membership = self->state.membership;

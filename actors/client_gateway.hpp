@@ -1,8 +1,9 @@
 // The client gateway: the one actor a node publishes for clients.
 //
 // Clients name a database path in every request; the gateway routes it to that database's actor
-// (asking the supervisor on first use, caching the handle, monitoring it) through
-// RequestDatabase, so a passivated database is re-activated here and clients never see it. The
+// (asking the supervisor on first use, caching the handle, monitoring it) through one
+// OrderedRoute per path, so a passivated database is re-activated here, clients never see it,
+// and requests to one path are applied in the order they arrived. The
 // handshake (`hello`) checks the client protocol version before anything else. It ignores exit
 // messages (a network peer could send one) and stops when the supervisor stops.
 #pragma once
@@ -33,10 +34,10 @@ struct client_gateway_state {
   /// Adds this node's disk space to its MemberStatus when not clustered; may be null.
   LocalStatusFiller fill_local_status;
   struct Entry {
-    std::shared_ptr<const DatabaseRoute> route;
-    database_client_actor actor;  // invalid until opened; replaced after a re-open
+    /// Its actor is invalid until opened, and replaced after a re-open.
+    std::shared_ptr<OrderedRoute> ordered;
   };
-  /// By normalised path; an entry leaves when its actor goes down.
+  /// By normalised path; an entry leaves when its actor goes down with nothing in flight.
   std::unordered_map<std::string, Entry> routes;
   /// Path of each monitored database actor (local or, in a cluster, on another node), by
   /// address: actor ids are unique per node only.

@@ -289,37 +289,53 @@ database_actor::behavior_type database_actor_impl(
     if (st.unsynced.size() == 1) self->send(self, atom::sync_log_v);
     return promise;
   };
+  // A request whose deadline passed is refused before anything is applied: its requester has
+  // given up on it (or is about to), and may already have made a newer write of the same key.
+  auto expired = [](const Deadline& deadline) {
+    return deadline.Passed()
+               ? ToError(Status::Timeout(DeadlinePassedMessage("the database applied it")))
+               : caf::error{};
+  };
   return {
-      [=](atom::put, const std::string& key, const std::string& value) {
+      [=](atom::put, const std::string& key, const std::string& value,
+          const Deadline& deadline) -> caf::result<atom::ok> {
+        if (auto err = expired(deadline)) return err;
         return write([&](storage::DatabaseStore& db, std::string* delta) {
           return db.Put(key, value, delta);
         });
       },
-      [=](atom::get, const std::string& key) -> caf::result<std::string> {
+      [=](atom::get, const std::string& key, const Deadline& deadline) -> caf::result<std::string> {
+        if (auto err = expired(deadline)) return err;
         std::string value;
         Status s = serve([&](storage::DatabaseStore& db) { return db.Get(key, &value); });
         if (!s.ok()) return ToError(s);
         return value;
       },
-      [=](atom::erase, const std::string& key) {
+      [=](atom::erase, const std::string& key, const Deadline& deadline) -> caf::result<atom::ok> {
+        if (auto err = expired(deadline)) return err;
         return write(
             [&](storage::DatabaseStore& db, std::string* delta) { return db.Erase(key, delta); });
       },
-      [=](atom::list, const ListOptions& options) -> caf::result<ListPage> {
+      [=](atom::list, const ListOptions& options,
+          const Deadline& deadline) -> caf::result<ListPage> {
+        if (auto err = expired(deadline)) return err;
         ListPage page;
         Status s = serve([&](storage::DatabaseStore& db) { return db.List(options, &page); });
         if (!s.ok()) return ToError(s);
         return page;
       },
-      [=](atom::batch, const WriteBatch& batch) {
+      [=](atom::batch, const WriteBatch& batch, const Deadline& deadline) -> caf::result<atom::ok> {
+        if (auto err = expired(deadline)) return err;
         return write(
             [&](storage::DatabaseStore& db, std::string* delta) { return db.Write(batch, delta); });
       },
-      [=](atom::stats) -> DatabaseStats {
+      [=](atom::stats, const Deadline& deadline) -> caf::result<DatabaseStats> {
+        if (auto err = expired(deadline)) return err;
         ++self->state.requests_since_tick;
         return self->state.store->Stats();
       },
-      [=](atom::status) -> ReplicationStatus {
+      [=](atom::status, const Deadline& deadline) -> caf::result<ReplicationStatus> {
+        if (auto err = expired(deadline)) return err;
         ++self->state.requests_since_tick;
         return self->state.replicator->MakeStatus();
       },

@@ -1,9 +1,11 @@
-// One request to the database actor of a path, with the one retry rule every caller needs.
+// Requests to the database actor of a path, with the one retry and ordering rule every caller
+// needs (OrderedRoute).
 //
 // A database actor that was passivated bounces later requests (request_receiver_down) without
 // applying them, so re-opening the path through the supervisor and sending again is safe and
-// applies the request exactly once. Used by the embedded API's helper actors and by the client
-// gateway, so the rule lives here only.
+// applies the request exactly once; OrderedRoute does that without letting a later request
+// overtake an earlier one. Used by the embedded API's requester actors and by the client gateway,
+// so the rule lives here only.
 #pragma once
 
 #include <caf/event_based_actor.hpp>
@@ -15,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "messages/local_deadlines.hpp"
@@ -77,8 +80,8 @@ struct DatabaseRoute {
   std::shared_ptr<RemoteRequests> remote_requests;
 };
 
-/// A bounced request is retried at most this often in all (once is enough unless the database
-/// passivates again in between).
+/// A request bounced by a passivated database is sent at most this often in all (twice is enough
+/// unless the database passivates again in between).
 inline constexpr int kMaxDatabaseAttempts = 3;
 
 /// True if the message `self` is handling now comes from `expected`. CAF 0.17 matches a reply to a
@@ -95,55 +98,28 @@ inline caf::error ForgedReply() {
   return ToError(Status::Unavailable("a reply came from an actor other than the one asked"));
 }
 
-/// Sends `args...` from `self` to `target` (the path's actor as last known; an invalid handle
-/// means "open the path first") and calls `done` once with the reply or the error.
+/// Sends `args...` once from `self` to `target` (valid) by the rules of `route` and calls `done`
+/// once with the reply or the error, a bounce (request_receiver_down) included: no retry here,
+/// see OrderedRoute.
 template <class Reply, class Self, class... Ts>
-void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route,
-                     database_client_actor target, std::function<void(caf::expected<Reply>)> done,
-                     int attempt, Ts... args) {
-  auto reopen_and_retry = [=](caf::error cause) {
-    if (attempt + 1 >= kMaxDatabaseAttempts) {
-      done(std::move(cause));
-      return;
-    }
-    self->request(route->supervisor, route->timeout, atom::open_v, route->path)
-        .then(
-            [=](database_client_actor& fresh) {
-              if (!FromExpected(self, route->supervisor)) {
-                done(ForgedReply());
-                return;
-              }
-              if (route->on_reopen) route->on_reopen(fresh);
-              RequestDatabase<Reply>(self, route, fresh, done, attempt + 1, args...);
-            },
-            [=](caf::error& err) { done(std::move(err)); });
-  };
-  if (!target) {
-    reopen_and_retry(caf::make_error(caf::sec::request_receiver_down));
-    return;
-  }
-  auto on_reply = [=](Reply& reply) {
+void SendToDatabase(Self* self, const DatabaseRoute& route, const database_client_actor& target,
+                    std::function<void(caf::expected<Reply>)> done, Ts... args) {
+  auto on_reply = [self, target, done](Reply& reply) {
     if (FromExpected(self, target)) {
       done(std::move(reply));
     } else {
       done(ForgedReply());
     }
   };
-  auto on_error = [=](caf::error& err) {
-    if (err == caf::sec::request_receiver_down) {
-      reopen_and_retry(std::move(err));
-    } else {
-      done(std::move(err));
-    }
-  };
-  LocalDeadlines* deadlines = route->local_deadlines.get();
+  auto on_error = [done](caf::error& err) { done(std::move(err)); };
+  LocalDeadlines* deadlines = route.local_deadlines.get();
   const bool local = target.node() == self->node();
   if (deadlines == nullptr || !local) {
-    const bool unbounded = route->no_local_deadline && local;
+    const bool unbounded = route.no_local_deadline && local;
     auto handle = self->request(
-        target, unbounded ? caf::duration{caf::infinite} : caf::duration{route->timeout},
+        target, unbounded ? caf::duration{caf::infinite} : caf::duration{route.timeout},
         std::move(args)...);
-    std::shared_ptr<RemoteRequests> remote = local ? nullptr : route->remote_requests;
+    std::shared_ptr<RemoteRequests> remote = local ? nullptr : route.remote_requests;
     if (remote == nullptr) {
       handle.then(on_reply, on_error);
       return;
@@ -163,15 +139,209 @@ void RequestDatabase(Self* self, std::shared_ptr<const DatabaseRoute> route,
     return;
   }
   const uint64_t id =
-      deadlines->Add(route->timeout, [done](caf::error why) { done(std::move(why)); });
+      deadlines->Add(route.timeout, [done](caf::error why) { done(std::move(why)); });
+  std::shared_ptr<LocalDeadlines> keep = route.local_deadlines;
   self->request(target, caf::infinite, std::move(args)...)
       .then(
           [=](Reply& reply) mutable {
-            if (deadlines->Settle(id)) on_reply(reply);
+            if (keep->Settle(id)) on_reply(reply);
           },
           [=](caf::error& err) mutable {
-            if (deadlines->Settle(id)) on_error(err);
+            if (keep->Settle(id)) on_error(err);
           });
 }
+
+/// The requests of one requester actor to one database path, applied in the order they were made
+/// even across re-activations of the database.
+///
+/// A passivated database actor applies the requests ahead of its `passivate` and bounces every
+/// later one unapplied (request_receiver_down); so of the requests in flight to it, a prefix is
+/// applied and the rest comes back. Retrying each bounced request on its own, as it comes back,
+/// let a later request (sent to the re-opened actor once another retry had found it) overtake an
+/// earlier one still on its way back: `put(k, 1); put(k, 2)` could end with 1. So on the first
+/// bounce the route pauses: requests made meanwhile wait, the path is re-opened through the
+/// supervisor, and once the new actor is known and every request sent to the old one has come
+/// back (answered or bounced), the bounced ones are sent again in their original order, then the
+/// waiting ones. The first request of a route without an actor waits for the open the same way.
+///
+/// Requests keep their place even if one fails: a request that bounced kMaxDatabaseAttempts times,
+/// or whose re-open failed, fails unapplied. A request that timed out may still be applied at the
+/// database, but never after its deadline (the database actor refuses it then), so it cannot
+/// overtake a request made after the caller saw the timeout either.
+///
+/// Used by the embedded API's requester actors (one route per handle) and by the client gateway
+/// (one route per path, so every client's requests keep their order). Only the one actor that owns
+/// it may use it (not thread-safe).
+class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
+ public:
+  /// Requests go by `route`'s rules to `actor` (invalid: open the path first).
+  OrderedRoute(std::shared_ptr<const DatabaseRoute> route, database_client_actor actor)
+      : route_(std::move(route)), actor_(std::move(actor)) {}
+
+  const DatabaseRoute& route() const { return *route_; }
+  /// The database actor requests go to now (invalid before the first open, and while paused).
+  const database_client_actor& actor() const { return actor_; }
+  /// True if no request is in flight or waiting, and no re-open is under way.
+  bool Idle() const { return in_flight_ == 0 && waiting_.empty() && !reopening_; }
+
+  /// The actor at `gone` went down (the owner monitors it): later requests re-open the path
+  /// without first bouncing off it. Requests in flight to it still come back.
+  void Forget(const caf::actor_addr& gone) {
+    if (!paused_ && actor_ && actor_.address() == gone) actor_ = nullptr;
+  }
+
+  /// Sends `args..., deadline` from `self` to the path's database actor after every earlier
+  /// request of this route, and calls `done` once with the reply or the error. A request whose
+  /// deadline passes before it is sent (waiting behind a re-open) fails unsent.
+  template <class Reply, class Self, class... Ts>
+  void Request(Self* self, std::function<void(caf::expected<Reply>)> done, Deadline deadline,
+               Ts... args) {
+    // The arguments are kept for a resend: each attempt copies them into its message.
+    auto message =
+        std::make_shared<const std::tuple<Ts..., Deadline>>(std::move(args)..., deadline);
+    Pending p;
+    p.seq = next_seq_++;
+    p.deadline = deadline;
+    p.send = [self, route = route_, done, message](const database_client_actor& target,
+                                                   std::function<void(caf::error*)> ended) {
+      std::function<void(caf::expected<Reply>)> on_result = [done,
+                                                             ended](caf::expected<Reply> reply) {
+        if (!reply && reply.error() == caf::sec::request_receiver_down) {
+          ended(&reply.error());
+          return;
+        }
+        ended(nullptr);
+        done(std::move(reply));
+      };
+      std::apply(
+          [&](const auto&... xs) {
+            SendToDatabase<Reply>(self, *route, target, std::move(on_result), xs...);
+          },
+          *message);
+    };
+    p.fail = [done](caf::error why) { done(std::move(why)); };
+    Dispatch(self, std::move(p));
+  }
+
+ private:
+  struct Pending {
+    /// Order of the request on this route.
+    uint64_t seq = 0;
+    /// Attempts bounced so far.
+    int bounces = 0;
+    Deadline deadline;
+    /// Sends one attempt to `target`, then calls `ended` once: with the bounce if `target`
+    /// bounced it (and the request's callback not called), else with null after the callback.
+    std::function<void(const database_client_actor& target, std::function<void(caf::error*)> ended)>
+        send;
+    /// Ends the request unsent with `why`.
+    std::function<void(caf::error why)> fail;
+  };
+
+  template <class Self>
+  void Dispatch(Self* self, Pending p) {
+    if (!paused_ && !actor_) {
+      paused_ = true;
+      Reopen(self);
+    }
+    if (paused_) {
+      waiting_.emplace(p.seq, std::move(p));
+      return;
+    }
+    Send(self, std::move(p));
+  }
+
+  template <class Self>
+  void Send(Self* self, Pending p) {
+    if (p.deadline.Passed()) {
+      p.fail(ToError(Status::Timeout(DeadlinePassedMessage("it could be sent to the database"))));
+      return;
+    }
+    ++in_flight_;
+    auto me = shared_from_this();
+    auto send = p.send;
+    send(actor_, [self, me, p = std::move(p)](caf::error* bounce) mutable {
+      --me->in_flight_;
+      if (bounce != nullptr) {
+        me->Bounced(self, std::move(p), std::move(*bounce));
+      } else {
+        me->MaybeResume(self);
+      }
+    });
+  }
+
+  template <class Self>
+  void Bounced(Self* self, Pending p, caf::error cause) {
+    if (++p.bounces >= kMaxDatabaseAttempts) {
+      p.fail(std::move(cause));
+      MaybeResume(self);
+      return;
+    }
+    if (!paused_) {
+      // Every request in flight went to this actor, which is gone: the path is re-opened.
+      paused_ = true;
+      actor_ = nullptr;
+    }
+    waiting_.emplace(p.seq, std::move(p));
+    if (!actor_) Reopen(self);
+    MaybeResume(self);
+  }
+
+  template <class Self>
+  void Reopen(Self* self) {
+    if (reopening_) return;
+    reopening_ = true;
+    auto me = shared_from_this();
+    self->request(route_->supervisor, route_->timeout, atom::open_v, route_->path)
+        .then(
+            [self, me](database_client_actor& fresh) {
+              me->reopening_ = false;
+              if (!FromExpected(self, me->route_->supervisor)) {
+                me->FailWaiting(ForgedReply());
+                return;
+              }
+              me->actor_ = fresh;
+              if (me->route_->on_reopen) me->route_->on_reopen(fresh);
+              me->MaybeResume(self);
+            },
+            [me](caf::error& err) {
+              me->reopening_ = false;
+              me->FailWaiting(err);
+            });
+  }
+
+  /// Ends the pause once the new actor is known and nothing is in flight to the old one: the
+  /// waiting requests go in their order.
+  template <class Self>
+  void MaybeResume(Self* self) {
+    if (!paused_ || !actor_ || in_flight_ > 0) return;
+    paused_ = false;
+    std::map<uint64_t, Pending> waiting;
+    waiting.swap(waiting_);
+    // A send never answers synchronously (a bounce is a message), so none of these re-enters.
+    for (auto& [seq, p] : waiting) Send(self, std::move(p));
+  }
+
+  /// The path could not be re-opened: every waiting request fails unsent, and the next request
+  /// tries again.
+  void FailWaiting(const caf::error& why) {
+    paused_ = false;
+    actor_ = nullptr;
+    std::map<uint64_t, Pending> waiting;
+    waiting.swap(waiting_);
+    for (auto& [seq, p] : waiting) p.fail(why);
+  }
+
+  std::shared_ptr<const DatabaseRoute> route_;
+  database_client_actor actor_;
+  uint64_t next_seq_ = 0;
+  /// Attempts sent and not yet come back.
+  size_t in_flight_ = 0;
+  /// Requests wait in `waiting_` (a bounce or a first open is being dealt with).
+  bool paused_ = false;
+  bool reopening_ = false;
+  /// Bounced and newly made requests while paused, by `seq`.
+  std::map<uint64_t, Pending> waiting_;
+};
 
 }  // namespace kvmesh

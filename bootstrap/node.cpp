@@ -167,14 +167,13 @@ class EmbeddedDatabase final : public DatabaseBackend,
                                public std::enable_shared_from_this<EmbeddedDatabase> {
  public:
   std::shared_ptr<NodeCore> core;
-  std::shared_ptr<const DatabaseRoute> route;
   /// Sends this handle's requests one after another, so they reach the database in the order
-  /// they were made (see kvmesh/database.hpp for the exceptions).
+  /// they were made, across passivations too (see kvmesh/database.hpp for the exception).
   caf::actor requester;
-  /// The database actor as last known, replaced after a passivation. Set by Node::open before
-  /// the requester starts; after that only the requester actor reads or writes it (CAF orders one
+  /// The route to the database actor, which it replaces after a passivation. Set by Node::open
+  /// before the requester starts; after that only the requester actor uses it (CAF orders one
   /// actor's message handlers), so it needs no lock.
-  database_client_actor actor;
+  std::shared_ptr<OrderedRoute> ordered;
 
   // -- Direct reads (actors/direct_reads.hpp) --
   //
@@ -195,7 +194,6 @@ class EmbeddedDatabase final : public DatabaseBackend,
   /// Takes `db` as the actor of this handle's database (at Open, and on the requester after a
   /// re-open).
   void SetActor(const database_client_actor& db) {
-    actor = db;
     std::shared_ptr<DirectReadTarget> target;
     if (core->direct_reads && db && db.node() == core->system->node()) {
       target = core->direct_reads->Find(db.id());
@@ -243,9 +241,10 @@ class EmbeddedDatabase final : public DatabaseBackend,
 
  protected:
   std::chrono::nanoseconds MaxWait() const override {
-    // Every attempt has its deadline; the bound only guards against a bug or a call made from a
-    // callback that blocks the node's last free thread.
-    return core->timeout * (2 * kMaxDatabaseAttempts) + std::chrono::seconds(5);
+    // Every attempt has its deadline, and waits before it at most for a re-open and for the
+    // attempts ahead of it (OrderedRoute); the bound only guards against a bug or a call made
+    // from a callback that blocks the node's last free thread.
+    return core->timeout * (3 * kMaxDatabaseAttempts) + std::chrono::seconds(5);
   }
 };
 
@@ -296,10 +295,12 @@ void Call(const HandlePtr& h, Completion<Reply> once, Ts... args) {
   }
   // Counted until answered (a job dropped unrun leaves it counted: the node is stopping).
   h->in_flight.fetch_add(1, std::memory_order_relaxed);
+  // From the call on: the database refuses the request once the caller may have given up on it.
+  const Deadline deadline = Deadline::In(h->core->timeout);
   // The arguments (a put's key and value) are moved along, not copied, on their way to the
   // message; the job runs once.
   caf::anon_send(
-      h->requester, RequesterJob{[h, once, args = std::make_tuple(std::move(args)...)](
+      h->requester, RequesterJob{[h, once, deadline, args = std::make_tuple(std::move(args)...)](
                                      caf::event_based_actor* self) mutable {
         std::function<void(caf::expected<Reply>)> finish = [h, once](caf::expected<Reply> reply) {
           Status status = reply ? Status::OK() : ToStatus(reply.error());
@@ -314,8 +315,7 @@ void Call(const HandlePtr& h, Completion<Reply> once, Ts... args) {
         };
         std::apply(
             [&](auto&... xs) {
-              RequestDatabase<Reply>(self, h->route, h->actor, std::move(finish), 0,
-                                     std::move(xs)...);
+              h->ordered->Request<Reply>(self, std::move(finish), deadline, std::move(xs)...);
             },
             args);
       }});
@@ -599,8 +599,8 @@ Database Node::open(std::string_view path) const {
   // LocalDeadlines): a CAF request timeout would wake CAF's clock thread twice per request.
   auto deadlines = std::make_shared<LocalDeadlines>();
   route->local_deadlines = deadlines;
-  handle->route = std::move(route);
   handle->SetActor(actor);
+  handle->ordered = std::make_shared<OrderedRoute>(std::move(route), std::move(actor));
   // The requester stops with the node (it watches the supervisor) or with its last handle.
   handle->requester =
       impl_->system->spawn([supervisor = impl_->core->supervisor, deadlines = std::move(deadlines)](

@@ -64,10 +64,22 @@ struct Link {
     bool lost = false;  // the connection went before the request was sent
   };
   std::atomic<bool> connected{false};
+  /// The node's wall clock minus this process's steady clock, in nanoseconds, as measured at the
+  /// handshake: requests state their deadlines in the node's clock (common/deadline.hpp).
+  std::atomic<int64_t> node_clock_offset_ns{0};
   std::mutex mutex;
   gateway_actor gateway;  // guarded by mutex; valid while connected
   uint64_t next_waiter = 0;
   std::unordered_map<uint64_t, Waiter> waiters;
+
+  /// The deadline `budget` from now, in the node's clock.
+  Deadline NodeDeadline(caf::timespan budget) const {
+    const int64_t steady = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+    return Deadline{steady + node_clock_offset_ns.load(std::memory_order_relaxed) +
+                    std::chrono::duration_cast<std::chrono::nanoseconds>(budget).count()};
+  }
 
   /// The connection is gone: the next call reconnects, and every blocking call in flight gets
   /// `why` as its reply now (CAF would let it wait for its timeout).
@@ -90,6 +102,20 @@ struct Link {
     }
   }
 };
+
+/// Stands for the request's deadline among a data request's arguments: replaced by the deadline
+/// in the node's clock when the request is sent (WithDeadline), so that it counts from then.
+struct DeadlineHere {};
+
+/// `arg` itself, or for DeadlineHere the deadline `budget` from now in the node's clock.
+template <class T>
+decltype(auto) WithDeadline(T&& arg, const Link& link, caf::timespan budget) {
+  if constexpr (std::is_same_v<std::decay_t<T>, DeadlineHere>) {
+    return link.NodeDeadline(budget);
+  } else {
+    return std::forward<T>(arg);
+  }
+}
 
 // The connection actor: sends every asynchronous request to the gateway and fails all requests
 // in flight the moment the gateway's node is lost (CAF would otherwise let them run to their
@@ -199,6 +225,18 @@ struct Connection {
         .receive([&](uint32_t, uint64_t id) { node_id = id; },
                  [&](caf::error& err) { result = ToStatus(err); });
     if (!result.ok()) return result;
+    // The node's clock, taken as if read when its answer arrived (it was read earlier): deadlines
+    // mapped with it are never later in the node's clock than here.
+    self->request(*gateway, handshake_timeout, atom::clock_v)
+        .receive(
+            [&](int64_t node_now) {
+              const int64_t steady = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count();
+              link->node_clock_offset_ns = node_now - steady;
+            },
+            [&](caf::error& err) { result = ToStatus(err); });
+    if (!result.ok()) return result;
     caf::anon_send(actor, *gateway);
     {
       std::lock_guard<std::mutex> guard(link->mutex);
@@ -216,13 +254,14 @@ struct Connection {
       done(std::move(s), Reply{});
       return;
     }
-    ConnectionJob job = [done, args...](connection_pointer self) {
+    ConnectionJob job = [done, link = link, args...](connection_pointer self) {
       auto& st = self->state;
       if (!st.gateway) {
         done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
         return;
       }
-      auto handle = self->request(st.gateway, caf::infinite, args...);
+      auto handle =
+          self->request(st.gateway, caf::infinite, WithDeadline(args, *link, st.timeout)...);
       const caf::message_id reply_id = handle.id();
       const uint64_t id = st.deadlines.Add(st.timeout, [self, reply_id, done](caf::error why) {
         // The response handler is consumed by the injected reply, which finds the request
@@ -273,7 +312,8 @@ struct Connection {
     }
     // No CAF timeout: the receive below bounds the wait, and a late reply finds the scoped actor
     // gone and is dropped.
-    auto handle = self->request(gateway, caf::infinite, std::move(args)...);
+    auto handle =
+        self->request(gateway, caf::infinite, WithDeadline(std::move(args), *link, timeout)...);
     bool lost = false;
     {
       std::lock_guard<std::mutex> lock(link->mutex);
@@ -338,15 +378,15 @@ class NetworkDatabase final : public DatabaseBackend {
       return;
     }
     connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::put_v, path_,
-                                std::move(key), std::move(value));
+                                std::move(key), std::move(value), DeadlineHere{});
   }
   void GetAsync(std::string key, ResultCallback<std::string> done) override {
     connection_->Send<std::string>(ResultCompletion<std::string>(std::move(done)), atom::get_v,
-                                   path_, std::move(key));
+                                   path_, std::move(key), DeadlineHere{});
   }
   void EraseAsync(std::string key, StatusCallback done) override {
     connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::erase_v, path_,
-                                std::move(key));
+                                std::move(key), DeadlineHere{});
   }
   void WriteAsync(WriteBatch batch, StatusCallback done) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) {
@@ -354,43 +394,44 @@ class NetworkDatabase final : public DatabaseBackend {
       return;
     }
     connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, path_,
-                                std::move(batch));
+                                std::move(batch), DeadlineHere{});
   }
   void ListAsync(ListOptions options, ResultCallback<ListPage> done) override {
     connection_->Send<ListPage>(ResultCompletion<ListPage>(std::move(done)), atom::list_v, path_,
-                                std::move(options));
+                                std::move(options), DeadlineHere{});
   }
   void StatsAsync(ResultCallback<DatabaseStats> done) override {
     connection_->Send<DatabaseStats>(ResultCompletion<DatabaseStats>(std::move(done)),
-                                     atom::stats_v, path_);
+                                     atom::stats_v, path_, DeadlineHere{});
   }
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override {
     connection_->Send<ReplicationStatus>(ResultCompletion<ReplicationStatus>(std::move(done)),
-                                         atom::status_v, path_);
+                                         atom::status_v, path_, DeadlineHere{});
   }
 
   Status Put(std::string_view key, std::string_view value) override {
     if (Status s = CheckValueFitsRequest(key, value.size()); !s.ok()) return s;
-    return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value));
+    return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value),
+                               DeadlineHere{});
   }
   Result<std::string> Get(std::string_view key) override {
-    return connection_->Call<std::string>(atom::get_v, path_, std::string(key));
+    return connection_->Call<std::string>(atom::get_v, path_, std::string(key), DeadlineHere{});
   }
   Status Erase(std::string_view key) override {
-    return connection_->CallOk(atom::erase_v, path_, std::string(key));
+    return connection_->CallOk(atom::erase_v, path_, std::string(key), DeadlineHere{});
   }
   Status Write(const WriteBatch& batch) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
-    return connection_->CallOk(atom::batch_v, path_, batch);
+    return connection_->CallOk(atom::batch_v, path_, batch, DeadlineHere{});
   }
   Result<ListPage> List(const ListOptions& options) override {
-    return connection_->Call<ListPage>(atom::list_v, path_, options);
+    return connection_->Call<ListPage>(atom::list_v, path_, options, DeadlineHere{});
   }
   Result<DatabaseStats> Stats() override {
-    return connection_->Call<DatabaseStats>(atom::stats_v, path_);
+    return connection_->Call<DatabaseStats>(atom::stats_v, path_, DeadlineHere{});
   }
   Result<ReplicationStatus> Replication() override {
-    return connection_->Call<ReplicationStatus>(atom::status_v, path_);
+    return connection_->Call<ReplicationStatus>(atom::status_v, path_, DeadlineHere{});
   }
 
  protected:
@@ -441,7 +482,9 @@ Database Client::open(std::string_view path) const {
   std::string normalized;
   Status s = NormalizeDatabasePath(path, &normalized);
   if (s.ok() && !connection_) s = status_;
-  if (s.ok()) s = connection_->Call<DatabaseStats>(atom::open_v, normalized).status();
+  if (s.ok()) {
+    s = connection_->Call<DatabaseStats>(atom::open_v, normalized, DeadlineHere{}).status();
+  }
   if (!s.ok()) return DatabaseBackend::MakeUnusable(std::move(s), std::move(normalized));
   return DatabaseBackend::MakeHandle(std::make_shared<NetworkDatabase>(connection_, normalized),
                                      normalized);

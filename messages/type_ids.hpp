@@ -14,11 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "common/deadline.hpp"
 #include "common/replica_set.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
 
 namespace kvmesh {
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, Deadline& x) {
+  return f(caf::meta::type_name("kvmesh.Deadline"), x.wall_ns);
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, WriteOp& x) {
@@ -130,6 +136,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, replicas, "replicas")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, members, "members")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, status, "status")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, clock, "clock")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -140,20 +147,22 @@ namespace kvmesh {
 /// The client slice of a database actor (actors/database_actor.hpp): what the gateway and the
 /// embedded API send to serve a user's requests. Supervisor `open` answers with this handle.
 using database_client_actor = caf::typed_actor<
+    // Every request carries its Deadline (common/deadline.hpp) last, and is refused unapplied with
+    // Code::kTimeout ("deadline exceeded") once it has passed.
     // Stores a value under a key: (key, value) -> ok.
-    caf::replies_to<atom::put, std::string, std::string>::with<atom::ok>,
+    caf::replies_to<atom::put, std::string, std::string, Deadline>::with<atom::ok>,
     // Reads a key: key -> value, or an error with Code::kNotFound.
-    caf::replies_to<atom::get, std::string>::with<std::string>,
+    caf::replies_to<atom::get, std::string, Deadline>::with<std::string>,
     // Removes a key (a missing key is not an error): key -> ok.
-    caf::replies_to<atom::erase, std::string>::with<atom::ok>,
+    caf::replies_to<atom::erase, std::string, Deadline>::with<atom::ok>,
     // Lists one page of keys.
-    caf::replies_to<atom::list, ListOptions>::with<ListPage>,
+    caf::replies_to<atom::list, ListOptions, Deadline>::with<ListPage>,
     // Applies a batch atomically.
-    caf::replies_to<atom::batch, WriteBatch>::with<atom::ok>,
+    caf::replies_to<atom::batch, WriteBatch, Deadline>::with<atom::ok>,
     // Current counters.
-    caf::replies_to<atom::stats>::with<DatabaseStats>,
+    caf::replies_to<atom::stats, Deadline>::with<DatabaseStats>,
     // Replication status: replica set, version vectors, pending deltas, digest.
-    caf::replies_to<atom::status>::with<ReplicationStatus>>;
+    caf::replies_to<atom::status, Deadline>::with<ReplicationStatus>>;
 
 /// The peer slice of a database actor: what other nodes may send it, and the only slice that
 /// leaves the node (the `replica` lookups answer with it). Other nodes route their clients'
@@ -258,22 +267,26 @@ using gateway_actor = caf::typed_actor<
     // Handshake: client protocol version -> (node protocol version, node id). A different
     // version is refused with Code::kInvalidArgument naming both versions.
     caf::replies_to<atom::hello, uint32_t>::with<uint32_t, uint64_t>,
+    // The node's wall clock (Deadline::NowNs()), so that a client can state its deadlines in it.
+    caf::replies_to<atom::clock>::with<int64_t>,
+    // Every data request carries its Deadline (in the node's clock) last: one that has passed is
+    // refused unapplied with Code::kTimeout ("deadline exceeded").
     // Opens (instantiating on first access) the database at a path: path -> its stats.
-    caf::replies_to<atom::open, std::string>::with<DatabaseStats>,
+    caf::replies_to<atom::open, std::string, Deadline>::with<DatabaseStats>,
     // (path, key, value) -> ok.
-    caf::replies_to<atom::put, std::string, std::string, std::string>::with<atom::ok>,
+    caf::replies_to<atom::put, std::string, std::string, std::string, Deadline>::with<atom::ok>,
     // (path, key) -> value, or Code::kNotFound.
-    caf::replies_to<atom::get, std::string, std::string>::with<std::string>,
+    caf::replies_to<atom::get, std::string, std::string, Deadline>::with<std::string>,
     // (path, key) -> ok; a missing key is not an error.
-    caf::replies_to<atom::erase, std::string, std::string>::with<atom::ok>,
+    caf::replies_to<atom::erase, std::string, std::string, Deadline>::with<atom::ok>,
     // (path, options) -> one page.
-    caf::replies_to<atom::list, std::string, ListOptions>::with<ListPage>,
+    caf::replies_to<atom::list, std::string, ListOptions, Deadline>::with<ListPage>,
     // (path, batch) -> ok, all or nothing.
-    caf::replies_to<atom::batch, std::string, WriteBatch>::with<atom::ok>,
+    caf::replies_to<atom::batch, std::string, WriteBatch, Deadline>::with<atom::ok>,
     // path -> counters.
-    caf::replies_to<atom::stats, std::string>::with<DatabaseStats>,
+    caf::replies_to<atom::stats, std::string, Deadline>::with<DatabaseStats>,
     // path -> replication status, from the replica serving this node's requests.
-    caf::replies_to<atom::status, std::string>::with<ReplicationStatus>,
+    caf::replies_to<atom::status, std::string, Deadline>::with<ReplicationStatus>,
     // The cluster members as this node sees them (just this node when it is not clustered).
     caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // The catalog of instantiated databases.
@@ -309,4 +322,5 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::database_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::peer_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::matcher_supervisor_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::gateway_actor))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::Deadline))
 CAF_END_TYPE_ID_BLOCK(kvmesh)

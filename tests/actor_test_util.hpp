@@ -76,19 +76,24 @@ caf::error AskWithin(caf::timespan timeout, caf::scoped_actor& self, const Handl
 /// Stands in for a database actor's client slice: answers every request with an empty reply,
 /// except that each put first runs `on_put` (if set; e.g. a sleep, as a slow disk) and a get
 /// answers `get_reply`.
+/// A deadline no test reaches.
+inline Deadline Later() {
+  return Deadline::In(std::chrono::minutes(10));
+}
+
 inline database_client_actor::behavior_type StubDatabase(std::function<void()> on_put,
                                                          std::string get_reply) {
   return {
-      [on_put](atom::put, std::string&, std::string&) {
+      [on_put](atom::put, std::string&, std::string&, Deadline) {
         if (on_put) on_put();
         return atom::ok_v;
       },
-      [get_reply](atom::get, std::string&) { return get_reply; },
-      [](atom::erase, std::string&) { return atom::ok_v; },
-      [](atom::list, ListOptions&) { return ListPage{}; },
-      [](atom::batch, WriteBatch&) { return atom::ok_v; },
-      [](atom::stats) { return DatabaseStats{}; },
-      [](atom::status) { return ReplicationStatus{}; },
+      [get_reply](atom::get, std::string&, Deadline) { return get_reply; },
+      [](atom::erase, std::string&, Deadline) { return atom::ok_v; },
+      [](atom::list, ListOptions&, Deadline) { return ListPage{}; },
+      [](atom::batch, WriteBatch&, Deadline) { return atom::ok_v; },
+      [](atom::stats, Deadline) { return DatabaseStats{}; },
+      [](atom::status, Deadline) { return ReplicationStatus{}; },
   };
 }
 

@@ -77,6 +77,27 @@ TEST(HistoryCheckTest, IndeterminateWritesMayApplyOnlyAfterTheLastAcknowledged) 
   EXPECT_EQ(counts.indeterminate, 2u);
 }
 
+// Issue 13: keys stay in use after an indeterminate write; its deadline says whether it may have
+// applied after a later acknowledged write (it never applies after its deadline).
+TEST(HistoryCheckTest, AnIndeterminateWriteMayOutliveALaterAckOnlyUntilItsDeadline) {
+  OpRecord late = Write(1, "/a", "late", Code::kUnavailable);
+  late.start_us = 0;
+  late.end_us = 100;
+  late.deadline_us = 3000;
+  OpRecord acked = Write(2, "/a", "acked", Code::kOk);
+  acked.start_us = 200;  // before the late write's deadline: it may apply after this one
+  acked.end_us = 300;
+  EXPECT_TRUE(CheckHistory({late, acked}, {{"/db", {{"/a", "acked"}}}}).pass);
+  CheckResult racing = CheckHistory({late, acked}, {{"/db", {{"/a", "late"}}}});
+  EXPECT_TRUE(racing.pass) << racing.violation;
+  acked.start_us = 3000;  // at its deadline: the late write can no longer win
+  acked.end_us = 3100;
+  CheckResult past = CheckHistory({late, acked}, {{"/db", {{"/a", "late"}}}});
+  EXPECT_FALSE(past.pass);
+  EXPECT_NE(past.violation.find("key /a of /db holds \"late\""), std::string::npos)
+      << past.violation;
+}
+
 TEST(HistoryCheckTest, BatchesAreAllOrNothingAndOtherErrorsFail) {
   std::vector<OpRecord> ops = {
       Batch(1, {{WriteOp::Kind::kPut, "/x", "b1"}, {WriteOp::Kind::kPut, "/y", "b1"}}, Code::kOk),

@@ -210,6 +210,14 @@ TEST_F(ClientTest, OneClientsAsyncWritesToOneKeyApplyInSendOrder) {
   EXPECT_EQ(db.get("/order").value(), "1999");
 }
 
+// Issue 13: the gateway keeps one client's requests in order also when they race the passivation
+// and re-activation of their database.
+TEST_F(ClientTest, OneClientsWritesStayInOrderAcrossPassivations) {
+  auto db = client_.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  EXPECT_EQ(testing::WriteInOrderAcrossPassivations(db, *node_, 300, 40), "");
+}
+
 TEST_F(ClientTest, ErrorsAreTypedAndReadable) {
   auto unknown = client_.open("/nope");
   EXPECT_EQ(unknown.status().code(), Code::kNoMatchingConfig);
@@ -414,7 +422,7 @@ TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
       request(atom::configs_v)
           .receive([&](std::vector<ConfigInfo>&) { remember(); }, [](caf::error&) {});
     if (op == 2) {
-      request(atom::get_v, std::string("/example/kv"), std::string("/still"))
+      request(atom::get_v, std::string("/example/kv"), std::string("/still"), testing::Later())
           .receive([&](std::string&) { remember(); }, [](caf::error&) {});
     }
     ASSERT_TRUE(responder) << "operation " << op;
@@ -467,16 +475,17 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       [](atom::hello, uint32_t) -> caf::result<uint32_t, uint64_t> {
         return {kClientProtocolVersion, uint64_t{42}};
       },
-      [](atom::open, std::string&) { return DatabaseStats{}; },
-      [](atom::put, std::string&, std::string&, std::string&) {
+      [](atom::clock) { return Deadline::NowNs(); },
+      [](atom::open, std::string&, Deadline) { return DatabaseStats{}; },
+      [](atom::put, std::string&, std::string&, std::string&, Deadline) {
         return caf::delegated<atom::ok>{};
       },
-      [](atom::get, std::string&, std::string&) { return caf::delegated<std::string>{}; },
-      [](atom::erase, std::string&, std::string&) { return caf::delegated<atom::ok>{}; },
-      [](atom::list, std::string&, ListOptions&) { return ListPage{}; },
-      [](atom::batch, std::string&, WriteBatch&) { return caf::delegated<atom::ok>{}; },
-      [](atom::stats, std::string&) { return DatabaseStats{}; },
-      [](atom::status, std::string&) { return ReplicationStatus{}; },
+      [](atom::get, std::string&, std::string&, Deadline) { return caf::delegated<std::string>{}; },
+      [](atom::erase, std::string&, std::string&, Deadline) { return caf::delegated<atom::ok>{}; },
+      [](atom::list, std::string&, ListOptions&, Deadline) { return ListPage{}; },
+      [](atom::batch, std::string&, WriteBatch&, Deadline) { return caf::delegated<atom::ok>{}; },
+      [](atom::stats, std::string&, Deadline) { return DatabaseStats{}; },
+      [](atom::status, std::string&, Deadline) { return ReplicationStatus{}; },
       [](atom::members) { return std::vector<MemberStatus>{}; },
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },

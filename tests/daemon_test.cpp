@@ -252,6 +252,32 @@ TEST_F(DaemonTest, RequestsToAStoppedNodeFailPromptlyNotAtTheirTimeout) {
   EXPECT_EQ(*again, "v");
 }
 
+// Issue 13: a write that timed out at its client is never applied later. The node is stopped with
+// the write queued (in its socket buffer), the client times out, the node resumes: the write is
+// past its deadline and refused unapplied, so a read sent after it still sees the value before it.
+TEST_F(DaemonTest, AWriteThatTimedOutIsNotAppliedWhenTheStoppedNodeResumes) {
+  DaemonProcess d;
+  StartDaemon(&d);
+  client::ClientOptions options;
+  options.request_timeout = 300ms;
+  options.peer_timeout = 30s;  // the stop must not cost the connection
+  auto db = client::connect(d.address(), options).open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(db.put("/k", "before").ok());
+  d.Kill(SIGSTOP);
+  Status late = db.put("/k", "late");
+  EXPECT_EQ(late.code(), Code::kTimeout) << late;
+  d.Kill(SIGCONT);
+  // Sent after the late put on the same connection, so the node handles it after that put.
+  Result<std::string> value = Status::Unavailable("not tried");
+  Eventually(30s, [&] {
+    value = db.get("/k");
+    return value.ok();
+  });
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "before") << "the timed-out write was applied after its deadline";
+}
+
 // Reloads (SIGHUP and `kvmesh config reload`) while writes are in flight fail none of them,
 // also when each reload changes the size budget of the database being written.
 TEST_F(DaemonTest, ReloadsWhileWritesAreInFlightFailNoWrite) {

@@ -50,33 +50,37 @@ class DatabaseActorTest : public ::testing::Test {
 TEST_F(DatabaseActorTest, ServesEveryOperationAndKeepsErrorKinds) {
   auto db = Spawn(100, caf::timespan{0}, matcher_supervisor_actor{});
   atom::ok ok;
-  ASSERT_TRUE(Ask(self_, db, &ok, atom::put_v, std::string("/a"), std::string("x\0y", 3)).ok());
+  ASSERT_TRUE(
+      Ask(self_, db, &ok, atom::put_v, std::string("/a"), std::string("x\0y", 3), testing::Later())
+          .ok());
   std::string value;
-  ASSERT_TRUE(Ask(self_, db, &value, atom::get_v, std::string("a")).ok());
+  ASSERT_TRUE(Ask(self_, db, &value, atom::get_v, std::string("a"), testing::Later()).ok());
   EXPECT_EQ(value, std::string("x\0y", 3));
 
-  Status missing = Ask(self_, db, &value, atom::get_v, std::string("/missing"));
+  Status missing = Ask(self_, db, &value, atom::get_v, std::string("/missing"), testing::Later());
   EXPECT_EQ(missing.code(), Code::kNotFound) << missing;
   EXPECT_NE(missing.message().find("\"/missing\""), std::string::npos) << missing;
 
-  Status full = Ask(self_, db, &ok, atom::put_v, std::string("/b"), std::string(200, 'b'));
+  Status full =
+      Ask(self_, db, &ok, atom::put_v, std::string("/b"), std::string(200, 'b'), testing::Later());
   EXPECT_EQ(full.code(), Code::kSizeLimitExceeded) << full;
   EXPECT_NE(full.message().find("\"/db\""), std::string::npos) << full;
 
   WriteBatch batch;
   batch.Put("/c", "1").Put("/d", "2").Erase("/a");
-  ASSERT_TRUE(Ask(self_, db, &ok, atom::batch_v, batch).ok());
+  ASSERT_TRUE(Ask(self_, db, &ok, atom::batch_v, batch, testing::Later()).ok());
   ListPage page;
   ListOptions options;
-  ASSERT_TRUE(Ask(self_, db, &page, atom::list_v, options).ok());
+  ASSERT_TRUE(Ask(self_, db, &page, atom::list_v, options, testing::Later()).ok());
   EXPECT_EQ(page.keys, (std::vector<std::string>{"/c", "/d"}));
   DatabaseStats stats;
-  ASSERT_TRUE(Ask(self_, db, &stats, atom::stats_v).ok());
+  ASSERT_TRUE(Ask(self_, db, &stats, atom::stats_v, testing::Later()).ok());
   EXPECT_EQ(stats.key_count, 2u);
   EXPECT_EQ(stats.used_bytes, 6u);
   EXPECT_EQ(stats.limit_bytes, 100u);
   EXPECT_EQ(stats.path, "/db");
-  ASSERT_TRUE(Ask(self_, db, &ok, atom::erase_v, std::string("/never-there")).ok());
+  ASSERT_TRUE(
+      Ask(self_, db, &ok, atom::erase_v, std::string("/never-there"), testing::Later()).ok());
   self_->send_exit(db, caf::exit_reason::user_shutdown);
 }
 
@@ -129,6 +133,37 @@ TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
   self_->send_exit(supervisor, caf::exit_reason::user_shutdown);
 }
 
+// Issue 13: a request the database actor gets only after its deadline (it waited in a mailbox or a
+// socket buffer) is refused unapplied, with an error that says so.
+TEST_F(DatabaseActorTest, RequestsPastTheirDeadlineAreRefusedUnapplied) {
+  auto db = Spawn(1000, caf::timespan{0}, matcher_supervisor_actor{});
+  atom::ok ok;
+  ASSERT_TRUE(
+      Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("first"), testing::Later())
+          .ok());
+  const Deadline soon = Deadline::In(20ms);
+  // Bounded: the deadline is 20 ms away.
+  ASSERT_TRUE(testing::Eventually(10s, [&] { return soon.Passed(); }));
+  WriteBatch batch;
+  batch.Put("/k", "batched").Put("/other", "x");
+  const std::vector<Status> refused = {
+      Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("late"), soon),
+      Ask(self_, db, &ok, atom::erase_v, std::string("/k"), soon),
+      Ask(self_, db, &ok, atom::batch_v, batch, soon),
+  };
+  for (const Status& s : refused) {
+    EXPECT_EQ(s.code(), Code::kTimeout) << s;
+    EXPECT_NE(s.message().find("deadline exceeded"), std::string::npos) << s;
+    EXPECT_NE(s.message().find("not applied"), std::string::npos) << s;
+  }
+  std::string value;
+  ASSERT_TRUE(Ask(self_, db, &value, atom::get_v, std::string("/k"), testing::Later()).ok());
+  EXPECT_EQ(value, "first");
+  EXPECT_EQ(Ask(self_, db, &value, atom::get_v, std::string("/other"), testing::Later()).code(),
+            Code::kNotFound);
+  self_->send_exit(db, caf::exit_reason::user_shutdown);
+}
+
 // Requests to a local database actor keep their deadline without a CAF request timeout (see
 // LocalDeadlines): an attempt still unanswered at its deadline fails with request_timeout, a
 // late answer is dropped, and answers in time are delivered.
@@ -136,8 +171,8 @@ TEST_F(DatabaseActorTest, LocalDeadlinesExpireUnansweredRequestsOnly) {
   // Answers a put with key "answer" at once; holds every other put unanswered.
   auto stub = system_.spawn([](caf::event_based_actor* self) -> caf::behavior {
     auto held = std::make_shared<std::vector<caf::response_promise>>();
-    return {[self, held](atom::put, const std::string& key,
-                         const std::string&) -> caf::result<atom::ok> {
+    return {[self, held](atom::put, const std::string& key, const std::string&,
+                         Deadline) -> caf::result<atom::ok> {
       if (key == "answer") return atom::ok_v;
       held->push_back(self->make_response_promise());
       return caf::delegated<atom::ok>();
@@ -158,10 +193,10 @@ TEST_F(DatabaseActorTest, LocalDeadlinesExpireUnansweredRequestsOnly) {
       got->push_back(reply ? "ok" : to_string(reply.error()));
       if (got->size() == 2) results.set_value(*got);
     };
-    RequestDatabase<atom::ok>(self, route, target, record, 0, atom::put_v, std::string("answer"),
-                              std::string("v"));
-    RequestDatabase<atom::ok>(self, route, target, record, 0, atom::put_v, std::string("held"),
-                              std::string("v"));
+    SendToDatabase<atom::ok>(self, *route, target, record, atom::put_v, std::string("answer"),
+                             std::string("v"), testing::Later());
+    SendToDatabase<atom::ok>(self, *route, target, record, atom::put_v, std::string("held"),
+                             std::string("v"), testing::Later());
     return caf::behavior{[deadlines](atom::tick) { deadlines->ExpireDue(); }};
   });
   auto future = results.get_future();
@@ -177,11 +212,11 @@ TEST_F(DatabaseActorTest, RequestsPendingWhenTheRequesterStopsAreDroppedAtOnce) 
   // Holds every put unanswered.
   auto stub = system_.spawn([](caf::event_based_actor* self) -> caf::behavior {
     auto held = std::make_shared<std::vector<caf::response_promise>>();
-    return {
-        [self, held](atom::put, const std::string&, const std::string&) -> caf::result<atom::ok> {
-          held->push_back(self->make_response_promise());
-          return caf::delegated<atom::ok>();
-        }};
+    return {[self, held](atom::put, const std::string&, const std::string&,
+                         Deadline) -> caf::result<atom::ok> {
+      held->push_back(self->make_response_promise());
+      return caf::delegated<atom::ok>();
+    }};
   });
   auto target = caf::actor_cast<database_client_actor>(stub);
   // The route outlives the requester, as a handle's route does in the embedded API.
@@ -197,9 +232,9 @@ TEST_F(DatabaseActorTest, RequestsPendingWhenTheRequesterStopsAreDroppedAtOnce) 
     deadlines->set_schedule_check(
         [self](caf::timespan period) { self->delayed_send(self, period, atom::tick_v); });
     DropPendingOnExit(self, deadlines);
-    RequestDatabase<atom::ok>(
-        self, route, target, [sentinel](caf::expected<atom::ok>) {}, 0, atom::put_v,
-        std::string("held"), std::string("v"));
+    SendToDatabase<atom::ok>(
+        self, *route, target, [sentinel](caf::expected<atom::ok>) {}, atom::put_v,
+        std::string("held"), std::string("v"), testing::Later());
     sentinel.reset();
     sent.set_value();
     return caf::behavior{[d = deadlines.get()](atom::tick) { d->ExpireDue(); }};
@@ -333,7 +368,7 @@ database_client_actor::behavior_type SlowDatabase(database_client_actor::pointer
   return testing::StubDatabase([delay] { std::this_thread::sleep_for(delay); }, "");
 }
 
-// One put through RequestDatabase from a fresh actor; the Status it ends with.
+// One put through SendToDatabase from a fresh actor; the Status it ends with.
 Status PutThrough(caf::actor_system& system, std::shared_ptr<DatabaseRoute> route,
                   database_client_actor target) {
   auto result = std::make_shared<std::promise<Status>>();
@@ -343,8 +378,8 @@ Status PutThrough(caf::actor_system& system, std::shared_ptr<DatabaseRoute> rout
       result->set_value(reply ? Status::OK() : ToStatus(reply.error()));
       self->quit();
     };
-    RequestDatabase<atom::ok>(self, route, target, done, 0, atom::put_v, std::string("/k"),
-                              std::string("v"));
+    SendToDatabase<atom::ok>(self, *route, target, done, atom::put_v, std::string("/k"),
+                             std::string("v"), testing::Later());
   });
   return future.get();
 }

@@ -673,32 +673,36 @@ TEST_F(FuzzTest, MalformedClientMessages) {
                                               "/fuzz/../fuzz/kv"};
   for (const auto& key : bad_keys) {
     caf::error e = AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kDataPath, key,
-                             std::string("junk"));
+                             std::string("junk"), testing::Later());
     ExpectRefused(e, KeyCode(key), "put of the bad key " + Quote(key));
-    e = AskWithin(kAskTimeout, self, *gateway, ok, atom::erase_v, kDataPath, key);
+    e = AskWithin(kAskTimeout, self, *gateway, ok, atom::erase_v, kDataPath, key, testing::Later());
     ExpectRefused(e, KeyCode(key), "erase of the bad key " + Quote(key));
     e = AskWithin(
-        kAskTimeout, self, *gateway, [](std::string&) {}, atom::get_v, kDataPath, key);
+        kAskTimeout, self, *gateway, [](std::string&) {}, atom::get_v, kDataPath, key,
+        testing::Later());
     ExpectRefused(e, KeyCode(key), "get of the bad key " + Quote(key));
   }
   for (const auto& path : bad_paths) {
     caf::error e = AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, path, std::string("/k"),
-                             std::string("v"));
+                             std::string("v"), testing::Later());
     ExpectRefused(e, PathCode(path), "put to the bad path " + Quote(path));
     e = AskWithin(
-        kAskTimeout, self, *gateway, [](DatabaseStats&) {}, atom::open_v, path);
+        kAskTimeout, self, *gateway, [](DatabaseStats&) {}, atom::open_v, path, testing::Later());
     ExpectRefused(e, PathCode(path), "open of the bad path " + Quote(path));
     e = AskWithin(
-        kAskTimeout, self, *gateway, [](ReplicationStatus&) {}, atom::status_v, path);
+        kAskTimeout, self, *gateway, [](ReplicationStatus&) {}, atom::status_v, path,
+        testing::Later());
     ExpectRefused(e, PathCode(path), "status of the bad path " + Quote(path));
     e = AskWithin(
-        kAskTimeout, self, *gateway, [](ListPage&) {}, atom::list_v, path, ListOptions{});
+        kAskTimeout, self, *gateway, [](ListPage&) {}, atom::list_v, path, ListOptions{},
+        testing::Later());
     ExpectRefused(e, PathCode(path), "list of the bad path " + Quote(path));
   }
   // A value over the limit (16 MiB by default) is refused.
-  ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kDataPath,
-                          std::string("/huge"), std::string((16u << 20) + 1, 'v')),
-                Code::kValueTooLarge, "put of a value over the limit");
+  ExpectRefused(
+      AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kDataPath, std::string("/huge"),
+                std::string((16u << 20) + 1, 'v'), testing::Later()),
+      Code::kValueTooLarge, "put of a value over the limit");
   // A batch with one bad operation applies nothing: not its puts, not its erases.
   for (int i = 0; i < 20; ++i) {
     WriteBatch batch;
@@ -707,7 +711,8 @@ TEST_F(FuzzTest, MalformedClientMessages) {
     batch.Put("/fuzz-junk/" + std::to_string(i), "junk");
     batch.Put(bad_keys[rng_() % bad_keys.size()], "junk");
     if (rng_() % 2 == 0) std::swap(batch.ops[rng_() % 3], batch.ops[3]);
-    caf::error e = AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch);
+    caf::error e = AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch,
+                             testing::Later());
     ExpectRefused(e, Code::kInvalidKey, "a batch with a bad key");
   }
   // A batch operation of a kind that does not exist is refused, not taken for an erase.
@@ -715,14 +720,16 @@ TEST_F(FuzzTest, MalformedClientMessages) {
     WriteBatch batch;
     batch.Put("/k/1", "overwritten by a bad batch");
     batch.ops.push_back({static_cast<WriteOp::Kind>(2 + rng_() % 254), "/k/2", "x"});
-    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch),
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch,
+                            testing::Later()),
                   Code::kInvalidArgument, "a batch with an unknown operation kind");
   }
   // A batch over the operation limit is refused whole.
   {
     WriteBatch batch;
     for (size_t i = 0; i <= kMaxBatchOps; ++i) batch.Erase("/k/" + std::to_string(i % 40));
-    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch),
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::batch_v, kDataPath, batch,
+                            testing::Later()),
                   Code::kInvalidArgument, "a batch over the operation limit");
   }
   // Lists with odd options answer (or refuse) and hang nothing.
@@ -734,25 +741,27 @@ TEST_F(FuzzTest, MalformedClientMessages) {
     options.with_values = i % 2 == 1;
     std::string prefix;
     const Code want = NormalizePrefix(options.prefix, &prefix).code();
-    ExpectRefused(
-        AskWithin(
-            kAskTimeout, self, *gateway, [](ListPage&) {}, atom::list_v, kDataPath, options),
-        want, "list " + std::to_string(i));
+    ExpectRefused(AskWithin(
+                      kAskTimeout, self, *gateway, [](ListPage&) {}, atom::list_v, kDataPath,
+                      options, testing::Later()),
+                  want, "list " + std::to_string(i));
   }
   // Random keys and values go to the scratch database (any byte is a valid key there).
   for (int i = 0; i < 40; ++i) {
     std::string key = RandomBytes(rng_, rng_() % 128),
                 value = RandomBytes(rng_, RandomLength(rng_));
     const Code want = KeyCode(key);
-    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kScratchPath, key, value),
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::put_v, kScratchPath, key, value,
+                            testing::Later()),
                   want, "scratch put " + std::to_string(i));
     std::string read;
     ExpectRefused(AskWithin(
                       kAskTimeout, self, *gateway, [&](std::string& v) { read = std::move(v); },
-                      atom::get_v, kScratchPath, key),
+                      atom::get_v, kScratchPath, key, testing::Later()),
                   want, "scratch get " + std::to_string(i));
     EXPECT_TRUE(want != Code::kOk || read == value) << "scratch get " << i << " read other bytes";
-    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::erase_v, kScratchPath, key),
+    ExpectRefused(AskWithin(kAskTimeout, self, *gateway, ok, atom::erase_v, kScratchPath, key,
+                            testing::Later()),
                   want, "scratch erase " + std::to_string(i));
   }
   // Messages the gateway does not speak, an error and an exit.
@@ -915,7 +924,7 @@ TEST_F(FuzzTest, DISABLED_AKillFromAPeerDoesNotStopTheNodesActors) {
       kAskTimeout, self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
   EXPECT_FALSE(err) << "membership: " << system.render(err);
   err = AskWithin(
-      kAskTimeout, self, db, [](DatabaseStats&) {}, atom::stats_v);
+      kAskTimeout, self, db, [](DatabaseStats&) {}, atom::stats_v, testing::Later());
   EXPECT_FALSE(err) << "database: " << system.render(err);
   ExpectServingAndIntact("after a kill from a peer");
 }

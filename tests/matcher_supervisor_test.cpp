@@ -97,22 +97,29 @@ TEST_F(MatcherSupervisorTest, PathsOfOneRegexConfigAreIsolated) {
   database_client_actor bob = Open("/profile/history/bob");
   EXPECT_NE(alice, bob);
   atom::ok ok;
-  ASSERT_TRUE(Ask(self_, alice, &ok, atom::put_v, std::string("/k"), std::string(90, 'a')).ok());
+  ASSERT_TRUE(
+      Ask(self_, alice, &ok, atom::put_v, std::string("/k"), std::string(90, 'a'), testing::Later())
+          .ok());
   // Each path has its own 100 B budget: bob is not charged for alice's 92 bytes.
-  ASSERT_TRUE(Ask(self_, bob, &ok, atom::put_v, std::string("/k"), std::string(90, 'b')).ok());
+  ASSERT_TRUE(
+      Ask(self_, bob, &ok, atom::put_v, std::string("/k"), std::string(90, 'b'), testing::Later())
+          .ok());
   std::string value;
-  ASSERT_TRUE(Ask(self_, alice, &value, atom::get_v, std::string("/k")).ok());
+  ASSERT_TRUE(Ask(self_, alice, &value, atom::get_v, std::string("/k"), testing::Later()).ok());
   EXPECT_EQ(value, std::string(90, 'a'));
-  ASSERT_TRUE(Ask(self_, bob, &value, atom::get_v, std::string("/k")).ok());
+  ASSERT_TRUE(Ask(self_, bob, &value, atom::get_v, std::string("/k"), testing::Later()).ok());
   EXPECT_EQ(value, std::string(90, 'b'));
-  EXPECT_EQ(Ask(self_, bob, &ok, atom::put_v, std::string("/k2"), std::string(10, 'b')).code(),
-            Code::kSizeLimitExceeded);
+  EXPECT_EQ(
+      Ask(self_, bob, &ok, atom::put_v, std::string("/k2"), std::string(10, 'b'), testing::Later())
+          .code(),
+      Code::kSizeLimitExceeded);
 }
 
 TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
   database_client_actor db = Open("/data/one");
   atom::ok ok;
-  ASSERT_TRUE(Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("v")).ok());
+  ASSERT_TRUE(
+      Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("v"), testing::Later()).ok());
   self_->monitor(db);
   uint64_t stopped = 0;
   ASSERT_TRUE(Ask(self_, supervisor_, &stopped, atom::passivate_v).ok());
@@ -126,12 +133,14 @@ TEST_F(MatcherSupervisorTest, PassivationStopsActorsAndReopenKeepsData) {
                  caf::after(10s) >> [] {});
   EXPECT_TRUE(down);
   std::string value;
-  ASSERT_TRUE(Ask(self_, fresh, &value, atom::get_v, std::string("/k")).ok());
+  ASSERT_TRUE(Ask(self_, fresh, &value, atom::get_v, std::string("/k"), testing::Later()).ok());
   EXPECT_EQ(value, "v");
   // A request to the passivated actor is bounced, not applied.
-  EXPECT_EQ(Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("lost")).code(),
-            Code::kUnavailable);
-  ASSERT_TRUE(Ask(self_, fresh, &value, atom::get_v, std::string("/k")).ok());
+  EXPECT_EQ(
+      Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("lost"), testing::Later())
+          .code(),
+      Code::kUnavailable);
+  ASSERT_TRUE(Ask(self_, fresh, &value, atom::get_v, std::string("/k"), testing::Later()).ok());
   EXPECT_EQ(value, "v");
 }
 
@@ -139,7 +148,8 @@ TEST_F(MatcherSupervisorTest, ShutdownAnswersOpensWaitingForAStoppingDatabase) {
   database_client_actor db = Open("/data/busy");
   // A backlog keeps the database busy (stopping, not yet down) while the supervisor works.
   for (int i = 0; i < 20000; ++i) {
-    self_->send(db, atom::put_v, "/k/" + std::to_string(i), std::string(100, 'v'));
+    self_->send(db, atom::put_v, "/k/" + std::to_string(i), std::string(100, 'v'),
+                testing::Later());
   }
   uint64_t stopped = 0;
   ASSERT_TRUE(Ask(self_, supervisor_, &stopped, atom::passivate_v).ok());

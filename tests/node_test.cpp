@@ -589,6 +589,15 @@ TEST_F(NodeTest, ReadsKeepADatabaseActiveAndSurvivePassivation) {
   }
 }
 
+// Issue 13: one handle's requests are applied in the order made also when they race the
+// passivation and re-activation of their database (bounced ones are re-sent in order, before
+// later ones).
+TEST_F(NodeTest, OneHandlesWritesStayInOrderAcrossPassivations) {
+  auto node = StartNode(Options());
+  Database db = Open(*node, "/data/ordered");
+  EXPECT_EQ(testing::WriteInOrderAcrossPassivations(db, *node, 1000, 40), "");
+}
+
 TEST_F(NodeTest, ReadsRacingPassivationAndWritesStayExact) {
   auto node = StartNode(Options());
   constexpr int kReaders = 4;

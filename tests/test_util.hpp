@@ -7,8 +7,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
+
+#include "kvmesh/database.hpp"
+#include "kvmesh/node.hpp"
 
 namespace kvmesh::testing {
 
@@ -78,6 +84,51 @@ bool Eventually(std::chrono::milliseconds timeout, Check check) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return true;
+}
+
+/// Streams `rounds` rounds of `writes` asynchronous puts of one key through `db`, with a read
+/// after every fifth, and passivates `node`'s databases in the middle of each round, while the
+/// earlier puts of the round are still in flight. Every request must succeed, every read must see
+/// exactly the last put made before it, and the key must end with the round's last put. Returns
+/// the first difference, or an empty string. Every wait is bounded (30 s).
+inline std::string WriteInOrderAcrossPassivations(const Database& db, Node& node, int rounds,
+                                                  int writes) {
+  using namespace std::chrono_literals;
+  for (int round = 0; round < rounds; ++round) {
+    std::vector<std::future<Status>> puts;
+    std::vector<std::pair<std::string, std::future<Result<std::string>>>> reads;
+    std::string last;
+    for (int i = 0; i < writes; ++i) {
+      last = std::to_string(round) + "." + std::to_string(i);
+      puts.push_back(db.put_async("/ordered", last));
+      if (i % 5 == 4) reads.emplace_back(last, db.get_async("/ordered"));
+      if (i == writes / 2) {
+        Result<uint64_t> passivated = node.passivate_all();
+        if (!passivated.ok()) return "passivate_all: " + passivated.status().ToString();
+      }
+    }
+    for (auto& put : puts) {
+      if (put.wait_for(30s) != std::future_status::ready) return "a put did not end within 30 s";
+      Status s = put.get();
+      if (!s.ok()) return "round " + std::to_string(round) + ": a put failed: " + s.ToString();
+    }
+    for (auto& [expected, read] : reads) {
+      if (read.wait_for(30s) != std::future_status::ready) return "a read did not end within 30 s";
+      Result<std::string> value = read.get();
+      if (!value.ok()) return "round " + std::to_string(round) + ": " + value.status().ToString();
+      if (*value != expected) {
+        return "round " + std::to_string(round) + ": a read made after put " + expected + " saw " +
+               *value;
+      }
+    }
+    Result<std::string> final_value = db.get("/ordered");
+    if (!final_value.ok()) return "final read: " + final_value.status().ToString();
+    if (*final_value != last) {
+      return "round " + std::to_string(round) + ": the key ends with " + *final_value +
+             ", not the last put " + last;
+    }
+  }
+  return "";
 }
 
 }  // namespace kvmesh::testing

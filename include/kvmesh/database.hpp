@@ -27,11 +27,10 @@
 // object they are called on and must not race other calls on that same object.
 //
 // Ordering: requests made through one handle (and its copies) from one thread reach the database
-// in the order they were made, asynchronous ones included, with two exceptions:
-//  - a request that races the re-activation of a passivated (idle) database may be applied after
-//    a later one;
-//  - over the network a blocking call is sent from the calling thread itself, so it may overtake
-//    asynchronous requests of that thread still in flight.
+// in the order they were made, asynchronous ones included, also when they race the passivation
+// and re-activation of an idle database, with one exception: over the network a blocking call is
+// sent from the calling thread itself, so it may overtake asynchronous requests of that thread
+// still in flight.
 // When order matters across handles or threads, or between a blocking call and earlier
 // asynchronous ones, wait for the earlier callback or future first, or use one batch.
 //

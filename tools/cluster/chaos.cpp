@@ -97,8 +97,8 @@ class PidTable {
   std::vector<pid_t> pids_;
 };
 
-/// One client worker: owns its keys (one writer per key), retires a key after an indeterminate
-/// write so that no later write of it can be overtaken by a late-applied one.
+/// One client worker: owns its keys (one writer per key) and keeps writing them after
+/// indeterminate writes, whose deadlines bound when they may still apply (history.hpp).
 class Worker {
  public:
   Worker(int id, const ChaosOptions& options, std::vector<std::string> addresses, History* history,
@@ -191,11 +191,13 @@ class Worker {
     op.end_us = MicrosSince(start_);
     op.code = s.code();
     if (!s.ok()) op.error = s.message();
-    if (op.kind != OpRecord::Kind::kGet && Indeterminate(op.code)) {
-      for (const auto& w : op.ops) {
-        std::replace(keys.begin(), keys.end(), w.key, NewKey());
-      }
-    }
+    // The client sent the request no earlier than start_us, with a deadline request_timeout from
+    // then in the node's clock, mapped so as never to fall later than in this one (the open and
+    // the put are separate requests, each with its own deadline); so no node applies it after
+    // end_us + request_timeout. A timed-out request's deadline passed before the client gave up.
+    op.deadline_us = op.code == Code::kTimeout
+                         ? op.end_us
+                         : op.end_us + int64_t{options_.request_timeout_ms} * 1000;
     history_->Add(std::move(op));
   }
 

@@ -125,10 +125,14 @@ CheckResult CheckHistory(std::vector<OpRecord> ops, const FinalState& final_stat
     }
     const Value actual = final_value(db, key);
     bool allowed = actual == acked;
-    std::vector<std::pair<size_t, Value>> pending;  // indeterminate writes after the last ack
-    for (size_t n = any_acked ? last_acked + 1 : 0; n < indexes.size(); ++n) {
+    // Indeterminate writes that may have applied after the last acknowledged one: issued after
+    // it, or issued before it with a deadline after its start.
+    std::vector<std::pair<size_t, Value>> pending;
+    const int64_t acked_start = any_acked ? ops[indexes[last_acked]].start_us : 0;
+    for (size_t n = 0; n < indexes.size(); ++n) {
       const OpRecord& op = ops[indexes[n]];
       if (!Indeterminate(op.code)) continue;
+      if (any_acked && n < last_acked && op.deadline_us <= acked_start) continue;
       for (const auto& w : op.ops) {
         if (w.key == key) pending.emplace_back(indexes[n], Effect(w));
       }
@@ -137,14 +141,20 @@ CheckResult CheckHistory(std::vector<OpRecord> ops, const FinalState& final_stat
     if (!allowed) {
       fail("key " + key + " of " + db + " holds " + Show(actual) + "; allowed: " + Show(acked) +
            (any_acked ? " (last acknowledged)" : " (never acknowledged)") +
-           (pending.empty() ? "" : " or an indeterminate write after it") +
+           (pending.empty() ? "" : " or an indeterminate write that may have applied after it") +
            "; its history:" + history_of(db, key));
     }
-    // A batch tells only on keys where it is the last indeterminate write (a later one may have
-    // overwritten it) and where its effect differs from every other allowed value.
+    // A batch tells only on keys where it is the last indeterminate write, issued after the last
+    // acknowledged one, and no earlier indeterminate write may have applied after it (any of
+    // these may have overwritten it), and where its effect differs from every other allowed value.
     if (!pending.empty()) {
       const auto& [index, effect] = pending.back();
-      if (ops[index].kind == OpRecord::Kind::kBatch && effect != acked &&
+      const OpRecord& batch = ops[index];
+      const bool after_acked = !any_acked || batch.id > ops[indexes[last_acked]].id;
+      const bool last_to_land = std::all_of(pending.begin(), pending.end() - 1, [&](const auto& p) {
+        return ops[p.first].deadline_us <= batch.start_us;
+      });
+      if (batch.kind == OpRecord::Kind::kBatch && after_acked && last_to_land && effect != acked &&
           std::count_if(pending.begin(), pending.end(),
                         [&](const auto& p) { return p.second == effect; }) == 1) {
         batch_applied[index].emplace_back(key, actual == effect);

@@ -1,14 +1,25 @@
 // The chaos check's history of client operations and the checker run on it after the cluster
 // has healed and converged.
 //
-// The workload keeps one writer per key, so a key's writes are ordered by their op ids. An op
-// is acknowledged (ok), or failed with an outcome that leaves it unknown whether it applied
-// (unavailable, timeout): "indeterminate". The checker's rule for each key, given the value the
-// converged replicas hold:
-//   - allowed: the effect of the last acknowledged write of the key, or the effect of an
-//     indeterminate write issued after it (it may have applied);
-//   - a violation: anything else, including an indeterminate write from before the last
-//     acknowledged one winning (the acknowledged write would be lost), a key never written;
+// The workload keeps one writer per key, so a key's writes are ordered by their op ids, and it
+// keeps writing a key after an indeterminate write of it. An op is acknowledged (ok), or failed
+// with an outcome that leaves it unknown whether it applied (unavailable, timeout):
+// "indeterminate".
+//
+// Why an indeterminate write can be checked at all: every request carries its deadline to the
+// node, and no node applies it after that (common/deadline.hpp). A write that is applied gets its
+// last-writer-wins timestamp then, from the node's wall clock. So an indeterminate write W either
+// never applied, or applied (and was stamped) before its deadline; an acknowledged write A made
+// after W's deadline is stamped later and wins over W. W can be what a key ends with only if it
+// was applied after A was, which needs W's deadline to fall after A's start. (Processes of the
+// check share one machine, so its clock and the nodes' agree.)
+//
+// The checker's rule for each key, given the value the converged replicas hold, with A the last
+// acknowledged write of the key:
+//   - allowed: A's effect; or the effect of an indeterminate write W issued after A, or issued
+//     before A with W.deadline_us after A.start_us (it may have applied after A);
+//   - a violation: anything else, including an indeterminate write whose deadline passed before A
+//     started winning (applied past its deadline, or A lost), or a key never written;
 //   - an indeterminate batch applied to some of its keys and not others (batches are atomic);
 //   - any error other than unavailable/timeout (not_found for reads is an answer, not an error).
 #pragma once
@@ -38,6 +49,9 @@ struct OpRecord {
   /// Microseconds since the run started.
   int64_t start_us = 0;
   int64_t end_us = 0;
+  /// For an indeterminate op: no node applies it after this (microseconds since the run started;
+  /// no later than its client's own deadline). Zero: before anything else started.
+  int64_t deadline_us = 0;
   Code code = Code::kOk;
   std::string error;
 };
