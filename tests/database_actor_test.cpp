@@ -274,7 +274,7 @@ TEST(DatabaseActorGroupCommitTest, WritesQueuedTogetherShareOneSync) {
       std::shared_ptr<const ReplicationOptions>(replication),
       ReplicaSet{{store->node_id()}, {}, 1, 1, 1}, std::shared_ptr<DirectReadTarget>());
   DatabaseStats stats;
-  ASSERT_TRUE(Ask(self, db, &stats, atom::stats_v).ok());  // started and idle
+  ASSERT_TRUE(Ask(self, db, &stats, atom::stats_v, Deadline{}).ok());  // started and idle
 
   // Holds the only worker until `release` is set.
   std::promise<void> holding;
@@ -292,7 +292,7 @@ TEST(DatabaseActorGroupCommitTest, WritesQueuedTogetherShareOneSync) {
   constexpr int kWrites = 20;
   const uint64_t syncs_before = store->log_syncs();
   for (int i = 0; i < kWrites; ++i) {
-    self->send(db, atom::put_v, "/k" + std::to_string(i), "v" + std::to_string(i));
+    self->send(db, atom::put_v, "/k" + std::to_string(i), "v" + std::to_string(i), Deadline{});
   }
   release.set_value();
   int acknowledged = 0;
@@ -305,7 +305,7 @@ TEST(DatabaseActorGroupCommitTest, WritesQueuedTogetherShareOneSync) {
   EXPECT_EQ(store->log_syncs() - syncs_before, 1u) << "syncs for " << kWrites << " queued writes";
   for (int i = 0; i < kWrites; ++i) {
     std::string value;
-    ASSERT_TRUE(Ask(self, db, &value, atom::get_v, "/k" + std::to_string(i)).ok()) << i;
+    ASSERT_TRUE(Ask(self, db, &value, atom::get_v, "/k" + std::to_string(i), Deadline{}).ok()) << i;
     EXPECT_EQ(value, "v" + std::to_string(i));
   }
   self->send_exit(db, caf::exit_reason::user_shutdown);
