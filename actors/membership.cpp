@@ -118,6 +118,8 @@ void Adopt(membership_pointer self, uint64_t id, peer_actor actor) {
   if (it->second.actor) self->demonitor(it->second.actor.address());
   it->second.actor = actor;
   it->second.adopted = Clock::now();
+  it->second.unreachable_since = {};
+  it->second.unreachable_reported = false;
   self->monitor(actor);
   // The supervisor can route to it now. Telling it here, before anyone can ask `members`, means
   // whoever saw the member alive through `members` finds the supervisor knowing it too.
@@ -132,7 +134,11 @@ void AdoptSender(membership_pointer self, uint64_t id, uint64_t incarnation) {
   const auto& sender = self->current_sender();
   if (!sender || sender->node() == self->node()) return;
   auto it = self->state.members.find(id);
-  if (it == self->state.members.end() || it->second.incarnation != incarnation) return;
+  if (it == self->state.members.end()) return;
+  // A sender of another incarnation is not adopted over a handle we have (it may be an old
+  // process's message still in a queue); with no handle at all, the one we hear beats none, and
+  // if it is an old process's, it goes silent and is replaced (Tick).
+  if (it->second.incarnation != incarnation && it->second.actor) return;
   Adopt(self, id, caf::actor_cast<peer_actor>(sender));
 }
 
@@ -197,13 +203,13 @@ caf::actor SpawnFreshConnect(membership_pointer self, caf::timespan timeout) {
 /// Connects to host:port; on success joins (sends our description) and calls `done` with the
 /// peer's node id, or 0 on failure.
 void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t port,
-                    std::function<void(uint64_t, peer_actor)> done) {
+                    std::function<void(uint64_t, peer_actor, std::string)> done) {
   const auto timeout = self->state.options.connect_timeout;
   self->request(SpawnFreshConnect(self, timeout), timeout, caf::connect_atom_v, host, port)
       .then(
           [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
             if (!ptr) {
-              done(0, peer_actor{});
+              done(0, peer_actor{}, "no actor is published there");
               return;
             }
             auto peer = caf::actor_cast<peer_actor>(std::move(ptr));
@@ -213,14 +219,14 @@ void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t p
                       uint64_t sender = 0;
                       if (!FromExpected(self, peer) ||
                           !TakeMemberList(self, answer, true, &sender)) {
-                        done(0, peer_actor{});
+                        done(0, peer_actor{}, "the join answer is not a member list");
                         return;
                       }
-                      done(sender, peer);
+                      done(sender, peer, "");
                     },
-                    [=](caf::error&) { done(0, peer_actor{}); });
+                    [=](caf::error& err) { done(0, peer_actor{}, "join: " + to_string(err)); });
           },
-          [=](caf::error&) { done(0, peer_actor{}); });
+          [=](caf::error& err) { done(0, peer_actor{}, "connect: " + to_string(err)); });
 }
 
 void Tick(membership_pointer self) {
@@ -233,15 +239,16 @@ void Tick(membership_pointer self) {
     uint16_t port = 0;
     if (!ParseHostPort(address, &host, &port).ok()) continue;
     connecting = true;
-    ConnectAndJoin(self, host, port, [self, address = address](uint64_t id, peer_actor peer) {
-      auto it = self->state.seeds_connecting.find(address);
-      if (it != self->state.seeds_connecting.end()) it->second = false;
-      if (id != 0 && id != self->state.node_id) {
-        Adopt(self, id, peer);
-      } else if (id == self->state.node_id) {
-        self->state.seeds_connecting.erase(address);  // our own address
-      }
-    });
+    ConnectAndJoin(self, host, port,
+                   [self, address = address](uint64_t id, peer_actor peer, const std::string&) {
+                     auto it = self->state.seeds_connecting.find(address);
+                     if (it != self->state.seeds_connecting.end()) it->second = false;
+                     if (id != 0 && id != self->state.node_id) {
+                       Adopt(self, id, peer);
+                     } else if (id == self->state.node_id) {
+                       self->state.seeds_connecting.erase(address);  // our own address
+                     }
+                   });
   }
   std::string heartbeat = MemberListBytes(self);
   for (auto& [id, m] : st.members) {
@@ -262,12 +269,30 @@ void Tick(membership_pointer self) {
     } else if (!m.connecting) {
       m.connecting = true;
       ConnectAndJoin(self, m.host, m.cluster_port,
-                     [self, id = id](uint64_t answered, peer_actor peer) {
+                     [self, id = id](uint64_t answered, peer_actor peer, const std::string& why) {
                        auto found = self->state.members.find(id);
                        if (found == self->state.members.end()) return;
                        found->second.connecting = false;
-                       if (answered == id) Adopt(self, id, peer);
+                       if (answered == id) {
+                         Adopt(self, id, peer);
+                       } else {
+                         found->second.last_connect_error =
+                             answered != 0 ? "answered by node " + FormatNodeId(answered) : why;
+                       }
                      });
+    }
+    // Heard but not reachable: our heartbeats go nowhere, so the member sees us down. Said once
+    // per episode, with why the connects fail, since nothing else would show it.
+    if (m.alive && !m.actor && !m.unreachable_reported) {
+      if (m.unreachable_since == Clock::time_point{}) {
+        m.unreachable_since = now;
+      } else if (now - m.unreachable_since > st.options.failure_timeout) {
+        m.unreachable_reported = true;
+        spdlog::warn(
+            "node {}: member {} is heard but cannot be reached ({}:{}): {}",
+            FormatNodeId(st.node_id), FormatNodeId(id), m.host, m.cluster_port,
+            m.last_connect_error.empty() ? "no connect answered yet" : m.last_connect_error);
+      }
     }
     if (m.alive && now - m.last_heard > st.options.failure_timeout) {
       MarkDown(self, id, "no heartbeat within the failure timeout");

@@ -69,6 +69,11 @@ struct membership_state {
     clock::time_point down_since{};
     /// When `actor` was adopted: a handle silent for a failure timeout is replaced.
     clock::time_point adopted{};
+    /// Since when it is heard without a handle (zero: it is not), whether that was logged, and
+    /// why the last connect to it failed.
+    clock::time_point unreachable_since{};
+    bool unreachable_reported = false;
+    std::string last_connect_error;
   };
   MembershipOptions options;
   matcher_supervisor_actor supervisor;

@@ -290,8 +290,9 @@ class Chaos {
       Status settled = cluster_.WaitForMembership(std::chrono::seconds(60));
       if (!settled.ok()) {
         liveness_error = "after healing: " + settled.ToString();
-        std::cout << "liveness FAIL: " << liveness_error
-                  << "; restarting every node to check the history" << std::endl;
+        std::cout << "liveness FAIL: " << liveness_error << std::endl;
+        PrintViews();
+        std::cout << "restarting every node to check the history" << std::endl;
         for (int i = 0; i < options_.nodes; ++i) {
           expected_down_.insert(i);
           Status s = cluster_.Stop(i);
@@ -376,6 +377,23 @@ class Chaos {
       crashes_ += "node " + std::to_string(i) + " did not restart: " + s.ToString() + "; ";
     pids_.Set(i, cluster_.node(i).pid);
     expected_down_.erase(i);
+  }
+
+  /// Each running node's view of the members, for a liveness failure's diagnosis.
+  void PrintViews() {
+    client::ClientOptions copts;
+    copts.request_timeout = std::chrono::seconds(2);
+    for (int i = 0; i < options_.nodes; ++i) {
+      if (cluster_.State(i) == ProcessState::kDown) continue;
+      auto members = client::connect(cluster_.client_address(i), copts).members();
+      std::cout << "  node " << i << " sees:";
+      if (!members.ok()) std::cout << " " << members.status();
+      for (const auto& m : members.ok() ? *members : std::vector<MemberStatus>{}) {
+        std::cout << " " << FormatNodeId(m.node_id) << (m.alive ? " alive" : " DOWN") << " (silent "
+                  << m.silent_ms << " ms);";
+      }
+      std::cout << std::endl;
+    }
   }
 
   /// Every node we did not take down must be running.
