@@ -36,6 +36,8 @@ const char* CodeName(Code code) {
       return "internal";
     case Code::kNoSpace:
       return "no_space";
+    case Code::kPermissionDenied:
+      return "permission_denied";
   }
   return "unknown";
 }

@@ -24,6 +24,7 @@
 
 #include "kvmesh/database.hpp"
 #include "kvmesh/status.hpp"
+#include "kvmesh/tls.hpp"
 #include "kvmesh/types.hpp"
 
 namespace kvmesh::client {
@@ -37,6 +38,8 @@ struct ClientOptions {
   /// CAF scheduler of the client's actor system: "sharing" (default; idle workers wake at once,
   /// which is what round-trip latency needs) or "stealing".
   std::string scheduler_policy = "sharing";
+  /// TLS to the node (include/kvmesh/tls.hpp): needed when the node runs with TLS. Default off.
+  TlsOptions tls;
 };
 
 /// The handle types, by their names before they were shared with the embedded node.

@@ -26,6 +26,7 @@
 
 #include "kvmesh/database.hpp"
 #include "kvmesh/status.hpp"
+#include "kvmesh/tls.hpp"
 #include "kvmesh/types.hpp"
 
 namespace kvmesh {
@@ -158,6 +159,17 @@ struct NodeOptions {
   /// links between nodes (testing/fault_injector.hpp implements common/link_faults.hpp). Null
   /// (default): none.
   std::shared_ptr<LinkFaults> link_faults;
+  /// TLS for both ports and for the connections this node opens (include/kvmesh/tls.hpp).
+  /// Default: off (plaintext).
+  TlsOptions tls;
+  /// Without TLS a node refuses to listen (client or cluster port) on an address other than
+  /// loopback unless this is true; then it logs a warning that anyone who can reach the port
+  /// can read and change every database. Default false.
+  bool insecure_plaintext = false;
+  /// YAML file mapping client certificate names to rights (README "Access control"); re-read
+  /// with the database configs. Needs TLS. Empty (default): no ACL; every authenticated client
+  /// may do everything.
+  std::string acl_file;
 };
 
 /// The port kvmeshd listens on unless told otherwise.

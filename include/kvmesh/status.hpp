@@ -43,6 +43,9 @@ enum class Code : uint8_t {
   /// The node is low on disk space (or its disk is full): writes that add data are refused,
   /// deletes still work. Retry once space is freed (README "Low disk space").
   kNoSpace = 13,
+  /// The caller's credentials (its certificate's principal, see the ACL in README "Running on
+  /// several machines") lack the right the request needs; nothing was changed.
+  kPermissionDenied = 14,
 };
 
 /// A stable, lower-case name for `code` ("not_found", "size_limit_exceeded", ...).
@@ -74,6 +77,9 @@ class Status {
   static Status Unavailable(std::string msg) { return {Code::kUnavailable, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
   static Status NoSpace(std::string msg) { return {Code::kNoSpace, std::move(msg)}; }
+  static Status PermissionDenied(std::string msg) {
+    return {Code::kPermissionDenied, std::move(msg)};
+  }
 
   bool ok() const { return code_ == Code::kOk; }
   bool IsNotFound() const { return code_ == Code::kNotFound; }

@@ -1,0 +1,107 @@
+// Who is at the other end of a connection, as its TLS certificate says, and the one place a node
+// looks that up.
+//
+// The certificate convention (made by `kvmesh cert`, checked by security/tls.cpp):
+//   - every certificate is signed by the cluster CA given with --tls-ca;
+//   - subject CN is the principal's name: a node's name (kvmeshd --name) or a client's name;
+//   - subject OU is the role: "kvmesh node" or "kvmesh client". Nothing else makes a node: a
+//     certificate without one of the two OUs is refused on every port.
+// A node certificate may join the cluster and speak for the node named in its CN, and nobody
+// else; it also has every right on the client port (nodes are the cluster's own machinery). A
+// client certificate may only use the client port, with the rights the ACL gives its name.
+//
+// CAF names the sender of every message by its actor system's node_id, which the peer chooses
+// itself. The transport binds each node_id to the certificate of the connection whose BASP
+// handshake announced it (and refuses the same node_id under another certificate), and refuses
+// messages that claim another node as their source; so the node_id of a message's sender stands
+// for the certificate it came in under, and actors check claims ("I am member n2") here.
+#pragma once
+
+#include <caf/node_id.hpp>
+
+#include <cstddef>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+namespace kvmesh::security {
+
+enum class PeerRole : uint8_t {
+  kNode = 0,
+  kClient = 1,
+};
+
+/// The subject OU of a certificate of `role` (see the convention above).
+inline const char* RoleUnit(PeerRole role) {
+  return role == PeerRole::kNode ? "kvmesh node" : "kvmesh client";
+}
+
+/// "node" or "client", for messages.
+inline const char* RoleName(PeerRole role) { return role == PeerRole::kNode ? "node" : "client"; }
+
+/// What a verified certificate says about its holder.
+struct PeerIdentity {
+  /// Subject CN: the node's or the client's name.
+  std::string name;
+  PeerRole role = PeerRole::kClient;
+
+  bool operator==(const PeerIdentity& other) const {
+    return name == other.name && role == other.role;
+  }
+  bool operator!=(const PeerIdentity& other) const { return !(*this == other); }
+};
+
+/// The identities of the CAF nodes connected to one actor system. Filled by the transport on
+/// CAF's multiplexer thread, read by actors; thread-safe. With TLS off it stays empty and
+/// `enabled()` is false: then nothing is authenticated and callers must not deny on Lookup.
+class PeerDirectory {
+ public:
+  explicit PeerDirectory(bool enabled) : enabled_(enabled) {}
+
+  /// True when connections are authenticated (TLS on), so every peer has an identity.
+  bool enabled() const { return enabled_; }
+
+  /// Records that a connection authenticated as `identity` announced CAF node `node`. False
+  /// (and nothing changes) when `node` is bound to another identity on a connection still open:
+  /// the caller must close the new connection. Each true Bind needs one Unbind.
+  bool Bind(const caf::node_id& node, const PeerIdentity& identity) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto [it, inserted] = entries_.try_emplace(node, Entry{identity, 0});
+    if (!inserted && it->second.identity != identity) return false;
+    ++it->second.connections;
+    return true;
+  }
+
+  /// A connection that Bind accepted for `node` is closed.
+  void Unbind(const caf::node_id& node) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = entries_.find(node);
+    if (it != entries_.end() && --it->second.connections == 0) entries_.erase(it);
+  }
+
+  /// The identity `node` authenticated as, if it has an open connection to this node.
+  std::optional<PeerIdentity> Lookup(const caf::node_id& node) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = entries_.find(node);
+    if (it == entries_.end()) return std::nullopt;
+    return it->second.identity;
+  }
+
+  /// How many CAF nodes are bound (for tests and status).
+  size_t size() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return entries_.size();
+  }
+
+ private:
+  struct Entry {
+    PeerIdentity identity;
+    size_t connections = 0;
+  };
+  const bool enabled_;
+  mutable std::mutex mutex_;
+  std::unordered_map<caf::node_id, Entry> entries_;
+};
+
+}  // namespace kvmesh::security
