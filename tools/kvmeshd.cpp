@@ -96,6 +96,19 @@ int main(int argc, char** argv) {
   auto* space_reserve_opt = app.add_option(
       "--space-reserve", space_reserve,
       "reserve file given up when the disk fills anyway, so deletes still work; 0: none");
+  auto* tls_ca = app.add_option("--tls-ca", config.node.tls.ca_file,
+                                "PEM file of the cluster CA; with --tls-cert and --tls-key "
+                                "turns on mutual TLS on both ports");
+  auto* tls_cert = app.add_option("--tls-cert", config.node.tls.cert_file,
+                                  "PEM file of this node's certificate (kvmesh cert node)");
+  auto* tls_key =
+      app.add_option("--tls-key", config.node.tls.key_file, "PEM file of this node's key");
+  bool insecure_plaintext = false;
+  app.add_flag("--insecure-plaintext", insecure_plaintext,
+               "allow listening beyond loopback without TLS: anyone who reaches a port can read "
+               "and change every database");
+  auto* acl = app.add_option("--acl", config.node.acl_file,
+                             "YAML file of client rights (needs TLS); re-read with the configs");
   for (auto* opt : {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
                     cluster_port_opt, cluster_listen, failure_opt, grace_opt, sync_opt,
                     sync_period_opt, max_connections_opt, max_per_address_opt}) {
@@ -138,6 +151,11 @@ int main(int argc, char** argv) {
     if (max_per_address_opt->count() == 0) {
       config.node.max_connections_per_address = from_file.node.max_connections_per_address;
     }
+    if (tls_ca->count() == 0) config.node.tls.ca_file = from_file.node.tls.ca_file;
+    if (tls_cert->count() == 0) config.node.tls.cert_file = from_file.node.tls.cert_file;
+    if (tls_key->count() == 0) config.node.tls.key_file = from_file.node.tls.key_file;
+    if (acl->count() == 0) config.node.acl_file = from_file.node.acl_file;
+    config.node.insecure_plaintext = from_file.node.insecure_plaintext;
     config.node.idle_timeout = from_file.node.idle_timeout;
     config.node.accept_stale_data = from_file.node.accept_stale_data;
     if (sync_opt->count() == 0) sync = kvmesh::SyncModeName(from_file.node.sync);
@@ -168,6 +186,7 @@ int main(int argc, char** argv) {
   config.node.replica_grace = std::chrono::seconds(grace_s);
   config.node.tombstone_grace = std::chrono::seconds(tombstone_grace_s);
   config.node.accept_stale_data = config.node.accept_stale_data || accept_stale_data;
+  config.node.insecure_plaintext = config.node.insecure_plaintext || insecure_plaintext;
   if (seeds_opt->count() > 0) {
     config.node.seeds.clear();
     size_t start = 0;

@@ -141,6 +141,11 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"low_space_percent",
        integer(0, 50, [&](long long v) { node.low_space_percent = static_cast<double>(v); })},
       {"space_reserve", size(&node.space_reserve_bytes)},
+      {"tls_ca", text(&node.tls.ca_file)},
+      {"tls_cert", text(&node.tls.cert_file)},
+      {"tls_key", text(&node.tls.key_file)},
+      {"insecure_plaintext", boolean(&node.insecure_plaintext)},
+      {"acl", text(&node.acl_file)},
   };
   for (const auto& entry : root) {
     if (!entry.first.IsScalar())
