@@ -201,6 +201,18 @@ bool MaySteer(database_pointer self, Steering kind) {
   return false;
 }
 
+/// With TLS, a delta or pull naming node `from` as its sender must come over a connection
+/// authenticated as that node (security::PeerDirectory::Vouches); an error otherwise.
+caf::error Unvouched(database_pointer self, uint64_t from) {
+  const auto& peers = self->state.replication->peers;
+  if (!peers || !peers->enabled()) return {};
+  const auto& sender = self->current_sender();
+  if (sender && peers->Vouches(sender->node(), from)) return {};
+  return ToError(
+      Status::PermissionDenied("a delta or pull for node " + FormatNodeId(from) +
+                               " came from a peer whose certificate is not that node's"));
+}
+
 /// Group commit: makes the writes applied since the last sync durable with one sync, then
 /// replicates and acknowledges each, in order. If the sync fails they are applied here but may
 /// not survive a power loss: their writers get the error.
@@ -340,6 +352,7 @@ database_actor::behavior_type database_actor_impl(
         return self->state.replicator->MakeStatus();
       },
       [=](atom::replicate, const std::string& delta, uint64_t from) -> caf::result<atom::ok> {
+        if (auto err = Unvouched(self, from)) return err;
         ++self->state.requests_since_tick;
         Status s = self->state.replicator->OnPushReceived(from, delta);
         if (!s.ok()) return ToError(s);
@@ -347,6 +360,7 @@ database_actor::behavior_type database_actor_impl(
       },
       [=](atom::sync, const std::string& vector, uint64_t from) -> caf::result<std::string> {
         // Not counted as use: peers' periodic pulls alone must not keep a database active.
+        if (auto err = Unvouched(self, from)) return err;
         std::string reply;
         Status s = self->state.replicator->AnswerPull(from, vector, &reply);
         if (!s.ok()) return ToError(s);

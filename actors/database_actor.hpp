@@ -34,6 +34,7 @@
 #include "common/link_faults.hpp"
 #include "messages/type_ids.hpp"
 #include "replication/replicator.hpp"
+#include "security/identity.hpp"
 #include "storage/database_store.hpp"
 
 namespace kvmesh {
@@ -53,6 +54,9 @@ struct ReplicationOptions : replication::Options {
   /// Where database actors publish their stores for reads on callers' threads (see
   /// actors/direct_reads.hpp); null (always when clustered): no direct reads.
   std::shared_ptr<DirectReads> direct_reads;
+  /// Who connected peers are (with TLS): deltas and pulls must come from the node they name.
+  /// Null or disabled: not checked.
+  std::shared_ptr<const security::PeerDirectory> peers;
 };
 
 class DatabaseTransport;

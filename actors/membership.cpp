@@ -31,6 +31,7 @@ std::string MemberListBytes(membership_pointer self) {
     out->set_client_port(m.client_port);
     out->set_sync(m.sync);
     out->set_incarnation(m.incarnation);
+    out->set_name(m.name);
   }
   return list.SerializeAsString();
 }
@@ -105,6 +106,7 @@ void Merge(membership_pointer self, const proto::Member& info) {
   m.client_port = static_cast<uint16_t>(info.client_port());
   m.sync = info.sync();
   m.incarnation = info.incarnation();
+  m.name = info.name();
   // Forget seeds that turned out to be this member.
   st.seeds_connecting.erase(m.host + ":" + std::to_string(m.cluster_port));
 }
@@ -142,6 +144,40 @@ void AdoptSender(membership_pointer self, uint64_t id, uint64_t incarnation) {
   Adopt(self, id, caf::actor_cast<peer_actor>(sender));
 }
 
+bool Authenticated(membership_pointer self) {
+  const auto& directory = self->state.options.security.directory;
+  return directory && directory->enabled();
+}
+
+/// True if the sender of the current message may describe member `info` itself: always without
+/// TLS; with TLS, only the holder of the node certificate named `info.name()`, and only for
+/// the member id that certificate claimed first (security::PeerDirectory::ClaimMember). So no
+/// node can join, heartbeat or speak as another.
+bool Vouched(membership_pointer self, const proto::Member& info) {
+  if (!Authenticated(self)) return true;
+  const auto& directory = self->state.options.security.directory;
+  const auto& sender = self->current_sender();
+  auto identity = sender ? directory->Lookup(sender->node()) : std::nullopt;
+  if (identity && identity->role == security::PeerRole::kNode && identity->name == info.name() &&
+      directory->ClaimMember(sender->node(), info.node_id())) {
+    return true;
+  }
+  auto& st = self->state;
+  const auto now = Clock::now();
+  if (now - st.last_refusal_logged > std::chrono::seconds(10)) {
+    st.last_refusal_logged = now;
+    spdlog::warn("node {}: ignored a description of member {} (\"{}\") from {}: {}",
+                 FormatNodeId(st.node_id), FormatNodeId(info.node_id()), info.name(),
+                 identity ? "the " + std::string(security::RoleName(identity->role)) +
+                                " certificate \"" + identity->name + "\""
+                          : std::string("an unauthenticated sender"),
+                 identity && identity->name == info.name()
+                     ? "that member id was first claimed by another certificate"
+                     : "only the node a certificate names may speak for it");
+  }
+  return false;
+}
+
 /// Takes in a join answer or heartbeat: the sender is alive, the members it lists are known.
 /// Returns false if `bytes` is not a member list.
 bool TakeMemberList(membership_pointer self, const std::string& bytes, bool sender_heard,
@@ -150,8 +186,16 @@ bool TakeMemberList(membership_pointer self, const std::string& bytes, bool send
   if (!list.ParseFromString(bytes) || list.sender().node_id() == 0) return false;
   *sender_id = list.sender().node_id();
   if (Blocked(self, *sender_id, self->state.node_id)) return true;
+  if (!Vouched(self, list.sender())) {
+    *sender_id = 0;
+    return true;
+  }
   Merge(self, list.sender());
-  for (const auto& m : list.members()) Merge(self, m);
+  for (const auto& m : list.members()) {
+    // With TLS, what others say of a member only introduces it (we connect and hear it
+    // ourselves); its address and incarnation change only by its own word.
+    if (!Authenticated(self) || self->state.members.count(m.node_id()) == 0) Merge(self, m);
+  }
   if (sender_heard && *sender_id != self->state.node_id) {
     MarkHeard(self, *sender_id);
     AdoptSender(self, *sender_id, list.sender().incarnation());
@@ -159,53 +203,15 @@ bool TakeMemberList(membership_pointer self, const std::string& bytes, bool send
   return true;
 }
 
-/// A one-shot helper that opens a new BASP connection to host:port and answers what CAF's
-/// middleman answers a connect: the node, its published actor, its interface.
-///
-/// Not through the middleman actor: it answers a connect to an address it connected before
-/// with the proxy it got then, for as long as that proxy lives, and a proxy whose node is
-/// reached through a third node (an indirect BASP route, made whenever a message names an
-/// actor of a node we have no connection to) lives on after that node is gone. A reconnect
-/// must make a connection. (If a direct connection to the node exists, CAF keeps it and closes
-/// the new one; a direct connection that stops carrying data is closed by the middleman's
-/// connection timeout, so it cannot keep a member unreachable.) Detached, because the TCP
-/// connect blocks (for minutes, to a host that drops SYNs).
-caf::actor SpawnFreshConnect(membership_pointer self, caf::timespan timeout) {
-  return self->spawn<caf::detached>([timeout](caf::event_based_actor* helper) -> caf::behavior {
-    return {
-        [=](caf::connect_atom, const std::string& host,
-            uint16_t port) -> caf::result<caf::message> {
-          auto& mm = helper->system().middleman();
-          auto scribe = mm.backend().new_tcp_scribe(host, port);
-          if (!scribe) {
-            helper->quit();
-            return scribe.error();
-          }
-          auto basp = mm.named_broker<caf::io::basp_broker>(caf::atom("BASP"));
-          auto promise = helper->make_response_promise();
-          helper->request(basp, timeout, caf::connect_atom_v, std::move(*scribe), port)
-              .then(
-                  [=](caf::node_id& node, caf::strong_actor_ptr& actor,
-                      std::set<std::string>& interface) mutable {
-                    promise.deliver(std::move(node), std::move(actor), std::move(interface));
-                    helper->quit();
-                  },
-                  [=](caf::error& err) mutable {
-                    promise.deliver(std::move(err));
-                    helper->quit();
-                  });
-          return promise;
-        },
-    };
-  });
-}
-
 /// Connects to host:port; on success joins (sends our description) and calls `done` with the
 /// peer's node id, or 0 on failure.
 void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t port,
                     std::function<void(uint64_t, peer_actor, std::string)> done) {
   const auto timeout = self->state.options.connect_timeout;
-  self->request(SpawnFreshConnect(self, timeout), timeout, caf::connect_atom_v, host, port)
+  // A connection of its own every time (see SpawnConnector): a reconnect must make one.
+  auto connector = SpawnConnector(self->system(), self->state.options.security,
+                                  self->state.options.max_message_bytes, timeout);
+  self->request(connector, timeout, caf::connect_atom_v, host, port)
       .then(
           [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
             if (!ptr) {
@@ -220,6 +226,12 @@ void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t p
                       if (!FromExpected(self, peer) ||
                           !TakeMemberList(self, answer, true, &sender)) {
                         done(0, peer_actor{}, "the join answer is not a member list");
+                        return;
+                      }
+                      if (sender == 0) {
+                        done(0, peer_actor{},
+                             "the join answer's certificate does not name its "
+                             "sender (see the node's log)");
                         return;
                       }
                       done(sender, peer, "");
@@ -353,6 +365,11 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
         }
         if (Blocked(self, info.node_id(), self->state.node_id)) {
           return ToError(Status::Unavailable("partitioned (fault injection)"));
+        }
+        if (!Vouched(self, info)) {
+          return ToError(Status::PermissionDenied(
+              "join: the certificate of this connection does not name member " +
+              FormatNodeId(info.node_id()) + " (\"" + info.name() + "\")"));
         }
         Merge(self, info);
         if (self->state.members.count(info.node_id()) == 0) {

@@ -27,6 +27,7 @@
 
 #include "common/link_faults.hpp"
 #include "messages/type_ids.hpp"
+#include "transport/connection_guard.hpp"
 
 namespace kvmesh {
 
@@ -48,6 +49,10 @@ struct MembershipOptions {
   std::shared_ptr<LinkFaults> faults;
   /// Fills in this node's own MemberStatus fields only it knows (disk space); may be null.
   LocalStatusFiller fill_local_status;
+  /// How connections to members are made and who is behind them (TLS, identities).
+  TransportSecurity security;
+  /// Largest message a member may send over a connection this node opens.
+  size_t max_message_bytes = 64u << 20;
 };
 
 struct membership_state {
@@ -60,6 +65,8 @@ struct membership_state {
     /// Its durability mode (proto::Member::sync).
     std::string sync;
     uint64_t incarnation = 0;
+    /// Its name (with TLS: its certificate's CN).
+    std::string name;
     peer_actor actor;
     bool connecting = false;
     bool alive = false;
@@ -86,6 +93,8 @@ struct membership_state {
   /// The last view sent to the supervisor, to send only changes.
   std::vector<std::pair<uint64_t, bool>> last_view;
   bool first_view_sent = false;
+  /// When a refused member description was last logged (at most one line per 10 s).
+  clock::time_point last_refusal_logged{};
 };
 
 /// Behaviour of the membership actor of node `node_id`.

@@ -20,7 +20,6 @@
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "actors/membership.hpp"
-#include "bootstrap/connection_guard.hpp"
 #include "bootstrap/node_options.hpp"
 #include "common/address.hpp"
 #include "common/completion.hpp"
@@ -30,7 +29,9 @@
 #include "messages/cluster.pb.h"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
+#include "security/tls.hpp"
 #include "storage/store.hpp"
+#include "transport/connection_guard.hpp"
 
 namespace kvmesh {
 /// Work for a handle's requester actor, from a caller's thread. Local only (never serialized).
@@ -43,6 +44,13 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvmesh::RequesterJob)
 namespace kvmesh {
 
 namespace {
+
+/// Largest message another node may send: a replicated batch carries its versions, and an
+/// anti-entropy chunk may pass its byte budget by one value.
+size_t MaxPeerMessageBytes(const NodeOptions& opts) {
+  return std::min<size_t>(2 * kMaxRequestBytes + opts.sync_chunk_bytes,
+                          std::numeric_limits<uint32_t>::max());
+}
 
 /// The actor system whose thread this is, if any: set by ThreadMarker on every thread a node's
 /// system starts, so ~Node can tell it is running on one of them.
@@ -111,6 +119,9 @@ struct Node::Impl {
   /// Closes connections that miss their handshake deadline (see connection_guard.hpp); invalid
   /// when the node listens on no port.
   caf::actor handshake_sweeper;
+  /// TLS and the identities of connected peers (transport/connection_guard.hpp), shared by both
+  /// ports, the connections membership opens, the gateway and the database actors.
+  TransportSecurity security;
 
   /// Marks the store in use every quarter of the tombstone grace period (between 1 s and
   /// 60 s), so a later start can tell how long the node was away.
@@ -335,6 +346,21 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   if (!s.ok()) return s;
   s = LoadNodeConfigs(opts, &impl->configs);
   if (!s.ok()) return s;
+  // TLS files are checked before anything is opened too: a node whose certificates do not work
+  // can reach no peer and no client.
+  if (opts.tls.enabled()) {
+    s = security::TlsContext::Load(opts.tls, &impl->security.tls);
+    if (!s.ok()) return s;
+    if (impl->security.tls->identity().role != security::PeerRole::kNode) {
+      return Status::InvalidArgument("--tls-cert " + opts.tls.cert_file +
+                                     " is the client "
+                                     "certificate of \"" +
+                                     impl->security.tls->identity().name +
+                                     "\"; a node needs a node certificate (kvmesh cert node)");
+    }
+  }
+  impl->security.directory =
+      std::make_shared<security::PeerDirectory>(impl->security.tls != nullptr);
   const bool listen = opts.listen_port >= 0;
   const bool clustered = opts.cluster_port >= 0;
   std::string advertised_host = opts.cluster_host;
@@ -393,6 +419,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->tombstone_grace = std::chrono::duration_cast<caf::timespan>(opts.tombstone_grace);
   replication->faults = opts.link_faults;
   replication->direct_reads = impl->core->direct_reads;
+  replication->peers = impl->security.directory;
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
@@ -416,6 +443,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     membership.replica_grace = std::chrono::duration_cast<caf::timespan>(opts.replica_grace);
     membership.connect_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
     membership.faults = opts.link_faults;
+    membership.security = impl->security;
+    membership.max_message_bytes = MaxPeerMessageBytes(opts);
     impl->membership = impl->system->spawn(membership_impl, impl->store->node_id(),
                                            impl->core->supervisor, std::move(membership));
   }
@@ -442,13 +471,14 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     Impl& started = *node->impl_;
     ListenerLimits cluster_limits = limits;
     cluster_limits.name = "cluster port";
-    cluster_limits.max_message_bytes = std::min<size_t>(
-        2 * kMaxRequestBytes + opts.sync_chunk_bytes, std::numeric_limits<uint32_t>::max());
+    cluster_limits.max_message_bytes = MaxPeerMessageBytes(opts);
+    cluster_limits.nodes_only = true;
     std::shared_ptr<ConnectionGuard> guard;
-    Status published = PublishGuarded(
-        *started.system, caf::actor_cast<caf::strong_actor_ptr>(started.membership),
-        started.system->message_types(caf::detail::type_list<peer_actor>{}), opts.cluster_host,
-        static_cast<uint16_t>(opts.cluster_port), cluster_limits, &started.cluster_port, &guard);
+    Status published =
+        PublishGuarded(*started.system, caf::actor_cast<caf::strong_actor_ptr>(started.membership),
+                       started.system->message_types(caf::detail::type_list<peer_actor>{}),
+                       opts.cluster_host, static_cast<uint16_t>(opts.cluster_port), cluster_limits,
+                       started.security, &started.cluster_port, &guard);
     if (!published.ok()) {
       return Status::IOError("cannot listen for cluster peers on " + published.message());
     }
@@ -459,11 +489,13 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     ListenerLimits client_limits = limits;
     client_limits.name = "client port";
     client_limits.max_message_bytes = kMaxRequestBytes;
+    client_limits.published_actor_only = true;
     std::shared_ptr<ConnectionGuard> guard;
-    Status published = PublishGuarded(
-        *started.system, caf::actor_cast<caf::strong_actor_ptr>(started.gateway),
-        started.system->message_types(caf::detail::type_list<gateway_actor>{}), opts.listen_host,
-        static_cast<uint16_t>(opts.listen_port), client_limits, &started.port, &guard);
+    Status published =
+        PublishGuarded(*started.system, caf::actor_cast<caf::strong_actor_ptr>(started.gateway),
+                       started.system->message_types(caf::detail::type_list<gateway_actor>{}),
+                       opts.listen_host, static_cast<uint16_t>(opts.listen_port), client_limits,
+                       started.security, &started.port, &guard);
     if (!published.ok()) return Status::IOError("cannot listen on " + published.message());
     guards.push_back(std::move(guard));
   }
@@ -481,6 +513,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     me.set_cluster_port(advertised_port > 0 ? advertised_port : started.cluster_port);
     me.set_client_port(started.port);
     me.set_sync(DescribeSync(opts.sync, opts.sync_period));
+    if (started.security.tls) me.set_name(started.security.tls->identity().name);
     me.set_incarnation(
         static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::system_clock::now().time_since_epoch())

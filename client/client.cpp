@@ -16,6 +16,8 @@
 #include "messages/local_deadlines.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
+#include "security/tls.hpp"
+#include "transport/connection_guard.hpp"
 
 namespace kvmesh::client {
 namespace {
@@ -166,6 +168,8 @@ struct Connection {
   std::mutex connect_mutex;
   std::shared_ptr<Link> link = std::make_shared<Link>();
   std::atomic<uint64_t> node_id{0};
+  /// TLS for the connection (ClientOptions::tls); no directory: a client looks nobody up.
+  TransportSecurity security;
 
   /// Blocking actors for Call, reused: each new actor that talks to the node makes both sides
   /// set up (and later tear down) a proxy for it, which costs more than the call.
@@ -182,7 +186,34 @@ struct Connection {
     }
   }
 
+  /// Opens a new connection to the node's client port (TLS when configured; see
+  /// transport/connection_guard.hpp) and returns the gateway published there.
+  caf::expected<gateway_actor> ConnectGateway(caf::timespan deadline) {
+    caf::scoped_actor self{*system};
+    // Replies are bounded like requests: a value plus its key and framing.
+    auto connector = SpawnConnector(*system, security, 2 * kMaxRequestBytes, deadline);
+    caf::expected<gateway_actor> result{caf::sec::cannot_connect_to_node};
+    self->request(connector, deadline, caf::connect_atom_v, host, port)
+        .receive(
+            [&](const caf::node_id&, caf::strong_actor_ptr& ptr,
+                const std::set<std::string>& interface) {
+              if (!ptr) {
+                result = caf::make_error(caf::sec::no_actor_published_at_port);
+              } else if (interface !=
+                         system->message_types(caf::detail::type_list<gateway_actor>{})) {
+                result = caf::make_error(caf::sec::unexpected_actor_messaging_interface);
+              } else {
+                result = caf::actor_cast<gateway_actor>(std::move(ptr));
+              }
+            },
+            [&](caf::error& err) { result = std::move(err); });
+    return result;
+  }
+
   Status Start() {
+    if (options.tls.enabled()) {
+      if (Status s = security::TlsContext::Load(options.tls, &security.tls); !s.ok()) return s;
+    }
     cfg = std::make_unique<caf::actor_system_config>();
     ActorSystemSettings settings;
     settings.scheduler_policy = options.scheduler_policy;
@@ -205,22 +236,24 @@ struct Connection {
     if (link->connected) return Status::OK();
     std::lock_guard<std::mutex> lock(connect_mutex);
     if (link->connected) return Status::OK();
-    auto gateway = system->middleman().remote_actor<gateway_actor>(host, port);
+    const auto handshake_timeout =
+        std::min(timeout, std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
+    caf::expected<gateway_actor> gateway = ConnectGateway(handshake_timeout);
     if (!gateway) {
       if (gateway.error() == caf::sec::unexpected_actor_messaging_interface) {
         return Status::InvalidArgument("the service at " + address +
                                        " is not a kvmesh node of this client's protocol version");
       }
-      return Status::Unavailable("cannot reach kvmesh node at " + address + ": " +
-                                 system->render(gateway.error()));
+      Status why = ToStatus(gateway.error());
+      return Status::Unavailable(
+          "cannot reach kvmesh node at " + address + ": " +
+          (why.code() == Code::kInternal ? system->render(gateway.error()) : why.message()));
     }
     // The handshake is bounded by the peer timeout, not the request timeout: right after a node
     // comes back, a first attempt can go over a route CAF has not dropped yet, and the caller
     // should then get a prompt failure and retry, not wait for a long request deadline.
     caf::scoped_actor self{*system};
     Status result;
-    const auto handshake_timeout =
-        std::min(timeout, std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
     self->request(*gateway, handshake_timeout, atom::hello_v, kClientProtocolVersion)
         .receive([&](uint32_t, uint64_t id) { node_id = id; },
                  [&](caf::error& err) { result = ToStatus(err); });

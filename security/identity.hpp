@@ -20,6 +20,7 @@
 #include <caf/node_id.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -38,7 +39,9 @@ inline const char* RoleUnit(PeerRole role) {
 }
 
 /// "node" or "client", for messages.
-inline const char* RoleName(PeerRole role) { return role == PeerRole::kNode ? "node" : "client"; }
+inline const char* RoleName(PeerRole role) {
+  return role == PeerRole::kNode ? "node" : "client";
+}
 
 /// What a verified certificate says about its holder.
 struct PeerIdentity {
@@ -88,6 +91,32 @@ class PeerDirectory {
     return it->second.identity;
   }
 
+  /// With TLS: binds kvmesh member id `member` (a node's stable id, proto::Member::node_id) to
+  /// the node certificate that CAF node `sender` authenticated as, the first time a node claims
+  /// it; afterwards only that certificate may claim it. True if `sender` may speak for `member`
+  /// (always true with TLS off). Membership calls this for a member's own description (join,
+  /// heartbeat); a wiped node that comes back with a new id under the same name binds that too.
+  bool ClaimMember(const caf::node_id& sender, uint64_t member) {
+    if (!enabled_) return true;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = entries_.find(sender);
+    if (it == entries_.end() || it->second.identity.role != PeerRole::kNode) return false;
+    auto [member_it, inserted] = members_.try_emplace(member, it->second.identity.name);
+    return member_it->second == it->second.identity.name;
+  }
+
+  /// True if CAF node `sender` may speak for kvmesh member `member`: with TLS, it holds the node
+  /// certificate `member` was bound to by ClaimMember (a member not yet claimed: false). Always
+  /// true with TLS off. Database actors check the sender of deltas and pulls with this.
+  bool Vouches(const caf::node_id& sender, uint64_t member) const {
+    if (!enabled_) return true;
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = entries_.find(sender);
+    if (it == entries_.end() || it->second.identity.role != PeerRole::kNode) return false;
+    auto member_it = members_.find(member);
+    return member_it != members_.end() && member_it->second == it->second.identity.name;
+  }
+
   /// How many CAF nodes are bound (for tests and status).
   size_t size() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -102,6 +131,9 @@ class PeerDirectory {
   const bool enabled_;
   mutable std::mutex mutex_;
   std::unordered_map<caf::node_id, Entry> entries_;
+  /// Member id -> the node certificate name that first claimed it. Grows with the members ever
+  /// seen (a few per node wipe), never with clients.
+  std::unordered_map<uint64_t, std::string> members_;
 };
 
 }  // namespace kvmesh::security

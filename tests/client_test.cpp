@@ -566,7 +566,7 @@ TEST(ClientConnectionTest, UnansweredRequestsTimeOutAtTheirDeadline) {
   caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
 }
 
-// -- Connection bounds (bootstrap/connection_guard.hpp) -------------------------------------------
+// -- Connection bounds (transport/connection_guard.hpp) -------------------------------------------
 
 /// Collects what the node logs while it lives (the default spdlog logger is swapped for it).
 class LogCapture {

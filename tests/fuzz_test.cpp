@@ -874,7 +874,7 @@ TEST(ClientGatewayTest, ForgedRepliesCannotHijackADatabase) {
 // BASP takes a frame's payload length (32 bits) from its header and allocates that many bytes
 // (zero-filled) before reading the payload. A 32-byte header per connection claiming 1 GiB kept
 // 1 GiB resident per connection while it stayed open. kvmesh's connection guard
-// (bootstrap/connection_guard.hpp) closes such a connection on reading the header, on the client
+// (transport/connection_guard.hpp) closes such a connection on reading the header, on the client
 // port and the cluster port.
 TEST_F(FuzzTest, ClaimedPayloadLengthsAreNotAllocatedUpFront) {
   std::vector<int> held;
