@@ -78,6 +78,7 @@ Status LocalCluster::StartNode(size_t i) {
   o.configs = options_.configs;
   o.config_dir = options_.config_dir;
   o.link_faults = faults_;
+  if (i < options_.node_tls.size()) o.tls = options_.node_tls[i];
   if (o.cluster_port < 0) o.cluster_port = 0;
   o.seeds.clear();
   for (size_t j = 0; j < nodes_.size(); ++j) {

@@ -41,6 +41,9 @@ struct LocalClusterOptions {
   /// link_faults are filled per node. The defaults are tuned for fast tests: heartbeats every
   /// 100 ms, a member down after 1 s of silence, anti-entropy every 200 ms, no passivation.
   NodeOptions node = TestNodeOptions();
+  /// TLS per node (node i uses node_tls[i], e.g. node certificates named n0, n1, ...); empty
+  /// (default): every node uses node.tls.
+  std::vector<TlsOptions> node_tls;
   /// Seed of the fault injector's random choices.
   uint64_t fault_seed = 1;
   /// Deadline of Start's wait for every node to see every other. Default 30 s.

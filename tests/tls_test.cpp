@@ -1,0 +1,272 @@
+// Mutual TLS (issue 14): who may connect to a node, and what a connected peer may claim.
+// Real nodes over real TLS connections on 127.0.0.1, certificates from testing/test_pki.hpp.
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include <memory>
+#include <string>
+
+#include "kvmesh/client.hpp"
+#include "kvmesh/node.hpp"
+#include "messages/cluster.pb.h"
+#include "messages/system_config.hpp"
+#include "messages/type_ids.hpp"
+#include "security/certificates.hpp"
+#include "security/tls.hpp"
+#include "test_util.hpp"
+#include "testing/local_cluster.hpp"
+#include "testing/test_pki.hpp"
+#include "transport/connection_guard.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Eventually;
+using testing::SharedOtherTestPki;
+using testing::SharedTestPki;
+
+constexpr const char* kConfigs = R"(
+- id: kv
+  matcher: /example/kv
+  replication: {min: 1, max: 3}
+  size: 10MB
+)";
+
+class TlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = temp_.path(); }
+
+  /// A single node serving clients with node certificate `name`.
+  std::unique_ptr<Node> StartNode(const std::string& name, bool cluster = false) {
+    NodeOptions o;
+    o.data_dir = dir_ + "/" + name;
+    o.config_yaml = kConfigs;
+    o.listen_port = 0;
+    if (cluster) o.cluster_port = 0;
+    o.tls = SharedTestPki().Node(name);
+    std::unique_ptr<Node> node;
+    Status s = Node::Start(o, &node);
+    EXPECT_TRUE(s.ok()) << s;
+    return node;
+  }
+
+  static client::Client Connect(const Node& node, const TlsOptions& tls) {
+    client::ClientOptions o;
+    o.tls = tls;
+    o.request_timeout = 5s;
+    return client::connect("127.0.0.1:" + std::to_string(node.port()), o);
+  }
+
+  testing::TempDir temp_;
+  std::string dir_;
+};
+
+TEST_F(TlsTest, AClientWithACertificateOfTheClusterCaReadsAndWrites) {
+  auto node = StartNode("n0");
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, SharedTestPki().Client("alice"));
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto db = client.open("/example/kv");
+  ASSERT_TRUE(db.put("/k", std::string("v\0w", 3)).ok());
+  auto got = db.get("/k");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, std::string("v\0w", 3));
+}
+
+TEST_F(TlsTest, APlaintextClientIsRefused) {
+  auto node = StartNode("n0");
+  ASSERT_TRUE(node);
+  auto client = Connect(*node, TlsOptions{});
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), Code::kUnavailable) << client.status();
+  // The node never took it for a kvmesh peer: a TLS client still gets in.
+  EXPECT_TRUE(Connect(*node, SharedTestPki().Client("alice")).ok());
+}
+
+TEST_F(TlsTest, ACertificateOfAnotherCaIsRefused) {
+  auto node = StartNode("n0");
+  ASSERT_TRUE(node);
+  // A certificate of an unrelated CA, presented to a node of ours (whose own certificate the
+  // client trusts): the node refuses it during the handshake.
+  TlsOptions stranger = SharedOtherTestPki().Client("alice");
+  stranger.ca_file = SharedTestPki().ca_file();
+  auto client = Connect(*node, stranger);
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), Code::kUnavailable) << client.status();
+  EXPECT_NE(client.status().message().find("TLS"), std::string::npos) << client.status();
+  // And a client that trusts only the other CA refuses the node.
+  auto trusting_other = Connect(*node, SharedOtherTestPki().Client("alice"));
+  ASSERT_FALSE(trusting_other.ok());
+  EXPECT_NE(trusting_other.status().message().find("certificate verify failed"),
+            std::string::npos)
+      << trusting_other.status();
+}
+
+TEST_F(TlsTest, ANodeWhoseCertificateDoesNotNameTheDialledAddressIsRefused) {
+  // A node certificate for 10.9.9.9 only, served on 127.0.0.1: a client dialling 127.0.0.1 must
+  // not accept it (another node of the cluster could otherwise stand in for the one dialled).
+  security::CertificateOptions options;
+  options.dir = SharedTestPki().dir();
+  Status made = security::MakeNodeCertificate(options, "elsewhere", {"10.9.9.9"});
+  ASSERT_TRUE(made.ok()) << made;
+  NodeOptions o;
+  o.data_dir = dir_ + "/elsewhere";
+  o.config_yaml = kConfigs;
+  o.listen_port = 0;
+  o.tls = TlsOptions{SharedTestPki().ca_file(), options.dir + "/node-elsewhere.crt",
+                     options.dir + "/node-elsewhere.key"};
+  std::unique_ptr<Node> node;
+  ASSERT_TRUE(Node::Start(o, &node).ok());
+  auto client = Connect(*node, SharedTestPki().Client("alice"));
+  ASSERT_FALSE(client.ok());
+  EXPECT_NE(client.status().message().find("IP address mismatch"), std::string::npos)
+      << client.status();
+}
+
+TEST_F(TlsTest, ANodeNeedsANodeCertificate) {
+  NodeOptions o;
+  o.data_dir = dir_ + "/as-client";
+  o.config_yaml = kConfigs;
+  o.listen_port = 0;
+  o.tls = SharedTestPki().Client("alice");
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(o, &node);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("client certificate of \"alice\"; a node needs a node certificate"),
+            std::string::npos)
+      << s;
+  o.tls.key_file = SharedTestPki().Node("n0").key_file;
+  s = Node::Start(o, &node);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("is not the key of the certificate"), std::string::npos) << s;
+}
+
+TEST_F(TlsTest, AThreeNodeClusterReplicatesOverTls) {
+  LocalClusterOptions options;
+  options.dir = dir_ + "/cluster";
+  options.node.config_yaml = kConfigs;
+  for (int i = 0; i < 3; ++i) options.node_tls.push_back(SharedTestPki().Node("n" + std::to_string(i)));
+  std::unique_ptr<LocalCluster> cluster;
+  Status s = LocalCluster::Start(options, &cluster);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(cluster->node(0)->open("/example/kv").put("/k", "v").ok());
+  ASSERT_TRUE(cluster->WaitForConvergence("/example/kv", 20s).ok());
+  auto got = cluster->node(2)->open("/example/kv").get("/k");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "v");
+}
+
+/// Another process as a peer: its own actor system with kvmesh's message types and the
+/// TLS settings `tls`, connecting with kvmesh's transport.
+struct RawPeer {
+  explicit RawPeer(const TlsOptions& tls) {
+    ActorSystemSettings settings;
+    settings.network = true;
+    settings.worker_threads = 2;
+    EXPECT_TRUE(ConfigureActorSystem(settings, &cfg).ok());
+    system = std::make_unique<caf::actor_system>(cfg);
+    Status s = security::TlsContext::Load(tls, &security.tls);
+    EXPECT_TRUE(s.ok()) << s;
+  }
+  ~RawPeer() { system.reset(); }
+
+  /// Connects to 127.0.0.1:`port`; the actor published there, or the error.
+  caf::expected<caf::strong_actor_ptr> Connect(uint16_t port) {
+    caf::scoped_actor self{*system};
+    auto connector = SpawnConnector(*system, security, 64u << 20, caf::timespan{3s});
+    caf::expected<caf::strong_actor_ptr> result{caf::sec::cannot_connect_to_node};
+    self->request(connector, caf::timespan{5s}, caf::connect_atom_v, std::string("127.0.0.1"),
+                  port)
+        .receive([&](const caf::node_id&, caf::strong_actor_ptr& actor,
+                     const std::set<std::string>&) { result = std::move(actor); },
+                 [&](caf::error& err) { result = std::move(err); });
+    return result;
+  }
+
+  caf::actor_system_config cfg;
+  std::unique_ptr<caf::actor_system> system;
+  TransportSecurity security;
+};
+
+TEST_F(TlsTest, AClientCertificateCannotJoinTheCluster) {
+  auto node = StartNode("n0", /*cluster=*/true);
+  ASSERT_TRUE(node);
+  RawPeer client_cert(SharedTestPki().Client("n1"));  // a client certificate named like a node
+  auto refused = client_cert.Connect(node->cluster_port());
+  EXPECT_FALSE(refused) << "a client certificate reached the cluster port's actor";
+  RawPeer node_cert(SharedTestPki().Node("n1"));
+  auto accepted = node_cert.Connect(node->cluster_port());
+  EXPECT_TRUE(accepted) << client_cert.system->render(accepted.error());
+}
+
+std::string Describe(uint64_t id, const std::string& name, uint16_t port, uint64_t incarnation) {
+  proto::Member m;
+  m.set_node_id(id);
+  m.set_name(name);
+  m.set_host("127.0.0.1");
+  m.set_cluster_port(port);
+  m.set_incarnation(incarnation);
+  return m.SerializeAsString();
+}
+
+TEST_F(TlsTest, ANodeCannotSpeakForAnother) {
+  LocalClusterOptions options;
+  options.dir = dir_ + "/cluster";
+  options.nodes = 2;
+  options.node.config_yaml = kConfigs;
+  options.node_tls = {SharedTestPki().Node("n0"), SharedTestPki().Node("n1")};
+  std::unique_ptr<LocalCluster> cluster;
+  Status s = LocalCluster::Start(options, &cluster);
+  ASSERT_TRUE(s.ok()) << s;
+  Node& n0 = *cluster->node(0);
+  const uint64_t n1_id = cluster->node_id(1);
+
+  // A third node with a valid node certificate of its own, "n2".
+  RawPeer n2(SharedTestPki().Node("n2"));
+  auto published = n2.Connect(n0.cluster_port());
+  ASSERT_TRUE(published) << n2.system->render(published.error());
+  auto membership = caf::actor_cast<peer_actor>(*published);
+  caf::scoped_actor self{*n2.system};
+  auto join = [&](const std::string& description) {
+    Status result;
+    self->request(membership, caf::timespan{5s}, atom::join_v, description)
+        .receive([&](const std::string&) {}, [&](caf::error& err) { result = ToStatus(err); });
+    return result;
+  };
+  // Claiming n1's member id, as "n1" (not its certificate) or as itself (n1's id is n1's).
+  for (const std::string& name : {"n1", "n2"}) {
+    Status claimed = join(Describe(n1_id, name, 9, uint64_t{1} << 62));
+    EXPECT_EQ(claimed.code(), Code::kPermissionDenied) << name << ": " << claimed;
+  }
+  // Its own description, with a fresh member id, is fine.
+  EXPECT_TRUE(join(Describe(0x77, "n2", 9, 1)).ok());
+
+  // A delta that claims to come from n1.
+  database_peer_actor replica;
+  self->request(membership, caf::timespan{5s}, atom::replica_v, std::string("/example/kv"))
+      .receive([&](database_peer_actor& db) { replica = db; },
+               [&](caf::error& err) { ADD_FAILURE() << to_string(err); });
+  ASSERT_TRUE(replica);
+  Status pushed;
+  self->request(replica, caf::timespan{5s}, atom::replicate_v, std::string(), n1_id)
+      .receive([&](atom::ok) {}, [&](caf::error& err) { pushed = ToStatus(err); });
+  EXPECT_EQ(pushed.code(), Code::kPermissionDenied) << pushed;
+
+  // n0 still has n1 where it is, alive.
+  auto members = n0.members();
+  ASSERT_TRUE(members.ok());
+  bool n1_alive = false;
+  for (const auto& m : *members) {
+    if (m.node_id == n1_id) {
+      n1_alive = m.alive;
+      EXPECT_NE(m.cluster_address, "127.0.0.1:9");
+    }
+  }
+  EXPECT_TRUE(n1_alive);
+}
+
+}  // namespace
+}  // namespace kvmesh
