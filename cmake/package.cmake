@@ -47,10 +47,11 @@ set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_COMPONENTS_GROUPING ALL_COMPONENTS_IN_ONE)
 set(CPACK_COMPONENTS_ALL Unspecified service)
 # Library dependencies come from dpkg-shlibdeps (dpkg-dev), which CPack silently skips when it is
-# missing: package_config.cmake stops cpack then instead. The maintainer scripts use adduser.
+# missing: package_config.cmake stops cpack then instead. The maintainer scripts use adduser; the
+# unit's ExecReload uses /bin/kill (procps, which a minimal system may lack).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_PROJECT_CONFIG_FILE "${CMAKE_CURRENT_SOURCE_DIR}/cmake/package_config.cmake")
-set(CPACK_DEBIAN_PACKAGE_DEPENDS adduser)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, procps")
 # A shlibs file and an ldconfig trigger for the shared libraries in /usr/lib.
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA "${CMAKE_CURRENT_SOURCE_DIR}/packaging/debian/postinst"

@@ -111,6 +111,7 @@ $(awk '$2 != "root/root"' "$work/files.txt")"
   dpkg-deb -x "$deb" "$root"
   depends=$(field Depends)
   grep -qw adduser <<<"$depends" || fail "Depends lacks adduser (postinst uses it): $depends"
+  grep -qw procps <<<"$depends" || fail "Depends lacks procps (/bin/kill, the unit's reload): $depends"
   # Package names only: "a (>= 1), b | c" gives a, b and c, one a line.
   depends_names=$(tr ',|' '\n\n' <<<"$depends" | sed -E 's/\(.*\)//; s/^ +//; s/ +$//')
   declare -A owner_of=()
