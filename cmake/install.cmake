@@ -54,7 +54,7 @@ kvmesh_shared_library(kvmesh_embedded_shared kvmesh-embedded embedded kvmesh)
 install(DIRECTORY include/kvmesh DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(TARGETS kvmesh_client_shared kvmesh_embedded_shared EXPORT kvmeshTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(TARGETS kvmeshd kvmesh_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(TARGETS kvmeshd kvmesh_cli kvmesh-cluster RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 
 set(KVMESH_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/kvmesh)
 install(EXPORT kvmeshTargets NAMESPACE kvmesh:: DESTINATION ${KVMESH_CMAKE_DIR})

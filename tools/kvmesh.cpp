@@ -15,6 +15,7 @@
 #include "config/config_set.hpp"
 #include "kvmesh/client.hpp"
 #include "tools/base64.hpp"
+#include "tools/version.hpp"
 
 namespace {
 
@@ -463,6 +464,7 @@ int main(int argc, char** argv) {
   if (const char* env = std::getenv("KVMESH_NODE")) g.node = env;
   CLI::App app{"kvmesh: use a kvmesh node's databases from the shell"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", kvmesh::tools::VersionLine("kvmesh"));
   app.add_option("--node", g.node, "node address host:port (or $KVMESH_NODE)")
       ->capture_default_str();
   app.add_flag("--json", g.json, "machine-readable output");
@@ -509,6 +511,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "kvmesh: " << e.what() << " (see kvmesh --help)\n";

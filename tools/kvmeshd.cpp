@@ -10,11 +10,13 @@
 #include "config/size.hpp"
 #include "kvmesh/node.hpp"
 #include "tools/kvmeshd_settings.hpp"
+#include "tools/version.hpp"
 
 int main(int argc, char** argv) {
   kvmesh::DaemonConfig config = kvmesh::DefaultDaemonConfig();
   std::string config_file;
   CLI::App app{"kvmeshd: a kvmesh node. Serves the databases declared in --config-dir."};
+  app.set_version_flag("--version", kvmesh::tools::VersionLine("kvmeshd"));
   app.add_option("--config", config_file, "node settings in YAML (flags override it)");
   auto* name = app.add_option("--name", config.name, "node name (for logs)");
   auto* data_dir = app.add_option("--data-dir", config.node.data_dir, "storage directory");

@@ -16,6 +16,7 @@
 #include "kvmesh/client.hpp"
 #include "kvmesh/status.hpp"
 #include "tools/cluster/process_cluster.hpp"
+#include "tools/version.hpp"
 
 namespace {
 
@@ -154,6 +155,7 @@ int Logs(const ProcessCluster& c, int index, int lines) {
 int main(int argc, char** argv) {
   CLI::App app{"kvmesh-cluster: a local cluster of kvmeshd processes on 127.0.0.1"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", kvmesh::tools::VersionLine("kvmesh-cluster"));
   std::string dir = "kvmesh-cluster";
   app.add_option("--dir", dir, "cluster directory: state, data dirs and logs")
       ->capture_default_str();
