@@ -1,6 +1,8 @@
 // The kvmesh CLI against a real kvmeshd process.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "process_util.hpp"
 #include "test_util.hpp"
 
@@ -145,6 +147,83 @@ TEST_F(CliTest, StatusAndMembersDescribeASingleNode) {
   ASSERT_EQ(members.exit_code, 0) << members.err;
   EXPECT_NE(members.out.find("(this node)"), std::string::npos) << members.out;
   EXPECT_EQ(Run({"status", "/unknown"}).exit_code, 3);  // no config matches
+}
+
+}  // namespace
+}  // namespace kvmesh
+
+namespace kvmesh {
+namespace {
+
+using kvmesh::testing::CommandResult;
+using kvmesh::testing::TempDir;
+
+// `kvmesh cert` needs no node: it writes the files where --dir says, prints them and how to use
+// them, and refuses what would replace a file.
+TEST(CliCertTest, MakesCaNodeAndClientCertificatesAndShowsThem) {
+  TempDir dir;
+  auto run = [&](std::vector<std::string> args) {
+    return kvmesh::testing::RunCommand(KVMESH_CLI_PATH, args, "", dir.path());
+  };
+  const std::string d = dir / "pki";
+  std::filesystem::create_directories(d);
+  CommandResult ca = run({"cert", "ca", "--dir", d});
+  ASSERT_EQ(ca.exit_code, 0) << ca.err;
+  EXPECT_NE(ca.out.find("wrote " + d + "/ca.crt"), std::string::npos) << ca.out;
+  EXPECT_NE(ca.out.find("wrote " + d + "/ca.key"), std::string::npos) << ca.out;
+
+  CommandResult node =
+      run({"cert", "node", "n1", "--host", "127.0.0.1", "--host", "db1.example", "--dir", d});
+  ASSERT_EQ(node.exit_code, 0) << node.err;
+  EXPECT_NE(node.out.find("kvmeshd --name n1 --tls-ca " + d + "/ca.crt --tls-cert " + d +
+                          "/node-n1.crt --tls-key " + d + "/node-n1.key"),
+            std::string::npos)
+      << node.out;
+  CommandResult client = run({"cert", "client", "alice", "--dir", d, "--days", "30"});
+  ASSERT_EQ(client.exit_code, 0) << client.err;
+  EXPECT_NE(client.out.find("kvmesh --tls-ca " + d + "/ca.crt --tls-cert " + d +
+                            "/client-alice.crt --tls-key " + d + "/client-alice.key"),
+            std::string::npos)
+      << client.out;
+
+  CommandResult show = run({"cert", "show", d + "/node-n1.crt"});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_NE(show.out.find("subject:     CN=n1,OU=kvmesh node"), std::string::npos) << show.out;
+  EXPECT_NE(show.out.find("names:       IP:127.0.0.1, DNS:db1.example"), std::string::npos)
+      << show.out;
+  EXPECT_NE(show.out.find("issuer:      CN=kvmesh cluster CA"), std::string::npos) << show.out;
+
+  CommandResult again = run({"cert", "ca", "--dir", d});
+  EXPECT_EQ(again.exit_code, 3);
+  EXPECT_EQ(again.err,
+            "kvmesh: invalid_argument: " + d + "/ca.crt exists; not replacing it (use --force)\n");
+  CommandResult no_ca = run({"cert", "client", "bob", "--dir", dir.path()});
+  EXPECT_EQ(no_ca.exit_code, 1);
+  EXPECT_NE(no_ca.err.find("cannot read the CA certificate " + dir.path() + "/ca.crt"),
+            std::string::npos)
+      << no_ca.err;
+  EXPECT_EQ(run({"cert", "node", "n2", "--dir", d}).exit_code, 2);  // --host is required
+}
+
+TEST(CliCertTest, TlsNeedsAllThreeFilesFromFlagsOrVariables) {
+  TempDir dir;
+  CommandResult partial = kvmesh::testing::RunCommand(
+      KVMESH_CLI_PATH, {"--tls-ca", "ca.crt", "--tls-key", "k.key", "ls", "/db"}, "", dir.path());
+  EXPECT_EQ(partial.exit_code, 2);
+  EXPECT_EQ(partial.err,
+            "kvmesh: --tls-cert (or KVMESH_TLS_CERT) is missing; TLS needs the CA, a certificate "
+            "and its key\n");
+  // The variable fills in the missing flag: the command gets past the check (and fails only
+  // to reach the node, at a port where none listens).
+  ::setenv("KVMESH_TLS_KEY", "from-env.key", 1);
+  CommandResult env =
+      kvmesh::testing::RunCommand(KVMESH_CLI_PATH,
+                                  {"--node", "127.0.0.1:1", "--timeout", "2", "--tls-ca", "ca.crt",
+                                   "--tls-cert", "c.crt", "ls", "/db"},
+                                  "", dir.path());
+  ::unsetenv("KVMESH_TLS_KEY");
+  EXPECT_EQ(env.exit_code, 3) << env.err;
+  EXPECT_EQ(env.err.find("is missing"), std::string::npos) << env.err;
 }
 
 }  // namespace

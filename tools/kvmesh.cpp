@@ -14,6 +14,7 @@
 #include "common/path.hpp"
 #include "config/config_set.hpp"
 #include "kvmesh/client.hpp"
+#include "security/certificates.hpp"
 #include "tools/base64.hpp"
 #include "tools/version.hpp"
 
@@ -32,6 +33,8 @@ struct Globals {
   std::string node = "127.0.0.1:" + std::to_string(7370);
   bool json = false;
   int timeout_seconds = 30;
+  /// --tls-ca/--tls-cert/--tls-key (or KVMESH_TLS_*): all three, or none for plaintext.
+  kvmesh::TlsOptions tls;
 };
 
 int Fail(const Status& s) {
@@ -102,6 +105,7 @@ class Cli {
     if (!client_.ok()) {
       kvmesh::client::ClientOptions options;
       options.request_timeout = std::chrono::seconds(g_.timeout_seconds);
+      options.tls = g_.tls;
       client_ = kvmesh::client::connect(g_.node, options);
     }
     return client_;
@@ -457,6 +461,77 @@ class Cli {
   kvmesh::client::Client client_;
 };
 
+/// `dir` as an absolute path without "." parts, so that the printed commands work from anywhere.
+std::string AbsoluteDir(const std::string& dir) {
+  std::error_code ec;
+  std::string out = std::filesystem::absolute(dir.empty() ? "." : dir, ec).lexically_normal();
+  if (out.size() > 1 && out.back() == '/') out.pop_back();
+  return ec ? dir : out;
+}
+
+void PrintWritten(const kvmesh::security::CertificateFiles& files) {
+  auto info = kvmesh::security::ReadCertificateInfo(files.cert_file);
+  std::cout << "wrote " << files.cert_file;
+  if (info.ok()) {
+    std::cout << " (" << info->role << " " << info->common_name << ", valid until "
+              << info->not_after;
+    if (!info->alt_names.empty()) {
+      std::cout << ", names";
+      for (const auto& n : info->alt_names) std::cout << " " << n;
+    }
+    std::cout << ")";
+  }
+  std::cout << "\nwrote " << files.key_file << " (private key, mode 0600: keep it secret)\n";
+}
+
+/// kvmesh cert ca|node|client|show (no node is contacted).
+int Cert(const std::string& what, kvmesh::security::CertificateOptions options,
+         const std::string& name, const std::vector<std::string>& hosts) {
+  namespace sec = kvmesh::security;
+  if (what == "show") {
+    auto info = sec::ReadCertificateInfo(name);
+    if (!info.ok()) return Fail(info.status());
+    std::cout << sec::FormatCertificateInfo(name, *info);
+    return FinishOutput();
+  }
+  options.dir = AbsoluteDir(options.dir);
+  const std::string& d = options.dir;
+  if (what == "ca") {
+    auto files = sec::MakeCa(options, name);
+    if (!files.ok()) return Fail(files.status());
+    std::cout << "wrote " << files->cert_file
+              << " (the cluster CA certificate: copy it to every node and client)\n"
+              << "wrote " << files->key_file
+              << " (the CA private key, mode 0600: it signs every certificate of the cluster;"
+                 " keep it here, not on the nodes)\n"
+              << "next, in this directory:\n"
+              << "  kvmesh cert node NAME --host ADDRESS [--host ...] --dir " << d
+              << "   (one per node)\n"
+              << "  kvmesh cert client NAME --dir " << d << "   (one per client)\n";
+    return FinishOutput();
+  }
+  const bool node = what == "node";
+  auto files = node ? sec::MakeNodeCertificate(options, name, hosts)
+                    : sec::MakeClientCertificate(options, name);
+  if (!files.ok()) return Fail(files.status());
+  PrintWritten(*files);
+  const std::string flags =
+      "--tls-ca " + d + "/ca.crt --tls-cert " + files->cert_file + " --tls-key " + files->key_file;
+  if (node) {
+    std::cout << "copy ca.crt and both files to node " << name << " and start it with:\n"
+              << "  kvmeshd --name " << name << " " << flags << " ...\n"
+              << "(the node's name must be " << name << ": the certificate lets it speak for "
+              << name << " and nobody else)\n";
+  } else {
+    std::cout << "use it with:\n"
+              << "  kvmesh " << flags << " --node HOST:PORT ...\n"
+              << "or set KVMESH_TLS_CA=" << d << "/ca.crt KVMESH_TLS_CERT=" << files->cert_file
+              << " KVMESH_TLS_KEY=" << files->key_file << "\n"
+              << "(the ACL decides what client " << name << " may do)\n";
+  }
+  return FinishOutput();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -470,6 +545,13 @@ int main(int argc, char** argv) {
   app.add_flag("--json", g.json, "machine-readable output");
   app.add_option("--timeout", g.timeout_seconds, "request timeout in seconds")
       ->capture_default_str();
+  // Flags win over the variables (CLI11 reads a variable only when its flag is absent).
+  app.add_option("--tls-ca", g.tls.ca_file, "TLS: the cluster CA certificate")
+      ->envname("KVMESH_TLS_CA");
+  app.add_option("--tls-cert", g.tls.cert_file, "TLS: this client's certificate")
+      ->envname("KVMESH_TLS_CERT");
+  app.add_option("--tls-key", g.tls.key_file, "TLS: the key of --tls-cert")
+      ->envname("KVMESH_TLS_KEY");
 
   std::string db, key, value, file, out, prefix, dir;
   uint64_t limit = 0;
@@ -508,6 +590,39 @@ int main(int argc, char** argv) {
   validate->add_option("DIR", dir)->required();
   auto* reload = config->add_subcommand("reload", "make the node re-read its config directory");
 
+  kvmesh::security::CertificateOptions cert_options;
+  std::string cert_name;
+  std::vector<std::string> hosts;
+  auto* cert = app.add_subcommand(
+      "cert", "make TLS certificates: a cluster CA, node and client certificates (no node needed)");
+  cert->require_subcommand(1);
+  auto add_common = [&](CLI::App* cmd, const char* days_help) {
+    cmd->add_option("--dir", cert_options.dir,
+                    "directory with ca.crt and ca.key, where the files are written")
+        ->capture_default_str();
+    cmd->add_option("--days", cert_options.days, days_help)->check(CLI::Range(1, 36500));
+    cmd->add_flag("--force", cert_options.force, "replace existing files");
+  };
+  auto* cert_ca = cert->add_subcommand("ca", "make the cluster CA: DIR/ca.crt and DIR/ca.key");
+  cert_ca->add_option("--name", cert_name, "the CA's subject CN")
+      ->default_str(kvmesh::security::kDefaultCaName);
+  add_common(cert_ca, "validity in days (default 3650)");
+  auto* cert_node = cert->add_subcommand(
+      "node", "make node NAME's certificate signed by DIR's CA: DIR/node-NAME.crt and .key");
+  cert_node->add_option("NAME", cert_name, "the node's name (kvmeshd --name)")->required();
+  cert_node
+      ->add_option("--host", hosts,
+                   "an IP address or DNS name peers and clients reach the node by (repeatable)")
+      ->required();
+  add_common(cert_node, "validity in days (default 825)");
+  auto* cert_client = cert->add_subcommand(
+      "client", "make client NAME's certificate signed by DIR's CA: DIR/client-NAME.crt and .key");
+  cert_client->add_option("NAME", cert_name, "the client's name (what the ACL grants rights to)")
+      ->required();
+  add_common(cert_client, "validity in days (default 825)");
+  auto* cert_show = cert->add_subcommand("show", "describe a certificate file");
+  cert_show->add_option("FILE", cert_name, "a .crt file")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -523,6 +638,24 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  if (cert->parsed()) {
+    const std::string what = cert_ca->parsed()       ? "ca"
+                             : cert_node->parsed()   ? "node"
+                             : cert_client->parsed() ? "client"
+                                                     : "show";
+    return Cert(what, cert_options, cert_name, hosts);
+  }
+  if (g.tls.enabled()) {
+    for (auto [file, flag] : {std::pair{&g.tls.ca_file, "--tls-ca (or KVMESH_TLS_CA)"},
+                              std::pair{&g.tls.cert_file, "--tls-cert (or KVMESH_TLS_CERT)"},
+                              std::pair{&g.tls.key_file, "--tls-key (or KVMESH_TLS_KEY)"}}) {
+      if (file->empty()) {
+        std::cerr << "kvmesh: " << flag
+                  << " is missing; TLS needs the CA, a certificate and its key\n";
+        return kExitUsage;
+      }
+    }
+  }
   Cli cli(g);
   if (put->parsed()) return cli.Put(db, key, value_opt->count() > 0 ? &value : nullptr, file);
   if (get->parsed()) return cli.Get(db, key, out);

@@ -374,6 +374,7 @@ Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras)
   if (addresses.size() < 2 || s.lag_samples == 0) return Status::OK();
   client::ClientOptions options;
   options.scheduler_policy = s.target.scheduler;
+  options.tls = target.tls();
   std::vector<Database> dbs;
   for (const std::string& address : addresses) {
     dbs.push_back(client::connect(address, options).open("/bench/lag"));
@@ -438,6 +439,7 @@ Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* ext
   if (addresses.size() < 2 || s.catchup_keys == 0) return Status::OK();
   client::ClientOptions options;
   options.scheduler_policy = s.target.scheduler;
+  options.tls = target.tls();
   Database writer = client::connect(addresses[0], options).open("/bench/catchup");
   if (!writer.ok()) return writer.status();
   Status st = writer.put("/warm", "w");
@@ -503,7 +505,7 @@ const Outcome* BaselineOf(const Outcome& r, const std::vector<Outcome>& all) {
 
 void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantiation>& inst,
                 const std::vector<Extra>& extras) {
-  std::printf("%-9s %-8s %6s %5s %5s %7s %9s %9s %9s %9s %9s %9s %8s %6s %8s\n", "target",
+  std::printf("%-12s %-8s %6s %5s %5s %7s %9s %9s %9s %9s %9s %9s %8s %6s %8s\n", "target",
               "workload", "value", "conns", "infl", "dbs", "ops", "ops/s", "keys/s", "p50_us",
               "p99_us", "p99.9_us", "rss_MiB", "cpu", "x_rocks");
   for (const Outcome& r : results) {
@@ -512,7 +514,7 @@ void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantia
     if (base != nullptr && &r != base && base->ops_per_second() > 0) {
       std::snprintf(ratio, sizeof(ratio), "%.2fx", r.ops_per_second() / base->ops_per_second());
     }
-    std::printf("%-9s %-8s %6zu %5d %5d %7llu %9llu %9s %9s %9.1f %9.1f %9.1f %8.0f %6.2f %8s%s\n",
+    std::printf("%-12s %-8s %6zu %5d %5d %7llu %9llu %9s %9s %9.1f %9.1f %9.1f %8.0f %6.2f %8s%s\n",
                 r.target.c_str(), r.workload.c_str(), r.value_size, r.connections, r.inflight,
                 static_cast<unsigned long long>(r.databases),
                 static_cast<unsigned long long>(r.ops), Human(r.ops_per_second()).c_str(),
@@ -746,6 +748,8 @@ int main(int argc, char** argv) {
   app.add_option("--catchup-keys", s.catchup_keys,
                  "cluster: keys written while a node is down (0: skip)")
       ->capture_default_str();
+  app.add_flag("--tls", s.target.tls,
+               "remote and cluster: start the nodes with TLS (certificates made in --dir)");
   app.add_flag("--json", s.json, "print JSON instead of tables");
   app.add_option("--json-file", s.json_file, "also write the JSON to this file");
   app.add_flag("--quiet", s.quiet, "no progress line");

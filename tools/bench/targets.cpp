@@ -210,6 +210,7 @@ class RemoteTarget : public Target {
   Status NewSession(std::unique_ptr<Session>* out) override {
     client::ClientOptions options;
     options.scheduler_policy = scheduler_;
+    options.tls = tls();
     client::Client client = client::connect(addresses_.front(), options);
     if (!client.ok()) return client.status();
     *out = std::make_unique<RemoteSession>(std::move(client));
@@ -224,6 +225,7 @@ class RemoteTarget : public Target {
     return PidListeningOn(port);
   }
   std::vector<std::string> addresses() const override { return addresses_; }
+  TlsOptions tls() const override { return spawned_ ? cluster_.client_tls() : TlsOptions{}; }
   Status KillAndRestart(int index, const std::function<Status()>& during_outage) override {
     if (!spawned_) return Status::InvalidArgument("only a cluster started by kvmesh-bench");
     Status s = cluster_.Kill(index);
@@ -243,6 +245,7 @@ class RemoteTarget : public Target {
     cluster_options.kvmeshd = options.kvmeshd;
     cluster_options.config_dir = config_dir;
     cluster_options.tie_to_caller = true;
+    cluster_options.tls = options.tls;
     cluster_options.extra_args = {"--scheduler",      options.scheduler,
                                   "--log-level",      "warn",
                                   "--sync",           SyncModeName(options.sync),
@@ -301,8 +304,12 @@ Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>*
 }
 
 Status MakeRemoteTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
-  auto target = std::make_unique<RemoteTarget>("remote");
+  auto target = std::make_unique<RemoteTarget>(options.tls ? "remote-tls" : "remote");
   target->scheduler_ = options.scheduler;
+  if (options.tls && !options.nodes.empty()) {
+    return Status::InvalidArgument(
+        "--tls starts nodes with certificates of their own; it cannot be used with --node");
+  }
   if (options.nodes.empty()) {
     Status s = target->Spawn(options, 1);
     if (!s.ok()) return s;
@@ -316,7 +323,8 @@ Status MakeRemoteTarget(const TargetOptions& options, std::unique_ptr<Target>* o
 
 Status MakeClusterTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
   if (options.cluster_nodes < 2) return Status::InvalidArgument("a cluster needs 2 or more nodes");
-  auto target = std::make_unique<RemoteTarget>("cluster" + std::to_string(options.cluster_nodes));
+  auto target = std::make_unique<RemoteTarget>("cluster" + std::to_string(options.cluster_nodes) +
+                                               (options.tls ? "-tls" : ""));
   target->scheduler_ = options.scheduler;
   Status s = target->Spawn(options, options.cluster_nodes);
   if (!s.ok()) return s;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kvmesh/status.hpp"
+#include "kvmesh/tls.hpp"
 #include "kvmesh/types.hpp"
 
 namespace kvmesh::bench {
@@ -55,6 +56,8 @@ class Target {
   virtual bool synchronous() const { return false; }
   /// Client addresses of every node (remote targets); the first one takes the workload.
   virtual std::vector<std::string> addresses() const { return {}; }
+  /// What clients of addresses() need for TLS (ClientOptions::tls); empty for plaintext.
+  virtual TlsOptions tls() const { return {}; }
   /// Restarts node `index` after killing it with SIGKILL, writing through `during_outage`
   /// while it is down (multi-process clusters started by the benchmark only).
   virtual Status KillAndRestart(int index, const std::function<Status()>& during_outage) {
@@ -85,6 +88,10 @@ struct TargetOptions {
   int cluster_nodes = 3;
   int replication_min = 2;
   int replication_max = 3;
+  /// remote (when started here) and cluster: every node runs with TLS and the clients use the
+  /// cluster's client certificate (ProcessClusterOptions::tls); the targets are then named
+  /// "remote-tls", "cluster3-tls". Default false.
+  bool tls = false;
 };
 
 /// The database config every target uses: a regex matcher, so that every benchmark database is

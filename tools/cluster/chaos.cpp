@@ -57,6 +57,8 @@ struct ChaosOptions {
   int converge_timeout_s = 120;
   int keys_per_worker = 20;
   bool keep = false;
+  /// TLS on every node and client (ProcessClusterOptions::tls).
+  bool tls = false;
 };
 
 /// The databases the workload uses: a literal, two regex-instantiated ones of one config, and
@@ -101,8 +103,9 @@ class PidTable {
 /// indeterminate writes, whose deadlines bound when they may still apply (history.hpp).
 class Worker {
  public:
-  Worker(int id, const ChaosOptions& options, std::vector<std::string> addresses, History* history,
-         std::atomic<uint64_t>* next_op, Clock::time_point start)
+  Worker(int id, const ChaosOptions& options, std::vector<std::string> addresses,
+         const TlsOptions& tls, History* history, std::atomic<uint64_t>* next_op,
+         Clock::time_point start)
       : id_(id),
         options_(options),
         history_(history),
@@ -112,6 +115,7 @@ class Worker {
     client::ClientOptions copts;
     copts.request_timeout = std::chrono::milliseconds(options.request_timeout_ms);
     copts.peer_timeout = std::chrono::milliseconds(1500);
+    copts.tls = tls;
     for (const auto& a : addresses) clients_.push_back(client::connect(a, copts));
     for (const auto& db : kDatabases) {
       for (int k = 0; k < options.keys_per_worker; ++k) live_[db].push_back(NewKey());
@@ -234,6 +238,7 @@ class Chaos {
     popts.kvmeshd = options_.kvmeshd;
     popts.config_dir = options_.dir + "/configs";
     popts.tie_to_caller = true;
+    popts.tls = options_.tls;
     // The proxies must know a restarted node's pid before it connects to its peers.
     popts.on_spawn = [this](int index, pid_t pid) { pids_.Set(index, pid); };
     popts.stop_timeout = std::chrono::seconds(15);
@@ -260,8 +265,8 @@ class Chaos {
     std::atomic<uint64_t> next_op{1};
     std::vector<std::unique_ptr<Worker>> workers;
     for (int w = 0; w < options_.workers; ++w) {
-      workers.push_back(
-          std::make_unique<Worker>(w, options_, addresses, &history_, &next_op, start));
+      workers.push_back(std::make_unique<Worker>(w, options_, addresses, cluster_.client_tls(),
+                                                 &history_, &next_op, start));
     }
     std::vector<std::thread> threads;
     for (auto& w : workers) threads.emplace_back([&w, &stop] { w->Run(stop); });
@@ -383,6 +388,7 @@ class Chaos {
   void PrintViews() {
     client::ClientOptions copts;
     copts.request_timeout = std::chrono::seconds(2);
+    copts.tls = cluster_.client_tls();
     for (int i = 0; i < options_.nodes; ++i) {
       if (cluster_.State(i) == ProcessState::kDown) continue;
       auto members = client::connect(cluster_.client_address(i), copts).members();
@@ -480,6 +486,7 @@ class Chaos {
     if (!s.ok()) return "membership: " + s.ToString();
     client::ClientOptions copts;
     copts.request_timeout = std::chrono::seconds(5);
+    copts.tls = cluster_.client_tls();
     std::vector<client::Client> clients;
     std::map<uint64_t, int> index_of;
     for (int i = 0; i < options_.nodes; ++i) {
@@ -634,6 +641,7 @@ int main(int argc, char** argv) {
   app.add_option("--converge-timeout-s", options.converge_timeout_s, "bound on convergence")
       ->capture_default_str();
   app.add_flag("--keep", options.keep, "keep the work dir (logs, data) even on PASS");
+  app.add_flag("--tls", options.tls, "TLS on every port (a CA and certificates in the work dir)");
   CLI11_PARSE(app, argc, argv);
   if (options.dir.empty()) {
     std::string templ = (fs::temp_directory_path() / "kvmesh-chaos-XXXXXX").string();

@@ -35,6 +35,12 @@ void PrintAddresses(const ProcessCluster& c) {
     std::cout << "node " << i << ": client " << c.client_address(i) << ", cluster " << n.advertise
               << ", pid " << n.pid << ", log " << n.log << "\n";
   }
+  if (c.options().tls) {
+    const kvmesh::TlsOptions tls = c.client_tls();
+    std::cout << "TLS on; talk to it with: kvmesh --tls-ca " << tls.ca_file << " --tls-cert "
+              << tls.cert_file << " --tls-key " << tls.key_file << " --node " << c.client_address(0)
+              << " ...\n";
+  }
 }
 
 /// What `status` reports of one running node, asked through its client port.
@@ -52,10 +58,12 @@ struct NodeReport {
 
 constexpr size_t kMaxDatabases = 200;
 
-NodeReport Report(const std::string& address) {
+NodeReport Report(const ProcessCluster& c, int index) {
+  const std::string address = c.client_address(index);
   NodeReport r;
   kvmesh::client::ClientOptions options;
   options.request_timeout = std::chrono::seconds(2);
+  options.tls = c.client_tls();
   auto client = kvmesh::client::connect(address, options);
   if (!client.ok()) {
     r.error = client.status().ToString();
@@ -100,7 +108,7 @@ int Status_(const ProcessCluster& c, bool as_json) {
     const auto& n = c.node(i);
     const ProcessState state = c.State(i);
     NodeReport r;
-    if (state == ProcessState::kRunning) r = Report(c.client_address(i));
+    if (state == ProcessState::kRunning) r = Report(c, i);
     const std::string lag = state != ProcessState::kRunning || r.databases < 0
                                 ? "-"
                                 : std::to_string(r.pending_deltas) +
@@ -174,6 +182,8 @@ int main(int argc, char** argv) {
   up->add_option("--node-arg", options.extra_args,
                  "extra flag for every kvmeshd (repeat; e.g. --node-arg=--failure-timeout-ms "
                  "--node-arg=1000)");
+  up->add_flag("--tls", options.tls,
+               "TLS on every port: a CA and certificates in DIR/tls, every node started with them");
   up->add_option("--wait-ms", wait_ms, "how long to wait for membership")->capture_default_str();
 
   bool as_json = false;

@@ -21,7 +21,9 @@
 #include <sstream>
 #include <thread>
 
+#include "common/address.hpp"
 #include "kvmesh/client.hpp"
+#include "security/certificates.hpp"
 
 namespace kvmesh::cluster {
 namespace {
@@ -51,6 +53,18 @@ bool ReadProcStat(pid_t pid, char* state, uint64_t* start_ticks) {
   *state = fields[0].empty() ? '?' : fields[0][0];
   *start_ticks = std::stoull(fields[19]);
   return true;
+}
+
+/// Node `index`'s name (kvmeshd --name, and its certificate's CN).
+std::string NodeName(int index) {
+  return "node-" + std::to_string(index);
+}
+
+/// The client certificate the tools' own clients use (an ACL grants it what they need).
+constexpr const char* kClientName = "admin";
+
+std::string TlsDir(const std::string& dir) {
+  return dir + "/tls";
 }
 
 std::string SelfDir() {
@@ -192,6 +206,7 @@ Status ProcessCluster::Save() const {
   json state = {{"kvmeshd", options_.kvmeshd},
                 {"config_dir", options_.config_dir},
                 {"extra_args", options_.extra_args},
+                {"tls", options_.tls},
                 {"tie_to_caller", options_.tie_to_caller},
                 {"ready_timeout_ms", options_.ready_timeout.count()},
                 {"stop_timeout_ms", options_.stop_timeout.count()},
@@ -221,6 +236,7 @@ Status ProcessCluster::Load(const std::string& dir, ProcessCluster* out) {
     c.options_.config_dir = state.at("config_dir").get<std::string>();
     c.options_.extra_args = state.at("extra_args").get<std::vector<std::string>>();
     c.options_.tie_to_caller = state.at("tie_to_caller").get<bool>();
+    c.options_.tls = state.value("tls", false);  // absent in files from before TLS: plaintext
     c.options_.ready_timeout =
         std::chrono::milliseconds(state.at("ready_timeout_ms").get<int64_t>());
     c.options_.stop_timeout = std::chrono::milliseconds(state.at("stop_timeout_ms").get<int64_t>());
@@ -305,7 +321,8 @@ Status ProcessCluster::Up(const ProcessClusterOptions& options, int nodes, Proce
     r.log = node_dir + "/kvmeshd.log";
     c.nodes_.push_back(std::move(r));
   }
-  Status s = c.Save();
+  Status s = c.MakeCertificates();
+  if (s.ok()) s = c.Save();
   for (int i = 0; i < nodes && s.ok(); ++i) s = c.Start(i);
   if (!s.ok()) {
     c.Down();
@@ -315,11 +332,53 @@ Status ProcessCluster::Up(const ProcessClusterOptions& options, int nodes, Proce
   return Status::OK();
 }
 
+TlsOptions ProcessCluster::node_tls(int index) const {
+  if (!options_.tls) return {};
+  const std::string d = TlsDir(options_.dir);
+  return {d + "/ca.crt", d + "/node-" + NodeName(index) + ".crt",
+          d + "/node-" + NodeName(index) + ".key"};
+}
+
+TlsOptions ProcessCluster::client_tls() const {
+  if (!options_.tls) return {};
+  const std::string d = TlsDir(options_.dir);
+  return {d + "/ca.crt", d + "/client-" + std::string(kClientName) + ".crt",
+          d + "/client-" + std::string(kClientName) + ".key"};
+}
+
+Status ProcessCluster::MakeCertificates() const {
+  if (!options_.tls) return Status::OK();
+  security::CertificateOptions cert_options;
+  cert_options.dir = TlsDir(options_.dir);
+  std::error_code ec;
+  fs::create_directories(cert_options.dir, ec);
+  if (ec) return Status::IOError("cannot create " + cert_options.dir + ": " + ec.message());
+  // The CA outlives down and up (certificates handed out stay valid); the others are made
+  // afresh, so they always name the nodes' current advertise hosts.
+  if (!fs::exists(cert_options.dir + "/ca.key", ec)) {
+    auto ca = security::MakeCa(cert_options, "kvmesh-cluster CA");
+    if (!ca.ok()) return ca.status();
+  }
+  cert_options.force = true;
+  for (const auto& n : nodes_) {
+    std::vector<std::string> hosts = {"127.0.0.1"};
+    std::string host;
+    uint16_t port = 0;
+    if (ParseHostPort(n.advertise, &host, &port).ok() && host != "127.0.0.1") {
+      hosts.push_back(host);
+    }
+    auto made = security::MakeNodeCertificate(cert_options, NodeName(n.index), hosts);
+    if (!made.ok()) return made.status();
+  }
+  auto client = security::MakeClientCertificate(cert_options, kClientName);
+  return client.ok() ? Status::OK() : client.status();
+}
+
 Status ProcessCluster::Spawn(int index) {
   NodeRecord& n = nodes_[index];
   std::vector<std::string> args = {options_.kvmeshd,
                                    "--name",
-                                   "node-" + std::to_string(index),
+                                   NodeName(index),
                                    "--data-dir",
                                    n.data_dir,
                                    "--config-dir",
@@ -333,6 +392,11 @@ Status ProcessCluster::Spawn(int index) {
   args.insert(args.end(), {"--seeds", seeds});
   if (n.advertise != "127.0.0.1:" + std::to_string(n.cluster_port)) {
     args.insert(args.end(), {"--cluster-advertise", n.advertise});
+  }
+  if (options_.tls) {
+    const TlsOptions tls = node_tls(index);
+    args.insert(args.end(),
+                {"--tls-ca", tls.ca_file, "--tls-cert", tls.cert_file, "--tls-key", tls.key_file});
   }
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
   std::vector<char*> argv;
@@ -502,6 +566,7 @@ Status ProcessCluster::WaitForMembership(std::chrono::milliseconds timeout) cons
   const auto deadline = Clock::now() + timeout;
   client::ClientOptions options;
   options.request_timeout = std::chrono::seconds(2);
+  options.tls = client_tls();
   std::string missing;
   while (true) {
     int running = 0;

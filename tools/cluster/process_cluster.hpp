@@ -6,6 +6,8 @@
 //   <dir>/cluster.lock      flock()ed while a command changes the state
 //   <dir>/node-I/data       node I's data dir (kept by `down`, so `up` again finds the data)
 //   <dir>/node-I/kvmeshd.log  its stdout and stderr (appended across restarts)
+//   <dir>/tls/               with `tls`: the cluster CA (ca.crt, ca.key), node-node-I.crt/.key
+//                           per node, client-admin.crt/.key for the tools' own clients
 //
 // Node I listens for clients on client_port and for peers on cluster_port; every node is
 // seeded with every node's cluster address, so any subset can start in any order. A node may
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "kvmesh/status.hpp"
+#include "kvmesh/tls.hpp"
 
 namespace kvmesh::cluster {
 
@@ -55,6 +58,12 @@ struct ProcessClusterOptions {
   /// connects to its peers before it prints its ready line, and whoever tells processes apart
   /// (the chaos check's proxies) must know the new pid by then. Not saved in cluster.json.
   std::function<void(int, pid_t)> on_spawn;
+  /// TLS on every port (include/kvmesh/tls.hpp). Up makes a CA in <dir>/tls (once: an existing
+  /// one is kept) and, afresh, a node certificate per node named as the node ("node-I", with
+  /// subjectAltNames 127.0.0.1 and its advertise host) and the client certificate "admin"
+  /// (security/certificates.hpp); every kvmeshd is started with --tls-ca/--tls-cert/--tls-key,
+  /// and whoever talks to the cluster uses client_tls(). Default false.
+  bool tls = false;
 };
 
 /// One node as recorded in cluster.json.
@@ -92,6 +101,11 @@ class ProcessCluster {
   std::string client_address(int index) const;
   /// Every node's cluster address as peers see it.
   std::vector<std::string> seeds() const;
+  /// The TLS settings for a client of this cluster (ClientOptions::tls): the cluster CA and the
+  /// client certificate "admin" when options().tls, else empty (plaintext).
+  TlsOptions client_tls() const;
+  /// The TLS settings node `index` is started with (empty without options().tls).
+  TlsOptions node_tls(int index) const;
 
   ProcessState State(int index) const;
   /// Starts node `index` if it is down; waits for its ready line.
@@ -113,6 +127,8 @@ class ProcessCluster {
 
  private:
   Status Save() const;
+  /// With options_.tls: the CA (if missing) and every node's and the client's certificates.
+  Status MakeCertificates() const;
   Status Spawn(int index);
   bool Ours(int index) const;
 
