@@ -167,11 +167,13 @@ Status TlsContext::Load(const TlsOptions& options, std::shared_ptr<TlsContext>* 
         "--tls-cert " + options.cert_file +
         ": cannot read the certificate: " + DrainErrors("not a PEM certificate"));
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return Status::InvalidArgument("--tls-key " + options.key_file + ": cannot read the key: " +
-                                   DrainErrors("not a PEM private key"));
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
+  if (SSL_CTX_use_PrivateKey_file(ctx, options.key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
+      return Status::InvalidArgument("--tls-key " + options.key_file + ": cannot read the key: " +
+                                     DrainErrors("not a PEM private key"));
+    }
+    ERR_clear_error();
     return Status::InvalidArgument("--tls-key " + options.key_file +
                                    " is not the key of the certificate " + options.cert_file);
   }
@@ -203,7 +205,7 @@ TlsContext::~TlsContext() {
 }
 
 std::unique_ptr<TlsSession> TlsSession::Accept(std::shared_ptr<TlsContext> context,
-                                               native_socket fd) {
+                                               native_socket fd, bool nodes_only) {
   ERR_clear_error();
   SSL* ssl = NewSsl(context->native(), fd);
   if (ssl == nullptr) {
@@ -211,7 +213,7 @@ std::unique_ptr<TlsSession> TlsSession::Accept(std::shared_ptr<TlsContext> conte
     return nullptr;
   }
   SSL_set_accept_state(ssl);
-  return std::unique_ptr<TlsSession>(new TlsSession(std::move(context), ssl));
+  return std::unique_ptr<TlsSession>(new TlsSession(std::move(context), ssl, nodes_only));
 }
 
 std::unique_ptr<TlsSession> TlsSession::Connect(std::shared_ptr<TlsContext> context,
@@ -234,7 +236,7 @@ std::unique_ptr<TlsSession> TlsSession::Connect(std::shared_ptr<TlsContext> cont
     SSL_free(ssl);
     return nullptr;
   }
-  return std::unique_ptr<TlsSession>(new TlsSession(std::move(context), ssl));
+  return std::unique_ptr<TlsSession>(new TlsSession(std::move(context), ssl, true));
 }
 
 TlsSession::~TlsSession() {
@@ -251,6 +253,11 @@ bool TlsSession::FinishHandshake() {
   Status s = IdentityOfCertificate(SSL_get0_peer_certificate(ssl_), &identity);
   if (!s.ok()) {
     Fail("TLS: the peer's certificate: " + s.message());
+    return false;
+  }
+  if (nodes_only_ && identity.role != PeerRole::kNode) {
+    Fail("TLS: the peer's certificate is the " + std::string(RoleName(identity.role)) +
+         " certificate of \"" + identity.name + "\", and only node certificates may connect here");
     return false;
   }
   peer_ = std::move(identity);

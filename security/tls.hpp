@@ -62,8 +62,10 @@ class TlsSession {
   using rw_state = caf::io::network::rw_state;
   using native_socket = caf::io::network::native_socket;
 
-  /// A session for an accepted socket, or nullptr (logged) if OpenSSL cannot make one.
-  static std::unique_ptr<TlsSession> Accept(std::shared_ptr<TlsContext> context, native_socket fd);
+  /// A session for an accepted socket, or nullptr (logged) if OpenSSL cannot make one. With
+  /// `nodes_only`, the handshake fails unless the peer holds a node certificate.
+  static std::unique_ptr<TlsSession> Accept(std::shared_ptr<TlsContext> context, native_socket fd,
+                                            bool nodes_only);
   /// A session for a socket this side connected to `host` (a name or an IP address), which the
   /// peer's certificate must name. nullptr (logged) if OpenSSL cannot make one.
   static std::unique_ptr<TlsSession> Connect(std::shared_ptr<TlsContext> context, native_socket fd,
@@ -75,21 +77,22 @@ class TlsSession {
   bool must_read_more(native_socket fd, size_t threshold);
 
   /// The peer's identity once the handshake is done (checked by OpenSSL against the CA and, for
-  /// connections this side opened, the host name); nullopt before, or if the certificate
-  /// follows no convention (then `failure()` says why).
+  /// connections this side opened, the host name; its role checked here before a byte of data
+  /// goes either way); nullopt before, or if refused (then `failure()` says why).
   const std::optional<PeerIdentity>& peer() const { return peer_; }
   /// Why the handshake or the connection failed; empty if it did not.
   const std::string& failure() const { return failure_; }
 
  private:
-  TlsSession(std::shared_ptr<TlsContext> context, SSL* ssl)
-      : context_(std::move(context)), ssl_(ssl) {}
+  TlsSession(std::shared_ptr<TlsContext> context, SSL* ssl, bool nodes_only)
+      : context_(std::move(context)), ssl_(ssl), nodes_only_(nodes_only) {}
   rw_state Transfer(bool reading, size_t& result, void* buf, size_t len);
   bool FinishHandshake();
   void Fail(std::string why);
 
   std::shared_ptr<TlsContext> context_;
   SSL* ssl_;
+  const bool nodes_only_;
   bool handshake_done_ = false;
   std::optional<PeerIdentity> peer_;
   std::string failure_;

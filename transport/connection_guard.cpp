@@ -265,20 +265,12 @@ class GuardedConnection : public caf::io::scribe {
     return false;
   }
 
-  /// With TLS, the first bytes arrive only after the handshake verified the peer: check the
-  /// role its certificate gives it.
+  /// With TLS, the first bytes arrive only after the handshake verified the peer (and its role:
+  /// TlsSession refuses a client certificate where only nodes may connect).
   bool CheckPeerCertificate() {
     if (!settings_.security.tls) return true;
     identity_ = PeerCertificate();
-    if (!identity_) return false;  // the TLS session refused it already; cannot happen
-    if (settings_.nodes_only && identity_->role != security::PeerRole::kNode) {
-      WarnRateLimited(refusals_log, "refusals",
-                      "closed the connection {}: its certificate is the {} "
-                      "certificate of \"{}\", and only node certificates may connect here",
-                      settings_.description, security::RoleName(identity_->role), identity_->name);
-      return false;
-    }
-    return true;
+    return identity_.has_value();  // the TLS session refused it already otherwise
   }
 
   bool ConsumeHeader(caf::execution_unit* ctx, const void* buf, size_t num_bytes) {
@@ -309,11 +301,13 @@ class GuardedConnection : public caf::io::scribe {
         spdlog::debug("dropped a BASP {} to a named actor on the connection {}",
                       to_string(header.operation), settings_.description);
       } else {
+        auto target = parent()->system().registry().get(header.dest_actor);
+        auto* local = target ? dynamic_cast<caf::local_actor*>(target->get()) : nullptr;
         WarnRateLimited(dropped_log, "dropped messages",
-                        "dropped a BASP {} on the connection {}: it is addressed to actor {}, "
-                        "and only actor {} (the one published there) may be addressed",
+                        "dropped a BASP {} on the connection {}: it is addressed to actor {} "
+                        "({}), and only actor {} (the one published there) may be addressed",
                         to_string(header.operation), settings_.description, header.dest_actor,
-                        settings_.only_actor);
+                        local != nullptr ? local->name() : "unknown", settings_.only_actor);
       }
       if (header.payload_len == 0) return true;
       state_ = State::kDropPayload;
@@ -542,8 +536,9 @@ caf::intrusive_ptr<GuardedConnection> MakeConnection(net::default_multiplexer& m
   if (!settings.security.tls) {
     return caf::make_counted<Connection<caf::policy::tcp>>(mpx, fd, std::move(settings), nullptr);
   }
-  auto session = accepted ? security::TlsSession::Accept(settings.security.tls, fd)
-                          : security::TlsSession::Connect(settings.security.tls, fd, host);
+  auto session = accepted
+                     ? security::TlsSession::Accept(settings.security.tls, fd, settings.nodes_only)
+                     : security::TlsSession::Connect(settings.security.tls, fd, host);
   if (!session) return nullptr;
   const security::TlsSession* raw = session.get();  // owned by the policy, as long as the stream
   std::string description = settings.description;
