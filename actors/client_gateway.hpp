@@ -32,7 +32,9 @@ namespace kvmesh {
 
 /// What the gateway checks requests against (see the top of this file).
 struct GatewaySecurity {
-  /// Identities of the connected peers; null or not enabled (TLS off): nothing is checked.
+  /// Identities of the connected peers; null or not enabled (TLS off): nothing is checked. A
+  /// sender on this node is looked up like any other (by this node's id): the node's own API
+  /// does not go through the gateway.
   std::shared_ptr<const security::PeerDirectory> directory;
   /// The node's ACL, replaced by reloads; null or holding none: every authenticated peer may do
   /// everything.
