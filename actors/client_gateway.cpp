@@ -5,9 +5,13 @@
 
 #include "common/path.hpp"
 
+#include <algorithm>
+#include <optional>
+
 namespace kvmesh {
 namespace {
 
+using security::Right;
 using gateway_pointer = gateway_actor::stateful_pointer<client_gateway_state>;
 
 /// Remembers `actor` as the one serving `path` and watches it, so the entry leaves with it.
@@ -36,15 +40,80 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
   return st.routes.emplace(path, client_gateway_state::Entry{std::move(ordered)}).first->second;
 }
 
-/// Forwards `args...` to the database at `raw_path` and answers the client with its reply.
+/// The sender of the current message as access control sees it.
+struct Caller {
+  /// The ACL to check it against; null when nothing is checked for this sender (TLS off, no
+  /// ACL, or a node certificate).
+  std::shared_ptr<const security::Acl> acl;
+  /// Its certificate's name.
+  std::string principal;
+};
+
+/// Who sent the current message. Fails (kPermissionDenied) when TLS is on and the sender has no
+/// verified identity.
+Status Identify(gateway_pointer self, Caller* out) {
+  auto& st = self->state;
+  const auto& directory = st.security.directory;
+  if (!directory || !directory->enabled()) return Status::OK();
+  // An anonymous message has no sender; a remote one names its node, bound by the transport.
+  const caf::strong_actor_ptr& sender = self->current_sender();
+  std::optional<security::PeerIdentity> identity;
+  if (sender) identity = directory->Lookup(sender->node());
+  if (!identity) {
+    return Status::PermissionDenied(
+        "unauthenticated: the request did not come over a connection with a verified "
+        "certificate; nothing was done");
+  }
+  // Node certificates are the cluster's own machinery (security/identity.hpp).
+  if (identity->role == security::PeerRole::kNode) return Status::OK();
+  const auto& store = st.security.acl;
+  if (!store || !store->configured()) return Status::OK();
+  // A reload bumps the generation: the next request sees the new ACL.
+  const uint64_t generation = store->generation();
+  if (generation != st.acl_generation) {
+    st.acl = store->current();
+    st.acl_generation = generation;
+  }
+  if (!st.acl) {
+    // Node::Start loads the ACL before the gateway exists; fail closed all the same.
+    return Status::PermissionDenied("principal " + Quote(identity->name) +
+                                    " may not do anything: no ACL is loaded yet");
+  }
+  out->acl = st.acl;
+  out->principal = std::move(identity->name);
+  return Status::OK();
+}
+
+/// OK if the sender of the current message holds `right` on the normalised path `database`, or,
+/// with `database` empty, may do the node-wide `operation` (security/acl.hpp).
+Status Authorize(gateway_pointer self, security::Right right, std::string_view database,
+                 std::string_view operation = {}) {
+  Caller caller;
+  Status s = Identify(self, &caller);
+  if (!s.ok() || !caller.acl) return s;
+  s = caller.acl->Check(caller.principal, right, database, operation);
+  if (!s.ok()) spdlog::debug("client gateway denied a request: {}", s.message());
+  return s;
+}
+
+/// OK if the sender of the current message is authenticated and, with an ACL, has any grant;
+/// fills `*caller` for filtering listings.
+Status AuthorizeKnown(gateway_pointer self, Caller* caller) {
+  Status s = Identify(self, caller);
+  if (!s.ok() || !caller->acl) return s;
+  return caller->acl->CheckKnown(caller->principal);
+}
+
+/// Forwards `args...` to the database at `raw_path` and answers the client with its reply, if
+/// the sender holds `right` on it.
 ///
 /// The path comes from the network, so the gateway is where the node normalises it (the client
 /// library normalised it already, but a peer need not be that library). Routes are keyed by
 /// normalised paths, so a path found among them is normalised: only a first request, or another
 /// spelling, pays for the normalisation.
 template <class Reply, class... Ts>
-caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, Deadline deadline,
-                           Ts... args) {
+caf::result<Reply> Forward(gateway_pointer self, security::Right right, const std::string& raw_path,
+                           Deadline deadline, Ts... args) {
   // A request that waited past its deadline (its client gave up on it) goes no further.
   if (deadline.Passed()) {
     return ToError(Status::Timeout(DeadlinePassedMessage("the node's gateway forwarded it")));
@@ -56,6 +125,8 @@ caf::result<Reply> Forward(gateway_pointer self, const std::string& raw_path, De
     Status s = NormalizeDatabasePath(raw_path, &path);
     if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
   }
+  // Before a route exists or anything is sent: a denied request changes nothing.
+  if (Status s = Authorize(self, right, path); !s.ok()) return ToError(s);
   auto promise = self->make_response_promise<Reply>();
   std::shared_ptr<OrderedRoute> ordered = EntryFor(self, path).ordered;
   std::function<void(caf::expected<Reply>)> done = [self, path, ordered,
@@ -83,7 +154,9 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
                                                  matcher_supervisor_actor supervisor,
                                                  caf::timespan timeout, uint64_t node_id,
                                                  peer_actor membership, std::string sync,
-                                                 LocalStatusFiller fill_local_status) {
+                                                 LocalStatusFiller fill_local_status,
+                                                 GatewaySecurity security) {
+  self->state.security = std::move(security);
   self->state.supervisor = std::move(supervisor);
   self->state.fill_local_status = std::move(fill_local_status);
   self->state.membership = std::move(membership);
@@ -129,13 +202,15 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
   // Never `delegate` to an internal actor: the client would see that actor as the responder and
   // hold its handle (and with it messages like passivate, limit or exit). The gateway relays
   // every reply itself, so clients only ever know the gateway.
-  auto ask_supervisor = [self](auto reply_tag, auto... args) {
+  // `filter` trims the reply to what the caller may see.
+  auto ask_supervisor = [self](auto reply_tag, auto filter, auto... args) {
     using Reply = decltype(reply_tag);
     auto promise = self->make_response_promise<Reply>();
     self->request(self->state.supervisor, self->state.timeout, args...)
         .then(
-            [self, promise](Reply& reply) mutable {
+            [self, promise, filter](Reply& reply) mutable {
               if (FromExpected(self, self->state.supervisor)) {
+                filter(reply);
                 promise.deliver(std::move(reply));
               } else {
                 promise.deliver(ForgedReply());
@@ -146,6 +221,8 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
   };
   return {
       [=](atom::hello, uint32_t version) -> caf::result<uint32_t, uint64_t> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
         if (version != kClientProtocolVersion) {
           return ToError(Status::InvalidArgument(
               "incompatible protocol: the client speaks version " + std::to_string(version) +
@@ -153,34 +230,44 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
         }
         return {kClientProtocolVersion, self->state.node_id};
       },
-      [=](atom::clock) { return Deadline::NowNs(); },
+      [=](atom::clock) -> caf::result<int64_t> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return Deadline::NowNs();
+      },
       [=](atom::open, const std::string& path, Deadline deadline) {
-        return Forward<DatabaseStats>(self, path, deadline, atom::stats_v);
+        return Forward<DatabaseStats>(self, Right::kRead, path, deadline, atom::stats_v);
       },
       [=](atom::put, const std::string& path, std::string& key, std::string& value,
           Deadline deadline) {
-        return Forward<atom::ok>(self, path, deadline, atom::put_v, std::move(key),
+        return Forward<atom::ok>(self, Right::kWrite, path, deadline, atom::put_v, std::move(key),
                                  std::move(value));
       },
       [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {
-        return Forward<std::string>(self, path, deadline, atom::get_v, std::move(key));
+        return Forward<std::string>(self, Right::kRead, path, deadline, atom::get_v,
+                                    std::move(key));
       },
       [=](atom::erase, const std::string& path, std::string& key, Deadline deadline) {
-        return Forward<atom::ok>(self, path, deadline, atom::erase_v, std::move(key));
+        return Forward<atom::ok>(self, Right::kWrite, path, deadline, atom::erase_v,
+                                 std::move(key));
       },
       [=](atom::list, const std::string& path, ListOptions& options, Deadline deadline) {
-        return Forward<ListPage>(self, path, deadline, atom::list_v, std::move(options));
+        return Forward<ListPage>(self, Right::kRead, path, deadline, atom::list_v,
+                                 std::move(options));
       },
       [=](atom::batch, const std::string& path, WriteBatch& batch, Deadline deadline) {
-        return Forward<atom::ok>(self, path, deadline, atom::batch_v, std::move(batch));
+        return Forward<atom::ok>(self, Right::kWrite, path, deadline, atom::batch_v,
+                                 std::move(batch));
       },
       [=](atom::stats, const std::string& path, Deadline deadline) {
-        return Forward<DatabaseStats>(self, path, deadline, atom::stats_v);
+        return Forward<DatabaseStats>(self, Right::kRead, path, deadline, atom::stats_v);
       },
       [=](atom::status, const std::string& path, Deadline deadline) {
-        return Forward<ReplicationStatus>(self, path, deadline, atom::status_v);
+        return Forward<ReplicationStatus>(self, Right::kRead, path, deadline, atom::status_v);
       },
       [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
         auto membership = self->state.membership;
         if (!membership) {
           std::vector<MemberStatus> out{
@@ -201,11 +288,48 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
                 [=](caf::error& err) mutable { promise.deliver(std::move(err)); });
         return promise;
       },
-      [=](atom::databases) {
-        return ask_supervisor(std::vector<DatabaseInfo>{}, atom::databases_v);
+      // Listings show a principal only what it may read (security/acl.hpp).
+      [=](atom::databases) -> caf::result<std::vector<DatabaseInfo>> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return ask_supervisor(
+            std::vector<DatabaseInfo>{},
+            [caller](std::vector<DatabaseInfo>& infos) {
+              if (!caller.acl) return;
+              infos.erase(std::remove_if(infos.begin(), infos.end(),
+                                         [&](const DatabaseInfo& info) {
+                                           return !caller.acl->Allows(caller.principal,
+                                                                      Right::kRead, info.path);
+                                         }),
+                          infos.end());
+            },
+            atom::databases_v);
       },
-      [=](atom::configs) { return ask_supervisor(std::vector<ConfigInfo>{}, atom::configs_v); },
-      [=](atom::reload) { return ask_supervisor(std::string{}, atom::reload_v); },
+      [=](atom::configs) -> caf::result<std::vector<ConfigInfo>> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return ask_supervisor(
+            std::vector<ConfigInfo>{},
+            [caller](std::vector<ConfigInfo>& infos) {
+              if (!caller.acl) return;
+              infos.erase(
+                  std::remove_if(infos.begin(), infos.end(),
+                                 [&](const ConfigInfo& info) {
+                                   config::Matcher m;
+                                   return !config::Matcher::Compile(info.matcher, &m).ok() ||
+                                          !caller.acl->MayReadSomeOf(caller.principal, m);
+                                 }),
+                  infos.end());
+            },
+            atom::configs_v);
+      },
+      [=](atom::reload) -> caf::result<std::string> {
+        if (Status s = Authorize(self, Right::kAdmin, {}, "reload configs"); !s.ok()) {
+          return ToError(s);
+        }
+        return ask_supervisor(
+            std::string{}, [](std::string&) {}, atom::reload_v);
+      },
   };
 }
 

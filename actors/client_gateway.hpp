@@ -6,6 +6,12 @@
 // and requests to one path are applied in the order they arrived. The
 // handshake (`hello`) checks the client protocol version before anything else. It ignores exit
 // messages (a network peer could send one) and stops when the supervisor stops.
+//
+// Access control (security/acl.hpp lists the right each request needs): with TLS on, the sender
+// of every request is looked up in the node's PeerDirectory by its CAF node; a node certificate
+// may do everything, a client certificate what the ACL gives its name. The check comes before
+// anything else runs, so a denied request changes nothing. A sender with no identity while TLS is
+// on is denied as unauthenticated. Without an ACL every authenticated peer may do everything.
 #pragma once
 
 #include <caf/stateful_actor.hpp>
@@ -19,8 +25,21 @@
 #include "actors/database_request.hpp"
 #include "actors/membership.hpp"
 #include "messages/type_ids.hpp"
+#include "security/acl.hpp"
+#include "security/identity.hpp"
 
 namespace kvmesh {
+
+/// What the gateway checks requests against (see the top of this file).
+struct GatewaySecurity {
+  /// Identities of the connected peers; null or not enabled (TLS off): nothing is checked. A
+  /// sender on this node is looked up like any other (by this node's id): the node's own API
+  /// does not go through the gateway.
+  std::shared_ptr<const security::PeerDirectory> directory;
+  /// The node's ACL, replaced by reloads; null or holding none: every authenticated peer may do
+  /// everything.
+  std::shared_ptr<const security::AclStore> acl;
+};
 
 struct client_gateway_state {
   static inline const char* name = "kvmesh.client_gateway";
@@ -44,15 +63,20 @@ struct client_gateway_state {
   std::map<caf::actor_addr, std::string> path_of;
   /// Requests forwarded to database actors on other nodes: failed at once when one goes down.
   std::shared_ptr<RemoteRequests> remote_requests = std::make_shared<RemoteRequests>();
+  GatewaySecurity security;
+  /// The ACL as of `acl_generation` (AclStore::generation), so a request costs one atomic read
+  /// rather than the store's mutex while no reload happened.
+  std::shared_ptr<const security::Acl> acl;
+  uint64_t acl_generation = UINT64_MAX;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
 /// `membership` (may be invalid) answers `members`; otherwise the gateway does, with the node's
 /// durability mode `sync` (DescribeSync) and `fill_local_status` (may be null) adding what only
-/// this node knows.
+/// this node knows. `security` says who may do what (default: no checks).
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
     caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
-    LocalStatusFiller fill_local_status);
+    LocalStatusFiller fill_local_status, GatewaySecurity security);
 
 }  // namespace kvmesh

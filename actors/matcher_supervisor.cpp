@@ -230,26 +230,61 @@ void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_cand
   if (woken > 0) spdlog::debug("membership changed: {} idle databases woken to rebalance", woken);
 }
 
-/// Loads the config directory; on success applies it and describes it, else changes nothing.
+/// Loads the config directory and the ACL file; if both are valid applies both and describes
+/// them, else changes nothing and names the errors of each. All or nothing because an operator
+/// who edits both (a tenant's database config and its grant) means them to go together.
 caf::result<std::string> Reload(supervisor_pointer self) {
   auto& st = self->state;
-  if (st.config_dir.empty()) {
+  const bool reload_acl = st.acl && st.acl->configured();
+  if (st.config_dir.empty() && !reload_acl) {
     return ToError(
         Status::InvalidArgument("this node's configs were built in memory; there is "
                                 "no config directory to reload"));
   }
-  auto fresh = std::make_shared<config::ConfigSet>();
+  std::shared_ptr<config::ConfigSet> fresh;
   std::vector<config::ConfigDiagnostic> diagnostics;
-  Status s = config::ConfigSet::LoadDirectory(st.config_dir, fresh.get(), &diagnostics);
-  if (!s.ok()) {
-    spdlog::error("config reload rejected, previous configs stay active: {}", s.ToString());
-    return ToError(s);
+  std::string errors;
+  Code code = Code::kInvalidConfig;
+  if (!st.config_dir.empty()) {
+    fresh = std::make_shared<config::ConfigSet>();
+    Status s = config::ConfigSet::LoadDirectory(st.config_dir, fresh.get(), &diagnostics);
+    if (!s.ok()) {
+      errors = s.message();
+      code = s.code();
+    }
   }
-  std::string summary = "loaded " + std::to_string(fresh->configs().size()) +
-                        " database configs from " + st.config_dir;
-  for (const auto& d : diagnostics) summary += "\n" + d.ToString();
-  ApplyConfigs(self, std::move(fresh));
-  Replace(self);  // replication.min and max may have changed
+  std::shared_ptr<const security::Acl> acl;
+  if (reload_acl) {
+    Status s = st.acl->Parse(&acl, nullptr);
+    if (!s.ok()) {
+      errors += (errors.empty() ? "" : "; ") + s.message();
+      code = s.code();
+    }
+  }
+  if (!errors.empty()) {
+    std::string kept = fresh && reload_acl ? "the previous configs and ACL stay active"
+                       : reload_acl        ? "the previous ACL stays active"
+                                           : "the previous configs stay active";
+    Status rejected(code, "reload rejected, " + kept + ": " + errors);
+    spdlog::error("{}", rejected.message());
+    return ToError(rejected);
+  }
+  std::string summary;
+  if (fresh) {
+    summary = "loaded " + std::to_string(fresh->configs().size()) + " database configs from " +
+              st.config_dir;
+    for (const auto& d : diagnostics) summary += "\n" + d.ToString();
+  }
+  if (acl) {
+    summary += (summary.empty() ? "" : "\n") + std::string("loaded the ACL: ") +
+               std::to_string(acl->size()) + " principals from " + st.acl->file();
+    // Installed first: from here the next request checked by the gateway sees it.
+    st.acl->Install(std::move(acl));
+  }
+  if (fresh) {
+    ApplyConfigs(self, std::move(fresh));
+    Replace(self);  // replication.min and max may have changed
+  }
   spdlog::info("{}", summary);
   return summary;
 }
@@ -259,7 +294,9 @@ caf::result<std::string> Reload(supervisor_pointer self) {
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     supervisor_pointer self, std::shared_ptr<const config::ConfigSet> configs,
     std::string config_dir, std::shared_ptr<storage::Store> store, caf::timespan idle_timeout,
-    std::shared_ptr<const ReplicationOptions> replication) {
+    std::shared_ptr<const ReplicationOptions> replication,
+    std::shared_ptr<security::AclStore> acl) {
+  self->state.acl = std::move(acl);
   self->state.replication = std::move(replication);
   self->state.configs = std::move(configs);
   self->state.config_dir = std::move(config_dir);

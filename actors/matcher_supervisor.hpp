@@ -27,6 +27,7 @@
 #include "actors/database_actor.hpp"
 #include "config/config_set.hpp"
 #include "messages/type_ids.hpp"
+#include "security/acl.hpp"
 #include "storage/store.hpp"
 
 namespace kvmesh {
@@ -36,6 +37,8 @@ struct matcher_supervisor_state {
   std::shared_ptr<const config::ConfigSet> configs;
   /// Where `reload` reads configs from; empty when the configs were built in memory.
   std::string config_dir;
+  /// The node's ACL, which `reload` re-reads with the configs; may be null or hold no file.
+  std::shared_ptr<security::AclStore> acl;
   std::shared_ptr<storage::Store> store;
   caf::timespan idle_timeout{};
   /// Database actors in service, by normalised path.
@@ -59,11 +62,13 @@ struct matcher_supervisor_state {
 };
 
 /// Behaviour of the matcher supervisor. `idle_timeout` and `replication` are handed to every
-/// database actor; `config_dir` (may be empty) is what `reload` reads.
+/// database actor; `config_dir` (may be empty) and the file of `acl` (may be null) are what
+/// `reload` reads. A reload is all or nothing: when the configs or the ACL file have errors,
+/// neither changes and the answer lists the errors.
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state> self,
     std::shared_ptr<const config::ConfigSet> configs, std::string config_dir,
     std::shared_ptr<storage::Store> store, caf::timespan idle_timeout,
-    std::shared_ptr<const ReplicationOptions> replication);
+    std::shared_ptr<const ReplicationOptions> replication, std::shared_ptr<security::AclStore> acl);
 
 }  // namespace kvmesh

@@ -29,6 +29,8 @@
 #include "messages/cluster.pb.h"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
+#include "security/acl.hpp"
+#include "security/identity.hpp"
 #include "security/tls.hpp"
 #include "storage/store.hpp"
 #include "transport/connection_guard.hpp"
@@ -111,6 +113,9 @@ struct Node::Impl {
   std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> system;
   std::shared_ptr<NodeCore> core;
+  /// The ACL (NodeOptions::acl_file), loaded at start and by reload_configs; the gateway checks
+  /// every client request against it.
+  std::shared_ptr<security::AclStore> acl;
   gateway_actor gateway;
   uint16_t port = 0;
   /// The membership actor (published on the cluster port); invalid when not clustered.
@@ -361,6 +366,17 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   }
   impl->security.directory =
       std::make_shared<security::PeerDirectory>(impl->security.tls != nullptr);
+  impl->acl = std::make_shared<security::AclStore>(opts.acl_file);
+  s = impl->acl->Load();
+  if (!s.ok()) return s;
+  if (impl->acl->configured()) {
+    spdlog::info("access control: {} principals from {}", impl->acl->current()->size(),
+                 opts.acl_file);
+  } else if (opts.tls.enabled()) {
+    spdlog::info(
+        "access control: no ACL file; every client with a valid certificate may do "
+        "everything");
+  }
   const bool listen = opts.listen_port >= 0;
   const bool clustered = opts.cluster_port >= 0;
   std::string advertised_host = opts.cluster_host;
@@ -423,7 +439,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
-      std::shared_ptr<const ReplicationOptions>(replication));
+      std::shared_ptr<const ReplicationOptions>(replication), impl->acl);
   // `kvmesh members` shows this node's disk space; weak: the actors must not keep the store.
   LocalStatusFiller fill_local_status =
       [weak = std::weak_ptr<storage::Store>(impl->store)](MemberStatus& m) {
@@ -450,7 +466,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   }
   impl->gateway = impl->system->spawn(client_gateway_impl, impl->core->supervisor,
                                       impl->core->timeout, impl->store->node_id(), impl->membership,
-                                      DescribeSync(opts.sync, opts.sync_period), fill_local_status);
+                                      DescribeSync(opts.sync, opts.sync_period), fill_local_status,
+                                      GatewaySecurity{impl->security.directory, impl->acl});
   std::unique_ptr<Node> node(new Node(std::move(impl)));
   if (listen || clustered) {
     // CAF registers two services any peer can look up by name: a config store without bounds

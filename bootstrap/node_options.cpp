@@ -65,6 +65,13 @@ Status ValidateNodeOptions(const NodeOptions& o) {
     s = ParseHostPort(o.cluster_advertise, &host, &port);
     if (!s.ok()) return Invalid("cluster_advertise: " + s.message());
   }
+  // The ACL names certificates: without TLS nobody has one, and a file that seemed to protect
+  // the databases would protect nothing.
+  if (!o.acl_file.empty() && !o.tls.enabled()) {
+    return Invalid("acl_file " + Quote(o.acl_file) +
+                   " needs TLS: access control grants rights to client certificates; give "
+                   "--tls-ca, --tls-cert and --tls-key (tls in NodeOptions) or drop the ACL");
+  }
   if (!clustered && !o.seeds.empty()) {
     return Invalid(
         "seeds are given but no cluster_port: a node joins a cluster only through its own "

@@ -127,6 +127,8 @@ std::vector<BadOption> BadOptions() {
        "config source"},
       {"two config sources", [](NodeOptions& o) { o.config_yaml = "matcher: /a\nsize: 1KB\n"; },
        Code::kInvalidArgument, "give one config source"},
+      {"ACL without TLS", [](NodeOptions& o) { o.acl_file = "/etc/kvmesh/acl.yaml"; },
+       Code::kInvalidArgument, "acl_file \"/etc/kvmesh/acl.yaml\" needs TLS"},
       {"missing config dir", [](NodeOptions& o) { o.config_dir += "-missing"; },
        Code::kInvalidConfig, "-missing"},
       {"invalid config text",

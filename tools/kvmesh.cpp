@@ -588,7 +588,8 @@ int main(int argc, char** argv) {
   config->require_subcommand(1);
   auto* validate = config->add_subcommand("validate", "check a config directory locally");
   validate->add_option("DIR", dir)->required();
-  auto* reload = config->add_subcommand("reload", "make the node re-read its config directory");
+  auto* reload =
+      config->add_subcommand("reload", "make the node re-read its config directory and ACL file");
 
   kvmesh::security::CertificateOptions cert_options;
   std::string cert_name;

@@ -242,8 +242,9 @@ int main(int argc, char** argv) {
     int signal = 0;
     if (sigwait(&signals, &signal) != 0) continue;
     if (signal == SIGHUP) {
-      spdlog::info("SIGHUP: reloading database configs");
-      (void)node->reload_configs();  // logs what it loaded, or why it kept the old configs
+      spdlog::info("SIGHUP: reloading database configs and the ACL");
+      // Logs what it loaded, or why it kept the old configs and ACL.
+      (void)node->reload_configs();
       continue;
     }
     spdlog::info("{}: shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");

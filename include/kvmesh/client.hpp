@@ -69,7 +69,8 @@ class Client {
   Result<std::vector<DatabaseInfo>> databases() const;
   /// Database configs in force on the node.
   Result<std::vector<ConfigInfo>> configs() const;
-  /// Asks the node to re-read its config directory; the summary of what it loaded.
+  /// Asks the node to re-read its config directory and ACL file (needs the admin right when the
+  /// node has an ACL); the summary of what it loaded.
   Result<std::string> reload_configs() const;
   /// The cluster members as the node sees them, itself first (just itself when not clustered).
   Result<std::vector<MemberStatus>> members() const;

@@ -166,9 +166,11 @@ struct NodeOptions {
   /// loopback unless this is true; then it logs a warning that anyone who can reach the port
   /// can read and change every database. Default false.
   bool insecure_plaintext = false;
-  /// YAML file mapping client certificate names to rights (README "Access control"); re-read
-  /// with the database configs. Needs TLS. Empty (default): no ACL; every authenticated client
-  /// may do everything.
+  /// YAML file mapping client certificate names to rights (README "Access control"; the format
+  /// is in security/acl.hpp); re-read by reload_configs(). Needs TLS: Start fails without it, and
+  /// with an invalid file (naming file and line). The client port checks every request against
+  /// it; a node certificate may do everything. Empty (default): no ACL; every authenticated
+  /// client may do everything.
   std::string acl_file;
 };
 
@@ -200,9 +202,10 @@ class Node {
   Result<std::vector<DatabaseInfo>> databases() const;
   /// The database configs in force.
   Result<std::vector<ConfigInfo>> configs() const;
-  /// Re-reads the config directory. On success the new configs take effect at once and the
-  /// result says what was loaded; on error the previous configs stay active and the Status lists
-  /// the errors.
+  /// Re-reads the config directory and the ACL file (NodeOptions::acl_file). On success the new
+  /// configs and ACL take effect at once (the next client request is checked against the new
+  /// ACL) and the result says what was loaded; on error in either, neither changes (all or
+  /// nothing) and the Status lists the errors.
   Result<std::string> reload_configs() const;
   /// The cluster members as this node sees them, itself first (just itself if not clustered).
   Result<std::vector<MemberStatus>> members() const;

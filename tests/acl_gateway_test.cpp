@@ -1,0 +1,265 @@
+// Access control in the client gateway: requests checked against the ACL by the sender's
+// certificate identity, in-process. The test binds its own actor system's node in the
+// PeerDirectory, as the TLS transport binds a connected peer's node, so its requests arrive as
+// that identity's. End-to-end over TLS connections is tested with the transport.
+#include <gtest/gtest.h>
+
+#include <caf/all.hpp>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "actor_test_util.hpp"
+#include "actors/client_gateway.hpp"
+#include "actors/matcher_supervisor.hpp"
+#include "security/acl.hpp"
+#include "security/identity.hpp"
+#include "test_util.hpp"
+
+namespace kvmesh {
+namespace {
+
+using kvmesh::testing::Ask;
+using kvmesh::testing::Later;
+using security::PeerIdentity;
+using security::PeerRole;
+
+constexpr const char* kConfigs = R"(
+- matcher: /tenants/*/*
+  size: 1MB
+- matcher: /shared/kv
+  size: 1MB
+)";
+
+constexpr const char* kAcl = R"(principals:
+  alice: [{role: readwrite, databases: ["/tenants/alice/*"]}]
+  dashboard: [{role: readonly}]
+  ops: [{role: admin}]
+)";
+
+class AclGatewayTest : public ::testing::Test {
+ protected:
+  AclGatewayTest() : system_(config_), self_(system_) {
+    config_dir_ = dir_ / "configs";
+    dir_.Write("configs/databases.yaml", kConfigs);
+    acl_file_ = dir_.Write("acl.yaml", kAcl);
+    auto configs = std::make_shared<config::ConfigSet>();
+    Status s = config::ConfigSet::LoadDirectory(config_dir_, configs.get(), nullptr);
+    EXPECT_TRUE(s.ok()) << s;
+    storage::StoreOptions options;
+    options.path = dir_ / "data";
+    EXPECT_TRUE(storage::Store::Open(options, &store_).ok());
+    acl_ = std::make_shared<security::AclStore>(acl_file_);
+    s = acl_->Load();
+    EXPECT_TRUE(s.ok()) << s;
+    auto replication = std::make_shared<ReplicationOptions>();
+    replication->node_id = store_->node_id();
+    supervisor_ = system_.spawn(
+        matcher_supervisor_impl, std::shared_ptr<const config::ConfigSet>(configs), config_dir_,
+        store_, caf::timespan{0}, std::shared_ptr<const ReplicationOptions>(replication), acl_);
+    gateway_ = SpawnGateway(GatewaySecurity{directory_, acl_});
+  }
+
+  ~AclGatewayTest() override {
+    for (auto& g : gateways_) self_->send_exit(g, caf::exit_reason::user_shutdown);
+    self_->send_exit(supervisor_, caf::exit_reason::user_shutdown);
+  }
+
+  gateway_actor SpawnGateway(GatewaySecurity security) {
+    auto g = system_.spawn(client_gateway_impl, supervisor_, caf::timespan{std::chrono::seconds(5)},
+                           store_->node_id(), peer_actor{}, std::string("none"),
+                           LocalStatusFiller{}, std::move(security));
+    gateways_.push_back(g);
+    return g;
+  }
+
+  /// From now on the test's requests come from a peer with this certificate.
+  void Become(const std::string& name, PeerRole role = PeerRole::kClient) {
+    directory_->Unbind(self_->node());
+    ASSERT_TRUE(directory_->Bind(self_->node(), PeerIdentity{name, role}));
+  }
+
+  Status Put(const std::string& path, const std::string& key, const std::string& value) {
+    atom::ok ok;
+    return Ask(self_, gateway_, &ok, atom::put_v, path, key, value, Later());
+  }
+  Status Get(const std::string& path, const std::string& key, std::string* value = nullptr) {
+    std::string got;
+    Status s = Ask(self_, gateway_, &got, atom::get_v, path, key, Later());
+    if (value != nullptr) *value = got;
+    return s;
+  }
+  Status Reload(const matcher_supervisor_actor& to, std::string* summary = nullptr) {
+    std::string got;
+    Status s = Ask(self_, to, &got, atom::reload_v);
+    if (summary != nullptr) *summary = got;
+    return s;
+  }
+
+  kvmesh::testing::TempDir dir_;
+  std::string config_dir_;
+  std::string acl_file_;
+  std::shared_ptr<storage::Store> store_;
+  std::shared_ptr<security::AclStore> acl_;
+  std::shared_ptr<security::PeerDirectory> directory_ =
+      std::make_shared<security::PeerDirectory>(true);
+  kvmesh::testing::TestSystemConfig config_;
+  caf::actor_system system_;
+  caf::scoped_actor self_;
+  matcher_supervisor_actor supervisor_;
+  gateway_actor gateway_;
+  std::vector<gateway_actor> gateways_;
+};
+
+TEST_F(AclGatewayTest, PrincipalWritesItsOwnDatabasesAndNothingElse) {
+  Become("alice");
+  EXPECT_TRUE(Put("/tenants/alice/kv", "k", "mine").ok());
+  std::string value;
+  EXPECT_TRUE(Get("/tenants/alice/kv", "k", &value).ok());
+  EXPECT_EQ(value, "mine");
+
+  Status denied = Put("/tenants/bob/kv", "k", "not yours");
+  EXPECT_EQ(denied.code(), Code::kPermissionDenied) << denied;
+  EXPECT_EQ(denied.message(),
+            "principal \"alice\" may not write database \"/tenants/bob/kv\" (alice has readwrite "
+            "on /tenants/alice/*)");
+  // Another spelling of the path is normalised before the check.
+  EXPECT_EQ(Put("//tenants/bob/kv/", "k", "v").code(), Code::kPermissionDenied);
+  EXPECT_EQ(Get("/tenants/bob/kv", "k").code(), Code::kPermissionDenied);
+  atom::ok ok;
+  EXPECT_EQ(
+      Ask(self_, gateway_, &ok, atom::erase_v, std::string("/shared/kv"), std::string("k"), Later())
+          .code(),
+      Code::kPermissionDenied);
+  std::string summary;
+  Status reload = Ask(self_, gateway_, &summary, atom::reload_v);
+  EXPECT_EQ(reload.code(), Code::kPermissionDenied);
+  EXPECT_NE(reload.message().find("principal \"alice\" may not reload configs"), std::string::npos)
+      << reload;
+
+  // The denied put stored nothing: an admin finds no key there.
+  Become("ops");
+  EXPECT_EQ(Get("/tenants/bob/kv", "k").code(), Code::kNotFound);
+  EXPECT_TRUE(Put("/tenants/bob/kv", "k", "bob's").ok());
+  EXPECT_TRUE(Ask(self_, gateway_, &summary, atom::reload_v).ok());
+
+  // Readonly reads anything and writes nothing.
+  Become("dashboard");
+  EXPECT_TRUE(Get("/tenants/bob/kv", "k", &value).ok());
+  EXPECT_EQ(value, "bob's");
+  EXPECT_EQ(Put("/tenants/bob/kv", "k", "x").code(), Code::kPermissionDenied);
+}
+
+TEST_F(AclGatewayTest, UnknownAndUnauthenticatedSendersAreRefusedAtHello) {
+  uint32_t version = 0;
+  uint64_t node = 0;
+  auto hello = [&] {
+    Status result;
+    self_->request(gateway_, std::chrono::seconds(5), atom::hello_v, kClientProtocolVersion)
+        .receive(
+            [&](uint32_t v, uint64_t n) {
+              version = v;
+              node = n;
+            },
+            [&](caf::error& err) { result = ToStatus(err); });
+    return result;
+  };
+  // No directory entry while TLS is on.
+  Status s = hello();
+  EXPECT_EQ(s.code(), Code::kPermissionDenied);
+  EXPECT_EQ(s.message().rfind("unauthenticated: ", 0), 0u) << s;
+  EXPECT_EQ(Put("/shared/kv", "k", "v").code(), Code::kPermissionDenied);
+
+  Become("mallory");
+  s = hello();
+  EXPECT_EQ(s.code(), Code::kPermissionDenied);
+  EXPECT_EQ(s.message(),
+            "principal \"mallory\" has no rights on this node (mallory is not in the "
+            "ACL file " +
+                acl_file_ + ")");
+  EXPECT_EQ(Get("/shared/kv", "k").code(), Code::kPermissionDenied);
+
+  Become("alice");
+  EXPECT_TRUE(hello().ok());
+  EXPECT_EQ(version, kClientProtocolVersion);
+  // A node certificate may do everything, ACL or not.
+  Become("n2", PeerRole::kNode);
+  EXPECT_TRUE(Put("/shared/kv", "k", "v").ok());
+}
+
+TEST_F(AclGatewayTest, ListingsShowOnlyWhatThePrincipalMayRead) {
+  Become("ops");
+  ASSERT_TRUE(Put("/tenants/alice/kv", "k", "v").ok());
+  ASSERT_TRUE(Put("/tenants/bob/kv", "k", "v").ok());
+  ASSERT_TRUE(Put("/shared/kv", "k", "v").ok());
+  auto databases = [&] {
+    std::vector<DatabaseInfo> infos;
+    EXPECT_TRUE(Ask(self_, gateway_, &infos, atom::databases_v).ok());
+    std::vector<std::string> paths;
+    for (const auto& i : infos) paths.push_back(i.path);
+    std::sort(paths.begin(), paths.end());
+    return paths;
+  };
+  auto configs = [&] {
+    std::vector<ConfigInfo> infos;
+    EXPECT_TRUE(Ask(self_, gateway_, &infos, atom::configs_v).ok());
+    std::vector<std::string> matchers;
+    for (const auto& i : infos) matchers.push_back(i.matcher);
+    return matchers;
+  };
+  EXPECT_EQ(databases(),
+            (std::vector<std::string>{"/shared/kv", "/tenants/alice/kv", "/tenants/bob/kv"}));
+  EXPECT_EQ(configs().size(), 2u);
+  Become("alice");
+  EXPECT_EQ(databases(), std::vector<std::string>{"/tenants/alice/kv"});
+  EXPECT_EQ(configs(), std::vector<std::string>{"/tenants/*/*"});
+}
+
+TEST_F(AclGatewayTest, WithoutTlsOrWithoutAnAclNothingIsDenied) {
+  // TLS off: the directory is disabled and nobody is looked up.
+  auto plaintext = std::make_shared<security::PeerDirectory>(false);
+  gateway_ = SpawnGateway(GatewaySecurity{plaintext, acl_});
+  EXPECT_TRUE(Put("/tenants/bob/kv", "k", "v").ok());
+  // TLS on, no ACL file: any authenticated client may do everything; unauthenticated still not.
+  gateway_ = SpawnGateway(GatewaySecurity{directory_, std::make_shared<security::AclStore>("")});
+  EXPECT_EQ(Put("/tenants/bob/kv", "k", "v").code(), Code::kPermissionDenied);
+  Become("mallory");
+  EXPECT_TRUE(Put("/tenants/bob/kv", "k", "v").ok());
+}
+
+TEST_F(AclGatewayTest, ReloadRevokesAtOnceAndAnInvalidAclChangesNothing) {
+  Become("alice");
+  ASSERT_TRUE(Put("/tenants/alice/kv", "k", "v").ok());
+
+  // An invalid ACL, together with a valid new config: the reload is rejected as a whole.
+  dir_.Write("acl.yaml", "principals:\n  ops: [{role: admin}]\n  dashboard: {role: reader}\n");
+  dir_.Write("configs/extra.yaml", "matcher: /extra/kv\nsize: 1MB\n");
+  std::string summary;
+  Status s = Reload(supervisor_, &summary);
+  EXPECT_EQ(s.code(), Code::kInvalidConfig);
+  EXPECT_NE(s.message().find("the previous configs and ACL stay active"), std::string::npos) << s;
+  EXPECT_NE(s.message().find(acl_file_ + ":3: error: principals.dashboard.role"), std::string::npos)
+      << s;
+  EXPECT_TRUE(Put("/tenants/alice/kv", "k", "still mine").ok());
+  Become("ops");
+  EXPECT_EQ(Put("/extra/kv", "k", "v").code(), Code::kNoMatchingConfig);
+
+  // alice leaves the file: her next request is denied, without restarting anything.
+  dir_.Write("acl.yaml", "principals:\n  ops: [{role: admin}]\n");
+  ASSERT_TRUE(Reload(supervisor_, &summary).ok());
+  EXPECT_NE(summary.find("loaded the ACL: 1 principals from " + acl_file_), std::string::npos)
+      << summary;
+  EXPECT_TRUE(Put("/extra/kv", "k", "v").ok());
+  Become("alice");
+  s = Put("/tenants/alice/kv", "k", "v");
+  EXPECT_EQ(s.code(), Code::kPermissionDenied);
+  EXPECT_NE(s.message().find("alice is not in the ACL file"), std::string::npos) << s;
+  std::string value;
+  Become("ops");
+  EXPECT_TRUE(Get("/tenants/alice/kv", "k", &value).ok());
+  EXPECT_EQ(value, "still mine");
+}
+
+}  // namespace
+}  // namespace kvmesh
