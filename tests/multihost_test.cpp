@@ -371,11 +371,19 @@ class MultiHostTest : public ::testing::Test {
     return !members.empty();
   }
 
-  /// The number of keys node `host`'s own replica of `db` holds (-1 if it cannot tell).
+  /// The number of keys node `host`'s own replica of `db` holds (-1 if it cannot tell, or if
+  /// the status came from another node's replica).
   long ReplicaKeys(int host, const std::string& db) const {
+    std::string self;
+    for (const auto& m : Members(host)) {
+      if (m.self) self = m.node;
+    }
     CommandResult r = Client(host, {"--json", "status", db});
     nlohmann::json status = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
-    if (r.exit_code != 0 || !status.is_object()) return -1;
+    if (r.exit_code != 0 || !status.is_object() || self.empty() ||
+        status.value("node", "") != self) {
+      return -1;
+    }
     return status.value("keys", -1L);
   }
 
