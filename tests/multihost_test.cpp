@@ -253,6 +253,7 @@ class MultiHostTest : public ::testing::Test {
     if (ip_.empty() || timeout_.empty()) {
       GTEST_SKIP() << "MultiHost tests need ip (iproute2) and timeout (coreutils)";
     }
+    ASSERT_FALSE(dir_.empty()) << "cannot make a temporary directory";
     scratch_ = dir_ + "/scratch";
     std::filesystem::create_directories(scratch_);
     net_ = std::make_unique<TestNetwork>(ip_, scratch_);
@@ -314,17 +315,17 @@ class MultiHostTest : public ::testing::Test {
                                          << nodes_[host - 1]->output();
   }
 
-  /// Runs the kvmesh CLI in the client's namespace against node `host`, killed if it takes
-  /// longer than 30 s.
+  /// Runs the kvmesh CLI as `principal` in the client's namespace against node `host`, killed
+  /// if it takes longer than 30 s.
   CommandResult Client(int host, const std::vector<std::string>& args,
-                       const std::string& input = "") const {
+                       const std::string& principal = "admin") const {
     std::vector<std::string> argv = net_->In(kClient);
     argv.insert(argv.end(), {timeout_, "-s", "KILL", "30", KVMESH_CLI_PATH, "--node",
                              TestNetwork::Address(host) + ":" + std::to_string(kClientPort),
                              "--timeout", "10"});
-    for (const auto& flag : security_.ClientFlags("admin")) argv.push_back(flag);
+    for (const auto& flag : security_.ClientFlags(principal)) argv.push_back(flag);
     argv.insert(argv.end(), args.begin(), args.end());
-    return RunCommand(argv[0], {argv.begin() + 1, argv.end()}, input, scratch_);
+    return RunCommand(argv[0], {argv.begin() + 1, argv.end()}, "", scratch_);
   }
 
   /// The members node `host` reports, or an empty list (with the reason in *error).
