@@ -235,6 +235,7 @@ struct Member {
   std::string cluster_address;
   bool alive = false;
   bool self = false;
+  long silent_ms = 0;
 };
 
 class MultiHostTest : public ::testing::Test {
@@ -339,7 +340,8 @@ class MultiHostTest : public ::testing::Test {
     }
     for (const auto& m : list) {
       members.push_back({m.value("node", ""), m.value("cluster_address", ""),
-                         m.value("alive", false), m.value("self", false)});
+                         m.value("alive", false), m.value("self", false),
+                         m.value("silent_ms", 0L)});
     }
     return members;
   }
@@ -466,6 +468,18 @@ TEST_F(MultiHostTest, ThreeHostsJoinReplicateAndHealAPartition) {
   CommandResult all = Client(2, {"put", "/all/x", "/k", "two"});
   EXPECT_NE(all.exit_code, 0) << "a write needing three replicas succeeded with two reachable";
   EXPECT_NE(all.err.find("unavailable"), std::string::npos) << all.err;
+
+  // The partition outlasts the 3 s peer timeout, so node 1's connections to node 3 are closed
+  // and healing takes new ones.
+  long silent = 0;
+  EXPECT_TRUE(PollUntil(20s, 200ms,
+                        [&] {
+                          for (const auto& m : Members(1)) {
+                            if (m.cluster_address == ClusterAddress(3)) silent = m.silent_ms;
+                          }
+                          return silent > 4000;
+                        }))
+      << "node 1 heard from node 3 " << silent << " ms ago, through a pulled cable";
 
   // Plugged back in: node 3 rejoins, sees the others, and catches up what it missed.
   ASSERT_EQ(net_->SetLink(3, true), "");
