@@ -297,6 +297,37 @@ Status CheckNotStale(const NodeOptions& opts, const storage::Store& store) {
       "with --accept-stale-data to keep it");
 }
 
+/// A listening port that is reachable beyond this machine without TLS.
+struct PlaintextPort {
+  bool cluster;  // the cluster port, else the client port
+  std::string host;
+  int port;  // as configured (0: any free port)
+  const char* name() const { return cluster ? "cluster port" : "client port"; }
+};
+
+/// Without TLS, anyone who reaches a port can read and change every database (and, through the
+/// cluster port, join the cluster). So a port listening on an address other than loopback (only
+/// the listen addresses count: cluster_advertise is where peers dial, not what is exposed) is
+/// refused unless `insecure_plaintext` says the operator knows; those ports go to `*exposed`
+/// for the warning at start.
+Status CheckPlaintextExposure(const NodeOptions& opts, std::vector<PlaintextPort>* exposed) {
+  if (opts.tls.enabled()) return Status::OK();
+  for (PlaintextPort p : {PlaintextPort{false, opts.listen_host, opts.listen_port},
+                          PlaintextPort{true, opts.cluster_host, opts.cluster_port}}) {
+    if (p.port < 0 || IsLoopbackHost(p.host)) continue;
+    if (!opts.insecure_plaintext) {
+      return Status::InvalidArgument(
+          std::string("the ") + p.name() + " would listen on " + p.host + ":" +
+          std::to_string(p.port) +
+          ", beyond loopback, without TLS: anyone who can reach it could read and change every "
+          "database. Turn on TLS (--tls-ca, --tls-cert and --tls-key), or accept plaintext "
+          "with --insecure-plaintext (only on a network you trust), or listen on 127.0.0.1");
+    }
+    exposed->push_back(std::move(p));
+  }
+  return Status::OK();
+}
+
 using HandlePtr = std::shared_ptr<EmbeddedDatabase>;
 
 // Hands a request to the handle's requester actor, which sends it on (an actor can wait for a
@@ -348,6 +379,9 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   // Everything that can be checked is checked before the store is opened: a bad option must not
   // leave a data dir behind (or touch an existing one).
   Status s = ValidateNodeOptions(opts);
+  if (!s.ok()) return s;
+  std::vector<PlaintextPort> plaintext;
+  s = CheckPlaintextExposure(opts, &plaintext);
   if (!s.ok()) return s;
   s = LoadNodeConfigs(opts, &impl->configs);
   if (!s.ok()) return s;
@@ -515,6 +549,15 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
                        started.security, &started.port, &guard);
     if (!published.ok()) return Status::IOError("cannot listen on " + published.message());
     guards.push_back(std::move(guard));
+  }
+  for (const PlaintextPort& port : plaintext) {
+    const std::string address =
+        port.host + ":" +
+        std::to_string(port.cluster ? node->impl_->cluster_port : node->impl_->port);
+    spdlog::warn(
+        "INSECURE: the {} listens on {} in plaintext (--insecure-plaintext, no TLS): anyone who "
+        "can reach {} can read and change every database",
+        port.name(), address, address);
   }
   if (!guards.empty()) {
     Impl& started = *node->impl_;

@@ -1,5 +1,9 @@
 #include "common/address.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <strings.h>
+
 #include "common/path.hpp"
 
 namespace kvmesh {
@@ -25,6 +29,22 @@ Status ParseHostPort(const std::string& address, std::string* host, uint16_t* po
   *host = std::move(name);
   *port = static_cast<uint16_t>(value);
   return Status::OK();
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (::strcasecmp(host.c_str(), "localhost") == 0) return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  std::string bare = host;
+  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']') {
+    bare = bare.substr(1, bare.size() - 2);
+  }
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, bare.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
 }
 
 }  // namespace kvmesh

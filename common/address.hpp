@@ -12,4 +12,9 @@ namespace kvmesh {
 /// kInvalidArgument naming the address and what is wrong otherwise.
 Status ParseHostPort(const std::string& address, std::string* host, uint16_t* port);
 
+/// True if `host` names only this machine's loopback: an IPv4 address in 127.0.0.0/8, ::1 (with
+/// or without brackets, or as ::ffff:127.x.y.z), or "localhost". Any other name is taken as
+/// reachable from elsewhere (it is not resolved); so are 0.0.0.0 and ::, which listen everywhere.
+bool IsLoopbackHost(const std::string& host);
+
 }  // namespace kvmesh

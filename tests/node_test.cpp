@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -457,6 +459,59 @@ TEST_F(NodeTest, AClusteredNodeAwayLongerThanTheTombstoneGraceRefusesToStart) {
   options.accept_stale_data = false;
   options.cluster_port = -1;
   EXPECT_TRUE(StartNode(options));
+}
+
+// Plaintext beyond loopback lets anyone who reaches the port read and change every database: a
+// node refuses it (naming the port, the address and the ways out) and leaves the data dir
+// alone, unless told --insecure-plaintext. cluster_advertise is not what the node listens on.
+TEST_F(NodeTest, PlaintextBeyondLoopbackNeedsInsecurePlaintext) {
+  struct Case {
+    const char* what;
+    std::function<void(NodeOptions&)> set;
+    const char* message;
+  };
+  const std::vector<Case> refused = {
+      {"client port on 0.0.0.0", [](NodeOptions& o) { o.listen_host = "0.0.0.0"; },
+       "the client port would listen on 0.0.0.0:0, beyond loopback, without TLS"},
+      {"cluster port on 0.0.0.0",
+       [](NodeOptions& o) {
+         o.cluster_port = 0;
+         o.cluster_host = "0.0.0.0";
+       },
+       "the cluster port would listen on 0.0.0.0:0, beyond loopback, without TLS"},
+  };
+  for (const Case& c : refused) {
+    NodeOptions options = Options();
+    options.listen_port = 0;
+    c.set(options);
+    std::unique_ptr<Node> node;
+    Status s = Node::Start(options, &node);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << c.what << ": " << s;
+    EXPECT_NE(s.message().find(c.message), std::string::npos) << c.what << ": " << s;
+    EXPECT_NE(s.message().find("--tls-ca, --tls-cert and --tls-key"), std::string::npos) << s;
+    EXPECT_NE(s.message().find("--insecure-plaintext"), std::string::npos) << s;
+    EXPECT_FALSE(node) << c.what;
+    EXPECT_FALSE(std::filesystem::exists(options.data_dir)) << c.what << ": data dir created";
+
+    options.insecure_plaintext = true;
+    node = StartNode(options);
+    ASSERT_TRUE(node) << c.what << " with insecure_plaintext";
+    EXPECT_GT(node->port(), 0);
+    node.reset();
+    std::filesystem::remove_all(options.data_dir);
+  }
+
+  // Loopback in any spelling, and a non-loopback advertised address, need nothing.
+  for (const char* host : {"127.0.0.1", "127.0.0.2", "localhost", "::1"}) {
+    NodeOptions options = Options();
+    options.listen_host = host;
+    options.listen_port = 0;
+    options.cluster_host = host;
+    options.cluster_port = 0;
+    options.cluster_advertise = "10.213.0.1:7371";
+    auto node = StartNode(options);
+    EXPECT_TRUE(node) << host;
+  }
 }
 
 // -- Direct reads (a single node's Get reads the store on the caller's thread) --

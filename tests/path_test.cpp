@@ -159,5 +159,18 @@ TEST(AddressTest, ParsesHostPortAndSaysWhatIsWrong) {
   }
 }
 
+// Only loopback keeps a plaintext port private; anything else counts as exposed.
+TEST(AddressTest, LoopbackHostsAreOnlyThoseOfThisMachine) {
+  for (const char* local :
+       {"127.0.0.1", "127.1.2.3", "localhost", "LocalHost", "::1", "[::1]", "::ffff:127.0.0.1"}) {
+    EXPECT_TRUE(IsLoopbackHost(local)) << local;
+  }
+  for (const char* exposed :
+       {"0.0.0.0", "::", "[::]", "10.0.0.1", "128.0.0.1", "192.168.1.2", "::2", "::ffff:10.0.0.1",
+        "example.com", "localhost.example.com", "127.0.0.1.example.com", ""}) {
+    EXPECT_FALSE(IsLoopbackHost(exposed)) << exposed;
+  }
+}
+
 }  // namespace
 }  // namespace kvmesh
