@@ -36,32 +36,60 @@ using kvmesh::testing::CommandResult;
 using kvmesh::testing::DaemonProcess;
 using kvmesh::testing::RunCommand;
 
-/// Every kvmeshd and kvmesh command line of these tests takes its security flags from here.
-/// Plaintext for now (--insecure-plaintext: the nodes listen beyond loopback). To switch on TLS:
-/// Prepare() makes a CA and certificates with `kvmesh cert ca|node|client --dir D` (a node
-/// certificate per host with `--host ADDRESS`), NodeFlags() returns --tls-ca/--tls-cert/--tls-key
-/// (and --acl FILE) instead, ClientFlags() the client's --tls-ca/--tls-cert/--tls-key (the CLI
-/// also reads KVMESH_TLS_* variables), and `tls` becomes true.
+/// Every kvmeshd and kvmesh command line of these tests takes its security flags from here:
+/// mutual TLS with certificates made by `kvmesh cert` (a node certificate per host naming its
+/// address), and an ACL: "admin" may do everything, "tenant" may read and write /mh/orders only.
+/// A second, unrelated CA makes the certificate of a host that must not get in.
 struct Security {
   /// True when nodes and clients speak TLS.
-  bool tls = false;
+  bool tls = true;
 
-  /// Makes what the flags below name (certificates, ACL) under `dir`; "" or what failed.
-  std::string Prepare(const std::string& dir) {
-    (void)dir;
+  /// Makes the certificates and the ACL under `dir`; "" or what failed.
+  std::string Prepare(const std::string& dir, const std::string& scratch) {
+    pki_ = dir + "/pki";
+    other_ = dir + "/other-pki";
+    acl_ = dir + "/acl.yaml";
+    std::filesystem::create_directories(pki_);
+    std::filesystem::create_directories(other_);
+    std::vector<std::vector<std::string>> commands = {
+        {"cert", "ca", "--dir", pki_},
+        {"cert", "client", "admin", "--dir", pki_},
+        {"cert", "client", "tenant", "--dir", pki_},
+        {"cert", "ca", "--dir", other_, "--name", "someone else's CA"},
+        {"cert", "node", "n4", "--host", "10.213.0.4", "--dir", other_}};
+    for (int host = 1; host <= 4; ++host) {
+      commands.push_back({"cert", "node", "n" + std::to_string(host), "--host",
+                          "10.213.0." + std::to_string(host), "--dir", pki_});
+    }
+    for (const auto& args : commands) {
+      CommandResult r = RunCommand(KVMESH_CLI_PATH, args, "", scratch);
+      if (r.exit_code != 0) return "kvmesh " + args[0] + " " + args[1] + ": " + r.err + r.out;
+    }
+    std::ofstream(acl_) << "principals:\n"
+                           "  admin: [{role: admin}]\n"
+                           "  tenant: [{role: readwrite, databases: [/mh/orders]}]\n";
     return "";
   }
-  /// Flags of the kvmeshd named `name` listening on `address`.
-  std::vector<std::string> NodeFlags(const std::string& name, const std::string& address) const {
-    (void)name;
-    (void)address;
-    return {"--insecure-plaintext"};
+  /// Flags of the kvmeshd named `name` listening on `address`; `trusted` false: its certificate
+  /// comes from the unrelated CA.
+  std::vector<std::string> NodeFlags(const std::string& name, const std::string& address,
+                                     bool trusted = true) const {
+    (void)address;  // named in the certificate
+    const std::string& dir = trusted ? pki_ : other_;
+    return {"--tls-ca",   dir + "/ca.crt",
+            "--tls-cert", dir + "/node-" + name + ".crt",
+            "--tls-key",  dir + "/node-" + name + ".key",
+            "--acl",      acl_};
   }
   /// Flags of a kvmesh CLI acting as `principal`.
   std::vector<std::string> ClientFlags(const std::string& principal) const {
-    (void)principal;
-    return {};
+    return {"--tls-ca",   pki_ + "/ca.crt",
+            "--tls-cert", pki_ + "/client-" + principal + ".crt",
+            "--tls-key",  pki_ + "/client-" + principal + ".key"};
   }
+
+ private:
+  std::string pki_, other_, acl_;
 };
 
 /// The first of `candidates` that exists, or "".
@@ -264,7 +292,7 @@ class MultiHostTest : public ::testing::Test {
                       "bridge, so MultiHost is skipped: "
                    << e;
     }
-    ASSERT_EQ(security_.Prepare(dir_), "");
+    ASSERT_EQ(security_.Prepare(dir_, scratch_), "");
     std::filesystem::create_directories(dir_ + "/config");
     std::ofstream(dir_ + "/config/multihost.yaml")
         << "- id: two-of-three\n  matcher: /mh/*\n  replication: {min: 2, max: 3}\n"
@@ -302,11 +330,12 @@ class MultiHostTest : public ::testing::Test {
     return argv;
   }
 
-  /// Starts node `host` and waits for its ready line.
-  ::testing::AssertionResult StartNode(int host) {
+  /// Starts node `host` and waits for its ready line; `trusted` false: with a certificate of a CA
+  /// the others do not trust.
+  ::testing::AssertionResult StartNode(int host, bool trusted = true) {
     const std::string name = "n" + std::to_string(host);
     std::vector<std::string> argv =
-        NodeCommand(host, security_.NodeFlags(name, TestNetwork::Address(host)));
+        NodeCommand(host, security_.NodeFlags(name, TestNetwork::Address(host), trusted));
     if (nodes_.size() < static_cast<size_t>(host)) nodes_.resize(host);
     nodes_[host - 1] = std::make_unique<DaemonProcess>();
     if (nodes_[host - 1]->Start(argv[0], {argv.begin() + 1, argv.end()})) {
@@ -445,6 +474,16 @@ TEST_F(MultiHostTest, ThreeHostsJoinReplicateAndHealAPartition) {
     ASSERT_EQ(get.exit_code, 0) << get.err;
     EXPECT_EQ(get.out, "before-" + std::to_string(i));
   }
+  // The ACL: "tenant" writes its database, and nothing else.
+  CommandResult own = Client(2, {"put", "/mh/orders", "/tenant", "mine"}, "tenant");
+  EXPECT_EQ(own.exit_code, 0) << own.err;
+  CommandResult other = Client(2, {"put", "/all/x", "/k", "not mine"}, "tenant");
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.err.find("permission_denied: principal \"tenant\""), std::string::npos)
+      << other.err;
+  EXPECT_EQ(Client(1, {"get", "/all/x", "/k"}).out, "three") << "a denied write changed data";
+  ASSERT_EQ(Client(1, {"del", "/mh/orders", "/tenant"}).exit_code, 0);
+
   long keys = -1;
   EXPECT_TRUE(PollUntil(20s, 200ms, [&] { return (keys = ReplicaKeys(3, "/mh/orders")) == 10; }))
       << "node 3's replica holds " << keys << " keys, not 10";
@@ -504,6 +543,25 @@ TEST_F(MultiHostTest, ThreeHostsJoinReplicateAndHealAPartition) {
         return (healed = Client(3, {"put", "/all/x", "/k", "three again"})).exit_code == 0;
       }))
       << "a write needing all three replicas still fails after healing: " << healed.err;
+}
+
+// A host with a node certificate of another CA, seeded with node 1, never gets in: the nodes
+// refuse it during the TLS handshake, and it refuses them.
+TEST_F(MultiHostTest, AHostWithoutAValidCertificateCannotJoin) {
+  for (int host = 1; host <= 2; ++host) ASSERT_TRUE(StartNode(host));
+  std::string last;
+  ASSERT_TRUE(PollUntil(30s, 200ms, [&] { return Sees(1, {1, 2}, {}, &last); })) << last;
+  ASSERT_TRUE(StartNode(4, /*trusted=*/false));
+  // It keeps trying (membership retries its seeds); give it a few rounds.
+  EXPECT_TRUE(PollUntil(10s, 200ms, [&] {
+    return nodes_[3]->output_now().find("certificate verify failed") != std::string::npos;
+  })) << nodes_[3]->output_now();
+  EXPECT_TRUE(PollUntil(10s, 200ms, [&] {
+    return nodes_[0]->output_now().find("closed the connection from 10.213.0.4") !=
+           std::string::npos;
+  })) << nodes_[0]->output_now();
+  EXPECT_EQ(Members(1).size(), 2u) << "node 1 took in a host without a valid certificate";
+  EXPECT_EQ(Members(2).size(), 2u) << "node 2 took in a host without a valid certificate";
 }
 
 }  // namespace

@@ -110,6 +110,16 @@ class TlsPolicy {
 
 class GuardedConnection;
 
+namespace {
+
+/// True for kvmesh's own actors, whose state names start with "kvmesh.".
+bool IsKvmeshActor(const caf::strong_actor_ptr& actor) {
+  auto* local = dynamic_cast<caf::local_actor*>(actor->get());
+  return local != nullptr && std::string_view(local->name()).rfind("kvmesh.", 0) == 0;
+}
+
+}  // namespace
+
 /// The state one listening port shares with its connections. Used on CAF's multiplexer thread;
 /// the mutex only guards against CAF destroying a scribe elsewhere (at system shutdown).
 class ConnectionGuard {
@@ -300,9 +310,14 @@ class GuardedConnection : public caf::io::scribe {
         // how to reach it; a kvmesh node unregisters that service anyway): not worth a line.
         spdlog::debug("dropped a BASP {} to a named actor on the connection {}",
                       to_string(header.operation), settings_.description);
+      } else if (auto target = parent()->system().registry().get(header.dest_actor);
+                 !target || !IsKvmeshActor(target)) {
+        // CAF's own helpers: its broker registers one per connected node and asks the peer's
+        // "SpawnServ" for it, whose answer lands here. Not a peer probing kvmesh's actors.
+        spdlog::debug("dropped a BASP {} to CAF's actor {} on the connection {}",
+                      to_string(header.operation), header.dest_actor, settings_.description);
       } else {
-        auto target = parent()->system().registry().get(header.dest_actor);
-        auto* local = target ? dynamic_cast<caf::local_actor*>(target->get()) : nullptr;
+        auto* local = dynamic_cast<caf::local_actor*>(target->get());
         WarnRateLimited(dropped_log, "dropped messages",
                         "dropped a BASP {} on the connection {}: it is addressed to actor {} "
                         "({}), and only actor {} (the one published there) may be addressed",
