@@ -270,6 +270,9 @@ bool TlsSession::FinishHandshake() {
 caf::io::network::rw_state TlsSession::Transfer(bool reading, size_t& result, void* buf,
                                                 size_t len) {
   result = 0;
+  // A refused peer stays refused: OpenSSL considers the session established once its own checks
+  // passed, and CAF may still try to write (its BASP handshake) after our check failed.
+  if (!failure_.empty()) return rw_state::failure;
   ERR_clear_error();
   auto failed = [&](int ret, const char* what) {
     const int error = SSL_get_error(ssl_, ret);
@@ -279,6 +282,12 @@ caf::io::network::rw_state TlsSession::Transfer(bool reading, size_t& result, vo
     }
     if (error == SSL_ERROR_WANT_WRITE) return rw_state::success;
     if (error == SSL_ERROR_ZERO_RETURN) return rw_state::failure;  // an orderly close
+    if (error == SSL_ERROR_SYSCALL && handshake_done_) {
+      // The connection broke (reset, a killed peer): as with plain TCP, CAF's connection-lost
+      // handling is all it needs; not a TLS failure worth a line.
+      ERR_clear_error();
+      return rw_state::failure;
+    }
     std::string why =
         DrainErrors(error == SSL_ERROR_SYSCALL && errno != 0 ? strerror(errno)
                                                              : "the peer closed the connection");

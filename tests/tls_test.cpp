@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
+#include <caf/binary_serializer.hpp>
 #include <caf/io/all.hpp>
+#include <caf/io/basp/header.hpp>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -92,10 +94,12 @@ TEST_F(TlsTest, APlaintextClientIsRefused) {
   EXPECT_TRUE(Connect(*node, SharedTestPki().Client("alice")).ok());
 }
 
-/// A TLS handshake with 127.0.0.1:`port` in plain OpenSSL (without kvmesh's check that our own
-/// certificate fits our CA), presenting `presented` and trusting `trusted.ca_file`, then one read:
-/// empty if the node took the certificate, else why not.
-std::string RawHandshake(uint16_t port, const TlsOptions& presented, const TlsOptions& trusted) {
+/// A TLS client in plain OpenSSL (without kvmesh's check that our own certificate fits our CA):
+/// connects to 127.0.0.1:`port` presenting `presented`, trusting `trusted.ca_file`, sends
+/// `payload_bytes` bytes of junk if the handshake lets it, and reads one byte. Empty if the node
+/// took the certificate (it sends its BASP handshake at once), else why not.
+std::string RawTls(uint16_t port, const TlsOptions& presented, const TlsOptions& trusted,
+                   size_t payload_bytes = 0) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_load_verify_locations(ctx, trusted.ca_file.c_str(), nullptr);
   SSL_CTX_use_certificate_file(ctx, presented.cert_file.c_str(), SSL_FILETYPE_PEM);
@@ -104,17 +108,23 @@ std::string RawHandshake(uint16_t port, const TlsOptions& presented, const TlsOp
   const int fd = testing::Connect(port);
   timeval five_seconds{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five_seconds, sizeof(five_seconds));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &five_seconds, sizeof(five_seconds));
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
   std::string why;
   // With TLS 1.3 the client's handshake ends before the server has checked the client's
-  // certificate: its verdict (data, or an alert) comes with the first read. A node that took
-  // the peer sends its BASP handshake at once.
+  // certificate: its verdict (data, or an alert) comes with the next read or write.
+  bool ok = SSL_connect(ssl) == 1;
+  const std::string chunk(1 << 20, 'x');
+  for (size_t sent = 0; ok && sent < payload_bytes; sent += chunk.size()) {
+    ok = SSL_write(ssl, chunk.data(), static_cast<int>(chunk.size())) > 0;
+  }
   char byte = 0;
-  if (SSL_connect(ssl) != 1 || SSL_read(ssl, &byte, 1) != 1) {
+  if (!ok || SSL_read(ssl, &byte, 1) != 1) {
     char buf[256];
     ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
     why = buf;
+    if (why.find(":00000000:") != std::string::npos) why = "closed";
   }
   SSL_free(ssl);
   ::close(fd);
@@ -126,9 +136,9 @@ TEST_F(TlsTest, ACertificateOfAnotherCaIsRefusedDuringTheHandshake) {
   auto node = StartNode("n0");
   ASSERT_TRUE(node);
   const TlsOptions ours = SharedTestPki().Client("alice");
-  EXPECT_EQ(RawHandshake(node->port(), ours, ours), "");
+  EXPECT_EQ(RawTls(node->port(), ours, ours), "");
   // Same name, another CA: the node refuses it before CAF reads a byte.
-  const std::string why = RawHandshake(node->port(), SharedOtherTestPki().Client("alice"), ours);
+  const std::string why = RawTls(node->port(), SharedOtherTestPki().Client("alice"), ours);
   EXPECT_NE(why.find("unknown ca"), std::string::npos) << why;
   // A client that trusts only the other CA refuses the node.
   auto trusting_other = Connect(*node, SharedOtherTestPki().Client("alice"));
@@ -228,7 +238,8 @@ TEST_F(TlsTest, AClientCertificateCannotJoinTheCluster) {
   ASSERT_TRUE(node);
   RawPeer client_cert(SharedTestPki().Client("n1"));  // a client certificate named like a node
   auto refused = client_cert.Connect(node->cluster_port());
-  EXPECT_FALSE(refused) << "a client certificate reached the cluster port's actor";
+  EXPECT_FALSE(refused) << "a client certificate reached the cluster port's actor "
+                        << caf::to_string(*refused);
   RawPeer node_cert(SharedTestPki().Node("n1"));
   auto accepted = node_cert.Connect(node->cluster_port());
   EXPECT_TRUE(accepted) << client_cert.system->render(accepted.error());
@@ -298,6 +309,53 @@ TEST_F(TlsTest, ANodeCannotSpeakForAnother) {
     }
   }
   EXPECT_TRUE(n1_alive);
+}
+
+// The fuzz findings of issue 13, with TLS on: a peer without a valid certificate never reaches
+// CAF's message layer, so whatever it announces or sends costs the node nothing. Plaintext peers
+// announce and send 100 MiB; a peer with another CA's certificate sends 100 MiB; the node's
+// memory stays within a few MiB, and it goes on serving.
+TEST(TlsDaemonTest, PeersWithoutAValidCertificateCostTheNodeNothing) {
+  testing::TempDir dir;
+  const TlsOptions node_tls = SharedTestPki().Node("n0");
+  const TlsOptions alice = SharedTestPki().Client("alice");
+  testing::DaemonProcess d;
+  ASSERT_TRUE(
+      d.Start(KVMESHD_PATH, {"--data-dir", dir / "data", "--config-dir", KVMESH_EXAMPLE_CONFIGS,
+                             "--port", "0", "--tls-ca", node_tls.ca_file, "--tls-cert",
+                             node_tls.cert_file, "--tls-key", node_tls.key_file}))
+      << d.output();
+  client::ClientOptions options;
+  options.tls = alice;
+  auto db = client::connect(d.address(), options).open("/example/kv");
+  ASSERT_TRUE(db.put("/warm", "up").ok()) << db.status();
+  const long before_kb = testing::StatusKb(d.pid(), "VmRSS");
+  ASSERT_GT(before_kb, 0);
+
+  caf::io::basp::header header{caf::io::basp::message_type::client_handshake,
+                               0,
+                               100u << 20,
+                               0,
+                               caf::invalid_actor_id,
+                               caf::invalid_actor_id};
+  std::vector<char> frame;
+  caf::binary_serializer sink{nullptr, frame};
+  ASSERT_FALSE(sink(header));
+  for (int i = 0; i < 3; ++i) {
+    const int fd = testing::Connect(d.port());
+    ASSERT_GE(fd, 0);
+    testing::SendAll(fd, std::string(frame.begin(), frame.end()));
+    testing::SendAll(fd, std::string(100u << 20, 'x'));  // stops when the node closes
+    EXPECT_TRUE(testing::WaitClosedByPeer(fd, 5s));
+    ::close(fd);
+  }
+  TlsOptions stranger = SharedOtherTestPki().Client("alice");
+  EXPECT_NE(RawTls(d.port(), stranger, alice, 100u << 20), "");
+
+  const long after_kb = testing::StatusKb(d.pid(), "VmRSS");
+  EXPECT_LT(after_kb - before_kb, 8 * 1024) << before_kb << " KiB before, " << after_kb << " after";
+  EXPECT_TRUE(db.put("/after", "still serving").ok());
+  EXPECT_EQ(RawTls(d.port(), alice, alice), "") << "the node stopped taking valid clients";
 }
 
 }  // namespace

@@ -358,10 +358,15 @@ Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Ta
   options.dir = s.dir + "/" + name;
   if (name == "rocksdb") return MakeRocksDbTarget(options, out);
   if (name == "embedded") return MakeEmbeddedTarget(options, out);
-  if (name == "remote") return MakeRemoteTarget(options, out);
-  if (name == "cluster") return MakeClusterTarget(options, out);
-  return Status::InvalidArgument("unknown target \"" + name +
-                                 "\" (rocksdb, embedded, remote, cluster)");
+  // remote-tls and cluster-tls are remote and cluster with TLS (as --tls makes them), so a run
+  // can measure TLS next to plaintext.
+  const bool tls_variant = name == "remote-tls" || name == "cluster-tls";
+  if (tls_variant) options.tls = true;
+  if (name == "remote" || name == "remote-tls") return MakeRemoteTarget(options, out);
+  if (name == "cluster" || name == "cluster-tls") return MakeClusterTarget(options, out);
+  return Status::InvalidArgument(
+      "unknown target \"" + name +
+      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls)");
 }
 
 // -- Replicated targets: lag and catch-up --------------------------------------------------------
@@ -777,8 +782,11 @@ int main(int argc, char** argv) {
     }
   }
   for (const std::string& t : s.targets) {
-    if (t != "rocksdb" && t != "embedded" && t != "remote" && t != "cluster") {
-      std::fprintf(stderr, "unknown target \"%s\" (rocksdb, embedded, remote, cluster)\n",
+    if (t != "rocksdb" && t != "embedded" && t != "remote" && t != "cluster" && t != "remote-tls" &&
+        t != "cluster-tls") {
+      std::fprintf(stderr,
+                   "unknown target \"%s\" (rocksdb, embedded, remote, cluster, remote-tls, "
+                   "cluster-tls)\n",
                    t.c_str());
       return 2;
     }
@@ -857,7 +865,9 @@ int main(int argc, char** argv) {
       }
     }
     kvmesh::Status extra = MeasureLag(*p.target, s, &extras);
-    if (extra.ok() && name == "cluster") extra = MeasureCatchUp(*p.target, s, &extras);
+    if (extra.ok() && (name == "cluster" || name == "cluster-tls")) {
+      extra = MeasureCatchUp(*p.target, s, &extras);
+    }
     if (!extra.ok()) {
       std::fprintf(stderr, "%s: %s\n", name.c_str(), extra.ToString().c_str());
       exit_code = 3;
