@@ -28,6 +28,7 @@
 #include "common/path.hpp"
 #include "config/config_set.hpp"
 #include "messages/cluster.pb.h"
+#include "messages/remote_exits.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
 #include "storage/store.hpp"
@@ -416,12 +417,12 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     membership.replica_grace = std::chrono::duration_cast<caf::timespan>(opts.replica_grace);
     membership.connect_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
     membership.faults = opts.link_faults;
-    impl->membership = impl->system->spawn(membership_impl, impl->store->node_id(),
-                                           impl->core->supervisor, std::move(membership));
+    impl->membership = SpawnNetworkFacing(*impl->system, membership_impl, impl->store->node_id(),
+                                          impl->core->supervisor, std::move(membership));
   }
-  impl->gateway = impl->system->spawn(client_gateway_impl, impl->core->supervisor,
-                                      impl->core->timeout, impl->store->node_id(), impl->membership,
-                                      DescribeSync(opts.sync, opts.sync_period), fill_local_status);
+  impl->gateway = SpawnNetworkFacing(*impl->system, client_gateway_impl, impl->core->supervisor,
+                                     impl->core->timeout, impl->store->node_id(), impl->membership,
+                                     DescribeSync(opts.sync, opts.sync_period), fill_local_status);
   std::unique_ptr<Node> node(new Node(std::move(impl)));
   if (listen || clustered) {
     // CAF registers two services any peer can look up by name: a config store without bounds
@@ -508,8 +509,10 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   impl.core->closing.store(true);
   if (crash) {
     // Connections drop at once, without a word to the peers.
-    if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
-    caf::anon_send_exit(impl.gateway, caf::exit_reason::kill);
+    // From a local actor: the gateway and the membership actor drop anonymous exits
+    // (remote_exits.hpp).
+    StopLocally(*impl.system, impl.membership, caf::exit_reason::kill);
+    StopLocally(*impl.system, impl.gateway, caf::exit_reason::kill);
   }
   if (impl.port != 0) {
     // Stop accepting clients first.
@@ -521,8 +524,9 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
     caf::anon_send_exit(impl.handshake_sweeper, caf::exit_reason::kill);
     impl.handshake_sweeper = nullptr;
   }
-  // The membership actor ignores exit messages (a peer could send one); kill is unconditional.
-  if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
+  // The membership actor's exit handler ignores exits; kill is unconditional. From a local
+  // actor: the membership actor drops anonymous exits (remote_exits.hpp).
+  StopLocally(*impl.system, impl.membership, caf::exit_reason::kill);
   impl.membership = nullptr;
   // The supervisor takes the database actors down with it, and the (published) gateway stops
   // when it sees the supervisor go: a published actor must stop before the system goes.

@@ -13,8 +13,8 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 # Code of the static archives ends up in shared objects.
-foreach(internal kvmesh_common kvmesh_proto kvmesh_config kvmesh_storage kvmesh_messages kvmesh
-        kvmesh_client)
+foreach(internal kvmesh_common kvmesh_proto kvmesh_config kvmesh_storage kvmesh_messages
+        kvmesh_remote_exits kvmesh kvmesh_client)
   set_target_properties(${internal} PROPERTIES POSITION_INDEPENDENT_CODE ON)
 endforeach()
 

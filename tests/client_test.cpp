@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <future>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
@@ -585,6 +586,88 @@ class LogCapture {
   std::shared_ptr<spdlog::logger> previous_;
   std::ostringstream stream_;
 };
+
+// -- Exits from the node (messages/remote_exits.hpp) ---------------------------------------------
+
+// Stands in for a hostile node: it answers every request, and first sends the requester (in the
+// client library, the connection actor for asynchronous calls, a blocking caller otherwise) exits
+// of every reason, kill included, and an asynchronous error message.
+gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
+  auto attack = [self] {
+    auto requester = caf::actor_cast<caf::actor>(self->current_sender());
+    if (!requester) return;
+    for (const caf::error& reason :
+         {caf::error{caf::exit_reason::kill}, caf::error{caf::exit_reason::user_shutdown},
+          caf::error{caf::exit_reason::unknown}, ToError(Status::Internal("from the node"))}) {
+      self->send_exit(requester, reason);
+      // (A typed actor cannot send() to an untyped handle: enqueue by hand.)
+      caf::actor_cast<caf::strong_actor_ptr>(requester)->enqueue(
+          self->ctrl(), caf::make_message_id(), caf::make_message(reason), self->context());
+    }
+  };
+  return {
+      [](atom::hello, uint32_t) -> caf::result<uint32_t, uint64_t> {
+        return {kClientProtocolVersion, uint64_t{42}};
+      },
+      [](atom::clock) { return Deadline::NowNs(); },
+      [](atom::open, std::string&, Deadline) { return DatabaseStats{}; },
+      [=](atom::put, std::string&, std::string&, std::string&, Deadline) {
+        attack();
+        return atom::ok_v;
+      },
+      [=](atom::get, std::string&, std::string& key, Deadline) {
+        attack();
+        return key;
+      },
+      [](atom::erase, std::string&, std::string&, Deadline) { return atom::ok_v; },
+      [](atom::list, std::string&, ListOptions&, Deadline) { return ListPage{}; },
+      [](atom::batch, std::string&, WriteBatch&, Deadline) { return atom::ok_v; },
+      [](atom::stats, std::string&, Deadline) { return DatabaseStats{}; },
+      [](atom::status, std::string&, Deadline) { return ReplicationStatus{}; },
+      [](atom::members) { return std::vector<MemberStatus>{}; },
+      [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::configs) { return std::vector<ConfigInfo>{}; },
+      [](atom::reload) { return std::string(); },
+  };
+}
+
+// The node a client talks to learns the client's actors (they send it requests) and could send
+// them exits; the client library ignores exits from other nodes, so a node cannot break the
+// client's connection that way.
+TEST(ClientConnectionTest, ExitsFromTheNodeDoNotBreakTheClient) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.spawn(HostileGateway);
+  auto port = system.middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << system.render(port.error());
+  LogCapture log;
+  client::ClientOptions options;
+  options.request_timeout = 5s;
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto db = client.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  // Each asynchronous call lets the node attack the connection actor; the later ones need it.
+  for (int i = 0; i < 5; ++i) {
+    auto put = db.put_async("/k", "v");
+    ASSERT_EQ(put.wait_for(10s), std::future_status::ready) << "call " << i;
+    Status s = put.get();
+    ASSERT_TRUE(s.ok()) << "asynchronous put " << i << " after exits from the node: " << s;
+  }
+  // Blocking calls (a caller actor of their own, reused) too.
+  for (int i = 0; i < 5; ++i) {
+    auto got = db.get("/k" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << "get " << i << " after exits from the node: " << got.status();
+    EXPECT_EQ(*got, "/k" + std::to_string(i));
+  }
+  // Said once (rate-limited), naming the node and the reason.
+  const std::string text = log.text();
+  EXPECT_NE(text.find("kvmesh.client_connection ignored an exit (exit_reason(kill)) from node " +
+                      to_string(system.node())),
+            std::string::npos)
+      << text;
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+}
 
 class ConnectionGuardTest : public ::testing::Test {
  protected:
