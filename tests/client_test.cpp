@@ -19,6 +19,7 @@
 
 #include "actor_test_util.hpp"
 #include "actors/client_gateway.hpp"
+#include "bootstrap/node_testing.hpp"
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
@@ -61,6 +62,62 @@ class ClientTest : public ::testing::Test {
   std::string address_;
   client::Client client_;
 };
+
+// A gateway that stops unexpectedly (a bug, an exception; here a local kill, which it honours)
+// is noticed: the node reports a fatal failure naming it and the reason (kvmeshd then exits
+// non-zero), and clients get a clear error rather than a hang.
+TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
+  TempDir dir;
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  std::mutex mutex;
+  std::vector<Status> reported;
+  options.on_fatal = [&](const Status& s) {
+    std::lock_guard<std::mutex> lock(mutex);
+    reported.push_back(s);
+  };
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(options, &node);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(node->health().ok()) << node->health();
+  client::ClientOptions client_options;
+  client_options.request_timeout = 5s;
+  auto db = client::connect("127.0.0.1:" + std::to_string(node->port()), client_options)
+                .open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(db.put("/k", "v").ok());
+
+  NodeTesting::KillGateway(*node);
+  ASSERT_TRUE(Eventually(10s, [&] { return !node->health().ok(); }))
+      << "the gateway's death went unnoticed";
+  const Status health = node->health();
+  EXPECT_EQ(health.code(), Code::kInternal) << health;
+  EXPECT_NE(health.message().find("client gateway stopped unexpectedly"), std::string::npos)
+      << health;
+  EXPECT_NE(health.message().find("kill"), std::string::npos) << health;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    ASSERT_EQ(reported.size(), 1u);
+    EXPECT_EQ(reported[0].message(), health.message());
+  }
+  // The client is told at once, not at its deadline.
+  const auto start = std::chrono::steady_clock::now();
+  Status put = db.put("/k", "w");
+  EXPECT_EQ(put.code(), Code::kUnavailable) << put;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s) << put;
+  // The embedded API still works, and the node still stops cleanly (no second report).
+  auto local = node->open("/example/kv");
+  ASSERT_TRUE(local.ok()) << local.status();
+  auto got = local.get("/k");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "v");
+  node.reset();
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_EQ(reported.size(), 1u);
+}
 
 TEST_F(ClientTest, SeedOperationsRoundTrip) {
   auto db = client::connect(address_).open("/example/kv");
