@@ -736,6 +736,10 @@ void NodeTesting::KillGateway(Node& node) {
   StopLocally(*node.impl_->system, node.impl_->gateway, caf::exit_reason::kill);
 }
 
+void NodeTesting::KillMembership(Node& node) {
+  StopLocally(*node.impl_->system, node.impl_->membership, caf::exit_reason::kill);
+}
+
 uint16_t Node::port() const {
   return impl_->port;
 }

@@ -10,6 +10,8 @@ struct NodeTesting {
   /// Kills `node`'s client gateway from inside its process (a local exit of reason kill, which
   /// the gateway honours), as a bug would stop it.
   static void KillGateway(Node& node);
+  /// The same for the membership actor of a clustered node.
+  static void KillMembership(Node& node);
 };
 
 }  // namespace kvmesh

@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <functional>
 #include <future>
 #include <mutex>
@@ -117,6 +118,32 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
   node.reset();
   std::lock_guard<std::mutex> lock(mutex);
   EXPECT_EQ(reported.size(), 1u);
+}
+
+// The same for the membership actor of a clustered node: the node reports it, and still stops
+// cleanly.
+TEST(NodeWatchdogTest, AMembershipActorThatDiesIsReported) {
+  TempDir dir;
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  options.cluster_port = 0;
+  std::atomic<int> reports{0};
+  options.on_fatal = [&](const Status&) { ++reports; };
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(options, &node);
+  ASSERT_TRUE(s.ok()) << s;
+  NodeTesting::KillMembership(*node);
+  ASSERT_TRUE(Eventually(10s, [&] { return !node->health().ok(); }))
+      << "the membership actor's death went unnoticed";
+  const Status health = node->health();
+  EXPECT_NE(health.message().find("membership actor stopped unexpectedly"), std::string::npos)
+      << health;
+  EXPECT_NE(health.message().find("kill"), std::string::npos) << health;
+  node.reset();
+  EXPECT_EQ(reports.load(), 1);
 }
 
 TEST_F(ClientTest, SeedOperationsRoundTrip) {
