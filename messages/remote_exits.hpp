@@ -25,6 +25,12 @@
 //     delivers that actor's exit; use a monitor (none of kvmesh's actors are linked today).
 //   - A remote peer linking to such an actor and then dying (any reason) sends it an exit from
 //     a proxy: dropped.
+// Installed in: the client gateway and membership actor (bootstrap/node.cpp), database actors and
+// the supervisor's replica asker (actors/matcher_supervisor.cpp), the client library's connection
+// actor (client/client.cpp). Not needed by actors whose handle never leaves the node: the
+// supervisor, the watchdog, membership's fresh-connect helper (it talks to the local BASP broker
+// only). Not installable in the client library's blocking callers (scoped actors, which send
+// requests to the node): while waiting for a reply they skip exits, which stay in their mailbox.
 // Not covered (each actor's own handlers decide): down messages (forged down messages name an
 // address that must match one the actor monitors; a routed message can name any remote node's
 // actor, so a peer can forge the down of a replica on a third node), CAF's `sys get info`
