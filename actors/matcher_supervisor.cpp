@@ -9,6 +9,7 @@
 #include "actors/database_request.hpp"
 #include "common/path.hpp"
 #include "common/placement.hpp"
+#include "messages/remote_exits.hpp"
 
 namespace kvmesh {
 namespace {
@@ -55,9 +56,9 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
   // Published before anyone can learn of the actor, so every opener finds its target.
   std::shared_ptr<DirectReadTarget> direct;
   if (st.replication->direct_reads) direct = std::make_shared<DirectReadTarget>(shared);
-  auto handle = self->spawn(database_actor_impl, std::move(shared),
-                            caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout,
-                            st.replication, PlaceDatabase(self, path, *config), direct);
+  auto handle = SpawnNetworkFacing(self->system(), database_actor_impl, std::move(shared),
+                                   caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout,
+                                   st.replication, PlaceDatabase(self, path, *config), direct);
   if (direct) st.replication->direct_reads->Add(handle.id(), std::move(direct));
   self->monitor(handle);
   st.running.emplace(path, handle);
@@ -159,26 +160,28 @@ void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t>
   auto target = st.members[nodes[index]].actor;
   const caf::timespan timeout = st.replication->timeout;
   // Answers once: the replica's handle, or the error; then stops.
-  auto asker = self->spawn([target, path, timeout](caf::event_based_actor* a) -> caf::behavior {
-    return {[=](atom::replica) -> caf::result<database_peer_actor> {
-      auto answer = a->make_response_promise<database_peer_actor>();
-      a->request(target, timeout, atom::replica_v, path)
-          .then(
-              [=](database_peer_actor& db) mutable {
-                if (FromExpected(a, target)) {
-                  answer.deliver(db);
-                } else {
-                  answer.deliver(ForgedReply());
-                }
-                a->quit();
-              },
-              [=](caf::error& err) mutable {
-                answer.deliver(std::move(err));
-                a->quit();
-              });
-      return answer;
-    }};
-  });
+  // Filtered: the node asked learns the asker's handle.
+  auto asker = SpawnNetworkFacing(
+      self->system(), [target, path, timeout](caf::event_based_actor* a) -> caf::behavior {
+        return {[=](atom::replica) -> caf::result<database_peer_actor> {
+          auto answer = a->make_response_promise<database_peer_actor>();
+          a->request(target, timeout, atom::replica_v, path)
+              .then(
+                  [=](database_peer_actor& db) mutable {
+                    if (FromExpected(a, target)) {
+                      answer.deliver(db);
+                    } else {
+                      answer.deliver(ForgedReply());
+                    }
+                    a->quit();
+                  },
+                  [=](caf::error& err) mutable {
+                    answer.deliver(std::move(err));
+                    a->quit();
+                  });
+          return answer;
+        }};
+      });
   self->request(asker, caf::infinite, atom::replica_v)
       .then(
           [=](database_peer_actor& db) mutable {

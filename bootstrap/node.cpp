@@ -9,11 +9,13 @@
 #include <condition_variable>
 #include <future>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <thread>
 #include <tuple>
+#include <vector>
 
 #include "actors/client_gateway.hpp"
 #include "actors/database_actor.hpp"
@@ -21,12 +23,14 @@
 #include "actors/matcher_supervisor.hpp"
 #include "actors/membership.hpp"
 #include "bootstrap/node_options.hpp"
+#include "bootstrap/node_testing.hpp"
 #include "common/address.hpp"
 #include "common/completion.hpp"
 #include "common/database_backend.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
 #include "messages/cluster.pb.h"
+#include "messages/remote_exits.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
 #include "security/acl.hpp"
@@ -106,6 +110,54 @@ class DirectReadScope {
   bool open_ = false;
 };
 
+/// A node's fatal failure (NodeOptions::on_fatal), shared with its watchdog.
+struct FatalState {
+  std::mutex mutex;
+  Status status;  // OK until the first failure
+  std::function<void(const Status&)> on_fatal;
+
+  /// Records `why` (the first one only), logs it, and calls on_fatal once.
+  void Fail(Status why) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!status.ok()) return;
+      status = why;
+    }
+    spdlog::error("kvmesh node failed: {}", why.message());
+    if (on_fatal) on_fatal(why);
+  }
+};
+
+namespace {
+
+/// Watches the actors a node cannot work without (the client gateway and the membership actor)
+/// and reports their unexpected death through `fatal`. Not a restart: a re-published gateway
+/// would need a new connection guard on its port (bootstrap/connection_guard.hpp), and a
+/// re-spawned membership actor would have lost the cluster's view; a node that stops cleanly and
+/// starts again gets both right. Deaths while `core->closing` (the node's own shutdown) are
+/// expected. Local only: its handle never leaves the node.
+caf::behavior NodeWatchdog(caf::event_based_actor* self, std::shared_ptr<NodeCore> core,
+                           std::shared_ptr<FatalState> fatal,
+                           std::vector<std::pair<caf::actor, std::string>> watched) {
+  auto names = std::make_shared<std::map<caf::actor_addr, std::string>>();
+  for (auto& [actor, name] : watched) {
+    self->monitor(actor);
+    (*names)[actor.address()] = name;
+  }
+  self->set_down_handler([core, fatal, names](caf::down_msg& msg) {
+    auto it = names->find(msg.source);
+    if (it == names->end() || core->closing.load()) return;
+    fatal->Fail(Status::Internal(
+        "its " + it->second + " stopped unexpectedly (exit reason: " + to_string(msg.reason) +
+        "); the node no longer " +
+        (it->second == "client gateway" ? "serves clients" : "takes part in its cluster") +
+        ": stop it and start it again"));
+  });
+  return {[](atom::tick) {}};
+}
+
+}  // namespace
+
 struct Node::Impl {
   NodeOptions options;
   std::shared_ptr<storage::Store> store;
@@ -127,6 +179,9 @@ struct Node::Impl {
   /// TLS and the identities of connected peers (transport/connection_guard.hpp), shared by both
   /// ports, the connections membership opens, the gateway and the database actors.
   TransportSecurity security;
+  /// Reports the gateway's or the membership actor's unexpected death (NodeWatchdog).
+  caf::actor watchdog;
+  std::shared_ptr<FatalState> fatal = std::make_shared<FatalState>();
 
   /// Marks the store in use every quarter of the tombstone grace period (between 1 s and
   /// 60 s), so a later start can tell how long the node was away.
@@ -495,13 +550,22 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     membership.faults = opts.link_faults;
     membership.security = impl->security;
     membership.max_message_bytes = MaxPeerMessageBytes(opts);
-    impl->membership = impl->system->spawn(membership_impl, impl->store->node_id(),
-                                           impl->core->supervisor, std::move(membership));
+    impl->membership = SpawnNetworkFacing(*impl->system, membership_impl, impl->store->node_id(),
+                                          impl->core->supervisor, std::move(membership));
   }
-  impl->gateway = impl->system->spawn(client_gateway_impl, impl->core->supervisor,
-                                      impl->core->timeout, impl->store->node_id(), impl->membership,
-                                      DescribeSync(opts.sync, opts.sync_period), fill_local_status,
-                                      GatewaySecurity{impl->security.directory, impl->acl});
+  impl->gateway = SpawnNetworkFacing(*impl->system, client_gateway_impl, impl->core->supervisor,
+                                     impl->core->timeout, impl->store->node_id(), impl->membership,
+                                     DescribeSync(opts.sync, opts.sync_period), fill_local_status,
+                                     GatewaySecurity{impl->security.directory, impl->acl});
+  {
+    std::vector<std::pair<caf::actor, std::string>> watched;
+    watched.emplace_back(caf::actor_cast<caf::actor>(impl->gateway), "client gateway");
+    if (impl->membership) {
+      watched.emplace_back(caf::actor_cast<caf::actor>(impl->membership), "membership actor");
+    }
+    impl->fatal->on_fatal = opts.on_fatal;
+    impl->watchdog = impl->system->spawn(NodeWatchdog, impl->core, impl->fatal, std::move(watched));
+  }
   std::unique_ptr<Node> node(new Node(std::move(impl)));
   if (listen || clustered) {
     // CAF registers two services any peer can look up by name: a config store without bounds
@@ -601,8 +665,10 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   impl.core->closing.store(true);
   if (crash) {
     // Connections drop at once, without a word to the peers.
-    if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
-    caf::anon_send_exit(impl.gateway, caf::exit_reason::kill);
+    // From a local actor: the gateway and the membership actor drop anonymous exits
+    // (remote_exits.hpp).
+    StopLocally(*impl.system, impl.membership, caf::exit_reason::kill);
+    StopLocally(*impl.system, impl.gateway, caf::exit_reason::kill);
   }
   if (impl.port != 0) {
     // Stop accepting clients first.
@@ -614,8 +680,13 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
     caf::anon_send_exit(impl.handshake_sweeper, caf::exit_reason::kill);
     impl.handshake_sweeper = nullptr;
   }
-  // The membership actor ignores exit messages (a peer could send one); kill is unconditional.
-  if (impl.membership) caf::anon_send_exit(impl.membership, caf::exit_reason::kill);
+  if (impl.watchdog) {
+    caf::anon_send_exit(impl.watchdog, caf::exit_reason::user_shutdown);
+    impl.watchdog = nullptr;
+  }
+  // The membership actor's exit handler ignores exits; kill is unconditional. From a local
+  // actor: the membership actor drops anonymous exits (remote_exits.hpp).
+  StopLocally(*impl.system, impl.membership, caf::exit_reason::kill);
   impl.membership = nullptr;
   // The supervisor takes the database actors down with it, and the (published) gateway stops
   // when it sees the supervisor go: a published actor must stop before the system goes.
@@ -747,6 +818,19 @@ Result<uint64_t> Node::active_databases() const {
 
 Result<uint64_t> Node::passivate_all() const {
   return impl_->Ask<uint64_t>(atom::passivate_v);
+}
+
+Status Node::health() const {
+  std::lock_guard<std::mutex> lock(impl_->fatal->mutex);
+  return impl_->fatal->status;
+}
+
+void NodeTesting::KillGateway(Node& node) {
+  StopLocally(*node.impl_->system, node.impl_->gateway, caf::exit_reason::kill);
+}
+
+void NodeTesting::KillMembership(Node& node) {
+  StopLocally(*node.impl_->system, node.impl_->membership, caf::exit_reason::kill);
 }
 
 uint16_t Node::port() const {

@@ -14,6 +14,7 @@
 #include "common/path.hpp"
 #include "common/request_limits.hpp"
 #include "messages/local_deadlines.hpp"
+#include "messages/remote_exits.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
@@ -179,7 +180,7 @@ struct Connection {
   ~Connection() {
     if (system) {
       idle_callers.clear();
-      caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+      StopLocally(*system, actor, caf::exit_reason::user_shutdown);
       actor = nullptr;
       system->await_all_actors_done();
       system.reset();
@@ -226,7 +227,8 @@ struct Connection {
     }
     system = std::make_unique<caf::actor_system>(*cfg);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
-    actor = system->spawn(ConnectionActor, address, link, timeout);
+    // Filtered: the node (or whatever answers at `address`) learns this actor's handle.
+    actor = SpawnNetworkFacing(*system, ConnectionActor, address, link, timeout);
     return EnsureConnected();
   }
 

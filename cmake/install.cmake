@@ -14,7 +14,7 @@ include(CMakePackageConfigHelpers)
 
 # Code of the static archives ends up in shared objects.
 foreach(internal kvmesh_common kvmesh_proto kvmesh_config kvmesh_acl kvmesh_storage
-        kvmesh_messages kvmesh kvmesh_transport kvmesh_client)
+        kvmesh_messages kvmesh_remote_exits kvmesh kvmesh_transport kvmesh_client)
   set_target_properties(${internal} PROPERTIES POSITION_INDEPENDENT_CODE ON)
 endforeach()
 

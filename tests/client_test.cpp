@@ -3,8 +3,10 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <functional>
 #include <future>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
@@ -18,6 +20,7 @@
 
 #include "actor_test_util.hpp"
 #include "actors/client_gateway.hpp"
+#include "bootstrap/node_testing.hpp"
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
@@ -60,6 +63,88 @@ class ClientTest : public ::testing::Test {
   std::string address_;
   client::Client client_;
 };
+
+// A gateway that stops unexpectedly (a bug, an exception; here a local kill, which it honours)
+// is noticed: the node reports a fatal failure naming it and the reason (kvmeshd then exits
+// non-zero), and clients get a clear error rather than a hang.
+TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
+  TempDir dir;
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  std::mutex mutex;
+  std::vector<Status> reported;
+  options.on_fatal = [&](const Status& s) {
+    std::lock_guard<std::mutex> lock(mutex);
+    reported.push_back(s);
+  };
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(options, &node);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(node->health().ok()) << node->health();
+  client::ClientOptions client_options;
+  client_options.request_timeout = 5s;
+  auto db = client::connect("127.0.0.1:" + std::to_string(node->port()), client_options)
+                .open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(db.put("/k", "v").ok());
+
+  NodeTesting::KillGateway(*node);
+  ASSERT_TRUE(Eventually(10s, [&] { return !node->health().ok(); }))
+      << "the gateway's death went unnoticed";
+  const Status health = node->health();
+  EXPECT_EQ(health.code(), Code::kInternal) << health;
+  EXPECT_NE(health.message().find("client gateway stopped unexpectedly"), std::string::npos)
+      << health;
+  EXPECT_NE(health.message().find("kill"), std::string::npos) << health;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    ASSERT_EQ(reported.size(), 1u);
+    EXPECT_EQ(reported[0].message(), health.message());
+  }
+  // The client is told at once, not at its deadline.
+  const auto start = std::chrono::steady_clock::now();
+  Status put = db.put("/k", "w");
+  EXPECT_EQ(put.code(), Code::kUnavailable) << put;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 4s) << put;
+  // The embedded API still works, and the node still stops cleanly (no second report).
+  auto local = node->open("/example/kv");
+  ASSERT_TRUE(local.ok()) << local.status();
+  auto got = local.get("/k");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, "v");
+  node.reset();
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_EQ(reported.size(), 1u);
+}
+
+// The same for the membership actor of a clustered node: the node reports it, and still stops
+// cleanly.
+TEST(NodeWatchdogTest, AMembershipActorThatDiesIsReported) {
+  TempDir dir;
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  options.cluster_port = 0;
+  std::atomic<int> reports{0};
+  options.on_fatal = [&](const Status&) { ++reports; };
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(options, &node);
+  ASSERT_TRUE(s.ok()) << s;
+  NodeTesting::KillMembership(*node);
+  ASSERT_TRUE(Eventually(10s, [&] { return !node->health().ok(); }))
+      << "the membership actor's death went unnoticed";
+  const Status health = node->health();
+  EXPECT_NE(health.message().find("membership actor stopped unexpectedly"), std::string::npos)
+      << health;
+  EXPECT_NE(health.message().find("kill"), std::string::npos) << health;
+  node.reset();
+  EXPECT_EQ(reports.load(), 1);
+}
 
 TEST_F(ClientTest, SeedOperationsRoundTrip) {
   auto db = client::connect(address_).open("/example/kv");
@@ -585,6 +670,88 @@ class LogCapture {
   std::shared_ptr<spdlog::logger> previous_;
   std::ostringstream stream_;
 };
+
+// -- Exits from the node (messages/remote_exits.hpp) ---------------------------------------------
+
+// Stands in for a hostile node: it answers every request, and first sends the requester (in the
+// client library, the connection actor for asynchronous calls, a blocking caller otherwise) exits
+// of every reason, kill included, and an asynchronous error message.
+gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
+  auto attack = [self] {
+    auto requester = caf::actor_cast<caf::actor>(self->current_sender());
+    if (!requester) return;
+    for (const caf::error& reason :
+         {caf::error{caf::exit_reason::kill}, caf::error{caf::exit_reason::user_shutdown},
+          caf::error{caf::exit_reason::unknown}, ToError(Status::Internal("from the node"))}) {
+      self->send_exit(requester, reason);
+      // (A typed actor cannot send() to an untyped handle: enqueue by hand.)
+      caf::actor_cast<caf::strong_actor_ptr>(requester)->enqueue(
+          self->ctrl(), caf::make_message_id(), caf::make_message(reason), self->context());
+    }
+  };
+  return {
+      [](atom::hello, uint32_t) -> caf::result<uint32_t, uint64_t> {
+        return {kClientProtocolVersion, uint64_t{42}};
+      },
+      [](atom::clock) { return Deadline::NowNs(); },
+      [](atom::open, std::string&, Deadline) { return DatabaseStats{}; },
+      [=](atom::put, std::string&, std::string&, std::string&, Deadline) {
+        attack();
+        return atom::ok_v;
+      },
+      [=](atom::get, std::string&, std::string& key, Deadline) {
+        attack();
+        return key;
+      },
+      [](atom::erase, std::string&, std::string&, Deadline) { return atom::ok_v; },
+      [](atom::list, std::string&, ListOptions&, Deadline) { return ListPage{}; },
+      [](atom::batch, std::string&, WriteBatch&, Deadline) { return atom::ok_v; },
+      [](atom::stats, std::string&, Deadline) { return DatabaseStats{}; },
+      [](atom::status, std::string&, Deadline) { return ReplicationStatus{}; },
+      [](atom::members) { return std::vector<MemberStatus>{}; },
+      [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::configs) { return std::vector<ConfigInfo>{}; },
+      [](atom::reload) { return std::string(); },
+  };
+}
+
+// The node a client talks to learns the client's actors (they send it requests) and could send
+// them exits; the client library ignores exits from other nodes, so a node cannot break the
+// client's connection that way.
+TEST(ClientConnectionTest, ExitsFromTheNodeDoNotBreakTheClient) {
+  RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.spawn(HostileGateway);
+  auto port = system.middleman().publish(gateway, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << system.render(port.error());
+  LogCapture log;
+  client::ClientOptions options;
+  options.request_timeout = 5s;
+  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto db = client.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  // Each asynchronous call lets the node attack the connection actor; the later ones need it.
+  for (int i = 0; i < 5; ++i) {
+    auto put = db.put_async("/k", "v");
+    ASSERT_EQ(put.wait_for(10s), std::future_status::ready) << "call " << i;
+    Status s = put.get();
+    ASSERT_TRUE(s.ok()) << "asynchronous put " << i << " after exits from the node: " << s;
+  }
+  // Blocking calls (a caller actor of their own, reused) too.
+  for (int i = 0; i < 5; ++i) {
+    auto got = db.get("/k" + std::to_string(i));
+    ASSERT_TRUE(got.ok()) << "get " << i << " after exits from the node: " << got.status();
+    EXPECT_EQ(*got, "/k" + std::to_string(i));
+  }
+  // Said once (rate-limited), naming the node and the reason.
+  const std::string text = log.text();
+  EXPECT_NE(text.find("kvmesh.client_connection ignored an exit (exit_reason(kill)) from node " +
+                      to_string(system.node())),
+            std::string::npos)
+      << text;
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+}
 
 class ConnectionGuardTest : public ::testing::Test {
  protected:

@@ -8,6 +8,7 @@
 #include <caf/binary_serializer.hpp>
 
 #include "actor_test_util.hpp"
+#include "messages/remote_exits.hpp"
 
 namespace kvmesh {
 namespace {
@@ -104,6 +105,37 @@ TEST_F(MessagesTest, StatusSurvivesAsAnError) {
   EXPECT_EQ(ToStatus(caf::make_error(caf::sec::request_receiver_down)).code(), Code::kUnavailable);
   EXPECT_EQ(ToStatus(caf::make_error(caf::sec::cannot_connect_to_node)).code(), Code::kUnavailable);
   EXPECT_EQ(Result<int>(Status::OK()).status().code(), Code::kInternal);
+}
+
+// The exit filter's rule inside one process (over the network: FuzzTest.ExitsFromAPeerStopNoActor):
+// an exit is honoured only from a local actor that no peer can name. Anonymous exits, and exits
+// from a local actor in the actor registry (any actor whose handle crossed the network; a routed
+// BASP message can name it as its sender), are dropped.
+TEST(RemoteExitFilterTest, OnlyLocalActorsNoPeerCanNameStopAFilteredActor) {
+  caf::actor_system_config cfg;
+  caf::actor_system system{cfg};
+  auto target = SpawnNetworkFacing(
+      system, [](caf::event_based_actor*) -> caf::behavior { return {[](int x) { return x; }}; });
+  caf::scoped_actor named{system};
+  // As if its handle had crossed the network.
+  system.registry().put(named->id(), caf::actor_cast<caf::strong_actor_ptr>(named));
+  named->send_exit(target, caf::exit_reason::kill);
+  caf::anon_send_exit(target, caf::exit_reason::kill);
+  caf::anon_send(target, caf::exit_msg{target.address(), caf::exit_reason::kill});
+  bool answered = false;
+  named->request(target, std::chrono::seconds(5), 7)
+      .receive([&](int x) { answered = x == 7; },
+               [&](caf::error& err) { ADD_FAILURE() << "target stopped: " << to_string(err); });
+  EXPECT_TRUE(answered);
+  system.registry().erase(named->id());
+  // A local actor no peer can name stops it (the node's own shutdown does this).
+  caf::scoped_actor watcher{system};
+  watcher->monitor(target);
+  StopLocally(system, target, caf::exit_reason::kill);
+  bool down = false;
+  watcher->receive([&](caf::down_msg& msg) { down = msg.reason == caf::exit_reason::kill; },
+                   caf::after(std::chrono::seconds(5)) >> [] {});
+  EXPECT_TRUE(down) << "a local exit did not stop the filtered actor";
 }
 
 }  // namespace

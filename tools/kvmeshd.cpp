@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
 #include <csignal>
 #include <iostream>
 #include <tuple>
@@ -216,7 +217,10 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);
+  // SIGUSR1 wakes this thread when the node fails (NodeOptions::on_fatal, on a node thread).
+  sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  config.node.on_fatal = [](const kvmesh::Status&) { ::kill(::getpid(), SIGUSR1); };
 
   std::unique_ptr<kvmesh::Node> node;
   kvmesh::Status s = kvmesh::Node::Start(config.node, &node);
@@ -241,6 +245,14 @@ int main(int argc, char** argv) {
   while (true) {
     int signal = 0;
     if (sigwait(&signals, &signal) != 0) continue;
+    if (signal == SIGUSR1) {
+      const kvmesh::Status health = node->health();
+      if (health.ok()) continue;  // not from the node
+      spdlog::critical("exiting: {}", health.message());
+      node.reset();
+      std::cout << "kvmeshd " << config.name << " failed: " << health.message() << std::endl;
+      return 70;  // EX_SOFTWARE
+    }
     if (signal == SIGHUP) {
       spdlog::info("SIGHUP: reloading database configs and the ACL");
       // Logs what it loaded, or why it kept the old configs and ACL.

@@ -172,6 +172,14 @@ struct NodeOptions {
   /// it; a node certificate may do everything. Empty (default): no ACL; every authenticated
   /// client may do everything.
   std::string acl_file;
+  /// Called at most once, on one of the node's threads, when the node can no longer do its job
+  /// and cannot repair itself: today when its client gateway or membership actor stops
+  /// unexpectedly (a bug or an exception; exits from other nodes are ignored). The Status
+  /// (kInternal) names what stopped and why; Node::health() returns it from then on. The library
+  /// never ends the process: the node keeps its store open and stays in this state until it is
+  /// destroyed. Do not destroy the node inside the callback; signal another thread to do it.
+  /// kvmeshd logs the Status and exits with code 70. Null (default): only logged, and health().
+  std::function<void(const Status&)> on_fatal;
 };
 
 /// The port kvmeshd listens on unless told otherwise.
@@ -216,6 +224,10 @@ class Node {
   /// Handles stay usable: their next request re-activates the database.
   Result<uint64_t> passivate_all() const;
 
+  /// OK while the node works; after a fatal failure (see NodeOptions::on_fatal) the Status that
+  /// names it, kInternal.
+  Status health() const;
+
   /// The port clients reach this node on, or 0 if it does not listen.
   uint16_t port() const;
   /// The port other nodes reach this node on, or 0 if it is not clustered.
@@ -231,6 +243,7 @@ class Node {
   struct Impl;
 
  private:
+  friend struct NodeTesting;  // bootstrap/node_testing.hpp: in-tree tests only
   explicit Node(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
