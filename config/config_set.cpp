@@ -17,6 +17,22 @@
 
 namespace kvmesh::config {
 
+Status SummariseDiagnostics(const std::vector<ConfigDiagnostic>& found, const std::string& what) {
+  // The first few errors go into the returned Status; all of them are in the diagnostics.
+  constexpr size_t kErrorsInStatus = 3;
+  size_t errors = 0;
+  std::string first;
+  for (const ConfigDiagnostic& d : found) {
+    if (!d.is_error) continue;
+    if (errors < kErrorsInStatus) first += (errors == 0 ? "" : "; ") + d.ToString();
+    ++errors;
+  }
+  if (errors == 0) return Status::OK();
+  if (errors > kErrorsInStatus) first += "; ...";
+  return Status::InvalidConfig(std::to_string(errors) + (errors == 1 ? " error" : " errors") +
+                               " in " + what + ": " + first);
+}
+
 std::string ConfigDiagnostic::ToString() const {
   std::string out = file;
   if (line > 0) out += ":" + std::to_string(line);
@@ -30,8 +46,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The first few errors go into the returned Status; all of them are in the diagnostics.
-constexpr size_t kErrorsInStatus = 3;
 constexpr size_t kMaxSlugBytes = 40;
 
 // Fields whose error was already reported while parsing, so that the value checks do not add a
@@ -427,20 +441,6 @@ void WarnAmbiguousOverlaps(const std::vector<Entry>& entries,
   }
 }
 
-Status Summarise(const std::vector<ConfigDiagnostic>& found) {
-  size_t errors = 0;
-  std::string first;
-  for (const ConfigDiagnostic& d : found) {
-    if (!d.is_error) continue;
-    if (errors < kErrorsInStatus) first += (errors == 0 ? "" : "; ") + d.ToString();
-    ++errors;
-  }
-  if (errors == 0) return Status::OK();
-  if (errors > kErrorsInStatus) first += "; ...";
-  return Status::InvalidConfig(std::to_string(errors) + (errors == 1 ? " error" : " errors") +
-                               " in config: " + first);
-}
-
 enum class Order { kAsFound, kByFileAndLine };
 
 // Checks `entries` as a whole and reports everything found into `*diagnostics` (if any). On
@@ -470,7 +470,7 @@ Status Validate(std::vector<Entry> entries, std::vector<ConfigDiagnostic> found,
                               std::make_pair(file_rank[b.file], b.line);
                      });
   }
-  Status status = Summarise(found);
+  Status status = SummariseDiagnostics(found, "config");
   if (diagnostics != nullptr) {
     diagnostics->insert(diagnostics->end(), std::make_move_iterator(found.begin()),
                         std::make_move_iterator(found.end()));

@@ -61,6 +61,10 @@ struct ConfigDiagnostic {
   std::string ToString() const;
 };
 
+/// OK if `found` holds no error; otherwise kInvalidConfig "N errors in <what>: " followed by the
+/// first few errors (all of them stay in `found`). The one summary of every file kvmesh loads.
+Status SummariseDiagnostics(const std::vector<ConfigDiagnostic>& found, const std::string& what);
+
 /// An immutable, validated set of database configs and the resolution of paths to configs.
 class ConfigSet {
  public:

@@ -53,9 +53,6 @@ bool AclGrant::Gives(Right right, std::string_view database) const {
 
 namespace {
 
-// The first few errors go into the returned Status; all of them are in the diagnostics.
-constexpr size_t kErrorsInStatus = 3;
-
 const std::vector<std::string> kTopFields = {"principals"};
 const std::vector<std::string> kGrantFields = {"role", "databases"};
 
@@ -250,20 +247,6 @@ class AclParser {
   std::unordered_map<std::string, std::vector<AclGrant>>* principals_ = nullptr;
 };
 
-Status Summarise(const std::vector<ConfigDiagnostic>& found) {
-  size_t errors = 0;
-  std::string first;
-  for (const ConfigDiagnostic& d : found) {
-    if (!d.is_error) continue;
-    if (errors < kErrorsInStatus) first += (errors == 0 ? "" : "; ") + d.ToString();
-    ++errors;
-  }
-  if (errors == 0) return Status::OK();
-  if (errors > kErrorsInStatus) first += "; ...";
-  return Status::InvalidConfig(std::to_string(errors) + (errors == 1 ? " error" : " errors") +
-                               " in ACL file: " + first);
-}
-
 std::string DescribeGrant(const AclGrant& g) {
   std::string out = AclRoleName(g.role);
   if (g.databases.empty()) return out + (g.role == AclRole::kAdmin ? "" : " on every database");
@@ -281,7 +264,7 @@ Status Acl::LoadString(std::string_view yaml, const std::string& source_name, Ac
   std::vector<ConfigDiagnostic> found;
   std::unordered_map<std::string, std::vector<AclGrant>> principals;
   AclParser(source_name, &found).Parse(std::string(yaml), &principals);
-  Status s = Summarise(found);
+  Status s = config::SummariseDiagnostics(found, "ACL file");
   if (diagnostics != nullptr) diagnostics->insert(diagnostics->end(), found.begin(), found.end());
   if (!s.ok()) return s;
   out->principals_ = std::move(principals);

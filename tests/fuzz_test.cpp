@@ -902,49 +902,60 @@ TEST_F(FuzzTest, ClaimedPayloadLengthsAreNotAllocatedUpFront) {
 // unless they come from the node itself (messages/remote_exits.hpp). Over a real connection, from
 // a separate actor system, as a client or a cluster peer would.
 TEST_F(FuzzTest, ExitsFromAPeerStopNoActor) {
-  RawPeerConfig config(Watchful());
-  caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", daemon_.port());
-  ASSERT_TRUE(gateway) << system.render(gateway.error());
-  auto peer = system.middleman().remote_actor<peer_actor>("127.0.0.1", daemon_.cluster_port());
-  ASSERT_TRUE(peer) << system.render(peer.error());
-  caf::scoped_actor self{system};
+  // A client and a cluster peer, as two processes: one CAF node keeps one connection to the
+  // node, and the client port delivers messages to the gateway only.
+  RawPeerConfig client_config(Watchful());
+  caf::actor_system client_system{client_config};
+  RawPeerConfig peer_config(Watchful());
+  caf::actor_system peer_system{peer_config};
+  auto gateway = client_system.middleman().remote_actor<gateway_actor>("127.0.0.1", daemon_.port());
+  ASSERT_TRUE(gateway) << client_system.render(gateway.error());
+  auto peer = peer_system.middleman().remote_actor<peer_actor>("127.0.0.1", daemon_.cluster_port());
+  ASSERT_TRUE(peer) << peer_system.render(peer.error());
+  caf::scoped_actor client{client_system};
+  caf::scoped_actor self{peer_system};
   database_peer_actor db;
   caf::error err = AskWithin(
       kAskTimeout, self, *peer, [&](database_peer_actor& found) { db = found; }, atom::replica_v,
       kDataPath);
-  ASSERT_FALSE(err) << system.render(err);
-  const std::vector<std::pair<std::string, caf::actor>> targets = {
-      {"gateway", caf::actor_cast<caf::actor>(*gateway)},
-      {"membership", caf::actor_cast<caf::actor>(*peer)},
-      {"database", caf::actor_cast<caf::actor>(db)}};
+  ASSERT_FALSE(err) << peer_system.render(err) << "\n" << daemon_.output_now();
+  struct Target {
+    std::string name;
+    caf::actor actor;
+    caf::scoped_actor* from;
+    caf::actor_system* system;
+  };
+  const std::vector<Target> targets = {
+      {"gateway", caf::actor_cast<caf::actor>(*gateway), &client, &client_system},
+      {"membership", caf::actor_cast<caf::actor>(*peer), &self, &peer_system},
+      {"database", caf::actor_cast<caf::actor>(db), &self, &peer_system}};
   const std::vector<caf::error> reasons = {
       caf::exit_reason::kill, caf::exit_reason::user_shutdown, caf::exit_reason::unknown,
       ToError(Status::Internal("a custom reason from a peer"))};
-  for (const auto& [name, target] : targets) {
+  for (const auto& [name, target, from, system] : targets) {
     for (const caf::error& reason : reasons) {
-      self->send_exit(target, reason);  // from a named actor of the peer
+      (*from)->send_exit(target, reason);  // from a named actor of the peer
       caf::anon_send(target, caf::exit_msg{target.address(), reason});  // and anonymously
-      self->send(target, reason);  // an asynchronous error message
+      (*from)->send(target, reason);  // an asynchronous error message
     }
     // A peer actor linked to the target that dies: its exit travels to the target too.
-    auto linked = system.spawn([target = target](caf::event_based_actor* a) -> caf::behavior {
+    auto linked = system->spawn([target = target](caf::event_based_actor* a) -> caf::behavior {
       a->link_to(target);
       return {[](int) {}};
     });
-    self->send_exit(linked, caf::exit_reason::kill);
+    (*from)->send_exit(linked, caf::exit_reason::kill);
   }
   const std::string after = "after exits and errors of every reason from a peer";
   err = AskWithin(
-      kAskTimeout, self, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v,
+      kAskTimeout, client, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v,
       kClientProtocolVersion);
-  EXPECT_FALSE(err) << "gateway " << after << ": " << system.render(err);
+  EXPECT_FALSE(err) << "gateway " << after << ": " << client_system.render(err);
   err = AskWithin(
       kAskTimeout, self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
-  EXPECT_FALSE(err) << "membership " << after << ": " << system.render(err);
+  EXPECT_FALSE(err) << "membership " << after << ": " << peer_system.render(err);
   err = AskWithin(
       kAskTimeout, self, db, [](DatabaseStats&) {}, atom::stats_v, testing::Later());
-  EXPECT_FALSE(err) << "database " << after << ": " << system.render(err);
+  EXPECT_FALSE(err) << "database " << after << ": " << peer_system.render(err);
   ExpectServingAndIntact(after);
 }
 
