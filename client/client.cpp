@@ -259,6 +259,12 @@ struct Connection {
     self->request(*gateway, handshake_timeout, atom::hello_v, kClientProtocolVersion)
         .receive([&](uint32_t, uint64_t id) { node_id = id; },
                  [&](caf::error& err) { result = ToStatus(err); });
+    // Nothing was asked of the node yet: a handshake without an answer means the node is not
+    // serving (e.g. its gateway is gone), which the caller may retry, not an indeterminate write.
+    if (result.code() == Code::kTimeout) {
+      return Status::Unavailable("kvmesh node at " + address +
+                                 " did not answer the client handshake: " + result.message());
+    }
     if (!result.ok()) return result;
     // The node's clock, taken as if read when its answer arrived (it was read earlier): deadlines
     // mapped with it are never later in the node's clock than here.
