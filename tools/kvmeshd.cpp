@@ -10,6 +10,7 @@
 
 #include "config/size.hpp"
 #include "kvmesh/node.hpp"
+#include "security/certificates.hpp"
 #include "tools/kvmeshd_settings.hpp"
 #include "tools/version.hpp"
 
@@ -181,6 +182,20 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // With TLS the node's name is its certificate's: peers know it by that name (membership binds
+  // it), so a --name that says otherwise would only mislead whoever reads the logs.
+  if (config.node.tls.enabled() && !config.node.tls.cert_file.empty()) {
+    auto info = kvmesh::security::ReadCertificateInfo(config.node.tls.cert_file);
+    if (info.ok()) {
+      if (name->count() > 0 && config.name != info->common_name) {
+        std::cerr << "kvmeshd: --name " << config.name << " but the certificate "
+                  << config.node.tls.cert_file << " names the node \"" << info->common_name
+                  << "\"; give the same name (or leave --name out)\n";
+        return 2;
+      }
+      config.name = info->common_name;
+    }  // an unreadable certificate is reported by Node::Start
+  }
   kvmesh::ParseSyncMode(sync, &config.node.sync);  // CLI11 checked it
   config.node.sync_period = std::chrono::milliseconds(sync_period_ms);
   config.node.listen_port = port;
@@ -234,6 +249,10 @@ int main(int argc, char** argv) {
             << (configs.ok() ? configs->size() : 0) << " database configs from "
             << config.node.config_dir << "; data in " << config.node.data_dir << " (sync "
             << kvmesh::DescribeSync(config.node.sync, config.node.sync_period) << ")";
+  if (config.node.tls.enabled()) {
+    std::cout << "; mutual TLS with CA " << config.node.tls.ca_file
+              << (config.node.acl_file.empty() ? "" : ", ACL " + config.node.acl_file);
+  }
   if (node->cluster_port() != 0) {
     std::cout << "; cluster port " << config.node.cluster_host << ":" << node->cluster_port();
     if (!config.node.cluster_advertise.empty()) {
