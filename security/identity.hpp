@@ -68,10 +68,16 @@ class PeerDirectory {
   /// Records that a connection authenticated as `identity` announced CAF node `node`. False
   /// (and nothing changes) when `node` is bound to another identity on a connection still open:
   /// the caller must close the new connection. Each true Bind needs one Unbind.
+  /// A node id a node certificate announced stays bound to it for the life of the process, even
+  /// when its connections close: a client cannot take it over in a reconnect gap (and have its
+  /// requests judged with a node's rights). A client's node id may be bound anew once unused.
   bool Bind(const caf::node_id& node, const PeerIdentity& identity) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto [it, inserted] = entries_.try_emplace(node, Entry{identity, 0});
-    if (!inserted && it->second.identity != identity) return false;
+    if (!inserted && it->second.identity != identity) {
+      if (it->second.connections > 0 || it->second.identity.role == PeerRole::kNode) return false;
+      it->second.identity = identity;
+    }
     ++it->second.connections;
     return true;
   }
@@ -80,7 +86,10 @@ class PeerDirectory {
   void Unbind(const caf::node_id& node) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = entries_.find(node);
-    if (it != entries_.end() && --it->second.connections == 0) entries_.erase(it);
+    if (it == entries_.end() || it->second.connections == 0) return;
+    if (--it->second.connections == 0 && it->second.identity.role != PeerRole::kNode) {
+      entries_.erase(it);
+    }
   }
 
   /// The identity `node` authenticated as, if it has an open connection to this node.

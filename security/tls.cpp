@@ -160,7 +160,9 @@ Status TlsContext::Load(const TlsOptions& options, std::shared_ptr<TlsContext>* 
   SSL_CTX_set_options(
       ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
   // CAF may hand SSL_write a buffer that moved (the same bytes) when it retries a write.
-  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Idle connections give their read and write buffers back (about 34 KiB each otherwise).
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
   if (SSL_CTX_load_verify_locations(ctx, options.ca_file.c_str(), nullptr) != 1) {
     return Status::InvalidArgument("--tls-ca " + options.ca_file +
                                    ": cannot read the CA: " + DrainErrors("not a PEM certificate"));
@@ -239,7 +241,13 @@ std::unique_ptr<TlsSession> TlsSession::Connect(std::shared_ptr<TlsContext> cont
     SSL_free(ssl);
     return nullptr;
   }
-  return std::unique_ptr<TlsSession>(new TlsSession(std::move(context), ssl, true));
+  std::unique_ptr<TlsSession> session(new TlsSession(std::move(context), ssl, true));
+  // The first flight (ClientHello) goes out now, on the freshly connected socket; the answers
+  // arrive as reads, which drive the rest of the handshake. If this already fails (a fast peer
+  // answered and its certificate is refused), the session's first read reports it.
+  size_t ignored = 0;
+  session->Transfer(false, ignored, nullptr, 0);
+  return session;
 }
 
 TlsSession::~TlsSession() {
@@ -302,6 +310,7 @@ caf::io::network::rw_state TlsSession::Transfer(bool reading, size_t& result, vo
     const int ret = SSL_do_handshake(ssl_);
     if (ret != 1) return failed(ret, "handshake");
     if (!FinishHandshake()) return rw_state::failure;
+    if (on_established_) on_established_();
   }
   if (len == 0) return rw_state::indeterminate;
   const int n = static_cast<int>(std::min<size_t>(len, 1u << 30));

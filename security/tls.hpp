@@ -12,6 +12,7 @@
 #include <caf/io/network/native_socket.hpp>
 #include <caf/io/network/rw_state.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -83,6 +84,12 @@ class TlsSession {
   /// Why the handshake or the connection failed; empty if it did not.
   const std::string& failure() const { return failure_; }
 
+  /// True once the handshake completed and the peer was accepted.
+  bool established() const { return peer_.has_value(); }
+
+  /// Called (once) when the session becomes established(), on the thread driving it.
+  void set_on_established(std::function<void()> callback) { on_established_ = std::move(callback); }
+
  private:
   TlsSession(std::shared_ptr<TlsContext> context, SSL* ssl, bool nodes_only)
       : context_(std::move(context)), ssl_(ssl), nodes_only_(nodes_only) {}
@@ -94,6 +101,7 @@ class TlsSession {
   SSL* ssl_;
   const bool nodes_only_;
   bool handshake_done_ = false;
+  std::function<void()> on_established_;
   std::optional<PeerIdentity> peer_;
   std::string failure_;
 };

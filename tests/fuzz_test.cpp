@@ -877,6 +877,21 @@ TEST(ClientGatewayTest, ForgedRepliesCannotHijackADatabase) {
 // 1 GiB resident per connection while it stayed open. kvmesh's connection guard
 // (transport/connection_guard.hpp) closes such a connection on reading the header, on the client
 // port and the cluster port.
+// CAF's broker reads a handshake's payload without checking there is one: a handshake header
+// announcing no payload crashed the node (found by the review of issue 14). Refused at the header.
+TEST_F(FuzzTest, HandshakesWithoutAPayloadAreRefused) {
+  for (int port : {daemon_.port(), daemon_.cluster_port()}) {
+    for (uint8_t operation : {uint8_t{kClientHandshake}, uint8_t{0x00}}) {
+      int fd = Connect(port);
+      ASSERT_GE(fd, 0);
+      SendAll(fd, BaspHeader(operation, 0, 0, kBaspVersion, 0, 0));
+      EXPECT_TRUE(kvmesh::testing::WaitClosedByPeer(fd, 5s));
+      ::close(fd);
+    }
+  }
+  ExpectServingAndIntact("after handshakes without a payload");
+}
+
 TEST_F(FuzzTest, ClaimedPayloadLengthsAreNotAllocatedUpFront) {
   std::vector<int> held;
   for (int port : {daemon_.port(), daemon_.cluster_port()}) {
@@ -946,10 +961,19 @@ TEST_F(FuzzTest, ExitsFromAPeerStopNoActor) {
     (*from)->send_exit(linked, caf::exit_reason::kill);
   }
   const std::string after = "after exits and errors of every reason from a peer";
+  // Asked over a new connection: what the attacker did to its own proxies is its business (its
+  // link request never reached the node, which takes only requests from clients).
+  RawPeerConfig fresh_config(Watchful());
+  caf::actor_system fresh_system{fresh_config};
+  auto fresh_gateway =
+      fresh_system.middleman().remote_actor<gateway_actor>("127.0.0.1", daemon_.port());
+  ASSERT_TRUE(fresh_gateway) << fresh_system.render(fresh_gateway.error());
+  caf::scoped_actor fresh{fresh_system};
   err = AskWithin(
-      kAskTimeout, client, *gateway, [](uint32_t, uint64_t) {}, atom::hello_v,
+      kAskTimeout, fresh, *fresh_gateway, [](uint32_t, uint64_t) {}, atom::hello_v,
       kClientProtocolVersion);
-  EXPECT_FALSE(err) << "gateway " << after << ": " << client_system.render(err);
+  EXPECT_FALSE(err) << "gateway " << after << ": " << client_system.render(err) << "\n"
+                    << daemon_.output_now();
   err = AskWithin(
       kAskTimeout, self, *peer, [](std::vector<MemberStatus>&) {}, atom::members_v);
   EXPECT_FALSE(err) << "membership " << after << ": " << peer_system.render(err);

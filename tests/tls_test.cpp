@@ -9,11 +9,13 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
@@ -356,6 +358,44 @@ TEST(TlsDaemonTest, PeersWithoutAValidCertificateCostTheNodeNothing) {
   EXPECT_LT(after_kb - before_kb, 8 * 1024) << before_kb << " KiB before, " << after_kb << " after";
   EXPECT_TRUE(db.put("/after", "still serving").ok());
   EXPECT_EQ(RawTls(d.port(), alice, alice), "") << "the node stopped taking valid clients";
+}
+
+// A peer that starts a TLS handshake and never finishes it costs the node no CPU while its
+// handshake deadline runs: the node has its BASP handshake to send from the first moment, and a
+// write that must wait for the peer's handshake messages must not be retried in a loop.
+TEST(TlsDaemonTest, UnfinishedHandshakesCostTheNodeNoCpu) {
+  testing::TempDir dir;
+  const TlsOptions node_tls = SharedTestPki().Node("n0");
+  testing::DaemonProcess d;
+  ASSERT_TRUE(
+      d.Start(KVMESHD_PATH, {"--data-dir", dir / "data", "--config-dir", KVMESH_EXAMPLE_CONFIGS,
+                             "--port", "0", "--tls-ca", node_tls.ca_file, "--tls-cert",
+                             node_tls.cert_file, "--tls-key", node_tls.key_file}))
+      << d.output();
+  const TlsOptions alice = SharedTestPki().Client("alice");
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_use_certificate_file(ctx, alice.cert_file.c_str(), SSL_FILETYPE_PEM);
+  SSL_CTX_use_PrivateKey_file(ctx, alice.key_file.c_str(), SSL_FILETYPE_PEM);
+  std::vector<std::pair<int, SSL*>> held;
+  for (int i = 0; i < 4; ++i) {
+    const int fd = testing::Connect(d.port());
+    ASSERT_GE(fd, 0);
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    SSL* ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    SSL_connect(ssl);  // sends the ClientHello and returns (would block): never called again
+    held.emplace_back(fd, ssl);
+  }
+  const double before = testing::CpuSeconds(d.pid());
+  std::this_thread::sleep_for(2s);  // what is measured is the node's CPU over this time
+  const double used = testing::CpuSeconds(d.pid()) - before;
+  EXPECT_LT(used, 0.5) << "kvmeshd used " << used
+                       << " s of CPU in 2 s with 4 unfinished handshakes";
+  for (auto& [fd, ssl] : held) {
+    SSL_free(ssl);
+    ::close(fd);
+  }
+  SSL_CTX_free(ctx);
 }
 
 }  // namespace

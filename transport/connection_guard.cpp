@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 #include <caf/binary_deserializer.hpp>
+#include <caf/binary_serializer.hpp>
 #include <caf/io/all.hpp>
 #include <caf/io/basp/header.hpp>
 #include <caf/io/basp_broker.hpp>
@@ -139,6 +140,10 @@ class ConnectionGuard {
     if (total_ >= limits_.max_connections) {
       bound = "max_connections";
       limit = limits_.max_connections;
+    } else if (pending_.size() >= limits_.max_pending_handshakes) {
+      // Each costs buffers (TLS state) until its handshake is done or its deadline passes.
+      bound = "max_pending_handshakes";
+      limit = limits_.max_pending_handshakes;
     } else if (from_address >= limits_.max_connections_per_address) {
       bound = "max_connections_per_address";
       limit = limits_.max_connections_per_address;
@@ -210,8 +215,11 @@ class GuardedConnection : public caf::io::scribe {
     size_t max_message_bytes = 0;
     /// The peer must hold a node certificate (TLS only).
     bool nodes_only = false;
-    /// If not 0: messages to other actors are dropped (ListenerLimits::published_actor_only).
+    /// If not 0: messages to other actors are dropped (ListenerLimits::published_actor_only),
+    /// and a message to it must carry no forwarding stages and be one of `requests`.
     caf::actor_id only_actor = 0;
+    /// The type strings of the messages the published actor takes (see RequestTypes).
+    std::shared_ptr<const std::set<std::string>> requests;
     /// Remote address, and what the connection is, for logs ("from A to the cluster port 7371").
     std::string address;
     std::string description;
@@ -264,6 +272,9 @@ class GuardedConnection : public caf::io::scribe {
   }
 
  protected:
+  /// While set, rd_buf() returns this instead of the stream's buffer (see Deliver).
+  std::vector<char>* rd_override_ = nullptr;
+
   /// The peer's verified certificate, with TLS once the handshake is done; nullopt otherwise.
   virtual std::optional<security::PeerIdentity> PeerCertificate() const = 0;
 
@@ -289,6 +300,20 @@ class GuardedConnection : public caf::io::scribe {
     caf::binary_deserializer source{ctx, static_cast<const char*>(buf), num_bytes};
     if (source(header)) {  // an unreadable header is the broker's to refuse
       return caf::io::scribe::consume(ctx, buf, num_bytes);
+    }
+    // CAF's broker dereferences the payload of a handshake without checking there is one, and
+    // trusts other header fields it checks only later: an invalid header closes at once.
+    if (!basp::valid(header) || (basp::is_handshake(header) && header.payload_len == 0)) {
+      WarnRateLimited(refusals_log, "refusals",
+                      "closed the connection {}: an invalid BASP header ({}, {} bytes)",
+                      settings_.description, to_string(header.operation), header.payload_len);
+      return Refuse();
+    }
+    if (settings_.only_actor != 0 && header.operation == basp::message_type::routed_message) {
+      WarnRateLimited(refusals_log, "refusals",
+                      "closed the connection {}: a client sent a routed message",
+                      settings_.description);
+      return Refuse();
     }
     if (header.payload_len > settings_.max_message_bytes) {
       WarnRateLimited(oversized_log, "closes",
@@ -339,6 +364,7 @@ class GuardedConnection : public caf::io::scribe {
       case basp::message_type::routed_message:
       case basp::message_type::monitor_message:
       case basp::message_type::down_message:
+      hold:
         held_header_.assign(static_cast<const char*>(buf),
                             static_cast<const char*>(buf) + num_bytes);
         held_operation_ = header.operation;
@@ -346,16 +372,47 @@ class GuardedConnection : public caf::io::scribe {
         configure_read(caf::io::receive_policy::exactly(header.payload_len));
         return true;
       default:
+        // A client's request is checked before CAF deserializes it (RequestAllowed).
+        if (settings_.only_actor != 0 && header.operation == basp::message_type::direct_message) {
+          goto hold;
+        }
         state_ = State::kPayload;
         return caf::io::scribe::consume(ctx, buf, num_bytes);
     }
   }
 
+  /// On the client port: a direct message must carry no forwarding stages and be one of the
+  /// gateway's requests. CAF deserializes a message (and its stages) before any actor sees it,
+  /// and makes a proxy, with an indirect route through this connection, for every actor handle
+  /// of an unknown node in it, under a lock it also holds while blocking on the I/O thread: a
+  /// client sending thousands of made-up handles deadlocked the node. Requests carry none.
+  bool RequestAllowed(caf::execution_unit* ctx, const void* buf, size_t num_bytes,
+                      std::string* type) {
+    caf::binary_deserializer source{ctx, static_cast<const char*>(buf), num_bytes};
+    size_t stages = 0;
+    uint16_t type_number = 0;
+    if (source.begin_sequence(stages) || stages != 0) {
+      *type = "(forwarding stages)";
+      return false;
+    }
+    if (source.begin_object(type_number, *type) || type_number != 0) return false;
+    return settings_.requests && settings_.requests->count(*type) > 0;
+  }
+
   bool ConsumeHeldPayload(caf::execution_unit* ctx, const void* buf, size_t num_bytes) {
     caf::binary_deserializer source{ctx, static_cast<const char*>(buf), num_bytes};
     const caf::node_id& this_node = parent()->system().node();
-    if (held_operation_ == basp::message_type::server_handshake ||
-        held_operation_ == basp::message_type::client_handshake) {
+    if (held_operation_ == basp::message_type::direct_message) {
+      std::string type;
+      if (!RequestAllowed(ctx, buf, num_bytes, &type)) {
+        WarnRateLimited(dropped_log, "dropped messages",
+                        "replaced a message on the connection {} by an empty one: the gateway "
+                        "takes no {}",
+                        settings_.description, type.empty() ? "unreadable message" : type);
+        return DeliverEmpty(ctx);
+      }
+    } else if (held_operation_ == basp::message_type::server_handshake ||
+               held_operation_ == basp::message_type::client_handshake) {
       caf::node_id announced;
       if (source(announced)) return Deliver(ctx, buf, num_bytes);  // the broker's to refuse
       if (!Bind(announced)) return Refuse();
@@ -384,17 +441,39 @@ class GuardedConnection : public caf::io::scribe {
     return Deliver(ctx, buf, num_bytes);
   }
 
-  /// Hands the held header and then `buf` (its payload) to the broker. CAF's scribe::consume
-  /// reads the stream's buffer, not its argument, so each goes through that buffer in turn.
-  bool Deliver(caf::execution_unit* ctx, const void* buf, size_t num_bytes) {
+  /// Hands the held header and then its payload to the broker: `replacement` if given, else the
+  /// payload just read (in the stream's buffer). CAF's scribe::consume reads rd_buf(), not its
+  /// argument, so rd_buf() is pointed at each in turn; nothing is copied.
+  bool Deliver(caf::execution_unit* ctx, const void* buf, size_t num_bytes,
+               std::vector<char>* replacement = nullptr) {
     MessageComplete();
-    std::vector<char> payload(static_cast<const char*>(buf),
-                              static_cast<const char*>(buf) + num_bytes);
-    rd_buf().assign(held_header_.begin(), held_header_.end());
-    if (!caf::io::scribe::consume(ctx, rd_buf().data(), held_header_.size())) return false;
-    if (detached()) return false;
-    rd_buf().assign(payload.begin(), payload.end());
-    return caf::io::scribe::consume(ctx, rd_buf().data(), payload.size());
+    rd_override_ = &held_header_;
+    const bool header_taken =
+        caf::io::scribe::consume(ctx, held_header_.data(), held_header_.size());
+    rd_override_ = nullptr;
+    if (!header_taken || detached()) return false;
+    if (replacement == nullptr) return caf::io::scribe::consume(ctx, buf, num_bytes);
+    rd_override_ = replacement;
+    const bool taken = caf::io::scribe::consume(ctx, replacement->data(), replacement->size());
+    rd_override_ = nullptr;
+    return taken;
+  }
+
+  /// Replaces the held request by an empty message, which the gateway refuses as it refuses
+  /// any message it does not take (unexpected_message): the client gets its clear error, and
+  /// CAF deserializes nothing the client wrote.
+  bool DeliverEmpty(caf::execution_unit* ctx) {
+    std::vector<char> empty;
+    caf::binary_serializer sink{ctx, empty};
+    if (sink(std::vector<caf::strong_actor_ptr>{}, caf::message{})) return Refuse();
+    basp::header header;
+    caf::binary_deserializer source{ctx, held_header_.data(), held_header_.size()};
+    if (source(header)) return Refuse();
+    header.payload_len = static_cast<uint32_t>(empty.size());
+    held_header_.clear();
+    caf::binary_serializer header_sink{ctx, held_header_};
+    if (header_sink(header)) return Refuse();
+    return Deliver(ctx, nullptr, 0, &empty);
   }
 
   /// Records which CAF node this connection speaks for; false if it may not.
@@ -407,9 +486,14 @@ class GuardedConnection : public caf::io::scribe {
                       settings_.description);
       return false;
     }
-    if (announced == parent()->system().node() && settings_.security.tls) {
-      // Our own node id from a peer that is not us: only a peer replaying our handshake.
-      if (!identity_ || identity_->role != security::PeerRole::kNode) return false;
+    if (announced == parent()->system().node() && settings_.guard) {
+      // Our own node id on a connection a peer opened: never a real connection to ourselves
+      // (CAF closes those after the server handshake), and it would make proxies that pass
+      // for this node's own actors.
+      WarnRateLimited(refusals_log, "refusals",
+                      "closed the connection {}: it announced this node's own id",
+                      settings_.description);
+      return false;
     }
     has_peer_node_ = true;
     peer_node_ = announced;
@@ -453,10 +537,21 @@ class Connection final : public GuardedConnection {
   /// `session` is the TLS session inside the policy (nullptr for plain TCP).
   template <class... Ts>
   Connection(net::default_multiplexer& mpx, net::native_socket fd, Settings settings,
-             const security::TlsSession* session, Ts&&... policy_args)
+             security::TlsSession* session, Ts&&... policy_args)
       : GuardedConnection(fd, std::move(settings)),
         session_(session),
-        stream_(mpx, fd, std::forward<Ts>(policy_args)...) {}
+        stream_(mpx, fd, std::forward<Ts>(policy_args)...) {
+    if (session != nullptr) {
+      // Runs on the multiplexer thread, inside the stream's own event handling.
+      // Nothing is written before the TLS handshake is done (see flush()).
+      session->set_on_established([this] {
+        if (flush_deferred_) {
+          flush_deferred_ = false;
+          stream_.flush(this);
+        }
+      });
+    }
+  }
 
   void Close() override {
     if (!detached()) io_failure(&stream_.backend(), net::operation::read);
@@ -468,12 +563,25 @@ class Connection final : public GuardedConnection {
   }
   void ack_writes(bool enable) override { stream_.ack_writes(enable); }
   std::vector<char>& wr_buf() override { return stream_.wr_buf(); }
-  std::vector<char>& rd_buf() override { return stream_.rd_buf(); }
+  std::vector<char>& rd_buf() override {
+    return rd_override_ != nullptr ? *rd_override_ : stream_.rd_buf();
+  }
   void graceful_shutdown() override {
     stream_.graceful_shutdown();
     detach(&stream_.backend(), false);
   }
-  void flush() override { stream_.flush(this); }
+  // CAF's broker writes its BASP handshake as soon as a connection is accepted. Over TLS, a
+  // write before the handshake is done cannot proceed until the peer's handshake messages are
+  // read, and CAF's stream retries a write on every writable event: it would spin the I/O thread
+  // for as long as a peer holds its handshake back. So the data waits in the stream's buffer and
+  // is flushed once the session is established (a refused session never sends it).
+  void flush() override {
+    if (session_ != nullptr && !session_->established()) {
+      flush_deferred_ = true;
+      return;
+    }
+    stream_.flush(this);
+  }
   std::string addr() const override {
     auto x = net::remote_addr_of_fd(stream_.fd());
     return x ? *x : std::string();
@@ -498,13 +606,13 @@ class Connection final : public GuardedConnection {
  private:
   void Launch() {
     launched_ = true;
+    // With TLS the reads drive the handshake (a connecting session sent its ClientHello when it
+    // was made): no write event is asked for before the session is established (see flush()).
     stream_.start(this);
-    // With TLS, a connection this side opened must write first (ClientHello); an empty write
-    // drives the handshake. Harmless for plain TCP.
-    if constexpr (std::is_same_v<Policy, TlsPolicy>) stream_.force_empty_write(this);
   }
 
   bool launched_ = false;
+  bool flush_deferred_ = false;
   const security::TlsSession* const session_;
   net::stream_impl<Policy> stream_;
 };
@@ -555,7 +663,7 @@ caf::intrusive_ptr<GuardedConnection> MakeConnection(net::default_multiplexer& m
                      ? security::TlsSession::Accept(settings.security.tls, fd, settings.nodes_only)
                      : security::TlsSession::Connect(settings.security.tls, fd, host);
   if (!session) return nullptr;
-  const security::TlsSession* raw = session.get();  // owned by the policy, as long as the stream
+  security::TlsSession* raw = session.get();  // owned by the policy, as long as the stream
   std::string description = settings.description;
   return caf::make_counted<Connection<TlsPolicy>>(mpx, fd, std::move(settings), raw,
                                                   std::move(session), std::move(description));
@@ -566,11 +674,12 @@ class GuardedDoorman final : public net::doorman_impl {
  public:
   GuardedDoorman(net::default_multiplexer& mpx, net::native_socket fd,
                  std::shared_ptr<ConnectionGuard> guard, TransportSecurity security,
-                 caf::actor_id published)
+                 caf::actor_id published, std::shared_ptr<const std::set<std::string>> requests)
       : doorman_impl(mpx, fd),
         guard_(std::move(guard)),
         security_(std::move(security)),
-        published_(published) {}
+        published_(published),
+        requests_(std::move(requests)) {}
 
   // As doorman_impl::new_connection, with the admission check and a GuardedConnection.
   bool new_connection() override {
@@ -590,7 +699,10 @@ class GuardedDoorman final : public net::doorman_impl {
     settings.security = security_;
     settings.max_message_bytes = guard_->limits().max_message_bytes;
     settings.nodes_only = guard_->limits().nodes_only;
-    if (guard_->limits().published_actor_only) settings.only_actor = published_;
+    if (guard_->limits().published_actor_only) {
+      settings.only_actor = published_;
+      settings.requests = requests_;
+    }
     settings.address = from;
     settings.description =
         "from " + from + " to the " + guard_->limits().name + " " + std::to_string(guard_->port());
@@ -610,7 +722,42 @@ class GuardedDoorman final : public net::doorman_impl {
   std::shared_ptr<ConnectionGuard> guard_;
   TransportSecurity security_;
   const caf::actor_id published_;
+  const std::shared_ptr<const std::set<std::string>> requests_;
 };
+
+/// The type strings CAF gives the messages an actor with interface `sigs` takes
+/// ("caf::replies_to<put,@str,@str>::with<ok>" takes "@<>+@atom+@str+@str").
+std::shared_ptr<const std::set<std::string>> RequestTypes(const std::set<std::string>& sigs) {
+  auto out = std::make_shared<std::set<std::string>>();
+  for (const std::string& sig : sigs) {
+    const size_t open = sig.find('<');
+    const size_t close = sig.find(">::with<");
+    if (open == std::string::npos) continue;
+    const std::string inputs =
+        sig.substr(open + 1, (close == std::string::npos ? sig.rfind('>') : close) - open - 1);
+    std::string type = "@<>";
+    int depth = 0;
+    std::string token;
+    bool first = true;
+    auto take = [&] {
+      // The first input is the request's atom, which CAF serializes as "@atom".
+      type += "+" + (first ? std::string("@atom") : token);
+      first = false;
+      token.clear();
+    };
+    for (char c : inputs) {
+      if (c == ',' && depth == 0) {
+        take();
+        continue;
+      }
+      depth += c == '<' ? 1 : c == '>' ? -1 : 0;
+      token += c;
+    }
+    take();
+    out->insert(type);
+  }
+  return out;
+}
 
 caf::behavior HandshakeSweeper(caf::event_based_actor* self,
                                std::vector<std::shared_ptr<ConnectionGuard>> guards,
@@ -640,7 +787,7 @@ Status PublishGuarded(caf::actor_system& system, const caf::strong_actor_ptr& wh
   }
   auto guard = std::make_shared<ConnectionGuard>(std::move(limits));
   caf::io::doorman_ptr doorman =
-      caf::make_counted<GuardedDoorman>(mpx, *fd, guard, security, whom->id());
+      caf::make_counted<GuardedDoorman>(mpx, *fd, guard, security, whom->id(), RequestTypes(sigs));
   const uint16_t bound = doorman->port();
   guard->set_port(bound);
   // What middleman::publish does after opening its own doorman: the BASP broker takes it over
@@ -695,7 +842,10 @@ caf::actor SpawnConnector(caf::actor_system& system, TransportSecurity security,
                     promise.deliver(std::move(node), std::move(actor), std::move(interface));
                     self->quit();
                   },
-                  [=](caf::error& err) mutable {
+                  [=, mpx = &mpx](caf::error& err) mutable {
+                    // A peer that never answers the BASP handshake would keep this connection
+                    // (no listener's deadline covers it): close it.
+                    mpx->post([connection] { connection->Close(); });
                     // With TLS, a refused handshake looks like any closed connection to CAF;
                     // say what TLS saw.
                     if (std::string why = connection->TlsFailure(); !why.empty()) {

@@ -61,6 +61,9 @@ struct ListenerLimits {
   size_t max_connections = 10000;
   /// Most connections open on the port from one remote address.
   size_t max_connections_per_address = 1000;
+  /// Most connections on the port that have not finished their handshake (TLS and BASP); more
+  /// are refused until some finish or time out. Bounds what peers without a certificate cost.
+  size_t max_pending_handshakes = 256;
   /// Largest message payload a peer may announce (the BASP payload length).
   size_t max_message_bytes = 0;
   /// A connection must deliver its first complete message (the handshake) within this.
