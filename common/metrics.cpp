@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+
+#include <unistd.h>
 
 namespace kvmesh::metrics {
 
@@ -127,6 +130,35 @@ void TextWriter::Histogram(std::string_view name, const Labels& labels,
   }
   Sample(std::string(name) + "_sum", labels, h.sum);
   Sample(std::string(name) + "_count", labels, static_cast<double>(cumulative));
+}
+
+ProcessStats ReadProcessStats() {
+  ProcessStats out;
+  const long page = sysconf(_SC_PAGESIZE);
+  const long ticks = sysconf(_SC_CLK_TCK);
+  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+    unsigned long long size = 0, resident = 0;
+    if (std::fscanf(f, "%llu %llu", &size, &resident) == 2 && page > 0) {
+      out.resident_bytes = resident * static_cast<uint64_t>(page);
+    }
+    std::fclose(f);
+  }
+  if (std::FILE* f = std::fopen("/proc/self/stat", "r")) {
+    char buf[1024];
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are fields 14 and 15 of the line, the 12th and 13th after ") ".
+    if (const char* p = std::strrchr(buf, ')'); p != nullptr && ticks > 0) {
+      unsigned long long utime = 0, stime = 0;
+      if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                      &stime) == 2) {
+        out.cpu_seconds = static_cast<double>(utime + stime) / static_cast<double>(ticks);
+      }
+    }
+  }
+  return out;
 }
 
 const char* OpName(Op op) {

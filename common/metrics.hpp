@@ -107,6 +107,13 @@ class TextWriter {
 /// How a float is written in the text format ("+Inf", "NaN", integers without exponent).
 std::string FormatValue(double v);
 
+/// This process's resident memory and CPU time, from /proc/self (zeros where unreadable).
+struct ProcessStats {
+  uint64_t resident_bytes = 0;
+  double cpu_seconds = 0;  // user + system
+};
+ProcessStats ReadProcessStats();
+
 /// The operations of the database API that are counted, in label order.
 enum class Op : uint8_t { kPut, kGet, kErase, kList, kBatch, kStats, kStatus };
 inline constexpr size_t kOpCount = 7;
