@@ -8,9 +8,11 @@
 #include <sstream>
 #include <string>
 
+#include "config/config_set.hpp"
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "test_util.hpp"
+#include "testing/local_cluster.hpp"
 
 namespace kvmesh {
 namespace {
@@ -115,6 +117,52 @@ TEST(MetricsScrape, ScrapesDoNotKeepDatabasesRunning) {
     return running.ok() && *running == 0;
   });
   EXPECT_TRUE(passivated) << "still running after " << scrapes << " scrapes";
+}
+
+// Replication and membership as node 0 of two sees them, before and after node 1 stops.
+TEST(MetricsScrape, ShowsPeersAndMembersOfACluster) {
+  TempDir dir;
+  auto configs = std::make_shared<config::ConfigSet>();
+  ASSERT_TRUE(config::ConfigSet::LoadString(
+                  "id: r2\nmatcher: /r/*\nsize: 1MB\nreplication:\n  min: 1\n  max: 2\n",
+                  "metrics.yaml", configs.get(), nullptr)
+                  .ok());
+  LocalClusterOptions options;
+  options.nodes = 2;
+  options.dir = dir.path();
+  options.configs = configs;
+  std::unique_ptr<LocalCluster> cluster;
+  ASSERT_TRUE(LocalCluster::Start(options, &cluster).ok());
+  const std::string peer = FormatNodeId(cluster->node_id(1));
+  Database db = cluster->node(0)->open("/r/a");
+  ASSERT_TRUE(db.put("k", "v").ok());
+
+  std::map<std::string, double> m;
+  std::string text;
+  auto scrape = [&] {
+    Result<std::string> r = cluster->node(0)->metrics();
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    text = r.ok() ? *r : "";
+    m = Parse(dir, text);
+  };
+  EXPECT_TRUE(testing::Eventually(std::chrono::seconds(10), [&] {
+    scrape();
+    return m["kvmesh_replication_peer_reachable|peer=" + peer] == 1 &&
+           m["kvmesh_replication_pending_deltas|peer=" + peer] == 0;
+  })) << text;
+  EXPECT_EQ(m["kvmesh_members|state=up"], 2) << text;
+  EXPECT_EQ(m["kvmesh_member_up|node=" + peer], 1);
+
+  cluster->Stop(1);
+  ASSERT_TRUE(db.put("k2", "v2").ok());  // min 1: accepted while node 1 is away
+  EXPECT_TRUE(testing::Eventually(std::chrono::seconds(10), [&] {
+    scrape();
+    return m["kvmesh_members|state=down"] == 1;
+  })) << text;
+  EXPECT_EQ(m["kvmesh_member_up|node=" + peer], 0) << text;
+  EXPECT_EQ(m["kvmesh_replication_peer_reachable|peer=" + peer], 0) << text;
+  // Nothing is queued for an unreachable peer (anti-entropy repairs it when it is back).
+  EXPECT_EQ(m["kvmesh_replication_pending_deltas|peer=" + peer], 0) << text;
 }
 
 }  // namespace
