@@ -112,29 +112,42 @@ Status AuthorizeKnown(gateway_pointer self, Caller* caller) {
 /// normalised paths, so a path found among them is normalised: only a first request, or another
 /// spelling, pays for the normalisation.
 template <class Reply, class... Ts>
-caf::result<Reply> Forward(gateway_pointer self, security::Right right, const std::string& raw_path,
-                           Deadline deadline, Ts... args) {
+caf::result<Reply> Forward(gateway_pointer self, std::optional<metrics::Op> op,
+                           security::Right right, const std::string& raw_path, Deadline deadline,
+                           Ts... args) {
+  // Counted once, when answered (README "Metrics"); `op` empty: not counted (an open).
+  const auto start = std::chrono::steady_clock::now();
+  std::shared_ptr<metrics::RequestMetrics> requests = self->state.requests;
+  auto record = [requests, op, start](Code code) {
+    if (requests && op) requests->Record(*op, code, std::chrono::steady_clock::now() - start);
+  };
+  auto refuse = [&](Status s) {
+    record(s.code());
+    return ToError(std::move(s));
+  };
   // A request that waited past its deadline (its client gave up on it) goes no further.
   if (deadline.Passed()) {
-    return ToError(Status::Timeout(DeadlinePassedMessage("the node's gateway forwarded it")));
+    return refuse(Status::Timeout(DeadlinePassedMessage("the node's gateway forwarded it")));
   }
   std::string path;
   if (self->state.routes.count(raw_path) > 0) {
     path = raw_path;
   } else {
     Status s = NormalizeDatabasePath(raw_path, &path);
-    if (!s.ok()) return ToError(Status(s.code(), s.message() + ": " + Quote(raw_path)));
+    if (!s.ok()) return refuse(Status(s.code(), s.message() + ": " + Quote(raw_path)));
   }
   // Before a route exists or anything is sent: a denied request changes nothing.
-  if (Status s = Authorize(self, right, path); !s.ok()) return ToError(s);
+  if (Status s = Authorize(self, right, path); !s.ok()) return refuse(std::move(s));
   auto promise = self->make_response_promise<Reply>();
   std::shared_ptr<OrderedRoute> ordered = EntryFor(self, path).ordered;
-  std::function<void(caf::expected<Reply>)> done = [self, path, ordered,
-                                                    promise](caf::expected<Reply> reply) mutable {
+  std::function<void(caf::expected<Reply>)> done = [self, path, ordered, promise,
+                                                    record](caf::expected<Reply> reply) mutable {
     if (reply) {
+      record(Code::kOk);
       promise.deliver(std::move(*reply));
       return;
     }
+    record(ToStatus(reply.error()).code());
     promise.deliver(reply.error());
     // A path that never opened (no config matches, say) keeps no entry: otherwise a peer could
     // grow the gateway's memory with one entry per distinct bad path.
@@ -150,13 +163,12 @@ caf::result<Reply> Forward(gateway_pointer self, security::Right right, const st
 
 }  // namespace
 
-gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
-                                                 matcher_supervisor_actor supervisor,
-                                                 caf::timespan timeout, uint64_t node_id,
-                                                 peer_actor membership, std::string sync,
-                                                 LocalStatusFiller fill_local_status,
-                                                 GatewaySecurity security) {
+gateway_actor::behavior_type client_gateway_impl(
+    gateway_pointer self, matcher_supervisor_actor supervisor, caf::timespan timeout,
+    uint64_t node_id, peer_actor membership, std::string sync, LocalStatusFiller fill_local_status,
+    GatewaySecurity security, std::shared_ptr<metrics::RequestMetrics> requests) {
   self->state.security = std::move(security);
+  self->state.requests = std::move(requests);
   self->state.supervisor = std::move(supervisor);
   self->state.fill_local_status = std::move(fill_local_status);
   self->state.membership = std::move(membership);
@@ -236,34 +248,37 @@ gateway_actor::behavior_type client_gateway_impl(gateway_pointer self,
         return Deadline::NowNs();
       },
       [=](atom::open, const std::string& path, Deadline deadline) {
-        return Forward<DatabaseStats>(self, Right::kRead, path, deadline, atom::stats_v);
+        return Forward<DatabaseStats>(self, std::nullopt, Right::kRead, path, deadline,
+                                      atom::stats_v);
       },
       [=](atom::put, const std::string& path, std::string& key, std::string& value,
           Deadline deadline) {
-        return Forward<atom::ok>(self, Right::kWrite, path, deadline, atom::put_v, std::move(key),
-                                 std::move(value));
+        return Forward<atom::ok>(self, metrics::Op::kPut, Right::kWrite, path, deadline,
+                                 atom::put_v, std::move(key), std::move(value));
       },
       [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {
-        return Forward<std::string>(self, Right::kRead, path, deadline, atom::get_v,
-                                    std::move(key));
+        return Forward<std::string>(self, metrics::Op::kGet, Right::kRead, path, deadline,
+                                    atom::get_v, std::move(key));
       },
       [=](atom::erase, const std::string& path, std::string& key, Deadline deadline) {
-        return Forward<atom::ok>(self, Right::kWrite, path, deadline, atom::erase_v,
-                                 std::move(key));
+        return Forward<atom::ok>(self, metrics::Op::kErase, Right::kWrite, path, deadline,
+                                 atom::erase_v, std::move(key));
       },
       [=](atom::list, const std::string& path, ListOptions& options, Deadline deadline) {
-        return Forward<ListPage>(self, Right::kRead, path, deadline, atom::list_v,
-                                 std::move(options));
+        return Forward<ListPage>(self, metrics::Op::kList, Right::kRead, path, deadline,
+                                 atom::list_v, std::move(options));
       },
       [=](atom::batch, const std::string& path, WriteBatch& batch, Deadline deadline) {
-        return Forward<atom::ok>(self, Right::kWrite, path, deadline, atom::batch_v,
-                                 std::move(batch));
+        return Forward<atom::ok>(self, metrics::Op::kBatch, Right::kWrite, path, deadline,
+                                 atom::batch_v, std::move(batch));
       },
       [=](atom::stats, const std::string& path, Deadline deadline) {
-        return Forward<DatabaseStats>(self, Right::kRead, path, deadline, atom::stats_v);
+        return Forward<DatabaseStats>(self, metrics::Op::kStats, Right::kRead, path, deadline,
+                                      atom::stats_v);
       },
       [=](atom::status, const std::string& path, Deadline deadline) {
-        return Forward<ReplicationStatus>(self, Right::kRead, path, deadline, atom::status_v);
+        return Forward<ReplicationStatus>(self, metrics::Op::kStatus, Right::kRead, path, deadline,
+                                          atom::status_v);
       },
       [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
         Caller caller;

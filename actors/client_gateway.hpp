@@ -24,6 +24,7 @@
 
 #include "actors/database_request.hpp"
 #include "actors/membership.hpp"
+#include "common/metrics.hpp"
 #include "messages/type_ids.hpp"
 #include "security/acl.hpp"
 #include "security/identity.hpp"
@@ -68,15 +69,20 @@ struct client_gateway_state {
   /// rather than the store's mutex while no reload happened.
   std::shared_ptr<const security::Acl> acl;
   uint64_t acl_generation = UINT64_MAX;
+  /// Where the requests it forwards are counted (the node's, shared with its embedded handles);
+  /// may be null: not counted.
+  std::shared_ptr<metrics::RequestMetrics> requests;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
 /// `membership` (may be invalid) answers `members`; otherwise the gateway does, with the node's
 /// durability mode `sync` (DescribeSync) and `fill_local_status` (may be null) adding what only
-/// this node knows. `security` says who may do what (default: no checks).
+/// this node knows. `security` says who may do what (default: no checks). Every request it
+/// forwards is counted in `requests` (may be null) once answered.
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
     caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
-    LocalStatusFiller fill_local_status, GatewaySecurity security);
+    LocalStatusFiller fill_local_status, GatewaySecurity security,
+    std::shared_ptr<metrics::RequestMetrics> requests);
 
 }  // namespace kvmesh

@@ -351,6 +351,12 @@ database_actor::behavior_type database_actor_impl(
         ++self->state.requests_since_tick;
         return self->state.replicator->MakeStatus();
       },
+      [=](atom::status) -> caf::result<ReplicationStatus> {
+        if (!MaySteer(self, Steering::kControl)) {
+          return ToError(Status::PermissionDenied("only the supervisor asks for metrics"));
+        }
+        return self->state.replicator->MakeStatus();
+      },
       [=](atom::replicate, const std::string& delta, uint64_t from) -> caf::result<atom::ok> {
         if (auto err = Unvouched(self, from)) return err;
         ++self->state.requests_since_tick;

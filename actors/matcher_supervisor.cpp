@@ -413,6 +413,32 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         return out;
       },
       [=](atom::active) -> uint64_t { return self->state.running.size(); },
+      [=](atom::status) -> caf::result<std::vector<ReplicationStatus>> {
+        // Asked of every running database at once; answered when the last has answered or
+        // failed (each within the replication timeout), so a scrape is bounded in time.
+        struct Gather {
+          caf::typed_response_promise<std::vector<ReplicationStatus>> promise;
+          std::vector<ReplicationStatus> statuses;
+          size_t left = 0;
+          void Done() {
+            if (--left == 0) promise.deliver(std::move(statuses));
+          }
+        };
+        if (self->state.running.empty()) return std::vector<ReplicationStatus>{};
+        auto gather = std::make_shared<Gather>();
+        gather->promise = self->make_response_promise<std::vector<ReplicationStatus>>();
+        gather->left = self->state.running.size();
+        for (const auto& [path, actor] : self->state.running) {
+          self->request(actor, self->state.replication->timeout, atom::status_v)
+              .then(
+                  [gather](ReplicationStatus& status) {
+                    gather->statuses.push_back(std::move(status));
+                    gather->Done();
+                  },
+                  [gather](caf::error&) { gather->Done(); });
+        }
+        return gather->promise;
+      },
       [=](atom::passivate) -> uint64_t {
         std::vector<std::string> paths;
         for (auto& [path, handle] : self->state.running) paths.push_back(path);

@@ -27,6 +27,7 @@
 #include "common/address.hpp"
 #include "common/completion.hpp"
 #include "common/database_backend.hpp"
+#include "common/metrics.hpp"
 #include "common/path.hpp"
 #include "config/config_set.hpp"
 #include "messages/cluster.pb.h"
@@ -90,6 +91,9 @@ struct NodeCore {
   /// closing RocksDB (both sequentially consistent, so one of them sees the other).
   std::atomic<bool> closing{false};
   std::atomic<uint64_t> direct_readers{0};
+  /// Requests of the node's embedded handles, counted when answered (the client gateway counts
+  /// the client port's into the same object; README "Metrics").
+  std::shared_ptr<metrics::RequestMetrics> requests = std::make_shared<metrics::RequestMetrics>();
 };
 
 /// A direct read in progress (see NodeCore::closing).
@@ -388,10 +392,12 @@ using HandlePtr = std::shared_ptr<EmbeddedDatabase>;
 // Hands a request to the handle's requester actor, which sends it on (an actor can wait for a
 // response without blocking a thread) and calls `once` exactly once.
 template <class Reply, class... Ts>
-void Call(const HandlePtr& h, Completion<Reply> once, Ts... args) {
+void Call(const HandlePtr& h, metrics::Op op, Completion<Reply> once, Ts... args) {
+  const auto start = std::chrono::steady_clock::now();
   std::shared_lock<std::shared_mutex> lock(h->core->mutex);
   if (h->core->stopped) {
     lock.unlock();  // `once` may call into this handle again
+    h->core->requests->Record(op, Code::kUnavailable, std::chrono::steady_clock::now() - start);
     once(Status::Unavailable("the node is stopped"), Reply{});
     return;
   }
@@ -402,10 +408,13 @@ void Call(const HandlePtr& h, Completion<Reply> once, Ts... args) {
   // The arguments (a put's key and value) are moved along, not copied, on their way to the
   // message; the job runs once.
   caf::anon_send(
-      h->requester, RequesterJob{[h, once, deadline, args = std::make_tuple(std::move(args)...)](
-                                     caf::event_based_actor* self) mutable {
-        std::function<void(caf::expected<Reply>)> finish = [h, once](caf::expected<Reply> reply) {
+      h->requester,
+      RequesterJob{[h, op, start, once, deadline, args = std::make_tuple(std::move(args)...)](
+                       caf::event_based_actor* self) mutable {
+        std::function<void(caf::expected<Reply>)> finish = [h, op, start,
+                                                            once](caf::expected<Reply> reply) {
           Status status = reply ? Status::OK() : ToStatus(reply.error());
+          h->core->requests->Record(op, status.code(), std::chrono::steady_clock::now() - start);
           if (status.code() == Code::kTimeout) h->no_direct.store(true, std::memory_order_relaxed);
           // Before `once`: the answer is in, so what the request wrote is in RocksDB.
           h->in_flight.fetch_sub(1, std::memory_order_release);
@@ -556,7 +565,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->gateway = SpawnNetworkFacing(*impl->system, client_gateway_impl, impl->core->supervisor,
                                      impl->core->timeout, impl->store->node_id(), impl->membership,
                                      DescribeSync(opts.sync, opts.sync_period), fill_local_status,
-                                     GatewaySecurity{impl->security.directory, impl->acl});
+                                     GatewaySecurity{impl->security.directory, impl->acl},
+                                     impl->core->requests);
   {
     std::vector<std::pair<caf::actor, std::string>> watched;
     watched.emplace_back(caf::actor_cast<caf::actor>(impl->gateway), "client gateway");
@@ -820,6 +830,102 @@ Result<uint64_t> Node::passivate_all() const {
   return impl_->Ask<uint64_t>(atom::passivate_v);
 }
 
+Result<std::string> Node::metrics() const {
+  using metrics::Labels;
+  // Gathered first, so that an error leaves nothing half-written.
+  Result<uint64_t> running = active_databases();
+  if (!running.ok()) return running.status();
+  Result<std::vector<ConfigInfo>> configs = this->configs();
+  if (!configs.ok()) return configs.status();
+  Result<std::vector<MemberStatus>> members = this->members();
+  if (!members.ok()) return members.status();
+  Result<std::vector<ReplicationStatus>> replication =
+      impl_->Ask<std::vector<ReplicationStatus>>(atom::status_v);
+  if (!replication.ok()) return replication.status();
+  std::map<std::string, storage::Store::ConfigUsage> usage;
+  if (Status s = impl_->store->UsageByConfig(&usage); !s.ok()) return s;
+
+  metrics::TextWriter out;
+  impl_->core->requests->Render(&out);
+
+  out.Family("kvmesh_databases_running", "Database actors running now (not passivated).", "gauge");
+  out.Sample("kvmesh_databases_running", {}, static_cast<double>(*running));
+  // By config, never by database: the number of series stays that of configs.
+  out.Family("kvmesh_databases_instantiated",
+             "Databases instantiated on this node (its catalog), by config id.", "gauge");
+  for (const auto& [id, u] : usage) {
+    out.Sample("kvmesh_databases_instantiated", {{"config", id}}, static_cast<double>(u.databases));
+  }
+  out.Family("kvmesh_config_used_bytes",
+             "Bytes (keys plus values) used on this node by the databases of a config.", "gauge");
+  for (const auto& [id, u] : usage) {
+    out.Sample("kvmesh_config_used_bytes", {{"config", id}}, static_cast<double>(u.used_bytes));
+  }
+  out.Family("kvmesh_config_limit_bytes",
+             "Size limit of each database of a config (the config's size).", "gauge");
+  for (const ConfigInfo& c : *configs) {
+    out.Sample("kvmesh_config_limit_bytes", {{"config", c.id}}, static_cast<double>(c.size_bytes));
+  }
+
+  // Replication, summed over the running databases that replicate to each peer node.
+  struct Peer {
+    uint64_t pending = 0;
+    bool reachable = true;
+  };
+  std::map<uint64_t, Peer> peers;
+  for (const ReplicationStatus& r : *replication) {
+    for (const PeerReplicaStatus& p : r.peers) {
+      Peer& peer = peers[p.node_id];
+      peer.pending += p.pending_deltas;
+      peer.reachable = peer.reachable && p.reachable;
+    }
+  }
+  out.Family("kvmesh_replication_pending_deltas",
+             "Deltas queued for a peer node and not yet acknowledged, over the running databases.",
+             "gauge");
+  for (const auto& [id, p] : peers) {
+    out.Sample("kvmesh_replication_pending_deltas", {{"peer", FormatNodeId(id)}},
+               static_cast<double>(p.pending));
+  }
+  out.Family("kvmesh_replication_peer_reachable",
+             "1 if every running database replicating to a peer node reaches it now, else 0.",
+             "gauge");
+  for (const auto& [id, p] : peers) {
+    out.Sample("kvmesh_replication_peer_reachable", {{"peer", FormatNodeId(id)}},
+               p.reachable ? 1 : 0);
+  }
+
+  uint64_t up = 0;
+  for (const MemberStatus& m : *members) up += m.alive ? 1 : 0;
+  out.Family("kvmesh_members",
+             "Cluster members as this node sees them (itself included), by state.", "gauge");
+  out.Sample("kvmesh_members", {{"state", "up"}}, static_cast<double>(up));
+  out.Sample("kvmesh_members", {{"state", "down"}}, static_cast<double>(members->size() - up));
+  out.Family("kvmesh_member_up", "1 while a member's heartbeats arrive, 0 once it is down.",
+             "gauge");
+  for (const MemberStatus& m : *members) {
+    out.Sample("kvmesh_member_up", {{"node", FormatNodeId(m.node_id)}}, m.alive ? 1 : 0);
+  }
+
+  const std::pair<const char*, const char*> rocks[] = {
+      {"rocksdb.cur-size-all-mem-tables", "kvmesh_rocksdb_memtable_bytes"},
+      {"rocksdb.live-sst-files-size", "kvmesh_rocksdb_sst_bytes"},
+      {"rocksdb.estimate-pending-compaction-bytes", "kvmesh_rocksdb_pending_compaction_bytes"}};
+  for (const auto& [property, name] : rocks) {
+    uint64_t value = 0;
+    if (!impl_->store->IntProperty(property, &value)) continue;
+    out.Family(name, std::string("RocksDB's ") + property + ".", "gauge");
+    out.Sample(name, {}, static_cast<double>(value));
+  }
+
+  const metrics::ProcessStats process = metrics::ReadProcessStats();
+  out.Family("process_resident_memory_bytes", "Resident memory of the process.", "gauge");
+  out.Sample("process_resident_memory_bytes", {}, static_cast<double>(process.resident_bytes));
+  out.Family("process_cpu_seconds_total", "User and system CPU time of the process.", "counter");
+  out.Sample("process_cpu_seconds_total", {}, process.cpu_seconds);
+  return out.Take();
+}
+
 Status Node::health() const {
   std::lock_guard<std::mutex> lock(impl_->fatal->mutex);
   return impl_->fatal->status;
@@ -853,8 +959,10 @@ std::optional<Result<std::string>> EmbeddedDatabase::TryDirectGet(std::string_vi
   if (!scope.node_open()) return std::nullopt;
   auto target = DirectTarget();
   if (!target) return std::nullopt;
+  const auto start = std::chrono::steady_clock::now();
   std::string value;
   Status s = target->store->Get(key, &value);
+  core->requests->Record(metrics::Op::kGet, s.code(), std::chrono::steady_clock::now() - start);
   if (!s.ok()) return Result<std::string>(std::move(s));
   return Result<std::string>(std::move(value));
 }
@@ -865,8 +973,8 @@ Result<std::string> EmbeddedDatabase::Get(std::string_view key) {
 }
 
 void EmbeddedDatabase::PutAsync(std::string key, std::string value, StatusCallback done) {
-  Call<atom::ok>(shared_from_this(), StatusCompletion<atom::ok>(std::move(done)), atom::put_v,
-                 std::move(key), std::move(value));
+  Call<atom::ok>(shared_from_this(), metrics::Op::kPut, StatusCompletion<atom::ok>(std::move(done)),
+                 atom::put_v, std::move(key), std::move(value));
 }
 
 void EmbeddedDatabase::GetAsync(std::string key, ResultCallback<std::string> done) {
@@ -886,32 +994,33 @@ void EmbeddedDatabase::GetAsync(std::string key, ResultCallback<std::string> don
                    }});
     return;
   }
-  Call<std::string>(shared_from_this(), std::move(once), atom::get_v, std::move(key));
+  Call<std::string>(shared_from_this(), metrics::Op::kGet, std::move(once), atom::get_v,
+                    std::move(key));
 }
 
 void EmbeddedDatabase::EraseAsync(std::string key, StatusCallback done) {
-  Call<atom::ok>(shared_from_this(), StatusCompletion<atom::ok>(std::move(done)), atom::erase_v,
-                 std::move(key));
+  Call<atom::ok>(shared_from_this(), metrics::Op::kErase,
+                 StatusCompletion<atom::ok>(std::move(done)), atom::erase_v, std::move(key));
 }
 
 void EmbeddedDatabase::WriteAsync(WriteBatch batch, StatusCallback done) {
-  Call<atom::ok>(shared_from_this(), StatusCompletion<atom::ok>(std::move(done)), atom::batch_v,
-                 std::move(batch));
+  Call<atom::ok>(shared_from_this(), metrics::Op::kBatch,
+                 StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, std::move(batch));
 }
 
 void EmbeddedDatabase::ListAsync(ListOptions options, ResultCallback<ListPage> done) {
-  Call<ListPage>(shared_from_this(), ResultCompletion<ListPage>(std::move(done)), atom::list_v,
-                 std::move(options));
+  Call<ListPage>(shared_from_this(), metrics::Op::kList,
+                 ResultCompletion<ListPage>(std::move(done)), atom::list_v, std::move(options));
 }
 
 void EmbeddedDatabase::StatsAsync(ResultCallback<DatabaseStats> done) {
-  Call<DatabaseStats>(shared_from_this(), ResultCompletion<DatabaseStats>(std::move(done)),
-                      atom::stats_v);
+  Call<DatabaseStats>(shared_from_this(), metrics::Op::kStats,
+                      ResultCompletion<DatabaseStats>(std::move(done)), atom::stats_v);
 }
 
 void EmbeddedDatabase::ReplicationAsync(ResultCallback<ReplicationStatus> done) {
-  Call<ReplicationStatus>(shared_from_this(), ResultCompletion<ReplicationStatus>(std::move(done)),
-                          atom::status_v);
+  Call<ReplicationStatus>(shared_from_this(), metrics::Op::kStatus,
+                          ResultCompletion<ReplicationStatus>(std::move(done)), atom::status_v);
 }
 
 }  // namespace kvmesh

@@ -183,7 +183,10 @@ using database_control_actor = caf::typed_actor<
     // After a config reload: the new size budget in bytes.
     caf::reacts_to<atom::limit, uint64_t>,
     // Stop after the requests already queued (passivation).
-    caf::reacts_to<atom::passivate>>;
+    caf::reacts_to<atom::passivate>,
+    // For metrics: the replication status, not counted as use (scrapes must not keep a database
+    // from passivating).
+    caf::replies_to<atom::status>::with<ReplicationStatus>>;
 
 /// The timers of a database actor, which only it sends to itself.
 using database_timer_actor = caf::typed_actor<
@@ -250,6 +253,9 @@ using matcher_supervisor_actor = caf::typed_actor<
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
     // Number of database actors currently running (not passivated).
     caf::replies_to<atom::active>::with<uint64_t>,
+    // For metrics: the replication status of every running database (those that do not answer
+    // within the replication timeout are left out).
+    caf::replies_to<atom::status>::with<std::vector<ReplicationStatus>>,
     // Passivates every running database now; replies with how many were asked to stop.
     caf::replies_to<atom::passivate>::with<uint64_t>,
     // The database configs in force.
@@ -323,4 +329,5 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::peer_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::matcher_supervisor_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::gateway_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::Deadline))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ReplicationStatus>))
 CAF_END_TYPE_ID_BLOCK(kvmesh)

@@ -6,6 +6,8 @@ packages=(
   libcaf-dev librocksdb-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev libspdlog-dev
   libre2-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev libssl-dev libxxhash-dev
   strace iproute2
+  # The metrics test parses Node::metrics with the reference Prometheus text parser.
+  python3-prometheus-client
   # The Debian package (cpack -G DEB): dpkg-shlibdeps computes its dependencies, and CPack uses
   # file to find the binaries to give it.
   dpkg-dev file

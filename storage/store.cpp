@@ -320,4 +320,29 @@ Status Store::ListDatabases(std::vector<DatabaseInfo>* out) const {
   return FromRocksStatus(it->status(), "cannot list catalog");
 }
 
+Status Store::UsageByConfig(std::map<std::string, ConfigUsage>* out) const {
+  out->clear();
+  std::vector<DatabaseInfo> databases;
+  if (Status s = ListDatabases(&databases); !s.ok()) return s;
+  for (const DatabaseInfo& info : databases) {
+    ConfigUsage& usage = (*out)[info.config_id];
+    ++usage.databases;
+    std::string bytes;
+    rocksdb::Status rs =
+        db_->Get(rocksdb::ReadOptions(), keys::DatabaseMetaKey(info.database_id), &bytes);
+    if (rs.IsNotFound()) continue;  // instantiated, nothing written yet
+    if (!rs.ok()) return FromRocksStatus(rs, "cannot read the meta record of " + Quote(info.path));
+    proto::DatabaseMeta meta;
+    if (!meta.ParseFromString(bytes)) {
+      return Status::Corruption("the meta record of " + Quote(info.path) + " is unreadable");
+    }
+    usage.used_bytes += meta.used_bytes();
+  }
+  return Status::OK();
+}
+
+bool Store::IntProperty(const std::string& name, uint64_t* value) const {
+  return db_->GetIntProperty(name, value);
+}
+
 }  // namespace kvmesh::storage

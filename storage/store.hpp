@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -99,6 +100,20 @@ class Store : public std::enable_shared_from_this<Store> {
 
   /// The catalog: every database path instantiated on this node, in path order.
   Status ListDatabases(std::vector<DatabaseInfo>* out) const;
+
+  /// What the databases of one config take on this node.
+  struct ConfigUsage {
+    /// Databases instantiated (in the catalog).
+    uint64_t databases = 0;
+    /// Their used bytes, from their meta records (written with every write, so current).
+    uint64_t used_bytes = 0;
+  };
+  /// ConfigUsage by config id, for metrics: one catalog scan and one read per database.
+  /// Thread-safe.
+  Status UsageByConfig(std::map<std::string, ConfigUsage>* out) const;
+  /// RocksDB's integer property `name` ("rocksdb.cur-size-all-mem-tables", ...); false if
+  /// RocksDB does not know it. Thread-safe.
+  bool IntProperty(const std::string& name, uint64_t* value) const;
 
   /// A hybrid-logical-clock timestamp greater than every one returned before by this store:
   /// wall-clock milliseconds << 16 with the sub-millisecond part in the low 16 bits

@@ -99,6 +99,7 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
       [](atom::dropped, const std::string&, const database_actor&) {},
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
       [](atom::active) { return uint64_t{0}; },
+      [](atom::status) { return std::vector<ReplicationStatus>{}; },
       [](atom::passivate) { return uint64_t{0}; },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },

@@ -224,6 +224,15 @@ class Node {
   /// Handles stay usable: their next request re-activates the database.
   Result<uint64_t> passivate_all() const;
 
+  /// The node's metrics in the Prometheus text exposition format 0.0.4 (what kvmeshd serves on
+  /// `GET /metrics`; README "Metrics" lists them): requests answered by this node's handles and
+  /// client port by operation and result code with their latency, databases running and
+  /// instantiated, used and limit bytes per config, replication per peer node, members,
+  /// RocksDB's sizes, and the process's memory and CPU. Request counts are kept as requests are
+  /// answered; the rest is gathered now, taking at most about the request timeout plus the
+  /// replication timeout. Errors: kUnavailable or kTimeout if the node's actors do not answer.
+  Result<std::string> metrics() const;
+
   /// OK while the node works; after a fatal failure (see NodeOptions::on_fatal) the Status that
   /// names it, kInternal.
   Status health() const;
