@@ -5,6 +5,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -579,6 +580,18 @@ Status HttpServer::Start(Node& node, HttpOptions options, std::unique_ptr<HttpSe
   impl->server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   impl->server->set_payload_max_length(options.max_value_bytes / 3 * 4 + (64u << 10));
   impl->server->set_keep_alive_timeout(options.idle_timeout_s);
+  // Responses go out at once: httplib writes headers and body separately, and Nagle's algorithm
+  // would hold the body for the client's delayed ACK (about 40 ms a request on keep-alive).
+  impl->server->set_tcp_nodelay(true);
+  // Debian's httplib listens with a backlog of 5, which makes a burst of connections wait
+  // seconds in SYN retries. The socket-options hook (run before bind; it replaces httplib's
+  // default, which is called here too) remembers the socket so that a second
+  // listen() below raises the backlog (Linux takes a new backlog on a listening socket).
+  auto listen_fd = std::make_shared<int>(-1);
+  impl->server->set_socket_options([listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    *listen_fd = sock;
+  });
   // httplib closes a keep-alive connection after 5 requests by default; clients reuse them.
   impl->server->set_keep_alive_max_count(1000);
   impl->server->set_read_timeout(options.idle_timeout_s, 0);
@@ -598,6 +611,7 @@ Status HttpServer::Start(Node& node, HttpOptions options, std::unique_ptr<HttpSe
     }
     impl->port = o.port;
   }
+  if (*listen_fd >= 0) ::listen(*listen_fd, SOMAXCONN);
   httplib::Server* srv = impl->server.get();
   impl->thread = std::thread([srv] { srv->listen_after_bind(); });
   spdlog::info("HTTP API on {}://{}:{}", o.tls.enabled() ? "https" : "http", o.host, impl->port);
