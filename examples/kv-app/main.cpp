@@ -70,6 +70,9 @@ int main(int argc, char** argv) {
   }
   Store store(client);
   httplib::Server server;
+  // Responses go out at once (httplib writes headers and body separately; Nagle would hold the
+  // body for the client's delayed ACK).
+  server.set_tcp_nodelay(true);
 
   // setValue
   server.Post("/api/kv", [&](const httplib::Request& req, httplib::Response& res) {
