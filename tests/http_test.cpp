@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -377,6 +379,38 @@ TEST(HttpOptionsTest, PlaintextBeyondLoopbackNeedsInsecurePlaintext) {
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
   EXPECT_NE(s.message().find("without TLS"), std::string::npos) << s;
   EXPECT_EQ(server, nullptr);
+}
+
+TEST(KvmeshdHttp, ServesTheApiWithHttpPortAndRefusesPlaintextBeyondLoopback) {
+  testing::TempDir temp;
+  temp.Write("config/kv.yaml", kConfigs);
+  testing::DaemonProcess node;
+  ASSERT_TRUE(node.Start(KVMESHD_PATH, {"--data-dir", temp / "data", "--config-dir",
+                                        temp / "config", "--port", "0", "--http-port", "0"}))
+      << node.output();
+  std::smatch m;
+  const std::string out = node.output();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("HTTP API http://127.0.0.1:([0-9]+)"))) << out;
+  httplib::Client c("127.0.0.1", std::stoi(m[1]));
+  c.set_read_timeout(10);
+  auto put = c.Put("/v1/databases/example/kv/keys/k", "v", "text/plain");
+  ASSERT_TRUE(put) << httplib::to_string(put.error());
+  EXPECT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(c.Get("/v1/databases/example/kv/keys/k")->body, "v");
+  node.Kill(SIGTERM);
+  EXPECT_EQ(node.Wait(), 0);
+
+  // The settings file's http_listen beyond loopback, without TLS: refused at start, with why.
+  const std::string settings =
+      temp.Write("node.yaml", "http_port: 0\nhttp_listen: 0.0.0.0\nport: 0\n");
+  auto r = testing::RunCommand(
+      KVMESHD_PATH,
+      {"--config", settings, "--data-dir", temp / "data2", "--config-dir", temp / "config"}, "",
+      temp.path());
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("the HTTP API would listen on 0.0.0.0:0, beyond loopback, without TLS"),
+            std::string::npos)
+      << r.err;
 }
 
 // -- HTTPS and the ACL --
