@@ -35,7 +35,8 @@ struct HttpOptions {
   /// other ports). Default false.
   bool insecure_plaintext = false;
   /// Largest value a PUT accepts (the node's NodeOptions::max_value_bytes). A request body may
-  /// be at most 4/3 of it plus 64 KiB (a batch's base64 JSON); larger bodies get 413 unread.
+  /// be at most 4/3 of it plus 64 KiB (a batch's base64 JSON); larger bodies get 413 and are
+  /// read into a fixed buffer and discarded, never kept.
   size_t max_value_bytes = 16u << 20;
   /// Threads serving requests (each keep-alive connection holds one while it is open).
   /// Default 8.
