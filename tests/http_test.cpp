@@ -416,14 +416,19 @@ TEST(KvmeshdHttp, ServesTheApiWithHttpPortAndRefusesPlaintextBeyondLoopback) {
   // The settings file's http_listen beyond loopback, without TLS: refused at start, with why.
   const std::string settings =
       temp.Write("node.yaml", "http_port: 0\nhttp_listen: 0.0.0.0\nport: 0\n");
-  auto r = testing::RunCommand(
+  // DaemonProcess returns at the ready line, or when the process exits without one: a kvmeshd
+  // that started anyway is killed, not left running.
+  testing::DaemonProcess refused;
+  const bool started = refused.Start(
       KVMESHD_PATH,
-      {"--config", settings, "--data-dir", temp / "data2", "--config-dir", temp / "config"}, "",
-      temp.path());
-  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
-  EXPECT_NE(r.err.find("the HTTP API would listen on 0.0.0.0:0, beyond loopback, without TLS"),
-            std::string::npos)
-      << r.err;
+      {"--config", settings, "--data-dir", temp / "data2", "--config-dir", temp / "config"});
+  if (started) refused.Kill(SIGKILL);
+  EXPECT_FALSE(started) << refused.output();
+  EXPECT_EQ(refused.Wait(), 1) << refused.output();
+  EXPECT_NE(
+      refused.output().find("the HTTP API would listen on 0.0.0.0:0, beyond loopback, without TLS"),
+      std::string::npos)
+      << refused.output();
 }
 
 // -- HTTPS and the ACL --
