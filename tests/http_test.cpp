@@ -353,10 +353,7 @@ TEST_F(HttpTest, MalformedRequestsAndAConnectionFloodLeaveTheNodeServing) {
   Start();
   std::string got = Raw("BLAH\r\n\r\n");
   EXPECT_NE(got.find("HTTP/1.1 400"), std::string::npos) << got;
-  // A flood: 200 connections, half of them sending a partial request, then all closed. Accepting
-  // them takes milliseconds; a listen backlog as short as httplib's default (5) would leave
-  // connects waiting seconds in SYN retries, hence the generous bound.
-  const auto flood_start = std::chrono::steady_clock::now();
+  // A flood: 200 connections, half of them sending a partial request, then all closed.
   std::vector<int> fds;
   for (int i = 0; i < 200; ++i) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -375,7 +372,15 @@ TEST_F(HttpTest, MalformedRequestsAndAConnectionFloodLeaveTheNodeServing) {
   ASSERT_TRUE(put) << httplib::to_string(put.error());
   EXPECT_EQ(put->status, 200);
   EXPECT_EQ(*node_->open("/example/kv").get("/after"), "still here");
-  EXPECT_LT(std::chrono::steady_clock::now() - flood_start, 3s);
+  // A burst is accepted at once: the listen backlog (ss's Send-Q of a listening socket) is not
+  // httplib's 5, which left connects of a burst waiting a second or more in SYN retries.
+  if (::access("/usr/bin/ss", X_OK) == 0) {
+    auto ss = testing::RunCommand(
+        "/usr/bin/ss", {"-Hltn", "sport = :" + std::to_string(http_->port())}, "", temp_.path());
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(ss.out, m, std::regex("LISTEN +[0-9]+ +([0-9]+)"))) << ss.out;
+    EXPECT_GE(std::stoi(m[1]), 128) << ss.out;
+  }
 }
 
 TEST(HttpOptionsTest, PlaintextBeyondLoopbackNeedsInsecurePlaintext) {
