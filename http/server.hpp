@@ -38,9 +38,10 @@ struct HttpOptions {
   /// be at most 4/3 of it plus 64 KiB (a batch's base64 JSON); larger bodies get 413 and are
   /// read into a fixed buffer and discarded, never kept.
   size_t max_value_bytes = 16u << 20;
-  /// Threads serving requests (each keep-alive connection holds one while it is open).
-  /// Default 8.
-  size_t threads = 8;
+  /// Threads serving connections: httplib gives each connection a thread for as long as it is
+  /// open (an idle keep-alive connection holds one up to idle_timeout_s), so this bounds the
+  /// connections served at once; more wait in the queue. Default 32.
+  size_t threads = 32;
   /// An idle keep-alive connection, or a client sending nothing, is closed after this many
   /// seconds. Default 5.
   int idle_timeout_s = 5;
