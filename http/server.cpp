@@ -415,7 +415,16 @@ struct HttpServer::Impl {
     Reply(res, 200, out);
   }
 
+  /// GET /v1/configs lists the configs; GET /v1/configs/{id} answers one (404 if unknown).
   void HandleConfigs(const httplib::Request& req, httplib::Response& res) {
+    std::string id;
+    std::string_view raw = req.target;
+    raw = raw.substr(0, raw.find('?'));
+    if (raw.size() > 12) {  // "/v1/configs/{id}"
+      if (!PercentDecode(raw.substr(12), &id)) {
+        return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
+      }
+    }
     Caller caller;
     Status s = AuthorizeKnown(req, &caller);
     if (!s.ok()) return ReplyError(res, s);
@@ -430,6 +439,7 @@ struct HttpServer::Impl {
           continue;
         }
       }
+      if (!id.empty() && c.id != id) continue;
       out.push_back(json{{"id", c.id},
                          {"description", c.description},
                          {"tags", c.tags},
@@ -438,6 +448,10 @@ struct HttpServer::Impl {
                          {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
                          {"size_bytes", c.size_bytes},
                          {"source", c.source}});
+    }
+    if (!id.empty()) {
+      if (out.empty()) return ReplyError(res, Code::kNotFound, "no database config " + Quote(id));
+      return Reply(res, 200, out[0]);
     }
     Reply(res, 200, out);
   }
@@ -493,7 +507,7 @@ struct HttpServer::Impl {
     srv.Get("/v1/databases", [this](const httplib::Request& req, httplib::Response& res) {
       HandleDatabases(req, res);
     });
-    srv.Get("/v1/configs", [this](const httplib::Request& req, httplib::Response& res) {
+    srv.Get(R"(/v1/configs(/[^/]+)?)", [this](const httplib::Request& req, httplib::Response& res) {
       HandleConfigs(req, res);
     });
     srv.Get("/v1/members", [this](const httplib::Request& req, httplib::Response& res) {

@@ -310,6 +310,14 @@ TEST_F(HttpTest, DatabaseAndClusterEndpointsDescribeTheNode) {
   ASSERT_EQ(configs->status, 200);
   EXPECT_EQ(Body(configs).size(), 3u) << configs->body;
   EXPECT_EQ(Body(configs)[0]["id"], "kv") << configs->body;
+  auto one = c.Get("/v1/configs/other");
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->status, 200) << one->body;
+  EXPECT_EQ(Body(one)["matcher"], "/other/kv") << one->body;
+  auto unknown = c.Get("/v1/configs/nope");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+  EXPECT_EQ(Body(unknown)["code"], "not_found") << unknown->body;
   auto members = c.Get("/v1/members");
   ASSERT_TRUE(members);
   ASSERT_EQ(members->status, 200);
