@@ -170,6 +170,11 @@ Status ParseTarget(std::string_view raw, Target* out) {
   return Status::OK();
 }
 
+/// The largest request body: a value, or a batch of values in base64 JSON (http/server.hpp).
+size_t MaxBodyBytes(size_t max_value_bytes) {
+  return max_value_bytes / 3 * 4 + (64u << 10);
+}
+
 /// Who sent a request, as access control sees it.
 struct Caller {
   /// Null: nothing is checked (TLS off, no ACL, or a node certificate).
@@ -518,7 +523,8 @@ struct HttpServer::Impl {
     });
     // httplib's own refusals (unknown route 404, oversized body 413, malformed request 400)
     // get the same JSON error shape; handlers' replies already have a body.
-    srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    const size_t max_body = MaxBodyBytes(options.max_value_bytes);
+    srv.set_error_handler([max_body](const httplib::Request&, httplib::Response& res) {
       if (!res.body.empty()) return;
       Code code = res.status == 404   ? Code::kNotFound
                   : res.status == 413 ? Code::kValueTooLarge
@@ -526,7 +532,8 @@ struct HttpServer::Impl {
                                       : Code::kInternal;
       std::string message = res.status == 404 ? "no such endpoint"
                             : res.status == 413
-                                ? "request body too large"
+                                ? "request body larger than the HTTP API's bound of " +
+                                      std::to_string(max_body) + " bytes"
                                 : "request refused (" + std::to_string(res.status) + ")";
       res.set_content(Dump(json{{"code", CodeName(code)}, {"message", message}}),
                       "application/json");
@@ -592,7 +599,7 @@ Status HttpServer::Start(Node& node, HttpOptions options, std::unique_ptr<HttpSe
   }
   const size_t threads = options.threads;
   impl->server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  impl->server->set_payload_max_length(options.max_value_bytes / 3 * 4 + (64u << 10));
+  impl->server->set_payload_max_length(MaxBodyBytes(options.max_value_bytes));
   impl->server->set_keep_alive_timeout(options.idle_timeout_s);
   // Responses go out at once: httplib writes headers and body separately, and Nagle's algorithm
   // would hold the body for the client's delayed ACK (about 40 ms a request on keep-alive).

@@ -200,6 +200,10 @@ TEST_F(HttpTest, AnOversizedBodyIsRefusedAndNothingIsStored) {
           std::to_string(over) + "\r\n\r\n" + std::string(over, 'x'));
   EXPECT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got;
   EXPECT_NE(got.find("\"code\":\"value_too_large\""), std::string::npos) << got;
+  EXPECT_NE(got.find("request body larger than the HTTP API's bound of " +
+                     std::to_string(over - 1) + " bytes"),
+            std::string::npos)
+      << got;
   // A body just over the value bound but within the request bound: read, and refused by the
   // database.
   auto c = Client();
