@@ -22,6 +22,7 @@
 #include "actors/database_request.hpp"
 #include "actors/matcher_supervisor.hpp"
 #include "actors/membership.hpp"
+#include "bootstrap/node_internal.hpp"
 #include "bootstrap/node_options.hpp"
 #include "bootstrap/node_testing.hpp"
 #include "common/address.hpp"
@@ -929,6 +930,10 @@ Result<std::string> Node::metrics() const {
 Status Node::health() const {
   std::lock_guard<std::mutex> lock(impl_->fatal->mutex);
   return impl_->fatal->status;
+}
+
+std::shared_ptr<security::AclStore> NodeInternal::Acl(const Node& node) {
+  return node.impl_->acl;
 }
 
 void NodeTesting::KillGateway(Node& node) {

@@ -5,6 +5,7 @@ packages=(
   g++ cmake ninja-build pkg-config ccache
   libcaf-dev librocksdb-dev libprotobuf-dev protobuf-compiler libyaml-cpp-dev libspdlog-dev
   libre2-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev libssl-dev libxxhash-dev
+  libcpp-httplib-dev
   strace iproute2
   # The metrics test parses Node::metrics with the reference Prometheus text parser.
   python3-prometheus-client

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "config/size.hpp"
+#include "http/server.hpp"
 #include "kvmesh/node.hpp"
 #include "security/certificates.hpp"
 #include "tools/kvmeshd_settings.hpp"
@@ -43,6 +44,12 @@ int main(int argc, char** argv) {
       app.add_option("--cluster-port", cluster_port,
                      "port for other nodes; -1 runs a single node, 0 picks a free one")
           ->check(CLI::Range(-1, 65535));
+  auto* http_port_opt =
+      app.add_option("--http-port", config.http_port,
+                     "port of the HTTP API (README \"HTTP API\"); -1: none, 0 picks a free one")
+          ->check(CLI::Range(-1, 65535));
+  auto* http_listen =
+      app.add_option("--http-listen", config.http_host, "address the HTTP API listens on");
   auto* cluster_listen = app.add_option("--cluster-listen", config.node.cluster_host,
                                         "address the cluster port listens on");
   auto* cluster_advertise = app.add_option(
@@ -113,9 +120,10 @@ int main(int argc, char** argv) {
                "and change every database");
   auto* acl = app.add_option("--acl", config.node.acl_file,
                              "YAML file of client rights (needs TLS); re-read with the configs");
-  for (auto* opt : {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
-                    cluster_port_opt, cluster_listen, failure_opt, grace_opt, sync_opt,
-                    sync_period_opt, max_connections_opt, max_per_address_opt}) {
+  for (auto* opt :
+       {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
+        cluster_port_opt, cluster_listen, http_port_opt, http_listen, failure_opt, grace_opt,
+        sync_opt, sync_period_opt, max_connections_opt, max_per_address_opt}) {
     opt->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
@@ -136,6 +144,8 @@ int main(int argc, char** argv) {
     if (log_level->count() == 0) config.log_level = from_file.log_level;
     if (cluster_port_opt->count() == 0) cluster_port = from_file.node.cluster_port;
     if (cluster_listen->count() == 0) config.node.cluster_host = from_file.node.cluster_host;
+    if (http_port_opt->count() == 0) config.http_port = from_file.http_port;
+    if (http_listen->count() == 0) config.http_host = from_file.http_host;
     if (cluster_advertise->count() == 0) {
       config.node.cluster_advertise = from_file.node.cluster_advertise;
     }
@@ -243,6 +253,20 @@ int main(int argc, char** argv) {
     std::cerr << "kvmeshd: cannot start: " << s << "\n";
     return 1;
   }
+  std::unique_ptr<kvmesh::http::HttpServer> http;
+  if (config.http_port >= 0) {
+    kvmesh::http::HttpOptions http_options;
+    http_options.host = config.http_host;
+    http_options.port = config.http_port;
+    http_options.tls = config.node.tls;
+    http_options.insecure_plaintext = config.node.insecure_plaintext;
+    http_options.max_value_bytes = config.node.max_value_bytes;
+    s = kvmesh::http::HttpServer::Start(*node, http_options, &http);
+    if (!s.ok()) {
+      std::cerr << "kvmeshd: cannot start the HTTP API: " << s << "\n";
+      return 1;
+    }
+  }
   const auto configs = node->configs();
   std::cout << "kvmeshd " << config.name << " (node " << std::hex << node->node_id() << std::dec
             << ") listening on " << config.node.listen_host << ":" << node->port() << " with "
@@ -259,6 +283,10 @@ int main(int argc, char** argv) {
       std::cout << " (advertised as " << config.node.cluster_advertise << ")";
     }
   }
+  if (http) {
+    std::cout << "; HTTP API " << (http->tls() ? "https://" : "http://") << config.http_host << ":"
+              << http->port();
+  }
   std::cout << std::endl;
 
   while (true) {
@@ -268,6 +296,7 @@ int main(int argc, char** argv) {
       const kvmesh::Status health = node->health();
       if (health.ok()) continue;  // not from the node
       spdlog::critical("exiting: {}", health.message());
+      http.reset();  // it serves through the node
       node.reset();
       std::cout << "kvmeshd " << config.name << " failed: " << health.message() << std::endl;
       return 70;  // EX_SOFTWARE
@@ -281,6 +310,7 @@ int main(int argc, char** argv) {
     spdlog::info("{}: shutting down", signal == SIGINT ? "SIGINT" : "SIGTERM");
     break;
   }
+  http.reset();  // it serves through the node: stop it first
   node.reset();  // fails in-flight requests, closes RocksDB
   std::cout << "kvmeshd " << config.name << " stopped" << std::endl;
   return 0;

@@ -93,6 +93,9 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
       {"cluster_port",
        integer(-1, 65535, [&](long long v) { node.cluster_port = static_cast<int>(v); })},
       {"cluster_listen", text(&node.cluster_host)},
+      {"http_port",
+       integer(-1, 65535, [&](long long v) { config->http_port = static_cast<int>(v); })},
+      {"http_listen", text(&config->http_host)},
       {"cluster_advertise", text(&node.cluster_advertise)},
       {"seeds",
        [&](const YAML::Node& n, const std::string& field) {

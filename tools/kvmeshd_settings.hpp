@@ -13,6 +13,8 @@
 //   low_space: 256MiB         # low on disk space below this free (puts refused, deletes work)
 //   low_space_percent: 1      # ... or below this percentage of the file system, if more
 //   space_reserve: 192MiB     # reserve file given up when the disk fills anyway; 0: none
+//   http_port: 7375           # HTTP API (README "HTTP API"); default -1: off; 0 picks a port
+//   http_listen: 127.0.0.1    # address of the HTTP API; default 127.0.0.1
 #pragma once
 
 #include <string>
@@ -26,6 +28,10 @@ struct DaemonConfig {
   std::string name;
   std::string log_level = "info";
   NodeOptions node;
+  /// The HTTP API (http/server.hpp): port, -1 (default) for none, 0 for a free one.
+  int http_port = -1;
+  /// Address of the HTTP API. Loopback by default, like the other ports.
+  std::string http_host = "127.0.0.1";
 };
 
 /// Defaults for kvmeshd: data in ./kvmesh-data, configs in ./databases, 127.0.0.1:kDefaultPort.

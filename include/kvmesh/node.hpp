@@ -252,7 +252,8 @@ class Node {
   struct Impl;
 
  private:
-  friend struct NodeTesting;  // bootstrap/node_testing.hpp: in-tree tests only
+  friend struct NodeTesting;   // bootstrap/node_testing.hpp: in-tree tests only
+  friend struct NodeInternal;  // bootstrap/node_internal.hpp: in-tree front ends only
   explicit Node(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

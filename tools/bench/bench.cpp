@@ -364,9 +364,10 @@ Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Ta
   if (tls_variant) options.tls = true;
   if (name == "remote" || name == "remote-tls") return MakeRemoteTarget(options, out);
   if (name == "cluster" || name == "cluster-tls") return MakeClusterTarget(options, out);
+  if (name == "http") return MakeHttpTarget(options, out);
   return Status::InvalidArgument(
       "unknown target \"" + name +
-      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls)");
+      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http)");
 }
 
 // -- Replicated targets: lag and catch-up --------------------------------------------------------
@@ -680,7 +681,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "kvmesh-bench: kvmesh's throughput, latency, memory and CPU next to raw RocksDB with the "
       "same options, in one run"};
-  app.add_option("--targets", s.targets, "rocksdb, embedded, remote, cluster")
+  app.add_option("--targets", s.targets, "rocksdb, embedded, remote, cluster, http")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--workloads", s.workloads, "put, get, list, mixed, batch")
@@ -783,10 +784,10 @@ int main(int argc, char** argv) {
   }
   for (const std::string& t : s.targets) {
     if (t != "rocksdb" && t != "embedded" && t != "remote" && t != "cluster" && t != "remote-tls" &&
-        t != "cluster-tls") {
+        t != "cluster-tls" && t != "http") {
       std::fprintf(stderr,
                    "unknown target \"%s\" (rocksdb, embedded, remote, cluster, remote-tls, "
-                   "cluster-tls)\n",
+                   "cluster-tls, http)\n",
                    t.c_str());
       return 2;
     }

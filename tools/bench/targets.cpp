@@ -268,7 +268,40 @@ class RemoteTarget : public Target {
   cluster::ProcessCluster cluster_;
 };
 
+// -- http: one kvmeshd through its HTTP API ------------------------------------------------------
+
+class HttpTarget : public RemoteTarget {
+ public:
+  HttpTarget() : RemoteTarget("http") {}
+  Status NewSession(std::unique_ptr<Session>* out) override {
+    *out = NewHttpSession("127.0.0.1", http_port_);
+    return Status::OK();
+  }
+  // Each session's requests are blocking: one in flight per connection.
+  bool synchronous() const override { return true; }
+
+  int http_port_ = 0;
+};
+
 }  // namespace
+
+Status MakeHttpTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
+  if (!options.nodes.empty() || options.tls) {
+    return Status::InvalidArgument("the http target starts its own plaintext kvmeshd");
+  }
+  auto target = std::make_unique<HttpTarget>();
+  target->scheduler_ = options.scheduler;
+  std::vector<int> ports;
+  Status s = cluster::PickFreePorts(1, &ports);
+  if (!s.ok()) return s;
+  target->http_port_ = ports[0];
+  TargetOptions with_http = options;
+  with_http.node_args.insert(with_http.node_args.end(), {"--http-port", std::to_string(ports[0])});
+  s = target->Spawn(with_http, 1);
+  if (!s.ok()) return s;
+  *out = std::move(target);
+  return Status::OK();
+}
 
 Status MakeRocksDbTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
   auto target = std::make_unique<RocksDbTarget>();

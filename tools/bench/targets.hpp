@@ -102,6 +102,11 @@ Status MakeRocksDbTarget(const TargetOptions& options, std::unique_ptr<Target>* 
 Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
 /// Connects to options.nodes, or starts one kvmeshd when none is given.
 Status MakeRemoteTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// Starts one kvmeshd with its HTTP API and drives it over HTTP (one keep-alive connection per
+/// session, blocking requests: one in flight per connection).
+Status MakeHttpTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// A session over the HTTP API at host:port (tools/bench/http_session.cpp).
+std::unique_ptr<Session> NewHttpSession(const std::string& host, int port);
 /// Starts options.cluster_nodes kvmeshd processes that replicate every database.
 Status MakeClusterTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
 

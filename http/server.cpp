@@ -1,0 +1,643 @@
+// The HTTP API (http/server.hpp). The only translation unit of the node that includes httplib.h.
+#include "http/server.hpp"
+
+#include <httplib.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "bootstrap/node_internal.hpp"
+#include "common/address.hpp"
+#include "common/path.hpp"
+#include "security/acl.hpp"
+#include "security/tls.hpp"
+#include "tools/base64.hpp"
+
+namespace kvmesh::http {
+namespace {
+
+using json = nlohmann::json;
+
+/// The HTTP status of a kvmesh error (README "HTTP API").
+int HttpStatus(Code code) {
+  switch (code) {
+    case Code::kOk:
+      return 200;
+    case Code::kNotFound:
+    case Code::kNoMatchingConfig:
+      return 404;
+    case Code::kSizeLimitExceeded:
+    case Code::kValueTooLarge:
+      return 413;
+    case Code::kInvalidKey:
+    case Code::kInvalidArgument:
+    case Code::kInvalidConfig:
+      return 400;
+    case Code::kPermissionDenied:
+      return 403;
+    case Code::kUnavailable:
+    case Code::kNoSpace:
+      return 503;
+    case Code::kTimeout:
+      return 504;
+    default:
+      return 500;
+  }
+}
+
+/// Node ids and digests as hex text: JSON numbers lose precision beyond 2^53 in JavaScript.
+std::string Hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+/// Keys and paths are bytes; JSON text must be UTF-8, so bytes that are not become U+FFFD.
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+void Reply(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(Dump(body), "application/json");
+}
+
+void ReplyError(httplib::Response& res, const Status& s) {
+  Reply(res, HttpStatus(s.code()), json{{"code", CodeName(s.code())}, {"message", s.message()}});
+}
+
+void ReplyError(httplib::Response& res, Code code, const std::string& message) {
+  ReplyError(res, Status(code, message));
+}
+
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/// Percent-decodes `in` ("+" stays "+"); false on a bad escape.
+bool PercentDecode(std::string_view in, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out->push_back(in[i]);
+      continue;
+    }
+    int hi = i + 1 < in.size() ? HexDigit(in[i + 1]) : -1;
+    int lo = i + 2 < in.size() ? HexDigit(in[i + 2]) : -1;
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return true;
+}
+
+std::string HexEncode(std::string_view bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+bool HexDecode(std::string_view text, std::string* out) {
+  if (text.size() % 2 != 0) return false;
+  out->clear();
+  for (size_t i = 0; i < text.size(); i += 2) {
+    int hi = HexDigit(text[i]), lo = HexDigit(text[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+/// The database request a target names: /v1/databases/{path}[/keys[/{key}] | /batch | /stats |
+/// /status].
+struct Target {
+  std::string path;  // as given (percent-decoded, with a leading "/")
+  std::string what;  // "keys", "key", "batch", "stats" or "status"
+  std::string key;   // for "key"
+};
+
+/// Splits the raw target (no query) after "/v1/databases"; see http/server.hpp.
+Status ParseTarget(std::string_view raw, Target* out) {
+  static constexpr std::string_view kPrefix = "/v1/databases/";
+  raw = raw.substr(kPrefix.size());
+  std::string_view path_part, rest;
+  size_t keys = raw.find("/keys/");
+  if (keys != std::string_view::npos) {
+    path_part = raw.substr(0, keys);
+    rest = raw.substr(keys + 6);
+    out->what = "key";
+  } else {
+    for (std::string_view tail : {"/keys", "/batch", "/stats", "/status"}) {
+      if (raw.size() > tail.size() && raw.substr(raw.size() - tail.size()) == tail) {
+        path_part = raw.substr(0, raw.size() - tail.size());
+        out->what = std::string(tail.substr(1));
+        break;
+      }
+    }
+    if (out->what.empty()) {
+      return Status::NotFound(
+          "no such endpoint: a database request ends in /keys, /keys/{key}, /batch, /stats or "
+          "/status");
+    }
+  }
+  std::string decoded;
+  if (!PercentDecode(path_part, &decoded)) {
+    return Status::InvalidArgument("bad percent-escape in the database path");
+  }
+  out->path = "/" + decoded;
+  if (out->what == "key") {
+    if (!PercentDecode(rest, &decoded)) {
+      return Status::InvalidArgument("bad percent-escape in the key");
+    }
+    out->key = "/" + decoded;
+  }
+  return Status::OK();
+}
+
+/// The largest request body: a value, or a batch of values in base64 JSON (http/server.hpp).
+size_t MaxBodyBytes(size_t max_value_bytes) {
+  return max_value_bytes / 3 * 4 + (64u << 10);
+}
+
+/// Who sent a request, as access control sees it.
+struct Caller {
+  /// Null: nothing is checked (TLS off, no ACL, or a node certificate).
+  std::shared_ptr<const security::Acl> acl;
+  std::string principal;
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Node* node = nullptr;
+  HttpOptions options;
+  std::unique_ptr<httplib::Server> server;
+  std::shared_ptr<security::AclStore> acl_store;
+  std::thread thread;
+  int port = 0;
+
+  // Database handles by normalised path: opening goes through the node's supervisor, a handle
+  // is thread-safe and reusable. Bounded: cleared when full.
+  std::mutex handles_mutex;
+  std::unordered_map<std::string, Database> handles;
+
+  /// Identifies the sender by its client certificate (the server required and verified it).
+  Status Identify(const httplib::Request& req, Caller* out) const {
+    if (!options.tls.enabled()) return Status::OK();
+    X509* cert = req.ssl ? SSL_get1_peer_certificate(req.ssl) : nullptr;
+    if (!cert) {
+      return Status::PermissionDenied("unauthenticated: no client certificate; nothing was done");
+    }
+    security::PeerIdentity identity;
+    Status s = security::IdentityOfCertificate(cert, &identity);
+    X509_free(cert);
+    if (!s.ok()) return Status::PermissionDenied("client certificate: " + s.message());
+    // Node certificates are the cluster's own machinery, as at the client port.
+    if (identity.role == security::PeerRole::kNode) return Status::OK();
+    if (!acl_store || !acl_store->configured()) return Status::OK();
+    out->acl = acl_store->current();
+    out->principal = identity.name;
+    if (!out->acl) {
+      return Status::PermissionDenied("principal " + Quote(identity.name) +
+                                      " may not do anything: no ACL is loaded yet");
+    }
+    return Status::OK();
+  }
+
+  /// OK if the sender holds `right` on the normalised `database` (security/acl.hpp).
+  Status Authorize(const httplib::Request& req, security::Right right,
+                   std::string_view database) const {
+    Caller caller;
+    Status s = Identify(req, &caller);
+    if (!s.ok() || !caller.acl) return s;
+    return caller.acl->Check(caller.principal, right, database);
+  }
+
+  Status AuthorizeKnown(const httplib::Request& req, Caller* caller) const {
+    Status s = Identify(req, caller);
+    if (!s.ok() || !caller->acl) return s;
+    return caller->acl->CheckKnown(caller->principal);
+  }
+
+  Database Open(const std::string& path) {
+    std::lock_guard<std::mutex> lock(handles_mutex);
+    auto it = handles.find(path);
+    if (it != handles.end()) return it->second;
+    Database db = node->open(path);
+    if (!db.ok()) return db;
+    if (handles.size() >= 1024) handles.clear();
+    handles.emplace(path, db);
+    return db;
+  }
+
+  void HandleDatabase(const httplib::Request& req, httplib::Response& res) {
+    std::string_view raw = req.target;
+    raw = raw.substr(0, raw.find('?'));
+    Target t;
+    Status s = ParseTarget(raw, &t);
+    if (!s.ok()) return ReplyError(res, s);
+    std::string path;
+    s = NormalizeDatabasePath(t.path, &path);
+    if (!s.ok()) return ReplyError(res, s);
+    const std::string& m = req.method;
+    bool write = (t.what == "key" && (m == "PUT" || m == "DELETE")) || t.what == "batch";
+    bool allowed = (t.what == "key" && (m == "GET" || m == "PUT" || m == "DELETE")) ||
+                   (t.what == "batch" && m == "POST") ||
+                   (t.what != "key" && t.what != "batch" && m == "GET");
+    if (!allowed) {
+      return ReplyError(res, Code::kInvalidArgument,
+                        "method " + m + " is not allowed on /" + t.what);
+    }
+    s = Authorize(req, write ? security::Right::kWrite : security::Right::kRead, path);
+    if (!s.ok()) return ReplyError(res, s);
+    Database db = Open(path);
+    if (!db.ok()) return ReplyError(res, db.status());
+
+    if (t.what == "key") {
+      if (m == "GET") {
+        Result<std::string> value = db.get(t.key);
+        if (!value.ok()) return ReplyError(res, value.status());
+        res.status = 200;
+        res.set_content(*value, "application/octet-stream");
+      } else if (m == "PUT") {
+        s = db.put(t.key, req.body);
+        if (!s.ok()) return ReplyError(res, s);
+        Reply(res, 200, json{{"ok", true}, {"bytes", req.body.size()}});
+      } else {
+        s = db.erase(t.key);
+        if (!s.ok()) return ReplyError(res, s);
+        Reply(res, 200, json{{"ok", true}});
+      }
+    } else if (t.what == "keys") {
+      ListOptions lo;
+      lo.prefix = req.get_param_value("prefix");
+      if (req.has_param("limit")) {
+        const std::string text = req.get_param_value("limit");
+        char* end = nullptr;
+        unsigned long v = std::strtoul(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || v > kMaxListLimit) {
+          return ReplyError(res, Code::kInvalidArgument,
+                            "limit: expected a number from 0 to " + std::to_string(kMaxListLimit) +
+                                ", got " + Quote(text));
+        }
+        lo.limit = static_cast<uint32_t>(v);
+      }
+      if (req.has_param("cursor") && !HexDecode(req.get_param_value("cursor"), &lo.start_after)) {
+        return ReplyError(res, Code::kInvalidArgument,
+                          "cursor: not a cursor this API returned (hex digits expected)");
+      }
+      const std::string values = req.get_param_value("values");
+      lo.with_values = values == "1" || values == "true";
+      Result<ListPage> page = db.list_page(lo);
+      if (!page.ok()) return ReplyError(res, page.status());
+      json items = json::array();
+      for (size_t i = 0; i < page->keys.size(); ++i) {
+        json item{{"key", page->keys[i]}};
+        if (lo.with_values && i < page->values.size()) {
+          item["value_base64"] = tools::Base64Encode(page->values[i]);
+        }
+        items.push_back(std::move(item));
+      }
+      json body{{"keys", std::move(items)}};
+      if (page->has_more()) body["next_cursor"] = HexEncode(page->next_token);
+      Reply(res, 200, body);
+    } else if (t.what == "batch") {
+      json ops = json::parse(req.body, nullptr, /*allow_exceptions=*/false);
+      if (ops.is_object() && ops.contains("ops")) ops = ops["ops"];
+      if (!ops.is_array()) {
+        return ReplyError(res, Code::kInvalidArgument,
+                          "batch: expected a JSON array of operations (or {\"ops\": [...]})");
+      }
+      WriteBatch batch;
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const json& op = ops[i];
+        const std::string where = "batch op " + std::to_string(i) + ": ";
+        if (!op.is_object() || !op.contains("op") || !op["op"].is_string() || !op.contains("key") ||
+            !op["key"].is_string()) {
+          return ReplyError(res, Code::kInvalidArgument,
+                            where + "expected {\"op\": \"put\"|\"erase\", \"key\": string, ...}");
+        }
+        const std::string kind = op["op"].get<std::string>();
+        std::string key = op["key"].get<std::string>();
+        if (kind == "erase" || kind == "delete") {
+          batch.Erase(std::move(key));
+        } else if (kind == "put") {
+          std::string value;
+          if (op.contains("value_base64") && op["value_base64"].is_string()) {
+            if (!tools::Base64Decode(op["value_base64"].get<std::string>(), &value)) {
+              return ReplyError(res, Code::kInvalidArgument, where + "value_base64 is not base64");
+            }
+          } else if (op.contains("value") && op["value"].is_string()) {
+            value = op["value"].get<std::string>();
+          } else {
+            return ReplyError(res, Code::kInvalidArgument,
+                              where + "a put needs value_base64 (or value, a string)");
+          }
+          batch.Put(std::move(key), std::move(value));
+        } else {
+          return ReplyError(res, Code::kInvalidArgument,
+                            where + "unknown op " + Quote(kind) + " (put or erase)");
+        }
+      }
+      s = db.write(batch);
+      if (!s.ok()) return ReplyError(res, s);
+      Reply(res, 200, json{{"ok", true}, {"ops", batch.size()}});
+    } else if (t.what == "stats") {
+      Result<DatabaseStats> st = db.stats();
+      if (!st.ok()) return ReplyError(res, st.status());
+      Reply(res, 200,
+            json{{"path", st->path},
+                 {"config", st->config_id},
+                 {"database_id", st->database_id},
+                 {"keys", st->key_count},
+                 {"used_bytes", st->used_bytes},
+                 {"limit_bytes", st->limit_bytes}});
+    } else {
+      Result<ReplicationStatus> st = db.replication_status();
+      if (!st.ok()) return ReplyError(res, st.status());
+      json replicas = json::array();
+      for (uint64_t r : st->replicas) replicas.push_back(Hex64(r));
+      json peers = json::array();
+      for (const PeerReplicaStatus& p : st->peers) {
+        peers.push_back(json{{"node_id", Hex64(p.node_id)},
+                             {"reachable", p.reachable},
+                             {"version_vector", p.version_vector},
+                             {"writes_seen", p.writes_seen},
+                             {"pending_deltas", p.pending_deltas}});
+      }
+      Reply(res, 200,
+            json{{"path", st->path},
+                 {"node_id", Hex64(st->node_id)},
+                 {"replicas", replicas},
+                 {"min", st->min},
+                 {"max", st->max},
+                 {"required_acks", st->required_acks},
+                 {"keys", st->key_count},
+                 {"used_bytes", st->used_bytes},
+                 {"tombstones", st->tombstones},
+                 {"digest", Hex64(st->digest)},
+                 {"version_vector", st->version_vector},
+                 {"writes_seen", st->writes_seen},
+                 {"entries_received", st->entries_received},
+                 {"entries_applied", st->entries_applied},
+                 {"peers", std::move(peers)}});
+    }
+  }
+
+  void HandleDatabases(const httplib::Request& req, httplib::Response& res) {
+    Caller caller;
+    Status s = AuthorizeKnown(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    auto infos = node->databases();
+    if (!infos.ok()) return ReplyError(res, infos.status());
+    json out = json::array();
+    for (const DatabaseInfo& d : *infos) {
+      // Listings show a principal only what it may read, as at the client port.
+      if (caller.acl && !caller.acl->Allows(caller.principal, security::Right::kRead, d.path)) {
+        continue;
+      }
+      out.push_back(json{{"path", d.path},
+                         {"config", d.config_id},
+                         {"database_id", d.database_id},
+                         {"created_ms", d.created_ms}});
+    }
+    Reply(res, 200, out);
+  }
+
+  /// GET /v1/configs lists the configs; GET /v1/configs/{id} answers one (404 if unknown).
+  void HandleConfigs(const httplib::Request& req, httplib::Response& res) {
+    std::string id;
+    std::string_view raw = req.target;
+    raw = raw.substr(0, raw.find('?'));
+    if (raw.size() > 12) {  // "/v1/configs/{id}"
+      if (!PercentDecode(raw.substr(12), &id)) {
+        return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
+      }
+    }
+    Caller caller;
+    Status s = AuthorizeKnown(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    auto infos = node->configs();
+    if (!infos.ok()) return ReplyError(res, infos.status());
+    json out = json::array();
+    for (const ConfigInfo& c : *infos) {
+      if (caller.acl) {
+        config::Matcher m;
+        if (!config::Matcher::Compile(c.matcher, &m).ok() ||
+            !caller.acl->MayReadSomeOf(caller.principal, m)) {
+          continue;
+        }
+      }
+      if (!id.empty() && c.id != id) continue;
+      out.push_back(json{{"id", c.id},
+                         {"description", c.description},
+                         {"tags", c.tags},
+                         {"matcher", c.matcher},
+                         {"matcher_kind", c.matcher_kind},
+                         {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
+                         {"size_bytes", c.size_bytes},
+                         {"source", c.source}});
+    }
+    if (!id.empty()) {
+      if (out.empty()) return ReplyError(res, Code::kNotFound, "no database config " + Quote(id));
+      return Reply(res, 200, out[0]);
+    }
+    Reply(res, 200, out);
+  }
+
+  void HandleMembers(const httplib::Request& req, httplib::Response& res) {
+    Caller caller;
+    Status s = AuthorizeKnown(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    auto members = node->members();
+    if (!members.ok()) return ReplyError(res, members.status());
+    json out = json::array();
+    for (const MemberStatus& m : *members) {
+      out.push_back(json{{"node_id", Hex64(m.node_id)},
+                         {"cluster_address", m.cluster_address},
+                         {"client_port", m.client_port},
+                         {"alive", m.alive},
+                         {"self", m.self},
+                         {"silent_ms", m.silent_ms},
+                         {"sync", m.sync},
+                         {"low_space", m.low_space},
+                         {"free_disk_bytes", m.free_disk_bytes}});
+    }
+    Reply(res, 200, out);
+  }
+
+  void HandleHealth(const httplib::Request& req, httplib::Response& res) {
+    // Any verified certificate may ask (load balancers and probes hold no ACL grant).
+    Caller caller;
+    Status s = Identify(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    Status health = node->health();
+    if (health.ok()) {
+      Reply(res, 200, json{{"status", "ok"}, {"node_id", Hex64(node->node_id())}});
+    } else {
+      Reply(res, 503,
+            json{{"status", "failed"},
+                 {"code", CodeName(health.code())},
+                 {"message", health.message()},
+                 {"node_id", Hex64(node->node_id())}});
+    }
+  }
+
+  void Routes() {
+    httplib::Server& srv = *server;
+    auto db = [this](const httplib::Request& req, httplib::Response& res) {
+      HandleDatabase(req, res);
+    };
+    const std::string dbs = R"(/v1/databases/.+)";
+    srv.Get(dbs, db);
+    srv.Put(dbs, db);
+    srv.Delete(dbs, db);
+    srv.Post(dbs, db);
+    srv.Get("/v1/databases", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleDatabases(req, res);
+    });
+    srv.Get(R"(/v1/configs(/[^/]+)?)", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleConfigs(req, res);
+    });
+    srv.Get("/v1/members", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleMembers(req, res);
+    });
+    srv.Get("/v1/health", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleHealth(req, res);
+    });
+    // httplib's own refusals (unknown route 404, oversized body 413, malformed request 400)
+    // get the same JSON error shape; handlers' replies already have a body.
+    const size_t max_body = MaxBodyBytes(options.max_value_bytes);
+    srv.set_error_handler([max_body](const httplib::Request&, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      Code code = res.status == 404   ? Code::kNotFound
+                  : res.status == 413 ? Code::kValueTooLarge
+                  : res.status == 400 ? Code::kInvalidArgument
+                                      : Code::kInternal;
+      std::string message = res.status == 404 ? "no such endpoint"
+                            : res.status == 413
+                                ? "request body larger than the HTTP API's bound of " +
+                                      std::to_string(max_body) + " bytes"
+                                : "request refused (" + std::to_string(res.status) + ")";
+      res.set_content(Dump(json{{"code", CodeName(code)}, {"message", message}}),
+                      "application/json");
+    });
+    srv.set_exception_handler(
+        [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+          ReplyError(res, Code::kInternal, "internal error while serving the request");
+        });
+  }
+};
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpServer::~HttpServer() {
+  if (impl_->server) impl_->server->stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+uint16_t HttpServer::port() const {
+  return static_cast<uint16_t>(impl_->port);
+}
+
+bool HttpServer::tls() const {
+  return impl_->options.tls.enabled();
+}
+
+Status HttpServer::Start(Node& node, HttpOptions options, std::unique_ptr<HttpServer>* out) {
+  if (options.port < 0 || options.port > 65535) {
+    return Status::InvalidArgument("HTTP port must be from 0 to 65535, got " +
+                                   std::to_string(options.port));
+  }
+  if (options.threads == 0) return Status::InvalidArgument("HTTP threads must be at least 1");
+  if (!options.tls.enabled() && !IsLoopbackHost(options.host)) {
+    if (!options.insecure_plaintext) {
+      return Status::InvalidArgument(
+          "the HTTP API would listen on " + options.host + ":" + std::to_string(options.port) +
+          ", beyond loopback, without TLS: anyone who can reach it could read and change every "
+          "database. Turn on TLS (--tls-ca, --tls-cert and --tls-key), or accept plaintext "
+          "with --insecure-plaintext (only on a network you trust), or listen on 127.0.0.1");
+    }
+    spdlog::warn(
+        "the HTTP API listens on {}:{} without TLS: anyone who can reach it can read "
+        "and change every database",
+        options.host, options.port);
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->node = &node;
+  impl->acl_store = NodeInternal::Acl(node);
+  if (options.tls.enabled()) {
+    const TlsOptions& t = options.tls;
+    if (t.ca_file.empty() || t.cert_file.empty() || t.key_file.empty()) {
+      return Status::InvalidArgument("HTTPS needs all three of the CA, certificate and key files");
+    }
+    // The client CA makes httplib require and verify a client certificate on every connection.
+    impl->server = std::make_unique<httplib::SSLServer>(t.cert_file.c_str(), t.key_file.c_str(),
+                                                        t.ca_file.c_str());
+  } else {
+    impl->server = std::make_unique<httplib::Server>();
+  }
+  if (!impl->server->is_valid()) {
+    return Status::InvalidArgument("HTTPS: cannot load the certificate " + options.tls.cert_file +
+                                   ", its key or the CA " + options.tls.ca_file);
+  }
+  const size_t threads = options.threads;
+  impl->server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  impl->server->set_payload_max_length(MaxBodyBytes(options.max_value_bytes));
+  impl->server->set_keep_alive_timeout(options.idle_timeout_s);
+  // Responses go out at once: httplib writes headers and body separately, and Nagle's algorithm
+  // would hold the body for the client's delayed ACK (about 40 ms a request on keep-alive).
+  impl->server->set_tcp_nodelay(true);
+  // Debian's httplib listens with a backlog of 5, which makes a burst of connections wait
+  // seconds in SYN retries. The socket-options hook (run before bind; it replaces httplib's
+  // default, which is called here too) remembers the socket so that a second
+  // listen() below raises the backlog (Linux takes a new backlog on a listening socket).
+  auto listen_fd = std::make_shared<int>(-1);
+  impl->server->set_socket_options([listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    *listen_fd = sock;
+  });
+  // httplib closes a keep-alive connection after 5 requests by default; clients reuse them.
+  impl->server->set_keep_alive_max_count(1000);
+  impl->server->set_read_timeout(options.idle_timeout_s, 0);
+  impl->server->set_write_timeout(options.idle_timeout_s, 0);
+  impl->options = std::move(options);
+  impl->Routes();
+  const HttpOptions& o = impl->options;
+  if (o.port == 0) {
+    impl->port = impl->server->bind_to_any_port(o.host);
+    if (impl->port <= 0) {
+      return Status::Unavailable("the HTTP API cannot listen on " + o.host + " (any port)");
+    }
+  } else {
+    if (!impl->server->bind_to_port(o.host, o.port)) {
+      return Status::Unavailable("the HTTP API cannot listen on " + o.host + ":" +
+                                 std::to_string(o.port) + " (in use, or not an address here)");
+    }
+    impl->port = o.port;
+  }
+  if (*listen_fd >= 0) ::listen(*listen_fd, SOMAXCONN);
+  httplib::Server* srv = impl->server.get();
+  impl->thread = std::thread([srv] { srv->listen_after_bind(); });
+  spdlog::info("HTTP API on {}://{}:{}", o.tls.enabled() ? "https" : "http", o.host, impl->port);
+  out->reset(new HttpServer(std::move(impl)));
+  return Status::OK();
+}
+
+}  // namespace kvmesh::http

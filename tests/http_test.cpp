@@ -1,0 +1,592 @@
+// The HTTP API (http/server.hpp) and the reference app (examples/kv-app), through cpp-httplib's
+// client and raw sockets.
+#include "http/server.hpp"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "process_util.hpp"
+#include "test_util.hpp"
+#include "testing/test_pki.hpp"
+#include "tools/base64.hpp"
+
+namespace kvmesh {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr const char* kConfigs = R"(
+- id: kv
+  matcher: /example/kv
+  replication: {min: 1, max: 1}
+  size: 10MB
+- id: other
+  matcher: /other/kv
+  replication: {min: 1, max: 1}
+  size: 10MB
+- id: tiny
+  matcher: /tiny
+  replication: {min: 1, max: 1}
+  size: 200B
+)";
+
+constexpr size_t kMaxValue = 4096;
+
+class HttpTest : public ::testing::Test {
+ protected:
+  /// Starts a node and its HTTP API; with `tls`, both use node certificate "n1".
+  void Start(bool tls = false, const std::string& acl_yaml = "") {
+    NodeOptions o;
+    o.data_dir = temp_ / "node";
+    o.config_yaml = kConfigs;
+    o.max_value_bytes = kMaxValue;
+    if (tls) o.tls = testing::SharedTestPki().Node("n1");
+    if (!acl_yaml.empty()) o.acl_file = temp_.Write("acl.yaml", acl_yaml);
+    Status s = Node::Start(o, &node_);
+    ASSERT_TRUE(s.ok()) << s;
+    http::HttpOptions h;
+    h.port = 0;
+    h.tls = o.tls;
+    h.max_value_bytes = o.max_value_bytes;
+    h.idle_timeout_s = 2;
+    s = http::HttpServer::Start(*node_, h, &http_);
+    ASSERT_TRUE(s.ok()) << s;
+  }
+
+  httplib::Client Client() {
+    httplib::Client c("127.0.0.1", http_->port());
+    c.set_connection_timeout(5);
+    c.set_read_timeout(10);
+    return c;
+  }
+
+  static json Body(const httplib::Result& r) {
+    return json::parse(r->body, nullptr, /*allow_exceptions=*/false);
+  }
+
+  /// Sends `request` on a fresh TCP connection and reads what comes back until `responses`
+  /// status lines arrived, the server closed, or 5 s passed.
+  std::string Raw(const std::string& request, int responses = 1) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(http_->port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    EXPECT_EQ(::send(fd, request.data(), request.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(request.size()));
+    std::string got;
+    char buf[4096];
+    for (int i = 0; i < 1000; ++i) {  // bounded by the count and the 5 s receive timeout
+      size_t seen = 0;
+      for (size_t p = got.find("HTTP/1.1 "); p != std::string::npos;
+           p = got.find("HTTP/1.1 ", p + 1)) {
+        ++seen;
+      }
+      if (static_cast<int>(seen) >= responses && got.size() > 4 &&
+          got.compare(got.size() - 1, 1, "}") == 0) {
+        break;
+      }
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    ::close(fd);
+    return got;
+  }
+
+  testing::TempDir temp_;
+  std::unique_ptr<Node> node_;
+  std::unique_ptr<http::HttpServer> http_;
+};
+
+const std::string kKv = "/v1/databases/example/kv";
+
+TEST_F(HttpTest, PutGetDeleteRoundTripsBinaryValues) {
+  Start();
+  auto c = Client();
+  std::string value;
+  for (int i = 0; i < 256; ++i) value.push_back(static_cast<char>(i));  // NUL and 0xFF included
+  auto put = c.Put((kKv + "/keys/users/123/profile").c_str(), value, "application/octet-stream");
+  ASSERT_TRUE(put) << httplib::to_string(put.error());
+  EXPECT_EQ(put->status, 200) << put->body;
+  // The same key through the embedded API: the HTTP path maps to the key "/users/123/profile".
+  auto direct = node_->open("/example/kv").get("/users/123/profile");
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_EQ(*direct, value);
+  auto get = c.Get((kKv + "/keys/users/123/profile").c_str());
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 200);
+  EXPECT_EQ(get->body, value);
+  // A key holding "/keys/" and a byte that needs escaping, percent-encoded.
+  auto odd = c.Put((kKv + "/keys/a%2Fkeys%2Fb%00c").c_str(), "x", "text/plain");
+  ASSERT_TRUE(odd);
+  EXPECT_EQ(odd->status, 200) << odd->body;
+  EXPECT_TRUE(node_->open("/example/kv").get(std::string("/a/keys/b\0c", 11)).ok());
+
+  auto del = c.Delete((kKv + "/keys/users/123/profile").c_str());
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 200);
+  auto gone = c.Get((kKv + "/keys/users/123/profile").c_str());
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->status, 404);
+  EXPECT_EQ(Body(gone)["code"], "not_found") << gone->body;
+  // Deleting a missing key succeeds, as in the reference system.
+  auto again = c.Delete((kKv + "/keys/users/123/profile").c_str());
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200);
+}
+
+TEST_F(HttpTest, ErrorsMapToStatusesWithJsonBodies) {
+  Start();
+  auto c = Client();
+  struct Case {
+    std::string method, target, body;
+    int status;
+    std::string code;
+  };
+  const std::vector<Case> cases = {
+      {"GET", "/v1/databases/nowhere/keys/a", "", 404, "no_matching_config"},
+      {"GET", kKv + "/keys/a/%2E%2E/b", "", 400, "invalid_key"},
+      {"GET", kKv + "/keys/a%zz", "", 400, "invalid_argument"},
+      {"GET", kKv + "/keys?limit=lots", "", 400, "invalid_argument"},
+      {"GET", kKv + "/keys?cursor=xyz", "", 400, "invalid_argument"},
+      {"POST", kKv + "/keys/a", "", 400, "invalid_argument"},
+      {"GET", kKv + "/nothing", "", 404, "not_found"},
+      {"GET", "/v2/anything", "", 404, "not_found"},
+      {"PUT", kKv + "/keys/big", std::string(kMaxValue + 1, 'v'), 413, "value_too_large"},
+      {"PUT", "/v1/databases/tiny/keys/k", std::string(300, 'v'), 413, "size_limit_exceeded"},
+  };
+  for (const Case& k : cases) {
+    httplib::Request req;
+    req.method = k.method;
+    req.path = k.target;
+    req.body = k.body;
+    auto r = c.send(req);
+    ASSERT_TRUE(r) << k.method << " " << k.target << ": " << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, k.status) << k.method << " " << k.target << ": " << r->body;
+    json body = Body(r);
+    EXPECT_EQ(body["code"], k.code) << k.method << " " << k.target << ": " << r->body;
+    EXPECT_TRUE(body["message"].is_string() && !body["message"].get<std::string>().empty())
+        << r->body;
+  }
+  auto stats = node_->open("/example/kv").stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->key_count, 0u) << "a refused request stored something";
+}
+
+TEST_F(HttpTest, AnOversizedBodyIsRefusedAndNothingIsStored) {
+  Start();
+  // Beyond the request body bound (4/3 of the value bound plus 64 KiB): refused on its
+  // Content-Length; httplib reads the body into a fixed buffer and discards it, never holding it.
+  const size_t over = kMaxValue / 3 * 4 + (64u << 10) + 1;
+  std::string got =
+      Raw("PUT /v1/databases/example/kv/keys/huge HTTP/1.1\r\nHost: t\r\n"
+          "Content-Length: " +
+          std::to_string(over) + "\r\n\r\n" + std::string(over, 'x'));
+  EXPECT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got;
+  EXPECT_NE(got.find("\"code\":\"value_too_large\""), std::string::npos) << got;
+  EXPECT_NE(got.find("request body larger than the HTTP API's bound of " +
+                     std::to_string(over - 1) + " bytes"),
+            std::string::npos)
+      << got;
+  // A body just over the value bound but within the request bound: read, and refused by the
+  // database.
+  auto c = Client();
+  auto r = c.Put((kKv + "/keys/huge").c_str(), std::string(kMaxValue * 5 / 4, 'x'),
+                 "application/octet-stream");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 413);
+  EXPECT_EQ(Body(r)["code"], "value_too_large") << r->body;
+  EXPECT_EQ(node_->open("/example/kv").get("/huge").status().code(), Code::kNotFound);
+  auto health = c.Get("/v1/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+}
+
+TEST_F(HttpTest, ListingsPageWithCursorsAndBase64Values) {
+  Start();
+  Database db = node_->open("/example/kv");
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(db.put("/u/" + std::to_string(i), "v" + std::to_string(i)).ok());
+  ASSERT_TRUE(db.put("/users/x", "not under /u").ok());
+  auto c = Client();
+  std::vector<std::string> keys, values;
+  std::string cursor;
+  int pages = 0;
+  for (; pages < 10; ++pages) {  // bounded
+    std::string target = kKv + "/keys?prefix=/u&limit=2&values=1";
+    if (!cursor.empty()) target += "&cursor=" + cursor;
+    auto r = c.Get(target.c_str());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    json page = Body(r);
+    EXPECT_LE(page["keys"].size(), 2u);
+    for (const json& item : page["keys"]) {
+      keys.push_back(item["key"]);
+      std::string v;
+      ASSERT_TRUE(tools::Base64Decode(item["value_base64"].get<std::string>(), &v));
+      values.push_back(v);
+    }
+    if (!page.contains("next_cursor")) break;
+    cursor = page["next_cursor"];
+  }
+  EXPECT_EQ(pages, 2);  // 2 + 2 + 1
+  EXPECT_EQ(keys, (std::vector<std::string>{"/u/0", "/u/1", "/u/2", "/u/3", "/u/4"}));
+  EXPECT_EQ(values, (std::vector<std::string>{"v0", "v1", "v2", "v3", "v4"}));
+  // Without values=1 there are none.
+  auto plain = c.Get((kKv + "/keys").c_str());
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(Body(plain)["keys"][0].contains("value_base64")) << plain->body;
+}
+
+TEST_F(HttpTest, BatchesAreAtomic) {
+  Start();
+  auto c = Client();
+  Database db = node_->open("/example/kv");
+  ASSERT_TRUE(db.put("/old", "x").ok());
+  json ops = json::array({{{"op", "put"},
+                           {"key", "/a"},
+                           {"value_base64", tools::Base64Encode(std::string("\0\1", 2))}},
+                          {{"op", "erase"}, {"key", "/old"}}});
+  auto r = c.Post((kKv + "/batch").c_str(), ops.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(*db.get("/a"), std::string("\0\1", 2));
+  EXPECT_EQ(db.get("/old").status().code(), Code::kNotFound);
+
+  // An invalid key in the second op refuses the whole batch: the first op is not applied.
+  json bad = json::array({{{"op", "put"}, {"key", "/b"}, {"value_base64", "eQ=="}},
+                          {{"op", "put"}, {"key", "/x/../y"}, {"value_base64", "eQ=="}}});
+  r = c.Post((kKv + "/batch").c_str(), bad.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_EQ(Body(r)["code"], "invalid_key") << r->body;
+  EXPECT_EQ(db.get("/b").status().code(), Code::kNotFound);
+
+  for (const std::string& body :
+       {std::string("{not json"), std::string("[{\"op\":\"swap\",\"key\":\"/k\"}]"),
+        std::string("[{\"op\":\"put\",\"key\":\"/k\",\"value_base64\":\"*\"}]")}) {
+    r = c.Post((kKv + "/batch").c_str(), body, "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << body << ": " << r->body;
+    EXPECT_EQ(Body(r)["code"], "invalid_argument") << r->body;
+  }
+  EXPECT_EQ(db.get("/k").status().code(), Code::kNotFound);
+}
+
+TEST_F(HttpTest, DatabaseAndClusterEndpointsDescribeTheNode) {
+  Start();
+  auto c = Client();
+  ASSERT_EQ(c.Put((kKv + "/keys/k").c_str(), "value", "text/plain")->status, 200);
+  auto stats = c.Get((kKv + "/stats").c_str());
+  ASSERT_TRUE(stats);
+  ASSERT_EQ(stats->status, 200) << stats->body;
+  EXPECT_EQ(Body(stats)["path"], "/example/kv");
+  EXPECT_EQ(Body(stats)["config"], "kv");
+  EXPECT_EQ(Body(stats)["keys"], 1);
+  auto status = c.Get((kKv + "/status").c_str());
+  ASSERT_TRUE(status);
+  ASSERT_EQ(status->status, 200) << status->body;
+  EXPECT_EQ(Body(status)["keys"], 1);
+  EXPECT_EQ(Body(status)["replicas"].size(), 1u) << status->body;
+  auto dbs = c.Get("/v1/databases");
+  ASSERT_TRUE(dbs);
+  ASSERT_EQ(dbs->status, 200);
+  ASSERT_EQ(Body(dbs).size(), 1u) << dbs->body;
+  EXPECT_EQ(Body(dbs)[0]["path"], "/example/kv");
+  auto configs = c.Get("/v1/configs");
+  ASSERT_TRUE(configs);
+  ASSERT_EQ(configs->status, 200);
+  EXPECT_EQ(Body(configs).size(), 3u) << configs->body;
+  EXPECT_EQ(Body(configs)[0]["id"], "kv") << configs->body;
+  auto one = c.Get("/v1/configs/other");
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->status, 200) << one->body;
+  EXPECT_EQ(Body(one)["matcher"], "/other/kv") << one->body;
+  auto unknown = c.Get("/v1/configs/nope");
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(unknown->status, 404);
+  EXPECT_EQ(Body(unknown)["code"], "not_found") << unknown->body;
+  auto members = c.Get("/v1/members");
+  ASSERT_TRUE(members);
+  ASSERT_EQ(members->status, 200);
+  ASSERT_EQ(Body(members).size(), 1u);
+  EXPECT_EQ(Body(members)[0]["self"], true);
+  auto health = c.Get("/v1/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(Body(health)["status"], "ok");
+}
+
+TEST_F(HttpTest, KeepAliveServesManyRequestsOnOneConnection) {
+  Start();
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(http_->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const std::string req = "GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n";
+  // Ten requests one after the other on one TCP connection, each answered before the next.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()))
+        << "request " << i << ": the server closed the connection";
+    std::string got;
+    char buf[4096];
+    for (int reads = 0; reads < 100 && (got.empty() || got.back() != '}'); ++reads) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    ASSERT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << "request " << i << ": " << got;
+    EXPECT_EQ(got.find("Connection: close"), std::string::npos) << got;
+  }
+  ::close(fd);
+}
+
+TEST_F(HttpTest, MalformedRequestsAndAConnectionFloodLeaveTheNodeServing) {
+  Start();
+  std::string got = Raw("BLAH\r\n\r\n");
+  EXPECT_NE(got.find("HTTP/1.1 400"), std::string::npos) << got;
+  // A flood: 200 connections, half of them sending a partial request, then all closed.
+  std::vector<int> fds;
+  for (int i = 0; i < 200; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(http_->port());
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 && i % 2 == 0) {
+      ::send(fd, "PUT /v1/data", 12, MSG_NOSIGNAL);
+    }
+    fds.push_back(fd);
+  }
+  for (int fd : fds) ::close(fd);
+  auto c = Client();
+  auto put = c.Put((kKv + "/keys/after").c_str(), "still here", "text/plain");
+  ASSERT_TRUE(put) << httplib::to_string(put.error());
+  EXPECT_EQ(put->status, 200);
+  EXPECT_EQ(*node_->open("/example/kv").get("/after"), "still here");
+  // A burst is accepted at once: the listen backlog (ss's Send-Q of a listening socket) is not
+  // httplib's 5, which left connects of a burst waiting a second or more in SYN retries.
+  if (::access("/usr/bin/ss", X_OK) == 0) {
+    auto ss = testing::RunCommand(
+        "/usr/bin/ss", {"-Hltn", "sport = :" + std::to_string(http_->port())}, "", temp_.path());
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(ss.out, m, std::regex("LISTEN +[0-9]+ +([0-9]+)"))) << ss.out;
+    EXPECT_GE(std::stoi(m[1]), 128) << ss.out;
+  }
+}
+
+TEST(HttpOptionsTest, PlaintextBeyondLoopbackNeedsInsecurePlaintext) {
+  testing::TempDir temp;
+  NodeOptions o;
+  o.data_dir = temp / "node";
+  o.config_yaml = kConfigs;
+  std::unique_ptr<Node> node;
+  ASSERT_TRUE(Node::Start(o, &node).ok());
+  http::HttpOptions h;
+  h.host = "0.0.0.0";
+  std::unique_ptr<http::HttpServer> server;
+  Status s = http::HttpServer::Start(*node, h, &server);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("without TLS"), std::string::npos) << s;
+  EXPECT_EQ(server, nullptr);
+}
+
+TEST(KvmeshdHttp, ServesTheApiWithHttpPortAndRefusesPlaintextBeyondLoopback) {
+  testing::TempDir temp;
+  temp.Write("config/kv.yaml", kConfigs);
+  testing::DaemonProcess node;
+  ASSERT_TRUE(node.Start(KVMESHD_PATH, {"--data-dir", temp / "data", "--config-dir",
+                                        temp / "config", "--port", "0", "--http-port", "0"}))
+      << node.output();
+  std::smatch m;
+  const std::string out = node.output();
+  ASSERT_TRUE(std::regex_search(out, m, std::regex("HTTP API http://127.0.0.1:([0-9]+)"))) << out;
+  httplib::Client c("127.0.0.1", std::stoi(m[1]));
+  c.set_read_timeout(10);
+  auto put = c.Put("/v1/databases/example/kv/keys/k", "v", "text/plain");
+  ASSERT_TRUE(put) << httplib::to_string(put.error());
+  EXPECT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(c.Get("/v1/databases/example/kv/keys/k")->body, "v");
+  node.Kill(SIGTERM);
+  EXPECT_EQ(node.Wait(), 0);
+
+  // The settings file's http_listen beyond loopback, without TLS: refused at start, with why.
+  const std::string settings =
+      temp.Write("node.yaml", "http_port: 0\nhttp_listen: 0.0.0.0\nport: 0\n");
+  // DaemonProcess returns at the ready line, or when the process exits without one: a kvmeshd
+  // that started anyway is killed, not left running.
+  testing::DaemonProcess refused;
+  const bool started = refused.Start(
+      KVMESHD_PATH,
+      {"--config", settings, "--data-dir", temp / "data2", "--config-dir", temp / "config"});
+  if (started) refused.Kill(SIGKILL);
+  EXPECT_FALSE(started) << refused.output();
+  EXPECT_EQ(refused.Wait(), 1) << refused.output();
+  EXPECT_NE(
+      refused.output().find("the HTTP API would listen on 0.0.0.0:0, beyond loopback, without TLS"),
+      std::string::npos)
+      << refused.output();
+}
+
+// -- HTTPS and the ACL --
+
+std::unique_ptr<httplib::SSLClient> TlsClient(uint16_t port, const TlsOptions& tls) {
+  auto c = std::make_unique<httplib::SSLClient>("127.0.0.1", port, tls.cert_file, tls.key_file);
+  c->set_ca_cert_path(tls.ca_file.c_str());
+  c->enable_server_certificate_verification(true);
+  c->set_connection_timeout(5);
+  c->set_read_timeout(10);
+  return c;
+}
+
+TEST_F(HttpTest, HttpsNeedsAClientCertificateOfTheClusterCa) {
+  Start(/*tls=*/true);
+  ASSERT_TRUE(http_->tls());
+  auto alice = TlsClient(http_->port(), testing::SharedTestPki().Client("alice"));
+  auto r = alice->Put((kKv + "/keys/k").c_str(), "v", "text/plain");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200) << r->body;
+
+  // No client certificate: the handshake fails, nothing is served.
+  httplib::SSLClient anonymous("127.0.0.1", http_->port());
+  anonymous.set_ca_cert_path(testing::SharedTestPki().ca_file().c_str());
+  anonymous.set_connection_timeout(5);
+  auto refused = anonymous.Get((kKv + "/keys/k").c_str());
+  EXPECT_FALSE(refused) << "served without a client certificate: " << refused->status;
+
+  // A certificate of another CA: refused too.
+  TlsOptions stranger = testing::SharedOtherTestPki().Client("alice");
+  stranger.ca_file = testing::SharedTestPki().ca_file();
+  auto foreign = TlsClient(http_->port(), stranger)->Get((kKv + "/keys/k").c_str());
+  EXPECT_FALSE(foreign) << "served a foreign certificate: " << foreign->status;
+
+  // Plain HTTP on the HTTPS port gets nothing either.
+  httplib::Client plain("127.0.0.1", http_->port());
+  plain.set_connection_timeout(5);
+  plain.set_read_timeout(5);
+  auto p = plain.Get("/v1/health");
+  EXPECT_TRUE(!p || p->status != 200);
+}
+
+TEST_F(HttpTest, TheAclLimitsAPrincipalToItsPatterns) {
+  Start(/*tls=*/true, R"(
+principals:
+  alice:
+    - role: readwrite
+      databases: ["/example/kv"]
+  reader: [{role: readonly}]
+)");
+  testing::TestPki& pki = testing::SharedTestPki();
+  auto alice = TlsClient(http_->port(), pki.Client("alice"));
+  auto ok = alice->Put((kKv + "/keys/k").c_str(), "v", "text/plain");
+  ASSERT_TRUE(ok) << httplib::to_string(ok.error());
+  EXPECT_EQ(ok->status, 200) << ok->body;
+  auto denied = alice->Put("/v1/databases/other/kv/keys/k", "v", "text/plain");
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 403) << denied->body;
+  EXPECT_EQ(Body(denied)["code"], "permission_denied");
+  EXPECT_NE(Body(denied)["message"].get<std::string>().find("alice"), std::string::npos);
+  EXPECT_EQ(alice->Get("/v1/databases/other/kv/keys/k")->status, 403);
+
+  // Listings show alice only what she may read.
+  ASSERT_TRUE(node_->open("/other/kv").put("/k", "v").ok());
+  auto dbs = alice->Get("/v1/databases");
+  ASSERT_TRUE(dbs);
+  ASSERT_EQ(dbs->status, 200);
+  ASSERT_EQ(Body(dbs).size(), 1u) << dbs->body;
+  EXPECT_EQ(Body(dbs)[0]["path"], "/example/kv");
+  auto configs = alice->Get("/v1/configs");
+  ASSERT_TRUE(configs);
+  EXPECT_EQ(Body(configs).size(), 1u) << configs->body;
+
+  // readonly: reads anywhere, writes nowhere.
+  auto reader = TlsClient(http_->port(), pki.Client("reader"));
+  EXPECT_EQ(reader->Get((kKv + "/keys/k").c_str())->status, 200);
+  EXPECT_EQ(reader->Delete((kKv + "/keys/k").c_str())->status, 403);
+  EXPECT_EQ(reader->Post((kKv + "/batch").c_str(), "[]", "application/json")->status, 403);
+
+  // Not in the file: nothing, not even the member list.
+  auto mallory = TlsClient(http_->port(), pki.Client("mallory"));
+  EXPECT_EQ(mallory->Get("/v1/members")->status, 403);
+  EXPECT_EQ(mallory->Get((kKv + "/keys/k").c_str())->status, 403);
+
+  // A node certificate may do everything.
+  auto node = TlsClient(http_->port(), pki.Node("n2"));
+  EXPECT_EQ(node->Put("/v1/databases/other/kv/keys/k2", "v", "text/plain")->status, 200);
+}
+
+// -- The reference app --
+
+TEST(KvApp, AnswersTheReferenceCurlLines) {
+  testing::TempDir temp;
+  NodeOptions o;
+  o.data_dir = temp / "node";
+  o.config_yaml = kConfigs;
+  o.listen_port = 0;
+  std::unique_ptr<Node> node;
+  ASSERT_TRUE(Node::Start(o, &node).ok());
+  testing::DaemonProcess app;
+  ASSERT_TRUE(app.Start(KV_APP_PATH,
+                        {"--node", "127.0.0.1:" + std::to_string(node->port()), "--port", "0"}))
+      << app.output();
+  const std::string base = "http://127.0.0.1:" + std::to_string(app.port());
+  // The two lines of the reference docs, with curl when it is installed.
+  const bool curl = ::access("/usr/bin/curl", X_OK) == 0;
+  std::string stored, fetched;
+  if (curl) {
+    auto post = testing::RunCommand(
+        "/usr/bin/curl",
+        {"-s", "-X", "POST", base + "/api/kv", "-d", R"({"key":"message","value":"hello world"})"},
+        "", temp.path());
+    stored = post.out;
+    auto get =
+        testing::RunCommand("/usr/bin/curl", {"-s", base + "/api/kv?key=message"}, "", temp.path());
+    fetched = get.out;
+  } else {
+    httplib::Client c("127.0.0.1", app.port());
+    stored = c.Post("/api/kv", R"({"key":"message","value":"hello world"})",
+                    "application/x-www-form-urlencoded")
+                 ->body;
+    fetched = c.Get("/api/kv?key=message")->body;
+  }
+  EXPECT_EQ(stored, "Value stored successfully");
+  EXPECT_EQ(fetched, "hello world");
+  EXPECT_EQ(*node->open("/example/kv").get("/message"), "hello world");
+
+  httplib::Client c("127.0.0.1", app.port());
+  c.set_read_timeout(10);
+  EXPECT_EQ(c.Get("/api/kv?key=missing")->status, 404);
+  EXPECT_EQ(c.Get("/api/kv")->status, 400);
+  EXPECT_EQ(c.Post("/api/kv", "{bad json", "application/json")->status, 400);
+  EXPECT_EQ(c.Post("/api/kv", R"({"key":"only"})", "application/json")->status, 400);
+  // A failure of the store is a 500 with its text: an invalid key.
+  auto bad = c.Post("/api/kv", R"({"key":"/a/../b","value":"v"})", "application/json");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 500);
+  EXPECT_NE(bad->body.find("invalid_key"), std::string::npos) << bad->body;
+  app.Kill(SIGTERM);
+  app.Wait();
+}
+
+}  // namespace
+}  // namespace kvmesh
