@@ -461,6 +461,16 @@ struct HttpServer::Impl {
     Reply(res, 200, out);
   }
 
+  /// Prometheus text (Node::metrics); like members, any principal in the ACL may read it.
+  void HandleMetrics(const httplib::Request& req, httplib::Response& res) {
+    Caller caller;
+    Status s = AuthorizeKnown(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    auto text = node->metrics();
+    if (!text.ok()) return ReplyError(res, text.status());
+    res.set_content(*text, "text/plain; version=0.0.4; charset=utf-8");
+  }
+
   void HandleMembers(const httplib::Request& req, httplib::Response& res) {
     Caller caller;
     Status s = AuthorizeKnown(req, &caller);
@@ -520,6 +530,9 @@ struct HttpServer::Impl {
     });
     srv.Get("/v1/health", [this](const httplib::Request& req, httplib::Response& res) {
       HandleHealth(req, res);
+    });
+    srv.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleMetrics(req, res);
     });
     // httplib's own refusals (unknown route 404, oversized body 413, malformed request 400)
     // get the same JSON error shape; handlers' replies already have a body.

@@ -331,6 +331,12 @@ TEST_F(HttpTest, DatabaseAndClusterEndpointsDescribeTheNode) {
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
   EXPECT_EQ(Body(health)["status"], "ok");
+  // Prometheus text of the node's metrics (tests/metrics_scrape_test.cpp parses it in full).
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  ASSERT_EQ(metrics->status, 200) << metrics->body;
+  EXPECT_EQ(metrics->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
+  EXPECT_NE(metrics->body.find("kvmesh_requests_total{"), std::string::npos) << metrics->body;
 }
 
 TEST_F(HttpTest, KeepAliveServesManyRequestsOnOneConnection) {
