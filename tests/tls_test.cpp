@@ -7,9 +7,9 @@
 #include <caf/io/all.hpp>
 #include <caf/io/basp/header.hpp>
 
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -313,20 +313,23 @@ TEST_F(TlsTest, ANodeCannotSpeakForAnother) {
   EXPECT_TRUE(n1_alive);
 }
 
+/// Starts kvmeshd with TLS (node certificate "n0") on a free client port, data in `dir`.
+bool StartTlsDaemon(const testing::TempDir& dir, testing::DaemonProcess* d) {
+  const TlsOptions node_tls = SharedTestPki().Node("n0");
+  return d->Start(KVMESHD_PATH, {"--data-dir", dir / "data", "--config-dir", KVMESH_EXAMPLE_CONFIGS,
+                                 "--port", "0", "--tls-ca", node_tls.ca_file, "--tls-cert",
+                                 node_tls.cert_file, "--tls-key", node_tls.key_file});
+}
+
 // The fuzz findings of issue 13, with TLS on: a peer without a valid certificate never reaches
 // CAF's message layer, so whatever it announces or sends costs the node nothing. Plaintext peers
 // announce and send 100 MiB; a peer with another CA's certificate sends 100 MiB; the node's
 // memory stays within a few MiB, and it goes on serving.
 TEST(TlsDaemonTest, PeersWithoutAValidCertificateCostTheNodeNothing) {
   testing::TempDir dir;
-  const TlsOptions node_tls = SharedTestPki().Node("n0");
   const TlsOptions alice = SharedTestPki().Client("alice");
   testing::DaemonProcess d;
-  ASSERT_TRUE(
-      d.Start(KVMESHD_PATH, {"--data-dir", dir / "data", "--config-dir", KVMESH_EXAMPLE_CONFIGS,
-                             "--port", "0", "--tls-ca", node_tls.ca_file, "--tls-cert",
-                             node_tls.cert_file, "--tls-key", node_tls.key_file}))
-      << d.output();
+  ASSERT_TRUE(StartTlsDaemon(dir, &d)) << d.output();
   client::ClientOptions options;
   options.tls = alice;
   auto db = client::connect(d.address(), options).open("/example/kv");
@@ -365,13 +368,8 @@ TEST(TlsDaemonTest, PeersWithoutAValidCertificateCostTheNodeNothing) {
 // write that must wait for the peer's handshake messages must not be retried in a loop.
 TEST(TlsDaemonTest, UnfinishedHandshakesCostTheNodeNoCpu) {
   testing::TempDir dir;
-  const TlsOptions node_tls = SharedTestPki().Node("n0");
   testing::DaemonProcess d;
-  ASSERT_TRUE(
-      d.Start(KVMESHD_PATH, {"--data-dir", dir / "data", "--config-dir", KVMESH_EXAMPLE_CONFIGS,
-                             "--port", "0", "--tls-ca", node_tls.ca_file, "--tls-cert",
-                             node_tls.cert_file, "--tls-key", node_tls.key_file}))
-      << d.output();
+  ASSERT_TRUE(StartTlsDaemon(dir, &d)) << d.output();
   const TlsOptions alice = SharedTestPki().Client("alice");
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL_CTX_use_certificate_file(ctx, alice.cert_file.c_str(), SSL_FILETYPE_PEM);
