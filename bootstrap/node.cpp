@@ -476,6 +476,15 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
         "access control: no ACL file; every client with a valid certificate may do "
         "everything");
   }
+  // A client certificate the ACL does not name is refused at the TLS handshake: it could do
+  // nothing anyway, and a revoked principal must not keep connections and buffers.
+  impl->security.admit = [acl = impl->acl](const security::PeerIdentity& peer) -> Status {
+    if (!acl->configured()) return Status::OK();
+    auto current = acl->current();
+    if (!current) return Status::PermissionDenied("no ACL is loaded");
+    return current->CheckKnown(peer.name);
+  };
+
   const bool listen = opts.listen_port >= 0;
   const bool clustered = opts.cluster_port >= 0;
   std::string advertised_host = opts.cluster_host;

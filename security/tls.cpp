@@ -210,7 +210,8 @@ TlsContext::~TlsContext() {
 }
 
 std::unique_ptr<TlsSession> TlsSession::Accept(std::shared_ptr<TlsContext> context,
-                                               native_socket fd, bool nodes_only) {
+                                               native_socket fd, bool nodes_only,
+                                               std::function<Status(const PeerIdentity&)> admit) {
   ERR_clear_error();
   SSL* ssl = NewSsl(context->native(), fd);
   if (ssl == nullptr) {
@@ -218,7 +219,9 @@ std::unique_ptr<TlsSession> TlsSession::Accept(std::shared_ptr<TlsContext> conte
     return nullptr;
   }
   SSL_set_accept_state(ssl);
-  return std::unique_ptr<TlsSession>(new TlsSession(std::move(context), ssl, nodes_only));
+  std::unique_ptr<TlsSession> session(new TlsSession(std::move(context), ssl, nodes_only));
+  session->admit_ = std::move(admit);
+  return session;
 }
 
 std::unique_ptr<TlsSession> TlsSession::Connect(std::shared_ptr<TlsContext> context,
@@ -270,6 +273,13 @@ bool TlsSession::FinishHandshake() {
     Fail("TLS: the peer's certificate is the " + std::string(RoleName(identity.role)) +
          " certificate of \"" + identity.name + "\", and only node certificates may connect here");
     return false;
+  }
+  if (admit_ && identity.role == PeerRole::kClient) {
+    if (Status admitted = admit_(identity); !admitted.ok()) {
+      Fail("TLS: the client certificate \"" + identity.name +
+           "\" is refused: " + admitted.ToString());
+      return false;
+    }
   }
   peer_ = std::move(identity);
   return true;

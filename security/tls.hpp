@@ -65,8 +65,11 @@ class TlsSession {
 
   /// A session for an accepted socket, or nullptr (logged) if OpenSSL cannot make one. With
   /// `nodes_only`, the handshake fails unless the peer holds a node certificate.
+  /// `admit` (may be empty) is asked about a client certificate once the handshake verified it;
+  /// an error refuses the peer before a byte of data goes either way.
   static std::unique_ptr<TlsSession> Accept(std::shared_ptr<TlsContext> context, native_socket fd,
-                                            bool nodes_only);
+                                            bool nodes_only,
+                                            std::function<Status(const PeerIdentity&)> admit = {});
   /// A session for a socket this side connected to `host` (a name or an IP address), which the
   /// peer's certificate must name. nullptr (logged) if OpenSSL cannot make one.
   static std::unique_ptr<TlsSession> Connect(std::shared_ptr<TlsContext> context, native_socket fd,
@@ -102,6 +105,7 @@ class TlsSession {
   const bool nodes_only_;
   bool handshake_done_ = false;
   std::function<void()> on_established_;
+  std::function<Status(const PeerIdentity&)> admit_;
   std::optional<PeerIdentity> peer_;
   std::string failure_;
 };

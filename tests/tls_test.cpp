@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -202,6 +203,36 @@ TEST_F(TlsTest, AThreeNodeClusterReplicatesOverTls) {
   auto got = cluster->node(2)->open("/example/kv").get("/k");
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(*got, "v");
+}
+
+// A client certificate the ACL does not name never gets a connection (refused at the TLS
+// handshake, before the node sends a byte of data), and removing a principal from the file
+// refuses its next connection without a restart.
+TEST_F(TlsTest, ClientsTheAclDoesNotNameAreRefusedAtTheHandshake) {
+  const std::string acl = dir_ + "/acl.yaml";
+  std::ofstream(acl) << "principals:\n  alice: [{role: readwrite}]\n  bob: [{role: readonly}]\n";
+  NodeOptions o;
+  o.data_dir = dir_ + "/n0";
+  o.config_yaml = kConfigs;
+  o.listen_port = 0;
+  o.tls = SharedTestPki().Node("n0");
+  o.acl_file = acl;
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(o, &node);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(Connect(*node, SharedTestPki().Client("alice")).ok());
+  auto mallory = Connect(*node, SharedTestPki().Client("mallory"));
+  EXPECT_EQ(mallory.status().code(), Code::kUnavailable) << mallory.status();
+  // The node sends mallory nothing: the handshake's end is the end of the connection.
+  EXPECT_NE(
+      RawTls(node->port(), SharedTestPki().Client("mallory"), SharedTestPki().Client("alice")), "");
+  EXPECT_EQ(RawTls(node->port(), SharedTestPki().Client("bob"), SharedTestPki().Client("bob")), "");
+
+  std::ofstream(acl, std::ios::trunc) << "principals:\n  alice: [{role: readwrite}]\n";
+  ASSERT_TRUE(node->reload_configs().ok());
+  EXPECT_NE(RawTls(node->port(), SharedTestPki().Client("bob"), SharedTestPki().Client("bob")), "")
+      << "a principal removed from the ACL still connects";
+  EXPECT_TRUE(Connect(*node, SharedTestPki().Client("alice")).ok());
 }
 
 /// Another process as a peer: its own actor system with kvmesh's message types and the

@@ -660,7 +660,8 @@ caf::intrusive_ptr<GuardedConnection> MakeConnection(net::default_multiplexer& m
     return caf::make_counted<Connection<caf::policy::tcp>>(mpx, fd, std::move(settings), nullptr);
   }
   auto session = accepted
-                     ? security::TlsSession::Accept(settings.security.tls, fd, settings.nodes_only)
+                     ? security::TlsSession::Accept(settings.security.tls, fd, settings.nodes_only,
+                                                    settings.security.admit)
                      : security::TlsSession::Connect(settings.security.tls, fd, host);
   if (!session) return nullptr;
   security::TlsSession* raw = session.get();  // owned by the policy, as long as the stream

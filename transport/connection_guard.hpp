@@ -31,6 +31,7 @@
 #include <caf/timespan.hpp>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -52,6 +53,10 @@ struct TransportSecurity {
   /// Where each connected CAF node's certificate identity is recorded (with TLS). May be null
   /// (a client, which needs no lookups).
   std::shared_ptr<security::PeerDirectory> directory;
+  /// With TLS: asked about each client certificate on an accepted connection once its handshake
+  /// verified it (e.g. "is it in the ACL?"); an error refuses the connection before any data.
+  /// Empty: every client certificate of the CA may connect.
+  std::function<Status(const security::PeerIdentity&)> admit;
 };
 
 struct ListenerLimits {
