@@ -371,19 +371,14 @@ struct PlaintextPort {
 /// refused unless `insecure_plaintext` says the operator knows; those ports go to `*exposed`
 /// for the warning at start.
 Status CheckPlaintextExposure(const NodeOptions& opts, std::vector<PlaintextPort>* exposed) {
-  if (opts.tls.enabled()) return Status::OK();
   for (PlaintextPort p : {PlaintextPort{false, opts.listen_host, opts.listen_port},
                           PlaintextPort{true, opts.cluster_host, opts.cluster_port}}) {
-    if (p.port < 0 || IsLoopbackHost(p.host)) continue;
-    if (!opts.insecure_plaintext) {
-      return Status::InvalidArgument(
-          std::string("the ") + p.name() + " would listen on " + p.host + ":" +
-          std::to_string(p.port) +
-          ", beyond loopback, without TLS: anyone who can reach it could read and change every "
-          "database. Turn on TLS (--tls-ca, --tls-cert and --tls-key), or accept plaintext "
-          "with --insecure-plaintext (only on a network you trust), or listen on 127.0.0.1");
-    }
-    exposed->push_back(std::move(p));
+    if (p.port < 0) continue;
+    bool plaintext = false;
+    Status s = CheckPlaintextListener(p.name(), p.host, p.port, opts.tls.enabled(),
+                                      opts.insecure_plaintext, &plaintext);
+    if (!s.ok()) return s;
+    if (plaintext) exposed->push_back(std::move(p));
   }
   return Status::OK();
 }

@@ -47,4 +47,19 @@ bool IsLoopbackHost(const std::string& host) {
   return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
 }
 
+Status CheckPlaintextListener(const std::string& what, const std::string& host, int port, bool tls,
+                              bool insecure_plaintext, bool* exposed) {
+  *exposed = false;
+  if (tls || IsLoopbackHost(host)) return Status::OK();
+  if (!insecure_plaintext) {
+    return Status::InvalidArgument(
+        "the " + what + " would listen on " + host + ":" + std::to_string(port) +
+        ", beyond loopback, without TLS: anyone who can reach it could read and change every "
+        "database. Turn on TLS (--tls-ca, --tls-cert and --tls-key), or accept plaintext "
+        "with --insecure-plaintext (only on a network you trust), or listen on 127.0.0.1");
+  }
+  *exposed = true;
+  return Status::OK();
+}
+
 }  // namespace kvmesh

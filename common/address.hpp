@@ -17,4 +17,12 @@ Status ParseHostPort(const std::string& address, std::string* host, uint16_t* po
 /// reachable from elsewhere (it is not resolved); so are 0.0.0.0 and ::, which listen everywhere.
 bool IsLoopbackHost(const std::string& host);
 
+/// The one rule for every listener (client port, cluster port, HTTP API): without TLS, anyone
+/// who reaches `host`:`port` can read and change every database. OK, with `*exposed` false, when
+/// `tls` is on or `host` is loopback; otherwise kInvalidArgument naming `what` ("client port"),
+/// the address and the ways out, unless `insecure_plaintext`: then OK with `*exposed` true (the
+/// caller warns once it listens).
+Status CheckPlaintextListener(const std::string& what, const std::string& host, int port, bool tls,
+                              bool insecure_plaintext, bool* exposed);
+
 }  // namespace kvmesh

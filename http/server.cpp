@@ -53,13 +53,6 @@ int HttpStatus(Code code) {
   }
 }
 
-/// Node ids and digests as hex text: JSON numbers lose precision beyond 2^53 in JavaScript.
-std::string Hex64(uint64_t v) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 /// Keys and paths are bytes; JSON text must be UTF-8, so bytes that are not become U+FFFD.
 std::string Dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -371,11 +364,12 @@ struct HttpServer::Impl {
     } else {
       Result<ReplicationStatus> st = db.replication_status();
       if (!st.ok()) return ReplyError(res, st.status());
+      // Node ids and digests as hex text: JSON numbers lose precision beyond 2^53 in JavaScript.
       json replicas = json::array();
-      for (uint64_t r : st->replicas) replicas.push_back(Hex64(r));
+      for (uint64_t r : st->replicas) replicas.push_back(FormatNodeId(r));
       json peers = json::array();
       for (const PeerReplicaStatus& p : st->peers) {
-        peers.push_back(json{{"node_id", Hex64(p.node_id)},
+        peers.push_back(json{{"node_id", FormatNodeId(p.node_id)},
                              {"reachable", p.reachable},
                              {"version_vector", p.version_vector},
                              {"writes_seen", p.writes_seen},
@@ -383,7 +377,7 @@ struct HttpServer::Impl {
       }
       Reply(res, 200,
             json{{"path", st->path},
-                 {"node_id", Hex64(st->node_id)},
+                 {"node_id", FormatNodeId(st->node_id)},
                  {"replicas", replicas},
                  {"min", st->min},
                  {"max", st->max},
@@ -391,7 +385,7 @@ struct HttpServer::Impl {
                  {"keys", st->key_count},
                  {"used_bytes", st->used_bytes},
                  {"tombstones", st->tombstones},
-                 {"digest", Hex64(st->digest)},
+                 {"digest", FormatNodeId(st->digest)},
                  {"version_vector", st->version_vector},
                  {"writes_seen", st->writes_seen},
                  {"entries_received", st->entries_received},
@@ -479,7 +473,7 @@ struct HttpServer::Impl {
     if (!members.ok()) return ReplyError(res, members.status());
     json out = json::array();
     for (const MemberStatus& m : *members) {
-      out.push_back(json{{"node_id", Hex64(m.node_id)},
+      out.push_back(json{{"node_id", FormatNodeId(m.node_id)},
                          {"cluster_address", m.cluster_address},
                          {"client_port", m.client_port},
                          {"alive", m.alive},
@@ -499,13 +493,13 @@ struct HttpServer::Impl {
     if (!s.ok()) return ReplyError(res, s);
     Status health = node->health();
     if (health.ok()) {
-      Reply(res, 200, json{{"status", "ok"}, {"node_id", Hex64(node->node_id())}});
+      Reply(res, 200, json{{"status", "ok"}, {"node_id", FormatNodeId(node->node_id())}});
     } else {
       Reply(res, 503,
             json{{"status", "failed"},
                  {"code", CodeName(health.code())},
                  {"message", health.message()},
-                 {"node_id", Hex64(node->node_id())}});
+                 {"node_id", FormatNodeId(node->node_id())}});
     }
   }
 
@@ -579,14 +573,12 @@ Status HttpServer::Start(Node& node, HttpOptions options, std::unique_ptr<HttpSe
                                    std::to_string(options.port));
   }
   if (options.threads == 0) return Status::InvalidArgument("HTTP threads must be at least 1");
-  if (!options.tls.enabled() && !IsLoopbackHost(options.host)) {
-    if (!options.insecure_plaintext) {
-      return Status::InvalidArgument(
-          "the HTTP API would listen on " + options.host + ":" + std::to_string(options.port) +
-          ", beyond loopback, without TLS: anyone who can reach it could read and change every "
-          "database. Turn on TLS (--tls-ca, --tls-cert and --tls-key), or accept plaintext "
-          "with --insecure-plaintext (only on a network you trust), or listen on 127.0.0.1");
-    }
+  bool plaintext = false;
+  Status exposure =
+      CheckPlaintextListener("HTTP API", options.host, options.port, options.tls.enabled(),
+                             options.insecure_plaintext, &plaintext);
+  if (!exposure.ok()) return exposure;
+  if (plaintext) {
     spdlog::warn(
         "the HTTP API listens on {}:{} without TLS: anyone who can reach it can read "
         "and change every database",
