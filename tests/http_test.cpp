@@ -541,6 +541,87 @@ principals:
   EXPECT_EQ(node->Put("/v1/databases/other/kv/keys/k2", "v", "text/plain")->status, 200);
 }
 
+TEST_F(HttpTest, ConfigsAreCreatedValidatedAndDeletedClusterWide) {
+  Start();
+  auto c = Client();
+  // A YAML body without an id takes the one in the path.
+  auto put = c.Put("/v1/configs/orders", "matcher: /orders/*\nsize: 1MB\n", "application/yaml");
+  ASSERT_TRUE(put);
+  ASSERT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(Body(put)["config"]["id"], "orders");
+  EXPECT_EQ(Body(put)["config"]["origin"], "api");
+  EXPECT_EQ(Body(put)["config"]["matcher_kind"], "wildcard");
+  EXPECT_EQ(c.Put("/v1/databases/orders/1/keys/k", "v", "text/plain")->status, 200);
+  // JSON bodies too; raising the size is in force at once.
+  auto json_put =
+      c.Put("/v1/configs/orders", R"({"matcher": "/orders/*", "size": "2MB"})", "application/json");
+  ASSERT_EQ(json_put->status, 200) << json_put->body;
+  EXPECT_EQ(Body(c.Get("/v1/configs/orders"))["size_bytes"], 2000000);
+  // Invalid: 400 with the line and field; nothing is created. Validation changes nothing.
+  auto bad = c.Post("/v1/configs/validate", "matcher: /x\nsize: 1MB\nreplication: {min: 3}\n",
+                    "application/yaml");
+  ASSERT_EQ(bad->status, 400) << bad->body;
+  EXPECT_EQ(Body(bad)["code"], "invalid_config");
+  EXPECT_NE(Body(bad)["message"].get<std::string>().find(
+                "request body:3: error: replication.max: must be >= min (3)"),
+            std::string::npos)
+      << bad->body;
+  auto valid = c.Post("/v1/configs/validate", "id: v\nmatcher: /v\nsize: 1MB\n", "text/plain");
+  ASSERT_EQ(valid->status, 200) << valid->body;
+  EXPECT_EQ(Body(valid)["ok"], true);
+  EXPECT_EQ(c.Get("/v1/configs/v")->status, 404) << "validate applied it";
+  auto regex = c.Put("/v1/configs/r", "matcher: /r/[a\nsize: 1MB\n", "application/yaml");
+  EXPECT_EQ(regex->status, 400);
+  EXPECT_EQ(c.Get("/v1/configs/r")->status, 404);
+  EXPECT_EQ(
+      c.Put("/v1/configs/orders", "id: other\nmatcher: /o\nsize: 1MB\n", "text/plain")->status,
+      400);
+  // Several at once with POST.
+  auto many = c.Post("/v1/configs",
+                     "- {id: a, matcher: /a, size: 1MB}\n- {id: b, matcher: /b, size: 1MB}\n",
+                     "application/yaml");
+  ASSERT_EQ(many->status, 200) << many->body;
+  EXPECT_EQ(Body(many)["configs"].size(), 2u);
+  // History, then delete: 404 after, 400 for a config of the node's own.
+  auto history = c.Get("/v1/configs/orders/history");
+  ASSERT_EQ(history->status, 200) << history->body;
+  ASSERT_EQ(Body(history).size(), 2u);
+  EXPECT_EQ(Body(history)[1]["in_force"], true);
+  EXPECT_EQ(Body(history)[0]["config"]["size_bytes"], 1000000);
+  EXPECT_EQ(Body(history)[0]["applied_by"], "anonymous");
+  auto del = c.Delete("/v1/configs/orders");
+  ASSERT_EQ(del->status, 200) << del->body;
+  EXPECT_EQ(Body(del)["deleted"], "orders");
+  EXPECT_EQ(c.Delete("/v1/configs/orders")->status, 404);
+  EXPECT_EQ(c.Get("/v1/databases/orders/1/keys/k")->status, 404);
+  auto own = c.Delete("/v1/configs/kv");
+  EXPECT_EQ(own->status, 400) << own->body;
+  EXPECT_EQ(Body(c.Get("/v1/configs/kv"))["origin"], "file");
+}
+
+TEST_F(HttpTest, ConfigWritesNeedTheAdminRightAndRecordWhoAsked) {
+  Start(/*tls=*/true, R"(
+principals:
+  alice: [{role: readwrite}]
+  ops: [{role: admin}]
+)");
+  testing::TestPki& pki = testing::SharedTestPki();
+  const std::string body = "matcher: /orders/*\nsize: 1MB\n";
+  auto alice = TlsClient(http_->port(), pki.Client("alice"));
+  auto denied = alice->Put("/v1/configs/orders", body, "application/yaml");
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 403) << denied->body;
+  EXPECT_EQ(alice->Post("/v1/configs/validate", body, "application/yaml")->status, 403);
+  auto ops = TlsClient(http_->port(), pki.Client("ops"));
+  auto put = ops->Put("/v1/configs/orders", body, "application/yaml");
+  ASSERT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(alice->Delete("/v1/configs/orders")->status, 403);
+  auto history = alice->Get("/v1/configs/orders/history");
+  ASSERT_EQ(history->status, 200) << history->body;
+  EXPECT_EQ(Body(history)[0]["applied_by"], "ops");
+  EXPECT_EQ(Body(history)[0]["node"], "n1");
+}
+
 // -- The reference app --
 
 TEST(KvApp, AnswersTheReferenceCurlLines) {
