@@ -401,6 +401,42 @@ TEST_F(HttpTest, MalformedRequestsAndAConnectionFloodLeaveTheNodeServing) {
   }
 }
 
+TEST_F(HttpTest, AClientThatStallsMidBodyIsCutAndStoresNothingWhileOthersAreServed) {
+  Start();  // idle timeout 2 s
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(http_->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string partial =
+      "PUT /v1/databases/example/kv/keys/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+      "only part of the body";
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(partial.size()));
+  // Meanwhile other clients are served at once.
+  auto c = Client();
+  auto put = c.Put((kKv + "/keys/fast").c_str(), "v", "text/plain");
+  ASSERT_TRUE(put) << httplib::to_string(put.error());
+  EXPECT_EQ(put->status, 200);
+  // The stalled connection is closed by the server within its idle timeout (plus slack), and
+  // the partial value was never stored.
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const auto start = std::chrono::steady_clock::now();
+  char buf[512];
+  ssize_t n = 0;
+  for (int i = 0; i < 100; ++i) {  // bounded by the count and the 10 s receive timeout
+    n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  EXPECT_LE(n, 0) << "the server never closed a connection stalled mid-body";
+  EXPECT_LT(waited, 8s);
+  EXPECT_TRUE(node_->open("/example/kv").get("/slow").status().IsNotFound());
+}
+
 TEST(HttpOptionsTest, PlaintextBeyondLoopbackNeedsInsecurePlaintext) {
   testing::TempDir temp;
   NodeOptions o;
