@@ -20,9 +20,10 @@
 // replicas during a partition can take a database over its budget; it then refuses writes
 // that grow it until it shrinks below).
 //
-// Not thread-safe: one owner at a time (the database actor). The one exception is Get, which may
-// run on other threads concurrently with the owner's calls: it reads only RocksDB, fields fixed
-// at construction and the atomic dropped flag (see actors/direct_reads.hpp).
+// Not thread-safe: one owner at a time (the database actor). The exceptions are Get and List,
+// which may run on other threads concurrently with the owner's calls: they read only RocksDB,
+// fields fixed at construction and the atomic dropped flag (see actors/direct_reads.hpp; the
+// supervisor lists the system database of cluster-wide configs this way).
 #pragma once
 
 #include <atomic>
