@@ -13,7 +13,7 @@ Status CheckBatchLimits(const WriteBatch& batch) {
   }
   size_t bytes = 0;
   for (const WriteOp& op : batch.ops) {
-    bytes += op.key.size() + (op.kind == WriteOp::Kind::kPut ? op.value.size() : 0);
+    bytes += op.key.size() + (op.kind != WriteOp::Kind::kErase ? op.value.size() : 0);
   }
   if (bytes > kMaxBatchBytes) {
     return Status::InvalidArgument("batch holds " + FormatSize(bytes) +

@@ -99,6 +99,8 @@ struct Options {
 /// Anti-entropy chunks pulled from or handed over to one peer in one round at most (the next
 /// round goes on).
 inline constexpr int kMaxChunksPerRound = 64;
+/// Expiry index entries a replica examines per sync round (DatabaseStore::CollectExpired).
+inline constexpr size_t kMaxExpiredPerRound = 16384;
 
 class Replicator {
  public:
@@ -218,6 +220,7 @@ class Replicator {
   void FinishExchange(uint64_t peer_id, Peer& p);
   void AfterRound();
   void CollectTombstones(const storage::VersionVector& stable);
+  void RemoveExpired();
   Status ApplyFromPeer(const std::string& delta);
   void FailPendingWrites();
 
