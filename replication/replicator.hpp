@@ -177,6 +177,8 @@ class Replicator {
   bool leaving() const { return leaving_; }
   /// Replication status as users see it.
   ReplicationStatus MakeStatus() const;
+  /// The replica set as the supervisor last sent it.
+  const ReplicaSet& replicas() const { return replicas_; }
 
  private:
   struct Peer {
