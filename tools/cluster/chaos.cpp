@@ -166,6 +166,10 @@ class Worker {
           op.ops.push_back({WriteOp::Kind::kPut, k, NewValue(op.id)});
         }
       }
+    } else if (dice < 92) {
+      op.kind = OpRecord::Kind::kCas;
+      op.ops.push_back(
+          {WriteOp::Kind::kPut, kCasKeyPrefix + std::to_string(rng_() % 2), NewValue(op.id)});
     } else {
       op.kind = OpRecord::Kind::kGet;
       op.ops.push_back({WriteOp::Kind::kPut, pick(), {}});
@@ -190,6 +194,23 @@ class Worker {
         case OpRecord::Kind::kGet:
           s = db.get(op.ops[0].key).status();
           break;
+        case OpRecord::Kind::kCas: {
+          // Read the version, then write expecting it; start_us is before the read, so the
+          // op covers both. A read that fails leaves the write unsent (recorded as its error).
+          Result<VersionedValue> current = db.get_versioned(op.ops[0].key);
+          WriteOptions options;
+          if (current.ok()) {
+            op.expected_version = current->version;
+            options.if_version = current->version;
+          } else if (current.IsNotFound()) {
+            options.if_absent = true;
+          } else {
+            s = current.status();
+            break;
+          }
+          s = db.put(op.ops[0].key, op.ops[0].value, options);
+          break;
+        }
       }
     }
     op.end_us = MicrosSince(start_);
@@ -345,7 +366,8 @@ class Chaos {
               << "/s); acknowledged " << result.acknowledged
               << ", indeterminate (unavailable/timeout) " << result.indeterminate
               << ", unexpected errors " << result.unexpected_errors << "; keys " << result.keys
-              << "\n"
+              << "; conditional writes acknowledged " << result.cas_acknowledged << ", refused "
+              << result.cas_refused << "\n"
               << "faults: " << faults_.cycles() << " (kill " << faults_.kills << ", pause "
               << faults_.pauses << ", restart " << faults_.restarts << ", partition cut "
               << faults_.cut_partitions << ", partition stall " << faults_.stall_partitions
