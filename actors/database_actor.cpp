@@ -287,13 +287,14 @@ bool HasChecks(const WriteBatch& batch) {
   return false;
 }
 
-/// Where a conditional batch is judged (README "Conditional writes"): by the first replica in
-/// placement order, so that while the replicas agree on the set, one replica judges every
-/// check of the database and two writers expecting the same version cannot both succeed. 0:
+/// Where a conditional batch is judged (README "Versions and conditional writes"): by the first
+/// replica in placement order, so that while the replicas agree on the set, one replica judges
+/// every check of the database and two writers expecting the same version cannot both succeed. 0:
 /// here; otherwise the node to forward to. A batch another replica forwarded is judged here
 /// (never forwarded twice, should two replicas' views of the set differ). If the first replica
 /// is unreachable, *why says so: the write fails rather than be judged by a replica that may
-/// not hold the latest version.
+/// not hold the latest version. Nodes learn of a membership change at slightly different
+/// moments, so around one two replicas may each judge (README says so; no lease yet).
 uint64_t CheckingReplica(database_pointer self, Status* why) {
   auto& st = self->state;
   const ReplicaSet& set = st.replicator->replicas();

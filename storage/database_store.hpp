@@ -41,7 +41,13 @@
 // and counter in hex: equal tokens, same write. A WriteOp::kCheck in a batch (what put/erase
 // with if_version or if_absent become) is judged here, in Apply, atomically with the writes of
 // its batch: on this replica, against what this replica holds. Which replica judges it in a
-// cluster is the database actor's rule (actors/database_actor.cpp, README "Conditional writes").
+// cluster is the database actor's rule (actors/database_actor.cpp CheckingReplica): the first
+// replica in placement order; the others forward to it, and refuse (unavailable) while
+// membership sees it as down. What holds (README "Versions and conditional writes"): while the
+// nodes agree on the replica set, of the conditional writes expecting one version at most one
+// succeeds; around a membership change, or in a partition longer than the replica grace, two
+// replicas may each judge, and plain writes of the key through other replicas are not seen
+// until they reach the judging one (the conflict rule then decides, as for any two writes).
 //
 // Not thread-safe: one owner at a time (the database actor). The one exception is Get, which may
 // run on other threads concurrently with the owner's calls: it reads only RocksDB, fields fixed

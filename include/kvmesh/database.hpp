@@ -84,7 +84,7 @@ class Database {
   /// The same with options (kvmesh/types.hpp WriteOptions): a ttl after which the key reads as
   /// missing, and conditions (if_version, if_absent) checked atomically with the write, which
   /// fail with condition_failed naming the key and write nothing. Where a condition is judged
-  /// in a cluster and what holds under failures: README "Conditional writes".
+  /// in a cluster and what holds under failures: README "Versions and conditional writes".
   Status put(std::string_view key, std::string_view value, const WriteOptions& options) const;
 
   /// The value of `key`. A missing (or expired) key is not_found (IsNotFound()).
