@@ -44,7 +44,7 @@ typename Inspector::result_type inspect(Inspector& f, ListOptions& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ListPage& x) {
-  return f(caf::meta::type_name("kvmesh.ListPage"), x.keys, x.values, x.versions, x.next_token);
+  return f(caf::meta::type_name("kvmesh.ListPage"), x.keys, x.values, x.next_token, x.versions);
 }
 
 template <class Inspector>

@@ -156,10 +156,11 @@ struct ListPage {
   std::vector<std::string> keys;
   /// Parallel to `keys` when ListOptions::with_values was set.
   std::vector<std::string> values;
-  /// Parallel to `keys` when ListOptions::with_versions was set.
-  std::vector<std::string> versions;
   /// Pass as ListOptions::start_after to get the next page; empty on the last page.
   std::string next_token;
+  /// Parallel to `keys` when ListOptions::with_versions was set. (After next_token, so code
+  /// that initialises the fields above in order keeps compiling.)
+  std::vector<std::string> versions;
 
   bool has_more() const { return !next_token.empty(); }
 };
