@@ -320,6 +320,28 @@ gateway_actor::behavior_type client_gateway_impl(
             },
             atom::databases_v);
       },
+      [=](atom::instances, const std::string& config_id,
+          InstanceOptions& options) -> caf::result<InstancePage> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return ask_supervisor(
+            InstancePage{},
+            [caller](InstancePage& page) {
+              if (!caller.acl) return;
+              auto& v = page.instances;
+              v.erase(std::remove_if(v.begin(), v.end(),
+                                     [&](const InstanceInfo& info) {
+                                       return !caller.acl->Allows(caller.principal, Right::kRead,
+                                                                  info.path);
+                                     }),
+                      v.end());
+            },
+            atom::instances_v, config_id, std::move(options));
+      },
+      // Deleting a whole database is an operator's act: the admin right, like reload.
+      [=](atom::drop, const std::string& path, Deadline deadline) {
+        return Forward<atom::ok>(self, std::nullopt, Right::kAdmin, path, deadline, atom::drop_v);
+      },
       [=](atom::configs) -> caf::result<std::vector<ConfigInfo>> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);

@@ -5,6 +5,7 @@
 
 #include "actors/database_request.hpp"
 #include "common/path.hpp"
+#include "storage/store.hpp"
 
 namespace kvmesh {
 
@@ -31,15 +32,50 @@ class DatabaseTransport final : public replication::Transport {
 
   /// The same for a writer whose answer is `promise` (a write of a sync group).
   void Replicate(const std::string& delta, caf::typed_response_promise<atom::ok> promise) {
+    Replicate(delta, [promise](Status s) mutable {
+      if (s.ok()) {
+        promise.deliver(atom::ok_v);
+      } else {
+        promise.deliver(ToError(s));
+      }
+    });
+  }
+
+  /// The same for a writer that `answer` answers (once).
+  void Replicate(const std::string& delta, std::function<void(Status)> answer) {
     auto& replicator = *self_->state.replicator;
     if (!replicator.WritesWait()) {
       replicator.OnLocalWrite(delta, 0);
-      promise.deliver(atom::ok_v);
+      answer(Status::OK());
       return;
     }
     const uint64_t id = ++last_write_id_;
-    writers_.emplace(id, std::move(promise));
+    writers_.emplace(id, std::move(answer));
     replicator.OnLocalWrite(delta, id);  // may answer at once
+  }
+
+  /// Replicates the deltas of one request made of several local writes (a drop) and answers
+  /// `promise` once each is acknowledged as a write would be, or with the first error.
+  void ReplicateAll(std::vector<std::string> deltas,
+                    caf::typed_response_promise<atom::ok> promise) {
+    struct Gather {
+      caf::typed_response_promise<atom::ok> promise;
+      size_t left = 0;
+      bool answered = false;
+    };
+    auto gather = std::make_shared<Gather>(Gather{std::move(promise), deltas.size() + 1, false});
+    auto answer = [gather](Status s) {
+      if (gather->answered) return;
+      if (!s.ok()) {
+        gather->answered = true;
+        gather->promise.deliver(ToError(s));
+      } else if (--gather->left == 0) {
+        gather->answered = true;
+        gather->promise.deliver(atom::ok_v);
+      }
+    };
+    for (const std::string& delta : deltas) Replicate(delta, answer);
+    answer(Status::OK());  // the extra count: no answer before every delta was handed over
   }
 
   /// Called for every actor this one monitors that went down.
@@ -115,13 +151,9 @@ class DatabaseTransport final : public replication::Transport {
   void AnswerWriter(uint64_t write_id, Status status) override {
     auto it = writers_.find(write_id);
     if (it == writers_.end()) return;
-    auto promise = std::move(it->second);
+    auto answer = std::move(it->second);
     writers_.erase(it);
-    if (status.ok()) {
-      promise.deliver(atom::ok_v);
-    } else {
-      promise.deliver(ToError(status));
-    }
+    answer(std::move(status));
   }
 
   void Retire() override {
@@ -157,7 +189,7 @@ class DatabaseTransport final : public replication::Transport {
   /// The peers' database actors as last found (the Replicator knows which are current).
   std::map<uint64_t, database_peer_actor> actors_;
   /// Writers waiting for acknowledgements, by write id.
-  std::unordered_map<uint64_t, caf::typed_response_promise<atom::ok>> writers_;
+  std::unordered_map<uint64_t, std::function<void(Status)>> writers_;
   uint64_t last_write_id_ = 0;
 };
 
@@ -235,8 +267,49 @@ void SyncGroup(database_pointer self) {
   }
 }
 
-/// Stops serving: direct reads end and writers still waiting are answered.
+uint64_t NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Keys a drop deletes per write: one page of tombstones and one delta.
+constexpr uint32_t kDropPageKeys = 1000;
+
+/// Deletes every live key of `db` in pages of kDropPageKeys, each one atomic write of erases
+/// (tombstones, so the drop replicates and wins over every older write of those keys on every
+/// replica); with `make_deltas`, appends each page's delta to `*deltas`. Bounded: each page
+/// resumes after the last key of the previous one.
+Status TombstoneAll(storage::DatabaseStore& db, bool make_deltas,
+                    std::vector<std::string>* deltas) {
+  ListOptions options;
+  options.limit = kDropPageKeys;
+  for (;;) {
+    ListPage page;
+    Status s = db.List(options, &page);
+    if (!s.ok()) return s;
+    if (page.keys.empty()) return Status::OK();
+    WriteBatch batch;
+    for (auto& key : page.keys) batch.Erase(std::move(key));
+    std::string delta;
+    s = db.Write(batch, make_deltas ? &delta : nullptr);
+    if (!s.ok()) return s;
+    if (make_deltas) deltas->push_back(std::move(delta));
+    if (!page.has_more()) return Status::OK();
+    options.start_after = page.next_token;
+  }
+}
+
+/// Stops serving: direct reads end and writers still waiting are answered. A database that
+/// served requests since it started records when in the catalog: one write per activation
+/// rather than one per request.
 void Stop(database_pointer self) {
+  auto& st = self->state;
+  if (st.requests_since_tick > 0) st.last_access_ms = NowMillis();
+  if (st.last_access_ms > 0) {
+    Status s = st.store->node_store().RecordAccess(st.store->path(), st.last_access_ms);
+    if (!s.ok()) spdlog::warn("{}", s.ToString());
+  }
   SyncGroup(self);
   self->state.transport->Retire();
   self->state.replicator->Stop();
@@ -357,6 +430,24 @@ database_actor::behavior_type database_actor_impl(
         }
         return self->state.replicator->MakeStatus();
       },
+      [=](atom::drop, const Deadline& deadline) -> caf::result<atom::ok> {
+        if (auto err = expired(deadline)) return err;
+        auto& st = self->state;
+        ++st.requests_since_tick;
+        SyncGroup(self);  // writes queued before the drop are acknowledged first
+        std::vector<std::string> deltas;
+        Status s = TombstoneAll(*st.store, st.replicator->NeedsDeltas(), &deltas);
+        if (!s.ok()) {
+          // The pages written so far are applied here: they replicate, nobody waits for them.
+          for (const auto& delta : deltas) st.replicator->OnLocalWrite(delta, 0);
+          return ToError(Status(s.code(), "drop of " + Quote(st.store->path()) +
+                                              " stopped part way (run it again): " + s.message()));
+        }
+        spdlog::info("database {} dropped: every key deleted here", Quote(st.store->path()));
+        auto promise = self->make_response_promise<atom::ok>();
+        st.transport->ReplicateAll(std::move(deltas), promise);
+        return promise;
+      },
       [=](atom::replicate, const std::string& delta, uint64_t from) -> caf::result<atom::ok> {
         if (auto err = Unvouched(self, from)) return err;
         ++self->state.requests_since_tick;
@@ -396,6 +487,10 @@ database_actor::behavior_type database_actor_impl(
         const bool read_directly =
             self->state.direct != nullptr &&
             self->state.direct->used.exchange(false, std::memory_order_relaxed);
+        // Used in the last period: its last access is about now (kept in memory until it stops).
+        if (self->state.requests_since_tick > 0 || read_directly) {
+          self->state.last_access_ms = NowMillis();
+        }
         if (self->state.requests_since_tick == 0 && !read_directly && in_sync) {
           self->send(supervisor, atom::idle_v, self->state.store->path(),
                      caf::actor_cast<database_actor>(self));

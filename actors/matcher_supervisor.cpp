@@ -50,7 +50,8 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
     return Status::NoMatchingConfig("no database config matches " + Quote(path));
   }
   std::unique_ptr<storage::DatabaseStore> db;
-  Status s = st.store->OpenDatabase(path, config->id, config->size_bytes, &db);
+  Status s =
+      st.store->OpenDatabase(path, config->id, config->size_bytes, &db, config->max_instances);
   if (!s.ok()) return s;
   std::shared_ptr<storage::DatabaseStore> shared(std::move(db));
   // Published before anyone can learn of the actor, so every opener finds its target.
@@ -88,7 +89,29 @@ ConfigInfo ToConfigInfo(const config::DatabaseConfig& c) {
           c.replication.min,
           c.replication.max,
           c.size_bytes,
-          c.source};
+          c.source,
+          c.max_instances};
+}
+
+/// Catalog entries a page of `instances` examines at most (Store::ListInstances): bounds the
+/// supervisor's time per request whatever the catalog holds.
+constexpr size_t kInstanceScanPerPage = 20000;
+
+/// One page of the instances of `config_id` on this node, with what only the supervisor knows:
+/// whether each runs, and its replicas under the current placement.
+caf::result<InstancePage> ListInstances(supervisor_pointer self, const std::string& config_id,
+                                        const InstanceOptions& options) {
+  auto& st = self->state;
+  InstancePage page;
+  Status s = st.store->ListInstances(config_id, options, kInstanceScanPerPage, &page);
+  if (!s.ok()) return ToError(s);
+  for (InstanceInfo& info : page.instances) {
+    info.active = st.running.count(info.path) > 0;
+    if (const config::DatabaseConfig* config = st.configs->Resolve(info.path)) {
+      info.replicas = PlaceDatabase(self, info.path, *config).nodes;
+    }
+  }
+  return page;
 }
 
 /// Puts `fresh` in force: running databases get their new budget; those no config matches any
@@ -412,6 +435,8 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         if (!s.ok()) return ToError(s);
         return out;
       },
+      [=](atom::instances, const std::string& config_id, const InstanceOptions& options)
+          -> caf::result<InstancePage> { return ListInstances(self, config_id, options); },
       [=](atom::active) -> uint64_t { return self->state.running.size(); },
       [=](atom::status) -> caf::result<std::vector<ReplicationStatus>> {
         // Asked of every running database at once; answered when the last has answered or

@@ -802,6 +802,25 @@ Result<std::vector<DatabaseInfo>> Node::databases() const {
   return impl_->Ask<std::vector<DatabaseInfo>>(atom::databases_v);
 }
 
+Result<InstancePage> Node::instances(std::string_view config_id,
+                                     const InstanceOptions& options) const {
+  return impl_->Ask<InstancePage>(atom::instances_v, std::string(config_id), options);
+}
+
+Status Node::drop(std::string_view path) const {
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (!s.ok()) return s;
+  // A database that passivates between the open and the drop bounces the drop unapplied
+  // (kUnavailable): open it again, a bounded number of times.
+  for (int attempt = 0;; ++attempt) {
+    Result<database_client_actor> db = impl_->Ask<database_client_actor>(atom::open_v, normalized);
+    if (!db.ok()) return db.status();
+    s = impl_->AskActor<atom::ok>(*db, atom::drop_v, Deadline::In(impl_->core->timeout)).status();
+    if (s.code() != Code::kUnavailable || attempt == 2) return s;
+  }
+}
+
 Result<std::vector<ConfigInfo>> Node::configs() const {
   return impl_->Ask<std::vector<ConfigInfo>>(atom::configs_v);
 }

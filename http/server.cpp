@@ -43,6 +43,8 @@ int HttpStatus(Code code) {
       return 400;
     case Code::kPermissionDenied:
       return 403;
+    case Code::kTooManyInstances:
+      return 409;
     case Code::kUnavailable:
     case Code::kNoSpace:
       return 503;

@@ -60,9 +60,26 @@ typename Inspector::result_type inspect(Inspector& f, DatabaseInfo& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
+  return f(caf::meta::type_name("kvmesh.InstanceInfo"), x.path, x.config_id, x.database_id,
+           x.created_ms, x.last_access_ms, x.active, x.key_count, x.used_bytes, x.replicas);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, InstanceOptions& x) {
+  return f(caf::meta::type_name("kvmesh.InstanceOptions"), x.cursor, x.limit);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, InstancePage& x) {
+  return f(caf::meta::type_name("kvmesh.InstancePage"), x.instances, x.next_cursor);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
   return f(caf::meta::type_name("kvmesh.ConfigInfo"), x.id, x.description, x.tags, x.matcher,
-           x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.source);
+           x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.max_instances,
+           x.source);
 }
 
 template <class Inspector>
@@ -94,7 +111,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 3;
+inline constexpr uint32_t kClientProtocolVersion = 4;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -137,6 +154,8 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, members, "members")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, status, "status")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, clock, "clock")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, instances, "instances")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, drop, "drop")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -162,7 +181,10 @@ using database_client_actor = caf::typed_actor<
     // Current counters.
     caf::replies_to<atom::stats, Deadline>::with<DatabaseStats>,
     // Replication status: replica set, version vectors, pending deltas, digest.
-    caf::replies_to<atom::status, Deadline>::with<ReplicationStatus>>;
+    caf::replies_to<atom::status, Deadline>::with<ReplicationStatus>,
+    // Deletes every key (a tombstone each, replicated like erases) -> ok once every page of
+    // tombstones is acknowledged as a write would be.
+    caf::replies_to<atom::drop, Deadline>::with<atom::ok>>;
 
 /// The peer slice of a database actor: what other nodes may send it, and the only slice that
 /// leaves the node (the `replica` lookups answer with it). Other nodes route their clients'
@@ -251,6 +273,8 @@ using matcher_supervisor_actor = caf::typed_actor<
     caf::reacts_to<atom::dropped, std::string, database_actor>,
     // The catalog: every database instantiated on this node.
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
+    // One page of the catalog's databases of a config: (config id, options) -> page.
+    caf::replies_to<atom::instances, std::string, InstanceOptions>::with<InstancePage>,
     // Number of database actors currently running (not passivated).
     caf::replies_to<atom::active>::with<uint64_t>,
     // For metrics: the replication status of every running database (those that do not answer
@@ -297,6 +321,11 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // The catalog of instantiated databases.
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
+    // (config id, options) -> one page of its databases instantiated on this node.
+    caf::replies_to<atom::instances, std::string, InstanceOptions>::with<InstancePage>,
+    // path -> ok once every key is deleted (tombstoned) on its replicas (see README "Dropping a
+    // database"). Needs the admin right when the node has an ACL.
+    caf::replies_to<atom::drop, std::string, Deadline>::with<atom::ok>,
     // The database configs in force.
     caf::replies_to<atom::configs>::with<std::vector<ConfigInfo>>,
     // Reloads the config directory (see matcher_supervisor_actor).
@@ -313,6 +342,10 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseStats))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseInfo))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::DatabaseInfo>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigInfo))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::InstanceInfo))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::InstanceInfo>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::InstanceOptions))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::InstancePage))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ConfigInfo>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::MemberStatus))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::MemberStatus>))

@@ -573,6 +573,8 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       [](atom::status, std::string&, Deadline) { return ReplicationStatus{}; },
       [](atom::members) { return std::vector<MemberStatus>{}; },
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::instances, std::string&, InstanceOptions&) { return InstancePage{}; },
+      [](atom::drop, std::string&, Deadline) { return caf::delegated<atom::ok>{}; },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },
   };
@@ -710,6 +712,8 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
       [](atom::status, std::string&, Deadline) { return ReplicationStatus{}; },
       [](atom::members) { return std::vector<MemberStatus>{}; },
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::instances, std::string&, InstanceOptions&) { return InstancePage{}; },
+      [](atom::drop, std::string&, Deadline) { return caf::delegated<atom::ok>{}; },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },
   };

@@ -46,6 +46,9 @@ enum class Code : uint8_t {
   /// The caller's credentials (its certificate's principal, see the ACL in README "Running on
   /// several machines") lack the right the request needs; nothing was changed.
   kPermissionDenied = 14,
+  /// Opening a new database path would instantiate more databases of its config on this node
+  /// than the config's `max_instances` allows; existing databases are unaffected.
+  kTooManyInstances = 15,
 };
 
 /// A stable, lower-case name for `code` ("not_found", "size_limit_exceeded", ...).
@@ -77,6 +80,9 @@ class Status {
   static Status Unavailable(std::string msg) { return {Code::kUnavailable, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
   static Status NoSpace(std::string msg) { return {Code::kNoSpace, std::move(msg)}; }
+  static Status TooManyInstances(std::string msg) {
+    return {Code::kTooManyInstances, std::move(msg)};
+  }
   static Status PermissionDenied(std::string msg) {
     return {Code::kPermissionDenied, std::move(msg)};
   }
