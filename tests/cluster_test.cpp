@@ -191,6 +191,46 @@ TEST_F(ClusterTest, CrashingOneReplicaLosesNoAcknowledgedWrite) {
   EXPECT_EQ(Read(1, "/strict/orders", "/after-crash"), "x");
 }
 
+// `kvmesh drop` with a replica down: the drop is tombstones that replicate like erases, so the
+// replica that missed it deletes the keys when it returns and gives none of them back to the
+// replicas that dropped them; writes made after the drop survive everywhere.
+TEST_F(ClusterTest, ADropReachesAReplicaThatWasDownAndNothingComesBack) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const std::string path = "/strict/dropped";
+  Database db = Open(0, path);
+  WriteBatch batch;
+  for (int i = 0; i < 1500; ++i) batch.Put("/k/" + std::to_string(i), "old");  // 2 drop pages
+  ASSERT_TRUE(db.write(batch).ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10)).ok());
+
+  cluster_->Crash(2);
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  Status dropped = cluster_->node(0)->drop(path);  // 2 of 3 replicas: min 2 holds
+  ASSERT_TRUE(dropped.ok()) << dropped;
+  EXPECT_TRUE(Open(1, path).get("/k/7").IsNotFound()) << Read(1, path, "/k/7");
+  ASSERT_TRUE(Open(1, path).put("/after", "new").ok());
+
+  ASSERT_TRUE(cluster_->Restart(2).ok());
+  Status s = cluster_->WaitForConvergence(path, seconds(20));
+  ASSERT_TRUE(s.ok()) << s;
+  for (size_t i = 0; i < 3; ++i) {
+    ReplicationStatus status;
+    ASSERT_TRUE(cluster_->ReplicaStatus(i, path, &status).ok());
+    EXPECT_EQ(status.key_count, 1u) << "node " << i;
+    EXPECT_EQ(Read(i, path, "/after"), "new") << "node " << i;
+  }
+  // The replica that was down lists the instance with its three replicas and its one key.
+  Result<InstancePage> page = cluster_->node(2)->instances("strict");
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->instances.size(), 1u);
+  EXPECT_EQ(page->instances[0].path, path);
+  EXPECT_EQ(page->instances[0].key_count, 1u);
+  EXPECT_EQ(page->instances[0].replicas.size(), 3u);
+}
+
 TEST_F(ClusterTest, ACrashedCoordinatorLosesNoAcknowledgedWrite) {
   // Anti-entropy is off for the test's length, so a copy on another node exists only if the
   // write's own push reached it; half the pushes are lost, so some writes reach one replica or
