@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -67,6 +68,16 @@ void PutKey(json& j, const std::string& key) {
 }
 
 /// Flushes stdout and reports a failed write (a full disk must not look like a full export).
+/// Milliseconds since the Unix epoch as UTC "2026-12-06T05:14:01Z".
+std::string FormatTime(uint64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
 int FinishOutput() {
   std::cout.flush();
   if (!std::cout) return Fail(Status::IOError("cannot write to standard output"));
@@ -413,6 +424,7 @@ class Cli {
              {"matcher", c.matcher},
              {"kind", c.matcher_kind},
              {"size_bytes", c.size_bytes},
+             {"max_instances", c.max_instances},
              {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
              {"description", c.description},
              {"tags", c.tags},
@@ -434,6 +446,60 @@ class Cli {
     }
     std::cout << "databases:\n";
     for (const auto& d : *dbs) std::cout << "  " << d.path << "  (" << d.config_id << ")\n";
+    return FinishOutput();
+  }
+
+  /// Every instance of `config_id` (all pages; at most `limit` if not 0), one per line or one
+  /// JSON object per line.
+  int Instances(const std::string& config_id, uint64_t limit) {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    kvmesh::InstanceOptions options;
+    uint64_t shown = 0;
+    // Each page examines a bounded part of the node's catalog, so this ends after at most one
+    // request per few thousand databases on the node.
+    while (limit == 0 || shown < limit) {
+      auto page = client.instances(config_id, options);
+      if (!page.ok()) return Fail(page.status());
+      for (const auto& i : page->instances) {
+        if (limit != 0 && shown >= limit) break;
+        ++shown;
+        std::vector<std::string> replicas;
+        for (uint64_t id : i.replicas) replicas.push_back(kvmesh::FormatNodeId(id));
+        if (g_.json) {
+          json j{{"config", i.config_id},     {"keys", i.key_count},
+                 {"used_bytes", i.used_bytes}, {"replicas", replicas},
+                 {"active", i.active},         {"last_access_ms", i.last_access_ms},
+                 {"created_ms", i.created_ms}};
+          PutText(j, "path", i.path);
+          std::cout << j.dump() << "\n";
+        } else {
+          std::string joined;
+          for (const auto& r : replicas) joined += (joined.empty() ? "" : ",") + r;
+          std::cout << i.path << "  " << i.key_count << " keys  "
+                    << kvmesh::FormatSize(i.used_bytes) << "  replicas "
+                    << (joined.empty() ? "-" : joined) << "  last access "
+                    << (i.last_access_ms == 0 ? "never recorded" : FormatTime(i.last_access_ms))
+                    << (i.active ? "  (active)" : "") << "\n";
+        }
+      }
+      if (!page->has_more()) break;
+      options.cursor = page->next_cursor;
+    }
+    return FinishOutput();
+  }
+
+  int Drop(const std::string& path, bool yes) {
+    if (!yes) {
+      std::cerr << "kvmesh: drop deletes every key of " << path
+                << " on every replica; add --yes to do it\n";
+      return kExitUsage;
+    }
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    Status s = client.drop(path);
+    if (!s.ok()) return Fail(s);
+    std::cout << "dropped " << path << ": every key deleted\n";
     return FinishOutput();
   }
 
@@ -584,6 +650,16 @@ int main(int argc, char** argv) {
   status->add_option("DB", db)->required();
   auto* members = app.add_subcommand("members", "cluster members as the node sees them");
   auto* dbs = app.add_subcommand("dbs", "database configs and instantiated databases");
+  std::string config_id;
+  auto* instances = app.add_subcommand(
+      "instances", "a config's databases on the node: keys, bytes, replicas, last access");
+  instances->add_option("CONFIG_ID", config_id)->required();
+  instances->add_option("--limit", limit, "at most this many");
+  bool yes = false;
+  auto* drop =
+      app.add_subcommand("drop", "delete every key of a database on every replica (admin)");
+  drop->add_option("DB", db)->required();
+  drop->add_flag("--yes", yes, "really drop it");
   auto* config = app.add_subcommand("config", "validate or reload database configs");
   config->require_subcommand(1);
   auto* validate = config->add_subcommand("validate", "check a config directory locally");
@@ -668,6 +744,8 @@ int main(int argc, char** argv) {
   if (status->parsed()) return cli.ReplicationStatus(db);
   if (members->parsed()) return cli.Members();
   if (dbs->parsed()) return cli.Dbs();
+  if (instances->parsed()) return cli.Instances(config_id, limit);
+  if (drop->parsed()) return cli.Drop(db, yes);
   if (validate->parsed()) return cli.ConfigValidate(dir);
   if (reload->parsed()) return cli.ConfigReload();
   return kExitUsage;
