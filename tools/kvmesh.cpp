@@ -467,7 +467,7 @@ class Cli {
         std::vector<std::string> replicas;
         for (uint64_t id : i.replicas) replicas.push_back(kvmesh::FormatNodeId(id));
         if (g_.json) {
-          json j{{"config", i.config_id},     {"keys", i.key_count},
+          json j{{"config", i.config_id},      {"keys", i.key_count},
                  {"used_bytes", i.used_bytes}, {"replicas", replicas},
                  {"active", i.active},         {"last_access_ms", i.last_access_ms},
                  {"created_ms", i.created_ms}};
