@@ -5,6 +5,7 @@
 
 #include "actors/database_request.hpp"
 #include "common/path.hpp"
+#include "storage/backup.hpp"
 #include "storage/store.hpp"
 
 namespace kvmesh {
@@ -54,24 +55,20 @@ class DatabaseTransport final : public replication::Transport {
     replicator.OnLocalWrite(delta, id);  // may answer at once
   }
 
-  /// Replicates the deltas of one request made of several local writes (a drop) and answers
-  /// `promise` once each is acknowledged as a write would be, or with the first error.
-  void ReplicateAll(std::vector<std::string> deltas,
-                    caf::typed_response_promise<atom::ok> promise) {
+  /// Replicates the deltas of one request made of several local writes (a drop, a restore) and
+  /// calls `done` once: OK when each is acknowledged as a write would be, or the first error.
+  void ReplicateAll(std::vector<std::string> deltas, std::function<void(Status)> done) {
     struct Gather {
-      caf::typed_response_promise<atom::ok> promise;
+      std::function<void(Status)> done;
       size_t left = 0;
       bool answered = false;
     };
-    auto gather = std::make_shared<Gather>(Gather{std::move(promise), deltas.size() + 1, false});
+    auto gather = std::make_shared<Gather>(Gather{std::move(done), deltas.size() + 1, false});
     auto answer = [gather](Status s) {
       if (gather->answered) return;
-      if (!s.ok()) {
+      if (!s.ok() || --gather->left == 0) {
         gather->answered = true;
-        gather->promise.deliver(ToError(s));
-      } else if (--gather->left == 0) {
-        gather->answered = true;
-        gather->promise.deliver(atom::ok_v);
+        gather->done(std::move(s));
       }
     };
     for (const std::string& delta : deltas) Replicate(delta, answer);
@@ -445,7 +442,89 @@ database_actor::behavior_type database_actor_impl(
         }
         spdlog::info("database {} dropped: every key deleted here", Quote(st.store->path()));
         auto promise = self->make_response_promise<atom::ok>();
-        st.transport->ReplicateAll(std::move(deltas), promise);
+        st.transport->ReplicateAll(std::move(deltas), [promise](Status r) mutable {
+          if (r.ok()) {
+            promise.deliver(atom::ok_v);
+          } else {
+            promise.deliver(ToError(r));
+          }
+        });
+        return promise;
+      },
+      [=](atom::backup, const std::string& dir,
+          const Deadline& deadline) -> caf::result<std::string> {
+        if (auto err = expired(deadline)) return err;
+        ++self->state.requests_since_tick;
+        // The snapshot is taken here, between two writes of this database, in O(1); a worker
+        // reads and writes it out while this actor goes on serving writes.
+        std::shared_ptr<storage::DatabaseSnapshot> snapshot =
+            storage::DatabaseSnapshot::Take(*self->state.store);
+        auto worker = self->spawn<caf::detached>([snapshot, dir](caf::event_based_actor* w) {
+          return caf::behavior{[=](atom::backup) -> caf::result<std::string> {
+            w->quit();
+            storage::BackupSummary summary;
+            Status s = snapshot->WriteTo(dir, &summary);
+            if (!s.ok()) return ToError(s);
+            return "backed up " + Quote(summary.path) + ": " + std::to_string(summary.records) +
+                   " keys, " + FormatSize(summary.bytes) + " to " + dir;
+          }};
+        });
+        auto promise = self->make_response_promise<std::string>();
+        self->request(worker, caf::infinite, atom::backup_v)
+            .then([promise](std::string& summary) mutable { promise.deliver(std::move(summary)); },
+                  [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+        return promise;
+      },
+      [=](atom::restore, const std::string& dir,
+          const Deadline& deadline) -> caf::result<std::string> {
+        if (auto err = expired(deadline)) return err;
+        auto& st = self->state;
+        ++st.requests_since_tick;
+        SyncGroup(self);
+        const bool make_deltas = st.replicator->NeedsDeltas();
+        std::vector<std::string> deltas;
+        // The whole backup is read and checked first: a missing, truncated or corrupt one must
+        // change nothing. Then the keys it lacks go (tombstones) and its records are written in
+        // pages.
+        storage::BackupSummary checked;
+        Status s = storage::ReadBackup(dir, &checked,
+                                       [](std::string, std::string) { return Status::OK(); });
+        if (!s.ok()) return ToError(s);
+        s = TombstoneAll(*st.store, make_deltas, &deltas);
+        WriteBatch page;
+        auto flush = [&]() -> Status {
+          if (page.empty()) return Status::OK();
+          std::string delta;
+          Status w = st.store->Write(page, make_deltas ? &delta : nullptr);
+          page.ops.clear();
+          if (w.ok() && make_deltas) deltas.push_back(std::move(delta));
+          return w;
+        };
+        storage::BackupSummary summary;
+        if (s.ok()) {
+          s = storage::ReadBackup(dir, &summary, [&](std::string key, std::string value) {
+            page.Put(std::move(key), std::move(value));
+            return page.size() >= kDropPageKeys ? flush() : Status::OK();
+          });
+        }
+        if (s.ok()) s = flush();
+        if (!s.ok()) {
+          for (const auto& delta : deltas) st.replicator->OnLocalWrite(delta, 0);
+          return ToError(Status(s.code(), "restore of " + Quote(st.store->path()) + " from " + dir +
+                                              " stopped part way (run it again): " + s.message()));
+        }
+        const std::string done = "restored " + Quote(st.store->path()) + " from " + dir + ": " +
+                                 std::to_string(summary.records) + " keys, " +
+                                 FormatSize(summary.bytes);
+        spdlog::info("{}", done);
+        auto promise = self->make_response_promise<std::string>();
+        st.transport->ReplicateAll(std::move(deltas), [promise, done](Status r) mutable {
+          if (r.ok()) {
+            promise.deliver(done);
+          } else {
+            promise.deliver(ToError(r));
+          }
+        });
         return promise;
       },
       [=](atom::replicate, const std::string& delta, uint64_t from) -> caf::result<atom::ok> {

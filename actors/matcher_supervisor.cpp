@@ -435,6 +435,11 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         if (!s.ok()) return ToError(s);
         return out;
       },
+      [=](atom::backup, const std::string& dir) -> caf::result<std::string> {
+        Status s = self->state.store->Checkpoint(dir);
+        if (!s.ok()) return ToError(s);
+        return "wrote a checkpoint of the node's store to " + dir;
+      },
       [=](atom::instances, const std::string& config_id, const InstanceOptions& options)
           -> caf::result<InstancePage> { return ListInstances(self, config_id, options); },
       [=](atom::active) -> uint64_t { return self->state.running.size(); },

@@ -156,6 +156,8 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, clock, "clock")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, instances, "instances")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, drop, "drop")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, backup, "backup")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, restore, "restore")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -184,7 +186,12 @@ using database_client_actor = caf::typed_actor<
     caf::replies_to<atom::status, Deadline>::with<ReplicationStatus>,
     // Deletes every key (a tombstone each, replicated like erases) -> ok once every page of
     // tombstones is acknowledged as a write would be.
-    caf::replies_to<atom::drop, Deadline>::with<atom::ok>>;
+    caf::replies_to<atom::drop, Deadline>::with<atom::ok>,
+    // Writes a consistent backup of the database as it is now to a directory of this node
+    // (storage/backup.hpp) while writes go on -> a summary.
+    caf::replies_to<atom::backup, std::string, Deadline>::with<std::string>,
+    // Replaces the database's contents with a backup's, as new writes that replicate -> a summary.
+    caf::replies_to<atom::restore, std::string, Deadline>::with<std::string>>;
 
 /// The peer slice of a database actor: what other nodes may send it, and the only slice that
 /// leaves the node (the `replica` lookups answer with it). Other nodes route their clients'
@@ -273,6 +280,8 @@ using matcher_supervisor_actor = caf::typed_actor<
     caf::reacts_to<atom::dropped, std::string, database_actor>,
     // The catalog: every database instantiated on this node.
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
+    // A RocksDB checkpoint of the node's store into a new directory -> a summary.
+    caf::replies_to<atom::backup, std::string>::with<std::string>,
     // One page of the catalog's databases of a config: (config id, options) -> page.
     caf::replies_to<atom::instances, std::string, InstanceOptions>::with<InstancePage>,
     // Number of database actors currently running (not passivated).
@@ -326,6 +335,12 @@ using gateway_actor = caf::typed_actor<
     // path -> ok once every key is deleted (tombstoned) on its replicas (see README "Dropping a
     // database"). Needs the admin right when the node has an ACL.
     caf::replies_to<atom::drop, std::string, Deadline>::with<atom::ok>,
+    // (path, directory on the node) -> summary: a backup of one database; admin.
+    caf::replies_to<atom::backup, std::string, std::string, Deadline>::with<std::string>,
+    // directory on the node -> summary: a checkpoint of the node's whole store; admin.
+    caf::replies_to<atom::backup, std::string>::with<std::string>,
+    // (path, directory on the node) -> summary: restores a database from its backup; admin.
+    caf::replies_to<atom::restore, std::string, std::string, Deadline>::with<std::string>,
     // The database configs in force.
     caf::replies_to<atom::configs>::with<std::vector<ConfigInfo>>,
     // Reloads the config directory (see matcher_supervisor_actor).

@@ -4,6 +4,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 
 #include <spdlog/spdlog.h>
@@ -444,6 +445,21 @@ Status Store::UsageByConfig(std::map<std::string, ConfigUsage>* out) const {
     usage.used_bytes += meta.used_bytes();
   }
   return Status::OK();
+}
+
+Status Store::Checkpoint(const std::string& dir) {
+  if (closed()) return Status::Unavailable("store " + Quote(options_.path) + " is closed");
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec)) {
+    return Status::InvalidArgument("checkpoint directory " + Quote(dir) +
+                                   " already exists; name a new one");
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status rs = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  if (rs.ok()) rs = checkpoint->CreateCheckpoint(dir);
+  return FromRocksStatus(
+      rs, "cannot write a checkpoint of " + Quote(options_.path) + " to " + Quote(dir));
 }
 
 bool Store::IntProperty(const std::string& name, uint64_t* value) const {

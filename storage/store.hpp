@@ -136,6 +136,11 @@ class Store : public std::enable_shared_from_this<Store> {
   /// ConfigUsage by config id, for metrics: one catalog scan and one read per database.
   /// Thread-safe.
   Status UsageByConfig(std::map<std::string, ConfigUsage>* out) const;
+  /// Writes a RocksDB checkpoint of the whole store to `dir` (which must not exist): a
+  /// consistent copy, hard-linked where the file system allows, that a node can be started on.
+  /// Writes go on meanwhile. Errors: kInvalidArgument (`dir` exists), kIOError.
+  Status Checkpoint(const std::string& dir);
+
   /// RocksDB's integer property `name` ("rocksdb.cur-size-all-mem-tables", ...); false if
   /// RocksDB does not know it. Thread-safe.
   bool IntProperty(const std::string& name, uint64_t* value) const;

@@ -95,6 +95,8 @@ inline database_client_actor::behavior_type StubDatabase(std::function<void()> o
       [](atom::stats, Deadline) { return DatabaseStats{}; },
       [](atom::status, Deadline) { return ReplicationStatus{}; },
       [](atom::drop, Deadline) { return atom::ok_v; },
+      [](atom::backup, std::string&, Deadline) { return std::string(); },
+      [](atom::restore, std::string&, Deadline) { return std::string(); },
   };
 }
 

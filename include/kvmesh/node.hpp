@@ -223,6 +223,19 @@ class Node {
   /// Errors: as a write (kUnavailable, kTimeout; a timeout may leave the drop part done: run it
   /// again), kNoMatchingConfig, kInvalidKey.
   Status drop(std::string_view path) const;
+  /// Writes a backup of the database at `path` as it is at one moment to directory `dir` of this
+  /// node's machine (created if missing; refused if it holds a backup), while writes go on
+  /// (README "Backup and restore"). Returns a summary. Errors: kInvalidArgument, kIOError, and
+  /// those of opening the path.
+  Result<std::string> backup(std::string_view path, const std::string& dir) const;
+  /// Writes a RocksDB checkpoint of this node's whole store to the new directory `dir`: a data
+  /// dir a node can be started on. Errors: kInvalidArgument (`dir` exists), kIOError.
+  Result<std::string> backup_all(const std::string& dir) const;
+  /// Makes the database at `path` hold exactly the records of the backup in `dir` (keys it lacks
+  /// are deleted), written as new writes that replicate like any other. Errors: kNotFound (no
+  /// backup), kCorruption, kSizeLimitExceeded, and those of a write (a failure may leave it part
+  /// done: run it again).
+  Result<std::string> restore(std::string_view path, const std::string& dir) const;
   /// The database configs in force.
   Result<std::vector<ConfigInfo>> configs() const;
   /// Re-reads the config directory and the ACL file (NodeOptions::acl_file). On success the new
