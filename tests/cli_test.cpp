@@ -165,6 +165,24 @@ TEST_F(CliTest, InstancesDropAndMaxInstances) {
   EXPECT_EQ(Run({"get", "/users/b", "/k"}).out, "v");
 }
 
+TEST_F(CliTest, BackupAndRestore) {
+  ASSERT_EQ(Run({"put", "/example/kv", "/kept", "v1"}).exit_code, 0);
+  CommandResult backed = Run({"backup", "/example/kv", dir_ / "b1"});
+  ASSERT_EQ(backed.exit_code, 0) << backed.err;
+  EXPECT_NE(backed.out.find("backed up \"/example/kv\": 1 keys"), std::string::npos) << backed.out;
+  EXPECT_EQ(Run({"backup", "/example/kv", dir_ / "b1"}).exit_code, 3);  // never overwrites
+  ASSERT_EQ(Run({"put", "/example/kv", "/kept", "v2"}).exit_code, 0);
+  ASSERT_EQ(Run({"put", "/example/kv", "/later", "x"}).exit_code, 0);
+  CommandResult restored = Run({"restore", "/example/kv", dir_ / "b1"});
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_EQ(Run({"get", "/example/kv", "/kept"}).out, "v1");
+  EXPECT_EQ(Run({"get", "/example/kv", "/later"}).exit_code, 1);
+  CommandResult all = Run({"backup", "--all", dir_ / "node-checkpoint"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "node-checkpoint/CURRENT"));
+  EXPECT_EQ(Run({"backup", "/example/kv"}).exit_code, 2);
+}
+
 TEST_F(CliTest, StatusAndMembersDescribeASingleNode) {
   ASSERT_EQ(Run({"put", "/example/kv", "/a", "1"}).exit_code, 0);
   CommandResult status = Run({"status", "/example/kv"});

@@ -503,6 +503,29 @@ class Cli {
     return FinishOutput();
   }
 
+  /// `backup DB DIR` or `backup --all DIR`; DIR is on the node's machine.
+  int Backup(const std::string& path, const std::string& dir, bool all) {
+    if (all == !path.empty()) {
+      std::cerr << "kvmesh: backup takes DB DIR, or --all DIR\n";
+      return kExitUsage;
+    }
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto summary = client.backup(all ? "" : path, dir);
+    if (!summary.ok()) return Fail(summary.status());
+    std::cout << *summary << "\n";
+    return FinishOutput();
+  }
+
+  int Restore(const std::string& path, const std::string& dir) {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto summary = client.restore(path, dir);
+    if (!summary.ok()) return Fail(summary.status());
+    std::cout << *summary << "\n";
+    return FinishOutput();
+  }
+
   int ConfigValidate(const std::string& dir) {
     kvmesh::config::ConfigSet set;
     std::vector<kvmesh::config::ConfigDiagnostic> diagnostics;
@@ -660,6 +683,16 @@ int main(int argc, char** argv) {
       app.add_subcommand("drop", "delete every key of a database on every replica (admin)");
   drop->add_option("DB", db)->required();
   drop->add_flag("--yes", yes, "really drop it");
+  bool all = false;
+  std::vector<std::string> backup_args;
+  auto* backup = app.add_subcommand(
+      "backup", "DB DIR: back up a database; --all DIR: checkpoint the node (DIR on the node)");
+  backup->add_option("ARGS", backup_args, "DB DIR, or DIR with --all")->required();
+  backup->add_flag("--all", all, "a checkpoint of the node's whole store");
+  auto* restore = app.add_subcommand(
+      "restore", "replace a database's contents with a backup (DIR on the node)");
+  restore->add_option("DB", db)->required();
+  restore->add_option("DIR", dir)->required();
   auto* config = app.add_subcommand("config", "validate or reload database configs");
   config->require_subcommand(1);
   auto* validate = config->add_subcommand("validate", "check a config directory locally");
@@ -746,6 +779,14 @@ int main(int argc, char** argv) {
   if (dbs->parsed()) return cli.Dbs();
   if (instances->parsed()) return cli.Instances(config_id, limit);
   if (drop->parsed()) return cli.Drop(db, yes);
+  if (backup->parsed()) {
+    if (backup_args.size() != (all ? 1u : 2u)) {
+      std::cerr << "kvmesh: backup takes DB DIR, or --all DIR\n";
+      return kExitUsage;
+    }
+    return cli.Backup(all ? "" : backup_args[0], backup_args.back(), all);
+  }
+  if (restore->parsed()) return cli.Restore(db, dir);
   if (validate->parsed()) return cli.ConfigValidate(dir);
   if (reload->parsed()) return cli.ConfigReload();
   return kExitUsage;
