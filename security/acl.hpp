@@ -19,7 +19,7 @@
 //   get, list, stats, status, open           read on the database
 //   put, erase, batch                        write on the database
 //   reload (kvmesh config reload)            admin
-//   drop (kvmesh drop)                       admin
+//   drop, backup, restore                    admin
 //   hello, clock, members                    any grant (being in the file)
 //   databases, configs, instances            any grant; the answer lists only the databases the
 //                                            principal may read, and the configs whose matcher
