@@ -248,8 +248,24 @@ TEST_F(AclGatewayTest, DropNeedsTheAdminRightAndInstancesShowOnlyWhatThePrincipa
             std::string::npos)
       << denied;
   EXPECT_TRUE(Get("/tenants/alice/kv", "k").ok());  // nothing was dropped
+  // Backups and restores read and write the node's files: admin too.
+  std::string summary;
+  const std::string backup_dir = dir_ / "backup";
+  EXPECT_EQ(Ask(self_, gateway_, &summary, atom::backup_v, std::string("/tenants/alice/kv"),
+                backup_dir, Later())
+                .code(),
+            Code::kPermissionDenied);
+  EXPECT_EQ(Ask(self_, gateway_, &summary, atom::restore_v, std::string("/tenants/alice/kv"),
+                backup_dir, Later())
+                .code(),
+            Code::kPermissionDenied);
+  EXPECT_EQ(Ask(self_, gateway_, &summary, atom::backup_v, backup_dir).code(),
+            Code::kPermissionDenied);
 
   Become("ops");
+  Status backed = Ask(self_, gateway_, &summary, atom::backup_v, std::string("/tenants/alice/kv"),
+                      backup_dir, Later());
+  EXPECT_TRUE(backed.ok()) << backed;
   Status dropped =
       Ask(self_, gateway_, &ok, atom::drop_v, std::string("/tenants/alice/kv"), Later());
   EXPECT_TRUE(dropped.ok()) << dropped;
