@@ -331,6 +331,44 @@ gateway_actor::behavior_type client_gateway_impl(
             },
             atom::databases_v);
       },
+      [=](atom::instances, const std::string& config_id,
+          InstanceOptions& options) -> caf::result<InstancePage> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return ask_supervisor(
+            InstancePage{},
+            [caller](InstancePage& page) {
+              if (!caller.acl) return;
+              auto& v = page.instances;
+              v.erase(std::remove_if(v.begin(), v.end(),
+                                     [&](const InstanceInfo& info) {
+                                       return !caller.acl->Allows(caller.principal, Right::kRead,
+                                                                  info.path);
+                                     }),
+                      v.end());
+            },
+            atom::instances_v, config_id, std::move(options));
+      },
+      // Deleting a whole database is an operator's act: the admin right, like reload.
+      [=](atom::drop, const std::string& path, Deadline deadline) {
+        return Forward<atom::ok>(self, std::nullopt, Right::kAdmin, path, deadline, atom::drop_v);
+      },
+      // Backups read and write directories of the node's machine: admin only.
+      [=](atom::backup, const std::string& path, std::string& dir, Deadline deadline) {
+        return Forward<std::string>(self, std::nullopt, Right::kAdmin, path, deadline,
+                                    atom::backup_v, std::move(dir));
+      },
+      [=](atom::restore, const std::string& path, std::string& dir, Deadline deadline) {
+        return Forward<std::string>(self, std::nullopt, Right::kAdmin, path, deadline,
+                                    atom::restore_v, std::move(dir));
+      },
+      [=](atom::backup, std::string& dir) -> caf::result<std::string> {
+        if (Status s = Authorize(self, Right::kAdmin, {}, "back up the node"); !s.ok()) {
+          return ToError(s);
+        }
+        return ask_supervisor(
+            std::string{}, [](std::string&) {}, atom::backup_v, std::move(dir));
+      },
       [=](atom::configs) -> caf::result<std::vector<ConfigInfo>> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);

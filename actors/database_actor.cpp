@@ -5,6 +5,8 @@
 
 #include "actors/database_request.hpp"
 #include "common/path.hpp"
+#include "storage/backup.hpp"
+#include "storage/store.hpp"
 
 namespace kvmesh {
 
@@ -31,15 +33,46 @@ class DatabaseTransport final : public replication::Transport {
 
   /// The same for a writer whose answer is `promise` (a write of a sync group).
   void Replicate(const std::string& delta, caf::typed_response_promise<atom::ok> promise) {
+    Replicate(delta, [promise](Status s) mutable {
+      if (s.ok()) {
+        promise.deliver(atom::ok_v);
+      } else {
+        promise.deliver(ToError(s));
+      }
+    });
+  }
+
+  /// The same for a writer that `answer` answers (once).
+  void Replicate(const std::string& delta, std::function<void(Status)> answer) {
     auto& replicator = *self_->state.replicator;
     if (!replicator.WritesWait()) {
       replicator.OnLocalWrite(delta, 0);
-      promise.deliver(atom::ok_v);
+      answer(Status::OK());
       return;
     }
     const uint64_t id = ++last_write_id_;
-    writers_.emplace(id, std::move(promise));
+    writers_.emplace(id, std::move(answer));
     replicator.OnLocalWrite(delta, id);  // may answer at once
+  }
+
+  /// Replicates the deltas of one request made of several local writes (a drop, a restore) and
+  /// calls `done` once: OK when each is acknowledged as a write would be, or the first error.
+  void ReplicateAll(std::vector<std::string> deltas, std::function<void(Status)> done) {
+    struct Gather {
+      std::function<void(Status)> done;
+      size_t left = 0;
+      bool answered = false;
+    };
+    auto gather = std::make_shared<Gather>(Gather{std::move(done), deltas.size() + 1, false});
+    auto answer = [gather](Status s) {
+      if (gather->answered) return;
+      if (!s.ok() || --gather->left == 0) {
+        gather->answered = true;
+        gather->done(std::move(s));
+      }
+    };
+    for (const std::string& delta : deltas) Replicate(delta, answer);
+    answer(Status::OK());  // the extra count: no answer before every delta was handed over
   }
 
   /// Called for every actor this one monitors that went down.
@@ -159,13 +192,9 @@ class DatabaseTransport final : public replication::Transport {
   void AnswerWriter(uint64_t write_id, Status status) override {
     auto it = writers_.find(write_id);
     if (it == writers_.end()) return;
-    auto promise = std::move(it->second);
+    auto answer = std::move(it->second);
     writers_.erase(it);
-    if (status.ok()) {
-      promise.deliver(atom::ok_v);
-    } else {
-      promise.deliver(ToError(status));
-    }
+    answer(std::move(status));
   }
 
   void Retire() override {
@@ -201,7 +230,7 @@ class DatabaseTransport final : public replication::Transport {
   /// The peers' database actors as last found (the Replicator knows which are current).
   std::map<uint64_t, database_peer_actor> actors_;
   /// Writers waiting for acknowledgements, by write id.
-  std::unordered_map<uint64_t, caf::typed_response_promise<atom::ok>> writers_;
+  std::unordered_map<uint64_t, std::function<void(Status)>> writers_;
   uint64_t last_write_id_ = 0;
 };
 
@@ -310,8 +339,49 @@ uint64_t CheckingReplica(database_pointer self, Status* why) {
   return first;
 }
 
-/// Stops serving: direct reads end and writers still waiting are answered.
+uint64_t NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Keys a drop deletes per write: one page of tombstones and one delta.
+constexpr uint32_t kDropPageKeys = 1000;
+
+/// Deletes every live key of `db` in pages of kDropPageKeys, each one atomic write of erases
+/// (tombstones, so the drop replicates and wins over every older write of those keys on every
+/// replica); with `make_deltas`, appends each page's delta to `*deltas`. Bounded: each page
+/// resumes after the last key of the previous one.
+Status TombstoneAll(storage::DatabaseStore& db, bool make_deltas,
+                    std::vector<std::string>* deltas) {
+  ListOptions options;
+  options.limit = kDropPageKeys;
+  for (;;) {
+    ListPage page;
+    Status s = db.List(options, &page);
+    if (!s.ok()) return s;
+    if (page.keys.empty()) return Status::OK();
+    WriteBatch batch;
+    for (auto& key : page.keys) batch.Erase(std::move(key));
+    std::string delta;
+    s = db.Write(batch, make_deltas ? &delta : nullptr);
+    if (!s.ok()) return s;
+    if (make_deltas) deltas->push_back(std::move(delta));
+    if (!page.has_more()) return Status::OK();
+    options.start_after = page.next_token;
+  }
+}
+
+/// Stops serving: direct reads end and writers still waiting are answered. A database that
+/// served requests since it started records when in the catalog: one write per activation
+/// rather than one per request.
 void Stop(database_pointer self) {
+  auto& st = self->state;
+  if (st.requests_since_tick > 0) st.last_access_ms = NowMillis();
+  if (st.last_access_ms > 0) {
+    Status s = st.store->node_store().RecordAccess(st.store->path(), st.last_access_ms);
+    if (!s.ok()) spdlog::warn("{}", s.ToString());
+  }
   SyncGroup(self);
   self->state.transport->Retire();
   self->state.replicator->Stop();
@@ -443,6 +513,106 @@ database_actor::behavior_type database_actor_impl(
         }
         return self->state.replicator->MakeStatus();
       },
+      [=](atom::drop, const Deadline& deadline) -> caf::result<atom::ok> {
+        if (auto err = expired(deadline)) return err;
+        auto& st = self->state;
+        ++st.requests_since_tick;
+        SyncGroup(self);  // writes queued before the drop are acknowledged first
+        std::vector<std::string> deltas;
+        Status s = TombstoneAll(*st.store, st.replicator->NeedsDeltas(), &deltas);
+        if (!s.ok()) {
+          // The pages written so far are applied here: they replicate, nobody waits for them.
+          for (const auto& delta : deltas) st.replicator->OnLocalWrite(delta, 0);
+          return ToError(Status(s.code(), "drop of " + Quote(st.store->path()) +
+                                              " stopped part way (run it again): " + s.message()));
+        }
+        spdlog::info("database {} dropped: every key deleted here", Quote(st.store->path()));
+        auto promise = self->make_response_promise<atom::ok>();
+        st.transport->ReplicateAll(std::move(deltas), [promise](Status r) mutable {
+          if (r.ok()) {
+            promise.deliver(atom::ok_v);
+          } else {
+            promise.deliver(ToError(r));
+          }
+        });
+        return promise;
+      },
+      [=](atom::backup, const std::string& dir,
+          const Deadline& deadline) -> caf::result<std::string> {
+        if (auto err = expired(deadline)) return err;
+        ++self->state.requests_since_tick;
+        // The snapshot is taken here, between two writes of this database, in O(1); a worker
+        // reads and writes it out while this actor goes on serving writes.
+        std::shared_ptr<storage::DatabaseSnapshot> snapshot =
+            storage::DatabaseSnapshot::Take(*self->state.store);
+        auto worker = self->spawn<caf::detached>([snapshot, dir](caf::event_based_actor* w) {
+          return caf::behavior{[=](atom::backup) -> caf::result<std::string> {
+            w->quit();
+            storage::BackupSummary summary;
+            Status s = snapshot->WriteTo(dir, &summary);
+            if (!s.ok()) return ToError(s);
+            return "backed up " + Quote(summary.path) + ": " + std::to_string(summary.records) +
+                   " keys, " + FormatSize(summary.bytes) + " to " + dir;
+          }};
+        });
+        auto promise = self->make_response_promise<std::string>();
+        self->request(worker, caf::infinite, atom::backup_v)
+            .then([promise](std::string& summary) mutable { promise.deliver(std::move(summary)); },
+                  [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+        return promise;
+      },
+      [=](atom::restore, const std::string& dir,
+          const Deadline& deadline) -> caf::result<std::string> {
+        if (auto err = expired(deadline)) return err;
+        auto& st = self->state;
+        ++st.requests_since_tick;
+        SyncGroup(self);
+        const bool make_deltas = st.replicator->NeedsDeltas();
+        std::vector<std::string> deltas;
+        // The whole backup is read and checked first: a missing, truncated or corrupt one must
+        // change nothing. Then the keys it lacks go (tombstones) and its records are written in
+        // pages.
+        storage::BackupSummary checked;
+        Status s = storage::ReadBackup(dir, &checked,
+                                       [](std::string, std::string) { return Status::OK(); });
+        if (!s.ok()) return ToError(s);
+        s = TombstoneAll(*st.store, make_deltas, &deltas);
+        WriteBatch page;
+        auto flush = [&]() -> Status {
+          if (page.empty()) return Status::OK();
+          std::string delta;
+          Status w = st.store->Write(page, make_deltas ? &delta : nullptr);
+          page.ops.clear();
+          if (w.ok() && make_deltas) deltas.push_back(std::move(delta));
+          return w;
+        };
+        storage::BackupSummary summary;
+        if (s.ok()) {
+          s = storage::ReadBackup(dir, &summary, [&](std::string key, std::string value) {
+            page.Put(std::move(key), std::move(value));
+            return page.size() >= kDropPageKeys ? flush() : Status::OK();
+          });
+        }
+        if (s.ok()) s = flush();
+        if (!s.ok()) {
+          for (const auto& delta : deltas) st.replicator->OnLocalWrite(delta, 0);
+          return ToError(Status(s.code(), "restore of " + Quote(st.store->path()) + " from " + dir +
+                                              " stopped part way (run it again): " + s.message()));
+        }
+        const std::string done = "restored " + Quote(st.store->path()) + " from " + dir + ": " +
+                                 std::to_string(summary.records) + " keys, " +
+                                 FormatSize(summary.bytes);
+        spdlog::info("{}", done);
+        auto promise = self->make_response_promise<std::string>();
+        st.transport->ReplicateAll(std::move(deltas), [promise, done](Status r) mutable {
+          if (r.ok()) {
+            promise.deliver(done);
+          } else {
+            promise.deliver(ToError(r));
+          }
+        });
+        return promise;
+      },
       [=](atom::replicate, const std::string& delta, uint64_t from) -> caf::result<atom::ok> {
         if (auto err = Unvouched(self, from)) return err;
         ++self->state.requests_since_tick;
@@ -482,6 +652,10 @@ database_actor::behavior_type database_actor_impl(
         const bool read_directly =
             self->state.direct != nullptr &&
             self->state.direct->used.exchange(false, std::memory_order_relaxed);
+        // Used in the last period: its last access is about now (kept in memory until it stops).
+        if (self->state.requests_since_tick > 0 || read_directly) {
+          self->state.last_access_ms = NowMillis();
+        }
         if (self->state.requests_since_tick == 0 && !read_directly && in_sync) {
           self->send(supervisor, atom::idle_v, self->state.store->path(),
                      caf::actor_cast<database_actor>(self));

@@ -70,6 +70,9 @@ struct database_state {
   ~database_state();
   /// Requests served since the last idle check (the check costs one increment per request).
   uint64_t requests_since_tick = 0;
+  /// Wall-clock ms of the last idle check that saw use (0: none yet); written to the catalog
+  /// when the actor stops (Store::RecordAccess).
+  uint64_t last_access_ms = 0;
 
   matcher_supervisor_actor supervisor;
   std::shared_ptr<const ReplicationOptions> replication;

@@ -67,7 +67,8 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
     return Status::NoMatchingConfig("no database config matches " + Quote(path));
   }
   std::unique_ptr<storage::DatabaseStore> db;
-  Status s = st.store->OpenDatabase(path, config->id, config->size_bytes, &db);
+  Status s =
+      st.store->OpenDatabase(path, config->id, config->size_bytes, &db, config->max_instances);
   if (!s.ok()) return s;
   std::shared_ptr<storage::DatabaseStore> shared(std::move(db));
   const bool system = IsSystemPath(path);
@@ -119,7 +120,29 @@ ConfigInfo ToConfigInfo(const config::DatabaseConfig& c) {
           c.replication.max,
           c.size_bytes,
           c.source,
-          c.from_api ? "api" : "file"};
+          c.from_api ? "api" : "file",
+          c.max_instances};
+}
+
+/// Catalog entries a page of `instances` examines at most (Store::ListInstances): bounds the
+/// supervisor's time per request whatever the catalog holds.
+constexpr size_t kInstanceScanPerPage = 20000;
+
+/// One page of the instances of `config_id` on this node, with what only the supervisor knows:
+/// whether each runs, and its replicas under the current placement.
+caf::result<InstancePage> ListInstances(supervisor_pointer self, const std::string& config_id,
+                                        const InstanceOptions& options) {
+  auto& st = self->state;
+  InstancePage page;
+  Status s = st.store->ListInstances(config_id, options, kInstanceScanPerPage, &page);
+  if (!s.ok()) return ToError(s);
+  for (InstanceInfo& info : page.instances) {
+    info.active = st.running.count(info.path) > 0;
+    if (const config::DatabaseConfig* config = st.configs->Resolve(info.path)) {
+      info.replicas = PlaceDatabase(self, info.path, *config).nodes;
+    }
+  }
+  return page;
 }
 
 /// Puts `fresh` in force: running databases get their new budget; those no config matches any
@@ -819,6 +842,13 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
                   out.end());
         return out;
       },
+      [=](atom::backup, const std::string& dir) -> caf::result<std::string> {
+        Status s = self->state.store->Checkpoint(dir);
+        if (!s.ok()) return ToError(s);
+        return "wrote a checkpoint of the node's store to " + dir;
+      },
+      [=](atom::instances, const std::string& config_id, const InstanceOptions& options)
+          -> caf::result<InstancePage> { return ListInstances(self, config_id, options); },
       [=](atom::active) -> uint64_t {
         // Users' databases: the system database always runs.
         const auto& running = self->state.running;

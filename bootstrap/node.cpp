@@ -810,6 +810,48 @@ Result<std::vector<DatabaseInfo>> Node::databases() const {
   return impl_->Ask<std::vector<DatabaseInfo>>(atom::databases_v);
 }
 
+Result<InstancePage> Node::instances(std::string_view config_id,
+                                     const InstanceOptions& options) const {
+  return impl_->Ask<InstancePage>(atom::instances_v, std::string(config_id), options);
+}
+
+namespace {
+
+/// Asks the database actor serving the normalised form of `path` for `args..., deadline`. A
+/// database that passivates between the open and the request bounces it unapplied
+/// (kUnavailable): it is opened again, a bounded number of times.
+template <class Reply, class Impl, class... Ts>
+Result<Reply> AskDatabase(Impl& impl, std::string_view path, Ts... args) {
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (!s.ok()) return s;
+  for (int attempt = 0;; ++attempt) {
+    Result<database_client_actor> db =
+        impl.template Ask<database_client_actor>(atom::open_v, normalized);
+    if (!db.ok()) return db.status();
+    Result<Reply> r = impl.template AskActor<Reply>(*db, args..., Deadline::In(impl.core->timeout));
+    if (r.ok() || r.status().code() != Code::kUnavailable || attempt == 2) return r;
+  }
+}
+
+}  // namespace
+
+Status Node::drop(std::string_view path) const {
+  return AskDatabase<atom::ok>(*impl_, path, atom::drop_v).status();
+}
+
+Result<std::string> Node::backup(std::string_view path, const std::string& dir) const {
+  return AskDatabase<std::string>(*impl_, path, atom::backup_v, dir);
+}
+
+Result<std::string> Node::backup_all(const std::string& dir) const {
+  return impl_->Ask<std::string>(atom::backup_v, dir);
+}
+
+Result<std::string> Node::restore(std::string_view path, const std::string& dir) const {
+  return AskDatabase<std::string>(*impl_, path, atom::restore_v, dir);
+}
+
 Result<std::vector<ConfigInfo>> Node::configs() const {
   return impl_->Ask<std::vector<ConfigInfo>>(atom::configs_v);
 }

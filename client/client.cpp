@@ -536,6 +536,37 @@ Result<std::vector<DatabaseInfo>> Client::databases() const {
   return connection_->Call<std::vector<DatabaseInfo>>(atom::databases_v);
 }
 
+Result<InstancePage> Client::instances(std::string_view config_id,
+                                       const InstanceOptions& options) const {
+  if (!connection_) return status_;
+  return connection_->Call<InstancePage>(atom::instances_v, std::string(config_id), options);
+}
+
+Status Client::drop(std::string_view path) const {
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (!s.ok()) return s;
+  if (!connection_) return status_;
+  return connection_->CallOk(atom::drop_v, normalized, DeadlineHere{});
+}
+
+Result<std::string> Client::backup(std::string_view path, const std::string& dir) const {
+  if (!connection_) return status_;
+  if (path.empty()) return connection_->Call<std::string>(atom::backup_v, dir);
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (!s.ok()) return s;
+  return connection_->Call<std::string>(atom::backup_v, normalized, dir, DeadlineHere{});
+}
+
+Result<std::string> Client::restore(std::string_view path, const std::string& dir) const {
+  std::string normalized;
+  Status s = NormalizeDatabasePath(path, &normalized);
+  if (!s.ok()) return s;
+  if (!connection_) return status_;
+  return connection_->Call<std::string>(atom::restore_v, normalized, dir, DeadlineHere{});
+}
+
 Result<std::vector<ConfigInfo>> Client::configs() const {
   if (!connection_) return status_;
   return connection_->Call<std::vector<ConfigInfo>>(atom::configs_v);

@@ -40,6 +40,8 @@ const char* CodeName(Code code) {
       return "permission_denied";
     case Code::kConditionFailed:
       return "condition_failed";
+    case Code::kTooManyInstances:
+      return "too_many_instances";
   }
   return "unknown";
 }

@@ -98,8 +98,8 @@ int FirstLine(std::initializer_list<int> lines) {
 // which also serves FromConfigs.
 
 /// The fields of a database config.
-const std::vector<std::string> kConfigFields = {"id",      "description", "tags",
-                                                "matcher", "replication", "size"};
+const std::vector<std::string> kConfigFields = {
+    "id", "description", "tags", "matcher", "replication", "size", "max_instances"};
 
 bool IsAllDigits(std::string_view text) {
   return !text.empty() &&
@@ -207,7 +207,22 @@ class FileParser {
     } else if (name == "size") {
       e->lines.size = line;
       if (!ReadSize(value, line, &e->config.size_bytes)) e->reported |= kSizeBit;
+    } else if (name == "max_instances") {
+      ReadMaxInstances(value, line, &e->config.max_instances);
     }
+  }
+
+  // Optional bound on the databases a config instantiates per node: a positive integer. Zero
+  // is refused rather than read as "no bound": a config that may create nothing is a mistake,
+  // and leaving the field out already means no bound.
+  void ReadMaxInstances(const YAML::Node& value, int line, uint64_t* out) {
+    uint32_t count = 0;
+    if (!ReadCount(value, line, "max_instances", &count)) return;
+    if (count == 0) {
+      Error(line, "max_instances", "must be at least 1, got 0 (leave it out for no bound)");
+      return;
+    }
+    *out = count;
   }
 
   // Optional string fields: absent or null leaves `*out` empty.

@@ -44,6 +44,9 @@ struct DatabaseConfig {
   ReplicationConfig replication;
   /// Budget of each instantiated database: key bytes + value bytes of its live entries.
   uint64_t size_bytes = 0;
+  /// Most databases of this config one node instantiates (`max_instances`); opening a new path
+  /// beyond it fails with kTooManyInstances, existing ones keep working. 0 (default): no bound.
+  uint64_t max_instances = 0;
   /// Where the config was read: "dir/file.yaml:12"; for an API config, who applied it where.
   std::string source;
   /// True if `id` was derived from the matcher (the YAML gave none).

@@ -46,6 +46,8 @@ int HttpStatus(Code code) {
       return 403;
     case Code::kConditionFailed:
       return 412;
+    case Code::kTooManyInstances:
+      return 409;
     case Code::kUnavailable:
     case Code::kNoSpace:
       return 503;
@@ -118,6 +120,26 @@ bool HexDecode(std::string_view text, std::string* out) {
     out->push_back(static_cast<char>(hi * 16 + lo));
   }
   return true;
+}
+
+/// The `limit` (0 to `max`) and `cursor` (hex, as this API returns it) query parameters of a
+/// paginated listing, if given.
+Status ReadPageParams(const httplib::Request& req, uint32_t max, uint32_t* limit,
+                      std::string* cursor) {
+  if (req.has_param("limit")) {
+    const std::string text = req.get_param_value("limit");
+    char* end = nullptr;
+    unsigned long v = std::strtoul(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0' || v > max) {
+      return Status::InvalidArgument("limit: expected a number from 0 to " + std::to_string(max) +
+                                     ", got " + Quote(text));
+    }
+    *limit = static_cast<uint32_t>(v);
+  }
+  if (req.has_param("cursor") && !HexDecode(req.get_param_value("cursor"), cursor)) {
+    return Status::InvalidArgument("cursor: not a cursor this API returned (hex digits expected)");
+  }
+  return Status::OK();
 }
 
 /// The database request a target names: /v1/databases/{path}[/keys[/{key}] | /batch | /stats |
@@ -317,20 +339,8 @@ struct HttpServer::Impl {
     } else if (t.what == "keys") {
       ListOptions lo;
       lo.prefix = req.get_param_value("prefix");
-      if (req.has_param("limit")) {
-        const std::string text = req.get_param_value("limit");
-        char* end = nullptr;
-        unsigned long v = std::strtoul(text.c_str(), &end, 10);
-        if (text.empty() || *end != '\0' || v > kMaxListLimit) {
-          return ReplyError(res, Code::kInvalidArgument,
-                            "limit: expected a number from 0 to " + std::to_string(kMaxListLimit) +
-                                ", got " + Quote(text));
-        }
-        lo.limit = static_cast<uint32_t>(v);
-      }
-      if (req.has_param("cursor") && !HexDecode(req.get_param_value("cursor"), &lo.start_after)) {
-        return ReplyError(res, Code::kInvalidArgument,
-                          "cursor: not a cursor this API returned (hex digits expected)");
+      if (Status bad = ReadPageParams(req, kMaxListLimit, &lo.limit, &lo.start_after); !bad.ok()) {
+        return ReplyError(res, bad);
       }
       const std::string values = req.get_param_value("values");
       lo.with_values = values == "1" || values == "true";
@@ -485,6 +495,7 @@ struct HttpServer::Impl {
                 {"matcher_kind", c.matcher_kind},
                 {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
                 {"size_bytes", c.size_bytes},
+                {"max_instances", c.max_instances},
                 {"source", c.source},
                 {"origin", c.origin}};
   }
@@ -554,6 +565,43 @@ struct HttpServer::Impl {
                          {"in_force", e.in_force}});
     }
     Reply(res, 200, out);
+  }
+
+  /// GET /v1/configs/{id}/instances?limit=&cursor=: one page of the config's databases on this
+  /// node (Node::instances), those the caller may read.
+  void HandleInstances(const httplib::Request& req, httplib::Response& res) {
+    std::string id;
+    if (!PercentDecode(req.matches[1].str(), &id)) {
+      return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
+    }
+    Caller caller;
+    Status s = AuthorizeKnown(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    InstanceOptions options;
+    s = ReadPageParams(req, kMaxInstanceLimit, &options.limit, &options.cursor);
+    if (!s.ok()) return ReplyError(res, s);
+    auto page = node->instances(id, options);
+    if (!page.ok()) return ReplyError(res, page.status());
+    json items = json::array();
+    for (const InstanceInfo& i : page->instances) {
+      if (caller.acl && !caller.acl->Allows(caller.principal, security::Right::kRead, i.path)) {
+        continue;
+      }
+      json replicas = json::array();
+      for (uint64_t r : i.replicas) replicas.push_back(FormatNodeId(r));
+      items.push_back(json{{"path", i.path},
+                           {"config", i.config_id},
+                           {"database_id", i.database_id},
+                           {"created_ms", i.created_ms},
+                           {"last_access_ms", i.last_access_ms},
+                           {"active", i.active},
+                           {"keys", i.key_count},
+                           {"used_bytes", i.used_bytes},
+                           {"replicas", std::move(replicas)}});
+    }
+    json body{{"instances", std::move(items)}};
+    if (page->has_more()) body["next_cursor"] = HexEncode(page->next_cursor);
+    Reply(res, 200, body);
   }
 
   /// GET /v1/configs lists the configs; GET /v1/configs/{id} answers one (404 if unknown).
@@ -666,6 +714,9 @@ struct HttpServer::Impl {
     srv.Delete(R"(/v1/configs/[^/]+)", [this](const httplib::Request& req, httplib::Response& res) {
       HandleConfigDelete(req, res);
     });
+    srv.Get(
+        R"(/v1/configs/([^/]+)/instances)",
+        [this](const httplib::Request& req, httplib::Response& res) { HandleInstances(req, res); });
     srv.Get("/v1/members", [this](const httplib::Request& req, httplib::Response& res) {
       HandleMembers(req, res);
     });

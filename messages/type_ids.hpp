@@ -60,9 +60,26 @@ typename Inspector::result_type inspect(Inspector& f, DatabaseInfo& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, InstanceInfo& x) {
+  return f(caf::meta::type_name("kvmesh.InstanceInfo"), x.path, x.config_id, x.database_id,
+           x.created_ms, x.last_access_ms, x.active, x.key_count, x.used_bytes, x.replicas);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, InstanceOptions& x) {
+  return f(caf::meta::type_name("kvmesh.InstanceOptions"), x.cursor, x.limit);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, InstancePage& x) {
+  return f(caf::meta::type_name("kvmesh.InstancePage"), x.instances, x.next_cursor);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
   return f(caf::meta::type_name("kvmesh.ConfigInfo"), x.id, x.description, x.tags, x.matcher,
-           x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.source, x.origin);
+           x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.max_instances,
+           x.source, x.origin);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ConfigApplyOptions& x) {
@@ -108,7 +125,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 4;
+inline constexpr uint32_t kClientProtocolVersion = 5;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -152,6 +169,10 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, status, "status")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, clock, "clock")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, changed, "changed")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, instances, "instances")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, drop, "drop")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, backup, "backup")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, restore, "restore")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -177,7 +198,15 @@ using database_client_actor = caf::typed_actor<
     // Current counters.
     caf::replies_to<atom::stats, Deadline>::with<DatabaseStats>,
     // Replication status: replica set, version vectors, pending deltas, digest.
-    caf::replies_to<atom::status, Deadline>::with<ReplicationStatus>>;
+    caf::replies_to<atom::status, Deadline>::with<ReplicationStatus>,
+    // Deletes every key (a tombstone each, replicated like erases) -> ok once every page of
+    // tombstones is acknowledged as a write would be.
+    caf::replies_to<atom::drop, Deadline>::with<atom::ok>,
+    // Writes a consistent backup of the database as it is now to a directory of this node
+    // (storage/backup.hpp) while writes go on -> a summary.
+    caf::replies_to<atom::backup, std::string, Deadline>::with<std::string>,
+    // Replaces the database's contents with a backup's, as new writes that replicate -> a summary.
+    caf::replies_to<atom::restore, std::string, Deadline>::with<std::string>>;
 
 /// The peer slice of a database actor: what other nodes may send it, and the only slice that
 /// leaves the node (the `replica` lookups answer with it). Other nodes route their clients'
@@ -266,6 +295,10 @@ using matcher_supervisor_actor = caf::typed_actor<
     caf::reacts_to<atom::dropped, std::string, database_actor>,
     // The catalog: every database instantiated on this node.
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
+    // A RocksDB checkpoint of the node's store into a new directory -> a summary.
+    caf::replies_to<atom::backup, std::string>::with<std::string>,
+    // One page of the catalog's databases of a config: (config id, options) -> page.
+    caf::replies_to<atom::instances, std::string, InstanceOptions>::with<InstancePage>,
     // Number of database actors currently running (not passivated).
     caf::replies_to<atom::active>::with<uint64_t>,
     // For metrics: the replication status of every running database (those that do not answer
@@ -322,6 +355,17 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // The catalog of instantiated databases.
     caf::replies_to<atom::databases>::with<std::vector<DatabaseInfo>>,
+    // (config id, options) -> one page of its databases instantiated on this node.
+    caf::replies_to<atom::instances, std::string, InstanceOptions>::with<InstancePage>,
+    // path -> ok once every key is deleted (tombstoned) on its replicas (see README "Dropping a
+    // database"). Needs the admin right when the node has an ACL.
+    caf::replies_to<atom::drop, std::string, Deadline>::with<atom::ok>,
+    // (path, directory on the node) -> summary: a backup of one database; admin.
+    caf::replies_to<atom::backup, std::string, std::string, Deadline>::with<std::string>,
+    // directory on the node -> summary: a checkpoint of the node's whole store; admin.
+    caf::replies_to<atom::backup, std::string>::with<std::string>,
+    // (path, directory on the node) -> summary: restores a database from its backup; admin.
+    caf::replies_to<atom::restore, std::string, std::string, Deadline>::with<std::string>,
     // The database configs in force.
     caf::replies_to<atom::configs>::with<std::vector<ConfigInfo>>,
     // Reloads the config directory (see matcher_supervisor_actor).
@@ -344,6 +388,10 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseStats))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseInfo))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::DatabaseInfo>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigInfo))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::InstanceInfo))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::InstanceInfo>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::InstanceOptions))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::InstancePage))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ConfigInfo>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigApplyOptions))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigApplyResult))

@@ -21,8 +21,9 @@
 //   reload (kvmesh config reload)            admin
 //   config apply, config delete              admin (cluster-wide configs)
 //   config history                           any grant
+//   drop, backup, restore                    admin
 //   hello, clock, members                    any grant (being in the file)
-//   databases, configs                       any grant; the answer lists only the databases the
+//   databases, configs, instances            any grant; the answer lists only the databases the
 //                                            principal may read, and the configs whose matcher
 //                                            may serve such a database
 //

@@ -1013,6 +1013,7 @@ Status DatabaseStore::Drop() {
   rocksdb::Status rs = store_->db()->Write(store_->write_options(), &batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot drop database " + Quote(path_));
   store_->NoteFreeingWrite();
+  store_->NoteCatalogEntryDeleted(config_id_);
   dropped_ = true;
   used_bytes_ = 0;
   key_count_ = 0;

@@ -192,6 +192,8 @@ class DatabaseStore {
 
   const std::string& path() const { return path_; }
   uint64_t id() const { return id_; }
+  /// The node's store this database lives in.
+  Store& node_store() const { return *store_; }
   /// The origin of the writes this copy accepts: random per copy, so a copy dropped and created
   /// again writes under a new origin and its counters are never taken for the old copy's
   /// (which the other replicas have seen). The node id for data from before origins.

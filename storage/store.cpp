@@ -4,6 +4,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
+#include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 
 #include <spdlog/spdlog.h>
@@ -203,6 +204,13 @@ Status Store::Init() {
   }
   node_id_ = meta.node_id();
   next_database_id_ = meta.next_database_id();
+  // One scan per open (about 50 ms per 100k databases) keeps InstanceCount O(1) afterwards
+  // without a second record to keep consistent with the catalog.
+  Status counted = ScanCatalog("", [this](const proto::CatalogEntry& entry) {
+    ++instances_by_config_[entry.config_id()];
+    return true;
+  });
+  if (!counted.ok()) return counted;
   rs = db_->Get(rocksdb::ReadOptions(), keys::NodeInUseKey(), &bytes);
   if (rs.ok() && bytes.size() == 8) {
     last_in_use_ms_ = keys::DecodeBigEndian64(bytes.data());
@@ -261,7 +269,8 @@ void Store::ObserveTimestamp(uint64_t remote) {
 }
 
 Status Store::OpenDatabase(const std::string& path, const std::string& config_id,
-                           uint64_t size_limit, std::unique_ptr<DatabaseStore>* out) {
+                           uint64_t size_limit, std::unique_ptr<DatabaseStore>* out,
+                           uint64_t max_instances) {
   // Paths are normalised once, where they enter the node (common/path.hpp); this only checks
   // that they were, so that no caller can make a second namespace for one database.
   std::string normalized;
@@ -281,6 +290,13 @@ Status Store::OpenDatabase(const std::string& path, const std::string& config_id
         return Status::Corruption("catalog entry of database " + Quote(path) + " is unreadable");
       }
     } else if (rs.IsNotFound()) {
+      uint64_t& count = instances_by_config_[config_id];
+      if (max_instances > 0 && count >= max_instances) {
+        return Status::TooManyInstances(
+            "cannot instantiate database " + Quote(path) + ": config " + Quote(config_id) +
+            " allows at most " + std::to_string(max_instances) +
+            " databases per node (max_instances) and this node holds " + std::to_string(count));
+      }
       entry.set_path(path);
       entry.set_id(next_database_id_);
       entry.set_config_id(config_id);
@@ -295,6 +311,7 @@ Status Store::OpenDatabase(const std::string& path, const std::string& config_id
       rs = db_->Write(*write_options_, &batch);
       if (!rs.ok()) return FromRocksStatus(rs, "cannot create database " + Quote(path));
       ++next_database_id_;
+      ++count;
     } else {
       return FromRocksStatus(rs, "cannot read catalog for " + Quote(path));
     }
@@ -307,21 +324,110 @@ Status Store::OpenDatabase(const std::string& path, const std::string& config_id
   return Status::OK();
 }
 
-Status Store::ListDatabases(std::vector<DatabaseInfo>* out) const {
-  out->clear();
+Status Store::ScanCatalog(std::string_view after,
+                          const std::function<bool(const proto::CatalogEntry&)>& fn) const {
+  if (closed()) return Status::Unavailable("store " + Quote(options_.path) + " is closed");
+  const rocksdb::Slice prefix(keys::kCatalogPrefix.data(), keys::kCatalogPrefix.size());
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  for (it->Seek(rocksdb::Slice(keys::kCatalogPrefix.data(), keys::kCatalogPrefix.size()));
-       it->Valid() && it->key().starts_with(
-                          rocksdb::Slice(keys::kCatalogPrefix.data(), keys::kCatalogPrefix.size()));
-       it->Next()) {
-    proto::CatalogEntry entry;
+  const std::string start = keys::CatalogKey(after);
+  it->Seek(start);
+  // Strictly after `after`: a cursor names the last path already returned.
+  if (!after.empty() && it->Valid() && it->key() == rocksdb::Slice(start)) it->Next();
+  proto::CatalogEntry entry;
+  for (; it->Valid() && it->key().starts_with(prefix); it->Next()) {
     if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
       return Status::Corruption("catalog entry " + Quote(it->key().ToStringView()) +
                                 " is unreadable");
     }
-    out->push_back({entry.path(), entry.config_id(), entry.id(), entry.created_ms()});
+    if (!fn(entry)) break;
   }
   return FromRocksStatus(it->status(), "cannot list catalog");
+}
+
+Status Store::ListDatabases(std::vector<DatabaseInfo>* out) const {
+  out->clear();
+  return ScanCatalog("", [out](const proto::CatalogEntry& entry) {
+    out->push_back({entry.path(), entry.config_id(), entry.id(), entry.created_ms()});
+    return true;
+  });
+}
+
+uint64_t Store::InstanceCount(const std::string& config_id) const {
+  std::lock_guard<std::mutex> lock(catalog_mutex_);
+  auto it = instances_by_config_.find(config_id);
+  return it == instances_by_config_.end() ? 0 : it->second;
+}
+
+void Store::NoteCatalogEntryDeleted(const std::string& config_id) {
+  std::lock_guard<std::mutex> lock(catalog_mutex_);
+  auto it = instances_by_config_.find(config_id);
+  if (it == instances_by_config_.end()) return;
+  if (--it->second == 0) instances_by_config_.erase(it);
+}
+
+Status Store::RecordAccess(const std::string& path, uint64_t ms) {
+  if (closed()) return Status::Unavailable("store " + Quote(options_.path) + " is closed");
+  const std::string catalog_key = keys::CatalogKey(path);
+  // Under the catalog lock: a drop or creation of the entry cannot interleave, so a dropped
+  // database never gets its entry back from here.
+  std::lock_guard<std::mutex> lock(catalog_mutex_);
+  std::string bytes;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), catalog_key, &bytes);
+  if (rs.IsNotFound()) return Status::OK();
+  if (!rs.ok()) return FromRocksStatus(rs, "cannot read catalog for " + Quote(path));
+  proto::CatalogEntry entry;
+  if (!entry.ParseFromString(bytes)) {
+    return Status::Corruption("catalog entry of database " + Quote(path) + " is unreadable");
+  }
+  if (entry.last_access_ms() >= ms) return Status::OK();
+  entry.set_last_access_ms(ms);
+  // Unsynced: losing an access time in a machine crash costs nothing worth a sync.
+  rs = db_->Put(*unsynced_write_options_, catalog_key, entry.SerializeAsString());
+  return FromRocksStatus(rs, "cannot record the last access of " + Quote(path));
+}
+
+Status Store::ListInstances(const std::string& config_id, const InstanceOptions& options,
+                            size_t max_scanned, InstancePage* page) const {
+  page->instances.clear();
+  page->next_cursor.clear();
+  const size_t limit = options.limit == 0 ? kDefaultInstanceLimit
+                                          : std::min<size_t>(options.limit, kMaxInstanceLimit);
+  size_t scanned = 0;
+  std::string last;
+  Status meta_error;
+  Status s = ScanCatalog(options.cursor, [&](const proto::CatalogEntry& entry) {
+    if (page->instances.size() >= limit || scanned >= std::max<size_t>(max_scanned, 1)) {
+      page->next_cursor = last;  // something remains after the last path examined
+      return false;
+    }
+    ++scanned;
+    last = entry.path();
+    if (entry.config_id() != config_id) return true;
+    InstanceInfo info;
+    info.path = entry.path();
+    info.config_id = entry.config_id();
+    info.database_id = entry.id();
+    info.created_ms = entry.created_ms();
+    info.last_access_ms = entry.last_access_ms();
+    std::string bytes;
+    rocksdb::Status rs =
+        db_->Get(rocksdb::ReadOptions(), keys::DatabaseMetaKey(entry.id()), &bytes);
+    proto::DatabaseMeta meta;
+    if (rs.ok() && !meta.ParseFromString(bytes)) {
+      meta_error = Status::Corruption("the meta record of " + Quote(info.path) + " is unreadable");
+      return false;
+    }
+    if (!rs.ok() && !rs.IsNotFound()) {  // not found: instantiated, nothing written yet
+      meta_error = FromRocksStatus(rs, "cannot read the meta record of " + Quote(info.path));
+      return false;
+    }
+    info.key_count = meta.key_count();
+    info.used_bytes = meta.used_bytes();
+    page->instances.push_back(std::move(info));
+    return true;
+  });
+  if (!s.ok()) return s;
+  return meta_error;
 }
 
 Status Store::UsageByConfig(std::map<std::string, ConfigUsage>* out) const {
@@ -343,6 +449,21 @@ Status Store::UsageByConfig(std::map<std::string, ConfigUsage>* out) const {
     usage.used_bytes += meta.used_bytes();
   }
   return Status::OK();
+}
+
+Status Store::Checkpoint(const std::string& dir) {
+  if (closed()) return Status::Unavailable("store " + Quote(options_.path) + " is closed");
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec)) {
+    return Status::InvalidArgument("checkpoint directory " + Quote(dir) +
+                                   " already exists; name a new one");
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status rs = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  if (rs.ok()) rs = checkpoint->CreateCheckpoint(dir);
+  return FromRocksStatus(
+      rs, "cannot write a checkpoint of " + Quote(options_.path) + " to " + Quote(dir));
 }
 
 bool Store::IntProperty(const std::string& name, uint64_t* value) const {

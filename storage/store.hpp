@@ -12,7 +12,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "kvmesh/status.hpp"
@@ -23,6 +25,10 @@ namespace rocksdb {
 class DB;
 struct WriteOptions;
 }  // namespace rocksdb
+
+namespace kvmesh::proto {
+class CatalogEntry;
+}  // namespace kvmesh::proto
 
 namespace kvmesh::storage {
 
@@ -98,9 +104,27 @@ class Store : public std::enable_shared_from_this<Store> {
 
   /// Returns a handle on the database instantiated at the normalised `path`, creating its catalog
   /// entry (and namespace id) on first use; `config_id` is recorded then. `size_limit` is the
-  /// budget enforced by the handle's writes.
+  /// budget enforced by the handle's writes. With `max_instances` > 0, creating an entry fails
+  /// with kTooManyInstances (naming the config and the bound, nothing written) when the catalog
+  /// already holds that many databases of `config_id`; existing entries always open.
   Status OpenDatabase(const std::string& path, const std::string& config_id, uint64_t size_limit,
-                      std::unique_ptr<DatabaseStore>* out);
+                      std::unique_ptr<DatabaseStore>* out, uint64_t max_instances = 0);
+
+  /// Databases of `config_id` in the catalog. O(1): kept in memory with the catalog (counted
+  /// once when the store opens, then changed with every entry created or deleted). Thread-safe.
+  uint64_t InstanceCount(const std::string& config_id) const;
+
+  /// Records `ms` (wall-clock milliseconds) as the last access of the database at `path`, if it
+  /// is still in the catalog. One catalog read and write: callers do it once per activation.
+  Status RecordAccess(const std::string& path, uint64_t ms);
+
+  /// One page of the catalog entries of `config_id`, in path order, after `options.cursor` (a
+  /// path). Reads at most about `max_scanned` catalog entries (other configs' included) and one
+  /// meta record per instance returned, so a page costs the same whatever the catalog holds; the
+  /// page may then be short (or empty) with a next cursor. Fills every field of InstanceInfo but
+  /// `active` and `replicas`. Errors: kCorruption, kIOError.
+  Status ListInstances(const std::string& config_id, const InstanceOptions& options,
+                       size_t max_scanned, InstancePage* page) const;
 
   /// The catalog: every database path instantiated on this node, in path order.
   Status ListDatabases(std::vector<DatabaseInfo>* out) const;
@@ -115,6 +139,11 @@ class Store : public std::enable_shared_from_this<Store> {
   /// ConfigUsage by config id, for metrics: one catalog scan and one read per database.
   /// Thread-safe.
   Status UsageByConfig(std::map<std::string, ConfigUsage>* out) const;
+  /// Writes a RocksDB checkpoint of the whole store to `dir` (which must not exist): a
+  /// consistent copy, hard-linked where the file system allows, that a node can be started on.
+  /// Writes go on meanwhile. Errors: kInvalidArgument (`dir` exists), kIOError.
+  Status Checkpoint(const std::string& dir);
+
   /// RocksDB's integer property `name` ("rocksdb.cur-size-all-mem-tables", ...); false if
   /// RocksDB does not know it. Thread-safe.
   bool IntProperty(const std::string& name, uint64_t* value) const;
@@ -132,6 +161,8 @@ class Store : public std::enable_shared_from_this<Store> {
   void ObserveTimestamp(uint64_t remote);
 
   // -- for DatabaseStore --
+  /// The catalog entry of a database of `config_id` was deleted (DatabaseStore::Drop).
+  void NoteCatalogEntryDeleted(const std::string& config_id);
   rocksdb::DB* db() const { return db_.get(); }
   const rocksdb::WriteOptions& write_options() const { return *write_options_; }
   /// write_options() without the sync flag: for writes whose sync the caller makes (SyncLog).
@@ -140,6 +171,10 @@ class Store : public std::enable_shared_from_this<Store> {
  private:
   explicit Store(StoreOptions options);
   Status Init();
+  /// Calls `fn` on each catalog entry after the path `after` ("" from the first) in path order
+  /// until it returns false. Errors: kCorruption (an unreadable entry), kIOError.
+  Status ScanCatalog(std::string_view after,
+                     const std::function<bool(const proto::CatalogEntry&)>& fn) const;
   /// kPeriodic: the thread that syncs the log every period while something was written.
   void StartPeriodicSync();
   void StopPeriodicSync();
@@ -157,8 +192,10 @@ class Store : public std::enable_shared_from_this<Store> {
   uint64_t node_id_ = 0;
   std::atomic<uint64_t> last_timestamp_{0};
   /// Serialises catalog creation (read next id, write entry and NodeMeta).
-  std::mutex catalog_mutex_;
+  mutable std::mutex catalog_mutex_;
   uint64_t next_database_id_ = 1;
+  /// Catalog entries by config id (InstanceCount); guarded by catalog_mutex_.
+  std::unordered_map<std::string, uint64_t> instances_by_config_;
   /// Set by Init; stopped by Close before RocksDB closes.
   std::unique_ptr<SpaceMonitor> space_monitor_;
 };

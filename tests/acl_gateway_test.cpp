@@ -217,6 +217,63 @@ TEST_F(AclGatewayTest, ListingsShowOnlyWhatThePrincipalMayRead) {
   EXPECT_EQ(configs(), std::vector<std::string>{"/tenants/*/*"});
 }
 
+// Dropping a database is an operator's act (admin right, even for a principal who may write it);
+// an instances listing shows a principal only the databases it may read.
+TEST_F(AclGatewayTest, DropNeedsTheAdminRightAndInstancesShowOnlyWhatThePrincipalMayRead) {
+  Become("ops");
+  ASSERT_TRUE(Put("/tenants/alice/kv", "k", "v").ok());
+  ASSERT_TRUE(Put("/tenants/bob/kv", "k", "v").ok());
+  std::vector<ConfigInfo> configs;
+  ASSERT_TRUE(Ask(self_, gateway_, &configs, atom::configs_v).ok());
+  std::string tenants;
+  for (const auto& c : configs) {
+    if (c.matcher == "/tenants/*/*") tenants = c.id;
+  }
+  auto instances = [&] {
+    InstancePage page;
+    Status s = Ask(self_, gateway_, &page, atom::instances_v, tenants, InstanceOptions{});
+    EXPECT_TRUE(s.ok()) << s;
+    std::vector<std::string> paths;
+    for (const auto& i : page.instances) paths.push_back(i.path);
+    return paths;
+  };
+  EXPECT_EQ(instances(), (std::vector<std::string>{"/tenants/alice/kv", "/tenants/bob/kv"}));
+
+  Become("alice");
+  EXPECT_EQ(instances(), std::vector<std::string>{"/tenants/alice/kv"});
+  atom::ok ok;
+  Status denied =
+      Ask(self_, gateway_, &ok, atom::drop_v, std::string("/tenants/alice/kv"), Later());
+  EXPECT_EQ(denied.code(), Code::kPermissionDenied) << denied;
+  EXPECT_NE(denied.message().find("may not admin database \"/tenants/alice/kv\""),
+            std::string::npos)
+      << denied;
+  EXPECT_TRUE(Get("/tenants/alice/kv", "k").ok());  // nothing was dropped
+  // Backups and restores read and write the node's files: admin too.
+  std::string summary;
+  const std::string backup_dir = dir_ / "backup";
+  EXPECT_EQ(Ask(self_, gateway_, &summary, atom::backup_v, std::string("/tenants/alice/kv"),
+                backup_dir, Later())
+                .code(),
+            Code::kPermissionDenied);
+  EXPECT_EQ(Ask(self_, gateway_, &summary, atom::restore_v, std::string("/tenants/alice/kv"),
+                backup_dir, Later())
+                .code(),
+            Code::kPermissionDenied);
+  EXPECT_EQ(Ask(self_, gateway_, &summary, atom::backup_v, backup_dir).code(),
+            Code::kPermissionDenied);
+
+  Become("ops");
+  Status backed = Ask(self_, gateway_, &summary, atom::backup_v, std::string("/tenants/alice/kv"),
+                      backup_dir, Later());
+  EXPECT_TRUE(backed.ok()) << backed;
+  Status dropped =
+      Ask(self_, gateway_, &ok, atom::drop_v, std::string("/tenants/alice/kv"), Later());
+  EXPECT_TRUE(dropped.ok()) << dropped;
+  EXPECT_EQ(Get("/tenants/alice/kv", "k").code(), Code::kNotFound);
+  EXPECT_TRUE(Get("/tenants/bob/kv", "k").ok());
+}
+
 TEST_F(AclGatewayTest, WithoutTlsOrWithoutAnAclNothingIsDenied) {
   // TLS off: the directory is disabled and nobody is looked up.
   auto plaintext = std::make_shared<security::PeerDirectory>(false);

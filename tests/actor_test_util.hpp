@@ -94,6 +94,9 @@ inline database_client_actor::behavior_type StubDatabase(std::function<void()> o
       [](atom::batch, WriteBatch&, Deadline) { return atom::ok_v; },
       [](atom::stats, Deadline) { return DatabaseStats{}; },
       [](atom::status, Deadline) { return ReplicationStatus{}; },
+      [](atom::drop, Deadline) { return atom::ok_v; },
+      [](atom::backup, std::string&, Deadline) { return std::string(); },
+      [](atom::restore, std::string&, Deadline) { return std::string(); },
   };
 }
 

@@ -206,6 +206,55 @@ size: 100MB
   EXPECT_EQ(Run({"config", "delete", "orders"}).exit_code, 1);
 }
 
+TEST_F(CliTest, InstancesDropAndMaxInstances) {
+  dir_.Write("config/users.yaml", "id: users\nmatcher: /users/*\nsize: 1MB\nmax_instances: 2\n");
+  ASSERT_EQ(Run({"config", "reload"}).exit_code, 0);
+  ASSERT_EQ(Run({"put", "/users/b", "/k", "v"}).exit_code, 0);
+  ASSERT_EQ(Run({"put", "/users/a", "/k", "value"}).exit_code, 0);
+  CommandResult third = Run({"put", "/users/c", "/k", "v"});
+  EXPECT_EQ(third.exit_code, 3);
+  EXPECT_NE(third.err.find("too_many_instances: cannot instantiate database \"/users/c\": config "
+                           "\"users\" allows at most 2"),
+            std::string::npos)
+      << third.err;
+  CommandResult listed = Run({"instances", "users"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  EXPECT_EQ(listed.out.find("/users/a  1 keys  7 B  replicas "), 0u) << listed.out;
+  EXPECT_NE(listed.out.find("\n/users/b  1 keys"), std::string::npos) << listed.out;
+  CommandResult json = Run({"--json", "instances", "users", "--limit", "1"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"keys\":1"), std::string::npos) << json.out;
+  EXPECT_NE(json.out.find("\"path\":\"/users/a\""), std::string::npos) << json.out;
+  EXPECT_EQ(json.out.find("/users/b"), std::string::npos) << json.out;  // --limit 1
+
+  CommandResult unsure = Run({"drop", "/users/a"});
+  EXPECT_EQ(unsure.exit_code, 2);
+  EXPECT_NE(unsure.err.find("add --yes"), std::string::npos) << unsure.err;
+  EXPECT_EQ(Run({"get", "/users/a", "/k"}).out, "value");
+  CommandResult dropped = Run({"drop", "/users/a", "--yes"});
+  ASSERT_EQ(dropped.exit_code, 0) << dropped.err;
+  EXPECT_EQ(Run({"get", "/users/a", "/k"}).exit_code, 1);
+  EXPECT_EQ(Run({"get", "/users/b", "/k"}).out, "v");
+}
+
+TEST_F(CliTest, BackupAndRestore) {
+  ASSERT_EQ(Run({"put", "/example/kv", "/kept", "v1"}).exit_code, 0);
+  CommandResult backed = Run({"backup", "/example/kv", dir_ / "b1"});
+  ASSERT_EQ(backed.exit_code, 0) << backed.err;
+  EXPECT_NE(backed.out.find("backed up \"/example/kv\": 1 keys"), std::string::npos) << backed.out;
+  EXPECT_EQ(Run({"backup", "/example/kv", dir_ / "b1"}).exit_code, 3);  // never overwrites
+  ASSERT_EQ(Run({"put", "/example/kv", "/kept", "v2"}).exit_code, 0);
+  ASSERT_EQ(Run({"put", "/example/kv", "/later", "x"}).exit_code, 0);
+  CommandResult restored = Run({"restore", "/example/kv", dir_ / "b1"});
+  ASSERT_EQ(restored.exit_code, 0) << restored.err;
+  EXPECT_EQ(Run({"get", "/example/kv", "/kept"}).out, "v1");
+  EXPECT_EQ(Run({"get", "/example/kv", "/later"}).exit_code, 1);
+  CommandResult all = Run({"backup", "--all", dir_ / "node-checkpoint"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "node-checkpoint/CURRENT"));
+  EXPECT_EQ(Run({"backup", "/example/kv"}).exit_code, 2);
+}
+
 TEST_F(CliTest, StatusAndMembersDescribeASingleNode) {
   ASSERT_EQ(Run({"put", "/example/kv", "/a", "1"}).exit_code, 0);
   CommandResult status = Run({"status", "/example/kv"});

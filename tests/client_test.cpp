@@ -573,6 +573,11 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       [](atom::status, std::string&, Deadline) { return ReplicationStatus{}; },
       [](atom::members) { return std::vector<MemberStatus>{}; },
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::instances, std::string&, InstanceOptions&) { return InstancePage{}; },
+      [](atom::drop, std::string&, Deadline) { return caf::delegated<atom::ok>{}; },
+      [](atom::backup, std::string&, std::string&, Deadline) { return std::string(); },
+      [](atom::backup, std::string&) { return std::string(); },
+      [](atom::restore, std::string&, std::string&, Deadline) { return std::string(); },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },
       [](atom::configs, atom::put, const std::string&, const ConfigApplyOptions&) {
@@ -717,6 +722,11 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
       [](atom::status, std::string&, Deadline) { return ReplicationStatus{}; },
       [](atom::members) { return std::vector<MemberStatus>{}; },
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::instances, std::string&, InstanceOptions&) { return InstancePage{}; },
+      [](atom::drop, std::string&, Deadline) { return caf::delegated<atom::ok>{}; },
+      [](atom::backup, std::string&, std::string&, Deadline) { return std::string(); },
+      [](atom::backup, std::string&) { return std::string(); },
+      [](atom::restore, std::string&, std::string&, Deadline) { return std::string(); },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },
       [](atom::configs, atom::put, const std::string&, const ConfigApplyOptions&) {

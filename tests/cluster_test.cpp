@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <future>
+#include <atomic>
 #include <map>
 #include <set>
 #include <thread>
@@ -13,6 +14,7 @@
 
 #include "common/placement.hpp"
 #include "config/config_set.hpp"
+#include "storage/backup.hpp"
 #include "test_util.hpp"
 #include "testing/local_cluster.hpp"
 
@@ -277,6 +279,157 @@ TEST_F(ClusterTest, CrashingOneReplicaLosesNoAcknowledgedWrite) {
   Status s = cluster_->WaitForConvergence("/strict/orders", seconds(15));
   ASSERT_TRUE(s.ok()) << s;
   EXPECT_EQ(Read(1, "/strict/orders", "/after-crash"), "x");
+}
+
+// `kvmesh drop` with a replica down: the drop is tombstones that replicate like erases, so the
+// replica that missed it deletes the keys when it returns and gives none of them back to the
+// replicas that dropped them; writes made after the drop survive everywhere.
+TEST_F(ClusterTest, ADropReachesAReplicaThatWasDownAndNothingComesBack) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const std::string path = "/strict/dropped";
+  Database db = Open(0, path);
+  WriteBatch batch;
+  for (int i = 0; i < 1500; ++i) batch.Put("/k/" + std::to_string(i), "old");  // 2 drop pages
+  ASSERT_TRUE(db.write(batch).ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10)).ok());
+
+  cluster_->Crash(2);
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  Status dropped = cluster_->node(0)->drop(path);  // 2 of 3 replicas: min 2 holds
+  ASSERT_TRUE(dropped.ok()) << dropped;
+  EXPECT_TRUE(Open(1, path).get("/k/7").IsNotFound()) << Read(1, path, "/k/7");
+  ASSERT_TRUE(Open(1, path).put("/after", "new").ok());
+
+  ASSERT_TRUE(cluster_->Restart(2).ok());
+  Status s = cluster_->WaitForConvergence(path, seconds(20));
+  ASSERT_TRUE(s.ok()) << s;
+  for (size_t i = 0; i < 3; ++i) {
+    ReplicationStatus status;
+    ASSERT_TRUE(cluster_->ReplicaStatus(i, path, &status).ok());
+    EXPECT_EQ(status.key_count, 1u) << "node " << i;
+    EXPECT_EQ(Read(i, path, "/after"), "new") << "node " << i;
+  }
+  // The replica that was down lists the instance with its three replicas and its one key.
+  Result<InstancePage> page = cluster_->node(2)->instances("strict");
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->instances.size(), 1u);
+  EXPECT_EQ(page->instances[0].path, path);
+  EXPECT_EQ(page->instances[0].key_count, 1u);
+  EXPECT_EQ(page->instances[0].replicas.size(), 3u);
+}
+
+/// ContentHash summed over every key and value of `path` as node `node`'s replica serves them.
+uint64_t ContentDigest(Node& node, const std::string& path, uint64_t* keys) {
+  Database db = node.open(path);
+  uint64_t sum = 0;
+  *keys = 0;
+  ListOptions options;
+  options.with_values = true;
+  for (int pages = 0; pages < 1000; ++pages) {  // ends at the last page
+    Result<ListPage> page = db.list_page(options);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    for (size_t i = 0; i < page->keys.size(); ++i) {
+      sum += storage::ContentHash(page->keys[i], page->values[i]);
+      ++*keys;
+    }
+    if (!page->has_more()) break;
+    options.start_after = page->next_token;
+  }
+  return sum;
+}
+
+// Backup under load, restore into a fresh cluster: the backup is one moment of the database
+// (each batch writes /x/<n> and /last = n together, so a consistent backup holds exactly
+// /x/0../x/<last>), and every replica of the restored database holds exactly its records.
+TEST_F(ClusterTest, ABackupUnderLoadRestoresIntoAFreshCluster) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const std::string path = "/strict/backed-up";
+  const std::string dir = dir_.path() + "/backup";
+  Database db = Open(0, path);
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int n = 0; n < 100000 && !stop; ++n) {  // bounded; stopped after the backup
+      WriteBatch batch;
+      batch.Put("/x/" + std::to_string(n), std::string(100, 'a' + n % 26));
+      batch.Put("/last", std::to_string(n));
+      if (!db.write(batch).ok()) break;
+      written = n + 1;
+    }
+  });
+  ASSERT_TRUE(Eventually(seconds(10), [&] { return written >= 200; }));
+  Result<std::string> backed = cluster_->node(1)->backup(path, dir);
+  const int at_backup_end = written;
+  ASSERT_TRUE(Eventually(seconds(10), [&] { return written >= at_backup_end + 50; }))
+      << "writes stopped during the backup";
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(backed.ok()) << backed.status();
+  EXPECT_EQ(cluster_->node(1)->backup(path, dir).status().code(), Code::kInvalidArgument);
+
+  std::set<std::string> keys;
+  std::string last;
+  storage::BackupSummary summary;
+  Status read = storage::ReadBackup(dir, &summary, [&](std::string key, std::string value) {
+    if (key == "/last") last = value;
+    keys.insert(std::move(key));
+    return Status::OK();
+  });
+  ASSERT_TRUE(read.ok()) << read;
+  ASSERT_FALSE(last.empty());
+  const int n = std::stoi(last);
+  EXPECT_GE(n, 199);
+  EXPECT_EQ(keys.size(), static_cast<size_t>(n) + 2) << "keys beyond /last: not one moment";
+  EXPECT_EQ(keys.count("/x/" + std::to_string(n)), 1u);
+  EXPECT_EQ(keys.count("/x/" + std::to_string(n + 1)), 0u);
+  EXPECT_EQ(summary.path, path);
+
+  // A fresh cluster in another directory: the restore is new writes that replicate.
+  cluster_.reset();
+  testing::TempDir fresh_dir;
+  auto configs = std::make_shared<config::ConfigSet>();
+  ASSERT_TRUE(config::ConfigSet::LoadString(kConfigs, "cluster.yaml", configs.get(), nullptr).ok());
+  LocalClusterOptions options;
+  options.nodes = 3;
+  options.dir = fresh_dir.path();
+  options.configs = configs;
+  std::unique_ptr<LocalCluster> fresh;
+  ASSERT_TRUE(LocalCluster::Start(std::move(options), &fresh).ok());
+  ASSERT_TRUE(fresh->node(2)->open(path).put("/not-in-backup", "goes").ok());
+  Result<std::string> restored = fresh->node(2)->restore(path, dir);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  ASSERT_TRUE(fresh->WaitForConvergence(path, seconds(20)).ok());
+  for (size_t i = 0; i < 3; ++i) {
+    uint64_t count = 0;
+    EXPECT_EQ(ContentDigest(*fresh->node(i), path, &count), summary.content_digest) << "node " << i;
+    EXPECT_EQ(count, summary.records) << "node " << i;
+  }
+  // A missing backup changes nothing.
+  EXPECT_EQ(fresh->node(0)->restore(path, dir_.path() + "/none").status().code(), Code::kNotFound);
+  uint64_t after_failed = 0;
+  EXPECT_EQ(ContentDigest(*fresh->node(0), path, &after_failed), summary.content_digest);
+
+  // A whole-node checkpoint is a data dir a node starts on.
+  const std::string checkpoint = fresh_dir.path() + "/checkpoint";
+  Result<std::string> all = fresh->node(0)->backup_all(checkpoint);
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(fresh->node(0)->backup_all(checkpoint).status().code(), Code::kInvalidArgument);
+  fresh.reset();
+  NodeOptions single;
+  single.data_dir = checkpoint;
+  single.configs = configs;
+  std::unique_ptr<Node> rebuilt;
+  Status started = Node::Start(single, &rebuilt);
+  ASSERT_TRUE(started.ok()) << started;
+  uint64_t count = 0;
+  EXPECT_EQ(ContentDigest(*rebuilt, path, &count), summary.content_digest);
 }
 
 TEST_F(ClusterTest, ACrashedCoordinatorLosesNoAcknowledgedWrite) {

@@ -124,7 +124,20 @@ size: 1024
   EXPECT_EQ(c.size_bytes, 1024u);    // An integer size is bytes.
   EXPECT_EQ(c.replication.min, 1u);  // Replication defaults.
   EXPECT_EQ(c.replication.max, 1u);
+  EXPECT_EQ(c.max_instances, 0u);  // no bound
   EXPECT_EQ(c.source, "test.yaml:2");
+}
+
+TEST(ConfigSetTest, MaxInstancesIsAPositiveCount) {
+  ConfigSet set = LoadOk("matcher: /t/[^/]+\nsize: 1KB\nmax_instances: 500\n");
+  ASSERT_EQ(set.configs().size(), 1u);
+  EXPECT_EQ(set.configs()[0].max_instances, 500u);
+  ExpectError("matcher: /a\nsize: 1KB\nmax_instances: 0\n", 3, "max_instances", "at least 1");
+  ExpectError("matcher: /a\nsize: 1KB\nmax_instances: -3\n", 3, "max_instances",
+              "non-negative integer");
+  ExpectError("matcher: /a\nsize: 1KB\nmax_instances: [1]\n", 3, "max_instances", "got a list");
+  ExpectError("matcher: /a\nsize: 1KB\nmax_instances: 99999999999\n", 3, "max_instances",
+              "too large");
 }
 
 TEST(ConfigSetTest, ListFileHoldsSeveralConfigsInOrder) {
@@ -358,7 +371,7 @@ TEST(ConfigSetTest, UnknownFieldsAreErrorsNamingTheLineAndTheLikelyTypo) {
   EXPECT_EQ(errors[0].field, "replicaton");
   EXPECT_EQ(errors[0].message,
             "unknown field \"replicaton\" (did you mean \"replication\"? known: id, description, "
-            "tags, matcher, replication, size)");
+            "tags, matcher, replication, size, max_instances)");
   EXPECT_EQ(errors[1].line, 7);
   EXPECT_EQ(errors[1].field, "replication.mx");
   EXPECT_TRUE(Contains(errors[1].message, "did you mean \"max\"?")) << errors[1].message;

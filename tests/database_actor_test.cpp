@@ -98,6 +98,8 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
       [](atom::members, std::vector<MemberView>&) {},
       [](atom::dropped, const std::string&, const database_actor&) {},
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
+      [](atom::backup, const std::string&) { return std::string(); },
+      [](atom::instances, const std::string&, const InstanceOptions&) { return InstancePage{}; },
       [](atom::active) { return uint64_t{0}; },
       [](atom::status) { return std::vector<ReplicationStatus>{}; },
       [](atom::passivate) { return uint64_t{0}; },

@@ -40,6 +40,9 @@ constexpr const char* kConfigs = R"(
   matcher: /tiny
   replication: {min: 1, max: 1}
   size: 200B
+- id: many
+  matcher: /many/*
+  size: 1MB
 )";
 
 constexpr size_t kMaxValue = 4096;
@@ -348,7 +351,7 @@ TEST_F(HttpTest, DatabaseAndClusterEndpointsDescribeTheNode) {
   auto configs = c.Get("/v1/configs");
   ASSERT_TRUE(configs);
   ASSERT_EQ(configs->status, 200);
-  EXPECT_EQ(Body(configs).size(), 3u) << configs->body;
+  EXPECT_EQ(Body(configs).size(), 4u) << configs->body;
   EXPECT_EQ(Body(configs)[0]["id"], "kv") << configs->body;
   auto one = c.Get("/v1/configs/other");
   ASSERT_TRUE(one);
@@ -373,6 +376,46 @@ TEST_F(HttpTest, DatabaseAndClusterEndpointsDescribeTheNode) {
   ASSERT_EQ(metrics->status, 200) << metrics->body;
   EXPECT_EQ(metrics->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0), 0u);
   EXPECT_NE(metrics->body.find("kvmesh_requests_total{"), std::string::npos) << metrics->body;
+}
+
+TEST_F(HttpTest, InstancesOfAConfigPageWithCursors) {
+  Start();
+  auto c = Client();
+  for (const char* name : {"c", "a", "b"}) {
+    const std::string target = std::string("/v1/databases/many/") + name + "/keys/k";
+    ASSERT_EQ(c.Put(target.c_str(), "12345", "text/plain")->status, 200);
+  }
+  std::vector<std::string> paths;
+  std::string cursor;
+  for (int pages = 0; pages < 10; ++pages) {  // 3 instances, 2 per page: 2 pages
+    std::string target = "/v1/configs/many/instances?limit=2";
+    if (!cursor.empty()) target += "&cursor=" + cursor;
+    auto page = c.Get(target.c_str());
+    ASSERT_TRUE(page);
+    ASSERT_EQ(page->status, 200) << page->body;
+    json body = Body(page);
+    for (const auto& i : body["instances"]) {
+      paths.push_back(i["path"]);
+      EXPECT_EQ(i["keys"], 1) << page->body;
+      EXPECT_EQ(i["used_bytes"], 7) << page->body;
+      EXPECT_EQ(i["config"], "many") << page->body;
+      EXPECT_EQ(i["active"], true) << page->body;
+      EXPECT_EQ(i["replicas"].size(), 1u) << page->body;
+    }
+    if (!body.contains("next_cursor")) break;
+    cursor = body["next_cursor"];
+  }
+  EXPECT_EQ(paths, (std::vector<std::string>{"/many/a", "/many/b", "/many/c"}));
+  auto bad = c.Get("/v1/configs/many/instances?limit=5000");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(Body(bad)["message"].get<std::string>().find("limit: expected a number from 0 to 1000"),
+            std::string::npos)
+      << bad->body;
+  auto none = c.Get("/v1/configs/nope/instances");
+  ASSERT_TRUE(none);
+  ASSERT_EQ(none->status, 200) << none->body;
+  EXPECT_TRUE(Body(none)["instances"].empty()) << none->body;
 }
 
 TEST_F(HttpTest, KeepAliveServesManyRequestsOnOneConnection) {

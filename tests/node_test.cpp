@@ -408,6 +408,120 @@ TEST_F(NodeTest, ReloadChangesTheConfigsInForce) {
   EXPECT_TRUE(back.get("/after").IsNotFound());
 }
 
+/// Every instance of `config_id` on `node`, page by page (`limit` per page).
+std::vector<InstanceInfo> AllInstances(const Node& node, const std::string& config_id,
+                                       uint32_t limit) {
+  std::vector<InstanceInfo> out;
+  InstanceOptions options;
+  options.limit = limit;
+  for (int pages = 0; pages < 1000; ++pages) {  // ends at the last page
+    Result<InstancePage> page = node.instances(config_id, options);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    EXPECT_LE(page->instances.size(), limit);
+    out.insert(out.end(), page->instances.begin(), page->instances.end());
+    if (!page->has_more()) break;
+    options.cursor = page->next_cursor;
+  }
+  return out;
+}
+
+// `kvmesh instances`: a config's databases with their keys, bytes, replicas, whether they run
+// and when they were last used, which is recorded when they passivate.
+TEST_F(NodeTest, InstancesListAConfigsDatabasesWithUsageAndLastAccess) {
+  auto node = StartNode(Options());
+  const uint64_t before =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
+  for (const char* name : {"carol", "alice", "bob"}) {
+    Database db = Open(*node, std::string("/profile/history/") + name);
+    if (std::string(name) == "alice") ASSERT_TRUE(db.put("/visits", "12345").ok());
+  }
+  ASSERT_TRUE(Open(*node, "/data/other").put("/k", "v").ok());
+  std::vector<InstanceInfo> all = AllInstances(*node, "history", 2);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].path, "/profile/history/alice");
+  EXPECT_EQ(all[1].path, "/profile/history/bob");
+  EXPECT_EQ(all[2].path, "/profile/history/carol");
+  EXPECT_EQ(all[0].key_count, 1u);
+  EXPECT_EQ(all[0].used_bytes, 12u);
+  EXPECT_EQ(all[1].key_count, 0u);
+  for (const auto& info : all) {
+    EXPECT_EQ(info.config_id, "history");
+    EXPECT_TRUE(info.active) << info.path;
+    EXPECT_EQ(info.replicas, std::vector<uint64_t>{node->node_id()}) << info.path;
+  }
+  ASSERT_TRUE(node->passivate_all().ok());
+  // Recorded as each actor stops, after passivate_all answers.
+  bool recorded = testing::Eventually(10s, [&] {
+    all = AllInstances(*node, "history", 100);
+    return all.size() == 3 && !all[0].active && all[0].last_access_ms >= before;
+  });
+  ASSERT_TRUE(recorded) << "alice: last access " << (all.empty() ? 0 : all[0].last_access_ms);
+  EXPECT_LE(all[0].last_access_ms, before + 60000);
+  EXPECT_TRUE(AllInstances(*node, "no-such-config", 10).empty());
+}
+
+// `kvmesh drop`: every key goes, on a running or a passivated database; a later open starts
+// empty and writes made after the drop stay.
+TEST_F(NodeTest, DropDeletesEveryKeyAndALaterOpenStartsEmpty) {
+  auto node = StartNode(Options());
+  Database db = Open(*node, "/data/big");
+  WriteBatch batch;
+  for (int i = 0; i < 2500; ++i) batch.Put("/k/" + std::to_string(i), "value");  // 3 pages
+  ASSERT_TRUE(db.write(batch).ok());
+  Database other = Open(*node, "/data/other");
+  ASSERT_TRUE(other.put("/stays", "yes").ok());
+  Status s = node->drop("/data/big");
+  ASSERT_TRUE(s.ok()) << s;
+  Result<DatabaseStats> stats = db.stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->key_count, 0u);
+  EXPECT_EQ(stats->used_bytes, 0u);
+  EXPECT_TRUE(db.get("/k/7").IsNotFound());
+  EXPECT_TRUE(other.get("/stays").ok());  // other databases are untouched
+  ASSERT_TRUE(db.put("/after", "new").ok());
+  ASSERT_TRUE(node->passivate_all().ok());
+  ASSERT_TRUE(node->drop("/data/other").ok());  // passivated: it is activated to drop
+  Database again = Open(*node, "/data/big");
+  Result<ListPage> page = again.list_page(ListOptions{});
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->keys, std::vector<std::string>{"/after"});
+  EXPECT_TRUE(Open(*node, "/data/other").get("/stays").IsNotFound());
+  EXPECT_EQ(node->drop("/nowhere/x").code(), Code::kNoMatchingConfig);
+}
+
+// max_instances: opens of new paths beyond the bound fail naming the config and the bound; the
+// databases already there keep working, and a reload that raises the bound lets more in.
+TEST_F(NodeTest, MaxInstancesRefusesNewPathsBeyondTheBound) {
+  dir_.Write("config/more.yaml",
+             "- id: history\n  matcher: /profile/history/[^/]+\n  size: 1KB\n"
+             "  max_instances: 2\n");
+  auto node = StartNode(Options());
+  Database ann = Open(*node, "/profile/history/ann");
+  ASSERT_TRUE(ann.put("/k", "v").ok());
+  Open(*node, "/profile/history/bob");
+  Database third = node->open("/profile/history/cat");
+  EXPECT_EQ(third.status().code(), Code::kTooManyInstances) << third.status();
+  EXPECT_NE(third.status().message().find("config \"history\" allows at most 2"), std::string::npos)
+      << third.status();
+  Result<std::vector<ConfigInfo>> configs = node->configs();
+  ASSERT_TRUE(configs.ok()) << configs.status();
+  bool listed = false;
+  for (const auto& c : *configs) listed = listed || (c.id == "history" && c.max_instances == 2);
+  EXPECT_TRUE(listed);
+  ASSERT_TRUE(node->passivate_all().ok());
+  ASSERT_TRUE(ann.put("/k2", "v").ok());  // existing instances keep working
+  ASSERT_TRUE(Open(*node, "/profile/history/bob").put("/k", "v").ok());
+  dir_.Write("config/more.yaml",
+             "- id: history\n  matcher: /profile/history/[^/]+\n  size: 1KB\n"
+             "  max_instances: 3\n");
+  ASSERT_TRUE(node->reload_configs().ok());
+  EXPECT_TRUE(node->open("/profile/history/cat").ok());
+  EXPECT_EQ(node->open("/profile/history/dan").status().code(), Code::kTooManyInstances);
+}
+
 TEST_F(NodeTest, EmbeddedConfigsNeedNoDirectory) {
   auto configs = std::make_shared<config::ConfigSet>();
   ASSERT_TRUE(

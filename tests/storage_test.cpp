@@ -405,5 +405,82 @@ TEST_F(StorageTest, TimestampsIncreaseStrictly) {
   }
 }
 
+// `kvmesh instances`: one config's databases, page by page in path order, with their usage and
+// last access, among another config's; pages stay complete when each examines little.
+TEST_F(StorageTest, InstancesListOneConfigInPagesWithUsageAndLastAccess) {
+  std::vector<std::string> expected;
+  for (int i = 0; i < 25; ++i) {
+    char path[32];
+    std::snprintf(path, sizeof(path), "/t/%02d", i);
+    expected.push_back(path);
+    DatabaseStore& db = Db(path);
+    if (i % 5 == 0) ASSERT_TRUE(db.Put("/k" + std::to_string(i), "value").ok());
+    // Another config's databases sort between them.
+    std::unique_ptr<DatabaseStore> other;
+    ASSERT_TRUE(store_->OpenDatabase(std::string(path) + "x", "other", kBigLimit, &other).ok());
+  }
+  ASSERT_TRUE(store_->RecordAccess("/t/03", 1234567).ok());
+  ASSERT_TRUE(store_->RecordAccess("/t/03", 1000).ok());       // never goes backwards
+  ASSERT_TRUE(store_->RecordAccess("/t/missing", 1000).ok());  // creates nothing
+  Reopen();  // what the listing shows is stored, and the count is rebuilt
+  EXPECT_EQ(store_->InstanceCount("cfg"), 25u);
+  EXPECT_EQ(store_->InstanceCount("other"), 25u);
+  for (size_t max_scanned : {size_t{100000}, size_t{3}}) {
+    SCOPED_TRACE("max_scanned " + std::to_string(max_scanned));
+    std::vector<InstanceInfo> got;
+    InstanceOptions options;
+    options.limit = 7;
+    for (int pages = 0; pages < 100; ++pages) {  // 50 entries: at most 17 pages of 3
+      InstancePage page;
+      Status s = store_->ListInstances("cfg", options, max_scanned, &page);
+      ASSERT_TRUE(s.ok()) << s;
+      EXPECT_LE(page.instances.size(), 7u);
+      got.insert(got.end(), page.instances.begin(), page.instances.end());
+      if (!page.has_more()) break;
+      options.cursor = page.next_cursor;
+    }
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].path, expected[i]);
+      EXPECT_EQ(got[i].config_id, "cfg");
+      EXPECT_EQ(got[i].key_count, i % 5 == 0 ? 1u : 0u) << got[i].path;
+      EXPECT_EQ(got[i].used_bytes, i % 5 == 0 ? ("/k" + std::to_string(i)).size() + 5 : 0u);
+      EXPECT_EQ(got[i].last_access_ms, i == 3 ? 1234567u : 0u) << got[i].path;
+    }
+  }
+  InstancePage none;
+  ASSERT_TRUE(store_->ListInstances("nope", {}, 100000, &none).ok());
+  EXPECT_TRUE(none.instances.empty());
+  EXPECT_FALSE(none.has_more());
+}
+
+// max_instances: a new path beyond the bound fails naming the config and the bound; the
+// databases already there keep opening, and a dropped one frees its place.
+TEST_F(StorageTest, MaxInstancesBoundsNewDatabasesOfOneConfig) {
+  std::unique_ptr<DatabaseStore> a, b, c, other;
+  ASSERT_TRUE(store_->OpenDatabase("/m/a", "cfg", kBigLimit, &a, 2).ok());
+  ASSERT_TRUE(store_->OpenDatabase("/m/b", "cfg", kBigLimit, &b, 2).ok());
+  ASSERT_TRUE(store_->OpenDatabase("/m/o", "other", kBigLimit, &other, 2).ok());
+  Status s = store_->OpenDatabase("/m/c", "cfg", kBigLimit, &c, 2);
+  EXPECT_EQ(s.code(), Code::kTooManyInstances) << s;
+  EXPECT_NE(s.message().find("\"cfg\" allows at most 2"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("\"/m/c\""), std::string::npos) << s;
+  b.reset();
+  ASSERT_TRUE(store_->OpenDatabase("/m/b", "cfg", kBigLimit, &b, 2).ok());  // existing: opens
+  std::vector<DatabaseInfo> catalog;
+  ASSERT_TRUE(store_->ListDatabases(&catalog).ok());
+  EXPECT_EQ(catalog.size(), 3u);  // the refused path left nothing
+  ASSERT_TRUE(a->Drop().ok());
+  EXPECT_EQ(store_->InstanceCount("cfg"), 1u);
+  EXPECT_TRUE(store_->OpenDatabase("/m/c", "cfg", kBigLimit, &c, 2).ok());
+  a.reset();
+  b.reset();
+  c.reset();
+  other.reset();
+  Reopen();
+  EXPECT_EQ(store_->InstanceCount("cfg"), 2u);
+  EXPECT_EQ(store_->OpenDatabase("/m/d", "cfg", kBigLimit, &c, 2).code(), Code::kTooManyInstances);
+}
+
 }  // namespace
 }  // namespace kvmesh::storage

@@ -73,6 +73,16 @@ void PutKey(json& j, const std::string& key) {
 }
 
 /// Flushes stdout and reports a failed write (a full disk must not look like a full export).
+/// Milliseconds since the Unix epoch as UTC "2026-12-06T05:14:01Z".
+std::string FormatTime(uint64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char text[32];
+  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
 int FinishOutput() {
   std::cout.flush();
   if (!std::cout) return Fail(Status::IOError("cannot write to standard output"));
@@ -422,6 +432,7 @@ class Cli {
             {"matcher", c.matcher},
             {"kind", c.matcher_kind},
             {"size_bytes", c.size_bytes},
+            {"max_instances", c.max_instances},
             {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
             {"description", c.description},
             {"tags", c.tags},
@@ -464,6 +475,83 @@ class Cli {
     }
     std::cout << "databases:\n";
     for (const auto& d : *dbs) std::cout << "  " << d.path << "  (" << d.config_id << ")\n";
+    return FinishOutput();
+  }
+
+  /// Every instance of `config_id` (all pages; at most `limit` if not 0), one per line or one
+  /// JSON object per line.
+  int Instances(const std::string& config_id, uint64_t limit) {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    kvmesh::InstanceOptions options;
+    uint64_t shown = 0;
+    // Each page examines a bounded part of the node's catalog, so this ends after at most one
+    // request per few thousand databases on the node.
+    while (limit == 0 || shown < limit) {
+      auto page = client.instances(config_id, options);
+      if (!page.ok()) return Fail(page.status());
+      for (const auto& i : page->instances) {
+        if (limit != 0 && shown >= limit) break;
+        ++shown;
+        std::vector<std::string> replicas;
+        for (uint64_t id : i.replicas) replicas.push_back(kvmesh::FormatNodeId(id));
+        if (g_.json) {
+          json j{{"config", i.config_id},      {"keys", i.key_count},
+                 {"used_bytes", i.used_bytes}, {"replicas", replicas},
+                 {"active", i.active},         {"last_access_ms", i.last_access_ms},
+                 {"created_ms", i.created_ms}};
+          PutText(j, "path", i.path);
+          std::cout << j.dump() << "\n";
+        } else {
+          std::string joined;
+          for (const auto& r : replicas) joined += (joined.empty() ? "" : ",") + r;
+          std::cout << i.path << "  " << i.key_count << " keys  "
+                    << kvmesh::FormatSize(i.used_bytes) << "  replicas "
+                    << (joined.empty() ? "-" : joined) << "  last access "
+                    << (i.last_access_ms == 0 ? "never recorded" : FormatTime(i.last_access_ms))
+                    << (i.active ? "  (active)" : "") << "\n";
+        }
+      }
+      if (!page->has_more()) break;
+      options.cursor = page->next_cursor;
+    }
+    return FinishOutput();
+  }
+
+  int Drop(const std::string& path, bool yes) {
+    if (!yes) {
+      std::cerr << "kvmesh: drop deletes every key of " << path
+                << " on every replica; add --yes to do it\n";
+      return kExitUsage;
+    }
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    Status s = client.drop(path);
+    if (!s.ok()) return Fail(s);
+    std::cout << "dropped " << path << ": every key deleted\n";
+    return FinishOutput();
+  }
+
+  /// `backup DB DIR` or `backup --all DIR`; DIR is on the node's machine.
+  int Backup(const std::string& path, const std::string& dir, bool all) {
+    if (all == !path.empty()) {
+      std::cerr << "kvmesh: backup takes DB DIR, or --all DIR\n";
+      return kExitUsage;
+    }
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto summary = client.backup(all ? "" : path, dir);
+    if (!summary.ok()) return Fail(summary.status());
+    std::cout << *summary << "\n";
+    return FinishOutput();
+  }
+
+  int Restore(const std::string& path, const std::string& dir) {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto summary = client.restore(path, dir);
+    if (!summary.ok()) return Fail(summary.status());
+    std::cout << *summary << "\n";
     return FinishOutput();
   }
 
@@ -747,6 +835,26 @@ int main(int argc, char** argv) {
   status->add_option("DB", db)->required();
   auto* members = app.add_subcommand("members", "cluster members as the node sees them");
   auto* dbs = app.add_subcommand("dbs", "database configs and instantiated databases");
+  std::string config_id;
+  auto* instances = app.add_subcommand(
+      "instances", "a config's databases on the node: keys, bytes, replicas, last access");
+  instances->add_option("CONFIG_ID", config_id)->required();
+  instances->add_option("--limit", limit, "at most this many");
+  bool yes = false;
+  auto* drop =
+      app.add_subcommand("drop", "delete every key of a database on every replica (admin)");
+  drop->add_option("DB", db)->required();
+  drop->add_flag("--yes", yes, "really drop it");
+  bool all = false;
+  std::vector<std::string> backup_args;
+  auto* backup = app.add_subcommand(
+      "backup", "DB DIR: back up a database; --all DIR: checkpoint the node (DIR on the node)");
+  backup->add_option("ARGS", backup_args, "DB DIR, or DIR with --all")->required();
+  backup->add_flag("--all", all, "a checkpoint of the node's whole store");
+  auto* restore = app.add_subcommand(
+      "restore", "replace a database's contents with a backup (DIR on the node)");
+  restore->add_option("DB", db)->required();
+  restore->add_option("DIR", dir)->required();
   auto* config =
       app.add_subcommand("config", "validate, reload, apply, get or delete database configs");
   config->require_subcommand(1);
@@ -755,7 +863,6 @@ int main(int argc, char** argv) {
   auto* reload =
       config->add_subcommand("reload", "make the node re-read its config directory and ACL file");
   bool dry_run = false, history = false;
-  std::string config_id;
   auto* apply = config->add_subcommand(
       "apply", "create or replace cluster-wide configs from a YAML file (- for stdin)");
   apply->add_option("FILE", file)->required();
@@ -857,6 +964,16 @@ int main(int argc, char** argv) {
   if (status->parsed()) return cli.ReplicationStatus(db);
   if (members->parsed()) return cli.Members();
   if (dbs->parsed()) return cli.Dbs();
+  if (instances->parsed()) return cli.Instances(config_id, limit);
+  if (drop->parsed()) return cli.Drop(db, yes);
+  if (backup->parsed()) {
+    if (backup_args.size() != (all ? 1u : 2u)) {
+      std::cerr << "kvmesh: backup takes DB DIR, or --all DIR\n";
+      return kExitUsage;
+    }
+    return cli.Backup(all ? "" : backup_args[0], backup_args.back(), all);
+  }
+  if (restore->parsed()) return cli.Restore(db, dir);
   if (validate->parsed()) return cli.ConfigValidate(dir);
   if (reload->parsed()) return cli.ConfigReload();
   if (apply->parsed()) return cli.ConfigApply(file, dry_run);

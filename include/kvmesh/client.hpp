@@ -67,6 +67,21 @@ class Client {
 
   /// Databases instantiated on the node.
   Result<std::vector<DatabaseInfo>> databases() const;
+  /// One page of the databases of config `config_id` instantiated on the node (see
+  /// Node::instances). Listing needs any grant when the node has an ACL, and shows only the
+  /// databases the caller may read.
+  Result<InstancePage> instances(std::string_view config_id,
+                                 const InstanceOptions& options = {}) const;
+  /// Deletes every key of the database at `path` on every replica (see Node::drop). Needs the
+  /// admin right when the node has an ACL.
+  Status drop(std::string_view path) const;
+  /// Backs up the database at `path` to directory `dir` of the node's machine (see
+  /// Node::backup); with `path` empty, a checkpoint of the node's whole store (Node::backup_all).
+  /// Needs the admin right when the node has an ACL.
+  Result<std::string> backup(std::string_view path, const std::string& dir) const;
+  /// Restores the database at `path` from the backup in directory `dir` of the node's machine
+  /// (see Node::restore). Needs the admin right when the node has an ACL.
+  Result<std::string> restore(std::string_view path, const std::string& dir) const;
   /// Database configs in force on the node.
   Result<std::vector<ConfigInfo>> configs() const;
   /// Asks the node to re-read its config directory and ACL file (needs the admin right when the

@@ -208,6 +208,34 @@ class Node {
 
   /// Every database instantiated on this node (the persistent catalog), in path order.
   Result<std::vector<DatabaseInfo>> databases() const;
+  /// One page, in path order, of the databases of config `config_id` in this node's catalog
+  /// (its replicas: in a cluster each node lists the databases it holds), with their keys,
+  /// bytes, replicas, last access and whether they run. A page examines a bounded part of the
+  /// catalog, so it may be short, even empty, while `next_cursor` says more remain. An unknown
+  /// config id gives empty pages. Errors: kCorruption, kIOError, kUnavailable.
+  Result<InstancePage> instances(std::string_view config_id,
+                                 const InstanceOptions& options = {}) const;
+  /// Deletes every key of the database at `path` (instantiating it if needed) by writing a
+  /// tombstone for each, replicated like erases, so every replica deletes them and none brings
+  /// them back (README "Dropping a database"). Returns once each page of tombstones is
+  /// acknowledged as a write would be (replication.min replicas); a replica that is down gets
+  /// them when it returns. Writes made after the drop are kept; a later open finds only those.
+  /// Errors: as a write (kUnavailable, kTimeout; a timeout may leave the drop part done: run it
+  /// again), kNoMatchingConfig, kInvalidKey.
+  Status drop(std::string_view path) const;
+  /// Writes a backup of the database at `path` as it is at one moment to directory `dir` of this
+  /// node's machine (created if missing; refused if it holds a backup), while writes go on
+  /// (README "Backup and restore"). Returns a summary. Errors: kInvalidArgument, kIOError, and
+  /// those of opening the path.
+  Result<std::string> backup(std::string_view path, const std::string& dir) const;
+  /// Writes a RocksDB checkpoint of this node's whole store to the new directory `dir`: a data
+  /// dir a node can be started on. Errors: kInvalidArgument (`dir` exists), kIOError.
+  Result<std::string> backup_all(const std::string& dir) const;
+  /// Makes the database at `path` hold exactly the records of the backup in `dir` (keys it lacks
+  /// are deleted), written as new writes that replicate like any other. Errors: kNotFound (no
+  /// backup), kCorruption, kSizeLimitExceeded, and those of a write (a failure may leave it part
+  /// done: run it again).
+  Result<std::string> restore(std::string_view path, const std::string& dir) const;
   /// The database configs in force.
   Result<std::vector<ConfigInfo>> configs() const;
   /// Re-reads the config directory and the ACL file (NodeOptions::acl_file). On success the new

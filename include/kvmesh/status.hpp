@@ -49,6 +49,9 @@ enum class Code : uint8_t {
   /// A conditional write's check failed (the key's version was not the one expected, or the
   /// key exists where it had to be absent); the message names the key. Nothing was written.
   kConditionFailed = 15,
+  /// Opening a new database path would instantiate more databases of its config on this node
+  /// than the config's `max_instances` allows; existing databases are unaffected.
+  kTooManyInstances = 16,
 };
 
 /// A stable, lower-case name for `code` ("not_found", "size_limit_exceeded", ...).
@@ -80,6 +83,9 @@ class Status {
   static Status Unavailable(std::string msg) { return {Code::kUnavailable, std::move(msg)}; }
   static Status Internal(std::string msg) { return {Code::kInternal, std::move(msg)}; }
   static Status NoSpace(std::string msg) { return {Code::kNoSpace, std::move(msg)}; }
+  static Status TooManyInstances(std::string msg) {
+    return {Code::kTooManyInstances, std::move(msg)};
+  }
   static Status PermissionDenied(std::string msg) {
     return {Code::kPermissionDenied, std::move(msg)};
   }

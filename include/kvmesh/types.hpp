@@ -186,6 +186,48 @@ struct DatabaseInfo {
   uint64_t created_ms = 0;
 };
 
+/// One instantiated database of a config on the node asked (`kvmesh instances`).
+struct InstanceInfo {
+  std::string path;
+  std::string config_id;
+  uint64_t database_id = 0;
+  uint64_t created_ms = 0;
+  /// Milliseconds since the Unix epoch when it last served a request, recorded when it
+  /// passivates (so at most one write per activation); 0 if never recorded. While `active`, it
+  /// may have been used since.
+  uint64_t last_access_ms = 0;
+  /// True if its database actor runs on this node now (not passivated).
+  bool active = false;
+  /// Live keys and their bytes (keys plus values) in this node's copy.
+  uint64_t key_count = 0;
+  uint64_t used_bytes = 0;
+  /// The node ids of its replicas as placement chooses them now (this node alone when not
+  /// clustered); empty if no config matches its path any more.
+  std::vector<uint64_t> replicas;
+};
+
+/// Options of an instances listing: one page in path order.
+struct InstanceOptions {
+  /// Resume token: the previous page's `next_cursor`, or "" for the first page.
+  std::string cursor;
+  /// Instances per page; 0 means kDefaultInstanceLimit; capped at kMaxInstanceLimit.
+  uint32_t limit = 0;
+};
+
+inline constexpr uint32_t kDefaultInstanceLimit = 100;
+inline constexpr uint32_t kMaxInstanceLimit = 1000;
+
+/// One page of instances. A page may hold fewer than `limit` (even none) and still have more:
+/// each page examines a bounded part of the node's catalog, so a config with few instances among
+/// many databases never makes one slow request.
+struct InstancePage {
+  std::vector<InstanceInfo> instances;
+  /// Pass as InstanceOptions::cursor for the next page; empty when the catalog is exhausted.
+  std::string next_cursor;
+
+  bool has_more() const { return !next_cursor.empty(); }
+};
+
 /// A database config as reported to clients (`kvmesh dbs`).
 struct ConfigInfo {
   std::string id;
@@ -204,6 +246,8 @@ struct ConfigInfo {
   /// embedding program gave it); "api": a cluster-wide config (Node::apply_configs,
   /// `kvmesh config apply`, the HTTP API), the same on every node.
   std::string origin;
+  /// Most databases of this config one node instantiates (`max_instances`); 0: no bound.
+  uint64_t max_instances = 0;
 };
 
 /// How Node::apply_configs and Client::apply_configs apply configs.
