@@ -376,14 +376,12 @@ gateway_actor::behavior_type client_gateway_impl(
             std::vector<ConfigInfo>{},
             [caller](std::vector<ConfigInfo>& infos) {
               if (!caller.acl) return;
-              infos.erase(
-                  std::remove_if(infos.begin(), infos.end(),
-                                 [&](const ConfigInfo& info) {
-                                   config::Matcher m;
-                                   return !config::Matcher::Compile(info.matcher, &m).ok() ||
-                                          !caller.acl->MayReadSomeOf(caller.principal, m);
-                                 }),
-                  infos.end());
+              infos.erase(std::remove_if(infos.begin(), infos.end(),
+                                         [&](const ConfigInfo& info) {
+                                           return !caller.acl->MayReadSomeOf(caller.principal,
+                                                                             info.matcher);
+                                         }),
+                          infos.end());
             },
             atom::configs_v);
       },
@@ -416,8 +414,19 @@ gateway_actor::behavior_type client_gateway_impl(
           std::string& id) -> caf::result<std::vector<ConfigHistoryEntry>> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        // As the config listing: only configs whose matcher may serve a database the principal
+        // may read (a history of which none does comes back empty).
         return ask_supervisor(
-            std::vector<ConfigHistoryEntry>{}, [](std::vector<ConfigHistoryEntry>&) {},
+            std::vector<ConfigHistoryEntry>{},
+            [caller](std::vector<ConfigHistoryEntry>& entries) {
+              if (!caller.acl) return;
+              const bool readable =
+                  std::any_of(entries.begin(), entries.end(), [&](const ConfigHistoryEntry& e) {
+                    return !e.deleted &&
+                           caller.acl->MayReadSomeOf(caller.principal, e.config.matcher);
+                  });
+              if (!readable) entries.clear();
+            },
             atom::configs_v, atom::get_v, std::move(id));
       },
   };

@@ -19,6 +19,9 @@ namespace {
 
 using supervisor_pointer = matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state>;
 
+/// How much rarer the system database's anti-entropy rounds are than other databases'.
+constexpr int kSystemSyncFactor = 5;
+
 uint64_t SelfId(supervisor_pointer self) {
   return self->state.replication->node_id;
 }
@@ -85,10 +88,10 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
   std::shared_ptr<DirectReadTarget> direct;
   if (st.replication->direct_reads) direct = std::make_shared<DirectReadTarget>(shared);
   // The system database never passivates: it must take every peer's edits as they come.
-  auto handle = SpawnNetworkFacing(self->system(), database_actor_impl, std::move(shared),
-                                   caf::actor_cast<matcher_supervisor_actor>(self),
-                                   system ? caf::timespan{0} : st.idle_timeout, st.replication,
-                                   PlaceDatabase(self, path, *config), direct);
+  auto handle = SpawnNetworkFacing(
+      self->system(), database_actor_impl, std::move(shared),
+      caf::actor_cast<matcher_supervisor_actor>(self), system ? caf::timespan{0} : st.idle_timeout,
+      system ? st.system_replication : st.replication, PlaceDatabase(self, path, *config), direct);
   if (system) st.system_db = handle;
   if (direct) st.replication->direct_reads->Add(handle.id(), std::move(direct));
   self->monitor(handle);
@@ -290,6 +293,9 @@ void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_cand
 // ---------------------------------------------------------------------------------------------
 // Cluster-wide configs (config/cluster_configs.hpp).
 
+/// Longest id of a cluster-wide config: its hex form is part of keys (kMaxKeyBytes).
+constexpr size_t kMaxApiConfigIdBytes = 512;
+
 /// Starts the system database of cluster-wide configs (at start, and again if it ever fails).
 void StartSystemDatabase(supervisor_pointer self) {
   database_actor handle;
@@ -430,23 +436,47 @@ Status AddHistory(supervisor_pointer self, const config::ConfigRecord& record, W
   return Status::OK();
 }
 
-/// Writes `batch` to the system database; on success re-reads the configs and delivers
-/// `result()`'s answer, else the error.
+/// Writes `batch`, which stores `records`, to the system database; on success re-reads the
+/// configs and delivers `result()`'s answer, else the error. Until it is answered, `records` are
+/// pending (checked by the applies that come meanwhile).
 template <class MakeResult>
 void WriteSystem(supervisor_pointer self, WriteBatch batch,
+                 std::vector<config::ConfigRecord> records,
                  caf::typed_response_promise<ConfigApplyResult> promise, MakeResult result) {
+  auto& pending = self->state.pending_records;
+  pending.insert(pending.end(), records.begin(), records.end());
+  auto settle = [self, records] {
+    auto& pending = self->state.pending_records;
+    for (const auto& r : records) {
+      auto it = std::find_if(pending.begin(), pending.end(), [&](const auto& p) {
+        return p.config.id == r.config.id && p.time_ms == r.time_ms && p.node == r.node;
+      });
+      if (it != pending.end()) pending.erase(it);
+    }
+  };
   const caf::timespan timeout = self->state.replication->timeout;
   self->request(self->state.system_db, timeout, atom::batch_v, std::move(batch),
                 Deadline::In(timeout))
       .then(
           [=](atom::ok) mutable {
+            settle();
             // In force here before the caller hears of it; other nodes follow as the delta
             // reaches them.
             ReloadClusterConfigs(self);
             promise.deliver(result());
           },
           [=](caf::error& err) mutable {
+            settle();
             Status s = ToStatus(err);
+            if (s.code() == Code::kTimeout || s.code() == Code::kUnavailable) {
+              // The batch may have been applied without its answer arriving: read what is.
+              ReloadClusterConfigs(self);
+              promise.deliver(ToError(Status(
+                  s.code(), "the database of cluster-wide configs did not confirm the change (" +
+                                s.message() +
+                                "); it may or may not be in force: check with kvmesh config get")));
+              return;
+            }
             promise.deliver(ToError(
                 Status(s.code(), "the cluster-wide configs were not changed: " + s.message())));
           });
@@ -482,10 +512,27 @@ caf::result<ConfigApplyResult> ApplyClusterConfigs(supervisor_pointer self, cons
                     Quote(options.id) + " the request names");
     }
   }
+  // What is stored, with the applies still being written on top (they will be).
   std::vector<config::ConfigRecord> candidate = st.api_records;
+  for (const auto& p : st.pending_records) {
+    auto it = std::find_if(candidate.begin(), candidate.end(),
+                           [&](const auto& r) { return r.config.id == p.config.id; });
+    if (it != candidate.end()) {
+      *it = p;
+    } else {
+      candidate.push_back(p);
+    }
+  }
   std::vector<config::ConfigRecord> applied;
   const int64_t now = NextRecordTime(self);
   for (auto& c : configs) {
+    if (c.id.size() > kMaxApiConfigIdBytes) {
+      return refuse("config id " + Quote(c.id) + " is longer than " +
+                    std::to_string(kMaxApiConfigIdBytes) + " bytes");
+    }
+    if (c.id == config::SystemConfigsConfig().id) {
+      return refuse("config id " + Quote(c.id) + " is kvmesh's own");
+    }
     if (config::IsReservedPath(c.matcher.pattern())) {
       return refuse("config " + Quote(c.id) + ": matcher " + Quote(c.matcher.pattern()) +
                     " names reserved paths (" + std::string(config::kReservedPathPrefix) + ")");
@@ -502,7 +549,7 @@ caf::result<ConfigApplyResult> ApplyClusterConfigs(supervisor_pointer self, cons
                       file.source + " on this node");
       }
     }
-    for (const auto& r : st.api_records) {
+    for (const auto& r : candidate) {
       if (!r.deleted && r.config.id != c.id && r.config.matcher.pattern() == c.matcher.pattern()) {
         return refuse("matcher " + Quote(c.matcher.pattern()) + " of config " + Quote(c.id) +
                       " is the matcher of cluster-wide config " + Quote(r.config.id) +
@@ -564,7 +611,7 @@ caf::result<ConfigApplyResult> ApplyClusterConfigs(supervisor_pointer self, cons
     if (Status h = AddHistory(self, r, &batch); !h.ok()) return ToError(h);
   }
   auto promise = self->make_response_promise<ConfigApplyResult>();
-  WriteSystem(self, std::move(batch), promise, [self, result]() mutable {
+  WriteSystem(self, std::move(batch), applied, promise, [self, result]() mutable {
     // Sources as now in force (who applied it, where, when).
     for (auto& info : result.configs) {
       if (const auto* c = self->state.configs->FindById(info.id)) info = ToConfigInfo(*c);
@@ -610,7 +657,7 @@ caf::result<ConfigApplyResult> DeleteClusterConfig(supervisor_pointer self, cons
                             " keep their data; they cannot be opened until a config matches "
                             "them again");
   auto promise = self->make_response_promise<ConfigApplyResult>();
-  WriteSystem(self, std::move(batch), promise, [result] { return result; });
+  WriteSystem(self, std::move(batch), {record}, promise, [result] { return result; });
   spdlog::info("deleting cluster-wide config {} for {}", Quote(id), record.applied_by);
   return promise;
 }
@@ -685,6 +732,18 @@ caf::result<std::string> Reload(supervisor_pointer self) {
     spdlog::error("{}", rejected.message());
     return ToError(rejected);
   }
+  if (fresh) {
+    // The new files with the cluster-wide configs must make a valid set before anything changes
+    // (records are checked when read, so only a file could make it fail).
+    config::ConfigSet merged;
+    Status s = config::MergeConfigs(fresh->configs(), st.api_records, &merged, nullptr);
+    if (!s.ok()) {
+      return ToError(Status(s.code(),
+                            "reload rejected, the previous configs and ACL stay "
+                            "active: " +
+                                s.message()));
+    }
+  }
   std::string summary;
   if (fresh) {
     summary = "loaded " + std::to_string(fresh->configs().size()) + " database configs from " +
@@ -723,6 +782,11 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
   self->state.store = std::move(store);
   self->state.idle_timeout = idle_timeout;
   self->state.node_name = std::move(node_name);
+  {
+    auto system = std::make_shared<ReplicationOptions>(*self->state.replication);
+    system->sync_interval *= kSystemSyncFactor;
+    self->state.system_replication = std::move(system);
+  }
   // The cluster-wide configs are in force before the first request is served.
   StartSystemDatabase(self);
   if (self->state.system_store) ReloadClusterConfigs(self);

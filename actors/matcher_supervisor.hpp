@@ -56,6 +56,14 @@ struct matcher_supervisor_state {
   std::string node_name;
   /// Time of the last config record this node wrote (NextRecordTime).
   int64_t last_record_ms = 0;
+  /// Records this node is writing (applies not yet answered by the system database): the next
+  /// apply is checked against them too, so two applies in a row cannot both pass a check that
+  /// only one of them would.
+  std::vector<config::ConfigRecord> pending_records;
+  /// What the system database's actor gets for replication: the node's, with anti-entropy
+  /// rounds kSystemSyncFactor times rarer (it never passivates, and edits reach peers by push;
+  /// rounds only repair what a push missed).
+  std::shared_ptr<const ReplicationOptions> system_replication;
   /// Where `reload` reads configs from; empty when the configs were built in memory.
   std::string config_dir;
   /// The node's ACL, which `reload` re-reads with the configs; may be null or hold no file.

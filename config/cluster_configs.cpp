@@ -84,6 +84,7 @@ std::string EncodeRecord(const ConfigRecord& r) {
     out["matcher"] = c.matcher.pattern();
     out["replication"] = {{"min", c.replication.min}, {"max", c.replication.max}};
     out["size_bytes"] = c.size_bytes;
+    out["max_instances"] = c.max_instances;
   }
   return out.dump();
 }
@@ -107,6 +108,13 @@ Status DecodeRecord(std::string_view text, ConfigRecord* r) {
     c.replication.min = in.at("replication").at("min").get<uint32_t>();
     c.replication.max = in.at("replication").at("max").get<uint32_t>();
     c.size_bytes = in.at("size_bytes").get<uint64_t>();
+    c.max_instances = in.value("max_instances", uint64_t{0});
+    // The checks of config/config_set.cpp's CheckValues, so that a record written by another
+    // version can never make the merged set invalid (MergeConfigs must not fail on records).
+    if (c.size_bytes == 0 || c.replication.min < 1 || c.replication.max < c.replication.min) {
+      return Status::InvalidConfig("stored config record " + Quote(c.id) +
+                                   " has a size of 0 or a replication min/max out of range");
+    }
     return Matcher::Compile(in.at("matcher").get<std::string>(), &c.matcher);
   } catch (const json::exception& e) {
     return Status::InvalidConfig(std::string("stored config record: ") + e.what());

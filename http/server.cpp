@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -555,6 +556,12 @@ struct HttpServer::Impl {
     if (!s.ok()) return ReplyError(res, s);
     auto history = node->config_history(id);
     if (!history.ok()) return ReplyError(res, history.status());
+    // As the config listing: only configs whose matcher may serve a database the caller may read.
+    if (caller.acl && std::none_of(history->begin(), history->end(), [&](const auto& e) {
+          return !e.deleted && caller.acl->MayReadSomeOf(caller.principal, e.config.matcher);
+        })) {
+      return ReplyError(res, Code::kNotFound, "no cluster-wide config " + Quote(id));
+    }
     json out = json::array();
     for (const ConfigHistoryEntry& e : *history) {
       out.push_back(json{{"config", ConfigJson(e.config)},
@@ -617,13 +624,7 @@ struct HttpServer::Impl {
     if (!infos.ok()) return ReplyError(res, infos.status());
     json out = json::array();
     for (const ConfigInfo& c : *infos) {
-      if (caller.acl) {
-        config::Matcher m;
-        if (!config::Matcher::Compile(c.matcher, &m).ok() ||
-            !caller.acl->MayReadSomeOf(caller.principal, m)) {
-          continue;
-        }
-      }
+      if (caller.acl && !caller.acl->MayReadSomeOf(caller.principal, c.matcher)) continue;
       if (!id.empty() && c.id != id) continue;
       out.push_back(ConfigJson(c));
     }

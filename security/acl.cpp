@@ -325,6 +325,11 @@ Status Acl::CheckKnown(const std::string& principal) const {
                                   " has no rights on this node (" + Describe(principal) + ")");
 }
 
+bool Acl::MayReadSomeOf(const std::string& principal, const std::string& pattern) const {
+  config::Matcher m;
+  return config::Matcher::Compile(pattern, &m).ok() && MayReadSomeOf(principal, m);
+}
+
 bool Acl::MayReadSomeOf(const std::string& principal, const config::Matcher& pattern) const {
   const std::vector<AclGrant>* grants = Find(principal);
   if (grants == nullptr) return false;

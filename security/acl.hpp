@@ -111,6 +111,9 @@ class Acl {
   /// True if `principal` may read some database that `pattern` (a config's matcher) can serve:
   /// an unlimited grant, or a grant pattern that overlaps it (Matcher::Overlaps).
   bool MayReadSomeOf(const std::string& principal, const config::Matcher& pattern) const;
+  /// The same for a matcher pattern as text (a ConfigInfo's `matcher`); false if it does not
+  /// compile. What listings of configs and their histories show a principal.
+  bool MayReadSomeOf(const std::string& principal, const std::string& pattern) const;
 
   /// "alice has readwrite on /tenants/alice/*", "ops has admin", "mallory is not in the ACL file".
   std::string Describe(const std::string& principal) const;

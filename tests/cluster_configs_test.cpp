@@ -37,6 +37,7 @@ TEST(ClusterConfigsTest, RecordsRoundTripEveryField) {
   r.config.tags = {"shop", "eu"};
   r.config.replication = {2, 3};
   r.config.size_bytes = 123456789;
+  r.config.max_instances = 7;
   ConfigRecord back;
   ASSERT_TRUE(DecodeRecord(EncodeRecord(r), &back).ok());
   EXPECT_EQ(back.config.id, "orders");
@@ -47,6 +48,7 @@ TEST(ClusterConfigsTest, RecordsRoundTripEveryField) {
   EXPECT_EQ(back.config.replication.min, 2u);
   EXPECT_EQ(back.config.replication.max, 3u);
   EXPECT_EQ(back.config.size_bytes, 123456789u);
+  EXPECT_EQ(back.config.max_instances, 7u);
   EXPECT_EQ(back.applied_by, "alice");
   EXPECT_EQ(back.node, "n1");
   EXPECT_EQ(back.time_ms, 1796534033838);
@@ -64,6 +66,14 @@ TEST(ClusterConfigsTest, MalformedRecordsAreRefusedWithTheReason) {
       DecodeRecord(R"({"id":"x","deleted":false,"applied_by":"a","node":"n","time_ms":1})", &r);
   EXPECT_EQ(s.code(), Code::kInvalidConfig);
   EXPECT_NE(s.message().find("description"), std::string::npos) << s.ToString();
+  // Values a config file could not hold (written by another version, say) are refused, so that
+  // merging never fails because of a record.
+  ConfigRecord zero = Record("z", "/z");
+  zero.config.size_bytes = 0;
+  EXPECT_EQ(DecodeRecord(EncodeRecord(zero), &r).code(), Code::kInvalidConfig);
+  ConfigRecord inverted = Record("i", "/i");
+  inverted.config.replication = {3, 2};
+  EXPECT_EQ(DecodeRecord(EncodeRecord(inverted), &r).code(), Code::kInvalidConfig);
   ConfigRecord bad = Record("x", "/x");
   std::string text = EncodeRecord(bad);
   text.replace(text.find("\"/x\""), 4, "\"/x/[\"");

@@ -719,6 +719,7 @@ TEST_F(HttpTest, ConfigWritesNeedTheAdminRightAndRecordWhoAsked) {
 principals:
   alice: [{role: readwrite}]
   ops: [{role: admin}]
+  tenant: [{role: readwrite, databases: ["/example/kv"]}]
 )");
   testing::TestPki& pki = testing::SharedTestPki();
   const std::string body = "matcher: /orders/*\nsize: 1MB\n";
@@ -735,6 +736,12 @@ principals:
   ASSERT_EQ(history->status, 200) << history->body;
   EXPECT_EQ(Body(history)[0]["applied_by"], "ops");
   EXPECT_EQ(Body(history)[0]["node"], "n1");
+  // A principal sees the history only of configs it may read databases of, as in the listing.
+  auto tenant = TlsClient(http_->port(), pki.Client("tenant"));
+  auto hidden = tenant->Get("/v1/configs/orders/history");
+  ASSERT_TRUE(hidden);
+  EXPECT_EQ(hidden->status, 404) << hidden->body;
+  EXPECT_EQ(tenant->Get("/v1/configs/orders")->status, 404);
 }
 
 // -- The reference app --
