@@ -254,6 +254,17 @@ TEST_F(BenchToolTest, FailedOperationsAreReportedWithTheFirstErrorOfEachKind) {
       << r.out;
 }
 
+TEST_F(BenchToolTest, TheLoadBeforeReadsWritesEveryKeyWhateverTheDuration) {
+  // The load takes longer than --duration; had it stopped there, most gets would not find
+  // their key.
+  Json out = Bench({"--targets", "embedded", "--workloads", "get", "--value-sizes", "100",
+                    "--inflight", "8", "--keys", "60000", "--ops", "500", "--duration", "0.1"});
+  ASSERT_TRUE(out.contains("results"));
+  ASSERT_EQ(out["results"].size(), 1u);
+  EXPECT_EQ(out["results"][0]["failures"], 0) << out["results"][0]["errors"].dump();
+  EXPECT_GT(out["results"][0]["ops"], 0);
+}
+
 TEST_F(BenchToolTest, CompareAlternatesTwoRunsAndPrintsRatios) {
   const std::string run = std::string(KVMESH_BENCH_PATH) +
                           " --targets rocksdb --workloads put --value-sizes 100 --ops 500 --dir " +

@@ -280,7 +280,7 @@ void DriveSession(Session& session, const RunPlan& plan, uint64_t seed) {
         plan.failures->fetch_add(1);
         plan.errors->Add(status);
       }
-      plan.keys->fetch_add(keys);
+      if (status.ok()) plan.keys->fetch_add(keys);  // keys/s counts what was done
       plan.completed->fetch_add(1);
       std::lock_guard<std::mutex> lock(mutex);
       --outstanding;
@@ -366,8 +366,11 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   std::vector<ProcessSample> servers_before;
   for (pid_t server : servers) servers_before.push_back(SampleProcess(server));
   const auto start = Clock::now();
-  plan.deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(s.duration_s));
+  // A load writes every key whatever --duration says: the reads after it count a key it did not
+  // write as a failure (not_found). Each request still ends by its own deadline.
+  plan.deadline = workload == "load" ? Clock::time_point::max()
+                                     : start + std::chrono::duration_cast<Clock::duration>(
+                                                   std::chrono::duration<double>(s.duration_s));
   {
     Monitor monitor(pid, label, &completed, !s.quiet);
     std::vector<std::thread> threads;
@@ -968,6 +971,14 @@ int main(int argc, char** argv) {
           if (!s.quiet) {
             std::fprintf(stderr, "%s: loaded %llu keys of %zu B in %.2f s\n", name.c_str(),
                          static_cast<unsigned long long>(load.keys), value_size, load.seconds);
+          }
+          if (load.keys < space.total()) {
+            // Run printed the load's errors; the reads below fail on the keys it missed.
+            std::fprintf(stderr,
+                         "%s: the load wrote only %llu of %llu keys: reads of the others fail\n",
+                         name.c_str(), static_cast<unsigned long long>(load.keys),
+                         static_cast<unsigned long long>(space.total()));
+            exit_code = 1;
           }
           p.loaded_value_size = value_size;
         }
