@@ -7,6 +7,8 @@ packages=(
   libre2-dev libcli11-dev libgtest-dev libgmock-dev nlohmann-json3-dev libssl-dev libxxhash-dev
   libcpp-httplib-dev
   strace iproute2
+  # kvmesh-bench's redis target (Redis measured in the same run); its test needs the server.
+  libhiredis-dev redis-server
   # The metrics test parses Node::metrics with the reference Prometheus text parser.
   python3-prometheus-client
   # The Debian package (cpack -G DEB): dpkg-shlibdeps computes its dependencies, and CPack uses

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -184,6 +185,84 @@ TEST_F(BenchToolTest, AClusterReportsReplicationLagAndACatchUpOfOnlyWhatWasMisse
   ASSERT_TRUE(extras.count("catch_up"));
   EXPECT_EQ(extras["catch_up"]["converged"], true);
   EXPECT_EQ(extras["catch_up"]["entries_applied"], 1500);
+}
+
+TEST_F(BenchToolTest, RedisIsMeasuredInTheSameRunAndEveryRowHasItsCpuPerOperation) {
+  // CI installs redis-server (scripts/install-deps.sh); only a machine without it skips.
+  if (std::system("command -v redis-server >/dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "redis-server is not installed";
+  }
+  Json out =
+      Bench({"--targets", "embedded,redis", "--workloads", "put,get,list", "--value-sizes", "100",
+             "--inflight", "1,8", "--keys", "2000", "--ops", "300", "--scan-length", "50"});
+  ASSERT_TRUE(out.contains("results"));
+  std::map<std::string, int> rows;
+  for (const Json& r : out["results"]) {
+    const std::string target = r["target"];
+    const std::string workload = r["workload"];
+    const int inflight = r["inflight"];
+    SCOPED_TRACE(target + " " + workload + " i" + std::to_string(inflight));
+    ++rows[target + " " + workload];
+    // Every get found its key: the load wrote through the same sessions.
+    EXPECT_EQ(r["failures"], 0);
+    EXPECT_TRUE(r["errors"].empty());
+    EXPECT_EQ(r["ops"], 300);
+    EXPECT_GT(r["bench_cpu_us_per_op"].get<double>(), 0);
+    if (target == "redis") {
+      // redis-server is its own process: its CPU is counted apart.
+      ASSERT_TRUE(r.contains("server_cpu_us_per_op"));
+      EXPECT_GT(r["server_cpu_us_per_op"].get<double>(), 0);
+      EXPECT_FALSE(r.contains("vs_redis"));
+    } else {
+      EXPECT_FALSE(r.contains("server_cpu_us_per_op")) << "the embedded node is this process";
+      // Compared with Redis at the same requests in flight.
+      if (workload != "list") {
+        ASSERT_TRUE(r.contains("vs_redis"));
+        EXPECT_GT(r["vs_redis"].get<double>(), 0);
+      }
+    }
+  }
+  EXPECT_EQ(rows["redis put"], 2);
+  EXPECT_EQ(rows["redis get"], 2);
+  EXPECT_EQ(rows["redis list"], 0) << "Redis has no ordered listing: skipped, not failed";
+  EXPECT_EQ(rows["embedded list"], 2);
+}
+
+TEST_F(BenchToolTest, FailedOperationsAreReportedWithTheFirstErrorOfEachKind) {
+  // Values over the node's 16 MiB limit: every put fails, with the node's reason.
+  std::vector<std::string> args = {"--targets",     "embedded", "--workloads", "put",
+                                   "--value-sizes", "17000000", "--inflight",  "1,3",
+                                   "--ops",         "3"};
+  Json out = Bench(args, /*expected_exit=*/1);
+  ASSERT_TRUE(out.contains("results"));
+  ASSERT_EQ(out["results"].size(), 2u);
+  for (const Json& r : out["results"]) {
+    EXPECT_EQ(r["failures"], 3);
+    ASSERT_EQ(r["errors"].size(), 1u) << r.dump();
+    EXPECT_EQ(r["errors"][0]["code"], "value_too_large");
+    EXPECT_EQ(r["errors"][0]["count"], 3);
+    EXPECT_NE(r["errors"][0]["first_message"].get<std::string>().find("maximum value size"),
+              std::string::npos)
+        << r.dump();
+  }
+  // The table shows the reason under the row.
+  args.insert(args.end(), {"--quiet", "--dir", dir_ / "scratch"});
+  auto r = RunCommand(KVMESH_BENCH_PATH, args, "", dir_.path());
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.out.find("3 failed with value_too_large, the first: value for key"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(BenchToolTest, TheLoadBeforeReadsWritesEveryKeyWhateverTheDuration) {
+  // The load takes longer than --duration; had it stopped there, most gets would not find
+  // their key.
+  Json out = Bench({"--targets", "embedded", "--workloads", "get", "--value-sizes", "100",
+                    "--inflight", "8", "--keys", "60000", "--ops", "500", "--duration", "0.1"});
+  ASSERT_TRUE(out.contains("results"));
+  ASSERT_EQ(out["results"].size(), 1u);
+  EXPECT_EQ(out["results"][0]["failures"], 0) << out["results"][0]["errors"].dump();
+  EXPECT_GT(out["results"][0]["ops"], 0);
 }
 
 TEST_F(BenchToolTest, CompareAlternatesTwoRunsAndPrintsRatios) {

@@ -6,6 +6,7 @@
 //   kvmesh-bench --targets remote --node 127.0.0.1:7370 --inflight 1,50 --connections 1,4
 //   kvmesh-bench --targets embedded --databases 100000 --workloads get --keys 100000
 //   kvmesh-bench --targets cluster --workloads put      # 3 kvmeshd, replication lag, catch-up
+//   kvmesh-bench --targets remote,redis --workloads put,get --inflight 1,50   # x_redis
 //   kvmesh-bench --compare-a "kvmesh-bench --scheduler sharing" \
 //                --compare-b "kvmesh-bench --scheduler stealing" --rounds 3
 //
@@ -63,6 +64,38 @@ struct Settings {
   bool quiet = false;
 };
 
+/// The failures of one kind (a Status code) in a run: how many, and the first one's message.
+struct ErrorKind {
+  std::string code;
+  uint64_t count = 0;
+  std::string first_message;
+};
+
+/// Collects failed operations by kind from any session thread.
+class ErrorLog {
+ public:
+  void Add(const Status& s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::string code = CodeName(s.code());
+    for (ErrorKind& k : kinds_) {
+      if (k.code == code) {
+        ++k.count;
+        return;
+      }
+    }
+    kinds_.push_back({code, 1, s.message()});
+  }
+  /// In the order the kinds first occurred.
+  std::vector<ErrorKind> kinds() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return kinds_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<ErrorKind> kinds_;
+};
+
 /// One measured run: a workload on a target with one setting of each knob.
 struct Outcome {
   std::string target;
@@ -81,6 +114,13 @@ struct Outcome {
   /// CPU used by the node's process, and by this process, in cores (1.0 = one core busy).
   double node_cpu = 0;
   double bench_cpu = 0;
+  /// CPU time per operation, in microseconds: of this process, and of the server processes
+  /// (Target::server_pids: kvmeshd, every node of a cluster, redis-server; -1 when the target
+  /// runs in this process).
+  double bench_cpu_us_per_op = 0;
+  double server_cpu_us_per_op = -1;
+  /// The failures by kind (failures counts them all).
+  std::vector<ErrorKind> errors;
   bool bounded_by_time = false;
   double ops_per_second() const { return seconds > 0 ? ops / seconds : 0; }
   double keys_per_second() const { return seconds > 0 ? keys / seconds : 0; }
@@ -197,6 +237,7 @@ struct RunPlan {
   std::atomic<uint64_t>* completed;
   std::atomic<uint64_t>* keys;
   std::atomic<uint64_t>* failures;
+  ErrorLog* errors;
   LatencyHistogram* latency;
   uint64_t ops;
   Clock::time_point deadline;
@@ -232,11 +273,14 @@ void DriveSession(Session& session, const RunPlan& plan, uint64_t seed) {
     }
     const auto t0 = Clock::now();
     // Notifies under the lock: once the driver sees outstanding == 0 it returns and `cv` is gone.
-    Done done = [&, t0](bool ok, uint64_t keys) {
+    Done done = [&, t0](const Status& status, uint64_t keys) {
       plan.latency->Record(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
-      if (!ok) plan.failures->fetch_add(1);
-      plan.keys->fetch_add(keys);
+      if (!status.ok()) {
+        plan.failures->fetch_add(1);
+        plan.errors->Add(status);
+      }
+      if (status.ok()) plan.keys->fetch_add(keys);  // keys/s counts what was done
       plan.completed->fetch_add(1);
       std::lock_guard<std::mutex> lock(mutex);
       --outstanding;
@@ -297,13 +341,15 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   out.inflight = inflight;
   out.databases = space.databases;
   std::atomic<uint64_t> issued{0}, completed{0}, keys{0}, failures{0};
+  ErrorLog errors;
   LatencyHistogram latency;
   RunPlan plan{workload,   std::string(value_size, 'v'),
                inflight,   space,
                &s,         &issued,
                &completed, &keys,
-               &failures,  &latency,
-               s.ops,      {}};
+               &failures,  &errors,
+               &latency,   s.ops,
+               {}};
   if (workload == "load") {
     plan.ops = space.databases * ((space.per_db + 999) / 1000);
     plan.inflight = std::max(inflight, 8);
@@ -314,11 +360,17 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   std::snprintf(label, sizeof(label), "%s %s %zuB c%d i%d", out.target.c_str(), workload.c_str(),
                 value_size, connections, inflight);
   const pid_t pid = p.target->node_pid();
+  const std::vector<pid_t> servers = p.target->server_pids();
   const ProcessSample node_before = SampleProcess(pid);
   const ProcessSample self_before = SampleProcess(::getpid());
+  std::vector<ProcessSample> servers_before;
+  for (pid_t server : servers) servers_before.push_back(SampleProcess(server));
   const auto start = Clock::now();
-  plan.deadline = start + std::chrono::duration_cast<Clock::duration>(
-                              std::chrono::duration<double>(s.duration_s));
+  // A load writes every key whatever --duration says: the reads after it count a key it did not
+  // write as a failure (not_found). Each request still ends by its own deadline.
+  plan.deadline = workload == "load" ? Clock::time_point::max()
+                                     : start + std::chrono::duration_cast<Clock::duration>(
+                                                   std::chrono::duration<double>(s.duration_s));
   {
     Monitor monitor(pid, label, &completed, !s.quiet);
     std::vector<std::thread> threads;
@@ -334,6 +386,15 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const ProcessSample node_after = SampleProcess(pid);
   const ProcessSample self_after = SampleProcess(::getpid());
+  double server_cpu_seconds = 0;
+  bool servers_sampled = !servers.empty();
+  for (size_t i = 0; i < servers.size(); ++i) {
+    const ProcessSample after = SampleProcess(servers[i]);
+    // A server that restarted or vanished during the run has no meaningful difference.
+    servers_sampled = servers_sampled && servers_before[i].ok && after.ok &&
+                      after.cpu_seconds >= servers_before[i].cpu_seconds;
+    server_cpu_seconds += after.cpu_seconds - servers_before[i].cpu_seconds;
+  }
   out.node_cpu = (node_after.cpu_seconds - node_before.cpu_seconds) / out.seconds;
   out.bench_cpu = pid == ::getpid()
                       ? out.node_cpu
@@ -341,6 +402,11 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   out.ops = completed.load();
   out.keys = keys.load();
   out.failures = failures.load();
+  out.errors = errors.kinds();
+  if (out.ops > 0) {
+    out.bench_cpu_us_per_op = (self_after.cpu_seconds - self_before.cpu_seconds) * 1e6 / out.ops;
+    if (servers_sampled) out.server_cpu_us_per_op = server_cpu_seconds * 1e6 / out.ops;
+  }
   out.bounded_by_time = out.ops < plan.ops;
   out.p50_us = latency.QuantileMicros(0.50);
   out.p99_us = latency.QuantileMicros(0.99);
@@ -349,6 +415,10 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
     std::fprintf(stderr, "%s: %llu of %llu operations failed\n", label,
                  static_cast<unsigned long long>(out.failures),
                  static_cast<unsigned long long>(out.ops));
+    for (const ErrorKind& k : out.errors) {
+      std::fprintf(stderr, "  %s x%llu, the first: %s\n", k.code.c_str(),
+                   static_cast<unsigned long long>(k.count), k.first_message.c_str());
+    }
   }
   return out;
 }
@@ -365,9 +435,10 @@ Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Ta
   if (name == "remote" || name == "remote-tls") return MakeRemoteTarget(options, out);
   if (name == "cluster" || name == "cluster-tls") return MakeClusterTarget(options, out);
   if (name == "http") return MakeHttpTarget(options, out);
+  if (name == "redis") return MakeRedisTarget(options, out);
   return Status::InvalidArgument(
       "unknown target \"" + name +
-      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http)");
+      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis)");
 }
 
 // -- Replicated targets: lag and catch-up --------------------------------------------------------
@@ -497,35 +568,62 @@ Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* ext
 
 // -- Output -------------------------------------------------------------------------------------
 
-/// The baseline of a row: raw RocksDB with the same workload, value size, connection count and
-/// number of databases.
-const Outcome* BaselineOf(const Outcome& r, const std::vector<Outcome>& all) {
+/// The row of `baseline` ("rocksdb" or "redis") to compare a row with: the same workload, value
+/// size, connection count and number of databases, and for redis the same requests in flight
+/// (raw RocksDB is synchronous: it runs once, whatever the requests in flight). Null for the
+/// baseline's own rows or when there is none.
+const Outcome* BaselineOf(const Outcome& r, const std::vector<Outcome>& all,
+                          const std::string& baseline) {
+  if (r.target == baseline) return nullptr;
   for (const Outcome& b : all) {
-    if (b.target == "rocksdb" && b.workload == r.workload && b.value_size == r.value_size &&
-        b.connections == r.connections && b.databases == r.databases) {
+    if (b.target == baseline && b.workload == r.workload && b.value_size == r.value_size &&
+        b.connections == r.connections && b.databases == r.databases &&
+        (baseline == "rocksdb" || b.inflight == r.inflight)) {
       return &b;
     }
   }
   return nullptr;
 }
 
+/// r's ops/s over the baseline's, or a negative number when there is no baseline row.
+double RatioTo(const Outcome& r, const std::vector<Outcome>& all, const std::string& baseline) {
+  const Outcome* base = BaselineOf(r, all, baseline);
+  if (base == nullptr || base->ops_per_second() <= 0) return -1;
+  return r.ops_per_second() / base->ops_per_second();
+}
+
 void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantiation>& inst,
                 const std::vector<Extra>& extras) {
-  std::printf("%-12s %-8s %6s %5s %5s %7s %9s %9s %9s %9s %9s %9s %8s %6s %8s\n", "target",
-              "workload", "value", "conns", "infl", "dbs", "ops", "ops/s", "keys/s", "p50_us",
-              "p99_us", "p99.9_us", "rss_MiB", "cpu", "x_rocks");
+  std::printf("%-12s %-8s %6s %5s %5s %7s %9s %9s %9s %9s %9s %9s %8s %6s %8s %8s %9s %9s\n",
+              "target", "workload", "value", "conns", "infl", "dbs", "ops", "ops/s", "keys/s",
+              "p50_us", "p99_us", "p99.9_us", "rss_MiB", "cpu", "x_rocks", "x_redis", "bench_us",
+              "server_us");
+  auto ratio = [&](const Outcome& r, const std::string& baseline) {
+    const double x = RatioTo(r, results, baseline);
+    char buf[16] = "-";
+    if (x >= 0) std::snprintf(buf, sizeof(buf), "%.2fx", x);
+    return std::string(buf);
+  };
   for (const Outcome& r : results) {
-    const Outcome* base = BaselineOf(r, results);
-    char ratio[16] = "-";
-    if (base != nullptr && &r != base && base->ops_per_second() > 0) {
-      std::snprintf(ratio, sizeof(ratio), "%.2fx", r.ops_per_second() / base->ops_per_second());
+    char server[16] = "-";
+    if (r.server_cpu_us_per_op >= 0) {
+      std::snprintf(server, sizeof(server), "%.1f", r.server_cpu_us_per_op);
     }
-    std::printf("%-12s %-8s %6zu %5d %5d %7llu %9llu %9s %9s %9.1f %9.1f %9.1f %8.0f %6.2f %8s%s\n",
-                r.target.c_str(), r.workload.c_str(), r.value_size, r.connections, r.inflight,
-                static_cast<unsigned long long>(r.databases),
-                static_cast<unsigned long long>(r.ops), Human(r.ops_per_second()).c_str(),
-                Human(r.keys_per_second()).c_str(), r.p50_us, r.p99_us, r.p999_us, r.rss_peak_mb,
-                r.node_cpu, ratio, r.failures > 0 ? "  FAILURES" : "");
+    std::printf(
+        "%-12s %-8s %6zu %5d %5d %7llu %9llu %9s %9s %9.1f %9.1f %9.1f %8.0f %6.2f %8s %8s %9.1f "
+        "%9s%s\n",
+        r.target.c_str(), r.workload.c_str(), r.value_size, r.connections, r.inflight,
+        static_cast<unsigned long long>(r.databases), static_cast<unsigned long long>(r.ops),
+        Human(r.ops_per_second()).c_str(), Human(r.keys_per_second()).c_str(), r.p50_us, r.p99_us,
+        r.p999_us, r.rss_peak_mb, r.node_cpu, ratio(r, "rocksdb").c_str(),
+        ratio(r, "redis").c_str(), r.bench_cpu_us_per_op, server,
+        r.failures > 0 ? "  FAILURES" : "");
+    // The first error of each kind, under its row.
+    for (const ErrorKind& k : r.errors) {
+      std::printf("    %llu failed with %s, the first: %s\n",
+                  static_cast<unsigned long long>(k.count), k.code.c_str(),
+                  k.first_message.c_str());
+    }
   }
   for (const Instantiation& i : inst) {
     std::printf(
@@ -558,11 +656,18 @@ Json ToJson(const Outcome& r, const std::vector<Outcome>& all) {
             {"rss_peak_mib", r.rss_peak_mb},
             {"node_cpu_cores", r.node_cpu},
             {"bench_cpu_cores", r.bench_cpu},
+            {"bench_cpu_us_per_op", r.bench_cpu_us_per_op},
             {"bounded_by_time", r.bounded_by_time}};
-  const Outcome* base = BaselineOf(r, all);
-  if (base != nullptr && base != &r && base->ops_per_second() > 0) {
-    j["vs_rocksdb"] = r.ops_per_second() / base->ops_per_second();
+  if (r.server_cpu_us_per_op >= 0) j["server_cpu_us_per_op"] = r.server_cpu_us_per_op;
+  j["errors"] = Json::array();
+  for (const ErrorKind& k : r.errors) {
+    j["errors"].push_back(
+        {{"code", k.code}, {"count", k.count}, {"first_message", k.first_message}});
   }
+  const double vs_rocksdb = RatioTo(r, all, "rocksdb");
+  if (vs_rocksdb >= 0) j["vs_rocksdb"] = vs_rocksdb;
+  const double vs_redis = RatioTo(r, all, "redis");
+  if (vs_redis >= 0) j["vs_redis"] = vs_redis;
   return j;
 }
 
@@ -681,7 +786,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "kvmesh-bench: kvmesh's throughput, latency, memory and CPU next to raw RocksDB with the "
       "same options, in one run"};
-  app.add_option("--targets", s.targets, "rocksdb, embedded, remote, cluster, http")
+  app.add_option("--targets", s.targets,
+                 "rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--workloads", s.workloads, "put, get, list, mixed, batch")
@@ -754,6 +860,9 @@ int main(int argc, char** argv) {
   app.add_option("--catchup-keys", s.catchup_keys,
                  "cluster: keys written while a node is down (0: skip)")
       ->capture_default_str();
+  app.add_option("--redis-server", s.target.redis_server,
+                 "redis: the redis-server to start (default: the one on PATH; without one the "
+                 "redis target is skipped)");
   app.add_flag("--tls", s.target.tls,
                "remote and cluster: start the nodes with TLS (certificates made in --dir)");
   app.add_flag("--json", s.json, "print JSON instead of tables");
@@ -784,10 +893,10 @@ int main(int argc, char** argv) {
   }
   for (const std::string& t : s.targets) {
     if (t != "rocksdb" && t != "embedded" && t != "remote" && t != "cluster" && t != "remote-tls" &&
-        t != "cluster-tls" && t != "http") {
+        t != "cluster-tls" && t != "http" && t != "redis") {
       std::fprintf(stderr,
                    "unknown target \"%s\" (rocksdb, embedded, remote, cluster, remote-tls, "
-                   "cluster-tls, http)\n",
+                   "cluster-tls, http, redis)\n",
                    t.c_str());
       return 2;
     }
@@ -817,6 +926,14 @@ int main(int argc, char** argv) {
   const int max_connections = *std::max_element(s.connections.begin(), s.connections.end());
   int exit_code = 0;
   for (const std::string& name : s.targets) {
+    // Redis is a peer to compare with, not part of kvmesh: a machine without it still measures
+    // everything else.
+    if (name == "redis" && RedisServerPath(s.target).empty()) {
+      std::fprintf(stderr,
+                   "redis: skipped: redis-server is not installed (not on PATH; apt install "
+                   "redis-server, or --redis-server PATH)\n");
+      continue;
+    }
     Prepared p;
     kvmesh::Status st = MakeTarget(name, s, &p.target);
     // Sessions first (one per connection), then the databases: instantiation is timed on the
@@ -843,12 +960,25 @@ int main(int argc, char** argv) {
     }
     for (size_t value_size : s.value_sizes) {
       for (const std::string& workload : s.workloads) {
+        if (!p.target->supports(workload)) {
+          std::fprintf(stderr, "%s: skipped %s: the target has no such operation\n", name.c_str(),
+                       workload.c_str());
+          continue;
+        }
         const bool reads = workload == "get" || workload == "list" || workload == "mixed";
         if (reads && p.loaded_value_size != value_size) {
           Outcome load = Run(p, s, "load", value_size, 1, 16, space);
           if (!s.quiet) {
             std::fprintf(stderr, "%s: loaded %llu keys of %zu B in %.2f s\n", name.c_str(),
                          static_cast<unsigned long long>(load.keys), value_size, load.seconds);
+          }
+          if (load.keys < space.total()) {
+            // Run printed the load's errors; the reads below fail on the keys it missed.
+            std::fprintf(stderr,
+                         "%s: the load wrote only %llu of %llu keys: reads of the others fail\n",
+                         name.c_str(), static_cast<unsigned long long>(load.keys),
+                         static_cast<unsigned long long>(space.total()));
+            exit_code = 1;
           }
           p.loaded_value_size = value_size;
         }

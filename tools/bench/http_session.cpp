@@ -27,6 +27,23 @@ std::string EncodePath(std::string_view text) {
   return out;
 }
 
+/// How a request ended: the node's error body ({"code": "not_found", "message": ...}) keeps its
+/// code; a request that got no response is Unavailable.
+Status StatusOf(const httplib::Result& r) {
+  if (!r) return Status::Unavailable("HTTP: " + httplib::to_string(r.error()));
+  if (r->status == 200) return Status::OK();
+  const std::string text = "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 300);
+  auto j = nlohmann::json::parse(r->body, nullptr, false);
+  if (j.is_object() && j.contains("code") && j["code"].is_string()) {
+    for (int c = 1; c <= static_cast<int>(Code::kPermissionDenied); ++c) {
+      if (j["code"] == CodeName(static_cast<Code>(c))) {
+        return Status(static_cast<Code>(c), text);
+      }
+    }
+  }
+  return Status::Internal(text);
+}
+
 class HttpSession : public Session {
  public:
   HttpSession(const std::string& host, int port) : client_(host, port) {
@@ -49,18 +66,19 @@ class HttpSession : public Session {
   void Put(size_t db, std::string key, std::string value, Done done) override {
     auto r = client_.Put((prefixes_[db] + "/keys" + EncodePath(key)).c_str(), value,
                          "application/octet-stream");
-    done(r && r->status == 200, 1);
+    done(StatusOf(r), 1);
   }
   void Get(size_t db, std::string key, Done done) override {
     auto r = client_.Get((prefixes_[db] + "/keys" + EncodePath(key)).c_str());
-    done(r && r->status == 200, 1);
+    done(StatusOf(r), 1);
   }
   void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
     httplib::Params params{{"prefix", prefix}, {"limit", std::to_string(limit)}};
     auto r = client_.Get((prefixes_[db] + "/keys").c_str(), params, httplib::Headers{});
-    if (!r || r->status != 200) return done(false, 0);
+    if (!r || r->status != 200) return done(StatusOf(r), 0);
     auto j = nlohmann::json::parse(r->body, nullptr, false);
-    done(j.is_object(), j.is_object() ? j["keys"].size() : 0);
+    if (!j.is_object()) return done(Status::Corruption("HTTP list: the reply is not JSON"), 0);
+    done(Status::OK(), j["keys"].size());
   }
   void Write(size_t db, WriteBatch batch, Done done) override {
     nlohmann::json ops = nlohmann::json::array();
@@ -73,7 +91,7 @@ class HttpSession : public Session {
       }
     }
     auto r = client_.Post((prefixes_[db] + "/batch").c_str(), ops.dump(), "application/json");
-    done(r && r->status == 200, batch.size());
+    done(StatusOf(r), batch.size());
   }
 
  private:

@@ -71,7 +71,8 @@ struct ProcessSample {
   bool ok = false;
   /// Resident set size in bytes (VmRSS).
   uint64_t rss_bytes = 0;
-  /// User plus system CPU time used so far, in seconds.
+  /// User plus system CPU time used so far by all its threads, in seconds (the process's CPU
+  /// clock, nanosecond resolution; /proc/PID/stat's 10 ms ticks where that clock is refused).
   double cpu_seconds = 0;
 };
 ProcessSample SampleProcess(pid_t pid);

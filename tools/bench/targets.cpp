@@ -15,10 +15,17 @@
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "storage/rocks_options.hpp"
+#include "storage/rocks_status.hpp"
 #include "tools/bench/measure.hpp"
 #include "tools/cluster/process_cluster.hpp"
 
 namespace kvmesh::bench {
+
+std::vector<pid_t> Target::server_pids() const {
+  const pid_t pid = node_pid();
+  if (pid == 0 || pid == ::getpid()) return {};
+  return {pid};
+}
 
 std::string BenchConfigYaml(int replication_min, int replication_max) {
   return "# kvmesh-bench's databases: /bench/db-0, /bench/db-1, ... and /bench/lag.\n"
@@ -46,11 +53,11 @@ class RocksDbSession : public Session {
     return Status::OK();
   }
   void Put(size_t db, std::string key, std::string value, Done done) override {
-    done(db_->Put(write_options_, prefixes_[db] + key, value).ok(), 1);
+    done(FromRocks(db_->Put(write_options_, prefixes_[db] + key, value)), 1);
   }
   void Get(size_t db, std::string key, Done done) override {
     std::string value;
-    done(db_->Get(rocksdb::ReadOptions(), prefixes_[db] + key, &value).ok(), 1);
+    done(FromRocks(db_->Get(rocksdb::ReadOptions(), prefixes_[db] + key, &value)), 1);
   }
   void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
     const std::string start = prefixes_[db] + prefix + "/";
@@ -59,15 +66,20 @@ class RocksDbSession : public Session {
     for (it->Seek(start); it->Valid() && n < limit && it->key().starts_with(start); it->Next()) {
       ++n;
     }
-    done(it->status().ok(), n);
+    done(FromRocks(it->status()), n);
   }
   void Write(size_t db, WriteBatch batch, Done done) override {
     rocksdb::WriteBatch wb;
     for (const WriteOp& op : batch.ops) wb.Put(prefixes_[db] + op.key, op.value);
-    done(db_->Write(write_options_, &wb).ok(), batch.size());
+    done(FromRocks(db_->Write(write_options_, &wb)), batch.size());
   }
 
  private:
+  static Status FromRocks(const rocksdb::Status& s) {
+    if (s.IsNotFound()) return Status::NotFound("raw RocksDB: key not found");
+    return storage::FromRocksStatus(s, "raw RocksDB");
+  }
+
   rocksdb::DB* db_;
   rocksdb::WriteOptions write_options_;
   std::vector<std::string> prefixes_;
@@ -128,14 +140,14 @@ class DatabaseSession : public Session {
     return Status::OK();
   }
   void Put(size_t db, std::string key, std::string value, Done done) override {
-    if (blocking_) return done(dbs_[db].put(key, value).ok(), 1);
+    if (blocking_) return done(dbs_[db].put(key, value), 1);
     dbs_[db].put_async(std::move(key), std::move(value),
-                       [done = std::move(done)](Status s) { done(s.ok(), 1); });
+                       [done = std::move(done)](Status s) { done(s, 1); });
   }
   void Get(size_t db, std::string key, Done done) override {
-    if (blocking_) return done(dbs_[db].get(key).ok(), 1);
+    if (blocking_) return done(dbs_[db].get(key).status(), 1);
     dbs_[db].get_async(std::move(key),
-                       [done = std::move(done)](Result<std::string> r) { done(r.ok(), 1); });
+                       [done = std::move(done)](Result<std::string> r) { done(r.status(), 1); });
   }
   void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
     ListOptions options;
@@ -143,17 +155,16 @@ class DatabaseSession : public Session {
     options.limit = limit;
     if (blocking_) {
       Result<ListPage> page = dbs_[db].list_page(options);
-      return done(page.ok(), page.ok() ? page->keys.size() : 0);
+      return done(page.status(), page.ok() ? page->keys.size() : 0);
     }
     dbs_[db].list_page_async(std::move(options), [done = std::move(done)](Result<ListPage> r) {
-      done(r.ok(), r.ok() ? r->keys.size() : 0);
+      done(r.status(), r.ok() ? r->keys.size() : 0);
     });
   }
   void Write(size_t db, WriteBatch batch, Done done) override {
     const uint64_t n = batch.size();
-    if (blocking_) return done(dbs_[db].write(batch).ok(), n);
-    dbs_[db].write_async(std::move(batch),
-                         [done = std::move(done), n](Status s) { done(s.ok(), n); });
+    if (blocking_) return done(dbs_[db].write(batch), n);
+    dbs_[db].write_async(std::move(batch), [done = std::move(done), n](Status s) { done(s, n); });
   }
 
  protected:
@@ -215,6 +226,12 @@ class RemoteTarget : public Target {
     if (!client.ok()) return client.status();
     *out = std::make_unique<RemoteSession>(std::move(client));
     return Status::OK();
+  }
+  std::vector<pid_t> server_pids() const override {
+    if (!spawned_) return Target::server_pids();
+    std::vector<pid_t> pids;
+    for (int i = 0; i < cluster_.size(); ++i) pids.push_back(cluster_.node(i).pid);
+    return pids;
   }
   pid_t node_pid() const override {
     if (spawned_) return cluster_.node(0).pid;

@@ -1,7 +1,7 @@
 // What kvmesh-bench measures: a target (raw RocksDB, an embedded node, a kvmeshd reached with the
-// client library, a multi-process cluster) and its sessions. A session is one client's view (one
-// connection for the remote targets) and is driven by one thread; its operations complete
-// through a callback, so a thread keeps several in flight.
+// client library, a multi-process cluster, a redis-server) and its sessions. A session is one
+// client's view (one connection for the remote targets) and is driven by one thread; its operations
+// complete through a callback, so a thread keeps several in flight.
 #pragma once
 
 #include <sys/types.h>
@@ -18,9 +18,10 @@
 
 namespace kvmesh::bench {
 
-/// Completion of one operation: whether it succeeded, and how many keys it covered (1 for
-/// put/get, the keys written for a batch, the keys returned for a list).
-using Done = std::function<void(bool ok, uint64_t keys)>;
+/// Completion of one operation: how it ended (a get of a missing key is a failure, NotFound),
+/// and how many keys it covered (1 for put/get, the keys written for a batch, the keys returned
+/// for a list).
+using Done = std::function<void(const Status& status, uint64_t keys)>;
 
 class Session {
  public:
@@ -45,12 +46,21 @@ class Session {
 class Target {
  public:
   virtual ~Target() = default;
-  /// "rocksdb", "embedded", "remote" or "cluster".
+  /// "rocksdb", "embedded", "remote", "cluster3", "http" or "redis".
   virtual std::string name() const = 0;
   virtual Status NewSession(std::unique_ptr<Session>* out) = 0;
   /// The process serving the data (for memory and CPU): this one for in-process targets, the
   /// node for remote ones; 0 if it cannot be found (another host).
   virtual pid_t node_pid() const = 0;
+  /// Every process other than this one that serves the data (all nodes of a cluster): their CPU
+  /// per operation is reported apart from the benchmark's. Default: node_pid() unless that is
+  /// this process.
+  virtual std::vector<pid_t> server_pids() const;
+  /// Whether the target can run `workload` (redis has no ordered listing). Default true.
+  virtual bool supports(const std::string& workload) const {
+    (void)workload;
+    return true;
+  }
   /// True when operations complete before the call returns (raw RocksDB): requests in flight
   /// mean nothing there.
   virtual bool synchronous() const { return false; }
@@ -92,6 +102,8 @@ struct TargetOptions {
   /// cluster's client certificate (ProcessClusterOptions::tls); the targets are then named
   /// "remote-tls", "cluster3-tls". Default false.
   bool tls = false;
+  /// redis: the redis-server to start; empty looks it up on PATH (RedisServerPath).
+  std::string redis_server;
 };
 
 /// The database config every target uses: a regex matcher, so that every benchmark database is
@@ -109,5 +121,12 @@ Status MakeHttpTarget(const TargetOptions& options, std::unique_ptr<Target>* out
 std::unique_ptr<Session> NewHttpSession(const std::string& host, int port);
 /// Starts options.cluster_nodes kvmeshd processes that replicate every database.
 Status MakeClusterTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// The redis-server the redis target starts: options.redis_server if set, else the first
+/// "redis-server" on PATH; empty when there is none (the target is then skipped).
+std::string RedisServerPath(const TargetOptions& options);
+/// Starts redis-server on a free 127.0.0.1 port, in options.dir, without persistence (no RDB
+/// snapshots, no AOF), tied to this process; a session is one connection (hiredis's protocol
+/// code), its requests pipelined when several are in flight (tools/bench/redis_session.cpp).
+Status MakeRedisTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
 
 }  // namespace kvmesh::bench
