@@ -58,6 +58,12 @@ ReplicaSet PlaceDatabase(supervisor_pointer self, const std::string& path,
   // whatever this node knows of its peers: a node still joining, or one cut off from most of
   // the cluster, must fail writes rather than silently keep fewer copies.
   out.required_acks = st.replication->clustered ? std::max<uint32_t>(1, config.replication.min) : 1;
+  if (IsSystemPath(path) && st.replication->clustered) {
+    // A config change is answered once every node in view holds it (each has then put it in
+    // force: its supervisor hears of the commit before the acknowledgement leaves), so a client
+    // can use it through any node next. Nodes out of view get it when they return.
+    out.required_acks = static_cast<uint32_t>(out.nodes.size() - out.unreachable.size());
+  }
   return out;
 }
 
@@ -469,8 +475,24 @@ void WriteSystem(supervisor_pointer self, WriteBatch batch,
             settle();
             Status s = ToStatus(err);
             if (s.code() == Code::kTimeout || s.code() == Code::kUnavailable) {
-              // The batch may have been applied without its answer arriving: read what is.
+              // The batch may have been applied here without every node in view confirming it
+              // (one went silent meanwhile): read what is. Stored here, it reaches the others
+              // as they become reachable, so that is a success with a warning.
               ReloadClusterConfigs(self);
+              const auto& now = self->state.api_records;
+              const bool stored = std::all_of(records.begin(), records.end(), [&](const auto& r) {
+                return std::any_of(now.begin(), now.end(), [&](const auto& n) {
+                  return n.config.id == r.config.id && n.time_ms == r.time_ms && n.node == r.node;
+                });
+              });
+              if (stored) {
+                ConfigApplyResult answer = result();
+                answer.warnings.push_back(
+                    "stored and in force on this node, but not every node in view confirmed it (" +
+                    s.message() + "); the others get it as they become reachable");
+                promise.deliver(std::move(answer));
+                return;
+              }
               promise.deliver(ToError(Status(
                   s.code(), "the database of cluster-wide configs did not confirm the change (" +
                                 s.message() +
