@@ -17,6 +17,7 @@
 #include "bootstrap/node_internal.hpp"
 #include "common/address.hpp"
 #include "common/path.hpp"
+#include "http/console.hpp"
 #include "security/acl.hpp"
 #include "security/tls.hpp"
 #include "tools/base64.hpp"
@@ -593,6 +594,19 @@ struct HttpServer::Impl {
     srv.Get("/v1/whoami", [this](const httplib::Request& req, httplib::Response& res) {
       HandleWhoami(req, res);
     });
+    // The web console (http/console.hpp): static files, public like any login page; everything
+    // it shows comes from the API above, under the caller's credentials.
+    srv.Get(R"(/|/console/[A-Za-z0-9._-]+)",
+            [](const httplib::Request& req, httplib::Response& res) {
+              const ConsoleAsset* asset =
+                  FindConsoleAsset(req.path == "/" ? "index.html" : req.path.substr(9));
+              if (asset == nullptr) {
+                return ReplyError(res, Code::kNotFound, "no such console file " + req.path);
+              }
+              res.set_header("Cache-Control", "no-cache");
+              res.set_header("X-Content-Type-Options", "nosniff");
+              res.set_content(asset->data, asset->size, asset->content_type);
+            });
     srv.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
       HandleMetrics(req, res);
     });

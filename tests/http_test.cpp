@@ -500,6 +500,11 @@ TEST_F(HttpTest, HttpsNeedsAClientCertificateOfTheClusterCa) {
   auto no_acl = anonymous.Get((kKv + "/keys/k").c_str(), bearer);
   ASSERT_TRUE(no_acl);
   EXPECT_EQ(no_acl->status, 401) << no_acl->body;
+  // The console's files are public (a login page); they hold no data.
+  auto page = anonymous.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("kvmesh console"), std::string::npos);
 
   // A certificate of another CA: refused too.
   TlsOptions stranger = testing::SharedOtherTestPki().Client("alice");
