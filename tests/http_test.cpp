@@ -462,6 +462,33 @@ TEST(KvmeshdHttp, ServesTheApiWithHttpPortAndRefusesPlaintextBeyondLoopback) {
       << refused.output();
 }
 
+TEST_F(HttpTest, TheConsoleIsServedFromTheBinary) {
+  Start();
+  auto c = Client();
+  auto index = c.Get("/");
+  ASSERT_TRUE(index);
+  EXPECT_EQ(index->status, 200);
+  EXPECT_EQ(index->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(index->body.find("/console/app.js"), std::string::npos);
+  auto js = c.Get("/console/app.js");
+  ASSERT_TRUE(js);
+  EXPECT_EQ(js->status, 200);
+  EXPECT_EQ(js->get_header_value("Content-Type"), "text/javascript; charset=utf-8");
+  EXPECT_NE(js->body.find("/v1/whoami"), std::string::npos);
+  EXPECT_EQ(c.Get("/console/style.css")->get_header_value("Content-Type"),
+            "text/css; charset=utf-8");
+  auto missing = c.Get("/console/nothing.js");
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(Body(missing)["code"], "not_found");
+  EXPECT_EQ(c.Get("/console/../CMakeLists.txt")->status, 404);
+  // Plaintext: nothing to log in with; whoami says every right.
+  auto me = c.Get("/v1/whoami?database=/example/kv");
+  ASSERT_EQ(me->status, 200) << me->body;
+  EXPECT_EQ(Body(me)["by"], "none");
+  EXPECT_EQ(Body(me)["admin"], true);
+  EXPECT_EQ(Body(me)["database"]["write"], true);
+}
+
 // -- HTTPS and the ACL --
 
 std::unique_ptr<httplib::SSLClient> TlsClient(uint16_t port, const TlsOptions& tls) {
