@@ -268,7 +268,7 @@ def plaintext_flow(tmp, d):
     # Instances and the cluster view.
     d.get(base + "/#/instances")
     wait(d, lambda d: "/example/kv" in css(d, "#instances").text and
-         "KB" in css(d, "#instances").text or " B /" in css(d, "#instances").text, "instance stats")
+         "/ 200 MB" in css(d, "#instances").text, "instance stats with the raised limit")
     shot(d, "instances")
     cli(port, "put", "/example/kv", "/k", "v")
     d.get(base + "/#/cluster")
