@@ -247,6 +247,7 @@ async function viewDatabases() {
          el('span', {class: 'muted mono', title: c.source || ''}, (c.source || '').split('/').pop())),
       el('td', {class: 'row-actions'},
         el('a', {href: '#/instances?config=' + encodeURIComponent(c.id)}, 'Instances'), ' ',
+        c.origin === 'api' ? el('button', {onclick: () => showHistory(c.id), 'aria-label': 'History of ' + c.id}, 'History') : null, ' ',
         editable ? el('button', {onclick: () => openConfigForm(c), 'aria-label': 'Edit ' + c.id}, 'Edit') : null, ' ',
         editable ? el('button', {class: 'danger', 'aria-label': 'Delete ' + c.id,
                                  onclick: () => deleteConfig(c.id)}, 'Delete') : null));
@@ -260,6 +261,29 @@ async function viewDatabases() {
       el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', {}, 'Tags'), el('th', {}, 'Matcher'),
         el('th', {}, 'Replication'), el('th', {class: 'num'}, 'Size'), el('th', {}, 'Source'), el('th', {}, ''))),
       el('tbody', {}, rows)));
+}
+
+/// Every apply and delete of a cluster-wide config (GET /v1/configs/{id}/history): who, where,
+/// when, and which one is in force (concurrent edits: the later one wins everywhere).
+async function showHistory(id) {
+  const dialog = document.getElementById('history-dialog');
+  const body = document.getElementById('history-body');
+  document.getElementById('history-title').textContent = 'History of ' + id;
+  body.replaceChildren(el('p', {class: 'muted'}, 'Loading…'));
+  dialog.showModal();
+  try {
+    const entries = await getJson('/v1/configs/' + encodeURIComponent(id) + '/history');
+    body.replaceChildren(el('table', {},
+      el('thead', {}, el('tr', {}, el('th', {}, 'When'), el('th', {}, 'What'), el('th', {}, 'By'),
+                           el('th', {}, 'Node'), el('th', {}, ''))),
+      el('tbody', {}, entries.map(e => el('tr', {},
+        el('td', {}, fmtTime(e.time_ms)),
+        el('td', {}, e.deleted ? 'deleted' : el('code', {}, e.config.matcher + ' · ' + fmtBytes(e.config.size_bytes))),
+        el('td', {}, e.applied_by), el('td', {class: 'mono'}, e.node),
+        el('td', {}, e.in_force ? el('span', {class: 'badge ok'}, 'in force') : ''))))));
+  } catch (e) {
+    body.replaceChildren(el('p', {class: 'check error'}, e.message));
+  }
 }
 
 async function deleteConfig(id) {
