@@ -84,6 +84,17 @@ Status Identify(gateway_pointer self, Caller* out) {
   return Status::OK();
 }
 
+/// The name of the sender of the current message for records such as config histories: its
+/// certificate's name, or "anonymous" without TLS.
+std::string WhoAsks(gateway_pointer self) {
+  const auto& directory = self->state.security.directory;
+  const caf::strong_actor_ptr& sender = self->current_sender();
+  if (directory && directory->enabled() && sender) {
+    if (auto identity = directory->Lookup(sender->node())) return identity->name;
+  }
+  return "anonymous";
+}
+
 /// OK if the sender of the current message holds `right` on the normalised path `database`, or,
 /// with `database` empty, may do the node-wide `operation` (security/acl.hpp).
 Status Authorize(gateway_pointer self, security::Right right, std::string_view database,
@@ -344,6 +355,32 @@ gateway_actor::behavior_type client_gateway_impl(
         }
         return ask_supervisor(
             std::string{}, [](std::string&) {}, atom::reload_v);
+      },
+      [=](atom::configs, atom::put, std::string& yaml,
+          ConfigApplyOptions& options) -> caf::result<ConfigApplyResult> {
+        if (Status s = Authorize(self, Right::kAdmin, {}, "apply configs"); !s.ok()) {
+          return ToError(s);
+        }
+        options.applied_by = WhoAsks(self);  // whatever the client claims
+        return ask_supervisor(
+            ConfigApplyResult{}, [](ConfigApplyResult&) {}, atom::configs_v, atom::put_v,
+            std::move(yaml), std::move(options));
+      },
+      [=](atom::configs, atom::erase, std::string& id) -> caf::result<ConfigApplyResult> {
+        if (Status s = Authorize(self, Right::kAdmin, {}, "delete configs"); !s.ok()) {
+          return ToError(s);
+        }
+        return ask_supervisor(
+            ConfigApplyResult{}, [](ConfigApplyResult&) {}, atom::configs_v, atom::erase_v,
+            std::move(id), WhoAsks(self));
+      },
+      [=](atom::configs, atom::get,
+          std::string& id) -> caf::result<std::vector<ConfigHistoryEntry>> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return ask_supervisor(
+            std::vector<ConfigHistoryEntry>{}, [](std::vector<ConfigHistoryEntry>&) {},
+            atom::configs_v, atom::get_v, std::move(id));
       },
   };
 }

@@ -1,5 +1,8 @@
 #include "actors/matcher_supervisor.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <map>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -18,6 +21,20 @@ using supervisor_pointer = matcher_supervisor_actor::stateful_pointer<matcher_su
 
 uint64_t SelfId(supervisor_pointer self) {
   return self->state.replication->node_id;
+}
+
+bool IsSystemPath(std::string_view path) {
+  return path == config::kSystemConfigsPath;
+}
+
+/// The config of the normalised `path` in `configs`; the system database has its built-in one,
+/// whatever the configs say.
+const config::DatabaseConfig* ResolveIn(const config::ConfigSet& configs, std::string_view path) {
+  return IsSystemPath(path) ? &config::SystemConfigsConfig() : configs.Resolve(path);
+}
+
+const config::DatabaseConfig* Resolve(supervisor_pointer self, std::string_view path) {
+  return ResolveIn(*self->state.configs, path);
 }
 
 /// The replica set of `path` under `config` over this node and the members in view.
@@ -45,7 +62,7 @@ ReplicaSet PlaceDatabase(supervisor_pointer self, const std::string& path,
 /// its namespace, and monitors it.
 Status Instantiate(supervisor_pointer self, const std::string& path, database_actor* out) {
   auto& st = self->state;
-  const config::DatabaseConfig* config = st.configs->Resolve(path);
+  const config::DatabaseConfig* config = Resolve(self, path);
   if (config == nullptr) {
     return Status::NoMatchingConfig("no database config matches " + Quote(path));
   }
@@ -53,12 +70,25 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
   Status s = st.store->OpenDatabase(path, config->id, config->size_bytes, &db);
   if (!s.ok()) return s;
   std::shared_ptr<storage::DatabaseStore> shared(std::move(db));
+  const bool system = IsSystemPath(path);
+  if (system) {
+    // Every commit, local or replicated, may change the configs in force: tell the supervisor,
+    // once per burst (the flag is cleared when it re-reads).
+    shared->set_commit_observer(
+        [flag = st.system_changed, to = caf::actor_cast<matcher_supervisor_actor>(self)] {
+          if (!flag->exchange(true)) caf::anon_send(to, atom::configs_v, atom::changed_v);
+        });
+    st.system_store = shared;
+  }
   // Published before anyone can learn of the actor, so every opener finds its target.
   std::shared_ptr<DirectReadTarget> direct;
   if (st.replication->direct_reads) direct = std::make_shared<DirectReadTarget>(shared);
+  // The system database never passivates: it must take every peer's edits as they come.
   auto handle = SpawnNetworkFacing(self->system(), database_actor_impl, std::move(shared),
-                                   caf::actor_cast<matcher_supervisor_actor>(self), st.idle_timeout,
-                                   st.replication, PlaceDatabase(self, path, *config), direct);
+                                   caf::actor_cast<matcher_supervisor_actor>(self),
+                                   system ? caf::timespan{0} : st.idle_timeout, st.replication,
+                                   PlaceDatabase(self, path, *config), direct);
+  if (system) st.system_db = handle;
   if (direct) st.replication->direct_reads->Add(handle.id(), std::move(direct));
   self->monitor(handle);
   st.running.emplace(path, handle);
@@ -88,7 +118,8 @@ ConfigInfo ToConfigInfo(const config::DatabaseConfig& c) {
           c.replication.min,
           c.replication.max,
           c.size_bytes,
-          c.source};
+          c.source,
+          c.from_api ? "api" : "file"};
 }
 
 /// Puts `fresh` in force: running databases get their new budget; those no config matches any
@@ -97,7 +128,7 @@ void ApplyConfigs(supervisor_pointer self, std::shared_ptr<const config::ConfigS
   auto& st = self->state;
   std::vector<std::string> orphaned;
   for (auto& [path, handle] : st.running) {
-    const config::DatabaseConfig* config = fresh->Resolve(path);
+    const config::DatabaseConfig* config = ResolveIn(*fresh, path);
     if (config == nullptr) {
       orphaned.push_back(path);
     } else {
@@ -105,7 +136,7 @@ void ApplyConfigs(supervisor_pointer self, std::shared_ptr<const config::ConfigS
     }
   }
   for (const auto& path : orphaned) {
-    spdlog::warn("database {} matches no config after reload; it stops (its data is kept)",
+    spdlog::warn("database {} matches no config any more; it stops (its data is kept)",
                  Quote(path));
     Passivate(self, path);
   }
@@ -198,7 +229,7 @@ void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t>
 void Replace(supervisor_pointer self) {
   auto& st = self->state;
   for (auto& [path, handle] : st.running) {
-    const config::DatabaseConfig* config = st.configs->Resolve(path);
+    const config::DatabaseConfig* config = Resolve(self, path);
     if (config != nullptr) self->send(handle, atom::replicas_v, PlaceDatabase(self, path, *config));
   }
 }
@@ -220,7 +251,7 @@ void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_cand
   size_t woken = 0;
   for (const auto& info : catalog) {
     if (st.running.count(info.path) > 0 || st.stopping.count(info.path) > 0) continue;
-    const config::DatabaseConfig* config = st.configs->Resolve(info.path);
+    const config::DatabaseConfig* config = Resolve(self, info.path);
     if (config == nullptr) continue;
     const ReplicaSet placed = PlaceDatabase(self, info.path, *config);
     bool affected = placed.nodes != PlaceReplicas(info.path, old_candidates,
@@ -231,6 +262,365 @@ void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_cand
     if (Instantiate(self, info.path, &handle).ok()) ++woken;
   }
   if (woken > 0) spdlog::debug("membership changed: {} idle databases woken to rebalance", woken);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster-wide configs (config/cluster_configs.hpp).
+
+/// Starts the system database of cluster-wide configs (at start, and again if it ever fails).
+void StartSystemDatabase(supervisor_pointer self) {
+  database_actor handle;
+  Status s = Instantiate(self, std::string(config::kSystemConfigsPath), &handle);
+  if (!s.ok()) {
+    self->state.system_store = nullptr;
+    spdlog::error(
+        "cannot open the database of cluster-wide configs; only this node's own configs "
+        "are in force: {}",
+        s.ToString());
+  }
+}
+
+/// Every record under `prefix` of the system database, in key order. Records that do not decode
+/// (written by a newer version, say) are skipped with a warning.
+Status ReadRecords(supervisor_pointer self, std::string_view prefix,
+                   std::vector<config::ConfigRecord>* out) {
+  out->clear();
+  auto& store = self->state.system_store;
+  if (!store) return Status::Unavailable("the database of cluster-wide configs is not open");
+  ListOptions options;
+  options.prefix = std::string(prefix);
+  options.with_values = true;
+  options.limit = kMaxListLimit;
+  // Bounded: the database is bounded (64 MiB), and each page advances.
+  for (int pages = 0; pages < 100000; ++pages) {
+    ListPage page;
+    Status s = store->List(options, &page);
+    if (!s.ok()) return s;
+    for (size_t i = 0; i < page.keys.size(); ++i) {
+      config::ConfigRecord record;
+      s = config::DecodeRecord(page.values[i], &record);
+      if (s.ok()) {
+        out->push_back(std::move(record));
+      } else {
+        spdlog::warn("skipping the cluster-wide config record {}: {}", Quote(page.keys[i]),
+                     s.message());
+      }
+    }
+    if (!page.has_more()) break;
+    options.start_after = page.next_token;
+  }
+  return Status::OK();
+}
+
+/// Merges the node's own configs with `records` and puts the result in force (running databases
+/// get new budgets and replica sets; ones no config matches stop). Logs what changed.
+Status InstallConfigs(supervisor_pointer self, std::vector<config::ConfigRecord> records) {
+  auto& st = self->state;
+  auto fresh = std::make_shared<config::ConfigSet>();
+  std::vector<std::string> warnings;
+  Status s = config::MergeConfigs(st.file_configs, records, fresh.get(), &warnings);
+  if (!s.ok()) return s;
+  for (const auto& w : warnings) {
+    if (std::find(st.merge_warnings.begin(), st.merge_warnings.end(), w) ==
+        st.merge_warnings.end()) {
+      spdlog::warn("{}", w);
+    }
+  }
+  st.merge_warnings = std::move(warnings);
+  // One line per config whose record changed, wherever the change came from: with the history,
+  // this is how an operator sees which of two concurrent edits won here.
+  std::map<std::string, const config::ConfigRecord*> before;
+  for (const auto& r : st.api_records) before[r.config.id] = &r;
+  for (const auto& r : records) {
+    auto it = before.find(r.config.id);
+    if (it != before.end() && it->second->time_ms == r.time_ms && it->second->node == r.node &&
+        it->second->deleted == r.deleted) {
+      continue;
+    }
+    if (r.deleted) continue;
+    spdlog::info("cluster-wide config {} in force: {} {}", Quote(r.config.id),
+                 Quote(r.config.matcher.pattern()), r.config.source);
+  }
+  for (const auto& [id, r] : before) {
+    const bool gone = std::none_of(records.begin(), records.end(),
+                                   [&](const auto& n) { return n.config.id == id && !n.deleted; });
+    if (!r->deleted && gone) spdlog::info("cluster-wide config {} deleted", Quote(id));
+  }
+  st.api_records = std::move(records);
+  ApplyConfigs(self, std::move(fresh));
+  Replace(self);  // replication.min and max may have changed
+  return Status::OK();
+}
+
+/// Re-reads the cluster-wide configs and puts them in force.
+void ReloadClusterConfigs(supervisor_pointer self) {
+  self->state.system_changed->store(false);
+  std::vector<config::ConfigRecord> records;
+  Status s = ReadRecords(self, config::kConfigsPrefix, &records);
+  if (s.ok()) s = InstallConfigs(self, std::move(records));
+  if (!s.ok()) spdlog::error("cannot put the cluster-wide configs in force: {}", s.ToString());
+}
+
+/// The wall clock in ms for a new record, later than the last one this node wrote: two edits
+/// within a millisecond get history keys of their own (HistoryKey is time and node).
+int64_t NextRecordTime(supervisor_pointer self) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  int64_t& last = self->state.last_record_ms;
+  last = std::max(now, last + 1);
+  return last;
+}
+
+const config::ConfigRecord* FindRecord(const std::vector<config::ConfigRecord>& records,
+                                       std::string_view id) {
+  for (const auto& r : records) {
+    if (r.config.id == id) return &r;
+  }
+  return nullptr;
+}
+
+/// The node's own config with this id, or nullptr.
+const config::DatabaseConfig* FindFileConfig(supervisor_pointer self, std::string_view id) {
+  for (const auto& c : self->state.file_configs) {
+    if (c.id == id) return &c;
+  }
+  return nullptr;
+}
+
+/// Adds to `batch` the history entry of `record` and erases the oldest entries of its id beyond
+/// kHistoryPerConfig.
+Status AddHistory(supervisor_pointer self, const config::ConfigRecord& record, WriteBatch* batch) {
+  auto& store = self->state.system_store;
+  ListOptions options;
+  options.prefix = config::HistoryPrefix(record.config.id);
+  options.limit = kMaxListLimit;
+  ListPage page;
+  Status s = store->List(options, &page);
+  if (!s.ok()) return s;
+  const size_t keep = config::kHistoryPerConfig - 1;
+  for (size_t i = 0; i + keep < page.keys.size(); ++i) {
+    batch->ops.push_back({WriteOp::Kind::kErase, page.keys[i], {}});
+  }
+  batch->ops.push_back(
+      {WriteOp::Kind::kPut, config::HistoryKey(record), config::EncodeRecord(record)});
+  return Status::OK();
+}
+
+/// Writes `batch` to the system database; on success re-reads the configs and delivers
+/// `result()`'s answer, else the error.
+template <class MakeResult>
+void WriteSystem(supervisor_pointer self, WriteBatch batch,
+                 caf::typed_response_promise<ConfigApplyResult> promise, MakeResult result) {
+  const caf::timespan timeout = self->state.replication->timeout;
+  self->request(self->state.system_db, timeout, atom::batch_v, std::move(batch),
+                Deadline::In(timeout))
+      .then(
+          [=](atom::ok) mutable {
+            // In force here before the caller hears of it; other nodes follow as the delta
+            // reaches them.
+            ReloadClusterConfigs(self);
+            promise.deliver(result());
+          },
+          [=](caf::error& err) mutable {
+            Status s = ToStatus(err);
+            promise.deliver(ToError(
+                Status(s.code(), "the cluster-wide configs were not changed: " + s.message())));
+          });
+}
+
+/// Applies the configs of `yaml` cluster-wide (see matcher_supervisor_actor).
+caf::result<ConfigApplyResult> ApplyClusterConfigs(supervisor_pointer self, const std::string& yaml,
+                                                   const ConfigApplyOptions& options) {
+  auto& st = self->state;
+  if (!st.system_store || !st.system_db) {
+    return ToError(Status::Unavailable("the database of cluster-wide configs is not open"));
+  }
+  config::ConfigSet parsed;
+  std::vector<config::ConfigDiagnostic> diagnostics;
+  const std::string source = options.source_name.empty() ? "request" : options.source_name;
+  Status s = config::ConfigSet::LoadString(yaml, source, &parsed, &diagnostics);
+  if (!s.ok()) return ToError(Status(s.code(), s.message() + "; nothing was applied"));
+  std::vector<config::DatabaseConfig> configs = parsed.configs();
+  auto refuse = [](const std::string& why) {
+    return ToError(Status::InvalidConfig(why + "; nothing was applied"));
+  };
+  if (configs.empty()) return refuse("no database config in " + source);
+  if (!options.id.empty()) {
+    if (configs.size() != 1) {
+      return refuse("the request names config " + Quote(options.id) + " but holds " +
+                    std::to_string(configs.size()) + " configs");
+    }
+    if (configs[0].id_derived) {
+      configs[0].id = options.id;
+      configs[0].id_derived = false;
+    } else if (configs[0].id != options.id) {
+      return refuse("the config's id " + Quote(configs[0].id) + " differs from the id " +
+                    Quote(options.id) + " the request names");
+    }
+  }
+  std::vector<config::ConfigRecord> candidate = st.api_records;
+  std::vector<config::ConfigRecord> applied;
+  const int64_t now = NextRecordTime(self);
+  for (auto& c : configs) {
+    if (config::IsReservedPath(c.matcher.pattern())) {
+      return refuse("config " + Quote(c.id) + ": matcher " + Quote(c.matcher.pattern()) +
+                    " names reserved paths (" + std::string(config::kReservedPathPrefix) + ")");
+    }
+    if (const auto* file = FindFileConfig(self, c.id)) {
+      return refuse("config " + Quote(c.id) + " is declared in " + file->source +
+                    " on this node, and a node's own configs win over cluster-wide ones: edit "
+                    "that file instead");
+    }
+    for (const auto& file : st.file_configs) {
+      if (file.matcher.pattern() == c.matcher.pattern()) {
+        return refuse("matcher " + Quote(c.matcher.pattern()) + " of config " + Quote(c.id) +
+                      " is the matcher of config " + Quote(file.id) + " declared in " +
+                      file.source + " on this node");
+      }
+    }
+    for (const auto& r : st.api_records) {
+      if (!r.deleted && r.config.id != c.id && r.config.matcher.pattern() == c.matcher.pattern()) {
+        return refuse("matcher " + Quote(c.matcher.pattern()) + " of config " + Quote(c.id) +
+                      " is the matcher of cluster-wide config " + Quote(r.config.id) +
+                      "; change or delete that one");
+      }
+    }
+    config::ConfigRecord record;
+    record.config = c;
+    record.config.from_api = true;
+    record.applied_by = options.applied_by.empty() ? "embedded" : options.applied_by;
+    record.node = st.node_name;
+    record.time_ms = now;
+    applied.push_back(record);
+    auto it = std::find_if(candidate.begin(), candidate.end(),
+                           [&](const auto& r) { return r.config.id == c.id; });
+    if (it != candidate.end()) {
+      *it = record;
+    } else {
+      candidate.push_back(record);
+    }
+  }
+  // The whole set as it would be: every applied config must be in force.
+  config::ConfigSet merged;
+  std::vector<std::string> merge_warnings;
+  s = config::MergeConfigs(st.file_configs, candidate, &merged, &merge_warnings);
+  if (!s.ok()) return ToError(Status(s.code(), s.message() + "; nothing was applied"));
+  ConfigApplyResult result;
+  for (const auto& d : diagnostics) {
+    if (!d.is_error) result.warnings.push_back(d.ToString());
+  }
+  for (const auto& r : applied) {
+    const config::DatabaseConfig* in_force = merged.FindById(r.config.id);
+    if (in_force == nullptr || !in_force->from_api) {
+      return refuse("config " + Quote(r.config.id) + " would not be in force");
+    }
+    result.configs.push_back(ToConfigInfo(*in_force));
+    const config::ConfigRecord* old = FindRecord(st.api_records, r.config.id);
+    if (old != nullptr && !old->deleted && r.config.size_bytes < old->config.size_bytes) {
+      result.warnings.push_back(
+          "config " + Quote(r.config.id) + ": size lowered from " +
+          FormatSize(old->config.size_bytes) + " to " + FormatSize(r.config.size_bytes) +
+          "; its databases that hold more keep their data and refuse writes that add data until "
+          "they hold less");
+    }
+  }
+  for (const auto& w : merge_warnings) {
+    for (const auto& r : applied) {
+      if (w.find(Quote(r.config.id)) != std::string::npos) {
+        result.warnings.push_back(w);
+        break;
+      }
+    }
+  }
+  if (options.dry_run) return result;
+  WriteBatch batch;
+  for (const auto& r : applied) {
+    batch.ops.push_back(
+        {WriteOp::Kind::kPut, config::ConfigKey(r.config.id), config::EncodeRecord(r)});
+    if (Status h = AddHistory(self, r, &batch); !h.ok()) return ToError(h);
+  }
+  auto promise = self->make_response_promise<ConfigApplyResult>();
+  WriteSystem(self, std::move(batch), promise, [self, result]() mutable {
+    // Sources as now in force (who applied it, where, when).
+    for (auto& info : result.configs) {
+      if (const auto* c = self->state.configs->FindById(info.id)) info = ToConfigInfo(*c);
+    }
+    return result;
+  });
+  for (const auto& r : applied) {
+    spdlog::info("applying cluster-wide config {} ({}) for {}", Quote(r.config.id),
+                 Quote(r.config.matcher.pattern()), r.applied_by);
+  }
+  return promise;
+}
+
+/// Deletes the cluster-wide config `id` (see matcher_supervisor_actor).
+caf::result<ConfigApplyResult> DeleteClusterConfig(supervisor_pointer self, const std::string& id,
+                                                   const std::string& applied_by) {
+  auto& st = self->state;
+  if (!st.system_store || !st.system_db) {
+    return ToError(Status::Unavailable("the database of cluster-wide configs is not open"));
+  }
+  if (const auto* file = FindFileConfig(self, id)) {
+    return ToError(Status::InvalidArgument(
+        "config " + Quote(id) + " is declared in " + file->source +
+        " on this node: remove it from that file and reload; nothing was deleted"));
+  }
+  const config::ConfigRecord* old = FindRecord(st.api_records, id);
+  if (old == nullptr || old->deleted) {
+    return ToError(Status::NotFound("no cluster-wide config " + Quote(id)));
+  }
+  config::ConfigRecord record;
+  record.config.id = id;
+  record.deleted = true;
+  record.applied_by = applied_by.empty() ? "embedded" : applied_by;
+  record.node = st.node_name;
+  record.time_ms = NextRecordTime(self);
+  WriteBatch batch;
+  // A deleted record, not an erase: two concurrent edits of one id, an apply and a delete, then
+  // resolve like any two edits (the later wins), and the key keeps who deleted it.
+  batch.ops.push_back({WriteOp::Kind::kPut, config::ConfigKey(id), config::EncodeRecord(record)});
+  if (Status h = AddHistory(self, record, &batch); !h.ok()) return ToError(h);
+  ConfigApplyResult result;
+  result.warnings.push_back("the databases of config " + Quote(id) +
+                            " keep their data; they cannot be opened until a config matches "
+                            "them again");
+  auto promise = self->make_response_promise<ConfigApplyResult>();
+  WriteSystem(self, std::move(batch), promise, [result] { return result; });
+  spdlog::info("deleting cluster-wide config {} for {}", Quote(id), record.applied_by);
+  return promise;
+}
+
+/// The history of the cluster-wide config `id`, oldest first.
+caf::result<std::vector<ConfigHistoryEntry>> ClusterConfigHistory(supervisor_pointer self,
+                                                                  const std::string& id) {
+  auto& st = self->state;
+  std::vector<config::ConfigRecord> records;
+  Status s = ReadRecords(self, config::HistoryPrefix(id), &records);
+  if (!s.ok()) return ToError(s);
+  if (records.empty()) {
+    if (const auto* file = FindFileConfig(self, id)) {
+      return ToError(Status::NotFound("config " + Quote(id) + " is declared in " + file->source +
+                                      "; only cluster-wide configs have a history"));
+    }
+    return ToError(Status::NotFound("no cluster-wide config " + Quote(id) + " and no history"));
+  }
+  const config::ConfigRecord* current = FindRecord(st.api_records, id);
+  std::vector<ConfigHistoryEntry> out;
+  for (const auto& r : records) {
+    ConfigHistoryEntry e;
+    e.config = ToConfigInfo(r.config);
+    if (r.deleted) e.config = ConfigInfo{id};
+    e.deleted = r.deleted;
+    e.applied_by = r.applied_by;
+    e.node = r.node;
+    e.time_ms = r.time_ms;
+    e.in_force = current != nullptr && current->time_ms == r.time_ms && current->node == r.node &&
+                 current->deleted == r.deleted;
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 /// Loads the config directory and the ACL file; if both are valid applies both and describes
@@ -285,8 +675,11 @@ caf::result<std::string> Reload(supervisor_pointer self) {
     st.acl->Install(std::move(acl));
   }
   if (fresh) {
-    ApplyConfigs(self, std::move(fresh));
-    Replace(self);  // replication.min and max may have changed
+    // The node's files change; the cluster-wide configs merge in as before (MergeConfigs cannot
+    // fail for valid files: an API config that no longer fits is left out with a warning).
+    st.file_configs = fresh->configs();
+    Status s = InstallConfigs(self, st.api_records);
+    if (!s.ok()) return ToError(s);
   }
   spdlog::info("{}", summary);
   return summary;
@@ -297,14 +690,19 @@ caf::result<std::string> Reload(supervisor_pointer self) {
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     supervisor_pointer self, std::shared_ptr<const config::ConfigSet> configs,
     std::string config_dir, std::shared_ptr<storage::Store> store, caf::timespan idle_timeout,
-    std::shared_ptr<const ReplicationOptions> replication,
-    std::shared_ptr<security::AclStore> acl) {
+    std::shared_ptr<const ReplicationOptions> replication, std::shared_ptr<security::AclStore> acl,
+    std::string node_name) {
   self->state.acl = std::move(acl);
   self->state.replication = std::move(replication);
+  self->state.file_configs = configs->configs();
   self->state.configs = std::move(configs);
   self->state.config_dir = std::move(config_dir);
   self->state.store = std::move(store);
   self->state.idle_timeout = idle_timeout;
+  self->state.node_name = std::move(node_name);
+  // The cluster-wide configs are in force before the first request is served.
+  StartSystemDatabase(self);
+  if (self->state.system_store) ReloadClusterConfigs(self);
 
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
@@ -321,6 +719,8 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
       // Not passivated: the actor failed. Its next open spawns a fresh one.
       spdlog::warn("database {} stopped unexpectedly: {}", Quote(path), to_string(msg.reason));
       st.running.erase(running);
+      // Except the system database, which must always run; so at once.
+      if (IsSystemPath(path)) StartSystemDatabase(self);
     }
     auto stopping = st.stopping.find(path);
     if (stopping == st.stopping.end()) return;
@@ -357,7 +757,10 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
       // membership actor (for a peer) and database actors, which normalise or hold them.
       [=](atom::open, const std::string& path) -> caf::result<database_client_actor> {
         auto& st = self->state;
-        const config::DatabaseConfig* config = st.configs->Resolve(path);
+        // Every user's open passes here (embedded, client gateway, HTTP); peers reach replicas
+        // with `replica`, which the system database needs.
+        if (Status s = config::CheckUserDatabasePath(path); !s.ok()) return ToError(s);
+        const config::DatabaseConfig* config = Resolve(self, path);
         if (config == nullptr) {
           return ToError(Status::NoMatchingConfig("no database config matches " + Quote(path)));
         }
@@ -410,9 +813,17 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         std::vector<DatabaseInfo> out;
         Status s = self->state.store->ListDatabases(&out);
         if (!s.ok()) return ToError(s);
+        // Users' databases only: kvmesh's own are not theirs to open.
+        out.erase(std::remove_if(out.begin(), out.end(),
+                                 [](const auto& d) { return config::IsReservedPath(d.path); }),
+                  out.end());
         return out;
       },
-      [=](atom::active) -> uint64_t { return self->state.running.size(); },
+      [=](atom::active) -> uint64_t {
+        // Users' databases: the system database always runs.
+        const auto& running = self->state.running;
+        return running.size() - running.count(std::string(config::kSystemConfigsPath));
+      },
       [=](atom::status) -> caf::result<std::vector<ReplicationStatus>> {
         // Asked of every running database at once; answered when the last has answered or
         // failed (each within the replication timeout), so a scrape is bounded in time.
@@ -441,7 +852,9 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
       },
       [=](atom::passivate) -> uint64_t {
         std::vector<std::string> paths;
-        for (auto& [path, handle] : self->state.running) paths.push_back(path);
+        for (auto& [path, handle] : self->state.running) {
+          if (!IsSystemPath(path)) paths.push_back(path);
+        }
         for (const auto& path : paths) Passivate(self, path);
         return paths.size();
       },
@@ -451,6 +864,17 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         return out;
       },
       [=](atom::reload) { return Reload(self); },
+      [=](atom::configs, atom::put, const std::string& yaml, const ConfigApplyOptions& options)
+          -> caf::result<ConfigApplyResult> { return ApplyClusterConfigs(self, yaml, options); },
+      [=](atom::configs, atom::erase, const std::string& id, const std::string& applied_by)
+          -> caf::result<ConfigApplyResult> { return DeleteClusterConfig(self, id, applied_by); },
+      [=](atom::configs, atom::get,
+          const std::string& id) -> caf::result<std::vector<ConfigHistoryEntry>> {
+        return ClusterConfigHistory(self, id);
+      },
+      [=](atom::configs, atom::changed) {
+        if (self->state.system_changed->load()) ReloadClusterConfigs(self);
+      },
       [=](atom::idle, const std::string& path, const database_actor& who) {
         auto it = self->state.running.find(path);
         // Only the actor in service may passivate itself; a stale report is ignored.

@@ -18,6 +18,7 @@
 #include <caf/timespan.hpp>
 #include <caf/typed_response_promise.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "actors/database_actor.hpp"
+#include "config/cluster_configs.hpp"
 #include "config/config_set.hpp"
 #include "messages/type_ids.hpp"
 #include "security/acl.hpp"
@@ -34,7 +36,26 @@ namespace kvmesh {
 
 struct matcher_supervisor_state {
   static inline const char* name = "kvmesh.matcher_supervisor";
+  /// The configs in force: `file_configs` merged with `api_records`
+  /// (config::MergeConfigs).
   std::shared_ptr<const config::ConfigSet> configs;
+  /// The node's own configs (files, YAML text or in-memory), as loaded at start or by `reload`.
+  std::vector<config::DatabaseConfig> file_configs;
+  /// The cluster-wide configs as last read from the system database (deleted ones included).
+  std::vector<config::ConfigRecord> api_records;
+  /// Warnings of the last merge, so that each is logged once, not at every change.
+  std::vector<std::string> merge_warnings;
+  /// The system database of cluster-wide configs (always running here) and its store, which the
+  /// supervisor reads directly (stores allow reads beside their owner).
+  database_actor system_db;
+  std::shared_ptr<storage::DatabaseStore> system_store;
+  /// Set by the system store's commit observer, cleared when the supervisor re-reads it: many
+  /// commits in a row cost one re-read.
+  std::shared_ptr<std::atomic<bool>> system_changed = std::make_shared<std::atomic<bool>>(false);
+  /// This node's name in config histories (its certificate's name, or its id).
+  std::string node_name;
+  /// Time of the last config record this node wrote (NextRecordTime).
+  int64_t last_record_ms = 0;
   /// Where `reload` reads configs from; empty when the configs were built in memory.
   std::string config_dir;
   /// The node's ACL, which `reload` re-reads with the configs; may be null or hold no file.
@@ -64,11 +85,14 @@ struct matcher_supervisor_state {
 /// Behaviour of the matcher supervisor. `idle_timeout` and `replication` are handed to every
 /// database actor; `config_dir` (may be empty) and the file of `acl` (may be null) are what
 /// `reload` reads. A reload is all or nothing: when the configs or the ACL file have errors,
-/// neither changes and the answer lists the errors.
+/// neither changes and the answer lists the errors. `configs` are the node's own; it starts the
+/// system database of cluster-wide configs at once and merges those in (`node_name` is this
+/// node's name in their history).
 matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     matcher_supervisor_actor::stateful_pointer<matcher_supervisor_state> self,
     std::shared_ptr<const config::ConfigSet> configs, std::string config_dir,
     std::shared_ptr<storage::Store> store, caf::timespan idle_timeout,
-    std::shared_ptr<const ReplicationOptions> replication, std::shared_ptr<security::AclStore> acl);
+    std::shared_ptr<const ReplicationOptions> replication, std::shared_ptr<security::AclStore> acl,
+    std::string node_name);
 
 }  // namespace kvmesh

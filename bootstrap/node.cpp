@@ -30,6 +30,7 @@
 #include "common/database_backend.hpp"
 #include "common/metrics.hpp"
 #include "common/path.hpp"
+#include "config/cluster_configs.hpp"
 #include "config/config_set.hpp"
 #include "messages/cluster.pb.h"
 #include "messages/remote_exits.hpp"
@@ -347,6 +348,11 @@ Status CheckNotStale(const NodeOptions& opts, const storage::Store& store) {
   }
   std::vector<DatabaseInfo> databases;
   Status s = store.ListDatabases(&databases);
+  // Not the system database: it deletes nothing that matters (a deleted config is a record
+  // saying so, not a tombstone; only pruned history entries could come back).
+  databases.erase(std::remove_if(databases.begin(), databases.end(),
+                                 [](const auto& d) { return config::IsReservedPath(d.path); }),
+                  databases.end());
   if (!s.ok() || databases.empty()) return s;
   return Status::InvalidArgument(
       "data dir " + Quote(opts.data_dir) + " was last in use " + FormatAge(now - last) +
@@ -542,7 +548,9 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
-      std::shared_ptr<const ReplicationOptions>(replication), impl->acl);
+      std::shared_ptr<const ReplicationOptions>(replication), impl->acl,
+      impl->security.tls ? impl->security.tls->identity().name
+                         : FormatNodeId(impl->store->node_id()));
   // `kvmesh members` shows this node's disk space; weak: the actors must not keep the store.
   LocalStatusFiller fill_local_status =
       [weak = std::weak_ptr<storage::Store>(impl->store)](MemberStatus& m) {
@@ -808,6 +816,21 @@ Result<std::vector<ConfigInfo>> Node::configs() const {
 
 Result<std::string> Node::reload_configs() const {
   return impl_->Ask<std::string>(atom::reload_v);
+}
+
+Result<ConfigApplyResult> Node::apply_configs(std::string_view yaml,
+                                              const ConfigApplyOptions& options) const {
+  return impl_->Ask<ConfigApplyResult>(atom::configs_v, atom::put_v, std::string(yaml), options);
+}
+
+Result<ConfigApplyResult> Node::delete_config(std::string_view id,
+                                              std::string_view applied_by) const {
+  return impl_->Ask<ConfigApplyResult>(atom::configs_v, atom::erase_v, std::string(id),
+                                       std::string(applied_by));
+}
+
+Result<std::vector<ConfigHistoryEntry>> Node::config_history(std::string_view id) const {
+  return impl_->Ask<std::vector<ConfigHistoryEntry>>(atom::configs_v, atom::get_v, std::string(id));
 }
 
 Result<std::vector<MemberStatus>> Node::members() const {

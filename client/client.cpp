@@ -546,6 +546,24 @@ Result<std::string> Client::reload_configs() const {
   return connection_->Call<std::string>(atom::reload_v);
 }
 
+Result<ConfigApplyResult> Client::apply_configs(std::string_view yaml,
+                                                const ConfigApplyOptions& options) const {
+  if (!connection_) return status_;
+  return connection_->Call<ConfigApplyResult>(atom::configs_v, atom::put_v, std::string(yaml),
+                                              options);
+}
+
+Result<ConfigApplyResult> Client::delete_config(std::string_view id) const {
+  if (!connection_) return status_;
+  return connection_->Call<ConfigApplyResult>(atom::configs_v, atom::erase_v, std::string(id));
+}
+
+Result<std::vector<ConfigHistoryEntry>> Client::config_history(std::string_view id) const {
+  if (!connection_) return status_;
+  return connection_->Call<std::vector<ConfigHistoryEntry>>(atom::configs_v, atom::get_v,
+                                                            std::string(id));
+}
+
 Result<std::vector<MemberStatus>> Client::members() const {
   if (!connection_) return status_;
   return connection_->Call<std::vector<MemberStatus>>(atom::members_v);

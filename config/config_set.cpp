@@ -69,7 +69,6 @@ struct Entry {
   Lines lines;
   size_t index = 0;       // Position in file order.
   unsigned reported = 0;  // FieldBits that already have an error.
-  bool derived_id = false;
 };
 
 void AddDiagnostic(std::vector<ConfigDiagnostic>* found, bool is_error, std::string file, int line,
@@ -395,7 +394,7 @@ void CheckDuplicates(const std::vector<Entry>& entries, std::vector<ConfigDiagno
     auto [it, inserted] = ids.emplace(e.config.id, e.index);
     const Entry& first = entries[it->second];
     // Two ids derived from one pattern collide by construction; the pattern error says it all.
-    if (inserted || (same_pattern && e.derived_id && first.derived_id)) continue;
+    if (inserted || (same_pattern && e.config.id_derived && first.config.id_derived)) continue;
     AddDiagnostic(found, true, e.file, FirstLine({e.lines.id, e.lines.config}), "id",
                   "duplicate id " + Quote(e.config.id) + ": defined by " + Where(first) +
                       " and by " + Where(e));
@@ -453,7 +452,7 @@ Status Validate(std::vector<Entry> entries, std::vector<ConfigDiagnostic> found,
     CheckValues(e, &found);
     if (e.config.id.empty() && HasMatcher(e)) {
       e.config.id = DeriveId(e.config.matcher.pattern());
-      e.derived_id = true;
+      e.config.id_derived = true;
     }
   }
   CheckDuplicates(entries, &found);

@@ -44,8 +44,13 @@ struct DatabaseConfig {
   ReplicationConfig replication;
   /// Budget of each instantiated database: key bytes + value bytes of its live entries.
   uint64_t size_bytes = 0;
-  /// Where the config was read: "dir/file.yaml:12".
+  /// Where the config was read: "dir/file.yaml:12"; for an API config, who applied it where.
   std::string source;
+  /// True if `id` was derived from the matcher (the YAML gave none).
+  bool id_derived = false;
+  /// True for a cluster-wide config applied through the API (config/cluster_configs.hpp),
+  /// false for one of the node's own files or in-memory configs.
+  bool from_api = false;
 };
 
 /// One finding while loading: an error (the set is not loaded) or a warning (it is).

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cctype>
+#include <utility>
 
 #include "common/path.hpp"
 
@@ -129,6 +130,22 @@ Status ParseSize(std::string_view text, uint64_t* bytes) {
   }
   *bytes = total;
   return Status::OK();
+}
+
+std::string FormatConfigSize(uint64_t bytes) {
+  static constexpr std::pair<uint64_t, const char*> kUnits[] = {
+      {1000ull * 1000 * 1000 * 1000, "TB"},
+      {1ull << 40, "TiB"},
+      {1000ull * 1000 * 1000, "GB"},
+      {1ull << 30, "GiB"},
+      {1000ull * 1000, "MB"},
+      {1ull << 20, "MiB"},
+      {1000, "KB"},
+      {1ull << 10, "KiB"}};
+  for (const auto& [unit, name] : kUnits) {
+    if (bytes >= unit && bytes % unit == 0) return std::to_string(bytes / unit) + name;
+  }
+  return std::to_string(bytes);
 }
 
 }  // namespace kvmesh::config

@@ -18,4 +18,8 @@ namespace kvmesh::config {
 /// Errors (Code::kInvalidConfig): empty text, unknown unit, malformed number, overflow of 64 bits.
 Status ParseSize(std::string_view text, uint64_t* bytes);
 
+/// `bytes` as a config would write it, exactly (ParseSize gives `bytes` back): the largest unit
+/// that divides it among GB, GiB, MB, MiB, KB, KiB ("100MB", "64MiB"), else a bare number.
+std::string FormatConfigSize(uint64_t bytes);
+
 }  // namespace kvmesh::config

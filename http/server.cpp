@@ -221,11 +221,11 @@ struct HttpServer::Impl {
     Status s = security::IdentityOfCertificate(cert, &identity);
     X509_free(cert);
     if (!s.ok()) return Status::PermissionDenied("client certificate: " + s.message());
+    out->principal = identity.name;
     // Node certificates are the cluster's own machinery, as at the client port.
     if (identity.role == security::PeerRole::kNode) return Status::OK();
     if (!acl_store || !acl_store->configured()) return Status::OK();
     out->acl = acl_store->current();
-    out->principal = identity.name;
     if (!out->acl) {
       return Status::PermissionDenied("principal " + Quote(identity.name) +
                                       " may not do anything: no ACL is loaded yet");
@@ -457,15 +457,100 @@ struct HttpServer::Impl {
     Reply(res, 200, out);
   }
 
+  /// The {id} of "/v1/configs/{id}[/...]" (empty for "/v1/configs"); false if its percent-escapes
+  /// are bad.
+  static bool ConfigIdOf(const httplib::Request& req, std::string* id) {
+    std::string_view raw = req.target;
+    raw = raw.substr(0, raw.find('?'));
+    if (raw.size() <= 12) return true;  // "/v1/configs"
+    raw = raw.substr(12);
+    return PercentDecode(raw.substr(0, raw.find('/')), id);
+  }
+
+  static json ConfigJson(const ConfigInfo& c) {
+    return json{{"id", c.id},
+                {"description", c.description},
+                {"tags", c.tags},
+                {"matcher", c.matcher},
+                {"matcher_kind", c.matcher_kind},
+                {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
+                {"size_bytes", c.size_bytes},
+                {"source", c.source},
+                {"origin", c.origin}};
+  }
+
+  /// PUT /v1/configs/{id} (one config, which gets or must have that id), POST /v1/configs (any
+  /// number, ids in the body) and POST /v1/configs/validate (`dry_run`): the body is YAML or JSON
+  /// in the config-file format; cluster-wide, admin only (Node::apply_configs).
+  void HandleConfigApply(const httplib::Request& req, httplib::Response& res, bool named,
+                         bool dry_run) {
+    std::string id;
+    if (named && !ConfigIdOf(req, &id)) {
+      return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
+    }
+    Caller caller;
+    Status s = Identify(req, &caller);
+    if (s.ok() && caller.acl) s = caller.acl->Check(caller.principal, security::Right::kAdmin, {});
+    if (!s.ok()) return ReplyError(res, s);
+    ConfigApplyOptions options;
+    options.dry_run = dry_run;
+    options.id = id;
+    options.source_name = "request body";
+    options.applied_by = caller.principal.empty() ? "anonymous" : caller.principal;
+    auto applied = node->apply_configs(req.body, options);
+    if (!applied.ok()) return ReplyError(res, applied.status());
+    json configs = json::array();
+    for (const ConfigInfo& c : applied->configs) configs.push_back(ConfigJson(c));
+    json out{{"configs", configs}, {"warnings", applied->warnings}};
+    if (configs.size() == 1) out["config"] = configs[0];
+    if (dry_run) out["ok"] = true;
+    Reply(res, 200, out);
+  }
+
+  /// DELETE /v1/configs/{id}: a cluster-wide config, admin only (Node::delete_config).
+  void HandleConfigDelete(const httplib::Request& req, httplib::Response& res) {
+    std::string id;
+    if (!ConfigIdOf(req, &id)) {
+      return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
+    }
+    Caller caller;
+    Status s = Identify(req, &caller);
+    if (s.ok() && caller.acl) s = caller.acl->Check(caller.principal, security::Right::kAdmin, {});
+    if (!s.ok()) return ReplyError(res, s);
+    auto deleted =
+        node->delete_config(id, caller.principal.empty() ? "anonymous" : caller.principal);
+    if (!deleted.ok()) return ReplyError(res, deleted.status());
+    Reply(res, 200, json{{"deleted", id}, {"warnings", deleted->warnings}});
+  }
+
+  /// GET /v1/configs/{id}/history: every apply and delete of a cluster-wide config, oldest first.
+  void HandleConfigHistory(const httplib::Request& req, httplib::Response& res) {
+    std::string id;
+    if (!ConfigIdOf(req, &id)) {
+      return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
+    }
+    Caller caller;
+    Status s = AuthorizeKnown(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    auto history = node->config_history(id);
+    if (!history.ok()) return ReplyError(res, history.status());
+    json out = json::array();
+    for (const ConfigHistoryEntry& e : *history) {
+      out.push_back(json{{"config", ConfigJson(e.config)},
+                         {"deleted", e.deleted},
+                         {"applied_by", e.applied_by},
+                         {"node", e.node},
+                         {"time_ms", e.time_ms},
+                         {"in_force", e.in_force}});
+    }
+    Reply(res, 200, out);
+  }
+
   /// GET /v1/configs lists the configs; GET /v1/configs/{id} answers one (404 if unknown).
   void HandleConfigs(const httplib::Request& req, httplib::Response& res) {
     std::string id;
-    std::string_view raw = req.target;
-    raw = raw.substr(0, raw.find('?'));
-    if (raw.size() > 12) {  // "/v1/configs/{id}"
-      if (!PercentDecode(raw.substr(12), &id)) {
-        return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
-      }
+    if (!ConfigIdOf(req, &id)) {
+      return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
     }
     Caller caller;
     Status s = AuthorizeKnown(req, &caller);
@@ -482,14 +567,7 @@ struct HttpServer::Impl {
         }
       }
       if (!id.empty() && c.id != id) continue;
-      out.push_back(json{{"id", c.id},
-                         {"description", c.description},
-                         {"tags", c.tags},
-                         {"matcher", c.matcher},
-                         {"matcher_kind", c.matcher_kind},
-                         {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
-                         {"size_bytes", c.size_bytes},
-                         {"source", c.source}});
+      out.push_back(ConfigJson(c));
     }
     if (!id.empty()) {
       if (out.empty()) return ReplyError(res, Code::kNotFound, "no database config " + Quote(id));
@@ -584,6 +662,22 @@ struct HttpServer::Impl {
     });
     srv.Get(R"(/v1/configs(/[^/]+)?)", [this](const httplib::Request& req, httplib::Response& res) {
       HandleConfigs(req, res);
+    });
+    srv.Get(R"(/v1/configs/[^/]+/history)",
+            [this](const httplib::Request& req, httplib::Response& res) {
+              HandleConfigHistory(req, res);
+            });
+    srv.Post("/v1/configs/validate", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleConfigApply(req, res, /*named=*/false, /*dry_run=*/true);
+    });
+    srv.Post("/v1/configs", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleConfigApply(req, res, /*named=*/false, /*dry_run=*/false);
+    });
+    srv.Put(R"(/v1/configs/[^/]+)", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleConfigApply(req, res, /*named=*/true, /*dry_run=*/false);
+    });
+    srv.Delete(R"(/v1/configs/[^/]+)", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleConfigDelete(req, res);
     });
     srv.Get("/v1/members", [this](const httplib::Request& req, httplib::Response& res) {
       HandleMembers(req, res);

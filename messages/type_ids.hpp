@@ -62,7 +62,21 @@ typename Inspector::result_type inspect(Inspector& f, DatabaseInfo& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ConfigInfo& x) {
   return f(caf::meta::type_name("kvmesh.ConfigInfo"), x.id, x.description, x.tags, x.matcher,
-           x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.source);
+           x.matcher_kind, x.replication_min, x.replication_max, x.size_bytes, x.source, x.origin);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ConfigApplyOptions& x) {
+  return f(caf::meta::type_name("kvmesh.ConfigApplyOptions"), x.dry_run, x.id, x.source_name,
+           x.applied_by);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ConfigApplyResult& x) {
+  return f(caf::meta::type_name("kvmesh.ConfigApplyResult"), x.configs, x.warnings);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ConfigHistoryEntry& x) {
+  return f(caf::meta::type_name("kvmesh.ConfigHistoryEntry"), x.config, x.deleted, x.applied_by,
+           x.node, x.time_ms, x.in_force);
 }
 
 template <class Inspector>
@@ -94,7 +108,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 3;
+inline constexpr uint32_t kClientProtocolVersion = 4;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -137,6 +151,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, members, "members")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, status, "status")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, dropped, "dropped")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, clock, "clock")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, changed, "changed")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -264,6 +279,16 @@ using matcher_supervisor_actor = caf::typed_actor<
     // databases get their new size budget; those no config matches any more stop) and the reply
     // summarises what was loaded; on any error nothing changes and the error lists them.
     caf::replies_to<atom::reload>::with<std::string>,
+    // Cluster-wide configs (config/cluster_configs.hpp). Applies the configs in the YAML text,
+    // recording options.applied_by: all of them or, on any error, none.
+    caf::replies_to<atom::configs, atom::put, std::string,
+                    ConfigApplyOptions>::with<ConfigApplyResult>,
+    // Deletes the cluster-wide config with this id, recording the second string as who asked.
+    caf::replies_to<atom::configs, atom::erase, std::string, std::string>::with<ConfigApplyResult>,
+    // The history of the cluster-wide config with this id, oldest first.
+    caf::replies_to<atom::configs, atom::get, std::string>::with<std::vector<ConfigHistoryEntry>>,
+    // From the system database's store (any thread): the cluster-wide configs changed.
+    caf::reacts_to<atom::configs, atom::changed>,
     // From a database actor that saw no request for its idle time: (path, itself).
     caf::reacts_to<atom::idle, std::string, database_actor>>;
 
@@ -300,7 +325,13 @@ using gateway_actor = caf::typed_actor<
     // The database configs in force.
     caf::replies_to<atom::configs>::with<std::vector<ConfigInfo>>,
     // Reloads the config directory (see matcher_supervisor_actor).
-    caf::replies_to<atom::reload>::with<std::string>>;
+    caf::replies_to<atom::reload>::with<std::string>,
+    // Cluster-wide configs (see matcher_supervisor_actor): apply (admin), delete (admin), history
+    // (any grant). Who asked is the caller's principal, whatever the options say.
+    caf::replies_to<atom::configs, atom::put, std::string,
+                    ConfigApplyOptions>::with<ConfigApplyResult>,
+    caf::replies_to<atom::configs, atom::erase, std::string>::with<ConfigApplyResult>,
+    caf::replies_to<atom::configs, atom::get, std::string>::with<std::vector<ConfigHistoryEntry>>>;
 
 }  // namespace kvmesh
 
@@ -314,6 +345,10 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseInfo))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::DatabaseInfo>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigInfo))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ConfigInfo>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigApplyOptions))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigApplyResult))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ConfigHistoryEntry))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ConfigHistoryEntry>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::MemberStatus))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::MemberStatus>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ReplicaSet))

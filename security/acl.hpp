@@ -31,6 +31,8 @@
 //   get, list, stats, status, open           read on the database
 //   put, erase, batch                        write on the database
 //   reload (kvmesh config reload)            admin
+//   config apply, config delete              admin (cluster-wide configs)
+//   config history                           any grant
 //   hello, clock, members                    any grant (being in the file)
 //   databases, configs                       any grant; the answer lists only the databases the
 //                                            principal may read, and the configs whose matcher

@@ -379,6 +379,7 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   digest_ = staged->digest;
   local_counter_ = local_counter;
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
+  if (observer_) observer_();
   return Status::OK();
 }
 

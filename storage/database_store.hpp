@@ -27,6 +27,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -142,6 +143,10 @@ class DatabaseStore {
   /// Changes the size budget (a reloaded config). Existing data is kept even if it is over.
   void set_size_limit(uint64_t bytes) { limit_bytes_ = bytes; }
 
+  /// Called on the owner's thread after each write that changed data (local or replicated).
+  /// The system database of cluster-wide configs uses it to tell the supervisor. Default none.
+  void set_commit_observer(std::function<void()> observer) { observer_ = std::move(observer); }
+
   const std::string& path() const { return path_; }
   uint64_t id() const { return id_; }
   /// The origin of the writes this copy accepts: random per copy, so a copy dropped and created
@@ -200,6 +205,7 @@ class DatabaseStore {
   /// threads.
   std::atomic<bool> dropped_{false};
   bool defer_sync_ = false;
+  std::function<void()> observer_;
 };
 
 }  // namespace kvmesh::storage

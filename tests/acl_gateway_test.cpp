@@ -57,7 +57,8 @@ class AclGatewayTest : public ::testing::Test {
     replication->node_id = store_->node_id();
     supervisor_ = system_.spawn(
         matcher_supervisor_impl, std::shared_ptr<const config::ConfigSet>(configs), config_dir_,
-        store_, caf::timespan{0}, std::shared_ptr<const ReplicationOptions>(replication), acl_);
+        store_, caf::timespan{0}, std::shared_ptr<const ReplicationOptions>(replication), acl_,
+        std::string("n1"));
     gateway_ = SpawnGateway(GatewaySecurity{directory_, acl_});
   }
 

@@ -1,6 +1,7 @@
 // The kvmesh CLI against a real kvmeshd process.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "process_util.hpp"
@@ -132,6 +133,51 @@ TEST_F(CliTest, DbsAndConfigCommands) {
   CommandResult invalid = Run({"config", "validate", dir_ / "broken"});
   EXPECT_EQ(invalid.exit_code, 3);
   EXPECT_NE(invalid.err.find("x.yaml:1: error: matcher"), std::string::npos) << invalid.err;
+}
+
+TEST_F(CliTest, ClusterWideConfigsAreAppliedShownAndDeletedOverTheNetwork) {
+  const std::string file = dir_.Write("orders.yaml", R"(id: orders
+description: one database per order
+tags: [shop]
+matcher: /orders/[^/]+
+replication: {min: 1, max: 2}
+size: 100MB
+)");
+  EXPECT_EQ(Run({"put", "/orders/1", "/k", "v"}).exit_code, 3);
+  CommandResult dry = Run({"config", "apply", file, "--dry-run"});
+  ASSERT_EQ(dry.exit_code, 0) << dry.err;
+  EXPECT_EQ(dry.out,
+            "valid (not applied): orders  /orders/[^/]+ (regex)  size 100MB  replication 1..2\n");
+  EXPECT_EQ(Run({"put", "/orders/1", "/k", "v"}).exit_code, 3) << "a dry run applies nothing";
+  CommandResult applied = Run({"config", "apply", file});
+  ASSERT_EQ(applied.exit_code, 0) << applied.err;
+  EXPECT_EQ(applied.out, "applied: orders  /orders/[^/]+ (regex)  size 100MB  replication 1..2\n");
+  ASSERT_EQ(Run({"put", "/orders/1", "/k", "v"}).exit_code, 0);
+  // `config get ID` prints YAML that `config apply` takes back.
+  CommandResult yaml = Run({"config", "get", "orders"});
+  ASSERT_EQ(yaml.exit_code, 0) << yaml.err;
+  EXPECT_NE(yaml.out.find("matcher: \"/orders/[^/]+\"  # regex\nreplication: {min: 1, max: 2}\n"
+                          "size: 100MB\n"),
+            std::string::npos)
+      << yaml.out;
+  const std::string again = dir_.Write("again.yaml", yaml.out);
+  ASSERT_EQ(Run({"config", "apply", again}).exit_code, 0);
+  CommandResult history = Run({"config", "get", "orders", "--history"});
+  ASSERT_EQ(history.exit_code, 0) << history.err;
+  EXPECT_EQ(std::count(history.out.begin(), history.out.end(), '\n'), 2) << history.out;
+  EXPECT_NE(history.out.find("by anonymous through"), std::string::npos) << history.out;
+  EXPECT_NE(history.out.find("[in force]\n"), std::string::npos) << history.out;
+  // Errors name the file and line, and change nothing.
+  const std::string bad =
+      dir_.Write("bad.yaml", "id: orders\nmatcher: /orders/[^/]+\nsize: lots\n");
+  CommandResult refused = Run({"config", "apply", bad});
+  EXPECT_EQ(refused.exit_code, 3);
+  EXPECT_NE(refused.err.find("bad.yaml:3: error: size:"), std::string::npos) << refused.err;
+  CommandResult deleted = Run({"config", "delete", "orders"});
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.err;
+  EXPECT_NE(deleted.err.find("keep their data"), std::string::npos) << deleted.err;
+  EXPECT_EQ(Run({"put", "/orders/1", "/k", "v"}).exit_code, 3);
+  EXPECT_EQ(Run({"config", "delete", "orders"}).exit_code, 1);
 }
 
 TEST_F(CliTest, StatusAndMembersDescribeASingleNode) {

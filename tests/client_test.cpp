@@ -575,6 +575,13 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },
+      [](atom::configs, atom::put, const std::string&, const ConfigApplyOptions&) {
+        return ConfigApplyResult{};
+      },
+      [](atom::configs, atom::erase, const std::string&) { return ConfigApplyResult{}; },
+      [](atom::configs, atom::get, const std::string&) {
+        return std::vector<ConfigHistoryEntry>{};
+      },
   };
 }
 
@@ -712,6 +719,13 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
       [](atom::databases) { return std::vector<DatabaseInfo>{}; },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },
+      [](atom::configs, atom::put, const std::string&, const ConfigApplyOptions&) {
+        return ConfigApplyResult{};
+      },
+      [](atom::configs, atom::erase, const std::string&) { return ConfigApplyResult{}; },
+      [](atom::configs, atom::get, const std::string&) {
+        return std::vector<ConfigHistoryEntry>{};
+      },
   };
 }
 

@@ -103,6 +103,16 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
       [](atom::passivate) { return uint64_t{0}; },
       [](atom::configs) { return std::vector<ConfigInfo>{}; },
       [](atom::reload) { return std::string(); },
+      [](atom::configs, atom::put, const std::string&, const ConfigApplyOptions&) {
+        return ConfigApplyResult{};
+      },
+      [](atom::configs, atom::erase, const std::string&, const std::string&) {
+        return ConfigApplyResult{};
+      },
+      [](atom::configs, atom::get, const std::string&) {
+        return std::vector<ConfigHistoryEntry>{};
+      },
+      [](atom::configs, atom::changed) {},
       [=](atom::idle, const std::string& path, const database_actor& who) {
         caf::anon_send(observer, path, who);
         self->send(who, atom::passivate_v);

@@ -409,6 +409,42 @@ TEST_F(HttpTest, MalformedRequestsAndAConnectionFloodLeaveTheNodeServing) {
   }
 }
 
+TEST_F(HttpTest, AClientThatStallsMidBodyIsCutAndStoresNothingWhileOthersAreServed) {
+  Start();  // idle timeout 2 s
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(http_->port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string partial =
+      "PUT /v1/databases/example/kv/keys/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+      "only part of the body";
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(partial.size()));
+  // Meanwhile other clients are served at once.
+  auto c = Client();
+  auto put = c.Put((kKv + "/keys/fast").c_str(), "v", "text/plain");
+  ASSERT_TRUE(put) << httplib::to_string(put.error());
+  EXPECT_EQ(put->status, 200);
+  // The stalled connection is closed by the server within its idle timeout (plus slack), and
+  // the partial value was never stored.
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const auto start = std::chrono::steady_clock::now();
+  char buf[512];
+  ssize_t n = 0;
+  for (int i = 0; i < 100; ++i) {  // bounded by the count and the 10 s receive timeout
+    n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  EXPECT_LE(n, 0) << "the server never closed a connection stalled mid-body";
+  EXPECT_LT(waited, 8s);
+  EXPECT_TRUE(node_->open("/example/kv").get("/slow").status().IsNotFound());
+}
+
 TEST(HttpOptionsTest, PlaintextBeyondLoopbackNeedsInsecurePlaintext) {
   testing::TempDir temp;
   NodeOptions o;
@@ -658,6 +694,87 @@ tokens:
   // A client certificate still works next to tokens.
   auto cert = TlsClient(http_->port(), testing::SharedTestPki().Client("reader"));
   EXPECT_EQ(cert->Get((kKv + "/keys/k").c_str())->status, 200);
+}
+
+TEST_F(HttpTest, ConfigsAreCreatedValidatedAndDeletedClusterWide) {
+  Start();
+  auto c = Client();
+  // A YAML body without an id takes the one in the path.
+  auto put = c.Put("/v1/configs/orders", "matcher: /orders/*\nsize: 1MB\n", "application/yaml");
+  ASSERT_TRUE(put);
+  ASSERT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(Body(put)["config"]["id"], "orders");
+  EXPECT_EQ(Body(put)["config"]["origin"], "api");
+  EXPECT_EQ(Body(put)["config"]["matcher_kind"], "wildcard");
+  EXPECT_EQ(c.Put("/v1/databases/orders/1/keys/k", "v", "text/plain")->status, 200);
+  // JSON bodies too; raising the size is in force at once.
+  auto json_put =
+      c.Put("/v1/configs/orders", R"({"matcher": "/orders/*", "size": "2MB"})", "application/json");
+  ASSERT_EQ(json_put->status, 200) << json_put->body;
+  EXPECT_EQ(Body(c.Get("/v1/configs/orders"))["size_bytes"], 2000000);
+  // Invalid: 400 with the line and field; nothing is created. Validation changes nothing.
+  auto bad = c.Post("/v1/configs/validate", "matcher: /x\nsize: 1MB\nreplication: {min: 3}\n",
+                    "application/yaml");
+  ASSERT_EQ(bad->status, 400) << bad->body;
+  EXPECT_EQ(Body(bad)["code"], "invalid_config");
+  EXPECT_NE(Body(bad)["message"].get<std::string>().find(
+                "request body:3: error: replication.max: must be >= min (3)"),
+            std::string::npos)
+      << bad->body;
+  auto valid = c.Post("/v1/configs/validate", "id: v\nmatcher: /v\nsize: 1MB\n", "text/plain");
+  ASSERT_EQ(valid->status, 200) << valid->body;
+  EXPECT_EQ(Body(valid)["ok"], true);
+  EXPECT_EQ(c.Get("/v1/configs/v")->status, 404) << "validate applied it";
+  auto regex = c.Put("/v1/configs/r", "matcher: /r/[a\nsize: 1MB\n", "application/yaml");
+  EXPECT_EQ(regex->status, 400);
+  EXPECT_EQ(c.Get("/v1/configs/r")->status, 404);
+  EXPECT_EQ(
+      c.Put("/v1/configs/orders", "id: other\nmatcher: /o\nsize: 1MB\n", "text/plain")->status,
+      400);
+  // Several at once with POST.
+  auto many = c.Post("/v1/configs",
+                     "- {id: a, matcher: /a, size: 1MB}\n- {id: b, matcher: /b, size: 1MB}\n",
+                     "application/yaml");
+  ASSERT_EQ(many->status, 200) << many->body;
+  EXPECT_EQ(Body(many)["configs"].size(), 2u);
+  // History, then delete: 404 after, 400 for a config of the node's own.
+  auto history = c.Get("/v1/configs/orders/history");
+  ASSERT_EQ(history->status, 200) << history->body;
+  ASSERT_EQ(Body(history).size(), 2u);
+  EXPECT_EQ(Body(history)[1]["in_force"], true);
+  EXPECT_EQ(Body(history)[0]["config"]["size_bytes"], 1000000);
+  EXPECT_EQ(Body(history)[0]["applied_by"], "anonymous");
+  auto del = c.Delete("/v1/configs/orders");
+  ASSERT_EQ(del->status, 200) << del->body;
+  EXPECT_EQ(Body(del)["deleted"], "orders");
+  EXPECT_EQ(c.Delete("/v1/configs/orders")->status, 404);
+  EXPECT_EQ(c.Get("/v1/databases/orders/1/keys/k")->status, 404);
+  auto own = c.Delete("/v1/configs/kv");
+  EXPECT_EQ(own->status, 400) << own->body;
+  EXPECT_EQ(Body(c.Get("/v1/configs/kv"))["origin"], "file");
+}
+
+TEST_F(HttpTest, ConfigWritesNeedTheAdminRightAndRecordWhoAsked) {
+  Start(/*tls=*/true, R"(
+principals:
+  alice: [{role: readwrite}]
+  ops: [{role: admin}]
+)");
+  testing::TestPki& pki = testing::SharedTestPki();
+  const std::string body = "matcher: /orders/*\nsize: 1MB\n";
+  auto alice = TlsClient(http_->port(), pki.Client("alice"));
+  auto denied = alice->Put("/v1/configs/orders", body, "application/yaml");
+  ASSERT_TRUE(denied);
+  EXPECT_EQ(denied->status, 403) << denied->body;
+  EXPECT_EQ(alice->Post("/v1/configs/validate", body, "application/yaml")->status, 403);
+  auto ops = TlsClient(http_->port(), pki.Client("ops"));
+  auto put = ops->Put("/v1/configs/orders", body, "application/yaml");
+  ASSERT_EQ(put->status, 200) << put->body;
+  EXPECT_EQ(alice->Delete("/v1/configs/orders")->status, 403);
+  auto history = alice->Get("/v1/configs/orders/history");
+  ASSERT_EQ(history->status, 200) << history->body;
+  EXPECT_EQ(Body(history)[0]["applied_by"], "ops");
+  EXPECT_EQ(Body(history)[0]["node"], "n1");
 }
 
 // -- The reference app --

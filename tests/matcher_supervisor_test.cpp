@@ -31,9 +31,10 @@ class MatcherSupervisorTest : public ::testing::Test {
     storage::StoreOptions options;
     options.path = dir_ / "data";
     EXPECT_TRUE(storage::Store::Open(options, &store_).ok());
-    supervisor_ = system_.spawn(
-        matcher_supervisor_impl, std::shared_ptr<const config::ConfigSet>(configs), std::string(),
-        store_, caf::timespan{0}, SingleNode(), std::shared_ptr<security::AclStore>());
+    supervisor_ =
+        system_.spawn(matcher_supervisor_impl, std::shared_ptr<const config::ConfigSet>(configs),
+                      std::string(), store_, caf::timespan{0}, SingleNode(),
+                      std::shared_ptr<security::AclStore>(), std::string("n1"));
   }
   std::shared_ptr<const ReplicationOptions> SingleNode() {
     auto replication = std::make_shared<ReplicationOptions>();

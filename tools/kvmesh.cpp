@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -13,6 +14,7 @@
 
 #include "common/path.hpp"
 #include "config/config_set.hpp"
+#include "config/size.hpp"
 #include "kvmesh/client.hpp"
 #include "security/acl.hpp"
 #include "security/certificates.hpp"
@@ -399,6 +401,27 @@ class Cli {
     return FinishOutput();
   }
 
+  static json ConfigJson(const kvmesh::ConfigInfo& c) {
+    return {{"id", c.id},
+            {"matcher", c.matcher},
+            {"kind", c.matcher_kind},
+            {"size_bytes", c.size_bytes},
+            {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
+            {"description", c.description},
+            {"tags", c.tags},
+            {"source", c.source},
+            {"origin", c.origin}};
+  }
+
+  static std::string FormatUtc(int64_t time_ms) {
+    std::time_t seconds = static_cast<std::time_t>(time_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&seconds, &tm);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return text;
+  }
+
   int Dbs() {
     auto& client = Connect();
     if (!client.ok()) return Fail(client.status());
@@ -408,17 +431,7 @@ class Cli {
     if (!dbs.ok()) return Fail(dbs.status());
     if (g_.json) {
       json out{{"configs", json::array()}, {"databases", json::array()}};
-      for (const auto& c : *configs) {
-        out["configs"].push_back(
-            {{"id", c.id},
-             {"matcher", c.matcher},
-             {"kind", c.matcher_kind},
-             {"size_bytes", c.size_bytes},
-             {"replication", {{"min", c.replication_min}, {"max", c.replication_max}}},
-             {"description", c.description},
-             {"tags", c.tags},
-             {"source", c.source}});
-      }
+      for (const auto& c : *configs) out["configs"].push_back(ConfigJson(c));
       for (const auto& d : *dbs) {
         json entry{{"config", d.config_id}};
         PutText(entry, "path", d.path);
@@ -446,6 +459,128 @@ class Cli {
     if (!s.ok()) return kExitError;
     std::cout << dir << ": " << set.configs().size() << " database configs are valid\n";
     return FinishOutput();
+  }
+
+  /// `kvmesh config apply FILE` (or - for stdin): cluster-wide, through the node.
+  int ConfigApply(const std::string& file, bool dry_run) {
+    std::string yaml;
+    if (file == "-") {
+      if (!ReadAll(std::cin, &yaml)) return Fail(Status::IOError("error reading standard input"));
+    } else {
+      std::ifstream in;
+      if (Status s = OpenInput(file, &in); !s.ok()) return Fail(s);
+      if (!ReadAll(in, &yaml)) return Fail(Status::IOError("error reading " + file));
+    }
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    kvmesh::ConfigApplyOptions options;
+    options.dry_run = dry_run;
+    options.source_name = file == "-" ? "<stdin>" : file;
+    auto applied = client.apply_configs(yaml, options);
+    if (!applied.ok()) return Fail(applied.status());
+    if (g_.json) {
+      json configs = json::array();
+      for (const auto& c : applied->configs) configs.push_back(ConfigJson(c));
+      std::cout << json{{"configs", configs}, {"warnings", applied->warnings}, {"dry_run", dry_run}}
+                       .dump()
+                << "\n";
+      return FinishOutput();
+    }
+    for (const auto& w : applied->warnings) std::cerr << "warning: " << w << "\n";
+    for (const auto& c : applied->configs) {
+      std::cout << (dry_run ? "valid (not applied): " : "applied: ") << c.id << "  " << c.matcher
+                << " (" << c.matcher_kind << ")  size "
+                << kvmesh::config::FormatConfigSize(c.size_bytes) << "  replication "
+                << c.replication_min << ".." << c.replication_max << "\n";
+    }
+    return FinishOutput();
+  }
+
+  /// `kvmesh config delete ID`.
+  int ConfigDelete(const std::string& id) {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto deleted = client.delete_config(id);
+    if (!deleted.ok()) return Fail(deleted.status());
+    if (g_.json) {
+      std::cout << json{{"deleted", id}, {"warnings", deleted->warnings}}.dump() << "\n";
+      return FinishOutput();
+    }
+    for (const auto& w : deleted->warnings) std::cerr << "warning: " << w << "\n";
+    std::cout << "deleted: " << id << "\n";
+    return FinishOutput();
+  }
+
+  /// `kvmesh config get [ID] [--history]`: every config in force; one as YAML that `config
+  /// apply` takes back; or its history.
+  int ConfigGet(const std::string& id, bool history) {
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    if (history) {
+      if (id.empty()) return Fail(Status::InvalidArgument("--history needs a config ID"));
+      auto entries = client.config_history(id);
+      if (!entries.ok()) return Fail(entries.status());
+      if (g_.json) {
+        json out = json::array();
+        for (const auto& e : *entries) {
+          out.push_back({{"config", ConfigJson(e.config)},
+                         {"deleted", e.deleted},
+                         {"applied_by", e.applied_by},
+                         {"node", e.node},
+                         {"time_ms", e.time_ms},
+                         {"in_force", e.in_force}});
+        }
+        std::cout << out.dump() << "\n";
+        return FinishOutput();
+      }
+      for (const auto& e : *entries) {
+        std::cout << FormatUtc(e.time_ms) << "  " << (e.deleted ? "delete" : "apply ") << "  by "
+                  << e.applied_by << " through " << e.node;
+        if (!e.deleted) {
+          std::cout << "  " << e.config.matcher << "  size "
+                    << kvmesh::config::FormatConfigSize(e.config.size_bytes) << "  replication "
+                    << e.config.replication_min << ".." << e.config.replication_max;
+        }
+        std::cout << (e.in_force ? "  [in force]" : "") << "\n";
+      }
+      return FinishOutput();
+    }
+    auto configs = client.configs();
+    if (!configs.ok()) return Fail(configs.status());
+    if (g_.json) {
+      json out = json::array();
+      for (const auto& c : *configs) {
+        if (id.empty() || c.id == id) out.push_back(ConfigJson(c));
+      }
+      if (!id.empty() && out.empty())
+        return Fail(Status::NotFound("no config " + kvmesh::Quote(id)));
+      std::cout << (id.empty() ? out : out[0]).dump() << "\n";
+      return FinishOutput();
+    }
+    if (id.empty()) {
+      for (const auto& c : *configs) {
+        std::cout << c.id << "  " << c.matcher << " (" << c.matcher_kind << ")  size "
+                  << kvmesh::config::FormatConfigSize(c.size_bytes) << "  replication "
+                  << c.replication_min << ".." << c.replication_max << "  " << c.origin << ": "
+                  << c.source << "\n";
+      }
+      return FinishOutput();
+    }
+    for (const auto& c : *configs) {
+      if (c.id != id) continue;
+      // YAML that `kvmesh config apply` takes back (edit, then apply).
+      json tags = c.tags;
+      std::cout << "# " << c.origin << ": " << c.source << "\n"
+                << "id: " << json(c.id).dump() << "\n"
+                << "description: " << json(c.description).dump() << "\n"
+                << "tags: " << tags.dump() << "\n"
+                << "matcher: " << json(c.matcher).dump() << "  # " << c.matcher_kind << "\n"
+                << "replication: {min: " << c.replication_min << ", max: " << c.replication_max
+                << "}\n"
+                << "size: " << kvmesh::config::FormatConfigSize(c.size_bytes) << "\n";
+      return FinishOutput();
+    }
+    return Fail(Status::NotFound("no config " + kvmesh::Quote(id)));
   }
 
   int ConfigReload() {
@@ -601,12 +736,25 @@ int main(int argc, char** argv) {
   status->add_option("DB", db)->required();
   auto* members = app.add_subcommand("members", "cluster members as the node sees them");
   auto* dbs = app.add_subcommand("dbs", "database configs and instantiated databases");
-  auto* config = app.add_subcommand("config", "validate or reload database configs");
+  auto* config =
+      app.add_subcommand("config", "validate, reload, apply, get or delete database configs");
   config->require_subcommand(1);
   auto* validate = config->add_subcommand("validate", "check a config directory locally");
   validate->add_option("DIR", dir)->required();
   auto* reload =
       config->add_subcommand("reload", "make the node re-read its config directory and ACL file");
+  bool dry_run = false, history = false;
+  std::string config_id;
+  auto* apply = config->add_subcommand(
+      "apply", "create or replace cluster-wide configs from a YAML file (- for stdin)");
+  apply->add_option("FILE", file)->required();
+  apply->add_flag("--dry-run", dry_run, "validate only; change nothing");
+  auto* config_get = config->add_subcommand(
+      "get", "list the configs in force, print one as YAML, or its --history");
+  config_get->add_option("ID", config_id);
+  config_get->add_flag("--history", history, "every apply and delete of a cluster-wide config");
+  auto* config_delete = config->add_subcommand("delete", "delete a cluster-wide config");
+  config_delete->add_option("ID", config_id)->required();
 
   kvmesh::security::CertificateOptions cert_options;
   std::string cert_name;
@@ -697,5 +845,8 @@ int main(int argc, char** argv) {
   if (dbs->parsed()) return cli.Dbs();
   if (validate->parsed()) return cli.ConfigValidate(dir);
   if (reload->parsed()) return cli.ConfigReload();
+  if (apply->parsed()) return cli.ConfigApply(file, dry_run);
+  if (config_get->parsed()) return cli.ConfigGet(config_id, history);
+  if (config_delete->parsed()) return cli.ConfigDelete(config_id);
   return kExitUsage;
 }

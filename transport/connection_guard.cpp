@@ -741,8 +741,12 @@ std::shared_ptr<const std::set<std::string>> RequestTypes(const std::set<std::st
     std::string token;
     bool first = true;
     auto take = [&] {
-      // The first input is the request's atom, which CAF serializes as "@atom".
-      type += "+" + (first ? std::string("@atom") : token);
+      // Atoms (the request's first input, and any other such as `configs, put`) are written by
+      // name in signatures and serialized as "@atom"; other types have "@" (built in) or a
+      // namespaced name.
+      const bool atom = first || (!token.empty() && token[0] != '@' &&
+                                  token.find_first_of(".:<") == std::string::npos);
+      type += "+" + (atom ? std::string("@atom") : token);
       first = false;
       token.clear();
     };

@@ -72,6 +72,14 @@ class Client {
   /// Asks the node to re-read its config directory and ACL file (needs the admin right when the
   /// node has an ACL); the summary of what it loaded.
   Result<std::string> reload_configs() const;
+  /// Cluster-wide configs, as Node::apply_configs, delete_config and config_history (see
+  /// kvmesh/node.hpp) on the connected node. Applying and deleting need the admin right when the
+  /// node has an ACL; the history records the client certificate's name (options.applied_by is
+  /// ignored).
+  Result<ConfigApplyResult> apply_configs(std::string_view yaml,
+                                          const ConfigApplyOptions& options = {}) const;
+  Result<ConfigApplyResult> delete_config(std::string_view id) const;
+  Result<std::vector<ConfigHistoryEntry>> config_history(std::string_view id) const;
   /// The cluster members as the node sees them, itself first (just itself when not clustered).
   Result<std::vector<MemberStatus>> members() const;
 

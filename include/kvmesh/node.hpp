@@ -215,6 +215,32 @@ class Node {
   /// ACL) and the result says what was loaded; on error in either, neither changes (all or
   /// nothing) and the Status lists the errors.
   Result<std::string> reload_configs() const;
+
+  // -- Cluster-wide configs (README "Cluster-wide configs") --
+  // Kept in a system database every node holds a replica of: a change through any node is in
+  // force on this one when the call returns and reaches the others within a replication round.
+  // A node's own configs (files, config_yaml, configs) win over cluster-wide ones with the same
+  // id or matcher.
+
+  /// Applies the configs in `yaml` (the config-file format: one config, a list, or `---`
+  /// documents) cluster-wide, creating or replacing each by id. Validated exactly like a config
+  /// file, and against the configs in force (no id or matcher of this node's own configs, no
+  /// matcher of another cluster-wide config, no reserved path): on any error nothing is applied
+  /// and the Status (kInvalidConfig) names the source, line and field. Raising `size` applies to
+  /// running databases at once; lowering it below what a database holds refuses its growth until
+  /// it holds less (the result warns).
+  Result<ConfigApplyResult> apply_configs(std::string_view yaml,
+                                          const ConfigApplyOptions& options = {}) const;
+  /// Deletes the cluster-wide config `id`: new opens of its paths fail with no_matching_config;
+  /// databases already created keep their data. kNotFound for an unknown id, kInvalidArgument
+  /// for one of this node's own configs. `applied_by` is recorded in the history (empty:
+  /// "embedded").
+  Result<ConfigApplyResult> delete_config(std::string_view id,
+                                          std::string_view applied_by = {}) const;
+  /// Every apply and delete of the cluster-wide config `id` (the last kHistoryPerConfig = 20),
+  /// oldest first; `in_force` marks the one in force. kNotFound if it has none.
+  Result<std::vector<ConfigHistoryEntry>> config_history(std::string_view id) const;
+
   /// The cluster members as this node sees them, itself first (just itself if not clustered).
   Result<std::vector<MemberStatus>> members() const;
 

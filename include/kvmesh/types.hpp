@@ -156,8 +156,54 @@ struct ConfigInfo {
   uint32_t replication_min = 1;
   uint32_t replication_max = 1;
   uint64_t size_bytes = 0;
-  /// "file:line" it was read from.
+  /// "file:line" it was read from; for a cluster-wide config, who applied it, through which
+  /// node, when.
   std::string source;
+  /// "file": one of this node's own configs (its config files, or the YAML text or configs an
+  /// embedding program gave it); "api": a cluster-wide config (Node::apply_configs,
+  /// `kvmesh config apply`, the HTTP API), the same on every node.
+  std::string origin;
+};
+
+/// How Node::apply_configs and Client::apply_configs apply configs.
+struct ConfigApplyOptions {
+  /// Validate only: check the configs exactly as an apply would and report, changing nothing.
+  /// Default false.
+  bool dry_run = false;
+  /// If not empty, the text must hold exactly one config, whose id must be this one (a config
+  /// without an id gets it). For APIs that name the config in the request (HTTP PUT
+  /// /v1/configs/{id}). Default empty.
+  std::string id;
+  /// The name errors give the text ("FILE.yaml:3: error: size: ..."). Default "request".
+  std::string source_name = "request";
+  /// Who is recorded in the config's history: a node fills in its client's principal; the
+  /// embedded API records this (empty: "embedded"). Default empty.
+  std::string applied_by;
+};
+
+/// What an apply or delete did.
+struct ConfigApplyResult {
+  /// The configs applied (as now in force), in the order of the text; empty for a delete.
+  std::vector<ConfigInfo> configs;
+  /// Findings that did not stop it: overlapping matchers, a size lowered below what instances
+  /// may hold, instances a delete leaves without a config.
+  std::vector<std::string> warnings;
+};
+
+/// One apply or delete of a cluster-wide config (`kvmesh config get ID --history`).
+struct ConfigHistoryEntry {
+  /// The config as applied; for a delete only `config.id` is set.
+  ConfigInfo config;
+  bool deleted = false;
+  /// Principal that asked ("embedded" for the embedded API, "anonymous" without TLS).
+  std::string applied_by;
+  /// Name of the node it was applied through.
+  std::string node;
+  /// That node's wall clock, milliseconds since the epoch.
+  int64_t time_ms = 0;
+  /// True for the entry in force on the node that answered. Of two concurrent edits, the one not
+  /// in force lost (the later edit wins on every node).
+  bool in_force = false;
 };
 
 /// A cluster member as one node sees it (`kvmesh members`).

@@ -1,0 +1,177 @@
+#include "config/cluster_configs.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+
+#include "common/path.hpp"
+
+namespace kvmesh::config {
+namespace {
+
+using json = nlohmann::json;
+
+// Ids may hold any byte ('/' and ".." included), so keys carry them hex-encoded: one segment,
+// always valid, and sorting like the ids do.
+std::string Hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out += kHex[c >> 4];
+    out += kHex[c & 0xf];
+  }
+  return out;
+}
+
+// "2026-12-06T05:10:00Z" for log-free, timezone-free history lines.
+std::string FormatUtc(int64_t time_ms) {
+  std::time_t seconds = static_cast<std::time_t>(time_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+std::string DescribeSource(const ConfigRecord& r) {
+  return "applied by " + r.applied_by + " through " + r.node + " at " + FormatUtc(r.time_ms);
+}
+
+}  // namespace
+
+bool IsReservedPath(std::string_view path) {
+  return KeyHasPrefix(path, kReservedPathPrefix);
+}
+
+Status CheckUserDatabasePath(std::string_view path) {
+  if (!IsReservedPath(path)) return Status::OK();
+  return Status::PermissionDenied("database path " + Quote(path) + " is reserved: paths under " +
+                                  std::string(kReservedPathPrefix) + " hold kvmesh's own data");
+}
+
+const DatabaseConfig& SystemConfigsConfig() {
+  static const DatabaseConfig config = [] {
+    DatabaseConfig c;
+    c.id = "kvmesh-system-configs";
+    c.description = "Cluster-wide database configs (kvmesh config apply)";
+    Status s = Matcher::Compile(kSystemConfigsPath, &c.matcher);
+    (void)s;  // a literal that passes the path rules: cannot fail
+    c.replication.min = 1;
+    // Placement takes the `max` best nodes; more than any cluster has means every node.
+    c.replication.max = 1u << 20;
+    c.size_bytes = 64ull << 20;
+    c.source = "built in";
+    return c;
+  }();
+  return config;
+}
+
+std::string EncodeRecord(const ConfigRecord& r) {
+  const DatabaseConfig& c = r.config;
+  json out{{"id", c.id},
+           {"deleted", r.deleted},
+           {"applied_by", r.applied_by},
+           {"node", r.node},
+           {"time_ms", r.time_ms}};
+  if (!r.deleted) {
+    out["description"] = c.description;
+    out["tags"] = c.tags;
+    out["matcher"] = c.matcher.pattern();
+    out["replication"] = {{"min", c.replication.min}, {"max", c.replication.max}};
+    out["size_bytes"] = c.size_bytes;
+  }
+  return out.dump();
+}
+
+Status DecodeRecord(std::string_view text, ConfigRecord* r) {
+  json in = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (!in.is_object()) return Status::InvalidConfig("stored config record is not a JSON object");
+  try {
+    *r = ConfigRecord{};
+    r->config.id = in.at("id").get<std::string>();
+    r->deleted = in.at("deleted").get<bool>();
+    r->applied_by = in.at("applied_by").get<std::string>();
+    r->node = in.at("node").get<std::string>();
+    r->time_ms = in.at("time_ms").get<int64_t>();
+    r->config.from_api = true;
+    r->config.source = DescribeSource(*r);
+    if (r->deleted) return Status::OK();
+    DatabaseConfig& c = r->config;
+    c.description = in.at("description").get<std::string>();
+    c.tags = in.at("tags").get<std::vector<std::string>>();
+    c.replication.min = in.at("replication").at("min").get<uint32_t>();
+    c.replication.max = in.at("replication").at("max").get<uint32_t>();
+    c.size_bytes = in.at("size_bytes").get<uint64_t>();
+    return Matcher::Compile(in.at("matcher").get<std::string>(), &c.matcher);
+  } catch (const json::exception& e) {
+    return Status::InvalidConfig(std::string("stored config record: ") + e.what());
+  }
+}
+
+std::string ConfigKey(std::string_view id) {
+  return std::string(kConfigsPrefix) + "/" + Hex(id);
+}
+
+std::string HistoryPrefix(std::string_view id) {
+  return "/history/" + Hex(id);
+}
+
+std::string HistoryKey(const ConfigRecord& r) {
+  char time[24];
+  std::snprintf(time, sizeof time, "%020lld", static_cast<long long>(r.time_ms));
+  return HistoryPrefix(r.config.id) + "/" + time + "-" + Hex(r.node);
+}
+
+Status MergeConfigs(const std::vector<DatabaseConfig>& files, const std::vector<ConfigRecord>& api,
+                    ConfigSet* out, std::vector<std::string>* warnings) {
+  std::vector<DatabaseConfig> merged = files;
+  std::unordered_set<std::string> ids;
+  std::unordered_set<std::string> patterns;
+  for (const DatabaseConfig& c : files) {
+    ids.insert(c.id);
+    patterns.insert(c.matcher.pattern());
+  }
+  std::vector<const ConfigRecord*> live;
+  for (const ConfigRecord& r : api) {
+    if (!r.deleted) live.push_back(&r);
+  }
+  std::sort(live.begin(), live.end(), [](const ConfigRecord* a, const ConfigRecord* b) {
+    return a->config.id < b->config.id;
+  });
+  for (const ConfigRecord* r : live) {
+    const DatabaseConfig& c = r->config;
+    std::string why;
+    if (IsReservedPath(c.matcher.pattern())) {
+      why = "its matcher names a reserved path";
+    } else if (ids.count(c.id) > 0) {
+      why = "a config of this node's files has the same id";
+    } else if (patterns.count(c.matcher.pattern()) > 0) {
+      why = "a config with the matcher " + Quote(c.matcher.pattern()) + " comes before it";
+    }
+    if (!why.empty()) {
+      if (warnings != nullptr) {
+        warnings->push_back("cluster-wide config " + Quote(c.id) +
+                            " is not in force on this node: " + why);
+      }
+      continue;
+    }
+    ids.insert(c.id);
+    patterns.insert(c.matcher.pattern());
+    merged.push_back(c);
+  }
+  std::vector<ConfigDiagnostic> diagnostics;
+  Status s = ConfigSet::FromConfigs(std::move(merged), out, &diagnostics);
+  if (warnings != nullptr) {
+    for (const ConfigDiagnostic& d : diagnostics) {
+      if (!d.is_error) warnings->push_back(d.ToString());
+    }
+  }
+  return s;
+}
+
+}  // namespace kvmesh::config
