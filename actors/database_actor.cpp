@@ -112,6 +112,50 @@ class DatabaseTransport final : public replication::Transport {
               Failed(peer, generation));
   }
 
+  /// True if the message being handled comes from the database actor of another replica (as
+  /// last looked up): a conditional batch it forwarded.
+  bool FromPeerReplica() const {
+    const auto& sender = self_->current_sender();
+    if (sender == nullptr) return false;
+    for (const auto& [peer, actor] : actors_) {
+      if (actor && actor.address() == sender->address()) return true;
+    }
+    return false;
+  }
+
+  /// Sends a conditional batch to the database actor of replica `peer` (looked up through the
+  /// supervisor if not known yet) and answers `promise` with its answer.
+  void ForwardBatch(uint64_t peer, WriteBatch batch, Deadline deadline,
+                    caf::typed_response_promise<atom::ok> promise) {
+    auto self = self_;
+    auto send = [self, batch, deadline, promise](database_peer_actor target) mutable {
+      self->request(target, self->state.replication->timeout, atom::batch_v, std::move(batch),
+                    deadline)
+          .then(
+              [self, target, promise](atom::ok) mutable {
+                if (FromExpected(self, target)) {
+                  promise.deliver(atom::ok_v);
+                } else {
+                  promise.deliver(ForgedReply());
+                }
+              },
+              [promise](caf::error& err) mutable { promise.deliver(err); });
+    };
+    auto it = actors_.find(peer);
+    if (it != actors_.end() && it->second) return send(it->second);
+    auto supervisor = self->state.supervisor;
+    self->request(supervisor, self->state.replication->timeout, atom::replica_v, Path(), peer)
+        .then(
+            [self, supervisor, send, promise](database_peer_actor& actor) mutable {
+              if (!FromExpected(self, supervisor)) {
+                promise.deliver(ForgedReply());
+                return;
+              }
+              send(actor);
+            },
+            [promise](caf::error& err) mutable { promise.deliver(err); });
+  }
+
   void AnswerWriter(uint64_t write_id, Status status) override {
     auto it = writers_.find(write_id);
     if (it == writers_.end()) return;
@@ -235,6 +279,37 @@ void SyncGroup(database_pointer self) {
   }
 }
 
+/// True if `batch` holds a check (a conditional write).
+bool HasChecks(const WriteBatch& batch) {
+  for (const WriteOp& op : batch.ops) {
+    if (op.kind == WriteOp::Kind::kCheck) return true;
+  }
+  return false;
+}
+
+/// Where a conditional batch is judged (README "Versions and conditional writes"): by the first
+/// replica in placement order, so that while the replicas agree on the set, one replica judges
+/// every check of the database and two writers expecting the same version cannot both succeed. 0:
+/// here; otherwise the node to forward to. A batch another replica forwarded is judged here
+/// (never forwarded twice, should two replicas' views of the set differ). If the first replica
+/// is unreachable, *why says so: the write fails rather than be judged by a replica that may
+/// not hold the latest version. Nodes learn of a membership change at slightly different
+/// moments, so around one two replicas may each judge (README says so; no lease yet).
+uint64_t CheckingReplica(database_pointer self, Status* why) {
+  auto& st = self->state;
+  const ReplicaSet& set = st.replicator->replicas();
+  const uint64_t me = st.replication->node_id;
+  if (set.nodes.empty() || set.nodes.front() == me || st.transport->FromPeerReplica()) return 0;
+  const uint64_t first = set.nodes.front();
+  if (std::find(set.unreachable.begin(), set.unreachable.end(), first) != set.unreachable.end()) {
+    *why =
+        Status::Unavailable("conditional writes to database " + Quote(st.store->path()) +
+                            " are judged by its first replica, node " + FormatNodeId(first) +
+                            ", which this replica cannot reach; nothing was written (retry later)");
+  }
+  return first;
+}
+
 /// Stops serving: direct reads end and writers still waiting are answered.
 void Stop(database_pointer self) {
   SyncGroup(self);
@@ -338,6 +413,17 @@ database_actor::behavior_type database_actor_impl(
       },
       [=](atom::batch, const WriteBatch& batch, const Deadline& deadline) -> caf::result<atom::ok> {
         if (auto err = expired(deadline)) return err;
+        if (HasChecks(batch)) {
+          Status why;
+          const uint64_t judge = CheckingReplica(self, &why);
+          if (!why.ok()) return ToError(why);
+          if (judge != 0) {
+            ++self->state.requests_since_tick;
+            auto promise = self->make_response_promise<atom::ok>();
+            self->state.transport->ForwardBatch(judge, batch, deadline, promise);
+            return promise;
+          }
+        }
         return write(
             [&](storage::DatabaseStore& db, std::string* delta) { return db.Write(batch, delta); });
       },

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/database_backend.hpp"
+#include "common/path.hpp"
 
 namespace kvmesh {
 
@@ -121,6 +122,95 @@ Result<std::string> Database::get(std::string_view key) const {
 Status Database::erase(std::string_view key) const {
   if (!backend_) return status_;
   return backend_->Erase(key);
+}
+
+namespace {
+
+/// The batch a put or erase with `options` becomes: the check the options ask for, then the
+/// write. Errors: invalid_argument for options that contradict each other.
+Status ConditionalBatch(WriteOp::Kind kind, std::string_view key, std::string_view value,
+                        const WriteOptions& options, WriteBatch* batch) {
+  if (!options.if_version.empty() && options.if_absent) {
+    return Status::InvalidArgument(
+        "if_version and if_absent exclude each other; nothing was written");
+  }
+  if (options.ttl.count() < 0) {
+    return Status::InvalidArgument("ttl is negative (" + std::to_string(options.ttl.count()) +
+                                   " ms); nothing was written");
+  }
+  if (kind == WriteOp::Kind::kErase && options.ttl.count() != 0) {
+    return Status::InvalidArgument("ttl applies to put only; nothing was erased");
+  }
+  if (!options.if_version.empty() || options.if_absent) {
+    batch->Check(std::string(key), options.if_version);
+  }
+  if (kind == WriteOp::Kind::kPut) {
+    batch->Put(std::string(key), std::string(value), static_cast<uint64_t>(options.ttl.count()));
+  } else {
+    batch->Erase(std::string(key));
+  }
+  return Status::OK();
+}
+
+bool Plain(const WriteOptions& options) {
+  return options.ttl.count() == 0 && options.if_version.empty() && !options.if_absent;
+}
+
+}  // namespace
+
+Status Database::put(std::string_view key, std::string_view value,
+                     const WriteOptions& options) const {
+  if (Plain(options)) return put(key, value);
+  WriteBatch batch;
+  Status s = ConditionalBatch(WriteOp::Kind::kPut, key, value, options, &batch);
+  return s.ok() ? write(batch) : s;
+}
+
+Status Database::erase(std::string_view key, const WriteOptions& options) const {
+  if (Plain(options)) return erase(key);
+  WriteBatch batch;
+  Status s = ConditionalBatch(WriteOp::Kind::kErase, key, {}, options, &batch);
+  return s.ok() ? write(batch) : s;
+}
+
+void Database::put_async(std::string key, std::string value, WriteOptions options,
+                         StatusCallback done) const {
+  if (Plain(options)) return put_async(std::move(key), std::move(value), std::move(done));
+  WriteBatch batch;
+  Status s = ConditionalBatch(WriteOp::Kind::kPut, key, value, options, &batch);
+  if (!s.ok()) return done(s);
+  write_async(std::move(batch), std::move(done));
+}
+
+void Database::erase_async(std::string key, WriteOptions options, StatusCallback done) const {
+  if (Plain(options)) return erase_async(std::move(key), std::move(done));
+  WriteBatch batch;
+  Status s = ConditionalBatch(WriteOp::Kind::kErase, key, {}, options, &batch);
+  if (!s.ok()) return done(s);
+  write_async(std::move(batch), std::move(done));
+}
+
+// The one-key page of a list: a list under prefix K reads the key K itself first, so the first
+// key of the page is K when it exists. One read path serves versions for get and list alike.
+Result<VersionedValue> Database::get_versioned(std::string_view key) const {
+  if (!backend_) return status_;
+  std::string normal;
+  Status s = NormalizeKey(key, &normal);
+  if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(key));
+  ListOptions options;
+  options.prefix = normal;
+  options.limit = 1;
+  options.with_values = true;
+  options.with_versions = true;
+  Result<ListPage> page = backend_->List(options);
+  if (!page.ok()) return page.status();
+  if (page->keys.empty() || page->keys[0] != normal || page->versions.empty()) {
+    return Status::NotFound("key " + Quote(normal) + " not found in database " + Quote(path_));
+  }
+  VersionedValue out;
+  out.value = std::move(page->values[0]);
+  out.version = std::move(page->versions[0]);
+  return out;
 }
 
 Result<std::vector<std::string>> Database::list(std::string_view prefix) const {

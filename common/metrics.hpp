@@ -140,7 +140,7 @@ class RequestMetrics {
   void Render(TextWriter* out) const;
 
  private:
-  static constexpr size_t kCodes = static_cast<size_t>(Code::kPermissionDenied) + 1;
+  static constexpr size_t kCodes = static_cast<size_t>(Code::kConditionFailed) + 1;
   std::array<std::array<Counter, kCodes>, kOpCount> requests_;
   std::array<std::unique_ptr<Histogram>, kOpCount> latency_;
 };

@@ -2,6 +2,7 @@
 // before anything is sent) and where it is applied (storage). No CAF.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string_view>
 
@@ -18,5 +19,10 @@ Status CheckBatchLimits(const WriteBatch& batch);
 /// kMaxBatchBytes, the cap of NodeOptions::max_value_bytes); otherwise kValueTooLarge naming the
 /// key and both sizes. A node's own max_value_bytes may be smaller: it checks that itself.
 Status CheckValueFitsRequest(std::string_view key, size_t value_bytes);
+
+/// Reads a ttl as the CLI and the HTTP API take it: a positive whole number with a unit, ms, s,
+/// m, h or d ("500ms", "30s", "2h"), a bare number meaning seconds; at most kMaxTtlMs.
+/// Otherwise kInvalidArgument quoting the text.
+Status ParseTtl(std::string_view text, std::chrono::milliseconds* ttl);
 
 }  // namespace kvmesh

@@ -38,6 +38,8 @@ const char* CodeName(Code code) {
       return "no_space";
     case Code::kPermissionDenied:
       return "permission_denied";
+    case Code::kConditionFailed:
+      return "condition_failed";
   }
   return "unknown";
 }

@@ -17,6 +17,7 @@
 #include "bootstrap/node_internal.hpp"
 #include "common/address.hpp"
 #include "common/path.hpp"
+#include "common/request_limits.hpp"
 #include "http/console.hpp"
 #include "security/acl.hpp"
 #include "security/tls.hpp"
@@ -44,6 +45,8 @@ int HttpStatus(Code code) {
       return 400;
     case Code::kPermissionDenied:
       return 403;
+    case Code::kConditionFailed:
+      return 412;
     case Code::kUnavailable:
     case Code::kNoSpace:
       return 503;
@@ -282,6 +285,33 @@ struct HttpServer::Impl {
     return db;
   }
 
+  /// `?ttl=30s` (puts only), `If-Match: "<version>"` and `If-None-Match: *` as WriteOptions.
+  static Status ParseWriteOptions(const httplib::Request& req, bool put, WriteOptions* options) {
+    if (req.has_param("ttl")) {
+      if (!put) return Status::InvalidArgument("ttl applies to PUT only");
+      Status s = ParseTtl(req.get_param_value("ttl"), &options->ttl);
+      if (!s.ok()) return s;
+    }
+    if (req.has_header("If-Match")) {
+      std::string tag = req.get_header_value("If-Match");
+      if (tag.size() >= 2 && tag.front() == '"' && tag.back() == '"') {
+        tag = tag.substr(1, tag.size() - 2);
+      }
+      if (tag.empty() || tag == "*") {
+        return Status::InvalidArgument("If-Match takes one version as the ETag of a GET gives it");
+      }
+      options->if_version = tag;
+    }
+    if (req.has_header("If-None-Match")) {
+      if (!put || req.get_header_value("If-None-Match") != "*") {
+        return Status::InvalidArgument(
+            "If-None-Match takes only * (the key must be absent), on PUT");
+      }
+      options->if_absent = true;
+    }
+    return Status::OK();
+  }
+
   void HandleDatabase(const httplib::Request& req, httplib::Response& res) {
     std::string_view raw = req.target;
     raw = raw.substr(0, raw.find('?'));
@@ -307,16 +337,23 @@ struct HttpServer::Impl {
 
     if (t.what == "key") {
       if (m == "GET") {
-        Result<std::string> value = db.get(t.key);
+        // The version goes in the ETag, for If-Match on a later PUT or DELETE.
+        Result<VersionedValue> value = db.get_versioned(t.key);
         if (!value.ok()) return ReplyError(res, value.status());
         res.status = 200;
-        res.set_content(*value, "application/octet-stream");
-      } else if (m == "PUT") {
-        s = db.put(t.key, req.body);
-        if (!s.ok()) return ReplyError(res, s);
-        Reply(res, 200, json{{"ok", true}, {"bytes", req.body.size()}});
+        res.set_header("ETag", "\"" + value->version + "\"");
+        res.set_content(value->value, "application/octet-stream");
       } else {
-        s = db.erase(t.key);
+        WriteOptions options;
+        s = ParseWriteOptions(req, m == "PUT", &options);
+        if (!s.ok()) return ReplyError(res, s);
+        if (m == "PUT") {
+          s = db.put(t.key, req.body, options);
+          if (!s.ok()) return ReplyError(res, s);
+          Reply(res, 200, json{{"ok", true}, {"bytes", req.body.size()}});
+          return;
+        }
+        s = db.erase(t.key, options);
         if (!s.ok()) return ReplyError(res, s);
         Reply(res, 200, json{{"ok", true}});
       }
@@ -385,10 +422,26 @@ struct HttpServer::Impl {
             return ReplyError(res, Code::kInvalidArgument,
                               where + "a put needs value_base64 (or value, a string)");
           }
-          batch.Put(std::move(key), std::move(value));
+          std::chrono::milliseconds ttl{0};
+          if (op.contains("ttl")) {
+            if (!op["ttl"].is_string()) {
+              return ReplyError(res, Code::kInvalidArgument,
+                                where + "ttl must be a string (\"30s\")");
+            }
+            s = ParseTtl(op["ttl"].get<std::string>(), &ttl);
+            if (!s.ok()) return ReplyError(res, s.code(), where + s.message());
+          }
+          batch.Put(std::move(key), std::move(value), static_cast<uint64_t>(ttl.count()));
+        } else if (kind == "check") {
+          // {"op":"check","key":K,"version":V}, or without version: K must be absent.
+          std::string version;
+          if (op.contains("version") && op["version"].is_string()) {
+            version = op["version"].get<std::string>();
+          }
+          batch.Check(std::move(key), std::move(version));
         } else {
           return ReplyError(res, Code::kInvalidArgument,
-                            where + "unknown op " + Quote(kind) + " (put or erase)");
+                            where + "unknown op " + Quote(kind) + " (put, erase or check)");
         }
       }
       s = db.write(batch);

@@ -28,7 +28,7 @@ typename Inspector::result_type inspect(Inspector& f, Deadline& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, WriteOp& x) {
-  return f(caf::meta::type_name("kvmesh.WriteOp"), x.kind, x.key, x.value);
+  return f(caf::meta::type_name("kvmesh.WriteOp"), x.kind, x.key, x.value, x.ttl_ms);
 }
 
 template <class Inspector>
@@ -39,12 +39,12 @@ typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ListOptions& x) {
   return f(caf::meta::type_name("kvmesh.ListOptions"), x.prefix, x.start_after, x.limit,
-           x.with_values);
+           x.with_values, x.with_versions);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ListPage& x) {
-  return f(caf::meta::type_name("kvmesh.ListPage"), x.keys, x.values, x.next_token);
+  return f(caf::meta::type_name("kvmesh.ListPage"), x.keys, x.values, x.next_token, x.versions);
 }
 
 template <class Inspector>

@@ -375,6 +375,7 @@ void Replicator::OnHandOverAnswered(uint64_t peer_id, uint64_t generation) {
 
 void Replicator::OnSyncTick() {
   if (dropped_) return;
+  RemoveExpired();
   for (auto& [peer_id, p] : peers_) {
     if (p.sync_in_flight || p.resolving) continue;
     // A peer whose replica is gone (passivated, or forgotten after an error) is only woken if it
@@ -386,6 +387,19 @@ void Replicator::OnSyncTick() {
     // sent them.)
     if (!p.found && InSync(p) && store_->version_vector().Includes(p.vector)) continue;
     Pull(peer_id, kMaxChunksPerRound);
+  }
+}
+
+/// Expired records are removed here, at most kMaxExpiredPerRound a round, so a mass expiry is
+/// spread over rounds instead of holding the database actor.
+void Replicator::RemoveExpired() {
+  uint64_t removed = 0;
+  Status s = store_->CollectExpired(store_->WallTicks(), kMaxExpiredPerRound, &removed);
+  if (!s.ok()) {
+    spdlog::error("database {}: removing expired keys failed: {}", Quote(store_->path()),
+                  s.ToString());
+  } else if (removed > 0) {
+    spdlog::debug("database {}: removed {} expired keys", Quote(store_->path()), removed);
   }
 }
 

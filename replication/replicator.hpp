@@ -99,6 +99,8 @@ struct Options {
 /// Anti-entropy chunks pulled from or handed over to one peer in one round at most (the next
 /// round goes on).
 inline constexpr int kMaxChunksPerRound = 64;
+/// Expiry index entries a replica examines per sync round (DatabaseStore::CollectExpired).
+inline constexpr size_t kMaxExpiredPerRound = 16384;
 
 class Replicator {
  public:
@@ -175,6 +177,8 @@ class Replicator {
   bool leaving() const { return leaving_; }
   /// Replication status as users see it.
   ReplicationStatus MakeStatus() const;
+  /// The replica set as the supervisor last sent it.
+  const ReplicaSet& replicas() const { return replicas_; }
 
  private:
   struct Peer {
@@ -218,6 +222,7 @@ class Replicator {
   void FinishExchange(uint64_t peer_id, Peer& p);
   void AfterRound();
   void CollectTombstones(const storage::VersionVector& stable);
+  void RemoveExpired();
   Status ApplyFromPeer(const std::string& delta);
   void FailPendingWrites();
 

@@ -17,6 +17,7 @@
 #include "common/request_limits.hpp"
 #include "messages/replication.pb.h"
 #include "messages/storage.pb.h"
+#include "storage/hlc.hpp"
 #include "storage/keys.hpp"
 #include "storage/rocks_status.hpp"
 #include "storage/store.hpp"
@@ -93,13 +94,65 @@ bool Newer(const proto::Version& a, const proto::Version& b) {
          std::make_tuple(b.hlc(), b.origin(), b.counter());
 }
 
+/// True if `record` is live but expired at `now` (timestamp ticks): it reads as missing.
+bool Expired(const proto::Record& record, uint64_t now) {
+  return !record.tombstone() && record.expires() != 0 && record.expires() <= now;
+}
+
+/// True if `record` reads as a value at `now`: not a tombstone, not expired.
+bool Present(const proto::Record& record, uint64_t now) {
+  return !record.tombstone() && !Expired(record, now);
+}
+
+void AppendHex(uint64_t n, std::string* out) {
+  static const char kDigits[] = "0123456789abcdef";
+  char buffer[16];
+  int length = 0;
+  do {
+    buffer[length++] = kDigits[n & 0xf];
+    n >>= 4;
+  } while (n != 0);
+  while (length > 0) out->push_back(buffer[--length]);
+}
+
+/// True if `token` has the shape VersionToken gives: three lower-case hex numbers of 1 to 16
+/// digits joined by '-'.
+bool WellFormedToken(std::string_view token) {
+  int fields = 0;
+  size_t digits = 0;
+  for (char c : token) {
+    if (c == '-') {
+      if (digits == 0 || ++fields > 2) return false;
+      digits = 0;
+    } else if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) {
+      if (++digits > 16) return false;
+    } else {
+      return false;
+    }
+  }
+  return fields == 2 && digits > 0;
+}
+
 }  // namespace
+
+std::string VersionToken(const proto::Version& version) {
+  std::string out;
+  AppendHex(version.hlc(), &out);
+  out.push_back('-');
+  AppendHex(version.origin(), &out);
+  out.push_back('-');
+  AppendHex(version.counter(), &out);
+  return out;
+}
+
+namespace {}  // namespace
 
 /// An operation as the write path sees it: borrowed key and value, so Put copies nothing.
 struct DatabaseStore::OpView {
   WriteOp::Kind kind;
   std::string_view key;
   std::string_view value;
+  uint64_t ttl_ms = 0;
 };
 
 struct DatabaseStore::Pending {
@@ -310,28 +363,33 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
   std::sort(changed.begin(), changed.end(),
             [](const Pending* a, const Pending* b) { return a->key < b->key; });
 
-  // An index entry: its key sorts as (tag, origin, counter) (big-endian fields).
+  // An index entry: its key sorts as (tag, expires, origin, counter) (big-endian fields;
+  // expires is 0 for the dot and tombstone indexes, which do not hold it).
   struct IndexOp {
     char tag;
+    uint64_t expires;
     uint64_t origin;
     uint64_t counter;
     /// The indexed key, or null to delete the entry.
     const std::string* key;
   };
   std::vector<IndexOp> index;
-  index.reserve(2 * changed.size());
+  index.reserve(3 * changed.size());
   std::string data_key = data_prefix_;
   for (Pending* p : changed) {
     if (p->had) {
       const proto::Version& old = p->before.version();
-      index.push_back({'o', old.origin(), old.counter(), nullptr});
+      index.push_back({'o', 0, old.origin(), old.counter(), nullptr});
       if (p->before.tombstone()) {
-        index.push_back({'t', old.origin(), old.counter(), nullptr});
+        index.push_back({'t', 0, old.origin(), old.counter(), nullptr});
         --staged->tombstone_count;
       } else {
         staged->used_bytes -= static_cast<int64_t>(LiveCost(p->key, p->before));
         --staged->key_count;
         staged->digest -= RecordHash(p->key, p->before);
+        if (p->before.expires() != 0) {
+          index.push_back({'x', p->before.expires(), old.origin(), old.counter(), nullptr});
+        }
       }
     }
     const proto::Version& now = p->after.version();
@@ -339,22 +397,28 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
     data_key.append(p->key);
     p->after_bytes = p->after.SerializeAsString();
     staged->batch.Put(data_key, p->after_bytes);
-    index.push_back({'o', now.origin(), now.counter(), &p->key});
+    index.push_back({'o', 0, now.origin(), now.counter(), &p->key});
     if (p->after.tombstone()) {
-      index.push_back({'t', now.origin(), now.counter(), &p->key});
+      index.push_back({'t', 0, now.origin(), now.counter(), &p->key});
       ++staged->tombstone_count;
     } else {
       staged->used_bytes += static_cast<int64_t>(LiveCost(p->key, p->after));
       ++staged->key_count;
       staged->digest += RecordHash(p->key, p->after);
+      if (p->after.expires() != 0) {
+        index.push_back({'x', p->after.expires(), now.origin(), now.counter(), &p->key});
+      }
     }
   }
   std::sort(index.begin(), index.end(), [](const IndexOp& a, const IndexOp& b) {
-    return std::tie(a.tag, a.origin, a.counter) < std::tie(b.tag, b.origin, b.counter);
+    return std::tie(a.tag, a.expires, a.origin, a.counter) <
+           std::tie(b.tag, b.expires, b.origin, b.counter);
   });
   for (const IndexOp& op : index) {
     const std::string key = op.tag == 'o' ? keys::DotIndexKey(id_, op.origin, op.counter)
-                                          : keys::TombstoneIndexKey(id_, op.origin, op.counter);
+                            : op.tag == 't'
+                                ? keys::TombstoneIndexKey(id_, op.origin, op.counter)
+                                : keys::ExpiryIndexKey(id_, op.expires, op.origin, op.counter);
     if (op.key == nullptr) {
       staged->batch.Delete(key);
     } else {
@@ -383,6 +447,10 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   return Status::OK();
 }
 
+uint64_t DatabaseStore::WallTicks() const {
+  return store_->WallTicks();
+}
+
 Status DatabaseStore::SyncLog() {
   Status s = CheckUsable();
   return s.ok() ? store_->SyncLog() : s;
@@ -393,12 +461,12 @@ bool DatabaseStore::syncs_every_write() const {
 }
 
 Status DatabaseStore::Put(std::string_view key, std::string_view value, std::string* delta) {
-  OpView op{WriteOp::Kind::kPut, key, value};
+  OpView op{WriteOp::Kind::kPut, key, value, 0};
   return Apply(&op, 1, delta);
 }
 
 Status DatabaseStore::Erase(std::string_view key, std::string* delta) {
-  OpView op{WriteOp::Kind::kErase, key, {}};
+  OpView op{WriteOp::Kind::kErase, key, {}, 0};
   return Apply(&op, 1, delta);
 }
 
@@ -409,12 +477,13 @@ Status DatabaseStore::Write(const WriteBatch& batch, std::string* delta) {
   ops.reserve(batch.ops.size());
   for (const WriteOp& op : batch.ops) {
     // A batch from the network may carry any byte as its kind; only put and erase exist.
-    if (op.kind != WriteOp::Kind::kPut && op.kind != WriteOp::Kind::kErase) {
+    if (op.kind != WriteOp::Kind::kPut && op.kind != WriteOp::Kind::kErase &&
+        op.kind != WriteOp::Kind::kCheck) {
       return Status::InvalidArgument(
           "batch operation " + std::to_string(ops.size()) + " has the unknown kind " +
           std::to_string(static_cast<int>(op.kind)) + "; nothing was written");
     }
-    ops.push_back({op.kind, op.key, op.value});
+    ops.push_back({op.kind, op.key, op.value, op.ttl_ms});
   }
   return Apply(ops.data(), ops.size(), delta);
 }
@@ -437,6 +506,18 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
       return Status::ValueTooLarge("value for key " + Quote(keys[i]) + " in database " +
                                    Quote(path_) + " is " + FormatSize(ops[i].value.size()) +
                                    "; the maximum value size is " + FormatSize(max_value));
+    }
+    if (ops[i].kind == WriteOp::Kind::kPut && ops[i].ttl_ms > kMaxTtlMs) {
+      return Status::InvalidArgument("ttl for key " + Quote(keys[i]) + " is " +
+                                     std::to_string(ops[i].ttl_ms) + " ms; the maximum is " +
+                                     std::to_string(kMaxTtlMs) + " ms. Nothing was written");
+    }
+    if (ops[i].kind == WriteOp::Kind::kCheck && !ops[i].value.empty() &&
+        !WellFormedToken(ops[i].value)) {
+      return Status::InvalidArgument("the version expected for key " + Quote(keys[i]) + ", " +
+                                     Quote(ops[i].value) +
+                                     ", is not a version token (as get --version prints "
+                                     "them). Nothing was written");
     }
   }
 
@@ -461,10 +542,17 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
     s = TouchAll(views.data(), views.size(), &touched);
     if (!s.ok()) return s;
   }
+  // Checks and expiry are judged at one moment for the whole write.
+  const uint64_t now = store_->WallTicks();
   for (size_t i = 0; i < count; ++i) {
     Pending* p = nullptr;
     s = Touch(keys[i], &touched, &p);
     if (!s.ok()) return s;
+    if (ops[i].kind == WriteOp::Kind::kCheck) {
+      s = CheckCondition(*p, ops[i].value, now);
+      if (!s.ok()) return s;
+      continue;
+    }
     const bool is_put = ops[i].kind == WriteOp::Kind::kPut;
     // An erase always writes a new tombstone, even over a tombstone: another replica may hold a
     // put this one has not seen yet, and only a newer tombstone overrides it there. (Found by the
@@ -485,6 +573,9 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
     version->set_origin(node);
     version->set_counter(counter);
     version->set_hlc(store_->NextTimestamp());
+    if (is_put && ops[i].ttl_ms != 0) {
+      record.set_expires(version->hlc() + (ops[i].ttl_ms << hlc::kSubMsBits));
+    }
     version_vector.Add({node, counter});
     p->after = std::move(record);
     p->changed = true;
@@ -525,6 +616,123 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
     }
   }
   return Status::OK();
+}
+
+Status DatabaseStore::CheckCondition(const Pending& p, std::string_view expected,
+                                     uint64_t now) const {
+  const bool present = p.exists() && Present(p.current(), now);
+  const std::string where = "key " + Quote(p.key) + " of database " + Quote(path_);
+  if (expected.empty()) {
+    if (!present) return Status::OK();
+    return Status::ConditionFailed(where + " exists (version " +
+                                   VersionToken(p.current().version()) +
+                                   ") but had to be absent; nothing was written");
+  }
+  if (!present) {
+    return Status::ConditionFailed(where + " is absent but had to have version " +
+                                   std::string(expected) + "; nothing was written");
+  }
+  const std::string actual = VersionToken(p.current().version());
+  if (actual == expected) return Status::OK();
+  return Status::ConditionFailed(where + " has version " + actual + ", not " +
+                                 std::string(expected) + "; nothing was written");
+}
+
+// The index range [prefix, prefix + (now + 1)) holds exactly the records expired by `now`. Each
+// one still current (same dot, still live) becomes a tombstone of the same version; see the
+// header for why. Each RocksDB write handles at most kCollectBatch entries, with the meta record.
+Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* removed) {
+  if (removed != nullptr) *removed = 0;
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  rocksdb::DB* db = store_->db();
+  const std::string begin = keys::ExpiryIndexPrefix(id_);
+  std::string end = begin;
+  if (now == UINT64_MAX) {
+    end = keys::PrefixSuccessor(begin);
+  } else {
+    keys::AppendBigEndian64(now + 1, &end);
+  }
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
+  rocksdb::WriteBatch batch;
+  size_t entries = 0;
+  size_t seen = 0;
+  int64_t used_bytes = 0;
+  int64_t key_count = 0;
+  int64_t tombstone_count = 0;
+  uint64_t digest = digest_;
+  uint64_t total = 0;
+  uint64_t batch_removed = 0;
+  auto flush = [&]() -> Status {
+    if (entries == 0) return Status::OK();
+    const uint64_t new_used = used_bytes_ + used_bytes;
+    const uint64_t new_keys = key_count_ + key_count;
+    const uint64_t new_tombstones = tombstone_count_ + tombstone_count;
+    batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, digest,
+                                   version_vector_));
+    rocksdb::Status rs = db->Write(store_->write_options(), &batch);
+    if (!rs.ok()) {
+      return FromRocksStatus(rs, "cannot remove expired keys of database " + Quote(path_));
+    }
+    used_bytes_ = new_used;
+    key_count_ = new_keys;
+    tombstone_count_ = new_tombstones;
+    digest_ = digest;
+    total += batch_removed;
+    store_->NoteFreeingWrite();
+    batch.Clear();
+    entries = 0;
+    batch_removed = 0;
+    used_bytes = key_count = tombstone_count = 0;
+    return Status::OK();
+  };
+  for (it->Seek(begin); it->Valid() && seen < limit; it->Next(), ++seen) {
+    const rocksdb::Slice index_key = it->key();
+    if (index_key.size() != keys::kExpiryIndexKeySize) {
+      return Status::Corruption("expiry index of database " + Quote(path_) +
+                                " holds a malformed key");
+    }
+    const uint64_t expires = keys::DecodeBigEndian64(index_key.data() + 10);
+    const uint64_t origin = keys::DecodeBigEndian64(index_key.data() + 18);
+    const uint64_t counter = keys::DecodeBigEndian64(index_key.data() + 26);
+    const std::string key(it->value().data(), it->value().size());
+    proto::Record record;
+    bool found = false;
+    s = ReadRecord(key, &found, &record);
+    if (!s.ok()) return s;
+    batch.Delete(index_key);
+    ++entries;
+    const bool current = found && !record.tombstone() && record.expires() == expires &&
+                         record.version().origin() == origin &&
+                         record.version().counter() == counter;
+    // A stale entry (the record was since replaced) only loses its index entry.
+    if (current) {
+      used_bytes -= static_cast<int64_t>(LiveCost(key, record));
+      --key_count;
+      ++tombstone_count;
+      digest -= RecordHash(key, record);
+      proto::Record tombstone;
+      tombstone.set_tombstone(true);
+      *tombstone.mutable_version() = record.version();
+      batch.Put(data_prefix_ + key, tombstone.SerializeAsString());
+      batch.Put(keys::TombstoneIndexKey(id_, origin, counter), key);
+      ++batch_removed;
+    }
+    if (entries >= kCollectBatch) {
+      s = flush();
+      if (!s.ok()) return s;
+      if (removed != nullptr) *removed = total;
+    }
+  }
+  if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot read expiry index of database " + Quote(path_));
+  }
+  s = flush();
+  if (removed != nullptr) *removed = total;
+  return s;
 }
 
 // Everything is validated before anything is looked up, so a bad entry anywhere rejects the
@@ -851,7 +1059,7 @@ Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
   bool found = false;
   s = ReadRecord(key, &found, &record);
   if (!s.ok()) return s;
-  if (!found || record.tombstone()) {
+  if (!found || !Present(record, store_->WallTicks())) {
     return Status::NotFound("key " + Quote(key) + " not found in database " + Quote(path_));
   }
   *value = std::move(*record.mutable_value());
@@ -866,6 +1074,7 @@ Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
   if (!s.ok()) return s;
   page->keys.clear();
   page->values.clear();
+  page->versions.clear();
   page->next_token.clear();
   std::string prefix;
   s = NormalizePrefix(options.prefix, &prefix);
@@ -876,6 +1085,7 @@ Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
   size_t page_bytes = 0;
   bool full = false;
   proto::Record record;
+  const uint64_t now = store_->WallTicks();
 
   // Adds one stored record to the page; returns false when the page is full.
   auto take = [&](std::string_view user_key, const rocksdb::Slice& bytes) -> Status {
@@ -883,7 +1093,7 @@ Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
       return Status::Corruption("record of key " + Quote(user_key) + " in database " +
                                 Quote(path_) + " is unreadable");
     }
-    if (record.tombstone()) return Status::OK();
+    if (!Present(record, now)) return Status::OK();
     if (page->keys.size() >= limit || (page_bytes > 0 && page_bytes >= kMaxListPageBytes)) {
       full = true;
       return Status::OK();
@@ -894,6 +1104,7 @@ Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
       page_bytes += record.value().size();
       page->values.push_back(std::move(*record.mutable_value()));
     }
+    if (options.with_versions) page->versions.push_back(VersionToken(record.version()));
     return Status::OK();
   };
 

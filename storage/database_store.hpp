@@ -20,9 +20,39 @@
 // replicas during a partition can take a database over its budget; it then refuses writes
 // that grow it until it shrinks below).
 //
-// Not thread-safe: one owner at a time (the database actor). The one exception is Get, which may
-// run on other threads concurrently with the owner's calls: it reads only RocksDB, fields fixed
-// at construction and the atomic dropped flag (see actors/direct_reads.hpp).
+// Expiry (WriteOp::ttl_ms): a put with a ttl stores Record.expires = its timestamp + ttl, part
+// of the record, so every replica holding that write agrees on the moment. Reads (Get, List,
+// the checks of conditional writes) treat a record expired by the local wall clock
+// (Store::WallTicks) as missing; replicas whose clocks differ by d disagree for at most d about
+// whether it has expired. An expiry index ordered by time ("x", storage/keys.hpp) finds the
+// expired records without a scan (CollectExpired, O(expired)). The removal rule: an expired
+// record is turned, locally and without a new dot, into a tombstone of the same version
+// (origin, counter, hlc) if it is still the current record of its key; the removal is not
+// replicated (each replica removes its own copy when it sees it expired). Because the version is
+// unchanged, the removal can never win against or lose to any other write differently than the
+// live record would have: a newer write replaces it, an older one loses to it, on every replica,
+// and a replica that never saw the live record may receive the tombstone instead, which reads
+// the same. The tombstone is then collected like any other (CollectTombstones). A removal that
+// wrote a new version could instead overwrite a newer put made elsewhere meanwhile. Size
+// accounting counts an expired record until it is removed. Digests of two replicas may differ
+// while one has removed an expired record the other has not yet.
+//
+// Versions and conditional writes: a record's version token (VersionToken) is its hlc, origin
+// and counter in hex: equal tokens, same write. A WriteOp::kCheck in a batch (what put/erase
+// with if_version or if_absent become) is judged here, in Apply, atomically with the writes of
+// its batch: on this replica, against what this replica holds. Which replica judges it in a
+// cluster is the database actor's rule (actors/database_actor.cpp CheckingReplica): the first
+// replica in placement order; the others forward to it, and refuse (unavailable) while
+// membership sees it as down. What holds (README "Versions and conditional writes"): while the
+// nodes agree on the replica set, of the conditional writes expecting one version at most one
+// succeeds; around a membership change, or in a partition longer than the replica grace, two
+// replicas may each judge, and plain writes of the key through other replicas are not seen
+// until they reach the judging one (the conflict rule then decides, as for any two writes).
+//
+// Not thread-safe: one owner at a time (the database actor). The exceptions are Get and List,
+// which may run on other threads concurrently with the owner's calls: they read only RocksDB,
+// fields fixed at construction and the atomic dropped flag (see actors/direct_reads.hpp; the
+// supervisor lists the system database of cluster-wide configs this way).
 #pragma once
 
 #include <atomic>
@@ -38,11 +68,16 @@
 
 namespace kvmesh::proto {
 class Record;
+class Version;
 }  // namespace kvmesh::proto
 
 namespace kvmesh::storage {
 
 class Store;
+
+/// The version token of a record (hlc, origin and counter in hex, joined by '-'): what a list
+/// with versions returns and conditional writes compare.
+std::string VersionToken(const proto::Version& version);
 
 class DatabaseStore {
  public:
@@ -103,6 +138,14 @@ class DatabaseStore {
   /// a coverage range, so its stale copy of the key is deleted). `*collected` (may be null)
   /// gets how many.
   Status CollectTombstones(const VersionVector& stable, uint64_t max_hlc, uint64_t* collected);
+
+  /// Removes up to `limit` records (index entries examined) whose expiry is at most `now`
+  /// (timestamp ticks, Store::WallTicks): each still-current one becomes a tombstone of the
+  /// same version (see the header comment), leaving size accounting and digest exact.
+  /// `*removed` (may be null) gets how many. Cost: proportional to the entries examined.
+  Status CollectExpired(uint64_t now, size_t limit, uint64_t* removed);
+  /// The store's wall clock now, in timestamp ticks (Store::WallTicks).
+  uint64_t WallTicks() const;
 
   /// Deletes all data of this database here (records, indexes, meta and catalog entry): used
   /// when this node stops being one of its replicas. The handle is unusable afterwards: every
@@ -176,6 +219,9 @@ class DatabaseStore {
   /// Touches every key of `keys` (normalised; repeats allowed), reading the stored records of
   /// those not touched yet in one MultiGet.
   Status TouchAll(const std::string_view* keys, size_t count, Touched* touched) const;
+  /// OK if the key of `p` has version `expected` (or is absent, if `expected` is empty) at `now`;
+  /// otherwise kConditionFailed naming the key.
+  Status CheckCondition(const Pending& p, std::string_view expected, uint64_t now) const;
   /// Adds the record and index changes of every changed key of `touched` to `staged`.
   void Stage(Touched* touched, Staged* staged) const;
   /// Writes `staged` with the meta record the counters will have after it (`version_vector`,

@@ -79,6 +79,17 @@ std::string TombstoneIndexPrefix(uint64_t id, uint64_t origin) {
   return out;
 }
 
+std::string ExpiryIndexKey(uint64_t id, uint64_t expires, uint64_t origin, uint64_t counter) {
+  std::string out = DatabaseKey(id, 'x');
+  AppendBigEndian64(expires, &out);
+  AppendBigEndian64(origin, &out);
+  AppendBigEndian64(counter, &out);
+  return out;
+}
+std::string ExpiryIndexPrefix(uint64_t id) {
+  return DatabaseKey(id, 'x');
+}
+
 uint64_t DecodeBigEndian64(const char* bytes) {
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);

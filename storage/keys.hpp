@@ -13,13 +13,17 @@
 //   "d" <id> "k" <key>                       -> proto::Record        one user key (or tombstone)
 //   "d" <id> "o" <origin> <counter>          -> <key>                dot index (current records)
 //   "d" <id> "t" <origin> <counter>          -> <key>                tombstone index (tombstones)
-// where <id>, <origin> and <counter> are 8 bytes big-endian and <key> is the normalised user key.
+//   "d" <id> "x" <expires> <origin> <counter> -> <key>               expiry index (live, with ttl)
+// where <id>, <expires>, <origin> and <counter> are 8 bytes big-endian and <key> is the normalised
+// user key.
 //
 // The dot index is ordered by (origin, counter), so the writes of one origin after a counter are
 // one contiguous range (DatabaseStore::DeltaSince); the tombstone index likewise per origin
 // (DatabaseStore::CollectTombstones). A record and its index entries change in one write batch.
-// The tags sort 'k' < 'l' (DataPrefixEnd) < 'm' < 'o' < 't', so a scan of the data range never
-// meets meta or index keys, and all of a database's keys lie in [DatabasePrefix(id),
+// The expiry index is ordered by time, so the records expired by now are one range from its
+// start (DatabaseStore::CollectExpired).
+// The tags sort 'k' < 'l' (DataPrefixEnd) < 'm' < 'o' < 't' < 'x', so a scan of the data range
+// never meets meta or index keys, and all of a database's keys lie in [DatabasePrefix(id),
 // DatabasePrefixEnd(id)), which is how Drop deletes them with one range deletion.
 //
 // Isolation: every data key starts with the fixed 10-byte "d<id>k" prefix and every scan is
@@ -68,6 +72,15 @@ std::string TombstoneIndexKey(uint64_t id, uint64_t origin, uint64_t counter);
 std::string TombstoneIndexPrefix(uint64_t id);
 /// "d<id>t<origin>": the prefix of the tombstone index entries of one origin.
 std::string TombstoneIndexPrefix(uint64_t id, uint64_t origin);
+
+/// "d<id>x<expires><origin><counter>": the expiry index entry of the live record written as
+/// (origin, counter) that expires at `expires` (Record.expires). Its value is the user key.
+/// Ordered by time, so the records expired by a moment are one range from the prefix.
+std::string ExpiryIndexKey(uint64_t id, uint64_t expires, uint64_t origin, uint64_t counter);
+/// "d<id>x": the prefix of every expiry index entry of database `id`.
+std::string ExpiryIndexPrefix(uint64_t id);
+/// Size of an expiry index key.
+inline constexpr size_t kExpiryIndexKeySize = 34;
 
 /// Size of a dot or tombstone index key; the counter is its last 8 bytes.
 inline constexpr size_t kIndexKeySize = 26;

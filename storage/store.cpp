@@ -239,8 +239,12 @@ Status Store::MarkInUse() {
   return Status::OK();
 }
 
+uint64_t Store::WallTicks() const {
+  return options_.wall_clock ? hlc::FromTime(options_.wall_clock()) : NowTicks();
+}
+
 uint64_t Store::NextTimestamp() {
-  uint64_t physical = NowTicks();
+  uint64_t physical = WallTicks();
   uint64_t last = last_timestamp_.load(std::memory_order_relaxed);
   uint64_t next;
   do {

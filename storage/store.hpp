@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +48,9 @@ struct StoreOptions {
   size_t max_value_bytes = 16u << 20;
   /// The low-space state (storage/space_monitor.hpp). Defaults as documented there.
   SpaceOptions space;
+  /// The wall clock behind timestamps and expiry; tests set a clock they move. Default (unset):
+  /// std::chrono::system_clock::now.
+  std::function<std::chrono::system_clock::time_point()> wall_clock;
 };
 
 class Store : public std::enable_shared_from_this<Store> {
@@ -119,6 +123,9 @@ class Store : public std::enable_shared_from_this<Store> {
   /// wall-clock milliseconds << 16 with the sub-millisecond part in the low 16 bits
   /// (storage/hlc.hpp), or one more than the last timestamp if that is not smaller. Thread-safe.
   uint64_t NextTimestamp();
+  /// The wall clock now (StoreOptions::wall_clock), in timestamp ticks: what expiry is measured
+  /// against (a record whose Record.expires is at most this reads as missing). Thread-safe.
+  uint64_t WallTicks() const;
 
   /// Hybrid-logical-clock receive rule: later NextTimestamp() results exceed `remote` (a
   /// timestamp seen in a peer's write). Thread-safe.

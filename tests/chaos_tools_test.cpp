@@ -41,6 +41,30 @@ OpRecord Batch(uint64_t id, std::vector<WriteOp> ops, Code code) {
   return op;
 }
 
+OpRecord Cas(uint64_t id, std::string expected, Code code) {
+  OpRecord op = Write(id, std::string(kCasKeyPrefix) + "0", "v" + std::to_string(id), code);
+  op.kind = OpRecord::Kind::kCas;
+  op.expected_version = std::move(expected);
+  return op;
+}
+
+TEST(HistoryCheckTest, AtMostOneConditionalWritePerExpectedVersionIsAcknowledged) {
+  std::vector<OpRecord> ops = {Cas(1, "", Code::kOk), Cas(2, "", Code::kConditionFailed),
+                               Cas(3, "v1-a-1", Code::kOk), Cas(4, "v1-a-1", Code::kTimeout),
+                               Cas(5, "v1-a-1", Code::kConditionFailed)};
+  const FinalState state = {{"/db", {{"/cas/0", "v3"}}}};
+  CheckResult ok = CheckHistory(ops, state);
+  EXPECT_TRUE(ok.pass) << ok.violation;
+  EXPECT_EQ(ok.cas_acknowledged, 2u);
+  EXPECT_EQ(ok.cas_refused, 2u);
+  EXPECT_EQ(ok.unexpected_errors, 0u);
+  ops.push_back(Cas(6, "v1-a-1", Code::kOk));
+  CheckResult twice = CheckHistory(ops, state);
+  EXPECT_FALSE(twice.pass);
+  EXPECT_NE(twice.violation.find("op 3"), std::string::npos) << twice.violation;
+  EXPECT_NE(twice.violation.find("op 6"), std::string::npos) << twice.violation;
+}
+
 TEST(HistoryCheckTest, AcknowledgedWritesAndDeletesMustSurvive) {
   std::vector<OpRecord> ops = {Write(1, "/a", "1", Code::kOk), Write(2, "/a", "2", Code::kOk),
                                Write(3, "/b", "x", Code::kOk), Write(4, "/b", {}, Code::kOk)};

@@ -48,6 +48,32 @@ TEST_F(CliTest, BinaryValuesRoundTripThroughStdinStdoutAndFiles) {
   EXPECT_EQ(check.out, binary + binary);
 }
 
+TEST_F(CliTest, TtlVersionsAndConditionalWrites) {
+  ASSERT_EQ(Run({"put", "/example/kv", "/k", "v1"}).exit_code, 0);
+  CommandResult get = Run({"get", "/example/kv", "/k", "--version"});
+  ASSERT_EQ(get.exit_code, 0) << get.err;
+  EXPECT_EQ(get.out, "v1");  // stdout stays the raw value; the version is on stderr
+  ASSERT_FALSE(get.err.empty());
+  const std::string version = get.err.substr(0, get.err.size() - 1);
+  CommandResult swap = Run({"put", "/example/kv", "/k", "v2", "--if-version", version});
+  EXPECT_EQ(swap.exit_code, 0) << swap.err;
+  CommandResult stale = Run({"put", "/example/kv", "/k", "v3", "--if-version", version});
+  EXPECT_EQ(stale.exit_code, 4);
+  EXPECT_NE(stale.err.find("condition_failed: key \"/k\""), std::string::npos) << stale.err;
+  EXPECT_EQ(Run({"del", "/example/kv", "/k", "--if-version", version}).exit_code, 4);
+  EXPECT_EQ(Run({"put", "/example/kv", "/k", "v4", "--if-absent"}).exit_code, 4);
+  EXPECT_EQ(Run({"get", "/example/kv", "/k"}).out, "v2");
+  EXPECT_EQ(Run({"put", "/example/kv", "/new", "x", "--if-absent"}).exit_code, 0);
+
+  ASSERT_EQ(Run({"put", "/example/kv", "/t", "x", "--ttl", "300ms"}).exit_code, 0);
+  EXPECT_TRUE(kvmesh::testing::Eventually(std::chrono::seconds(10), [&] {
+    return Run({"get", "/example/kv", "/t"}).exit_code == 1;
+  }));
+  CommandResult bad = Run({"put", "/example/kv", "/t", "x", "--ttl", "5 parsecs"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("--ttl"), std::string::npos) << bad.err;
+}
+
 TEST_F(CliTest, ExitCodesAndOneLineErrors) {
   CommandResult missing = Run({"get", "/example/kv", "/nope"});
   EXPECT_EQ(missing.exit_code, 1);

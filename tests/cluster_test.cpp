@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -159,6 +160,93 @@ TEST_F(ClusterTest, ConcurrentWritesOnBothSidesOfAPartitionConverge) {
   }
   // 50 + 50 + shared, minus the erased /left/0 (the delete is newer than the put).
   EXPECT_EQ(statuses[0].key_count, 100u);
+}
+
+/// The index of the first replica of `path` in placement order, as node 0 sees it.
+size_t FirstReplica(LocalCluster& cluster, const std::string& path) {
+  ReplicationStatus status;
+  Status s = cluster.ReplicaStatus(0, path, &status);
+  EXPECT_TRUE(s.ok()) << s;
+  if (!s.ok() || status.replicas.empty()) return 0;
+  return cluster.IndexOf(status.replicas.front());
+}
+
+TEST_F(ClusterTest, WritersRacingWithTheSameExpectedVersionHaveOneWinner) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const std::string path = "/loose/cas";
+  ASSERT_TRUE(Open(0, path).put("/counter", "0").ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10)).ok());
+  for (int round = 0; round < 5; ++round) {
+    // Every node reads the same version, then all three write expecting it, at once.
+    std::vector<std::string> versions;
+    for (size_t node = 0; node < 3; ++node) {
+      Result<VersionedValue> v = Open(node, path).get_versioned("/counter");
+      ASSERT_TRUE(v.ok()) << v.status();
+      versions.push_back(v->version);
+    }
+    ASSERT_EQ(versions[0], versions[1]);
+    ASSERT_EQ(versions[0], versions[2]);
+    std::vector<std::future<Status>> results;
+    for (size_t node = 0; node < 3; ++node) {
+      auto done = std::make_shared<std::promise<Status>>();
+      results.push_back(done->get_future());
+      WriteOptions options;
+      options.if_version = versions[node];
+      Open(node, path).put_async("/counter", "n" + std::to_string(node), options, [done](Status s) {
+        done->set_value(s);
+      });
+    }
+    int won = 0;
+    for (auto& result : results) {
+      ASSERT_EQ(result.wait_for(seconds(30)), std::future_status::ready);
+      Status s = result.get();
+      if (s.ok()) {
+        ++won;
+      } else {
+        EXPECT_EQ(s.code(), Code::kConditionFailed) << s;
+      }
+    }
+    EXPECT_EQ(won, 1) << "round " << round;
+    ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10)).ok());
+  }
+}
+
+TEST_F(ClusterTest, ConditionalWritesNeedTheFirstReplicaDuringAPartition) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const std::string path = "/loose/cas";
+  ASSERT_TRUE(Open(0, path).put("/k", "base").ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(10)).ok());
+  const size_t first = FirstReplica(*cluster_, path);
+  const size_t other = (first + 1) % 3;
+  Result<VersionedValue> base = Open(other, path).get_versioned("/k");
+  ASSERT_TRUE(base.ok()) << base.status();
+
+  cluster_->Partition({first}, {(first + 1) % 3, (first + 2) % 3});
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  // Cut off from the first replica, the others refuse conditional writes (nothing written)...
+  WriteOptions options;
+  options.if_version = base->version;
+  Status refused = Open(other, path).put("/k", "other-side", options);
+  EXPECT_EQ(refused.code(), Code::kUnavailable) << refused;
+  EXPECT_EQ(Read(other, path, "/k"), "base");
+  // ...but still take plain writes; the first replica's side judges conditional writes alone.
+  EXPECT_TRUE(Open(other, path).put("/plain", "x").ok());
+  Status judged = Open(first, path).put("/k", "first-side", options);
+  EXPECT_TRUE(judged.ok()) << judged;
+
+  cluster_->Heal();
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(15)).ok());
+  EXPECT_EQ(Read(other, path, "/k"), "first-side");
+  // The expectation of before the partition is stale everywhere now.
+  Status stale = Open(other, path).put("/k", "late", options);
+  EXPECT_EQ(stale.code(), Code::kConditionFailed) << stale;
 }
 
 TEST_F(ClusterTest, CrashingOneReplicaLosesNoAcknowledgedWrite) {

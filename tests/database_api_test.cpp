@@ -212,6 +212,62 @@ std::vector<std::string> Exercise(Database db, Database tiny, Database unknown) 
   return out;
 }
 
+/// Expiry and conditional writes through `db`, as a transcript (codes, not messages: the
+/// messages hold version tokens, which differ between nodes).
+std::vector<std::string> ExerciseTtlAndConditions(const Database& db) {
+  std::vector<std::string> out;
+  auto code = [](const Status& s) { return std::string(CodeName(s.code())); };
+  WriteOptions ttl;
+  ttl.ttl = 300ms;
+  EXPECT_TRUE(db.put("/ttl/short", "v", ttl).ok());
+  EXPECT_TRUE(db.put("/ttl/cleared", "v", ttl).ok());
+  EXPECT_TRUE(db.put("/ttl/cleared", "kept").ok());  // a put without ttl clears it
+  out.push_back("fresh: " + Show(db.get("/ttl/short")));
+  // Expired keys read as missing, are not listed, and leave the size accounting.
+  const bool expired = testing::Eventually(10s, [&] { return db.get("/ttl/short").IsNotFound(); });
+  EXPECT_TRUE(expired);
+  out.push_back("list: " + Show(db.list("/ttl")));
+  const bool removed = testing::Eventually(10s, [&] {
+    Result<DatabaseStats> st = db.stats();
+    return st.ok() && st->key_count == 1;
+  });
+  EXPECT_TRUE(removed) << "the expired key is removed in the background";
+  ttl.ttl = -1ms;
+  out.push_back("negative ttl: " + code(db.put("/ttl/x", "v", ttl)));
+
+  // Versions and conditional writes.
+  Result<VersionedValue> v1 = db.get_versioned("/ttl/cleared");
+  EXPECT_TRUE(v1.ok()) << v1.status();
+  if (!v1.ok()) return out;
+  out.push_back("versioned: " + v1->value);
+  WriteOptions if_v1;
+  if_v1.if_version = v1->version;
+  out.push_back("put if v1: " + code(db.put("/ttl/cleared", "2", if_v1)));
+  out.push_back("put if v1 again: " + code(db.put("/ttl/cleared", "3", if_v1)));
+  out.push_back("erase if v1: " + code(db.erase("/ttl/cleared", if_v1)));
+  out.push_back("after: " + Show(db.get("/ttl/cleared")));
+  WriteOptions absent;
+  absent.if_absent = true;
+  out.push_back("if absent (new): " + code(db.put("/cas/new", "1", absent)));
+  out.push_back("if absent (exists): " + code(db.put("/cas/new", "2", absent)));
+  out.push_back("if absent (expired): " + code(db.put("/ttl/short", "back", absent)));
+  Result<VersionedValue> v2 = db.get_versioned("/ttl/cleared");
+  EXPECT_TRUE(v2.ok());
+  if (!v2.ok()) return out;
+  WriteOptions if_v2;
+  if_v2.if_version = v2->version;
+  out.push_back("erase if v2: " + code(db.erase("/ttl/cleared", if_v2)));
+  out.push_back("versioned missing: " + code(db.get_versioned("/ttl/cleared").status()));
+  Status failed = db.batch().check_absent("/ttl/short").put("/cas/b", "1").commit();
+  out.push_back("batch: " + code(failed) + " names /ttl/short: " +
+                (failed.message().find("\"/ttl/short\"") != std::string::npos ? "yes" : "no"));
+  out.push_back("batch wrote nothing: " + Show(db.get("/cas/b")));
+  std::promise<Status> async;
+  db.put_async("/cas/new", "3", absent, [&](Status s) { async.set_value(s); });
+  out.push_back("async if absent: " + code(Get(async.get_future())));
+  return out;
+}
+
 class DatabaseApiTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -254,6 +310,31 @@ TEST_F(DatabaseApiTest, EmbeddedAndNetworkHandlesGiveIdenticalResults) {
   EXPECT_EQ(embedded.front(), "path /example/kv");
   EXPECT_EQ(embedded.back(),
             "closed: invalid_argument: database handle \"/example/kv\" was closed");
+}
+
+TEST_F(DatabaseApiTest, ExpiryAndConditionalWritesBehaveAlikeEmbeddedAndOverTheNetwork) {
+  std::vector<std::string> embedded = ExerciseTtlAndConditions(embedded_->open("/example/kv"));
+  std::vector<std::string> network = ExerciseTtlAndConditions(client_.open("/example/kv"));
+  const std::vector<std::string> expected = {
+      "fresh: value v",
+      "list: keys /ttl/cleared",
+      "negative ttl: invalid_argument",
+      "versioned: kept",
+      "put if v1: ok",
+      "put if v1 again: condition_failed",
+      "erase if v1: condition_failed",
+      "after: value 2",
+      "if absent (new): ok",
+      "if absent (exists): condition_failed",
+      "if absent (expired): ok",
+      "erase if v2: ok",
+      "versioned missing: not_found",
+      "batch: condition_failed names /ttl/short: yes",
+      "batch wrote nothing: not_found: key \"/cas/b\" not found in database \"/example/kv\"",
+      "async if absent: condition_failed",
+  };
+  EXPECT_EQ(embedded, expected);
+  EXPECT_EQ(network, expected);
 }
 
 TEST_F(DatabaseApiTest, NodeAndClientAdminCallsAgree) {

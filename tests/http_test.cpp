@@ -159,6 +159,42 @@ TEST_F(HttpTest, PutGetDeleteRoundTripsBinaryValues) {
   EXPECT_EQ(again->status, 200);
 }
 
+TEST_F(HttpTest, TtlETagsAndConditionalWrites) {
+  Start();
+  auto c = Client();
+  const std::string key = kKv + "/keys/k";
+  ASSERT_EQ(c.Put(key.c_str(), "v1", "text/plain")->status, 200);
+  auto get = c.Get(key.c_str());
+  ASSERT_TRUE(get);
+  const std::string etag = get->get_header_value("ETag");
+  ASSERT_GT(etag.size(), 2u);
+  httplib::Headers if_match = {{"If-Match", etag}};
+  auto swap = c.Put(key.c_str(), if_match, "v2", "text/plain");
+  ASSERT_TRUE(swap);
+  EXPECT_EQ(swap->status, 200) << swap->body;
+  auto stale = c.Put(key.c_str(), if_match, "v3", "text/plain");
+  ASSERT_TRUE(stale);
+  EXPECT_EQ(stale->status, 412) << stale->body;
+  EXPECT_EQ(Body(stale)["code"], "condition_failed");
+  auto stale_delete = c.Delete(key.c_str(), if_match);
+  ASSERT_TRUE(stale_delete);
+  EXPECT_EQ(stale_delete->status, 412);
+  httplib::Headers absent = {{"If-None-Match", "*"}};
+  EXPECT_EQ(c.Put(key.c_str(), absent, "v4", "text/plain")->status, 412);
+  EXPECT_EQ(c.Get(key.c_str())->body, "v2");
+
+  const std::string short_key = kKv + "/keys/short?ttl=300ms";
+  ASSERT_EQ(c.Put(short_key.c_str(), "x", "text/plain")->status, 200);
+  EXPECT_TRUE(kvmesh::testing::Eventually(std::chrono::seconds(10), [&] {
+    auto r = c.Get((kKv + "/keys/short").c_str());
+    return r && r->status == 404;
+  }));
+  EXPECT_EQ(c.Put(short_key.c_str(), absent, "y", "text/plain")->status, 200);
+  auto bad = c.Put((kKv + "/keys/k?ttl=soon").c_str(), "x", "text/plain");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
 TEST_F(HttpTest, ErrorsMapToStatusesWithJsonBodies) {
   Start();
   auto c = Client();

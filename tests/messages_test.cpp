@@ -47,15 +47,25 @@ TEST_F(MessagesTest, EveryWireTypeRoundTrips) {
   EXPECT_EQ(batch_back.ops[0].key, std::string("/k\0", 3));
   EXPECT_EQ(batch_back.ops[0].value, std::string("\xff\0", 2));
   EXPECT_EQ(batch_back.ops[1].kind, WriteOp::Kind::kErase);
+  WriteBatch conditional;
+  conditional.Check("/c", "1-2-3").Put("/c", "v", 30000);
+  WriteBatch conditional_back = RoundTrip(conditional);
+  ASSERT_EQ(conditional_back.ops.size(), 2u);
+  EXPECT_EQ(conditional_back.ops[0].kind, WriteOp::Kind::kCheck);
+  EXPECT_EQ(conditional_back.ops[0].value, "1-2-3");
+  EXPECT_EQ(conditional_back.ops[1].ttl_ms, 30000u);
 
   ListOptions options{"/p", "/p/3", 7, true};
   ListOptions options_back = RoundTrip(options);
   EXPECT_EQ(options_back.start_after, "/p/3");
   EXPECT_EQ(options_back.limit, 7u);
   EXPECT_TRUE(options_back.with_values);
+  options.with_versions = true;
+  EXPECT_TRUE(RoundTrip(options).with_versions);
 
-  ListPage page{{"/a", "/b"}, {"1", "2"}, "/b"};
+  ListPage page{{"/a", "/b"}, {"1", "2"}, "/b", {"v1", "v2"}};
   EXPECT_EQ(RoundTrip(page).next_token, "/b");
+  EXPECT_EQ(RoundTrip(page).versions, page.versions);
   DatabaseStats stats{"/db", "cfg", 3, 4, 5, 6};
   EXPECT_EQ(RoundTrip(stats).limit_bytes, 6u);
   std::vector<DatabaseInfo> infos{{"/db", "cfg", 3, 99}};

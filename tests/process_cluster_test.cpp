@@ -61,6 +61,14 @@ TEST_F(ProcessClusterTest, ThreeProcessesReplicateAndSurviveASigkill) {
   EXPECT_EQ(seen_b, 2) << "alive peers seen by b";
   ASSERT_EQ(seen_c, 2) << "alive peers seen by c";
 
+  // A config applied through a is in force on c (cluster-wide configs), and c's clients open it.
+  auto applied =
+      client::connect(a.address()).apply_configs("id: api\nmatcher: /api/*\nsize: 1MB\n");
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  auto client_c = client::connect(c.address());
+  EXPECT_TRUE(Eventually(10s, [&] { return client_c.open("/api/x").ok(); }))
+      << client_c.open("/api/x").status();
+
   auto db = client::connect(a.address()).open("/strict/orders");
   ASSERT_TRUE(db.ok()) << db.status();
   for (int i = 0; i < 100; ++i) {

@@ -1173,5 +1173,195 @@ TEST(ReplicationTest, RecreatedReplicaWritesUnderANewOrigin) {
   EXPECT_EQ(a.node(), origin);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Expiry (ttl) and conditional writes
+
+/// A wall clock the test moves (StoreOptions::wall_clock).
+struct FakeClock {
+  std::shared_ptr<std::chrono::system_clock::time_point> now =
+      std::make_shared<std::chrono::system_clock::time_point>(std::chrono::system_clock::now());
+  StoreOptions Options() const {
+    StoreOptions options;
+    auto clock = now;
+    options.wall_clock = [clock] { return *clock; };
+    return options;
+  }
+  void Advance(std::chrono::milliseconds by) { *now += by; }
+};
+
+Status PutTtl(DatabaseStore& db, const std::string& key, const std::string& value, uint64_t ttl_ms,
+              std::string* delta = nullptr) {
+  WriteBatch batch;
+  batch.Put(key, value, ttl_ms);
+  return db.Write(batch, delta);
+}
+
+/// The version token of `key` as a list with versions gives it ("" if absent).
+std::string VersionOf(const DatabaseStore& db, const std::string& key) {
+  ListOptions options;
+  options.prefix = key;
+  options.limit = 1;
+  options.with_versions = true;
+  ListPage page;
+  Status s = db.List(options, &page);
+  EXPECT_TRUE(s.ok()) << s;
+  if (page.keys.empty() || page.keys[0] != key) return "";
+  return page.versions[0];
+}
+
+uint64_t Sweep(DatabaseStore& db, size_t limit = 1000) {
+  uint64_t removed = 0;
+  Status s = db.CollectExpired(db.WallTicks(), limit, &removed);
+  EXPECT_TRUE(s.ok()) << s;
+  return removed;
+}
+
+TEST(ExpiryTest, ExpiredKeyReadsMissingAndIsRemovedWithExactAccounting) {
+  FakeClock clock;
+  Replica a(kBigLimit, clock.Options());
+  ASSERT_TRUE(PutTtl(*a.db, "/a", "1", 1000).ok());
+  ASSERT_TRUE(a.db->Put("/b", "2").ok());
+  ASSERT_TRUE(PutTtl(*a.db, "/c", "3", 5000).ok());
+  std::string value;
+  EXPECT_TRUE(a.db->Get("/a", &value).ok());
+  EXPECT_EQ(Sweep(*a.db), 0u);  // nothing expired yet
+
+  clock.Advance(std::chrono::milliseconds(1000));  // /a was the first write at this moment
+  Status s = a.db->Get("/a", &value);
+  EXPECT_TRUE(s.IsNotFound()) << s;
+  EXPECT_TRUE(a.db->Get("/c", &value).ok());
+  EXPECT_EQ(Contents(*a.db), (std::map<std::string, std::string>{{"/b", "2"}, {"/c", "3"}}));
+  EXPECT_EQ(a.db->Stats().key_count, 3u);  // counted until removed
+
+  EXPECT_EQ(Sweep(*a.db), 1u);
+  EXPECT_EQ(a.db->Stats().key_count, 2u);
+  EXPECT_EQ(a.db->Stats().used_bytes, 6u);  // "/b" "2" and "/c" "3"
+  EXPECT_EQ(a.db->tombstone_count(), 1u);
+  ExpectConsistent(*a.db);
+  EXPECT_EQ(Sweep(*a.db), 0u);  // the index entry went with it
+
+  clock.Advance(std::chrono::milliseconds(4001));  // the writes' timestamps are a tick apart
+  EXPECT_EQ(Contents(*a.db), (std::map<std::string, std::string>{{"/b", "2"}}));
+  EXPECT_EQ(Sweep(*a.db, 1), 1u);
+  ExpectConsistent(*a.db);
+  // The counters survive a restart.
+  a.Open(clock.Options());
+  EXPECT_EQ(a.db->Stats().key_count, 1u);
+  EXPECT_EQ(a.db->tombstone_count(), 2u);
+  ExpectConsistent(*a.db);
+}
+
+TEST(ExpiryTest, SweepIsBoundedAndALaterPutWithoutTtlClearsExpiry) {
+  FakeClock clock;
+  Replica a(kBigLimit, clock.Options());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(PutTtl(*a.db, "/k" + std::to_string(i), "v", 10).ok());
+  ASSERT_TRUE(PutTtl(*a.db, "/keep", "old", 10).ok());
+  ASSERT_TRUE(a.db->Put("/keep", "new").ok());
+  clock.Advance(std::chrono::milliseconds(11));
+  std::string value;
+  ASSERT_TRUE(a.db->Get("/keep", &value).ok());
+  EXPECT_EQ(value, "new");
+  EXPECT_EQ(Sweep(*a.db, 4), 4u);
+  EXPECT_EQ(Sweep(*a.db), 6u);
+  EXPECT_EQ(Contents(*a.db), (std::map<std::string, std::string>{{"/keep", "new"}}));
+  ExpectConsistent(*a.db);
+}
+
+TEST(ExpiryTest, ReplicasAgreeAndTheLocalRemovalNeverBeatsANewerWrite) {
+  FakeClock clock;
+  Replica a(kBigLimit, clock.Options());
+  Replica b(kBigLimit, clock.Options());
+  std::string delta;
+  ASSERT_TRUE(PutTtl(*a.db, "/x", "short", 100, &delta).ok());
+  ASSERT_TRUE(PutTtl(*a.db, "/y", "short", 100, &delta).ok());
+  Apply(*b.db, delta);
+  std::string value;
+  EXPECT_TRUE(b.db->Get("/x", &value).ok());
+  clock.Advance(std::chrono::milliseconds(101));
+  EXPECT_TRUE(a.db->Get("/x", &value).IsNotFound());
+  EXPECT_TRUE(b.db->Get("/x", &value).IsNotFound());
+
+  // b writes /y anew (no ttl) before a removes its expired copy: the removal must not win.
+  std::string newer;
+  ASSERT_TRUE(b.db->Put("/y", "kept", &newer).ok());
+  EXPECT_EQ(Sweep(*a.db), 2u);
+  Apply(*a.db, newer);
+  ASSERT_TRUE(a.db->Get("/y", &value).ok());
+  EXPECT_EQ(value, "kept");
+  EXPECT_EQ(Sweep(*b.db), 1u);  // b's own /x
+  ExpectSame(*a.db, *b.db);
+  ExpectConsistent(*a.db);
+
+  // A replica that never saw /x gets a's removed copy (a tombstone of the same version), and an
+  // older write of /x, arriving after it, stays deleted.
+  Replica c(kBigLimit, clock.Options());
+  std::string sync;
+  bool more = false;
+  ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 1 << 20, &sync, &more).ok());
+  Apply(*c.db, sync);
+  ExpectSame(*a.db, *c.db);
+  EXPECT_EQ(Apply(*c.db, RecordDelta("/x", "stale", 77, 1, 1)).applied, 0u);
+  EXPECT_TRUE(c.db->Get("/x", &value).IsNotFound());
+}
+
+TEST(ConditionalWriteTest, ChecksCompareVersionsAndAbsenceAndWriteNothingOnFailure) {
+  FakeClock clock;
+  Replica a(kBigLimit, clock.Options());
+  ASSERT_TRUE(a.db->Put("/a", "1").ok());
+  const std::string v1 = VersionOf(*a.db, "/a");
+  ASSERT_FALSE(v1.empty());
+
+  WriteBatch swap;
+  swap.Check("/a", v1).Put("/a", "2");
+  ASSERT_TRUE(a.db->Write(swap).ok());
+  const std::string v2 = VersionOf(*a.db, "/a");
+  EXPECT_NE(v1, v2);
+  // The same expectation again: the version moved on.
+  WriteBatch stale;
+  stale.Check("/a", v1).Put("/a", "3");
+  Status s = a.db->Write(stale);
+  EXPECT_EQ(s.code(), Code::kConditionFailed) << s;
+  EXPECT_NE(s.message().find("\"/a\""), std::string::npos) << s;
+  std::string value;
+  ASSERT_TRUE(a.db->Get("/a", &value).ok());
+  EXPECT_EQ(value, "2");
+
+  // Several checks: the first failing key is named and nothing of the batch is written.
+  WriteBatch both;
+  both.Check("/a", v2).Check("/b", "").Put("/a", "4").Put("/b", "4");
+  ASSERT_TRUE(a.db->Write(both).ok());
+  WriteBatch again;
+  again.Put("/c", "5").Check("/a", VersionOf(*a.db, "/a")).Check("/b", "").Put("/a", "6");
+  s = a.db->Write(again);
+  EXPECT_EQ(s.code(), Code::kConditionFailed) << s;
+  EXPECT_NE(s.message().find("\"/b\""), std::string::npos) << s;
+  EXPECT_TRUE(a.db->Get("/c", &value).IsNotFound());
+  ASSERT_TRUE(a.db->Get("/a", &value).ok());
+  EXPECT_EQ(value, "4");
+
+  // Deleted and expired keys are absent; a version check on them fails.
+  WriteBatch erase;
+  erase.Check("/b", VersionOf(*a.db, "/b")).Erase("/b");
+  ASSERT_TRUE(a.db->Write(erase).ok());
+  WriteBatch recreate;
+  recreate.Check("/b", "").Put("/b", "again", 50);
+  ASSERT_TRUE(a.db->Write(recreate).ok());
+  const std::string vb = VersionOf(*a.db, "/b");
+  clock.Advance(std::chrono::milliseconds(51));
+  WriteBatch on_expired;
+  on_expired.Check("/b", vb).Put("/b", "x");
+  EXPECT_EQ(a.db->Write(on_expired).code(), Code::kConditionFailed);
+  WriteBatch absent;
+  absent.Check("/b", "").Put("/b", "fresh");
+  EXPECT_TRUE(a.db->Write(absent).ok());
+
+  // A malformed token is a clear invalid_argument.
+  WriteBatch bad;
+  bad.Check("/a", "not-a-version").Put("/a", "7");
+  s = a.db->Write(bad);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+  ExpectConsistent(*a.db);
+}
+
 }  // namespace
 }  // namespace kvmesh::storage

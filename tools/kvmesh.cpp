@@ -1,6 +1,7 @@
 // kvmesh: the command line for a kvmesh node.
 //
-// Exit codes: 0 ok, 1 not found, 2 usage, 3 any other error. Errors go to stderr in one line.
+// Exit codes: 0 ok, 1 not found, 2 usage, 3 any other error, 4 a condition of put or del
+// (--if-version, --if-absent) failed. Errors go to stderr in one line.
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/path.hpp"
+#include "common/request_limits.hpp"
 #include "config/config_set.hpp"
 #include "config/size.hpp"
 #include "kvmesh/client.hpp"
@@ -31,6 +33,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitNotFound = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitError = 3;
+constexpr int kExitConditionFailed = 4;
 
 struct Globals {
   std::string node = "127.0.0.1:" + std::to_string(7370);
@@ -43,6 +46,7 @@ struct Globals {
 int Fail(const Status& s) {
   std::cerr << "kvmesh: " << s << "\n";
   if (s.IsNotFound()) return kExitNotFound;
+  if (s.code() == Code::kConditionFailed) return kExitConditionFailed;
   return kExitError;
 }
 
@@ -123,7 +127,7 @@ class Cli {
   }
 
   int Put(const std::string& path, const std::string& key, const std::string* value,
-          const std::string& file) {
+          const std::string& file, const kvmesh::WriteOptions& options) {
     std::string bytes;
     if (!file.empty()) {
       std::ifstream in;
@@ -138,16 +142,28 @@ class Cli {
     }
     kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
-    Status s = db.put(key, bytes);
+    Status s = db.put(key, bytes, options);
     if (!s.ok()) return Fail(s);
     if (g_.json) std::cout << json{{"ok", true}, {"bytes", bytes.size()}}.dump() << "\n";
     return FinishOutput();
   }
 
-  int Get(const std::string& path, const std::string& key, const std::string& out_file) {
+  int Get(const std::string& path, const std::string& key, const std::string& out_file,
+          bool with_version) {
     kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
-    auto value = db.get(key);
+    kvmesh::Result<std::string> value = Status::NotFound("");
+    std::string version;
+    if (with_version) {
+      // The version goes to stderr, so stdout stays the value's raw bytes.
+      auto versioned = db.get_versioned(key);
+      if (!versioned.ok()) return Fail(versioned.status());
+      version = versioned->version;
+      value = std::move(versioned->value);
+      if (!g_.json) std::cerr << version << "\n";
+    } else {
+      value = db.get(key);
+    }
     if (!value.ok()) return Fail(value.status());
     if (!out_file.empty()) {
       std::ofstream out(out_file, std::ios::binary);
@@ -158,6 +174,7 @@ class Cli {
       json j;
       PutKey(j, key);
       j["value"] = kvmesh::tools::Base64Encode(*value);
+      if (with_version) j["version"] = version;
       std::cout << j.dump() << "\n";
     } else {
       std::cout.write(value->data(), static_cast<std::streamsize>(value->size()));
@@ -165,10 +182,10 @@ class Cli {
     return FinishOutput();
   }
 
-  int Del(const std::string& path, const std::string& key) {
+  int Del(const std::string& path, const std::string& key, const kvmesh::WriteOptions& options) {
     kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
-    Status s = db.erase(key);
+    Status s = db.erase(key, options);
     return s.ok() ? kExitOk : Fail(s);
   }
 
@@ -712,13 +729,24 @@ int main(int argc, char** argv) {
   put->add_option("KEY", key)->required();
   auto* value_opt = put->add_option("VALUE", value);
   put->add_option("--file", file, "read the value from this file");
+  std::string ttl_text;
+  kvmesh::WriteOptions write_options;
+  put->add_option("--ttl", ttl_text, "expire the key after this long (500ms, 30s, 5m, 2h, 1d)");
+  put->add_option("--if-version", write_options.if_version,
+                  "write only if the key has this version (get --version prints it); else exit 4");
+  put->add_flag("--if-absent", write_options.if_absent,
+                "write only if the key is absent; else exit 4");
+  bool with_version = false;
   auto* get = app.add_subcommand("get", "print a value's raw bytes (exit 1 if missing)");
   get->add_option("DB", db)->required();
   get->add_option("KEY", key)->required();
   get->add_option("-o,--output", out, "write the value to this file");
+  get->add_flag("--version", with_version, "also print the key's version token on stderr");
   auto* del = app.add_subcommand("del", "delete a key (a missing key is fine)");
   del->add_option("DB", db)->required();
   del->add_option("KEY", key)->required();
+  del->add_option("--if-version", write_options.if_version,
+                  "delete only if the key has this version; else exit 4");
   auto* ls = app.add_subcommand("ls", "list keys under a prefix");
   ls->add_option("DB", db)->required();
   ls->add_option("PREFIX", prefix);
@@ -812,6 +840,17 @@ int main(int argc, char** argv) {
     std::cerr << "kvmesh: give the value or --file, not both\n";
     return kExitUsage;
   }
+  if (!write_options.if_version.empty() && write_options.if_absent) {
+    std::cerr << "kvmesh: give --if-version or --if-absent, not both\n";
+    return kExitUsage;
+  }
+  if (!ttl_text.empty()) {
+    Status s = kvmesh::ParseTtl(ttl_text, &write_options.ttl);
+    if (!s.ok()) {
+      std::cerr << "kvmesh: --ttl: " << s.message() << "\n";
+      return kExitUsage;
+    }
+  }
 
   if (cert->parsed()) {
     const std::string what = cert_ca->parsed()       ? "ca"
@@ -833,9 +872,11 @@ int main(int argc, char** argv) {
     }
   }
   Cli cli(g);
-  if (put->parsed()) return cli.Put(db, key, value_opt->count() > 0 ? &value : nullptr, file);
-  if (get->parsed()) return cli.Get(db, key, out);
-  if (del->parsed()) return cli.Del(db, key);
+  if (put->parsed()) {
+    return cli.Put(db, key, value_opt->count() > 0 ? &value : nullptr, file, write_options);
+  }
+  if (get->parsed()) return cli.Get(db, key, out, with_version);
+  if (del->parsed()) return cli.Del(db, key, write_options);
   if (ls->parsed()) return cli.Ls(db, prefix, limit);
   if (imp->parsed()) return cli.Import(db, file);
   if (exp->parsed()) return cli.Export(db, prefix);

@@ -268,10 +268,14 @@ int main(int argc, char** argv) {
     }
   }
   const auto configs = node->configs();
+  size_t from_files = 0, from_api = 0;
+  if (configs.ok()) {
+    for (const auto& c : *configs) ++(c.origin == "api" ? from_api : from_files);
+  }
   std::cout << "kvmeshd " << config.name << " (node " << std::hex << node->node_id() << std::dec
             << ") listening on " << config.node.listen_host << ":" << node->port() << " with "
-            << (configs.ok() ? configs->size() : 0) << " database configs from "
-            << config.node.config_dir << "; data in " << config.node.data_dir << " (sync "
+            << from_files << " database configs from " << config.node.config_dir << " and "
+            << from_api << " cluster-wide; data in " << config.node.data_dir << " (sync "
             << kvmesh::DescribeSync(config.node.sync, config.node.sync_period) << ")";
   if (config.node.tls.enabled()) {
     std::cout << "; mutual TLS with CA " << config.node.tls.ca_file

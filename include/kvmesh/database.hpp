@@ -12,6 +12,9 @@
 //   s = db.erase("/users/123/profile");
 //   kvmesh::Result<std::vector<std::string>> keys = db.list("/users/");  // pages transparently
 //   s = db.batch().put("/a", "1").erase("/b").commit();                  // atomic
+//   s = db.put("/session", token, {std::chrono::seconds(30)});           // expires
+//   auto vv = db.get_versioned("/n");                                     // value + version
+//   s = db.put("/n", "2", {{}, vv->version});  // only if unchanged, else condition_failed
 //   std::future<kvmesh::Status> f = db.put_async("/k", "v");             // many in flight
 //
 // Nothing throws. A handle that could not be opened (or was closed) is unusable: its status() says
@@ -78,10 +81,22 @@ class Database {
   /// Stores `value` (any bytes, NUL included) under `key`, replacing what was there. Errors:
   /// invalid_key, value_too_large, size_limit_exceeded (nothing written), timeout, unavailable.
   Status put(std::string_view key, std::string_view value) const;
-  /// The value of `key`. A missing key is not_found (IsNotFound()).
+  /// The same with options (kvmesh/types.hpp WriteOptions): a ttl after which the key reads as
+  /// missing, and conditions (if_version, if_absent) checked atomically with the write, which
+  /// fail with condition_failed naming the key and write nothing. Where a condition is judged
+  /// in a cluster and what holds under failures: README "Versions and conditional writes".
+  Status put(std::string_view key, std::string_view value, const WriteOptions& options) const;
+
+  /// The value of `key`. A missing (or expired) key is not_found (IsNotFound()).
   Result<std::string> get(std::string_view key) const;
+
+  /// The value of `key` and its version token (for WriteOptions::if_version). Read like a
+  /// one-key list from the same replica get reads from. A missing key is not_found.
+  Result<VersionedValue> get_versioned(std::string_view key) const;
   /// Removes `key`; removing a missing key succeeds.
   Status erase(std::string_view key) const;
+  /// The same with conditions (WriteOptions::if_version, if_absent; ttl must be 0).
+  Status erase(std::string_view key, const WriteOptions& options) const;
   /// Every key under `prefix` (segment rule: "/users" lists "/users" and "/users/..."), in byte
   /// order, fetching pages as needed. The pages are separate requests: a list that runs while
   /// others write sees each page as of its own time. Stops at the first failed page.
@@ -115,6 +130,9 @@ class Database {
   // Callbacks, for callers that keep many requests in flight without a thread per future: `done`
   // runs exactly once (see "Callbacks" above for on which thread and what it must not do).
   void put_async(std::string key, std::string value, StatusCallback done) const;
+  void put_async(std::string key, std::string value, WriteOptions options,
+                 StatusCallback done) const;
+  void erase_async(std::string key, WriteOptions options, StatusCallback done) const;
   void get_async(std::string key, ResultCallback<std::string> done) const;
   void erase_async(std::string key, StatusCallback done) const;
   void write_async(WriteBatch batch, StatusCallback done) const;
@@ -138,6 +156,21 @@ class Batch {
   }
   Batch& erase(std::string key) {
     batch_.Erase(std::move(key));
+    return *this;
+  }
+  /// A put that expires after `ttl` (WriteOptions::ttl).
+  Batch& put(std::string key, std::string value, std::chrono::milliseconds ttl) {
+    batch_.Put(std::move(key), std::move(value), static_cast<uint64_t>(ttl.count()));
+    return *this;
+  }
+  /// The batch applies only if `key` has `version` (WriteBatch::Check).
+  Batch& check(std::string key, std::string version) {
+    batch_.Check(std::move(key), std::move(version));
+    return *this;
+  }
+  /// The batch applies only if `key` is absent (missing, deleted or expired).
+  Batch& check_absent(std::string key) {
+    batch_.Check(std::move(key), {});
     return *this;
   }
   /// Applies every operation atomically, in order (Database::write).

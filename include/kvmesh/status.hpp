@@ -46,6 +46,9 @@ enum class Code : uint8_t {
   /// The caller's credentials (its certificate's principal, see the ACL in README "Running on
   /// several machines") lack the right the request needs; nothing was changed.
   kPermissionDenied = 14,
+  /// A conditional write's check failed (the key's version was not the one expected, or the
+  /// key exists where it had to be absent); the message names the key. Nothing was written.
+  kConditionFailed = 15,
 };
 
 /// A stable, lower-case name for `code` ("not_found", "size_limit_exceeded", ...).
@@ -79,6 +82,9 @@ class Status {
   static Status NoSpace(std::string msg) { return {Code::kNoSpace, std::move(msg)}; }
   static Status PermissionDenied(std::string msg) {
     return {Code::kPermissionDenied, std::move(msg)};
+  }
+  static Status ConditionFailed(std::string msg) {
+    return {Code::kConditionFailed, std::move(msg)};
   }
 
   bool ok() const { return code_ == Code::kOk; }

@@ -62,29 +62,65 @@ inline std::string DescribeSync(SyncMode mode, std::chrono::milliseconds period)
 
 /// One operation of an atomic batch.
 struct WriteOp {
-  enum class Kind : uint8_t { kPut = 0, kErase = 1 };
+  /// kCheck writes nothing: it makes the whole batch fail with condition_failed (naming the
+  /// key), and write nothing, unless `key` has the version `value` or, if `value` is empty, is
+  /// absent (missing, deleted or expired). Checks see the state the earlier operations of the
+  /// batch leave.
+  enum class Kind : uint8_t { kPut = 0, kErase = 1, kCheck = 2 };
   Kind kind = Kind::kPut;
   std::string key;
-  /// Ignored for kErase.
+  /// kPut: the value. kCheck: the version expected, or empty for "absent". Ignored for kErase.
   std::string value;
+  /// kPut only: the key expires this many milliseconds after the write (0: never). An expired
+  /// key reads as missing on every replica (see README "Expiry"). At most kMaxTtlMs.
+  uint64_t ttl_ms = 0;
 };
 
-/// Puts and erases applied atomically, in order: all of them or none. A later operation on the
-/// same key overrides an earlier one. Limits: kMaxBatchOps operations, kMaxBatchBytes of keys
-/// and values together.
+/// Largest ttl: about a hundred years.
+inline constexpr uint64_t kMaxTtlMs = 100ull * 366 * 24 * 3600 * 1000;
+
+/// Puts, erases and checks applied atomically, in order: all of them or none. A later
+/// operation on the same key overrides an earlier one. Limits: kMaxBatchOps operations,
+/// kMaxBatchBytes of keys and values together.
 struct WriteBatch {
   std::vector<WriteOp> ops;
 
-  WriteBatch& Put(std::string key, std::string value) {
-    ops.push_back({WriteOp::Kind::kPut, std::move(key), std::move(value)});
+  WriteBatch& Put(std::string key, std::string value, uint64_t ttl_ms = 0) {
+    ops.push_back({WriteOp::Kind::kPut, std::move(key), std::move(value), ttl_ms});
     return *this;
   }
   WriteBatch& Erase(std::string key) {
-    ops.push_back({WriteOp::Kind::kErase, std::move(key), {}});
+    ops.push_back({WriteOp::Kind::kErase, std::move(key), {}, 0});
+    return *this;
+  }
+  /// The batch applies only if `key` has `version` (a token from get_versioned or a list with
+  /// versions), or is absent when `version` is empty.
+  WriteBatch& Check(std::string key, std::string version) {
+    ops.push_back({WriteOp::Kind::kCheck, std::move(key), std::move(version), 0});
     return *this;
   }
   bool empty() const { return ops.empty(); }
   size_t size() const { return ops.size(); }
+};
+
+/// Options of one put or erase (Database::put, Database::erase).
+struct WriteOptions {
+  /// Put only: the key expires this long after the write (at most kMaxTtlMs); 0 (default):
+  /// never. A later put without ttl clears the expiry.
+  std::chrono::milliseconds ttl{0};
+  /// If not empty: write only if the key's current version is this token (from get_versioned
+  /// or a list with versions); otherwise condition_failed and nothing is written. Default "".
+  std::string if_version;
+  /// If true: write only if the key is absent (missing, deleted or expired). Default false.
+  bool if_absent = false;
+};
+
+/// A value with its version (Database::get_versioned).
+struct VersionedValue {
+  std::string value;
+  /// Opaque token of the write that stored the value (its dot and timestamp): equal tokens,
+  /// same write. Pass it to WriteOptions::if_version or WriteBatch::Check.
+  std::string version;
 };
 
 inline constexpr size_t kMaxBatchOps = 100000;
@@ -107,6 +143,8 @@ struct ListOptions {
   uint32_t limit = 0;
   /// Also return the values (for export); otherwise `ListPage::values` stays empty.
   bool with_values = false;
+  /// Also return each key's version token (VersionedValue::version) in `ListPage::versions`.
+  bool with_versions = false;
 };
 
 inline constexpr uint32_t kDefaultListLimit = 1000;
@@ -120,6 +158,9 @@ struct ListPage {
   std::vector<std::string> values;
   /// Pass as ListOptions::start_after to get the next page; empty on the last page.
   std::string next_token;
+  /// Parallel to `keys` when ListOptions::with_versions was set. (After next_token, so code
+  /// that initialises the fields above in order keeps compiling.)
+  std::vector<std::string> versions;
 
   bool has_more() const { return !next_token.empty(); }
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 namespace kvmesh::cluster {
 namespace {
@@ -46,7 +47,7 @@ std::vector<OpRecord> History::Snapshot() const {
 }
 
 std::string Describe(const OpRecord& op) {
-  static const char* kinds[] = {"put", "erase", "batch", "get"};
+  static const char* kinds[] = {"put", "erase", "batch", "get", "cas"};
   std::ostringstream out;
   out << "op " << op.id << " worker " << op.worker << " via node " << op.node << " "
       << kinds[static_cast<int>(op.kind)] << " " << op.db;
@@ -55,6 +56,9 @@ std::string Describe(const OpRecord& op) {
     if (w.kind == WriteOp::Kind::kPut && op.kind != OpRecord::Kind::kGet) {
       out << "=" << Show(w.value);
     }
+  }
+  if (op.kind == OpRecord::Kind::kCas) {
+    out << " expecting " << (op.expected_version.empty() ? "absent" : op.expected_version);
   }
   out << " [" << op.start_us / 1000 << " ms .. " << op.end_us / 1000 << " ms] -> "
       << (op.code == Code::kOk ? "ok" : CodeName(op.code));
@@ -75,7 +79,8 @@ CheckResult CheckHistory(std::vector<OpRecord> ops, const FinalState& final_stat
       ++result.acknowledged;
     } else if (Indeterminate(op.code)) {
       ++result.indeterminate;
-    } else if (!(op.kind == OpRecord::Kind::kGet && op.code == Code::kNotFound)) {
+    } else if (!(op.kind == OpRecord::Kind::kGet && op.code == Code::kNotFound) &&
+               !(op.kind == OpRecord::Kind::kCas && op.code == Code::kConditionFailed)) {
       ++result.unexpected_errors;
       if (result.pass) {
         result.pass = false;
@@ -83,8 +88,30 @@ CheckResult CheckHistory(std::vector<OpRecord> ops, const FinalState& final_stat
             "unexpected error (only unavailable and timeout are expected): " + Describe(op);
       }
     }
+    if (op.kind == OpRecord::Kind::kCas) {
+      if (op.code == Code::kOk) ++result.cas_acknowledged;
+      if (op.code == Code::kConditionFailed) ++result.cas_refused;
+      continue;
+    }
     if (op.kind == OpRecord::Kind::kGet) continue;
     for (const auto& w : op.ops) writes[{op.db, w.key}].push_back(i);
+  }
+  // Conditional writes: at most one acknowledged per (db, key, expected version).
+  {
+    std::map<std::tuple<std::string, std::string, std::string>, std::vector<size_t>> winners;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const OpRecord& op = ops[i];
+      if (op.kind != OpRecord::Kind::kCas || op.code != Code::kOk) continue;
+      auto& list = winners[{op.db, op.ops[0].key, op.expected_version}];
+      list.push_back(i);
+      if (list.size() == 2 && result.pass) {
+        result.pass = false;
+        result.violation =
+            "two conditional writes expecting the same version were both "
+            "acknowledged:\n    " +
+            Describe(ops[list[0]]) + "\n    " + Describe(ops[list[1]]);
+      }
+    }
   }
   result.keys = writes.size();
 
@@ -170,10 +197,10 @@ CheckResult CheckHistory(std::vector<OpRecord> ops, const FinalState& final_stat
       fail("batch applied partially:" + detail + "\n    " + Describe(ops[index]));
     }
   }
-  // Keys nobody wrote.
+  // Keys nobody wrote (the conditional writes' keys are checked above).
   for (const auto& [db, keys] : final_state) {
     for (const auto& [key, value] : keys) {
-      if (writes.count({db, key}) == 0) {
+      if (writes.count({db, key}) == 0 && key.rfind(kCasKeyPrefix, 0) != 0) {
         fail("key " + key + " of " + db + " holds " + Show(value) + " but was never written");
       }
     }

@@ -22,6 +22,11 @@
 //     started winning (applied past its deadline, or A lost), or a key never written;
 //   - an indeterminate batch applied to some of its keys and not others (batches are atomic);
 //   - any error other than unavailable/timeout (not_found for reads is an answer, not an error).
+//
+// Conditional writes (kCas) go to a few keys shared by every worker (so they race): each reads
+// the key's version, then puts expecting it (or expecting the key absent). Their rule: of the
+// conditional writes of one key expecting one version, at most one is acknowledged
+// (condition_failed is an answer, not an error). The per-key rules above skip these keys.
 #pragma once
 
 #include <cstdint>
@@ -37,15 +42,17 @@
 namespace kvmesh::cluster {
 
 struct OpRecord {
-  enum class Kind : uint8_t { kPut, kErase, kBatch, kGet };
+  enum class Kind : uint8_t { kPut, kErase, kBatch, kGet, kCas };
   uint64_t id = 0;
   int worker = 0;
   /// Node whose client port it went to.
   int node = 0;
   std::string db;
   Kind kind = Kind::kPut;
-  /// kPut/kErase: one op; kBatch: its ops (distinct keys); kGet: the key in ops[0].key.
+  /// kPut/kErase/kCas: one op; kBatch: its ops (distinct keys); kGet: the key in ops[0].key.
   std::vector<WriteOp> ops;
+  /// kCas: the version the put expected ("" : the key absent).
+  std::string expected_version;
   /// Microseconds since the run started.
   int64_t start_us = 0;
   int64_t end_us = 0;
@@ -58,6 +65,9 @@ struct OpRecord {
 
 /// Whether `code` says the write may or may not have been applied.
 bool Indeterminate(Code code);
+
+/// The keys of conditional writes start with this (they are shared by every worker).
+inline constexpr char kCasKeyPrefix[] = "/cas/";
 
 /// Thread-safe append-only log of operations.
 class History {
@@ -76,6 +86,8 @@ using FinalState = std::map<std::string, std::map<std::string, std::string>>;
 struct CheckResult {
   bool pass = true;
   uint64_t ops = 0, acknowledged = 0, indeterminate = 0, unexpected_errors = 0, keys = 0;
+  /// Conditional writes acknowledged and refused (condition_failed).
+  uint64_t cas_acknowledged = 0, cas_refused = 0;
   /// The first violation and the history of its key, when !pass.
   std::string violation;
 };
