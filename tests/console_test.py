@@ -28,7 +28,7 @@ SKIP = 77
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -142,7 +142,10 @@ def browser():
 
 def wait(driver, condition, what, timeout=10):
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
+        # A page re-renders its table after a change: an element found a moment ago may be
+        # replaced before it is read, so a stale element just means "look again".
+        return WebDriverWait(driver, timeout, poll_frequency=0.05,
+                             ignored_exceptions=[StaleElementReferenceException]).until(condition)
     except TimeoutException:
         shot(driver, "timeout")
         banner = driver.find_elements(By.ID, "banner")
