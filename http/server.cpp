@@ -19,6 +19,7 @@
 #include "common/address.hpp"
 #include "common/path.hpp"
 #include "common/request_limits.hpp"
+#include "http/console.hpp"
 #include "security/acl.hpp"
 #include "security/tls.hpp"
 #include "tools/base64.hpp"
@@ -69,8 +70,21 @@ void Reply(httplib::Response& res, int status, const json& body) {
   res.set_content(Dump(body), "application/json");
 }
 
+/// Requests without credentials are refused with this prefix; they get 401 (with
+/// WWW-Authenticate, so clients know to log in) rather than 403.
+constexpr std::string_view kUnauthenticated = "unauthenticated: ";
+
+Status Unauthenticated(const std::string& why) {
+  return Status::PermissionDenied(std::string(kUnauthenticated) + why + "; nothing was done");
+}
+
 void ReplyError(httplib::Response& res, const Status& s) {
-  Reply(res, HttpStatus(s.code()), json{{"code", CodeName(s.code())}, {"message", s.message()}});
+  int status = HttpStatus(s.code());
+  if (s.code() == Code::kPermissionDenied && s.message().rfind(kUnauthenticated, 0) == 0) {
+    status = 401;
+    res.set_header("WWW-Authenticate", "Bearer realm=\"kvmesh\"");
+  }
+  Reply(res, status, json{{"code", CodeName(s.code())}, {"message", s.message()}});
 }
 
 void ReplyError(httplib::Response& res, Code code, const std::string& message) {
@@ -199,6 +213,8 @@ struct Caller {
   /// Null: nothing is checked (TLS off, no ACL, or a node certificate).
   std::shared_ptr<const security::Acl> acl;
   std::string principal;
+  /// "none" (plaintext), "certificate" or "token".
+  std::string by = "none";
 };
 
 }  // namespace
@@ -216,13 +232,17 @@ struct HttpServer::Impl {
   std::mutex handles_mutex;
   std::unordered_map<std::string, Database> handles;
 
-  /// Identifies the sender by its client certificate (the server required and verified it).
+  /// Identifies the sender by its bearer token when it sends one, else by its client
+  /// certificate (verified by the handshake). With TLS every request needs one of the two.
   Status Identify(const httplib::Request& req, Caller* out) const {
     if (!options.tls.enabled()) return Status::OK();
+    if (req.has_header("Authorization")) return IdentifyByToken(req, out);
     X509* cert = req.ssl ? SSL_get1_peer_certificate(req.ssl) : nullptr;
     if (!cert) {
-      return Status::PermissionDenied("unauthenticated: no client certificate; nothing was done");
+      return Unauthenticated(
+          "no client certificate and no Authorization: Bearer token (kvmesh token new)");
     }
+    out->by = "certificate";
     security::PeerIdentity identity;
     Status s = security::IdentityOfCertificate(cert, &identity);
     X509_free(cert);
@@ -236,6 +256,29 @@ struct HttpServer::Impl {
       return Status::PermissionDenied("principal " + Quote(identity.name) +
                                       " may not do anything: no ACL is loaded yet");
     }
+    return Status::OK();
+  }
+
+  /// A bearer token names the principal of the ACL file's tokens (security/acl.hpp).
+  Status IdentifyByToken(const httplib::Request& req, Caller* out) const {
+    const std::string header = req.get_header_value("Authorization");
+    static constexpr std::string_view kBearer = "Bearer ";
+    if (header.size() <= kBearer.size() || header.compare(0, kBearer.size(), kBearer) != 0) {
+      return Unauthenticated("the Authorization header must be \"Bearer <token>\"");
+    }
+    if (!acl_store || !acl_store->configured()) {
+      return Unauthenticated(
+          "this node has no ACL file, so no bearer tokens; use a client certificate");
+    }
+    auto acl = acl_store->current();
+    std::string principal;
+    if (!acl ||
+        !acl->PrincipalOfToken(std::string_view(header).substr(kBearer.size()), &principal)) {
+      return Unauthenticated("the bearer token is not in the ACL file (mistyped, or revoked)");
+    }
+    out->acl = std::move(acl);
+    out->principal = std::move(principal);
+    out->by = "token";
     return Status::OK();
   }
 
@@ -666,6 +709,29 @@ struct HttpServer::Impl {
     Reply(res, 200, out);
   }
 
+  /// GET /v1/whoami[?database=PATH]: who the request speaks for and what it may do, so the
+  /// console shows only the actions the server would allow (it refuses the others anyway).
+  void HandleWhoami(const httplib::Request& req, httplib::Response& res) {
+    Caller caller;
+    Status s = Identify(req, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    const bool all = !caller.acl;  // plaintext, no ACL or a node certificate: every right
+    json out{{"by", caller.by},
+             {"principal", caller.principal.empty() ? json() : json(caller.principal)},
+             {"admin", all || caller.acl->Allows(caller.principal, security::Right::kAdmin, "")},
+             {"rights", all ? "every right" : caller.acl->Describe(caller.principal)}};
+    if (req.has_param("database")) {
+      std::string path;
+      s = NormalizeDatabasePath(req.get_param_value("database"), &path);
+      if (!s.ok()) return ReplyError(res, s);
+      out["database"] = {
+          {"path", path},
+          {"read", all || caller.acl->Allows(caller.principal, security::Right::kRead, path)},
+          {"write", all || caller.acl->Allows(caller.principal, security::Right::kWrite, path)}};
+    }
+    Reply(res, 200, out);
+  }
+
   void HandleHealth(const httplib::Request& req, httplib::Response& res) {
     // Any verified certificate may ask (load balancers and probes hold no ACL grant).
     Caller caller;
@@ -724,6 +790,22 @@ struct HttpServer::Impl {
     srv.Get("/v1/health", [this](const httplib::Request& req, httplib::Response& res) {
       HandleHealth(req, res);
     });
+    srv.Get("/v1/whoami", [this](const httplib::Request& req, httplib::Response& res) {
+      HandleWhoami(req, res);
+    });
+    // The web console (http/console.hpp): static files, public like any login page; everything
+    // it shows comes from the API above, under the caller's credentials.
+    srv.Get(R"(/|/console/[A-Za-z0-9._-]+)",
+            [](const httplib::Request& req, httplib::Response& res) {
+              const ConsoleAsset* asset =
+                  FindConsoleAsset(req.path == "/" ? "index.html" : req.path.substr(9));
+              if (asset == nullptr) {
+                return ReplyError(res, Code::kNotFound, "no such console file " + req.path);
+              }
+              res.set_header("Cache-Control", "no-cache");
+              res.set_header("X-Content-Type-Options", "nosniff");
+              res.set_content(asset->data, asset->size, asset->content_type);
+            });
     srv.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
       HandleMetrics(req, res);
     });
@@ -792,8 +874,21 @@ Status HttpServer::Start(Node& node, HttpOptions options, std::unique_ptr<HttpSe
       return Status::InvalidArgument("HTTPS needs all three of the CA, certificate and key files");
     }
     // The client CA makes httplib require and verify a client certificate on every connection.
-    impl->server = std::make_unique<httplib::SSLServer>(t.cert_file.c_str(), t.key_file.c_str(),
-                                                        t.ca_file.c_str());
+    auto ssl = std::make_unique<httplib::SSLServer>(t.cert_file.c_str(), t.key_file.c_str(),
+                                                    t.ca_file.c_str());
+    // The client CA makes httplib require a client certificate; make it optional so that a
+    // browser can log in with a bearer token instead. One that is presented must still be
+    // signed by the CA (the handshake fails otherwise), and every request needs a certificate
+    // or a token (Identify).
+    // With peer verification on, OpenSSL refuses to resume a session (browsers resume on
+    // every further connection) unless the server names a session id context.
+    if (ssl->is_valid()) {
+      static constexpr unsigned char kSessionContext[] = "kvmesh-http";
+      SSL_CTX_set_verify(ssl->ssl_context(), SSL_VERIFY_PEER, nullptr);
+      SSL_CTX_set_session_id_context(ssl->ssl_context(), kSessionContext,
+                                     sizeof kSessionContext - 1);
+    }
+    impl->server = std::move(ssl);
   } else {
     impl->server = std::make_unique<httplib::Server>();
   }

@@ -1,8 +1,9 @@
 // The HTTP API of a node (README "HTTP API"): keys, listings, batches, stats, status, instances,
-// configs (read-only), members and health over HTTP/1.1, HTTPS with client certificates when the
-// node has TLS. Built on cpp-httplib (Debian's libcpp-httplib-dev); it serves through the public
-// embedded API (kvmesh::Node, kvmesh::Database), so every request runs on httplib's own thread
-// pool and waits there, never on an actor worker thread.
+// configs (read-only), members, health and whoami over HTTP/1.1, HTTPS with client certificates
+// or bearer tokens (security/acl.hpp) when the node has TLS; and the web console's static files
+// (http/console.hpp) at "/". Built on cpp-httplib (Debian's libcpp-httplib-dev); it serves through
+// the public embedded API (kvmesh::Node, kvmesh::Database), so every request runs on httplib's own
+// thread pool and waits there, never on an actor worker thread.
 //
 // Addressing: /v1/databases/{path}/keys/{key}. The request target is split, before any
 // percent-decoding, at its first "/keys/" segment (or a final "/keys" for listings): what comes
@@ -28,8 +29,9 @@ struct HttpOptions {
   /// Port; 0 picks a free one (see HttpServer::port()). Required (>= 0).
   int port = 0;
   /// The node's TLS files (NodeOptions::tls): when given, the API is HTTPS with the node's
-  /// certificate and requires a client certificate signed by the CA; requests are checked
-  /// against the node's ACL by the certificate's name. Default off.
+  /// certificate, and every API request needs a client certificate signed by the CA or an
+  /// ACL bearer token (else 401); requests are checked against the node's ACL by the token's
+  /// principal or the certificate's name. Default off.
   TlsOptions tls;
   /// Without TLS, listening beyond loopback is refused unless this is true (as for the node's
   /// other ports). Default false.

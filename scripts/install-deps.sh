@@ -11,6 +11,8 @@ packages=(
   libhiredis-dev redis-server
   # The metrics test parses Node::metrics with the reference Prometheus text parser.
   python3-prometheus-client
+  # The web console's test drives it in headless Chromium through Selenium.
+  chromium chromium-driver python3-selenium
   # The Debian package (cpack -G DEB): dpkg-shlibdeps computes its dependencies, and CPack uses
   # file to find the binaries to give it.
   dpkg-dev file

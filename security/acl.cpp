@@ -1,5 +1,8 @@
 #include "security/acl.hpp"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
@@ -53,8 +56,46 @@ bool AclGrant::Gives(Right right, std::string_view database) const {
 
 namespace {
 
-const std::vector<std::string> kTopFields = {"principals"};
+const std::vector<std::string> kTopFields = {"principals", "tokens"};
 const std::vector<std::string> kGrantFields = {"role", "databases"};
+const std::vector<std::string> kTokenFields = {"principal", "sha256", "note"};
+
+/// SHA-256 of `data`, 32 raw bytes.
+std::string Sha256(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr) != 1) return {};
+  return std::string(reinterpret_cast<const char*>(digest), size);
+}
+
+std::string Hex(std::string_view bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+/// 64 hex digits (either case) to 32 bytes; false otherwise.
+bool DigestFromHex(const std::string& hex, std::string* out) {
+  if (hex.size() != 64) return false;
+  out->clear();
+  for (size_t i = 0; i < hex.size(); i += 2) {
+    int v = 0;
+    for (char c : {hex[i], hex[i + 1]}) {
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                     : -1;
+      if (d < 0) return false;
+      v = v * 16 + d;
+    }
+    out->push_back(static_cast<char>(v));
+  }
+  return true;
+}
 
 class AclParser {
  public:
@@ -62,8 +103,10 @@ class AclParser {
       : file_(std::move(file)), found_(found) {}
 
   void Parse(const std::string& text,
-             std::unordered_map<std::string, std::vector<AclGrant>>* principals) {
+             std::unordered_map<std::string, std::vector<AclGrant>>* principals,
+             std::vector<std::pair<std::string, std::string>>* tokens) {
     principals_ = principals;
+    tokens_ = tokens;
     // yaml-cpp reports syntax errors by throwing; none may leave the module.
     try {
       ParseDocument(YAML::Load(text));
@@ -93,21 +136,105 @@ class AclParser {
       return;
     }
     bool has_principals = false;
+    bool has_tokens = false;
+    YAML::Node tokens;
+    int tokens_line = 0;
     for (const auto& field : document) {
       const int line = LineOf(field.first, 0);
       const std::string name = field.first.IsScalar() ? field.first.Scalar() : "";
-      if (name != "principals") {
+      if (name != "principals" && name != "tokens") {
         Error(line, name, config::UnknownField(name, kTopFields));
         continue;
       }
-      if (has_principals) {
+      bool& seen = name == "principals" ? has_principals : has_tokens;
+      if (seen) {
         Error(line, name, "field is given more than once");
         continue;
       }
-      has_principals = true;
-      ParsePrincipals(field.second, line);
+      seen = true;
+      if (name == "principals") {
+        ParsePrincipals(field.second, line);
+      } else {
+        tokens = field.second;
+        tokens_line = line;
+      }
     }
     if (!has_principals) Error(LineOf(document, 0), "principals", "required field is missing");
+    // After the principals, wherever they stand in the file: a token names one of them.
+    if (has_tokens) ParseTokens(tokens, tokens_line);
+  }
+
+  void ParseTokens(const YAML::Node& list, int line) {
+    if (list.IsNull()) return;
+    if (!list.IsSequence()) {
+      Error(LineOf(list, line), "tokens",
+            std::string("must be a list of {principal, sha256} entries, got ") + KindOf(list));
+      return;
+    }
+    std::unordered_set<std::string> digests;
+    for (const YAML::Node& item : list) {
+      const int item_line = LineOf(item, line);
+      if (!item.IsMap()) {
+        Error(item_line, "tokens",
+              std::string("each token must be a mapping {principal: NAME, sha256: HEX}, got ") +
+                  KindOf(item));
+        continue;
+      }
+      std::string principal, digest;
+      bool ok = true;
+      std::unordered_set<std::string> seen;
+      for (const auto& f : item) {
+        const int key_line = LineOf(f.first, item_line);
+        const std::string name = f.first.IsScalar() ? f.first.Scalar() : "";
+        const std::string field = "tokens." + name;
+        if (name != "principal" && name != "sha256" && name != "note") {
+          Error(key_line, field, config::UnknownField(name, kTokenFields));
+          ok = false;
+          continue;
+        }
+        if (!seen.insert(name).second) {
+          Error(key_line, field, "field is given more than once");
+          ok = false;
+          continue;
+        }
+        if (!f.second.IsScalar()) {
+          Error(key_line, field, std::string("must be a string, got ") + KindOf(f.second));
+          ok = false;
+          continue;
+        }
+        const std::string& value = f.second.Scalar();
+        if (name == "principal") {
+          principal = value;
+          if (principals_->count(value) == 0) {
+            Error(key_line, field,
+                  "principal " + Quote(value) +
+                      " is not in principals: a token has the rights of a principal listed there");
+            ok = false;
+          }
+        } else if (name == "sha256") {
+          if (!DigestFromHex(value, &digest)) {
+            Error(key_line, field,
+                  "must be the token's SHA-256 as 64 hex digits (kvmesh token new prints it), "
+                  "got " +
+                      std::to_string(value.size()) + " characters");
+            ok = false;
+          }
+        }
+      }
+      if (seen.count("principal") == 0 || seen.count("sha256") == 0) {
+        Error(item_line, "tokens",
+              std::string("required field is missing: ") +
+                  (seen.count("principal") == 0 ? "principal" : "sha256"));
+        continue;
+      }
+      if (!ok) continue;
+      if (!digests.insert(digest).second) {
+        Error(item_line, "tokens.sha256",
+              "this token is given more than once (a token identifies exactly one principal)");
+        continue;
+      }
+      tokens_->emplace_back(std::move(digest), std::move(principal));
+    }
   }
 
   void ParsePrincipals(const YAML::Node& map, int line) {
@@ -245,6 +372,7 @@ class AclParser {
   std::string file_;
   std::vector<ConfigDiagnostic>* found_;
   std::unordered_map<std::string, std::vector<AclGrant>>* principals_ = nullptr;
+  std::vector<std::pair<std::string, std::string>>* tokens_ = nullptr;
 };
 
 std::string DescribeGrant(const AclGrant& g) {
@@ -263,11 +391,13 @@ Status Acl::LoadString(std::string_view yaml, const std::string& source_name, Ac
                        std::vector<ConfigDiagnostic>* diagnostics) {
   std::vector<ConfigDiagnostic> found;
   std::unordered_map<std::string, std::vector<AclGrant>> principals;
-  AclParser(source_name, &found).Parse(std::string(yaml), &principals);
+  std::vector<std::pair<std::string, std::string>> tokens;
+  AclParser(source_name, &found).Parse(std::string(yaml), &principals, &tokens);
   Status s = config::SummariseDiagnostics(found, "ACL file");
   if (diagnostics != nullptr) diagnostics->insert(diagnostics->end(), found.begin(), found.end());
   if (!s.ok()) return s;
   out->principals_ = std::move(principals);
+  out->tokens_ = std::move(tokens);
   out->source_ = source_name;
   return Status::OK();
 }
@@ -328,6 +458,33 @@ Status Acl::CheckKnown(const std::string& principal) const {
 bool Acl::MayReadSomeOf(const std::string& principal, const std::string& pattern) const {
   config::Matcher m;
   return config::Matcher::Compile(pattern, &m).ok() && MayReadSomeOf(principal, m);
+}
+
+bool Acl::PrincipalOfToken(std::string_view token, std::string* principal) const {
+  const std::string digest = Sha256(token);
+  if (digest.size() != 32) return false;
+  // Every stored digest is compared, each in constant time: how long this takes says nothing
+  // about which (or whether a) token matched.
+  const std::string* found = nullptr;
+  for (const auto& [stored, name] : tokens_) {
+    if (CRYPTO_memcmp(stored.data(), digest.data(), 32) == 0) found = &name;
+  }
+  if (found == nullptr) return false;
+  *principal = *found;
+  return true;
+}
+
+std::string TokenSha256Hex(std::string_view token) {
+  return Hex(Sha256(token));
+}
+
+Status NewBearerToken(std::string* token) {
+  unsigned char bytes[32];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) {
+    return Status::Internal("the random generator failed; no token was made");
+  }
+  *token = "kvmesh_" + Hex(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
+  return Status::OK();
 }
 
 bool Acl::MayReadSomeOf(const std::string& principal, const config::Matcher& pattern) const {

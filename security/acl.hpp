@@ -1,4 +1,5 @@
-// Access control: which client certificate (principal) may do what to which database.
+// Access control: which client certificate or bearer token (principal) may do what to which
+// database.
 //
 // The ACL file (NodeOptions::acl_file, kvmeshd --acl) is YAML:
 //
@@ -8,6 +9,17 @@
 //         databases: ["/tenants/alice/*"]   # optional: matcher patterns (config/matcher.hpp)
 //     dashboard: [{role: readonly}]         # no databases: every database
 //     ops: [{role: admin}]
+//   tokens:                        # optional: bearer tokens for the HTTP API (and its console)
+//     - principal: dashboard       # must be one of the principals above
+//       sha256: 5e884898da28...    # SHA-256 of the token, 64 hex digits (kvmesh token new)
+//       note: laptop console       # optional free text: which token this is
+//
+// Tokens: `Authorization: Bearer <token>` on the HTTP API (over HTTPS) identifies the token's
+// principal, with exactly that principal's rights. The file holds only the SHA-256 of each
+// token, so reading it does not reveal one; `kvmesh token new --principal NAME` makes a random
+// token (256 bits) and prints it with the line to paste. A principal may have several tokens;
+// removing a line (and reloading) revokes that token. The lookup hashes the presented token and
+// compares it with every stored hash in constant time.
 //
 // Rights: readonly gives `read`; readwrite gives `read` and `write`; admin gives `read`, `write`
 // on every database and `admin` (node-wide operations). A grant with `databases` holds only on
@@ -121,15 +133,30 @@ class Acl {
   /// The grants of `principal`, or nullptr when it is not in the file.
   const std::vector<AclGrant>* Find(const std::string& principal) const;
 
+  /// The principal whose token (tokens: in the file) `token` is; false when none is. Hashes
+  /// `token` and compares the digest with every stored one in constant time.
+  bool PrincipalOfToken(std::string_view token, std::string* principal) const;
+
   /// Number of principals.
   size_t size() const { return principals_.size(); }
+  /// Number of tokens.
+  size_t token_count() const { return tokens_.size(); }
   /// The file it was read from.
   const std::string& source() const { return source_; }
 
  private:
   std::unordered_map<std::string, std::vector<AclGrant>> principals_;
+  /// The SHA-256 digests (32 bytes) of the file's tokens and their principals.
+  std::vector<std::pair<std::string, std::string>> tokens_;
   std::string source_;
 };
+
+/// The SHA-256 of `token` as 64 lowercase hex digits (what the ACL file's tokens hold).
+std::string TokenSha256Hex(std::string_view token);
+
+/// A new random bearer token: "kvmesh_" and 64 hex digits (256 bits from OpenSSL's RAND_bytes).
+/// Errors: kInternal when the random generator fails.
+Status NewBearerToken(std::string* token);
 
 /// The node's current ACL, replaced by reloads and read by the client gateway on every request.
 /// Thread-safe. Holding no ACL (no file configured) means every authenticated peer may do

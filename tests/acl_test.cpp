@@ -110,7 +110,7 @@ TEST(AclTest, ErrorsNameFileLineAndFieldAndLoadNothing) {
   EXPECT_EQ(Errors("principal:\n  alice: {role: admin}\n"),
             (std::vector<std::string>{
                 "acl.yaml:1: error: principal: unknown field \"principal\" (did you mean "
-                "\"principals\"? known: principals)",
+                "\"principals\"? known: principals, tokens)",
                 "acl.yaml:1: error: principals: required field is missing"}));
   auto bad_regex = Errors(
       "principals:\n  bob:\n    - role: readonly\n      databases:\n"
@@ -134,6 +134,66 @@ TEST(AclTest, ErrorsNameFileLineAndFieldAndLoadNothing) {
                 "\"x\"",
                 "acl.yaml:3: error: principals.b.role: must be readonly, readwrite or admin, got "
                 "\"y\""}));
+}
+
+TEST(AclTest, BearerTokensNameTheirPrincipalByHashOnly) {
+  std::string alice_token, ops_token;
+  ASSERT_TRUE(NewBearerToken(&alice_token).ok());
+  ASSERT_TRUE(NewBearerToken(&ops_token).ok());
+  EXPECT_NE(alice_token, ops_token);
+  EXPECT_EQ(alice_token.size(), 7u + 64u) << alice_token;
+  // SHA-256 of "abc" (FIPS 180-2's example): the file holds exactly this digest.
+  EXPECT_EQ(TokenSha256Hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  Acl acl = Load(
+      std::string(kAcl) + "tokens:\n  - {principal: alice, sha256: " + TokenSha256Hex(alice_token) +
+      ", note: laptop}\n  - principal: ops\n    sha256: " + TokenSha256Hex(ops_token) + "\n");
+  EXPECT_EQ(acl.token_count(), 2u);
+  std::string who;
+  ASSERT_TRUE(acl.PrincipalOfToken(alice_token, &who));
+  EXPECT_EQ(who, "alice");
+  ASSERT_TRUE(acl.PrincipalOfToken(ops_token, &who));
+  EXPECT_EQ(who, "ops");
+  // The digest itself, a prefix of a token or a token off by one character is no token.
+  EXPECT_FALSE(acl.PrincipalOfToken(TokenSha256Hex(alice_token), &who));
+  EXPECT_FALSE(acl.PrincipalOfToken(alice_token.substr(0, 40), &who));
+  std::string flipped = alice_token;
+  flipped.back() = flipped.back() == '0' ? '1' : '0';
+  EXPECT_FALSE(acl.PrincipalOfToken(flipped, &who));
+  EXPECT_FALSE(acl.PrincipalOfToken("", &who));
+  EXPECT_FALSE(Load(kAcl).PrincipalOfToken(alice_token, &who));
+}
+
+TEST(AclTest, TokenErrorsNameTheLine) {
+  const std::string digest = TokenSha256Hex("t");
+  EXPECT_EQ(Errors("principals:\n  a: {role: readonly}\ntokens:\n  - {principal: b, sha256: " +
+                   digest + "}\n"),
+            std::vector<std::string>{
+                "acl.yaml:4: error: tokens.principal: principal \"b\" is not in principals: a "
+                "token has the rights of a principal listed there"});
+  EXPECT_EQ(Errors("principals:\n  a: {role: readonly}\ntokens:\n  - {principal: a, sha256: "
+                   "abc}\n"),
+            std::vector<std::string>{
+                "acl.yaml:4: error: tokens.sha256: must be the token's SHA-256 as 64 hex digits "
+                "(kvmesh token new prints it), got 3 characters"});
+  EXPECT_EQ(
+      Errors("principals:\n  a: {role: readonly}\ntokens:\n  - {principal: a}\n"),
+      std::vector<std::string>{"acl.yaml:4: error: tokens: required field is missing: sha256"});
+  EXPECT_EQ(Errors("principals:\n  a: {role: readonly}\n  b: {role: readonly}\ntokens:\n"
+                   "  - {principal: a, sha256: " +
+                   digest + "}\n  - {principal: b, sha256: " + digest + "}\n")
+                .size(),
+            1u);
+  EXPECT_EQ(Errors("principals:\n  a: {role: readonly}\ntokens: {a: x}\n").size(), 1u);
+  EXPECT_EQ(Errors("principals:\n  a: {role: readonly}\ntokens:\n  - {principal: a, sha256: " +
+                   digest + ", secret: x}\n")
+                .size(),
+            1u);
+  // Tokens may come before the principals they name.
+  Acl acl = Load("tokens:\n  - {principal: a, sha256: " + digest +
+                 "}\nprincipals:\n  a: {role: readonly}\n");
+  std::string who;
+  EXPECT_TRUE(acl.PrincipalOfToken("t", &who));
 }
 
 TEST(AclTest, StoreKeepsTheOldAclWhenTheFileBecomesInvalid) {

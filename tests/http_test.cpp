@@ -11,12 +11,14 @@
 
 #include <chrono>
 #include <csignal>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
 #include <vector>
 
 #include "process_util.hpp"
+#include "security/acl.hpp"
 #include "test_util.hpp"
 #include "testing/test_pki.hpp"
 #include "tools/base64.hpp"
@@ -110,6 +112,12 @@ class HttpTest : public ::testing::Test {
     }
     ::close(fd);
     return got;
+  }
+
+  /// The value of /example/kv's key /k as the node holds it, "?" when it has none.
+  std::string StoredK() {
+    Result<std::string> r = node_->open("/example/kv").get("/k");
+    return r.ok() ? *r : "?";
   }
 
   testing::TempDir temp_;
@@ -569,6 +577,33 @@ TEST(KvmeshdHttp, ServesTheApiWithHttpPortAndRefusesPlaintextBeyondLoopback) {
       << refused.output();
 }
 
+TEST_F(HttpTest, TheConsoleIsServedFromTheBinary) {
+  Start();
+  auto c = Client();
+  auto index = c.Get("/");
+  ASSERT_TRUE(index);
+  EXPECT_EQ(index->status, 200);
+  EXPECT_EQ(index->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  EXPECT_NE(index->body.find("/console/app.js"), std::string::npos);
+  auto js = c.Get("/console/app.js");
+  ASSERT_TRUE(js);
+  EXPECT_EQ(js->status, 200);
+  EXPECT_EQ(js->get_header_value("Content-Type"), "text/javascript; charset=utf-8");
+  EXPECT_NE(js->body.find("/v1/whoami"), std::string::npos);
+  EXPECT_EQ(c.Get("/console/style.css")->get_header_value("Content-Type"),
+            "text/css; charset=utf-8");
+  auto missing = c.Get("/console/nothing.js");
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(Body(missing)["code"], "not_found");
+  EXPECT_EQ(c.Get("/console/../CMakeLists.txt")->status, 404);
+  // Plaintext: nothing to log in with; whoami says every right.
+  auto me = c.Get("/v1/whoami?database=/example/kv");
+  ASSERT_EQ(me->status, 200) << me->body;
+  EXPECT_EQ(Body(me)["by"], "none");
+  EXPECT_EQ(Body(me)["admin"], true);
+  EXPECT_EQ(Body(me)["database"]["write"], true);
+}
+
 // -- HTTPS and the ACL --
 
 std::unique_ptr<httplib::SSLClient> TlsClient(uint16_t port, const TlsOptions& tls) {
@@ -588,12 +623,30 @@ TEST_F(HttpTest, HttpsNeedsAClientCertificateOfTheClusterCa) {
   ASSERT_TRUE(r) << httplib::to_string(r.error());
   EXPECT_EQ(r->status, 200) << r->body;
 
-  // No client certificate: the handshake fails, nothing is served.
+  // No client certificate (and no token): 401, nothing is served or stored.
   httplib::SSLClient anonymous("127.0.0.1", http_->port());
   anonymous.set_ca_cert_path(testing::SharedTestPki().ca_file().c_str());
   anonymous.set_connection_timeout(5);
-  auto refused = anonymous.Get((kKv + "/keys/k").c_str());
-  EXPECT_FALSE(refused) << "served without a client certificate: " << refused->status;
+  for (const char* path : {"/v1/health", "/v1/members", "/v1/configs", "/v1/whoami", "/metrics"}) {
+    auto r401 = anonymous.Get(path);
+    ASSERT_TRUE(r401) << path << ": " << httplib::to_string(r401.error());
+    EXPECT_EQ(r401->status, 401) << path << ": " << r401->body;
+  }
+  auto refused = anonymous.Put((kKv + "/keys/k").c_str(), "x", "text/plain");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401) << refused->body;
+  EXPECT_EQ(refused->get_header_value("WWW-Authenticate"), "Bearer realm=\"kvmesh\"");
+  EXPECT_EQ(StoredK(), "v");
+  // Without an ACL there are no tokens: a bearer header gets 401 too.
+  httplib::Headers bearer{{"Authorization", "Bearer kvmesh_0000"}};
+  auto no_acl = anonymous.Get((kKv + "/keys/k").c_str(), bearer);
+  ASSERT_TRUE(no_acl);
+  EXPECT_EQ(no_acl->status, 401) << no_acl->body;
+  // The console's files are public (a login page); they hold no data.
+  auto page = anonymous.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("kvmesh console"), std::string::npos);
 
   // A certificate of another CA: refused too.
   TlsOptions stranger = testing::SharedOtherTestPki().Client("alice");
@@ -654,6 +707,72 @@ principals:
   // A node certificate may do everything.
   auto node = TlsClient(http_->port(), pki.Node("n2"));
   EXPECT_EQ(node->Put("/v1/databases/other/kv/keys/k2", "v", "text/plain")->status, 200);
+}
+
+TEST_F(HttpTest, BearerTokensSpeakForTheirPrincipalOverHttps) {
+  std::string writer_token, reader_token;
+  ASSERT_TRUE(security::NewBearerToken(&writer_token).ok());
+  ASSERT_TRUE(security::NewBearerToken(&reader_token).ok());
+  Start(/*tls=*/true, R"(
+principals:
+  alice:
+    - role: readwrite
+      databases: ["/example/kv"]
+  reader: [{role: readonly}]
+tokens:
+  - {principal: alice, sha256: )" +
+                          security::TokenSha256Hex(writer_token) + R"(}
+  - {principal: reader, sha256: )" +
+                          security::TokenSha256Hex(reader_token) + R"(}
+)");
+  // A browser has no client certificate: the token alone identifies it.
+  httplib::SSLClient c("127.0.0.1", http_->port());
+  c.set_ca_cert_path(testing::SharedTestPki().ca_file().c_str());
+  c.enable_server_certificate_verification(true);
+  c.set_connection_timeout(5);
+  c.set_read_timeout(10);
+  const httplib::Headers alice{{"Authorization", "Bearer " + writer_token}};
+  const httplib::Headers reader{{"Authorization", "Bearer " + reader_token}};
+  auto put = c.Put((kKv + "/keys/k").c_str(), alice, "v", "text/plain");
+  ASSERT_TRUE(put) << httplib::to_string(put.error());
+  EXPECT_EQ(put->status, 200) << put->body;
+  // The same rights as the principal's certificate: alice may not write elsewhere.
+  auto other = c.Put("/v1/databases/other/kv/keys/k", alice, "v", "text/plain");
+  EXPECT_EQ(other->status, 403) << other->body;
+  EXPECT_NE(Body(other)["message"].get<std::string>().find("alice"), std::string::npos);
+  EXPECT_EQ(c.Get((kKv + "/keys/k").c_str(), reader)->body, "v");
+  auto denied = c.Delete((kKv + "/keys/k").c_str(), reader);
+  EXPECT_EQ(denied->status, 403) << denied->body;
+  EXPECT_EQ(StoredK(), "v");
+
+  // whoami tells the console what to show.
+  auto me = c.Get("/v1/whoami?database=/example/kv", reader);
+  ASSERT_EQ(me->status, 200) << me->body;
+  EXPECT_EQ(Body(me)["principal"], "reader");
+  EXPECT_EQ(Body(me)["by"], "token");
+  EXPECT_EQ(Body(me)["admin"], false);
+  EXPECT_EQ(Body(me)["database"]["read"], true);
+  EXPECT_EQ(Body(me)["database"]["write"], false);
+  EXPECT_EQ(Body(c.Get("/v1/whoami?database=/example/kv", alice))["database"]["write"], true);
+
+  // A wrong token, a token without "Bearer ", the digest in its place: 401, nothing done.
+  for (const std::string& header :
+       {"Bearer " + writer_token + "x", writer_token,
+        "Bearer " + security::TokenSha256Hex(writer_token), std::string("Bearer ")}) {
+    auto bad = c.Put((kKv + "/keys/k").c_str(), {{"Authorization", header}}, "bad", "text/plain");
+    ASSERT_TRUE(bad);
+    EXPECT_EQ(bad->status, 401) << header << ": " << bad->body;
+  }
+  EXPECT_EQ(StoredK(), "v");
+
+  // A token is revoked by removing its line and reloading.
+  std::ofstream(temp_ / "acl.yaml") << "principals:\n  reader: [{role: readonly}]\n";
+  ASSERT_TRUE(node_->reload_configs().ok());
+  EXPECT_EQ(c.Get((kKv + "/keys/k").c_str(), reader)->status, 401);
+
+  // A client certificate still works next to tokens.
+  auto cert = TlsClient(http_->port(), testing::SharedTestPki().Client("reader"));
+  EXPECT_EQ(cert->Get((kKv + "/keys/k").c_str())->status, 200);
 }
 
 TEST_F(HttpTest, ConfigsAreCreatedValidatedAndDeletedClusterWide) {

@@ -18,6 +18,7 @@
 #include "config/config_set.hpp"
 #include "config/size.hpp"
 #include "kvmesh/client.hpp"
+#include "security/acl.hpp"
 #include "security/certificates.hpp"
 #include "tools/base64.hpp"
 #include "tools/version.hpp"
@@ -772,6 +773,22 @@ int Cert(const std::string& what, kvmesh::security::CertificateOptions options,
   return FinishOutput();
 }
 
+/// kvmesh token new: a bearer token for the HTTP API and the line for the ACL file's tokens.
+int TokenNew(const std::string& principal, const std::string& note) {
+  std::string token;
+  kvmesh::Status s = kvmesh::security::NewBearerToken(&token);
+  if (!s.ok()) return Fail(s);
+  nlohmann::json entry{{"principal", principal},
+                       {"sha256", kvmesh::security::TokenSha256Hex(token)}};
+  if (!note.empty()) entry["note"] = note;
+  std::cout
+      << "token (shown once; the node keeps only its hash):\n  " << token << "\n"
+      << "add this line under \"tokens:\" in the node's ACL file, then kvmesh config reload:\n"
+      << "  - " << entry.dump() << "\n"
+      << "use it as:  Authorization: Bearer " << token << "\n";
+  return FinishOutput();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -907,6 +924,15 @@ int main(int argc, char** argv) {
   auto* cert_show = cert->add_subcommand("show", "describe a certificate file");
   cert_show->add_option("FILE", cert_name, "a .crt file")->required();
 
+  std::string token_principal, token_note;
+  auto* token = app.add_subcommand(
+      "token", "bearer tokens for the HTTP API: their hashes go in the ACL file (no node needed)");
+  token->require_subcommand(1);
+  auto* token_new = token->add_subcommand("new", "make a random token for a principal");
+  token_new->add_option("--principal", token_principal, "the ACL principal the token speaks for")
+      ->required();
+  token_new->add_option("--note", token_note, "free text stored with the hash (which token)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -940,6 +966,7 @@ int main(int argc, char** argv) {
                                                      : "show";
     return Cert(what, cert_options, cert_name, hosts);
   }
+  if (token_new->parsed()) return TokenNew(token_principal, token_note);
   if (g.tls.enabled()) {
     for (auto [file, flag] : {std::pair{&g.tls.ca_file, "--tls-ca (or KVMESH_TLS_CA)"},
                               std::pair{&g.tls.cert_file, "--tls-cert (or KVMESH_TLS_CERT)"},
