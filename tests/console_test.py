@@ -287,6 +287,12 @@ def plaintext_flow(tmp, d):
     wait(d, lambda d: "/example/kv" in css(d, "#instances").text and
          "/ 200 MB" in css(d, "#instances").text, "instance stats with the raised limit")
     shot(d, "instances")
+    # One config's instances come in the server's pages, with keys, usage and last access.
+    d.get(base + "/#/instances?config=example_kv_store")
+    wait(d, lambda d: "/example/kv" in css(d, "#instances").text and
+         "Last access" in css(d, "#instances").text and
+         "/ 200 MB" in css(d, "#instances").text, "one config's instances, paged by the server")
+    shot(d, "config-instances")
     cli(port, "put", "/example/kv", "/k", "v")
     d.get(base + "/#/cluster")
     wait(d, lambda d: "up" in css(d, "#members").text and "/example/kv" in css(d, "#replication").text,

@@ -397,12 +397,87 @@ document.getElementById('config-form').addEventListener('submit', async ev => {
 
 // Instances: the databases instantiated from the configs.
 
+/// Replica badges of one database from its replication status.
+function replicaBadges(cell, path) {
+  getJson(dbUrl(path) + '/status').then(s => {
+    cell.replaceChildren(...s.replicas.map(r => {
+      const p = s.peers.find(x => x.node_id === r);
+      const state = r === s.node_id ? 'ok' : (p && p.reachable ? (p.pending_deltas ? 'warn' : 'ok') : 'bad');
+      const label = r === s.node_id ? 'this node' : (p && p.reachable ? (p.pending_deltas ? p.pending_deltas + ' pending' : 'in sync') : 'unreachable');
+      return el('span', {class: 'badge ' + state, title: r}, r.slice(-6) + ': ' + label);
+    }));
+  }).catch(e => { cell.textContent = e.message; });
+}
+
+function usedBar(used, limit) {
+  const pct = limit ? Math.min(100, 100 * used / limit) : 0;
+  return [el('span', {class: 'bar' + (pct > 90 ? ' high' : ''), title: pct.toFixed(1) + '%'},
+             el('span', {style: 'width:' + pct + '%'})), ' ',
+          fmtBytes(used) + (limit ? ' / ' + fmtBytes(limit) : '')];
+}
+
+/// One config's instances, paged by the server (GET /v1/configs/{id}/instances): a regex config
+/// may have 100k of them, so only the page shown is ever fetched.
+async function viewConfigInstances(config, params) {
+  const view = document.getElementById('view');
+  view.replaceChildren(el('h1', {}, 'Instances'), el('p', {class: 'muted'}, 'Loading…'));
+  let limit = 0;
+  try {
+    limit = (await getJson('/v1/configs/' + encodeURIComponent(config))).size_bytes;
+  } catch (e) { /* shown without a limit */ }
+  const cursors = [''];  // cursor of each page visited, for Previous
+  let page = 0;
+  let filter = params.get('q') || '';
+  const search = el('input', {type: 'search', id: 'instance-search', placeholder: 'Filter this page by path',
+                              'aria-label': 'Filter instances', value: filter});
+  const table = el('table', {id: 'instances'});
+  const pager = el('div', {class: 'pager'});
+  let rows = [], next = '';
+  const draw = () => {
+    const f = filter.toLowerCase();
+    const shown = rows.filter(i => !f || i.path.toLowerCase().includes(f));
+    table.replaceChildren(
+      el('thead', {}, el('tr', {}, el('th', {}, 'Path'), el('th', {class: 'num'}, 'Keys'),
+        el('th', {}, 'Used / limit'), el('th', {}, 'Replicas'), el('th', {}, 'Running'),
+        el('th', {}, 'Last access'))),
+      el('tbody', {}, shown.map(i => {
+        const reps = el('td', {}, '');
+        replicaBadges(reps, i.path);
+        return el('tr', {},
+          el('td', {}, el('a', {href: '#/keys?db=' + encodeURIComponent(i.path)}, el('code', {}, i.path))),
+          el('td', {class: 'num'}, String(i.keys)), el('td', {}, ...usedBar(i.used_bytes, limit)), reps,
+          el('td', {}, i.active ? 'yes' : 'idle'),
+          el('td', {class: 'muted'}, i.last_access_ms ? fmtTime(i.last_access_ms) : 'not since it was created'));
+      })));
+    pager.replaceChildren(
+      el('button', {disabled: page === 0, onclick: () => { --page; load(); }}, '← Previous'),
+      el('span', {class: 'muted'}, 'page ' + (page + 1) + ' · ' + rows.length + ' instances on this node'),
+      el('button', {disabled: !next, onclick: () => { cursors[page + 1] = next; ++page; load(); }}, 'Next →'));
+  };
+  const load = async () => {
+    const q = new URLSearchParams({limit: String(PAGE)});
+    if (cursors[page]) q.set('cursor', cursors[page]);
+    const body = await getJson('/v1/configs/' + encodeURIComponent(config) + '/instances?' + q.toString());
+    rows = body.instances;
+    next = body.next_cursor || '';
+    draw();
+  };
+  search.addEventListener('input', () => { filter = search.value; draw(); });
+  view.replaceChildren(el('h1', {}, 'Instances'),
+    el('div', {class: 'toolbar'}, search, el('span', {class: 'badge'}, 'config: ' + config),
+       el('a', {href: '#/instances'}, 'all configs')),
+    el('p', {class: 'muted'}, 'The databases of this config held by this node, from the node\'s catalog.'),
+    table, pager);
+  await load();
+}
+
 async function viewInstances(params) {
   const view = document.getElementById('view');
+  const config = params.get('config') || '';
+  if (config) return viewConfigInstances(config, params);
   view.replaceChildren(el('h1', {}, 'Instances'), el('p', {class: 'muted'}, 'Loading…'));
   const all = await getJson('/v1/databases');
   let filter = params.get('q') || '';
-  const config = params.get('config') || '';
   let page = 0;
   const search = el('input', {type: 'search', id: 'instance-search', placeholder: 'Filter by path or config',
                               'aria-label': 'Filter instances', value: filter});
@@ -424,19 +499,9 @@ async function viewInstances(params) {
         // one per instance of a config with 100k of them.
         getJson(dbUrl(d.path) + '/stats').then(s => {
           keys.textContent = s.keys;
-          const pct = s.limit_bytes ? Math.min(100, 100 * s.used_bytes / s.limit_bytes) : 0;
-          used.replaceChildren(el('span', {class: 'bar' + (pct > 90 ? ' high' : ''), title: pct.toFixed(1) + '%'},
-                                  el('span', {style: 'width:' + pct + '%'})), ' ',
-                               fmtBytes(s.used_bytes) + ' / ' + fmtBytes(s.limit_bytes));
+          used.replaceChildren(...usedBar(s.used_bytes, s.limit_bytes));
         }).catch(e => { keys.textContent = ''; used.textContent = e.message; });
-        getJson(dbUrl(d.path) + '/status').then(s => {
-          reps.replaceChildren(...s.replicas.map(r => {
-            const p = s.peers.find(x => x.node_id === r);
-            const state = r === s.node_id ? 'ok' : (p && p.reachable ? (p.pending_deltas ? 'warn' : 'ok') : 'bad');
-            const label = r === s.node_id ? 'this node' : (p && p.reachable ? (p.pending_deltas ? p.pending_deltas + ' pending' : 'in sync') : 'unreachable');
-            return el('span', {class: 'badge ' + state, title: r}, r.slice(-6) + ': ' + label);
-          }));
-        }).catch(e => { reps.textContent = e.message; });
+        replicaBadges(reps, d.path);
         return el('tr', {},
           el('td', {}, el('a', {href: '#/keys?db=' + encodeURIComponent(d.path)}, el('code', {}, d.path))),
           el('td', {}, d.config), keys, used, reps, el('td', {class: 'muted'}, fmtTime(d.created_ms)));
