@@ -1,4 +1,5 @@
 #include "kvmesh/status.hpp"
+#include <ctime>
 
 #include <cstdio>
 
@@ -59,6 +60,15 @@ std::string Status::ToString() const {
 namespace {
 constexpr uint64_t kKi = 1024;
 }  // namespace
+
+std::string FormatUtcTime(int64_t time_ms) {
+  std::time_t seconds = static_cast<std::time_t>(time_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
 
 std::string FormatNodeId(uint64_t id) {
   char buf[17];

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
@@ -28,18 +27,8 @@ std::string Hex(std::string_view bytes) {
   return out;
 }
 
-// "2026-12-06T05:10:00Z" for log-free, timezone-free history lines.
-std::string FormatUtc(int64_t time_ms) {
-  std::time_t seconds = static_cast<std::time_t>(time_ms / 1000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
 std::string DescribeSource(const ConfigRecord& r) {
-  return "applied by " + r.applied_by + " through " + r.node + " at " + FormatUtc(r.time_ms);
+  return "applied by " + r.applied_by + " through " + r.node + " at " + FormatUtcTime(r.time_ms);
 }
 
 }  // namespace

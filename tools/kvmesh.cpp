@@ -441,15 +441,6 @@ class Cli {
             {"origin", c.origin}};
   }
 
-  static std::string FormatUtc(int64_t time_ms) {
-    std::time_t seconds = static_cast<std::time_t>(time_ms / 1000);
-    std::tm tm{};
-    gmtime_r(&seconds, &tm);
-    char text[32];
-    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return text;
-  }
-
   int Dbs() {
     auto& client = Connect();
     if (!client.ok()) return Fail(client.status());
@@ -639,8 +630,8 @@ class Cli {
         return FinishOutput();
       }
       for (const auto& e : *entries) {
-        std::cout << FormatUtc(e.time_ms) << "  " << (e.deleted ? "delete" : "apply ") << "  by "
-                  << e.applied_by << " through " << e.node;
+        std::cout << kvmesh::FormatUtcTime(e.time_ms) << "  " << (e.deleted ? "delete" : "apply ")
+                  << "  by " << e.applied_by << " through " << e.node;
         if (!e.deleted) {
           std::cout << "  " << e.config.matcher << "  size "
                     << kvmesh::config::FormatConfigSize(e.config.size_bytes) << "  replication "

@@ -145,6 +145,9 @@ std::string FormatSize(uint64_t bytes);
 /// A node id as logs, errors and tools show it: 16 lowercase hex digits.
 std::string FormatNodeId(uint64_t id);
 
+/// Milliseconds since the Unix epoch as UTC to the second: "2026-12-06T05:10:00Z".
+std::string FormatUtcTime(int64_t time_ms);
+
 /// Node ids as FormatNodeId shows them, separated by ", ".
 std::string FormatNodeIds(const std::vector<uint64_t>& ids);
 
