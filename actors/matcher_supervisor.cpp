@@ -373,6 +373,8 @@ Status InstallConfigs(supervisor_pointer self, std::vector<config::ConfigRecord>
       continue;
     }
     if (r.deleted) continue;
+    const config::DatabaseConfig* serving = fresh->FindById(r.config.id);
+    if (serving == nullptr || !serving->from_api) continue;  // shadowed: MergeConfigs warned
     spdlog::info("cluster-wide config {} in force: {} {}", Quote(r.config.id),
                  Quote(r.config.matcher.pattern()), r.config.source);
   }
@@ -708,8 +710,11 @@ caf::result<std::vector<ConfigHistoryEntry>> ClusterConfigHistory(supervisor_poi
     e.applied_by = r.applied_by;
     e.node = r.node;
     e.time_ms = r.time_ms;
+    // The stored record and, for an apply, not shadowed here by one of this node's own configs.
+    const config::DatabaseConfig* serving = st.configs->FindById(id);
     e.in_force = current != nullptr && current->time_ms == r.time_ms && current->node == r.node &&
-                 current->deleted == r.deleted;
+                 current->deleted == r.deleted &&
+                 (r.deleted || (serving != nullptr && serving->from_api));
     out.push_back(std::move(e));
   }
   return out;
