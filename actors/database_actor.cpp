@@ -572,10 +572,34 @@ database_actor::behavior_type database_actor_impl(
         // The whole backup is read and checked first: a missing, truncated or corrupt one must
         // change nothing. Then the keys it lacks go (tombstones) and its records are written in
         // pages.
+        // Checked too: what the writes would refuse (keys, value sizes, the size budget), so that
+        // a backup this database cannot take is refused before its keys are deleted.
         storage::BackupSummary checked;
-        Status s = storage::ReadBackup(dir, &checked,
-                                       [](std::string, std::string) { return Status::OK(); });
+        const size_t max_value = st.store->node_store().options().max_value_bytes;
+        Status s = storage::ReadBackup(
+            dir, &checked, [&](std::string key, std::string value, uint64_t) -> Status {
+              std::string normalised;
+              Status k = NormalizeKey(key, &normalised);
+              if (!k.ok() || normalised != key) {
+                return Status::Corruption("backup in " + dir + " holds an invalid key " +
+                                          Quote(key) + "; nothing was changed");
+              }
+              if (value.size() > max_value) {
+                return Status::ValueTooLarge("backup in " + dir + " holds a value of " +
+                                             FormatSize(value.size()) + " under " + Quote(key) +
+                                             ", more than this node takes (" +
+                                             FormatSize(max_value) + "); nothing was changed");
+              }
+              return Status::OK();
+            });
         if (!s.ok()) return ToError(s);
+        const uint64_t limit = st.store->Stats().limit_bytes;
+        if (checked.bytes > limit) {
+          return ToError(Status::SizeLimitExceeded("backup in " + dir + " holds " +
+                                                   FormatSize(checked.bytes) + " and database " +
+                                                   Quote(st.store->path()) + " is limited to " +
+                                                   FormatSize(limit) + "; nothing was changed"));
+        }
         s = TombstoneAll(*st.store, make_deltas, &deltas);
         WriteBatch page;
         auto flush = [&]() -> Status {
@@ -588,10 +612,20 @@ database_actor::behavior_type database_actor_impl(
         };
         storage::BackupSummary summary;
         if (s.ok()) {
-          s = storage::ReadBackup(dir, &summary, [&](std::string key, std::string value) {
-            page.Put(std::move(key), std::move(value));
-            return page.size() >= kDropPageKeys ? flush() : Status::OK();
-          });
+          // Expiry is kept as the time left; a key that expired since the backup stays gone.
+          const uint64_t now_ms = Deadline::NowNs() / 1000000;
+          size_t page_bytes = 0;
+          s = storage::ReadBackup(
+              dir, &summary, [&](std::string key, std::string value, uint64_t expires_ms) {
+                if (expires_ms != 0 && expires_ms <= now_ms) return Status::OK();
+                page_bytes += key.size() + value.size();
+                page.Put(std::move(key), std::move(value),
+                         expires_ms != 0 ? expires_ms - now_ms : 0);
+                // Pages bounded in keys and bytes: memory stays small whatever the backup holds.
+                const bool full = page.size() >= kDropPageKeys || page_bytes >= (16u << 20);
+                if (full) page_bytes = 0;
+                return full ? flush() : Status::OK();
+              });
         }
         if (s.ok()) s = flush();
         if (!s.ok()) {

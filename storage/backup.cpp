@@ -9,6 +9,7 @@
 #include "common/path.hpp"
 #include "messages/storage.pb.h"
 #include "storage/database_store.hpp"
+#include "storage/hlc.hpp"
 #include "storage/keys.hpp"
 #include "storage/rocks_status.hpp"
 #include "storage/store.hpp"
@@ -18,10 +19,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr std::string_view kMagic = "KVMESHBK1\n";
+constexpr std::string_view kMagic = "KVMESHBK2\n";
 /// A frame longer than this is not from a backup (values are at most 64 MiB, paths and keys far
 /// less): refuse it rather than allocate it.
-constexpr uint64_t kMaxFrame = 128u << 20;
+// A value is at most 64 MiB (common/request_limits.hpp); a frame is a key or a value.
+constexpr uint64_t kMaxFrame = (64u << 20) + 4096;
 
 uint64_t Fnv(std::string_view bytes, uint64_t h) {
   for (unsigned char c : bytes) {
@@ -119,6 +121,9 @@ Status DatabaseSnapshot::WriteTo(const std::string& dir, BackupSummary* summary)
   BackupSummary s;
   s.path = path_;
   proto::Record record;
+  // Keys expired by now are not backed up (a restore must not bring them back); the others keep
+  // their expiry time.
+  const uint64_t now = store_->WallTicks();
   for (it->Seek(begin); it->Valid(); it->Next()) {
     const std::string_view key(it->key().data() + begin.size(), it->key().size() - begin.size());
     if (!record.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
@@ -126,8 +131,12 @@ Status DatabaseSnapshot::WriteTo(const std::string& dir, BackupSummary* summary)
                                 " is unreadable");
     }
     if (record.tombstone()) continue;
+    if (record.expires() != 0 && record.expires() <= now) continue;
     PutFrame(key, &out);
     PutFrame(record.value(), &out);
+    std::string expires;
+    keys::AppendBigEndian64(record.expires() >> hlc::kSubMsBits, &expires);
+    PutFrame(expires, &out);
     ++s.records;
     s.bytes += key.size() + record.value().size();
     s.content_digest += ContentHash(key, record.value());
@@ -149,8 +158,9 @@ Status DatabaseSnapshot::WriteTo(const std::string& dir, BackupSummary* summary)
   return Status::OK();
 }
 
-Status ReadBackup(const std::string& dir, BackupSummary* summary,
-                  const std::function<Status(std::string key, std::string value)>& record) {
+Status ReadBackup(
+    const std::string& dir, BackupSummary* summary,
+    const std::function<Status(std::string key, std::string value, uint64_t expires_ms)>& record) {
   const std::string file = (fs::path(dir) / kBackupFileName).string();
   std::ifstream in(file, std::ios::binary);
   if (!in) return Status::NotFound("no backup at " + Quote(file));
@@ -162,7 +172,7 @@ Status ReadBackup(const std::string& dir, BackupSummary* summary,
   Status st = GetFrame(&in, file, &s.path, &got);
   if (!st.ok()) return st;
   if (!got) return Status::Corruption("backup " + Quote(file) + " is truncated");
-  std::string key, value;
+  std::string key, value, expires;
   for (;;) {
     st = GetFrame(&in, file, &key, &got);
     if (!st.ok()) return st;
@@ -171,10 +181,15 @@ Status ReadBackup(const std::string& dir, BackupSummary* summary,
     st = GetFrame(&in, file, &value, &got);
     if (!st.ok()) return st;
     if (!got) return Status::Corruption("backup " + Quote(file) + " is truncated");
+    st = GetFrame(&in, file, &expires, &got);
+    if (!st.ok()) return st;
+    if (!got || expires.size() != 8) {
+      return Status::Corruption("backup " + Quote(file) + " is truncated");
+    }
     ++s.records;
     s.bytes += key.size() + value.size();
     s.content_digest += ContentHash(key, value);
-    st = record(std::move(key), std::move(value));
+    st = record(std::move(key), std::move(value), keys::DecodeBigEndian64(expires.data()));
     if (!st.ok()) return st;
     key.clear();
     value.clear();

@@ -3,8 +3,10 @@
 // A database backup is the live records of one database at one point in time: a RocksDB snapshot
 // taken by the database's owner between two of its writes (O(1)), then read on another thread
 // while the database goes on taking writes. It is written to DIR/database.kvbackup:
-//   "KVMESHBK1\n", then frames of an 8-byte big-endian length and that many bytes: the database
-//   path, then per live record its key and its value (key order), then an empty frame and a
+//   "KVMESHBK2\n", then frames of an 8-byte big-endian length and that many bytes: the database
+//   path, then per live record its key, its value and its expiry time (8 bytes, wall-clock ms
+//   since the epoch, 0 for none; keys already expired are left out), in key order, then an empty
+//   frame and a
 //   16-byte trailer (record count, content digest), so a truncated file is detected.
 // Written to a temporary name and renamed, so DIR/database.kvbackup is always whole.
 // Versions are not kept: a restore writes the records as new writes (new versions) that
@@ -74,11 +76,12 @@ class DatabaseSnapshot {
   const rocksdb::Snapshot* snapshot_;
 };
 
-/// Reads the backup in `dir`, calling `record` for each key and value in key order; stops at the
-/// first error `record` returns. `*summary` gets the header and trailer. Errors: kNotFound (no
-/// backup there), kCorruption (not a backup, truncated, or its count or digest does not match),
-/// kIOError.
-Status ReadBackup(const std::string& dir, BackupSummary* summary,
-                  const std::function<Status(std::string key, std::string value)>& record);
+/// Reads the backup in `dir`, calling `record` for each key, value and expiry time (wall-clock
+/// ms, 0: none) in key order; stops at the first error `record` returns. `*summary` gets the header
+/// and trailer. Errors: kNotFound (no backup there), kCorruption (not a backup, truncated, or its
+/// count or digest does not match), kIOError.
+Status ReadBackup(
+    const std::string& dir, BackupSummary* summary,
+    const std::function<Status(std::string key, std::string value, uint64_t expires_ms)>& record);
 
 }  // namespace kvmesh::storage

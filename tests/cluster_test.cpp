@@ -4,8 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <future>
 #include <atomic>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -377,11 +377,12 @@ TEST_F(ClusterTest, ABackupUnderLoadRestoresIntoAFreshCluster) {
   std::set<std::string> keys;
   std::string last;
   storage::BackupSummary summary;
-  Status read = storage::ReadBackup(dir, &summary, [&](std::string key, std::string value) {
-    if (key == "/last") last = value;
-    keys.insert(std::move(key));
-    return Status::OK();
-  });
+  Status read =
+      storage::ReadBackup(dir, &summary, [&](std::string key, std::string value, uint64_t) {
+        if (key == "/last") last = value;
+        keys.insert(std::move(key));
+        return Status::OK();
+      });
   ASSERT_TRUE(read.ok()) << read;
   ASSERT_FALSE(last.empty());
   const int n = std::stoi(last);

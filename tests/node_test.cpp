@@ -465,6 +465,36 @@ TEST_F(NodeTest, InstancesListAConfigsDatabasesWithUsageAndLastAccess) {
 
 // `kvmesh drop`: every key goes, on a running or a passivated database; a later open starts
 // empty and writes made after the drop stay.
+TEST_F(NodeTest, BackupsKeepExpiryAndARestoreTheDatabaseCannotTakeChangesNothing) {
+  auto node = StartNode(Options());
+  Database db = Open(*node, "/data/ttl");
+  WriteOptions brief;
+  brief.ttl = std::chrono::milliseconds(1);
+  WriteOptions soon;
+  soon.ttl = std::chrono::milliseconds(1500);
+  ASSERT_TRUE(db.put("/gone", "g", brief).ok());
+  ASSERT_TRUE(testing::Eventually(5s, [&] { return db.get("/gone").IsNotFound(); }));
+  ASSERT_TRUE(db.put("/soon", "s", soon).ok());
+  ASSERT_TRUE(db.put("/plain", std::string(2000, 'p')).ok());
+  const std::string dir = dir_ / "backup-ttl";
+  Result<std::string> backed = node->backup("/data/ttl", dir);
+  ASSERT_TRUE(backed.ok()) << backed.status();
+  Result<std::string> restored = node->restore("/data/restored", dir);
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  Database copy = Open(*node, "/data/restored");
+  EXPECT_TRUE(copy.get("/gone").IsNotFound()) << "a key expired before the backup came back";
+  EXPECT_TRUE(copy.get("/plain").ok());
+  EXPECT_TRUE(testing::Eventually(5s, [&] { return copy.get("/soon").IsNotFound(); }))
+      << "a restored key lost its expiry";
+  // Into a database whose budget (1 KB) the backup (2 KB) exceeds: refused, nothing deleted.
+  Database small = Open(*node, "/profile/history/x");
+  ASSERT_TRUE(small.put("/keep", "k").ok());
+  Result<std::string> refused = node->restore("/profile/history/x", dir);
+  EXPECT_EQ(refused.status().code(), Code::kSizeLimitExceeded) << refused.status();
+  EXPECT_NE(refused.status().message().find("nothing was changed"), std::string::npos);
+  EXPECT_TRUE(small.get("/keep").ok()) << "a refused restore deleted the database's keys";
+}
+
 TEST_F(NodeTest, DropDeletesEveryKeyAndALaterOpenStartsEmpty) {
   auto node = StartNode(Options());
   Database db = Open(*node, "/data/big");
