@@ -7,6 +7,8 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -206,6 +208,46 @@ Status ParseTarget(std::string_view raw, Target* out) {
 /// The largest request body: a value, or a batch of values in base64 JSON (http/server.hpp).
 size_t MaxBodyBytes(size_t max_value_bytes) {
   return max_value_bytes / 3 * 4 + (64u << 10);
+}
+
+/// The host part of a Host header value ("127.0.0.1:7371" -> "127.0.0.1", "[::1]:1" -> "::1").
+std::string HostOf(const std::string& header) {
+  if (!header.empty() && header[0] == '[') {
+    const size_t close = header.find(']');
+    return close == std::string::npos ? header : header.substr(1, close - 1);
+  }
+  return header.substr(0, header.find(':'));
+}
+
+/// Refuses what a web browser sends on behalf of another site: a request whose Origin is not the
+/// API's own (a page elsewhere posting to the node: plaintext loopback requests carry no
+/// credentials, so nothing else would stop it), and, without TLS, one addressed by a Host name
+/// other than an IP address, "localhost" or the listen host (DNS rebinding: another site's name
+/// resolving to this node, which would make its pages same-origin). Programs such as curl send
+/// no Origin and an IP or the listen host; the console is same-origin.
+Status CheckBrowserRequest(const httplib::Request& req, bool tls, const std::string& listen_host) {
+  const std::string host_header = req.get_header_value("Host");
+  if (!tls && !host_header.empty()) {
+    const std::string host = HostOf(host_header);
+    in6_addr v6{};
+    in_addr v4{};
+    const bool literal = ::inet_pton(AF_INET, host.c_str(), &v4) == 1 ||
+                         ::inet_pton(AF_INET6, host.c_str(), &v6) == 1;
+    if (!literal && host != "localhost" && host != listen_host) {
+      return Status::PermissionDenied(
+          "request addressed to host " + Quote(host) +
+          ": without TLS the HTTP API answers only requests addressed to an IP address, "
+          "localhost or its listen host (a browser tricked by DNS rebinding would use another "
+          "name)");
+    }
+  }
+  const std::string origin = req.get_header_value("Origin");
+  if (!origin.empty() && origin != "http://" + host_header && origin != "https://" + host_header) {
+    return Status::PermissionDenied("cross-site request from origin " + Quote(origin) +
+                                    " refused: the HTTP API takes requests from its own pages "
+                                    "and from programs, not from other sites' pages");
+  }
+  return Status::OK();
 }
 
 /// Who sent a request, as access control sees it.
@@ -446,7 +488,14 @@ struct HttpServer::Impl {
         } else if (kind == "check") {
           // {"op":"check","key":K,"version":V}, or without version: K must be absent.
           std::string version;
-          if (op.contains("version") && op["version"].is_string()) {
+          if (op.contains("version")) {
+            // A version of another type is a mistake, not "must be absent".
+            if (!op["version"].is_string() || op["version"].get<std::string>().empty()) {
+              return ReplyError(res, Code::kInvalidArgument,
+                                where +
+                                    "\"version\" must be a version string (leave it out to "
+                                    "require the key to be absent)");
+            }
             version = op["version"].get<std::string>();
           }
           batch.Check(std::move(key), std::move(version));
@@ -808,6 +857,13 @@ struct HttpServer::Impl {
             });
     srv.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
       HandleMetrics(req, res);
+    });
+    // Before any route: what another site's page would send through a browser.
+    srv.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      Status s = CheckBrowserRequest(req, options.tls.enabled(), options.host);
+      if (s.ok()) return httplib::Server::HandlerResponse::Unhandled;
+      ReplyError(res, s);
+      return httplib::Server::HandlerResponse::Handled;
     });
     // httplib's own refusals (unknown route 404, oversized body 413, malformed request 400)
     // get the same JSON error shape; handlers' replies already have a body.

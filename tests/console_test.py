@@ -143,9 +143,11 @@ def browser():
 def wait(driver, condition, what, timeout=10):
     try:
         # A page re-renders its table after a change: an element found a moment ago may be
-        # replaced before it is read, so a stale element just means "look again".
+        # replaced before it is read (stale), or gone between two lookups of one condition (a
+        # row lookup giving None), so either just means "look again".
         return WebDriverWait(driver, timeout, poll_frequency=0.05,
-                             ignored_exceptions=[StaleElementReferenceException]).until(condition)
+                             ignored_exceptions=[StaleElementReferenceException,
+                                                 AttributeError]).until(condition)
     except TimeoutException:
         shot(driver, "timeout")
         banner = driver.find_elements(By.ID, "banner")

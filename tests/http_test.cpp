@@ -242,7 +242,7 @@ TEST_F(HttpTest, AnOversizedBodyIsRefusedAndNothingIsStored) {
   // Content-Length; httplib reads the body into a fixed buffer and discards it, never holding it.
   const size_t over = kMaxValue / 3 * 4 + (64u << 10) + 1;
   std::string got =
-      Raw("PUT /v1/databases/example/kv/keys/huge HTTP/1.1\r\nHost: t\r\n"
+      Raw("PUT /v1/databases/example/kv/keys/huge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
           "Content-Length: " +
           std::to_string(over) + "\r\n\r\n" + std::string(over, 'x'));
   EXPECT_EQ(got.rfind("HTTP/1.1 413", 0), 0u) << got;
@@ -436,7 +436,7 @@ TEST_F(HttpTest, KeepAliveServesManyRequestsOnOneConnection) {
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   timeval tv{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  const std::string req = "GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n";
+  const std::string req = "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   // Ten requests one after the other on one TCP connection, each answered before the next.
   for (int i = 0; i < 10; ++i) {
     ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()))
@@ -522,6 +522,32 @@ TEST_F(HttpTest, AClientThatStallsMidBodyIsCutAndStoresNothingWhileOthersAreServ
   EXPECT_LE(n, 0) << "the server never closed a connection stalled mid-body";
   EXPECT_LT(waited, 8s);
   EXPECT_TRUE(node_->open("/example/kv").get("/slow").status().IsNotFound());
+}
+
+TEST_F(HttpTest, OtherSitesPagesCannotWriteThroughABrowser) {
+  Start();
+  const std::string body = R"([{"op":"put","key":"/csrf","value_base64":"eA=="}])";
+  auto post = [&](const std::string& host, const std::string& origin) {
+    return Raw("POST /v1/databases/example/kv/batch HTTP/1.1\r\nHost: " + host + "\r\n" +
+               (origin.empty() ? "" : "Origin: " + origin + "\r\n") +
+               "Content-Type: text/plain\r\nContent-Length: " + std::to_string(body.size()) +
+               "\r\nConnection: close\r\n\r\n" + body);
+  };
+  const std::string self = "127.0.0.1:" + std::to_string(http_->port());
+  // A page of another site posting a "simple" request (no preflight).
+  std::string got = post(self, "http://evil.example");
+  EXPECT_EQ(got.rfind("HTTP/1.1 403", 0), 0u) << got;
+  EXPECT_NE(got.find("cross-site request from origin"), std::string::npos) << got;
+  // DNS rebinding: another site's name pointing at this node.
+  got = post("evil.example:" + std::to_string(http_->port()),
+             "http://evil.example:" + std::to_string(http_->port()));
+  EXPECT_EQ(got.rfind("HTTP/1.1 403", 0), 0u) << got;
+  EXPECT_TRUE(node_->open("/example/kv").get("/csrf").IsNotFound()) << "a cross-site write landed";
+  // The API's own pages (the console) and programs (no Origin) are served.
+  got = post(self, "http://" + self);
+  EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+  got = post("localhost:" + std::to_string(http_->port()), "");
+  EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
 }
 
 TEST(HttpOptionsTest, PlaintextBeyondLoopbackNeedsInsecurePlaintext) {
