@@ -45,8 +45,11 @@ struct Caller {
   /// The ACL to check it against; null when nothing is checked for this sender (TLS off, no
   /// ACL, or a node certificate).
   std::shared_ptr<const security::Acl> acl;
-  /// Its certificate's name.
+  /// Its certificate's name; empty without TLS.
   std::string principal;
+
+  /// Who to record as having asked (config histories): the principal, or "anonymous".
+  std::string Who() const { return principal.empty() ? "anonymous" : principal; }
 };
 
 /// Who sent the current message. Fails (kPermissionDenied) when TLS is on and the sender has no
@@ -64,6 +67,7 @@ Status Identify(gateway_pointer self, Caller* out) {
         "unauthenticated: the request did not come over a connection with a verified "
         "certificate; nothing was done");
   }
+  out->principal = identity->name;
   // Node certificates are the cluster's own machinery (security/identity.hpp).
   if (identity->role == security::PeerRole::kNode) return Status::OK();
   const auto& store = st.security.acl;
@@ -80,29 +84,19 @@ Status Identify(gateway_pointer self, Caller* out) {
                                     " may not do anything: no ACL is loaded yet");
   }
   out->acl = st.acl;
-  out->principal = std::move(identity->name);
   return Status::OK();
 }
 
-/// The name of the sender of the current message for records such as config histories: its
-/// certificate's name, or "anonymous" without TLS.
-std::string WhoAsks(gateway_pointer self) {
-  const auto& directory = self->state.security.directory;
-  const caf::strong_actor_ptr& sender = self->current_sender();
-  if (directory && directory->enabled() && sender) {
-    if (auto identity = directory->Lookup(sender->node())) return identity->name;
-  }
-  return "anonymous";
-}
-
 /// OK if the sender of the current message holds `right` on the normalised path `database`, or,
-/// with `database` empty, may do the node-wide `operation` (security/acl.hpp).
+/// with `database` empty, may do the node-wide `operation` (security/acl.hpp). `caller` (may be
+/// null) gets who sent it.
 Status Authorize(gateway_pointer self, security::Right right, std::string_view database,
-                 std::string_view operation = {}) {
-  Caller caller;
-  Status s = Identify(self, &caller);
-  if (!s.ok() || !caller.acl) return s;
-  s = caller.acl->Check(caller.principal, right, database, operation);
+                 std::string_view operation = {}, Caller* caller = nullptr) {
+  Caller local;
+  Caller& c = caller != nullptr ? *caller : local;
+  Status s = Identify(self, &c);
+  if (!s.ok() || !c.acl) return s;
+  s = c.acl->Check(c.principal, right, database, operation);
   if (!s.ok()) spdlog::debug("client gateway denied a request: {}", s.message());
   return s;
 }
@@ -394,21 +388,23 @@ gateway_actor::behavior_type client_gateway_impl(
       },
       [=](atom::configs, atom::put, std::string& yaml,
           ConfigApplyOptions& options) -> caf::result<ConfigApplyResult> {
-        if (Status s = Authorize(self, Right::kAdmin, {}, "apply configs"); !s.ok()) {
+        Caller caller;
+        if (Status s = Authorize(self, Right::kAdmin, {}, "apply configs", &caller); !s.ok()) {
           return ToError(s);
         }
-        options.applied_by = WhoAsks(self);  // whatever the client claims
+        options.applied_by = caller.Who();  // whatever the client claims
         return ask_supervisor(
             ConfigApplyResult{}, [](ConfigApplyResult&) {}, atom::configs_v, atom::put_v,
             std::move(yaml), std::move(options));
       },
       [=](atom::configs, atom::erase, std::string& id) -> caf::result<ConfigApplyResult> {
-        if (Status s = Authorize(self, Right::kAdmin, {}, "delete configs"); !s.ok()) {
+        Caller caller;
+        if (Status s = Authorize(self, Right::kAdmin, {}, "delete configs", &caller); !s.ok()) {
           return ToError(s);
         }
         return ask_supervisor(
             ConfigApplyResult{}, [](ConfigApplyResult&) {}, atom::configs_v, atom::erase_v,
-            std::move(id), WhoAsks(self));
+            std::move(id), caller.Who());
       },
       [=](atom::configs, atom::get,
           std::string& id) -> caf::result<std::vector<ConfigHistoryEntry>> {

@@ -98,7 +98,6 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
       self->system(), database_actor_impl, std::move(shared),
       caf::actor_cast<matcher_supervisor_actor>(self), system ? caf::timespan{0} : st.idle_timeout,
       system ? st.system_replication : st.replication, PlaceDatabase(self, path, *config), direct);
-  if (system) st.system_db = handle;
   if (direct) st.replication->direct_reads->Add(handle.id(), std::move(direct));
   self->monitor(handle);
   st.running.emplace(path, handle);
@@ -444,6 +443,12 @@ Status AddHistory(supervisor_pointer self, const config::ConfigRecord& record, W
   return Status::OK();
 }
 
+/// The running system database, or null.
+database_actor SystemDatabase(supervisor_pointer self) {
+  auto it = self->state.running.find(std::string(config::kSystemConfigsPath));
+  return it == self->state.running.end() ? database_actor{} : it->second;
+}
+
 /// Writes `batch`, which stores `records`, to the system database; on success re-reads the
 /// configs and delivers `result()`'s answer, else the error. Until it is answered, `records` are
 /// pending (checked by the applies that come meanwhile).
@@ -463,7 +468,7 @@ void WriteSystem(supervisor_pointer self, WriteBatch batch,
     }
   };
   const caf::timespan timeout = self->state.replication->timeout;
-  self->request(self->state.system_db, timeout, atom::batch_v, std::move(batch),
+  self->request(SystemDatabase(self), timeout, atom::batch_v, std::move(batch),
                 Deadline::In(timeout))
       .then(
           [=](atom::ok) mutable {
@@ -510,7 +515,7 @@ void WriteSystem(supervisor_pointer self, WriteBatch batch,
 caf::result<ConfigApplyResult> ApplyClusterConfigs(supervisor_pointer self, const std::string& yaml,
                                                    const ConfigApplyOptions& options) {
   auto& st = self->state;
-  if (!st.system_store || !st.system_db) {
+  if (!st.system_store || !SystemDatabase(self)) {
     return ToError(Status::Unavailable("the database of cluster-wide configs is not open"));
   }
   config::ConfigSet parsed;
@@ -653,7 +658,7 @@ caf::result<ConfigApplyResult> ApplyClusterConfigs(supervisor_pointer self, cons
 caf::result<ConfigApplyResult> DeleteClusterConfig(supervisor_pointer self, const std::string& id,
                                                    const std::string& applied_by) {
   auto& st = self->state;
-  if (!st.system_store || !st.system_db) {
+  if (!st.system_store || !SystemDatabase(self)) {
     return ToError(Status::Unavailable("the database of cluster-wide configs is not open"));
   }
   if (const auto* file = FindFileConfig(self, id)) {

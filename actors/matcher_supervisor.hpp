@@ -45,9 +45,8 @@ struct matcher_supervisor_state {
   std::vector<config::ConfigRecord> api_records;
   /// Warnings of the last merge, so that each is logged once, not at every change.
   std::vector<std::string> merge_warnings;
-  /// The system database of cluster-wide configs (always running here) and its store, which the
-  /// supervisor reads directly (stores allow reads beside their owner).
-  database_actor system_db;
+  /// The store of the system database of cluster-wide configs (always running here, in
+  /// `running`), which the supervisor reads directly (stores allow reads beside their owner).
   std::shared_ptr<storage::DatabaseStore> system_store;
   /// Set by the system store's commit observer, cleared when the supervisor re-reads it: many
   /// commits in a row cost one re-read.

@@ -7,25 +7,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/hex.hpp"
 #include "common/path.hpp"
 
 namespace kvmesh::config {
 namespace {
 
 using json = nlohmann::json;
-
-// Ids may hold any byte ('/' and ".." included), so keys carry them hex-encoded: one segment,
-// always valid, and sorting like the ids do.
-std::string Hex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += kHex[c >> 4];
-    out += kHex[c & 0xf];
-  }
-  return out;
-}
 
 std::string DescribeSource(const ConfigRecord& r) {
   return "applied by " + r.applied_by + " through " + r.node + " at " + FormatUtcTime(r.time_ms);
@@ -110,18 +98,20 @@ Status DecodeRecord(std::string_view text, ConfigRecord* r) {
   }
 }
 
+// Ids may hold any byte ('/' and ".." included), so keys carry them hex-encoded: one segment,
+// always valid, and sorting like the ids do.
 std::string ConfigKey(std::string_view id) {
-  return std::string(kConfigsPrefix) + "/" + Hex(id);
+  return std::string(kConfigsPrefix) + "/" + HexEncode(id);
 }
 
 std::string HistoryPrefix(std::string_view id) {
-  return "/history/" + Hex(id);
+  return "/history/" + HexEncode(id);
 }
 
 std::string HistoryKey(const ConfigRecord& r) {
   char time[24];
   std::snprintf(time, sizeof time, "%020lld", static_cast<long long>(r.time_ms));
-  return HistoryPrefix(r.config.id) + "/" + time + "-" + Hex(r.node);
+  return HistoryPrefix(r.config.id) + "/" + time + "-" + HexEncode(r.node);
 }
 
 Status MergeConfigs(const std::vector<DatabaseConfig>& files, const std::vector<ConfigRecord>& api,

@@ -19,6 +19,7 @@
 
 #include "bootstrap/node_internal.hpp"
 #include "common/address.hpp"
+#include "common/hex.hpp"
 #include "common/path.hpp"
 #include "common/request_limits.hpp"
 #include "http/console.hpp"
@@ -93,13 +94,6 @@ void ReplyError(httplib::Response& res, Code code, const std::string& message) {
   ReplyError(res, Status(code, message));
 }
 
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 /// Percent-decodes `in` ("+" stays "+"); false on a bad escape.
 bool PercentDecode(std::string_view in, std::string* out) {
   out->clear();
@@ -113,28 +107,6 @@ bool PercentDecode(std::string_view in, std::string* out) {
     if (hi < 0 || lo < 0) return false;
     out->push_back(static_cast<char>(hi * 16 + lo));
     i += 2;
-  }
-  return true;
-}
-
-std::string HexEncode(std::string_view bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
-bool HexDecode(std::string_view text, std::string* out) {
-  if (text.size() % 2 != 0) return false;
-  out->clear();
-  for (size_t i = 0; i < text.size(); i += 2) {
-    int hi = HexDigit(text[i]), lo = HexDigit(text[i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    out->push_back(static_cast<char>(hi * 16 + lo));
   }
   return true;
 }
@@ -257,6 +229,9 @@ struct Caller {
   std::string principal;
   /// "none" (plaintext), "certificate" or "token".
   std::string by = "none";
+
+  /// Who to record as having asked (config histories): the principal, or "anonymous".
+  std::string Who() const { return principal.empty() ? "anonymous" : principal; }
 };
 
 }  // namespace
@@ -325,12 +300,14 @@ struct HttpServer::Impl {
   }
 
   /// OK if the sender holds `right` on the normalised `database` (security/acl.hpp).
-  Status Authorize(const httplib::Request& req, security::Right right,
-                   std::string_view database) const {
-    Caller caller;
-    Status s = Identify(req, &caller);
-    if (!s.ok() || !caller.acl) return s;
-    return caller.acl->Check(caller.principal, right, database);
+  /// `caller` (may be null) gets who sent it.
+  Status Authorize(const httplib::Request& req, security::Right right, std::string_view database,
+                   Caller* caller = nullptr) const {
+    Caller local;
+    Caller& c = caller != nullptr ? *caller : local;
+    Status s = Identify(req, &c);
+    if (!s.ok() || !c.acl) return s;
+    return c.acl->Check(c.principal, right, database);
   }
 
   Status AuthorizeKnown(const httplib::Request& req, Caller* caller) const {
@@ -603,14 +580,13 @@ struct HttpServer::Impl {
       return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
     }
     Caller caller;
-    Status s = Identify(req, &caller);
-    if (s.ok() && caller.acl) s = caller.acl->Check(caller.principal, security::Right::kAdmin, {});
+    Status s = Authorize(req, security::Right::kAdmin, {}, &caller);
     if (!s.ok()) return ReplyError(res, s);
     ConfigApplyOptions options;
     options.dry_run = dry_run;
     options.id = id;
     options.source_name = "request body";
-    options.applied_by = caller.principal.empty() ? "anonymous" : caller.principal;
+    options.applied_by = caller.Who();
     auto applied = node->apply_configs(req.body, options);
     if (!applied.ok()) return ReplyError(res, applied.status());
     json configs = json::array();
@@ -628,11 +604,9 @@ struct HttpServer::Impl {
       return ReplyError(res, Code::kInvalidArgument, "bad percent-escape in the config id");
     }
     Caller caller;
-    Status s = Identify(req, &caller);
-    if (s.ok() && caller.acl) s = caller.acl->Check(caller.principal, security::Right::kAdmin, {});
+    Status s = Authorize(req, security::Right::kAdmin, {}, &caller);
     if (!s.ok()) return ReplyError(res, s);
-    auto deleted =
-        node->delete_config(id, caller.principal.empty() ? "anonymous" : caller.principal);
+    auto deleted = node->delete_config(id, caller.Who());
     if (!deleted.ok()) return ReplyError(res, deleted.status());
     Reply(res, 200, json{{"deleted", id}, {"warnings", deleted->warnings}});
   }

@@ -10,6 +10,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "common/hex.hpp"
 #include "common/path.hpp"
 #include "config/yaml_fields.hpp"
 
@@ -68,33 +69,9 @@ std::string Sha256(std::string_view data) {
   return std::string(reinterpret_cast<const char*>(digest), size);
 }
 
-std::string Hex(std::string_view bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(digits[c >> 4]);
-    out.push_back(digits[c & 15]);
-  }
-  return out;
-}
-
 /// 64 hex digits (either case) to 32 bytes; false otherwise.
 bool DigestFromHex(const std::string& hex, std::string* out) {
-  if (hex.size() != 64) return false;
-  out->clear();
-  for (size_t i = 0; i < hex.size(); i += 2) {
-    int v = 0;
-    for (char c : {hex[i], hex[i + 1]}) {
-      int d = c >= '0' && c <= '9'   ? c - '0'
-              : c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                     : -1;
-      if (d < 0) return false;
-      v = v * 16 + d;
-    }
-    out->push_back(static_cast<char>(v));
-  }
-  return true;
+  return hex.size() == 64 && HexDecode(hex, out);
 }
 
 class AclParser {
@@ -475,7 +452,7 @@ bool Acl::PrincipalOfToken(std::string_view token, std::string* principal) const
 }
 
 std::string TokenSha256Hex(std::string_view token) {
-  return Hex(Sha256(token));
+  return HexEncode(Sha256(token));
 }
 
 Status NewBearerToken(std::string* token) {
@@ -483,7 +460,8 @@ Status NewBearerToken(std::string* token) {
   if (RAND_bytes(bytes, sizeof bytes) != 1) {
     return Status::Internal("the random generator failed; no token was made");
   }
-  *token = "kvmesh_" + Hex(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
+  *token =
+      "kvmesh_" + HexEncode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
   return Status::OK();
 }
 
