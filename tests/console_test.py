@@ -50,6 +50,8 @@ args.add_argument("--kvmeshd", required=True)
 args.add_argument("--cli", required=True)
 args.add_argument("--screenshots", required=True)
 opts = args.parse_args()
+# Only this run's screenshots: an older run's (numbered differently) would mislead a reviewer.
+shutil.rmtree(opts.screenshots, ignore_errors=True)
 os.makedirs(opts.screenshots, exist_ok=True)
 
 FILE_CONFIG = """

@@ -97,6 +97,11 @@ function fmtAge(ms) {
   return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
 }
 
+/// "1 instance", "2 instances".
+function plural(n, noun) {
+  return n + ' ' + noun + (n === 1 ? '' : 's');
+}
+
 function fmtTime(ms) {
   return ms ? new Date(ms).toLocaleString() : '';
 }
@@ -254,7 +259,7 @@ async function viewDatabases() {
   });
   view.replaceChildren(
     el('h1', {}, 'Databases', plus),
-    el('p', {class: 'muted'}, 'The database configs in force on every node. A config created here applies cluster-wide; ' +
+    el('p', {class: 'muted'}, 'The database configs in force on this node. A config created here applies on every node; ' +
        'configs from a node\'s YAML files are edited in the files.'),
     configs.length === 0 ? el('p', {}, 'No database configs yet.') :
     el('table', {id: 'configs'},
@@ -451,7 +456,7 @@ async function viewConfigInstances(config, params) {
       })));
     pager.replaceChildren(
       el('button', {disabled: page === 0, onclick: () => { --page; load(); }}, '← Previous'),
-      el('span', {class: 'muted'}, 'page ' + (page + 1) + ' · ' + rows.length + ' instances on this node'),
+      el('span', {class: 'muted'}, 'page ' + (page + 1) + ' · ' + plural(rows.length, 'instance') + ' on this node'),
       el('button', {disabled: !next, onclick: () => { cursors[page + 1] = next; ++page; load(); }}, 'Next →'));
   };
   const load = async () => {
@@ -508,7 +513,7 @@ async function viewInstances(params) {
       })));
     pager.replaceChildren(
       el('button', {disabled: page === 0, onclick: () => { --page; render(); }}, '← Previous'),
-      el('span', {class: 'muted'}, rows.length + ' instances · page ' + (page + 1) + ' of ' + pages),
+      el('span', {class: 'muted'}, plural(rows.length, 'instance') + ' · page ' + (page + 1) + ' of ' + pages),
       el('button', {disabled: page + 1 >= pages, onclick: () => { ++page; render(); }}, 'Next →'));
   };
   search.addEventListener('input', () => { filter = search.value; page = 0; render(); });
