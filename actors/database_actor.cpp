@@ -18,20 +18,8 @@ class DatabaseTransport final : public replication::Transport {
  public:
   explicit DatabaseTransport(database_pointer self) : self_(self) {}
 
-  /// Replicates a local write whose delta is `delta` and answers the writer once enough replicas
+  /// Replicates a local write whose delta is `delta` and answers `promise` once enough replicas
   /// hold it (or at once when nobody waits).
-  caf::result<atom::ok> Replicate(const std::string& delta) {
-    auto& replicator = *self_->state.replicator;
-    if (!replicator.WritesWait()) {
-      replicator.OnLocalWrite(delta, 0);
-      return atom::ok_v;
-    }
-    auto promise = self_->make_response_promise<atom::ok>();
-    Replicate(delta, promise);
-    return promise;
-  }
-
-  /// The same for a writer whose answer is `promise` (a write of a sync group).
   void Replicate(const std::string& delta, caf::typed_response_promise<atom::ok> promise) {
     Replicate(delta, [promise](Status s) mutable {
       if (s.ok()) {
@@ -202,13 +190,13 @@ class DatabaseTransport final : public replication::Transport {
   }
 
   void Dropped() override {
-    // Writes of a sync group not synced yet: this copy is gone, so they were not stored here.
-    for (auto& write : self_->state.unsynced) {
+    // Writes of a group not applied yet: this copy is gone, so they were not stored here.
+    for (auto& write : self_->state.queued) {
       write.promise.deliver(
           ToError(Status::Unavailable("database " + Quote(Path()) +
-                                      " was dropped from this node before the write was synced")));
+                                      " was dropped from this node before the write was applied")));
     }
-    self_->state.unsynced.clear();
+    self_->state.queued.clear();
     self_->send(self_->state.supervisor, atom::dropped_v, Path(),
                 caf::actor_cast<database_actor>(self_));
     self_->quit();
@@ -286,22 +274,47 @@ caf::error Unvouched(database_pointer self, uint64_t from) {
                                " came from a peer whose certificate is not that node's"));
 }
 
-/// Group commit: makes the writes applied since the last sync durable with one sync, then
-/// replicates and acknowledges each, in order. If the sync fails they are applied here but may
-/// not survive a power loss: their writers get the error.
-void SyncGroup(database_pointer self) {
+/// Group commit: applies the writes queued since the last commit as one RocksDB write (one sync
+/// in SyncMode::kAlways, one meta update, one delta to replicate), then acknowledges them all
+/// once replicated as a write alone would be. The outcome is the one of applying them one after
+/// another (DatabaseStore::WriteGroup); if any of them would fail, they are applied one by one
+/// instead, so each writer gets its own answer. Called before anything that must see the
+/// store as these writes leave it.
+void CommitGroup(database_pointer self) {
   auto& st = self->state;
-  if (st.unsynced.empty()) return;
-  std::vector<database_state::UnsyncedWrite> group = std::move(st.unsynced);
-  st.unsynced.clear();
-  Status s = st.store->SyncLog();
-  if (!s.ok()) {
-    spdlog::error("{} ({} writes not acknowledged)", s.ToString(), group.size());
-    s = Status::IOError(s.message() + "; the write was applied but may not be durable");
+  if (st.queued.empty()) return;
+  std::vector<database_state::QueuedWrite> group = std::move(st.queued);
+  st.queued.clear();
+  // No delta is made when nobody needs it: no peers, and no acknowledgements to wait for.
+  const bool needs_delta = st.replicator->NeedsDeltas();
+  std::string delta;
+  Status s;
+  if (group.size() > 1) {
+    std::vector<const WriteBatch*> writes;
+    writes.reserve(group.size());
+    for (const auto& write : group) writes.push_back(&write.batch);
+    s = st.store->WriteGroup(writes.data(), writes.size(), needs_delta ? &delta : nullptr);
+    if (s.ok()) {
+      auto promises = std::make_shared<std::vector<caf::typed_response_promise<atom::ok>>>();
+      promises->reserve(group.size());
+      for (auto& write : group) promises->push_back(std::move(write.promise));
+      st.transport->Replicate(delta, [promises](Status r) {
+        for (auto& promise : *promises) {
+          if (r.ok()) {
+            promise.deliver(atom::ok_v);
+          } else {
+            promise.deliver(ToError(r));
+          }
+        }
+      });
+      return;
+    }
   }
   for (auto& write : group) {
+    delta.clear();
+    s = st.store->Write(write.batch, needs_delta ? &delta : nullptr);
     if (s.ok()) {
-      st.transport->Replicate(write.delta, std::move(write.promise));
+      st.transport->Replicate(delta, std::move(write.promise));
     } else {
       write.promise.deliver(ToError(s));
     }
@@ -382,7 +395,7 @@ void Stop(database_pointer self) {
     Status s = st.store->node_store().RecordAccess(st.store->path(), st.last_access_ms);
     if (!s.ok()) spdlog::warn("{}", s.ToString());
   }
-  SyncGroup(self);
+  CommitGroup(self);
   self->state.transport->Retire();
   self->state.replicator->Stop();
 }
@@ -425,27 +438,18 @@ database_actor::behavior_type database_actor_impl(
     ++self->state.requests_since_tick;
     return call(*self->state.store);
   };
-  // Runs a local write and replicates its delta.
-  auto write = [self](auto&& call) -> caf::result<atom::ok> {
+  // Queues a local write for the next group commit (CommitGroup); it is answered from there.
+  auto write = [self](WriteBatch batch) -> caf::result<atom::ok> {
     auto& st = self->state;
     ++st.requests_since_tick;
-    std::string delta;
-    // No delta is made when nobody needs it: no peers, and no acknowledgements to wait for.
-    const bool needs_delta = st.replicator->NeedsDeltas();
-    // Group commit: one write per message, but the writes queued together share one sync. Each
-    // is applied at once (so each sees the ones before it: order and size limits stay exact),
-    // and sync_log, queued behind them, syncs and acknowledges them all.
-    const bool group = st.store->syncs_every_write();
-    st.store->set_defer_sync(group);
-    Status s = call(*st.store, needs_delta ? &delta : nullptr);
-    st.store->set_defer_sync(false);
-    if (!s.ok()) return ToError(s);
-    if (!group) return st.transport->Replicate(delta);
     auto promise = self->make_response_promise<atom::ok>();
-    st.unsynced.push_back({std::move(delta), promise});
-    if (st.unsynced.size() == 1) self->send(self, atom::sync_log_v);
+    st.queued.push_back({std::move(batch), promise});
+    if (st.queued.size() == 1) self->send(self, atom::commit_v);
     return promise;
   };
+  // Before a request that reads or changes the store otherwise: the writes received before it
+  // are applied first, so it sees them (order per sender stays the order of arrival).
+  auto settle = [self] { CommitGroup(self); };
   // A request whose deadline passed is refused before anything is applied: its requester has
   // given up on it (or is about to), and may already have made a newer write of the same key.
   auto expired = [](const Deadline& deadline) {
@@ -454,34 +458,37 @@ database_actor::behavior_type database_actor_impl(
                : caf::error{};
   };
   return {
-      [=](atom::put, const std::string& key, const std::string& value,
+      [=](atom::put, std::string& key, std::string& value,
           const Deadline& deadline) -> caf::result<atom::ok> {
         if (auto err = expired(deadline)) return err;
-        return write([&](storage::DatabaseStore& db, std::string* delta) {
-          return db.Put(key, value, delta);
-        });
+        WriteBatch batch;
+        batch.Put(std::move(key), std::move(value));
+        return write(std::move(batch));
       },
       [=](atom::get, const std::string& key, const Deadline& deadline) -> caf::result<std::string> {
         if (auto err = expired(deadline)) return err;
+        settle();
         std::string value;
         Status s = serve([&](storage::DatabaseStore& db) { return db.Get(key, &value); });
         if (!s.ok()) return ToError(s);
         return value;
       },
-      [=](atom::erase, const std::string& key, const Deadline& deadline) -> caf::result<atom::ok> {
+      [=](atom::erase, std::string& key, const Deadline& deadline) -> caf::result<atom::ok> {
         if (auto err = expired(deadline)) return err;
-        return write(
-            [&](storage::DatabaseStore& db, std::string* delta) { return db.Erase(key, delta); });
+        WriteBatch batch;
+        batch.Erase(std::move(key));
+        return write(std::move(batch));
       },
       [=](atom::list, const ListOptions& options,
           const Deadline& deadline) -> caf::result<ListPage> {
         if (auto err = expired(deadline)) return err;
+        settle();
         ListPage page;
         Status s = serve([&](storage::DatabaseStore& db) { return db.List(options, &page); });
         if (!s.ok()) return ToError(s);
         return page;
       },
-      [=](atom::batch, const WriteBatch& batch, const Deadline& deadline) -> caf::result<atom::ok> {
+      [=](atom::batch, WriteBatch& batch, const Deadline& deadline) -> caf::result<atom::ok> {
         if (auto err = expired(deadline)) return err;
         if (HasChecks(batch)) {
           Status why;
@@ -494,16 +501,17 @@ database_actor::behavior_type database_actor_impl(
             return promise;
           }
         }
-        return write(
-            [&](storage::DatabaseStore& db, std::string* delta) { return db.Write(batch, delta); });
+        return write(std::move(batch));
       },
       [=](atom::stats, const Deadline& deadline) -> caf::result<DatabaseStats> {
         if (auto err = expired(deadline)) return err;
+        settle();
         ++self->state.requests_since_tick;
         return self->state.store->Stats();
       },
       [=](atom::status, const Deadline& deadline) -> caf::result<ReplicationStatus> {
         if (auto err = expired(deadline)) return err;
+        settle();
         ++self->state.requests_since_tick;
         return self->state.replicator->MakeStatus();
       },
@@ -511,13 +519,14 @@ database_actor::behavior_type database_actor_impl(
         if (!MaySteer(self, Steering::kControl)) {
           return ToError(Status::PermissionDenied("only the supervisor asks for metrics"));
         }
+        settle();
         return self->state.replicator->MakeStatus();
       },
       [=](atom::drop, const Deadline& deadline) -> caf::result<atom::ok> {
         if (auto err = expired(deadline)) return err;
         auto& st = self->state;
         ++st.requests_since_tick;
-        SyncGroup(self);  // writes queued before the drop are acknowledged first
+        settle();  // writes queued before the drop are applied first
         std::vector<std::string> deltas;
         Status s = TombstoneAll(*st.store, st.replicator->NeedsDeltas(), &deltas);
         if (!s.ok()) {
@@ -541,6 +550,7 @@ database_actor::behavior_type database_actor_impl(
           const Deadline& deadline) -> caf::result<std::string> {
         if (auto err = expired(deadline)) return err;
         ++self->state.requests_since_tick;
+        settle();
         // The snapshot is taken here, between two writes of this database, in O(1); a worker
         // reads and writes it out while this actor goes on serving writes.
         std::shared_ptr<storage::DatabaseSnapshot> snapshot =
@@ -566,7 +576,7 @@ database_actor::behavior_type database_actor_impl(
         if (auto err = expired(deadline)) return err;
         auto& st = self->state;
         ++st.requests_since_tick;
-        SyncGroup(self);
+        settle();
         const bool make_deltas = st.replicator->NeedsDeltas();
         std::vector<std::string> deltas;
         // The whole backup is read and checked first: a missing, truncated or corrupt one must
@@ -664,6 +674,7 @@ database_actor::behavior_type database_actor_impl(
       },
       [=](atom::replicas, ReplicaSet& replicas) {
         if (MaySteer(self, Steering::kControl)) {
+          settle();
           self->state.replicator->OnReplicaSet(std::move(replicas));
         }
       },
@@ -672,11 +683,13 @@ database_actor::behavior_type database_actor_impl(
         self->state.replicator->OnSyncTick();
         self->delayed_send(self, self->state.replication->sync_interval, atom::sync_round_v);
       },
-      [=](atom::sync_log) {
-        if (MaySteer(self, Steering::kTimer)) SyncGroup(self);
+      [=](atom::commit) {
+        if (MaySteer(self, Steering::kTimer)) settle();
       },
       [=](atom::limit, uint64_t bytes) {
-        if (MaySteer(self, Steering::kControl)) self->state.store->set_size_limit(bytes);
+        if (!MaySteer(self, Steering::kControl)) return;
+        settle();  // writes received before the new limit are judged by the old one
+        self->state.store->set_size_limit(bytes);
       },
       [=](atom::idle_check) {
         if (!MaySteer(self, Steering::kTimer)) return;

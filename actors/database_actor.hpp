@@ -81,13 +81,16 @@ struct database_state {
   std::unique_ptr<DatabaseTransport> transport;
   /// The replication protocol of this replica (replication/replicator.hpp).
   std::unique_ptr<replication::Replicator> replicator;
-  /// Group commit (SyncMode::kAlways): local writes applied and not yet synced, in order, each
-  /// with its delta and its writer. Answered after the next sync (atom::sync_log).
-  struct UnsyncedWrite {
-    std::string delta;
+  /// Group commit: the local writes received since the last atom::commit_group, in order, each
+  /// with its writer. They are applied together (one RocksDB write, one sync in
+  /// SyncMode::kAlways, one delta) when the commit_group this actor sent itself behind the first
+  /// of them arrives, i.e. after every message queued before it, or earlier when another request
+  /// needs the store as those writes leave it (a read, a drop, a stop).
+  struct QueuedWrite {
+    WriteBatch batch;
     caf::typed_response_promise<atom::ok> promise;
   };
-  std::vector<UnsyncedWrite> unsynced;
+  std::vector<QueuedWrite> queued;
 };
 
 /// Behaviour of a database actor over `store`. Every `idle_timeout` it checks whether it served a

@@ -176,7 +176,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, restore, "restore")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
-CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_log, "sync_log")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, commit, "commit")
 
 namespace kvmesh {
 
@@ -238,10 +238,10 @@ using database_timer_actor = caf::typed_actor<
     caf::reacts_to<atom::idle_check>,
     // The periodic anti-entropy round.
     caf::reacts_to<atom::sync_round>,
-    // Group commit (SyncMode::kAlways): sync the writes applied since the last one, then
-    // acknowledge them. Sent when the first of them is applied, so it queues behind the writes
-    // already waiting, which join the group.
-    caf::reacts_to<atom::sync_log>>;
+    // Group commit: apply the writes received since the last one together, then acknowledge
+    // them. Sent when the first of them arrives, so it queues behind the writes already
+    // waiting, which join the group.
+    caf::reacts_to<atom::commit>>;
 
 /// A database actor (actors/database_actor.hpp), every slice: only the matcher supervisor that
 /// spawned it holds this handle.

@@ -434,8 +434,7 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   const uint64_t tombstone_count = tombstone_count_ + staged->tombstone_count;
   staged->batch.Put(meta_key_, MetaBytes(used_bytes, key_count, local_counter, tombstone_count,
                                          staged->digest, version_vector));
-  rocksdb::Status rs = store_->db()->Write(
-      defer_sync_ ? store_->unsynced_write_options() : store_->write_options(), &staged->batch);
+  rocksdb::Status rs = store_->Write(&staged->batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
   used_bytes_ = used_bytes;
   key_count_ = key_count;
@@ -451,15 +450,6 @@ uint64_t DatabaseStore::WallTicks() const {
   return store_->WallTicks();
 }
 
-Status DatabaseStore::SyncLog() {
-  Status s = CheckUsable();
-  return s.ok() ? store_->SyncLog() : s;
-}
-
-bool DatabaseStore::syncs_every_write() const {
-  return store_->options().sync == SyncMode::kAlways;
-}
-
 Status DatabaseStore::Put(std::string_view key, std::string_view value, std::string* delta) {
   OpView op{WriteOp::Kind::kPut, key, value, 0};
   return Apply(&op, 1, delta);
@@ -471,27 +461,49 @@ Status DatabaseStore::Erase(std::string_view key, std::string* delta) {
 }
 
 Status DatabaseStore::Write(const WriteBatch& batch, std::string* delta) {
+  std::vector<OpView> ops;
+  Status s = AddOps(batch, &ops);
+  if (!s.ok()) return s;
+  return Apply(ops.data(), ops.size(), delta);
+}
+
+Status DatabaseStore::WriteGroup(const WriteBatch* const* writes, size_t count,
+                                 std::string* delta) {
+  std::vector<OpView> ops;
+  std::vector<size_t> ends;
+  ends.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    Status s = AddOps(*writes[i], &ops);
+    if (!s.ok()) return s;
+    ends.push_back(ops.size());
+  }
+  return Apply(ops.data(), ops.size(), delta, ends.data(), ends.size());
+}
+
+Status DatabaseStore::AddOps(const WriteBatch& batch, std::vector<OpView>* ops) {
   Status s = CheckBatchLimits(batch);
   if (!s.ok()) return s;
-  std::vector<OpView> ops;
-  ops.reserve(batch.ops.size());
+  ops->reserve(ops->size() + batch.ops.size());
+  size_t index = 0;
   for (const WriteOp& op : batch.ops) {
     // A batch from the network may carry any byte as its kind; only put and erase exist.
     if (op.kind != WriteOp::Kind::kPut && op.kind != WriteOp::Kind::kErase &&
         op.kind != WriteOp::Kind::kCheck) {
       return Status::InvalidArgument(
-          "batch operation " + std::to_string(ops.size()) + " has the unknown kind " +
+          "batch operation " + std::to_string(index) + " has the unknown kind " +
           std::to_string(static_cast<int>(op.kind)) + "; nothing was written");
     }
-    ops.push_back({op.kind, op.key, op.value, op.ttl_ms});
+    ops->push_back({op.kind, op.key, op.value, op.ttl_ms});
+    ++index;
   }
-  return Apply(ops.data(), ops.size(), delta);
+  return Status::OK();
 }
 
 // Validates every operation, builds the final record of each touched key with a fresh dot,
 // computes the exact usage after all of them, checks the budget, and only then writes records,
 // indexes and meta in one RocksDB batch: a failure at any step stores nothing.
-Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta) {
+Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta, const size_t* ends,
+                            size_t segments) {
   Status s = CheckUsable();
   if (!s.ok()) return s;
   const size_t max_value = store_->options().max_value_bytes;
@@ -544,6 +556,12 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
   }
   // Checks and expiry are judged at one moment for the whole write.
   const uint64_t now = store_->WallTicks();
+  // Group commit (WriteGroup): the size rule is applied to each write of the group as it would
+  // be alone, from the usage the earlier ones leave: LiveCost of what each operation replaces and
+  // of what it stores, summed as Stage sums them for the whole batch.
+  int64_t usage = 0;
+  int64_t segment_start_usage = 0;
+  size_t segment = 0;
   for (size_t i = 0; i < count; ++i) {
     Pending* p = nullptr;
     s = Touch(keys[i], &touched, &p);
@@ -551,40 +569,55 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta)
     if (ops[i].kind == WriteOp::Kind::kCheck) {
       s = CheckCondition(*p, ops[i].value, now);
       if (!s.ok()) return s;
-      continue;
-    }
-    const bool is_put = ops[i].kind == WriteOp::Kind::kPut;
-    // An erase always writes a new tombstone, even over a tombstone: another replica may hold a
-    // put this one has not seen yet, and only a newer tombstone overrides it there. (Found by the
-    // chaos check: an acknowledged delete lost to an earlier put.)
-    // The new record must win against the one it replaces on every replica, even if this
-    // node's clock has gone back since that one was written (the clock is not persisted).
-    if (p->exists()) store_->ObserveTimestamp(p->current().version().hlc());
-    proto::Record record;
-    if (is_put) {
-      record.set_value(ops[i].value.data(), ops[i].value.size());
     } else {
-      record.set_tombstone(true);
+      const bool is_put = ops[i].kind == WriteOp::Kind::kPut;
+      // An erase always writes a new tombstone, even over a tombstone: another replica may hold
+      // a put this one has not seen yet, and only a newer tombstone overrides it there. (Found by
+      // the chaos check: an acknowledged delete lost to an earlier put.)
+      // The new record must win against the one it replaces on every replica, even if this
+      // node's clock has gone back since that one was written (the clock is not persisted).
+      if (p->exists()) {
+        store_->ObserveTimestamp(p->current().version().hlc());
+        if (!p->current().tombstone())
+          usage -= static_cast<int64_t>(LiveCost(p->key, p->current()));
+      }
+      proto::Record record;
+      if (is_put) {
+        record.set_value(ops[i].value.data(), ops[i].value.size());
+      } else {
+        record.set_tombstone(true);
+      }
+      do {
+        ++counter;
+      } while (version_vector.Covers({node, counter}));
+      proto::Version* version = record.mutable_version();
+      version->set_origin(node);
+      version->set_counter(counter);
+      version->set_hlc(store_->NextTimestamp());
+      if (is_put && ops[i].ttl_ms != 0) {
+        record.set_expires(version->hlc() + (ops[i].ttl_ms << hlc::kSubMsBits));
+      }
+      if (is_put) usage += static_cast<int64_t>(LiveCost(p->key, record));
+      version_vector.Add({node, counter});
+      p->after = std::move(record);
+      p->changed = true;
     }
-    do {
-      ++counter;
-    } while (version_vector.Covers({node, counter}));
-    proto::Version* version = record.mutable_version();
-    version->set_origin(node);
-    version->set_counter(counter);
-    version->set_hlc(store_->NextTimestamp());
-    if (is_put && ops[i].ttl_ms != 0) {
-      record.set_expires(version->hlc() + (ops[i].ttl_ms << hlc::kSubMsBits));
+    for (; segment < segments && ends[segment] <= i + 1; ++segment) {
+      if (usage > segment_start_usage &&
+          static_cast<int64_t>(used_bytes_) + usage > static_cast<int64_t>(limit_bytes_)) {
+        return Status::SizeLimitExceeded("database " + Quote(path_) + " is limited to " +
+                                         FormatSize(limit_bytes_) +
+                                         "; a write of the group would take it over");
+      }
+      segment_start_usage = usage;
     }
-    version_vector.Add({node, counter});
-    p->after = std::move(record);
-    p->changed = true;
   }
 
   Staged staged;
   Stage(&touched, &staged);
   if (!staged.changed) return Status::OK();
-  if (staged.used_bytes > 0 && used_bytes_ + staged.used_bytes > limit_bytes_) {
+  // A group was checked write by write above; its total alone says nothing about them.
+  if (segments == 0 && staged.used_bytes > 0 && used_bytes_ + staged.used_bytes > limit_bytes_) {
     return Status::SizeLimitExceeded(
         "database " + Quote(path_) + " is limited to " + FormatSize(limit_bytes_) + " and holds " +
         FormatSize(used_bytes_) + "; this write needs " +
@@ -673,7 +706,7 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
     const uint64_t new_tombstones = tombstone_count_ + tombstone_count;
     batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, digest,
                                    version_vector_));
-    rocksdb::Status rs = db->Write(store_->write_options(), &batch);
+    rocksdb::Status rs = store_->Write(&batch);
     if (!rs.ok()) {
       return FromRocksStatus(rs, "cannot remove expired keys of database " + Quote(path_));
     }
@@ -942,7 +975,7 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
     const uint64_t tombstone_count = tombstone_count_ - batch_collected;
     batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count,
                                    digest_, version_vector_));
-    rocksdb::Status rs = db->Write(store_->write_options(), &batch);
+    rocksdb::Status rs = store_->Write(&batch);
     if (!rs.ok()) {
       return FromRocksStatus(rs, "cannot collect tombstones of database " + Quote(path_));
     }
@@ -1010,7 +1043,7 @@ Status DatabaseStore::Drop() {
   rocksdb::WriteBatch batch;
   batch.DeleteRange(keys::DatabasePrefix(id_), keys::DatabasePrefixEnd(id_));
   batch.Delete(keys::CatalogKey(path_));
-  rocksdb::Status rs = store_->db()->Write(store_->write_options(), &batch);
+  rocksdb::Status rs = store_->Write(&batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot drop database " + Quote(path_));
   store_->NoteFreeingWrite();
   store_->NoteCatalogEntryDeleted(config_id_);

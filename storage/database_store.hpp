@@ -61,6 +61,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
@@ -105,6 +106,15 @@ class DatabaseStore {
   /// checked against the state after the whole batch. Any invalid key or value fails the whole
   /// batch before anything is written.
   Status Write(const WriteBatch& batch, std::string* delta = nullptr);
+
+  /// Group commit: applies `count` batches as if each were written by Write after the ones before
+  /// it (each sees their changes; conditions, validity and the size limit are judged for each
+  /// as they would be alone), in one atomic RocksDB write with one meta update, and appends the
+  /// delta of them all. OK only if every one of them would have succeeded; otherwise nothing is
+  /// written and the first error found is returned (perhaps less precise than the one that
+  /// write alone gives): write them one by one with Write to learn each one's answer (exact, as
+  /// a failed write changes nothing).
+  Status WriteGroup(const WriteBatch* const* writes, size_t count, std::string* delta = nullptr);
 
   // Replication.
 
@@ -171,18 +181,6 @@ class DatabaseStore {
   /// Current counters (no I/O).
   DatabaseStats Stats() const;
 
-  // Group commit (SyncMode::kAlways). The owner applies the writes that arrived together with
-  // the sync deferred, then makes them all durable with one SyncLog before it acknowledges any.
-  // Readers may see such a write before its sync; no one is told it is stored until after.
-
-  /// True if the store syncs every write (SyncMode::kAlways).
-  bool syncs_every_write() const;
-  /// While true, Put, Erase, Write and ApplyDelta through this handle do not wait for the disk,
-  /// even in SyncMode::kAlways. Default false.
-  void set_defer_sync(bool defer) { defer_sync_ = defer; }
-  /// Makes every write made so far durable (Store::SyncLog). Errors: kIOError, kUnavailable.
-  Status SyncLog();
-
   /// Changes the size budget (a reloaded config). Existing data is kept even if it is over.
   void set_size_limit(uint64_t bytes) { limit_bytes_ = bytes; }
 
@@ -210,8 +208,13 @@ class DatabaseStore {
   struct Touched;
   /// A RocksDB batch ready to write and the change it makes to the counters.
   struct Staged;
-  /// The single write path behind Put, Erase and Write.
-  Status Apply(const OpView* ops, size_t count, std::string* delta);
+  /// Appends the operations of `batch` to `ops` (views into it), or says why it cannot apply.
+  static Status AddOps(const WriteBatch& batch, std::vector<OpView>* ops);
+  /// The single write path behind Put, Erase, Write and WriteGroup. With `segments` > 0, the ops
+  /// are that many writes, write k ending before ops[ends[k]], each checked against the size
+  /// limit as if applied alone after the ones before it.
+  Status Apply(const OpView* ops, size_t count, std::string* delta, const size_t* ends = nullptr,
+               size_t segments = 0);
   /// OK, or kUnavailable if the store is closed or this database was dropped.
   Status CheckUsable() const;
   /// Reads the record of the normalised `key`; *found is false if there is none.
@@ -252,7 +255,6 @@ class DatabaseStore {
   /// Set by Drop: the namespace is gone and every later call fails. Atomic: Get may run on other
   /// threads.
   std::atomic<bool> dropped_{false};
-  bool defer_sync_ = false;
   std::function<void()> observer_;
 };
 

@@ -126,6 +126,12 @@ rocksdb::WriteOptions RocksWriteOptions(const StoreOptions& options) {
   return write;
 }
 
+rocksdb::Status Store::Write(rocksdb::WriteBatch* batch) {
+  rocksdb::Status rs = db_->Write(*write_options_, batch);
+  if (rs.ok() && write_options_->sync) log_syncs_.fetch_add(1, std::memory_order_relaxed);
+  return rs;
+}
+
 Status Store::SyncLog() {
   if (closed()) return Status::Unavailable("store " + Quote(options_.path) + " is closed");
   // SyncWAL syncs every log file written so far; with manual_wal_flush off (the default) each

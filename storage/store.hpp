@@ -23,6 +23,8 @@
 
 namespace rocksdb {
 class DB;
+class Status;
+class WriteBatch;
 struct WriteOptions;
 }  // namespace rocksdb
 
@@ -43,8 +45,8 @@ struct StoreOptions {
   /// When writes reach the disk (kvmesh::SyncMode). kNone (default here; the node's default is
   /// NodeOptions::sync): an acknowledged write survives a crash of the process (kill -9) but
   /// not of the machine. kPeriodic: the store syncs its write-ahead log every `sync_period`
-  /// on a thread of its own. kAlways: every write is synced before it returns, unless its
-  /// DatabaseStore defers the sync to its owner (group commit, DatabaseStore::set_defer_sync).
+  /// on a thread of its own. kAlways: every write is synced before it returns (a database
+  /// actor's writes that arrive together are one write, DatabaseStore::WriteGroup).
   SyncMode sync = SyncMode::kNone;
   /// Period of kPeriodic's syncs. Default 100 ms.
   std::chrono::milliseconds sync_period = std::chrono::milliseconds(100);
@@ -78,8 +80,10 @@ class Store : public std::enable_shared_from_this<Store> {
   /// Makes every write made so far durable (fsyncs the write-ahead log), whatever the mode.
   /// Thread-safe. Errors: kIOError.
   Status SyncLog();
-  /// Write-ahead-log syncs made by SyncLog and the periodic thread since the store was opened
-  /// (not those RocksDB makes for writes with the sync flag).
+  /// Writes `batch` with write_options(): synced in SyncMode::kAlways. Thread-safe.
+  rocksdb::Status Write(rocksdb::WriteBatch* batch);
+  /// Write-ahead-log syncs since the store was opened: by SyncLog, the periodic thread, and the
+  /// synced writes of Write (SyncMode::kAlways).
   uint64_t log_syncs() const { return log_syncs_.load(std::memory_order_relaxed); }
   bool closed() const { return db_ == nullptr; }
 

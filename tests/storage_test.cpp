@@ -354,6 +354,56 @@ TEST_F(StorageTest, WriteOverTheLimitFailsClearlyAndKeepsData) {
   EXPECT_EQ(db.Stats().used_bytes, 3u);
 }
 
+// Group commit (the database actor applies the writes that arrive together as one): the outcome
+// must be the one of writing them one after another, the size rule judged for each write as it
+// would be alone, and a group that holds any write that would fail writes nothing.
+TEST_F(StorageTest, AGroupOfWritesAppliesAsIfWrittenOneAfterAnother) {
+  DatabaseStore& db = Db("/group", 100);
+  ASSERT_TRUE(db.Put("/a", std::string(88, 'a')).ok());  // 90 bytes used
+  auto group = [&](std::vector<WriteBatch> writes, std::string* delta = nullptr) {
+    std::vector<const WriteBatch*> views;
+    for (const WriteBatch& w : writes) views.push_back(&w);
+    return db.WriteGroup(views.data(), views.size(), delta);
+  };
+  WriteBatch put_b;
+  put_b.Put("/b", std::string(20, 'b'));  // 22 bytes
+  WriteBatch erase_a;
+  erase_a.Erase("/a");
+  // Alone, the put would fail (112 > 100) although the group as a whole ends at 22 bytes.
+  Status s = group({put_b, erase_a});
+  EXPECT_EQ(s.code(), Code::kSizeLimitExceeded) << s;
+  std::string value;
+  EXPECT_EQ(db.Get("/b", &value).code(), Code::kNotFound);
+  ASSERT_TRUE(db.Get("/a", &value).ok()) << "a failed group must write nothing";
+  EXPECT_EQ(db.Stats().used_bytes, 90u);
+  // In the other order each write succeeds alone, so the group does.
+  std::string delta;
+  ASSERT_TRUE(group({erase_a, put_b}, &delta).ok());
+  EXPECT_EQ(db.Get("/a", &value).code(), Code::kNotFound);
+  EXPECT_EQ(db.Stats().used_bytes, 22u);
+  // A check sees the writes before it in the group.
+  WriteBatch put_c;
+  put_c.Put("/c", "1");
+  WriteBatch c_absent;
+  c_absent.Check("/c", {});
+  EXPECT_EQ(group({put_c, c_absent}).code(), Code::kConditionFailed);
+  EXPECT_EQ(db.Get("/c", &value).code(), Code::kNotFound);
+  // Several writes of one key: the last wins, accounting stays exact.
+  WriteBatch put_c2;
+  put_c2.Put("/c", "22");
+  ASSERT_TRUE(group({put_c, put_c2, WriteBatch{}}, &delta).ok());
+  ASSERT_TRUE(db.Get("/c", &value).ok());
+  EXPECT_EQ(value, "22");
+  EXPECT_EQ(db.Stats().used_bytes, 22u + 4u);
+  EXPECT_EQ(db.Stats().key_count, 2u);
+  EXPECT_EQ(ScanUsage(db), 26u);
+  // The group's delta brings a replica to the same contents.
+  DatabaseStore& replica = Db("/group-replica");
+  ASSERT_TRUE(replica.ApplyDelta(delta).ok());
+  EXPECT_EQ(replica.digest(), db.digest());
+  EXPECT_EQ(replica.Stats().used_bytes, 26u);
+}
+
 TEST_F(StorageTest, ValueOverTheMaximumIsRejected) {
   StoreOptions options;
   options.max_value_bytes = 1000;
