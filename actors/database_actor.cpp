@@ -5,6 +5,7 @@
 
 #include "actors/database_request.hpp"
 #include "common/path.hpp"
+#include "common/request_limits.hpp"
 #include "storage/backup.hpp"
 #include "storage/store.hpp"
 
@@ -192,9 +193,8 @@ class DatabaseTransport final : public replication::Transport {
   void Dropped() override {
     // Writes of a group not applied yet: this copy is gone, so they were not stored here.
     for (auto& write : self_->state.queued) {
-      write.promise.deliver(
-          ToError(Status::Unavailable("database " + Quote(Path()) +
-                                      " was dropped from this node before the write was applied")));
+      write.Answer(Status::Unavailable("database " + Quote(Path()) +
+                                       " was dropped from this node before the write was applied"));
     }
     self_->state.queued.clear();
     self_->send(self_->state.supervisor, atom::dropped_v, Path(),
@@ -221,6 +221,20 @@ class DatabaseTransport final : public replication::Transport {
   std::unordered_map<uint64_t, std::function<void(Status)>> writers_;
   uint64_t last_write_id_ = 0;
 };
+
+void database_state::QueuedWrite::Answer(const Status& status) {
+  if (gather == nullptr) {
+    if (status.ok()) {
+      promise.deliver(atom::ok_v);
+    } else {
+      promise.deliver(ToError(status));
+    }
+    return;
+  }
+  if (!status.ok()) gather->results[index] = ToError(status);
+  if (--gather->left == 0) gather->promise.deliver(std::move(gather->results));
+  gather = nullptr;
+}
 
 database_state::database_state() = default;
 
@@ -295,17 +309,9 @@ void CommitGroup(database_pointer self) {
     for (const auto& write : group) writes.push_back(&write.batch);
     s = st.store->WriteGroup(writes.data(), writes.size(), needs_delta ? &delta : nullptr);
     if (s.ok()) {
-      auto promises = std::make_shared<std::vector<caf::typed_response_promise<atom::ok>>>();
-      promises->reserve(group.size());
-      for (auto& write : group) promises->push_back(std::move(write.promise));
-      st.transport->Replicate(delta, [promises](Status r) {
-        for (auto& promise : *promises) {
-          if (r.ok()) {
-            promise.deliver(atom::ok_v);
-          } else {
-            promise.deliver(ToError(r));
-          }
-        }
+      auto writers = std::make_shared<std::vector<database_state::QueuedWrite>>(std::move(group));
+      st.transport->Replicate(delta, [writers](Status r) {
+        for (auto& write : *writers) write.Answer(r);
       });
       return;
     }
@@ -314,19 +320,12 @@ void CommitGroup(database_pointer self) {
     delta.clear();
     s = st.store->Write(write.batch, needs_delta ? &delta : nullptr);
     if (s.ok()) {
-      st.transport->Replicate(delta, std::move(write.promise));
+      auto writer = std::make_shared<database_state::QueuedWrite>(std::move(write));
+      st.transport->Replicate(delta, [writer](Status r) { writer->Answer(r); });
     } else {
-      write.promise.deliver(ToError(s));
+      write.Answer(s);
     }
   }
-}
-
-/// True if `batch` holds a check (a conditional write).
-bool HasChecks(const WriteBatch& batch) {
-  for (const WriteOp& op : batch.ops) {
-    if (op.kind == WriteOp::Kind::kCheck) return true;
-  }
-  return false;
 }
 
 /// Where a conditional batch is judged (README "Versions and conditional writes"): by the first
@@ -439,12 +438,15 @@ database_actor::behavior_type database_actor_impl(
     return call(*self->state.store);
   };
   // Queues a local write for the next group commit (CommitGroup); it is answered from there.
-  auto write = [self](WriteBatch batch) -> caf::result<atom::ok> {
+  auto queue = [self](database_state::QueuedWrite write) {
     auto& st = self->state;
     ++st.requests_since_tick;
-    auto promise = self->make_response_promise<atom::ok>();
-    st.queued.push_back({std::move(batch), promise});
+    st.queued.push_back(std::move(write));
     if (st.queued.size() == 1) self->send(self, atom::commit_v);
+  };
+  auto write = [self, queue](WriteBatch batch) -> caf::result<atom::ok> {
+    auto promise = self->make_response_promise<atom::ok>();
+    queue({std::move(batch), promise, nullptr, 0});
     return promise;
   };
   // Before a request that reads or changes the store otherwise: the writes received before it
@@ -502,6 +504,25 @@ database_actor::behavior_type database_actor_impl(
           }
         }
         return write(std::move(batch));
+      },
+      [=](atom::batch, std::vector<WriteBatch>& batches,
+          const Deadline& deadline) -> caf::result<std::vector<caf::error>> {
+        if (auto err = expired(deadline)) return err;
+        for (const WriteBatch& batch : batches) {
+          if (HasChecks(batch)) {
+            return ToError(Status::InvalidArgument(
+                "a conditional batch must be sent on its own, not with other writes"));
+          }
+        }
+        auto gather = std::make_shared<database_state::WriteGather>();
+        gather->promise = self->make_response_promise<std::vector<caf::error>>();
+        gather->results.resize(batches.size());
+        gather->left = batches.size();
+        if (batches.empty()) gather->promise.deliver(std::vector<caf::error>{});
+        for (size_t i = 0; i < batches.size(); ++i) {
+          queue({std::move(batches[i]), {}, gather, i});
+        }
+        return gather->promise;
       },
       [=](atom::stats, const Deadline& deadline) -> caf::result<DatabaseStats> {
         if (auto err = expired(deadline)) return err;

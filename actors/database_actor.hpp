@@ -86,9 +86,20 @@ struct database_state {
   /// SyncMode::kAlways, one delta) when the commit_group this actor sent itself behind the first
   /// of them arrives, i.e. after every message queued before it, or earlier when another request
   /// needs the store as those writes leave it (a read, a drop, a stop).
+  /// The writers of one message carrying several writes: one answer for all of them.
+  struct WriteGather {
+    caf::typed_response_promise<std::vector<caf::error>> promise;
+    std::vector<caf::error> results;
+    size_t left = 0;
+  };
   struct QueuedWrite {
     WriteBatch batch;
+    /// Its writer: `promise`, or entry `index` of `gather` when it came with others.
     caf::typed_response_promise<atom::ok> promise;
+    std::shared_ptr<WriteGather> gather;
+    size_t index = 0;
+    /// Answers the writer (once).
+    void Answer(const Status& status);
   };
   std::vector<QueuedWrite> queued;
 };

@@ -6,6 +6,13 @@
 
 namespace kvmesh {
 
+bool HasChecks(const WriteBatch& batch) {
+  for (const WriteOp& op : batch.ops) {
+    if (op.kind == WriteOp::Kind::kCheck) return true;
+  }
+  return false;
+}
+
 Status CheckBatchLimits(const WriteBatch& batch) {
   if (batch.ops.size() > kMaxBatchOps) {
     return Status::InvalidArgument("batch has " + std::to_string(batch.ops.size()) +

@@ -15,6 +15,10 @@ namespace kvmesh {
 /// values; otherwise kInvalidArgument saying which limit and by how much.
 Status CheckBatchLimits(const WriteBatch& batch);
 
+/// True if `batch` holds a check (a conditional write): such a batch is judged by one replica
+/// and always travels alone.
+bool HasChecks(const WriteBatch& batch);
+
 /// OK if a value of `value_bytes` for `key` fits in a request any node accepts (at most
 /// kMaxBatchBytes, the cap of NodeOptions::max_value_bytes); otherwise kValueTooLarge naming the
 /// key and both sizes. A node's own max_value_bytes may be smaller: it checks that itself.

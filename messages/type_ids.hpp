@@ -195,6 +195,10 @@ using database_client_actor = caf::typed_actor<
     caf::replies_to<atom::list, ListOptions, Deadline>::with<ListPage>,
     // Applies a batch atomically.
     caf::replies_to<atom::batch, WriteBatch, Deadline>::with<atom::ok>,
+    // Applies several writes, each as if it had come in its own batch message, in order (what
+    // the embedded API's requester sends for writes made together): one error per write, none
+    // for a success. Conditional batches (with checks) are refused here: they go alone.
+    caf::replies_to<atom::batch, std::vector<WriteBatch>, Deadline>::with<std::vector<caf::error>>,
     // Current counters.
     caf::replies_to<atom::stats, Deadline>::with<DatabaseStats>,
     // Replication status: replica set, version vectors, pending deltas, digest.
@@ -382,6 +386,8 @@ using gateway_actor = caf::typed_actor<
 CAF_BEGIN_TYPE_ID_BLOCK(kvmesh, caf::first_custom_type_id)
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WriteOp))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WriteBatch))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::WriteBatch>))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<caf::error>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ListOptions))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ListPage))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::DatabaseStats))

@@ -92,6 +92,9 @@ inline database_client_actor::behavior_type StubDatabase(std::function<void()> o
       [](atom::erase, std::string&, Deadline) { return atom::ok_v; },
       [](atom::list, ListOptions&, Deadline) { return ListPage{}; },
       [](atom::batch, WriteBatch&, Deadline) { return atom::ok_v; },
+      [](atom::batch, std::vector<WriteBatch>& writes, Deadline) {
+        return std::vector<caf::error>(writes.size());
+      },
       [](atom::stats, Deadline) { return DatabaseStats{}; },
       [](atom::status, Deadline) { return ReplicationStatus{}; },
       [](atom::drop, Deadline) { return atom::ok_v; },
