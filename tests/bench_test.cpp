@@ -228,6 +228,29 @@ TEST_F(BenchToolTest, RedisIsMeasuredInTheSameRunAndEveryRowHasItsCpuPerOperatio
   EXPECT_EQ(rows["embedded list"], 2);
 }
 
+TEST_F(BenchToolTest, CafEchoAnswersTheClientLibrarysRequestsFromAProcessOfItsOwn) {
+  Json out = Bench({"--targets", "caf-echo", "--workloads", "put,get,list", "--value-sizes", "100",
+                    "--inflight", "1,8", "--keys", "2000", "--ops", "300"});
+  ASSERT_TRUE(out.contains("results"));
+  std::map<std::string, int> rows;
+  for (const Json& r : out["results"]) {
+    const std::string workload = r["workload"];
+    SCOPED_TRACE(workload + " i" + std::to_string(r["inflight"].get<int>()));
+    ++rows[workload];
+    EXPECT_EQ(r["target"], "caf-echo");
+    // Every request got the reply the client library expects (ok for a put, a value for a
+    // get), blocking (1 in flight) and through callbacks (8).
+    EXPECT_EQ(r["failures"], 0) << r["errors"].dump();
+    EXPECT_EQ(r["ops"], 300);
+    // The server is a process of its own: its CPU is counted apart.
+    ASSERT_TRUE(r.contains("server_cpu_us_per_op"));
+    EXPECT_GT(r["server_cpu_us_per_op"].get<double>(), 0);
+  }
+  EXPECT_EQ(rows["put"], 2);
+  EXPECT_EQ(rows["get"], 2);
+  EXPECT_EQ(rows["list"], 0) << "the echo server answers put and get only: skipped, not failed";
+}
+
 TEST_F(BenchToolTest, FailedOperationsAreReportedWithTheFirstErrorOfEachKind) {
   // Values over the node's 16 MiB limit: every put fails, with the node's reason.
   std::vector<std::string> args = {"--targets",     "embedded", "--workloads", "put",

@@ -7,6 +7,7 @@
 //   kvmesh-bench --targets embedded --databases 100000 --workloads get --keys 100000
 //   kvmesh-bench --targets cluster --workloads put      # 3 kvmeshd, replication lag, catch-up
 //   kvmesh-bench --targets remote,redis --workloads put,get --inflight 1,50   # x_redis
+//   kvmesh-bench --targets remote,caf-echo --workloads put,get --inflight 1,50  # CAF's floor
 //   kvmesh-bench --compare-a "kvmesh-bench --scheduler sharing" \
 //                --compare-b "kvmesh-bench --scheduler stealing" --rounds 3
 //
@@ -436,9 +437,10 @@ Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Ta
   if (name == "cluster" || name == "cluster-tls") return MakeClusterTarget(options, out);
   if (name == "http") return MakeHttpTarget(options, out);
   if (name == "redis") return MakeRedisTarget(options, out);
+  if (name == "caf-echo") return MakeCafEchoTarget(options, out);
   return Status::InvalidArgument(
       "unknown target \"" + name +
-      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis)");
+      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis, caf-echo)");
 }
 
 // -- Replicated targets: lag and catch-up --------------------------------------------------------
@@ -780,6 +782,9 @@ int Compare(const std::string& a, const std::string& b, int rounds, bool json) {
 
 int main(int argc, char** argv) {
   using namespace kvmesh::bench;
+  // The caf-echo target's server is this executable (hidden from --help): --caf-echo-server
+  // SCHEDULER.
+  if (argc == 3 && std::string(argv[1]) == "--caf-echo-server") return RunCafEchoServer(argv[2]);
   Settings s;
   std::string compare_a, compare_b;
   int rounds = 3;
@@ -787,7 +792,8 @@ int main(int argc, char** argv) {
       "kvmesh-bench: kvmesh's throughput, latency, memory and CPU next to raw RocksDB with the "
       "same options, in one run"};
   app.add_option("--targets", s.targets,
-                 "rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis")
+                 "rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis, "
+                 "caf-echo")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--workloads", s.workloads, "put, get, list, mixed, batch")
@@ -893,10 +899,10 @@ int main(int argc, char** argv) {
   }
   for (const std::string& t : s.targets) {
     if (t != "rocksdb" && t != "embedded" && t != "remote" && t != "cluster" && t != "remote-tls" &&
-        t != "cluster-tls" && t != "http" && t != "redis") {
+        t != "cluster-tls" && t != "http" && t != "redis" && t != "caf-echo") {
       std::fprintf(stderr,
                    "unknown target \"%s\" (rocksdb, embedded, remote, cluster, remote-tls, "
-                   "cluster-tls, http, redis)\n",
+                   "cluster-tls, http, redis, caf-echo)\n",
                    t.c_str());
       return 2;
     }

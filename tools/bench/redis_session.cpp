@@ -9,13 +9,11 @@
 #include <hiredis/hiredis.h>
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -374,25 +372,7 @@ class RedisTarget : public Target {
                                      "yes",
                                      "--logfile",
                                      log};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t caller = ::getpid();
-    const pid_t child = ::fork();
-    if (child < 0) return Status::IOError(std::string("fork: ") + strerror(errno));
-    if (child == 0) {
-      // Only async-signal-safe calls here. The server dies with the benchmark.
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != caller) ::_exit(1);
-      ::setpgid(0, 0);  // a terminal's Ctrl-C goes to the benchmark only
-      const int null = ::open("/dev/null", O_RDWR);
-      ::dup2(null, STDIN_FILENO);
-      ::dup2(null, STDOUT_FILENO);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    pid_ = child;
-    return Status::OK();
+    return SpawnTiedChild(std::move(args), -1, &pid_);
   }
 
   pid_t pid_ = 0;

@@ -1,8 +1,14 @@
 #include "tools/bench/targets.hpp"
 
+#include <fcntl.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <condition_variable>
 #include <filesystem>
@@ -25,6 +31,28 @@ std::vector<pid_t> Target::server_pids() const {
   const pid_t pid = node_pid();
   if (pid == 0 || pid == ::getpid()) return {};
   return {pid};
+}
+
+Status SpawnTiedChild(std::vector<std::string> args, int stdout_fd, pid_t* pid) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t caller = ::getpid();
+  const pid_t child = ::fork();
+  if (child < 0) return Status::IOError(std::string("fork: ") + strerror(errno));
+  if (child == 0) {
+    // Only async-signal-safe calls here. The child dies with the benchmark.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != caller) ::_exit(1);
+    ::setpgid(0, 0);  // a terminal's Ctrl-C goes to the benchmark only
+    const int null = ::open("/dev/null", O_RDWR);
+    ::dup2(null, STDIN_FILENO);
+    ::dup2(stdout_fd >= 0 ? stdout_fd : null, STDOUT_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  *pid = child;
+  return Status::OK();
 }
 
 std::string BenchConfigYaml(int replication_min, int replication_max) {

@@ -1,7 +1,7 @@
 // What kvmesh-bench measures: a target (raw RocksDB, an embedded node, a kvmeshd reached with the
-// client library, a multi-process cluster, a redis-server) and its sessions. A session is one
-// client's view (one connection for the remote targets) and is driven by one thread; its operations
-// complete through a callback, so a thread keeps several in flight.
+// client library, a multi-process cluster, a redis-server, a CAF echo server) and its sessions. A
+// session is one client's view (one connection for the remote targets) and is driven by one thread;
+// its operations complete through a callback, so a thread keeps several in flight.
 #pragma once
 
 #include <sys/types.h>
@@ -46,7 +46,7 @@ class Session {
 class Target {
  public:
   virtual ~Target() = default;
-  /// "rocksdb", "embedded", "remote", "cluster3", "http" or "redis".
+  /// "rocksdb", "embedded", "remote", "cluster3", "http", "redis" or "caf-echo".
   virtual std::string name() const = 0;
   virtual Status NewSession(std::unique_ptr<Session>* out) = 0;
   /// The process serving the data (for memory and CPU): this one for in-process targets, the
@@ -128,5 +128,18 @@ std::string RedisServerPath(const TargetOptions& options);
 /// snapshots, no AOF), tied to this process; a session is one connection (hiredis's protocol
 /// code), its requests pipelined when several are in flight (tools/bench/redis_session.cpp).
 Status MakeRedisTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// Starts a CAF echo server (this executable with --caf-echo-server: an actor system set up as a
+/// kvmeshd's, answering the client library's put and get with no work) on a free 127.0.0.1
+/// port, tied to this process; a session is one connection set up and used as the client
+/// library's (tools/bench/caf_echo.cpp). The floor CAF's network layer puts under `remote`.
+Status MakeCafEchoTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// The caf-echo server's main: prints its port on stdout, then serves until killed. Returns an
+/// exit code when it cannot start (the reason on stderr).
+int RunCafEchoServer(const std::string& scheduler);
+
+/// Starts `args` (args[0]: the executable's path) as a child process tied to this one: the
+/// kernel kills it when this process ends, and a terminal's Ctrl-C reaches only this process.
+/// Its stdin is /dev/null, its stdout `stdout_fd` (-1: /dev/null), its stderr this process's.
+Status SpawnTiedChild(std::vector<std::string> args, int stdout_fd, pid_t* pid);
 
 }  // namespace kvmesh::bench
