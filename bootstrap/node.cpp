@@ -634,6 +634,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
   // connection silent for peer_timeout is closed.
   system_settings.network = listen || clustered;
+  system_settings.deserialize_in_multiplexer = opts.network_workers == 0;
+  if (opts.network_workers > 0) system_settings.decode_workers = opts.network_workers;
   if (Status s = ConfigureActorSystem(system_settings, impl->cfg.get()); !s.ok()) return s;
   impl->system = std::make_unique<caf::actor_system>(*impl->cfg);
 

@@ -32,6 +32,10 @@ Status ValidateNodeOptions(const NodeOptions& o) {
     return Invalid("scheduler_policy must be \"sharing\" or \"stealing\", not " +
                    Quote(o.scheduler_policy));
   }
+  if (o.network_workers < -1 || o.network_workers > 64) {
+    return Invalid("network_workers is " + std::to_string(o.network_workers) +
+                   "; expected -1 (CAF's default), 0 (decode on the network thread) or 1 to 64");
+  }
 
   // One config source. `configs` (in-tree only) may come with a config_dir, which it overrides:
   // test clusters pass both through.

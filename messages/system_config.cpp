@@ -29,7 +29,11 @@ Status ConfigureActorSystem(const ActorSystemSettings& settings, caf::actor_syst
     cfg->set("middleman.connection-timeout", settings.peer_timeout);
     // A peer must name kvmesh in its handshake: a stray CAF program is turned away.
     cfg->set("middleman.app-identifiers", std::vector<std::string>{"kvmesh"});
-    if (settings.deserialize_in_multiplexer) cfg->set("middleman.workers", size_t{0});
+    if (settings.deserialize_in_multiplexer) {
+      cfg->set("middleman.workers", size_t{0});
+    } else if (settings.decode_workers != 0) {
+      cfg->set("middleman.workers", settings.decode_workers);
+    }
   }
   return Status::OK();
 }

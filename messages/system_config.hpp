@@ -28,6 +28,9 @@ struct ActorSystemSettings {
   /// a BASP worker thread first (one thread wake-up less per message; for a client, whose
   /// replies are small).
   bool deserialize_in_multiplexer = false;
+  /// With `network` and not `deserialize_in_multiplexer`: the threads that decode messages
+  /// (CAF's middleman.workers); 0 leaves CAF's default.
+  size_t decode_workers = 0;
 };
 
 /// OK if `policy` names a scheduler policy kvmesh supports ("sharing" or "stealing"); otherwise

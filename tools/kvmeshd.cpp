@@ -39,6 +39,11 @@ int main(int argc, char** argv) {
                  "actor worker threads; 0: one per core, at least 2")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
+  app.add_option("--network-workers", config.node.network_workers,
+                 "threads decoding network messages; 0: the network thread itself; -1: CAF's "
+                 "default")
+      ->check(CLI::Range(-1, 64))
+      ->capture_default_str();
   int cluster_port = config.node.cluster_port;
   auto* cluster_port_opt =
       app.add_option("--cluster-port", cluster_port,
