@@ -46,6 +46,8 @@ std::vector<BadOption> BadOptions() {
   return {
       {"unknown scheduler", [](NodeOptions& o) { o.scheduler_policy = "fifo"; },
        Code::kInvalidArgument, "scheduler_policy"},
+      {"network workers out of range", [](NodeOptions& o) { o.network_workers = -2; },
+       Code::kInvalidArgument, "network_workers is -2"},
       {"listen port out of range", [](NodeOptions& o) { o.listen_port = 70000; },
        Code::kInvalidArgument, "listen_port is 70000"},
       {"negative listen port", [](NodeOptions& o) { o.listen_port = -2; }, Code::kInvalidArgument,
