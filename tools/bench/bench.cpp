@@ -839,6 +839,11 @@ int main(int argc, char** argv) {
   app.add_option("--scheduler", s.target.scheduler, "CAF scheduler: sharing or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
       ->capture_default_str();
+  app.add_option("--worker-threads", s.target.worker_threads,
+                 "actor worker threads of the embedded node and of started kvmeshd (0: one per "
+                 "core, at least 2); scaling with cores: compare 1 and 2 with --databases 64")
+      ->check(CLI::Range(0, 256))
+      ->capture_default_str();
   std::string sync = SyncModeName(s.target.sync);
   app.add_option("--sync", sync,
                  "none, periodic or always, for every target (raw RocksDB syncs the same way)")

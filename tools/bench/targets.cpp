@@ -295,6 +295,10 @@ class RemoteTarget : public Target {
                                   "--log-level",      "warn",
                                   "--sync",           SyncModeName(options.sync),
                                   "--sync-period-ms", std::to_string(options.sync_period.count())};
+    if (options.worker_threads != 0) {
+      cluster_options.extra_args.push_back("--worker-threads");
+      cluster_options.extra_args.push_back(std::to_string(options.worker_threads));
+    }
     cluster_options.extra_args.insert(cluster_options.extra_args.end(), options.node_args.begin(),
                                       options.node_args.end());
     Status s = cluster::ProcessCluster::Up(cluster_options, nodes, &cluster_);
@@ -372,6 +376,7 @@ Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>*
   node_options.data_dir = options.dir;
   node_options.configs = configs;
   node_options.scheduler_policy = options.scheduler;
+  node_options.worker_threads = options.worker_threads;
   node_options.sync = options.sync;
   node_options.sync_period = options.sync_period;
   auto target = std::make_unique<EmbeddedTarget>();

@@ -82,6 +82,9 @@ struct TargetOptions {
   std::string dir;
   /// CAF scheduler of in-process nodes, of spawned nodes and of clients: sharing or stealing.
   std::string scheduler = "sharing";
+  /// Actor worker threads of in-process and started nodes (NodeOptions::worker_threads,
+  /// kvmeshd --worker-threads); 0: the node's default (one per core, at least 2).
+  size_t worker_threads = 0;
   /// remote: client addresses of running nodes; empty starts a kvmeshd.
   std::vector<std::string> nodes;
   /// The node's pid when `nodes` is given and the node cannot be found from its port.
