@@ -60,6 +60,7 @@ struct ReplicationOptions : replication::Options {
 };
 
 class DatabaseTransport;
+class WatchHub;
 
 struct database_state {
   static inline const char* name = "kvmesh.database";
@@ -88,6 +89,8 @@ struct database_state {
     caf::typed_response_promise<atom::ok> promise;
   };
   std::vector<UnsyncedWrite> unsynced;
+  /// The watches' held pulls (actors/watch_hub.hpp).
+  std::unique_ptr<WatchHub> watches;
 };
 
 /// Behaviour of a database actor over `store`. Every `idle_timeout` it checks whether it served a
