@@ -92,9 +92,17 @@ void WatchHub::OnWake() {
 void WatchHub::OnWaitEnded(uint64_t id) {
   auto it = held_.find(id);
   if (it == held_.end()) return;
+  // Read once more: the answer then says the watcher was caught up now (the position's age
+  // counts from there), and a change a wake-up has not reached yet is not left waiting.
+  Held& held = it->second;
   WatchUpdate update;
-  update.position = storage::EncodeWatchPosition(it->second.position);
-  it->second.promise.deliver(std::move(update));
+  bool answer = false;
+  Status s = Read(held.prefix, held.with_values, &held.position, &update, &answer);
+  if (s.ok()) {
+    held.promise.deliver(std::move(update));
+  } else {
+    held.promise.deliver(ToError(s));
+  }
   held_.erase(it);
 }
 

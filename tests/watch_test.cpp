@@ -15,6 +15,7 @@
 #include "kvmesh/database.hpp"
 #include "kvmesh/node.hpp"
 #include "test_util.hpp"
+#include "watch_test_util.hpp"
 
 namespace kvmesh {
 namespace {
@@ -22,48 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 using kvmesh::testing::Eventually;
 using kvmesh::testing::TempDir;
-
-/// Collects a watch's events as "put KEY=VALUE" / "erase KEY" lines, and whether it ended.
-class Collector {
- public:
-  Database::WatchCallback Callback() {
-    return [this](Result<WatchUpdate> update) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!update.ok()) {
-        error_ = update.status();
-        return;
-      }
-      for (const WatchEvent& e : update->events) {
-        EXPECT_FALSE(e.version.empty()) << e.key;
-        lines_.push_back(e.kind == WatchEvent::Kind::kPut ? "put " + e.key + "=" + e.value
-                                                          : "erase " + e.key);
-      }
-      ++updates_;
-    };
-  }
-  std::vector<std::string> lines() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return lines_;
-  }
-  size_t size() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return lines_.size();
-  }
-  Status error() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return error_;
-  }
-  /// Waits (bounded) until at least `n` lines came.
-  bool WaitFor(size_t n) {
-    return Eventually(10s, [&] { return size() >= n; });
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<std::string> lines_;
-  size_t updates_ = 0;
-  Status error_;
-};
+using kvmesh::testing::WatchCollector;
 
 /// The body both backends run.
 void ExerciseWatch(const Database& db, const std::string& name) {
@@ -72,7 +32,7 @@ void ExerciseWatch(const Database& db, const std::string& name) {
   options.prefix = "/w";
   options.with_values = true;
   options.poll_wait = 1s;
-  Collector seen;
+  WatchCollector seen;
   Watch watch;
   ASSERT_TRUE(db.put("/w/before", "old").ok());
   Status s = db.watch(options, seen.Callback(), &watch);
@@ -101,7 +61,7 @@ void ExerciseWatch(const Database& db, const std::string& name) {
   ASSERT_TRUE(db.erase("/w/never").ok());  // a delete of a key never written is a delete too
   ASSERT_TRUE(db.put("/x/c", "outside").ok());
 
-  Collector resumed;
+  WatchCollector resumed;
   options.from = position;
   s = db.watch(options, resumed.Callback(), &watch);
   ASSERT_TRUE(s.ok()) << s;
@@ -173,7 +133,7 @@ TEST_F(WatchTest, AWatchSurvivesPassivationOfItsDatabase) {
   Database db = node->open("/data/p");
   WatchOptions options;
   options.poll_wait = 2s;
-  Collector seen;
+  WatchCollector seen;
   Watch watch;
   ASSERT_TRUE(db.watch(options, seen.Callback(), &watch).ok());
   for (int round = 0; round < 3; ++round) {
@@ -184,6 +144,35 @@ TEST_F(WatchTest, AWatchSurvivesPassivationOfItsDatabase) {
     ASSERT_TRUE(seen.WaitFor(round + 1));
   }
   EXPECT_EQ(seen.lines(), (std::vector<std::string>{"put /k0=", "put /k1=", "put /k2="}));
+}
+
+TEST_F(WatchTest, ANetworkWatchReconnectsAfterItsNodeRestartsAndMissesNothing) {
+  std::unique_ptr<Node> node = Start("node", 0);
+  ASSERT_TRUE(node);
+  const int port = node->port();
+  client::ClientOptions client_options;
+  client_options.peer_timeout = 1s;
+  client::Client client = client::connect("127.0.0.1:" + std::to_string(port), client_options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  WatchOptions options;
+  options.poll_wait = 1s;
+  options.retry_interval = 100ms;
+  WatchCollector seen;
+  Watch watch;
+  ASSERT_TRUE(client.open("/data/r").watch(options, seen.Callback(), &watch).ok());
+  ASSERT_TRUE(node->open("/data/r").put("/before", "").ok());
+  ASSERT_TRUE(seen.WaitFor(1));
+  // The node goes away with a pull in flight (the watch retries), and comes back on its port.
+  node.reset();
+  node = Start("node", port);
+  ASSERT_TRUE(node);
+  ASSERT_TRUE(node->open("/data/r").put("/after", "").ok());
+  ASSERT_TRUE(seen.WaitFor(2));
+  ASSERT_TRUE(node->open("/data/r").put("/later", "").ok());
+  ASSERT_TRUE(seen.WaitFor(3));
+  watch.stop();
+  EXPECT_EQ(seen.lines(), (std::vector<std::string>{"put /before=", "put /after=", "put /later="}));
+  EXPECT_TRUE(seen.error().ok()) << seen.error();
 }
 
 TEST_F(WatchTest, ASlowWatcherFallsBehindToAPositionNotAQueue) {
@@ -242,7 +231,7 @@ TEST_F(WatchTest, APositionOlderThanHalfTheTombstoneGraceIsRefused) {
   std::unique_ptr<Node> node = Start("node", -1, 2s);
   ASSERT_TRUE(node);
   Database db = node->open("/data/old");
-  Collector seen;
+  WatchCollector seen;
   Watch watch;
   ASSERT_TRUE(db.watch({}, seen.Callback(), &watch).ok());
   const std::string position = watch.position();
