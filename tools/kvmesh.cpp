@@ -242,10 +242,10 @@ class Cli {
   /// One line per change under `prefix` (README "Watch"): "put KEY" / "delete KEY", or with
   /// --json {"event","key","version"[,"value" base64][,"position"]}. The position to resume
   /// from (--from) goes to stderr ("position P") at the start and after each update; in JSON it
-  /// is on the last event of each update. Runs until interrupted, or until an update brings the
-  /// total to `count` events (0: no limit).
+  /// is on the last event of each update. Runs until interrupted, until an update brings the
+  /// total to `count` events (0: no limit), or for `seconds` (0: no limit).
   int Watch(const std::string& path, const std::string& prefix, const std::string& from,
-            bool values, uint64_t count) {
+            bool values, uint64_t count, uint64_t seconds) {
     kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     std::mutex mutex;
@@ -294,7 +294,11 @@ class Cli {
     if (!g_.json) std::cerr << "position " << watch.position() << std::endl;
     {
       std::unique_lock<std::mutex> lock(mutex);
-      cv.wait(lock, [&] { return done; });
+      if (seconds == 0) {
+        cv.wait(lock, [&] { return done; });
+      } else {
+        cv.wait_for(lock, std::chrono::seconds(seconds), [&] { return done; });
+      }
     }
     watch.stop();
     if (!error.ok()) return Fail(error);
@@ -897,6 +901,7 @@ int main(int argc, char** argv) {
   std::string from;
   bool watch_values = false;
   uint64_t watch_count = 0;
+  uint64_t watch_seconds = 0;
   auto* watch = app.add_subcommand(
       "watch", "print each put and delete under a prefix as it happens (position on stderr)");
   watch->add_option("DB", db)->required();
@@ -904,6 +909,7 @@ int main(int argc, char** argv) {
   watch->add_option("--from", from, "resume after this position (printed by an earlier watch)");
   watch->add_flag("--values", watch_values, "with --json: include the values (base64)");
   watch->add_option("--count", watch_count, "exit after the update that brings this many events");
+  watch->add_option("--seconds", watch_seconds, "exit after this many seconds");
   auto* imp = app.add_subcommand("import", "load JSON lines {\"key\",\"value\"(base64)}");
   imp->add_option("DB", db)->required();
   imp->add_option("FILE", file, "file, or - for stdin")->required();
@@ -1051,7 +1057,7 @@ int main(int argc, char** argv) {
   if (del->parsed()) return cli.Del(db, key, write_options);
   if (ls->parsed()) return cli.Ls(db, prefix, limit);
   if (imp->parsed()) return cli.Import(db, file);
-  if (watch->parsed()) return cli.Watch(db, prefix, from, watch_values, watch_count);
+  if (watch->parsed()) return cli.Watch(db, prefix, from, watch_values, watch_count, watch_seconds);
   if (exp->parsed()) return cli.Export(db, prefix);
   if (stats->parsed()) return cli.Stats(db);
   if (status->parsed()) return cli.ReplicationStatus(db);
