@@ -378,8 +378,9 @@ TEST_F(CliTest, WatchPrintsChangesUnderAPrefixAndResumesFromAPosition) {
   ASSERT_EQ(Run({"put", "/example/kv", "/w/b", "2"}).exit_code, 0);
   ASSERT_EQ(Run({"put", "/example/kv", "/x/c", "3"}).exit_code, 0);
   ASSERT_EQ(Run({"del", "/example/kv", "/w/a"}).exit_code, 0);
-  CommandResult resumed =
-      Run({"--json", "watch", "/example/kv", "/w", "--from", position, "--count", "2", "--values"});
+  // Bounded (--seconds): a watch that misses its events must not hang the test.
+  CommandResult resumed = Run({"--json", "watch", "/example/kv", "/w", "--from", position,
+                               "--count", "2", "--values", "--seconds", "20"});
   ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
   std::vector<std::string> lines;
   for (size_t at = 0, end; (end = resumed.out.find('\n', at)) != std::string::npos; at = end + 1) {
