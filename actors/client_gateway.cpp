@@ -285,6 +285,10 @@ gateway_actor::behavior_type client_gateway_impl(
         return Forward<ReplicationStatus>(self, metrics::Op::kStatus, Right::kRead, path, deadline,
                                           atom::status_v);
       },
+      [=](atom::watch, const std::string& path, WatchRequest& request, Deadline deadline) {
+        return Forward<WatchUpdate>(self, metrics::Op::kWatch, Right::kRead, path, deadline,
+                                    atom::watch_v, std::move(request));
+      },
       [=](atom::members) -> caf::result<std::vector<MemberStatus>> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);

@@ -4,6 +4,7 @@
 #include <caf/all.hpp>
 
 #include "actors/database_request.hpp"
+#include "actors/watch_hub.hpp"
 #include "common/path.hpp"
 #include "common/request_limits.hpp"
 #include "storage/backup.hpp"
@@ -197,6 +198,7 @@ class DatabaseTransport final : public replication::Transport {
                                        " was dropped from this node before the write was applied"));
     }
     self_->state.queued.clear();
+    self_->state.watches->AnswerAll();
     self_->send(self_->state.supervisor, atom::dropped_v, Path(),
                 caf::actor_cast<database_actor>(self_));
     self_->quit();
@@ -395,6 +397,7 @@ void Stop(database_pointer self) {
     if (!s.ok()) spdlog::warn("{}", s.ToString());
   }
   CommitGroup(self);
+  self->state.watches->AnswerAll();
   self->state.transport->Retire();
   self->state.replicator->Stop();
 }
@@ -414,6 +417,13 @@ database_actor::behavior_type database_actor_impl(
   st.transport = std::make_unique<DatabaseTransport>(self);
   st.replicator = std::make_unique<replication::Replicator>(
       *st.replication, st.store.get(), st.transport.get(), std::move(replicas));
+  st.watches = std::make_unique<WatchHub>(self);
+  // Every commit, local or replicated, wakes the held watch pulls; an observer set before (the
+  // system database's) still runs first. Runs on this actor's thread (the store's owner).
+  st.store->set_commit_observer([self, before = st.store->commit_observer()] {
+    if (before) before();
+    self->state.watches->OnCommit();
+  });
   if (idle_timeout.count() > 0) self->delayed_send(self, idle_timeout, atom::idle_check_v);
   if (st.replication->sync_interval.count() > 0) {
     self->delayed_send(self, st.replication->sync_interval, atom::sync_round_v);
@@ -523,6 +533,18 @@ database_actor::behavior_type database_actor_impl(
           queue({std::move(batches[i]), {}, gather, i});
         }
         return gather->promise;
+      },
+      [=](atom::watch, const WatchRequest& request,
+          const Deadline& deadline) -> caf::result<WatchUpdate> {
+        if (auto err = expired(deadline)) return err;
+        ++self->state.requests_since_tick;
+        return self->state.watches->Pull(request, deadline);
+      },
+      [=](atom::watch, atom::tick) {
+        if (MaySteer(self, Steering::kTimer)) self->state.watches->OnWake();
+      },
+      [=](atom::watch, uint64_t id) {
+        if (MaySteer(self, Steering::kTimer)) self->state.watches->OnWaitEnded(id);
       },
       [=](atom::stats, const Deadline& deadline) -> caf::result<DatabaseStats> {
         if (auto err = expired(deadline)) return err;
@@ -724,7 +746,9 @@ database_actor::behavior_type database_actor_impl(
         if (self->state.requests_since_tick > 0 || read_directly) {
           self->state.last_access_ms = NowMillis();
         }
-        if (self->state.requests_since_tick == 0 && !read_directly && in_sync) {
+        // Held watch pulls keep it active: a watcher waits without sending requests.
+        const bool watched = self->state.watches->holding();
+        if (self->state.requests_since_tick == 0 && !read_directly && in_sync && !watched) {
           self->send(supervisor, atom::idle_v, self->state.store->path(),
                      caf::actor_cast<database_actor>(self));
         }

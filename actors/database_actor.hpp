@@ -60,6 +60,7 @@ struct ReplicationOptions : replication::Options {
 };
 
 class DatabaseTransport;
+class WatchHub;
 
 struct database_state {
   static inline const char* name = "kvmesh.database";
@@ -81,17 +82,13 @@ struct database_state {
   std::unique_ptr<DatabaseTransport> transport;
   /// The replication protocol of this replica (replication/replicator.hpp).
   std::unique_ptr<replication::Replicator> replicator;
-  /// Group commit: the local writes received since the last atom::commit_group, in order, each
-  /// with its writer. They are applied together (one RocksDB write, one sync in
-  /// SyncMode::kAlways, one delta) when the commit_group this actor sent itself behind the first
-  /// of them arrives, i.e. after every message queued before it, or earlier when another request
-  /// needs the store as those writes leave it (a read, a drop, a stop).
   /// The writers of one message carrying several writes: one answer for all of them.
   struct WriteGather {
     caf::typed_response_promise<std::vector<caf::error>> promise;
     std::vector<caf::error> results;
     size_t left = 0;
   };
+  /// A local write waiting for the group commit, and its writer.
   struct QueuedWrite {
     WriteBatch batch;
     /// Its writer: `promise`, or entry `index` of `gather` when it came with others.
@@ -101,7 +98,14 @@ struct database_state {
     /// Answers the writer (once).
     void Answer(const Status& status);
   };
+  /// Group commit: the local writes received since the last atom::commit, in order. They are
+  /// applied together (one RocksDB write, one sync in SyncMode::kAlways, one delta) when the
+  /// commit this actor sent itself behind the first of them arrives, i.e. after every message
+  /// queued before it, or earlier when another request needs the store as those writes leave it
+  /// (a read, a drop, a stop).
   std::vector<QueuedWrite> queued;
+  /// The watches' held pulls (actors/watch_hub.hpp).
+  std::unique_ptr<WatchHub> watches;
 };
 
 /// Behaviour of a database actor over `store`. Every `idle_timeout` it checks whether it served a

@@ -325,6 +325,7 @@ class EmbeddedDatabase final : public DatabaseBackend,
   void ListAsync(ListOptions options, ResultCallback<ListPage> done) override;
   void StatsAsync(ResultCallback<DatabaseStats> done) override;
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override;
+  void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) override;
   Result<std::string> Get(std::string_view key) override;
 
   /// Reads `key` on the caller's thread if a direct read may serve it now; nothing for the actor
@@ -1220,6 +1221,12 @@ void EmbeddedDatabase::StatsAsync(ResultCallback<DatabaseStats> done) {
 void EmbeddedDatabase::ReplicationAsync(ResultCallback<ReplicationStatus> done) {
   Call<ReplicationStatus>(shared_from_this(), metrics::Op::kStatus,
                           ResultCompletion<ReplicationStatus>(std::move(done)), atom::status_v);
+}
+
+void EmbeddedDatabase::WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) {
+  Call<WatchUpdate>(shared_from_this(), metrics::Op::kWatch,
+                    ResultCompletion<WatchUpdate>(std::move(done)), atom::watch_v,
+                    std::move(request));
 }
 
 }  // namespace kvmesh

@@ -450,6 +450,11 @@ class NetworkDatabase final : public DatabaseBackend {
                                          atom::status_v, path_, DeadlineHere{});
   }
 
+  void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) override {
+    connection_->Send<WatchUpdate>(ResultCompletion<WatchUpdate>(std::move(done)), atom::watch_v,
+                                   path_, std::move(request), DeadlineHere{});
+  }
+
   Status Put(std::string_view key, std::string_view value) override {
     if (Status s = CheckValueFitsRequest(key, value.size()); !s.ok()) return s;
     return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value),

@@ -1,5 +1,9 @@
 #include "kvmesh/database.hpp"
 
+#include <algorithm>
+#include <condition_variable>
+#include <limits>
+#include <optional>
 #include <utility>
 
 #include "common/database_backend.hpp"
@@ -103,6 +107,141 @@ Result<ReplicationStatus> DatabaseBackend::Replication() {
                           ReplicationAsync(std::move(done));
                         }),
                     MaxWait());
+}
+
+Result<WatchUpdate> DatabaseBackend::PullWatch(const WatchRequest& request) {
+  return WaitAtMost(FromCallback<Result<WatchUpdate>>([&](ResultCallback<WatchUpdate> done) {
+                      WatchAsync(request, std::move(done));
+                    }),
+                    MaxWait());
+}
+
+// -- Watch -------------------------------------------------------------------------------------
+
+// What the watch's thread, its handle and the callbacks of its pulls share. It holds neither
+// the backend nor the thread: a pull's callback may hold the last reference, on a node's or the
+// client's thread, and must not tear those down there.
+struct Watch::Shared {
+  mutable std::mutex mutex;
+  std::condition_variable cv;
+  bool stopped = false;
+  bool ended = false;
+  /// The answer of the pull in flight, once it came.
+  std::optional<Result<WatchUpdate>> answer;
+  std::string position;
+
+  /// Waits until an answer comes or the watch is stopped; the answer, or nothing if stopped.
+  std::optional<Result<WatchUpdate>> Await() {
+    std::unique_lock<std::mutex> lock(mutex);
+    cv.wait(lock, [this] { return stopped || answer.has_value(); });
+    if (stopped) return std::nullopt;
+    std::optional<Result<WatchUpdate>> out = std::move(answer);
+    answer.reset();
+    return out;
+  }
+  /// Waits `pause` unless stopped first; false if stopped.
+  bool Pause(std::chrono::milliseconds pause) {
+    std::unique_lock<std::mutex> lock(mutex);
+    return !cv.wait_for(lock, pause, [this] { return stopped; });
+  }
+};
+
+void Watch::stop() {
+  if (shared_) {
+    {
+      std::lock_guard<std::mutex> lock(shared_->mutex);
+      shared_->stopped = true;
+    }
+    shared_->cv.notify_all();
+  }
+  if (thread_.joinable()) {
+    // From the callback itself the thread cannot wait for itself: it ends after the callback.
+    if (thread_.get_id() == std::this_thread::get_id()) {
+      thread_.detach();
+    } else {
+      thread_.join();
+    }
+  }
+}
+
+std::string Watch::position() const {
+  if (!shared_) return "";
+  std::lock_guard<std::mutex> lock(shared_->mutex);
+  return shared_->position;
+}
+
+bool Watch::active() const {
+  if (!shared_) return false;
+  std::lock_guard<std::mutex> lock(shared_->mutex);
+  return !shared_->stopped && !shared_->ended;
+}
+
+namespace {
+
+/// Errors a watch retries from its position: the node or connection may come back.
+bool Transient(const Status& s) {
+  return s.code() == Code::kUnavailable || s.code() == Code::kTimeout;
+}
+
+}  // namespace
+
+Status Database::watch(const WatchOptions& options, WatchCallback on_update, Watch* out) const {
+  out->stop();
+  *out = Watch();
+  if (!backend_) return status_;
+  if (!on_update) return Status::InvalidArgument("watch needs a callback");
+  if (options.poll_wait.count() < 0 || options.retry_interval.count() <= 0) {
+    return Status::InvalidArgument(
+        "watch poll_wait must not be negative and retry_interval must "
+        "be positive");
+  }
+  WatchRequest request;
+  request.prefix = options.prefix;
+  request.position = options.from;
+  request.with_values = options.with_values;
+  // The first pull is answered at once: it fixes the start ("now") and checks the arguments.
+  request.wait_ms = 0;
+  Result<WatchUpdate> first = backend_->PullWatch(request);
+  if (!first.ok()) return first.status();
+  request.wait_ms = static_cast<uint32_t>(
+      std::min<int64_t>(options.poll_wait.count(), std::numeric_limits<uint32_t>::max()));
+  auto shared = std::make_shared<Watch::Shared>();
+  shared->position = first->position;
+  out->shared_ = shared;
+  out->thread_ = std::thread([shared, backend = backend_, request, on_update = std::move(on_update),
+                              retry = options.retry_interval, next = std::move(first)]() mutable {
+    while (true) {
+      if (next.ok()) {
+        std::string position = next->position;
+        // The position moves only once the callback has handled the events before it.
+        if (!next->events.empty()) on_update(std::move(next));
+        {
+          std::lock_guard<std::mutex> lock(shared->mutex);
+          shared->position = position;
+          if (shared->stopped) return;
+        }
+        request.position = std::move(position);
+      } else if (Transient(next.status())) {
+        if (!shared->Pause(retry)) return;
+      } else {
+        on_update(std::move(next));
+        std::lock_guard<std::mutex> lock(shared->mutex);
+        shared->ended = true;
+        return;
+      }
+      backend->WatchAsync(request, [shared](Result<WatchUpdate> answer) {
+        {
+          std::lock_guard<std::mutex> lock(shared->mutex);
+          shared->answer.emplace(std::move(answer));
+        }
+        shared->cv.notify_all();
+      });
+      std::optional<Result<WatchUpdate>> answer = shared->Await();
+      if (!answer) return;
+      next = std::move(*answer);
+    }
+  });
+  return Status::OK();
 }
 
 // -- Database ----------------------------------------------------------------------------------

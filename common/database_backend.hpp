@@ -36,6 +36,9 @@ class DatabaseBackend {
   virtual void ListAsync(ListOptions options, ResultCallback<ListPage> done) = 0;
   virtual void StatsAsync(ResultCallback<DatabaseStats> done) = 0;
   virtual void ReplicationAsync(ResultCallback<ReplicationStatus> done) = 0;
+  /// One pull of a watch (WatchRequest): answered at once with changes, or after up to its
+  /// wait with none. Database::watch pulls again and again.
+  virtual void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) = 0;
 
   // -- Blocking requests. The defaults wait on the calling thread for the asynchronous form, at
   // most MaxWait(); a backend overrides one where answering on the caller's thread is faster.
@@ -46,6 +49,8 @@ class DatabaseBackend {
   virtual Result<kvmesh::ListPage> List(const ListOptions& options);
   virtual Result<DatabaseStats> Stats();
   virtual Result<kvmesh::ReplicationStatus> Replication();
+  /// One pull of a watch, waiting on the calling thread (not overridden: watches are rare).
+  Result<WatchUpdate> PullWatch(const WatchRequest& request);
 
  protected:
   /// How long a default blocking call waits before it answers kTimeout. Every request has its

@@ -177,6 +177,8 @@ const char* OpName(Op op) {
       return "stats";
     case Op::kStatus:
       return "status";
+    case Op::kWatch:
+      return "watch";
   }
   return "unknown";
 }

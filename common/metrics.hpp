@@ -115,8 +115,9 @@ struct ProcessStats {
 ProcessStats ReadProcessStats();
 
 /// The operations of the database API that are counted, in label order.
-enum class Op : uint8_t { kPut, kGet, kErase, kList, kBatch, kStats, kStatus };
-inline constexpr size_t kOpCount = 7;
+/// kWatch: one pull of a watch (its latency includes the time it was held waiting for changes).
+enum class Op : uint8_t { kPut, kGet, kErase, kList, kBatch, kStats, kStatus, kWatch };
+inline constexpr size_t kOpCount = 8;
 const char* OpName(Op op);
 
 /// Requests by operation and result code, and their latency by operation: what a node's request

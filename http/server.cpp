@@ -10,7 +10,10 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <thread>
@@ -132,10 +135,10 @@ Status ReadPageParams(const httplib::Request& req, uint32_t max, uint32_t* limit
 }
 
 /// The database request a target names: /v1/databases/{path}[/keys[/{key}] | /batch | /stats |
-/// /status].
+/// /status | /watch].
 struct Target {
   std::string path;  // as given (percent-decoded, with a leading "/")
-  std::string what;  // "keys", "key", "batch", "stats" or "status"
+  std::string what;  // "keys", "key", "batch", "stats", "status" or "watch"
   std::string key;   // for "key"
 };
 
@@ -150,7 +153,7 @@ Status ParseTarget(std::string_view raw, Target* out) {
     rest = raw.substr(keys + 6);
     out->what = "key";
   } else {
-    for (std::string_view tail : {"/keys", "/batch", "/stats", "/status"}) {
+    for (std::string_view tail : {"/keys", "/batch", "/stats", "/status", "/watch"}) {
       if (raw.size() > tail.size() && raw.substr(raw.size() - tail.size()) == tail) {
         path_part = raw.substr(0, raw.size() - tail.size());
         out->what = std::string(tail.substr(1));
@@ -159,8 +162,8 @@ Status ParseTarget(std::string_view raw, Target* out) {
     }
     if (out->what.empty()) {
       return Status::NotFound(
-          "no such endpoint: a database request ends in /keys, /keys/{key}, /batch, /stats or "
-          "/status");
+          "no such endpoint: a database request ends in /keys, /keys/{key}, /batch, /stats, "
+          "/status or /watch");
     }
   }
   std::string decoded;
@@ -243,6 +246,10 @@ struct HttpServer::Impl {
   std::shared_ptr<security::AclStore> acl_store;
   std::thread thread;
   int port = 0;
+  /// Set when the server stops: watch streams end (each holds a thread of the pool).
+  std::atomic<bool> stopping{false};
+  /// Watch streams open now, at most half the threads (the rest serve other requests).
+  std::atomic<size_t> watch_streams{0};
 
   // Database handles by normalised path: opening goes through the node's supervisor, a handle
   // is thread-safe and reusable. Bounded: cleared when full.
@@ -484,6 +491,8 @@ struct HttpServer::Impl {
       s = db.write(batch);
       if (!s.ok()) return ReplyError(res, s);
       Reply(res, 200, json{{"ok", true}, {"ops", batch.size()}});
+    } else if (t.what == "watch") {
+      HandleWatch(req, res, db);
     } else if (t.what == "stats") {
       Result<DatabaseStats> st = db.stats();
       if (!st.ok()) return ReplyError(res, st.status());
@@ -525,6 +534,107 @@ struct HttpServer::Impl {
                  {"entries_applied", st->entries_applied},
                  {"peers", std::move(peers)}});
     }
+  }
+
+  /// GET /v1/databases/{path}/watch?prefix=P&from=POSITION&values=1: server-sent events (README
+  /// "Watch"), one per change: "event: put" or "event: delete", data {"key", "version"
+  /// [, "value_base64"]}; the last event of each update carries "id: <position>", so a browser's
+  /// EventSource resumes by itself (Last-Event-ID, used when `from` is absent). A comment line
+  /// every 2 s keeps proxies from closing the stream and tells a lost client apart. An error
+  /// that ends the watch is "event: error" with {"code", "message"}, then the end.
+  void HandleWatch(const httplib::Request& req, httplib::Response& res, const Database& db) {
+    WatchOptions options;
+    options.prefix = req.get_param_value("prefix");
+    options.from =
+        req.has_param("from") ? req.get_param_value("from") : req.get_header_value("Last-Event-ID");
+    const std::string values = req.get_param_value("values");
+    options.with_values = values == "1" || values == "true";
+    const size_t max_streams = std::max<size_t>(1, this->options.threads / 2);
+    if (watch_streams.fetch_add(1) >= max_streams) {
+      watch_streams.fetch_sub(1);
+      return ReplyError(res, Code::kUnavailable,
+                        "this node's HTTP API serves " + std::to_string(max_streams) +
+                            " watch streams already (half its threads); try again later");
+    }
+    // The watch's thread formats updates into `chunks`; the connection's thread writes them.
+    // At most kMaxChunks wait: a slow client stalls the watch's callback, so the watch falls
+    // behind to a position instead of filling memory.
+    struct Stream {
+      std::mutex mutex;
+      std::condition_variable cv;
+      std::deque<std::string> chunks;
+      bool ended = false;  // the client went away (or the server stops)
+      Watch watch;
+    };
+    static constexpr size_t kMaxChunks = 16;
+    auto stream = std::make_shared<Stream>();
+    auto on_update = [stream, with_values = options.with_values](Result<WatchUpdate> update) {
+      std::string chunk;
+      if (!update.ok()) {
+        chunk = "event: error\ndata: " +
+                Dump(json{{"code", CodeName(update.status().code())},
+                          {"message", update.status().message()}}) +
+                "\n\n";
+      }
+      for (size_t i = 0; update.ok() && i < update->events.size(); ++i) {
+        const WatchEvent& e = update->events[i];
+        const bool put = e.kind == WatchEvent::Kind::kPut;
+        json data{{"key", e.key}, {"version", e.version}};
+        if (with_values && put) data["value_base64"] = tools::Base64Encode(e.value);
+        if (i + 1 == update->events.size()) chunk += "id: " + update->position + "\n";
+        chunk +=
+            std::string("event: ") + (put ? "put" : "delete") + "\ndata: " + Dump(data) + "\n\n";
+      }
+      std::unique_lock<std::mutex> lock(stream->mutex);
+      stream->cv.wait(lock, [&] { return stream->ended || stream->chunks.size() < kMaxChunks; });
+      if (stream->ended) return;
+      stream->chunks.push_back(std::move(chunk));
+      if (!update.ok()) stream->chunks.push_back("");  // the end
+      stream->cv.notify_all();
+    };
+    Status s = db.watch(options, on_update, &stream->watch);
+    if (!s.ok()) {
+      watch_streams.fetch_sub(1);
+      return ReplyError(res, s);
+    }
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    // The position the stream starts from, so a client that sees no event can still resume.
+    const std::string start = ": position " + stream->watch.position() + "\n\n";
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, stream, start, first = true](size_t, httplib::DataSink& sink) mutable {
+          if (first) {
+            first = false;
+            return sink.write(start.data(), start.size());
+          }
+          std::unique_lock<std::mutex> lock(stream->mutex);
+          stream->cv.wait_for(lock, std::chrono::seconds(2),
+                              [&] { return !stream->chunks.empty() || stopping.load(); });
+          if (stopping.load()) return false;
+          if (stream->chunks.empty()) {
+            static constexpr char kKeepAlive[] = ": keep-alive\n\n";
+            return sink.write(kKeepAlive, sizeof kKeepAlive - 1);
+          }
+          std::string chunk = std::move(stream->chunks.front());
+          stream->chunks.pop_front();
+          stream->cv.notify_all();
+          lock.unlock();
+          if (chunk.empty()) {
+            sink.done();
+            return true;
+          }
+          return sink.write(chunk.data(), chunk.size());
+        },
+        [this, stream](bool) {
+          {
+            std::lock_guard<std::mutex> lock(stream->mutex);
+            stream->ended = true;
+          }
+          stream->cv.notify_all();
+          stream->watch.stop();
+          watch_streams.fetch_sub(1);
+        });
   }
 
   void HandleDatabases(const httplib::Request& req, httplib::Response& res) {
@@ -866,6 +976,7 @@ struct HttpServer::Impl {
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 HttpServer::~HttpServer() {
+  impl_->stopping = true;
   if (impl_->server) impl_->server->stop();
   if (impl_->thread.joinable()) impl_->thread.join();
 }

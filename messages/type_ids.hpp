@@ -48,6 +48,22 @@ typename Inspector::result_type inspect(Inspector& f, ListPage& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, WatchRequest& x) {
+  return f(caf::meta::type_name("kvmesh.WatchRequest"), x.prefix, x.position, x.with_values,
+           x.wait_ms);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, WatchEvent& x) {
+  return f(caf::meta::type_name("kvmesh.WatchEvent"), x.kind, x.key, x.value, x.version);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, WatchUpdate& x) {
+  return f(caf::meta::type_name("kvmesh.WatchUpdate"), x.events, x.position);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, DatabaseStats& x) {
   return f(caf::meta::type_name("kvmesh.DatabaseStats"), x.path, x.config_id, x.database_id,
            x.key_count, x.used_bytes, x.limit_bytes);
@@ -125,7 +141,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 5;
+inline constexpr uint32_t kClientProtocolVersion = 6;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -173,6 +189,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, instances, "instances")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, drop, "drop")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, backup, "backup")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, restore, "restore")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, watch, "watch")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -210,7 +227,12 @@ using database_client_actor = caf::typed_actor<
     // (storage/backup.hpp) while writes go on -> a summary.
     caf::replies_to<atom::backup, std::string, Deadline>::with<std::string>,
     // Replaces the database's contents with a backup's, as new writes that replicate -> a summary.
-    caf::replies_to<atom::restore, std::string, Deadline>::with<std::string>>;
+    caf::replies_to<atom::restore, std::string, Deadline>::with<std::string>,
+    // One pull of a watch: the changes the request's position has not seen (under its prefix),
+    // and the position after them. Held (at most the request's wait, and half the time left
+    // before its deadline) while there are none; answered with no events and the position
+    // unchanged if the database stops meanwhile (README "Watch").
+    caf::replies_to<atom::watch, WatchRequest, Deadline>::with<WatchUpdate>>;
 
 /// The peer slice of a database actor: what other nodes may send it, and the only slice that
 /// leaves the node (the `replica` lookups answer with it). Other nodes route their clients'
@@ -245,7 +267,11 @@ using database_timer_actor = caf::typed_actor<
     // Group commit: apply the writes received since the last one together, then acknowledge
     // them. Sent when the first of them arrives, so it queues behind the writes already
     // waiting, which join the group.
-    caf::reacts_to<atom::commit>>;
+    caf::reacts_to<atom::commit>,
+    // Watches: new commits to tell the held pulls of (coalesced: sent once per burst).
+    caf::reacts_to<atom::watch, atom::tick>,
+    // Watches: the held pull with this id has waited long enough; answer it.
+    caf::reacts_to<atom::watch, uint64_t>>;
 
 /// A database actor (actors/database_actor.hpp), every slice: only the matcher supervisor that
 /// spawned it holds this handle.
@@ -355,6 +381,8 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::stats, std::string, Deadline>::with<DatabaseStats>,
     // path -> replication status, from the replica serving this node's requests.
     caf::replies_to<atom::status, std::string, Deadline>::with<ReplicationStatus>,
+    // (path, pull) -> the changes since the pull's position (see database_client_actor).
+    caf::replies_to<atom::watch, std::string, WatchRequest, Deadline>::with<WatchUpdate>,
     // The cluster members as this node sees them (just this node when it is not clustered).
     caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // The catalog of instantiated databases.
@@ -419,4 +447,8 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::matcher_supervisor_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::gateway_actor))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::Deadline))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::ReplicationStatus>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WatchRequest))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WatchEvent))
+CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::WatchEvent>))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WatchUpdate))
 CAF_END_TYPE_ID_BLOCK(kvmesh)

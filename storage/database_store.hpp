@@ -187,6 +187,8 @@ class DatabaseStore {
   /// Called on the owner's thread after each write that changed data (local or replicated).
   /// The system database of cluster-wide configs uses it to tell the supervisor. Default none.
   void set_commit_observer(std::function<void()> observer) { observer_ = std::move(observer); }
+  /// The observer set (empty if none), so that another can be chained before it is replaced.
+  const std::function<void()>& commit_observer() const { return observer_; }
 
   const std::string& path() const { return path_; }
   uint64_t id() const { return id_; }

@@ -100,6 +100,7 @@ inline database_client_actor::behavior_type StubDatabase(std::function<void()> o
       [](atom::drop, Deadline) { return atom::ok_v; },
       [](atom::backup, std::string&, Deadline) { return std::string(); },
       [](atom::restore, std::string&, Deadline) { return std::string(); },
+      [](atom::watch, WatchRequest&, Deadline) { return WatchUpdate{}; },
   };
 }
 

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
+#include <future>
 
 #include "process_util.hpp"
 #include "test_util.hpp"
@@ -345,6 +347,57 @@ TEST(CliCertTest, TlsNeedsAllThreeFilesFromFlagsOrVariables) {
   ::unsetenv("KVMESH_TLS_KEY");
   EXPECT_EQ(env.exit_code, 3) << env.err;
   EXPECT_EQ(env.err.find("is missing"), std::string::npos) << env.err;
+}
+
+/// The last "position P" line of a watch's stderr.
+std::string LastPosition(const std::string& err) {
+  const std::string tag = "position ";
+  const size_t at = err.rfind(tag);
+  if (at == std::string::npos) return "";
+  const size_t end = err.find('\n', at);
+  return err.substr(at + tag.size(), end == std::string::npos ? end : end - at - tag.size());
+}
+
+TEST_F(CliTest, WatchPrintsChangesUnderAPrefixAndResumesFromAPosition) {
+  // A watch from now ends after its first event; puts go on until it has seen one (bounded).
+  auto first = std::async(std::launch::async, [&] {
+    return Run({"watch", "/example/kv", "/w", "--count", "1"});
+  });
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(Run({"put", "/example/kv", "/w/a", "1"}).exit_code, 0);
+    if (first.wait_for(std::chrono::milliseconds(100)) == std::future_status::ready) break;
+  }
+  ASSERT_EQ(first.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  CommandResult watched = first.get();
+  ASSERT_EQ(watched.exit_code, 0) << watched.err;
+  EXPECT_EQ(watched.out.substr(0, 9), "put /w/a\n") << watched.out;
+  const std::string position = LastPosition(watched.err);
+  ASSERT_FALSE(position.empty()) << watched.err;
+
+  // What happened since that position, outside the prefix left out, in order, as JSON lines.
+  ASSERT_EQ(Run({"put", "/example/kv", "/w/b", "2"}).exit_code, 0);
+  ASSERT_EQ(Run({"put", "/example/kv", "/x/c", "3"}).exit_code, 0);
+  ASSERT_EQ(Run({"del", "/example/kv", "/w/a"}).exit_code, 0);
+  // Bounded (--seconds): a watch that misses its events must not hang the test.
+  CommandResult resumed = Run({"--json", "watch", "/example/kv", "/w", "--from", position,
+                               "--count", "2", "--values", "--seconds", "20"});
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  std::vector<std::string> lines;
+  for (size_t at = 0, end; (end = resumed.out.find('\n', at)) != std::string::npos; at = end + 1) {
+    lines.push_back(resumed.out.substr(at, end - at));
+  }
+  ASSERT_EQ(lines.size(), 2u) << resumed.out;
+  EXPECT_NE(lines[0].find(R"("event":"put")"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find(R"("key":"/w/b")"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find(R"("value":"Mg==")"), std::string::npos) << lines[0];
+  EXPECT_EQ(lines[0].find(R"("position")"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find(R"("event":"delete")"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find(R"("key":"/w/a")"), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find(R"("position":")"), std::string::npos) << lines[1];
+
+  CommandResult bad = Run({"watch", "/example/kv", "--from", "nonsense"});
+  EXPECT_EQ(bad.exit_code, 3);
+  EXPECT_NE(bad.err.find("not a position a watch gave"), std::string::npos) << bad.err;
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "actor_test_util.hpp"
 #include "actors/database_actor.hpp"
 #include "actors/database_request.hpp"
+#include "actors/watch_hub.hpp"
 #include "storage/store.hpp"
 #include "test_util.hpp"
 
@@ -462,6 +463,42 @@ TEST(DatabaseRequestTest, NoLocalDeadlineWaitsForASlowLocalDatabase) {
   Status unbounded = PutThrough(system, route, slow);
   EXPECT_TRUE(unbounded.ok()) << unbounded;
   caf::anon_send_exit(slow, caf::exit_reason::user_shutdown);
+}
+
+// Watches cost the node a bounded number of held pulls, not queues of events: past
+// WatchHub::kMaxHeld the next pull is refused at once, and one commit answers every held one.
+TEST_F(DatabaseActorTest, HeldWatchPullsAreBoundedAndACommitAnswersThemAll) {
+  auto db = Spawn(1 << 20, caf::timespan{0}, matcher_supervisor_actor{});
+  WatchRequest pull;
+  pull.wait_ms = 60000;  // held until a commit (the test ends long before)
+  for (size_t i = 0; i < WatchHub::kMaxHeld; ++i) {
+    self_->send(db, atom::watch_v, pull, testing::Later());
+  }
+  WatchUpdate update;
+  Status refused = Ask(self_, db, &update, atom::watch_v, pull, testing::Later());
+  EXPECT_EQ(refused.code(), Code::kUnavailable) << refused;
+  EXPECT_NE(refused.message().find(std::to_string(WatchHub::kMaxHeld) + " watch pulls"),
+            std::string::npos)
+      << refused;
+  atom::ok ok;
+  ASSERT_TRUE(
+      Ask(self_, db, &ok, atom::put_v, std::string("/k"), std::string("v"), testing::Later()).ok());
+  size_t answered = 0;
+  bool timed_out = false;
+  for (size_t i = 0; i < WatchHub::kMaxHeld && !timed_out; ++i) {
+    self_->receive(
+        [&](WatchUpdate& u) {
+          if (u.events.size() == 1 && u.events[0].key == "/k") ++answered;
+        },
+        caf::after(std::chrono::seconds(10)) >> [&] { timed_out = true; });
+  }
+  EXPECT_EQ(answered, WatchHub::kMaxHeld);
+  // Room again: the next pull is held, not refused (answered empty when its wait ends).
+  pull.wait_ms = 10;
+  pull.position.clear();
+  EXPECT_TRUE(Ask(self_, db, &update, atom::watch_v, pull, testing::Later()).ok());
+  EXPECT_TRUE(update.events.empty());
+  self_->send_exit(db, caf::exit_reason::user_shutdown);
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
@@ -938,6 +940,93 @@ TEST(KvApp, AnswersTheReferenceCurlLines) {
   EXPECT_NE(bad->body.find("invalid_key"), std::string::npos) << bad->body;
   app.Kill(SIGTERM);
   app.Wait();
+}
+
+/// Reads a watch stream (server-sent events) of the HTTP API on its own thread until `done`
+/// says the text so far is enough, or 20 s passed.
+class EventStream {
+ public:
+  EventStream(int port, const std::string& target, httplib::Headers headers,
+              std::function<bool(const std::string&)> done) {
+    result_ = std::async(std::launch::async, [this, port, target, headers, done] {
+      httplib::Client c("127.0.0.1", port);
+      c.set_read_timeout(20);
+      const auto until = std::chrono::steady_clock::now() + 20s;
+      auto r = c.Get(target, headers, [&](const char* data, size_t size) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        text_.append(data, size);
+        return !done(text_) && std::chrono::steady_clock::now() < until;
+      });
+      return r ? r->status : -1;
+    });
+  }
+  std::string text() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return text_;
+  }
+  /// Waits (bounded) for the stream to end.
+  std::string Finish() {
+    EXPECT_EQ(result_.wait_for(30s), std::future_status::ready);
+    return text();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::string text_;
+  std::future<int> result_;
+};
+
+/// The events of a stream's text as "put KEY=VALUE" / "delete KEY", and the last id.
+std::vector<std::string> Events(const std::string& text, std::string* last_id) {
+  std::vector<std::string> out;
+  std::string event;
+  size_t at = 0;
+  for (size_t end; (end = text.find('\n', at)) != std::string::npos; at = end + 1) {
+    const std::string line = text.substr(at, end - at);
+    if (line.rfind("event: ", 0) == 0) event = line.substr(7);
+    if (line.rfind("id: ", 0) == 0 && last_id != nullptr) *last_id = line.substr(4);
+    if (line.rfind("data: ", 0) == 0) {
+      json data = json::parse(line.substr(6), nullptr, false);
+      std::string value;
+      if (data.contains("value_base64")) {
+        tools::Base64Decode(data["value_base64"].get<std::string>(), &value);
+      }
+      EXPECT_TRUE(data.contains("version")) << line;
+      out.push_back(event + " " + data.value("key", "?") + (event == "put" ? "=" + value : ""));
+    }
+  }
+  return out;
+}
+
+TEST_F(HttpTest, WatchStreamsServerSentEventsAndResumesFromTheLastEventId) {
+  Start();
+  Database db = node_->open("/example/kv");
+  auto has = [](const std::string& what) {
+    return [what](const std::string& text) { return text.find(what) != std::string::npos; };
+  };
+  EventStream first(http_->port(), "/v1/databases/example/kv/watch?prefix=/w&values=1", {},
+                    has("event: delete"));
+  // The stream opens with the position it starts from; then the writes come as events.
+  ASSERT_TRUE(testing::Eventually(10s, [&] { return has(": position ")(first.text()); }))
+      << first.text();
+  ASSERT_TRUE(db.put("/w/a", "1").ok());
+  ASSERT_TRUE(db.put("/x/b", "outside the prefix").ok());
+  ASSERT_TRUE(db.erase("/w/c").ok());
+  std::string last_id;
+  EXPECT_EQ(Events(first.Finish(), &last_id),
+            (std::vector<std::string>{"put /w/a=1", "delete /w/c"}));
+  ASSERT_FALSE(last_id.empty());
+
+  // Resumed from the last id (as EventSource does): the next change, nothing seen before.
+  ASSERT_TRUE(db.put("/w/d", "4").ok());
+  EventStream resumed(http_->port(), "/v1/databases/example/kv/watch?prefix=/w&values=1",
+                      {{"Last-Event-ID", last_id}}, has("event: put"));
+  EXPECT_EQ(Events(resumed.Finish(), nullptr), (std::vector<std::string>{"put /w/d=4"}));
+
+  auto bad = Client().Get("/v1/databases/example/kv/watch?from=nonsense");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(Body(bad)["message"].get<std::string>().find("not a position"), std::string::npos);
 }
 
 }  // namespace

@@ -5,12 +5,14 @@
 #include <unistd.h>
 #include <CLI/CLI.hpp>
 
+#include <condition_variable>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "common/path.hpp"
@@ -234,6 +236,72 @@ class Cli {
     });
     if (!s.ok()) return Fail(s);
     if (g_.json) std::cout << keys.dump() << "\n";
+    return FinishOutput();
+  }
+
+  /// One line per change under `prefix` (README "Watch"): "put KEY" / "delete KEY", or with
+  /// --json {"event","key","version"[,"value" base64][,"position"]}. The position to resume
+  /// from (--from) goes to stderr ("position P") at the start and after each update; in JSON it
+  /// is on the last event of each update. Runs until interrupted, until an update brings the
+  /// total to `count` events (0: no limit), or for `seconds` (0: no limit).
+  int Watch(const std::string& path, const std::string& prefix, const std::string& from,
+            bool values, uint64_t count, uint64_t seconds) {
+    kvmesh::Database db;
+    if (int rc = Open(path, &db)) return rc;
+    std::mutex mutex;
+    std::condition_variable cv;
+    bool done = false;
+    Status error;
+    uint64_t printed = 0;
+    kvmesh::WatchOptions options;
+    options.prefix = prefix;
+    options.from = from;
+    options.with_values = values;
+    auto on_update = [&](kvmesh::Result<kvmesh::WatchUpdate> update) {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!update.ok()) {
+        error = update.status();
+        done = true;
+        cv.notify_all();
+        return;
+      }
+      const auto& events = update->events;
+      for (size_t i = 0; i < events.size(); ++i) {
+        const kvmesh::WatchEvent& e = events[i];
+        const bool put = e.kind == kvmesh::WatchEvent::Kind::kPut;
+        if (g_.json) {
+          json j{{"event", put ? "put" : "delete"}};
+          PutKey(j, e.key);
+          j["version"] = e.version;
+          if (values && put) j["value"] = kvmesh::tools::Base64Encode(e.value);
+          if (i + 1 == events.size()) j["position"] = update->position;
+          std::cout << j.dump() << "\n";
+        } else {
+          std::cout << (put ? "put " : "delete ") << ShowKey(e.key) << "\n";
+        }
+      }
+      std::cout.flush();
+      if (!g_.json) std::cerr << "position " << update->position << std::endl;
+      printed += events.size();
+      if (count != 0 && printed >= count) {
+        done = true;
+        cv.notify_all();
+      }
+    };
+    kvmesh::Watch watch;
+    Status s = db.watch(options, on_update, &watch);
+    if (!s.ok()) return Fail(s);
+    if (!g_.json) std::cerr << "position " << watch.position() << std::endl;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      if (seconds == 0) {
+        cv.wait(lock, [&] { return done; });
+      } else {
+        cv.wait_for(lock, std::chrono::seconds(seconds), [&] { return done; });
+      }
+    }
+    watch.stop();
+    if (!error.ok()) return Fail(error);
     return FinishOutput();
   }
 
@@ -830,6 +898,18 @@ int main(int argc, char** argv) {
   ls->add_option("DB", db)->required();
   ls->add_option("PREFIX", prefix);
   ls->add_option("--limit", limit, "at most this many keys");
+  std::string from;
+  bool watch_values = false;
+  uint64_t watch_count = 0;
+  uint64_t watch_seconds = 0;
+  auto* watch = app.add_subcommand(
+      "watch", "print each put and delete under a prefix as it happens (position on stderr)");
+  watch->add_option("DB", db)->required();
+  watch->add_option("PREFIX", prefix);
+  watch->add_option("--from", from, "resume after this position (printed by an earlier watch)");
+  watch->add_flag("--values", watch_values, "with --json: include the values (base64)");
+  watch->add_option("--count", watch_count, "exit after the update that brings this many events");
+  watch->add_option("--seconds", watch_seconds, "exit after this many seconds");
   auto* imp = app.add_subcommand("import", "load JSON lines {\"key\",\"value\"(base64)}");
   imp->add_option("DB", db)->required();
   imp->add_option("FILE", file, "file, or - for stdin")->required();
@@ -977,6 +1057,7 @@ int main(int argc, char** argv) {
   if (del->parsed()) return cli.Del(db, key, write_options);
   if (ls->parsed()) return cli.Ls(db, prefix, limit);
   if (imp->parsed()) return cli.Import(db, file);
+  if (watch->parsed()) return cli.Watch(db, prefix, from, watch_values, watch_count, watch_seconds);
   if (exp->parsed()) return cli.Export(db, prefix);
   if (stats->parsed()) return cli.Stats(db);
   if (status->parsed()) return cli.ReplicationStatus(db);

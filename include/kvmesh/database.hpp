@@ -16,6 +16,8 @@
 //   auto vv = db.get_versioned("/n");                                     // value + version
 //   s = db.put("/n", "2", {{}, vv->version});  // only if unchanged, else condition_failed
 //   std::future<kvmesh::Status> f = db.put_async("/k", "v");             // many in flight
+//   kvmesh::Watch w;                                                      // changes, as they come
+//   s = db.watch({"/users"}, [](kvmesh::Result<kvmesh::WatchUpdate> u) { /* u->events */ }, &w);
 //
 // Nothing throws. A handle that could not be opened (or was closed) is unusable: its status() says
 // why, and every call on it returns that status at once (a callback runs on the calling thread,
@@ -51,8 +53,10 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "kvmesh/status.hpp"
@@ -62,6 +66,7 @@ namespace kvmesh {
 
 class Batch;
 class DatabaseBackend;
+class Watch;
 
 class Database {
  public:
@@ -114,6 +119,27 @@ class Database {
   /// Replication status from the replica serving this handle's node: replica set, version
   /// vectors, pending deltas and content digest (equal digests: equal contents).
   Result<ReplicationStatus> replication_status() const;
+  /// Called with each update of a watch, or once with the error that ended it.
+  using WatchCallback = std::function<void(Result<WatchUpdate>)>;
+  /// Watches the keys under options.prefix (README "Watch"): `on_update` gets the puts and
+  /// deletes made from the position options.from on ("" : from when watch returns OK), each
+  /// once, with the position to resume from after them (WatchUpdate::position; also
+  /// Watch::position()). Writes made through any replica arrive. A key changed several times
+  /// between two updates is reported once, with its latest write; a put whose ttl has passed
+  /// before it is reported comes as a delete.
+  ///
+  /// Returns once the node has answered the first pull: OK with `*watch` running, or what the
+  /// first pull failed with (no_matching_config, invalid_key for the prefix, invalid_argument
+  /// for a position that is malformed or expired, unavailable...), `*watch` then not running.
+  ///
+  /// `on_update` runs on a thread of the watch's own, one call at a time, only for updates with
+  /// events. It may take its time: the node keeps no events for a watcher, so a slow one only
+  /// falls behind (a position older than half the tombstone grace, 12 h by default, is refused
+  /// with invalid_argument "watch position expired", and the watch ends). A lost node or
+  /// connection is retried every options.retry_interval from the last position, on any
+  /// replica the handle reaches, without gaps or repeats; other errors end the watch with one
+  /// last call of `on_update` with the error. Stop it with Watch::stop() (or by destroying it).
+  Status watch(const WatchOptions& options, WatchCallback on_update, Watch* watch) const;
   /// Releases this handle; its status() becomes invalid_argument ("closed"). Other copies stay
   /// usable; requests in flight still complete.
   void close();
@@ -144,6 +170,41 @@ class Database {
   std::shared_ptr<DatabaseBackend> backend_;
   std::string path_;
   Status status_;
+};
+
+/// A running watch (Database::watch). Movable, not copyable; destroying it stops it. Stop and
+/// position may be called from any thread.
+class Watch {
+ public:
+  /// Not watching.
+  Watch() = default;
+  ~Watch() { stop(); }
+  Watch(Watch&& other) noexcept = default;
+  Watch& operator=(Watch&& other) noexcept {
+    if (this != &other) {
+      stop();
+      shared_ = std::move(other.shared_);
+      thread_ = std::move(other.thread_);
+    }
+    return *this;
+  }
+  Watch(const Watch&) = delete;
+  Watch& operator=(const Watch&) = delete;
+
+  /// Ends the watch. When it returns, the callback is not running and will not run again
+  /// (called from the callback itself: not again after that call returns). Idempotent.
+  void stop();
+  /// The position after the last update handed to the callback (or after changes to keys
+  /// outside the prefix): pass it as WatchOptions::from to resume. "" if not watching.
+  std::string position() const;
+  /// True from a successful Database::watch until stop() or an error ended it.
+  bool active() const;
+
+ private:
+  friend class Database;
+  struct Shared;
+  std::shared_ptr<Shared> shared_;
+  std::thread thread_;
 };
 
 /// Puts and erases collected for one atomic write through the Database that made it. Not

@@ -165,6 +165,56 @@ struct ListPage {
   bool has_more() const { return !next_token.empty(); }
 };
 
+/// What to watch (Database::watch). A watch reports the changes to the keys under `prefix` since
+/// a position: puts and deletes, each with the key and the version of the write (README "Watch").
+struct WatchOptions {
+  /// Segment prefix, as for list: "/users" watches "/users" and "/users/...". "" watches all.
+  std::string prefix;
+  /// Where to start: "" for now (changes made from here on), or a WatchUpdate::position this
+  /// database's watch gave earlier (the changes since then, none twice).
+  std::string from;
+  /// Also deliver the values of puts (WatchEvent::value). Default false.
+  bool with_values = false;
+  /// How long a node holds a pull when nothing changed before answering "nothing yet"; capped
+  /// at half the request timeout. Shorter notices a lost node sooner. Default 5 s.
+  std::chrono::milliseconds poll_wait = std::chrono::seconds(5);
+  /// Pause before trying again after the node could not be reached (unavailable, timeout).
+  /// Default 500 ms.
+  std::chrono::milliseconds retry_interval = std::chrono::milliseconds(500);
+};
+
+/// One change a watch reports.
+struct WatchEvent {
+  enum class Kind : uint8_t { kPut = 0, kErase = 1 };
+  Kind kind = Kind::kPut;
+  std::string key;
+  /// The value of a put with WatchOptions::with_values; empty otherwise.
+  std::string value;
+  /// The version token of the write (as get_versioned returns; usable as if_version).
+  std::string version;
+};
+
+/// Events delivered together, and the position just after them.
+struct WatchUpdate {
+  /// In the order of their writes' timestamps; at most one per key.
+  std::vector<WatchEvent> events;
+  /// Resume here (WatchOptions::from) once `events` are handled: none of them comes again,
+  /// nothing after them is missed. Opaque text (hex).
+  std::string position;
+};
+
+/// One pull of a watch (internal: what Database::watch sends to the node, again and again).
+struct WatchRequest {
+  /// Normalised or not; the node normalises it.
+  std::string prefix;
+  /// "" for now, else a WatchUpdate::position.
+  std::string position;
+  bool with_values = false;
+  /// How long the node may hold the pull when nothing changed (it also stops at half the time
+  /// left before the request's deadline).
+  uint32_t wait_ms = 0;
+};
+
 /// Counters of one instantiated database.
 struct DatabaseStats {
   std::string path;
