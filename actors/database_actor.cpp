@@ -14,6 +14,9 @@ namespace kvmesh {
 
 using database_pointer = database_actor::stateful_pointer<database_state>;
 
+/// Group commit: applies the writes queued since the last commit (defined below).
+void CommitGroup(database_pointer self);
+
 /// The database actor's side of replication: sends the Replicator's requests to the peers'
 /// database actors and hands their answers back to it; answers the writers it settles.
 class DatabaseTransport final : public replication::Transport {
@@ -192,11 +195,10 @@ class DatabaseTransport final : public replication::Transport {
   }
 
   void Dropped() override {
-    // Writes of a group not applied yet: this copy is gone, so they were not stored here.
-    for (auto& write : self_->state.queued) {
-      write.Answer(Status::Unavailable("database " + Quote(Path()) +
-                                       " was dropped from this node before the write was applied"));
-    }
+    // Writes queued and not applied yet: this copy is gone (its writes are handed over), so
+    // they bounce unapplied, as requests to a passivated actor do, and the writer's route sends
+    // them again, in order, to the database as it is placed now.
+    for (auto& write : self_->state.queued) write.Bounce();
     self_->state.queued.clear();
     self_->state.watches->AnswerAll();
     self_->send(self_->state.supervisor, atom::dropped_v, Path(),
@@ -223,6 +225,20 @@ class DatabaseTransport final : public replication::Transport {
   std::unordered_map<uint64_t, std::function<void(Status)>> writers_;
   uint64_t last_write_id_ = 0;
 };
+
+void database_state::QueuedWrite::Bounce() {
+  const caf::error bounced = caf::make_error(caf::sec::request_receiver_down);
+  if (gather == nullptr) {
+    promise.deliver(bounced);
+    return;
+  }
+  // The writes of one message are queued together and applied together: all of them bounce.
+  if (!gather->bounced) {
+    gather->bounced = true;
+    gather->promise.deliver(bounced);
+  }
+  gather = nullptr;
+}
 
 void database_state::QueuedWrite::Answer(const Status& status) {
   if (gather == nullptr) {
@@ -296,11 +312,15 @@ caf::error Unvouched(database_pointer self, uint64_t from) {
 /// another (DatabaseStore::WriteGroup); if any of them would fail, they are applied one by one
 /// instead, so each writer gets its own answer. Called before anything that must see the
 /// store as these writes leave it.
-void CommitGroup(database_pointer self) {
+/// Key and value bytes a group commit takes at most in one RocksDB write and one delta: a peer
+/// queues at most 64 MiB of pushes (ReplicationOptions::max_queued_bytes), so one group of many
+/// large writes must not become one delta over it (every writer of it would then fail to
+/// replicate, where writes pushed one by one fit).
+constexpr size_t kMaxGroupBytes = 16u << 20;
+
+/// Applies `group` (writes in arrival order) as described at CommitGroup.
+void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite> group) {
   auto& st = self->state;
-  if (st.queued.empty()) return;
-  std::vector<database_state::QueuedWrite> group = std::move(st.queued);
-  st.queued.clear();
   // No delta is made when nobody needs it: no peers, and no acknowledgements to wait for.
   const bool needs_delta = st.replicator->NeedsDeltas();
   std::string delta;
@@ -329,6 +349,38 @@ void CommitGroup(database_pointer self) {
     }
   }
 }
+
+/// Key and value bytes of `batch`.
+size_t BatchBytes(const WriteBatch& batch) {
+  size_t bytes = 0;
+  for (const WriteOp& op : batch.ops) bytes += op.key.size() + op.value.size();
+  return bytes;
+}
+
+}  // namespace
+
+void CommitGroup(database_pointer self) {
+  auto& st = self->state;
+  if (st.queued.empty()) return;
+  std::vector<database_state::QueuedWrite> queued = std::move(st.queued);
+  st.queued.clear();
+  // In parts of at most kMaxGroupBytes (a larger write alone), in order.
+  std::vector<database_state::QueuedWrite> part;
+  size_t part_bytes = 0;
+  for (auto& write : queued) {
+    const size_t bytes = BatchBytes(write.batch);
+    if (!part.empty() && part_bytes + bytes > kMaxGroupBytes) {
+      CommitWrites(self, std::move(part));
+      part.clear();
+      part_bytes = 0;
+    }
+    part_bytes += bytes;
+    part.push_back(std::move(write));
+  }
+  CommitWrites(self, std::move(part));
+}
+
+namespace {
 
 /// Where a conditional batch is judged (README "Versions and conditional writes"): by the first
 /// replica in placement order, so that while the replicas agree on the set, one replica judges
@@ -507,6 +559,9 @@ database_actor::behavior_type database_actor_impl(
           const uint64_t judge = CheckingReplica(self, &why);
           if (!why.ok()) return ToError(why);
           if (judge != 0) {
+            // Writes received before it are applied (and pushed) first: the judging replica
+            // must not see the check ahead of them.
+            settle();
             ++self->state.requests_since_tick;
             auto promise = self->make_response_promise<atom::ok>();
             self->state.transport->ForwardBatch(judge, batch, deadline, promise);

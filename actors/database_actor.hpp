@@ -87,6 +87,8 @@ struct database_state {
     caf::typed_response_promise<std::vector<caf::error>> promise;
     std::vector<caf::error> results;
     size_t left = 0;
+    /// Answered as a whole with a bounce (QueuedWrite::Bounce).
+    bool bounced = false;
   };
   /// A local write waiting for the group commit, and its writer.
   struct QueuedWrite {
@@ -97,6 +99,9 @@ struct database_state {
     size_t index = 0;
     /// Answers the writer (once).
     void Answer(const Status& status);
+    /// Answers the writer that the write was not applied and may be sent again
+    /// (caf::sec::request_receiver_down, as a stopped actor's bounce; OrderedRoute resends).
+    void Bounce();
   };
   /// Group commit: the local writes received since the last atom::commit, in order. They are
   /// applied together (one RocksDB write, one sync in SyncMode::kAlways, one delta) when the

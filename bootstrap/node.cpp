@@ -450,14 +450,12 @@ void Submit(const HandlePtr& h, metrics::Op op, Completion<Reply> once, Send sen
       }});
 }
 
-// Sends the writes the requester has taken (CallWrite) and not sent yet: one alone as the message
-// it was made as, several as one message that the database applies as if each had come alone
-// (its group commit), each writer answered with its own outcome. Runs before any other request
-// of the handle is sent, so order is kept.
-void SendPendingWrites(caf::event_based_actor* self, EmbeddedDatabase& h) {
-  if (h.pending_writes->empty()) return;
-  std::vector<EmbeddedDatabase::PendingWrite> writes = std::move(*h.pending_writes);
-  h.pending_writes->clear();
+// Sends `writes` (taken by the requester, in order): one alone as the message it was made as,
+// several as one message that the database applies as if each had come alone (its group
+// commit), each writer answered with its own outcome.
+void SendWrites(caf::event_based_actor* self, EmbeddedDatabase& h,
+                std::vector<EmbeddedDatabase::PendingWrite> writes) {
+  if (writes.empty()) return;
   if (writes.size() == 1) {
     auto& w = writes.front();
     using Made = EmbeddedDatabase::PendingWrite::Made;
@@ -508,6 +506,34 @@ void SendPendingWrites(caf::event_based_actor* self, EmbeddedDatabase& h) {
         }
       },
       deadline, atom::batch_v, std::move(batches));
+}
+
+// Sends the writes the requester has taken (CallWrite) and not sent yet, in messages no larger
+// than one request may be (kMaxBatchOps operations, kMaxBatchBytes of keys and values; a node
+// closes a connection carrying more), each as SendWrites does. Runs before any other request of
+// the handle is sent, so order is kept.
+void SendPendingWrites(caf::event_based_actor* self, EmbeddedDatabase& h) {
+  if (h.pending_writes->empty()) return;
+  std::vector<EmbeddedDatabase::PendingWrite> writes = std::move(*h.pending_writes);
+  h.pending_writes->clear();
+  std::vector<EmbeddedDatabase::PendingWrite> message;
+  size_t bytes = 0;
+  size_t ops = 0;
+  for (auto& w : writes) {
+    size_t w_bytes = 0;
+    for (const WriteOp& op : w.batch.ops) w_bytes += op.key.size() + op.value.size();
+    if (!message.empty() &&
+        (bytes + w_bytes > kMaxBatchBytes || ops + w.batch.ops.size() > kMaxBatchOps)) {
+      SendWrites(self, h, std::move(message));
+      message.clear();
+      bytes = 0;
+      ops = 0;
+    }
+    bytes += w_bytes;
+    ops += w.batch.ops.size();
+    message.push_back(std::move(w));
+  }
+  SendWrites(self, h, std::move(message));
 }
 
 // A request that is not a coalesced write: sent after the writes taken before it.

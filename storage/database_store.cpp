@@ -481,8 +481,12 @@ Status DatabaseStore::WriteGroup(const WriteBatch* const* writes, size_t count,
 }
 
 Status DatabaseStore::AddOps(const WriteBatch& batch, std::vector<OpView>* ops) {
-  Status s = CheckBatchLimits(batch);
-  if (!s.ok()) return s;
+  // A single operation (what a put or an erase becomes in a group) is bounded by Apply's own
+  // checks, which name the problem precisely (value_too_large against the node's maximum).
+  if (batch.ops.size() > 1) {
+    Status s = CheckBatchLimits(batch);
+    if (!s.ok()) return s;
+  }
   ops->reserve(ops->size() + batch.ops.size());
   size_t index = 0;
   for (const WriteOp& op : batch.ops) {

@@ -352,6 +352,23 @@ TEST_F(DatabaseActorGroupCommitTest, WritesQueuedTogetherShareOneSync) {
   }
 }
 
+// A group is bounded in bytes (one RocksDB write and one delta of at most 16 MiB of keys and
+// values; a larger write alone): a peer takes at most 64 MiB of pushes, so many large writes
+// arriving together must not become one delta no peer accepts.
+TEST_F(DatabaseActorGroupCommitTest, LargeWritesQueuedTogetherAreCommittedInBoundedParts) {
+  Start(SyncMode::kAlways, 1ull << 30);
+  Hold();
+  const uint64_t syncs_before = store_->log_syncs();
+  for (int i = 0; i < 5; ++i) {
+    (*self_)->send(db_, atom::put_v, "/big" + std::to_string(i), std::string(6u << 20, 'x'),
+                   Deadline{});
+  }
+  Release();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(NextReply(), "ok") << i;
+  // 6 + 6 MiB, 6 + 6 MiB, 6 MiB.
+  EXPECT_EQ(store_->log_syncs() - syncs_before, 3u);
+}
+
 // A write of the group that would fail alone fails alone: its writer gets the error, the others
 // are applied; a read queued behind the writes sees them.
 TEST_F(DatabaseActorGroupCommitTest, EachWriterOfAGroupGetsTheAnswerItWouldGetAlone) {

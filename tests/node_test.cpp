@@ -323,6 +323,17 @@ TEST_F(NodeTest, WritesMadeTogetherEachGetTheirOwnAnswerInOrder) {
   }
 }
 
+// A put's value over the maximum is value_too_large naming the sizes, also when it is larger than
+// any batch may be (puts travel as one-operation batches inside the node).
+TEST_F(NodeTest, AHugePutIsValueTooLarge) {
+  auto node = StartNode(Options());
+  ASSERT_NE(node, nullptr);
+  Database db = Open(*node, "/data/huge");
+  Status s = db.put("/k", std::string(kMaxBatchBytes + 1, 'x'));
+  EXPECT_EQ(s.code(), Code::kValueTooLarge) << s;
+  EXPECT_TRUE(db.get("/k").status().IsNotFound());
+}
+
 TEST_F(NodeTest, RestartKeepsEverything) {
   Result<DatabaseStats> before = Status::Internal("not read");
   uint64_t node_id = 0;
