@@ -545,6 +545,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->faults = opts.link_faults;
   replication->direct_reads = impl->core->direct_reads;
   replication->peers = impl->security.directory;
+  replication->rebalance_wave = opts.rebalance_wave;
+  replication->placement_board = std::make_shared<PlacementBoard>();
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
@@ -563,6 +565,10 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   if (clustered) {
     MembershipOptions membership;
     membership.fill_local_status = fill_local_status;
+    // Drains and rebalancing as the supervisor last published them.
+    membership.fill_member_status =
+        [board = std::shared_ptr<const PlacementBoard>(replication->placement_board)](
+            MemberStatus& m) { board->Fill(m); };
     membership.seeds = opts.seeds;
     membership.heartbeat_interval =
         std::chrono::duration_cast<caf::timespan>(opts.heartbeat_interval);
@@ -850,6 +856,14 @@ Result<std::string> Node::backup_all(const std::string& dir) const {
 
 Result<std::string> Node::restore(std::string_view path, const std::string& dir) const {
   return AskDatabase<std::string>(*impl_, path, atom::restore_v, dir);
+}
+
+Result<std::string> Node::drain_node(uint64_t node_id) const {
+  return impl_->Ask<std::string>(atom::drain_v, node_id, true, std::string("embedded"));
+}
+
+Result<std::string> Node::undrain_node(uint64_t node_id) const {
+  return impl_->Ask<std::string>(atom::drain_v, node_id, false, std::string("embedded"));
 }
 
 Result<std::vector<ConfigInfo>> Node::configs() const {

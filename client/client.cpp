@@ -567,6 +567,16 @@ Result<std::string> Client::restore(std::string_view path, const std::string& di
   return connection_->Call<std::string>(atom::restore_v, normalized, dir, DeadlineHere{});
 }
 
+Result<std::string> Client::drain_node(uint64_t node_id) const {
+  if (!connection_) return status_;
+  return connection_->Call<std::string>(atom::drain_v, node_id, true);
+}
+
+Result<std::string> Client::undrain_node(uint64_t node_id) const {
+  if (!connection_) return status_;
+  return connection_->Call<std::string>(atom::drain_v, node_id, false);
+}
+
 Result<std::vector<ConfigInfo>> Client::configs() const {
   if (!connection_) return status_;
   return connection_->Call<std::vector<ConfigInfo>>(atom::configs_v);
