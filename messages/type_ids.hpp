@@ -384,9 +384,11 @@ using gateway_actor = caf::typed_actor<
                     ConfigApplyOptions>::with<ConfigApplyResult>,
     caf::replies_to<atom::configs, atom::erase, std::string>::with<ConfigApplyResult>,
     caf::replies_to<atom::configs, atom::get, std::string>::with<std::vector<ConfigHistoryEntry>>,
-    // (node id, true to drain or false to undrain) -> summary: takes a node out of placement for
-    // good, or puts it back (see matcher_supervisor_actor); admin.
-    caf::replies_to<atom::drain, uint64_t, bool>::with<std::string>>;
+    // node id -> summary: takes a node out of placement for good (put), or puts it back (erase)
+    // (see matcher_supervisor_actor); admin. Atoms rather than a bool: the connection guard
+    // admits requests by their types, and reads a bool in a signature as an atom.
+    caf::replies_to<atom::drain, atom::put, uint64_t>::with<std::string>,
+    caf::replies_to<atom::drain, atom::erase, uint64_t>::with<std::string>>;
 
 }  // namespace kvmesh
 
