@@ -759,6 +759,7 @@ TEST_F(ClusterTest, ADeadReplicaIsReplacedAfterTheGracePeriod) {
 TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   LocalClusterOptions options;
   options.node.idle_timeout = milliseconds(200);
+  options.node.rebalance_wave = 2;  // a few waves: their progress shows on `kvmesh members`
   {
     Status started = StartCluster(3, options);
     ASSERT_TRUE(started.ok()) << started;
@@ -781,8 +782,21 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   ASSERT_TRUE(cluster_->AddNode(&added).ok());
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < cluster_->size(); ++i) ids.push_back(cluster_->node_id(i));
-  // The catalogs (read without waking anything) end up matching placement over four nodes.
+  // The catalogs (read without waking anything) end up matching placement over four nodes,
+  // and each node shows what it still has to rebalance meanwhile, none at the end.
+  uint64_t most_pending = 0;
+  auto pending = [&] {
+    uint64_t total = 0;
+    for (size_t i = 0; i < cluster_->size(); ++i) {
+      Result<std::vector<MemberStatus>> members = cluster_->node(i)->members();
+      if (!members.ok()) return uint64_t{1000};
+      for (const auto& m : *members) total += m.self ? m.rebalance_pending : 0;
+    }
+    most_pending = std::max(most_pending, total);
+    return total;
+  };
   bool placed = Eventually(seconds(20), [&] {
+    if (pending() != 0) return false;
     for (size_t i = 0; i < cluster_->size(); ++i) {
       Result<std::vector<DatabaseInfo>> catalog = cluster_->node(i)->databases();
       if (!catalog.ok()) return false;
@@ -799,6 +813,7 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
     return true;
   });
   EXPECT_TRUE(placed);
+  EXPECT_GT(most_pending, 0u) << "rebalancing never showed on kvmesh members";
 }
 
 /// Users' databases in node i's catalog (read without waking any).
