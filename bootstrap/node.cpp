@@ -858,12 +858,12 @@ Result<std::string> Node::restore(std::string_view path, const std::string& dir)
   return AskDatabase<std::string>(*impl_, path, atom::restore_v, dir);
 }
 
-Result<std::string> Node::drain_node(uint64_t node_id) const {
-  return impl_->Ask<std::string>(atom::drain_v, node_id, true, std::string("embedded"));
+Result<std::string> Node::drain_node(uint64_t node_id, std::string_view requested_by) const {
+  return impl_->Ask<std::string>(atom::drain_v, node_id, true, std::string(requested_by));
 }
 
-Result<std::string> Node::undrain_node(uint64_t node_id) const {
-  return impl_->Ask<std::string>(atom::drain_v, node_id, false, std::string("embedded"));
+Result<std::string> Node::undrain_node(uint64_t node_id, std::string_view requested_by) const {
+  return impl_->Ask<std::string>(atom::drain_v, node_id, false, std::string(requested_by));
 }
 
 Result<std::vector<ConfigInfo>> Node::configs() const {

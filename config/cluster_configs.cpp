@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
@@ -137,9 +136,7 @@ namespace {
 
 Status ParseNodeIdField(const json& in, uint64_t* out) {
   const std::string text = in.at("node_id").get<std::string>();
-  char* end = nullptr;
-  *out = std::strtoull(text.c_str(), &end, 16);
-  if (text.empty() || end != text.c_str() + text.size()) {
+  if (!ParseNodeId(text, out)) {
     return Status::InvalidConfig("stored drain record: node_id " + Quote(text) +
                                  " is not a hex node id");
   }

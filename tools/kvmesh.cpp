@@ -13,7 +13,6 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
-#include "common/hex.hpp"
 #include "common/path.hpp"
 #include "common/request_limits.hpp"
 #include "config/config_set.hpp"
@@ -530,7 +529,7 @@ class Cli {
   /// `node drain ID` or `node undrain ID`.
   int NodeDrain(const std::string& id_text, bool drain) {
     uint64_t id = 0;
-    if (!ParseNodeId(id_text, &id)) {
+    if (!kvmesh::ParseNodeId(id_text, &id)) {
       std::cerr << "kvmesh: " << kvmesh::Quote(id_text)
                 << " is not a node id: give it as kvmesh members shows it (16 hex digits)\n";
       return kExitUsage;
@@ -541,19 +540,6 @@ class Cli {
     if (!summary.ok()) return Fail(summary.status());
     std::cout << *summary << "\n";
     return FinishOutput();
-  }
-
-  /// 1 to 16 hex digits.
-  static bool ParseNodeId(const std::string& text, uint64_t* out) {
-    if (text.empty() || text.size() > 16) return false;
-    uint64_t id = 0;
-    for (char c : text) {
-      const int digit = kvmesh::HexDigit(c);
-      if (digit < 0) return false;
-      id = id << 4 | static_cast<uint64_t>(digit);
-    }
-    *out = id;
-    return true;
   }
 
   int Drop(const std::string& path, bool yes) {

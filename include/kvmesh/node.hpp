@@ -247,9 +247,10 @@ class Node {
   /// undrain_node. members() shows its progress. Returns a summary once this node has it in
   /// force. Errors: kInvalidArgument (not clustered, or the nodes left could not hold
   /// replication.min replicas of some config), kNotFound (not a member), kUnavailable.
-  Result<std::string> drain_node(uint64_t node_id) const;
+  /// `requested_by` is recorded as who asked (empty: "embedded").
+  Result<std::string> drain_node(uint64_t node_id, std::string_view requested_by = {}) const;
   /// Puts a drained node back into placement: its share of databases moves back to it.
-  Result<std::string> undrain_node(uint64_t node_id) const;
+  Result<std::string> undrain_node(uint64_t node_id, std::string_view requested_by = {}) const;
   /// The database configs in force.
   Result<std::vector<ConfigInfo>> configs() const;
   /// Re-reads the config directory and the ACL file (NodeOptions::acl_file). On success the new
