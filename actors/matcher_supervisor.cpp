@@ -434,7 +434,21 @@ void ReloadClusterConfigs(supervisor_pointer self) {
   const bool drains_changed = ReadDrains(self);
   std::vector<config::ConfigRecord> records;
   Status s = ReadRecords(self, config::kConfigsPrefix, &records);
-  if (s.ok()) s = InstallConfigs(self, std::move(records));  // running databases are re-placed
+  // A drain report changes no config: then nothing is re-installed (which would send every
+  // running database its budget and replica set again, on every node, at each report).
+  auto same = [](const config::ConfigRecord& a, const config::ConfigRecord& b) {
+    return a.config.id == b.config.id && a.time_ms == b.time_ms && a.node == b.node &&
+           a.deleted == b.deleted;
+  };
+  auto& st = self->state;
+  const bool unchanged = st.configs_installed && records.size() == st.api_records.size() &&
+                         std::equal(records.begin(), records.end(), st.api_records.begin(), same);
+  if (s.ok() && !unchanged) {
+    s = InstallConfigs(self, std::move(records));  // running databases are re-placed
+    st.configs_installed = s.ok();
+  } else if (s.ok() && drains_changed) {
+    Replace(self);
+  }
   if (!s.ok()) {
     spdlog::error("cannot put the cluster-wide configs in force: {}", s.ToString());
     if (drains_changed) Replace(self);
@@ -896,6 +910,10 @@ void ReportDrainProgress(supervisor_pointer self) {
       !SystemDatabase(self)) {
     return;
   }
+  // Counting reads the whole catalog: at most once per tick, however many copies drop.
+  const auto now = std::chrono::steady_clock::now();
+  if (now - st.last_progress_count < RebalanceTick(self)) return;
+  st.last_progress_count = now;
   std::vector<DatabaseInfo> catalog;
   Status s = st.store->ListDatabases(&catalog);
   if (!s.ok()) return;

@@ -116,8 +116,12 @@ struct matcher_supervisor_state {
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> rebalancing;
   /// The rebalance timer is set.
   bool rebalance_timer = false;
-  /// This node's own drain report is being written.
+  /// This node's own drain report is being written, and when it last counted its databases.
   bool progress_in_flight = false;
+  std::chrono::steady_clock::time_point last_progress_count{};
+  /// The cluster-wide configs were put in force once (later reads that find the same records
+  /// change nothing).
+  bool configs_installed = false;
 };
 
 /// Behaviour of the matcher supervisor. `idle_timeout` and `replication` are handed to every
