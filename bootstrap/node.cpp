@@ -990,6 +990,25 @@ Result<std::string> Node::metrics() const {
   for (const MemberStatus& m : *members) {
     out.Sample("kvmesh_member_up", {{"node", FormatNodeId(m.node_id)}}, m.alive ? 1 : 0);
   }
+  // Drains (README "Draining a node"): one series per drained or draining member only.
+  out.Family("kvmesh_member_drain_databases_left",
+             "Users' databases a draining or drained member still holds, as it last reported.",
+             "gauge");
+  for (const MemberStatus& m : *members) {
+    if (m.placement.empty()) continue;
+    out.Sample("kvmesh_member_drain_databases_left", {{"node", FormatNodeId(m.node_id)}},
+               static_cast<double>(m.drain_left));
+  }
+  out.Family("kvmesh_rebalance_pending_databases",
+             "Databases of this node still to rebalance after a membership change or a drain "
+             "(waiting for their wave, or in one).",
+             "gauge");
+  for (const MemberStatus& m : *members) {
+    if (m.self) {
+      out.Sample("kvmesh_rebalance_pending_databases", {},
+                 static_cast<double>(m.rebalance_pending));
+    }
+  }
 
   const std::pair<const char*, const char*> rocks[] = {
       {"rocksdb.cur-size-all-mem-tables", "kvmesh_rocksdb_memtable_bytes"},

@@ -934,6 +934,13 @@ TEST_F(ClusterTest, ADrainedNodeHandsEveryReplicaOverWhileWritesGoOn) {
     EXPECT_EQ(m.drain_left, 0u) << "as node " << i << " sees it";
   }
 
+  Result<std::string> metrics = cluster_->node(via)->metrics();
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_NE(metrics->find("kvmesh_member_drain_databases_left{node=\"" + FormatNodeId(drained_id) +
+                          "\"} 0\n"),
+            std::string::npos)
+      << *metrics;
+
   // Every acknowledged write reads back from the remaining replicas, which agree.
   for (const auto& path : paths) {
     std::vector<ReplicationStatus> statuses;
