@@ -711,7 +711,8 @@ int main(int argc, char** argv) {
   app.add_flag("--keep", options.keep, "keep the work dir (logs, data) even on PASS");
   app.add_flag("--tls", options.tls, "TLS on every port (a CA and certificates in the work dir)");
   app.add_flag("--drain", options.drain,
-               "also drain a node and undrain it after the fault's time (kvmesh node drain)");
+               "also drain a node and undrain it after the fault's time (kvmesh node drain; "
+               "README: can trip the convergence wait)");
   app.add_flag("--cas", options.cas,
                "also race conditional writes: at most one per expected version may succeed "
                "(finds the known window around membership changes)");
