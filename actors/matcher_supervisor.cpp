@@ -801,10 +801,13 @@ caf::timespan RebalanceTick(supervisor_pointer self) {
   return std::max<caf::timespan>(sync, std::chrono::milliseconds(100));
 }
 
-/// Rebalance ticks after which a woken database frees its place in the wave even if it has not
-/// passivated or dropped its copy yet (a peer down, say): it keeps running like any database,
-/// and the queue goes on.
-constexpr int kRebalanceSlotTicks = 10;
+/// How long a woken database keeps its place in the wave at most, if it has not passivated or
+/// dropped its copy by then (a peer down, say): it keeps running like any database, and the
+/// queue goes on. Ten ticks, and at least three replication timeouts (a slow exchange under load
+/// is not a stuck one).
+caf::timespan RebalanceSlot(supervisor_pointer self) {
+  return std::max<caf::timespan>(10 * RebalanceTick(self), 3 * self->state.replication->timeout);
+}
 
 /// The idle timeout of a database woken to rebalance: short, so that it passivates soon after
 /// its exchanges (a few rounds), but never longer than the node's (0: no passivation).
@@ -974,7 +977,7 @@ void PumpRebalance(supervisor_pointer self) {
       spdlog::warn("cannot wake database {} to rebalance it: {}", Quote(path), s.ToString());
       continue;
     }
-    st.rebalancing.emplace(std::move(path), now + kRebalanceSlotTicks * RebalanceTick(self));
+    st.rebalancing.emplace(std::move(path), now + RebalanceSlot(self));
     ++woken;
   }
   if (woken > 0) {
@@ -1275,6 +1278,9 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         auto it = self->state.running.find(path);
         if (it != self->state.running.end() && it->second == who) {
           self->state.dropped.emplace(who.id(), path);
+          // Out of service now, not at its down message: an open meanwhile (a writer's retry of
+          // a request it bounced) must go to the new replicas, not to an actor about to quit.
+          self->state.running.erase(it);
         }
       },
       [=](atom::databases) -> caf::result<std::vector<DatabaseInfo>> {

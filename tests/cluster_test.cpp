@@ -905,7 +905,8 @@ TEST_F(ClusterTest, ADrainedNodeHandsEveryReplicaOverWhileWritesGoOn) {
   EXPECT_NE(summary->find("draining"), std::string::npos) << *summary;
 
   // Until the drained node reports holding nothing, the databases running there are the
-  // writer's and those of one wave (none runs for another reason: no replica set includes it).
+  // writer's and those of one wave, and perhaps one or two a peer woke with a sync round before
+  // it learnt of the drain (without waves: all of them at once).
   uint64_t most_active = 0;
   bool saw_draining = false;
   const bool done = Eventually(seconds(40), [&] {
@@ -923,7 +924,7 @@ TEST_F(ClusterTest, ADrainedNodeHandsEveryReplicaOverWhileWritesGoOn) {
                     << HeldBy(*cluster_, drained).size() << " databases; shown as "
                     << "\"" << MemberAsSeenBy(*cluster_, via, drained_id).placement << "\"";
   EXPECT_TRUE(saw_draining) << "progress was never shown while the drain went on";
-  EXPECT_LE(most_active, kWave + written_paths.size())
+  EXPECT_LE(most_active, kWave + written_paths.size() + 2)
       << "more databases woken at once than the wave allows";
   EXPECT_TRUE(failures.empty()) << failures.size() << " writes failed, first: " << failures[0];
   // Every node shows the drain and its totals.
