@@ -367,6 +367,23 @@ gateway_actor::behavior_type client_gateway_impl(
         return ask_supervisor(
             std::string{}, [](std::string&) {}, atom::backup_v, std::move(dir));
       },
+      // Taking a node out of placement moves data cluster-wide: admin only, like drop.
+      [=](atom::drain, atom::put, uint64_t node) -> caf::result<std::string> {
+        Caller caller;
+        if (Status s = Authorize(self, Right::kAdmin, {}, "drain nodes", &caller); !s.ok()) {
+          return ToError(s);
+        }
+        return ask_supervisor(
+            std::string{}, [](std::string&) {}, atom::drain_v, node, true, caller.Who());
+      },
+      [=](atom::drain, atom::erase, uint64_t node) -> caf::result<std::string> {
+        Caller caller;
+        if (Status s = Authorize(self, Right::kAdmin, {}, "undrain nodes", &caller); !s.ok()) {
+          return ToError(s);
+        }
+        return ask_supervisor(
+            std::string{}, [](std::string&) {}, atom::drain_v, node, false, caller.Who());
+      },
       [=](atom::configs) -> caf::result<std::vector<ConfigInfo>> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);

@@ -32,6 +32,7 @@
 
 #include "actors/direct_reads.hpp"
 #include "common/link_faults.hpp"
+#include "common/placement_board.hpp"
 #include "messages/type_ids.hpp"
 #include "replication/replicator.hpp"
 #include "security/identity.hpp"
@@ -57,6 +58,11 @@ struct ReplicationOptions : replication::Options {
   /// Who connected peers are (with TLS): deltas and pulls must come from the node they name.
   /// Null or disabled: not checked.
   std::shared_ptr<const security::PeerDirectory> peers;
+  /// The supervisor's: databases it wakes at most at once to rebalance after a membership change
+  /// or a drain (the next wave starts as these finish). Default 32.
+  size_t rebalance_wave = 32;
+  /// Where the supervisor shows drains and rebalancing to `kvmesh members` (may be null).
+  std::shared_ptr<PlacementBoard> placement_board;
 };
 
 class DatabaseTransport;

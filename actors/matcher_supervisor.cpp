@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -40,12 +41,30 @@ const config::DatabaseConfig* Resolve(supervisor_pointer self, std::string_view 
   return ResolveIn(*self->state.configs, path);
 }
 
-/// The replica set of `path` under `config` over this node and the members in view.
+/// This node and the members in view that may hold replicas of users' databases: all but the
+/// drained ones (all of them if every one is drained, rather than none).
+std::vector<uint64_t> Candidates(supervisor_pointer self) {
+  auto& st = self->state;
+  std::vector<uint64_t> all{SelfId(self)};
+  for (const auto& [id, member] : st.members) all.push_back(id);
+  std::vector<uint64_t> out;
+  for (uint64_t id : all) {
+    if (st.drained.count(id) == 0) out.push_back(id);
+  }
+  return out.empty() ? all : out;
+}
+
+/// The replica set of `path` under `config` over this node and the members in view (the
+/// undrained ones, but for the system database, which every node holds).
 ReplicaSet PlaceDatabase(supervisor_pointer self, const std::string& path,
                          const config::DatabaseConfig& config) {
   auto& st = self->state;
   std::vector<uint64_t> candidates{SelfId(self)};
-  for (const auto& [id, member] : st.members) candidates.push_back(id);
+  if (IsSystemPath(path)) {
+    for (const auto& [id, member] : st.members) candidates.push_back(id);
+  } else {
+    candidates = Candidates(self);
+  }
   ReplicaSet out;
   out.nodes = PlaceReplicas(path, candidates, std::max<uint32_t>(1, config.replication.max));
   for (uint64_t id : out.nodes) {
@@ -68,8 +87,9 @@ ReplicaSet PlaceDatabase(supervisor_pointer self, const std::string& path,
 }
 
 /// Spawns the database actor of the normalised `path`: resolves its config, opens (or creates)
-/// its namespace, and monitors it.
-Status Instantiate(supervisor_pointer self, const std::string& path, database_actor* out) {
+/// its namespace, and monitors it. `idle_timeout`: its own, if not the node's.
+Status Instantiate(supervisor_pointer self, const std::string& path, database_actor* out,
+                   std::optional<caf::timespan> idle_timeout = std::nullopt) {
   auto& st = self->state;
   const config::DatabaseConfig* config = Resolve(self, path);
   if (config == nullptr) {
@@ -96,7 +116,8 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
   // The system database never passivates: it must take every peer's edits as they come.
   auto handle = SpawnNetworkFacing(
       self->system(), database_actor_impl, std::move(shared),
-      caf::actor_cast<matcher_supervisor_actor>(self), system ? caf::timespan{0} : st.idle_timeout,
+      caf::actor_cast<matcher_supervisor_actor>(self),
+      system ? caf::timespan{0} : idle_timeout.value_or(st.idle_timeout),
       system ? st.system_replication : st.replication, PlaceDatabase(self, path, *config), direct);
   if (direct) st.replication->direct_reads->Add(handle.id(), std::move(direct));
   self->monitor(handle);
@@ -265,11 +286,16 @@ void Replace(supervisor_pointer self) {
   }
 }
 
-/// Activates the passivated databases of this node's catalog whose replicas must exchange after
-/// a change of members: their replica set changed (from `old_candidates` to the current
-/// members), or it includes a member in `returned` (back after being down). Running databases got
-/// their new replica set already. Each activated database runs anti-entropy (filling a new
-/// replica, catching up a returned one, or handing its copy over) and passivates again when idle.
+void PumpRebalance(supervisor_pointer self);
+void PublishBoard(supervisor_pointer self);
+bool ReadDrains(supervisor_pointer self);
+
+/// Queues for waking (PumpRebalance) the passivated databases of this node's catalog whose
+/// replicas must exchange after a change of members or drains: their replica set changed (from
+/// `old_candidates` to the current candidates), it includes a member in `returned` (back after
+/// being down), or it no longer includes this node. Running databases got their new replica set
+/// already. Each woken database runs anti-entropy (filling a new replica, catching up a returned
+/// one, or handing its copy over) and passivates again when idle, or drops its handed-over copy.
 void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_candidates,
                   const std::set<uint64_t>& returned) {
   auto& st = self->state;
@@ -279,20 +305,28 @@ void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_cand
     spdlog::error("cannot read the catalog to rebalance: {}", s.ToString());
     return;
   }
-  size_t woken = 0;
+  size_t queued = 0;
   for (const auto& info : catalog) {
     if (st.running.count(info.path) > 0 || st.stopping.count(info.path) > 0) continue;
+    if (st.rebalance_queued.count(info.path) > 0) continue;
     const config::DatabaseConfig* config = Resolve(self, info.path);
     if (config == nullptr) continue;
     const ReplicaSet placed = PlaceDatabase(self, info.path, *config);
     bool affected = placed.nodes != PlaceReplicas(info.path, old_candidates,
                                                   std::max<uint32_t>(1, config->replication.max));
+    affected = affected || std::find(placed.nodes.begin(), placed.nodes.end(), SelfId(self)) ==
+                               placed.nodes.end();
     for (uint64_t id : placed.nodes) affected = affected || returned.count(id) > 0;
     if (!affected) continue;
-    database_actor handle;
-    if (Instantiate(self, info.path, &handle).ok()) ++woken;
+    st.rebalance_queue.push_back(info.path);
+    st.rebalance_queued.insert(info.path);
+    ++queued;
   }
-  if (woken > 0) spdlog::debug("membership changed: {} idle databases woken to rebalance", woken);
+  if (queued > 0) {
+    spdlog::info("placement changed: {} idle databases to rebalance, in waves of {}", queued,
+                 st.replication->rebalance_wave);
+  }
+  PumpRebalance(self);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,11 +348,9 @@ void StartSystemDatabase(supervisor_pointer self) {
   }
 }
 
-/// Every record under `prefix` of the system database, in key order. Records that do not decode
-/// (written by a newer version, say) are skipped with a warning.
-Status ReadRecords(supervisor_pointer self, std::string_view prefix,
-                   std::vector<config::ConfigRecord>* out) {
-  out->clear();
+/// Calls `visit(key, value)` for every key under `prefix` of the system database, in key order.
+template <class Visit>
+Status ForEachSystemKey(supervisor_pointer self, std::string_view prefix, Visit visit) {
   auto& store = self->state.system_store;
   if (!store) return Status::Unavailable("the database of cluster-wide configs is not open");
   ListOptions options;
@@ -330,20 +362,27 @@ Status ReadRecords(supervisor_pointer self, std::string_view prefix,
     ListPage page;
     Status s = store->List(options, &page);
     if (!s.ok()) return s;
-    for (size_t i = 0; i < page.keys.size(); ++i) {
-      config::ConfigRecord record;
-      s = config::DecodeRecord(page.values[i], &record);
-      if (s.ok()) {
-        out->push_back(std::move(record));
-      } else {
-        spdlog::warn("skipping the cluster-wide config record {}: {}", Quote(page.keys[i]),
-                     s.message());
-      }
-    }
+    for (size_t i = 0; i < page.keys.size(); ++i) visit(page.keys[i], page.values[i]);
     if (!page.has_more()) break;
     options.start_after = page.next_token;
   }
   return Status::OK();
+}
+
+/// Every record under `prefix` of the system database, in key order. Records that do not decode
+/// (written by a newer version, say) are skipped with a warning.
+Status ReadRecords(supervisor_pointer self, std::string_view prefix,
+                   std::vector<config::ConfigRecord>* out) {
+  out->clear();
+  return ForEachSystemKey(self, prefix, [out](const std::string& key, const std::string& value) {
+    config::ConfigRecord record;
+    Status s = config::DecodeRecord(value, &record);
+    if (s.ok()) {
+      out->push_back(std::move(record));
+    } else {
+      spdlog::warn("skipping the cluster-wide config record {}: {}", Quote(key), s.message());
+    }
+  });
 }
 
 /// Merges the node's own configs with `records` and puts the result in force (running databases
@@ -388,13 +427,34 @@ Status InstallConfigs(supervisor_pointer self, std::vector<config::ConfigRecord>
   return Status::OK();
 }
 
-/// Re-reads the cluster-wide configs and puts them in force.
+/// Re-reads the cluster-wide configs and drains and puts them in force.
 void ReloadClusterConfigs(supervisor_pointer self) {
   self->state.system_changed->store(false);
+  const std::vector<uint64_t> old_candidates = Candidates(self);
+  const bool drains_changed = ReadDrains(self);
   std::vector<config::ConfigRecord> records;
   Status s = ReadRecords(self, config::kConfigsPrefix, &records);
-  if (s.ok()) s = InstallConfigs(self, std::move(records));
-  if (!s.ok()) spdlog::error("cannot put the cluster-wide configs in force: {}", s.ToString());
+  // A drain report changes no config: then nothing is re-installed (which would send every
+  // running database its budget and replica set again, on every node, at each report).
+  auto same = [](const config::ConfigRecord& a, const config::ConfigRecord& b) {
+    return a.config.id == b.config.id && a.time_ms == b.time_ms && a.node == b.node &&
+           a.deleted == b.deleted;
+  };
+  auto& st = self->state;
+  const bool unchanged = st.configs_installed && records.size() == st.api_records.size() &&
+                         std::equal(records.begin(), records.end(), st.api_records.begin(), same);
+  if (s.ok() && !unchanged) {
+    s = InstallConfigs(self, std::move(records));  // running databases are re-placed
+    st.configs_installed = s.ok();
+  } else if (s.ok() && drains_changed) {
+    Replace(self);
+  }
+  if (!s.ok()) {
+    spdlog::error("cannot put the cluster-wide configs in force: {}", s.ToString());
+    if (drains_changed) Replace(self);
+  }
+  if (drains_changed) WakeAffected(self, old_candidates, {});
+  PublishBoard(self);
 }
 
 /// The wall clock in ms for a new record, later than the last one this node wrote: two edits
@@ -449,6 +509,16 @@ database_actor SystemDatabase(supervisor_pointer self) {
   return it == self->state.running.end() ? database_actor{} : it->second;
 }
 
+/// Writes `batch` to the system database, then calls `done` with the outcome.
+template <class Done>
+void WriteSystemBatch(supervisor_pointer self, WriteBatch batch, Done done) {
+  const caf::timespan timeout = self->state.replication->timeout;
+  self->request(SystemDatabase(self), timeout, atom::batch_v, std::move(batch),
+                Deadline::In(timeout))
+      .then([=](atom::ok) mutable { done(Status::OK()); },
+            [=](caf::error& err) mutable { done(ToStatus(err)); });
+}
+
 /// Writes `batch`, which stores `records`, to the system database; on success re-reads the
 /// configs and delivers `result()`'s answer, else the error. Until it is answered, `records` are
 /// pending (checked by the applies that come meanwhile).
@@ -467,48 +537,43 @@ void WriteSystem(supervisor_pointer self, WriteBatch batch,
       if (it != pending.end()) pending.erase(it);
     }
   };
-  const caf::timespan timeout = self->state.replication->timeout;
-  self->request(SystemDatabase(self), timeout, atom::batch_v, std::move(batch),
-                Deadline::In(timeout))
-      .then(
-          [=](atom::ok) mutable {
-            settle();
-            // In force here before the caller hears of it; other nodes follow as the delta
-            // reaches them.
-            ReloadClusterConfigs(self);
-            promise.deliver(result());
-          },
-          [=](caf::error& err) mutable {
-            settle();
-            Status s = ToStatus(err);
-            if (s.code() == Code::kTimeout || s.code() == Code::kUnavailable) {
-              // The batch may have been applied here without every node in view confirming it
-              // (one went silent meanwhile): read what is. Stored here, it reaches the others
-              // as they become reachable, so that is a success with a warning.
-              ReloadClusterConfigs(self);
-              const auto& now = self->state.api_records;
-              const bool stored = std::all_of(records.begin(), records.end(), [&](const auto& r) {
-                return std::any_of(now.begin(), now.end(), [&](const auto& n) {
-                  return n.config.id == r.config.id && n.time_ms == r.time_ms && n.node == r.node;
-                });
-              });
-              if (stored) {
-                ConfigApplyResult answer = result();
-                answer.warnings.push_back(
-                    "stored and in force on this node, but not every node in view confirmed it (" +
-                    s.message() + "); the others get it as they become reachable");
-                promise.deliver(std::move(answer));
-                return;
-              }
-              promise.deliver(ToError(Status(
-                  s.code(), "the database of cluster-wide configs did not confirm the change (" +
-                                s.message() +
-                                "); it may or may not be in force: check with kvmesh config get")));
-              return;
-            }
-            promise.deliver(ToError(
-                Status(s.code(), "the cluster-wide configs were not changed: " + s.message())));
-          });
+  WriteSystemBatch(self, std::move(batch), [=](Status s) mutable {
+    settle();
+    if (s.ok()) {
+      // In force here before the caller hears of it; other nodes follow as the delta
+      // reaches them.
+      ReloadClusterConfigs(self);
+      promise.deliver(result());
+      return;
+    }
+    if (s.code() == Code::kTimeout || s.code() == Code::kUnavailable) {
+      // The batch may have been applied here without every node in view confirming it
+      // (one went silent meanwhile): read what is. Stored here, it reaches the others
+      // as they become reachable, so that is a success with a warning.
+      ReloadClusterConfigs(self);
+      const auto& now = self->state.api_records;
+      const bool stored = std::all_of(records.begin(), records.end(), [&](const auto& r) {
+        return std::any_of(now.begin(), now.end(), [&](const auto& n) {
+          return n.config.id == r.config.id && n.time_ms == r.time_ms && n.node == r.node;
+        });
+      });
+      if (stored) {
+        ConfigApplyResult answer = result();
+        answer.warnings.push_back(
+            "stored and in force on this node, but not every node in view confirmed it (" +
+            s.message() + "); the others get it as they become reachable");
+        promise.deliver(std::move(answer));
+        return;
+      }
+      promise.deliver(ToError(
+          Status(s.code(), "the database of cluster-wide configs did not confirm the change (" +
+                               s.message() +
+                               "); it may or may not be in force: check with kvmesh config get")));
+      return;
+    }
+    promise.deliver(
+        ToError(Status(s.code(), "the cluster-wide configs were not changed: " + s.message())));
+  });
 }
 
 /// Applies the configs of `yaml` cluster-wide (see matcher_supervisor_actor).
@@ -725,6 +790,291 @@ caf::result<std::vector<ConfigHistoryEntry>> ClusterConfigHistory(supervisor_poi
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Drains (`kvmesh node drain`) and rebalancing in waves.
+
+/// Period of the rebalance timer: a sync round (whose exchanges a woken database needs), at
+/// least 100 ms; 1 s when rounds are off.
+caf::timespan RebalanceTick(supervisor_pointer self) {
+  const caf::timespan sync = self->state.replication->sync_interval;
+  if (sync.count() <= 0) return std::chrono::seconds(1);
+  return std::max<caf::timespan>(sync, std::chrono::milliseconds(100));
+}
+
+/// How long a woken database keeps its place in the wave at most, if it has not passivated or
+/// dropped its copy by then (a peer down, say): it keeps running like any database, and the
+/// queue goes on. Ten ticks, and at least three replication timeouts (a slow exchange under load
+/// is not a stuck one).
+caf::timespan RebalanceSlot(supervisor_pointer self) {
+  return std::max<caf::timespan>(10 * RebalanceTick(self), 3 * self->state.replication->timeout);
+}
+
+/// The idle timeout of a database woken to rebalance: short, so that it passivates soon after
+/// its exchanges (a few rounds), but never longer than the node's (0: no passivation).
+caf::timespan RebalanceIdleTimeout(supervisor_pointer self) {
+  const caf::timespan idle = self->state.idle_timeout;
+  if (idle.count() <= 0) return idle;
+  return std::min<caf::timespan>(
+      idle, std::max<caf::timespan>(4 * RebalanceTick(self), std::chrono::seconds(1)));
+}
+
+/// True if this node is drained and has not yet reported holding no database.
+bool DrainUnfinished(supervisor_pointer self) {
+  auto& st = self->state;
+  auto drain = st.drains.find(SelfId(self));
+  if (drain == st.drains.end() || !drain->second.drained) return false;
+  auto progress = st.drain_progress.find(SelfId(self));
+  return progress == st.drain_progress.end() ||
+         progress->second.request_ms != drain->second.time_ms || progress->second.left > 0;
+}
+
+/// Re-reads the drain records and reports; true if the set of drained nodes changed.
+bool ReadDrains(supervisor_pointer self) {
+  auto& st = self->state;
+  std::map<uint64_t, config::DrainRecord> drains;
+  std::map<uint64_t, config::DrainProgress> progress;
+  Status s = ForEachSystemKey(
+      self, config::kDrainPrefix, [&](const std::string& key, const std::string& value) {
+        config::DrainRecord r;
+        Status d = config::DecodeDrain(value, &r);
+        if (d.ok()) {
+          drains[r.node_id] = r;
+        } else {
+          spdlog::warn("skipping the drain record {}: {}", Quote(key), d.message());
+        }
+      });
+  if (s.ok()) {
+    s = ForEachSystemKey(
+        self, config::kDrainProgressPrefix, [&](const std::string& key, const std::string& value) {
+          config::DrainProgress p;
+          Status d = config::DecodeDrainProgress(value, &p);
+          if (d.ok()) {
+            progress[p.node_id] = p;
+          } else {
+            spdlog::warn("skipping the drain report {}: {}", Quote(key), d.message());
+          }
+        });
+  }
+  if (!s.ok()) {
+    // Placement stays as it was rather than taking every node back in.
+    spdlog::error("cannot read the drain records: {}", s.ToString());
+    return false;
+  }
+  std::set<uint64_t> drained;
+  for (const auto& [id, r] : drains) {
+    if (r.drained) drained.insert(id);
+  }
+  st.drains = std::move(drains);
+  st.drain_progress = std::move(progress);
+  if (drained == st.drained) return false;
+  for (uint64_t id : drained) {
+    if (st.drained.count(id) == 0) {
+      spdlog::info("node {} is drained: it takes no replicas of users' databases{}",
+                   FormatNodeId(id),
+                   id == SelfId(self) ? "; handing this node's databases over" : "");
+    }
+  }
+  for (uint64_t id : st.drained) {
+    if (drained.count(id) == 0) {
+      spdlog::info("node {} is undrained: it takes replicas again", FormatNodeId(id));
+    }
+  }
+  st.drained = std::move(drained);
+  return true;
+}
+
+/// Shows the drains and this node's rebalancing to `kvmesh members` (PlacementBoard).
+void PublishBoard(supervisor_pointer self) {
+  auto& st = self->state;
+  if (!st.replication->placement_board) return;
+  std::map<uint64_t, PlacementBoard::Entry> nodes;
+  for (const auto& [id, drain] : st.drains) {
+    if (!drain.drained) continue;
+    PlacementBoard::Entry entry;
+    entry.placement = "draining";
+    auto p = st.drain_progress.find(id);
+    if (p != st.drain_progress.end() && p->second.request_ms == drain.time_ms) {
+      entry.total = p->second.total;
+      entry.left = p->second.left;
+      if (p->second.left == 0) entry.placement = "drained";
+    }
+    nodes.emplace(id, std::move(entry));
+  }
+  st.replication->placement_board->Publish(std::move(nodes),
+                                           st.rebalance_queue.size() + st.rebalancing.size());
+}
+
+/// On a drained node: writes how many users' databases it still holds to the system database
+/// (DrainProgress) when that changed, so that every node shows it.
+void ReportDrainProgress(supervisor_pointer self) {
+  auto& st = self->state;
+  auto drain = st.drains.find(SelfId(self));
+  if (drain == st.drains.end() || !drain->second.drained || st.progress_in_flight ||
+      !SystemDatabase(self)) {
+    return;
+  }
+  // Counting reads the whole catalog: at most once per tick, however many copies drop.
+  const auto now = std::chrono::steady_clock::now();
+  if (now - st.last_progress_count < RebalanceTick(self)) return;
+  st.last_progress_count = now;
+  std::vector<DatabaseInfo> catalog;
+  Status s = st.store->ListDatabases(&catalog);
+  if (!s.ok()) return;
+  // Databases no config matches are not handed over (their data is kept, as always).
+  const uint64_t left =
+      std::count_if(catalog.begin(), catalog.end(), [&](const DatabaseInfo& info) {
+        return !config::IsReservedPath(info.path) && Resolve(self, info.path) != nullptr;
+      });
+  config::DrainProgress progress;
+  progress.node_id = SelfId(self);
+  progress.request_ms = drain->second.time_ms;
+  progress.left = left;
+  auto old = st.drain_progress.find(SelfId(self));
+  const bool same = old != st.drain_progress.end() && old->second.request_ms == progress.request_ms;
+  progress.total = same ? std::max(old->second.total, left) : left;
+  if (same && old->second.left == left) return;
+  progress.time_ms = NextRecordTime(self);
+  WriteBatch batch;
+  batch.ops.push_back({WriteOp::Kind::kPut, config::DrainProgressKey(progress.node_id),
+                       config::EncodeDrainProgress(progress)});
+  st.progress_in_flight = true;
+  WriteSystemBatch(self, std::move(batch), [self, progress](Status s) {
+    self->state.progress_in_flight = false;
+    if (!s.ok()) {
+      spdlog::debug("drain report not confirmed by every node: {}", s.ToString());
+    }
+    spdlog::info("drain: {} of {} databases handed over, {} left", progress.total - progress.left,
+                 progress.total, progress.left);
+    // Stored here at least (else the next tick tries again).
+    ReloadClusterConfigs(self);
+  });
+}
+
+/// Wakes the next queued databases while the wave has room, reports a drain's progress, and
+/// keeps the timer going while anything is left.
+void PumpRebalance(supervisor_pointer self) {
+  auto& st = self->state;
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = st.rebalancing.begin(); it != st.rebalancing.end();) {
+    if (now >= it->second || st.running.count(it->first) == 0) {
+      it = st.rebalancing.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const size_t wave = std::max<size_t>(1, st.replication->rebalance_wave);
+  size_t woken = 0;
+  while (st.rebalancing.size() < wave && !st.rebalance_queue.empty()) {
+    std::string path = std::move(st.rebalance_queue.front());
+    st.rebalance_queue.pop_front();
+    st.rebalance_queued.erase(path);
+    // Opened meanwhile: it got its replica set like every running database.
+    if (st.running.count(path) > 0 || st.stopping.count(path) > 0) continue;
+    if (Resolve(self, path) == nullptr) continue;
+    database_actor handle;
+    Status s = Instantiate(self, path, &handle, RebalanceIdleTimeout(self));
+    if (!s.ok()) {
+      spdlog::warn("cannot wake database {} to rebalance it: {}", Quote(path), s.ToString());
+      continue;
+    }
+    st.rebalancing.emplace(std::move(path), now + RebalanceSlot(self));
+    ++woken;
+  }
+  if (woken > 0) {
+    spdlog::debug("rebalancing: woke {} databases, {} waiting", woken, st.rebalance_queue.size());
+  }
+  ReportDrainProgress(self);
+  PublishBoard(self);
+  if (!st.rebalance_timer &&
+      (!st.rebalancing.empty() || !st.rebalance_queue.empty() || DrainUnfinished(self))) {
+    st.rebalance_timer = true;
+    self->delayed_send(self, RebalanceTick(self), atom::rebalance_v);
+  }
+}
+
+/// `kvmesh node drain|undrain` (see matcher_supervisor_actor).
+caf::result<std::string> RequestDrain(supervisor_pointer self, uint64_t node, bool drain,
+                                      const std::string& who) {
+  auto& st = self->state;
+  const std::string name = "node " + FormatNodeId(node);
+  if (!st.replication->clustered) {
+    return ToError(Status::InvalidArgument(
+        "this node is not in a cluster: there is no other node to hand databases over to"));
+  }
+  if (!st.system_store || !SystemDatabase(self)) {
+    return ToError(Status::Unavailable("the database of cluster-wide configs is not open"));
+  }
+  auto current = st.drains.find(node);
+  const bool is_drained = current != st.drains.end() && current->second.drained;
+  if (drain) {
+    if (node != SelfId(self) && st.members.count(node) == 0) {
+      return ToError(Status::NotFound("no member " + FormatNodeId(node) +
+                                      " in this node's view (kvmesh members lists them); nothing "
+                                      "was drained"));
+    }
+    if (is_drained) return name + " is already drained; kvmesh members shows its progress";
+    // The nodes left to hold replicas must be enough for every config's writes.
+    size_t remaining = 0;
+    for (uint64_t id : Candidates(self)) remaining += id != node && st.drained.count(id) == 0;
+    uint32_t need = 1;
+    const config::DatabaseConfig* needing = nullptr;
+    for (const auto& c : st.configs->configs()) {
+      if (c.replication.min > need) {
+        need = c.replication.min;
+        needing = &c;
+      }
+    }
+    if (remaining < need) {
+      std::string why = needing == nullptr ? std::string("no node")
+                                           : "fewer than config " + Quote(needing->id) +
+                                                 " needs (replication.min " + std::to_string(need) +
+                                                 "), so its writes would fail";
+      return ToError(Status::InvalidArgument(
+          "draining " + name + " would leave " + std::to_string(remaining) +
+          " nodes to hold replicas, " + why + "; add a node first. Nothing was drained"));
+    }
+  } else if (!is_drained) {
+    return name + " is not drained; nothing changed";
+  }
+  config::DrainRecord record;
+  record.node_id = node;
+  record.drained = drain;
+  record.requested_by = who.empty() ? "embedded" : who;
+  record.node = st.node_name;
+  record.time_ms = NextRecordTime(self);
+  WriteBatch batch;
+  // A record, not an erase, for an undrain too: concurrent drain and undrain resolve like any two
+  // writes of one key (the later wins), and the key keeps who asked last.
+  batch.ops.push_back({WriteOp::Kind::kPut, config::DrainKey(node), config::EncodeDrain(record)});
+  spdlog::info("{} {} for {}", drain ? "draining" : "undraining", name, record.requested_by);
+  auto promise = self->make_response_promise<std::string>();
+  WriteSystemBatch(self, std::move(batch), [=](Status s) mutable {
+    ReloadClusterConfigs(self);
+    auto now = self->state.drains.find(node);
+    const bool stored = now != self->state.drains.end() && now->second.time_ms == record.time_ms &&
+                        now->second.node == record.node;
+    if (!stored) {
+      promise.deliver(
+          ToError(Status(s.ok() ? Code::kInternal : s.code(),
+                         "the drain record of " + name + " was not stored: " + s.message())));
+      return;
+    }
+    std::string summary =
+        drain ? name +
+                    " is draining: it hands its databases over to the nodes placement picks "
+                    "without it, then holds none; kvmesh members shows its progress"
+              : name +
+                    " is undrained: it takes replicas again, and its share of databases moves "
+                    "back to it";
+    if (!s.ok()) {
+      summary += " (stored here, but not every node in view confirmed it: " + s.message() +
+                 "; the others get it as they become reachable)";
+    }
+    promise.deliver(std::move(summary));
+  });
+  return promise;
+}
+
 /// Loads the config directory and the ACL file; if both are valid applies both and describes
 /// them, else changes nothing and names the errors of each. All or nothing because an operator
 /// who edits both (a tenant's database config and its grant) means them to go together.
@@ -829,6 +1179,9 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     if (found == st.path_of.end()) return;
     const std::string path = found->second;
     st.path_of.erase(found);
+    // Passivated or dropped its handed-over copy: its place in the wave goes to the next one
+    // (the stopping handling below does not depend on what this wakes: other paths only).
+    if (st.rebalancing.erase(path) > 0) PumpRebalance(self);
     if (st.replication->direct_reads) st.replication->direct_reads->Remove(msg.source.id());
     const bool dropped = st.dropped.erase(msg.source.id()) > 0;
     auto running = st.running.find(path);
@@ -904,8 +1257,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         auto& st = self->state;
         // Databases nobody uses must rebalance too: remember who was a candidate and who is
         // back, then wake the idle databases this change concerns.
-        std::vector<uint64_t> old_candidates{SelfId(self)};
-        for (const auto& [id, member] : st.members) old_candidates.push_back(id);
+        const std::vector<uint64_t> old_candidates = Candidates(self);
         std::set<uint64_t> returned;
         for (const auto& member : view) {
           auto old = st.members.find(member.node_id);
@@ -926,6 +1278,9 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         auto it = self->state.running.find(path);
         if (it != self->state.running.end() && it->second == who) {
           self->state.dropped.emplace(who.id(), path);
+          // Out of service now, not at its down message: an open meanwhile (a writer's retry of
+          // a request it bounced) must go to the new replicas, not to an actor about to quit.
+          self->state.running.erase(it);
         }
       },
       [=](atom::databases) -> caf::result<std::vector<DatabaseInfo>> {
@@ -1005,6 +1360,12 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
         auto it = self->state.running.find(path);
         // Only the actor in service may passivate itself; a stale report is ignored.
         if (it != self->state.running.end() && it->second == who) Passivate(self, path);
+      },
+      [=](atom::drain, uint64_t node, bool drain, const std::string& who)
+          -> caf::result<std::string> { return RequestDrain(self, node, drain, who); },
+      [=](atom::rebalance) {
+        self->state.rebalance_timer = false;
+        PumpRebalance(self);
       },
   };
 }

@@ -11,6 +11,14 @@
 // `open` of a path placed here runs the local replica; `open` of a path placed elsewhere answers
 // with a live replica's actor on another node, so any node serves any path. Running database
 // actors get their replica set again whenever the members change.
+//
+// Drains: a node an operator drained (`kvmesh node drain`, a DrainRecord in the system database,
+// so every node knows it and it survives restarts) is no candidate for users' databases; it
+// still holds the system database. When the members or the drains change, the databases of this
+// node's catalog that must exchange (their replica set changed, a replica came back, or this
+// node is no longer among them) are woken in waves of ReplicationOptions::rebalance_wave: the
+// next ones as earlier ones passivate or drop their handed-over copy. A drained node reports
+// how many databases it still holds (DrainProgress) after each wave.
 #pragma once
 
 #include <caf/expected.hpp>
@@ -19,10 +27,15 @@
 #include <caf/typed_response_promise.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <deque>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "actors/database_actor.hpp"
@@ -87,6 +100,28 @@ struct matcher_supervisor_state {
   std::unordered_map<uint64_t, MemberView> members;
   /// Paths whose actor handed its data over and dropped it (their down message is expected).
   std::unordered_map<caf::actor_id, std::string> dropped;
+
+  // -- Drains (`kvmesh node drain`) and rebalancing in waves --
+
+  /// The drain records and progress reports of the system database, by node id, as last read.
+  std::map<uint64_t, config::DrainRecord> drains;
+  std::map<uint64_t, config::DrainProgress> drain_progress;
+  /// Nodes out of placement for users' databases (their record says drained).
+  std::set<uint64_t> drained;
+  /// Databases of this node's catalog to wake for rebalancing, in order, each once.
+  std::deque<std::string> rebalance_queue;
+  std::unordered_set<std::string> rebalance_queued;
+  /// Woken for rebalancing and not finished (passivated or dropped), by path, with when their
+  /// slot in the wave frees anyway (one that cannot settle must not stall the queue).
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> rebalancing;
+  /// The rebalance timer is set.
+  bool rebalance_timer = false;
+  /// This node's own drain report is being written, and when it last counted its databases.
+  bool progress_in_flight = false;
+  std::chrono::steady_clock::time_point last_progress_count{};
+  /// The cluster-wide configs were put in force once (later reads that find the same records
+  /// change nothing).
+  bool configs_installed = false;
 };
 
 /// Behaviour of the matcher supervisor. `idle_timeout` and `replication` are handed to every

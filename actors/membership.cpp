@@ -426,6 +426,9 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
                                      m.client_port, m.alive && static_cast<bool>(m.actor), false,
                                      silent, m.sync});
         }
+        if (st.options.fill_member_status) {
+          for (auto& member : out) st.options.fill_member_status(member);
+        }
         return out;
       },
       [=](atom::open, const std::string& self_member) {

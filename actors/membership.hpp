@@ -49,6 +49,9 @@ struct MembershipOptions {
   std::shared_ptr<LinkFaults> faults;
   /// Fills in this node's own MemberStatus fields only it knows (disk space); may be null.
   LocalStatusFiller fill_local_status;
+  /// Fills in what the supervisor knows of every member, this node included (drains,
+  /// rebalancing: PlacementBoard); may be null.
+  std::function<void(MemberStatus&)> fill_member_status;
   /// How connections to members are made and who is behind them (TLS, identities).
   TransportSecurity security;
   /// Largest message a member may send over a connection this node opens.

@@ -682,6 +682,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->faults = opts.link_faults;
   replication->direct_reads = impl->core->direct_reads;
   replication->peers = impl->security.directory;
+  replication->rebalance_wave = opts.rebalance_wave;
+  replication->placement_board = std::make_shared<PlacementBoard>();
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
@@ -700,6 +702,10 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   if (clustered) {
     MembershipOptions membership;
     membership.fill_local_status = fill_local_status;
+    // Drains and rebalancing as the supervisor last published them.
+    membership.fill_member_status =
+        [board = std::shared_ptr<const PlacementBoard>(replication->placement_board)](
+            MemberStatus& m) { board->Fill(m); };
     membership.seeds = opts.seeds;
     membership.heartbeat_interval =
         std::chrono::duration_cast<caf::timespan>(opts.heartbeat_interval);
@@ -993,6 +999,14 @@ Result<std::string> Node::restore(std::string_view path, const std::string& dir)
   return AskDatabase<std::string>(*impl_, path, atom::restore_v, dir);
 }
 
+Result<std::string> Node::drain_node(uint64_t node_id, std::string_view requested_by) const {
+  return impl_->Ask<std::string>(atom::drain_v, node_id, true, std::string(requested_by));
+}
+
+Result<std::string> Node::undrain_node(uint64_t node_id, std::string_view requested_by) const {
+  return impl_->Ask<std::string>(atom::drain_v, node_id, false, std::string(requested_by));
+}
+
 Result<std::vector<ConfigInfo>> Node::configs() const {
   return impl_->Ask<std::vector<ConfigInfo>>(atom::configs_v);
 }
@@ -1116,6 +1130,25 @@ Result<std::string> Node::metrics() const {
              "gauge");
   for (const MemberStatus& m : *members) {
     out.Sample("kvmesh_member_up", {{"node", FormatNodeId(m.node_id)}}, m.alive ? 1 : 0);
+  }
+  // Drains (README "Draining a node"): one series per drained or draining member only.
+  out.Family("kvmesh_member_drain_databases_left",
+             "Users' databases a draining or drained member still holds, as it last reported.",
+             "gauge");
+  for (const MemberStatus& m : *members) {
+    if (m.placement.empty()) continue;
+    out.Sample("kvmesh_member_drain_databases_left", {{"node", FormatNodeId(m.node_id)}},
+               static_cast<double>(m.drain_left));
+  }
+  out.Family("kvmesh_rebalance_pending_databases",
+             "Databases of this node still to rebalance after a membership change or a drain "
+             "(waiting for their wave, or in one).",
+             "gauge");
+  for (const MemberStatus& m : *members) {
+    if (m.self) {
+      out.Sample("kvmesh_rebalance_pending_databases", {},
+                 static_cast<double>(m.rebalance_pending));
+    }
   }
 
   const std::pair<const char*, const char*> rocks[] = {

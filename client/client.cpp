@@ -572,6 +572,16 @@ Result<std::string> Client::restore(std::string_view path, const std::string& di
   return connection_->Call<std::string>(atom::restore_v, normalized, dir, DeadlineHere{});
 }
 
+Result<std::string> Client::drain_node(uint64_t node_id) const {
+  if (!connection_) return status_;
+  return connection_->Call<std::string>(atom::drain_v, atom::put_v, node_id);
+}
+
+Result<std::string> Client::undrain_node(uint64_t node_id) const {
+  if (!connection_) return status_;
+  return connection_->Call<std::string>(atom::drain_v, atom::erase_v, node_id);
+}
+
 Result<std::vector<ConfigInfo>> Client::configs() const {
   if (!connection_) return status_;
   return connection_->Call<std::vector<ConfigInfo>>(atom::configs_v);

@@ -1,5 +1,7 @@
 #include "kvmesh/status.hpp"
+
 #include <ctime>
+#include "common/hex.hpp"
 
 #include <cstdio>
 
@@ -74,6 +76,18 @@ std::string FormatNodeId(uint64_t id) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
   return buf;
+}
+
+bool ParseNodeId(std::string_view text, uint64_t* id) {
+  if (text.empty() || text.size() > 16) return false;
+  uint64_t out = 0;
+  for (char c : text) {
+    const int digit = HexDigit(c);
+    if (digit < 0) return false;
+    out = out << 4 | static_cast<uint64_t>(digit);
+  }
+  *id = out;
+  return true;
 }
 
 std::string FormatNodeIds(const std::vector<uint64_t>& ids) {

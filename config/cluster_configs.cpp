@@ -114,6 +114,76 @@ std::string HistoryKey(const ConfigRecord& r) {
   return HistoryPrefix(r.config.id) + "/" + time + "-" + HexEncode(r.node);
 }
 
+std::string DrainKey(uint64_t node_id) {
+  return std::string(kDrainPrefix) + FormatNodeId(node_id);
+}
+
+std::string DrainProgressKey(uint64_t node_id) {
+  return std::string(kDrainProgressPrefix) + FormatNodeId(node_id);
+}
+
+std::string EncodeDrain(const DrainRecord& r) {
+  // The id as text: JSON numbers beyond 2^53 do not survive every reader.
+  return json{{"node_id", FormatNodeId(r.node_id)},
+              {"drained", r.drained},
+              {"requested_by", r.requested_by},
+              {"node", r.node},
+              {"time_ms", r.time_ms}}
+      .dump();
+}
+
+namespace {
+
+Status ParseNodeIdField(const json& in, uint64_t* out) {
+  const std::string text = in.at("node_id").get<std::string>();
+  if (!ParseNodeId(text, out)) {
+    return Status::InvalidConfig("stored drain record: node_id " + Quote(text) +
+                                 " is not a hex node id");
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status DecodeDrain(std::string_view text, DrainRecord* r) {
+  json in = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (!in.is_object()) return Status::InvalidConfig("stored drain record is not a JSON object");
+  try {
+    *r = DrainRecord{};
+    r->drained = in.at("drained").get<bool>();
+    r->requested_by = in.at("requested_by").get<std::string>();
+    r->node = in.at("node").get<std::string>();
+    r->time_ms = in.at("time_ms").get<int64_t>();
+    return ParseNodeIdField(in, &r->node_id);
+  } catch (const json::exception& e) {
+    return Status::InvalidConfig(std::string("stored drain record: ") + e.what());
+  }
+}
+
+std::string EncodeDrainProgress(const DrainProgress& p) {
+  return json{{"node_id", FormatNodeId(p.node_id)},
+              {"request_ms", p.request_ms},
+              {"total", p.total},
+              {"left", p.left},
+              {"time_ms", p.time_ms}}
+      .dump();
+}
+
+Status DecodeDrainProgress(std::string_view text, DrainProgress* p) {
+  json in = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (!in.is_object()) return Status::InvalidConfig("stored drain progress is not a JSON object");
+  try {
+    *p = DrainProgress{};
+    p->request_ms = in.at("request_ms").get<int64_t>();
+    p->total = in.at("total").get<uint64_t>();
+    p->left = in.at("left").get<uint64_t>();
+    p->time_ms = in.at("time_ms").get<int64_t>();
+    return ParseNodeIdField(in, &p->node_id);
+  } catch (const json::exception& e) {
+    return Status::InvalidConfig(std::string("stored drain progress: ") + e.what());
+  }
+}
+
 Status MergeConfigs(const std::vector<DatabaseConfig>& files, const std::vector<ConfigRecord>& api,
                     ConfigSet* out, std::vector<std::string>* warnings) {
   std::vector<DatabaseConfig> merged = files;

@@ -8,6 +8,10 @@
 //   /configs/<hex id>                     the config in force: a ConfigRecord (JSON)
 //   /history/<hex id>/<time ms>-<node>    every apply and delete of that id, kept
 //                                         kHistoryPerConfig deep
+//   /nodes/drain/<node id>                an operator's drain or undrain of a node: a DrainRecord
+//   /nodes/progress/<node id>             how far that node's drain is: a DrainProgress, written
+//                                         by the drained node alone (so an undrain and a progress
+//                                         report never overwrite each other)
 // Two edits of one id on two nodes at once write the same /configs key: the replicated store
 // keeps the record with the higher (hlc, origin) on every replica (storage/database_store.hpp),
 // so the later edit wins everywhere; both stay in the history, where the loser is visible.
@@ -77,6 +81,41 @@ inline constexpr std::string_view kConfigsPrefix = "/configs";
 std::string HistoryPrefix(std::string_view id);
 /// The history key of `record`: its prefix, then time and node, so that keys sort by time.
 std::string HistoryKey(const ConfigRecord& record);
+
+/// `kvmesh node drain|undrain ID`: whether node `node_id` is out of placement (drained) or back.
+/// A drained node takes no replicas of users' databases on any node, across restarts, until an
+/// undrain (a record with `drained` false) replaces the record.
+struct DrainRecord {
+  uint64_t node_id = 0;
+  bool drained = false;
+  /// Who asked (as ConfigRecord::applied_by), through which node, and when (ms since the epoch).
+  std::string requested_by;
+  std::string node;
+  int64_t time_ms = 0;
+};
+
+/// A drained node's report of its hand-over, for the drain of `request_ms` (DrainRecord::time_ms,
+/// so that a report of an earlier drain is not taken for this one's).
+struct DrainProgress {
+  uint64_t node_id = 0;
+  int64_t request_ms = 0;
+  /// Users' databases it held when the drain began, and those it still holds.
+  uint64_t total = 0;
+  uint64_t left = 0;
+  int64_t time_ms = 0;
+};
+
+/// Key prefixes of DrainRecords and DrainProgress reports, and the key of node `node_id`'s.
+inline constexpr std::string_view kDrainPrefix = "/nodes/drain/";
+inline constexpr std::string_view kDrainProgressPrefix = "/nodes/progress/";
+std::string DrainKey(uint64_t node_id);
+std::string DrainProgressKey(uint64_t node_id);
+
+/// JSON text of each, and its parser (kInvalidConfig naming the problem).
+std::string EncodeDrain(const DrainRecord& record);
+Status DecodeDrain(std::string_view text, DrainRecord* record);
+std::string EncodeDrainProgress(const DrainProgress& progress);
+Status DecodeDrainProgress(std::string_view text, DrainProgress* progress);
 
 /// The configs in force: `files` (the node's own, already validated) in their order, then the
 /// live records of `api` (not deleted) in id order, skipping any whose id or matcher pattern is

@@ -837,9 +837,31 @@ struct HttpServer::Impl {
                          {"silent_ms", m.silent_ms},
                          {"sync", m.sync},
                          {"low_space", m.low_space},
-                         {"free_disk_bytes", m.free_disk_bytes}});
+                         {"free_disk_bytes", m.free_disk_bytes},
+                         {"placement", m.placement.empty() ? "active" : m.placement},
+                         {"drain_total", m.drain_total},
+                         {"drain_left", m.drain_left},
+                         {"rebalance_pending", m.rebalance_pending}});
     }
     Reply(res, 200, out);
+  }
+
+  /// POST /v1/members/{id}/drain or /undrain: takes a node out of placement or puts it back,
+  /// admin only (Node::drain_node).
+  void HandleDrain(const httplib::Request& req, httplib::Response& res, bool drain) {
+    Caller caller;
+    Status s = Authorize(req, security::Right::kAdmin, {}, &caller);
+    if (!s.ok()) return ReplyError(res, s);
+    uint64_t id = 0;
+    const std::string text = req.matches[1];
+    if (!ParseNodeId(text, &id)) {
+      return ReplyError(res, Code::kInvalidArgument,
+                        Quote(text) + " is not a node id (16 hex digits, as /v1/members shows)");
+    }
+    auto summary =
+        drain ? node->drain_node(id, caller.Who()) : node->undrain_node(id, caller.Who());
+    if (!summary.ok()) return ReplyError(res, summary.status());
+    Reply(res, 200, json{{"node_id", FormatNodeId(id)}, {"summary", *summary}});
   }
 
   /// GET /v1/whoami[?database=PATH]: who the request speaks for and what it may do, so the
@@ -920,6 +942,10 @@ struct HttpServer::Impl {
     srv.Get("/v1/members", [this](const httplib::Request& req, httplib::Response& res) {
       HandleMembers(req, res);
     });
+    srv.Post(R"(/v1/members/([^/]+)/(drain|undrain))",
+             [this](const httplib::Request& req, httplib::Response& res) {
+               HandleDrain(req, res, req.matches[2] == "drain");
+             });
     srv.Get("/v1/health", [this](const httplib::Request& req, httplib::Response& res) {
       HandleHealth(req, res);
     });

@@ -115,7 +115,8 @@ typename Inspector::result_type inspect(Inspector& f, ConfigHistoryEntry& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, MemberStatus& x) {
   return f(caf::meta::type_name("kvmesh.MemberStatus"), x.node_id, x.cluster_address, x.client_port,
-           x.alive, x.self, x.silent_ms, x.sync, x.low_space, x.free_disk_bytes);
+           x.alive, x.self, x.silent_ms, x.sync, x.low_space, x.free_disk_bytes, x.placement,
+           x.drain_total, x.drain_left, x.rebalance_pending);
 }
 
 template <class Inspector>
@@ -141,7 +142,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 6;
+inline constexpr uint32_t kClientProtocolVersion = 7;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -190,6 +191,8 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, drop, "drop")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, backup, "backup")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, restore, "restore")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, watch, "watch")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, drain, "drain")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, rebalance, "rebalance")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -353,7 +356,12 @@ using matcher_supervisor_actor = caf::typed_actor<
     // From the system database's store (any thread): the cluster-wide configs changed.
     caf::reacts_to<atom::configs, atom::changed>,
     // From a database actor that saw no request for its idle time: (path, itself).
-    caf::reacts_to<atom::idle, std::string, database_actor>>;
+    caf::reacts_to<atom::idle, std::string, database_actor>,
+    // `kvmesh node drain|undrain`: (node id, true to drain or false to undrain, who asked) ->
+    // a summary. Stored cluster-wide (config/cluster_configs.hpp, DrainRecord).
+    caf::replies_to<atom::drain, uint64_t, bool, std::string>::with<std::string>,
+    // Its own timer: the next wave of databases to rebalance, and the drain progress report.
+    caf::reacts_to<atom::rebalance>>;
 
 /// The client gateway (actors/client_gateway.hpp): what a node publishes for clients. Every data
 /// request names its database path; the gateway routes it to that database's actor.
@@ -407,7 +415,12 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::configs, atom::put, std::string,
                     ConfigApplyOptions>::with<ConfigApplyResult>,
     caf::replies_to<atom::configs, atom::erase, std::string>::with<ConfigApplyResult>,
-    caf::replies_to<atom::configs, atom::get, std::string>::with<std::vector<ConfigHistoryEntry>>>;
+    caf::replies_to<atom::configs, atom::get, std::string>::with<std::vector<ConfigHistoryEntry>>,
+    // node id -> summary: takes a node out of placement for good (put), or puts it back (erase)
+    // (see matcher_supervisor_actor); admin. Atoms rather than a bool: the connection guard
+    // admits requests by their types, and reads a bool in a signature as an atom.
+    caf::replies_to<atom::drain, atom::put, uint64_t>::with<std::string>,
+    caf::replies_to<atom::drain, atom::erase, uint64_t>::with<std::string>>;
 
 }  // namespace kvmesh
 

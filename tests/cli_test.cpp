@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <future>
 
+#include <nlohmann/json.hpp>
+
 #include "process_util.hpp"
 #include "test_util.hpp"
 
@@ -270,6 +272,121 @@ TEST_F(CliTest, StatusAndMembersDescribeASingleNode) {
   ASSERT_EQ(members.exit_code, 0) << members.err;
   EXPECT_NE(members.out.find("(this node)"), std::string::npos) << members.out;
   EXPECT_EQ(Run({"status", "/unknown"}).exit_code, 3);  // no config matches
+}
+
+// `kvmesh node drain|undrain` on one node: there is nowhere to hand databases to, and an id that
+// is not one is a usage error naming it.
+TEST_F(CliTest, NodeDrainNeedsAClusterAndANodeId) {
+  CommandResult members = Run({"--json", "members"});
+  ASSERT_EQ(members.exit_code, 0) << members.err;
+  const std::string id = nlohmann::json::parse(members.out)[0]["node"].get<std::string>();
+  CommandResult alone = Run({"node", "drain", id});
+  EXPECT_EQ(alone.exit_code, 3);
+  EXPECT_NE(alone.err.find("not in a cluster"), std::string::npos) << alone.err;
+  CommandResult bad = Run({"node", "drain", "not-hex"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("\"not-hex\" is not a node id"), std::string::npos) << bad.err;
+  EXPECT_EQ(Run({"node"}).exit_code, 2);  // drain or undrain
+}
+
+// `kvmesh node drain ID` on a cluster of three kvmeshd processes: the node hands its databases
+// over, `kvmesh members` (and `kvmesh status` without a database) shows it draining and then
+// drained through any node, the data stays readable, `node undrain` puts it back, and a drain
+// that would leave too few nodes for a config's replication.min is refused.
+TEST(CliClusterTest, NodeDrainHandsANodesDatabasesOverAndUndrainPutsItBack) {
+  TempDir dir;
+  dir.Write("config/pairs.yaml",
+            "- matcher: /pairs/*\n  replication: {min: 1, max: 2}\n  size: 10MB\n"
+            "- matcher: /strict/*\n  replication: {min: 2, max: 2}\n  size: 10MB\n");
+  auto args = [&](const std::string& name, const std::string& seeds) {
+    std::vector<std::string> a = {
+        "--data-dir",     dir / name, "--config-dir",         dir / "config", "--port", "0",
+        "--cluster-port", "0",        "--failure-timeout-ms", "1000"};
+    if (!seeds.empty()) a.insert(a.end(), {"--seeds", seeds});
+    return a;
+  };
+  kvmesh::testing::DaemonProcess a, b, c;
+  ASSERT_TRUE(a.Start(KVMESHD_PATH, args("a", ""))) << a.output();
+  const std::string seed = "127.0.0.1:" + std::to_string(a.cluster_port());
+  ASSERT_TRUE(b.Start(KVMESHD_PATH, args("b", seed))) << b.output();
+  ASSERT_TRUE(c.Start(KVMESHD_PATH, args("c", seed))) << c.output();
+  auto run = [&](const kvmesh::testing::DaemonProcess& d, std::vector<std::string> args) {
+    args.insert(args.begin(), {"--node", d.address()});
+    return kvmesh::testing::RunCommand(KVMESH_CLI_PATH, args, "", dir.path());
+  };
+  // Every node sees the other two, and c's id as `kvmesh members` shows it.
+  std::string c_id;
+  ASSERT_TRUE(kvmesh::testing::Eventually(std::chrono::seconds(20), [&] {
+    for (const auto* d : {&a, &b, &c}) {
+      CommandResult m = run(*d, {"--json", "members"});
+      if (m.exit_code != 0) return false;
+      int alive = 0;
+      for (const auto& member : nlohmann::json::parse(m.out)) {
+        alive += member["alive"].get<bool>() ? 1 : 0;
+        if (d == &c && member["self"].get<bool>()) c_id = member["node"].get<std::string>();
+      }
+      if (alive != 3) return false;
+    }
+    return true;
+  }));
+  for (int d = 0; d < 8; ++d) {
+    const std::string path = "/pairs/" + std::to_string(d);
+    ASSERT_EQ(run(a, {"put", path, "/k", "v" + std::to_string(d)}).exit_code, 0) << path;
+  }
+  ASSERT_EQ(run(a, {"put", "/strict/x", "/k", "s"}).exit_code, 0);
+
+  CommandResult drain = run(a, {"node", "drain", c_id});
+  ASSERT_EQ(drain.exit_code, 0) << drain.err;
+  EXPECT_NE(drain.out.find("node " + c_id + " is draining"), std::string::npos) << drain.out;
+  // Through b, c ends drained, having handed each of its databases over.
+  bool drained = kvmesh::testing::Eventually(std::chrono::seconds(30), [&] {
+    CommandResult m = run(b, {"members"});
+    return m.out.find(c_id) != std::string::npos && m.out.find("DRAINED (") != std::string::npos;
+  });
+  CommandResult shown = run(b, {"status"});
+  ASSERT_TRUE(drained) << shown.out << shown.err;
+  CommandResult json = run(c, {"--json", "members"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  for (const auto& member : nlohmann::json::parse(json.out)) {
+    if (member["node"] != c_id) {
+      EXPECT_EQ(member["placement"], "active") << json.out;
+      continue;
+    }
+    EXPECT_EQ(member["placement"], "drained") << json.out;
+    EXPECT_EQ(member["drain_left"], 0) << json.out;
+    EXPECT_GT(member["drain_total"].get<int>(), 0) << json.out;
+  }
+  // The users' databases c holds, by its catalog.
+  auto held_by_c = [&] {
+    CommandResult dbs = run(c, {"--json", "dbs"});
+    if (dbs.exit_code != 0) return size_t{1000};
+    return nlohmann::json::parse(dbs.out)["databases"].size();
+  };
+  EXPECT_EQ(held_by_c(), 0u);
+  for (int d = 0; d < 8; ++d) {
+    const std::string path = "/pairs/" + std::to_string(d);
+    EXPECT_EQ(run(c, {"get", path, "/k"}).out, "v" + std::to_string(d)) << path;
+  }
+  // a and b must both stay for /strict/* (min 2).
+  CommandResult too_few = run(c, {"node", "drain", kvmesh::FormatNodeId(0)});
+  EXPECT_EQ(too_few.exit_code, 1) << too_few.err;  // not a member
+  EXPECT_NE(too_few.err.find("no member"), std::string::npos) << too_few.err;
+  std::string b_id;
+  for (const auto& member : nlohmann::json::parse(run(b, {"--json", "members"}).out)) {
+    if (member["self"].get<bool>()) b_id = member["node"].get<std::string>();
+  }
+  CommandResult refused = run(a, {"node", "drain", b_id});
+  EXPECT_EQ(refused.exit_code, 3);
+  EXPECT_NE(refused.err.find("would leave 1 nodes"), std::string::npos) << refused.err;
+
+  CommandResult undrain = run(b, {"node", "undrain", c_id});
+  ASSERT_EQ(undrain.exit_code, 0) << undrain.err;
+  EXPECT_NE(undrain.out.find("undrained"), std::string::npos) << undrain.out;
+  EXPECT_TRUE(kvmesh::testing::Eventually(std::chrono::seconds(30), [&] {
+    const size_t held = held_by_c();
+    return held > 0 && held < 1000;
+  })) << "node c took none of its share back";
+  EXPECT_EQ(run(a, {"members"}).out.find("DRAIN"), std::string::npos);
 }
 
 }  // namespace

@@ -588,6 +588,8 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       [](atom::configs, atom::get, const std::string&) {
         return std::vector<ConfigHistoryEntry>{};
       },
+      [](atom::drain, atom::put, uint64_t) { return std::string(); },
+      [](atom::drain, atom::erase, uint64_t) { return std::string(); },
   };
 }
 
@@ -738,6 +740,8 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
       [](atom::configs, atom::get, const std::string&) {
         return std::vector<ConfigHistoryEntry>{};
       },
+      [](atom::drain, atom::put, uint64_t) { return std::string(); },
+      [](atom::drain, atom::erase, uint64_t) { return std::string(); },
   };
 }
 

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -758,6 +759,7 @@ TEST_F(ClusterTest, ADeadReplicaIsReplacedAfterTheGracePeriod) {
 TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   LocalClusterOptions options;
   options.node.idle_timeout = milliseconds(200);
+  options.node.rebalance_wave = 2;  // a few waves: their progress shows on `kvmesh members`
   {
     Status started = StartCluster(3, options);
     ASSERT_TRUE(started.ok()) << started;
@@ -780,8 +782,21 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   ASSERT_TRUE(cluster_->AddNode(&added).ok());
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < cluster_->size(); ++i) ids.push_back(cluster_->node_id(i));
-  // The catalogs (read without waking anything) end up matching placement over four nodes.
+  // The catalogs (read without waking anything) end up matching placement over four nodes,
+  // and each node shows what it still has to rebalance meanwhile, none at the end.
+  uint64_t most_pending = 0;
+  auto pending = [&] {
+    uint64_t total = 0;
+    for (size_t i = 0; i < cluster_->size(); ++i) {
+      Result<std::vector<MemberStatus>> members = cluster_->node(i)->members();
+      if (!members.ok()) return uint64_t{1000};
+      for (const auto& m : *members) total += m.self ? m.rebalance_pending : 0;
+    }
+    most_pending = std::max(most_pending, total);
+    return total;
+  };
   bool placed = Eventually(seconds(20), [&] {
+    if (pending() != 0) return false;
     for (size_t i = 0; i < cluster_->size(); ++i) {
       Result<std::vector<DatabaseInfo>> catalog = cluster_->node(i)->databases();
       if (!catalog.ok()) return false;
@@ -798,6 +813,174 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
     return true;
   });
   EXPECT_TRUE(placed);
+  EXPECT_GT(most_pending, 0u) << "rebalancing never showed on kvmesh members";
+}
+
+/// Users' databases in node i's catalog (read without waking any).
+std::set<std::string> HeldBy(LocalCluster& cluster, size_t i) {
+  std::set<std::string> out;
+  Result<std::vector<DatabaseInfo>> catalog = cluster.node(i)->databases();
+  EXPECT_TRUE(catalog.ok()) << catalog.status();
+  if (!catalog.ok()) return out;
+  for (const auto& info : *catalog) out.insert(info.path);
+  return out;
+}
+
+/// Node `id` as node `via` shows it in members(), or a MemberStatus with node_id 0.
+MemberStatus MemberAsSeenBy(LocalCluster& cluster, size_t via, uint64_t id) {
+  Result<std::vector<MemberStatus>> members = cluster.node(via)->members();
+  if (members.ok()) {
+    for (const auto& m : *members) {
+      if (m.node_id == id) return m;
+    }
+  }
+  return MemberStatus{};
+}
+
+// `kvmesh node drain`: the drained node hands every database over while a writer goes on
+// (min 2 of 3 replicas, so each acknowledged write is on two nodes), idle databases are woken in
+// waves of rebalance_wave, progress shows on every node, every acknowledged write is readable
+// afterwards, and the drained node holds nothing, also after a restart, until undrained.
+TEST_F(ClusterTest, ADrainedNodeHandsEveryReplicaOverWhileWritesGoOn) {
+  constexpr size_t kWave = 2;
+  LocalClusterOptions options;
+  options.node.idle_timeout = milliseconds(200);  // idle databases passivate: waves wake them
+  options.node.rebalance_wave = kWave;
+  {
+    Status started = StartCluster(4, options);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  const int kDatabases = 16;
+  std::vector<std::string> paths;
+  for (int d = 0; d < kDatabases; ++d) {
+    paths.push_back("/strict/" + std::to_string(d));
+    Database db = Open(d % 4, paths.back());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(db.put("/k/" + std::to_string(i), "v").ok());
+  }
+  // Drain the node holding the most databases (with max 3 of 4 nodes: about 12).
+  size_t drained = 0;
+  for (size_t i = 1; i < 4; ++i) {
+    if (HeldBy(*cluster_, i).size() > HeldBy(*cluster_, drained).size()) drained = i;
+  }
+  const std::set<std::string> held = HeldBy(*cluster_, drained);
+  ASSERT_GE(held.size(), 2 * kWave + 1) << "too few databases to see waves";
+  const uint64_t drained_id = cluster_->node_id(drained);
+  const size_t via = (drained + 1) % 4;  // another node asks for the drain
+  auto idle = [&] {
+    Result<uint64_t> active = cluster_->node(drained)->active_databases();
+    return active.ok() && *active == 0;
+  };
+  ASSERT_TRUE(Eventually(seconds(10), idle));
+
+  // A writer keeps writing to a few of its databases through every node, the drained one too,
+  // whose opens go to the remaining replicas (or to its copy while that is handed over). The
+  // others stay idle until their wave wakes them.
+  const std::vector<std::string> written_paths(held.begin(), std::next(held.begin(), 3));
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::map<std::pair<std::string, std::string>, std::string> acknowledged;
+  std::vector<std::string> failures;
+  std::thread writer([&] {
+    const auto deadline = std::chrono::steady_clock::now() + seconds(60);
+    for (int n = 0; !stop && n < 100000 && std::chrono::steady_clock::now() < deadline; ++n) {
+      const std::string& path = written_paths[n % written_paths.size()];
+      const std::string key = "/w/" + std::to_string(n);
+      Status s = cluster_->node(n % 4)->open(path).put(key, std::to_string(n));
+      std::lock_guard<std::mutex> lock(mu);
+      if (s.ok()) {
+        acknowledged[{path, key}] = std::to_string(n);
+      } else {
+        failures.push_back(path + key + ": " + s.ToString());
+      }
+    }
+  });
+  auto written = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return acknowledged.size();
+  };
+  ASSERT_TRUE(Eventually(seconds(10), [&] { return written() >= 50; }));
+
+  Result<std::string> summary = cluster_->node(via)->drain_node(drained_id);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_NE(summary->find("draining"), std::string::npos) << *summary;
+
+  // Until the drained node reports holding nothing, the databases running there are the
+  // writer's and those of one wave, and perhaps one or two a peer woke with a sync round before
+  // it learnt of the drain (without waves: all of them at once).
+  uint64_t most_active = 0;
+  bool saw_draining = false;
+  const bool done = Eventually(seconds(40), [&] {
+    Result<uint64_t> active = cluster_->node(drained)->active_databases();
+    if (active.ok()) most_active = std::max(most_active, *active);
+    const MemberStatus m = MemberAsSeenBy(*cluster_, via, drained_id);
+    saw_draining = saw_draining || m.placement == "draining";
+    return m.placement == "drained" && HeldBy(*cluster_, drained).empty();
+  });
+  const size_t at_drained = written();
+  ASSERT_TRUE(Eventually(seconds(10), [&] { return written() >= at_drained + 50; }));
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(done) << "node " << FormatNodeId(drained_id) << " still holds "
+                    << HeldBy(*cluster_, drained).size() << " databases; shown as "
+                    << "\"" << MemberAsSeenBy(*cluster_, via, drained_id).placement << "\"";
+  EXPECT_TRUE(saw_draining) << "progress was never shown while the drain went on";
+  EXPECT_LE(most_active, kWave + written_paths.size() + 2)
+      << "more databases woken at once than the wave allows";
+  EXPECT_TRUE(failures.empty()) << failures.size() << " writes failed, first: " << failures[0];
+  // Every node shows the drain and its totals.
+  for (size_t i = 0; i < 4; ++i) {
+    const MemberStatus m = MemberAsSeenBy(*cluster_, i, drained_id);
+    EXPECT_EQ(m.placement, "drained") << "as node " << i << " sees it";
+    EXPECT_EQ(m.drain_total, held.size()) << "as node " << i << " sees it";
+    EXPECT_EQ(m.drain_left, 0u) << "as node " << i << " sees it";
+  }
+
+  Result<std::string> metrics = cluster_->node(via)->metrics();
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_NE(metrics->find("kvmesh_member_drain_databases_left{node=\"" + FormatNodeId(drained_id) +
+                          "\"} 0\n"),
+            std::string::npos)
+      << *metrics;
+
+  // Every acknowledged write reads back from the remaining replicas, which agree.
+  for (const auto& path : paths) {
+    std::vector<ReplicationStatus> statuses;
+    Status converged = cluster_->WaitForConvergence(path, seconds(15), &statuses, via);
+    ASSERT_TRUE(converged.ok()) << path << ": " << converged;
+    for (const auto& st : statuses) {
+      EXPECT_EQ(std::count(st.replicas.begin(), st.replicas.end(), drained_id), 0) << path;
+    }
+  }
+  for (const auto& [where, value] : acknowledged) {
+    ASSERT_EQ(Read(via, where.first, where.second), value) << where.first << where.second;
+  }
+
+  // Restarted, it is still out of placement: new writes go on without it taking any replica.
+  cluster_->Stop(drained);
+  ASSERT_TRUE(cluster_->Restart(drained).ok());
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  for (const auto& path : paths) {
+    ASSERT_TRUE(cluster_->node(drained)->open(path).put("/after-restart", "x").ok()) << path;
+  }
+  for (const auto& path : paths) {
+    ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(15), nullptr, via).ok()) << path;
+    EXPECT_EQ(Read(via, path, "/after-restart"), "x") << path;
+  }
+  EXPECT_TRUE(HeldBy(*cluster_, drained).empty());
+  EXPECT_EQ(MemberAsSeenBy(*cluster_, drained, drained_id).placement, "drained");
+
+  // Undrained, it takes its share back: its catalog ends up matching placement over all four.
+  Result<std::string> undrained = cluster_->node(drained)->undrain_node(drained_id);
+  ASSERT_TRUE(undrained.ok()) << undrained.status();
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < 4; ++i) ids.push_back(cluster_->node_id(i));
+  std::set<std::string> expected;
+  for (const auto& path : paths) {
+    const auto placed = PlaceReplicas(path, ids, 3);
+    if (std::count(placed.begin(), placed.end(), drained_id) > 0) expected.insert(path);
+  }
+  EXPECT_TRUE(Eventually(seconds(20), [&] { return HeldBy(*cluster_, drained) == expected; }));
+  EXPECT_EQ(MemberAsSeenBy(*cluster_, via, drained_id).placement, "");
 }
 
 TEST_F(ClusterTest, ANodeWithoutItsPeersRefusesWritesThatNeedThem) {

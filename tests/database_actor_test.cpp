@@ -120,6 +120,8 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
         caf::anon_send(observer, path, who);
         self->send(who, atom::passivate_v);
       },
+      [](atom::drain, uint64_t, bool, const std::string&) { return std::string(); },
+      [](atom::rebalance) {},
   };
 }
 

@@ -887,6 +887,29 @@ principals:
   ASSERT_TRUE(hidden);
   EXPECT_EQ(hidden->status, 404) << hidden->body;
   EXPECT_EQ(tenant->Get("/v1/configs/orders")->status, 404);
+
+  // Draining a node moves data cluster-wide: admin only, like config writes. (This node has no
+  // cluster port, so the admin's drain is refused for that reason, after the ACL check.)
+  const std::string self = "/v1/members/" + FormatNodeId(node_->node_id());
+  auto drain_denied = alice->Post((self + "/drain").c_str(), "", "text/plain");
+  ASSERT_TRUE(drain_denied);
+  EXPECT_EQ(drain_denied->status, 403) << drain_denied->body;
+  EXPECT_EQ(alice->Post((self + "/undrain").c_str(), "", "text/plain")->status, 403);
+  auto alone = ops->Post((self + "/drain").c_str(), "", "text/plain");
+  ASSERT_TRUE(alone);
+  EXPECT_EQ(alone->status, 400) << alone->body;
+  EXPECT_NE(Body(alone)["message"].get<std::string>().find("not in a cluster"), std::string::npos)
+      << alone->body;
+  auto bad = ops->Post("/v1/members/nothex/drain", "", "text/plain");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400) << bad->body;
+  EXPECT_NE(Body(bad)["message"].get<std::string>().find("\"nothex\" is not a node id"),
+            std::string::npos)
+      << bad->body;
+  auto members = ops->Get("/v1/members");
+  ASSERT_EQ(members->status, 200) << members->body;
+  EXPECT_EQ(Body(members)[0]["placement"], "active") << members->body;
+  EXPECT_EQ(Body(members)[0]["rebalance_pending"], 0) << members->body;
 }
 
 // -- The reference app --

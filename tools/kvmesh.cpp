@@ -472,10 +472,16 @@ class Cli {
                        {"self", m.self},
                        {"silent_ms", m.silent_ms},
                        {"sync", m.sync}};
-        // Disk space is known for the reporting node only.
+        // Disk space and rebalancing are known for the reporting node only.
         if (m.self) {
           member["low_space"] = m.low_space;
           member["free_disk_bytes"] = m.free_disk_bytes;
+          member["rebalance_pending"] = m.rebalance_pending;
+        }
+        member["placement"] = m.placement.empty() ? "active" : m.placement;
+        if (!m.placement.empty()) {
+          member["drain_total"] = m.drain_total;
+          member["drain_left"] = m.drain_left;
         }
         out.push_back(std::move(member));
       }
@@ -489,6 +495,16 @@ class Cli {
         if (m.self) {
           std::cout << "  disk " << kvmesh::FormatSize(m.free_disk_bytes) << " free"
                     << (m.low_space ? ", LOW ON SPACE: puts refused" : "");
+          if (m.rebalance_pending > 0) {
+            std::cout << "  rebalancing " << m.rebalance_pending << " databases";
+          }
+        }
+        if (m.placement == "drained") {
+          std::cout << "  DRAINED (" << m.drain_total << " databases handed over)";
+        } else if (!m.placement.empty()) {
+          std::cout << "  DRAINING: " << m.drain_total - std::min(m.drain_left, m.drain_total)
+                    << " of " << m.drain_total << " databases handed over, " << m.drain_left
+                    << " left";
         }
         std::cout << "\n";
       }
@@ -575,6 +591,22 @@ class Cli {
       if (!page->has_more()) break;
       options.cursor = page->next_cursor;
     }
+    return FinishOutput();
+  }
+
+  /// `node drain ID` or `node undrain ID`.
+  int NodeDrain(const std::string& id_text, bool drain) {
+    uint64_t id = 0;
+    if (!kvmesh::ParseNodeId(id_text, &id)) {
+      std::cerr << "kvmesh: " << kvmesh::Quote(id_text)
+                << " is not a node id: give it as kvmesh members shows it (16 hex digits)\n";
+      return kExitUsage;
+    }
+    auto& client = Connect();
+    if (!client.ok()) return Fail(client.status());
+    auto summary = drain ? client.drain_node(id) : client.undrain_node(id);
+    if (!summary.ok()) return Fail(summary.status());
+    std::cout << *summary << "\n";
     return FinishOutput();
   }
 
@@ -920,8 +952,17 @@ int main(int argc, char** argv) {
   stats->add_option("DB", db)->required();
   auto* status = app.add_subcommand(
       "status", "replication status of a database: replicas, version vectors, pending, digest");
-  status->add_option("DB", db)->required();
-  auto* members = app.add_subcommand("members", "cluster members as the node sees them");
+  status->add_option("DB", db, "without it: the members, drains and rebalancing (as members)");
+  auto* members = app.add_subcommand(
+      "members", "cluster members as the node sees them, with drains and rebalancing");
+  std::string node_id;
+  auto* node = app.add_subcommand("node", "take a node out of placement, or put it back (admin)");
+  node->require_subcommand(1);
+  auto* node_drain = node->add_subcommand(
+      "drain", "hand every replica of node ID over and keep it out of placement until undrained");
+  node_drain->add_option("ID", node_id, "the node id as kvmesh members shows it")->required();
+  auto* node_undrain = node->add_subcommand("undrain", "put drained node ID back into placement");
+  node_undrain->add_option("ID", node_id, "the node id as kvmesh members shows it")->required();
   auto* dbs = app.add_subcommand("dbs", "database configs and instantiated databases");
   std::string config_id;
   auto* instances = app.add_subcommand(
@@ -1060,8 +1101,10 @@ int main(int argc, char** argv) {
   if (watch->parsed()) return cli.Watch(db, prefix, from, watch_values, watch_count, watch_seconds);
   if (exp->parsed()) return cli.Export(db, prefix);
   if (stats->parsed()) return cli.Stats(db);
-  if (status->parsed()) return cli.ReplicationStatus(db);
+  if (status->parsed()) return db.empty() ? cli.Members() : cli.ReplicationStatus(db);
   if (members->parsed()) return cli.Members();
+  if (node_drain->parsed()) return cli.NodeDrain(node_id, true);
+  if (node_undrain->parsed()) return cli.NodeDrain(node_id, false);
   if (dbs->parsed()) return cli.Dbs();
   if (instances->parsed()) return cli.Instances(config_id, limit);
   if (drop->parsed()) return cli.Drop(db, yes);

@@ -176,6 +176,7 @@ int main(int argc, char** argv) {
     if (acl->count() == 0) config.node.acl_file = from_file.node.acl_file;
     config.node.insecure_plaintext = from_file.node.insecure_plaintext;
     config.node.idle_timeout = from_file.node.idle_timeout;
+    config.node.rebalance_wave = from_file.node.rebalance_wave;
     config.node.accept_stale_data = from_file.node.accept_stale_data;
     if (sync_opt->count() == 0) sync = kvmesh::SyncModeName(from_file.node.sync);
     if (sync_period_opt->count() == 0) sync_period_ms = from_file.node.sync_period.count();

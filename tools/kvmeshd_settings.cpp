@@ -119,6 +119,8 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
        integer(0, 365LL * 24 * 3600,
                [&](long long v) { node.tombstone_grace = std::chrono::seconds(v); })},
       {"accept_stale_data", boolean(&node.accept_stale_data)},
+      {"rebalance_wave",
+       integer(1, 1'000'000, [&](long long v) { node.rebalance_wave = static_cast<size_t>(v); })},
       {"idle_timeout", integer(0, 365LL * 24 * 3600,
                                [&](long long v) { node.idle_timeout = std::chrono::seconds(v); })},
       {"sync",

@@ -82,6 +82,10 @@ class Client {
   /// Restores the database at `path` from the backup in directory `dir` of the node's machine
   /// (see Node::restore). Needs the admin right when the node has an ACL.
   Result<std::string> restore(std::string_view path, const std::string& dir) const;
+  /// Drains cluster member `node_id`, or puts it back (see Node::drain_node and undrain_node);
+  /// a summary. Needs the admin right when the node has an ACL.
+  Result<std::string> drain_node(uint64_t node_id) const;
+  Result<std::string> undrain_node(uint64_t node_id) const;
   /// Database configs in force on the node.
   Result<std::vector<ConfigInfo>> configs() const;
   /// Asks the node to re-read its config directory and ACL file (needs the admin right when the

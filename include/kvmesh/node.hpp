@@ -148,6 +148,10 @@ struct NodeOptions {
   std::chrono::milliseconds replica_grace = std::chrono::seconds(30);
   /// Period of anti-entropy rounds between replicas. Default 1 s.
   std::chrono::milliseconds sync_interval = std::chrono::seconds(1);
+  /// Databases a node wakes at most at once to rebalance them after a membership change or a
+  /// drain (`kvmesh node drain`); the next ones as these passivate or drop their handed-over
+  /// copy. 0 counts as 1. Default 32.
+  size_t rebalance_wave = 32;
   /// Deadline of each replication push, pull and peer lookup. Default 5 s.
   std::chrono::milliseconds replication_timeout = std::chrono::seconds(5);
   /// A delete's tombstone is kept at least this long (and until every replica has seen it), so a
@@ -241,6 +245,17 @@ class Node {
   /// backup), kCorruption, kSizeLimitExceeded, and those of a write (a failure may leave it part
   /// done: run it again).
   Result<std::string> restore(std::string_view path, const std::string& dir) const;
+  /// Takes cluster member `node_id` (this node or another) out of placement for good (README
+  /// "Draining a node"): every node stops placing replicas of users' databases on it, so it
+  /// hands each replica it holds over to the nodes placement picks without it (in waves, while
+  /// writes go on) and drops it. Stored cluster-wide: it stays drained across restarts until
+  /// undrain_node. members() shows its progress. Returns a summary once this node has it in
+  /// force. Errors: kInvalidArgument (not clustered, or the nodes left could not hold
+  /// replication.min replicas of some config), kNotFound (not a member), kUnavailable.
+  /// `requested_by` is recorded as who asked (empty: "embedded").
+  Result<std::string> drain_node(uint64_t node_id, std::string_view requested_by = {}) const;
+  /// Puts a drained node back into placement: its share of databases moves back to it.
+  Result<std::string> undrain_node(uint64_t node_id, std::string_view requested_by = {}) const;
   /// The database configs in force.
   Result<std::vector<ConfigInfo>> configs() const;
   /// Re-reads the config directory and the ACL file (NodeOptions::acl_file). On success the new

@@ -8,6 +8,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -144,6 +145,10 @@ std::string FormatSize(uint64_t bytes);
 
 /// A node id as logs, errors and tools show it: 16 lowercase hex digits.
 std::string FormatNodeId(uint64_t id);
+
+/// Parses a node id as FormatNodeId writes it (1 to 16 hex digits, either case); false if
+/// `text` is not one.
+bool ParseNodeId(std::string_view text, uint64_t* id);
 
 /// Milliseconds since the Unix epoch as UTC to the second: "2026-12-06T05:10:00Z".
 std::string FormatUtcTime(int64_t time_ms);

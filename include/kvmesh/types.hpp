@@ -363,6 +363,16 @@ struct MemberStatus {
   /// data dir's file system at the last check.
   bool low_space = false;
   uint64_t free_disk_bytes = 0;
+  /// Its place in placement, cluster-wide (`kvmesh node drain`): empty while it takes replicas,
+  /// "draining" while a drain hands its databases over, "drained" once it holds none.
+  std::string placement;
+  /// While draining or drained, as the node last reported (reports follow each wave of its
+  /// hand-over): the users' databases it held when the drain began and those it still holds.
+  uint64_t drain_total = 0;
+  uint64_t drain_left = 0;
+  /// The reporting node only: databases it still has to rebalance after a membership change or
+  /// a drain (waiting for their wave, or in one).
+  uint64_t rebalance_pending = 0;
 };
 
 /// One replica of a database as seen by the replica that reports (ReplicationStatus::peers).

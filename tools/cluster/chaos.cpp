@@ -6,10 +6,11 @@
 // Faults, one at a time, each undone before the next: SIGKILL and restart of a node, SIGSTOP and
 // SIGCONT, a clean restart, and network partitions made by TCP proxies in front of every
 // node's cluster port (tools/cluster/fault_proxy.hpp), either cutting connections or stalling
-// them. Each fault lasts a random time, some longer than the replica grace period, so replicas
-// also move. The seed fixes every random choice (which fault, which node, how long, which
-// operations); thread timing still varies, so a failing seed reproduces the same schedule but
-// not always the same interleaving.
+// them; with --drain also `kvmesh node drain` of a node and its undrain (rejoin) after the
+// fault's time, while the workload goes on. Each fault lasts a random time, some longer than the
+// replica grace period, so replicas also move. The seed fixes every random choice (which fault,
+// which node, how long, which operations); thread timing still varies, so a failing seed reproduces
+// the same schedule but not always the same interleaving.
 //
 // Exit status: 0 PASS, 1 FAIL, 2 the cluster could not be set up (bad flags: CLI11's codes).
 #include <CLI/CLI.hpp>
@@ -63,6 +64,8 @@ struct ChaosOptions {
   bool keep = false;
   /// TLS on every node and client (ProcessClusterOptions::tls).
   bool tls = false;
+  /// Also drain a node and undrain it after the fault's time (README "Draining a node").
+  bool drain = false;
 };
 
 /// The databases the workload uses: a literal, two regex-instantiated ones of one config, and
@@ -242,8 +245,10 @@ class Worker {
 };
 
 struct FaultCounts {
-  int kills = 0, pauses = 0, restarts = 0, cut_partitions = 0, stall_partitions = 0;
-  int cycles() const { return kills + pauses + restarts + cut_partitions + stall_partitions; }
+  int kills = 0, pauses = 0, restarts = 0, cut_partitions = 0, stall_partitions = 0, drains = 0;
+  int cycles() const {
+    return kills + pauses + restarts + cut_partitions + stall_partitions + drains;
+  }
 };
 
 class Chaos {
@@ -375,8 +380,8 @@ class Chaos {
               << "faults: " << faults_.cycles() << " (kill " << faults_.kills << ", pause "
               << faults_.pauses << ", restart " << faults_.restarts << ", partition cut "
               << faults_.cut_partitions << ", partition stall " << faults_.stall_partitions
-              << "); proxied connections " << net.connections << ", cut " << net.cut
-              << ", opener unknown on accept " << net.unidentified << "\n"
+              << ", drain " << faults_.drains << "); proxied connections " << net.connections
+              << ", cut " << net.cut << ", opener unknown on accept " << net.unidentified << "\n"
               << "convergence after heal: " << converge_s << " s\n";
     if (result.pass) {
       std::cout << "PASS (seed " << options_.seed << ")" << std::endl;
@@ -469,6 +474,9 @@ class Chaos {
       cluster_.Pause(victim);
       Hold(hold);
       cluster_.Resume(victim);
+    } else if (options_.drain && kind >= 8) {
+      ++faults_.drains;
+      DrainAndRejoin(victim, hold);
     } else if (kind < 6) {
       ++faults_.restarts;
       std::cout << "fault: restart node " << victim << std::endl;
@@ -503,6 +511,40 @@ class Chaos {
         Between(200, 1500),
         std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count())));
+  }
+
+  /// Drains node `victim` through another node, holds `ms` (the workload goes on), then
+  /// undrains it through a third: its databases leave it and its share comes back. A refused or
+  /// failed request is a fault-injection error (the run fails).
+  void DrainAndRejoin(int victim, int ms) {
+    const int n = options_.nodes;
+    client::ClientOptions copts;
+    copts.request_timeout = std::chrono::seconds(10);
+    copts.tls = cluster_.client_tls();
+    const uint64_t id = client::connect(cluster_.client_address(victim), copts).node_id();
+    std::cout << "fault: drain node " << victim << " for " << ms << " ms, then undrain"
+              << std::endl;
+    auto via = client::connect(cluster_.client_address((victim + 1) % n), copts);
+    auto drained = via.drain_node(id);
+    if (!drained.ok()) {
+      proxy_errors_ +=
+          "drain of node " + std::to_string(victim) + ": " + drained.status().ToString() + "; ";
+      return;
+    }
+    Hold(ms);
+    // How far it got, for the log.
+    auto members = via.members();
+    for (const auto& m : members.ok() ? *members : std::vector<MemberStatus>{}) {
+      if (m.node_id == id) {
+        std::cout << "  node " << victim << " " << (m.placement.empty() ? "?" : m.placement) << ": "
+                  << m.drain_left << " of " << m.drain_total << " databases left" << std::endl;
+      }
+    }
+    auto back = client::connect(cluster_.client_address((victim + 2) % n), copts).undrain_node(id);
+    if (!back.ok()) {
+      proxy_errors_ +=
+          "undrain of node " + std::to_string(victim) + ": " + back.status().ToString() + "; ";
+    }
   }
 
   /// Waits until every database's replicas agree (vectors, digests, nothing pending), then
@@ -668,6 +710,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--keep", options.keep, "keep the work dir (logs, data) even on PASS");
   app.add_flag("--tls", options.tls, "TLS on every port (a CA and certificates in the work dir)");
+  app.add_flag("--drain", options.drain,
+               "also drain a node and undrain it after the fault's time (kvmesh node drain; "
+               "README: can trip the convergence wait)");
   app.add_flag("--cas", options.cas,
                "also race conditional writes: at most one per expected version may succeed "
                "(finds the known window around membership changes)");
