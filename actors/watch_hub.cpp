@@ -46,8 +46,9 @@ caf::result<WatchUpdate> WatchHub::Pull(const WatchRequest& request, const Deadl
   if (!s.ok()) return ToError(s);
   // Held at most half the time left: the answer must reach the caller before its deadline.
   const int64_t left_ns = deadline.wall_ns == 0 ? 0 : deadline.wall_ns - Deadline::NowNs();
-  const auto wait = std::min<std::chrono::nanoseconds>(std::chrono::milliseconds(request.wait_ms),
-                                                       std::chrono::nanoseconds(left_ns / 2));
+  const auto wait =
+      std::min<std::chrono::nanoseconds>({std::chrono::milliseconds(request.wait_ms),
+                                          std::chrono::nanoseconds(left_ns / 2), kMaxHold});
   if (answer || wait.count() <= 0) return update;
   if (held_.size() >= kMaxHeld) {
     return ToError(Status::Unavailable("database " + Quote(st.store->path()) + " holds " +

@@ -16,6 +16,7 @@
 
 #include <caf/typed_response_promise.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -32,6 +33,11 @@ class WatchHub {
 
   /// Pulls held at once, per database.
   static constexpr size_t kMaxHeld = 1024;
+  /// Longest a pull is held, whatever the watcher asks (wait_ms and its deadline are the
+  /// client's to choose): held pulls keep a database active and take its slots. Below the
+  /// nodes' default request timeout (30 s), so a pull forwarded through another node's gateway
+  /// is answered before that gateway gives up on it.
+  static constexpr std::chrono::milliseconds kMaxHold{10000};
   /// Bytes of records read per page (a page always holds at least one record).
   static constexpr size_t kPageBytes = 256u << 10;
   /// Pages read for one answer when none holds a change under the pull's prefix.

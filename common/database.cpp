@@ -206,7 +206,8 @@ Status Database::watch(const WatchOptions& options, WatchCallback on_update, Wat
   request.wait_ms = static_cast<uint32_t>(
       std::min<int64_t>(options.poll_wait.count(), std::numeric_limits<uint32_t>::max()));
   auto shared = std::make_shared<Watch::Shared>();
-  shared->position = first->position;
+  // Until the callback has the first update's events, the position stays where they start.
+  shared->position = first->events.empty() ? first->position : options.from;
   out->shared_ = shared;
   out->thread_ = std::thread([shared, backend = backend_, request, on_update = std::move(on_update),
                               retry = options.retry_interval, next = std::move(first)]() mutable {

@@ -539,14 +539,17 @@ struct HttpServer::Impl {
   /// GET /v1/databases/{path}/watch?prefix=P&from=POSITION&values=1: server-sent events (README
   /// "Watch"), one per change: "event: put" or "event: delete", data {"key", "version"
   /// [, "value_base64"]}; the last event of each update carries "id: <position>", so a browser's
-  /// EventSource resumes by itself (Last-Event-ID, used when `from` is absent). A comment line
+  /// EventSource resumes by itself (Last-Event-ID, which wins over `from`); the stream opens with
+  /// an id-only message of the position it starts from. A comment line
   /// every 2 s keeps proxies from closing the stream and tells a lost client apart. An error
   /// that ends the watch is "event: error" with {"code", "message"}, then the end.
   void HandleWatch(const httplib::Request& req, httplib::Response& res, const Database& db) {
     WatchOptions options;
     options.prefix = req.get_param_value("prefix");
-    options.from =
-        req.has_param("from") ? req.get_param_value("from") : req.get_header_value("Last-Event-ID");
+    // A browser's EventSource reconnects with the same URL and the Last-Event-ID it saw last:
+    // that header wins over `from`, which only says where the first connection starts.
+    options.from = req.has_header("Last-Event-ID") ? req.get_header_value("Last-Event-ID")
+                                                   : req.get_param_value("from");
     const std::string values = req.get_param_value("values");
     options.with_values = values == "1" || values == "true";
     const size_t max_streams = std::max<size_t>(1, this->options.threads / 2);
@@ -599,8 +602,11 @@ struct HttpServer::Impl {
     }
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
-    // The position the stream starts from, so a client that sees no event can still resume.
-    const std::string start = ": position " + stream->watch.position() + "\n\n";
+    // The position the stream starts from, so a client that sees no event can still resume: as
+    // a comment for people and as an id-only message, which sets an EventSource's Last-Event-ID
+    // without firing an event. Watch::position() has not passed any event not yet handed over.
+    const std::string position = stream->watch.position();
+    const std::string start = ": position " + position + "\nid: " + position + "\n\n";
     res.set_chunked_content_provider(
         "text/event-stream",
         [this, stream, start, first = true](size_t, httplib::DataSink& sink) mutable {

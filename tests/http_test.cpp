@@ -1036,13 +1036,23 @@ TEST_F(HttpTest, WatchStreamsServerSentEventsAndResumesFromTheLastEventId) {
   ASSERT_TRUE(db.put("/x/b", "outside the prefix").ok());
   ASSERT_TRUE(db.erase("/w/c").ok());
   std::string last_id;
-  EXPECT_EQ(Events(first.Finish(), &last_id),
-            (std::vector<std::string>{"put /w/a=1", "delete /w/c"}));
+  const std::string first_text = first.Finish();
+  EXPECT_EQ(Events(first_text, &last_id), (std::vector<std::string>{"put /w/a=1", "delete /w/c"}));
   ASSERT_FALSE(last_id.empty());
 
-  // Resumed from the last id (as EventSource does): the next change, nothing seen before.
+  // The stream opened with an id-only message of its start position (an EventSource then has a
+  // Last-Event-ID before any event).
+  const std::string opened = first_text.substr(0, first_text.find("\n\n"));
+  const size_t id_at = opened.find("id: ");
+  ASSERT_NE(id_at, std::string::npos) << opened;
+  const std::string start_id = opened.substr(id_at + 4, opened.find('\n', id_at) - id_at - 4);
+  ASSERT_FALSE(start_id.empty());
+
+  // Resumed from the last id (as EventSource does, with the URL it first used): the next change,
+  // nothing seen before; Last-Event-ID wins over the URL's `from`.
   ASSERT_TRUE(db.put("/w/d", "4").ok());
-  EventStream resumed(http_->port(), "/v1/databases/example/kv/watch?prefix=/w&values=1",
+  EventStream resumed(http_->port(),
+                      "/v1/databases/example/kv/watch?prefix=/w&values=1&from=" + start_id,
                       {{"Last-Event-ID", last_id}}, has("event: put"));
   EXPECT_EQ(Events(resumed.Finish(), nullptr), (std::vector<std::string>{"put /w/d=4"}));
 

@@ -227,6 +227,52 @@ TEST_F(WatchTest, ASlowWatcherFallsBehindToAPositionNotAQueue) {
   EXPECT_EQ(rest.back(), "/k/9=1999");
 }
 
+// Watch::position() is where to resume without missing anything: it never passes events the
+// callback has not had yet, also right after a watch resumed from a position with changes
+// waiting (a caller that stops there and saves it must get those changes next time).
+TEST_F(WatchTest, ThePositionNeverPassesEventsNotYetHandedToTheCallback) {
+  std::unique_ptr<Node> node = Start("node", -1);
+  ASSERT_TRUE(node);
+  Database db = node->open("/data/position");
+  std::string start;
+  {
+    Watch now;
+    ASSERT_TRUE(db.watch(
+                      {}, [](Result<WatchUpdate>) {}, &now)
+                    .ok());
+    start = now.position();
+    now.stop();
+  }
+  ASSERT_TRUE(db.put("/a", "1").ok());
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> events{0};
+  WatchOptions options;
+  options.from = start;
+  Watch watch;
+  ASSERT_TRUE(db.watch(
+                    options,
+                    [&](Result<WatchUpdate> update) {
+                      if (!update.ok()) return;
+                      std::unique_lock<std::mutex> lock(mutex);
+                      cv.wait_for(lock, 30s, [&] { return release; });
+                      events += static_cast<int>(update->events.size());
+                    },
+                    &watch)
+                  .ok());
+  // The callback holds /a: the position is still where it started.
+  EXPECT_EQ(watch.position(), start);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    release = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(Eventually(10s, [&] { return watch.position() != start; }));
+  EXPECT_EQ(events.load(), 1);
+  watch.stop();
+}
+
 TEST_F(WatchTest, APositionOlderThanHalfTheTombstoneGraceIsRefused) {
   std::unique_ptr<Node> node = Start("node", -1, 2s);
   ASSERT_TRUE(node);

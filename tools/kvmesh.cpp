@@ -302,6 +302,8 @@ class Cli {
     }
     watch.stop();
     if (!error.ok()) return Fail(error);
+    // Where to resume from (--from): it also records how recently this watcher was caught up.
+    if (!g_.json) std::cerr << "position " << watch.position() << std::endl;
     return FinishOutput();
   }
 

@@ -176,7 +176,8 @@ struct WatchOptions {
   /// Also deliver the values of puts (WatchEvent::value). Default false.
   bool with_values = false;
   /// How long a node holds a pull when nothing changed before answering "nothing yet"; capped
-  /// at half the request timeout. Shorter notices a lost node sooner. Default 5 s.
+  /// at half the request timeout and at 10 s by the node. Shorter notices a lost node sooner.
+  /// Default 5 s.
   std::chrono::milliseconds poll_wait = std::chrono::seconds(5);
   /// Pause before trying again after the node could not be reached (unavailable, timeout).
   /// Default 500 ms.
@@ -211,7 +212,7 @@ struct WatchRequest {
   std::string position;
   bool with_values = false;
   /// How long the node may hold the pull when nothing changed (it also stops at half the time
-  /// left before the request's deadline).
+  /// left before the request's deadline, and after at most WatchHub::kMaxHold, 10 s).
   uint32_t wait_ms = 0;
 };
 
