@@ -63,6 +63,9 @@ struct ReplicationOptions : replication::Options {
   size_t rebalance_wave = 32;
   /// Where the supervisor shows drains and rebalancing to `kvmesh members` (may be null).
   std::shared_ptr<PlacementBoard> placement_board;
+  /// In-tree tests only (NodeOptions::passivation_delay_for_testing): how long the supervisor
+  /// waits before it tells a passivated database to stop. Default 0.
+  caf::timespan passivation_delay{0};
 };
 
 class DatabaseTransport;

@@ -133,9 +133,13 @@ void Passivate(supervisor_pointer self, const std::string& path) {
   auto& st = self->state;
   auto it = st.running.find(path);
   if (it == st.running.end()) return;
-  self->send(it->second, atom::passivate_v);
+  if (st.replication->passivation_delay.count() > 0) {
+    self->delayed_send(it->second, st.replication->passivation_delay, atom::passivate_v);
+  } else {
+    self->send(it->second, atom::passivate_v);
+  }
   // Opens of this path now wait for its down message.
-  st.stopping[path] = matcher_supervisor_state::Stopping{it->second, {}};
+  st.stopping[path] = matcher_supervisor_state::Stopping{it->second, {}, Candidates(self)};
   st.running.erase(it);
 }
 
@@ -290,6 +294,27 @@ void PumpRebalance(supervisor_pointer self);
 void PublishBoard(supervisor_pointer self);
 bool ReadDrains(supervisor_pointer self);
 
+/// True if the replicas of `path` (of this node's catalog) must exchange: its replica set changed
+/// from the one over `old_candidates`, it includes a member in `returned`, or it no longer
+/// includes this node.
+bool Affected(supervisor_pointer self, const std::string& path,
+              const std::vector<uint64_t>& old_candidates, const std::set<uint64_t>& returned) {
+  const config::DatabaseConfig* config = Resolve(self, path);
+  if (config == nullptr || IsSystemPath(path)) return false;
+  const ReplicaSet placed = PlaceDatabase(self, path, *config);
+  if (placed.nodes !=
+      PlaceReplicas(path, old_candidates, std::max<uint32_t>(1, config->replication.max))) {
+    return true;
+  }
+  if (std::find(placed.nodes.begin(), placed.nodes.end(), SelfId(self)) == placed.nodes.end()) {
+    return true;
+  }
+  for (uint64_t id : placed.nodes) {
+    if (returned.count(id) > 0) return true;
+  }
+  return false;
+}
+
 /// Queues for waking (PumpRebalance) the passivated databases of this node's catalog whose
 /// replicas must exchange after a change of members or drains: their replica set changed (from
 /// `old_candidates` to the current candidates), it includes a member in `returned` (back after
@@ -309,15 +334,7 @@ void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_cand
   for (const auto& info : catalog) {
     if (st.running.count(info.path) > 0 || st.stopping.count(info.path) > 0) continue;
     if (st.rebalance_queued.count(info.path) > 0) continue;
-    const config::DatabaseConfig* config = Resolve(self, info.path);
-    if (config == nullptr) continue;
-    const ReplicaSet placed = PlaceDatabase(self, info.path, *config);
-    bool affected = placed.nodes != PlaceReplicas(info.path, old_candidates,
-                                                  std::max<uint32_t>(1, config->replication.max));
-    affected = affected || std::find(placed.nodes.begin(), placed.nodes.end(), SelfId(self)) ==
-                               placed.nodes.end();
-    for (uint64_t id : placed.nodes) affected = affected || returned.count(id) > 0;
-    if (!affected) continue;
+    if (!Affected(self, info.path, old_candidates, returned)) continue;
     st.rebalance_queue.push_back(info.path);
     st.rebalance_queued.insert(info.path);
     ++queued;
@@ -828,6 +845,20 @@ bool DrainUnfinished(supervisor_pointer self) {
          progress->second.request_ms != drain->second.time_ms || progress->second.left > 0;
 }
 
+/// The largest replication.min of the configs (at least 1), and the config that needs it (null
+/// if none needs more than 1).
+uint32_t MostNeeded(supervisor_pointer self, const config::DatabaseConfig** needing) {
+  uint32_t need = 1;
+  *needing = nullptr;
+  for (const auto& c : self->state.configs->configs()) {
+    if (c.replication.min > need) {
+      need = c.replication.min;
+      *needing = &c;
+    }
+  }
+  return need;
+}
+
 /// Re-reads the drain records and reports; true if the set of drained nodes changed.
 bool ReadDrains(supervisor_pointer self) {
   auto& st = self->state;
@@ -880,6 +911,18 @@ bool ReadDrains(supervisor_pointer self) {
     }
   }
   st.drained = std::move(drained);
+  // Each node checks a drain against the drains it knows of (RequestDrain); two drains asked
+  // through two nodes at once can both pass. Said loudly, as the operator can undrain one.
+  const config::DatabaseConfig* needing = nullptr;
+  const uint32_t need = MostNeeded(self, &needing);
+  size_t undrained = st.drained.count(SelfId(self)) == 0;
+  for (const auto& [id, member] : st.members) undrained += st.drained.count(id) == 0;
+  if (needing != nullptr && undrained < need) {
+    spdlog::warn(
+        "only {} nodes are not drained, fewer than config {} needs (replication.min {}): its "
+        "writes fail until a node is undrained (kvmesh node undrain) or added",
+        undrained, Quote(needing->id), need);
+  }
   return true;
 }
 
@@ -1013,22 +1056,36 @@ caf::result<std::string> RequestDrain(supervisor_pointer self, uint64_t node, bo
                                       "was drained"));
     }
     if (is_drained) return name + " is already drained; kvmesh members shows its progress";
-    // The nodes left to hold replicas must be enough for every config's writes.
+    // The nodes left to hold replicas must be enough for every config's writes: the undrained
+    // ones, less those being drained through this node (their records are not read back yet),
+    // and less those down (writes need acknowledgements from reachable nodes).
     size_t remaining = 0;
-    for (uint64_t id : Candidates(self)) remaining += id != node && st.drained.count(id) == 0;
-    uint32_t need = 1;
-    const config::DatabaseConfig* needing = nullptr;
-    for (const auto& c : st.configs->configs()) {
-      if (c.replication.min > need) {
-        need = c.replication.min;
-        needing = &c;
+    std::vector<std::string> down;
+    for (uint64_t id : Candidates(self)) {
+      if (id == node || st.drained.count(id) > 0 || st.drains_in_flight.count(id) > 0) continue;
+      auto member = st.members.find(id);
+      if (member != st.members.end() && !member->second.alive) {
+        down.push_back(FormatNodeId(id));
+        continue;
       }
+      ++remaining;
     }
+    const config::DatabaseConfig* needing = nullptr;
+    const uint32_t need = MostNeeded(self, &needing);
     if (remaining < need) {
       std::string why = needing == nullptr ? std::string("no node")
                                            : "fewer than config " + Quote(needing->id) +
                                                  " needs (replication.min " + std::to_string(need) +
                                                  "), so its writes would fail";
+      if (!down.empty()) {
+        std::string names;
+        for (const auto& d : down) names += (names.empty() ? "" : ", ") + d;
+        return ToError(Status::Unavailable(
+            "draining " + name + " would leave " + std::to_string(remaining) +
+            " reachable nodes to hold replicas, " + why + "; node" +
+            (down.size() > 1 ? "s " : " ") + names + (down.size() > 1 ? " are" : " is") +
+            " down: bring it back or add a node first. Nothing was drained"));
+      }
       return ToError(Status::InvalidArgument(
           "draining " + name + " would leave " + std::to_string(remaining) +
           " nodes to hold replicas, " + why + "; add a node first. Nothing was drained"));
@@ -1048,7 +1105,9 @@ caf::result<std::string> RequestDrain(supervisor_pointer self, uint64_t node, bo
   batch.ops.push_back({WriteOp::Kind::kPut, config::DrainKey(node), config::EncodeDrain(record)});
   spdlog::info("{} {} for {}", drain ? "draining" : "undraining", name, record.requested_by);
   auto promise = self->make_response_promise<std::string>();
+  if (drain) st.drains_in_flight.insert(node);
   WriteSystemBatch(self, std::move(batch), [=](Status s) mutable {
+    if (drain) self->state.drains_in_flight.erase(node);
     ReloadClusterConfigs(self);
     auto now = self->state.drains.find(node);
     const bool stored = now != self->state.drains.end() && now->second.time_ms == record.time_ms &&
@@ -1197,8 +1256,19 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
     auto stopping = st.stopping.find(path);
     if (stopping == st.stopping.end()) return;
     auto waiting = std::move(stopping->second.waiting);
+    const std::vector<uint64_t> candidates = std::move(stopping->second.candidates);
     st.stopping.erase(stopping);
-    if (waiting.empty()) return;
+    if (waiting.empty()) {
+      // Placement changed while it stopped (WakeAffected and PumpRebalance skip stopping
+      // databases): without this, a drained node would keep its copy for good.
+      if (!dropped && st.rebalance_queued.count(path) == 0 &&
+          Affected(self, path, candidates, {})) {
+        st.rebalance_queue.push_back(path);
+        st.rebalance_queued.insert(path);
+        PumpRebalance(self);
+      }
+      return;
+    }
     database_actor handle;
     Status s = Instantiate(self, path, &handle);
     for (auto& answer : waiting) {

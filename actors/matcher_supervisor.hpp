@@ -91,6 +91,9 @@ struct matcher_supervisor_state {
   struct Stopping {
     database_actor actor;
     std::vector<std::function<void(caf::expected<database_actor>)>> waiting;
+    /// The candidate nodes (Candidates) when it was told to stop: a change of placement while it
+    /// stops is rebalanced when it is down (WakeAffected skips stopping databases).
+    std::vector<uint64_t> candidates;
   };
   /// By path.
   std::unordered_map<std::string, Stopping> stopping;
@@ -108,6 +111,9 @@ struct matcher_supervisor_state {
   std::map<uint64_t, config::DrainProgress> drain_progress;
   /// Nodes out of placement for users' databases (their record says drained).
   std::set<uint64_t> drained;
+  /// Nodes whose drain record this node is writing (RequestDrain): the replication.min check of
+  /// a second drain counts them as drained already.
+  std::set<uint64_t> drains_in_flight;
   /// Databases of this node's catalog to wake for rebalancing, in order, each once.
   std::deque<std::string> rebalance_queue;
   std::unordered_set<std::string> rebalance_queued;

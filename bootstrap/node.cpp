@@ -683,6 +683,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->direct_reads = impl->core->direct_reads;
   replication->peers = impl->security.directory;
   replication->rebalance_wave = opts.rebalance_wave;
+  replication->passivation_delay =
+      std::chrono::duration_cast<caf::timespan>(opts.passivation_delay_for_testing);
   replication->placement_board = std::make_shared<PlacementBoard>();
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,

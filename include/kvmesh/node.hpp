@@ -168,6 +168,9 @@ struct NodeOptions {
   /// links between nodes (testing/fault_injector.hpp implements common/link_faults.hpp). Null
   /// (default): none.
   std::shared_ptr<LinkFaults> link_faults;
+  /// In-tree tests only: a database taken out of service (idle, or passivate_all) stops this
+  /// much later, so that tests can change placement while databases are stopping. Default 0.
+  std::chrono::milliseconds passivation_delay_for_testing{0};
   /// TLS for both ports and for the connections this node opens (include/kvmesh/tls.hpp).
   /// Default: off (plaintext).
   TlsOptions tls;
