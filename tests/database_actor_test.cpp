@@ -487,23 +487,6 @@ TEST(DatabaseRequestTest, NoLocalDeadlineWaitsForASlowLocalDatabase) {
 
 // Watches cost the node a bounded number of held pulls, not queues of events: past
 // WatchHub::kMaxHeld the next pull is refused at once, and one commit answers every held one.
-// How long a pull is held is the client's to ask (wait_ms, its deadline), but a node holds one
-// at most WatchHub::kMaxHold: held pulls keep a database active and take its slots.
-TEST_F(DatabaseActorTest, AWatchPullIsHeldNoLongerThanTheNodesMaximumWhateverItAsks) {
-  auto db = Spawn(1 << 20, caf::timespan{0}, matcher_supervisor_actor{});
-  WatchRequest pull;
-  pull.wait_ms = std::numeric_limits<uint32_t>::max();  // 49 days
-  const auto start = std::chrono::steady_clock::now();
-  bool answered = false;
-  self_
-      ->request(db, std::chrono::seconds(30), atom::watch_v, pull,
-                Deadline::In(std::chrono::hours(24)))
-      .receive([&](WatchUpdate& update) { answered = update.events.empty(); },
-               [&](caf::error& err) { ADD_FAILURE() << system_.render(err); });
-  EXPECT_TRUE(answered);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, WatchHub::kMaxHold + std::chrono::seconds(5));
-}
-
 TEST_F(DatabaseActorTest, HeldWatchPullsAreBoundedAndACommitAnswersThemAll) {
   auto db = Spawn(1 << 20, caf::timespan{0}, matcher_supervisor_actor{});
   WatchRequest pull;
