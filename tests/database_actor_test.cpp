@@ -487,6 +487,24 @@ TEST(DatabaseRequestTest, NoLocalDeadlineWaitsForASlowLocalDatabase) {
 
 // Watches cost the node a bounded number of held pulls, not queues of events: past
 // WatchHub::kMaxHeld the next pull is refused at once, and one commit answers every held one.
+// How long a pull is held is the client's to ask (wait_ms, its deadline), but a node holds one
+// at most WatchHub::kMaxHold: held pulls keep a database active and take its slots.
+TEST_F(DatabaseActorTest, AWatchPullIsHeldNoLongerThanTheNodesMaximumWhateverItAsks) {
+  auto db = Spawn(1 << 20, caf::timespan{0}, matcher_supervisor_actor{});
+  WatchRequest pull;
+  pull.wait_ms = std::numeric_limits<uint32_t>::max();  // 49 days
+  const auto start = std::chrono::steady_clock::now();
+  bool answered = false;
+  self_->send(db, atom::watch_v, pull, Deadline::In(std::chrono::hours(24)));
+  self_->receive([&](WatchUpdate& update) { answered = update.events.empty(); },
+                 [&](caf::error& err) { ADD_FAILURE() << system_.render(err); },
+                 caf::after(WatchHub::kMaxHold + std::chrono::seconds(5)) >>
+                     [&] { ADD_FAILURE() << "still held after kMaxHold + 5 s"; });
+  EXPECT_TRUE(answered);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, WatchHub::kMaxHold + std::chrono::seconds(5));
+  self_->send_exit(db, caf::exit_reason::user_shutdown);
+}
+
 TEST_F(DatabaseActorTest, HeldWatchPullsAreBoundedAndACommitAnswersThemAll) {
   auto db = Spawn(1 << 20, caf::timespan{0}, matcher_supervisor_actor{});
   WatchRequest pull;
