@@ -23,19 +23,8 @@ class DatabaseTransport final : public replication::Transport {
  public:
   explicit DatabaseTransport(database_pointer self) : self_(self) {}
 
-  /// Replicates a local write whose delta is `delta` and answers `promise` once enough replicas
-  /// hold it (or at once when nobody waits).
-  void Replicate(const std::string& delta, caf::typed_response_promise<atom::ok> promise) {
-    Replicate(delta, [promise](Status s) mutable {
-      if (s.ok()) {
-        promise.deliver(atom::ok_v);
-      } else {
-        promise.deliver(ToError(s));
-      }
-    });
-  }
-
-  /// The same for a writer that `answer` answers (once).
+  /// Replicates a local write whose delta is `delta` and calls `answer` (once) when enough
+  /// replicas hold it (at once when nobody waits).
   void Replicate(const std::string& delta, std::function<void(Status)> answer) {
     auto& replicator = *self_->state.replicator;
     if (!replicator.WritesWait()) {
@@ -348,13 +337,6 @@ void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite
       write.Answer(s);
     }
   }
-}
-
-/// Key and value bytes of `batch`.
-size_t BatchBytes(const WriteBatch& batch) {
-  size_t bytes = 0;
-  for (const WriteOp& op : batch.ops) bytes += op.key.size() + op.value.size();
-  return bytes;
 }
 
 }  // namespace

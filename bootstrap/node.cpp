@@ -520,8 +520,7 @@ void SendPendingWrites(caf::event_based_actor* self, EmbeddedDatabase& h) {
   size_t bytes = 0;
   size_t ops = 0;
   for (auto& w : writes) {
-    size_t w_bytes = 0;
-    for (const WriteOp& op : w.batch.ops) w_bytes += op.key.size() + op.value.size();
+    const size_t w_bytes = BatchBytes(w.batch);
     if (!message.empty() &&
         (bytes + w_bytes > kMaxBatchBytes || ops + w.batch.ops.size() > kMaxBatchOps)) {
       SendWrites(self, h, std::move(message));

@@ -13,15 +13,20 @@ bool HasChecks(const WriteBatch& batch) {
   return false;
 }
 
+size_t BatchBytes(const WriteBatch& batch) {
+  size_t bytes = 0;
+  for (const WriteOp& op : batch.ops) {
+    bytes += op.key.size() + (op.kind != WriteOp::Kind::kErase ? op.value.size() : 0);
+  }
+  return bytes;
+}
+
 Status CheckBatchLimits(const WriteBatch& batch) {
   if (batch.ops.size() > kMaxBatchOps) {
     return Status::InvalidArgument("batch has " + std::to_string(batch.ops.size()) +
                                    " operations; the maximum is " + std::to_string(kMaxBatchOps));
   }
-  size_t bytes = 0;
-  for (const WriteOp& op : batch.ops) {
-    bytes += op.key.size() + (op.kind != WriteOp::Kind::kErase ? op.value.size() : 0);
-  }
+  const size_t bytes = BatchBytes(batch);
   if (bytes > kMaxBatchBytes) {
     return Status::InvalidArgument("batch holds " + FormatSize(bytes) +
                                    " of keys and values; the maximum is " +

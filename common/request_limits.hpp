@@ -11,6 +11,10 @@
 
 namespace kvmesh {
 
+/// Bytes of keys and put values in `batch`: what kMaxBatchBytes bounds (an erase's value is
+/// ignored).
+size_t BatchBytes(const WriteBatch& batch);
+
 /// OK if `batch` has at most kMaxBatchOps operations and at most kMaxBatchBytes of keys and put
 /// values; otherwise kInvalidArgument saying which limit and by how much.
 Status CheckBatchLimits(const WriteBatch& batch);
