@@ -782,7 +782,7 @@ async function viewCluster(params) {
         el('thead', {}, el('tr', {}, el('th', {}, 'Node'), el('th', {}, 'Address'), el('th', {}, 'State'),
           el('th', {}, 'Silent for'), el('th', {}, 'Disk free'))),
         el('tbody', {}, ms.map(m => el('tr', {},
-          el('td', {class: 'mono'}, m.node_id, m.self ? el('span', {class: 'badge'}, 'this node') : null),
+          el('td', {class: 'mono'}, m.node_id, m.self ? [' ', el('span', {class: 'badge'}, 'this node')] : null),
           el('td', {class: 'mono'}, m.cluster_address),
           el('td', {}, el('span', {class: 'badge ' + (m.alive ? 'up' : 'down')}, m.alive ? 'up' : 'down'),
              m.low_space ? el('span', {class: 'badge warn'}, 'low space') : null),
