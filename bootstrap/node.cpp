@@ -327,6 +327,10 @@ class EmbeddedDatabase final : public DatabaseBackend,
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override;
   void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) override;
   Result<std::string> Get(std::string_view key) override;
+  bool Closed() const override {
+    std::shared_lock<std::shared_mutex> lock(core->mutex);
+    return core->stopped;
+  }
 
   /// Reads `key` on the caller's thread if a direct read may serve it now; nothing for the actor
   /// path (which also answers when the node is stopping).

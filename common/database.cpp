@@ -222,9 +222,14 @@ Status Database::watch(const WatchOptions& options, WatchCallback on_update, Wat
           if (shared->stopped) return;
         }
         request.position = std::move(position);
-      } else if (Transient(next.status())) {
+      } else if (Transient(next.status()) && !backend->Closed()) {
         if (!shared->Pause(retry)) return;
       } else {
+        if (Transient(next.status())) {
+          // Whatever the last pull said (dropped, timed out), the reason it ends is this.
+          next = Status::Unavailable("the watch ended: its node was stopped (" +
+                                     next.status().message() + ")");
+        }
         on_update(std::move(next));
         std::lock_guard<std::mutex> lock(shared->mutex);
         shared->ended = true;

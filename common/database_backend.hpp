@@ -52,6 +52,11 @@ class DatabaseBackend {
   /// One pull of a watch, waiting on the calling thread (not overridden: watches are rare).
   Result<WatchUpdate> PullWatch(const WatchRequest& request);
 
+  /// True once this backend can never answer again (an embedded node that stopped: a node that
+  /// starts again is a new one). A watch retries `unavailable` from its position only while this
+  /// is false; otherwise it would retry for ever.
+  virtual bool Closed() const { return false; }
+
  protected:
   /// How long a default blocking call waits before it answers kTimeout. Every request has its
   /// own deadline, so the answer comes before this unless it cannot (a blocking call made from a

@@ -175,6 +175,27 @@ TEST_F(WatchTest, ANetworkWatchReconnectsAfterItsNodeRestartsAndMissesNothing) {
   EXPECT_TRUE(seen.error().ok()) << seen.error();
 }
 
+TEST_F(WatchTest, AnEmbeddedWatchEndsWhenItsNodeStops) {
+  std::unique_ptr<Node> node = Start("node", -1);
+  ASSERT_TRUE(node);
+  WatchOptions options;
+  options.poll_wait = 1s;
+  options.retry_interval = 20ms;
+  WatchCollector seen;
+  Watch watch;
+  Database db = node->open("/data/stop");
+  ASSERT_TRUE(db.watch(options, seen.Callback(), &watch).ok());
+  ASSERT_TRUE(db.put("/k", "").ok());
+  ASSERT_TRUE(seen.WaitFor(1));
+  // A stopped node never answers again (a node started again is a new node): the watch ends
+  // with one last call naming why, instead of retrying every retry_interval for ever.
+  node.reset();
+  ASSERT_TRUE(Eventually(10s, [&] { return !watch.active(); }))
+      << "the watch still retries a stopped node";
+  EXPECT_EQ(seen.error().code(), Code::kUnavailable) << seen.error();
+  EXPECT_NE(seen.error().message().find("stopped"), std::string::npos) << seen.error();
+}
+
 TEST_F(WatchTest, ASlowWatcherFallsBehindToAPositionNotAQueue) {
   std::unique_ptr<Node> node = Start("node", -1);
   ASSERT_TRUE(node);
