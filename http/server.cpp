@@ -609,7 +609,7 @@ struct HttpServer::Impl {
     const std::string start = ": position " + position + "\nid: " + position + "\n\n";
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, stream, start, first = true](size_t, httplib::DataSink& sink) mutable {
+        [this, stream, start, &req, db, first = true](size_t, httplib::DataSink& sink) mutable {
           if (first) {
             first = false;
             return sink.write(start.data(), start.size());
@@ -618,6 +618,20 @@ struct HttpServer::Impl {
           stream->cv.wait_for(lock, std::chrono::seconds(2),
                               [&] { return !stream->chunks.empty() || stopping.load(); });
           if (stopping.load()) return false;
+          // Rights are judged again before anything more is sent (at least every 2 s): a
+          // reloaded ACL that no longer lets the caller read the database, or a revoked token,
+          // ends the stream as any request of it would be refused. (`req` lives while the
+          // response is written.)
+          if (Status allowed = Authorize(req, security::Right::kRead, db.path()); !allowed.ok()) {
+            lock.unlock();
+            const std::string end =
+                "event: error\ndata: " +
+                Dump(json{{"code", CodeName(allowed.code())}, {"message", allowed.message()}}) +
+                "\n\n";
+            if (!sink.write(end.data(), end.size())) return false;
+            sink.done();
+            return true;
+          }
           if (stream->chunks.empty()) {
             static constexpr char kKeepAlive[] = ": keep-alive\n\n";
             return sink.write(kKeepAlive, sizeof kKeepAlive - 1);

@@ -966,13 +966,19 @@ TEST(KvApp, AnswersTheReferenceCurlLines) {
 }
 
 /// Reads a watch stream (server-sent events) of the HTTP API on its own thread until `done`
-/// says the text so far is enough, or 20 s passed.
+/// says the text so far is enough, the server ends it, or 20 s passed. With `ca_file`, over
+/// HTTPS trusting that CA.
 class EventStream {
  public:
   EventStream(int port, const std::string& target, httplib::Headers headers,
-              std::function<bool(const std::string&)> done) {
-    result_ = std::async(std::launch::async, [this, port, target, headers, done] {
-      httplib::Client c("127.0.0.1", port);
+              std::function<bool(const std::string&)> done, const std::string& ca_file = "") {
+    result_ = std::async(std::launch::async, [this, port, target, headers, done, ca_file] {
+      httplib::Client c((ca_file.empty() ? "http://" : "https://") + std::string("127.0.0.1:") +
+                        std::to_string(port));
+      if (!ca_file.empty()) {
+        c.set_ca_cert_path(ca_file);
+        c.enable_server_certificate_verification(true);
+      }
       c.set_read_timeout(20);
       const auto until = std::chrono::steady_clock::now() + 20s;
       auto r = c.Get(target, headers, [&](const char* data, size_t size) {
@@ -1060,6 +1066,54 @@ TEST_F(HttpTest, WatchStreamsServerSentEventsAndResumesFromTheLastEventId) {
   ASSERT_TRUE(bad);
   EXPECT_EQ(bad->status, 400);
   EXPECT_NE(Body(bad)["message"].get<std::string>().find("not a position"), std::string::npos);
+}
+
+TEST_F(HttpTest, AWatchStreamEndsWhenTheCallerMayNoLongerRead) {
+  std::string token;
+  ASSERT_TRUE(security::NewBearerToken(&token).ok());
+  const std::string acl_with_token = R"(
+principals:
+  reader: [{role: readonly, databases: ["/example/kv"]}]
+tokens:
+  - {principal: reader, sha256: )" + security::TokenSha256Hex(token) +
+                                     "}\n";
+  Start(/*tls=*/true, acl_with_token);
+  Database db = node_->open("/example/kv");
+  const httplib::Headers reader{{"Authorization", "Bearer " + token}};
+  auto stream = [&](const std::string& until) {
+    return std::make_unique<EventStream>(
+        http_->port(), kKv + "/watch", reader,
+        [until](const std::string& text) { return text.find(until) != std::string::npos; },
+        testing::SharedTestPki().ca_file());
+  };
+  // The reader's rights on the database are taken away by a reload while it watches: what is
+  // written afterwards is not sent; the stream ends with an error event naming why.
+  for (const std::string& reloaded :
+       {std::string("principals:\n  reader: [{role: readonly, databases: [\"/other/kv\"]}]\n") +
+            acl_with_token.substr(acl_with_token.find("tokens:")),
+        std::string("principals:\n  reader: [{role: readonly}]\n")}) {
+    SCOPED_TRACE(reloaded);
+    std::ofstream(temp_ / "acl.yaml") << acl_with_token;
+    ASSERT_TRUE(node_->reload_configs().ok());
+    auto watching = stream("event: error");
+    ASSERT_TRUE(testing::Eventually(10s, [&] {
+      return watching->text().find(": position ") != std::string::npos;
+    })) << watching->text();
+    ASSERT_TRUE(db.put("/seen", "1").ok());
+    ASSERT_TRUE(testing::Eventually(10s, [&] {
+      return watching->text().find("/seen") != std::string::npos;
+    })) << watching->text();
+    std::ofstream(temp_ / "acl.yaml") << reloaded;
+    ASSERT_TRUE(node_->reload_configs().ok());
+    ASSERT_TRUE(db.put("/secret", "2").ok());
+    const std::string text = watching->Finish();
+    EXPECT_EQ(text.find("/secret"), std::string::npos) << text;
+    EXPECT_NE(text.find("event: error"), std::string::npos) << text;
+    // A revoked token is unauthenticated; a principal without the right is denied.
+    EXPECT_TRUE(text.find("permission_denied") != std::string::npos ||
+                text.find("unauthenticated") != std::string::npos)
+        << text;
+  }
 }
 
 }  // namespace
