@@ -609,11 +609,16 @@ struct HttpServer::Impl {
     const std::string start = ": position " + position + "\nid: " + position + "\n\n";
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, stream, start, &req, db, first = true](size_t, httplib::DataSink& sink) mutable {
+        [this, stream, start, &req, db, last_id = position, first = true](
+            size_t, httplib::DataSink& sink) mutable {
           if (first) {
             first = false;
             return sink.write(start.data(), start.size());
           }
+          // Read before the chunks are looked at: an update's position is set only after its
+          // chunk was queued, so if no chunk is waiting below, this position passes no event
+          // that was not written.
+          const std::string position = stream->watch.position();
           std::unique_lock<std::mutex> lock(stream->mutex);
           stream->cv.wait_for(lock, std::chrono::seconds(2),
                               [&] { return !stream->chunks.empty() || stopping.load(); });
@@ -633,8 +638,15 @@ struct HttpServer::Impl {
             return true;
           }
           if (stream->chunks.empty()) {
-            static constexpr char kKeepAlive[] = ": keep-alive\n\n";
-            return sink.write(kKeepAlive, sizeof kKeepAlive - 1);
+            // The keep-alive carries the position when it moved (an id-only message sets an
+            // EventSource's Last-Event-ID without an event): the position also records when the
+            // watcher was last caught up, so one that reconnects after a long quiet time resumes
+            // from a fresh one instead of being refused as expired (README "Watch").
+            std::string keep_alive = ": keep-alive\n";
+            if (position != last_id) keep_alive += "id: " + position + "\n";
+            keep_alive += "\n";
+            last_id = position;
+            return sink.write(keep_alive.data(), keep_alive.size());
           }
           std::string chunk = std::move(stream->chunks.front());
           stream->chunks.pop_front();

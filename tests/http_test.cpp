@@ -1116,5 +1116,31 @@ tokens:
   }
 }
 
+TEST_F(HttpTest, KeepAlivesCarryTheMovingPositionSoAQuietStreamResumesFromAFreshOne) {
+  Start();
+  Database db = node_->open("/example/kv");
+  // Nothing under the prefix changes; the position still moves (writes elsewhere, and the time
+  // the watcher was last caught up, which decides when a position expires).
+  EventStream quiet(http_->port(), kKv + "/watch?prefix=/w", {}, [](const std::string& text) {
+    return text.find(": keep-alive\nid: ") != std::string::npos;
+  });
+  ASSERT_TRUE(testing::Eventually(
+      10s, [&] { return quiet.text().find(": position ") != std::string::npos; }));
+  ASSERT_TRUE(db.put("/x/elsewhere", "1").ok());
+  const std::string text = quiet.Finish();
+  const size_t at = text.find(": keep-alive\nid: ");
+  ASSERT_NE(at, std::string::npos) << "no keep-alive carried a position: " << text;
+  const size_t from = at + std::string(": keep-alive\nid: ").size();
+  const std::string moved = text.substr(from, text.find('\n', from) - from);
+  const size_t opened_at = text.find("id: ") + 4;
+  EXPECT_NE(moved, text.substr(opened_at, text.find('\n', opened_at) - opened_at)) << text;
+  // Resuming from it: what came after, nothing before.
+  ASSERT_TRUE(db.put("/w/after", "2").ok());
+  EventStream resumed(
+      http_->port(), kKv + "/watch?prefix=/w&values=1", {{"Last-Event-ID", moved}},
+      [](const std::string& t) { return t.find("event: put") != std::string::npos; });
+  EXPECT_EQ(Events(resumed.Finish(), nullptr), (std::vector<std::string>{"put /w/after=2"}));
+}
+
 }  // namespace
 }  // namespace kvmesh
