@@ -73,17 +73,36 @@ void WatchHub::OnCommit() {
 
 void WatchHub::OnWake() {
   wake_sent_ = false;
-  for (auto it = held_.begin(); it != held_.end();) {
-    Held& held = it->second;
+  // Pulls held at the same place (prefix, values or not, and the writes seen: the watchers of
+  // one stream that one commit caught up) get the same answer, so it is read once per place,
+  // not once per watcher. The caught-up time is left out of the place: the answer sets it.
+  struct Answer {
+    Status status;
+    storage::WatchPosition position;
     WatchUpdate update;
     bool answer = false;
-    Status s = Read(held.prefix, held.with_values, &held.position, &update, &answer);
-    if (!s.ok()) {
-      held.promise.deliver(ToError(s));
-    } else if (answer) {
-      held.promise.deliver(std::move(update));
+  };
+  std::map<std::string, Answer> answers;
+  for (auto it = held_.begin(); it != held_.end();) {
+    Held& held = it->second;
+    storage::WatchPosition seen;
+    seen.seen = held.position.seen;
+    std::string place = std::to_string(held.prefix.size()) + ':' + held.prefix +
+                        (held.with_values ? '1' : '0') + storage::EncodeWatchPosition(seen);
+    auto [a, first] = answers.try_emplace(std::move(place));
+    Answer& read = a->second;
+    if (first) {
+      read.position = held.position;
+      read.status = Read(held.prefix, held.with_values, &read.position, &read.update, &read.answer);
+    }
+    if (!read.status.ok()) {
+      held.promise.deliver(ToError(read.status));
+    } else if (read.answer) {
+      held.promise.deliver(read.update);
     } else {
-      ++it;  // changes to other keys only: the position moved past them, the pull stays
+      // Changes to other keys only: the position moves past them, the pull stays.
+      held.position = read.position;
+      ++it;
       continue;
     }
     it = held_.erase(it);

@@ -539,5 +539,45 @@ TEST_F(DatabaseActorTest, HeldWatchPullsAreBoundedAndACommitAnswersThemAll) {
   self_->send_exit(db, caf::exit_reason::user_shutdown);
 }
 
+// One commit wakes held pulls of different prefixes; those held at the same place share one
+// read (WatchHub::OnWake), and each still gets exactly its own answer: its prefix's events, with
+// values only if it asked, and none for a prefix the commit did not touch (that pull stays held).
+TEST_F(DatabaseActorTest, HeldWatchPullsOfDifferentPrefixesEachGetTheirOwnAnswer) {
+  auto db = Spawn(1 << 20, caf::timespan{0}, matcher_supervisor_actor{});
+  auto pull = [](const std::string& prefix, bool values, uint32_t wait_ms) {
+    WatchRequest r;
+    r.prefix = prefix;
+    r.with_values = values;
+    r.wait_ms = wait_ms;
+    return r;
+  };
+  constexpr int kEach = 10;
+  for (int i = 0; i < kEach; ++i) {
+    self_->send(db, atom::watch_v, pull("/a", false, 60000), testing::Later());
+    self_->send(db, atom::watch_v, pull("", true, 60000), testing::Later());
+    self_->send(db, atom::watch_v, pull("/b", false, 1000), testing::Later());
+  }
+  atom::ok ok;
+  ASSERT_TRUE(
+      Ask(self_, db, &ok, atom::put_v, std::string("/a/1"), std::string("x"), testing::Later())
+          .ok());
+  std::map<std::string, int> answers;
+  bool timed_out = false;
+  for (int i = 0; i < 3 * kEach && !timed_out; ++i) {
+    self_->receive(
+        [&](WatchUpdate& u) {
+          std::string line;
+          for (const WatchEvent& e : u.events) line += e.key + "=" + e.value + ";";
+          ++answers[line];
+        },
+        [&](caf::error& err) { ADD_FAILURE() << system_.render(err); },
+        caf::after(std::chrono::seconds(10)) >> [&] { timed_out = true; });
+  }
+  // /a: the key without its value; "": with it; /b: nothing (answered when its wait ended).
+  EXPECT_EQ(answers,
+            (std::map<std::string, int>{{"/a/1=;", kEach}, {"/a/1=x;", kEach}, {"", kEach}}));
+  self_->send_exit(db, caf::exit_reason::user_shutdown);
+}
+
 }  // namespace
 }  // namespace kvmesh
