@@ -7,7 +7,9 @@
 // SIGCONT, a clean restart, and network partitions made by TCP proxies in front of every
 // node's cluster port (tools/cluster/fault_proxy.hpp), either cutting connections or stalling
 // them; with --drain also `kvmesh node drain` of a node and its undrain (rejoin) after the
-// fault's time, while the workload goes on. Each fault lasts a random time, some longer than the
+// fault's time, while the workload goes on; with --overlap also faults that overlap: a node
+// killed, the cluster partitioned while it is down, the node restarted inside the partition,
+// then the heal. Each fault lasts a random time, some longer than the
 // replica grace period, so replicas also move. The seed fixes every random choice (which fault,
 // which node, how long, which operations); thread timing still varies, so a failing seed reproduces
 // the same schedule but not always the same interleaving.
@@ -66,6 +68,9 @@ struct ChaosOptions {
   bool tls = false;
   /// Also drain a node and undrain it after the fault's time (README "Draining a node").
   bool drain = false;
+  /// Also overlap faults: a partition that starts while a node is down and heals after it
+  /// restarted, so the node comes back into one side of a split cluster.
+  bool overlap = false;
 };
 
 /// The databases the workload uses: a literal, two regex-instantiated ones of one config, and
@@ -245,9 +250,10 @@ class Worker {
 };
 
 struct FaultCounts {
-  int kills = 0, pauses = 0, restarts = 0, cut_partitions = 0, stall_partitions = 0, drains = 0;
+  int kills = 0, pauses = 0, restarts = 0, cut_partitions = 0, stall_partitions = 0, drains = 0,
+      overlaps = 0;
   int cycles() const {
-    return kills + pauses + restarts + cut_partitions + stall_partitions + drains;
+    return kills + pauses + restarts + cut_partitions + stall_partitions + drains + overlaps;
   }
 };
 
@@ -380,8 +386,9 @@ class Chaos {
               << "faults: " << faults_.cycles() << " (kill " << faults_.kills << ", pause "
               << faults_.pauses << ", restart " << faults_.restarts << ", partition cut "
               << faults_.cut_partitions << ", partition stall " << faults_.stall_partitions
-              << ", drain " << faults_.drains << "); proxied connections " << net.connections
-              << ", cut " << net.cut << ", opener unknown on accept " << net.unidentified << "\n"
+              << ", drain " << faults_.drains << ", kill during partition " << faults_.overlaps
+              << "); proxied connections " << net.connections << ", cut " << net.cut
+              << ", opener unknown on accept " << net.unidentified << "\n"
               << "convergence after heal: " << converge_s << " s\n";
     if (result.pass) {
       std::cout << "PASS (seed " << options_.seed << ")" << std::endl;
@@ -477,6 +484,9 @@ class Chaos {
     } else if (options_.drain && kind >= 8) {
       ++faults_.drains;
       DrainAndRejoin(victim, hold);
+    } else if (options_.overlap && kind == 7) {
+      ++faults_.overlaps;
+      KillDuringPartition(victim, hold);
     } else if (kind < 6) {
       ++faults_.restarts;
       std::cout << "fault: restart node " << victim << std::endl;
@@ -485,32 +495,66 @@ class Chaos {
       if (!s.ok()) crashes_ += "node " + std::to_string(victim) + ": " + s.ToString() + "; ";
       StartNode(victim);
     } else {
-      // Isolate the victim, or split into two random non-empty sides.
-      std::vector<int> group(n, 0);
-      if (n <= 3 || rng_() % 2 == 0) {
-        group[victim] = 1;
-      } else {
-        for (int i = 0; i < n; ++i) group[i] = static_cast<int>(rng_() % 2);
-        group[victim] = 1;
-        group[(victim + 1) % n] = 0;
-      }
       const bool cut = rng_() % 2 == 0;
       (cut ? faults_.cut_partitions : faults_.stall_partitions)++;
-      std::string sides;
-      for (int g : group) sides += std::to_string(g);
-      std::cout << "fault: partition (" << (cut ? "cut" : "stall") << ") sides " << sides << " for "
-                << hold << " ms" << std::endl;
-      if (!network_->Partition(group, cut ? PartitionMode::kCut : PartitionMode::kStall)) {
-        proxy_errors_ += "a partition was not applied within 5 s; ";
-      }
+      Partition(Sides(victim), cut, hold);
       Hold(hold);
-      if (!network_->Heal()) proxy_errors_ += "a heal was not applied within 5 s; ";
+      Heal();
     }
     // A calm gap, so the cluster also runs healthy between faults.
     Hold(std::min<int>(
         Between(200, 1500),
         std::max<int64_t>(
             0, std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count())));
+  }
+
+  /// Isolates `victim`, or splits the nodes into two random non-empty sides with `victim` on
+  /// side 1.
+  std::vector<int> Sides(int victim) {
+    const int n = options_.nodes;
+    std::vector<int> group(n, 0);
+    if (n <= 3 || rng_() % 2 == 0) {
+      group[victim] = 1;
+    } else {
+      for (int i = 0; i < n; ++i) group[i] = static_cast<int>(rng_() % 2);
+      group[victim] = 1;
+      group[(victim + 1) % n] = 0;
+    }
+    return group;
+  }
+
+  void Partition(const std::vector<int>& group, bool cut, int ms) {
+    std::string sides;
+    for (int g : group) sides += std::to_string(g);
+    std::cout << "fault: partition (" << (cut ? "cut" : "stall") << ") sides " << sides << " for "
+              << ms << " ms" << std::endl;
+    if (!network_->Partition(group, cut ? PartitionMode::kCut : PartitionMode::kStall)) {
+      proxy_errors_ += "a partition was not applied within 5 s; ";
+    }
+  }
+
+  void Heal() {
+    if (!network_->Heal()) proxy_errors_ += "a heal was not applied within 5 s; ";
+  }
+
+  /// Overlapping faults: node `victim` is killed, a partition splits the cluster while it is
+  /// down (the victim on a random side), the victim restarts into its side, and only then the
+  /// partition heals. Each step holds a third of `ms`.
+  void KillDuringPartition(int victim, int ms) {
+    const int n = options_.nodes;
+    std::cout << "fault: SIGKILL node " << victim << ", partition while it is down, restart it"
+              << " inside the partition, heal (" << ms << " ms)" << std::endl;
+    expected_down_.insert(victim);
+    cluster_.Kill(victim);
+    Hold(ms / 3);
+    // The victim's side: alone, or with others (Sides puts it on side 1 with random company);
+    // sometimes the dead node's side is the larger one.
+    std::vector<int> group = Sides((victim + 1 + static_cast<int>(rng_() % (n - 1))) % n);
+    Partition(group, rng_() % 2 == 0, ms / 3 * 2);
+    Hold(ms / 3);
+    StartNode(victim);
+    Hold(ms / 3);
+    Heal();
   }
 
   /// Drains node `victim` through another node, holds `ms` (the workload goes on), then
@@ -713,6 +757,9 @@ int main(int argc, char** argv) {
   app.add_flag("--drain", options.drain,
                "also drain a node and undrain it after the fault's time (kvmesh node drain; "
                "README: can trip the convergence wait)");
+  app.add_flag("--overlap", options.overlap,
+               "also overlap faults: kill a node, partition the cluster while it is down, restart "
+               "it inside the partition, then heal");
   app.add_flag("--cas", options.cas,
                "also race conditional writes: at most one per expected version may succeed "
                "(finds the known window around membership changes)");
