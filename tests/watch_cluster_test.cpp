@@ -113,7 +113,12 @@ TEST_F(WatchClusterTest, WritesThroughOtherNodesArriveAndAWatcherResumesOnAnyRep
   ASSERT_TRUE(cluster_->WaitForConvergence("/loose/watched", seconds(10)).ok());
   watch0.stop();
   EXPECT_EQ(back.lines(), (std::vector<std::string>{"put /d=after the restart"}));
-  EXPECT_TRUE(on0.error().ok() && on2.error().ok() && back.error().ok());
+  EXPECT_TRUE(on2.error().ok() && back.error().ok());
+  // Node 0's first watch ended with its node (or was stopped first): a stopped embedded node
+  // never answers again, so the watch says so rather than retrying.
+  EXPECT_TRUE(on0.error().ok() ||
+              on0.error().message().find("its node was stopped") != std::string::npos)
+      << on0.error();
 }
 
 }  // namespace
