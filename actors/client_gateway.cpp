@@ -36,6 +36,7 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
   route->no_local_deadline = true;
   route->on_reopen = [self, path](const database_client_actor& fresh) { Track(self, path, fresh); };
   route->remote_requests = st.remote_requests;
+  route->placement = st.placement;
   auto ordered = std::make_shared<OrderedRoute>(std::move(route), database_client_actor{});
   return st.routes.emplace(path, client_gateway_state::Entry{std::move(ordered)}).first->second;
 }
@@ -171,7 +172,9 @@ caf::result<Reply> Forward(gateway_pointer self, std::optional<metrics::Op> op,
 gateway_actor::behavior_type client_gateway_impl(
     gateway_pointer self, matcher_supervisor_actor supervisor, caf::timespan timeout,
     uint64_t node_id, peer_actor membership, std::string sync, LocalStatusFiller fill_local_status,
-    GatewaySecurity security, std::shared_ptr<metrics::RequestMetrics> requests) {
+    GatewaySecurity security, std::shared_ptr<metrics::RequestMetrics> requests,
+    std::shared_ptr<const PlacementBoard> placement) {
+  self->state.placement = std::move(placement);
   self->state.security = std::move(security);
   self->state.requests = std::move(requests);
   self->state.supervisor = std::move(supervisor);

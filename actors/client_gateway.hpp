@@ -72,6 +72,8 @@ struct client_gateway_state {
   /// Where the requests it forwards are counted (the node's, shared with its embedded handles);
   /// may be null: not counted.
   std::shared_ptr<metrics::RequestMetrics> requests;
+  /// The node's placement changes (DatabaseRoute::placement); may be null (not clustered).
+  std::shared_ptr<const PlacementBoard> placement;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
@@ -83,6 +85,7 @@ gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
     caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
     LocalStatusFiller fill_local_status, GatewaySecurity security,
-    std::shared_ptr<metrics::RequestMetrics> requests);
+    std::shared_ptr<metrics::RequestMetrics> requests,
+    std::shared_ptr<const PlacementBoard> placement);
 
 }  // namespace kvmesh

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <utility>
 
+#include "common/placement_board.hpp"
 #include "messages/local_deadlines.hpp"
 #include "messages/type_ids.hpp"
 
@@ -78,6 +79,12 @@ struct DatabaseRoute {
   /// If set, requests to database actors on other nodes are registered here, so that the one
   /// actor that owns it can fail them when it sees their target go down (RemoteRequests).
   std::shared_ptr<RemoteRequests> remote_requests;
+  /// If set, a route whose actor is on another node re-opens the path (after the requests in
+  /// flight to that actor came back) once placement changed: the supervisor may now open a
+  /// replica on this node, which should serve this node's requests (one hop less, and `status`
+  /// through this node reports its own copy). Without it, a node that became a replica again
+  /// (undrained, or back in placement) kept sending to the remote one until that one stopped.
+  std::shared_ptr<const PlacementBoard> placement;
 };
 
 /// A request bounced by a passivated database is sent at most this often in all (twice is enough
@@ -176,7 +183,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
  public:
   /// Requests go by `route`'s rules to `actor` (invalid: open the path first).
   OrderedRoute(std::shared_ptr<const DatabaseRoute> route, database_client_actor actor)
-      : route_(std::move(route)), actor_(std::move(actor)) {}
+      : route_(std::move(route)), actor_(std::move(actor)), opened_epoch_(PlacementEpoch()) {}
 
   const DatabaseRoute& route() const { return *route_; }
   /// The database actor requests go to now (invalid before the first open, and while paused).
@@ -238,8 +245,16 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     std::function<void(caf::error why)> fail;
   };
 
+  /// DatabaseRoute::placement's epoch, 0 without one.
+  uint64_t PlacementEpoch() const { return route_->placement ? route_->placement->epoch() : 0; }
+
   template <class Self>
   void Dispatch(Self* self, Pending p) {
+    // Placement changed since a remote actor was opened: open again (see
+    // DatabaseRoute::placement). As after a bounce, requests wait until those in flight came back.
+    if (!paused_ && actor_ && actor_.node() != self->node() && PlacementEpoch() != opened_epoch_) {
+      actor_ = nullptr;
+    }
     if (!paused_ && !actor_) {
       paused_ = true;
       Reopen(self);
@@ -292,15 +307,18 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     if (reopening_) return;
     reopening_ = true;
     auto me = shared_from_this();
+    // Read before asking: a change of placement while the open is under way counts as after it.
+    const uint64_t epoch = PlacementEpoch();
     self->request(route_->supervisor, route_->timeout, atom::open_v, route_->path)
         .then(
-            [self, me](database_client_actor& fresh) {
+            [self, me, epoch](database_client_actor& fresh) {
               me->reopening_ = false;
               if (!FromExpected(self, me->route_->supervisor)) {
                 me->FailWaiting(ForgedReply());
                 return;
               }
               me->actor_ = fresh;
+              me->opened_epoch_ = epoch;
               if (me->route_->on_reopen) me->route_->on_reopen(fresh);
               me->MaybeResume(self);
             },
@@ -334,6 +352,8 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
 
   std::shared_ptr<const DatabaseRoute> route_;
   database_client_actor actor_;
+  /// PlacementEpoch() when `actor_` was asked for.
+  uint64_t opened_epoch_ = 0;
   uint64_t next_seq_ = 0;
   /// Attempts sent and not yet come back.
   size_t in_flight_ = 0;

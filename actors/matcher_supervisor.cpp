@@ -284,6 +284,8 @@ void OpenRemote(supervisor_pointer self, std::string path, std::vector<uint64_t>
 /// Sends every running database its replica set under the current members and configs.
 void Replace(supervisor_pointer self) {
   auto& st = self->state;
+  // Routes to remote replicas open their paths again: this node may hold some of them now.
+  if (st.replication->placement_board) st.replication->placement_board->Advance();
   for (auto& [path, handle] : st.running) {
     const config::DatabaseConfig* config = Resolve(self, path);
     if (config != nullptr) self->send(handle, atom::replicas_v, PlaceDatabase(self, path, *config));

@@ -97,6 +97,8 @@ struct NodeCore {
   /// Requests of the node's embedded handles, counted when answered (the client gateway counts
   /// the client port's into the same object; README "Metrics").
   std::shared_ptr<metrics::RequestMetrics> requests = std::make_shared<metrics::RequestMetrics>();
+  /// The supervisor's placement changes, for the handles' routes (DatabaseRoute::placement).
+  std::shared_ptr<const PlacementBoard> placement;
 };
 
 /// A direct read in progress (see NodeCore::closing).
@@ -689,6 +691,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   replication->passivation_delay =
       std::chrono::duration_cast<caf::timespan>(opts.passivation_delay_for_testing);
   replication->placement_board = std::make_shared<PlacementBoard>();
+  impl->core->placement = replication->placement_board;
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
@@ -727,7 +730,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
                                      impl->core->timeout, impl->store->node_id(), impl->membership,
                                      DescribeSync(opts.sync, opts.sync_period), fill_local_status,
                                      GatewaySecurity{impl->security.directory, impl->acl},
-                                     impl->core->requests);
+                                     impl->core->requests, impl->core->placement);
   {
     std::vector<std::pair<caf::actor, std::string>> watched;
     watched.emplace_back(caf::actor_cast<caf::actor>(impl->gateway), "client gateway");
@@ -925,6 +928,7 @@ Database Node::open(std::string_view path) const {
   route->supervisor = impl_->core->supervisor;
   route->path = normalized;
   route->timeout = impl_->core->timeout;
+  route->placement = impl_->core->placement;
   // The route lives inside the handle; a weak reference avoids a cycle.
   route->on_reopen =
       [weak = std::weak_ptr<EmbeddedDatabase>(handle)](const database_client_actor& db) {

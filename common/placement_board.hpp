@@ -1,10 +1,12 @@
-// PlacementBoard: what the supervisor knows of drains and rebalancing, for `kvmesh members`.
+// PlacementBoard: what the supervisor knows of drains and rebalancing, for `kvmesh members`,
+// and how often placement changed, for the routes of requests (DatabaseRoute::placement).
 //
 // The supervisor publishes it (after each change of drain records and each rebalancing wave);
 // whoever answers a members request (the membership actor) reads it on its own thread, so it is
 // guarded by a mutex. No CAF.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -43,7 +45,15 @@ class PlacementBoard {
     if (member.self) member.rebalance_pending = rebalance_pending_;
   }
 
+  /// Counts the changes of placement (members, drains, configs) the supervisor acted on. A
+  /// route to a database actor on another node re-opens its path once this moved (OrderedRoute):
+  /// this node may hold a replica now. Read on any thread, without the mutex.
+  uint64_t epoch() const { return epoch_.load(std::memory_order_acquire); }
+  /// The supervisor, before it hands the databases their new replica sets.
+  void Advance() { epoch_.fetch_add(1, std::memory_order_acq_rel); }
+
  private:
+  std::atomic<uint64_t> epoch_{0};
   mutable std::mutex mu_;
   std::map<uint64_t, Entry> nodes_;
   uint64_t rebalance_pending_ = 0;

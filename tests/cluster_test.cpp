@@ -15,6 +15,7 @@
 
 #include "common/placement.hpp"
 #include "config/config_set.hpp"
+#include "kvmesh/client.hpp"
 #include "storage/backup.hpp"
 #include "test_util.hpp"
 #include "testing/local_cluster.hpp"
@@ -1154,6 +1155,62 @@ TEST_F(ClusterTest, AReplicaPullsNewerWritesFromAPeerWhoseActorItForgot) {
     return value.ok() && *value == "only on node 1";
   }));
   cluster_->faults().SetDeltaFaults({});
+}
+
+// Found by kvmesh-chaos --drain: a node that became a replica again (undrained) kept sending its
+// requests for a database to the remote replica it had used while drained, for as long as that
+// one ran: one hop too many, and `status` through the node reported another node's copy, so the
+// chaos check's convergence wait never saw this node's. Routes follow placement (an embedded
+// handle's and the client gateway's alike): after the change, the node's own copy serves.
+TEST_F(ClusterTest, RequestsThroughANodeGoToItsOwnCopyOnceItIsAReplicaAgain) {
+  LocalClusterOptions options;
+  options.node.listen_port = 0;
+  options.node.idle_timeout = seconds(600);  // no passivation re-routes anything by itself
+  {
+    Status started = StartCluster(3, options);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  // A database of max 2 of 3 that node 0 holds.
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < 3; ++i) ids.push_back(cluster_->node_id(i));
+  std::string path;
+  for (int d = 0; d < 100 && path.empty(); ++d) {
+    const std::string p = "/pairs/route-" + std::to_string(d);
+    const auto placed = PlaceReplicas(p, ids, 2);
+    if (std::count(placed.begin(), placed.end(), ids[0]) > 0) path = p;
+  }
+  ASSERT_FALSE(path.empty());
+  Database embedded = Open(0, path);
+  client::Client client = client::connect("127.0.0.1:" + std::to_string(cluster_->node(0)->port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  Database remote = client.open(path);
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  auto served_by = [](const Database& db) {
+    Result<ReplicationStatus> st = db.replication_status();
+    return st.ok() ? st->node_id : 0;
+  };
+  ASSERT_TRUE(embedded.put("/k", "1").ok());
+  ASSERT_TRUE(remote.put("/k", "2").ok());
+  EXPECT_EQ(served_by(embedded), ids[0]);
+  EXPECT_EQ(served_by(remote), ids[0]);
+
+  // Drained: node 0's copy is handed over; its requests go to the other replicas.
+  ASSERT_TRUE(cluster_->node(1)->drain_node(ids[0]).ok());
+  ASSERT_TRUE(Eventually(seconds(20), [&] { return HeldBy(*cluster_, 0).empty(); }));
+  ASSERT_TRUE(embedded.put("/k", "3").ok());
+  ASSERT_TRUE(remote.put("/k", "4").ok());
+  EXPECT_NE(served_by(embedded), ids[0]);
+  EXPECT_NE(served_by(remote), ids[0]);
+
+  // Undrained: node 0 is a replica of the path again, and serves its own requests.
+  ASSERT_TRUE(cluster_->node(2)->undrain_node(ids[0]).ok());
+  ASSERT_TRUE(Eventually(seconds(20), [&] { return HeldBy(*cluster_, 0).count(path) > 0; }));
+  EXPECT_TRUE(Eventually(seconds(10), [&] { return served_by(embedded) == ids[0]; }))
+      << "the embedded handle still goes to node " << FormatNodeId(served_by(embedded));
+  EXPECT_TRUE(Eventually(seconds(10), [&] { return served_by(remote) == ids[0]; }))
+      << "the client gateway still goes to node " << FormatNodeId(served_by(remote));
+  ASSERT_TRUE(cluster_->WaitForConvergence(path, seconds(15)).ok());
+  EXPECT_EQ(Read(0, path, "/k"), "4");
 }
 
 }  // namespace
