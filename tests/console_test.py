@@ -319,6 +319,46 @@ def plaintext_flow(tmp, d):
           "a file config has no edit or delete buttons")
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_flow(tmp, d):
+    """Two clustered nodes: the cluster page shows each member's placement; an admin drains one
+    (the console asks first), sees it drained (also per kvmesh members), and undrains it."""
+    seed_port = free_port()
+    _, port, base = start_node(tmp, "c1", ["--cluster-port", str(seed_port)])
+    start_node(tmp, "c2", ["--cluster-port", str(free_port()),
+                           "--seeds", "127.0.0.1:%d" % seed_port])
+    members = eventually(lambda: (lambda ms: ms if len(ms) == 2 and all(m["alive"] for m in ms)
+                                  else None)(api(base, "/v1/members")), "both members alive", 20)
+    other = [m["node_id"] for m in members if not m["self"]][0]
+    d.get(base + "/#/cluster")
+
+    def row_text(d):
+        rows = d.find_elements(By.CSS_SELECTOR, '#members tr[data-node="%s"]' % other)
+        return rows[0].text if rows else ""
+
+    wait(d, lambda d: "active" in row_text(d), "the other member as active")
+    d.find_element(By.CSS_SELECTOR, '[aria-label="Drain %s"]' % other).click()
+    wait(d, EC.visibility_of_element_located((By.ID, "confirm-dialog")), "the drain confirmation")
+    shot(d, "confirm-drain")
+    css(d, "#confirm-ok").click()
+    wait(d, lambda d: "drained" in row_text(d) and "handed over" in row_text(d), "the drained member",
+         timeout=20)
+    shot(d, "cluster-drained")
+    placement = lambda: [m["placement"] for m in json.loads(
+        cli(port, "--json", "members").stdout) if m["node"] == other]
+    check(placement() == ["drained"], "kvmesh members shows the drain: %r" % placement())
+    d.find_element(By.CSS_SELECTOR, '[aria-label="Undrain %s"]' % other).click()
+    wait(d, lambda d: "active" in row_text(d) and "drained" not in row_text(d),
+         "the member active again", timeout=20)
+    check(placement() == ["active"], "kvmesh members shows it active: %r" % placement())
+
+
 def token_flow(tmp, d):
     """HTTPS with an ACL: bearer-token login, and a read-only principal sees no edit buttons."""
     pki = os.path.join(tmp, "pki")
@@ -385,6 +425,7 @@ def main():
     try:
         d = browser()
         plaintext_flow(tmp, d)
+        cluster_flow(tmp, d)
         token_flow(tmp, d)
         print("OK in %.1f s" % (time.time() - started))
     finally:

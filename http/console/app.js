@@ -762,6 +762,47 @@ function drawChart(canvas, points, label, unit) {
              8 * devicePixelRatio, 16 * devicePixelRatio);
 }
 
+/// A member's place in placement (README "Draining a node"): in it, draining with progress, or
+/// drained; and this node's own databases still waiting to rebalance.
+function placementCell(m) {
+  const parts = [];
+  if (m.placement === 'draining') {
+    parts.push(el('span', {class: 'badge warn'}, 'draining'), ' ',
+               el('span', {class: 'muted'}, (m.drain_total - m.drain_left) + ' of ' + m.drain_total +
+                  ' databases handed over'));
+  } else if (m.placement === 'drained') {
+    parts.push(el('span', {class: 'badge down'}, 'drained'), ' ',
+               el('span', {class: 'muted'}, m.drain_total + ' databases handed over'));
+  } else {
+    parts.push(el('span', {class: 'badge ok'}, 'active'));
+  }
+  if (m.rebalance_pending > 0) {
+    parts.push(' ', el('span', {class: 'badge warn'}, 'rebalancing ' + m.rebalance_pending));
+  }
+  return parts;
+}
+
+/// Drain (asks first: the node hands every database over) or undrain, then `done()`.
+function drainButton(m, done) {
+  const drained = m.placement === 'draining' || m.placement === 'drained';
+  const label = drained ? 'Undrain' : 'Drain';
+  return el('button', {class: drained ? '' : 'danger', 'aria-label': label + ' ' + m.node_id,
+                       onclick: async () => {
+    if (!drained && !await confirmAction('Drain node ' + m.node_id + '?',
+        'It hands every database it holds over to the other nodes and takes no new ones until ' +
+        'undrained. Writes go on throughout.', 'Drain')) return;
+    try {
+      const res = await request('POST', '/v1/members/' + encodeURIComponent(m.node_id) + '/' +
+                                (drained ? 'undrain' : 'drain'));
+      const body = await res.json();
+      note(body.summary || (label + 'ed ' + m.node_id));
+      await done();
+    } catch (e) {
+      showError(e);
+    }
+  }}, label);
+}
+
 async function viewCluster(params) {
   const view = document.getElementById('view');
   const members = el('table', {id: 'members'});
@@ -778,16 +819,23 @@ async function viewCluster(params) {
   const refresh = async () => {
     try {
       const ms = await getJson('/v1/members');
+      const admin = !whoami || whoami.admin;
+      // Drains need a cluster: a single node has nobody to hand its databases to.
+      const clustered = ms.length > 1;
       members.replaceChildren(
         el('thead', {}, el('tr', {}, el('th', {}, 'Node'), el('th', {}, 'Address'), el('th', {}, 'State'),
-          el('th', {}, 'Silent for'), el('th', {}, 'Disk free'))),
-        el('tbody', {}, ms.map(m => el('tr', {},
+          el('th', {}, 'Placement'), el('th', {}, 'Silent for'), el('th', {}, 'Disk free'),
+          admin && clustered ? el('th', {}, '') : null)),
+        el('tbody', {}, ms.map(m => el('tr', {'data-node': m.node_id},
           el('td', {class: 'mono'}, m.node_id, m.self ? [' ', el('span', {class: 'badge'}, 'this node')] : null),
           el('td', {class: 'mono'}, m.cluster_address),
           el('td', {}, el('span', {class: 'badge ' + (m.alive ? 'up' : 'down')}, m.alive ? 'up' : 'down'),
-             m.low_space ? el('span', {class: 'badge warn'}, 'low space') : null),
+             m.low_space ? [' ', el('span', {class: 'badge warn'}, 'low space')] : null),
+          el('td', {class: 'placement'}, placementCell(m)),
           el('td', {}, m.self ? '' : fmtAge(m.silent_ms)),
-          el('td', {}, fmtBytes(m.free_disk_bytes))))));
+          // Known for this node only (members carry no peer's disk space).
+          el('td', {}, m.self ? fmtBytes(m.free_disk_bytes) : el('span', {class: 'muted', title: 'known on that node only'}, '—')),
+          admin && clustered ? el('td', {}, drainButton(m, refresh)) : null))));
       const text = await (await request('GET', '/metrics')).text();
       history.push(parseMetrics(text));
       while (history.length > 61) history.shift();
