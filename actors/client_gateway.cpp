@@ -110,17 +110,16 @@ Status AuthorizeKnown(gateway_pointer self, Caller* caller) {
   return caller->acl->CheckKnown(caller->principal);
 }
 
-/// Forwards `args...` to the database at `raw_path` and answers the client with its reply, if
-/// the sender holds `right` on it.
+/// Hands a request for the database at `raw_path` to its route with `send(route, done)`, if the
+/// sender holds `right` on it, and answers the client with what `done` gets.
 ///
 /// The path comes from the network, so the gateway is where the node normalises it (the client
 /// library normalised it already, but a peer need not be that library). Routes are keyed by
 /// normalised paths, so a path found among them is normalised: only a first request, or another
 /// spelling, pays for the normalisation.
-template <class Reply, class... Ts>
-caf::result<Reply> Forward(gateway_pointer self, std::optional<metrics::Op> op,
-                           security::Right right, const std::string& raw_path, Deadline deadline,
-                           Ts... args) {
+template <class Reply, class Send>
+caf::result<Reply> Route(gateway_pointer self, std::optional<metrics::Op> op, security::Right right,
+                         const std::string& raw_path, Deadline deadline, Send send) {
   // Counted once, when answered (README "Metrics"); `op` empty: not counted (an open).
   const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<metrics::RequestMetrics> requests = self->state.requests;
@@ -163,8 +162,34 @@ caf::result<Reply> Forward(gateway_pointer self, std::optional<metrics::Op> op,
       self->state.routes.erase(it);
     }
   };
-  ordered->Request<Reply>(self, std::move(done), deadline, std::move(args)...);
+  send(*ordered, std::move(done));
   return promise;
+}
+
+/// Forwards `args...` to the database at `raw_path` (Route).
+template <class Reply, class... Ts>
+caf::result<Reply> Forward(gateway_pointer self, std::optional<metrics::Op> op,
+                           security::Right right, const std::string& raw_path, Deadline deadline,
+                           Ts... args) {
+  return Route<Reply>(self, op, right, raw_path, deadline,
+                      [&](OrderedRoute& ordered, std::function<void(caf::expected<Reply>)> done) {
+                        ordered.Request<Reply>(self, std::move(done), deadline, std::move(args)...);
+                      });
+}
+
+/// A plain write (no checks) to the database at `raw_path`: its route takes it, to send with the
+/// other writes to that database waiting in the gateway's mailbox (OrderedRoute::TakeWrite), so
+/// under load many clients' writes travel to the database actor as one message.
+caf::result<atom::ok> ForwardWrite(gateway_pointer self, metrics::Op op,
+                                   const std::string& raw_path, Deadline deadline,
+                                   CoalescedWrite::Made made, WriteBatch batch) {
+  return Route<atom::ok>(
+      self, op, security::Right::kWrite, raw_path, deadline,
+      [&](OrderedRoute& ordered, std::function<void(caf::expected<atom::ok>)> done) {
+        if (ordered.TakeWrite({made, std::move(batch), deadline, std::move(done)})) {
+          self->send(self, atom::commit_v, ordered.route().path);
+        }
+      });
 }
 
 }  // namespace
@@ -261,24 +286,39 @@ gateway_actor::behavior_type client_gateway_impl(
       },
       [=](atom::put, const std::string& path, std::string& key, std::string& value,
           Deadline deadline) {
-        return Forward<atom::ok>(self, metrics::Op::kPut, Right::kWrite, path, deadline,
-                                 atom::put_v, std::move(key), std::move(value));
+        WriteBatch write;
+        write.Put(std::move(key), std::move(value));
+        return ForwardWrite(self, metrics::Op::kPut, path, deadline, CoalescedWrite::Made::kPut,
+                            std::move(write));
       },
       [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {
         return Forward<std::string>(self, metrics::Op::kGet, Right::kRead, path, deadline,
                                     atom::get_v, std::move(key));
       },
       [=](atom::erase, const std::string& path, std::string& key, Deadline deadline) {
-        return Forward<atom::ok>(self, metrics::Op::kErase, Right::kWrite, path, deadline,
-                                 atom::erase_v, std::move(key));
+        WriteBatch write;
+        write.Erase(std::move(key));
+        return ForwardWrite(self, metrics::Op::kErase, path, deadline, CoalescedWrite::Made::kErase,
+                            std::move(write));
       },
       [=](atom::list, const std::string& path, ListOptions& options, Deadline deadline) {
         return Forward<ListPage>(self, metrics::Op::kList, Right::kRead, path, deadline,
                                  atom::list_v, std::move(options));
       },
       [=](atom::batch, const std::string& path, WriteBatch& batch, Deadline deadline) {
-        return Forward<atom::ok>(self, metrics::Op::kBatch, Right::kWrite, path, deadline,
-                                 atom::batch_v, std::move(batch));
+        // Judged by one replica, perhaps forwarded there: a conditional batch goes alone.
+        if (HasChecks(batch)) {
+          return Forward<atom::ok>(self, metrics::Op::kBatch, Right::kWrite, path, deadline,
+                                   atom::batch_v, std::move(batch));
+        }
+        return ForwardWrite(self, metrics::Op::kBatch, path, deadline, CoalescedWrite::Made::kBatch,
+                            std::move(batch));
+      },
+      [=](atom::commit, const std::string& path) {
+        // The writes to `path` taken since the last flush (ForwardWrite). Anyone may send this
+        // (it is in the published interface): it only sends what is waiting, sooner.
+        auto it = self->state.routes.find(path);
+        if (it != self->state.routes.end()) it->second.ordered->FlushWrites(self);
       },
       [=](atom::stats, const std::string& path, Deadline deadline) {
         return Forward<DatabaseStats>(self, metrics::Op::kStats, Right::kRead, path, deadline,

@@ -19,8 +19,10 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "common/placement_board.hpp"
+#include "common/request_limits.hpp"
 #include "messages/local_deadlines.hpp"
 #include "messages/type_ids.hpp"
 
@@ -158,6 +160,17 @@ void SendToDatabase(Self* self, const DatabaseRoute& route, const database_clien
           });
 }
 
+/// A plain write (a put, an erase, or a batch without checks) an OrderedRoute took to send
+/// together with the writes taken with it (OrderedRoute::TakeWrite).
+struct CoalescedWrite {
+  /// The message it was made as, sent as such when it goes alone.
+  enum class Made { kPut, kErase, kBatch } made = Made::kBatch;
+  /// Its operations (a put or an erase: one).
+  WriteBatch batch;
+  Deadline deadline;
+  std::function<void(caf::expected<atom::ok>)> done;
+};
+
 /// The requests of one requester actor to one database path, applied in the order they were made
 /// even across re-activations of the database.
 ///
@@ -188,8 +201,8 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   const DatabaseRoute& route() const { return *route_; }
   /// The database actor requests go to now (invalid before the first open, and while paused).
   const database_client_actor& actor() const { return actor_; }
-  /// True if no request is in flight or waiting, and no re-open is under way.
-  bool Idle() const { return in_flight_ == 0 && waiting_.empty() && !reopening_; }
+  /// True if no request is in flight, waiting or taken, and no re-open is under way.
+  bool Idle() const { return in_flight_ == 0 && waiting_.empty() && !reopening_ && taken_.empty(); }
 
   /// The actor at `gone` went down (the owner monitors it): later requests re-open the path
   /// without first bouncing off it. Requests in flight to it still come back.
@@ -202,6 +215,115 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   /// deadline passes before it is sent (waiting behind a re-open) fails unsent.
   template <class Reply, class Self, class... Ts>
   void Request(Self* self, std::function<void(caf::expected<Reply>)> done, Deadline deadline,
+               Ts... args) {
+    FlushWrites(self);
+    Enqueue<Reply>(self, std::move(done), deadline, std::move(args)...);
+  }
+
+  // -- Coalesced writes --
+  //
+  // Under load many plain writes wait in the owner's mailbox at once. Taken instead of sent one
+  // by one, they go as one message `(batch, vector<WriteBatch>, Deadline)`, which the database
+  // queues as separate writes of one group commit and answers with one outcome per write: one
+  // message and one reply for many writes. A write alone goes as the message it was made as.
+
+  /// Takes plain write `w` (no checks: a conditional batch is judged by one replica, perhaps
+  /// forwarded there, and goes alone through Request). True if it is the first taken since the
+  /// last flush: the owner then sends itself a message that calls FlushWrites, which queues
+  /// behind the messages already waiting, so every write they carry joins. Any Request flushes
+  /// first, so the order of requests holds.
+  bool TakeWrite(CoalescedWrite w) {
+    taken_.push_back(std::move(w));
+    return taken_.size() == 1;
+  }
+
+  /// Sends the writes taken and not yet sent, in messages no larger than one request may be
+  /// (kMaxBatchOps operations, kMaxBatchBytes of keys and values; a node closes a connection
+  /// carrying more).
+  template <class Self>
+  void FlushWrites(Self* self) {
+    if (taken_.empty()) return;
+    std::vector<CoalescedWrite> writes = std::move(taken_);
+    taken_.clear();
+    std::vector<CoalescedWrite> message;
+    size_t bytes = 0;
+    size_t ops = 0;
+    for (auto& w : writes) {
+      const size_t w_bytes = BatchBytes(w.batch);
+      if (!message.empty() &&
+          (bytes + w_bytes > kMaxBatchBytes || ops + w.batch.ops.size() > kMaxBatchOps)) {
+        SendWrites(self, std::move(message));
+        message.clear();
+        bytes = 0;
+        ops = 0;
+      }
+      bytes += w_bytes;
+      ops += w.batch.ops.size();
+      message.push_back(std::move(w));
+    }
+    SendWrites(self, std::move(message));
+  }
+
+  /// Drops the writes taken and not yet sent (the owner stops): their callbacks are destroyed
+  /// uncalled, and hold the only references to what they would answer.
+  void DropWrites() { taken_.clear(); }
+
+ private:
+  template <class Self>
+  void SendWrites(Self* self, std::vector<CoalescedWrite> writes) {
+    if (writes.empty()) return;
+    if (writes.size() == 1) {
+      CoalescedWrite& w = writes.front();
+      switch (w.made) {
+        case CoalescedWrite::Made::kPut:
+          Enqueue<atom::ok>(self, std::move(w.done), w.deadline, atom::put_v,
+                            std::move(w.batch.ops[0].key), std::move(w.batch.ops[0].value));
+          return;
+        case CoalescedWrite::Made::kErase:
+          Enqueue<atom::ok>(self, std::move(w.done), w.deadline, atom::erase_v,
+                            std::move(w.batch.ops[0].key));
+          return;
+        case CoalescedWrite::Made::kBatch:
+          Enqueue<atom::ok>(self, std::move(w.done), w.deadline, atom::batch_v, std::move(w.batch));
+          return;
+      }
+    }
+    // The message's deadline is the earliest of its writes' (they were made moments apart).
+    Deadline deadline = writes.front().deadline;
+    std::vector<WriteBatch> batches;
+    batches.reserve(writes.size());
+    auto dones = std::make_shared<std::vector<std::function<void(caf::expected<atom::ok>)>>>();
+    dones->reserve(writes.size());
+    for (auto& w : writes) {
+      if (w.deadline.wall_ns != 0 &&
+          (deadline.wall_ns == 0 || w.deadline.wall_ns < deadline.wall_ns)) {
+        deadline = w.deadline;
+      }
+      batches.push_back(std::move(w.batch));
+      dones->push_back(std::move(w.done));
+    }
+    Enqueue<std::vector<caf::error>>(
+        self,
+        [dones](caf::expected<std::vector<caf::error>> reply) {
+          for (size_t i = 0; i < dones->size(); ++i) {
+            auto& done = (*dones)[i];
+            if (!reply) {
+              done(reply.error());
+            } else if (i >= reply->size()) {
+              done(ToError(Status::Internal("the database answered fewer writes than it got")));
+            } else if ((*reply)[i]) {
+              done(std::move((*reply)[i]));
+            } else {
+              done(atom::ok_v);
+            }
+          }
+        },
+        deadline, atom::batch_v, std::move(batches));
+  }
+
+  /// Request without the flush: after every earlier request of this route.
+  template <class Reply, class Self, class... Ts>
+  void Enqueue(Self* self, std::function<void(caf::expected<Reply>)> done, Deadline deadline,
                Ts... args) {
     // The arguments are kept for a resend: each attempt copies them into its message.
     auto message =
@@ -230,7 +352,6 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     Dispatch(self, std::move(p));
   }
 
- private:
   struct Pending {
     /// Order of the request on this route.
     uint64_t seq = 0;
@@ -362,6 +483,8 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   bool reopening_ = false;
   /// Bounced and newly made requests while paused, by `seq`.
   std::map<uint64_t, Pending> waiting_;
+  /// Writes taken and not yet sent (TakeWrite), in order.
+  std::vector<CoalescedWrite> taken_;
 };
 
 }  // namespace kvmesh

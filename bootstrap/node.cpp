@@ -255,20 +255,6 @@ class EmbeddedDatabase final : public DatabaseBackend,
   /// actor's message handlers), so it needs no lock.
   std::shared_ptr<OrderedRoute> ordered;
 
-  /// A write the requester took and has not sent yet (see CallWrite).
-  struct PendingWrite {
-    /// The message it was made as, sent as such when it goes alone.
-    enum class Made { kPut, kErase, kBatch } made;
-    WriteBatch batch;
-    Deadline deadline;
-    std::function<void(caf::expected<atom::ok>)> finish;
-  };
-  /// Writes taken by the requester since its last send, in order; requester only (no lock).
-  /// Shared with the requester, which drops them when it stops (their callbacks then answer
-  /// unavailable): they hold this handle, so nothing else would.
-  std::shared_ptr<std::vector<PendingWrite>> pending_writes =
-      std::make_shared<std::vector<PendingWrite>>();
-
   // -- Direct reads (actors/direct_reads.hpp) --
   //
   // A read goes to the store of `actor` on the caller's thread when that gives what asking the
@@ -456,98 +442,12 @@ void Submit(const HandlePtr& h, metrics::Op op, Completion<Reply> once, Send sen
       }});
 }
 
-// Sends `writes` (taken by the requester, in order): one alone as the message it was made as,
-// several as one message that the database applies as if each had come alone (its group
-// commit), each writer answered with its own outcome.
-void SendWrites(caf::event_based_actor* self, EmbeddedDatabase& h,
-                std::vector<EmbeddedDatabase::PendingWrite> writes) {
-  if (writes.empty()) return;
-  if (writes.size() == 1) {
-    auto& w = writes.front();
-    using Made = EmbeddedDatabase::PendingWrite::Made;
-    switch (w.made) {
-      case Made::kPut:
-        h.ordered->Request<atom::ok>(self, std::move(w.finish), w.deadline, atom::put_v,
-                                     std::move(w.batch.ops[0].key),
-                                     std::move(w.batch.ops[0].value));
-        return;
-      case Made::kErase:
-        h.ordered->Request<atom::ok>(self, std::move(w.finish), w.deadline, atom::erase_v,
-                                     std::move(w.batch.ops[0].key));
-        return;
-      case Made::kBatch:
-        h.ordered->Request<atom::ok>(self, std::move(w.finish), w.deadline, atom::batch_v,
-                                     std::move(w.batch));
-        return;
-    }
-  }
-  // The message's deadline is the earliest of its writes' (they were made microseconds apart).
-  Deadline deadline = writes.front().deadline;
-  std::vector<WriteBatch> batches;
-  batches.reserve(writes.size());
-  auto finishes = std::make_shared<std::vector<Finish<atom::ok>>>();
-  finishes->reserve(writes.size());
-  for (auto& w : writes) {
-    if (w.deadline.wall_ns != 0 &&
-        (deadline.wall_ns == 0 || w.deadline.wall_ns < deadline.wall_ns)) {
-      deadline = w.deadline;
-    }
-    batches.push_back(std::move(w.batch));
-    finishes->push_back(std::move(w.finish));
-  }
-  h.ordered->Request<std::vector<caf::error>>(
-      self,
-      [finishes](caf::expected<std::vector<caf::error>> reply) {
-        for (size_t i = 0; i < finishes->size(); ++i) {
-          auto& finish = (*finishes)[i];
-          if (!reply) {
-            finish(reply.error());
-          } else if (i >= reply->size()) {
-            finish(ToError(Status::Internal("the database answered fewer writes than it got")));
-          } else if ((*reply)[i]) {
-            finish(std::move((*reply)[i]));
-          } else {
-            finish(atom::ok_v);
-          }
-        }
-      },
-      deadline, atom::batch_v, std::move(batches));
-}
-
-// Sends the writes the requester has taken (CallWrite) and not sent yet, in messages no larger
-// than one request may be (kMaxBatchOps operations, kMaxBatchBytes of keys and values; a node
-// closes a connection carrying more), each as SendWrites does. Runs before any other request of
-// the handle is sent, so order is kept.
-void SendPendingWrites(caf::event_based_actor* self, EmbeddedDatabase& h) {
-  if (h.pending_writes->empty()) return;
-  std::vector<EmbeddedDatabase::PendingWrite> writes = std::move(*h.pending_writes);
-  h.pending_writes->clear();
-  std::vector<EmbeddedDatabase::PendingWrite> message;
-  size_t bytes = 0;
-  size_t ops = 0;
-  for (auto& w : writes) {
-    const size_t w_bytes = BatchBytes(w.batch);
-    if (!message.empty() &&
-        (bytes + w_bytes > kMaxBatchBytes || ops + w.batch.ops.size() > kMaxBatchOps)) {
-      SendWrites(self, h, std::move(message));
-      message.clear();
-      bytes = 0;
-      ops = 0;
-    }
-    bytes += w_bytes;
-    ops += w.batch.ops.size();
-    message.push_back(std::move(w));
-  }
-  SendWrites(self, h, std::move(message));
-}
-
 // A request that is not a coalesced write: sent after the writes taken before it.
 template <class Reply, class... Ts>
 void Call(const HandlePtr& h, metrics::Op op, Completion<Reply> once, Ts... args) {
   Submit<Reply>(h, op, std::move(once),
                 [h, args = std::make_tuple(std::move(args)...)](
                     caf::event_based_actor* self, Deadline deadline, Finish<Reply> finish) mutable {
-                  SendPendingWrites(self, *h);
                   std::apply(
                       [&](auto&... xs) {
                         h->ordered->Request<Reply>(self, std::move(finish), deadline,
@@ -561,16 +461,15 @@ void Call(const HandlePtr& h, metrics::Op op, Completion<Reply> once, Ts... args
 // it, and sends what it has taken once the jobs queued before its send job ran (a job it sends
 // itself, which queues behind them), or earlier when another request comes. Under load that is
 // one message, one reply and one group commit for many writes; alone it costs one more job.
-void CallWrite(const HandlePtr& h, metrics::Op op, EmbeddedDatabase::PendingWrite::Made made,
-               WriteBatch batch, std::function<void(Status)> done) {
+void CallWrite(const HandlePtr& h, metrics::Op op, CoalescedWrite::Made made, WriteBatch batch,
+               std::function<void(Status)> done) {
   Submit<atom::ok>(
       h, op, StatusCompletion<atom::ok>(std::move(done)),
       [h, made, batch = std::move(batch)](caf::event_based_actor* self, Deadline deadline,
                                           Finish<atom::ok> finish) mutable {
-        h->pending_writes->push_back({made, std::move(batch), deadline, std::move(finish)});
-        if (h->pending_writes->size() > 1) return;
+        if (!h->ordered->TakeWrite({made, std::move(batch), deadline, std::move(finish)})) return;
         self->send(self,
-                   RequesterJob{[h](caf::event_based_actor* s) { SendPendingWrites(s, *h); }});
+                   RequesterJob{[h](caf::event_based_actor* s) { h->ordered->FlushWrites(s); }});
       });
 }
 
@@ -941,10 +840,9 @@ Database Node::open(std::string_view path) const {
   handle->SetActor(actor);
   handle->ordered = std::make_shared<OrderedRoute>(std::move(route), std::move(actor));
   // The requester stops with the node (it watches the supervisor) or with its last handle.
-  handle->requester =
-      impl_->system->spawn([supervisor = impl_->core->supervisor, deadlines = std::move(deadlines),
-                            pending = std::weak_ptr(handle->pending_writes)](
-                               caf::event_based_actor* self) -> caf::behavior {
+  handle->requester = impl_->system->spawn(
+      [supervisor = impl_->core->supervisor, deadlines = std::move(deadlines),
+       ordered = std::weak_ptr(handle->ordered)](caf::event_based_actor* self) -> caf::behavior {
         deadlines->set_schedule_check(
             [self, weak = std::weak_ptr<LocalDeadlines>(deadlines)](caf::timespan period) {
               self->delayed_send(self, period, RequesterJob{[weak](caf::event_based_actor*) {
@@ -952,8 +850,10 @@ Database Node::open(std::string_view path) const {
                                  }});
             });
         DropPendingOnExit(self, deadlines);
-        self->attach_functor([pending] {
-          if (auto writes = pending.lock()) writes->clear();
+        // Writes taken and not sent hold the handle (their callbacks do): dropped with the
+        // requester, their callbacks answer unavailable.
+        self->attach_functor([ordered] {
+          if (auto route = ordered.lock()) route->DropWrites();
         });
         self->monitor(supervisor);
         self->set_down_handler([self](caf::down_msg&) { self->quit(); });
@@ -1232,7 +1132,7 @@ Result<std::string> EmbeddedDatabase::Get(std::string_view key) {
 void EmbeddedDatabase::PutAsync(std::string key, std::string value, StatusCallback done) {
   WriteBatch batch;
   batch.Put(std::move(key), std::move(value));
-  CallWrite(shared_from_this(), metrics::Op::kPut, PendingWrite::Made::kPut, std::move(batch),
+  CallWrite(shared_from_this(), metrics::Op::kPut, CoalescedWrite::Made::kPut, std::move(batch),
             std::move(done));
 }
 
@@ -1260,7 +1160,7 @@ void EmbeddedDatabase::GetAsync(std::string key, ResultCallback<std::string> don
 void EmbeddedDatabase::EraseAsync(std::string key, StatusCallback done) {
   WriteBatch batch;
   batch.Erase(std::move(key));
-  CallWrite(shared_from_this(), metrics::Op::kErase, PendingWrite::Made::kErase, std::move(batch),
+  CallWrite(shared_from_this(), metrics::Op::kErase, CoalescedWrite::Made::kErase, std::move(batch),
             std::move(done));
 }
 
@@ -1272,7 +1172,7 @@ void EmbeddedDatabase::WriteAsync(WriteBatch batch, StatusCallback done) {
                    StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, std::move(batch));
     return;
   }
-  CallWrite(shared_from_this(), metrics::Op::kBatch, PendingWrite::Made::kBatch, std::move(batch),
+  CallWrite(shared_from_this(), metrics::Op::kBatch, CoalescedWrite::Made::kBatch, std::move(batch),
             std::move(done));
 }
 

@@ -385,6 +385,9 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::list, std::string, ListOptions, Deadline>::with<ListPage>,
     // (path, batch) -> ok, all or nothing.
     caf::replies_to<atom::batch, std::string, WriteBatch, Deadline>::with<atom::ok>,
+    // Its own: sends the writes to the path it took since the last one together (see
+    // OrderedRoute::TakeWrite). From anyone else it only sends them sooner.
+    caf::reacts_to<atom::commit, std::string>,
     // path -> counters.
     caf::replies_to<atom::stats, std::string, Deadline>::with<DatabaseStats>,
     // path -> replication status, from the replica serving this node's requests.
