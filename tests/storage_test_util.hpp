@@ -3,12 +3,28 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
+#include <memory>
 
 #include "storage/database_store.hpp"
+#include "storage/store.hpp"
 
 namespace kvmesh::testing {
+
+/// A wall clock the test moves (StoreOptions::wall_clock).
+struct FakeClock {
+  std::shared_ptr<std::chrono::system_clock::time_point> now =
+      std::make_shared<std::chrono::system_clock::time_point>(std::chrono::system_clock::now());
+  storage::StoreOptions Options() const {
+    storage::StoreOptions options;
+    auto clock = now;
+    options.wall_clock = [clock] { return *clock; };
+    return options;
+  }
+  void Advance(std::chrono::milliseconds by) { *now += by; }
+};
 
 /// Lists `db` page by page from `options` on (each next page resumes at the last one's
 /// next_token), handing each page to `on_page`, until the last page or the first error, which
