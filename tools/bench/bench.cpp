@@ -8,6 +8,7 @@
 //   kvmesh-bench --targets cluster --workloads put      # 3 kvmeshd, replication lag, catch-up
 //   kvmesh-bench --targets remote,redis --workloads put,get --inflight 1,50   # x_redis
 //   kvmesh-bench --targets remote,caf-echo --workloads put,get --inflight 1,50  # CAF's floor
+//   kvmesh-bench --targets embedded,remote --workloads put,put-ttl,cas-put,watch  # issue 18
 //   kvmesh-bench --compare-a "kvmesh-bench --scheduler sharing" \
 //                --compare-b "kvmesh-bench --scheduler stealing" --rounds 3
 //
@@ -29,9 +30,11 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
 
 #include "common/replication_status.hpp"
 #include "kvmesh/client.hpp"
+#include "kvmesh/database.hpp"
 #include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
@@ -226,6 +229,70 @@ struct KeySpace {
   uint64_t total() const { return databases * per_db; }
 };
 
+/// The watch workload's bookkeeping, shared by the writers and the watcher: when each write was
+/// acknowledged and when its event arrived, whichever comes first waiting for the other. Each
+/// write is of a fresh key, so each event belongs to exactly one write (a watch reports a key
+/// changed twice between two updates once).
+class WatchDelays {
+ public:
+  void Acked(const std::string& key, Clock::time_point at) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = arrived_.find(key);
+    if (it == arrived_.end()) {
+      acked_.emplace(key, at);
+      return;
+    }
+    // The event came before the writer heard its answer: no delay after the acknowledgement.
+    arrived_.erase(it);
+    ++early_;
+    delay_.Record(0);
+    cv_.notify_all();
+  }
+  void Arrived(const std::string& key, Clock::time_point at) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++events_;
+    last_event_ = at;
+    auto it = acked_.find(key);
+    if (it == acked_.end()) {
+      arrived_.emplace(key, at);
+      return;
+    }
+    delay_.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(at - it->second).count());
+    acked_.erase(it);
+    cv_.notify_all();
+  }
+  /// Waits until every acknowledged write's event arrived, or `until`; returns those missing.
+  uint64_t WaitForAll(Clock::time_point until) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_until(lock, until, [&] { return acked_.empty(); });
+    return acked_.size();
+  }
+  uint64_t events() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+  uint64_t early() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return early_;
+  }
+  Clock::time_point last_event() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_event_;
+  }
+  const LatencyHistogram& delay() const { return delay_; }
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::unordered_map<std::string, Clock::time_point> acked_, arrived_;
+  uint64_t events_ = 0, early_ = 0;
+  Clock::time_point last_event_{};
+  LatencyHistogram delay_;
+};
+
+/// The ttl of put-ttl: longer than any run, so that no key expires while it is measured.
+constexpr std::chrono::milliseconds kBenchTtl = std::chrono::minutes(10);
+
 /// What one session thread does in one run.
 struct RunPlan {
   std::string workload;
@@ -242,6 +309,10 @@ struct RunPlan {
   LatencyHistogram* latency;
   uint64_t ops;
   Clock::time_point deadline;
+  /// cas-put and watch write fresh keys: "<fresh_prefix>/<n>", unique to the run.
+  std::string fresh_prefix;
+  /// watch: where writers note their acknowledgements.
+  WatchDelays* watch = nullptr;
 };
 
 // Drives one session: keeps plan.inflight operations outstanding until the run's operation
@@ -306,7 +377,26 @@ void DriveSession(Session& session, const RunPlan& plan, uint64_t seed) {
     }
     const uint64_t db = pick / plan.space.per_db;
     std::string key = KeyOf(pick % plan.space.per_db, s.scan_length);
-    if (plan.workload == "get" || (plan.workload == "mixed" && unit(coin) < s.read_ratio)) {
+    if (plan.workload == "cas-put") {
+      // A conditional put that passes: if_absent on a key never written. One request, so it
+      // compares with put directly (the check's cost, not a get's round trip in front of it).
+      WriteOptions options;
+      options.if_absent = true;
+      session.PutWith(0, plan.fresh_prefix + "/" + std::to_string(n), plan.value,
+                      std::move(options), std::move(done));
+    } else if (plan.workload == "put-ttl") {
+      WriteOptions options;
+      options.ttl = kBenchTtl;
+      session.PutWith(db, std::move(key), plan.value, std::move(options), std::move(done));
+    } else if (plan.workload == "watch") {
+      std::string fresh = plan.fresh_prefix + "/" + std::to_string(n);
+      WatchDelays* delays = plan.watch;
+      session.Put(0, fresh, plan.value,
+                  [done = std::move(done), fresh, delays](const Status& status, uint64_t keys) {
+                    if (status.ok()) delays->Acked(fresh, Clock::now());
+                    done(status, keys);
+                  });
+    } else if (plan.workload == "get" || (plan.workload == "mixed" && unit(coin) < s.read_ratio)) {
       session.Get(db, std::move(key), std::move(done));
     } else if (plan.workload == "batch") {
       WriteBatch batch;
@@ -355,6 +445,27 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
     plan.ops = space.databases * ((space.per_db + 999) / 1000);
     plan.inflight = std::max(inflight, 8);
   }
+  static std::atomic<uint64_t> runs{0};
+  const uint64_t run_id = runs.fetch_add(1);
+  plan.fresh_prefix = "/" + workload + "/" + std::to_string(run_id);
+  // watch: the first session watches the run's fresh keys while the sessions write them.
+  WatchDelays delays;
+  std::unique_ptr<Watch> watch;
+  if (workload == "watch") {
+    plan.watch = &delays;
+    Status started = p.sessions[0]->Watch(
+        0, plan.fresh_prefix,
+        [&delays, &errors](Result<WatchUpdate> update) {
+          if (!update.ok()) return errors.Add(update.status());
+          const auto now = Clock::now();
+          for (const WatchEvent& e : update->events) delays.Arrived(e.key, now);
+        },
+        &watch);
+    if (!started.ok()) {
+      errors.Add(started);
+      plan.ops = 0;  // nothing to measure
+    }
+  }
   // Values differ per run, so that a put of the same key is a real overwrite.
   for (size_t i = 0; i < plan.value.size(); ++i) plan.value[i] = 'a' + (i * 7 + value_size) % 26;
   char label[128];
@@ -381,6 +492,14 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
           [&, c] { DriveSession(*p.sessions[c], plan, 1000003ull * (c + 1) + value_size); });
     }
     for (auto& t : threads) t.join();
+    // watch: the events of the last writes are still on their way (bounded wait).
+    if (plan.watch != nullptr) {
+      const uint64_t missing = delays.WaitForAll(Clock::now() + std::chrono::seconds(10));
+      for (uint64_t i = 0; i < missing; ++i) {
+        errors.Add(Status::Timeout("no watch event within 10 s of the write's acknowledgement"));
+      }
+      failures.fetch_add(missing);
+    }
     monitor.Stop();
     out.rss_peak_mb = MiB(monitor.peak_rss());
   }
@@ -412,6 +531,23 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   out.p50_us = latency.QuantileMicros(0.50);
   out.p99_us = latency.QuantileMicros(0.99);
   out.p999_us = latency.QuantileMicros(0.999);
+  if (plan.watch != nullptr) {
+    // The row is the watcher's: events delivered per second (until the last one arrived) and
+    // the delay from each write's acknowledgement to its event's arrival.
+    watch.reset();
+    out.ops = delays.delay().count();
+    out.keys = delays.events();
+    if (delays.events() > 0) {
+      out.seconds = std::chrono::duration<double>(delays.last_event() - start).count();
+    }
+    out.p50_us = delays.delay().QuantileMicros(0.50);
+    out.p99_us = delays.delay().QuantileMicros(0.99);
+    out.p999_us = delays.delay().QuantileMicros(0.999);
+    if (!s.quiet && delays.early() > 0) {
+      std::fprintf(stderr, "%s: %llu events arrived before their write's acknowledgement\n", label,
+                   static_cast<unsigned long long>(delays.early()));
+    }
+  }
   if (out.failures > 0) {
     std::fprintf(stderr, "%s: %llu of %llu operations failed\n", label,
                  static_cast<unsigned long long>(out.failures),
@@ -796,7 +932,8 @@ int main(int argc, char** argv) {
                  "caf-echo")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--workloads", s.workloads, "put, get, list, mixed, batch")
+  app.add_option("--workloads", s.workloads,
+                 "put, get, list, mixed, batch, put-ttl, cas-put, watch")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--value-sizes", s.value_sizes, "value bytes")
@@ -897,8 +1034,12 @@ int main(int argc, char** argv) {
     return Compare(compare_a, compare_b, rounds, s.json);
   }
   for (const std::string& w : s.workloads) {
-    if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch") {
-      std::fprintf(stderr, "unknown workload \"%s\" (put, get, list, mixed, batch)\n", w.c_str());
+    if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch" &&
+        !NeedsKvmeshApi(w)) {
+      std::fprintf(stderr,
+                   "unknown workload \"%s\" (put, get, list, mixed, batch, put-ttl, cas-put, "
+                   "watch)\n",
+                   w.c_str());
       return 2;
     }
   }
@@ -1003,7 +1144,9 @@ int main(int argc, char** argv) {
           }
         }
         // A put run leaves keys of this value size behind, but not necessarily all of them.
-        if (workload == "put" || workload == "batch") p.loaded_value_size = 0;
+        if (workload == "put" || workload == "batch" || workload == "put-ttl") {
+          p.loaded_value_size = 0;
+        }
       }
     }
     kvmesh::Status extra = MeasureLag(*p.target, s, &extras);
