@@ -28,11 +28,17 @@ struct FakeClock {
 
 /// Lists `db` page by page from `options` on (each next page resumes at the last one's
 /// next_token), handing each page to `on_page`, until the last page or the first error, which
-/// fails the test (non-fatally). Returns the number of pages listed successfully.
+/// fails the test (non-fatally). Returns the number of pages listed successfully. More than
+/// `max_pages` pages fail the test too: a token that does not advance would page forever.
 inline size_t ListAllPages(const storage::DatabaseStore& db, ListOptions options,
-                           const std::function<void(const ListPage&)>& on_page) {
+                           const std::function<void(const ListPage&)>& on_page,
+                           size_t max_pages = 100000) {
   size_t pages = 0;
-  while (true) {  // ends at the last page: each page resumes after the keys already listed
+  while (true) {  // ends at the last page, or after max_pages
+    if (pages >= max_pages) {
+      ADD_FAILURE() << "still more after " << max_pages << " pages";
+      break;
+    }
     ListPage page;
     Status s = db.List(options, &page);
     EXPECT_TRUE(s.ok()) << s;
