@@ -414,6 +414,15 @@ struct HttpServer::Impl {
       }
       const std::string values = req.get_param_value("values");
       lo.with_values = values == "1" || values == "true";
+      lo.start = req.get_param_value("start");
+      lo.end = req.get_param_value("end");
+      const std::string reverse = req.get_param_value("reverse");
+      if (!reverse.empty() && reverse != "0" && reverse != "1" && reverse != "false" &&
+          reverse != "true") {
+        return ReplyError(res, Code::kInvalidArgument,
+                          "reverse: expected 1, true, 0 or false, got " + Quote(reverse));
+      }
+      lo.reverse = reverse == "1" || reverse == "true";
       Result<ListPage> page = db.list_page(lo);
       if (!page.ok()) return ReplyError(res, page.status());
       json items = json::array();

@@ -39,7 +39,7 @@ typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ListOptions& x) {
   return f(caf::meta::type_name("kvmesh.ListOptions"), x.prefix, x.start_after, x.limit,
-           x.with_values, x.with_versions);
+           x.with_values, x.with_versions, x.start, x.end, x.reverse);
 }
 
 template <class Inspector>
@@ -142,7 +142,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 7;
+inline constexpr uint32_t kClientProtocolVersion = 8;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);

@@ -1104,9 +1104,33 @@ Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
   return Status::OK();
 }
 
+namespace {
+
+// A bound of ListOptions: "" (none) or normalised like a key.
+Status NormalizeListBound(const char* name, std::string_view raw, const std::string& prefix,
+                          std::string* out) {
+  out->clear();
+  if (raw.empty()) return Status::OK();
+  Status s = NormalizeKey(raw, out);
+  if (!s.ok()) {
+    return Status::InvalidArgument(std::string("list ") + name + " bound " + Quote(raw) +
+                                   " is not a valid key: " + s.message());
+  }
+  if (!KeyHasPrefix(*out, prefix)) {
+    return Status::InvalidArgument(std::string("list ") + name + " bound " + Quote(*out) +
+                                   " is not under the prefix " + Quote(prefix));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 // Keys under prefix P (segment rule): P itself, then the contiguous byte range [P + "/", P + "0")
 // ('0' follows '/'). Keys like P + "!" sort between the two and are not under P, so the list
-// reads the exact key first and then scans the range; the result stays in byte order.
+// reads the exact key with a point lookup and scans only the range, never the keys between;
+// forward the exact key comes first, in reverse last, so the result stays in order. The range
+// scan is bounded on both sides (iterate bounds): the listing's [start, end) narrowed by the
+// resume token, so it reads only what the page returns plus the deleted or expired keys it skips.
 Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
   Status s = CheckUsable();
   if (!s.ok()) return s;
@@ -1117,15 +1141,47 @@ Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
   std::string prefix;
   s = NormalizePrefix(options.prefix, &prefix);
   if (!s.ok()) return s;
+  std::string start, end;  // user-key bounds, "" for none
+  s = NormalizeListBound("start", options.start, prefix, &start);
+  if (!s.ok()) return s;
+  s = NormalizeListBound("end", options.end, prefix, &end);
+  if (!s.ok()) return s;
+  if (!start.empty() && !end.empty() && start > end) {
+    return Status::InvalidArgument("list start bound " + Quote(start) + " is after the end bound " +
+                                   Quote(end));
+  }
+  // The resume token is the last key of the previous page: a normalised key of this listing.
+  const std::string& after = options.start_after;
+  if (!after.empty()) {
+    std::string normal;
+    if (!NormalizeKey(after, &normal).ok() || normal != after || !KeyHasPrefix(after, prefix) ||
+        after < start || (!end.empty() && after >= end)) {
+      return Status::InvalidArgument(
+          "list token " + Quote(after) +
+          " is not a key of this listing (pass the next_token of a page listed with the same "
+          "prefix, start and end)");
+    }
+  }
+  // What is left to list: [lo, hi) in user-key space, hi "" for unbounded. Forward the token
+  // raises lo to just after it (after + '\0' is the least key above it); in reverse it is hi.
+  std::string lo = start;
+  std::string hi = end;
+  if (!after.empty()) {
+    if (options.reverse) {
+      hi = after;
+    } else {
+      lo = after;
+      lo.push_back('\0');
+    }
+  }
   const uint32_t limit =
       options.limit == 0 ? kDefaultListLimit : std::min<uint32_t>(options.limit, kMaxListLimit);
-  const std::string& after = options.start_after;
   size_t page_bytes = 0;
   bool full = false;
   proto::Record record;
   const uint64_t now = store_->WallTicks();
 
-  // Adds one stored record to the page; returns false when the page is full.
+  // Adds one stored record to the page; sets `full` instead when the page has no room left.
   auto take = [&](std::string_view user_key, const rocksdb::Slice& bytes) -> Status {
     if (!record.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
       return Status::Corruption("record of key " + Quote(user_key) + " in database " +
@@ -1147,43 +1203,59 @@ Status DatabaseStore::List(const ListOptions& options, ListPage* page) const {
   };
 
   rocksdb::DB* db = store_->db();
-  std::string range_begin = data_prefix_ + prefix;
-  std::string range_end;
-  if (prefix.empty()) {
-    range_end = keys::DataPrefixEnd(id_);
-  } else {
-    if (after.empty() || after < prefix) {
-      rocksdb::PinnableSlice bytes;
-      rocksdb::Status rs =
-          db->Get(rocksdb::ReadOptions(), db->DefaultColumnFamily(), range_begin, &bytes);
-      if (rs.ok()) {
-        s = take(prefix, bytes);
-        if (!s.ok()) return s;
-      } else if (!rs.IsNotFound()) {
-        return FromRocksStatus(rs, "cannot list database " + Quote(path_));
-      }
+  auto in_range = [&](const std::string& key) { return key >= lo && (hi.empty() || key < hi); };
+  // The exact key P (only for a non-empty prefix).
+  auto take_exact = [&]() -> Status {
+    if (prefix.empty() || full || !in_range(prefix)) return Status::OK();
+    rocksdb::PinnableSlice bytes;
+    rocksdb::Status rs =
+        db->Get(rocksdb::ReadOptions(), db->DefaultColumnFamily(), data_prefix_ + prefix, &bytes);
+    if (rs.IsNotFound()) return Status::OK();
+    if (!rs.ok()) return FromRocksStatus(rs, "cannot list database " + Quote(path_));
+    return take(prefix, bytes);
+  };
+  // The range of keys below P: [P + "/", P + "0") (every key of the database for P = "")
+  // intersected with [lo, hi).
+  auto scan_range = [&]() -> Status {
+    if (full) return Status::OK();
+    std::string range_lo = prefix.empty() ? std::string() : prefix + '/';
+    std::string range_hi = prefix.empty() ? std::string() : prefix + '0';
+    if (lo > range_lo) range_lo = lo;
+    if (!hi.empty() && (range_hi.empty() || hi < range_hi)) range_hi = hi;
+    if (!range_hi.empty() && range_lo >= range_hi) return Status::OK();
+    const std::string lower_key = data_prefix_ + range_lo;
+    const std::string upper_key =
+        range_hi.empty() ? keys::DataPrefixEnd(id_) : data_prefix_ + range_hi;
+    rocksdb::Slice lower(lower_key);
+    rocksdb::Slice upper(upper_key);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_lower_bound = &lower;
+    read_options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
+    if (options.reverse) {
+      // The last key below the exclusive upper bound.
+      it->SeekForPrev(upper);
+      if (it->Valid() && it->key().compare(upper) >= 0) it->Prev();
+    } else {
+      it->Seek(lower);
     }
-    range_end = range_begin + '0';
-    range_begin += '/';
-  }
-  rocksdb::Slice upper(range_end);
-  rocksdb::ReadOptions read_options;
-  read_options.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
-  const std::string resume = data_prefix_ + after;
-  if (!after.empty() && resume >= range_begin) {
-    it->Seek(resume);
-    if (it->Valid() && it->key() == rocksdb::Slice(resume)) it->Next();
+    for (; it->Valid() && !full; options.reverse ? it->Prev() : it->Next()) {
+      rocksdb::Slice k = it->key();
+      std::string_view user_key(k.data() + data_prefix_.size(), k.size() - data_prefix_.size());
+      Status taken = take(user_key, it->value());
+      if (!taken.ok()) return taken;
+    }
+    if (!it->status().ok()) return FromRocksStatus(it->status(), "cannot list " + Quote(path_));
+    return Status::OK();
+  };
+  if (options.reverse) {
+    s = scan_range();
+    if (s.ok()) s = take_exact();
   } else {
-    it->Seek(range_begin);
+    s = take_exact();
+    if (s.ok()) s = scan_range();
   }
-  for (; it->Valid() && !full; it->Next()) {
-    rocksdb::Slice k = it->key();
-    std::string_view user_key(k.data() + data_prefix_.size(), k.size() - data_prefix_.size());
-    s = take(user_key, it->value());
-    if (!s.ok()) return s;
-  }
-  if (!it->status().ok()) return FromRocksStatus(it->status(), "cannot list " + Quote(path_));
+  if (!s.ok()) return s;
   if (full && !page->keys.empty()) page->next_token = page->keys.back();
   return Status::OK();
 }

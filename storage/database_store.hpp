@@ -175,7 +175,8 @@ class DatabaseStore {
   /// Tombstones stored (not yet collected).
   uint64_t tombstone_count() const { return tombstone_count_; }
 
-  /// Lists one page of keys under options.prefix, after options.start_after.
+  /// Lists one page of keys under options.prefix in [options.start, options.end), after
+  /// options.start_after in the listing's order (ListOptions has the rules).
   Status List(const ListOptions& options, ListPage* page) const;
 
   /// Current counters (no I/O).

@@ -169,6 +169,28 @@ TEST_F(BenchToolTest, EveryWorkloadOnRocksDbAndAnEmbeddedNode) {
   EXPECT_EQ(out["instantiation"][0]["databases"], 3);
 }
 
+// put-ttl, cas-put and watch need the kvmesh API: raw RocksDB skips them, an embedded node runs
+// them; every conditional put passes (fresh keys) and every write's event reaches the watcher.
+TEST_F(BenchToolTest, TtlConditionalPutAndWatchRowsOnAnEmbeddedNode) {
+  Json out = Bench({"--targets", "rocksdb,embedded", "--workloads", "put-ttl,cas-put,watch",
+                    "--value-sizes", "100", "--inflight", "1,8", "--keys", "1000", "--ops", "200"});
+  ASSERT_TRUE(out.contains("results"));
+  std::map<std::string, int> rows;
+  for (const Json& r : out["results"]) {
+    const std::string workload = r["workload"];
+    SCOPED_TRACE(workload + " i" + std::to_string(r["inflight"].get<int>()));
+    EXPECT_EQ(r["target"], "embedded");
+    ++rows[workload];
+    EXPECT_EQ(r["failures"], 0);
+    EXPECT_EQ(r["ops"], 200);  // watch: events matched to their writes
+    EXPECT_EQ(r["keys"], 200);
+    EXPECT_GT(r["ops_per_second"].get<double>(), 0);
+    if (workload != "watch") EXPECT_GT(r["p50_us"].get<double>(), 0);
+    EXPECT_GE(r["p99_us"].get<double>(), r["p50_us"].get<double>());
+  }
+  EXPECT_EQ(rows, (std::map<std::string, int>{{"cas-put", 2}, {"put-ttl", 2}, {"watch", 2}}));
+}
+
 TEST_F(BenchToolTest, AClusterReportsReplicationLagAndACatchUpOfOnlyWhatWasMissed) {
   Json out =
       Bench({"--targets", "cluster", "--workloads", "put", "--value-sizes", "100", "--inflight",

@@ -109,6 +109,18 @@ TEST_F(CliTest, ListImportExportAndJson) {
   EXPECT_EQ(Run({"ls", "/example/kv", "--limit", "1"}).out, "/other\n");
   EXPECT_EQ(Run({"--json", "ls", "/example/kv", "/users"}).out,
             "[{\"key\":\"/users/1\"},{\"key\":\"/users/2\"}]\n");
+  // Ranges and reverse (`list` is `ls`).
+  EXPECT_EQ(Run({"list", "/example/kv", "--reverse"}).out,
+            "/users10\n/users/2\n/users/1\n/other\n");
+  EXPECT_EQ(Run({"ls", "/example/kv", "/users", "--start", "users/2", "--reverse"}).out,
+            "/users/2\n");
+  EXPECT_EQ(Run({"ls", "/example/kv", "--start", "/p", "--end", "/users/2"}).out, "/users/1\n");
+  CommandResult outside = Run({"ls", "/example/kv", "/users", "--start", "/other"});
+  EXPECT_EQ(outside.exit_code, 3);
+  EXPECT_EQ(outside.out, "");
+  EXPECT_NE(outside.err.find("start bound \"/other\" is not under the prefix \"/users\""),
+            std::string::npos)
+      << outside.err;
 
   // A binary key and value survive export and import into another database.
   ASSERT_EQ(Run({"put", "/example/kv", std::string("/bin\xff", 5), "-"}, std::string("\0\1", 2))

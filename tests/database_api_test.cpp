@@ -130,6 +130,41 @@ std::vector<std::string> Exercise(Database db, Database tiny, Database unknown) 
   EXPECT_EQ(keys.ok() ? keys->size() : 0u, 25u);
   record(Show(keys));
 
+  // Ranges and reverse, paged: [/p/05, /p/20) from the top down, 4 keys a page, with values
+  // and versions; the options travel whole to the node and back.
+  ListOptions range;
+  range.prefix = "/p";
+  range.start = "p/05";  // normalised like a key
+  range.end = "/p/20";
+  range.reverse = true;
+  range.limit = 4;
+  range.with_values = true;
+  range.with_versions = true;
+  std::vector<std::string> ranged;
+  int range_pages = 0;
+  for (; range_pages < 10; ++range_pages) {
+    Result<ListPage> page = db.list_page(range);
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) break;
+    record(Show(page));
+    EXPECT_EQ(page->versions.size(), page->keys.size());
+    ranged.insert(ranged.end(), page->keys.begin(), page->keys.end());
+    if (!page->has_more()) break;
+    range.start_after = page->next_token;
+  }
+  std::vector<std::string> want_range;
+  for (int i = 19; i >= 5; --i) {
+    want_range.push_back("/p/" + std::string(i < 10 ? "0" : "") + std::to_string(i));
+  }
+  EXPECT_EQ(ranged, want_range);
+  EXPECT_EQ(range_pages, 3) << "four pages of 4, 4, 4 and 3 keys";
+  ListOptions outside;
+  outside.prefix = "/p";
+  outside.start = "/q";
+  Result<ListPage> refused = db.list_page(outside);
+  EXPECT_EQ(refused.status().code(), Code::kInvalidArgument) << refused.status();
+  record(Show(refused));
+
   // Batches: atomic and in order (the erase after the put wins).
   EXPECT_TRUE(db.batch().put("/b/1", "1").put("/b/2", "2").erase("/b/1").commit().ok());
   record(Show(db.list("/b")));

@@ -739,8 +739,16 @@ TEST_F(FuzzTest, MalformedClientMessages) {
     options.start_after = RandomBytes(rng_, rng_() % 64);
     options.limit = i % 3 == 0 ? 0 : (i % 3 == 1 ? ~uint32_t{0} : rng_());
     options.with_values = i % 2 == 1;
+    options.reverse = i % 4 < 2;
     std::string prefix;
-    const Code want = NormalizePrefix(options.prefix, &prefix).code();
+    Code want = NormalizePrefix(options.prefix, &prefix).code();
+    // A resume token must be a key the listing could have returned (ListOptions::start_after).
+    std::string token;
+    if (want == Code::kOk && !options.start_after.empty() &&
+        !(NormalizeKey(options.start_after, &token).ok() && token == options.start_after &&
+          KeyHasPrefix(token, prefix))) {
+      want = Code::kInvalidArgument;
+    }
     ExpectRefused(AskWithin(
                       kAskTimeout, self, *gateway, [](ListPage&) {}, atom::list_v, kDataPath,
                       options, testing::Later()),

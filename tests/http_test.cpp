@@ -224,6 +224,9 @@ TEST_F(HttpTest, ErrorsMapToStatusesWithJsonBodies) {
       {"GET", kKv + "/keys/a%zz", "", 400, "invalid_argument"},
       {"GET", kKv + "/keys?limit=lots", "", 400, "invalid_argument"},
       {"GET", kKv + "/keys?cursor=xyz", "", 400, "invalid_argument"},
+      {"GET", kKv + "/keys?prefix=/u&start=/v", "", 400, "invalid_argument"},
+      {"GET", kKv + "/keys?start=/b&end=/a", "", 400, "invalid_argument"},
+      {"GET", kKv + "/keys?reverse=maybe", "", 400, "invalid_argument"},
       {"POST", kKv + "/keys/a", "", 400, "invalid_argument"},
       {"GET", kKv + "/nothing", "", 404, "not_found"},
       {"GET", "/v2/anything", "", 404, "not_found"},
@@ -307,6 +310,22 @@ TEST_F(HttpTest, ListingsPageWithCursorsAndBase64Values) {
   EXPECT_EQ(pages, 2);  // 2 + 2 + 1
   EXPECT_EQ(keys, (std::vector<std::string>{"/u/0", "/u/1", "/u/2", "/u/3", "/u/4"}));
   EXPECT_EQ(values, (std::vector<std::string>{"v0", "v1", "v2", "v3", "v4"}));
+  // A range from the top down, paged with the same cursors: [/u/1, /u/4) reversed.
+  keys.clear();
+  cursor.clear();
+  for (pages = 0; pages < 10; ++pages) {  // bounded
+    std::string target = kKv + "/keys?prefix=/u&start=u/1&end=%2Fu%2F4&reverse=1&limit=2";
+    if (!cursor.empty()) target += "&cursor=" + cursor;
+    auto r = c.Get(target.c_str());
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    json page = Body(r);
+    for (const json& item : page["keys"]) keys.push_back(item["key"]);
+    if (!page.contains("next_cursor")) break;
+    cursor = page["next_cursor"];
+  }
+  EXPECT_EQ(pages, 1);  // 2 + 1
+  EXPECT_EQ(keys, (std::vector<std::string>{"/u/3", "/u/2", "/u/1"}));
   // Without values=1 there are none.
   auto plain = c.Get((kKv + "/keys").c_str());
   ASSERT_TRUE(plain);

@@ -62,6 +62,13 @@ TEST_F(MessagesTest, EveryWireTypeRoundTrips) {
   EXPECT_TRUE(options_back.with_values);
   options.with_versions = true;
   EXPECT_TRUE(RoundTrip(options).with_versions);
+  options.start = "/p/1";
+  options.end = "/p/9";
+  options.reverse = true;
+  options_back = RoundTrip(options);
+  EXPECT_EQ(options_back.start, "/p/1");
+  EXPECT_EQ(options_back.end, "/p/9");
+  EXPECT_TRUE(options_back.reverse);
 
   ListPage page{{"/a", "/b"}, {"1", "2"}, "/b", {"v1", "v2"}};
   EXPECT_EQ(RoundTrip(page).next_token, "/b");

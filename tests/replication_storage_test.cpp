@@ -24,6 +24,7 @@
 namespace kvmesh::storage {
 namespace {
 
+using kvmesh::testing::FakeClock;
 using kvmesh::testing::ListAllPages;
 using kvmesh::testing::TempDir;
 
@@ -1175,19 +1176,6 @@ TEST(ReplicationTest, RecreatedReplicaWritesUnderANewOrigin) {
 
 // ---------------------------------------------------------------------------------------------
 // Expiry (ttl) and conditional writes
-
-/// A wall clock the test moves (StoreOptions::wall_clock).
-struct FakeClock {
-  std::shared_ptr<std::chrono::system_clock::time_point> now =
-      std::make_shared<std::chrono::system_clock::time_point>(std::chrono::system_clock::now());
-  StoreOptions Options() const {
-    StoreOptions options;
-    auto clock = now;
-    options.wall_clock = [clock] { return *clock; };
-    return options;
-  }
-  void Advance(std::chrono::milliseconds by) { *now += by; }
-};
 
 Status PutTtl(DatabaseStore& db, const std::string& key, const std::string& value, uint64_t ttl_ms,
               std::string* delta = nullptr) {

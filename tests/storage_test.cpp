@@ -234,6 +234,172 @@ TEST_F(StorageTest, ListPaginatesTenThousandKeys) {
   EXPECT_TRUE(page.has_more());
 }
 
+// Lists every page of `options` (resuming at each next_token), checking each page's size.
+// Returns keys, values and versions in listing order; `pages` gets the page count.
+struct Listing {
+  std::vector<std::string> keys, values, versions;
+  size_t pages = 0;
+};
+Listing ListRange(const DatabaseStore& db, const ListOptions& options) {
+  Listing out;
+  out.pages = ListAllPages(db, options, [&](const ListPage& page) {
+    if (options.limit != 0) {
+      EXPECT_LE(page.keys.size(), options.limit);
+    }
+    out.keys.insert(out.keys.end(), page.keys.begin(), page.keys.end());
+    out.values.insert(out.values.end(), page.values.begin(), page.values.end());
+    out.versions.insert(out.versions.end(), page.versions.begin(), page.versions.end());
+  });
+  return out;
+}
+
+std::vector<std::string> Reversed(std::vector<std::string> keys) {
+  std::reverse(keys.begin(), keys.end());
+  return keys;
+}
+
+TEST_F(StorageTest, ListRangesAndReverseKeepTheSegmentRule) {
+  DatabaseStore& db = Db("/range");
+  for (const char* key : {"/a", "/test", "/test!", "/test/1", "/test/2/x", "/test/3", "/testing"}) {
+    ASSERT_TRUE(db.Put(key, "v").ok());
+  }
+  auto list = [&](const std::string& prefix, const std::string& start, const std::string& end,
+                  bool reverse) {
+    ListOptions options;
+    options.prefix = prefix;
+    options.start = start;
+    options.end = end;
+    options.reverse = reverse;
+    return ListRange(db, options).keys;
+  };
+  using Keys = std::vector<std::string>;
+  const Keys all = {"/a", "/test", "/test!", "/test/1", "/test/2/x", "/test/3", "/testing"};
+  EXPECT_EQ(list("", "", "", true), Reversed(all));
+  // Under a prefix, reverse ends with the prefix key itself and never shows "/test!".
+  EXPECT_EQ(list("/test", "", "", true), (Keys{"/test/3", "/test/2/x", "/test/1", "/test"}));
+  EXPECT_EQ(list("/test", "/test/1", "/test/3", false), (Keys{"/test/1", "/test/2/x"}));
+  EXPECT_EQ(list("/test", "/test/1", "/test/3", true), (Keys{"/test/2/x", "/test/1"}));
+  // Bounds are normalised like keys and need not exist; start is inclusive, end exclusive.
+  EXPECT_EQ(list("/test", "test/2/", "", false), (Keys{"/test/2/x", "/test/3"}));
+  EXPECT_EQ(list("/test", "", "/test/1", true), (Keys{"/test"}));
+  EXPECT_EQ(list("/test", "/test", "/test/1", false), (Keys{"/test"}));
+  EXPECT_EQ(list("", "/b", "/test/2", false), (Keys{"/test", "/test!", "/test/1"}));
+  EXPECT_EQ(list("", "/b", "/test/2", true), (Keys{"/test/1", "/test!", "/test"}));
+  EXPECT_EQ(list("/test", "/test/2", "/test/2", false), Keys{});
+  EXPECT_EQ(list("/test", "/test/2", "/test/2", true), Keys{});
+}
+
+TEST_F(StorageTest, ListPagesRangesBothWaysSkippingDeletedAndExpiredKeys) {
+  kvmesh::testing::FakeClock clock;
+  Reopen(clock.Options());
+  DatabaseStore& db = Db("/paged");
+  std::vector<std::string> expected;  // live keys in [/p/k10, /p/k40), ascending
+  for (int i = 0; i < 50; ++i) {
+    const std::string key = (i < 10 ? "/p/k0" : "/p/k") + std::to_string(i);
+    WriteBatch batch;
+    // Every 7th key expires, every 5th is deleted after its put, the rest stay.
+    batch.Put(key, "v" + key, i % 7 == 3 ? 1000 : 0);
+    ASSERT_TRUE(db.Write(batch).ok());
+    if (i % 5 == 1) ASSERT_TRUE(db.Erase(key).ok());
+    if (i >= 10 && i < 40 && i % 7 != 3 && i % 5 != 1) expected.push_back(key);
+  }
+  ASSERT_TRUE(db.Put("/p", "the prefix key").ok());
+  ASSERT_TRUE(db.Put("/p!", "not under /p").ok());
+  clock.Advance(std::chrono::milliseconds(2000));
+  std::sort(expected.begin(), expected.end());
+  ASSERT_EQ(expected.size(), 20u);  // 30 keys, 5 expired, 6 deleted, one of them both
+
+  for (bool reverse : {false, true}) {
+    SCOPED_TRACE(reverse ? "reverse" : "forward");
+    const auto want = reverse ? Reversed(expected) : expected;
+    for (uint32_t limit : {1u, 3u, 5u, 7u, 10u, 20u, 0u}) {
+      SCOPED_TRACE("limit " + std::to_string(limit));
+      ListOptions options;
+      options.prefix = "/p";
+      options.start = "/p/k10";
+      options.end = "/p/k40";
+      options.reverse = reverse;
+      options.limit = limit;
+      options.with_values = true;
+      options.with_versions = true;
+      const Listing got = ListRange(db, options);
+      EXPECT_EQ(got.keys, want);
+      // A range holding exactly n pages of keys ends on page n (no empty page after).
+      const size_t per_page = limit == 0 ? kDefaultListLimit : limit;
+      EXPECT_EQ(got.pages, std::max<size_t>(1, (want.size() + per_page - 1) / per_page));
+      ASSERT_EQ(got.values.size(), want.size());
+      ASSERT_EQ(got.versions.size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        EXPECT_EQ(got.values[i], "v" + want[i]);
+        EXPECT_FALSE(got.versions[i].empty());
+      }
+    }
+  }
+  // The prefix key and the bounds at the edges of the whole prefix, both ways.
+  ListOptions whole;
+  whole.prefix = "/p";
+  whole.limit = 2;
+  const Listing up = ListRange(db, whole);
+  ASSERT_FALSE(up.keys.empty());
+  EXPECT_EQ(up.keys.front(), "/p");
+  whole.reverse = true;
+  EXPECT_EQ(ListRange(db, whole).keys, Reversed(up.keys));
+
+  // A page resumes after its token even when that key was deleted meanwhile.
+  ListOptions first;
+  first.prefix = "/p";
+  first.start = "/p/k10";
+  first.reverse = true;
+  first.limit = 3;
+  ListPage page;
+  ASSERT_TRUE(db.List(first, &page).ok());
+  ASSERT_TRUE(page.has_more());
+  ASSERT_TRUE(db.Erase(page.next_token).ok());
+  const std::string token = page.next_token;
+  first.start_after = token;
+  ASSERT_TRUE(db.List(first, &page).ok());
+  ASSERT_FALSE(page.keys.empty());
+  EXPECT_LT(page.keys.front(), token);
+}
+
+TEST_F(StorageTest, ListRefusesBadBoundsAndTokensNamingThem) {
+  DatabaseStore& db = Db("/bad");
+  ASSERT_TRUE(db.Put("/u/a", "1").ok());
+  auto fails = [&](ListOptions options, const std::string& what) {
+    ListPage page;
+    Status s = db.List(options, &page);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find(what), std::string::npos) << s;
+    EXPECT_TRUE(page.keys.empty());
+  };
+  ListOptions o;
+  o.prefix = "/u";
+  o.start = "/u/m";
+  o.end = "/u/c";
+  fails(o, "start bound \"/u/m\" is after the end bound \"/u/c\"");
+  o = {};
+  o.prefix = "/u";
+  o.start = "/v";
+  fails(o, "start bound \"/v\" is not under the prefix \"/u\"");
+  o = {};
+  o.prefix = "/u";
+  o.end = "/uz";
+  fails(o, "end bound \"/uz\" is not under the prefix \"/u\"");
+  o = {};
+  o.start = "/a/../b";
+  fails(o, "start bound \"/a/../b\" is not a valid key");
+  for (const char* token : {"u/a", "/u//a", "/v", "/t"}) {
+    o = {};
+    o.prefix = "/u";
+    o.start_after = token;
+    fails(o, std::string("list token \"") + token + "\" is not a key of this listing");
+  }
+  o = {};
+  o.start = "/u/b";
+  o.start_after = "/u/a";  // before the start bound: not from this listing
+  fails(o, "list token \"/u/a\"");
+}
+
 TEST_F(StorageTest, ListPagesAreBoundedInBytes) {
   DatabaseStore& db = Db("/fat");
   const std::string mib(1 << 20, 'x');

@@ -201,13 +201,11 @@ class Cli {
     return s.ok() ? kExitOk : Fail(s);
   }
 
-  /// Pages through the keys (and values when `with_values`), calling `each` per entry.
+  /// Pages through the keys `options` selects (and values when options.with_values), calling
+  /// `each` per entry, at most `limit` (0: all).
   template <class F>
-  Status Scan(const kvmesh::Database& db, const std::string& prefix, uint64_t limit,
-              bool with_values, F each) {
-    kvmesh::ListOptions options;
-    options.prefix = prefix;
-    options.with_values = with_values;
+  Status Scan(const kvmesh::Database& db, kvmesh::ListOptions options, uint64_t limit, F each) {
+    const bool with_values = options.with_values;
     uint64_t seen = 0;
     while (limit == 0 || seen < limit) {
       auto page = db.list_page(options);
@@ -221,11 +219,11 @@ class Cli {
     return Status::OK();
   }
 
-  int Ls(const std::string& path, const std::string& prefix, uint64_t limit) {
+  int Ls(const std::string& path, const kvmesh::ListOptions& options, uint64_t limit) {
     kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
     json keys = json::array();
-    Status s = Scan(db, prefix, limit, false, [&](const std::string& key, const std::string&) {
+    Status s = Scan(db, options, limit, [&](const std::string& key, const std::string&) {
       if (g_.json) {
         json j;
         PutKey(j, key);
@@ -310,7 +308,10 @@ class Cli {
   int Export(const std::string& path, const std::string& prefix) {
     kvmesh::Database db;
     if (int rc = Open(path, &db)) return rc;
-    Status s = Scan(db, prefix, 0, true, [&](const std::string& key, const std::string& value) {
+    kvmesh::ListOptions options;
+    options.prefix = prefix;
+    options.with_values = true;
+    Status s = Scan(db, options, 0, [&](const std::string& key, const std::string& value) {
       json j;
       PutKey(j, key);
       j["value"] = kvmesh::tools::Base64Encode(value);
@@ -928,10 +929,15 @@ int main(int argc, char** argv) {
   del->add_option("KEY", key)->required();
   del->add_option("--if-version", write_options.if_version,
                   "delete only if the key has this version; else exit 4");
-  auto* ls = app.add_subcommand("ls", "list keys under a prefix");
+  auto* ls = app.add_subcommand("ls", "list keys under a prefix (also: list)");
+  ls->alias("list");
+  kvmesh::ListOptions list_options;
   ls->add_option("DB", db)->required();
   ls->add_option("PREFIX", prefix);
   ls->add_option("--limit", limit, "at most this many keys");
+  ls->add_option("--start", list_options.start, "only keys >= this one (under PREFIX)");
+  ls->add_option("--end", list_options.end, "only keys < this one (under PREFIX)");
+  ls->add_flag("--reverse", list_options.reverse, "highest key first");
   std::string from;
   bool watch_values = false;
   uint64_t watch_count = 0;
@@ -1098,7 +1104,10 @@ int main(int argc, char** argv) {
   }
   if (get->parsed()) return cli.Get(db, key, out, with_version);
   if (del->parsed()) return cli.Del(db, key, write_options);
-  if (ls->parsed()) return cli.Ls(db, prefix, limit);
+  if (ls->parsed()) {
+    list_options.prefix = prefix;
+    return cli.Ls(db, list_options, limit);
+  }
   if (imp->parsed()) return cli.Import(db, file);
   if (watch->parsed()) return cli.Watch(db, prefix, from, watch_values, watch_count, watch_seconds);
   if (exp->parsed()) return cli.Export(db, prefix);

@@ -106,8 +106,9 @@ class Database {
   /// order, fetching pages as needed. The pages are separate requests: a list that runs while
   /// others write sees each page as of its own time. Stops at the first failed page.
   Result<std::vector<std::string>> list(std::string_view prefix = "") const;
-  /// One page, for callers that page themselves (ListOptions::start_after) or want values
-  /// (ListOptions::with_values).
+  /// One page, for callers that page themselves (ListOptions::start_after), want values
+  /// (ListOptions::with_values), a range (start, end) or the reverse order (reverse).
+  /// invalid_argument for bad bounds or a token not of this listing (ListOptions).
   Result<ListPage> list_page(const ListOptions& options) const;
   /// A batch builder bound to this handle; Batch::commit() applies it atomically.
   Batch batch() const;

@@ -134,10 +134,17 @@ inline constexpr size_t kMaxRequestBytes = kMaxBatchBytes + (4u << 20);
 
 /// What to list. Pages are bounded by `limit` keys and by kMaxListPageBytes of keys and values,
 /// so listing a million keys never builds one giant message.
+/// What to list (Database::list_page). The keys listed are those under `prefix` that lie in
+/// [start, end), in byte order (descending with `reverse`), live ones only (not deleted, not
+/// expired). Invalid input fails with invalid_argument naming it, nothing listed: a bound that
+/// is not a valid key or not under `prefix`, `start` after `end`, a token that is not a key of
+/// this listing's range. `start == end` lists nothing.
 struct ListOptions {
   /// Segment prefix (common/path.hpp): "/users" lists "/users" and "/users/...". "" lists all.
   std::string prefix;
-  /// Resume token: the `next_token` of the previous page, or "" for the first page.
+  /// Resume token: the `next_token` of the previous page, or "" for the first page. The page
+  /// then holds the keys after it in the listing's order (below it with `reverse`); pass the
+  /// same prefix, start, end and reverse as for the page that gave it.
   std::string start_after;
   /// Keys per page; 0 means kDefaultListLimit; capped at kMaxListLimit.
   uint32_t limit = 0;
@@ -145,13 +152,21 @@ struct ListOptions {
   bool with_values = false;
   /// Also return each key's version token (VersionedValue::version) in `ListPage::versions`.
   bool with_versions = false;
+  /// Lower bound, inclusive; "" (default) for none. Normalised like a key (a leading '/' added,
+  /// runs of '/' collapsed, a trailing '/' dropped: "users/b" is "/users/b"), then compared with
+  /// the keys in byte order; it need not exist. Must be under `prefix` when one is given.
+  std::string start;
+  /// Upper bound, exclusive; "" (default) for none. Normalised and checked as `start`.
+  std::string end;
+  /// List from the highest key down (descending byte order) instead of up. Default false.
+  bool reverse = false;
 };
 
 inline constexpr uint32_t kDefaultListLimit = 1000;
 inline constexpr uint32_t kMaxListLimit = 10000;
 inline constexpr size_t kMaxListPageBytes = 4u << 20;
 
-/// One page of a list, keys in byte order.
+/// One page of a list, keys in byte order (descending for ListOptions::reverse).
 struct ListPage {
   std::vector<std::string> keys;
   /// Parallel to `keys` when ListOptions::with_values was set.

@@ -8,6 +8,7 @@
 //   kvmesh-bench --targets cluster --workloads put      # 3 kvmeshd, replication lag, catch-up
 //   kvmesh-bench --targets remote,redis --workloads put,get --inflight 1,50   # x_redis
 //   kvmesh-bench --targets remote,caf-echo --workloads put,get --inflight 1,50  # CAF's floor
+//   kvmesh-bench --targets embedded,remote --workloads put,put-ttl,cas-put,watch  # issue 18
 //   kvmesh-bench --compare-a "kvmesh-bench --scheduler sharing" \
 //                --compare-b "kvmesh-bench --scheduler stealing" --rounds 3
 //
@@ -29,9 +30,11 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
 
 #include "common/replication_status.hpp"
 #include "kvmesh/client.hpp"
+#include "kvmesh/database.hpp"
 #include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
@@ -123,6 +126,9 @@ struct Outcome {
   /// The failures by kind (failures counts them all).
   std::vector<ErrorKind> errors;
   bool bounded_by_time = false;
+  /// Figures particular to the workload (watch: events before their acknowledgement, delay
+  /// from the put's sending), printed under the table; null for none.
+  Json details;
   double ops_per_second() const { return seconds > 0 ? ops / seconds : 0; }
   double keys_per_second() const { return seconds > 0 ? keys / seconds : 0; }
 };
@@ -226,6 +232,81 @@ struct KeySpace {
   uint64_t total() const { return databases * per_db; }
 };
 
+/// The watch workload's bookkeeping, shared by the writers and the watcher: when each write was
+/// sent and acknowledged and when its event arrived, whichever comes first waiting for the other.
+/// Each write is of a fresh key, so each event belongs to exactly one write (a watch reports a
+/// key changed twice between two updates once).
+class WatchDelays {
+ public:
+  void Acked(const std::string& key, Clock::time_point sent, Clock::time_point acked) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = arrived_.find(key);
+    if (it == arrived_.end()) {
+      acked_.emplace(key, std::make_pair(sent, acked));
+      return;
+    }
+    Match(sent, acked, it->second);
+    arrived_.erase(it);
+    cv_.notify_all();
+  }
+  void Arrived(const std::string& key, Clock::time_point at) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++events_;
+    last_event_ = std::max(last_event_, at);
+    auto it = acked_.find(key);
+    if (it == acked_.end()) {
+      arrived_.emplace(key, at);
+      return;
+    }
+    Match(it->second.first, it->second.second, at);
+    acked_.erase(it);
+    cv_.notify_all();
+  }
+  /// Waits until every acknowledged write's event arrived, or `until`; returns those missing.
+  uint64_t WaitForAll(Clock::time_point until) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_until(lock, until, [&] { return acked_.empty(); });
+    return acked_.size();
+  }
+  uint64_t events() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return events_;
+  }
+  /// Events that arrived before their write's acknowledgement (a delay of 0 after it).
+  uint64_t early() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return early_;
+  }
+  Clock::time_point last_event() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return last_event_;
+  }
+  /// From the acknowledgement (0 when the event came first), and from when the put was sent.
+  const LatencyHistogram& after_ack() const { return after_ack_; }
+  const LatencyHistogram& after_send() const { return after_send_; }
+
+ private:
+  static uint64_t Nanos(Clock::time_point from, Clock::time_point to) {
+    return to > from ? std::chrono::duration_cast<std::chrono::nanoseconds>(to - from).count() : 0;
+  }
+  void Match(Clock::time_point sent, Clock::time_point acked, Clock::time_point arrived) {
+    if (arrived < acked) ++early_;
+    after_ack_.Record(Nanos(acked, arrived));
+    after_send_.Record(Nanos(sent, arrived));
+  }
+
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::unordered_map<std::string, std::pair<Clock::time_point, Clock::time_point>> acked_;
+  std::unordered_map<std::string, Clock::time_point> arrived_;
+  uint64_t events_ = 0, early_ = 0;
+  Clock::time_point last_event_{};
+  LatencyHistogram after_ack_, after_send_;
+};
+
+/// The ttl of put-ttl: longer than any run, so that no key expires while it is measured.
+constexpr std::chrono::milliseconds kBenchTtl = std::chrono::minutes(10);
+
 /// What one session thread does in one run.
 struct RunPlan {
   std::string workload;
@@ -242,6 +323,10 @@ struct RunPlan {
   LatencyHistogram* latency;
   uint64_t ops;
   Clock::time_point deadline;
+  /// cas-put and watch write fresh keys: "<fresh_prefix>/<n>", unique to the run.
+  std::string fresh_prefix;
+  /// watch: where writers note their acknowledgements.
+  WatchDelays* watch = nullptr;
 };
 
 // Drives one session: keeps plan.inflight operations outstanding until the run's operation
@@ -306,7 +391,26 @@ void DriveSession(Session& session, const RunPlan& plan, uint64_t seed) {
     }
     const uint64_t db = pick / plan.space.per_db;
     std::string key = KeyOf(pick % plan.space.per_db, s.scan_length);
-    if (plan.workload == "get" || (plan.workload == "mixed" && unit(coin) < s.read_ratio)) {
+    if (plan.workload == "cas-put") {
+      // A conditional put that passes: if_absent on a key never written. One request, so it
+      // compares with put directly (the check's cost, not a get's round trip in front of it).
+      WriteOptions options;
+      options.if_absent = true;
+      session.PutWith(0, plan.fresh_prefix + "/" + std::to_string(n), plan.value,
+                      std::move(options), std::move(done));
+    } else if (plan.workload == "put-ttl") {
+      WriteOptions options;
+      options.ttl = kBenchTtl;
+      session.PutWith(db, std::move(key), plan.value, std::move(options), std::move(done));
+    } else if (plan.workload == "watch") {
+      std::string fresh = plan.fresh_prefix + "/" + std::to_string(n);
+      WatchDelays* delays = plan.watch;
+      session.Put(0, fresh, plan.value,
+                  [done = std::move(done), fresh, delays, t0](const Status& status, uint64_t keys) {
+                    if (status.ok()) delays->Acked(fresh, t0, Clock::now());
+                    done(status, keys);
+                  });
+    } else if (plan.workload == "get" || (plan.workload == "mixed" && unit(coin) < s.read_ratio)) {
       session.Get(db, std::move(key), std::move(done));
     } else if (plan.workload == "batch") {
       WriteBatch batch;
@@ -355,6 +459,27 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
     plan.ops = space.databases * ((space.per_db + 999) / 1000);
     plan.inflight = std::max(inflight, 8);
   }
+  static std::atomic<uint64_t> runs{0};
+  const uint64_t run_id = runs.fetch_add(1);
+  plan.fresh_prefix = "/" + workload + "/" + std::to_string(run_id);
+  // watch: the first session watches the run's fresh keys while the sessions write them.
+  WatchDelays delays;
+  std::unique_ptr<Watch> watch;
+  if (workload == "watch") {
+    plan.watch = &delays;
+    Status started = p.sessions[0]->Watch(
+        0, plan.fresh_prefix,
+        [&delays, &errors](Result<WatchUpdate> update) {
+          if (!update.ok()) return errors.Add(update.status());
+          const auto now = Clock::now();
+          for (const WatchEvent& e : update->events) delays.Arrived(e.key, now);
+        },
+        &watch);
+    if (!started.ok()) {
+      errors.Add(started);
+      plan.ops = 0;  // nothing to measure
+    }
+  }
   // Values differ per run, so that a put of the same key is a real overwrite.
   for (size_t i = 0; i < plan.value.size(); ++i) plan.value[i] = 'a' + (i * 7 + value_size) % 26;
   char label[128];
@@ -381,6 +506,14 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
           [&, c] { DriveSession(*p.sessions[c], plan, 1000003ull * (c + 1) + value_size); });
     }
     for (auto& t : threads) t.join();
+    // watch: the events of the last writes are still on their way (bounded wait).
+    if (plan.watch != nullptr) {
+      const uint64_t missing = delays.WaitForAll(Clock::now() + std::chrono::seconds(10));
+      for (uint64_t i = 0; i < missing; ++i) {
+        errors.Add(Status::Timeout("no watch event within 10 s of the write's acknowledgement"));
+      }
+      failures.fetch_add(missing);
+    }
     monitor.Stop();
     out.rss_peak_mb = MiB(monitor.peak_rss());
   }
@@ -412,6 +545,24 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   out.p50_us = latency.QuantileMicros(0.50);
   out.p99_us = latency.QuantileMicros(0.99);
   out.p999_us = latency.QuantileMicros(0.999);
+  if (plan.watch != nullptr) {
+    // The row is the watcher's: events delivered per second (until the last one arrived) and
+    // the delay from each write's acknowledgement to its event's arrival.
+    watch.reset();
+    out.ops = delays.after_ack().count();
+    out.keys = delays.events();
+    if (delays.events() > 0) {
+      out.seconds = std::chrono::duration<double>(delays.last_event() - start).count();
+    }
+    out.p50_us = delays.after_ack().QuantileMicros(0.50);
+    out.p99_us = delays.after_ack().QuantileMicros(0.99);
+    out.p999_us = delays.after_ack().QuantileMicros(0.999);
+    // Where the events land relative to the writes: in a cluster most arrive before the
+    // acknowledgement (the watched node applies the write before the replicas answer).
+    out.details = {{"events_before_ack", delays.early()},
+                   {"after_send_p50_us", delays.after_send().QuantileMicros(0.50)},
+                   {"after_send_p99_us", delays.after_send().QuantileMicros(0.99)}};
+  }
   if (out.failures > 0) {
     std::fprintf(stderr, "%s: %llu of %llu operations failed\n", label,
                  static_cast<unsigned long long>(out.failures),
@@ -637,6 +788,11 @@ void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantia
   }
   for (const Extra& e : extras)
     std::printf("%s %s: %s\n", e.target.c_str(), e.what.c_str(), e.figures.dump().c_str());
+  for (const Outcome& r : results) {
+    if (r.details.is_null()) continue;
+    std::printf("%s %s c%d i%d: %s\n", r.target.c_str(), r.workload.c_str(), r.connections,
+                r.inflight, r.details.dump().c_str());
+  }
 }
 
 Json ToJson(const Outcome& r, const std::vector<Outcome>& all) {
@@ -670,6 +826,7 @@ Json ToJson(const Outcome& r, const std::vector<Outcome>& all) {
   if (vs_rocksdb >= 0) j["vs_rocksdb"] = vs_rocksdb;
   const double vs_redis = RatioTo(r, all, "redis");
   if (vs_redis >= 0) j["vs_redis"] = vs_redis;
+  if (!r.details.is_null()) j["details"] = r.details;
   return j;
 }
 
@@ -796,7 +953,8 @@ int main(int argc, char** argv) {
                  "caf-echo")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--workloads", s.workloads, "put, get, list, mixed, batch")
+  app.add_option("--workloads", s.workloads,
+                 "put, get, list, mixed, batch, put-ttl, cas-put, watch")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--value-sizes", s.value_sizes, "value bytes")
@@ -897,8 +1055,12 @@ int main(int argc, char** argv) {
     return Compare(compare_a, compare_b, rounds, s.json);
   }
   for (const std::string& w : s.workloads) {
-    if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch") {
-      std::fprintf(stderr, "unknown workload \"%s\" (put, get, list, mixed, batch)\n", w.c_str());
+    if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch" &&
+        !NeedsKvmeshApi(w)) {
+      std::fprintf(stderr,
+                   "unknown workload \"%s\" (put, get, list, mixed, batch, put-ttl, cas-put, "
+                   "watch)\n",
+                   w.c_str());
       return 2;
     }
   }
@@ -1003,7 +1165,9 @@ int main(int argc, char** argv) {
           }
         }
         // A put run leaves keys of this value size behind, but not necessarily all of them.
-        if (workload == "put" || workload == "batch") p.loaded_value_size = 0;
+        if (workload == "put" || workload == "batch" || workload == "put-ttl") {
+          p.loaded_value_size = 0;
+        }
       }
     }
     kvmesh::Status extra = MeasureLag(*p.target, s, &extras);

@@ -31,5 +31,8 @@ step bulk --targets rocksdb,embedded --workloads batch --value-sizes 100 --batch
   --distribution sequential --keys 1000000 --inflight 1,8 --ops 2000 --duration 10
 step databases --targets embedded --databases 100000 --keys 100000 --workloads get,put \
   --value-sizes 100 --inflight 50 --ops 100000 --duration 10
+# Issue 18's operations next to plain put: put with a ttl, a conditional put, watch delivery.
+step operations --targets embedded,remote,cluster --workloads put,put-ttl,cas-put,watch \
+  --value-sizes 100 --inflight 1,50 --ops 100000 --duration 10 --lag-samples 0 --catchup-keys 0
 step cluster --targets cluster --workloads put,get --value-sizes 100 --inflight 1,50 \
   --ops 100000 --duration 10 --catchup-keys 100000

@@ -27,6 +27,19 @@
 
 namespace kvmesh::bench {
 
+bool NeedsKvmeshApi(const std::string& workload) {
+  return workload == "put-ttl" || workload == "cas-put" || workload == "watch";
+}
+
+void Session::PutWith(size_t, std::string, std::string, WriteOptions, Done done) {
+  done(Status::InvalidArgument("this target has no puts with options"), 0);
+}
+
+Status Session::Watch(size_t, std::string, std::function<void(Result<WatchUpdate>)>,
+                      std::unique_ptr<kvmesh::Watch>*) {
+  return Status::InvalidArgument("this target has no watch");
+}
+
 std::vector<pid_t> Target::server_pids() const {
   const pid_t pid = node_pid();
   if (pid == 0 || pid == ::getpid()) return {};
@@ -194,6 +207,19 @@ class DatabaseSession : public Session {
     if (blocking_) return done(dbs_[db].write(batch), n);
     dbs_[db].write_async(std::move(batch), [done = std::move(done), n](Status s) { done(s, n); });
   }
+  void PutWith(size_t db, std::string key, std::string value, WriteOptions options,
+               Done done) override {
+    if (blocking_) return done(dbs_[db].put(key, value, options), 1);
+    dbs_[db].put_async(std::move(key), std::move(value), std::move(options),
+                       [done = std::move(done)](Status s) { done(s, 1); });
+  }
+  Status Watch(size_t db, std::string prefix, std::function<void(Result<WatchUpdate>)> on_update,
+               std::unique_ptr<kvmesh::Watch>* watch) override {
+    WatchOptions options;
+    options.prefix = std::move(prefix);
+    *watch = std::make_unique<kvmesh::Watch>();
+    return dbs_[db].watch(options, std::move(on_update), watch->get());
+  }
 
  protected:
   virtual Database OpenOne(const std::string& path) = 0;
@@ -224,6 +250,7 @@ class EmbeddedTarget : public Target {
     return Status::OK();
   }
   pid_t node_pid() const override { return ::getpid(); }
+  bool supports(const std::string&) const override { return true; }
 };
 
 // -- remote and cluster: kvmeshd processes through the client library ---------------------------
@@ -269,6 +296,7 @@ class RemoteTarget : public Target {
     if (!ParseHostPort(addresses_.front(), &host, &port).ok()) return 0;
     return PidListeningOn(port);
   }
+  bool supports(const std::string&) const override { return true; }
   std::vector<std::string> addresses() const override { return addresses_; }
   TlsOptions tls() const override { return spawned_ ? cluster_.client_tls() : TlsOptions{}; }
   Status KillAndRestart(int index, const std::function<Status()>& during_outage) override {
@@ -328,6 +356,7 @@ class HttpTarget : public RemoteTarget {
   }
   // Each session's requests are blocking: one in flight per connection.
   bool synchronous() const override { return true; }
+  bool supports(const std::string& workload) const override { return !NeedsKvmeshApi(workload); }
 
   int http_port_ = 0;
 };

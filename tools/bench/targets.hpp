@@ -16,7 +16,15 @@
 #include "kvmesh/tls.hpp"
 #include "kvmesh/types.hpp"
 
+namespace kvmesh {
+class Watch;
+}
+
 namespace kvmesh::bench {
+
+/// The workloads that need the kvmesh API (ttl, conditional writes, watch): only the embedded,
+/// remote and cluster targets have them.
+bool NeedsKvmeshApi(const std::string& workload);
 
 /// Completion of one operation: how it ended (a get of a missing key is a failure, NotFound),
 /// and how many keys it covered (1 for put/get, the keys written for a batch, the keys returned
@@ -38,6 +46,15 @@ class Session {
   /// One page of at most `limit` keys under `prefix`.
   virtual void List(size_t db, std::string prefix, uint32_t limit, Done done) = 0;
   virtual void Write(size_t db, WriteBatch batch, Done done) = 0;
+  /// A put with options (ttl, if_absent, if_version). Default: fails, unsupported (targets
+  /// without it do not run the workloads that need it, Target::supports).
+  virtual void PutWith(size_t db, std::string key, std::string value, WriteOptions options,
+                       Done done);
+  /// Watches database `db` under `prefix` from now; `on_update` runs on the watch's thread.
+  /// Default: unsupported.
+  virtual Status Watch(size_t db, std::string prefix,
+                       std::function<void(Result<WatchUpdate>)> on_update,
+                       std::unique_ptr<kvmesh::Watch>* watch);
 
  protected:
   bool blocking_ = false;
@@ -56,11 +73,9 @@ class Target {
   /// per operation is reported apart from the benchmark's. Default: node_pid() unless that is
   /// this process.
   virtual std::vector<pid_t> server_pids() const;
-  /// Whether the target can run `workload` (redis has no ordered listing). Default true.
-  virtual bool supports(const std::string& workload) const {
-    (void)workload;
-    return true;
-  }
+  /// Whether the target can run `workload` (redis has no ordered listing). Default: all but
+  /// the kvmesh API's (NeedsKvmeshApi).
+  virtual bool supports(const std::string& workload) const { return !NeedsKvmeshApi(workload); }
   /// True when operations complete before the call returns (raw RocksDB): requests in flight
   /// mean nothing there.
   virtual bool synchronous() const { return false; }
