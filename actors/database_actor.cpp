@@ -758,6 +758,11 @@ database_actor::behavior_type database_actor_impl(
           self->state.replicator->OnReplicaSet(std::move(replicas));
         }
       },
+      [=](atom::sync) {
+        if (!MaySteer(self, Steering::kControl)) return;
+        settle();
+        self->state.replicator->SyncNow();
+      },
       [=](atom::sync_round) {
         if (!MaySteer(self, Steering::kTimer)) return;
         self->state.replicator->OnSyncTick();
