@@ -1407,9 +1407,20 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
           if (member.node_id != SelfId(self)) st.members.emplace(member.node_id, std::move(member));
         }
         Replace(self);
-        // A restarted node sees every member as returned, so each database it shares with them
-        // checks in (they may have taken writes while it was down).
-        WakeAffected(self, old_candidates, returned);
+        // Databases whose replica set changed (or that leave this node) wake in waves. Those a
+        // returned member shares may differ from its copies too (either side may have taken
+        // writes while they were apart): with node-level anti-entropy the next rounds with that
+        // member find exactly which (replication/node_summary.hpp); without it (no summary),
+        // each of them checks in. (A restarted node sees every member as returned: waking all
+        // it shares with them cost O(databases) at every restart.)
+        // Likewise the first view with members after a start: placement over this node alone (all
+        // it knew) says nothing of where the databases were placed before; those placed elsewhere
+        // now still hand their copies over.
+        const bool summary = st.replication->node_summary != nullptr;
+        const bool first_view = !st.members_seen;
+        if (!st.members.empty()) st.members_seen = true;  // the very first view may be empty
+        WakeAffected(self, summary && first_view ? Candidates(self) : old_candidates,
+                     summary ? std::set<uint64_t>{} : returned);
       },
       [=](atom::dropped, const std::string& path, const database_actor& who) {
         auto it = self->state.running.find(path);

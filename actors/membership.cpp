@@ -476,9 +476,9 @@ caf::result<std::string> AnswerSummary(membership_pointer self, const std::strin
   if (Authenticated(self)) {
     const auto& sender = self->current_sender();
     if (!sender || !st.options.security.directory->Vouches(sender->node(), from)) {
-      return ToError(Status::PermissionDenied(
-          "a summary request for node " + FormatNodeId(from) +
-          " came from a peer whose certificate is not that node's"));
+      return ToError(
+          Status::PermissionDenied("a summary request for node " + FormatNodeId(from) +
+                                   " came from a peer whose certificate is not that node's"));
     }
   }
   proto::NodeSummaryReply reply;
@@ -623,8 +623,7 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
       [=](atom::summary, atom::tick) {
         if (!local()) return;
         SummaryRound(self);
-        self->delayed_send(self, self->state.options.sync_interval, atom::summary_v,
-                           atom::tick_v);
+        self->delayed_send(self, self->state.options.sync_interval, atom::summary_v, atom::tick_v);
       },
   };
 }
