@@ -269,8 +269,9 @@ using database_control_actor = caf::typed_actor<
 using database_timer_actor = caf::typed_actor<
     // The periodic idle check.
     caf::reacts_to<atom::idle_check>,
-    // The periodic anti-entropy round.
-    caf::reacts_to<atom::sync_round>,
+    // The anti-entropy round of the given sequence number (only the latest counts): periodic
+    // while anything is to do, stopped while the replica is quiet (see database_state::round).
+    caf::reacts_to<atom::sync_round, uint64_t>,
     // Group commit: apply the writes received since the last one together, then acknowledge
     // them. Sent when the first of them arrives, so it queues behind the writes already
     // waiting, which join the group.

@@ -402,6 +402,17 @@ void Replicator::OnSyncTick() {
   if (!exchanging && !peers_.empty()) AfterRound();
 }
 
+bool Replicator::Quiet() const {
+  if (dropped_ || leaving_) return false;
+  for (const auto& [peer_id, p] : peers_) {
+    if (p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() ||
+        !InSync(p) || !store_->version_vector().Includes(p.vector)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void Replicator::SyncNow() {
   if (dropped_) return;
   for (auto& [peer_id, p] : peers_) {

@@ -173,6 +173,11 @@ class Replicator {
   void OnSyncTick();
   /// Pulls from every peer now, whatever it knows of their vectors.
   void SyncNow();
+  /// True if rounds have nothing to do until something happens (a write, a peer's push or pull,
+  /// a new replica set, SyncNow): every peer is known to hold exactly what this replica holds,
+  /// nothing is queued, in flight or being handed over. The owner may stop its round timer then
+  /// (expired records and tombstones wait, as in a passivated replica).
+  bool Quiet() const;
   /// The owner stops: gives up on every peer and answers every waiting writer kUnavailable.
   void Stop();
 
