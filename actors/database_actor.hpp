@@ -50,7 +50,8 @@ struct ReplicationOptions : replication::Options {
   bool clustered = false;
   /// Deadline of each push, pull and peer lookup. Default 5 s.
   caf::timespan timeout = std::chrono::seconds(5);
-  /// Period of anti-entropy rounds; zero disables them. Default 1 s.
+  /// Period of anti-entropy rounds (database rounds while a replica is not quiet, and the
+  /// node-level round); zero disables them. Default 1 s.
   caf::timespan sync_interval = std::chrono::seconds(1);
   /// Where database actors publish their stores for reads on callers' threads (see
   /// actors/direct_reads.hpp); null (always when clustered): no direct reads.

@@ -405,8 +405,8 @@ void Replicator::OnSyncTick() {
 bool Replicator::Quiet() const {
   if (dropped_ || leaving_) return false;
   for (const auto& [peer_id, p] : peers_) {
-    if (p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() ||
-        !InSync(p) || !store_->version_vector().Includes(p.vector)) {
+    if (p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() || !InSync(p) ||
+        !store_->version_vector().Includes(p.vector)) {
       return false;
     }
   }

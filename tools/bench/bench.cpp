@@ -526,7 +526,8 @@ Status MeasureIdle(Target& target, const Settings& s, std::vector<Extra>* extras
     max_rss = std::max(max_rss, rss);
     nodes.push_back({{"node", i}, {"idle_cpu_cores", cores}, {"rss_mib", rss}});
   }
-  extras->push_back({target.name(), "idle",
+  extras->push_back({target.name(),
+                     "idle",
                      {{"databases", s.databases},
                       {"seconds", elapsed},
                       {"max_idle_cpu_cores", max_cpu},
