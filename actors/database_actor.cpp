@@ -16,6 +16,8 @@ using database_pointer = database_actor::stateful_pointer<database_state>;
 
 /// Group commit: applies the writes queued since the last commit (defined below).
 void CommitGroup(database_pointer self);
+/// Starts the anti-entropy rounds again if they stopped (defined below).
+void ArmRound(database_pointer self);
 
 /// The database actor's side of replication: sends the Replicator's requests to the peers'
 /// database actors and hands their answers back to it; answers the writers it settles.
@@ -26,6 +28,7 @@ class DatabaseTransport final : public replication::Transport {
   /// Replicates a local write whose delta is `delta` and calls `answer` (once) when enough
   /// replicas hold it (at once when nobody waits).
   void Replicate(const std::string& delta, std::function<void(Status)> answer) {
+    ArmRound(self_);  // the peers pull back what this write changed in their view of us
     auto& replicator = *self_->state.replicator;
     if (!replicator.WritesWait()) {
       replicator.OnLocalWrite(delta, 0);
@@ -420,6 +423,18 @@ Status TombstoneAll(storage::DatabaseStore& db, bool make_deltas,
   }
 }
 
+}  // namespace
+
+/// Starts the anti-entropy rounds again if they stopped (see database_state::round_seq).
+void ArmRound(database_pointer self) {
+  auto& st = self->state;
+  if (st.round_armed || st.replication->sync_interval.count() <= 0) return;
+  st.round_armed = true;
+  self->delayed_send(self, st.replication->sync_interval, atom::sync_round_v, ++st.round_seq);
+}
+
+namespace {
+
 /// Stops serving: direct reads end and writers still waiting are answered. A database that
 /// served requests since it started records when in the catalog: one write per activation
 /// rather than one per request.
@@ -459,9 +474,7 @@ database_actor::behavior_type database_actor_impl(
     self->state.watches->OnCommit();
   });
   if (idle_timeout.count() > 0) self->delayed_send(self, idle_timeout, atom::idle_check_v);
-  if (st.replication->sync_interval.count() > 0) {
-    self->delayed_send(self, st.replication->sync_interval, atom::sync_round_v);
-  }
+  ArmRound(self);
   self->set_down_handler([self](caf::down_msg& msg) { self->state.transport->OnDown(msg.source); });
   // Nobody may be left waiting on the way out: writes waiting for acknowledgements fail.
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -485,6 +498,7 @@ database_actor::behavior_type database_actor_impl(
   auto queue = [self](database_state::QueuedWrite write) {
     auto& st = self->state;
     ++st.requests_since_tick;
+    ArmRound(self);
     st.queued.push_back(std::move(write));
     if (st.queued.size() == 1) self->send(self, atom::commit_v);
   };
@@ -740,6 +754,7 @@ database_actor::behavior_type database_actor_impl(
       [=](atom::replicate, const std::string& delta, uint64_t from) -> caf::result<atom::ok> {
         if (auto err = Unvouched(self, from)) return err;
         ++self->state.requests_since_tick;
+        ArmRound(self);
         Status s = self->state.replicator->OnPushReceived(from, delta);
         if (!s.ok()) return ToError(s);
         return atom::ok_v;
@@ -747,6 +762,7 @@ database_actor::behavior_type database_actor_impl(
       [=](atom::sync, const std::string& vector, uint64_t from) -> caf::result<std::string> {
         // Not counted as use: peers' periodic pulls alone must not keep a database active.
         if (auto err = Unvouched(self, from)) return err;
+        ArmRound(self);  // the asker's vector may show writes this replica lacks
         std::string reply;
         Status s = self->state.replicator->AnswerPull(from, vector, &reply);
         if (!s.ok()) return ToError(s);
@@ -756,12 +772,21 @@ database_actor::behavior_type database_actor_impl(
         if (MaySteer(self, Steering::kControl)) {
           settle();
           self->state.replicator->OnReplicaSet(std::move(replicas));
+          ArmRound(self);
         }
       },
-      [=](atom::sync_round) {
-        if (!MaySteer(self, Steering::kTimer)) return;
-        self->state.replicator->OnSyncTick();
-        self->delayed_send(self, self->state.replication->sync_interval, atom::sync_round_v);
+      [=](atom::sync) {
+        if (!MaySteer(self, Steering::kControl)) return;
+        settle();
+        self->state.replicator->SyncNow();
+        ArmRound(self);
+      },
+      [=](atom::sync_round, uint64_t seq) {
+        auto& st = self->state;
+        if (!MaySteer(self, Steering::kTimer) || seq != st.round_seq) return;
+        st.round_armed = false;
+        st.replicator->OnSyncTick();
+        if (!st.replicator->Quiet()) ArmRound(self);
       },
       [=](atom::commit) {
         if (MaySteer(self, Steering::kTimer)) settle();

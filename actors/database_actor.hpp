@@ -50,7 +50,8 @@ struct ReplicationOptions : replication::Options {
   bool clustered = false;
   /// Deadline of each push, pull and peer lookup. Default 5 s.
   caf::timespan timeout = std::chrono::seconds(5);
-  /// Period of anti-entropy rounds; zero disables them. Default 1 s.
+  /// Period of anti-entropy rounds (database rounds while a replica is not quiet, and the
+  /// node-level round); zero disables them. Default 1 s.
   caf::timespan sync_interval = std::chrono::seconds(1);
   /// Where database actors publish their stores for reads on callers' threads (see
   /// actors/direct_reads.hpp); null (always when clustered): no direct reads.
@@ -118,6 +119,13 @@ struct database_state {
   /// queued before it, or earlier when another request needs the store as those writes leave it
   /// (a read, a drop, a stop).
   std::vector<QueuedWrite> queued;
+  /// Anti-entropy rounds run every sync_interval while the replicator has something to do, and
+  /// stop while it is quiet (Replicator::Quiet: in sync with every peer), so thousands of idle
+  /// running databases cost no timer each; anything that may change that (a write, a peer's
+  /// push or pull, a replica set, the node-level round's sync) starts them again. Only the
+  /// timer message carrying `round_seq` counts, so restarting never makes two chains.
+  uint64_t round_seq = 0;
+  bool round_armed = false;
   /// The watches' held pulls (actors/watch_hub.hpp).
   std::unique_ptr<WatchHub> watches;
 };

@@ -120,6 +120,9 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
       system ? caf::timespan{0} : idle_timeout.value_or(st.idle_timeout),
       system ? st.system_replication : st.replication, PlaceDatabase(self, path, *config), direct);
   if (direct) st.replication->direct_reads->Add(handle.id(), std::move(direct));
+  if (st.replication->node_summary && !system) {
+    st.replication->node_summary->SetPlacement(path, PlaceDatabase(self, path, *config).nodes);
+  }
   self->monitor(handle);
   st.running.emplace(path, handle);
   st.path_of.emplace(handle.id(), path);
@@ -178,6 +181,8 @@ caf::result<InstancePage> ListInstances(supervisor_pointer self, const std::stri
   return page;
 }
 
+void RefreshSummary(supervisor_pointer self);
+
 /// Puts `fresh` in force: running databases get their new budget; those no config matches any
 /// more are passivated, so their next open fails with no_matching_config. Data is never dropped.
 void ApplyConfigs(supervisor_pointer self, std::shared_ptr<const config::ConfigSet> fresh) {
@@ -197,6 +202,7 @@ void ApplyConfigs(supervisor_pointer self, std::shared_ptr<const config::ConfigS
     Passivate(self, path);
   }
   st.configs = std::move(fresh);
+  RefreshSummary(self);
 }
 
 /// The local replica of `path` (normalised): running, waiting for a stopping one, or new; as the
@@ -317,6 +323,65 @@ bool Affected(supervisor_pointer self, const std::string& path,
   return false;
 }
 
+/// Tells the node summary (replication/node_summary.hpp) where `path` of this node's catalog is
+/// placed now: none for kvmesh's own databases and those no config matches.
+void PlaceInSummary(supervisor_pointer self, const std::string& path) {
+  const auto& summary = self->state.replication->node_summary;
+  if (!summary) return;
+  const config::DatabaseConfig* config = Resolve(self, path);
+  if (config == nullptr || config::IsReservedPath(path)) {
+    summary->SetPlacement(path, {});
+  } else {
+    summary->SetPlacement(path, PlaceDatabase(self, path, *config).nodes);
+  }
+}
+
+/// PlaceInSummary for every database of this node's catalog (at start, and when configs change).
+void RefreshSummary(supervisor_pointer self) {
+  if (!self->state.replication->node_summary) return;
+  std::vector<DatabaseInfo> catalog;
+  Status s = self->state.store->ListDatabases(&catalog);
+  if (!s.ok()) {
+    spdlog::error("cannot read the catalog for anti-entropy: {}", s.ToString());
+    return;
+  }
+  for (const auto& info : catalog) PlaceInSummary(self, info.path);
+}
+
+/// The node-level round found `paths` differing from member `peer`'s copies: running databases
+/// pull from their peers now; the others are queued to wake in waves like a rebalance (each
+/// pulls from its peers when it starts and passivates again once in sync).
+void WakeDiffering(supervisor_pointer self, uint64_t peer, const std::vector<std::string>& paths) {
+  auto& st = self->state;
+  size_t queued = 0;
+  for (const std::string& raw : paths) {
+    std::string path;
+    if (!NormalizeDatabasePath(raw, &path).ok() || config::IsReservedPath(path)) continue;
+    const config::DatabaseConfig* config = Resolve(self, path);
+    if (config == nullptr) continue;
+    // Only databases both nodes hold by this node's placement too (the views may differ for a
+    // moment around a membership change: the next round compares again).
+    const ReplicaSet placed = PlaceDatabase(self, path, *config);
+    auto holds = [&](uint64_t id) {
+      return std::find(placed.nodes.begin(), placed.nodes.end(), id) != placed.nodes.end();
+    };
+    if (!holds(SelfId(self)) || !holds(peer)) continue;
+    if (auto it = st.running.find(path); it != st.running.end()) {
+      self->send(it->second, atom::sync_v);
+      continue;
+    }
+    if (st.stopping.count(path) > 0 || st.rebalance_queued.count(path) > 0) continue;
+    st.rebalance_queue.push_back(path);
+    st.rebalance_queued.insert(path);
+    ++queued;
+  }
+  if (queued > 0) {
+    spdlog::debug("anti-entropy: {} idle databases differ from node {}; waking them", queued,
+                  FormatNodeId(peer));
+    PumpRebalance(self);
+  }
+}
+
 /// Queues for waking (PumpRebalance) the passivated databases of this node's catalog whose
 /// replicas must exchange after a change of members or drains: their replica set changed (from
 /// `old_candidates` to the current candidates), it includes a member in `returned` (back after
@@ -334,6 +399,7 @@ void WakeAffected(supervisor_pointer self, const std::vector<uint64_t>& old_cand
   }
   size_t queued = 0;
   for (const auto& info : catalog) {
+    PlaceInSummary(self, info.path);
     if (st.running.count(info.path) > 0 || st.stopping.count(info.path) > 0) continue;
     if (st.rebalance_queued.count(info.path) > 0) continue;
     if (!Affected(self, info.path, old_candidates, returned)) continue;
@@ -1233,6 +1299,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
   // The cluster-wide configs are in force before the first request is served.
   StartSystemDatabase(self);
   if (self->state.system_store) ReloadClusterConfigs(self);
+  RefreshSummary(self);
 
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
@@ -1342,9 +1409,20 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
           if (member.node_id != SelfId(self)) st.members.emplace(member.node_id, std::move(member));
         }
         Replace(self);
-        // A restarted node sees every member as returned, so each database it shares with them
-        // checks in (they may have taken writes while it was down).
-        WakeAffected(self, old_candidates, returned);
+        // Databases whose replica set changed (or that leave this node) wake in waves. Those a
+        // returned member shares may differ from its copies too (either side may have taken
+        // writes while they were apart): with node-level anti-entropy the next rounds with that
+        // member find exactly which (replication/node_summary.hpp); without it (no summary),
+        // each of them checks in. (A restarted node sees every member as returned: waking all
+        // it shares with them cost O(databases) at every restart.)
+        // Likewise the first view with members after a start: placement over this node alone (all
+        // it knew) says nothing of where the databases were placed before; those placed elsewhere
+        // now still hand their copies over.
+        const bool summary = st.replication->node_summary != nullptr;
+        const bool first_view = !st.members_seen;
+        if (!st.members.empty()) st.members_seen = true;  // the very first view may be empty
+        WakeAffected(self, summary && first_view ? Candidates(self) : old_candidates,
+                     summary ? std::set<uint64_t>{} : returned);
       },
       [=](atom::dropped, const std::string& path, const database_actor& who) {
         auto it = self->state.running.find(path);
@@ -1438,6 +1516,9 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
       [=](atom::rebalance) {
         self->state.rebalance_timer = false;
         PumpRebalance(self);
+      },
+      [=](atom::summary, uint64_t peer, const std::vector<std::string>& paths) {
+        WakeDiffering(self, peer, paths);
       },
   };
 }

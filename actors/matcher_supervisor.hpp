@@ -122,6 +122,8 @@ struct matcher_supervisor_state {
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> rebalancing;
   /// The rebalance timer is set.
   bool rebalance_timer = false;
+  /// False until the first view of the members arrives (after the node starts).
+  bool members_seen = false;
   /// This node's own drain report is being written, and when it last counted its databases.
   bool progress_in_flight = false;
   std::chrono::steady_clock::time_point last_progress_count{};

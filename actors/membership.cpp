@@ -327,6 +327,179 @@ void Tick(membership_pointer self) {
   self->delayed_send(self, st.options.heartbeat_interval, atom::tick_v);
 }
 
+// -- Node-level anti-entropy (replication/node_summary.hpp) --------------------------------------
+
+void SendSummaryPage(membership_pointer self, uint64_t id);
+
+/// Ends this round's exchange with member `id` (what is left of its pages goes on next round).
+void EndSummary(membership_pointer self, uint64_t id, bool stop_paging) {
+  auto it = self->state.members.find(id);
+  if (it == self->state.members.end()) return;
+  it->second.summary_busy = false;
+  if (stop_paging) {
+    it->second.summary_paging = false;
+    it->second.summary_after.clear();
+  }
+}
+
+/// Sends member `id` a summary request and hands its parsed answer to `then`; on any failure
+/// (no handle, the link cut, an error, a forged or malformed answer) ends the exchange.
+template <class Then>
+void AskSummary(membership_pointer self, uint64_t id, const proto::NodeSummaryRequest& request,
+                Then then) {
+  auto it = self->state.members.find(id);
+  if (it == self->state.members.end() || !it->second.actor ||
+      Blocked(self, self->state.node_id, id)) {
+    EndSummary(self, id, false);
+    return;
+  }
+  auto target = it->second.actor;
+  self->request(target, self->state.options.connect_timeout, atom::summary_v,
+                request.SerializeAsString())
+      .then(
+          [=](std::string& bytes) {
+            proto::NodeSummaryReply reply;
+            if (!FromExpected(self, target) || Blocked(self, id, self->state.node_id) ||
+                !reply.ParseFromString(bytes)) {
+              EndSummary(self, id, false);
+              return;
+            }
+            then(reply);
+          },
+          [=](caf::error& err) {
+            spdlog::debug("node {}: summary exchange with {} failed: {}",
+                          FormatNodeId(self->state.node_id), FormatNodeId(id), to_string(err));
+            EndSummary(self, id, false);
+          });
+}
+
+/// The start of a round with member `id`: one total. Equal: done until the next round.
+void SendSummaryTotals(membership_pointer self, uint64_t id) {
+  auto& st = self->state;
+  const replication::NodeSummary::Totals totals = st.options.node_summary->TotalsWith(id);
+  proto::NodeSummaryRequest request;
+  request.set_from(st.node_id);
+  request.set_hash(totals.hash);
+  request.set_count(totals.count);
+  st.options.node_summary->CountTotals();
+  AskSummary(self, id, request, [self, id](const proto::NodeSummaryReply& reply) {
+    auto it = self->state.members.find(id);
+    if (it == self->state.members.end()) return;
+    if (reply.equal()) {
+      EndSummary(self, id, true);
+      return;
+    }
+    it->second.summary_paging = true;
+    it->second.summary_after.clear();
+    it->second.summary_pages_left = replication::kSummaryPagesPerRound;
+    SendSummaryPage(self, id);
+  });
+}
+
+/// The next page of this node's entries shared with member `id`; the databases its answer names
+/// go to the supervisor to sync or wake.
+void SendSummaryPage(membership_pointer self, uint64_t id) {
+  auto& st = self->state;
+  auto it = st.members.find(id);
+  if (it == st.members.end()) return;
+  proto::NodeSummaryRequest request;
+  request.set_from(st.node_id);
+  request.set_page(true);
+  request.set_after(it->second.summary_after);
+  std::string until;
+  bool to_end = false;
+  for (auto& entry : st.options.node_summary->Page(id, it->second.summary_after, &until, &to_end)) {
+    proto::SummaryEntry* out = request.add_entries();
+    out->set_path(std::move(entry.path));
+    out->set_digest(entry.digest);
+  }
+  request.set_until(until);
+  request.set_to_end(to_end);
+  st.options.node_summary->CountPage();
+  AskSummary(self, id, request, [self, id, until, to_end](const proto::NodeSummaryReply& reply) {
+    auto& st = self->state;
+    auto it = st.members.find(id);
+    if (it == st.members.end()) return;
+    auto& m = it->second;
+    if (reply.differ_size() > 0 &&
+        static_cast<size_t>(reply.differ_size()) <= replication::kSummaryMaxDiffer) {
+      std::vector<std::string> paths(reply.differ().begin(), reply.differ().end());
+      st.options.node_summary->CountWoken(paths.size());
+      self->send(st.supervisor, atom::summary_v, id, std::move(paths));
+    }
+    if (!reply.compared_until().empty() && reply.compared_until() > m.summary_after) {
+      m.summary_after = reply.compared_until();
+    } else if (to_end) {
+      EndSummary(self, id, true);
+      return;
+    } else {
+      m.summary_after = until;
+    }
+    if (--m.summary_pages_left > 0) {
+      SendSummaryPage(self, id);
+    } else {
+      EndSummary(self, id, false);
+    }
+  });
+}
+
+/// One node-level round: one exchange with each reachable member not still in one.
+void SummaryRound(membership_pointer self) {
+  auto& st = self->state;
+  for (auto& [id, m] : st.members) {
+    if (m.summary_busy || !m.alive || !m.actor) continue;
+    m.summary_busy = true;
+    if (m.summary_paging) {
+      m.summary_pages_left = replication::kSummaryPagesPerRound;
+      SendSummaryPage(self, id);
+    } else {
+      SendSummaryTotals(self, id);
+    }
+  }
+}
+
+/// A member's summary request (see peer_actor).
+caf::result<std::string> AnswerSummary(membership_pointer self, const std::string& bytes) {
+  auto& st = self->state;
+  proto::NodeSummaryRequest request;
+  if (!st.options.node_summary) {
+    return ToError(Status::Unavailable("node-level anti-entropy is off on this node"));
+  }
+  if (!request.ParseFromString(bytes) || request.from() == 0 || request.from() == st.node_id) {
+    return ToError(Status::InvalidArgument("summary: not a summary request"));
+  }
+  const uint64_t from = request.from();
+  if (Blocked(self, from, st.node_id)) {
+    return ToError(Status::Unavailable("partitioned (fault injection)"));
+  }
+  // A node speaks only for itself: with TLS the connection's certificate must be `from`'s.
+  if (Authenticated(self)) {
+    const auto& sender = self->current_sender();
+    if (!sender || !st.options.security.directory->Vouches(sender->node(), from)) {
+      return ToError(
+          Status::PermissionDenied("a summary request for node " + FormatNodeId(from) +
+                                   " came from a peer whose certificate is not that node's"));
+    }
+  }
+  proto::NodeSummaryReply reply;
+  if (!request.page()) {
+    const replication::NodeSummary::Totals mine = st.options.node_summary->TotalsWith(from);
+    reply.set_equal(mine.hash == request.hash() && mine.count == request.count());
+    return reply.SerializeAsString();
+  }
+  std::vector<replication::NodeSummary::Entry> theirs;
+  theirs.reserve(request.entries_size());
+  for (const auto& e : request.entries()) theirs.push_back({e.path(), e.digest()});
+  std::vector<std::string> differ;
+  std::string compared_until;
+  Status s = st.options.node_summary->Compare(from, request.after(), request.until(),
+                                              request.to_end(), theirs, &differ, &compared_until);
+  if (!s.ok()) return ToError(s);
+  for (auto& path : differ) reply.add_differ(std::move(path));
+  reply.set_compared_until(compared_until);
+  return reply.SerializeAsString();
+}
+
 }  // namespace
 
 peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node_id,
@@ -435,10 +608,22 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
         if (!local() || !self->state.self_member.empty()) return;
         self->state.self_member = self_member;
         Tick(self);
+        if (self->state.options.node_summary && self->state.options.sync_interval.count() > 0) {
+          self->delayed_send(self, self->state.options.sync_interval, atom::summary_v,
+                             atom::tick_v);
+        }
       },
       [=](atom::tick) {
         if (!local()) return;
         Tick(self);
+      },
+      [=](atom::summary, const std::string& bytes) -> caf::result<std::string> {
+        return AnswerSummary(self, bytes);
+      },
+      [=](atom::summary, atom::tick) {
+        if (!local()) return;
+        SummaryRound(self);
+        self->delayed_send(self, self->state.options.sync_interval, atom::summary_v, atom::tick_v);
       },
   };
 }

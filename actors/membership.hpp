@@ -27,6 +27,7 @@
 
 #include "common/link_faults.hpp"
 #include "messages/type_ids.hpp"
+#include "replication/node_summary.hpp"
 #include "transport/connection_guard.hpp"
 
 namespace kvmesh {
@@ -56,6 +57,10 @@ struct MembershipOptions {
   TransportSecurity security;
   /// Largest message a member may send over a connection this node opens.
   size_t max_message_bytes = 64u << 20;
+  /// Node-level anti-entropy (replication/node_summary.hpp): this node's summary (null: no
+  /// rounds) and the period of its rounds (zero: none). Default 1 s.
+  std::shared_ptr<replication::NodeSummary> node_summary;
+  caf::timespan sync_interval = std::chrono::seconds(1);
 };
 
 struct membership_state {
@@ -84,6 +89,13 @@ struct membership_state {
     clock::time_point unreachable_since{};
     bool unreachable_reported = false;
     std::string last_connect_error;
+    /// Node-level anti-entropy with this member: an exchange is under way; the totals
+    /// differed and pages are being compared (resuming after `summary_after`); pages this
+    /// round may still send.
+    bool summary_busy = false;
+    bool summary_paging = false;
+    std::string summary_after;
+    int summary_pages_left = 0;
   };
   MembershipOptions options;
   matcher_supervisor_actor supervisor;

@@ -170,6 +170,8 @@ caf::behavior NodeWatchdog(caf::event_based_actor* self, std::shared_ptr<NodeCor
 struct Node::Impl {
   NodeOptions options;
   std::shared_ptr<storage::Store> store;
+  /// Node-level anti-entropy: every database's vector digest and placement (clustered only).
+  std::shared_ptr<replication::NodeSummary> node_summary;
   std::shared_ptr<const config::ConfigSet> configs;
   std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> system;
@@ -591,6 +593,21 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
       std::chrono::duration_cast<caf::timespan>(opts.passivation_delay_for_testing);
   replication->placement_board = std::make_shared<PlacementBoard>();
   impl->core->placement = replication->placement_board;
+  if (clustered) {
+    // Every database's vector digest, read once here and then kept current by every write
+    // (before any database opens), for the node-level anti-entropy round.
+    impl->node_summary = std::make_shared<replication::NodeSummary>(impl->store->node_id());
+    s = impl->store->ForEachVectorDigest(
+        [summary = impl->node_summary.get()](const std::string& path, uint64_t digest) {
+          summary->SetDigest(path, digest);
+        });
+    if (!s.ok()) return s;
+    impl->store->set_vector_observer(
+        [summary = impl->node_summary](const std::string& path, uint64_t digest) {
+          summary->SetDigest(path, digest);
+        });
+    replication->node_summary = impl->node_summary;
+  }
   impl->core->supervisor = impl->system->spawn(
       matcher_supervisor_impl, impl->configs, opts.configs ? std::string() : opts.config_dir,
       impl->store, std::chrono::duration_cast<caf::timespan>(opts.idle_timeout),
@@ -622,6 +639,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     membership.faults = opts.link_faults;
     membership.security = impl->security;
     membership.max_message_bytes = MaxPeerMessageBytes(opts);
+    membership.node_summary = impl->node_summary;
+    membership.sync_interval = replication->sync_interval;
     impl->membership = SpawnNetworkFacing(*impl->system, membership_impl, impl->store->node_id(),
                                           impl->core->supervisor, std::move(membership));
   }
@@ -1058,6 +1077,24 @@ Result<std::string> Node::metrics() const {
       out.Sample("kvmesh_rebalance_pending_databases", {},
                  static_cast<double>(m.rebalance_pending));
     }
+  }
+
+  if (const auto& summary = impl_->node_summary) {
+    out.Family("kvmesh_anti_entropy_messages_total",
+               "Anti-entropy requests this node sent: node-level totals (one per member per "
+               "round) and pages, and per-database pulls.",
+               "counter");
+    out.Sample("kvmesh_anti_entropy_messages_total", {{"kind", "node_totals"}},
+               static_cast<double>(summary->totals_sent()));
+    out.Sample("kvmesh_anti_entropy_messages_total", {{"kind", "node_page"}},
+               static_cast<double>(summary->pages_sent()));
+    out.Sample("kvmesh_anti_entropy_messages_total", {{"kind", "database_pull"}},
+               static_cast<double>(summary->database_pulls_sent()));
+    out.Family("kvmesh_anti_entropy_woken_total",
+               "Databases the node-level round found differing from a member's copy and woke "
+               "(or told to sync, if running).",
+               "counter");
+    out.Sample("kvmesh_anti_entropy_woken_total", {}, static_cast<double>(summary->woken()));
   }
 
   const std::pair<const char*, const char*> rocks[] = {

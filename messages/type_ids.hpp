@@ -193,6 +193,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, restore, "restore")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, watch, "watch")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, drain, "drain")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, rebalance, "rebalance")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, summary, "summary")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -259,14 +260,18 @@ using database_control_actor = caf::typed_actor<
     caf::reacts_to<atom::passivate>,
     // For metrics: the replication status, not counted as use (scrapes must not keep a database
     // from passivating).
-    caf::replies_to<atom::status>::with<ReplicationStatus>>;
+    caf::replies_to<atom::status>::with<ReplicationStatus>,
+    // The node-level anti-entropy round found that a peer's vector of this database differs:
+    // pull from every peer now (Replicator::SyncNow).
+    caf::reacts_to<atom::sync>>;
 
 /// The timers of a database actor, which only it sends to itself.
 using database_timer_actor = caf::typed_actor<
     // The periodic idle check.
     caf::reacts_to<atom::idle_check>,
-    // The periodic anti-entropy round.
-    caf::reacts_to<atom::sync_round>,
+    // The anti-entropy round of the given sequence number (only the latest counts): periodic
+    // while anything is to do, stopped while the replica is quiet (see database_state::round).
+    caf::reacts_to<atom::sync_round, uint64_t>,
     // Group commit: apply the writes received since the last one together, then acknowledge
     // them. Sent when the first of them arrives, so it queues behind the writes already
     // waiting, which join the group.
@@ -298,7 +303,12 @@ using peer_actor = caf::typed_actor<
     // port it got). Heartbeats start then. Refused from other nodes.
     caf::reacts_to<atom::open, std::string>,
     // Internal: the periodic heartbeat and failure check.
-    caf::reacts_to<atom::tick>>;
+    caf::reacts_to<atom::tick>,
+    // Node-level anti-entropy (replication/node_summary.hpp): a serialized
+    // proto::NodeSummaryRequest from a member -> a serialized proto::NodeSummaryReply.
+    caf::replies_to<atom::summary, std::string>::with<std::string>,
+    // Internal: the periodic node-level anti-entropy round.
+    caf::reacts_to<atom::summary, atom::tick>>;
 
 /// A member as the membership actor tells the supervisor (local only).
 struct MemberView {
@@ -361,7 +371,11 @@ using matcher_supervisor_actor = caf::typed_actor<
     // a summary. Stored cluster-wide (config/cluster_configs.hpp, DrainRecord).
     caf::replies_to<atom::drain, uint64_t, bool, std::string>::with<std::string>,
     // Its own timer: the next wave of databases to rebalance, and the drain progress report.
-    caf::reacts_to<atom::rebalance>>;
+    caf::reacts_to<atom::rebalance>,
+    // From the membership actor's node-level anti-entropy round (replication/node_summary.hpp):
+    // (peer, paths) whose vectors differ from that peer's; running ones sync now, the others
+    // are woken in waves like a rebalance and passivate again once in sync.
+    caf::reacts_to<atom::summary, uint64_t, std::vector<std::string>>>;
 
 /// The client gateway (actors/client_gateway.hpp): what a node publishes for clients. Every data
 /// request names its database path; the gateway routes it to that database's actor.

@@ -313,6 +313,7 @@ void Replicator::Pull(uint64_t peer_id, int chunks_left) {
   if (!ReadyToSend(peer_id, p)) return;
   p.sync_in_flight = true;
   p.chunks_left = chunks_left;
+  if (options_.node_summary) options_.node_summary->CountDatabasePull();
   transport_->Pull(peer_id, p.generation, store_->version_vector().Serialize());
 }
 
@@ -376,16 +377,46 @@ void Replicator::OnHandOverAnswered(uint64_t peer_id, uint64_t generation) {
 void Replicator::OnSyncTick() {
   if (dropped_) return;
   RemoveExpired();
+  bool exchanging = false;
+  for (auto& [peer_id, p] : peers_) {
+    if (p.sync_in_flight || p.resolving) {
+      exchanging = true;
+      continue;
+    }
+    // A peer known to hold exactly what this replica holds is not pulled from, running or
+    // not: one pull per database and peer every round would cost O(databases x peers)
+    // messages a round (and waking a passivated peer would keep every database of a cluster
+    // running). A peer that takes a write pulls from us (it lacks nothing of ours, but we lack
+    // its write, and our vector as it knows it is older), which tells us its vector
+    // (AnswerPull), so whichever side lacks writes keeps pulling until both agree. What neither
+    // side can know of (a push lost after both last agreed) the node-level round finds: it
+    // compares every database's vector digest between nodes and calls SyncNow on those that
+    // differ. (Without the second test, found by the chaos check, a replica that had forgotten a
+    // peer's actor never pulled that peer's newer writes.) A replica handing its copy over pulls
+    // every round until the new replicas hold it.
+    if (!leaving_ && InSync(p) && store_->version_vector().Includes(p.vector)) continue;
+    exchanging = true;
+    Pull(peer_id, kMaxChunksPerRound);
+  }
+  // In sync with everyone: tombstones are still collected (AfterRound follows exchanges).
+  if (!exchanging && !peers_.empty()) AfterRound();
+}
+
+bool Replicator::Quiet() const {
+  if (dropped_ || leaving_) return false;
+  for (const auto& [peer_id, p] : peers_) {
+    if (p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() || !InSync(p) ||
+        !store_->version_vector().Includes(p.vector)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void Replicator::SyncNow() {
+  if (dropped_) return;
   for (auto& [peer_id, p] : peers_) {
     if (p.sync_in_flight || p.resolving) continue;
-    // A peer whose replica is gone (passivated, or forgotten after an error) is only woken if it
-    // may lack our writes or hold writes we lack: waking idle peers every round would keep every
-    // database of a cluster running. A running peer pulls from us every round, which tells us
-    // its vector (AnswerPull); a passivated one takes no writes, so its last vector stays true.
-    // (Without the second test, found by the chaos check, a replica that had forgotten a peer's
-    // actor never pulled that peer's newer writes, and with pull-only anti-entropy nobody else
-    // sent them.)
-    if (!p.found && InSync(p) && store_->version_vector().Includes(p.vector)) continue;
     Pull(peer_id, kMaxChunksPerRound);
   }
 }

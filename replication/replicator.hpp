@@ -31,6 +31,7 @@
 #include "common/replica_set.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
+#include "replication/node_summary.hpp"
 #include "storage/database_store.hpp"
 #include "storage/version_vector.hpp"
 
@@ -90,6 +91,8 @@ struct Options {
   std::chrono::nanoseconds tombstone_grace = std::chrono::hours(24);
   /// Test clusters only (may be null).
   std::shared_ptr<LinkFaults> faults;
+  /// The node's summary of every database's vector (may be null): counts the pulls sent.
+  std::shared_ptr<NodeSummary> node_summary;
   /// The wall clock that tombstone ages are measured against; null: system_clock::now. For tests.
   std::function<std::chrono::system_clock::time_point()> wall_clock;
   /// The clock that spaces tombstone collections; null: steady_clock::now. For tests.
@@ -163,8 +166,18 @@ class Replicator {
   /// A new replica set: peers join and leave, unreachable ones stop being waited for, and a
   /// replica set without this node starts the hand-over.
   void OnReplicaSet(ReplicaSet replicas);
-  /// The periodic anti-entropy round.
+  /// The periodic anti-entropy round: pulls from each peer that may hold writes this replica
+  /// lacks or lack writes it holds, as far as it knows their vectors. Peers known to be in sync
+  /// are skipped: the node-level round (replication/node_summary.hpp) finds differences the
+  /// replica cannot know of (a lost push to a peer it thinks in sync) and calls SyncNow.
   void OnSyncTick();
+  /// Pulls from every peer now, whatever it knows of their vectors.
+  void SyncNow();
+  /// True if rounds have nothing to do until something happens (a write, a peer's push or pull,
+  /// a new replica set, SyncNow): every peer is known to hold exactly what this replica holds,
+  /// nothing is queued, in flight or being handed over. The owner may stop its round timer then
+  /// (expired records and tombstones wait, as in a passivated replica).
+  bool Quiet() const;
   /// The owner stops: gives up on every peer and answers every waiting writer kUnavailable.
   void Stop();
 

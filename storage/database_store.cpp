@@ -442,6 +442,7 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   digest_ = staged->digest;
   local_counter_ = local_counter;
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
+  if (const auto& observe = store_->vector_observer()) observe(path_, version_vector_.Digest());
   if (observer_) observer_();
   return Status::OK();
 }
@@ -1058,6 +1059,7 @@ Status DatabaseStore::Drop() {
   tombstone_count_ = 0;
   digest_ = 0;
   version_vector_ = VersionVector();
+  if (const auto& observe = store_->vector_observer()) observe(path_, 0);
   return Status::OK();
 }
 

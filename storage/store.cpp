@@ -358,6 +358,33 @@ Status Store::ListDatabases(std::vector<DatabaseInfo>* out) const {
   });
 }
 
+Status Store::ForEachVectorDigest(
+    const std::function<void(const std::string&, uint64_t)>& fn) const {
+  Status meta_error;
+  Status s = ScanCatalog("", [&](const proto::CatalogEntry& entry) {
+    std::string bytes;
+    rocksdb::Status rs =
+        db_->Get(rocksdb::ReadOptions(), keys::DatabaseMetaKey(entry.id()), &bytes);
+    proto::DatabaseMeta meta;
+    VersionVector vector;
+    if (rs.ok() && (!meta.ParseFromString(bytes) ||
+                    (meta.has_version_vector() &&
+                     !VersionVector::Parse(meta.version_vector().SerializeAsString(), &vector)))) {
+      meta_error =
+          Status::Corruption("the meta record of " + Quote(entry.path()) + " is unreadable");
+      return false;
+    }
+    if (!rs.ok() && !rs.IsNotFound()) {  // not found: instantiated, nothing written yet
+      meta_error = FromRocksStatus(rs, "cannot read the meta record of " + Quote(entry.path()));
+      return false;
+    }
+    fn(entry.path(), vector.Digest());
+    return true;
+  });
+  if (!s.ok()) return s;
+  return meta_error;
+}
+
 uint64_t Store::InstanceCount(const std::string& config_id) const {
   std::lock_guard<std::mutex> lock(catalog_mutex_);
   auto it = instances_by_config_.find(config_id);

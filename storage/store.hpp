@@ -133,6 +133,18 @@ class Store : public std::enable_shared_from_this<Store> {
   /// The catalog: every database path instantiated on this node, in path order.
   Status ListDatabases(std::vector<DatabaseInfo>* out) const;
 
+  /// Called with a database's path and its version vector's digest (VersionVector::Digest; 0
+  /// once its copy is dropped) whenever a write, local or replicated, changed its meta record.
+  /// Runs on the writing thread, so it must be thread-safe and quick. Set it before databases
+  /// are opened; null: none.
+  using VectorObserver = std::function<void(const std::string& path, uint64_t digest)>;
+  void set_vector_observer(VectorObserver observer) { vector_observer_ = std::move(observer); }
+  const VectorObserver& vector_observer() const { return vector_observer_; }
+  /// Calls `fn` with the path and version-vector digest of every database in the catalog, in
+  /// path order (0 for one nothing was written to): one catalog scan and one meta read per
+  /// database. Errors: kCorruption, kIOError.
+  Status ForEachVectorDigest(const std::function<void(const std::string&, uint64_t)>& fn) const;
+
   /// What the databases of one config take on this node.
   struct ConfigUsage {
     /// Databases instantiated (in the catalog).
@@ -200,6 +212,7 @@ class Store : public std::enable_shared_from_this<Store> {
   uint64_t next_database_id_ = 1;
   /// Catalog entries by config id (InstanceCount); guarded by catalog_mutex_.
   std::unordered_map<std::string, uint64_t> instances_by_config_;
+  VectorObserver vector_observer_;
   /// Set by Init; stopped by Close before RocksDB closes.
   std::unique_ptr<SpaceMonitor> space_monitor_;
 };

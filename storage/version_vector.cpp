@@ -106,6 +106,23 @@ std::string VersionVector::Serialize() const {
   return message.SerializeAsString();
 }
 
+uint64_t VersionVector::Digest() const {
+  if (entries_.empty()) return 0;
+  // FNV-1a over the canonical bytes, then a splitmix64 finaliser: fixed across builds and
+  // platforms (std::hash is not), as nodes compare each other's digests.
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : Serialize()) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h == 0 ? 1 : h;
+}
+
 // Accepts only the canonical form Serialize writes (up to extras that continue the base, which
 // are absorbed): origins non-zero and strictly ascending, extras strictly ascending above the
 // base and at most kMaxExtrasPerOrigin of them. Entries with nothing in them are skipped.

@@ -64,6 +64,11 @@ class VersionVector {
   /// Parses the binary form; false (and *out unchanged) if `bytes` is not a valid vector.
   static bool Parse(std::string_view bytes, VersionVector* out);
 
+  /// A 64-bit hash of the canonical binary form (Serialize), the same on every node for equal
+  /// vectors; 0 for an empty vector and never 0 otherwise. What the node-level anti-entropy
+  /// (replication/node_summary.hpp) compares instead of whole vectors.
+  uint64_t Digest() const;
+
   /// Human form for logs and status: "{origin:base(+extras), ...}" with origins in hex.
   std::string ToString() const;
 

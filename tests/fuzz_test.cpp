@@ -610,6 +610,7 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
   self->send(db_actor, atom::passivate_v);
   self->send(db_actor, atom::idle_check_v);
   self->send(db_actor, atom::sync_round_v);
+  self->send(db_actor, atom::sync_round_v, uint64_t{1});
   self->send(db_actor, atom::tick_v);
   self->send(db_actor, atom::sync_v);
   // Messages of no signature at all.

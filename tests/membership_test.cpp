@@ -71,6 +71,10 @@ peer_actor::behavior_type StubMember(peer_actor::stateful_pointer<stub_member_st
         self->send(target, atom::heartbeat_v, MemberListBytes(self_member));
         self->delayed_send(self, 100ms, atom::tick_v);
       },
+      [=](atom::summary, const std::string&) -> caf::result<std::string> {
+        return ToError(Status::NotFound("stub member"));
+      },
+      [=](atom::summary, atom::tick) {},
   };
 }
 

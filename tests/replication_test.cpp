@@ -642,6 +642,35 @@ TEST(ReplicationTest, ASyncRoundWakesAForgottenPeerOnlyWhenOneSideLacksWrites) {
   EXPECT_EQ(net[1].Get("k"), "from-2");
 }
 
+// Issue 19: running replicas in sync must not each pull every round (O(databases x peers)
+// messages); the node-level round covers them and calls SyncNow when a digest differs.
+TEST(ReplicationTest, RunningReplicasInSyncPullNothingUntilToldToSync) {
+  Net net;
+  net.Add(1, Set({1, 2, 3}, 1));
+  net.Add(2, Set({1, 2, 3}, 1));
+  net.Add(3, Set({1, 2, 3}, 1));
+  net[1].Write("a", "1");
+  Converge(net);
+  for (uint64_t id : {1, 2, 3}) net[id].replicator().OnSyncTick();
+  size_t pulls = 0;
+  for (uint64_t from : {1, 2, 3}) {
+    for (uint64_t to : {1, 2, 3}) pulls += net.Count(Message::kPull, from, to);
+  }
+  EXPECT_EQ(pulls, 0u) << "replicas in sync pulled in their round";
+  net.DeliverAll();
+  // A push lost after both last agreed: neither side's round can know of it ...
+  net[2].replicator().OnSyncTick();
+  net.DeliverAll();
+  net[1].Write("b", "2");
+  net.Take(net.Find(Message::kPush, 1, 2));
+  net.DeliverAll();
+  // ... but the node-level round finds the differing digests and tells node 2 to sync.
+  net[2].replicator().SyncNow();
+  EXPECT_GE(net.Find(Message::kPull, 2, 1), 0);
+  net.DeliverAll();
+  EXPECT_EQ(net[2].Get("b"), "2");
+}
+
 TEST(ReplicationTest, MayPassivateOnlyWhenEveryPeerHoldsItsWritesAndItIsNotLeaving) {
   Net net;
   net.Add(1, Set({1, 2}, 1));
@@ -652,13 +681,16 @@ TEST(ReplicationTest, MayPassivateOnlyWhenEveryPeerHoldsItsWritesAndItIsNotLeavi
   net[1].Write("k", "v");
   net.Take(net.Find(Message::kPush, 1, 2));
   EXPECT_FALSE(net[1].replicator().MayPassivate());
-  // Node 2 pulls it. A pull tells node 1 the asker's vector as it was when asking, so node 1
-  // knows node 2 holds the write only from node 2's next pull on.
+  // Node 2 cannot know of it; node 1 knows node 2 lacks it and pulls from node 2, which tells
+  // node 2 its vector; node 2's next round pulls the write. Node 1 knows node 2 holds it only
+  // from its own next pull on.
+  net[1].replicator().OnSyncTick();
+  net.DeliverAll();
   net[2].replicator().OnSyncTick();
   net.DeliverAll();
   EXPECT_EQ(net[2].Get("k"), "v");
   EXPECT_FALSE(net[1].replicator().MayPassivate());
-  net[2].replicator().OnSyncTick();
+  net[1].replicator().OnSyncTick();
   net.DeliverAll();
   EXPECT_TRUE(net[1].replicator().MayPassivate());
   // Placement moved the database away from node 1 (node 2, which holds everything, keeps it):

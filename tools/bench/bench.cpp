@@ -63,6 +63,8 @@ struct Settings {
   TargetOptions target;
   uint64_t lag_samples = 500;
   uint64_t catchup_keys = 20000;
+  /// Cluster: seconds over which each node's idle CPU is measured after the workloads.
+  double idle_seconds = 10;
   bool json = false;
   std::string json_file;
   bool quiet = false;
@@ -651,6 +653,40 @@ Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras)
   return Status::OK();
 }
 
+/// Idle cost: each node's CPU (from /proc, in cores: CPU seconds per second) over
+/// `--idle-seconds` right after the workloads, when nobody sends requests, and its RSS then,
+/// with all the benchmark's databases instantiated (anti-entropy and timers are what is left).
+Status MeasureIdle(Target& target, const Settings& s, std::vector<Extra>* extras) {
+  const std::vector<pid_t> pids = target.server_pids();
+  if (pids.size() < 2 || s.idle_seconds <= 0) return Status::OK();
+  std::vector<ProcessSample> before;
+  for (pid_t pid : pids) before.push_back(SampleProcess(pid));
+  const auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(s.idle_seconds));
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  Json nodes = Json::array();
+  double max_cpu = 0, max_rss = 0;
+  for (size_t i = 0; i < pids.size(); ++i) {
+    const ProcessSample after = SampleProcess(pids[i]);
+    if (!before[i].ok || !after.ok) {
+      return Status::Unavailable("cannot read /proc for node pid " + std::to_string(pids[i]));
+    }
+    const double cores = (after.cpu_seconds - before[i].cpu_seconds) / elapsed;
+    const double rss = MiB(after.rss_bytes);
+    max_cpu = std::max(max_cpu, cores);
+    max_rss = std::max(max_rss, rss);
+    nodes.push_back({{"node", i}, {"idle_cpu_cores", cores}, {"rss_mib", rss}});
+  }
+  extras->push_back({target.name(),
+                     "idle",
+                     {{"databases", s.databases},
+                      {"seconds", elapsed},
+                      {"max_idle_cpu_cores", max_cpu},
+                      {"max_rss_mib", max_rss},
+                      {"nodes", nodes}}});
+  return Status::OK();
+}
+
 /// True when every node's replica agrees (common/replication_status.hpp).
 bool Converged(const std::vector<Database>& dbs) {
   std::vector<ReplicationStatus> statuses;
@@ -1029,6 +1065,10 @@ int main(int argc, char** argv) {
   app.add_option("--catchup-keys", s.catchup_keys,
                  "cluster: keys written while a node is down (0: skip)")
       ->capture_default_str();
+  app.add_option("--idle-seconds", s.idle_seconds,
+                 "cluster: seconds after the workloads over which each node's idle CPU "
+                 "(idle_cpu_cores) and RSS are measured (0: skip)")
+      ->capture_default_str();
   app.add_option("--redis-server", s.target.redis_server,
                  "redis: the redis-server to start (default: the one on PATH; without one the "
                  "redis target is skipped)");
@@ -1170,7 +1210,9 @@ int main(int argc, char** argv) {
         }
       }
     }
-    kvmesh::Status extra = MeasureLag(*p.target, s, &extras);
+    kvmesh::Status extra = kvmesh::Status::OK();
+    if (name == "cluster" || name == "cluster-tls") extra = MeasureIdle(*p.target, s, &extras);
+    if (extra.ok()) extra = MeasureLag(*p.target, s, &extras);
     if (extra.ok() && (name == "cluster" || name == "cluster-tls")) {
       extra = MeasureCatchUp(*p.target, s, &extras);
     }
