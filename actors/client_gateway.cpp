@@ -265,6 +265,10 @@ gateway_actor::behavior_type client_gateway_impl(
         return Forward<std::string>(self, metrics::Op::kGet, Right::kRead, path, deadline,
                                     atom::get_v, std::move(key));
       },
+      [=](atom::get, const std::string& path, ReadRequest& request, Deadline deadline) {
+        return Forward<VersionedValue>(self, metrics::Op::kGet, Right::kRead, path, deadline,
+                                       atom::get_v, std::move(request));
+      },
       [=](atom::erase, const std::string& path, std::string& key, Deadline deadline) {
         return Forward<atom::ok>(self, metrics::Op::kErase, Right::kWrite, path, deadline,
                                  atom::erase_v, std::move(key));
@@ -276,6 +280,11 @@ gateway_actor::behavior_type client_gateway_impl(
       [=](atom::batch, const std::string& path, WriteBatch& batch, Deadline deadline) {
         return Forward<atom::ok>(self, metrics::Op::kBatch, Right::kWrite, path, deadline,
                                  atom::batch_v, std::move(batch));
+      },
+      [=](atom::batch, const std::string& path, WriteBatch& batch, atom::session,
+          Deadline deadline) {
+        return Forward<std::string>(self, metrics::Op::kBatch, Right::kWrite, path, deadline,
+                                    atom::batch_v, std::move(batch), atom::session_v);
       },
       [=](atom::stats, const std::string& path, Deadline deadline) {
         return Forward<DatabaseStats>(self, metrics::Op::kStats, Right::kRead, path, deadline,
