@@ -9,7 +9,14 @@
 #include <string>
 #include <string_view>
 
+#include "kvmesh/status.hpp"
+#include "kvmesh/types.hpp"
+
 namespace kvmesh {
+
+/// Reads a read level as the CLI (--consistency) and HTTP (?consistency=) take it: "eventual",
+/// "read_your_writes" or "quorum"; invalid_argument naming the bad value and the levels.
+Status ParseReadLevel(std::string_view text, ReadConsistency* out);
 
 /// The writes a session has had acknowledged, as dots (origin, counter): for each origin (a
 /// database copy that accepted writes) the highest counter acknowledged. A replica covers it when
