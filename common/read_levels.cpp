@@ -5,6 +5,12 @@
 
 namespace kvmesh {
 
+Status ParseReadLevel(std::string_view text, ReadConsistency* out) {
+  if (ParseReadConsistency(text, out)) return Status::OK();
+  return Status::InvalidArgument("unknown read level \"" + std::string(text) +
+                                 "\": use eventual, read_your_writes or quorum");
+}
+
 void SessionToken::Add(uint64_t origin, uint64_t counter) {
   uint64_t& held = dots_[origin];
   held = std::max(held, counter);
