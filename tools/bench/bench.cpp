@@ -306,7 +306,10 @@ void DriveSession(Session& session, const RunPlan& plan, uint64_t seed) {
     }
     const uint64_t db = pick / plan.space.per_db;
     std::string key = KeyOf(pick % plan.space.per_db, s.scan_length);
-    if (plan.workload == "get" || (plan.workload == "mixed" && unit(coin) < s.read_ratio)) {
+    if (plan.workload == "quorum-get") {
+      session.QuorumGet(db, std::move(key), std::move(done));
+    } else if (plan.workload == "get" ||
+               (plan.workload == "mixed" && unit(coin) < s.read_ratio)) {
       session.Get(db, std::move(key), std::move(done));
     } else if (plan.workload == "batch") {
       WriteBatch batch;
@@ -796,7 +799,8 @@ int main(int argc, char** argv) {
                  "caf-echo")
       ->delimiter(',')
       ->capture_default_str();
-  app.add_option("--workloads", s.workloads, "put, get, list, mixed, batch")
+  app.add_option("--workloads", s.workloads,
+                 "put, get, quorum-get (get at read level quorum), list, mixed, batch")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--value-sizes", s.value_sizes, "value bytes")
@@ -897,8 +901,10 @@ int main(int argc, char** argv) {
     return Compare(compare_a, compare_b, rounds, s.json);
   }
   for (const std::string& w : s.workloads) {
-    if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch") {
-      std::fprintf(stderr, "unknown workload \"%s\" (put, get, list, mixed, batch)\n", w.c_str());
+    if (w != "put" && w != "get" && w != "quorum-get" && w != "list" && w != "mixed" &&
+        w != "batch") {
+      std::fprintf(stderr, "unknown workload \"%s\" (put, get, quorum-get, list, mixed, batch)\n",
+                   w.c_str());
       return 2;
     }
   }
@@ -976,7 +982,8 @@ int main(int argc, char** argv) {
                        workload.c_str());
           continue;
         }
-        const bool reads = workload == "get" || workload == "list" || workload == "mixed";
+        const bool reads = workload == "get" || workload == "quorum-get" || workload == "list" ||
+                           workload == "mixed";
         if (reads && p.loaded_value_size != value_size) {
           Outcome load = Run(p, s, "load", value_size, 1, 16, space);
           if (!s.quiet) {

@@ -224,7 +224,9 @@ class CafEchoTarget : public Target {
     return Status::OK();
   }
   pid_t node_pid() const override { return pid_; }
-  bool supports(const std::string& workload) const override { return workload != "list"; }
+  bool supports(const std::string& workload) const override {
+    return workload != "list" && workload != "quorum-get";
+  }
 
   /// Starts the server and reads the port it published on (bounded).
   Status Start(const std::string& scheduler) {

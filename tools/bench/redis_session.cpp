@@ -317,7 +317,9 @@ class RedisTarget : public Target {
     return Status::OK();
   }
   pid_t node_pid() const override { return pid_; }
-  bool supports(const std::string& workload) const override { return workload != "list"; }
+  bool supports(const std::string& workload) const override {
+    return workload != "list" && workload != "quorum-get";
+  }
 
   /// Starts redis-server on a free port and waits until it accepts connections (bounded).
   Status Start(const std::string& server, const std::string& dir) {

@@ -115,6 +115,7 @@ class RocksDbSession : public Session {
 
 class RocksDbTarget : public Target {
  public:
+  bool supports(const std::string& workload) const override { return workload != "quorum-get"; }
   std::unique_ptr<rocksdb::DB> db;
   storage::StoreOptions store_options;
   ~RocksDbTarget() override {
@@ -175,6 +176,12 @@ class DatabaseSession : public Session {
   void Get(size_t db, std::string key, Done done) override {
     if (blocking_) return done(dbs_[db].get(key).status(), 1);
     dbs_[db].get_async(std::move(key),
+                       [done = std::move(done)](Result<std::string> r) { done(r.status(), 1); });
+  }
+  void QuorumGet(size_t db, std::string key, Done done) override {
+    const ReadOptions quorum{ReadConsistency::kQuorum};
+    if (blocking_) return done(dbs_[db].get(key, quorum).status(), 1);
+    dbs_[db].get_async(std::move(key), quorum,
                        [done = std::move(done)](Result<std::string> r) { done(r.status(), 1); });
   }
   void List(size_t db, std::string prefix, uint32_t limit, Done done) override {
@@ -328,6 +335,7 @@ class HttpTarget : public RemoteTarget {
   }
   // Each session's requests are blocking: one in flight per connection.
   bool synchronous() const override { return true; }
+  bool supports(const std::string& workload) const override { return workload != "quorum-get"; }
 
   int http_port_ = 0;
 };

@@ -35,6 +35,13 @@ class Session {
   virtual void Put(size_t db, std::string key, std::string value, Done done) = 0;
   /// Fails (ok false) if the key is missing.
   virtual void Get(size_t db, std::string key, Done done) = 0;
+  /// A get at read level quorum (README "Read levels"): kvmesh's own targets only (see
+  /// Target::supports); others fail it.
+  virtual void QuorumGet(size_t db, std::string key, Done done) {
+    (void)db;
+    (void)key;
+    done(Status::InvalidArgument("this target has no quorum reads"), 0);
+  }
   /// One page of at most `limit` keys under `prefix`.
   virtual void List(size_t db, std::string prefix, uint32_t limit, Done done) = 0;
   virtual void Write(size_t db, WriteBatch batch, Done done) = 0;
@@ -56,7 +63,8 @@ class Target {
   /// per operation is reported apart from the benchmark's. Default: node_pid() unless that is
   /// this process.
   virtual std::vector<pid_t> server_pids() const;
-  /// Whether the target can run `workload` (redis has no ordered listing). Default true.
+  /// Whether the target can run `workload` (redis has no ordered listing; quorum-get is for
+  /// targets serving kvmesh::Database sessions). Default true.
   virtual bool supports(const std::string& workload) const {
     (void)workload;
     return true;
