@@ -488,6 +488,10 @@ struct LevelRead {
       } else {
         promise.deliver(answer.error());
       }
+    } else if (outstanding == 0) {
+      // Everyone asked answered, and still too few (fewer replicas up than min).
+      done = true;
+      promise.deliver(ToError(Unavailable()));
     }
   }
 

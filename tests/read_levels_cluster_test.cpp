@@ -16,6 +16,10 @@ constexpr char kConfigs[] = R"(
   matcher: /strict/*
   replication: {min: 2, max: 3}
   size: 100MB
+- id: all
+  matcher: /all/*
+  replication: {min: 3, max: 3}
+  size: 100MB
 )";
 
 class ReadLevelsTest : public ::testing::Test {
@@ -89,6 +93,19 @@ TEST_F(ReadLevelsTest, QuorumSeesAWriteTheServingReplicaLacksAndFailsWhenAloneWi
   Result<ListPage> page = c.list_page(list);
   EXPECT_EQ(page.status().code(), Code::kInvalidArgument);
   EXPECT_NE(page.status().message().find("quorum"), std::string::npos) << page.status();
+  cluster_->Heal();
+}
+
+TEST_F(ReadLevelsTest, QuorumFailsSayingHowManyAnsweredWhenFewerThanMinAreReachable) {
+  Database db = cluster_->node(0)->open("/all/levels");
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  EXPECT_EQ(Show(db.get("/k", kQuorum)), "v");
+  // min 3: node 0 reaches its own replica and node 1's, which both answer; too few.
+  cluster_->Partition({2}, {0, 1});
+  Result<std::string> two = db.get("/k", kQuorum);
+  EXPECT_EQ(two.status().code(), Code::kUnavailable) << Show(two);
+  EXPECT_NE(two.status().message().find("2 of the 3 replicas"), std::string::npos) << two.status();
+  EXPECT_EQ(Show(db.get("/k")), "v");  // eventual still answers
   cluster_->Heal();
 }
 
