@@ -295,6 +295,10 @@ gateway_actor::behavior_type client_gateway_impl(
         return Forward<std::string>(self, metrics::Op::kGet, Right::kRead, path, deadline,
                                     atom::get_v, std::move(key));
       },
+      [=](atom::get, const std::string& path, ReadRequest& request, Deadline deadline) {
+        return Forward<VersionedValue>(self, metrics::Op::kGet, Right::kRead, path, deadline,
+                                       atom::get_v, std::move(request));
+      },
       [=](atom::erase, const std::string& path, std::string& key, Deadline deadline) {
         WriteBatch write;
         write.Erase(std::move(key));
@@ -319,6 +323,11 @@ gateway_actor::behavior_type client_gateway_impl(
         // (it is in the published interface): it only sends what is waiting, sooner.
         auto it = self->state.routes.find(path);
         if (it != self->state.routes.end()) it->second.ordered->FlushWrites(self);
+      },
+      [=](atom::batch, const std::string& path, WriteBatch& batch, atom::session,
+          Deadline deadline) {
+        return Forward<std::string>(self, metrics::Op::kBatch, Right::kWrite, path, deadline,
+                                    atom::batch_v, std::move(batch), atom::session_v);
       },
       [=](atom::stats, const std::string& path, Deadline deadline) {
         return Forward<DatabaseStats>(self, metrics::Op::kStats, Right::kRead, path, deadline,

@@ -141,37 +141,42 @@ class DatabaseTransport final : public replication::Transport {
     return false;
   }
 
-  /// Sends a conditional batch to the database actor of replica `peer` (looked up through the
-  /// supervisor if not known yet) and answers `promise` with its answer.
-  void ForwardBatch(uint64_t peer, WriteBatch batch, Deadline deadline,
-                    caf::typed_response_promise<atom::ok> promise) {
+  /// Calls `found` with the database actor of replica `peer` (looked up through the supervisor
+  /// if not known yet), or `failed` with why it could not be found.
+  void WithPeer(uint64_t peer, std::function<void(database_peer_actor)> found,
+                std::function<void(caf::error)> failed) {
+    auto it = actors_.find(peer);
+    if (it != actors_.end() && it->second) return found(it->second);
     auto self = self_;
-    auto send = [self, batch, deadline, promise](database_peer_actor target) mutable {
-      self->request(target, self->state.replication->timeout, atom::batch_v, std::move(batch),
-                    deadline)
+    auto supervisor = self->state.supervisor;
+    self->request(supervisor, self->state.replication->timeout, atom::replica_v, Path(), peer)
+        .then(
+            [self, supervisor, found, failed](database_peer_actor& actor) {
+              if (!FromExpected(self, supervisor)) return failed(ForgedReply());
+              found(actor);
+            },
+            [failed](caf::error& err) { failed(err); });
+  }
+
+  /// Sends a conditional batch (`args`: the batch, for a session atom::session, the deadline)
+  /// to the database actor of replica `peer`, the judging one, and answers `promise` with its
+  /// answer.
+  template <class Reply, class... Ts>
+  void ForwardBatch(uint64_t peer, caf::typed_response_promise<Reply> promise, Ts... args) {
+    auto self = self_;
+    auto send = [self, promise, args...](database_peer_actor target) mutable {
+      self->request(target, self->state.replication->timeout, atom::batch_v, std::move(args)...)
           .then(
-              [self, target, promise](atom::ok) mutable {
+              [self, target, promise](Reply& reply) mutable {
                 if (FromExpected(self, target)) {
-                  promise.deliver(atom::ok_v);
+                  promise.deliver(std::move(reply));
                 } else {
                   promise.deliver(ForgedReply());
                 }
               },
               [promise](caf::error& err) mutable { promise.deliver(err); });
     };
-    auto it = actors_.find(peer);
-    if (it != actors_.end() && it->second) return send(it->second);
-    auto supervisor = self->state.supervisor;
-    self->request(supervisor, self->state.replication->timeout, atom::replica_v, Path(), peer)
-        .then(
-            [self, supervisor, send, promise](database_peer_actor& actor) mutable {
-              if (!FromExpected(self, supervisor)) {
-                promise.deliver(ForgedReply());
-                return;
-              }
-              send(actor);
-            },
-            [promise](caf::error& err) mutable { promise.deliver(err); });
+    WithPeer(peer, send, [promise](caf::error err) mutable { promise.deliver(std::move(err)); });
   }
 
   void AnswerWriter(uint64_t write_id, Status status) override {
@@ -220,6 +225,10 @@ class DatabaseTransport final : public replication::Transport {
 
 void database_state::QueuedWrite::Bounce() {
   const caf::error bounced = caf::make_error(caf::sec::request_receiver_down);
+  if (session) {
+    session_promise.deliver(bounced);
+    return;
+  }
   if (gather == nullptr) {
     promise.deliver(bounced);
     return;
@@ -233,6 +242,14 @@ void database_state::QueuedWrite::Bounce() {
 }
 
 void database_state::QueuedWrite::Answer(const Status& status) {
+  if (session) {
+    if (status.ok()) {
+      session_promise.deliver(dot);
+    } else {
+      session_promise.deliver(ToError(status));
+    }
+    return;
+  }
   if (gather == nullptr) {
     if (status.ok()) {
       promise.deliver(atom::ok_v);
@@ -310,6 +327,14 @@ caf::error Unvouched(database_pointer self, uint64_t from) {
 /// replicate, where writes pushed one by one fit).
 constexpr size_t kMaxGroupBytes = 16u << 20;
 
+/// The dot of the latest write accepted here, as SessionToken text (what a session's write is
+/// acknowledged with).
+std::string LastDot(const storage::DatabaseStore& store) {
+  SessionToken token;
+  if (store.local_counter() > 0) token.Add(store.origin(), store.local_counter());
+  return token.ToString();
+}
+
 /// Applies `group` (writes in arrival order) as described at CommitGroup.
 void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite> group) {
   auto& st = self->state;
@@ -323,6 +348,11 @@ void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite
     for (const auto& write : group) writes.push_back(&write.batch);
     s = st.store->WriteGroup(writes.data(), writes.size(), needs_delta ? &delta : nullptr);
     if (s.ok()) {
+      // Sessions record the group's last dot: every replica holding it holds the whole group.
+      const std::string dot = LastDot(*st.store);
+      for (auto& write : group) {
+        if (write.session) write.dot = dot;
+      }
       auto writers = std::make_shared<std::vector<database_state::QueuedWrite>>(std::move(group));
       st.transport->Replicate(delta, [writers](Status r) {
         for (auto& write : *writers) write.Answer(r);
@@ -334,6 +364,7 @@ void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite
     delta.clear();
     s = st.store->Write(write.batch, needs_delta ? &delta : nullptr);
     if (s.ok()) {
+      if (write.session) write.dot = LastDot(*st.store);
       auto writer = std::make_shared<database_state::QueuedWrite>(std::move(write));
       st.transport->Replicate(delta, [writer](Status r) { writer->Answer(r); });
     } else {
@@ -388,6 +419,209 @@ uint64_t CheckingReplica(database_pointer self, Status* why) {
                             ", which this replica cannot reach; nothing was written (retry later)");
   }
   return first;
+}
+
+/// The replicas a read at a level may ask besides this one: the other nodes of the replica set
+/// that membership sees as up and that no link fault cuts off (test clusters).
+std::vector<uint64_t> ReachableReplicas(database_pointer self) {
+  auto& st = self->state;
+  const ReplicaSet& set = st.replicator->replicas();
+  const uint64_t me = st.replication->node_id;
+  std::vector<uint64_t> out;
+  for (uint64_t node : set.nodes) {
+    if (node == me) continue;
+    if (std::find(set.unreachable.begin(), set.unreachable.end(), node) != set.unreachable.end()) {
+      continue;
+    }
+    if (st.replication->faults && st.replication->faults->Blocked(me, node)) continue;
+    out.push_back(node);
+  }
+  return out;
+}
+
+/// How long a read at a level waits for another replica: the time left before its deadline, at
+/// most the replication timeout.
+caf::timespan PeerReadTimeout(database_pointer self, const Deadline& deadline) {
+  caf::timespan timeout = self->state.replication->timeout;
+  if (deadline.wall_ns != 0) {
+    const caf::timespan left(deadline.wall_ns - Deadline::NowNs());
+    timeout = std::max(std::min(timeout, left), caf::timespan(std::chrono::milliseconds(1)));
+  }
+  return timeout;
+}
+
+/// What a get at a level answers for `record`: its value and version, or not_found.
+caf::expected<VersionedValue> ReadAnswer(const KeyRecord& record, const std::string& key,
+                                         const std::string& path) {
+  if (!record.live) {
+    return ToError(Status::NotFound("key " + Quote(key) + " not found in database " + Quote(path)));
+  }
+  return VersionedValue{record.value, storage::VersionToken(record)};
+}
+
+/// A get at read level read_your_writes or quorum waiting for other replicas' records.
+struct LevelRead {
+  caf::typed_response_promise<VersionedValue> promise;
+  std::string key;
+  std::string path;
+  ReadConsistency level = ReadConsistency::kQuorum;
+  std::string token;
+  /// Records needed (quorum: replication.min, this replica's included; read_your_writes: one
+  /// from a replica that covers the token) and received.
+  uint32_t needed = 1;
+  uint32_t answered = 0;
+  size_t outstanding = 0;
+  /// Replicas of the set not asked (membership sees them as down, or cut off).
+  size_t not_asked = 0;
+  /// The newest record received, by the conflict rule.
+  KeyRecord best;
+  std::vector<std::string> failures;
+  bool done = false;
+
+  void Answer(const KeyRecord& record) {
+    if (done) return;
+    --outstanding;
+    ++answered;
+    if (storage::NewerRecord(record, best)) best = record;
+    if (answered >= needed) {
+      done = true;
+      auto answer = ReadAnswer(best, key, path);
+      if (answer) {
+        promise.deliver(std::move(*answer));
+      } else {
+        promise.deliver(answer.error());
+      }
+    } else if (outstanding == 0) {
+      // Everyone asked answered, and still too few (fewer replicas up than min).
+      done = true;
+      promise.deliver(ToError(Unavailable()));
+    }
+  }
+
+  void Fail(uint64_t node, const caf::error& err) {
+    if (done) return;
+    --outstanding;
+    failures.push_back("node " + FormatNodeId(node) + ": " + ToStatus(err).message());
+    if (outstanding == 0) {
+      done = true;
+      promise.deliver(ToError(Unavailable()));
+    }
+  }
+
+  Status Unavailable() const {
+    std::string why;
+    for (const auto& failure : failures) why += "; " + failure;
+    if (not_asked > 0) {
+      why += "; " + std::to_string(not_asked) + " replica(s) not reachable from this one";
+    }
+    if (level == ReadConsistency::kQuorum) {
+      return Status::Unavailable("quorum read of key " + Quote(key) + " in database " +
+                                 Quote(path) + ": " + std::to_string(answered) + " of the " +
+                                 std::to_string(needed) +
+                                 " replicas it needs (replication.min) answered" + why);
+    }
+    return Status::Unavailable("read_your_writes read of key " + Quote(key) + " in database " +
+                               Quote(path) + ": no replica reached holds the session's writes (" +
+                               token + ") yet; this one does not" + why);
+  }
+};
+
+/// Serves a get at a read level (README "Read levels"). eventual: this replica's record.
+/// read_your_writes: this replica's record if its version vector covers the session token,
+/// else the first other replica's that does. quorum: the newest record (by the conflict rule)
+/// of replication.min replicas, this one included.
+caf::result<VersionedValue> ReadAtLevel(database_pointer self, ReadRequest request,
+                                        const Deadline& deadline) {
+  auto& st = self->state;
+  KeyRecord local;
+  Status s = st.store->GetRecord(request.key, &local);
+  if (!s.ok()) return ToError(s);
+  auto read = std::make_shared<LevelRead>();
+  read->key = request.key;
+  read->path = st.store->path();
+  read->level = request.consistency;
+  switch (request.consistency) {
+    case ReadConsistency::kEventual:
+      return ReadAnswer(local, read->key, read->path);
+    case ReadConsistency::kReadYourWrites: {
+      SessionToken token;
+      std::string error;
+      if (!SessionToken::Parse(request.session_token, &token, &error)) {
+        return ToError(Status::InvalidArgument(error));
+      }
+      if (storage::CoversToken(st.store->version_vector(), token)) {
+        return ReadAnswer(local, read->key, read->path);
+      }
+      read->token = request.session_token;
+      break;
+    }
+    case ReadConsistency::kQuorum: {
+      read->needed = std::max<uint32_t>(1, st.replicator->replicas().required_acks);
+      read->answered = 1;
+      read->best = local;
+      if (read->needed <= 1) return ReadAnswer(local, read->key, read->path);
+      break;
+    }
+    default:
+      return ToError(Status::InvalidArgument(
+          "unknown read level " + std::to_string(static_cast<int>(request.consistency))));
+  }
+  const std::vector<uint64_t> peers = ReachableReplicas(self);
+  const size_t others = st.replicator->replicas().nodes.size();
+  read->not_asked = others - std::min(others, peers.size() + 1);
+  if (peers.empty()) return ToError(read->Unavailable());
+  read->promise = self->make_response_promise<VersionedValue>();
+  read->outstanding = peers.size();
+  const caf::timespan timeout = PeerReadTimeout(self, deadline);
+  const uint64_t me = st.replication->node_id;
+  for (uint64_t peer : peers) {
+    st.transport->WithPeer(
+        peer,
+        [self, read, peer, timeout, me, deadline](database_peer_actor target) {
+          self->request(target, timeout, atom::get_v, atom::replica_v, read->key, read->token, me,
+                        deadline)
+              .then(
+                  [self, read, peer, target](KeyRecord& record) {
+                    if (FromExpected(self, target)) {
+                      read->Answer(record);
+                    } else {
+                      read->Fail(peer, ForgedReply());
+                    }
+                  },
+                  [read, peer](caf::error& err) { read->Fail(peer, err); });
+        },
+        [read, peer](caf::error err) { read->Fail(peer, err); });
+  }
+  return read->promise;
+}
+
+/// Refuses a list at a level this replica cannot serve: quorum (not implemented for lists), or
+/// read_your_writes when this replica does not hold the session's writes (lists are not sent on
+/// to other replicas).
+Status CheckListLevel(database_pointer self, const ListOptions& options) {
+  auto& st = self->state;
+  switch (options.consistency) {
+    case ReadConsistency::kEventual:
+      return Status::OK();
+    case ReadConsistency::kQuorum:
+      return Status::InvalidArgument(
+          "list does not support read level quorum (get and get_versioned do); use eventual or "
+          "read_your_writes");
+    case ReadConsistency::kReadYourWrites: {
+      SessionToken token;
+      std::string error;
+      if (!SessionToken::Parse(options.session_token, &token, &error)) {
+        return Status::InvalidArgument(error);
+      }
+      if (storage::CoversToken(st.store->version_vector(), token)) return Status::OK();
+      return Status::Unavailable("read_your_writes list of database " + Quote(st.store->path()) +
+                                 ": the replica on node " + FormatNodeId(st.replication->node_id) +
+                                 " does not hold the session's writes (" + options.session_token +
+                                 ") yet; retry");
+    }
+  }
+  return Status::InvalidArgument("unknown read level " +
+                                 std::to_string(static_cast<int>(options.consistency)));
 }
 
 uint64_t NowMillis() {
@@ -533,6 +767,37 @@ database_actor::behavior_type database_actor_impl(
         if (!s.ok()) return ToError(s);
         return value;
       },
+      [=](atom::get, ReadRequest& request,
+          const Deadline& deadline) -> caf::result<VersionedValue> {
+        if (auto err = expired(deadline)) return err;
+        settle();
+        ++self->state.requests_since_tick;
+        return ReadAtLevel(self, std::move(request), deadline);
+      },
+      [=](atom::get, atom::replica, const std::string& key, const std::string& token_text,
+          uint64_t from, const Deadline& deadline) -> caf::result<KeyRecord> {
+        if (auto err = expired(deadline)) return err;
+        auto& st = self->state;
+        const uint64_t me = st.replication->node_id;
+        if (st.replication->faults && st.replication->faults->Blocked(from, me)) {
+          return ToError(Status::Unavailable("the link from node " + FormatNodeId(from) +
+                                             " is cut (fault injection)"));
+        }
+        settle();
+        ++st.requests_since_tick;
+        SessionToken token;
+        std::string error;
+        if (!SessionToken::Parse(token_text, &token, &error)) {
+          return ToError(Status::InvalidArgument(error));
+        }
+        if (!storage::CoversToken(st.store->version_vector(), token)) {
+          return ToError(Status::Unavailable("its replica does not hold the session's writes yet"));
+        }
+        KeyRecord record;
+        Status s = st.store->GetRecord(key, &record);
+        if (!s.ok()) return ToError(s);
+        return record;
+      },
       [=](atom::erase, std::string& key, const Deadline& deadline) -> caf::result<atom::ok> {
         if (auto err = expired(deadline)) return err;
         WriteBatch batch;
@@ -543,6 +808,10 @@ database_actor::behavior_type database_actor_impl(
           const Deadline& deadline) -> caf::result<ListPage> {
         if (auto err = expired(deadline)) return err;
         settle();
+        if (Status level = CheckListLevel(self, options); !level.ok()) {
+          ++self->state.requests_since_tick;
+          return ToError(level);
+        }
         ListPage page;
         Status s = serve([&](storage::DatabaseStore& db) { return db.List(options, &page); });
         if (!s.ok()) return ToError(s);
@@ -560,11 +829,35 @@ database_actor::behavior_type database_actor_impl(
             settle();
             ++self->state.requests_since_tick;
             auto promise = self->make_response_promise<atom::ok>();
-            self->state.transport->ForwardBatch(judge, batch, deadline, promise);
+            self->state.transport->ForwardBatch(judge, promise, std::move(batch), deadline);
             return promise;
           }
         }
         return write(std::move(batch));
+      },
+      [=](atom::batch, WriteBatch& batch, atom::session,
+          const Deadline& deadline) -> caf::result<std::string> {
+        if (auto err = expired(deadline)) return err;
+        if (HasChecks(batch)) {
+          Status why;
+          const uint64_t judge = CheckingReplica(self, &why);
+          if (!why.ok()) return ToError(why);
+          if (judge != 0) {
+            settle();
+            ++self->state.requests_since_tick;
+            auto promise = self->make_response_promise<std::string>();
+            self->state.transport->ForwardBatch(judge, promise, std::move(batch), atom::session_v,
+                                                deadline);
+            return promise;
+          }
+        }
+        database_state::QueuedWrite write;
+        write.batch = std::move(batch);
+        write.session = true;
+        write.session_promise = self->make_response_promise<std::string>();
+        auto promise = write.session_promise;
+        queue(std::move(write));
+        return promise;
       },
       [=](atom::batch, std::vector<WriteBatch>& batches,
           const Deadline& deadline) -> caf::result<std::vector<caf::error>> {

@@ -107,6 +107,11 @@ struct database_state {
     caf::typed_response_promise<atom::ok> promise;
     std::shared_ptr<WriteGather> gather;
     size_t index = 0;
+    /// A session's write (atom::session): answered through `session_promise` with `dot`.
+    bool session = false;
+    caf::typed_response_promise<std::string> session_promise;
+    /// Set at commit: the write's dot here (SessionToken text).
+    std::string dot;
     /// Answers the writer (once).
     void Answer(const Status& status);
     /// Answers the writer that the write was not applied and may be sent again

@@ -316,6 +316,8 @@ class EmbeddedDatabase final : public DatabaseBackend,
   void StatsAsync(ResultCallback<DatabaseStats> done) override;
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override;
   void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) override;
+  void ReadAsync(ReadRequest request, ResultCallback<VersionedValue> done) override;
+  void SessionWriteAsync(WriteBatch batch, ResultCallback<std::string> done) override;
   Result<std::string> Get(std::string_view key) override;
   bool Closed() const override {
     std::shared_lock<std::shared_mutex> lock(core->mutex);
@@ -1232,6 +1234,20 @@ void EmbeddedDatabase::WatchAsync(WatchRequest request, ResultCallback<WatchUpda
   Call<WatchUpdate>(shared_from_this(), metrics::Op::kWatch,
                     ResultCompletion<WatchUpdate>(std::move(done)), atom::watch_v,
                     std::move(request));
+}
+
+void EmbeddedDatabase::ReadAsync(ReadRequest request, ResultCallback<VersionedValue> done) {
+  Call<VersionedValue>(shared_from_this(), metrics::Op::kGet,
+                       ResultCompletion<VersionedValue>(std::move(done)), atom::get_v,
+                       std::move(request));
+}
+
+void EmbeddedDatabase::SessionWriteAsync(WriteBatch batch, ResultCallback<std::string> done) {
+  // Alone, as a conditional batch travels (after the writes taken before it): its answer
+  // carries its own dot.
+  Call<std::string>(shared_from_this(), metrics::Op::kBatch,
+                    ResultCompletion<std::string>(std::move(done)), atom::batch_v, std::move(batch),
+                    atom::session_v);
 }
 
 }  // namespace kvmesh

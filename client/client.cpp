@@ -455,6 +455,27 @@ class NetworkDatabase final : public DatabaseBackend {
                                    path_, std::move(request), DeadlineHere{});
   }
 
+  void ReadAsync(ReadRequest request, ResultCallback<VersionedValue> done) override {
+    connection_->Send<VersionedValue>(ResultCompletion<VersionedValue>(std::move(done)),
+                                      atom::get_v, path_, std::move(request), DeadlineHere{});
+  }
+  void SessionWriteAsync(WriteBatch batch, ResultCallback<std::string> done) override {
+    if (Status s = CheckBatchLimits(batch); !s.ok()) {
+      done(std::move(s));
+      return;
+    }
+    connection_->Send<std::string>(ResultCompletion<std::string>(std::move(done)), atom::batch_v,
+                                   path_, std::move(batch), atom::session_v, DeadlineHere{});
+  }
+  Result<VersionedValue> Read(const ReadRequest& request) override {
+    return connection_->Call<VersionedValue>(atom::get_v, path_, request, DeadlineHere{});
+  }
+  Result<std::string> SessionWrite(const WriteBatch& batch) override {
+    if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
+    return connection_->Call<std::string>(atom::batch_v, path_, batch, atom::session_v,
+                                          DeadlineHere{});
+  }
+
   Status Put(std::string_view key, std::string_view value) override {
     if (Status s = CheckValueFitsRequest(key, value.size()); !s.ok()) return s;
     return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value),

@@ -8,6 +8,7 @@
 
 #include "common/database_backend.hpp"
 #include "common/path.hpp"
+#include "common/read_levels.hpp"
 
 namespace kvmesh {
 
@@ -106,6 +107,20 @@ Result<ReplicationStatus> DatabaseBackend::Replication() {
                         [&](ResultCallback<kvmesh::ReplicationStatus> done) {
                           ReplicationAsync(std::move(done));
                         }),
+                    MaxWait());
+}
+
+Result<VersionedValue> DatabaseBackend::Read(const ReadRequest& request) {
+  return WaitAtMost(FromCallback<Result<VersionedValue>>([&](ResultCallback<VersionedValue> done) {
+                      ReadAsync(request, std::move(done));
+                    }),
+                    MaxWait());
+}
+
+Result<std::string> DatabaseBackend::SessionWrite(const WriteBatch& batch) {
+  return WaitAtMost(FromCallback<Result<std::string>>([&](ResultCallback<std::string> done) {
+                      SessionWriteAsync(batch, std::move(done));
+                    }),
                     MaxWait());
 }
 
@@ -252,10 +267,63 @@ Status Database::watch(const WatchOptions& options, WatchCallback on_update, Wat
 
 // -- Database ----------------------------------------------------------------------------------
 
+/// A session (README "Read levels"): the dots of the writes acknowledged through the handles
+/// that share it. Any thread may add to it.
+struct Database::Session {
+  mutable std::mutex mutex;
+  SessionToken token;
+
+  /// Adds the dot a session write was acknowledged with (SessionToken text from the node).
+  void Add(const std::string& dot) {
+    SessionToken parsed;
+    std::string error;
+    if (!SessionToken::Parse(dot, &parsed, &error)) return;  // a node's own text: never bad
+    std::lock_guard<std::mutex> lock(mutex);
+    token.Merge(parsed);
+  }
+  std::string Text() const {
+    std::lock_guard<std::mutex> lock(mutex);
+    return token.ToString();
+  }
+};
+
 Database::Database() : status_(Status::InvalidArgument("database handle is not open")) {}
+
+Database Database::with_session() const {
+  Database copy = *this;
+  copy.session_ = std::make_shared<Session>();
+  return copy;
+}
+
+std::string Database::session_token() const {
+  return session_ ? session_->Text() : std::string();
+}
+
+Status Database::set_session_token(std::string_view token) {
+  SessionToken parsed;
+  std::string error;
+  if (!SessionToken::Parse(token, &parsed, &error)) return Status::InvalidArgument(error);
+  if (!session_) session_ = std::make_shared<Session>();
+  std::lock_guard<std::mutex> lock(session_->mutex);
+  session_->token.Merge(parsed);
+  return Status::OK();
+}
+
+void Database::WriteThrough(WriteBatch batch, StatusCallback done) const {
+  backend_->SessionWriteAsync(
+      std::move(batch), [session = session_, done = std::move(done)](Result<std::string> dot) {
+        if (dot.ok()) session->Add(*dot);
+        done(dot.status());
+      });
+}
 
 Status Database::put(std::string_view key, std::string_view value) const {
   if (!backend_) return status_;
+  if (session_) {
+    WriteBatch batch;
+    batch.Put(std::string(key), std::string(value));
+    return write(batch);
+  }
   return backend_->Put(key, value);
 }
 
@@ -264,8 +332,65 @@ Result<std::string> Database::get(std::string_view key) const {
   return backend_->Get(key);
 }
 
+namespace {
+
+/// The request of a get at a level; invalid_argument when read_your_writes has no session.
+Status MakeReadRequest(std::string_view key, const ReadOptions& options, const std::string* token,
+                       ReadRequest* out) {
+  if (options.consistency == ReadConsistency::kReadYourWrites && token == nullptr) {
+    return Status::InvalidArgument(
+        "read level read_your_writes needs a session: use Database::with_session() or "
+        "set_session_token()");
+  }
+  out->key = std::string(key);
+  out->consistency = options.consistency;
+  if (token != nullptr) out->session_token = *token;
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<VersionedValue> Database::get_versioned(std::string_view key,
+                                               const ReadOptions& options) const {
+  if (options.consistency == ReadConsistency::kEventual) return get_versioned(key);
+  if (!backend_) return status_;
+  const std::string token = session_token();
+  ReadRequest request;
+  Status s = MakeReadRequest(key, options, session_ ? &token : nullptr, &request);
+  if (!s.ok()) return s;
+  return backend_->Read(request);
+}
+
+Result<std::string> Database::get(std::string_view key, const ReadOptions& options) const {
+  if (options.consistency == ReadConsistency::kEventual) return get(key);
+  Result<VersionedValue> read = get_versioned(key, options);
+  if (!read.ok()) return read.status();
+  return std::move(read->value);
+}
+
+void Database::get_async(std::string key, ReadOptions options,
+                         ResultCallback<std::string> done) const {
+  if (options.consistency == ReadConsistency::kEventual) {
+    return get_async(std::move(key), std::move(done));
+  }
+  if (!backend_) return done(status_);
+  const std::string token = session_token();
+  ReadRequest request;
+  Status s = MakeReadRequest(key, options, session_ ? &token : nullptr, &request);
+  if (!s.ok()) return done(s);
+  backend_->ReadAsync(std::move(request), [done = std::move(done)](Result<VersionedValue> read) {
+    if (!read.ok()) return done(read.status());
+    done(std::move(read->value));
+  });
+}
+
 Status Database::erase(std::string_view key) const {
   if (!backend_) return status_;
+  if (session_) {
+    WriteBatch batch;
+    batch.Erase(std::string(key));
+    return write(batch);
+  }
   return backend_->Erase(key);
 }
 
@@ -359,9 +484,15 @@ Result<VersionedValue> Database::get_versioned(std::string_view key) const {
 }
 
 Result<std::vector<std::string>> Database::list(std::string_view prefix) const {
+  return list(prefix, ReadOptions());
+}
+
+Result<std::vector<std::string>> Database::list(std::string_view prefix,
+                                                const ReadOptions& read) const {
   std::vector<std::string> keys;
   ListOptions options;
   options.prefix = std::string(prefix);
+  options.consistency = read.consistency;
   while (true) {
     Result<ListPage> page = list_page(options);
     if (!page.ok()) return page.status();
@@ -372,9 +503,32 @@ Result<std::vector<std::string>> Database::list(std::string_view prefix) const {
   }
 }
 
+namespace {
+
+/// `options` with the session token a list at read_your_writes needs; invalid_argument without
+/// a session.
+Status WithToken(const ListOptions& options, const std::string* token, ListOptions* out) {
+  *out = options;
+  if (options.consistency != ReadConsistency::kReadYourWrites) return Status::OK();
+  if (token == nullptr) {
+    return Status::InvalidArgument(
+        "read level read_your_writes needs a session: use Database::with_session() or "
+        "set_session_token()");
+  }
+  out->session_token = *token;
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<ListPage> Database::list_page(const ListOptions& options) const {
   if (!backend_) return status_;
-  return backend_->List(options);
+  if (options.consistency == ReadConsistency::kEventual) return backend_->List(options);
+  const std::string token = session_token();
+  ListOptions with_token;
+  Status s = WithToken(options, session_ ? &token : nullptr, &with_token);
+  if (!s.ok()) return s;
+  return backend_->List(with_token);
 }
 
 Batch Database::batch() const {
@@ -383,6 +537,11 @@ Batch Database::batch() const {
 
 Status Database::write(const WriteBatch& batch) const {
   if (!backend_) return status_;
+  if (session_) {
+    Result<std::string> dot = backend_->SessionWrite(batch);
+    if (dot.ok()) session_->Add(*dot);
+    return dot.status();
+  }
   return backend_->Write(batch);
 }
 
@@ -403,9 +562,8 @@ void Database::close() {
 
 std::future<Status> Database::put_async(std::string key, std::string value) const {
   if (!backend_) return Ready(status_);
-  return FromCallback<Status>([&](StatusCallback done) {
-    backend_->PutAsync(std::move(key), std::move(value), std::move(done));
-  });
+  return FromCallback<Status>(
+      [&](StatusCallback done) { put_async(std::move(key), std::move(value), std::move(done)); });
 }
 
 std::future<Result<std::string>> Database::get_async(std::string key) const {
@@ -418,20 +576,19 @@ std::future<Result<std::string>> Database::get_async(std::string key) const {
 std::future<Status> Database::erase_async(std::string key) const {
   if (!backend_) return Ready(status_);
   return FromCallback<Status>(
-      [&](StatusCallback done) { backend_->EraseAsync(std::move(key), std::move(done)); });
+      [&](StatusCallback done) { erase_async(std::move(key), std::move(done)); });
 }
 
 std::future<Status> Database::write_async(WriteBatch batch) const {
   if (!backend_) return Ready(status_);
   return FromCallback<Status>(
-      [&](StatusCallback done) { backend_->WriteAsync(std::move(batch), std::move(done)); });
+      [&](StatusCallback done) { write_async(std::move(batch), std::move(done)); });
 }
 
 std::future<Result<ListPage>> Database::list_page_async(ListOptions options) const {
   if (!backend_) return Ready(Result<ListPage>(status_));
-  return FromCallback<Result<ListPage>>([&](ResultCallback<ListPage> done) {
-    backend_->ListAsync(std::move(options), std::move(done));
-  });
+  return FromCallback<Result<ListPage>>(
+      [&](ResultCallback<ListPage> done) { list_page_async(std::move(options), std::move(done)); });
 }
 
 std::future<Result<DatabaseStats>> Database::stats_async() const {
@@ -442,6 +599,11 @@ std::future<Result<DatabaseStats>> Database::stats_async() const {
 
 void Database::put_async(std::string key, std::string value, StatusCallback done) const {
   if (!backend_) return done(status_);
+  if (session_) {
+    WriteBatch batch;
+    batch.Put(std::move(key), std::move(value));
+    return WriteThrough(std::move(batch), std::move(done));
+  }
   backend_->PutAsync(std::move(key), std::move(value), std::move(done));
 }
 
@@ -452,17 +614,27 @@ void Database::get_async(std::string key, ResultCallback<std::string> done) cons
 
 void Database::erase_async(std::string key, StatusCallback done) const {
   if (!backend_) return done(status_);
+  if (session_) {
+    WriteBatch batch;
+    batch.Erase(std::move(key));
+    return WriteThrough(std::move(batch), std::move(done));
+  }
   backend_->EraseAsync(std::move(key), std::move(done));
 }
 
 void Database::write_async(WriteBatch batch, StatusCallback done) const {
   if (!backend_) return done(status_);
+  if (session_) return WriteThrough(std::move(batch), std::move(done));
   backend_->WriteAsync(std::move(batch), std::move(done));
 }
 
 void Database::list_page_async(ListOptions options, ResultCallback<ListPage> done) const {
   if (!backend_) return done(status_);
-  backend_->ListAsync(std::move(options), std::move(done));
+  const std::string token = session_token();
+  ListOptions with_token;
+  Status s = WithToken(options, session_ ? &token : nullptr, &with_token);
+  if (!s.ok()) return done(s);
+  backend_->ListAsync(std::move(with_token), std::move(done));
 }
 
 void Database::stats_async(ResultCallback<DatabaseStats> done) const {

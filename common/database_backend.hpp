@@ -39,6 +39,10 @@ class DatabaseBackend {
   /// One pull of a watch (WatchRequest): answered at once with changes, or after up to its
   /// wait with none. Database::watch pulls again and again.
   virtual void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) = 0;
+  /// A get at a read level other than eventual (README "Read levels").
+  virtual void ReadAsync(ReadRequest request, ResultCallback<VersionedValue> done) = 0;
+  /// A write of a handle with a session: answered with the write's dot (SessionToken text).
+  virtual void SessionWriteAsync(WriteBatch batch, ResultCallback<std::string> done) = 0;
 
   // -- Blocking requests. The defaults wait on the calling thread for the asynchronous form, at
   // most MaxWait(); a backend overrides one where answering on the caller's thread is faster.
@@ -49,6 +53,8 @@ class DatabaseBackend {
   virtual Result<kvmesh::ListPage> List(const ListOptions& options);
   virtual Result<DatabaseStats> Stats();
   virtual Result<kvmesh::ReplicationStatus> Replication();
+  virtual Result<VersionedValue> Read(const ReadRequest& request);
+  virtual Result<std::string> SessionWrite(const WriteBatch& batch);
   /// One pull of a watch, waiting on the calling thread (not overridden: watches are rare).
   Result<WatchUpdate> PullWatch(const WatchRequest& request);
 

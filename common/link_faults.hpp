@@ -24,6 +24,11 @@ class LinkFaults {
   /// True if messages from node `from` to node `to` are lost (a partition).
   virtual bool Blocked(uint64_t from, uint64_t to) const = 0;
 
+  /// True if replication messages (pushed deltas, anti-entropy) from `from` to `to` are lost:
+  /// whenever Blocked, and also when only replication is cut (a replica that lags while its
+  /// node stays up and answers reads). Default: Blocked.
+  virtual bool ReplicationBlocked(uint64_t from, uint64_t to) const { return Blocked(from, to); }
+
   /// The fate of the next pushed delta (on any link).
   virtual DeltaFate NextDeltaFate() = 0;
 };

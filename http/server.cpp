@@ -24,6 +24,7 @@
 #include "common/address.hpp"
 #include "common/hex.hpp"
 #include "common/path.hpp"
+#include "common/read_levels.hpp"
 #include "common/request_limits.hpp"
 #include "http/console.hpp"
 #include "security/acl.hpp"
@@ -361,6 +362,24 @@ struct HttpServer::Impl {
     return Status::OK();
   }
 
+  /// `?consistency=` (README "Read levels") into `*level`, and `?session=TOKEN` (a session's
+  /// token): then `*db` becomes a handle of that session, whose writes extend it. Errors name
+  /// the bad parameter.
+  static Status ParseReadLevelAndSession(const httplib::Request& req, ReadConsistency* level,
+                                         Database* db) {
+    if (req.has_param("consistency")) {
+      Status s = ParseReadLevel(req.get_param_value("consistency"), level);
+      if (!s.ok()) return Status::InvalidArgument("consistency: " + s.message());
+    }
+    if (req.has_param("session") || *level == ReadConsistency::kReadYourWrites) {
+      Database session = db->with_session();
+      Status s = session.set_session_token(req.get_param_value("session"));
+      if (!s.ok()) return s;
+      *db = std::move(session);
+    }
+    return Status::OK();
+  }
+
   void HandleDatabase(const httplib::Request& req, httplib::Response& res) {
     std::string_view raw = req.target;
     raw = raw.substr(0, raw.find('?'));
@@ -383,11 +402,18 @@ struct HttpServer::Impl {
     if (!s.ok()) return ReplyError(res, s);
     Database db = Open(path);
     if (!db.ok()) return ReplyError(res, db.status());
+    ReadConsistency level = ReadConsistency::kEventual;
+    s = ParseReadLevelAndSession(req, &level, &db);
+    if (!s.ok()) return ReplyError(res, s);
+    // A write in a session answers with the session's token, to read it back elsewhere.
+    auto session_header = [&] {
+      if (req.has_param("session")) res.set_header("Kvmesh-Session", db.session_token());
+    };
 
     if (t.what == "key") {
       if (m == "GET") {
         // The version goes in the ETag, for If-Match on a later PUT or DELETE.
-        Result<VersionedValue> value = db.get_versioned(t.key);
+        Result<VersionedValue> value = db.get_versioned(t.key, {level});
         if (!value.ok()) return ReplyError(res, value.status());
         res.status = 200;
         res.set_header("ETag", "\"" + value->version + "\"");
@@ -399,11 +425,13 @@ struct HttpServer::Impl {
         if (m == "PUT") {
           s = db.put(t.key, req.body, options);
           if (!s.ok()) return ReplyError(res, s);
+          session_header();
           Reply(res, 200, json{{"ok", true}, {"bytes", req.body.size()}});
           return;
         }
         s = db.erase(t.key, options);
         if (!s.ok()) return ReplyError(res, s);
+        session_header();
         Reply(res, 200, json{{"ok", true}});
       }
     } else if (t.what == "keys") {
@@ -423,6 +451,7 @@ struct HttpServer::Impl {
                           "reverse: expected 1, true, 0 or false, got " + Quote(reverse));
       }
       lo.reverse = reverse == "1" || reverse == "true";
+      lo.consistency = level;
       Result<ListPage> page = db.list_page(lo);
       if (!page.ok()) return ReplyError(res, page.status());
       json items = json::array();
@@ -499,6 +528,7 @@ struct HttpServer::Impl {
       }
       s = db.write(batch);
       if (!s.ok()) return ReplyError(res, s);
+      session_header();
       Reply(res, 200, json{{"ok", true}, {"ops", batch.size()}});
     } else if (t.what == "watch") {
       HandleWatch(req, res, db);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/deadline.hpp"
+#include "common/read_levels.hpp"
 #include "common/replica_set.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
@@ -39,7 +40,24 @@ typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, ListOptions& x) {
   return f(caf::meta::type_name("kvmesh.ListOptions"), x.prefix, x.start_after, x.limit,
-           x.with_values, x.with_versions, x.start, x.end, x.reverse);
+           x.with_values, x.with_versions, x.start, x.end, x.reverse, x.consistency,
+           x.session_token);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, ReadRequest& x) {
+  return f(caf::meta::type_name("kvmesh.ReadRequest"), x.key, x.consistency, x.session_token);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, VersionedValue& x) {
+  return f(caf::meta::type_name("kvmesh.VersionedValue"), x.value, x.version);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, KeyRecord& x) {
+  return f(caf::meta::type_name("kvmesh.KeyRecord"), x.exists, x.live, x.value, x.hlc, x.origin,
+           x.counter);
 }
 
 template <class Inspector>
@@ -142,7 +160,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 8;
+inline constexpr uint32_t kClientProtocolVersion = 9;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -194,6 +212,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, watch, "watch")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, drain, "drain")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, rebalance, "rebalance")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, summary, "summary")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, session, "session")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -210,12 +229,19 @@ using database_client_actor = caf::typed_actor<
     caf::replies_to<atom::put, std::string, std::string, Deadline>::with<atom::ok>,
     // Reads a key: key -> value, or an error with Code::kNotFound.
     caf::replies_to<atom::get, std::string, Deadline>::with<std::string>,
+    // Reads a key at a read level (README "Read levels") -> value and version, or kNotFound;
+    // kUnavailable when the level cannot be met in time (too few replicas answer, none covers
+    // the session token).
+    caf::replies_to<atom::get, ReadRequest, Deadline>::with<VersionedValue>,
     // Removes a key (a missing key is not an error): key -> ok.
     caf::replies_to<atom::erase, std::string, Deadline>::with<atom::ok>,
     // Lists one page of keys.
     caf::replies_to<atom::list, ListOptions, Deadline>::with<ListPage>,
     // Applies a batch atomically.
     caf::replies_to<atom::batch, WriteBatch, Deadline>::with<atom::ok>,
+    // The same for a handle that keeps a session (read_your_writes): -> the dot of the write
+    // on the replica that accepted it, as SessionToken text, to merge into the session's token.
+    caf::replies_to<atom::batch, WriteBatch, atom::session, Deadline>::with<std::string>,
     // Applies several writes, each as if it had come in its own batch message, in order (what
     // the embedded API's requester sends for writes made together): one error per write, none
     // for a success. Conditional batches (with checks) are refused here: they go alone.
@@ -248,7 +274,12 @@ using database_peer_actor = database_client_actor::extend<
     caf::replies_to<atom::replicate, std::string, uint64_t>::with<atom::ok>,
     // Anti-entropy pull from another replica (on node `from`): its serialized version vector ->
     // a serialized proto::SyncReply (what it lacks, bounded; our vector; whether more remains).
-    caf::replies_to<atom::sync, std::string, uint64_t>::with<std::string>>;
+    caf::replies_to<atom::sync, std::string, uint64_t>::with<std::string>,
+    // A read at a level from another replica (on node `from`): (key, session token, from) ->
+    // the record of the key here, tombstones included (the asker compares records by the
+    // conflict rule). kUnavailable if this replica's version vector does not cover the token.
+    caf::replies_to<atom::get, atom::replica, std::string, std::string, uint64_t,
+                    Deadline>::with<KeyRecord>>;
 
 /// The control slice of a database actor: what the matcher supervisor that spawned it sends.
 using database_control_actor = caf::typed_actor<
@@ -393,6 +424,8 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::put, std::string, std::string, std::string, Deadline>::with<atom::ok>,
     // (path, key) -> value, or Code::kNotFound.
     caf::replies_to<atom::get, std::string, std::string, Deadline>::with<std::string>,
+    // (path, read at a level) -> value and version (see database_client_actor).
+    caf::replies_to<atom::get, std::string, ReadRequest, Deadline>::with<VersionedValue>,
     // (path, key) -> ok; a missing key is not an error.
     caf::replies_to<atom::erase, std::string, std::string, Deadline>::with<atom::ok>,
     // (path, options) -> one page.
@@ -402,6 +435,9 @@ using gateway_actor = caf::typed_actor<
     // Its own: sends the writes to the path it took since the last one together (see
     // OrderedRoute::TakeWrite). From anyone else it only sends them sooner.
     caf::reacts_to<atom::commit, std::string>,
+    // (path, batch) for a session -> the write's dot as SessionToken text.
+    caf::replies_to<atom::batch, std::string, WriteBatch, atom::session,
+                    Deadline>::with<std::string>,
     // path -> counters.
     caf::replies_to<atom::stats, std::string, Deadline>::with<DatabaseStats>,
     // path -> replication status, from the replica serving this node's requests.
@@ -481,4 +517,7 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WatchRequest))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WatchEvent))
 CAF_ADD_TYPE_ID(kvmesh, (std::vector<kvmesh::WatchEvent>))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WatchUpdate))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ReadRequest))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::VersionedValue))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::KeyRecord))
 CAF_END_TYPE_ID_BLOCK(kvmesh)

@@ -24,7 +24,7 @@ Replicator::Replicator(const Options& options, storage::DatabaseStore* store, Tr
 }
 
 bool Replicator::Blocked(uint64_t from, uint64_t to) const {
-  return options_.faults && options_.faults->Blocked(from, to);
+  return options_.faults && options_.faults->ReplicationBlocked(from, to);
 }
 
 /// The peer an answer is for, or null if it was given up on (or removed) since the request was

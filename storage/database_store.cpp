@@ -1089,6 +1089,55 @@ Status DatabaseStore::ComputeDigest(uint64_t* digest) const {
   return Status::OK();
 }
 
+bool NewerRecord(const KeyRecord& a, const KeyRecord& b) {
+  if (!a.exists || !b.exists) return a.exists && !b.exists;
+  proto::Version va;
+  va.set_hlc(a.hlc);
+  va.set_origin(a.origin);
+  va.set_counter(a.counter);
+  proto::Version vb;
+  vb.set_hlc(b.hlc);
+  vb.set_origin(b.origin);
+  vb.set_counter(b.counter);
+  return Newer(va, vb);
+}
+
+std::string VersionToken(const KeyRecord& record) {
+  proto::Version version;
+  version.set_hlc(record.hlc);
+  version.set_origin(record.origin);
+  version.set_counter(record.counter);
+  return VersionToken(version);
+}
+
+bool CoversToken(const VersionVector& vector, const SessionToken& token) {
+  for (const auto& [origin, counter] : token.dots()) {
+    if (vector.Base(origin) < counter) return false;
+  }
+  return true;
+}
+
+Status DatabaseStore::GetRecord(std::string_view raw_key, KeyRecord* out) const {
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  std::string key;
+  s = NormalizeKey(raw_key, &key);
+  if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_key));
+  proto::Record record;
+  bool found = false;
+  s = ReadRecord(key, &found, &record);
+  if (!s.ok()) return s;
+  *out = KeyRecord();
+  if (!found) return Status::OK();
+  out->exists = true;
+  out->live = Present(record, store_->WallTicks());
+  if (out->live) out->value = std::move(*record.mutable_value());
+  out->hlc = record.version().hlc();
+  out->origin = record.version().origin();
+  out->counter = record.version().counter();
+  return Status::OK();
+}
+
 Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
   Status s = CheckUsable();
   if (!s.ok()) return s;

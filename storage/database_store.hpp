@@ -63,6 +63,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/read_levels.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
 #include "storage/version_vector.hpp"
@@ -80,6 +81,19 @@ class Store;
 /// with versions returns and conditional writes compare.
 std::string VersionToken(const proto::Version& version);
 
+/// True if `a` wins over `b` by the conflict rule replicas converge by (the same function that
+/// decides which of two records of a key a replica keeps): what a quorum read returns.
+/// A record that does not exist loses to any that does.
+bool NewerRecord(const KeyRecord& a, const KeyRecord& b);
+
+/// The version token of a record (as VersionToken).
+std::string VersionToken(const KeyRecord& record);
+
+/// True if `vector` covers every write of `token` (README "Read levels"): for each origin its
+/// base reaches the token's counter (so every earlier write of that origin is applied here, or
+/// superseded by a newer write of the same key that is).
+bool CoversToken(const VersionVector& vector, const SessionToken& token);
+
 class DatabaseStore {
  public:
   DatabaseStore(const DatabaseStore&) = delete;
@@ -96,6 +110,12 @@ class DatabaseStore {
 
   /// Reads `key` into `*value`. A missing key is Code::kNotFound (not a failure of the store).
   Status Get(std::string_view key, std::string* value) const;
+  /// The record of `key` as it is stored here, tombstones and expired values included (for
+  /// quorum reads, which compare records across replicas). `key` is normalised first.
+  Status GetRecord(std::string_view key, KeyRecord* out) const;
+  /// The dot of the latest write accepted here: (origin(), its counter). What a session token
+  /// records for a write acknowledged by this replica (read right after the write's commit).
+  uint64_t local_counter() const { return local_counter_; }
 
   /// Removes `key`: writes a tombstone, so the delete replicates and wins over older writes of
   /// the key on every replica. A key that is already a tombstone here writes nothing; a key

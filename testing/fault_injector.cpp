@@ -18,9 +18,27 @@ void FaultInjector::Isolate(uint64_t node, const std::vector<uint64_t>& others) 
   Partition({node}, others);
 }
 
+void FaultInjector::CutReplication(const std::vector<uint64_t>& side_a,
+                                   const std::vector<uint64_t>& side_b) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (uint64_t a : side_a) {
+    for (uint64_t b : side_b) {
+      if (a == b) continue;
+      replication_cut_.emplace(a, b);
+      replication_cut_.emplace(b, a);
+    }
+  }
+}
+
 void FaultInjector::Heal() {
   std::lock_guard<std::mutex> lock(mutex_);
   blocked_.clear();
+  replication_cut_.clear();
+}
+
+bool FaultInjector::ReplicationBlocked(uint64_t from, uint64_t to) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return blocked_.count({from, to}) > 0 || replication_cut_.count({from, to}) > 0;
 }
 
 bool FaultInjector::Blocked(uint64_t from, uint64_t to) const {

@@ -45,11 +45,18 @@ class FaultInjector : public LinkFaults {
   /// Cuts every link of `node` (isolates it).
   void Isolate(uint64_t node, const std::vector<uint64_t>& others);
 
-  /// Removes every partition.
+  /// Cuts only replication (pushed deltas and anti-entropy) between a node of `side_a` and a node
+  /// of `side_b`, both directions: the nodes still see each other alive and serve each other's
+  /// reads, but the replicas on one side lag the other's writes. Removed by Heal.
+  void CutReplication(const std::vector<uint64_t>& side_a, const std::vector<uint64_t>& side_b);
+
+  /// Removes every partition and replication cut.
   void Heal();
 
   /// True if messages from `from` to `to` are dropped.
   bool Blocked(uint64_t from, uint64_t to) const override;
+  /// True if Blocked or replication from `from` to `to` is cut.
+  bool ReplicationBlocked(uint64_t from, uint64_t to) const override;
 
   /// Sets how pushed deltas misbehave (applies to every link).
   void SetDeltaFaults(const DeltaFaults& faults);
@@ -69,6 +76,7 @@ class FaultInjector : public LinkFaults {
  private:
   mutable std::mutex mutex_;
   std::set<std::pair<uint64_t, uint64_t>> blocked_;
+  std::set<std::pair<uint64_t, uint64_t>> replication_cut_;
   DeltaFaults faults_;
   std::mt19937_64 random_;
   Counters counters_;

@@ -116,6 +116,14 @@ void LocalCluster::Partition(const std::vector<size_t>& side_a, const std::vecto
   faults_->Partition(a, b);
 }
 
+void LocalCluster::CutReplication(const std::vector<size_t>& side_a,
+                                  const std::vector<size_t>& side_b) {
+  std::vector<uint64_t> a, b;
+  for (size_t i : side_a) a.push_back(nodes_.at(i).id);
+  for (size_t i : side_b) b.push_back(nodes_.at(i).id);
+  faults_->CutReplication(a, b);
+}
+
 void LocalCluster::Heal() {
   faults_->Heal();
 }

@@ -77,7 +77,10 @@ class LocalCluster {
 
   /// Cuts every link between a node of `side_a` and one of `side_b` (indexes), both ways.
   void Partition(const std::vector<size_t>& side_a, const std::vector<size_t>& side_b);
-  /// Removes every partition.
+  /// Cuts only replication between the nodes of `side_a` and `side_b` (indexes), both ways
+  /// (FaultInjector::CutReplication): membership and reads still cross.
+  void CutReplication(const std::vector<size_t>& side_a, const std::vector<size_t>& side_b);
+  /// Removes every partition and replication cut.
   void Heal();
 
   /// Crashes node i (Node::Crash): no goodbye, its data dir stays as a crash leaves it.

@@ -89,9 +89,13 @@ inline database_client_actor::behavior_type StubDatabase(std::function<void()> o
         return atom::ok_v;
       },
       [get_reply](atom::get, std::string&, Deadline) { return get_reply; },
+      [get_reply](atom::get, ReadRequest&, Deadline) {
+        return VersionedValue{get_reply, ""};
+      },
       [](atom::erase, std::string&, Deadline) { return atom::ok_v; },
       [](atom::list, ListOptions&, Deadline) { return ListPage{}; },
       [](atom::batch, WriteBatch&, Deadline) { return atom::ok_v; },
+      [](atom::batch, WriteBatch&, atom::session, Deadline) { return std::string(); },
       [](atom::batch, std::vector<WriteBatch>& writes, Deadline) {
         return std::vector<caf::error>(writes.size());
       },

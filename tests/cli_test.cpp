@@ -78,6 +78,38 @@ TEST_F(CliTest, TtlVersionsAndConditionalWrites) {
   EXPECT_NE(bad.err.find("--ttl"), std::string::npos) << bad.err;
 }
 
+TEST_F(CliTest, ReadLevels) {
+  ASSERT_EQ(Run({"put", "/example/kv", "/k", "v1"}).exit_code, 0);
+  for (const char* level : {"eventual", "read_your_writes", "quorum"}) {
+    CommandResult get = Run({"get", "/example/kv", "/k", "--consistency", level});
+    EXPECT_EQ(get.exit_code, 0) << level << ": " << get.err;
+    EXPECT_EQ(get.out, "v1") << level;
+  }
+  CommandResult versioned =
+      Run({"get", "/example/kv", "/k", "--version", "--consistency", "quorum"});
+  EXPECT_EQ(versioned.exit_code, 0) << versioned.err;
+  EXPECT_FALSE(versioned.err.empty());
+  CommandResult ls = Run({"ls", "/example/kv", "--consistency", "read_your_writes"});
+  EXPECT_EQ(ls.exit_code, 0) << ls.err;
+  EXPECT_EQ(ls.out, "/k\n");
+  CommandResult bad = Run({"get", "/example/kv", "/k", "--consistency", "strong"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_EQ(bad.err,
+            "kvmesh: --consistency: unknown read level \"strong\": use eventual, "
+            "read_your_writes or quorum\n");
+  CommandResult quorum_ls = Run({"ls", "/example/kv", "--consistency", "quorum"});
+  EXPECT_EQ(quorum_ls.exit_code, 3);
+  EXPECT_NE(quorum_ls.err.find("invalid_argument: list does not support read level quorum"),
+            std::string::npos)
+      << quorum_ls.err;
+  CommandResult bad_token =
+      Run({"get", "/example/kv", "/k", "--consistency", "read_your_writes", "--session", "x"});
+  EXPECT_EQ(bad_token.exit_code, 3);
+  EXPECT_NE(bad_token.err.find("session token \"x\" is malformed"), std::string::npos)
+      << bad_token.err;
+  EXPECT_EQ(Run({"get", "/example/kv", "/k", "--session", "1:1"}).exit_code, 2);
+}
+
 TEST_F(CliTest, ExitCodesAndOneLineErrors) {
   CommandResult missing = Run({"get", "/example/kv", "/nope"});
   EXPECT_EQ(missing.exit_code, 1);

@@ -603,6 +603,12 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
         return caf::delegated<atom::ok>{};
       },
       [](atom::get, std::string&, std::string&, Deadline) { return caf::delegated<std::string>{}; },
+      [](atom::get, std::string&, ReadRequest&, Deadline) {
+        return caf::delegated<VersionedValue>{};
+      },
+      [](atom::batch, std::string&, WriteBatch&, atom::session, Deadline) {
+        return caf::delegated<std::string>{};
+      },
       [](atom::erase, std::string&, std::string&, Deadline) { return caf::delegated<atom::ok>{}; },
       [](atom::list, std::string&, ListOptions&, Deadline) { return ListPage{}; },
       [](atom::batch, std::string&, WriteBatch&, Deadline) { return caf::delegated<atom::ok>{}; },
@@ -756,6 +762,10 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
         attack();
         return key;
       },
+      [](atom::get, std::string&, ReadRequest& request, Deadline) {
+        return VersionedValue{request.key, ""};
+      },
+      [](atom::batch, std::string&, WriteBatch&, atom::session, Deadline) { return std::string(); },
       [](atom::erase, std::string&, std::string&, Deadline) { return atom::ok_v; },
       [](atom::list, std::string&, ListOptions&, Deadline) { return ListPage{}; },
       [](atom::batch, std::string&, WriteBatch&, Deadline) { return atom::ok_v; },

@@ -210,6 +210,42 @@ TEST_F(HttpTest, TtlETagsAndConditionalWrites) {
   EXPECT_EQ(bad->status, 400);
 }
 
+TEST_F(HttpTest, ReadLevelsAndSessionTokens) {
+  Start();
+  auto c = Client();
+  const std::string key = kKv + "/keys/k";
+  // A write in a session answers with the session's token; a read in it sees the write.
+  auto put = c.Put((key + "?session=").c_str(), "v1", "text/plain");
+  ASSERT_TRUE(put);
+  ASSERT_EQ(put->status, 200) << put->body;
+  const std::string token = put->get_header_value("Kvmesh-Session");
+  EXPECT_FALSE(token.empty());
+  for (const std::string& level :
+       std::vector<std::string>{"eventual", "quorum", "read_your_writes&session=" + token}) {
+    auto get = c.Get((key + "?consistency=" + level).c_str());
+    ASSERT_TRUE(get);
+    EXPECT_EQ(get->status, 200) << level << ": " << get->body;
+    EXPECT_EQ(get->body, "v1") << level;
+  }
+  auto list = c.Get((kKv + "/keys?consistency=read_your_writes&session=" + token).c_str());
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->status, 200) << list->body;
+  // Bad values are refused naming the parameter; a quorum list is refused.
+  auto bad = c.Get((key + "?consistency=strong").c_str());
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(bad->body.find("consistency: unknown read level \\\"strong\\\""), std::string::npos)
+      << bad->body;
+  auto bad_token = c.Get((key + "?consistency=read_your_writes&session=zz").c_str());
+  ASSERT_TRUE(bad_token);
+  EXPECT_EQ(bad_token->status, 400);
+  EXPECT_NE(bad_token->body.find("session token"), std::string::npos) << bad_token->body;
+  auto quorum_list = c.Get((kKv + "/keys?consistency=quorum").c_str());
+  ASSERT_TRUE(quorum_list);
+  EXPECT_EQ(quorum_list->status, 400);
+  EXPECT_NE(quorum_list->body.find("quorum"), std::string::npos) << quorum_list->body;
+}
+
 TEST_F(HttpTest, ErrorsMapToStatusesWithJsonBodies) {
   Start();
   auto c = Client();

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/path.hpp"
+#include "common/read_levels.hpp"
 #include "common/request_limits.hpp"
 #include "config/config_set.hpp"
 #include "config/size.hpp"
@@ -43,6 +44,9 @@ struct Globals {
   int timeout_seconds = 30;
   /// --tls-ca/--tls-cert/--tls-key (or KVMESH_TLS_*): all three, or none for plaintext.
   kvmesh::TlsOptions tls;
+  /// get and ls: --consistency (README "Read levels") and, for read_your_writes, --session.
+  kvmesh::ReadConsistency read_level = kvmesh::ReadConsistency::kEventual;
+  std::string session;
 };
 
 int Fail(const Status& s) {
@@ -135,6 +139,10 @@ class Cli {
     if (!client.ok()) return Fail(client.status());
     *db = client.open(path);
     if (!db->ok()) return Fail(db->status());
+    // A read_your_writes read is made in the session of --session (none: nothing to wait for).
+    if (g_.read_level == kvmesh::ReadConsistency::kReadYourWrites) {
+      if (Status s = db->set_session_token(g_.session); !s.ok()) return Fail(s);
+    }
     return kExitOk;
   }
 
@@ -168,13 +176,13 @@ class Cli {
     std::string version;
     if (with_version) {
       // The version goes to stderr, so stdout stays the value's raw bytes.
-      auto versioned = db.get_versioned(key);
+      auto versioned = db.get_versioned(key, {g_.read_level});
       if (!versioned.ok()) return Fail(versioned.status());
       version = versioned->version;
       value = std::move(versioned->value);
       if (!g_.json) std::cerr << version << "\n";
     } else {
-      value = db.get(key);
+      value = db.get(key, {g_.read_level});
     }
     if (!value.ok()) return Fail(value.status());
     if (!out_file.empty()) {
@@ -206,6 +214,7 @@ class Cli {
   template <class F>
   Status Scan(const kvmesh::Database& db, kvmesh::ListOptions options, uint64_t limit, F each) {
     const bool with_values = options.with_values;
+    options.consistency = g_.read_level;
     uint64_t seen = 0;
     while (limit == 0 || seen < limit) {
       auto page = db.list_page(options);
@@ -924,6 +933,13 @@ int main(int argc, char** argv) {
   get->add_option("KEY", key)->required();
   get->add_option("-o,--output", out, "write the value to this file");
   get->add_flag("--version", with_version, "also print the key's version token on stderr");
+  std::string consistency;
+  const char* consistency_help =
+      "read level: eventual (default), read_your_writes (with --session) or quorum";
+  const char* session_help =
+      "read_your_writes: the session token of the writes to see (Database::session_token)";
+  get->add_option("--consistency", consistency, consistency_help);
+  get->add_option("--session", g.session, session_help);
   auto* del = app.add_subcommand("del", "delete a key (a missing key is fine)");
   del->add_option("DB", db)->required();
   del->add_option("KEY", key)->required();
@@ -938,6 +954,9 @@ int main(int argc, char** argv) {
   ls->add_option("--start", list_options.start, "only keys >= this one (under PREFIX)");
   ls->add_option("--end", list_options.end, "only keys < this one (under PREFIX)");
   ls->add_flag("--reverse", list_options.reverse, "highest key first");
+  ls->add_option("--consistency", consistency,
+                 "read level: eventual (default) or read_your_writes");
+  ls->add_option("--session", g.session, session_help);
   std::string from;
   bool watch_values = false;
   uint64_t watch_count = 0;
@@ -1069,6 +1088,17 @@ int main(int argc, char** argv) {
   }
   if (!write_options.if_version.empty() && write_options.if_absent) {
     std::cerr << "kvmesh: give --if-version or --if-absent, not both\n";
+    return kExitUsage;
+  }
+  if (!consistency.empty()) {
+    Status s = kvmesh::ParseReadLevel(consistency, &g.read_level);
+    if (!s.ok()) {
+      std::cerr << "kvmesh: --consistency: " << s.message() << "\n";
+      return kExitUsage;
+    }
+  }
+  if (!g.session.empty() && g.read_level != kvmesh::ReadConsistency::kReadYourWrites) {
+    std::cerr << "kvmesh: --session needs --consistency read_your_writes\n";
     return kExitUsage;
   }
   if (!ttl_text.empty()) {

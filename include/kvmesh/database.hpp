@@ -98,6 +98,30 @@ class Database {
   /// The value of `key` and its version token (for WriteOptions::if_version). Read like a
   /// one-key list from the same replica get reads from. A missing key is not_found.
   Result<VersionedValue> get_versioned(std::string_view key) const;
+  /// get and get_versioned at a read level (README "Read levels"): options.consistency
+  /// kEventual is the plain call; kReadYourWrites is served only by a replica holding every
+  /// write of this handle's session (needs with_session(), else invalid_argument); kQuorum
+  /// returns the newest of replication.min replicas' records by the conflict rule. Both fail
+  /// with unavailable (saying how many replicas answered) when the level cannot be met before
+  /// the request's deadline; then nothing is known about the key.
+  Result<std::string> get(std::string_view key, const ReadOptions& options) const;
+  Result<VersionedValue> get_versioned(std::string_view key, const ReadOptions& options) const;
+  void get_async(std::string key, ReadOptions options, ResultCallback<std::string> done) const;
+
+  /// A copy of this handle with a session of its own (for read_your_writes), empty: from then on
+  /// every write acknowledged through the copy (or copies of it) adds its dot to the session's
+  /// token, and reads at kReadYourWrites through them see those writes, whichever replica serves
+  /// them. Writes through a session handle travel one by one (the embedded API does not gather
+  /// them into one message). Handles without a session (the default) keep no token.
+  Database with_session() const;
+  /// The session's token: opaque text naming the writes acknowledged in this session ("" for
+  /// none, or without a session). Carry it to another handle (another process, another node)
+  /// with set_session_token to read your writes there.
+  std::string session_token() const;
+  /// Adds the writes of `token` (from session_token()) to this handle's session, starting one
+  /// (shared with later copies) if it has none. invalid_argument for a malformed token.
+  Status set_session_token(std::string_view token);
+
   /// Removes `key`; removing a missing key succeeds.
   Status erase(std::string_view key) const;
   /// The same with conditions (WriteOptions::if_version, if_absent; ttl must be 0).
@@ -106,6 +130,11 @@ class Database {
   /// order, fetching pages as needed. The pages are separate requests: a list that runs while
   /// others write sees each page as of its own time. Stops at the first failed page.
   Result<std::vector<std::string>> list(std::string_view prefix = "") const;
+  /// The same at a read level: kEventual, or kReadYourWrites (each page is served by the replica
+  /// this handle's node routes to, and fails with unavailable while it lacks the session's
+  /// writes); kQuorum is refused with invalid_argument. list_page takes
+  /// ListOptions::consistency likewise (the session token is filled in from this handle).
+  Result<std::vector<std::string>> list(std::string_view prefix, const ReadOptions& options) const;
   /// One page, for callers that page themselves (ListOptions::start_after), want values
   /// (ListOptions::with_values), a range (start, end) or the reverse order (reverse).
   /// invalid_argument for bad bounds or a token not of this listing (ListOptions).
@@ -168,7 +197,12 @@ class Database {
 
  private:
   friend class DatabaseBackend;  // makes the handles of Node::open and Client::open
+  struct Session;
+  /// Sends a write: with a session, as a session write whose dot joins the token.
+  void WriteThrough(WriteBatch batch, StatusCallback done) const;
   std::shared_ptr<DatabaseBackend> backend_;
+  /// With with_session() / set_session_token(): shared by the copies made after.
+  std::shared_ptr<Session> session_;
   std::string path_;
   Status status_;
 };

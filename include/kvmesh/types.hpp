@@ -115,6 +115,59 @@ struct WriteOptions {
   bool if_absent = false;
 };
 
+/// How fresh a read must be (README "Read levels"). Per request: ReadOptions::consistency,
+/// ListOptions::consistency, CLI --consistency, HTTP ?consistency=.
+enum class ReadConsistency : uint8_t {
+  /// Whatever the replica serving the request holds now (it may lag other replicas). Fastest.
+  kEventual = 0,
+  /// Served only by a replica that holds every write the handle's session has had
+  /// acknowledged (Database::session_token); unavailable if none does in time.
+  kReadYourWrites = 1,
+  /// Asks replication.min replicas and returns the newest answer by the conflict rule;
+  /// unavailable if fewer answer in time. get and get_versioned only.
+  kQuorum = 2,
+};
+
+/// "eventual", "read_your_writes" or "quorum".
+inline const char* ReadConsistencyName(ReadConsistency level) {
+  switch (level) {
+    case ReadConsistency::kEventual:
+      return "eventual";
+    case ReadConsistency::kReadYourWrites:
+      return "read_your_writes";
+    case ReadConsistency::kQuorum:
+      return "quorum";
+  }
+  return "unknown";
+}
+
+/// Reads "eventual", "read_your_writes" or "quorum" into `*out`; false (and `*out` unchanged)
+/// otherwise.
+inline bool ParseReadConsistency(std::string_view text, ReadConsistency* out) {
+  for (ReadConsistency level :
+       {ReadConsistency::kEventual, ReadConsistency::kReadYourWrites, ReadConsistency::kQuorum}) {
+    if (text == ReadConsistencyName(level)) {
+      *out = level;
+      return true;
+    }
+  }
+  return false;
+}
+
+/// Options of one get or get_versioned (Database::get, Database::get_versioned).
+struct ReadOptions {
+  /// Default kEventual (as a get without options).
+  ReadConsistency consistency = ReadConsistency::kEventual;
+};
+
+/// One read of one key at a read level (internal: what Database::get with ReadOptions sends).
+struct ReadRequest {
+  std::string key;
+  ReadConsistency consistency = ReadConsistency::kEventual;
+  /// kReadYourWrites: the session's token (SessionToken text, common/read_levels.hpp).
+  std::string session_token;
+};
+
 /// A value with its version (Database::get_versioned).
 struct VersionedValue {
   std::string value;
@@ -160,6 +213,11 @@ struct ListOptions {
   std::string end;
   /// List from the highest key down (descending byte order) instead of up. Default false.
   bool reverse = false;
+  /// Read level (README "Read levels"): kEventual (default) or kReadYourWrites; kQuorum is
+  /// refused with invalid_argument (quorum reads are for get and get_versioned).
+  ReadConsistency consistency = ReadConsistency::kEventual;
+  /// kReadYourWrites: the session's token; Database::list_page fills it from the handle.
+  std::string session_token;
 };
 
 inline constexpr uint32_t kDefaultListLimit = 1000;

@@ -393,7 +393,9 @@ void DriveSession(Session& session, const RunPlan& plan, uint64_t seed) {
     }
     const uint64_t db = pick / plan.space.per_db;
     std::string key = KeyOf(pick % plan.space.per_db, s.scan_length);
-    if (plan.workload == "cas-put") {
+    if (plan.workload == "quorum-get") {
+      session.QuorumGet(db, std::move(key), std::move(done));
+    } else if (plan.workload == "cas-put") {
       // A conditional put that passes: if_absent on a key never written. One request, so it
       // compares with put directly (the check's cost, not a get's round trip in front of it).
       WriteOptions options;
@@ -990,7 +992,8 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--workloads", s.workloads,
-                 "put, get, list, mixed, batch, put-ttl, cas-put, watch")
+                 "put, get, quorum-get (get at read level quorum), list, mixed, batch, put-ttl, "
+                 "cas-put, watch")
       ->delimiter(',')
       ->capture_default_str();
   app.add_option("--value-sizes", s.value_sizes, "value bytes")
@@ -1098,8 +1101,8 @@ int main(int argc, char** argv) {
     if (w != "put" && w != "get" && w != "list" && w != "mixed" && w != "batch" &&
         !NeedsKvmeshApi(w)) {
       std::fprintf(stderr,
-                   "unknown workload \"%s\" (put, get, list, mixed, batch, put-ttl, cas-put, "
-                   "watch)\n",
+                   "unknown workload \"%s\" (put, get, quorum-get, list, mixed, batch, put-ttl, "
+                   "cas-put, watch)\n",
                    w.c_str());
       return 2;
     }
@@ -1178,7 +1181,8 @@ int main(int argc, char** argv) {
                        workload.c_str());
           continue;
         }
-        const bool reads = workload == "get" || workload == "list" || workload == "mixed";
+        const bool reads = workload == "get" || workload == "quorum-get" || workload == "list" ||
+                           workload == "mixed";
         if (reads && p.loaded_value_size != value_size) {
           Outcome load = Run(p, s, "load", value_size, 1, 16, space);
           if (!s.quiet) {

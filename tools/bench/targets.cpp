@@ -28,7 +28,8 @@
 namespace kvmesh::bench {
 
 bool NeedsKvmeshApi(const std::string& workload) {
-  return workload == "put-ttl" || workload == "cas-put" || workload == "watch";
+  return workload == "put-ttl" || workload == "cas-put" || workload == "watch" ||
+         workload == "quorum-get";
 }
 
 void Session::PutWith(size_t, std::string, std::string, WriteOptions, Done done) {
@@ -188,6 +189,12 @@ class DatabaseSession : public Session {
   void Get(size_t db, std::string key, Done done) override {
     if (blocking_) return done(dbs_[db].get(key).status(), 1);
     dbs_[db].get_async(std::move(key),
+                       [done = std::move(done)](Result<std::string> r) { done(r.status(), 1); });
+  }
+  void QuorumGet(size_t db, std::string key, Done done) override {
+    const ReadOptions quorum{ReadConsistency::kQuorum};
+    if (blocking_) return done(dbs_[db].get(key, quorum).status(), 1);
+    dbs_[db].get_async(std::move(key), quorum,
                        [done = std::move(done)](Result<std::string> r) { done(r.status(), 1); });
   }
   void List(size_t db, std::string prefix, uint32_t limit, Done done) override {

@@ -22,8 +22,8 @@ class Watch;
 
 namespace kvmesh::bench {
 
-/// The workloads that need the kvmesh API (ttl, conditional writes, watch): only the embedded,
-/// remote and cluster targets have them.
+/// The workloads that need the kvmesh API (ttl, conditional writes, watch, read levels): only
+/// the embedded, remote and cluster targets have them.
 bool NeedsKvmeshApi(const std::string& workload);
 
 /// Completion of one operation: how it ended (a get of a missing key is a failure, NotFound),
@@ -43,6 +43,13 @@ class Session {
   virtual void Put(size_t db, std::string key, std::string value, Done done) = 0;
   /// Fails (ok false) if the key is missing.
   virtual void Get(size_t db, std::string key, Done done) = 0;
+  /// A get at read level quorum (README "Read levels"): kvmesh's own targets only (see
+  /// Target::supports); others fail it.
+  virtual void QuorumGet(size_t db, std::string key, Done done) {
+    (void)db;
+    (void)key;
+    done(Status::InvalidArgument("this target has no quorum reads"), 0);
+  }
   /// One page of at most `limit` keys under `prefix`.
   virtual void List(size_t db, std::string prefix, uint32_t limit, Done done) = 0;
   virtual void Write(size_t db, WriteBatch batch, Done done) = 0;
