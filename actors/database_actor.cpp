@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <caf/all.hpp>
 
+#include <optional>
+
 #include "actors/database_request.hpp"
 #include "actors/watch_hub.hpp"
 #include "common/path.hpp"
@@ -624,6 +626,25 @@ Status CheckListLevel(database_pointer self, const ListOptions& options) {
                                  std::to_string(static_cast<int>(options.consistency)));
 }
 
+/// A conditional batch judged by another replica (CheckingReplica) is handed there with
+/// `extra...` (the session marker) after the writes received before it, which are applied and
+/// pushed first: the judging replica must not see the check ahead of them. The reply is that
+/// replica's (or the refusal naming why it cannot be reached); nullopt: judged here.
+template <class Reply, class... Extra>
+std::optional<caf::result<Reply>> ForwardToJudge(database_pointer self, WriteBatch& batch,
+                                                 const Deadline& deadline, Extra... extra) {
+  if (!HasChecks(batch)) return std::nullopt;
+  Status why;
+  const uint64_t judge = CheckingReplica(self, &why);
+  if (!why.ok()) return caf::result<Reply>(ToError(why));
+  if (judge == 0) return std::nullopt;
+  CommitGroup(self);
+  ++self->state.requests_since_tick;
+  auto promise = self->make_response_promise<Reply>();
+  self->state.transport->ForwardBatch(judge, promise, std::move(batch), extra..., deadline);
+  return caf::result<Reply>(promise);
+}
+
 uint64_t NowMillis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
@@ -819,37 +840,14 @@ database_actor::behavior_type database_actor_impl(
       },
       [=](atom::batch, WriteBatch& batch, const Deadline& deadline) -> caf::result<atom::ok> {
         if (auto err = expired(deadline)) return err;
-        if (HasChecks(batch)) {
-          Status why;
-          const uint64_t judge = CheckingReplica(self, &why);
-          if (!why.ok()) return ToError(why);
-          if (judge != 0) {
-            // Writes received before it are applied (and pushed) first: the judging replica
-            // must not see the check ahead of them.
-            settle();
-            ++self->state.requests_since_tick;
-            auto promise = self->make_response_promise<atom::ok>();
-            self->state.transport->ForwardBatch(judge, promise, std::move(batch), deadline);
-            return promise;
-          }
-        }
+        if (auto judged = ForwardToJudge<atom::ok>(self, batch, deadline)) return *judged;
         return write(std::move(batch));
       },
       [=](atom::batch, WriteBatch& batch, atom::session,
           const Deadline& deadline) -> caf::result<std::string> {
         if (auto err = expired(deadline)) return err;
-        if (HasChecks(batch)) {
-          Status why;
-          const uint64_t judge = CheckingReplica(self, &why);
-          if (!why.ok()) return ToError(why);
-          if (judge != 0) {
-            settle();
-            ++self->state.requests_since_tick;
-            auto promise = self->make_response_promise<std::string>();
-            self->state.transport->ForwardBatch(judge, promise, std::move(batch), atom::session_v,
-                                                deadline);
-            return promise;
-          }
+        if (auto judged = ForwardToJudge<std::string>(self, batch, deadline, atom::session_v)) {
+          return *judged;
         }
         database_state::QueuedWrite write;
         write.batch = std::move(batch);
