@@ -19,7 +19,11 @@ using database_pointer = database_actor::stateful_pointer<database_state>;
 /// Group commit: applies the writes queued since the last commit (defined below).
 void CommitGroup(database_pointer self);
 /// Starts the anti-entropy rounds again if they stopped (defined below).
-void ArmRound(database_pointer self);
+/// Arms the next anti-entropy round (database_state::round_seq): in sync_interval, or with
+/// `quiet` in kQuietRounds sync intervals (expired keys and tombstones are still collected while
+/// in sync).
+void ArmRound(database_pointer self, bool quiet = false);
+constexpr int kQuietRounds = 30;
 
 /// The database actor's side of replication: sends the Replicator's requests to the peers'
 /// database actors and hands their answers back to it; answers the writers it settles.
@@ -144,14 +148,16 @@ class DatabaseTransport final : public replication::Transport {
   }
 
   /// Calls `found` with the database actor of replica `peer` (looked up through the supervisor
-  /// if not known yet), or `failed` with why it could not be found.
+  /// if not known yet, within `timeout`, default the replication timeout), or `failed` with why
+  /// it could not be found.
   void WithPeer(uint64_t peer, std::function<void(database_peer_actor)> found,
-                std::function<void(caf::error)> failed) {
+                std::function<void(caf::error)> failed, caf::timespan timeout = {}) {
     auto it = actors_.find(peer);
     if (it != actors_.end() && it->second) return found(it->second);
     auto self = self_;
     auto supervisor = self->state.supervisor;
-    self->request(supervisor, self->state.replication->timeout, atom::replica_v, Path(), peer)
+    if (timeout.count() <= 0) timeout = self->state.replication->timeout;
+    self->request(supervisor, timeout, atom::replica_v, Path(), peer)
         .then(
             [self, supervisor, found, failed](database_peer_actor& actor) {
               if (!FromExpected(self, supervisor)) return failed(ForgedReply());
@@ -524,7 +530,7 @@ struct LevelRead {
     }
     return Status::Unavailable("read_your_writes read of key " + Quote(key) + " in database " +
                                Quote(path) + ": no replica reached holds the session's writes (" +
-                               token + ") yet; this one does not" + why);
+                               SessionToken::Shown(token) + ") yet; this one does not" + why);
   }
 };
 
@@ -542,6 +548,8 @@ caf::result<VersionedValue> ReadAtLevel(database_pointer self, ReadRequest reque
   read->key = request.key;
   read->path = st.store->path();
   read->level = request.consistency;
+  const std::vector<uint64_t>& set = st.replicator->replicas().nodes;
+  const bool member = std::find(set.begin(), set.end(), st.replication->node_id) != set.end();
   switch (request.consistency) {
     case ReadConsistency::kEventual:
       return ReadAnswer(local, read->key, read->path);
@@ -559,9 +567,13 @@ caf::result<VersionedValue> ReadAtLevel(database_pointer self, ReadRequest reque
     }
     case ReadConsistency::kQuorum: {
       read->needed = std::max<uint32_t>(1, st.replicator->replicas().required_acks);
-      read->answered = 1;
-      read->best = local;
-      if (read->needed <= 1) return ReadAnswer(local, read->key, read->path);
+      // A copy still serving while it hands over (no longer in the replica set) gets no new
+      // writes: it is not one of the `min` answers, the replicas are.
+      if (member) {
+        read->answered = 1;
+        read->best = local;
+        if (read->needed <= 1) return ReadAnswer(local, read->key, read->path);
+      }
       break;
     }
     default:
@@ -569,8 +581,8 @@ caf::result<VersionedValue> ReadAtLevel(database_pointer self, ReadRequest reque
           "unknown read level " + std::to_string(static_cast<int>(request.consistency))));
   }
   const std::vector<uint64_t> peers = ReachableReplicas(self);
-  const size_t others = st.replicator->replicas().nodes.size();
-  read->not_asked = others - std::min(others, peers.size() + 1);
+  const size_t others = set.size();
+  read->not_asked = others - std::min(others, peers.size() + (member ? 1 : 0));
   if (peers.empty()) return ToError(read->Unavailable());
   read->promise = self->make_response_promise<VersionedValue>();
   read->outstanding = peers.size();
@@ -592,7 +604,10 @@ caf::result<VersionedValue> ReadAtLevel(database_pointer self, ReadRequest reque
                   },
                   [read, peer](caf::error& err) { read->Fail(peer, err); });
         },
-        [read, peer](caf::error err) { read->Fail(peer, err); });
+        [read, peer](caf::error err) { read->Fail(peer, err); },
+        // The lookup too ends within the read's time, so a slow one is `unavailable` (the
+        // peer did not answer in time) rather than the whole read timing out.
+        timeout);
   }
   return read->promise;
 }
@@ -618,8 +633,8 @@ Status CheckListLevel(database_pointer self, const ListOptions& options) {
       if (storage::CoversToken(st.store->version_vector(), token)) return Status::OK();
       return Status::Unavailable("read_your_writes list of database " + Quote(st.store->path()) +
                                  ": the replica on node " + FormatNodeId(st.replication->node_id) +
-                                 " does not hold the session's writes (" + options.session_token +
-                                 ") yet; retry");
+                                 " does not hold the session's writes (" +
+                                 SessionToken::Shown(options.session_token) + ") yet; retry");
     }
   }
   return Status::InvalidArgument("unknown read level " +
@@ -681,11 +696,16 @@ Status TombstoneAll(storage::DatabaseStore& db, bool make_deltas,
 }  // namespace
 
 /// Starts the anti-entropy rounds again if they stopped (see database_state::round_seq).
-void ArmRound(database_pointer self) {
+void ArmRound(database_pointer self, bool quiet) {
   auto& st = self->state;
-  if (st.round_armed || st.replication->sync_interval.count() <= 0) return;
+  if (st.replication->sync_interval.count() <= 0) return;
+  // A quiet round armed is replaced by a normal one (its message then no longer counts).
+  if (st.round_armed && (quiet || !st.round_slow)) return;
   st.round_armed = true;
-  self->delayed_send(self, st.replication->sync_interval, atom::sync_round_v, ++st.round_seq);
+  st.round_slow = quiet;
+  const caf::timespan delay =
+      quiet ? st.replication->sync_interval * kQuietRounds : st.replication->sync_interval;
+  self->delayed_send(self, delay, atom::sync_round_v, ++st.round_seq);
 }
 
 namespace {
@@ -1077,7 +1097,7 @@ database_actor::behavior_type database_actor_impl(
         if (!MaySteer(self, Steering::kTimer) || seq != st.round_seq) return;
         st.round_armed = false;
         st.replicator->OnSyncTick();
-        if (!st.replicator->Quiet()) ArmRound(self);
+        ArmRound(self, st.replicator->Quiet());
       },
       [=](atom::commit) {
         if (MaySteer(self, Steering::kTimer)) settle();

@@ -12,6 +12,7 @@
 #include <caf/expected.hpp>
 #include <caf/sec.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -194,9 +195,11 @@ struct CoalescedWrite {
 /// it may use it (not thread-safe).
 class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
  public:
-  /// Requests go by `route`'s rules to `actor` (invalid: open the path first).
-  OrderedRoute(std::shared_ptr<const DatabaseRoute> route, database_client_actor actor)
-      : route_(std::move(route)), actor_(std::move(actor)), opened_epoch_(PlacementEpoch()) {}
+  /// Requests go by `route`'s rules to `actor` (invalid: open the path first), which was asked
+  /// for at placement epoch `opened_epoch` (DatabaseRoute::placement; read before the open).
+  OrderedRoute(std::shared_ptr<const DatabaseRoute> route, database_client_actor actor,
+               uint64_t opened_epoch = 0)
+      : route_(std::move(route)), actor_(std::move(actor)), opened_epoch_(opened_epoch) {}
 
   const DatabaseRoute& route() const { return *route_; }
   /// The database actor requests go to now (invalid before the first open, and while paused).
@@ -208,6 +211,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   /// without first bouncing off it. Requests in flight to it still come back.
   void Forget(const caf::actor_addr& gone) {
     if (!paused_ && actor_ && actor_.address() == gone) actor_ = nullptr;
+    if (previous_ && previous_.address() == gone) previous_ = nullptr;
   }
 
   /// Sends `args..., deadline` from `self` to the path's database actor after every earlier
@@ -237,9 +241,15 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     return taken_.size() == 1;
   }
 
+  /// A message of coalesced writes has one deadline, the earliest of its writes', and fails whole
+  /// once it passes; so writes share a message only if their deadlines are this close (else one
+  /// client's short deadline would fail another's writes at the gateway, where all clients of a
+  /// path share a route). A write may thus fail at most this much before its own deadline.
+  static constexpr int64_t kCoalescedDeadlineSpreadNs = 10'000'000;
+
   /// Sends the writes taken and not yet sent, in messages no larger than one request may be
   /// (kMaxBatchOps operations, kMaxBatchBytes of keys and values; a node closes a connection
-  /// carrying more).
+  /// carrying more) and of deadlines within kCoalescedDeadlineSpreadNs.
   template <class Self>
   void FlushWrites(Self* self) {
     if (taken_.empty()) return;
@@ -248,14 +258,26 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     std::vector<CoalescedWrite> message;
     size_t bytes = 0;
     size_t ops = 0;
+    int64_t earliest = 0;  // of the message's deadlines (0: none has one)
+    int64_t latest = 0;
     for (auto& w : writes) {
       const size_t w_bytes = BatchBytes(w.batch);
+      const int64_t at = w.deadline.wall_ns;
+      const bool spread = !message.empty() && ((at == 0) != (earliest == 0) ||
+                                               std::max(latest, at) - std::min(earliest, at) >
+                                                   kCoalescedDeadlineSpreadNs);
       if (!message.empty() &&
-          (bytes + w_bytes > kMaxBatchBytes || ops + w.batch.ops.size() > kMaxBatchOps)) {
+          (bytes + w_bytes > kMaxBatchBytes || ops + w.batch.ops.size() > kMaxBatchOps || spread)) {
         SendWrites(self, std::move(message));
         message.clear();
         bytes = 0;
         ops = 0;
+      }
+      if (message.empty()) {
+        earliest = latest = at;
+      } else {
+        earliest = std::min(earliest, at);
+        latest = std::max(latest, at);
       }
       bytes += w_bytes;
       ops += w.batch.ops.size();
@@ -374,6 +396,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     // Placement changed since a remote actor was opened: open again (see
     // DatabaseRoute::placement). As after a bounce, requests wait until those in flight came back.
     if (!paused_ && actor_ && actor_.node() != self->node() && PlacementEpoch() != opened_epoch_) {
+      previous_ = std::move(actor_);
       actor_ = nullptr;
     }
     if (!paused_ && !actor_) {
@@ -418,6 +441,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
       paused_ = true;
       actor_ = nullptr;
     }
+    previous_ = nullptr;  // a bounce: no going back to an actor that stopped
     waiting_.emplace(p.seq, std::move(p));
     if (!actor_) Reopen(self);
     MaybeResume(self);
@@ -440,11 +464,21 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
               }
               me->actor_ = fresh;
               me->opened_epoch_ = epoch;
+              me->previous_ = nullptr;
               if (me->route_->on_reopen) me->route_->on_reopen(fresh);
               me->MaybeResume(self);
             },
-            [me](caf::error& err) {
+            [self, me, epoch](caf::error& err) {
               me->reopening_ = false;
+              if (me->previous_) {
+                // Opened again only because placement changed, and that failed (the supervisor
+                // busy with the change, say): the actor used until now still serves.
+                me->actor_ = std::move(me->previous_);
+                me->previous_ = nullptr;
+                me->opened_epoch_ = epoch;
+                me->MaybeResume(self);
+                return;
+              }
               me->FailWaiting(err);
             });
   }
@@ -475,6 +509,9 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   database_client_actor actor_;
   /// PlacementEpoch() when `actor_` was asked for.
   uint64_t opened_epoch_ = 0;
+  /// The remote actor given up because placement changed, while the path is opened again: used
+  /// again if that open fails (cleared by a bounce or its down message).
+  database_client_actor previous_;
   uint64_t next_seq_ = 0;
   /// Attempts sent and not yet come back.
   size_t in_flight_ = 0;

@@ -357,6 +357,10 @@ void WakeDiffering(supervisor_pointer self, uint64_t peer, const std::vector<std
   for (const std::string& raw : paths) {
     std::string path;
     if (!NormalizeDatabasePath(raw, &path).ok() || config::IsReservedPath(path)) continue;
+    // Only databases of this node's catalog: a peer's answer must not make this node create
+    // databases (one it lacks is the peer's to fill: its own round wakes its copy, which pushes
+    // here through the replica path).
+    if (!st.replication->node_summary || !st.replication->node_summary->Holds(path)) continue;
     const config::DatabaseConfig* config = Resolve(self, path);
     if (config == nullptr) continue;
     // Only databases both nodes hold by this node's placement too (the views may differ for a

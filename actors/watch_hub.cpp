@@ -97,6 +97,14 @@ void WatchHub::OnWake() {
     }
     if (!read.status.ok()) {
       held.promise.deliver(ToError(read.status));
+    } else if (read.answer && held.position.caught_up_ms > read.position.caught_up_ms) {
+      // A page with more to come keeps the caught-up time it started from, the first pull's:
+      // this watcher's own, later one stays (an older one would expire sooner).
+      WatchUpdate own = read.update;
+      storage::WatchPosition position = read.position;
+      position.caught_up_ms = held.position.caught_up_ms;
+      own.position = storage::EncodeWatchPosition(position);
+      held.promise.deliver(std::move(own));
     } else if (read.answer) {
       held.promise.deliver(read.update);
     } else {

@@ -832,6 +832,9 @@ Database Node::open(std::string_view path) const {
   Status s = NormalizeDatabasePath(path, &normalized);
   if (!s.ok()) s = Status(s.code(), s.message() + ": " + Quote(path));
   database_client_actor actor;
+  // Read before asking (as OrderedRoute::Reopen does): a change of placement while the open is
+  // under way makes the handle's first request open again.
+  const uint64_t epoch = impl_->core->placement ? impl_->core->placement->epoch() : 0;
   if (s.ok()) {
     Result<database_client_actor> opened =
         impl_->Ask<database_client_actor>(atom::open_v, normalized);
@@ -859,7 +862,7 @@ Database Node::open(std::string_view path) const {
   auto deadlines = std::make_shared<LocalDeadlines>();
   route->local_deadlines = deadlines;
   handle->SetActor(actor);
-  handle->ordered = std::make_shared<OrderedRoute>(std::move(route), std::move(actor));
+  handle->ordered = std::make_shared<OrderedRoute>(std::move(route), std::move(actor), epoch);
   // The requester stops with the node (it watches the supervisor) or with its last handle.
   handle->requester = impl_->system->spawn(
       [supervisor = impl_->core->supervisor, deadlines = std::move(deadlines),

@@ -57,7 +57,18 @@ bool ParseHex(std::string_view text, uint64_t* out) {
 
 }  // namespace
 
+std::string SessionToken::Shown(std::string_view text) {
+  if (text.size() <= 64) return std::string(text);
+  return std::string(text.substr(0, 64)) + "... (" + std::to_string(text.size()) + " bytes)";
+}
+
 bool SessionToken::Parse(std::string_view text, SessionToken* out, std::string* error) {
+  if (text.size() > kMaxBytes) {
+    *error = "session token is " + std::to_string(text.size()) + " bytes, more than the " +
+             std::to_string(kMaxBytes) + " a token of " + std::to_string(kMaxDots) +
+             " dots takes; not a token Database::session_token() gave";
+    return false;
+  }
   SessionToken token;
   size_t start = 0;
   while (start < text.size()) {
@@ -69,16 +80,21 @@ bool SessionToken::Parse(std::string_view text, SessionToken* out, std::string* 
     uint64_t counter = 0;
     if (colon == std::string_view::npos || !ParseHex(pair.substr(0, colon), &origin) ||
         !ParseHex(pair.substr(colon + 1), &counter) || counter == 0) {
-      *error = "session token \"" + std::string(text) +
+      *error = "session token \"" + Shown(text) +
                "\" is malformed: expected hex origin:counter pairs joined by ',' (as "
                "Database::session_token() gives), at \"" +
-               std::string(pair) + "\"";
+               Shown(pair) + "\"";
       return false;
     }
     token.Add(origin, counter);
+    if (token.dots().size() > kMaxDots) {
+      *error = "session token \"" + Shown(text) + "\" holds more than " + std::to_string(kMaxDots) +
+               " dots; not a token Database::session_token() gave";
+      return false;
+    }
     start = end + 1;
     if (end + 1 == text.size()) {
-      *error = "session token \"" + std::string(text) + "\" is malformed: it ends with ','";
+      *error = "session token \"" + Shown(text) + "\" is malformed: it ends with ','";
       return false;
     }
   }

@@ -25,6 +25,15 @@ Status ParseReadLevel(std::string_view text, ReadConsistency* out);
 /// Text form: "origin:counter" pairs in hex joined by ','; "" for no writes.
 class SessionToken {
  public:
+  /// Most dots a token may hold: one per database copy that accepted the session's writes, so a
+  /// real token stays far below it. Parse refuses longer text (kMaxBytes), so a client cannot
+  /// make every replica parse megabytes per read.
+  static constexpr size_t kMaxDots = 256;
+  /// 16 hex digits, ':', 16 hex digits and ',' per dot.
+  static constexpr size_t kMaxBytes = kMaxDots * 34;
+  /// `text` for an error message: at most 64 bytes of it, then how long it is.
+  static std::string Shown(std::string_view text);
+
   /// Adds the dot (origin, counter): the counter is kept if higher than the one held.
   void Add(uint64_t origin, uint64_t counter);
   /// Adds every dot of `other` (component-wise maximum).

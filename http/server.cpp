@@ -405,6 +405,12 @@ struct HttpServer::Impl {
     ReadConsistency level = ReadConsistency::kEventual;
     s = ParseReadLevelAndSession(req, &level, &db);
     if (!s.ok()) return ReplyError(res, s);
+    // A read level on a write would be ignored: say so rather than pretend.
+    if (write && req.has_param("consistency")) {
+      return ReplyError(res, Code::kInvalidArgument,
+                        "consistency applies to reads (GET of a key, the keys listing); " + m +
+                            " /" + t.what + " takes session= only");
+    }
     // A write in a session answers with the session's token, to read it back elsewhere.
     auto session_header = [&] {
       if (req.has_param("session")) res.set_header("Kvmesh-Session", db.session_token());

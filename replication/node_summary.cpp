@@ -68,6 +68,11 @@ void NodeSummary::SetDigest(const std::string& path, uint64_t digest) {
   if (r.digest == 0 && r.nodes.empty()) records_.erase(it);
 }
 
+bool NodeSummary::Holds(const std::string& path) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return records_.count(path) > 0;
+}
+
 void NodeSummary::SetPlacement(const std::string& path, std::vector<uint64_t> nodes) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = records_.find(path);

@@ -63,6 +63,9 @@ class NodeSummary {
   /// count for that peer.
   void SetPlacement(const std::string& path, std::vector<uint64_t> nodes);
 
+  /// True if this node has `path` in its catalog (a digest or a placement was set for it).
+  bool Holds(const std::string& path) const;
+
   /// The total over the databases this node shares with `peer`.
   struct Totals {
     uint64_t hash = 0;

@@ -403,7 +403,7 @@ void Replicator::OnSyncTick() {
 }
 
 bool Replicator::Quiet() const {
-  if (dropped_ || leaving_) return false;
+  if (dropped_ || leaving_ || expired_backlog_) return false;
   for (const auto& [peer_id, p] : peers_) {
     if (p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() || !InSync(p) ||
         !store_->version_vector().Includes(p.vector)) {
@@ -426,6 +426,7 @@ void Replicator::SyncNow() {
 void Replicator::RemoveExpired() {
   uint64_t removed = 0;
   Status s = store_->CollectExpired(store_->WallTicks(), kMaxExpiredPerRound, &removed);
+  expired_backlog_ = s.ok() && removed >= kMaxExpiredPerRound;
   if (!s.ok()) {
     spdlog::error("database {}: removing expired keys failed: {}", Quote(store_->path()),
                   s.ToString());

@@ -175,8 +175,9 @@ class Replicator {
   void SyncNow();
   /// True if rounds have nothing to do until something happens (a write, a peer's push or pull,
   /// a new replica set, SyncNow): every peer is known to hold exactly what this replica holds,
-  /// nothing is queued, in flight or being handed over. The owner may stop its round timer then
-  /// (expired records and tombstones wait, as in a passivated replica).
+  /// nothing is queued, in flight or being handed over, and no backlog of expired records waits.
+  /// The owner may then run its rounds rarely (they still remove expired records and collect
+  /// tombstones).
   bool Quiet() const;
   /// The owner stops: gives up on every peer and answers every waiting writer kUnavailable.
   void Stop();
@@ -245,6 +246,8 @@ class Replicator {
   ReplicaSet replicas_;
   /// True when placement no longer lists this node: hand the data over, then drop it.
   bool leaving_ = false;
+  /// The last round removed as many expired keys as a round may: more wait (not quiet).
+  bool expired_backlog_ = false;
   std::map<uint64_t, Peer> peers_;
   std::unordered_map<uint64_t, PendingWrite> writes_;
   /// Records received from peers (pushes and anti-entropy), and those that changed a key.

@@ -31,11 +31,13 @@ class DatabaseActorTest : public ::testing::Test {
     EXPECT_TRUE(storage::Store::Open(options, &store_).ok());
   }
 
-  database_actor Spawn(uint64_t limit, caf::timespan idle, matcher_supervisor_actor supervisor) {
+  database_actor Spawn(uint64_t limit, caf::timespan idle, matcher_supervisor_actor supervisor,
+                       caf::timespan sync_interval = caf::timespan{0}) {
     std::unique_ptr<storage::DatabaseStore> db;
     EXPECT_TRUE(store_->OpenDatabase("/db", "cfg", limit, &db).ok());
     auto replication = std::make_shared<ReplicationOptions>();
     replication->node_id = store_->node_id();
+    if (sync_interval.count() > 0) replication->sync_interval = sync_interval;
     return system_.spawn(
         database_actor_impl, std::shared_ptr<storage::DatabaseStore>(std::move(db)), supervisor,
         idle, std::shared_ptr<const ReplicationOptions>(replication),
@@ -577,6 +579,27 @@ TEST_F(DatabaseActorTest, HeldWatchPullsOfDifferentPrefixesEachGetTheirOwnAnswer
   // /a: the key without its value; "": with it; /b: nothing (answered when its wait ended).
   EXPECT_EQ(answers,
             (std::map<std::string, int>{{"/a/1=;", kEach}, {"/a/1=x;", kEach}, {"", kEach}}));
+  self_->send_exit(db, caf::exit_reason::user_shutdown);
+}
+
+// Found in review: a running database whose replicas are in sync (here it has no peers) stopped
+// its rounds, so while it ran its expired keys were never removed and kept counting in stats and
+// the size limit. Its rounds slow down instead (every 30 sync intervals) and still remove them.
+TEST_F(DatabaseActorTest, ExpiredKeysOfARunningDatabaseInSyncAreStillRemoved) {
+  auto db = Spawn(1 << 20, caf::timespan{0}, matcher_supervisor_actor{},
+                  std::chrono::duration_cast<caf::timespan>(10ms));
+  WriteBatch batch;
+  batch.Put("/short", "v", /*ttl_ms=*/50).Put("/kept", "v");
+  atom::ok ok;
+  ASSERT_TRUE(Ask(self_, db, &ok, atom::batch_v, batch, testing::Later()).ok());
+  uint64_t keys = 0;
+  const bool removed = testing::Eventually(10s, [&] {
+    DatabaseStats stats;
+    if (!Ask(self_, db, &stats, atom::stats_v, testing::Later()).ok()) return false;
+    keys = stats.key_count;
+    return keys == 1;
+  });
+  EXPECT_TRUE(removed) << "still " << keys << " keys counted 10 s after one expired";
   self_->send_exit(db, caf::exit_reason::user_shutdown);
 }
 

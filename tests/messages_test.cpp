@@ -8,6 +8,7 @@
 #include <caf/binary_serializer.hpp>
 
 #include "actor_test_util.hpp"
+#include "messages/cluster.pb.h"
 #include "messages/remote_exits.hpp"
 
 namespace kvmesh {
@@ -153,6 +154,31 @@ TEST(RemoteExitFilterTest, OnlyLocalActorsNoPeerCanNameStopAFilteredActor) {
   watcher->receive([&](caf::down_msg& msg) { down = msg.reason == caf::exit_reason::kill; },
                    caf::after(std::chrono::seconds(5)) >> [] {});
   EXPECT_TRUE(down) << "a local exit did not stop the filtered actor";
+}
+
+// Found in review: node summaries carried database paths in proto3 `string` fields, which
+// protobuf refuses to parse unless they are UTF-8; a path may hold any byte but control
+// characters, so one such database stopped anti-entropy with that peer for good.
+TEST(NodeSummaryWireTest, PathsWithAnyByteRoundTrip) {
+  const std::string path("/users/\xff\xfe/x", 11);
+  proto::NodeSummaryRequest request;
+  request.set_page(true);
+  request.set_after(path);
+  request.set_until(path + "z");
+  proto::SummaryEntry* entry = request.add_entries();
+  entry->set_path(path);
+  entry->set_digest(7);
+  proto::NodeSummaryRequest request_back;
+  ASSERT_TRUE(request_back.ParseFromString(request.SerializeAsString()));
+  EXPECT_EQ(request_back.entries(0).path(), path);
+  EXPECT_EQ(request_back.after(), path);
+  proto::NodeSummaryReply reply;
+  reply.add_differ(path);
+  reply.set_compared_until(path);
+  proto::NodeSummaryReply reply_back;
+  ASSERT_TRUE(reply_back.ParseFromString(reply.SerializeAsString()));
+  EXPECT_EQ(reply_back.differ(0), path);
+  EXPECT_EQ(reply_back.compared_until(), path);
 }
 
 }  // namespace

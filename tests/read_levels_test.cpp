@@ -42,6 +42,30 @@ TEST(SessionTokenTest, MalformedTextIsRefusedNamingThePart) {
   }
 }
 
+// A token is small (a dot per database copy the session wrote through): a huge one is refused
+// at once, before it is parsed into a map, and the error does not echo it back.
+TEST(SessionTokenTest, AnOversizedTokenIsRefusedNamingTheLimit) {
+  std::string huge;
+  for (int i = 1; huge.size() < (1u << 20); ++i) huge += std::to_string(i) + ":1,";
+  huge += "1:1";
+  SessionToken out;
+  std::string error;
+  EXPECT_FALSE(SessionToken::Parse(huge, &out, &error));
+  EXPECT_NE(error.find(std::to_string(SessionToken::kMaxBytes)), std::string::npos) << error;
+  EXPECT_LT(error.size(), 300u);
+  // Short pairs fit the byte limit but not the dot limit.
+  std::string many;
+  for (size_t i = 1; i <= SessionToken::kMaxDots + 1; ++i) {
+    many += (i > 1 ? "," : "") + std::to_string(i) + ":1";
+  }
+  ASSERT_LE(many.size(), SessionToken::kMaxBytes);
+  EXPECT_FALSE(SessionToken::Parse(many, &out, &error));
+  EXPECT_NE(error.find("more than " + std::to_string(SessionToken::kMaxDots) + " dots"),
+            std::string::npos)
+      << error;
+  EXPECT_LT(error.size(), 300u);
+}
+
 TEST(SessionTokenTest, AVectorCoversATokenWhenItsBaseReachesEveryOrigin) {
   SessionToken token;
   token.Add(1, 3);
