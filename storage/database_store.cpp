@@ -1117,15 +1117,20 @@ bool CoversToken(const VersionVector& vector, const SessionToken& token) {
   return true;
 }
 
-Status DatabaseStore::GetRecord(std::string_view raw_key, KeyRecord* out) const {
+Status DatabaseStore::ReadUserKey(std::string_view raw_key, std::string* key, bool* found,
+                                  proto::Record* record) const {
   Status s = CheckUsable();
   if (!s.ok()) return s;
-  std::string key;
-  s = NormalizeKey(raw_key, &key);
+  s = NormalizeKey(raw_key, key);
   if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_key));
+  return ReadRecord(*key, found, record);
+}
+
+Status DatabaseStore::GetRecord(std::string_view raw_key, KeyRecord* out) const {
+  std::string key;
   proto::Record record;
   bool found = false;
-  s = ReadRecord(key, &found, &record);
+  Status s = ReadUserKey(raw_key, &key, &found, &record);
   if (!s.ok()) return s;
   *out = KeyRecord();
   if (!found) return Status::OK();
@@ -1139,14 +1144,10 @@ Status DatabaseStore::GetRecord(std::string_view raw_key, KeyRecord* out) const 
 }
 
 Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
-  Status s = CheckUsable();
-  if (!s.ok()) return s;
   std::string key;
-  s = NormalizeKey(raw_key, &key);
-  if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_key));
   proto::Record record;
   bool found = false;
-  s = ReadRecord(key, &found, &record);
+  Status s = ReadUserKey(raw_key, &key, &found, &record);
   if (!s.ok()) return s;
   if (!found || !Present(record, store_->WallTicks())) {
     return Status::NotFound("key " + Quote(key) + " not found in database " + Quote(path_));

@@ -242,6 +242,10 @@ class DatabaseStore {
   Status CheckUsable() const;
   /// Reads the record of the normalised `key`; *found is false if there is none.
   Status ReadRecord(std::string_view key, bool* found, proto::Record* record) const;
+  /// The same for a key as a caller gave it: normalised into `*key` (errors quote it), on a
+  /// usable store.
+  Status ReadUserKey(std::string_view raw_key, std::string* key, bool* found,
+                     proto::Record* record) const;
   /// The pending state of `key` in `touched`, reading its stored record on first use.
   Status Touch(std::string_view key, Touched* touched, Pending** out) const;
   /// Touches every key of `keys` (normalised; repeats allowed), reading the stored records of

@@ -86,6 +86,47 @@ bool Eventually(std::chrono::milliseconds timeout, Check check) {
   return true;
 }
 
+/// Eight writes made together through `db` (empty, with a size limit of `budget` bytes, a
+/// multiple of 10 of at least 100): ok, over the limit, ok, an erase, ok now, a failed check,
+/// ok, an erase of a missing key. Under load they travel as one message (OrderedRoute::
+/// TakeWrite); each must still get exactly the answer it would get alone, in order, and the
+/// database must end as if they were applied one after another. Returns the first difference,
+/// or an empty string. Every wait is bounded (30 s).
+inline std::string WritesMadeTogetherEachGetTheirOwnAnswer(const Database& db, size_t budget) {
+  const size_t a = budget * 4 / 10 - 2;  // with its key "/a": 40% of the budget
+  const size_t b = budget * 7 / 10 - 2;  // 70%: over the limit while /a is there
+  WriteBatch c_absent;
+  c_absent.Check("/c", {}).Put("/d", "never");
+  std::vector<std::future<Status>> acks;
+  acks.push_back(db.put_async("/a", std::string(a, 'a')));
+  acks.push_back(db.put_async("/b", std::string(b, 'b')));  // over
+  acks.push_back(db.put_async("/c", "x"));
+  acks.push_back(db.erase_async("/a"));
+  acks.push_back(db.put_async("/b", std::string(b, 'b')));  // fits now
+  acks.push_back(db.write_async(c_absent));                 // /c exists
+  acks.push_back(db.put_async("/c", "y"));
+  acks.push_back(db.erase_async("/missing"));
+  const std::vector<Code> expected = {Code::kOk, Code::kSizeLimitExceeded, Code::kOk, Code::kOk,
+                                      Code::kOk, Code::kConditionFailed,   Code::kOk, Code::kOk};
+  for (size_t i = 0; i < acks.size(); ++i) {
+    if (acks[i].wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      return "write " + std::to_string(i) + ": no answer in 30 s";
+    }
+    Status s = acks[i].get();
+    if (s.code() != expected[i]) return "write " + std::to_string(i) + ": " + s.ToString();
+  }
+  Result<std::string> c = db.get("/c");
+  if (!c.ok() || *c != "y") return "/c reads " + (c.ok() ? *c : c.status().ToString());
+  if (!db.get("/d").status().IsNotFound()) return "/d was written by a failed check";
+  Result<DatabaseStats> stats = db.stats();
+  if (!stats.ok()) return stats.status().ToString();
+  if (stats->used_bytes != b + 2 + 3 || stats->key_count != 2) {
+    return "usage " + std::to_string(stats->used_bytes) + " bytes in " +
+           std::to_string(stats->key_count) + " keys, expected " + std::to_string(b + 5) + " in 2";
+  }
+  return "";
+}
+
 /// Streams `rounds` rounds of `writes` asynchronous puts of one key through `db`, with a read
 /// after every fifth, and passivates `node`'s databases in the middle of each round, while the
 /// earlier puts of the round are still in flight. Every request must succeed, every read must see
