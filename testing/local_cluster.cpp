@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "common/path.hpp"
+#include "config/config_set.hpp"
 
 namespace kvmesh {
 namespace {
@@ -51,6 +52,13 @@ Status LocalCluster::Start(LocalClusterOptions options, std::unique_ptr<LocalClu
   if (error) {
     return Status::IOError("cannot create cluster directory " + Quote(options.dir) + ": " +
                            error.message());
+  }
+  if (!options.config_yaml.empty()) {
+    auto configs = std::make_shared<config::ConfigSet>();
+    Status s =
+        config::ConfigSet::LoadString(options.config_yaml, "cluster.yaml", configs.get(), nullptr);
+    if (!s.ok()) return s;
+    options.configs = std::move(configs);
   }
   std::unique_ptr<LocalCluster> cluster(new LocalCluster());
   cluster->faults_ = std::make_shared<FaultInjector>(options.fault_seed);

@@ -34,8 +34,10 @@ struct LocalClusterOptions {
   size_t nodes = 3;
   /// Directory holding every node's data dir (<dir>/node-<i>). Required.
   std::string dir;
-  /// Database configs, shared by all nodes: in memory, or read from `config_dir`.
+  /// Database configs, shared by all nodes: in memory, as YAML text (config-file format, loaded
+  /// by Start, which fails on an error), or read from `config_dir`.
   std::shared_ptr<const config::ConfigSet> configs;
+  std::string config_yaml;
   std::string config_dir;
   /// Template for every node's options; data_dir, config source, cluster_port, seeds and
   /// link_faults are filled per node. The defaults are tuned for fast tests: heartbeats every

@@ -56,12 +56,9 @@ class ClusterTest : public ::testing::Test {
   }
 
   Status StartCluster(size_t nodes, LocalClusterOptions options = {}) {
-    auto configs = std::make_shared<config::ConfigSet>();
-    Status s = config::ConfigSet::LoadString(kConfigs, "cluster.yaml", configs.get(), nullptr);
-    if (!s.ok()) return s;
     options.nodes = nodes;
     options.dir = dir_.path();
-    options.configs = configs;
+    options.config_yaml = kConfigs;
     return LocalCluster::Start(std::move(options), &cluster_);
   }
 

@@ -25,14 +25,11 @@ constexpr char kConfigs[] = R"(
 class ReadLevelsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto configs = std::make_shared<config::ConfigSet>();
-    Status s = config::ConfigSet::LoadString(kConfigs, "cluster.yaml", configs.get(), nullptr);
-    ASSERT_TRUE(s.ok()) << s;
     LocalClusterOptions options;
     options.nodes = 3;
     options.dir = dir_.path();
-    options.configs = configs;
-    s = LocalCluster::Start(std::move(options), &cluster_);
+    options.config_yaml = kConfigs;
+    Status s = LocalCluster::Start(std::move(options), &cluster_);
     ASSERT_TRUE(s.ok()) << s;
   }
 

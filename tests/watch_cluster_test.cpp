@@ -29,13 +29,10 @@ constexpr char kConfigs[] = R"(
 class WatchClusterTest : public ::testing::Test {
  protected:
   Status StartCluster() {
-    auto configs = std::make_shared<config::ConfigSet>();
-    Status s = config::ConfigSet::LoadString(kConfigs, "cluster.yaml", configs.get(), nullptr);
-    if (!s.ok()) return s;
     LocalClusterOptions options;
     options.nodes = 3;
     options.dir = dir_.path();
-    options.configs = configs;
+    options.config_yaml = kConfigs;
     // Watch positions stay valid for half the grace; the harness's default (0) would refuse
     // every resumed position.
     options.node.tombstone_grace = std::chrono::minutes(10);
