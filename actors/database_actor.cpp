@@ -18,7 +18,6 @@ using database_pointer = database_actor::stateful_pointer<database_state>;
 
 /// Group commit: applies the writes queued since the last commit (defined below).
 void CommitGroup(database_pointer self);
-/// Starts the anti-entropy rounds again if they stopped (defined below).
 /// Arms the next anti-entropy round (database_state::round_seq): in sync_interval, or with
 /// `quiet` in kQuietRounds sync intervals (expired keys and tombstones are still collected while
 /// in sync).
@@ -447,6 +446,16 @@ std::vector<uint64_t> ReachableReplicas(database_pointer self) {
   return out;
 }
 
+/// Whether this replica holds every write of the session token `text` (*covered); an error
+/// naming the problem if `text` is not a token.
+Status HoldsSession(const storage::DatabaseStore& store, const std::string& text, bool* covered) {
+  SessionToken token;
+  std::string error;
+  if (!SessionToken::Parse(text, &token, &error)) return Status::InvalidArgument(error);
+  *covered = storage::CoversToken(store.version_vector(), token);
+  return Status::OK();
+}
+
 /// How long a read at a level waits for another replica: the time left before its deadline, at
 /// most the replication timeout.
 caf::timespan PeerReadTimeout(database_pointer self, const Deadline& deadline) {
@@ -554,14 +563,10 @@ caf::result<VersionedValue> ReadAtLevel(database_pointer self, ReadRequest reque
     case ReadConsistency::kEventual:
       return ReadAnswer(local, read->key, read->path);
     case ReadConsistency::kReadYourWrites: {
-      SessionToken token;
-      std::string error;
-      if (!SessionToken::Parse(request.session_token, &token, &error)) {
-        return ToError(Status::InvalidArgument(error));
-      }
-      if (storage::CoversToken(st.store->version_vector(), token)) {
-        return ReadAnswer(local, read->key, read->path);
-      }
+      bool covered = false;
+      s = HoldsSession(*st.store, request.session_token, &covered);
+      if (!s.ok()) return ToError(s);
+      if (covered) return ReadAnswer(local, read->key, read->path);
       read->token = request.session_token;
       break;
     }
@@ -625,12 +630,9 @@ Status CheckListLevel(database_pointer self, const ListOptions& options) {
           "list does not support read level quorum (get and get_versioned do); use eventual or "
           "read_your_writes");
     case ReadConsistency::kReadYourWrites: {
-      SessionToken token;
-      std::string error;
-      if (!SessionToken::Parse(options.session_token, &token, &error)) {
-        return Status::InvalidArgument(error);
-      }
-      if (storage::CoversToken(st.store->version_vector(), token)) return Status::OK();
+      bool covered = false;
+      Status s = HoldsSession(*st.store, options.session_token, &covered);
+      if (!s.ok() || covered) return s;
       return Status::Unavailable("read_your_writes list of database " + Quote(st.store->path()) +
                                  ": the replica on node " + FormatNodeId(st.replication->node_id) +
                                  " does not hold the session's writes (" +
@@ -695,7 +697,6 @@ Status TombstoneAll(storage::DatabaseStore& db, bool make_deltas,
 
 }  // namespace
 
-/// Starts the anti-entropy rounds again if they stopped (see database_state::round_seq).
 void ArmRound(database_pointer self, bool quiet) {
   auto& st = self->state;
   if (st.replication->sync_interval.count() <= 0) return;
@@ -773,7 +774,6 @@ database_actor::behavior_type database_actor_impl(
   auto queue = [self](database_state::QueuedWrite write) {
     auto& st = self->state;
     ++st.requests_since_tick;
-    ArmRound(self);
     st.queued.push_back(std::move(write));
     if (st.queued.size() == 1) self->send(self, atom::commit_v);
   };
@@ -826,16 +826,14 @@ database_actor::behavior_type database_actor_impl(
         }
         settle();
         ++st.requests_since_tick;
-        SessionToken token;
-        std::string error;
-        if (!SessionToken::Parse(token_text, &token, &error)) {
-          return ToError(Status::InvalidArgument(error));
-        }
-        if (!storage::CoversToken(st.store->version_vector(), token)) {
+        bool covered = false;
+        Status s = HoldsSession(*st.store, token_text, &covered);
+        if (!s.ok()) return ToError(s);
+        if (!covered) {
           return ToError(Status::Unavailable("its replica does not hold the session's writes yet"));
         }
         KeyRecord record;
-        Status s = st.store->GetRecord(key, &record);
+        s = st.store->GetRecord(key, &record);
         if (!s.ok()) return ToError(s);
         return record;
       },

@@ -125,8 +125,8 @@ struct database_state {
   /// (a read, a drop, a stop).
   std::vector<QueuedWrite> queued;
   /// Anti-entropy rounds run every sync_interval while the replicator has something to do, and
-  /// only every 30 sync intervals while it is quiet (Replicator::Quiet: in sync with every peer), so
-  /// thousands of idle running databases cost little; the slow rounds still remove expired keys
+  /// only every 30 sync intervals while it is quiet (Replicator::Quiet: in sync with every peer),
+  /// so thousands of idle running databases cost little; the slow rounds still remove expired keys
   /// and collect tombstones. Anything that may change that (a write, a peer's push or pull, a
   /// replica set, the node-level round's sync) brings the next round forward. Only the timer
   /// message carrying `round_seq` counts, so restarting never makes two chains.

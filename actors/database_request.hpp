@@ -268,7 +268,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
                                                    kCoalescedDeadlineSpreadNs);
       if (!message.empty() &&
           (bytes + w_bytes > kMaxBatchBytes || ops + w.batch.ops.size() > kMaxBatchOps || spread)) {
-        SendWrites(self, std::move(message));
+        SendWrites(self, std::move(message), Deadline{earliest});
         message.clear();
         bytes = 0;
         ops = 0;
@@ -283,7 +283,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
       ops += w.batch.ops.size();
       message.push_back(std::move(w));
     }
-    SendWrites(self, std::move(message));
+    SendWrites(self, std::move(message), Deadline{earliest});
   }
 
   /// Drops the writes taken and not yet sent (the owner stops): their callbacks are destroyed
@@ -291,8 +291,9 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   void DropWrites() { taken_.clear(); }
 
  private:
+  /// Sends `writes` (taken, in order) as one message with `deadline`, the earliest of theirs.
   template <class Self>
-  void SendWrites(Self* self, std::vector<CoalescedWrite> writes) {
+  void SendWrites(Self* self, std::vector<CoalescedWrite> writes, Deadline deadline) {
     if (writes.empty()) return;
     if (writes.size() == 1) {
       CoalescedWrite& w = writes.front();
@@ -310,17 +311,11 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
           return;
       }
     }
-    // The message's deadline is the earliest of its writes' (they were made moments apart).
-    Deadline deadline = writes.front().deadline;
     std::vector<WriteBatch> batches;
     batches.reserve(writes.size());
     auto dones = std::make_shared<std::vector<std::function<void(caf::expected<atom::ok>)>>>();
     dones->reserve(writes.size());
     for (auto& w : writes) {
-      if (w.deadline.wall_ns != 0 &&
-          (deadline.wall_ns == 0 || w.deadline.wall_ns < deadline.wall_ns)) {
-        deadline = w.deadline;
-      }
       batches.push_back(std::move(w.batch));
       dones->push_back(std::move(w.done));
     }
