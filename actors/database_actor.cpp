@@ -114,10 +114,10 @@ class DatabaseTransport final : public replication::Transport {
     }
   }
 
-  void Pull(uint64_t peer, uint64_t generation, std::string vector) override {
+  void Pull(uint64_t peer, uint64_t generation, std::string request) override {
     auto self = self_;
     auto target = actors_[peer];
-    self->request(target, self->state.replication->timeout, atom::sync_v, std::move(vector),
+    self->request(target, self->state.replication->timeout, atom::sync_v, std::move(request),
                   NodeId())
         .then(
             [=](std::string& reply) {
@@ -1068,12 +1068,12 @@ database_actor::behavior_type database_actor_impl(
         if (!s.ok()) return ToError(s);
         return atom::ok_v;
       },
-      [=](atom::sync, const std::string& vector, uint64_t from) -> caf::result<std::string> {
+      [=](atom::sync, const std::string& request, uint64_t from) -> caf::result<std::string> {
         // Not counted as use: peers' periodic pulls alone must not keep a database active.
         if (auto err = Unvouched(self, from)) return err;
         ArmRound(self);  // the asker's vector may show writes this replica lacks
         std::string reply;
-        Status s = self->state.replicator->AnswerPull(from, vector, &reply);
+        Status s = self->state.replicator->AnswerPull(from, request, &reply);
         if (!s.ok()) return ToError(s);
         return reply;
       },

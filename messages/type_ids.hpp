@@ -272,8 +272,9 @@ using database_peer_actor = database_client_actor::extend<
     // From another replica (on node `from`): a serialized proto::Delta to apply -> ok once it is
     // durable here. Idempotent; a malformed delta is refused with kInvalidArgument.
     caf::replies_to<atom::replicate, std::string, uint64_t>::with<atom::ok>,
-    // Anti-entropy pull from another replica (on node `from`): its serialized version vector ->
-    // a serialized proto::SyncReply (what it lacks, bounded; our vector; whether more remains).
+    // Anti-entropy pull from another replica (on node `from`): a serialized proto::SyncRequest
+    // (its version vector, and which origins to send) -> a serialized proto::SyncReply (what it
+    // lacks of those origins, bounded; our vector; whether more remains).
     caf::replies_to<atom::sync, std::string, uint64_t>::with<std::string>,
     // A read at a level from another replica (on node `from`): (key, session token, from) ->
     // the record of the key here, tombstones included (the asker compares records by the

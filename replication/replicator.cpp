@@ -127,6 +127,7 @@ void Replicator::GiveUp(uint64_t peer_id) {
   p.resolving = false;
   p.push_in_flight = false;
   p.sync_in_flight = false;
+  p.rounds_waited = 0;
   p.queued.clear();
   auto queued = std::move(p.queued_writes);
   auto inflight = std::move(p.inflight_writes);
@@ -279,17 +280,22 @@ Status Replicator::OnPushReceived(uint64_t from, const std::string& delta) {
 
 // -- Anti-entropy ---------------------------------------------------------------------------------
 
-Status Replicator::AnswerPull(uint64_t from, const std::string& vector, std::string* out) {
+Status Replicator::AnswerPull(uint64_t from, const std::string& bytes, std::string* out) {
   if (Blocked(from, options_.node_id)) {
     return Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)");
   }
+  // The request's field 1 is a version vector's (proto SyncRequest), so the same bytes parse as
+  // both; the vector parser checks what the request parser does not (order, bounds).
+  proto::SyncRequest request;
   storage::VersionVector theirs;
-  if (!storage::VersionVector::Parse(vector, &theirs)) {
-    return Status::InvalidArgument("sync: not a version vector");
+  if (!request.ParseFromString(bytes) || !storage::VersionVector::Parse(bytes, &theirs)) {
+    return Status::InvalidArgument("sync: not a sync request (version vector and origins)");
   }
+  std::set<uint64_t> only(request.only().origins().begin(), request.only().origins().end());
   proto::SyncReply reply;
   bool more = false;
-  Status s = store_->DeltaSince(theirs, options_.chunk_bytes, reply.mutable_delta(), &more);
+  Status s = store_->DeltaSince(theirs, options_.chunk_bytes, reply.mutable_delta(), &more,
+                                request.has_only() ? &only : nullptr);
   if (!s.ok()) return s;
   reply.set_more(more);
   reply.mutable_sender_vector()->ParseFromString(store_->version_vector().Serialize());
@@ -313,8 +319,82 @@ void Replicator::Pull(uint64_t peer_id, int chunks_left) {
   if (!ReadyToSend(peer_id, p)) return;
   p.sync_in_flight = true;
   p.chunks_left = chunks_left;
+  p.rounds_waited = 0;
+  // Only the origins this peer is the source of; none (a pull that only trades vectors) while
+  // its vector is unknown or another peer is the source of everything we lack. Its answer
+  // brings its vector, after which it may be asked again (OnPullAnswered).
+  AssignSources();
+  p.asked = SourcedFrom(peer_id);
+  proto::SyncRequest only;
+  auto* origins = only.mutable_only();  // present even when empty: "nothing but your vector"
+  for (uint64_t origin : p.asked) origins->add_origins(origin);
   if (options_.node_summary) options_.node_summary->CountDatabasePull();
-  transport_->Pull(peer_id, p.generation, store_->version_vector().Serialize());
+  // A serialized vector followed by field 2 is the SyncRequest (Protobuf merges concatenations).
+  transport_->Pull(peer_id, p.generation,
+                   store_->version_vector().Serialize() + only.SerializeAsString());
+}
+
+/// How good a source of missing writes `p` is now: 0 none (its vector is unknown, or fault
+/// injection cuts us off from it), 1 a poor one (its replica is not found, membership sees it
+/// down, a request to it failed, or its pull has waited a whole sync round), 2 a good one.
+int Replicator::SourceRank(uint64_t peer_id, const Peer& p) const {
+  if (!p.vector_known || Blocked(options_.node_id, peer_id)) return 0;
+  if (!p.found || !p.reachable || p.rounds_waited >= 2 ||
+      Contains(replicas_.unreachable, peer_id)) {
+    return 1;
+  }
+  return 2;
+}
+
+/// Chooses, for each origin of which some peer's vector (as last told) holds writes this
+/// replica lacks, the one peer to pull that origin from: the source chosen before while it is
+/// among the best ranked (it may be mid-exchange), else the best ranked peer with the highest
+/// base for the origin, ties spread over peers by origin. What the source lacks itself, another
+/// peer's vector still shows once the source's answer has been applied, so it is asked of that
+/// peer next; a source that stops answering ranks lower and loses its origins.
+void Replicator::AssignSources() {
+  const storage::VersionVector& mine = store_->version_vector();
+  std::map<uint64_t, std::vector<uint64_t>> holders;  // origin -> peers holding what we lack
+  for (const auto& [peer_id, p] : peers_) {
+    if (!p.vector_known) continue;
+    for (uint64_t origin : mine.OriginsLacking(p.vector)) holders[origin].push_back(peer_id);
+  }
+  std::map<uint64_t, uint64_t> sources;
+  for (const auto& [origin, candidates] : holders) {
+    int best_rank = 0;
+    for (uint64_t c : candidates) best_rank = std::max(best_rank, SourceRank(c, peers_.at(c)));
+    if (best_rank == 0) continue;
+    auto before = sources_.find(origin);
+    if (before != sources_.end() && Contains(candidates, before->second) &&
+        SourceRank(before->second, peers_.at(before->second)) == best_rank) {
+      sources.emplace(origin, before->second);
+      continue;
+    }
+    std::vector<uint64_t> best;
+    uint64_t best_base = 0;
+    for (uint64_t c : candidates) {
+      const Peer& p = peers_.at(c);
+      if (SourceRank(c, p) != best_rank) continue;
+      const uint64_t base = p.vector.Base(origin);
+      if (best.empty() || base > best_base) {
+        best = {c};
+        best_base = base;
+      } else if (base == best_base) {
+        best.push_back(c);
+      }
+    }
+    sources.emplace(origin, best[origin % best.size()]);
+  }
+  sources_ = std::move(sources);
+}
+
+/// The origins peer `peer_id` is the source of (AssignSources).
+std::set<uint64_t> Replicator::SourcedFrom(uint64_t peer_id) const {
+  std::set<uint64_t> out;
+  for (const auto& [origin, source] : sources_) {
+    if (source == peer_id) out.insert(origin);
+  }
+  return out;
 }
 
 void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genuine,
@@ -343,10 +423,19 @@ void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genu
   peer.vector = std::move(theirs);
   peer.vector_known = true;
   peer.reachable = true;
-  if (reply.more() && peer.chunks_left > 0) {
-    // Bounded per round like pushes: the next round goes on.
-    Pull(peer_id, peer.chunks_left - 1);
-    return;
+  peer.rounds_waited = 0;
+  if (peer.chunks_left > 0) {
+    // Ask again while the answer was cut at its budget, or when the peer (its vector now
+    // known) is the source of origins it was not asked for. Bounded per round like pushes:
+    // the next round goes on.
+    AssignSources();
+    const std::set<uint64_t> sourced = SourcedFrom(peer_id);
+    const bool new_origins =
+        !std::includes(peer.asked.begin(), peer.asked.end(), sourced.begin(), sourced.end());
+    if (!sourced.empty() && (reply.more() || new_origins)) {
+      Pull(peer_id, peer.chunks_left - 1);
+      return;
+    }
   }
   FinishExchange(peer_id, peer);
 }
@@ -377,6 +466,11 @@ void Replicator::OnHandOverAnswered(uint64_t peer_id, uint64_t generation) {
 void Replicator::OnSyncTick() {
   if (dropped_) return;
   RemoveExpired();
+  // A pull unanswered for a whole round marks its peer slow (SourceRank): the pulls below ask
+  // another peer for its origins, so one slow peer does not stall a catch-up.
+  for (auto& [peer_id, p] : peers_) {
+    if (p.sync_in_flight) ++p.rounds_waited;
+  }
   bool exchanging = false;
   for (auto& [peer_id, p] : peers_) {
     if (p.sync_in_flight || p.resolving) {

@@ -6,7 +6,9 @@
 // stays applied where it reached and spreads by anti-entropy). Pushes to one peer are sent one at
 // a time; deltas written meanwhile are concatenated and sent together, so pushes batch under
 // load, and each peer's queue is bounded. Anti-entropy: every sync round (and when a peer is
-// reached again) it pulls from each peer what it lacks by version vector, in chunks. Tombstones
+// reached again) it pulls from each peer what it lacks by version vector, in chunks, asking each
+// origin's writes of one peer only (its source, below), so a replica far behind receives each
+// missed record about once rather than once per peer. Tombstones
 // are collected once every replica's vector covers them and they are older than a grace period.
 // A replica that placement moved elsewhere keeps serving until every new replica holds all its
 // writes, then drops its copy.
@@ -23,6 +25,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -56,9 +59,10 @@ class Transport {
   /// duplicate made by fault injection).
   virtual void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) = 0;
 
-  /// Asks the peer's replica for what `vector` (our serialized version vector) lacks. Answer:
-  /// OnPullAnswered with its serialized proto::SyncReply, or OnRequestFailed.
-  virtual void Pull(uint64_t peer, uint64_t generation, std::string vector) = 0;
+  /// Asks the peer's replica for what `request` (a serialized proto::SyncRequest: our version
+  /// vector, and which origins to send) lacks. Answer: OnPullAnswered with its serialized
+  /// proto::SyncReply, or OnRequestFailed.
+  virtual void Pull(uint64_t peer, uint64_t generation, std::string request) = 0;
 
   /// Hands `delta` (what the peer lacks) over to the peer's replica. Answer: OnHandOverAnswered,
   /// or OnRequestFailed.
@@ -136,10 +140,11 @@ class Replicator {
   /// link from `from` is cut by fault injection).
   Status OnPushReceived(uint64_t from, const std::string& delta);
 
-  /// An anti-entropy pull from the replica on node `from`, whose serialized version vector is
-  /// `vector`: sets `*reply` to a serialized proto::SyncReply (what it lacks, bounded by
-  /// Options::chunk_bytes; our vector; whether more remains).
-  Status AnswerPull(uint64_t from, const std::string& vector, std::string* reply);
+  /// An anti-entropy pull from the replica on node `from`: `request` is a serialized
+  /// proto::SyncRequest (or, from a node that predates it, a plain serialized version vector).
+  /// Sets `*reply` to a serialized proto::SyncReply (what it lacks of the origins asked, bounded
+  /// by Options::chunk_bytes; our vector; whether more remains).
+  Status AnswerPull(uint64_t from, const std::string& request, std::string* reply);
 
   // -- Answers to our requests (stale generations are ignored) --
 
@@ -214,6 +219,10 @@ class Replicator {
     bool sync_in_flight = false;
     /// Chunks the current anti-entropy exchange may still pull or hand over.
     int chunks_left = 0;
+    /// The origins the pull in flight asked for, and the sync rounds that began since it was
+    /// sent: from the second on, the peer is slow and its origins are asked of another peer.
+    std::set<uint64_t> asked;
+    int rounds_waited = 0;
   };
   struct PendingWrite {
     uint32_t acks = 1;
@@ -233,6 +242,9 @@ class Replicator {
   void Flush(uint64_t peer_id);
   void Push(const std::string& delta, uint64_t write_id);
   void Pull(uint64_t peer_id, int chunks_left);
+  int SourceRank(uint64_t peer_id, const Peer& p) const;
+  void AssignSources();
+  std::set<uint64_t> SourcedFrom(uint64_t peer_id) const;
   void FinishExchange(uint64_t peer_id, Peer& p);
   void AfterRound();
   void CollectTombstones(const storage::VersionVector& stable);
@@ -249,6 +261,9 @@ class Replicator {
   /// The last round removed as many expired keys as a round may: more wait (not quiet).
   bool expired_backlog_ = false;
   std::map<uint64_t, Peer> peers_;
+  /// Anti-entropy sources: for each origin of which some peer holds writes this replica lacks,
+  /// the one peer pulled from for it (AssignSources).
+  std::map<uint64_t, uint64_t> sources_;
   std::unordered_map<uint64_t, PendingWrite> writes_;
   /// Records received from peers (pushes and anti-entropy), and those that changed a key.
   uint64_t entries_received_ = 0;

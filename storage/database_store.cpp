@@ -897,7 +897,7 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
 // current records, so superseded writes cost nothing, and the coverage range tells the peer it
 // need not wait for them.
 Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, std::string* out,
-                                 bool* more) const {
+                                 bool* more, const std::set<uint64_t>* only) const {
   Status s = CheckUsable();
   if (!s.ok()) return s;
   *more = false;
@@ -905,6 +905,7 @@ Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, 
   size_t bytes = 0;
   rocksdb::DB* db = store_->db();
   for (uint64_t origin : version_vector_.Origins()) {
+    if (only != nullptr && only->count(origin) == 0) continue;
     const uint64_t from = remote.Base(origin);
     const uint64_t base = version_vector_.Base(origin);
     // How far the coverage claim for this origin reaches: the local base, or just below the

@@ -59,6 +59,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -157,10 +158,11 @@ class DatabaseStore {
   /// `remote` lacks: the current records of dots it does not cover and, for each origin where
   /// this replica's base is higher, a coverage range. Stops near `max_bytes` (at least one entry
   /// is always included); `*more` tells whether anything was left out, in which case the peer
-  /// asks again with its updated vector. Cost: proportional to what is sent, not to the size
-  /// of the database.
-  Status DeltaSince(const VersionVector& remote, size_t max_bytes, std::string* delta,
-                    bool* more) const;
+  /// asks again with its updated vector. `only` (null: every origin) limits the records and
+  /// ranges to those origins. Cost: proportional to what is sent, not to the size of the
+  /// database.
+  Status DeltaSince(const VersionVector& remote, size_t max_bytes, std::string* delta, bool* more,
+                    const std::set<uint64_t>* only = nullptr) const;
 
   /// Deletes every tombstone whose dot `stable` covers (every replica has seen it; so no older
   /// write of that key can come back) and whose timestamp is at most `max_hlc` (the tombstone

@@ -67,17 +67,38 @@ std::vector<uint64_t> VersionVector::Origins() const {
   return out;
 }
 
+namespace {
+
+/// True if `mine` (null: nothing seen) has seen every write of one origin that `theirs` has.
+template <class EntryT>
+bool EntryIncludes(const EntryT* mine, const EntryT& theirs) {
+  if (mine == nullptr) return false;  // `theirs` is never empty
+  if (mine->base < theirs.base) return false;
+  for (uint64_t extra : theirs.extras) {
+    if (extra > mine->base && mine->extras.count(extra) == 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool VersionVector::Includes(const VersionVector& other) const {
   for (const auto& [origin, theirs] : other.entries_) {
     auto it = entries_.find(origin);
-    if (it == entries_.end()) return false;  // `theirs` is never empty
-    const Entry& mine = it->second;
-    if (mine.base < theirs.base) return false;
-    for (uint64_t extra : theirs.extras) {
-      if (extra > mine.base && mine.extras.count(extra) == 0) return false;
-    }
+    if (!EntryIncludes(it == entries_.end() ? nullptr : &it->second, theirs)) return false;
   }
   return true;
+}
+
+std::vector<uint64_t> VersionVector::OriginsLacking(const VersionVector& other) const {
+  std::vector<uint64_t> out;
+  for (const auto& [origin, theirs] : other.entries_) {
+    auto it = entries_.find(origin);
+    if (!EntryIncludes(it == entries_.end() ? nullptr : &it->second, theirs)) {
+      out.push_back(origin);
+    }
+  }
+  return out;
 }
 
 VersionVector VersionVector::Min(const VersionVector& a, const VersionVector& b) {

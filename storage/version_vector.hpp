@@ -52,6 +52,10 @@ class VersionVector {
   /// True if this vector has seen every write `other` has seen (bases and extras).
   bool Includes(const VersionVector& other) const;
 
+  /// The origins of which `other` has seen a write this vector has not, ascending: what a
+  /// replica with this vector may pull from one with `other`.
+  std::vector<uint64_t> OriginsLacking(const VersionVector& other) const;
+
   /// Component-wise minimum of the bases (extras dropped): the writes both have surely seen.
   static VersionVector Min(const VersionVector& a, const VersionVector& b);
 

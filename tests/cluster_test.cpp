@@ -550,11 +550,54 @@ TEST_F(ClusterTest, ARestartedNodeReceivesOnlyTheWritesItMissed) {
   ASSERT_TRUE(s.ok()) << s;
   ReplicationStatus restarted;
   ASSERT_TRUE(cluster_->ReplicaStatus(2, "/loose/catchup", &restarted).ok());
-  // Exactly the 350 writes it missed changed it; it may hear of them from both peers, but it
-  // never receives the 1000 records it already had.
+  // Exactly the 350 writes it missed changed it, and it never receives the 1000 records it
+  // already had. (How often it receives each missed one: the next test.)
   EXPECT_EQ(restarted.entries_applied, 350u);
   EXPECT_LE(restarted.entries_received, 700u);
   EXPECT_EQ(restarted.key_count, 1300u);
+}
+
+// Issue 19: a restarted replica pulled what it missed from both peers at once and received every
+// missed record twice. Each origin's writes now come from one peer.
+TEST_F(ClusterTest, ARestartedNodeReceivesEachMissedRecordAboutOnce) {
+  {
+    Status started = StartCluster(3);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  constexpr char kPath[] = "/strict/catchup";
+  Database db = Open(0, kPath);
+  ASSERT_TRUE(db.put("/warm", "w").ok());
+  ASSERT_TRUE(cluster_->WaitForConvergence(kPath, seconds(10)).ok());
+
+  cluster_->Crash(2);
+  ASSERT_TRUE(cluster_->WaitForMembership(seconds(10)).ok());
+  constexpr uint64_t kMissed = 2000;
+  for (uint64_t i = 0; i < kMissed; i += 200) {
+    WriteBatch batch;
+    for (uint64_t k = i; k < i + 200; ++k)
+      batch.Put("/c/" + std::to_string(k), std::string(100, 'c'));
+    Status w = db.write(batch);
+    ASSERT_TRUE(w.ok()) << w;
+  }
+
+  ASSERT_TRUE(cluster_->Restart(2).ok());
+  Status s = cluster_->WaitForConvergence(kPath, seconds(30));
+  ASSERT_TRUE(s.ok()) << s;
+  ReplicationStatus restarted;
+  ASSERT_TRUE(cluster_->ReplicaStatus(2, kPath, &restarted).ok());
+  std::printf("records missed %llu, received %llu, applied %llu\n",
+              static_cast<unsigned long long>(kMissed),
+              static_cast<unsigned long long>(restarted.entries_received),
+              static_cast<unsigned long long>(restarted.entries_applied));
+  EXPECT_EQ(restarted.entries_applied, kMissed);
+  EXPECT_LE(restarted.entries_received, kMissed * 11 / 10 + 50)
+      << "records received for " << kMissed << " missed";
+  EXPECT_EQ(restarted.key_count, kMissed + 1);
+  for (uint64_t k : {uint64_t{0}, kMissed / 2, kMissed - 1}) {
+    Result<std::string> value = Open(2, kPath).get("/c/" + std::to_string(k));
+    ASSERT_TRUE(value.ok()) << value.status();
+    EXPECT_EQ(*value, std::string(100, 'c'));
+  }
 }
 
 TEST_F(ClusterTest, TombstonesAreCollectedAndDeletesStayDeleted) {

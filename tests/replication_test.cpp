@@ -9,10 +9,12 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "common/path.hpp"
+#include "messages/cluster.pb.h"
 #include "replication/replicator.hpp"
 #include "storage/database_store.hpp"
 #include "storage/store.hpp"
@@ -82,7 +84,7 @@ class Replica : public Transport {
   void Lookup(uint64_t peer, uint64_t generation) override;
   void Push(uint64_t peer, uint64_t generation, std::string delta) override;
   void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) override;
-  void Pull(uint64_t peer, uint64_t generation, std::string vector) override;
+  void Pull(uint64_t peer, uint64_t generation, std::string request) override;
   void HandOver(uint64_t peer, uint64_t generation, std::string delta) override;
   void AnswerWriter(uint64_t write_id, Status status) override {
     EXPECT_EQ(answers_.count(write_id), 0u) << "write " << write_id << " answered twice";
@@ -245,18 +247,20 @@ void Replica::Push(uint64_t peer, uint64_t generation, std::string delta) {
 void Replica::PushDuplicate(uint64_t peer, std::string delta, uint32_t) {
   Send(Message::kPush, peer, 0, std::move(delta));
 }
-void Replica::Pull(uint64_t peer, uint64_t generation, std::string vector) {
-  Send(Message::kPull, peer, generation, std::move(vector));
+void Replica::Pull(uint64_t peer, uint64_t generation, std::string request) {
+  Send(Message::kPull, peer, generation, std::move(request));
 }
 void Replica::HandOver(uint64_t peer, uint64_t generation, std::string delta) {
   Send(Message::kHandOver, peer, generation, std::move(delta));
 }
 
-/// Link faults a test sets: drops the next `drop_next` pushes.
+/// Link faults a test sets: drops the next `drop_next` pushes, and cuts the links in `cut`
+/// (from, to).
 class FakeFaults : public LinkFaults {
  public:
   int drop_next = 0;
-  bool Blocked(uint64_t, uint64_t) const override { return false; }
+  std::set<std::pair<uint64_t, uint64_t>> cut;
+  bool Blocked(uint64_t from, uint64_t to) const override { return cut.count({from, to}) > 0; }
   DeltaFate NextDeltaFate() override {
     DeltaFate fate;
     if (drop_next > 0) {
@@ -697,6 +701,147 @@ TEST(ReplicationTest, MayPassivateOnlyWhenEveryPeerHoldsItsWritesAndItIsNotLeavi
   // node 1 stays up until its hand-over has run.
   net[1].replicator().OnReplicaSet(Set({2}, 1));
   EXPECT_FALSE(net[1].replicator().MayPassivate());
+}
+
+/// Three replicas in sync; then node 1 takes `n` writes of 100-byte values whose pushes to node
+/// 3 are lost (node 2 gets them): node 3 lacks `n` records, all of node 1's origin, which both
+/// node 1 and node 2 hold.
+void LeaveNode3Behind(Net& net, int n, const Options& options = {}) {
+  for (uint64_t id : {1, 2, 3}) net.Add(id, Set({1, 2, 3}, 1), options);
+  net[1].Write("warm", "w");
+  Converge(net);
+  for (int i = 0; i < n; ++i) {
+    net[1].Write("k" + std::to_string(i), std::string(100, 'v'));
+    for (int j; (j = net.Find(Message::kPush, 1, 3)) >= 0;) net.Take(j);
+    net.DeliverAll();
+  }
+}
+
+/// True if replica `id` holds the `n` keys LeaveNode3Behind wrote.
+bool HoldsAll(Net& net, uint64_t id, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (net[id].Get("k" + std::to_string(i)) != std::string(100, 'v')) return false;
+  }
+  return true;
+}
+
+/// Delivers messages in order until node 3 sends a pull that asks for some origins (to the
+/// peer it chose as their source), and takes that pull off the queue.
+Message TakeNode3SourcedPull(Net& net) {
+  for (int steps = 0; steps < kMaxSteps && !net.queue.empty(); ++steps) {
+    for (size_t i = 0; i < net.queue.size(); ++i) {
+      const Message& m = net.queue[i];
+      proto::SyncRequest request;
+      if (m.kind == Message::kPull && m.from == 3 && request.ParseFromString(m.payload) &&
+          request.only().origins_size() > 0) {
+        return net.Take(i);
+      }
+    }
+    net.Deliver(0);
+  }
+  ADD_FAILURE() << "node 3 never asked a peer for the origins it lacks";
+  return Message{Message::kPull};
+}
+
+// Issue 19: a replica far behind pulled what it lacked from every peer at once, so it received
+// each missed record once per peer. Each origin is now pulled from one peer.
+TEST(ReplicationTest, AReplicaFarBehindReceivesEachMissedRecordFromOnePeer) {
+  Net net;
+  Options options;
+  options.chunk_bytes = 1024;  // about 8 records a chunk: the catch-up takes many chunks
+  constexpr int kMissed = 300;
+  LeaveNode3Behind(net, kMissed, options);
+  const ReplicationStatus before = net[3].replicator().MakeStatus();
+  for (int round = 0; round < 5 && !HoldsAll(net, 3, kMissed); ++round) net.SyncRound();
+  EXPECT_TRUE(HoldsAll(net, 3, kMissed));
+  Converge(net);
+  const ReplicationStatus after = net[3].replicator().MakeStatus();
+  EXPECT_EQ(after.entries_applied - before.entries_applied, uint64_t{kMissed});
+  EXPECT_LE(after.entries_received - before.entries_received, uint64_t{kMissed})
+      << "records received for " << kMissed << " missed";
+}
+
+// The peer chosen as the source does not answer for a whole round: the next round asks the
+// other peer, and the late answer changes nothing.
+TEST(ReplicationTest, CatchUpGoesOnFromAnotherPeerWhenItsSourceIsSlow) {
+  Net net;
+  constexpr int kMissed = 50;
+  LeaveNode3Behind(net, kMissed);
+  net[3].replicator().SyncNow();  // as the node-level round does when the digests differ
+  const Message held = TakeNode3SourcedPull(net);
+  const uint64_t source = held.to;
+  net.DeliverAll();
+  EXPECT_FALSE(HoldsAll(net, 3, kMissed));
+  for (int round = 0; round < 3 && !HoldsAll(net, 3, kMissed); ++round) {
+    net[3].replicator().OnSyncTick();
+    net.DeliverAll();
+  }
+  EXPECT_TRUE(HoldsAll(net, 3, kMissed)) << "catch-up waited for slow node " << source;
+  net.queue.push_back(held);
+  net.DeliverAll();
+  Converge(net);
+}
+
+// The source is cut off mid-catch-up (its answer fails and the link stays cut): the other peer,
+// which holds the same writes, sends them.
+TEST(ReplicationTest, CatchUpGoesOnFromAnotherPeerWhenItsSourceIsCutOff) {
+  Net net;
+  auto faults = std::make_shared<FakeFaults>();
+  Options options;
+  options.faults = faults;
+  options.chunk_bytes = 1024;
+  constexpr int kMissed = 100;
+  LeaveNode3Behind(net, kMissed, options);
+  net[3].replicator().SyncNow();
+  Message held = TakeNode3SourcedPull(net);
+  const uint64_t source = held.to;
+  // One chunk arrives, then the link is cut.
+  net.queue.push_front(held);
+  net.Deliver(0);
+  net.Deliver(static_cast<size_t>(net.Find(Message::kAnswer, source, 3)));
+  ASSERT_FALSE(HoldsAll(net, 3, kMissed));
+  faults->cut = {{3, source}, {source, 3}};
+  net.DeliverAll();
+  for (int round = 0; round < 3 && !HoldsAll(net, 3, kMissed); ++round) {
+    net[3].replicator().OnSyncTick();
+    net.DeliverAll();
+  }
+  EXPECT_TRUE(HoldsAll(net, 3, kMissed)) << "catch-up stalled on cut-off node " << source;
+  faults->cut.clear();
+  Converge(net);
+}
+
+// What the source lacks itself comes from the peer that holds it, in a later round: node 2 holds
+// only the first half of node 1's writes and answers node 3 first, so it is the source.
+TEST(ReplicationTest, WhatTheSourceLacksComesFromAnotherPeer) {
+  Net net;
+  constexpr int kMissed = 40;
+  for (uint64_t id : {1, 2, 3}) net.Add(id, Set({1, 2, 3}, 1));
+  net[1].Write("warm", "w");
+  Converge(net);
+  for (int i = 0; i < kMissed; ++i) {
+    net[1].Write("k" + std::to_string(i), std::string(100, 'v'));
+    for (int j; (j = net.Find(Message::kPush, 1, 3)) >= 0;) net.Take(j);
+    if (i >= kMissed / 2) {
+      for (int j; (j = net.Find(Message::kPush, 1, 2)) >= 0;) net.Take(j);
+    }
+    net.DeliverAll();
+  }
+  const ReplicationStatus before = net[3].replicator().MakeStatus();
+  net[3].replicator().SyncNow();
+  net.Deliver(static_cast<size_t>(net.Find(Message::kPull, 3, 2)));
+  net.Deliver(static_cast<size_t>(net.Find(Message::kAnswer, 2, 3)));
+  net.DeliverAll();  // node 1's answer only trades vectors; node 2 sends the first half
+  EXPECT_EQ(net[3].Get("k0"), std::string(100, 'v'));
+  EXPECT_FALSE(HoldsAll(net, 3, kMissed));
+  for (int round = 0; round < 3 && !HoldsAll(net, 3, kMissed); ++round) {
+    net[3].replicator().OnSyncTick();
+    net.DeliverAll();
+  }
+  EXPECT_TRUE(HoldsAll(net, 3, kMissed));
+  const ReplicationStatus after = net[3].replicator().MakeStatus();
+  EXPECT_LE(after.entries_received - before.entries_received, uint64_t{kMissed});
+  Converge(net);
 }
 
 }  // namespace
