@@ -748,7 +748,7 @@ Message TakeNode3SourcedPull(Net& net) {
 TEST(ReplicationTest, AReplicaFarBehindReceivesEachMissedRecordFromOnePeer) {
   Net net;
   Options options;
-  options.chunk_bytes = 1024;  // about 8 records a chunk: the catch-up takes many chunks
+  options.chunk_bytes = 16 << 10;  // about 120 records a chunk: the catch-up takes 3 chunks
   constexpr int kMissed = 300;
   LeaveNode3Behind(net, kMissed, options);
   const ReplicationStatus before = net[3].replicator().MakeStatus();
