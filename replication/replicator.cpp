@@ -320,18 +320,25 @@ void Replicator::Pull(uint64_t peer_id, int chunks_left) {
   p.sync_in_flight = true;
   p.chunks_left = chunks_left;
   p.rounds_waited = 0;
-  // Only the origins this peer is the source of; none (a pull that only trades vectors) while
-  // its vector is unknown or another peer is the source of everything we lack. Its answer
-  // brings its vector, after which it may be asked again (OnPullAnswered).
-  AssignSources();
-  p.asked = SourcedFrom(peer_id);
-  proto::SyncRequest only;
-  auto* origins = only.mutable_only();  // present even when empty: "nothing but your vector"
-  for (uint64_t origin : p.asked) origins->add_origins(origin);
+  // A plain vector asks for every origin; a serialized vector followed by field 2 is the
+  // SyncRequest with an origin filter (Protobuf merges concatenations).
+  std::string request = store_->version_vector().Serialize();
+  // With one peer there is nobody to share the work with: it is asked for every origin, which
+  // saves the round trip that learns its vector.
+  p.asked_all = peers_.size() == 1;
+  if (!p.asked_all) {
+    // Only the origins this peer is the source of; none (a pull that only trades vectors) while
+    // its vector is unknown or another peer is the source of everything we lack. Its answer
+    // brings its vector, after which it may be asked again (OnPullAnswered).
+    AssignSources();
+    p.asked = SourcedFrom(peer_id);
+    proto::SyncRequest only;
+    auto* origins = only.mutable_only();  // present even when empty: "nothing but your vector"
+    for (uint64_t origin : p.asked) origins->add_origins(origin);
+    request += only.SerializeAsString();
+  }
   if (options_.node_summary) options_.node_summary->CountDatabasePull();
-  // A serialized vector followed by field 2 is the SyncRequest (Protobuf merges concatenations).
-  transport_->Pull(peer_id, p.generation,
-                   store_->version_vector().Serialize() + only.SerializeAsString());
+  transport_->Pull(peer_id, p.generation, std::move(request));
 }
 
 /// How good a source of missing writes `p` is now: 0 none (its vector is unknown, or fault
@@ -428,11 +435,15 @@ void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genu
     // Ask again while the answer was cut at its budget, or when the peer (its vector now
     // known) is the source of origins it was not asked for. Bounded per round like pushes:
     // the next round goes on.
-    AssignSources();
-    const std::set<uint64_t> sourced = SourcedFrom(peer_id);
-    const bool new_origins =
-        !std::includes(peer.asked.begin(), peer.asked.end(), sourced.begin(), sourced.end());
-    if (!sourced.empty() && (reply.more() || new_origins)) {
+    bool again = reply.more();
+    if (!peer.asked_all) {
+      AssignSources();
+      const std::set<uint64_t> sourced = SourcedFrom(peer_id);
+      const bool new_origins =
+          !std::includes(peer.asked.begin(), peer.asked.end(), sourced.begin(), sourced.end());
+      again = !sourced.empty() && (reply.more() || new_origins);
+    }
+    if (again) {
       Pull(peer_id, peer.chunks_left - 1);
       return;
     }

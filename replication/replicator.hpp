@@ -219,8 +219,10 @@ class Replicator {
     bool sync_in_flight = false;
     /// Chunks the current anti-entropy exchange may still pull or hand over.
     int chunks_left = 0;
-    /// The origins the pull in flight asked for, and the sync rounds that began since it was
-    /// sent: from the second on, the peer is slow and its origins are asked of another peer.
+    /// The origins the pull in flight asked for (all of them if `asked_all`), and the sync
+    /// rounds that began since it was sent: from the second on, the peer is slow and its
+    /// origins are asked of another peer.
+    bool asked_all = false;
     std::set<uint64_t> asked;
     int rounds_waited = 0;
   };

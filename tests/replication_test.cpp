@@ -15,6 +15,7 @@
 
 #include "common/path.hpp"
 #include "messages/cluster.pb.h"
+#include "messages/replication.pb.h"
 #include "replication/replicator.hpp"
 #include "storage/database_store.hpp"
 #include "storage/store.hpp"
@@ -842,6 +843,37 @@ TEST(ReplicationTest, WhatTheSourceLacksComesFromAnotherPeer) {
   const ReplicationStatus after = net[3].replicator().MakeStatus();
   EXPECT_LE(after.entries_received - before.entries_received, uint64_t{kMissed});
   Converge(net);
+}
+
+// Nodes that predate origin filters send a plain version vector, and read a SyncRequest as one:
+// both keep working (an old node sends more than asked, never less).
+TEST(ReplicationTest, PullsWithAndWithoutAnOriginFilterAreUnderstood) {
+  Net net;
+  net.Add(1, Set({1}, 1));
+  net[1].Write("a", "1");
+  auto entries_sent = [&](const std::string& request) {
+    std::string bytes;
+    Status s = net[1].replicator().AnswerPull(2, request, &bytes);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    proto::SyncReply reply;
+    proto::Delta delta;
+    EXPECT_TRUE(reply.ParseFromString(bytes) && delta.ParseFromString(reply.delta()));
+    EXPECT_GT(reply.sender_vector().entries_size(), 0);
+    return delta.entries_size();
+  };
+  EXPECT_EQ(entries_sent(storage::VersionVector().Serialize()), 1) << "a plain vector";
+  proto::SyncRequest nothing;
+  nothing.mutable_only();
+  EXPECT_EQ(entries_sent(nothing.SerializeAsString()), 0) << "a filter naming no origin";
+  // A request with a filter parses as the vector it carries, as an old node reads it.
+  storage::VersionVector vector;
+  vector.Add({7, 3});
+  proto::SyncRequest request;
+  ASSERT_TRUE(request.ParseFromString(vector.Serialize()));
+  request.mutable_only()->add_origins(7);
+  storage::VersionVector parsed;
+  ASSERT_TRUE(storage::VersionVector::Parse(request.SerializeAsString(), &parsed));
+  EXPECT_EQ(parsed, vector);
 }
 
 }  // namespace
