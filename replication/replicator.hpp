@@ -7,7 +7,9 @@
 // a time; deltas written meanwhile are concatenated and sent together, so pushes batch under
 // load, and each peer's queue is bounded. Anti-entropy: every sync round (and when a peer is
 // reached again) it pulls from each peer what it lacks by version vector, in chunks. Tombstones
-// are collected once every replica's vector covers them and they are older than a grace period.
+// are collected once every replica's vector covers them and they are older than a grace period;
+// a peer back from outside the placement view gets a stale repair (StartFullSync), a full
+// comparison of keys and dots that removes what the other side deleted and collected meanwhile.
 // A replica that placement moved elsewhere keeps serving until every new replica holds all its
 // writes, then drops its copy.
 //
@@ -91,8 +93,9 @@ struct Options {
   size_t max_queued_bytes = 64u << 20;
   /// A tombstone is collected only once it is this old (and every replica has seen it), so a
   /// replica that was down or cut off for less than this still receives the delete itself when
-  /// it comes back. A replica away for longer may bring deleted keys back: wipe its data dir
-  /// before it rejoins. Default 24 h.
+  /// it comes back. A replica that was out of the placement view is repaired when it is heard
+  /// again (StartFullSync); one restarted after longer than this refuses to start (bootstrap).
+  /// Default 24 h.
   std::chrono::nanoseconds tombstone_grace = std::chrono::hours(24);
   /// Test clusters only (may be null).
   std::shared_ptr<LinkFaults> faults;
