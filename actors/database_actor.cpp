@@ -127,6 +127,19 @@ class DatabaseTransport final : public replication::Transport {
             Failed(peer, generation));
   }
 
+  void FullSync(uint64_t peer, uint64_t generation, std::string request) override {
+    auto self = self_;
+    auto target = actors_[peer];
+    self->request(target, self->state.replication->timeout, atom::full_sync_v, std::move(request),
+                  NodeId())
+        .then(
+            [=](std::string& page) {
+              self->state.replicator->OnFullSyncAnswered(peer, generation,
+                                                         FromExpected(self, target), page);
+            },
+            Failed(peer, generation));
+  }
+
   void HandOver(uint64_t peer, uint64_t generation, std::string delta) override {
     auto self = self_;
     self->request(actors_[peer], self->state.replication->timeout, atom::replicate_v,
@@ -1076,6 +1089,22 @@ database_actor::behavior_type database_actor_impl(
         Status s = self->state.replicator->AnswerPull(from, request, &reply);
         if (!s.ok()) return ToError(s);
         return reply;
+      },
+      [=](atom::full_sync, const std::string& request, uint64_t from) -> caf::result<std::string> {
+        // Not counted as use, like pulls. A first page may start this replica's own repair,
+        // which its rounds carry on.
+        if (auto err = Unvouched(self, from)) return err;
+        ArmRound(self);
+        std::string reply;
+        Status s = self->state.replicator->AnswerFullSync(from, request, &reply);
+        if (!s.ok()) return ToError(s);
+        return reply;
+      },
+      [=](atom::full_sync, uint64_t peer) {
+        if (!MaySteer(self, Steering::kControl)) return;
+        settle();
+        self->state.replicator->StartFullSync(peer, true);
+        ArmRound(self);
       },
       [=](atom::replicas, ReplicaSet& replicas) {
         if (MaySteer(self, Steering::kControl)) {

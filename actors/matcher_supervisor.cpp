@@ -126,6 +126,10 @@ Status Instantiate(supervisor_pointer self, const std::string& path, database_ac
   self->monitor(handle);
   st.running.emplace(path, handle);
   st.path_of.emplace(handle.id(), path);
+  if (auto repairs = st.stale_repairs.find(path); repairs != st.stale_repairs.end()) {
+    for (uint64_t peer : repairs->second) self->send(handle, atom::full_sync_v, peer);
+    st.stale_repairs.erase(repairs);
+  }
   spdlog::debug("database {} instantiated (config {})", Quote(path), config->id);
   *out = handle;
   return Status::OK();
@@ -384,6 +388,47 @@ void WakeDiffering(supervisor_pointer self, uint64_t peer, const std::vector<std
                   FormatNodeId(peer));
     PumpRebalance(self);
   }
+}
+
+/// Member `peer` is heard again after being out of this node's placement view (README
+/// "Convergence"): every database of the catalog it shares with this node runs a stale repair
+/// with it. Running ones start at once (their replicator ignores a peer outside their replica
+/// set); passivated ones placed on both nodes are woken in the waves of rebalancing
+/// (PumpRebalance), get the repair when they start, and passivate again once it is done.
+void RepairWithStaleMember(supervisor_pointer self, uint64_t peer) {
+  auto& st = self->state;
+  std::vector<DatabaseInfo> catalog;
+  Status s = st.store->ListDatabases(&catalog);
+  if (!s.ok()) {
+    spdlog::error("cannot read the catalog for a stale repair with node {}: {}", FormatNodeId(peer),
+                  s.ToString());
+    return;
+  }
+  size_t running = 0;
+  size_t queued = 0;
+  for (const auto& info : catalog) {
+    if (auto it = st.running.find(info.path); it != st.running.end()) {
+      self->send(it->second, atom::full_sync_v, peer);
+      ++running;
+      continue;
+    }
+    const config::DatabaseConfig* config = Resolve(self, info.path);
+    if (config == nullptr) continue;
+    const ReplicaSet placed = PlaceDatabase(self, info.path, *config);
+    auto holds = [&](uint64_t id) {
+      return std::find(placed.nodes.begin(), placed.nodes.end(), id) != placed.nodes.end();
+    };
+    if (!holds(SelfId(self)) || !holds(peer)) continue;
+    st.stale_repairs[info.path].insert(peer);
+    ++queued;
+    // A stopping one is queued once it is down (see the down handler).
+    if (st.stopping.count(info.path) > 0 || st.rebalance_queued.count(info.path) > 0) continue;
+    st.rebalance_queue.push_back(info.path);
+    st.rebalance_queued.insert(info.path);
+  }
+  spdlog::info("stale repair with node {}: {} running and {} idle databases shared with it",
+               FormatNodeId(peer), running, queued);
+  PumpRebalance(self);
 }
 
 /// Queues for waking (PumpRebalance) the passivated databases of this node's catalog whose
@@ -1335,7 +1380,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
       // Placement changed while it stopped (WakeAffected and PumpRebalance skip stopping
       // databases): without this, a drained node would keep its copy for good.
       if (!dropped && st.rebalance_queued.count(path) == 0 &&
-          Affected(self, path, candidates, {})) {
+          (Affected(self, path, candidates, {}) || st.stale_repairs.count(path) > 0)) {
         st.rebalance_queue.push_back(path);
         st.rebalance_queued.insert(path);
         PumpRebalance(self);
@@ -1524,6 +1569,7 @@ matcher_supervisor_actor::behavior_type matcher_supervisor_impl(
       [=](atom::summary, uint64_t peer, const std::vector<std::string>& paths) {
         WakeDiffering(self, peer, paths);
       },
+      [=](atom::full_sync, uint64_t peer) { RepairWithStaleMember(self, peer); },
   };
 }
 

@@ -122,6 +122,9 @@ struct matcher_supervisor_state {
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> rebalancing;
   /// The rebalance timer is set.
   bool rebalance_timer = false;
+  /// Stale repairs (RepairWithStaleMember) waiting for their database to wake: path -> the
+  /// members to repair with. Sent to the actor when it starts, however it is started.
+  std::unordered_map<std::string, std::set<uint64_t>> stale_repairs;
   /// False until the first view of the members arrives (after the node starts).
   bool members_seen = false;
   /// This node's own drain report is being written, and when it last counted its databases.

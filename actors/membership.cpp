@@ -67,14 +67,32 @@ void MarkDown(membership_pointer self, uint64_t id, const char* why) {
 
 void MarkHeard(membership_pointer self, uint64_t id) {
   // Only members Merge accepted (a usable address, not this node) can be heard from.
-  auto it = self->state.members.find(id);
-  if (it == self->state.members.end()) return;
+  auto& st = self->state;
+  auto it = st.members.find(id);
+  if (it == st.members.end()) return;
   auto& m = it->second;
-  m.last_heard = Clock::now();
+  const auto now = Clock::now();
+  // Out of the view (see PublishView), after having been heard here before: see the header.
+  const bool stale = !m.alive && m.last_heard != Clock::time_point{} &&
+                     now - m.down_since > st.options.replica_grace;
+  const auto apart = now - m.last_heard;
+  m.last_heard = now;
   if (!m.alive) {
     m.alive = true;
-    spdlog::info("node {}: member {} is up ({}:{})", FormatNodeId(self->state.node_id),
-                 FormatNodeId(id), m.host, m.cluster_port);
+    spdlog::info("node {}: member {} is up ({}:{})", FormatNodeId(st.node_id), FormatNodeId(id),
+                 m.host, m.cluster_port);
+  }
+  if (stale) {
+    spdlog::warn(
+        "node {}: member {} is back after {} s apart, out of this node's placement view: "
+        "deletes either side missed may have been collected; repairing every database shared "
+        "with it by a full sync (stale repair)",
+        FormatNodeId(st.node_id), FormatNodeId(id),
+        std::chrono::duration_cast<std::chrono::seconds>(apart).count());
+    if (st.options.node_summary) st.options.node_summary->CountStaleMember();
+    // The supervisor places over the view: it must hold the member before the repair starts.
+    PublishView(self);
+    self->send(st.supervisor, atom::full_sync_v, id);
   }
 }
 
@@ -100,7 +118,15 @@ void Merge(membership_pointer self, const proto::Member& info) {
     self->demonitor(m.actor.address());
     m.actor = nullptr;
   }
-  if (inserted) m.down_since = Clock::now();
+  if (inserted) {
+    m.down_since = Clock::now();
+    // Forgotten after being heard: it is still apart since then (see MarkHeard).
+    if (auto f = st.forgotten.find(info.node_id()); f != st.forgotten.end()) {
+      m.last_heard = f->second.last_heard;
+      m.down_since = f->second.down_since;
+      st.forgotten.erase(f);
+    }
+  }
   m.host = info.host();
   m.cluster_port = static_cast<uint16_t>(info.cluster_port());
   m.client_port = static_cast<uint16_t>(info.client_port());
@@ -318,6 +344,12 @@ void Tick(membership_pointer self) {
       spdlog::info("node {}: forgetting member {}, down since {} s", FormatNodeId(st.node_id),
                    FormatNodeId(it->first),
                    std::chrono::duration_cast<std::chrono::seconds>(now - m.down_since).count());
+      if (m.last_heard != Clock::time_point{}) {
+        // Bounded: beyond that many, one is let go (it then looks new if it comes back).
+        constexpr size_t kMaxForgotten = 4096;
+        if (st.forgotten.size() >= kMaxForgotten) st.forgotten.erase(st.forgotten.begin());
+        st.forgotten[it->first] = {m.last_heard, m.down_since};
+      }
       it = st.members.erase(it);
     } else {
       ++it;

@@ -12,6 +12,16 @@
 //
 // The supervisor gets the view (members other than this node, with their cluster actors and
 // liveness) whenever it changes.
+//
+// Stale repair (README "Convergence"): a member heard again after being out of the view (down
+// for longer than the replica grace, as seen here, after having been heard here before) may
+// hold keys that the other replicas deleted and collected meanwhile, or this node may: the
+// supervisor is told (atom::full_sync) and every database placed on both compares its copy
+// with the member's. Why the replica grace and not the tombstone grace: a tombstone is
+// collected only once every replica in the collecting node's set has seen it, so a member that
+// missed it was out of that node's set, i.e. out of its view; how long ago the delete was
+// made says nothing of how long the member was apart (it may have been made long before, and
+// reached the collecting node late).
 #pragma once
 
 #include <caf/stateful_actor.hpp>
@@ -108,6 +118,14 @@ struct membership_state {
   /// The last view sent to the supervisor, to send only changes.
   std::vector<std::pair<uint64_t, bool>> last_view;
   bool first_view_sent = false;
+  /// Members forgotten (down for twice the replica grace) after this node had heard them: when
+  /// they were last heard and went down, so that one heard again is known to come back from
+  /// outside the placement view (stale repair). Bounded (kMaxForgotten).
+  struct Forgotten {
+    clock::time_point last_heard{};
+    clock::time_point down_since{};
+  };
+  std::map<uint64_t, Forgotten> forgotten;
   /// When a refused member description was last logged (at most one line per 10 s).
   clock::time_point last_refusal_logged{};
 };

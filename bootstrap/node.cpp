@@ -1100,6 +1100,20 @@ Result<std::string> Node::metrics() const {
                "(or told to sync, if running).",
                "counter");
     out.Sample("kvmesh_anti_entropy_woken_total", {}, static_cast<double>(summary->woken()));
+    out.Family("kvmesh_stale_repairs_total",
+               "Stale repairs: members back after being out of this node's placement view "
+               "(member), and databases whose full sync with such a member finished (database).",
+               "counter");
+    out.Sample("kvmesh_stale_repairs_total", {{"kind", "member"}},
+               static_cast<double>(summary->stale_members()));
+    out.Sample("kvmesh_stale_repairs_total", {{"kind", "database"}},
+               static_cast<double>(summary->stale_repairs()));
+    out.Family("kvmesh_stale_repair_keys_removed_total",
+               "Keys (and tombstones) stale repairs deleted here: deleted and collected on a "
+               "replica while this copy was apart from it.",
+               "counter");
+    out.Sample("kvmesh_stale_repair_keys_removed_total", {},
+               static_cast<double>(summary->stale_keys_removed()));
   }
 
   const std::pair<const char*, const char*> rocks[] = {

@@ -213,6 +213,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, drain, "drain")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, rebalance, "rebalance")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, summary, "summary")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, session, "session")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, full_sync, "full_sync")
 // Timers of the database actor (database_timer_actor).
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
@@ -276,6 +277,9 @@ using database_peer_actor = database_client_actor::extend<
     // (its version vector, and which origins to send) -> a serialized proto::SyncReply (what it
     // lacks of those origins, bounded; our vector; whether more remains).
     caf::replies_to<atom::sync, std::string, uint64_t>::with<std::string>,
+    // Stale repair from another replica (on node `from`): a serialized proto::FullSyncRequest ->
+    // a serialized proto::FullSyncPage (our keys and dots after its key, bounded; our vector).
+    caf::replies_to<atom::full_sync, std::string, uint64_t>::with<std::string>,
     // A read at a level from another replica (on node `from`): (key, session token, from) ->
     // the record of the key here, tombstones included (the asker compares records by the
     // conflict rule). kUnavailable if this replica's version vector does not cover the token.
@@ -295,7 +299,10 @@ using database_control_actor = caf::typed_actor<
     caf::replies_to<atom::status>::with<ReplicationStatus>,
     // The node-level anti-entropy round found that a peer's vector of this database differs:
     // pull from every peer now (Replicator::SyncNow).
-    caf::reacts_to<atom::sync>>;
+    caf::reacts_to<atom::sync>,
+    // Member `peer` is back after being out of the placement view: run a stale repair with
+    // its replica (Replicator::StartFullSync), asking it to answer back.
+    caf::reacts_to<atom::full_sync, uint64_t>>;
 
 /// The timers of a database actor, which only it sends to itself.
 using database_timer_actor = caf::typed_actor<
@@ -407,7 +414,12 @@ using matcher_supervisor_actor = caf::typed_actor<
     // From the membership actor's node-level anti-entropy round (replication/node_summary.hpp):
     // (peer, paths) whose vectors differ from that peer's; running ones sync now, the others
     // are woken in waves like a rebalance and passivate again once in sync.
-    caf::reacts_to<atom::summary, uint64_t, std::vector<std::string>>>;
+    caf::reacts_to<atom::summary, uint64_t, std::vector<std::string>>,
+    // From the membership actor: member `peer` is heard again after being out of this node's
+    // placement view (down for longer than the replica grace). Every database of this node's
+    // catalog placed on both runs a stale repair with it (Replicator::StartFullSync): running
+    // ones at once, the others woken in waves like a rebalance.
+    caf::reacts_to<atom::full_sync, uint64_t>>;
 
 /// The client gateway (actors/client_gateway.hpp): what a node publishes for clients. Every data
 /// request names its database path; the gateway routes it to that database's actor.

@@ -110,6 +110,19 @@ class NodeSummary {
   /// Databases woken because a page showed a difference.
   void CountWoken(uint64_t n) { woken_.fetch_add(n, std::memory_order_relaxed); }
   uint64_t woken() const { return woken_.load(std::memory_order_relaxed); }
+  /// Stale repairs (replication::Replicator::StartFullSync): members that came back after
+  /// being out of this node's placement view, databases whose repair with one finished, and
+  /// the keys those repairs deleted here.
+  void CountStaleMember() { stale_members_.fetch_add(1, std::memory_order_relaxed); }
+  void CountStaleRepair() { stale_repairs_.fetch_add(1, std::memory_order_relaxed); }
+  void CountStaleKeysRemoved(uint64_t n) {
+    stale_keys_removed_.fetch_add(n, std::memory_order_relaxed);
+  }
+  uint64_t stale_members() const { return stale_members_.load(std::memory_order_relaxed); }
+  uint64_t stale_repairs() const { return stale_repairs_.load(std::memory_order_relaxed); }
+  uint64_t stale_keys_removed() const {
+    return stale_keys_removed_.load(std::memory_order_relaxed);
+  }
 
  private:
   struct Record {
@@ -129,6 +142,9 @@ class NodeSummary {
   std::atomic<uint64_t> pages_sent_{0};
   std::atomic<uint64_t> pulls_sent_{0};
   std::atomic<uint64_t> woken_{0};
+  std::atomic<uint64_t> stale_members_{0};
+  std::atomic<uint64_t> stale_repairs_{0};
+  std::atomic<uint64_t> stale_keys_removed_{0};
 };
 
 }  // namespace kvmesh::replication

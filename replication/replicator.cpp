@@ -128,6 +128,7 @@ void Replicator::GiveUp(uint64_t peer_id) {
   p.push_in_flight = false;
   p.sync_in_flight = false;
   p.rounds_waited = 0;
+  p.full_sync_in_flight = false;  // a stale repair resumes at its page once the peer is found
   p.queued.clear();
   auto queued = std::move(p.queued_writes);
   auto inflight = std::move(p.inflight_writes);
@@ -196,6 +197,7 @@ void Replicator::OnLookupAnswered(uint64_t peer_id, uint64_t generation, bool fo
   p->reachable = true;
   Flush(peer_id);
   if (!p->sync_in_flight) Pull(peer_id, kMaxChunksPerRound);
+  if (p->full_sync && !p->full_sync_in_flight) FullSyncStep(peer_id);
 }
 
 // -- Pushes ---------------------------------------------------------------------------------------
@@ -484,6 +486,11 @@ void Replicator::OnSyncTick() {
   }
   bool exchanging = false;
   for (auto& [peer_id, p] : peers_) {
+    if (p.full_sync) {
+      exchanging = true;
+      p.full_sync_pages_left = kMaxChunksPerRound;
+      if (!p.full_sync_in_flight && !p.resolving) FullSyncStep(peer_id);
+    }
     if (p.sync_in_flight || p.resolving) {
       exchanging = true;
       continue;
@@ -510,8 +517,8 @@ void Replicator::OnSyncTick() {
 bool Replicator::Quiet() const {
   if (dropped_ || leaving_ || expired_backlog_) return false;
   for (const auto& [peer_id, p] : peers_) {
-    if (p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() || !InSync(p) ||
-        !store_->version_vector().Includes(p.vector)) {
+    if (p.full_sync || p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() ||
+        !InSync(p) || !store_->version_vector().Includes(p.vector)) {
       return false;
     }
   }
@@ -524,6 +531,143 @@ void Replicator::SyncNow() {
     if (p.sync_in_flight || p.resolving) continue;
     Pull(peer_id, kMaxChunksPerRound);
   }
+}
+
+// -- Stale repair ---------------------------------------------------------------------------------
+
+// Why deleting here what the peer's vector covers and the peer lacks is safe whatever the gap:
+// a covered dot means the peer applied that write or a newer write of the same key (a vector's
+// base never covers a write otherwise: coverage ranges claim exactly that), and a replica never
+// loses a key's newest record except by collecting its tombstone (or removing an expired value,
+// which expires here at the same moment). So the newest record of the key there was a delete
+// newer than this copy's record, and collected; this copy only missed it. The deletion is local
+// and writes no tombstone: a tombstone with a new dot would be a new write, replicated to every
+// replica, and by its fresh timestamp it could replace a newer put made elsewhere meanwhile
+// (as an expiry that wrote a new version could; see storage/database_store.hpp). The state left
+// (no record, the dot covered) is the one tombstone collection leaves on the peer. Records the
+// peer has not seen (writes accepted here while apart) are never deleted and reach it by the
+// delta sync.
+bool Replicator::StartFullSync(uint64_t peer_id, bool answer_back) {
+  if (dropped_) return false;
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return false;
+  auto& p = it->second;
+  if (p.full_sync) return true;
+  p.full_sync = true;
+  p.full_sync_after.clear();
+  p.full_sync_answer_back = answer_back;
+  p.full_sync_pages_left = kMaxChunksPerRound;
+  p.full_sync_removed = 0;
+  spdlog::debug("database {}: comparing every key with the replica on {} (stale repair)",
+                Quote(store_->path()), FormatNodeId(peer_id));
+  if (!p.full_sync_in_flight && !p.resolving) FullSyncStep(peer_id);
+  return true;
+}
+
+bool Replicator::FullSyncRunning(uint64_t peer_id) const {
+  auto it = peers_.find(peer_id);
+  return it != peers_.end() && it->second.full_sync;
+}
+
+/// Asks the peer for the next page of a stale repair (at most full_sync_pages_left this round).
+void Replicator::FullSyncStep(uint64_t peer_id) {
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  auto& p = it->second;
+  if (!p.full_sync || p.full_sync_in_flight || p.full_sync_pages_left <= 0) return;
+  if (!ReadyToSend(peer_id, p)) return;  // looked up first; OnLookupAnswered goes on
+  proto::FullSyncRequest request;
+  request.set_after(p.full_sync_after);
+  request.set_answer_back(p.full_sync_answer_back);
+  --p.full_sync_pages_left;
+  p.full_sync_in_flight = true;
+  transport_->FullSync(peer_id, p.generation, request.SerializeAsString());
+}
+
+Status Replicator::AnswerFullSync(uint64_t from, const std::string& bytes, std::string* out) {
+  if (Blocked(from, options_.node_id)) {
+    return Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)");
+  }
+  proto::FullSyncRequest request;
+  if (!request.ParseFromString(bytes)) {
+    return Status::InvalidArgument("full sync: not a full sync request");
+  }
+  std::vector<storage::DatabaseStore::KeyDot> dots;
+  bool more = false;
+  Status s = store_->ListKeyDots(request.after(), kFullSyncPageEntries, options_.chunk_bytes, &dots,
+                                 &more);
+  if (!s.ok()) return s;
+  proto::FullSyncPage page;
+  for (auto& d : dots) {
+    proto::KeyDot* entry = page.add_entries();
+    entry->set_key(std::move(d.key));
+    entry->set_origin(d.dot.origin);
+    entry->set_counter(d.dot.counter);
+  }
+  page.set_more(more);
+  page.mutable_sender_vector()->ParseFromString(store_->version_vector().Serialize());
+  *out = page.SerializeAsString();
+  // The asker saw this node out of its view: this copy may be the stale one.
+  if (request.answer_back()) StartFullSync(from, false);
+  return Status::OK();
+}
+
+void Replicator::OnFullSyncAnswered(uint64_t peer_id, uint64_t generation, bool genuine,
+                                    const std::string& bytes) {
+  Peer* found = CurrentPeer(peer_id, generation);
+  if (found == nullptr) return;
+  auto& p = *found;
+  p.full_sync_in_flight = false;
+  p.full_sync_answer_back = false;  // asked once, with the first page
+  proto::FullSyncPage page;
+  storage::VersionVector theirs;
+  if (!genuine || !page.ParseFromString(bytes) ||
+      !storage::VersionVector::Parse(page.sender_vector().SerializeAsString(), &theirs) ||
+      (page.more() && page.entries_size() == 0)) {
+    spdlog::warn("database {}: malformed full sync answer from {}; stale repair with it stopped",
+                 Quote(store_->path()), FormatNodeId(peer_id));
+    p.full_sync = false;
+    return;
+  }
+  std::vector<storage::DatabaseStore::KeyDot> dots;
+  dots.reserve(page.entries_size());
+  for (const auto& e : page.entries()) {
+    dots.push_back({e.key(), storage::Dot{e.origin(), e.counter()}});
+  }
+  const std::string last = dots.empty() ? std::string() : dots.back().key;
+  std::string until;
+  uint64_t removed = 0;
+  Status s = store_->RemoveCollectedElsewhere(p.full_sync_after, last, !page.more(), dots, theirs,
+                                              kFullSyncMaxScan, &until, &removed);
+  p.full_sync_removed += removed;
+  if (removed > 0 && options_.node_summary) options_.node_summary->CountStaleKeysRemoved(removed);
+  if (!s.ok()) {
+    // A page out of order is the peer's fault: stop. Otherwise (I/O, low space) the next
+    // round asks for this page again.
+    spdlog::log(s.code() == Code::kInvalidArgument ? spdlog::level::warn : spdlog::level::err,
+                "database {}: stale repair with {}: {}", Quote(store_->path()),
+                FormatNodeId(peer_id), s.ToString());
+    if (s.code() == Code::kInvalidArgument) p.full_sync = false;
+    return;
+  }
+  // What it told is its vector now, as a pull's answer would.
+  p.vector = std::move(theirs);
+  p.vector_known = true;
+  p.reachable = true;
+  if (!until.empty()) {
+    p.full_sync_after = std::move(until);
+  } else if (page.more()) {
+    p.full_sync_after = last;
+  } else {
+    p.full_sync = false;
+    if (options_.node_summary) options_.node_summary->CountStaleRepair();
+    spdlog::log(p.full_sync_removed > 0 ? spdlog::level::info : spdlog::level::debug,
+                "database {}: stale repair with {} done: removed {} keys (or tombstones) that "
+                "were deleted and collected there",
+                Quote(store_->path()), FormatNodeId(peer_id), p.full_sync_removed);
+    return;
+  }
+  FullSyncStep(peer_id);
 }
 
 /// Expired records are removed here, at most kMaxExpiredPerRound a round, so a mass expiry is
@@ -643,7 +787,8 @@ bool Replicator::MayPassivate() const {
   // holds a write the others lack.
   if (leaving_) return false;
   for (const auto& [peer_id, p] : peers_) {
-    if (!InSync(p)) return false;
+    // A stale repair under way finishes first (it was woken for it).
+    if (!InSync(p) || p.full_sync) return false;
   }
   return true;
 }

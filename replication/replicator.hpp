@@ -9,7 +9,9 @@
 // reached again) it pulls from each peer what it lacks by version vector, in chunks, asking each
 // origin's writes of one peer only (its source, below), so a replica far behind receives each
 // missed record about once rather than once per peer. Tombstones
-// are collected once every replica's vector covers them and they are older than a grace period.
+// are collected once every replica's vector covers them and they are older than a grace period;
+// a peer back from outside the placement view gets a stale repair (StartFullSync), a full
+// comparison of keys and dots that removes what the other side deleted and collected meanwhile.
 // A replica that placement moved elsewhere keeps serving until every new replica holds all its
 // writes, then drops its copy.
 //
@@ -68,6 +70,11 @@ class Transport {
   /// or OnRequestFailed.
   virtual void HandOver(uint64_t peer, uint64_t generation, std::string delta) = 0;
 
+  /// Asks the peer's replica for one page of its records' keys and dots (`request`: a
+  /// serialized proto::FullSyncRequest). Answer: OnFullSyncAnswered with its serialized
+  /// proto::FullSyncPage, or OnRequestFailed.
+  virtual void FullSync(uint64_t peer, uint64_t generation, std::string request) = 0;
+
   /// Answers the writer of local write `write_id` (see Replicator::OnLocalWrite).
   virtual void AnswerWriter(uint64_t write_id, Status status) = 0;
 
@@ -90,8 +97,9 @@ struct Options {
   size_t max_queued_bytes = 64u << 20;
   /// A tombstone is collected only once it is this old (and every replica has seen it), so a
   /// replica that was down or cut off for less than this still receives the delete itself when
-  /// it comes back. A replica away for longer may bring deleted keys back: wipe its data dir
-  /// before it rejoins. Default 24 h.
+  /// it comes back. A replica that was out of the placement view is repaired when it is heard
+  /// again (StartFullSync); one restarted after longer than this refuses to start (bootstrap).
+  /// Default 24 h.
   std::chrono::nanoseconds tombstone_grace = std::chrono::hours(24);
   /// Test clusters only (may be null).
   std::shared_ptr<LinkFaults> faults;
@@ -108,6 +116,10 @@ struct Options {
 inline constexpr int kMaxChunksPerRound = 64;
 /// Expiry index entries a replica examines per sync round (DatabaseStore::CollectExpired).
 inline constexpr size_t kMaxExpiredPerRound = 16384;
+/// Stale repair: (key, dot) pairs one page carries at most (and at most Options::chunk_bytes of
+/// keys), and local records one page's comparison examines at most.
+inline constexpr size_t kFullSyncPageEntries = 4096;
+inline constexpr size_t kFullSyncMaxScan = 16384;
 
 class Replicator {
  public:
@@ -140,6 +152,12 @@ class Replicator {
   /// link from `from` is cut by fault injection).
   Status OnPushReceived(uint64_t from, const std::string& delta);
 
+  /// A stale repair's page request from the replica on node `from` (a serialized
+  /// proto::FullSyncRequest): sets `*reply` to a serialized proto::FullSyncPage (our keys and
+  /// dots after the request's key, bounded; our vector). A first page asking to be answered back
+  /// starts the same repair against `from` (StartFullSync) unless one runs already.
+  Status AnswerFullSync(uint64_t from, const std::string& request, std::string* reply);
+
   /// An anti-entropy pull from the replica on node `from`: `request` is a serialized
   /// proto::SyncRequest (or, from a node that predates it, a plain serialized version vector).
   /// Sets `*reply` to a serialized proto::SyncReply (what it lacks of the origins asked, bounded
@@ -159,6 +177,10 @@ class Replicator {
   /// The peer's answer to a pull: a serialized proto::SyncReply; `genuine` is false if the answer
   /// is not to be trusted.
   void OnPullAnswered(uint64_t peer, uint64_t generation, bool genuine, const std::string& reply);
+  /// The peer's answer to a full sync page request: a serialized proto::FullSyncPage; `genuine`
+  /// is false if the answer is not to be trusted.
+  void OnFullSyncAnswered(uint64_t peer, uint64_t generation, bool genuine,
+                          const std::string& page);
   /// The peer took a hand-over chunk.
   void OnHandOverAnswered(uint64_t peer, uint64_t generation);
   /// A request to the peer failed (`reason` is for the log): its replica is looked up again later.
@@ -178,6 +200,18 @@ class Replicator {
   void OnSyncTick();
   /// Pulls from every peer now, whatever it knows of their vectors.
   void SyncNow();
+  /// Stale repair (README "Convergence"): `peer` was out of this node's placement view, so
+  /// either copy may hold keys the other deleted and collected meanwhile, which the delta sync
+  /// never removes. Compares this copy with the peer's page by page in key order and deletes
+  /// here what the peer's vector covers and the peer no longer holds
+  /// (DatabaseStore::RemoveCollectedElsewhere); what the peer lacks and has not seen flows by
+  /// the delta sync as always. With `answer_back` the peer is asked to do the same against this
+  /// copy. Goes on across failures (resuming at the page it reached) until every key was
+  /// compared or the peer leaves the replica set. False (nothing to do) if `peer` is not a peer
+  /// of this replica; true if a repair with it runs (started now or earlier).
+  bool StartFullSync(uint64_t peer, bool answer_back);
+  /// True while a stale repair with `peer` is under way.
+  bool FullSyncRunning(uint64_t peer) const;
   /// True if rounds have nothing to do until something happens (a write, a peer's push or pull,
   /// a new replica set, SyncNow): every peer is known to hold exactly what this replica holds,
   /// nothing is queued, in flight or being handed over, and no backlog of expired records waits.
@@ -225,6 +259,15 @@ class Replicator {
     bool asked_all = false;
     std::set<uint64_t> asked;
     int rounds_waited = 0;
+    /// Stale repair (StartFullSync): wanted until every key was compared; a page request is on
+    /// its way; the next page starts after `full_sync_after`; the first request asks the peer
+    /// to answer back; pages this round may still ask for; keys deleted so far.
+    bool full_sync = false;
+    bool full_sync_in_flight = false;
+    std::string full_sync_after;
+    bool full_sync_answer_back = false;
+    int full_sync_pages_left = 0;
+    uint64_t full_sync_removed = 0;
   };
   struct PendingWrite {
     uint32_t acks = 1;
@@ -248,6 +291,7 @@ class Replicator {
   void AssignSources();
   std::set<uint64_t> SourcedFrom(uint64_t peer_id) const;
   void FinishExchange(uint64_t peer_id, Peer& p);
+  void FullSyncStep(uint64_t peer_id);
   void AfterRound();
   void CollectTombstones(const storage::VersionVector& stable);
   void RemoveExpired();

@@ -1043,6 +1043,158 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
   return s;
 }
 
+Status DatabaseStore::ListKeyDots(std::string_view after, size_t max_entries, size_t max_bytes,
+                                  std::vector<KeyDot>* out, bool* more) const {
+  out->clear();
+  *more = false;
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  const std::string end = keys::DataPrefixEnd(id_);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db()->NewIterator(read_options));
+  std::string start = data_prefix_;
+  start.append(after);
+  size_t bytes = 0;
+  proto::Record record;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data() + data_prefix_.size(),
+                               it->key().size() - data_prefix_.size());
+    if (key <= after) continue;  // `after` itself
+    if (!out->empty() && (out->size() >= max_entries || bytes + key.size() > max_bytes)) {
+      *more = true;
+      break;
+    }
+    if (!record.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("record of key " + Quote(key) + " in database " + Quote(path_) +
+                                " is unreadable");
+    }
+    out->push_back(
+        KeyDot{std::string(key), Dot{record.version().origin(), record.version().counter()}});
+    bytes += key.size();
+  }
+  if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot scan database " + Quote(path_));
+  }
+  return Status::OK();
+}
+
+// Like CollectTombstones: each RocksDB write deletes at most kCollectBatch records, with the meta
+// record, so a failure part-way leaves a consistent state with some records deleted. The version
+// vector does not change: it covers the deleted dots, as the other replica's does, so no delta
+// sync brings them back (the state is exactly the one tombstone collection leaves).
+Status DatabaseStore::RemoveCollectedElsewhere(std::string_view after, std::string_view last,
+                                               bool to_end, const std::vector<KeyDot>& theirs,
+                                               const VersionVector& their_vector, size_t max_scan,
+                                               std::string* compared_until, uint64_t* removed) {
+  if (removed != nullptr) *removed = 0;
+  compared_until->clear();
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  for (size_t i = 0; i < theirs.size(); ++i) {
+    const std::string& key = theirs[i].key;
+    if (key <= after || (i > 0 && key <= theirs[i - 1].key) || (!to_end && key > last)) {
+      return Status::InvalidArgument("full sync page of database " + Quote(path_) +
+                                     " is not ascending within its range");
+    }
+  }
+  std::string end;
+  if (to_end) {
+    end = keys::DataPrefixEnd(id_);
+  } else {
+    end = data_prefix_;
+    end.append(last);
+    end.push_back('\0');  // the smallest key after `last`
+  }
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db()->NewIterator(read_options));
+  std::string start = data_prefix_;
+  start.append(after);
+  rocksdb::WriteBatch batch;
+  size_t entries = 0;
+  int64_t used_bytes = 0;
+  int64_t key_count = 0;
+  int64_t tombstone_count = 0;
+  uint64_t digest = digest_;
+  uint64_t total = 0;
+  auto flush = [&]() -> Status {
+    if (entries == 0) return Status::OK();
+    const uint64_t new_used = used_bytes_ + used_bytes;
+    const uint64_t new_keys = key_count_ + key_count;
+    const uint64_t new_tombstones = tombstone_count_ + tombstone_count;
+    batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, digest,
+                                   version_vector_));
+    rocksdb::Status rs = store_->Write(&batch);
+    if (!rs.ok()) {
+      return FromRocksStatus(
+          rs, "cannot remove keys of database " + Quote(path_) + " deleted on another replica");
+    }
+    used_bytes_ = new_used;
+    key_count_ = new_keys;
+    tombstone_count_ = new_tombstones;
+    digest_ = digest;
+    total += entries;
+    store_->NoteFreeingWrite();
+    if (observer_) observer_();
+    batch.Clear();
+    entries = 0;
+    used_bytes = key_count = tombstone_count = 0;
+    return Status::OK();
+  };
+  size_t j = 0;  // the first of `theirs` not below the local key examined
+  size_t scanned = 0;
+  proto::Record record;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data() + data_prefix_.size(),
+                               it->key().size() - data_prefix_.size());
+    if (key <= after) continue;
+    if (scanned >= max_scan) {
+      // Bounded: the asker resumes after the last key examined.
+      break;
+    }
+    ++scanned;
+    *compared_until = std::string(key);
+    while (j < theirs.size() && theirs[j].key < key) ++j;
+    if (j < theirs.size() && theirs[j].key == key) continue;  // held there: the delta sync's
+    if (!record.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("record of key " + Quote(key) + " in database " + Quote(path_) +
+                                " is unreadable");
+    }
+    const proto::Version& version = record.version();
+    if (!their_vector.Covers({version.origin(), version.counter()})) continue;  // news to them
+    batch.Delete(it->key());
+    batch.Delete(keys::DotIndexKey(id_, version.origin(), version.counter()));
+    if (record.tombstone()) {
+      batch.Delete(keys::TombstoneIndexKey(id_, version.origin(), version.counter()));
+      --tombstone_count;
+    } else {
+      used_bytes -= static_cast<int64_t>(LiveCost(key, record));
+      --key_count;
+      digest -= RecordHash(key, record);
+      if (record.expires() != 0) {
+        batch.Delete(
+            keys::ExpiryIndexKey(id_, record.expires(), version.origin(), version.counter()));
+      }
+    }
+    ++entries;
+    if (entries >= kCollectBatch) {
+      s = flush();
+      if (!s.ok()) return s;
+    }
+  }
+  if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot scan database " + Quote(path_));
+  }
+  // Stopped before the end of the range: say where; otherwise the whole range was compared.
+  if (!(it->Valid() && scanned >= max_scan)) compared_until->clear();
+  s = flush();
+  if (removed != nullptr) *removed = total;
+  return s;
+}
+
 Status DatabaseStore::Drop() {
   Status s = CheckUsable();
   if (!s.ok()) return s;

@@ -171,6 +171,38 @@ class DatabaseStore {
   /// gets how many.
   Status CollectTombstones(const VersionVector& stable, uint64_t max_hlc, uint64_t* collected);
 
+  // Stale repair (README "Convergence"): a replica compares its records with another replica's
+  // after one of them was out of the other's placement view (replication/replicator.hpp).
+
+  /// A record's key and the dot of its current version (value or tombstone).
+  struct KeyDot {
+    std::string key;
+    Dot dot;
+  };
+
+  /// Lists the records (tombstones included) whose keys sort after `after`, ascending: at most
+  /// `max_entries`, and stopping once the keys listed reach `max_bytes` (at least one is
+  /// listed). `*more` is true if records after the last one listed were left out. Cost:
+  /// proportional to what is listed.
+  Status ListKeyDots(std::string_view after, size_t max_entries, size_t max_bytes,
+                     std::vector<KeyDot>* out, bool* more) const;
+
+  /// The page comparison rule of the stale repair. `theirs` is a page of another replica's
+  /// records (ListKeyDots) covering the keys in (`after`, `last`], or every key after `after` if
+  /// `to_end`, read together with that replica's vector `their_vector`. Deletes here, without a
+  /// new dot, every record in that range whose dot `their_vector` covers and whose key `theirs`
+  /// lacks: the other replica applied that write (or a newer one of the key), and no record of
+  /// the key is left there, so its newest record was a tombstone since collected (or an expired
+  /// value removed); this copy merely missed the tombstone. Records whose dot it does not cover
+  /// (writes it has not seen) are kept: they reach it by the delta sync. Examines at most
+  /// `max_scan` local records: `*compared_until` is then the last key examined (empty if the
+  /// whole range was compared). `*removed` (may be null) gets how many were deleted.
+  /// kInvalidArgument if `theirs` is not ascending, strictly after `after` and within `last`.
+  Status RemoveCollectedElsewhere(std::string_view after, std::string_view last, bool to_end,
+                                  const std::vector<KeyDot>& theirs,
+                                  const VersionVector& their_vector, size_t max_scan,
+                                  std::string* compared_until, uint64_t* removed);
+
   /// Removes up to `limit` records (index entries examined) whose expiry is at most `now`
   /// (timestamp ticks, Store::WallTicks): each still-current one becomes a tombstone of the
   /// same version (see the header comment), leaving size accounting and digest exact.

@@ -126,6 +126,7 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
       [](atom::drain, uint64_t, bool, const std::string&) { return std::string(); },
       [](atom::rebalance) {},
       [](atom::summary, uint64_t, const std::vector<std::string>&) {},
+      [](atom::full_sync, uint64_t) {},
   };
 }
 
