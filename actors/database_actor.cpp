@@ -20,7 +20,7 @@ using database_pointer = database_actor::stateful_pointer<database_state>;
 void CommitGroup(database_pointer self);
 /// Arms the next anti-entropy round (database_state::round_seq): in sync_interval, or with
 /// `quiet` in kQuietRounds sync intervals (expired keys and tombstones are still collected while
-/// in sync).
+/// in sync). A dormant replica (Replicator::Dormant) arms none.
 void ArmRound(database_pointer self, bool quiet = false);
 constexpr int kQuietRounds = 30;
 
@@ -1124,7 +1124,8 @@ database_actor::behavior_type database_actor_impl(
         if (!MaySteer(self, Steering::kTimer) || seq != st.round_seq) return;
         st.round_armed = false;
         st.replicator->OnSyncTick();
-        ArmRound(self, st.replicator->Quiet());
+        // Dormant: the next write, push, pull, replica set or node-level sync arms a round.
+        if (!st.replicator->Dormant()) ArmRound(self, st.replicator->Quiet());
       },
       [=](atom::commit) {
         if (MaySteer(self, Steering::kTimer)) settle();

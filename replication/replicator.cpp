@@ -525,6 +525,10 @@ bool Replicator::Quiet() const {
   return true;
 }
 
+bool Replicator::Dormant() const {
+  return Quiet() && store_->tombstone_count() == 0 && store_->next_expiry() == UINT64_MAX;
+}
+
 void Replicator::SyncNow() {
   if (dropped_) return;
   for (auto& [peer_id, p] : peers_) {

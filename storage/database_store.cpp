@@ -185,6 +185,8 @@ struct DatabaseStore::Staged {
   int64_t tombstone_count = 0;
   /// The digest after the change.
   uint64_t digest = 0;
+  /// The earliest expiry among the expiry index entries written (UINT64_MAX: none).
+  uint64_t min_expires = UINT64_MAX;
 };
 
 DatabaseStore::DatabaseStore(std::shared_ptr<Store> store, std::string path, std::string config_id,
@@ -215,6 +217,7 @@ Status DatabaseStore::LoadMeta() {
   if (rs.IsNotFound()) {
     // A new copy writes under a new origin (see proto DatabaseMeta.origin).
     origin_ = RandomId();
+    next_expiry_ = UINT64_MAX;  // nothing stored, so nothing to expire
     return Status::OK();
   }
   if (!rs.ok()) return FromRocksStatus(rs, "cannot read metadata of database " + Quote(path_));
@@ -407,6 +410,7 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
       staged->digest += RecordHash(p->key, p->after);
       if (p->after.expires() != 0) {
         index.push_back({'x', p->after.expires(), now.origin(), now.counter(), &p->key});
+        staged->min_expires = std::min(staged->min_expires, p->after.expires());
       }
     }
   }
@@ -440,6 +444,7 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   key_count_ = key_count;
   tombstone_count_ = tombstone_count;
   digest_ = staged->digest;
+  next_expiry_ = std::min(next_expiry_, staged->min_expires);
   local_counter_ = local_counter;
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
   if (const auto& observe = store_->vector_observer()) observe(path_, version_vector_.Digest());
@@ -684,13 +689,10 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
   Status s = CheckUsable();
   if (!s.ok()) return s;
   rocksdb::DB* db = store_->db();
+  if (next_expiry_ > now) return Status::OK();  // nothing due: no read at all
+  // The whole index, not just up to `now`: the first entry not yet due is the next expiry.
   const std::string begin = keys::ExpiryIndexPrefix(id_);
-  std::string end = begin;
-  if (now == UINT64_MAX) {
-    end = keys::PrefixSuccessor(begin);
-  } else {
-    keys::AppendBigEndian64(now + 1, &end);
-  }
+  const std::string end = keys::PrefixSuccessor(begin);
   rocksdb::Slice upper(end);
   rocksdb::ReadOptions read_options;
   read_options.iterate_upper_bound = &upper;
@@ -727,13 +729,23 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
     used_bytes = key_count = tombstone_count = 0;
     return Status::OK();
   };
-  for (it->Seek(begin); it->Valid() && seen < limit; it->Next(), ++seen) {
+  // Unless the limit stops the scan first, what it ends on is the next expiry.
+  uint64_t next_expiry = UINT64_MAX;
+  for (it->Seek(begin); it->Valid(); it->Next(), ++seen) {
     const rocksdb::Slice index_key = it->key();
     if (index_key.size() != keys::kExpiryIndexKeySize) {
       return Status::Corruption("expiry index of database " + Quote(path_) +
                                 " holds a malformed key");
     }
     const uint64_t expires = keys::DecodeBigEndian64(index_key.data() + 10);
+    if (expires > now) {
+      next_expiry = expires;
+      break;
+    }
+    if (seen >= limit) {
+      next_expiry = expires;  // a backlog: still due
+      break;
+    }
     const uint64_t origin = keys::DecodeBigEndian64(index_key.data() + 18);
     const uint64_t counter = keys::DecodeBigEndian64(index_key.data() + 26);
     const std::string key(it->value().data(), it->value().size());
@@ -770,6 +782,7 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
   }
   s = flush();
   if (removed != nullptr) *removed = total;
+  if (s.ok()) next_expiry_ = next_expiry;
   return s;
 }
 

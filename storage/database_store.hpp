@@ -229,6 +229,12 @@ class DatabaseStore {
   /// Tombstones stored (not yet collected).
   uint64_t tombstone_count() const { return tombstone_count_; }
 
+  /// No record here expires before this time (timestamp ticks); UINT64_MAX: none expires. A
+  /// lower bound, exact after CollectExpired: 0 for a database loaded from disk until its first
+  /// CollectExpired, which finds it. CollectExpired reads nothing while it lies ahead, so an
+  /// idle database without expiring keys costs no read per round.
+  uint64_t next_expiry() const { return next_expiry_; }
+
   /// Lists one page of keys under options.prefix in [options.start, options.end), after
   /// options.start_after in the listing's order (ListOptions has the rules).
   Status List(const ListOptions& options, ListPage* page) const;
@@ -312,6 +318,7 @@ class DatabaseStore {
   uint64_t origin_ = 0;
   uint64_t tombstone_count_ = 0;
   uint64_t digest_ = 0;
+  uint64_t next_expiry_ = 0;  // next_expiry(); 0: not known yet
   VersionVector version_vector_;
   /// Set by Drop: the namespace is gone and every later call fails. Atomic: Get may run on other
   /// threads.

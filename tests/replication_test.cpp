@@ -744,6 +744,25 @@ TEST(ReplicationTest, RunningReplicasInSyncPullNothingUntilToldToSync) {
   EXPECT_EQ(net[2].Get("b"), "2");
 }
 
+// A dormant running replica arms no rounds at all (database_actor), so dormancy must exclude
+// everything only a round does: pulling from a peer not known in sync, collecting tombstones.
+TEST(ReplicationTest, DormantOnlyWhenInSyncWithNothingToExpireOrCollect) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  net[1].Write("a", "1");
+  EXPECT_FALSE(net[1].replicator().Dormant()) << "node 2's vector is not known yet";
+  Converge(net);
+  EXPECT_TRUE(net[1].replicator().Dormant());
+  EXPECT_TRUE(net[2].replicator().Dormant());
+  net[1].Write("a", "", /*erase=*/true);
+  Converge(net);
+  for (uint64_t id : {1, 2}) {
+    EXPECT_TRUE(net[id].replicator().Quiet());
+    EXPECT_FALSE(net[id].replicator().Dormant()) << "node " << id << " holds a tombstone";
+  }
+}
+
 TEST(ReplicationTest, MayPassivateOnlyWhenEveryPeerHoldsItsWritesAndItIsNotLeaving) {
   Net net;
   net.Add(1, Set({1, 2}, 1));
