@@ -257,8 +257,8 @@ void Refute(membership_pointer self, const MemberUpdate& u) {
   }
   st.self_seq = u.member().seq() + 1;
   spdlog::info("node {}: refuting that it is {} (by node {}): seq {}", FormatNodeId(st.node_id),
-               u.kind() == MemberUpdate::SUSPECT ? "suspect" : "down",
-               FormatNodeId(u.member().node_id() == st.node_id ? u.from() : 0), st.self_seq);
+               u.kind() == MemberUpdate::SUSPECT ? "suspect" : "down", FormatNodeId(u.from()),
+               st.self_seq);
   CountEvent(self, &MembershipCounters::refutations);
   Enqueue(self, st.node_id, 0);
 }

@@ -335,7 +335,7 @@ using peer_actor = caf::typed_actor<
     // Local: the members as this node sees them, itself first.
     caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // Local, once, from the node after it published this actor: our own proto::Member (with the
-    // port it got). Heartbeats start then. Refused from other nodes.
+    // port it got). Probes start then. Refused from other nodes.
     caf::reacts_to<atom::open, std::string>,
     // Internal: the protocol period (probe one member, suspicion timeouts, connects).
     caf::reacts_to<atom::tick>,
@@ -352,7 +352,7 @@ struct MemberView {
   uint64_t node_id = 0;
   /// Its cluster actor; invalid until connected.
   peer_actor actor;
-  /// Heard from within the failure timeout (and not partitioned away).
+  /// Up: not declared down by membership (SWIM), and connected.
   bool alive = false;
 };
 

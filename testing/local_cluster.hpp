@@ -40,8 +40,8 @@ struct LocalClusterOptions {
   std::string config_yaml;
   std::string config_dir;
   /// Template for every node's options; data_dir, config source, cluster_port, seeds and
-  /// link_faults are filled per node. The defaults are tuned for fast tests: heartbeats every
-  /// 100 ms, a member down after 1 s of silence, anti-entropy every 200 ms, no passivation.
+  /// link_faults are filled per node. The defaults are tuned for fast tests: a membership
+  /// period of 100 ms, a suspect down after 1 s, anti-entropy every 200 ms, no passivation.
   NodeOptions node = TestNodeOptions();
   /// TLS per node (node i uses node_tls[i], e.g. node certificates named n0, n1, ...); empty
   /// (default): every node uses node.tls.
