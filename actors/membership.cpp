@@ -428,7 +428,23 @@ bool TakeMemberList(membership_pointer self, const std::string& bytes, uint64_t*
     return true;
   }
   if (*sender_id != self->state.node_id) HearFrom(self, list.sender());
-  for (const auto& u : list.members()) ApplyUpdate(self, u, false);
+  // A join answer is one node's view, maybe stale (it may have been cut off until now): it
+  // introduces members and newer incarnations, it does not suspect or down members we know.
+  // Members it holds down that we do not know are learnt as down, so that placement keeps
+  // their place as on every other node.
+  for (const auto& entry : list.members()) {
+    MemberUpdate u = entry;
+    const uint64_t id = u.member().node_id();
+    if (id == self->state.node_id) continue;
+    if (u.kind() != MemberUpdate::DEAD) {
+      u.set_kind(MemberUpdate::ALIVE);
+      ApplyUpdate(self, u, false);
+    } else if (self->state.members.count(id) == 0) {
+      Merge(self, u.member());
+      auto it = self->state.members.find(id);
+      if (it != self->state.members.end()) it->second.seq = u.member().seq();
+    }
+  }
   return true;
 }
 
@@ -496,10 +512,13 @@ template <class Acked>
 void Ping(membership_pointer self, uint64_t id, caf::timespan timeout, Acked acked) {
   auto& st = self->state;
   auto it = st.members.find(id);
-  if (it == st.members.end() || !it->second.actor || Blocked(self, st.node_id, id)) return;
+  if (it == st.members.end() || !it->second.actor) return;
   auto target = it->second.actor;
   std::string ping = ProbeBytes(self, id, id);
   Count(self, &MembershipCounters::pings, ping.size());
+  // Partitioned (fault injection): lost on the way, its piggybacked news spent as on a real
+  // network (news made while cut off is not kept fresh for after the partition heals).
+  if (Blocked(self, st.node_id, id)) return;
   self->request(target, timeout, atom::ping_v, std::move(ping))
       .then(
           [=](std::string& bytes) mutable {

@@ -33,8 +33,12 @@
 // down. The CAF connection to a member still counts too: while it is lost (monitor, within
 // milliseconds) the member is not offered to the supervisor, until a reconnect succeeds.
 //
-// Joins (one per connection) answer with the full member list, a one-off O(n) per pair. The
-// node keeps a connection to each member it knows of: replication needs them anyway.
+// Joins (one per connection) answer with the full member list, a one-off O(n) per pair, taken
+// as introductions only (a node cut off until now would otherwise spread its stale downs). The
+// node keeps a connection to each member it knows of: replication needs them anyway. Known
+// limit: after a partition heals, downs the other side declared in its last moments (news not
+// yet spent) spread until the members concerned refute them, a flap of a few periods;
+// Lifeguard's independent confirmations would avoid it.
 //
 // A member down for longer than `replica_grace` leaves the view the supervisor places
 // databases over, so its databases get new replicas; until then its place is kept, so a
