@@ -5,6 +5,9 @@
 #include <caf/io/all.hpp>
 #include <caf/io/basp_broker.hpp>
 
+#include <algorithm>
+#include <cmath>
+
 #include "actors/database_request.hpp"
 #include "common/address.hpp"
 #include "common/path.hpp"
@@ -15,24 +18,137 @@ namespace {
 
 using membership_pointer = peer_actor::stateful_pointer<membership_state>;
 using Clock = membership_state::clock;
+using proto::MemberUpdate;
 
 bool Blocked(membership_pointer self, uint64_t from, uint64_t to) {
   return self->state.options.faults && self->state.options.faults->Blocked(from, to);
 }
 
+/// Counts one message of `kind` (a MembershipCounters field) with `bytes` of payload.
+void Count(membership_pointer self, std::atomic<uint64_t> MembershipCounters::*kind, size_t bytes) {
+  if (const auto& counters = self->state.options.counters) {
+    (counters.get()->*kind).fetch_add(1, std::memory_order_relaxed);
+    counters->bytes.fetch_add(bytes, std::memory_order_relaxed);
+  }
+}
+
+void CountEvent(membership_pointer self, std::atomic<uint64_t> MembershipCounters::*kind) {
+  if (const auto& counters = self->state.options.counters) {
+    (counters.get()->*kind).fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+/// The probe timeout: the rest of the period is left for the indirect probes.
+caf::timespan ProbeTimeout(membership_pointer self) {
+  return self->state.options.heartbeat_interval * 2 / 5;
+}
+
+/// How long a suspect has to refute: failure_timeout, or more in a cluster so large that news
+/// takes longer to reach the suspect (Lifeguard's 4 * log10(n) periods).
+caf::timespan SuspicionTimeout(membership_pointer self) {
+  const auto& st = self->state;
+  const double periods = 4 * std::log10(static_cast<double>(st.members.size() + 2));
+  const auto scaled =
+      std::chrono::duration_cast<caf::timespan>(st.options.heartbeat_interval * periods);
+  return std::max(st.options.failure_timeout, scaled);
+}
+
+/// How many times an update is piggybacked: kRetransmitMult * ceil(log2(n + 1)).
+int RetransmitLimit(membership_pointer self) {
+  const double n = static_cast<double>(self->state.members.size() + 1);
+  return kRetransmitMult * static_cast<int>(std::ceil(std::log2(n + 1)));
+}
+
+/// This node's description with its current seq.
+proto::Member SelfMember(membership_pointer self) {
+  proto::Member me;
+  me.ParseFromString(self->state.self_member);
+  me.set_seq(self->state.self_seq);
+  return me;
+}
+
+proto::Member Describe(uint64_t id, const membership_state::Member& m) {
+  proto::Member out;
+  out.set_node_id(id);
+  out.set_host(m.host);
+  out.set_cluster_port(m.cluster_port);
+  out.set_client_port(m.client_port);
+  out.set_sync(m.sync);
+  out.set_incarnation(m.incarnation);
+  out.set_name(m.name);
+  out.set_seq(m.seq);
+  return out;
+}
+
+/// What this node holds of member `id`, as an update.
+MemberUpdate StateOf(uint64_t id, const membership_state::Member& m) {
+  MemberUpdate u;
+  u.set_kind(!m.alive                                 ? MemberUpdate::DEAD
+             : m.suspect_since != Clock::time_point{} ? MemberUpdate::SUSPECT
+                                                      : MemberUpdate::ALIVE);
+  *u.mutable_member() = Describe(id, m);
+  return u;
+}
+
+/// Queues news of member `id` (this node: ALIVE of itself) to piggyback, replacing older news
+/// of it.
+void Enqueue(membership_pointer self, uint64_t id, uint64_t from) {
+  auto& st = self->state;
+  MemberUpdate u;
+  if (id == st.node_id) {
+    u.set_kind(MemberUpdate::ALIVE);
+    *u.mutable_member() = SelfMember(self);
+  } else {
+    auto it = st.members.find(id);
+    if (it == st.members.end()) return;
+    u = StateOf(id, it->second);
+    if (u.kind() != MemberUpdate::ALIVE) u.set_from(from);
+  }
+  st.gossip[id] = membership_state::Gossip{u.SerializeAsString(), 0};
+}
+
+/// Adds the updates for a message to member `to`: what we hold against it if it is suspect or
+/// down (so it can refute at once), then up to kMaxPiggyback queued updates, fewest-sent first;
+/// an update sent RetransmitLimit times is dropped.
+template <class Updates>
+void Piggyback(membership_pointer self, uint64_t to, Updates* out) {
+  auto& st = self->state;
+  auto it = st.members.find(to);
+  if (it != st.members.end() &&
+      (!it->second.alive || it->second.suspect_since != Clock::time_point{})) {
+    MemberUpdate notice = StateOf(to, it->second);
+    notice.set_from(st.node_id);
+    *out->Add() = std::move(notice);
+  }
+  std::vector<std::pair<int, uint64_t>> order;
+  order.reserve(st.gossip.size());
+  for (const auto& [id, g] : st.gossip) {
+    if (id != to) order.emplace_back(g.sent, id);
+  }
+  const size_t n = std::min(order.size(), static_cast<size_t>(kMaxPiggyback));
+  std::partial_sort(order.begin(), order.begin() + n, order.end());
+  const int limit = RetransmitLimit(self);
+  for (size_t i = 0; i < n; ++i) {
+    auto g = st.gossip.find(order[i].second);
+    out->Add()->ParseFromString(g->second.update);
+    if (++g->second.sent >= limit) st.gossip.erase(g);
+  }
+}
+
+/// A probe, ping-req or ack for member `to`, about `target`.
+std::string ProbeBytes(membership_pointer self, uint64_t target, uint64_t to) {
+  proto::Probe probe;
+  *probe.mutable_sender() = SelfMember(self);
+  probe.set_target(target);
+  Piggyback(self, to, probe.mutable_updates());
+  return probe.SerializeAsString();
+}
+
+/// The join answer: us and every member we know of.
 std::string MemberListBytes(membership_pointer self) {
   proto::MemberList list;
-  list.mutable_sender()->ParseFromString(self->state.self_member);
-  for (const auto& [id, m] : self->state.members) {
-    proto::Member* out = list.add_members();
-    out->set_node_id(id);
-    out->set_host(m.host);
-    out->set_cluster_port(m.cluster_port);
-    out->set_client_port(m.client_port);
-    out->set_sync(m.sync);
-    out->set_incarnation(m.incarnation);
-    out->set_name(m.name);
-  }
+  *list.mutable_sender() = SelfMember(self);
+  for (const auto& [id, m] : self->state.members) *list.add_members() = StateOf(id, m);
   return list.SerializeAsString();
 }
 
@@ -53,10 +169,11 @@ void PublishView(membership_pointer self) {
   self->send(st.supervisor, atom::members_v, std::move(view));
 }
 
-void MarkDown(membership_pointer self, uint64_t id, const char* why) {
+void MarkDown(membership_pointer self, uint64_t id, const std::string& why) {
   auto it = self->state.members.find(id);
   if (it == self->state.members.end()) return;
   auto& m = it->second;
+  m.suspect_since = {};
   if (m.alive) {
     spdlog::warn("node {}: member {} is down ({})", FormatNodeId(self->state.node_id),
                  FormatNodeId(id), why);
@@ -65,18 +182,18 @@ void MarkDown(membership_pointer self, uint64_t id, const char* why) {
   }
 }
 
-void MarkHeard(membership_pointer self, uint64_t id) {
-  // Only members Merge accepted (a usable address, not this node) can be heard from.
+void MarkAlive(membership_pointer self, uint64_t id) {
   auto& st = self->state;
   auto it = st.members.find(id);
   if (it == st.members.end()) return;
   auto& m = it->second;
+  m.suspect_since = {};
   const auto now = Clock::now();
   // Out of the view (see PublishView), after having been heard here before: see the header.
+  // Whoever says it is alive again (itself or gossip), the repair is due from now on.
   const bool stale = !m.alive && m.last_heard != Clock::time_point{} &&
                      now - m.down_since > st.options.replica_grace;
   const auto apart = now - m.last_heard;
-  m.last_heard = now;
   if (!m.alive) {
     m.alive = true;
     spdlog::info("node {}: member {} is up ({}:{})", FormatNodeId(st.node_id), FormatNodeId(id),
@@ -96,7 +213,21 @@ void MarkHeard(membership_pointer self, uint64_t id) {
   }
 }
 
-/// Learns (or updates) a member from its own or a peer's description.
+void MarkSuspect(membership_pointer self, uint64_t id, uint64_t from) {
+  auto& st = self->state;
+  auto it = st.members.find(id);
+  if (it == st.members.end()) return;
+  // Suspect is still alive: back from down, it goes through MarkAlive (stale repair).
+  if (!it->second.alive) MarkAlive(self, id);
+  if (it->second.suspect_since == Clock::time_point{}) {
+    it->second.suspect_since = Clock::now();
+    spdlog::info("node {}: member {} is suspect (no ack to {}'s probes)", FormatNodeId(st.node_id),
+                 FormatNodeId(id), FormatNodeId(from));
+  }
+}
+
+/// Learns (or updates) a member from its own or a peer's description: its address, and a new
+/// incarnation (a restart: the old handle goes). Liveness is ApplyUpdate's.
 void Merge(membership_pointer self, const proto::Member& info) {
   auto& st = self->state;
   if (info.node_id() == 0 || info.node_id() == st.node_id || info.cluster_port() == 0 ||
@@ -110,8 +241,8 @@ void Merge(membership_pointer self, const proto::Member& info) {
     // A restart: our handle names the old process, wherever the new one listens. It must not
     // be kept because its address is unchanged: CAF's middleman keeps answering connects to
     // that address with the old proxy while the proxy lives, and a proxy reached through
-    // another node (an indirect BASP route) is never told that its process died, so heartbeats
-    // sent to it vanish while the member's own heartbeats keep arriving (issue 13).
+    // another node (an indirect BASP route) is never told that its process died, so probes
+    // sent to it vanish while the member's own keep arriving (issue 13).
     spdlog::info("node {}: member {} restarted (incarnation {} -> {}); dropping the old handle",
                  FormatNodeId(st.node_id), FormatNodeId(info.node_id()), m.incarnation,
                  info.incarnation());
@@ -120,7 +251,7 @@ void Merge(membership_pointer self, const proto::Member& info) {
   }
   if (inserted) {
     m.down_since = Clock::now();
-    // Forgotten after being heard: it is still apart since then (see MarkHeard).
+    // Forgotten after being heard: it is still apart since then (see MarkAlive).
     if (auto f = st.forgotten.find(info.node_id()); f != st.forgotten.end()) {
       m.last_heard = f->second.last_heard;
       m.down_since = f->second.down_since;
@@ -132,9 +263,90 @@ void Merge(membership_pointer self, const proto::Member& info) {
   m.client_port = static_cast<uint16_t>(info.client_port());
   m.sync = info.sync();
   m.incarnation = info.incarnation();
+  m.seq = 0;  // a new incarnation counts its refutations afresh (ApplyUpdate sets it)
   m.name = info.name();
   // Forget seeds that turned out to be this member.
   st.seeds_connecting.erase(m.host + ":" + std::to_string(m.cluster_port));
+}
+
+bool Authenticated(membership_pointer self) {
+  const auto& directory = self->state.options.security.directory;
+  return directory && directory->enabled();
+}
+
+/// News that this node is suspect or down: refute it with a higher seq, spread as ALIVE.
+void Refute(membership_pointer self, const MemberUpdate& u) {
+  auto& st = self->state;
+  proto::Member me;
+  me.ParseFromString(st.self_member);
+  if (u.kind() == MemberUpdate::ALIVE || u.member().incarnation() != me.incarnation() ||
+      u.member().seq() < st.self_seq) {
+    return;  // not against us, of an older run of this node, or already refuted
+  }
+  st.self_seq = u.member().seq() + 1;
+  spdlog::info("node {}: refuting that it is {} (by node {}): seq {}", FormatNodeId(st.node_id),
+               u.kind() == MemberUpdate::SUSPECT ? "suspect" : "down", FormatNodeId(u.from()),
+               st.self_seq);
+  CountEvent(self, &MembershipCounters::refutations);
+  Enqueue(self, st.node_id, 0);
+}
+
+/// Takes in news of a member (from gossip, a join answer, or with `own_word` the member's own
+/// message). Of two pieces of news, the higher (incarnation, seq) wins; at an equal one SUSPECT
+/// beats ALIVE and DEAD beats both. News that changed what we hold is passed on.
+void ApplyUpdate(membership_pointer self, const MemberUpdate& u, bool own_word) {
+  auto& st = self->state;
+  const proto::Member& info = u.member();
+  const uint64_t id = info.node_id();
+  if (id == st.node_id) {
+    Refute(self, u);
+    return;
+  }
+  auto it = st.members.find(id);
+  const bool known = it != st.members.end();
+  // A stranger is learnt only from news that it is alive.
+  if (!known && u.kind() != MemberUpdate::ALIVE) return;
+  // With TLS, what others say of a member only introduces it (we connect and hear it
+  // ourselves); its address and incarnation change only by its own word.
+  if (known && !own_word && Authenticated(self) && info.incarnation() != it->second.incarnation) {
+    return;
+  }
+  const uint64_t old_incarnation = known ? it->second.incarnation : 0;
+  Merge(self, info);
+  it = st.members.find(id);
+  if (it == st.members.end()) return;  // an unusable description
+  auto& m = it->second;
+  if (info.incarnation() < m.incarnation) return;  // news of an older run
+  const bool newer = !known || info.incarnation() > old_incarnation || info.seq() > m.seq;
+  const bool same = !newer && info.seq() == m.seq;
+  const bool suspect = m.suspect_since != Clock::time_point{};
+  bool changed = false;
+  switch (u.kind()) {
+    case MemberUpdate::ALIVE:
+      if (newer) {
+        m.seq = info.seq();
+        MarkAlive(self, id);
+        changed = true;
+      }
+      break;
+    case MemberUpdate::SUSPECT:
+      if (newer || (same && m.alive && !suspect)) {
+        m.seq = info.seq();
+        MarkSuspect(self, id, u.from());
+        changed = true;
+      }
+      break;
+    case MemberUpdate::DEAD:
+      if (newer || (same && m.alive)) {
+        m.seq = info.seq();
+        MarkDown(self, id, "declared down by node " + FormatNodeId(u.from()));
+        changed = true;
+      }
+      break;
+    default:
+      return;
+  }
+  if (changed) Enqueue(self, id, u.from());
 }
 
 /// Keeps `actor` as member `id`'s cluster actor and watches its connection.
@@ -154,10 +366,10 @@ void Adopt(membership_pointer self, uint64_t id, peer_actor actor) {
   PublishView(self);
 }
 
-/// A member's own join, heartbeat or join answer comes from its cluster actor, over a route
-/// that works now: that actor is the one to send to. Adopting it replaces a handle that names
-/// an old process of the member or reaches it by a route that lost it (issue 13: heartbeats
-/// sent to such a handle vanish while the member's own keep arriving, forever).
+/// A member's own join, probe or join answer comes from its cluster actor, over a route that
+/// works now: that actor is the one to send to. Adopting it replaces a handle that names an old
+/// process of the member or reaches it by a route that lost it (issue 13: probes sent to such
+/// a handle vanish while the member's own keep arriving, forever).
 void AdoptSender(membership_pointer self, uint64_t id, uint64_t incarnation) {
   const auto& sender = self->current_sender();
   if (!sender || sender->node() == self->node()) return;
@@ -170,15 +382,10 @@ void AdoptSender(membership_pointer self, uint64_t id, uint64_t incarnation) {
   Adopt(self, id, caf::actor_cast<peer_actor>(sender));
 }
 
-bool Authenticated(membership_pointer self) {
-  const auto& directory = self->state.options.security.directory;
-  return directory && directory->enabled();
-}
-
 /// True if the sender of the current message may describe member `info` itself: always without
 /// TLS; with TLS, only the holder of the node certificate named `info.name()`, and only for
 /// the member id that certificate claimed first (security::PeerDirectory::ClaimMember). So no
-/// node can join, heartbeat or speak as another.
+/// node can join, probe or speak as another.
 bool Vouched(membership_pointer self, const proto::Member& info) {
   if (!Authenticated(self)) return true;
   const auto& directory = self->state.options.security.directory;
@@ -204,10 +411,42 @@ bool Vouched(membership_pointer self, const proto::Member& info) {
   return false;
 }
 
-/// Takes in a join answer or heartbeat: the sender is alive, the members it lists are known.
-/// Returns false if `bytes` is not a member list.
-bool TakeMemberList(membership_pointer self, const std::string& bytes, bool sender_heard,
-                    uint64_t* sender_id) {
+/// A member's own message (join, probe, ack, join answer) with its description: it is alive at
+/// its (incarnation, seq), and the actor that sent it is the one to send to.
+void HearFrom(membership_pointer self, const proto::Member& info) {
+  MemberUpdate u;
+  u.set_kind(MemberUpdate::ALIVE);
+  *u.mutable_member() = info;
+  ApplyUpdate(self, u, true);
+  auto it = self->state.members.find(info.node_id());
+  if (it == self->state.members.end()) return;
+  it->second.last_heard = Clock::now();
+  AdoptSender(self, info.node_id(), info.incarnation());
+}
+
+/// Takes in a probe, ping-req or ack from the network. `expected_sender` (0: any) is the node it
+/// must come from (an ack), `for_us` whether its target must be this node (a ping). False if it
+/// is malformed, partitioned away, not vouched for, or not as expected: then nothing of it is
+/// taken.
+bool TakeProbe(membership_pointer self, const std::string& bytes, uint64_t expected_sender,
+               bool for_us, proto::Probe* probe) {
+  auto& st = self->state;
+  if (!probe->ParseFromString(bytes)) return false;
+  const proto::Member& sender = probe->sender();
+  if (sender.node_id() == 0 || sender.node_id() == st.node_id) return false;
+  if (expected_sender != 0 && sender.node_id() != expected_sender) return false;
+  if (for_us && probe->target() != st.node_id) return false;
+  if (Blocked(self, sender.node_id(), st.node_id)) return false;
+  if (!Vouched(self, sender)) return false;
+  HearFrom(self, sender);
+  if (st.members.count(sender.node_id()) == 0) return false;  // an unusable description
+  for (const auto& u : probe->updates()) ApplyUpdate(self, u, false);
+  return true;
+}
+
+/// Takes in a join answer: the sender is alive, the members it lists are known. Returns false
+/// if `bytes` is not a member list; `*sender_id` gets its sender (0 if not vouched for).
+bool TakeMemberList(membership_pointer self, const std::string& bytes, uint64_t* sender_id) {
   proto::MemberList list;
   if (!list.ParseFromString(bytes) || list.sender().node_id() == 0) return false;
   *sender_id = list.sender().node_id();
@@ -216,15 +455,23 @@ bool TakeMemberList(membership_pointer self, const std::string& bytes, bool send
     *sender_id = 0;
     return true;
   }
-  Merge(self, list.sender());
-  for (const auto& m : list.members()) {
-    // With TLS, what others say of a member only introduces it (we connect and hear it
-    // ourselves); its address and incarnation change only by its own word.
-    if (!Authenticated(self) || self->state.members.count(m.node_id()) == 0) Merge(self, m);
-  }
-  if (sender_heard && *sender_id != self->state.node_id) {
-    MarkHeard(self, *sender_id);
-    AdoptSender(self, *sender_id, list.sender().incarnation());
+  if (*sender_id != self->state.node_id) HearFrom(self, list.sender());
+  // A join answer is one node's view, maybe stale (it may have been cut off until now): it
+  // introduces members and newer incarnations, it does not suspect or down members we know.
+  // Members it holds down that we do not know are learnt as down, so that placement keeps
+  // their place as on every other node.
+  for (const auto& entry : list.members()) {
+    MemberUpdate u = entry;
+    const uint64_t id = u.member().node_id();
+    if (id == self->state.node_id) continue;
+    if (u.kind() != MemberUpdate::DEAD) {
+      u.set_kind(MemberUpdate::ALIVE);
+      ApplyUpdate(self, u, false);
+    } else if (self->state.members.count(id) == 0) {
+      Merge(self, u.member());
+      auto it = self->state.members.find(id);
+      if (it != self->state.members.end()) it->second.seq = u.member().seq();
+    }
   }
   return true;
 }
@@ -245,12 +492,13 @@ void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t p
               return;
             }
             auto peer = caf::actor_cast<peer_actor>(std::move(ptr));
-            self->request(peer, timeout, atom::join_v, self->state.self_member)
+            const std::string join = SelfMember(self).SerializeAsString();
+            Count(self, &MembershipCounters::joins, join.size());
+            self->request(peer, timeout, atom::join_v, join)
                 .then(
                     [=](std::string& answer) {
                       uint64_t sender = 0;
-                      if (!FromExpected(self, peer) ||
-                          !TakeMemberList(self, answer, true, &sender)) {
+                      if (!FromExpected(self, peer) || !TakeMemberList(self, answer, &sender)) {
                         done(0, peer_actor{}, "the join answer is not a member list");
                         return;
                       }
@@ -265,6 +513,158 @@ void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t p
                     [=](caf::error& err) { done(0, peer_actor{}, "join: " + to_string(err)); });
           },
           [=](caf::error& err) { done(0, peer_actor{}, "connect: " + to_string(err)); });
+}
+
+/// Connects anew to member `id` (keeping the handle we have until the new one answers).
+void Reconnect(membership_pointer self, uint64_t id) {
+  auto it = self->state.members.find(id);
+  if (it == self->state.members.end() || it->second.connecting) return;
+  it->second.connecting = true;
+  ConnectAndJoin(self, it->second.host, it->second.cluster_port,
+                 [self, id](uint64_t answered, peer_actor peer, const std::string& why) {
+                   auto found = self->state.members.find(id);
+                   if (found == self->state.members.end()) return;
+                   found->second.connecting = false;
+                   if (answered == id) {
+                     Adopt(self, id, peer);
+                   } else {
+                     found->second.last_connect_error =
+                         answered != 0 ? "answered by node " + FormatNodeId(answered) : why;
+                   }
+                 });
+}
+
+/// Pings member `id` (if we have a handle and no partition is in the way); `acked` runs on its
+/// ack.
+template <class Acked>
+void Ping(membership_pointer self, uint64_t id, caf::timespan timeout, Acked acked) {
+  auto& st = self->state;
+  auto it = st.members.find(id);
+  if (it == st.members.end() || !it->second.actor) return;
+  auto target = it->second.actor;
+  std::string ping = ProbeBytes(self, id, id);
+  Count(self, &MembershipCounters::pings, ping.size());
+  // Partitioned (fault injection): lost on the way, its piggybacked news spent as on a real
+  // network (news made while cut off is not kept fresh for after the partition heals).
+  if (Blocked(self, st.node_id, id)) return;
+  self->request(target, timeout, atom::ping_v, std::move(ping))
+      .then(
+          [=](std::string& bytes) mutable {
+            proto::Probe ack;
+            if (FromExpected(self, target) && TakeProbe(self, bytes, id, false, &ack)) acked();
+          },
+          [](caf::error&) {});
+}
+
+/// The start of a protocol period's probe: the next member of the shuffled round-robin.
+void StartProbe(membership_pointer self) {
+  auto& st = self->state;
+  st.probe_target = 0;
+  st.probe_acked = false;
+  st.probe_direct_acked = false;
+  const uint64_t number = ++st.probe_number;
+  for (int pass = 0; pass < 2 && st.probe_target == 0; ++pass) {
+    if (st.probe_order.empty()) {
+      for (const auto& [id, m] : st.members) {
+        if (m.alive) st.probe_order.push_back(id);
+      }
+      std::shuffle(st.probe_order.begin(), st.probe_order.end(), st.random);
+    }
+    while (!st.probe_order.empty() && st.probe_target == 0) {
+      const uint64_t id = st.probe_order.back();
+      st.probe_order.pop_back();
+      auto it = st.members.find(id);
+      if (it != st.members.end() && it->second.alive) st.probe_target = id;
+    }
+  }
+  if (st.probe_target == 0) return;
+  const uint64_t id = st.probe_target;
+  Ping(self, id, st.options.heartbeat_interval, [self, id, number] {
+    auto& st = self->state;
+    if (st.probe_number == number && st.probe_target == id) {
+      st.probe_acked = true;
+      st.probe_direct_acked = true;
+    }
+  });
+  self->delayed_send(self, ProbeTimeout(self), atom::ping_req_v, atom::tick_v, number);
+}
+
+/// The direct probe got no ack in time: asks up to kIndirectProbes other members to probe.
+void IndirectProbe(membership_pointer self, uint64_t number) {
+  auto& st = self->state;
+  if (number != st.probe_number || st.probe_acked || st.probe_target == 0) return;
+  const uint64_t target = st.probe_target;
+  std::vector<uint64_t> helpers;
+  for (const auto& [id, m] : st.members) {
+    if (id != target && m.alive && m.suspect_since == Clock::time_point{} && m.actor &&
+        !Blocked(self, st.node_id, id)) {
+      helpers.push_back(id);
+    }
+  }
+  std::shuffle(helpers.begin(), helpers.end(), st.random);
+  if (helpers.size() > static_cast<size_t>(kIndirectProbes)) helpers.resize(kIndirectProbes);
+  const caf::timespan timeout = st.options.heartbeat_interval - ProbeTimeout(self);
+  for (uint64_t helper : helpers) {
+    auto handle = st.members[helper].actor;
+    std::string request = ProbeBytes(self, target, helper);
+    Count(self, &MembershipCounters::ping_reqs, request.size());
+    self->request(handle, timeout, atom::ping_req_v, std::move(request))
+        .then(
+            [=](std::string& bytes) {
+              proto::Probe ack;
+              if (!FromExpected(self, handle) || !TakeProbe(self, bytes, helper, false, &ack)) {
+                return;
+              }
+              auto& st = self->state;
+              if (st.probe_number == number && st.probe_target == target) st.probe_acked = true;
+              auto it = st.members.find(target);
+              if (it != st.members.end()) it->second.last_heard = Clock::now();
+            },
+            [](caf::error&) {});
+  }
+}
+
+/// The end of a protocol period: a member whose probe got no ack, direct or indirect, is
+/// suspect. Acked only through others, our handle may be the problem (issue 13: a route that
+/// lost the member): a new connection is tried.
+void EndProbe(membership_pointer self) {
+  auto& st = self->state;
+  const uint64_t id = st.probe_target;
+  st.probe_target = 0;
+  auto it = st.members.find(id);
+  if (id == 0 || it == st.members.end()) return;
+  auto& m = it->second;
+  if (st.probe_acked && !st.probe_direct_acked &&
+      Clock::now() - m.adopted > st.options.failure_timeout) {
+    spdlog::debug("node {}: member {} acked only through others; reconnecting",
+                  FormatNodeId(st.node_id), FormatNodeId(id));
+    Reconnect(self, id);
+  }
+  if (st.probe_acked || !m.alive || m.suspect_since != Clock::time_point{}) return;
+  MarkSuspect(self, id, st.node_id);
+  CountEvent(self, &MembershipCounters::suspicions);
+  Enqueue(self, id, st.node_id);
+}
+
+/// Pings the next down member (round-robin): if it answers, the notice in the ping makes it
+/// refute, and its ack brings it back (a healed partition, a lost connection).
+void PingDownMember(membership_pointer self) {
+  auto& st = self->state;
+  while (true) {
+    if (st.down_order.empty()) {
+      for (const auto& [id, m] : st.members) {
+        if (!m.alive) st.down_order.push_back(id);
+      }
+      if (st.down_order.empty()) return;
+      std::shuffle(st.down_order.begin(), st.down_order.end(), st.random);
+    }
+    const uint64_t id = st.down_order.back();
+    st.down_order.pop_back();
+    auto it = st.members.find(id);
+    if (it == st.members.end() || it->second.alive) continue;
+    Ping(self, id, st.options.heartbeat_interval, [] {});
+    return;
+  }
 }
 
 void Tick(membership_pointer self) {
@@ -288,11 +688,22 @@ void Tick(membership_pointer self) {
                      }
                    });
   }
-  std::string heartbeat = MemberListBytes(self);
+  EndProbe(self);
+  const caf::timespan suspicion_timeout = SuspicionTimeout(self);
   for (auto& [id, m] : st.members) {
+    if (m.suspect_since != Clock::time_point{} && now - m.suspect_since > suspicion_timeout) {
+      MarkDown(self, id,
+               "suspected and not refuted for " +
+                   std::to_string(
+                       std::chrono::duration_cast<std::chrono::milliseconds>(suspicion_timeout)
+                           .count()) +
+                   " ms");
+      CountEvent(self, &MembershipCounters::declared_down);
+      Enqueue(self, id, st.node_id);
+    }
     if (m.actor && !m.alive &&
         now - std::max(m.down_since, m.adopted) > st.options.failure_timeout) {
-      // Silent for a whole failure timeout more over a handle that did not fail: whatever route
+      // Down for a whole failure timeout more over a handle that did not fail: whatever route
       // it has may be one that lost the member (see SpawnFreshConnect). Connect anew; CAF keeps
       // a direct connection that still works, so this costs a connect when nothing was wrong.
       spdlog::debug("node {}: member {} silent over a live handle; reconnecting",
@@ -300,40 +711,19 @@ void Tick(membership_pointer self) {
       self->demonitor(m.actor.address());
       m.actor = nullptr;
     }
-    if (Blocked(self, st.node_id, id)) {
-      // Partitioned: as if the heartbeats were lost.
-    } else if (m.actor) {
-      self->send(m.actor, atom::heartbeat_v, heartbeat);
-    } else if (!m.connecting) {
-      m.connecting = true;
-      ConnectAndJoin(self, m.host, m.cluster_port,
-                     [self, id = id](uint64_t answered, peer_actor peer, const std::string& why) {
-                       auto found = self->state.members.find(id);
-                       if (found == self->state.members.end()) return;
-                       found->second.connecting = false;
-                       if (answered == id) {
-                         Adopt(self, id, peer);
-                       } else {
-                         found->second.last_connect_error =
-                             answered != 0 ? "answered by node " + FormatNodeId(answered) : why;
-                       }
-                     });
-    }
-    // Heard but not reachable: our heartbeats go nowhere, so the member sees us down. Said once
-    // per episode, with why the connects fail, since nothing else would show it.
+    if (!m.actor && !Blocked(self, st.node_id, id)) Reconnect(self, id);
+    // Alive but not reachable: our probes go nowhere. Said once per episode, with why the
+    // connects fail, since nothing else would show it.
     if (m.alive && !m.actor && !m.unreachable_reported) {
       if (m.unreachable_since == Clock::time_point{}) {
         m.unreachable_since = now;
       } else if (now - m.unreachable_since > st.options.failure_timeout) {
         m.unreachable_reported = true;
         spdlog::warn(
-            "node {}: member {} is heard but cannot be reached ({}:{}): {}",
+            "node {}: member {} is alive but cannot be reached ({}:{}): {}",
             FormatNodeId(st.node_id), FormatNodeId(id), m.host, m.cluster_port,
             m.last_connect_error.empty() ? "no connect answered yet" : m.last_connect_error);
       }
-    }
-    if (m.alive && now - m.last_heard > st.options.failure_timeout) {
-      MarkDown(self, id, "no heartbeat within the failure timeout");
     }
   }
   // Members down for twice the grace period are forgotten (their replicas moved after one), so
@@ -350,15 +740,17 @@ void Tick(membership_pointer self) {
         if (st.forgotten.size() >= kMaxForgotten) st.forgotten.erase(st.forgotten.begin());
         st.forgotten[it->first] = {m.last_heard, m.down_since};
       }
+      st.gossip.erase(it->first);
       it = st.members.erase(it);
     } else {
       ++it;
     }
   }
+  StartProbe(self);
+  PingDownMember(self);
   PublishView(self);
   self->delayed_send(self, st.options.heartbeat_interval, atom::tick_v);
 }
-
 // -- Node-level anti-entropy (replication/node_summary.hpp) --------------------------------------
 
 void SendSummaryPage(membership_pointer self, uint64_t id);
@@ -544,10 +936,13 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
   for (const auto& seed : st.options.seeds) st.seeds_connecting.emplace(seed, false);
 
   self->set_down_handler([self](caf::down_msg& msg) {
+    // The connection is lost: the member is not offered to the supervisor until a reconnect
+    // (Tick) succeeds. Whether it is down is for the probes to find (others may still reach it).
     for (auto& [id, m] : self->state.members) {
       if (m.actor && m.actor.address() == msg.source) {
         m.actor = nullptr;
-        MarkDown(self, id, "connection lost");
+        spdlog::warn("node {}: lost the connection to member {}; reconnecting",
+                     FormatNodeId(self->state.node_id), FormatNodeId(id));
       }
     }
     PublishView(self);
@@ -576,19 +971,52 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
               "join: the certificate of this connection does not name member " +
               FormatNodeId(info.node_id()) + " (\"" + info.name() + "\")"));
         }
-        Merge(self, info);
+        if (info.node_id() == self->state.node_id) {
+          return ToError(Status::InvalidArgument("join: unusable member description"));
+        }
+        HearFrom(self, info);
         if (self->state.members.count(info.node_id()) == 0) {
           return ToError(Status::InvalidArgument("join: unusable member description"));
         }
-        MarkHeard(self, info.node_id());
-        AdoptSender(self, info.node_id(), info.incarnation());
         PublishView(self);
-        return MemberListBytes(self);
+        std::string answer = MemberListBytes(self);
+        Count(self, &MembershipCounters::acks, answer.size());
+        return answer;
       },
-      [=](atom::heartbeat, const std::string& bytes) {
-        uint64_t sender = 0;
-        if (!TakeMemberList(self, bytes, true, &sender)) return;
+      [=](atom::ping, const std::string& bytes) -> caf::result<std::string> {
+        proto::Probe ping;
+        if (!TakeProbe(self, bytes, 0, true, &ping)) {
+          return ToError(
+              Status::Unavailable("ping: refused (malformed, not for this node, "
+                                  "partitioned or not vouched for)"));
+        }
         PublishView(self);
+        std::string ack = ProbeBytes(self, 0, ping.sender().node_id());
+        Count(self, &MembershipCounters::acks, ack.size());
+        return ack;
+      },
+      [=](atom::ping_req, const std::string& bytes) -> caf::result<std::string> {
+        auto& st = self->state;
+        proto::Probe request;
+        if (!TakeProbe(self, bytes, 0, false, &request)) {
+          return ToError(
+              Status::Unavailable("ping_req: refused (malformed, partitioned or not vouched for)"));
+        }
+        PublishView(self);
+        const uint64_t requester = request.sender().node_id();
+        const uint64_t target = request.target();
+        auto it = st.members.find(target);
+        if (target == st.node_id || it == st.members.end() || !it->second.actor ||
+            Blocked(self, st.node_id, target)) {
+          return ToError(Status::Unavailable("ping_req: no way to member " + FormatNodeId(target)));
+        }
+        auto promise = self->make_response_promise<std::string>();
+        Ping(self, target, ProbeTimeout(self), [self, requester, promise]() mutable {
+          std::string ack = ProbeBytes(self, 0, requester);
+          Count(self, &MembershipCounters::acks, ack.size());
+          promise.deliver(std::move(ack));
+        });
+        return promise;
       },
       [=](atom::replica, const std::string& raw_path) -> caf::result<database_peer_actor> {
         // A peer's request, from the network: this is where the node normalises its path
@@ -648,6 +1076,10 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
       [=](atom::tick) {
         if (!local()) return;
         Tick(self);
+      },
+      [=](atom::ping_req, atom::tick, uint64_t number) {
+        if (!local()) return;
+        IndirectProbe(self, number);
       },
       [=](atom::summary, const std::string& bytes) -> caf::result<std::string> {
         return AnswerSummary(self, bytes);

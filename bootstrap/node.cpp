@@ -172,6 +172,8 @@ struct Node::Impl {
   std::shared_ptr<storage::Store> store;
   /// Node-level anti-entropy: every database's vector digest and placement (clustered only).
   std::shared_ptr<replication::NodeSummary> node_summary;
+  /// What the membership actor sent (clustered only).
+  std::shared_ptr<MembershipCounters> membership_counters;
   std::shared_ptr<const config::ConfigSet> configs;
   std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> system;
@@ -643,6 +645,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     membership.max_message_bytes = MaxPeerMessageBytes(opts);
     membership.node_summary = impl->node_summary;
     membership.sync_interval = replication->sync_interval;
+    impl->membership_counters = std::make_shared<MembershipCounters>();
+    membership.counters = impl->membership_counters;
     impl->membership = SpawnNetworkFacing(*impl->system, membership_impl, impl->store->node_id(),
                                           impl->core->supervisor, std::move(membership));
   }
@@ -1059,7 +1063,36 @@ Result<std::string> Node::metrics() const {
              "Cluster members as this node sees them (itself included), by state.", "gauge");
   out.Sample("kvmesh_members", {{"state", "up"}}, static_cast<double>(up));
   out.Sample("kvmesh_members", {{"state", "down"}}, static_cast<double>(members->size() - up));
-  out.Family("kvmesh_member_up", "1 while a member's heartbeats arrive, 0 once it is down.",
+  if (const auto& counters = impl_->membership_counters) {
+    auto value = [](const std::atomic<uint64_t>& c) {
+      return static_cast<double>(c.load(std::memory_order_relaxed));
+    };
+    out.Family("kvmesh_membership_messages_total",
+               "Membership messages this node sent (SWIM): pings (its own probes and those made "
+               "for another member's ping-req), ping-reqs, acks (answers to pings, ping-reqs and "
+               "joins) and joins.",
+               "counter");
+    out.Sample("kvmesh_membership_messages_total", {{"kind", "ping"}}, value(counters->pings));
+    out.Sample("kvmesh_membership_messages_total", {{"kind", "ping_req"}},
+               value(counters->ping_reqs));
+    out.Sample("kvmesh_membership_messages_total", {{"kind", "ack"}}, value(counters->acks));
+    out.Sample("kvmesh_membership_messages_total", {{"kind", "join"}}, value(counters->joins));
+    out.Family("kvmesh_membership_bytes_total",
+               "Payload bytes of the membership messages this node sent.", "counter");
+    out.Sample("kvmesh_membership_bytes_total", {}, value(counters->bytes));
+    out.Family("kvmesh_membership_events_total",
+               "Members this node suspected (its probes got no ack) and declared down (not "
+               "refuted in time), and suspicions of itself it refuted.",
+               "counter");
+    out.Sample("kvmesh_membership_events_total", {{"kind", "suspected"}},
+               value(counters->suspicions));
+    out.Sample("kvmesh_membership_events_total", {{"kind", "declared_down"}},
+               value(counters->declared_down));
+    out.Sample("kvmesh_membership_events_total", {{"kind", "refuted"}},
+               value(counters->refutations));
+  }
+  out.Family("kvmesh_member_up",
+             "1 while a member answers probes (directly or through others), 0 once it is down.",
              "gauge");
   for (const MemberStatus& m : *members) {
     out.Sample("kvmesh_member_up", {{"node", FormatNodeId(m.node_id)}}, m.alive ? 1 : 0);

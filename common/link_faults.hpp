@@ -1,5 +1,5 @@
 // LinkFaults: where a test harness may fail the links between nodes. Production code asks it
-// (when one is set) before sending and on receiving cluster messages: heartbeats, joins, pushed
+// (when one is set) before sending and on receiving cluster messages: probes, joins, pushed
 // deltas and anti-entropy. kvmeshd never sets one; testing/fault_injector.hpp implements it for
 // in-process test clusters, so that partitions and misbehaving links are exact and repeatable
 // without root privileges or timing luck. Implementations must be thread-safe.

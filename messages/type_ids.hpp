@@ -194,7 +194,8 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, configs, "configs")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, reload, "reload")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, limit, "limit")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, join, "join")
-CAF_ADD_ATOM(kvmesh, kvmesh::atom, heartbeat, "heartbeat")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, ping, "ping")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, ping_req, "ping_req")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, replicate, "replicate")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync, "sync")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, replica, "replica")
@@ -330,19 +331,24 @@ using database_actor =
 using peer_actor = caf::typed_actor<
     // From a node that starts or finds us: its proto::Member -> our proto::MemberList.
     caf::replies_to<atom::join, std::string>::with<std::string>,
-    // Heartbeat from a member: its proto::MemberList. The sender is alive; members it lists that
-    // we do not know are contacted.
-    caf::reacts_to<atom::heartbeat, std::string>,
+    // SWIM probe from a member: a proto::Probe whose target is this node -> our proto::Probe
+    // (the ack). Both carry piggybacked membership updates.
+    caf::replies_to<atom::ping, std::string>::with<std::string>,
+    // SWIM indirect probe: a proto::Probe asking us to ping its target -> our ack once the
+    // target acked us, an error if it did not within the probe timeout.
+    caf::replies_to<atom::ping_req, std::string>::with<std::string>,
     // The database actor of a path on this node, instantiated if needed as a replica (whatever
     // our own placement says, which may lag the asker's): path -> its peer slice.
     caf::replies_to<atom::replica, std::string>::with<database_peer_actor>,
     // Local: the members as this node sees them, itself first.
     caf::replies_to<atom::members>::with<std::vector<MemberStatus>>,
     // Local, once, from the node after it published this actor: our own proto::Member (with the
-    // port it got). Heartbeats start then. Refused from other nodes.
+    // port it got). Probes start then. Refused from other nodes.
     caf::reacts_to<atom::open, std::string>,
-    // Internal: the periodic heartbeat and failure check.
+    // Internal: the protocol period (probe one member, suspicion timeouts, connects).
     caf::reacts_to<atom::tick>,
+    // Internal: the direct probe number n got no ack within the probe timeout.
+    caf::reacts_to<atom::ping_req, atom::tick, uint64_t>,
     // Node-level anti-entropy (replication/node_summary.hpp): a serialized
     // proto::NodeSummaryRequest from a member -> a serialized proto::NodeSummaryReply.
     caf::replies_to<atom::summary, std::string>::with<std::string>,
@@ -354,7 +360,7 @@ struct MemberView {
   uint64_t node_id = 0;
   /// Its cluster actor; invalid until connected.
   peer_actor actor;
-  /// Heard from within the failure timeout (and not partitioned away).
+  /// Up: not declared down by membership (SWIM), and connected.
   bool alive = false;
 };
 

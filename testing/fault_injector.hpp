@@ -1,7 +1,7 @@
 // FaultInjector: network faults between the nodes of a test cluster, injected where kvmesh nodes
-// send and receive cluster messages (heartbeats, deltas, anti-entropy; see common/link_faults.hpp),
-// so tests get partitions and misbehaving links that are exact and repeatable, without root
-// privileges or timing luck.
+// send and receive cluster messages (membership probes, deltas, anti-entropy; see
+// common/link_faults.hpp), so tests get partitions and misbehaving links that are exact and
+// repeatable, without root privileges or timing luck.
 //
 // Share one injector among the nodes of a cluster (NodeOptions::link_faults; LocalCluster
 // does it). A partition blocks both directions: messages are not sent, and a message already in

@@ -90,6 +90,7 @@ Status LocalCluster::StartNode(size_t i) {
   if (o.cluster_port < 0) o.cluster_port = 0;
   o.seeds.clear();
   for (size_t j = 0; j < nodes_.size(); ++j) {
+    if (options_.seeds != 0 && o.seeds.size() >= options_.seeds) break;
     if (j != i && nodes_[j].node) {
       o.seeds.push_back(o.cluster_host + ":" + std::to_string(nodes_[j].node->cluster_port()));
     }

@@ -40,12 +40,15 @@ struct LocalClusterOptions {
   std::string config_yaml;
   std::string config_dir;
   /// Template for every node's options; data_dir, config source, cluster_port, seeds and
-  /// link_faults are filled per node. The defaults are tuned for fast tests: heartbeats every
-  /// 100 ms, a member down after 1 s of silence, anti-entropy every 200 ms, no passivation.
+  /// link_faults are filled per node. The defaults are tuned for fast tests: a membership
+  /// period of 100 ms, a suspect down after 1 s, anti-entropy every 200 ms, no passivation.
   NodeOptions node = TestNodeOptions();
   /// TLS per node (node i uses node_tls[i], e.g. node certificates named n0, n1, ...); empty
   /// (default): every node uses node.tls.
   std::vector<TlsOptions> node_tls;
+  /// Each node is seeded with at most this many running nodes, the first started (1: only
+  /// node 0, so the others learn each other by gossip). 0 (default): all running nodes.
+  size_t seeds = 0;
   /// Seed of the fault injector's random choices.
   uint64_t fault_seed = 1;
   /// Deadline of Start's wait for every node to see every other. Default 30 s.
@@ -95,7 +98,8 @@ class LocalCluster {
   Status AddNode(size_t* index);
 
   /// Waits until every running node sees exactly the running nodes it is not partitioned from
-  /// as alive.
+  /// as alive. (Cut only some links of a node and membership still sees it alive through the
+  /// others: SWIM's indirect probes; this waits for partitions into sides.)
   Status WaitForMembership(std::chrono::milliseconds timeout);
 
   /// Waits until the running replicas of the database at `path` (by placement, as node `via`

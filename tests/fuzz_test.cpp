@@ -460,18 +460,30 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
     ExpectRefused(err, Code::kInvalidArgument,
                   "join of an unusable member " + m.ShortDebugString());
   }
-  // heartbeat: garbage, and member lists of unusable members (no answer is expected; the
-  // `members` request after them is answered only once they were handled, in order).
+  // ping and ping_req: garbage, and probes from unusable members naming unusable members (each
+  // is refused; the `members` request after them is answered only once they were handled).
+  proto::Probe probe_parser;
+  auto ignore_ack = [](std::string&) {};
   for (int i = 0; i < 40; ++i) {
-    self->send(*peer, atom::heartbeat_v,
-               Unparsable(RandomBytes(rng_, RandomLength(rng_)), {&member_parser, &list_parser}));
+    const std::string garbage = Unparsable(RandomBytes(rng_, RandomLength(rng_)),
+                                           {&member_parser, &list_parser, &probe_parser});
+    caf::error err = AskWithin(kAskTimeout, self, *peer, ignore_ack, atom::ping_v, garbage);
+    EXPECT_TRUE(err) << "a garbage ping was answered";
+    err = AskWithin(kAskTimeout, self, *peer, ignore_ack, atom::ping_req_v, garbage);
+    EXPECT_TRUE(err) << "a garbage ping_req was answered";
   }
-  self->send(*peer, atom::heartbeat_v, std::string());
   for (const auto& sender : unusable) {
-    proto::MemberList list;
-    *list.mutable_sender() = sender;
-    for (const auto& m : unusable) *list.add_members() = m;
-    self->send(*peer, atom::heartbeat_v, list.SerializeAsString());
+    proto::Probe probe;
+    *probe.mutable_sender() = sender;
+    probe.set_target(node_id_);
+    for (const auto& m : unusable) {
+      proto::MemberUpdate* u = probe.add_updates();
+      u->set_kind(proto::MemberUpdate::ALIVE);
+      *u->mutable_member() = m;
+    }
+    caf::error err =
+        AskWithin(kAskTimeout, self, *peer, ignore_ack, atom::ping_v, probe.SerializeAsString());
+    EXPECT_TRUE(err) << "a ping from an unusable member was answered: " << probe.ShortDebugString();
   }
   // Local-only messages from a remote peer are refused or ignored.
   self->send(*peer, atom::open_v, member(0xbad0005, "127.0.0.1", 1).SerializeAsString());

@@ -36,9 +36,16 @@ std::string MemberListBytes(const std::string& sender) {
   return list.SerializeAsString();
 }
 
+std::string ProbeBytes(const std::string& sender, uint64_t target) {
+  proto::Probe probe;
+  probe.mutable_sender()->ParseFromString(sender);
+  probe.set_target(target);
+  return probe.SerializeAsString();
+}
+
 /// What a member played by the test saw, readable from the test thread.
 struct StubLog {
-  std::atomic<int> heartbeats{0};
+  std::atomic<int> pings{0};
   /// A process that is gone while a proxy of it lives on elsewhere: hears and answers nothing.
   std::atomic<bool> gone{false};
 };
@@ -47,20 +54,25 @@ struct stub_member_state {
   static inline const char* name = "test.stub_member";
 };
 
-/// A member's cluster actor played by the test: answers joins with `self_member`, counts the
-/// heartbeats it gets and, given a `target`, sends it a heartbeat every 100 ms (its own join
-/// is never sent: the membership actor must learn it from heartbeats alone).
+/// A member's cluster actor played by the test: answers joins with `self_member` and pings with
+/// acks, counts the pings it gets and, given a `target` (node `target_id`), pings it every
+/// 100 ms (its own join is never sent: the membership actor must learn it from pings alone).
 peer_actor::behavior_type StubMember(peer_actor::stateful_pointer<stub_member_state> self,
                                      std::string self_member, std::shared_ptr<StubLog> log,
-                                     peer_actor target) {
+                                     peer_actor target, uint64_t target_id) {
   if (target) self->send(self, atom::tick_v);
   return {
       [=](atom::join, const std::string&) -> caf::result<std::string> {
         if (log->gone) return self->make_response_promise<std::string>();  // never answered
         return MemberListBytes(self_member);
       },
-      [=](atom::heartbeat, const std::string&) {
-        if (!log->gone) ++log->heartbeats;
+      [=](atom::ping, const std::string&) -> caf::result<std::string> {
+        if (log->gone) return self->make_response_promise<std::string>();  // never answered
+        ++log->pings;
+        return ProbeBytes(self_member, 0);
+      },
+      [=](atom::ping_req, const std::string&) -> caf::result<std::string> {
+        return ToError(Status::Unavailable("stub member"));
       },
       [=](atom::replica, const std::string&) -> caf::result<database_peer_actor> {
         return ToError(Status::NotFound("stub member"));
@@ -68,9 +80,11 @@ peer_actor::behavior_type StubMember(peer_actor::stateful_pointer<stub_member_st
       [=](atom::members) { return std::vector<MemberStatus>{}; },
       [=](atom::open, const std::string&) {},
       [=](atom::tick) {
-        self->send(target, atom::heartbeat_v, MemberListBytes(self_member));
+        self->request(target, 1s, atom::ping_v, ProbeBytes(self_member, target_id))
+            .then([](std::string&) {}, [](caf::error&) {});
         self->delayed_send(self, 100ms, atom::tick_v);
       },
+      [=](atom::ping_req, atom::tick, uint64_t) {},
       [=](atom::summary, const std::string&) -> caf::result<std::string> {
         return ToError(Status::NotFound("stub member"));
       },
@@ -92,13 +106,13 @@ struct PeerSystem {
 // handle of its old process because the address did not change; the handle's proxy lives on
 // (here: the old process's connection stays open; in the chaos runs: a proxy behind an indirect
 // route, and CAF's middleman answering connects to the address with it), so the node's
-// heartbeats vanish while the member's own keep arriving, and the member cycles down -> up ->
-// down forever. The node must send to the process whose heartbeats it hears.
+// pings vanish while the member's own keep arriving, and the member cycles down -> up ->
+// down forever. The node must send to the process whose pings it hears.
 /// Y's first process, then Y restarting on the same address while X's connection to the old
 /// process stays open (so X's proxy of it lives, and CAF's middleman answers connects to the
-/// address with that proxy). The new process sends X heartbeats if `new_process_heartbeats`.
-/// Returns how many heartbeats of X the new process got within 5 s (stops at 6).
-int HeartbeatsToARestartedMember(bool new_process_heartbeats) {
+/// address with that proxy). The new process sends X pings if `new_process_pings`.
+/// Returns how many pings of X the new process got within 5 s (stops at 6).
+int PingsToARestartedMember(bool new_process_pings) {
   auto x = std::make_unique<PeerSystem>();
   auto y1 = std::make_unique<PeerSystem>();
   auto y2 = std::make_unique<PeerSystem>();
@@ -117,7 +131,7 @@ int HeartbeatsToARestartedMember(bool new_process_heartbeats) {
     ADD_FAILURE() << "cannot close the probe port";
     return -1;
   }
-  auto y_first = y1->system.spawn(StubMember, MemberBytes(kY, y_port, 1), log1, peer_actor{});
+  auto y_first = y1->system.spawn(StubMember, MemberBytes(kY, y_port, 1), log1, peer_actor{}, kX);
   auto published = y1->system.middleman().publish(y_first, y_port, "127.0.0.1", true);
   if (!(published)) {
     ADD_FAILURE() << to_string(published.error());
@@ -140,8 +154,8 @@ int HeartbeatsToARestartedMember(bool new_process_heartbeats) {
     caf::scoped_actor self{x->system};
     self->send(membership, atom::open_v, MemberBytes(kX, *x_port, 1));
   }
-  if (!Eventually(5s, [&] { return log1->heartbeats > 2; })) {
-    ADD_FAILURE() << "X never sent heartbeats to Y's first process";
+  if (!Eventually(5s, [&] { return log1->pings > 2; })) {
+    ADD_FAILURE() << "X never sent pings to Y's first process";
     return -1;
   }
 
@@ -159,30 +173,29 @@ int HeartbeatsToARestartedMember(bool new_process_heartbeats) {
   }
   auto log2 = std::make_shared<StubLog>();
   auto y_second = y2->system.spawn(StubMember, MemberBytes(kY, y_port, 2), log2,
-                                   new_process_heartbeats ? *x_in_y2 : peer_actor{});
+                                   new_process_pings ? *x_in_y2 : peer_actor{}, kX);
   auto republished = y2->system.middleman().publish(y_second, y_port, "127.0.0.1", true);
   if (!(republished)) {
     ADD_FAILURE() << to_string(republished.error());
     return -1;
   }
 
-  Eventually(5s, [&] { return log2->heartbeats > 5; });
+  Eventually(5s, [&] { return log2->pings > 5; });
   caf::anon_send_exit(membership, caf::exit_reason::kill);
   caf::anon_send_exit(y_first, caf::exit_reason::kill);
   caf::anon_send_exit(y_second, caf::exit_reason::kill);
-  return log2->heartbeats;
+  return log2->pings;
 }
 
 // The chaos finding of issue 13: a member restarts on the same address, and the node kept the
 // handle of its old process because the address did not change; the handle's proxy lives on
 // (here: the old process's connection stays open; in the chaos runs most likely a proxy behind
-// an indirect route), so the node's heartbeats vanished while the member's own kept arriving,
+// an indirect route), so the node's pings vanished while the member's own kept arriving,
 // and the member cycled down -> up -> down for as long as the run lasted. The node must send to
-// the process whose heartbeats it hears.
-TEST(MembershipTest, HeartbeatsReachARestartedMemberWhoseOldProcessStillSeemsReachable) {
-  const int heartbeats = HeartbeatsToARestartedMember(true);
-  EXPECT_GT(heartbeats, 5) << "X hears Y's new process but sent it " << heartbeats
-                           << " heartbeats in 5 s";
+// the process whose pings it hears.
+TEST(MembershipTest, ProbesReachARestartedMemberWhoseOldProcessStillSeemsReachable) {
+  const int pings = PingsToARestartedMember(true);
+  EXPECT_GT(pings, 5) << "X hears Y's new process but sent it " << pings << " pings in 5 s";
 }
 
 // The same, but the new process is silent (it has not learnt of X yet, or its route to X is
@@ -190,9 +203,9 @@ TEST(MembershipTest, HeartbeatsReachARestartedMemberWhoseOldProcessStillSeemsRea
 // the old proxy back by CAF's middleman, which answers connects to an address it connected to
 // before with the proxy it got then, for as long as that proxy lives.
 TEST(MembershipTest, ASilentHandleIsReplacedByANewConnectionToTheMembersAddress) {
-  const int heartbeats = HeartbeatsToARestartedMember(false);
-  EXPECT_GT(heartbeats, 5) << "X's heartbeats to Y's address reached its new process " << heartbeats
-                           << " times in 5 s";
+  const int pings = PingsToARestartedMember(false);
+  EXPECT_GT(pings, 5) << "X's pings to Y's address reached its new process " << pings
+                      << " times in 5 s";
 }
 
 }  // namespace

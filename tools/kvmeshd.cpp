@@ -64,9 +64,10 @@ int main(int argc, char** argv) {
   auto* seeds_opt = app.add_option(
       "--seeds", seeds, "comma-separated cluster addresses (host:port) of nodes to join through");
   long long failure_ms = config.node.failure_timeout.count();
-  auto* failure_opt =
-      app.add_option("--failure-timeout-ms", failure_ms, "a silent member is down after this long")
-          ->check(CLI::Range(100LL, 3600LL * 1000));
+  auto* failure_opt = app.add_option("--failure-timeout-ms", failure_ms,
+                                     "a suspected member (its probes unanswered) that does not "
+                                     "refute is down after this long")
+                          ->check(CLI::Range(100LL, 3600LL * 1000));
   long long grace_s =
       std::chrono::duration_cast<std::chrono::seconds>(config.node.replica_grace).count();
   auto* grace_opt = app.add_option("--replica-grace-s", grace_s,

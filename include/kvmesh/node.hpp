@@ -138,10 +138,12 @@ struct NodeOptions {
   std::string cluster_advertise;
   /// Cluster addresses ("host:port") of nodes to join through; empty starts a new cluster.
   std::vector<std::string> seeds;
-  /// Heartbeat period. Default 500 ms.
+  /// Membership's protocol period: each period the node probes one member (SWIM,
+  /// README "Clusters and replication"). Default 500 ms.
   std::chrono::milliseconds heartbeat_interval = std::chrono::milliseconds(500);
-  /// A member silent this long is considered down (writes stop waiting for it, requests go to
-  /// other replicas). Default 3 s.
+  /// A member suspected (unanswered probes) that does not refute for this long is considered
+  /// down (writes stop waiting for it, requests go to other replicas); clusters too large to
+  /// spread news in this time wait 4 * log10(n) periods. Default 3 s.
   std::chrono::milliseconds failure_timeout = std::chrono::seconds(3);
   /// A member down this long is replaced: its databases get new replicas so they return to
   /// `max` copies. Default 30 s.

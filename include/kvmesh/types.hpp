@@ -422,12 +422,15 @@ struct MemberStatus {
   std::string cluster_address;
   /// Its client port; 0 if it serves no clients.
   uint16_t client_port = 0;
-  /// True if heartbeats arrive (and no partition hides it); false once it missed them for the
-  /// failure timeout.
+  /// True while it answers probes, directly or through other members, and its connection holds;
+  /// false once it stayed suspected (unanswered) for the failure timeout, or while the
+  /// connection to it is lost.
   bool alive = false;
   /// True for the node that reports.
   bool self = false;
-  /// Milliseconds since it was last heard from (0 for the reporting node).
+  /// Milliseconds since it was last heard from (0 for the reporting node): its own probes and
+  /// acks, or an ack relayed by another member. With SWIM each node probes one member per
+  /// period, so this grows to about as many periods as there are members while it is up.
   uint64_t silent_ms = 0;
   /// Its durability mode as DescribeSync gives it ("none", "always", "periodic 100ms"); empty
   /// if it did not say (a node of an older version).
