@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <rocksdb/db.h>
 #include <rocksdb/listener.h>
+#include <rocksdb/sst_file_manager.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -22,6 +23,9 @@ namespace {
 constexpr const char* kReserveName = "kvmesh-space-reserve";
 /// Flushes (while low) and resume attempts (while the disk stays full) at most this often.
 constexpr auto kRetryPeriod = std::chrono::seconds(1);
+/// How often free space is read while the monitor's own compaction runs: it is stopped before it
+/// takes the room deletes need, and a compaction can write tens of MiB in a default interval.
+constexpr auto kMaintenanceCheck = std::chrono::milliseconds(10);
 
 }  // namespace
 
@@ -46,7 +50,9 @@ class SpaceMonitor::Listener : public rocksdb::EventListener {
 };
 
 SpaceMonitor::SpaceMonitor(std::string dir, SpaceOptions options)
-    : dir_(std::move(dir)), options_(options) {}
+    : dir_(std::move(dir)),
+      options_(options),
+      sst_files_(rocksdb::NewSstFileManager(rocksdb::Env::Default())) {}
 
 SpaceMonitor::~SpaceMonitor() {
   Stop();
@@ -58,6 +64,10 @@ std::string SpaceMonitor::reserve_path() const {
 
 std::shared_ptr<rocksdb::EventListener> SpaceMonitor::listener() {
   return std::make_shared<Listener>(this);
+}
+
+std::shared_ptr<rocksdb::SstFileManager> SpaceMonitor::sst_file_manager() const {
+  return sst_files_;
 }
 
 bool SpaceMonitor::ReadSpace(uint64_t* free_bytes, uint64_t* total_bytes) const {
@@ -137,7 +147,11 @@ void SpaceMonitor::NoteDataWritten(uint64_t bytes) {
 void SpaceMonitor::Run() {
   std::unique_lock<std::mutex> lock(mutex_);
   while (!stop_) {
-    cv_.wait_for(lock, options_.check_interval, [this] { return stop_ || wake_; });
+    const auto interval =
+        maintenance_running_.load()
+            ? std::min<std::chrono::milliseconds>(options_.check_interval, kMaintenanceCheck)
+            : options_.check_interval;
+    cv_.wait_for(lock, interval, [this] { return stop_ || wake_; });
     if (stop_) break;
     wake_ = false;
     lock.unlock();
@@ -205,7 +219,11 @@ void SpaceMonitor::StartMaintenance() {
       if (!rs.ok()) spdlog::debug("flush while low on space failed: {}", rs.ToString());
     }
     // Drops the records deletes replaced from the files on disk. Lack of room here is a soft
-    // error for RocksDB: writes go on.
+    // error for RocksDB: writes go on. Not held to the SstFileManager's input-size rule (see
+    // Check): watched instead. After the flush, whose compactions were checked as usual; the
+    // compaction is exclusive (CompactRangeOptions' default), so none of RocksDB's starts while
+    // it runs. Check sets the rule again once it has ended.
+    sst_files_->SetMaxAllowedSpaceUsage(0);
     rocksdb::CompactRangeOptions compact;
     compact.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
     rocksdb::Status rs = db_->CompactRange(compact, nullptr, nullptr);
@@ -245,6 +263,29 @@ void SpaceMonitor::Check(bool full) {
   UpdateState(free_bytes, total);
   if (!full) return;
 
+  // The room below the threshold is kept for deletes and flushes. RocksDB's own compactions may
+  // need room for their whole input (a compaction writes its output before it deletes its
+  // input), which can be more than that room: the SstFileManager does not start one unless its
+  // input plus half the threshold fits in what is free (checked just before the compaction
+  // starts; one that does not fit waits and is tried again). It expresses that as a cap on the
+  // total size of the files: the cap is set `slack` (the file system's size) above what the check
+  // needs so that its other use, failing flushes and compactions whose files reach the cap, never
+  // triggers (the files cannot grow by more than the file system holds).
+  const uint64_t threshold = threshold_bytes_.load();
+  const uint64_t kept_room = threshold / 2;
+  const uint64_t slack = total;
+  if (!maintenance_running_.load()) {
+    sst_files_->SetCompactionBufferSize(kept_room + slack);
+    sst_files_->SetMaxAllowedSpaceUsage(sst_files_->GetTotalSize() + free_bytes + slack);
+  } else if (free_bytes < threshold / 4 && !manual_paused_.exchange(true)) {
+    // The monitor's own compaction (see below) took the room flushes and deletes need: stopped
+    // (RocksDB deletes what it wrote); tried again after more deletes.
+    db_->DisableManualCompaction();
+    compaction_stopped_ = true;
+    spdlog::info("node {}: stopped a compaction that left only {} free in {}",
+                 FormatNodeId(node_id_), FormatSize(free_bytes), Quote(dir_));
+  }
+
   // Critically full: stop compactions (RocksDB's and the monitor's) until there is room again.
   // It starts when the reserve goes and ends once twice its size is free again (room for the
   // compactions that free what deletes left; waiting for the end of the low state instead could
@@ -271,11 +312,16 @@ void SpaceMonitor::Check(bool full) {
 
   const auto now = std::chrono::steady_clock::now();
   // What deletes free stays in RocksDB's log and older files until a flush and a compaction.
+  // Also while critically full: the compaction is the only way out of it when the node's own data
+  // filled the disk. Its input is what deletes replaced, so its output is usually far smaller
+  // than its input: it runs without the SstFileManager's worst-case estimate, watched every
+  // kMaintenanceCheck and stopped when a quarter of the threshold is left (see above).
   const uint64_t freeing = freeing_writes_.load();
-  if (low_.load() && !critical_.load() && freeing != freeing_writes_flushed_ &&
+  if (low_.load() && (freeing != freeing_writes_flushed_ || compaction_stopped_) &&
       now - last_flush_ >= kRetryPeriod && !background_error_.load() &&
-      !maintenance_running_.load()) {
+      !maintenance_running_.load() && free_bytes >= threshold / 4) {
     freeing_writes_flushed_ = freeing;
+    compaction_stopped_ = false;
     last_flush_ = now;
     StartMaintenance();
   }

@@ -13,19 +13,26 @@
 // keeps a reserve file in the data dir (SpaceOptions::reserve_bytes) and deletes it when free
 // space falls below its size, so that deletes and RocksDB's recovery still find room; it is
 // made again once space is back. Until twice its size is free the disk is critically full:
-// RocksDB's automatic compactions and the monitor's own flushes and compactions stop (a compaction
-// needs room for its output before it frees its input, and would take the room deletes need), so
-// the room goes to the write-ahead log. A write-ahead log write that fails for lack of space is
-// what must not happen: RocksDB 7.8 cannot write to that log again (facebook/rocksdb#12448).
-// RocksDB stops all writes after it failed to write for lack of space (a "hard" background error)
-// and on its own retries only every few seconds; the monitor switches that off and calls
-// DB::Resume() itself as soon as there is room, within one check.
+// RocksDB's automatic compactions stop (a compaction needs room for its output before it frees
+// its input, and would take the room deletes need), so the room goes to the write-ahead log.
+// Only the monitor's own flush and compaction after deletes run then (see below): when the
+// node's own data filled the disk they are the only way out.
+//
+// A compaction of RocksDB's own can need room for its whole input, more than the threshold keeps:
+// through RocksDB's SstFileManager one starts only if its input plus half the threshold fits in
+// what is free (otherwise it waits and is tried again). A write-ahead log write that fails for lack
+// of space is what must not happen: RocksDB 7.8 cannot write to that log again
+// (facebook/rocksdb#12448). RocksDB stops all writes after it failed to write for lack of space (a
+// "hard" background error) and on its own retries only every few seconds; the monitor switches that
+// off and calls DB::Resume() itself as soon as there is room, within one check.
 //
 // While low, the space a delete frees is held by RocksDB's write-ahead log and older files until
 // the memtable is flushed and the files compacted: after deletes or drops the monitor does both
-// (on a thread of its own, at most once a second). The memtable is kept to a quarter of
-// low_bytes (at most RocksDB's usual 64 MiB, see RocksOptions), so a flush always fits in the
-// room the state keeps.
+// (on a thread of its own, at most once a second). Its compaction mostly drops what deletes
+// replaced, so it is not held to the input-size rule above: it is watched instead (free space read
+// every 10 ms) and stopped if only a quarter of the threshold is left (then tried again a second
+// later while the node is low). The memtable is kept to a quarter of low_bytes (at most RocksDB's
+// usual 64 MiB, see RocksOptions), so a flush always fits in the room the state keeps.
 //
 // Writes that add data also trigger a check (on the writer's thread, a statvfs call) every
 // sixteenth of the threshold they write, so a fast writer cannot run far past it between checks.
@@ -45,6 +52,7 @@
 namespace rocksdb {
 class DB;
 class EventListener;
+class SstFileManager;
 }  // namespace rocksdb
 
 namespace kvmesh::storage {
@@ -91,6 +99,9 @@ class SpaceMonitor {
   /// A listener to add to the RocksDB options: notes background errors, and turns RocksDB's own
   /// slow recovery from a full disk off (the monitor resumes).
   std::shared_ptr<rocksdb::EventListener> listener();
+  /// The SstFileManager to set in the RocksDB options: the monitor keeps RocksDB's compactions
+  /// from starting when their input would not fit above half the threshold.
+  std::shared_ptr<rocksdb::SstFileManager> sst_file_manager() const;
 
   /// Checks once, then starts the thread. `db` must outlive Stop(); `node_id` names the node in
   /// logs and errors.
@@ -125,6 +136,7 @@ class SpaceMonitor {
 
   const std::string dir_;
   const SpaceOptions options_;
+  const std::shared_ptr<rocksdb::SstFileManager> sst_files_;
   uint64_t node_id_ = 0;
   rocksdb::DB* db_ = nullptr;
   std::thread thread_;
@@ -156,6 +168,8 @@ class SpaceMonitor {
   /// Set when the reserve was just released (the critical state starts).
   bool reserve_released_ = false;
   uint64_t freeing_writes_flushed_ = 0;
+  /// The monitor's last compaction was stopped for lack of room: tried again (once a second).
+  bool compaction_stopped_ = false;
   std::chrono::steady_clock::time_point last_flush_{};
   std::chrono::steady_clock::time_point last_resume_{};
   uint64_t free_at_last_resume_ = 0;

@@ -185,6 +185,7 @@ Status Store::Init() {
   std::error_code ec;
   if (std::filesystem::is_directory(options_.path, ec)) space_monitor_->ReleaseReserveIfTight();
   rocks.listeners.push_back(space_monitor_->listener());
+  rocks.sst_file_manager = space_monitor_->sst_file_manager();
   rocksdb::DB* raw = nullptr;
   rocksdb::Status rs = rocksdb::DB::Open(rocks, options_.path, &raw);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot open data dir " + Quote(options_.path));

@@ -99,6 +99,12 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
   EXPECT_NE(health.message().find("client gateway stopped unexpectedly"), std::string::npos)
       << health;
   EXPECT_NE(health.message().find("kill"), std::string::npos) << health;
+  // on_fatal is called on the watchdog's thread just after health() turns (after the failure is
+  // logged): wait for it.
+  EXPECT_TRUE(Eventually(10s, [&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return !reported.empty();
+  })) << "on_fatal was not called";
   {
     std::lock_guard<std::mutex> lock(mutex);
     ASSERT_EQ(reported.size(), 1u);

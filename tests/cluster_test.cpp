@@ -367,6 +367,13 @@ TEST_F(ClusterTest, ABackupUnderLoadRestoresIntoAFreshCluster) {
     }
   });
   ASSERT_TRUE(Eventually(seconds(10), [&] { return written >= 200; }));
+  // The backup is node 1's copy (README "Backup and restore"); with min 2 of 3 an acknowledged
+  // batch may be on nodes 0 and 2 only for a moment. Once node 1 serves /last >= 199, every batch
+  // up to 199 is in its replica, so a backup taken after must hold them.
+  ASSERT_TRUE(Eventually(seconds(10), [&] {
+    const std::string last = Read(1, path, "/last");
+    return !last.empty() && last[0] != '<' && std::stoi(last) >= 199;
+  })) << "node 1 did not apply the first 200 acknowledged batches";
   Result<std::string> backed = cluster_->node(1)->backup(path, dir);
   const int at_backup_end = written;
   ASSERT_TRUE(Eventually(seconds(10), [&] { return written >= at_backup_end + 50; }))

@@ -232,11 +232,14 @@ void RawAttack(int port, std::mt19937& rng, int kind) {
 // A CAF peer that speaks to the node directly.
 
 /// Connections of the raw peer: remote_actor to a node that stops answering fails instead of
-/// blocking forever.
+/// blocking forever. The peer gives a silent connection up after the node's own peer_timeout, as
+/// the client library and other nodes do: the node sends heartbeats every third of it, so a
+/// shorter wait drops a healthy connection whenever the node is descheduled for a second (a
+/// loaded machine), and a request in flight on it then hangs until its deadline.
 RawPeerOptions Watchful() {
   RawPeerOptions options;
   options.heartbeat_interval = caf::timespan{std::chrono::milliseconds(300)};
-  options.connection_timeout = caf::timespan{std::chrono::seconds(2)};
+  options.connection_timeout = caf::timespan{NodeOptions().peer_timeout};
   return options;
 }
 

@@ -50,10 +50,15 @@ class TempDir {
   std::string operator/(const std::string& name) const { return path_ + "/" + name; }
 
   /// Writes `text` to `path()/name` (creating parent directories) and returns the full path.
+  /// Replaces the file atomically (a temporary file renamed over it), as config management
+  /// does: a node reloading its configs meanwhile (SIGHUP is asynchronous) reads the old text or
+  /// the new one, never an empty file (which would remove the file's databases for that reload).
   std::string Write(const std::string& name, const std::string& text) const {
     std::string full = *this / name;
     std::filesystem::create_directories(std::filesystem::path(full).parent_path());
-    std::ofstream(full, std::ios::binary) << text;
+    const std::string temporary = full + ".tmp";  // not .yaml: config dirs ignore it
+    std::ofstream(temporary, std::ios::binary) << text;
+    std::filesystem::rename(temporary, full);
     return full;
   }
 
