@@ -727,7 +727,8 @@ void Tick(membership_pointer self) {
     }
   }
   // Members down for twice the grace period are forgotten (their replicas moved after one), so
-  // dead nodes are not gossiped forever; a forgotten node that comes back joins again.
+  // dead nodes are not gossiped forever; a forgotten node that comes back joins again (through
+  // its seeds, or ours).
   for (auto it = st.members.begin(); it != st.members.end();) {
     const auto& m = it->second;
     if (!m.alive && !m.connecting && now - m.down_since > 2 * st.options.replica_grace) {
@@ -741,6 +742,13 @@ void Tick(membership_pointer self) {
         st.forgotten[it->first] = {m.last_heard, m.down_since};
       }
       st.gossip.erase(it->first);
+      // A seed is tried again, as at start: when a partition outlasts twice the replica grace,
+      // both sides forget each other, and nobody would ever probe or gossip across it again.
+      const std::string address = m.host + ":" + std::to_string(m.cluster_port);
+      if (std::find(st.options.seeds.begin(), st.options.seeds.end(), address) !=
+          st.options.seeds.end()) {
+        st.seeds_connecting.emplace(address, false);
+      }
       it = st.members.erase(it);
     } else {
       ++it;
