@@ -807,23 +807,6 @@ TEST_F(ClusterTest, ADeadReplicaIsReplacedAfterTheGracePeriod) {
   for (const auto& st : after) EXPECT_EQ(st.key_count, 50u) << FormatNodeId(st.node_id);
 }
 
-/// The sample of metric `name` (with `labels` as written) of node `node`; -1 if absent.
-double NodeMetric(Node* node, const std::string& name, const std::string& labels = "") {
-  Result<std::string> text = node->metrics();
-  if (!text.ok()) return -1;
-  const std::string prefix = name + labels + " ";
-  size_t at = 0;
-  while (at < text->size()) {
-    size_t end = text->find('\n', at);
-    if (end == std::string::npos) end = text->size();
-    if (text->compare(at, prefix.size(), prefix) == 0) {
-      return std::stod(text->substr(at + prefix.size(), end - at - prefix.size()));
-    }
-    at = end + 1;
-  }
-  return -1;
-}
-
 // Issue 19: a node that stays running but is cut off for longer than the replica grace leaves
 // the others' placement view; they delete a key and, with the cut-off node out of their replica
 // sets, collect its tombstone. When the node is heard again it holds the key with a dot the
@@ -902,7 +885,7 @@ void ClusterTest::CutOffLongerThanTheGraces(bool idle) {
   if (idle) {
     // No client wakes them: the repair does, and removes the key on node 2.
     ASSERT_TRUE(Eventually(seconds(30), [&] {
-      return NodeMetric(cluster_->node(2), "kvmesh_stale_repair_keys_removed_total") >= 1;
+      return testing::NodeMetric(cluster_->node(2), "kvmesh_stale_repair_keys_removed_total") >= 1;
     })) << "no stale repair removed the key";
   }
   std::string last;
@@ -930,8 +913,9 @@ void ClusterTest::CutOffLongerThanTheGraces(bool idle) {
   });
   EXPECT_TRUE(repaired) << last;
   // The repair ran, said so, and removed the key on node 2.
-  EXPECT_GE(NodeMetric(cluster_->node(2), "kvmesh_stale_repair_keys_removed_total"), 1);
-  EXPECT_GE(NodeMetric(cluster_->node(0), "kvmesh_stale_repairs_total", "{kind=\"member\"}"), 1);
+  EXPECT_GE(testing::NodeMetric(cluster_->node(2), "kvmesh_stale_repair_keys_removed_total"), 1);
+  EXPECT_GE(
+      testing::NodeMetric(cluster_->node(0), "kvmesh_stale_repairs_total", "{kind=\"member\"}"), 1);
   EXPECT_EQ(Read(0, path, "/kept"), "v");
   if (idle) EXPECT_TRUE(Eventually(seconds(10), [&] { return active() == 0; })) << active();
 }

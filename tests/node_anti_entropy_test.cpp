@@ -44,16 +44,7 @@ class NodeAntiEntropyTest : public ::testing::Test {
   /// The sample of metric `name` (with `labels` as written, e.g. `{kind="node_page"}`) of node
   /// `i`; -1 if absent.
   double Metric(size_t i, const std::string& name, const std::string& labels = "") {
-    Result<std::string> text = cluster_->node(i)->metrics();
-    EXPECT_TRUE(text.ok()) << text.status();
-    if (!text.ok()) return -1;
-    std::istringstream lines(*text);
-    std::string line;
-    const std::string prefix = name + labels + " ";
-    while (std::getline(lines, line)) {
-      if (line.rfind(prefix, 0) == 0) return std::stod(line.substr(prefix.size()));
-    }
-    return -1;
+    return testing::NodeMetric(cluster_->node(i), name, labels);
   }
 
   /// Anti-entropy requests node `i` sent so far: node-level totals and pages, database pulls.

@@ -62,16 +62,7 @@ class SwimMembershipTest : public ::testing::Test {
   /// absent.
   static double Metric(LocalCluster& cluster, size_t i, const std::string& name,
                        const std::string& labels = "") {
-    Result<std::string> text = cluster.node(i)->metrics();
-    EXPECT_TRUE(text.ok()) << text.status();
-    if (!text.ok()) return -1;
-    std::istringstream lines(*text);
-    std::string line;
-    const std::string prefix = name + labels + " ";
-    while (std::getline(lines, line)) {
-      if (line.rfind(prefix, 0) == 0) return std::stod(line.substr(prefix.size()));
-    }
-    return -1;
+    return testing::NodeMetric(cluster.node(i), name, labels);
   }
 
   /// Membership messages node `i` sent so far, joins excepted (one per connection, not

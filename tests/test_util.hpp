@@ -177,4 +177,22 @@ inline std::string WriteInOrderAcrossPassivations(const Database& db, Node& node
   return "";
 }
 
+/// The sample of metric `name` (with `labels` as written, e.g. `{kind="ping"}`) that
+/// `node->metrics()` reports; -1 if absent (or the metrics cannot be read).
+inline double NodeMetric(Node* node, const std::string& name, const std::string& labels = "") {
+  Result<std::string> text = node->metrics();
+  if (!text.ok()) return -1;
+  const std::string prefix = name + labels + " ";
+  size_t at = 0;
+  while (at < text->size()) {
+    size_t end = text->find('\n', at);
+    if (end == std::string::npos) end = text->size();
+    if (text->compare(at, prefix.size(), prefix) == 0) {
+      return std::stod(text->substr(at + prefix.size(), end - at - prefix.size()));
+    }
+    at = end + 1;
+  }
+  return -1;
+}
+
 }  // namespace kvmesh::testing
