@@ -48,6 +48,9 @@ class DatabaseTransport final : public replication::Transport {
   /// Replicates the deltas of one request made of several local writes (a drop, a restore) and
   /// calls `done` once: OK when each is acknowledged as a write would be, or the first error.
   void ReplicateAll(std::vector<std::string> deltas, std::function<void(Status)> done) {
+    // Even with no delta (a single replica): the writes may need rounds (expired keys), and a
+    // dormant database has none armed.
+    ArmRound(self_);
     struct Gather {
       std::function<void(Status)> done;
       size_t left = 0;
@@ -137,7 +140,9 @@ class DatabaseTransport final : public replication::Transport {
               self->state.replicator->OnFullSyncAnswered(peer, generation,
                                                          FromExpected(self, target), page);
             },
-            Failed(peer, generation));
+            [=](caf::error& err) {
+              self->state.replicator->OnFullSyncFailed(peer, generation, to_string(err));
+            });
   }
 
   void HandOver(uint64_t peer, uint64_t generation, std::string delta) override {
@@ -948,6 +953,7 @@ database_actor::behavior_type database_actor_impl(
         if (!s.ok()) {
           // The pages written so far are applied here: they replicate, nobody waits for them.
           for (const auto& delta : deltas) st.replicator->OnLocalWrite(delta, 0);
+          ArmRound(self);
           return ToError(Status(s.code(), "drop of " + Quote(st.store->path()) +
                                               " stopped part way (run it again): " + s.message()));
         }
@@ -1056,6 +1062,7 @@ database_actor::behavior_type database_actor_impl(
         if (s.ok()) s = flush();
         if (!s.ok()) {
           for (const auto& delta : deltas) st.replicator->OnLocalWrite(delta, 0);
+          ArmRound(self);
           return ToError(Status(s.code(), "restore of " + Quote(st.store->path()) + " from " + dir +
                                               " stopped part way (run it again): " + s.message()));
         }

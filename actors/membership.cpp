@@ -283,6 +283,7 @@ void Refute(membership_pointer self, const MemberUpdate& u) {
       u.member().seq() < st.self_seq) {
     return;  // not against us, of an older run of this node, or already refuted
   }
+  if (u.member().seq() == UINT64_MAX) return;  // cannot be outbid (hearsay is capped: above)
   st.self_seq = u.member().seq() + 1;
   spdlog::info("node {}: refuting that it is {} (by node {}): seq {}", FormatNodeId(st.node_id),
                u.kind() == MemberUpdate::SUSPECT ? "suspect" : "down", FormatNodeId(u.from()),
@@ -306,6 +307,10 @@ void ApplyUpdate(membership_pointer self, const MemberUpdate& u, bool own_word) 
   const bool known = it != st.members.end();
   // A stranger is learnt only from news that it is alive.
   if (!known && u.kind() != MemberUpdate::ALIVE) return;
+  // A seq moves by one per refutation: hearsay far ahead of what we know is a forgery or a bug,
+  // and would leave the member unable to refute it (its seq cannot go past the largest).
+  const uint64_t known_seq = known ? it->second.seq : 0;
+  if (!own_word && info.seq() > known_seq + kMaxHearsaySeqJump) return;
   // With TLS, what others say of a member only introduces it (we connect and hear it
   // ourselves); its address and incarnation change only by its own word.
   if (known && !own_word && Authenticated(self) && info.incarnation() != it->second.incarnation) {
@@ -440,7 +445,13 @@ bool TakeProbe(membership_pointer self, const std::string& bytes, uint64_t expec
   if (!Vouched(self, sender)) return false;
   HearFrom(self, sender);
   if (st.members.count(sender.node_id()) == 0) return false;  // an unusable description
-  for (const auto& u : probe->updates()) ApplyUpdate(self, u, false);
+  // At most what an honest sender piggybacks (plus the target's own news): a message may not
+  // introduce or change members without bound.
+  int taken = 0;
+  for (const auto& u : probe->updates()) {
+    if (++taken > kMaxPiggyback + 1) break;
+    ApplyUpdate(self, u, false);
+  }
   return true;
 }
 

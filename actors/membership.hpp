@@ -102,6 +102,8 @@ struct MembershipCounters {
 /// SWIM's constants (see above).
 inline constexpr int kIndirectProbes = 3;
 inline constexpr int kMaxPiggyback = 6;
+/// Hearsay about a member whose seq lies further than this above the one known is ignored.
+inline constexpr uint64_t kMaxHearsaySeqJump = 1024;
 inline constexpr int kRetransmitMult = 3;
 
 struct MembershipOptions {

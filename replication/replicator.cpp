@@ -616,12 +616,25 @@ Status Replicator::AnswerFullSync(uint64_t from, const std::string& bytes, std::
   return Status::OK();
 }
 
+void Replicator::OnFullSyncFailed(uint64_t peer_id, uint64_t generation,
+                                  const std::string& reason) {
+  Peer* p = CurrentPeer(peer_id, generation);
+  if (p == nullptr) return;
+  p->full_sync_in_flight = false;
+  if (++p->full_sync_failures < kMaxFullSyncFailures) return;
+  spdlog::warn("database {}: stale repair with {} stopped after {} failed page requests (last: {})",
+               Quote(store_->path()), FormatNodeId(peer_id), p->full_sync_failures, reason);
+  p->full_sync = false;
+  p->full_sync_failures = 0;
+}
+
 void Replicator::OnFullSyncAnswered(uint64_t peer_id, uint64_t generation, bool genuine,
                                     const std::string& bytes) {
   Peer* found = CurrentPeer(peer_id, generation);
   if (found == nullptr) return;
   auto& p = *found;
   p.full_sync_in_flight = false;
+  p.full_sync_failures = 0;
   p.full_sync_answer_back = false;  // asked once, with the first page
   proto::FullSyncPage page;
   storage::VersionVector theirs;
@@ -678,8 +691,11 @@ void Replicator::OnFullSyncAnswered(uint64_t peer_id, uint64_t generation, bool 
 /// spread over rounds instead of holding the database actor.
 void Replicator::RemoveExpired() {
   uint64_t removed = 0;
-  Status s = store_->CollectExpired(store_->WallTicks(), kMaxExpiredPerRound, &removed);
-  expired_backlog_ = s.ok() && removed >= kMaxExpiredPerRound;
+  const uint64_t now = store_->WallTicks();
+  Status s = store_->CollectExpired(now, kMaxExpiredPerRound, &removed);
+  // Still due after the sweep (it stops after kMaxExpiredPerRound index entries, stale ones
+  // included): the next round comes soon, not a quiet one.
+  expired_backlog_ = s.ok() && store_->next_expiry() <= now;
   if (!s.ok()) {
     spdlog::error("database {}: removing expired keys failed: {}", Quote(store_->path()),
                   s.ToString());

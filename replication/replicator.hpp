@@ -119,6 +119,8 @@ inline constexpr size_t kMaxExpiredPerRound = 16384;
 /// Stale repair: (key, dot) pairs one page carries at most (and at most Options::chunk_bytes of
 /// keys), and local records one page's comparison examines at most.
 inline constexpr size_t kFullSyncPageEntries = 4096;
+/// Page requests of a stale repair that may fail in a row before the repair stops.
+inline constexpr int kMaxFullSyncFailures = 10;
 inline constexpr size_t kFullSyncMaxScan = 16384;
 
 class Replicator {
@@ -181,6 +183,11 @@ class Replicator {
   /// is false if the answer is not to be trusted.
   void OnFullSyncAnswered(uint64_t peer, uint64_t generation, bool genuine,
                           const std::string& page);
+  /// A full sync page request failed (a timeout, an error answer, a lost connection). Not
+  /// OnRequestFailed: giving the peer up would fail the writes waiting on it and drop the
+  /// answer of the pull sent beside the page request, every round while the page fails. The
+  /// repair asks again next round, and stops (saying so) after kMaxFullSyncFailures in a row.
+  void OnFullSyncFailed(uint64_t peer, uint64_t generation, const std::string& reason);
   /// The peer took a hand-over chunk.
   void OnHandOverAnswered(uint64_t peer, uint64_t generation);
   /// A request to the peer failed (`reason` is for the log): its replica is looked up again later.
@@ -273,6 +280,7 @@ class Replicator {
     bool full_sync_answer_back = false;
     int full_sync_pages_left = 0;
     uint64_t full_sync_removed = 0;
+    int full_sync_failures = 0;  // page requests failed in a row
   };
   struct PendingWrite {
     uint32_t acks = 1;

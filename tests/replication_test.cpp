@@ -183,7 +183,11 @@ class Net {
       if (asker.dropped()) return;
       Replicator& r = asker.replicator();
       if (!m.ok) {
-        r.OnRequestFailed(m.from, m.generation, "failed by the test");
+        if (m.answers == Message::kFullSync) {
+          r.OnFullSyncFailed(m.from, m.generation, "failed by the test");
+        } else {
+          r.OnRequestFailed(m.from, m.generation, "failed by the test");
+        }
         return;
       }
       switch (m.answers) {
@@ -638,8 +642,8 @@ TEST(ReplicationTest, StaleRepairAnsweredBackRemovesCollectedDeletesOnTheOtherSi
   EXPECT_FALSE(net[1].replicator().StartFullSync(7, true)) << "not a peer";
   EXPECT_FALSE(net[1].replicator().MayPassivate());
   EXPECT_FALSE(net[1].replicator().Quiet());
-  // The first page request fails (a timeout, say): the repair waits for the next round, which
-  // looks the replica up again and asks again (still asking it to answer back).
+  // The first page request fails (a timeout, say): the repair waits for the next round and asks
+  // again (still asking it to answer back), without giving the peer up.
   const int first = net.Find(Message::kFullSync, 1, 3);
   ASSERT_GE(first, 0);
   net.Fail(first);
@@ -746,6 +750,33 @@ TEST(ReplicationTest, RunningReplicasInSyncPullNothingUntilToldToSync) {
 
 // A dormant running replica arms no rounds at all (database_actor), so dormancy must exclude
 // everything only a round does: pulling from a peer not known in sync, collecting tombstones.
+// Found in review: a failed page request gave the peer up like any failed request, which failed
+// the writes waiting on it (and dropped the pull sent beside it) every round the page failed,
+// and the repair never ended while it did.
+TEST(ReplicationTest, AFailingStaleRepairPageNeitherFailsWritesNorGoesOnForever) {
+  Net net;
+  net.Add(1, Set({1, 2}, 2));
+  net.Add(2, Set({1, 2}, 2));
+  const uint64_t first = net[1].Write("a", "1");
+  net.DeliverAll();
+  ASSERT_NE(net[1].Answer(first), nullptr);
+  ASSERT_TRUE(net[1].replicator().StartFullSync(2, /*answer_back=*/false));
+  for (int round = 0; round < kMaxFullSyncFailures; ++round) {
+    if (round > 0) net[1].replicator().OnSyncTick();
+    const uint64_t id = net[1].Write("k" + std::to_string(round), "v");
+    const int page = net.Find(Message::kFullSync, 1, 2);
+    ASSERT_GE(page, 0) << "round " << round;
+    net.Fail(page);
+    net.DeliverAll();
+    const Status* answer = net[1].Answer(id);
+    ASSERT_NE(answer, nullptr) << "round " << round;
+    EXPECT_TRUE(answer->ok()) << "round " << round << ": " << answer->ToString();
+  }
+  EXPECT_FALSE(net[1].replicator().FullSyncRunning(2))
+      << "still repairing after " << kMaxFullSyncFailures << " failed pages";
+  EXPECT_EQ(net[2].Get("k0"), "v");
+}
+
 TEST(ReplicationTest, DormantOnlyWhenInSyncWithNothingToExpireOrCollect) {
   Net net;
   net.Add(1, Set({1, 2}, 1));
