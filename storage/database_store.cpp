@@ -189,6 +189,39 @@ struct DatabaseStore::Staged {
   uint64_t min_expires = UINT64_MAX;
 };
 
+/// A batch that removes records (CollectExpired, RemoveCollectedElsewhere), with the changes of
+/// the counters it makes; WriteRemoval writes it with the meta record.
+struct DatabaseStore::Removal {
+  explicit Removal(uint64_t digest) : digest(digest) {}
+  rocksdb::WriteBatch batch;
+  size_t entries = 0;
+  int64_t used_bytes = 0;
+  int64_t key_count = 0;
+  int64_t tombstone_count = 0;
+  /// The digest after the removals.
+  uint64_t digest;
+};
+
+Status DatabaseStore::WriteRemoval(Removal* r, const std::string& failure) {
+  if (r->entries == 0) return Status::OK();
+  const uint64_t new_used = used_bytes_ + r->used_bytes;
+  const uint64_t new_keys = key_count_ + r->key_count;
+  const uint64_t new_tombstones = tombstone_count_ + r->tombstone_count;
+  r->batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, r->digest,
+                                    version_vector_));
+  rocksdb::Status rs = store_->Write(&r->batch);
+  if (!rs.ok()) return FromRocksStatus(rs, failure);
+  used_bytes_ = new_used;
+  key_count_ = new_keys;
+  tombstone_count_ = new_tombstones;
+  digest_ = r->digest;
+  store_->NoteFreeingWrite();
+  r->batch.Clear();
+  r->entries = 0;
+  r->used_bytes = r->key_count = r->tombstone_count = 0;
+  return Status::OK();
+}
+
 DatabaseStore::DatabaseStore(std::shared_ptr<Store> store, std::string path, std::string config_id,
                              uint64_t id, uint64_t limit_bytes)
     : store_(std::move(store)),
@@ -697,37 +730,15 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
   rocksdb::ReadOptions read_options;
   read_options.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
-  rocksdb::WriteBatch batch;
-  size_t entries = 0;
+  Removal r(digest_);
   size_t seen = 0;
-  int64_t used_bytes = 0;
-  int64_t key_count = 0;
-  int64_t tombstone_count = 0;
-  uint64_t digest = digest_;
   uint64_t total = 0;
   uint64_t batch_removed = 0;
   auto flush = [&]() -> Status {
-    if (entries == 0) return Status::OK();
-    const uint64_t new_used = used_bytes_ + used_bytes;
-    const uint64_t new_keys = key_count_ + key_count;
-    const uint64_t new_tombstones = tombstone_count_ + tombstone_count;
-    batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, digest,
-                                   version_vector_));
-    rocksdb::Status rs = store_->Write(&batch);
-    if (!rs.ok()) {
-      return FromRocksStatus(rs, "cannot remove expired keys of database " + Quote(path_));
-    }
-    used_bytes_ = new_used;
-    key_count_ = new_keys;
-    tombstone_count_ = new_tombstones;
-    digest_ = digest;
-    total += batch_removed;
-    store_->NoteFreeingWrite();
-    batch.Clear();
-    entries = 0;
+    Status written = WriteRemoval(&r, "cannot remove expired keys of database " + Quote(path_));
+    if (written.ok()) total += batch_removed;
     batch_removed = 0;
-    used_bytes = key_count = tombstone_count = 0;
-    return Status::OK();
+    return written;
   };
   // Unless the limit stops the scan first, what it ends on is the next expiry.
   uint64_t next_expiry = UINT64_MAX;
@@ -753,25 +764,25 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
     bool found = false;
     s = ReadRecord(key, &found, &record);
     if (!s.ok()) return s;
-    batch.Delete(index_key);
-    ++entries;
+    r.batch.Delete(index_key);
+    ++r.entries;
     const bool current = found && !record.tombstone() && record.expires() == expires &&
                          record.version().origin() == origin &&
                          record.version().counter() == counter;
     // A stale entry (the record was since replaced) only loses its index entry.
     if (current) {
-      used_bytes -= static_cast<int64_t>(LiveCost(key, record));
-      --key_count;
-      ++tombstone_count;
-      digest -= RecordHash(key, record);
+      r.used_bytes -= static_cast<int64_t>(LiveCost(key, record));
+      --r.key_count;
+      ++r.tombstone_count;
+      r.digest -= RecordHash(key, record);
       proto::Record tombstone;
       tombstone.set_tombstone(true);
       *tombstone.mutable_version() = record.version();
-      batch.Put(data_prefix_ + key, tombstone.SerializeAsString());
-      batch.Put(keys::TombstoneIndexKey(id_, origin, counter), key);
+      r.batch.Put(data_prefix_ + key, tombstone.SerializeAsString());
+      r.batch.Put(keys::TombstoneIndexKey(id_, origin, counter), key);
       ++batch_removed;
     }
-    if (entries >= kCollectBatch) {
+    if (r.entries >= kCollectBatch) {
       s = flush();
       if (!s.ok()) return s;
       if (removed != nullptr) *removed = total;
@@ -1126,36 +1137,16 @@ Status DatabaseStore::RemoveCollectedElsewhere(std::string_view after, std::stri
   std::unique_ptr<rocksdb::Iterator> it(store_->db()->NewIterator(read_options));
   std::string start = data_prefix_;
   start.append(after);
-  rocksdb::WriteBatch batch;
-  size_t entries = 0;
-  int64_t used_bytes = 0;
-  int64_t key_count = 0;
-  int64_t tombstone_count = 0;
-  uint64_t digest = digest_;
+  Removal r(digest_);
   uint64_t total = 0;
   auto flush = [&]() -> Status {
-    if (entries == 0) return Status::OK();
-    const uint64_t new_used = used_bytes_ + used_bytes;
-    const uint64_t new_keys = key_count_ + key_count;
-    const uint64_t new_tombstones = tombstone_count_ + tombstone_count;
-    batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, digest,
-                                   version_vector_));
-    rocksdb::Status rs = store_->Write(&batch);
-    if (!rs.ok()) {
-      return FromRocksStatus(
-          rs, "cannot remove keys of database " + Quote(path_) + " deleted on another replica");
-    }
-    used_bytes_ = new_used;
-    key_count_ = new_keys;
-    tombstone_count_ = new_tombstones;
-    digest_ = digest;
+    const size_t entries = r.entries;
+    Status written = WriteRemoval(
+        &r, "cannot remove keys of database " + Quote(path_) + " deleted on another replica");
+    if (!written.ok() || entries == 0) return written;
     total += entries;
-    store_->NoteFreeingWrite();
     if (observer_) observer_();
-    batch.Clear();
-    entries = 0;
-    used_bytes = key_count = tombstone_count = 0;
-    return Status::OK();
+    return written;
   };
   size_t j = 0;  // the first of `theirs` not below the local key examined
   size_t scanned = 0;
@@ -1178,22 +1169,22 @@ Status DatabaseStore::RemoveCollectedElsewhere(std::string_view after, std::stri
     }
     const proto::Version& version = record.version();
     if (!their_vector.Covers({version.origin(), version.counter()})) continue;  // news to them
-    batch.Delete(it->key());
-    batch.Delete(keys::DotIndexKey(id_, version.origin(), version.counter()));
+    r.batch.Delete(it->key());
+    r.batch.Delete(keys::DotIndexKey(id_, version.origin(), version.counter()));
     if (record.tombstone()) {
-      batch.Delete(keys::TombstoneIndexKey(id_, version.origin(), version.counter()));
-      --tombstone_count;
+      r.batch.Delete(keys::TombstoneIndexKey(id_, version.origin(), version.counter()));
+      --r.tombstone_count;
     } else {
-      used_bytes -= static_cast<int64_t>(LiveCost(key, record));
-      --key_count;
-      digest -= RecordHash(key, record);
+      r.used_bytes -= static_cast<int64_t>(LiveCost(key, record));
+      --r.key_count;
+      r.digest -= RecordHash(key, record);
       if (record.expires() != 0) {
-        batch.Delete(
+        r.batch.Delete(
             keys::ExpiryIndexKey(id_, record.expires(), version.origin(), version.counter()));
       }
     }
-    ++entries;
-    if (entries >= kCollectBatch) {
+    ++r.entries;
+    if (r.entries >= kCollectBatch) {
       s = flush();
       if (!s.ok()) return s;
     }

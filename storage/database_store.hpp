@@ -271,6 +271,10 @@ class DatabaseStore {
   struct Touched;
   /// A RocksDB batch ready to write and the change it makes to the counters.
   struct Staged;
+  struct Removal;
+  /// Writes the removals of `r` with the meta record they change, takes their counters into
+  /// this handle and empties `r` (its digest stays the current one). `failure` names what failed.
+  Status WriteRemoval(Removal* r, const std::string& failure);
   /// Appends the operations of `batch` to `ops` (views into it), or says why it cannot apply.
   static Status AddOps(const WriteBatch& batch, std::vector<OpView>* ops);
   /// The single write path behind Put, Erase, Write and WriteGroup. With `segments` > 0, the ops
