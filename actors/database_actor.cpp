@@ -81,30 +81,29 @@ class DatabaseTransport final : public replication::Transport {
   void Lookup(uint64_t peer, uint64_t generation) override {
     auto self = self_;
     auto supervisor = self->state.supervisor;
-    self->request(supervisor, self->state.replication->timeout, atom::replica_v, Path(), peer)
-        .then(
-            [=](database_peer_actor& actor) {
-              auto& st = self->state;
-              const bool genuine = FromExpected(self, supervisor);
-              if (genuine && st.replicator->Current(peer, generation)) {
-                st.transport->actors_[peer] = actor;
-                self->monitor(actor);
-              }
-              st.replicator->OnLookupAnswered(peer, generation, genuine);
-            },
-            Failed(peer, generation));
+    Ask(
+        Timeout(), supervisor,
+        [=](database_peer_actor& actor) {
+          auto& st = self->state;
+          const bool genuine = FromExpected(self, supervisor);
+          if (genuine && st.replicator->Current(peer, generation)) {
+            st.transport->actors_[peer] = actor;
+            self->monitor(actor);
+          }
+          st.replicator->OnLookupAnswered(peer, generation, genuine);
+        },
+        Failed(peer, generation), atom::replica_v, Path(), peer);
   }
 
   void Push(uint64_t peer, uint64_t generation, std::string delta) override {
     auto self = self_;
     auto target = actors_[peer];
-    self->request(target, self->state.replication->timeout, atom::replicate_v, std::move(delta),
-                  NodeId())
-        .then(
-            [=](atom::ok) {
-              self->state.replicator->OnPushAnswered(peer, generation, FromExpected(self, target));
-            },
-            Failed(peer, generation));
+    Ask(
+        Timeout(), target,
+        [=](atom::ok) {
+          self->state.replicator->OnPushAnswered(peer, generation, FromExpected(self, target));
+        },
+        Failed(peer, generation), atom::replicate_v, std::move(delta), NodeId());
   }
 
   void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) override {
@@ -120,37 +119,36 @@ class DatabaseTransport final : public replication::Transport {
   void Pull(uint64_t peer, uint64_t generation, std::string request) override {
     auto self = self_;
     auto target = actors_[peer];
-    self->request(target, self->state.replication->timeout, atom::sync_v, std::move(request),
-                  NodeId())
-        .then(
-            [=](std::string& reply) {
-              self->state.replicator->OnPullAnswered(peer, generation, FromExpected(self, target),
-                                                     reply);
-            },
-            Failed(peer, generation));
+    Ask(
+        Timeout(), target,
+        [=](std::string& reply) {
+          self->state.replicator->OnPullAnswered(peer, generation, FromExpected(self, target),
+                                                 reply);
+        },
+        Failed(peer, generation), atom::sync_v, std::move(request), NodeId());
   }
 
   void FullSync(uint64_t peer, uint64_t generation, std::string request) override {
     auto self = self_;
     auto target = actors_[peer];
-    self->request(target, self->state.replication->timeout, atom::full_sync_v, std::move(request),
-                  NodeId())
-        .then(
-            [=](std::string& page) {
-              self->state.replicator->OnFullSyncAnswered(peer, generation,
-                                                         FromExpected(self, target), page);
-            },
-            [=](caf::error& err) {
-              self->state.replicator->OnFullSyncFailed(peer, generation, to_string(err));
-            });
+    Ask(
+        Timeout(), target,
+        [=](std::string& page) {
+          self->state.replicator->OnFullSyncAnswered(peer, generation, FromExpected(self, target),
+                                                     page);
+        },
+        [=](caf::error& err) {
+          self->state.replicator->OnFullSyncFailed(peer, generation, to_string(err));
+        },
+        atom::full_sync_v, std::move(request), NodeId());
   }
 
   void HandOver(uint64_t peer, uint64_t generation, std::string delta) override {
     auto self = self_;
-    self->request(actors_[peer], self->state.replication->timeout, atom::replicate_v,
-                  std::move(delta), NodeId())
-        .then([=](atom::ok) { self->state.replicator->OnHandOverAnswered(peer, generation); },
-              Failed(peer, generation));
+    Ask(
+        Timeout(), actors_[peer],
+        [=](atom::ok) { self->state.replicator->OnHandOverAnswered(peer, generation); },
+        Failed(peer, generation), atom::replicate_v, std::move(delta), NodeId());
   }
 
   /// True if the message being handled comes from the database actor of another replica (as
@@ -173,14 +171,14 @@ class DatabaseTransport final : public replication::Transport {
     if (it != actors_.end() && it->second) return found(it->second);
     auto self = self_;
     auto supervisor = self->state.supervisor;
-    if (timeout.count() <= 0) timeout = self->state.replication->timeout;
-    self->request(supervisor, timeout, atom::replica_v, Path(), peer)
-        .then(
-            [self, supervisor, found, failed](database_peer_actor& actor) {
-              if (!FromExpected(self, supervisor)) return failed(ForgedReply());
-              found(actor);
-            },
-            [failed](caf::error& err) { failed(err); });
+    if (timeout.count() <= 0) timeout = Timeout();
+    Ask(
+        timeout, supervisor,
+        [self, supervisor, found, failed](database_peer_actor& actor) {
+          if (!FromExpected(self, supervisor)) return failed(ForgedReply());
+          found(actor);
+        },
+        [failed](caf::error& err) { failed(err); }, atom::replica_v, Path(), peer);
   }
 
   /// Sends a conditional batch (`args`: the batch, for a session atom::session, the deadline)
@@ -189,17 +187,18 @@ class DatabaseTransport final : public replication::Transport {
   template <class Reply, class... Ts>
   void ForwardBatch(uint64_t peer, caf::typed_response_promise<Reply> promise, Ts... args) {
     auto self = self_;
-    auto send = [self, promise, args...](database_peer_actor target) mutable {
-      self->request(target, self->state.replication->timeout, atom::batch_v, std::move(args)...)
-          .then(
-              [self, target, promise](Reply& reply) mutable {
-                if (FromExpected(self, target)) {
-                  promise.deliver(std::move(reply));
-                } else {
-                  promise.deliver(ForgedReply());
-                }
-              },
-              [promise](caf::error& err) mutable { promise.deliver(err); });
+    auto send = [this, self, promise, args...](database_peer_actor target) mutable {
+      Ask(
+          Timeout(), target,
+          [self, target, promise](Reply& reply) mutable {
+            if (FromExpected(self, target)) {
+              promise.deliver(std::move(reply));
+            } else {
+              promise.deliver(ForgedReply());
+            }
+          },
+          [promise](caf::error& err) mutable { promise.deliver(err); }, atom::batch_v,
+          std::move(args)...);
     };
     WithPeer(peer, send, [promise](caf::error err) mutable { promise.deliver(std::move(err)); });
   }
@@ -231,6 +230,17 @@ class DatabaseTransport final : public replication::Transport {
  private:
   const std::string& Path() const { return self_->state.store->path(); }
   uint64_t NodeId() const { return self_->state.replication->node_id; }
+
+  /// `self_->request(target, timeout, args...).then(on_reply, on_error)` with the deadline kept
+  /// by this actor (RequestWithin): an exchange of a replica with its peers leaves no entry in
+  /// CAF's clock that wakes the actor again seconds after the answer.
+  template <class Handle, class OnReply, class OnError, class... Ts>
+  void Ask(caf::timespan timeout, const Handle& target, OnReply on_reply, OnError on_error,
+           Ts&&... args) {
+    RequestWithin(self_, self_->state.deadlines, timeout, target, std::move(on_reply),
+                  std::move(on_error), std::forward<Ts>(args)...);
+  }
+  caf::timespan Timeout() const { return self_->state.replication->timeout; }
 
   /// The error half of every request to a peer.
   std::function<void(caf::error&)> Failed(uint64_t peer, uint64_t generation) {
@@ -615,17 +625,17 @@ caf::result<VersionedValue> ReadAtLevel(database_pointer self, ReadRequest reque
     st.transport->WithPeer(
         peer,
         [self, read, peer, timeout, me, deadline](database_peer_actor target) {
-          self->request(target, timeout, atom::get_v, atom::replica_v, read->key, read->token, me,
-                        deadline)
-              .then(
-                  [self, read, peer, target](KeyRecord& record) {
-                    if (FromExpected(self, target)) {
-                      read->Answer(record);
-                    } else {
-                      read->Fail(peer, ForgedReply());
-                    }
-                  },
-                  [read, peer](caf::error& err) { read->Fail(peer, err); });
+          RequestWithin(
+              self, self->state.deadlines, timeout, target,
+              [self, read, peer, target](KeyRecord& record) {
+                if (FromExpected(self, target)) {
+                  read->Answer(record);
+                } else {
+                  read->Fail(peer, ForgedReply());
+                }
+              },
+              [read, peer](caf::error& err) { read->Fail(peer, err); }, atom::get_v,
+              atom::replica_v, read->key, read->token, me, deadline);
         },
         [read, peer](caf::error err) { read->Fail(peer, err); },
         // The lookup too ends within the read's time, so a slow one is `unavailable` (the
@@ -757,6 +767,8 @@ database_actor::behavior_type database_actor_impl(
   st.direct = std::move(direct);
   st.supervisor = supervisor;
   st.replication = std::move(replication);
+  st.deadlines->set_schedule_check(
+      [self](caf::timespan period) { self->delayed_send(self, period, atom::expire_due_v); });
   st.transport = std::make_unique<DatabaseTransport>(self);
   st.replicator = std::make_unique<replication::Replicator>(
       *st.replication, st.store.get(), st.transport.get(), std::move(replicas));
@@ -1142,6 +1154,7 @@ database_actor::behavior_type database_actor_impl(
         settle();  // writes received before the new limit are judged by the old one
         self->state.store->set_size_limit(bytes);
       },
+      [=](atom::expire_due) { self->state.deadlines->ExpireDue(); },
       [=](atom::idle_check) {
         if (!MaySteer(self, Steering::kTimer)) return;
         // Passivates only while the replicator allows it (Replicator::MayPassivate).

@@ -33,6 +33,7 @@
 #include "actors/direct_reads.hpp"
 #include "common/link_faults.hpp"
 #include "common/placement_board.hpp"
+#include "messages/local_deadlines.hpp"
 #include "messages/type_ids.hpp"
 #include "replication/replicator.hpp"
 #include "security/identity.hpp"
@@ -134,6 +135,8 @@ struct database_state {
   bool round_armed = false;
   /// The armed round is a quiet one (kQuietRound away).
   bool round_slow = false;
+  /// Deadlines of this actor's requests to its peers and the supervisor (RequestWithin).
+  std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   /// The watches' held pulls (actors/watch_hub.hpp).
   std::unique_ptr<WatchHub> watches;
 };

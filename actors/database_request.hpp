@@ -148,17 +148,8 @@ void SendToDatabase(Self* self, const DatabaseRoute& route, const database_clien
         });
     return;
   }
-  const uint64_t id =
-      deadlines->Add(route.timeout, [done](caf::error why) { done(std::move(why)); });
-  std::shared_ptr<LocalDeadlines> keep = route.local_deadlines;
-  self->request(target, caf::infinite, std::move(args)...)
-      .then(
-          [=](Reply& reply) mutable {
-            if (keep->Settle(id)) on_reply(reply);
-          },
-          [=](caf::error& err) mutable {
-            if (keep->Settle(id)) on_error(err);
-          });
+  RequestWithin(self, route.local_deadlines, route.timeout, target, std::move(on_reply),
+                std::move(on_error), std::move(args)...);
 }
 
 /// A plain write (a put, an erase, or a batch without checks) an OrderedRoute took to send

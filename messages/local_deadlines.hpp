@@ -3,6 +3,7 @@
 // (client/client.cpp), so the one workaround for CAF 0.17's request timeouts lives here.
 #pragma once
 
+#include <caf/detail/type_traits.hpp>
 #include <caf/error.hpp>
 #include <caf/sec.hpp>
 #include <caf/timespan.hpp>
@@ -105,6 +106,38 @@ class LocalDeadlines {
   bool check_scheduled_ = false;
   caf::timespan period_{};
 };
+
+namespace local_deadlines_detail {
+template <class F, class... Args>
+auto Settled(std::shared_ptr<LocalDeadlines> deadlines, uint64_t id, F f,
+             caf::detail::type_list<Args...>) {
+  return [deadlines = std::move(deadlines), id, f = std::move(f)](Args... args) mutable {
+    if (deadlines->Settle(id)) f(std::forward<Args>(args)...);
+  };
+}
+}  // namespace local_deadlines_detail
+
+/// `self->request(target, timeout, args...).then(on_reply, on_error)`, with the deadline kept by
+/// `deadlines` (whose checks `self` runs) instead of CAF's clock: exactly one of `on_reply` and
+/// `on_error` (taking caf::error&) runs, in `self`, unless `self` terminates first; a reply after
+/// the deadline is dropped. For actors that send many requests (the embedded API's requesters, a
+/// replica's exchanges with its peers): with CAF's timeouts each request left an entry in CAF's
+/// clock that woke the actor once more when it expired, up to the whole timeout after the
+/// answer, so a cluster kept working for seconds after a load ended.
+template <class Self, class Handle, class OnReply, class OnError, class... Ts>
+void RequestWithin(Self* self, const std::shared_ptr<LocalDeadlines>& deadlines,
+                   caf::timespan timeout, const Handle& target, OnReply on_reply, OnError on_error,
+                   Ts&&... args) {
+  auto failed = std::make_shared<OnError>(std::move(on_error));
+  const uint64_t id = deadlines->Add(timeout, [failed](caf::error why) { (*failed)(why); });
+  using Trait = caf::detail::get_callable_trait<OnReply>;
+  self->request(target, caf::infinite, std::forward<Ts>(args)...)
+      .then(local_deadlines_detail::Settled(deadlines, id, std::move(on_reply),
+                                            typename Trait::arg_types{}),
+            [deadlines, id, failed](caf::error& err) {
+              if (deadlines->Settle(id)) (*failed)(err);
+            });
+}
 
 /// Ties `deadlines` to the life of its owning actor `self`: when the actor terminates, attempts
 /// still pending are dropped. Otherwise whoever else holds the deadlines (a route lives as long as

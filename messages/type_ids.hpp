@@ -219,6 +219,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, full_sync, "full_sync")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, commit, "commit")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, expire_due, "expire_due")
 
 namespace kvmesh {
 
@@ -309,6 +310,8 @@ using database_control_actor = caf::typed_actor<
 using database_timer_actor = caf::typed_actor<
     // The periodic idle check.
     caf::reacts_to<atom::idle_check>,
+    // The deadlines of its own requests (LocalDeadlines): expire those past due.
+    caf::reacts_to<atom::expire_due>,
     // The anti-entropy round of the given sequence number (only the latest counts): periodic
     // while anything is to do, stopped while the replica is quiet (see database_state::round).
     caf::reacts_to<atom::sync_round, uint64_t>,

@@ -3,6 +3,7 @@
 
 #include <caf/all.hpp>
 
+#include <algorithm>
 #include <future>
 #include <limits>
 #include <memory>
@@ -225,6 +226,70 @@ TEST_F(DatabaseActorTest, LocalDeadlinesExpireUnansweredRequestsOnly) {
   const std::vector<std::string> expected = {"ok",
                                              to_string(caf::make_error(caf::sec::request_timeout))};
   EXPECT_EQ(future.get(), expected);
+  caf::anon_send_exit(requester, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(stub, caf::exit_reason::user_shutdown);
+}
+
+// RequestWithin (the deadlines of a replica's requests to its peers, and of the embedded API's):
+// a reply in time is delivered once, an unanswered request fails once with request_timeout, and
+// its reply arriving after that is dropped.
+TEST_F(DatabaseActorTest, RequestWithinDeliversOnceAndDropsALateReply) {
+  // Answers puts at once, except one of key "late": that one when told (atom::commit).
+  auto stub = system_.spawn([](caf::event_based_actor* self) -> caf::behavior {
+    auto held = std::make_shared<std::vector<caf::response_promise>>();
+    return {
+        [self, held](atom::put, const std::string& key, const std::string&,
+                     Deadline) -> caf::result<atom::ok> {
+          if (key != "late") return atom::ok_v;
+          held->push_back(self->make_response_promise());
+          return caf::delegated<atom::ok>();
+        },
+        [held](atom::commit) {
+          for (auto& promise : *held) promise.deliver(atom::ok_v);
+          held->clear();
+        },
+    };
+  });
+  auto target = caf::actor_cast<database_client_actor>(stub);
+  std::promise<std::vector<std::string>> results;
+  auto requester = system_.spawn([&, target, stub](caf::event_based_actor* self) {
+    auto deadlines = std::make_shared<LocalDeadlines>();
+    deadlines->set_schedule_check(
+        [self](caf::timespan period) { self->delayed_send(self, period, atom::tick_v); });
+    auto got = std::make_shared<std::vector<std::string>>();
+    auto ask = [self, deadlines, target, got](const std::string& key, caf::timespan timeout,
+                                              std::function<void()> on_answer,
+                                              std::function<void()> on_error) {
+      RequestWithin(
+          self, deadlines, timeout, target,
+          [got, key, on_answer](atom::ok) {
+            got->push_back(key + ": ok");
+            on_answer();
+          },
+          [got, key, on_error](caf::error& err) {
+            got->push_back(key + ": " + to_string(err));
+            on_error();
+          },
+          atom::put_v, key, std::string("v"), testing::Later());
+    };
+    auto nothing = [] {};
+    ask("now", std::chrono::seconds(10), nothing, nothing);
+    ask("late", std::chrono::milliseconds(20), nothing, [self, stub, ask, got, &results] {
+      // The stub answers "late" now, after its deadline, and then "last": the replies arrive
+      // in that order, so "late"'s was handled before "last"'s.
+      self->send(stub, atom::commit_v);
+      ask(
+          "last", std::chrono::seconds(10), [got, &results] { results.set_value(*got); }, [] {});
+    });
+    return caf::behavior{[deadlines](atom::tick) { deadlines->ExpireDue(); }};
+  });
+  auto future = results.get_future();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  std::vector<std::string> got = future.get();
+  std::sort(got.begin(), got.end());
+  const std::vector<std::string> expected = {
+      "last: ok", "late: " + to_string(caf::make_error(caf::sec::request_timeout)), "now: ok"};
+  EXPECT_EQ(got, expected);
   caf::anon_send_exit(requester, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(stub, caf::exit_reason::user_shutdown);
 }
