@@ -440,33 +440,40 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     auto me = shared_from_this();
     // Read before asking: a change of placement while the open is under way counts as after it.
     const uint64_t epoch = PlacementEpoch();
+    auto on_reply = [self, me, epoch](database_client_actor& fresh) {
+      me->reopening_ = false;
+      if (!FromExpected(self, me->route_->supervisor)) {
+        me->FailWaiting(ForgedReply());
+        return;
+      }
+      me->actor_ = fresh;
+      me->opened_epoch_ = epoch;
+      me->previous_ = nullptr;
+      if (me->route_->on_reopen) me->route_->on_reopen(fresh);
+      me->MaybeResume(self);
+    };
+    auto on_error = [self, me, epoch](caf::error& err) {
+      me->reopening_ = false;
+      if (me->previous_) {
+        // Opened again only because placement changed, and that failed (the supervisor
+        // busy with the change, say): the actor used until now still serves.
+        me->actor_ = std::move(me->previous_);
+        me->previous_ = nullptr;
+        me->opened_epoch_ = epoch;
+        me->MaybeResume(self);
+        return;
+      }
+      me->FailWaiting(err);
+    };
+    // The embedded API keeps the deadline itself (RequestWithin); the gateway has no deadlines
+    // of its own and keeps CAF's.
+    if (route_->local_deadlines) {
+      RequestWithin(self, route_->local_deadlines, route_->timeout, route_->supervisor,
+                    std::move(on_reply), std::move(on_error), atom::open_v, route_->path);
+      return;
+    }
     self->request(route_->supervisor, route_->timeout, atom::open_v, route_->path)
-        .then(
-            [self, me, epoch](database_client_actor& fresh) {
-              me->reopening_ = false;
-              if (!FromExpected(self, me->route_->supervisor)) {
-                me->FailWaiting(ForgedReply());
-                return;
-              }
-              me->actor_ = fresh;
-              me->opened_epoch_ = epoch;
-              me->previous_ = nullptr;
-              if (me->route_->on_reopen) me->route_->on_reopen(fresh);
-              me->MaybeResume(self);
-            },
-            [self, me, epoch](caf::error& err) {
-              me->reopening_ = false;
-              if (me->previous_) {
-                // Opened again only because placement changed, and that failed (the supervisor
-                // busy with the change, say): the actor used until now still serves.
-                me->actor_ = std::move(me->previous_);
-                me->previous_ = nullptr;
-                me->opened_epoch_ = epoch;
-                me->MaybeResume(self);
-                return;
-              }
-              me->FailWaiting(err);
-            });
+        .then(std::move(on_reply), std::move(on_error));
   }
 
   /// Ends the pause once the new actor is known and nothing is in flight to the old one: the
