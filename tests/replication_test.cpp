@@ -85,6 +85,7 @@ class Replica : public Transport {
   void Lookup(uint64_t peer, uint64_t generation) override;
   void Push(uint64_t peer, uint64_t generation, std::string delta) override;
   void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) override;
+  void Announce(uint64_t peer, std::string delta) override;
   void Pull(uint64_t peer, uint64_t generation, std::string request) override;
   void HandOver(uint64_t peer, uint64_t generation, std::string delta) override;
   void FullSync(uint64_t peer, uint64_t generation, std::string request) override;
@@ -256,6 +257,9 @@ void Replica::Push(uint64_t peer, uint64_t generation, std::string delta) {
   Send(Message::kPush, peer, generation, std::move(delta));
 }
 void Replica::PushDuplicate(uint64_t peer, std::string delta, uint32_t) {
+  Send(Message::kPush, peer, 0, std::move(delta));
+}
+void Replica::Announce(uint64_t peer, std::string delta) {
   Send(Message::kPush, peer, 0, std::move(delta));
 }
 void Replica::Pull(uint64_t peer, uint64_t generation, std::string request) {
