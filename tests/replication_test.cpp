@@ -1179,5 +1179,43 @@ TEST(ReplicationTest, AReplicaThatMissedARetiredOriginsWritesReceivesThemThenCom
   EXPECT_EQ(net[3].db().digest(), net[1].db().digest());
 }
 
+// A node that predates retired origins holds them as entries and reads only entries: what this
+// node sends it lists them as entries too, so it neither resends their records nor sees them
+// missing here (it would pull every round and never passivate).
+TEST(ReplicationTest, ANodeThatPredatesRetiredOriginsSeesThemCoveredAsEntries) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  net[1].Write("a", "1");
+  Converge(net);
+  MoveACopyThrough(net, 10, {1, 2}, Options());
+  Converge(net);
+  const storage::VersionVector& mine = net[1].db().version_vector();
+  ASSERT_EQ(mine.retired().size(), 1u);
+  // The old node's pull: its vector, every origin an entry, nothing else.
+  proto::VersionVector old_vector;
+  for (uint64_t origin : mine.Origins()) {
+    proto::VersionVectorEntry* entry = old_vector.add_entries();
+    entry->set_origin(origin);
+    entry->set_base(mine.Base(origin));
+  }
+  std::string bytes;
+  ASSERT_TRUE(net[1].replicator().AnswerPull(2, old_vector.SerializeAsString(), &bytes).ok());
+  proto::SyncReply reply;
+  proto::Delta delta;
+  ASSERT_TRUE(reply.ParseFromString(bytes) && delta.ParseFromString(reply.delta()));
+  EXPECT_EQ(delta.entries_size(), 0) << "records it holds were sent again";
+  EXPECT_EQ(reply.sender_vector().entries_size(), old_vector.entries_size())
+      << "the retired origin is missing from the entries the old node reads";
+  // And this node's own pulls to it.
+  net[1].replicator().SyncNow();
+  const int pull = net.Find(Message::kPull, 1, 2);
+  ASSERT_GE(pull, 0);
+  proto::VersionVector request;
+  ASSERT_TRUE(request.ParseFromString(net.queue[pull].payload));
+  EXPECT_EQ(request.entries_size(), old_vector.entries_size());
+  net.DeliverAll();
+}
+
 }  // namespace
 }  // namespace kvmesh::replication
