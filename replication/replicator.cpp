@@ -267,7 +267,13 @@ Status Replicator::ApplyFromPeer(const std::string& delta) {
   return s;
 }
 
-std::string Replicator::VectorForPeer(const Peer* peer, const uint64_t* their_digest) const {
+bool Replicator::RetiredNews(const Peer& p) const {
+  const uint64_t mine = store_->version_vector().RetiredDigest();
+  return p.vector_known && p.vector.RetiredDigest() != mine && p.retired_sent != mine;
+}
+
+std::string Replicator::VectorForPeer(const Peer* peer, const uint64_t* their_digest,
+                                      bool* listed) const {
   const storage::VersionVector& mine = store_->version_vector();
   const uint64_t digest = mine.RetiredDigest();
   bool same = false;
@@ -276,6 +282,7 @@ std::string Replicator::VectorForPeer(const Peer* peer, const uint64_t* their_di
   } else if (peer != nullptr && peer->vector_known) {
     same = peer->vector.RetiredDigest() == digest;
   }
+  if (listed != nullptr) *listed = !same;
   return mine.SerializeForPeer(!same, peer != nullptr && peer->vector_known ? &peer->vector
                                                                              : nullptr);
 }
@@ -366,7 +373,9 @@ void Replicator::Pull(uint64_t peer_id, int chunks_left) {
   p.rounds_waited = 0;
   // A plain vector asks for every origin; a serialized vector followed by field 2 is the
   // SyncRequest with an origin filter (Protobuf merges concatenations).
-  std::string request = VectorForPeer(&p);
+  bool listed = false;
+  std::string request = VectorForPeer(&p, nullptr, &listed);
+  if (listed) p.retired_sent = store_->version_vector().RetiredDigest();
   // With one peer there is nobody to share the work with: it is asked for every origin, which
   // saves the round trip that learns its vector.
   p.asked_all = peers_.size() == 1;
@@ -561,7 +570,10 @@ void Replicator::OnSyncTick() {
     // differ. (Without the second test, found by the chaos check, a replica that had forgotten a
     // peer's actor never pulled that peer's newer writes.) A replica handing its copy over pulls
     // every round until the new replicas hold it.
-    if (!leaving_ && InSync(p) && store_->version_vector().Includes(p.vector)) continue;
+    if (!leaving_ && InSync(p) && store_->version_vector().Includes(p.vector) &&
+        !RetiredNews(p)) {
+      continue;
+    }
     exchanging = true;
     Pull(peer_id, kMaxChunksPerRound);
   }
@@ -573,7 +585,7 @@ bool Replicator::Quiet() const {
   if (dropped_ || leaving_ || expired_backlog_) return false;
   for (const auto& [peer_id, p] : peers_) {
     if (p.full_sync || p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() ||
-        !InSync(p) || !store_->version_vector().Includes(p.vector)) {
+        !InSync(p) || !store_->version_vector().Includes(p.vector) || RetiredNews(p)) {
       return false;
     }
   }

@@ -284,6 +284,8 @@ class Replicator {
     bool full_sync_in_flight = false;
     std::string full_sync_after;
     bool full_sync_answer_back = false;
+    /// The retired digest of the last list of retired origins our pulls sent it.
+    uint64_t retired_sent = 0;
     int full_sync_pages_left = 0;
     uint64_t full_sync_removed = 0;
     int full_sync_failures = 0;  // page requests failed in a row
@@ -318,7 +320,13 @@ class Replicator {
   /// Our vector as sent to `peer_id` (null: unknown peer): with the retired list unless the
   /// peer is known to hold the same retired set (`their_digest`, if given, is what it just
   /// said it holds).
-  std::string VectorForPeer(const Peer* peer, const uint64_t* their_digest = nullptr) const;
+  std::string VectorForPeer(const Peer* peer, const uint64_t* their_digest = nullptr,
+                            bool* listed = nullptr) const;
+  /// True if `p` holds another retired set than ours and has not been sent ours: a pull (which
+  /// brings its list back) is due even if it holds the same writes, so the replicas agree on
+  /// their vectors' form (and a replica that missed an announcement compacts). Once per change
+  /// of our set, so a peer that predates retired origins is not pulled every round.
+  bool RetiredNews(const Peer& p) const;
   /// Completes a peer's vector parsed without its retired list (see VectorForPeer), and learns
   /// the list when it came along.
   void ReadRetired(const Peer* peer, const storage::VersionVector::WireRetired& wire,

@@ -83,6 +83,7 @@ void VersionVector::Unretire(uint64_t origin) {
   if (r == retired_.end()) return;
   entries_[origin].base = r->second;
   retired_.erase(r);
+  RetiredChanged();
 }
 
 void VersionVector::CompactIfDue(uint64_t origin) {
@@ -99,6 +100,7 @@ void VersionVector::CompactIfDue(uint64_t origin) {
     retired_[origin] = last;
     entries_.erase(it);
     retiring_.erase(pending);
+    RetiredChanged();
   }
 }
 
@@ -271,11 +273,14 @@ uint64_t VersionVector::Digest() const {
   return Hash(message.SerializeAsString());
 }
 
-uint64_t VersionVector::RetiredDigest() const {
-  if (retired_.empty()) return 0;
+void VersionVector::RetiredChanged() {
+  if (retired_.empty()) {
+    retired_digest_ = 0;
+    return;
+  }
   proto::VersionVector message;
   AddRetired(retired_, message.mutable_retired());
-  return Hash(message.SerializeAsString());
+  retired_digest_ = Hash(message.SerializeAsString());
 }
 
 bool VersionVector::Retire(uint64_t origin, uint64_t last_counter) {
@@ -294,11 +299,13 @@ void VersionVector::AdoptRetired(const VersionVector& from) {
   for (const auto& [origin, last] : from.retired_) {
     if (entries_.count(origin) == 0) retired_.emplace_hint(retired_.end(), origin, last);
   }
+  RetiredChanged();
 }
 
 void VersionVector::DropRetired() {
   retired_.clear();
   retiring_.clear();
+  RetiredChanged();
 }
 
 // Accepts only the canonical form Serialize writes (up to extras that continue the base, which
@@ -340,6 +347,7 @@ bool VersionVector::Parse(std::string_view bytes, VersionVector* out, WireRetire
     if (entry->second.base != last || !entry->second.extras.empty()) return false;
     parsed.entries_.erase(entry);
   }
+  parsed.RetiredChanged();
   for (const auto& [origin, last] : parsed.retiring_) {
     if (parsed.retired_.count(origin) > 0) return false;
   }

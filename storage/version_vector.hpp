@@ -119,7 +119,7 @@ class VersionVector {
   /// Origins held as entries (not retired).
   size_t entry_count() const { return entries_.size(); }
   /// A 64-bit hash of the retired set, the same on every node for equal sets; 0 if empty.
-  uint64_t RetiredDigest() const;
+  uint64_t RetiredDigest() const { return retired_digest_; }
   /// Completes a vector parsed without its retired list (WireRetired::complete false) with
   /// `from`'s retired set, when its digest is the one the vector stood for. Origins held as
   /// entries here stay entries. Drops what is retiring here (a peer's vector).
@@ -170,6 +170,9 @@ class VersionVector {
   std::map<uint64_t, uint64_t> retired_;
   /// Disjoint from retired_.
   std::map<uint64_t, uint64_t> retiring_;
+  /// RetiredDigest, recomputed whenever retired_ changes (rarely; read every sync round).
+  uint64_t retired_digest_ = 0;
+  void RetiredChanged();
 };
 
 }  // namespace kvmesh::storage

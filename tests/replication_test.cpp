@@ -1179,6 +1179,46 @@ TEST(ReplicationTest, AReplicaThatMissedARetiredOriginsWritesReceivesThemThenCom
   EXPECT_EQ(net[3].db().digest(), net[1].db().digest());
 }
 
+// A replica the announcement missed (lost, or its actor had stopped) holds the same writes as
+// the others, so no pull would ever come of it: a replica whose retired set differs and has not
+// been sent ours is not quiet, and its next round pulls with the list, once.
+TEST(ReplicationTest, AReplicaTheAnnouncementMissedCompactsAtTheNextRound) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  Converge(net);
+  net.Add(10, Set({1, 2, 10}, 1));
+  for (uint64_t id : {1, 2}) net[id].replicator().OnReplicaSet(Set({1, 2, 10}, 1));
+  net.DeliverAll();
+  net[10].Write("k", "v");
+  net.DeliverAll();
+  for (uint64_t id : {1, 2, 10}) net[id].replicator().OnReplicaSet(Set({1, 2}, 1));
+  bool lost = false;
+  for (int round = 0; round < 5 && !net[10].dropped(); ++round) {
+    for (uint64_t id : {1, 2, 10}) net[id].replicator().OnSyncTick();
+    for (int steps = 0; !net.queue.empty(); ++steps) {
+      ASSERT_LT(steps, kMaxSteps);
+      const Message& m = net.queue.front();
+      if (m.kind == Message::kPush && m.from == 10 && m.to == 2 && net[10].dropped()) {
+        net.Take(0);  // the announcement to node 2 is lost
+        lost = true;
+      } else {
+        net.Deliver(0);
+      }
+    }
+  }
+  ASSERT_TRUE(net[10].dropped());
+  ASSERT_TRUE(lost);
+  ASSERT_EQ(net[1].db().version_vector().retired().size(), 1u);
+  ASSERT_EQ(net[2].db().version_vector().retired().size(), 0u);
+  EXPECT_FALSE(net[1].replicator().Quiet()) << "node 2 never hears of the retired origin";
+  net.SyncRound();
+  EXPECT_EQ(net[2].db().version_vector(), net[1].db().version_vector())
+      << net[2].db().version_vector().ToString();
+  EXPECT_TRUE(net[1].replicator().Quiet());
+  EXPECT_TRUE(net[2].replicator().Quiet());
+}
+
 // A node that predates retired origins holds them as entries and reads only entries: what this
 // node sends it lists them as entries too, so it neither resends their records nor sees them
 // missing here (it would pull every round and never passivate).
