@@ -283,8 +283,8 @@ std::string Replicator::VectorForPeer(const Peer* peer, const uint64_t* their_di
     same = peer->vector.RetiredDigest() == digest;
   }
   if (listed != nullptr) *listed = !same;
-  return mine.SerializeForPeer(!same, peer != nullptr && peer->vector_known ? &peer->vector
-                                                                             : nullptr);
+  return mine.SerializeForPeer(!same,
+                               peer != nullptr && peer->vector_known ? &peer->vector : nullptr);
 }
 
 // A vector sent without its list stands for the retired set whose digest it carries, which the
@@ -304,8 +304,7 @@ void Replicator::ReadRetired(const Peer* peer, const storage::VersionVector::Wir
   }
   if (wire.digest == store_->version_vector().RetiredDigest()) {
     theirs->AdoptRetired(store_->version_vector());
-  } else if (peer != nullptr && peer->vector_known &&
-             wire.digest == peer->vector.RetiredDigest()) {
+  } else if (peer != nullptr && peer->vector_known && wire.digest == peer->vector.RetiredDigest()) {
     theirs->AdoptRetired(peer->vector);
   } else {
     theirs->DropRetired();
@@ -570,8 +569,7 @@ void Replicator::OnSyncTick() {
     // differ. (Without the second test, found by the chaos check, a replica that had forgotten a
     // peer's actor never pulled that peer's newer writes.) A replica handing its copy over pulls
     // every round until the new replicas hold it.
-    if (!leaving_ && InSync(p) && store_->version_vector().Includes(p.vector) &&
-        !RetiredNews(p)) {
+    if (!leaving_ && InSync(p) && store_->version_vector().Includes(p.vector) && !RetiredNews(p)) {
       continue;
     }
     exchanging = true;

@@ -855,10 +855,9 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   for (int i = 0; i < delta.retired_size(); ++i) {
     const proto::RetiredOrigin& retired = delta.retired(i);
     if (retired.origin() == 0 || retired.last_counter() == 0) {
-      return Status::InvalidArgument("retired origin " + std::to_string(i) + " (origin " +
-                                     std::to_string(retired.origin()) + ", last counter " +
-                                     std::to_string(retired.last_counter()) + ") is invalid" +
-                                     where);
+      return Status::InvalidArgument(
+          "retired origin " + std::to_string(i) + " (origin " + std::to_string(retired.origin()) +
+          ", last counter " + std::to_string(retired.last_counter()) + ") is invalid" + where);
     }
   }
 
@@ -1223,8 +1222,8 @@ Status DatabaseStore::LearnRetired(const std::map<uint64_t, uint64_t>& retired) 
   for (const auto& [origin, last] : retired) changed |= version_vector.Retire(origin, last);
   if (!changed) return Status::OK();
   rocksdb::WriteBatch batch;
-  batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_,
-                                 digest_, version_vector));
+  batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_, digest_,
+                                 version_vector));
   rocksdb::Status rs = store_->Write(&batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
   // Same coverage, so the same Digest: the node's summary needs no news.

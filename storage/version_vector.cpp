@@ -379,8 +379,7 @@ std::string VersionVector::ToString() const {
 }
 
 bool VersionVector::operator==(const VersionVector& other) const {
-  return entries_ == other.entries_ && retired_ == other.retired_ &&
-         retiring_ == other.retiring_;
+  return entries_ == other.entries_ && retired_ == other.retired_ && retiring_ == other.retiring_;
 }
 
 }  // namespace kvmesh::storage

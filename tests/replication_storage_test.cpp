@@ -217,7 +217,8 @@ TEST(VersionVectorTest, ARetiredOriginIsCompactedOnlyOnceCoveredThroughItsLastCo
   v.AddRange(kLive, 0, 4);
   v.AddRange(kGone, 0, 3);
   EXPECT_TRUE(v.Retire(kGone, 5));
-  EXPECT_EQ(v.entry_count(), 2u) << "compacted while counters 4 and 5 are missing: " << v.ToString();
+  EXPECT_EQ(v.entry_count(), 2u) << "compacted while counters 4 and 5 are missing: "
+                                 << v.ToString();
   EXPECT_TRUE(v.retired().empty());
   EXPECT_EQ(v.retiring().size(), 1u);
   v.Add({kGone, 5});  // out of order: 4 still missing
@@ -260,7 +261,7 @@ TEST(VersionVectorTest, RetiredOriginsKeepTheirMeaning) {
   VersionVector retired = entry;
   ASSERT_TRUE(retired.Retire(kGone, 5));
   ASSERT_EQ(retired.entry_count(), 1u);
-  EXPECT_NE(retired, entry);  // another representation...
+  EXPECT_NE(retired, entry);                    // another representation...
   EXPECT_EQ(retired.Digest(), entry.Digest());  // ...of the same coverage, on every node
   EXPECT_EQ(retired.Total(), entry.Total());
   EXPECT_EQ(retired.Origins(), entry.Origins());
