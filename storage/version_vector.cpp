@@ -263,13 +263,20 @@ std::string VersionVector::SerializeForPeer(bool with_retired,
 uint64_t VersionVector::Digest() const {
   if (entries_.empty() && retired_.empty()) return 0;
   proto::VersionVector message;
-  for (uint64_t origin : Origins()) {
-    const View v = ViewOf(origin);
+  auto add = [&message](uint64_t origin, uint64_t base, const std::set<uint64_t>& extras) {
     proto::VersionVectorEntry* out = message.add_entries();
     out->set_origin(origin);
-    out->set_base(v.base);
-    for (uint64_t extra : *v.extras) out->add_extras(extra);
+    out->set_base(base);
+    for (uint64_t extra : extras) out->add_extras(extra);
+  };
+  auto retired = retired_.begin();
+  for (const auto& [origin, entry] : entries_) {
+    for (; retired != retired_.end() && retired->first < origin; ++retired) {
+      add(retired->first, retired->second, kNoExtras);
+    }
+    add(origin, entry.base, entry.extras);
   }
+  for (; retired != retired_.end(); ++retired) add(retired->first, retired->second, kNoExtras);
   return Hash(message.SerializeAsString());
 }
 
