@@ -1219,6 +1219,30 @@ TEST(ReplicationTest, AReplicaTheAnnouncementMissedCompactsAtTheNextRound) {
   EXPECT_TRUE(net[2].replicator().Quiet());
 }
 
+// A vector sent without its retired list names its set by digest. If the receiver holds no set
+// of that digest (its own, or the sender's as last heard), it must not guess: the sender is
+// taken to cover none of those origins, and is sent their records again.
+TEST(ReplicationTest, AVectorNamingAnUnknownRetiredSetCoversNoneOfItsOrigins) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  Converge(net);
+  MoveACopyThrough(net, 10, {1, 2}, Options());
+  Converge(net);
+  ASSERT_EQ(net[1].db().version_vector().retired().size(), 1u);
+  ASSERT_EQ(net[1].db().version_vector().entry_count(), 0u);
+  proto::SyncRequest request;  // node 2 names a set node 1 does not know, and holds no entry
+  request.set_retired_digest(net[1].db().version_vector().RetiredDigest() ^ 1);
+  std::string bytes;
+  ASSERT_TRUE(net[1].replicator().AnswerPull(2, request.SerializeAsString(), &bytes).ok());
+  proto::SyncReply reply;
+  proto::Delta delta;
+  ASSERT_TRUE(reply.ParseFromString(bytes) && delta.ParseFromString(reply.delta()));
+  EXPECT_EQ(delta.entries_size(), 3) << "the retired copy's records were taken as held there";
+  EXPECT_EQ(reply.sender_vector().retired_size(), 1) << "the answer lacks its list";
+  EXPECT_FALSE(net[1].replicator().Quiet());
+}
+
 // A node that predates retired origins holds them as entries and reads only entries: what this
 // node sends it lists them as entries too, so it neither resends their records nor sees them
 // missing here (it would pull every round and never passivate).
