@@ -116,6 +116,13 @@ class DatabaseTransport final : public replication::Transport {
     }
   }
 
+  void Announce(uint64_t peer, std::string delta) override {
+    auto it = actors_.find(peer);
+    if (it != actors_.end() && it->second) {
+      caf::anon_send(it->second, atom::replicate_v, std::move(delta), NodeId());
+    }
+  }
+
   void Pull(uint64_t peer, uint64_t generation, std::string request) override {
     auto self = self_;
     auto target = actors_[peer];

@@ -6,6 +6,7 @@
 
 #include "common/path.hpp"
 #include "messages/cluster.pb.h"
+#include "messages/replication.pb.h"
 #include "storage/hlc.hpp"
 
 namespace kvmesh::replication {
@@ -266,6 +267,50 @@ Status Replicator::ApplyFromPeer(const std::string& delta) {
   return s;
 }
 
+bool Replicator::RetiredNews(const Peer& p) const {
+  const uint64_t mine = store_->version_vector().RetiredDigest();
+  return p.vector_known && p.vector.RetiredDigest() != mine && p.retired_sent != mine;
+}
+
+std::string Replicator::VectorForPeer(const Peer* peer, const uint64_t* their_digest,
+                                      bool* listed) const {
+  const storage::VersionVector& mine = store_->version_vector();
+  const uint64_t digest = mine.RetiredDigest();
+  bool same = false;
+  if (their_digest != nullptr) {
+    same = *their_digest == digest;
+  } else if (peer != nullptr && peer->vector_known) {
+    same = peer->vector.RetiredDigest() == digest;
+  }
+  if (listed != nullptr) *listed = !same;
+  return mine.SerializeForPeer(!same,
+                               peer != nullptr && peer->vector_known ? &peer->vector : nullptr);
+}
+
+// A vector sent without its list stands for the retired set whose digest it carries, which the
+// sender believed we hold: ours, or the one it had when we last heard from it. If neither, it is
+// taken to cover none of those origins (we send it their records again, and take longer to
+// collect their tombstones) until the next exchange brings the list: more, never less.
+void Replicator::ReadRetired(const Peer* peer, const storage::VersionVector::WireRetired& wire,
+                             storage::VersionVector* theirs) {
+  if (wire.complete) {
+    if (theirs->retired().empty()) return;
+    Status s = store_->LearnRetired(theirs->retired());
+    if (!s.ok()) {
+      spdlog::warn("database {}: cannot record retired origins: {}", Quote(store_->path()),
+                   s.ToString());
+    }
+    return;
+  }
+  if (wire.digest == store_->version_vector().RetiredDigest()) {
+    theirs->AdoptRetired(store_->version_vector());
+  } else if (peer != nullptr && peer->vector_known && wire.digest == peer->vector.RetiredDigest()) {
+    theirs->AdoptRetired(peer->vector);
+  } else {
+    theirs->DropRetired();
+  }
+}
+
 Status Replicator::OnPushReceived(uint64_t from, const std::string& delta) {
   if (Blocked(from, options_.node_id)) {
     return Status::Unavailable("partitioned from " + FormatNodeId(from) + " (fault injection)");
@@ -290,9 +335,13 @@ Status Replicator::AnswerPull(uint64_t from, const std::string& bytes, std::stri
   // both; the vector parser checks what the request parser does not (order, bounds).
   proto::SyncRequest request;
   storage::VersionVector theirs;
-  if (!request.ParseFromString(bytes) || !storage::VersionVector::Parse(bytes, &theirs)) {
+  storage::VersionVector::WireRetired wire;
+  if (!request.ParseFromString(bytes) || !storage::VersionVector::Parse(bytes, &theirs, &wire)) {
     return Status::InvalidArgument("sync: not a sync request (version vector and origins)");
   }
+  auto peer = peers_.find(from);
+  const Peer* known = peer != peers_.end() ? &peer->second : nullptr;
+  ReadRetired(known, wire, &theirs);
   std::set<uint64_t> only(request.only().origins().begin(), request.only().origins().end());
   proto::SyncReply reply;
   bool more = false;
@@ -300,13 +349,12 @@ Status Replicator::AnswerPull(uint64_t from, const std::string& bytes, std::stri
                                 request.has_only() ? &only : nullptr);
   if (!s.ok()) return s;
   reply.set_more(more);
-  reply.mutable_sender_vector()->ParseFromString(store_->version_vector().Serialize());
   // The asker's vector is what it has now: good enough to learn from without a round.
-  auto peer = peers_.find(from);
   if (peer != peers_.end()) {
     peer->second.vector = std::move(theirs);
     peer->second.vector_known = true;
   }
+  reply.mutable_sender_vector()->ParseFromString(VectorForPeer(known, &wire.digest));
   *out = reply.SerializeAsString();
   return Status::OK();
 }
@@ -324,7 +372,9 @@ void Replicator::Pull(uint64_t peer_id, int chunks_left) {
   p.rounds_waited = 0;
   // A plain vector asks for every origin; a serialized vector followed by field 2 is the
   // SyncRequest with an origin filter (Protobuf merges concatenations).
-  std::string request = store_->version_vector().Serialize();
+  bool listed = false;
+  std::string request = VectorForPeer(&p, nullptr, &listed);
+  if (listed) p.retired_sent = store_->version_vector().RetiredDigest();
   // With one peer there is nobody to share the work with: it is asked for every origin, which
   // saves the round trip that learns its vector.
   p.asked_all = peers_.size() == 1;
@@ -423,8 +473,9 @@ void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genu
   auto& peer = *found;
   proto::SyncReply reply;
   storage::VersionVector theirs;
+  storage::VersionVector::WireRetired wire;
   if (!genuine || !reply.ParseFromString(bytes) ||
-      !storage::VersionVector::Parse(reply.sender_vector().SerializeAsString(), &theirs)) {
+      !storage::VersionVector::Parse(reply.sender_vector().SerializeAsString(), &theirs, &wire)) {
     spdlog::warn("database {}: malformed anti-entropy answer from {}", Quote(store_->path()),
                  FormatNodeId(peer_id));
     peer.sync_in_flight = false;
@@ -439,6 +490,8 @@ void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genu
     peer.sync_in_flight = false;
     return;
   }
+  // After the delta: a retired origin it brought the last writes of is compacted at once.
+  ReadRetired(&peer, wire, &theirs);
   peer.vector = std::move(theirs);
   peer.vector_known = true;
   peer.reachable = true;
@@ -516,7 +569,9 @@ void Replicator::OnSyncTick() {
     // differ. (Without the second test, found by the chaos check, a replica that had forgotten a
     // peer's actor never pulled that peer's newer writes.) A replica handing its copy over pulls
     // every round until the new replicas hold it.
-    if (!leaving_ && InSync(p) && store_->version_vector().Includes(p.vector)) continue;
+    if (!leaving_ && InSync(p) && store_->version_vector().Includes(p.vector) && !RetiredNews(p)) {
+      continue;
+    }
     exchanging = true;
     Pull(peer_id, kMaxChunksPerRound);
   }
@@ -528,7 +583,7 @@ bool Replicator::Quiet() const {
   if (dropped_ || leaving_ || expired_backlog_) return false;
   for (const auto& [peer_id, p] : peers_) {
     if (p.full_sync || p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() ||
-        !InSync(p) || !store_->version_vector().Includes(p.vector)) {
+        !InSync(p) || !store_->version_vector().Includes(p.vector) || RetiredNews(p)) {
       return false;
     }
   }
@@ -619,7 +674,8 @@ Status Replicator::AnswerFullSync(uint64_t from, const std::string& bytes, std::
     entry->set_counter(d.dot.counter);
   }
   page.set_more(more);
-  page.mutable_sender_vector()->ParseFromString(store_->version_vector().Serialize());
+  // With the retired list: the asker deletes what this vector covers, so it must know it all.
+  page.mutable_sender_vector()->ParseFromString(store_->version_vector().SerializeForPeer(true));
   *out = page.SerializeAsString();
   // The asker saw this node out of its view: this copy may be the stale one.
   if (request.answer_back()) StartFullSync(from, false);
@@ -648,14 +704,16 @@ void Replicator::OnFullSyncAnswered(uint64_t peer_id, uint64_t generation, bool 
   p.full_sync_answer_back = false;  // asked once, with the first page
   proto::FullSyncPage page;
   storage::VersionVector theirs;
+  storage::VersionVector::WireRetired wire;
   if (!genuine || !page.ParseFromString(bytes) ||
-      !storage::VersionVector::Parse(page.sender_vector().SerializeAsString(), &theirs) ||
+      !storage::VersionVector::Parse(page.sender_vector().SerializeAsString(), &theirs, &wire) ||
       (page.more() && page.entries_size() == 0)) {
     spdlog::warn("database {}: malformed full sync answer from {}; stale repair with it stopped",
                  Quote(store_->path()), FormatNodeId(peer_id));
     p.full_sync = false;
     return;
   }
+  ReadRetired(&p, wire, &theirs);
   std::vector<storage::DatabaseStore::KeyDot> dots;
   dots.reserve(page.entries_size());
   for (const auto& e : page.entries()) {
@@ -737,12 +795,27 @@ void Replicator::AfterRound() {
         "database {}: every new replica ({}) holds this node's writes; dropping the "
         "local copy",
         Quote(store_->path()), FormatNodeIds(replicas_.nodes));
+    // This copy's origin never writes again, and every new replica covers it through its
+    // last counter: they may compact it out of their vectors (storage/version_vector.hpp).
+    // Not for an origin that is the node id (data from before per-copy origins).
+    const uint64_t origin = store_->origin();
+    const uint64_t last = store_->local_counter();
     transport_->Retire();
     Status s = store_->Drop();
     if (!s.ok()) {
       spdlog::error("database {}: cannot drop the local copy: {}", Quote(store_->path()),
                     s.ToString());
       return;
+    }
+    if (last > 0 && origin != options_.node_id) {
+      proto::Delta announcement;
+      proto::RetiredOrigin* retired = announcement.add_retired();
+      retired->set_origin(origin);
+      retired->set_last_counter(last);
+      const std::string bytes = announcement.SerializeAsString();
+      for (auto& [peer_id, p] : peers_) {
+        if (p.found && !Blocked(options_.node_id, peer_id)) transport_->Announce(peer_id, bytes);
+      }
     }
     FailPendingWrites();
     dropped_ = true;

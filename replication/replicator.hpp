@@ -13,7 +13,9 @@
 // a peer back from outside the placement view gets a stale repair (StartFullSync), a full
 // comparison of keys and dots that removes what the other side deleted and collected meanwhile.
 // A replica that placement moved elsewhere keeps serving until every new replica holds all its
-// writes, then drops its copy.
+// writes, then drops its copy and announces its origin retired (storage/version_vector.hpp
+// "Retired origins"): each replica compacts it out of its vector once it covers it, and
+// replicas tell each other their retired sets by digest, the list only when they differ.
 //
 // Who does what: the Replicator owns the protocol state (peers, pending writes, queues, rounds)
 // and decides; a Transport (the database actor, or a test's fake) carries its requests to the
@@ -60,6 +62,10 @@ class Transport {
   /// Sends `delta` once more to the peer's replica, after `delay_ms`, and ignores any answer (a
   /// duplicate made by fault injection).
   virtual void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) = 0;
+
+  /// Sends `delta` to the peer's replica found last, as a push, and ignores any answer: a
+  /// dropped copy's last word (its retired origin), sent just before Dropped().
+  virtual void Announce(uint64_t peer, std::string delta) = 0;
 
   /// Asks the peer's replica for what `request` (a serialized proto::SyncRequest: our version
   /// vector, and which origins to send) lacks. Answer: OnPullAnswered with its serialized
@@ -278,6 +284,8 @@ class Replicator {
     bool full_sync_in_flight = false;
     std::string full_sync_after;
     bool full_sync_answer_back = false;
+    /// The retired digest of the last list of retired origins our pulls sent it.
+    uint64_t retired_sent = 0;
     int full_sync_pages_left = 0;
     uint64_t full_sync_removed = 0;
     int full_sync_failures = 0;  // page requests failed in a row
@@ -309,6 +317,20 @@ class Replicator {
   void CollectTombstones(const storage::VersionVector& stable);
   void RemoveExpired();
   Status ApplyFromPeer(const std::string& delta);
+  /// Our vector as sent to `peer_id` (null: unknown peer): with the retired list unless the
+  /// peer is known to hold the same retired set (`their_digest`, if given, is what it just
+  /// said it holds).
+  std::string VectorForPeer(const Peer* peer, const uint64_t* their_digest = nullptr,
+                            bool* listed = nullptr) const;
+  /// True if `p` holds another retired set than ours and has not been sent ours: a pull (which
+  /// brings its list back) is due even if it holds the same writes, so the replicas agree on
+  /// their vectors' form (and a replica that missed an announcement compacts). Once per change
+  /// of our set, so a peer that predates retired origins is not pulled every round.
+  bool RetiredNews(const Peer& p) const;
+  /// Completes a peer's vector parsed without its retired list (see VectorForPeer), and learns
+  /// the list when it came along.
+  void ReadRetired(const Peer* peer, const storage::VersionVector::WireRetired& wire,
+                   storage::VersionVector* theirs);
   void FailPendingWrites();
 
   const Options options_;

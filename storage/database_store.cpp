@@ -852,6 +852,15 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
     }
   }
 
+  for (int i = 0; i < delta.retired_size(); ++i) {
+    const proto::RetiredOrigin& retired = delta.retired(i);
+    if (retired.origin() == 0 || retired.last_counter() == 0) {
+      return Status::InvalidArgument(
+          "retired origin " + std::to_string(i) + " (origin " + std::to_string(retired.origin()) +
+          ", last counter " + std::to_string(retired.last_counter()) + ") is invalid" + where);
+    }
+  }
+
   // A replica low on disk space takes deletes but not new values: the sender keeps them and
   // anti-entropy brings them once space is back (nothing acknowledged is lost; a write waiting
   // for this replica's acknowledgement fails or waits for others).
@@ -904,6 +913,9 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   for (const proto::CoveredRange& range : delta.ranges()) {
     version_vector.AddRange(range.origin(), range.after(), range.through());
   }
+  for (const proto::RetiredOrigin& retired : delta.retired()) {
+    version_vector.Retire(retired.origin(), retired.last_counter());
+  }
 
   Staged staged;
   Stage(&touched, &staged);
@@ -932,6 +944,9 @@ Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, 
     if (only != nullptr && only->count(origin) == 0) continue;
     const uint64_t from = remote.Base(origin);
     const uint64_t base = version_vector_.Base(origin);
+    // Nothing here above what the peer covers (the index holds only applied dots): no seek.
+    // Spares one per retired origin the peer shares.
+    if (from >= version_vector_.Highest(origin)) continue;
     // How far the coverage claim for this origin reaches: the local base, or just below the
     // first entry left out.
     uint64_t claim = base;
@@ -1197,6 +1212,23 @@ Status DatabaseStore::RemoveCollectedElsewhere(std::string_view after, std::stri
   s = flush();
   if (removed != nullptr) *removed = total;
   return s;
+}
+
+Status DatabaseStore::LearnRetired(const std::map<uint64_t, uint64_t>& retired) {
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  VersionVector version_vector = version_vector_;
+  bool changed = false;
+  for (const auto& [origin, last] : retired) changed |= version_vector.Retire(origin, last);
+  if (!changed) return Status::OK();
+  rocksdb::WriteBatch batch;
+  batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_, digest_,
+                                 version_vector));
+  rocksdb::Status rs = store_->Write(&batch);
+  if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
+  // Same coverage, so the same Digest: the node's summary needs no news.
+  version_vector_ = std::move(version_vector);
+  return Status::OK();
 }
 
 Status DatabaseStore::Drop() {

@@ -58,6 +58,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -170,6 +171,12 @@ class DatabaseStore {
   /// a coverage range, so its stale copy of the key is deleted). `*collected` (may be null)
   /// gets how many.
   Status CollectTombstones(const VersionVector& stable, uint64_t max_hlc, uint64_t* collected);
+
+  /// Records that the origins of `retired` (origin -> last counter, as a peer's vector lists
+  /// them) will never write again: each is compacted out of this replica's vector once it
+  /// covers it through its last counter (VersionVector::Retire). Writes the meta record if the
+  /// vector changed. Coverage, and so the digest, does not change.
+  Status LearnRetired(const std::map<uint64_t, uint64_t>& retired);
 
   // Stale repair (README "Convergence"): a replica compares its records with another replica's
   // after one of them was out of the other's placement view (replication/replicator.hpp).

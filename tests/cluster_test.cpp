@@ -1384,5 +1384,76 @@ TEST_F(ClusterTest, RequestsThroughANodeGoToItsOwnCopyOnceItIsAReplicaAgain) {
   EXPECT_EQ(Read(0, path, "/k"), "4");
 }
 
+/// Origins a status's version vector holds as entries ("{a:1, b:2(+1)} +3 retired": 2).
+size_t VectorEntries(const std::string& vector) {
+  const std::string entries = vector.substr(0, vector.find('}'));
+  return static_cast<size_t>(std::count(entries.begin(), entries.end(), ':'));
+}
+
+/// Its retired origins ("... +3 retired": 3).
+size_t RetiredOrigins(const std::string& vector) {
+  const size_t plus = vector.find("} +");
+  return plus == std::string::npos ? 0 : std::stoul(vector.substr(plus + 3));
+}
+
+// Issue 19: every copy made of a database (here by draining and undraining a node, which moves
+// a copy to the third node and back) left an origin in its version vector forever. The copies
+// handed over retire their origins: the vector keeps as many entries as live copies.
+TEST_F(ClusterTest, RepeatedRebalancingLeavesAsManyVectorEntriesAsLiveCopies) {
+  LocalClusterOptions options;
+  options.node.idle_timeout = seconds(600);  // the copies stay up: their status is read below
+  {
+    Status started = StartCluster(3, options);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+  std::vector<uint64_t> ids;
+  for (size_t i = 0; i < 3; ++i) ids.push_back(cluster_->node_id(i));
+  std::string path;
+  for (int d = 0; d < 100 && path.empty(); ++d) {
+    const std::string p = "/pairs/retire-" + std::to_string(d);
+    const auto placed = PlaceReplicas(p, ids, 2);
+    if (std::count(placed.begin(), placed.end(), ids[0]) > 0) path = p;
+  }
+  ASSERT_FALSE(path.empty());
+  int written = 0;
+  // A write through every node: each copy of the moment accepts one under its own origin.
+  auto write_everywhere = [&] {
+    for (size_t n = 0; n < 3; ++n) {
+      ASSERT_TRUE(Open(n, path).put("/k" + std::to_string(written++), "v").ok());
+    }
+  };
+  write_everywhere();
+  constexpr int kCycles = 3;
+  for (int cycle = 0; cycle < kCycles; ++cycle) {
+    ASSERT_TRUE(cluster_->node(1)->drain_node(ids[0]).ok());
+    ASSERT_TRUE(Eventually(seconds(20), [&] { return HeldBy(*cluster_, 0).empty(); }));
+    write_everywhere();
+    ASSERT_TRUE(cluster_->node(2)->undrain_node(ids[0]).ok());
+    ASSERT_TRUE(Eventually(seconds(20), [&] {
+      size_t holders = 0;
+      for (size_t i = 0; i < 3; ++i) holders += HeldBy(*cluster_, i).count(path);
+      return HeldBy(*cluster_, 0).count(path) > 0 && holders == 2;
+    }));
+    write_everywhere();
+  }
+  std::vector<ReplicationStatus> statuses;
+  const bool compacted = Eventually(seconds(15), [&] {
+    statuses.clear();
+    if (!cluster_->WaitForConvergence(path, seconds(5), &statuses).ok()) return false;
+    for (const auto& st : statuses) {
+      if (VectorEntries(st.version_vector) != 2) return false;
+    }
+    return statuses.size() == 2;
+  });
+  ASSERT_EQ(statuses.size(), 2u);
+  for (const auto& st : statuses) {
+    EXPECT_TRUE(compacted) << FormatNodeId(st.node_id) << " has " << st.version_vector;
+    // Each cycle moved two copies away (node 0's, then the third node's), and each had written.
+    EXPECT_EQ(RetiredOrigins(st.version_vector), size_t{2 * kCycles}) << st.version_vector;
+    EXPECT_EQ(st.key_count, static_cast<uint64_t>(written));
+  }
+  for (int k = 0; k < written; ++k) EXPECT_EQ(Read(1, path, "/k" + std::to_string(k)), "v") << k;
+}
+
 }  // namespace
 }  // namespace kvmesh

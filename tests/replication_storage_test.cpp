@@ -208,6 +208,126 @@ TEST(VersionVectorTest, ParseRejectsGarbage) {
   EXPECT_EQ(v.Total(), 4u);
 }
 
+// Issue 19: an origin whose copy was dropped leaves the entries once the vector covers it
+// through its last counter, and not before.
+TEST(VersionVectorTest, ARetiredOriginIsCompactedOnlyOnceCoveredThroughItsLastCounter) {
+  constexpr uint64_t kLive = 7;
+  constexpr uint64_t kGone = 9;
+  VersionVector v;
+  v.AddRange(kLive, 0, 4);
+  v.AddRange(kGone, 0, 3);
+  EXPECT_TRUE(v.Retire(kGone, 5));
+  EXPECT_EQ(v.entry_count(), 2u) << "compacted while counters 4 and 5 are missing: "
+                                 << v.ToString();
+  EXPECT_TRUE(v.retired().empty());
+  EXPECT_EQ(v.retiring().size(), 1u);
+  v.Add({kGone, 5});  // out of order: 4 still missing
+  EXPECT_EQ(v.entry_count(), 2u) << v.ToString();
+  v.Add({kGone, 4});
+  EXPECT_EQ(v.entry_count(), 1u) << v.ToString();
+  EXPECT_EQ(v.retired(), (std::map<uint64_t, uint64_t>{{kGone, 5}}));
+  EXPECT_TRUE(v.retiring().empty());
+  EXPECT_EQ(v.ToString(), "{0000000000000007:4} +1 retired");
+  // Learnt once covered: compacted at once; learnt twice: nothing changes.
+  VersionVector w;
+  w.AddRange(kGone, 0, 5);
+  EXPECT_TRUE(w.Retire(kGone, 5));
+  EXPECT_EQ(w.entry_count(), 0u);
+  EXPECT_FALSE(w.Retire(kGone, 5));
+  // A claim below what the vector holds is false: ignored.
+  VersionVector x;
+  x.AddRange(kGone, 0, 3);
+  x.Add({kGone, 8});
+  EXPECT_FALSE(x.Retire(kGone, 5));
+  EXPECT_FALSE(x.Retire(kGone, 0));
+  EXPECT_TRUE(x.retired().empty() && x.retiring().empty());
+  // Stored with the vector (the database's meta), retiring included.
+  VersionVector parsed;
+  ASSERT_TRUE(v.Retire(11, 3));
+  ASSERT_TRUE(VersionVector::Parse(v.Serialize(), &parsed));
+  EXPECT_EQ(parsed, v);
+  EXPECT_EQ(parsed.retiring().size(), 1u);
+}
+
+// Compaction changes the representation, never the meaning: every query answers the same for a
+// vector holding the origin retired and one holding it as an entry.
+TEST(VersionVectorTest, RetiredOriginsKeepTheirMeaning) {
+  constexpr uint64_t kLive = 7;
+  constexpr uint64_t kGone = 9;
+  VersionVector entry;  // as a replica that never heard of the retirement
+  entry.AddRange(kLive, 0, 4);
+  entry.Add({kLive, 6});
+  entry.AddRange(kGone, 0, 5);
+  VersionVector retired = entry;
+  ASSERT_TRUE(retired.Retire(kGone, 5));
+  ASSERT_EQ(retired.entry_count(), 1u);
+  EXPECT_NE(retired, entry);                    // another representation...
+  EXPECT_EQ(retired.Digest(), entry.Digest());  // ...of the same coverage, on every node
+  EXPECT_EQ(retired.Total(), entry.Total());
+  EXPECT_EQ(retired.Origins(), entry.Origins());
+  EXPECT_TRUE(retired.Includes(entry));
+  EXPECT_TRUE(entry.Includes(retired));
+  EXPECT_TRUE(retired.OriginsLacking(entry).empty());
+  EXPECT_TRUE(entry.OriginsLacking(retired).empty());
+  EXPECT_EQ(retired.Base(kGone), 5u);
+  EXPECT_TRUE(retired.Covers({kGone, 5}));
+  EXPECT_FALSE(retired.Covers({kGone, 6}));
+  // A replica behind on the retired origin lacks it against both, and the minimum (what
+  // tombstone collection goes by) is its own base either way.
+  VersionVector behind;
+  behind.AddRange(kLive, 0, 4);
+  behind.AddRange(kGone, 0, 2);
+  EXPECT_EQ(behind.OriginsLacking(retired), (std::vector<uint64_t>{kLive, kGone}));
+  EXPECT_EQ(behind.OriginsLacking(retired), behind.OriginsLacking(entry));
+  EXPECT_FALSE(behind.Includes(retired));
+  EXPECT_TRUE(retired.Includes(behind));
+  EXPECT_EQ(VersionVector::Min(retired, behind).Base(kGone), 2u);
+  EXPECT_EQ(VersionVector::Min(behind, retired).Base(kGone), 2u);
+  EXPECT_EQ(VersionVector::Min(retired, entry).Base(kGone), 5u);
+  EXPECT_EQ(VersionVector::Min(retired, VersionVector()).Base(kGone), 0u);
+  // A write of the origin above its last counter (a false announcement) is not lost.
+  VersionVector wrong = retired;
+  wrong.Add({kGone, 6});
+  EXPECT_TRUE(wrong.Covers({kGone, 6}));
+  EXPECT_EQ(wrong.Base(kGone), 6u);
+  EXPECT_TRUE(wrong.retired().empty());
+}
+
+// What travels between replicas stays small however many copies came and went: the entries
+// and a digest of the retired set, which a receiver holding the same set completes.
+TEST(VersionVectorTest, SerializedSizeStaysSmallAfterManyRetiredOrigins) {
+  VersionVector v;
+  VersionVector uncompacted;
+  for (uint64_t origin = 1; origin <= 100; ++origin) {
+    const uint64_t id = origin * 0x9e3779b97f4a7c15ull;  // random-looking, as origins are
+    v.AddRange(id, 0, 1000 + origin);
+    uncompacted.AddRange(id, 0, 1000 + origin);
+    ASSERT_TRUE(v.Retire(id, 1000 + origin));
+  }
+  v.AddRange(0xabcdef0123456789ull, 0, 50);
+  uncompacted.AddRange(0xabcdef0123456789ull, 0, 50);
+  ASSERT_EQ(v.entry_count(), 1u);
+  const std::string compact = v.SerializeForPeer(false);
+  EXPECT_LT(compact.size(), 40u) << "bytes for 1 entry and 100 retired origins";
+  EXPECT_GT(uncompacted.SerializeForPeer(false).size(), 1500u);
+  // The receiver holds the same set: it completes the vector from the digest alone.
+  VersionVector parsed;
+  VersionVector::WireRetired wire;
+  ASSERT_TRUE(VersionVector::Parse(compact, &parsed, &wire));
+  EXPECT_FALSE(wire.complete);
+  EXPECT_EQ(wire.digest, v.RetiredDigest());
+  EXPECT_FALSE(parsed.Includes(uncompacted)) << "retired origins counted without their set";
+  parsed.AdoptRetired(v);
+  EXPECT_EQ(parsed, v);
+  EXPECT_EQ(parsed.Digest(), uncompacted.Digest());
+  // With the list, complete on its own; to a receiver that holds them as entries, mirrored.
+  ASSERT_TRUE(VersionVector::Parse(v.SerializeForPeer(true), &parsed, &wire));
+  EXPECT_TRUE(wire.complete);
+  EXPECT_EQ(parsed, v);
+  ASSERT_TRUE(VersionVector::Parse(v.SerializeForPeer(false, &uncompacted), &parsed, &wire));
+  EXPECT_TRUE(parsed.Includes(uncompacted)) << "mirrored entries cover them without the set";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Replicas
 

@@ -85,6 +85,7 @@ class Replica : public Transport {
   void Lookup(uint64_t peer, uint64_t generation) override;
   void Push(uint64_t peer, uint64_t generation, std::string delta) override;
   void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) override;
+  void Announce(uint64_t peer, std::string delta) override;
   void Pull(uint64_t peer, uint64_t generation, std::string request) override;
   void HandOver(uint64_t peer, uint64_t generation, std::string delta) override;
   void FullSync(uint64_t peer, uint64_t generation, std::string request) override;
@@ -258,6 +259,9 @@ void Replica::Push(uint64_t peer, uint64_t generation, std::string delta) {
 void Replica::PushDuplicate(uint64_t peer, std::string delta, uint32_t) {
   Send(Message::kPush, peer, 0, std::move(delta));
 }
+void Replica::Announce(uint64_t peer, std::string delta) {
+  Send(Message::kPush, peer, 0, std::move(delta));
+}
 void Replica::Pull(uint64_t peer, uint64_t generation, std::string request) {
   Send(Message::kPull, peer, generation, std::move(request));
 }
@@ -302,6 +306,7 @@ void Converge(Net& net) {
   net.SyncRound();
   net.SyncRound();
   for (uint64_t id : net.ids) {
+    if (net[id].dropped()) continue;  // a copy handed over
     EXPECT_EQ(net[id].db().digest(), net[net.ids[0]].db().digest()) << "replica " << id;
   }
 }
@@ -1019,6 +1024,261 @@ TEST(ReplicationTest, PullsWithAndWithoutAnOriginFilterAreUnderstood) {
   storage::VersionVector parsed;
   ASSERT_TRUE(storage::VersionVector::Parse(request.SerializeAsString(), &parsed));
   EXPECT_EQ(parsed, vector);
+}
+
+/// A copy on node `copy` joins the replicas `live`, takes writes (keys "<copy>/0".."<copy>/2",
+/// then deletes "<copy>/0": a tombstone of its origin) and is moved away again: it hands its
+/// copy over and drops it.
+void MoveACopyThrough(Net& net, uint64_t copy, const std::vector<uint64_t>& live,
+                      const Options& options) {
+  std::vector<uint64_t> with = live;
+  with.push_back(copy);
+  net.Add(copy, Set(with, 1), options);
+  for (uint64_t id : live) net[id].replicator().OnReplicaSet(Set(with, 1));
+  net.DeliverAll();
+  const std::string prefix = std::to_string(copy) + "/";
+  for (int i = 0; i < 3; ++i) net[copy].Write(prefix + std::to_string(i), "v");
+  net[copy].Write(prefix + "0", "", /*erase=*/true);
+  net.DeliverAll();
+  for (uint64_t id : with) net[id].replicator().OnReplicaSet(Set(live, 1));
+  for (int round = 0; round < 5 && !net[copy].dropped(); ++round) net.SyncRound();
+  ASSERT_TRUE(net[copy].dropped()) << "copy " << copy << " was never handed over";
+}
+
+/// True if replica `id` holds what MoveACopyThrough wrote on `copy`.
+bool HoldsTheCopysWrites(Net& net, uint64_t id, uint64_t copy) {
+  const std::string prefix = std::to_string(copy) + "/";
+  return net[id].Get(prefix + "0").front() == '<' && net[id].Get(prefix + "1") == "v" &&
+         net[id].Get(prefix + "2") == "v";
+}
+
+// Issue 19: every copy ever made of a database (joins, drains, rebalancing) left its origin in
+// the vector of every replica forever. A copy that drops itself retires its origin, and the
+// replicas keep only the live origins as entries; a fresh copy still receives everything the
+// retired ones wrote, and their tombstones are still collected.
+TEST(ReplicationTest, CopiesMovedAwayLeaveOnlyTheLiveOriginsInTheVectors) {
+  auto steady =
+      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  Options options;
+  options.tombstone_grace = std::chrono::minutes(1);
+  // Every tombstone is an hour old, so only coverage decides what is collected.
+  options.wall_clock = [] { return std::chrono::system_clock::now() + std::chrono::hours(1); };
+  options.steady_clock = [steady] { return *steady; };
+  Net net;
+  net.Add(1, Set({1, 2}, 1), options);
+  net.Add(2, Set({1, 2}, 1), options);
+  Converge(net);
+  constexpr int kCopies = 20;
+  for (int c = 0; c < kCopies; ++c) {
+    net[1].Write("one/" + std::to_string(c), "v");
+    net[2].Write("two/" + std::to_string(c), "v");
+    MoveACopyThrough(net, 100 + c, {1, 2}, options);
+  }
+  Converge(net);
+  for (uint64_t id : {1, 2}) {
+    const storage::VersionVector& v = net[id].db().version_vector();
+    EXPECT_EQ(v.entry_count(), 2u) << "replica " << id << ": " << v.ToString();
+    EXPECT_EQ(v.retired().size(), size_t{kCopies}) << "replica " << id;
+  }
+  // Replicas holding the same retired set send each other its digest, not the list.
+  net[1].replicator().SyncNow();
+  const int pull = net.Find(Message::kPull, 1, 2);
+  ASSERT_GE(pull, 0);
+  proto::SyncRequest request;
+  ASSERT_TRUE(request.ParseFromString(net.queue[pull].payload));
+  EXPECT_EQ(request.retired_size(), 0);
+  EXPECT_EQ(request.entries_size(), 2);
+  EXPECT_EQ(request.retired_digest(), net[1].db().version_vector().RetiredDigest());
+  net.Deliver(static_cast<size_t>(pull));
+  const int answer = net.Find(Message::kAnswer, 2, 1);
+  ASSERT_GE(answer, 0);
+  proto::SyncReply reply;
+  ASSERT_TRUE(reply.ParseFromString(net.queue[answer].payload));
+  EXPECT_EQ(reply.sender_vector().retired_size(), 0);
+  EXPECT_EQ(reply.sender_vector().entries_size(), 2);
+  net.DeliverAll();
+  // A fresh copy catches up on everything, and learns the retired origins.
+  net.Add(3, Set({1, 2, 3}, 1), options);
+  for (uint64_t id : {1, 2}) net[id].replicator().OnReplicaSet(Set({1, 2, 3}, 1));
+  Converge(net);
+  for (int round = 0; round < 2; ++round) {
+    *steady += std::chrono::hours(1);  // collections are spaced out
+    net.SyncRound();
+  }
+  for (uint64_t id : {1, 2, 3}) {
+    const storage::VersionVector& v = net[id].db().version_vector();
+    EXPECT_EQ(v.entry_count(), 2u) << "replica " << id << ": " << v.ToString();
+    EXPECT_EQ(v.retired().size(), size_t{kCopies}) << "replica " << id;
+    EXPECT_EQ(v.Digest(), net[1].db().version_vector().Digest()) << "replica " << id;
+    EXPECT_EQ(net[id].db().tombstone_count(), 0u) << "replica " << id << ": not collected";
+    for (int c = 0; c < kCopies; ++c) {
+      EXPECT_TRUE(HoldsTheCopysWrites(net, id, 100 + c)) << "replica " << id << ", copy " << c;
+      EXPECT_EQ(net[id].Get("one/" + std::to_string(c)), "v") << "replica " << id;
+      EXPECT_EQ(net[id].Get("two/" + std::to_string(c)), "v") << "replica " << id;
+    }
+  }
+}
+
+// A replica cut off while a copy came, took writes and went never saw them: it receives them
+// from the others (the dot index still holds them), and compacts the origin once it covers it.
+// Answers are cut small, so it learns the origin is retired before it holds its last writes.
+TEST(ReplicationTest, AReplicaThatMissedARetiredOriginsWritesReceivesThemThenCompactsIt) {
+  auto faults = std::make_shared<FakeFaults>();
+  Options options;
+  options.chunk_bytes = 1 << 10;
+  options.faults = faults;
+  Net net;
+  for (uint64_t id : {1, 2, 3}) net.Add(id, Set({1, 2, 3}, 1), options);
+  net[1].Write("warm", "w");
+  Converge(net);
+  for (uint64_t other : {1, 2, 10}) {
+    faults->cut.insert({3, other});
+    faults->cut.insert({other, 3});
+  }
+  constexpr int kWrites = 40;
+  net.Add(10, Set({1, 2, 3, 10}, 1), options);
+  for (uint64_t id : {1, 2}) net[id].replicator().OnReplicaSet(Set({1, 2, 3, 10}, 1));
+  net.DeliverAll();
+  for (int i = 0; i < kWrites; ++i) net[10].Write("k" + std::to_string(i), std::string(100, 'v'));
+  net.DeliverAll();
+  const uint64_t gone = net[10].db().origin();
+  // Placement, seen from nodes 1, 2 and 10 (node 3 is down): it goes back to 1, 2 and 3; the
+  // copy on 10 hands over to the ones it reaches.
+  for (uint64_t id : {1, 2}) net[id].replicator().OnReplicaSet(Set({1, 2, 3}, 1, {3}));
+  net[10].replicator().OnReplicaSet(Set({1, 2}, 1));
+  for (int round = 0; round < 5 && !net[10].dropped(); ++round) net.SyncRound();
+  ASSERT_TRUE(net[10].dropped());
+  for (uint64_t id : {1, 2}) {
+    EXPECT_EQ(net[id].db().version_vector().retired().count(gone), 1u) << "replica " << id;
+  }
+  EXPECT_EQ(net[3].Get("k0").front(), '<');
+  faults->cut.clear();
+  for (uint64_t id : {1, 2}) net[id].replicator().OnReplicaSet(Set({1, 2, 3}, 1));
+  auto holds_all = [&] {
+    for (int i = 0; i < kWrites; ++i) {
+      if (net[3].Get("k" + std::to_string(i)) != std::string(100, 'v')) return false;
+    }
+    return true;
+  };
+  bool saw_retiring = false;  // learnt the origin retired before covering it
+  for (int round = 0; round < 10 && !holds_all(); ++round) {
+    for (uint64_t id : {1, 2, 3}) net[id].replicator().OnSyncTick();
+    for (int steps = 0; !net.queue.empty(); ++steps) {
+      ASSERT_LT(steps, kMaxSteps);
+      net.Deliver(0);
+      saw_retiring = saw_retiring || !net[3].db().version_vector().retiring().empty();
+    }
+  }
+  EXPECT_TRUE(holds_all()) << "node 3 never received the retired origin's writes";
+  EXPECT_TRUE(saw_retiring);
+  net.SyncRound();
+  const storage::VersionVector& v = net[3].db().version_vector();
+  EXPECT_EQ(v.retired().count(gone), 1u) << v.ToString();
+  EXPECT_EQ(v.entry_count(), net[1].db().version_vector().entry_count()) << v.ToString();
+  EXPECT_EQ(v, net[1].db().version_vector());
+  EXPECT_EQ(net[3].db().digest(), net[1].db().digest());
+}
+
+// A replica the announcement missed (lost, or its actor had stopped) holds the same writes as
+// the others, so no pull would ever come of it: a replica whose retired set differs and has not
+// been sent ours is not quiet, and its next round pulls with the list, once.
+TEST(ReplicationTest, AReplicaTheAnnouncementMissedCompactsAtTheNextRound) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  Converge(net);
+  net.Add(10, Set({1, 2, 10}, 1));
+  for (uint64_t id : {1, 2}) net[id].replicator().OnReplicaSet(Set({1, 2, 10}, 1));
+  net.DeliverAll();
+  net[10].Write("k", "v");
+  net.DeliverAll();
+  for (uint64_t id : {1, 2, 10}) net[id].replicator().OnReplicaSet(Set({1, 2}, 1));
+  bool lost = false;
+  for (int round = 0; round < 5 && !net[10].dropped(); ++round) {
+    for (uint64_t id : {1, 2, 10}) net[id].replicator().OnSyncTick();
+    for (int steps = 0; !net.queue.empty(); ++steps) {
+      ASSERT_LT(steps, kMaxSteps);
+      const Message& m = net.queue.front();
+      if (m.kind == Message::kPush && m.from == 10 && m.to == 2 && net[10].dropped()) {
+        net.Take(0);  // the announcement to node 2 is lost
+        lost = true;
+      } else {
+        net.Deliver(0);
+      }
+    }
+  }
+  ASSERT_TRUE(net[10].dropped());
+  ASSERT_TRUE(lost);
+  ASSERT_EQ(net[1].db().version_vector().retired().size(), 1u);
+  ASSERT_EQ(net[2].db().version_vector().retired().size(), 0u);
+  EXPECT_FALSE(net[1].replicator().Quiet()) << "node 2 never hears of the retired origin";
+  net.SyncRound();
+  EXPECT_EQ(net[2].db().version_vector(), net[1].db().version_vector())
+      << net[2].db().version_vector().ToString();
+  EXPECT_TRUE(net[1].replicator().Quiet());
+  EXPECT_TRUE(net[2].replicator().Quiet());
+}
+
+// A vector sent without its retired list names its set by digest. If the receiver holds no set
+// of that digest (its own, or the sender's as last heard), it must not guess: the sender is
+// taken to cover none of those origins, and is sent their records again.
+TEST(ReplicationTest, AVectorNamingAnUnknownRetiredSetCoversNoneOfItsOrigins) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  Converge(net);
+  MoveACopyThrough(net, 10, {1, 2}, Options());
+  Converge(net);
+  ASSERT_EQ(net[1].db().version_vector().retired().size(), 1u);
+  ASSERT_EQ(net[1].db().version_vector().entry_count(), 0u);
+  proto::SyncRequest request;  // node 2 names a set node 1 does not know, and holds no entry
+  request.set_retired_digest(net[1].db().version_vector().RetiredDigest() ^ 1);
+  std::string bytes;
+  ASSERT_TRUE(net[1].replicator().AnswerPull(2, request.SerializeAsString(), &bytes).ok());
+  proto::SyncReply reply;
+  proto::Delta delta;
+  ASSERT_TRUE(reply.ParseFromString(bytes) && delta.ParseFromString(reply.delta()));
+  EXPECT_EQ(delta.entries_size(), 3) << "the retired copy's records were taken as held there";
+  EXPECT_EQ(reply.sender_vector().retired_size(), 1) << "the answer lacks its list";
+  EXPECT_FALSE(net[1].replicator().Quiet());
+}
+
+// A node that predates retired origins holds them as entries and reads only entries: what this
+// node sends it lists them as entries too, so it neither resends their records nor sees them
+// missing here (it would pull every round and never passivate).
+TEST(ReplicationTest, ANodeThatPredatesRetiredOriginsSeesThemCoveredAsEntries) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  net[1].Write("a", "1");
+  Converge(net);
+  MoveACopyThrough(net, 10, {1, 2}, Options());
+  Converge(net);
+  const storage::VersionVector& mine = net[1].db().version_vector();
+  ASSERT_EQ(mine.retired().size(), 1u);
+  // The old node's pull: its vector, every origin an entry, nothing else.
+  proto::VersionVector old_vector;
+  for (uint64_t origin : mine.Origins()) {
+    proto::VersionVectorEntry* entry = old_vector.add_entries();
+    entry->set_origin(origin);
+    entry->set_base(mine.Base(origin));
+  }
+  std::string bytes;
+  ASSERT_TRUE(net[1].replicator().AnswerPull(2, old_vector.SerializeAsString(), &bytes).ok());
+  proto::SyncReply reply;
+  proto::Delta delta;
+  ASSERT_TRUE(reply.ParseFromString(bytes) && delta.ParseFromString(reply.delta()));
+  EXPECT_EQ(delta.entries_size(), 0) << "records it holds were sent again";
+  EXPECT_EQ(reply.sender_vector().entries_size(), old_vector.entries_size())
+      << "the retired origin is missing from the entries the old node reads";
+  // And this node's own pulls to it.
+  net[1].replicator().SyncNow();
+  const int pull = net.Find(Message::kPull, 1, 2);
+  ASSERT_GE(pull, 0);
+  proto::VersionVector request;
+  ASSERT_TRUE(request.ParseFromString(net.queue[pull].payload));
+  EXPECT_EQ(request.entries_size(), old_vector.entries_size());
+  net.DeliverAll();
 }
 
 }  // namespace
