@@ -34,6 +34,7 @@ client_gateway_state::Entry& EntryFor(gateway_pointer self, const std::string& p
   // Every client request has its client's deadline; a gateway deadline per request would only
   // cost a timer-thread wake-up and a timer entry kept for the whole timeout (see DatabaseRoute).
   route->no_local_deadline = true;
+  route->local_deadlines = st.deadlines;  // for its re-opens
   route->on_reopen = [self, path](const database_client_actor& fresh) { Track(self, path, fresh); };
   route->remote_requests = st.remote_requests;
   route->placement = st.placement;
@@ -208,6 +209,8 @@ gateway_actor::behavior_type client_gateway_impl(
   self->state.timeout = timeout;
   self->state.node_id = node_id;
   self->state.sync = std::move(sync);
+  self->state.deadlines->set_schedule_check(
+      [self](caf::timespan period) { self->delayed_send(self, period, atom::expire_due_v); });
   // The gateway is published, so anyone who can reach the port can send it an exit message, and
   // a remote anonymous exit looks like a local one. It therefore ignores exits and stops with the
   // supervisor instead, whose handle never leaves the node.
@@ -251,20 +254,21 @@ gateway_actor::behavior_type client_gateway_impl(
   auto ask_supervisor = [self](auto reply_tag, auto filter, auto... args) {
     using Reply = decltype(reply_tag);
     auto promise = self->make_response_promise<Reply>();
-    self->request(self->state.supervisor, self->state.timeout, args...)
-        .then(
-            [self, promise, filter](Reply& reply) mutable {
-              if (FromExpected(self, self->state.supervisor)) {
-                filter(reply);
-                promise.deliver(std::move(reply));
-              } else {
-                promise.deliver(ForgedReply());
-              }
-            },
-            [promise](caf::error& err) mutable { promise.deliver(std::move(err)); });
+    RequestWithin(
+        self, self->state.deadlines, self->state.timeout, self->state.supervisor,
+        [self, promise, filter](Reply& reply) mutable {
+          if (FromExpected(self, self->state.supervisor)) {
+            filter(reply);
+            promise.deliver(std::move(reply));
+          } else {
+            promise.deliver(ForgedReply());
+          }
+        },
+        [promise](caf::error& err) mutable { promise.deliver(std::move(err)); }, args...);
     return promise;
   };
   return {
+      [=](atom::expire_due) { self->state.deadlines->ExpireDue(); },
       [=](atom::hello, uint32_t version) -> caf::result<uint32_t, uint64_t> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
@@ -352,16 +356,16 @@ gateway_actor::behavior_type client_gateway_impl(
           return out;
         }
         auto promise = self->make_response_promise<std::vector<MemberStatus>>();
-        self->request(membership, self->state.timeout, atom::members_v)
-            .then(
-                [=](std::vector<MemberStatus>& members) mutable {
-                  if (FromExpected(self, membership)) {
-                    promise.deliver(std::move(members));
-                  } else {
-                    promise.deliver(ForgedReply());
-                  }
-                },
-                [=](caf::error& err) mutable { promise.deliver(std::move(err)); });
+        RequestWithin(
+            self, self->state.deadlines, self->state.timeout, membership,
+            [=](std::vector<MemberStatus>& members) mutable {
+              if (FromExpected(self, membership)) {
+                promise.deliver(std::move(members));
+              } else {
+                promise.deliver(ForgedReply());
+              }
+            },
+            [=](caf::error& err) mutable { promise.deliver(std::move(err)); }, atom::members_v);
         return promise;
       },
       // Listings show a principal only what it may read (security/acl.hpp).

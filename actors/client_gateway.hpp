@@ -25,6 +25,7 @@
 #include "actors/database_request.hpp"
 #include "actors/membership.hpp"
 #include "common/metrics.hpp"
+#include "messages/local_deadlines.hpp"
 #include "messages/type_ids.hpp"
 #include "security/acl.hpp"
 #include "security/identity.hpp"
@@ -48,6 +49,10 @@ struct client_gateway_state {
   /// The node's membership actor; invalid when the node is not clustered.
   peer_actor membership;
   caf::timespan timeout{};
+  /// Deadlines of the gateway's own requests (opens, and what it asks the supervisor and the
+  /// membership actor; RequestWithin), rather than one CAF clock entry per request kept for the
+  /// whole timeout. Requests to local database actors carry none (DatabaseRoute).
+  std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   uint64_t node_id = 0;
   /// The node's durability mode (DescribeSync), for `members` when not clustered.
   std::string sync;

@@ -76,8 +76,9 @@ struct DatabaseRoute {
   bool no_local_deadline = false;
   /// Called (on the requesting actor) with the fresh actor after a re-open, to cache it.
   std::function<void(const database_client_actor&)> on_reopen;
-  /// If set, the deadlines of requests to a database actor of this node are kept here rather
-  /// than by CAF (see LocalDeadlines); only the one actor that owns it may send on this route.
+  /// If set, the deadlines of re-opens and (unless `no_local_deadline`) of requests to a database
+  /// actor of this node are kept here rather than by CAF (see LocalDeadlines); only the one actor
+  /// that owns it may send on this route.
   std::shared_ptr<LocalDeadlines> local_deadlines;
   /// If set, requests to database actors on other nodes are registered here, so that the one
   /// actor that owns it can fail them when it sees their target go down (RemoteRequests).
@@ -124,7 +125,7 @@ void SendToDatabase(Self* self, const DatabaseRoute& route, const database_clien
   auto on_error = [done](caf::error& err) { done(std::move(err)); };
   LocalDeadlines* deadlines = route.local_deadlines.get();
   const bool local = target.node() == self->node();
-  if (deadlines == nullptr || !local) {
+  if (deadlines == nullptr || !local || route.no_local_deadline) {
     const bool unbounded = route.no_local_deadline && local;
     auto handle = self->request(
         target, unbounded ? caf::duration{caf::infinite} : caf::duration{route.timeout},
@@ -465,8 +466,6 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
       }
       me->FailWaiting(err);
     };
-    // The embedded API keeps the deadline itself (RequestWithin); the gateway has no deadlines
-    // of its own and keeps CAF's.
     if (route_->local_deadlines) {
       RequestWithin(self, route_->local_deadlines, route_->timeout, route_->supervisor,
                     std::move(on_reply), std::move(on_error), atom::open_v, route_->path);

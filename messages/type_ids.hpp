@@ -160,7 +160,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 9;
+inline constexpr uint32_t kClientProtocolVersion = 10;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -495,7 +495,10 @@ using gateway_actor = caf::typed_actor<
     // (see matcher_supervisor_actor); admin. Atoms rather than a bool: the connection guard
     // admits requests by their types, and reads a bool in a signature as an atom.
     caf::replies_to<atom::drain, atom::put, uint64_t>::with<std::string>,
-    caf::replies_to<atom::drain, atom::erase, uint64_t>::with<std::string>>;
+    caf::replies_to<atom::drain, atom::erase, uint64_t>::with<std::string>,
+    // Internal, the gateway's timer: expire its own requests past their deadline (LocalDeadlines).
+    // From anyone else it changes nothing (only what is due expires).
+    caf::reacts_to<atom::expire_due>>;
 
 }  // namespace kvmesh
 

@@ -614,6 +614,7 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       },
       [](atom::drain, atom::put, uint64_t) { return std::string(); },
       [](atom::drain, atom::erase, uint64_t) { return std::string(); },
+      [](atom::expire_due) {},
   };
 }
 
@@ -771,6 +772,7 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
       },
       [](atom::drain, atom::put, uint64_t) { return std::string(); },
       [](atom::drain, atom::erase, uint64_t) { return std::string(); },
+      [](atom::expire_due) {},
   };
 }
 
