@@ -491,6 +491,10 @@ class NetworkDatabase final : public DatabaseBackend {
     if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
     return connection_->CallOk(atom::batch_v, path_, batch, DeadlineHere{});
   }
+  Status Write(WriteBatch&& batch) override {
+    if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
+    return connection_->CallOk(atom::batch_v, path_, std::move(batch), DeadlineHere{});
+  }
   Result<ListPage> List(const ListOptions& options) override {
     return connection_->Call<ListPage>(atom::list_v, path_, options, DeadlineHere{});
   }

@@ -84,9 +84,14 @@ Status DatabaseBackend::Erase(std::string_view key) {
 }
 
 Status DatabaseBackend::Write(const WriteBatch& batch) {
-  return WaitAtMost(
-      FromCallback<Status>([&](StatusCallback done) { WriteAsync(batch, std::move(done)); }),
-      MaxWait());
+  return Write(WriteBatch(batch));
+}
+
+Status DatabaseBackend::Write(WriteBatch&& batch) {
+  return WaitAtMost(FromCallback<Status>([&](StatusCallback done) {
+                      WriteAsync(std::move(batch), std::move(done));
+                    }),
+                    MaxWait());
 }
 
 Result<ListPage> DatabaseBackend::List(const ListOptions& options) {
@@ -543,6 +548,11 @@ Status Database::write(const WriteBatch& batch) const {
     return dot.status();
   }
   return backend_->Write(batch);
+}
+
+Status Database::write(WriteBatch&& batch) const {
+  if (!backend_ || session_) return write(static_cast<const WriteBatch&>(batch));
+  return backend_->Write(std::move(batch));
 }
 
 Result<DatabaseStats> Database::stats() const {

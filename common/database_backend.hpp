@@ -50,6 +50,8 @@ class DatabaseBackend {
   virtual Result<std::string> Get(std::string_view key);
   virtual Status Erase(std::string_view key);
   virtual Status Write(const WriteBatch& batch);
+  /// The same, taking the batch over (no copy of its keys and values).
+  virtual Status Write(WriteBatch&& batch);
   virtual Result<kvmesh::ListPage> List(const ListOptions& options);
   virtual Result<DatabaseStats> Stats();
   virtual Result<kvmesh::ReplicationStatus> Replication();

@@ -187,6 +187,8 @@ struct DatabaseStore::Staged {
   uint64_t digest = 0;
   /// The earliest expiry among the expiry index entries written (UINT64_MAX: none).
   uint64_t min_expires = UINT64_MAX;
+  /// The largest key of the records written (null: none).
+  const std::string* max_key = nullptr;
 };
 
 /// A batch that removes records (CollectExpired, RemoveCollectedElsewhere), with the changes of
@@ -332,29 +334,49 @@ Status DatabaseStore::Touch(std::string_view key, Touched* touched, Pending** ou
 
 // One MultiGet, keys sorted, for every key not yet touched: RocksDB then probes each memtable and
 // file once for the whole batch (and batches the filter and index lookups), where a Get per key
-// searched them all again for every key.
-Status DatabaseStore::TouchAll(const std::string_view* keys, size_t count, Touched* touched) const {
+// searched them all again for every key. Keys above max_key_ are not read at all: no record of
+// them exists (a bulk load of ascending keys reads nothing).
+Status DatabaseStore::TouchAll(std::string* keys, size_t count, Touched* touched, Pending** out) {
   const size_t first = touched->keys.size();
   touched->by_key.reserve(first + count);
   for (size_t i = 0; i < count; ++i) {
-    if (touched->by_key.count(keys[i]) > 0) continue;
+    auto it = touched->by_key.find(keys[i]);
+    if (it != touched->by_key.end()) {
+      if (out != nullptr) out[i] = it->second;
+      continue;
+    }
     Pending& pending = touched->keys.emplace_back();
-    pending.key.assign(keys[i]);
+    pending.key = std::move(keys[i]);
     touched->by_key.emplace(pending.key, &pending);
+    if (out != nullptr) out[i] = &pending;
   }
-  const size_t n = touched->keys.size() - first;
-  if (n == 0) return Status::OK();
+  if (touched->keys.size() == first) return Status::OK();
+  Status s = KnowMaxKey();
+  if (!s.ok()) return s;
   std::vector<Pending*> order;
-  order.reserve(n);
-  for (size_t i = first; i < touched->keys.size(); ++i) order.push_back(&touched->keys[i]);
-  std::sort(order.begin(), order.end(),
-            [](const Pending* a, const Pending* b) { return a->key < b->key; });
-  std::vector<std::string> data_keys(n);
+  order.reserve(touched->keys.size() - first);
+  size_t bytes = 0;
+  for (size_t i = first; i < touched->keys.size(); ++i) {
+    Pending* p = &touched->keys[i];
+    if (p->key > max_key_) continue;  // above every stored key: none stored
+    order.push_back(p);
+    bytes += data_prefix_.size() + p->key.size();
+  }
+  const size_t n = order.size();
+  if (n == 0) return Status::OK();
+  auto by_key = [](const Pending* a, const Pending* b) { return a->key < b->key; };
+  // Bulk writes mostly come sorted already.
+  if (!std::is_sorted(order.begin(), order.end(), by_key)) {
+    std::sort(order.begin(), order.end(), by_key);
+  }
+  // The data keys side by side in one buffer (reserved, so the slices into it stay valid).
+  std::string data_keys;
+  data_keys.reserve(bytes);
   std::vector<rocksdb::Slice> slices(n);
   for (size_t i = 0; i < n; ++i) {
-    data_keys[i].reserve(data_prefix_.size() + order[i]->key.size());
-    data_keys[i].append(data_prefix_).append(order[i]->key);
-    slices[i] = data_keys[i];
+    const size_t at = data_keys.size();
+    data_keys.append(data_prefix_).append(order[i]->key);
+    slices[i] = rocksdb::Slice(data_keys.data() + at, data_keys.size() - at);
   }
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> statuses(n);
@@ -377,6 +399,29 @@ Status DatabaseStore::TouchAll(const std::string_view* keys, size_t count, Touch
   return Status::OK();
 }
 
+// The last key of the data range, read once per handle; Commit keeps it from then on. Records
+// are only ever added by Commit (Stage's batch), so a bound taken when the handle first needs it
+// and raised with every key written stays at or above every stored key; removals (collection,
+// expiry, stale repair) can only leave it higher than needed, which costs a read, never a miss.
+Status DatabaseStore::KnowMaxKey() {
+  if (max_key_known_) return Status::OK();
+  const std::string end = keys::DataPrefixEnd(id_);
+  rocksdb::Slice lower(data_prefix_);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_lower_bound = &lower;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db()->NewIterator(read_options));
+  it->SeekForPrev(end);
+  if (it->Valid() && it->key().starts_with(data_prefix_) && it->key().compare(end) < 0) {
+    max_key_.assign(it->key().data() + data_prefix_.size(), it->key().size() - data_prefix_.size());
+  } else if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot read database " + Quote(path_));
+  } else {
+    max_key_.clear();  // no record: every key is above it
+  }
+  max_key_known_ = true;
+  return Status::OK();
+}
+
 // Per changed key: the record replaced (its dot index entry, its tombstone index entry, its
 // share of the counters) goes, the new one comes in. Only the final record of a key is indexed,
 // so a dot overwritten within the same write never reaches the index.
@@ -396,8 +441,12 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
   }
   if (changed.empty()) return;
   staged->changed = true;
-  std::sort(changed.begin(), changed.end(),
-            [](const Pending* a, const Pending* b) { return a->key < b->key; });
+  auto by_key = [](const Pending* a, const Pending* b) { return a->key < b->key; };
+  // Bulk writes mostly come sorted already.
+  if (!std::is_sorted(changed.begin(), changed.end(), by_key)) {
+    std::sort(changed.begin(), changed.end(), by_key);
+  }
+  staged->max_key = &changed.back()->key;
 
   // An index entry: its key sorts as (tag, expires, origin, counter) (big-endian fields;
   // expires is 0 for the dot and tombstone indexes, which do not hold it).
@@ -451,11 +500,17 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
     return std::tie(a.tag, a.expires, a.origin, a.counter) <
            std::tie(b.tag, b.expires, b.origin, b.counter);
   });
+  // Each index key built in one buffer, as keys::DotIndexKey, TombstoneIndexKey and
+  // ExpiryIndexKey lay them out (a string per entry was an allocation per key written).
+  const std::string database_prefix = keys::DatabasePrefix(id_);
+  std::string key;
+  key.reserve(keys::kExpiryIndexKeySize);
   for (const IndexOp& op : index) {
-    const std::string key = op.tag == 'o' ? keys::DotIndexKey(id_, op.origin, op.counter)
-                            : op.tag == 't'
-                                ? keys::TombstoneIndexKey(id_, op.origin, op.counter)
-                                : keys::ExpiryIndexKey(id_, op.expires, op.origin, op.counter);
+    key.assign(database_prefix);
+    key.push_back(op.tag);
+    if (op.tag == 'x') keys::AppendBigEndian64(op.expires, &key);
+    keys::AppendBigEndian64(op.origin, &key);
+    keys::AppendBigEndian64(op.counter, &key);
     if (op.key == nullptr) {
       staged->batch.Delete(key);
     } else {
@@ -478,6 +533,9 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   tombstone_count_ = tombstone_count;
   digest_ = staged->digest;
   next_expiry_ = std::min(next_expiry_, staged->min_expires);
+  if (max_key_known_ && staged->max_key != nullptr && *staged->max_key > max_key_) {
+    max_key_ = *staged->max_key;
+  }
   local_counter_ = local_counter;
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
   if (const auto& observe = store_->vector_observer()) observe(path_, version_vector_.Digest());
@@ -592,11 +650,10 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   VersionVector version_vector = version_vector_;
   uint64_t counter = local_counter_;
   Touched touched;
-  {
-    std::vector<std::string_view> views(keys.begin(), keys.end());
-    s = TouchAll(views.data(), views.size(), &touched);
-    if (!s.ok()) return s;
-  }
+  // The pending state of each operation's key (TouchAll takes the keys over).
+  std::vector<Pending*> pending(count);
+  s = TouchAll(keys.data(), count, &touched, pending.data());
+  if (!s.ok()) return s;
   // Checks and expiry are judged at one moment for the whole write.
   const uint64_t now = store_->WallTicks();
   // Group commit (WriteGroup): the size rule is applied to each write of the group as it would
@@ -606,9 +663,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   int64_t segment_start_usage = 0;
   size_t segment = 0;
   for (size_t i = 0; i < count; ++i) {
-    Pending* p = nullptr;
-    s = Touch(keys[i], &touched, &p);
-    if (!s.ok()) return s;
+    Pending* p = pending[i];
     if (ops[i].kind == WriteOp::Kind::kCheck) {
       s = CheckCondition(*p, ops[i].value, now);
       if (!s.ok()) return s;
@@ -879,7 +934,7 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   Touched touched;
   {
     // The entries not seen yet will be resolved against their stored records: read them at once.
-    std::vector<std::string_view> unseen;
+    std::vector<std::string> unseen;
     unseen.reserve(delta.entries_size());
     for (const proto::DeltaEntry& entry : delta.entries()) {
       const proto::Version& version = entry.record().version();

@@ -299,9 +299,12 @@ class DatabaseStore {
                      proto::Record* record) const;
   /// The pending state of `key` in `touched`, reading its stored record on first use.
   Status Touch(std::string_view key, Touched* touched, Pending** out) const;
-  /// Touches every key of `keys` (normalised; repeats allowed), reading the stored records of
-  /// those not touched yet in one MultiGet.
-  Status TouchAll(const std::string_view* keys, size_t count, Touched* touched) const;
+  /// Touches every key of `keys` (normalised; repeats allowed; taken over), reading the stored
+  /// records of those not touched yet in one MultiGet. `out` (may be null) gets the pending state
+  /// of each key.
+  Status TouchAll(std::string* keys, size_t count, Touched* touched, Pending** out = nullptr);
+  /// Makes max_key_ known (one read of the last data key, the first time).
+  Status KnowMaxKey();
   /// OK if the key of `p` has version `expected` (or is absent, if `expected` is empty) at `now`;
   /// otherwise kConditionFailed naming the key.
   Status CheckCondition(const Pending& p, std::string_view expected, uint64_t now) const;
@@ -330,6 +333,10 @@ class DatabaseStore {
   uint64_t tombstone_count_ = 0;
   uint64_t digest_ = 0;
   uint64_t next_expiry_ = 0;  // next_expiry(); 0: not known yet
+  /// Once max_key_known_: no record is stored under a key above max_key_ (a bound, not always
+  /// the last key: removals leave it). A write of keys above it reads no previous records.
+  bool max_key_known_ = false;
+  std::string max_key_;
   VersionVector version_vector_;
   /// Set by Drop: the namespace is gone and every later call fails. Atomic: Get may run on other
   /// threads.

@@ -128,6 +128,24 @@ std::vector<std::string> Exercise(Database db, Database tiny, Database unknown) 
   Result<std::vector<std::string>> keys = db.list("/p");
   EXPECT_TRUE(keys.ok()) << keys.status();
   EXPECT_EQ(keys.ok() ? keys->size() : 0u, 25u);
+
+  // A batch handed over (write(WriteBatch&&), no copy) is applied as a copied one: atomically,
+  // and refused whole.
+  WriteBatch moved;
+  moved.Put("/m/1", "one").Put("/m/2", "two");
+  EXPECT_TRUE(db.write(std::move(moved)).ok());
+  record("moved: " + Show(db.get("/m/2")));
+  WriteBatch bad;
+  bad.Put("/m/3", "three").Put("/a/../b", "v");
+  Status refused_moved = db.write(std::move(bad));
+  EXPECT_EQ(refused_moved.code(), Code::kInvalidKey) << refused_moved;
+  EXPECT_TRUE(db.get("/m/3").IsNotFound()) << "nothing of a refused batch is written";
+  record(Show(refused_moved));
+  WriteBatch over;
+  over.Put("/k", std::string(200, 'x'));
+  Status too_big_moved = tiny.write(std::move(over));
+  EXPECT_EQ(too_big_moved.code(), Code::kSizeLimitExceeded) << too_big_moved;
+  EXPECT_TRUE(db.write(std::move(WriteBatch().Erase("/m/1").Erase("/m/2"))).ok());
   record(Show(keys));
 
   // Ranges and reverse, paged: [/p/05, /p/20) from the top down, 4 keys a page, with values

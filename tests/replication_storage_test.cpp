@@ -1208,6 +1208,69 @@ TEST(ReplicationTest, BatchesInAnyKeyOrderKeepTheIndexesExact) {
   ExpectConsistent(*a.db);
 }
 
+// Bulk writes do not read the previous records of keys above every stored key (a bound kept per
+// handle): they must still replace, and account for, every record that exists, including those
+// just written above the bound, those a reopened handle finds on disk and those a delta brought.
+TEST(ReplicationTest, BulkWritesAboveTheStoredKeysKeepAccountingIndexesAndLimitExact) {
+  Replica a, b;
+  const uint64_t id = a.db->id();
+  auto key = [](int i) {
+    char buf[16];
+    std::snprintf(buf, sizeof(buf), "/k/%04d", i);
+    return std::string(buf);
+  };
+  auto puts = [&](int from, int to, const std::string& value) {
+    WriteBatch batch;
+    for (int i = from; i < to; ++i) batch.Put(key(i), value);
+    return batch;
+  };
+  // Each batch above the last: every key new.
+  ASSERT_TRUE(a.db->Write(puts(0, 100, "aaaa")).ok());
+  ASSERT_TRUE(a.db->Write(puts(100, 200, "bbbb")).ok());
+  const uint64_t used = a.db->Stats().used_bytes;
+  EXPECT_EQ(used, 200 * (key(0).size() + 4));
+  // Overwrites of the keys the last batch wrote (same value size), 50 new keys above them, a key
+  // written twice in the batch. The limit is exactly what the new keys add: the batch fits only
+  // if every overwrite releases the value it replaces.
+  WriteBatch mixed = puts(150, 250, "cccc");
+  mixed.Put(key(249), "dddd");
+  a.db->set_size_limit(used + 50 * (key(0).size() + 4));
+  Status s = a.db->Write(mixed);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(a.db->Stats().used_bytes, used + 50 * (key(0).size() + 4));
+  EXPECT_EQ(a.db->Stats().key_count, 250u);
+  // One byte more than the limit is refused, over keys above the stored ones too.
+  s = a.db->Write(puts(250, 251, ""));
+  EXPECT_EQ(s.code(), Code::kSizeLimitExceeded) << s;
+  a.db->set_size_limit(kBigLimit);
+  // The last key becomes a tombstone, then a value again: both replace the stored record.
+  ASSERT_TRUE(a.db->Erase(key(249)).ok());
+  ASSERT_TRUE(a.db->Write(puts(240, 260, "eeee")).ok());
+  ExpectConsistent(*a.db);
+  // One record and one dot index entry per key, plus the meta record: no entry of a replaced
+  // record is left behind.
+  EXPECT_EQ(a.db->tombstone_count(), 0u);
+  EXPECT_EQ(RawKeyCount(*a.store, id), 2 * 260 + 1);
+
+  // A reopened handle learns the last key from disk.
+  a.Open();
+  ASSERT_TRUE(a.db->Write(puts(255, 265, "ffff")).ok());
+  ExpectConsistent(*a.db);
+  EXPECT_EQ(RawKeyCount(*a.store, id), 2 * 265 + 1);
+
+  // A replica whose records came in deltas, then local overwrites above the keys it held before.
+  ASSERT_TRUE(b.db->Write(puts(0, 10, "gggg")).ok());
+  Sync(*a.db, *b.db);
+  ASSERT_TRUE(b.db->Write(puts(200, 270, "hhhh")).ok());
+  ExpectConsistent(*b.db);
+  EXPECT_EQ(b.db->Stats().key_count, 270u);
+  EXPECT_EQ(RawKeyCount(*b.store, b.db->id()), 2 * 270 + 1);
+  Sync(*b.db, *a.db);
+  Sync(*a.db, *b.db);
+  ExpectSame(*a.db, *b.db);
+  ExpectConsistent(*a.db);
+}
+
 TEST(ReplicationTest, DigestIsMaintainedAndComparable) {
   Replica a, b;
   EXPECT_EQ(a.db->digest(), 0u);

@@ -144,6 +144,8 @@ class Database {
   /// Applies `batch` atomically and in order: every operation or none. Errors as put's, and
   /// invalid_argument over kMaxBatchOps / kMaxBatchBytes.
   Status write(const WriteBatch& batch) const;
+  /// The same, taking the batch's keys and values over instead of copying them (bulk loads).
+  Status write(WriteBatch&& batch) const;
   /// Key count, used bytes and size limit.
   Result<DatabaseStats> stats() const;
   /// Replication status from the replica serving this handle's node: replica set, version

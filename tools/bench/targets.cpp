@@ -211,7 +211,7 @@ class DatabaseSession : public Session {
   }
   void Write(size_t db, WriteBatch batch, Done done) override {
     const uint64_t n = batch.size();
-    if (blocking_) return done(dbs_[db].write(batch), n);
+    if (blocking_) return done(dbs_[db].write(std::move(batch)), n);
     dbs_[db].write_async(std::move(batch), [done = std::move(done), n](Status s) { done(s, n); });
   }
   void PutWith(size_t db, std::string key, std::string value, WriteOptions options,
