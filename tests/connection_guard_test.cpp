@@ -127,7 +127,7 @@ bool AwaitReply(caf::actor_system& sys, int fd, std::chrono::milliseconds timeou
 // requests arrive without a sender, never answered. Here the node's one scheduler thread is held,
 // so a message read from the first connection stays undelivered while it closes and a second one
 // takes its descriptor.
-TEST(ConnectionGuardTest, AConnectionThatReusesAClosedOnesDescriptorIsServed) {
+TEST(GuardedTransportTest, AConnectionThatReusesAClosedOnesDescriptorIsServed) {
   caf::actor_system_config cfg;
   ActorSystemSettings settings;
   settings.network = true;
