@@ -12,6 +12,7 @@
 #include <caf/io/network/stream_impl.hpp>
 #include <caf/policy/tcp.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <unordered_map>
@@ -112,6 +113,20 @@ class TlsPolicy {
 class GuardedConnection;
 
 namespace {
+
+/// A connection handle no other connection of this process ever had. CAF's own scribes take the
+/// socket's descriptor as their handle, but the BASP broker cleans a closed connection up only
+/// after every message already read from any connection is delivered (it sends the cleanup
+/// through its ordered delivery queue), while the descriptor is closed, and reused by the next
+/// accept, at once. A connection accepted in between under the same handle lost its route and
+/// state to the late cleanup: its requests reached actors without a sender and were never
+/// answered (a client that disconnected while the node was busy made the next client hang).
+/// Handles start above any descriptor; the broker and the multiplexer need no more than
+/// uniqueness (the stream keeps the descriptor).
+caf::io::connection_handle UniqueHandle() {
+  static std::atomic<int64_t> next{int64_t{1} << 32};
+  return caf::io::connection_handle::from_int(next.fetch_add(1));
+}
 
 /// True for kvmesh's own actors, whose state names start with "kvmesh.".
 bool IsKvmeshActor(const caf::strong_actor_ptr& actor) {
@@ -225,8 +240,8 @@ class GuardedConnection : public caf::io::scribe {
     std::string description;
   };
 
-  GuardedConnection(net::native_socket fd, Settings settings)
-      : caf::io::scribe(net::conn_hdl_from_socket(fd)), settings_(std::move(settings)) {
+  explicit GuardedConnection(Settings settings)
+      : caf::io::scribe(UniqueHandle()), settings_(std::move(settings)) {
     if (settings_.guard) {
       settings_.guard->AwaitHandshake(this,
                                       Clock::now() + settings_.guard->limits().handshake_timeout);
@@ -538,7 +553,7 @@ class Connection final : public GuardedConnection {
   template <class... Ts>
   Connection(net::default_multiplexer& mpx, net::native_socket fd, Settings settings,
              security::TlsSession* session, Ts&&... policy_args)
-      : GuardedConnection(fd, std::move(settings)),
+      : GuardedConnection(std::move(settings)),
         session_(session),
         stream_(mpx, fd, std::forward<Ts>(policy_args)...) {
     if (session != nullptr) {
