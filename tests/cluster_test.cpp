@@ -988,6 +988,17 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
   EXPECT_GT(most_pending, 0u) << "rebalancing never showed on kvmesh members";
 }
 
+/// The first of `prefix`0, `prefix`1, ... that placement puts on `node` with 2 copies among
+/// `ids` (the /pairs/ config: max 2); empty if none of 100.
+std::string PairPathOn(const std::string& prefix, const std::vector<uint64_t>& ids, uint64_t node) {
+  for (int d = 0; d < 100; ++d) {
+    const std::string p = prefix + std::to_string(d);
+    const auto placed = PlaceReplicas(p, ids, 2);
+    if (std::count(placed.begin(), placed.end(), node) > 0) return p;
+  }
+  return "";
+}
+
 /// Users' databases in node i's catalog (read without waking any).
 std::set<std::string> HeldBy(LocalCluster& cluster, size_t i) {
   std::set<std::string> out;
@@ -1344,12 +1355,7 @@ TEST_F(ClusterTest, RequestsThroughANodeGoToItsOwnCopyOnceItIsAReplicaAgain) {
   // A database of max 2 of 3 that node 0 holds.
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < 3; ++i) ids.push_back(cluster_->node_id(i));
-  std::string path;
-  for (int d = 0; d < 100 && path.empty(); ++d) {
-    const std::string p = "/pairs/route-" + std::to_string(d);
-    const auto placed = PlaceReplicas(p, ids, 2);
-    if (std::count(placed.begin(), placed.end(), ids[0]) > 0) path = p;
-  }
+  const std::string path = PairPathOn("/pairs/route-", ids, ids[0]);
   ASSERT_FALSE(path.empty());
   Database embedded = Open(0, path);
   client::Client client = client::connect("127.0.0.1:" + std::to_string(cluster_->node(0)->port()));
@@ -1408,12 +1414,7 @@ TEST_F(ClusterTest, RepeatedRebalancingLeavesAsManyVectorEntriesAsLiveCopies) {
   }
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < 3; ++i) ids.push_back(cluster_->node_id(i));
-  std::string path;
-  for (int d = 0; d < 100 && path.empty(); ++d) {
-    const std::string p = "/pairs/retire-" + std::to_string(d);
-    const auto placed = PlaceReplicas(p, ids, 2);
-    if (std::count(placed.begin(), placed.end(), ids[0]) > 0) path = p;
-  }
+  const std::string path = PairPathOn("/pairs/retire-", ids, ids[0]);
   ASSERT_FALSE(path.empty());
   int written = 0;
   // A write through every node: each copy of the moment accepts one under its own origin.

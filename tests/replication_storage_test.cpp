@@ -486,6 +486,13 @@ size_t RawKeyCount(Store& store, uint64_t id) {
   return count;
 }
 
+/// "/k/0042": numbered keys that sort as their numbers.
+std::string NumberedKey(int i) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "/k/%04d", i);
+  return std::string(buf);
+}
+
 uint64_t NowHlc() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
@@ -1142,17 +1149,12 @@ TEST(ReplicationTest, StaleIndexEntriesAreIgnored) {
 TEST(ReplicationTest, BatchesInAnyKeyOrderKeepTheIndexesExact) {
   Replica a, b;
   const uint64_t id = a.db->id();
-  auto key = [](int i) {
-    char buf[16];
-    std::snprintf(buf, sizeof(buf), "/k/%04d", i);
-    return std::string(buf);
-  };
   WriteBatch first;  // descending keys; every third one erased
   for (int i = 299; i >= 0; --i) {
     if (i % 3 == 0) {
-      first.Erase(key(i));
+      first.Erase(NumberedKey(i));
     } else {
-      first.Put(key(i), "v" + std::to_string(i));
+      first.Put(NumberedKey(i), "v" + std::to_string(i));
     }
   }
   std::string delta;
@@ -1164,12 +1166,12 @@ TEST(ReplicationTest, BatchesInAnyKeyOrderKeepTheIndexesExact) {
   for (int n = 0; n < 400; ++n) {
     const int i = (n * 7919) % 400;
     if (i % 5 == 0) {
-      second.Erase(key(i));
+      second.Erase(NumberedKey(i));
     } else {
-      second.Put(key(i), "w" + std::to_string(n));
+      second.Put(NumberedKey(i), "w" + std::to_string(n));
     }
   }
-  second.Put(key(1), "again").Erase(key(2));
+  second.Put(NumberedKey(1), "again").Erase(NumberedKey(2));
   delta.clear();
   ASSERT_TRUE(a.db->Write(second, &delta).ok());
   const proto::Delta pushed = ParseDelta(delta);
@@ -1178,9 +1180,9 @@ TEST(ReplicationTest, BatchesInAnyKeyOrderKeepTheIndexesExact) {
   EXPECT_EQ(pushed.SerializeAsString(), delta);
   ExpectConsistent(*a.db);
   std::string value;
-  ASSERT_TRUE(a.db->Get(key(1), &value).ok());
+  ASSERT_TRUE(a.db->Get(NumberedKey(1), &value).ok());
   EXPECT_EQ(value, "again");
-  EXPECT_TRUE(a.db->Get(key(2), &value).IsNotFound());
+  EXPECT_TRUE(a.db->Get(NumberedKey(2), &value).IsNotFound());
 
   // Exactly one record, one dot entry and (for tombstones) one tombstone entry per key, plus
   // the meta record: no entry of a replaced record is left behind.
@@ -1214,37 +1216,32 @@ TEST(ReplicationTest, BatchesInAnyKeyOrderKeepTheIndexesExact) {
 TEST(ReplicationTest, BulkWritesAboveTheStoredKeysKeepAccountingIndexesAndLimitExact) {
   Replica a, b;
   const uint64_t id = a.db->id();
-  auto key = [](int i) {
-    char buf[16];
-    std::snprintf(buf, sizeof(buf), "/k/%04d", i);
-    return std::string(buf);
-  };
   auto puts = [&](int from, int to, const std::string& value) {
     WriteBatch batch;
-    for (int i = from; i < to; ++i) batch.Put(key(i), value);
+    for (int i = from; i < to; ++i) batch.Put(NumberedKey(i), value);
     return batch;
   };
   // Each batch above the last: every key new.
   ASSERT_TRUE(a.db->Write(puts(0, 100, "aaaa")).ok());
   ASSERT_TRUE(a.db->Write(puts(100, 200, "bbbb")).ok());
   const uint64_t used = a.db->Stats().used_bytes;
-  EXPECT_EQ(used, 200 * (key(0).size() + 4));
+  EXPECT_EQ(used, 200 * (NumberedKey(0).size() + 4));
   // Overwrites of the keys the last batch wrote (same value size), 50 new keys above them, a key
   // written twice in the batch. The limit is exactly what the new keys add: the batch fits only
   // if every overwrite releases the value it replaces.
   WriteBatch mixed = puts(150, 250, "cccc");
-  mixed.Put(key(249), "dddd");
-  a.db->set_size_limit(used + 50 * (key(0).size() + 4));
+  mixed.Put(NumberedKey(249), "dddd");
+  a.db->set_size_limit(used + 50 * (NumberedKey(0).size() + 4));
   Status s = a.db->Write(mixed);
   ASSERT_TRUE(s.ok()) << s;
-  EXPECT_EQ(a.db->Stats().used_bytes, used + 50 * (key(0).size() + 4));
+  EXPECT_EQ(a.db->Stats().used_bytes, used + 50 * (NumberedKey(0).size() + 4));
   EXPECT_EQ(a.db->Stats().key_count, 250u);
   // One byte more than the limit is refused, over keys above the stored ones too.
   s = a.db->Write(puts(250, 251, ""));
   EXPECT_EQ(s.code(), Code::kSizeLimitExceeded) << s;
   a.db->set_size_limit(kBigLimit);
   // The last key becomes a tombstone, then a value again: both replace the stored record.
-  ASSERT_TRUE(a.db->Erase(key(249)).ok());
+  ASSERT_TRUE(a.db->Erase(NumberedKey(249)).ok());
   ASSERT_TRUE(a.db->Write(puts(240, 260, "eeee")).ok());
   ExpectConsistent(*a.db);
   // One record and one dot index entry per key, plus the meta record: no entry of a replaced
