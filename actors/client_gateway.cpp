@@ -209,6 +209,8 @@ gateway_actor::behavior_type client_gateway_impl(
   self->state.timeout = timeout;
   self->state.node_id = node_id;
   self->state.sync = std::move(sync);
+  // Pending re-opens hold their routes, which hold these deadlines: dropped on the way out.
+  DropPendingOnExit(self, self->state.deadlines);
   self->state.deadlines->set_schedule_check(
       [self](caf::timespan period) { self->delayed_send(self, period, atom::expire_due_v); });
   // The gateway is published, so anyone who can reach the port can send it an exit message, and
@@ -268,7 +270,10 @@ gateway_actor::behavior_type client_gateway_impl(
     return promise;
   };
   return {
-      [=](atom::expire_due) { self->state.deadlines->ExpireDue(); },
+      [=](atom::expire_due) {
+        // Its own timer only: anyone else's would start another chain of checks.
+        if (self->current_sender() == self->ctrl()) self->state.deadlines->ExpireDue();
+      },
       [=](atom::hello, uint32_t version) -> caf::result<uint32_t, uint64_t> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);

@@ -24,6 +24,19 @@ void CommitGroup(database_pointer self);
 void ArmRound(database_pointer self, bool quiet = false);
 constexpr int kQuietRounds = 30;
 
+namespace {
+
+/// Ends the requests this replica still waits on (a conditional batch forwarded to the judging
+/// replica, a read at a level): their callers are answered now instead of never.
+void EndRequests(database_pointer self) {
+  self->state.deadlines->EndAll(ToError(Status::Unavailable(
+      "database " + Quote(self->state.store->path()) +
+      " stopped on this node while a request waited for another replica; it may have been "
+      "applied")));
+}
+
+}  // namespace
+
 /// The database actor's side of replication: sends the Replicator's requests to the peers'
 /// database actors and hands their answers back to it; answers the writers it settles.
 class DatabaseTransport final : public replication::Transport {
@@ -118,8 +131,12 @@ class DatabaseTransport final : public replication::Transport {
 
   void Announce(uint64_t peer, std::string delta) override {
     auto it = actors_.find(peer);
+    // From this actor (the peer vouches for senders of its node when TLS is on; an anonymous
+    // announcement was refused there), answered or not: nothing waits on it.
     if (it != actors_.end() && it->second) {
-      caf::anon_send(it->second, atom::replicate_v, std::move(delta), NodeId());
+      Ask(
+          Timeout(), it->second, [](atom::ok) {}, [](caf::error&) {}, atom::replicate_v,
+          std::move(delta), NodeId());
     }
   }
 
@@ -229,6 +246,7 @@ class DatabaseTransport final : public replication::Transport {
     for (auto& write : self_->state.queued) write.Bounce();
     self_->state.queued.clear();
     self_->state.watches->AnswerAll();
+    EndRequests(self_);
     self_->send(self_->state.supervisor, atom::dropped_v, Path(),
                 caf::actor_cast<database_actor>(self_));
     self_->quit();
@@ -770,6 +788,7 @@ void Stop(database_pointer self) {
   self->state.watches->AnswerAll();
   self->state.transport->Retire();
   self->state.replicator->Stop();
+  EndRequests(self);
 }
 
 }  // namespace
@@ -1171,7 +1190,9 @@ database_actor::behavior_type database_actor_impl(
         settle();  // writes received before the new limit are judged by the old one
         self->state.store->set_size_limit(bytes);
       },
-      [=](atom::expire_due) { self->state.deadlines->ExpireDue(); },
+      [=](atom::expire_due) {
+        if (MaySteer(self, Steering::kTimer)) self->state.deadlines->ExpireDue();
+      },
       [=](atom::idle_check) {
         if (!MaySteer(self, Steering::kTimer)) return;
         // Passivates only while the replicator allows it (Replicator::MayPassivate).

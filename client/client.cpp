@@ -49,13 +49,6 @@ CAF_ALLOW_UNSAFE_MESSAGE_TYPE(kvmesh::client::ConnectionJob)
 namespace kvmesh::client {
 namespace {
 
-/// Answers request `reply_id` of `self` with `err` now. Consumes CAF's response handler (the real
-/// reply, if it ever comes, is dropped) as CAF's own timeout would.
-void InjectReply(connection_pointer self, caf::message_id reply_id, caf::error err) {
-  caf::actor_cast<caf::strong_actor_ptr>(self)->enqueue(nullptr, reply_id,
-                                                        caf::make_message(std::move(err)), nullptr);
-}
-
 /// What the connection actor and callers' threads share: the gateway while connected, and the
 /// blocking calls waiting for a reply (which wait in their own thread, not on the actor).
 struct Link {

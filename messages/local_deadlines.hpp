@@ -3,8 +3,11 @@
 // (client/client.cpp), so the one workaround for CAF 0.17's request timeouts lives here.
 #pragma once
 
+#include <caf/actor_cast.hpp>
 #include <caf/detail/type_traits.hpp>
 #include <caf/error.hpp>
+#include <caf/make_message.hpp>
+#include <caf/message_id.hpp>
 #include <caf/sec.hpp>
 #include <caf/timespan.hpp>
 
@@ -14,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -23,10 +27,10 @@ namespace kvmesh {
 /// each. CAF 0.17's clock is a thread of its own, and setting and then cancelling a request
 /// timeout wakes it twice per request (and a request with a timeout that is never cancelled stays
 /// queued there until it expires): for the embedded API's blocking calls that was about half of a
-/// put's latency. Here an attempt costs a map entry, and one check per period (a tenth of the
-/// shortest timeout, via `schedule_check`) runs while any is pending, so an attempt fails with
-/// sec::request_timeout between its deadline and a period later. Used by one actor only (not
-/// thread-safe).
+/// put's latency. Here an attempt costs a map entry, and a check (via `schedule_check`) runs at
+/// the earliest deadline pending, so an attempt fails with sec::request_timeout once its deadline
+/// passed; one check is outstanding at a time unless an attempt comes with a deadline earlier
+/// than it. Used by one actor only (not thread-safe).
 class LocalDeadlines {
  public:
   using Clock = std::chrono::steady_clock;
@@ -42,14 +46,9 @@ class LocalDeadlines {
   /// Registers an attempt that `expire` ends unless Settle(id) comes first. Returns its id.
   uint64_t Add(caf::timespan timeout, Expire expire) {
     const uint64_t id = ++last_id_;
-    pending_.emplace(id, Entry{Clock::now() + timeout, std::move(expire)});
-    const caf::timespan period =
-        std::max<caf::timespan>(timeout / 10, std::chrono::milliseconds(1));
-    if (!check_scheduled_ || period < period_) {
-      check_scheduled_ = true;
-      period_ = period;
-      schedule_check_(period);
-    }
+    const Clock::time_point deadline = Clock::now() + timeout;
+    pending_.emplace(id, Entry{deadline, std::move(expire)});
+    CheckBy(deadline);
     return id;
   }
 
@@ -57,24 +56,23 @@ class LocalDeadlines {
   /// ended already (the late answer is dropped).
   bool Settle(uint64_t id) { return pending_.erase(id) > 0; }
 
-  /// The scheduled check: expires every attempt past its deadline, and schedules the next check
-  /// while any attempt is pending.
+  /// The scheduled check (the owner must take it only from itself): expires every attempt past
+  /// its deadline, and schedules a check at the earliest deadline still pending.
   void ExpireDue() {
-    check_scheduled_ = false;
+    if (!checks_.empty()) checks_.erase(checks_.begin());
     const auto now = Clock::now();
     std::vector<Expire> expired;
+    Clock::time_point earliest = Clock::time_point::max();
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (it->second.deadline <= now) {
         expired.push_back(std::move(it->second.expire));
         it = pending_.erase(it);
       } else {
+        earliest = std::min(earliest, it->second.deadline);
         ++it;
       }
     }
-    if (!pending_.empty()) {
-      check_scheduled_ = true;
-      schedule_check_(period_);
-    }
+    if (!pending_.empty()) CheckBy(earliest);
     // May add attempts (a retry).
     for (auto& expire : expired) expire(caf::make_error(caf::sec::request_timeout));
   }
@@ -100,11 +98,21 @@ class LocalDeadlines {
     Clock::time_point deadline;
     Expire expire;
   };
+  /// Makes sure a check runs at `when` or soon after: schedules one unless one outstanding
+  /// comes by then.
+  void CheckBy(Clock::time_point when) {
+    const auto now = Clock::now();
+    when = std::max(when, now + std::chrono::milliseconds(1));  // no check sooner than this
+    if (!checks_.empty() && *checks_.begin() <= when) return;
+    checks_.insert(when);
+    schedule_check_(std::chrono::duration_cast<caf::timespan>(when - now));
+  }
+
   std::function<void(caf::timespan)> schedule_check_;
   std::map<uint64_t, Entry> pending_;
   uint64_t last_id_ = 0;
-  bool check_scheduled_ = false;
-  caf::timespan period_{};
+  /// When the checks scheduled and not run yet come.
+  std::multiset<Clock::time_point> checks_;
 };
 
 namespace local_deadlines_detail {
@@ -116,6 +124,15 @@ auto Settled(std::shared_ptr<LocalDeadlines> deadlines, uint64_t id, F f,
   };
 }
 }  // namespace local_deadlines_detail
+
+/// Answers request `reply_id` of `self` with `err` now. Consumes CAF's response handler (the real
+/// reply, if it ever comes, is dropped) as CAF's own timeout would: without it, a request whose
+/// reply never comes kept its handler (and what it holds) for the actor's life.
+template <class Self>
+void InjectReply(Self* self, caf::message_id reply_id, caf::error err) {
+  caf::actor_cast<caf::strong_actor_ptr>(self)->enqueue(nullptr, reply_id,
+                                                        caf::make_message(std::move(err)), nullptr);
+}
 
 /// `self->request(target, timeout, args...).then(on_reply, on_error)`, with the deadline kept by
 /// `deadlines` (whose checks `self` runs) instead of CAF's clock: exactly one of `on_reply` and
@@ -129,14 +146,18 @@ void RequestWithin(Self* self, const std::shared_ptr<LocalDeadlines>& deadlines,
                    caf::timespan timeout, const Handle& target, OnReply on_reply, OnError on_error,
                    Ts&&... args) {
   auto failed = std::make_shared<OnError>(std::move(on_error));
-  const uint64_t id = deadlines->Add(timeout, [failed](caf::error why) { (*failed)(why); });
+  auto handle = self->request(target, caf::infinite, std::forward<Ts>(args)...);
+  const caf::message_id reply_id = handle.id();
+  const uint64_t id = deadlines->Add(timeout, [self, reply_id, failed](caf::error why) {
+    InjectReply(self, reply_id, why);  // found settled and dropped
+    (*failed)(why);
+  });
   using Trait = caf::detail::get_callable_trait<OnReply>;
-  self->request(target, caf::infinite, std::forward<Ts>(args)...)
-      .then(local_deadlines_detail::Settled(deadlines, id, std::move(on_reply),
-                                            typename Trait::arg_types{}),
-            [deadlines, id, failed](caf::error& err) {
-              if (deadlines->Settle(id)) (*failed)(err);
-            });
+  handle.then(local_deadlines_detail::Settled(deadlines, id, std::move(on_reply),
+                                              typename Trait::arg_types{}),
+              [deadlines, id, failed](caf::error& err) {
+                if (deadlines->Settle(id)) (*failed)(err);
+              });
 }
 
 /// Ties `deadlines` to the life of its owning actor `self`: when the actor terminates, attempts

@@ -374,7 +374,7 @@ void Replicator::Pull(uint64_t peer_id, int chunks_left) {
   // SyncRequest with an origin filter (Protobuf merges concatenations).
   bool listed = false;
   std::string request = VectorForPeer(&p, nullptr, &listed);
-  if (listed) p.retired_sent = store_->version_vector().RetiredDigest();
+  p.retired_listing = listed ? store_->version_vector().RetiredDigest() : 0;
   // With one peer there is nobody to share the work with: it is asked for every origin, which
   // saves the round trip that learns its vector.
   p.asked_all = peers_.size() == 1;
@@ -496,6 +496,7 @@ void Replicator::OnPullAnswered(uint64_t peer_id, uint64_t generation, bool genu
   peer.vector_known = true;
   peer.reachable = true;
   peer.rounds_waited = 0;
+  if (peer.retired_listing != 0) peer.retired_sent = peer.retired_listing;
   if (peer.chunks_left > 0) {
     // Ask again while the answer was cut at its budget, or when the peer (its vector now
     // known) is the source of origins it was not asked for. Bounded per round like pushes:

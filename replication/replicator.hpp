@@ -286,6 +286,9 @@ class Replicator {
     bool full_sync_answer_back = false;
     /// The retired digest of the last list of retired origins our pulls sent it.
     uint64_t retired_sent = 0;
+    /// The retired set (its digest) the pull in flight listed, if it listed one: `retired_sent`
+    /// once the pull is answered (a lost pull would otherwise leave the peer never told).
+    uint64_t retired_listing = 0;
     int full_sync_pages_left = 0;
     uint64_t full_sync_removed = 0;
     int full_sync_failures = 0;  // page requests failed in a row

@@ -489,6 +489,32 @@ TEST(LocalDeadlinesTest, SettledAttemptsNeverExpire) {
   EXPECT_EQ(scheduled.size(), 2u);  // nothing pending: no further check
 }
 
+// A check runs at the earliest deadline pending, and a check that finds a later one pending
+// does not start a second chain when another check is still to come for it (each chain went on
+// for as long as anything was pending: a read near its deadline among longer requests made a
+// replica wake every millisecond, once per chain).
+TEST(LocalDeadlinesTest, ChecksFollowTheEarliestDeadlineWithoutMultiplying) {
+  std::vector<caf::timespan> scheduled;
+  LocalDeadlines deadlines;
+  deadlines.set_schedule_check([&](caf::timespan period) { scheduled.push_back(period); });
+  int expired = 0;
+  auto count = [&](caf::error) { ++expired; };
+  deadlines.Add(std::chrono::hours(1), count);
+  ASSERT_EQ(scheduled.size(), 1u);
+  EXPECT_GT(scheduled[0], std::chrono::minutes(59)) << "the check comes at the deadline";
+  deadlines.Add(std::chrono::milliseconds(0), count);
+  deadlines.Add(std::chrono::milliseconds(0), count);
+  ASSERT_EQ(scheduled.size(), 2u) << "one earlier check serves both short attempts";
+  EXPECT_LE(scheduled[1], std::chrono::milliseconds(1));
+  deadlines.ExpireDue();  // the early check
+  EXPECT_EQ(expired, 2);
+  EXPECT_EQ(scheduled.size(), 2u) << "the hour's check is still to come: no second chain";
+  deadlines.ExpireDue();  // the hour's check, early (nothing due): the chain goes on, once
+  EXPECT_EQ(expired, 2);
+  EXPECT_EQ(scheduled.size(), 3u);
+  EXPECT_EQ(deadlines.pending(), 1u);
+}
+
 // The client's connection ends every request in flight at once when its node is lost.
 TEST(LocalDeadlinesTest, EndAllEndsEveryPendingAttemptWithItsReason) {
   LocalDeadlines deadlines;
