@@ -9,10 +9,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
+#include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -119,6 +122,104 @@ bool AwaitReply(caf::actor_system& sys, int fd, std::chrono::milliseconds timeou
   return false;
 }
 
+/// Relays the first connection accepted on a loopback port (port()) to 127.0.0.1:`server_port`,
+/// but connects to the server only `delay` after accepting. A BASP server sends its handshake
+/// first, so the connecting side hears nothing for `delay`: a server slow to answer (loaded, or
+/// busy with TLS). Relays until destroyed (at most 20 s).
+class DelayingRelay {
+ public:
+  DelayingRelay(int server_port, std::chrono::milliseconds delay)
+      : listener_(kvmesh::testing::ListenLoopback(&port_)),
+        thread_([this, server_port, delay] { Run(server_port, delay); }) {}
+  ~DelayingRelay() {
+    stop_ = true;
+    thread_.join();
+    ::close(listener_);
+  }
+  int port() const { return port_; }
+
+ private:
+  void Run(int server_port, std::chrono::milliseconds delay) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    auto running = [&] { return !stop_ && std::chrono::steady_clock::now() < deadline; };
+    int client = -1;
+    while (client < 0 && running()) {  // bounded by the deadline
+      pollfd p{listener_, POLLIN, 0};
+      if (::poll(&p, 1, 50) == 1) client = ::accept(listener_, nullptr, nullptr);
+    }
+    if (client < 0) return;
+    // The delay is the point of this relay (the server's handshake held back), not a wait for
+    // something to happen.
+    std::this_thread::sleep_for(delay);
+    const int server = kvmesh::testing::Connect(server_port);
+    char buf[4096];
+    while (server >= 0 && running()) {  // bounded by the deadline
+      pollfd p[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+      if (::poll(p, 2, 50) <= 0) continue;
+      for (int i = 0; i < 2; ++i) {
+        if (p[i].revents == 0) continue;
+        const ssize_t n = ::recv(p[i].fd, buf, sizeof(buf), 0);
+        if (n <= 0) stop_ = true;
+        if (n > 0) kvmesh::testing::SendAll(p[1 - i].fd, std::string(buf, static_cast<size_t>(n)));
+      }
+    }
+    if (server >= 0) ::close(server);
+    ::close(client);
+  }
+
+  int port_ = 0;
+  const int listener_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+/// An actor system for the guarded transport with `peer_timeout` (CAF's heartbeats every third
+/// of it, and its connection timeout).
+std::unique_ptr<caf::actor_system> NetworkSystem(caf::actor_system_config* cfg,
+                                                 caf::timespan peer_timeout) {
+  ActorSystemSettings settings;
+  settings.network = true;
+  settings.worker_threads = 1;
+  settings.peer_timeout = peer_timeout;
+  EXPECT_TRUE(ConfigureActorSystem(settings, cfg).ok());
+  return std::make_unique<caf::actor_system>(*cfg);
+}
+
+/// Publishes an actor that answers hello on a guarded port of `sys` (goes to `*port`); stop it
+/// with anon_send_exit.
+caf::actor PublishAnswerer(caf::actor_system& sys, uint16_t* port) {
+  auto answerer = sys.spawn([]() -> caf::behavior {
+    return {[](atom::hello, uint32_t version) { return caf::make_message(version, uint64_t{7}); }};
+  });
+  ListenerLimits limits;
+  limits.name = "test port";
+  limits.max_message_bytes = 1 << 20;
+  std::shared_ptr<ConnectionGuard> guard;
+  EXPECT_TRUE(PublishGuarded(sys, caf::actor_cast<caf::strong_actor_ptr>(answerer), {}, "127.0.0.1",
+                             0, limits, TransportSecurity{}, port, &guard)
+                  .ok());
+  return answerer;
+}
+
+/// What the connector answers a connect to 127.0.0.1:`port` from `sys`: none (connected) or the
+/// error; `*took` is how long it took.
+caf::error ConnectThroughConnector(caf::actor_system& sys, int port,
+                                   std::chrono::milliseconds* took) {
+  const caf::timespan timeout = std::chrono::seconds(10);
+  auto connector = SpawnConnector(sys, TransportSecurity{}, 1 << 20, timeout);
+  caf::scoped_actor self{sys};
+  caf::error result = caf::make_error(caf::sec::request_timeout);
+  const auto start = std::chrono::steady_clock::now();
+  self->request(connector, timeout + std::chrono::seconds(1), caf::connect_atom_v,
+                std::string("127.0.0.1"), static_cast<uint16_t>(port))
+      .receive([&](const caf::node_id&, caf::strong_actor_ptr&,
+                   const std::set<std::string>&) { result = caf::none; },
+               [&](caf::error& err) { result = std::move(err); });
+  *took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                start);
+  return result;
+}
+
 // CAF's BASP broker cleans a closed connection up (its route, its node's proxies, its state) only
 // once every message read before the close has been delivered, but the descriptor is closed at
 // once, and the next connection accepted reuses its number. CAF names a connection by its
@@ -209,6 +310,50 @@ TEST(GuardedTransportTest, AConnectionThatReusesAClosedOnesDescriptorIsServed) {
       << "the request on the connection that took over a closed one's descriptor got no answer";
   EXPECT_TRUE((reply.match_elements<uint32_t, uint64_t>())) << to_string(reply);
   ::close(second);
+}
+
+// CAF's BASP broker gives a connection it is asked to open (the connector's) a "last seen" time
+// of the clock's epoch until its first bytes arrive, and its heartbeat tick closes every
+// connection not seen for middleman.connection-timeout (peer_timeout): a tick between the TCP
+// connect and the server's handshake failed the connect with connection_timeout (seen under
+// load, at a client's or node's first connect). A handshake that comes after a tick, but within
+// peer_timeout, must be waited for.
+TEST(GuardedTransportTest, AConnectWhoseHandshakeComesAfterAHeartbeatSucceeds) {
+  caf::actor_system_config server_cfg;
+  auto server = NetworkSystem(&server_cfg, std::chrono::seconds(30));
+  uint16_t port = 0;
+  auto answerer = PublishAnswerer(*server, &port);
+  // Heartbeat ticks every 500 ms: the 750 ms the relay holds the handshake back span one at
+  // least, and leave 750 ms to the timeout.
+  caf::actor_system_config client_cfg;
+  auto client = NetworkSystem(&client_cfg, std::chrono::milliseconds(1500));
+  {
+    DelayingRelay relay(port, 750ms);
+    std::chrono::milliseconds took{0};
+    const caf::error err = ConnectThroughConnector(*client, relay.port(), &took);
+    EXPECT_FALSE(err) << "the connect failed after " << took.count()
+                      << " ms: " << client->render(err);
+    if (!err) {
+      EXPECT_GE(took.count(), 750) << "the premise: the handshake was held back";
+    }
+  }
+  caf::anon_send_exit(answerer, caf::exit_reason::user_shutdown);
+}
+
+// Yet a connection whose server never answers is still closed by the heartbeat check, once it
+// has heard nothing for peer_timeout (not at the first tick), well before the connector's own
+// timeout (10 s here).
+TEST(GuardedTransportTest, AConnectToASilentServerFailsAfterPeerTimeout) {
+  caf::actor_system_config client_cfg;
+  auto client = NetworkSystem(&client_cfg, std::chrono::milliseconds(900));
+  int port = 0;
+  const int listener = kvmesh::testing::ListenLoopback(&port);  // the kernel accepts; nothing sends
+  std::chrono::milliseconds took{0};
+  const caf::error err = ConnectThroughConnector(*client, port, &took);
+  ::close(listener);
+  EXPECT_EQ(err, caf::sec::connection_timeout) << client->render(err);
+  EXPECT_GE(took.count(), 900) << "closed before peer_timeout passed";
+  EXPECT_LT(took.count(), 5000) << "the silent connection was not closed";
 }
 
 }  // namespace

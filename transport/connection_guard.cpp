@@ -293,6 +293,22 @@ class GuardedConnection : public caf::io::scribe {
   /// The peer's verified certificate, with TLS once the handshake is done; nullopt otherwise.
   virtual std::optional<security::PeerIdentity> PeerCertificate() const = 0;
 
+  /// CAF's BASP broker (0.17.6) makes the state of a connection it is asked to open (its
+  /// connect_atom handler: the connector's) with a `last_seen` of the clock's epoch, set only when
+  /// the first bytes arrive, and its heartbeat tick closes every connection not seen for
+  /// middleman.connection-timeout: a tick between the connect and the server's handshake failed
+  /// the connect with connection_timeout. The broker configures the connection's first read right
+  /// after making that state (on the multiplexer thread, where it runs): from there the
+  /// connection counts as seen, so the server has the whole timeout to answer, and a server that
+  /// never answers is still closed once it passes.
+  void MarkSeenByBroker() {
+    if (settings_.guard) return;  // accepted: the broker makes their state on their first bytes
+    auto* broker = dynamic_cast<caf::io::basp_broker*>(parent());
+    if (broker == nullptr) return;
+    auto it = broker->ctx.find(hdl());
+    if (it != broker->ctx.end()) it->second.last_seen = broker->clock().now();
+  }
+
  private:
   enum class State { kHeader, kPayload, kHeldPayload, kDropPayload };
 
@@ -574,7 +590,10 @@ class Connection final : public GuardedConnection {
 
   void configure_read(caf::io::receive_policy::config config) override {
     stream_.configure_read(config);
-    if (!launched_) Launch();
+    if (!launched_) {
+      MarkSeenByBroker();
+      Launch();
+    }
   }
   void ack_writes(bool enable) override { stream_.ack_writes(enable); }
   std::vector<char>& wr_buf() override { return stream_.wr_buf(); }
