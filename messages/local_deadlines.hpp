@@ -27,10 +27,12 @@ namespace kvmesh {
 /// each. CAF 0.17's clock is a thread of its own, and setting and then cancelling a request
 /// timeout wakes it twice per request (and a request with a timeout that is never cancelled stays
 /// queued there until it expires): for the embedded API's blocking calls that was about half of a
-/// put's latency. Here an attempt costs a map entry, and a check (via `schedule_check`) runs at
-/// the earliest deadline pending, so an attempt fails with sec::request_timeout once its deadline
-/// passed; one check is outstanding at a time unless an attempt comes with a deadline earlier
-/// than it. Used by one actor only (not thread-safe).
+/// put's latency. Here an attempt costs a map entry, and while any is pending a check (via
+/// `schedule_check`) runs every tenth of the shortest timeout pending, so an attempt fails with
+/// sec::request_timeout between its deadline and a tenth of its timeout later, and the last
+/// check comes soon after the last answer (not a whole timeout later, which kept a node busy for
+/// seconds after a load). One check is outstanding at a time unless an attempt needs an earlier
+/// one. Used by one actor only (not thread-safe).
 class LocalDeadlines {
  public:
   using Clock = std::chrono::steady_clock;
@@ -46,9 +48,11 @@ class LocalDeadlines {
   /// Registers an attempt that `expire` ends unless Settle(id) comes first. Returns its id.
   uint64_t Add(caf::timespan timeout, Expire expire) {
     const uint64_t id = ++last_id_;
-    const Clock::time_point deadline = Clock::now() + timeout;
-    pending_.emplace(id, Entry{deadline, std::move(expire)});
-    CheckBy(deadline);
+    const Clock::time_point now = Clock::now();
+    const Entry& entry =
+        pending_.emplace(id, Entry{now + timeout, Period(timeout), std::move(expire)})
+            .first->second;
+    CheckBy(now + entry.period);
     return id;
   }
 
@@ -57,22 +61,22 @@ class LocalDeadlines {
   bool Settle(uint64_t id) { return pending_.erase(id) > 0; }
 
   /// The scheduled check (the owner must take it only from itself): expires every attempt past
-  /// its deadline, and schedules a check at the earliest deadline still pending.
+  /// its deadline, and schedules the next check while any attempt is pending.
   void ExpireDue() {
     if (!checks_.empty()) checks_.erase(checks_.begin());
     const auto now = Clock::now();
     std::vector<Expire> expired;
-    Clock::time_point earliest = Clock::time_point::max();
+    caf::timespan period = caf::timespan::max();
     for (auto it = pending_.begin(); it != pending_.end();) {
       if (it->second.deadline <= now) {
         expired.push_back(std::move(it->second.expire));
         it = pending_.erase(it);
       } else {
-        earliest = std::min(earliest, it->second.deadline);
+        period = std::min(period, it->second.period);
         ++it;
       }
     }
-    if (!pending_.empty()) CheckBy(earliest);
+    if (!pending_.empty()) CheckBy(now + period);
     // May add attempts (a retry).
     for (auto& expire : expired) expire(caf::make_error(caf::sec::request_timeout));
   }
@@ -96,10 +100,14 @@ class LocalDeadlines {
  private:
   struct Entry {
     Clock::time_point deadline;
+    caf::timespan period;  // a tenth of its timeout, at least 1 ms
     Expire expire;
   };
-  /// Makes sure a check runs at `when` or soon after: schedules one unless one outstanding
-  /// comes by then.
+  static caf::timespan Period(caf::timespan timeout) {
+    return std::max<caf::timespan>(timeout / 10, std::chrono::milliseconds(1));
+  }
+  /// Makes sure a check runs by `when`: schedules one unless one outstanding comes by then (so
+  /// checks never form a second chain: each outstanding check schedules at most the next one).
   void CheckBy(Clock::time_point when) {
     const auto now = Clock::now();
     when = std::max(when, now + std::chrono::milliseconds(1));  // no check sooner than this
