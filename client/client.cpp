@@ -30,7 +30,7 @@ struct connection_state {
   /// Deadline of every request.
   caf::timespan timeout{};
   /// The deadlines of the requests in flight (they carry no CAF timeout; see LocalDeadlines).
-  LocalDeadlines deadlines;
+  std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   /// Tells the Connection the gateway is gone, so the next call reconnects.
   std::function<void()> on_lost;
 };
@@ -120,7 +120,7 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
                               std::shared_ptr<Link> link, caf::timespan request_timeout) {
   self->state.address = std::move(address);
   self->state.timeout = request_timeout;
-  self->state.deadlines.set_schedule_check(
+  self->state.deadlines->set_schedule_check(
       [self](caf::timespan period) { self->delayed_send(self, period, atom::tick_v); });
   self->state.on_lost = [self, link] {
     link->Lost(Status::Unavailable("lost the connection to kvmesh node " + self->state.address));
@@ -130,11 +130,11 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
     if (!st.gateway || msg.source != st.gateway.address()) return;
     st.gateway = nullptr;
     st.on_lost();
-    st.deadlines.EndAll(
+    st.deadlines->EndAll(
         ToError(Status::Unavailable("lost the connection to kvmesh node " + st.address)));
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
-    self->state.deadlines.EndAll(
+    self->state.deadlines->EndAll(
         ToError(Status::Unavailable("the client was closed before the request completed")));
     self->quit(msg.reason);
   });
@@ -144,7 +144,7 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
         self->monitor(gateway);
       },
       [=](ConnectionJob& job) { job(self); },
-      [=](atom::tick) { self->state.deadlines.ExpireDue(); },
+      [=](atom::tick) { self->state.deadlines->ExpireDue(); },
   };
 }
 
@@ -294,22 +294,11 @@ struct Connection {
         done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
         return;
       }
-      auto handle =
-          self->request(st.gateway, caf::infinite, WithDeadline(args, *link, st.timeout)...);
-      const caf::message_id reply_id = handle.id();
-      const uint64_t id = st.deadlines.Add(st.timeout, [self, reply_id, done](caf::error why) {
-        // The response handler is consumed by the injected reply, which finds the request
-        // settled and drops it.
-        InjectReply(self, reply_id, why);
-        done(ToStatus(why), Reply{});
-      });
-      handle.then(
-          [self, id, done](Reply& reply) {
-            if (self->state.deadlines.Settle(id)) done(Status::OK(), std::move(reply));
-          },
-          [self, id, done](caf::error& err) {
-            if (self->state.deadlines.Settle(id)) done(ToStatus(err), Reply{});
-          });
+      RequestWithin(
+          self, st.deadlines, st.timeout, st.gateway,
+          [done](Reply& reply) { done(Status::OK(), std::move(reply)); },
+          [done](caf::error& err) { done(ToStatus(err), Reply{}); },
+          WithDeadline(args, *link, st.timeout)...);
     };
     caf::anon_send(actor, std::move(job));
   }
