@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Issue 17's speed goals, each measured next to its peer (raw RocksDB, Redis, the single node,
+# one worker thread) in back-to-back kvmesh-bench runs, and whether each is met (about 6 minutes
+# on 2 cores):
+#
+#   tools/bench/goals.sh [BUILD_DIR] [OUT_DIR]      # default: build, /tmp/kvmesh-bench-goals
+#
+# Each run's JSON stays in OUT_DIR/<step>.json; the table at the end is made from them with jq.
+# Absolute figures drift by about 30% on a shared machine; the ratios are what the goals are
+# about. Redis rows are missing (and those goals show "no redis") without redis-server on PATH.
+set -euo pipefail
+build="${1:-build}"
+out="${2:-/tmp/kvmesh-bench-goals}"
+bench="$build/kvmesh-bench"
+[ -x "$bench" ] || { echo "goals: no kvmesh-bench in $build (build first)" >&2; exit 2; }
+command -v jq >/dev/null || { echo "goals: needs jq (apt-get install jq)" >&2; exit 2; }
+mkdir -p "$out"
+run() {
+  local name="$1"
+  shift
+  echo "== $name: kvmesh-bench $*" >&2
+  "$bench" "$@" --quiet --json-file "$out/$name.json" >/dev/null
+}
+common=(--value-sizes 100 --ops 200000 --duration 8)
+cluster_only=(--lag-samples 0 --catchup-keys 0 --idle-seconds 0)
+run embedded --targets rocksdb,embedded --workloads put "${common[@]}" --inflight 50
+run remote1 --targets remote,redis --workloads put,get "${common[@]}" --inflight 1
+# The goal's peer for 50 requests in flight on one connection is Redis with 50 clients (one request
+# each), not Redis pipelining 50 on one connection.
+run remote50 --targets remote --workloads put,get "${common[@]}" --inflight 50
+run redis50 --targets redis --workloads put,get "${common[@]}" --connections 50 --inflight 1
+run bulk --targets rocksdb,embedded,remote --workloads batch --batch-size 1000 \
+  --distribution sequential --value-sizes 100 --inflight 1 --ops 400 --duration 8
+run cluster --targets remote,cluster --workloads put "${common[@]}" --inflight 50 "${cluster_only[@]}"
+for w in 1 2; do
+  run "workers$w" --targets embedded,remote --databases 64 --workloads put,get "${common[@]}" \
+    --connections 4 --inflight 50 --worker-threads "$w"
+done
+
+# One value from a step's JSON: field F of the row with target T and workload W.
+value() {
+  jq -r --arg t "$2" --arg w "$3" --arg f "$4" \
+    '[.results[] | select(.target == $t and .workload == $w)][0][$f] // empty' "$out/$1.json"
+}
+ratio() { # A / B, or empty when either is missing
+  [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
+}
+rows=()
+goal() { # name, measured ratio (may be empty), at least (or "<=N": at most), detail
+  local met
+  if [ -z "$2" ]; then
+    met="no figure"
+  elif [[ "$3" == "<="* ]]; then
+    met=$(awk -v x="$2" -v t="${3#<=}" 'BEGIN { print (x <= t) ? "met" : "NOT met" }')
+  else
+    met=$(awk -v x="$2" -v t="$3" 'BEGIN { print (x >= t) ? "met" : "NOT met" }')
+  fi
+  rows+=("$(printf '%-46s %8s %7s  %-8s %s' "$1" "${2:--}" "$3" "$met" "$4")")
+}
+e_ops=$(value embedded embedded put ops_per_second)
+r_ops=$(value embedded rocksdb put ops_per_second)
+goal "embedded put, 50 in flight / raw RocksDB" "$(ratio "$e_ops" "$r_ops")" 0.7 \
+  "$(printf '%.0f vs %.0f ops/s' "${e_ops:-0}" "${r_ops:-0}")"
+e_cpu=$(value embedded embedded put bench_cpu_us_per_op)
+r_cpu=$(value embedded rocksdb put bench_cpu_us_per_op)
+goal "embedded put CPU per op / raw RocksDB's" "$(ratio "$e_cpu" "$r_cpu")" "<=3" \
+  "$(printf '%.1f vs %.1f us' "${e_cpu:-0}" "${r_cpu:-0}")"
+for w in put get; do
+  k=$(value remote1 remote "$w" ops_per_second)
+  s=$(value remote1 redis "$w" ops_per_second)
+  goal "remote $w, 1 in flight / Redis, 1 client" "$(ratio "$k" "$s")" 1.0 \
+    "$(printf '%.0f vs %.0f ops/s' "${k:-0}" "${s:-0}")"
+  k=$(value remote50 remote "$w" ops_per_second)
+  s=$(value redis50 redis "$w" ops_per_second)
+  goal "remote $w, 50 in flight / Redis, 50 clients" "$(ratio "$k" "$s")" 1.0 \
+    "$(printf '%.0f vs %.0f ops/s' "${k:-0}" "${s:-0}")"
+done
+for t in embedded remote; do
+  k=$(value bulk "$t" batch keys_per_second)
+  goal "$t batches of 1000, keys/s (thousands)" "$(ratio "$k" 1000)" 500 \
+    "x_rocks $(ratio "$k" "$(value bulk rocksdb batch keys_per_second)")"
+done
+c=$(value cluster cluster3 put ops_per_second)
+s=$(value cluster remote put ops_per_second)
+goal "3-node put, 50 in flight / single node" "$(ratio "$c" "$s")" 0.5 \
+  "$(printf '%.0f vs %.0f ops/s' "${c:-0}" "${s:-0}")"
+for t in embedded remote; do
+  for w in put get; do
+    two=$(value workers2 "$t" "$w" ops_per_second)
+    one=$(value workers1 "$t" "$w" ops_per_second)
+    goal "$t $w, 64 dbs: 2 worker threads / 1" "$(ratio "$two" "$one")" 1.8 \
+      "$(printf '%.0f vs %.0f ops/s on %s cores' "${two:-0}" "${one:-0}" "$(nproc)")"
+  done
+done
+printf '%-46s %8s %7s  %-8s %s\n' goal measured target result detail
+printf '%s\n' "${rows[@]}"
