@@ -273,6 +273,31 @@ TEST_F(BenchToolTest, CafEchoAnswersTheClientLibrarysRequestsFromAProcessOfItsOw
   EXPECT_EQ(rows["list"], 0) << "the echo server answers put and get only: skipped, not failed";
 }
 
+TEST_F(BenchToolTest, LoopEchoServersAnswerRedisProtocolThroughAnActorOrOnTheLoop) {
+  Json out = Bench({"--targets", "loop-echo,loop-echo-inline", "--workloads", "put,get,list",
+                    "--value-sizes", "100", "--inflight", "1,8", "--keys", "2000", "--ops", "300"});
+  ASSERT_TRUE(out.contains("results"));
+  std::map<std::string, int> rows;
+  for (const Json& r : out["results"]) {
+    const std::string target = r["target"];
+    const std::string workload = r["workload"];
+    SCOPED_TRACE(target + " " + workload + " i" + std::to_string(r["inflight"].get<int>()));
+    ++rows[target + " " + workload];
+    // Every request got the answer a Redis server gives (OK for SET, a value for GET), in order
+    // on its connection, blocking (1 in flight) and pipelined (8): the actor hands each answer
+    // back to the loop (loop-echo) or the loop answers at once (loop-echo-inline).
+    EXPECT_EQ(r["failures"], 0) << r["errors"].dump();
+    EXPECT_EQ(r["ops"], 300);
+    ASSERT_TRUE(r.contains("server_cpu_us_per_op")) << "the server is a process of its own";
+    EXPECT_GT(r["server_cpu_us_per_op"].get<double>(), 0);
+  }
+  for (const char* target : {"loop-echo", "loop-echo-inline"}) {
+    EXPECT_EQ(rows[std::string(target) + " put"], 2) << target;
+    EXPECT_EQ(rows[std::string(target) + " get"], 2) << target;
+    EXPECT_EQ(rows[std::string(target) + " list"], 0) << target << ": no listing, skipped";
+  }
+}
+
 TEST_F(BenchToolTest, FailedOperationsAreReportedWithTheFirstErrorOfEachKind) {
   // Values over the node's 16 MiB limit: every put fails, with the node's reason.
   std::vector<std::string> args = {"--targets",     "embedded", "--workloads", "put",

@@ -8,6 +8,7 @@
 //   kvmesh-bench --targets cluster --workloads put      # 3 kvmeshd, replication lag, catch-up
 //   kvmesh-bench --targets remote,redis --workloads put,get --inflight 1,50   # x_redis
 //   kvmesh-bench --targets remote,caf-echo --workloads put,get --inflight 1,50  # CAF's floor
+//   kvmesh-bench --targets redis,loop-echo,loop-echo-inline --workloads put,get  # an own port's
 //   kvmesh-bench --targets embedded,remote --workloads put,put-ttl,cas-put,watch  # issue 18
 //   kvmesh-bench --compare-a "kvmesh-bench --scheduler sharing" \
 //                --compare-b "kvmesh-bench --scheduler stealing" --rounds 3
@@ -39,6 +40,11 @@
 #include "tools/bench/targets.hpp"
 
 namespace kvmesh::bench {
+
+/// Every target --targets accepts, as listed in help and errors.
+constexpr const char* kTargetNames =
+    "rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis, caf-echo, "
+    "loop-echo, loop-echo-inline";
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -594,9 +600,10 @@ Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Ta
   if (name == "http") return MakeHttpTarget(options, out);
   if (name == "redis") return MakeRedisTarget(options, out);
   if (name == "caf-echo") return MakeCafEchoTarget(options, out);
-  return Status::InvalidArgument(
-      "unknown target \"" + name +
-      "\" (rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis, caf-echo)");
+  if (name == "loop-echo" || name == "loop-echo-inline") {
+    return MakeLoopEchoTarget(options, name == "loop-echo-inline", out);
+  }
+  return Status::InvalidArgument("unknown target \"" + name + "\" (" + kTargetNames + ")");
 }
 
 // -- Replicated targets: lag and catch-up --------------------------------------------------------
@@ -987,17 +994,17 @@ int main(int argc, char** argv) {
   // The caf-echo target's server is this executable (hidden from --help): --caf-echo-server
   // SCHEDULER.
   if (argc == 3 && std::string(argv[1]) == "--caf-echo-server") return RunCafEchoServer(argv[2]);
+  // The loop-echo targets' server likewise: --loop-echo-server actor|inline SCHEDULER.
+  if (argc == 4 && std::string(argv[1]) == "--loop-echo-server") {
+    return RunLoopEchoServer(argv[2], argv[3]);
+  }
   Settings s;
   std::string compare_a, compare_b;
   int rounds = 3;
   CLI::App app{
       "kvmesh-bench: kvmesh's throughput, latency, memory and CPU next to raw RocksDB with the "
       "same options, in one run"};
-  app.add_option("--targets", s.targets,
-                 "rocksdb, embedded, remote, cluster, remote-tls, cluster-tls, http, redis, "
-                 "caf-echo")
-      ->delimiter(',')
-      ->capture_default_str();
+  app.add_option("--targets", s.targets, kTargetNames)->delimiter(',')->capture_default_str();
   app.add_option("--workloads", s.workloads,
                  "put, get, quorum-get (get at read level quorum), list, mixed, batch, put-ttl, "
                  "cas-put, watch")
@@ -1120,12 +1127,9 @@ int main(int argc, char** argv) {
     }
   }
   for (const std::string& t : s.targets) {
-    if (t != "rocksdb" && t != "embedded" && t != "remote" && t != "cluster" && t != "remote-tls" &&
-        t != "cluster-tls" && t != "http" && t != "redis" && t != "caf-echo") {
-      std::fprintf(stderr,
-                   "unknown target \"%s\" (rocksdb, embedded, remote, cluster, remote-tls, "
-                   "cluster-tls, http, redis, caf-echo)\n",
-                   t.c_str());
+    const std::string known = std::string(", ") + kTargetNames + ",";
+    if (known.find(", " + t + ",") == std::string::npos) {
+      std::fprintf(stderr, "unknown target \"%s\" (%s)\n", t.c_str(), kTargetNames);
       return 2;
     }
   }

@@ -231,38 +231,8 @@ class CafEchoTarget : public Target {
   /// Starts the server and reads the port it published on (bounded).
   Status Start(const std::string& scheduler) {
     scheduler_ = scheduler;
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0)
-      return Status::IOError(std::string("pipe: ") + strerror(errno));
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    Status s = SpawnTiedChild({self, "--caf-echo-server", scheduler}, fds[1], &pid_);
-    ::close(fds[1]);
-    std::string line;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (s.ok() && line.find('\n') == std::string::npos) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      pollfd p = {fds[0], POLLIN, 0};
-      const int ready = ::poll(&p, 1, std::max<int>(0, static_cast<int>(left.count())));
-      if (ready < 0 && errno == EINTR) continue;
-      if (ready == 0) {
-        s = Status::Timeout("the caf-echo server did not report its port within 10 s");
-        break;
-      }
-      char buf[64];
-      const ssize_t n = ::read(fds[0], buf, sizeof(buf));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        s = Status::IOError("the caf-echo server exited at start (its error is above)");
-        break;
-      }
-      line.append(buf, static_cast<size_t>(n));
-    }
-    ::close(fds[0]);
-    if (!s.ok()) return s;
-    port_ = static_cast<uint16_t>(std::atoi(line.c_str()));
-    if (port_ == 0) return Status::IOError("the caf-echo server reported no port: " + line);
-    return Status::OK();
+    return SpawnServerChild("caf-echo", {self, "--caf-echo-server", scheduler}, &pid_, &port_);
   }
 
  private:

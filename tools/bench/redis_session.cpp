@@ -66,6 +66,13 @@ Status StatusOfReply(const redisReply* reply, Expect expect) {
   return Status::Internal("redis: unexpected reply of type " + std::to_string(reply->type));
 }
 
+/// How long a session waits for a reply before it fails every request in flight.
+constexpr int kReplyTimeoutSeconds = 10;
+
+std::string NoReplyReason() {
+  return "no reply within " + std::to_string(kReplyTimeoutSeconds) + " s";
+}
+
 class RedisSession : public Session {
  public:
   RedisSession() : reader_(redisReaderCreate()) {}
@@ -91,6 +98,9 @@ class RedisSession : public Session {
     // Requests are small and latency matters (as in hiredis's own clients).
     int one = 1;
     ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    // A server that stops answering fails the blocking call rather than hanging the benchmark.
+    timeval timeout{kReplyTimeoutSeconds, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     return Status::OK();
   }
 
@@ -195,8 +205,10 @@ class RedisSession : public Session {
       const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        Break(n == 0 ? "redis-server closed the connection"
-                     : std::string("read: ") + strerror(errno));
+        Break(n == 0 ? "the server closed the connection"
+              : (errno == EAGAIN || errno == EWOULDBLOCK)
+                  ? NoReplyReason()
+                  : std::string("read: ") + strerror(errno));
         return Status::Unavailable("redis: " + broken_reason_);
       }
       redisReaderFeed(reader_, buf, static_cast<size_t>(n));
@@ -229,17 +241,23 @@ class RedisSession : public Session {
     std::string failure;
     while (failure.empty()) {
       pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_, POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0) {
+      const int ready = ::poll(fds, 2, kReplyTimeoutSeconds * 1000);
+      if (ready < 0) {
         if (errno == EINTR) continue;
         failure = std::string("poll: ") + strerror(errno);
         break;
+      }
+      if (ready == 0) {
+        std::lock_guard<std::mutex> lock(pending_mutex_);
+        if (!pending_.empty()) failure = NoReplyReason();
+        continue;
       }
       if (fds[1].revents != 0) return;  // StopReader: nothing is in flight
       const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         failure =
-            n == 0 ? "redis-server closed the connection" : std::string("read: ") + strerror(errno);
+            n == 0 ? "the server closed the connection" : std::string("read: ") + strerror(errno);
         break;
       }
       redisReaderFeed(reader_, buf, static_cast<size_t>(n));
@@ -309,13 +327,7 @@ class RedisTarget : public Target {
     }
   }
   std::string name() const override { return "redis"; }
-  Status NewSession(std::unique_ptr<Session>* out) override {
-    auto session = std::make_unique<RedisSession>();
-    Status s = session->Connect(port_);
-    if (!s.ok()) return s;
-    *out = std::move(session);
-    return Status::OK();
-  }
+  Status NewSession(std::unique_ptr<Session>* out) override { return NewRespSession(port_, out); }
   pid_t node_pid() const override { return pid_; }
   bool supports(const std::string& workload) const override {
     return workload != "list" && !NeedsKvmeshApi(workload);
@@ -382,6 +394,14 @@ class RedisTarget : public Target {
 };
 
 }  // namespace
+
+Status NewRespSession(int port, std::unique_ptr<Session>* out) {
+  auto session = std::make_unique<RedisSession>();
+  Status s = session->Connect(port);
+  if (!s.ok()) return s;
+  *out = std::move(session);
+  return Status::OK();
+}
 
 std::string RedisServerPath(const TargetOptions& options) {
   if (!options.redis_server.empty()) return options.redis_server;

@@ -1,12 +1,14 @@
 #include "tools/bench/targets.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -66,6 +68,40 @@ Status SpawnTiedChild(std::vector<std::string> args, int stdout_fd, pid_t* pid) 
     ::_exit(127);
   }
   *pid = child;
+  return Status::OK();
+}
+
+Status SpawnServerChild(const std::string& what, std::vector<std::string> args, pid_t* pid,
+                        uint16_t* port) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return Status::IOError(std::string("pipe: ") + strerror(errno));
+  Status s = SpawnTiedChild(std::move(args), fds[1], pid);
+  ::close(fds[1]);
+  std::string line;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (s.ok() && line.find('\n') == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p = {fds[0], POLLIN, 0};
+    const int ready = ::poll(&p, 1, std::max<int>(0, static_cast<int>(left.count())));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) {
+      s = Status::Timeout("the " + what + " server did not report its port within 10 s");
+      break;
+    }
+    char buf[64];
+    const ssize_t n = ::read(fds[0], buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      s = Status::IOError("the " + what + " server exited at start (its error is above)");
+      break;
+    }
+    line.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fds[0]);
+  if (!s.ok()) return s;
+  *port = static_cast<uint16_t>(std::atoi(line.c_str()));
+  if (*port == 0) return Status::IOError("the " + what + " server reported no port: " + line);
   return Status::OK();
 }
 

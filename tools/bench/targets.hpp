@@ -153,6 +153,18 @@ std::string RedisServerPath(const TargetOptions& options);
 /// snapshots, no AOF), tied to this process; a session is one connection (hiredis's protocol
 /// code), its requests pipelined when several are in flight (tools/bench/redis_session.cpp).
 Status MakeRedisTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
+/// A session speaking Redis's protocol (RESP) to 127.0.0.1:port, as the redis target's sessions
+/// do (SET, GET, MSET; pipelined when several are in flight).
+Status NewRespSession(int port, std::unique_ptr<Session>* out);
+/// Starts a loop-echo server (this executable with --loop-echo-server MODE SCHEDULER: an event
+/// loop of its own answering Redis's protocol, handing each request to an actor and back when
+/// MODE is "actor", answering on the loop when "inline") and returns a target whose sessions
+/// are NewRespSession's (tools/bench/loop_echo.cpp). What a client port of kvmesh's own would
+/// put under `remote`, next to redis and caf-echo.
+Status MakeLoopEchoTarget(const TargetOptions& options, bool inline_answers,
+                          std::unique_ptr<Target>* out);
+/// The loop-echo server's main: prints its port on stdout, then serves until killed.
+int RunLoopEchoServer(const std::string& mode, const std::string& scheduler);
 /// Starts a CAF echo server (this executable with --caf-echo-server: an actor system set up as a
 /// kvmeshd's, answering the client library's put and get with no work) on a free 127.0.0.1
 /// port, tied to this process; a session is one connection set up and used as the client
@@ -166,5 +178,11 @@ int RunCafEchoServer(const std::string& scheduler);
 /// kernel kills it when this process ends, and a terminal's Ctrl-C reaches only this process.
 /// Its stdin is /dev/null, its stdout `stdout_fd` (-1: /dev/null), its stderr this process's.
 Status SpawnTiedChild(std::vector<std::string> args, int stdout_fd, pid_t* pid);
+
+/// Starts `args` as a tied child (SpawnTiedChild) that prints the port it listens on as its
+/// first line on stdout, and reads that port (waiting at most 10 s). `what` names the server in
+/// errors.
+Status SpawnServerChild(const std::string& what, std::vector<std::string> args, pid_t* pid,
+                        uint16_t* port);
 
 }  // namespace kvmesh::bench
