@@ -20,8 +20,10 @@ step() {
 step single --targets rocksdb,embedded,remote --workloads put,get,list,mixed,batch \
   --value-sizes 100,1024 --inflight 1,50 --ops 100000 --duration 10
 # Redis (when installed) next to the client library: x_redis, and CPU per operation of each side;
-# caf-echo is the floor CAF's network layer alone puts under the remote rows.
-step redis --targets remote,caf-echo,redis --workloads put,get --value-sizes 100 --inflight 1,50 \
+# caf-echo is the floor CAF's network layer alone puts under the remote rows; loop-echo what a
+# client port of kvmesh's own would put there.
+step redis --targets remote,caf-echo,loop-echo,loop-echo-inline,redis --workloads put,get \
+  --value-sizes 100 --inflight 1,50 \
   --ops 100000 --duration 10
 step connections --targets remote --workloads put,get --value-sizes 100 --connections 1,4 \
   --inflight 1,50 --ops 100000 --duration 10
