@@ -19,7 +19,6 @@
 #include "storage/database_store.hpp"
 #include "storage/hlc.hpp"
 #include "storage/keys.hpp"
-#include "storage/memtable_rep.hpp"
 #include "storage/rocks_options.hpp"
 #include "storage/rocks_status.hpp"
 
@@ -111,10 +110,6 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // with the 9-byte keys::DatabasePrefix); a DeleteRange of a data or index range would not be.
   rocks.memtable_insert_with_hint_prefix_extractor.reset(
       rocksdb::NewFixedPrefixTransform(keys::kDatabaseKeyPrefixSize));
-  // RocksDB's skip list compiled with kvmesh (storage/memtable_rep.hpp): the packaged one checks
-  // its whole search path after every insert, which cost O(log n) comparisons per insert and
-  // made the hints above worthless.
-  rocks.memtable_factory = NewMemtableFactory();
   // A memtable flush must fit in the room the low-space state keeps (storage/space_monitor.hpp),
   // or a node low on space could not flush the deletes that free it: at most a quarter of the
   // threshold, and never more than RocksDB's usual 64 MiB.
