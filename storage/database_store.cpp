@@ -647,8 +647,11 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   // covers (this node's own writes to an earlier incarnation of the database, learnt back from
   // a peer) is never reused: peers would take the new write for one they have.
   const uint64_t node = origin_;
+  const uint64_t first_counter = local_counter_;
   VersionVector version_vector = version_vector_;
   uint64_t counter = local_counter_;
+  // The counters this write assigns are (local_counter_, counter] unless one had to be skipped.
+  bool one_run = true;
   Touched touched;
   // The pending state of each operation's key (TouchAll takes the keys over).
   std::vector<Pending*> pending(count);
@@ -685,9 +688,11 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
       } else {
         record.set_tombstone(true);
       }
-      do {
+      ++counter;
+      while (version_vector.Covers({node, counter})) {
         ++counter;
-      } while (version_vector.Covers({node, counter}));
+        one_run = false;
+      }
       proto::Version* version = record.mutable_version();
       version->set_origin(node);
       version->set_counter(counter);
@@ -733,8 +738,10 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   // of proto::Delta.entries (field 1) and DeltaEntry.key (1) and .record (2): building and
   // serializing DeltaEntry messages would copy every value twice more.
   if (delta != nullptr) {
+    uint64_t entries = 0;
     for (const Pending& p : touched.keys) {
       if (!p.changed) continue;
+      ++entries;
       const size_t entry_bytes = FieldSize(p.key.size()) + FieldSize(p.after_bytes.size());
       delta->push_back(kDeltaEntriesTag);
       AppendVarint(entry_bytes, delta);
@@ -744,6 +751,22 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
       delta->push_back(kEntryRecordTag);
       AppendVarint(p.after_bytes.size(), delta);
       delta->append(p.after_bytes);
+    }
+    // A counter whose record a later operation of this write replaced (the same key twice in
+    // a batch or a group commit) is in no entry. A receiver would hold it as a gap, and every
+    // later dot of this origin as an out-of-order extra, until anti-entropy's next range closed
+    // it: up to VersionVector::kMaxExtrasPerOrigin of them, copied, serialized into the meta
+    // record and digested with every delta it applied (most of a replica's time under load,
+    // where such a write comes every second or two). So the delta claims the write's counters
+    // as a range (proto CoveredRange): each is in an entry or was replaced by a newer write of
+    // the same key that is. Not when a covered counter was skipped: that one's record is not here.
+    if (one_run && entries < counter - first_counter) {
+      proto::Delta claim;
+      proto::CoveredRange* range = claim.add_ranges();
+      range->set_origin(node);
+      range->set_after(first_counter);
+      range->set_through(counter);
+      delta->append(claim.SerializeAsString());  // concatenated: merged into the same Delta
     }
   }
   return Status::OK();

@@ -512,9 +512,13 @@ TEST(ReplicationTest, LocalWritesProduceDeltasThatReplicate) {
   ASSERT_TRUE(a.db->Put("users//1/", "u", &pushes).ok());  // normalised before it is sent
 
   const proto::Delta delta = ParseDelta(pushes);
-  // One entry per key a write left changed (the batch's first "/x" is overwritten within it).
+  // One entry per key a write left changed (the batch's first "/x" is overwritten within it),
+  // and a claim over the batch's counters (3 to 7), which that "/x" is in no entry of.
   ASSERT_EQ(delta.entries_size(), 2 + 4 + 1);
-  EXPECT_EQ(delta.ranges_size(), 0);
+  ASSERT_EQ(delta.ranges_size(), 1);
+  EXPECT_EQ(delta.ranges(0).origin(), a.node());
+  EXPECT_EQ(delta.ranges(0).after(), 2u);
+  EXPECT_EQ(delta.ranges(0).through(), 7u);
   for (const auto& entry : delta.entries()) {
     EXPECT_EQ(entry.record().version().origin(), a.node());
     EXPECT_GT(entry.record().version().hlc(), 0u);
@@ -533,12 +537,41 @@ TEST(ReplicationTest, LocalWritesProduceDeltasThatReplicate) {
   EXPECT_EQ(Contents(*b.db),
             (std::map<std::string, std::string>{{"/x", "11"}, {"/z", "3"}, {"/users/1", "u"}}));
   EXPECT_EQ(b.db->tombstone_count(), 2u);
-  // The overwritten "/x" of the batch was never sent, so b has a gap at its counter...
-  EXPECT_FALSE(b.db->version_vector().Includes(a.db->version_vector()));
-  // ...which anti-entropy closes with a coverage range, sending no entry again.
+  // The overwritten "/x" of the batch was never sent, but the claim covers its counter: b's
+  // vector is a's, with no gap holding back the base (and every later dot as an extra).
+  EXPECT_EQ(b.db->version_vector(), a.db->version_vector());
+  EXPECT_EQ(b.db->version_vector().ToString().find("(+"), std::string::npos)
+      << b.db->version_vector().ToString();
+  std::string next;
+  ASSERT_TRUE(a.db->Put("/w", "4", &next).ok());
+  Apply(*b.db, next);
+  EXPECT_EQ(b.db->version_vector(), a.db->version_vector());
   EXPECT_EQ(Sync(*a.db, *b.db).entries, 0u);
   ExpectSame(*a.db, *b.db);
   ExpectConsistent(*b.db);
+}
+
+// A counter the writer had to skip (a write of its own origin it learnt back from a peer: an
+// earlier incarnation's) is not in the write's delta: the delta claims no range over it, so a
+// receiver never covers a write it does not hold.
+TEST(ReplicationTest, APushClaimsNoRangeOverACounterItSkipped) {
+  Replica a, b;
+  std::string push;
+  ASSERT_TRUE(a.db->Put("/x", "1", &push).ok());  // counter 1
+  Apply(*b.db, push);
+  Apply(*a.db, RecordDelta("/old", "o", a.node(), 3, NowHlc()));  // not sent to b
+  push.clear();
+  WriteBatch batch;
+  batch.Put("/y", "1").Put("/y", "2");  // counters 2 and 4 (3 is skipped); the first replaced
+  ASSERT_TRUE(a.db->Write(batch, &push).ok());
+  const proto::Delta delta = ParseDelta(push);
+  EXPECT_EQ(delta.entries_size(), 1);
+  EXPECT_EQ(delta.ranges_size(), 0) << "a range over counter 3, whose record it does not carry";
+  Apply(*b.db, push);
+  EXPECT_FALSE(b.db->version_vector().Covers({a.node(), 3}));
+  EXPECT_TRUE(b.db->version_vector().Covers({a.node(), 4}));
+  Sync(*a.db, *b.db);  // anti-entropy brings "/old" and closes the gap
+  ExpectSame(*a.db, *b.db);
 }
 
 TEST(ReplicationTest, ApplyIsIdempotentAndOrderIndependent) {
