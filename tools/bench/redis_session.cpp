@@ -137,6 +137,8 @@ class RedisSession : public Session {
     Expect expect;
     uint64_t keys;
     Done done;
+    /// When it was queued: it fails kReplyTimeoutSeconds later without its reply.
+    std::chrono::steady_clock::time_point sent;
   };
 
   void Send(std::vector<std::string> args, Expect expect, uint64_t keys, Done done) {
@@ -175,7 +177,7 @@ class RedisSession : public Session {
         return done(s, 0);
       }
       // Queued before the write: the reply may come before send returns.
-      pending_.push_back({expect, keys, std::move(done)});
+      pending_.push_back({expect, keys, std::move(done), std::chrono::steady_clock::now()});
     }
     if (!WriteAll(fd_, command, static_cast<size_t>(len))) {
       // The reader sees the connection end and fails everything queued, this request included.
@@ -241,7 +243,9 @@ class RedisSession : public Session {
     std::string failure;
     while (failure.empty()) {
       pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_, POLLIN, 0}};
-      const int ready = ::poll(fds, 2, kReplyTimeoutSeconds * 1000);
+      // Wakes at least every second to check the oldest request's age (requests are queued
+      // while this thread waits, so no single wait can be timed from one of them).
+      const int ready = ::poll(fds, 2, 1000);
       if (ready < 0) {
         if (errno == EINTR) continue;
         failure = std::string("poll: ") + strerror(errno);
@@ -249,7 +253,10 @@ class RedisSession : public Session {
       }
       if (ready == 0) {
         std::lock_guard<std::mutex> lock(pending_mutex_);
-        if (!pending_.empty()) failure = NoReplyReason();
+        if (!pending_.empty() && std::chrono::steady_clock::now() - pending_.front().sent >
+                                     std::chrono::seconds(kReplyTimeoutSeconds)) {
+          failure = NoReplyReason();
+        }
         continue;
       }
       if (fds[1].revents != 0) return;  // StopReader: nothing is in flight
@@ -286,7 +293,9 @@ class RedisSession : public Session {
         if (!failure.empty()) break;
       }
     }
-    // The connection is unusable: everything in flight fails with the first reason.
+    // The connection is unusable: everything in flight fails with the first reason, and a
+    // writer blocked on a server that stopped reading is released.
+    ::shutdown(fd_, SHUT_RDWR);
     std::deque<Pending> failed;
     std::string reason;
     {
