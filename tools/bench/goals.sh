@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 17's speed goals, each measured next to its peer (raw RocksDB, Redis, the single node,
-# one worker thread) in back-to-back kvmesh-bench runs, and whether each is met (about 6 minutes
+# one worker thread) in back-to-back kvmesh-bench runs, and whether each is met (about 2 minutes
 # on 2 cores):
 #
 #   tools/bench/goals.sh [BUILD_DIR] [OUT_DIR]      # default: build, /tmp/kvmesh-bench-goals
