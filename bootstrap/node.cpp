@@ -575,6 +575,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   if (opts.network_workers > 0) system_settings.decode_workers = opts.network_workers;
   if (Status s = ConfigureActorSystem(system_settings, impl->cfg.get()); !s.ok()) return s;
   impl->system = std::make_unique<caf::actor_system>(*impl->cfg);
+  NameNetworkThread(*impl->system);
 
   impl->core = std::make_shared<NodeCore>();
   impl->core->system = impl->system.get();

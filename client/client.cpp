@@ -219,6 +219,7 @@ struct Connection {
       return s;
     }
     system = std::make_unique<caf::actor_system>(*cfg);
+    NameNetworkThread(*system);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
     // Filtered: the node (or whatever answers at `address`) learns this actor's handle.
     actor = SpawnNetworkFacing(*system, ConnectionActor, address, link, timeout);
