@@ -199,8 +199,9 @@ gateway_actor::behavior_type client_gateway_impl(
     gateway_pointer self, matcher_supervisor_actor supervisor, caf::timespan timeout,
     uint64_t node_id, peer_actor membership, std::string sync, LocalStatusFiller fill_local_status,
     GatewaySecurity security, std::shared_ptr<metrics::RequestMetrics> requests,
-    std::shared_ptr<const PlacementBoard> placement) {
+    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards) {
   self->state.placement = std::move(placement);
+  self->state.shards = std::move(shards);
   self->state.security = std::move(security);
   self->state.requests = std::move(requests);
   self->state.supervisor = std::move(supervisor);
@@ -283,6 +284,11 @@ gateway_actor::behavior_type client_gateway_impl(
               ", this node speaks version " + std::to_string(kClientProtocolVersion)));
         }
         return {kClientProtocolVersion, self->state.node_id};
+      },
+      [=](atom::gateways) -> caf::result<std::vector<caf::actor>> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return self->state.shards;
       },
       [=](atom::clock) -> caf::result<int64_t> {
         Caller caller;

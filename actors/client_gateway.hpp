@@ -1,4 +1,11 @@
-// The client gateway: the one actor a node publishes for clients.
+// The client gateway: the one actor a node publishes for clients, and its shards.
+//
+// The published gateway serves every request, and names its shards (`gateways`): gateways
+// with the same behaviour and interface, one per worker thread, each with routes of its own. The
+// client library sends the requests of one database path to one shard (by the path's hash), so
+// that one actor does not handle every client request of the node one after another: requests
+// for different databases are routed on as many threads as there are shards. Requests of one
+// path from one client stay on one shard, in order.
 //
 // Clients name a database path in every request; the gateway routes it to that database's actor
 // (asking the supervisor on first use, caching the handle, monitoring it) through one
@@ -21,6 +28,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "actors/database_request.hpp"
 #include "actors/membership.hpp"
@@ -79,18 +87,21 @@ struct client_gateway_state {
   std::shared_ptr<metrics::RequestMetrics> requests;
   /// The node's placement changes (DatabaseRoute::placement); may be null (not clustered).
   std::shared_ptr<const PlacementBoard> placement;
+  /// The shards `gateways` names (empty in a shard).
+  std::vector<caf::actor> shards;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
 /// `membership` (may be invalid) answers `members`; otherwise the gateway does, with the node's
 /// durability mode `sync` (DescribeSync) and `fill_local_status` (may be null) adding what only
 /// this node knows. `security` says who may do what (default: no checks). Every request it
-/// forwards is counted in `requests` (may be null) once answered.
+/// forwards is counted in `requests` (may be null) once answered. `shards`: what `gateways`
+/// answers (gateways spawned with this same behaviour and no shards of their own).
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
     caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
     LocalStatusFiller fill_local_status, GatewaySecurity security,
     std::shared_ptr<metrics::RequestMetrics> requests,
-    std::shared_ptr<const PlacementBoard> placement);
+    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards = {});
 
 }  // namespace kvmesh
