@@ -102,6 +102,6 @@ gateway_actor::behavior_type client_gateway_impl(
     caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
     LocalStatusFiller fill_local_status, GatewaySecurity security,
     std::shared_ptr<metrics::RequestMetrics> requests,
-    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards = {});
+    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards);
 
 }  // namespace kvmesh
