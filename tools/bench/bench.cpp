@@ -842,7 +842,9 @@ void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantia
   for (const Extra& e : extras)
     std::printf("%s %s: %s\n", e.target.c_str(), e.what.c_str(), e.figures.dump().c_str());
   for (const Outcome& r : results) {
-    if (!print_threads || r.node_threads.empty()) continue;
+    const bool any = std::any_of(r.node_threads.begin(), r.node_threads.end(),
+                                 [](const ThreadGroupCpu& g) { return g.cores >= 0.01; });
+    if (!print_threads || !any) continue;
     std::printf("%s %s c%d i%d node threads (cores, busiest thread, us per op):", r.target.c_str(),
                 r.workload.c_str(), r.connections, r.inflight);
     for (const ThreadGroupCpu& g : r.node_threads) {
