@@ -63,7 +63,20 @@ Status Identify(gateway_pointer self, Caller* out) {
   // An anonymous message has no sender; a remote one names its node, bound by the transport.
   const caf::strong_actor_ptr& sender = self->current_sender();
   std::optional<security::PeerIdentity> identity;
-  if (sender) identity = directory->Lookup(sender->node());
+  if (sender) {
+    // The generation is read before asking, so an answer cached under it is never older than
+    // it; any change since moves it and empties the cache.
+    const uint64_t generation = directory->generation();
+    if (generation != st.identities_generation || st.identities.size() >= 4096) {
+      st.identities.clear();
+      st.identities_generation = generation;
+    }
+    auto cached = st.identities.find(sender->node());
+    if (cached == st.identities.end()) {
+      cached = st.identities.emplace(sender->node(), directory->Lookup(sender->node())).first;
+    }
+    identity = cached->second;
+  }
   if (!identity) {
     return Status::PermissionDenied(
         "unauthenticated: the request did not come over a connection with a verified "

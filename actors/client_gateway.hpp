@@ -26,6 +26,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -82,6 +83,11 @@ struct client_gateway_state {
   /// rather than the store's mutex while no reload happened.
   std::shared_ptr<const security::Acl> acl;
   uint64_t acl_generation = UINT64_MAX;
+  /// The directory's answers for the senders seen since its generation was
+  /// `identities_generation` (PeerDirectory::generation): with TLS a request costs one atomic
+  /// read rather than the directory's mutex, which every gateway shard and connection shares.
+  std::unordered_map<caf::node_id, std::optional<security::PeerIdentity>> identities;
+  uint64_t identities_generation = UINT64_MAX;
   /// Where the requests it forwards are counted (the node's, shared with its embedded handles);
   /// may be null: not counted.
   std::shared_ptr<metrics::RequestMetrics> requests;

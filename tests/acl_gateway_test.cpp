@@ -190,6 +190,23 @@ TEST_F(AclGatewayTest, UnknownAndUnauthenticatedSendersAreRefusedAtHello) {
   EXPECT_TRUE(Put("/shared/kv", "k", "v").ok());
 }
 
+// The gateway keeps the directory's answers per sender (one mutex less per request): a sender
+// whose last connection closed is unauthenticated at once, and one that comes back with another
+// certificate is judged by it.
+TEST_F(AclGatewayTest, ClosedConnectionsAndNewCertificatesCountFromTheNextRequest) {
+  Become("alice");
+  ASSERT_TRUE(Put("/tenants/alice/kv", "k", "v").ok());
+  directory_->Unbind(self_->node());
+  Status s = Put("/tenants/alice/kv", "k", "w");
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s;
+  EXPECT_EQ(s.message().rfind("unauthenticated: ", 0), 0u) << s;
+  ASSERT_TRUE(directory_->Bind(self_->node(), PeerIdentity{"dashboard", PeerRole::kClient}));
+  EXPECT_EQ(Put("/tenants/alice/kv", "k", "w").code(), Code::kPermissionDenied);
+  std::string value;
+  EXPECT_TRUE(Get("/tenants/alice/kv", "k", &value).ok());
+  EXPECT_EQ(value, "v");
+}
+
 TEST_F(AclGatewayTest, ListingsShowOnlyWhatThePrincipalMayRead) {
   Become("ops");
   ASSERT_TRUE(Put("/tenants/alice/kv", "k", "v").ok());
