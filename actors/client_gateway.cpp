@@ -63,7 +63,20 @@ Status Identify(gateway_pointer self, Caller* out) {
   // An anonymous message has no sender; a remote one names its node, bound by the transport.
   const caf::strong_actor_ptr& sender = self->current_sender();
   std::optional<security::PeerIdentity> identity;
-  if (sender) identity = directory->Lookup(sender->node());
+  if (sender) {
+    // The generation is read before asking, so an answer cached under it is never older than
+    // it; any change since moves it and empties the cache.
+    const uint64_t generation = directory->generation();
+    if (generation != st.identities_generation || st.identities.size() >= 4096) {
+      st.identities.clear();
+      st.identities_generation = generation;
+    }
+    auto cached = st.identities.find(sender->node());
+    if (cached == st.identities.end()) {
+      cached = st.identities.emplace(sender->node(), directory->Lookup(sender->node())).first;
+    }
+    identity = cached->second;
+  }
   if (!identity) {
     return Status::PermissionDenied(
         "unauthenticated: the request did not come over a connection with a verified "
@@ -199,8 +212,9 @@ gateway_actor::behavior_type client_gateway_impl(
     gateway_pointer self, matcher_supervisor_actor supervisor, caf::timespan timeout,
     uint64_t node_id, peer_actor membership, std::string sync, LocalStatusFiller fill_local_status,
     GatewaySecurity security, std::shared_ptr<metrics::RequestMetrics> requests,
-    std::shared_ptr<const PlacementBoard> placement) {
+    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards) {
   self->state.placement = std::move(placement);
+  self->state.shards = std::move(shards);
   self->state.security = std::move(security);
   self->state.requests = std::move(requests);
   self->state.supervisor = std::move(supervisor);
@@ -283,6 +297,11 @@ gateway_actor::behavior_type client_gateway_impl(
               ", this node speaks version " + std::to_string(kClientProtocolVersion)));
         }
         return {kClientProtocolVersion, self->state.node_id};
+      },
+      [=](atom::gateways) -> caf::result<std::vector<caf::actor>> {
+        Caller caller;
+        if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
+        return self->state.shards;
       },
       [=](atom::clock) -> caf::result<int64_t> {
         Caller caller;

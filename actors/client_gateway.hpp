@@ -1,4 +1,11 @@
-// The client gateway: the one actor a node publishes for clients.
+// The client gateway: the one actor a node publishes for clients, and its shards.
+//
+// The published gateway serves every request, and names its shards (`gateways`): gateways
+// with the same behaviour and interface, one per worker thread, each with routes of its own. The
+// client library sends the requests of one database path to one shard (by the path's hash), so
+// that one actor does not handle every client request of the node one after another: requests
+// for different databases are routed on as many threads as there are shards. Requests of one
+// path from one client stay on one shard, in order.
 //
 // Clients name a database path in every request; the gateway routes it to that database's actor
 // (asking the supervisor on first use, caching the handle, monitoring it) through one
@@ -19,8 +26,10 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "actors/database_request.hpp"
 #include "actors/membership.hpp"
@@ -74,23 +83,31 @@ struct client_gateway_state {
   /// rather than the store's mutex while no reload happened.
   std::shared_ptr<const security::Acl> acl;
   uint64_t acl_generation = UINT64_MAX;
+  /// The directory's answers for the senders seen since its generation was
+  /// `identities_generation` (PeerDirectory::generation): with TLS a request costs one atomic
+  /// read rather than the directory's mutex, which every gateway shard and connection shares.
+  std::unordered_map<caf::node_id, std::optional<security::PeerIdentity>> identities;
+  uint64_t identities_generation = UINT64_MAX;
   /// Where the requests it forwards are counted (the node's, shared with its embedded handles);
   /// may be null: not counted.
   std::shared_ptr<metrics::RequestMetrics> requests;
   /// The node's placement changes (DatabaseRoute::placement); may be null (not clustered).
   std::shared_ptr<const PlacementBoard> placement;
+  /// The shards `gateways` names (empty in a shard).
+  std::vector<caf::actor> shards;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
 /// `membership` (may be invalid) answers `members`; otherwise the gateway does, with the node's
 /// durability mode `sync` (DescribeSync) and `fill_local_status` (may be null) adding what only
 /// this node knows. `security` says who may do what (default: no checks). Every request it
-/// forwards is counted in `requests` (may be null) once answered.
+/// forwards is counted in `requests` (may be null) once answered. `shards`: what `gateways`
+/// answers (gateways spawned with this same behaviour and no shards of their own).
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
     caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
     LocalStatusFiller fill_local_status, GatewaySecurity security,
     std::shared_ptr<metrics::RequestMetrics> requests,
-    std::shared_ptr<const PlacementBoard> placement);
+    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards);
 
 }  // namespace kvmesh

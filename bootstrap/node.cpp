@@ -182,6 +182,8 @@ struct Node::Impl {
   /// every client request against it.
   std::shared_ptr<security::AclStore> acl;
   gateway_actor gateway;
+  /// The gateway's shards (client_gateway.hpp): clients send each path's requests to one.
+  std::vector<gateway_actor> gateway_shards;
   uint16_t port = 0;
   /// The membership actor (published on the cluster port); invalid when not clustered.
   peer_actor membership;
@@ -575,6 +577,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   if (opts.network_workers > 0) system_settings.decode_workers = opts.network_workers;
   if (Status s = ConfigureActorSystem(system_settings, impl->cfg.get()); !s.ok()) return s;
   impl->system = std::make_unique<caf::actor_system>(*impl->cfg);
+  NameNetworkThread(*impl->system);
 
   impl->core = std::make_shared<NodeCore>();
   impl->core->system = impl->system.get();
@@ -650,14 +653,29 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     impl->membership = SpawnNetworkFacing(*impl->system, membership_impl, impl->store->node_id(),
                                           impl->core->supervisor, std::move(membership));
   }
-  impl->gateway = SpawnNetworkFacing(*impl->system, client_gateway_impl, impl->core->supervisor,
-                                     impl->core->timeout, impl->store->node_id(), impl->membership,
-                                     DescribeSync(opts.sync, opts.sync_period), fill_local_status,
-                                     GatewaySecurity{impl->security.directory, impl->acl},
-                                     impl->core->requests, impl->core->placement);
+  auto spawn_gateway = [&](std::vector<caf::actor> shards) {
+    return SpawnNetworkFacing(*impl->system, client_gateway_impl, impl->core->supervisor,
+                              impl->core->timeout, impl->store->node_id(), impl->membership,
+                              DescribeSync(opts.sync, opts.sync_period), fill_local_status,
+                              GatewaySecurity{impl->security.directory, impl->acl},
+                              impl->core->requests, impl->core->placement, std::move(shards));
+  };
+  // One shard per worker thread: one gateway handled every client request of the node in turn,
+  // a ceiling on remote throughput whatever the cores (see client_gateway.hpp).
+  std::vector<caf::actor> shards;
+  if (listen) {
+    for (size_t i = 0; i < system_settings.worker_threads; ++i) {
+      impl->gateway_shards.push_back(spawn_gateway({}));
+      shards.push_back(caf::actor_cast<caf::actor>(impl->gateway_shards.back()));
+    }
+  }
+  impl->gateway = spawn_gateway(std::move(shards));
   {
     std::vector<std::pair<caf::actor, std::string>> watched;
     watched.emplace_back(caf::actor_cast<caf::actor>(impl->gateway), "client gateway");
+    for (const gateway_actor& shard : impl->gateway_shards) {
+      watched.emplace_back(caf::actor_cast<caf::actor>(shard), "client gateway");
+    }
     if (impl->membership) {
       watched.emplace_back(caf::actor_cast<caf::actor>(impl->membership), "membership actor");
     }
@@ -703,6 +721,9 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     client_limits.name = "client port";
     client_limits.max_message_bytes = kMaxRequestBytes;
     client_limits.published_actor_only = true;
+    for (const gateway_actor& shard : started.gateway_shards) {
+      client_limits.also_addressable.push_back(shard.id());
+    }
     std::shared_ptr<ConnectionGuard> guard;
     Status published =
         PublishGuarded(*started.system, caf::actor_cast<caf::strong_actor_ptr>(started.gateway),
@@ -767,6 +788,9 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
     // (remote_exits.hpp).
     StopLocally(*impl.system, impl.membership, caf::exit_reason::kill);
     StopLocally(*impl.system, impl.gateway, caf::exit_reason::kill);
+    for (const gateway_actor& shard : impl.gateway_shards) {
+      StopLocally(*impl.system, shard, caf::exit_reason::kill);
+    }
   }
   if (impl.port != 0) {
     // Stop accepting clients first.
@@ -790,6 +814,7 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   // when it sees the supervisor go: a published actor must stop before the system goes.
   caf::anon_send_exit(impl.core->supervisor, caf::exit_reason::user_shutdown);
   impl.gateway = nullptr;
+  impl.gateway_shards.clear();
   impl.core->supervisor = nullptr;
   impl.system->await_all_actors_done();
   // Direct reads that began before `closing` was set end within microseconds.

@@ -23,9 +23,25 @@
 namespace kvmesh::client {
 namespace {
 
+/// The gateway for the requests of a path whose hash is `route` (Link::RouteOf): one of the
+/// gateway's shards, or the gateway itself when it has none or for kNodeRoute.
+constexpr size_t kNodeRoute = SIZE_MAX;
+/// The route of the normalised path `path`: every request naming it goes to one shard, so one
+/// client's requests to it keep their order.
+size_t RouteOf(const std::string& path) {
+  return std::hash<std::string>{}(path) % (kNodeRoute - 1);
+}
+const gateway_actor& GatewayFor(const gateway_actor& gateway,
+                                const std::vector<gateway_actor>& shards, size_t route) {
+  if (route == kNodeRoute || shards.empty()) return gateway;
+  return shards[route % shards.size()];
+}
+
 struct connection_state {
   static inline const char* name = "kvmesh.client_connection";
   gateway_actor gateway;
+  /// The gateway's shards (actors/client_gateway.hpp); empty: none.
+  std::vector<gateway_actor> shards;
   std::string address;
   /// Deadline of every request.
   caf::timespan timeout{};
@@ -64,7 +80,8 @@ struct Link {
   /// handshake: requests state their deadlines in the node's clock (common/deadline.hpp).
   std::atomic<int64_t> node_clock_offset_ns{0};
   std::mutex mutex;
-  gateway_actor gateway;  // guarded by mutex; valid while connected
+  gateway_actor gateway;              // guarded by mutex; valid while connected
+  std::vector<gateway_actor> shards;  // guarded by mutex
   uint64_t next_waiter = 0;
   std::unordered_map<uint64_t, Waiter> waiters;
 
@@ -85,6 +102,7 @@ struct Link {
       std::lock_guard<std::mutex> lock(mutex);
       connected = false;
       gateway = nullptr;
+      shards.clear();
       for (auto& [key, waiter] : waiters) {
         if (!waiter.sent) {
           waiter.lost = true;
@@ -139,10 +157,6 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
     self->quit(msg.reason);
   });
   return {
-      [=](gateway_actor& gateway) {
-        self->state.gateway = gateway;
-        self->monitor(gateway);
-      },
       [=](ConnectionJob& job) { job(self); },
       [=](atom::tick) { self->state.deadlines->ExpireDue(); },
   };
@@ -219,6 +233,7 @@ struct Connection {
       return s;
     }
     system = std::make_unique<caf::actor_system>(*cfg);
+    NameNetworkThread(*system);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
     // Filtered: the node (or whatever answers at `address`) learns this actor's handle.
     actor = SpawnNetworkFacing(*system, ConnectionActor, address, link, timeout);
@@ -271,31 +286,48 @@ struct Connection {
             },
             [&](caf::error& err) { result = ToStatus(err); });
     if (!result.ok()) return result;
-    caf::anon_send(actor, *gateway);
+    std::vector<gateway_actor> shards;
+    self->request(*gateway, handshake_timeout, atom::gateways_v)
+        .receive(
+            [&](std::vector<caf::actor>& actors) {
+              for (caf::actor& a : actors) {
+                if (a) shards.push_back(caf::actor_cast<gateway_actor>(std::move(a)));
+              }
+            },
+            [&](caf::error& err) { result = ToStatus(err); });
+    if (!result.ok()) return result;
+    // Shards die only with their node's gateway, which the connection actor watches.
+    caf::anon_send(actor, ConnectionJob{[gateway = *gateway, shards](connection_pointer self) {
+                     self->state.gateway = gateway;
+                     self->state.shards = shards;
+                     self->monitor(gateway);
+                   }});
     {
       std::lock_guard<std::mutex> guard(link->mutex);
       link->gateway = *gateway;
+      link->shards = std::move(shards);
       link->connected = true;
     }
     return Status::OK();
   }
 
-  /// Sends `args...` to the gateway; `done` gets the reply or the error, exactly once.
+  /// Sends `args...` to the gateway for `route` (GatewayFor); `done` gets the reply or the
+  /// error, exactly once.
   template <class Reply, class... Ts>
-  void Send(Completion<Reply> done, Ts... args) {
+  void Send(size_t route, Completion<Reply> done, Ts... args) {
     Status s = EnsureConnected();
     if (!s.ok()) {
       done(std::move(s), Reply{});
       return;
     }
-    ConnectionJob job = [done, link = link, args...](connection_pointer self) {
+    ConnectionJob job = [done, link = link, route, args...](connection_pointer self) {
       auto& st = self->state;
       if (!st.gateway) {
         done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
         return;
       }
       RequestWithin(
-          self, st.deadlines, st.timeout, st.gateway,
+          self, st.deadlines, st.timeout, GatewayFor(st.gateway, st.shards, route),
           [done](Reply& reply) { done(Status::OK(), std::move(reply)); },
           [done](caf::error& err) { done(ToStatus(err), Reply{}); },
           WithDeadline(args, *link, st.timeout)...);
@@ -308,6 +340,12 @@ struct Connection {
   /// connection actor and no wake-up of CAF's timer thread (the deadline is the receive's own).
   template <class Reply, class... Ts>
   Result<Reply> Call(Ts... args) {
+    return CallVia<Reply>(kNodeRoute, std::move(args)...);
+  }
+
+  /// Call, sent to the gateway for `route` (GatewayFor).
+  template <class Reply, class... Ts>
+  Result<Reply> CallVia(size_t route, Ts... args) {
     Status s = EnsureConnected();
     if (!s.ok()) return s;
     std::unique_ptr<caf::scoped_actor> caller;
@@ -327,7 +365,7 @@ struct Connection {
       if (!link->connected || !link->gateway) {
         return Status::Unavailable("lost the connection to kvmesh node " + address);
       }
-      gateway = link->gateway;
+      gateway = GatewayFor(link->gateway, link->shards, route);
       key = link->next_waiter++;
       Link::Waiter waiter;
       waiter.actor = caf::actor_cast<caf::strong_actor_ptr>(self);
@@ -372,10 +410,10 @@ struct Connection {
     return result;
   }
 
-  /// Blocking call whose reply is only "ok".
+  /// Blocking call to the gateway for `route` whose reply is only "ok".
   template <class... Ts>
-  Status CallOk(Ts... args) {
-    return Call<atom::ok>(std::move(args)...).status();
+  Status CallOkVia(size_t route, Ts... args) {
+    return CallVia<atom::ok>(route, std::move(args)...).status();
   }
 };
 
@@ -390,7 +428,7 @@ namespace {
 class NetworkDatabase final : public DatabaseBackend {
  public:
   NetworkDatabase(std::shared_ptr<Connection> connection, std::string path)
-      : connection_(std::move(connection)), path_(std::move(path)) {}
+      : connection_(std::move(connection)), path_(std::move(path)), route_(RouteOf(path_)) {}
 
   // Puts and batches too large for any node are refused here, before they are sent: a node would
   // close the connection on reading the message's size (kMaxRequestBytes), failing every request
@@ -400,45 +438,46 @@ class NetworkDatabase final : public DatabaseBackend {
       done(std::move(s));
       return;
     }
-    connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::put_v, path_,
-                                std::move(key), std::move(value), DeadlineHere{});
+    connection_->Send<atom::ok>(route_, StatusCompletion<atom::ok>(std::move(done)), atom::put_v,
+                                path_, std::move(key), std::move(value), DeadlineHere{});
   }
   void GetAsync(std::string key, ResultCallback<std::string> done) override {
-    connection_->Send<std::string>(ResultCompletion<std::string>(std::move(done)), atom::get_v,
-                                   path_, std::move(key), DeadlineHere{});
+    connection_->Send<std::string>(route_, ResultCompletion<std::string>(std::move(done)),
+                                   atom::get_v, path_, std::move(key), DeadlineHere{});
   }
   void EraseAsync(std::string key, StatusCallback done) override {
-    connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::erase_v, path_,
-                                std::move(key), DeadlineHere{});
+    connection_->Send<atom::ok>(route_, StatusCompletion<atom::ok>(std::move(done)), atom::erase_v,
+                                path_, std::move(key), DeadlineHere{});
   }
   void WriteAsync(WriteBatch batch, StatusCallback done) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) {
       done(std::move(s));
       return;
     }
-    connection_->Send<atom::ok>(StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, path_,
-                                std::move(batch), DeadlineHere{});
+    connection_->Send<atom::ok>(route_, StatusCompletion<atom::ok>(std::move(done)), atom::batch_v,
+                                path_, std::move(batch), DeadlineHere{});
   }
   void ListAsync(ListOptions options, ResultCallback<ListPage> done) override {
-    connection_->Send<ListPage>(ResultCompletion<ListPage>(std::move(done)), atom::list_v, path_,
-                                std::move(options), DeadlineHere{});
+    connection_->Send<ListPage>(route_, ResultCompletion<ListPage>(std::move(done)), atom::list_v,
+                                path_, std::move(options), DeadlineHere{});
   }
   void StatsAsync(ResultCallback<DatabaseStats> done) override {
-    connection_->Send<DatabaseStats>(ResultCompletion<DatabaseStats>(std::move(done)),
+    connection_->Send<DatabaseStats>(route_, ResultCompletion<DatabaseStats>(std::move(done)),
                                      atom::stats_v, path_, DeadlineHere{});
   }
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override {
-    connection_->Send<ReplicationStatus>(ResultCompletion<ReplicationStatus>(std::move(done)),
+    connection_->Send<ReplicationStatus>(route_,
+                                         ResultCompletion<ReplicationStatus>(std::move(done)),
                                          atom::status_v, path_, DeadlineHere{});
   }
 
   void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) override {
-    connection_->Send<WatchUpdate>(ResultCompletion<WatchUpdate>(std::move(done)), atom::watch_v,
-                                   path_, std::move(request), DeadlineHere{});
+    connection_->Send<WatchUpdate>(route_, ResultCompletion<WatchUpdate>(std::move(done)),
+                                   atom::watch_v, path_, std::move(request), DeadlineHere{});
   }
 
   void ReadAsync(ReadRequest request, ResultCallback<VersionedValue> done) override {
-    connection_->Send<VersionedValue>(ResultCompletion<VersionedValue>(std::move(done)),
+    connection_->Send<VersionedValue>(route_, ResultCompletion<VersionedValue>(std::move(done)),
                                       atom::get_v, path_, std::move(request), DeadlineHere{});
   }
   void SessionWriteAsync(WriteBatch batch, ResultCallback<std::string> done) override {
@@ -446,45 +485,48 @@ class NetworkDatabase final : public DatabaseBackend {
       done(std::move(s));
       return;
     }
-    connection_->Send<std::string>(ResultCompletion<std::string>(std::move(done)), atom::batch_v,
-                                   path_, std::move(batch), atom::session_v, DeadlineHere{});
+    connection_->Send<std::string>(route_, ResultCompletion<std::string>(std::move(done)),
+                                   atom::batch_v, path_, std::move(batch), atom::session_v,
+                                   DeadlineHere{});
   }
   Result<VersionedValue> Read(const ReadRequest& request) override {
-    return connection_->Call<VersionedValue>(atom::get_v, path_, request, DeadlineHere{});
+    return connection_->CallVia<VersionedValue>(route_, atom::get_v, path_, request,
+                                                DeadlineHere{});
   }
   Result<std::string> SessionWrite(const WriteBatch& batch) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
-    return connection_->Call<std::string>(atom::batch_v, path_, batch, atom::session_v,
-                                          DeadlineHere{});
+    return connection_->CallVia<std::string>(route_, atom::batch_v, path_, batch, atom::session_v,
+                                             DeadlineHere{});
   }
 
   Status Put(std::string_view key, std::string_view value) override {
     if (Status s = CheckValueFitsRequest(key, value.size()); !s.ok()) return s;
-    return connection_->CallOk(atom::put_v, path_, std::string(key), std::string(value),
-                               DeadlineHere{});
+    return connection_->CallOkVia(route_, atom::put_v, path_, std::string(key), std::string(value),
+                                  DeadlineHere{});
   }
   Result<std::string> Get(std::string_view key) override {
-    return connection_->Call<std::string>(atom::get_v, path_, std::string(key), DeadlineHere{});
+    return connection_->CallVia<std::string>(route_, atom::get_v, path_, std::string(key),
+                                             DeadlineHere{});
   }
   Status Erase(std::string_view key) override {
-    return connection_->CallOk(atom::erase_v, path_, std::string(key), DeadlineHere{});
+    return connection_->CallOkVia(route_, atom::erase_v, path_, std::string(key), DeadlineHere{});
   }
   Status Write(const WriteBatch& batch) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
-    return connection_->CallOk(atom::batch_v, path_, batch, DeadlineHere{});
+    return connection_->CallOkVia(route_, atom::batch_v, path_, batch, DeadlineHere{});
   }
   Status Write(WriteBatch&& batch) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) return s;
-    return connection_->CallOk(atom::batch_v, path_, std::move(batch), DeadlineHere{});
+    return connection_->CallOkVia(route_, atom::batch_v, path_, std::move(batch), DeadlineHere{});
   }
   Result<ListPage> List(const ListOptions& options) override {
-    return connection_->Call<ListPage>(atom::list_v, path_, options, DeadlineHere{});
+    return connection_->CallVia<ListPage>(route_, atom::list_v, path_, options, DeadlineHere{});
   }
   Result<DatabaseStats> Stats() override {
-    return connection_->Call<DatabaseStats>(atom::stats_v, path_, DeadlineHere{});
+    return connection_->CallVia<DatabaseStats>(route_, atom::stats_v, path_, DeadlineHere{});
   }
   Result<ReplicationStatus> Replication() override {
-    return connection_->Call<ReplicationStatus>(atom::status_v, path_, DeadlineHere{});
+    return connection_->CallVia<ReplicationStatus>(route_, atom::status_v, path_, DeadlineHere{});
   }
 
  protected:
@@ -496,6 +538,8 @@ class NetworkDatabase final : public DatabaseBackend {
  private:
   std::shared_ptr<Connection> connection_;
   std::string path_;
+  /// Which gateway shard takes this path's requests (GatewayFor).
+  size_t route_;
 };
 
 }  // namespace
@@ -536,7 +580,9 @@ Database Client::open(std::string_view path) const {
   Status s = NormalizeDatabasePath(path, &normalized);
   if (s.ok() && !connection_) s = status_;
   if (s.ok()) {
-    s = connection_->Call<DatabaseStats>(atom::open_v, normalized, DeadlineHere{}).status();
+    s = connection_
+            ->CallVia<DatabaseStats>(RouteOf(normalized), atom::open_v, normalized, DeadlineHere{})
+            .status();
   }
   if (!s.ok()) return DatabaseBackend::MakeUnusable(std::move(s), std::move(normalized));
   return DatabaseBackend::MakeHandle(std::make_shared<NetworkDatabase>(connection_, normalized),
@@ -559,7 +605,7 @@ Status Client::drop(std::string_view path) const {
   Status s = NormalizeDatabasePath(path, &normalized);
   if (!s.ok()) return s;
   if (!connection_) return status_;
-  return connection_->CallOk(atom::drop_v, normalized, DeadlineHere{});
+  return connection_->CallOkVia(RouteOf(normalized), atom::drop_v, normalized, DeadlineHere{});
 }
 
 Result<std::string> Client::backup(std::string_view path, const std::string& dir) const {
@@ -568,7 +614,8 @@ Result<std::string> Client::backup(std::string_view path, const std::string& dir
   std::string normalized;
   Status s = NormalizeDatabasePath(path, &normalized);
   if (!s.ok()) return s;
-  return connection_->Call<std::string>(atom::backup_v, normalized, dir, DeadlineHere{});
+  return connection_->CallVia<std::string>(RouteOf(normalized), atom::backup_v, normalized, dir,
+                                           DeadlineHere{});
 }
 
 Result<std::string> Client::restore(std::string_view path, const std::string& dir) const {
@@ -576,7 +623,8 @@ Result<std::string> Client::restore(std::string_view path, const std::string& di
   Status s = NormalizeDatabasePath(path, &normalized);
   if (!s.ok()) return s;
   if (!connection_) return status_;
-  return connection_->Call<std::string>(atom::restore_v, normalized, dir, DeadlineHere{});
+  return connection_->CallVia<std::string>(RouteOf(normalized), atom::restore_v, normalized, dir,
+                                           DeadlineHere{});
 }
 
 Result<std::string> Client::drain_node(uint64_t node_id) const {

@@ -2,13 +2,43 @@
 
 #include <caf/atom.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/thread_hook.hpp>
 
+#include <pthread.h>
+
+#include <cstring>
 #include <vector>
 
 #include "common/path.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
+namespace {
+
+constexpr const char* kCafThreadName = "caf.multiplexer";
+
+/// See NameNetworkThread: renames every thread CAF started as "caf.multiplexer" (its workers and
+/// its network thread, which NameNetworkThread renames again once its event loop runs).
+class WorkerThreadNames : public caf::thread_hook {
+ public:
+  void init(caf::actor_system&) override {}
+  void thread_started() override {
+    char name[16] = {};
+    if (pthread_getname_np(pthread_self(), name, sizeof(name)) == 0 &&
+        std::strcmp(name, kCafThreadName) == 0) {
+      pthread_setname_np(pthread_self(), "caf.worker");
+    }
+  }
+  void thread_terminates() override {}
+};
+
+}  // namespace
+
+void NameNetworkThread(caf::actor_system& system) {
+  if (!system.has_middleman()) return;
+  // Runs in the event loop, so after WorkerThreadNames renamed this thread at its start.
+  system.middleman().backend().post([] { pthread_setname_np(pthread_self(), "caf.network"); });
+}
 
 Status ValidateSchedulerPolicy(const std::string& policy) {
   if (policy == "sharing" || policy == "stealing") return Status::OK();
@@ -20,6 +50,7 @@ Status ConfigureActorSystem(const ActorSystemSettings& settings, caf::actor_syst
   Status s = ValidateSchedulerPolicy(settings.scheduler_policy);
   if (!s.ok()) return s;
   RegisterMessageTypes(*cfg);
+  cfg->add_thread_hook<WorkerThreadNames>();
   cfg->set("scheduler.policy",
            settings.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
   if (settings.worker_threads != 0) cfg->set("scheduler.max-threads", settings.worker_threads);

@@ -3,6 +3,7 @@
 // drift apart (a type one side does not register fails silently across nodes).
 #pragma once
 
+#include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/timespan.hpp>
 
@@ -40,5 +41,11 @@ Status ValidateSchedulerPolicy(const std::string& policy);
 /// Registers kvmesh's message types and error category on `cfg` and applies `settings`.
 /// Errors: kInvalidArgument for an unknown scheduler policy (nothing is changed then).
 Status ConfigureActorSystem(const ActorSystemSettings& settings, caf::actor_system_config* cfg);
+
+/// Names the network thread of `system` (configured with `network`) "caf.network". CAF 0.17.6
+/// names its scheduler workers "caf.multiplexer" too, so per-thread CPU (top -H, kvmesh-bench
+/// --thread-cpu) could not tell the one network thread from the workers; ConfigureActorSystem
+/// names the workers "caf.worker". Call once, after the system is made.
+void NameNetworkThread(caf::actor_system& system);
 
 }  // namespace kvmesh

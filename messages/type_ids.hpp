@@ -160,7 +160,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 10;
+inline constexpr uint32_t kClientProtocolVersion = 11;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -220,6 +220,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, commit, "commit")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, expire_due, "expire_due")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, gateways, "gateways")
 
 namespace kvmesh {
 
@@ -438,6 +439,11 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::hello, uint32_t>::with<uint32_t, uint64_t>,
     // The node's wall clock (Deadline::NowNs()), so that a client can state its deadlines in it.
     caf::replies_to<atom::clock>::with<int64_t>,
+    // The gateway's shards (gateway_actor each; empty: none): actors with this interface that
+    // serve the requests naming a path as the gateway does. A client sends every request of one
+    // path to one shard (its choice, by the path's hash), so that the requests of different
+    // databases are not handled one at a time by a single actor.
+    caf::replies_to<atom::gateways>::with<std::vector<caf::actor>>,
     // Every data request carries its Deadline (in the node's clock) last: one that has passed is
     // refused unapplied with Code::kTimeout ("deadline exceeded").
     // Opens (instantiating on first access) the database at a path: path -> its stats.

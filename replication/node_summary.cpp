@@ -37,7 +37,7 @@ bool NodeSummary::Shared(const Record& r, uint64_t peer) const {
   return self && other;
 }
 
-void NodeSummary::Toggle(const std::string& path, const Record& r, bool add) {
+void NodeSummary::Toggle(const std::string& path, const Record& r, bool add) const {
   if (r.digest == 0) return;
   if (std::find(r.nodes.begin(), r.nodes.end(), self_id_) == r.nodes.end()) return;
   const uint64_t h = EntryHash(path, r.digest);
@@ -54,7 +54,33 @@ void NodeSummary::Toggle(const std::string& path, const Record& r, bool add) {
 }
 
 void NodeSummary::SetDigest(const std::string& path, uint64_t digest) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  DigestShard& shard = shards_[std::hash<std::string>{}(path) % kDigestShards];
+  {
+    std::lock_guard<std::mutex> lock(shard.mutex);
+    shard.pending[path] = digest;
+  }
+  // Read first: while it is set, the flag's cache line stays shared between the writing cores.
+  if (!pending_.load(std::memory_order_relaxed)) pending_.store(true, std::memory_order_release);
+}
+
+void NodeSummary::Fold() const {
+  // A digest whose flag was set after this exchange is left to the next fold.
+  if (!pending_.exchange(false, std::memory_order_acq_rel)) return;
+  std::unordered_map<std::string, uint64_t> pending;
+  for (DigestShard& shard : shards_) {
+    {
+      std::lock_guard<std::mutex> lock(shard.mutex);
+      if (shard.pending.empty()) continue;
+      pending.swap(shard.pending);
+    }
+    for (const auto& [path, digest] : pending) {
+      ApplyDigest(path, digest);
+    }
+    pending.clear();
+  }
+}
+
+void NodeSummary::ApplyDigest(const std::string& path, uint64_t digest) const {
   auto it = records_.find(path);
   if (it == records_.end()) {
     if (digest == 0) return;
@@ -70,10 +96,13 @@ void NodeSummary::SetDigest(const std::string& path, uint64_t digest) {
 
 bool NodeSummary::Holds(const std::string& path) const {
   std::lock_guard<std::mutex> lock(mutex_);
+  Fold();
   return records_.count(path) > 0;
 }
 
 void NodeSummary::SetPlacement(const std::string& path, std::vector<uint64_t> nodes) {
+  // No fold: a digest still pending lands on whatever record this leaves (the two fields are
+  // independent, and the totals follow each change of either).
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = records_.find(path);
   if (it == records_.end()) {
@@ -90,6 +119,7 @@ void NodeSummary::SetPlacement(const std::string& path, std::vector<uint64_t> no
 
 NodeSummary::Totals NodeSummary::TotalsWith(uint64_t peer) const {
   std::lock_guard<std::mutex> lock(mutex_);
+  Fold();
   auto it = totals_.find(peer);
   return it == totals_.end() ? Totals{} : it->second;
 }
@@ -97,6 +127,8 @@ NodeSummary::Totals NodeSummary::TotalsWith(uint64_t peer) const {
 std::vector<NodeSummary::Entry> NodeSummary::Page(uint64_t peer, const std::string& after,
                                                   std::string* until, bool* to_end) const {
   std::lock_guard<std::mutex> lock(mutex_);
+  Fold();
+  if (page_hook_) page_hook_();
   std::vector<Entry> out;
   size_t scanned = 0;
   *to_end = true;
@@ -133,6 +165,7 @@ Status NodeSummary::Compare(uint64_t peer, const std::string& after, const std::
     }
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  Fold();
   // Merges the two sorted lists over the range; stops early (saying where) when the answer or
   // the scan reaches its bound.
   auto mine = records_.upper_bound(after);
@@ -176,6 +209,7 @@ Status NodeSummary::Compare(uint64_t peer, const std::string& after, const std::
 
 size_t NodeSummary::size() const {
   std::lock_guard<std::mutex> lock(mutex_);
+  Fold();
   return records_.size();
 }
 

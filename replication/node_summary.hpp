@@ -18,11 +18,16 @@
 //
 // Thread-safe: the storage layer reports digests from database actors' threads
 // (storage::Store::set_vector_observer), the supervisor sets placements, and the membership
-// actor runs the exchange.
+// actor runs the exchange. A reported digest only lands in one of kDigestShards small maps (by
+// the path's hash, under that map's own mutex); every reader folds them into the summary first.
+// So the commits of different databases do not queue behind one mutex, nor behind a page scan,
+// which holds the summary's mutex over up to kSummaryMaxScan entries.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -55,7 +60,8 @@ class NodeSummary {
   uint64_t self_id() const { return self_id_; }
 
   /// The digest of the version vector of database `path` (0: nothing written, or the copy was
-  /// dropped).
+  /// dropped). Called by every commit: takes only one digest shard's mutex (the latest digest
+  /// of a path wins; calls for one path must come in order, as one database actor makes them).
   void SetDigest(const std::string& path, uint64_t digest);
 
   /// The replica set of database `path` under the current placement; empty: none (no config
@@ -98,6 +104,9 @@ class NodeSummary {
   /// Databases with an entry (placed or written).
   size_t size() const;
 
+  /// Tests only: called by Page while it holds the summary's mutex, before it scans.
+  void set_page_hook_for_testing(std::function<void()> hook) { page_hook_ = std::move(hook); }
+
   // -- Counters, for metrics and tests --
   /// Totals sent (one per peer per round), pages sent, and per-database pulls sent by
   /// replicas (replication::Replicator).
@@ -132,12 +141,30 @@ class NodeSummary {
   /// True if `r` counts for `peer`.
   bool Shared(const Record& r, uint64_t peer) const;
   /// Adds (`add`) or removes the contribution of `path` with `r` to every peer's total.
-  void Toggle(const std::string& path, const Record& r, bool add);
+  void Toggle(const std::string& path, const Record& r, bool add) const;
+  /// Applies a digest to records_ and totals_; under mutex_.
+  void ApplyDigest(const std::string& path, uint64_t digest) const;
+  /// Applies the digests reported since the last fold; under mutex_ (which orders the folds, so
+  /// an older digest of a path never lands after a newer one).
+  void Fold() const;
+
+  static constexpr size_t kDigestShards = 64;
+  struct alignas(64) DigestShard {
+    std::mutex mutex;
+    /// Latest digest by path, reported since the last fold.
+    std::unordered_map<std::string, uint64_t> pending;
+  };
 
   const uint64_t self_id_;
+  mutable std::array<DigestShard, kDigestShards> shards_;
+  /// Set after a digest is reported, cleared by the fold that takes it: readers skip the shards
+  /// while nothing was reported.
+  mutable std::atomic<bool> pending_{false};
   mutable std::mutex mutex_;
-  std::map<std::string, Record> records_;
-  std::unordered_map<uint64_t, Totals> totals_;
+  // Folding changes these; mutable so that the const readers can fold first.
+  mutable std::map<std::string, Record> records_;
+  mutable std::unordered_map<uint64_t, Totals> totals_;
+  std::function<void()> page_hook_;
   std::atomic<uint64_t> totals_sent_{0};
   std::atomic<uint64_t> pages_sent_{0};
   std::atomic<uint64_t> pulls_sent_{0};

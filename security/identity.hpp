@@ -19,6 +19,7 @@
 
 #include <caf/node_id.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -77,8 +78,10 @@ class PeerDirectory {
     if (!inserted && it->second.identity != identity) {
       if (it->second.connections > 0 || it->second.identity.role == PeerRole::kNode) return false;
       it->second.identity = identity;
+      inserted = true;  // what Lookup answers changed
     }
     ++it->second.connections;
+    if (inserted) generation_.fetch_add(1, std::memory_order_release);
     return true;
   }
 
@@ -89,8 +92,15 @@ class PeerDirectory {
     if (it == entries_.end() || it->second.connections == 0) return;
     if (--it->second.connections == 0 && it->second.identity.role != PeerRole::kNode) {
       entries_.erase(it);
+      generation_.fetch_add(1, std::memory_order_release);
     }
   }
+
+  /// Moves whenever what Lookup answers for some node may have changed (Bind of a new or
+  /// different identity, Unbind of its last connection), after the change. A reader that
+  /// caches Lookup's answers (the client gateway: one mutex less per request) drops them when
+  /// this moved since it read it before asking.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
   /// The identity `node` authenticated as, if it has an open connection to this node.
   std::optional<PeerIdentity> Lookup(const caf::node_id& node) const {
@@ -138,6 +148,7 @@ class PeerDirectory {
     size_t connections = 0;
   };
   const bool enabled_;
+  std::atomic<uint64_t> generation_{0};
   mutable std::mutex mutex_;
   std::unordered_map<caf::node_id, Entry> entries_;
   /// Member id -> the node certificate name that first claimed it. Grows with the members ever

@@ -110,6 +110,10 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // with the 9-byte keys::DatabasePrefix); a DeleteRange of a data or index range would not be.
   rocks.memtable_insert_with_hint_prefix_extractor.reset(
       rocksdb::NewFixedPrefixTransform(keys::kDatabaseKeyPrefixSize));
+  // Writes of different databases (database actors on several worker threads) meet in RocksDB's
+  // write groups: with pipelined writes the next group appends to the log while the previous
+  // one inserts into the memtable, instead of waiting for it.
+  rocks.enable_pipelined_write = true;
   // A memtable flush must fit in the room the low-space state keeps (storage/space_monitor.hpp),
   // or a node low on space could not flush the deletes that free it: at most a quarter of the
   // threshold, and never more than RocksDB's usual 64 MiB.

@@ -68,9 +68,10 @@ class AclGatewayTest : public ::testing::Test {
   }
 
   gateway_actor SpawnGateway(GatewaySecurity security) {
-    auto g = system_.spawn(client_gateway_impl, supervisor_, caf::timespan{std::chrono::seconds(5)},
-                           store_->node_id(), peer_actor{}, std::string("none"),
-                           LocalStatusFiller{}, std::move(security), nullptr, nullptr);
+    auto g =
+        system_.spawn(client_gateway_impl, supervisor_, caf::timespan{std::chrono::seconds(5)},
+                      store_->node_id(), peer_actor{}, std::string("none"), LocalStatusFiller{},
+                      std::move(security), nullptr, nullptr, std::vector<caf::actor>{});
     gateways_.push_back(g);
     return g;
   }
@@ -187,6 +188,23 @@ TEST_F(AclGatewayTest, UnknownAndUnauthenticatedSendersAreRefusedAtHello) {
   // A node certificate may do everything, ACL or not.
   Become("n2", PeerRole::kNode);
   EXPECT_TRUE(Put("/shared/kv", "k", "v").ok());
+}
+
+// The gateway keeps the directory's answers per sender (one mutex less per request): a sender
+// whose last connection closed is unauthenticated at once, and one that comes back with another
+// certificate is judged by it.
+TEST_F(AclGatewayTest, ClosedConnectionsAndNewCertificatesCountFromTheNextRequest) {
+  Become("alice");
+  ASSERT_TRUE(Put("/tenants/alice/kv", "k", "v").ok());
+  directory_->Unbind(self_->node());
+  Status s = Put("/tenants/alice/kv", "k", "w");
+  EXPECT_EQ(s.code(), Code::kPermissionDenied) << s;
+  EXPECT_EQ(s.message().rfind("unauthenticated: ", 0), 0u) << s;
+  ASSERT_TRUE(directory_->Bind(self_->node(), PeerIdentity{"dashboard", PeerRole::kClient}));
+  EXPECT_EQ(Put("/tenants/alice/kv", "k", "w").code(), Code::kPermissionDenied);
+  std::string value;
+  EXPECT_TRUE(Get("/tenants/alice/kv", "k", &value).ok());
+  EXPECT_EQ(value, "v");
 }
 
 TEST_F(AclGatewayTest, ListingsShowOnlyWhatThePrincipalMayRead) {

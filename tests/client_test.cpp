@@ -126,6 +126,71 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
   EXPECT_EQ(reported.size(), 1u);
 }
 
+// One gateway handled every client request of a node in turn, a ceiling on remote throughput
+// whatever the cores. The gateway names a shard per worker thread, each serving requests as the
+// gateway does; the node's connection guard lets clients address them; the client library
+// spreads the databases over them.
+TEST(GatewayShardsTest, EachWorkerThreadHasAShardAndClientsReachThemAll) {
+  TempDir dir;
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  options.worker_threads = 3;
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(options, &node);
+  ASSERT_TRUE(s.ok()) << s;
+
+  testing::RawPeerConfig config;
+  caf::actor_system system{config};
+  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node->port());
+  ASSERT_TRUE(gateway);
+  caf::scoped_actor self{system};
+  std::vector<caf::actor> shards;
+  self->request(*gateway, std::chrono::seconds(10), atom::gateways_v)
+      .receive([&](std::vector<caf::actor>& v) { shards = std::move(v); },
+               [&](caf::error& err) { ADD_FAILURE() << ToStatus(err); });
+  ASSERT_EQ(shards.size(), 3u);
+  std::set<caf::actor_addr> distinct;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    ASSERT_TRUE(shards[i]);
+    distinct.insert(shards[i].address());
+    EXPECT_NE(shards[i].address(), gateway->address());
+    Status put = Status::Internal("no answer");
+    self->request(caf::actor_cast<gateway_actor>(shards[i]), std::chrono::seconds(10), atom::put_v,
+                  std::string("/tiny/direct"), "k" + std::to_string(i), std::string("v"),
+                  testing::Later())
+        .receive([&](atom::ok) { put = Status::OK(); },
+                 [&](caf::error& err) { put = ToStatus(err); });
+    EXPECT_TRUE(put.ok()) << "shard " << i << ": " << put;
+  }
+  EXPECT_EQ(distinct.size(), 3u);
+
+  client::ClientOptions client_options;
+  client_options.request_timeout = 5s;
+  client::Client client =
+      client::connect("127.0.0.1:" + std::to_string(node->port()), client_options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int i = 0; i < 24; ++i) {
+    const std::string path = "/tiny/p-" + std::to_string(i);
+    auto db = client.open(path);
+    ASSERT_TRUE(db.ok()) << path << ": " << db.status();
+    ASSERT_TRUE(db.put("/k", "v" + std::to_string(i)).ok()) << path;
+    std::promise<Status> written;
+    db.put_async("/a", "w", [&](Status st) { written.set_value(st); });
+    auto future = written.get_future();
+    ASSERT_EQ(future.wait_for(10s), std::future_status::ready) << path;
+    EXPECT_TRUE(future.get().ok()) << path;
+    auto got = node->open(path).get("/k");
+    ASSERT_TRUE(got.ok()) << path << ": " << got.status();
+    EXPECT_EQ(*got, "v" + std::to_string(i));
+  }
+  auto direct = node->open("/tiny/direct").list();
+  ASSERT_TRUE(direct.ok()) << direct.status();
+  EXPECT_EQ(direct->size(), 3u);
+}
+
 // The same for the membership actor of a clustered node: the node reports it, and still stops
 // cleanly.
 TEST(NodeWatchdogTest, AMembershipActorThatDiesIsReported) {
@@ -578,6 +643,7 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
         return {kClientProtocolVersion, uint64_t{42}};
       },
       [](atom::clock) { return Deadline::NowNs(); },
+      [](atom::gateways) { return std::vector<caf::actor>{}; },
       [](atom::open, std::string&, Deadline) { return DatabaseStats{}; },
       [](atom::put, std::string&, std::string&, std::string&, Deadline) {
         return caf::delegated<atom::ok>{};
@@ -734,6 +800,7 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
         return {kClientProtocolVersion, uint64_t{42}};
       },
       [](atom::clock) { return Deadline::NowNs(); },
+      [](atom::gateways) { return std::vector<caf::actor>{}; },
       [](atom::open, std::string&, Deadline) { return DatabaseStats{}; },
       [=](atom::put, std::string&, std::string&, std::string&, Deadline) {
         attack();

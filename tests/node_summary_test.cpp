@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <future>
 #include <set>
 #include <string>
 #include <vector>
@@ -118,6 +120,39 @@ TEST(NodeSummaryTest, MalformedPagesAreRefused) {
   std::vector<NodeSummary::Entry> big(kSummaryPageEntries + 1, {"/a", 1});
   s = b.Compare(kA, "", "", true, big, &differ, &compared);
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+}
+
+// Every commit of every database reports its digest (the store's vector observer). A page scan
+// holds the summary's mutex over thousands of entries; a commit must not wait for it, or one
+// anti-entropy round stalls the writes of every database on the node.
+TEST(NodeSummaryTest, DigestsAreTakenWhileAPageScanHoldsTheSummary) {
+  NodeSummary a(kA);
+  a.SetPlacement("/x", {kA, kB});
+  a.SetDigest("/x", 5);
+  std::future_status during_scan = std::future_status::deferred;
+  // Outside the hook: a digest waiting for the scan's mutex finishes once Page returns (the
+  // future's destructor waits for it).
+  std::future<void> reported;
+  a.set_page_hook_for_testing([&] {
+    reported = std::async(std::launch::async, [&] { a.SetDigest("/x", 6); });
+    during_scan = reported.wait_for(std::chrono::seconds(5));  // bounded
+  });
+  std::string until;
+  bool to_end = false;
+  std::vector<NodeSummary::Entry> page = a.Page(kB, "", &until, &to_end);
+  a.set_page_hook_for_testing(nullptr);
+  reported.wait();
+  EXPECT_EQ(during_scan, std::future_status::ready)
+      << "SetDigest waited for the page scan to release the summary";
+  ASSERT_EQ(page.size(), 1u);
+  // The digest reported during the scan is in the next reading.
+  NodeSummary b(kB);
+  b.SetPlacement("/x", {kA, kB});
+  b.SetDigest("/x", 6);
+  EXPECT_EQ(a.TotalsWith(kB), b.TotalsWith(kA));
+  page = a.Page(kB, "", &until, &to_end);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].digest, 6u);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <caf/io/network/stream_impl.hpp>
 #include <caf/policy/tcp.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -233,6 +234,8 @@ class GuardedConnection : public caf::io::scribe {
     /// If not 0: messages to other actors are dropped (ListenerLimits::published_actor_only),
     /// and a message to it must carry no forwarding stages and be one of `requests`.
     caf::actor_id only_actor = 0;
+    /// With only_actor: the other actors that may be addressed (ListenerLimits::also_addressable).
+    std::vector<caf::actor_id> also_actors;
     /// The type strings of the messages the published actor takes (see RequestTypes).
     std::shared_ptr<const std::set<std::string>> requests;
     /// Remote address, and what the connection is, for logs ("from A to the cluster port 7371").
@@ -359,7 +362,9 @@ class GuardedConnection : public caf::io::scribe {
         // address reached the peer), and all it asks is a down message when that actor stops.
         (header.operation == basp::message_type::direct_message ||
          header.operation == basp::message_type::routed_message) &&
-        (header.dest_actor != settings_.only_actor ||
+        ((header.dest_actor != settings_.only_actor &&
+          std::find(settings_.also_actors.begin(), settings_.also_actors.end(),
+                    header.dest_actor) == settings_.also_actors.end()) ||
          header.has(basp::header::named_receiver_flag))) {
       if (header.has(basp::header::named_receiver_flag)) {
         // CAF itself sends one on every new connection (its broker asks the peer's "ConfigServ"
@@ -736,6 +741,7 @@ class GuardedDoorman final : public net::doorman_impl {
     settings.nodes_only = guard_->limits().nodes_only;
     if (guard_->limits().published_actor_only) {
       settings.only_actor = published_;
+      settings.also_actors = guard_->limits().also_addressable;
       settings.requests = requests_;
     }
     settings.address = from;

@@ -81,6 +81,10 @@ struct ListenerLimits {
   /// small integer ids, and CAF delivers a message to any actor of the node that was ever named
   /// to a peer.
   bool published_actor_only = false;
+  /// With published_actor_only: actors besides the published one that clients may address,
+  /// with the same message interface (the client gateway's shards, which the gateway names in
+  /// its `gateways` answer).
+  std::vector<caf::actor_id> also_addressable;
 };
 
 class ConnectionGuard;

@@ -75,6 +75,8 @@ struct Settings {
   bool json = false;
   std::string json_file;
   bool quiet = false;
+  /// Print the node's CPU by thread under the table (always in the JSON).
+  bool thread_cpu = false;
 };
 
 /// The failures of one kind (a Status code) in a run: how many, and the first one's message.
@@ -132,6 +134,10 @@ struct Outcome {
   /// runs in this process).
   double bench_cpu_us_per_op = 0;
   double server_cpu_us_per_op = -1;
+  /// The node's CPU by thread group over the run (the first server's for remote targets; the
+  /// whole process, benchmark threads included, for in-process ones): shows which thread
+  /// saturates first and whether every worker thread works.
+  std::vector<ThreadGroupCpu> node_threads;
   /// The failures by kind (failures counts them all).
   std::vector<ErrorKind> errors;
   bool bounded_by_time = false;
@@ -499,6 +505,7 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   const pid_t pid = p.target->node_pid();
   const std::vector<pid_t> servers = p.target->server_pids();
   const ProcessSample node_before = SampleProcess(pid);
+  const std::map<pid_t, ThreadSample> threads_before = SampleThreads(pid);
   const ProcessSample self_before = SampleProcess(::getpid());
   std::vector<ProcessSample> servers_before;
   for (pid_t server : servers) servers_before.push_back(SampleProcess(server));
@@ -530,6 +537,7 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   }
   out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const ProcessSample node_after = SampleProcess(pid);
+  out.node_threads = ThreadCpuBetween(threads_before, SampleThreads(pid), out.seconds);
   const ProcessSample self_after = SampleProcess(::getpid());
   double server_cpu_seconds = 0;
   bool servers_sampled = !servers.empty();
@@ -798,7 +806,7 @@ double RatioTo(const Outcome& r, const std::vector<Outcome>& all, const std::str
 }
 
 void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantiation>& inst,
-                const std::vector<Extra>& extras) {
+                const std::vector<Extra>& extras, bool print_threads) {
   std::printf("%-12s %-8s %6s %5s %5s %7s %9s %9s %9s %9s %9s %9s %8s %6s %8s %8s %9s %9s\n",
               "target", "workload", "value", "conns", "infl", "dbs", "ops", "ops/s", "keys/s",
               "p50_us", "p99_us", "p99.9_us", "rss_MiB", "cpu", "x_rocks", "x_redis", "bench_us",
@@ -841,6 +849,19 @@ void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantia
   for (const Extra& e : extras)
     std::printf("%s %s: %s\n", e.target.c_str(), e.what.c_str(), e.figures.dump().c_str());
   for (const Outcome& r : results) {
+    const bool any = std::any_of(r.node_threads.begin(), r.node_threads.end(),
+                                 [](const ThreadGroupCpu& g) { return g.cores >= 0.01; });
+    if (!print_threads || !any) continue;
+    std::printf("%s %s c%d i%d node threads (cores, busiest thread, us per op):", r.target.c_str(),
+                r.workload.c_str(), r.connections, r.inflight);
+    for (const ThreadGroupCpu& g : r.node_threads) {
+      if (g.cores < 0.01) continue;
+      std::printf(" %s x%d %.2f (%.2f) %.1f;", g.name.c_str(), g.threads, g.cores, g.busiest,
+                  r.ops > 0 ? g.cores * r.seconds * 1e6 / r.ops : 0.0);
+    }
+    std::printf("\n");
+  }
+  for (const Outcome& r : results) {
     if (r.details.is_null()) continue;
     std::printf("%s %s c%d i%d: %s\n", r.target.c_str(), r.workload.c_str(), r.connections,
                 r.inflight, r.details.dump().c_str());
@@ -868,6 +889,14 @@ Json ToJson(const Outcome& r, const std::vector<Outcome>& all) {
             {"bench_cpu_cores", r.bench_cpu},
             {"bench_cpu_us_per_op", r.bench_cpu_us_per_op},
             {"bounded_by_time", r.bounded_by_time}};
+  j["node_threads"] = Json::array();
+  for (const ThreadGroupCpu& g : r.node_threads) {
+    j["node_threads"].push_back({{"name", g.name},
+                                 {"threads", g.threads},
+                                 {"cores", g.cores},
+                                 {"busiest_cores", g.busiest},
+                                 {"us_per_op", r.ops > 0 ? g.cores * r.seconds * 1e6 / r.ops : 0}});
+  }
   if (r.server_cpu_us_per_op >= 0) j["server_cpu_us_per_op"] = r.server_cpu_us_per_op;
   j["errors"] = Json::array();
   for (const ErrorKind& k : r.errors) {
@@ -1099,6 +1128,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", s.json, "print JSON instead of tables");
   app.add_option("--json-file", s.json_file, "also write the JSON to this file");
   app.add_flag("--quiet", s.quiet, "no progress line");
+  app.add_flag("--thread-cpu", s.thread_cpu,
+               "print the node's CPU by thread under the table (cores, the busiest thread, us per "
+               "op); always in --json");
   app.add_option("--compare-a", compare_a,
                  "compare: command line of run A (a kvmesh-bench with its flags)");
   app.add_option("--compare-b", compare_b, "compare: command line of run B");
@@ -1269,7 +1301,7 @@ int main(int argc, char** argv) {
   if (!s.json) {
     std::printf("machine: %s; sync %s\n", MachineDescription().c_str(),
                 DescribeSync(s.target.sync, s.target.sync_period).c_str());
-    PrintTable(results, instantiations, extras);
+    PrintTable(results, instantiations, extras, s.thread_cpu);
   }
   std::filesystem::remove_all(s.dir);
   return exit_code;

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -171,6 +172,62 @@ ProcessSample SampleProcess(pid_t pid) {
     sample.cpu_seconds = cpu.tv_sec + cpu.tv_nsec / 1e9;
   }
   return sample;
+}
+
+std::map<pid_t, ThreadSample> SampleThreads(pid_t pid) {
+  std::map<pid_t, ThreadSample> out;
+  const std::string base = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = ::opendir(base.c_str());
+  if (dir == nullptr) return out;
+  while (dirent* d = ::readdir(dir)) {
+    if (d->d_name[0] < '0' || d->d_name[0] > '9') continue;
+    const std::string task = base + "/" + d->d_name;
+    ThreadSample t;
+    std::ifstream comm(task + "/comm");
+    if (!std::getline(comm, t.name)) continue;  // the thread ended meanwhile
+    unsigned long long ns = 0;
+    if (std::ifstream schedstat(task + "/schedstat"); schedstat >> ns) {
+      t.cpu_seconds = ns / 1e9;
+    } else {
+      std::ifstream stat(task + "/stat");
+      std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+      const size_t close = content.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream fields(content.substr(close + 2));
+      std::string field;
+      unsigned long long utime = 0, stime = 0;
+      for (int i = 3; i <= 15 && fields >> field; ++i) {
+        if (i == 14) utime = std::stoull(field);
+        if (i == 15) stime = std::stoull(field);
+      }
+      t.cpu_seconds = static_cast<double>(utime + stime) / ::sysconf(_SC_CLK_TCK);
+    }
+    out.emplace(static_cast<pid_t>(std::stol(d->d_name)), std::move(t));
+  }
+  ::closedir(dir);
+  return out;
+}
+
+std::vector<ThreadGroupCpu> ThreadCpuBetween(const std::map<pid_t, ThreadSample>& before,
+                                             const std::map<pid_t, ThreadSample>& after,
+                                             double seconds) {
+  std::map<std::string, ThreadGroupCpu> groups;
+  for (const auto& [tid, t] : after) {
+    auto was = before.find(tid);
+    // A thread started during the run counts from zero.
+    const double used = t.cpu_seconds - (was == before.end() ? 0 : was->second.cpu_seconds);
+    if (used <= 0 || seconds <= 0) continue;
+    ThreadGroupCpu& g = groups[t.name];
+    g.name = t.name;
+    ++g.threads;
+    g.cores += used / seconds;
+    g.busiest = std::max(g.busiest, used / seconds);
+  }
+  std::vector<ThreadGroupCpu> out;
+  for (auto& [name, g] : groups) out.push_back(std::move(g));
+  std::sort(out.begin(), out.end(),
+            [](const ThreadGroupCpu& a, const ThreadGroupCpu& b) { return a.cores > b.cores; });
+  return out;
 }
 
 pid_t PidListeningOn(int port) {

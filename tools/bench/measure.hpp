@@ -8,8 +8,10 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace kvmesh::bench {
 
@@ -76,6 +78,29 @@ struct ProcessSample {
   double cpu_seconds = 0;
 };
 ProcessSample SampleProcess(pid_t pid);
+
+/// One thread of a process at one moment: its name (/proc/PID/task/TID/comm; CAF names its
+/// threads caf.worker, caf.multiplexer, caf.clock, ...) and the CPU it used so far, in seconds
+/// (schedstat's nanoseconds; stat's 10 ms ticks where schedstat is missing).
+struct ThreadSample {
+  std::string name;
+  double cpu_seconds = 0;
+};
+/// Every thread of process `pid` by thread id; empty if /proc cannot be read.
+std::map<pid_t, ThreadSample> SampleThreads(pid_t pid);
+
+/// The CPU each group of equally named threads used between two samples: `threads` of them
+/// ran, using `cores` together (CPU seconds per second of `seconds`), the busiest one `busiest`.
+/// Threads that used nothing are left out; sorted by cores, most first.
+struct ThreadGroupCpu {
+  std::string name;
+  int threads = 0;
+  double cores = 0;
+  double busiest = 0;
+};
+std::vector<ThreadGroupCpu> ThreadCpuBetween(const std::map<pid_t, ThreadSample>& before,
+                                             const std::map<pid_t, ThreadSample>& after,
+                                             double seconds);
 
 /// The pid of the process listening on 127.0.0.1:port (or 0.0.0.0:port), found through the
 /// socket's inode in /proc/net/tcp and the processes' /proc/PID/fd; 0 if none is visible (another
