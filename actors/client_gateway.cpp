@@ -124,50 +124,50 @@ Status AuthorizeKnown(gateway_pointer self, Caller* caller) {
   return caller->acl->CheckKnown(caller->principal);
 }
 
-/// Hands a request for the database at `raw_path` to its route with `send(route, done)`, if the
-/// sender holds `right` on it, and answers the client with what `done` gets.
-///
-/// The path comes from the network, so the gateway is where the node normalises it (the client
-/// library normalised it already, but a peer need not be that library). Routes are keyed by
-/// normalised paths, so a path found among them is normalised: only a first request, or another
-/// spelling, pays for the normalisation.
-template <class Reply, class Send>
-caf::result<Reply> Route(gateway_pointer self, std::optional<metrics::Op> op, security::Right right,
-                         const std::string& raw_path, Deadline deadline, Send send) {
-  // Counted once, when answered (README "Metrics"); `op` empty: not counted (an open).
+/// Counts a request once, when answered (README "Metrics"), with its latency from now; `op`
+/// empty: not counted (an open).
+std::function<void(Code)> Recorder(gateway_pointer self, std::optional<metrics::Op> op) {
   const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<metrics::RequestMetrics> requests = self->state.requests;
-  auto record = [requests, op, start](Code code) {
+  return [requests, op, start](Code code) {
     if (requests && op) requests->Record(*op, code, std::chrono::steady_clock::now() - start);
   };
-  auto refuse = [&](Status s) {
-    record(s.code());
-    return ToError(std::move(s));
-  };
+}
+
+/// The checks a request for the database at `raw_path` passes before it is routed: its
+/// deadline, its path (normalised into `*path`) and the sender's `right` on it. Runs before any
+/// response promise is made, since making one takes the request's sender. Nothing is created or
+/// sent for a refused request: a denied request changes nothing.
+Status Admit(gateway_pointer self, security::Right right, const std::string& raw_path,
+             Deadline deadline, std::string* path) {
   // A request that waited past its deadline (its client gave up on it) goes no further.
   if (deadline.Passed()) {
-    return refuse(Status::Timeout(DeadlinePassedMessage("the node's gateway forwarded it")));
+    return Status::Timeout(DeadlinePassedMessage("the node's gateway forwarded it"));
   }
-  std::string path;
   if (self->state.routes.count(raw_path) > 0) {
-    path = raw_path;
+    *path = raw_path;
   } else {
-    Status s = NormalizeDatabasePath(raw_path, &path);
-    if (!s.ok()) return refuse(Status(s.code(), s.message() + ": " + Quote(raw_path)));
+    Status s = NormalizeDatabasePath(raw_path, path);
+    if (!s.ok()) return Status(s.code(), s.message() + ": " + Quote(raw_path));
   }
-  // Before a route exists or anything is sent: a denied request changes nothing.
-  if (Status s = Authorize(self, right, path); !s.ok()) return refuse(std::move(s));
-  auto promise = self->make_response_promise<Reply>();
+  return Authorize(self, right, *path);
+}
+
+/// Hands an admitted request for the database at the normalised `path` to its route with
+/// `send(route, done)`; `answer` gets what `done` gets, and `record` counts it.
+template <class Reply, class Send>
+void Dispatch(gateway_pointer self, const std::string& path, std::function<void(Code)> record,
+              std::function<void(caf::expected<Reply>)> answer, Send send) {
   std::shared_ptr<OrderedRoute> ordered = EntryFor(self, path).ordered;
-  std::function<void(caf::expected<Reply>)> done = [self, path, ordered, promise,
+  std::function<void(caf::expected<Reply>)> done = [self, path, ordered, answer,
                                                     record](caf::expected<Reply> reply) mutable {
     if (reply) {
       record(Code::kOk);
-      promise.deliver(std::move(*reply));
+      answer(std::move(reply));
       return;
     }
     record(ToStatus(reply.error()).code());
-    promise.deliver(reply.error());
+    answer(reply.error());
     // A path that never opened (no config matches, say) keeps no entry: otherwise a peer could
     // grow the gateway's memory with one entry per distinct bad path.
     auto it = self->state.routes.find(path);
@@ -177,6 +177,35 @@ caf::result<Reply> Route(gateway_pointer self, std::optional<metrics::Op> op, se
     }
   };
   send(*ordered, std::move(done));
+}
+
+/// Hands a request for the database at `raw_path` to its route with `send(route, done)`, if it
+/// is admitted (Admit), and answers the client with what `done` gets.
+///
+/// The path comes from the network, so the gateway is where the node normalises it (the client
+/// library normalised it already, but a peer need not be that library). Routes are keyed by
+/// normalised paths, so a path found among them is normalised: only a first request, or another
+/// spelling, pays for the normalisation.
+template <class Reply, class Send>
+caf::result<Reply> Route(gateway_pointer self, std::optional<metrics::Op> op, security::Right right,
+                         const std::string& raw_path, Deadline deadline, Send send) {
+  std::function<void(Code)> record = Recorder(self, op);
+  std::string path;
+  if (Status s = Admit(self, right, raw_path, deadline, &path); !s.ok()) {
+    record(s.code());
+    return ToError(std::move(s));
+  }
+  auto promise = self->make_response_promise<Reply>();
+  Dispatch<Reply>(
+      self, path, std::move(record),
+      [promise](caf::expected<Reply> reply) mutable {
+        if (reply) {
+          promise.deliver(std::move(*reply));
+        } else {
+          promise.deliver(reply.error());
+        }
+      },
+      std::move(send));
   return promise;
 }
 
@@ -191,19 +220,40 @@ caf::result<Reply> Forward(gateway_pointer self, std::optional<metrics::Op> op,
                       });
 }
 
+/// The `send` of a plain write for RouteTo: its route takes it (see ForwardWrite).
+auto TakeWriteInto(gateway_pointer self, Deadline deadline, CoalescedWrite::Made made,
+                   WriteBatch batch) {
+  return [self, deadline, made, batch = std::move(batch)](
+             OrderedRoute& ordered, std::function<void(caf::expected<atom::ok>)> done) mutable {
+    if (ordered.TakeWrite({made, std::move(batch), deadline, std::move(done)})) {
+      self->send(self, atom::commit_v, ordered.route().path);
+    }
+  };
+}
+
 /// A plain write (no checks) to the database at `raw_path`: its route takes it, to send with the
 /// other writes to that database waiting in the gateway's mailbox (OrderedRoute::TakeWrite), so
 /// under load many clients' writes travel to the database actor as one message.
 caf::result<atom::ok> ForwardWrite(gateway_pointer self, metrics::Op op,
                                    const std::string& raw_path, Deadline deadline,
                                    CoalescedWrite::Made made, WriteBatch batch) {
-  return Route<atom::ok>(
-      self, op, security::Right::kWrite, raw_path, deadline,
-      [&](OrderedRoute& ordered, std::function<void(caf::expected<atom::ok>)> done) {
-        if (ordered.TakeWrite({made, std::move(batch), deadline, std::move(done)})) {
-          self->send(self, atom::commit_v, ordered.route().path);
-        }
-      });
+  return Route<atom::ok>(self, op, security::Right::kWrite, raw_path, deadline,
+                         TakeWriteInto(self, deadline, made, std::move(batch)));
+}
+
+/// OK if a message of several puts (a client's puts to one database waiting together, see the
+/// put handler taking vectors) holds `count` keys and as many `values`.
+Status CheckSeveralPuts(size_t count, size_t values) {
+  if (count == 0 || count > kMaxPutsPerMessage) {
+    return Status::InvalidArgument("a message of several puts holds 1 to " +
+                                   std::to_string(kMaxPutsPerMessage) + " of them, not " +
+                                   std::to_string(count));
+  }
+  if (values != count) {
+    return Status::InvalidArgument("a message of several puts holds " + std::to_string(count) +
+                                   " keys but " + std::to_string(values) + " values");
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -318,6 +368,34 @@ gateway_actor::behavior_type client_gateway_impl(
         write.Put(std::move(key), std::move(value));
         return ForwardWrite(self, metrics::Op::kPut, path, deadline, CoalescedWrite::Made::kPut,
                             std::move(write));
+      },
+      [=](atom::put, const std::string& path, std::vector<std::string>& keys,
+          std::vector<std::string>& values,
+          Deadline deadline) -> caf::result<std::vector<caf::error>> {
+        if (Status s = CheckSeveralPuts(keys.size(), values.size()); !s.ok()) return ToError(s);
+        // One path, one deadline, one sender: admitted (or refused) together, counted alone.
+        std::string db;
+        if (Status s = Admit(self, Right::kWrite, path, deadline, &db); !s.ok()) {
+          for (size_t i = 0; i < keys.size(); ++i) Recorder(self, metrics::Op::kPut)(s.code());
+          return ToError(std::move(s));
+        }
+        // Each put is routed as if it came alone, in order (so they join the database's next
+        // group commit together), and the message is answered once all are.
+        auto promise = self->make_response_promise<std::vector<caf::error>>();
+        auto errors = std::make_shared<std::vector<caf::error>>(keys.size());
+        auto left = std::make_shared<size_t>(keys.size());
+        for (size_t i = 0; i < keys.size(); ++i) {
+          WriteBatch write;
+          write.Put(std::move(keys[i]), std::move(values[i]));
+          Dispatch<atom::ok>(
+              self, db, Recorder(self, metrics::Op::kPut),
+              [promise, errors, left, i](caf::expected<atom::ok> reply) mutable {
+                if (!reply) (*errors)[i] = std::move(reply.error());
+                if (--*left == 0) promise.deliver(std::move(*errors));
+              },
+              TakeWriteInto(self, deadline, CoalescedWrite::Made::kPut, std::move(write)));
+        }
+        return promise;
       },
       [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {
         return Forward<std::string>(self, metrics::Op::kGet, Right::kRead, path, deadline,

@@ -49,6 +49,22 @@ struct connection_state {
   std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   /// Tells the Connection the gateway is gone, so the next call reconnects.
   std::function<void()> on_lost;
+  /// Asynchronous puts to one database that came one after another, waiting to go to the node
+  /// as one message (TakePut): under load many puts share one message's cost on both sides.
+  struct WaitingPuts {
+    std::string path;
+    size_t route = 0;
+    std::vector<std::string> keys;
+    std::vector<std::string> values;
+    std::vector<Completion<atom::ok>> dones;
+    /// The first put's deadline: the earliest.
+    Deadline deadline;
+    size_t bytes = 0;
+  };
+  /// In the order they came; sent by the next `commit` to itself, before any other request, or
+  /// when a message is full.
+  std::vector<WaitingPuts> waiting;
+  bool commit_sent = false;
 };
 
 using connection_pointer = caf::stateful_actor<connection_state>*;
@@ -131,6 +147,85 @@ decltype(auto) WithDeadline(T&& arg, const Link& link, caf::timespan budget) {
   }
 }
 
+/// Sends `puts`: one alone as the put it is, several as one message answered per put.
+void SendPuts(connection_pointer self, connection_state::WaitingPuts puts) {
+  auto& st = self->state;
+  if (!st.gateway) {
+    const Status lost = Status::Unavailable("lost the connection to kvmesh node " + st.address);
+    for (auto& done : puts.dones) done(lost, atom::ok_v);
+    return;
+  }
+  const gateway_actor& target = GatewayFor(st.gateway, st.shards, puts.route);
+  if (puts.keys.size() == 1) {
+    Completion<atom::ok> done = puts.dones.front();
+    RequestWithin(
+        self, st.deadlines, st.timeout, target,
+        [done](atom::ok) { done(Status::OK(), atom::ok_v); },
+        [done](caf::error& err) { done(ToStatus(err), atom::ok_v); }, atom::put_v,
+        std::move(puts.path), std::move(puts.keys.front()), std::move(puts.values.front()),
+        puts.deadline);
+    return;
+  }
+  auto dones = std::make_shared<std::vector<Completion<atom::ok>>>(std::move(puts.dones));
+  RequestWithin(
+      self, st.deadlines, st.timeout, target,
+      [dones](std::vector<caf::error>& errors) {
+        for (size_t i = 0; i < dones->size(); ++i) {
+          if (i >= errors.size()) {
+            (*dones)[i](
+                Status::Internal("the node answered " + std::to_string(errors.size()) + " of " +
+                                 std::to_string(dones->size()) + " puts sent together"),
+                atom::ok_v);
+          } else {
+            (*dones)[i](errors[i] ? ToStatus(errors[i]) : Status::OK(), atom::ok_v);
+          }
+        }
+      },
+      [dones](caf::error& err) {
+        const Status s = ToStatus(err);
+        for (auto& done : *dones) done(s, atom::ok_v);
+      },
+      atom::put_v, std::move(puts.path), std::move(puts.keys), std::move(puts.values),
+      puts.deadline);
+}
+
+/// Sends every waiting put, in order: before any other request, so requests keep their order.
+void SendWaitingPuts(connection_pointer self) {
+  std::vector<connection_state::WaitingPuts> waiting;
+  waiting.swap(self->state.waiting);
+  for (auto& puts : waiting) SendPuts(self, std::move(puts));
+}
+
+/// Takes an asynchronous put (its deadline already in the node's clock): it waits to go with
+/// the puts to the same database that follow it in the actor's mailbox (a `commit` to itself
+/// goes behind them), unless the message would hold more than kMaxPutsPerMessage puts or
+/// kMaxPutsMessageBytes.
+void TakePut(connection_pointer self, size_t route, std::string path, std::string key,
+             std::string value, Deadline deadline, Completion<atom::ok> done) {
+  auto& st = self->state;
+  const size_t bytes = key.size() + value.size();
+  const bool joins = !st.waiting.empty() && st.waiting.back().path == path &&
+                     st.waiting.back().keys.size() < kMaxPutsPerMessage &&
+                     st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes;
+  if (!joins) {
+    if (!st.waiting.empty() && st.waiting.back().path == path) SendWaitingPuts(self);  // full
+    connection_state::WaitingPuts puts;
+    puts.path = std::move(path);
+    puts.route = route;
+    puts.deadline = deadline;
+    st.waiting.push_back(std::move(puts));
+  }
+  auto& puts = st.waiting.back();
+  puts.keys.push_back(std::move(key));
+  puts.values.push_back(std::move(value));
+  puts.dones.push_back(std::move(done));
+  puts.bytes += bytes;
+  if (!st.commit_sent) {
+    st.commit_sent = true;
+    self->send(self, atom::commit_v);
+  }
+}
+
 // The connection actor: sends every asynchronous request to the gateway and fails all requests
 // in flight the moment the gateway's node is lost (CAF would otherwise let them run to their
 // timeout).
@@ -159,6 +254,10 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
   return {
       [=](ConnectionJob& job) { job(self); },
       [=](atom::tick) { self->state.deadlines->ExpireDue(); },
+      [=](atom::commit) {
+        self->state.commit_sent = false;
+        SendWaitingPuts(self);
+      },
   };
 }
 
@@ -322,6 +421,7 @@ struct Connection {
     }
     ConnectionJob job = [done, link = link, route, args...](connection_pointer self) {
       auto& st = self->state;
+      SendWaitingPuts(self);  // sent before, so they go first
       if (!st.gateway) {
         done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
         return;
@@ -331,6 +431,23 @@ struct Connection {
           [done](Reply& reply) { done(Status::OK(), std::move(reply)); },
           [done](caf::error& err) { done(ToStatus(err), Reply{}); },
           WithDeadline(args, *link, st.timeout)...);
+    };
+    caf::anon_send(actor, std::move(job));
+  }
+
+  /// An asynchronous put: it may travel with the puts to the same database that follow it
+  /// (TakePut); `done` gets its own outcome, exactly once.
+  void SendPut(size_t route, std::string path, std::string key, std::string value,
+               Completion<atom::ok> done) {
+    Status s = EnsureConnected();
+    if (!s.ok()) {
+      done(std::move(s), atom::ok_v);
+      return;
+    }
+    ConnectionJob job = [done, link = link, route, path = std::move(path), key = std::move(key),
+                         value = std::move(value)](connection_pointer self) mutable {
+      TakePut(self, route, std::move(path), std::move(key), std::move(value),
+              link->NodeDeadline(self->state.timeout), std::move(done));
     };
     caf::anon_send(actor, std::move(job));
   }
@@ -438,8 +555,8 @@ class NetworkDatabase final : public DatabaseBackend {
       done(std::move(s));
       return;
     }
-    connection_->Send<atom::ok>(route_, StatusCompletion<atom::ok>(std::move(done)), atom::put_v,
-                                path_, std::move(key), std::move(value), DeadlineHere{});
+    connection_->SendPut(route_, path_, std::move(key), std::move(value),
+                         StatusCompletion<atom::ok>(std::move(done)));
   }
   void GetAsync(std::string key, ResultCallback<std::string> done) override {
     connection_->Send<std::string>(route_, ResultCompletion<std::string>(std::move(done)),

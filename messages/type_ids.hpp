@@ -160,7 +160,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 11;
+inline constexpr uint32_t kClientProtocolVersion = 12;
 
 /// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
 caf::error ToError(const Status& status);
@@ -450,6 +450,11 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::open, std::string, Deadline>::with<DatabaseStats>,
     // (path, key, value) -> ok.
     caf::replies_to<atom::put, std::string, std::string, std::string, Deadline>::with<atom::ok>,
+    // (path, keys, values): several puts to one database sent as one message (1 to
+    // kMaxPutsPerMessage; the client's puts waiting together under load), each applied as if it
+    // came alone, in order -> one outcome per put (an empty error: ok).
+    caf::replies_to<atom::put, std::string, std::vector<std::string>, std::vector<std::string>,
+                    Deadline>::with<std::vector<caf::error>>,
     // (path, key) -> value, or Code::kNotFound.
     caf::replies_to<atom::get, std::string, std::string, Deadline>::with<std::string>,
     // (path, read at a level) -> value and version (see database_client_actor).

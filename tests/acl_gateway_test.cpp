@@ -153,6 +153,53 @@ TEST_F(AclGatewayTest, PrincipalWritesItsOwnDatabasesAndNothingElse) {
   EXPECT_EQ(Put("/tenants/bob/kv", "k", "x").code(), Code::kPermissionDenied);
 }
 
+// A client's puts to one database sent as one message (client/client.cpp TakePut) are each
+// judged as if they came alone, and the message is answered with one outcome per put, in order.
+TEST_F(AclGatewayTest, PutsSentTogetherAreEachJudgedAndAnsweredAlone) {
+  Become("alice");
+  auto puts = [&](const std::string& path, std::vector<std::string> keys,
+                  std::vector<std::string> values, std::vector<caf::error>* outcomes) {
+    return Ask(self_, gateway_, outcomes, atom::put_v, path, std::move(keys), std::move(values),
+               Later());
+  };
+  // The database holds 1MB: the second put alone is over it, the others fit.
+  const std::string over((1u << 20) + 1, 'o');
+  std::vector<caf::error> outcomes;
+  ASSERT_TRUE(puts("/tenants/alice/kv", {"/a", "/big", "/c"}, {"1", over, "3"}, &outcomes).ok());
+  ASSERT_EQ(outcomes.size(), 3u);
+  EXPECT_FALSE(outcomes[0]) << ToStatus(outcomes[0]);
+  EXPECT_EQ(ToStatus(outcomes[1]).code(), Code::kSizeLimitExceeded) << ToStatus(outcomes[1]);
+  EXPECT_FALSE(outcomes[2]) << ToStatus(outcomes[2]);
+  std::string value;
+  EXPECT_TRUE(Get("/tenants/alice/kv", "/a", &value).ok());
+  EXPECT_EQ(value, "1");
+  EXPECT_TRUE(Get("/tenants/alice/kv", "/c", &value).ok());
+  EXPECT_EQ(value, "3");
+  EXPECT_EQ(Get("/tenants/alice/kv", "/big").code(), Code::kNotFound);
+  // Later puts of the same key win, in order.
+  ASSERT_TRUE(puts("/tenants/alice/kv", {"/a", "/a"}, {"first", "second"}, &outcomes).ok());
+  EXPECT_TRUE(Get("/tenants/alice/kv", "/a", &value).ok());
+  EXPECT_EQ(value, "second");
+
+  // Checked against the ACL as one put would be: denied (the client gives each put the
+  // answer), nothing stored.
+  Status denied = puts("/tenants/bob/kv", {"/x", "/y"}, {"1", "2"}, &outcomes);
+  EXPECT_EQ(denied.code(), Code::kPermissionDenied) << denied;
+  Become("ops");
+  EXPECT_EQ(Get("/tenants/bob/kv", "/x").code(), Code::kNotFound);
+  Become("alice");
+
+  // A malformed message is refused whole, naming the problem.
+  Status mismatched = puts("/tenants/alice/kv", {"/p", "/q"}, {"1"}, &outcomes);
+  EXPECT_EQ(mismatched.code(), Code::kInvalidArgument) << mismatched;
+  EXPECT_NE(mismatched.message().find("2 keys but 1 values"), std::string::npos) << mismatched;
+  EXPECT_EQ(puts("/tenants/alice/kv", {}, {}, &outcomes).code(), Code::kInvalidArgument);
+  std::vector<std::string> many(kMaxPutsPerMessage + 1, "/k");
+  Status too_many = puts("/tenants/alice/kv", many, many, &outcomes);
+  EXPECT_EQ(too_many.code(), Code::kInvalidArgument) << too_many;
+  EXPECT_EQ(Get("/tenants/alice/kv", "/p").code(), Code::kNotFound);
+}
+
 TEST_F(AclGatewayTest, UnknownAndUnauthenticatedSendersAreRefusedAtHello) {
   uint32_t version = 0;
   uint64_t node = 0;

@@ -254,6 +254,29 @@ TEST_F(ClientTest, WritesInFlightTogetherEachGetTheirOwnAnswerInOrder) {
   }
 }
 
+// Asynchronous puts made together travel as one message (client/client.cpp TakePut) and each
+// gets its own answer, in order: in a 100-byte database the first 20 five-byte puts fit and
+// every later one is refused, however the puts were grouped.
+TEST_F(ClientTest, PutsInFlightTogetherEachGetTheirOwnAnswer) {
+  for (int round = 0; round < 10; ++round) {
+    Database db = client_.open("/tiny/puts" + std::to_string(round));  // 100 B budget
+    ASSERT_TRUE(db.ok()) << db.status();
+    std::vector<std::future<Status>> acks;
+    for (int i = 0; i < 40; ++i) acks.push_back(db.put_async("/k" + std::to_string(10 + i), "v"));
+    for (int i = 0; i < 40; ++i) {
+      ASSERT_EQ(acks[i].wait_for(std::chrono::seconds(30)), std::future_status::ready) << i;
+      Status s = acks[i].get();
+      EXPECT_EQ(s.code(), i < 20 ? Code::kOk : Code::kSizeLimitExceeded)
+          << "round " << round << ", put " << i << ": " << s;
+    }
+    auto keys = db.list("/");
+    ASSERT_TRUE(keys.ok()) << keys.status();
+    ASSERT_EQ(keys->size(), 20u) << "round " << round;
+    EXPECT_EQ(keys->front(), "/k10");
+    EXPECT_EQ(keys->back(), "/k29");
+  }
+}
+
 TEST_F(ClientTest, ListPagesTransparentlyAndLargeValuesTravel) {
   auto db = client_.open("/example/kv");
   WriteBatch batch;
@@ -648,6 +671,9 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       [](atom::put, std::string&, std::string&, std::string&, Deadline) {
         return caf::delegated<atom::ok>{};
       },
+      [](atom::put, std::string&, std::vector<std::string>&, std::vector<std::string>&, Deadline) {
+        return caf::delegated<std::vector<caf::error>>{};
+      },
       [](atom::get, std::string&, std::string&, Deadline) { return caf::delegated<std::string>{}; },
       [](atom::get, std::string&, ReadRequest&, Deadline) {
         return caf::delegated<VersionedValue>{};
@@ -805,6 +831,11 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
       [=](atom::put, std::string&, std::string&, std::string&, Deadline) {
         attack();
         return atom::ok_v;
+      },
+      [=](atom::put, std::string&, std::vector<std::string>& keys, std::vector<std::string>&,
+          Deadline) {
+        attack();
+        return std::vector<caf::error>(keys.size());
       },
       [=](atom::get, std::string&, std::string& key, Deadline) {
         attack();

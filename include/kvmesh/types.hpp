@@ -184,6 +184,10 @@ inline constexpr size_t kMaxBatchBytes = 64u << 20;
 /// it). A value can be at most kMaxBatchBytes (NodeOptions::max_value_bytes is capped there), and
 /// the client library refuses larger values and batches before sending them.
 inline constexpr size_t kMaxRequestBytes = kMaxBatchBytes + (4u << 20);
+/// Most puts a client sends to a node as one message (its puts to one database waiting together
+/// under load), and most bytes of their keys and values: well inside kMaxRequestBytes.
+inline constexpr size_t kMaxPutsPerMessage = 256;
+inline constexpr size_t kMaxPutsMessageBytes = 1u << 20;
 
 /// What to list. Pages are bounded by `limit` keys and by kMaxListPageBytes of keys and values,
 /// so listing a million keys never builds one giant message.
