@@ -242,16 +242,18 @@ caf::result<atom::ok> ForwardWrite(gateway_pointer self, metrics::Op op,
 }
 
 /// OK if a message of several puts (a client's puts to one database waiting together, see the
-/// put handler taking vectors) holds `count` keys and as many `values`.
-Status CheckSeveralPuts(size_t count, size_t values) {
-  if (count == 0 || count > kMaxPutsPerMessage) {
+/// put handler taking a WriteBatch) holds 1 to kMaxPutsPerMessage plain puts.
+Status CheckSeveralPuts(const WriteBatch& puts) {
+  if (puts.ops.empty() || puts.ops.size() > kMaxPutsPerMessage) {
     return Status::InvalidArgument("a message of several puts holds 1 to " +
                                    std::to_string(kMaxPutsPerMessage) + " of them, not " +
-                                   std::to_string(count));
+                                   std::to_string(puts.ops.size()));
   }
-  if (values != count) {
-    return Status::InvalidArgument("a message of several puts holds " + std::to_string(count) +
-                                   " keys but " + std::to_string(values) + " values");
+  for (const WriteOp& op : puts.ops) {
+    if (op.kind != WriteOp::Kind::kPut || op.ttl_ms != 0) {
+      return Status::InvalidArgument(
+          "a message of several puts holds plain puts only (no erase, check or ttl)");
+    }
   }
   return Status::OK();
 }
@@ -369,24 +371,26 @@ gateway_actor::behavior_type client_gateway_impl(
         return ForwardWrite(self, metrics::Op::kPut, path, deadline, CoalescedWrite::Made::kPut,
                             std::move(write));
       },
-      [=](atom::put, const std::string& path, std::vector<std::string>& keys,
-          std::vector<std::string>& values,
+      [=](atom::put, const std::string& path, WriteBatch& puts,
           Deadline deadline) -> caf::result<std::vector<caf::error>> {
-        if (Status s = CheckSeveralPuts(keys.size(), values.size()); !s.ok()) return ToError(s);
+        if (Status s = CheckSeveralPuts(puts); !s.ok()) {
+          Recorder(self, metrics::Op::kPut)(s.code());
+          return ToError(s);
+        }
         // One path, one deadline, one sender: admitted (or refused) together, counted alone.
         std::string db;
         if (Status s = Admit(self, Right::kWrite, path, deadline, &db); !s.ok()) {
-          for (size_t i = 0; i < keys.size(); ++i) Recorder(self, metrics::Op::kPut)(s.code());
+          for (size_t i = 0; i < puts.ops.size(); ++i) Recorder(self, metrics::Op::kPut)(s.code());
           return ToError(std::move(s));
         }
         // Each put is routed as if it came alone, in order (so they join the database's next
         // group commit together), and the message is answered once all are.
         auto promise = self->make_response_promise<std::vector<caf::error>>();
-        auto errors = std::make_shared<std::vector<caf::error>>(keys.size());
-        auto left = std::make_shared<size_t>(keys.size());
-        for (size_t i = 0; i < keys.size(); ++i) {
+        auto errors = std::make_shared<std::vector<caf::error>>(puts.ops.size());
+        auto left = std::make_shared<size_t>(puts.ops.size());
+        for (size_t i = 0; i < puts.ops.size(); ++i) {
           WriteBatch write;
-          write.Put(std::move(keys[i]), std::move(values[i]));
+          write.Put(std::move(puts.ops[i].key), std::move(puts.ops[i].value));
           Dispatch<atom::ok>(
               self, db, Recorder(self, metrics::Op::kPut),
               [promise, errors, left, i](caf::expected<atom::ok> reply) mutable {

@@ -54,8 +54,8 @@ struct connection_state {
   struct WaitingPuts {
     std::string path;
     size_t route = 0;
-    std::vector<std::string> keys;
-    std::vector<std::string> values;
+    /// Plain puts only, in order.
+    WriteBatch puts;
     std::vector<Completion<atom::ok>> dones;
     /// The first put's deadline: the earliest.
     Deadline deadline;
@@ -156,14 +156,14 @@ void SendPuts(connection_pointer self, connection_state::WaitingPuts puts) {
     return;
   }
   const gateway_actor& target = GatewayFor(st.gateway, st.shards, puts.route);
-  if (puts.keys.size() == 1) {
+  if (puts.dones.size() == 1) {
     Completion<atom::ok> done = puts.dones.front();
+    WriteOp& put = puts.puts.ops.front();
     RequestWithin(
         self, st.deadlines, st.timeout, target,
         [done](atom::ok) { done(Status::OK(), atom::ok_v); },
         [done](caf::error& err) { done(ToStatus(err), atom::ok_v); }, atom::put_v,
-        std::move(puts.path), std::move(puts.keys.front()), std::move(puts.values.front()),
-        puts.deadline);
+        std::move(puts.path), std::move(put.key), std::move(put.value), puts.deadline);
     return;
   }
   auto dones = std::make_shared<std::vector<Completion<atom::ok>>>(std::move(puts.dones));
@@ -185,8 +185,7 @@ void SendPuts(connection_pointer self, connection_state::WaitingPuts puts) {
         const Status s = ToStatus(err);
         for (auto& done : *dones) done(s, atom::ok_v);
       },
-      atom::put_v, std::move(puts.path), std::move(puts.keys), std::move(puts.values),
-      puts.deadline);
+      atom::put_v, std::move(puts.path), std::move(puts.puts), puts.deadline);
 }
 
 /// Sends every waiting put, in order: before any other request, so requests keep their order.
@@ -196,19 +195,25 @@ void SendWaitingPuts(connection_pointer self) {
   for (auto& puts : waiting) SendPuts(self, std::move(puts));
 }
 
+/// How far apart the deadlines of puts sent together may be: the message carries the first
+/// (earliest) one, so a later put gives up at most this much of its own (as in the gateway's
+/// coalescing, OrderedRoute's kCoalescedDeadlineSpreadNs).
+constexpr int64_t kPutsDeadlineSpreadNs = 10'000'000;
+
 /// Takes an asynchronous put (its deadline already in the node's clock): it waits to go with
 /// the puts to the same database that follow it in the actor's mailbox (a `commit` to itself
 /// goes behind them), unless the message would hold more than kMaxPutsPerMessage puts or
-/// kMaxPutsMessageBytes.
+/// kMaxPutsMessageBytes, or their deadlines would lie more than kPutsDeadlineSpreadNs apart.
 void TakePut(connection_pointer self, size_t route, std::string path, std::string key,
              std::string value, Deadline deadline, Completion<atom::ok> done) {
   auto& st = self->state;
   const size_t bytes = key.size() + value.size();
-  const bool joins = !st.waiting.empty() && st.waiting.back().path == path &&
-                     st.waiting.back().keys.size() < kMaxPutsPerMessage &&
-                     st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes;
+  const bool same_path = !st.waiting.empty() && st.waiting.back().path == path;
+  const bool joins = same_path && st.waiting.back().dones.size() < kMaxPutsPerMessage &&
+                     st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
+                     deadline.wall_ns - st.waiting.back().deadline.wall_ns <= kPutsDeadlineSpreadNs;
   if (!joins) {
-    if (!st.waiting.empty() && st.waiting.back().path == path) SendWaitingPuts(self);  // full
+    if (same_path) SendWaitingPuts(self);  // full, or too late to share its deadline
     connection_state::WaitingPuts puts;
     puts.path = std::move(path);
     puts.route = route;
@@ -216,8 +221,7 @@ void TakePut(connection_pointer self, size_t route, std::string path, std::strin
     st.waiting.push_back(std::move(puts));
   }
   auto& puts = st.waiting.back();
-  puts.keys.push_back(std::move(key));
-  puts.values.push_back(std::move(value));
+  puts.puts.Put(std::move(key), std::move(value));
   puts.dones.push_back(std::move(done));
   puts.bytes += bytes;
   if (!st.commit_sent) {

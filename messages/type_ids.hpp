@@ -450,11 +450,12 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::open, std::string, Deadline>::with<DatabaseStats>,
     // (path, key, value) -> ok.
     caf::replies_to<atom::put, std::string, std::string, std::string, Deadline>::with<atom::ok>,
-    // (path, keys, values): several puts to one database sent as one message (1 to
-    // kMaxPutsPerMessage; the client's puts waiting together under load), each applied as if it
-    // came alone, in order -> one outcome per put (an empty error: ok).
-    caf::replies_to<atom::put, std::string, std::vector<std::string>, std::vector<std::string>,
-                    Deadline>::with<std::vector<caf::error>>,
+    // (path, puts): several plain puts to one database sent as one message (1 to
+    // kMaxPutsPerMessage kPut operations without ttl; the client's puts waiting together under
+    // load), each applied as if it came alone, in order -> one outcome per put (an empty error:
+    // ok). A WriteBatch carries them (not vectors of strings): CAF decodes a message before
+    // anyone checks it, and a vector of strings costs 32 bytes of memory per byte on the wire.
+    caf::replies_to<atom::put, std::string, WriteBatch, Deadline>::with<std::vector<caf::error>>,
     // (path, key) -> value, or Code::kNotFound.
     caf::replies_to<atom::get, std::string, std::string, Deadline>::with<std::string>,
     // (path, read at a level) -> value and version (see database_client_actor).

@@ -671,7 +671,7 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
       [](atom::put, std::string&, std::string&, std::string&, Deadline) {
         return caf::delegated<atom::ok>{};
       },
-      [](atom::put, std::string&, std::vector<std::string>&, std::vector<std::string>&, Deadline) {
+      [](atom::put, std::string&, WriteBatch&, Deadline) {
         return caf::delegated<std::vector<caf::error>>{};
       },
       [](atom::get, std::string&, std::string&, Deadline) { return caf::delegated<std::string>{}; },
@@ -832,10 +832,9 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
         attack();
         return atom::ok_v;
       },
-      [=](atom::put, std::string&, std::vector<std::string>& keys, std::vector<std::string>&,
-          Deadline) {
+      [=](atom::put, std::string&, WriteBatch& puts, Deadline) {
         attack();
-        return std::vector<caf::error>(keys.size());
+        return std::vector<caf::error>(puts.ops.size());
       },
       [=](atom::get, std::string&, std::string& key, Deadline) {
         attack();
