@@ -140,6 +140,28 @@ std::string GroupPrefix(uint64_t group) {
 
 // -- /proc --------------------------------------------------------------------------------------
 
+namespace {
+
+/// User plus system CPU seconds from a /proc .../stat file (10 ms ticks); false if unreadable.
+bool StatCpuSeconds(const std::string& path, double* seconds) {
+  std::ifstream stat(path);
+  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // The command name may contain spaces and parentheses: fields count from the last ')'.
+  const size_t close = content.rfind(')');
+  if (close == std::string::npos) return false;
+  std::istringstream fields(content.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  *seconds = static_cast<double>(utime + stime) / ::sysconf(_SC_CLK_TCK);
+  return true;
+}
+
+}  // namespace
+
 ProcessSample SampleProcess(pid_t pid) {
   ProcessSample sample;
   const std::string base = "/proc/" + std::to_string(pid);
@@ -151,19 +173,7 @@ ProcessSample SampleProcess(pid_t pid) {
       sample.ok = true;
     }
   }
-  std::ifstream stat(base + "/stat");
-  std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  // The command name may contain spaces and parentheses: fields count from the last ')'.
-  const size_t close = content.rfind(')');
-  if (close == std::string::npos) return ProcessSample{};
-  std::istringstream fields(content.substr(close + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  sample.cpu_seconds = static_cast<double>(utime + stime) / ::sysconf(_SC_CLK_TCK);
+  if (!StatCpuSeconds(base + "/stat", &sample.cpu_seconds)) return ProcessSample{};
   // The same sum in nanoseconds from the process's CPU clock (stat counts 10 ms ticks, too
   // coarse for a short run's CPU per operation).
   clockid_t clock;
@@ -188,19 +198,8 @@ std::map<pid_t, ThreadSample> SampleThreads(pid_t pid) {
     unsigned long long ns = 0;
     if (std::ifstream schedstat(task + "/schedstat"); schedstat >> ns) {
       t.cpu_seconds = ns / 1e9;
-    } else {
-      std::ifstream stat(task + "/stat");
-      std::string content((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-      const size_t close = content.rfind(')');
-      if (close == std::string::npos) continue;
-      std::istringstream fields(content.substr(close + 2));
-      std::string field;
-      unsigned long long utime = 0, stime = 0;
-      for (int i = 3; i <= 15 && fields >> field; ++i) {
-        if (i == 14) utime = std::stoull(field);
-        if (i == 15) stime = std::stoull(field);
-      }
-      t.cpu_seconds = static_cast<double>(utime + stime) / ::sysconf(_SC_CLK_TCK);
+    } else if (!StatCpuSeconds(task + "/stat", &t.cpu_seconds)) {
+      continue;
     }
     out.emplace(static_cast<pid_t>(std::stol(d->d_name)), std::move(t));
   }
