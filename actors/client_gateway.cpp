@@ -220,7 +220,7 @@ caf::result<Reply> Forward(gateway_pointer self, std::optional<metrics::Op> op,
                       });
 }
 
-/// The `send` of a plain write for RouteTo: its route takes it (see ForwardWrite).
+/// The `send` of a plain write for Route or Dispatch: its route takes it (see ForwardWrite).
 auto TakeWriteInto(gateway_pointer self, Deadline deadline, CoalescedWrite::Made made,
                    WriteBatch batch) {
   return [self, deadline, made, batch = std::move(batch)](

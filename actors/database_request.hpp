@@ -233,15 +233,11 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
     return taken_.size() == 1;
   }
 
-  /// A message of coalesced writes has one deadline, the earliest of its writes', and fails whole
-  /// once it passes; so writes share a message only if their deadlines are this close (else one
-  /// client's short deadline would fail another's writes at the gateway, where all clients of a
-  /// path share a route). A write may thus fail at most this much before its own deadline.
-  static constexpr int64_t kCoalescedDeadlineSpreadNs = 10'000'000;
-
   /// Sends the writes taken and not yet sent, in messages no larger than one request may be
   /// (kMaxBatchOps operations, kMaxBatchBytes of keys and values; a node closes a connection
-  /// carrying more) and of deadlines within kCoalescedDeadlineSpreadNs.
+  /// carrying more) and of deadlines within kCoalescedDeadlineSpreadNs (common/deadline.hpp:
+  /// all clients of a path share a route here, so one client's short deadline must not fail
+  /// another's writes).
   template <class Self>
   void FlushWrites(Self* self) {
     if (taken_.empty()) return;

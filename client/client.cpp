@@ -11,6 +11,7 @@
 #include "common/address.hpp"
 #include "common/completion.hpp"
 #include "common/database_backend.hpp"
+#include "common/deadline.hpp"
 #include "common/path.hpp"
 #include "common/request_limits.hpp"
 #include "messages/local_deadlines.hpp"
@@ -195,23 +196,19 @@ void SendWaitingPuts(connection_pointer self) {
   for (auto& puts : waiting) SendPuts(self, std::move(puts));
 }
 
-/// How far apart the deadlines of puts sent together may be: the message carries the first
-/// (earliest) one, so a later put gives up at most this much of its own (as in the gateway's
-/// coalescing, OrderedRoute's kCoalescedDeadlineSpreadNs).
-constexpr int64_t kPutsDeadlineSpreadNs = 10'000'000;
-
 /// Takes an asynchronous put (its deadline already in the node's clock): it waits to go with
 /// the puts to the same database that follow it in the actor's mailbox (a `commit` to itself
 /// goes behind them), unless the message would hold more than kMaxPutsPerMessage puts or
-/// kMaxPutsMessageBytes, or their deadlines would lie more than kPutsDeadlineSpreadNs apart.
+/// kMaxPutsMessageBytes, or their deadlines would lie more than kCoalescedDeadlineSpreadNs apart.
 void TakePut(connection_pointer self, size_t route, std::string path, std::string key,
              std::string value, Deadline deadline, Completion<atom::ok> done) {
   auto& st = self->state;
   const size_t bytes = key.size() + value.size();
   const bool same_path = !st.waiting.empty() && st.waiting.back().path == path;
-  const bool joins = same_path && st.waiting.back().dones.size() < kMaxPutsPerMessage &&
-                     st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
-                     deadline.wall_ns - st.waiting.back().deadline.wall_ns <= kPutsDeadlineSpreadNs;
+  const bool joins =
+      same_path && st.waiting.back().dones.size() < kMaxPutsPerMessage &&
+      st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
+      deadline.wall_ns - st.waiting.back().deadline.wall_ns <= kCoalescedDeadlineSpreadNs;
   if (!joins) {
     if (same_path) SendWaitingPuts(self);  // full, or too late to share its deadline
     connection_state::WaitingPuts puts;

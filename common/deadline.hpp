@@ -40,6 +40,12 @@ struct Deadline {
   friend bool operator==(const Deadline& a, const Deadline& b) { return a.wall_ns == b.wall_ns; }
 };
 
+/// Requests sent together as one message (a client's puts, a gateway's writes to one database)
+/// carry one deadline, the earliest of theirs, and fail whole once it passes; so they share a
+/// message only if their deadlines lie this close (else one short deadline would fail the
+/// others). A request may thus fail at most this much before its own deadline.
+inline constexpr int64_t kCoalescedDeadlineSpreadNs = 10'000'000;
+
 /// The message of the error for a request refused because its deadline passed before `where`
 /// (e.g. "the database applied it") could act on it.
 inline std::string DeadlinePassedMessage(const std::string& where) {
