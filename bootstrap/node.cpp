@@ -670,6 +670,21 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     }
   }
   impl->gateway = spawn_gateway(std::move(shards));
+  // The gateway and its shards serve as one: if any of them ends, the others end with it (a
+  // client watches only the gateway, and takes its end for the connection's, so a live shard
+  // would go on applying requests the client was told failed).
+  if (!impl->gateway_shards.empty()) {
+    std::vector<caf::actor_addr> together = {impl->gateway.address()};
+    for (const gateway_actor& shard : impl->gateway_shards) together.push_back(shard.address());
+    for (const caf::actor_addr& member : together) {
+      caf::actor_cast<caf::strong_actor_ptr>(member)->get()->attach_functor(
+          [together](const caf::error&) {
+            for (const caf::actor_addr& other : together) {
+              caf::anon_send_exit(other, caf::exit_reason::kill);
+            }
+          });
+    }
+  }
   {
     std::vector<std::pair<caf::actor, std::string>> watched;
     watched.emplace_back(caf::actor_cast<caf::actor>(impl->gateway), "client gateway");
