@@ -32,9 +32,37 @@ typename Inspector::result_type inspect(Inspector& f, WriteOp& x) {
   return f(caf::meta::type_name("kvmesh.WriteOp"), x.kind, x.key, x.value, x.ttl_ms);
 }
 
+/// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
+caf::error ToError(const Status& status);
+
+/// Reads a WriteBatch's operations as `f(x.ops)` would, but keeps at most kMaxBatchOps + 1 of
+/// them. CAF decodes a message before the connection guard or the gateway can look at it, and an
+/// empty operation is ~14 bytes on the wire but ~160 in memory (a WriteOp with two strings, in a
+/// vector that doubles): unbounded, one 68 MiB request decoded into ~0.7 GB. Operations past the
+/// bound are read into one scratch operation and dropped, so the batch still arrives, over the
+/// limit by one, and every receiver's check refuses it with the clear error a client gets for too
+/// many operations. (Refusing while decoding is no better: CAF 0.17 drops a message element's
+/// decoding error and delivers an empty message in its place.)
+template <class Deserializer>
+caf::error LoadWriteOps(Deserializer& f, std::vector<WriteOp>& ops) {
+  size_t count = 0;
+  if (auto err = f.begin_sequence(count)) return err;
+  ops.clear();  // no reserve: memory grows only with the operations actually read
+  WriteOp scratch;
+  for (size_t i = 0; i < count; ++i) {
+    WriteOp& op = i <= kMaxBatchOps ? ops.emplace_back() : scratch;
+    if (auto err = f(op)) return err;
+  }
+  return f.end_sequence();
+}
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
-  return f(caf::meta::type_name("kvmesh.WriteBatch"), x.ops);
+  if constexpr (Inspector::writes_state) {
+    return LoadWriteOps(f, x.ops);
+  } else {
+    return f(caf::meta::type_name("kvmesh.WriteBatch"), x.ops);
+  }
 }
 
 template <class Inspector>
@@ -161,9 +189,6 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
 inline constexpr uint32_t kClientProtocolVersion = 12;
-
-/// Status -> CAF error in the "kvmesh" category; the message travels as the error's context.
-caf::error ToError(const Status& status);
 
 /// CAF error -> Status. Errors of the "kvmesh" category keep their code and message; CAF's own
 /// errors map to kTimeout (request_timeout) or kUnavailable (receiver down, connection failures),

@@ -125,6 +125,31 @@ TEST_F(MessagesTest, StatusSurvivesAsAnError) {
   EXPECT_EQ(Result<int>(Status::OK()).status().code(), Code::kInternal);
 }
 
+// A write batch is decoded by CAF before any check of ours runs, so the operations it keeps while
+// decoding are bounded: one past kMaxBatchOps (so every receiver refuses it as over the limit,
+// FuzzTest.MalformedClientMessages), not the ~160 bytes of memory per ~14 on the wire that each
+// further operation would cost.
+TEST_F(MessagesTest, AWriteBatchKeepsAtMostOneOperationPastTheLimitWhileDecoding) {
+  auto decode = [&](size_t ops) {
+    WriteBatch batch;
+    for (size_t i = 0; i < ops; ++i) batch.Erase("/k/" + std::to_string(i));
+    std::vector<char> buffer;
+    caf::binary_serializer sink{system_, buffer};
+    caf::message out = caf::make_message(batch);
+    EXPECT_FALSE(sink(out));
+    caf::message in;
+    caf::binary_deserializer source{system_, buffer};
+    EXPECT_FALSE(source(in));
+    EXPECT_TRUE(in.match_elements<WriteBatch>()) << "no batch came back";
+    return in.match_elements<WriteBatch>() ? in.get_as<WriteBatch>(0) : WriteBatch{};
+  };
+  EXPECT_EQ(decode(kMaxBatchOps).ops.size(), kMaxBatchOps);
+  WriteBatch over = decode(kMaxBatchOps + 5000);
+  ASSERT_EQ(over.ops.size(), kMaxBatchOps + 1);
+  EXPECT_EQ(over.ops.front().key, "/k/0");
+  EXPECT_EQ(over.ops.back().key, "/k/" + std::to_string(kMaxBatchOps));
+}
+
 // The exit filter's rule inside one process (over the network: FuzzTest.ExitsFromAPeerStopNoActor):
 // an exit is honoured only from a local actor that no peer can name. Anonymous exits, and exits
 // from a local actor in the actor registry (any actor whose handle crossed the network; a routed
