@@ -148,18 +148,31 @@ namespace {
 caf::behavior NodeWatchdog(caf::event_based_actor* self, std::shared_ptr<NodeCore> core,
                            std::shared_ptr<FatalState> fatal,
                            std::vector<std::pair<caf::actor, std::string>> watched) {
-  auto names = std::make_shared<std::map<caf::actor_addr, std::string>>();
+  auto names = std::make_shared<std::map<caf::actor_addr, std::pair<caf::actor, std::string>>>();
   for (auto& [actor, name] : watched) {
     self->monitor(actor);
-    (*names)[actor.address()] = name;
+    (*names)[actor.address()] = {actor, name};
   }
-  self->set_down_handler([core, fatal, names](caf::down_msg& msg) {
+  self->set_down_handler([self, core, fatal, names](caf::down_msg& msg) {
     auto it = names->find(msg.source);
     if (it == names->end() || core->closing.load()) return;
+    const std::string& name = it->second.second;
+    // The actors watched under one name serve as one (the gateway and its shards): the others
+    // end too, and before the failure is reported. A client watches only the gateway and takes
+    // its end for the connection's, so a live shard would go on applying requests the client was
+    // told failed; and a request sent after the report reaches a shard behind its exit message,
+    // so it is refused, not applied. The exit goes from this actor's handle (not an address,
+    // which CAF sends anonymously): the shards' RemoteExitFilter drops anonymous exits, which is
+    // what became of the kills the shards used to send each other when one ended.
+    for (const auto& [addr, member] : *names) {
+      if (member.second == name && addr != msg.source) {
+        self->send_exit(member.first, caf::exit_reason::kill);
+      }
+    }
     fatal->Fail(Status::Internal(
-        "its " + it->second + " stopped unexpectedly (exit reason: " + to_string(msg.reason) +
+        "its " + name + " stopped unexpectedly (exit reason: " + to_string(msg.reason) +
         "); the node no longer " +
-        (it->second == "client gateway" ? "serves clients" : "takes part in its cluster") +
+        (name == "client gateway" ? "serves clients" : "takes part in its cluster") +
         ": stop it and start it again"));
   });
   return {[](atom::tick) {}};
@@ -670,21 +683,6 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     }
   }
   impl->gateway = spawn_gateway(std::move(shards));
-  // The gateway and its shards serve as one: if any of them ends, the others end with it (a
-  // client watches only the gateway, and takes its end for the connection's, so a live shard
-  // would go on applying requests the client was told failed).
-  if (!impl->gateway_shards.empty()) {
-    std::vector<caf::actor_addr> together = {impl->gateway.address()};
-    for (const gateway_actor& shard : impl->gateway_shards) together.push_back(shard.address());
-    for (const caf::actor_addr& member : together) {
-      caf::actor_cast<caf::strong_actor_ptr>(member)->get()->attach_functor(
-          [together](const caf::error&) {
-            for (const caf::actor_addr& other : together) {
-              caf::anon_send_exit(other, caf::exit_reason::kill);
-            }
-          });
-    }
-  }
   {
     std::vector<std::pair<caf::actor, std::string>> watched;
     watched.emplace_back(caf::actor_cast<caf::actor>(impl->gateway), "client gateway");

@@ -74,6 +74,7 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
   options.data_dir = dir / "data";
   options.config_dir = dir / "config";
   options.listen_port = 0;
+  options.worker_threads = 2;  // so the gateway has shards, which must end with it
   std::mutex mutex;
   std::vector<Status> reported;
   options.on_fatal = [&](const Status& s) {
@@ -90,6 +91,17 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
                 .open("/example/kv");
   ASSERT_TRUE(db.ok()) << db.status();
   ASSERT_TRUE(db.put("/k", "v").ok());
+  // A raw peer holding the shards' handles, as every client does.
+  testing::RawPeerConfig raw_config;
+  caf::actor_system raw_system{raw_config};
+  auto gateway = raw_system.middleman().remote_actor<gateway_actor>("127.0.0.1", node->port());
+  ASSERT_TRUE(gateway) << raw_system.render(gateway.error());
+  caf::scoped_actor raw{raw_system};
+  std::vector<caf::actor> shards;
+  raw->request(*gateway, 10s, atom::gateways_v)
+      .receive([&](std::vector<caf::actor>& v) { shards = std::move(v); },
+               [&](caf::error& err) { ADD_FAILURE() << ToStatus(err); });
+  ASSERT_EQ(shards.size(), 2u);
 
   NodeTesting::KillGateway(*node);
   ASSERT_TRUE(Eventually(10s, [&] { return !node->health().ok(); }))
@@ -109,6 +121,15 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
     std::lock_guard<std::mutex> lock(mutex);
     ASSERT_EQ(reported.size(), 1u);
     EXPECT_EQ(reported[0].message(), health.message());
+  }
+  // Every shard ended with the gateway, before the report: a request sent to one now is refused,
+  // not applied.
+  for (size_t i = 0; i < shards.size(); ++i) {
+    Status put = Status::OK();
+    raw->request(caf::actor_cast<gateway_actor>(shards[i]), 10s, atom::put_v,
+                 std::string("/example/kv"), std::string("/k"), std::string("x"), testing::Later())
+        .receive([&](atom::ok) {}, [&](caf::error& err) { put = ToStatus(err); });
+    EXPECT_FALSE(put.ok()) << "shard " << i << " outlived the gateway and applied a put";
   }
   // The client is told at once, not at its deadline.
   const auto start = std::chrono::steady_clock::now();
