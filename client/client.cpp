@@ -8,6 +8,7 @@
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common/address.hpp"
 #include "common/completion.hpp"
@@ -74,17 +75,23 @@ struct connection_state {
   std::vector<WaitingPuts> waiting;
   bool commit_sent = false;
 
+  /// Normalised keys.
+  using KeySet = std::unordered_multiset<std::string>;
+  /// Whether a request writes one of a set of keys.
+  using Writes = std::function<bool(const KeySet&)>;
   /// A request of a path held back (SendInOrder): sent once it may go.
   struct Held {
-    bool gets = false;
+    Writes writes;
     std::function<void()> send;
   };
   /// Per path with messages of several gets in flight or requests held back: a reply to several
   /// gets may leave some out, which the client then sends alone, later than they were made; so
-  /// while such a message is in flight, the path's later requests other than gets (writes, which
-  /// such a get must not see) wait, and every request made after one that waits waits too.
+  /// while such a message is in flight, the path's later writes of its keys (which those gets
+  /// must not see) wait, and every request made after one that waits waits too.
   struct PathOrder {
     size_t gets_in_flight = 0;
+    /// The keys of those messages, normalised.
+    KeySet keys;
     std::deque<Held> held;
   };
   std::unordered_map<std::string, PathOrder> orders;
@@ -211,22 +218,40 @@ void SendPuts(connection_pointer self, connection_state::WaitingPuts puts) {
       atom::put_v, std::move(puts.path), std::move(puts.puts), puts.deadline);
 }
 
-/// Runs `send`, which sends a request of `path` (gets: plain gets only), now, or holds it back
-/// while it may not go yet (connection_state::PathOrder).
+/// `raw` normalised, or as it is if it is no valid key (then no write of it is applied).
+std::string KeyOf(std::string_view raw) {
+  std::string key;
+  if (!NormalizeKey(raw, &key).ok()) key.assign(raw);
+  return key;
+}
+
+/// The Writes of a request that writes no key.
+bool WritesNothing(const connection_state::KeySet&) {
+  return false;
+}
+/// The Writes of a request whose keys are not looked at (a batch): any.
+bool WritesAny(const connection_state::KeySet&) {
+  return true;
+}
+
+/// Runs `send`, which sends a request of `path` that writes the keys `writes` says, now, or
+/// holds it back while it may not go yet (connection_state::PathOrder).
 template <class Send>
-void SendInOrder(connection_pointer self, const std::string& path, bool gets, Send send) {
+void SendInOrder(connection_pointer self, const std::string& path, connection_state::Writes writes,
+                 Send send) {
   auto& orders = self->state.orders;
   auto it = orders.empty() ? orders.end() : orders.find(path);
-  if (it == orders.end() || (it->second.held.empty() && (gets || it->second.gets_in_flight == 0))) {
+  if (it == orders.end() ||
+      (it->second.held.empty() && (it->second.keys.empty() || !writes(it->second.keys)))) {
     send();
     return;
   }
-  it->second.held.push_back({gets, std::function<void()>(std::move(send))});
+  it->second.held.push_back({std::move(writes), std::function<void()>(std::move(send))});
 }
 
 /// A message of several gets of `path` came back (its left-out gets sent again already): the
 /// requests held behind it that may go now go, in order.
-void GetsAnswered(connection_pointer self, const std::string& path) {
+void GetsAnswered(connection_pointer self, const std::string& path, const PackedKeys& packed) {
   auto& orders = self->state.orders;
   auto it = orders.find(path);
   if (it == orders.end()) return;
@@ -234,7 +259,14 @@ void GetsAnswered(connection_pointer self, const std::string& path) {
   // element); only this function removes one.
   connection_state::PathOrder& order = it->second;
   if (order.gets_in_flight > 0) --order.gets_in_flight;
-  while (!order.held.empty() && (order.held.front().gets || order.gets_in_flight == 0)) {
+  std::vector<std::string_view> keys;
+  (void)packed.Unpack(kMaxGetsPerMessage, &keys);
+  for (std::string_view key : keys) {
+    auto found = order.keys.find(KeyOf(key));
+    if (found != order.keys.end()) order.keys.erase(found);
+  }
+  if (order.gets_in_flight == 0) order.keys.clear();
+  while (!order.held.empty() && (order.keys.empty() || !order.held.front().writes(order.keys))) {
     connection_state::Held held = std::move(order.held.front());
     order.held.pop_front();
     held.send();
@@ -276,7 +308,11 @@ void SendGets(connection_pointer self, connection_state::WaitingPuts gets) {
                  gets.get_dones.front());
     return;
   }
-  ++st.orders[gets.path].gets_in_flight;
+  {
+    connection_state::PathOrder& order = st.orders[gets.path];
+    ++order.gets_in_flight;
+    for (std::string_view key : keys) order.keys.insert(KeyOf(key));
+  }
   auto dones = std::make_shared<std::vector<Completion<std::string>>>(std::move(gets.get_dones));
   auto packed = std::make_shared<const PackedKeys>(std::move(gets.keys));
   const std::string path = gets.path;
@@ -303,12 +339,12 @@ void SendGets(connection_pointer self, connection_state::WaitingPuts gets) {
             SendGetAlone(self, route, path, std::string(keys[i]), deadline, (*dones)[i]);
           }
         }
-        GetsAnswered(self, path);
+        GetsAnswered(self, path, *packed);
       },
-      [self, dones, path](caf::error& err) {
+      [self, dones, packed, path](caf::error& err) {
         const Status s = ToStatus(err);
         for (auto& done : *dones) done(s, std::string());
-        GetsAnswered(self, path);
+        GetsAnswered(self, path, *packed);
       },
       atom::get_v, path, *packed, deadline);
 }
@@ -321,11 +357,19 @@ void SendWaitingPuts(connection_pointer self) {
   for (auto& w : waiting) {
     const std::string path = w.path;
     if (w.gets) {
-      SendInOrder(self, path, true,
+      SendInOrder(self, path, WritesNothing,
                   [self, w = std::move(w)]() mutable { SendGets(self, std::move(w)); });
     } else {
-      SendInOrder(self, path, false,
-                  [self, w = std::move(w)]() mutable { SendPuts(self, std::move(w)); });
+      auto puts = std::make_shared<connection_state::WaitingPuts>(std::move(w));
+      SendInOrder(
+          self, path,
+          [puts](const connection_state::KeySet& keys) {
+            for (const WriteOp& op : puts->puts.ops) {
+              if (keys.count(KeyOf(op.key)) > 0) return true;
+            }
+            return false;
+          },
+          [self, puts] { SendPuts(self, std::move(*puts)); });
     }
   }
 }
@@ -421,7 +465,7 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
       auto it = st.orders.find(path);
       if (it == st.orders.end()) continue;
       it->second.gets_in_flight = 1;
-      GetsAnswered(self, path);
+      GetsAnswered(self, path, PackedKeys{});
     }
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
@@ -590,17 +634,18 @@ struct Connection {
 
   /// Sends `args...` to the gateway for `route` (GatewayFor); `done` gets the reply or the
   /// error, exactly once.
-  /// `path` is the database's (see SendInOrder).
+  /// `path` is the database's, `writes` says which keys it writes (see SendInOrder).
   template <class Reply, class... Ts>
-  void Send(size_t route, const std::string& path, Completion<Reply> done, Ts... args) {
+  void Send(size_t route, const std::string& path, connection_state::Writes writes,
+            Completion<Reply> done, Ts... args) {
     Status s = EnsureConnected();
     if (!s.ok()) {
       done(std::move(s), Reply{});
       return;
     }
-    ConnectionJob job = [done, link = link, route, path, args...](connection_pointer self) {
+    ConnectionJob job = [done, link = link, route, path, writes, args...](connection_pointer self) {
       SendWaitingPuts(self);  // sent before, so they go first
-      SendInOrder(self, path, false, [self, done, link, route, args...] {
+      SendInOrder(self, path, writes, [self, done, link, route, args...] {
         auto& st = self->state;
         if (!st.gateway) {
           done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
@@ -760,39 +805,46 @@ class NetworkDatabase final : public DatabaseBackend {
                          ResultCompletion<std::string>(std::move(done)));
   }
   void EraseAsync(std::string key, StatusCallback done) override {
-    connection_->Send<atom::ok>(route_, path_, StatusCompletion<atom::ok>(std::move(done)),
-                                atom::erase_v, path_, std::move(key), DeadlineHere{});
+    connection_state::Writes writes = [erased = KeyOf(key)](const connection_state::KeySet& keys) {
+      return keys.count(erased) > 0;
+    };
+    connection_->Send<atom::ok>(route_, path_, std::move(writes),
+                                StatusCompletion<atom::ok>(std::move(done)), atom::erase_v, path_,
+                                std::move(key), DeadlineHere{});
   }
   void WriteAsync(WriteBatch batch, StatusCallback done) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) {
       done(std::move(s));
       return;
     }
-    connection_->Send<atom::ok>(route_, path_, StatusCompletion<atom::ok>(std::move(done)),
-                                atom::batch_v, path_, std::move(batch), DeadlineHere{});
+    connection_->Send<atom::ok>(route_, path_, WritesAny,
+                                StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, path_,
+                                std::move(batch), DeadlineHere{});
   }
   void ListAsync(ListOptions options, ResultCallback<ListPage> done) override {
-    connection_->Send<ListPage>(route_, path_, ResultCompletion<ListPage>(std::move(done)),
-                                atom::list_v, path_, std::move(options), DeadlineHere{});
+    connection_->Send<ListPage>(route_, path_, WritesNothing,
+                                ResultCompletion<ListPage>(std::move(done)), atom::list_v, path_,
+                                std::move(options), DeadlineHere{});
   }
   void StatsAsync(ResultCallback<DatabaseStats> done) override {
-    connection_->Send<DatabaseStats>(route_, path_,
+    connection_->Send<DatabaseStats>(route_, path_, WritesNothing,
                                      ResultCompletion<DatabaseStats>(std::move(done)),
                                      atom::stats_v, path_, DeadlineHere{});
   }
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override {
-    connection_->Send<ReplicationStatus>(route_, path_,
+    connection_->Send<ReplicationStatus>(route_, path_, WritesNothing,
                                          ResultCompletion<ReplicationStatus>(std::move(done)),
                                          atom::status_v, path_, DeadlineHere{});
   }
 
   void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) override {
-    connection_->Send<WatchUpdate>(route_, path_, ResultCompletion<WatchUpdate>(std::move(done)),
-                                   atom::watch_v, path_, std::move(request), DeadlineHere{});
+    connection_->Send<WatchUpdate>(route_, path_, WritesNothing,
+                                   ResultCompletion<WatchUpdate>(std::move(done)), atom::watch_v,
+                                   path_, std::move(request), DeadlineHere{});
   }
 
   void ReadAsync(ReadRequest request, ResultCallback<VersionedValue> done) override {
-    connection_->Send<VersionedValue>(route_, path_,
+    connection_->Send<VersionedValue>(route_, path_, WritesNothing,
                                       ResultCompletion<VersionedValue>(std::move(done)),
                                       atom::get_v, path_, std::move(request), DeadlineHere{});
   }
@@ -801,9 +853,9 @@ class NetworkDatabase final : public DatabaseBackend {
       done(std::move(s));
       return;
     }
-    connection_->Send<std::string>(route_, path_, ResultCompletion<std::string>(std::move(done)),
-                                   atom::batch_v, path_, std::move(batch), atom::session_v,
-                                   DeadlineHere{});
+    connection_->Send<std::string>(route_, path_, WritesAny,
+                                   ResultCompletion<std::string>(std::move(done)), atom::batch_v,
+                                   path_, std::move(batch), atom::session_v, DeadlineHere{});
   }
   Result<VersionedValue> Read(const ReadRequest& request) override {
     return connection_->CallVia<VersionedValue>(route_, atom::get_v, path_, request,

@@ -357,6 +357,9 @@ TEST_F(ClientTest, AsynchronousGetsSeeExactlyThePutsMadeBeforeThem) {
       puts.push_back(db.put_async("/order", values[i]));
       for (int j = 0; j < 3; ++j) gets.push_back(db.get_async("/order"));
     }
+    // An erase waits as a put does: the gets before it see the last value, the one after none.
+    std::future<Status> erased = db.erase_async("/order");
+    std::future<Result<std::string>> after_erase = db.get_async("/order");
     for (size_t i = 0; i < puts.size(); ++i) {
       ASSERT_EQ(puts[i].wait_for(std::chrono::seconds(30)), std::future_status::ready) << i;
       EXPECT_TRUE(puts[i].get().ok());
@@ -368,6 +371,11 @@ TEST_F(ClientTest, AsynchronousGetsSeeExactlyThePutsMadeBeforeThem) {
       EXPECT_TRUE(*got == values[g / 3]) << "value size " << size << ": get " << g << " (after put "
                                          << g / 3 << ") saw another put's value";
     }
+    ASSERT_EQ(erased.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    EXPECT_TRUE(erased.get().ok());
+    ASSERT_EQ(after_erase.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    EXPECT_EQ(after_erase.get().status().code(), Code::kNotFound);
+    ASSERT_TRUE(db.put("/order", "reset").ok());
   }
 }
 
