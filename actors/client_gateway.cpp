@@ -405,6 +405,45 @@ gateway_actor::behavior_type client_gateway_impl(
         return Forward<std::string>(self, metrics::Op::kGet, Right::kRead, path, deadline,
                                     atom::get_v, std::move(key));
       },
+      [=](atom::get, const std::string& path, PackedKeys& keys,
+          Deadline deadline) -> caf::result<GetManyReply> {
+        std::function<void(Code)> record = Recorder(self, metrics::Op::kGet);
+        std::vector<std::string_view> views;
+        if (Status s = keys.Unpack(kMaxGetsPerMessage, &views); !s.ok()) {
+          record(s.code());
+          return ToError(s);
+        }
+        const size_t count = views.size();
+        // One path, one deadline, one sender: admitted (or refused) together, counted per key.
+        std::string db;
+        if (Status s = Admit(self, Right::kRead, path, deadline, &db); !s.ok()) {
+          for (size_t i = 0; i < count; ++i) record(s.code());
+          return ToError(std::move(s));
+        }
+        // One request to the database, after the requests routed before it (OrderedRoute), so
+        // the gets see what this client wrote before them.
+        auto promise = self->make_response_promise<GetManyReply>();
+        Dispatch<GetManyReply>(
+            self, db, [](Code) {},
+            [promise, record, count](caf::expected<GetManyReply> reply) mutable {
+              if (!reply) {
+                const Code code = ToStatus(reply.error()).code();
+                for (size_t i = 0; i < count; ++i) record(code);
+                promise.deliver(reply.error());
+                return;
+              }
+              // Keys left out (to send alone) are counted when they come alone.
+              for (const caf::error& err : reply->errors) {
+                record(err ? ToStatus(err).code() : Code::kOk);
+              }
+              promise.deliver(std::move(*reply));
+            },
+            [&](OrderedRoute& ordered, std::function<void(caf::expected<GetManyReply>)> done) {
+              ordered.Request<GetManyReply>(self, std::move(done), deadline, atom::get_v,
+                                            std::move(keys));
+            });
+        return promise;
+      },
       [=](atom::get, const std::string& path, ReadRequest& request, Deadline deadline) {
         return Forward<VersionedValue>(self, metrics::Op::kGet, Right::kRead, path, deadline,
                                        atom::get_v, std::move(request));

@@ -874,6 +874,31 @@ database_actor::behavior_type database_actor_impl(
         if (!s.ok()) return ToError(s);
         return value;
       },
+      [=](atom::get, const PackedKeys& packed,
+          const Deadline& deadline) -> caf::result<GetManyReply> {
+        if (auto err = expired(deadline)) return err;
+        std::vector<std::string_view> keys;
+        if (Status s = packed.Unpack(kMaxGetsPerMessage, &keys); !s.ok()) return ToError(s);
+        settle();
+        std::vector<Status> statuses;
+        std::vector<std::string> values;
+        self->state.requests_since_tick += keys.size();
+        self->state.store->GetMany(keys, &statuses, &values);
+        // Answered in order until the values pass the budget: the keys after the last answered
+        // one are the asker's to send alone (GetManyReply). The first is always answered, so
+        // every reply makes progress.
+        GetManyReply reply;
+        reply.errors.reserve(keys.size());
+        reply.values.reserve(keys.size());
+        size_t bytes = 0;
+        for (size_t i = 0; i < keys.size(); ++i) {
+          bytes += values[i].size();
+          if (i > 0 && bytes > kMaxGetsReplyBytes) break;
+          reply.errors.push_back(statuses[i].ok() ? caf::error{} : ToError(statuses[i]));
+          reply.values.push_back(std::move(values[i]));
+        }
+        return reply;
+      },
       [=](atom::get, ReadRequest& request,
           const Deadline& deadline) -> caf::result<VersionedValue> {
         if (auto err = expired(deadline)) return err;

@@ -4,9 +4,11 @@
 #include <caf/io/all.hpp>
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "common/address.hpp"
 #include "common/completion.hpp"
@@ -50,15 +52,21 @@ struct connection_state {
   std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   /// Tells the Connection the gateway is gone, so the next call reconnects.
   std::function<void()> on_lost;
-  /// Asynchronous puts to one database that came one after another, waiting to go to the node
-  /// as one message (TakePut): under load many puts share one message's cost on both sides.
+  /// Asynchronous puts (or gets) to one database that came one after another, waiting to go to
+  /// the node as one message (TakePut, TakeGet): under load many share one message's cost on
+  /// both sides.
   struct WaitingPuts {
+    /// Gets (`keys`, `get_dones`) rather than puts (`puts`, `dones`).
+    bool gets = false;
     std::string path;
     size_t route = 0;
     /// Plain puts only, in order.
     WriteBatch puts;
     std::vector<Completion<atom::ok>> dones;
-    /// The first put's deadline: the earliest.
+    /// The keys of plain gets, in order.
+    PackedKeys keys;
+    std::vector<Completion<std::string>> get_dones;
+    /// The first one's deadline: the earliest.
     Deadline deadline;
     size_t bytes = 0;
   };
@@ -66,6 +74,27 @@ struct connection_state {
   /// when a message is full.
   std::vector<WaitingPuts> waiting;
   bool commit_sent = false;
+
+  /// Normalised keys.
+  using KeySet = std::unordered_multiset<std::string>;
+  /// Whether a request writes one of a set of keys.
+  using Writes = std::function<bool(const KeySet&)>;
+  /// A request of a path held back (SendInOrder): sent once it may go.
+  struct Held {
+    Writes writes;
+    std::function<void()> send;
+  };
+  /// Per path with messages of several gets in flight or requests held back: a reply to several
+  /// gets may leave some out, which the client then sends alone, later than they were made; so
+  /// while such a message is in flight, the path's later writes of its keys (which those gets
+  /// must not see) wait, and every request made after one that waits waits too.
+  struct PathOrder {
+    size_t gets_in_flight = 0;
+    /// The keys of those messages, normalised.
+    KeySet keys;
+    std::deque<Held> held;
+  };
+  std::unordered_map<std::string, PathOrder> orders;
 };
 
 using connection_pointer = caf::stateful_actor<connection_state>*;
@@ -189,11 +218,160 @@ void SendPuts(connection_pointer self, connection_state::WaitingPuts puts) {
       atom::put_v, std::move(puts.path), std::move(puts.puts), puts.deadline);
 }
 
-/// Sends every waiting put, in order: before any other request, so requests keep their order.
+/// `raw` normalised, or as it is if it is no valid key (then no write of it is applied).
+std::string KeyOf(std::string_view raw) {
+  std::string key;
+  if (!NormalizeKey(raw, &key).ok()) key.assign(raw);
+  return key;
+}
+
+/// The Writes of a request that writes no key.
+bool WritesNothing(const connection_state::KeySet&) {
+  return false;
+}
+/// The Writes of a request whose keys are not looked at (a batch): any.
+bool WritesAny(const connection_state::KeySet&) {
+  return true;
+}
+
+/// Runs `send`, which sends a request of `path` that writes the keys `writes` says, now, or
+/// holds it back while it may not go yet (connection_state::PathOrder).
+template <class Send>
+void SendInOrder(connection_pointer self, const std::string& path, connection_state::Writes writes,
+                 Send send) {
+  auto& orders = self->state.orders;
+  auto it = orders.empty() ? orders.end() : orders.find(path);
+  if (it == orders.end() ||
+      (it->second.held.empty() && (it->second.keys.empty() || !writes(it->second.keys)))) {
+    send();
+    return;
+  }
+  it->second.held.push_back({std::move(writes), std::function<void()>(std::move(send))});
+}
+
+/// A message of several gets of `path` came back (its left-out gets sent again already): the
+/// requests held behind it that may go now go, in order.
+void GetsAnswered(connection_pointer self, const std::string& path, const PackedKeys& packed) {
+  auto& orders = self->state.orders;
+  auto it = orders.find(path);
+  if (it == orders.end()) return;
+  // A reference stays valid while sends add entries of other paths (an unordered_map moves no
+  // element); only this function removes one.
+  connection_state::PathOrder& order = it->second;
+  if (order.gets_in_flight > 0) --order.gets_in_flight;
+  std::vector<std::string_view> keys;
+  (void)packed.Unpack(kMaxGetsPerMessage, &keys);
+  for (std::string_view key : keys) {
+    auto found = order.keys.find(KeyOf(key));
+    if (found != order.keys.end()) order.keys.erase(found);
+  }
+  if (order.gets_in_flight == 0) order.keys.clear();
+  while (!order.held.empty() && (order.keys.empty() || !order.held.front().writes(order.keys))) {
+    connection_state::Held held = std::move(order.held.front());
+    order.held.pop_front();
+    held.send();
+  }
+  if (order.gets_in_flight == 0 && order.held.empty()) orders.erase(path);
+}
+
+/// Sends one plain get of `key`, with its own deadline.
+void SendGetAlone(connection_pointer self, size_t route, const std::string& path, std::string key,
+                  Deadline deadline, Completion<std::string> done) {
+  auto& st = self->state;
+  if (!st.gateway) {
+    done(Status::Unavailable("lost the connection to kvmesh node " + st.address), std::string());
+    return;
+  }
+  RequestWithin(
+      self, st.deadlines, st.timeout, GatewayFor(st.gateway, st.shards, route),
+      [done](std::string& value) { done(Status::OK(), std::move(value)); },
+      [done](caf::error& err) { done(ToStatus(err), std::string()); }, atom::get_v, path,
+      std::move(key), deadline);
+}
+
+/// Sends `gets`: one alone as the get it is, several as one message answered per get. Those
+/// the reply leaves out (GetManyReply) are sent again alone, each answered once.
+void SendGets(connection_pointer self, connection_state::WaitingPuts gets) {
+  auto& st = self->state;
+  if (!st.gateway) {
+    const Status lost = Status::Unavailable("lost the connection to kvmesh node " + st.address);
+    for (auto& done : gets.get_dones) done(lost, std::string());
+    return;
+  }
+  std::vector<std::string_view> keys;
+  if (Status s = gets.keys.Unpack(kMaxGetsPerMessage, &keys); !s.ok()) {
+    for (auto& done : gets.get_dones) done(s, std::string());  // not made here: TakeGet bounds it
+    return;
+  }
+  if (keys.size() == 1) {
+    SendGetAlone(self, gets.route, gets.path, std::string(keys.front()), gets.deadline,
+                 gets.get_dones.front());
+    return;
+  }
+  {
+    connection_state::PathOrder& order = st.orders[gets.path];
+    ++order.gets_in_flight;
+    for (std::string_view key : keys) order.keys.insert(KeyOf(key));
+  }
+  auto dones = std::make_shared<std::vector<Completion<std::string>>>(std::move(gets.get_dones));
+  auto packed = std::make_shared<const PackedKeys>(std::move(gets.keys));
+  const std::string path = gets.path;
+  const size_t route = gets.route;
+  const Deadline deadline = gets.deadline;
+  RequestWithin(
+      self, st.deadlines, st.timeout, GatewayFor(st.gateway, st.shards, route),
+      [self, dones, packed, path, route, deadline](GetManyReply& reply) {
+        const size_t answered = reply.errors.size();
+        if (answered > dones->size() || reply.values.size() != answered) {
+          const Status bad =
+              Status::Internal("the node answered " + std::to_string(answered) + " of " +
+                               std::to_string(dones->size()) + " gets sent together, with " +
+                               std::to_string(reply.values.size()) + " values");
+          for (auto& done : *dones) done(bad, std::string());
+        } else {
+          for (size_t i = 0; i < answered; ++i) {
+            (*dones)[i](reply.errors[i] ? ToStatus(reply.errors[i]) : Status::OK(),
+                        std::move(reply.values[i]));
+          }
+          std::vector<std::string_view> keys;
+          if (answered < dones->size()) (void)packed->Unpack(kMaxGetsPerMessage, &keys);
+          for (size_t i = answered; i < dones->size() && i < keys.size(); ++i) {
+            SendGetAlone(self, route, path, std::string(keys[i]), deadline, (*dones)[i]);
+          }
+        }
+        GetsAnswered(self, path, *packed);
+      },
+      [self, dones, packed, path](caf::error& err) {
+        const Status s = ToStatus(err);
+        for (auto& done : *dones) done(s, std::string());
+        GetsAnswered(self, path, *packed);
+      },
+      atom::get_v, path, *packed, deadline);
+}
+
+/// Sends every waiting put and get, in order: before any other request, so requests keep their
+/// order.
 void SendWaitingPuts(connection_pointer self) {
   std::vector<connection_state::WaitingPuts> waiting;
   waiting.swap(self->state.waiting);
-  for (auto& puts : waiting) SendPuts(self, std::move(puts));
+  for (auto& w : waiting) {
+    const std::string path = w.path;
+    if (w.gets) {
+      SendInOrder(self, path, WritesNothing,
+                  [self, w = std::move(w)]() mutable { SendGets(self, std::move(w)); });
+    } else {
+      auto puts = std::make_shared<connection_state::WaitingPuts>(std::move(w));
+      SendInOrder(
+          self, path,
+          [puts](const connection_state::KeySet& keys) {
+            for (const WriteOp& op : puts->puts.ops) {
+              if (keys.count(KeyOf(op.key)) > 0) return true;
+            }
+            return false;
+          },
+          [self, puts] { SendPuts(self, std::move(*puts)); });
+    }
+  }
 }
 
 /// Takes an asynchronous put (its deadline already in the node's clock): it waits to go with
@@ -204,7 +382,8 @@ void TakePut(connection_pointer self, size_t route, std::string path, std::strin
              std::string value, Deadline deadline, Completion<atom::ok> done) {
   auto& st = self->state;
   const size_t bytes = key.size() + value.size();
-  const bool same_path = !st.waiting.empty() && st.waiting.back().path == path;
+  const bool same_path =
+      !st.waiting.empty() && !st.waiting.back().gets && st.waiting.back().path == path;
   const bool joins =
       same_path && st.waiting.back().dones.size() < kMaxPutsPerMessage &&
       st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
@@ -221,6 +400,39 @@ void TakePut(connection_pointer self, size_t route, std::string path, std::strin
   puts.puts.Put(std::move(key), std::move(value));
   puts.dones.push_back(std::move(done));
   puts.bytes += bytes;
+  if (!st.commit_sent) {
+    st.commit_sent = true;
+    self->send(self, atom::commit_v);
+  }
+}
+
+/// Takes an asynchronous plain get (its deadline already in the node's clock), as TakePut takes
+/// a put: it waits to go with the gets of the same database that follow it, up to
+/// kMaxGetsPerMessage keys and kMaxPutsMessageBytes of them, deadlines within
+/// kCoalescedDeadlineSpreadNs.
+void TakeGet(connection_pointer self, size_t route, std::string path, std::string key,
+             Deadline deadline, Completion<std::string> done) {
+  auto& st = self->state;
+  const size_t bytes = key.size() + 4;
+  const bool same_path =
+      !st.waiting.empty() && st.waiting.back().gets && st.waiting.back().path == path;
+  const bool joins =
+      same_path && st.waiting.back().get_dones.size() < kMaxGetsPerMessage &&
+      st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
+      deadline.wall_ns - st.waiting.back().deadline.wall_ns <= kCoalescedDeadlineSpreadNs;
+  if (!joins) {
+    if (same_path) SendWaitingPuts(self);  // full, or too late to share its deadline
+    connection_state::WaitingPuts gets;
+    gets.gets = true;
+    gets.path = std::move(path);
+    gets.route = route;
+    gets.deadline = deadline;
+    st.waiting.push_back(std::move(gets));
+  }
+  auto& gets = st.waiting.back();
+  gets.keys.Add(key);
+  gets.get_dones.push_back(std::move(done));
+  gets.bytes += bytes;
   if (!st.commit_sent) {
     st.commit_sent = true;
     self->send(self, atom::commit_v);
@@ -246,6 +458,15 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
     st.on_lost();
     st.deadlines->EndAll(
         ToError(Status::Unavailable("lost the connection to kvmesh node " + st.address)));
+    // Whatever is still held back fails now (no gateway), in order.
+    std::vector<std::string> paths;
+    for (auto& [path, order] : st.orders) paths.push_back(path);
+    for (auto& path : paths) {
+      auto it = st.orders.find(path);
+      if (it == st.orders.end()) continue;
+      it->second.gets_in_flight = 1;
+      GetsAnswered(self, path, PackedKeys{});
+    }
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
     self->state.deadlines->EndAll(
@@ -413,25 +634,29 @@ struct Connection {
 
   /// Sends `args...` to the gateway for `route` (GatewayFor); `done` gets the reply or the
   /// error, exactly once.
+  /// `path` is the database's, `writes` says which keys it writes (see SendInOrder).
   template <class Reply, class... Ts>
-  void Send(size_t route, Completion<Reply> done, Ts... args) {
+  void Send(size_t route, const std::string& path, connection_state::Writes writes,
+            Completion<Reply> done, Ts... args) {
     Status s = EnsureConnected();
     if (!s.ok()) {
       done(std::move(s), Reply{});
       return;
     }
-    ConnectionJob job = [done, link = link, route, args...](connection_pointer self) {
-      auto& st = self->state;
+    ConnectionJob job = [done, link = link, route, path, writes, args...](connection_pointer self) {
       SendWaitingPuts(self);  // sent before, so they go first
-      if (!st.gateway) {
-        done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
-        return;
-      }
-      RequestWithin(
-          self, st.deadlines, st.timeout, GatewayFor(st.gateway, st.shards, route),
-          [done](Reply& reply) { done(Status::OK(), std::move(reply)); },
-          [done](caf::error& err) { done(ToStatus(err), Reply{}); },
-          WithDeadline(args, *link, st.timeout)...);
+      SendInOrder(self, path, writes, [self, done, link, route, args...] {
+        auto& st = self->state;
+        if (!st.gateway) {
+          done(Status::Unavailable("lost the connection to kvmesh node " + st.address), Reply{});
+          return;
+        }
+        RequestWithin(
+            self, st.deadlines, st.timeout, GatewayFor(st.gateway, st.shards, route),
+            [done](Reply& reply) { done(Status::OK(), std::move(reply)); },
+            [done](caf::error& err) { done(ToStatus(err), Reply{}); },
+            WithDeadline(args, *link, st.timeout)...);
+      });
     };
     caf::anon_send(actor, std::move(job));
   }
@@ -449,6 +674,22 @@ struct Connection {
                          value = std::move(value)](connection_pointer self) mutable {
       TakePut(self, route, std::move(path), std::move(key), std::move(value),
               link->NodeDeadline(self->state.timeout), std::move(done));
+    };
+    caf::anon_send(actor, std::move(job));
+  }
+
+  /// An asynchronous plain get: it may travel with the gets of the same database that follow it
+  /// (TakeGet); `done` gets its own answer, exactly once.
+  void SendGet(size_t route, std::string path, std::string key, Completion<std::string> done) {
+    Status s = EnsureConnected();
+    if (!s.ok()) {
+      done(std::move(s), std::string());
+      return;
+    }
+    ConnectionJob job = [done, link = link, route, path = std::move(path),
+                         key = std::move(key)](connection_pointer self) mutable {
+      TakeGet(self, route, std::move(path), std::move(key), link->NodeDeadline(self->state.timeout),
+              std::move(done));
     };
     caf::anon_send(actor, std::move(job));
   }
@@ -560,42 +801,51 @@ class NetworkDatabase final : public DatabaseBackend {
                          StatusCompletion<atom::ok>(std::move(done)));
   }
   void GetAsync(std::string key, ResultCallback<std::string> done) override {
-    connection_->Send<std::string>(route_, ResultCompletion<std::string>(std::move(done)),
-                                   atom::get_v, path_, std::move(key), DeadlineHere{});
+    connection_->SendGet(route_, path_, std::move(key),
+                         ResultCompletion<std::string>(std::move(done)));
   }
   void EraseAsync(std::string key, StatusCallback done) override {
-    connection_->Send<atom::ok>(route_, StatusCompletion<atom::ok>(std::move(done)), atom::erase_v,
-                                path_, std::move(key), DeadlineHere{});
+    connection_state::Writes writes = [erased = KeyOf(key)](const connection_state::KeySet& keys) {
+      return keys.count(erased) > 0;
+    };
+    connection_->Send<atom::ok>(route_, path_, std::move(writes),
+                                StatusCompletion<atom::ok>(std::move(done)), atom::erase_v, path_,
+                                std::move(key), DeadlineHere{});
   }
   void WriteAsync(WriteBatch batch, StatusCallback done) override {
     if (Status s = CheckBatchLimits(batch); !s.ok()) {
       done(std::move(s));
       return;
     }
-    connection_->Send<atom::ok>(route_, StatusCompletion<atom::ok>(std::move(done)), atom::batch_v,
-                                path_, std::move(batch), DeadlineHere{});
+    connection_->Send<atom::ok>(route_, path_, WritesAny,
+                                StatusCompletion<atom::ok>(std::move(done)), atom::batch_v, path_,
+                                std::move(batch), DeadlineHere{});
   }
   void ListAsync(ListOptions options, ResultCallback<ListPage> done) override {
-    connection_->Send<ListPage>(route_, ResultCompletion<ListPage>(std::move(done)), atom::list_v,
-                                path_, std::move(options), DeadlineHere{});
+    connection_->Send<ListPage>(route_, path_, WritesNothing,
+                                ResultCompletion<ListPage>(std::move(done)), atom::list_v, path_,
+                                std::move(options), DeadlineHere{});
   }
   void StatsAsync(ResultCallback<DatabaseStats> done) override {
-    connection_->Send<DatabaseStats>(route_, ResultCompletion<DatabaseStats>(std::move(done)),
+    connection_->Send<DatabaseStats>(route_, path_, WritesNothing,
+                                     ResultCompletion<DatabaseStats>(std::move(done)),
                                      atom::stats_v, path_, DeadlineHere{});
   }
   void ReplicationAsync(ResultCallback<ReplicationStatus> done) override {
-    connection_->Send<ReplicationStatus>(route_,
+    connection_->Send<ReplicationStatus>(route_, path_, WritesNothing,
                                          ResultCompletion<ReplicationStatus>(std::move(done)),
                                          atom::status_v, path_, DeadlineHere{});
   }
 
   void WatchAsync(WatchRequest request, ResultCallback<WatchUpdate> done) override {
-    connection_->Send<WatchUpdate>(route_, ResultCompletion<WatchUpdate>(std::move(done)),
-                                   atom::watch_v, path_, std::move(request), DeadlineHere{});
+    connection_->Send<WatchUpdate>(route_, path_, WritesNothing,
+                                   ResultCompletion<WatchUpdate>(std::move(done)), atom::watch_v,
+                                   path_, std::move(request), DeadlineHere{});
   }
 
   void ReadAsync(ReadRequest request, ResultCallback<VersionedValue> done) override {
-    connection_->Send<VersionedValue>(route_, ResultCompletion<VersionedValue>(std::move(done)),
+    connection_->Send<VersionedValue>(route_, path_, WritesNothing,
+                                      ResultCompletion<VersionedValue>(std::move(done)),
                                       atom::get_v, path_, std::move(request), DeadlineHere{});
   }
   void SessionWriteAsync(WriteBatch batch, ResultCallback<std::string> done) override {
@@ -603,9 +853,9 @@ class NetworkDatabase final : public DatabaseBackend {
       done(std::move(s));
       return;
     }
-    connection_->Send<std::string>(route_, ResultCompletion<std::string>(std::move(done)),
-                                   atom::batch_v, path_, std::move(batch), atom::session_v,
-                                   DeadlineHere{});
+    connection_->Send<std::string>(route_, path_, WritesAny,
+                                   ResultCompletion<std::string>(std::move(done)), atom::batch_v,
+                                   path_, std::move(batch), atom::session_v, DeadlineHere{});
   }
   Result<VersionedValue> Read(const ReadRequest& request) override {
     return connection_->CallVia<VersionedValue>(route_, atom::get_v, path_, request,

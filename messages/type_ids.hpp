@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/deadline.hpp"
+#include "common/packed_keys.hpp"
 #include "common/read_levels.hpp"
 #include "common/replica_set.hpp"
 #include "kvmesh/status.hpp"
@@ -63,6 +64,27 @@ typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
   } else {
     return f(caf::meta::type_name("kvmesh.WriteBatch"), x.ops);
   }
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, PackedKeys& x) {
+  return f(caf::meta::type_name("kvmesh.PackedKeys"), x.bytes);
+}
+
+/// The answer to several gets sent as one message (PackedKeys), in the keys' order: the first
+/// errors.size() keys are answered (an empty error: found, its value in `values`; else the
+/// error the get alone would have had, kNotFound included); the keys after them were left out
+/// to bound the reply (kMaxGetsReplyBytes) and are for the asker to send alone. Not an error
+/// for the user: the asker's marker for "send alone" is the answered count.
+struct GetManyReply {
+  std::vector<caf::error> errors;
+  /// One per answered key; empty unless found.
+  std::vector<std::string> values;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, GetManyReply& x) {
+  return f(caf::meta::type_name("kvmesh.GetManyReply"), x.errors, x.values);
 }
 
 template <class Inspector>
@@ -188,7 +210,7 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
 /// gateway_actor or to a type it carries.
-inline constexpr uint32_t kClientProtocolVersion = 12;
+inline constexpr uint32_t kClientProtocolVersion = 13;
 
 /// CAF error -> Status. Errors of the "kvmesh" category keep their code and message; CAF's own
 /// errors map to kTimeout (request_timeout) or kUnavailable (receiver down, connection failures),
@@ -258,6 +280,11 @@ using database_client_actor = caf::typed_actor<
     caf::replies_to<atom::put, std::string, std::string, Deadline>::with<atom::ok>,
     // Reads a key: key -> value, or an error with Code::kNotFound.
     caf::replies_to<atom::get, std::string, Deadline>::with<std::string>,
+    // Reads 1 to kMaxGetsPerMessage keys (what the gateway sends for a client's gets sent
+    // together) with one storage read, each as the get above would, in order; the reply holds
+    // at most kMaxGetsReplyBytes of values past the first (see GetManyReply). Malformed keys
+    // are refused with kInvalidArgument.
+    caf::replies_to<atom::get, PackedKeys, Deadline>::with<GetManyReply>,
     // Reads a key at a read level (README "Read levels") -> value and version, or kNotFound;
     // kUnavailable when the level cannot be met in time (too few replicas answer, none covers
     // the session token).
@@ -483,6 +510,12 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::put, std::string, WriteBatch, Deadline>::with<std::vector<caf::error>>,
     // (path, key) -> value, or Code::kNotFound.
     caf::replies_to<atom::get, std::string, std::string, Deadline>::with<std::string>,
+    // (path, keys): several plain gets of one database sent as one message (1 to
+    // kMaxGetsPerMessage keys; the client's gets waiting together under load), admitted
+    // together and read in one go -> one answer per key, the reply bounded (GetManyReply: keys
+    // it leaves out are for the client to send alone). PackedKeys, not a vector of strings, for
+    // the reason the puts use a WriteBatch.
+    caf::replies_to<atom::get, std::string, PackedKeys, Deadline>::with<GetManyReply>,
     // (path, read at a level) -> value and version (see database_client_actor).
     caf::replies_to<atom::get, std::string, ReadRequest, Deadline>::with<VersionedValue>,
     // (path, key) -> ok; a missing key is not an error.
@@ -582,4 +615,6 @@ CAF_ADD_TYPE_ID(kvmesh, (kvmesh::WatchUpdate))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::ReadRequest))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::VersionedValue))
 CAF_ADD_TYPE_ID(kvmesh, (kvmesh::KeyRecord))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::PackedKeys))
+CAF_ADD_TYPE_ID(kvmesh, (kvmesh::GetManyReply))
 CAF_END_TYPE_ID_BLOCK(kvmesh)

@@ -112,6 +112,11 @@ class DatabaseStore {
 
   /// Reads `key` into `*value`. A missing key is Code::kNotFound (not a failure of the store).
   Status Get(std::string_view key, std::string* value) const;
+  /// Reads every key of `keys` as Get would, with one RocksDB MultiGet (which probes each
+  /// memtable and file once for all of them): `(*statuses)[i]` and `(*values)[i]` are what
+  /// Get(keys[i]) would give. Thread-safe like Get.
+  void GetMany(const std::vector<std::string_view>& keys, std::vector<Status>* statuses,
+               std::vector<std::string>* values) const;
   /// The record of `key` as it is stored here, tombstones and expired values included (for
   /// quorum reads, which compare records across replicas). `key` is normalised first.
   Status GetRecord(std::string_view key, KeyRecord* out) const;

@@ -204,6 +204,67 @@ TEST_F(AclGatewayTest, PutsSentTogetherAreEachJudgedAndAnsweredAlone) {
   EXPECT_EQ(Get("/tenants/alice/kv", "/p").code(), Code::kNotFound);
 }
 
+// A client's gets of one database sent as one message (client/client.cpp TakeGet) are admitted
+// together, read in one go and answered each on its own; a reply stops taking values past
+// kMaxGetsReplyBytes, leaving the later keys for the client to send alone.
+TEST_F(AclGatewayTest, GetsSentTogetherAreEachAnsweredAlone) {
+  Become("alice");
+  auto gets = [&](const std::string& path, std::vector<std::string> keys, GetManyReply* reply) {
+    PackedKeys packed;
+    for (const auto& key : keys) packed.Add(key);
+    return Ask(self_, gateway_, reply, atom::get_v, path, std::move(packed), Later());
+  };
+  ASSERT_TRUE(Put("/tenants/alice/kv", "/a", "1").ok());
+  ASSERT_TRUE(Put("/tenants/alice/kv", "/c", "3").ok());
+  GetManyReply reply;
+  ASSERT_TRUE(gets("/tenants/alice/kv", {"/a", "/b", "/a/../b", "/c"}, &reply).ok());
+  ASSERT_EQ(reply.errors.size(), 4u);
+  ASSERT_EQ(reply.values.size(), 4u);
+  EXPECT_FALSE(reply.errors[0]) << ToStatus(reply.errors[0]);
+  EXPECT_EQ(reply.values[0], "1");
+  EXPECT_EQ(ToStatus(reply.errors[1]).code(), Code::kNotFound) << ToStatus(reply.errors[1]);
+  EXPECT_EQ(ToStatus(reply.errors[2]).code(), Code::kInvalidKey) << ToStatus(reply.errors[2]);
+  EXPECT_FALSE(reply.errors[3]) << ToStatus(reply.errors[3]);
+  EXPECT_EQ(reply.values[3], "3");
+
+  // Checked against the ACL as one get would be; a path that cannot be a database fails whole.
+  Status denied = gets("/tenants/bob/kv", {"/x", "/y"}, &reply);
+  EXPECT_EQ(denied.code(), Code::kPermissionDenied) << denied;
+  Status bad_path = gets("/tenants/../kv", {"/x", "/y"}, &reply);
+  EXPECT_EQ(bad_path.code(), Code::kInvalidKey) << bad_path;
+
+  // Past the budget the reply answers no further key (the first always): 3 x 600 KB.
+  const std::string big(600 * 1000, 'b');
+  ASSERT_TRUE(Put("/tenants/alice/kv", "/big", big).ok());
+  ASSERT_TRUE(gets("/tenants/alice/kv", {"/big", "/big", "/a"}, &reply).ok());
+  ASSERT_EQ(reply.errors.size(), 1u);
+  ASSERT_EQ(reply.values.size(), 1u);
+  EXPECT_TRUE(reply.values[0] == big);
+
+  // A malformed message is refused whole, naming the problem.
+  Status empty = gets("/tenants/alice/kv", {}, &reply);
+  EXPECT_EQ(empty.code(), Code::kInvalidArgument) << empty;
+  EXPECT_NE(empty.message().find("not 0"), std::string::npos) << empty;
+  std::vector<std::string> many(kMaxGetsPerMessage + 1, "/a");
+  Status too_many = gets("/tenants/alice/kv", many, &reply);
+  EXPECT_EQ(too_many.code(), Code::kInvalidArgument) << too_many;
+  EXPECT_NE(too_many.message().find("not more"), std::string::npos) << too_many;
+  PackedKeys cut;
+  cut.Add("/a");
+  cut.bytes.pop_back();
+  Status malformed =
+      Ask(self_, gateway_, &reply, atom::get_v, std::string("/tenants/alice/kv"), cut, Later());
+  EXPECT_EQ(malformed.code(), Code::kInvalidArgument) << malformed;
+  EXPECT_NE(malformed.message().find("malformed"), std::string::npos) << malformed;
+
+  // A database that cannot be opened fails them all (a node certificate may do everything: the
+  // open itself fails).
+  Become("n2", PeerRole::kNode);
+  Status no_database = gets("/nowhere/kv", {"/x", "/y"}, &reply);
+  EXPECT_EQ(no_database.code(), Code::kNoMatchingConfig) << no_database;
+  EXPECT_NE(no_database.message().find("/nowhere/kv"), std::string::npos) << no_database;
+}
+
 TEST_F(AclGatewayTest, UnknownAndUnauthenticatedSendersAreRefusedAtHello) {
   uint32_t version = 0;
   uint64_t node = 0;

@@ -89,6 +89,14 @@ inline database_client_actor::behavior_type StubDatabase(std::function<void()> o
         return atom::ok_v;
       },
       [get_reply](atom::get, std::string&, Deadline) { return get_reply; },
+      [get_reply](atom::get, PackedKeys& packed, Deadline) {
+        std::vector<std::string_view> keys;
+        (void)packed.Unpack(kMaxGetsPerMessage, &keys);
+        GetManyReply reply;
+        reply.errors.resize(keys.size());
+        reply.values.assign(keys.size(), get_reply);
+        return reply;
+      },
       [get_reply](atom::get, ReadRequest&, Deadline) {
         return VersionedValue{get_reply, ""};
       },

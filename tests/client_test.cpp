@@ -298,6 +298,108 @@ TEST_F(ClientTest, PutsInFlightTogetherEachGetTheirOwnAnswer) {
   }
 }
 
+// Asynchronous gets made together travel as one message (client/client.cpp TakeGet) and each
+// gets its own answer: found, not found, or its own error (an invalid key).
+TEST_F(ClientTest, GetsInFlightTogetherEachGetTheirOwnAnswer) {
+  Database db = client_.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (int i = 0; i < 40; i += 2)
+    ASSERT_TRUE(db.put("/g" + std::to_string(i), "v" + std::to_string(i)).ok());
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::future<Result<std::string>>> gets;
+    for (int i = 0; i < 40; ++i) gets.push_back(db.get_async("/g" + std::to_string(i)));
+    gets.push_back(db.get_async("/a/../b"));  // invalid: refused alone
+    for (int i = 0; i < 41; ++i) {
+      ASSERT_EQ(gets[i].wait_for(std::chrono::seconds(30)), std::future_status::ready) << i;
+      Result<std::string> got = gets[i].get();
+      if (i == 40) {
+        EXPECT_EQ(got.status().code(), Code::kInvalidKey) << got.status();
+      } else if (i % 2 == 0) {
+        ASSERT_TRUE(got.ok()) << "round " << round << ", get " << i << ": " << got.status();
+        EXPECT_EQ(*got, "v" + std::to_string(i));
+      } else {
+        EXPECT_EQ(got.status().code(), Code::kNotFound) << "get " << i << ": " << got.status();
+        EXPECT_NE(got.status().message().find("/g" + std::to_string(i)), std::string::npos)
+            << got.status();
+      }
+    }
+  }
+}
+
+namespace {
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::string out(n, '\0');
+  std::mt19937 rng(seed);
+  for (char& c : out) c = static_cast<char>(rng());
+  return out;
+}
+}  // namespace
+
+// Gets made together whose values pass the reply's budget (kMaxGetsReplyBytes): the node
+// answers a prefix and the client sends the rest alone; every get still gets its whole value.
+TEST_F(ClientTest, LargeValuesGottenTogetherComeBackWhole) {
+  Database db = client_.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  std::vector<std::string> values;
+  for (uint32_t i = 0; i < 5; ++i) {
+    values.push_back(RandomBytes(600 * 1000, i));
+    ASSERT_TRUE(db.put("/big" + std::to_string(i), values.back()).ok());
+  }
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::future<Result<std::string>>> gets;
+    for (int i = 0; i < 5; ++i) gets.push_back(db.get_async("/big" + std::to_string(i)));
+    gets.push_back(db.get_async("/missing"));
+    for (int i = 0; i < 6; ++i) {
+      ASSERT_EQ(gets[i].wait_for(std::chrono::seconds(30)), std::future_status::ready) << i;
+      Result<std::string> got = gets[i].get();
+      if (i == 5) {
+        EXPECT_EQ(got.status().code(), Code::kNotFound) << got.status();
+        continue;
+      }
+      ASSERT_TRUE(got.ok()) << "round " << round << ", get " << i << ": " << got.status();
+      EXPECT_TRUE(*got == values[i])
+          << "round " << round << ", get " << i << ": " << got->size() << " bytes";
+    }
+  }
+}
+
+// Order per handle holds for gets made together: each get sees exactly the puts made before it
+// and none made after it, also when the replies leave large values out and the client sends
+// those gets again alone (later writes of the path wait until then).
+TEST_F(ClientTest, AsynchronousGetsSeeExactlyThePutsMadeBeforeThem) {
+  Database db = client_.open("/example/kv");
+  ASSERT_TRUE(db.ok()) << db.status();
+  for (size_t size : {size_t{10}, size_t{400 * 1000}}) {
+    std::vector<std::string> values;
+    for (uint32_t i = 0; i < 12; ++i) values.push_back(RandomBytes(size, 100 + i));
+    std::vector<std::future<Status>> puts;
+    std::vector<std::future<Result<std::string>>> gets;
+    for (size_t i = 0; i < values.size(); ++i) {
+      puts.push_back(db.put_async("/order", values[i]));
+      for (int j = 0; j < 3; ++j) gets.push_back(db.get_async("/order"));
+    }
+    // An erase waits as a put does: the gets before it see the last value, the one after none.
+    std::future<Status> erased = db.erase_async("/order");
+    std::future<Result<std::string>> after_erase = db.get_async("/order");
+    for (size_t i = 0; i < puts.size(); ++i) {
+      ASSERT_EQ(puts[i].wait_for(std::chrono::seconds(30)), std::future_status::ready) << i;
+      EXPECT_TRUE(puts[i].get().ok());
+    }
+    for (size_t g = 0; g < gets.size(); ++g) {
+      ASSERT_EQ(gets[g].wait_for(std::chrono::seconds(30)), std::future_status::ready) << g;
+      Result<std::string> got = gets[g].get();
+      ASSERT_TRUE(got.ok()) << got.status();
+      EXPECT_TRUE(*got == values[g / 3]) << "value size " << size << ": get " << g << " (after put "
+                                         << g / 3 << ") saw another put's value";
+    }
+    ASSERT_EQ(erased.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    EXPECT_TRUE(erased.get().ok());
+    ASSERT_EQ(after_erase.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    EXPECT_EQ(after_erase.get().status().code(), Code::kNotFound);
+    ASSERT_TRUE(db.put("/order", "reset").ok());
+  }
+}
+
 TEST_F(ClientTest, ListPagesTransparentlyAndLargeValuesTravel) {
   auto db = client_.open("/example/kv");
   WriteBatch batch;
@@ -696,6 +798,7 @@ gateway_actor::behavior_type SilentGateway(gateway_actor::pointer self) {
         return caf::delegated<std::vector<caf::error>>{};
       },
       [](atom::get, std::string&, std::string&, Deadline) { return caf::delegated<std::string>{}; },
+      [](atom::get, std::string&, PackedKeys&, Deadline) { return caf::delegated<GetManyReply>{}; },
       [](atom::get, std::string&, ReadRequest&, Deadline) {
         return caf::delegated<VersionedValue>{};
       },
@@ -860,6 +963,17 @@ gateway_actor::behavior_type HostileGateway(gateway_actor::pointer self) {
       [=](atom::get, std::string&, std::string& key, Deadline) {
         attack();
         return key;
+      },
+      [=](atom::get, std::string&, PackedKeys& packed, Deadline) {
+        attack();
+        std::vector<std::string_view> keys;
+        (void)packed.Unpack(kMaxGetsPerMessage, &keys);
+        GetManyReply reply;
+        for (auto key : keys) {
+          reply.errors.emplace_back();
+          reply.values.emplace_back(key);
+        }
+        return reply;
       },
       [](atom::get, std::string&, ReadRequest& request, Deadline) {
         return VersionedValue{request.key, ""};

@@ -188,6 +188,14 @@ inline constexpr size_t kMaxRequestBytes = kMaxBatchBytes + (4u << 20);
 /// under load), and most bytes of their keys and values: well inside kMaxRequestBytes.
 inline constexpr size_t kMaxPutsPerMessage = 256;
 inline constexpr size_t kMaxPutsMessageBytes = 1u << 20;
+/// Most gets a client sends to a node as one message (its gets to one database waiting together
+/// under load); their keys take at most kMaxPutsMessageBytes.
+inline constexpr size_t kMaxGetsPerMessage = 256;
+/// Most bytes of values a database puts in its one reply to several gets. Values are up to
+/// kMaxBatchBytes each, so the reply to 256 gets could otherwise reach gigabytes, held in memory
+/// on the way and over a connection's message bound: past this budget the reply answers no
+/// further key (it always answers the first), and the client sends the gets it left out alone.
+inline constexpr size_t kMaxGetsReplyBytes = 1u << 20;
 
 /// What to list. Pages are bounded by `limit` keys and by kMaxListPageBytes of keys and values,
 /// so listing a million keys never builds one giant message.
