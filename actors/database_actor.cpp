@@ -882,18 +882,16 @@ database_actor::behavior_type database_actor_impl(
         settle();
         std::vector<Status> statuses;
         std::vector<std::string> values;
-        self->state.requests_since_tick += keys.size();
-        self->state.store->GetMany(keys, &statuses, &values);
         // Answered in order until the values pass the budget: the keys after the last answered
-        // one are the asker's to send alone (GetManyReply). The first is always answered, so
-        // every reply makes progress.
+        // one are the asker's to send alone (GetManyReply), and are not read here (nor counted:
+        // they come again). The first is always answered, so every reply makes progress.
+        const size_t answered =
+            self->state.store->GetMany(keys, kMaxGetsReplyBytes, &statuses, &values);
+        self->state.requests_since_tick += answered;
         GetManyReply reply;
-        reply.errors.reserve(keys.size());
-        reply.values.reserve(keys.size());
-        size_t bytes = 0;
-        for (size_t i = 0; i < keys.size(); ++i) {
-          bytes += values[i].size();
-          if (i > 0 && bytes > kMaxGetsReplyBytes) break;
+        reply.errors.reserve(answered);
+        reply.values.reserve(answered);
+        for (size_t i = 0; i < answered; ++i) {
           reply.errors.push_back(statuses[i].ok() ? caf::error{} : ToError(statuses[i]));
           reply.values.push_back(std::move(values[i]));
         }

@@ -469,6 +469,9 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
     }
   });
   self->set_exit_handler([self](caf::exit_msg& msg) {
+    // No gateway first: ending a grouped get releases the writes held behind it, which must
+    // fail here with the rest, not be sent to the node by an actor about to quit.
+    self->state.gateway = nullptr;
     self->state.deadlines->EndAll(
         ToError(Status::Unavailable("the client was closed before the request completed")));
     self->quit(msg.reason);

@@ -1423,56 +1423,21 @@ Status DatabaseStore::Get(std::string_view raw_key, std::string* value) const {
   return Status::OK();
 }
 
-void DatabaseStore::GetMany(const std::vector<std::string_view>& raw_keys,
-                            std::vector<Status>* statuses, std::vector<std::string>* values) const {
-  const size_t n = raw_keys.size();
-  statuses->assign(n, Status::OK());
-  values->assign(n, std::string());
-  if (Status s = CheckUsable(); !s.ok()) {
-    statuses->assign(n, s);
-    return;
+size_t DatabaseStore::GetMany(const std::vector<std::string_view>& keys, size_t max_bytes,
+                              std::vector<Status>* statuses,
+                              std::vector<std::string>* values) const {
+  statuses->clear();
+  values->clear();
+  size_t bytes = 0;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::string value;
+    Status s = Get(keys[i], &value);
+    bytes += value.size();
+    if (i > 0 && bytes > max_bytes) break;  // the keys from here on are not read
+    statuses->push_back(std::move(s));
+    values->push_back(std::move(value));
   }
-  std::vector<std::string> keys(n);
-  std::vector<size_t> read;  // of the keys that are valid
-  read.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    Status s = NormalizeKey(raw_keys[i], &keys[i]);
-    if (!s.ok()) {
-      (*statuses)[i] = Status(s.code(), s.message() + ": " + Quote(raw_keys[i]));
-    } else {
-      read.push_back(i);
-    }
-  }
-  std::vector<std::string> data_keys(read.size());
-  std::vector<rocksdb::Slice> slices(read.size());
-  for (size_t j = 0; j < read.size(); ++j) {
-    data_keys[j] = data_prefix_ + keys[read[j]];
-    slices[j] = data_keys[j];
-  }
-  std::vector<rocksdb::PinnableSlice> bytes(read.size());
-  std::vector<rocksdb::Status> rs(read.size());
-  rocksdb::DB* db = store_->db();
-  db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), read.size(), slices.data(),
-               bytes.data(), rs.data());
-  const auto now = store_->WallTicks();
-  for (size_t j = 0; j < read.size(); ++j) {
-    const size_t i = read[j];
-    const std::string& key = keys[i];
-    proto::Record record;
-    if (!rs[j].ok() && !rs[j].IsNotFound()) {
-      (*statuses)[i] =
-          FromRocksStatus(rs[j], "cannot read key " + Quote(key) + " of database " + Quote(path_));
-    } else if (rs[j].ok() &&
-               !record.ParseFromArray(bytes[j].data(), static_cast<int>(bytes[j].size()))) {
-      (*statuses)[i] = Status::Corruption("record of key " + Quote(key) + " in database " +
-                                          Quote(path_) + " is unreadable");
-    } else if (rs[j].IsNotFound() || !Present(record, now)) {
-      (*statuses)[i] =
-          Status::NotFound("key " + Quote(key) + " not found in database " + Quote(path_));
-    } else {
-      (*values)[i] = std::move(*record.mutable_value());
-    }
-  }
+  return statuses->size();
 }
 
 namespace {

@@ -112,11 +112,14 @@ class DatabaseStore {
 
   /// Reads `key` into `*value`. A missing key is Code::kNotFound (not a failure of the store).
   Status Get(std::string_view key, std::string* value) const;
-  /// Reads every key of `keys` as Get would, with one RocksDB MultiGet (which probes each
-  /// memtable and file once for all of them): `(*statuses)[i]` and `(*values)[i]` are what
-  /// Get(keys[i]) would give. Thread-safe like Get.
-  void GetMany(const std::vector<std::string_view>& keys, std::vector<Status>* statuses,
-               std::vector<std::string>* values) const;
+  /// Reads the keys of `keys` in order as Get would, `(*statuses)[i]` and `(*values)[i]` being
+  /// what Get(keys[i]) gives, while their values stay within `max_bytes` in all: returns how many
+  /// it answers (all of them, or up to the one that would pass the budget; always the first).
+  /// One key at a time, not a MultiGet: what a request holds is bounded by the budget plus one
+  /// value, where a MultiGet copies every value first (256 keys naming one 16 MiB value: 4 GiB
+  /// from one small message). Thread-safe like Get.
+  size_t GetMany(const std::vector<std::string_view>& keys, size_t max_bytes,
+                 std::vector<Status>* statuses, std::vector<std::string>* values) const;
   /// The record of `key` as it is stored here, tombstones and expired values included (for
   /// quorum reads, which compare records across replicas). `key` is normalised first.
   Status GetRecord(std::string_view key, KeyRecord* out) const;

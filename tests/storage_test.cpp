@@ -77,6 +77,32 @@ TEST_F(StorageTest, BinaryValuesRoundTripExactly) {
   EXPECT_EQ(value, "");
 }
 
+// Gets sent together are read in order until their values pass the reply budget, and no
+// further: a message naming one large value 256 times must not read (hold) it 256 times.
+TEST_F(StorageTest, GetManyReadsNoFurtherThanItsByteBudget) {
+  DatabaseStore& db = Db("/many");
+  const std::string big(4u << 20, 'b');
+  ASSERT_TRUE(db.Put("/big", big).ok());
+  ASSERT_TRUE(db.Put("/small", "s").ok());
+  std::vector<Status> statuses;
+  std::vector<std::string> values;
+  const std::vector<std::string_view> repeated(256, "/big");
+  EXPECT_EQ(db.GetMany(repeated, 1u << 20, &statuses, &values), 1u);
+  ASSERT_EQ(values.size(), 1u);  // the first is always answered, the rest not even read
+  EXPECT_EQ(values[0], big);
+  // Within the budget every key is answered as Get would answer it.
+  const std::vector<std::string_view> mixed = {"/small", "/missing", "/a/../b", "/small"};
+  ASSERT_EQ(db.GetMany(mixed, 1u << 20, &statuses, &values), 4u);
+  EXPECT_TRUE(statuses[0].ok());
+  EXPECT_EQ(values[0], "s");
+  EXPECT_EQ(statuses[1].code(), Code::kNotFound);
+  EXPECT_EQ(statuses[2].code(), Code::kInvalidKey);
+  EXPECT_EQ(values[3], "s");
+  // A value that would pass the budget ends the answer before it.
+  const std::vector<std::string_view> small_then_big = {"/small", "/big", "/small"};
+  EXPECT_EQ(db.GetMany(small_then_big, 1u << 20, &statuses, &values), 1u);
+}
+
 TEST_F(StorageTest, MissingKeyIsNotFoundAndEraseOfMissingSucceeds) {
   DatabaseStore& db = Db("/m");
   std::string value = "untouched";

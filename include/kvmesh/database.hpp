@@ -37,7 +37,9 @@
 // sent from the calling thread itself, so it may overtake asynchronous requests of that thread
 // still in flight.
 // When order matters across handles or threads, or between a blocking call and earlier
-// asynchronous ones, wait for the earlier callback or future first, or use one batch.
+// asynchronous ones, wait for the earlier callback or future first, or use one batch. Over the
+// network, a later request's answer does not mean an earlier get was answered (a get sent
+// together with others may be sent again alone): wait for each one the next call depends on.
 //
 // Callbacks: the `*_async(..., done)` variants return at once; `done` runs exactly once, later,
 // on one of the node's threads (embedded) or of the client's threads (network), after the

@@ -189,7 +189,8 @@ inline constexpr size_t kMaxRequestBytes = kMaxBatchBytes + (4u << 20);
 inline constexpr size_t kMaxPutsPerMessage = 256;
 inline constexpr size_t kMaxPutsMessageBytes = 1u << 20;
 /// Most gets a client sends to a node as one message (its gets to one database waiting together
-/// under load); their keys take at most kMaxPutsMessageBytes.
+/// under load). The client keeps their keys within kMaxPutsMessageBytes; a node bounds the count
+/// (and the message, by kMaxRequestBytes).
 inline constexpr size_t kMaxGetsPerMessage = 256;
 /// Most bytes of values a database puts in its one reply to several gets. Values are up to
 /// kMaxBatchBytes each, so the reply to 256 gets could otherwise reach gigabytes, held in memory
