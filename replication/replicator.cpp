@@ -543,6 +543,7 @@ void Replicator::OnHandOverAnswered(uint64_t peer_id, uint64_t generation) {
 void Replicator::OnSyncTick() {
   if (dropped_) return;
   RemoveExpired();
+  SweepDotRanges();
   // A pull unanswered for a whole round marks its peer slow (SourceRank): the pulls below ask
   // another peer for its origins, so one slow peer does not stall a catch-up.
   for (auto& [peer_id, p] : peers_) {
@@ -592,7 +593,8 @@ bool Replicator::Quiet() const {
 }
 
 bool Replicator::Dormant() const {
-  return Quiet() && store_->tombstone_count() == 0 && store_->next_expiry() == UINT64_MAX;
+  return Quiet() && store_->tombstone_count() == 0 && store_->next_expiry() == UINT64_MAX &&
+         !store_->DotRangesNeedSweep();
 }
 
 void Replicator::SyncNow() {
@@ -770,6 +772,22 @@ void Replicator::RemoveExpired() {
                   s.ToString());
   } else if (removed > 0) {
     spdlog::debug("database {}: removed {} expired keys", Quote(store_->path()), removed);
+  }
+}
+
+/// When more than half of the dot range members are stale (overwritten or removed records), up
+/// to kMaxSweptMembersPerRound of them are examined a round; the database stays out of dormancy
+/// until that is done (Dormant).
+void Replicator::SweepDotRanges() {
+  if (!store_->DotRangesNeedSweep()) return;
+  uint64_t removed = 0;
+  Status s = store_->SweepDotRanges(kMaxSweptMembersPerRound, &removed);
+  if (!s.ok()) {
+    spdlog::error("database {}: sweeping the dot ranges failed: {}", Quote(store_->path()),
+                  s.ToString());
+  } else if (removed > 0) {
+    spdlog::debug("database {}: removed {} stale dot index members", Quote(store_->path()),
+                  removed);
   }
 }
 

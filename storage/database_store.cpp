@@ -1324,6 +1324,150 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
   return s;
 }
 
+// A member is live if its key's record has exactly its dot (what DeltaSince serves); the others
+// go. A range keeps its key (its first counter) when members are dropped, so its span only
+// shrinks and still overlaps no other. Point deletes only: a DeleteRange of an index range
+// corrupts the memtable with the Store's insert hints (storage/store.cpp).
+Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool* more) {
+  if (removed != nullptr) *removed = 0;
+  if (more != nullptr) *more = false;
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  rocksdb::DB* db = store_->db();
+  const std::string begin = keys::DotRangePrefix(id_);
+  const std::string end = keys::PrefixSuccessor(begin);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
+  rocksdb::WriteBatch batch;
+  size_t batch_members = 0;
+  uint64_t batch_removed = 0;
+  uint64_t total = 0;
+  auto flush = [&]() -> Status {
+    if (batch_members == 0) return Status::OK();
+    // The counters are exact, but never let a count go below zero.
+    const int64_t stale_drop = static_cast<int64_t>(std::min(batch_removed, stale_members_));
+    const int64_t member_drop = static_cast<int64_t>(std::min(batch_removed, range_members_));
+    if (batch_removed > 0) {
+      batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_,
+                                     digest_, version_vector_, -member_drop, -stale_drop));
+      rocksdb::Status rs = store_->Write(&batch);
+      if (!rs.ok()) {
+        return FromRocksStatus(rs, "cannot sweep the dot ranges of database " + Quote(path_));
+      }
+      range_members_ -= member_drop;
+      stale_members_ -= stale_drop;
+      store_->NoteFreeingWrite();
+    }
+    total += batch_removed;
+    batch.Clear();
+    batch_members = 0;
+    batch_removed = 0;
+    return Status::OK();
+  };
+  size_t examined = 0;
+  proto::DotRange range;
+  proto::DotRange kept;
+  proto::Record record;
+  std::string data_keys;
+  std::vector<rocksdb::Slice> slices;
+  std::vector<rocksdb::PinnableSlice> values;
+  std::vector<rocksdb::Status> statuses;
+  for (it->Seek(sweep_from_.empty() ? begin : sweep_from_); it->Valid(); it->Next()) {
+    if (examined >= max_members) break;
+    const rocksdb::Slice range_key = it->key();
+    if (range_key.size() != keys::kIndexKeySize ||
+        !range.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("dot range index of database " + Quote(path_) +
+                                " holds a malformed entry");
+    }
+    const uint64_t origin = keys::DecodeBigEndian64(range_key.data() + 10);
+    const uint64_t first = keys::DecodeBigEndian64(range_key.data() + 18);
+    const size_t n = static_cast<size_t>(range.members_size());
+    // The members' records in one MultiGet (the data keys side by side in one buffer).
+    size_t bytes = 0;
+    for (const auto& member : range.members()) bytes += data_prefix_.size() + member.key().size();
+    data_keys.clear();
+    data_keys.reserve(bytes);
+    slices.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t at = data_keys.size();
+      data_keys.append(data_prefix_).append(range.members(static_cast<int>(i)).key());
+      slices[i] = rocksdb::Slice(data_keys.data() + at, data_keys.size() - at);
+    }
+    values.clear();
+    values.resize(n);
+    statuses.assign(n, rocksdb::Status());
+    if (n > 0) {
+      db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), n, slices.data(),
+                   values.data(), statuses.data());
+    }
+    kept.Clear();
+    for (size_t i = 0; i < n; ++i) {
+      const proto::DotRange::Member& member = range.members(static_cast<int>(i));
+      bool live = false;
+      if (statuses[i].ok()) {
+        if (!record.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+          return Status::Corruption("record of key " + Quote(member.key()) + " in database " +
+                                    Quote(path_) + " is unreadable");
+        }
+        live = record.version().origin() == origin &&
+               record.version().counter() == first + member.offset();
+      } else if (!statuses[i].IsNotFound()) {
+        return FromRocksStatus(
+            statuses[i], "cannot read key " + Quote(member.key()) + " of database " + Quote(path_));
+      }
+      if (live) *kept.add_members() = member;
+    }
+    const size_t dead = n - static_cast<size_t>(kept.members_size());
+    if (dead > 0) {
+      if (kept.members_size() == 0) {
+        batch.Delete(range_key);
+      } else {
+        batch.Put(range_key, kept.SerializeAsString());
+      }
+    }
+    examined += n;
+    batch_members += n;
+    batch_removed += dead;
+    sweep_from_.assign(range_key.data(), range_key.size());
+    sweep_from_.push_back('\0');  // the least key after this range's
+    if (batch_members >= kCollectBatch) {
+      s = flush();
+      if (!s.ok()) return s;
+      if (removed != nullptr) *removed = total;
+    }
+  }
+  if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot read dot range index of database " + Quote(path_));
+  }
+  const bool finished = !it->Valid();
+  s = flush();
+  if (!s.ok()) return s;
+  if (removed != nullptr) *removed = total;
+  sweep_pass_removed_ += total;
+  if (finished) {
+    // A whole pass that found nothing stale while the count says otherwise: the count is wrong
+    // (it is never meant to be), and would trigger a sweep every round. It is reset.
+    if (sweep_pass_removed_ == 0 && stale_members_ > 0) {
+      rocksdb::WriteBatch reset;
+      reset.Put(meta_key_,
+                MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_, digest_,
+                          version_vector_, 0, -static_cast<int64_t>(stale_members_)));
+      rocksdb::Status rs = store_->Write(&reset);
+      if (!rs.ok()) {
+        return FromRocksStatus(rs, "cannot sweep the dot ranges of database " + Quote(path_));
+      }
+      stale_members_ = 0;
+    }
+    sweep_from_.clear();
+    sweep_pass_removed_ = 0;
+  }
+  if (more != nullptr) *more = !finished;
+  return Status::OK();
+}
+
 Status DatabaseStore::ListKeyDots(std::string_view after, size_t max_entries, size_t max_bytes,
                                   std::vector<KeyDot>* out, bool* more) const {
   out->clear();

@@ -238,10 +238,22 @@ class DatabaseStore {
   /// Tombstones stored (not yet collected).
   uint64_t tombstone_count() const { return tombstone_count_; }
 
-  /// Members written into dot ranges (storage/keys.hpp "p") and how many of them are stale: their
+  /// Members in the dot ranges (storage/keys.hpp "p") and how many of them are stale: their
   /// record was since replaced or removed. Counters for the cleanup of the ranges; O(1).
   uint64_t range_members() const { return range_members_; }
   uint64_t stale_members() const { return stale_members_; }
+  /// True when more than half of the members in dot ranges are stale: SweepDotRanges is due.
+  bool DotRangesNeedSweep() const {
+    return stale_members_ > 0 && stale_members_ > range_members_ / 2;
+  }
+  /// Rewrites dot ranges without their stale members (deleting a range left with none), from
+  /// where the previous call stopped (the start after a reopen or a finished pass), examining at
+  /// most about `max_members` members (whole ranges: up to one range more). Each RocksDB write
+  /// covers at most 4096 members, with the meta record; the stale count goes down by what was
+  /// removed. Records, accounting, digest and deltas are unchanged. `*removed` (may be null) gets
+  /// how many members were removed; `*more` (may be null) whether the pass stopped before the
+  /// last range. Cost: one MultiGet of the records per range examined.
+  Status SweepDotRanges(size_t max_members, uint64_t* removed, bool* more = nullptr);
 
   /// No record here expires before this time (timestamp ticks); UINT64_MAX: none expires. A
   /// lower bound, exact after CollectExpired: 0 for a database loaded from disk until its first
@@ -346,6 +358,11 @@ class DatabaseStore {
   /// Members written into dot ranges and how many of them are stale (proto DatabaseMeta).
   uint64_t range_members_ = 0;
   uint64_t stale_members_ = 0;
+  /// Where the next SweepDotRanges starts: the key after the last range it examined ("": the
+  /// first range).
+  std::string sweep_from_;
+  /// Members the current sweep pass removed so far.
+  uint64_t sweep_pass_removed_ = 0;
   uint64_t next_expiry_ = 0;  // next_expiry(); 0: not known yet
   /// Once max_key_known_: no record is stored under a key above max_key_ (a bound, not always
   /// the last key: removals leave it). A write of keys above it reads no previous records.

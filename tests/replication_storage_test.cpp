@@ -2076,5 +2076,69 @@ TEST(DotRangeTest, EntriesAboveAGapUseThePerDotIndex) {
   EXPECT_EQ(DeltaDots(*b.db, VersionVector()), StoredDots(*b.db, VersionVector()));
 }
 
+// The sweep: bounded per call, resumes where it stopped, drops exactly the stale members (a range
+// left with none goes, one with some live members is rewritten), lowers the count by what it
+// removed, and changes no delta a peer can be sent.
+TEST(DotRangeTest, TheSweepIsBoundedAndKeepsEveryDeltaTheSame) {
+  Replica a, b;
+  const uint64_t id = a.db->id();
+  const uint64_t node = a.node();
+  for (int from = 0; from < 3000; from += 1000) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 1000, "v1")).ok());  // counters 1..3000
+  }
+  for (int from = 0; from < 2500; from += 500) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 500, "v2")).ok());  // 3001..5500
+  }
+  EXPECT_FALSE(a.db->DotRangesNeedSweep()) << "2500 of 5500 stale";
+  for (int from = 0; from < 1500; from += 500) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 500, "v3")).ok());  // 5501..7000
+  }
+  EXPECT_EQ(a.db->stale_members(), 4000u);
+  EXPECT_EQ(a.db->range_members(), 7000u);
+  EXPECT_TRUE(a.db->DotRangesNeedSweep());
+  const size_t raw_before = RawKeyCount(*a.store, id);
+  EXPECT_EQ(raw_before, 3000u + 11 + 1);
+  // Peers at counters before, inside and after the ranges, and at the start of a range whose
+  // first members go (the third range keeps only 2501..3000).
+  std::vector<VersionVector> remotes(6);
+  const uint64_t bases[] = {0, 999, 1000, 2200, 2600, 5800};
+  for (size_t i = 0; i < remotes.size(); ++i) remotes[i].AddRange(node, 0, bases[i]);
+  std::vector<std::map<std::string, std::string>> before;
+  for (const auto& remote : remotes) before.push_back(DeltaDots(*a.db, remote));
+
+  uint64_t removed = 0;
+  bool more = false;
+  ASSERT_TRUE(a.db->SweepDotRanges(1500, &removed, &more).ok());
+  EXPECT_TRUE(more);
+  EXPECT_EQ(removed, 2000u) << "two ranges of 1000 (whole ranges, at least 1500 members)";
+  EXPECT_EQ(a.db->stale_members(), 2000u);
+  EXPECT_EQ(a.db->range_members(), 5000u);
+  EXPECT_EQ(RawKeyCount(*a.store, id), raw_before - 2);
+  for (size_t i = 0; i < remotes.size(); ++i) EXPECT_EQ(DeltaDots(*a.db, remotes[i]), before[i]);
+  int calls = 1;
+  while (more && calls < 50) {
+    ASSERT_TRUE(a.db->SweepDotRanges(1500, &removed, &more).ok());
+    ++calls;
+  }
+  EXPECT_FALSE(more);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(a.db->range_members(), 3000u);
+  EXPECT_FALSE(a.db->DotRangesNeedSweep());
+  // Left: the third range (its live half), the last two of the second pass, the third pass.
+  EXPECT_EQ(RawKeyCount(*a.store, id), 3000u + 6 + 1);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id), 2 * 3000u + 1);
+  for (size_t i = 0; i < remotes.size(); ++i) EXPECT_EQ(DeltaDots(*a.db, remotes[i]), before[i]);
+  // The counters are in the meta record; a pass over clean ranges removes nothing.
+  a.Open();
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(a.db->range_members(), 3000u);
+  ASSERT_TRUE(a.db->SweepDotRanges(1 << 20, &removed, &more).ok());
+  EXPECT_EQ(removed, 0u);
+  EXPECT_FALSE(more);
+  Sync(*a.db, *b.db, 4096);
+  ExpectSame(*a.db, *b.db);
+  ExpectConsistent(*a.db);
+}
+
 }  // namespace
 }  // namespace kvmesh::storage

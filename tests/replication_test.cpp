@@ -799,6 +799,43 @@ TEST(ReplicationTest, DormantOnlyWhenInSyncWithNothingToExpireOrCollect) {
   }
 }
 
+// Overwrites leave stale dot range members behind (storage/database_store.cpp Stage): once most
+// members are stale a round sweeps them, and the replica does not go dormant before.
+TEST(ReplicationTest, RoundsSweepTheDotRangesOnceMostMembersAreStale) {
+  Net net;
+  net.Add(1, Set({1, 2}, 1));
+  net.Add(2, Set({1, 2}, 1));
+  net[1].Write("a", "1");
+  net[1].Write("b", "1");
+  Converge(net);
+  EXPECT_TRUE(net[1].replicator().Dormant());
+  // 3 of node 1's 5 members stale (node 2 may receive the overwrites in one delta, which
+  // indexes only the last).
+  for (int i = 0; i < 3; ++i) net[1].Write("a", std::to_string(i));
+  net.DeliverAll();
+  EXPECT_TRUE(net[1].db().DotRangesNeedSweep());
+  EXPECT_FALSE(net[1].replicator().Dormant());
+  net.SyncRound();
+  EXPECT_EQ(net[1].db().stale_members(), 0u);
+  EXPECT_EQ(net[1].db().range_members(), 2u);
+  Converge(net);
+  EXPECT_TRUE(net[1].replicator().Dormant());
+  EXPECT_TRUE(net[2].replicator().Dormant());
+  EXPECT_EQ(net[2].Get("a"), "2");
+
+  // A database with no other replica is quiet at once: only the sweep keeps its rounds going.
+  Net alone;
+  alone.Add(1, Set({1}, 1));
+  for (int i = 0; i < 3; ++i) alone[1].Write("a", std::to_string(i));  // 2 of 3 stale
+  alone.DeliverAll();
+  EXPECT_TRUE(alone[1].replicator().Quiet());
+  EXPECT_TRUE(alone[1].db().DotRangesNeedSweep());
+  EXPECT_FALSE(alone[1].replicator().Dormant());
+  alone.SyncRound();
+  EXPECT_FALSE(alone[1].db().DotRangesNeedSweep());
+  EXPECT_TRUE(alone[1].replicator().Dormant());
+}
+
 TEST(ReplicationTest, MayPassivateOnlyWhenEveryPeerHoldsItsWritesAndItIsNotLeaving) {
   Net net;
   net.Add(1, Set({1, 2}, 1));
