@@ -42,6 +42,8 @@ constexpr size_t kMaxRangeMembers = 1024;
 constexpr char kRangeMembersTag = (1 << 3) | 2;
 constexpr char kMemberOffsetTag = (1 << 3) | 0;
 constexpr char kMemberKeyTag = (2 << 3) | 2;
+/// Tag of Record.dot_ranged (field 5, varint) in the wire format.
+constexpr char kRecordDotRangedTag = (5 << 3) | 0;
 
 Status ClosedError(const std::string& path) {
   return Status::Unavailable("the store of database " + Quote(path) + " is closed");
@@ -172,8 +174,10 @@ struct DatabaseStore::Pending {
   /// The write replaced the record with `after`.
   bool changed = false;
   proto::Record after;
-  /// `after` serialized (by Stage): the bytes stored and sent in the delta.
+  /// `after` serialized (by Stage): the bytes stored; their first `wire_size` bytes are the
+  /// record as sent in the delta (without Record.dot_ranged, which is this replica's own).
   std::string after_bytes;
+  size_t wire_size = 0;
 
   bool exists() const { return changed || had; }
   const proto::Record& current() const { return changed ? after : before; }
@@ -522,10 +526,18 @@ void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
     }
     const proto::Version& now = p->after.version();
     const bool ranged = now.counter() <= vector_after.Base(now.origin());
-    p->after.set_dot_ranged(ranged);
+    // Record.dot_ranged is appended to the record as sent (a field may come in any order in the
+    // wire format): the stored bytes and the delta's share one serialization.
+    p->after.clear_dot_ranged();
     data_key.resize(data_prefix_.size());
     data_key.append(p->key);
     p->after_bytes = p->after.SerializeAsString();
+    p->wire_size = p->after_bytes.size();
+    if (ranged) {
+      p->after.set_dot_ranged(true);
+      p->after_bytes.push_back(kRecordDotRangedTag);
+      p->after_bytes.push_back(1);
+    }
     staged->batch.Put(data_key, p->after_bytes);
     if (ranged) {
       members.push_back({now.origin(), now.counter(), &p->key});
@@ -827,15 +839,15 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
     for (const Pending& p : touched.keys) {
       if (!p.changed) continue;
       ++entries;
-      const size_t entry_bytes = FieldSize(p.key.size()) + FieldSize(p.after_bytes.size());
+      const size_t entry_bytes = FieldSize(p.key.size()) + FieldSize(p.wire_size);
       delta->push_back(kDeltaEntriesTag);
       AppendVarint(entry_bytes, delta);
       delta->push_back(kEntryKeyTag);
       AppendVarint(p.key.size(), delta);
       delta->append(p.key);
       delta->push_back(kEntryRecordTag);
-      AppendVarint(p.after_bytes.size(), delta);
-      delta->append(p.after_bytes);
+      AppendVarint(p.wire_size, delta);
+      delta->append(p.after_bytes, 0, p.wire_size);
     }
     // A counter whose record a later operation of this write replaced (the same key twice in
     // a batch or a group commit) is in no entry. A receiver would hold it as a gap, and every
@@ -1199,6 +1211,7 @@ Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, 
           take = found && version.origin() == origin && version.counter() == counter;
         }
         if (take) {
+          entry.mutable_record()->clear_dot_ranged();  // this replica's own, not sent
           entry.set_key(key.data(), key.size());
           const size_t entry_bytes = FieldSize(entry.ByteSizeLong());
           if (delta.entries_size() > 0 && bytes + entry_bytes > max_bytes) {

@@ -1897,8 +1897,23 @@ WriteBatch NumberedPuts(int from, int to, const std::string& value) {
 TEST(DotRangeTest, ABulkWriteAddsOneIndexEntryAndAnOverwriteDeletesNone) {
   Replica a, b;
   const uint64_t id = a.db->id();
-  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 500, "v1")).ok());
+  std::string pushed;
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 500, "v1"), &pushed).ok());
   EXPECT_EQ(RawKeyCount(*a.store, id), 500u + 1 + 1);  // records, one range, meta
+  // Where a record's dot is indexed is this replica's own business: stored, never sent.
+  bool found = false;
+  proto::Record stored;
+  ASSERT_TRUE(
+      stored.ParseFromString(RawGet(*a.store, keys::DataPrefix(id) + NumberedKey(7), &found)));
+  EXPECT_TRUE(stored.dot_ranged());
+  std::string pulled;
+  bool more = false;
+  ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 1 << 30, &pulled, &more).ok());
+  for (const std::string* bytes : {&pushed, &pulled}) {
+    const proto::Delta delta = ParseDelta(*bytes);
+    ASSERT_EQ(delta.entries_size(), 500);
+    for (const auto& entry : delta.entries()) ASSERT_FALSE(entry.record().dot_ranged());
+  }
   EXPECT_EQ(TagCount(*a.store, id, 'o'), 0u);
   EXPECT_EQ(a.db->range_members(), 500u);
   EXPECT_EQ(a.db->stale_members(), 0u);
