@@ -411,6 +411,12 @@ int Replicator::SourceRank(uint64_t peer_id, const Peer& p) const {
 /// base for the origin, ties spread over peers by origin. What the source lacks itself, another
 /// peer's vector still shows once the source's answer has been applied, so it is asked of that
 /// peer next; a source that stops answering ranks lower and loses its origins.
+/// The source chosen before is kept only while it can raise this replica's base for the origin,
+/// or no peer can: a peer whose base is no higher than ours may hold, above our gap, a write of
+/// the origin it can never send (its record was overwritten since; only current records are
+/// sent, and a claim reaches only the sender's base), and would then stay a holder, and the
+/// source, for ever. Two replicas with such writes, each the other's source, never pulled the
+/// gap from the peer that covers it (ClusterTest.DuplicatedLateAndDroppedDeltasStillConverge).
 void Replicator::AssignSources() {
   const storage::VersionVector& mine = store_->version_vector();
   std::map<uint64_t, std::vector<uint64_t>> holders;  // origin -> peers holding what we lack
@@ -423,11 +429,21 @@ void Replicator::AssignSources() {
     int best_rank = 0;
     for (uint64_t c : candidates) best_rank = std::max(best_rank, SourceRank(c, peers_.at(c)));
     if (best_rank == 0) continue;
+    const uint64_t my_base = mine.Base(origin);
+    bool some_raises_base = false;
+    for (uint64_t c : candidates) {
+      const Peer& p = peers_.at(c);
+      some_raises_base =
+          some_raises_base || (SourceRank(c, p) == best_rank && p.vector.Base(origin) > my_base);
+    }
     auto before = sources_.find(origin);
-    if (before != sources_.end() && Contains(candidates, before->second) &&
-        SourceRank(before->second, peers_.at(before->second)) == best_rank) {
-      sources.emplace(origin, before->second);
-      continue;
+    if (before != sources_.end() && Contains(candidates, before->second)) {
+      const Peer& p = peers_.at(before->second);
+      if (SourceRank(before->second, p) == best_rank &&
+          (p.vector.Base(origin) > my_base || !some_raises_base)) {
+        sources.emplace(origin, before->second);
+        continue;
+      }
     }
     std::vector<uint64_t> best;
     uint64_t best_base = 0;
@@ -543,6 +559,7 @@ void Replicator::OnHandOverAnswered(uint64_t peer_id, uint64_t generation) {
 void Replicator::OnSyncTick() {
   if (dropped_) return;
   RemoveExpired();
+  SweepDotRanges();
   // A pull unanswered for a whole round marks its peer slow (SourceRank): the pulls below ask
   // another peer for its origins, so one slow peer does not stall a catch-up.
   for (auto& [peer_id, p] : peers_) {
@@ -592,7 +609,8 @@ bool Replicator::Quiet() const {
 }
 
 bool Replicator::Dormant() const {
-  return Quiet() && store_->tombstone_count() == 0 && store_->next_expiry() == UINT64_MAX;
+  return Quiet() && store_->tombstone_count() == 0 && store_->next_expiry() == UINT64_MAX &&
+         !store_->DotRangesNeedSweep();
 }
 
 void Replicator::SyncNow() {
@@ -770,6 +788,22 @@ void Replicator::RemoveExpired() {
                   s.ToString());
   } else if (removed > 0) {
     spdlog::debug("database {}: removed {} expired keys", Quote(store_->path()), removed);
+  }
+}
+
+/// When more than half of the dot range members are stale (overwritten or removed records), up
+/// to kMaxSweptMembersPerRound of them are examined a round; the database stays out of dormancy
+/// until that is done (Dormant).
+void Replicator::SweepDotRanges() {
+  if (!store_->DotRangesNeedSweep()) return;
+  uint64_t removed = 0;
+  Status s = store_->SweepDotRanges(kMaxSweptMembersPerRound, &removed);
+  if (!s.ok()) {
+    spdlog::error("database {}: sweeping the dot ranges failed: {}", Quote(store_->path()),
+                  s.ToString());
+  } else if (removed > 0) {
+    spdlog::debug("database {}: removed {} stale dot index members", Quote(store_->path()),
+                  removed);
   }
 }
 

@@ -122,6 +122,9 @@ struct Options {
 inline constexpr int kMaxChunksPerRound = 64;
 /// Expiry index entries a replica examines per sync round (DatabaseStore::CollectExpired).
 inline constexpr size_t kMaxExpiredPerRound = 16384;
+/// Dot range members a replica examines per sync round when the ranges are due for a sweep
+/// (DatabaseStore::SweepDotRanges): one MultiGet each, so a round holds the actor briefly.
+inline constexpr size_t kMaxSweptMembersPerRound = 16384;
 /// Stale repair: (key, dot) pairs one page carries at most (and at most Options::chunk_bytes of
 /// keys), and local records one page's comparison examines at most.
 inline constexpr size_t kFullSyncPageEntries = 4096;
@@ -231,10 +234,10 @@ class Replicator {
   /// The owner may then run its rounds rarely (they still remove expired records and collect
   /// tombstones).
   bool Quiet() const;
-  /// Quiet, and no round has anything left to do at any time: no record expires and no
-  /// tombstone waits to be collected. The owner may then stop its rounds until something
-  /// happens, so an idle running database costs nothing (with 100,000 of them, rare rounds
-  /// alone cost several percent of a core).
+  /// Quiet, and no round has anything left to do at any time: no record expires, no
+  /// tombstone waits to be collected and the dot ranges are not due for a sweep. The owner may then
+  /// stop its rounds until something happens, so an idle running database costs nothing (with
+  /// 100,000 of them, rare rounds alone cost several percent of a core).
   bool Dormant() const;
   /// The owner stops: gives up on every peer and answers every waiting writer kUnavailable.
   void Stop();
@@ -319,6 +322,7 @@ class Replicator {
   void AfterRound();
   void CollectTombstones(const storage::VersionVector& stable);
   void RemoveExpired();
+  void SweepDotRanges();
   Status ApplyFromPeer(const std::string& delta);
   /// Our vector as sent to `peer_id` (null: unknown peer): with the retired list unless the
   /// peer is known to hold the same retired set (`their_digest`, if given, is what it just

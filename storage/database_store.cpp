@@ -34,6 +34,16 @@ constexpr char kEntryKeyTag = (1 << 3) | 2;
 constexpr char kEntryRecordTag = (2 << 3) | 2;
 /// Tombstones deleted per RocksDB write by CollectTombstones.
 constexpr size_t kCollectBatch = 4096;
+/// Most members of one dot range: a run longer than this is split. Bounds what DeltaSince parses
+/// again when a pull resumes inside a range (a group commit can assign many thousand counters).
+constexpr size_t kMaxRangeMembers = 1024;
+/// Tags of DotRange.members (field 1, length-delimited), Member.offset (1, varint) and
+/// Member.key (2, length-delimited) in the wire format.
+constexpr char kRangeMembersTag = (1 << 3) | 2;
+constexpr char kMemberOffsetTag = (1 << 3) | 0;
+constexpr char kMemberKeyTag = (2 << 3) | 2;
+/// Tag of Record.dot_ranged (field 5, varint) in the wire format.
+constexpr char kRecordDotRangedTag = (5 << 3) | 0;
 
 Status ClosedError(const std::string& path) {
   return Status::Unavailable("the store of database " + Quote(path) + " is closed");
@@ -164,8 +174,10 @@ struct DatabaseStore::Pending {
   /// The write replaced the record with `after`.
   bool changed = false;
   proto::Record after;
-  /// `after` serialized (by Stage): the bytes stored and sent in the delta.
+  /// `after` serialized (by Stage): the bytes stored; their first `wire_size` bytes are the
+  /// record as sent in the delta (without Record.dot_ranged, which is this replica's own).
   std::string after_bytes;
+  size_t wire_size = 0;
 
   bool exists() const { return changed || had; }
   const proto::Record& current() const { return changed ? after : before; }
@@ -189,6 +201,9 @@ struct DatabaseStore::Staged {
   uint64_t min_expires = UINT64_MAX;
   /// The largest key of the records written (null: none).
   const std::string* max_key = nullptr;
+  /// Members written into dot ranges, and members of earlier ranges made stale.
+  int64_t range_members = 0;
+  int64_t stale_members = 0;
 };
 
 /// A batch that removes records (CollectExpired, RemoveCollectedElsewhere), with the changes of
@@ -200,6 +215,8 @@ struct DatabaseStore::Removal {
   int64_t used_bytes = 0;
   int64_t key_count = 0;
   int64_t tombstone_count = 0;
+  /// Dot range members made stale (records removed whose dot is in a range).
+  int64_t stale_members = 0;
   /// The digest after the removals.
   uint64_t digest;
 };
@@ -210,17 +227,18 @@ Status DatabaseStore::WriteRemoval(Removal* r, const std::string& failure) {
   const uint64_t new_keys = key_count_ + r->key_count;
   const uint64_t new_tombstones = tombstone_count_ + r->tombstone_count;
   r->batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, r->digest,
-                                    version_vector_));
+                                    version_vector_, 0, r->stale_members));
   rocksdb::Status rs = store_->Write(&r->batch);
   if (!rs.ok()) return FromRocksStatus(rs, failure);
   used_bytes_ = new_used;
   key_count_ = new_keys;
   tombstone_count_ = new_tombstones;
   digest_ = r->digest;
+  stale_members_ += r->stale_members;
   store_->NoteFreeingWrite();
   r->batch.Clear();
   r->entries = 0;
-  r->used_bytes = r->key_count = r->tombstone_count = 0;
+  r->used_bytes = r->key_count = r->tombstone_count = r->stale_members = 0;
   return Status::OK();
 }
 
@@ -271,6 +289,8 @@ Status DatabaseStore::LoadMeta() {
   origin_ = meta.origin() != 0 ? meta.origin() : store_->node_id();
   tombstone_count_ = meta.tombstone_count();
   digest_ = meta.digest();
+  range_members_ = meta.range_members();
+  stale_members_ = meta.stale_members();
   version_vector_ = std::move(version_vector);
   return Status::OK();
 }
@@ -279,7 +299,8 @@ Status DatabaseStore::LoadMeta() {
 // any order, and this spares converting the vector into a message and serializing it twice.
 std::string DatabaseStore::MetaBytes(uint64_t used_bytes, uint64_t key_count,
                                      uint64_t local_counter, uint64_t tombstone_count,
-                                     uint64_t digest, const VersionVector& version_vector) const {
+                                     uint64_t digest, const VersionVector& version_vector,
+                                     int64_t new_range_members, int64_t new_stale_members) const {
   proto::DatabaseMeta meta;
   meta.set_used_bytes(used_bytes);
   meta.set_key_count(key_count);
@@ -287,6 +308,8 @@ std::string DatabaseStore::MetaBytes(uint64_t used_bytes, uint64_t key_count,
   meta.set_tombstone_count(tombstone_count);
   meta.set_digest(digest);
   meta.set_origin(origin_);
+  meta.set_range_members(range_members_ + new_range_members);
+  meta.set_stale_members(stale_members_ + new_stale_members);
   std::string out = meta.SerializeAsString();
   const std::string vector_bytes = version_vector.Serialize();
   out.push_back(kMetaVersionVectorTag);
@@ -426,13 +449,25 @@ Status DatabaseStore::KnowMaxKey() {
 // share of the counters) goes, the new one comes in. Only the final record of a key is indexed,
 // so a dot overwritten within the same write never reaches the index.
 //
+// The dot index (storage/keys.hpp): the records whose dot `vector_after`'s base covers are
+// indexed by runs of consecutive counters, one "p" entry per run, and the dot of a record they
+// replace is not deleted but counted stale (Record.dot_ranged says where a record's dot is): a
+// bulk write of N keys adds N records and about one index entry, where one entry per dot added
+// N more and deleted N more when overwriting. A dot the base covers can never be applied again
+// (the base only grows), so no counter is ever a member of two ranges: the spans of two ranges
+// never overlap, which DeltaSince's SeekForPrev relies on. A dot above a gap (an out-of-order
+// delta entry) may be: the vector drops out-of-order counters beyond a bound, and a record
+// since removed here would then be stored again; such dots go into the per-dot index "o", whose
+// entries are deleted with their record as before format 2.
+//
 // The batch is built in key order (records by key, then index entries by dot): RocksDB inserts
 // a batch into the memtable's skip list entry by entry, and an insert next to the previous one
 // reuses its search path, where an insert elsewhere searches from the top. Interleaving each
 // record with its index entries (three key ranges) made every insert a full search: most of
 // the time of a batch. Every key of the batch is distinct (one record per key; a new dot is
-// never an old one), so the order changes nothing else.
-void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
+// never an old one; a range's first counter is a new dot), so the order changes nothing else.
+void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
+                          Staged* staged) const {
   staged->digest = digest_;
   std::vector<Pending*> changed;
   changed.reserve(touched->keys.size());
@@ -455,16 +490,28 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
     uint64_t expires;
     uint64_t origin;
     uint64_t counter;
-    /// The indexed key, or null to delete the entry.
-    const std::string* key;
+    /// The entry's value (the indexed key, or a DotRange), or null to delete the entry.
+    const std::string* value;
   };
   std::vector<IndexOp> index;
-  index.reserve(3 * changed.size());
+  index.reserve(2 * changed.size() + 1);
+  /// A record to index in a dot range.
+  struct Member {
+    uint64_t origin;
+    uint64_t counter;
+    const std::string* key;
+  };
+  std::vector<Member> members;
+  members.reserve(changed.size());
   std::string data_key = data_prefix_;
   for (Pending* p : changed) {
     if (p->had) {
       const proto::Version& old = p->before.version();
-      index.push_back({'o', 0, old.origin(), old.counter(), nullptr});
+      if (p->before.dot_ranged()) {
+        ++staged->stale_members;
+      } else {
+        index.push_back({'o', 0, old.origin(), old.counter(), nullptr});
+      }
       if (p->before.tombstone()) {
         index.push_back({'t', 0, old.origin(), old.counter(), nullptr});
         --staged->tombstone_count;
@@ -478,11 +525,25 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
       }
     }
     const proto::Version& now = p->after.version();
+    const bool ranged = now.counter() <= vector_after.Base(now.origin());
+    // Record.dot_ranged is appended to the record as sent (a field may come in any order in the
+    // wire format): the stored bytes and the delta's share one serialization.
+    p->after.clear_dot_ranged();
     data_key.resize(data_prefix_.size());
     data_key.append(p->key);
     p->after_bytes = p->after.SerializeAsString();
+    p->wire_size = p->after_bytes.size();
+    if (ranged) {
+      p->after.set_dot_ranged(true);
+      p->after_bytes.push_back(kRecordDotRangedTag);
+      p->after_bytes.push_back(1);
+    }
     staged->batch.Put(data_key, p->after_bytes);
-    index.push_back({'o', 0, now.origin(), now.counter(), &p->key});
+    if (ranged) {
+      members.push_back({now.origin(), now.counter(), &p->key});
+    } else {
+      index.push_back({'o', 0, now.origin(), now.counter(), &p->key});
+    }
     if (p->after.tombstone()) {
       index.push_back({'t', 0, now.origin(), now.counter(), &p->key});
       ++staged->tombstone_count;
@@ -496,11 +557,44 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
       }
     }
   }
+  // The runs of consecutive counters, each one DotRange written by hand (as protobuf would):
+  // building Member messages would copy every key again.
+  auto by_dot = [](const Member& a, const Member& b) {
+    return std::tie(a.origin, a.counter) < std::tie(b.origin, b.counter);
+  };
+  if (!std::is_sorted(members.begin(), members.end(), by_dot)) {
+    std::sort(members.begin(), members.end(), by_dot);
+  }
+  std::deque<std::string> ranges;  // a deque: the index ops point into it
+  for (size_t i = 0; i < members.size();) {
+    const Member& first = members[i];
+    std::string& range = ranges.emplace_back();
+    size_t n = 0;
+    for (; i < members.size() && n < kMaxRangeMembers && members[i].origin == first.origin &&
+           members[i].counter == first.counter + n;
+         ++i, ++n) {
+      const uint64_t offset = n;
+      const std::string& key = *members[i].key;
+      const size_t member_bytes =
+          (offset == 0 ? 0 : 1 + VarintSize(offset)) + FieldSize(key.size());
+      range.push_back(kRangeMembersTag);
+      AppendVarint(member_bytes, &range);
+      if (offset != 0) {
+        range.push_back(kMemberOffsetTag);
+        AppendVarint(offset, &range);
+      }
+      range.push_back(kMemberKeyTag);
+      AppendVarint(key.size(), &range);
+      range.append(key);
+    }
+    staged->range_members += static_cast<int64_t>(n);
+    index.push_back({'p', 0, first.origin, first.counter, &range});
+  }
   std::sort(index.begin(), index.end(), [](const IndexOp& a, const IndexOp& b) {
     return std::tie(a.tag, a.expires, a.origin, a.counter) <
            std::tie(b.tag, b.expires, b.origin, b.counter);
   });
-  // Each index key built in one buffer, as keys::DotIndexKey, TombstoneIndexKey and
+  // Each index key built in one buffer, as keys::DotIndexKey, DotRangeKey, TombstoneIndexKey and
   // ExpiryIndexKey lay them out (a string per entry was an allocation per key written).
   const std::string database_prefix = keys::DatabasePrefix(id_);
   std::string key;
@@ -511,10 +605,10 @@ void DatabaseStore::Stage(Touched* touched, Staged* staged) const {
     if (op.tag == 'x') keys::AppendBigEndian64(op.expires, &key);
     keys::AppendBigEndian64(op.origin, &key);
     keys::AppendBigEndian64(op.counter, &key);
-    if (op.key == nullptr) {
+    if (op.value == nullptr) {
       staged->batch.Delete(key);
     } else {
-      staged->batch.Put(key, *op.key);
+      staged->batch.Put(key, *op.value);
     }
   }
 }
@@ -524,14 +618,17 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   const uint64_t used_bytes = used_bytes_ + staged->used_bytes;
   const uint64_t key_count = key_count_ + staged->key_count;
   const uint64_t tombstone_count = tombstone_count_ + staged->tombstone_count;
-  staged->batch.Put(meta_key_, MetaBytes(used_bytes, key_count, local_counter, tombstone_count,
-                                         staged->digest, version_vector));
+  staged->batch.Put(meta_key_,
+                    MetaBytes(used_bytes, key_count, local_counter, tombstone_count, staged->digest,
+                              version_vector, staged->range_members, staged->stale_members));
   rocksdb::Status rs = store_->Write(&staged->batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
   used_bytes_ = used_bytes;
   key_count_ = key_count;
   tombstone_count_ = tombstone_count;
   digest_ = staged->digest;
+  range_members_ += staged->range_members;
+  stale_members_ += staged->stale_members;
   next_expiry_ = std::min(next_expiry_, staged->min_expires);
   if (max_key_known_ && staged->max_key != nullptr && *staged->max_key > max_key_) {
     max_key_ = *staged->max_key;
@@ -717,7 +814,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   }
 
   Staged staged;
-  Stage(&touched, &staged);
+  Stage(&touched, version_vector, &staged);
   if (!staged.changed) return Status::OK();
   // A group was checked write by write above; its total alone says nothing about them.
   if (segments == 0 && staged.used_bytes > 0 && used_bytes_ + staged.used_bytes > limit_bytes_) {
@@ -742,15 +839,15 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
     for (const Pending& p : touched.keys) {
       if (!p.changed) continue;
       ++entries;
-      const size_t entry_bytes = FieldSize(p.key.size()) + FieldSize(p.after_bytes.size());
+      const size_t entry_bytes = FieldSize(p.key.size()) + FieldSize(p.wire_size);
       delta->push_back(kDeltaEntriesTag);
       AppendVarint(entry_bytes, delta);
       delta->push_back(kEntryKeyTag);
       AppendVarint(p.key.size(), delta);
       delta->append(p.key);
       delta->push_back(kEntryRecordTag);
-      AppendVarint(p.after_bytes.size(), delta);
-      delta->append(p.after_bytes);
+      AppendVarint(p.wire_size, delta);
+      delta->append(p.after_bytes, 0, p.wire_size);
     }
     // A counter whose record a later operation of this write replaced (the same key twice in
     // a batch or a group commit) is in no entry. A receiver would hold it as a gap, and every
@@ -856,6 +953,7 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
       proto::Record tombstone;
       tombstone.set_tombstone(true);
       *tombstone.mutable_version() = record.version();
+      tombstone.set_dot_ranged(record.dot_ranged());  // same dot, same index entry
       r.batch.Put(data_prefix_ + key, tombstone.SerializeAsString());
       r.batch.Put(keys::TombstoneIndexKey(id_, origin, counter), key);
       ++batch_removed;
@@ -996,7 +1094,7 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   }
 
   Staged staged;
-  Stage(&touched, &staged);
+  Stage(&touched, version_vector, &staged);
   if (staged.changed || version_vector != version_vector_) {
     const uint64_t written = staged.batch.GetDataSize();
     s = Commit(&staged, std::move(version_vector), local_counter_);
@@ -1009,7 +1107,11 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
 
 // Walks the dot index of each origin from the first counter `remote` lacks; the index holds only
 // current records, so superseded writes cost nothing, and the coverage range tells the peer it
-// need not wait for them.
+// need not wait for them. Two ordered streams are merged in counter order: the per-dot entries
+// ("o") from that counter, and the ranges ("p") from the last one starting at or below it (it
+// may hold later members; the spans of two ranges never overlap, see Stage, so no earlier range
+// does). A member or entry is served only if its key's record still has exactly its dot (a range
+// keeps the dots of replaced records, stale; so may an "o" entry, in damaged data).
 Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, std::string* out,
                                  bool* more, const std::set<uint64_t>* only) const {
   Status s = CheckUsable();
@@ -1018,6 +1120,10 @@ Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, 
   proto::Delta delta;
   size_t bytes = 0;
   rocksdb::DB* db = store_->db();
+  const auto corrupt = [this](const char* what) {
+    return Status::Corruption(std::string(what) + " of database " + Quote(path_) +
+                              " holds a malformed entry");
+  };
   for (uint64_t origin : version_vector_.Origins()) {
     if (only != nullptr && only->count(origin) == 0) continue;
     const uint64_t from = remote.Base(origin);
@@ -1030,38 +1136,101 @@ Status DatabaseStore::DeltaSince(const VersionVector& remote, size_t max_bytes, 
     uint64_t claim = base;
     bool stopped = false;
     if (from < UINT64_MAX) {
-      const std::string end = keys::PrefixSuccessor(keys::DotIndexPrefix(id_, origin));
-      rocksdb::Slice upper(end);
-      rocksdb::ReadOptions read_options;
-      read_options.iterate_upper_bound = &upper;
-      std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
-      for (it->Seek(keys::DotIndexKey(id_, origin, from + 1)); it->Valid(); it->Next()) {
-        const rocksdb::Slice index_key = it->key();
-        if (index_key.size() != keys::kIndexKeySize) {
-          return Status::Corruption("dot index of database " + Quote(path_) +
-                                    " holds a malformed key");
+      const std::string dot_end = keys::PrefixSuccessor(keys::DotIndexPrefix(id_, origin));
+      rocksdb::Slice dot_upper(dot_end);
+      rocksdb::ReadOptions dot_options;
+      dot_options.iterate_upper_bound = &dot_upper;
+      std::unique_ptr<rocksdb::Iterator> dots(db->NewIterator(dot_options));
+      dots->Seek(keys::DotIndexKey(id_, origin, from + 1));
+
+      const std::string range_begin = keys::DotRangePrefix(id_, origin);
+      const std::string range_end = keys::PrefixSuccessor(range_begin);
+      rocksdb::Slice range_lower(range_begin);
+      rocksdb::Slice range_upper(range_end);
+      rocksdb::ReadOptions range_options;
+      range_options.iterate_lower_bound = &range_lower;
+      range_options.iterate_upper_bound = &range_upper;
+      std::unique_ptr<rocksdb::Iterator> ranges(db->NewIterator(range_options));
+      ranges->SeekForPrev(keys::DotRangeKey(id_, origin, from + 1));
+      if (!ranges->Valid() && ranges->status().ok()) ranges->Seek(range_begin);
+      proto::DotRange range;  // the range being read (members from `member` on)
+      int member = 0;
+      uint64_t range_first = 0;
+      uint64_t member_counter = 0;
+      // Moves to the next member above `from`, loading ranges as needed; at the end, `member`
+      // is past the last one.
+      auto settle = [&]() -> Status {
+        for (;;) {
+          if (member < range.members_size()) {
+            member_counter = range_first + range.members(member).offset();
+            if (member_counter > from) return Status::OK();
+            ++member;
+            continue;
+          }
+          if (!ranges->Valid()) return Status::OK();
+          const rocksdb::Slice range_key = ranges->key();
+          if (range_key.size() != keys::kIndexKeySize ||
+              !range.ParseFromArray(ranges->value().data(),
+                                    static_cast<int>(ranges->value().size()))) {
+            return corrupt("dot range index");
+          }
+          for (int i = 1; i < range.members_size(); ++i) {
+            if (range.members(i).offset() <= range.members(i - 1).offset()) {
+              return corrupt("dot range index");
+            }
+          }
+          range_first = keys::DecodeBigEndian64(range_key.data() + 18);
+          member = 0;
+          ranges->Next();
         }
-        const uint64_t counter = keys::DecodeBigEndian64(index_key.data() + 18);
-        if (remote.Covers({origin, counter})) continue;
-        const std::string_view key(it->value().data(), it->value().size());
-        proto::DeltaEntry entry;
-        bool found = false;
-        s = ReadRecord(key, &found, entry.mutable_record());
+      };
+      for (;;) {
+        s = settle();
         if (!s.ok()) return s;
-        const proto::Version& version = entry.record().version();
-        if (!found || version.origin() != origin || version.counter() != counter) continue;
-        entry.set_key(key.data(), key.size());
-        const size_t entry_bytes = FieldSize(entry.ByteSizeLong());
-        if (delta.entries_size() > 0 && bytes + entry_bytes > max_bytes) {
-          stopped = true;
-          claim = std::min(base, counter - 1);
-          break;
+        const bool have_member = member < range.members_size();
+        uint64_t dot_counter = 0;
+        if (dots->Valid()) {
+          if (dots->key().size() != keys::kIndexKeySize) return corrupt("dot index");
+          dot_counter = keys::DecodeBigEndian64(dots->key().data() + 18);
         }
-        *delta.add_entries() = std::move(entry);
-        bytes += entry_bytes;
+        if (!have_member && !dots->Valid()) break;
+        const bool from_range = have_member && (!dots->Valid() || member_counter <= dot_counter);
+        // Both streams name the same dot only in damaged data: served once.
+        const bool both = from_range && dots->Valid() && member_counter == dot_counter;
+        const uint64_t counter = from_range ? member_counter : dot_counter;
+        const std::string_view key =
+            from_range ? std::string_view(range.members(member).key())
+                       : std::string_view(dots->value().data(), dots->value().size());
+        bool take = !remote.Covers({origin, counter});
+        proto::DeltaEntry entry;
+        if (take) {
+          bool found = false;
+          s = ReadRecord(key, &found, entry.mutable_record());
+          if (!s.ok()) return s;
+          const proto::Version& version = entry.record().version();
+          take = found && version.origin() == origin && version.counter() == counter;
+        }
+        if (take) {
+          entry.mutable_record()->clear_dot_ranged();  // this replica's own, not sent
+          entry.set_key(key.data(), key.size());
+          const size_t entry_bytes = FieldSize(entry.ByteSizeLong());
+          if (delta.entries_size() > 0 && bytes + entry_bytes > max_bytes) {
+            stopped = true;
+            claim = std::min(base, counter - 1);
+            break;
+          }
+          *delta.add_entries() = std::move(entry);
+          bytes += entry_bytes;
+        }
+        if (from_range) ++member;
+        if (!from_range || both) dots->Next();
       }
-      if (!it->status().ok()) {
-        return FromRocksStatus(it->status(), "cannot read dot index of database " + Quote(path_));
+      if (!dots->status().ok()) {
+        return FromRocksStatus(dots->status(), "cannot read dot index of database " + Quote(path_));
+      }
+      if (!ranges->status().ok()) {
+        return FromRocksStatus(ranges->status(),
+                               "cannot read dot range index of database " + Quote(path_));
       }
     }
     if (claim > from) {
@@ -1092,22 +1261,25 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
   rocksdb::WriteBatch batch;
   size_t batch_entries = 0;
   uint64_t batch_collected = 0;
+  int64_t batch_stale = 0;
   uint64_t total = 0;
   auto flush = [&]() -> Status {
     if (batch_entries == 0) return Status::OK();
     const uint64_t tombstone_count = tombstone_count_ - batch_collected;
     batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count,
-                                   digest_, version_vector_));
+                                   digest_, version_vector_, 0, batch_stale));
     rocksdb::Status rs = store_->Write(&batch);
     if (!rs.ok()) {
       return FromRocksStatus(rs, "cannot collect tombstones of database " + Quote(path_));
     }
     tombstone_count_ = tombstone_count;
+    stale_members_ += batch_stale;
     total += batch_collected;
     store_->NoteFreeingWrite();
     batch.Clear();
     batch_entries = 0;
     batch_collected = 0;
+    batch_stale = 0;
     return Status::OK();
   };
   for (uint64_t origin : stable.Origins()) {
@@ -1141,7 +1313,12 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
       // A stale entry (the tombstone was since replaced) only loses its index entry.
       if (current) {
         batch.Delete(data_prefix_ + std::string(key));
-        batch.Delete(keys::DotIndexKey(id_, origin, counter));
+        // A dot in a range stays there, stale (see Stage).
+        if (record.dot_ranged()) {
+          ++batch_stale;
+        } else {
+          batch.Delete(keys::DotIndexKey(id_, origin, counter));
+        }
         ++batch_collected;
       }
       if (batch_entries >= kCollectBatch) {
@@ -1158,6 +1335,150 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
   s = flush();
   if (collected != nullptr) *collected = total;
   return s;
+}
+
+// A member is live if its key's record has exactly its dot (what DeltaSince serves); the others
+// go. A range keeps its key (its first counter) when members are dropped, so its span only
+// shrinks and still overlaps no other. Point deletes only: a DeleteRange of an index range
+// corrupts the memtable with the Store's insert hints (storage/store.cpp).
+Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool* more) {
+  if (removed != nullptr) *removed = 0;
+  if (more != nullptr) *more = false;
+  Status s = CheckUsable();
+  if (!s.ok()) return s;
+  rocksdb::DB* db = store_->db();
+  const std::string begin = keys::DotRangePrefix(id_);
+  const std::string end = keys::PrefixSuccessor(begin);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
+  rocksdb::WriteBatch batch;
+  size_t batch_members = 0;
+  uint64_t batch_removed = 0;
+  uint64_t total = 0;
+  auto flush = [&]() -> Status {
+    if (batch_members == 0) return Status::OK();
+    // The counters are exact, but never let a count go below zero.
+    const int64_t stale_drop = static_cast<int64_t>(std::min(batch_removed, stale_members_));
+    const int64_t member_drop = static_cast<int64_t>(std::min(batch_removed, range_members_));
+    if (batch_removed > 0) {
+      batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_,
+                                     digest_, version_vector_, -member_drop, -stale_drop));
+      rocksdb::Status rs = store_->Write(&batch);
+      if (!rs.ok()) {
+        return FromRocksStatus(rs, "cannot sweep the dot ranges of database " + Quote(path_));
+      }
+      range_members_ -= member_drop;
+      stale_members_ -= stale_drop;
+      store_->NoteFreeingWrite();
+    }
+    total += batch_removed;
+    batch.Clear();
+    batch_members = 0;
+    batch_removed = 0;
+    return Status::OK();
+  };
+  size_t examined = 0;
+  proto::DotRange range;
+  proto::DotRange kept;
+  proto::Record record;
+  std::string data_keys;
+  std::vector<rocksdb::Slice> slices;
+  std::vector<rocksdb::PinnableSlice> values;
+  std::vector<rocksdb::Status> statuses;
+  for (it->Seek(sweep_from_.empty() ? begin : sweep_from_); it->Valid(); it->Next()) {
+    if (examined >= max_members) break;
+    const rocksdb::Slice range_key = it->key();
+    if (range_key.size() != keys::kIndexKeySize ||
+        !range.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status::Corruption("dot range index of database " + Quote(path_) +
+                                " holds a malformed entry");
+    }
+    const uint64_t origin = keys::DecodeBigEndian64(range_key.data() + 10);
+    const uint64_t first = keys::DecodeBigEndian64(range_key.data() + 18);
+    const size_t n = static_cast<size_t>(range.members_size());
+    // The members' records in one MultiGet (the data keys side by side in one buffer).
+    size_t bytes = 0;
+    for (const auto& member : range.members()) bytes += data_prefix_.size() + member.key().size();
+    data_keys.clear();
+    data_keys.reserve(bytes);
+    slices.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const size_t at = data_keys.size();
+      data_keys.append(data_prefix_).append(range.members(static_cast<int>(i)).key());
+      slices[i] = rocksdb::Slice(data_keys.data() + at, data_keys.size() - at);
+    }
+    values.clear();
+    values.resize(n);
+    statuses.assign(n, rocksdb::Status());
+    if (n > 0) {
+      db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), n, slices.data(),
+                   values.data(), statuses.data());
+    }
+    kept.Clear();
+    for (size_t i = 0; i < n; ++i) {
+      const proto::DotRange::Member& member = range.members(static_cast<int>(i));
+      bool live = false;
+      if (statuses[i].ok()) {
+        if (!record.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+          return Status::Corruption("record of key " + Quote(member.key()) + " in database " +
+                                    Quote(path_) + " is unreadable");
+        }
+        live = record.version().origin() == origin &&
+               record.version().counter() == first + member.offset();
+      } else if (!statuses[i].IsNotFound()) {
+        return FromRocksStatus(
+            statuses[i], "cannot read key " + Quote(member.key()) + " of database " + Quote(path_));
+      }
+      if (live) *kept.add_members() = member;
+    }
+    const size_t dead = n - static_cast<size_t>(kept.members_size());
+    if (dead > 0) {
+      if (kept.members_size() == 0) {
+        batch.Delete(range_key);
+      } else {
+        batch.Put(range_key, kept.SerializeAsString());
+      }
+    }
+    examined += n;
+    batch_members += n;
+    batch_removed += dead;
+    sweep_from_.assign(range_key.data(), range_key.size());
+    sweep_from_.push_back('\0');  // the least key after this range's
+    if (batch_members >= kCollectBatch) {
+      s = flush();
+      if (!s.ok()) return s;
+      if (removed != nullptr) *removed = total;
+    }
+  }
+  if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot read dot range index of database " + Quote(path_));
+  }
+  const bool finished = !it->Valid();
+  s = flush();
+  if (!s.ok()) return s;
+  if (removed != nullptr) *removed = total;
+  sweep_pass_removed_ += total;
+  if (finished) {
+    // A whole pass that found nothing stale while the count says otherwise: the count is wrong
+    // (it is never meant to be), and would trigger a sweep every round. It is reset.
+    if (sweep_pass_removed_ == 0 && stale_members_ > 0) {
+      rocksdb::WriteBatch reset;
+      reset.Put(meta_key_,
+                MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_, digest_,
+                          version_vector_, 0, -static_cast<int64_t>(stale_members_)));
+      rocksdb::Status rs = store_->Write(&reset);
+      if (!rs.ok()) {
+        return FromRocksStatus(rs, "cannot sweep the dot ranges of database " + Quote(path_));
+      }
+      stale_members_ = 0;
+    }
+    sweep_from_.clear();
+    sweep_pass_removed_ = 0;
+  }
+  if (more != nullptr) *more = !finished;
+  return Status::OK();
 }
 
 Status DatabaseStore::ListKeyDots(std::string_view after, size_t max_entries, size_t max_bytes,
@@ -1263,7 +1584,11 @@ Status DatabaseStore::RemoveCollectedElsewhere(std::string_view after, std::stri
     const proto::Version& version = record.version();
     if (!their_vector.Covers({version.origin(), version.counter()})) continue;  // news to them
     r.batch.Delete(it->key());
-    r.batch.Delete(keys::DotIndexKey(id_, version.origin(), version.counter()));
+    if (record.dot_ranged()) {
+      ++r.stale_members;  // left in its range, stale (see Stage)
+    } else {
+      r.batch.Delete(keys::DotIndexKey(id_, version.origin(), version.counter()));
+    }
     if (record.tombstone()) {
       r.batch.Delete(keys::TombstoneIndexKey(id_, version.origin(), version.counter()));
       --r.tombstone_count;
@@ -1325,6 +1650,8 @@ Status DatabaseStore::Drop() {
   local_counter_ = 0;
   tombstone_count_ = 0;
   digest_ = 0;
+  range_members_ = 0;
+  stale_members_ = 0;
   version_vector_ = VersionVector();
   if (const auto& observe = store_->vector_observer()) observe(path_, 0);
   return Status::OK();

@@ -14,7 +14,9 @@
 // it. Of two records of one key, the one with the higher (hlc, origin) wins, on every replica
 // and whatever the order they arrive in. Besides the records the namespace keeps a dot index
 // (origin, counter) -> key of the records that are current, so the writes a peer lacks are found
-// without scanning the database, and a tombstone index so tombstones are collected cheaply.
+// without scanning the database (since storage format 2 one entry per run of consecutive
+// counters a write assigns, whose members of replaced records stay behind, stale: see Stage),
+// and a tombstone index so tombstones are collected cheaply.
 // Size limits are enforced on writes accepted here; deltas from peers are applied whatever
 // their size, or replicas could never converge (so concurrent writes accepted by different
 // replicas during a partition can take a database over its budget; it then refuses writes
@@ -244,6 +246,23 @@ class DatabaseStore {
   /// Tombstones stored (not yet collected).
   uint64_t tombstone_count() const { return tombstone_count_; }
 
+  /// Members in the dot ranges (storage/keys.hpp "p") and how many of them are stale: their
+  /// record was since replaced or removed. Counters for the cleanup of the ranges; O(1).
+  uint64_t range_members() const { return range_members_; }
+  uint64_t stale_members() const { return stale_members_; }
+  /// True when more than half of the members in dot ranges are stale: SweepDotRanges is due.
+  bool DotRangesNeedSweep() const {
+    return stale_members_ > 0 && stale_members_ > range_members_ / 2;
+  }
+  /// Rewrites dot ranges without their stale members (deleting a range left with none), from
+  /// where the previous call stopped (the start after a reopen or a finished pass), examining at
+  /// most about `max_members` members (whole ranges: up to one range more). Each RocksDB write
+  /// covers at most 4096 members, with the meta record; the stale count goes down by what was
+  /// removed. Records, accounting, digest and deltas are unchanged. `*removed` (may be null) gets
+  /// how many members were removed; `*more` (may be null) whether the pass stopped before the
+  /// last range. Cost: one MultiGet of the records per range examined.
+  Status SweepDotRanges(size_t max_members, uint64_t* removed, bool* more = nullptr);
+
   /// No record here expires before this time (timestamp ticks); UINT64_MAX: none expires. A
   /// lower bound, exact after CollectExpired: 0 for a database loaded from disk until its first
   /// CollectExpired, which finds it. CollectExpired reads nothing while it lies ahead, so an
@@ -317,15 +336,19 @@ class DatabaseStore {
   /// otherwise kConditionFailed naming the key.
   Status CheckCondition(const Pending& p, std::string_view expected, uint64_t now) const;
   /// Adds the record and index changes of every changed key of `touched` to `staged`.
-  void Stage(Touched* touched, Staged* staged) const;
+  /// `vector_after` is the version vector as the write leaves it: a record whose dot its base
+  /// covers goes into a dot range, any other into the per-dot index (see Stage).
+  void Stage(Touched* touched, const VersionVector& vector_after, Staged* staged) const;
   /// Writes `staged` with the meta record the counters will have after it (`version_vector`,
   /// `local_counter`), then updates the counters in memory (taking `version_vector` over rather
   /// than copying it: it may be large). Nothing changes on failure.
   Status Commit(Staged* staged, VersionVector&& version_vector, uint64_t local_counter);
-  /// The serialized DatabaseMeta for the given counters.
+  /// The serialized DatabaseMeta for the given counters; the dot range counters are
+  /// range_members_ and stale_members_ plus the changes given.
   std::string MetaBytes(uint64_t used_bytes, uint64_t key_count, uint64_t local_counter,
                         uint64_t tombstone_count, uint64_t digest,
-                        const VersionVector& version_vector) const;
+                        const VersionVector& version_vector, int64_t new_range_members = 0,
+                        int64_t new_stale_members = 0) const;
 
   std::shared_ptr<Store> store_;
   std::string path_;
@@ -340,6 +363,14 @@ class DatabaseStore {
   uint64_t origin_ = 0;
   uint64_t tombstone_count_ = 0;
   uint64_t digest_ = 0;
+  /// Members written into dot ranges and how many of them are stale (proto DatabaseMeta).
+  uint64_t range_members_ = 0;
+  uint64_t stale_members_ = 0;
+  /// Where the next SweepDotRanges starts: the key after the last range it examined ("": the
+  /// first range).
+  std::string sweep_from_;
+  /// Members the current sweep pass removed so far.
+  uint64_t sweep_pass_removed_ = 0;
   uint64_t next_expiry_ = 0;  // next_expiry(); 0: not known yet
   /// Once max_key_known_: no record is stored under a key above max_key_ (a bound, not always
   /// the last key: removals leave it). A write of keys above it reads no previous records.

@@ -67,6 +67,18 @@ std::string DotIndexPrefix(uint64_t id, uint64_t origin) {
   return out;
 }
 
+std::string DotRangeKey(uint64_t id, uint64_t origin, uint64_t first_counter) {
+  return IndexKey(id, 'p', origin, first_counter);
+}
+std::string DotRangePrefix(uint64_t id, uint64_t origin) {
+  std::string out = DatabaseKey(id, 'p');
+  AppendBigEndian64(origin, &out);
+  return out;
+}
+std::string DotRangePrefix(uint64_t id) {
+  return DatabaseKey(id, 'p');
+}
+
 std::string TombstoneIndexKey(uint64_t id, uint64_t origin, uint64_t counter) {
   return IndexKey(id, 't', origin, counter);
 }

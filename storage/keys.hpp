@@ -11,19 +11,25 @@
 //   "c" <database path>                      -> proto::CatalogEntry  path -> namespace id
 //   "d" <id> "m"                             -> proto::DatabaseMeta  usage, version vector, digest
 //   "d" <id> "k" <key>                       -> proto::Record        one user key (or tombstone)
-//   "d" <id> "o" <origin> <counter>          -> <key>                dot index (current records)
+//   "d" <id> "o" <origin> <counter>          -> <key>                dot index, one dot (format 1)
+//   "d" <id> "p" <origin> <first counter>    -> proto::DotRange      dot index, a run of dots
 //   "d" <id> "t" <origin> <counter>          -> <key>                tombstone index (tombstones)
 //   "d" <id> "x" <expires> <origin> <counter> -> <key>               expiry index (live, with ttl)
 // where <id>, <expires>, <origin> and <counter> are 8 bytes big-endian and <key> is the normalised
 // user key.
 //
 // The dot index is ordered by (origin, counter), so the writes of one origin after a counter are
-// one contiguous range (DatabaseStore::DeltaSince); the tombstone index likewise per origin
+// one contiguous range (DatabaseStore::DeltaSince). Since storage format 2 a write indexes its
+// records by runs of consecutive counters, one "p" entry per run (a bulk write of N keys adds
+// one index entry, not N; a replaced record leaves a stale member instead of a deletion), and
+// "o" holds one dot per entry only for records applied above a gap in the version vector
+// (their dot may be applied again) and those written by format 1; DeltaSince merges the two.
+// The tombstone index likewise per origin
 // (DatabaseStore::CollectTombstones). A record and its index entries change in one write batch.
 // The expiry index is ordered by time, so the records expired by now are one range from its
 // start (DatabaseStore::CollectExpired).
-// The tags sort 'k' < 'l' (DataPrefixEnd) < 'm' < 'o' < 't' < 'x', so a scan of the data range
-// never meets meta or index keys, and all of a database's keys lie in [DatabasePrefix(id),
+// The tags sort 'k' < 'l' (DataPrefixEnd) < 'm' < 'o' < 'p' < 't' < 'x', so a scan of the data
+// range never meets meta or index keys, and all of a database's keys lie in [DatabasePrefix(id),
 // DatabasePrefixEnd(id)), which is how Drop deletes them with one range deletion.
 //
 // Isolation: every data key starts with the fixed 10-byte "d<id>k" prefix and every scan is
@@ -65,6 +71,14 @@ std::string DotIndexKey(uint64_t id, uint64_t origin, uint64_t counter);
 /// "d<id>o<origin>": the prefix of the dot index entries of one origin.
 std::string DotIndexPrefix(uint64_t id, uint64_t origin);
 
+/// "d<id>p<origin><first counter>": the dot range entry of a run of records written as
+/// (origin, first counter), (origin, first counter + 1), ... Its value is a proto::DotRange.
+std::string DotRangeKey(uint64_t id, uint64_t origin, uint64_t first_counter);
+/// "d<id>p<origin>": the prefix of the dot range entries of one origin.
+std::string DotRangePrefix(uint64_t id, uint64_t origin);
+/// "d<id>p": the prefix of every dot range entry of database `id`.
+std::string DotRangePrefix(uint64_t id);
+
 /// "d<id>t<origin><counter>": the tombstone index entry of the tombstone written as
 /// (origin, counter). Its value is the user key.
 std::string TombstoneIndexKey(uint64_t id, uint64_t origin, uint64_t counter);
@@ -82,7 +96,7 @@ std::string ExpiryIndexPrefix(uint64_t id);
 /// Size of an expiry index key.
 inline constexpr size_t kExpiryIndexKeySize = 34;
 
-/// Size of a dot or tombstone index key; the counter is its last 8 bytes.
+/// Size of a dot, dot range or tombstone index key; the counter is its last 8 bytes.
 inline constexpr size_t kIndexKeySize = 26;
 /// Bytes of "d" <id> <tag>, the prefix shared by a database's keys of one kind.
 inline constexpr size_t kDatabaseKeyPrefixSize = 10;

@@ -26,7 +26,9 @@ namespace kvmesh::storage {
 namespace {
 
 /// Bumped when the layout in keys.hpp or the records in storage.proto change incompatibly.
-constexpr uint32_t kFormatVersion = 1;
+/// 2: the dot index by ranges ("p", proto DotRange; storage/database_store.cpp Stage). A build
+/// of format 1 would leave those entries out of its deltas, so it must refuse such a store.
+constexpr uint32_t kFormatVersion = 2;
 
 uint64_t NowMillis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -212,6 +214,18 @@ Status Store::Init() {
     return Status::Corruption("store " + Quote(options_.path) + " has storage format " +
                               std::to_string(meta.format_version()) + "; this build reads up to " +
                               std::to_string(kFormatVersion));
+  } else if (meta.format_version() < kFormatVersion) {
+    // An older store opens as it is (format 1's per-dot index entries go on serving deltas
+    // until their records are replaced), but it is marked with this format now, before any
+    // database is opened and so before this build writes anything an older one cannot read
+    // (a dot range): an older build then refuses the store instead of sending incomplete
+    // deltas from it. Going back needs a backup made before the upgrade.
+    meta.set_format_version(kFormatVersion);
+    rs = db_->Put(*write_options_, keys::NodeMetaKey(), meta.SerializeAsString());
+    if (!rs.ok()) {
+      return FromRocksStatus(rs,
+                             "cannot upgrade the storage format of store " + Quote(options_.path));
+    }
   }
   node_id_ = meta.node_id();
   next_database_id_ = meta.next_database_id();

@@ -486,6 +486,61 @@ size_t RawKeyCount(Store& store, uint64_t id) {
   return count;
 }
 
+/// The current (origin, counter) of the stored record of `key`, or (0, 0) if none.
+Dot StoredDot(Store& store, uint64_t id, const std::string& key) {
+  bool found = false;
+  const std::string bytes = RawGet(store, keys::DataPrefix(id) + key, &found);
+  proto::Record record;
+  if (!found || !record.ParseFromString(bytes)) return Dot{0, 0};
+  return Dot{record.version().origin(), record.version().counter()};
+}
+
+/// The members of every dot range of database `id` ("p", storage/keys.hpp): (dot, key), in key
+/// order of the ranges.
+std::vector<std::pair<Dot, std::string>> RangeMembers(Store& store, uint64_t id) {
+  std::vector<std::pair<Dot, std::string>> out;
+  const std::string begin = keys::DotRangePrefix(id);
+  const std::string end = keys::PrefixSuccessor(begin);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions options;
+  options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(options));
+  for (it->Seek(begin); it->Valid(); it->Next()) {
+    proto::DotRange range;
+    EXPECT_TRUE(range.ParseFromArray(it->value().data(), static_cast<int>(it->value().size())));
+    const uint64_t origin = keys::DecodeBigEndian64(it->key().data() + 10);
+    const uint64_t first = keys::DecodeBigEndian64(it->key().data() + 18);
+    for (const auto& member : range.members()) {
+      out.emplace_back(Dot{origin, first + member.offset()}, member.key());
+    }
+  }
+  EXPECT_TRUE(it->status().ok());
+  return out;
+}
+
+/// Like RawKeyCount, but a dot range counts as its members whose record still has their dot, as
+/// if each were a per-dot index entry: one index entry per current record is what both layouts
+/// keep. Stale members (left in their range by an overwrite, an erase or a removal, by design)
+/// are not counted.
+size_t IndexedKeyCount(Store& store, uint64_t id) {
+  size_t members = 0;
+  for (const auto& [dot, key] : RangeMembers(store, id)) {
+    const Dot stored = StoredDot(store, id, key);
+    if (stored.origin == dot.origin && stored.counter == dot.counter) ++members;
+  }
+  const std::string begin = keys::DotRangePrefix(id);
+  const std::string end = keys::PrefixSuccessor(begin);
+  size_t range_keys = 0;
+  {
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions options;
+    options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(options));
+    for (it->Seek(begin); it->Valid(); it->Next()) ++range_keys;
+  }
+  return RawKeyCount(store, id) - range_keys + members;
+}
+
 /// "/k/0042": numbered keys that sort as their numbers.
 std::string NumberedKey(int i) {
   char buf[16];
@@ -995,7 +1050,7 @@ TEST(ReplicationTest, CollectTombstonesCoveredByStable) {
   ExpectSame(*a.db, *b.db);
   EXPECT_EQ(a.db->tombstone_count(), 0u);
   // Left: the meta record, "/c" and its dot index entry.
-  EXPECT_EQ(RawKeyCount(*a.store, id), 3u);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id), 3u);
   // Tombstone collection survives a reopen.
   a.Open();
   EXPECT_EQ(a.db->tombstone_count(), 0u);
@@ -1096,7 +1151,7 @@ TEST(ReplicationTest, StaleRepairRemovesWhatTheOtherCoversAndNoLongerHolds) {
     Sync(*b.db, *a.db);
     ExpectSame(*a.db, *b.db);
     ExpectConsistent(*b.db);
-    EXPECT_EQ(RawKeyCount(*b.store, b.db->id()), RawKeyCount(*a.store, a.db->id()));
+    EXPECT_EQ(IndexedKeyCount(*b.store, b.db->id()), IndexedKeyCount(*a.store, a.db->id()));
     // Nothing brings them back: the dots stay covered, and a second pass deletes nothing.
     Sync(*a.db, *b.db);
     Sync(*b.db, *a.db);
@@ -1219,7 +1274,7 @@ TEST(ReplicationTest, BatchesInAnyKeyOrderKeepTheIndexesExact) {
 
   // Exactly one record, one dot entry and (for tombstones) one tombstone entry per key, plus
   // the meta record: no entry of a replaced record is left behind.
-  EXPECT_EQ(RawKeyCount(*a.store, id), 400 + 400 + a.db->tombstone_count() + 1);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id), 400 + 400 + a.db->tombstone_count() + 1);
   std::string chunk;
   bool more = false;
   ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 1 << 30, &chunk, &more).ok());
@@ -1239,7 +1294,7 @@ TEST(ReplicationTest, BatchesInAnyKeyOrderKeepTheIndexesExact) {
   uint64_t collected = 0;
   ASSERT_TRUE(a.db->CollectTombstones(a.db->version_vector(), UINT64_MAX, &collected).ok());
   EXPECT_EQ(collected, b.db->tombstone_count());
-  EXPECT_EQ(RawKeyCount(*a.store, id), 2 * a.db->Stats().key_count + 1);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id), 2 * a.db->Stats().key_count + 1);
   ExpectConsistent(*a.db);
 }
 
@@ -1280,13 +1335,13 @@ TEST(ReplicationTest, BulkWritesAboveTheStoredKeysKeepAccountingIndexesAndLimitE
   // One record and one dot index entry per key, plus the meta record: no entry of a replaced
   // record is left behind.
   EXPECT_EQ(a.db->tombstone_count(), 0u);
-  EXPECT_EQ(RawKeyCount(*a.store, id), 2 * 260 + 1);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id), 2 * 260 + 1);
 
   // A reopened handle learns the last key from disk.
   a.Open();
   ASSERT_TRUE(a.db->Write(puts(255, 265, "ffff")).ok());
   ExpectConsistent(*a.db);
-  EXPECT_EQ(RawKeyCount(*a.store, id), 2 * 265 + 1);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id), 2 * 265 + 1);
 
   // A replica whose records came in deltas, then local overwrites above the keys it held before.
   ASSERT_TRUE(b.db->Write(puts(0, 10, "gggg")).ok());
@@ -1294,7 +1349,7 @@ TEST(ReplicationTest, BulkWritesAboveTheStoredKeysKeepAccountingIndexesAndLimitE
   ASSERT_TRUE(b.db->Write(puts(200, 270, "hhhh")).ok());
   ExpectConsistent(*b.db);
   EXPECT_EQ(b.db->Stats().key_count, 270u);
-  EXPECT_EQ(RawKeyCount(*b.store, b.db->id()), 2 * 270 + 1);
+  EXPECT_EQ(IndexedKeyCount(*b.store, b.db->id()), 2 * 270 + 1);
   Sync(*b.db, *a.db);
   Sync(*a.db, *b.db);
   ExpectSame(*a.db, *b.db);
@@ -1736,6 +1791,367 @@ TEST(ConditionalWriteTest, ChecksCompareVersionsAndAbsenceAndWriteNothingOnFailu
   bad.Check("/a", "not-a-version").Put("/a", "7");
   s = a.db->Write(bad);
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+  ExpectConsistent(*a.db);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dot index by ranges (storage format 2, docs/dot-range-index.md)
+
+/// RocksDB keys of database `id` with index tag `tag` ('o', 'p', 't', 'x').
+size_t TagCount(Store& store, uint64_t id, char tag) {
+  std::string begin = keys::DatabasePrefix(id);
+  begin.push_back(tag);
+  const std::string end = keys::PrefixSuccessor(begin);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions options;
+  options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(options));
+  size_t count = 0;
+  for (it->Seek(begin); it->Valid(); it->Next()) ++count;
+  EXPECT_TRUE(it->status().ok());
+  return count;
+}
+
+/// Rewrites database `id` into the layout of storage format 1, as a store written by an older
+/// build holds it: one per-dot entry ("o") per current record, no ranges, no Record.dot_ranged.
+void ConvertToFormat1Layout(Store& store, uint64_t id) {
+  rocksdb::WriteBatch batch;
+  // Deletes one by one: a DeleteRange of an index range would corrupt the memtable with the
+  // Store's insert hints (storage/store.cpp).
+  {
+    const std::string begin = keys::DotRangePrefix(id);
+    const std::string end = keys::PrefixSuccessor(begin);
+    rocksdb::Slice upper(end);
+    rocksdb::ReadOptions options;
+    options.iterate_upper_bound = &upper;
+    std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(options));
+    for (it->Seek(begin); it->Valid(); it->Next()) batch.Delete(it->key());
+  }
+  for (const auto& [dot, key] : RangeMembers(store, id)) {
+    bool found = false;
+    const std::string bytes = RawGet(store, keys::DataPrefix(id) + key, &found);
+    proto::Record record;
+    ASSERT_TRUE(found && record.ParseFromString(bytes));
+    if (record.version().origin() != dot.origin || record.version().counter() != dot.counter) {
+      continue;  // stale member
+    }
+    record.clear_dot_ranged();
+    batch.Put(keys::DataPrefix(id) + key, record.SerializeAsString());
+    batch.Put(keys::DotIndexKey(id, dot.origin, dot.counter), key);
+  }
+  bool found = false;
+  proto::DatabaseMeta meta;
+  ASSERT_TRUE(meta.ParseFromString(RawGet(store, keys::DatabaseMetaKey(id), &found)) && found);
+  meta.clear_range_members();
+  meta.clear_stale_members();
+  batch.Put(keys::DatabaseMetaKey(id), meta.SerializeAsString());
+  ASSERT_TRUE(store.db()->Write(rocksdb::WriteOptions(), &batch).ok());
+}
+
+/// Every record DeltaSince sends to a replica that has `remote`, keyed by key, as "origin:counter"
+/// (and checks that each origin's counters come in ascending order).
+std::map<std::string, std::string> DeltaDots(const DatabaseStore& db, const VersionVector& remote) {
+  std::string chunk;
+  bool more = true;
+  Status s = db.DeltaSince(remote, 1 << 30, &chunk, &more);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(more);
+  std::map<std::string, std::string> out;
+  std::map<uint64_t, uint64_t> last;
+  const proto::Delta delta = ParseDelta(chunk);
+  for (const auto& entry : delta.entries()) {
+    const proto::Version& v = entry.record().version();
+    EXPECT_GT(v.counter(), last[v.origin()]) << entry.key() << " out of counter order";
+    last[v.origin()] = v.counter();
+    EXPECT_TRUE(
+        out.emplace(entry.key(), std::to_string(v.origin()) + ":" + std::to_string(v.counter()))
+            .second)
+        << entry.key() << " sent twice";
+  }
+  return out;
+}
+
+/// What DeltaDots must give: every stored record (tombstones too) whose dot `remote` lacks.
+std::map<std::string, std::string> StoredDots(const DatabaseStore& db,
+                                              const VersionVector& remote) {
+  std::vector<DatabaseStore::KeyDot> all;
+  bool more = false;
+  Status s = db.ListKeyDots("", 1 << 20, 1 << 30, &all, &more);
+  EXPECT_TRUE(s.ok()) << s;
+  std::map<std::string, std::string> out;
+  for (const auto& kd : all) {
+    if (remote.Covers(kd.dot)) continue;
+    out[kd.key] = std::to_string(kd.dot.origin) + ":" + std::to_string(kd.dot.counter);
+  }
+  return out;
+}
+
+WriteBatch NumberedPuts(int from, int to, const std::string& value) {
+  WriteBatch batch;
+  for (int i = from; i < to; ++i) batch.Put(NumberedKey(i), value);
+  return batch;
+}
+
+// The goal of the layout: a bulk write of N new keys adds N records and one index entry, and
+// overwriting them adds one more index entry and deletes nothing (the old dots stay, stale).
+TEST(DotRangeTest, ABulkWriteAddsOneIndexEntryAndAnOverwriteDeletesNone) {
+  Replica a, b;
+  const uint64_t id = a.db->id();
+  std::string pushed;
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 500, "v1"), &pushed).ok());
+  EXPECT_EQ(RawKeyCount(*a.store, id), 500u + 1 + 1);  // records, one range, meta
+  // Where a record's dot is indexed is this replica's own business: stored, never sent.
+  bool found = false;
+  proto::Record stored;
+  ASSERT_TRUE(
+      stored.ParseFromString(RawGet(*a.store, keys::DataPrefix(id) + NumberedKey(7), &found)));
+  EXPECT_TRUE(stored.dot_ranged());
+  std::string pulled;
+  bool more = false;
+  ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 1 << 30, &pulled, &more).ok());
+  for (const std::string* bytes : {&pushed, &pulled}) {
+    const proto::Delta delta = ParseDelta(*bytes);
+    ASSERT_EQ(delta.entries_size(), 500);
+    for (const auto& entry : delta.entries()) ASSERT_FALSE(entry.record().dot_ranged());
+  }
+  EXPECT_EQ(TagCount(*a.store, id, 'o'), 0u);
+  EXPECT_EQ(a.db->range_members(), 500u);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 500, "v2")).ok());
+  EXPECT_EQ(RawKeyCount(*a.store, id), 500u + 2 + 1);
+  EXPECT_EQ(a.db->range_members(), 1000u);
+  EXPECT_EQ(a.db->stale_members(), 500u);
+  // Only the current records are sent, once each, under their current dots.
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()).size(), 500u);
+  Sync(*a.db, *b.db);
+  ExpectSame(*a.db, *b.db);
+  // The replica indexed them by ranges too (the delta's claim covers the superseded counters).
+  EXPECT_EQ(RawKeyCount(*b.store, b.db->id()), 500u + 1 + 1);
+  // The counters survive a reopen.
+  a.Open();
+  EXPECT_EQ(a.db->range_members(), 1000u);
+  EXPECT_EQ(a.db->stale_members(), 500u);
+}
+
+// A store written by format 1 holds per-dot entries only; they go on serving deltas, new writes
+// add ranges, and overwrites of legacy records delete their entries (the legacy index drains).
+TEST(DotRangeTest, DeltasMergeALegacyPerDotIndexWithRanges) {
+  Replica a, b, c;
+  const uint64_t id = a.db->id();
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 100, "old")).ok());
+  ASSERT_TRUE(a.db->Write(NumberedPuts(50, 150, "old2")).ok());
+  WriteBatch erase;
+  for (int i = 0; i < 150; i += 10) erase.Erase(NumberedKey(i));
+  ASSERT_TRUE(a.db->Write(erase).ok());
+  ConvertToFormat1Layout(*a.store, id);
+  a.Open();
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(TagCount(*a.store, id, 'p'), 0u);
+  EXPECT_EQ(TagCount(*a.store, id, 'o'), 150u);
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+
+  // A replica that has the old part: its later pull merges both indexes.
+  Sync(*a.db, *b.db, 300);
+  ExpectSame(*a.db, *b.db);
+  const VersionVector b_before = b.db->version_vector();
+  ASSERT_TRUE(a.db->Write(NumberedPuts(140, 200, "new")).ok());  // 10 legacy keys overwritten
+  ASSERT_TRUE(a.db->Put(NumberedKey(5), "new").ok());            // one more, alone
+  EXPECT_EQ(TagCount(*a.store, id, 'o'), 150u - 11);
+  EXPECT_EQ(a.db->stale_members(), 0u) << "legacy dots are deleted, not counted";
+  WriteBatch interleaved;  // keys whose records alternate between the two indexes
+  for (int i = 0; i < 200; i += 3) interleaved.Put(NumberedKey(i), "mix");
+  ASSERT_TRUE(a.db->Write(interleaved).ok());
+  EXPECT_EQ(DeltaDots(*a.db, b_before), StoredDots(*a.db, b_before));
+  // Pulled in small chunks, whose claims stop inside ranges and between legacy entries.
+  Sync(*a.db, *b.db, 300);
+  ExpectSame(*a.db, *b.db);
+  Sync(*a.db, *c.db, 200);
+  ExpectSame(*a.db, *c.db);
+
+  // Collecting legacy tombstones deletes their entries.
+  const size_t legacy = TagCount(*a.store, id, 'o');
+  uint64_t collected = 0;
+  const VersionVector all = a.db->version_vector();
+  ASSERT_TRUE(a.db->CollectTombstones(all, UINT64_MAX, &collected).ok());
+  EXPECT_GT(collected, 0u);
+  EXPECT_LT(TagCount(*a.store, id, 'o'), legacy);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id),
+            2 * a.db->Stats().key_count + 3 * a.db->tombstone_count() + 1);
+  ExpectConsistent(*a.db);
+}
+
+// max_bytes stopping inside a range: the claim reaches just below the first member left out, and
+// a pull from a counter inside a range finds that range (it starts below the counter).
+TEST(DotRangeTest, PullsStartAndStopInsideARange) {
+  Replica a;
+  const uint64_t node = a.node();
+  const std::string value(100, 'v');
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 100, value)).ok());  // counters 1..100, one range
+  std::string chunk;
+  bool more = false;
+  ASSERT_TRUE(a.db->DeltaSince(VersionVector(), 10 * 120, &chunk, &more).ok());
+  EXPECT_TRUE(more);
+  proto::Delta delta = ParseDelta(chunk);
+  ASSERT_GT(delta.entries_size(), 1);
+  ASSERT_LT(delta.entries_size(), 100);
+  const uint64_t sent = static_cast<uint64_t>(delta.entries_size());
+  EXPECT_EQ(delta.entries(delta.entries_size() - 1).record().version().counter(), sent);
+  ASSERT_EQ(delta.ranges_size(), 1);
+  EXPECT_EQ(delta.ranges(0).after(), 0u);
+  EXPECT_EQ(delta.ranges(0).through(), sent) << "the claim stops below the first member left out";
+
+  VersionVector remote;
+  remote.AddRange(node, 0, 30);
+  ASSERT_EQ(DeltaDots(*a.db, remote).size(), 70u);
+  EXPECT_EQ(DeltaDots(*a.db, remote).begin()->second, std::to_string(node) + ":31");
+
+  // Stale members in the range below the stop: the claim covers them (superseded), not the
+  // overwrites that were left out.
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 20, value)).ok());  // counters 101..120
+  remote = VersionVector();
+  remote.AddRange(node, 0, 10);
+  chunk.clear();
+  ASSERT_TRUE(a.db->DeltaSince(remote, 5 * 120, &chunk, &more).ok());
+  EXPECT_TRUE(more);
+  delta = ParseDelta(chunk);
+  ASSERT_GT(delta.entries_size(), 0);
+  EXPECT_EQ(delta.entries(0).record().version().counter(), 21u);
+  const uint64_t last = delta.entries(delta.entries_size() - 1).record().version().counter();
+  ASSERT_EQ(delta.ranges_size(), 1);
+  EXPECT_EQ(delta.ranges(0).after(), 10u);
+  EXPECT_EQ(delta.ranges(0).through(), last);
+}
+
+// A member is served only while its record has exactly its dot: after an overwrite, an erase, a
+// tombstone collection and a stale repair its member is stale (counted, never sent), and an
+// expired record turned into a tombstone of the same version keeps its member.
+TEST(DotRangeTest, StaleMembersAreCountedAndNeverServed) {
+  FakeClock clock;
+  Replica a(kBigLimit, clock.Options());
+  Replica b, c;
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 50, "v")).ok());
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 5, "w")).ok());
+  EXPECT_EQ(a.db->stale_members(), 5u);
+  WriteBatch erase;
+  for (int i = 5; i < 10; ++i) erase.Erase(NumberedKey(i));
+  ASSERT_TRUE(a.db->Write(erase).ok());
+  EXPECT_EQ(a.db->stale_members(), 10u);
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+  Sync(*a.db, *c.db);  // c gets the tombstones, and misses their collection below
+
+  uint64_t collected = 0;
+  ASSERT_TRUE(a.db->CollectTombstones(a.db->version_vector(), UINT64_MAX, &collected).ok());
+  EXPECT_EQ(collected, 5u);
+  EXPECT_EQ(a.db->stale_members(), 15u);
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()).size(), 45u);
+  Sync(*a.db, *b.db);
+  ExpectSame(*a.db, *b.db);
+
+  // c missed the collection: the stale repair removes its tombstones, leaving stale members.
+  const uint64_t c_stale = c.db->stale_members();
+  EXPECT_EQ(RepairAgainst(*a.db, *c.db, 100, 1000), 5u);
+  EXPECT_EQ(c.db->stale_members(), c_stale + 5);
+  EXPECT_EQ(DeltaDots(*c.db, VersionVector()), StoredDots(*c.db, VersionVector()));
+  ExpectSame(*a.db, *c.db);
+
+  // Expiry keeps the dot: the tombstone it leaves is still served by its member.
+  ASSERT_TRUE(PutTtl(*a.db, "/ttl", "t", 1000).ok());
+  clock.Advance(std::chrono::milliseconds(1001));
+  ASSERT_EQ(Sweep(*a.db), 1u);
+  const auto sent = DeltaDots(*a.db, VersionVector());
+  EXPECT_EQ(sent, StoredDots(*a.db, VersionVector()));
+  EXPECT_EQ(sent.count("/ttl"), 1u);
+  EXPECT_EQ(TagCount(*a.store, a.db->id(), 'o'), 0u);
+  ExpectConsistent(*a.db);
+}
+
+// A delta entry above a gap of the vector goes into the per-dot index (the vector may drop it and
+// the record be stored again later; a range must never hold a dot twice); entries that extend the
+// base go into ranges. Overwriting the first deletes its entry.
+TEST(DotRangeTest, EntriesAboveAGapUseThePerDotIndex) {
+  Replica b;
+  const uint64_t id = b.db->id();
+  const uint64_t hlc = NowHlc();
+  Apply(*b.db, RecordDelta("/x", "5", 77, 5, hlc + 5));
+  EXPECT_TRUE(RawExists(*b.store, keys::DotIndexKey(id, 77, 5)));
+  EXPECT_EQ(TagCount(*b.store, id, 'p'), 0u);
+  for (uint64_t counter = 1; counter <= 4; ++counter) {
+    Apply(*b.db, RecordDelta("/k" + std::to_string(counter), "v", 77, counter, hlc + counter));
+  }
+  EXPECT_EQ(TagCount(*b.store, id, 'p'), 4u);
+  EXPECT_EQ(TagCount(*b.store, id, 'o'), 1u);
+  EXPECT_EQ(b.db->version_vector().Base(77), 5u);
+  EXPECT_EQ(DeltaDots(*b.db, VersionVector()).size(), 5u);
+  ASSERT_TRUE(b.db->Put("/x", "mine").ok());
+  EXPECT_FALSE(RawExists(*b.store, keys::DotIndexKey(id, 77, 5)));
+  EXPECT_EQ(TagCount(*b.store, id, 'o'), 0u);
+  EXPECT_EQ(b.db->stale_members(), 0u);
+  EXPECT_EQ(DeltaDots(*b.db, VersionVector()), StoredDots(*b.db, VersionVector()));
+}
+
+// The sweep: bounded per call, resumes where it stopped, drops exactly the stale members (a range
+// left with none goes, one with some live members is rewritten), lowers the count by what it
+// removed, and changes no delta a peer can be sent.
+TEST(DotRangeTest, TheSweepIsBoundedAndKeepsEveryDeltaTheSame) {
+  Replica a, b;
+  const uint64_t id = a.db->id();
+  const uint64_t node = a.node();
+  for (int from = 0; from < 3000; from += 1000) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 1000, "v1")).ok());  // counters 1..3000
+  }
+  for (int from = 0; from < 2500; from += 500) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 500, "v2")).ok());  // 3001..5500
+  }
+  EXPECT_FALSE(a.db->DotRangesNeedSweep()) << "2500 of 5500 stale";
+  for (int from = 0; from < 1500; from += 500) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 500, "v3")).ok());  // 5501..7000
+  }
+  EXPECT_EQ(a.db->stale_members(), 4000u);
+  EXPECT_EQ(a.db->range_members(), 7000u);
+  EXPECT_TRUE(a.db->DotRangesNeedSweep());
+  const size_t raw_before = RawKeyCount(*a.store, id);
+  EXPECT_EQ(raw_before, 3000u + 11 + 1);
+  // Peers at counters before, inside and after the ranges, and at the start of a range whose
+  // first members go (the third range keeps only 2501..3000).
+  std::vector<VersionVector> remotes(6);
+  const uint64_t bases[] = {0, 999, 1000, 2200, 2600, 5800};
+  for (size_t i = 0; i < remotes.size(); ++i) remotes[i].AddRange(node, 0, bases[i]);
+  std::vector<std::map<std::string, std::string>> before;
+  for (const auto& remote : remotes) before.push_back(DeltaDots(*a.db, remote));
+
+  uint64_t removed = 0;
+  bool more = false;
+  ASSERT_TRUE(a.db->SweepDotRanges(1500, &removed, &more).ok());
+  EXPECT_TRUE(more);
+  EXPECT_EQ(removed, 2000u) << "two ranges of 1000 (whole ranges, at least 1500 members)";
+  EXPECT_EQ(a.db->stale_members(), 2000u);
+  EXPECT_EQ(a.db->range_members(), 5000u);
+  EXPECT_EQ(RawKeyCount(*a.store, id), raw_before - 2);
+  for (size_t i = 0; i < remotes.size(); ++i) EXPECT_EQ(DeltaDots(*a.db, remotes[i]), before[i]);
+  int calls = 1;
+  while (more && calls < 50) {
+    ASSERT_TRUE(a.db->SweepDotRanges(1500, &removed, &more).ok());
+    ++calls;
+  }
+  EXPECT_FALSE(more);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(a.db->range_members(), 3000u);
+  EXPECT_FALSE(a.db->DotRangesNeedSweep());
+  // Left: the third range (its live half), the last two of the second pass, the third pass.
+  EXPECT_EQ(RawKeyCount(*a.store, id), 3000u + 6 + 1);
+  EXPECT_EQ(IndexedKeyCount(*a.store, id), 2 * 3000u + 1);
+  for (size_t i = 0; i < remotes.size(); ++i) EXPECT_EQ(DeltaDots(*a.db, remotes[i]), before[i]);
+  // The counters are in the meta record; a pass over clean ranges removes nothing.
+  a.Open();
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(a.db->range_members(), 3000u);
+  ASSERT_TRUE(a.db->SweepDotRanges(1 << 20, &removed, &more).ok());
+  EXPECT_EQ(removed, 0u);
+  EXPECT_FALSE(more);
+  Sync(*a.db, *b.db, 4096);
+  ExpectSame(*a.db, *b.db);
   ExpectConsistent(*a.db);
 }
 
