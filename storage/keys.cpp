@@ -16,9 +16,14 @@ std::string DatabaseKey(uint64_t id, char tag) {
   return out;
 }
 
-std::string IndexKey(uint64_t id, char tag, uint64_t origin, uint64_t counter) {
+std::string IndexPrefix(uint64_t id, char tag, uint64_t origin) {
   std::string out = DatabaseKey(id, tag);
   AppendBigEndian64(origin, &out);
+  return out;
+}
+
+std::string IndexKey(uint64_t id, char tag, uint64_t origin, uint64_t counter) {
+  std::string out = IndexPrefix(id, tag, origin);
   AppendBigEndian64(counter, &out);
   return out;
 }
@@ -62,18 +67,14 @@ std::string DotIndexKey(uint64_t id, uint64_t origin, uint64_t counter) {
   return IndexKey(id, 'o', origin, counter);
 }
 std::string DotIndexPrefix(uint64_t id, uint64_t origin) {
-  std::string out = DatabaseKey(id, 'o');
-  AppendBigEndian64(origin, &out);
-  return out;
+  return IndexPrefix(id, 'o', origin);
 }
 
 std::string DotRangeKey(uint64_t id, uint64_t origin, uint64_t first_counter) {
   return IndexKey(id, 'p', origin, first_counter);
 }
 std::string DotRangePrefix(uint64_t id, uint64_t origin) {
-  std::string out = DatabaseKey(id, 'p');
-  AppendBigEndian64(origin, &out);
-  return out;
+  return IndexPrefix(id, 'p', origin);
 }
 std::string DotRangePrefix(uint64_t id) {
   return DatabaseKey(id, 'p');
@@ -86,9 +87,7 @@ std::string TombstoneIndexPrefix(uint64_t id) {
   return DatabaseKey(id, 't');
 }
 std::string TombstoneIndexPrefix(uint64_t id, uint64_t origin) {
-  std::string out = DatabaseKey(id, 't');
-  AppendBigEndian64(origin, &out);
-  return out;
+  return IndexPrefix(id, 't', origin);
 }
 
 std::string ExpiryIndexKey(uint64_t id, uint64_t expires, uint64_t origin, uint64_t counter) {
