@@ -374,36 +374,50 @@ void SendWaitingPuts(connection_pointer self) {
   }
 }
 
+/// The group of waiting requests (puts, or gets) to path that one more of `bytes` joins: the last
+/// one waiting, if it is of that kind and path, has room (kMaxPutsPerMessage puts or
+/// kMaxGetsPerMessage gets, kMaxPutsMessageBytes) and its deadline lies within
+/// kCoalescedDeadlineSpreadNs; else a new group (the last one, if of that path, is sent first: it
+/// is full or too late to share its deadline). Makes sure a commit is on its way.
+connection_state::WaitingPuts& JoinWaiting(connection_pointer self, bool gets, size_t route,
+                                           std::string path, Deadline deadline, size_t bytes) {
+  auto& st = self->state;
+  const bool same_path =
+      !st.waiting.empty() && st.waiting.back().gets == gets && st.waiting.back().path == path;
+  const size_t count =
+      same_path ? (gets ? st.waiting.back().get_dones.size() : st.waiting.back().dones.size()) : 0;
+  const bool joins =
+      same_path && count < (gets ? kMaxGetsPerMessage : kMaxPutsPerMessage) &&
+      st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
+      deadline.wall_ns - st.waiting.back().deadline.wall_ns <= kCoalescedDeadlineSpreadNs;
+  if (!joins) {
+    if (same_path) SendWaitingPuts(self);
+    connection_state::WaitingPuts group;
+    group.gets = gets;
+    group.path = std::move(path);
+    group.route = route;
+    group.deadline = deadline;
+    st.waiting.push_back(std::move(group));
+  }
+  auto& group = st.waiting.back();
+  group.bytes += bytes;
+  if (!st.commit_sent) {
+    st.commit_sent = true;
+    self->send(self, atom::commit_v);
+  }
+  return group;
+}
+
 /// Takes an asynchronous put (its deadline already in the node's clock): it waits to go with
 /// the puts to the same database that follow it in the actor's mailbox (a `commit` to itself
 /// goes behind them), unless the message would hold more than kMaxPutsPerMessage puts or
 /// kMaxPutsMessageBytes, or their deadlines would lie more than kCoalescedDeadlineSpreadNs apart.
 void TakePut(connection_pointer self, size_t route, std::string path, std::string key,
              std::string value, Deadline deadline, Completion<atom::ok> done) {
-  auto& st = self->state;
   const size_t bytes = key.size() + value.size();
-  const bool same_path =
-      !st.waiting.empty() && !st.waiting.back().gets && st.waiting.back().path == path;
-  const bool joins =
-      same_path && st.waiting.back().dones.size() < kMaxPutsPerMessage &&
-      st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
-      deadline.wall_ns - st.waiting.back().deadline.wall_ns <= kCoalescedDeadlineSpreadNs;
-  if (!joins) {
-    if (same_path) SendWaitingPuts(self);  // full, or too late to share its deadline
-    connection_state::WaitingPuts puts;
-    puts.path = std::move(path);
-    puts.route = route;
-    puts.deadline = deadline;
-    st.waiting.push_back(std::move(puts));
-  }
-  auto& puts = st.waiting.back();
+  auto& puts = JoinWaiting(self, /*gets=*/false, route, std::move(path), deadline, bytes);
   puts.puts.Put(std::move(key), std::move(value));
   puts.dones.push_back(std::move(done));
-  puts.bytes += bytes;
-  if (!st.commit_sent) {
-    st.commit_sent = true;
-    self->send(self, atom::commit_v);
-  }
 }
 
 /// Takes an asynchronous plain get (its deadline already in the node's clock), as TakePut takes
@@ -412,31 +426,10 @@ void TakePut(connection_pointer self, size_t route, std::string path, std::strin
 /// kCoalescedDeadlineSpreadNs.
 void TakeGet(connection_pointer self, size_t route, std::string path, std::string key,
              Deadline deadline, Completion<std::string> done) {
-  auto& st = self->state;
-  const size_t bytes = key.size() + 4;
-  const bool same_path =
-      !st.waiting.empty() && st.waiting.back().gets && st.waiting.back().path == path;
-  const bool joins =
-      same_path && st.waiting.back().get_dones.size() < kMaxGetsPerMessage &&
-      st.waiting.back().bytes + bytes <= kMaxPutsMessageBytes &&
-      deadline.wall_ns - st.waiting.back().deadline.wall_ns <= kCoalescedDeadlineSpreadNs;
-  if (!joins) {
-    if (same_path) SendWaitingPuts(self);  // full, or too late to share its deadline
-    connection_state::WaitingPuts gets;
-    gets.gets = true;
-    gets.path = std::move(path);
-    gets.route = route;
-    gets.deadline = deadline;
-    st.waiting.push_back(std::move(gets));
-  }
-  auto& gets = st.waiting.back();
+  const size_t bytes = key.size() + 4;  // its length prefix in PackedKeys
+  auto& gets = JoinWaiting(self, /*gets=*/true, route, std::move(path), deadline, bytes);
   gets.keys.Add(key);
   gets.get_dones.push_back(std::move(done));
-  gets.bytes += bytes;
-  if (!st.commit_sent) {
-    st.commit_sent = true;
-    self->send(self, atom::commit_v);
-  }
 }
 
 // The connection actor: sends every asynchronous request to the gateway and fails all requests

@@ -472,10 +472,8 @@ bool RawExists(Store& store, const std::string& key) {
   return found;
 }
 
-/// RocksDB keys under "d<id>": every record, index entry and meta of the database.
-size_t RawKeyCount(Store& store, uint64_t id) {
-  const std::string begin = keys::DatabasePrefix(id);
-  const std::string end = keys::DatabasePrefixEnd(id);
+/// RocksDB keys in [begin, end).
+size_t KeysBetween(Store& store, const std::string& begin, const std::string& end) {
   rocksdb::Slice upper(end);
   rocksdb::ReadOptions options;
   options.iterate_upper_bound = &upper;
@@ -484,6 +482,11 @@ size_t RawKeyCount(Store& store, uint64_t id) {
   for (it->Seek(begin); it->Valid(); it->Next()) ++count;
   EXPECT_TRUE(it->status().ok());
   return count;
+}
+
+/// RocksDB keys under "d<id>": every record, index entry and meta of the database.
+size_t RawKeyCount(Store& store, uint64_t id) {
+  return KeysBetween(store, keys::DatabasePrefix(id), keys::DatabasePrefixEnd(id));
 }
 
 /// The current (origin, counter) of the stored record of `key`, or (0, 0) if none.
@@ -1801,15 +1804,7 @@ TEST(ConditionalWriteTest, ChecksCompareVersionsAndAbsenceAndWriteNothingOnFailu
 size_t TagCount(Store& store, uint64_t id, char tag) {
   std::string begin = keys::DatabasePrefix(id);
   begin.push_back(tag);
-  const std::string end = keys::PrefixSuccessor(begin);
-  rocksdb::Slice upper(end);
-  rocksdb::ReadOptions options;
-  options.iterate_upper_bound = &upper;
-  std::unique_ptr<rocksdb::Iterator> it(store.db()->NewIterator(options));
-  size_t count = 0;
-  for (it->Seek(begin); it->Valid(); it->Next()) ++count;
-  EXPECT_TRUE(it->status().ok());
-  return count;
+  return KeysBetween(store, begin, keys::PrefixSuccessor(begin));
 }
 
 /// Rewrites database `id` into the layout of storage format 1, as a store written by an older
