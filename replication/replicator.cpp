@@ -417,6 +417,9 @@ int Replicator::SourceRank(uint64_t peer_id, const Peer& p) const {
 /// sent, and a claim reaches only the sender's base), and would then stay a holder, and the
 /// source, for ever. Two replicas with such writes, each the other's source, never pulled the
 /// gap from the peer that covers it (ClusterTest.DuplicatedLateAndDroppedDeltasStillConverge).
+/// While no peer can raise our base, the source of the origin moves to the next holder every
+/// sync round instead: one of them may hold only such unsendable writes while another holds
+/// writes it can send (ReplicationTest.WhileNobodyCanFillAGapEveryHolderIsAskedInTurn).
 void Replicator::AssignSources() {
   const storage::VersionVector& mine = store_->version_vector();
   std::map<uint64_t, std::vector<uint64_t>> holders;  // origin -> peers holding what we lack
@@ -436,11 +439,18 @@ void Replicator::AssignSources() {
       some_raises_base =
           some_raises_base || (SourceRank(c, p) == best_rank && p.vector.Base(origin) > my_base);
     }
+    if (!some_raises_base) {
+      std::vector<uint64_t> ranked;  // in peer id order (holders are found in map order)
+      for (uint64_t c : candidates) {
+        if (SourceRank(c, peers_.at(c)) == best_rank) ranked.push_back(c);
+      }
+      sources.emplace(origin, ranked[(origin + sync_rounds_) % ranked.size()]);
+      continue;
+    }
     auto before = sources_.find(origin);
     if (before != sources_.end() && Contains(candidates, before->second)) {
       const Peer& p = peers_.at(before->second);
-      if (SourceRank(before->second, p) == best_rank &&
-          (p.vector.Base(origin) > my_base || !some_raises_base)) {
+      if (SourceRank(before->second, p) == best_rank && p.vector.Base(origin) > my_base) {
         sources.emplace(origin, before->second);
         continue;
       }
@@ -558,6 +568,7 @@ void Replicator::OnHandOverAnswered(uint64_t peer_id, uint64_t generation) {
 
 void Replicator::OnSyncTick() {
   if (dropped_) return;
+  ++sync_rounds_;
   RemoveExpired();
   SweepDotRanges();
   // A pull unanswered for a whole round marks its peer slow (SourceRank): the pulls below ask

@@ -352,6 +352,8 @@ class Replicator {
   /// Anti-entropy sources: for each origin of which some peer holds writes this replica lacks,
   /// the one peer pulled from for it (AssignSources).
   std::map<uint64_t, uint64_t> sources_;
+  /// Sync rounds so far: turns the source of an origin no peer can fill our gap in.
+  uint64_t sync_rounds_ = 0;
   std::unordered_map<uint64_t, PendingWrite> writes_;
   /// Records received from peers (pushes and anti-entropy), and those that changed a key.
   uint64_t entries_received_ = 0;

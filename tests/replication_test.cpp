@@ -1090,6 +1090,48 @@ TEST(ReplicationTest, ASourceThatCannotFillTheGapIsNotKeptWhileAnotherCan) {
   Converge(net);
 }
 
+// The same two replicas, while node 1 stays cut off: nobody can fill their gap, and a fourth
+// replica holds a write of node 1 (a current record, so sendable) that neither has. Each must
+// not keep the other as its source of node 1's origin for ever, or they never get that write
+// for as long as node 1 is away.
+TEST(ReplicationTest, WhileNobodyCanFillAGapEveryHolderIsAskedInTurn) {
+  auto faults = std::make_shared<FakeFaults>();
+  Options options;
+  options.faults = faults;
+  Net net;
+  for (uint64_t id : {1, 2, 3, 4}) net.Add(id, Set({1, 2, 3, 4}, 1), options);
+  net[1].Write("warm", "w");
+  Converge(net);
+  // A write of node 1 whose pushes (to nodes 2, 3 and 4, in that order) are lost or not.
+  auto write = [&](const std::string& key, const std::string& value, std::deque<bool> lost) {
+    faults->fates = std::move(lost);
+    net[1].Write(key, value);
+    ASSERT_TRUE(faults->fates.empty());
+    net.DeliverAll();
+  };
+  write("gap", "g", {true, true, true});
+  write("x", "1", {true, false, true});  // node 3 holds it above the gap, overwritten next
+  write("x", "2", {false, false, false});
+  write("y", "1", {false, true, true});  // node 2 holds it above the gap, overwritten next
+  write("y", "2", {false, false, false});
+  write("z", "1", {true, true, false});  // only node 4 holds it
+  // Node 1 cut off for the whole test, node 4 for two rounds: nodes 2 and 3 are then each
+  // other's only holders of node 1's writes they lack.
+  faults->cut = {{1, 2}, {2, 1}, {1, 3}, {3, 1}, {1, 4}, {4, 1}, {2, 4}, {4, 2}, {3, 4}, {4, 3}};
+  net.SyncRound();
+  net.SyncRound();
+  faults->cut = {{1, 2}, {2, 1}, {1, 3}, {3, 1}, {1, 4}, {4, 1}};
+  for (int round = 0; round < 8 && !(net[2].Get("z") == "1" && net[3].Get("z") == "1"); ++round) {
+    net.SyncRound();
+  }
+  for (uint64_t id : {2, 3}) {
+    EXPECT_EQ(net[id].Get("z"), "1")
+        << "replica " << id << " has " << net[id].db().version_vector().ToString();
+  }
+  faults->cut.clear();
+  Converge(net);
+}
+
 // Nodes that predate origin filters send a plain version vector, and read a SyncRequest as one:
 // both keep working (an old node sends more than asked, never less).
 TEST(ReplicationTest, PullsWithAndWithoutAnOriginFilterAreUnderstood) {
