@@ -6,6 +6,8 @@
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include <algorithm>
 #include <climits>
 #include <deque>
@@ -143,6 +145,21 @@ bool WellFormedToken(std::string_view token) {
   return fields == 2 && digits > 0;
 }
 
+/// Empties `record` as its Clear would, but keeps its Version message (Clear deletes it, and the
+/// next write or parse allocates another): a reused record then allocates nothing. has_version()
+/// stays true, so only for records that get a version again (every stored record has one).
+void ResetRecord(proto::Record* record) {
+  record->clear_value();  // keeps the capacity
+  record->set_tombstone(false);
+  record->set_expires(0);
+  record->set_dot_ranged(false);
+  if (record->has_version()) record->mutable_version()->Clear();
+  const google::protobuf::Reflection* reflection = record->GetReflection();
+  if (!reflection->GetUnknownFields(*record).empty()) {
+    reflection->MutableUnknownFields(record)->Clear();
+  }
+}
+
 }  // namespace
 
 std::string VersionToken(const proto::Version& version) {
@@ -182,13 +199,13 @@ struct DatabaseStore::Pending {
   bool exists() const { return changed || had; }
   const proto::Record& current() const { return changed ? after : before; }
   /// Makes this the untouched state of `k`, keeping the capacity of its strings and the Version
-  /// messages of its records (protobuf's Clear keeps them), so a reused Pending allocates nothing.
+  /// messages of its records (ResetRecord), so a reused Pending allocates nothing.
   void Reset(std::string_view k) {
     key.assign(k.data(), k.size());
     had = false;
-    before.Clear();
+    ResetRecord(&before);
     changed = false;
-    after.Clear();
+    ResetRecord(&after);
     after_bytes.clear();
     wire_size = 0;
   }
@@ -510,7 +527,10 @@ Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* t
       return FromRocksStatus(statuses[i],
                              "cannot read key " + Quote(p.key) + " of database " + Quote(path_));
     }
-    if (!p.before.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+    // Merged into the emptied record (Reset): as a parse, keeping its Version message.
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(values[i].data()),
+                                              static_cast<int>(values[i].size()));
+    if (!p.before.MergeFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
       return Status::Corruption("record of key " + Quote(p.key) + " in database " + Quote(path_) +
                                 " is unreadable");
     }
@@ -874,7 +894,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
       // Built in place (what it replaces was used above): `after` keeps its buffers from the
       // pool's earlier writes.
       proto::Record& record = p->after;
-      record.Clear();
+      ResetRecord(&record);
       if (is_put) {
         record.set_value(ops[i].value.data(), ops[i].value.size());
       } else {
