@@ -6,6 +6,8 @@
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
+#include <google/protobuf/io/coded_stream.h>
+
 #include <algorithm>
 #include <climits>
 #include <deque>
@@ -143,6 +145,21 @@ bool WellFormedToken(std::string_view token) {
   return fields == 2 && digits > 0;
 }
 
+/// Empties `record` as its Clear would, but keeps its Version message (Clear deletes it, and the
+/// next write or parse allocates another): a reused record then allocates nothing. has_version()
+/// stays true, so only for records that get a version again (every stored record has one).
+void ResetRecord(proto::Record* record) {
+  record->clear_value();  // keeps the capacity
+  record->set_tombstone(false);
+  record->set_expires(0);
+  record->set_dot_ranged(false);
+  if (record->has_version()) record->mutable_version()->Clear();
+  const google::protobuf::Reflection* reflection = record->GetReflection();
+  if (!reflection->GetUnknownFields(*record).empty()) {
+    reflection->MutableUnknownFields(record)->Clear();
+  }
+}
+
 }  // namespace
 
 std::string VersionToken(const proto::Version& version) {
@@ -181,12 +198,103 @@ struct DatabaseStore::Pending {
 
   bool exists() const { return changed || had; }
   const proto::Record& current() const { return changed ? after : before; }
+  /// Makes this the untouched state of `k`, keeping the capacity of its strings and the Version
+  /// messages of its records (ResetRecord), so a reused Pending allocates nothing.
+  void Reset(std::string_view k) {
+    key.assign(k.data(), k.size());
+    had = false;
+    ResetRecord(&before);
+    changed = false;
+    ResetRecord(&after);
+    after_bytes.clear();
+    wire_size = 0;
+  }
+  /// Heap bytes it keeps (about).
+  size_t Bytes() const {
+    return sizeof(Pending) + key.capacity() + before.value().capacity() + after.value().capacity() +
+           after_bytes.capacity();
+  }
 };
 
+/// The keys one write touches, in first-touch order, and the same sorted by key.
+///
+/// Their Pending states come from a pool kept by the thread between writes: a write of N keys
+/// made ~8 allocations per key (the key, each record's Version and value, the serialized record,
+/// the deque's blocks, the map's nodes), about a tenth of a bulk write's CPU with their frees
+/// (perf, kvmesh-bench batch of 1000 keys). Per thread, not per database, so thousands of
+/// databases keep nothing; bounded (Trim); a write that starts while the thread's pool is in use
+/// (an observer writing another database) takes a pool of its own.
 struct DatabaseStore::Touched {
-  /// In first-touch order; a deque, so pointers stay valid as keys are added.
-  std::deque<Pending> keys;
-  std::unordered_map<std::string_view, Pending*> by_key;
+  struct Pool {
+    std::deque<Pending> pendings;  // a deque: Pending* stay valid as it grows
+    std::vector<std::string> keys;
+    bool busy = false;
+  };
+  /// What a pool keeps between writes: the Pending states of up to this many bytes (strings'
+  /// capacity included) and this many keys; the rest is freed.
+  static constexpr size_t kPoolBytes = 4u << 20;
+  static constexpr size_t kPoolEntries = 8192;
+
+  Touched() {
+    static thread_local Pool thread_pool;
+    pool_ = thread_pool.busy ? &own_ : &thread_pool;
+    pool_->busy = true;
+  }
+  ~Touched() {
+    Trim();
+    pool_->busy = false;
+  }
+  Touched(const Touched&) = delete;
+  Touched& operator=(const Touched&) = delete;
+
+  size_t size() const { return count_; }
+  Pending& operator[](size_t i) { return pool_->pendings[i]; }
+  const Pending& operator[](size_t i) const { return pool_->pendings[i]; }
+  /// The state of `key`, not read yet, last in first-touch order (not in `sorted`).
+  Pending& Add(std::string_view key) {
+    if (count_ == pool_->pendings.size()) pool_->pendings.emplace_back();
+    Pending& p = pool_->pendings[count_++];
+    p.Reset(key);
+    return p;
+  }
+  /// Room for `n` strings (the normalised keys of a write), valid while this lives.
+  std::string* Keys(size_t n) {
+    if (pool_->keys.size() < n) pool_->keys.resize(n);
+    keys_used_ = std::max(keys_used_, n);
+    return pool_->keys.data();
+  }
+  /// Every touched key's state, ascending by key (TouchAll and Touch keep it).
+  std::vector<Pending*> sorted;
+
+ private:
+  // The states used by this write are kept while their bytes stay within kPoolBytes; those
+  // after are freed, with any beyond kPoolEntries (an unused tail was within the bound when
+  // kept, so a pool holds at most about twice kPoolBytes).
+  void Trim() {
+    std::deque<Pending>& pendings = pool_->pendings;
+    size_t bytes = 0;
+    size_t keep = 0;
+    for (; keep < count_ && keep < kPoolEntries; ++keep) {
+      bytes += pendings[keep].Bytes();
+      if (bytes > kPoolBytes) break;
+    }
+    if (keep < count_ || pendings.size() > kPoolEntries) {
+      pendings.resize(std::min(keep < count_ ? keep : pendings.size(), kPoolEntries));
+      pendings.shrink_to_fit();
+    }
+    std::vector<std::string>& keys = pool_->keys;
+    size_t key_bytes = 0;
+    for (size_t i = 0; i < keys_used_ && i < keys.size(); ++i) key_bytes += keys[i].capacity();
+    if (key_bytes > kPoolBytes || keys.size() > kPoolEntries) {
+      keys.clear();
+      keys.shrink_to_fit();
+    }
+  }
+
+  Pool own_;
+  Pool* pool_;
+  size_t count_ = 0;
+  size_t keys_used_ = 0;
 };
 
 struct DatabaseStore::Staged {
@@ -340,59 +448,65 @@ Status DatabaseStore::ReadRecord(std::string_view key, bool* found, proto::Recor
 }
 
 Status DatabaseStore::Touch(std::string_view key, Touched* touched, Pending** out) const {
-  auto it = touched->by_key.find(key);
-  if (it != touched->by_key.end()) {
-    *out = it->second;
+  auto by_key = [](const Pending* p, std::string_view k) { return p->key < k; };
+  auto at = std::lower_bound(touched->sorted.begin(), touched->sorted.end(), key, by_key);
+  if (at != touched->sorted.end() && (*at)->key == key) {
+    *out = *at;
     return Status::OK();
   }
-  Pending pending;
-  pending.key.assign(key);
+  Pending& pending = touched->Add(key);
   Status s = ReadRecord(key, &pending.had, &pending.before);
   if (!s.ok()) return s;
-  Pending* stored = &touched->keys.emplace_back(std::move(pending));
-  touched->by_key.emplace(stored->key, stored);
-  *out = stored;
+  touched->sorted.insert(at, &pending);
+  *out = &pending;
   return Status::OK();
 }
 
-// One MultiGet, keys sorted, for every key not yet touched: RocksDB then probes each memtable and
-// file once for the whole batch (and batches the filter and index lookups), where a Get per key
-// searched them all again for every key. Keys above max_key_ are not read at all: no record of
-// them exists (a bulk load of ascending keys reads nothing).
-Status DatabaseStore::TouchAll(std::string* keys, size_t count, Touched* touched, Pending** out) {
-  const size_t first = touched->keys.size();
-  touched->by_key.reserve(first + count);
-  for (size_t i = 0; i < count; ++i) {
-    auto it = touched->by_key.find(keys[i]);
-    if (it != touched->by_key.end()) {
-      if (out != nullptr) out[i] = it->second;
-      continue;
-    }
-    Pending& pending = touched->keys.emplace_back();
-    pending.key = std::move(keys[i]);
-    touched->by_key.emplace(pending.key, &pending);
-    if (out != nullptr) out[i] = &pending;
+// One MultiGet, keys sorted, for every key: RocksDB then probes each memtable and file once for
+// the whole batch (and batches the filter and index lookups), where a Get per key searched them
+// all again for every key. Keys above max_key_ are not read at all: no record of them exists (a
+// bulk load of ascending keys reads nothing). Repeated keys are found by sorting (which the
+// MultiGet and Stage need anyway), not by a hash map: a node and a hash per key.
+Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* touched,
+                               Pending** out) {
+  // Callers start from an empty `touched`.
+  if (count == 0) return Status::OK();
+  // The operations in key order; the first operation of each key first among its equals.
+  std::vector<size_t> by_key(count);
+  for (size_t i = 0; i < count; ++i) by_key[i] = i;
+  // Bulk writes mostly come sorted already.
+  if (!std::is_sorted(keys, keys + count)) {
+    std::stable_sort(by_key.begin(), by_key.end(),
+                     [keys](size_t a, size_t b) { return keys[a] < keys[b]; });
   }
-  if (touched->keys.size() == first) return Status::OK();
+  // first[i]: the first operation with the key of operation i.
+  std::vector<size_t> first(count);
+  for (size_t j = 0; j < count;) {
+    const size_t head = by_key[j];
+    for (; j < count && keys[by_key[j]] == keys[head]; ++j) first[by_key[j]] = head;
+  }
+  // The states in first-touch order (the delta's order).
+  std::vector<Pending*> state(count);
+  for (size_t i = 0; i < count; ++i) {
+    state[i] = first[i] == i ? &touched->Add(keys[i]) : state[first[i]];
+  }
+  if (out != nullptr) std::copy(state.begin(), state.end(), out);
+  std::vector<Pending*>& order = touched->sorted;
+  order.reserve(touched->size());
+  for (size_t j = 0; j < count; ++j) {
+    if (first[by_key[j]] == by_key[j]) order.push_back(state[by_key[j]]);
+  }
   Status s = KnowMaxKey();
   if (!s.ok()) return s;
-  std::vector<Pending*> order;
-  order.reserve(touched->keys.size() - first);
-  size_t bytes = 0;
-  for (size_t i = first; i < touched->keys.size(); ++i) {
-    Pending* p = &touched->keys[i];
-    if (p->key > max_key_) continue;  // above every stored key: none stored
-    order.push_back(p);
-    bytes += data_prefix_.size() + p->key.size();
-  }
-  const size_t n = order.size();
+  // Keys above every stored key (a sorted tail) have no record stored.
+  const size_t n = static_cast<size_t>(
+      std::upper_bound(order.begin(), order.end(), max_key_,
+                       [](const std::string& k, const Pending* p) { return k < p->key; }) -
+      order.begin());
   if (n == 0) return Status::OK();
-  auto by_key = [](const Pending* a, const Pending* b) { return a->key < b->key; };
-  // Bulk writes mostly come sorted already.
-  if (!std::is_sorted(order.begin(), order.end(), by_key)) {
-    std::sort(order.begin(), order.end(), by_key);
-  }
   // The data keys side by side in one buffer (reserved, so the slices into it stay valid).
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; ++i) bytes += data_prefix_.size() + order[i]->key.size();
   std::string data_keys;
   data_keys.reserve(bytes);
   std::vector<rocksdb::Slice> slices(n);
@@ -413,7 +527,10 @@ Status DatabaseStore::TouchAll(std::string* keys, size_t count, Touched* touched
       return FromRocksStatus(statuses[i],
                              "cannot read key " + Quote(p.key) + " of database " + Quote(path_));
     }
-    if (!p.before.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+    // Merged into the emptied record (Reset): as a parse, keeping its Version message.
+    google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(values[i].data()),
+                                              static_cast<int>(values[i].size()));
+    if (!p.before.MergeFromCodedStream(&in) || !in.ConsumedEntireMessage()) {
       return Status::Corruption("record of key " + Quote(p.key) + " in database " + Quote(path_) +
                                 " is unreadable");
     }
@@ -469,18 +586,13 @@ Status DatabaseStore::KnowMaxKey() {
 void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
                           Staged* staged) const {
   staged->digest = digest_;
-  std::vector<Pending*> changed;
-  changed.reserve(touched->keys.size());
-  for (Pending& p : touched->keys) {
-    if (p.changed) changed.push_back(&p);
+  std::vector<Pending*> changed;  // in key order
+  changed.reserve(touched->sorted.size());
+  for (Pending* p : touched->sorted) {
+    if (p->changed) changed.push_back(p);
   }
   if (changed.empty()) return;
   staged->changed = true;
-  auto by_key = [](const Pending* a, const Pending* b) { return a->key < b->key; };
-  // Bulk writes mostly come sorted already.
-  if (!std::is_sorted(changed.begin(), changed.end(), by_key)) {
-    std::sort(changed.begin(), changed.end(), by_key);
-  }
   staged->max_key = &changed.back()->key;
 
   // An index entry: its key sorts as (tag, expires, origin, counter) (big-endian fields;
@@ -531,7 +643,7 @@ void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
     p->after.clear_dot_ranged();
     data_key.resize(data_prefix_.size());
     data_key.append(p->key);
-    p->after_bytes = p->after.SerializeAsString();
+    p->after.SerializeToString(&p->after_bytes);  // into the capacity it kept
     p->wire_size = p->after_bytes.size();
     if (ranged) {
       p->after.set_dot_ranged(true);
@@ -705,7 +817,8 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   Status s = CheckUsable();
   if (!s.ok()) return s;
   const size_t max_value = store_->options().max_value_bytes;
-  std::vector<std::string> keys(count);
+  Touched touched;
+  std::string* keys = touched.Keys(count);
   for (size_t i = 0; i < count; ++i) {
     s = NormalizeKey(ops[i].key, &keys[i]);
     if (!s.ok()) {
@@ -749,10 +862,9 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   uint64_t counter = local_counter_;
   // The counters this write assigns are (local_counter_, counter] unless one had to be skipped.
   bool one_run = true;
-  Touched touched;
-  // The pending state of each operation's key (TouchAll takes the keys over).
+  // The pending state of each operation's key.
   std::vector<Pending*> pending(count);
-  s = TouchAll(keys.data(), count, &touched, pending.data());
+  s = TouchAll(keys, count, &touched, pending.data());
   if (!s.ok()) return s;
   // Checks and expiry are judged at one moment for the whole write.
   const uint64_t now = store_->WallTicks();
@@ -779,7 +891,10 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
         if (!p->current().tombstone())
           usage -= static_cast<int64_t>(LiveCost(p->key, p->current()));
       }
-      proto::Record record;
+      // Built in place (what it replaces was used above): `after` keeps its buffers from the
+      // pool's earlier writes.
+      proto::Record& record = p->after;
+      ResetRecord(&record);
       if (is_put) {
         record.set_value(ops[i].value.data(), ops[i].value.size());
       } else {
@@ -799,7 +914,6 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
       }
       if (is_put) usage += static_cast<int64_t>(LiveCost(p->key, record));
       version_vector.Add({node, counter});
-      p->after = std::move(record);
       p->changed = true;
     }
     for (; segment < segments && ends[segment] <= i + 1; ++segment) {
@@ -836,7 +950,8 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   // serializing DeltaEntry messages would copy every value twice more.
   if (delta != nullptr) {
     uint64_t entries = 0;
-    for (const Pending& p : touched.keys) {
+    for (size_t i = 0; i < touched.size(); ++i) {
+      const Pending& p = touched[i];
       if (!p.changed) continue;
       ++entries;
       const size_t entry_bytes = FieldSize(p.key.size()) + FieldSize(p.wire_size);

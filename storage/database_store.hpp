@@ -326,10 +326,9 @@ class DatabaseStore {
                      proto::Record* record) const;
   /// The pending state of `key` in `touched`, reading its stored record on first use.
   Status Touch(std::string_view key, Touched* touched, Pending** out) const;
-  /// Touches every key of `keys` (normalised; repeats allowed; taken over), reading the stored
-  /// records of those not touched yet in one MultiGet. `out` (may be null) gets the pending state
-  /// of each key.
-  Status TouchAll(std::string* keys, size_t count, Touched* touched, Pending** out = nullptr);
+  /// Touches every key of `keys` (normalised; repeats allowed) in an empty `touched`, reading
+  /// their stored records in one MultiGet. `out` (may be null) gets the pending state of each key.
+  Status TouchAll(const std::string* keys, size_t count, Touched* touched, Pending** out = nullptr);
   /// Makes max_key_ known (one read of the last data key, the first time).
   Status KnowMaxKey();
   /// OK if the key of `p` has version `expected` (or is absent, if `expected` is empty) at `now`;

@@ -558,6 +558,41 @@ uint64_t NowHlc() {
          << 16;
 }
 
+// A write's keys are staged in state the thread reuses between writes (DatabaseStore's write
+// pool). A commit observer runs inside the write, on its thread; if it writes another database
+// there, that write must not take the outer write's state, whose records the outer write still
+// turns into its delta after the commit.
+TEST(ReplicationTest, AWriteInsideACommitObserverLeavesTheOuterWritesDeltaIntact) {
+  Replica a, b, c;
+  int observed = 0;
+  a.db->set_commit_observer([&] {
+    ++observed;
+    WriteBatch inner;
+    inner.Put("/inner/1", "i1").Put("/inner/2", "i2").Put("/inner/3", "i3");
+    EXPECT_TRUE(b.db->Write(inner).ok());
+  });
+  WriteBatch outer;
+  outer.Put("/outer/1", "o1").Put("/outer/2", "o2");
+  std::string delta;
+  ASSERT_TRUE(a.db->Write(outer, &delta).ok());
+  ASSERT_EQ(observed, 1);
+  const proto::Delta parsed = ParseDelta(delta);
+  ASSERT_EQ(parsed.entries_size(), 2);
+  EXPECT_EQ(parsed.entries(0).key(), "/outer/1");
+  EXPECT_EQ(parsed.entries(0).record().value(), "o1");
+  EXPECT_EQ(parsed.entries(1).key(), "/outer/2");
+  EXPECT_EQ(parsed.entries(1).record().value(), "o2");
+  // The delta brings a third replica the outer write, and the inner one is whole.
+  Apply(*c.db, delta);
+  EXPECT_EQ(Contents(*c.db),
+            (std::map<std::string, std::string>{{"/outer/1", "o1"}, {"/outer/2", "o2"}}));
+  EXPECT_EQ(Contents(*b.db), (std::map<std::string, std::string>{
+                                 {"/inner/1", "i1"}, {"/inner/2", "i2"}, {"/inner/3", "i3"}}));
+  ExpectConsistent(*a.db);
+  ExpectConsistent(*b.db);
+  ExpectConsistent(*c.db);
+}
+
 TEST(ReplicationTest, LocalWritesProduceDeltasThatReplicate) {
   Replica a, b;
   ASSERT_NE(a.node(), b.node());
