@@ -593,6 +593,43 @@ TEST(ReplicationTest, AWriteInsideACommitObserverLeavesTheOuterWritesDeltaIntact
   ExpectConsistent(*c.db);
 }
 
+// The write path rebuilds records in place in the state it reuses (ResetRecord, clearing Record
+// field by field to keep its buffers): a record must keep nothing of the key the state last held,
+// neither its expiry nor its tombstone, and a field added to Record must be cleared there too.
+TEST(ReplicationTest, AReusedRecordKeepsNothingOfTheKeyItHeldBefore) {
+  EXPECT_EQ(proto::Record::descriptor()->field_count(), 5)
+      << "Record has a new field: clear it in ResetRecord (storage/database_store.cpp), then "
+         "update this count";
+  Replica a;
+  const uint64_t id = a.db->id();
+  auto stored = [&](const std::string& key) {
+    bool found = false;
+    proto::Record record;
+    EXPECT_TRUE(record.ParseFromString(RawGet(*a.store, keys::DataPrefix(id) + key, &found)));
+    EXPECT_TRUE(found) << key;
+    return record;
+  };
+  WriteBatch first;
+  first.Put("/a", "expiring", /*ttl_ms=*/600000).Put("/b", "x").Erase("/b");
+  ASSERT_TRUE(a.db->Write(first).ok());
+  ASSERT_GT(stored("/a").expires(), 0u);
+  ASSERT_TRUE(stored("/b").tombstone());
+  // The same number of keys again, so each state is reused: "/c" where "/a" was, and "/b"
+  // over its own tombstone.
+  WriteBatch second;
+  second.Put("/c", "plain").Put("/b", "back");
+  ASSERT_TRUE(a.db->Write(second).ok());
+  const proto::Record c = stored("/c");
+  EXPECT_EQ(c.value(), "plain");
+  EXPECT_EQ(c.expires(), 0u) << "/c took the expiry of /a";
+  EXPECT_FALSE(c.tombstone());
+  const proto::Record b = stored("/b");
+  EXPECT_EQ(b.value(), "back");
+  EXPECT_FALSE(b.tombstone()) << "/b kept its tombstone flag";
+  EXPECT_EQ(b.expires(), 0u);
+  ExpectConsistent(*a.db);
+}
+
 TEST(ReplicationTest, LocalWritesProduceDeltasThatReplicate) {
   Replica a, b;
   ASSERT_NE(a.node(), b.node());
