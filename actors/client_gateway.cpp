@@ -383,22 +383,34 @@ gateway_actor::behavior_type client_gateway_impl(
           for (size_t i = 0; i < puts.ops.size(); ++i) Recorder(self, metrics::Op::kPut)(s.code());
           return ToError(std::move(s));
         }
-        // Each put is routed as if it came alone, in order (so they join the database's next
-        // group commit together), and the message is answered once all are.
+        // The puts go to the route as one write (CoalescedWrite::Made::kPuts), in order, so they
+        // join the database's next group commit together, each judged and answered alone; the
+        // message is answered once all are, each put counted alone.
+        std::function<void(Code)> record = Recorder(self, metrics::Op::kPut);
+        const size_t count = puts.ops.size();
         auto promise = self->make_response_promise<std::vector<caf::error>>();
-        auto errors = std::make_shared<std::vector<caf::error>>(puts.ops.size());
-        auto left = std::make_shared<size_t>(puts.ops.size());
-        for (size_t i = 0; i < puts.ops.size(); ++i) {
-          WriteBatch write;
-          write.Put(std::move(puts.ops[i].key), std::move(puts.ops[i].value));
-          Dispatch<atom::ok>(
-              self, db, Recorder(self, metrics::Op::kPut),
-              [promise, errors, left, i](caf::expected<atom::ok> reply) mutable {
-                if (!reply) (*errors)[i] = std::move(reply.error());
-                if (--*left == 0) promise.deliver(std::move(*errors));
-              },
-              TakeWriteInto(self, deadline, CoalescedWrite::Made::kPut, std::move(write)));
-        }
+        Dispatch<std::vector<caf::error>>(
+            self, db, [](Code) {},
+            [promise, record, count](caf::expected<std::vector<caf::error>> reply) mutable {
+              if (!reply) {
+                const Code code = ToStatus(reply.error()).code();
+                for (size_t i = 0; i < count; ++i) record(code);
+                promise.deliver(reply.error());
+                return;
+              }
+              for (const caf::error& err : *reply) record(err ? ToStatus(err).code() : Code::kOk);
+              promise.deliver(std::move(*reply));
+            },
+            [&](OrderedRoute& ordered,
+                std::function<void(caf::expected<std::vector<caf::error>>)> done) {
+              if (ordered.TakeWrite({CoalescedWrite::Made::kPuts,
+                                     std::move(puts),
+                                     deadline,
+                                     {},
+                                     std::move(done)})) {
+                self->send(self, atom::commit_v, ordered.route().path);
+              }
+            });
         return promise;
       },
       [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {

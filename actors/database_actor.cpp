@@ -978,6 +978,7 @@ database_actor::behavior_type database_actor_impl(
         gather->results.resize(batches.size());
         gather->left = batches.size();
         if (batches.empty()) gather->promise.deliver(std::vector<caf::error>{});
+        self->state.queued.reserve(self->state.queued.size() + batches.size());
         for (size_t i = 0; i < batches.size(); ++i) {
           queue({std::move(batches[i]), {}, gather, i});
         }

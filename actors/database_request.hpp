@@ -156,12 +156,18 @@ void SendToDatabase(Self* self, const DatabaseRoute& route, const database_clien
 /// A plain write (a put, an erase, or a batch without checks) an OrderedRoute took to send
 /// together with the writes taken with it (OrderedRoute::TakeWrite).
 struct CoalescedWrite {
-  /// The message it was made as, sent as such when it goes alone.
-  enum class Made { kPut, kErase, kBatch } made = Made::kBatch;
-  /// Its operations (a put or an erase: one).
+  /// The message it was made as, sent as such when it goes alone; kPuts: several plain puts that
+  /// came in one message (a client's puts waiting together), each a write of its own at the
+  /// database, taken as one here so that their routing costs once per message, not per put.
+  enum class Made { kPut, kErase, kBatch, kPuts } made = Made::kBatch;
+  /// Its operations (a put or an erase: one; kPuts: the puts, in order).
   WriteBatch batch;
   Deadline deadline;
+  /// Gets its outcome (not for kPuts).
   std::function<void(caf::expected<atom::ok>)> done;
+  /// kPuts: gets the outcome of each put, in order (an empty error: applied), or one error for
+  /// all of them.
+  std::function<void(caf::expected<std::vector<caf::error>>)> done_each;
 };
 
 /// The requests of one requester actor to one database path, applied in the order they were made
@@ -283,7 +289,7 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   template <class Self>
   void SendWrites(Self* self, std::vector<CoalescedWrite> writes, Deadline deadline) {
     if (writes.empty()) return;
-    if (writes.size() == 1) {
+    if (writes.size() == 1 && writes.front().made != CoalescedWrite::Made::kPuts) {
       CoalescedWrite& w = writes.front();
       switch (w.made) {
         case CoalescedWrite::Made::kPut:
@@ -297,29 +303,74 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
         case CoalescedWrite::Made::kBatch:
           Enqueue<atom::ok>(self, std::move(w.done), w.deadline, atom::batch_v, std::move(w.batch));
           return;
+        case CoalescedWrite::Made::kPuts:
+          break;  // not here: see the condition
       }
     }
-    std::vector<WriteBatch> batches;
-    batches.reserve(writes.size());
-    auto dones = std::make_shared<std::vector<std::function<void(caf::expected<atom::ok>)>>>();
-    dones->reserve(writes.size());
+    // One WriteBatch per write at the database (each judged and answered alone, a kPuts' puts
+    // too); each writer keeps its callback and how many of them are its.
+    struct Writer {
+      size_t count = 1;
+      std::function<void(caf::expected<atom::ok>)> done;
+      std::function<void(caf::expected<std::vector<caf::error>>)> done_each;
+    };
+    auto writers = std::make_shared<std::vector<Writer>>();
+    writers->reserve(writes.size());
+    size_t count = 0;
     for (auto& w : writes) {
-      batches.push_back(std::move(w.batch));
-      dones->push_back(std::move(w.done));
+      Writer writer;
+      if (w.made == CoalescedWrite::Made::kPuts) {
+        writer.count = w.batch.ops.size();
+        writer.done_each = std::move(w.done_each);
+      } else {
+        writer.done = std::move(w.done);
+      }
+      count += writer.count;
+      writers->push_back(std::move(writer));
+    }
+    std::vector<WriteBatch> batches;
+    batches.reserve(count);
+    for (auto& w : writes) {
+      if (w.made != CoalescedWrite::Made::kPuts) {
+        batches.push_back(std::move(w.batch));
+        continue;
+      }
+      for (WriteOp& op : w.batch.ops) batches.emplace_back().ops.push_back(std::move(op));
     }
     Enqueue<std::vector<caf::error>>(
         self,
-        [dones](caf::expected<std::vector<caf::error>> reply) {
-          for (size_t i = 0; i < dones->size(); ++i) {
-            auto& done = (*dones)[i];
+        [writers, count](caf::expected<std::vector<caf::error>> reply) {
+          if (writers->size() == 1 && writers->front().done_each && reply &&
+              reply->size() == count) {
+            writers->front().done_each(std::move(reply));  // one message's puts alone
+            return;
+          }
+          auto fewer = [] {
+            return ToError(Status::Internal("the database answered fewer writes than it got"));
+          };
+          size_t next = 0;  // the entry of the reply the next writer's first write has
+          for (Writer& writer : *writers) {
+            if (writer.done_each) {
+              if (!reply) {
+                writer.done_each(reply.error());
+              } else {
+                std::vector<caf::error> outcomes(writer.count);
+                for (size_t i = 0; i < writer.count; ++i, ++next) {
+                  outcomes[i] = next < reply->size() ? std::move((*reply)[next]) : fewer();
+                }
+                writer.done_each(std::move(outcomes));
+              }
+              continue;
+            }
+            const size_t i = next++;
             if (!reply) {
-              done(reply.error());
+              writer.done(reply.error());
             } else if (i >= reply->size()) {
-              done(ToError(Status::Internal("the database answered fewer writes than it got")));
+              writer.done(fewer());
             } else if ((*reply)[i]) {
-              done(std::move((*reply)[i]));
+              writer.done(std::move((*reply)[i]));
             } else {
-              done(atom::ok_v);
+              writer.done(atom::ok_v);
             }
           }
         },
