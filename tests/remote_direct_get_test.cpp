@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <future>
+#include <map>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -52,6 +54,38 @@ std::string Shown(const caf::expected<GetManyReply>& reply) {
            Shown(reply->errors[i] ? caf::expected<std::string>(reply->errors[i])
                                   : caf::expected<std::string>(reply->values[i])) +
            "]";
+  }
+  return out;
+}
+
+/// The node's get counters: every sample of `op="get"` but the latency buckets and sum (a read
+/// served directly is faster), by its line up to the value.
+std::map<std::string, double> GetCounters(const Node& node) {
+  std::map<std::string, double> out;
+  Result<std::string> text = node.metrics();
+  EXPECT_TRUE(text.ok()) << text.status();
+  if (!text.ok()) return out;
+  std::istringstream in(*text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#' || line.find("op=\"get\"") == std::string::npos ||
+        line.find("_bucket") != std::string::npos || line.find("_sum") != std::string::npos) {
+      continue;
+    }
+    const size_t space = line.rfind(' ');
+    out[line.substr(0, space)] = std::stod(line.substr(space + 1));
+  }
+  return out;
+}
+
+/// What the counters `after` grew by since `before`.
+std::map<std::string, double> Grown(const std::map<std::string, double>& before,
+                                    const std::map<std::string, double>& after) {
+  std::map<std::string, double> out;
+  for (const auto& [name, value] : after) {
+    auto it = before.find(name);
+    const double grown = value - (it == before.end() ? 0 : it->second);
+    if (grown != 0) out[name] = grown;
   }
   return out;
 }
@@ -155,19 +189,30 @@ TEST_F(RemoteDirectGetTest, TheSameAnswersDirectAndThroughTheDatabaseActor) {
   // The route exists (and has its actor) after a first request; the first goes to the actor.
   ASSERT_TRUE(Get(kPath, "/small"));
 
+  const auto before_direct = GetCounters(*node_);
   std::vector<std::string> direct;
   for (const auto& [path, key] : cases) direct.push_back(Shown(Get(path, key)));
   const std::string direct_together = Shown(GetMany(kPath, together));
+  const auto counted_direct = Grown(before_direct, GetCounters(*node_));
   // A database not created yet: the actor path creates it, and a second get reads it directly.
   const std::string fresh_first = Shown(Get("/fresh/one", "/k"));
   const std::string fresh_direct = Shown(Get("/fresh/one", "/k"));
 
   HoldTheRoute();
+  const auto before_actor = GetCounters(*node_);
   for (size_t i = 0; i < cases.size(); ++i) {
     EXPECT_EQ(direct[i], Shown(Get(cases[i].first, cases[i].second)))
         << "get " << cases[i].second << " of " << cases[i].first;
   }
   EXPECT_EQ(direct_together, Shown(GetMany(kPath, together)));
+  // Counted alike: by result code, and in the latency histogram's count.
+  EXPECT_EQ(counted_direct, Grown(before_actor, GetCounters(*node_)));
+  std::string counted;
+  for (const auto& [name, grown] : counted_direct)
+    counted += name + " +" + std::to_string(grown) + "\n";
+  EXPECT_EQ(counted_direct.size(), 5u)
+      << "ok, not_found, invalid_key, no_matching_config, and the histogram's count:\n"
+      << counted;
   EXPECT_EQ(fresh_first, fresh_direct);
 
   // The cases are what they claim to be.
