@@ -326,5 +326,47 @@ TEST_F(RemoteDirectGetTest, GetsWhileTheNodeShutsDownEndUnavailable) {
   EXPECT_EQ(last.code(), Code::kUnavailable) << last;
 }
 
+// Reads served on the shard count as use: a database only read that way does not passivate
+// (it would record a last access when it did), and reads go on across a passivation.
+TEST(RemoteDirectGetIdleTest, DirectReadsKeepADatabaseActive) {
+  TempDir dir;
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  // As NodeTest.ReadsKeepADatabaseActiveAndSurvivePassivation: long enough that a loaded
+  // machine's scheduling hiccup is not an idle period, short enough for many periods.
+  options.idle_timeout = 100ms;
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(options, &node);
+  ASSERT_TRUE(s.ok()) << s;
+  client::Client client = client::connect("127.0.0.1:" + std::to_string(node->port()));
+  ASSERT_TRUE(client.ok()) << client.status();
+  Database db = client.open(kPath);
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE(db.put("/k", "v").ok());
+  const auto end = std::chrono::steady_clock::now() + 800ms;
+  for (int i = 0; i < 1000000 && std::chrono::steady_clock::now() < end; ++i) {
+    Result<std::string> value = db.get("/k");
+    ASSERT_TRUE(value.ok()) << value.status();
+    ASSERT_EQ(*value, "v");
+  }
+  Result<InstancePage> page = node->instances("kv");
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->instances.size(), 1u);
+  EXPECT_TRUE(page->instances[0].active);
+  EXPECT_EQ(page->instances[0].last_access_ms, 0u)
+      << "the database passivated while it was read (8 idle periods)";
+  // Idle: it passivates; the next get re-opens it through the actor path.
+  ASSERT_TRUE(Eventually(10s, [&] {
+    Result<uint64_t> active = node->active_databases();
+    return active.ok() && *active == 0;
+  }));
+  Result<std::string> value = db.get("/k");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(*value, "v");
+}
+
 }  // namespace
 }  // namespace kvmesh
