@@ -179,6 +179,25 @@ void Dispatch(gateway_pointer self, const std::string& path, std::function<void(
   send(*ordered, std::move(done));
 }
 
+/// Hands an admitted request for the database at the normalised `path` to its route with
+/// `send(route, done)` (Dispatch), and answers the client with what `done` gets.
+template <class Reply, class Send>
+caf::result<Reply> RouteAdmitted(gateway_pointer self, const std::string& path,
+                                 std::function<void(Code)> record, Send send) {
+  auto promise = self->make_response_promise<Reply>();
+  Dispatch<Reply>(
+      self, path, std::move(record),
+      [promise](caf::expected<Reply> reply) mutable {
+        if (reply) {
+          promise.deliver(std::move(*reply));
+        } else {
+          promise.deliver(reply.error());
+        }
+      },
+      std::move(send));
+  return promise;
+}
+
 /// Hands a request for the database at `raw_path` to its route with `send(route, done)`, if it
 /// is admitted (Admit), and answers the client with what `done` gets.
 ///
@@ -195,18 +214,48 @@ caf::result<Reply> Route(gateway_pointer self, std::optional<metrics::Op> op, se
     record(s.code());
     return ToError(std::move(s));
   }
-  auto promise = self->make_response_promise<Reply>();
-  Dispatch<Reply>(
-      self, path, std::move(record),
-      [promise](caf::expected<Reply> reply) mutable {
-        if (reply) {
-          promise.deliver(std::move(*reply));
-        } else {
-          promise.deliver(reply.error());
-        }
-      },
-      std::move(send));
-  return promise;
+  return RouteAdmitted<Reply>(self, path, std::move(record), std::move(send));
+}
+
+/// The store a read of the database at the normalised `path` may use on this thread now (the
+/// rule is at the top of client_gateway.hpp), or null: the actor path.
+std::shared_ptr<DirectReadTarget> DirectTarget(gateway_pointer self, const std::string& path) {
+  auto& st = self->state;
+  if (!st.direct.reads) return nullptr;
+  auto it = st.routes.find(path);
+  // Not routed yet: the actor path opens the database (and creates it on first use).
+  if (it == st.routes.end()) return nullptr;
+  client_gateway_state::Entry& entry = it->second;
+  const OrderedRoute& ordered = *entry.ordered;
+  const database_client_actor& actor = ordered.actor();
+  // Something of this route in flight, waiting or taken (a write, a batch, a get, a re-open):
+  // the read waits behind it, so it sees every write sent before it.
+  if (!actor || !ordered.Idle()) return nullptr;
+  if (entry.direct_of != actor.id()) {
+    // Actor ids are unique per node; the node has no other (it is not clustered).
+    entry.direct = actor.node() == self->node() ? st.direct.reads->Find(actor.id()) : nullptr;
+    entry.direct_of = actor.id();
+  }
+  // Retired: the actor stopped serving (passivated, dropped); the actor path re-opens it.
+  if (!entry.direct || entry.direct->retired.load(std::memory_order_acquire)) return nullptr;
+  return entry.direct;
+}
+
+/// Runs `read(store)` on this thread if a read of the database at the normalised `path` may go
+/// direct now (DirectTarget), and gives what it returns; nothing: take the actor path. Once the
+/// node is stopping it does not read, and gives kUnavailable.
+template <class Read>
+std::optional<Status> ReadDirectly(gateway_pointer self, const std::string& path, Read read) {
+  std::shared_ptr<DirectReadTarget> target = DirectTarget(self, path);
+  if (!target) return std::nullopt;
+  // Node shutdown closes RocksDB only after this scope ends (DirectReadGate).
+  DirectReadScope scope(*self->state.direct.gate);
+  if (!scope.node_open()) {
+    return Status::Unavailable("the node is stopping: database " + Quote(path) +
+                               " no longer serves reads");
+  }
+  target->MarkUsed();  // for the database's idle check, as a request to its actor counts
+  return read(*target->store);
 }
 
 /// Forwards `args...` to the database at `raw_path` (Route).
@@ -264,7 +313,9 @@ gateway_actor::behavior_type client_gateway_impl(
     gateway_pointer self, matcher_supervisor_actor supervisor, caf::timespan timeout,
     uint64_t node_id, peer_actor membership, std::string sync, LocalStatusFiller fill_local_status,
     GatewaySecurity security, std::shared_ptr<metrics::RequestMetrics> requests,
-    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards) {
+    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards,
+    GatewayDirectReads direct) {
+  self->state.direct = std::move(direct);
   self->state.placement = std::move(placement);
   self->state.shards = std::move(shards);
   self->state.security = std::move(security);
@@ -413,9 +464,28 @@ gateway_actor::behavior_type client_gateway_impl(
             });
         return promise;
       },
-      [=](atom::get, const std::string& path, std::string& key, Deadline deadline) {
-        return Forward<std::string>(self, metrics::Op::kGet, Right::kRead, path, deadline,
-                                    atom::get_v, std::move(key));
+      [=](atom::get, const std::string& path, std::string& key,
+          Deadline deadline) -> caf::result<std::string> {
+        std::function<void(Code)> record = Recorder(self, metrics::Op::kGet);
+        std::string db;
+        if (Status s = Admit(self, Right::kRead, path, deadline, &db); !s.ok()) {
+          record(s.code());
+          return ToError(std::move(s));
+        }
+        std::string value;
+        std::optional<Status> read = ReadDirectly(
+            self, db, [&](const storage::DatabaseStore& store) { return store.Get(key, &value); });
+        if (read) {
+          record(read->code());
+          if (!read->ok()) return ToError(std::move(*read));
+          return value;
+        }
+        return RouteAdmitted<std::string>(
+            self, db, std::move(record),
+            [&](OrderedRoute& ordered, std::function<void(caf::expected<std::string>)> done) {
+              ordered.Request<std::string>(self, std::move(done), deadline, atom::get_v,
+                                           std::move(key));
+            });
       },
       [=](atom::get, const std::string& path, PackedKeys& keys,
           Deadline deadline) -> caf::result<GetManyReply> {
@@ -431,6 +501,23 @@ gateway_actor::behavior_type client_gateway_impl(
         if (Status s = Admit(self, Right::kRead, path, deadline, &db); !s.ok()) {
           for (size_t i = 0; i < count; ++i) record(s.code());
           return ToError(std::move(s));
+        }
+        GetManyReply answers;
+        std::optional<Status> read =
+            ReadDirectly(self, db, [&](const storage::DatabaseStore& store) {
+              answers = ReadMany(store, views);
+              return Status::OK();
+            });
+        if (read) {
+          if (!read->ok()) {
+            for (size_t i = 0; i < count; ++i) record(read->code());
+            return ToError(std::move(*read));
+          }
+          // Keys left out (to send alone) are counted when they come alone.
+          for (const caf::error& err : answers.errors) {
+            record(err ? ToStatus(err).code() : Code::kOk);
+          }
+          return answers;
         }
         // One request to the database, after the requests routed before it (OrderedRoute), so
         // the gets see what this client wrote before them.

@@ -19,6 +19,16 @@
 // may do everything, a client certificate what the ACL gives its name. The check comes before
 // anything else runs, so a denied request changes nothing. A sender with no identity while TLS is
 // on is denied as unauthenticated. Without an ACL every authenticated peer may do everything.
+//
+// Direct reads (actors/direct_reads.hpp): on a single (non-clustered) node, a plain get (alone
+// or several together), once admitted, reads the database's store on the shard's own thread
+// instead of going to the database actor and back, when that gives what the actor would: the
+// path's route has an actor that still serves (a database not opened yet, or passivated, goes
+// the actor path, which opens it), and nothing is in flight, waiting or taken on that route
+// (writes, batches, gets of any client of this shard), so the read cannot overtake a write sent
+// before it: a client's requests of one path all come to one shard, in order. A get at a read
+// level (ReadRequest) always goes to the actor. Once the node is stopping (DirectReadGate
+// closed), such a get is answered unavailable.
 #pragma once
 
 #include <caf/stateful_actor.hpp>
@@ -32,6 +42,7 @@
 #include <vector>
 
 #include "actors/database_request.hpp"
+#include "actors/direct_reads.hpp"
 #include "actors/membership.hpp"
 #include "common/metrics.hpp"
 #include "messages/local_deadlines.hpp"
@@ -52,6 +63,14 @@ struct GatewaySecurity {
   std::shared_ptr<const security::AclStore> acl;
 };
 
+/// What the gateway needs for direct reads (see the top of this file); `reads` null (a
+/// clustered node, or a test): every read goes to the database actors.
+struct GatewayDirectReads {
+  std::shared_ptr<DirectReads> reads;
+  /// The node's (DirectReadGate); not null when `reads` is not.
+  std::shared_ptr<DirectReadGate> gate;
+};
+
 struct client_gateway_state {
   static inline const char* name = "kvmesh.client_gateway";
   matcher_supervisor_actor supervisor;
@@ -70,6 +89,11 @@ struct client_gateway_state {
   struct Entry {
     /// Its actor is invalid until opened, and replaced after a re-open.
     std::shared_ptr<OrderedRoute> ordered;
+    /// The direct read target of the actor `ordered` had when it was last looked up (its id
+    /// `direct_of`; 0: none yet), so a get looks it up once per actor, not under the map's
+    /// mutex each time. Null: that actor has none.
+    std::shared_ptr<DirectReadTarget> direct;
+    uint64_t direct_of = 0;
   };
   /// By normalised path; an entry leaves when its actor goes down with nothing in flight.
   std::unordered_map<std::string, Entry> routes;
@@ -95,6 +119,7 @@ struct client_gateway_state {
   std::shared_ptr<const PlacementBoard> placement;
   /// The shards `gateways` names (empty in a shard).
   std::vector<caf::actor> shards;
+  GatewayDirectReads direct;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;
@@ -102,12 +127,14 @@ struct client_gateway_state {
 /// durability mode `sync` (DescribeSync) and `fill_local_status` (may be null) adding what only
 /// this node knows. `security` says who may do what (default: no checks). Every request it
 /// forwards is counted in `requests` (may be null) once answered. `shards`: what `gateways`
-/// answers (gateways spawned with this same behaviour and no shards of their own).
+/// answers (gateways spawned with this same behaviour and no shards of their own). `direct`:
+/// the node's direct reads (default: none).
 gateway_actor::behavior_type client_gateway_impl(
     gateway_actor::stateful_pointer<client_gateway_state> self, matcher_supervisor_actor supervisor,
     caf::timespan timeout, uint64_t node_id, peer_actor membership, std::string sync,
     LocalStatusFiller fill_local_status, GatewaySecurity security,
     std::shared_ptr<metrics::RequestMetrics> requests,
-    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards);
+    std::shared_ptr<const PlacementBoard> placement, std::vector<caf::actor> shards,
+    GatewayDirectReads direct);
 
 }  // namespace kvmesh

@@ -880,21 +880,9 @@ database_actor::behavior_type database_actor_impl(
         std::vector<std::string_view> keys;
         if (Status s = packed.Unpack(kMaxGetsPerMessage, &keys); !s.ok()) return ToError(s);
         settle();
-        std::vector<Status> statuses;
-        std::vector<std::string> values;
-        // Answered in order until the values pass the budget: the keys after the last answered
-        // one are the asker's to send alone (GetManyReply), and are not read here (nor counted:
-        // they come again). The first is always answered, so every reply makes progress.
-        const size_t answered =
-            self->state.store->GetMany(keys, kMaxGetsReplyBytes, &statuses, &values);
-        self->state.requests_since_tick += answered;
-        GetManyReply reply;
-        reply.errors.reserve(answered);
-        reply.values.reserve(answered);
-        for (size_t i = 0; i < answered; ++i) {
-          reply.errors.push_back(statuses[i].ok() ? caf::error{} : ToError(statuses[i]));
-          reply.values.push_back(std::move(values[i]));
-        }
+        // The keys left out are not counted: they come again.
+        GetManyReply reply = ReadMany(*self->state.store, keys);
+        self->state.requests_since_tick += reply.errors.size();
         return reply;
       },
       [=](atom::get, ReadRequest& request,

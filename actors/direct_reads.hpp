@@ -1,16 +1,22 @@
-// Direct reads: the embedded API's Get reads a running database's store on the caller's thread
-// instead of asking its actor (two or more thread wake-ups saved per read). Only on a single
-// (non-clustered) node, where the local copy is the only one and always serves; bootstrap/node.cpp
-// decides when a read may go this way (no earlier request of the handle in flight).
+// Direct reads: the embedded API's Get, and the client gateway's plain gets, read a running
+// database's store on the caller's thread (the gateway shard's) instead of asking its actor (two
+// or more thread wake-ups saved per read). Only on a single (non-clustered) node, where the local
+// copy is the only one and always serves; bootstrap/node.cpp and actors/client_gateway.cpp decide
+// when a read may go this way (no earlier request of the handle, or of the gateway shard's route
+// to that database, in flight).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
+#include "messages/type_ids.hpp"
 #include "storage/database_store.hpp"
 
 namespace kvmesh {
@@ -55,6 +61,66 @@ class DirectReads {
  private:
   mutable std::mutex mutex_;
   std::unordered_map<uint64_t, std::shared_ptr<DirectReadTarget>> targets_;
+};
+
+/// Reads several keys of `store` for one message of gets (the database actor's, or a direct
+/// read's): answered in order until the values pass kMaxGetsReplyBytes; the keys after the last
+/// answered one are the asker's to send alone (GetManyReply), and are not read. The first is
+/// always answered, so every reply makes progress.
+inline GetManyReply ReadMany(const storage::DatabaseStore& store,
+                             const std::vector<std::string_view>& keys) {
+  std::vector<Status> statuses;
+  std::vector<std::string> values;
+  const size_t answered = store.GetMany(keys, kMaxGetsReplyBytes, &statuses, &values);
+  GetManyReply reply;
+  reply.errors.reserve(answered);
+  reply.values.reserve(answered);
+  for (size_t i = 0; i < answered; ++i) {
+    reply.errors.push_back(statuses[i].ok() ? caf::error{} : ToError(statuses[i]));
+    reply.values.push_back(std::move(values[i]));
+  }
+  return reply;
+}
+
+/// Where direct readers and the node's shutdown meet. Direct reads take no lock the shutdown
+/// takes: a steady stream of them (shared holders, back to back on several threads) would starve
+/// it. A reader registers (DirectReadScope), then checks `closing`; the shutdown sets `closing`
+/// (Close), then waits for the readers to drain (WaitForReaders) before closing RocksDB. Both
+/// sequentially consistent, so one of them sees the other. One per node, shared by its embedded
+/// handles, its gateway shards and its watchdog.
+class DirectReadGate {
+ public:
+  /// The node is stopping: readers from now on take the actor path or answer unavailable.
+  void Close() { closing_.store(true); }
+  bool closing() const { return closing_.load(); }
+  /// Returns once every reader that entered before Close has left (within microseconds: a read
+  /// is one RocksDB lookup).
+  void WaitForReaders() const {
+    while (readers_.load() != 0) std::this_thread::yield();
+  }
+
+ private:
+  friend class DirectReadScope;
+  std::atomic<bool> closing_{false};
+  std::atomic<uint64_t> readers_{0};
+};
+
+/// A direct read in progress (see DirectReadGate).
+class DirectReadScope {
+ public:
+  explicit DirectReadScope(DirectReadGate& gate) : gate_(gate) {
+    gate_.readers_.fetch_add(1);
+    open_ = !gate_.closing_.load();
+  }
+  ~DirectReadScope() { gate_.readers_.fetch_sub(1); }
+  DirectReadScope(const DirectReadScope&) = delete;
+  DirectReadScope& operator=(const DirectReadScope&) = delete;
+  /// False once the node is stopping: the store may be closed before the read ends.
+  bool node_open() const { return open_; }
+
+ private:
+  DirectReadGate& gate_;
+  bool open_ = false;
 };
 
 }  // namespace kvmesh

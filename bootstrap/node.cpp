@@ -88,35 +88,14 @@ struct NodeCore {
   bool stopped = false;
   /// Running databases' stores for reads on callers' threads; null on a clustered node.
   std::shared_ptr<DirectReads> direct_reads;
-  /// Direct reads do not take `mutex`: a steady stream of them (shared holders, back to back on
-  /// several threads) would starve Shutdown of it. A reader registers in `direct_readers`, then
-  /// checks `closing`; Shutdown sets `closing`, then waits for `direct_readers` to drain before
-  /// closing RocksDB (both sequentially consistent, so one of them sees the other).
-  std::atomic<bool> closing{false};
-  std::atomic<uint64_t> direct_readers{0};
+  /// Closed first thing when the node stops (its own shutdown: deaths seen since are expected);
+  /// direct reads, which do not take `mutex`, wait on it (DirectReadGate).
+  std::shared_ptr<DirectReadGate> gate = std::make_shared<DirectReadGate>();
   /// Requests of the node's embedded handles, counted when answered (the client gateway counts
   /// the client port's into the same object; README "Metrics").
   std::shared_ptr<metrics::RequestMetrics> requests = std::make_shared<metrics::RequestMetrics>();
   /// The supervisor's placement changes, for the handles' routes (DatabaseRoute::placement).
   std::shared_ptr<const PlacementBoard> placement;
-};
-
-/// A direct read in progress (see NodeCore::closing).
-class DirectReadScope {
- public:
-  explicit DirectReadScope(NodeCore& core) : core_(core) {
-    core_.direct_readers.fetch_add(1);
-    open_ = !core_.closing.load();
-  }
-  ~DirectReadScope() { core_.direct_readers.fetch_sub(1); }
-  DirectReadScope(const DirectReadScope&) = delete;
-  DirectReadScope& operator=(const DirectReadScope&) = delete;
-  /// False once the node is stopping: answer kUnavailable as the actor path does.
-  bool node_open() const { return open_; }
-
- private:
-  NodeCore& core_;
-  bool open_ = false;
 };
 
 /// A node's fatal failure (NodeOptions::on_fatal), shared with its watchdog.
@@ -143,7 +122,7 @@ namespace {
 /// and reports their unexpected death through `fatal`. Not a restart: a re-published gateway
 /// would need a new connection guard on its port (bootstrap/connection_guard.hpp), and a
 /// re-spawned membership actor would have lost the cluster's view; a node that stops cleanly and
-/// starts again gets both right. Deaths while `core->closing` (the node's own shutdown) are
+/// starts again gets both right. Deaths once `core->gate` is closed (the node's own shutdown) are
 /// expected. Local only: its handle never leaves the node.
 caf::behavior NodeWatchdog(caf::event_based_actor* self, std::shared_ptr<NodeCore> core,
                            std::shared_ptr<FatalState> fatal,
@@ -155,7 +134,7 @@ caf::behavior NodeWatchdog(caf::event_based_actor* self, std::shared_ptr<NodeCor
   }
   self->set_down_handler([self, core, fatal, names](caf::down_msg& msg) {
     auto it = names->find(msg.source);
-    if (it == names->end() || core->closing.load()) return;
+    if (it == names->end() || core->gate->closing()) return;
     const std::string& name = it->second.second;
     // The actors watched under one name serve as one (the gateway and its shards): the others
     // end too, and before the failure is reported. A client watches only the gateway and takes
@@ -671,7 +650,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
                               impl->core->timeout, impl->store->node_id(), impl->membership,
                               DescribeSync(opts.sync, opts.sync_period), fill_local_status,
                               GatewaySecurity{impl->security.directory, impl->acl},
-                              impl->core->requests, impl->core->placement, std::move(shards));
+                              impl->core->requests, impl->core->placement, std::move(shards),
+                              GatewayDirectReads{impl->core->direct_reads, impl->core->gate});
   };
   // One shard per worker thread: one gateway handled every client request of the node in turn,
   // a ceiling on remote throughput whatever the cores (see client_gateway.hpp).
@@ -794,7 +774,7 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
     std::unique_lock<std::shared_mutex> lock(impl.core->mutex);
     impl.core->stopped = true;
   }
-  impl.core->closing.store(true);
+  impl.core->gate->Close();
   if (crash) {
     // Connections drop at once, without a word to the peers.
     // From a local actor: the gateway and the membership actor drop anonymous exits
@@ -830,8 +810,9 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   impl.gateway_shards.clear();
   impl.core->supervisor = nullptr;
   impl.system->await_all_actors_done();
-  // Direct reads that began before `closing` was set end within microseconds.
-  while (impl.core->direct_readers.load() != 0) std::this_thread::yield();
+  // Direct reads that began before the gate closed end within microseconds (the gateway shards'
+  // ended with the shards, above; the embedded handles' may run on any thread).
+  impl.core->gate->WaitForReaders();
   // Close RocksDB explicitly: a Database handle kept by the application may still reference an
   // actor (and so the store); the data dir must be free once the node is stopped.
   impl.store->Close();
@@ -1223,6 +1204,10 @@ void NodeTesting::KillMembership(Node& node) {
   StopLocally(*node.impl_->system, node.impl_->membership, caf::exit_reason::kill);
 }
 
+void NodeTesting::CloseDirectReadGate(Node& node) {
+  node.impl_->core->gate->Close();
+}
+
 uint16_t Node::port() const {
   return impl_->port;
 }
@@ -1239,7 +1224,7 @@ uint64_t Node::node_id() const {
 
 std::optional<Result<std::string>> EmbeddedDatabase::TryDirectGet(std::string_view key) {
   if (!core->direct_reads) return std::nullopt;
-  DirectReadScope scope(*core);
+  DirectReadScope scope(*core->gate);
   if (!scope.node_open()) return std::nullopt;
   auto target = DirectTarget();
   if (!target) return std::nullopt;

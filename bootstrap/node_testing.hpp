@@ -12,6 +12,9 @@ struct NodeTesting {
   static void KillGateway(Node& node);
   /// The same for the membership actor of a clustered node.
   static void KillMembership(Node& node);
+  /// Closes `node`'s direct-read gate (DirectReadGate), as the first step of its shutdown does,
+  /// and leaves the node running: what a direct read finds while the node stops.
+  static void CloseDirectReadGate(Node& node);
 };
 
 }  // namespace kvmesh

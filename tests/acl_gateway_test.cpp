@@ -68,10 +68,10 @@ class AclGatewayTest : public ::testing::Test {
   }
 
   gateway_actor SpawnGateway(GatewaySecurity security) {
-    auto g =
-        system_.spawn(client_gateway_impl, supervisor_, caf::timespan{std::chrono::seconds(5)},
-                      store_->node_id(), peer_actor{}, std::string("none"), LocalStatusFiller{},
-                      std::move(security), nullptr, nullptr, std::vector<caf::actor>{});
+    auto g = system_.spawn(client_gateway_impl, supervisor_, caf::timespan{std::chrono::seconds(5)},
+                           store_->node_id(), peer_actor{}, std::string("none"),
+                           LocalStatusFiller{}, std::move(security), nullptr, nullptr,
+                           std::vector<caf::actor>{}, GatewayDirectReads{});
     gateways_.push_back(g);
     return g;
   }

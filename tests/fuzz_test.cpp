@@ -874,7 +874,7 @@ TEST(ClientGatewayTest, ForgedRepliesCannotHijackADatabase) {
   auto gateway = node.spawn(
       client_gateway_impl, caf::actor_cast<matcher_supervisor_actor>(supervisor),
       caf::timespan{10s}, uint64_t{1}, peer_actor{}, std::string("none"), LocalStatusFiller{},
-      GatewaySecurity{}, nullptr, nullptr, std::vector<caf::actor>{});
+      GatewaySecurity{}, nullptr, nullptr, std::vector<caf::actor>{}, GatewayDirectReads{});
   auto port = node.middleman().publish(gateway, 0, "127.0.0.1");
   ASSERT_TRUE(port) << node.render(port.error());
   auto client = client::connect("127.0.0.1:" + std::to_string(*port));

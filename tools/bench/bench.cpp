@@ -1123,6 +1123,9 @@ int main(int argc, char** argv) {
   app.add_option("--redis-server", s.target.redis_server,
                  "redis: the redis-server to start (default: the one on PATH; without one the "
                  "redis target is skipped)");
+  app.add_flag("--single-node", s.target.single_node,
+               "remote: start kvmeshd as a single node (no cluster port) rather than a one-node "
+               "cluster; only a single node serves plain gets on the gateway's thread");
   app.add_flag("--tls", s.target.tls,
                "remote and cluster: start the nodes with TLS (certificates made in --dir)");
   app.add_flag("--json", s.json, "print JSON instead of tables");

@@ -362,6 +362,7 @@ class RemoteTarget : public Target {
     cluster_options.config_dir = config_dir;
     cluster_options.tie_to_caller = true;
     cluster_options.tls = options.tls;
+    cluster_options.single = nodes == 1 && options.single_node;
     cluster_options.extra_args = {"--scheduler",      options.scheduler,
                                   "--log-level",      "warn",
                                   "--sync",           SyncModeName(options.sync),

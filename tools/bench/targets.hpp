@@ -119,6 +119,10 @@ struct TargetOptions {
   /// kvmeshd to start (default: beside this executable) and extra flags for it.
   std::string kvmeshd;
   std::vector<std::string> node_args;
+  /// remote: start kvmeshd as a single node (--cluster-port -1) rather than as a one-node
+  /// cluster; only a single node serves plain gets on the gateway's thread (direct reads).
+  /// Default false.
+  bool single_node = false;
   /// cluster: number of kvmeshd processes, and the replication they use.
   int cluster_nodes = 3;
   int replication_min = 2;

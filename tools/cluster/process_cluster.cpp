@@ -386,11 +386,11 @@ Status ProcessCluster::Spawn(int index) {
                                    "--port",
                                    std::to_string(n.client_port),
                                    "--cluster-port",
-                                   std::to_string(n.cluster_port)};
+                                   options_.single ? "-1" : std::to_string(n.cluster_port)};
   std::string seeds;
   for (const auto& seed : this->seeds()) seeds += (seeds.empty() ? "" : ",") + seed;
-  args.insert(args.end(), {"--seeds", seeds});
-  if (n.advertise != "127.0.0.1:" + std::to_string(n.cluster_port)) {
+  if (!options_.single) args.insert(args.end(), {"--seeds", seeds});
+  if (!options_.single && n.advertise != "127.0.0.1:" + std::to_string(n.cluster_port)) {
     args.insert(args.end(), {"--cluster-advertise", n.advertise});
   }
   if (options_.tls) {

@@ -64,6 +64,9 @@ struct ProcessClusterOptions {
   /// (security/certificates.hpp); every kvmeshd is started with --tls-ca/--tls-cert/--tls-key,
   /// and whoever talks to the cluster uses client_tls(). Default false.
   bool tls = false;
+  /// Start each node as a single node (no cluster port, no seeds: kvmeshd --cluster-port -1),
+  /// not as a member of a cluster; for one node only (kvmesh-bench --single-node). Default false.
+  bool single = false;
 };
 
 /// One node as recorded in cluster.json.
