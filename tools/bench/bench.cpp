@@ -17,6 +17,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1074,7 +1076,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.1, 3600.0))
       ->capture_default_str();
   app.add_option("--dir", s.dir,
-                 "scratch directory, wiped before and after (refused if it holds other files)")
+                 "scratch directory, wiped before and after (refused if it holds other files, or "
+                 "another run uses it)")
       ->capture_default_str();
   app.add_option("--scheduler", s.target.scheduler, "CAF scheduler: sharing or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
@@ -1173,6 +1176,18 @@ int main(int argc, char** argv) {
   }
   const KeySpace space{s.databases,
                        (std::max(s.keys, s.databases) + s.databases - 1) / s.databases};
+  // Two runs given one scratch dir would wipe each other's data and nodes mid-run (seen: a
+  // node's "000008.log: No such file or directory"): a run holds a lock beside the dir (the
+  // dir itself is wiped) until it exits.
+  const std::string lock_path = s.dir + ".lock";
+  const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(stderr,
+                 "--dir %s is in use by another kvmesh-bench (it holds %s): give each run its "
+                 "own --dir\n",
+                 s.dir.c_str(), lock_path.c_str());
+    return 2;
+  }
   // The scratch dir is wiped: only one this tool made (it holds the marker) or an empty one.
   const std::filesystem::path marker = std::filesystem::path(s.dir) / ".kvmesh-bench";
   std::error_code ec;
