@@ -214,6 +214,13 @@ struct DatabaseStore::Pending {
     return sizeof(Pending) + key.capacity() + before.value().capacity() + after.value().capacity() +
            after_bytes.capacity();
   }
+  /// Frees its strings' buffers (a large value is not worth keeping for the next write).
+  void Release() {
+    std::string().swap(key);
+    std::string().swap(*before.mutable_value());
+    std::string().swap(*after.mutable_value());
+    std::string().swap(after_bytes);
+  }
 };
 
 /// The keys one write touches, in first-touch order, and the same sorted by key.
@@ -228,15 +235,31 @@ struct DatabaseStore::Touched {
   struct Pool {
     std::deque<Pending> pendings;  // a deque: Pending* stay valid as it grows
     std::vector<std::string> keys;
+    /// The heap bytes of each state and key string as Trim last measured them (when last used:
+    /// unused ones have not changed since), and their sum.
+    std::vector<size_t> pending_bytes;
+    std::vector<size_t> key_bytes;
+    size_t bytes = 0;
     bool busy = false;
   };
-  /// What a pool keeps between writes: the Pending states of up to this many bytes (strings'
-  /// capacity included) and this many keys; the rest is freed.
+  /// What a pool keeps between writes: states and key strings of up to this many bytes in all
+  /// (strings' capacity included), at most this many of each, and no state over
+  /// kMaxStateBytes; the rest is freed.
   static constexpr size_t kPoolBytes = 4u << 20;
   static constexpr size_t kPoolEntries = 8192;
+  static constexpr size_t kMaxStateBytes = 64u << 10;
+
+  /// This thread's pool's heap bytes, counted afresh (tests check the bound with it).
+  static size_t ThreadPoolBytes() {
+    const Pool& pool = ThreadPool();
+    size_t bytes = 0;
+    for (const Pending& p : pool.pendings) bytes += p.Bytes();
+    for (const std::string& key : pool.keys) bytes += key.capacity();
+    return bytes;
+  }
 
   Touched() {
-    static thread_local Pool thread_pool;
+    Pool& thread_pool = ThreadPool();
     pool_ = thread_pool.busy ? &own_ : &thread_pool;
     pool_->busy = true;
   }
@@ -267,27 +290,43 @@ struct DatabaseStore::Touched {
   std::vector<Pending*> sorted;
 
  private:
-  // The states used by this write are kept while their bytes stay within kPoolBytes; those
-  // after are freed, with any beyond kPoolEntries (an unused tail was within the bound when
-  // kept, so a pool holds at most about twice kPoolBytes).
+  static Pool& ThreadPool() {
+    static thread_local Pool pool;
+    return pool;
+  }
+
+  // Measures what this write used (what it did not use is as last measured), frees a state
+  // over kMaxStateBytes, then drops states and key strings from the end while the pool is over
+  // its bounds. O(what this write used), plus what is freed.
   void Trim() {
-    std::deque<Pending>& pendings = pool_->pendings;
-    size_t bytes = 0;
-    size_t keep = 0;
-    for (; keep < count_ && keep < kPoolEntries; ++keep) {
-      bytes += pendings[keep].Bytes();
-      if (bytes > kPoolBytes) break;
+    Pool& pool = *pool_;
+    std::deque<Pending>& pendings = pool.pendings;
+    pool.pending_bytes.resize(pendings.size(), 0);
+    for (size_t i = 0; i < count_; ++i) {
+      if (pendings[i].Bytes() > kMaxStateBytes) pendings[i].Release();
+      pool.bytes += pendings[i].Bytes();
+      pool.bytes -= pool.pending_bytes[i];
+      pool.pending_bytes[i] = pendings[i].Bytes();
     }
-    if (keep < count_ || pendings.size() > kPoolEntries) {
-      pendings.resize(std::min(keep < count_ ? keep : pendings.size(), kPoolEntries));
-      pendings.shrink_to_fit();
+    std::vector<std::string>& keys = pool.keys;
+    pool.key_bytes.resize(keys.size(), 0);
+    for (size_t i = 0; i < keys_used_; ++i) {
+      pool.bytes += keys[i].capacity();
+      pool.bytes -= pool.key_bytes[i];
+      pool.key_bytes[i] = keys[i].capacity();
     }
-    std::vector<std::string>& keys = pool_->keys;
-    size_t key_bytes = 0;
-    for (size_t i = 0; i < keys_used_ && i < keys.size(); ++i) key_bytes += keys[i].capacity();
-    if (key_bytes > kPoolBytes || keys.size() > kPoolEntries) {
-      keys.clear();
-      keys.shrink_to_fit();
+    bool dropped = false;
+    while (!pendings.empty() && (pool.bytes > kPoolBytes || pendings.size() > kPoolEntries)) {
+      pool.bytes -= pool.pending_bytes.back();
+      pool.pending_bytes.pop_back();
+      pendings.pop_back();
+      dropped = true;
+    }
+    if (dropped) pendings.shrink_to_fit();
+    while (!keys.empty() && (pool.bytes > kPoolBytes || keys.size() > kPoolEntries)) {
+      pool.bytes -= pool.key_bytes.back();
+      pool.key_bytes.pop_back();
+      keys.pop_back();
     }
   }
 
@@ -296,6 +335,10 @@ struct DatabaseStore::Touched {
   size_t count_ = 0;
   size_t keys_used_ = 0;
 };
+
+size_t DatabaseStore::WritePoolBytesForTesting() {
+  return Touched::ThreadPoolBytes();
+}
 
 struct DatabaseStore::Staged {
   rocksdb::WriteBatch batch;

@@ -294,6 +294,10 @@ class DatabaseStore {
   /// (which the other replicas have seen). The node id for data from before origins.
   uint64_t origin() const { return origin_; }
 
+  /// The heap bytes the calling thread keeps for its next write's per-key state (the write
+  /// pool; at most 4 MiB). For tests.
+  static size_t WritePoolBytesForTesting();
+
  private:
   friend class Store;
   DatabaseStore(std::shared_ptr<Store> store, std::string path, std::string config_id, uint64_t id,
