@@ -417,9 +417,12 @@ int Replicator::SourceRank(uint64_t peer_id, const Peer& p) const {
 /// sent, and a claim reaches only the sender's base), and would then stay a holder, and the
 /// source, for ever. Two replicas with such writes, each the other's source, never pulled the
 /// gap from the peer that covers it (ClusterTest.DuplicatedLateAndDroppedDeltasStillConverge).
-/// While no peer can raise our base, the source of the origin moves to the next holder every
-/// sync round instead: one of them may hold only such unsendable writes while another holds
-/// writes it can send (ReplicationTest.WhileNobodyCanFillAGapEveryHolderIsAskedInTurn).
+/// While no peer can raise our base, the source of the origin moves on to the next holder (in
+/// peer id order) once a round has begun since it was chosen and its exchange for the origin is
+/// over: one holder may hold only such unsendable writes while another holds writes it can send
+/// (ReplicationTest.WhileNobodyCanFillAGapEveryHolderIsAskedInTurn); a source whose pull for
+/// the origin is still under way keeps it, or a slow holder's late answer could make the turn
+/// skip the next holder every time.
 void Replicator::AssignSources() {
   const storage::VersionVector& mine = store_->version_vector();
   std::map<uint64_t, std::vector<uint64_t>> holders;  // origin -> peers holding what we lack
@@ -444,7 +447,23 @@ void Replicator::AssignSources() {
       for (uint64_t c : candidates) {
         if (SourceRank(c, peers_.at(c)) == best_rank) ranked.push_back(c);
       }
-      sources.emplace(origin, ranked[(origin + sync_rounds_) % ranked.size()]);
+      uint64_t chosen = ranked[origin % ranked.size()];
+      auto before = sources_.find(origin);
+      if (before != sources_.end()) {
+        const uint64_t previous = before->second;
+        auto since = source_since_.find(origin);
+        const bool this_round = since != source_since_.end() && since->second == sync_rounds_;
+        auto peer = peers_.find(previous);
+        const bool fetching = peer != peers_.end() && peer->second.sync_in_flight &&
+                              (peer->second.asked_all || peer->second.asked.count(origin) > 0);
+        if (Contains(ranked, previous) && (this_round || fetching)) {
+          chosen = previous;
+        } else {
+          auto next = std::upper_bound(ranked.begin(), ranked.end(), previous);
+          chosen = next == ranked.end() ? ranked.front() : *next;
+        }
+      }
+      sources.emplace(origin, chosen);
       continue;
     }
     auto before = sources_.find(origin);
@@ -470,6 +489,16 @@ void Replicator::AssignSources() {
     }
     sources.emplace(origin, best[origin % best.size()]);
   }
+  std::map<uint64_t, uint64_t> since;
+  for (const auto& [origin, source] : sources) {
+    auto before = sources_.find(origin);
+    auto was = source_since_.find(origin);
+    since[origin] =
+        before != sources_.end() && before->second == source && was != source_since_.end()
+            ? was->second
+            : sync_rounds_;
+  }
+  source_since_ = std::move(since);
   sources_ = std::move(sources);
 }
 

@@ -352,7 +352,9 @@ class Replicator {
   /// Anti-entropy sources: for each origin of which some peer holds writes this replica lacks,
   /// the one peer pulled from for it (AssignSources).
   std::map<uint64_t, uint64_t> sources_;
-  /// Sync rounds so far: turns the source of an origin no peer can fill our gap in.
+  /// The sync round in which each origin's source was chosen (sync_rounds_ then).
+  std::map<uint64_t, uint64_t> source_since_;
+  /// Sync rounds so far: when the source of an origin no peer can fill our gap in moves on.
   uint64_t sync_rounds_ = 0;
   std::unordered_map<uint64_t, PendingWrite> writes_;
   /// Records received from peers (pushes and anti-entropy), and those that changed a key.
