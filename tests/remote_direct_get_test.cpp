@@ -90,18 +90,24 @@ std::map<std::string, double> Grown(const std::map<std::string, double>& before,
   return out;
 }
 
+/// Starts a single node on a free port of 127.0.0.1 with kConfigs, its data and configs in `dir`
+/// (`options` gives the rest).
+Status StartNode(const TempDir& dir, NodeOptions options, std::unique_ptr<Node>* node) {
+  dir.Write("config/dbs.yaml", kConfigs);
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  return Node::Start(options, node);
+}
+
 /// A single node with two gateway shards, and a raw peer that talks to one of them the way the
 /// client library does (so a test decides what is in flight on that shard).
 class RemoteDirectGetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_.Write("config/dbs.yaml", kConfigs);
     NodeOptions options;
-    options.data_dir = dir_ / "data";
-    options.config_dir = dir_ / "config";
-    options.listen_port = 0;
     options.worker_threads = 2;
-    Status s = Node::Start(options, &node_);
+    Status s = StartNode(dir_, options, &node_);
     ASSERT_TRUE(s.ok()) << s;
     auto gateway = system_.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
     ASSERT_TRUE(gateway) << system_.render(gateway.error());
@@ -232,13 +238,8 @@ TEST_F(RemoteDirectGetTest, TheSameAnswersDirectAndThroughTheDatabaseActor) {
 // in flight, waiting or taken.
 TEST(RemoteDirectGetOrderTest, AGetInFlightBehindAPutOfTheSameClientSeesIt) {
   TempDir dir;
-  dir.Write("config/dbs.yaml", kConfigs);
-  NodeOptions options;
-  options.data_dir = dir / "data";
-  options.config_dir = dir / "config";
-  options.listen_port = 0;
   std::unique_ptr<Node> node;
-  Status s = Node::Start(options, &node);
+  Status s = StartNode(dir, NodeOptions(), &node);
   ASSERT_TRUE(s.ok()) << s;
   client::Client client = client::connect("127.0.0.1:" + std::to_string(node->port()));
   ASSERT_TRUE(client.ok()) << client.status();
@@ -330,16 +331,12 @@ TEST_F(RemoteDirectGetTest, GetsWhileTheNodeShutsDownEndUnavailable) {
 // (it would record a last access when it did), and reads go on across a passivation.
 TEST(RemoteDirectGetIdleTest, DirectReadsKeepADatabaseActive) {
   TempDir dir;
-  dir.Write("config/dbs.yaml", kConfigs);
   NodeOptions options;
-  options.data_dir = dir / "data";
-  options.config_dir = dir / "config";
-  options.listen_port = 0;
   // As NodeTest.ReadsKeepADatabaseActiveAndSurvivePassivation: long enough that a loaded
   // machine's scheduling hiccup is not an idle period, short enough for many periods.
   options.idle_timeout = 100ms;
   std::unique_ptr<Node> node;
-  Status s = Node::Start(options, &node);
+  Status s = StartNode(dir, options, &node);
   ASSERT_TRUE(s.ok()) << s;
   client::Client client = client::connect("127.0.0.1:" + std::to_string(node->port()));
   ASSERT_TRUE(client.ok()) << client.status();
