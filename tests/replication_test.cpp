@@ -1036,6 +1036,16 @@ TEST(ReplicationTest, WhatTheSourceLacksComesFromAnotherPeer) {
   Converge(net);
 }
 
+/// Node 1 writes `key`; its pushes to the other replicas (in node id order) are lost where `lost`
+/// says so, and everything sent is delivered.
+void WriteLosingPushes(Net& net, FakeFaults& faults, const std::string& key,
+                       const std::string& value, std::deque<bool> lost) {
+  faults.fates = std::move(lost);
+  net[1].Write(key, value);
+  ASSERT_TRUE(faults.fates.empty());
+  net.DeliverAll();
+}
+
 // Two replicas that each lack one of node 1's writes (both pushes lost) and each hold a write of
 // node 1 above that gap which the other lacks and which was overwritten since: neither can send
 // it (only current records are sent) nor claim it (a claim reaches only the sender's base), so
@@ -1053,18 +1063,14 @@ TEST(ReplicationTest, ASourceThatCannotFillTheGapIsNotKeptWhileAnotherCan) {
   net[1].Write("warm", "w");
   Converge(net);
   // A write of node 1 whose pushes to nodes 2 and 3 are lost or not (pushed to 2, then 3).
-  auto write = [&](const std::string& key, const std::string& value, bool lost_to_2,
-                   bool lost_to_3) {
-    faults->fates = {lost_to_2, lost_to_3};
-    net[1].Write(key, value);
-    ASSERT_TRUE(faults->fates.empty());
-    net.DeliverAll();
+  auto write = [&](const std::string& key, const std::string& value, std::deque<bool> lost) {
+    WriteLosingPushes(net, *faults, key, value, std::move(lost));
   };
-  write("gap", "g", true, true);
-  write("x", "1", false, true);  // node 2 holds it above the gap, node 3 never will
-  write("x", "2", false, false);
-  write("y", "1", true, false);  // node 3 holds it above the gap, node 2 never will
-  write("y", "2", false, false);
+  write("gap", "g", {true, true});
+  write("x", "1", {false, true});  // node 2 holds it above the gap, node 3 never will
+  write("x", "2", {false, false});
+  write("y", "1", {true, false});  // node 3 holds it above the gap, node 2 never will
+  write("y", "2", {false, false});
   const uint64_t origin = net[1].db().origin();
   const uint64_t gap_base = net[1].db().version_vector().Base(origin) - 5;
   for (uint64_t id : {2, 3}) {
@@ -1104,10 +1110,7 @@ TEST(ReplicationTest, WhileNobodyCanFillAGapEveryHolderIsAskedInTurn) {
   Converge(net);
   // A write of node 1 whose pushes (to nodes 2, 3 and 4, in that order) are lost or not.
   auto write = [&](const std::string& key, const std::string& value, std::deque<bool> lost) {
-    faults->fates = std::move(lost);
-    net[1].Write(key, value);
-    ASSERT_TRUE(faults->fates.empty());
-    net.DeliverAll();
+    WriteLosingPushes(net, *faults, key, value, std::move(lost));
   };
   write("gap", "g", {true, true, true});
   write("x", "1", {true, false, true});  // node 3 holds it above the gap, overwritten next
