@@ -298,6 +298,37 @@ TEST_F(ClientTest, PutsInFlightTogetherEachGetTheirOwnAnswer) {
   }
 }
 
+// Puts made together travel as one message, which the gateway routes as one write beside the
+// other writes waiting on that route (CoalescedWrite::Made::kPuts): a put the gateway refuses
+// (an invalid key) and a batch among them still get their own answers, in order.
+TEST_F(ClientTest, APutRefusedAmongPutsAndBatchesInFlightGetsItsOwnAnswer) {
+  for (int round = 0; round < 10; ++round) {
+    Database db = client_.open("/example/kv");
+    ASSERT_TRUE(db.ok()) << db.status();
+    const std::string r = "/r" + std::to_string(round);
+    WriteBatch batch;
+    batch.Put(r + "/batch", "b").Erase(r + "/p1");
+    std::vector<std::future<Status>> acks;
+    acks.push_back(db.put_async(r + "/p0", "0"));
+    acks.push_back(db.put_async(r + "/p1", "1"));
+    acks.push_back(db.put_async(r + "/../bad", "x"));  // an invalid key
+    acks.push_back(db.put_async(r + "/p2", "2"));
+    acks.push_back(db.write_async(batch));
+    acks.push_back(db.put_async(r + "/p3", "3"));
+    const std::vector<Code> expected = {Code::kOk, Code::kOk, Code::kInvalidKey,
+                                        Code::kOk, Code::kOk, Code::kOk};
+    for (size_t i = 0; i < acks.size(); ++i) {
+      ASSERT_EQ(acks[i].wait_for(std::chrono::seconds(30)), std::future_status::ready) << i;
+      Status st = acks[i].get();
+      EXPECT_EQ(st.code(), expected[i]) << "round " << round << ", write " << i << ": " << st;
+    }
+    auto keys = db.list(r + "/");
+    ASSERT_TRUE(keys.ok()) << keys.status();
+    EXPECT_EQ(*keys, (std::vector<std::string>{r + "/batch", r + "/p0", r + "/p2", r + "/p3"}))
+        << "round " << round;
+  }
+}
+
 // Asynchronous gets made together travel as one message (client/client.cpp TakeGet) and each
 // gets its own answer: found, not found, or its own error (an invalid key).
 TEST_F(ClientTest, GetsInFlightTogetherEachGetTheirOwnAnswer) {
