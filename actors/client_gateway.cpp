@@ -198,6 +198,44 @@ caf::result<Reply> RouteAdmitted(gateway_pointer self, const std::string& path,
   return promise;
 }
 
+/// The outcome of each request of a message of several (puts, grouped gets), in order.
+const std::vector<caf::error>& OutcomesOf(const std::vector<caf::error>& errors) {
+  return errors;
+}
+const std::vector<caf::error>& OutcomesOf(const GetManyReply& reply) {
+  return reply.errors;
+}
+
+/// Counts each request of a message of several alone: `count` of them failed with `s`.
+void RecordEach(const std::function<void(Code)>& record, size_t count, const Status& s) {
+  for (size_t i = 0; i < count; ++i) record(s.code());
+}
+/// ... or each with its own outcome (a request the reply left out is counted when it comes
+/// again alone).
+void RecordEach(const std::function<void(Code)>& record, const std::vector<caf::error>& outcomes) {
+  for (const caf::error& err : outcomes) record(err ? ToStatus(err).code() : Code::kOk);
+}
+
+/// RouteAdmitted for a message of `count` requests, each counted alone (RecordEach).
+template <class Reply, class Send>
+caf::result<Reply> RouteAdmittedEach(gateway_pointer self, const std::string& path,
+                                     std::function<void(Code)> record, size_t count, Send send) {
+  auto promise = self->make_response_promise<Reply>();
+  Dispatch<Reply>(
+      self, path, [](Code) {},
+      [promise, record, count](caf::expected<Reply> reply) mutable {
+        if (!reply) {
+          RecordEach(record, count, ToStatus(reply.error()));
+          promise.deliver(reply.error());
+          return;
+        }
+        RecordEach(record, OutcomesOf(*reply));
+        promise.deliver(std::move(*reply));
+      },
+      std::move(send));
+  return promise;
+}
+
 /// Hands a request for the database at `raw_path` to its route with `send(route, done)`, if it
 /// is admitted (Admit), and answers the client with what `done` gets.
 ///
@@ -430,28 +468,17 @@ gateway_actor::behavior_type client_gateway_impl(
         }
         // One path, one deadline, one sender: admitted (or refused) together, counted alone.
         std::string db;
+        std::function<void(Code)> record = Recorder(self, metrics::Op::kPut);
+        const size_t count = puts.ops.size();
         if (Status s = Admit(self, Right::kWrite, path, deadline, &db); !s.ok()) {
-          for (size_t i = 0; i < puts.ops.size(); ++i) Recorder(self, metrics::Op::kPut)(s.code());
+          RecordEach(record, count, s);
           return ToError(std::move(s));
         }
         // The puts go to the route as one write (CoalescedWrite::Made::kPuts), in order, so they
         // join the database's next group commit together, each judged and answered alone; the
         // message is answered once all are, each put counted alone.
-        std::function<void(Code)> record = Recorder(self, metrics::Op::kPut);
-        const size_t count = puts.ops.size();
-        auto promise = self->make_response_promise<std::vector<caf::error>>();
-        Dispatch<std::vector<caf::error>>(
-            self, db, [](Code) {},
-            [promise, record, count](caf::expected<std::vector<caf::error>> reply) mutable {
-              if (!reply) {
-                const Code code = ToStatus(reply.error()).code();
-                for (size_t i = 0; i < count; ++i) record(code);
-                promise.deliver(reply.error());
-                return;
-              }
-              for (const caf::error& err : *reply) record(err ? ToStatus(err).code() : Code::kOk);
-              promise.deliver(std::move(*reply));
-            },
+        return RouteAdmittedEach<std::vector<caf::error>>(
+            self, db, std::move(record), count,
             [&](OrderedRoute& ordered,
                 std::function<void(caf::expected<std::vector<caf::error>>)> done) {
               if (ordered.TakeWrite({CoalescedWrite::Made::kPuts,
@@ -462,7 +489,6 @@ gateway_actor::behavior_type client_gateway_impl(
                 self->send(self, atom::commit_v, ordered.route().path);
               }
             });
-        return promise;
       },
       [=](atom::get, const std::string& path, std::string& key,
           Deadline deadline) -> caf::result<std::string> {
@@ -499,7 +525,7 @@ gateway_actor::behavior_type client_gateway_impl(
         // One path, one deadline, one sender: admitted (or refused) together, counted per key.
         std::string db;
         if (Status s = Admit(self, Right::kRead, path, deadline, &db); !s.ok()) {
-          for (size_t i = 0; i < count; ++i) record(s.code());
+          RecordEach(record, count, s);
           return ToError(std::move(s));
         }
         GetManyReply answers;
@@ -510,38 +536,20 @@ gateway_actor::behavior_type client_gateway_impl(
             });
         if (read) {
           if (!read->ok()) {
-            for (size_t i = 0; i < count; ++i) record(read->code());
+            RecordEach(record, count, *read);
             return ToError(std::move(*read));
           }
-          // Keys left out (to send alone) are counted when they come alone.
-          for (const caf::error& err : answers.errors) {
-            record(err ? ToStatus(err).code() : Code::kOk);
-          }
+          RecordEach(record, OutcomesOf(answers));
           return answers;
         }
         // One request to the database, after the requests routed before it (OrderedRoute), so
         // the gets see what this client wrote before them.
-        auto promise = self->make_response_promise<GetManyReply>();
-        Dispatch<GetManyReply>(
-            self, db, [](Code) {},
-            [promise, record, count](caf::expected<GetManyReply> reply) mutable {
-              if (!reply) {
-                const Code code = ToStatus(reply.error()).code();
-                for (size_t i = 0; i < count; ++i) record(code);
-                promise.deliver(reply.error());
-                return;
-              }
-              // Keys left out (to send alone) are counted when they come alone.
-              for (const caf::error& err : reply->errors) {
-                record(err ? ToStatus(err).code() : Code::kOk);
-              }
-              promise.deliver(std::move(*reply));
-            },
+        return RouteAdmittedEach<GetManyReply>(
+            self, db, std::move(record), count,
             [&](OrderedRoute& ordered, std::function<void(caf::expected<GetManyReply>)> done) {
               ordered.Request<GetManyReply>(self, std::move(done), deadline, atom::get_v,
                                             std::move(keys));
             });
-        return promise;
       },
       [=](atom::get, const std::string& path, ReadRequest& request, Deadline deadline) {
         return Forward<VersionedValue>(self, metrics::Op::kGet, Right::kRead, path, deadline,
