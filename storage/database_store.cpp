@@ -185,9 +185,13 @@ struct DatabaseStore::OpView {
 struct DatabaseStore::Pending {
   /// The normalised user key.
   std::string key;
-  /// A record was stored before the write; it is `before`.
+  /// A record was stored before the write; it is `before`, without its value when it came from
+  /// the record cache: its value's size and digest hash are `before_value_size` and
+  /// `before_hash`, which are what the write needs of it (BeforeCost).
   bool had = false;
   proto::Record before;
+  uint64_t before_value_size = 0;
+  uint64_t before_hash = 0;
   /// The write replaced the record with `after`.
   bool changed = false;
   proto::Record after;
@@ -195,19 +199,50 @@ struct DatabaseStore::Pending {
   /// record as sent in the delta (without Record.dot_ranged, which is this replica's own).
   std::string after_bytes;
   size_t wire_size = 0;
+  /// RecordHash of `after` if it is live (by Stage).
+  uint64_t after_hash = 0;
 
   bool exists() const { return changed || had; }
+  /// The current record's version, tombstone and expiry (not its value: see `before`).
   const proto::Record& current() const { return changed ? after : before; }
+  /// LiveCost of the current record.
+  uint64_t CurrentCost() const { return changed ? LiveCost(key, after) : BeforeCost(); }
+  /// LiveCost of `before`.
+  uint64_t BeforeCost() const { return before.tombstone() ? 0 : key.size() + before_value_size; }
+  /// `before` is the record read from the store: its value's size and hash are noted.
+  void NoteReadBefore() {
+    had = true;
+    before_value_size = before.value().size();
+    before_hash = before.tombstone() ? 0 : RecordHash(key, before);
+  }
+  /// `before` is the record `summary` describes (see `before`).
+  void TakeBefore(const RecordSummary& summary) {
+    had = true;
+    proto::Version* version = before.mutable_version();
+    version->set_origin(summary.origin);
+    version->set_counter(summary.counter);
+    version->set_hlc(summary.hlc);
+    before.set_tombstone(summary.tombstone);
+    before.set_expires(summary.expires);
+    before.set_dot_ranged(summary.dot_ranged);
+    before_value_size = summary.value_size;
+    before_hash = summary.hash;
+  }
+  /// What the record cache keeps of `before` (as read) or of `after` (as staged).
+  RecordSummary BeforeSummary() const { return Summary(before, before_value_size, before_hash); }
+  RecordSummary AfterSummary() const { return Summary(after, after.value().size(), after_hash); }
   /// Makes this the untouched state of `k`, keeping the capacity of its strings and the Version
   /// messages of its records (ResetRecord), so a reused Pending allocates nothing.
   void Reset(std::string_view k) {
     key.assign(k.data(), k.size());
     had = false;
     ResetRecord(&before);
+    before_value_size = before_hash = 0;
     changed = false;
     ResetRecord(&after);
     after_bytes.clear();
     wire_size = 0;
+    after_hash = 0;
   }
   /// Heap bytes it keeps (about).
   size_t Bytes() const {
@@ -220,6 +255,20 @@ struct DatabaseStore::Pending {
     std::string().swap(*before.mutable_value());
     std::string().swap(*after.mutable_value());
     std::string().swap(after_bytes);
+  }
+
+ private:
+  static RecordSummary Summary(const proto::Record& record, uint64_t value_size, uint64_t hash) {
+    RecordSummary summary;
+    summary.origin = record.version().origin();
+    summary.counter = record.version().counter();
+    summary.hlc = record.version().hlc();
+    summary.expires = record.expires();
+    summary.value_size = value_size;
+    summary.hash = hash;
+    summary.tombstone = record.tombstone();
+    summary.dot_ranged = record.dot_ranged();
+    return summary;
   }
 };
 
@@ -352,6 +401,8 @@ struct DatabaseStore::Staged {
   uint64_t min_expires = UINT64_MAX;
   /// The largest key of the records written (null: none).
   const std::string* max_key = nullptr;
+  /// The keys whose records the batch writes, in key order (their `after`).
+  std::vector<Pending*> records;
   /// Members written into dot ranges, and members of earlier ranges made stale.
   int64_t range_members = 0;
   int64_t stale_members = 0;
@@ -401,7 +452,8 @@ DatabaseStore::DatabaseStore(std::shared_ptr<Store> store, std::string path, std
       id_(id),
       limit_bytes_(limit_bytes),
       data_prefix_(keys::DataPrefix(id)),
-      meta_key_(keys::DatabaseMetaKey(id)) {}
+      meta_key_(keys::DatabaseMetaKey(id)),
+      cache_(&store_->record_cache_budget()) {}
 
 DatabaseStore::~DatabaseStore() = default;
 
@@ -498,8 +550,18 @@ Status DatabaseStore::Touch(std::string_view key, Touched* touched, Pending** ou
     return Status::OK();
   }
   Pending& pending = touched->Add(key);
-  Status s = ReadRecord(key, &pending.had, &pending.before);
-  if (!s.ok()) return s;
+  if (const RecordSummary* summary = cache_.Find(key)) {
+    pending.TakeBefore(*summary);
+    ++records_not_read_;
+  } else {
+    bool found = false;
+    Status s = ReadRecord(key, &found, &pending.before);
+    if (!s.ok()) return s;
+    if (found) {
+      pending.NoteReadBefore();
+      cache_.Put(key, pending.BeforeSummary());
+    }
+  }
   touched->sorted.insert(at, &pending);
   *out = &pending;
   return Status::OK();
@@ -546,25 +608,38 @@ Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* t
       std::upper_bound(order.begin(), order.end(), max_key_,
                        [](const std::string& k, const Pending* p) { return k < p->key; }) -
       order.begin());
-  if (n == 0) return Status::OK();
+  // The keys whose records the cache knows are not read (storage/record_cache.hpp); `unread`
+  // holds the others, still in key order.
+  std::vector<Pending*> unread;
+  unread.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (const RecordSummary* summary = cache_.Find(order[i]->key)) {
+      order[i]->TakeBefore(*summary);
+      ++records_not_read_;
+    } else {
+      unread.push_back(order[i]);
+    }
+  }
+  const size_t reads = unread.size();
+  if (reads == 0) return Status::OK();
   // The data keys side by side in one buffer (reserved, so the slices into it stay valid).
   size_t bytes = 0;
-  for (size_t i = 0; i < n; ++i) bytes += data_prefix_.size() + order[i]->key.size();
+  for (const Pending* p : unread) bytes += data_prefix_.size() + p->key.size();
   std::string data_keys;
   data_keys.reserve(bytes);
-  std::vector<rocksdb::Slice> slices(n);
-  for (size_t i = 0; i < n; ++i) {
+  std::vector<rocksdb::Slice> slices(reads);
+  for (size_t i = 0; i < reads; ++i) {
     const size_t at = data_keys.size();
-    data_keys.append(data_prefix_).append(order[i]->key);
+    data_keys.append(data_prefix_).append(unread[i]->key);
     slices[i] = rocksdb::Slice(data_keys.data() + at, data_keys.size() - at);
   }
-  std::vector<rocksdb::PinnableSlice> values(n);
-  std::vector<rocksdb::Status> statuses(n);
+  std::vector<rocksdb::PinnableSlice> values(reads);
+  std::vector<rocksdb::Status> statuses(reads);
   rocksdb::DB* db = store_->db();
-  db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), n, slices.data(), values.data(),
-               statuses.data(), /*sorted_input=*/true);
-  for (size_t i = 0; i < n; ++i) {
-    Pending& p = *order[i];
+  db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), reads, slices.data(),
+               values.data(), statuses.data(), /*sorted_input=*/true);
+  for (size_t i = 0; i < reads; ++i) {
+    Pending& p = *unread[i];
     if (statuses[i].IsNotFound()) continue;
     if (!statuses[i].ok()) {
       return FromRocksStatus(statuses[i],
@@ -577,7 +652,8 @@ Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* t
       return Status::Corruption("record of key " + Quote(p.key) + " in database " + Quote(path_) +
                                 " is unreadable");
     }
-    p.had = true;
+    p.NoteReadBefore();
+    cache_.Put(p.key, p.BeforeSummary());
   }
   return Status::OK();
 }
@@ -629,7 +705,7 @@ Status DatabaseStore::KnowMaxKey() {
 void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
                           Staged* staged) const {
   staged->digest = digest_;
-  std::vector<Pending*> changed;  // in key order
+  std::vector<Pending*>& changed = staged->records;
   changed.reserve(touched->sorted.size());
   for (Pending* p : touched->sorted) {
     if (p->changed) changed.push_back(p);
@@ -671,9 +747,9 @@ void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
         index.push_back({'t', 0, old.origin(), old.counter(), nullptr});
         --staged->tombstone_count;
       } else {
-        staged->used_bytes -= static_cast<int64_t>(LiveCost(p->key, p->before));
+        staged->used_bytes -= static_cast<int64_t>(p->BeforeCost());
         --staged->key_count;
-        staged->digest -= RecordHash(p->key, p->before);
+        staged->digest -= p->before_hash;
         if (p->before.expires() != 0) {
           index.push_back({'x', p->before.expires(), old.origin(), old.counter(), nullptr});
         }
@@ -705,7 +781,8 @@ void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
     } else {
       staged->used_bytes += static_cast<int64_t>(LiveCost(p->key, p->after));
       ++staged->key_count;
-      staged->digest += RecordHash(p->key, p->after);
+      p->after_hash = RecordHash(p->key, p->after);
+      staged->digest += p->after_hash;
       if (p->after.expires() != 0) {
         index.push_back({'x', p->after.expires(), now.origin(), now.counter(), &p->key});
         staged->min_expires = std::min(staged->min_expires, p->after.expires());
@@ -790,6 +867,8 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   }
   local_counter_ = local_counter;
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
+  // Before the observers: a write one of them makes to this database comes after this one.
+  for (const Pending* p : staged->records) cache_.Put(p->key, p->AfterSummary());
   if (const auto& observe = store_->vector_observer()) observe(path_, version_vector_.Digest());
   if (observer_) observer_();
   return Status::OK();
@@ -931,8 +1010,7 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
       // node's clock has gone back since that one was written (the clock is not persisted).
       if (p->exists()) {
         store_->ObserveTimestamp(p->current().version().hlc());
-        if (!p->current().tombstone())
-          usage -= static_cast<int64_t>(LiveCost(p->key, p->current()));
+        usage -= static_cast<int64_t>(p->CurrentCost());
       }
       // Built in place (what it replaces was used above): `after` keeps its buffers from the
       // pool's earlier writes.
@@ -1113,6 +1191,7 @@ Status DatabaseStore::CollectExpired(uint64_t now, size_t limit, uint64_t* remov
       *tombstone.mutable_version() = record.version();
       tombstone.set_dot_ranged(record.dot_ranged());  // same dot, same index entry
       r.batch.Put(data_prefix_ + key, tombstone.SerializeAsString());
+      cache_.Erase(key);
       r.batch.Put(keys::TombstoneIndexKey(id_, origin, counter), key);
       ++batch_removed;
     }
@@ -1471,6 +1550,7 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
       // A stale entry (the tombstone was since replaced) only loses its index entry.
       if (current) {
         batch.Delete(data_prefix_ + std::string(key));
+        cache_.Erase(key);
         // A dot in a range stays there, stale (see Stage).
         if (record.dot_ranged()) {
           ++batch_stale;
@@ -1742,6 +1822,7 @@ Status DatabaseStore::RemoveCollectedElsewhere(std::string_view after, std::stri
     const proto::Version& version = record.version();
     if (!their_vector.Covers({version.origin(), version.counter()})) continue;  // news to them
     r.batch.Delete(it->key());
+    cache_.Erase(key);
     if (record.dot_ranged()) {
       ++r.stale_members;  // left in its range, stale (see Stage)
     } else {
@@ -1803,6 +1884,7 @@ Status DatabaseStore::Drop() {
   store_->NoteFreeingWrite();
   store_->NoteCatalogEntryDeleted(config_id_);
   dropped_ = true;
+  cache_.Clear();
   used_bytes_ = 0;
   key_count_ = 0;
   local_counter_ = 0;

@@ -70,6 +70,7 @@
 #include "common/read_levels.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
+#include "storage/record_cache.hpp"
 #include "storage/version_vector.hpp"
 
 namespace kvmesh::proto {
@@ -297,6 +298,9 @@ class DatabaseStore {
   /// The heap bytes the calling thread keeps for its next write's per-key state (the write
   /// pool; at most 4 MiB). For tests.
   static size_t WritePoolBytesForTesting();
+  /// Records that writes replaced or judged without reading them, their summary kept in the
+  /// record cache (storage/record_cache.hpp), since this handle was opened. For tests.
+  uint64_t records_not_read() const { return records_not_read_; }
 
  private:
   friend class Store;
@@ -384,6 +388,10 @@ class DatabaseStore {
   /// threads.
   std::atomic<bool> dropped_{false};
   std::function<void()> observer_;
+  /// Summaries of the records last written or read by writes (storage/record_cache.hpp), so a
+  /// write need not read what it replaces. Mutable: a const read of a record keeps its summary.
+  mutable RecordCache cache_;
+  mutable uint64_t records_not_read_ = 0;
 };
 
 }  // namespace kvmesh::storage

@@ -58,7 +58,8 @@ uint64_t RandomId() {
 Store::Store(StoreOptions options)
     : options_(std::move(options)),
       write_options_(std::make_unique<rocksdb::WriteOptions>(RocksWriteOptions(options_))),
-      unsynced_write_options_(std::make_unique<rocksdb::WriteOptions>(*write_options_)) {
+      unsynced_write_options_(std::make_unique<rocksdb::WriteOptions>(*write_options_)),
+      record_cache_budget_(options_.record_cache_bytes) {
   unsynced_write_options_->sync = false;
 }
 

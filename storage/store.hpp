@@ -19,6 +19,7 @@
 
 #include "kvmesh/status.hpp"
 #include "kvmesh/types.hpp"
+#include "storage/record_cache.hpp"
 #include "storage/space_monitor.hpp"
 
 namespace rocksdb {
@@ -54,6 +55,10 @@ struct StoreOptions {
   size_t block_cache_bytes = 64u << 20;
   /// Largest value accepted; larger ones fail with Code::kValueTooLarge. Default 16 MiB.
   size_t max_value_bytes = 16u << 20;
+  /// What the databases' write paths may keep of the records they replace next, all databases
+  /// together (storage/record_cache.hpp): about 128 bytes per key. 0 keeps nothing (every write
+  /// reads the records it replaces). Default 64 MiB.
+  size_t record_cache_bytes = 64u << 20;
   /// The low-space state (storage/space_monitor.hpp). Defaults as documented there.
   SpaceOptions space;
   /// The wall clock behind timestamps and expiry; tests set a clock they move. Default (unset):
@@ -140,6 +145,8 @@ class Store : public std::enable_shared_from_this<Store> {
   using VectorObserver = std::function<void(const std::string& path, uint64_t digest)>;
   void set_vector_observer(VectorObserver observer) { vector_observer_ = std::move(observer); }
   const VectorObserver& vector_observer() const { return vector_observer_; }
+  /// The budget of the databases' record caches (StoreOptions::record_cache_bytes).
+  RecordCacheBudget& record_cache_budget() { return record_cache_budget_; }
   /// Calls `fn` with the path and version-vector digest of every database in the catalog, in
   /// path order (0 for one nothing was written to): one catalog scan and one meta read per
   /// database. Errors: kCorruption, kIOError.
@@ -213,6 +220,7 @@ class Store : public std::enable_shared_from_this<Store> {
   /// Catalog entries by config id (InstanceCount); guarded by catalog_mutex_.
   std::unordered_map<std::string, uint64_t> instances_by_config_;
   VectorObserver vector_observer_;
+  RecordCacheBudget record_cache_budget_;
   /// Set by Init; stopped by Close before RocksDB closes.
   std::unique_ptr<SpaceMonitor> space_monitor_;
 };

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -2239,6 +2240,215 @@ TEST(DotRangeTest, TheSweepIsBoundedAndKeepsEveryDeltaTheSame) {
   Sync(*a.db, *b.db, 4096);
   ExpectSame(*a.db, *b.db);
   ExpectConsistent(*a.db);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The record cache (storage/record_cache.hpp): a write that finds what it replaces there reads
+// nothing, and must leave every counter as reading would have.
+
+/// Beyond ExpectConsistent (with expired records removed): the tombstone count and index, the
+/// per-dot index and the dot range counters agree with what is stored, and a peer that holds
+/// nothing is sent every record.
+void ExpectIndexesExact(Replica& r) {
+  const uint64_t id = r.db->id();
+  std::vector<DatabaseStore::KeyDot> records;
+  bool more = false;
+  ASSERT_TRUE(r.db->ListKeyDots("", 1 << 20, 1 << 30, &records, &more).ok());
+  EXPECT_EQ(r.db->tombstone_count(), records.size() - r.db->Stats().key_count);
+  EXPECT_EQ(TagCount(*r.store, id, 't'), r.db->tombstone_count());
+  const auto members = RangeMembers(*r.store, id);
+  size_t stale = 0;
+  for (const auto& [dot, key] : members) {
+    const Dot stored = StoredDot(*r.store, id, key);
+    if (stored.origin != dot.origin || stored.counter != dot.counter) ++stale;
+  }
+  EXPECT_EQ(r.db->range_members(), members.size());
+  EXPECT_EQ(r.db->stale_members(), stale);
+  EXPECT_EQ(TagCount(*r.store, id, 'o') + members.size() - stale, records.size());
+  EXPECT_EQ(DeltaDots(*r.db, VersionVector()), StoredDots(*r.db, VersionVector()));
+}
+
+// Two replicas under a seeded mix of every kind of change: local puts (some with a ttl, some
+// refused by the size limit), erases, batches with repeated keys and version checks, deltas
+// pushed both ways (some lost), anti-entropy pulls, expiry, tombstone collection, the stale
+// repair, dot range sweeps and reopens. After each step the O(1) counters and the indexes agree
+// with what is stored: a summary kept after its record changed some other way would take the
+// wrong size, hash, tombstone or dot off them.
+TEST(RecordCacheTest, WritesThatReadNothingKeepEveryCounterExact) {
+  FakeClock clock;
+  Replica a(48 << 10, clock.Options());  // small enough that some writes are refused
+  Replica b(kBigLimit, clock.Options());
+  std::mt19937_64 rng(17);
+  auto pick = [&](uint64_t n) { return rng() % n; };
+  std::vector<std::string> keys;
+  for (int i = 0; i < 24; ++i) keys.push_back("/k/" + std::to_string(i));
+  keys.push_back("/long/" + std::string(80, 'x'));  // longer than the cache keeps
+  auto value = [&] {
+    const size_t size = pick(4) == 0 ? 2000 + pick(4000) : pick(200);
+    return std::string(size, static_cast<char>('a' + pick(26)));
+  };
+  std::string a_to_b;  // deltas on their way
+  std::string b_to_a;
+  auto deliver = [](std::string* pending, DatabaseStore& to) {
+    if (!pending->empty()) ASSERT_TRUE(to.ApplyDelta(*pending).ok());
+    pending->clear();
+  };
+  int refused = 0;
+  uint64_t not_read = 0;  // by handles closed since
+  for (int step = 0; step < 2500; ++step) {
+    const bool on_a = pick(3) != 0;
+    Replica& r = on_a ? a : b;
+    Replica& other = on_a ? b : a;
+    const std::string& key = keys[pick(keys.size())];
+    std::string delta;
+    Status s;
+    switch (pick(12)) {
+      case 0:
+      case 1:
+      case 2:
+        s = r.db->Put(key, value(), &delta);
+        break;
+      case 3:
+        s = PutTtl(*r.db, key, value(), 1 + pick(30), &delta);
+        break;
+      case 4:
+        s = r.db->Erase(key, &delta);
+        break;
+      case 5: {
+        WriteBatch batch;
+        for (uint64_t n = 1 + pick(6); n > 0; --n) {
+          const std::string& k = pick(2) == 0 ? key : keys[pick(keys.size())];
+          switch (pick(4)) {
+            case 0:
+              batch.Check(k, pick(3) == 0 ? std::string("1-2-3") : VersionOf(*r.db, k));
+              break;
+            case 1:
+              batch.Erase(k);
+              break;
+            default:
+              batch.Put(k, value(), pick(4) == 0 ? 1 + pick(30) : 0);
+          }
+        }
+        s = r.db->Write(batch, &delta);
+        break;
+      }
+      case 6:
+        if (pick(4) == 0) {
+          a_to_b.clear();  // lost on the way
+          b_to_a.clear();
+        }
+        deliver(&a_to_b, *b.db);
+        deliver(&b_to_a, *a.db);
+        break;
+      case 7:  // expiry (the removals follow at the end of the step)
+        clock.Advance(std::chrono::milliseconds(pick(20)));
+        break;
+      case 8: {  // anti-entropy: r pulls what it lacks from the other
+        bool more = true;
+        for (int pulls = 0; more && pulls < 100; ++pulls) {
+          std::string pulled;
+          ASSERT_TRUE(other.db->DeltaSince(r.db->version_vector(), 4096, &pulled, &more).ok());
+          ASSERT_TRUE(r.db->ApplyDelta(pulled).ok());
+        }
+        break;
+      }
+      case 9: {
+        const VersionVector stable =
+            VersionVector::Min(a.db->version_vector(), b.db->version_vector());
+        ASSERT_TRUE(r.db->CollectTombstones(stable, UINT64_MAX, nullptr).ok());
+        break;
+      }
+      case 10:
+        RepairAgainst(*other.db, *r.db, 8, 1000);
+        break;
+      case 11:
+        if (pick(8) == 0) {
+          not_read += r.db->records_not_read();
+          r.Open(clock.Options());
+        } else {
+          uint64_t removed = 0;
+          ASSERT_TRUE(r.db->SweepDotRanges(64, &removed).ok());
+        }
+        break;
+    }
+    if (!s.ok()) {
+      ASSERT_TRUE(s.code() == Code::kSizeLimitExceeded || s.code() == Code::kConditionFailed) << s;
+      ++refused;
+    }
+    (on_a ? a_to_b : b_to_a) += delta;
+    // Expired records count until removed, but are not listed: removed first.
+    Sweep(*a.db, 1 << 20);
+    Sweep(*b.db, 1 << 20);
+    ExpectConsistent(*a.db);
+    ExpectConsistent(*b.db);
+    ExpectIndexesExact(a);
+    ExpectIndexesExact(b);
+    ASSERT_FALSE(::testing::Test::HasFailure()) << "at step " << step;
+  }
+  EXPECT_GT(refused, 50) << "writes refused by the limit or a check change nothing";
+  not_read += a.db->records_not_read() + b.db->records_not_read();
+  EXPECT_GT(not_read, 1000u) << "the writes found what they replace in the cache";
+}
+
+// A commit observer that writes the key the write it observes just wrote: the cache must keep the
+// observer's record, the later one, or the next write takes the earlier one's size off.
+TEST(RecordCacheTest, AWriteInsideACommitObserverIsTheOneRemembered) {
+  Replica a;
+  bool nested = false;
+  a.db->set_commit_observer([&] {
+    if (nested) return;
+    nested = true;
+    EXPECT_TRUE(a.db->Put("/k", std::string(300, 'i')).ok());
+  });
+  ASSERT_TRUE(a.db->Put("/k", "outer").ok());
+  a.db->set_commit_observer({});
+  EXPECT_EQ(a.db->Stats().used_bytes, 2u + 300u);
+  ASSERT_TRUE(a.db->Put("/k", "last").ok());
+  EXPECT_GT(a.db->records_not_read(), 0u);
+  ExpectConsistent(*a.db);
+}
+
+// The tables of all databases of a node stay within StoreOptions::record_cache_bytes, each keeps
+// what it can, and a closed database's table goes back to the others.
+TEST(RecordCacheTest, TheTablesOfAllDatabasesStayWithinTheNodesBudget) {
+  TempDir dir;
+  StoreOptions options;
+  options.path = dir / "data";
+  const int64_t budget = 3 << 19;  // 1.5 MiB
+  options.record_cache_bytes = budget;
+  std::shared_ptr<Store> store;
+  ASSERT_TRUE(Store::Open(options, &store).ok());
+  std::vector<std::unique_ptr<DatabaseStore>> dbs(3);
+  for (size_t d = 0; d < dbs.size(); ++d) {
+    ASSERT_TRUE(store->OpenDatabase("/db/" + std::to_string(d), "cfg", kBigLimit, &dbs[d]).ok());
+  }
+  for (auto& db : dbs) {
+    for (int from = 0; from < 20000; from += 1000) {
+      ASSERT_TRUE(db->Write(NumberedPuts(from, from + 1000, "v")).ok());
+    }
+    EXPECT_GE(store->record_cache_budget().left(), 0);
+    if (db == dbs[0]) {
+      EXPECT_LE(budget - store->record_cache_budget().left(), budget / 2)
+          << "one database takes at most half";
+    }
+  }
+  EXPECT_LT(store->record_cache_budget().left(), budget / 2) << "the budget is used";
+  for (auto& db : dbs) {
+    // Most of the keys written last are kept (there is no room for all 20,000, and a key can
+    // lose its slot to another).
+    const uint64_t not_read = db->records_not_read();
+    ASSERT_TRUE(db->Write(NumberedPuts(19900, 20000, "w")).ok());
+    EXPECT_GE(db->records_not_read() - not_read, 80u) << db->path();
+  }
+  const int64_t left = store->record_cache_budget().left();
+  dbs[0].reset();
+  EXPECT_GT(store->record_cache_budget().left(), left) << "a closed database's table is returned";
+  // Keys longer than a slot holds are never kept, so each write of them reads.
+  const std::string long_key = "/" + std::string(RecordCache::kMaxKeyBytes, 'x');
+  const uint64_t not_read = dbs[1]->records_not_read();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(dbs[1]->Put(long_key, "v").ok());
+  EXPECT_EQ(dbs[1]->records_not_read(), not_read);
+  ExpectConsistent(*dbs[1]);
 }
 
 }  // namespace

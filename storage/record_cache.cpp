@@ -1,0 +1,86 @@
+#include "storage/record_cache.hpp"
+
+#include <xxhash.h>
+
+#include <cstring>
+
+namespace kvmesh::storage {
+
+bool RecordCacheBudget::Take(size_t bytes, size_t keep) {
+  const auto want = static_cast<int64_t>(bytes);
+  int64_t left = left_.load();
+  while (left - want >= static_cast<int64_t>(keep)) {
+    if (left_.compare_exchange_weak(left, left - want)) return true;
+  }
+  return false;
+}
+
+uint64_t RecordCache::HashKey(std::string_view key) {
+  return XXH3_64bits(key.data(), key.size()) | 1;  // never 0, the empty slot's mark
+}
+
+bool RecordCache::Holds(const Slot& slot, std::string_view key, uint64_t hash) {
+  return slot.key_hash == hash && slot.key_size == key.size() &&
+         std::memcmp(slot.key, key.data(), key.size()) == 0;
+}
+
+const RecordSummary* RecordCache::Find(std::string_view key) const {
+  if (slots_ == 0 || key.size() > kMaxKeyBytes) return nullptr;
+  const uint64_t hash = HashKey(key);
+  const Slot& slot = SlotOf(hash);
+  return Holds(slot, key, hash) ? &slot.summary : nullptr;
+}
+
+void RecordCache::Put(std::string_view key, const RecordSummary& summary) {
+  if (key.size() > kMaxKeyBytes) return;
+  if (slots_ == 0 && !Resize(kFirstSlots)) return;
+  const uint64_t hash = HashKey(key);
+  Slot* slot = &SlotOf(hash);
+  if (slot->key_hash != 0 && !Holds(*slot, key, hash)) ++collisions_;
+  // Over a table's worth of puts, more than a quarter took a slot from another key: twice the
+  // slots, if the budget has room. Direct-mapped, a table of twice the keys in use keeps about
+  // four in five of them (uniformly used); the keys lost meanwhile are read again, nothing worse.
+  if (++puts_ >= slots_) {
+    if (collisions_ * 4 > puts_ && slots_ < kMaxSlots && Resize(2 * slots_)) {
+      slot = &SlotOf(hash);
+    }
+    puts_ = collisions_ = 0;
+  }
+  slot->key_hash = hash;
+  slot->summary = summary;
+  slot->key_size = static_cast<uint8_t>(key.size());
+  std::memcpy(slot->key, key.data(), key.size());
+}
+
+void RecordCache::Erase(std::string_view key) {
+  if (slots_ == 0 || key.size() > kMaxKeyBytes) return;
+  const uint64_t hash = HashKey(key);
+  Slot& slot = SlotOf(hash);
+  if (Holds(slot, key, hash)) slot.key_hash = 0;
+}
+
+void RecordCache::Clear() {
+  if (slots_ == 0) return;
+  table_.reset();
+  budget_->Give(slots_ * sizeof(Slot));
+  slots_ = 0;
+  puts_ = collisions_ = 0;
+}
+
+bool RecordCache::Resize(size_t slots) {
+  const size_t bytes = slots * sizeof(Slot);
+  // A first table takes what it needs; a larger one leaves as much again to the others.
+  if (budget_ == nullptr || !budget_->Take(bytes, slots_ == 0 ? 0 : bytes)) return false;
+  std::unique_ptr<Slot[]> old = std::move(table_);
+  const size_t old_slots = slots_;
+  table_.reset(new Slot[slots]);
+  slots_ = slots;
+  puts_ = collisions_ = 0;
+  for (size_t i = 0; i < old_slots; ++i) {
+    if (old[i].key_hash != 0) SlotOf(old[i].key_hash) = old[i];
+  }
+  if (old_slots > 0) budget_->Give(old_slots * sizeof(Slot));
+  return true;
+}
+
+}  // namespace kvmesh::storage

@@ -1,0 +1,112 @@
+// RecordCache: what the write path needs to know of a stored record, kept so it need not read it.
+//
+// Every write reads the records it replaces: their version (the conflict rule, conditional
+// writes), their dot and tombstone and expiry (the indexes), the size of their value (exact size
+// accounting) and their digest hash. That read is a RocksDB lookup per key, a search of the
+// memtable's skip list as dear as the insert the write then makes: ~15% of an embedded put's CPU
+// (perf, `kvmesh-bench --targets embedded --workloads put --inflight 50`, 100k keys overwritten
+// at random). Each database keeps these summaries of the records it last wrote or read in a table
+// of its own, so overwriting a key written or read recently reads nothing.
+//
+// Coherence: a database's records change only through its one DatabaseStore, so the table holds
+// as long as every change passes through it: a committed write puts the summaries of the records
+// it stored, a removal (expiry, tombstone collection, stale repair) erases the keys it changes,
+// a drop clears the table. A key the table does not hold is read from RocksDB as before.
+//
+// Memory: a direct-mapped table (a key's slot is fixed by its hash, and a new key takes it over
+// from the one there), starting small and doubling while keys often collide, within a budget all
+// databases of a node share (StoreOptions::record_cache_bytes): a table grows only while the
+// budget keeps at least as much again for the others, so one busy database takes at most half of
+// it and every database can have a table. Keys longer than kMaxKeyBytes are not kept.
+// Not thread-safe: its database's owner uses it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+namespace kvmesh::storage {
+
+/// A stored record as the write path sees it: all of proto::Record but the value's bytes.
+struct RecordSummary {
+  uint64_t origin = 0;
+  uint64_t counter = 0;
+  uint64_t hlc = 0;
+  uint64_t expires = 0;
+  uint64_t value_size = 0;
+  /// The record's share of the digest (RecordHash) if it is live; 0 for a tombstone.
+  uint64_t hash = 0;
+  bool tombstone = false;
+  bool dot_ranged = false;
+};
+
+/// Bytes the record caches of one node may hold in all, shared between its databases.
+/// Thread-safe.
+class RecordCacheBudget {
+ public:
+  explicit RecordCacheBudget(size_t bytes) : left_(static_cast<int64_t>(bytes)) {}
+  /// Takes `bytes` if at least `keep` are left after it; false (taking nothing) otherwise.
+  bool Take(size_t bytes, size_t keep = 0);
+  /// Returns bytes taken before.
+  void Give(size_t bytes) { left_.fetch_add(static_cast<int64_t>(bytes)); }
+  int64_t left() const { return left_.load(); }
+
+ private:
+  std::atomic<int64_t> left_;
+};
+
+class RecordCache {
+ public:
+  /// Keys longer than this are not kept (a slot holds its key inline).
+  static constexpr size_t kMaxKeyBytes = 62;
+  /// A table's first and largest size, in slots.
+  static constexpr size_t kFirstSlots = 64;
+  static constexpr size_t kMaxSlots = size_t{1} << 20;
+
+  /// `budget` (not owned; may be null: nothing is kept) must outlive the cache.
+  explicit RecordCache(RecordCacheBudget* budget) : budget_(budget) {}
+  RecordCache(const RecordCache&) = delete;
+  RecordCache& operator=(const RecordCache&) = delete;
+  ~RecordCache() { Clear(); }
+
+  /// The summary kept for `key` (a normalised key), or null. Valid until the next Put, Erase or
+  /// Clear.
+  const RecordSummary* Find(std::string_view key) const;
+  /// Keeps `summary` for `key`, in place of whatever the slot held (another key's summary is
+  /// forgotten). Does nothing for a key over kMaxKeyBytes or when the budget has no room for a
+  /// table.
+  void Put(std::string_view key, const RecordSummary& summary);
+  /// Forgets `key`, if kept.
+  void Erase(std::string_view key);
+  /// Forgets everything and returns the table's bytes to the budget.
+  void Clear();
+
+  /// Slots in the table (0: none yet). For tests.
+  size_t slots() const { return slots_; }
+
+ private:
+  struct Slot {
+    uint64_t key_hash = 0;  // 0: empty (a key's hash is never 0)
+    RecordSummary summary;
+    uint8_t key_size = 0;
+    char key[kMaxKeyBytes];
+  };
+  static uint64_t HashKey(std::string_view key);
+  Slot& SlotOf(uint64_t hash) const { return table_[hash & (slots_ - 1)]; }
+  static bool Holds(const Slot& slot, std::string_view key, uint64_t hash);
+  /// A table of `slots` slots (a power of two) with the kept summaries moved in, if the budget
+  /// allows (see the header comment); false otherwise.
+  bool Resize(size_t slots);
+
+  RecordCacheBudget* budget_;
+  std::unique_ptr<Slot[]> table_;
+  size_t slots_ = 0;  // a power of two, or 0
+  /// Puts since the table last grew or was judged (Put), and those of them that took a slot over
+  /// from another key.
+  size_t puts_ = 0;
+  size_t collisions_ = 0;
+};
+
+}  // namespace kvmesh::storage
