@@ -62,7 +62,7 @@ class RecordCache {
   /// Keys longer than this are not kept (a slot holds its key inline).
   static constexpr size_t kMaxKeyBytes = 62;
   /// A table's first and largest size, in slots.
-  static constexpr size_t kFirstSlots = 64;
+  static constexpr size_t kFirstSlots = 16;
   static constexpr size_t kMaxSlots = size_t{1} << 20;
 
   /// `budget` (not owned; may be null: nothing is kept) must outlive the cache.
