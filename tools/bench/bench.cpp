@@ -136,6 +136,10 @@ struct Outcome {
   /// runs in this process).
   double bench_cpu_us_per_op = 0;
   double server_cpu_us_per_op = -1;
+  /// server_cpu_us_per_op by server process, in Target::server_pids order (a cluster's node 0,
+  /// which takes the load, first): what a replicated write costs the writer and each replica.
+  /// Empty when server_cpu_us_per_op is -1.
+  std::vector<double> server_cpu_us_per_op_each;
   /// The node's CPU by thread group over the run (the first server's for remote targets; the
   /// whole process, benchmark threads included, for in-process ones): shows which thread
   /// saturates first and whether every worker thread works.
@@ -542,13 +546,15 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   out.node_threads = ThreadCpuBetween(threads_before, SampleThreads(pid), out.seconds);
   const ProcessSample self_after = SampleProcess(::getpid());
   double server_cpu_seconds = 0;
+  std::vector<double> server_cpu_seconds_each;
   bool servers_sampled = !servers.empty();
   for (size_t i = 0; i < servers.size(); ++i) {
     const ProcessSample after = SampleProcess(servers[i]);
     // A server that restarted or vanished during the run has no meaningful difference.
     servers_sampled = servers_sampled && servers_before[i].ok && after.ok &&
                       after.cpu_seconds >= servers_before[i].cpu_seconds;
-    server_cpu_seconds += after.cpu_seconds - servers_before[i].cpu_seconds;
+    server_cpu_seconds_each.push_back(after.cpu_seconds - servers_before[i].cpu_seconds);
+    server_cpu_seconds += server_cpu_seconds_each.back();
   }
   out.node_cpu = (node_after.cpu_seconds - node_before.cpu_seconds) / out.seconds;
   out.bench_cpu = pid == ::getpid()
@@ -560,7 +566,12 @@ Outcome Run(Prepared& p, const Settings& s, const std::string& workload, size_t 
   out.errors = errors.kinds();
   if (out.ops > 0) {
     out.bench_cpu_us_per_op = (self_after.cpu_seconds - self_before.cpu_seconds) * 1e6 / out.ops;
-    if (servers_sampled) out.server_cpu_us_per_op = server_cpu_seconds * 1e6 / out.ops;
+    if (servers_sampled) {
+      out.server_cpu_us_per_op = server_cpu_seconds * 1e6 / out.ops;
+      for (double seconds : server_cpu_seconds_each) {
+        out.server_cpu_us_per_op_each.push_back(seconds * 1e6 / out.ops);
+      }
+    }
   }
   out.bounded_by_time = out.ops < plan.ops;
   out.p50_us = latency.QuantileMicros(0.50);
@@ -851,6 +862,13 @@ void PrintTable(const std::vector<Outcome>& results, const std::vector<Instantia
   for (const Extra& e : extras)
     std::printf("%s %s: %s\n", e.target.c_str(), e.what.c_str(), e.figures.dump().c_str());
   for (const Outcome& r : results) {
+    if (!print_threads || r.server_cpu_us_per_op_each.size() < 2) continue;
+    std::printf("%s %s c%d i%d server processes (us per op):", r.target.c_str(), r.workload.c_str(),
+                r.connections, r.inflight);
+    for (double us : r.server_cpu_us_per_op_each) std::printf(" %.1f", us);
+    std::printf("\n");
+  }
+  for (const Outcome& r : results) {
     const bool any = std::any_of(r.node_threads.begin(), r.node_threads.end(),
                                  [](const ThreadGroupCpu& g) { return g.cores >= 0.01; });
     if (!print_threads || !any) continue;
@@ -900,6 +918,9 @@ Json ToJson(const Outcome& r, const std::vector<Outcome>& all) {
                                  {"us_per_op", r.ops > 0 ? g.cores * r.seconds * 1e6 / r.ops : 0}});
   }
   if (r.server_cpu_us_per_op >= 0) j["server_cpu_us_per_op"] = r.server_cpu_us_per_op;
+  if (!r.server_cpu_us_per_op_each.empty()) {
+    j["server_cpu_us_per_op_each"] = r.server_cpu_us_per_op_each;
+  }
   j["errors"] = Json::array();
   for (const ErrorKind& k : r.errors) {
     j["errors"].push_back(
