@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace kvmesh::storage {
@@ -26,6 +27,7 @@ bool RecordCache::Holds(const Slot& slot, std::string_view key, uint64_t hash) {
 
 const RecordSummary* RecordCache::Find(std::string_view key) const {
   if (slots_ == 0 || key.size() > kMaxKeyBytes) return nullptr;
+  ++finds_;
   const uint64_t hash = HashKey(key);
   const Slot& slot = SlotOf(hash);
   return Holds(slot, key, hash) ? &slot.summary : nullptr;
@@ -37,14 +39,18 @@ void RecordCache::Put(std::string_view key, const RecordSummary& summary) {
   const uint64_t hash = HashKey(key);
   Slot* slot = &SlotOf(hash);
   if (slot->key_hash != 0 && !Holds(*slot, key, hash)) ++collisions_;
-  // Over a table's worth of puts, more than a quarter took a slot from another key: twice the
-  // slots, if the budget has room. Direct-mapped, a table of twice the keys in use keeps about
-  // four in five of them (uniformly used); the keys lost meanwhile are read again, nothing worse.
-  if (++puts_ >= slots_) {
-    if (collisions_ * 4 > puts_ && slots_ < kMaxSlots && Resize(2 * slots_)) {
+  // Over a quarter table's worth of lookups, keys took slots from each other more than a quarter
+  // as often: twice the slots (four times, more than half as often), if the budget has room.
+  // Direct-mapped, a table of twice the keys in use keeps about four in five of them (uniformly
+  // used); keys lost meanwhile are read again. Counted per lookup, not per put: a write puts each
+  // key it read once more, and a bulk load of new keys (which looks nothing up) needs no table.
+  if (finds_ >= std::max<size_t>(slots_ / 4, kFirstSlots)) {
+    const size_t factor = collisions_ * 2 > finds_ ? 4 : collisions_ * 4 > finds_ ? 2 : 1;
+    if (factor > 1 && slots_ < kMaxSlots &&
+        (Resize(std::min(factor * slots_, kMaxSlots)) || (factor > 2 && Resize(2 * slots_)))) {
       slot = &SlotOf(hash);
     }
-    puts_ = collisions_ = 0;
+    finds_ = collisions_ = 0;
   }
   slot->key_hash = hash;
   slot->summary = summary;
@@ -62,24 +68,24 @@ void RecordCache::Erase(std::string_view key) {
 void RecordCache::Clear() {
   if (slots_ == 0) return;
   table_.reset();
-  budget_->Give(slots_ * sizeof(Slot));
+  budget_->Give(slots_ * kSlotBytes);
   slots_ = 0;
-  puts_ = collisions_ = 0;
+  finds_ = collisions_ = 0;
 }
 
 bool RecordCache::Resize(size_t slots) {
-  const size_t bytes = slots * sizeof(Slot);
+  const size_t bytes = slots * kSlotBytes;
   // A first table takes what it needs; a larger one leaves as much again to the others.
   if (budget_ == nullptr || !budget_->Take(bytes, slots_ == 0 ? 0 : bytes)) return false;
   std::unique_ptr<Slot[]> old = std::move(table_);
   const size_t old_slots = slots_;
   table_.reset(new Slot[slots]);
   slots_ = slots;
-  puts_ = collisions_ = 0;
+  finds_ = collisions_ = 0;
   for (size_t i = 0; i < old_slots; ++i) {
     if (old[i].key_hash != 0) SlotOf(old[i].key_hash) = old[i];
   }
-  if (old_slots > 0) budget_->Give(old_slots * sizeof(Slot));
+  if (old_slots > 0) budget_->Give(old_slots * kSlotBytes);
   return true;
 }
 

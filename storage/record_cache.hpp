@@ -64,6 +64,8 @@ class RecordCache {
   /// A table's first and largest size, in slots.
   static constexpr size_t kFirstSlots = 16;
   static constexpr size_t kMaxSlots = size_t{1} << 20;
+  /// What one slot takes of the budget.
+  static constexpr size_t kSlotBytes = 128;
 
   /// `budget` (not owned; may be null: nothing is kept) must outlive the cache.
   explicit RecordCache(RecordCacheBudget* budget) : budget_(budget) {}
@@ -93,8 +95,10 @@ class RecordCache {
     uint8_t key_size = 0;
     char key[kMaxKeyBytes];
   };
+  static_assert(sizeof(Slot) == kSlotBytes);
   static uint64_t HashKey(std::string_view key);
-  Slot& SlotOf(uint64_t hash) const { return table_[hash & (slots_ - 1)]; }
+  /// The slot of a key of hash `hash` (HashKey's low bit is always set: not part of the index).
+  Slot& SlotOf(uint64_t hash) const { return table_[(hash >> 1) & (slots_ - 1)]; }
   static bool Holds(const Slot& slot, std::string_view key, uint64_t hash);
   /// A table of `slots` slots (a power of two) with the kept summaries moved in, if the budget
   /// allows (see the header comment); false otherwise.
@@ -103,9 +107,9 @@ class RecordCache {
   RecordCacheBudget* budget_;
   std::unique_ptr<Slot[]> table_;
   size_t slots_ = 0;  // a power of two, or 0
-  /// Puts since the table last grew or was judged (Put), and those of them that took a slot over
-  /// from another key.
-  size_t puts_ = 0;
+  /// Lookups since the table last grew or was judged (Put), and the puts meanwhile that took a
+  /// slot over from another key.
+  mutable size_t finds_ = 0;
   size_t collisions_ = 0;
 };
 

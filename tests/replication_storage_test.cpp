@@ -18,6 +18,7 @@
 #include "storage/database_store.hpp"
 #include "storage/hlc.hpp"
 #include "storage/keys.hpp"
+#include "storage/record_cache.hpp"
 #include "storage/store.hpp"
 #include "storage/version_vector.hpp"
 #include "storage_test_util.hpp"
@@ -2449,6 +2450,35 @@ TEST(RecordCacheTest, TheTablesOfAllDatabasesStayWithinTheNodesBudget) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(dbs[1]->Put(long_key, "v").ok());
   EXPECT_EQ(dbs[1]->records_not_read(), not_read);
   ExpectConsistent(*dbs[1]);
+}
+
+// A table uses all its slots: 2,000 keys through a table the budget keeps at its first size leave
+// it full (every slot holding the key that took it last), and all the others missing.
+TEST(RecordCacheTest, EverySlotOfATableIsUsed) {
+  RecordCacheBudget budget(RecordCache::kFirstSlots * RecordCache::kSlotBytes);
+  RecordCache cache(&budget);
+  RecordSummary summary;
+  for (int i = 0; i < 2000; ++i) {
+    summary.counter = static_cast<uint64_t>(i) + 1;
+    const std::string key = "/k/" + std::to_string(i);
+    ASSERT_EQ(cache.Find(key), nullptr) << key;
+    cache.Put(key, summary);
+  }
+  EXPECT_EQ(cache.slots(), RecordCache::kFirstSlots);
+  EXPECT_EQ(budget.left(), 0);
+  size_t kept = 0;
+  for (int i = 0; i < 2000; ++i) {
+    const RecordSummary* found = cache.Find("/k/" + std::to_string(i));
+    if (found == nullptr) continue;
+    ++kept;
+    EXPECT_EQ(found->counter, static_cast<uint64_t>(i) + 1);
+  }
+  EXPECT_EQ(kept, RecordCache::kFirstSlots);
+  cache.Erase("/k/1999");
+  EXPECT_EQ(cache.Find("/k/1999"), nullptr);
+  cache.Clear();
+  EXPECT_EQ(budget.left(),
+            static_cast<int64_t>(RecordCache::kFirstSlots * RecordCache::kSlotBytes));
 }
 
 }  // namespace
