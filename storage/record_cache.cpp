@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 namespace kvmesh::storage {
 
@@ -77,9 +78,16 @@ bool RecordCache::Resize(size_t slots) {
   const size_t bytes = slots * kSlotBytes;
   // A first table takes what it needs; a larger one leaves as much again to the others.
   if (budget_ == nullptr || !budget_->Take(bytes, slots_ == 0 ? 0 : bytes)) return false;
+  // No exception from here: Put runs after a write committed (an allocation that fails keeps
+  // the table it has).
+  std::unique_ptr<Slot[]> table(new (std::nothrow) Slot[slots]);
+  if (!table) {
+    budget_->Give(bytes);
+    return false;
+  }
   std::unique_ptr<Slot[]> old = std::move(table_);
   const size_t old_slots = slots_;
-  table_.reset(new Slot[slots]);
+  table_ = std::move(table);
   slots_ = slots;
   finds_ = collisions_ = 0;
   for (size_t i = 0; i < old_slots; ++i) {
