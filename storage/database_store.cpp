@@ -39,6 +39,10 @@ constexpr size_t kCollectBatch = 4096;
 /// Most members of one dot range: a run longer than this is split. Bounds what DeltaSince parses
 /// again when a pull resumes inside a range (a group commit can assign many thousand counters).
 constexpr size_t kMaxRangeMembers = 1024;
+/// A listed sweep pass examines this many times the members a pass reading records would: it
+/// reads no record, and a member costs it about an eighth (rewriting its range), so a round of
+/// either takes about as long.
+constexpr size_t kListedSweepFactor = 8;
 /// Tags of DotRange.members (field 1, length-delimited), Member.offset (1, varint) and
 /// Member.key (2, length-delimited) in the wire format.
 constexpr char kRangeMembersTag = (1 << 3) | 2;
@@ -1598,7 +1602,11 @@ Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool
         return std::tie(a.origin, a.counter) < std::tie(b.origin, b.counter);
       });
     }
-    if (!sweep_dots_.empty()) return SweepListedDots(max_members, removed, more);
+    if (!sweep_dots_.empty()) {
+      const size_t budget =
+          max_members > SIZE_MAX / kListedSweepFactor ? SIZE_MAX : max_members * kListedSweepFactor;
+      return SweepListedDots(budget, removed, more);
+    }
     if (stale_members_ == 0) return Status::OK();
     // Members counted stale while none is listed: the count is wrong (it is never meant to be).
     // The pass reading records removes what is stale, and corrects the count if nothing is.

@@ -251,22 +251,28 @@ class DatabaseStore {
   /// record was since replaced or removed. Counters for the cleanup of the ranges; O(1).
   uint64_t range_members() const { return range_members_; }
   uint64_t stale_members() const { return stale_members_; }
-  /// True when more than half of the members in dot ranges are stale: SweepDotRanges is due.
+  /// True when SweepDotRanges is due: more than half of the members in dot ranges are stale, or
+  /// every stale member is listed in memory and the list fills half its bound (a listed pass
+  /// reads no record, so it may come sooner: a database whose stale members outnumber the bound
+  /// before they reach half would otherwise always lose its list and sweep by reading records).
   bool DotRangesNeedSweep() const {
-    return stale_members_ > 0 && stale_members_ > range_members_ / 2;
+    return stale_members_ > 0 && (stale_members_ > range_members_ / 2 ||
+                                  (listing_ == StaleListing::kComplete &&
+                                   listed_stale_dots() >= max_listed_stale_dots_ / 2));
   }
   /// Rewrites dot ranges without their stale members (deleting a range left with none), from
   /// where the previous call stopped, examining at most about `max_members` members (whole
-  /// ranges: up to one range more). Each RocksDB write covers at most 4096 members, with the
-  /// meta record; the stale count goes down by what was removed. Records, accounting, digest and
-  /// deltas are unchanged. `*removed` (may be null) gets how many members were removed; `*more`
-  /// (may be null) whether the pass stopped before its end.
-  /// Two kinds of pass. While every stale member is listed in memory (the dots the writes of
-  /// this handle replaced since the last pass; see listed_stale_dots()), a pass takes the dots
-  /// listed when it starts and visits only the ranges holding them: one seek per range, no record
-  /// read. Otherwise (after a reopen, or once the list outgrew its bound) a pass walks every
-  /// range from the first and reads the records of its members (one MultiGet per range) to tell
-  /// which are stale; the list is rebuilt meanwhile, complete again when that pass ends.
+  /// ranges: up to one range more) if it reads their records, 8 times as many if it reads none
+  /// (a listed pass, below: a round of either takes about as long). Each RocksDB write covers at
+  /// most 4096 members, with the meta record; the stale count goes down by what was removed.
+  /// Records, accounting, digest and deltas are unchanged. `*removed` (may be null) gets how many
+  /// members were removed; `*more` (may be null) whether the pass stopped before its end. Two kinds
+  /// of pass. While every stale member is listed in memory (the dots the writes of this handle
+  /// replaced since the last pass; see listed_stale_dots()), a pass takes the dots listed when it
+  /// starts and visits only the ranges holding them: one seek per range, no record read. Otherwise
+  /// (after a reopen, or once the list outgrew its bound) a pass walks every range from the first
+  /// and reads the records of its members (one MultiGet per range) to tell which are stale; the
+  /// list is rebuilt meanwhile, complete again when that pass ends.
   Status SweepDotRanges(size_t max_members, uint64_t* removed, bool* more = nullptr);
   /// Stale members whose dots this handle lists in memory (a pass in progress included), and
   /// whether they are all the stale members (the next pass needs no record reads). O(1).
