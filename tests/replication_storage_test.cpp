@@ -2458,5 +2458,21 @@ TEST(DotRangeTest, TheListOfStaleDotsIsBounded) {
   EXPECT_EQ(a.store->listed_stale_dots(), 0u);
 }
 
+// The listed pass steps from range to range while the listed dots are near one another, and
+// seeks past a long run of ranges without any.
+TEST(DotRangeTest, TheListedSweepFindsDotsNearAndFarApart) {
+  Replica a;
+  const uint64_t id = a.db->id();
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(a.db->Put(NumberedKey(i), "v1").ok());  // 40 ranges
+  WriteBatch batch;
+  for (int i : {0, 1, 3, 20, 39}) batch.Put(NumberedKey(i), "v2");
+  ASSERT_TRUE(a.db->Write(batch).ok());
+  EXPECT_EQ(SweepPass(*a.db), 5u);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 0u);
+  EXPECT_EQ(a.db->range_members(), RecordCount(*a.db));
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+}
+
 }  // namespace
 }  // namespace kvmesh::storage
