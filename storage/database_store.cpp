@@ -39,6 +39,12 @@ constexpr size_t kCollectBatch = 4096;
 /// Most members of one dot range: a run longer than this is split. Bounds what DeltaSince parses
 /// again when a pull resumes inside a range (a group commit can assign many thousand counters).
 constexpr size_t kMaxRangeMembers = 1024;
+/// A listed sweep pass examines this many times the members a pass reading records would: it
+/// reads no record, and a member costs it about an eighth (rewriting its range), so a round of
+/// either takes about as long.
+constexpr size_t kListedSweepFactor = 8;
+/// Ranges a listed sweep pass steps over towards the next listed dot's before it seeks.
+constexpr size_t kMaxSweepSteps = 16;
 /// Tags of DotRange.members (field 1, length-delimited), Member.offset (1, varint) and
 /// Member.key (2, length-delimited) in the wire format.
 constexpr char kRangeMembersTag = (1 << 3) | 2;
@@ -403,9 +409,9 @@ struct DatabaseStore::Staged {
   const std::string* max_key = nullptr;
   /// The keys whose records the batch writes, in key order (their `after`).
   std::vector<Pending*> records;
-  /// Members written into dot ranges, and members of earlier ranges made stale.
+  /// Members written into dot ranges, and the dots of members of earlier ranges made stale.
   int64_t range_members = 0;
-  int64_t stale_members = 0;
+  std::vector<Dot> stale_dots;
 };
 
 /// A batch that removes records (CollectExpired, RemoveCollectedElsewhere), with the changes of
@@ -417,8 +423,8 @@ struct DatabaseStore::Removal {
   int64_t used_bytes = 0;
   int64_t key_count = 0;
   int64_t tombstone_count = 0;
-  /// Dot range members made stale (records removed whose dot is in a range).
-  int64_t stale_members = 0;
+  /// The dots of dot range members made stale (records removed whose dot is in a range).
+  std::vector<Dot> stale_dots;
   /// The digest after the removals.
   uint64_t digest;
 };
@@ -428,19 +434,21 @@ Status DatabaseStore::WriteRemoval(Removal* r, const std::string& failure) {
   const uint64_t new_used = used_bytes_ + r->used_bytes;
   const uint64_t new_keys = key_count_ + r->key_count;
   const uint64_t new_tombstones = tombstone_count_ + r->tombstone_count;
-  r->batch.Put(meta_key_, MetaBytes(new_used, new_keys, local_counter_, new_tombstones, r->digest,
-                                    version_vector_, 0, r->stale_members));
+  r->batch.Put(meta_key_,
+               MetaBytes(new_used, new_keys, local_counter_, new_tombstones, r->digest,
+                         version_vector_, 0, static_cast<int64_t>(r->stale_dots.size())));
   rocksdb::Status rs = store_->Write(&r->batch);
   if (!rs.ok()) return FromRocksStatus(rs, failure);
   used_bytes_ = new_used;
   key_count_ = new_keys;
   tombstone_count_ = new_tombstones;
   digest_ = r->digest;
-  stale_members_ += r->stale_members;
+  stale_members_ += r->stale_dots.size();
+  ListStaleDots(&r->stale_dots);
   store_->NoteFreeingWrite();
   r->batch.Clear();
   r->entries = 0;
-  r->used_bytes = r->key_count = r->tombstone_count = r->stale_members = 0;
+  r->used_bytes = r->key_count = r->tombstone_count = 0;
   return Status::OK();
 }
 
@@ -455,7 +463,9 @@ DatabaseStore::DatabaseStore(std::shared_ptr<Store> store, std::string path, std
       meta_key_(keys::DatabaseMetaKey(id)),
       cache_(&store_->record_cache_budget()) {}
 
-DatabaseStore::~DatabaseStore() = default;
+DatabaseStore::~DatabaseStore() {
+  ForgetStaleDots(StaleListing::kLost);
+}
 
 Status DatabaseStore::CheckUsable() const {
   if (dropped_) {
@@ -473,7 +483,8 @@ Status DatabaseStore::LoadMeta() {
   if (rs.IsNotFound()) {
     // A new copy writes under a new origin (see proto DatabaseMeta.origin).
     origin_ = RandomId();
-    next_expiry_ = UINT64_MAX;  // nothing stored, so nothing to expire
+    next_expiry_ = UINT64_MAX;           // nothing stored, so nothing to expire
+    listing_ = StaleListing::kComplete;  // nothing stale
     return Status::OK();
   }
   if (!rs.ok()) return FromRocksStatus(rs, "cannot read metadata of database " + Quote(path_));
@@ -494,6 +505,8 @@ Status DatabaseStore::LoadMeta() {
   digest_ = meta.digest();
   range_members_ = meta.range_members();
   stale_members_ = meta.stale_members();
+  // The dots made stale before are not known; a sweep reading records finds them.
+  listing_ = stale_members_ == 0 ? StaleListing::kComplete : StaleListing::kLost;
   version_vector_ = std::move(version_vector);
   return Status::OK();
 }
@@ -739,7 +752,7 @@ void DatabaseStore::Stage(Touched* touched, const VersionVector& vector_after,
     if (p->had) {
       const proto::Version& old = p->before.version();
       if (p->before.dot_ranged()) {
-        ++staged->stale_members;
+        staged->stale_dots.push_back({old.origin(), old.counter()});
       } else {
         index.push_back({'o', 0, old.origin(), old.counter(), nullptr});
       }
@@ -850,9 +863,9 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   const uint64_t used_bytes = used_bytes_ + staged->used_bytes;
   const uint64_t key_count = key_count_ + staged->key_count;
   const uint64_t tombstone_count = tombstone_count_ + staged->tombstone_count;
-  staged->batch.Put(meta_key_,
-                    MetaBytes(used_bytes, key_count, local_counter, tombstone_count, staged->digest,
-                              version_vector, staged->range_members, staged->stale_members));
+  staged->batch.Put(meta_key_, MetaBytes(used_bytes, key_count, local_counter, tombstone_count,
+                                         staged->digest, version_vector, staged->range_members,
+                                         static_cast<int64_t>(staged->stale_dots.size())));
   rocksdb::Status rs = store_->Write(&staged->batch);
   if (!rs.ok()) return FromRocksStatus(rs, "cannot write to database " + Quote(path_));
   used_bytes_ = used_bytes;
@@ -860,7 +873,8 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   tombstone_count_ = tombstone_count;
   digest_ = staged->digest;
   range_members_ += staged->range_members;
-  stale_members_ += staged->stale_members;
+  stale_members_ += staged->stale_dots.size();
+  ListStaleDots(&staged->stale_dots);
   next_expiry_ = std::min(next_expiry_, staged->min_expires);
   if (max_key_known_ && staged->max_key != nullptr && *staged->max_key > max_key_) {
     max_key_ = *staged->max_key;
@@ -1498,25 +1512,26 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
   rocksdb::WriteBatch batch;
   size_t batch_entries = 0;
   uint64_t batch_collected = 0;
-  int64_t batch_stale = 0;
+  std::vector<Dot> batch_stale;  // the dots of range members it makes stale
   uint64_t total = 0;
   auto flush = [&]() -> Status {
     if (batch_entries == 0) return Status::OK();
     const uint64_t tombstone_count = tombstone_count_ - batch_collected;
-    batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count,
-                                   digest_, version_vector_, 0, batch_stale));
+    batch.Put(meta_key_,
+              MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count, digest_,
+                        version_vector_, 0, static_cast<int64_t>(batch_stale.size())));
     rocksdb::Status rs = store_->Write(&batch);
     if (!rs.ok()) {
       return FromRocksStatus(rs, "cannot collect tombstones of database " + Quote(path_));
     }
     tombstone_count_ = tombstone_count;
-    stale_members_ += batch_stale;
+    stale_members_ += batch_stale.size();
+    ListStaleDots(&batch_stale);
     total += batch_collected;
     store_->NoteFreeingWrite();
     batch.Clear();
     batch_entries = 0;
     batch_collected = 0;
-    batch_stale = 0;
     return Status::OK();
   };
   for (uint64_t origin : stable.Origins()) {
@@ -1553,7 +1568,7 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
         cache_.Erase(key);
         // A dot in a range stays there, stale (see Stage).
         if (record.dot_ranged()) {
-          ++batch_stale;
+          batch_stale.push_back({origin, counter});
         } else {
           batch.Delete(keys::DotIndexKey(id_, origin, counter));
         }
@@ -1575,15 +1590,224 @@ Status DatabaseStore::CollectTombstones(const VersionVector& stable, uint64_t ma
   return s;
 }
 
-// A member is live if its key's record has exactly its dot (what DeltaSince serves); the others
-// go. A range keeps its key (its first counter) when members are dropped, so its span only
-// shrinks and still overlaps no other. Point deletes only: a DeleteRange of an index range
-// corrupts the memtable with the Store's insert hints (storage/store.cpp).
+// The writes of one SweepDotRanges call: each RocksDB write covers at most kCollectBatch members
+// examined, with the meta record.
+struct DatabaseStore::SweepWrites {
+  explicit SweepWrites(uint64_t* report) : report(report) {
+    if (report != nullptr) *report = 0;
+  }
+  rocksdb::WriteBatch batch;
+  /// Members examined and removed in `batch`.
+  size_t members = 0;
+  uint64_t removed = 0;
+  /// Members examined by the call, and removed by its writes so far (also into *report).
+  size_t examined = 0;
+  uint64_t total = 0;
+  uint64_t* report;
+};
+
+Status DatabaseStore::SweepRange(std::string_view range_key, size_t members,
+                                 const proto::DotRange& kept, SweepWrites* w) {
+  const size_t dead = members - static_cast<size_t>(kept.members_size());
+  if (dead > 0) {
+    const rocksdb::Slice key(range_key.data(), range_key.size());
+    if (kept.members_size() == 0) {
+      w->batch.Delete(key);
+    } else {
+      w->batch.Put(key, kept.SerializeAsString());
+    }
+  }
+  w->examined += members;
+  w->members += members;
+  w->removed += dead;
+  return w->members >= kCollectBatch ? WriteSweep(w) : Status::OK();
+}
+
+Status DatabaseStore::WriteSweep(SweepWrites* w) {
+  if (w->removed > 0) {
+    // The counters are exact, but never let a count go below zero.
+    const int64_t stale_drop = static_cast<int64_t>(std::min(w->removed, stale_members_));
+    const int64_t member_drop = static_cast<int64_t>(std::min(w->removed, range_members_));
+    w->batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_,
+                                      digest_, version_vector_, -member_drop, -stale_drop));
+    rocksdb::Status rs = store_->Write(&w->batch);
+    if (!rs.ok()) {
+      // The pass goes on past the ranges this write left stale: the list no longer has them all.
+      ForgetStaleDots(StaleListing::kLost);
+      return FromRocksStatus(rs, "cannot sweep the dot ranges of database " + Quote(path_));
+    }
+    range_members_ -= member_drop;
+    stale_members_ -= stale_drop;
+    store_->NoteFreeingWrite();
+  }
+  w->total += w->removed;
+  if (w->report != nullptr) *w->report = w->total;
+  w->batch.Clear();
+  w->members = 0;
+  w->removed = 0;
+  return Status::OK();
+}
+
+void DatabaseStore::ListStaleDots(std::vector<Dot>* dots) {
+  if (!dots->empty() && listing_ != StaleListing::kLost) {
+    if (dots->size() <=
+            max_listed_stale_dots_ - std::min(max_listed_stale_dots_, listed_stale_dots()) &&
+        store_->ReserveListedStaleDots(dots->size())) {
+      stale_dots_.insert(stale_dots_.end(), dots->begin(), dots->end());
+    } else {
+      // Too many to keep: the next pass reads records instead (and lists anew meanwhile).
+      ForgetStaleDots(StaleListing::kLost);
+    }
+  }
+  dots->clear();
+}
+
+void DatabaseStore::ForgetStaleDots(StaleListing listing) {
+  store_->ReleaseListedStaleDots(listed_stale_dots());
+  std::vector<Dot>().swap(stale_dots_);
+  std::vector<Dot>().swap(sweep_dots_);
+  sweep_dot_next_ = 0;
+  listing_ = listing;
+}
+
 Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool* more) {
   if (removed != nullptr) *removed = 0;
   if (more != nullptr) *more = false;
   Status s = CheckUsable();
   if (!s.ok()) return s;
+  if (listing_ == StaleListing::kComplete) {
+    if (sweep_dots_.empty()) {
+      // A new listed pass: the dots listed so far, in range order.
+      sweep_dots_.swap(stale_dots_);
+      sweep_dot_next_ = 0;
+      std::sort(sweep_dots_.begin(), sweep_dots_.end(), [](const Dot& a, const Dot& b) {
+        return std::tie(a.origin, a.counter) < std::tie(b.origin, b.counter);
+      });
+    }
+    if (!sweep_dots_.empty()) {
+      const size_t budget =
+          max_members > SIZE_MAX / kListedSweepFactor ? SIZE_MAX : max_members * kListedSweepFactor;
+      return SweepListedDots(budget, removed, more);
+    }
+    if (stale_members_ == 0) return Status::OK();
+    // Members counted stale while none is listed: the count is wrong (it is never meant to be).
+    // The pass reading records removes what is stale, and corrects the count if nothing is.
+    ForgetStaleDots(StaleListing::kLost);
+  }
+  return SweepByRecords(max_members, removed, more);
+}
+
+// The range holding a dot is the one with the greatest key at or below it, if it is of the dot's
+// origin and has a member at its offset (ranges never overlap, see Stage). A listed dot is stale
+// for good: its record was replaced by a write committed here, and a dot once replaced never
+// becomes current again (the base covers it), so each member found goes without a record read.
+// A listed dot found in no range was already removed (by a pass reading records).
+Status DatabaseStore::SweepListedDots(size_t max_members, uint64_t* removed, bool* more) {
+  const std::string begin = keys::DotRangePrefix(id_);
+  const std::string end = keys::PrefixSuccessor(begin);
+  rocksdb::Slice lower(begin);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions read_options;
+  read_options.iterate_lower_bound = &lower;
+  read_options.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db()->NewIterator(read_options));
+  SweepWrites w(removed);
+  proto::DotRange range;
+  proto::DotRange kept;
+  const std::vector<Dot>& dots = sweep_dots_;
+  auto listed_below = [&dots](size_t i, uint64_t origin, uint64_t counter) {
+    return i < dots.size() && dots[i].origin == origin && dots[i].counter < counter;
+  };
+  // The range at or below each dot's key, copied (the iterator stays one range ahead of it). The
+  // dots come in key order, so it mostly steps forward from the one found last; after
+  // kMaxSweepSteps steps it seeks forward to the least key a range holding the dot can have (a
+  // range spans fewer than kMaxRangeMembers counters) and steps from there. Not SeekForPrev: it
+  // walks back over every range deleted before the dot (tombstones until compaction), which was
+  // nearly all of this pass's time in a node's profile.
+  std::string range_key;
+  std::string range_value;
+  bool found = false;  // range_key and range_value hold a range at or below the last target
+  bool positioned = false;
+  auto step_to = [&](const std::string& target, size_t max_steps) {
+    size_t steps = 0;
+    for (; steps < max_steps && it->Valid() && it->key().compare(target) <= 0; ++steps) {
+      range_key.assign(it->key().data(), it->key().size());
+      range_value.assign(it->value().data(), it->value().size());
+      found = true;
+      it->Next();
+    }
+    return steps < max_steps;  // at the first range above the target, or the end
+  };
+  auto locate = [&](const Dot& dot, const std::string& target) {
+    if (positioned && step_to(target, kMaxSweepSteps)) return;
+    positioned = true;
+    found = false;
+    const uint64_t lowest =
+        dot.counter >= kMaxRangeMembers ? dot.counter - (kMaxRangeMembers - 1) : 0;
+    it->Seek(keys::DotRangeKey(id_, dot.origin, lowest));
+    step_to(target, SIZE_MAX);
+  };
+  Status s;
+  while (sweep_dot_next_ < dots.size() && w.examined < max_members) {
+    const Dot dot = dots[sweep_dot_next_];
+    locate(dot, keys::DotRangeKey(id_, dot.origin, dot.counter));
+    if (!it->status().ok()) break;
+    if (!found) {
+      ++sweep_dot_next_;
+      continue;
+    }
+    if (range_key.size() != keys::kIndexKeySize ||
+        !range.ParseFromArray(range_value.data(), static_cast<int>(range_value.size()))) {
+      return Status::Corruption("dot range index of database " + Quote(path_) +
+                                " holds a malformed entry");
+    }
+    const uint64_t origin = keys::DecodeBigEndian64(range_key.data() + 10);
+    const uint64_t first = keys::DecodeBigEndian64(range_key.data() + 18);
+    if (origin != dot.origin || range.members_size() == 0) {
+      ++sweep_dot_next_;
+      continue;
+    }
+    // Members and listed dots, both in counter order: the members listed go.
+    size_t next = sweep_dot_next_;
+    kept.Clear();
+    for (const proto::DotRange::Member& member : range.members()) {
+      const uint64_t counter = first + member.offset();
+      while (listed_below(next, origin, counter)) ++next;
+      const bool stale =
+          next < dots.size() && dots[next].origin == origin && dots[next].counter == counter;
+      if (!stale) *kept.add_members() = member;
+    }
+    // Every listed dot up to the range's last member is done.
+    const uint64_t last = first + range.members(range.members_size() - 1).offset();
+    while (listed_below(next, origin, last + 1)) ++next;
+    sweep_dot_next_ = std::max(next, sweep_dot_next_ + 1);
+    s = SweepRange(range_key, static_cast<size_t>(range.members_size()), kept, &w);
+    if (!s.ok()) return s;
+  }
+  if (!it->status().ok()) {
+    return FromRocksStatus(it->status(), "cannot read dot range index of database " + Quote(path_));
+  }
+  s = WriteSweep(&w);
+  if (!s.ok()) return s;
+  if (sweep_dot_next_ < dots.size()) {
+    if (more != nullptr) *more = true;
+  } else {
+    store_->ReleaseListedStaleDots(sweep_dots_.size());
+    std::vector<Dot>().swap(sweep_dots_);
+    sweep_dot_next_ = 0;
+  }
+  return Status::OK();
+}
+
+// A member is live if its key's record has exactly its dot (what DeltaSince serves); the others
+// go. A range keeps its key (its first counter) when members are dropped, so its span only
+// shrinks and still overlaps no other (in both passes). Point deletes only: a DeleteRange of an
+// index range corrupts the memtable with the Store's insert hints (storage/store.cpp).
+Status DatabaseStore::SweepByRecords(size_t max_members, uint64_t* removed, bool* more) {
+  if (sweep_from_.empty() && listing_ != StaleListing::kComplete) {
+    // A new pass: it finds the members stale now; the list takes those made stale from now on.
+    ForgetStaleDots(StaleListing::kSincePass);
+  }
   rocksdb::DB* db = store_->db();
   const std::string begin = keys::DotRangePrefix(id_);
   const std::string end = keys::PrefixSuccessor(begin);
@@ -1591,33 +1815,7 @@ Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool
   rocksdb::ReadOptions read_options;
   read_options.iterate_upper_bound = &upper;
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options));
-  rocksdb::WriteBatch batch;
-  size_t batch_members = 0;
-  uint64_t batch_removed = 0;
-  uint64_t total = 0;
-  auto flush = [&]() -> Status {
-    if (batch_members == 0) return Status::OK();
-    // The counters are exact, but never let a count go below zero.
-    const int64_t stale_drop = static_cast<int64_t>(std::min(batch_removed, stale_members_));
-    const int64_t member_drop = static_cast<int64_t>(std::min(batch_removed, range_members_));
-    if (batch_removed > 0) {
-      batch.Put(meta_key_, MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_,
-                                     digest_, version_vector_, -member_drop, -stale_drop));
-      rocksdb::Status rs = store_->Write(&batch);
-      if (!rs.ok()) {
-        return FromRocksStatus(rs, "cannot sweep the dot ranges of database " + Quote(path_));
-      }
-      range_members_ -= member_drop;
-      stale_members_ -= stale_drop;
-      store_->NoteFreeingWrite();
-    }
-    total += batch_removed;
-    batch.Clear();
-    batch_members = 0;
-    batch_removed = 0;
-    return Status::OK();
-  };
-  size_t examined = 0;
+  SweepWrites w(removed);
   proto::DotRange range;
   proto::DotRange kept;
   proto::Record record;
@@ -1625,8 +1823,9 @@ Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool
   std::vector<rocksdb::Slice> slices;
   std::vector<rocksdb::PinnableSlice> values;
   std::vector<rocksdb::Status> statuses;
+  Status s;
   for (it->Seek(sweep_from_.empty() ? begin : sweep_from_); it->Valid(); it->Next()) {
-    if (examined >= max_members) break;
+    if (w.examined >= max_members) break;
     const rocksdb::Slice range_key = it->key();
     if (range_key.size() != keys::kIndexKeySize ||
         !range.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
@@ -1671,47 +1870,37 @@ Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool
       }
       if (live) *kept.add_members() = member;
     }
-    const size_t dead = n - static_cast<size_t>(kept.members_size());
-    if (dead > 0) {
-      if (kept.members_size() == 0) {
-        batch.Delete(range_key);
-      } else {
-        batch.Put(range_key, kept.SerializeAsString());
-      }
-    }
-    examined += n;
-    batch_members += n;
-    batch_removed += dead;
     sweep_from_.assign(range_key.data(), range_key.size());
     sweep_from_.push_back('\0');  // the least key after this range's
-    if (batch_members >= kCollectBatch) {
-      s = flush();
-      if (!s.ok()) return s;
-      if (removed != nullptr) *removed = total;
-    }
+    s = SweepRange(std::string_view(range_key.data(), range_key.size()), n, kept, &w);
+    if (!s.ok()) return s;
   }
   if (!it->status().ok()) {
     return FromRocksStatus(it->status(), "cannot read dot range index of database " + Quote(path_));
   }
   const bool finished = !it->Valid();
-  s = flush();
+  s = WriteSweep(&w);
   if (!s.ok()) return s;
-  if (removed != nullptr) *removed = total;
-  sweep_pass_removed_ += total;
+  sweep_pass_removed_ += w.total;
   if (finished) {
-    // A whole pass that found nothing stale while the count says otherwise: the count is wrong
-    // (it is never meant to be), and would trigger a sweep every round. It is reset.
-    if (sweep_pass_removed_ == 0 && stale_members_ > 0) {
+    // Every member stale when the pass began is gone; those made stale since are listed (unless
+    // the list outgrew its bound meanwhile).
+    const uint64_t listed = listing_ == StaleListing::kSincePass ? stale_dots_.size() : 0;
+    // A whole pass that found nothing stale while the count says more than the dots listed
+    // since it began: the count is wrong (it is never meant to be), and would trigger a sweep
+    // every round. It is reset to those.
+    if (sweep_pass_removed_ == 0 && stale_members_ > listed) {
       rocksdb::WriteBatch reset;
       reset.Put(meta_key_,
                 MetaBytes(used_bytes_, key_count_, local_counter_, tombstone_count_, digest_,
-                          version_vector_, 0, -static_cast<int64_t>(stale_members_)));
+                          version_vector_, 0, -static_cast<int64_t>(stale_members_ - listed)));
       rocksdb::Status rs = store_->Write(&reset);
       if (!rs.ok()) {
         return FromRocksStatus(rs, "cannot sweep the dot ranges of database " + Quote(path_));
       }
-      stale_members_ = 0;
+      stale_members_ = listed;
     }
+    if (listing_ == StaleListing::kSincePass) listing_ = StaleListing::kComplete;
     sweep_from_.clear();
     sweep_pass_removed_ = 0;
   }
@@ -1824,7 +2013,8 @@ Status DatabaseStore::RemoveCollectedElsewhere(std::string_view after, std::stri
     r.batch.Delete(it->key());
     cache_.Erase(key);
     if (record.dot_ranged()) {
-      ++r.stale_members;  // left in its range, stale (see Stage)
+      // Left in its range, stale (see Stage).
+      r.stale_dots.push_back({version.origin(), version.counter()});
     } else {
       r.batch.Delete(keys::DotIndexKey(id_, version.origin(), version.counter()));
     }
@@ -1892,6 +2082,7 @@ Status DatabaseStore::Drop() {
   digest_ = 0;
   range_members_ = 0;
   stale_members_ = 0;
+  ForgetStaleDots(StaleListing::kLost);
   version_vector_ = VersionVector();
   if (const auto& observe = store_->vector_observer()) observe(path_, 0);
   return Status::OK();

@@ -74,6 +74,7 @@
 #include "storage/version_vector.hpp"
 
 namespace kvmesh::proto {
+class DotRange;
 class Record;
 class Version;
 }  // namespace kvmesh::proto
@@ -251,18 +252,39 @@ class DatabaseStore {
   /// record was since replaced or removed. Counters for the cleanup of the ranges; O(1).
   uint64_t range_members() const { return range_members_; }
   uint64_t stale_members() const { return stale_members_; }
-  /// True when more than half of the members in dot ranges are stale: SweepDotRanges is due.
+  /// True when SweepDotRanges is due: more than half of the members in dot ranges are stale, or
+  /// every stale member is listed in memory and the list fills half its bound (a listed pass
+  /// reads no record, so it may come sooner: a database whose stale members outnumber the bound
+  /// before they reach half would otherwise always lose its list and sweep by reading records).
   bool DotRangesNeedSweep() const {
-    return stale_members_ > 0 && stale_members_ > range_members_ / 2;
+    return stale_members_ > 0 && (stale_members_ > range_members_ / 2 ||
+                                  (listing_ == StaleListing::kComplete &&
+                                   listed_stale_dots() >= max_listed_stale_dots_ / 2));
   }
   /// Rewrites dot ranges without their stale members (deleting a range left with none), from
-  /// where the previous call stopped (the start after a reopen or a finished pass), examining at
-  /// most about `max_members` members (whole ranges: up to one range more). Each RocksDB write
-  /// covers at most 4096 members, with the meta record; the stale count goes down by what was
-  /// removed. Records, accounting, digest and deltas are unchanged. `*removed` (may be null) gets
-  /// how many members were removed; `*more` (may be null) whether the pass stopped before the
-  /// last range. Cost: one MultiGet of the records per range examined.
+  /// where the previous call stopped, examining at most about `max_members` members (whole
+  /// ranges: up to one range more) if it reads their records, 8 times as many if it reads none
+  /// (a listed pass, below: a round of either takes about as long). Each RocksDB write covers at
+  /// most 4096 members, with the meta record; the stale count goes down by what was removed.
+  /// Records, accounting, digest and deltas are unchanged. `*removed` (may be null) gets how many
+  /// members were removed; `*more` (may be null) whether the pass stopped before its end. Two kinds
+  /// of pass. While every stale member is listed in memory (the dots the writes of this handle
+  /// replaced since the last pass; see listed_stale_dots()), a pass takes the dots listed when it
+  /// starts and visits only the ranges holding them: one seek per range, no record read. Otherwise
+  /// (after a reopen, or once the list outgrew its bound) a pass walks every range from the first
+  /// and reads the records of its members (one MultiGet per range) to tell which are stale; the
+  /// list is rebuilt meanwhile, complete again when that pass ends.
   Status SweepDotRanges(size_t max_members, uint64_t* removed, bool* more = nullptr);
+  /// Stale members whose dots this handle lists in memory (a pass in progress included), and
+  /// whether they are all the stale members (the next pass needs no record reads). O(1).
+  size_t listed_stale_dots() const { return stale_dots_.size() + sweep_dots_.size(); }
+  bool stale_dots_complete() const { return listing_ == StaleListing::kComplete; }
+  /// Lists at most `count` stale dots in memory (default kMaxListedStaleDots): beyond, the list
+  /// is dropped and the sweep reads records until it is rebuilt. For tests.
+  void set_max_listed_stale_dots(size_t count) { max_listed_stale_dots_ = count; }
+  /// The default bound of set_max_listed_stale_dots (16 bytes a dot: 4 MiB); the node's
+  /// databases together list at most kMaxListedStaleDotsPerNode (storage/store.hpp).
+  static constexpr size_t kMaxListedStaleDots = size_t{1} << 18;
 
   /// No record here expires before this time (timestamp ticks); UINT64_MAX: none expires. A
   /// lower bound, exact after CollectExpired: 0 for a database loaded from disk until its first
@@ -373,9 +395,40 @@ class DatabaseStore {
   /// Members written into dot ranges and how many of them are stale (proto DatabaseMeta).
   uint64_t range_members_ = 0;
   uint64_t stale_members_ = 0;
-  /// Where the next SweepDotRanges starts: the key after the last range it examined ("": the
-  /// first range).
+  /// Where the next SweepDotRanges that reads records starts: the key after the last range it
+  /// examined ("": no such pass in progress; the next starts at the first range).
   std::string sweep_from_;
+  /// What the stale dots listed in memory (stale_dots_, sweep_dots_) hold. kComplete: every
+  /// stale member still in a range (and perhaps dots since removed by a pass that read records;
+  /// never a live member: a dot once replaced never becomes current again). kSincePass: a pass
+  /// reading records is under way, and every dot made stale since it began is listed. kLost:
+  /// neither (nothing is listed).
+  enum class StaleListing { kComplete, kSincePass, kLost };
+  StaleListing listing_ = StaleListing::kLost;
+  /// Dots made stale since the current listed pass began, in the order listed.
+  std::vector<Dot> stale_dots_;
+  /// The dots of the listed pass in progress, sorted by (origin, counter); those before
+  /// sweep_dot_next_ are done.
+  std::vector<Dot> sweep_dots_;
+  size_t sweep_dot_next_ = 0;
+  size_t max_listed_stale_dots_ = kMaxListedStaleDots;
+  /// Lists `dots` (emptied), made stale by a write just committed, or drops the list (kLost) if
+  /// it would pass its bound or the node's.
+  void ListStaleDots(std::vector<Dot>* dots);
+  /// Empties the lists, giving their room back to the node, and sets listing_ to `listing`.
+  void ForgetStaleDots(StaleListing listing);
+  /// The listed pass of SweepDotRanges (its contract), from sweep_dot_next_.
+  Status SweepListedDots(size_t max_members, uint64_t* removed, bool* more);
+  /// The pass of SweepDotRanges that reads records, from sweep_from_.
+  Status SweepByRecords(size_t max_members, uint64_t* removed, bool* more);
+  struct SweepWrites;
+  /// Adds to `writes` the rewrite of the range at `range_key` holding `members` members down to
+  /// `kept` (a delete if none is kept; nothing if all are); writes them once they are enough.
+  Status SweepRange(std::string_view range_key, size_t members, const proto::DotRange& kept,
+                    SweepWrites* writes);
+  /// Writes the rewrites in `writes` with the meta record they change, takes the counters down
+  /// by the members they remove and empties them.
+  Status WriteSweep(SweepWrites* writes);
   /// Members the current sweep pass removed so far.
   uint64_t sweep_pass_removed_ = 0;
   uint64_t next_expiry_ = 0;  // next_expiry(); 0: not known yet

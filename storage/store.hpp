@@ -37,6 +37,10 @@ namespace kvmesh::storage {
 
 class DatabaseStore;
 
+/// Stale dot range members the databases of one node list in memory at most, all together
+/// (16 bytes each: 64 MiB); see DatabaseStore::SweepDotRanges.
+inline constexpr size_t kMaxListedStaleDotsPerNode = size_t{1} << 22;
+
 /// A random nonzero 64-bit id (node ids, the origins of database copies).
 uint64_t RandomId();
 
@@ -186,6 +190,14 @@ class Store : public std::enable_shared_from_this<Store> {
   // -- for DatabaseStore --
   /// The catalog entry of a database of `config_id` was deleted (DatabaseStore::Drop).
   void NoteCatalogEntryDeleted(const std::string& config_id);
+  /// The node-wide bound on the stale dot range members the databases list in memory
+  /// (DatabaseStore::SweepDotRanges), so that many databases together stay bounded too: takes
+  /// room for `count` more if the bound allows (true), or takes nothing (false). Thread-safe.
+  bool ReserveListedStaleDots(size_t count);
+  /// Gives back room taken by ReserveListedStaleDots. Thread-safe.
+  void ReleaseListedStaleDots(size_t count);
+  /// Stale dots listed in memory by all databases now (for tests and metrics).
+  size_t listed_stale_dots() const { return listed_stale_dots_.load(std::memory_order_relaxed); }
   rocksdb::DB* db() const { return db_.get(); }
   const rocksdb::WriteOptions& write_options() const { return *write_options_; }
   /// write_options() without the sync flag: for writes whose sync the caller makes (SyncLog).
@@ -214,6 +226,7 @@ class Store : public std::enable_shared_from_this<Store> {
   uint64_t last_in_use_ms_ = 0;
   uint64_t node_id_ = 0;
   std::atomic<uint64_t> last_timestamp_{0};
+  std::atomic<size_t> listed_stale_dots_{0};
   /// Serialises catalog creation (read next id, write entry and NodeMeta).
   mutable std::mutex catalog_mutex_;
   uint64_t next_database_id_ = 1;

@@ -2210,6 +2210,10 @@ TEST(DotRangeTest, TheSweepIsBoundedAndKeepsEveryDeltaTheSame) {
   for (size_t i = 0; i < remotes.size(); ++i) remotes[i].AddRange(node, 0, bases[i]);
   std::vector<std::map<std::string, std::string>> before;
   for (const auto& remote : remotes) before.push_back(DeltaDots(*a.db, remote));
+  // A reopened handle has not listed the stale dots: its pass reads records (the listed pass:
+  // TheListedSweepRemovesExactlyTheListedMembersAndReadsNoRecord).
+  a.Open();
+  ASSERT_FALSE(a.db->stale_dots_complete());
 
   uint64_t removed = 0;
   bool more = false;
@@ -2585,6 +2589,235 @@ TEST(RecordCacheTest, EverySlotOfATableIsUsed) {
   cache.Clear();
   EXPECT_EQ(budget.left(),
             static_cast<int64_t>(RecordCache::kFirstSlots * RecordCache::kSlotBytes));
+}
+
+/// Sweeps until the pass ends (at most 1000 calls of `max_members`); the members removed.
+uint64_t SweepPass(DatabaseStore& db, size_t max_members = 1 << 20) {
+  uint64_t total = 0;
+  bool more = true;
+  for (int calls = 0; more && calls < 1000; ++calls) {
+    uint64_t removed = 0;
+    Status s = db.SweepDotRanges(max_members, &removed, &more);
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok()) break;
+    total += removed;
+  }
+  EXPECT_FALSE(more);
+  return total;
+}
+
+/// Dot range members of database `id` whose record no longer has their dot.
+size_t StaleRangeMembers(Store& store, uint64_t id) {
+  size_t stale = 0;
+  for (const auto& [dot, key] : RangeMembers(store, id)) {
+    const Dot stored = StoredDot(store, id, key);
+    if (stored.origin != dot.origin || stored.counter != dot.counter) ++stale;
+  }
+  return stale;
+}
+
+/// Every record's key and dot as stored here (tombstones too).
+size_t RecordCount(const DatabaseStore& db) {
+  return StoredDots(db, VersionVector()).size();
+}
+
+void RawPut(Store& store, const std::string& key, const std::string& value) {
+  ASSERT_TRUE(store.db()->Put(rocksdb::WriteOptions(), key, value).ok());
+}
+
+// The writes list the dots they make stale (overwrite, erase, tombstone collection, stale
+// repair), so the sweep removes exactly those members reading no record: a record it cannot
+// parse does not stop it. A reopened handle has no list: its pass reads every member's record
+// (and stops at the unreadable one), and lists again what is made stale meanwhile.
+TEST(DotRangeTest, TheListedSweepRemovesExactlyTheListedMembersAndReadsNoRecord) {
+  Replica a, b, c;
+  const uint64_t id = a.db->id();
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 200, "v1")).ok());
+  ASSERT_TRUE(a.db->Write(NumberedPuts(50, 100, "v2")).ok());
+  for (int i = 0; i < 200; i += 7) ASSERT_TRUE(a.db->Put(NumberedKey(i), "v3").ok());
+  WriteBatch erase;
+  for (int i = 150; i < 160; ++i) erase.Erase(NumberedKey(i));
+  ASSERT_TRUE(a.db->Write(erase).ok());
+  Sync(*a.db, *c.db);  // c misses the collection below: its stale repair removes 10 records
+  uint64_t collected = 0;
+  ASSERT_TRUE(a.db->CollectTombstones(a.db->version_vector(), UINT64_MAX, &collected).ok());
+  ASSERT_EQ(collected, 10u);
+  ASSERT_EQ(RepairAgainst(*a.db, *c.db, 100, 1000), 10u);
+  for (Replica* r : {&a, &c}) {
+    EXPECT_TRUE(r->db->stale_dots_complete());
+    EXPECT_EQ(r->db->listed_stale_dots(), r->db->stale_members());
+    EXPECT_EQ(StaleRangeMembers(*r->store, r->db->id()), r->db->stale_members());
+  }
+  const uint64_t stale = a.db->stale_members();
+  EXPECT_EQ(stale, 50u + 29 + 10 + 10);
+
+  // A live record no sweep may read.
+  const std::string data_key = keys::DataPrefix(id) + NumberedKey(199);
+  bool found = false;
+  const std::string record = RawGet(*a.store, data_key, &found);
+  ASSERT_TRUE(found);
+  RawPut(*a.store, data_key, "\xff\xff not a record");
+  EXPECT_EQ(SweepPass(*a.db, 16), stale);
+  RawPut(*a.store, data_key, record);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 0u);
+  EXPECT_EQ(a.db->range_members(), RecordCount(*a.db));
+  EXPECT_EQ(a.db->listed_stale_dots(), 0u);
+  EXPECT_EQ(a.store->listed_stale_dots(), 0u);
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+  Sync(*a.db, *b.db);
+  ExpectSame(*a.db, *b.db);
+  EXPECT_EQ(SweepPass(*c.db), 10u) << "c never held the values erased: only its repair's";
+  EXPECT_EQ(StaleRangeMembers(*c.store, c.db->id()), 0u);
+  EXPECT_EQ(DeltaDots(*c.db, VersionVector()), StoredDots(*c.db, VersionVector()));
+  ExpectSame(*a.db, *c.db);
+
+  // Reopened with stale members: nothing listed, so the pass reads records.
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 20, "v4")).ok());
+  a.Open();
+  EXPECT_FALSE(a.db->stale_dots_complete());
+  EXPECT_EQ(a.db->listed_stale_dots(), 0u);
+  RawPut(*a.store, data_key, "\xff\xff not a record");
+  uint64_t removed = 0;
+  Status s = a.db->SweepDotRanges(1 << 20, &removed);
+  EXPECT_EQ(s.code(), Code::kCorruption) << s;
+  RawPut(*a.store, data_key, record);
+  a.Open();
+  ASSERT_TRUE(a.db->SweepDotRanges(100, &removed).ok());  // the pass passes the first range
+  // Listed meanwhile: 8 in the first range (behind the pass), 2 in ranges ahead of it.
+  ASSERT_TRUE(a.db->Write(NumberedPuts(180, 190, "v5")).ok());
+  EXPECT_EQ(a.db->listed_stale_dots(), 10u);
+  EXPECT_EQ(SweepPass(*a.db, 100) + removed, 20u + 2);
+  EXPECT_TRUE(a.db->stale_dots_complete()) << "the pass ended: what it left is listed";
+  EXPECT_EQ(a.db->stale_members(), 8u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 8u);
+  EXPECT_EQ(SweepPass(*a.db), a.db->stale_members());
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 0u);
+  EXPECT_EQ(a.db->range_members(), RecordCount(*a.db));
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+  Sync(*a.db, *b.db);
+  ExpectSame(*a.db, *b.db);
+  ExpectConsistent(*a.db);
+}
+
+// Writes between the rounds of a listed pass (overwrites of members behind it, ahead of it and
+// of ranges written since, erases, new keys) are listed for the next pass; every pass stays a
+// listed one, and no live member is ever removed.
+TEST(DotRangeTest, WritesBetweenRoundsOfAListedSweepAreListedForTheNext) {
+  Replica a, b;
+  const uint64_t id = a.db->id();
+  for (int from = 0; from < 1000; from += 50) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 50, "v1")).ok());
+  }
+  int next = 0;  // keys 3 * next % 1000 are overwritten in turn
+  auto overwrite = [&](int n) {
+    WriteBatch batch;
+    for (int i = 0; i < n; ++i, ++next)
+      batch.Put(NumberedKey(3 * next % 1000), "v" + std::to_string(next));
+    ASSERT_TRUE(a.db->Write(batch).ok());
+  };
+  for (int i = 0; i < 10; ++i) overwrite(40);
+  int rounds = 0;
+  for (; a.db->stale_members() > 0 && rounds < 500; ++rounds) {
+    uint64_t removed = 0;
+    ASSERT_TRUE(a.db->SweepDotRanges(10, &removed).ok());  // about two ranges a round
+    ASSERT_TRUE(a.db->stale_dots_complete()) << "round " << rounds;
+    EXPECT_EQ(StaleRangeMembers(*a.store, id), a.db->stale_members());
+    if (rounds < 40) {
+      overwrite(7);
+      if (rounds % 5 == 0) ASSERT_TRUE(a.db->Erase(NumberedKey(rounds * 13 % 1000)).ok());
+      if (rounds % 7 == 0) ASSERT_TRUE(a.db->Put("/new/" + std::to_string(rounds), "n").ok());
+    }
+    EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+  }
+  EXPECT_LT(rounds, 500);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 0u);
+  EXPECT_EQ(a.db->range_members(), RecordCount(*a.db));
+  EXPECT_EQ(a.db->listed_stale_dots(), 0u);
+  Sync(*a.db, *b.db);
+  ExpectSame(*a.db, *b.db);
+  ExpectConsistent(*a.db);
+}
+
+// Only committed replacements are listed: a write refused after its records were staged lists
+// nothing, and expiry, which keeps the record's dot (a tombstone of the same version), lists
+// nothing either: its member stays, and is still served.
+TEST(DotRangeTest, AFailedWriteAndAnExpiryListNoDot) {
+  FakeClock clock;
+  Replica a(1000, clock.Options());
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 10, "v")).ok());
+  Status s = a.db->Put(NumberedKey(3), std::string(2000, 'x'));
+  ASSERT_EQ(s.code(), Code::kSizeLimitExceeded) << s;
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(a.db->listed_stale_dots(), 0u);
+
+  ASSERT_TRUE(PutTtl(*a.db, "/ttl", "t", 1000).ok());
+  clock.Advance(std::chrono::milliseconds(1001));
+  ASSERT_EQ(Sweep(*a.db), 1u);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(a.db->listed_stale_dots(), 0u);
+  ASSERT_TRUE(a.db->Put(NumberedKey(4), "w").ok());  // one stale member: a pass to run
+  EXPECT_EQ(SweepPass(*a.db), 1u);
+  const auto sent = DeltaDots(*a.db, VersionVector());
+  EXPECT_EQ(sent, StoredDots(*a.db, VersionVector()));
+  EXPECT_EQ(sent.count("/ttl"), 1u);
+  EXPECT_EQ(a.db->range_members(), RecordCount(*a.db));
+}
+
+// The list is bounded per database and per node: a write that would pass a bound drops the
+// list, the next due pass reads records, and lists anew. A full half of the bound makes a pass
+// due before half the members are stale.
+TEST(DotRangeTest, TheListOfStaleDotsIsBounded) {
+  Replica a;
+  const uint64_t id = a.db->id();
+  a.db->set_max_listed_stale_dots(100);
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 300, "v1")).ok());
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 60, "v2")).ok());
+  EXPECT_EQ(a.db->listed_stale_dots(), 60u);
+  EXPECT_EQ(a.store->listed_stale_dots(), 60u);
+  EXPECT_TRUE(a.db->DotRangesNeedSweep()) << "60 listed of at most 100; 60 of 360 stale";
+  ASSERT_TRUE(a.db->Write(NumberedPuts(60, 150, "v2")).ok());
+  EXPECT_FALSE(a.db->stale_dots_complete());
+  EXPECT_EQ(a.db->listed_stale_dots(), 0u);
+  EXPECT_EQ(a.store->listed_stale_dots(), 0u);
+  EXPECT_FALSE(a.db->DotRangesNeedSweep()) << "150 of 450 stale";
+  EXPECT_EQ(SweepPass(*a.db, 50), 150u);
+  EXPECT_TRUE(a.db->stale_dots_complete());
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 0u);
+  EXPECT_EQ(a.db->range_members(), 300u);
+
+  // The node's bound, shared by its databases.
+  ASSERT_TRUE(a.store->ReserveListedStaleDots(kMaxListedStaleDotsPerNode - 5));
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 5, "v3")).ok());
+  EXPECT_TRUE(a.db->stale_dots_complete());
+  EXPECT_EQ(a.store->listed_stale_dots(), kMaxListedStaleDotsPerNode);
+  ASSERT_TRUE(a.db->Write(NumberedPuts(5, 6, "v3")).ok());
+  EXPECT_FALSE(a.db->stale_dots_complete());
+  EXPECT_EQ(a.store->listed_stale_dots(), kMaxListedStaleDotsPerNode - 5);
+  a.store->ReleaseListedStaleDots(kMaxListedStaleDotsPerNode - 5);
+  EXPECT_EQ(SweepPass(*a.db), 6u);
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 5, "v4")).ok());
+  EXPECT_EQ(a.store->listed_stale_dots(), 5u);
+  a.db.reset();  // a closed handle gives its room back
+  EXPECT_EQ(a.store->listed_stale_dots(), 0u);
+}
+
+// The listed pass steps from range to range while the listed dots are near one another, and
+// seeks past a long run of ranges without any.
+TEST(DotRangeTest, TheListedSweepFindsDotsNearAndFarApart) {
+  Replica a;
+  const uint64_t id = a.db->id();
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(a.db->Put(NumberedKey(i), "v1").ok());  // 40 ranges
+  WriteBatch batch;
+  for (int i : {0, 1, 3, 20, 39}) batch.Put(NumberedKey(i), "v2");
+  ASSERT_TRUE(a.db->Write(batch).ok());
+  EXPECT_EQ(SweepPass(*a.db), 5u);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 0u);
+  EXPECT_EQ(a.db->range_members(), RecordCount(*a.db));
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
 }
 
 }  // namespace
