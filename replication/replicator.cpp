@@ -831,9 +831,10 @@ void Replicator::RemoveExpired() {
   }
 }
 
-/// When more than half of the dot range members are stale (overwritten or removed records), up
-/// to kMaxSweptMembersPerRound of them are examined a round; the database stays out of dormancy
-/// until that is done (Dormant).
+/// When the dot ranges are due for a sweep (DatabaseStore::DotRangesNeedSweep: more than half of
+/// their members stale, or the list of stale dots half full), a round examines up to
+/// kMaxSweptMembersPerRound members reading their records, or kListedSweepFactor times as many
+/// listed dots reading none; the database stays out of dormancy until that is done (Dormant).
 void Replicator::SweepDotRanges() {
   if (!store_->DotRangesNeedSweep()) return;
   uint64_t removed = 0;

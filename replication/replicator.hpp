@@ -123,7 +123,8 @@ inline constexpr int kMaxChunksPerRound = 64;
 /// Expiry index entries a replica examines per sync round (DatabaseStore::CollectExpired).
 inline constexpr size_t kMaxExpiredPerRound = 16384;
 /// Dot range members a replica examines per sync round when the ranges are due for a sweep
-/// (DatabaseStore::SweepDotRanges): one MultiGet each, so a round holds the actor briefly.
+/// (DatabaseStore::SweepDotRanges) by reading their records, so a round holds the actor briefly;
+/// a pass over listed stale dots reads none and examines kListedSweepFactor times as many.
 inline constexpr size_t kMaxSweptMembersPerRound = 16384;
 /// Stale repair: (key, dot) pairs one page carries at most (and at most Options::chunk_bytes of
 /// keys), and local records one page's comparison examines at most.

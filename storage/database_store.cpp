@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <climits>
 #include <deque>
+#include <new>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -1648,12 +1649,19 @@ Status DatabaseStore::WriteSweep(SweepWrites* w) {
   return Status::OK();
 }
 
-void DatabaseStore::ListStaleDots(std::vector<Dot>* dots) {
+void DatabaseStore::ListStaleDots(std::vector<Dot>* dots) noexcept {
   if (!dots->empty() && listing_ != StaleListing::kLost) {
     if (dots->size() <=
             max_listed_stale_dots_ - std::min(max_listed_stale_dots_, listed_stale_dots()) &&
         store_->ReserveListedStaleDots(dots->size())) {
-      stale_dots_.insert(stale_dots_.end(), dots->begin(), dots->end());
+      // No exception from here: a write listing its dots has committed (its counters must follow
+      // it). A list that cannot grow is lost instead; the next pass reads records.
+      try {
+        stale_dots_.insert(stale_dots_.end(), dots->begin(), dots->end());
+      } catch (const std::bad_alloc&) {
+        store_->ReleaseListedStaleDots(dots->size());
+        ForgetStaleDots(StaleListing::kLost);
+      }
     } else {
       // Too many to keep: the next pass reads records instead (and lists anew meanwhile).
       ForgetStaleDots(StaleListing::kLost);
@@ -1675,6 +1683,16 @@ Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool
   if (more != nullptr) *more = false;
   Status s = CheckUsable();
   if (!s.ok()) return s;
+  // A pass stopped by an error may have moved past members it had not removed yet: the next pass
+  // starts over from the first range, reading records (which finds every stale member).
+  auto finish = [this](Status status) {
+    if (!status.ok()) {
+      ForgetStaleDots(StaleListing::kLost);
+      sweep_from_.clear();
+      sweep_pass_removed_ = 0;
+    }
+    return status;
+  };
   if (listing_ == StaleListing::kComplete) {
     if (sweep_dots_.empty()) {
       // A new listed pass: the dots listed so far, in range order.
@@ -1687,14 +1705,14 @@ Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool
     if (!sweep_dots_.empty()) {
       const size_t budget =
           max_members > SIZE_MAX / kListedSweepFactor ? SIZE_MAX : max_members * kListedSweepFactor;
-      return SweepListedDots(budget, removed, more);
+      return finish(SweepListedDots(budget, removed, more));
     }
     if (stale_members_ == 0) return Status::OK();
     // Members counted stale while none is listed: the count is wrong (it is never meant to be).
     // The pass reading records removes what is stale, and corrects the count if nothing is.
     ForgetStaleDots(StaleListing::kLost);
   }
-  return SweepByRecords(max_members, removed, more);
+  return finish(SweepByRecords(max_members, removed, more));
 }
 
 // The range holding a dot is the one with the greatest key at or below it, if it is of the dot's

@@ -414,7 +414,7 @@ class DatabaseStore {
   size_t max_listed_stale_dots_ = kMaxListedStaleDots;
   /// Lists `dots` (emptied), made stale by a write just committed, or drops the list (kLost) if
   /// it would pass its bound or the node's.
-  void ListStaleDots(std::vector<Dot>* dots);
+  void ListStaleDots(std::vector<Dot>* dots) noexcept;
   /// Empties the lists, giving their room back to the node, and sets listing_ to `listing`.
   void ForgetStaleDots(StaleListing listing);
   /// The listed pass of SweepDotRanges (its contract), from sweep_dot_next_.

@@ -2701,6 +2701,39 @@ TEST(DotRangeTest, TheListedSweepRemovesExactlyTheListedMembersAndReadsNoRecord)
   ExpectConsistent(*a.db);
 }
 
+// A pass stopped by an error (here an unreadable range between two with listed dots) has moved
+// past dots it had not removed yet: the next pass starts over, reading records, so no stale
+// member is left behind for good.
+TEST(DotRangeTest, APassStoppedByAnErrorLeavesNoStaleMemberBehind) {
+  Replica a;
+  const uint64_t id = a.db->id();
+  for (int from = 0; from < 300; from += 100) {
+    ASSERT_TRUE(a.db->Write(NumberedPuts(from, from + 100, "v1")).ok());  // ranges 1, 101, 201
+  }
+  WriteBatch overwrite;
+  for (int from = 0; from < 300; from += 100) {
+    for (int i = from; i < from + 10; ++i) overwrite.Put(NumberedKey(i), "v2");
+  }
+  ASSERT_TRUE(a.db->Write(overwrite).ok());
+  ASSERT_EQ(a.db->stale_members(), 30u);
+  ASSERT_TRUE(a.db->stale_dots_complete());
+  const std::string second = keys::DotRangeKey(id, a.node(), 101);
+  bool found = false;
+  const std::string range = RawGet(*a.store, second, &found);
+  ASSERT_TRUE(found);
+  RawPut(*a.store, second, "\xff\xff not a range");
+  uint64_t removed = 0;
+  Status s = a.db->SweepDotRanges(1 << 20, &removed);
+  EXPECT_EQ(s.code(), Code::kCorruption) << s;
+  RawPut(*a.store, second, range);
+  SweepPass(*a.db);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, id), 0u) << "the first range's members were left";
+  EXPECT_EQ(a.db->range_members(), RecordCount(*a.db));
+  EXPECT_EQ(DeltaDots(*a.db, VersionVector()), StoredDots(*a.db, VersionVector()));
+  ExpectConsistent(*a.db);
+}
+
 // Writes between the rounds of a listed pass (overwrites of members behind it, ahead of it and
 // of ranges written since, erases, new keys) are listed for the next pass; every pass stays a
 // listed one, and no live member is ever removed.
