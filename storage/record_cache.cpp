@@ -8,15 +8,6 @@
 
 namespace kvmesh::storage {
 
-bool RecordCacheBudget::Take(size_t bytes, size_t keep) {
-  const auto want = static_cast<int64_t>(bytes);
-  int64_t left = left_.load();
-  while (left - want >= static_cast<int64_t>(keep)) {
-    if (left_.compare_exchange_weak(left, left - want)) return true;
-  }
-  return false;
-}
-
 uint64_t RecordCache::HashKey(std::string_view key) {
   return XXH3_64bits(key.data(), key.size()) | 1;  // never 0, the empty slot's mark
 }

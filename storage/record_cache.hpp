@@ -21,11 +21,12 @@
 // Not thread-safe: its database's owner uses it.
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string_view>
+
+#include "storage/shared_budget.hpp"
 
 namespace kvmesh::storage {
 
@@ -42,21 +43,6 @@ struct RecordSummary {
   bool dot_ranged = false;
 };
 
-/// Bytes the record caches of one node may hold in all, shared between its databases.
-/// Thread-safe.
-class RecordCacheBudget {
- public:
-  explicit RecordCacheBudget(size_t bytes) : left_(static_cast<int64_t>(bytes)) {}
-  /// Takes `bytes` if at least `keep` are left after it; false (taking nothing) otherwise.
-  bool Take(size_t bytes, size_t keep = 0);
-  /// Returns bytes taken before.
-  void Give(size_t bytes) { left_.fetch_add(static_cast<int64_t>(bytes)); }
-  int64_t left() const { return left_.load(); }
-
- private:
-  std::atomic<int64_t> left_;
-};
-
 class RecordCache {
  public:
   /// Keys longer than this are not kept (a slot holds its key inline).
@@ -67,8 +53,8 @@ class RecordCache {
   /// What one slot takes of the budget.
   static constexpr size_t kSlotBytes = 128;
 
-  /// `budget` (not owned; may be null: nothing is kept) must outlive the cache.
-  explicit RecordCache(RecordCacheBudget* budget) : budget_(budget) {}
+  /// `budget` (bytes; not owned; may be null: nothing is kept) must outlive the cache.
+  explicit RecordCache(SharedBudget* budget) : budget_(budget) {}
   RecordCache(const RecordCache&) = delete;
   RecordCache& operator=(const RecordCache&) = delete;
   ~RecordCache() { Clear(); }
@@ -104,7 +90,7 @@ class RecordCache {
   /// allows (see the header comment); false otherwise.
   bool Resize(size_t slots);
 
-  RecordCacheBudget* budget_;
+  SharedBudget* budget_;
   std::unique_ptr<Slot[]> table_;
   size_t slots_ = 0;  // a power of two, or 0
   /// Lookups since the table last grew or was judged (Put), and the puts meanwhile that took a

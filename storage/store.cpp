@@ -260,19 +260,6 @@ void Store::NoteFreeingWrite() {
   if (space_monitor_) space_monitor_->NoteFreeingWrite();
 }
 
-bool Store::ReserveListedStaleDots(size_t count) {
-  size_t listed = listed_stale_dots_.load(std::memory_order_relaxed);
-  do {
-    if (count > kMaxListedStaleDotsPerNode - listed) return false;
-  } while (
-      !listed_stale_dots_.compare_exchange_weak(listed, listed + count, std::memory_order_relaxed));
-  return true;
-}
-
-void Store::ReleaseListedStaleDots(size_t count) {
-  listed_stale_dots_.fetch_sub(count, std::memory_order_relaxed);
-}
-
 void Store::NoteDataWritten(uint64_t bytes) {
   if (space_monitor_) space_monitor_->NoteDataWritten(bytes);
 }

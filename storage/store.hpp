@@ -150,7 +150,7 @@ class Store : public std::enable_shared_from_this<Store> {
   void set_vector_observer(VectorObserver observer) { vector_observer_ = std::move(observer); }
   const VectorObserver& vector_observer() const { return vector_observer_; }
   /// The budget of the databases' record caches (StoreOptions::record_cache_bytes).
-  RecordCacheBudget& record_cache_budget() { return record_cache_budget_; }
+  SharedBudget& record_cache_budget() { return record_cache_budget_; }
   /// Calls `fn` with the path and version-vector digest of every database in the catalog, in
   /// path order (0 for one nothing was written to): one catalog scan and one meta read per
   /// database. Errors: kCorruption, kIOError.
@@ -193,11 +193,13 @@ class Store : public std::enable_shared_from_this<Store> {
   /// The node-wide bound on the stale dot range members the databases list in memory
   /// (DatabaseStore::SweepDotRanges), so that many databases together stay bounded too: takes
   /// room for `count` more if the bound allows (true), or takes nothing (false). Thread-safe.
-  bool ReserveListedStaleDots(size_t count);
+  bool ReserveListedStaleDots(size_t count) { return stale_dot_budget_.Take(count); }
   /// Gives back room taken by ReserveListedStaleDots. Thread-safe.
-  void ReleaseListedStaleDots(size_t count);
+  void ReleaseListedStaleDots(size_t count) { stale_dot_budget_.Give(count); }
   /// Stale dots listed in memory by all databases now (for tests and metrics).
-  size_t listed_stale_dots() const { return listed_stale_dots_.load(std::memory_order_relaxed); }
+  size_t listed_stale_dots() const {
+    return kMaxListedStaleDotsPerNode - static_cast<size_t>(stale_dot_budget_.left());
+  }
   rocksdb::DB* db() const { return db_.get(); }
   const rocksdb::WriteOptions& write_options() const { return *write_options_; }
   /// write_options() without the sync flag: for writes whose sync the caller makes (SyncLog).
@@ -226,14 +228,14 @@ class Store : public std::enable_shared_from_this<Store> {
   uint64_t last_in_use_ms_ = 0;
   uint64_t node_id_ = 0;
   std::atomic<uint64_t> last_timestamp_{0};
-  std::atomic<size_t> listed_stale_dots_{0};
+  SharedBudget stale_dot_budget_{kMaxListedStaleDotsPerNode};
   /// Serialises catalog creation (read next id, write entry and NodeMeta).
   mutable std::mutex catalog_mutex_;
   uint64_t next_database_id_ = 1;
   /// Catalog entries by config id (InstanceCount); guarded by catalog_mutex_.
   std::unordered_map<std::string, uint64_t> instances_by_config_;
   VectorObserver vector_observer_;
-  RecordCacheBudget record_cache_budget_;
+  SharedBudget record_cache_budget_;
   /// Set by Init; stopped by Close before RocksDB closes.
   std::unique_ptr<SpaceMonitor> space_monitor_;
 };

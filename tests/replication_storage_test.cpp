@@ -2565,7 +2565,7 @@ TEST(RecordCacheTest, TheTablesOfAllDatabasesStayWithinTheNodesBudget) {
 // A table uses all its slots: 2,000 keys through a table the budget keeps at its first size leave
 // it full (every slot holding the key that took it last), and all the others missing.
 TEST(RecordCacheTest, EverySlotOfATableIsUsed) {
-  RecordCacheBudget budget(RecordCache::kFirstSlots * RecordCache::kSlotBytes);
+  SharedBudget budget(RecordCache::kFirstSlots * RecordCache::kSlotBytes);
   RecordCache cache(&budget);
   RecordSummary summary;
   for (int i = 0; i < 2000; ++i) {
