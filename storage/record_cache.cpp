@@ -18,8 +18,9 @@ bool RecordCache::Holds(const Slot& slot, std::string_view key, uint64_t hash) {
 }
 
 const RecordSummary* RecordCache::Find(std::string_view key) const {
-  if (slots_ == 0 || key.size() > kMaxKeyBytes) return nullptr;
+  if (key.size() > kMaxKeyBytes) return nullptr;
   ++finds_;
+  if (slots_ == 0) return nullptr;
   const uint64_t hash = HashKey(key);
   const Slot& slot = SlotOf(hash);
   return Holds(slot, key, hash) ? &slot.summary : nullptr;
@@ -27,7 +28,9 @@ const RecordSummary* RecordCache::Find(std::string_view key) const {
 
 void RecordCache::Put(std::string_view key, const RecordSummary& summary) {
   if (key.size() > kMaxKeyBytes) return;
-  if (slots_ == 0 && !Resize(kFirstSlots)) return;
+  // No table before a first few lookups: most of a node's many databases write a key now and
+  // then, and 100,000 first tables were 200 MiB.
+  if (slots_ == 0 && (finds_ < kFirstSlots || !Resize(kFirstSlots))) return;
   const uint64_t hash = HashKey(key);
   Slot* slot = &SlotOf(hash);
   if (slot->key_hash != 0 && !Holds(*slot, key, hash)) ++collisions_;

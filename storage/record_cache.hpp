@@ -14,7 +14,8 @@
 // a drop clears the table. A key the table does not hold is read from RocksDB as before.
 //
 // Memory: a direct-mapped table (a key's slot is fixed by its hash, and a new key takes it over
-// from the one there), starting small and doubling while keys often collide, within a budget all
+// from the one there), made after a first few lookups (most of a node's many databases write a
+// key now and then) and doubling while keys often collide, within a budget all
 // databases of a node share (StoreOptions::record_cache_bytes): a table grows only while the
 // budget keeps at least as much again for the others, so one busy database takes at most half of
 // it and every database can have a table. Keys longer than kMaxKeyBytes are not kept.
