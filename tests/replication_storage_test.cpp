@@ -2712,6 +2712,33 @@ TEST(DotRangeTest, TheListedSweepRemovesExactlyTheListedMembersAndReadsNoRecord)
   ExpectConsistent(*a.db);
 }
 
+// The range holding a listed dot is found by a forward seek to the least key a range holding it
+// can have (a range spans at most 1024 counters): here a dot at the far end of a full range, first
+// in its call. And one pass removes the dots of two origins (a range written here, one received).
+TEST(DotRangeTest, TheListedSweepFindsTheEndOfAFullRangeAndEveryOrigin) {
+  Replica a, b;
+  ASSERT_TRUE(a.db->Write(NumberedPuts(0, 1024, "v1")).ok());  // one range: counters 1..1024
+  ASSERT_TRUE(b.db->Write(NumberedPuts(2000, 2100, "b1")).ok());
+  Sync(*a.db, *b.db);
+  ASSERT_TRUE(a.db->Put(NumberedKey(1023), "v2").ok());  // replaces counter 1024
+  ASSERT_TRUE(a.db->stale_dots_complete());
+  EXPECT_EQ(SweepPass(*a.db), 1u);
+  EXPECT_EQ(a.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*a.store, a.db->id()), 0u);
+
+  WriteBatch overwrite;  // on b: members of a's range and of b's own
+  for (int i : {0, 500, 1023, 2000, 2050}) overwrite.Put(NumberedKey(i), "b2");
+  ASSERT_TRUE(b.db->Write(overwrite).ok());
+  ASSERT_TRUE(b.db->stale_dots_complete());
+  EXPECT_EQ(b.db->stale_members(), 5u);
+  EXPECT_EQ(SweepPass(*b.db), 5u);
+  EXPECT_EQ(b.db->stale_members(), 0u);
+  EXPECT_EQ(StaleRangeMembers(*b.store, b.db->id()), 0u);
+  EXPECT_EQ(b.db->range_members(), RecordCount(*b.db));
+  EXPECT_EQ(DeltaDots(*b.db, VersionVector()), StoredDots(*b.db, VersionVector()));
+  ExpectConsistent(*b.db);
+}
+
 // A pass stopped by an error (here an unreadable range between two with listed dots) has moved
 // past dots it had not removed yet: the next pass starts over, reading records, so no stale
 // member is left behind for good.
