@@ -1607,6 +1607,19 @@ struct DatabaseStore::SweepWrites {
   uint64_t* report;
 };
 
+Status DatabaseStore::ParseRangeEntry(std::string_view key, std::string_view value,
+                                      proto::DotRange* range, uint64_t* origin,
+                                      uint64_t* first) const {
+  if (key.size() != keys::kIndexKeySize ||
+      !range->ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+    return Status::Corruption("dot range index of database " + Quote(path_) +
+                              " holds a malformed entry");
+  }
+  *origin = keys::DecodeBigEndian64(key.data() + 10);
+  *first = keys::DecodeBigEndian64(key.data() + 18);
+  return Status::OK();
+}
+
 Status DatabaseStore::SweepRange(std::string_view range_key, size_t members,
                                  const proto::DotRange& kept, SweepWrites* w) {
   const size_t dead = members - static_cast<size_t>(kept.members_size());
@@ -1774,13 +1787,10 @@ Status DatabaseStore::SweepListedDots(size_t max_members, uint64_t* removed, boo
       ++sweep_dot_next_;
       continue;
     }
-    if (range_key.size() != keys::kIndexKeySize ||
-        !range.ParseFromArray(range_value.data(), static_cast<int>(range_value.size()))) {
-      return Status::Corruption("dot range index of database " + Quote(path_) +
-                                " holds a malformed entry");
-    }
-    const uint64_t origin = keys::DecodeBigEndian64(range_key.data() + 10);
-    const uint64_t first = keys::DecodeBigEndian64(range_key.data() + 18);
+    uint64_t origin = 0;
+    uint64_t first = 0;
+    s = ParseRangeEntry(range_key, range_value, &range, &origin, &first);
+    if (!s.ok()) return s;
     if (origin != dot.origin || range.members_size() == 0) {
       ++sweep_dot_next_;
       continue;
@@ -1845,13 +1855,11 @@ Status DatabaseStore::SweepByRecords(size_t max_members, uint64_t* removed, bool
   for (it->Seek(sweep_from_.empty() ? begin : sweep_from_); it->Valid(); it->Next()) {
     if (w.examined >= max_members) break;
     const rocksdb::Slice range_key = it->key();
-    if (range_key.size() != keys::kIndexKeySize ||
-        !range.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return Status::Corruption("dot range index of database " + Quote(path_) +
-                                " holds a malformed entry");
-    }
-    const uint64_t origin = keys::DecodeBigEndian64(range_key.data() + 10);
-    const uint64_t first = keys::DecodeBigEndian64(range_key.data() + 18);
+    uint64_t origin = 0;
+    uint64_t first = 0;
+    s = ParseRangeEntry(range_key.ToStringView(), it->value().ToStringView(), &range, &origin,
+                        &first);
+    if (!s.ok()) return s;
     const size_t n = static_cast<size_t>(range.members_size());
     // The members' records in one MultiGet (the data keys side by side in one buffer).
     size_t bytes = 0;

@@ -422,6 +422,10 @@ class DatabaseStore {
   /// The pass of SweepDotRanges that reads records, from sweep_from_.
   Status SweepByRecords(size_t max_members, uint64_t* removed, bool* more);
   struct SweepWrites;
+  /// Parses a dot range index entry ("p", storage/keys.hpp) into `range`, its origin and its
+  /// first counter; kCorruption naming the database if it is malformed.
+  Status ParseRangeEntry(std::string_view key, std::string_view value, proto::DotRange* range,
+                         uint64_t* origin, uint64_t* first) const;
   /// Adds to `writes` the rewrite of the range at `range_key` holding `members` members down to
   /// `kept` (a delete if none is kept; nothing if all are); writes them once they are enough.
   Status SweepRange(std::string_view range_key, size_t members, const proto::DotRange& kept,
