@@ -41,6 +41,7 @@
 #include "security/identity.hpp"
 #include "security/tls.hpp"
 #include "storage/store.hpp"
+#include "transport/client_port.hpp"
 #include "transport/connection_guard.hpp"
 
 namespace kvmesh {
@@ -177,6 +178,8 @@ struct Node::Impl {
   /// The gateway's shards (client_gateway.hpp): clients send each path's requests to one.
   std::vector<gateway_actor> gateway_shards;
   uint16_t port = 0;
+  /// The client port (transport/client_port.hpp); null when the node does not listen.
+  std::unique_ptr<ClientPort> client_port;
   /// The membership actor (published on the cluster port); invalid when not clustered.
   peer_actor membership;
   uint16_t cluster_port = 0;
@@ -710,21 +713,22 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   }
   if (listen) {
     Impl& started = *node->impl_;
-    ListenerLimits client_limits = limits;
-    client_limits.name = "client port";
-    client_limits.max_message_bytes = kMaxRequestBytes;
-    client_limits.published_actor_only = true;
+    ClientPortOptions client;
+    client.host = opts.listen_host;
+    client.port = static_cast<uint16_t>(opts.listen_port);
+    client.limits = limits;
+    client.limits.name = "client port";
+    client.limits.max_message_bytes = kMaxRequestBytes;
+    client.security = started.security;
+    client.gateway = caf::actor_cast<caf::strong_actor_ptr>(started.gateway);
     for (const gateway_actor& shard : started.gateway_shards) {
-      client_limits.also_addressable.push_back(shard.id());
+      client.shards.push_back(caf::actor_cast<caf::strong_actor_ptr>(shard));
     }
-    std::shared_ptr<ConnectionGuard> guard;
-    Status published =
-        PublishGuarded(*started.system, caf::actor_cast<caf::strong_actor_ptr>(started.gateway),
-                       started.system->message_types(caf::detail::type_list<gateway_actor>{}),
-                       opts.listen_host, static_cast<uint16_t>(opts.listen_port), client_limits,
-                       started.security, &started.port, &guard);
-    if (!published.ok()) return Status::IOError("cannot listen on " + published.message());
-    guards.push_back(std::move(guard));
+    client.interface = started.system->message_types(caf::detail::type_list<gateway_actor>{});
+    client.peer_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
+    Status opened = ClientPort::Open(*started.system, std::move(client), &started.client_port);
+    if (!opened.ok()) return Status::IOError("cannot listen on " + opened.message());
+    started.port = started.client_port->port();
   }
   for (const PlaintextPort& port : plaintext) {
     const std::string address =
@@ -785,10 +789,9 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
       StopLocally(*impl.system, shard, caf::exit_reason::kill);
     }
   }
-  if (impl.port != 0) {
-    // Stop accepting clients first.
-    impl.system->middleman().unpublish(impl.gateway, impl.port);
-  }
+  // A crash drops client connections at once; a stop keeps them until the gateway is gone, so
+  // requests answered meanwhile reach their clients.
+  if (crash && impl.client_port) impl.client_port->Close();
   if (impl.cluster_port != 0)
     impl.system->middleman().unpublish(impl.membership, impl.cluster_port);
   if (impl.handshake_sweeper) {
@@ -810,6 +813,8 @@ void Shutdown(Node::Impl& impl, bool destroy_system, bool crash = false) {
   impl.gateway_shards.clear();
   impl.core->supervisor = nullptr;
   impl.system->await_all_actors_done();
+  // Its proxies are the system's: they go before it.
+  if (impl.client_port) impl.client_port->Close();
   // Direct reads that began before the gate closed end within microseconds (the gateway shards'
   // ended with the shards, above; the embedded handles' may run on any thread).
   impl.core->gate->WaitForReaders();

@@ -1,7 +1,6 @@
 #include "kvmesh/client.hpp"
 
 #include <caf/all.hpp>
-#include <caf/io/all.hpp>
 
 #include <atomic>
 #include <deque>
@@ -21,7 +20,7 @@
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
-#include "transport/connection_guard.hpp"
+#include "transport/client_port.hpp"
 
 namespace kvmesh::client {
 namespace {
@@ -495,6 +494,8 @@ struct Connection {
   std::atomic<uint64_t> node_id{0};
   /// TLS for the connection (ClientOptions::tls); no directory: a client looks nobody up.
   TransportSecurity security;
+  /// The connection to the node's client port (the latest; under connect_mutex).
+  std::unique_ptr<PortClient> transport;
 
   /// Blocking actors for Call, reused: each new actor that talks to the node makes both sides
   /// set up (and later tear down) a proxy for it, which costs more than the call.
@@ -506,33 +507,30 @@ struct Connection {
       idle_callers.clear();
       StopLocally(*system, actor, caf::exit_reason::user_shutdown);
       actor = nullptr;
+      // Its proxies are the system's: they go (killed) before it.
+      transport.reset();
       system->await_all_actors_done();
       system.reset();
     }
   }
 
   /// Opens a new connection to the node's client port (TLS when configured; see
-  /// transport/connection_guard.hpp) and returns the gateway published there.
-  caf::expected<gateway_actor> ConnectGateway(caf::timespan deadline) {
-    caf::scoped_actor self{*system};
+  /// transport/client_port.hpp) and returns its gateway. The connection before, if any, is
+  /// closed. Under connect_mutex.
+  Result<gateway_actor> ConnectGateway(caf::timespan deadline) {
+    if (transport) transport->Close();
+    PortConnectOptions connect;
+    connect.security = security;
     // Replies are bounded like requests: a value plus its key and framing.
-    auto connector = SpawnConnector(*system, security, 2 * kMaxRequestBytes, deadline);
-    caf::expected<gateway_actor> result{caf::sec::cannot_connect_to_node};
-    self->request(connector, deadline, caf::connect_atom_v, host, port)
-        .receive(
-            [&](const caf::node_id&, caf::strong_actor_ptr& ptr,
-                const std::set<std::string>& interface) {
-              if (!ptr) {
-                result = caf::make_error(caf::sec::no_actor_published_at_port);
-              } else if (interface !=
-                         system->message_types(caf::detail::type_list<gateway_actor>{})) {
-                result = caf::make_error(caf::sec::unexpected_actor_messaging_interface);
-              } else {
-                result = caf::actor_cast<gateway_actor>(std::move(ptr));
-              }
-            },
-            [&](caf::error& err) { result = std::move(err); });
-    return result;
+    connect.max_message_bytes = 2 * kMaxRequestBytes;
+    connect.connect_timeout = deadline;
+    connect.peer_timeout = std::chrono::duration_cast<caf::timespan>(options.peer_timeout);
+    caf::strong_actor_ptr gateway;
+    std::unique_ptr<PortClient> fresh;
+    Status s = PortClient::Connect(*system, host, port, connect, &fresh, &gateway);
+    if (!s.ok()) return s;
+    transport = std::move(fresh);
+    return caf::actor_cast<gateway_actor>(std::move(gateway));
   }
 
   Status Start() {
@@ -542,15 +540,12 @@ struct Connection {
     cfg = std::make_unique<caf::actor_system_config>();
     ActorSystemSettings settings;
     settings.scheduler_policy = options.scheduler_policy;
-    settings.network = true;
-    settings.peer_timeout = std::chrono::duration_cast<caf::timespan>(options.peer_timeout);
-    settings.deserialize_in_multiplexer = true;
+    // No CAF network layer: the connection is kvmesh's own (transport/client_port.hpp).
     if (Status s = ConfigureActorSystem(settings, cfg.get()); !s.ok()) {
       cfg.reset();
       return s;
     }
     system = std::make_unique<caf::actor_system>(*cfg);
-    NameNetworkThread(*system);
     timeout = std::chrono::duration_cast<caf::timespan>(options.request_timeout);
     // Filtered: the node (or whatever answers at `address`) learns this actor's handle.
     actor = SpawnNetworkFacing(*system, ConnectionActor, address, link, timeout);
@@ -565,16 +560,15 @@ struct Connection {
     if (link->connected) return Status::OK();
     const auto handshake_timeout =
         std::min(timeout, std::chrono::duration_cast<caf::timespan>(options.peer_timeout));
-    caf::expected<gateway_actor> gateway = ConnectGateway(handshake_timeout);
-    if (!gateway) {
-      if (gateway.error() == caf::sec::unexpected_actor_messaging_interface) {
+    Result<gateway_actor> gateway = ConnectGateway(handshake_timeout);
+    if (!gateway.ok()) {
+      if (gateway.status().code() == Code::kInvalidArgument) {
         return Status::InvalidArgument("the service at " + address +
-                                       " is not a kvmesh node of this client's protocol version");
+                                       " is not a kvmesh node of this client's protocol version (" +
+                                       gateway.status().message() + ")");
       }
-      Status why = ToStatus(gateway.error());
-      return Status::Unavailable(
-          "cannot reach kvmesh node at " + address + ": " +
-          (why.code() == Code::kInternal ? system->render(gateway.error()) : why.message()));
+      return Status::Unavailable("cannot reach kvmesh node at " + address + ": " +
+                                 gateway.status().message());
     }
     // The handshake is bounded by the peer timeout, not the request timeout: right after a node
     // comes back, a first attempt can go over a route CAF has not dropped yet, and the caller

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "messages/type_ids.hpp"
+#include "transport/client_port.hpp"
 
 namespace kvmesh::testing {
 
@@ -45,6 +46,53 @@ struct RawPeerConfig : caf::actor_system_config {
     }
   }
 };
+
+/// A raw client of a node's client port (transport/client_port.hpp) and the gateway's handle
+/// over it: for tests that send a node what the client library never would. Reads like the
+/// caf::expected a CAF connect gives (`*gateway`, `gateway->address()`). Destroy it before its
+/// actor system.
+struct RawGateway {
+  std::unique_ptr<PortClient> connection;
+  gateway_actor gateway;
+  /// Why there is no gateway.
+  Status status;
+  const gateway_actor& operator*() const { return gateway; }
+  const gateway_actor* operator->() const { return &gateway; }
+  explicit operator bool() const { return static_cast<bool>(gateway); }
+};
+
+/// Connects `system` to the client port `port` on 127.0.0.1. `heartbeats` false: the
+/// connection sends none, so the node hears nothing from it while it is idle.
+inline RawGateway ConnectRaw(caf::actor_system& system, int port, bool heartbeats = true,
+                             caf::timespan peer_timeout = std::chrono::seconds(3)) {
+  RawGateway raw;
+  PortConnectOptions options;
+  options.max_message_bytes = 2 * kMaxRequestBytes;
+  options.heartbeats = heartbeats;
+  options.peer_timeout = peer_timeout;
+  caf::strong_actor_ptr gateway;
+  raw.status = PortClient::Connect(system, "127.0.0.1", static_cast<uint16_t>(port), options,
+                                   &raw.connection, &gateway);
+  if (raw.status.ok()) raw.gateway = caf::actor_cast<gateway_actor>(std::move(gateway));
+  return raw;
+}
+
+/// Serves `gateway` (a stand-in for a node's) on a client port of its own on 127.0.0.1, as a node
+/// serves its gateway; the port number goes to `*port`. Close it (or destroy it) before its
+/// actor system.
+inline std::unique_ptr<ClientPort> ServeGateway(caf::actor_system& system,
+                                                const gateway_actor& gateway, int* port) {
+  ClientPortOptions options;
+  options.limits.name = "client port";
+  options.limits.max_message_bytes = kMaxRequestBytes;
+  options.gateway = caf::actor_cast<caf::strong_actor_ptr>(gateway);
+  options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
+  std::unique_ptr<ClientPort> served;
+  Status s = ClientPort::Open(system, std::move(options), &served);
+  EXPECT_TRUE(s.ok()) << s;
+  *port = served ? served->port() : 0;
+  return served;
+}
 
 /// Sends one request from `self` and waits for the reply (explicit synchronisation, no sleeps):
 /// the reply goes to `*out`, an error comes back as a Status.

@@ -94,8 +94,8 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
   // A raw peer holding the shards' handles, as every client does.
   testing::RawPeerConfig raw_config;
   caf::actor_system raw_system{raw_config};
-  auto gateway = raw_system.middleman().remote_actor<gateway_actor>("127.0.0.1", node->port());
-  ASSERT_TRUE(gateway) << raw_system.render(gateway.error());
+  auto gateway = testing::ConnectRaw(raw_system, node->port());
+  ASSERT_TRUE(gateway) << gateway.status;
   caf::scoped_actor raw{raw_system};
   std::vector<caf::actor> shards;
   raw->request(*gateway, 10s, atom::gateways_v)
@@ -165,8 +165,8 @@ TEST(GatewayShardsTest, EachWorkerThreadHasAShardAndClientsReachThemAll) {
 
   testing::RawPeerConfig config;
   caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node->port());
-  ASSERT_TRUE(gateway);
+  auto gateway = testing::ConnectRaw(system, node->port());
+  ASSERT_TRUE(gateway) << gateway.status;
   caf::scoped_actor self{system};
   std::vector<caf::actor> shards;
   self->request(*gateway, std::chrono::seconds(10), atom::gateways_v)
@@ -710,14 +710,15 @@ namespace {
 // A raw CAF peer (with no heartbeats), to send the node what the client library never would.
 using kvmesh::testing::RawPeerConfig;
 
-// A client that goes silent (no requests, no heartbeats: CAF sends none unless configured) is
-// closed by the node once it has heard nothing for its heartbeat timeout (3 s by default, as in
-// kvmeshd), so dead or stalled clients do not hold connections for good.
+// A client that goes silent (no requests, no heartbeats) is closed by the node once it has heard
+// nothing for its heartbeat timeout (3 s by default, as in kvmeshd), so dead or stalled clients
+// do not hold connections for good.
 TEST_F(ClientTest, ASilentClientIsClosedAfterTheHeartbeatTimeout) {
   RawPeerConfig config;
   caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
-  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  auto gateway =
+      testing::ConnectRaw(system, node_->port(), /*heartbeats=*/false, std::chrono::seconds(60));
+  ASSERT_TRUE(gateway) << gateway.status;
   caf::scoped_actor self{system};
   self->monitor(*gateway);
   const auto start = std::chrono::steady_clock::now();
@@ -733,8 +734,8 @@ TEST_F(ClientTest, ASilentClientIsClosedAfterTheHeartbeatTimeout) {
 TEST_F(ClientTest, OtherProtocolVersionsAndForeignMessagesGetClearErrors) {
   RawPeerConfig config;
   caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
-  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  auto gateway = testing::ConnectRaw(system, node_->port());
+  ASSERT_TRUE(gateway) << gateway.status;
   caf::scoped_actor self{system};
   Status status;
   self->request(*gateway, std::chrono::seconds(10), atom::hello_v, uint32_t{999})
@@ -792,8 +793,8 @@ namespace {
 TEST_F(ClientTest, ErrorMessagesDoNotStopTheGateway) {
   RawPeerConfig config;
   caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
-  ASSERT_TRUE(gateway);
+  auto gateway = testing::ConnectRaw(system, node_->port());
+  ASSERT_TRUE(gateway) << gateway.status;
   caf::scoped_actor self{system};
   // An asynchronous error message would stop an actor with CAF's default error handler.
   caf::anon_send(caf::actor_cast<caf::actor>(*gateway), caf::make_error(caf::sec::runtime_error));
@@ -871,11 +872,12 @@ TEST(ClientConnectionTest, LostNodeFailsBlockingAndAsyncCallsInFlightPromptly) {
   RawPeerConfig config;
   auto system = std::make_unique<caf::actor_system>(config);
   auto gateway = system->spawn(SilentGateway);
-  auto port = system->middleman().publish(gateway, 0, "127.0.0.1");
-  ASSERT_TRUE(port) << system->render(port.error());
+  int port = 0;
+  auto served = testing::ServeGateway(*system, gateway, &port);
+  ASSERT_TRUE(served);
   client::ClientOptions options;
   options.request_timeout = std::chrono::minutes(1);
-  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  auto client = client::connect("127.0.0.1:" + std::to_string(port), options);
   ASSERT_TRUE(client.ok()) << client.status();
   auto db = client.open("/example/kv");
   ASSERT_TRUE(db.ok()) << db.status();
@@ -890,7 +892,8 @@ TEST(ClientConnectionTest, LostNodeFailsBlockingAndAsyncCallsInFlightPromptly) {
   const auto lost_at = std::chrono::steady_clock::now();
   caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
   gateway = nullptr;
-  system.reset();  // closes the connection
+  served.reset();  // closes the connection
+  system.reset();
   for (auto* call : {&put, &get, &async_put}) {
     ASSERT_EQ(call->wait_for(10s), std::future_status::ready);
     Status s = call->get();
@@ -907,11 +910,12 @@ TEST(ClientConnectionTest, UnansweredRequestsTimeOutAtTheirDeadline) {
   RawPeerConfig config;
   caf::actor_system system{config};
   auto gateway = system.spawn(SilentGateway);
-  auto port = system.middleman().publish(gateway, 0, "127.0.0.1");
-  ASSERT_TRUE(port) << system.render(port.error());
+  int port = 0;
+  auto served = testing::ServeGateway(system, gateway, &port);
+  ASSERT_TRUE(served);
   client::ClientOptions options;
   options.request_timeout = 300ms;
-  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  auto client = client::connect("127.0.0.1:" + std::to_string(port), options);
   ASSERT_TRUE(client.ok()) << client.status();
   auto db = client.open("/example/kv");
   ASSERT_TRUE(db.ok()) << db.status();
@@ -1046,12 +1050,13 @@ TEST(ClientConnectionTest, ExitsFromTheNodeDoNotBreakTheClient) {
   RawPeerConfig config;
   caf::actor_system system{config};
   auto gateway = system.spawn(HostileGateway);
-  auto port = system.middleman().publish(gateway, 0, "127.0.0.1");
-  ASSERT_TRUE(port) << system.render(port.error());
+  int port = 0;
+  auto served = testing::ServeGateway(system, gateway, &port);
+  ASSERT_TRUE(served);
   LogCapture log;
   client::ClientOptions options;
   options.request_timeout = 5s;
-  auto client = client::connect("127.0.0.1:" + std::to_string(*port), options);
+  auto client = client::connect("127.0.0.1:" + std::to_string(port), options);
   ASSERT_TRUE(client.ok()) << client.status();
   auto db = client.open("/example/kv");
   ASSERT_TRUE(db.ok()) << db.status();
@@ -1112,8 +1117,8 @@ TEST_F(ConnectionGuardTest, ConnectionsThatNeverHandshakeAreClosedAtTheDeadline)
   peer_options.heartbeat_interval = 100ms;
   RawPeerConfig config{peer_options};
   caf::actor_system system{config};
-  auto gateway = system.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
-  ASSERT_TRUE(gateway) << system.render(gateway.error());
+  auto gateway = testing::ConnectRaw(system, node_->port());
+  ASSERT_TRUE(gateway) << gateway.status;
   caf::scoped_actor self{system};
   self->monitor(*gateway);
   // Silent ones, and one that stops half-way through its first header.
@@ -1121,7 +1126,7 @@ TEST_F(ConnectionGuardTest, ConnectionsThatNeverHandshakeAreClosedAtTheDeadline)
   for (int i = 0; i < 5; ++i) fds.push_back(testing::Connect(node_->port()));
   const int half = testing::Connect(node_->port());
   ASSERT_GE(half, 0);
-  testing::SendAll(half, std::string(caf::io::basp::header_size / 2, '\0'));
+  testing::SendAll(half, std::string("\x10\x00", 2));  // 2 of a frame header's 5 bytes
   fds.push_back(half);
   const auto start = std::chrono::steady_clock::now();
   for (int fd : fds) {

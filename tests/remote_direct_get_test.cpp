@@ -109,9 +109,9 @@ class RemoteDirectGetTest : public ::testing::Test {
     options.worker_threads = 2;
     Status s = StartNode(dir_, options, &node_);
     ASSERT_TRUE(s.ok()) << s;
-    auto gateway = system_.middleman().remote_actor<gateway_actor>("127.0.0.1", node_->port());
-    ASSERT_TRUE(gateway) << system_.render(gateway.error());
-    self_->request(*gateway, 10s, atom::gateways_v)
+    raw_ = testing::ConnectRaw(system_, node_->port());
+    ASSERT_TRUE(raw_) << raw_.status;
+    self_->request(*raw_, 10s, atom::gateways_v)
         .receive(
             [&](std::vector<caf::actor>& v) {
               ASSERT_FALSE(v.empty());
@@ -167,6 +167,7 @@ class RemoteDirectGetTest : public ::testing::Test {
   testing::RawPeerConfig config_;
   caf::actor_system system_{config_};
   caf::scoped_actor self_{system_};
+  testing::RawGateway raw_;
   gateway_actor shard_;
 };
 

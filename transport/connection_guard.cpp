@@ -21,6 +21,7 @@
 
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
+#include "transport/guard_common.hpp"
 
 namespace kvmesh {
 
@@ -29,52 +30,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 namespace net = caf::io::network;
 namespace basp = caf::io::basp;
-
-/// One kind of event worth a log line, logged at most once per second with how many more
-/// happened meanwhile: a flood of refused connections must not become a flood of log lines.
-/// Thread-safe (several actor systems in one process have several multiplexer threads).
-class RateLimitedLog {
- public:
-  /// True if a line may be written now; `*suppressed` is how many were held back since the last.
-  bool Allow(uint64_t* suppressed) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    const auto now = Clock::now();
-    if (logged_ && now - last_ < std::chrono::seconds(1)) {
-      ++suppressed_;
-      return false;
-    }
-    logged_ = true;
-    last_ = now;
-    *suppressed = suppressed_;
-    suppressed_ = 0;
-    return true;
-  }
-
- private:
-  std::mutex mutex_;
-  bool logged_ = false;
-  Clock::time_point last_{};
-  uint64_t suppressed_ = 0;
-};
-
-std::string MoreSince(uint64_t suppressed, const char* what) {
-  if (suppressed == 0) return "";
-  return " (" + std::to_string(suppressed) + " more " + what + " since the last such line)";
-}
-
-/// Logs a line about one connection through `log` (one per kind of event, process-wide).
-template <class... Ts>
-void WarnRateLimited(RateLimitedLog& log, const char* what, fmt::format_string<Ts...> format,
-                     Ts&&... args) {
-  uint64_t suppressed = 0;
-  if (!log.Allow(&suppressed)) return;
-  spdlog::warn("{}{}", fmt::format(format, std::forward<Ts>(args)...), MoreSince(suppressed, what));
-}
-
-RateLimitedLog tls_failures_log;
-RateLimitedLog refusals_log;
-RateLimitedLog oversized_log;
-RateLimitedLog dropped_log;
 
 /// The I/O policy of a TLS connection: CAF's stream calls it like policy::tcp.
 class TlsPolicy {
@@ -98,7 +53,7 @@ class TlsPolicy {
   net::rw_state Checked(net::rw_state state) {
     if (state == net::rw_state::failure && !logged_ && !session_->failure().empty()) {
       logged_ = true;
-      WarnRateLimited(tls_failures_log, "TLS failures", "closed the connection {}: {}",
+      WarnRateLimited(guard_logs().tls_failures, "TLS failures", "closed the connection {}: {}",
                       description_, session_->failure());
     }
     return state;
@@ -150,44 +105,14 @@ class ConnectionGuard {
   /// Counts a new connection from `address`, or says why it is refused (and logs it).
   bool Admit(const std::string& address) {
     std::lock_guard<std::mutex> lock(mutex_);
-    size_t& from_address = per_address_[address];
-    const char* bound = nullptr;
-    size_t limit = 0;
-    if (total_ >= limits_.max_connections) {
-      bound = "max_connections";
-      limit = limits_.max_connections;
-    } else if (pending_.size() >= limits_.max_pending_handshakes) {
-      // Each costs buffers (TLS state) until its handshake is done or its deadline passes.
-      bound = "max_pending_handshakes";
-      limit = limits_.max_pending_handshakes;
-    } else if (from_address >= limits_.max_connections_per_address) {
-      bound = "max_connections_per_address";
-      limit = limits_.max_connections_per_address;
-    }
-    if (bound == nullptr) {
-      ++from_address;
-      ++total_;
-      return true;
-    }
-    if (from_address == 0) per_address_.erase(address);
-    uint64_t suppressed = 0;
-    if (refused_log_.Allow(&suppressed)) {
-      spdlog::warn(
-          "refused a connection from {} to the {} {}: {} connections are open ({} from {}); "
-          "{} is {}{}",
-          address, limits_.name, port_, total_, from_address, address, bound, limit,
-          MoreSince(suppressed, "refused"));
-    }
-    return false;
+    return counter_.Admit(address, pending_.size(), port_);
   }
 
   /// A connection from `address` is gone (its descriptor is being closed).
   void Release(const std::string& address, GuardedConnection* connection) {
     std::lock_guard<std::mutex> lock(mutex_);
     pending_.erase(connection);
-    auto it = per_address_.find(address);
-    if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
-    if (total_ > 0) --total_;
+    counter_.Release(address);
   }
 
   /// `connection` must deliver its first complete message by `deadline`.
@@ -208,10 +133,8 @@ class ConnectionGuard {
   const ListenerLimits limits_;
   uint16_t port_ = 0;
   std::mutex mutex_;
-  size_t total_ = 0;
-  std::unordered_map<std::string, size_t> per_address_;
+  ConnectionCounter counter_{limits_};
   std::unordered_map<GuardedConnection*, Clock::time_point> pending_;
-  RateLimitedLog refused_log_;
   RateLimitedLog silent_log_;
 };
 
@@ -338,19 +261,19 @@ class GuardedConnection : public caf::io::scribe {
     // CAF's broker dereferences the payload of a handshake without checking there is one, and
     // trusts other header fields it checks only later: an invalid header closes at once.
     if (!basp::valid(header) || (basp::is_handshake(header) && header.payload_len == 0)) {
-      WarnRateLimited(refusals_log, "refusals",
+      WarnRateLimited(guard_logs().refusals, "refusals",
                       "closed the connection {}: an invalid BASP header ({}, {} bytes)",
                       settings_.description, to_string(header.operation), header.payload_len);
       return Refuse();
     }
     if (settings_.only_actor != 0 && header.operation == basp::message_type::routed_message) {
-      WarnRateLimited(refusals_log, "refusals",
+      WarnRateLimited(guard_logs().refusals, "refusals",
                       "closed the connection {}: a client sent a routed message",
                       settings_.description);
       return Refuse();
     }
     if (header.payload_len > settings_.max_message_bytes) {
-      WarnRateLimited(oversized_log, "closes",
+      WarnRateLimited(guard_logs().oversized, "closes",
                       "closed the connection {}: it announced a message of {}; the "
                       "maximum is {}",
                       settings_.description, FormatSize(header.payload_len),
@@ -379,7 +302,7 @@ class GuardedConnection : public caf::io::scribe {
                       to_string(header.operation), header.dest_actor, settings_.description);
       } else {
         auto* local = dynamic_cast<caf::local_actor*>(target->get());
-        WarnRateLimited(dropped_log, "dropped messages",
+        WarnRateLimited(guard_logs().dropped, "dropped messages",
                         "dropped a BASP {} on the connection {}: it is addressed to actor {} "
                         "({}), and only actor {} (the one published there) may be addressed",
                         to_string(header.operation), settings_.description, header.dest_actor,
@@ -441,7 +364,7 @@ class GuardedConnection : public caf::io::scribe {
     if (held_operation_ == basp::message_type::direct_message) {
       std::string type;
       if (!RequestAllowed(ctx, buf, num_bytes, &type)) {
-        WarnRateLimited(dropped_log, "dropped messages",
+        WarnRateLimited(guard_logs().dropped, "dropped messages",
                         "replaced a message on the connection {} by an empty one: the gateway "
                         "takes no {}",
                         settings_.description, type.empty() ? "unreadable message" : type);
@@ -465,7 +388,7 @@ class GuardedConnection : public caf::io::scribe {
         why = "it asks this node to forward it to another node";
       }
       if (why != nullptr) {
-        WarnRateLimited(dropped_log, "dropped messages",
+        WarnRateLimited(guard_logs().dropped, "dropped messages",
                         "dropped a BASP {} on the connection {}: {} "
                         "(from {}, to {})",
                         to_string(held_operation_), settings_.description, why,
@@ -516,7 +439,7 @@ class GuardedConnection : public caf::io::scribe {
   bool Bind(const caf::node_id& announced) {
     if (has_peer_node_) {
       if (announced == peer_node_) return true;
-      WarnRateLimited(refusals_log, "refusals",
+      WarnRateLimited(guard_logs().refusals, "refusals",
                       "closed the connection {}: a second handshake announced "
                       "another node",
                       settings_.description);
@@ -526,7 +449,7 @@ class GuardedConnection : public caf::io::scribe {
       // Our own node id on a connection a peer opened: never a real connection to ourselves
       // (CAF closes those after the server handshake), and it would make proxies that pass
       // for this node's own actors.
-      WarnRateLimited(refusals_log, "refusals",
+      WarnRateLimited(guard_logs().refusals, "refusals",
                       "closed the connection {}: it announced this node's own id",
                       settings_.description);
       return false;
@@ -535,7 +458,7 @@ class GuardedConnection : public caf::io::scribe {
     peer_node_ = announced;
     if (!settings_.security.tls || !settings_.security.directory || !identity_) return true;
     if (!settings_.security.directory->Bind(announced, *identity_)) {
-      WarnRateLimited(refusals_log, "refusals",
+      WarnRateLimited(guard_logs().refusals, "refusals",
                       "closed the connection {}: its certificate \"{}\" announced "
                       "the node id of a peer connected under another certificate",
                       settings_.description, identity_->name);
@@ -765,44 +688,6 @@ class GuardedDoorman final : public net::doorman_impl {
   const caf::actor_id published_;
   const std::shared_ptr<const std::set<std::string>> requests_;
 };
-
-/// The type strings CAF gives the messages an actor with interface `sigs` takes
-/// ("caf::replies_to<put,@str,@str>::with<ok>" takes "@<>+@atom+@str+@str").
-std::shared_ptr<const std::set<std::string>> RequestTypes(const std::set<std::string>& sigs) {
-  auto out = std::make_shared<std::set<std::string>>();
-  for (const std::string& sig : sigs) {
-    const size_t open = sig.find('<');
-    const size_t close = sig.find(">::with<");
-    if (open == std::string::npos) continue;
-    const std::string inputs =
-        sig.substr(open + 1, (close == std::string::npos ? sig.rfind('>') : close) - open - 1);
-    std::string type = "@<>";
-    int depth = 0;
-    std::string token;
-    bool first = true;
-    auto take = [&] {
-      // Atoms (the request's first input, and any other such as `configs, put`) are written by
-      // name in signatures and serialized as "@atom"; other types have "@" (built in) or a
-      // namespaced name.
-      const bool atom = first || (!token.empty() && token[0] != '@' &&
-                                  token.find_first_of(".:<") == std::string::npos);
-      type += "+" + (atom ? std::string("@atom") : token);
-      first = false;
-      token.clear();
-    };
-    for (char c : inputs) {
-      if (c == ',' && depth == 0) {
-        take();
-        continue;
-      }
-      depth += c == '<' ? 1 : c == '>' ? -1 : 0;
-      token += c;
-    }
-    take();
-    out->insert(type);
-  }
-  return out;
-}
 
 caf::behavior HandshakeSweeper(caf::event_based_actor* self,
                                std::vector<std::shared_ptr<ConnectionGuard>> guards,

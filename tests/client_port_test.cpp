@@ -1,0 +1,353 @@
+// kvmesh's own client port (transport/client_port.hpp), with a stand-in for the gateway that
+// records what reaches it, and raw peers that write and read frames byte by byte. The node's
+// side of it under real clients is in client_test.cpp, daemon_test.cpp, fuzz_test.cpp and
+// tls_test.cpp.
+#include <gtest/gtest.h>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <caf/all.hpp>
+#include <caf/binary_deserializer.hpp>
+#include <caf/binary_serializer.hpp>
+
+#include "messages/system_config.hpp"
+#include "messages/type_ids.hpp"
+#include "process_util.hpp"
+#include "test_util.hpp"
+#include "transport/client_port.hpp"
+
+namespace kvmesh {
+namespace {
+
+using namespace std::chrono_literals;
+using kvmesh::testing::Eventually;
+using kvmesh::testing::ReadExactlyBefore;
+using kvmesh::testing::SendAll;
+
+/// A node's system has CAF's middleman (and so a node id); a client's has none.
+struct TestConfig : caf::actor_system_config {
+  explicit TestConfig(bool node = true) {
+    ActorSystemSettings settings;
+    settings.network = node;
+    EXPECT_TRUE(ConfigureActorSystem(settings, this).ok());
+  }
+};
+
+/// Stands for the gateway: records the id of every message the port hands it (on the port's
+/// thread, synchronously), and answers each request with `reply`.
+class Recorder final : public caf::monitorable_actor {
+ public:
+  Recorder(caf::actor_config& cfg, caf::message reply)
+      : caf::monitorable_actor(cfg), reply_(std::move(reply)) {}
+
+  void enqueue(caf::mailbox_element_ptr what, caf::execution_unit* ctx) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      seen_.push_back(what->mid);
+    }
+    if (what->mid.is_request() && what->sender) {
+      what->sender->enqueue(ctrl(), what->mid.response_id(), reply_, ctx);
+    }
+  }
+
+  std::vector<caf::message_id> seen() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return seen_;
+  }
+
+ private:
+  caf::message reply_;
+  std::mutex mutex_;
+  std::vector<caf::message_id> seen_;
+};
+
+caf::strong_actor_ptr MakeRecorder(caf::actor_system& system, caf::message reply) {
+  caf::actor_config cfg;
+  return caf::make_actor<Recorder, caf::strong_actor_ptr>(system.next_actor_id(), system.node(),
+                                                          &system, cfg, std::move(reply));
+}
+
+Recorder& RecorderOf(const caf::strong_actor_ptr& ptr) {
+  return *static_cast<Recorder*>(caf::actor_cast<caf::abstract_actor*>(ptr));
+}
+
+/// A client port serving `gateway`, requests of up to `max_message_bytes`.
+std::unique_ptr<ClientPort> Serve(caf::actor_system& system, caf::strong_actor_ptr gateway,
+                                  size_t max_message_bytes = size_t{1} << 20) {
+  ClientPortOptions options;
+  options.limits.name = "client port";
+  options.limits.max_message_bytes = max_message_bytes;
+  options.gateway = std::move(gateway);
+  options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
+  std::unique_ptr<ClientPort> port;
+  Status s = ClientPort::Open(system, std::move(options), &port);
+  EXPECT_TRUE(s.ok()) << s;
+  return port;
+}
+
+// -- raw frames (the wire format at the top of transport/client_port.hpp) -------------------------
+
+void PutLe(std::string* out, uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+
+uint64_t GetLe(const std::string& in, size_t at, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= uint64_t{static_cast<uint8_t>(in[at + i])} << (8 * i);
+  return v;
+}
+
+std::string Frame(uint8_t kind, const std::string& body) {
+  std::string out;
+  PutLe(&out, body.size() + 1, 4);
+  out.push_back(static_cast<char>(kind));
+  return out + body;
+}
+
+/// The first 16 bytes of a hello or welcome: magic, `version`, heartbeat (1 s).
+std::string HelloFields(uint32_t version = 1) {
+  std::string body;
+  PutLe(&body, 0x504d564b, 4);
+  PutLe(&body, version, 4);
+  PutLe(&body, 1000000000, 8);
+  return body;
+}
+
+std::string Serialized(caf::actor_system& system, caf::message msg) {
+  std::vector<char> buf;
+  caf::binary_serializer sink{system, buf};
+  EXPECT_FALSE(sink(msg));
+  return std::string(buf.begin(), buf.end());
+}
+
+/// A welcome of protocol `version` naming gateway 1 of a made-up node.
+std::string Welcome(caf::actor_system& system, uint32_t version = 1) {
+  caf::node_id::default_data::host_id_type host{};
+  host.fill(7);
+  caf::node_id node = caf::make_node_id(4242, host);
+  std::vector<char> buf;
+  caf::binary_serializer sink{system, buf};
+  EXPECT_FALSE(sink(node));
+  std::string body = HelloFields(version);
+  PutLe(&body, 1, 8);
+  return Frame(2, body + std::string(buf.begin(), buf.end()));
+}
+
+/// A message frame from actor 9 to `receiver`: a request (number `n`) of `payload`.
+std::string Request(uint64_t receiver, uint64_t n, const std::string& payload) {
+  std::string body;
+  PutLe(&body, 9, 8);
+  PutLe(&body, receiver, 8);
+  PutLe(&body, caf::message_id::default_async_value | n, 8);  // a request: its number set
+  return Frame(3, body + payload);
+}
+
+/// Reads one frame from `fd` (within 5 s): its kind and body; kind 0 if none came.
+std::pair<uint8_t, std::string> ReadFrame(int fd) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  const std::string header = ReadExactlyBefore(fd, 5, deadline);
+  if (header.size() != 5) return {0, ""};
+  const size_t size = GetLe(header, 0, 4);
+  return {static_cast<uint8_t>(header[4]), ReadExactlyBefore(fd, size - 1, deadline)};
+}
+
+// -- tests --------------------------------------------------------------------------------------
+
+// A client only asks: a response it sends (which CAF would match to a request the gateway has
+// pending, by its id alone) is dropped by the port, as is a message of a type the gateway does
+// not take, which is answered unexpected_message without being decoded. Requests reach it.
+TEST(ClientPortTest, OnlyRequestsOfTheGatewaysInterfaceReachIt) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto recorder =
+      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
+  auto port = Serve(system, recorder);
+  ASSERT_TRUE(port);
+  TestConfig client_config{/*node=*/false};
+  caf::actor_system client_system{client_config};
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  std::unique_ptr<PortClient> connection;
+  caf::strong_actor_ptr gateway;
+  Status s =
+      PortClient::Connect(client_system, "127.0.0.1", port->port(), options, &connection, &gateway);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  caf::scoped_actor self{client_system};
+
+  // A response, as if to the gateway's own request number 5, of a type the gateway takes.
+  const caf::message_id forged{caf::message_id::default_async_value |
+                               caf::message_id::response_flag_mask | 5};
+  ASSERT_TRUE(forged.is_response());
+  gateway->enqueue(self->ctrl(), forged, caf::make_message(atom::hello_v, kClientProtocolVersion),
+                   nullptr);
+  // A request behind it on the same connection: once it is answered, the port has read both.
+  uint64_t node = 0;
+  self->request(caf::actor_cast<gateway_actor>(gateway), 5s, atom::hello_v, kClientProtocolVersion)
+      .receive([&](uint32_t, uint64_t id) { node = id; },
+               [&](caf::error& err) { ADD_FAILURE() << ToStatus(err); });
+  EXPECT_EQ(node, 7u);
+  // Not a request of the gateway's interface: refused, never handed over.
+  caf::error foreign;
+  self->request(caf::actor_cast<caf::actor>(gateway), 5s, std::string("DROP TABLE"), 42)
+      .receive([](const caf::message&) {}, [&](caf::error& err) { foreign = err; });
+  EXPECT_EQ(foreign, caf::sec::unexpected_message) << client_system.render(foreign);
+
+  const auto seen = RecorderOf(recorder).seen();
+  ASSERT_EQ(seen.size(), 1u) << "the forged response reached the gateway";
+  EXPECT_TRUE(seen[0].is_request());
+  connection->Close();
+  port->Close();
+}
+
+// Only the gateway (and its shards) can be addressed: a request to any other actor id is
+// answered with an error, and the connection stays usable.
+TEST(ClientPortTest, ARequestToAnotherActorIsAnsweredWithAnError) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto recorder =
+      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
+  auto port = Serve(system, recorder);
+  ASSERT_TRUE(port);
+  const int fd = testing::Connect(port->port());
+  ASSERT_GE(fd, 0);
+  auto [kind, welcome] = ReadFrame(fd);
+  ASSERT_EQ(kind, 2) << "no welcome";
+  const uint64_t gateway_id = GetLe(welcome, 16, 8);
+  EXPECT_EQ(gateway_id, recorder->id());
+  const std::string hello =
+      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  SendAll(fd, Frame(1, HelloFields()) + Request(gateway_id + 1000, 1, hello) +
+                  Request(gateway_id, 2, hello));
+  for (uint64_t n : {1, 2}) {
+    auto [reply_kind, reply] = ReadFrame(fd);
+    ASSERT_EQ(reply_kind, 3) << "request " << n;
+    EXPECT_EQ(GetLe(reply, 8, 8), 9u) << "to the asking actor";
+    EXPECT_EQ(GetLe(reply, 16, 8) & 0xffffffff, n);
+    caf::message content;
+    caf::binary_deserializer source{system, reply.data() + 24, reply.size() - 24};
+    ASSERT_FALSE(source(content));
+    if (n == 1) {
+      ASSERT_TRUE(content.match_elements<caf::error>()) << to_string(content);
+      EXPECT_EQ(content.get_as<caf::error>(0), caf::sec::unexpected_message);
+    } else {
+      EXPECT_TRUE((content.match_elements<uint32_t, uint64_t>())) << to_string(content);
+    }
+  }
+  EXPECT_EQ(RecorderOf(recorder).seen().size(), 1u);
+  ::close(fd);
+  port->Close();
+}
+
+// A client that sends requests and never reads their answers cannot make the node keep them all:
+// past 64 MiB of output waiting for it, its connection is closed.
+TEST(ClientPortTest, AClientThatReadsNothingIsClosedAtTheOutputBound) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto recorder = MakeRecorder(system, caf::make_message(std::string(1 << 20, 'r')));
+  auto port = Serve(system, recorder);
+  ASSERT_TRUE(port);
+  const int fd = testing::Connect(port->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ReadFrame(fd).first, 2);
+  const std::string get = Serialized(
+      system, caf::make_message(atom::get_v, std::string("/db"), std::string("/k"), Deadline{}));
+  std::string requests = Frame(1, HelloFields());
+  for (uint64_t n = 1; n <= 100; ++n) requests += Request(recorder->id(), n, get);
+  SendAll(fd, requests);  // 100 answers of 1 MiB: more than the bound, read by no one
+  EXPECT_TRUE(Eventually(2s, [&] { return port->connections() == 0; }))
+      << port->connections() << " connection(s) still open";
+  EXPECT_EQ(RecorderOf(recorder).seen().size(), 100u);
+  ::close(fd);
+  port->Close();
+}
+
+/// A stand-in for a node: accepts one connection, sends `welcome`, then reads and drops what
+/// comes and sends nothing more, until `stop`.
+class SilentNode {
+ public:
+  explicit SilentNode(std::string welcome) : welcome_(std::move(welcome)) {
+    listen_fd_ = testing::ListenLoopback(&port_);
+    thread_ = std::thread([this] {
+      const int fd = ::accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) return;
+      SendAll(fd, welcome_);
+      char buf[4096];
+      while (!stop_) {  // bounded by the destructor
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 50) > 0 && ::recv(fd, buf, sizeof(buf), 0) <= 0) break;
+      }
+      ::close(fd);
+    });
+  }
+  ~SilentNode() {
+    stop_ = true;
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  std::string welcome_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// A node that falls silent (a stopped process, a cut cable) is noticed within the client's peer
+// timeout: the gateway's proxy goes down, which the client library turns into unavailable for
+// every request in flight.
+TEST(ClientPortTest, ANodeThatFallsSilentIsLostWithinThePeerTimeout) {
+  TestConfig config;
+  caf::actor_system system{config};
+  SilentNode node(Welcome(system));
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  options.peer_timeout = 600ms;
+  std::unique_ptr<PortClient> connection;
+  caf::strong_actor_ptr gateway;
+  Status s = PortClient::Connect(system, "127.0.0.1", node.port(), options, &connection, &gateway);
+  ASSERT_TRUE(s.ok()) << s;
+  caf::scoped_actor self{system};
+  self->monitor(gateway);
+  const auto start = std::chrono::steady_clock::now();
+  bool down = false;
+  self->receive([&](caf::down_msg&) { down = true; }, caf::after(10s) >> [] {});
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(down) << "a silent node went unnoticed for 10 s";
+  EXPECT_GE(waited, 500ms) << "lost before the peer timeout";
+  EXPECT_LT(waited, 3s);
+  EXPECT_FALSE(connection->connected());
+}
+
+// A node of another protocol version, or a service that is no kvmesh node, is named as such.
+TEST(ClientPortTest, AnotherProtocolVersionGetsAClearError) {
+  TestConfig config;
+  caf::actor_system system{config};
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  options.connect_timeout = 2s;
+  for (const auto& [welcome, expected] : std::vector<std::pair<std::string, std::string>>{
+           {Welcome(system, 9), "the node speaks client port version 9, this client 1"},
+           {std::string("HTTP/1.1 400 Bad Request\r\n\r\n"), "not a kvmesh client port"}}) {
+    SilentNode node(welcome);
+    std::unique_ptr<PortClient> connection;
+    caf::strong_actor_ptr gateway;
+    Status s =
+        PortClient::Connect(system, "127.0.0.1", node.port(), options, &connection, &gateway);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find(expected), std::string::npos) << s;
+  }
+}
+
+}  // namespace
+}  // namespace kvmesh

@@ -1,0 +1,1336 @@
+#include "transport/client_port.hpp"
+
+#include <spdlog/spdlog.h>
+#include <caf/actor_proxy.hpp>
+#include <caf/all.hpp>
+#include <caf/binary_deserializer.hpp>
+#include <caf/binary_serializer.hpp>
+#include <caf/proxy_registry.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "messages/type_ids.hpp"
+#include "security/tls.hpp"
+#include "transport/guard_common.hpp"
+
+namespace kvmesh {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using rw_state = caf::io::network::rw_state;
+
+enum class FrameKind : uint8_t { kHello = 1, kWelcome = 2, kMessage = 3, kHeartbeat = 4 };
+
+constexpr uint32_t kMagic = 0x504d564b;  // "KVMP" in little-endian bytes
+constexpr uint32_t kVersion = 1;
+/// u32 size | u8 kind.
+constexpr size_t kFrameHeader = 5;
+/// sender, receiver, message id.
+constexpr size_t kMessageHeader = 24;
+/// magic, version, heartbeat.
+constexpr size_t kHelloBody = 16;
+/// Above this much output a connection's peer does not read, it is closed: a client that sends
+/// requests and never reads the replies must not fill the node's memory.
+constexpr size_t kMinPendingOutputBound = size_t{64} << 20;
+
+void PutU32(char* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+void PutU64(char* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+uint32_t GetU32(const char* in) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(in[i])) << (8 * i);
+  return v;
+}
+uint64_t GetU64(const char* in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(in[i])) << (8 * i);
+  return v;
+}
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Errno(int error) {
+  return std::strerror(error);
+}
+
+void NameThisThread(const char* name) {
+  pthread_setname_np(pthread_self(), name);
+}
+
+/// The execution unit CAF's serializers need: the actor system (message types), and on a
+/// client the registry that makes proxies of the node's actors named in a reply.
+class PortContext final : public caf::execution_unit {
+ public:
+  explicit PortContext(caf::actor_system& system) : caf::execution_unit(&system) {}
+  void exec_later(caf::resumable* ptr) override { system().scheduler().enqueue(ptr); }
+};
+
+class PortConnection;
+
+/// Stands for an actor on the other side of a connection: a message to it is written to the
+/// socket on the sender's thread. One that cannot be (the connection is gone) is answered at
+/// once, if it is a request, with an error, not left to its timeout.
+class PortProxy final : public caf::actor_proxy {
+ public:
+  PortProxy(caf::actor_config& cfg, std::weak_ptr<PortConnection> connection)
+      : caf::actor_proxy(cfg), connection_(std::move(connection)) {}
+
+  void enqueue(caf::mailbox_element_ptr what, caf::execution_unit* ctx) override;
+
+  void kill_proxy(caf::execution_unit* ctx, caf::error reason) override {
+    killed_ = true;
+    cleanup(std::move(reason), ctx);
+  }
+
+ private:
+  std::weak_ptr<PortConnection> connection_;
+  std::atomic<bool> killed_{false};
+};
+
+/// Makes the PortProxies of one connection.
+class ProxyMaker final : public caf::proxy_registry::backend {
+ public:
+  explicit ProxyMaker(caf::actor_system& system) : system_(system) {}
+  void set_connection(std::weak_ptr<PortConnection> connection) {
+    connection_ = std::move(connection);
+  }
+  caf::strong_actor_ptr make_proxy(caf::node_id node, caf::actor_id aid) override {
+    if (!node || aid == caf::invalid_actor_id) return nullptr;
+    caf::actor_config cfg;
+    return caf::make_actor<PortProxy, caf::strong_actor_ptr>(aid, node, &system_, cfg, connection_);
+  }
+  void set_last_hop(caf::node_id*) override {}
+
+ private:
+  caf::actor_system& system_;
+  std::weak_ptr<PortConnection> connection_;
+};
+
+/// One connection of either side: its socket (plain or TLS), frames in and out, and the
+/// proxies of the other side's actors.
+///
+/// Writes come from any thread (an actor sending to a proxy) and go to the socket at once under
+/// the connection's mutex; what the socket does not take waits and is flushed by the reading
+/// thread when the socket is writable (`wants_write` asks for that). Reads are the reading
+/// thread's only. The descriptor is closed when the last reference goes, so it is never reused
+/// while a writer may still hold it.
+class PortConnection : public std::enable_shared_from_this<PortConnection> {
+ public:
+  PortConnection(caf::actor_system& system, int fd, std::unique_ptr<security::TlsSession> tls,
+                 std::string description, size_t max_frame_bytes)
+      : system_(system),
+        fd_(fd),
+        tls_(std::move(tls)),
+        description_(std::move(description)),
+        max_frame_bytes_(max_frame_bytes),
+        max_pending_(std::max(kMinPendingOutputBound, 2 * max_frame_bytes)),
+        maker_(system),
+        proxies_(system, maker_),
+        context_(system) {
+    last_read_ns_ = last_write_ns_ = NowNs();
+  }
+
+  ~PortConnection() {
+    proxies_.clear();
+    ::close(fd_);
+  }
+
+  /// Must be called once, right after make_shared: the proxies hold a weak reference.
+  void Init(bool deserialize_proxies) {
+    maker_.set_connection(weak_from_this());
+    if (deserialize_proxies) context_.proxy_registry_ptr(&proxies_);
+  }
+
+  int fd() const { return fd_; }
+  const std::string& description() const { return description_; }
+  caf::proxy_registry& proxies() { return proxies_; }
+  PortContext& context() { return context_; }
+  caf::actor_system& system() { return system_; }
+  security::TlsSession* tls() { return tls_.get(); }
+  int64_t last_read_ns() const { return last_read_ns_.load(std::memory_order_relaxed); }
+  int64_t last_write_ns() const { return last_write_ns_.load(std::memory_order_relaxed); }
+  /// True once the peer sent what no side of this protocol sends (a frame without a kind, or
+  /// over the bound): not a kvmesh client port, or a hostile peer.
+  bool protocol_error() const { return protocol_error_; }
+
+  /// Called (outside the mutex) when output waits for the socket to become writable, or the
+  /// connection broke while writing: the reading thread should look.
+  void set_wants_write(std::function<void()> f) { wants_write_ = std::move(f); }
+
+  /// The node id the other side's proxies carry (made up by the node for a client; the node's
+  /// own for the client).
+  void set_peer_node(caf::node_id node) { peer_node_ = std::move(node); }
+  const caf::node_id& peer_node() const { return peer_node_; }
+
+  /// The proxy for actor `aid` of the other side; null for 0.
+  caf::strong_actor_ptr ProxyOf(caf::actor_id aid) {
+    if (aid == caf::invalid_actor_id) return nullptr;
+    return proxies_.get_or_put(peer_node_, aid);
+  }
+
+  /// Writes a frame of `kind` with `body`; false if the connection is closed or broke.
+  bool SendFrame(FrameKind kind, const char* body, size_t size) {
+    std::vector<char> frame(kFrameHeader + size);
+    PutU32(frame.data(), static_cast<uint32_t>(size + 1));
+    frame[4] = static_cast<char>(kind);
+    if (size > 0) std::memcpy(frame.data() + kFrameHeader, body, size);
+    return Write(frame.data(), frame.size());
+  }
+
+  /// Writes a message from `sender` to the other side's actor `receiver`; false (nothing
+  /// written) if the connection is closed or broke, or the message cannot be serialized.
+  bool SendMessage(const caf::strong_actor_ptr& sender, caf::actor_id receiver, caf::message_id mid,
+                   const caf::message& content) {
+    thread_local std::vector<char> frame;
+    frame.resize(kFrameHeader + kMessageHeader);
+    caf::actor_id from = caf::invalid_actor_id;
+    if (sender) {
+      from = sender->id();
+      // The other side answers by actor id: the reading thread finds the actor in the
+      // registry (as CAF's own serialization of a handle would put it there).
+      if (sender->node() == system_.node()) Register(sender);
+    }
+    PutU64(frame.data() + kFrameHeader, from);
+    PutU64(frame.data() + kFrameHeader + 8, receiver);
+    PutU64(frame.data() + kFrameHeader + 16, mid.integer_value());
+    {
+      caf::binary_serializer sink{&context_, frame};
+      if (auto err = sink(const_cast<caf::message&>(content))) {
+        WarnRateLimited(guard_logs().dropped, "dropped messages",
+                        "dropped a message on the connection {}: it cannot be serialized: {}",
+                        description_, system_.render(err));
+        return false;
+      }
+    }
+    PutU32(frame.data(), static_cast<uint32_t>(frame.size() - 4));
+    frame[4] = static_cast<char>(FrameKind::kMessage);
+    const bool sent = Write(frame.data(), frame.size());
+    if (frame.capacity() > (size_t{1} << 20)) std::vector<char>().swap(frame);
+    return sent;
+  }
+
+  /// Sends a heartbeat if nothing was written for `interval_ns`.
+  void HeartbeatIfIdle(int64_t now, int64_t interval_ns) {
+    if (now - last_write_ns() >= interval_ns) SendFrame(FrameKind::kHeartbeat, nullptr, 0);
+  }
+
+  /// Writes what waits for the socket. The reading thread, when it is writable. False if the
+  /// connection broke.
+  bool Flush() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (broken_) return false;
+    while (pending_pos_ < pending_.size()) {
+      size_t wrote = 0;
+      if (WriteSome(wrote, pending_.data() + pending_pos_, pending_.size() - pending_pos_) ==
+          rw_state::failure) {
+        broken_ = true;
+        return false;
+      }
+      if (wrote == 0) return true;
+      pending_pos_ += wrote;
+      last_write_ns_.store(NowNs(), std::memory_order_relaxed);
+    }
+    pending_.clear();
+    pending_pos_ = 0;
+    return true;
+  }
+
+  bool HasPendingOutput() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return pending_pos_ < pending_.size();
+  }
+  bool broken() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return broken_ || closed_;
+  }
+
+  /// Drives a TLS handshake this side started (a client): true once established; false with
+  /// `*why` when it failed. Call again when the socket is readable.
+  bool DriveHandshake(bool* done, std::string* why) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    size_t n = 0;
+    if (tls_->write_some(n, fd_, nullptr, 0) == rw_state::failure) {
+      *why = tls_->failure().empty() ? "the node closed the connection" : tls_->failure();
+      return false;
+    }
+    *done = tls_->established();
+    return true;
+  }
+
+  /// Calls `on_frame(kind, body, size)` for each complete frame buffered or read now (false
+  /// from it: stop, the connection is to be closed). False, with `*why`, when the connection is
+  /// closed by the peer, broke, announced a frame over the bound, or `on_frame` stopped.
+  template <class OnFrame>
+  bool ReadFrames(OnFrame&& on_frame, std::string* why) {
+    if (!ParseFrames(on_frame, why)) return false;
+    // Plain TCP: at most this much per call, so one busy connection does not starve the others
+    // (the level-triggered poll comes back). TLS reads until the session has nothing buffered.
+    size_t budget = tls_ ? SIZE_MAX : (size_t{1} << 20);
+    for (;;) {
+      if (in_.size() - in_end_ < 16384) {
+        Compact();
+        // Grown as bytes arrive, never to what a frame header claims: a peer that announces a
+        // large frame and sends nothing more costs nothing.
+        if (in_.size() - in_end_ < 16384) in_.resize(std::max<size_t>(65536, 2 * in_.size()));
+      }
+      size_t got = 0;
+      rw_state state;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (closed_) {
+          *why = "closed";
+          return false;
+        }
+        state = ReadSome(got, in_.data() + in_end_, in_.size() - in_end_);
+        if (state == rw_state::failure) broken_ = true;
+      }
+      if (state == rw_state::failure) {
+        *why = tls_ && !tls_->failure().empty() ? tls_->failure()
+                                                : std::string("the connection was closed");
+        return false;
+      }
+      if (got == 0) break;
+      in_end_ += got;
+      last_read_ns_.store(NowNs(), std::memory_order_relaxed);
+      if (!ParseFrames(on_frame, why)) return false;
+      if (got >= budget) break;
+      budget -= got;
+    }
+    // A buffer grown for one large frame does not stay that large.
+    if (in_end_ == 0 && in_.size() > (size_t{1} << 20)) std::vector<char>().swap(in_);
+    return true;
+  }
+
+  /// No more reads or writes: messages to its proxies fail from now on, and they are killed
+  /// (their monitors get down messages). The descriptor stays open until the last reference
+  /// goes (shut down, so the peer sees the close now).
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (closed_) return;
+      closed_ = true;
+      ::shutdown(fd_, SHUT_RDWR);
+      pending_.clear();
+      pending_pos_ = 0;
+    }
+    proxies_.clear();  // kills them (remote_link_unreachable)
+  }
+
+ private:
+  /// Moves the unparsed bytes to the front of the input buffer.
+  void Compact() {
+    if (in_pos_ == 0) return;
+    std::memmove(in_.data(), in_.data() + in_pos_, in_end_ - in_pos_);
+    in_end_ -= in_pos_;
+    in_pos_ = 0;
+  }
+
+  /// Hands each complete buffered frame to `on_frame`; see ReadFrames.
+  template <class OnFrame>
+  bool ParseFrames(OnFrame& on_frame, std::string* why) {
+    while (in_end_ - in_pos_ >= kFrameHeader) {
+      const uint32_t size = GetU32(in_.data() + in_pos_);
+      if (size == 0) {
+        *why = "it sent a frame without a kind";
+        protocol_error_ = true;
+        return false;
+      }
+      if (size - 1 > max_frame_bytes_ + kMessageHeader) {
+        protocol_error_ = true;
+        *why = "it announced a message of " + FormatSize(size - 1) + "; the maximum is " +
+               FormatSize(max_frame_bytes_ + kMessageHeader);
+        return false;
+      }
+      if (in_end_ - in_pos_ < 4 + size_t{size}) break;  // the rest is to come
+      const auto kind = static_cast<FrameKind>(in_[in_pos_ + 4]);
+      const char* body = in_.data() + in_pos_ + kFrameHeader;
+      in_pos_ += 4 + size_t{size};
+      if (!on_frame(kind, body, size_t{size} - 1)) {
+        why->clear();
+        return false;
+      }
+    }
+    if (in_pos_ == in_end_) in_pos_ = in_end_ = 0;
+    return true;
+  }
+
+  /// Writes `data` or keeps the rest for Flush; false if the connection is closed or broke (or
+  /// its peer does not read: over max_pending_).
+  bool Write(const char* data, size_t size) {
+    bool ask_for_write = false;
+    bool ok = true;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (closed_ || broken_) return false;
+      if (pending_pos_ < pending_.size()) {
+        if (pending_.size() - pending_pos_ + size > max_pending_) {
+          broken_ = true;
+          WarnRateLimited(guard_logs().oversized, "closes",
+                          "closed the connection {}: the peer has not read {} of output",
+                          description_, pending_.size() - pending_pos_);
+          ask_for_write = true;
+          ok = false;
+        } else {
+          pending_.insert(pending_.end(), data, data + size);
+        }
+      } else {
+        size_t done = 0;
+        while (done < size) {
+          size_t wrote = 0;
+          if (WriteSome(wrote, data + done, size - done) == rw_state::failure) {
+            broken_ = true;
+            ok = false;
+            break;
+          }
+          if (wrote == 0) break;
+          done += wrote;
+        }
+        if (done > 0) last_write_ns_.store(NowNs(), std::memory_order_relaxed);
+        if (ok && done < size) {
+          pending_.assign(data + done, data + size);
+          pending_pos_ = 0;
+        }
+        ask_for_write = !ok || done < size;
+      }
+    }
+    if (ask_for_write && wants_write_) wants_write_();
+    return ok;
+  }
+
+  rw_state ReadSome(size_t& got, char* buf, size_t len) {
+    if (tls_) return tls_->read_some(got, fd_, buf, len);
+    got = 0;
+    for (;;) {
+      const ssize_t n = ::recv(fd_, buf, len, 0);
+      if (n > 0) {
+        got = static_cast<size_t>(n);
+        return rw_state::success;
+      }
+      if (n == 0) return rw_state::failure;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return rw_state::success;
+      return rw_state::failure;
+    }
+  }
+
+  rw_state WriteSome(size_t& wrote, const char* buf, size_t len) {
+    if (tls_) return tls_->write_some(wrote, fd_, buf, len);
+    wrote = 0;
+    for (;;) {
+      const ssize_t n = ::send(fd_, buf, len, MSG_NOSIGNAL);
+      if (n >= 0) {
+        wrote = static_cast<size_t>(n);
+        return rw_state::success;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return rw_state::success;
+      return rw_state::failure;
+    }
+  }
+
+  void Register(const caf::strong_actor_ptr& sender) {
+    const caf::actor_id id = sender->id();
+    {
+      std::lock_guard<std::mutex> lock(registered_mutex_);
+      if (!registered_.insert(id).second) return;
+      // Actor ids are never reused: forgetting them all now and then only costs a lookup.
+      if (registered_.size() > 4096) {
+        registered_.clear();
+        registered_.insert(id);
+      }
+    }
+    system_.registry().put(id, sender);
+  }
+
+  caf::actor_system& system_;
+  const int fd_;
+  std::unique_ptr<security::TlsSession> tls_;
+  const std::string description_;
+  const size_t max_frame_bytes_;
+  const size_t max_pending_;
+  std::function<void()> wants_write_;
+
+  std::mutex mutex_;  // guards the socket (and TLS session) and what follows
+  bool closed_ = false;
+  bool broken_ = false;
+  std::vector<char> pending_;
+  size_t pending_pos_ = 0;
+
+  // The reading thread's.
+  std::vector<char> in_;
+  size_t in_pos_ = 0;
+  size_t in_end_ = 0;
+
+  bool protocol_error_ = false;  // the reading thread's
+  std::atomic<int64_t> last_read_ns_{0};
+  std::atomic<int64_t> last_write_ns_{0};
+  caf::node_id peer_node_;
+  ProxyMaker maker_;
+  caf::proxy_registry proxies_;
+  PortContext context_;
+  std::mutex registered_mutex_;
+  std::unordered_set<caf::actor_id> registered_;
+};
+
+void PortProxy::enqueue(caf::mailbox_element_ptr what, caf::execution_unit* ctx) {
+  caf::message content = what->move_content_to_message();
+  if (!killed_) {
+    if (auto connection = connection_.lock()) {
+      if (connection->SendMessage(what->sender, id(), what->mid, content)) return;
+    }
+  }
+  if (what->mid.is_request() && what->sender) {
+    what->sender->enqueue(
+        nullptr, what->mid.response_id(),
+        caf::make_message(ToError(Status::Unavailable("lost the connection to the kvmesh node"))),
+        ctx);
+  }
+}
+
+/// The header fields of a message frame.
+struct MessageHeader {
+  caf::actor_id sender = 0;
+  caf::actor_id receiver = 0;
+  caf::message_id mid;
+};
+
+bool ParseMessageHeader(const char* body, size_t size, MessageHeader* out) {
+  if (size < kMessageHeader) return false;
+  out->sender = GetU64(body);
+  out->receiver = GetU64(body + 8);
+  out->mid = caf::message_id{GetU64(body + 16)};
+  return true;
+}
+
+/// Answers a refused request from `sender` with `err`, if it was a request.
+void Refuse(const caf::strong_actor_ptr& sender, caf::message_id mid, caf::error err) {
+  if (sender && mid.is_request()) {
+    sender->enqueue(nullptr, mid.response_id(), caf::make_message(std::move(err)), nullptr);
+  }
+}
+
+/// "host:port" of an accepted socket's peer ("an unknown address" if it cannot be read), with
+/// loopback counted as one address.
+std::string PeerAddress(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return "an unknown address";
+  }
+  char host[INET6_ADDRSTRLEN] = {0};
+  if (addr.ss_family == AF_INET) {
+    ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, host, sizeof(host));
+  } else if (addr.ss_family == AF_INET6) {
+    const auto* a6 = reinterpret_cast<sockaddr_in6*>(&addr);
+    if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)) {
+      ::inet_ntop(AF_INET, &a6->sin6_addr.s6_addr[12], host, sizeof(host));
+    } else {
+      ::inet_ntop(AF_INET6, &a6->sin6_addr, host, sizeof(host));
+    }
+  }
+  return host;
+}
+
+void TuneSocket(int fd) {
+  int one = 1;
+  (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  (void)::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
+/// The hello or welcome's first 16 bytes.
+void PutHelloFields(char* out, int64_t heartbeat_ns) {
+  PutU32(out, kMagic);
+  PutU32(out + 4, kVersion);
+  PutU64(out + 8, static_cast<uint64_t>(heartbeat_ns));
+}
+
+int64_t HeartbeatNs(caf::timespan peer_timeout) {
+  return std::max<int64_t>(std::chrono::nanoseconds(peer_timeout).count() / 3, 1000000);
+}
+
+}  // namespace
+
+// -- the node's side ------------------------------------------------------------------------------
+
+struct ClientPort::Impl {
+  caf::actor_system& system;
+  ClientPortOptions options;
+  int listen_fd = -1;
+  int epoll_fd = -1;
+  int wake_fd = -1;
+  uint16_t port = 0;
+  std::thread thread;
+  std::atomic<bool> stopping{false};
+  std::atomic<size_t> open{0};
+  std::mutex close_mutex;
+  bool closed = false;
+
+  std::shared_ptr<const std::set<std::string>> requests;
+  std::unordered_map<caf::actor_id, caf::strong_actor_ptr> addressable;
+  /// Node ids made up for the connections: a random host part per port, a counter.
+  caf::node_id::default_data::host_id_type host_id{};
+  uint32_t next_node = 1;
+
+  struct Conn {
+    std::shared_ptr<PortConnection> connection;
+    std::string address;
+    Clock::time_point handshake_deadline;
+    bool welcome_sent = false;
+    bool hello_received = false;
+    bool bound = false;  // in the PeerDirectory
+    bool want_write = false;
+    int64_t heartbeat_ns = 0;
+  };
+  std::unordered_map<int, Conn> conns;
+  /// Connections a writer asks the loop to look at (CloseBroken).
+  std::mutex check_mutex;
+  std::vector<int> to_check;
+  size_t pending_handshakes = 0;
+  std::unique_ptr<ConnectionCounter> counter;
+  RateLimitedLog silent_log;
+
+  Impl(caf::actor_system& sys, ClientPortOptions opts) : system(sys), options(std::move(opts)) {}
+
+  void Run() {
+    NameThisThread("kvmesh.port");
+    const int64_t heartbeat_ns = HeartbeatNs(options.peer_timeout);
+    const auto tick = std::max<std::chrono::milliseconds>(
+        std::chrono::milliseconds(10),
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::min<caf::timespan>(options.limits.handshake_timeout, options.peer_timeout) / 4));
+    auto next_tick = Clock::now() + tick;
+    std::vector<epoll_event> events(256);
+    while (!stopping.load()) {
+      const auto wait =
+          std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
+      const int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
+                                 static_cast<int>(std::max<int64_t>(0, wait.count()) + 1));
+      if (n < 0 && errno != EINTR) {
+        spdlog::error("the {} stopped: epoll_wait: {}", options.limits.name, Errno(errno));
+        break;
+      }
+      for (int i = 0; i < n; ++i) {
+        const int fd = events[i].data.fd;
+        if (fd == wake_fd) {
+          uint64_t count = 0;
+          (void)!::read(wake_fd, &count, sizeof(count));
+          CloseBroken();
+          continue;
+        }
+        if (fd == listen_fd) {
+          Accept();
+          continue;
+        }
+        auto it = conns.find(fd);
+        if (it == conns.end()) continue;
+        if (events[i].events & EPOLLOUT) {
+          if (!it->second.connection->Flush()) {
+            CloseConn(fd, "");
+            continue;
+          }
+        }
+        if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+          ReadConn(fd);
+          it = conns.find(fd);
+          if (it == conns.end()) continue;
+        }
+        UpdateInterest(it->second);
+      }
+      if (Clock::now() >= next_tick) {
+        Tick(heartbeat_ns);
+        next_tick = Clock::now() + tick;
+      }
+    }
+    std::vector<int> fds;
+    for (auto& [fd, conn] : conns) fds.push_back(fd);
+    for (int fd : fds) CloseConn(fd, "");
+  }
+
+  /// Closes the connections a writer found broken (wants_write).
+  void CloseBroken() {
+    std::vector<int> fds;
+    {
+      std::lock_guard<std::mutex> lock(check_mutex);
+      fds.swap(to_check);
+    }
+    for (int fd : fds) {
+      auto it = conns.find(fd);
+      if (it != conns.end() && it->second.connection->broken()) CloseConn(fd, "");
+    }
+  }
+
+  void UpdateInterest(Conn& conn) {
+    const bool want = conn.connection->HasPendingOutput() || conn.connection->broken();
+    if (want == conn.want_write) return;
+    conn.want_write = want;
+    epoll_event ev{};
+    ev.events = want ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+    ev.data.fd = conn.connection->fd();
+    (void)::epoll_ctl(epoll_fd, EPOLL_CTL_MOD, ev.data.fd, &ev);
+  }
+
+  void Accept() {
+    for (int accepted = 0; accepted < 64; ++accepted) {
+      const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          WarnRateLimited(guard_logs().refusals, "refusals", "the {} {} could not accept: {}",
+                          options.limits.name, port, Errno(errno));
+        }
+        return;
+      }
+      const std::string from = PeerAddress(fd);
+      if (!counter->Admit(from, pending_handshakes, port)) {
+        ::close(fd);
+        continue;
+      }
+      TuneSocket(fd);
+      std::unique_ptr<security::TlsSession> session;
+      if (options.security.tls) {
+        session = security::TlsSession::Accept(options.security.tls, fd, /*nodes_only=*/false,
+                                               options.security.admit);
+        if (!session) {
+          counter->Release(from);
+          ::close(fd);
+          continue;
+        }
+      }
+      const std::string description =
+          "from " + from + " to the " + options.limits.name + " " + std::to_string(port);
+      auto connection = std::make_shared<PortConnection>(
+          system, fd, std::move(session), description, options.limits.max_message_bytes);
+      connection->Init(/*deserialize_proxies=*/false);
+      caf::node_id node = caf::make_node_id(next_node++, host_id);
+      connection->set_peer_node(node);
+      connection->set_wants_write([this, fd] {
+        // From any thread: epoll_ctl is safe to call concurrently with epoll_wait. A connection
+        // that broke (or whose peer reads nothing) may never become writable: the loop is woken
+        // to look at it (a descriptor reused meanwhile is looked at for nothing).
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT;
+        ev.data.fd = fd;
+        (void)::epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+        {
+          std::lock_guard<std::mutex> lock(check_mutex);
+          to_check.push_back(fd);
+        }
+        uint64_t one = 1;
+        (void)!::write(wake_fd, &one, sizeof(one));
+      });
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        counter->Release(from);
+        continue;  // the connection's destructor closes fd
+      }
+      Conn conn;
+      conn.connection = std::move(connection);
+      conn.address = from;
+      conn.handshake_deadline = Clock::now() + options.limits.handshake_timeout;
+      ++pending_handshakes;
+      open.fetch_add(1);
+      Conn& added = conns.emplace(fd, std::move(conn)).first->second;
+      if (!SendWelcome(added)) CloseConn(fd, "");
+    }
+  }
+
+  void ReadConn(int fd) {
+    Conn& conn = conns.at(fd);
+    std::string why;
+    const bool ok =
+        conn.connection->ReadFrames([&](FrameKind kind, const char* body,
+                                        size_t size) { return OnFrame(conn, kind, body, size); },
+                                    &why);
+    if (!ok) {
+      CloseConn(fd, why);
+      return;
+    }
+    // With TLS the welcome goes once the session is established (the reads drive it).
+    if (!conn.welcome_sent && !SendWelcome(conn)) CloseConn(fd, "");
+  }
+
+  /// Sends the welcome once the connection may carry data (at once, or once TLS verified the
+  /// peer): the node speaks first, so a refused TLS peer reads the refusal (an alert) rather
+  /// than a reset of the bytes it sent meanwhile. False if the connection is to be closed.
+  bool SendWelcome(Conn& conn) {
+    PortConnection& connection = *conn.connection;
+    if (connection.tls() && !connection.tls()->established()) return true;
+    conn.welcome_sent = true;
+    // With TLS: bound to the certificate the handshake verified (and admit took).
+    if (connection.tls() && options.security.directory) {
+      const auto& identity = connection.tls()->peer();
+      if (!identity) return false;
+      if (!options.security.directory->Bind(connection.peer_node(), *identity)) {
+        WarnRateLimited(guard_logs().refusals, "refusals",
+                        "closed the connection {}: its node id is taken", connection.description());
+        return false;
+      }
+      conn.bound = true;
+    }
+    std::vector<char> welcome(kHelloBody + 8);
+    PutHelloFields(welcome.data(), HeartbeatNs(options.peer_timeout));
+    PutU64(welcome.data() + kHelloBody, options.gateway->id());
+    caf::binary_serializer sink{&connection.context(), welcome};
+    caf::node_id own = system.node();
+    if (sink(own)) return false;
+    return connection.SendFrame(FrameKind::kWelcome, welcome.data(), welcome.size());
+  }
+
+  bool OnFrame(Conn& conn, FrameKind kind, const char* body, size_t size) {
+    PortConnection& connection = *conn.connection;
+    if (!conn.hello_received) {
+      if (!conn.welcome_sent || kind != FrameKind::kHello || size < kHelloBody ||
+          GetU32(body) != kMagic) {
+        WarnRateLimited(guard_logs().refusals, "refusals",
+                        "closed the connection {}: it is not a kvmesh client (no hello)",
+                        connection.description());
+        return false;
+      }
+      if (GetU32(body + 4) != kVersion) {
+        // The client learnt this node's version from the welcome, and says so to its user.
+        WarnRateLimited(guard_logs().refusals, "refusals",
+                        "closed the connection {}: it speaks client port version {}, this node {}",
+                        connection.description(), GetU32(body + 4), kVersion);
+        return false;
+      }
+      conn.hello_received = true;
+      --pending_handshakes;
+      conn.heartbeat_ns = std::min<int64_t>(HeartbeatNs(options.peer_timeout),
+                                            std::max<int64_t>(GetU64(body + 8), 1000000));
+      return true;
+    }
+    switch (kind) {
+      case FrameKind::kHeartbeat:
+        return true;
+      case FrameKind::kMessage:
+        return OnMessage(conn, body, size);
+      default:
+        WarnRateLimited(guard_logs().refusals, "refusals",
+                        "closed the connection {}: a frame of unknown kind {}",
+                        connection.description(), static_cast<int>(kind));
+        return false;
+    }
+  }
+
+  bool OnMessage(Conn& conn, const char* body, size_t size) {
+    PortConnection& connection = *conn.connection;
+    MessageHeader header;
+    if (!ParseMessageHeader(body, size, &header)) {
+      WarnRateLimited(guard_logs().refusals, "refusals",
+                      "closed the connection {}: a message frame without its header",
+                      connection.description());
+      return false;
+    }
+    if (header.mid.is_response()) {
+      // A client only asks. CAF would match a response to the gateway's own pending requests
+      // (to the supervisor, to database actors) by its id alone.
+      WarnRateLimited(guard_logs().dropped, "dropped messages",
+                      "dropped a response on the connection {}: clients send requests only",
+                      connection.description());
+      return true;
+    }
+    caf::strong_actor_ptr sender = connection.ProxyOf(header.sender);
+    auto target = addressable.find(header.receiver);
+    if (target == addressable.end()) {
+      WarnRateLimited(guard_logs().dropped, "dropped messages",
+                      "refused a message on the connection {}: it is addressed to actor {}, and "
+                      "only the gateway ({}) and its shards may be addressed",
+                      connection.description(), header.receiver, options.gateway->id());
+      Refuse(sender, header.mid, caf::make_error(caf::sec::unexpected_message));
+      return true;
+    }
+    const char* payload = body + kMessageHeader;
+    const size_t payload_size = size - kMessageHeader;
+    // Checked before CAF decodes it: CAF makes what the type names say.
+    std::string type;
+    {
+      caf::binary_deserializer source{&connection.context(), payload, payload_size};
+      uint16_t type_number = 0;
+      if (source.begin_object(type_number, type) || type_number != 0 || !requests->count(type)) {
+        WarnRateLimited(guard_logs().dropped, "dropped messages",
+                        "refused a message on the connection {}: the gateway takes no {}",
+                        connection.description(), type.empty() ? "unreadable message" : type);
+        Refuse(sender, header.mid, caf::make_error(caf::sec::unexpected_message));
+        return true;
+      }
+    }
+    caf::message content;
+    caf::binary_deserializer source{&connection.context(), payload, payload_size};
+    if (auto err = source(content); err || source.remaining() != 0) {
+      WarnRateLimited(guard_logs().dropped, "dropped messages",
+                      "refused a message on the connection {}: it cannot be decoded ({})",
+                      connection.description(),
+                      err ? system.render(err) : std::string("bytes left over"));
+      Refuse(sender, header.mid, caf::make_error(caf::sec::unexpected_message));
+      return true;
+    }
+    target->second->enqueue(std::move(sender), header.mid, std::move(content), nullptr);
+    return true;
+  }
+
+  void Tick(int64_t heartbeat_ns) {
+    const auto now = Clock::now();
+    const int64_t now_ns = NowNs();
+    const int64_t silent_ns = std::chrono::nanoseconds(options.peer_timeout).count();
+    std::vector<std::pair<int, std::string>> expired;
+    size_t silent = 0;
+    std::string silent_from;
+    for (auto& [fd, conn] : conns) {
+      if (!conn.hello_received) {
+        if (now >= conn.handshake_deadline) {
+          ++silent;
+          silent_from = conn.address;
+          expired.emplace_back(fd, "");
+        }
+        continue;
+      }
+      if (conn.connection->broken() || now_ns - conn.connection->last_read_ns() > silent_ns) {
+        expired.emplace_back(fd, "");
+        continue;
+      }
+      conn.connection->HeartbeatIfIdle(now_ns, std::min(heartbeat_ns, conn.heartbeat_ns));
+    }
+    if (silent > 0) {
+      uint64_t suppressed = 0;
+      if (silent_log.Allow(&suppressed)) {
+        spdlog::info(
+            "closed {} connection(s) to the {} {} (one from {}) that sent no handshake within "
+            "{} ms{}",
+            silent, options.limits.name, port, silent_from,
+            std::chrono::duration_cast<std::chrono::milliseconds>(options.limits.handshake_timeout)
+                .count(),
+            MoreSince(suppressed, "such closes"));
+      }
+    }
+    for (auto& [fd, why] : expired) CloseConn(fd, why);
+  }
+
+  void CloseConn(int fd, const std::string& why) {
+    auto it = conns.find(fd);
+    if (it == conns.end()) return;
+    Conn conn = std::move(it->second);
+    conns.erase(it);
+    (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr);
+    if (!why.empty() && why != "the connection was closed") {
+      WarnRateLimited(guard_logs().refusals, "refusals", "closed the connection {}: {}",
+                      conn.connection->description(), why);
+    }
+    if (!conn.hello_received) --pending_handshakes;
+    counter->Release(conn.address);
+    if (conn.bound) options.security.directory->Unbind(conn.connection->peer_node());
+    conn.connection->Close();
+    open.fetch_sub(1);
+  }
+};
+
+ClientPort::ClientPort(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ClientPort::~ClientPort() {
+  Close();
+}
+
+uint16_t ClientPort::port() const {
+  return impl_->port;
+}
+
+size_t ClientPort::connections() const {
+  return impl_->open.load();
+}
+
+void ClientPort::Close() {
+  std::lock_guard<std::mutex> lock(impl_->close_mutex);
+  if (impl_->closed) return;
+  impl_->closed = true;
+  impl_->stopping = true;
+  uint64_t one = 1;
+  (void)!::write(impl_->wake_fd, &one, sizeof(one));
+  if (impl_->thread.joinable()) impl_->thread.join();
+  ::close(impl_->listen_fd);
+  ::close(impl_->epoll_fd);
+  ::close(impl_->wake_fd);
+  impl_->addressable.clear();
+  impl_->options.gateway = nullptr;
+  impl_->options.shards.clear();
+}
+
+Status ClientPort::Open(caf::actor_system& system, ClientPortOptions options,
+                        std::unique_ptr<ClientPort>* out) {
+  const std::string where = options.host + ":" + std::to_string(options.port);
+  if (!system.node()) {
+    // Handles of the node's actors in replies (the gateway's shards) carry its node id, which
+    // a client must tell from its own: CAF gives an actor system one with its middleman only.
+    return Status::InvalidArgument(
+        "a client port needs an actor system with a node id (CAF's "
+        "middleman loaded)");
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(options.port);
+  if (int rc = ::getaddrinfo(options.host.empty() ? nullptr : options.host.c_str(), service.c_str(),
+                             &hints, &found);
+      rc != 0) {
+    return Status::IOError(where + ": " + ::gai_strerror(rc));
+  }
+  int fd = -1;
+  std::string why = "no address";
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      why = Errno(errno);
+      continue;
+    }
+    int one = 1;
+    (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, SOMAXCONN) == 0) break;
+    why = Errno(errno);
+    ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(found);
+  if (fd < 0) return Status::IOError(where + ": " + why);
+  sockaddr_storage bound{};
+  socklen_t len = sizeof(bound);
+  uint16_t actual = options.port;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0) {
+    actual = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                               : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  }
+  auto impl = std::make_unique<Impl>(system, std::move(options));
+  impl->listen_fd = fd;
+  impl->port = actual;
+  impl->epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+  impl->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (impl->epoll_fd < 0 || impl->wake_fd < 0) {
+    const std::string error = Errno(errno);
+    ::close(fd);
+    if (impl->epoll_fd >= 0) ::close(impl->epoll_fd);
+    if (impl->wake_fd >= 0) ::close(impl->wake_fd);
+    return Status::IOError(where + ": " + error);
+  }
+  for (int watched : {impl->listen_fd, impl->wake_fd}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = watched;
+    (void)::epoll_ctl(impl->epoll_fd, EPOLL_CTL_ADD, watched, &ev);
+  }
+  impl->requests = RequestTypes(impl->options.interface);
+  impl->addressable.emplace(impl->options.gateway->id(), impl->options.gateway);
+  for (const auto& shard : impl->options.shards) impl->addressable.emplace(shard->id(), shard);
+  std::random_device random;
+  for (auto& byte : impl->host_id) byte = static_cast<uint8_t>(random());
+  impl->counter = std::make_unique<ConnectionCounter>(impl->options.limits);
+  Impl* raw = impl.get();
+  out->reset(new ClientPort(std::move(impl)));
+  raw->thread = std::thread([raw] { raw->Run(); });
+  return Status::OK();
+}
+
+// -- the client's side ----------------------------------------------------------------------------
+
+struct PortClient::Impl {
+  caf::actor_system& system;
+  std::shared_ptr<PortConnection> connection;
+  int wake_fd = -1;
+  std::thread reader;
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> up{false};
+  std::mutex close_mutex;
+  bool closed = false;
+  int64_t silent_ns = 0;
+  int64_t heartbeat_ns = 0;
+  bool heartbeats = true;
+
+  explicit Impl(caf::actor_system& sys) : system(sys) {}
+
+  ~Impl() {
+    if (wake_fd >= 0) ::close(wake_fd);
+  }
+
+  void Wake() {
+    uint64_t one = 1;
+    (void)!::write(wake_fd, &one, sizeof(one));
+  }
+
+  /// Delivers a message frame from the node to the actor it names.
+  bool Deliver(const char* body, size_t size) {
+    MessageHeader header;
+    if (!ParseMessageHeader(body, size, &header)) return false;
+    caf::strong_actor_ptr receiver = system.registry().get(header.receiver);
+    caf::message content;
+    caf::binary_deserializer source{&connection->context(), body + kMessageHeader,
+                                    size - kMessageHeader};
+    if (auto err = source(content)) {
+      spdlog::warn("dropped a message from the kvmesh node {}: it cannot be decoded: {}",
+                   connection->description(), system.render(err));
+      return true;
+    }
+    if (receiver) {
+      receiver->enqueue(connection->ProxyOf(header.sender), header.mid, std::move(content),
+                        nullptr);
+    }
+    return true;
+  }
+
+  void Run() {
+    NameThisThread("kvmesh.reader");
+    std::string why;
+    while (!stopping.load()) {
+      pollfd fds[2];
+      fds[0].fd = connection->fd();
+      fds[0].events = POLLIN | (connection->HasPendingOutput() ? POLLOUT : 0);
+      fds[0].revents = 0;
+      fds[1].fd = wake_fd;
+      fds[1].events = POLLIN;
+      fds[1].revents = 0;
+      const int wait_ms = static_cast<int>(std::max<int64_t>(1, heartbeat_ns / 2000000));
+      const int n = ::poll(fds, 2, wait_ms);
+      if (stopping.load()) break;
+      if (n < 0 && errno != EINTR) {
+        why = "poll: " + Errno(errno);
+        break;
+      }
+      if (fds[1].revents & POLLIN) {
+        uint64_t count = 0;
+        (void)!::read(wake_fd, &count, sizeof(count));
+      }
+      if (connection->broken()) {
+        why = "the connection broke";
+        break;
+      }
+      if ((fds[0].revents & POLLOUT) && !connection->Flush()) {
+        why = "the connection broke";
+        break;
+      }
+      if (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) {
+        const bool ok = connection->ReadFrames(
+            [&](FrameKind kind, const char* body, size_t size) {
+              if (kind == FrameKind::kMessage) return Deliver(body, size);
+              return kind == FrameKind::kHeartbeat;
+            },
+            &why);
+        if (!ok) break;
+      }
+      const int64_t now = NowNs();
+      if (now - connection->last_read_ns() > silent_ns) {
+        why = "the node was silent for " + std::to_string(silent_ns / 1000000) + " ms";
+        break;
+      }
+      if (heartbeats) connection->HeartbeatIfIdle(now, heartbeat_ns);
+    }
+    up = false;
+    if (!stopping.load() && !why.empty()) {
+      spdlog::debug("lost the connection {}: {}", connection->description(), why);
+    }
+    connection->Close();
+  }
+};
+
+PortClient::PortClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+PortClient::~PortClient() {
+  Close();
+}
+
+bool PortClient::connected() const {
+  return impl_->up.load();
+}
+
+void PortClient::Close() {
+  std::lock_guard<std::mutex> lock(impl_->close_mutex);
+  if (impl_->closed) return;
+  impl_->closed = true;
+  impl_->stopping = true;
+  impl_->Wake();
+  if (impl_->reader.joinable()) impl_->reader.join();
+  impl_->connection->Close();
+}
+
+namespace {
+
+/// A non-blocking socket connected to `host`:`port` by `deadline`, or -1 with `*why`.
+int ConnectSocket(const std::string& host, uint16_t port, Clock::time_point deadline,
+                  std::string* why) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+    *why = "cannot resolve " + host + ": " + ::gai_strerror(rc);
+    return -1;
+  }
+  int fd = -1;
+  *why = "no address for " + host;
+  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      *why = Errno(errno);
+      continue;
+    }
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      *why = Errno(errno);
+      ::close(fd);
+      fd = -1;
+      continue;
+    }
+    pollfd p{fd, POLLOUT, 0};
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    int error = 0;
+    socklen_t len = sizeof(error);
+    if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) {
+      error = ETIMEDOUT;
+    } else if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) {
+      error = errno;
+    }
+    if (error != 0) {
+      *why = Errno(error);
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ::freeaddrinfo(found);
+  return fd;
+}
+
+/// Waits until `fd` is readable or `deadline`; false at the deadline.
+bool WaitReadable(int fd, Clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  if (left <= 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, static_cast<int>(left)) > 0;
+}
+
+}  // namespace
+
+Status PortClient::Connect(caf::actor_system& system, const std::string& host, uint16_t port,
+                           const PortConnectOptions& options, std::unique_ptr<PortClient>* out,
+                           caf::strong_actor_ptr* gateway) {
+  const auto deadline = Clock::now() + options.connect_timeout;
+  const std::string where = host + ":" + std::to_string(port);
+  std::string why;
+  const int fd = ConnectSocket(host, port, deadline, &why);
+  if (fd < 0) return Status::Unavailable(why);
+  TuneSocket(fd);
+  std::unique_ptr<security::TlsSession> session;
+  if (options.security.tls) {
+    session = security::TlsSession::Connect(options.security.tls, fd, host);
+    if (!session) {
+      ::close(fd);
+      return Status::Unavailable("cannot start TLS");
+    }
+  }
+  auto impl = std::make_unique<Impl>(system);
+  impl->connection = std::make_shared<PortConnection>(system, fd, std::move(session), "to " + where,
+                                                      options.max_message_bytes);
+  impl->connection->Init(/*deserialize_proxies=*/true);
+  PortConnection& connection = *impl->connection;
+  if (connection.tls()) {
+    bool done = false;
+    while (!done) {
+      if (!connection.DriveHandshake(&done, &why)) return Status::Unavailable(why);
+      if (!done && !WaitReadable(fd, deadline)) {
+        return Status::Unavailable("the TLS handshake did not finish in time");
+      }
+    }
+  }
+  const int64_t own_heartbeat = HeartbeatNs(options.peer_timeout);
+  // The node speaks first, its welcome: its heartbeat, its gateway and its node id. (With TLS
+  // 1.3 the node's verdict on this side's certificate, an alert if refused, comes here too.)
+  bool welcomed = false;
+  Status refused;
+  while (!welcomed) {
+    if (!WaitReadable(fd, deadline)) {
+      return Status::Unavailable(
+          "the node sent no welcome within " +
+          std::to_string(
+              std::chrono::duration_cast<std::chrono::milliseconds>(options.connect_timeout)
+                  .count()) +
+          " ms");
+    }
+    const bool ok = connection.ReadFrames(
+        [&](FrameKind kind, const char* body, size_t size) {
+          if (kind != FrameKind::kWelcome || size < kHelloBody + 8 || GetU32(body) != kMagic) {
+            refused = Status::InvalidArgument("not a kvmesh client port");
+            return false;
+          }
+          if (GetU32(body + 4) != kVersion) {
+            refused = Status::InvalidArgument("the node speaks client port version " +
+                                              std::to_string(GetU32(body + 4)) + ", this client " +
+                                              std::to_string(kVersion));
+            return false;
+          }
+          caf::node_id node;
+          caf::binary_deserializer source{&connection.context(), body + kHelloBody + 8,
+                                          size - kHelloBody - 8};
+          if (source(node) || !node || node == system.node()) {
+            refused = Status::InvalidArgument("the node's welcome names no valid node id");
+            return false;
+          }
+          connection.set_peer_node(node);
+          impl->heartbeat_ns =
+              std::min(own_heartbeat, std::max<int64_t>(GetU64(body + 8), 1000000));
+          *gateway = connection.ProxyOf(GetU64(body + kHelloBody));
+          welcomed = true;
+          return false;  // the rest is the reader's
+        },
+        &why);
+    if (!refused.ok()) return refused;
+    if (!ok && !welcomed && connection.protocol_error()) {
+      return Status::InvalidArgument("not a kvmesh client port (" + why + ")");
+    }
+    if (!ok && !welcomed) return Status::Unavailable(why);
+  }
+  char hello[kHelloBody];
+  PutHelloFields(hello, own_heartbeat);
+  if (!connection.SendFrame(FrameKind::kHello, hello, sizeof(hello))) {
+    return Status::Unavailable("the connection was closed");
+  }
+  impl->silent_ns = std::chrono::nanoseconds(options.peer_timeout).count();
+  impl->heartbeats = options.heartbeats;
+  impl->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (impl->wake_fd < 0) return Status::Unavailable("eventfd: " + Errno(errno));
+  Impl* raw = impl.get();
+  connection.set_wants_write([raw] { raw->Wake(); });
+  impl->up = true;
+  out->reset(new PortClient(std::move(impl)));
+  raw->reader = std::thread([raw] { raw->Run(); });
+  return Status::OK();
+}
+
+}  // namespace kvmesh

@@ -1,0 +1,146 @@
+// kvmesh's own client port: a node's client gateway reached over one TCP (or TLS) connection
+// per client, without CAF's network layer.
+//
+// Why: over CAF 0.17's BASP every message crosses the multiplexer thread on both sides, as an
+// actor message to the BASP broker and back: a round trip of messages that do no work
+// (kvmesh-bench's caf-echo target) ran at 0.36x Redis with one request in flight, where one epoll
+// loop handing each request to an actor and back (loop-echo) ran at 0.87x.
+//
+// What travels is what travelled over BASP: CAF messages between the client's actors and the
+// gateway (and its shards), in CAF's binary format, so the client library's actors, requests,
+// deadlines and monitors are those it had. Each side stands for the other side's actors with
+// proxies (CAF actor_proxy) that write a message to the socket on the sending actor's own thread
+// (a reply leaves from the worker thread that made it); a message read from the socket goes to
+// its receiver's mailbox from the reading thread (the node's port thread, the client's reader).
+// A connection that breaks or falls silent kills its proxies: whoever monitors one (the client's
+// connection actor monitors the gateway's) gets a down message at once.
+//
+// Wire format, integers little-endian:
+//   frame     := u32 size (of kind and body) | u8 kind | body
+//   hello     (1; the client's first frame): u32 magic "KVMP" | u32 version | u64 heartbeat ns
+//   welcome   (2; the node's answer): u32 magic | u32 version | u64 heartbeat ns |
+//             u64 id of the gateway actor | the node's CAF node id (CAF binary format)
+//   message   (3): u64 sender actor id (0: none) | u64 receiver actor id | u64 CAF message id |
+//             the message (CAF binary format)
+//   heartbeat (4): nothing; each side sends one when it wrote nothing for the smaller of the
+//             two sides' heartbeat intervals, and closes a connection silent for its peer timeout.
+//
+// The node's side keeps the BASP client port's guards (transport/connection_guard.hpp), by the
+// same ListenerLimits and TransportSecurity: connections counted and bounded in all, per address
+// and while in their handshake; TLS with client certificates checked (and `admit`ted) before a
+// byte of data; the hello due within the handshake timeout; a frame announcing more than
+// max_message_bytes closes the connection before its body is read; a message may go to the
+// gateway or one of its shards only, and must be one of the gateway's requests before it is
+// decoded (a request carries no actor handle, and none can be decoded here). Such a refused
+// request is answered with an error (unexpected_message) rather than left to time out. Each
+// connection's messages come from actors of its own CAF node id, made up by the port and, with
+// TLS, bound to the connection's certificate in the PeerDirectory: what a client claims about
+// itself is never asked.
+#pragma once
+
+#include <caf/actor_system.hpp>
+#include <caf/fwd.hpp>
+#include <caf/timespan.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kvmesh/status.hpp"
+#include "transport/connection_guard.hpp"
+
+namespace kvmesh {
+
+/// What a node's client port serves, and how it is guarded.
+struct ClientPortOptions {
+  /// Where it listens; port 0: any free port.
+  std::string host = "127.0.0.1";
+  uint16_t port = 0;
+  /// Bounds and checks (see the top of this file); `name` names the port in logs.
+  ListenerLimits limits;
+  TransportSecurity security;
+  /// The gateway, and its shards: the only actors clients may address.
+  caf::strong_actor_ptr gateway;
+  std::vector<caf::strong_actor_ptr> shards;
+  /// The gateway's message interface (actor_system::message_types of gateway_actor): the
+  /// requests a client may send.
+  std::set<std::string> interface;
+  /// A connection silent this long is closed; heartbeats go every third of it.
+  caf::timespan peer_timeout = std::chrono::seconds(3);
+};
+
+/// A node's client port: one thread ("kvmesh.port") accepting and reading every connection.
+class ClientPort {
+ public:
+  /// Listens and starts serving. `system` must have a node id (CAF's middleman loaded). Errors:
+  /// kIOError "HOST:PORT: <why>" when the port cannot be bound (or resolved).
+  static Status Open(caf::actor_system& system, ClientPortOptions options,
+                     std::unique_ptr<ClientPort>* out);
+  /// Close()s.
+  ~ClientPort();
+  ClientPort(const ClientPort&) = delete;
+  ClientPort& operator=(const ClientPort&) = delete;
+
+  /// The port it listens on.
+  uint16_t port() const;
+  /// Connections open now (accepted and not yet closed).
+  size_t connections() const;
+  /// Stops accepting, closes every connection (killing its proxies) and waits for the port's
+  /// thread. Idempotent. Must be called before the actor system is destroyed.
+  void Close();
+
+  struct Impl;
+
+ private:
+  explicit ClientPort(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// How a client reaches a node's client port.
+struct PortConnectOptions {
+  /// With `tls` set: TLS to the node, whose certificate must name the host dialled.
+  TransportSecurity security;
+  /// Largest frame the node may send (a reply); a larger one closes the connection.
+  size_t max_message_bytes = 0;
+  /// Bounds the TCP connect, the TLS handshake and the node's welcome together.
+  caf::timespan connect_timeout = std::chrono::seconds(3);
+  /// A connection silent this long is lost; heartbeats go every third of it.
+  caf::timespan peer_timeout = std::chrono::seconds(3);
+  /// False: sends no heartbeats (for tests of a node closing silent connections).
+  bool heartbeats = true;
+};
+
+/// A client's connection to a node's client port, with a reader thread ("kvmesh.reader").
+class PortClient {
+ public:
+  /// Connects to `host`:`port` (a name or an IPv4/IPv6 address), and on success sets `*out` and
+  /// `*gateway` (a proxy for the node's gateway, with the gateway_actor interface). Errors:
+  /// kUnavailable naming what failed (resolving, connecting, TLS, a node that does not answer
+  /// within the timeout), kInvalidArgument when the service there does not speak this protocol
+  /// version.
+  static Status Connect(caf::actor_system& system, const std::string& host, uint16_t port,
+                        const PortConnectOptions& options, std::unique_ptr<PortClient>* out,
+                        caf::strong_actor_ptr* gateway);
+  /// Close()s.
+  ~PortClient();
+  PortClient(const PortClient&) = delete;
+  PortClient& operator=(const PortClient&) = delete;
+
+  /// True while the connection is up.
+  bool connected() const;
+  /// Closes the connection (its proxies are killed: monitors of the gateway get a down
+  /// message) and waits for the reader thread. Idempotent. Not from the reader thread itself
+  /// (a callback run by a message it delivered).
+  void Close();
+
+  struct Impl;
+
+ private:
+  explicit PortClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvmesh
