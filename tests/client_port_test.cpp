@@ -4,12 +4,15 @@
 // tls_test.cpp.
 #include <gtest/gtest.h>
 
+#include <dirent.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -347,6 +350,214 @@ TEST(ClientPortTest, AnotherProtocolVersionGetsAClearError) {
     EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
     EXPECT_NE(s.message().find(expected), std::string::npos) << s;
   }
+}
+
+/// CPU ticks (user and system) the port thread of this process used so far; -1 if none runs.
+long PortThreadTicks() {
+  DIR* tasks = ::opendir("/proc/self/task");
+  long total = -1;
+  while (dirent* e = ::readdir(tasks)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string base = std::string("/proc/self/task/") + e->d_name;
+    std::ifstream comm(base + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name != "kvmesh.port") continue;
+    std::ifstream stat(base + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    std::istringstream in(line.substr(line.rfind(')') + 2));
+    std::string field;
+    long ticks = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i) {
+      if (i == 14 || i == 15) ticks += std::stol(field);
+    }
+    total = ticks;
+  }
+  ::closedir(tasks);
+  return total;
+}
+
+long RssKb() {
+  return testing::StatusKb(::getpid(), "VmRSS");
+}
+
+/// A gateway that answers hello with `reply`, on a worker thread.
+caf::actor ReplyingGateway(caf::actor_system& system, std::string reply) {
+  return system.spawn([reply](caf::event_based_actor*) -> caf::behavior {
+    return {[reply](atom::hello, uint32_t) { return caf::make_message(reply); }};
+  });
+}
+
+// CAF files a message by its id's category, whatever it holds: a request whose id said
+// "upstream stream message" was read as one, threw, and stopped the node. Such an id (or an
+// urgent one, which would jump the gateway's queue) closes the connection; others are served.
+TEST(ClientPortTest, AMessageIdOfAnotherCategoryClosesTheConnection) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto recorder =
+      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
+  auto port = Serve(system, recorder);
+  ASSERT_TRUE(port);
+  const std::string hello =
+      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  for (uint64_t category : {uint64_t{0}, uint64_t{2}, uint64_t{3}}) {
+    const int fd = testing::Connect(port->port());
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ReadFrame(fd).first, 2);
+    std::string body;
+    PutLe(&body, 9, 8);
+    PutLe(&body, recorder->id(), 8);
+    PutLe(&body, (category << caf::message_id::category_offset) | 1, 8);
+    SendAll(fd, Frame(1, HelloFields()) + Frame(3, body + hello));
+    EXPECT_TRUE(testing::WaitClosedByPeer(fd, 5s)) << "category " << category;
+    ::close(fd);
+  }
+  EXPECT_TRUE(RecorderOf(recorder).seen().empty());
+  // Still serving.
+  const int fd = testing::Connect(port->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ReadFrame(fd).first, 2);
+  SendAll(fd, Frame(1, HelloFields()) + Request(recorder->id(), 1, hello));
+  EXPECT_EQ(ReadFrame(fd).first, 3);
+  ::close(fd);
+  port->Close();
+}
+
+// Each sender a client names costs the node a proxy of it (its answers go there). A client
+// naming ever new senders (or discarding actors, as the client library does with a caller
+// whose request timed out) must not make the node keep them all.
+TEST(ClientPortTest, TheProxiesOfAClientsSendersAreBounded) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto recorder =
+      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
+  auto port = Serve(system, recorder);
+  ASSERT_TRUE(port);
+  const int fd = testing::Connect(port->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ReadFrame(fd).first, 2);
+  const std::string hello =
+      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  SendAll(fd, Frame(1, HelloFields()));
+  const long before = RssKb();
+  std::string frames;
+  for (uint64_t i = 0; i < 300000; ++i) {
+    std::string body;
+    PutLe(&body, 1000 + i, 8);  // a new sender each time
+    PutLe(&body, recorder->id(), 8);
+    PutLe(&body, caf::message_id::default_async_value | (1 + i), 8);  // a request...
+    frames += Frame(3, body);  // ...of nothing the gateway takes: answered with an error
+  }
+  // The answers are not read: they wait (about 10 MiB, under the output bound).
+  std::thread reader([fd] {
+    std::string drained;
+    do {  // bounded by the node closing or 10 s of silence
+      drained = testing::ReadSome(fd, size_t{1} << 20, 10s);
+    } while (!drained.empty());
+  });
+  SendAll(fd, frames + Request(recorder->id(), 1, hello));
+  ASSERT_TRUE(Eventually(30s, [&] { return RecorderOf(recorder).seen().size() == 1; }));
+  const long grown_kb = RssKb() - before;
+  EXPECT_LT(grown_kb, 40 * 1024) << "300,000 senders cost the node " << grown_kb << " KiB";
+  ::shutdown(fd, SHUT_RDWR);
+  reader.join();
+  ::close(fd);
+  port->Close();
+}
+
+// A client that keeps a steady backlog of answers to read (well under the output bound) must
+// not make the node's output buffer keep every byte it ever sent.
+TEST(ClientPortTest, AClientsBacklogDoesNotGrowTheNodesBuffer) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto gateway = ReplyingGateway(system, std::string(size_t{1} << 20, 'r'));
+  auto port = Serve(system, caf::actor_cast<caf::strong_actor_ptr>(gateway));
+  ASSERT_TRUE(port);
+  const int fd = testing::Connect(port->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ReadFrame(fd).first, 2);
+  const std::string hello =
+      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  SendAll(fd, Frame(1, HelloFields()));
+  const long before = RssKb();
+  constexpr int kBacklog = 24;
+  constexpr int kTotal = 300;
+  int sent = 0;
+  for (; sent < kBacklog; ++sent) SendAll(fd, Request(gateway.id(), sent + 1, hello));
+  for (int got = 0; got < kTotal; ++got) {
+    ASSERT_EQ(ReadFrame(fd).first, 3) << "answer " << got;
+    if (sent < kTotal) {
+      SendAll(fd, Request(gateway.id(), sent + 1, hello));
+      ++sent;
+    }
+  }
+  const long grown_kb = RssKb() - before;
+  EXPECT_LT(grown_kb, 150 * 1024) << "300 answers of 1 MiB with 24 waiting grew the node by "
+                                  << grown_kb << " KiB";
+  ::close(fd);
+  port->Close();
+  caf::anon_send_exit(gateway, caf::exit_reason::kill);
+}
+
+// An answer too large for the socket at once is finished by the port thread; after that the
+// thread must rest (it once kept asking for writable events and spun a core while idle).
+TEST(ClientPortTest, ThePortThreadRestsOnceALargeAnswerIsOut) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto gateway = ReplyingGateway(system, std::string(size_t{4} << 20, 'r'));
+  auto port = Serve(system, caf::actor_cast<caf::strong_actor_ptr>(gateway), size_t{8} << 20);
+  ASSERT_TRUE(port);
+  const int fd = testing::Connect(port->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ReadFrame(fd).first, 2);
+  const std::string hello =
+      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  SendAll(fd, Frame(1, HelloFields()));
+  long most = 0;
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    SendAll(fd, Request(gateway.id(), attempt, hello));
+    // Read late, so that the worker's write fills the socket and the rest waits for the thread.
+    std::this_thread::sleep_for(100ms);
+    ASSERT_EQ(ReadFrame(fd).first, 3);
+    const long before = PortThreadTicks();
+    std::this_thread::sleep_for(500ms);  // what is measured is the thread's CPU over this time
+    most = std::max(most, PortThreadTicks() - before);
+  }
+  EXPECT_LT(most, 10) << "the port thread used " << most << " ticks in 500 ms of idleness";
+  ::close(fd);
+  port->Close();
+  caf::anon_send_exit(gateway, caf::exit_reason::kill);
+}
+
+// A client may ask for heartbeats more often than the node's own (a shorter peer timeout): the
+// node sends them that often, so an idle connection of such a client stays up.
+TEST(ClientPortTest, AClientWithAShortPeerTimeoutStaysConnectedWhileIdle) {
+  TestConfig config;
+  caf::actor_system system{config};
+  auto recorder =
+      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
+  auto port = Serve(system, recorder);  // the node's peer timeout: 3 s
+  ASSERT_TRUE(port);
+  TestConfig client_config{/*node=*/false};
+  caf::actor_system client_system{client_config};
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  options.peer_timeout = 600ms;
+  std::unique_ptr<PortClient> connection;
+  caf::strong_actor_ptr gateway;
+  Status s =
+      PortClient::Connect(client_system, "127.0.0.1", port->port(), options, &connection, &gateway);
+  ASSERT_TRUE(s.ok()) << s;
+  caf::scoped_actor self{client_system};
+  self->monitor(gateway);
+  bool lost = false;
+  // Idle for five of the client's peer timeouts.
+  self->receive([&](caf::down_msg&) { lost = true; }, caf::after(3s) >> [] {});
+  EXPECT_FALSE(lost) << "an idle connection was lost";
+  EXPECT_TRUE(connection->connected());
+  connection->Close();
+  port->Close();
 }
 
 }  // namespace

@@ -368,8 +368,11 @@ void RawPortAttack(int port, std::mt19937& rng, int kind,
       std::string stream;
       for (int i = 0; i < 8; ++i) {
         const uint64_t receiver = rng() % 4 == 0 ? rng() % 64 : gateway;
-        // Requests (an id with the request bit), asynchronous messages, and responses.
-        const uint64_t mid = rng() % 3 == 0 ? rng() : (uint64_t{1} << 62) | (rng() % 1000);
+        // Ids of every category (normal is 1; the others close the connection), requests,
+        // asynchronous messages and responses, some marked answered.
+        const uint64_t category = rng() % 2 == 0 ? 1 : rng() % 4;
+        const uint64_t mid = (category << 60) | (rng() % 4 == 0 ? uint64_t{1} << 63 : 0) |
+                             (rng() % 8 == 0 ? uint64_t{1} << 62 : 0) | (rng() % 1000);
         stream +=
             PortMessage(rng() % 8, receiver, mid, Mutate(requests[rng() % requests.size()], rng));
       }

@@ -54,6 +54,14 @@ constexpr size_t kHelloBody = 16;
 /// Above this much output a connection's peer does not read, it is closed: a client that sends
 /// requests and never reads the replies must not fill the node's memory.
 constexpr size_t kMinPendingOutputBound = size_t{64} << 20;
+/// A node takes frames of at most this many bytes before the client's hello (16 bytes).
+constexpr size_t kHelloFrameBound = 64;
+/// Proxies of a peer's actors a connection remembers (PortConnection::ProxyOf).
+constexpr size_t kMaxSenders = 1024;
+/// Heartbeats go at most this often, whatever a peer asks for; the node's loop ticks at most
+/// this often.
+constexpr int64_t kMinHeartbeatNs = 50'000'000;
+constexpr int64_t kMinTickNs = 10'000'000;
 
 void PutU32(char* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
@@ -118,19 +126,15 @@ class PortProxy final : public caf::actor_proxy {
 /// Makes the PortProxies of one connection.
 class ProxyMaker final : public caf::proxy_registry::backend {
  public:
-  explicit ProxyMaker(caf::actor_system& system) : system_(system) {}
   void set_connection(std::weak_ptr<PortConnection> connection) {
     connection_ = std::move(connection);
   }
-  caf::strong_actor_ptr make_proxy(caf::node_id node, caf::actor_id aid) override {
-    if (!node || aid == caf::invalid_actor_id) return nullptr;
-    caf::actor_config cfg;
-    return caf::make_actor<PortProxy, caf::strong_actor_ptr>(aid, node, &system_, cfg, connection_);
-  }
+  /// The connection's own (PortConnection::ProxyOf), so that a handle read in a message and
+  /// the sender of a message are one proxy.
+  caf::strong_actor_ptr make_proxy(caf::node_id node, caf::actor_id aid) override;
   void set_last_hop(caf::node_id*) override {}
 
  private:
-  caf::actor_system& system_;
   std::weak_ptr<PortConnection> connection_;
 };
 
@@ -152,7 +156,6 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
         description_(std::move(description)),
         max_frame_bytes_(max_frame_bytes),
         max_pending_(std::max(kMinPendingOutputBound, 2 * max_frame_bytes)),
-        maker_(system),
         proxies_(system, maker_),
         context_(system) {
     last_read_ns_ = last_write_ns_ = NowNs();
@@ -170,6 +173,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   }
 
   int fd() const { return fd_; }
+  /// The largest frame body the peer may announce from now on (the reading thread's): small
+  /// until a node has the client's hello, then that of a message.
+  void set_frame_bound(size_t bytes) { frame_bound_ = bytes; }
+  size_t message_frame_bound() const { return max_frame_bytes_ + kMessageHeader; }
   const std::string& description() const { return description_; }
   caf::proxy_registry& proxies() { return proxies_; }
   PortContext& context() { return context_; }
@@ -191,9 +198,19 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   const caf::node_id& peer_node() const { return peer_node_; }
 
   /// The proxy for actor `aid` of the other side; null for 0.
+  /// The reading thread's only (and the connect, before it starts). At most kMaxSenders are
+  /// remembered: a peer naming ever new senders (or a client discarding actors) makes the map
+  /// start over; a proxy still in use (a promise holds it) keeps working.
   caf::strong_actor_ptr ProxyOf(caf::actor_id aid) {
     if (aid == caf::invalid_actor_id) return nullptr;
-    return proxies_.get_or_put(peer_node_, aid);
+    auto it = senders_.find(aid);
+    if (it != senders_.end()) return it->second;
+    if (senders_.size() >= kMaxSenders) senders_.clear();
+    caf::actor_config cfg;
+    auto proxy = caf::make_actor<PortProxy, caf::strong_actor_ptr>(aid, peer_node_, &system_, cfg,
+                                                                   weak_from_this());
+    senders_.emplace(aid, proxy);
+    return proxy;
   }
 
   /// Writes a frame of `kind` with `body`; false if the connection is closed or broke.
@@ -254,7 +271,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
         broken_ = true;
         return false;
       }
-      if (wrote == 0) return true;
+      if (wrote == 0) {
+        DropWritten();
+        return true;
+      }
       pending_pos_ += wrote;
       last_write_ns_.store(NowNs(), std::memory_order_relaxed);
     }
@@ -289,11 +309,12 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   /// from it: stop, the connection is to be closed). False, with `*why`, when the connection is
   /// closed by the peer, broke, announced a frame over the bound, or `on_frame` stopped.
   template <class OnFrame>
-  bool ReadFrames(OnFrame&& on_frame, std::string* why) {
+  bool ReadFrames(OnFrame&& on_frame, std::string* why, bool* more = nullptr) {
+    if (more != nullptr) *more = false;
     if (!ParseFrames(on_frame, why)) return false;
-    // Plain TCP: at most this much per call, so one busy connection does not starve the others
-    // (the level-triggered poll comes back). TLS reads until the session has nothing buffered.
-    size_t budget = tls_ ? SIZE_MAX : (size_t{1} << 20);
+    // At most this much per call, so one busy connection does not starve the others; `*more`
+    // then says to call again soon (TLS may hold decrypted bytes no poll reports).
+    size_t budget = size_t{1} << 20;
     for (;;) {
       if (in_.size() - in_end_ < 16384) {
         Compact();
@@ -321,7 +342,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
       in_end_ += got;
       last_read_ns_.store(NowNs(), std::memory_order_relaxed);
       if (!ParseFrames(on_frame, why)) return false;
-      if (got >= budget) break;
+      if (got >= budget) {
+        if (more != nullptr) *more = true;
+        break;
+      }
       budget -= got;
     }
     // A buffer grown for one large frame does not stay that large.
@@ -341,7 +365,14 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
       pending_.clear();
       pending_pos_ = 0;
     }
-    proxies_.clear();  // kills them (remote_link_unreachable)
+    // Kills them (remote_link_unreachable): their monitors learn it. The reading thread has
+    // stopped reading (its caller closes), so senders_ is this thread's now.
+    for (auto& [aid, proxy] : senders_) {
+      static_cast<caf::actor_proxy*>(caf::actor_cast<caf::abstract_actor*>(proxy))
+          ->kill_proxy(nullptr, caf::exit_reason::remote_link_unreachable);
+    }
+    senders_.clear();
+    proxies_.clear();
   }
 
  private:
@@ -363,10 +394,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
         protocol_error_ = true;
         return false;
       }
-      if (size - 1 > max_frame_bytes_ + kMessageHeader) {
+      if (size - 1 > frame_bound_) {
         protocol_error_ = true;
         *why = "it announced a message of " + FormatSize(size - 1) + "; the maximum is " +
-               FormatSize(max_frame_bytes_ + kMessageHeader);
+               FormatSize(frame_bound_);
         return false;
       }
       if (in_end_ - in_pos_ < 4 + size_t{size}) break;  // the rest is to come
@@ -385,44 +416,54 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   /// Writes `data` or keeps the rest for Flush; false if the connection is closed or broke (or
   /// its peer does not read: over max_pending_).
   bool Write(const char* data, size_t size) {
-    bool ask_for_write = false;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_ || broken_) return false;
     bool ok = true;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (closed_ || broken_) return false;
-      if (pending_pos_ < pending_.size()) {
-        if (pending_.size() - pending_pos_ + size > max_pending_) {
-          broken_ = true;
-          WarnRateLimited(guard_logs().oversized, "closes",
-                          "closed the connection {}: the peer has not read {} of output",
-                          description_, pending_.size() - pending_pos_);
-          ask_for_write = true;
-          ok = false;
-        } else {
-          pending_.insert(pending_.end(), data, data + size);
-        }
+    bool ask_for_write = false;
+    if (pending_pos_ < pending_.size()) {
+      if (pending_.size() - pending_pos_ + size > max_pending_) {
+        broken_ = true;
+        WarnRateLimited(guard_logs().oversized, "closes",
+                        "closed the connection {}: the peer has not read {} of output",
+                        description_, FormatSize(pending_.size() - pending_pos_));
+        ok = false;
+        ask_for_write = true;
       } else {
-        size_t done = 0;
-        while (done < size) {
-          size_t wrote = 0;
-          if (WriteSome(wrote, data + done, size - done) == rw_state::failure) {
-            broken_ = true;
-            ok = false;
-            break;
-          }
-          if (wrote == 0) break;
-          done += wrote;
-        }
-        if (done > 0) last_write_ns_.store(NowNs(), std::memory_order_relaxed);
-        if (ok && done < size) {
-          pending_.assign(data + done, data + size);
-          pending_pos_ = 0;
-        }
-        ask_for_write = !ok || done < size;
+        DropWritten();
+        pending_.insert(pending_.end(), data, data + size);
       }
+    } else {
+      size_t done = 0;
+      while (done < size) {
+        size_t wrote = 0;
+        if (WriteSome(wrote, data + done, size - done) == rw_state::failure) {
+          broken_ = true;
+          ok = false;
+          break;
+        }
+        if (wrote == 0) break;
+        done += wrote;
+      }
+      if (done > 0) last_write_ns_.store(NowNs(), std::memory_order_relaxed);
+      if (ok && done < size) {
+        pending_.assign(data + done, data + size);
+        pending_pos_ = 0;
+      }
+      ask_for_write = !ok || done < size;
     }
+    // Under the mutex: once Close() has run (it takes the mutex) nobody calls it any more, so
+    // it may use what its owner closes after closing the connections.
     if (ask_for_write && wants_write_) wants_write_();
     return ok;
+  }
+
+  /// Drops the bytes of pending_ already written once they are most of it: a peer that keeps a
+  /// steady backlog must not make the buffer grow by everything ever sent.
+  void DropWritten() {
+    if (pending_pos_ >= (size_t{1} << 20) && pending_pos_ >= pending_.size() / 2) {
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(pending_pos_));
+      pending_pos_ = 0;
+    }
   }
 
   rw_state ReadSome(size_t& got, char* buf, size_t len) {
@@ -490,6 +531,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   size_t in_end_ = 0;
 
   bool protocol_error_ = false;  // the reading thread's
+  /// Largest frame body the peer may announce now (the reading thread's).
+  size_t frame_bound_ = max_frame_bytes_ + kMessageHeader;
+  /// Proxies of the other side's actors by id (ProxyOf).
+  std::unordered_map<caf::actor_id, caf::strong_actor_ptr> senders_;
   std::atomic<int64_t> last_read_ns_{0};
   std::atomic<int64_t> last_write_ns_{0};
   caf::node_id peer_node_;
@@ -499,6 +544,12 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   std::mutex registered_mutex_;
   std::unordered_set<caf::actor_id> registered_;
 };
+
+caf::strong_actor_ptr ProxyMaker::make_proxy(caf::node_id node, caf::actor_id aid) {
+  auto connection = connection_.lock();
+  if (!node || !connection) return nullptr;
+  return connection->ProxyOf(aid);
+}
 
 void PortProxy::enqueue(caf::mailbox_element_ptr what, caf::execution_unit* ctx) {
   caf::message content = what->move_content_to_message();
@@ -521,6 +572,14 @@ struct MessageHeader {
   caf::actor_id receiver = 0;
   caf::message_id mid;
 };
+
+/// True for an id of CAF's normal category (a request, its response, or an asynchronous
+/// message), not marked answered: the only ids either side sends.
+bool NormalMessage(caf::message_id mid) {
+  const uint64_t v = mid.integer_value();
+  return (v & caf::message_id::category_flag_mask) == caf::message_id::default_async_value &&
+         (v & caf::message_id::answered_flag_mask) == 0;
+}
 
 bool ParseMessageHeader(const char* body, size_t size, MessageHeader* out) {
   if (size < kMessageHeader) return false;
@@ -573,7 +632,7 @@ void PutHelloFields(char* out, int64_t heartbeat_ns) {
 }
 
 int64_t HeartbeatNs(caf::timespan peer_timeout) {
-  return std::max<int64_t>(std::chrono::nanoseconds(peer_timeout).count() / 3, 1000000);
+  return std::max<int64_t>(std::chrono::nanoseconds(peer_timeout).count() / 3, kMinHeartbeatNs);
 }
 
 }  // namespace
@@ -610,9 +669,17 @@ struct ClientPort::Impl {
     int64_t heartbeat_ns = 0;
   };
   std::unordered_map<int, Conn> conns;
-  /// Connections a writer asks the loop to look at (CloseBroken).
+  /// Connections a writer asks the loop to look at (CheckWriters).
   std::mutex check_mutex;
   std::vector<int> to_check;
+  /// Connections to read again without waiting (ReadFrames stopped at its budget).
+  std::vector<int> ready;
+  /// The shortest heartbeat interval of a connection so far (its hello's): the tick follows it.
+  int64_t min_heartbeat_ns = INT64_MAX;
+  bool accept_paused = false;
+  Clock::time_point accept_resume{};
+  /// When the loop next sends heartbeats and checks deadlines (Tick).
+  Clock::time_point next_tick{};
   size_t pending_handshakes = 0;
   std::unique_ptr<ConnectionCounter> counter;
   RateLimitedLog silent_log;
@@ -622,27 +689,34 @@ struct ClientPort::Impl {
   void Run() {
     NameThisThread("kvmesh.port");
     const int64_t heartbeat_ns = HeartbeatNs(options.peer_timeout);
-    const auto tick = std::max<std::chrono::milliseconds>(
-        std::chrono::milliseconds(10),
-        std::chrono::duration_cast<std::chrono::milliseconds>(
-            std::min<caf::timespan>(options.limits.handshake_timeout, options.peer_timeout) / 4));
-    auto next_tick = Clock::now() + tick;
+    const int64_t base_tick_ns = std::max<int64_t>(
+        kMinTickNs,
+        std::chrono::nanoseconds(
+            std::min<caf::timespan>(options.limits.handshake_timeout, options.peer_timeout))
+                .count() /
+            4);
+    next_tick = Clock::now() + std::chrono::nanoseconds(base_tick_ns);
     std::vector<epoll_event> events(256);
     while (!stopping.load()) {
+      // Connections a read left with more to read (a budget ran out) are read again at once.
       const auto wait =
           std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
-      const int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
-                                 static_cast<int>(std::max<int64_t>(0, wait.count()) + 1));
+      const int timeout_ms =
+          ready.empty() ? static_cast<int>(std::max<int64_t>(0, wait.count()) + 1) : 0;
+      const int n =
+          ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()), timeout_ms);
       if (n < 0 && errno != EINTR) {
         spdlog::error("the {} stopped: epoll_wait: {}", options.limits.name, Errno(errno));
         break;
       }
+      std::vector<int> again;
+      again.swap(ready);
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
         if (fd == wake_fd) {
           uint64_t count = 0;
           (void)!::read(wake_fd, &count, sizeof(count));
-          CloseBroken();
+          CheckWriters();
           continue;
         }
         if (fd == listen_fd) {
@@ -658,15 +732,25 @@ struct ClientPort::Impl {
           }
         }
         if (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+          again.erase(std::remove(again.begin(), again.end(), fd), again.end());
           ReadConn(fd);
           it = conns.find(fd);
           if (it == conns.end()) continue;
         }
         UpdateInterest(it->second);
       }
+      for (int fd : again) {
+        if (conns.count(fd) == 0) continue;
+        ReadConn(fd);
+        auto it = conns.find(fd);
+        if (it != conns.end()) UpdateInterest(it->second);
+      }
       if (Clock::now() >= next_tick) {
         Tick(heartbeat_ns);
-        next_tick = Clock::now() + tick;
+        // Often enough for the shortest heartbeat a client asked for.
+        next_tick =
+            Clock::now() + std::chrono::nanoseconds(std::min(
+                               base_tick_ns, std::max<int64_t>(kMinTickNs, min_heartbeat_ns / 2)));
       }
     }
     std::vector<int> fds;
@@ -674,8 +758,10 @@ struct ClientPort::Impl {
     for (int fd : fds) CloseConn(fd, "");
   }
 
-  /// Closes the connections a writer found broken (wants_write).
-  void CloseBroken() {
+  /// Looks at the connections writers asked about (wants_write): closes the broken ones, and
+  /// asks for writable events for those with output waiting. Only this thread changes what
+  /// epoll watches, so the watch always matches Conn::want_write.
+  void CheckWriters() {
     std::vector<int> fds;
     {
       std::lock_guard<std::mutex> lock(check_mutex);
@@ -683,7 +769,12 @@ struct ClientPort::Impl {
     }
     for (int fd : fds) {
       auto it = conns.find(fd);
-      if (it != conns.end() && it->second.connection->broken()) CloseConn(fd, "");
+      if (it == conns.end()) continue;  // closed meanwhile (or its descriptor reused: harmless)
+      if (it->second.connection->broken()) {
+        CloseConn(fd, "");
+      } else {
+        UpdateInterest(it->second);
+      }
     }
   }
 
@@ -697,6 +788,22 @@ struct ClientPort::Impl {
     (void)::epoll_ctl(epoll_fd, EPOLL_CTL_MOD, ev.data.fd, &ev);
   }
 
+  /// Stops watching the listening socket until `until`: it stays readable while the process
+  /// has no descriptor left to accept with, which would spin this thread.
+  void PauseAccepting(Clock::time_point until) {
+    if (accept_paused) return;
+    accept_paused = true;
+    accept_resume = until;
+    (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, listen_fd, nullptr);
+  }
+  void ResumeAccepting() {
+    accept_paused = false;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listen_fd;
+    (void)::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, listen_fd, &ev);
+  }
+
   void Accept() {
     for (int accepted = 0; accepted < 64; ++accepted) {
       const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -705,6 +812,9 @@ struct ClientPort::Impl {
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
           WarnRateLimited(guard_logs().refusals, "refusals", "the {} {} could not accept: {}",
                           options.limits.name, port, Errno(errno));
+          if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            PauseAccepting(Clock::now() + std::chrono::milliseconds(100));
+          }
         }
         return;
       }
@@ -729,16 +839,13 @@ struct ClientPort::Impl {
       auto connection = std::make_shared<PortConnection>(
           system, fd, std::move(session), description, options.limits.max_message_bytes);
       connection->Init(/*deserialize_proxies=*/false);
+      connection->set_frame_bound(kHelloFrameBound);
       caf::node_id node = caf::make_node_id(next_node++, host_id);
       connection->set_peer_node(node);
       connection->set_wants_write([this, fd] {
-        // From any thread: epoll_ctl is safe to call concurrently with epoll_wait. A connection
-        // that broke (or whose peer reads nothing) may never become writable: the loop is woken
-        // to look at it (a descriptor reused meanwhile is looked at for nothing).
-        epoll_event ev{};
-        ev.events = EPOLLIN | EPOLLOUT;
-        ev.data.fd = fd;
-        (void)::epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev);
+        // From a writer's thread (under the connection's mutex, so never after its Close):
+        // the loop looks at it (CheckWriters). A descriptor reused meanwhile is looked at for
+        // nothing.
         {
           std::lock_guard<std::mutex> lock(check_mutex);
           to_check.push_back(fd);
@@ -767,14 +874,16 @@ struct ClientPort::Impl {
   void ReadConn(int fd) {
     Conn& conn = conns.at(fd);
     std::string why;
+    bool more = false;
     const bool ok =
         conn.connection->ReadFrames([&](FrameKind kind, const char* body,
                                         size_t size) { return OnFrame(conn, kind, body, size); },
-                                    &why);
+                                    &why, &more);
     if (!ok) {
       CloseConn(fd, why);
       return;
     }
+    if (more) ready.push_back(fd);
     // With TLS the welcome goes once the session is established (the reads drive it).
     if (!conn.welcome_sent && !SendWelcome(conn)) CloseConn(fd, "");
   }
@@ -825,8 +934,12 @@ struct ClientPort::Impl {
       }
       conn.hello_received = true;
       --pending_handshakes;
+      connection.set_frame_bound(connection.message_frame_bound());
       conn.heartbeat_ns = std::min<int64_t>(HeartbeatNs(options.peer_timeout),
-                                            std::max<int64_t>(GetU64(body + 8), 1000000));
+                                            std::max<int64_t>(GetU64(body + 8), kMinHeartbeatNs));
+      min_heartbeat_ns = std::min(min_heartbeat_ns, conn.heartbeat_ns);
+      next_tick =
+          std::min(next_tick, Clock::now() + std::chrono::nanoseconds(conn.heartbeat_ns / 2));
       return true;
     }
     switch (kind) {
@@ -851,6 +964,17 @@ struct ClientPort::Impl {
                       connection.description());
       return false;
     }
+    if (!NormalMessage(header.mid)) {
+      // CAF files a message by its id's category: an "upstream" one is read as a stream
+      // message whatever it holds (a request so marked threw and stopped the node), an urgent
+      // one jumps the gateway's queue. The client library sends neither.
+      WarnRateLimited(guard_logs().refusals, "refusals",
+                      "closed the connection {}: a message id of category {}",
+                      connection.description(),
+                      (header.mid.integer_value() & caf::message_id::category_flag_mask) >>
+                          caf::message_id::category_offset);
+      return false;
+    }
     if (header.mid.is_response()) {
       // A client only asks. CAF would match a response to the gateway's own pending requests
       // (to the supervisor, to database actors) by its id alone.
@@ -859,14 +983,14 @@ struct ClientPort::Impl {
                       connection.description());
       return true;
     }
-    caf::strong_actor_ptr sender = connection.ProxyOf(header.sender);
     auto target = addressable.find(header.receiver);
     if (target == addressable.end()) {
       WarnRateLimited(guard_logs().dropped, "dropped messages",
                       "refused a message on the connection {}: it is addressed to actor {}, and "
                       "only the gateway ({}) and its shards may be addressed",
                       connection.description(), header.receiver, options.gateway->id());
-      Refuse(sender, header.mid, caf::make_error(caf::sec::unexpected_message));
+      Refuse(connection.ProxyOf(header.sender), header.mid,
+             caf::make_error(caf::sec::unexpected_message));
       return true;
     }
     const char* payload = body + kMessageHeader;
@@ -880,7 +1004,8 @@ struct ClientPort::Impl {
         WarnRateLimited(guard_logs().dropped, "dropped messages",
                         "refused a message on the connection {}: the gateway takes no {}",
                         connection.description(), type.empty() ? "unreadable message" : type);
-        Refuse(sender, header.mid, caf::make_error(caf::sec::unexpected_message));
+        Refuse(connection.ProxyOf(header.sender), header.mid,
+               caf::make_error(caf::sec::unexpected_message));
         return true;
       }
     }
@@ -891,15 +1016,18 @@ struct ClientPort::Impl {
                       "refused a message on the connection {}: it cannot be decoded ({})",
                       connection.description(),
                       err ? system.render(err) : std::string("bytes left over"));
-      Refuse(sender, header.mid, caf::make_error(caf::sec::unexpected_message));
+      Refuse(connection.ProxyOf(header.sender), header.mid,
+             caf::make_error(caf::sec::unexpected_message));
       return true;
     }
-    target->second->enqueue(std::move(sender), header.mid, std::move(content), nullptr);
+    target->second->enqueue(connection.ProxyOf(header.sender), header.mid, std::move(content),
+                            nullptr);
     return true;
   }
 
   void Tick(int64_t heartbeat_ns) {
     const auto now = Clock::now();
+    if (accept_paused && now >= accept_resume) ResumeAccepting();
     const int64_t now_ns = NowNs();
     const int64_t silent_ns = std::chrono::nanoseconds(options.peer_timeout).count();
     std::vector<std::pair<int, std::string>> expired;
@@ -1087,7 +1215,7 @@ struct PortClient::Impl {
   /// Delivers a message frame from the node to the actor it names.
   bool Deliver(const char* body, size_t size) {
     MessageHeader header;
-    if (!ParseMessageHeader(body, size, &header)) return false;
+    if (!ParseMessageHeader(body, size, &header) || !NormalMessage(header.mid)) return false;
     caf::strong_actor_ptr receiver = system.registry().get(header.receiver);
     caf::message content;
     caf::binary_deserializer source{&connection->context(), body + kMessageHeader,
@@ -1304,7 +1432,7 @@ Status PortClient::Connect(caf::actor_system& system, const std::string& host, u
           }
           connection.set_peer_node(node);
           impl->heartbeat_ns =
-              std::min(own_heartbeat, std::max<int64_t>(GetU64(body + 8), 1000000));
+              std::min(own_heartbeat, std::max<int64_t>(GetU64(body + 8), kMinHeartbeatNs));
           *gateway = connection.ProxyOf(GetU64(body + kHelloBody));
           welcomed = true;
           return false;  // the rest is the reader's
