@@ -1036,6 +1036,10 @@ Result<std::string> Node::metrics() const {
 
   out.Family("kvmesh_databases_running", "Database actors running now (not passivated).", "gauge");
   out.Sample("kvmesh_databases_running", {}, static_cast<double>(*running));
+  out.Family("kvmesh_client_connections",
+             "Connections open on the client port (0 when the node does not listen).", "gauge");
+  out.Sample("kvmesh_client_connections", {},
+             impl_->client_port ? static_cast<double>(impl_->client_port->connections()) : 0.0);
   // By config, never by database: the number of series stays that of configs.
   out.Family("kvmesh_databases_instantiated",
              "Databases instantiated on this node (its catalog), by config id.", "gauge");

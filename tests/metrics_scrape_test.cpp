@@ -83,6 +83,7 @@ TEST(MetricsScrape, CountsEmbeddedAndNetworkRequestsOnceAndParses) {
   EXPECT_GT(m["kvmesh_request_duration_seconds_sum|op=put"], 0);
 
   EXPECT_EQ(m["kvmesh_databases_running|"], 1);
+  EXPECT_EQ(m["kvmesh_client_connections|"], 1) << "the client above";
   EXPECT_EQ(m["kvmesh_databases_instantiated|config=kv"], 1);
   // /k1 and /k2 (keys are normalised with a leading slash): three bytes of key, two of value.
   EXPECT_EQ(m["kvmesh_config_used_bytes|config=kv"], 10);
