@@ -40,8 +40,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   app.add_option("--network-workers", config.node.network_workers,
-                 "threads decoding network messages; 0: the network thread itself; -1: CAF's "
-                 "default")
+                 "threads decoding the cluster port's messages; 0: the network thread itself; "
+                 "-1: CAF's default")
       ->check(CLI::Range(-1, 64))
       ->capture_default_str();
   int cluster_port = config.node.cluster_port;

@@ -96,13 +96,13 @@ struct NodeOptions {
 
   /// Actor worker threads; 0 means one per core. Default 0.
   size_t worker_threads = 0;
-  /// Threads that decode the messages read from connections (client and cluster ports) before
-  /// actors get them: 0 decodes on the network thread itself (one thread hand-off less per
-  /// request, but one large message holds up the others while it is decoded); -1 (default)
-  /// leaves CAF's choice (min(3, cores / 4) + 1).
+  /// Threads that decode the messages read from the cluster port's connections before actors
+  /// get them (the client port decodes on its own thread): 0 decodes on the network thread itself
+  /// (one thread hand-off less per request, but one large message holds up the others while it is
+  /// decoded); -1 (default) leaves CAF's choice (min(3, cores / 4) + 1).
   int network_workers = -1;
-  /// Address to serve clients on (the client gateway, over CAF io). Loopback by default: expose a
-  /// node to the network deliberately.
+  /// Address to serve clients on (the client gateway, over kvmesh's client port). Loopback by
+  /// default: expose a node to the network deliberately.
   std::string listen_host = "127.0.0.1";
   /// Port to serve clients on: -1 (default) serves none (embedded only); 0 picks a free port
   /// (see Node::port()). kvmeshd defaults to kDefaultPort.
