@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -162,17 +163,42 @@ std::pair<uint8_t, std::string> ReadFrame(int fd) {
   return {static_cast<uint8_t>(header[4]), ReadExactlyBefore(fd, size - 1, deadline)};
 }
 
+/// A client port serving a Recorder that answers hello as a gateway would, in a node's actor
+/// system of its own.
+struct RecordedPort {
+  TestConfig config;
+  caf::actor_system system{config};
+  caf::strong_actor_ptr recorder =
+      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
+  std::unique_ptr<ClientPort> port = Serve(system, recorder);
+
+  std::tuple<caf::actor_system&, caf::strong_actor_ptr&, std::unique_ptr<ClientPort>&> parts() {
+    return {system, recorder, port};
+  }
+};
+
+/// A raw connection to `port` that has read the node's welcome; -1 (a test failure) if not.
+int RawConnect(const ClientPort& port) {
+  const int fd = testing::Connect(port.port());
+  EXPECT_GE(fd, 0);
+  if (fd < 0) return -1;
+  EXPECT_EQ(ReadFrame(fd).first, 2) << "no welcome";
+  return fd;
+}
+
+/// The client library's hello request, serialized.
+std::string HelloRequest(caf::actor_system& system) {
+  return Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+}
+
 // -- tests --------------------------------------------------------------------------------------
 
 // A client only asks: a response it sends (which CAF would match to a request the gateway has
 // pending, by its id alone) is dropped by the port, as is a message of a type the gateway does
 // not take, which is answered unexpected_message without being decoded. Requests reach it.
 TEST(ClientPortTest, OnlyRequestsOfTheGatewaysInterfaceReachIt) {
-  TestConfig config;
-  caf::actor_system system{config};
-  auto recorder =
-      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
-  auto port = Serve(system, recorder);
+  RecordedPort served;
+  auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
   TestConfig client_config{/*node=*/false};
   caf::actor_system client_system{client_config};
@@ -213,11 +239,8 @@ TEST(ClientPortTest, OnlyRequestsOfTheGatewaysInterfaceReachIt) {
 // Only the gateway (and its shards) can be addressed: a request to any other actor id is
 // answered with an error, and the connection stays usable.
 TEST(ClientPortTest, ARequestToAnotherActorIsAnsweredWithAnError) {
-  TestConfig config;
-  caf::actor_system system{config};
-  auto recorder =
-      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
-  auto port = Serve(system, recorder);
+  RecordedPort served;
+  auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
   const int fd = testing::Connect(port->port());
   ASSERT_GE(fd, 0);
@@ -257,9 +280,8 @@ TEST(ClientPortTest, AClientThatReadsNothingIsClosedAtTheOutputBound) {
   auto recorder = MakeRecorder(system, caf::make_message(std::string(1 << 20, 'r')));
   auto port = Serve(system, recorder);
   ASSERT_TRUE(port);
-  const int fd = testing::Connect(port->port());
+  const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(ReadFrame(fd).first, 2);
   const std::string get = Serialized(
       system, caf::make_message(atom::get_v, std::string("/db"), std::string("/k"), Deadline{}));
   std::string requests = Frame(1, HelloFields());
@@ -393,18 +415,14 @@ caf::actor ReplyingGateway(caf::actor_system& system, std::string reply) {
 // "upstream stream message" was read as one, threw, and stopped the node. Such an id (or an
 // urgent one, which would jump the gateway's queue) closes the connection; others are served.
 TEST(ClientPortTest, AMessageIdOfAnotherCategoryClosesTheConnection) {
-  TestConfig config;
-  caf::actor_system system{config};
-  auto recorder =
-      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
-  auto port = Serve(system, recorder);
+  RecordedPort served;
+  auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
   const std::string hello =
       Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
   for (uint64_t category : {uint64_t{0}, uint64_t{2}, uint64_t{3}}) {
-    const int fd = testing::Connect(port->port());
+    const int fd = RawConnect(*port);
     ASSERT_GE(fd, 0);
-    ASSERT_EQ(ReadFrame(fd).first, 2);
     std::string body;
     PutLe(&body, 9, 8);
     PutLe(&body, recorder->id(), 8);
@@ -415,9 +433,8 @@ TEST(ClientPortTest, AMessageIdOfAnotherCategoryClosesTheConnection) {
   }
   EXPECT_TRUE(RecorderOf(recorder).seen().empty());
   // Still serving.
-  const int fd = testing::Connect(port->port());
+  const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(ReadFrame(fd).first, 2);
   SendAll(fd, Frame(1, HelloFields()) + Request(recorder->id(), 1, hello));
   EXPECT_EQ(ReadFrame(fd).first, 3);
   ::close(fd);
@@ -428,15 +445,11 @@ TEST(ClientPortTest, AMessageIdOfAnotherCategoryClosesTheConnection) {
 // naming ever new senders (or discarding actors, as the client library does with a caller
 // whose request timed out) must not make the node keep them all.
 TEST(ClientPortTest, TheProxiesOfAClientsSendersAreBounded) {
-  TestConfig config;
-  caf::actor_system system{config};
-  auto recorder =
-      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
-  auto port = Serve(system, recorder);
+  RecordedPort served;
+  auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
-  const int fd = testing::Connect(port->port());
+  const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(ReadFrame(fd).first, 2);
   const std::string hello =
       Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
   SendAll(fd, Frame(1, HelloFields()));
@@ -474,9 +487,8 @@ TEST(ClientPortTest, AClientsBacklogDoesNotGrowTheNodesBuffer) {
   auto gateway = ReplyingGateway(system, std::string(size_t{1} << 20, 'r'));
   auto port = Serve(system, caf::actor_cast<caf::strong_actor_ptr>(gateway));
   ASSERT_TRUE(port);
-  const int fd = testing::Connect(port->port());
+  const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(ReadFrame(fd).first, 2);
   const std::string hello =
       Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
   SendAll(fd, Frame(1, HelloFields()));
@@ -508,9 +520,8 @@ TEST(ClientPortTest, ThePortThreadRestsOnceALargeAnswerIsOut) {
   auto gateway = ReplyingGateway(system, std::string(size_t{4} << 20, 'r'));
   auto port = Serve(system, caf::actor_cast<caf::strong_actor_ptr>(gateway), size_t{8} << 20);
   ASSERT_TRUE(port);
-  const int fd = testing::Connect(port->port());
+  const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(ReadFrame(fd).first, 2);
   const std::string hello =
       Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
   SendAll(fd, Frame(1, HelloFields()));
@@ -533,11 +544,8 @@ TEST(ClientPortTest, ThePortThreadRestsOnceALargeAnswerIsOut) {
 // A client may ask for heartbeats more often than the node's own (a shorter peer timeout): the
 // node sends them that often, so an idle connection of such a client stays up.
 TEST(ClientPortTest, AClientWithAShortPeerTimeoutStaysConnectedWhileIdle) {
-  TestConfig config;
-  caf::actor_system system{config};
-  auto recorder =
-      MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
-  auto port = Serve(system, recorder);  // the node's peer timeout: 3 s
+  RecordedPort served;  // the node's peer timeout: 3 s
+  auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
   TestConfig client_config{/*node=*/false};
   caf::actor_system client_system{client_config};
