@@ -166,10 +166,13 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
     ::close(fd_);
   }
 
-  /// Must be called once, right after make_shared: the proxies hold a weak reference.
-  void Init(bool deserialize_proxies) {
+  /// Must be called once, right after make_shared: the proxies hold a weak reference. A client
+  /// (`client` true) decodes the node's actor handles into proxies, and registers its actors
+  /// that send, so that answers addressed to them by id find them.
+  void Init(bool client) {
     maker_.set_connection(weak_from_this());
-    if (deserialize_proxies) context_.proxy_registry_ptr(&proxies_);
+    client_ = client;
+    if (client) context_.proxy_registry_ptr(&proxies_);
   }
 
   int fd() const { return fd_; }
@@ -188,8 +191,9 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   /// over the bound): not a kvmesh client port, or a hostile peer.
   bool protocol_error() const { return protocol_error_; }
 
-  /// Called (outside the mutex) when output waits for the socket to become writable, or the
-  /// connection broke while writing: the reading thread should look.
+  /// Called (under the connection's mutex, so never after Close) when output waits for the
+  /// socket to become writable, or the connection broke while writing: the reading thread
+  /// should look. It must not call back into the connection.
   void set_wants_write(std::function<void()> f) { wants_write_ = std::move(f); }
 
   /// The node id the other side's proxies carry (made up by the node for a client; the node's
@@ -231,9 +235,9 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
     caf::actor_id from = caf::invalid_actor_id;
     if (sender) {
       from = sender->id();
-      // The other side answers by actor id: the reading thread finds the actor in the
-      // registry (as CAF's own serialization of a handle would put it there).
-      if (sender->node() == system_.node()) Register(sender);
+      // The node answers by actor id: the reader finds the actor in the registry (as CAF's own
+      // serialization of a handle would put it there).
+      if (client_) Register(sender);
     }
     PutU64(frame.data() + kFrameHeader, from);
     PutU64(frame.data() + kFrameHeader + 8, receiver);
@@ -280,6 +284,8 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
     }
     pending_.clear();
     pending_pos_ = 0;
+    // A buffer grown for a burst does not stay that large.
+    if (pending_.capacity() > (size_t{1} << 20)) std::vector<char>().swap(pending_);
     return true;
   }
 
@@ -530,6 +536,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   size_t in_pos_ = 0;
   size_t in_end_ = 0;
 
+  bool client_ = false;
   bool protocol_error_ = false;  // the reading thread's
   /// Largest frame body the peer may announce now (the reading thread's).
   size_t frame_bound_ = max_frame_bytes_ + kMessageHeader;
@@ -596,8 +603,8 @@ void Refuse(const caf::strong_actor_ptr& sender, caf::message_id mid, caf::error
   }
 }
 
-/// "host:port" of an accepted socket's peer ("an unknown address" if it cannot be read), with
-/// loopback counted as one address.
+/// The IP address of an accepted socket's peer, as the connection bounds count it (an IPv4
+/// peer on an IPv6 socket as IPv4); "an unknown address" if it cannot be read.
 std::string PeerAddress(int fd) {
   sockaddr_storage addr{};
   socklen_t len = sizeof(addr);
@@ -838,7 +845,7 @@ struct ClientPort::Impl {
           "from " + from + " to the " + options.limits.name + " " + std::to_string(port);
       auto connection = std::make_shared<PortConnection>(
           system, fd, std::move(session), description, options.limits.max_message_bytes);
-      connection->Init(/*deserialize_proxies=*/false);
+      connection->Init(/*client=*/false);
       connection->set_frame_bound(kHelloFrameBound);
       caf::node_id node = caf::make_node_id(next_node++, host_id);
       connection->set_peer_node(node);
@@ -1386,7 +1393,7 @@ Status PortClient::Connect(caf::actor_system& system, const std::string& host, u
   auto impl = std::make_unique<Impl>(system);
   impl->connection = std::make_shared<PortConnection>(system, fd, std::move(session), "to " + where,
                                                       options.max_message_bytes);
-  impl->connection->Init(/*deserialize_proxies=*/true);
+  impl->connection->Init(/*client=*/true);
   PortConnection& connection = *impl->connection;
   if (connection.tls()) {
     bool done = false;
