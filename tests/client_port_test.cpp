@@ -295,17 +295,17 @@ TEST(ClientPortTest, AClientThatReadsNothingIsClosedAtTheOutputBound) {
 }
 
 /// A stand-in for a node: accepts one connection, sends `welcome`, then reads and drops what
-/// comes and sends nothing more, until `stop`.
+/// comes and sends nothing more, until it is destroyed (or at once, with `then_close`).
 class SilentNode {
  public:
-  explicit SilentNode(std::string welcome) : welcome_(std::move(welcome)) {
+  explicit SilentNode(std::string welcome, bool then_close = false) : welcome_(std::move(welcome)) {
     listen_fd_ = testing::ListenLoopback(&port_);
-    thread_ = std::thread([this] {
+    thread_ = std::thread([this, then_close] {
       const int fd = ::accept(listen_fd_, nullptr, nullptr);
       if (fd < 0) return;
       SendAll(fd, welcome_);
       char buf[4096];
-      while (!stop_) {  // bounded by the destructor
+      while (!stop_ && !then_close) {  // bounded by the destructor
         pollfd p{fd, POLLIN, 0};
         if (::poll(&p, 1, 50) > 0 && ::recv(fd, buf, sizeof(buf), 0) <= 0) break;
       }
@@ -566,6 +566,41 @@ TEST(ClientPortTest, AClientWithAShortPeerTimeoutStaysConnectedWhileIdle) {
   EXPECT_TRUE(connection->connected());
   connection->Close();
   port->Close();
+}
+
+// Whatever the node sends (here messages from 1,100 actors, more than a connection remembers),
+// the gateway's proxy stays known to the connection, so that its loss still reaches whoever
+// monitors it: the client library fails requests in flight on that down message.
+TEST(ClientPortTest, TheGatewaysProxyGoesDownWithTheConnectionWhateverTheNodeSent) {
+  TestConfig config;
+  caf::actor_system system{config};
+  caf::scoped_actor self{system};
+  system.registry().put(self->id(), caf::actor_cast<caf::strong_actor_ptr>(self));
+  const std::string payload = Serialized(system, caf::make_message(42));
+  std::string frames = Welcome(system);
+  for (uint64_t sender = 2; sender < 1102; ++sender) {
+    std::string body;
+    PutLe(&body, sender, 8);
+    PutLe(&body, self->id(), 8);
+    PutLe(&body, caf::message_id::default_async_value, 8);
+    frames += Frame(3, body + payload);
+  }
+  SilentNode node(frames, /*then_close=*/true);
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  std::unique_ptr<PortClient> connection;
+  caf::strong_actor_ptr gateway;
+  Status s = PortClient::Connect(system, "127.0.0.1", node.port(), options, &connection, &gateway);
+  ASSERT_TRUE(s.ok()) << s;
+  self->monitor(gateway);
+  bool down = false;
+  int delivered = 0;
+  for (int i = 0; i < 1200 && !down; ++i) {  // the 1,100 messages, then the down message
+    self->receive([&](caf::down_msg&) { down = true; }, [&](int) { ++delivered; },
+                  caf::after(5s) >> [&] { i = 1200; });
+  }
+  EXPECT_EQ(delivered, 1100);
+  EXPECT_TRUE(down) << "the gateway's proxy was not killed when the node went away";
 }
 
 }  // namespace

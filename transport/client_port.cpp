@@ -60,7 +60,7 @@ constexpr size_t kHelloFrameBound = 64;
 constexpr size_t kMaxSenders = 1024;
 /// Heartbeats go at most this often, whatever a peer asks for; the node's loop ticks at most
 /// this often.
-constexpr int64_t kMinHeartbeatNs = 50'000'000;
+constexpr int64_t kMinHeartbeatNs = 100'000'000;
 constexpr int64_t kMinTickNs = 10'000'000;
 
 void PutU32(char* out, uint32_t v) {
@@ -202,14 +202,14 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   const caf::node_id& peer_node() const { return peer_node_; }
 
   /// The proxy for actor `aid` of the other side; null for 0.
-  /// The reading thread's only (and the connect, before it starts). At most kMaxSenders are
-  /// remembered: a peer naming ever new senders (or a client discarding actors) makes the map
-  /// start over; a proxy still in use (a promise holds it) keeps working.
+  /// The reading thread's only (and the connect, before it starts). Past kMaxSenders, the
+  /// proxies nobody else holds are forgotten: a peer naming ever new senders (or a client
+  /// discarding actors) costs nothing lasting.
   caf::strong_actor_ptr ProxyOf(caf::actor_id aid) {
     if (aid == caf::invalid_actor_id) return nullptr;
     auto it = senders_.find(aid);
     if (it != senders_.end()) return it->second;
-    if (senders_.size() >= kMaxSenders) senders_.clear();
+    if (senders_.size() >= kMaxSenders) ForgetUnused();
     caf::actor_config cfg;
     auto proxy = caf::make_actor<PortProxy, caf::strong_actor_ptr>(aid, peer_node_, &system_, cfg,
                                                                    weak_from_this());
@@ -382,6 +382,18 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   }
 
  private:
+  /// Drops the proxies only senders_ holds. One held elsewhere (the client's gateway, a promise
+  /// waiting to answer) stays, so that Close() still kills it and its monitors learn of it.
+  void ForgetUnused() {
+    for (auto it = senders_.begin(); it != senders_.end();) {
+      if (it->second->strong_refs.load() == 1) {
+        it = senders_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
   /// Moves the unparsed bytes to the front of the input buffer.
   void Compact() {
     if (in_pos_ == 0) return;
@@ -554,7 +566,8 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
 
 caf::strong_actor_ptr ProxyMaker::make_proxy(caf::node_id node, caf::actor_id aid) {
   auto connection = connection_.lock();
-  if (!node || !connection) return nullptr;
+  // The node names only actors of its own; a handle of a third node has no route here.
+  if (!connection || node != connection->peer_node()) return nullptr;
   return connection->ProxyOf(aid);
 }
 
@@ -681,7 +694,8 @@ struct ClientPort::Impl {
   std::vector<int> to_check;
   /// Connections to read again without waiting (ReadFrames stopped at its budget).
   std::vector<int> ready;
-  /// The shortest heartbeat interval of a connection so far (its hello's): the tick follows it.
+  /// The shortest heartbeat interval of the open connections (their hellos'), as of the last
+  /// tick or a hello since: the tick follows it.
   int64_t min_heartbeat_ns = INT64_MAX;
   bool accept_paused = false;
   Clock::time_point accept_resume{};
@@ -801,6 +815,7 @@ struct ClientPort::Impl {
     if (accept_paused) return;
     accept_paused = true;
     accept_resume = until;
+    next_tick = std::min(next_tick, until);
     (void)::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, listen_fd, nullptr);
   }
   void ResumeAccepting() {
@@ -1038,6 +1053,7 @@ struct ClientPort::Impl {
     const int64_t now_ns = NowNs();
     const int64_t silent_ns = std::chrono::nanoseconds(options.peer_timeout).count();
     std::vector<std::pair<int, std::string>> expired;
+    int64_t shortest = INT64_MAX;
     size_t silent = 0;
     std::string silent_from;
     for (auto& [fd, conn] : conns) {
@@ -1054,7 +1070,10 @@ struct ClientPort::Impl {
         continue;
       }
       conn.connection->HeartbeatIfIdle(now_ns, std::min(heartbeat_ns, conn.heartbeat_ns));
+      shortest = std::min(shortest, conn.heartbeat_ns);
     }
+    // Of the connections open now: one that asked for short heartbeats and left costs nothing.
+    min_heartbeat_ns = shortest;
     if (silent > 0) {
       uint64_t suppressed = 0;
       if (silent_log.Allow(&suppressed)) {
