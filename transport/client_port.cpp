@@ -51,8 +51,9 @@ constexpr size_t kFrameHeader = 5;
 constexpr size_t kMessageHeader = 24;
 /// magic, version, heartbeat.
 constexpr size_t kHelloBody = 16;
-/// Above this much output a connection's peer does not read, it is closed: a client that sends
-/// requests and never reads the replies must not fill the node's memory.
+/// Above this much output a connection's peer does not read (or twice its largest frame, if
+/// that is more: one answer of any size must fit), it is closed: a client that sends requests and
+/// never reads the replies must not fill the node's memory.
 constexpr size_t kMinPendingOutputBound = size_t{64} << 20;
 /// A node takes frames of at most this many bytes before the client's hello (16 bytes).
 constexpr size_t kHelloFrameBound = 64;
