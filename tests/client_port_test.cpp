@@ -248,8 +248,7 @@ TEST(ClientPortTest, ARequestToAnotherActorIsAnsweredWithAnError) {
   ASSERT_EQ(kind, 2) << "no welcome";
   const uint64_t gateway_id = GetLe(welcome, 16, 8);
   EXPECT_EQ(gateway_id, recorder->id());
-  const std::string hello =
-      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  const std::string hello = HelloRequest(system);
   SendAll(fd, Frame(1, HelloFields()) + Request(gateway_id + 1000, 1, hello) +
                   Request(gateway_id, 2, hello));
   for (uint64_t n : {1, 2}) {
@@ -418,8 +417,7 @@ TEST(ClientPortTest, AMessageIdOfAnotherCategoryClosesTheConnection) {
   RecordedPort served;
   auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
-  const std::string hello =
-      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  const std::string hello = HelloRequest(system);
   for (uint64_t category : {uint64_t{0}, uint64_t{2}, uint64_t{3}}) {
     const int fd = RawConnect(*port);
     ASSERT_GE(fd, 0);
@@ -450,8 +448,7 @@ TEST(ClientPortTest, TheProxiesOfAClientsSendersAreBounded) {
   ASSERT_TRUE(port);
   const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  const std::string hello =
-      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  const std::string hello = HelloRequest(system);
   SendAll(fd, Frame(1, HelloFields()));
   const long before = RssKb();
   std::string frames;
@@ -489,8 +486,7 @@ TEST(ClientPortTest, AClientsBacklogDoesNotGrowTheNodesBuffer) {
   ASSERT_TRUE(port);
   const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  const std::string hello =
-      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  const std::string hello = HelloRequest(system);
   SendAll(fd, Frame(1, HelloFields()));
   const long before = RssKb();
   constexpr int kBacklog = 24;
@@ -522,8 +518,7 @@ TEST(ClientPortTest, ThePortThreadRestsOnceALargeAnswerIsOut) {
   ASSERT_TRUE(port);
   const int fd = RawConnect(*port);
   ASSERT_GE(fd, 0);
-  const std::string hello =
-      Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
+  const std::string hello = HelloRequest(system);
   SendAll(fd, Frame(1, HelloFields()));
   long most = 0;
   for (int attempt = 1; attempt <= 3; ++attempt) {
