@@ -127,6 +127,9 @@ struct Link {
   std::mutex mutex;
   gateway_actor gateway;              // guarded by mutex; valid while connected
   std::vector<gateway_actor> shards;  // guarded by mutex
+  /// The connection to the node (guarded by mutex): a blocking call reads its reply from it
+  /// itself when no other thread does (PortClient::ReadFor).
+  std::shared_ptr<PortClient> port;
   uint64_t next_waiter = 0;
   std::unordered_map<uint64_t, Waiter> waiters;
 
@@ -148,6 +151,7 @@ struct Link {
       connected = false;
       gateway = nullptr;
       shards.clear();
+      port = nullptr;
       for (auto& [key, waiter] : waiters) {
         if (!waiter.sent) {
           waiter.lost = true;
@@ -495,7 +499,7 @@ struct Connection {
   /// TLS for the connection (ClientOptions::tls); no directory: a client looks nobody up.
   TransportSecurity security;
   /// The connection to the node's client port (the latest; under connect_mutex).
-  std::unique_ptr<PortClient> transport;
+  std::shared_ptr<PortClient> transport;
 
   /// Blocking actors for Call, reused: each new actor that talks to the node makes both sides
   /// set up (and later tear down) a proxy for it, which costs more than the call.
@@ -507,7 +511,9 @@ struct Connection {
       idle_callers.clear();
       StopLocally(*system, actor, caf::exit_reason::user_shutdown);
       actor = nullptr;
-      // Its proxies are the system's: they go (killed) before it.
+      // Its proxies are the system's: they go (killed) before it. (A blocking call still
+      // holding it through the link finds it closed.)
+      if (transport) transport->Close();
       transport.reset();
       system->await_all_actors_done();
       system.reset();
@@ -617,6 +623,7 @@ struct Connection {
       std::lock_guard<std::mutex> guard(link->mutex);
       link->gateway = *gateway;
       link->shards = std::move(shards);
+      link->port = transport;
       link->connected = true;
     }
     return Status::OK();
@@ -708,6 +715,7 @@ struct Connection {
     if (!caller) caller = std::make_unique<caf::scoped_actor>(*system);
     auto& self = *caller;
     gateway_actor gateway;
+    std::shared_ptr<PortClient> port;
     uint64_t key = 0;
     {
       std::lock_guard<std::mutex> lock(link->mutex);
@@ -715,11 +723,14 @@ struct Connection {
         return Status::Unavailable("lost the connection to kvmesh node " + address);
       }
       gateway = GatewayFor(link->gateway, link->shards, route);
+      port = link->port;
       key = link->next_waiter++;
       Link::Waiter waiter;
       waiter.actor = caf::actor_cast<caf::strong_actor_ptr>(self);
       link->waiters.emplace(key, std::move(waiter));
     }
+    // Before the request: a reply read by another thread before this one looks is known.
+    if (port) port->Expect(self->id());
     // No CAF timeout: the receive below bounds the wait, and a late reply finds the scoped actor
     // gone and is dropped.
     auto handle =
@@ -735,6 +746,10 @@ struct Connection {
     Result<Reply> result = Status::Unavailable("lost the connection to kvmesh node " + address);
     bool replied = false;
     if (!lost) {
+      // This thread reads the reply off the connection itself when no other thread reads it:
+      // no wake-up of the reader thread, and none from it.
+      const auto deadline = std::chrono::steady_clock::now() + timeout;
+      if (port) port->ReadFor(self->id(), deadline);
       caf::blocking_actor::accept_one_cond rc;
       self->varargs_receive(
           rc, handle.id(),
@@ -743,9 +758,10 @@ struct Connection {
             replied = true;
           },
           [&](caf::error& err) { result = ToStatus(err); },
-          caf::after(timeout) >>
+          caf::after(std::max(caf::timespan{0}, deadline - std::chrono::steady_clock::now())) >>
               [&] { result = ToStatus(caf::make_error(caf::sec::request_timeout)); });
     }
+    if (port) port->DoneWaiting(self->id());
     {
       std::lock_guard<std::mutex> lock(link->mutex);
       link->waiters.erase(key);

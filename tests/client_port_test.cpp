@@ -18,6 +18,8 @@
 #include <tuple>
 #include <vector>
 
+#include <pthread.h>
+
 #include <caf/all.hpp>
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
@@ -83,13 +85,15 @@ Recorder& RecorderOf(const caf::strong_actor_ptr& ptr) {
   return *static_cast<Recorder*>(caf::actor_cast<caf::abstract_actor*>(ptr));
 }
 
-/// A client port serving `gateway`, requests of up to `max_message_bytes`.
+/// A client port serving `gateway` (and `shards`), requests of up to `max_message_bytes`.
 std::unique_ptr<ClientPort> Serve(caf::actor_system& system, caf::strong_actor_ptr gateway,
-                                  size_t max_message_bytes = size_t{1} << 20) {
+                                  size_t max_message_bytes = size_t{1} << 20,
+                                  std::vector<caf::strong_actor_ptr> shards = {}) {
   ClientPortOptions options;
   options.limits.name = "client port";
   options.limits.max_message_bytes = max_message_bytes;
   options.gateway = std::move(gateway);
+  options.shards = std::move(shards);
   options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
   std::unique_ptr<ClientPort> port;
   Status s = ClientPort::Open(system, std::move(options), &port);
@@ -596,6 +600,222 @@ TEST(ClientPortTest, TheGatewaysProxyGoesDownWithTheConnectionWhateverTheNodeSen
   }
   EXPECT_EQ(delivered, 1100);
   EXPECT_TRUE(down) << "the gateway's proxy was not killed when the node went away";
+}
+
+// -- who runs a request: the port's thread or CAF's workers (InlineRunner) ----------------------
+
+/// A stand-in for the gateway or a shard, an event-based actor: answers a hello with the name of
+/// the thread that ran it. Version 999 is slow work first (as a RocksDB write stall would be).
+caf::behavior NamingActor(caf::event_based_actor*) {
+  return {
+      [](atom::hello, uint32_t version) {
+        if (version == 999) std::this_thread::sleep_for(300ms);
+        char name[16] = {};
+        pthread_getname_np(pthread_self(), name, sizeof(name));
+        return std::string(name);
+      },
+  };
+}
+
+/// The thread name in the next answer read from `fd`; "" if none came within 5 s.
+std::string ThreadOfAnswer(caf::actor_system& system, int fd) {
+  auto [kind, reply] = ReadFrame(fd);
+  if (kind != 3 || reply.size() < 24) return "";
+  caf::message content;
+  caf::binary_deserializer source{system, reply.data() + 24, reply.size() - 24};
+  if (source(content) || !content.match_elements<std::string>()) return "";
+  return content.get_as<std::string>(0);
+}
+
+/// True if `fd` has bytes to read now.
+bool Readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+/// Four workers: a slow request on one leaves others free.
+struct WorkersConfig : TestConfig {
+  WorkersConfig() { set("scheduler.max-threads", size_t{4}); }
+};
+
+// A lone request is answered on the port's own thread, with no hand-off to a CAF worker and
+// back (which costs more than a small request's work); requests that arrive together go to the
+// workers, which use the cores while the port's thread goes on reading.
+TEST(ClientPortTest, ALoneRequestIsAnsweredOnThePortsThreadAndABurstByTheWorkers) {
+  WorkersConfig config;
+  caf::actor_system system{config};
+  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto port = Serve(system, gateway);
+  ASSERT_TRUE(port);
+  const int fd = RawConnect(*port);
+  ASSERT_GE(fd, 0);
+  SendAll(fd, Frame(1, HelloFields()));
+  const std::string hello = HelloRequest(system);
+  // One at a time. (Bounded retries: a request that finds the actor still starting, or a round
+  // that a loaded machine made slow, which pauses this for 1 s, goes to the workers.)
+  uint64_t n = 0;
+  EXPECT_TRUE(Eventually(3s, [&] {
+    SendAll(fd, Request(gateway->id(), ++n, hello));
+    return ThreadOfAnswer(system, fd) == "kvmesh.port";
+  })) << "no lone request was answered on the port's thread";
+  SendAll(fd, Request(gateway->id(), ++n, hello) + Request(gateway->id(), ++n, hello));
+  EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
+  EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
+  ::close(fd);
+  port->Close();
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+}
+
+// Work that turns out slow does not hold every connection again: after one slow request on the
+// port's thread, the workers take the requests for a while, so a quick request to another actor
+// (a shard) is answered while the next slow one is still being worked on.
+TEST(ClientPortTest, AfterASlowRequestTheNextDoesNotHoldOtherConnections) {
+  WorkersConfig config;
+  caf::actor_system system{config};
+  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto shard = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto port = Serve(system, gateway, size_t{1} << 20, {shard});
+  ASSERT_TRUE(port);
+  const int slow_fd = RawConnect(*port);
+  const int quick_fd = RawConnect(*port);
+  ASSERT_GE(slow_fd, 0);
+  ASSERT_GE(quick_fd, 0);
+  SendAll(slow_fd, Frame(1, HelloFields()));
+  SendAll(quick_fd, Frame(1, HelloFields()));
+  const std::string slow = Serialized(system, caf::make_message(atom::hello_v, uint32_t{999}));
+  // A slow request on the port's thread (bounded retries, as above: one that goes to the workers
+  // does not count).
+  uint64_t n = 0;
+  ASSERT_TRUE(Eventually(3s, [&] {
+    SendAll(slow_fd, Request(gateway->id(), ++n, slow));
+    return ThreadOfAnswer(system, slow_fd) == "kvmesh.port";
+  })) << "no slow request ran on the port's thread";
+  SendAll(slow_fd, Request(gateway->id(), ++n, slow));
+  SendAll(quick_fd, Request(shard->id(), 1, HelloRequest(system)));
+  EXPECT_EQ(ThreadOfAnswer(system, quick_fd), "caf.worker");
+  EXPECT_FALSE(Readable(slow_fd)) << "the quick request waited for the slow one";
+  EXPECT_EQ(ThreadOfAnswer(system, slow_fd), "caf.worker");
+  ::close(slow_fd);
+  ::close(quick_fd);
+  port->Close();
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+}
+
+// -- a blocking caller reading its own reply (PortClient::ReadFor) ------------------------------
+
+/// A client's connection to `port`, in `system`; null (a test failure) if it fails.
+std::unique_ptr<PortClient> ConnectClient(caf::actor_system& system, const ClientPort& port,
+                                          caf::strong_actor_ptr* gateway,
+                                          caf::timespan peer_timeout = 3s) {
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  options.peer_timeout = peer_timeout;
+  std::unique_ptr<PortClient> connection;
+  Status s = PortClient::Connect(system, "127.0.0.1", port.port(), options, &connection, gateway);
+  EXPECT_TRUE(s.ok()) << s;
+  return connection;
+}
+
+// A caller doing one request after another reads the replies off the connection itself (no
+// hand-off from the reader thread), and a reply that another caller's read delivered before its
+// own caller looked is not waited for again.
+TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
+  RecordedPort served;
+  ASSERT_TRUE(served.port);
+  TestConfig client_config{/*node=*/false};
+  caf::actor_system client_system{client_config};
+  caf::strong_actor_ptr proxy;
+  auto connection = ConnectClient(client_system, *served.port, &proxy);
+  ASSERT_TRUE(connection);
+  auto gateway = caf::actor_cast<gateway_actor>(proxy);
+  caf::scoped_actor a{client_system};
+  caf::scoped_actor b{client_system};
+  // One after another: once the reader thread has seen a caller ask, it leaves the connection
+  // to callers (PortClient::ReadFor), so most are read by their caller.
+  int read_by_caller = 0;
+  for (int i = 0; i < 20; ++i) {
+    connection->Expect(a->id());
+    auto handle = a->request(gateway, 5s, atom::hello_v, kClientProtocolVersion);
+    if (connection->ReadFor(a->id(), std::chrono::steady_clock::now() + 5s)) ++read_by_caller;
+    handle.receive([](uint32_t, uint64_t) {},
+                   [&](caf::error& err) { ADD_FAILURE() << client_system.render(err); });
+    connection->DoneWaiting(a->id());
+  }
+  EXPECT_GE(read_by_caller, 10) << "callers read few of their own replies";
+  // b's reply comes first, delivered by whoever reads for a.
+  connection->Expect(a->id());
+  connection->Expect(b->id());
+  auto for_b = b->request(gateway, 5s, atom::hello_v, kClientProtocolVersion);
+  auto for_a = a->request(gateway, 5s, atom::hello_v, kClientProtocolVersion);
+  connection->ReadFor(a->id(), std::chrono::steady_clock::now() + 5s);
+  for_a.receive([](uint32_t, uint64_t) {},
+                [&](caf::error& err) { ADD_FAILURE() << client_system.render(err); });
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(connection->ReadFor(b->id(), start + 5s)) << "b's reply was not known to have come";
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << "b waited for a reply that had come";
+  for_b.receive([](uint32_t, uint64_t) {},
+                [&](caf::error& err) { ADD_FAILURE() << client_system.render(err); });
+  connection->DoneWaiting(a->id());
+  connection->DoneWaiting(b->id());
+  connection->Close();
+  served.port->Close();
+}
+
+// Callers waiting for replies that never come (reading the connection, or waiting while another
+// thread reads) are released promptly when the connection is closed, and when the node falls
+// silent for the peer timeout; the gateway's monitors learn of the loss either way.
+TEST(ClientPortTest, CallersWaitingToReadAreReleasedWhenTheConnectionEnds) {
+  for (bool silence : {false, true}) {
+    SCOPED_TRACE(silence ? "the node falls silent" : "the client closes");
+    TestConfig config;
+    caf::actor_system system{config};
+    SilentNode node(Welcome(system));
+    PortConnectOptions options;
+    options.max_message_bytes = size_t{1} << 20;
+    options.peer_timeout = silence ? 600ms : 30s;
+    std::unique_ptr<PortClient> connection;
+    caf::strong_actor_ptr gateway;
+    Status s =
+        PortClient::Connect(system, "127.0.0.1", node.port(), options, &connection, &gateway);
+    ASSERT_TRUE(s.ok()) << s;
+    caf::scoped_actor watcher{system};
+    watcher->monitor(gateway);
+    // Two callers, each asking again whenever its wait ends (at once, when the other reads),
+    // until the connection is gone: the longest single wait is what a caller would see.
+    std::atomic<int64_t> longest_ms{0};
+    std::vector<std::thread> callers;
+    for (int c = 0; c < 2; ++c) {
+      callers.emplace_back([&] {
+        caf::scoped_actor self{system};
+        const auto stop = std::chrono::steady_clock::now() + 10s;
+        while (connection->connected() && std::chrono::steady_clock::now() < stop) {
+          connection->Expect(self->id());
+          anon_send(caf::actor_cast<caf::actor>(gateway), atom::hello_v, kClientProtocolVersion);
+          const auto start = std::chrono::steady_clock::now();
+          connection->ReadFor(self->id(), start + 20s);
+          const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+          if (ms > longest_ms.load()) longest_ms = ms;
+          connection->DoneWaiting(self->id());
+          std::this_thread::yield();
+        }
+      });
+    }
+    const auto start = std::chrono::steady_clock::now();
+    if (!silence) {
+      std::this_thread::sleep_for(200ms);  // the callers take turns reading meanwhile
+      connection->Close();
+    }
+    bool down = false;
+    watcher->receive([&](caf::down_msg&) { down = true; }, caf::after(10s) >> [] {});
+    for (auto& t : callers) t.join();
+    EXPECT_TRUE(down);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 3s);
+    EXPECT_LT(longest_ms.load(), 3000) << "a caller kept reading a connection that had ended";
+    EXPECT_FALSE(connection->connected());
+  }
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -63,6 +64,9 @@ constexpr size_t kMaxSenders = 1024;
 /// this often.
 constexpr int64_t kMinHeartbeatNs = 100'000'000;
 constexpr int64_t kMinTickNs = 10'000'000;
+/// After a caller read the connection for its reply (PortClient::ReadFor), the reader thread
+/// leaves it to callers this long: a caller's next request then finds it free.
+constexpr std::chrono::milliseconds kCallerGrace{1};
 
 void PutU32(char* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
@@ -100,6 +104,67 @@ class PortContext final : public caf::execution_unit {
  public:
   explicit PortContext(caf::actor_system& system) : caf::execution_unit(&system) {}
   void exec_later(caf::resumable* ptr) override { system().scheduler().enqueue(ptr); }
+};
+
+/// Runs, on the port thread, the actors one request made ready, so a lone request is answered
+/// without waking a CAF worker (a thread hand-off costs more than a small request's work on a
+/// loaded machine): the request's enqueue names this unit, and CAF hands it the gateway shard if
+/// the shard was idle, then whatever that shard and its successors make ready in turn (the
+/// database actor, the shard again). Under load, with several requests read in one round, or
+/// past a bound of resumes, everything goes to CAF's scheduler as before: the port thread keeps
+/// reading while the workers use the cores. Work that turns out slow (a RocksDB write stall)
+/// would hold every connection's reads: after a round over kSlowRound, the workers take all
+/// requests for kSlowPause.
+class InlineRunner final : public caf::execution_unit {
+ public:
+  explicit InlineRunner(caf::actor_system& system) : caf::execution_unit(&system) {}
+
+  void exec_later(caf::resumable* job) override {
+    // Brokers name their multiplexer themselves; anything but an actor goes to the scheduler.
+    if (job->subtype() != caf::resumable::scheduled_actor) {
+      system().scheduler().enqueue(job);
+      return;
+    }
+    jobs_.push_back(job);
+  }
+
+  /// Runs the jobs waiting (and those they make ready) on this thread if `here` (and no slow
+  /// round paused that), up to kMaxResumes of them, and hands the rest to the scheduler.
+  void Finish(bool here) {
+    size_t next = 0;
+    if (here && !jobs_.empty() && Clock::now() >= paused_until_) {
+      const auto start = Clock::now();
+      for (size_t resumes = 0; next < jobs_.size() && resumes < kMaxResumes; ++resumes) {
+        caf::resumable* job = jobs_[next++];
+        if (job->resume(this, kThroughput) == caf::resumable::resume_later) {
+          // Its mailbox holds more: a worker takes it (and this unit's reference).
+          system().scheduler().enqueue(job);
+        } else {
+          intrusive_ptr_release(job);
+        }
+      }
+      const auto end = Clock::now();
+      if (end - start > kSlowRound) {
+        paused_until_ = end + kSlowPause;
+        spdlog::debug(
+            "the client port's thread ran a request for {} us: the workers take all "
+            "requests for the next {} ms",
+            std::chrono::duration_cast<std::chrono::microseconds>(end - start).count(),
+            std::chrono::duration_cast<std::chrono::milliseconds>(kSlowPause).count());
+      }
+    }
+    for (; next < jobs_.size(); ++next) system().scheduler().enqueue(jobs_[next]);
+    jobs_.clear();
+  }
+
+ private:
+  /// A put is four resumes (the shard, its commit, the database actor, the shard answering).
+  static constexpr size_t kMaxResumes = 16;
+  static constexpr size_t kThroughput = 4;
+  static constexpr std::chrono::milliseconds kSlowRound{2};
+  static constexpr std::chrono::seconds kSlowPause{1};
+  std::vector<caf::resumable*> jobs_;
+  Clock::time_point paused_until_{};
 };
 
 class PortConnection;
@@ -328,15 +393,25 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
         if (in_.size() - in_end_ < 16384) in_.resize(std::max<size_t>(65536, 2 * in_.size()));
       }
       size_t got = 0;
+      const size_t room = in_.size() - in_end_;
       rw_state state;
-      {
+      if (tls_) {
+        // The TLS session reads and writes one state: writers wait.
         std::lock_guard<std::mutex> lock(mutex_);
         if (closed_) {
           *why = "closed";
           return false;
         }
-        state = ReadSome(got, in_.data() + in_end_, in_.size() - in_end_);
-        if (state == rw_state::failure) broken_ = true;
+        state = ReadSome(got, in_.data() + in_end_, room);
+      } else {
+        // A socket reads while another thread writes: a writer (a reply going out, a caller's
+        // next request) does not wait for this read. After Close() the socket is shut down,
+        // and reads the end.
+        state = ReadSome(got, in_.data() + in_end_, room);
+      }
+      if (state == rw_state::failure) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        broken_ = true;
       }
       if (state == rw_state::failure) {
         *why = tls_ && !tls_->failure().empty() ? tls_->failure()
@@ -352,11 +427,17 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
         break;
       }
       budget -= got;
+      // A socket that gave less than there was room for has nothing more now (the next poll
+      // says when it has): one system call less per request. TLS may hold decrypted bytes.
+      if (!tls_ && got < room) break;
     }
     // A buffer grown for one large frame does not stay that large.
     if (in_end_ == 0 && in_.size() > (size_t{1} << 20)) std::vector<char>().swap(in_);
     return true;
   }
+
+  /// Shuts the socket down: a thread waiting to read it sees the end. Close() follows.
+  void Shutdown() { ::shutdown(fd_, SHUT_RDWR); }
 
   /// No more reads or writes: messages to its proxies fail from now on, and they are killed
   /// (their monitors get down messages). The descriptor stays open until the last reference
@@ -682,8 +763,13 @@ struct ClientPort::Impl {
   size_t pending_handshakes = 0;
   std::unique_ptr<ConnectionCounter> counter;
   RateLimitedLog silent_log;
+  /// The actors the requests of a round made ready (InlineRunner), and how many requests it
+  /// handed on.
+  InlineRunner runner;
+  size_t requests_this_round = 0;
 
-  Impl(caf::actor_system& sys, ClientPortOptions opts) : system(sys), options(std::move(opts)) {}
+  Impl(caf::actor_system& sys, ClientPortOptions opts)
+      : system(sys), options(std::move(opts)), runner(sys) {}
 
   void Run() {
     NameThisThread("kvmesh.port");
@@ -710,6 +796,7 @@ struct ClientPort::Impl {
       }
       std::vector<int> again;
       again.swap(ready);
+      requests_this_round = 0;
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
         if (fd == wake_fd) {
@@ -744,6 +831,8 @@ struct ClientPort::Impl {
         auto it = conns.find(fd);
         if (it != conns.end()) UpdateInterest(it->second);
       }
+      // One request read, and nothing more waiting to be read: answered on this thread.
+      runner.Finish(requests_this_round == 1 && ready.empty());
       if (Clock::now() >= next_tick) {
         Tick(heartbeat_ns);
         // Often enough for the shortest heartbeat a client asked for.
@@ -1023,7 +1112,9 @@ struct ClientPort::Impl {
       return true;
     }
     target->second->enqueue(connection.ProxyOf(header.sender), header.mid, std::move(content),
-                            nullptr);
+                            &runner);
+    // A second request this round: the workers take them all, at once.
+    if (++requests_this_round > 1) runner.Finish(/*here=*/false);
     return true;
   }
 
@@ -1207,6 +1298,35 @@ struct PortClient::Impl {
   int64_t heartbeat_ns = 0;
   bool heartbeats = true;
 
+  /// Who reads the connection now: the reader thread, or a caller waiting for its reply (Lead).
+  /// One at a time: the connection's input and its proxies of senders are the reader's.
+  enum class Reader { kNone, kThread, kCaller };
+  std::mutex lead_mutex;
+  /// The reader thread waits here while callers read.
+  std::condition_variable lead_cv;
+  Reader reading = Reader::kNone;
+  /// Callers waiting for a message to their actor (Expect), and whether it came: a reply read
+  /// by another thread before its caller looks is not waited for again.
+  struct Waiting {
+    bool arrived = false;
+    /// Another thread was reading when the caller looked (ReadFor): the reader thread reads
+    /// for it until its message came.
+    bool following = false;
+  };
+  std::unordered_map<caf::actor_id, Waiting> waiting;
+  std::atomic<size_t> waiting_count{0};
+  /// Followers whose message has not come yet.
+  size_t unserved = 0;
+  /// A caller found the reader thread reading: it stops once its followers are served.
+  bool caller_wants_to_read = false;
+  /// When a caller last read or asked to: the reader thread waits kCallerGrace after it before
+  /// it reads again, so that a caller's next request finds the connection free.
+  Clock::time_point caller_active{};
+  /// A caller found the connection broken (`failure` says why), or the reader thread stopped:
+  /// no caller reads any more.
+  bool failed = false;
+  std::string failure;
+
   explicit Impl(caf::actor_system& sys) : system(sys) {}
 
   ~Impl() {
@@ -1218,10 +1338,12 @@ struct PortClient::Impl {
     (void)!::write(wake_fd, &one, sizeof(one));
   }
 
-  /// Delivers a message frame from the node to the actor it names.
-  bool Deliver(const char* body, size_t size) {
+  /// Delivers a message frame from the node to the actor it names, and says which it was in
+  /// `*receiver`.
+  bool Deliver(const char* body, size_t size, caf::actor_id* receiver_id) {
     MessageHeader header;
     if (!ParseMessageHeader(body, size, &header) || !NormalMessage(header.mid)) return false;
+    *receiver_id = header.receiver;
     caf::strong_actor_ptr receiver = system.registry().get(header.receiver);
     caf::message content;
     caf::binary_deserializer source{&connection->context(), body + kMessageHeader,
@@ -1238,10 +1360,69 @@ struct PortClient::Impl {
     return true;
   }
 
+  /// Reads what the connection has now and delivers it (the current reader's). True if a
+  /// message for `waiter` was among it (`*ok` false, with `*why`: the connection is gone).
+  bool ReadAndDeliver(caf::actor_id waiter, bool* ok, std::string* why) {
+    bool got = false;
+    *ok = connection->ReadFrames(
+        [&](FrameKind kind, const char* body, size_t size) {
+          if (kind != FrameKind::kMessage) return kind == FrameKind::kHeartbeat;
+          caf::actor_id receiver = caf::invalid_actor_id;
+          if (!Deliver(body, size, &receiver)) return false;
+          got = got || receiver == waiter;
+          if (waiting_count.load(std::memory_order_acquire) > 0) {
+            std::lock_guard<std::mutex> lock(lead_mutex);
+            auto it = waiting.find(receiver);
+            if (it != waiting.end() && !it->second.arrived) {
+              it->second.arrived = true;
+              if (it->second.following) --unserved;
+            }
+          }
+          return true;
+        },
+        why);
+    return got;
+  }
+
+  /// Waits for the reader thread's turn to read (false: stop). Meanwhile it sends heartbeats
+  /// and watches for silence (`*why`), whoever reads.
+  bool AwaitTurn(std::string* why) {
+    std::unique_lock<std::mutex> lock(lead_mutex);
+    for (;;) {
+      if (stopping.load() || failed) {
+        if (failed) *why = failure;
+        return false;
+      }
+      const auto now = Clock::now();
+      if (reading == Reader::kNone && (unserved > 0 || now >= caller_active + kCallerGrace)) {
+        reading = Reader::kThread;
+        caller_wants_to_read = false;
+        return true;
+      }
+      lock.unlock();
+      if (!Housekeeping(why)) return false;
+      lock.lock();
+      auto until = now + std::chrono::nanoseconds(std::max<int64_t>(1000000, heartbeat_ns / 2));
+      if (reading == Reader::kNone) until = std::min(until, caller_active + kCallerGrace);
+      lead_cv.wait_until(lock, until);
+    }
+  }
+
+  /// Heartbeats when idle; false with `*why` once the node was silent for the peer timeout.
+  bool Housekeeping(std::string* why) {
+    const int64_t now = NowNs();
+    if (now - connection->last_read_ns() > silent_ns) {
+      *why = "the node was silent for " + std::to_string(silent_ns / 1000000) + " ms";
+      return false;
+    }
+    if (heartbeats) connection->HeartbeatIfIdle(now, heartbeat_ns);
+    return true;
+  }
+
   void Run() {
     NameThisThread("kvmesh.reader");
     std::string why;
-    while (!stopping.load()) {
+    while (AwaitTurn(&why)) {
       pollfd fds[2];
       fds[0].fd = connection->fd();
       fds[0].events = POLLIN | (connection->HasPendingOutput() ? POLLOUT : 0);
@@ -1269,26 +1450,101 @@ struct PortClient::Impl {
         break;
       }
       if (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) {
-        const bool ok = connection->ReadFrames(
-            [&](FrameKind kind, const char* body, size_t size) {
-              if (kind == FrameKind::kMessage) return Deliver(body, size);
-              return kind == FrameKind::kHeartbeat;
-            },
-            &why);
+        bool ok = true;
+        ReadAndDeliver(caf::invalid_actor_id, &ok, &why);
         if (!ok) break;
       }
-      const int64_t now = NowNs();
-      if (now - connection->last_read_ns() > silent_ns) {
-        why = "the node was silent for " + std::to_string(silent_ns / 1000000) + " ms";
-        break;
-      }
-      if (heartbeats) connection->HeartbeatIfIdle(now, heartbeat_ns);
+      if (!Housekeeping(&why)) break;
+      std::lock_guard<std::mutex> lock(lead_mutex);
+      reading = Reader::kNone;
+      // A caller asked to read: its next request finds the connection free, once the callers
+      // that wait on this thread are served.
+      if (caller_wants_to_read && unserved == 0) caller_active = Clock::now();
+    }
+    // A caller reading now sees the end (its poll returns), and none starts.
+    connection->Shutdown();
+    {
+      std::unique_lock<std::mutex> lock(lead_mutex);
+      failed = true;
+      lead_cv.wait(lock, [this] { return reading != Reader::kCaller; });
     }
     up = false;
     if (!stopping.load() && !why.empty()) {
       spdlog::debug("lost the connection {}: {}", connection->description(), why);
     }
     connection->Close();
+  }
+
+  /// See PortClient::Expect.
+  void Expect(caf::actor_id waiter) {
+    std::lock_guard<std::mutex> lock(lead_mutex);
+    waiting[waiter] = Waiting{};
+    waiting_count.store(waiting.size(), std::memory_order_release);
+  }
+
+  /// See PortClient::ReadFor.
+  bool ReadFor(caf::actor_id waiter, Clock::time_point deadline) {
+    {
+      std::lock_guard<std::mutex> lock(lead_mutex);
+      auto it = waiting.find(waiter);
+      if (it == waiting.end()) return false;  // not expected: nothing to read for
+      if (it->second.arrived) return true;
+      if (stopping.load() || failed) return false;
+      caller_active = Clock::now();
+      if (reading != Reader::kNone) {
+        if (!it->second.following) {
+          it->second.following = true;
+          ++unserved;
+        }
+        if (reading == Reader::kThread) caller_wants_to_read = true;
+        return false;
+      }
+      reading = Reader::kCaller;
+    }
+    bool got = false;
+    bool ok = true;
+    std::string why;
+    while (!got && ok && !stopping.load()) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) break;
+      pollfd p{connection->fd(),
+               static_cast<short>(POLLIN | (connection->HasPendingOutput() ? POLLOUT : 0)), 0};
+      // Bounded too: Close() and the reader thread's silence check end it by shutting the socket
+      // down, which a poll sees at once; this is only a backstop.
+      const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left + 1, 100)));
+      if (n < 0 && errno != EINTR) {
+        why = "poll: " + Errno(errno);
+        ok = false;
+        break;
+      }
+      if ((p.revents & POLLOUT) && !connection->Flush()) {
+        why = "the connection broke";
+        ok = false;
+        break;
+      }
+      if (p.revents & (POLLIN | POLLERR | POLLHUP)) got = ReadAndDeliver(waiter, &ok, &why);
+    }
+    std::lock_guard<std::mutex> lock(lead_mutex);
+    reading = Reader::kNone;
+    caller_active = Clock::now();
+    if (!ok) {
+      failed = true;
+      failure = why;
+    }
+    // The reader thread takes over: for the callers waiting, or to close the connection.
+    if (!ok || unserved > 0 || stopping.load()) lead_cv.notify_all();
+    return got;
+  }
+
+  /// See PortClient::DoneWaiting.
+  void DoneWaiting(caf::actor_id waiter) {
+    std::lock_guard<std::mutex> lock(lead_mutex);
+    auto it = waiting.find(waiter);
+    if (it == waiting.end()) return;
+    if (it->second.following && !it->second.arrived) --unserved;
+    waiting.erase(it);
+    waiting_count.store(waiting.size(), std::memory_order_release);
   }
 };
 
@@ -1302,12 +1558,28 @@ bool PortClient::connected() const {
   return impl_->up.load();
 }
 
+void PortClient::Expect(caf::actor_id waiter) {
+  impl_->Expect(waiter);
+}
+
+bool PortClient::ReadFor(caf::actor_id waiter, std::chrono::steady_clock::time_point deadline) {
+  return impl_->ReadFor(waiter, deadline);
+}
+
+void PortClient::DoneWaiting(caf::actor_id waiter) {
+  impl_->DoneWaiting(waiter);
+}
+
 void PortClient::Close() {
   std::lock_guard<std::mutex> lock(impl_->close_mutex);
   if (impl_->closed) return;
   impl_->closed = true;
   impl_->stopping = true;
   impl_->Wake();
+  {
+    std::lock_guard<std::mutex> lead(impl_->lead_mutex);
+    impl_->lead_cv.notify_all();
+  }
   if (impl_->reader.joinable()) impl_->reader.join();
   impl_->connection->Close();
 }

@@ -42,6 +42,7 @@
 #include <caf/fwd.hpp>
 #include <caf/timespan.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -131,6 +132,17 @@ class PortClient {
 
   /// True while the connection is up.
   bool connected() const;
+  /// A blocking call's reply without a hand-off between threads. Before sending a request from
+  /// actor `waiter` (one request at a time), Expect(waiter); then ReadFor(waiter, deadline), which
+  /// reads the connection on the calling thread, delivering whatever comes, until a message for
+  /// `waiter` was delivered (true) or `deadline` passed, if no other thread reads it now. True at
+  /// once if the message came already. False at once if another thread reads (it reads for
+  /// `waiter` until its message came), or the connection is closed or broken; the message, when
+  /// it comes, is in `waiter`'s mailbox in every case. Then DoneWaiting(waiter), always.
+  void Expect(caf::actor_id waiter);
+  bool ReadFor(caf::actor_id waiter, std::chrono::steady_clock::time_point deadline);
+  /// Ends what Expect started for `waiter` (its message came, or it gave up waiting).
+  void DoneWaiting(caf::actor_id waiter);
   /// Closes the connection (its proxies are killed: monitors of the gateway get a down
   /// message) and waits for the reader thread. Idempotent. Not from the reader thread itself
   /// (a callback run by a message it delivered).
