@@ -605,11 +605,14 @@ TEST(ClientPortTest, TheGatewaysProxyGoesDownWithTheConnectionWhateverTheNodeSen
 // -- who runs a request: the port's thread or CAF's workers (InlineRunner) ----------------------
 
 /// A stand-in for the gateway or a shard, an event-based actor: answers a hello with the name of
-/// the thread that ran it. Version 999 is slow work first (as a RocksDB write stall would be).
+/// the thread that ran it. Versions 997, 999 and 998 do work first that takes 20 ms, 300 ms and
+/// 1.5 s (a request doing real work; a RocksDB write stall).
 caf::behavior NamingActor(caf::event_based_actor*) {
   return {
       [](atom::hello, uint32_t version) {
+        if (version == 997) std::this_thread::sleep_for(20ms);
         if (version == 999) std::this_thread::sleep_for(300ms);
+        if (version == 998) std::this_thread::sleep_for(1500ms);
         char name[16] = {};
         pthread_getname_np(pthread_self(), name, sizeof(name));
         return std::string(name);
@@ -658,7 +661,9 @@ TEST(ClientPortTest, ALoneRequestIsAnsweredOnThePortsThreadAndABurstByTheWorkers
     SendAll(fd, Request(gateway->id(), ++n, hello));
     return ThreadOfAnswer(system, fd) == "kvmesh.port";
   })) << "no lone request was answered on the port's thread";
-  SendAll(fd, Request(gateway->id(), ++n, hello) + Request(gateway->id(), ++n, hello));
+  const uint64_t first = ++n;
+  const uint64_t second = ++n;
+  SendAll(fd, Request(gateway->id(), first, hello) + Request(gateway->id(), second, hello));
   EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
   EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
   ::close(fd);
@@ -700,6 +705,59 @@ TEST(ClientPortTest, AfterASlowRequestTheNextDoesNotHoldOtherConnections) {
   port->Close();
   caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+}
+
+// A request that turns out slow on the port's thread (here 1.5 s, longer than the peer timeout)
+// costs the other connections nothing: what they sent meanwhile (heartbeats) is read before the
+// port judges any of them silent.
+TEST(ClientPortTest, ASlowRequestOnThePortsThreadClosesNoOtherConnection) {
+  WorkersConfig config;
+  caf::actor_system system{config};
+  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  ClientPortOptions options;
+  options.limits.name = "client port";
+  options.limits.max_message_bytes = size_t{1} << 20;
+  options.gateway = gateway;
+  options.peer_timeout = 1s;
+  options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
+  std::unique_ptr<ClientPort> port;
+  ASSERT_TRUE(ClientPort::Open(system, std::move(options), &port).ok());
+  TestConfig client_config{/*node=*/false};
+  caf::actor_system client_system{client_config};
+  caf::strong_actor_ptr proxy;
+  PortConnectOptions connect;
+  connect.max_message_bytes = size_t{1} << 20;
+  connect.peer_timeout = 30s;  // heartbeats as often as the node's timeout asks: every 333 ms
+  std::unique_ptr<PortClient> idle;
+  ASSERT_TRUE(
+      PortClient::Connect(client_system, "127.0.0.1", port->port(), connect, &idle, &proxy).ok());
+  caf::scoped_actor watcher{client_system};
+  watcher->monitor(proxy);
+  const int fd = RawConnect(*port);
+  ASSERT_GE(fd, 0);
+  SendAll(fd, Frame(1, HelloFields()));
+  const std::string hello = HelloRequest(system);
+  const std::string slow = Serialized(system, caf::make_message(atom::hello_v, uint32_t{998}));
+  uint64_t n = 0;
+  bool on_port = false;
+  // Bounded retries, as in the tests above: the slow request must be the port thread's.
+  for (int attempt = 0; attempt < 3 && !on_port; ++attempt) {
+    ASSERT_TRUE(Eventually(5s, [&] {
+      SendAll(fd, Request(gateway->id(), ++n, hello));
+      return ThreadOfAnswer(system, fd) == "kvmesh.port";
+    }));
+    SendAll(fd, Request(gateway->id(), ++n, slow));
+    on_port = ThreadOfAnswer(system, fd) == "kvmesh.port";
+  }
+  ASSERT_TRUE(on_port) << "the slow request never ran on the port's thread";
+  bool down = false;
+  watcher->receive([&](caf::down_msg&) { down = true; }, caf::after(1500ms) >> [] {});
+  EXPECT_FALSE(down) << "an idle client that sent its heartbeats was closed";
+  EXPECT_TRUE(idle->connected());
+  ::close(fd);
+  idle->Close();
+  port->Close();
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
 }
 
 // -- a blocking caller reading its own reply (PortClient::ReadFor) ------------------------------
@@ -760,6 +818,52 @@ TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
   connection->DoneWaiting(b->id());
   connection->Close();
   served.port->Close();
+}
+
+// After a caller read its own reply (one the node took a while to make), a reply no caller waits
+// for (an asynchronous call's, which the connection actor receives) is read soon, not when the
+// reader thread next wakes on its own (half a heartbeat interval).
+TEST(ClientPortTest, AReplyNoCallerWaitsForIsReadSoonAfterACallersRead) {
+  WorkersConfig config;
+  caf::actor_system system{config};
+  auto named = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto port = Serve(system, named);
+  ASSERT_TRUE(port);
+  TestConfig client_config{/*node=*/false};
+  caf::actor_system client_system{client_config};
+  caf::strong_actor_ptr proxy;
+  auto connection = ConnectClient(client_system, *port, &proxy);
+  ASSERT_TRUE(connection);
+  auto gateway = caf::actor_cast<caf::actor>(proxy);
+  caf::scoped_actor a{client_system};
+  caf::scoped_actor b{client_system};
+  int64_t worst_ms = 0;
+  int read_by_caller = 0;
+  for (int round = 0; round < 5; ++round) {
+    // A quick call first: the reader thread, reading for it, then leaves the socket to callers
+    // for a while, so the slow one after it is read by its caller.
+    for (uint32_t version : {kClientProtocolVersion, uint32_t{997}}) {
+      connection->Expect(a->id());
+      auto handle = a->request(gateway, 5s, atom::hello_v, version);
+      const bool read = connection->ReadFor(a->id(), std::chrono::steady_clock::now() + 5s);
+      if (read && version == 997) ++read_by_caller;
+      handle.receive([](const std::string&) {},
+                     [&](caf::error& err) { ADD_FAILURE() << client_system.render(err); });
+      connection->DoneWaiting(a->id());
+    }
+    const auto start = std::chrono::steady_clock::now();
+    b->request(gateway, 5s, atom::hello_v, kClientProtocolVersion)
+        .receive([](const std::string&) {},
+                 [&](caf::error& err) { ADD_FAILURE() << client_system.render(err); });
+    worst_ms = std::max<int64_t>(worst_ms, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               std::chrono::steady_clock::now() - start)
+                                               .count());
+  }
+  EXPECT_GT(read_by_caller, 0) << "no caller read its own reply: the case is not exercised";
+  EXPECT_LT(worst_ms, 150) << "a reply waited for the reader thread's own wake-up";
+  connection->Close();
+  port->Close();
+  caf::anon_send_exit(named, caf::exit_reason::user_shutdown);
 }
 
 // Callers waiting for replies that never come (reading the connection, or waiting while another

@@ -113,15 +113,19 @@ class PortContext final : public caf::execution_unit {
 /// database actor, the shard again). Under load, with several requests read in one round, or
 /// past a bound of resumes, everything goes to CAF's scheduler as before: the port thread keeps
 /// reading while the workers use the cores. Work that turns out slow (a RocksDB write stall)
-/// would hold every connection's reads: after a round over kSlowRound, the workers take all
-/// requests for kSlowPause.
+/// holds every connection's reads: after a round over kSlowRound the workers take all requests
+/// for a pause, 1 s, doubled (up to 64 s) while slow rounds keep coming.
 class InlineRunner final : public caf::execution_unit {
  public:
   explicit InlineRunner(caf::actor_system& system) : caf::execution_unit(&system) {}
 
+  /// The thread that runs jobs here (the port's): an actor that ran here keeps this unit as its
+  /// context, and anything it makes ready from another thread goes to the scheduler.
+  void set_owner(std::thread::id owner) { owner_ = owner; }
+
   void exec_later(caf::resumable* job) override {
     // Brokers name their multiplexer themselves; anything but an actor goes to the scheduler.
-    if (job->subtype() != caf::resumable::scheduled_actor) {
+    if (job->subtype() != caf::resumable::scheduled_actor || std::this_thread::get_id() != owner_) {
       system().scheduler().enqueue(job);
       return;
     }
@@ -129,9 +133,11 @@ class InlineRunner final : public caf::execution_unit {
   }
 
   /// Runs the jobs waiting (and those they make ready) on this thread if `here` (and no slow
-  /// round paused that), up to kMaxResumes of them, and hands the rest to the scheduler.
-  void Finish(bool here) {
+  /// round paused that), up to kMaxResumes of them, and hands the rest to the scheduler. True if
+  /// it ran them for over kSlowRound.
+  bool Finish(bool here) {
     size_t next = 0;
+    bool slow = false;
     if (here && !jobs_.empty() && Clock::now() >= paused_until_) {
       const auto start = Clock::now();
       for (size_t resumes = 0; next < jobs_.size() && resumes < kMaxResumes; ++resumes) {
@@ -144,17 +150,21 @@ class InlineRunner final : public caf::execution_unit {
         }
       }
       const auto end = Clock::now();
-      if (end - start > kSlowRound) {
-        paused_until_ = end + kSlowPause;
+      slow = end - start > kSlowRound;
+      if (slow) {
+        // Again soon after the last pause: the stall goes on, pause longer.
+        pause_ = end < paused_until_ + 2 * pause_ ? std::min(2 * pause_, kMaxPause) : kMinPause;
+        paused_until_ = end + pause_;
         spdlog::debug(
             "the client port's thread ran a request for {} us: the workers take all "
-            "requests for the next {} ms",
+            "requests for the next {} s",
             std::chrono::duration_cast<std::chrono::microseconds>(end - start).count(),
-            std::chrono::duration_cast<std::chrono::milliseconds>(kSlowPause).count());
+            std::chrono::duration_cast<std::chrono::seconds>(pause_).count());
       }
     }
     for (; next < jobs_.size(); ++next) system().scheduler().enqueue(jobs_[next]);
     jobs_.clear();
+    return slow;
   }
 
  private:
@@ -162,9 +172,12 @@ class InlineRunner final : public caf::execution_unit {
   static constexpr size_t kMaxResumes = 16;
   static constexpr size_t kThroughput = 4;
   static constexpr std::chrono::milliseconds kSlowRound{2};
-  static constexpr std::chrono::seconds kSlowPause{1};
+  static constexpr std::chrono::seconds kMinPause{1};
+  static constexpr std::chrono::seconds kMaxPause{64};
   std::vector<caf::resumable*> jobs_;
+  std::thread::id owner_;
   Clock::time_point paused_until_{};
+  std::chrono::seconds pause_{kMinPause};
 };
 
 class PortConnection;
@@ -773,6 +786,10 @@ struct ClientPort::Impl {
 
   void Run() {
     NameThisThread("kvmesh.port");
+    runner.set_owner(std::this_thread::get_id());
+    // Actors run here (InlineRunner): the node's thread hooks see this thread as its own, as they
+    // see CAF's workers (a callback that would destroy the node from it is caught).
+    system.thread_started();
     const int64_t heartbeat_ns = HeartbeatNs(options.peer_timeout);
     const int64_t base_tick_ns = std::max<int64_t>(
         kMinTickNs,
@@ -831,9 +848,11 @@ struct ClientPort::Impl {
         auto it = conns.find(fd);
         if (it != conns.end()) UpdateInterest(it->second);
       }
-      // One request read, and nothing more waiting to be read: answered on this thread.
-      runner.Finish(requests_this_round == 1 && ready.empty());
-      if (Clock::now() >= next_tick) {
+      // One request read, and nothing more waiting to be read: answered on this thread. After a
+      // slow one, the connections are read before any is judged silent: what they sent meanwhile
+      // waits unread.
+      const bool slow = runner.Finish(requests_this_round == 1 && ready.empty());
+      if (!slow && Clock::now() >= next_tick) {
         Tick(heartbeat_ns);
         // Often enough for the shortest heartbeat a client asked for.
         next_tick =
@@ -844,6 +863,7 @@ struct ClientPort::Impl {
     std::vector<int> fds;
     for (auto& [fd, conn] : conns) fds.push_back(fd);
     for (int fd : fds) CloseConn(fd, "");
+    system.thread_terminates();
   }
 
   /// Looks at the connections writers asked about (wants_write): closes the broken ones, and
@@ -1402,8 +1422,11 @@ struct PortClient::Impl {
       lock.unlock();
       if (!Housekeeping(why)) return false;
       lock.lock();
-      auto until = now + std::chrono::nanoseconds(std::max<int64_t>(1000000, heartbeat_ns / 2));
-      if (reading == Reader::kNone) until = std::min(until, caller_active + kCallerGrace);
+      // While callers read, look again every kCallerGrace: a caller that got its reply leaves
+      // without waking this thread (that would cost a wake-up per call), and whatever comes
+      // for others after it (asynchronous replies, down messages) waits at most about that.
+      auto until = reading == Reader::kNone ? caller_active + kCallerGrace : now + kCallerGrace;
+      until = std::min(until, now + std::chrono::nanoseconds(heartbeat_ns / 2));
       lead_cv.wait_until(lock, until);
     }
   }
@@ -1466,7 +1489,8 @@ struct PortClient::Impl {
     {
       std::unique_lock<std::mutex> lock(lead_mutex);
       failed = true;
-      lead_cv.wait(lock, [this] { return reading != Reader::kCaller; });
+      // The caller's poll sees the shutdown at once (and polls at most 100 ms in any case).
+      while (reading == Reader::kCaller) lead_cv.wait_for(lock, std::chrono::milliseconds(10));
     }
     up = false;
     if (!stopping.load() && !why.empty()) {
@@ -1478,7 +1502,9 @@ struct PortClient::Impl {
   /// See PortClient::Expect.
   void Expect(caf::actor_id waiter) {
     std::lock_guard<std::mutex> lock(lead_mutex);
-    waiting[waiter] = Waiting{};
+    Waiting& entry = waiting[waiter];
+    if (entry.following && !entry.arrived) --unserved;  // expected again without DoneWaiting
+    entry = Waiting{};
     waiting_count.store(waiting.size(), std::memory_order_release);
   }
 
@@ -1533,7 +1559,7 @@ struct PortClient::Impl {
       failure = why;
     }
     // The reader thread takes over: for the callers waiting, or to close the connection.
-    if (!ok || unserved > 0 || stopping.load()) lead_cv.notify_all();
+    if (!ok || failed || unserved > 0 || stopping.load()) lead_cv.notify_all();
     return got;
   }
 
