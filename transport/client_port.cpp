@@ -114,7 +114,9 @@ class PortContext final : public caf::execution_unit {
 /// past a bound of resumes, everything goes to CAF's scheduler as before: the port thread keeps
 /// reading while the workers use the cores. Work that turns out slow (a RocksDB write stall)
 /// holds every connection's reads: after a round over kSlowRound the workers take all requests
-/// for a pause, 1 s, doubled (up to 64 s) while slow rounds keep coming.
+/// for a pause of 1 s, doubled (up to 64 s) each time the first round after a pause is slow
+/// again (the stall goes on). A round the machine merely preempted, on a loaded host, costs one
+/// short pause.
 class InlineRunner final : public caf::execution_unit {
  public:
   explicit InlineRunner(caf::actor_system& system) : caf::execution_unit(&system) {}
@@ -139,6 +141,8 @@ class InlineRunner final : public caf::execution_unit {
     size_t next = 0;
     bool slow = false;
     if (here && !jobs_.empty() && Clock::now() >= paused_until_) {
+      const bool first_after_pause = after_pause_;
+      after_pause_ = false;
       const auto start = Clock::now();
       for (size_t resumes = 0; next < jobs_.size() && resumes < kMaxResumes; ++resumes) {
         caf::resumable* job = jobs_[next++];
@@ -152,9 +156,9 @@ class InlineRunner final : public caf::execution_unit {
       const auto end = Clock::now();
       slow = end - start > kSlowRound;
       if (slow) {
-        // Again soon after the last pause: the stall goes on, pause longer.
-        pause_ = end < paused_until_ + 2 * pause_ ? std::min(2 * pause_, kMaxPause) : kMinPause;
+        pause_ = first_after_pause ? std::min(2 * pause_, kMaxPause) : kMinPause;
         paused_until_ = end + pause_;
+        after_pause_ = true;
         spdlog::debug(
             "the client port's thread ran a request for {} us: the workers take all "
             "requests for the next {} s",
@@ -171,13 +175,16 @@ class InlineRunner final : public caf::execution_unit {
   /// A put is four resumes (the shard, its commit, the database actor, the shard answering).
   static constexpr size_t kMaxResumes = 16;
   static constexpr size_t kThroughput = 4;
-  static constexpr std::chrono::milliseconds kSlowRound{2};
+  /// Longer than a scheduler's time slice: a round a loaded machine preempted is not slow.
+  static constexpr std::chrono::milliseconds kSlowRound{10};
   static constexpr std::chrono::seconds kMinPause{1};
   static constexpr std::chrono::seconds kMaxPause{64};
   std::vector<caf::resumable*> jobs_;
   std::thread::id owner_;
   Clock::time_point paused_until_{};
   std::chrono::seconds pause_{kMinPause};
+  /// The next round run here is the first since a pause.
+  bool after_pause_ = false;
 };
 
 class PortConnection;
