@@ -88,8 +88,10 @@ Recorder& RecorderOf(const caf::strong_actor_ptr& ptr) {
 /// A client port serving `gateway` (and `shards`), requests of up to `max_message_bytes`.
 std::unique_ptr<ClientPort> Serve(caf::actor_system& system, caf::strong_actor_ptr gateway,
                                   size_t max_message_bytes = size_t{1} << 20,
-                                  std::vector<caf::strong_actor_ptr> shards = {}) {
+                                  std::vector<caf::strong_actor_ptr> shards = {},
+                                  caf::timespan peer_timeout = std::chrono::seconds(3)) {
   ClientPortOptions options;
+  options.peer_timeout = peer_timeout;
   options.limits.name = "client port";
   options.limits.max_message_bytes = max_message_bytes;
   options.gateway = std::move(gateway);
@@ -630,6 +632,30 @@ std::string ThreadOfAnswer(caf::actor_system& system, int fd) {
   return content.get_as<std::string>(0);
 }
 
+/// A client's connection to `port`, in `system`; null (a test failure) if it fails.
+std::unique_ptr<PortClient> ConnectClient(caf::actor_system& system, const ClientPort& port,
+                                          caf::strong_actor_ptr* gateway,
+                                          caf::timespan peer_timeout = 3s) {
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  options.peer_timeout = peer_timeout;
+  std::unique_ptr<PortClient> connection;
+  Status s = PortClient::Connect(system, "127.0.0.1", port.port(), options, &connection, gateway);
+  EXPECT_TRUE(s.ok()) << s;
+  return connection;
+}
+
+/// Sends request number `++*n` of `payload` to `actor` on `fd` until one is answered on the
+/// port's thread, within 5 s: a request that finds the actor still starting, or comes while a
+/// round that a loaded machine made slow pauses running there, goes to the workers.
+bool AnsweredOnThePortsThread(caf::actor_system& system, int fd, caf::actor_id actor, uint64_t* n,
+                              const std::string& payload) {
+  return Eventually(5s, [&] {
+    SendAll(fd, Request(actor, ++*n, payload));
+    return ThreadOfAnswer(system, fd) == "kvmesh.port";
+  });
+}
+
 /// True if `fd` has bytes to read now.
 bool Readable(int fd) {
   pollfd p{fd, POLLIN, 0};
@@ -654,13 +680,9 @@ TEST(ClientPortTest, ALoneRequestIsAnsweredOnThePortsThreadAndABurstByTheWorkers
   ASSERT_GE(fd, 0);
   SendAll(fd, Frame(1, HelloFields()));
   const std::string hello = HelloRequest(system);
-  // One at a time. (Bounded retries: a request that finds the actor still starting, or a round
-  // that a loaded machine made slow, which pauses this for 1 s, goes to the workers.)
   uint64_t n = 0;
-  EXPECT_TRUE(Eventually(3s, [&] {
-    SendAll(fd, Request(gateway->id(), ++n, hello));
-    return ThreadOfAnswer(system, fd) == "kvmesh.port";
-  })) << "no lone request was answered on the port's thread";
+  EXPECT_TRUE(AnsweredOnThePortsThread(system, fd, gateway->id(), &n, hello))
+      << "no lone request was answered on the port's thread";
   const uint64_t first = ++n;
   const uint64_t second = ++n;
   SendAll(fd, Request(gateway->id(), first, hello) + Request(gateway->id(), second, hello));
@@ -688,13 +710,9 @@ TEST(ClientPortTest, AfterASlowRequestTheNextDoesNotHoldOtherConnections) {
   SendAll(slow_fd, Frame(1, HelloFields()));
   SendAll(quick_fd, Frame(1, HelloFields()));
   const std::string slow = Serialized(system, caf::make_message(atom::hello_v, uint32_t{999}));
-  // A slow request on the port's thread (bounded retries, as above: one that goes to the workers
-  // does not count).
   uint64_t n = 0;
-  ASSERT_TRUE(Eventually(3s, [&] {
-    SendAll(slow_fd, Request(gateway->id(), ++n, slow));
-    return ThreadOfAnswer(system, slow_fd) == "kvmesh.port";
-  })) << "no slow request ran on the port's thread";
+  ASSERT_TRUE(AnsweredOnThePortsThread(system, slow_fd, gateway->id(), &n, slow))
+      << "no slow request ran on the port's thread";
   SendAll(slow_fd, Request(gateway->id(), ++n, slow));
   SendAll(quick_fd, Request(shard->id(), 1, HelloRequest(system)));
   EXPECT_EQ(ThreadOfAnswer(system, quick_fd), "caf.worker");
@@ -714,23 +732,14 @@ TEST(ClientPortTest, ASlowRequestOnThePortsThreadClosesNoOtherConnection) {
   WorkersConfig config;
   caf::actor_system system{config};
   auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
-  ClientPortOptions options;
-  options.limits.name = "client port";
-  options.limits.max_message_bytes = size_t{1} << 20;
-  options.gateway = gateway;
-  options.peer_timeout = 1s;
-  options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
-  std::unique_ptr<ClientPort> port;
-  ASSERT_TRUE(ClientPort::Open(system, std::move(options), &port).ok());
+  auto port = Serve(system, gateway, size_t{1} << 20, {}, 1s);
+  ASSERT_TRUE(port);
   TestConfig client_config{/*node=*/false};
   caf::actor_system client_system{client_config};
   caf::strong_actor_ptr proxy;
-  PortConnectOptions connect;
-  connect.max_message_bytes = size_t{1} << 20;
-  connect.peer_timeout = 30s;  // heartbeats as often as the node's timeout asks: every 333 ms
-  std::unique_ptr<PortClient> idle;
-  ASSERT_TRUE(
-      PortClient::Connect(client_system, "127.0.0.1", port->port(), connect, &idle, &proxy).ok());
+  // It heartbeats as often as the node's timeout asks: every 333 ms.
+  auto idle = ConnectClient(client_system, *port, &proxy, 30s);
+  ASSERT_TRUE(idle);
   caf::scoped_actor watcher{client_system};
   watcher->monitor(proxy);
   const int fd = RawConnect(*port);
@@ -740,12 +749,9 @@ TEST(ClientPortTest, ASlowRequestOnThePortsThreadClosesNoOtherConnection) {
   const std::string slow = Serialized(system, caf::make_message(atom::hello_v, uint32_t{998}));
   uint64_t n = 0;
   bool on_port = false;
-  // Bounded retries, as in the tests above: the slow request must be the port thread's.
+  // The slow request must be the port thread's: right after a quick one that was.
   for (int attempt = 0; attempt < 3 && !on_port; ++attempt) {
-    ASSERT_TRUE(Eventually(5s, [&] {
-      SendAll(fd, Request(gateway->id(), ++n, hello));
-      return ThreadOfAnswer(system, fd) == "kvmesh.port";
-    }));
+    ASSERT_TRUE(AnsweredOnThePortsThread(system, fd, gateway->id(), &n, hello));
     SendAll(fd, Request(gateway->id(), ++n, slow));
     on_port = ThreadOfAnswer(system, fd) == "kvmesh.port";
   }
@@ -761,19 +767,6 @@ TEST(ClientPortTest, ASlowRequestOnThePortsThreadClosesNoOtherConnection) {
 }
 
 // -- a blocking caller reading its own reply (PortClient::ReadFor) ------------------------------
-
-/// A client's connection to `port`, in `system`; null (a test failure) if it fails.
-std::unique_ptr<PortClient> ConnectClient(caf::actor_system& system, const ClientPort& port,
-                                          caf::strong_actor_ptr* gateway,
-                                          caf::timespan peer_timeout = 3s) {
-  PortConnectOptions options;
-  options.max_message_bytes = size_t{1} << 20;
-  options.peer_timeout = peer_timeout;
-  std::unique_ptr<PortClient> connection;
-  Status s = PortClient::Connect(system, "127.0.0.1", port.port(), options, &connection, gateway);
-  EXPECT_TRUE(s.ok()) << s;
-  return connection;
-}
 
 // A caller doing one request after another reads the replies off the connection itself (no
 // hand-off from the reader thread), and a reply that another caller's read delivered before its
