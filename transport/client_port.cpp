@@ -1389,7 +1389,7 @@ struct PortClient::Impl {
 
   /// Reads what the connection has now and delivers it (the current reader's). True if a
   /// message for `waiter` was among it (`*ok` false, with `*why`: the connection is gone).
-  bool ReadAndDeliver(caf::actor_id waiter, bool* ok, std::string* why) {
+  bool ReadAndDeliver(caf::actor_id waiter, bool* ok, std::string* why, bool* more) {
     bool got = false;
     *ok = connection->ReadFrames(
         [&](FrameKind kind, const char* body, size_t size) {
@@ -1407,7 +1407,7 @@ struct PortClient::Impl {
           }
           return true;
         },
-        why);
+        why, more);
     return got;
   }
 
@@ -1481,7 +1481,9 @@ struct PortClient::Impl {
       }
       if (fds[0].revents & (POLLIN | POLLERR | POLLHUP)) {
         bool ok = true;
-        ReadAndDeliver(caf::invalid_actor_id, &ok, &why);
+        // Until nothing is left: a TLS session may hold decrypted bytes no poll reports.
+        bool more = true;
+        while (ok && more) ReadAndDeliver(caf::invalid_actor_id, &ok, &why, &more);
         if (!ok) break;
       }
       if (!Housekeeping(&why)) break;
@@ -1536,8 +1538,14 @@ struct PortClient::Impl {
     }
     bool got = false;
     bool ok = true;
+    bool more = false;
     std::string why;
     while (!got && ok && !stopping.load()) {
+      if (more) {
+        // The last read stopped at its budget (TLS may hold decrypted bytes no poll reports).
+        got = ReadAndDeliver(waiter, &ok, &why, &more);
+        continue;
+      }
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) break;
@@ -1556,8 +1564,10 @@ struct PortClient::Impl {
         ok = false;
         break;
       }
-      if (p.revents & (POLLIN | POLLERR | POLLHUP)) got = ReadAndDeliver(waiter, &ok, &why);
+      if (p.revents & (POLLIN | POLLERR | POLLHUP)) got = ReadAndDeliver(waiter, &ok, &why, &more);
     }
+    // Nothing left behind that the next reader's poll would not see.
+    while (ok && more) ReadAndDeliver(waiter, &ok, &why, &more);
     std::lock_guard<std::mutex> lock(lead_mutex);
     reading = Reader::kNone;
     caller_active = Clock::now();
