@@ -720,6 +720,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     client.limits.name = "client port";
     client.limits.max_message_bytes = kMaxRequestBytes;
     client.security = started.security;
+    // Not the supervisor: it opens, drops, backs up and restores databases.
+    client.run_on_port = {client_gateway_state::name, database_state::name};
     client.gateway = caf::actor_cast<caf::strong_actor_ptr>(started.gateway);
     for (const gateway_actor& shard : started.gateway_shards) {
       client.shards.push_back(caf::actor_cast<caf::strong_actor_ptr>(shard));

@@ -92,6 +92,7 @@ std::unique_ptr<ClientPort> Serve(caf::actor_system& system, caf::strong_actor_p
                                   caf::timespan peer_timeout = std::chrono::seconds(3)) {
   ClientPortOptions options;
   options.peer_timeout = peer_timeout;
+  options.run_on_port = {"test.naming"};
   options.limits.name = "client port";
   options.limits.max_message_bytes = max_message_bytes;
   options.gateway = std::move(gateway);
@@ -606,10 +607,19 @@ TEST(ClientPortTest, TheGatewaysProxyGoesDownWithTheConnectionWhateverTheNodeSen
 
 // -- who runs a request: the port's thread or CAF's workers (InlineRunner) ----------------------
 
+/// Kinds of actor: the port runs the first on its thread (Serve names it), not the other.
+struct NamingState {
+  static inline const char* name = "test.naming";
+};
+struct OtherKindState {
+  static inline const char* name = "test.other";
+};
+
 /// A stand-in for the gateway or a shard, an event-based actor: answers a hello with the name of
 /// the thread that ran it. Versions 997, 999 and 998 do work first that takes 20 ms, 300 ms and
 /// 1.5 s (a request doing real work; a RocksDB write stall).
-caf::behavior NamingActor(caf::event_based_actor*) {
+template <class State = NamingState>
+caf::behavior NamingActor(caf::stateful_actor<State>*) {
   return {
       [](atom::hello, uint32_t version) {
         if (version == 997) std::this_thread::sleep_for(20ms);
@@ -673,7 +683,7 @@ struct WorkersConfig : TestConfig {
 TEST(ClientPortTest, ALoneRequestIsAnsweredOnThePortsThreadAndABurstByTheWorkers) {
   WorkersConfig config;
   caf::actor_system system{config};
-  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
   auto port = Serve(system, gateway);
   ASSERT_TRUE(port);
   const int fd = RawConnect(*port);
@@ -693,14 +703,39 @@ TEST(ClientPortTest, ALoneRequestIsAnsweredOnThePortsThreadAndABurstByTheWorkers
   caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
 }
 
+// Only the kinds of actor the port is told are quick run on its thread: a lone request to another
+// (the node's supervisor, which opens, drops and backs up databases) goes to the workers.
+TEST(ClientPortTest, OnlyTheKindsOfActorNamedRunOnThePortsThread) {
+  WorkersConfig config;
+  caf::actor_system system{config};
+  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
+  auto shard = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<OtherKindState>));
+  auto port = Serve(system, gateway, size_t{1} << 20, {shard});
+  ASSERT_TRUE(port);
+  const int fd = RawConnect(*port);
+  ASSERT_GE(fd, 0);
+  SendAll(fd, Frame(1, HelloFields()));
+  const std::string hello = HelloRequest(system);
+  uint64_t n = 0;
+  ASSERT_TRUE(AnsweredOnThePortsThread(system, fd, gateway->id(), &n, hello));
+  for (int i = 0; i < 3; ++i) {
+    SendAll(fd, Request(shard->id(), ++n, hello));
+    EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
+  }
+  ::close(fd);
+  port->Close();
+  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+}
+
 // Work that turns out slow does not hold every connection again: after one slow request on the
 // port's thread, the workers take the requests for a while, so a quick request to another actor
 // (a shard) is answered while the next slow one is still being worked on.
 TEST(ClientPortTest, AfterASlowRequestTheNextDoesNotHoldOtherConnections) {
   WorkersConfig config;
   caf::actor_system system{config};
-  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
-  auto shard = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
+  auto shard = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
   auto port = Serve(system, gateway, size_t{1} << 20, {shard});
   ASSERT_TRUE(port);
   const int slow_fd = RawConnect(*port);
@@ -725,20 +760,20 @@ TEST(ClientPortTest, AfterASlowRequestTheNextDoesNotHoldOtherConnections) {
   caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
 }
 
-// A request that turns out slow on the port's thread (here 1.5 s, longer than the peer timeout)
-// costs the other connections nothing: what they sent meanwhile (heartbeats) is read before the
-// port judges any of them silent.
-TEST(ClientPortTest, ASlowRequestOnThePortsThreadClosesNoOtherConnection) {
+// A request that turns out slow on the port's thread (here 1.5 s, longer than the peer timeouts
+// of both sides) costs the other connections nothing: the port's watchdog sends them heartbeats
+// meanwhile, and what they sent meanwhile is read before the port judges any of them silent.
+TEST(ClientPortTest, ASlowRequestOnThePortsThreadCostsNoOtherConnection) {
   WorkersConfig config;
   caf::actor_system system{config};
-  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
   auto port = Serve(system, gateway, size_t{1} << 20, {}, 1s);
   ASSERT_TRUE(port);
   TestConfig client_config{/*node=*/false};
   caf::actor_system client_system{client_config};
   caf::strong_actor_ptr proxy;
-  // It heartbeats as often as the node's timeout asks: every 333 ms.
-  auto idle = ConnectClient(client_system, *port, &proxy, 30s);
+  // Both sides heartbeat every 333 ms, and give up after 1 s of silence.
+  auto idle = ConnectClient(client_system, *port, &proxy, 1s);
   ASSERT_TRUE(idle);
   caf::scoped_actor watcher{client_system};
   watcher->monitor(proxy);
@@ -758,7 +793,7 @@ TEST(ClientPortTest, ASlowRequestOnThePortsThreadClosesNoOtherConnection) {
   ASSERT_TRUE(on_port) << "the slow request never ran on the port's thread";
   bool down = false;
   watcher->receive([&](caf::down_msg&) { down = true; }, caf::after(1500ms) >> [] {});
-  EXPECT_FALSE(down) << "an idle client that sent its heartbeats was closed";
+  EXPECT_FALSE(down) << "an idle client lost the node, or the node closed it";
   EXPECT_TRUE(idle->connected());
   ::close(fd);
   idle->Close();
@@ -819,7 +854,7 @@ TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
 TEST(ClientPortTest, AReplyNoCallerWaitsForIsReadSoonAfterACallersRead) {
   WorkersConfig config;
   caf::actor_system system{config};
-  auto named = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor));
+  auto named = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
   auto port = Serve(system, named);
   ASSERT_TRUE(port);
   TestConfig client_config{/*node=*/false};

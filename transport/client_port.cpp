@@ -27,6 +27,8 @@
 #include <functional>
 #include <mutex>
 #include <random>
+#include <set>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -67,6 +69,11 @@ constexpr int64_t kMinTickNs = 10'000'000;
 /// After a caller read the connection for its reply (PortClient::ReadFor), the reader thread
 /// leaves it to callers this long: a caller's next request then finds it free.
 constexpr std::chrono::milliseconds kCallerGrace{1};
+/// While a caller reads, the reader thread looks every kCallerGrace this many times, then waits
+/// for it to leave.
+constexpr int kCallerLooks = 4;
+/// How often the client port's watchdog looks whether the port thread is stuck running actors.
+constexpr std::chrono::milliseconds kWatchdogPeriod{100};
 
 void PutU32(char* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xff);
@@ -112,14 +119,18 @@ class PortContext final : public caf::execution_unit {
 /// the shard was idle, then whatever that shard and its successors make ready in turn (the
 /// database actor, the shard again). Under load, with several requests read in one round, or
 /// past a bound of resumes, everything goes to CAF's scheduler as before: the port thread keeps
-/// reading while the workers use the cores. Work that turns out slow (a RocksDB write stall)
-/// holds every connection's reads: after a round over kSlowRound the workers take all requests
-/// for a pause of 1 s, doubled (up to 64 s) each time the first round after a pause is slow
-/// again (the stall goes on). A round the machine merely preempted, on a loaded host, costs one
-/// short pause.
+/// reading while the workers use the cores. Only the kinds of actor the options name run here
+/// (ClientPortOptions::run_on_port). Work that turns out slow (a RocksDB write stall) holds
+/// every connection's reads: after a round over kSlowRound the workers take all requests for a
+/// pause, 1 s, doubled (up to 64 s) by each slow round within four pauses of the last, halved by
+/// each quick one after that. (The port's watchdog keeps heartbeats going meanwhile.)
 class InlineRunner final : public caf::execution_unit {
  public:
-  explicit InlineRunner(caf::actor_system& system) : caf::execution_unit(&system) {}
+  InlineRunner(caf::actor_system& system, const std::set<std::string, std::less<>>& kinds)
+      : caf::execution_unit(&system), kinds_(kinds) {}
+
+  /// When the current round of jobs started (steady clock, ns), 0 outside one; for the watchdog.
+  int64_t running_since() const { return running_since_.load(std::memory_order_acquire); }
 
   /// The thread that runs jobs here (the port's): an actor that ran here keeps this unit as its
   /// context, and anything it makes ready from another thread goes to the scheduler.
@@ -127,7 +138,8 @@ class InlineRunner final : public caf::execution_unit {
 
   void exec_later(caf::resumable* job) override {
     // Brokers name their multiplexer themselves; anything but an actor goes to the scheduler.
-    if (job->subtype() != caf::resumable::scheduled_actor || std::this_thread::get_id() != owner_) {
+    if (job->subtype() != caf::resumable::scheduled_actor || std::this_thread::get_id() != owner_ ||
+        kinds_.count(std::string_view(static_cast<caf::scheduled_actor*>(job)->name())) == 0) {
       system().scheduler().enqueue(job);
       return;
     }
@@ -141,9 +153,8 @@ class InlineRunner final : public caf::execution_unit {
     size_t next = 0;
     bool slow = false;
     if (here && !jobs_.empty() && Clock::now() >= paused_until_) {
-      const bool first_after_pause = after_pause_;
-      after_pause_ = false;
       const auto start = Clock::now();
+      running_since_.store(NowNs(), std::memory_order_release);
       for (size_t resumes = 0; next < jobs_.size() && resumes < kMaxResumes; ++resumes) {
         caf::resumable* job = jobs_[next++];
         if (job->resume(this, kThroughput) == caf::resumable::resume_later) {
@@ -153,12 +164,17 @@ class InlineRunner final : public caf::execution_unit {
           intrusive_ptr_release(job);
         }
       }
+      running_since_.store(0, std::memory_order_release);
       const auto end = Clock::now();
       slow = end - start > kSlowRound;
+      if (!slow && end > last_slow_ + 4 * pause_ && pause_ > kMinPause) {
+        pause_ /= 2;
+        last_slow_ = end;  // the next halving four pauses on
+      }
       if (slow) {
-        pause_ = first_after_pause ? std::min(2 * pause_, kMaxPause) : kMinPause;
+        if (end < last_slow_ + 4 * pause_) pause_ = std::min(2 * pause_, kMaxPause);
+        last_slow_ = end;
         paused_until_ = end + pause_;
-        after_pause_ = true;
         spdlog::debug(
             "the client port's thread ran a request for {} us: the workers take all "
             "requests for the next {} s",
@@ -181,10 +197,11 @@ class InlineRunner final : public caf::execution_unit {
   static constexpr std::chrono::seconds kMaxPause{64};
   std::vector<caf::resumable*> jobs_;
   std::thread::id owner_;
+  const std::set<std::string, std::less<>>& kinds_;
+  std::atomic<int64_t> running_since_{0};
   Clock::time_point paused_until_{};
+  Clock::time_point last_slow_{};
   std::chrono::seconds pause_{kMinPause};
-  /// The next round run here is the first since a pause.
-  bool after_pause_ = false;
 };
 
 class PortConnection;
@@ -789,7 +806,34 @@ struct ClientPort::Impl {
   size_t requests_this_round = 0;
 
   Impl(caf::actor_system& sys, ClientPortOptions opts)
-      : system(sys), options(std::move(opts)), runner(sys) {}
+      : system(sys), options(std::move(opts)), runner(sys, options.run_on_port) {}
+
+  /// The port thread holds it while it works on `conns`, and lets go while it runs actors
+  /// (InlineRunner): then the watchdog thread may use `conns`.
+  std::mutex conns_mutex;
+  std::thread watchdog;
+  std::mutex watchdog_mutex;
+  std::condition_variable watchdog_cv;
+
+  /// While the port thread runs actors for longer than kWatchdogPeriod, sends the heartbeats it
+  /// cannot: a slow request run there (a RocksDB stall) must not make every client think the
+  /// node silent. Wakes every kWatchdogPeriod, 10 times a second.
+  void Watchdog() {
+    NameThisThread("kvmesh.port.wd");
+    std::unique_lock<std::mutex> lock(watchdog_mutex);
+    while (!stopping.load()) {
+      if (watchdog_cv.wait_for(lock, kWatchdogPeriod, [this] { return stopping.load(); })) break;
+      const int64_t since = runner.running_since();
+      const int64_t now = NowNs();
+      if (since == 0 || now - since < std::chrono::nanoseconds(kWatchdogPeriod).count()) continue;
+      std::lock_guard<std::mutex> conns_lock(conns_mutex);
+      const int64_t heartbeat_ns = HeartbeatNs(options.peer_timeout);
+      for (auto& [fd, conn] : conns) {
+        if (!conn.hello_received) continue;
+        conn.connection->HeartbeatIfIdle(now, std::min(heartbeat_ns, conn.heartbeat_ns));
+      }
+    }
+  }
 
   void Run() {
     NameThisThread("kvmesh.port");
@@ -806,6 +850,8 @@ struct ClientPort::Impl {
             4);
     next_tick = Clock::now() + std::chrono::nanoseconds(base_tick_ns);
     std::vector<epoll_event> events(256);
+    // Let go only while actors run here (the watchdog's turn).
+    std::unique_lock<std::mutex> conns_lock(conns_mutex);
     while (!stopping.load()) {
       // Connections a read left with more to read (a budget ran out) are read again at once.
       const auto wait =
@@ -858,7 +904,9 @@ struct ClientPort::Impl {
       // One request read, and nothing more waiting to be read: answered on this thread. After a
       // slow one, the connections are read before any is judged silent: what they sent meanwhile
       // waits unread.
+      conns_lock.unlock();
       const bool slow = runner.Finish(requests_this_round == 1 && ready.empty());
+      conns_lock.lock();
       if (!slow && Clock::now() >= next_tick) {
         Tick(heartbeat_ns);
         // Often enough for the shortest heartbeat a client asked for.
@@ -1227,6 +1275,11 @@ void ClientPort::Close() {
   uint64_t one = 1;
   (void)!::write(impl_->wake_fd, &one, sizeof(one));
   if (impl_->thread.joinable()) impl_->thread.join();
+  {
+    std::lock_guard<std::mutex> lock(impl_->watchdog_mutex);
+    impl_->watchdog_cv.notify_all();
+  }
+  if (impl_->watchdog.joinable()) impl_->watchdog.join();
   ::close(impl_->listen_fd);
   ::close(impl_->epoll_fd);
   ::close(impl_->wake_fd);
@@ -1307,6 +1360,7 @@ Status ClientPort::Open(caf::actor_system& system, ClientPortOptions options,
   Impl* raw = impl.get();
   out->reset(new ClientPort(std::move(impl)));
   raw->thread = std::thread([raw] { raw->Run(); });
+  raw->watchdog = std::thread([raw] { raw->Watchdog(); });
   return Status::OK();
 }
 
@@ -1346,6 +1400,8 @@ struct PortClient::Impl {
   size_t unserved = 0;
   /// A caller found the reader thread reading: it stops once its followers are served.
   bool caller_wants_to_read = false;
+  /// The reader thread waits for a caller that reads long: it leaving wakes the thread.
+  bool parked = false;
   /// When a caller last read or asked to: the reader thread waits kCallerGrace after it before
   /// it reads again, so that a caller's next request finds the connection free.
   Clock::time_point caller_active{};
@@ -1429,12 +1485,21 @@ struct PortClient::Impl {
       lock.unlock();
       if (!Housekeeping(why)) return false;
       lock.lock();
-      // While callers read, look again every kCallerGrace: a caller that got its reply leaves
-      // without waking this thread (that would cost a wake-up per call), and whatever comes
-      // for others after it (asynchronous replies, down messages) waits at most about that.
-      auto until = reading == Reader::kNone ? caller_active + kCallerGrace : now + kCallerGrace;
-      until = std::min(until, now + std::chrono::nanoseconds(heartbeat_ns / 2));
+      // While a caller reads, look again every kCallerGrace for the first few: a caller that
+      // got its reply soon leaves without waking this thread (that would cost a wake-up per
+      // call), and whatever comes for others after it (asynchronous replies, down messages)
+      // waits at most about that. A caller reading longer wakes this thread when it leaves.
+      auto until = now + std::chrono::nanoseconds(heartbeat_ns / 2);
+      parked = false;
+      if (reading == Reader::kNone) {
+        until = std::min(until, caller_active + kCallerGrace);
+      } else if (now < caller_active + kCallerLooks * kCallerGrace) {
+        until = std::min(until, now + kCallerGrace);
+      } else {
+        parked = true;
+      }
       lead_cv.wait_until(lock, until);
+      parked = false;
     }
   }
 
@@ -1549,22 +1614,36 @@ struct PortClient::Impl {
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
       if (left <= 0) break;
-      pollfd p{connection->fd(),
-               static_cast<short>(POLLIN | (connection->HasPendingOutput() ? POLLOUT : 0)), 0};
+      // The wake descriptor too: a writer that left output waiting says so there.
+      pollfd p[2] = {
+          {connection->fd(),
+           static_cast<short>(POLLIN | (connection->HasPendingOutput() ? POLLOUT : 0)), 0},
+          {wake_fd, POLLIN, 0}};
       // Bounded too: Close() and the reader thread's silence check end it by shutting the socket
       // down, which a poll sees at once; this is only a backstop.
-      const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left + 1, 100)));
+      const int n = ::poll(p, 2, static_cast<int>(std::min<int64_t>(left + 1, 100)));
       if (n < 0 && errno != EINTR) {
         why = "poll: " + Errno(errno);
         ok = false;
         break;
       }
-      if ((p.revents & POLLOUT) && !connection->Flush()) {
+      if (p[1].revents & POLLIN) {
+        uint64_t count = 0;
+        (void)!::read(wake_fd, &count, sizeof(count));
+        if (connection->broken()) {
+          why = "the connection broke";
+          ok = false;
+          break;
+        }
+      }
+      if ((p[0].revents & POLLOUT) && !connection->Flush()) {
         why = "the connection broke";
         ok = false;
         break;
       }
-      if (p.revents & (POLLIN | POLLERR | POLLHUP)) got = ReadAndDeliver(waiter, &ok, &why, &more);
+      if (p[0].revents & (POLLIN | POLLERR | POLLHUP)) {
+        got = ReadAndDeliver(waiter, &ok, &why, &more);
+      }
     }
     // Nothing left behind that the next reader's poll would not see.
     while (ok && more) ReadAndDeliver(waiter, &ok, &why, &more);
@@ -1576,7 +1655,7 @@ struct PortClient::Impl {
       failure = why;
     }
     // The reader thread takes over: for the callers waiting, or to close the connection.
-    if (!ok || failed || unserved > 0 || stopping.load()) lead_cv.notify_all();
+    if (!ok || failed || parked || unserved > 0 || stopping.load()) lead_cv.notify_all();
     return got;
   }
 

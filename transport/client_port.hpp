@@ -63,6 +63,11 @@ struct ClientPortOptions {
   /// Bounds and checks (see the top of this file); `name` names the port in logs.
   ListenerLimits limits;
   TransportSecurity security;
+  /// The kinds of actor (their CAF names, a stateful actor's state `name`) that a request read
+  /// alone may run on the port's thread, saving two thread hand-offs; quick, bounded work only
+  /// (the gateway, a database's reads and writes). Others, and all in a burst, go to CAF's
+  /// workers. Empty: all go to the workers.
+  std::set<std::string, std::less<>> run_on_port;
   /// The gateway, and its shards: the only actors clients may address.
   caf::strong_actor_ptr gateway;
   std::vector<caf::strong_actor_ptr> shards;
