@@ -167,13 +167,13 @@ class InlineRunner final : public caf::execution_unit {
       running_since_.store(0, std::memory_order_release);
       const auto end = Clock::now();
       slow = end - start > kSlowRound;
-      if (!slow && end > last_slow_ + 4 * pause_ && pause_ > kMinPause) {
+      if (!slow && end > last_change_ + 4 * pause_ && pause_ > kMinPause) {
         pause_ /= 2;
-        last_slow_ = end;  // the next halving four pauses on
+        last_change_ = end;  // the next halving four pauses on
       }
       if (slow) {
         if (end < last_slow_ + 4 * pause_) pause_ = std::min(2 * pause_, kMaxPause);
-        last_slow_ = end;
+        last_slow_ = last_change_ = end;
         paused_until_ = end + pause_;
         spdlog::debug(
             "the client port's thread ran a request for {} us: the workers take all "
@@ -201,6 +201,7 @@ class InlineRunner final : public caf::execution_unit {
   std::atomic<int64_t> running_since_{0};
   Clock::time_point paused_until_{};
   Clock::time_point last_slow_{};
+  Clock::time_point last_change_{};
   std::chrono::seconds pause_{kMinPause};
 };
 
@@ -815,18 +816,20 @@ struct ClientPort::Impl {
   std::mutex watchdog_mutex;
   std::condition_variable watchdog_cv;
 
-  /// While the port thread runs actors for longer than kWatchdogPeriod, sends the heartbeats it
-  /// cannot: a slow request run there (a RocksDB stall) must not make every client think the
-  /// node silent. Wakes every kWatchdogPeriod, 10 times a second.
+  /// While the port thread runs actors, sends the heartbeats that come due (it cannot): a slow
+  /// request run there (a RocksDB stall) must not make every client think the node silent. Wakes
+  /// every kWatchdogPeriod, 10 times a second.
   void Watchdog() {
     NameThisThread("kvmesh.port.wd");
     std::unique_lock<std::mutex> lock(watchdog_mutex);
     while (!stopping.load()) {
       if (watchdog_cv.wait_for(lock, kWatchdogPeriod, [this] { return stopping.load(); })) break;
-      const int64_t since = runner.running_since();
+      if (runner.running_since() == 0) continue;
+      // Free while actors run; taken again (or running_since 0) once the round ended.
+      std::unique_lock<std::mutex> conns_lock(conns_mutex, std::try_to_lock);
+      if (!conns_lock.owns_lock() || runner.running_since() == 0) continue;
+      // Only heartbeats due: a short round costs nothing.
       const int64_t now = NowNs();
-      if (since == 0 || now - since < std::chrono::nanoseconds(kWatchdogPeriod).count()) continue;
-      std::lock_guard<std::mutex> conns_lock(conns_mutex);
       const int64_t heartbeat_ns = HeartbeatNs(options.peer_timeout);
       for (auto& [fd, conn] : conns) {
         if (!conn.hello_received) continue;
