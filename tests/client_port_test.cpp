@@ -655,6 +655,19 @@ std::unique_ptr<PortClient> ConnectClient(caf::actor_system& system, const Clien
   return connection;
 }
 
+/// A client's actor system of its own and its connection to `port` (null: a test failure).
+struct PortClientOf {
+  explicit PortClientOf(const ClientPort& port, caf::timespan peer_timeout = 3s)
+      : connection(ConnectClient(system, port, &proxy, peer_timeout)) {}
+  ~PortClientOf() {
+    if (connection) connection->Close();
+  }
+  TestConfig config{/*node=*/false};
+  caf::actor_system system{config};
+  caf::strong_actor_ptr proxy;  // the node's gateway
+  std::unique_ptr<PortClient> connection;
+};
+
 /// Sends request number `++*n` of `payload` to `actor` on `fd` until one is answered on the
 /// port's thread, within 5 s: a request that finds the actor still starting, or comes while a
 /// round that a loaded machine made slow pauses running there, goes to the workers.
@@ -677,128 +690,133 @@ struct WorkersConfig : TestConfig {
   WorkersConfig() { set("scheduler.max-threads", size_t{4}); }
 };
 
+/// A client port in a node's actor system of its own, serving a NamingActor as the gateway and
+/// `Shard` ones as its shards, with peer timeout `peer_timeout`; raw connections from Connect.
+/// Closes them and the port, and stops the actors, when it goes.
+template <class Shard = NamingState>
+struct NamedPort {
+  explicit NamedPort(size_t shard_count = 0, caf::timespan peer_timeout = 3s) {
+    for (size_t i = 0; i < shard_count; ++i) {
+      shards.push_back(caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<Shard>)));
+    }
+    port = Serve(system, gateway, size_t{1} << 20, shards, peer_timeout);
+  }
+  ~NamedPort() {
+    for (int fd : fds) ::close(fd);
+    if (port) port->Close();
+    caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+    for (auto& shard : shards) caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+  }
+  /// A raw connection that has read the welcome and sent its hello; -1 (a test failure) if not.
+  int Connect() {
+    const int fd = RawConnect(*port);
+    if (fd >= 0) {
+      SendAll(fd, Frame(1, HelloFields()));
+      fds.push_back(fd);
+    }
+    return fd;
+  }
+  /// The hello request `version` serialized (NamingActor's slow versions).
+  std::string Hello(uint32_t version = kClientProtocolVersion) {
+    return Serialized(system, caf::make_message(atom::hello_v, version));
+  }
+
+  WorkersConfig config;
+  caf::actor_system system{config};
+  caf::strong_actor_ptr gateway =
+      caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
+  std::vector<caf::strong_actor_ptr> shards;
+  std::unique_ptr<ClientPort> port;
+  std::vector<int> fds;
+};
+
 // A lone request is answered on the port's own thread, with no hand-off to a CAF worker and
 // back (which costs more than a small request's work); requests that arrive together go to the
 // workers, which use the cores while the port's thread goes on reading.
 TEST(ClientPortTest, ALoneRequestIsAnsweredOnThePortsThreadAndABurstByTheWorkers) {
-  WorkersConfig config;
-  caf::actor_system system{config};
-  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
-  auto port = Serve(system, gateway);
-  ASSERT_TRUE(port);
-  const int fd = RawConnect(*port);
+  NamedPort<> served;
+  ASSERT_TRUE(served.port);
+  const int fd = served.Connect();
   ASSERT_GE(fd, 0);
-  SendAll(fd, Frame(1, HelloFields()));
-  const std::string hello = HelloRequest(system);
+  const caf::actor_id gateway = served.gateway->id();
+  const std::string hello = served.Hello();
   uint64_t n = 0;
-  EXPECT_TRUE(AnsweredOnThePortsThread(system, fd, gateway->id(), &n, hello))
+  EXPECT_TRUE(AnsweredOnThePortsThread(served.system, fd, gateway, &n, hello))
       << "no lone request was answered on the port's thread";
   const uint64_t first = ++n;
   const uint64_t second = ++n;
-  SendAll(fd, Request(gateway->id(), first, hello) + Request(gateway->id(), second, hello));
-  EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
-  EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
-  ::close(fd);
-  port->Close();
-  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+  SendAll(fd, Request(gateway, first, hello) + Request(gateway, second, hello));
+  EXPECT_EQ(ThreadOfAnswer(served.system, fd), "caf.worker");
+  EXPECT_EQ(ThreadOfAnswer(served.system, fd), "caf.worker");
 }
 
 // Only the kinds of actor the port is told are quick run on its thread: a lone request to another
 // (the node's supervisor, which opens, drops and backs up databases) goes to the workers.
 TEST(ClientPortTest, OnlyTheKindsOfActorNamedRunOnThePortsThread) {
-  WorkersConfig config;
-  caf::actor_system system{config};
-  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
-  auto shard = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<OtherKindState>));
-  auto port = Serve(system, gateway, size_t{1} << 20, {shard});
-  ASSERT_TRUE(port);
-  const int fd = RawConnect(*port);
+  NamedPort<OtherKindState> served(/*shard_count=*/1);
+  ASSERT_TRUE(served.port);
+  const int fd = served.Connect();
   ASSERT_GE(fd, 0);
-  SendAll(fd, Frame(1, HelloFields()));
-  const std::string hello = HelloRequest(system);
+  const std::string hello = served.Hello();
   uint64_t n = 0;
-  ASSERT_TRUE(AnsweredOnThePortsThread(system, fd, gateway->id(), &n, hello));
+  ASSERT_TRUE(AnsweredOnThePortsThread(served.system, fd, served.gateway->id(), &n, hello));
   for (int i = 0; i < 3; ++i) {
-    SendAll(fd, Request(shard->id(), ++n, hello));
-    EXPECT_EQ(ThreadOfAnswer(system, fd), "caf.worker");
+    SendAll(fd, Request(served.shards[0]->id(), ++n, hello));
+    EXPECT_EQ(ThreadOfAnswer(served.system, fd), "caf.worker");
   }
-  ::close(fd);
-  port->Close();
-  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
 }
 
 // Work that turns out slow does not hold every connection again: after one slow request on the
 // port's thread, the workers take the requests for a while, so a quick request to another actor
 // (a shard) is answered while the next slow one is still being worked on.
 TEST(ClientPortTest, AfterASlowRequestTheNextDoesNotHoldOtherConnections) {
-  WorkersConfig config;
-  caf::actor_system system{config};
-  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
-  auto shard = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
-  auto port = Serve(system, gateway, size_t{1} << 20, {shard});
-  ASSERT_TRUE(port);
-  const int slow_fd = RawConnect(*port);
-  const int quick_fd = RawConnect(*port);
+  NamedPort<> served(/*shard_count=*/1);
+  ASSERT_TRUE(served.port);
+  const int slow_fd = served.Connect();
+  const int quick_fd = served.Connect();
   ASSERT_GE(slow_fd, 0);
   ASSERT_GE(quick_fd, 0);
-  SendAll(slow_fd, Frame(1, HelloFields()));
-  SendAll(quick_fd, Frame(1, HelloFields()));
-  const std::string slow = Serialized(system, caf::make_message(atom::hello_v, uint32_t{999}));
+  const caf::actor_id gateway = served.gateway->id();
+  const std::string slow = served.Hello(999);
   uint64_t n = 0;
-  ASSERT_TRUE(AnsweredOnThePortsThread(system, slow_fd, gateway->id(), &n, slow))
+  ASSERT_TRUE(AnsweredOnThePortsThread(served.system, slow_fd, gateway, &n, slow))
       << "no slow request ran on the port's thread";
-  SendAll(slow_fd, Request(gateway->id(), ++n, slow));
-  SendAll(quick_fd, Request(shard->id(), 1, HelloRequest(system)));
-  EXPECT_EQ(ThreadOfAnswer(system, quick_fd), "caf.worker");
+  SendAll(slow_fd, Request(gateway, ++n, slow));
+  SendAll(quick_fd, Request(served.shards[0]->id(), 1, served.Hello()));
+  EXPECT_EQ(ThreadOfAnswer(served.system, quick_fd), "caf.worker");
   EXPECT_FALSE(Readable(slow_fd)) << "the quick request waited for the slow one";
-  EXPECT_EQ(ThreadOfAnswer(system, slow_fd), "caf.worker");
-  ::close(slow_fd);
-  ::close(quick_fd);
-  port->Close();
-  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
-  caf::anon_send_exit(shard, caf::exit_reason::user_shutdown);
+  EXPECT_EQ(ThreadOfAnswer(served.system, slow_fd), "caf.worker");
 }
 
 // A request that turns out slow on the port's thread (here 1.5 s, longer than the peer timeouts
 // of both sides) costs the other connections nothing: the port's watchdog sends them heartbeats
 // meanwhile, and what they sent meanwhile is read before the port judges any of them silent.
 TEST(ClientPortTest, ASlowRequestOnThePortsThreadCostsNoOtherConnection) {
-  WorkersConfig config;
-  caf::actor_system system{config};
-  auto gateway = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
-  auto port = Serve(system, gateway, size_t{1} << 20, {}, 1s);
-  ASSERT_TRUE(port);
-  TestConfig client_config{/*node=*/false};
-  caf::actor_system client_system{client_config};
-  caf::strong_actor_ptr proxy;
+  NamedPort<> served(/*shard_count=*/0, /*peer_timeout=*/1s);
+  ASSERT_TRUE(served.port);
   // Both sides heartbeat every 333 ms, and give up after 1 s of silence.
-  auto idle = ConnectClient(client_system, *port, &proxy, 1s);
-  ASSERT_TRUE(idle);
-  caf::scoped_actor watcher{client_system};
-  watcher->monitor(proxy);
-  const int fd = RawConnect(*port);
+  PortClientOf idle(*served.port, 1s);
+  ASSERT_TRUE(idle.connection);
+  caf::scoped_actor watcher{idle.system};
+  watcher->monitor(idle.proxy);
+  const int fd = served.Connect();
   ASSERT_GE(fd, 0);
-  SendAll(fd, Frame(1, HelloFields()));
-  const std::string hello = HelloRequest(system);
-  const std::string slow = Serialized(system, caf::make_message(atom::hello_v, uint32_t{998}));
+  const caf::actor_id gateway = served.gateway->id();
+  const std::string hello = served.Hello();
+  const std::string slow = served.Hello(998);
   uint64_t n = 0;
   bool on_port = false;
   // The slow request must be the port thread's: right after a quick one that was.
   for (int attempt = 0; attempt < 3 && !on_port; ++attempt) {
-    ASSERT_TRUE(AnsweredOnThePortsThread(system, fd, gateway->id(), &n, hello));
-    SendAll(fd, Request(gateway->id(), ++n, slow));
-    on_port = ThreadOfAnswer(system, fd) == "kvmesh.port";
+    ASSERT_TRUE(AnsweredOnThePortsThread(served.system, fd, gateway, &n, hello));
+    SendAll(fd, Request(gateway, ++n, slow));
+    on_port = ThreadOfAnswer(served.system, fd) == "kvmesh.port";
   }
   ASSERT_TRUE(on_port) << "the slow request never ran on the port's thread";
   bool down = false;
   watcher->receive([&](caf::down_msg&) { down = true; }, caf::after(1500ms) >> [] {});
   EXPECT_FALSE(down) << "an idle client lost the node, or the node closed it";
-  EXPECT_TRUE(idle->connected());
-  ::close(fd);
-  idle->Close();
-  port->Close();
-  caf::anon_send_exit(gateway, caf::exit_reason::user_shutdown);
+  EXPECT_TRUE(idle.connection->connected());
 }
 
 // -- a blocking caller reading its own reply (PortClient::ReadFor) ------------------------------
@@ -809,12 +827,11 @@ TEST(ClientPortTest, ASlowRequestOnThePortsThreadCostsNoOtherConnection) {
 TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
   RecordedPort served;
   ASSERT_TRUE(served.port);
-  TestConfig client_config{/*node=*/false};
-  caf::actor_system client_system{client_config};
-  caf::strong_actor_ptr proxy;
-  auto connection = ConnectClient(client_system, *served.port, &proxy);
-  ASSERT_TRUE(connection);
-  auto gateway = caf::actor_cast<gateway_actor>(proxy);
+  PortClientOf client(*served.port);
+  ASSERT_TRUE(client.connection);
+  caf::actor_system& client_system = client.system;
+  PortClient* connection = client.connection.get();
+  auto gateway = caf::actor_cast<gateway_actor>(client.proxy);
   caf::scoped_actor a{client_system};
   caf::scoped_actor b{client_system};
   // One after another: once the reader thread has seen a caller ask, it leaves the connection
@@ -844,25 +861,19 @@ TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
                 [&](caf::error& err) { ADD_FAILURE() << client_system.render(err); });
   connection->DoneWaiting(a->id());
   connection->DoneWaiting(b->id());
-  connection->Close();
-  served.port->Close();
 }
 
 // After a caller read its own reply (one the node took a while to make), a reply no caller waits
 // for (an asynchronous call's, which the connection actor receives) is read soon, not when the
 // reader thread next wakes on its own (half a heartbeat interval).
 TEST(ClientPortTest, AReplyNoCallerWaitsForIsReadSoonAfterACallersRead) {
-  WorkersConfig config;
-  caf::actor_system system{config};
-  auto named = caf::actor_cast<caf::strong_actor_ptr>(system.spawn(NamingActor<>));
-  auto port = Serve(system, named);
-  ASSERT_TRUE(port);
-  TestConfig client_config{/*node=*/false};
-  caf::actor_system client_system{client_config};
-  caf::strong_actor_ptr proxy;
-  auto connection = ConnectClient(client_system, *port, &proxy);
-  ASSERT_TRUE(connection);
-  auto gateway = caf::actor_cast<caf::actor>(proxy);
+  NamedPort<> served;
+  ASSERT_TRUE(served.port);
+  PortClientOf client(*served.port);
+  ASSERT_TRUE(client.connection);
+  caf::actor_system& client_system = client.system;
+  PortClient* connection = client.connection.get();
+  auto gateway = caf::actor_cast<caf::actor>(client.proxy);
   caf::scoped_actor a{client_system};
   caf::scoped_actor b{client_system};
   int64_t worst_ms = 0;
@@ -889,9 +900,6 @@ TEST(ClientPortTest, AReplyNoCallerWaitsForIsReadSoonAfterACallersRead) {
   }
   EXPECT_GT(read_by_caller, 0) << "no caller read its own reply: the case is not exercised";
   EXPECT_LT(worst_ms, 150) << "a reply waited for the reader thread's own wake-up";
-  connection->Close();
-  port->Close();
-  caf::anon_send_exit(named, caf::exit_reason::user_shutdown);
 }
 
 // Callers waiting for replies that never come (reading the connection, or waiting while another
