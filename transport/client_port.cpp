@@ -247,9 +247,11 @@ class ProxyMaker final : public caf::proxy_registry::backend {
 ///
 /// Writes come from any thread (an actor sending to a proxy) and go to the socket at once under
 /// the connection's mutex; what the socket does not take waits and is flushed by the reading
-/// thread when the socket is writable (`wants_write` asks for that). Reads are the reading
-/// thread's only. The descriptor is closed when the last reference goes, so it is never reused
-/// while a writer may still hold it.
+/// thread when the socket is writable (`wants_write` asks for that). Reads, and the input
+/// buffer and proxy map they use, are the reading thread's only: one thread at a time (on a
+/// client, the reader thread or a caller reading its own reply, handing over under the
+/// PortClient's lead mutex). The descriptor is closed when the last reference goes, so it is
+/// never reused while a writer may still hold it.
 class PortConnection : public std::enable_shared_from_this<PortConnection> {
  public:
   PortConnection(caf::actor_system& system, int fd, std::unique_ptr<security::TlsSession> tls,

@@ -15,6 +15,12 @@
 // A connection that breaks or falls silent kills its proxies: whoever monitors one (the client's
 // connection actor monitors the gateway's) gets a down message at once.
 //
+// Thread hand-offs, which on a loaded machine cost more than a small request's work: the node's
+// port thread runs a request that arrives alone itself, with the actors it makes ready (of the
+// kinds ClientPortOptions::run_on_port names), so the answer leaves from there; and a client's
+// blocking call reads its own reply when the reader thread is not reading (PortClient::ReadFor).
+// A sequential round trip then wakes two threads, as Redis's does.
+//
 // Wire format, integers little-endian:
 //   frame     := u32 size (of kind and body) | u8 kind | body
 //   hello     (1; the client's first frame): u32 magic "KVMP" | u32 version | u64 heartbeat ns
@@ -45,6 +51,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -78,7 +85,9 @@ struct ClientPortOptions {
   caf::timespan peer_timeout = std::chrono::seconds(3);
 };
 
-/// A node's client port: one thread ("kvmesh.port") accepting and reading every connection.
+/// A node's client port: one thread ("kvmesh.port") accepting and reading every connection, and
+/// running a request that arrives alone; a watchdog thread ("kvmesh.port.wd") sends heartbeats
+/// while it runs one for long.
 class ClientPort {
  public:
   /// Listens and starts serving. `system` must have a node id (CAF's middleman loaded). Errors:
