@@ -1384,7 +1384,7 @@ struct PortClient::Impl {
   int64_t heartbeat_ns = 0;
   bool heartbeats = true;
 
-  /// Who reads the connection now: the reader thread, or a caller waiting for its reply (Lead).
+  /// Who reads the connection now: the reader thread, or a caller waiting for its reply (ReadFor).
   /// One at a time: the connection's input and its proxies of senders are the reader's.
   enum class Reader { kNone, kThread, kCaller };
   std::mutex lead_mutex;
