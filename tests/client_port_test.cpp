@@ -198,6 +198,32 @@ std::string HelloRequest(caf::actor_system& system) {
   return Serialized(system, caf::make_message(atom::hello_v, uint32_t{kClientProtocolVersion}));
 }
 
+/// A client's connection to `port`, in `system`; null (a test failure) if it fails.
+std::unique_ptr<PortClient> ConnectClient(caf::actor_system& system, const ClientPort& port,
+                                          caf::strong_actor_ptr* gateway,
+                                          caf::timespan peer_timeout = 3s) {
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  options.peer_timeout = peer_timeout;
+  std::unique_ptr<PortClient> connection;
+  Status s = PortClient::Connect(system, "127.0.0.1", port.port(), options, &connection, gateway);
+  EXPECT_TRUE(s.ok()) << s;
+  return connection;
+}
+
+/// A client's actor system of its own and its connection to `port` (null: a test failure).
+struct PortClientOf {
+  explicit PortClientOf(const ClientPort& port, caf::timespan peer_timeout = 3s)
+      : connection(ConnectClient(system, port, &proxy, peer_timeout)) {}
+  ~PortClientOf() {
+    if (connection) connection->Close();
+  }
+  TestConfig config{/*node=*/false};
+  caf::actor_system system{config};
+  caf::strong_actor_ptr proxy;  // the node's gateway
+  std::unique_ptr<PortClient> connection;
+};
+
 // -- tests --------------------------------------------------------------------------------------
 
 // A client only asks: a response it sends (which CAF would match to a request the gateway has
@@ -207,15 +233,10 @@ TEST(ClientPortTest, OnlyRequestsOfTheGatewaysInterfaceReachIt) {
   RecordedPort served;
   auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
-  TestConfig client_config{/*node=*/false};
-  caf::actor_system client_system{client_config};
-  PortConnectOptions options;
-  options.max_message_bytes = size_t{1} << 20;
-  std::unique_ptr<PortClient> connection;
-  caf::strong_actor_ptr gateway;
-  Status s =
-      PortClient::Connect(client_system, "127.0.0.1", port->port(), options, &connection, &gateway);
-  ASSERT_TRUE(s.ok()) << s.ToString();
+  PortClientOf client(*port);
+  ASSERT_TRUE(client.connection);
+  caf::actor_system& client_system = client.system;
+  const caf::strong_actor_ptr& gateway = client.proxy;
   caf::scoped_actor self{client_system};
 
   // A response, as if to the gateway's own request number 5, of a type the gateway takes.
@@ -239,7 +260,7 @@ TEST(ClientPortTest, OnlyRequestsOfTheGatewaysInterfaceReachIt) {
   const auto seen = RecorderOf(recorder).seen();
   ASSERT_EQ(seen.size(), 1u) << "the forged response reached the gateway";
   EXPECT_TRUE(seen[0].is_request());
-  connection->Close();
+  client.connection->Close();
   port->Close();
 }
 
@@ -549,24 +570,16 @@ TEST(ClientPortTest, AClientWithAShortPeerTimeoutStaysConnectedWhileIdle) {
   RecordedPort served;  // the node's peer timeout: 3 s
   auto [system, recorder, port] = served.parts();
   ASSERT_TRUE(port);
-  TestConfig client_config{/*node=*/false};
-  caf::actor_system client_system{client_config};
-  PortConnectOptions options;
-  options.max_message_bytes = size_t{1} << 20;
-  options.peer_timeout = 600ms;
-  std::unique_ptr<PortClient> connection;
-  caf::strong_actor_ptr gateway;
-  Status s =
-      PortClient::Connect(client_system, "127.0.0.1", port->port(), options, &connection, &gateway);
-  ASSERT_TRUE(s.ok()) << s;
-  caf::scoped_actor self{client_system};
-  self->monitor(gateway);
+  PortClientOf client(*port, 600ms);
+  ASSERT_TRUE(client.connection);
+  caf::scoped_actor self{client.system};
+  self->monitor(client.proxy);
   bool lost = false;
   // Idle for five of the client's peer timeouts.
   self->receive([&](caf::down_msg&) { lost = true; }, caf::after(3s) >> [] {});
   EXPECT_FALSE(lost) << "an idle connection was lost";
-  EXPECT_TRUE(connection->connected());
-  connection->Close();
+  EXPECT_TRUE(client.connection->connected());
+  client.connection->Close();
   port->Close();
 }
 
@@ -641,32 +654,6 @@ std::string ThreadOfAnswer(caf::actor_system& system, int fd) {
   if (source(content) || !content.match_elements<std::string>()) return "";
   return content.get_as<std::string>(0);
 }
-
-/// A client's connection to `port`, in `system`; null (a test failure) if it fails.
-std::unique_ptr<PortClient> ConnectClient(caf::actor_system& system, const ClientPort& port,
-                                          caf::strong_actor_ptr* gateway,
-                                          caf::timespan peer_timeout = 3s) {
-  PortConnectOptions options;
-  options.max_message_bytes = size_t{1} << 20;
-  options.peer_timeout = peer_timeout;
-  std::unique_ptr<PortClient> connection;
-  Status s = PortClient::Connect(system, "127.0.0.1", port.port(), options, &connection, gateway);
-  EXPECT_TRUE(s.ok()) << s;
-  return connection;
-}
-
-/// A client's actor system of its own and its connection to `port` (null: a test failure).
-struct PortClientOf {
-  explicit PortClientOf(const ClientPort& port, caf::timespan peer_timeout = 3s)
-      : connection(ConnectClient(system, port, &proxy, peer_timeout)) {}
-  ~PortClientOf() {
-    if (connection) connection->Close();
-  }
-  TestConfig config{/*node=*/false};
-  caf::actor_system system{config};
-  caf::strong_actor_ptr proxy;  // the node's gateway
-  std::unique_ptr<PortClient> connection;
-};
 
 /// Sends request number `++*n` of `payload` to `actor` on `fd` until one is answered on the
 /// port's thread, within 5 s: a request that finds the actor still starting, or comes while a

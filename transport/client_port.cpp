@@ -152,9 +152,12 @@ class InlineRunner final : public caf::execution_unit {
   bool Finish(bool here) {
     size_t next = 0;
     bool slow = false;
-    if (here && !jobs_.empty() && Clock::now() >= paused_until_) {
-      const auto start = Clock::now();
-      running_since_.store(NowNs(), std::memory_order_release);
+    // One clock read for the pause, the watchdog and the round's length.
+    const auto start = here && !jobs_.empty() ? Clock::now() : Clock::time_point{};
+    if (start != Clock::time_point{} && start >= paused_until_) {
+      running_since_.store(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(start.time_since_epoch()).count(),
+          std::memory_order_release);
       for (size_t resumes = 0; next < jobs_.size() && resumes < kMaxResumes; ++resumes) {
         caf::resumable* job = jobs_[next++];
         if (job->resume(this, kThroughput) == caf::resumable::resume_later) {
