@@ -497,7 +497,14 @@ void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t p
                                   self->state.options.max_message_bytes, timeout);
   self->request(connector, timeout, caf::connect_atom_v, host, port)
       .then(
-          [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+          [=](const caf::node_id& node, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+            if (node == self->system().node()) {
+              // This node's own address (a seed list shared by all nodes names each of them):
+              // CAF hands back our own actor, whose join handler would refuse our description,
+              // and the seed would be dialled again every period, each time logged as refused.
+              done(self->state.node_id, peer_actor{}, "this node's own address");
+              return;
+            }
             if (!ptr) {
               done(0, peer_actor{}, "no actor is published there");
               return;
@@ -1086,6 +1093,10 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
       [=](atom::open, const std::string& self_member) {
         if (!local() || !self->state.self_member.empty()) return;
         self->state.self_member = self_member;
+        // A seed list shared by every node names this one too: never dialled (any other name
+        // of this node's address is recognised when it answers, ConnectAndJoin).
+        const proto::Member me = SelfMember(self);
+        self->state.seeds_connecting.erase(me.host() + ":" + std::to_string(me.cluster_port()));
         Tick(self);
         if (self->state.options.node_summary && self->state.options.sync_interval.count() > 0) {
           self->delayed_send(self, self->state.options.sync_interval, atom::summary_v,

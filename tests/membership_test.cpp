@@ -208,5 +208,48 @@ TEST(MembershipTest, ASilentHandleIsReplacedByANewConnectionToTheMembersAddress)
                       << " times in 5 s";
 }
 
+// A seed list shared by every node names each node itself, by its address or another name of
+// it: a node must not dial itself every period (each time refused by its own cluster port, and
+// said so in its log) for as long as it runs.
+TEST(MembershipTest, ASeedThatIsThisNodesOwnAddressIsNotDialledAgain) {
+  auto x = std::make_unique<PeerSystem>();
+  auto y = std::make_unique<PeerSystem>();
+  constexpr uint64_t kX = 0x1111, kY = 0x2222;
+  // Y, a member played by the test: its pings count X's periods.
+  auto y_log = std::make_shared<StubLog>();
+  auto y_probe = y->system.middleman().open(0, "127.0.0.1", true);
+  ASSERT_TRUE(y_probe) << to_string(y_probe.error());
+  const uint16_t y_port = *y_probe;
+  ASSERT_TRUE(y->system.middleman().close(y_port));
+  auto y_member = y->system.spawn(StubMember, MemberBytes(kY, y_port, 1), y_log, peer_actor{}, kX);
+  auto y_published = y->system.middleman().publish(y_member, y_port, "127.0.0.1", true);
+  ASSERT_TRUE(y_published) << to_string(y_published.error());
+
+  // X's port first, so that its seeds can name it.
+  auto x_probe = x->system.middleman().open(0, "127.0.0.1", true);
+  ASSERT_TRUE(x_probe) << to_string(x_probe.error());
+  const uint16_t x_port = *x_probe;
+  ASSERT_TRUE(x->system.middleman().close(x_port));
+  MembershipOptions options;
+  options.seeds = {"127.0.0.1:" + std::to_string(x_port), "localhost:" + std::to_string(x_port),
+                   "127.0.0.1:" + std::to_string(y_port)};
+  options.heartbeat_interval = 50ms;
+  options.connect_timeout = 1s;
+  options.counters = std::make_shared<MembershipCounters>();
+  auto membership = x->system.spawn(membership_impl, kX, matcher_supervisor_actor{}, options);
+  auto x_published = x->system.middleman().publish(membership, x_port, "127.0.0.1", true);
+  ASSERT_TRUE(x_published) << to_string(x_published.error());
+  {
+    caf::scoped_actor self{x->system};
+    self->send(membership, atom::open_v, MemberBytes(kX, x_port, 1));
+  }
+  // Twenty of X's periods (X pings its only member, Y, once a period).
+  EXPECT_TRUE(Eventually(10s, [&] { return y_log->pings >= 20; })) << y_log->pings << " pings";
+  // One join: to Y. Dialling itself, X sent itself a join every period.
+  EXPECT_EQ(options.counters->joins.load(), 1u);
+  caf::anon_send_exit(membership, caf::exit_reason::kill);
+  caf::anon_send_exit(y_member, caf::exit_reason::kill);
+}
+
 }  // namespace
 }  // namespace kvmesh
