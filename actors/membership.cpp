@@ -499,9 +499,9 @@ void ConnectAndJoin(membership_pointer self, const std::string& host, uint16_t p
       .then(
           [=](const caf::node_id& node, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
             if (node == self->system().node()) {
-              // This node's own address (a seed list shared by all nodes names each of them):
-              // CAF hands back our own actor, whose join handler would refuse our description,
-              // and the seed would be dialled again every period, each time logged as refused.
+              // This node itself (a seed list shared by all nodes names each of them): CAF hands
+              // back our own actor, whose join handler would refuse our description. The caller
+              // learns it was us (Tick then tries that seed less often).
               done(self->state.node_id, peer_actor{}, "this node's own address");
               return;
             }
@@ -685,25 +685,42 @@ void PingDownMember(membership_pointer self) {
   }
 }
 
+/// Seed `address` answered with this node itself. Not dropped: a name in front of several nodes
+/// (a load balancer, round-robin DNS) may lead elsewhere next time, and dropping it could leave
+/// two nodes that each reached only themselves apart for good. It is tried less often instead,
+/// so that another name of this node alone is not dialled every period (this node's own literal
+/// address is dropped from the seeds when it opens).
+void SelfAnsweredSeed(membership_pointer self, const std::string& address,
+                      membership_state::Seed& seed) {
+  if (seed.wait.count() == 0) {
+    spdlog::info("node {}: seed {} answered with this node itself; it is tried again less often",
+                 FormatNodeId(self->state.node_id), address);
+  }
+  seed.wait = std::min<caf::timespan>(
+      std::max<caf::timespan>(2 * seed.wait, self->state.options.heartbeat_interval),
+      kMaxSelfSeedWait);
+  seed.retry_at = Clock::now() + seed.wait;
+}
+
 void Tick(membership_pointer self) {
   auto& st = self->state;
   const auto now = Clock::now();
   // Seeds not yet known as members.
-  for (auto& [address, connecting] : st.seeds_connecting) {
-    if (connecting) continue;
+  for (auto& [address, seed] : st.seeds_connecting) {
+    if (seed.connecting || now < seed.retry_at) continue;
     std::string host;
     uint16_t port = 0;
     if (!ParseHostPort(address, &host, &port).ok()) continue;
-    connecting = true;
+    seed.connecting = true;
     ConnectAndJoin(self, host, port,
                    [self, address = address](uint64_t id, peer_actor peer, const std::string&) {
-                     auto it = self->state.seeds_connecting.find(address);
-                     if (it != self->state.seeds_connecting.end()) it->second = false;
-                     if (id != 0 && id != self->state.node_id) {
-                       Adopt(self, id, peer);
-                     } else if (id == self->state.node_id) {
-                       self->state.seeds_connecting.erase(address);  // our own address
+                     auto& st = self->state;
+                     auto it = st.seeds_connecting.find(address);
+                     if (it != st.seeds_connecting.end()) {
+                       it->second.connecting = false;
+                       if (id == st.node_id) SelfAnsweredSeed(self, address, it->second);
                      }
+                     if (id != 0 && id != st.node_id) Adopt(self, id, peer);
                    });
   }
   EndProbe(self);
@@ -765,7 +782,7 @@ void Tick(membership_pointer self) {
       const std::string address = m.host + ":" + std::to_string(m.cluster_port);
       if (std::find(st.options.seeds.begin(), st.options.seeds.end(), address) !=
           st.options.seeds.end()) {
-        st.seeds_connecting.emplace(address, false);
+        st.seeds_connecting.emplace(address, membership_state::Seed{});
       }
       it = st.members.erase(it);
     } else {
@@ -959,7 +976,9 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
   st.node_id = node_id;
   st.supervisor = std::move(supervisor);
   st.options = std::move(options);
-  for (const auto& seed : st.options.seeds) st.seeds_connecting.emplace(seed, false);
+  for (const auto& seed : st.options.seeds) {
+    st.seeds_connecting.emplace(seed, membership_state::Seed{});
+  }
 
   self->set_down_handler([self](caf::down_msg& msg) {
     // The connection is lost: the member is not offered to the supervisor until a reconnect
@@ -1093,8 +1112,8 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
       [=](atom::open, const std::string& self_member) {
         if (!local() || !self->state.self_member.empty()) return;
         self->state.self_member = self_member;
-        // A seed list shared by every node names this one too: never dialled (any other name
-        // of this node's address is recognised when it answers, ConnectAndJoin).
+        // A seed list shared by every node names this one too: never dialled (another name that
+        // leads here is tried less often once it answered with this node, SelfAnsweredSeed).
         const proto::Member me = SelfMember(self);
         self->state.seeds_connecting.erase(me.host() + ":" + std::to_string(me.cluster_port()));
         Tick(self);

@@ -104,6 +104,8 @@ inline constexpr int kIndirectProbes = 3;
 inline constexpr int kMaxPiggyback = 6;
 /// Hearsay about a member whose seq lies further than this above the one known is ignored.
 inline constexpr uint64_t kMaxHearsaySeqJump = 1024;
+/// Longest wait before a seed that answered with this node itself is tried again.
+inline constexpr caf::timespan kMaxSelfSeedWait = std::chrono::seconds(10);
 inline constexpr int kRetransmitMult = 3;
 
 struct MembershipOptions {
@@ -202,8 +204,17 @@ struct membership_state {
   std::map<uint64_t, Gossip> gossip;
   std::mt19937_64 random{std::random_device{}()};
   std::map<uint64_t, Member> members;
-  /// Seeds not yet known as a member address, and whether a connect to each is under way.
-  std::map<std::string, bool> seeds_connecting;
+  /// A seed not yet known as a member address.
+  struct Seed {
+    /// A connect to it is under way.
+    bool connecting = false;
+    /// It answered with this node itself (another name of this node, or a name in front of
+    /// several nodes such as a load balancer): tried again only from `retry_at`, after a
+    /// wait doubled by each such answer (at most kMaxSelfSeedWait).
+    clock::time_point retry_at{};
+    caf::timespan wait{0};
+  };
+  std::map<std::string, Seed> seeds_connecting;
   /// The last view sent to the supervisor, to send only changes.
   std::vector<std::pair<uint64_t, bool>> last_view;
   bool first_view_sent = false;
