@@ -67,9 +67,9 @@ class RecordCache {
   /// The summary kept for `key` (a normalised key), or null. Valid until the next Put, Erase or
   /// Clear.
   const RecordSummary* Find(std::string_view key) const;
-  /// Keeps `summary` for `key`, in place of whatever the slot held (another key's summary is
-  /// forgotten). Does nothing for a key over kMaxKeyBytes or when the budget has no room for a
-  /// table.
+  /// Keeps `summary` for `key`, in place of what its set held for it, else in a free slot of the
+  /// set, else in place of the summary of the set's key put less recently (which is forgotten).
+  /// Does nothing for a key over kMaxKeyBytes or when the budget has no room for a table.
   void Put(std::string_view key, const RecordSummary& summary);
   /// Forgets `key`, if kept.
   void Erase(std::string_view key);
