@@ -150,6 +150,45 @@ TEST_F(MessagesTest, AWriteBatchKeepsAtMostOneOperationPastTheLimitWhileDecoding
   EXPECT_EQ(over.ops.back().key, "/k/" + std::to_string(kMaxBatchOps));
 }
 
+// The operations' vector is sized once from the count a batch announces, but never beyond what
+// the bytes that follow could hold: a batch that claims the limit in a few bytes gets a few
+// operations' worth of memory, not the limit's.
+TEST_F(MessagesTest, AWriteBatchsCountReservesNoMoreThanItsBytesCouldHold) {
+  {
+    std::vector<char> buffer;
+    caf::binary_serializer sink{system_, buffer};
+    WriteOp empty;
+    ASSERT_FALSE(sink(empty));
+    EXPECT_EQ(buffer.size(), kMinWriteOpBytes) << "the smallest operation on the wire";
+  }
+  std::vector<char> buffer;
+  caf::binary_serializer sink{system_, buffer};
+  size_t claimed = kMaxBatchOps;
+  ASSERT_FALSE(sink.begin_sequence(claimed));
+  for (int i = 0; i < 3; ++i) {
+    WriteOp op;
+    op.key = "/k";
+    ASSERT_FALSE(sink(op));
+  }
+  caf::binary_deserializer source{system_, buffer};
+  std::vector<WriteOp> ops;
+  EXPECT_TRUE(LoadWriteOps(static_cast<caf::deserializer&>(source), ops)) << "it ends early";
+  EXPECT_EQ(ops.size(), 4u) << "three read, the fourth failed";
+  // Room for what the bytes could hold (3), doubled once by the fourth: not the 100,000 claimed.
+  EXPECT_LE(ops.capacity(), 2 * (buffer.size() / kMinWriteOpBytes));
+  // An honest batch: sized once.
+  WriteBatch batch;
+  for (int i = 0; i < 1000; ++i) batch.Put("/k/" + std::to_string(i), "v");
+  std::vector<char> honest;
+  caf::binary_serializer honest_sink{system_, honest};
+  ASSERT_FALSE(honest_sink(batch.ops));
+  caf::binary_deserializer honest_source{system_, honest};
+  std::vector<WriteOp> read;
+  ASSERT_FALSE(LoadWriteOps(static_cast<caf::deserializer&>(honest_source), read));
+  EXPECT_EQ(read.size(), 1000u);
+  EXPECT_EQ(read.capacity(), 1000u);
+}
+
 // The exit filter's rule inside one process (over the network: FuzzTest.ExitsFromAPeerStopNoActor):
 // an exit is honoured only from a local actor that no peer can name. Anonymous exits, and exits
 // from a local actor in the actor registry (any actor whose handle crossed the network; a routed
