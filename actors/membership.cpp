@@ -685,20 +685,23 @@ void PingDownMember(membership_pointer self) {
   }
 }
 
-/// Seed `address` answered with this node itself. Not dropped: a name in front of several nodes
-/// (a load balancer, round-robin DNS) may lead elsewhere next time, and dropping it could leave
-/// two nodes that each reached only themselves apart for good. It is tried less often instead,
-/// so that another name of this node alone is not dialled every period (this node's own literal
-/// address is dropped from the seeds when it opens).
-void SelfAnsweredSeed(membership_pointer self, const std::string& address,
-                      membership_state::Seed& seed) {
-  if (seed.wait.count() == 0) {
-    spdlog::info("node {}: seed {} answered with this node itself; it is tried again less often",
+/// Seed `address` answered: with node `id`, this node itself or another. Tried again only after
+/// a wait doubled by each answer (the protocol period up to kMaxSeedWait). Not dropped: a
+/// name in front of several nodes (a load balancer, round-robin DNS) may lead elsewhere next time,
+/// and dropping one that led here could leave two nodes that each reached only themselves apart
+/// for good; nor dialled every period, which another name of this node or of a member (never
+/// known as the member's address, Merge) would be for as long as the node runs. This node's own
+/// literal address is dropped from the seeds when it opens. A seed that did not answer is tried
+/// again the next period, as at start.
+void SeedAnswered(membership_pointer self, const std::string& address, uint64_t id,
+                  membership_state::Seed& seed) {
+  if (id == self->state.node_id && !seed.led_here) {
+    seed.led_here = true;
+    spdlog::info("node {}: seed {} led to this node itself; it is tried again less often",
                  FormatNodeId(self->state.node_id), address);
   }
   seed.wait = std::min<caf::timespan>(
-      std::max<caf::timespan>(2 * seed.wait, self->state.options.heartbeat_interval),
-      kMaxSelfSeedWait);
+      std::max<caf::timespan>(2 * seed.wait, self->state.options.heartbeat_interval), kMaxSeedWait);
   seed.retry_at = Clock::now() + seed.wait;
 }
 
@@ -718,7 +721,7 @@ void Tick(membership_pointer self) {
                      auto it = st.seeds_connecting.find(address);
                      if (it != st.seeds_connecting.end()) {
                        it->second.connecting = false;
-                       if (id == st.node_id) SelfAnsweredSeed(self, address, it->second);
+                       if (id != 0) SeedAnswered(self, address, id, it->second);
                      }
                      if (id != 0 && id != st.node_id) Adopt(self, id, peer);
                    });
@@ -1113,7 +1116,7 @@ peer_actor::behavior_type membership_impl(membership_pointer self, uint64_t node
         if (!local() || !self->state.self_member.empty()) return;
         self->state.self_member = self_member;
         // A seed list shared by every node names this one too: never dialled (another name that
-        // leads here is tried less often once it answered with this node, SelfAnsweredSeed).
+        // leads here is tried less often once it answered with this node, SeedAnswered).
         const proto::Member me = SelfMember(self);
         self->state.seeds_connecting.erase(me.host() + ":" + std::to_string(me.cluster_port()));
         Tick(self);

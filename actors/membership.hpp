@@ -104,8 +104,8 @@ inline constexpr int kIndirectProbes = 3;
 inline constexpr int kMaxPiggyback = 6;
 /// Hearsay about a member whose seq lies further than this above the one known is ignored.
 inline constexpr uint64_t kMaxHearsaySeqJump = 1024;
-/// Longest wait before a seed that answered with this node itself is tried again.
-inline constexpr caf::timespan kMaxSelfSeedWait = std::chrono::seconds(10);
+/// Longest wait before a seed that answered is tried again.
+inline constexpr caf::timespan kMaxSeedWait = std::chrono::seconds(10);
 inline constexpr int kRetransmitMult = 3;
 
 struct MembershipOptions {
@@ -208,11 +208,12 @@ struct membership_state {
   struct Seed {
     /// A connect to it is under way.
     bool connecting = false;
-    /// It answered with this node itself (another name of this node, or a name in front of
-    /// several nodes such as a load balancer): tried again only from `retry_at`, after a
-    /// wait doubled by each such answer (at most kMaxSelfSeedWait).
+    /// It answered (with this node itself or another): tried again only from `retry_at`, after
+    /// a wait doubled by each answer (at most kMaxSeedWait); see SeedAnswered.
     clock::time_point retry_at{};
     caf::timespan wait{0};
+    /// It led to this node itself once (said once in the log).
+    bool led_here = false;
   };
   std::map<std::string, Seed> seeds_connecting;
   /// The last view sent to the supervisor, to send only changes.

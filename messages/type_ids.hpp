@@ -40,7 +40,7 @@ caf::error ToError(const Status& status);
 
 /// Reads a WriteBatch's operations as `f(x.ops)` would, but keeps at most kMaxBatchOps + 1 of
 /// them. CAF decodes a message before the connection guard or the gateway can look at it, and an
-/// empty operation is ~14 bytes on the wire but ~160 in memory (a WriteOp with two strings, in a
+/// empty operation is 11 bytes on the wire but ~160 in memory (a WriteOp with two strings, in a
 /// vector that doubles): unbounded, one 68 MiB request decoded into ~0.7 GB. Operations past the
 /// bound are read into one scratch operation and dropped, so the batch still arrives, over the
 /// limit by one, and every receiver's check refuses it with the clear error a client gets for too

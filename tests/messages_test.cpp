@@ -127,7 +127,7 @@ TEST_F(MessagesTest, StatusSurvivesAsAnError) {
 
 // A write batch is decoded by CAF before any check of ours runs, so the operations it keeps while
 // decoding are bounded: one past kMaxBatchOps (so every receiver refuses it as over the limit,
-// FuzzTest.MalformedClientMessages), not the ~160 bytes of memory per ~14 on the wire that each
+// FuzzTest.MalformedClientMessages), not the ~160 bytes of memory per 11 on the wire that each
 // further operation would cost.
 TEST_F(MessagesTest, AWriteBatchKeepsAtMostOneOperationPastTheLimitWhileDecoding) {
   auto decode = [&](size_t ops) {
@@ -186,7 +186,7 @@ TEST_F(MessagesTest, AWriteBatchsCountReservesNoMoreThanItsBytesCouldHold) {
   std::vector<WriteOp> read;
   ASSERT_FALSE(LoadWriteOps(static_cast<caf::deserializer&>(honest_source), read));
   EXPECT_EQ(read.size(), 1000u);
-  EXPECT_EQ(read.capacity(), 1000u);
+  EXPECT_LT(read.capacity(), 1024u) << "sized once, not by doubling";
 }
 
 // The exit filter's rule inside one process (over the network: FuzzTest.ExitsFromAPeerStopNoActor):
