@@ -318,7 +318,7 @@ class Relay {
   std::thread thread_;
 };
 
-/// Node X's membership actor (id kX) on a port of its own, joining through `seeds(x_port)`, with
+/// Node X's membership actor (id kX, on `x_port`), joining through the seeds given to Start, and
 /// a member Y (id kY, played by the test, on `y_port`) whose pings count X's periods.
 struct SeedsCase {
   static constexpr uint64_t kX = 0x1111, kY = 0x2222;
