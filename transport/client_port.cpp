@@ -101,6 +101,18 @@ std::string Errno(int error) {
   return std::strerror(error);
 }
 
+/// Wakes the thread that polls eventfd `fd`.
+void Wake(int fd) {
+  uint64_t one = 1;
+  (void)!::write(fd, &one, sizeof(one));
+}
+
+/// Clears eventfd `fd` once its poll said it was woken.
+void ClearWake(int fd) {
+  uint64_t count = 0;
+  (void)!::read(fd, &count, sizeof(count));
+}
+
 void NameThisThread(const char* name) {
   pthread_setname_np(pthread_self(), name);
 }
@@ -878,8 +890,7 @@ struct ClientPort::Impl {
       for (int i = 0; i < n; ++i) {
         const int fd = events[i].data.fd;
         if (fd == wake_fd) {
-          uint64_t count = 0;
-          (void)!::read(wake_fd, &count, sizeof(count));
+          ClearWake(wake_fd);
           CheckWriters();
           continue;
         }
@@ -1024,8 +1035,7 @@ struct ClientPort::Impl {
           std::lock_guard<std::mutex> lock(check_mutex);
           to_check.push_back(fd);
         }
-        uint64_t one = 1;
-        (void)!::write(wake_fd, &one, sizeof(one));
+        Wake(wake_fd);
       });
       epoll_event ev{};
       ev.events = EPOLLIN;
@@ -1280,8 +1290,7 @@ void ClientPort::Close() {
   if (impl_->closed) return;
   impl_->closed = true;
   impl_->stopping = true;
-  uint64_t one = 1;
-  (void)!::write(impl_->wake_fd, &one, sizeof(one));
+  Wake(impl_->wake_fd);
   if (impl_->thread.joinable()) impl_->thread.join();
   {
     std::lock_guard<std::mutex> lock(impl_->watchdog_mutex);
@@ -1424,10 +1433,7 @@ struct PortClient::Impl {
     if (wake_fd >= 0) ::close(wake_fd);
   }
 
-  void Wake() {
-    uint64_t one = 1;
-    (void)!::write(wake_fd, &one, sizeof(one));
-  }
+  void Wake() { kvmesh::Wake(wake_fd); }
 
   /// Delivers a message frame from the node to the actor it names, and says which it was in
   /// `*receiver`.
@@ -1540,10 +1546,7 @@ struct PortClient::Impl {
         why = "poll: " + Errno(errno);
         break;
       }
-      if (fds[1].revents & POLLIN) {
-        uint64_t count = 0;
-        (void)!::read(wake_fd, &count, sizeof(count));
-      }
+      if (fds[1].revents & POLLIN) ClearWake(wake_fd);
       if (connection->broken()) {
         why = "the connection broke";
         break;
@@ -1636,8 +1639,7 @@ struct PortClient::Impl {
         break;
       }
       if (p[1].revents & POLLIN) {
-        uint64_t count = 0;
-        (void)!::read(wake_fd, &count, sizeof(count));
+        ClearWake(wake_fd);
         if (connection->broken()) {
           why = "the connection broke";
           ok = false;
