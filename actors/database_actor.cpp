@@ -1191,8 +1191,15 @@ database_actor::behavior_type database_actor_impl(
         if (!MaySteer(self, Steering::kTimer) || seq != st.round_seq) return;
         st.round_armed = false;
         st.replicator->OnSyncTick();
+        if (st.replicator->SweepContinues()) self->send(self, atom::sweep_v);
         // Dormant: the next write, push, pull, replica set or node-level sync arms a round.
         if (!st.replicator->Dormant()) ArmRound(self, st.replicator->Quiet());
+      },
+      [=](atom::sweep) {
+        auto& st = self->state;
+        if (!MaySteer(self, Steering::kTimer)) return;
+        st.replicator->ContinueSweep();
+        if (st.replicator->SweepContinues()) self->send(self, atom::sweep_v);
       },
       [=](atom::commit) {
         if (MaySteer(self, Steering::kTimer)) settle();

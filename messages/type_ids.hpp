@@ -281,6 +281,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, idle_check, "idle_check")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sync_round, "sync_round")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, commit, "commit")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, expire_due, "expire_due")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, sweep, "sweep")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, gateways, "gateways")
 
 namespace kvmesh {
@@ -382,6 +383,9 @@ using database_timer_actor = caf::typed_actor<
     // The anti-entropy round of the given sequence number (only the latest counts): periodic
     // while anything is to do, stopped while the replica is quiet (see database_state::round).
     caf::reacts_to<atom::sync_round, uint64_t>,
+    // The next step of the round's sweep of the dot ranges (Replicator::ContinueSweep): sent
+    // after each step while steps are left, so the requests that came meanwhile go first.
+    caf::reacts_to<atom::sweep>,
     // Group commit: apply the writes received since the last one together, then acknowledge
     // them. Sent when the first of them arrives, so it queues behind the writes already
     // waiting, which join the group.

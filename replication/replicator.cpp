@@ -834,11 +834,26 @@ void Replicator::RemoveExpired() {
 /// When the dot ranges are due for a sweep (DatabaseStore::DotRangesNeedSweep: more than half of
 /// their members stale, or the list of stale dots half full), a round examines up to
 /// kMaxSweptMembersPerRound members reading their records, or kListedSweepFactor times as many
-/// listed dots reading none; the database stays out of dormancy until that is done (Dormant).
+/// listed dots reading none, in steps of kSweptMembersPerStep (the first here, the others from
+/// ContinueSweep); the database stays out of dormancy until that is done (Dormant).
 void Replicator::SweepDotRanges() {
+  sweep_budget_ = 0;  // a round's steps not taken by the next round are not added to it
   if (!store_->DotRangesNeedSweep()) return;
+  sweep_budget_ = kMaxSweptMembersPerRound;
+  SweepStep();
+}
+
+void Replicator::ContinueSweep() {
+  if (SweepContinues()) SweepStep();
+}
+
+void Replicator::SweepStep() {
+  const size_t members = std::min(sweep_budget_, kSweptMembersPerStep);
+  sweep_budget_ -= members;
   uint64_t removed = 0;
-  Status s = store_->SweepDotRanges(kMaxSweptMembersPerRound, &removed);
+  bool more = false;
+  Status s = store_->SweepDotRanges(members, &removed, &more);
+  if (!s.ok() || !more) sweep_budget_ = 0;
   if (!s.ok()) {
     spdlog::error("database {}: sweeping the dot ranges failed: {}", Quote(store_->path()),
                   s.ToString());

@@ -532,6 +532,51 @@ TEST(ReplicationTest, HandOverDropsOnlyWhenEveryNewReplicaHoldsAllWrites) {
   }
 }
 
+// A round's sweep of the dot ranges goes in steps of kSweptMembersPerStep members (the first in
+// the round, the others when the owner calls ContinueSweep, after the requests that came
+// meanwhile): done in one call, a round's sweep held every write to the database for 7-37 ms.
+TEST(ReplicationTest, ARoundSweepsTheDotRangesInStepsThatTogetherFinishIt) {
+  Net net;
+  Replica& r = net.Add(1, Set({1}, 1));
+  // Three passes over the same keys, 1000 a write: two thirds of the members stale and listed,
+  // more than one step examines.
+  const int keys = 7000;
+  static_assert(2 * 7000 > 8 * kSweptMembersPerStep, "needs more than one step");
+  for (int pass = 0; pass < 3; ++pass) {
+    for (int from = 0; from < keys; from += 1000) {
+      WriteBatch batch;
+      for (int i = from; i < from + 1000; ++i) {
+        batch.Put("/k" + std::to_string(i), "v" + std::to_string(pass));
+      }
+      ASSERT_TRUE(r.db().Write(batch, nullptr).ok());
+    }
+  }
+  const uint64_t stale = r.db().stale_members();
+  ASSERT_EQ(stale, 2u * keys);
+  ASSERT_TRUE(r.db().DotRangesNeedSweep());
+  ASSERT_TRUE(r.db().stale_dots_complete());
+
+  r.replicator().OnSyncTick();
+  const uint64_t after_tick = r.db().stale_members();
+  EXPECT_LT(after_tick, stale) << "the round's first step removed nothing";
+  // A step examines whole ranges (1000 members each) up to kListedSweepFactor (8) times its
+  // members of listed dots.
+  EXPECT_LE(stale - after_tick, 8 * kSweptMembersPerStep + 1000)
+      << "the first step went on past its share of the round";
+  EXPECT_TRUE(r.replicator().SweepContinues());
+  int steps = 1;
+  while (r.replicator().SweepContinues() && steps < 100) {
+    r.replicator().ContinueSweep();
+    ++steps;
+  }
+  EXPECT_FALSE(r.replicator().SweepContinues());
+  EXPECT_GE(steps, 2);
+  EXPECT_EQ(r.db().stale_members(), 0u) << "the round's steps left stale members";
+  EXPECT_FALSE(r.db().DotRangesNeedSweep());
+  r.replicator().ContinueSweep();  // nothing left: changes nothing
+  EXPECT_EQ(r.db().stale_members(), 0u);
+}
+
 TEST(ReplicationTest, TombstoneCollectedOnlyWhenEveryReplicaCoversItAndItIsOlderThanTheGrace) {
   auto wall =
       std::make_shared<std::chrono::system_clock::time_point>(std::chrono::system_clock::now());
