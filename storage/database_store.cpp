@@ -1711,9 +1711,7 @@ Status DatabaseStore::SweepDotRanges(size_t max_members, uint64_t* removed, bool
       // A new listed pass: the dots listed so far, in range order.
       sweep_dots_.swap(stale_dots_);
       sweep_dot_next_ = 0;
-      std::sort(sweep_dots_.begin(), sweep_dots_.end(), [](const Dot& a, const Dot& b) {
-        return std::tie(a.origin, a.counter) < std::tie(b.origin, b.counter);
-      });
+      SortDots(&sweep_dots_);
     }
     if (!sweep_dots_.empty()) {
       const size_t budget =

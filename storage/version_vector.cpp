@@ -389,4 +389,55 @@ bool VersionVector::operator==(const VersionVector& other) const {
   return entries_ == other.entries_ && retired_ == other.retired_ && retiring_ == other.retiring_;
 }
 
+void SortDots(std::vector<Dot>* dots) {
+  auto by_dot = [](const Dot& a, const Dot& b) {
+    return a.origin != b.origin ? a.origin < b.origin : a.counter < b.counter;
+  };
+  const size_t n = dots->size();
+  // The origins: the replicas that wrote, a handful. Many of them, or few dots: std::sort.
+  constexpr size_t kMaxOrigins = 64;
+  std::vector<uint64_t> origins;
+  uint64_t low = UINT64_MAX;
+  uint64_t high = 0;
+  for (const Dot& dot : *dots) {
+    low = std::min(low, dot.counter);
+    high = std::max(high, dot.counter);
+    if (origins.size() <= kMaxOrigins &&
+        std::find(origins.begin(), origins.end(), dot.origin) == origins.end()) {
+      origins.push_back(dot.origin);
+    }
+  }
+  if (n < 1024 || origins.size() > kMaxOrigins) {
+    std::sort(dots->begin(), dots->end(), by_dot);
+    return;
+  }
+  std::sort(origins.begin(), origins.end());
+  // Stable passes of kDigitBits bits of the counter above `low` (least significant first),
+  // then one by origin: each keeps the order of the ones before among equals.
+  constexpr int kDigitBits = 11;
+  constexpr size_t kBuckets = size_t{1} << kDigitBits;
+  std::vector<Dot> other(n);
+  std::vector<size_t> starts(std::max(kBuckets, origins.size()) + 1);
+  auto pass = [&](auto bucket_of, size_t buckets) {
+    std::fill(starts.begin(), starts.begin() + static_cast<ptrdiff_t>(buckets) + 1, 0);
+    for (const Dot& dot : *dots) ++starts[bucket_of(dot) + 1];
+    for (size_t b = 0; b < buckets; ++b) starts[b + 1] += starts[b];
+    for (const Dot& dot : *dots) other[starts[bucket_of(dot)]++] = dot;
+    dots->swap(other);
+  };
+  const uint64_t span = high - low;
+  for (int shift = 0; shift < 64 && (span >> shift) != 0; shift += kDigitBits) {
+    pass([low, shift](const Dot& dot) { return ((dot.counter - low) >> shift) & (kBuckets - 1); },
+         kBuckets);
+  }
+  if (origins.size() > 1) {
+    pass(
+        [&origins](const Dot& dot) {
+          return static_cast<size_t>(std::lower_bound(origins.begin(), origins.end(), dot.origin) -
+                                     origins.begin());
+        },
+        origins.size());
+  }
+}
+
 }  // namespace kvmesh::storage

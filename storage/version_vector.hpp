@@ -47,6 +47,12 @@ struct Dot {
   uint64_t counter = 0;
 };
 
+/// Sorts `dots` by (origin, counter), the order std::sort by that pair gives, in time linear in
+/// their number (a radix sort on the counters, then by origin). A sweep of the dot ranges sorts
+/// a database's listed stale dots (up to 262,144) in one actor turn: with std::sort that was
+/// 6-11 ms of a node under sustained overwrites, every write to the database waiting.
+void SortDots(std::vector<Dot>* dots);
+
 class VersionVector {
  public:
   /// Out-of-order counters kept per origin; beyond this the highest are dropped (anti-entropy

@@ -299,6 +299,42 @@ TEST(VersionVectorTest, RetiredOriginsKeepTheirMeaning) {
 
 // What travels between replicas stays small however many copies came and went: the entries
 // and a digest of the retired set, which a receiver holding the same set completes.
+// SortDots orders dots as std::sort by (origin, counter) does: one origin or several, counters
+// close together or 64 bits apart, repeated dots, few dots, many origins.
+TEST(VersionVectorTest, SortDotsOrdersAsStdSortDoes) {
+  std::mt19937_64 random(7);
+  auto by_dot = [](const Dot& a, const Dot& b) {
+    return std::tie(a.origin, a.counter) < std::tie(b.origin, b.counter);
+  };
+  struct Case {
+    size_t count;
+    uint64_t origins;
+    uint64_t counter_span;  // 0: any 64-bit counter
+  };
+  const Case cases[] = {{5000, 1, 100000}, {5000, 3, 1u << 30}, {20000, 2, 0},       {5000, 1, 1},
+                        {300, 4, 1000},    {5000, 100, 1000},   {70000, 5, 5000000}, {1024, 1, 0}};
+  for (const Case& c : cases) {
+    std::vector<Dot> dots(c.count);
+    for (Dot& dot : dots) {
+      dot.origin = (random() % c.origins) * 0x9e3779b97f4a7c15ull;  // spread, not in order
+      dot.counter = c.counter_span == 0 ? random() : 1000 + random() % c.counter_span;
+    }
+    std::vector<Dot> expected = dots;
+    std::sort(expected.begin(), expected.end(), by_dot);
+    SortDots(&dots);
+    ASSERT_EQ(dots.size(), expected.size());
+    size_t wrong = 0;
+    for (size_t i = 0; i < dots.size(); ++i) {
+      wrong += dots[i].origin != expected[i].origin || dots[i].counter != expected[i].counter;
+    }
+    EXPECT_EQ(wrong, 0u) << c.count << " dots of " << c.origins << " origins, counters within "
+                         << c.counter_span;
+  }
+  std::vector<Dot> none;
+  SortDots(&none);
+  EXPECT_TRUE(none.empty());
+}
+
 TEST(VersionVectorTest, SerializedSizeStaysSmallAfterManyRetiredOrigins) {
   VersionVector v;
   VersionVector uncompacted;
