@@ -401,6 +401,15 @@ std::string LastDot(const storage::DatabaseStore& store) {
   return token.ToString();
 }
 
+/// Sends the next step of the round's sweep (atom::sweep) behind the messages queued now, if
+/// steps are left and none is on its way already.
+void QueueSweepStep(database_pointer self) {
+  auto& st = self->state;
+  if (st.sweep_queued || !st.replicator->SweepContinues()) return;
+  st.sweep_queued = true;
+  self->send(self, atom::sweep_v);
+}
+
 /// Applies `group` (writes in arrival order) as described at CommitGroup.
 void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite> group) {
   auto& st = self->state;
@@ -1191,15 +1200,15 @@ database_actor::behavior_type database_actor_impl(
         if (!MaySteer(self, Steering::kTimer) || seq != st.round_seq) return;
         st.round_armed = false;
         st.replicator->OnSyncTick();
-        if (st.replicator->SweepContinues()) self->send(self, atom::sweep_v);
+        QueueSweepStep(self);
         // Dormant: the next write, push, pull, replica set or node-level sync arms a round.
         if (!st.replicator->Dormant()) ArmRound(self, st.replicator->Quiet());
       },
       [=](atom::sweep) {
-        auto& st = self->state;
         if (!MaySteer(self, Steering::kTimer)) return;
-        st.replicator->ContinueSweep();
-        if (st.replicator->SweepContinues()) self->send(self, atom::sweep_v);
+        self->state.sweep_queued = false;
+        self->state.replicator->ContinueSweep();
+        QueueSweepStep(self);
       },
       [=](atom::commit) {
         if (MaySteer(self, Steering::kTimer)) settle();

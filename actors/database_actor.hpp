@@ -135,6 +135,9 @@ struct database_state {
   bool round_armed = false;
   /// The armed round is a quiet one (kQuietRound away).
   bool round_slow = false;
+  /// An atom::sweep (the next step of a round's sweep) is on its way to this actor: a round
+  /// started meanwhile sends no second one, so the queued requests still wait for one step.
+  bool sweep_queued = false;
   /// Deadlines of this actor's requests to its peers and the supervisor (RequestWithin).
   std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   /// The watches' held pulls (actors/watch_hub.hpp).

@@ -835,7 +835,8 @@ void Replicator::RemoveExpired() {
 /// their members stale, or the list of stale dots half full), a round examines up to
 /// kMaxSweptMembersPerRound members reading their records, or kListedSweepFactor times as many
 /// listed dots reading none, in steps of kSweptMembersPerStep (the first here, the others from
-/// ContinueSweep); the database stays out of dormancy until that is done (Dormant).
+/// ContinueSweep; a step examines whole ranges, so up to one range more than its share). The
+/// database stays out of dormancy while the ranges are due for a sweep (Dormant).
 void Replicator::SweepDotRanges() {
   sweep_budget_ = 0;  // a round's steps not taken by the next round are not added to it
   if (!store_->DotRangesNeedSweep()) return;

@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <climits>
 #include <cstdio>
+#include <new>
 
 #include "messages/storage.pb.h"
 
@@ -416,7 +417,14 @@ void SortDots(std::vector<Dot>* dots) {
   // then one by origin: each keeps the order of the ones before among equals.
   constexpr int kDigitBits = 11;
   constexpr size_t kBuckets = size_t{1} << kDigitBits;
-  std::vector<Dot> other(n);
+  std::vector<Dot> other;
+  try {
+    other.resize(n);
+  } catch (const std::bad_alloc&) {
+    // A sweep runs on the database actor: short of memory, the sort that needs none.
+    std::sort(dots->begin(), dots->end(), by_dot);
+    return;
+  }
   std::vector<size_t> starts(std::max(kBuckets, origins.size()) + 1);
   auto pass = [&](auto bucket_of, size_t buckets) {
     std::fill(starts.begin(), starts.begin() + static_cast<ptrdiff_t>(buckets) + 1, 0);

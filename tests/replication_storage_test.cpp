@@ -297,8 +297,6 @@ TEST(VersionVectorTest, RetiredOriginsKeepTheirMeaning) {
   EXPECT_TRUE(wrong.retired().empty());
 }
 
-// What travels between replicas stays small however many copies came and went: the entries
-// and a digest of the retired set, which a receiver holding the same set completes.
 // SortDots orders dots as std::sort by (origin, counter) does: one origin or several, counters
 // close together or 64 bits apart, repeated dots, few dots, many origins.
 TEST(VersionVectorTest, SortDotsOrdersAsStdSortDoes) {
@@ -335,6 +333,8 @@ TEST(VersionVectorTest, SortDotsOrdersAsStdSortDoes) {
   EXPECT_TRUE(none.empty());
 }
 
+// What travels between replicas stays small however many copies came and went: the entries
+// and a digest of the retired set, which a receiver holding the same set completes.
 TEST(VersionVectorTest, SerializedSizeStaysSmallAfterManyRetiredOrigins) {
   VersionVector v;
   VersionVector uncompacted;

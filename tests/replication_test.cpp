@@ -169,10 +169,16 @@ class Net {
       Deliver(0);
     }
   }
-  /// One anti-entropy round of every replica, delivered.
+  /// One anti-entropy round of every replica, delivered, with the round's sweep steps (as the
+  /// database actor takes them).
   void SyncRound() {
     for (uint64_t id : ids) {
-      if (!(*this)[id].dropped()) (*this)[id].replicator().OnSyncTick();
+      if ((*this)[id].dropped()) continue;
+      Replicator& replicator = (*this)[id].replicator();
+      replicator.OnSyncTick();
+      for (int steps = 0; steps < kMaxSteps && replicator.SweepContinues(); ++steps) {
+        replicator.ContinueSweep();
+      }
     }
     DeliverAll();
   }
