@@ -30,7 +30,37 @@ const RecordSummary* RecordCache::Find(std::string_view key) const {
   if (slots_ == 0) return nullptr;
   const uint64_t hash = HashKey(key);
   const Slot* slot = Find(SetAt(hash), key, hash);
+  if (slot == nullptr) slot = FindUnmoved(key, hash);
   return slot != nullptr ? &slot->summary : nullptr;
+}
+
+RecordCache::Slot* RecordCache::FindUnmoved(std::string_view key, uint64_t hash) const {
+  if (old_slots_ == 0) return nullptr;
+  const size_t set = SetIndex(hash, old_slots_);
+  return set < moved_sets_ ? nullptr : Find(&old_table_[set * kWays], key, hash);
+}
+
+void RecordCache::MoveSets(size_t sets) {
+  const size_t old_sets = old_slots_ / kWays;
+  for (size_t end = std::min(old_sets, moved_sets_ + sets); moved_sets_ < end; ++moved_sets_) {
+    Slot* set = &old_table_[moved_sets_ * kWays];
+    // The key put less recently first, so that the recent one stays so in its new set.
+    for (bool recent : {false, true}) {
+      for (size_t i = 0; i < kWays; ++i) {
+        const Slot& slot = set[i];
+        if (slot.key_hash != 0 && slot.recent == recent) {
+          Place(SetAt(slot.key_hash), std::string_view(slot.key, slot.key_size), slot.key_hash,
+                slot.summary);
+        }
+      }
+    }
+  }
+  if (moved_sets_ == old_sets) {
+    old_table_.reset();
+    budget_->Give(old_slots_ * kSlotBytes);
+    old_slots_ = 0;
+    moved_sets_ = 0;
+  }
 }
 
 bool RecordCache::Place(Slot* set, std::string_view key, uint64_t hash,
@@ -63,13 +93,15 @@ void RecordCache::Put(std::string_view key, const RecordSummary& summary) {
   // No table before a first few lookups: most of a node's many databases write a key now and
   // then, and 100,000 first tables were 200 MiB.
   if (slots_ == 0 && (finds_ < kFirstSlots || !Resize(kFirstSlots))) return;
+  if (old_slots_ != 0) MoveSets(kSetsMovedPerCall);
   // Over a quarter table's worth of lookups, keys took slots from each other more than an eighth
   // as often: twice the slots (four times, more than a quarter as often), if the budget has room.
   // Uniformly used, a table of 4/3 slots per key keeps about 81% of them, one of 8/3 about 93%,
   // where keys take slots from each other about 7% as often; keys lost meanwhile are read again.
   // Counted per lookup, not per put: a write puts each key it read once more, and a bulk load of
   // new keys (which looks nothing up) needs no table.
-  if (finds_ >= std::max<size_t>(slots_ / 4, kFirstSlots)) {
+  // (Not while the last growth's summaries still move.)
+  if (old_slots_ == 0 && finds_ >= std::max<size_t>(slots_ / 4, kFirstSlots)) {
     const size_t factor = collisions_ * 4 > finds_ ? 4 : collisions_ * 8 > finds_ ? 2 : 1;
     if (factor > 1 && slots_ < kMaxSlots) {
       if (!Resize(std::min(factor * slots_, kMaxSlots)) && factor > 2) Resize(2 * slots_);
@@ -77,6 +109,7 @@ void RecordCache::Put(std::string_view key, const RecordSummary& summary) {
     finds_ = collisions_ = 0;
   }
   const uint64_t hash = HashKey(key);
+  if (Slot* stale = FindUnmoved(key, hash)) stale->key_hash = 0;
   if (Place(SetAt(hash), key, hash, summary)) ++collisions_;
 }
 
@@ -84,13 +117,16 @@ void RecordCache::Erase(std::string_view key) {
   if (slots_ == 0 || key.size() > kMaxKeyBytes) return;
   const uint64_t hash = HashKey(key);
   if (Slot* slot = Find(SetAt(hash), key, hash)) slot->key_hash = 0;
+  if (Slot* slot = FindUnmoved(key, hash)) slot->key_hash = 0;
+  if (old_slots_ != 0) MoveSets(kSetsMovedPerCall);
 }
 
 void RecordCache::Clear() {
   if (slots_ == 0) return;
   table_.reset();
-  budget_->Give(slots_ * kSlotBytes);
-  slots_ = 0;
+  budget_->Give((slots_ + old_slots_) * kSlotBytes);
+  old_table_.reset();
+  slots_ = old_slots_ = moved_sets_ = 0;
   finds_ = collisions_ = 0;
 }
 
@@ -109,23 +145,14 @@ bool RecordCache::Resize(size_t slots) {
     budget_->Give(bytes);
     return false;
   }
-  std::unique_ptr<Slot[]> old = std::move(table_);
-  const size_t old_slots = slots_;
+  // A larger table splits every set: each key finds room as its set moves (MoveSets).
+  old_table_ = std::move(table_);
+  old_slots_ = slots_;
+  moved_sets_ = 0;
   table_ = std::move(table);
   slots_ = slots;
   finds_ = collisions_ = 0;
-  // A larger table splits every set: each key finds room. The keys put less recently go first,
-  // so that each set's recent key stays so.
-  for (bool recent : {false, true}) {
-    for (size_t i = 0; i < old_slots; ++i) {
-      const Slot& slot = old[i];
-      if (slot.key_hash != 0 && slot.recent == recent) {
-        Place(SetAt(slot.key_hash), std::string_view(slot.key, slot.key_size), slot.key_hash,
-              slot.summary);
-      }
-    }
-  }
-  if (old_bytes > 0) budget_->Give(old_bytes);
+  if (old_slots_ != 0) MoveSets(kSetsMovedPerCall);  // a first table has nothing to move
   return true;
 }
 

@@ -21,6 +21,13 @@
 // databases of a node share (StoreOptions::record_cache_bytes): a table grows only while the
 // budget keeps at least as much again for the others, so one busy database takes at most half of
 // it and every database can have a table. Keys longer than kMaxKeyBytes are not kept.
+//
+// Growing: the summaries move to the larger table a few sets at a time, with each later Put and
+// Erase (kSetsMovedPerCall), not all at once: moving 65,536 slots' summaries into a new table of
+// 262,144 took 26-30 ms of the write that grew it (kvmesh-bench remote put, 50 in flight), and
+// every write to the database waited for it. Until every set has moved, a lookup that misses in
+// the new table looks in the old one, and a Put or Erase of a key removes it from the old one
+// (so no older summary of it moves over later). The old table's bytes stay taken meanwhile.
 // Not thread-safe: its database's owner uses it.
 #pragma once
 
@@ -78,6 +85,10 @@ class RecordCache {
 
   /// Slots in the table (0: none yet). For tests.
   size_t slots() const { return slots_; }
+  /// True while summaries of a smaller table are still to move into this one. For tests.
+  bool moving() const { return old_slots_ != 0; }
+  /// Sets of the table being left behind that each Put or Erase moves into the new one.
+  static constexpr size_t kSetsMovedPerCall = 8;
   /// The set of `key` in a table of `slots` slots. For tests.
   static size_t SetOf(std::string_view key, size_t slots) { return SetIndex(HashKey(key), slots); }
 
@@ -102,13 +113,22 @@ class RecordCache {
   /// Keeps `summary` for `key` in its set (at `set`): in the slot holding it, else in an empty
   /// one, else in the one put less recently. True if that slot held another key.
   static bool Place(Slot* set, std::string_view key, uint64_t hash, const RecordSummary& summary);
-  /// A table of `slots` slots (a power of two) with the kept summaries moved in, if the budget
-  /// allows (see the header comment); false otherwise.
+  /// A table of `slots` slots (a power of two) into which the kept summaries move from now on
+  /// (MoveSets), if the budget allows (see the header comment); false otherwise.
   bool Resize(size_t slots);
+  /// Moves up to `sets` sets of the old table into the table; frees the old one once all moved.
+  void MoveSets(size_t sets);
+  /// The slot of the old table holding `key`, if its set has not moved yet; else null.
+  Slot* FindUnmoved(std::string_view key, uint64_t hash) const;
 
   SharedBudget* budget_;
   std::unique_ptr<Slot[]> table_;
   size_t slots_ = 0;  // a power of two of at least kWays, or 0
+  /// The table being left behind while its summaries move (Resize), its slots (0: none), and
+  /// how many of its sets moved so far.
+  std::unique_ptr<Slot[]> old_table_;
+  size_t old_slots_ = 0;
+  size_t moved_sets_ = 0;
   /// Lookups since the table last grew or was judged (Put), and the puts meanwhile that took a
   /// slot over from another key.
   mutable size_t finds_ = 0;
