@@ -40,18 +40,25 @@ RecordCache::Slot* RecordCache::FindUnmoved(std::string_view key, uint64_t hash)
   return set < moved_sets_ ? nullptr : Find(&old_table_[set * kWays], key, hash);
 }
 
+void RecordCache::PlaceMoved(const Slot& moved) {
+  Slot* set = SetAt(moved.key_hash);
+  for (size_t i = 0; i < kWays; ++i) {
+    if (set[i].key_hash == 0) {
+      set[i] = moved;
+      set[i].recent = false;
+      return;
+    }
+  }
+}
+
 void RecordCache::MoveSets(size_t sets) {
   const size_t old_sets = old_slots_ / kWays;
   for (size_t end = std::min(old_sets, moved_sets_ + sets); moved_sets_ < end; ++moved_sets_) {
-    Slot* set = &old_table_[moved_sets_ * kWays];
-    // The key put less recently first, so that the recent one stays so in its new set.
-    for (bool recent : {false, true}) {
+    const Slot* set = &old_table_[moved_sets_ * kWays];
+    // The key put more recently first, should only one slot be free for them.
+    for (bool recent : {true, false}) {
       for (size_t i = 0; i < kWays; ++i) {
-        const Slot& slot = set[i];
-        if (slot.key_hash != 0 && slot.recent == recent) {
-          Place(SetAt(slot.key_hash), std::string_view(slot.key, slot.key_size), slot.key_hash,
-                slot.summary);
-        }
+        if (set[i].key_hash != 0 && set[i].recent == recent) PlaceMoved(set[i]);
       }
     }
   }
@@ -131,6 +138,7 @@ void RecordCache::Clear() {
 }
 
 bool RecordCache::Resize(size_t slots) {
+  if (old_slots_ != 0) return false;  // the last growth's summaries still move
   const size_t bytes = slots * kSlotBytes;
   const size_t old_bytes = slots_ * kSlotBytes;
   // A first table takes what it needs; a larger one leaves as much again to the others once the

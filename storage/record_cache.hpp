@@ -27,7 +27,9 @@
 // 262,144 took 26-30 ms of the write that grew it (kvmesh-bench remote put, 50 in flight), and
 // every write to the database waited for it. Until every set has moved, a lookup that misses in
 // the new table looks in the old one, and a Put or Erase of a key removes it from the old one
-// (so no older summary of it moves over later). The old table's bytes stay taken meanwhile.
+// (so no older summary of it moves over later), and a moved summary takes only an empty slot
+// (a key put since is newer). The old table's bytes stay taken meanwhile, until the database's
+// next writes finish the move or it closes.
 // Not thread-safe: its database's owner uses it.
 #pragma once
 
@@ -116,6 +118,10 @@ class RecordCache {
   /// A table of `slots` slots (a power of two) into which the kept summaries move from now on
   /// (MoveSets), if the budget allows (see the header comment); false otherwise.
   bool Resize(size_t slots);
+  /// Keeps summary `moved` of the old table in an empty slot of its new set, not marked as put
+  /// last: a key put since the table grew is newer than any moved one and keeps its slot (a moved
+  /// key that finds none is forgotten, as the less recent key of a full set is).
+  void PlaceMoved(const Slot& moved);
   /// Moves up to `sets` sets of the old table into the table; frees the old one once all moved.
   void MoveSets(size_t sets);
   /// The slot of the old table holding `key`, if its set has not moved yet; else null.

@@ -2759,10 +2759,14 @@ TEST(RecordCacheTest, AGrowingTableMovesItsSummariesAFewSetsAtATimeAndKeepsTheNe
     kept.push_back(i);
   }
   ASSERT_GT(kept.size(), before / 2);
-  // Meanwhile: every third kept key put again (a newer summary), every third erased.
-  for (size_t j = 0; j < kept.size(); j += 3) c.cache.Put(key_of(kept[j]), summary_of(kept[j] + 1));
-  for (size_t j = 1; j < kept.size(); j += 3) c.cache.Erase(key_of(kept[j]));
-  // New keys until every set moved (each Put moves kSetsMovedPerCall).
+  // Meanwhile (each call moves kSetsMovedPerCall sets): every third kept key put again (a newer
+  // summary), every third erased, in turns.
+  for (size_t j = 0; j < kept.size(); ++j) {
+    if (j % 3 == 0) c.cache.Put(key_of(kept[j]), summary_of(kept[j] + 1));
+    if (j % 3 == 1) c.cache.Erase(key_of(kept[j]));
+    if (j == 30) ASSERT_TRUE(c.cache.moving()) << "the test no longer puts and erases mid-move";
+  }
+  // New keys until every set moved.
   for (int puts = 0; c.cache.moving() && puts < 100000; ++puts) {
     c.cache.Put(key_of(k + 1 + puts), summary_of(0));
   }
@@ -2779,9 +2783,23 @@ TEST(RecordCacheTest, AGrowingTableMovesItsSummariesAFewSetsAtATimeAndKeepsTheNe
     }
   }
   EXPECT_GT(found_again, kept.size() / 3) << "the move lost most summaries";
+  // No key is held twice (an older copy behind the newer one): erased, a key is gone.
+  for (size_t j = 0; j < kept.size(); j += 3) {
+    c.cache.Erase(key_of(kept[j]));
+    EXPECT_EQ(c.cache.Find(key_of(kept[j])), nullptr) << key_of(kept[j]) << " is held twice";
+  }
   // The old table's bytes went back to the budget.
   EXPECT_EQ(c.budget.left(),
             static_cast<int64_t>((kBudgetSlots - c.cache.slots()) * RecordCache::kSlotBytes));
+  // A cache cleared in the middle of a move gives back both tables' bytes.
+  CacheWithTable d(kBudgetSlots);
+  for (size_t i = 0; !d.cache.moving() && i < 8 * kBudgetSlots; ++i) {
+    d.cache.Find(key_of(i));
+    d.cache.Put(key_of(i), summary_of(i));
+  }
+  ASSERT_TRUE(d.cache.moving());
+  d.cache.Clear();
+  EXPECT_EQ(d.budget.left(), static_cast<int64_t>(kBudgetSlots * RecordCache::kSlotBytes));
 }
 
 /// Sweeps until the pass ends (at most 1000 calls of `max_members`); the members removed.
