@@ -90,7 +90,7 @@ class RecordCache {
   /// True while summaries of a smaller table are still to move into this one. For tests.
   bool moving() const { return old_slots_ != 0; }
   /// Sets of the table being left behind that each Put or Erase moves into the new one.
-  static constexpr size_t kSetsMovedPerCall = 8;
+  static constexpr size_t kSetsMovedPerCall = 64;
   /// The set of `key` in a table of `slots` slots. For tests.
   static size_t SetOf(std::string_view key, size_t slots) { return SetIndex(HashKey(key), slots); }
 
