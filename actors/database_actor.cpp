@@ -401,6 +401,11 @@ std::string LastDot(const storage::DatabaseStore& store) {
   return token.ToString();
 }
 
+/// Times in a row a step of the sweep gives way to requests waiting (atom::sweep). Under
+/// sustained overwrites taking every step at once added about one step (1-5 ms) to 800 requests
+/// a second, the p99.9 of kvmesh-bench's remote put with 50 in flight (4.1-4.5 to 7.5-7.9 ms).
+constexpr int kMaxSweepDeferrals = 8;
+
 /// Sends the next step of the round's sweep (atom::sweep) behind the messages queued now, if
 /// steps are left and none is on its way already.
 void QueueSweepStep(database_pointer self) {
@@ -1206,8 +1211,17 @@ database_actor::behavior_type database_actor_impl(
       },
       [=](atom::sweep) {
         if (!MaySteer(self, Steering::kTimer)) return;
-        self->state.sweep_queued = false;
-        self->state.replicator->ContinueSweep();
+        auto& st = self->state;
+        st.sweep_queued = false;
+        // Requests waiting go first: a step then fills a moment the database would be idle in,
+        // not one its requests wait through. A few times in a row at most, so that a database
+        // never idle still sweeps.
+        if (!self->mailbox().empty() && st.sweep_deferrals < kMaxSweepDeferrals) {
+          ++st.sweep_deferrals;
+        } else {
+          st.sweep_deferrals = 0;
+          st.replicator->ContinueSweep();
+        }
         QueueSweepStep(self);
       },
       [=](atom::commit) {

@@ -138,6 +138,8 @@ struct database_state {
   /// An atom::sweep (the next step of a round's sweep) is on its way to this actor: a round
   /// started meanwhile sends no second one, so the queued requests still wait for one step.
   bool sweep_queued = false;
+  /// Times in a row that message found requests waiting and gave way to them.
+  int sweep_deferrals = 0;
   /// Deadlines of this actor's requests to its peers and the supervisor (RequestWithin).
   std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   /// The watches' held pulls (actors/watch_hub.hpp).

@@ -834,14 +834,12 @@ void Replicator::RemoveExpired() {
 /// When the dot ranges are due for a sweep (DatabaseStore::DotRangesNeedSweep: more than half of
 /// their members stale, or the list of stale dots half full), a round examines up to
 /// kMaxSweptMembersPerRound members reading their records, or kListedSweepFactor times as many
-/// listed dots reading none, in steps of kSweptMembersPerStep (the first here, the others from
-/// ContinueSweep; a step examines whole ranges, so up to one range more than its share). The
+/// listed dots reading none, in steps of kSweptMembersPerStep that the owner takes
+/// (ContinueSweep; a step examines whole ranges, so up to one range more than its share). The
 /// database stays out of dormancy while the ranges are due for a sweep (Dormant).
 void Replicator::SweepDotRanges() {
-  sweep_budget_ = 0;  // a round's steps not taken by the next round are not added to it
-  if (!store_->DotRangesNeedSweep()) return;
-  sweep_budget_ = kMaxSweptMembersPerRound;
-  SweepStep();
+  // A round's steps not taken by the next round are not added to it.
+  sweep_budget_ = store_->DotRangesNeedSweep() ? kMaxSweptMembersPerRound : 0;
 }
 
 void Replicator::ContinueSweep() {

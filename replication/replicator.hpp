@@ -126,10 +126,11 @@ inline constexpr size_t kMaxExpiredPerRound = 16384;
 /// (DatabaseStore::SweepDotRanges) by reading their records; a pass over listed stale dots reads
 /// none and examines kListedSweepFactor times as many.
 inline constexpr size_t kMaxSweptMembersPerRound = 16384;
-/// Of those, the members one step of the sweep examines: a round's sweep goes in steps
-/// (Replicator::ContinueSweep), so the requests queued meanwhile wait for one step, not for the
-/// round's. In one call, a round took 7-37 ms of a node under sustained overwrites (81,000
-/// listed members in 30 ms): every write to the database waited that long, once a second.
+/// Of those, the members one step of the sweep examines: a round's sweep goes in steps that the
+/// owner takes (Replicator::ContinueSweep) between the requests it serves, so they wait for one
+/// step at most, not for the round's. In one call, a round took 7-37 ms of a node under
+/// sustained overwrites (81,000 listed members in 30 ms): every write to the database waited
+/// that long, once a second.
 inline constexpr size_t kSweptMembersPerStep = 1024;
 /// Stale repair: (key, dot) pairs one page carries at most (and at most Options::chunk_bytes of
 /// keys), and local records one page's comparison examines at most.
@@ -220,8 +221,9 @@ class Replicator {
   /// are skipped: the node-level round (replication/node_summary.hpp) finds differences the
   /// replica cannot know of (a lost push to a peer it thinks in sync) and calls SyncNow.
   void OnSyncTick();
-  /// True if the round's sweep of the dot ranges has steps left: the owner calls ContinueSweep,
-  /// after the requests that came meanwhile.
+  /// True if the round's sweep of the dot ranges has steps left (a round that finds the ranges
+  /// due for a sweep takes none itself): the owner calls ContinueSweep, best when no request
+  /// waits.
   bool SweepContinues() const { return sweep_budget_ > 0 && !dropped_; }
   /// The next step of the round's sweep of the dot ranges (kSweptMembersPerStep members).
   void ContinueSweep();
