@@ -2731,7 +2731,9 @@ TEST(RecordCacheTest, ABusyDatabasesTableTakesHalfTheBudget) {
 // grew it (26-30 ms of one write at 262,144 slots); meanwhile every summary is still found, and a
 // key put or erased meanwhile never gets its older summary back when its old set moves.
 TEST(RecordCacheTest, AGrowingTableMovesItsSummariesAFewSetsAtATimeAndKeepsTheNewest) {
-  constexpr size_t kBudgetSlots = 1024 * RecordCache::kFirstSlots;
+  // Growth from a table whose move takes 64 calls or more (the test puts and erases mid-move).
+  constexpr size_t kFromSlots = 64 * RecordCache::kSetsMovedPerCall * RecordCache::kWays;
+  constexpr size_t kBudgetSlots = 32 * kFromSlots;
   CacheWithTable c(kBudgetSlots);
   auto summary_of = [](uint64_t counter) {
     RecordSummary s;
@@ -2739,14 +2741,14 @@ TEST(RecordCacheTest, AGrowingTableMovesItsSummariesAFewSetsAtATimeAndKeepsTheNe
     return s;
   };
   auto key_of = [](size_t k) { return "/key/" + std::to_string(k); };
-  // Keys looked up and put until the table grows from at least 1024 slots.
+  // Keys looked up and put until the table grows from at least kFromSlots.
   size_t k = 0;
   size_t before = 0;
-  for (; k < 8 * kBudgetSlots; ++k) {
+  for (; k < 4 * kBudgetSlots; ++k) {
     before = c.cache.slots();
     c.cache.Find(key_of(k));
     c.cache.Put(key_of(k), summary_of(k));
-    if (c.cache.slots() != before && before >= 1024) break;
+    if (c.cache.slots() != before && before >= kFromSlots) break;
   }
   ASSERT_GT(c.cache.slots(), before) << "the table never grew";
   ASSERT_TRUE(c.cache.moving()) << "the Put that grew the table moved every summary at once";
