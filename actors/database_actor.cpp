@@ -406,13 +406,27 @@ std::string LastDot(const storage::DatabaseStore& store) {
 /// a second, the p99.9 of kvmesh-bench's remote put with 50 in flight (4.1-4.5 to 7.5-7.9 ms).
 constexpr int kMaxSweepDeferrals = 8;
 
-/// Sends the next step of the round's sweep (atom::sweep) behind the messages queued now, if
-/// steps are left and none is on its way already.
-void QueueSweepStep(database_pointer self) {
+/// Time between two steps of the sweep. A step sent at once after the last one ran in the same
+/// turn of the actor when nothing else waited: on the client port's thread, which then read no
+/// socket, requests waited for several steps (and a turn over 10 ms paused its inline runs).
+constexpr auto kSweepStepSpacing = std::chrono::milliseconds(1);
+
+/// Sends the next step of the round's sweep (atom::sweep), if steps are left and none is on its
+/// way already: behind the messages queued now (`after_step` false), or kSweepStepSpacing from
+/// now, through CAF's clock, so the actor's turn ends first.
+void QueueSweepStep(database_pointer self, bool after_step) {
   auto& st = self->state;
-  if (st.sweep_queued || !st.replicator->SweepContinues()) return;
+  if (st.sweep_queued) return;
+  if (!st.replicator->SweepContinues()) {
+    st.sweep_deferrals = 0;
+    return;
+  }
   st.sweep_queued = true;
-  self->send(self, atom::sweep_v);
+  if (after_step) {
+    self->delayed_send(self, kSweepStepSpacing, atom::sweep_v);
+  } else {
+    self->send(self, atom::sweep_v);
+  }
 }
 
 /// Applies `group` (writes in arrival order) as described at CommitGroup.
@@ -1205,7 +1219,7 @@ database_actor::behavior_type database_actor_impl(
         if (!MaySteer(self, Steering::kTimer) || seq != st.round_seq) return;
         st.round_armed = false;
         st.replicator->OnSyncTick();
-        QueueSweepStep(self);
+        QueueSweepStep(self, /*after_step=*/false);
         // Dormant: the next write, push, pull, replica set or node-level sync arms a round.
         if (!st.replicator->Dormant()) ArmRound(self, st.replicator->Quiet());
       },
@@ -1218,11 +1232,12 @@ database_actor::behavior_type database_actor_impl(
         // never idle still sweeps.
         if (!self->mailbox().empty() && st.sweep_deferrals < kMaxSweepDeferrals) {
           ++st.sweep_deferrals;
-        } else {
-          st.sweep_deferrals = 0;
-          st.replicator->ContinueSweep();
+          QueueSweepStep(self, /*after_step=*/false);
+          return;
         }
-        QueueSweepStep(self);
+        st.sweep_deferrals = 0;
+        st.replicator->ContinueSweep();
+        QueueSweepStep(self, /*after_step=*/true);
       },
       [=](atom::commit) {
         if (MaySteer(self, Steering::kTimer)) settle();
