@@ -1827,8 +1827,7 @@ Status DatabaseStore::SweepListedDots(size_t max_members, uint64_t* removed, boo
 
 // A member is live if its key's record has exactly its dot (what DeltaSince serves); the others
 // go. A range keeps its key (its first counter) when members are dropped, so its span only
-// shrinks and still overlaps no other (in both passes). Point deletes only: a DeleteRange of an
-// index range corrupts the memtable with the Store's insert hints (storage/store.cpp).
+// shrinks and still overlaps no other (in both passes).
 Status DatabaseStore::SweepByRecords(size_t max_members, uint64_t* removed, bool* more) {
   if (sweep_from_.empty() && listing_ != StaleListing::kComplete) {
     // A new pass: it finds the members stale now; the list takes those made stale from now on.

@@ -2,7 +2,6 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
-#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
@@ -19,6 +18,7 @@
 #include "storage/database_store.hpp"
 #include "storage/hlc.hpp"
 #include "storage/keys.hpp"
+#include "storage/memtable.hpp"
 #include "storage/rocks_options.hpp"
 #include "storage/rocks_status.hpp"
 
@@ -102,17 +102,10 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // whole-key bloom filter answers that miss without walking the skip list.
   rocks.memtable_whole_key_filtering = true;
   rocks.memtable_prefix_bloom_size_ratio = 0.02;
-  // A write inserts into several key ranges of its database at once (records, dot index,
-  // tombstone index: keys::DatabaseKey, 10 bytes of prefix). With a hint per range, each insert
-  // continues from the previous insert of the same range (a short walk when the keys of a batch
-  // are sorted and near each other) instead of searching the whole skip list from the top.
-  // Memtable only: the files on disk are unchanged.
-  // Caution: RocksDB 7.8 shares these hints between the point-key and the range-deletion memtable
-  // (facebook/rocksdb#5118, fixed upstream later), which can corrupt the memtable. It is safe as
-  // long as every DeleteRange starts with a key shorter than the hint prefix (today's one starts
-  // with the 9-byte keys::DatabasePrefix); a DeleteRange of a data or index range would not be.
-  rocks.memtable_insert_with_hint_prefix_extractor.reset(
-      rocksdb::NewFixedPrefixTransform(keys::kDatabaseKeyPrefixSize));
+  // kvmesh's own skip list (storage/memtable.hpp): Debian's RocksDB checks every step of its own
+  // with extra key comparisons. It needs no insert hints: inserts that RocksDB makes alone
+  // continue from the previous one when the key follows it.
+  rocks.memtable_factory = NewMemTableFactory();
   // Writes of different databases (database actors on several worker threads) meet in RocksDB's
   // write groups: with pipelined writes the next group appends to the log while the previous
   // one inserts into the memtable, instead of waiting for it.

@@ -1942,8 +1942,7 @@ size_t TagCount(Store& store, uint64_t id, char tag) {
 /// build holds it: one per-dot entry ("o") per current record, no ranges, no Record.dot_ranged.
 void ConvertToFormat1Layout(Store& store, uint64_t id) {
   rocksdb::WriteBatch batch;
-  // Deletes one by one: a DeleteRange of an index range would corrupt the memtable with the
-  // Store's insert hints (storage/store.cpp).
+  // Deletes one by one, as an older build's writes left it.
   {
     const std::string begin = keys::DotRangePrefix(id);
     const std::string end = keys::PrefixSuccessor(begin);
