@@ -1,6 +1,7 @@
 #include "storage/memtable.hpp"
 
 #include <rocksdb/slice.h>
+#include <rocksdb/version.h>
 
 #include <cstring>
 #include <new>
@@ -16,6 +17,11 @@ class Arena {
   char* AllocateAligned(size_t bytes, size_t huge_page_size, Logger* logger);
 };
 }  // namespace rocksdb
+
+// Both reliances above, and LookupKey's layout (MemtableKeyOf), were checked against RocksDB
+// 7.8.3's sources; the library's soname (librocksdb.so.7.8) pins the minor version at run time.
+static_assert(ROCKSDB_MAJOR == 7 && ROCKSDB_MINOR == 8,
+              "check rocksdb::Arena::AllocateAligned and LookupKey's layout for this RocksDB");
 
 namespace kvmesh::storage {
 namespace {
@@ -108,11 +114,9 @@ class Rep final : public rocksdb::MemTableRep {
     void SeekForPrev(const rocksdb::Slice& internal_key, const char* memtable_key) override {
       const rocksdb::Slice target = Target(internal_key, memtable_key);
       node_ = list_->Seek(target);
-      if (node_ == nullptr) {
-        node_ = list_->Last();
-      } else if (list_->compare()(node_->Entry(), target) > 0) {
-        Prev();
-      }
+      if (node_ == nullptr) node_ = list_->Last();
+      // Backs off while an entry linked meanwhile (after the Seek) still lies after `target`.
+      while (node_ != nullptr && list_->compare()(node_->Entry(), target) > 0) Prev();
     }
     void SeekToFirst() override { node_ = list_->First(); }
     void SeekToLast() override { node_ = list_->Last(); }

@@ -3,7 +3,7 @@
 //
 // Why: Debian's librocksdb (7.8.3) is built with assertions on, and its skip list checks every
 // step of every search with two more key comparisons (and every insert's new links with two per
-// level): a memtable insert compared ~26 keys per appended entry and ~42 per overwriting one
+// level): a memtable insert compared ~25 keys per appended entry and ~40 per overwriting one
 // (tests/memtable_test.cpp), three times what the search itself needs. Memtable inserts were 35%
 // of a follower's CPU in a 3-node cluster and the largest part of a bulk load's, and every point
 // lookup in the memtable (each write reads the record it replaces) paid the same.

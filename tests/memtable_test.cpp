@@ -252,6 +252,86 @@ TEST(MemtableTest, WritersOnSeveralThreadsAndReadersMeanwhileSeeEveryKeyInOrder)
   }
 }
 
+TEST(MemtableTest, LongKeysAnEmptyMemtableAndReopeningReadBackWhatWasWritten) {
+  TempDir dir;
+  const rocksdb::Options options = RocksOptions(StoreOptions{});
+  auto open = [&] {
+    rocksdb::DB* raw = nullptr;
+    const rocksdb::Status s = rocksdb::DB::Open(options, dir / "rocks", &raw);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return std::unique_ptr<rocksdb::DB>(raw);
+  };
+  std::unique_ptr<rocksdb::DB> db = open();
+  ASSERT_NE(db, nullptr);
+  {
+    std::string value;
+    EXPECT_TRUE(db->Get(rocksdb::ReadOptions(), "x", &value).IsNotFound());
+    std::unique_ptr<rocksdb::Iterator> iter(db->NewIterator(rocksdb::ReadOptions()));
+    iter->SeekToFirst();
+    EXPECT_FALSE(iter->Valid());
+    iter->SeekToLast();
+    EXPECT_FALSE(iter->Valid());
+    iter->SeekForPrev("x");
+    EXPECT_FALSE(iter->Valid());
+    iter->Seek("x");
+    EXPECT_FALSE(iter->Valid());
+  }
+  // Keys around and past the 200 bytes a lookup key holds inline (it allocates beyond them).
+  std::map<std::string, std::string> model;
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 2000; ++i) {
+    const size_t length = i % 4 == 0   ? 190 + rng() % 30
+                          : i % 4 == 1 ? 300 + rng() % 5000
+                                       : 1 + rng() % 20;
+    const std::string key =
+        std::string(length, static_cast<char>('a' + rng() % 3)) + std::to_string(i);
+    const std::string value(rng() % 300, 'v');
+    model[key] = value;
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key, value).ok());
+  }
+  auto check = [&](rocksdb::DB& d) {
+    for (const auto& [key, value] : model) {
+      std::string got;
+      ASSERT_TRUE(d.Get(rocksdb::ReadOptions(), key, &got).ok()) << key.size();
+      ASSERT_EQ(got, value);
+    }
+    std::unique_ptr<rocksdb::Iterator> iter(d.NewIterator(rocksdb::ReadOptions()));
+    iter->SeekToFirst();
+    ASSERT_TRUE(iter->Valid());
+    ASSERT_EQ(iter->key().ToString(), model.begin()->first);
+    iter->Prev();
+    EXPECT_FALSE(iter->Valid());
+    auto back = model.rbegin();
+    for (iter->SeekToLast(); iter->Valid(); iter->Prev(), ++back) {
+      ASSERT_EQ(iter->key().ToString(), back->first);
+    }
+    EXPECT_EQ(back, model.rend());
+    for (const auto& [key, value] : model) {
+      iter->SeekForPrev(key + "\x01");
+      ASSERT_TRUE(iter->Valid());
+      ASSERT_EQ(iter->key().ToString(), key);
+    }
+  };
+  check(*db);
+  // The log replayed into a new memtable (inserts made alone), then flushed.
+  db.reset();
+  db = open();
+  ASSERT_NE(db, nullptr);
+  check(*db);
+  for (int i = 0; i < 500; ++i) {
+    const std::string key = "z" + std::string(250, 'q') + std::to_string(i);
+    model[key] = "r";
+    ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), key, "r").ok());
+  }
+  check(*db);
+  ASSERT_TRUE(db->Flush(rocksdb::FlushOptions()).ok());
+  check(*db);
+  db.reset();
+  db = open();
+  ASSERT_NE(db, nullptr);
+  check(*db);
+}
+
 // RocksDB's skip list as the Store opened it before it had its own: with insert hints per key
 // range of a database (keys::DatabaseKey's prefix).
 rocksdb::Options PackagedSkipList(rocksdb::Options options) {

@@ -176,5 +176,63 @@ TEST(SkipListTest, ConcurrentInsertsAndReadersMeanwhileKeepEveryKeyInOrder) {
   ExpectMatches(list, model, rng);
 }
 
+// As RocksDB's write groups come: one after another, each either one thread inserting alone or
+// several inserting at once, each on a new thread; a reader runs throughout.
+TEST(SkipListTest, GroupsOfInsertsMadeAloneAndOfConcurrentInsertsInTurnKeepEveryKeyInOrder) {
+  Nodes nodes;
+  List list(StringOrder{});
+  std::set<std::string> model;
+  std::atomic<bool> done{false};
+  std::atomic<int> wrong{0};
+  std::thread reader([&] {
+    for (int n = 0; n < 200000 && !done.load(); ++n) {  // bounded
+      std::string last;
+      for (List::Node* x = list.First(); x != nullptr; x = x->Next(0)) {
+        if (!last.empty() && last >= x->Entry()) ++wrong;
+        last = x->Entry();
+      }
+      List::Node* at = list.Seek("5");
+      if (at != nullptr && std::string(at->Entry()) < "5") ++wrong;
+      List::Node* before = list.Before("5");
+      if (before != nullptr && std::string(before->Entry()) >= "5") ++wrong;
+    }
+  });
+  std::mt19937_64 rng(11);
+  int unique = 0;
+  for (int group = 0; group < 400; ++group) {
+    std::vector<std::vector<std::string>> keys(4);
+    const int kind = static_cast<int>(rng() % 3);
+    const int start = static_cast<int>(rng() % 100000);
+    for (int t = 0; t < 4; ++t) {
+      for (int i = 0; i < 30; ++i) {
+        const int n = kind == 0 ? start + i * 4 + t : static_cast<int>(rng() % 100000);
+        keys[t].push_back(std::to_string(n) + "#" + std::to_string(unique++));
+        model.insert(keys[t].back());
+      }
+    }
+    if (kind == 2) {
+      std::vector<std::thread> inserters;
+      for (int t = 0; t < 4; ++t) {
+        inserters.emplace_back([&, t] {
+          for (const auto& key : keys[t]) list.Insert(nodes.Make(key), /*alone=*/false);
+        });
+      }
+      for (auto& inserter : inserters) inserter.join();
+    } else {
+      std::thread alone([&] {
+        for (const auto& run : keys) {
+          for (const auto& key : run) list.Insert(nodes.Make(key), /*alone=*/true);
+        }
+      });
+      alone.join();
+    }
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(wrong.load(), 0);
+  ASSERT_TRUE(list.Ordered());
+  EXPECT_EQ(Scan(list), std::vector<std::string>(model.begin(), model.end()));
+}
+
 }  // namespace
 }  // namespace kvmesh::storage
