@@ -270,7 +270,8 @@ std::shared_ptr<DirectReadTarget> DirectTarget(gateway_pointer self, const std::
   // the read waits behind it, so it sees every write sent before it.
   if (!actor || !ordered.Idle()) return nullptr;
   if (entry.direct_of != actor.id()) {
-    // Actor ids are unique per node; the node has no other (it is not clustered).
+    // Actor ids are unique per node: an actor of this node's is found by its id (another
+    // node's copy has no target here).
     entry.direct = actor.node() == self->node() ? st.direct.reads->Find(actor.id()) : nullptr;
     entry.direct_of = actor.id();
   }
@@ -293,7 +294,12 @@ std::optional<Status> ReadDirectly(gateway_pointer self, const std::string& path
                                " no longer serves reads");
   }
   target->MarkUsed();  // for the database's idle check, as a request to its actor counts
-  return read(*target->store);
+  std::optional<Status> result;
+  // Retired meanwhile (a dropped copy): the actor path.
+  if (!target->TryRead([&](const storage::DatabaseStore& store) { result = read(store); })) {
+    return std::nullopt;
+  }
+  return result;
 }
 
 /// Forwards `args...` to the database at `raw_path` (Route).

@@ -20,11 +20,11 @@
 // anything else runs, so a denied request changes nothing. A sender with no identity while TLS is
 // on is denied as unauthenticated. Without an ACL every authenticated peer may do everything.
 //
-// Direct reads (actors/direct_reads.hpp): on a single (non-clustered) node, a plain get (alone
-// or several together), once admitted, reads the database's store on the shard's own thread
-// instead of going to the database actor and back, when that gives what the actor would: the
-// path's route has an actor that still serves (a database not opened yet, or passivated, goes
-// the actor path, which opens it), and nothing is in flight, waiting or taken on that route
+// Direct reads (actors/direct_reads.hpp): a plain get (alone or several together), once
+// admitted, reads the database's store on the shard's own thread instead of going to the
+// database actor and back, when that gives what the actor would: the path's route has an actor
+// of this node that still serves (a database not opened yet, passivated, or served by another
+// node's copy goes the actor path, which opens it or forwards), and nothing is in flight, waiting or taken on that route
 // (writes, batches, gets of any client of this shard), so the read cannot overtake a write sent
 // before it: a client's requests of one path all come to one shard, in order. A get at a read
 // level (ReadRequest) always goes to the actor. Once the node is stopping (DirectReadGate

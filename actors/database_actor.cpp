@@ -236,7 +236,8 @@ class DatabaseTransport final : public replication::Transport {
   }
 
   void Retire() override {
-    if (self_->state.direct) self_->state.direct->retired.store(true, std::memory_order_release);
+    // Before a drop: no direct read may find the copy half deleted.
+    if (self_->state.direct) self_->state.direct->Retire();
   }
 
   void Dropped() override {

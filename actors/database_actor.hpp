@@ -55,7 +55,7 @@ struct ReplicationOptions : replication::Options {
   /// node-level round); zero disables them. Default 1 s.
   caf::timespan sync_interval = std::chrono::seconds(1);
   /// Where database actors publish their stores for reads on callers' threads (see
-  /// actors/direct_reads.hpp); null (always when clustered): no direct reads.
+  /// actors/direct_reads.hpp); null: no direct reads.
   std::shared_ptr<DirectReads> direct_reads;
   /// Who connected peers are (with TLS): deltas and pulls must come from the node they name.
   /// Null or disabled: not checked.

@@ -1,9 +1,13 @@
 // Direct reads: the embedded API's Get, and the client gateway's plain gets, read a running
 // database's store on the caller's thread (the gateway shard's) instead of asking its actor (two
-// or more thread wake-ups saved per read). Only on a single (non-clustered) node, where the local
-// copy is the only one and always serves; bootstrap/node.cpp and actors/client_gateway.cpp decide
-// when a read may go this way (no earlier request of the handle, or of the gateway shard's route
-// to that database, in flight).
+// or more thread wake-ups saved per read), when that gives what the actor would.
+// bootstrap/node.cpp and actors/client_gateway.cpp decide when a read may go this way: the
+// handle's or route's actor runs on this node and still serves, and no earlier request of the
+// handle, or of the gateway shard's route to that database, is in flight. On a clustered node too:
+// a local copy answers a plain (eventual) get from its store whatever its state (catching up,
+// being handed over), as its actor would; a copy that is dropped retires its target first
+// (DirectReadTarget::Retire), so no read finds it half deleted, and its route re-opens the
+// database on a replica that holds it. Reads at a read level always go to the actor.
 #pragma once
 
 #include <atomic>
@@ -38,6 +42,31 @@ struct DirectReadTarget {
     // Mostly read only: the cache line stays shared between readers.
     if (!used.load(std::memory_order_relaxed)) used.store(true, std::memory_order_relaxed);
   }
+
+  /// Runs `read(*store)` unless the actor retired the target; false then (take the actor path).
+  /// A reader registers, then checks `retired`; Retire sets it, then waits for the registered
+  /// readers: both sequentially consistent, so a read either runs wholly before Retire returns
+  /// or not at all.
+  template <class Read>
+  bool TryRead(Read&& read) {
+    readers_.fetch_add(1);
+    const bool serving = !retired.load();
+    if (serving) read(static_cast<const storage::DatabaseStore&>(*store));
+    readers_.fetch_sub(1);
+    return serving;
+  }
+
+  /// Ends direct reads: readers from now on take the actor path, and it returns once every read
+  /// in progress has ended (within microseconds: a read is a RocksDB lookup). Before the store's
+  /// data goes (a copy handed over to the new replicas and dropped): no reader may find it half
+  /// deleted. Not from inside a read (it would wait for itself).
+  void Retire() {
+    retired.store(true);
+    while (readers_.load() != 0) std::this_thread::yield();
+  }
+
+ private:
+  std::atomic<uint64_t> readers_{0};
 };
 
 /// The targets of a node's running database actors, by actor id. Thread-safe.

@@ -87,7 +87,7 @@ struct NodeCore {
   caf::timespan timeout{};
   std::shared_mutex mutex;
   bool stopped = false;
-  /// Running databases' stores for reads on callers' threads; null on a clustered node.
+  /// Running databases' stores for reads on callers' threads.
   std::shared_ptr<DirectReads> direct_reads;
   /// Closed first thing when the node stops (its own shutdown: deaths seen since are expected);
   /// direct reads, which do not take `mutex`, wait on it (DirectReadGate).
@@ -259,9 +259,9 @@ class EmbeddedDatabase final : public DatabaseBackend,
   // -- Direct reads (actors/direct_reads.hpp) --
   //
   // A read goes to the store of `actor` on the caller's thread when that gives what asking the
-  // actor would: the node is single (the local copy is the only one, and serves), the actor
-  // still serves (not retired), and no earlier request of this handle is in flight (so the read
-  // cannot overtake a write, nor a read be answered before an earlier one).
+  // actor would: the actor runs on this node and still serves (not retired), and no earlier
+  // request of this handle is in flight (so the read cannot overtake a write, nor a read be
+  // answered before an earlier one).
 
   /// Requests of this handle sent and not yet answered.
   std::atomic<uint64_t> in_flight{0};
@@ -577,9 +577,9 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->core = std::make_shared<NodeCore>();
   impl->core->system = impl->system.get();
   impl->core->timeout = std::chrono::duration_cast<caf::timespan>(opts.request_timeout);
-  // In a cluster a read may be served by another node's copy, or by a copy being handed over or
-  // caught up: reads there always go through the actors.
-  if (!clustered) impl->core->direct_reads = std::make_shared<DirectReads>();
+  // Direct reads (actors/direct_reads.hpp), clustered or not: a read served by another node's
+  // copy goes through the actors, as one at a read level does.
+  impl->core->direct_reads = std::make_shared<DirectReads>();
   auto replication = std::make_shared<ReplicationOptions>();
   replication->node_id = impl->store->node_id();
   replication->clustered = clustered;
@@ -1241,7 +1241,11 @@ std::optional<Result<std::string>> EmbeddedDatabase::TryDirectGet(std::string_vi
   if (!target) return std::nullopt;
   const auto start = std::chrono::steady_clock::now();
   std::string value;
-  Status s = target->store->Get(key, &value);
+  Status s;
+  // Retired meanwhile (a dropped copy): the actor path.
+  if (!target->TryRead([&](const storage::DatabaseStore& store) { s = store.Get(key, &value); })) {
+    return std::nullopt;
+  }
   core->requests->Record(metrics::Op::kGet, s.code(), std::chrono::steady_clock::now() - start);
   if (!s.ok()) return Result<std::string>(std::move(s));
   return Result<std::string>(std::move(value));

@@ -15,10 +15,12 @@
 #include <caf/io/all.hpp>
 
 #include "actor_test_util.hpp"
+#include "actors/direct_reads.hpp"
 #include "bootstrap/node_testing.hpp"
 #include "kvmesh/client.hpp"
 #include "kvmesh/node.hpp"
 #include "messages/type_ids.hpp"
+#include "storage/store.hpp"
 #include "test_util.hpp"
 
 namespace kvmesh {
@@ -100,13 +102,15 @@ Status StartNode(const TempDir& dir, NodeOptions options, std::unique_ptr<Node>*
   return Node::Start(options, node);
 }
 
-/// A single node with two gateway shards, and a raw peer that talks to one of them the way the
-/// client library does (so a test decides what is in flight on that shard).
-class RemoteDirectGetTest : public ::testing::Test {
+/// A node with two gateway shards, single or (the parameter) clustered alone, and a raw peer
+/// that talks to one of them the way the client library does (so a test decides what is in
+/// flight on that shard).
+class RemoteDirectGetTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     NodeOptions options;
     options.worker_threads = 2;
+    if (GetParam()) options.cluster_port = 0;
     Status s = StartNode(dir_, options, &node_);
     ASSERT_TRUE(s.ok()) << s;
     raw_ = testing::ConnectRaw(system_, node_->port());
@@ -174,7 +178,7 @@ class RemoteDirectGetTest : public ::testing::Test {
 // Every kind of answer a plain get (alone, or several together) can get, first on an idle route
 // (served on the shard's thread), then behind a held request (through the database actor):
 // byte for byte the same.
-TEST_F(RemoteDirectGetTest, TheSameAnswersDirectAndThroughTheDatabaseActor) {
+TEST_P(RemoteDirectGetTest, TheSameAnswersDirectAndThroughTheDatabaseActor) {
   Database db = node_->open(kPath);
   ASSERT_TRUE(db.ok()) << db.status();
   std::string binary(100 * 1000, '\0');
@@ -277,7 +281,7 @@ TEST(RemoteDirectGetOrderTest, AGetInFlightBehindAPutOfTheSameClientSeesIt) {
 // Once the node is stopping (its direct-read gate closed, the first step of its shutdown), a get
 // the shard would read directly is refused as unavailable, with a message saying why; one that
 // goes through the database actor is served by it as before.
-TEST_F(RemoteDirectGetTest, AGetWhileTheNodeStopsIsUnavailableWithAClearError) {
+TEST_P(RemoteDirectGetTest, AGetWhileTheNodeStopsIsUnavailableWithAClearError) {
   Database db = node_->open(kPath);
   ASSERT_TRUE(db.ok()) << db.status();
   ASSERT_TRUE(db.put("/k", "v").ok());
@@ -300,7 +304,7 @@ TEST_F(RemoteDirectGetTest, AGetWhileTheNodeStopsIsUnavailableWithAClearError) {
 
 // Gets in flight while the node really stops: each is answered (a value, or unavailable), and
 // nothing crashes.
-TEST_F(RemoteDirectGetTest, GetsWhileTheNodeShutsDownEndUnavailable) {
+TEST_P(RemoteDirectGetTest, GetsWhileTheNodeShutsDownEndUnavailable) {
   Database db = node_->open(kPath);
   ASSERT_TRUE(db.ok()) << db.status();
   ASSERT_TRUE(db.put("/k", "v").ok());
@@ -364,6 +368,55 @@ TEST(RemoteDirectGetIdleTest, DirectReadsKeepADatabaseActive) {
   Result<std::string> value = db.get("/k");
   ASSERT_TRUE(value.ok()) << value.status();
   EXPECT_EQ(*value, "v");
+}
+
+INSTANTIATE_TEST_SUITE_P(SingleAndClustered, RemoteDirectGetTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Clustered" : "Single";
+                         });
+
+// A copy handed over to its new replicas is dropped only once the direct reads in progress have
+// ended (DirectReadTarget::Retire, which the drop calls first): none finds it half deleted, and
+// reads after it take the actor path, which re-opens the database where it is now.
+TEST(DirectReadTargetTest, RetireWaitsForTheReadInProgressAndTurnsLaterReadsAway) {
+  TempDir dir;
+  storage::StoreOptions store_options;
+  store_options.path = dir / "data";
+  std::shared_ptr<storage::Store> store;
+  ASSERT_TRUE(storage::Store::Open(store_options, &store).ok());
+  std::unique_ptr<storage::DatabaseStore> db;
+  ASSERT_TRUE(store->OpenDatabase(kPath, "kv", 1u << 20, &db).ok());
+  ASSERT_TRUE(db->Put("/k", "v", nullptr).ok());
+  auto target = std::make_shared<DirectReadTarget>(std::move(db));
+
+  std::atomic<bool> inside{false};
+  std::atomic<bool> release{false};
+  std::atomic<bool> retired{false};
+  bool retired_while_reading = true;
+  std::string value;
+  std::thread reader([&] {
+    EXPECT_TRUE(target->TryRead([&](const storage::DatabaseStore& store) {
+      inside = true;
+      for (int i = 0; i < 10000 && !release.load(); ++i) std::this_thread::sleep_for(1ms);
+      EXPECT_TRUE(store.Get("/k", &value).ok());
+      retired_while_reading = retired.load();
+    }));
+  });
+  ASSERT_TRUE(Eventually(10s, [&] { return inside.load(); }));
+  std::thread retirer([&] {
+    target->Retire();
+    retired = true;
+  });
+  // Retire has begun (readers from now on are turned away) and waits for the one inside.
+  EXPECT_TRUE(Eventually(10s, [&] { return target->retired.load(); }));
+  release = true;
+  reader.join();
+  retirer.join();
+  EXPECT_FALSE(retired_while_reading) << "Retire returned while a read was in progress";
+  EXPECT_EQ(value, "v");
+  bool ran = false;
+  EXPECT_FALSE(target->TryRead([&](const storage::DatabaseStore&) { ran = true; }));
+  EXPECT_FALSE(ran);
 }
 
 }  // namespace
