@@ -269,10 +269,11 @@ std::shared_ptr<DirectReadTarget> DirectTarget(gateway_pointer self, const std::
   // Something of this route in flight, waiting or taken (a write, a batch, a get, a re-open):
   // the read waits behind it, so it sees every write sent before it.
   if (!actor || !ordered.Idle()) return nullptr;
+  // Another node's copy: the actor path. (Its id may be one of this node's actors' too.)
+  if (actor.node() != self->node()) return nullptr;
   if (entry.direct_of != actor.id()) {
-    // Actor ids are unique per node: an actor of this node's is found by its id (another
-    // node's copy has no target here).
-    entry.direct = actor.node() == self->node() ? st.direct.reads->Find(actor.id()) : nullptr;
+    // Ids of this node's actors are never reused: the cached target is this actor's.
+    entry.direct = st.direct.reads->Find(actor.id());
     entry.direct_of = actor.id();
   }
   // Retired: the actor stopped serving (passivated, dropped); the actor path re-opens it.

@@ -90,7 +90,7 @@ struct client_gateway_state {
     /// Its actor is invalid until opened, and replaced after a re-open.
     std::shared_ptr<OrderedRoute> ordered;
     /// The direct read target of the actor `ordered` had when it was last looked up (its id
-    /// `direct_of`; 0: none yet), so a get looks it up once per actor, not under the map's
+    /// `direct_of`, an actor of this node's; 0: none yet), so a get looks it up once per actor, not under the map's
     /// mutex each time. Null: that actor has none.
     std::shared_ptr<DirectReadTarget> direct;
     uint64_t direct_of = 0;

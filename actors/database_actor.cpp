@@ -1121,6 +1121,16 @@ database_actor::behavior_type database_actor_impl(
                                                    Quote(st.store->path()) + " is limited to " +
                                                    FormatSize(limit) + "; nothing was changed"));
         }
+        // Deleting every key, then writing the backup's back takes many writes: direct readers
+        // (actors/direct_reads.hpp) wait behind them in the mailbox meanwhile, as gets sent to
+        // the actor do, rather than find a key deleted that the backup brings back.
+        struct PausedReads {
+          DirectReadTarget* target;
+          ~PausedReads() {
+            if (target) target->Resume();
+          }
+        } paused{st.direct.get()};
+        if (paused.target) paused.target->Pause();
         s = TombstoneAll(*st.store, make_deltas, &deltas);
         WriteBatch page;
         auto flush = [&]() -> Status {

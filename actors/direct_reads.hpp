@@ -43,14 +43,14 @@ struct DirectReadTarget {
     if (!used.load(std::memory_order_relaxed)) used.store(true, std::memory_order_relaxed);
   }
 
-  /// Runs `read(*store)` unless the actor retired the target; false then (take the actor path).
-  /// A reader registers, then checks `retired`; Retire sets it, then waits for the registered
-  /// readers: both sequentially consistent, so a read either runs wholly before Retire returns
-  /// or not at all.
+  /// Runs `read(*store)` unless the actor retired the target or paused its direct reads; false
+  /// then (take the actor path). A reader registers, then checks the flags; Retire and Pause set
+  /// theirs, then wait for the registered readers: all sequentially consistent, so a read runs
+  /// wholly before they return or not at all.
   template <class Read>
   bool TryRead(Read&& read) {
     readers_.fetch_add(1);
-    const bool serving = !retired.load();
+    const bool serving = !retired.load() && !paused_.load();
     if (serving) read(static_cast<const storage::DatabaseStore&>(*store));
     readers_.fetch_sub(1);
     return serving;
@@ -62,11 +62,27 @@ struct DirectReadTarget {
   /// deleted. Not from inside a read (it would wait for itself).
   void Retire() {
     retired.store(true);
+    WaitForReaders();
+  }
+
+  /// Sends readers to the actor path (behind the change, in its mailbox) while the actor makes a
+  /// change of several writes that no reader may see half done (a restore: every key deleted,
+  /// then the backup's written back), once the reads in progress have ended; Resume ends it.
+  void Pause() {
+    paused_.store(true);
+    WaitForReaders();
+  }
+  void Resume() { paused_.store(false); }
+
+ private:
+  void WaitForReaders() const {
     while (readers_.load() != 0) std::this_thread::yield();
   }
 
- private:
-  std::atomic<uint64_t> readers_{0};
+  std::atomic<bool> paused_{false};
+  /// On a line of its own: every direct read of the database changes it, and `retired` and
+  /// `used`, which readers only read (mostly), stay shared.
+  alignas(64) std::atomic<uint64_t> readers_{0};
 };
 
 /// The targets of a node's running database actors, by actor id. Thread-safe.

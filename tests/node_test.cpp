@@ -486,6 +486,46 @@ TEST_F(NodeTest, InstancesListAConfigsDatabasesWithUsageAndLastAccess) {
   EXPECT_TRUE(AllInstances(*node, "no-such-config", 10).empty());
 }
 
+// A restore deletes every key, then writes the backup's back, in many writes: a get meanwhile
+// (read on the caller's thread when nothing of its handle is in flight) finds a key the backup
+// holds, before the restore or after it, never deleted.
+TEST_F(NodeTest, GetsWhileARestoreRunsNeverFindAKeyTheBackupHoldsDeleted) {
+  auto node = StartNode(Options());
+  Database db = Open(*node, "/data/restoring");
+  for (int b = 0; b < 20; ++b) {
+    WriteBatch batch;
+    for (int i = 0; i < 1000; ++i) batch.Put("/k/" + std::to_string(b * 1000 + i), "v");
+    ASSERT_TRUE(db.write(batch).ok());
+  }
+  ASSERT_TRUE(db.put("/probe", "p").ok());
+  const std::string dir = dir_ / "backup-restoring";
+  ASSERT_TRUE(node->backup("/data/restoring", dir).ok());
+  // A handle of its own, with nothing in flight: its gets read the store directly.
+  Database reader = Open(*node, "/data/restoring");
+  std::atomic<bool> done{false};
+  int reads = 0;
+  std::string wrong;
+  std::thread thread([&] {
+    const auto until = std::chrono::steady_clock::now() + 60s;
+    for (int i = 0; i < 10000000 && !done.load() && std::chrono::steady_clock::now() < until;
+         ++i, ++reads) {
+      Result<std::string> value = reader.get("/probe");
+      if (!value.ok() || *value != "p") {
+        wrong = value.ok() ? *value : value.status().ToString();
+        return;
+      }
+    }
+  });
+  for (int r = 0; r < 3 && wrong.empty(); ++r) {
+    Result<std::string> restored = node->restore("/data/restoring", dir);
+    ASSERT_TRUE(restored.ok()) << restored.status();
+  }
+  done = true;
+  thread.join();
+  EXPECT_EQ(wrong, "") << "after " << reads << " gets";
+  EXPECT_GT(reads, 0);
+}
+
 // `kvmesh drop`: every key goes, on a running or a passivated database; a later open starts
 // empty and writes made after the drop stay.
 TEST_F(NodeTest, BackupsKeepExpiryAndARestoreTheDatabaseCannotTakeChangesNothing) {
