@@ -47,6 +47,17 @@ class Nodes {
   std::vector<std::unique_ptr<char[]>> memory_;
 };
 
+/// Entries of level 0 not after the one before them: 0 in a list in order.
+int OutOfOrder(const List& list) {
+  int out = 0;
+  std::string last;
+  for (List::Node* x = list.First(); x != nullptr; x = x->Next(0)) {
+    if (!last.empty() && last >= x->Entry()) ++out;
+    last = x->Entry();
+  }
+  return out;
+}
+
 std::vector<std::string> Scan(const List& list) {
   std::vector<std::string> out;
   for (List::Node* x = list.First(); x != nullptr; x = x->Next(0)) out.emplace_back(x->Entry());
@@ -150,13 +161,7 @@ TEST(SkipListTest, ConcurrentInsertsAndReadersMeanwhileKeepEveryKeyInOrder) {
   std::atomic<bool> done{false};
   std::atomic<int> unordered{0};
   std::thread reader([&] {
-    for (int n = 0; n < 100000 && !done.load(); ++n) {  // bounded
-      std::string last;
-      for (List::Node* x = list.First(); x != nullptr; x = x->Next(0)) {
-        if (!last.empty() && last >= x->Entry()) ++unordered;
-        last = x->Entry();
-      }
-    }
+    for (int n = 0; n < 100000 && !done.load(); ++n) unordered += OutOfOrder(list);  // bounded
   });
   std::vector<std::thread> writers;
   for (int t = 0; t < kThreads; ++t) {
@@ -186,11 +191,7 @@ TEST(SkipListTest, GroupsOfInsertsMadeAloneAndOfConcurrentInsertsInTurnKeepEvery
   std::atomic<int> wrong{0};
   std::thread reader([&] {
     for (int n = 0; n < 200000 && !done.load(); ++n) {  // bounded
-      std::string last;
-      for (List::Node* x = list.First(); x != nullptr; x = x->Next(0)) {
-        if (!last.empty() && last >= x->Entry()) ++wrong;
-        last = x->Entry();
-      }
+      wrong += OutOfOrder(list);
       List::Node* at = list.Seek("5");
       if (at != nullptr && std::string(at->Entry()) < "5") ++wrong;
       List::Node* before = list.Before("5");
