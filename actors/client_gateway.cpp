@@ -296,7 +296,7 @@ std::optional<Status> ReadDirectly(gateway_pointer self, const std::string& path
   }
   target->MarkUsed();  // for the database's idle check, as a request to its actor counts
   std::optional<Status> result;
-  // Retired meanwhile (a dropped copy): the actor path.
+  // Retired or paused meanwhile (a dropped copy, a drop, a restore): the actor path.
   if (!target->TryRead([&](const storage::DatabaseStore& store) { result = read(store); })) {
     return std::nullopt;
   }

@@ -24,11 +24,11 @@
 // admitted, reads the database's store on the shard's own thread instead of going to the
 // database actor and back, when that gives what the actor would: the path's route has an actor
 // of this node that still serves (a database not opened yet, passivated, or served by another
-// node's copy goes the actor path, which opens it or forwards), and nothing is in flight, waiting or taken on that route
-// (writes, batches, gets of any client of this shard), so the read cannot overtake a write sent
-// before it: a client's requests of one path all come to one shard, in order. A get at a read
-// level (ReadRequest) always goes to the actor. Once the node is stopping (DirectReadGate
-// closed), such a get is answered unavailable.
+// node's copy goes the actor path, which opens it or forwards), and nothing is in flight, waiting
+// or taken on that route (writes, batches, gets of any client of this shard), so the read cannot
+// overtake a write sent before it: a client's requests of one path all come to one shard, in order.
+// A get at a read level (ReadRequest) always goes to the actor. Once the node is stopping
+// (DirectReadGate closed), such a get is answered unavailable.
 #pragma once
 
 #include <caf/stateful_actor.hpp>
@@ -90,8 +90,8 @@ struct client_gateway_state {
     /// Its actor is invalid until opened, and replaced after a re-open.
     std::shared_ptr<OrderedRoute> ordered;
     /// The direct read target of the actor `ordered` had when it was last looked up (its id
-    /// `direct_of`, an actor of this node's; 0: none yet), so a get looks it up once per actor, not under the map's
-    /// mutex each time. Null: that actor has none.
+    /// `direct_of`, an actor of this node's; 0: none yet), so a get looks it up once per actor, not
+    /// under the map's mutex each time. Null: that actor has none.
     std::shared_ptr<DirectReadTarget> direct;
     uint64_t direct_of = 0;
   };

@@ -327,6 +327,7 @@ void database_state::QueuedWrite::Answer(const Status& status) {
 database_state::database_state() = default;
 
 database_state::~database_state() {
+  // No wait for readers in progress (Retire): the store stays open for them (they hold it).
   if (direct) direct->retired.store(true, std::memory_order_release);
 }
 
@@ -1038,6 +1039,9 @@ database_actor::behavior_type database_actor_impl(
         ++st.requests_since_tick;
         settle();  // writes queued before the drop are applied first
         std::vector<std::string> deltas;
+        // Pages of deletes: direct readers wait behind them, as gets sent to the actor do (a
+        // get of several keys sees the drop whole or not at all).
+        DirectReadTarget::PauseScope paused(st.direct.get());
         Status s = TombstoneAll(*st.store, st.replicator->NeedsDeltas(), &deltas);
         if (!s.ok()) {
           // The pages written so far are applied here: they replicate, nobody waits for them.
@@ -1124,13 +1128,7 @@ database_actor::behavior_type database_actor_impl(
         // Deleting every key, then writing the backup's back takes many writes: direct readers
         // (actors/direct_reads.hpp) wait behind them in the mailbox meanwhile, as gets sent to
         // the actor do, rather than find a key deleted that the backup brings back.
-        struct PausedReads {
-          DirectReadTarget* target;
-          ~PausedReads() {
-            if (target) target->Resume();
-          }
-        } paused{st.direct.get()};
-        if (paused.target) paused.target->Pause();
+        DirectReadTarget::PauseScope paused(st.direct.get());
         s = TombstoneAll(*st.store, make_deltas, &deltas);
         WriteBatch page;
         auto flush = [&]() -> Status {

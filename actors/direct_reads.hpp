@@ -7,7 +7,9 @@
 // a local copy answers a plain (eventual) get from its store whatever its state (catching up,
 // being handed over), as its actor would; a copy that is dropped retires its target first
 // (DirectReadTarget::Retire), so no read finds it half deleted, and its route re-opens the
-// database on a replica that holds it. Reads at a read level always go to the actor.
+// database on a replica that holds it. A change made of many writes (a drop, a restore) pauses
+// direct reads meanwhile (DirectReadTarget::Pause): they wait behind it in the actor's mailbox,
+// as gets sent to the actor do. Reads at a read level always go to the actor.
 #pragma once
 
 #include <atomic>
@@ -73,6 +75,22 @@ struct DirectReadTarget {
     WaitForReaders();
   }
   void Resume() { paused_.store(false); }
+
+  /// Pause for the life of the scope (no target: nothing).
+  class PauseScope {
+   public:
+    explicit PauseScope(DirectReadTarget* target) : target_(target) {
+      if (target_) target_->Pause();
+    }
+    ~PauseScope() {
+      if (target_) target_->Resume();
+    }
+    PauseScope(const PauseScope&) = delete;
+    PauseScope& operator=(const PauseScope&) = delete;
+
+   private:
+    DirectReadTarget* target_;
+  };
 
  private:
   void WaitForReaders() const {

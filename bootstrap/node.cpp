@@ -1242,7 +1242,7 @@ std::optional<Result<std::string>> EmbeddedDatabase::TryDirectGet(std::string_vi
   const auto start = std::chrono::steady_clock::now();
   std::string value;
   Status s;
-  // Retired meanwhile (a dropped copy): the actor path.
+  // Retired or paused meanwhile (a dropped copy, a drop, a restore): the actor path.
   if (!target->TryRead([&](const storage::DatabaseStore& store) { s = store.Get(key, &value); })) {
     return std::nullopt;
   }

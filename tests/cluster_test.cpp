@@ -973,6 +973,7 @@ TEST_F(ClusterTest, IdleDatabasesRebalanceAndCatchUpToo) {
          ++i) {
       const uint64_t now = pending();
       if (now != 1000 && now > most_pending.load()) most_pending = now;
+      std::this_thread::yield();
     }
   });
   size_t added = 0;

@@ -209,7 +209,7 @@ TEST(MemtableTest, WritersOnSeveralThreadsAndReadersMeanwhileSeeEveryKeyInOrder)
   for (int r = 0; r < 2; ++r) {
     threads.emplace_back([&] {
       // Bounded: stops when the writers are done, or after 2000 scans.
-      for (int n = 0; n < 2000 && !done.load(); ++n) {
+      for (int n = 0; n < 2000 && (n == 0 || !done.load()); ++n) {
         std::unique_ptr<rocksdb::Iterator> iter(db.db->NewIterator(rocksdb::ReadOptions()));
         std::string last;
         for (iter->SeekToFirst(); iter->Valid(); iter->Next()) {

@@ -402,7 +402,12 @@ TEST(DirectReadTargetTest, RetireWaitsForTheReadInProgressAndTurnsLaterReadsAway
       retired_while_reading = retired.load();
     }));
   });
-  ASSERT_TRUE(Eventually(10s, [&] { return inside.load(); }));
+  if (!Eventually(10s, [&] { return inside.load(); })) {
+    ADD_FAILURE() << "the read never started";
+    release = true;
+    reader.join();
+    return;
+  }
   std::thread retirer([&] {
     target->Retire();
     retired = true;
