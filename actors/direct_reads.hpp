@@ -12,6 +12,7 @@
 // as gets sent to the actor do. Reads at a read level always go to the actor.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -159,30 +160,44 @@ class DirectReadGate {
   /// Returns once every reader that entered before Close has left (within microseconds: a read
   /// is one RocksDB lookup).
   void WaitForReaders() const {
-    while (readers_.load() != 0) std::this_thread::yield();
+    for (const Shard& shard : shards_) {
+      while (shard.readers.load() != 0) std::this_thread::yield();
+    }
   }
 
  private:
   friend class DirectReadScope;
+  /// Readers count themselves in their thread's shard: one counter every direct read of every
+  /// database changed was a cache line all the node's cores took turns at. (A reader stays in
+  /// the shard it entered; a shard is zero once all its readers left.)
+  static constexpr size_t kShards = 16;
+  struct alignas(64) Shard {
+    std::atomic<uint64_t> readers{0};
+  };
+  std::atomic<uint64_t>& ReadersOfThisThread() {
+    static std::atomic<size_t> next{0};
+    thread_local const size_t index = next.fetch_add(1, std::memory_order_relaxed) % kShards;
+    return shards_[index].readers;
+  }
   std::atomic<bool> closing_{false};
-  std::atomic<uint64_t> readers_{0};
+  std::array<Shard, kShards> shards_{};
 };
 
 /// A direct read in progress (see DirectReadGate).
 class DirectReadScope {
  public:
-  explicit DirectReadScope(DirectReadGate& gate) : gate_(gate) {
-    gate_.readers_.fetch_add(1);
-    open_ = !gate_.closing_.load();
+  explicit DirectReadScope(DirectReadGate& gate) : readers_(gate.ReadersOfThisThread()) {
+    readers_.fetch_add(1);
+    open_ = !gate.closing_.load();
   }
-  ~DirectReadScope() { gate_.readers_.fetch_sub(1); }
+  ~DirectReadScope() { readers_.fetch_sub(1); }
   DirectReadScope(const DirectReadScope&) = delete;
   DirectReadScope& operator=(const DirectReadScope&) = delete;
   /// False once the node is stopping: the store may be closed before the read ends.
   bool node_open() const { return open_; }
 
  private:
-  DirectReadGate& gate_;
+  std::atomic<uint64_t>& readers_;
   bool open_ = false;
 };
 
