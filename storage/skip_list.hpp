@@ -6,7 +6,9 @@
 // front of the entry. Nodes are never removed. Readers never lock and may run with any inserts;
 // an insert links its node bottom-up with a compare-and-swap per level, so several may run at
 // once, and one that finds a node linked meanwhile between its neighbours on a level searches
-// that level again from its predecessor. An insert made `alone` (no other insert runs meanwhile;
+// that level again from its predecessor. Keys are unique: an insert that finds an equal entry
+// (before linking, or linked meanwhile by another insert) links nothing and returns that one.
+// An insert made `alone` (no other insert runs meanwhile;
 // RocksDB says which) starts its search from where the previous such insert went when its key
 // comes after that one's: a sorted run inserts each entry a few comparisons from the last instead
 // of searching from the top. Concurrent inserts forget that finger.
@@ -92,11 +94,12 @@ class SkipList {
     return const_cast<char*>(node->Entry());
   }
 
-  /// Links the node whose entry is `entry` (from MakeNode). The set must hold no entry equal to
-  /// it. `alone`: no other insert runs meanwhile.
-  void Insert(char* entry, bool alone) {
+  /// Links the node whose entry is `entry` (from MakeNode) and returns `entry`; if the set holds
+  /// an equal entry already, links nothing and returns that one. `alone`: no other insert runs
+  /// meanwhile.
+  const char* Insert(char* entry, bool alone) {
     Splice splice = Locate(entry, alone);
-    Link(entry, &splice, alone);
+    return Link(entry, &splice, alone);
   }
 
   /// Insert's two steps, for tests: where the entry goes now, then linking it there (or, where
@@ -142,11 +145,14 @@ class SkipList {
     return splice;
   }
 
-  void Link(const char* entry, Splice* splice, bool alone) {
+  /// Returns `entry`, or the equal entry found at its place on level 0 (the node is then not
+  /// linked at all: level 0 is linked first).
+  const char* Link(const char* entry, Splice* splice, bool alone) {
     Node* node = NodeOf(entry);
     const Key key = compare_.Decode(entry);
     for (int level = 0; level < splice->height; ++level) {
       while (true) {
+        if (level == 0 && Equal(key, splice->next[0])) return splice->next[0]->Entry();
         node->Link(level).store(splice->next[level], std::memory_order_relaxed);
         Node* expected = splice->next[level];
         if (splice->prev[level]->Link(level).compare_exchange_strong(
@@ -166,6 +172,7 @@ class SkipList {
       }
       finger_node_.store(node, std::memory_order_relaxed);
     }
+    return entry;
   }
 
   /// The first entry's node at or after `key`, null if none.
@@ -239,6 +246,11 @@ class SkipList {
   /// True if `key` comes after node `n`'s entry (null: the end, after everything).
   bool After(const Key& key, Node* n) const {
     return n != nullptr && compare_(n->Entry(), key) < 0;
+  }
+
+  /// True if node `n`'s entry (null: none) equals `key`.
+  bool Equal(const Key& key, Node* n) const {
+    return n != nullptr && compare_(n->Entry(), key) == 0;
   }
 
   /// The last node before `key` on `level` from `start` (before `key`, on that level), and the

@@ -109,6 +109,38 @@ TEST(SkipListTest, AnInsertWhoseNeighboursChangedAfterItsSearchLinksInOrder) {
   }
 }
 
+// The memtable keeps one header per user key on this: an insert of a key held returns the entry
+// that holds it and links nothing, whether the search found it or another insert linked it
+// between the search and the link.
+TEST(SkipListTest, AnInsertOfAKeyHeldLinksNothingAndReturnsTheEntryHoldingIt) {
+  for (bool alone : {true, false}) {
+    SCOPED_TRACE(alone ? "alone" : "concurrent");
+    Nodes nodes;
+    List list(StringOrder{});
+    char* a = nodes.Make("a", List::kMaxHeight);
+    char* d = nodes.Make("d", List::kMaxHeight);
+    EXPECT_EQ(list.Insert(a, alone), a);
+    EXPECT_EQ(list.Insert(d, alone), d);
+    EXPECT_EQ(list.Insert(nodes.Make("d", List::kMaxHeight), alone), d);
+    EXPECT_EQ(list.Insert(nodes.Make("a", 1), alone), a);
+    // "c" finds its place between "a" and "d"; then another "c" is linked there first.
+    char* c = nodes.Make("c", List::kMaxHeight);
+    List::Splice splice = list.Locate(c, alone);
+    char* other = nodes.Make("c", 1);
+    EXPECT_EQ(list.Insert(other, false), other);
+    EXPECT_EQ(list.Link(c, &splice, alone), other);
+    EXPECT_TRUE(list.Ordered());
+    EXPECT_EQ(Scan(list), (std::vector<std::string>{"a", "c", "d"}));
+    // The node not linked is on no level: "a" leads to the "c" linked on level 0 and to "d"
+    // above it.
+    List::Node* first = list.First();
+    for (int level = 1; level < List::kMaxHeight; ++level) {
+      ASSERT_NE(first->Next(level), nullptr) << level;
+      EXPECT_EQ(std::string(first->Next(level)->Entry()), "d") << level;
+    }
+  }
+}
+
 TEST(SkipListTest, AConcurrentInsertMakesTheNextInsertMadeAloneSearchFromTheTop) {
   Nodes nodes;
   List list(StringOrder{});
