@@ -18,7 +18,8 @@
 // way. Scans walk the headers and their chains in RocksDB's order.
 //
 // The skip list (storage/skip_list.hpp, height up to 12, a quarter of the nodes one level higher)
-// and the chains are allocated from the memtable's arena with their links in front of the entry.
+// and the chains (storage/version_chain.hpp, with the hash table) are allocated from the
+// memtable's arena with their links in front of the entry.
 // Readers never lock; inserts link with a compare-and-swap per level or chain link, so RocksDB's
 // concurrent memtable writes (allow_concurrent_memtable_write, on by default) stay on, and two
 // inserts of the same new key link one header between them. A header that RocksDB inserts alone

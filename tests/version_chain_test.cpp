@@ -1,0 +1,274 @@
+// The memtable's chains of a key's versions and its table from key to chain
+// (storage/version_chain.hpp), driven directly: versions added in every order and from several
+// threads at once are held in order, once each, and a step back from any of them lands right
+// before it whatever its hints say; the table finds every key entered through colliding hashes,
+// keeps one slot per key when threads enter it at once, and says it is incomplete before a key it
+// could not enter is written. Also built under ThreadSanitizer (kvmesh_memtable_tsan_tests).
+#include "storage/version_chain.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace kvmesh::storage {
+namespace {
+
+/// Holds each thread until all `count` have come (or 10 s have passed), so that they run at once.
+class StartLine {
+ public:
+  explicit StartLine(int count) : count_(count) {}
+  void Wait() {
+    ++arrived_;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (arrived_.load() < count_ && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+  }
+
+ private:
+  const int count_;
+  std::atomic<int> arrived_{0};
+};
+
+/// Entries are NUL-terminated strings.
+struct StringOrder {
+  using Key = std::string_view;
+  int operator()(const char* entry, std::string_view key) const {
+    return std::string_view(entry).compare(key);
+  }
+};
+
+/// Versions' memory, freed with the test (as an arena is).
+class Versions {
+ public:
+  Version* Make(const std::string& entry) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    memory_.push_back(std::make_unique<char[]>(Version::Bytes(entry.size() + 1)));
+    char* at = Version::Make(memory_.back().get());
+    std::memcpy(at, entry.c_str(), entry.size() + 1);
+    return Version::Of(at);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<char[]>> memory_;
+};
+
+std::string Entry(int n) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "%06d", n);
+  return buf;
+}
+
+std::vector<std::string> Forward(const VersionChain& chain) {
+  std::vector<std::string> out;
+  for (const Version* v = chain.First(); v != nullptr; v = v->next.load()) {
+    out.emplace_back(v->Entry());
+  }
+  return out;
+}
+
+/// From the last version to the first by steps back (bounded by `limit` steps).
+std::vector<std::string> Backward(const VersionChain& chain, size_t limit) {
+  std::vector<std::string> out;
+  for (const Version* v = chain.Last(); v != nullptr && out.size() <= limit; v = chain.Before(v)) {
+    out.emplace_back(v->Entry());
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+TEST(VersionChainTest, AStepBackLandsRightBeforeEachVersionWhateverOrderTheyCameIn) {
+  // Orders that leave stale hints: versions added at the end, at the front, in the middle.
+  const std::vector<std::vector<int>> orders = {
+      {5, 1, 3, 2, 4}, {1, 2, 3, 4, 5}, {5, 4, 3, 2, 1}, {3, 1, 5, 2, 4}, {2, 4, 1, 5, 3}};
+  for (const auto& order : orders) {
+    Versions versions;
+    VersionChain chain;
+    EXPECT_EQ(chain.Last(), nullptr);
+    for (int n : order) EXPECT_TRUE(chain.Add(versions.Make(Entry(n)), Entry(n), StringOrder{}));
+    const std::vector<std::string> expected = {Entry(1), Entry(2), Entry(3), Entry(4), Entry(5)};
+    EXPECT_EQ(Forward(chain), expected);
+    EXPECT_EQ(Backward(chain, 10), expected);
+    // An equal entry is refused and linked nowhere.
+    EXPECT_FALSE(chain.Add(versions.Make(Entry(3)), Entry(3), StringOrder{}));
+    EXPECT_EQ(Forward(chain), expected);
+    const StringOrder order_of;
+    EXPECT_EQ(std::string(chain.FirstAtOrAfter(Entry(3), order_of)->Entry()), Entry(3));
+    EXPECT_EQ(std::string(chain.FirstAtOrAfter("000003~", order_of)->Entry()), Entry(4));
+    EXPECT_EQ(chain.FirstAtOrAfter("000006", order_of), nullptr);
+    EXPECT_EQ(std::string(chain.LastAtOrBefore(Entry(3), order_of)->Entry()), Entry(3));
+    EXPECT_EQ(std::string(chain.LastAtOrBefore("000003~", order_of)->Entry()), Entry(3));
+    EXPECT_EQ(chain.LastAtOrBefore("000000", order_of), nullptr);
+  }
+}
+
+TEST(VersionChainTest, VersionsAddedFromSeveralThreadsAtOnceAreHeldInOrderOnceWhileReadersWalk) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 1500;
+  Versions versions;
+  VersionChain chain;
+  std::atomic<bool> done{false};
+  std::atomic<int> unordered{0};
+  std::atomic<int> wrong_steps_back{0};
+  StartLine start(kThreads + 1);
+  std::vector<std::thread> threads;
+  // A reader walks forward, checks the order, and steps back from what it saw.
+  threads.emplace_back([&] {
+    start.Wait();
+    for (int walk = 0; walk < 500 && (walk == 0 || !done.load()); ++walk) {
+      const Version* previous = nullptr;
+      for (const Version* v = chain.First(); v != nullptr; v = v->next.load()) {
+        if (previous != nullptr) {
+          if (std::strcmp(previous->Entry(), v->Entry()) >= 0) ++unordered;
+          // A version added meanwhile between them is also right before `v`: then it is after
+          // `previous`.
+          const Version* before = chain.Before(v);
+          if (before == nullptr || std::strcmp(before->Entry(), previous->Entry()) < 0) {
+            ++wrong_steps_back;
+          }
+        }
+        previous = v;
+      }
+    }
+  });
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      // Each thread its own entries (every kThreads-th), in a random order: the others' land
+      // between them, before and after.
+      std::vector<int> mine;
+      for (int i = 0; i < kPerThread; ++i) mine.push_back(i * kThreads + t);
+      std::shuffle(mine.begin(), mine.end(), std::mt19937_64(t));
+      start.Wait();
+      for (int n : mine) {
+        EXPECT_TRUE(chain.Add(versions.Make(Entry(n)), Entry(n), StringOrder{}));
+      }
+    });
+  }
+  for (size_t i = 1; i < threads.size(); ++i) threads[i].join();
+  done = true;
+  threads[0].join();
+  EXPECT_EQ(unordered.load(), 0);
+  EXPECT_EQ(wrong_steps_back.load(), 0);
+  std::vector<std::string> expected;
+  for (int n = 0; n < kThreads * kPerThread; ++n) expected.push_back(Entry(n));
+  EXPECT_EQ(Forward(chain), expected);
+  EXPECT_EQ(Backward(chain, expected.size()), expected);
+}
+
+struct Header {
+  std::string key;
+};
+struct KeyOf {
+  std::string_view operator()(const Header* header) const { return header->key; }
+};
+using Index = KeyIndex<Header, KeyOf>;
+
+TEST(KeyIndexTest, FindsEveryKeyEnteredThroughCollidingHashesAndNoOther) {
+  Index index(1024, KeyOf{});
+  // Ten keys on one slot with one tag, ten more on the next slots with other tags.
+  std::vector<Header> headers;
+  for (int i = 0; i < 20; ++i) headers.push_back({"key-" + std::to_string(i)});
+  auto hash = [](int i) {
+    return i < 10 ? 0x1234000000000007ull : (static_cast<uint64_t>(i) << 48) | 8;
+  };
+  for (int i = 0; i < 20; ++i) index.Enter(&headers[i], headers[i].key, hash(i));
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(index.Find(headers[i].key, hash(i)), &headers[i]) << i;
+  EXPECT_EQ(index.Find("key-20", hash(0)), nullptr);
+  EXPECT_EQ(index.Find("key-3", hash(15)), nullptr);  // its key, another hash
+  // Entering a key held again takes no other slot.
+  index.Enter(&headers[4], headers[4].key, hash(4));
+  EXPECT_EQ(index.entered(), 20u);
+  EXPECT_FALSE(index.incomplete());
+}
+
+TEST(KeyIndexTest, AKeyThatFindsNoSlotMakesTheTableIncomplete) {
+  {
+    // 32 probes from one slot: a 33rd key on it finds none.
+    Index index(1024, KeyOf{});
+    std::vector<Header> headers;
+    for (int i = 0; i <= Index::kMaxProbes; ++i) headers.push_back({std::to_string(i)});
+    for (int i = 0; i < Index::kMaxProbes; ++i) index.Enter(&headers[i], headers[i].key, 5);
+    EXPECT_FALSE(index.incomplete());
+    index.Enter(&headers.back(), headers.back().key, 5);
+    EXPECT_TRUE(index.incomplete());
+    EXPECT_EQ(index.Find(headers.back().key, 5), nullptr);
+    EXPECT_EQ(index.Find(headers[0].key, 5), &headers[0]);
+  }
+  {
+    // Three quarters full.
+    Index index(1024, KeyOf{});
+    std::vector<Header> headers;
+    for (int i = 0; i <= 768; ++i) headers.push_back({std::to_string(i)});
+    for (int i = 0; i < 768; ++i) index.Enter(&headers[i], headers[i].key, uint64_t(i) * 977);
+    EXPECT_FALSE(index.incomplete());
+    EXPECT_EQ(index.entered(), 768u);
+    index.Enter(&headers[768], headers[768].key, 768 * 977);
+    EXPECT_TRUE(index.incomplete());
+    EXPECT_EQ(index.Find(headers[768].key, 768 * 977), nullptr);
+  }
+}
+
+// As in the memtable: a key's header is made by one thread and entered by it and by others that
+// came upon it meanwhile; readers find keys by their bytes and read the header they find.
+TEST(KeyIndexTest, ThreadsEnteringTheSameKeysAtOnceLeaveOneSlotEachWhileReadersFind) {
+  constexpr int kKeys = 400;
+  constexpr int kThreads = 4;
+  Index index(1024, KeyOf{});
+  auto key = [](int i) { return "k" + std::to_string(i); };
+  // Few hashes, so that keys collide and probe past each other.
+  auto hash = [](int i) { return (uint64_t(i % 7) << 48) | uint64_t(i % 50) * 20; };
+  std::unique_ptr<std::atomic<Header*>[]> made(new std::atomic<Header*>[kKeys]());
+  std::vector<std::vector<std::unique_ptr<Header>>> owned(kThreads);
+  std::atomic<bool> done{false};
+  std::atomic<int> wrong{0};
+  StartLine start(kThreads + 1);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    start.Wait();
+    for (int round = 0; round < 200 && (round == 0 || !done.load()); ++round) {
+      for (int i = 0; i < kKeys; ++i) {
+        const std::string k = key(i);
+        const Header* found = index.Find(k, hash(i));
+        if (found != nullptr && found->key != k) ++wrong;
+      }
+    }
+  });
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.Wait();
+      for (int n = 0; n < kKeys; ++n) {
+        const int i = (n * 7 + t * 13) % kKeys;
+        Header* header = made[i].load(std::memory_order_acquire);
+        if (header == nullptr && i % kThreads == t) {
+          owned[t].push_back(std::make_unique<Header>(Header{key(i)}));
+          header = owned[t].back().get();
+          made[i].store(header, std::memory_order_release);
+        }
+        if (header != nullptr) index.Enter(header, header->key, hash(i));
+      }
+    });
+  }
+  for (size_t i = 1; i < threads.size(); ++i) threads[i].join();
+  done = true;
+  threads[0].join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_FALSE(index.incomplete());
+  EXPECT_EQ(index.entered(), static_cast<size_t>(kKeys));
+  for (int i = 0; i < kKeys; ++i) EXPECT_EQ(index.Find(key(i), hash(i)), made[i].load()) << i;
+}
+
+}  // namespace
+}  // namespace kvmesh::storage
