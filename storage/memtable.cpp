@@ -1,5 +1,6 @@
 #include "storage/memtable.hpp"
 
+#include <rocksdb/comparator.h>
 #include <rocksdb/slice.h>
 #include <rocksdb/version.h>
 #include <xxhash.h>
@@ -204,6 +205,9 @@ class Rep final : public rocksdb::MemTableRep {
     const uint64_t hash = HashOf(user_key);
     Header* header = index_.Find(user_view, hash);
     if (header == nullptr) {
+      // Once the table is full, a key it lacks may still be held: a search for it, and a new
+      // key's header a second one (the table does not fill with 100-byte values; see
+      // NewMemTableFactory).
       header = index_.incomplete() ? SearchHeader(user_key) : nullptr;
       if (header == nullptr) header = LinkHeader(user_key, alone);
       // Entered before this insert returns, so before RocksDB shows the write to readers; a
@@ -375,12 +379,17 @@ class Factory final : public rocksdb::MemTableRepFactory {
 
 }  // namespace
 
-std::shared_ptr<rocksdb::MemTableRepFactory> NewMemTableFactory(size_t write_buffer_size) {
-  // A slot (8 bytes) per 64 bytes of memtable: an entry of a 100-byte value takes ~170, so the
-  // table stays under half full there; smaller entries of many distinct keys may fill it, and the
-  // keys past it are found by the skip list.
+std::shared_ptr<rocksdb::MemTableRepFactory> NewMemTableFactory(
+    size_t write_buffer_size, const rocksdb::Comparator* comparator) {
+  // The key table finds a user key by its bytes: equal keys must be equal bytes, and a key must
+  // not carry a timestamp that a lookup's would differ from.
+  if (comparator != rocksdb::BytewiseComparator() || comparator->timestamp_size() != 0) {
+    return std::make_shared<rocksdb::SkipListFactory>();
+  }
+  // A slot (8 bytes) per 64 to 128 bytes of memtable (the largest power of two): an entry of a
+  // 100-byte value takes ~200 with its header, so the table stays well under half full there.
   size_t slots = 1024;
-  while (slots < write_buffer_size / 64) slots *= 2;
+  while (slots * 2 <= write_buffer_size / 64) slots *= 2;
   return std::make_shared<Factory>(slots);
 }
 

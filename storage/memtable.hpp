@@ -27,11 +27,12 @@
 // when its key comes after that one's, so a sorted batch of new keys inserts each a few
 // comparisons from the last; it takes no insert hints (memtable_insert_with_hint_prefix_extractor).
 //
-// The hash table has a fixed size: a slot of 8 bytes per 64 bytes of write buffer (an eighth,
-// counted in the memtable's memory, so RocksDB flushes that much earlier). Past three quarters
-// full, the keys it cannot hold are found by the skip list instead, as is every key it lacks from
-// then on. Keys must compare bytewise (RocksDB's default comparator, the Store's): the table
-// finds a key by its bytes.
+// The hash table has a fixed size: a slot of 8 bytes per 64 to 128 bytes of write buffer (a
+// sixteenth to an eighth of it, counted in the memtable's memory, so RocksDB flushes that much
+// earlier). Past half full, the keys it cannot hold are found by the skip list instead, as is
+// every key it lacks from then on. Keys must compare bytewise (RocksDB's default comparator, the
+// Store's) without timestamps: the table finds a key by its bytes. For any other comparator the
+// factory is RocksDB's own skip list.
 //
 // What it relies on of RocksDB beyond its public headers (both checked by every test that reads
 // a memtable, tests/memtable_test.cpp first): the layout of LookupKey (its first member points at
@@ -39,6 +40,7 @@
 // exports, to place an iterator in the arena RocksDB hands over.
 #pragma once
 
+#include <rocksdb/comparator.h>
 #include <rocksdb/memtablerep.h>
 
 #include <memory>
@@ -46,7 +48,9 @@
 namespace kvmesh::storage {
 
 /// A factory of kvmesh's memtable (above) for rocksdb::Options::memtable_factory, whose hash
-/// tables are sized for memtables of `write_buffer_size` bytes (rocksdb::Options's).
-std::shared_ptr<rocksdb::MemTableRepFactory> NewMemTableFactory(size_t write_buffer_size);
+/// tables are sized for memtables of `write_buffer_size` bytes (rocksdb::Options's); RocksDB's
+/// own skip list unless `comparator` (rocksdb::Options's) is rocksdb::BytewiseComparator().
+std::shared_ptr<rocksdb::MemTableRepFactory> NewMemTableFactory(
+    size_t write_buffer_size, const rocksdb::Comparator* comparator);
 
 }  // namespace kvmesh::storage

@@ -117,7 +117,7 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // table, where RocksDB's skip list searched ~30 nodes for every write and lookup. It needs no
   // insert hints: inserts that RocksDB makes alone continue from the previous one when the key
   // follows it. Its table is sized by the write buffer.
-  rocks.memtable_factory = NewMemTableFactory(rocks.write_buffer_size);
+  rocks.memtable_factory = NewMemTableFactory(rocks.write_buffer_size, rocks.comparator);
   return rocks;
 }
 

@@ -8,21 +8,24 @@
 //   linked meanwhile at its place goes on from there. Nothing is ever removed. Two hints, each
 //   only ever naming a version before the one it is kept in (or at or before the end), keep a step
 //   backwards O(1) on a long chain: a stale hint costs a few steps forward, never a wrong answer.
+//   A search into a long chain (a database's meta record is rewritten by every commit; a read at
+//   an old snapshot of a hot key) jumps along far links, each naming a version after its own, up
+//   to Version::kFarSpan on.
 // - KeyIndex: from a key to the header holding its chain; a fixed table of slots, open
 //   addressing, lock-free, filled and never emptied. A slot holds a header's address and 16 bits
 //   of its key's hash, so a probe past another key seldom reads that key. A header that finds no
-//   free slot within kMaxProbes, or comes when the table is three quarters full, is not entered,
+//   free slot within kMaxProbes, or comes when the table is half full, is not entered,
 //   and the table says it is incomplete from then on: a key it lacks must then be searched for
 //   elsewhere (the memtable's skip list).
 //
 // `Compare` (as SkipList's): `using Key`, `int operator()(const char* entry, const Key& key)`.
 #pragma once
 
+#include <sys/mman.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
 #include <new>
 #include <string_view>
 #include <type_traits>
@@ -30,10 +33,18 @@
 namespace kvmesh::storage {
 
 /// An entry with its links in its key's chain in front of it: `next`, the version after it;
-/// `before`, a hint for going backwards: some version before it (null: start from the first).
+/// `before`, a hint for going backwards: some version before it (null: start from the first);
+/// `far`, a version after it to jump to, up to kFarSpan versions on (VersionChain::Find).
 struct Version {
+  /// How far a `far` link reaches at most: a search through n versions takes about
+  /// n / kFarSpan jumps and kFarSpan steps.
+  static constexpr uintptr_t kFarSpan = 64;
+
   std::atomic<Version*> before;
   std::atomic<Version*> next;
+  /// The far version's address, and in the top 16 bits how many versions on it was when linked
+  /// (0: none).
+  std::atomic<uintptr_t> far;
 
   const char* Entry() const { return reinterpret_cast<const char*>(this + 1); }
   static Version* Of(const char* entry) {
@@ -48,11 +59,35 @@ struct Version {
   static char* Make(char* memory) {
     auto* version = reinterpret_cast<Version*>(
         (reinterpret_cast<uintptr_t>(memory) + alignof(Version) - 1) & ~(alignof(Version) - 1));
-    new (version) Version{{nullptr}, {nullptr}};
+    new (version) Version{{nullptr}, {nullptr}, {0}};
     return const_cast<char*>(version->Entry());
   }
+
+  Version* Far() const {
+    return reinterpret_cast<Version*>(far.load(std::memory_order_acquire) & kAddressMask);
+  }
+  /// Sets `far` for a version about to be linked right before `next`: next's far one while it
+  /// reaches less than kFarSpan on, else `next`. So the versions linked first one after another
+  /// share a far one for kFarSpan versions, then start from the last of them.
+  void FarFrom(const Version* next) {
+    uintptr_t packed = 0;
+    if (next != nullptr) {
+      const uintptr_t next_far = next->far.load(std::memory_order_acquire);
+      const uintptr_t span = next_far >> kSpanShift;
+      packed = next_far != 0 && span < kFarSpan
+                   ? ((span + 1) << kSpanShift) | (next_far & kAddressMask)
+                   : (uintptr_t{1} << kSpanShift) | reinterpret_cast<uintptr_t>(next);
+      // x86-64 and AArch64 user-space addresses fit in 48 bits; elsewhere no jumps.
+      if ((reinterpret_cast<uintptr_t>(next) >> kSpanShift) != 0) packed = 0;
+    }
+    far.store(packed, std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr int kSpanShift = 48;
+  static constexpr uintptr_t kAddressMask = (uintptr_t{1} << kSpanShift) - 1;
 };
-static_assert(sizeof(Version) == 2 * sizeof(void*), "the entry follows the links");
+static_assert(sizeof(Version) == 3 * sizeof(void*), "the entry follows the links");
 
 /// A key's versions in order (above).
 struct VersionChain {
@@ -64,10 +99,20 @@ struct VersionChain {
   /// false, linking nothing, if an equal entry is there.
   template <typename Compare>
   bool Add(Version* version, const typename Compare::Key& key, const Compare& compare) {
-    std::atomic<Version*>* link = &first;
-    Version* before = nullptr;
-    Version* next = link->load(std::memory_order_acquire);
+    const Place place = Find(key, compare, /*through=*/false);
+    if (place.next_equal) return false;
+    Version* before = place.before;
+    Version* next = place.next;
+    std::atomic<Version*>* link = before != nullptr ? &before->next : &first;
     while (true) {
+      version->before.store(before, std::memory_order_relaxed);
+      version->next.store(next, std::memory_order_relaxed);
+      version->FarFrom(next);
+      if (link->compare_exchange_weak(next, version, std::memory_order_release,
+                                      std::memory_order_acquire)) {
+        break;
+      }
+      // Another version was linked here meanwhile (`next` is now it): go on from `link`.
       for (; next != nullptr; next = link->load(std::memory_order_acquire)) {
         const int cmp = compare(next->Entry(), key);
         if (cmp == 0) return false;
@@ -75,13 +120,6 @@ struct VersionChain {
         before = next;
         link = &next->next;
       }
-      version->before.store(before, std::memory_order_relaxed);
-      version->next.store(next, std::memory_order_relaxed);
-      if (link->compare_exchange_weak(next, version, std::memory_order_release,
-                                      std::memory_order_acquire)) {
-        break;
-      }
-      // Another version was linked here meanwhile (`next` is now it): go on from `link`.
     }
     // The hints: `version` is before `next`, and was at the end if nothing followed it.
     if (next != nullptr) {
@@ -117,25 +155,57 @@ struct VersionChain {
     return before;
   }
 
-  /// The first version at or after `key`, null if none.
+  /// The first version at or after `key`, null if none. A key after every version (a seek past a
+  /// user key's versions) takes one comparison.
   template <typename Compare>
   const Version* FirstAtOrAfter(const typename Compare::Key& key, const Compare& compare) const {
-    const Version* v = First();
-    while (v != nullptr && compare(v->Entry(), key) < 0) {
-      v = v->next.load(std::memory_order_acquire);
-    }
-    return v;
+    const Version* last = Last();
+    if (last == nullptr || compare(last->Entry(), key) < 0) return nullptr;
+    return Find(key, compare, /*through=*/false).next;
   }
 
-  /// The last version at or before `key`, null if none.
+  /// The last version at or before `key`, null if none. A key after every version takes one
+  /// comparison.
   template <typename Compare>
   const Version* LastAtOrBefore(const typename Compare::Key& key, const Compare& compare) const {
-    const Version* last = nullptr;
-    for (const Version* v = First(); v != nullptr && compare(v->Entry(), key) <= 0;
-         v = v->next.load(std::memory_order_acquire)) {
-      last = v;
+    const Version* last = Last();
+    if (last == nullptr || compare(last->Entry(), key) <= 0) return last;
+    return Find(key, compare, /*through=*/true).before;
+  }
+
+ private:
+  struct Place {
+    Version* before;  // null: none
+    Version* next;    // the version after `before` (or the first), null if none
+    bool next_equal;  // `next` equals the key
+  };
+
+  /// The last version before `key` (`through`: at or before it), and the one after it. Jumps
+  /// along the far links that land before the key, so a key among n versions takes about
+  /// n / kFarSpan + 2 kFarSpan comparisons, not n.
+  template <typename Compare>
+  Place Find(const typename Compare::Key& key, const Compare& compare, bool through) const {
+    bool equal = false;
+    auto before_key = [&](const Version* v) {
+      const int cmp = compare(v->Entry(), key);
+      equal = cmp == 0;
+      return through ? cmp <= 0 : cmp < 0;
+    };
+    Version* before = nullptr;
+    Version* next = first.load(std::memory_order_acquire);
+    const Version* not_before = nullptr;  // a far version known not to be before the key
+    while (next != nullptr && before_key(next)) {
+      before = next;
+      for (Version* far = before->Far(); far != nullptr && far != not_before; far = before->Far()) {
+        if (!before_key(far)) {
+          not_before = far;
+          break;
+        }
+        before = far;
+      }
+      next = before->next.load(std::memory_order_acquire);
     }
-    return last;
+    return {before, next, next != nullptr && equal};
   }
 };
 static_assert(sizeof(VersionChain) == 2 * sizeof(void*));
@@ -147,15 +217,15 @@ class KeyIndex {
  public:
   static constexpr int kMaxProbes = 32;
 
-  /// `slots`: a power of two. The memory comes zeroed from calloc, which for a large table maps
-  /// pages the kernel zeroes when first touched: a new table does not wait for megabytes to be
-  /// cleared (a memtable is made on RocksDB's write path).
+  /// `slots`: a power of two. The memory is mapped anew, so the kernel zeroes each page when it is
+  /// first touched: a new table does not wait for megabytes to be cleared (a memtable is made on
+  /// RocksDB's write path). (calloc would clear them itself once glibc serves a table this size
+  /// from its heap, which it does after the first one is freed.)
   KeyIndex(size_t slots, KeyOf key_of)
-      : mask_(slots - 1),
-        slots_(static_cast<std::atomic<uintptr_t>*>(std::calloc(slots, sizeof(uintptr_t)))),
-        key_of_(std::move(key_of)) {
-    if (slots_ == nullptr) throw std::bad_alloc();
-  }
+      : mask_(slots - 1), slots_(Map(slots * sizeof(uintptr_t))), key_of_(std::move(key_of)) {}
+  ~KeyIndex() { munmap(slots_, bytes()); }
+  KeyIndex(const KeyIndex&) = delete;
+  KeyIndex& operator=(const KeyIndex&) = delete;
 
   size_t bytes() const { return (mask_ + 1) * sizeof(uintptr_t); }
 
@@ -182,7 +252,7 @@ class KeyIndex {
   void Enter(Header* header, std::string_view key, uint64_t hash) {
     const auto address = reinterpret_cast<uintptr_t>(header);
     if ((address >> kTagShift) != 0 || used_.load(std::memory_order_relaxed) >= Limit()) {
-      incomplete_.store(true, std::memory_order_release);
+      MarkIncomplete();
       return;
     }
     const uintptr_t packed = (Tag(hash) << kTagShift) | address;
@@ -199,7 +269,7 @@ class KeyIndex {
       }
       if (Holds(slot, key, hash)) return;
     }
-    incomplete_.store(true, std::memory_order_release);
+    MarkIncomplete();
   }
 
  private:
@@ -209,14 +279,24 @@ class KeyIndex {
   static Header* Unpack(uintptr_t slot) {
     return reinterpret_cast<Header*>(slot & ((uintptr_t{1} << kTagShift) - 1));
   }
-  size_t Limit() const { return (mask_ + 1) / 4 * 3; }
+  // Half full: a miss probes ~2.5 slots there (linear probing), and a key seldom finds its
+  // kMaxProbes taken.
+  size_t Limit() const { return (mask_ + 1) / 2; }
+  // Written once: every insert of a new key after that reads it, on every core.
+  void MarkIncomplete() {
+    if (!incomplete_.load(std::memory_order_relaxed)) {
+      incomplete_.store(true, std::memory_order_release);
+    }
+  }
+  static std::atomic<uintptr_t>* Map(size_t bytes) {
+    void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) throw std::bad_alloc();
+    return static_cast<std::atomic<uintptr_t>*>(memory);
+  }
   bool Holds(uintptr_t slot, std::string_view key, uint64_t hash) const {
     return (slot >> kTagShift) == Tag(hash) && key_of_(Unpack(slot)) == key;
   }
 
-  struct Free {
-    void operator()(void* p) const { std::free(p); }
-  };
   static_assert(std::is_trivially_default_constructible_v<std::atomic<uintptr_t>> &&
                     std::is_trivially_destructible_v<std::atomic<uintptr_t>> &&
                     sizeof(std::atomic<uintptr_t>) == sizeof(uintptr_t) &&
@@ -224,9 +304,10 @@ class KeyIndex {
                 "a zeroed uintptr_t is an empty slot");
 
   const size_t mask_;
-  const std::unique_ptr<std::atomic<uintptr_t>[], Free> slots_;
+  std::atomic<uintptr_t>* const slots_;
   const KeyOf key_of_;
-  std::atomic<size_t> used_{0};
+  // Written by inserts of new keys; apart from what every Find reads.
+  alignas(64) std::atomic<size_t> used_{0};
   std::atomic<bool> incomplete_{false};
 };
 

@@ -110,13 +110,14 @@ Comparisons Measure(rocksdb::Options options) {
 // A RocksDB with the Store's options whose memtable is never flushed here: every read below
 // reads the memtable alone.
 // `small_index`: the memtable's key index is sized for a write buffer of 0 bytes (1024 slots,
-// 768 keys), so that past that many keys the memtable finds the others in its skip list.
+// 512 keys), so that past that many keys the memtable finds the others in its skip list.
 struct MemtableDb {
   explicit MemtableDb(bool concurrent = true, bool small_index = false) {
     rocksdb::Options options = RocksOptions(StoreOptions{});
     options.write_buffer_size = 256u << 20;
     options.allow_concurrent_memtable_write = concurrent;
-    if (small_index) options.memtable_factory = NewMemTableFactory(0);
+    if (small_index)
+      options.memtable_factory = NewMemTableFactory(0, rocksdb::BytewiseComparator());
     rocksdb::DB* raw = nullptr;
     const rocksdb::Status s = rocksdb::DB::Open(options, dir / "rocks", &raw);
     EXPECT_TRUE(s.ok()) << s.ToString();
@@ -183,7 +184,7 @@ TEST(MemtableTest, HoldsWhatRandomBatchesOfPutsOverwritesAndDeletesLeave) {
     const bool concurrent = kind != 1;
     const bool small_index = kind == 2;
     SCOPED_TRACE(concurrent ? "concurrent memtable writes allowed" : "one writer");
-    SCOPED_TRACE(small_index ? "a key index that holds 768 of the 3000 keys" : "a key index");
+    SCOPED_TRACE(small_index ? "a key index that holds 512 of the 3000 keys" : "a key index");
     MemtableDb db(concurrent, small_index);
     ASSERT_NE(db.db, nullptr);
     std::map<std::string, std::string> model;
@@ -284,7 +285,7 @@ TEST(MemtableTest, WritersOnSeveralThreadsAndReadersMeanwhileSeeEveryKeyInOrder)
 // round's write of one of the writers, the same by Get, by a scan and after a flush.
 TEST(MemtableTest, WritersOfTheSameKeysAtOnceLeaveOneKeyEachWithItsNewestVersionOnTop) {
   for (bool small_index : {false, true}) {
-    SCOPED_TRACE(small_index ? "a key index that holds 768 of the keys" : "a key index");
+    SCOPED_TRACE(small_index ? "a key index that holds 512 of the keys" : "a key index");
     MemtableDb db(/*concurrent=*/true, small_index);
     ASSERT_NE(db.db, nullptr);
     constexpr int kWriters = 8;
@@ -327,6 +328,194 @@ TEST(MemtableTest, WritersOfTheSameKeysAtOnceLeaveOneKeyEachWithItsNewestVersion
       std::string value;
       ASSERT_TRUE(db.db->Get(rocksdb::ReadOptions(), k, &value).ok()) << k;
       EXPECT_EQ(value, v) << k << " after the flush";
+    }
+  }
+}
+
+// Everything a reader of a memtable sees, at a snapshot (or none): scans both ways, seeks both
+// ways with a step each way after them, and gets, as one string to compare.
+std::string Everything(rocksdb::DB& db, const rocksdb::Snapshot* snapshot, uint64_t keys,
+                       std::mt19937_64 rng) {
+  rocksdb::ReadOptions read;
+  read.snapshot = snapshot;
+  std::string out;
+  std::unique_ptr<rocksdb::Iterator> it(db.NewIterator(read));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    out += it->key().ToString() + "=" + it->value().ToString() + ",";
+  }
+  out += "|";
+  for (it->SeekToLast(); it->Valid(); it->Prev()) out += it->key().ToString() + ",";
+  auto at = [&] { return it->Valid() ? it->key().ToString() + "=" + it->value().ToString() : "-"; };
+  for (int i = 0; i < 60; ++i) {
+    const std::string target = "k" + std::to_string(rng() % (keys + 2)) + (i % 3 ? "" : "~");
+    it->Seek(target);
+    out += " S" + target + ":" + at();
+    if (it->Valid()) {
+      it->Prev();
+      out += "<" + at();
+    }
+    it->SeekForPrev(target);
+    out += " P" + target + ":" + at();
+    if (it->Valid()) {
+      it->Next();
+      out += ">" + at();
+    }
+    std::string value;
+    const rocksdb::Status s = db.Get(read, target, &value);
+    out += " G" + (s.ok() ? value : s.ToString());
+  }
+  return out;
+}
+
+// A differential test: the same writes to kvmesh's memtable and to RocksDB's skip list, and every
+// reader at every snapshot taken meanwhile sees the same in both. Hot keys get thousands of
+// versions (the chains' long case); deletes and single deletes come in between; one variant has
+// a key table too small for the keys.
+TEST(MemtableTest, ReadersAtEverySnapshotSeeWhatRocksDBsSkipListShows) {
+  for (bool small_index : {false, true}) {
+    SCOPED_TRACE(small_index ? "a key index that holds 512 of the keys" : "a key index");
+    TempDir dir;
+    auto open = [&](bool ours) {
+      rocksdb::Options options = RocksOptions(StoreOptions{});
+      options.write_buffer_size = 256u << 20;
+      // Re-seeks after 3 versions skipped (RocksDB's default: 8), through the chains' searches.
+      options.max_sequential_skip_in_iterations = 3;
+      if (!ours) {
+        options.memtable_factory = std::make_shared<rocksdb::SkipListFactory>();
+      } else if (small_index) {
+        options.memtable_factory = NewMemTableFactory(0, rocksdb::BytewiseComparator());
+      }
+      rocksdb::DB* raw = nullptr;
+      const rocksdb::Status s = rocksdb::DB::Open(options, dir / (ours ? "ours" : "rocks"), &raw);
+      EXPECT_TRUE(s.ok()) << s.ToString();
+      return std::unique_ptr<rocksdb::DB>(raw);
+    };
+    auto ours = open(true);
+    auto rocks = open(false);
+    ASSERT_NE(ours, nullptr);
+    ASSERT_NE(rocks, nullptr);
+    constexpr uint64_t kKeys = 1200;
+    std::mt19937_64 rng(small_index ? 12 : 11);
+    std::vector<std::pair<const rocksdb::Snapshot*, const rocksdb::Snapshot*>> snapshots;
+    for (int i = 0; i < 30000; ++i) {
+      // Most writes go to 4 hot keys.
+      const std::string key = "k" + std::to_string(i % 4 != 0 ? rng() % 4 : rng() % kKeys);
+      const std::string value = std::to_string(i);
+      const uint64_t kind = rng() % 10;
+      for (rocksdb::DB* db : {ours.get(), rocks.get()}) {
+        const rocksdb::Status s = kind == 0   ? db->Delete(rocksdb::WriteOptions(), key)
+                                  : kind == 1 ? db->SingleDelete(rocksdb::WriteOptions(), key)
+                                              : db->Put(rocksdb::WriteOptions(), key, value);
+        ASSERT_TRUE(s.ok()) << s.ToString();
+      }
+      if (i % 3000 == 2999) snapshots.emplace_back(ours->GetSnapshot(), rocks->GetSnapshot());
+    }
+    snapshots.emplace_back(nullptr, nullptr);
+    for (size_t n = 0; n < snapshots.size(); ++n) {
+      SCOPED_TRACE("snapshot " + std::to_string(n));
+      const std::string seen = Everything(*ours, snapshots[n].first, kKeys, std::mt19937_64(n));
+      const std::string expected =
+          Everything(*rocks, snapshots[n].second, kKeys, std::mt19937_64(n));
+      ASSERT_EQ(seen.size(), expected.size());
+      EXPECT_TRUE(seen == expected)
+          << "first difference at byte "
+          << std::mismatch(seen.begin(), seen.end(), expected.begin()).first - seen.begin();
+    }
+    for (const auto& [a, b] : snapshots) {
+      if (a != nullptr) ours->ReleaseSnapshot(a);
+      if (b != nullptr) rocks->ReleaseSnapshot(b);
+    }
+  }
+}
+
+// A scan past a key with many versions in the memtable re-seeks past them (after
+// max_sequential_skip_in_iterations), and a read at an old snapshot seeks into them: both take a
+// fraction of the versions' count in comparisons, not all of them.
+TEST(MemtableTest, AScanPastAndAReadIntoAKeyWithManyVersionsCompareAFewOfThem) {
+  MemtableDb db;
+  ASSERT_NE(db.db, nullptr);
+  constexpr int kVersions = 20000;
+  ASSERT_TRUE(db.db->Put(rocksdb::WriteOptions(), "a", "first").ok());
+  ASSERT_TRUE(db.db->Put(rocksdb::WriteOptions(), "z", "last").ok());
+  const rocksdb::Snapshot* old = nullptr;
+  for (int i = 0; i < kVersions; ++i) {
+    ASSERT_TRUE(db.db->Put(rocksdb::WriteOptions(), "hot", std::to_string(i)).ok());
+    if (i == kVersions / 2) old = db.db->GetSnapshot();
+  }
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+  rocksdb::get_perf_context()->Reset();
+  std::unique_ptr<rocksdb::Iterator> it(db.db->NewIterator(rocksdb::ReadOptions()));
+  std::string scan;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) scan += it->value().ToString() + ",";
+  const uint64_t scan_comparisons = rocksdb::get_perf_context()->user_key_comparison_count;
+  rocksdb::get_perf_context()->Reset();
+  for (it->SeekToLast(); it->Valid(); it->Prev()) {
+  }
+  const uint64_t back_comparisons = rocksdb::get_perf_context()->user_key_comparison_count;
+  rocksdb::get_perf_context()->Reset();
+  rocksdb::ReadOptions at_old;
+  at_old.snapshot = old;
+  std::string value;
+  ASSERT_TRUE(db.db->Get(at_old, "hot", &value).ok());
+  const uint64_t get_comparisons = rocksdb::get_perf_context()->user_key_comparison_count;
+  rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+  db.db->ReleaseSnapshot(old);
+  EXPECT_EQ(scan, "first," + std::to_string(kVersions - 1) + ",last,");
+  EXPECT_EQ(value, std::to_string(kVersions / 2));
+  std::printf("comparisons past %d versions: scan %llu, backwards %llu, get at a snapshot %llu\n",
+              kVersions, static_cast<unsigned long long>(scan_comparisons),
+              static_cast<unsigned long long>(back_comparisons),
+              static_cast<unsigned long long>(get_comparisons));
+  // A seek past the versions looks at the last alone; one into them jumps (~20000 / 64 + 128).
+  EXPECT_LT(scan_comparisons, 100u);
+  EXPECT_LT(back_comparisons, 100u);
+  EXPECT_LT(get_comparisons, 1000u);
+}
+
+// While the key table fills up (and past it, small_index), a reader finds every key whose write
+// has returned.
+TEST(MemtableTest, EveryKeyWrittenIsFoundWhileTheKeyTableFills) {
+  for (bool small_index : {false, true}) {
+    SCOPED_TRACE(small_index ? "a key index that holds 512 of the keys" : "a key index");
+    MemtableDb db(/*concurrent=*/true, small_index);
+    ASSERT_NE(db.db, nullptr);
+    constexpr int kWriters = 2;
+    constexpr int kPerWriter = 3000;
+    auto key = [](int writer, int i) {
+      return "f/" + std::to_string(i) + "/" + std::to_string(writer);
+    };
+    std::atomic<int> written[kWriters] = {};
+    std::atomic<int> writers_done{0};
+    std::atomic<int> missing{0};
+    std::vector<std::thread> threads;
+    threads.emplace_back([&] {
+      std::mt19937_64 rng(3);
+      // Bounded: 200000 gets at most.
+      for (int n = 0; n < 200000 && writers_done.load() < kWriters; ++n) {
+        const int w = static_cast<int>(rng() % kWriters);
+        const int upto = written[w].load(std::memory_order_acquire);
+        if (upto == 0) continue;
+        const int i = static_cast<int>(rng() % upto);
+        std::string value;
+        if (!db.db->Get(rocksdb::ReadOptions(), key(w, i), &value).ok()) ++missing;
+      }
+    });
+    for (int w = 0; w < kWriters; ++w) {
+      threads.emplace_back([&, w] {
+        for (int i = 0; i < kPerWriter; ++i) {
+          EXPECT_TRUE(db.db->Put(rocksdb::WriteOptions(), key(w, i), "v").ok());
+          written[w].store(i + 1, std::memory_order_release);
+        }
+        ++writers_done;
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(missing.load(), 0);
+    for (int w = 0; w < kWriters; ++w) {
+      for (int i = 0; i < kPerWriter; ++i) {
+        std::string value;
+        ASSERT_TRUE(db.db->Get(rocksdb::ReadOptions(), key(w, i), &value).ok()) << key(w, i);
+      }
     }
   }
 }
@@ -422,7 +611,8 @@ rocksdb::Options PackagedSkipList(rocksdb::Options options) {
 
 TEST(MemtableTest, ComparesAFractionOfTheKeysThePackagedSkipListDoes) {
   const rocksdb::Options options = RocksOptions(StoreOptions{});
-  ASSERT_STREQ(options.memtable_factory->Name(), NewMemTableFactory(64u << 20)->Name());
+  ASSERT_STREQ(options.memtable_factory->Name(),
+               NewMemTableFactory(64u << 20, rocksdb::BytewiseComparator())->Name());
   const Comparisons ours = Measure(options);
   const Comparisons packaged = Measure(PackagedSkipList(options));
   std::printf(
