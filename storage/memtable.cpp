@@ -201,20 +201,58 @@ class Rep final : public rocksdb::MemTableRep {
     const char* entry = static_cast<const char*>(handle);
     const rocksdb::Slice key = compare_.decode_key(entry);
     const rocksdb::Slice user_key = UserKeyOf(key);
-    const std::string_view user_view(user_key.data(), user_key.size());
-    const uint64_t hash = HashOf(user_key);
-    Header* header = index_.Find(user_view, hash);
+    bool fresh = false;
+    Header* header = alone ? NextToCursor(user_key, &fresh) : nullptr;
     if (header == nullptr) {
-      // Once the table is full, a key it lacks may still be held: a search for it, and a new
-      // key's header a second one (the table does not fill with 100-byte values; see
-      // NewMemTableFactory).
-      header = index_.incomplete() ? SearchHeader(user_key) : nullptr;
-      if (header == nullptr) header = LinkHeader(user_key, alone);
-      // Entered before this insert returns, so before RocksDB shows the write to readers; a
-      // header linked by another insert and not entered yet is entered here too.
-      index_.Enter(header, user_view, hash);
+      const std::string_view user_view(user_key.data(), user_key.size());
+      const uint64_t hash = HashOf(user_key);
+      if (fresh) {
+        index_.Prefetch(hash);  // read while the header is linked
+      } else {
+        header = index_.Find(user_view, hash);
+      }
+      if (header == nullptr) {
+        // Once the table is full, a key it lacks may still be held: a search for it, and a new
+        // key's header a second one (the table does not fill with 100-byte values; see
+        // NewMemTableFactory).
+        if (!fresh && index_.incomplete()) header = SearchHeader(user_key);
+        if (header == nullptr) header = LinkHeader(user_key, alone);
+        // Entered before this insert returns, so before RocksDB shows the write to readers; a
+        // header linked by another insert and not entered yet is entered here too.
+        index_.Enter(header, user_view, hash);
+      }
     }
+    if (alone) cursor_ = List::NodeOf(reinterpret_cast<const char*>(header));
     return header->chain.Add(Version::Of(entry), key, order_);
+  }
+
+  /// For an insert made alone (no other insert runs meanwhile, so the skip list's level 0 holds
+  /// still): the header of `user_key` if it is the cursor's or the next one; else, with `fresh`
+  /// set, null if the key falls between those two (it has no header yet); else null. A sorted
+  /// run (a batch as DatabaseStore::Stage lays it out, a bulk load) goes from one header to the
+  /// next: found there, a key needs no read of the table at a random place (the cost of a
+  /// sorted run's inserts), and a new one's read is made while its header is linked. A random
+  /// run would pay a cache miss for the look next door: after one that finds nothing, the next
+  /// kCursorRest inserts do not look.
+  Header* NextToCursor(const rocksdb::Slice& user_key, bool* fresh) {
+    if (cursor_ == nullptr) return nullptr;
+    if (cursor_rest_ > 0) {
+      --cursor_rest_;
+      return nullptr;
+    }
+    const int at = UserKeyAt(cursor_).compare(user_key);
+    if (at == 0) return Header::Of(cursor_->Entry());
+    if (at < 0) {
+      List::Node* next = cursor_->Next(0);
+      const int cmp = next == nullptr ? 1 : UserKeyAt(next).compare(user_key);
+      if (cmp == 0) return Header::Of(next->Entry());
+      if (cmp > 0) {
+        *fresh = true;
+        return nullptr;
+      }
+    }
+    cursor_rest_ = kCursorRest;
+    return nullptr;
   }
 
   /// Links a header for `user_key`, or finds the one another insert linked first.
@@ -354,10 +392,16 @@ class Rep final : public rocksdb::MemTableRep {
     const Version* version_ = nullptr;
   };
 
+  static constexpr int kCursorRest = 8;
+
   const rocksdb::MemTableRep::KeyComparator& compare_;
   const VersionOrder order_{&compare_};
   List list_;
   Index index_;
+  // For inserts made alone (NextToCursor): the node of the header the last one went to, and how
+  // many more inserts do not look next to it.
+  List::Node* cursor_ = nullptr;
+  int cursor_rest_ = 0;
 };
 
 class Factory final : public rocksdb::MemTableRepFactory {

@@ -213,6 +213,11 @@ class SkipList {
 
   Node* First() const { return head_->Next(0); }
 
+  /// The node of an entry made by MakeNode.
+  static Node* NodeOf(const char* entry) {
+    return reinterpret_cast<Node*>(const_cast<char*>(entry)) - 1;
+  }
+
   /// The last entry's node, null if none.
   Node* Last() const {
     Node* x = head_;
@@ -237,10 +242,6 @@ class SkipList {
   }
 
  private:
-  static Node* NodeOf(const char* entry) {
-    return reinterpret_cast<Node*>(const_cast<char*>(entry)) - 1;
-  }
-
   int MaxHeight() const { return max_height_.load(std::memory_order_relaxed); }
 
   /// True if `key` comes after node `n`'s entry (null: the end, after everything).
