@@ -425,15 +425,19 @@ class Factory final : public rocksdb::MemTableRepFactory {
 
 std::shared_ptr<rocksdb::MemTableRepFactory> NewMemTableFactory(
     size_t write_buffer_size, const rocksdb::Comparator* comparator) {
-  // The key table finds a user key by its bytes: equal keys must be equal bytes, and a key must
-  // not carry a timestamp that a lookup's would differ from.
+  // The key table finds a user key by its bytes, and a sorted run's look next door compares
+  // bytes: equal keys must be equal bytes, ordered bytewise, and a key must not carry a
+  // timestamp that a lookup's would differ from. (Decided here: a comparator set after the
+  // factory was made needs a new one.)
   if (comparator != rocksdb::BytewiseComparator() || comparator->timestamp_size() != 0) {
     return std::make_shared<rocksdb::SkipListFactory>();
   }
-  // A slot (8 bytes) per 64 to 128 bytes of memtable (the largest power of two): an entry of a
-  // 100-byte value takes ~200 with its header, so the table stays well under half full there.
+  // A slot (8 bytes) per 48 to 96 bytes of memtable (a power of two): the table is half full at
+  // a key per 96 to 192 bytes, and a new key of a 100-byte value takes ~230 with its header and
+  // links. Keys of small values in a write buffer just below a power of two can fill it (and are
+  // then found through the skip list).
   size_t slots = 1024;
-  while (slots * 2 <= write_buffer_size / 64) slots *= 2;
+  while (slots < write_buffer_size / 96) slots *= 2;
   return std::make_shared<Factory>(slots);
 }
 

@@ -27,8 +27,8 @@
 // when its key comes after that one's, so a sorted batch of new keys inserts each a few
 // comparisons from the last; it takes no insert hints (memtable_insert_with_hint_prefix_extractor).
 //
-// The hash table has a fixed size: a slot of 8 bytes per 64 to 128 bytes of write buffer (a
-// sixteenth to an eighth of it, counted in the memtable's memory, so RocksDB flushes that much
+// The hash table has a fixed size: a slot of 8 bytes per 48 to 96 bytes of write buffer (a
+// twelfth to a sixth of it, counted in the memtable's memory, so RocksDB flushes that much
 // earlier). Past half full, the keys it cannot hold are found by the skip list instead, as is
 // every key it lacks from then on. Keys must compare bytewise (RocksDB's default comparator, the
 // Store's) without timestamps: the table finds a key by its bytes. For any other comparator the

@@ -68,7 +68,8 @@ struct Version {
   }
   /// Sets `far` for a version about to be linked right before `next`: next's far one while it
   /// reaches less than kFarSpan on, else `next`. So the versions linked first one after another
-  /// share a far one for kFarSpan versions, then start from the last of them.
+  /// (RocksDB's order: each new sequence number comes first) share a far one for kFarSpan
+  /// versions, then start from the last of them. A chain grown at its end would have none.
   void FarFrom(const Version* next) {
     uintptr_t packed = 0;
     if (next != nullptr) {
@@ -155,21 +156,25 @@ struct VersionChain {
     return before;
   }
 
-  /// The first version at or after `key`, null if none. A key after every version (a seek past a
-  /// user key's versions) takes one comparison.
+  /// The first version at or after `key`, null if none. A key at or before the first (a read
+  /// at the latest sequence number) takes one comparison, as does one after the last (a seek
+  /// past a user key's versions).
   template <typename Compare>
   const Version* FirstAtOrAfter(const typename Compare::Key& key, const Compare& compare) const {
+    const Version* v = First();
+    if (v == nullptr || compare(v->Entry(), key) >= 0) return v;
     const Version* last = Last();
-    if (last == nullptr || compare(last->Entry(), key) < 0) return nullptr;
+    if (compare(last->Entry(), key) < 0) return nullptr;
     return Find(key, compare, /*through=*/false).next;
   }
 
-  /// The last version at or before `key`, null if none. A key after every version takes one
-  /// comparison.
+  /// The last version at or before `key`, null if none. As quick as FirstAtOrAfter at both ends.
   template <typename Compare>
   const Version* LastAtOrBefore(const typename Compare::Key& key, const Compare& compare) const {
+    const Version* v = First();
+    if (v == nullptr || compare(v->Entry(), key) > 0) return nullptr;
     const Version* last = Last();
-    if (last == nullptr || compare(last->Entry(), key) <= 0) return last;
+    if (compare(last->Entry(), key) <= 0) return last;
     return Find(key, compare, /*through=*/true).before;
   }
 
@@ -220,14 +225,19 @@ class KeyIndex {
   /// `slots`: a power of two. The memory is mapped anew, so the kernel zeroes each page when it is
   /// first touched: a new table does not wait for megabytes to be cleared (a memtable is made on
   /// RocksDB's write path). (calloc would clear them itself once glibc serves a table this size
-  /// from its heap, which it does after the first one is freed.)
+  /// from its heap, which it does after the first one is freed.) If the memory cannot be mapped,
+  /// the table holds nothing and is incomplete from the start: slower, never wrong.
   KeyIndex(size_t slots, KeyOf key_of)
-      : mask_(slots - 1), slots_(Map(slots * sizeof(uintptr_t))), key_of_(std::move(key_of)) {}
-  ~KeyIndex() { munmap(slots_, bytes()); }
+      : mask_(slots - 1), slots_(Map(slots * sizeof(uintptr_t))), key_of_(std::move(key_of)) {
+    if (slots_ == nullptr) incomplete_.store(true, std::memory_order_relaxed);
+  }
+  ~KeyIndex() {
+    if (slots_ != nullptr) munmap(slots_, bytes());
+  }
   KeyIndex(const KeyIndex&) = delete;
   KeyIndex& operator=(const KeyIndex&) = delete;
 
-  size_t bytes() const { return (mask_ + 1) * sizeof(uintptr_t); }
+  size_t bytes() const { return slots_ != nullptr ? (mask_ + 1) * sizeof(uintptr_t) : 0; }
 
   /// Headers entered so far.
   size_t entered() const { return used_.load(std::memory_order_relaxed); }
@@ -238,6 +248,7 @@ class KeyIndex {
 
   /// The header of `key` (hash `hash`), null if the table holds none.
   Header* Find(std::string_view key, uint64_t hash) const {
+    if (slots_ == nullptr) return nullptr;
     size_t at = hash & mask_;
     for (int probe = 0; probe < kMaxProbes; ++probe, at = (at + 1) & mask_) {
       const uintptr_t slot = slots_[at].load(std::memory_order_acquire);
@@ -248,13 +259,16 @@ class KeyIndex {
   }
 
   /// Brings the first slot of `hash` towards the cache, for a Find or Enter soon after.
-  void Prefetch(uint64_t hash) const { __builtin_prefetch(&slots_[hash & mask_], 1); }
+  void Prefetch(uint64_t hash) const {
+    if (slots_ != nullptr) __builtin_prefetch(&slots_[hash & mask_], 1);
+  }
 
   /// Enters `header` (of `key`, hash `hash`) unless the table holds a header of `key` already
   /// (the same one: the caller keeps one header per key), or marks the table incomplete.
   void Enter(Header* header, std::string_view key, uint64_t hash) {
     const auto address = reinterpret_cast<uintptr_t>(header);
-    if ((address >> kTagShift) != 0 || used_.load(std::memory_order_relaxed) >= Limit()) {
+    if (slots_ == nullptr || (address >> kTagShift) != 0 ||
+        used_.load(std::memory_order_relaxed) >= Limit()) {
       MarkIncomplete();
       return;
     }
@@ -293,12 +307,7 @@ class KeyIndex {
   }
   static std::atomic<uintptr_t>* Map(size_t bytes) {
     void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (memory == MAP_FAILED) throw std::bad_alloc();
-    // Its slots are read at random: in huge pages (where the kernel has them) a lookup misses
-    // no TLB entry, and a table is faulted in a few times instead of per 4 KiB (a bulk load's
-    // batches waited for those faults: p99 3.6 against 1.3 ms).
-    madvise(memory, bytes, MADV_HUGEPAGE);
-    return static_cast<std::atomic<uintptr_t>*>(memory);
+    return memory == MAP_FAILED ? nullptr : static_cast<std::atomic<uintptr_t>*>(memory);
   }
   bool Holds(uintptr_t slot, std::string_view key, uint64_t hash) const {
     return (slot >> kTagShift) == Tag(hash) && key_of_(Unpack(slot)) == key;

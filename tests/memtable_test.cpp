@@ -520,6 +520,59 @@ TEST(MemtableTest, EveryKeyWrittenIsFoundWhileTheKeyTableFills) {
   }
 }
 
+// Sorted batches (inserts made alone) look next door before the key table: a key twice in a
+// batch, the next key held, a new key between two held, keys past the last, and a run going down.
+TEST(MemtableTest, SortedRunsFindTheirKeysNextDoorAndNewOnesBetween) {
+  for (bool small_index : {false, true}) {
+    SCOPED_TRACE(small_index ? "a key index that holds 512 of the keys" : "a key index");
+    MemtableDb db(/*concurrent=*/false, small_index);
+    ASSERT_NE(db.db, nullptr);
+    std::map<std::string, std::string> model;
+    auto write = [&](const std::vector<std::string>& keys, const std::string& value) {
+      rocksdb::WriteBatch batch;
+      for (const auto& key : keys) {
+        batch.Put(key, value + key);
+        model[key] = value + key;
+      }
+      ASSERT_TRUE(db.db->Write(rocksdb::WriteOptions(), &batch).ok());
+    };
+    std::vector<std::string> odd, all, down, past;
+    for (int i = 1; i < 1600; i += 2) odd.push_back("r/" + std::to_string(10000 + i));
+    for (int i = 0; i < 1600; ++i) all.push_back("r/" + std::to_string(10000 + i));
+    for (int i = 1599; i >= 0; i -= 3) down.push_back("r/" + std::to_string(10000 + i));
+    for (int i = 1600; i < 1700; ++i) past.push_back("r/" + std::to_string(10000 + i));
+    write(odd, "1:");  // new keys in a sorted run
+    write(all, "2:");  // held and new in turn, each next door
+    write({"r/10005", "r/10005", "r/10006", "r/10006", "r/10008"}, "3:");  // twice in a row
+    write(down, "4:");
+    write(past, "5:");
+    write(all, "6:");
+    std::mt19937_64 rng(1);
+    std::unique_ptr<rocksdb::Iterator> iter(db.db->NewIterator(rocksdb::ReadOptions()));
+    auto expected = model.begin();
+    for (iter->SeekToFirst(); iter->Valid(); iter->Next(), ++expected) {
+      ASSERT_NE(expected, model.end()) << iter->key().ToString();
+      ASSERT_EQ(iter->key().ToString(), expected->first);
+      ASSERT_EQ(iter->value().ToString(), expected->second);
+    }
+    EXPECT_EQ(expected, model.end());
+    for (const auto& [key, value] : model) {
+      std::string got;
+      ASSERT_TRUE(db.db->Get(rocksdb::ReadOptions(), key, &got).ok()) << key;
+      ASSERT_EQ(got, value) << key;
+    }
+  }
+}
+
+// The key table and the look next door find keys by their bytes; any other order gets RocksDB's
+// own skip list.
+TEST(MemtableTest, AComparatorOtherThanBytewiseGetsRocksDBsSkipList) {
+  EXPECT_STREQ(NewMemTableFactory(64u << 20, rocksdb::BytewiseComparator())->Name(),
+               "KvmeshSkipList");
+  EXPECT_STREQ(NewMemTableFactory(64u << 20, rocksdb::ReverseBytewiseComparator())->Name(),
+               rocksdb::SkipListFactory().Name());
+}
+
 TEST(MemtableTest, LongKeysAnEmptyMemtableAndReopeningReadBackWhatWasWritten) {
   TempDir dir;
   const rocksdb::Options options = RocksOptions(StoreOptions{});
