@@ -110,19 +110,8 @@ uint64_t HashOf(const rocksdb::Slice& user_key) {
   return XXH3_64bits(user_key.data(), user_key.size());
 }
 
-/// The slice of a length-prefixed key (varint32 length, then the bytes).
-rocksdb::Slice LengthPrefixed(const char* p) {
-  uint32_t length = 0;
-  for (int shift = 0;; shift += 7) {
-    const auto byte = static_cast<uint8_t>(*p++);
-    length |= static_cast<uint32_t>(byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) break;
-  }
-  return rocksdb::Slice(p, length);
-}
-
 std::string_view UserKeyOfHeader::operator()(const Header* header) const {
-  const rocksdb::Slice user_key = UserKeyOf(LengthPrefixed(header->Key()));
+  const rocksdb::Slice user_key = UserKeyOf(rocksdb::GetLengthPrefixedSlice(header->Key()));
   return std::string_view(user_key.data(), user_key.size());
 }
 
