@@ -34,8 +34,7 @@ namespace {
 
 /// A user key's node in the skip list: the chain of its versions (storage/version_chain.hpp:
 /// the entries RocksDB wrote, in RocksDB's order, by sequence number, newest first), then the
-/// length-prefixed internal key (user key, kHeaderTag) it is ordered by, which sorts before every
-/// version of that user key.
+/// length-prefixed user key it is ordered by (bytewise, as NewMemTableFactory requires).
 struct Header {
   VersionChain chain;
 
@@ -46,26 +45,23 @@ struct Header {
 };
 static_assert(sizeof(Header) == sizeof(VersionChain), "the key follows the chain");
 
-/// The internal key trailer of a header: the largest sequence number (RocksDB's
-/// kMaxSequenceNumber, never a write's), so a header sorts before its user key's versions.
-constexpr uint64_t kHeaderTag = (((uint64_t{1} << 56) - 1) << 8) | 0x1;
-
 /// The user key of an internal key (its last 8 bytes are the sequence number and type).
 rocksdb::Slice UserKeyOf(const rocksdb::Slice& internal_key) {
   return rocksdb::Slice(internal_key.data(), internal_key.size() - 8);
 }
 
-/// The skip list's order: headers by their internal key (so by user key), compared with a
-/// decoded internal key by RocksDB's memtable comparator.
+/// A header's user key.
+rocksdb::Slice UserKeyOfHeader(const char* entry) {
+  return rocksdb::GetLengthPrefixedSlice(Header::Of(entry)->Key());
+}
+
+/// The skip list's order: headers by their user key's bytes.
 struct HeaderOrder {
   using Key = rocksdb::Slice;
-  const rocksdb::MemTableRep::KeyComparator* compare;
-  int operator()(const char* entry, const rocksdb::Slice& key) const {
-    return (*compare)(Header::Of(entry)->Key(), key);
+  int operator()(const char* entry, const rocksdb::Slice& user_key) const {
+    return UserKeyOfHeader(entry).compare(user_key);
   }
-  rocksdb::Slice Decode(const char* entry) const {
-    return compare->decode_key(Header::Of(entry)->Key());
-  }
+  rocksdb::Slice Decode(const char* entry) const { return UserKeyOfHeader(entry); }
 };
 using List = SkipList<HeaderOrder>;
 
@@ -76,53 +72,24 @@ const char* MemtableKeyOf(const rocksdb::LookupKey& key) {
   return start;
 }
 
-/// A user key's header internal key (user key, kHeaderTag), built where it is needed: on the
-/// stack for keys up to kInline bytes.
-class HeaderKey {
- public:
-  explicit HeaderKey(const rocksdb::Slice& user_key) : size_(user_key.size() + 8) {
-    char* p = inline_;
-    if (size_ > sizeof(inline_)) {
-      heap_.reset(new char[size_]);
-      p = heap_.get();
-    }
-    std::memcpy(p, user_key.data(), user_key.size());
-    for (int i = 0; i < 8; ++i) p[user_key.size() + i] = static_cast<char>(kHeaderTag >> (8 * i));
-  }
-  HeaderKey(const HeaderKey&) = delete;
-  HeaderKey& operator=(const HeaderKey&) = delete;
-  rocksdb::Slice slice() const { return rocksdb::Slice(heap_ ? heap_.get() : inline_, size_); }
-
- private:
-  static constexpr size_t kInline = 256;
-  const size_t size_;
-  char inline_[kInline];
-  std::unique_ptr<char[]> heap_;
-};
-
 /// A header's user key, for the key index.
-struct UserKeyOfHeader {
-  std::string_view operator()(const Header* header) const;
+struct HeaderUserKey {
+  std::string_view operator()(const Header* header) const {
+    const rocksdb::Slice key = UserKeyOfHeader(reinterpret_cast<const char*>(header));
+    return std::string_view(key.data(), key.size());
+  }
 };
-using Index = KeyIndex<Header, UserKeyOfHeader>;
+using Index = KeyIndex<Header, HeaderUserKey>;
 
 uint64_t HashOf(const rocksdb::Slice& user_key) {
   return XXH3_64bits(user_key.data(), user_key.size());
-}
-
-std::string_view UserKeyOfHeader::operator()(const Header* header) const {
-  const rocksdb::Slice user_key = UserKeyOf(rocksdb::GetLengthPrefixedSlice(header->Key()));
-  return std::string_view(user_key.data(), user_key.size());
 }
 
 class Rep final : public rocksdb::MemTableRep {
  public:
   Rep(const rocksdb::MemTableRep::KeyComparator& compare, rocksdb::Allocator* allocator,
       size_t index_slots)
-      : rocksdb::MemTableRep(allocator),
-        compare_(compare),
-        list_(HeaderOrder{&compare}),
-        index_(index_slots, UserKeyOfHeader{}) {}
+      : rocksdb::MemTableRep(allocator), compare_(compare), index_(index_slots, HeaderUserKey{}) {}
 
   rocksdb::KeyHandle Allocate(const size_t len, char** buf) override {
     char* memory = nullptr;
@@ -246,26 +213,23 @@ class Rep final : public rocksdb::MemTableRep {
 
   /// Links a header for `user_key`, or finds the one another insert linked first.
   Header* LinkHeader(const rocksdb::Slice& user_key, bool alone) {
-    const HeaderKey key(user_key);
-    const rocksdb::Slice internal = key.slice();
     char length[5];
-    const size_t length_bytes = PutVarint32(length, static_cast<uint32_t>(internal.size()));
+    const size_t length_bytes = PutVarint32(length, static_cast<uint32_t>(user_key.size()));
     const int height = List::RandomHeight();
     char* memory = nullptr;
     rocksdb::MemTableRep::Allocate(
-        List::NodeBytes(height, sizeof(Header) + length_bytes + internal.size()), &memory);
+        List::NodeBytes(height, sizeof(Header) + length_bytes + user_key.size()), &memory);
     char* entry = List::MakeNode(memory, height);
     new (entry) Header{};
     char* p = entry + sizeof(Header);
     std::memcpy(p, length, length_bytes);
-    std::memcpy(p + length_bytes, internal.data(), internal.size());
+    std::memcpy(p + length_bytes, user_key.data(), user_key.size());
     return Header::Of(list_.Insert(entry, alone));
   }
 
   /// The header of `user_key` in the skip list, null if none.
   Header* SearchHeader(const rocksdb::Slice& user_key) const {
-    const HeaderKey key(user_key);
-    List::Node* node = list_.Seek(key.slice());
+    List::Node* node = list_.Seek(user_key);
     if (node == nullptr || UserKeyAt(node) != user_key) return nullptr;
     return Header::Of(node->Entry());
   }
@@ -278,10 +242,7 @@ class Rep final : public rocksdb::MemTableRep {
     return header;
   }
 
-  static rocksdb::Slice UserKeyAt(const List::Node* node) {
-    const std::string_view key = UserKeyOfHeader{}(Header::Of(node->Entry()));
-    return rocksdb::Slice(key.data(), key.size());
-  }
+  static rocksdb::Slice UserKeyAt(const List::Node* node) { return UserKeyOfHeader(node->Entry()); }
 
   static size_t PutVarint32(char* out, uint32_t value) {
     size_t n = 0;
@@ -310,14 +271,13 @@ class Rep final : public rocksdb::MemTableRep {
       if (before != nullptr) {
         version_ = before;
       } else {
-        Backward(rep_->list_.Before(rep_->list_.compare().Decode(node_->Entry())));
+        Backward(rep_->list_.Before(UserKeyAt(node_)));
       }
     }
     void Seek(const rocksdb::Slice& internal_key, const char* memtable_key) override {
       const rocksdb::Slice target = Target(internal_key, memtable_key);
       const rocksdb::Slice user_key = UserKeyOf(target);
-      const HeaderKey header_key(user_key);
-      node_ = rep_->list_.Seek(header_key.slice());
+      node_ = rep_->list_.Seek(user_key);
       if (node_ != nullptr && UserKeyAt(node_) == user_key) {
         version_ = ChainOf(node_).FirstAtOrAfter(target, rep_->order_);
         if (version_ == nullptr) Forward(node_->Next(0));
@@ -328,8 +288,7 @@ class Rep final : public rocksdb::MemTableRep {
     void SeekForPrev(const rocksdb::Slice& internal_key, const char* memtable_key) override {
       const rocksdb::Slice target = Target(internal_key, memtable_key);
       const rocksdb::Slice user_key = UserKeyOf(target);
-      const HeaderKey header_key(user_key);
-      List::Node* at = rep_->list_.Seek(header_key.slice());
+      List::Node* at = rep_->list_.Seek(user_key);
       if (at != nullptr && UserKeyAt(at) == user_key) {
         if (const Version* last = ChainOf(at).LastAtOrBefore(target, rep_->order_)) {
           node_ = at;
@@ -338,7 +297,7 @@ class Rep final : public rocksdb::MemTableRep {
         }
       }
       // Every version before `target` is under a header before the one of its user key.
-      Backward(rep_->list_.Before(header_key.slice()));
+      Backward(rep_->list_.Before(user_key));
     }
     void SeekToFirst() override { Forward(rep_->list_.First()); }
     void SeekToLast() override { Backward(rep_->list_.Last()); }
@@ -361,8 +320,7 @@ class Rep final : public rocksdb::MemTableRep {
     }
     /// At the last version of `node` or of the last header before it with one.
     void Backward(List::Node* node) {
-      for (; node != nullptr;
-           node = rep_->list_.Before(rep_->list_.compare().Decode(node->Entry()))) {
+      for (; node != nullptr; node = rep_->list_.Before(UserKeyAt(node))) {
         if (const Version* v = ChainOf(node).Last()) {
           node_ = node;
           version_ = v;
@@ -385,7 +343,7 @@ class Rep final : public rocksdb::MemTableRep {
 
   const rocksdb::MemTableRep::KeyComparator& compare_;
   const VersionOrder order_{&compare_};
-  List list_;
+  List list_{HeaderOrder{}};
   Index index_;
   // For inserts made alone (NextToCursor): the node of the header the last one went to, and how
   // many more inserts do not look next to it.
