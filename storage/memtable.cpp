@@ -88,8 +88,10 @@ uint64_t HashOf(const rocksdb::Slice& user_key) {
 class Rep final : public rocksdb::MemTableRep {
  public:
   Rep(const rocksdb::MemTableRep::KeyComparator& compare, rocksdb::Allocator* allocator,
-      size_t index_slots)
-      : rocksdb::MemTableRep(allocator), compare_(compare), index_(index_slots, HeaderUserKey{}) {}
+      size_t index_slots, SlotMemory index_memory)
+      : rocksdb::MemTableRep(allocator),
+        compare_(compare),
+        index_(index_slots, HeaderUserKey{}, std::move(index_memory)) {}
 
   rocksdb::KeyHandle Allocate(const size_t len, char** buf) override {
     char* memory = nullptr;
@@ -353,12 +355,13 @@ class Rep final : public rocksdb::MemTableRep {
 
 class Factory final : public rocksdb::MemTableRepFactory {
  public:
-  explicit Factory(size_t index_slots) : index_slots_(index_slots) {}
+  explicit Factory(size_t index_slots)
+      : index_slots_(index_slots), spare_(index_slots * sizeof(uintptr_t)) {}
   rocksdb::MemTableRep* CreateMemTableRep(const rocksdb::MemTableRep::KeyComparator& compare,
                                           rocksdb::Allocator* allocator,
                                           const rocksdb::SliceTransform*,
                                           rocksdb::Logger*) override {
-    return new Rep(compare, allocator, index_slots_);
+    return new Rep(compare, allocator, index_slots_, spare_.Take());
   }
   const char* Name() const override { return "KvmeshSkipList"; }
   bool IsInsertConcurrentlySupported() const override { return true; }
@@ -366,6 +369,7 @@ class Factory final : public rocksdb::MemTableRepFactory {
 
  private:
   const size_t index_slots_;
+  SpareSlots spare_;
 };
 
 }  // namespace

@@ -3,10 +3,13 @@
 // threads at once are held in order, once each, and a step back from any of them lands right
 // before it whatever its hints say; the table finds every key entered through colliding hashes,
 // keeps one slot per key when threads enter it at once, and says it is incomplete before a key it
-// could not enter is written. Also built under ThreadSanitizer (kvmesh_memtable_tsan_tests).
+// could not enter is written; each table's memory comes zeroed with its pages in. Also built under
+// ThreadSanitizer (kvmesh_memtable_tsan_tests).
 #include "storage/version_chain.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -381,6 +384,47 @@ TEST(KeyIndexTest, ThreadsEnteringTheSameKeysAtOnceLeaveOneSlotEachWhileReadersF
   EXPECT_FALSE(index.incomplete());
   EXPECT_EQ(index.entered(), static_cast<size_t>(kKeys));
   for (int i = 0; i < kKeys; ++i) EXPECT_EQ(index.Find(key(i), hash(i)), made[i].load()) << i;
+}
+
+// Pages of `memory` the kernel holds (mincore), out of all of them.
+size_t ResidentPages(const SlotMemory& memory) {
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> held((memory.bytes() + page - 1) / page);
+  if (mincore(memory.data(), memory.bytes(), held.data()) != 0) return 0;
+  return static_cast<size_t>(
+      std::count_if(held.begin(), held.end(), [](unsigned char h) { return (h & 1) != 0; }));
+}
+
+// A memtable's key table is read before it is written, so pages faulted in as the inserts touch
+// them fault twice; each table (the first, and those mapped meanwhile as spares) comes with every
+// page in, each its own zeroed memory.
+TEST(SpareSlotsTest, EveryTableComesZeroedWithAllItsPagesInAndEachItsOwn) {
+  constexpr size_t kBytes = 1u << 20;
+  const size_t pages = kBytes / static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  SpareSlots spares(kBytes);
+  std::vector<SlotMemory> taken;
+  for (int i = 0; i < 3; ++i) {
+    taken.push_back(spares.Take());
+    const SlotMemory& memory = taken.back();
+    ASSERT_NE(memory.data(), nullptr) << i;
+    ASSERT_EQ(memory.bytes(), kBytes) << i;
+    EXPECT_EQ(ResidentPages(memory), pages) << "table " << i;
+    const auto* bytes = static_cast<const unsigned char*>(memory.data());
+    EXPECT_TRUE(std::all_of(bytes, bytes + kBytes, [](unsigned char b) { return b == 0; })) << i;
+    std::memset(memory.data(), 0xff, kBytes);  // written like a table in use
+  }
+  EXPECT_NE(taken[0].data(), taken[1].data());
+  EXPECT_NE(taken[1].data(), taken[2].data());
+  // A table made with its memory slots through it; one made without any is incomplete.
+  Index index(kBytes / sizeof(uintptr_t), KeyOf{}, SlotMemory::Map(kBytes, SlotMemory::kLazy));
+  EXPECT_EQ(index.bytes(), kBytes);
+  EXPECT_FALSE(index.incomplete());
+  Index without(kBytes / sizeof(uintptr_t), KeyOf{}, SlotMemory());
+  EXPECT_EQ(without.bytes(), 0u);
+  EXPECT_TRUE(without.incomplete());
+  Header header{"key"};
+  without.Enter(&header, header.key, 1);
+  EXPECT_EQ(without.Find(header.key, 1), nullptr);
 }
 
 }  // namespace
