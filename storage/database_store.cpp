@@ -46,6 +46,10 @@ constexpr size_t kMaxRangeMembers = 1024;
 constexpr size_t kListedSweepFactor = 8;
 /// Ranges a listed sweep pass steps over towards the next listed dot's before it seeks.
 constexpr size_t kMaxSweepSteps = 16;
+/// Keys ahead whose record cache sets a loop over a write's keys prefetches
+/// (RecordCache::Prefetch): enough misses in flight to cover one's latency, few enough that none is
+/// evicted before use.
+constexpr size_t kCacheLookahead = 8;
 /// Tags of DotRange.members (field 1, length-delimited), Member.offset (1, varint) and
 /// Member.key (2, length-delimited) in the wire format.
 constexpr char kRangeMembersTag = (1 << 3) | 2;
@@ -626,7 +630,9 @@ Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* t
   // holds the others, still in key order.
   std::vector<Pending*> unread;
   unread.reserve(n);
+  for (size_t i = 0; i < std::min(n, kCacheLookahead); ++i) cache_.Prefetch(order[i]->key);
   for (size_t i = 0; i < n; ++i) {
+    if (i + kCacheLookahead < n) cache_.Prefetch(order[i + kCacheLookahead]->key);
     if (const RecordSummary* summary = cache_.Find(order[i]->key)) {
       order[i]->TakeBefore(*summary);
       ++records_not_read_;
@@ -883,7 +889,14 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   local_counter_ = local_counter;
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
   // Before the observers: a write one of them makes to this database comes after this one.
-  for (const Pending* p : staged->records) cache_.Put(p->key, p->AfterSummary());
+  const std::vector<Pending*>& records = staged->records;
+  for (size_t i = 0; i < std::min(records.size(), kCacheLookahead); ++i) {
+    cache_.Prefetch(records[i]->key);
+  }
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (i + kCacheLookahead < records.size()) cache_.Prefetch(records[i + kCacheLookahead]->key);
+    cache_.Put(records[i]->key, records[i]->AfterSummary());
+  }
   if (const auto& observe = store_->vector_observer()) observe(path_, version_vector_.Digest());
   if (observer_) observer_();
   return Status::OK();

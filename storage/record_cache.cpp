@@ -34,6 +34,12 @@ const RecordSummary* RecordCache::Find(std::string_view key) const {
   return slot != nullptr ? &slot->summary : nullptr;
 }
 
+void RecordCache::Prefetch(std::string_view key) const {
+  if (slots_ == 0 || key.size() > kMaxKeyBytes) return;
+  const char* set = reinterpret_cast<const char*>(SetAt(HashKey(key)));
+  for (size_t line = 0; line < kWays * sizeof(Slot); line += 64) __builtin_prefetch(set + line);
+}
+
 RecordCache::Slot* RecordCache::FindUnmoved(std::string_view key, uint64_t hash) const {
   if (old_slots_ == 0) return nullptr;
   const size_t set = SetIndex(hash, old_slots_);

@@ -80,6 +80,10 @@ class RecordCache {
   /// set, else in place of the summary of the set's key put less recently (which is forgotten).
   /// Does nothing for a key over kMaxKeyBytes or when the budget has no room for a table.
   void Put(std::string_view key, const RecordSummary& summary);
+  /// Brings the set of `key` towards the cache for a Find or Put of it soon after: a set is a
+  /// likely cache miss (a table of up to 128 MiB, read at random), and a write finds or puts
+  /// many keys one after another.
+  void Prefetch(std::string_view key) const;
   /// Forgets `key`, if kept.
   void Erase(std::string_view key);
   /// Forgets everything and returns the table's bytes to the budget.
