@@ -658,9 +658,13 @@ Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* t
   rocksdb::DB* db = store_->db();
   db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), reads, slices.data(),
                values.data(), statuses.data(), /*sorted_input=*/true);
-  for (size_t i = 0; i < std::min(reads, kCacheLookahead); ++i) cache_.Prefetch(unread[i]->key);
+  // Only the records found are put (a new key's is put by Commit).
+  auto prefetch = [&](size_t i) {
+    if (i < reads && statuses[i].ok()) cache_.Prefetch(unread[i]->key);
+  };
+  for (size_t i = 0; i < kCacheLookahead; ++i) prefetch(i);
   for (size_t i = 0; i < reads; ++i) {
-    if (i + kCacheLookahead < reads) cache_.Prefetch(unread[i + kCacheLookahead]->key);
+    prefetch(i + kCacheLookahead);
     Pending& p = *unread[i];
     if (statuses[i].IsNotFound()) continue;
     if (!statuses[i].ok()) {

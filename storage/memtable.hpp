@@ -29,8 +29,9 @@
 //
 // The hash table has a fixed size: a slot of 8 bytes per 48 to 96 bytes of write buffer (a
 // twelfth to a sixth of it, counted in the memtable's memory, so RocksDB flushes that much
-// earlier). Each comes with its pages in, mapped on a thread of its own while the memtable before
-// filled (one table's memory is kept spare: storage/version_chain.hpp's SpareSlots). Past half
+// earlier). From a store's third memtable on, each comes with its pages in, mapped on a thread of
+// its own while the memtable before filled (one table's memory is kept spare:
+// storage/version_chain.hpp's SpareSlots). Past half
 // full, the keys it cannot hold are found by the skip list instead, as is every key it lacks from
 // then on. Keys must compare bytewise (RocksDB's default comparator, the Store's) without
 // timestamps: the table finds a key by its bytes. For any other comparator the factory is RocksDB's

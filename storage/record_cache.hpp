@@ -2,11 +2,13 @@
 //
 // Every write reads the records it replaces: their version (the conflict rule, conditional
 // writes), their dot and tombstone and expiry (the indexes), the size of their value (exact size
-// accounting) and their digest hash. That read is a RocksDB lookup per key, a search of the
-// memtable's skip list as dear as the insert the write then makes: ~15% of an embedded put's CPU
-// (perf, `kvmesh-bench --targets embedded --workloads put --inflight 50`, 100k keys overwritten
-// at random). Each database keeps these summaries of the records it last wrote or read in a table
-// of its own, so overwriting a key written or read recently reads nothing.
+// accounting) and their digest hash. That read is a RocksDB lookup per key: when this cache was
+// made, a search of the memtable's skip list as dear as the insert the write then makes, ~15% of
+// an embedded put's CPU (perf, `kvmesh-bench --targets embedded --workloads put --inflight 50`,
+// 100k keys overwritten at random); the memtable finds keys by hash since, but a lookup still
+// goes through every memtable and the files' filters and indexes. Each database keeps these
+// summaries of the records it last wrote or read in a table of its own, so overwriting a key
+// written or read recently reads nothing.
 //
 // Coherence: a database's records change only through its one DatabaseStore, so the table holds
 // as long as every change passes through it: a committed write puts the summaries of the records
@@ -99,7 +101,8 @@ class RecordCache {
   static size_t SetOf(std::string_view key, size_t slots) { return SetIndex(HashKey(key), slots); }
 
  private:
-  struct Slot {
+  // Aligned to cache lines, so that a set (two slots) spans four of them, not five.
+  struct alignas(64) Slot {
     uint64_t key_hash = 0;  // 0: empty (a key's hash is never 0)
     RecordSummary summary;
     uint8_t key_size = 0;

@@ -266,29 +266,35 @@ class SlotMemory {
   size_t bytes_ = 0;
 };
 
-/// Memory for a memtable's key tables, one after another, each mapped with its pages in
-/// (SlotMemory::kPopulated) on a thread of its own while the table before it filled. RocksDB makes
-/// a memtable on its write path, holding the DB mutex, so mapping it populated there would hold
-/// every writer (2.3 ms for the 8 MiB of a 64 MiB write buffer's table); faulting the pages in as
-/// the inserts touch them costs those inserts twice that (SlotMemory::kLazy: 3% of a bulk load's
-/// CPU). It keeps one table's memory ready: `bytes` resident beyond the memtables'.
+/// Memory for a memtable's key tables, one after another: from the third on, each mapped with its
+/// pages in (SlotMemory::kPopulated) on a thread of its own while the table before it filled.
+/// RocksDB makes a memtable on its write path (SwitchMemtable, at the head of the write queue:
+/// every writer waits), so mapping it populated there would hold them all (2.3 ms for the 8 MiB of
+/// a 64 MiB write buffer's table); faulting the pages in as the inserts touch them costs those
+/// inserts twice that (SlotMemory::kLazy: 3% of a bulk load's CPU). The first two tables fault
+/// lazily, so a store that never fills a memtable (an idle node, most tests) keeps no spare; once
+/// one has filled, one table's memory (`bytes`) is kept ready beyond the memtables', which
+/// RocksDB's memory figures do not count.
 class SpareSlots {
  public:
   explicit SpareSlots(size_t bytes) : bytes_(bytes) {}
 
   /// Memory for a new table: the spare, waited for if it is still being mapped (which began when
-  /// the table before was taken); the first time, or if no thread could be started, memory
-  /// mapped populated now. Starts mapping the next spare. Empty (data() null) if the memory cannot
-  /// be mapped.
+  /// the table before was taken); else (the first two, or no thread could be started, or the
+  /// spare could not be mapped) memory mapped now, faulted in lazily. From the second table on,
+  /// starts mapping the next spare. Empty (data() null) if no memory can be mapped.
   SlotMemory Take() {
     std::lock_guard lock(mutex_);
-    SlotMemory memory =
-        spare_.valid() ? spare_.get() : SlotMemory::Map(bytes_, SlotMemory::kPopulated);
-    try {
-      spare_ = std::async(std::launch::async, [bytes = bytes_] {
-        return SlotMemory::Map(bytes, SlotMemory::kPopulated);
-      });
-    } catch (...) {  // no thread (std::system_error) or no memory for its state: none spare
+    SlotMemory memory;
+    if (spare_.valid()) memory = spare_.get();
+    if (memory.data() == nullptr) memory = SlotMemory::Map(bytes_, SlotMemory::kLazy);
+    if (taken_++ > 0) {
+      try {
+        spare_ = std::async(std::launch::async, [bytes = bytes_] {
+          return SlotMemory::Map(bytes, SlotMemory::kPopulated);
+        });
+      } catch (...) {  // no thread (std::system_error) or no memory for its state: none spare
+      }
     }
     return memory;
   }
@@ -296,6 +302,7 @@ class SpareSlots {
  private:
   const size_t bytes_;
   std::mutex mutex_;
+  uint64_t taken_ = 0;
   std::future<SlotMemory> spare_;  // its destructor waits for the thread
 };
 

@@ -3,8 +3,8 @@
 // threads at once are held in order, once each, and a step back from any of them lands right
 // before it whatever its hints say; the table finds every key entered through colliding hashes,
 // keeps one slot per key when threads enter it at once, and says it is incomplete before a key it
-// could not enter is written; each table's memory comes zeroed with its pages in. Also built under
-// ThreadSanitizer (kvmesh_memtable_tsan_tests).
+// could not enter is written; from the third, each table's memory comes zeroed with its pages in.
+// Also built under ThreadSanitizer (kvmesh_memtable_tsan_tests).
 #include "storage/version_chain.hpp"
 
 #include <gtest/gtest.h>
@@ -396,25 +396,31 @@ size_t ResidentPages(const SlotMemory& memory) {
 }
 
 // A memtable's key table is read before it is written, so pages faulted in as the inserts touch
-// them fault twice; each table (the first, and those mapped meanwhile as spares) comes with every
-// page in, each its own zeroed memory.
-TEST(SpareSlotsTest, EveryTableComesZeroedWithAllItsPagesInAndEachItsOwn) {
+// them fault twice. A store's first two tables do fault lazily (an idle store keeps no spare);
+// from the third on, each comes with every page in (mapped meanwhile as the spare), each its own
+// zeroed memory. (At least 90% resident: a populated mapping may lose a page to reclaim before
+// it is looked at; a lazy one has none until touched.)
+TEST(SpareSlotsTest, FromTheThirdOnEveryTableComesZeroedWithItsPagesInAndEachItsOwn) {
   constexpr size_t kBytes = 1u << 20;
   const size_t pages = kBytes / static_cast<size_t>(sysconf(_SC_PAGESIZE));
   SpareSlots spares(kBytes);
   std::vector<SlotMemory> taken;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 4; ++i) {
     taken.push_back(spares.Take());
     const SlotMemory& memory = taken.back();
     ASSERT_NE(memory.data(), nullptr) << i;
     ASSERT_EQ(memory.bytes(), kBytes) << i;
-    EXPECT_EQ(ResidentPages(memory), pages) << "table " << i;
+    const size_t resident = ResidentPages(memory);
+    if (i < 2) {
+      EXPECT_EQ(resident, 0u) << "table " << i;
+    } else {
+      EXPECT_GE(resident * 10, pages * 9) << "table " << i;
+    }
     const auto* bytes = static_cast<const unsigned char*>(memory.data());
     EXPECT_TRUE(std::all_of(bytes, bytes + kBytes, [](unsigned char b) { return b == 0; })) << i;
     std::memset(memory.data(), 0xff, kBytes);  // written like a table in use
   }
-  EXPECT_NE(taken[0].data(), taken[1].data());
-  EXPECT_NE(taken[1].data(), taken[2].data());
+  for (size_t i = 1; i < taken.size(); ++i) EXPECT_NE(taken[i - 1].data(), taken[i].data()) << i;
   // A table made with its memory slots through it; one made without any is incomplete.
   Index index(kBytes / sizeof(uintptr_t), KeyOf{}, SlotMemory::Map(kBytes, SlotMemory::kLazy));
   EXPECT_EQ(index.bytes(), kBytes);
