@@ -170,10 +170,10 @@ class Rep final : public rocksdb::MemTableRep {
         header = index_.Find(user_view, hash);
       }
       if (header == nullptr) {
-        // Once the table is full, a key it lacks may still be held: a search for it, and a new
-        // key's header a second one (the table does not fill with 100-byte values; see
-        // NewMemTableFactory).
-        if (!fresh && index_.incomplete()) header = SearchHeader(user_key);
+        // Once the table is full, a key it lacks may still be held: a search for it where the
+        // filter of the keys not entered says so, and a new key's header a second one (the table
+        // does not fill with 100-byte values; see NewMemTableFactory).
+        if (!fresh && index_.MayHoldElsewhere(hash)) header = SearchHeader(user_key);
         if (header == nullptr) header = LinkHeader(user_key, alone);
         // Entered before this insert returns, so before RocksDB shows the write to readers; a
         // header linked by another insert and not entered yet is entered here too.
@@ -238,9 +238,9 @@ class Rep final : public rocksdb::MemTableRep {
 
   /// The header of `user_key`, null if none.
   const Header* FindHeader(const rocksdb::Slice& user_key) const {
-    const Header* header =
-        index_.Find(std::string_view(user_key.data(), user_key.size()), HashOf(user_key));
-    if (header == nullptr && index_.incomplete()) header = SearchHeader(user_key);
+    const uint64_t hash = HashOf(user_key);
+    const Header* header = index_.Find(std::string_view(user_key.data(), user_key.size()), hash);
+    if (header == nullptr && index_.MayHoldElsewhere(hash)) header = SearchHeader(user_key);
     return header;
   }
 

@@ -101,9 +101,9 @@ rocksdb::Options RocksOptions(const StoreOptions& options) {
   // No bloom filter for the memtable (RocksDB's default): kvmesh's memtable answers a lookup of a
   // key it lacks from its hash table, a slot or two that the write of that key then fills, so a
   // filter only added a cache line written per insert. Without one (tools/bench-compare, 3
-  // rounds): bulk batches 1.08x, puts 1.03-1.04x, gets 0.98-1.00x (5 rounds). The case a filter
-  // would still serve: a memtable whose key table filled (past a key per ~112 bytes of write
-  // buffer, e.g. mass deletes of short keys) searches its skip list for every key it lacks.
+  // rounds): bulk batches 1.08x, puts 1.03-1.04x, gets 0.98-1.00x (5 rounds). Once a memtable's
+  // key table is full (past a key per ~112 bytes of write buffer, e.g. mass deletes of short
+  // keys), a filter of the keys it could not enter answers most lookups of keys it lacks.
   // Writes of different databases (database actors on several worker threads) meet in RocksDB's
   // write groups: with pipelined writes the next group appends to the log while the previous
   // one inserts into the memtable, instead of waiting for it.

@@ -16,7 +16,8 @@
 //   of its key's hash, so a probe past another key seldom reads that key. A header that finds no
 //   free slot within kMaxProbes, or comes when the table is half full, is not entered,
 //   and the table says it is incomplete from then on: a key it lacks must then be searched for
-//   elsewhere (the memtable's skip list).
+//   elsewhere (the memtable's skip list), unless a filter of the hashes of the keys it refused
+//   says the key is none of them.
 // - SlotMemory, SpareSlots: a table's zeroed memory, and one table's kept ready with its pages
 //   in for the next memtable.
 //
@@ -25,6 +26,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -338,6 +340,22 @@ class KeyIndex {
   /// Set before the Enter that could not enter its header returns.
   bool incomplete() const { return incomplete_.load(std::memory_order_acquire); }
 
+  /// False if a key of hash `hash` that the table lacks is held nowhere else: no header whose
+  /// Enter returned could not be entered, or none of those shares the key's two bits in a filter
+  /// of the hashes of the headers not entered (as many bits as the table has slots). So once the
+  /// table is full, a lookup of a key held nowhere still skips the search elsewhere, as a bloom
+  /// filter in front of the whole memtable would. True for every key if the filter's memory could
+  /// not be had.
+  bool MayHoldElsewhere(uint64_t hash) const {
+    if (!incomplete()) return false;
+    const std::atomic<uint64_t>* filter = filter_.load(std::memory_order_acquire);
+    if (filter == nullptr || filter_unmade_.load(std::memory_order_acquire)) return true;
+    const auto [word_a, bit_a, word_b, bit_b] = FilterBits(hash);
+    return (filter[word_a].load(std::memory_order_acquire) & bit_a) != 0 &&
+           (filter[word_b].load(std::memory_order_acquire) & bit_b) != 0;
+  }
+  ~KeyIndex() { delete[] filter_.load(std::memory_order_relaxed); }
+
   /// The header of `key` (hash `hash`), null if the table holds none.
   Header* Find(std::string_view key, uint64_t hash) const {
     if (slots_ == nullptr) return nullptr;
@@ -361,7 +379,7 @@ class KeyIndex {
     const auto address = reinterpret_cast<uintptr_t>(header);
     if (slots_ == nullptr || (address >> kTagShift) != 0 ||
         used_.load(std::memory_order_relaxed) >= Limit()) {
-      MarkIncomplete();
+      NotEntered(hash);
       return;
     }
     const uintptr_t packed = (Tag(hash) << kTagShift) | address;
@@ -378,7 +396,7 @@ class KeyIndex {
       }
       if (Holds(slot, key, hash)) return;
     }
-    MarkIncomplete();
+    NotEntered(hash);
   }
 
  private:
@@ -391,11 +409,46 @@ class KeyIndex {
   // Half full: a miss probes ~2.5 slots there (linear probing), and a key seldom finds its
   // kMaxProbes taken.
   size_t Limit() const { return (mask_ + 1) / 2; }
-  // Written once: every insert of a new key after that reads it, on every core.
-  void MarkIncomplete() {
+  // A header of hash `hash` was not entered: its bits go into the filter (made by the first
+  // such header), then the table is incomplete (written once: every insert of a new key after
+  // that reads it, on every core).
+  void NotEntered(uint64_t hash) {
+    std::atomic<uint64_t>* filter = filter_.load(std::memory_order_acquire);
+    if (filter == nullptr) {
+      std::atomic<uint64_t>* made = new (std::nothrow) std::atomic<uint64_t>[FilterWords()]();
+      if (made != nullptr &&
+          !filter_.compare_exchange_strong(filter, made, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+        delete[] made;  // another insert made one first: `filter` is it
+      } else {
+        filter = made;  // null without memory: every key may then be held elsewhere
+      }
+    }
+    if (filter != nullptr) {
+      const auto [word_a, bit_a, word_b, bit_b] = FilterBits(hash);
+      filter[word_a].fetch_or(bit_a, std::memory_order_release);
+      filter[word_b].fetch_or(bit_b, std::memory_order_release);
+    } else {
+      filter_unmade_.store(true, std::memory_order_release);
+    }
     if (!incomplete_.load(std::memory_order_relaxed)) {
       incomplete_.store(true, std::memory_order_release);
     }
+  }
+  size_t FilterWords() const { return std::max<size_t>(8, (mask_ + 1) / 64); }
+  // Two bits of a remix of the hash (the table's index and tag use its low and high bits).
+  struct Bits {
+    size_t word_a;
+    uint64_t bit_a;
+    size_t word_b;
+    uint64_t bit_b;
+  };
+  Bits FilterBits(uint64_t hash) const {
+    const uint64_t mixed = hash * 0x9e3779b97f4a7c15ull;
+    const size_t bits = FilterWords() * 64;  // a power of two
+    const size_t a = (mixed >> 32) & (bits - 1);
+    const size_t b = (mixed >> 8) & (bits - 1);
+    return {a / 64, uint64_t{1} << (a % 64), b / 64, uint64_t{1} << (b % 64)};
   }
   bool Holds(uintptr_t slot, std::string_view key, uint64_t hash) const {
     return (slot >> kTagShift) == Tag(hash) && key_of_(Unpack(slot)) == key;
@@ -414,6 +467,10 @@ class KeyIndex {
   // Written by inserts of new keys; apart from what every Find reads.
   alignas(64) std::atomic<size_t> used_{0};
   std::atomic<bool> incomplete_{false};
+  // The hashes of the headers not entered (NotEntered), null until the first; and whether one
+  // of them found no memory for it (a filter made later would lack its bits).
+  std::atomic<std::atomic<uint64_t>*> filter_{nullptr};
+  std::atomic<bool> filter_unmade_{false};
 };
 
 }  // namespace kvmesh::storage

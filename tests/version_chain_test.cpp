@@ -337,6 +337,36 @@ TEST(KeyIndexTest, AKeyThatFindsNoSlotMakesTheTableIncomplete) {
   }
 }
 
+// Once the table is full, a key it lacks is searched for elsewhere only if the filter of the keys
+// it could not enter says so: yes for each of those, and for few others.
+TEST(KeyIndexTest, OnlyKeysLikeThoseNotEnteredMayBeHeldElsewhere) {
+  Index index(1024, KeyOf{});
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 100; ++i) EXPECT_FALSE(index.MayHoldElsewhere(rng())) << "nothing refused";
+  constexpr int kEntered = 512;  // half full: the limit
+  constexpr int kRefused = 50;
+  std::vector<Header> headers;
+  std::vector<uint64_t> hashes;
+  for (int i = 0; i < kEntered + kRefused; ++i) {
+    headers.push_back({"key-" + std::to_string(i)});
+    hashes.push_back(rng());
+  }
+  for (int i = 0; i < kEntered; ++i) index.Enter(&headers[i], headers[i].key, hashes[i]);
+  EXPECT_FALSE(index.incomplete());
+  for (int i = kEntered; i < kEntered + kRefused; ++i) {
+    index.Enter(&headers[i], headers[i].key, hashes[i]);
+    EXPECT_EQ(index.Find(headers[i].key, hashes[i]), nullptr) << i;
+  }
+  EXPECT_TRUE(index.incomplete());
+  for (int i = kEntered; i < kEntered + kRefused; ++i) {
+    EXPECT_TRUE(index.MayHoldElsewhere(hashes[i])) << i;
+  }
+  // 50 keys' two bits each among 1,024: about 1% of other keys pass.
+  int passed = 0;
+  for (int i = 0; i < 10000; ++i) passed += index.MayHoldElsewhere(rng()) ? 1 : 0;
+  EXPECT_LT(passed, 500);
+}
+
 // As in the memtable: a key's header is made by one thread and entered by it and by others that
 // came upon it meanwhile; readers find keys by their bytes and read the header they find.
 TEST(KeyIndexTest, ThreadsEnteringTheSameKeysAtOnceLeaveOneSlotEachWhileReadersFind) {
@@ -384,6 +414,64 @@ TEST(KeyIndexTest, ThreadsEnteringTheSameKeysAtOnceLeaveOneSlotEachWhileReadersF
   EXPECT_FALSE(index.incomplete());
   EXPECT_EQ(index.entered(), static_cast<size_t>(kKeys));
   for (int i = 0; i < kKeys; ++i) EXPECT_EQ(index.Find(key(i), hash(i)), made[i].load()) << i;
+}
+
+// Threads entering more keys than the table takes: every key whose Enter returned is found, or
+// may be held elsewhere, also for readers meanwhile (the filter's bits are set before Enter
+// returns, and the first refused key's filter is made once among the threads).
+TEST(KeyIndexTest, EveryKeyEnteredIsFoundOrMayBeHeldElsewhereWhileThreadsOverfillTheTable) {
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 200;  // 800 keys for 128 (half of 256 slots)
+  Index index(256, KeyOf{});
+  auto hash = [](int t, int i) { return (uint64_t(t) << 56) ^ (uint64_t(i) * 0x9e3779b97f4a7c15); };
+  std::vector<std::vector<Header>> headers(kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      headers[t].push_back({std::to_string(t) + "/" + std::to_string(i)});
+    }
+  }
+  std::atomic<int> entered[kThreads] = {};
+  std::atomic<int> writers_done{0};
+  std::atomic<int> lost{0};
+  StartLine start(kThreads + 1);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    start.Wait();
+    std::mt19937_64 rng(11);
+    for (int n = 0; n < 200000 && writers_done.load() < kThreads; ++n) {
+      const int t = static_cast<int>(rng() % kThreads);
+      const int upto = entered[t].load(std::memory_order_acquire);
+      if (upto == 0) continue;
+      const int i = static_cast<int>(rng() % upto);
+      if (index.Find(headers[t][i].key, hash(t, i)) == nullptr &&
+          !index.MayHoldElsewhere(hash(t, i))) {
+        ++lost;
+      }
+    }
+  });
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      start.Wait();
+      for (int i = 0; i < kPerThread; ++i) {
+        index.Enter(&headers[t][i], headers[t][i].key, hash(t, i));
+        entered[t].store(i + 1, std::memory_order_release);
+      }
+      ++writers_done;
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(lost.load(), 0);
+  EXPECT_TRUE(index.incomplete());
+  // The limit is read before each slot is taken: threads at it at once may each take one more.
+  EXPECT_GE(index.entered(), 128u);
+  EXPECT_LT(index.entered(), 128u + kThreads);
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) {
+      EXPECT_TRUE(index.Find(headers[t][i].key, hash(t, i)) != nullptr ||
+                  index.MayHoldElsewhere(hash(t, i)))
+          << t << "/" << i;
+    }
+  }
 }
 
 // Pages of `memory` the kernel holds (mincore), out of all of them.
