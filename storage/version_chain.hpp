@@ -331,21 +331,27 @@ class KeyIndex {
   KeyIndex(const KeyIndex&) = delete;
   KeyIndex& operator=(const KeyIndex&) = delete;
 
-  size_t bytes() const { return memory_.bytes(); }
+  /// The table's memory, and its filter's once made (MayHoldElsewhere).
+  size_t bytes() const {
+    const bool filtered = filter_.load(std::memory_order_relaxed) != nullptr;
+    return memory_.bytes() + (filtered ? FilterWords() * sizeof(uint64_t) : 0);
+  }
 
   /// Headers entered so far.
   size_t entered() const { return used_.load(std::memory_order_relaxed); }
 
-  /// True once some header could not be entered: a key the table lacks may be held elsewhere.
-  /// Set before the Enter that could not enter its header returns.
+  /// True once some header could not be entered (MayHoldElsewhere says for which keys that may
+  /// matter). Set before the Enter that could not enter its header returns.
   bool incomplete() const { return incomplete_.load(std::memory_order_acquire); }
 
-  /// False if a key of hash `hash` that the table lacks is held nowhere else: no header whose
-  /// Enter returned could not be entered, or none of those shares the key's two bits in a filter
-  /// of the hashes of the headers not entered (as many bits as the table has slots). So once the
-  /// table is full, a lookup of a key held nowhere still skips the search elsewhere, as a bloom
-  /// filter in front of the whole memtable would. True for every key if the filter's memory could
-  /// not be had.
+  /// Whether a key of hash `hash` that the table lacks may be held elsewhere: true for every key
+  /// that some Enter (returned) could not enter, and for a few others (false positives). False
+  /// while no Enter was refused; after that, false unless the key's two bits are set in a filter of
+  /// the refused keys' hashes (four bits per slot: a table refusing as many keys as it holds
+  /// passes about 1 in 20 others). So once the table is full, a lookup of a key held nowhere still
+  /// mostly skips the search elsewhere, as a bloom filter in front of the memtable would. True for
+  /// every key if the table has no memory and no filter yet, or the filter's memory could not be
+  /// had.
   bool MayHoldElsewhere(uint64_t hash) const {
     if (!incomplete()) return false;
     const std::atomic<uint64_t>* filter = filter_.load(std::memory_order_acquire);
@@ -410,8 +416,9 @@ class KeyIndex {
   // kMaxProbes taken.
   size_t Limit() const { return (mask_ + 1) / 2; }
   // A header of hash `hash` was not entered: its bits go into the filter (made by the first
-  // such header), then the table is incomplete (written once: every insert of a new key after
-  // that reads it, on every core).
+  // such header), then the table is incomplete. Bits already set and the flag once set are only
+  // read (every insert of a refused or new key after that comes here, on every core; a bit is
+  // never cleared, so a reader after this insert sees it either way).
   void NotEntered(uint64_t hash) {
     std::atomic<uint64_t>* filter = filter_.load(std::memory_order_acquire);
     if (filter == nullptr) {
@@ -426,8 +433,12 @@ class KeyIndex {
     }
     if (filter != nullptr) {
       const auto [word_a, bit_a, word_b, bit_b] = FilterBits(hash);
-      filter[word_a].fetch_or(bit_a, std::memory_order_release);
-      filter[word_b].fetch_or(bit_b, std::memory_order_release);
+      if ((filter[word_a].load(std::memory_order_relaxed) & bit_a) == 0) {
+        filter[word_a].fetch_or(bit_a, std::memory_order_release);
+      }
+      if ((filter[word_b].load(std::memory_order_relaxed) & bit_b) == 0) {
+        filter[word_b].fetch_or(bit_b, std::memory_order_release);
+      }
     } else {
       filter_unmade_.store(true, std::memory_order_release);
     }
@@ -435,7 +446,8 @@ class KeyIndex {
       incomplete_.store(true, std::memory_order_release);
     }
   }
-  size_t FilterWords() const { return std::max<size_t>(8, (mask_ + 1) / 64); }
+  // Four bits per slot.
+  size_t FilterWords() const { return std::max<size_t>(8, (mask_ + 1) / 16); }
   // Two bits of a remix of the hash (the table's index and tag use its low and high bits).
   struct Bits {
     size_t word_a;

@@ -321,6 +321,8 @@ TEST(KeyIndexTest, AKeyThatFindsNoSlotMakesTheTableIncomplete) {
     index.Enter(&headers.back(), headers.back().key, 5);
     EXPECT_TRUE(index.incomplete());
     EXPECT_EQ(index.Find(headers.back().key, 5), nullptr);
+    EXPECT_TRUE(index.MayHoldElsewhere(5));
+    EXPECT_FALSE(index.MayHoldElsewhere(999));  // its filter holds the refused key's bits only
     EXPECT_EQ(index.Find(headers[0].key, 5), &headers[0]);
   }
   {
@@ -361,10 +363,10 @@ TEST(KeyIndexTest, OnlyKeysLikeThoseNotEnteredMayBeHeldElsewhere) {
   for (int i = kEntered; i < kEntered + kRefused; ++i) {
     EXPECT_TRUE(index.MayHoldElsewhere(hashes[i])) << i;
   }
-  // 50 keys' two bits each among 1,024: about 1% of other keys pass.
+  // 50 keys' two bits each among 4,096: about 6 in 10,000 other keys pass (one bit a key: ~240).
   int passed = 0;
   for (int i = 0; i < 10000; ++i) passed += index.MayHoldElsewhere(rng()) ? 1 : 0;
-  EXPECT_LT(passed, 500);
+  EXPECT_LT(passed, 100);
 }
 
 // As in the memtable: a key's header is made by one thread and entered by it and by others that
@@ -421,8 +423,9 @@ TEST(KeyIndexTest, ThreadsEnteringTheSameKeysAtOnceLeaveOneSlotEachWhileReadersF
 // returns, and the first refused key's filter is made once among the threads).
 TEST(KeyIndexTest, EveryKeyEnteredIsFoundOrMayBeHeldElsewhereWhileThreadsOverfillTheTable) {
   constexpr int kThreads = 4;
-  constexpr int kPerThread = 200;  // 800 keys for 128 (half of 256 slots)
-  Index index(256, KeyOf{});
+  constexpr int kPerThread = 560;  // 2,240 keys for 2,048 (half of 4,096 slots): ~190 refused,
+                                   // whose filter passes ~0.1% of other keys
+  Index index(4096, KeyOf{});
   auto hash = [](int t, int i) { return (uint64_t(t) << 56) ^ (uint64_t(i) * 0x9e3779b97f4a7c15); };
   std::vector<std::vector<Header>> headers(kThreads);
   for (int t = 0; t < kThreads; ++t) {
@@ -463,8 +466,8 @@ TEST(KeyIndexTest, EveryKeyEnteredIsFoundOrMayBeHeldElsewhereWhileThreadsOverfil
   EXPECT_EQ(lost.load(), 0);
   EXPECT_TRUE(index.incomplete());
   // The limit is read before each slot is taken: threads at it at once may each take one more.
-  EXPECT_GE(index.entered(), 128u);
-  EXPECT_LT(index.entered(), 128u + kThreads);
+  EXPECT_GE(index.entered(), 2048u);
+  EXPECT_LT(index.entered(), 2048u + kThreads);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kPerThread; ++i) {
       EXPECT_TRUE(index.Find(headers[t][i].key, hash(t, i)) != nullptr ||
@@ -516,9 +519,11 @@ TEST(SpareSlotsTest, FromTheThirdOnEveryTableComesZeroedWithItsPagesInAndEachIts
   Index without(kBytes / sizeof(uintptr_t), KeyOf{}, SlotMemory());
   EXPECT_EQ(without.bytes(), 0u);
   EXPECT_TRUE(without.incomplete());
+  EXPECT_TRUE(without.MayHoldElsewhere(1));
   Header header{"key"};
   without.Enter(&header, header.key, 1);
   EXPECT_EQ(without.Find(header.key, 1), nullptr);
+  EXPECT_TRUE(without.MayHoldElsewhere(1));
 }
 
 }  // namespace
