@@ -46,10 +46,33 @@ constexpr size_t kMaxRangeMembers = 1024;
 constexpr size_t kListedSweepFactor = 8;
 /// Ranges a listed sweep pass steps over towards the next listed dot's before it seeks.
 constexpr size_t kMaxSweepSteps = 16;
-/// Keys ahead whose record cache sets a loop over a write's keys prefetches
-/// (RecordCache::Prefetch): enough misses in flight to cover one's latency, few enough that none is
-/// evicted before use.
+/// Keys ahead whose record cache sets a loop over a write's keys prefetches (CacheLookahead):
+/// enough misses in flight to cover one's latency, few enough that none is evicted before use.
 constexpr size_t kCacheLookahead = 8;
+
+/// Prefetches the record cache sets of a loop's keys kCacheLookahead keys ahead of it
+/// (RecordCache::Prefetch): a set is a likely cache miss, and a write finds or puts many keys one
+/// after another. `KeyAt`: `const std::string*(size_t i)`, item i's key, or null to skip it.
+template <class KeyAt>
+class CacheLookahead {
+ public:
+  /// Prefetches the first keys' sets.
+  CacheLookahead(const RecordCache& cache, size_t count, KeyAt key_at)
+      : cache_(cache), count_(count), key_at_(std::move(key_at)) {
+    for (size_t i = 0; i < kCacheLookahead; ++i) Fetch(i);
+  }
+  /// At the start of the loop's step `i`.
+  void Step(size_t i) { Fetch(i + kCacheLookahead); }
+
+ private:
+  void Fetch(size_t i) {
+    if (i >= count_) return;
+    if (const std::string* key = key_at_(i)) cache_.Prefetch(*key);
+  }
+  const RecordCache& cache_;
+  const size_t count_;
+  KeyAt key_at_;
+};
 /// Tags of DotRange.members (field 1, length-delimited), Member.offset (1, varint) and
 /// Member.key (2, length-delimited) in the wire format.
 constexpr char kRangeMembersTag = (1 << 3) | 2;
@@ -630,9 +653,9 @@ Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* t
   // holds the others, still in key order.
   std::vector<Pending*> unread;
   unread.reserve(n);
-  for (size_t i = 0; i < std::min(n, kCacheLookahead); ++i) cache_.Prefetch(order[i]->key);
+  CacheLookahead finds(cache_, n, [&](size_t i) { return &order[i]->key; });
   for (size_t i = 0; i < n; ++i) {
-    if (i + kCacheLookahead < n) cache_.Prefetch(order[i + kCacheLookahead]->key);
+    finds.Step(i);
     if (const RecordSummary* summary = cache_.Find(order[i]->key)) {
       order[i]->TakeBefore(*summary);
       ++records_not_read_;
@@ -659,12 +682,10 @@ Status DatabaseStore::TouchAll(const std::string* keys, size_t count, Touched* t
   db->MultiGet(rocksdb::ReadOptions(), db->DefaultColumnFamily(), reads, slices.data(),
                values.data(), statuses.data(), /*sorted_input=*/true);
   // Only the records found are put (a new key's is put by Commit).
-  auto prefetch = [&](size_t i) {
-    if (i < reads && statuses[i].ok()) cache_.Prefetch(unread[i]->key);
-  };
-  for (size_t i = 0; i < kCacheLookahead; ++i) prefetch(i);
+  CacheLookahead puts(cache_, reads,
+                      [&](size_t i) { return statuses[i].ok() ? &unread[i]->key : nullptr; });
   for (size_t i = 0; i < reads; ++i) {
-    prefetch(i + kCacheLookahead);
+    puts.Step(i);
     Pending& p = *unread[i];
     if (statuses[i].IsNotFound()) continue;
     if (!statuses[i].ok()) {
@@ -896,11 +917,9 @@ Status DatabaseStore::Commit(Staged* staged, VersionVector&& version_vector,
   if (&version_vector != &version_vector_) version_vector_ = std::move(version_vector);
   // Before the observers: a write one of them makes to this database comes after this one.
   const std::vector<Pending*>& records = staged->records;
-  for (size_t i = 0; i < std::min(records.size(), kCacheLookahead); ++i) {
-    cache_.Prefetch(records[i]->key);
-  }
+  CacheLookahead puts(cache_, records.size(), [&](size_t i) { return &records[i]->key; });
   for (size_t i = 0; i < records.size(); ++i) {
-    if (i + kCacheLookahead < records.size()) cache_.Prefetch(records[i + kCacheLookahead]->key);
+    puts.Step(i);
     cache_.Put(records[i]->key, records[i]->AfterSummary());
   }
   if (const auto& observe = store_->vector_observer()) observe(path_, version_vector_.Digest());

@@ -31,11 +31,11 @@
 // twelfth to a sixth of it, counted in the memtable's memory, so RocksDB flushes that much
 // earlier). From a store's third memtable on, each comes with its pages in, mapped on a thread of
 // its own while the memtable before filled (one table's memory is kept spare:
-// storage/version_chain.hpp's SpareSlots). Past half
-// full, the keys it cannot hold are found by the skip list instead, and a filter of their hashes
-// (four bits per slot, counted too) says which keys it lacks may be among them. Keys must compare
-// bytewise (RocksDB's default comparator, the Store's) without timestamps: the table finds a key by
-// its bytes. For any other comparator the factory is RocksDB's own skip list.
+// storage/version_chain.hpp's SpareSlots). Past half full, the keys it cannot hold are found by
+// the skip list instead, and a filter of their hashes (four bits per slot, counted too) says which
+// keys it lacks may be among them. Keys must compare bytewise (RocksDB's default comparator, the
+// Store's) without timestamps: the table finds a key by its bytes. For any other comparator the
+// factory is RocksDB's own skip list.
 //
 // What it relies on of RocksDB beyond its public headers (both checked by every test that reads
 // a memtable, tests/memtable_test.cpp first): the layout of LookupKey (its first member points at
