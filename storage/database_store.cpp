@@ -1043,6 +1043,12 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
   if (!s.ok()) return s;
   // Checks and expiry are judged at one moment for the whole write.
   const uint64_t now = store_->WallTicks();
+  // The write's timestamps, taken at once (Store::NextTimestamps) and given out in the order of
+  // its operations: one read of the clock and one update of what the node's databases share per
+  // write, not per key.
+  size_t timestamps_left = 0;
+  for (size_t i = 0; i < count; ++i) timestamps_left += ops[i].kind != WriteOp::Kind::kCheck;
+  uint64_t next_hlc = timestamps_left > 0 ? store_->NextTimestamps(timestamps_left, 0) : 0;
   // Group commit (WriteGroup): the size rule is applied to each write of the group as it would
   // be alone, from the usage the earlier ones leave: LiveCost of what each operation replaces and
   // of what it stores, summed as Stage sums them for the whole batch.
@@ -1060,10 +1066,12 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
       // a put this one has not seen yet, and only a newer tombstone overrides it there. (Found by
       // the chaos check: an acknowledged delete lost to an earlier put.)
       // The new record must win against the one it replaces on every replica, even if this
-      // node's clock has gone back since that one was written (the clock is not persisted).
+      // node's clock has gone back since that one was written (the clock is not persisted): if
+      // the timestamp next in turn is not above it, the rest are taken again above it.
       if (p->exists()) {
-        store_->ObserveTimestamp(p->current().version().hlc());
         usage -= static_cast<int64_t>(p->CurrentCost());
+        const uint64_t replaced = p->current().version().hlc();
+        if (next_hlc <= replaced) next_hlc = store_->NextTimestamps(timestamps_left, replaced);
       }
       // Built in place (what it replaces was used above): `after` keeps its buffers from the
       // pool's earlier writes.
@@ -1082,7 +1090,8 @@ Status DatabaseStore::Apply(const OpView* ops, size_t count, std::string* delta,
       proto::Version* version = record.mutable_version();
       version->set_origin(node);
       version->set_counter(counter);
-      version->set_hlc(store_->NextTimestamp());
+      version->set_hlc(next_hlc++);
+      --timestamps_left;
       if (is_put && ops[i].ttl_ms != 0) {
         record.set_expires(version->hlc() + (ops[i].ttl_ms << hlc::kSubMsBits));
       }
@@ -1347,19 +1356,23 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
     // The entries not seen yet will be resolved against their stored records: read them at once.
     std::vector<std::string> unseen;
     unseen.reserve(delta.entries_size());
+    // The timestamps received (the hybrid logical clock's receive rule), once for the delta:
+    // later local writes order after every one.
+    uint64_t newest = 0;
     for (const proto::DeltaEntry& entry : delta.entries()) {
       const proto::Version& version = entry.record().version();
+      newest = std::max(newest, version.hlc());
       if (!version_vector.Covers({version.origin(), version.counter()})) {
         unseen.push_back(entry.key());
       }
     }
+    store_->ObserveTimestamp(newest);
     s = TouchAll(unseen.data(), unseen.size(), &touched);
     if (!s.ok()) return s;
   }
   for (proto::DeltaEntry& entry : *delta.mutable_entries()) {
     const proto::Version& version = entry.record().version();
     const Dot dot{version.origin(), version.counter()};
-    store_->ObserveTimestamp(version.hlc());
     if (version_vector.Covers(dot)) {
       ++counts.skipped;
       continue;

@@ -273,14 +273,16 @@ uint64_t Store::WallTicks() const {
   return options_.wall_clock ? hlc::FromTime(options_.wall_clock()) : NowTicks();
 }
 
-uint64_t Store::NextTimestamp() {
-  uint64_t physical = WallTicks();
+uint64_t Store::NextTimestamps(size_t count, uint64_t floor) {
+  const uint64_t physical = WallTicks();
+  const uint64_t above = std::max(physical, floor + 1);
   uint64_t last = last_timestamp_.load(std::memory_order_relaxed);
-  uint64_t next;
+  uint64_t first;
   do {
-    next = physical > last ? physical : last + 1;
-  } while (!last_timestamp_.compare_exchange_weak(last, next, std::memory_order_relaxed));
-  return next;
+    first = std::max(above, last + 1);
+  } while (!last_timestamp_.compare_exchange_weak(last, first + std::max<size_t>(count, 1) - 1,
+                                                  std::memory_order_relaxed));
+  return first;
 }
 
 void Store::ObserveTimestamp(uint64_t remote) {

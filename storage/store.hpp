@@ -178,7 +178,12 @@ class Store : public std::enable_shared_from_this<Store> {
   /// A hybrid-logical-clock timestamp greater than every one returned before by this store:
   /// wall-clock milliseconds << 16 with the sub-millisecond part in the low 16 bits
   /// (storage/hlc.hpp), or one more than the last timestamp if that is not smaller. Thread-safe.
-  uint64_t NextTimestamp();
+  uint64_t NextTimestamp() { return NextTimestamps(1, 0); }
+  /// `count` (at least 1) timestamps at once, each greater than every one returned before and
+  /// than `floor`: the first is returned, the others are the `count - 1` after it. A write of
+  /// many keys takes its timestamps with one read of the clock and one update of what all of
+  /// the node's databases share, not one per key. Thread-safe.
+  uint64_t NextTimestamps(size_t count, uint64_t floor);
   /// The wall clock now (StoreOptions::wall_clock), in timestamp ticks: what expiry is measured
   /// against (a record whose Record.expires is at most this reads as missing). Thread-safe.
   uint64_t WallTicks() const;

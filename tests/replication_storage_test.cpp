@@ -909,6 +909,57 @@ TEST(ReplicationTest, LocalWriteOrdersAfterTimestampsReceived) {
   EXPECT_EQ(value, "after restart");
 }
 
+// A write takes its timestamps at once (Store::NextTimestamps): every operation's is its own,
+// later than the one before it in the write, and above the record it replaces, even after a
+// restart put the clock back behind that record; a delta received moves the clock past every
+// timestamp in it, so a write of another key orders after them too.
+TEST(ReplicationTest, ABatchsTimestampsFollowItsOperationsAndOrderAfterWhatTheyReplace) {
+  Replica a;
+  const uint64_t future = NowHlc() + (uint64_t{3600 * 1000} << 16);
+  // Two records of an hour ahead, the later one in the middle of the delta.
+  proto::Delta remote = ParseDelta(RecordDelta("/k/3", "remote", 42, 1, future - 5));
+  *remote.add_entries() = ParseDelta(RecordDelta("/k/5", "remote", 42, 2, future)).entries(0);
+  *remote.add_entries() = ParseDelta(RecordDelta("/k/6", "remote", 42, 3, future - 9)).entries(0);
+  EXPECT_EQ(Apply(*a.db, remote.SerializeAsString()).applied, 3u);
+  std::string push;
+  ASSERT_TRUE(a.db->Put("/other", "v", &push).ok());
+  EXPECT_GT(ParseDelta(push).entries(0).record().version().hlc(), future);
+
+  // After a restart the clock is back at the wall clock, an hour behind /k/5's record.
+  a.Open();
+  WriteBatch batch;
+  for (int i = 0; i < 5; ++i) batch.Put("/k/" + std::to_string(i), "v");
+  batch.Put("/k/5", "over the future");
+  batch.Erase("/k/1");  // its second operation in the write
+  push.clear();
+  ASSERT_TRUE(a.db->Write(batch, &push).ok());
+  const proto::Delta pushed = ParseDelta(push);
+  ASSERT_EQ(pushed.entries_size(), 6);
+  std::map<std::string, uint64_t> hlc;
+  std::set<uint64_t> distinct;
+  for (const auto& entry : pushed.entries()) {
+    hlc[entry.key()] = entry.record().version().hlc();
+    distinct.insert(entry.record().version().hlc());
+  }
+  EXPECT_EQ(distinct.size(), 6u);
+  EXPECT_GT(hlc["/k/5"], future);
+  EXPECT_GT(hlc["/k/3"], future - 5);
+  // The erase of /k/1 came last: later than every put of the write.
+  for (const auto& [key, t] : hlc) {
+    if (key != "/k/1") EXPECT_LT(t, hlc["/k/1"]) << key;
+  }
+  std::string value;
+  ASSERT_TRUE(a.db->Get("/k/5", &value).ok());
+  EXPECT_EQ(value, "over the future");
+  // A replica holding the remote records takes the write over them.
+  Replica b;
+  Apply(*b.db, remote.SerializeAsString());
+  EXPECT_EQ(Apply(*b.db, push).applied, 6u);
+  ASSERT_TRUE(b.db->Get("/k/5", &value).ok());
+  EXPECT_EQ(value, "over the future");
+  EXPECT_EQ(b.db->Get("/k/1", &value).code(), Code::kNotFound);
+}
+
 TEST(ReplicationTest, DeltaSinceEmptyVectorReturnsEverything) {
   Replica a, b;
   WriteBatch batch;
