@@ -441,7 +441,7 @@ void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite
   if (group.size() > 1) {
     std::vector<const WriteBatch*> writes;
     writes.reserve(group.size());
-    for (const auto& write : group) writes.push_back(&write.batch);
+    for (const auto& write : group) writes.push_back(&write.batch());
     s = st.store->WriteGroup(writes.data(), writes.size(), needs_delta ? &delta : nullptr);
     if (s.ok()) {
       // Sessions record the group's last dot: every replica holding it holds the whole group.
@@ -458,7 +458,7 @@ void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite
   }
   for (auto& write : group) {
     delta.clear();
-    s = st.store->Write(write.batch, needs_delta ? &delta : nullptr);
+    s = st.store->Write(write.batch(), needs_delta ? &delta : nullptr);
     if (s.ok()) {
       if (write.session) write.dot = LastDot(*st.store);
       auto writer = std::make_shared<database_state::QueuedWrite>(std::move(write));
@@ -481,8 +481,8 @@ void CommitGroup(database_pointer self) {
   size_t part_bytes = 0;
   size_t part_ops = 0;
   for (auto& write : queued) {
-    const size_t bytes = BatchBytes(write.batch);
-    const size_t ops = write.batch.ops.size();
+    const size_t bytes = BatchBytes(write.batch());
+    const size_t ops = write.batch().ops.size();
     if (!part.empty() && (part_bytes + bytes > kMaxGroupBytes || part_ops + ops > kMaxGroupOps)) {
       CommitWrites(self, std::move(part));
       part.clear();
@@ -741,7 +741,7 @@ Status CheckListLevel(database_pointer self, const ListOptions& options) {
 /// pushed first: the judging replica must not see the check ahead of them. The reply is that
 /// replica's (or the refusal naming why it cannot be reached); nullopt: judged here.
 template <class Reply, class... Extra>
-std::optional<caf::result<Reply>> ForwardToJudge(database_pointer self, WriteBatch& batch,
+std::optional<caf::result<Reply>> ForwardToJudge(database_pointer self, const WriteBatch& batch,
                                                  const Deadline& deadline, Extra... extra) {
   if (!HasChecks(batch)) return std::nullopt;
   Status why;
@@ -751,7 +751,7 @@ std::optional<caf::result<Reply>> ForwardToJudge(database_pointer self, WriteBat
   CommitGroup(self);
   ++self->state.requests_since_tick;
   auto promise = self->make_response_promise<Reply>();
-  self->state.transport->ForwardBatch(judge, promise, std::move(batch), extra..., deadline);
+  self->state.transport->ForwardBatch(judge, promise, batch, extra..., deadline);
   return caf::result<Reply>(promise);
 }
 
@@ -873,9 +873,27 @@ database_actor::behavior_type database_actor_impl(
     st.queued.push_back(std::move(write));
     if (st.queued.size() == 1) self->send(self, atom::commit_v);
   };
-  auto write = [self, queue](WriteBatch batch) -> caf::result<atom::ok> {
-    auto promise = self->make_response_promise<atom::ok>();
-    queue({std::move(batch), promise, nullptr, 0});
+  // A write of `own` (a batch of this actor's), else of `shared`.
+  auto write = [self, queue](WriteBatch own, std::shared_ptr<const WriteBatch> shared =
+                                                 nullptr) -> caf::result<atom::ok> {
+    database_state::QueuedWrite queued;
+    queued.own = std::move(own);
+    queued.shared = std::move(shared);
+    queued.promise = self->make_response_promise<atom::ok>();
+    auto promise = queued.promise;
+    queue(std::move(queued));
+    return promise;
+  };
+  auto session_write = [self, queue](
+                           WriteBatch own,
+                           std::shared_ptr<const WriteBatch> shared) -> caf::result<std::string> {
+    database_state::QueuedWrite queued;
+    queued.own = std::move(own);
+    queued.shared = std::move(shared);
+    queued.session = true;
+    queued.session_promise = self->make_response_promise<std::string>();
+    auto promise = queued.session_promise;
+    queue(std::move(queued));
     return promise;
   };
   // Before a request that reads or changes the store otherwise: the writes received before it
@@ -968,23 +986,36 @@ database_actor::behavior_type database_actor_impl(
         if (auto judged = ForwardToJudge<atom::ok>(self, batch, deadline)) return *judged;
         return write(std::move(batch));
       },
+      [=](atom::batch, const SharedWriteBatch& batch,
+          const Deadline& deadline) -> caf::result<atom::ok> {
+        if (auto err = expired(deadline)) return err;
+        if (batch.batch == nullptr) return write(WriteBatch{});
+        if (auto judged = ForwardToJudge<atom::ok>(self, *batch.batch, deadline)) return *judged;
+        return write(WriteBatch{}, batch.batch);
+      },
       [=](atom::batch, WriteBatch& batch, atom::session,
           const Deadline& deadline) -> caf::result<std::string> {
         if (auto err = expired(deadline)) return err;
         if (auto judged = ForwardToJudge<std::string>(self, batch, deadline, atom::session_v)) {
           return *judged;
         }
-        database_state::QueuedWrite write;
-        write.batch = std::move(batch);
-        write.session = true;
-        write.session_promise = self->make_response_promise<std::string>();
-        auto promise = write.session_promise;
-        queue(std::move(write));
-        return promise;
+        return session_write(std::move(batch), nullptr);
       },
-      [=](atom::batch, std::vector<WriteBatch>& batches,
+      [=](atom::batch, const SharedWriteBatch& batch, atom::session,
+          const Deadline& deadline) -> caf::result<std::string> {
+        if (auto err = expired(deadline)) return err;
+        if (batch.batch == nullptr) return session_write(WriteBatch{}, nullptr);
+        if (auto judged =
+                ForwardToJudge<std::string>(self, *batch.batch, deadline, atom::session_v)) {
+          return *judged;
+        }
+        return session_write(WriteBatch{}, batch.batch);
+      },
+      [=](atom::batch, const SharedWriteBatches& shared,
           const Deadline& deadline) -> caf::result<std::vector<caf::error>> {
         if (auto err = expired(deadline)) return err;
+        static const std::vector<WriteBatch> kNone;
+        const std::vector<WriteBatch>& batches = shared.batches ? *shared.batches : kNone;
         for (const WriteBatch& batch : batches) {
           if (HasChecks(batch)) {
             return ToError(Status::InvalidArgument(
@@ -998,7 +1029,12 @@ database_actor::behavior_type database_actor_impl(
         if (batches.empty()) gather->promise.deliver(std::vector<caf::error>{});
         self->state.queued.reserve(self->state.queued.size() + batches.size());
         for (size_t i = 0; i < batches.size(); ++i) {
-          queue({std::move(batches[i]), {}, gather, i});
+          database_state::QueuedWrite queued;
+          // Shares the message's writes: keeps them all, points at its own.
+          queued.shared = std::shared_ptr<const WriteBatch>(shared.batches, &batches[i]);
+          queued.gather = gather;
+          queued.index = i;
+          queue(std::move(queued));
         }
         return gather->promise;
       },

@@ -103,7 +103,11 @@ struct database_state {
   };
   /// A local write waiting for the group commit, and its writer.
   struct QueuedWrite {
-    WriteBatch batch;
+    /// Its operations (batch()): a batch of its own, or the one its requester shares with it
+    /// (SharedWriteBatch, SharedWriteBatches: read, never copied).
+    WriteBatch own;
+    std::shared_ptr<const WriteBatch> shared;
+    const WriteBatch& batch() const { return shared ? *shared : own; }
     /// Its writer: `promise`, or entry `index` of `gather` when it came with others.
     caf::typed_response_promise<atom::ok> promise;
     std::shared_ptr<WriteGather> gather;

@@ -374,16 +374,30 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
             }
           }
         },
-        deadline, atom::batch_v, std::move(batches));
+        deadline, atom::batch_v,
+        SharedWriteBatches{std::make_shared<const std::vector<WriteBatch>>(std::move(batches))});
+  }
+
+  /// What a request's argument is kept and sent as (Enqueue): a WriteBatch shared with the
+  /// database actor (SharedWriteBatch), not copied into the message of each attempt; anything
+  /// else as it is.
+  template <class T>
+  static T ForEveryAttempt(T x) {
+    return x;
+  }
+  static SharedWriteBatch ForEveryAttempt(WriteBatch x) {
+    return {std::make_shared<const WriteBatch>(std::move(x))};
   }
 
   /// Request without the flush: after every earlier request of this route.
   template <class Reply, class Self, class... Ts>
   void Enqueue(Self* self, std::function<void(caf::expected<Reply>)> done, Deadline deadline,
                Ts... args) {
-    // The arguments are kept for a resend: each attempt copies them into its message.
+    // The arguments are kept for a resend: each attempt copies them into its message (a write's
+    // operations are shared instead: ForEveryAttempt).
     auto message =
-        std::make_shared<const std::tuple<Ts..., Deadline>>(std::move(args)..., deadline);
+        std::make_shared<const std::tuple<decltype(ForEveryAttempt(std::move(args)))..., Deadline>>(
+            ForEveryAttempt(std::move(args))..., deadline);
     Pending p;
     p.seq = next_seq_++;
     p.deadline = deadline;

@@ -121,16 +121,17 @@ caf::error AskWithin(caf::timespan timeout, caf::scoped_actor& self, const Handl
   return result;
 }
 
-/// Stands in for a database actor's client slice: answers every request with an empty reply,
-/// except that each put first runs `on_put` (if set; e.g. a sleep, as a slow disk) and a get
-/// answers `get_reply`.
 /// A deadline no test reaches.
 inline Deadline Later() {
   return Deadline::In(std::chrono::minutes(10));
 }
 
-inline database_client_actor::behavior_type StubDatabase(std::function<void()> on_put,
-                                                         std::string get_reply) {
+/// Stands in for a database actor's client slice: answers every request with an empty reply,
+/// except that each put first runs `on_put` (if set; e.g. a sleep, as a slow disk), a get
+/// answers `get_reply`, and a shared batch is answered by `on_shared_batch` (if set).
+inline database_client_actor::behavior_type StubDatabase(
+    std::function<void()> on_put, std::string get_reply,
+    std::function<caf::result<atom::ok>(const SharedWriteBatch&)> on_shared_batch = nullptr) {
   return {
       [on_put](atom::put, std::string&, std::string&, Deadline) {
         if (on_put) on_put();
@@ -152,8 +153,14 @@ inline database_client_actor::behavior_type StubDatabase(std::function<void()> o
       [](atom::list, ListOptions&, Deadline) { return ListPage{}; },
       [](atom::batch, WriteBatch&, Deadline) { return atom::ok_v; },
       [](atom::batch, WriteBatch&, atom::session, Deadline) { return std::string(); },
-      [](atom::batch, std::vector<WriteBatch>& writes, Deadline) {
-        return std::vector<caf::error>(writes.size());
+      [on_shared_batch](atom::batch, const SharedWriteBatch& batch,
+                        Deadline) -> caf::result<atom::ok> {
+        if (on_shared_batch) return on_shared_batch(batch);
+        return atom::ok_v;
+      },
+      [](atom::batch, const SharedWriteBatch&, atom::session, Deadline) { return std::string(); },
+      [](atom::batch, const SharedWriteBatches& writes, Deadline) {
+        return std::vector<caf::error>(writes.batches ? writes.batches->size() : 0);
       },
       [](atom::stats, Deadline) { return DatabaseStats{}; },
       [](atom::status, Deadline) { return ReplicationStatus{}; },

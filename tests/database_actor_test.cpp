@@ -7,6 +7,7 @@
 #include <future>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -90,11 +91,13 @@ TEST_F(DatabaseActorTest, ServesEveryOperationAndKeepsErrorKinds) {
 }
 
 // A stand-in supervisor that forwards idle reports to the test and, like the real one, answers
-// them with passivate.
+// them with passivate; it opens every path as `opens` (if set).
 matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor::pointer self,
-                                                       caf::actor observer) {
+                                                       caf::actor observer,
+                                                       database_client_actor opens) {
   return {
-      [](atom::open, const std::string&) -> caf::result<database_client_actor> {
+      [opens](atom::open, const std::string&) -> caf::result<database_client_actor> {
+        if (opens) return opens;
         return ToError(Status::Internal("not used"));
       },
       [](atom::replica, const std::string&, uint64_t) -> caf::result<database_peer_actor> {
@@ -132,7 +135,7 @@ matcher_supervisor_actor::behavior_type FakeSupervisor(matcher_supervisor_actor:
 }
 
 TEST_F(DatabaseActorTest, ReportsIdlenessAndStopsOnPassivate) {
-  auto supervisor = system_.spawn(FakeSupervisor, caf::actor{self_});
+  auto supervisor = system_.spawn(FakeSupervisor, caf::actor{self_}, database_client_actor{});
   auto db = Spawn(1000, std::chrono::duration_cast<caf::timespan>(20ms), supervisor);
   self_->monitor(db);
   // Only the supervisor may passivate a database (other nodes hold its handle, and may name
@@ -579,6 +582,75 @@ TEST(DatabaseRequestTest, NoLocalDeadlineWaitsForASlowLocalDatabase) {
   Status unbounded = PutThrough(system, route, slow);
   EXPECT_TRUE(unbounded.ok()) << unbounded;
   caf::anon_send_exit(slow, caf::exit_reason::user_shutdown);
+}
+
+// A write's operations go to the database actor shared with the route that keeps them for a
+// resend, not copied into each attempt's message: the attempt after a bounce (the database
+// stopped before it ran the write) carries the very batch the first one did, whole.
+TEST(DatabaseRequestTest, ABouncedBatchIsSentAgainWholeAndUncopied) {
+  testing::TestSystemConfig config;
+  caf::actor_system system{config};
+  struct Seen {
+    std::mutex mutex;
+    std::vector<const WriteBatch*> batches;
+    std::vector<size_t> ops;
+  };
+  auto seen = std::make_shared<Seen>();
+  auto note = [seen](const SharedWriteBatch& batch) {
+    std::lock_guard<std::mutex> lock(seen->mutex);
+    seen->batches.push_back(batch.batch.get());
+    seen->ops.push_back(batch.batch ? batch.batch->ops.size() : 0);
+  };
+  // The first database bounces the write, as a stopped one does; the one opened next applies it.
+  auto stopped = system.spawn([=] {
+    return testing::StubDatabase(nullptr, "", [=](const SharedWriteBatch& batch) {
+      note(batch);
+      return caf::result<atom::ok>(caf::make_error(caf::sec::request_receiver_down));
+    });
+  });
+  auto reopened = system.spawn([=] {
+    return testing::StubDatabase(nullptr, "", [=](const SharedWriteBatch& batch) {
+      note(batch);
+      return caf::result<atom::ok>(atom::ok_v);
+    });
+  });
+  caf::scoped_actor observer{system};
+  auto supervisor = system.spawn(FakeSupervisor, caf::actor{observer},
+                                 caf::actor_cast<database_client_actor>(reopened));
+  auto route = std::make_shared<DatabaseRoute>();
+  route->path = "/db";
+  route->timeout = 10s;
+  route->supervisor = supervisor;
+  auto result = std::make_shared<std::promise<Status>>();
+  auto future = result->get_future();
+  system.spawn([=](caf::event_based_actor* self) {
+    auto ordered =
+        std::make_shared<OrderedRoute>(route, caf::actor_cast<database_client_actor>(stopped));
+    WriteBatch batch;
+    batch.Put("/a", "1");
+    batch.Put("/b", "2");
+    batch.Erase("/c");
+    ordered->Request<atom::ok>(
+        self,
+        [=](caf::expected<atom::ok> reply) {
+          result->set_value(reply ? Status::OK() : ToStatus(reply.error()));
+          self->quit();
+        },
+        testing::Later(), atom::batch_v, std::move(batch));
+  });
+  ASSERT_EQ(future.wait_for(30s), std::future_status::ready);
+  Status s = future.get();
+  EXPECT_TRUE(s.ok()) << s;
+  std::lock_guard<std::mutex> lock(seen->mutex);
+  ASSERT_EQ(seen->batches.size(), 2u);
+  EXPECT_NE(seen->batches[0], nullptr);
+  EXPECT_EQ(seen->batches[0], seen->batches[1]);
+  EXPECT_EQ(seen->ops, (std::vector<size_t>{3, 3}));
+  for (const auto& actor :
+       {caf::actor_cast<caf::actor>(stopped), caf::actor_cast<caf::actor>(reopened),
+        caf::actor_cast<caf::actor>(supervisor)}) {
+    caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
+  }
 }
 
 // Watches cost the node a bounded number of held pulls, not queues of events: past

@@ -55,6 +55,23 @@ TEST_F(MessagesTest, EveryWireTypeRoundTrips) {
   EXPECT_EQ(conditional_back.ops[0].kind, WriteOp::Kind::kCheck);
   EXPECT_EQ(conditional_back.ops[0].value, "1-2-3");
   EXPECT_EQ(conditional_back.ops[1].ttl_ms, 30000u);
+  // A shared batch crosses nodes as its batch and arrives as one of its own (nothing shared:
+  // an empty one).
+  const SharedWriteBatch shared{std::make_shared<const WriteBatch>(batch)};
+  const SharedWriteBatch shared_back = RoundTrip(shared);
+  ASSERT_NE(shared_back.batch, nullptr);
+  EXPECT_NE(shared_back.batch, shared.batch);
+  ASSERT_EQ(shared_back.batch->ops.size(), 2u);
+  EXPECT_EQ(shared_back.batch->ops[0].value, std::string("\xff\0", 2));
+  ASSERT_NE(RoundTrip(SharedWriteBatch{}).batch, nullptr);
+  EXPECT_TRUE(RoundTrip(SharedWriteBatch{}).batch->ops.empty());
+  const SharedWriteBatches several{
+      std::make_shared<const std::vector<WriteBatch>>(std::vector<WriteBatch>{conditional, batch})};
+  const SharedWriteBatches several_back = RoundTrip(several);
+  ASSERT_NE(several_back.batches, nullptr);
+  ASSERT_EQ(several_back.batches->size(), 2u);
+  EXPECT_EQ(several_back.batches->at(0).ops[1].ttl_ms, 30000u);
+  EXPECT_EQ(several_back.batches->at(1).ops[1].key, "/gone");
 
   ListOptions options{"/p", "/p/3", 7, true};
   ListOptions options_back = RoundTrip(options);
