@@ -1190,6 +1190,13 @@ Result<std::string> Node::metrics() const {
     out.Sample(name, {}, static_cast<double>(value));
   }
 
+  out.Family("kvmesh_memtable_spare_key_table_bytes",
+             "Memory kept ready for the next memtable's key table (kvmesh's memtable), beyond "
+             "kvmesh_rocksdb_memtable_bytes: none until a second memtable was made.",
+             "gauge");
+  out.Sample("kvmesh_memtable_spare_key_table_bytes", {},
+             static_cast<double>(impl_->store->SpareKeyTableBytes()));
+
   const metrics::ProcessStats process = metrics::ReadProcessStats();
   out.Family("process_resident_memory_bytes", "Resident memory of the process.", "gauge");
   out.Sample("process_resident_memory_bytes", {}, static_cast<double>(process.resident_bytes));

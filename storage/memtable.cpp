@@ -364,6 +364,7 @@ class Factory final : public rocksdb::MemTableRepFactory {
     return new Rep(compare, allocator, index_slots_, spare_.Take());
   }
   const char* Name() const override { return "KvmeshSkipList"; }
+  size_t spare_bytes() { return spare_.held(); }
   bool IsInsertConcurrentlySupported() const override { return true; }
   bool CanHandleDuplicatedKey() const override { return false; }
 
@@ -373,6 +374,11 @@ class Factory final : public rocksdb::MemTableRepFactory {
 };
 
 }  // namespace
+
+size_t SpareKeyTableBytes(rocksdb::MemTableRepFactory& factory) {
+  auto* ours = dynamic_cast<Factory*>(&factory);
+  return ours != nullptr ? ours->spare_bytes() : 0;
+}
 
 std::shared_ptr<rocksdb::MemTableRepFactory> NewMemTableFactory(
     size_t write_buffer_size, const rocksdb::Comparator* comparator) {

@@ -56,4 +56,9 @@ namespace kvmesh::storage {
 std::shared_ptr<rocksdb::MemTableRepFactory> NewMemTableFactory(
     size_t write_buffer_size, const rocksdb::Comparator* comparator);
 
+/// The memory a factory from NewMemTableFactory keeps ready for its next memtable's key table
+/// (storage/version_chain.hpp's SpareSlots): none until a second memtable was made, then one
+/// table's. RocksDB's memory figures do not count it. 0 for any other factory. Thread-safe.
+size_t SpareKeyTableBytes(rocksdb::MemTableRepFactory& factory);
+
 }  // namespace kvmesh::storage

@@ -183,6 +183,7 @@ void Store::StopPeriodicSync() {
 
 Status Store::Init() {
   rocksdb::Options rocks = RocksOptions(options_);
+  memtable_factory_ = rocks.memtable_factory;
   // Before RocksDB opens: replaying its log needs room, and its errors go to the monitor.
   space_monitor_ = std::make_unique<SpaceMonitor>(options_.path, options_.space);
   std::error_code ec;
@@ -519,6 +520,10 @@ Status Store::Checkpoint(const std::string& dir) {
 
 bool Store::IntProperty(const std::string& name, uint64_t* value) const {
   return db_->GetIntProperty(name, value);
+}
+
+uint64_t Store::SpareKeyTableBytes() const {
+  return memtable_factory_ ? storage::SpareKeyTableBytes(*memtable_factory_) : 0;
 }
 
 }  // namespace kvmesh::storage

@@ -24,6 +24,7 @@
 
 namespace rocksdb {
 class DB;
+class MemTableRepFactory;
 class Status;
 class WriteBatch;
 struct WriteOptions;
@@ -174,6 +175,9 @@ class Store : public std::enable_shared_from_this<Store> {
   /// RocksDB's integer property `name` ("rocksdb.cur-size-all-mem-tables", ...); false if
   /// RocksDB does not know it. Thread-safe.
   bool IntProperty(const std::string& name, uint64_t* value) const;
+  /// Memory kept ready for the next memtable's key table (storage/memtable.hpp's
+  /// SpareKeyTableBytes), beyond RocksDB's "rocksdb.cur-size-all-mem-tables". Thread-safe.
+  uint64_t SpareKeyTableBytes() const;
 
   /// A hybrid-logical-clock timestamp greater than every one returned before by this store:
   /// wall-clock milliseconds << 16 with the sub-millisecond part in the low 16 bits
@@ -222,6 +226,8 @@ class Store : public std::enable_shared_from_this<Store> {
   void StopPeriodicSync();
 
   StoreOptions options_;
+  /// The memtable factory RocksDB was opened with (for SpareKeyTableBytes).
+  std::shared_ptr<rocksdb::MemTableRepFactory> memtable_factory_;
   std::unique_ptr<rocksdb::DB> db_;
   std::unique_ptr<rocksdb::WriteOptions> write_options_;
   std::unique_ptr<rocksdb::WriteOptions> unsynced_write_options_;

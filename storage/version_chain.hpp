@@ -301,6 +301,13 @@ class SpareSlots {
     return memory;
   }
 
+  /// Bytes kept beyond the tables taken: `bytes` once a spare is being mapped or ready (from the
+  /// second Take on), else 0. Thread-safe.
+  size_t held() {
+    std::lock_guard lock(mutex_);
+    return spare_.valid() ? bytes_ : 0;
+  }
+
  private:
   const size_t bytes_;
   std::mutex mutex_;

@@ -575,6 +575,26 @@ TEST(MemtableTest, AComparatorOtherThanBytewiseGetsRocksDBsSkipList) {
                rocksdb::SkipListFactory().Name());
 }
 
+// The key table kept ready for the next memtable is memory RocksDB does not count: none while the
+// first memtable fills, one table's once a second was made (what the node's metrics show).
+TEST(MemtableTest, TheSpareKeyTableIsCountedOnceASecondMemtableWasMade) {
+  TempDir dir;
+  rocksdb::Options options = RocksOptions(StoreOptions{});
+  options.write_buffer_size = 1u << 20;
+  options.memtable_factory =
+      NewMemTableFactory(options.write_buffer_size, rocksdb::BytewiseComparator());
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(options, dir / "rocks", &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  EXPECT_EQ(SpareKeyTableBytes(*options.memtable_factory), 0u);
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), "k", "v").ok());
+  ASSERT_TRUE(db->Flush(rocksdb::FlushOptions()).ok());
+  // 16,384 slots of 8 bytes: a slot per 64 bytes of a 1 MiB write buffer.
+  EXPECT_EQ(SpareKeyTableBytes(*options.memtable_factory), size_t{16384 * 8});
+  rocksdb::SkipListFactory packaged;
+  EXPECT_EQ(SpareKeyTableBytes(packaged), 0u);
+}
+
 TEST(MemtableTest, LongKeysAnEmptyMemtableAndReopeningReadBackWhatWasWritten) {
   TempDir dir;
   const rocksdb::Options options = RocksOptions(StoreOptions{});

@@ -91,6 +91,7 @@ TEST(MetricsScrape, CountsEmbeddedAndNetworkRequestsOnceAndParses) {
   EXPECT_EQ(m["kvmesh_members|state=up"], 1);
   EXPECT_EQ(m["kvmesh_members|state=down"], 0);
   EXPECT_EQ(m.count("kvmesh_rocksdb_memtable_bytes|"), 1u);
+  EXPECT_EQ(m.count("kvmesh_memtable_spare_key_table_bytes|"), 1u);
   EXPECT_EQ(m.count("kvmesh_rocksdb_sst_bytes|"), 1u);
   EXPECT_EQ(m.count("kvmesh_rocksdb_pending_compaction_bytes|"), 1u);
   EXPECT_GT(m["process_resident_memory_bytes|"], 1e6);

@@ -495,9 +495,12 @@ TEST(SpareSlotsTest, FromTheThirdOnEveryTableComesZeroedWithItsPagesInAndEachIts
   constexpr size_t kBytes = 1u << 20;
   const size_t pages = kBytes / static_cast<size_t>(sysconf(_SC_PAGESIZE));
   SpareSlots spares(kBytes);
+  EXPECT_EQ(spares.held(), 0u);
   std::vector<SlotMemory> taken;
   for (int i = 0; i < 4; ++i) {
     taken.push_back(spares.Take());
+    // From the second table on, one is kept ready beyond those taken.
+    EXPECT_EQ(spares.held(), i == 0 ? 0u : kBytes) << i;
     const SlotMemory& memory = taken.back();
     ASSERT_NE(memory.data(), nullptr) << i;
     ASSERT_EQ(memory.bytes(), kBytes) << i;
