@@ -1298,6 +1298,11 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
                                      " and counter " + std::to_string(version.counter()) +
                                      "; both must be positive" + where);
     }
+    if (version.hlc() >= hlc::kMaxTimestamp) {
+      return Status::InvalidArgument(prefix + "has the timestamp " + std::to_string(version.hlc()) +
+                                     ", past any clock's (at most " +
+                                     std::to_string(hlc::kMaxTimestamp - 1) + ")" + where);
+    }
     s = NormalizeKey(entry.key(), &normal);
     if (!s.ok()) {
       return Status::InvalidArgument(prefix + "has an invalid key " + Quote(entry.key()) + ": " +

@@ -960,6 +960,27 @@ TEST(ReplicationTest, ABatchsTimestampsFollowItsOperationsAndOrderAfterWhatTheyR
   EXPECT_EQ(b.db->Get("/k/1", &value).code(), Code::kNotFound);
 }
 
+// A delta whose timestamp no clock could reach (a peer's bug or an attacker's) is refused whole,
+// naming it: taken, it would pull this node's clock to where counting on wraps around, and a
+// write would then order before the record it replaces on every replica.
+TEST(ReplicationTest, ADeltaWithATimestampPastAnyClockIsRefusedAndTheClockKept) {
+  Replica a;
+  proto::Delta remote = ParseDelta(RecordDelta("/k/1", "v", 42, 1, NowHlc()));
+  *remote.add_entries() = ParseDelta(RecordDelta("/k/2", "v", 42, 2, ~uint64_t{0})).entries(0);
+  DatabaseStore::ApplyResult result;
+  const Status s = a.db->ApplyDelta(remote.SerializeAsString(), &result);
+  EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("entry 1 has the timestamp 18446744073709551615"), std::string::npos)
+      << s;
+  std::string value;
+  EXPECT_EQ(a.db->Get("/k/1", &value).code(), Code::kNotFound);
+  std::string push;
+  ASSERT_TRUE(a.db->Put("/k/2", "local", &push).ok());
+  const uint64_t hlc = ParseDelta(push).entries(0).record().version().hlc();
+  EXPECT_LT(hlc, NowHlc() + (uint64_t{60 * 1000} << 16));
+  EXPECT_GT(hlc, NowHlc() - (uint64_t{60 * 1000} << 16));
+}
+
 TEST(ReplicationTest, DeltaSinceEmptyVectorReturnsEverything) {
   Replica a, b;
   WriteBatch batch;
