@@ -448,6 +448,7 @@ void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite
       const std::string dot = LastDot(*st.store);
       for (auto& write : group) {
         if (write.session) write.dot = dot;
+        write.Release();
       }
       auto writers = std::make_shared<std::vector<database_state::QueuedWrite>>(std::move(group));
       st.transport->Replicate(delta, [writers](Status r) {
@@ -461,6 +462,7 @@ void CommitWrites(database_pointer self, std::vector<database_state::QueuedWrite
     s = st.store->Write(write.batch(), needs_delta ? &delta : nullptr);
     if (s.ok()) {
       if (write.session) write.dot = LastDot(*st.store);
+      write.Release();
       auto writer = std::make_shared<database_state::QueuedWrite>(std::move(write));
       st.transport->Replicate(delta, [writer](Status r) { writer->Answer(r); });
     } else {
@@ -884,6 +886,32 @@ database_actor::behavior_type database_actor_impl(
     queue(std::move(queued));
     return promise;
   };
+  // Writes each of `shared`'s batches as if it had come alone, answered together.
+  auto write_each = [self, queue](std::shared_ptr<const std::vector<WriteBatch>> shared)
+      -> caf::result<std::vector<caf::error>> {
+    const std::vector<WriteBatch>& batches = *shared;
+    for (const WriteBatch& batch : batches) {
+      if (HasChecks(batch)) {
+        return ToError(Status::InvalidArgument(
+            "a conditional batch must be sent on its own, not with other writes"));
+      }
+    }
+    auto gather = std::make_shared<database_state::WriteGather>();
+    gather->promise = self->make_response_promise<std::vector<caf::error>>();
+    gather->results.resize(batches.size());
+    gather->left = batches.size();
+    if (batches.empty()) gather->promise.deliver(std::vector<caf::error>{});
+    self->state.queued.reserve(self->state.queued.size() + batches.size());
+    for (size_t i = 0; i < batches.size(); ++i) {
+      database_state::QueuedWrite queued;
+      // Shares the message's writes: keeps them all, points at its own.
+      queued.shared = std::shared_ptr<const WriteBatch>(shared, &batches[i]);
+      queued.gather = gather;
+      queued.index = i;
+      queue(std::move(queued));
+    }
+    return gather->promise;
+  };
   auto session_write = [self, queue](
                            WriteBatch own,
                            std::shared_ptr<const WriteBatch> shared) -> caf::result<std::string> {
@@ -1011,32 +1039,16 @@ database_actor::behavior_type database_actor_impl(
         }
         return session_write(WriteBatch{}, batch.batch);
       },
+      [=](atom::batch, std::vector<WriteBatch>& batches,
+          const Deadline& deadline) -> caf::result<std::vector<caf::error>> {
+        if (auto err = expired(deadline)) return err;
+        return write_each(std::make_shared<const std::vector<WriteBatch>>(std::move(batches)));
+      },
       [=](atom::batch, const SharedWriteBatches& shared,
           const Deadline& deadline) -> caf::result<std::vector<caf::error>> {
         if (auto err = expired(deadline)) return err;
-        static const std::vector<WriteBatch> kNone;
-        const std::vector<WriteBatch>& batches = shared.batches ? *shared.batches : kNone;
-        for (const WriteBatch& batch : batches) {
-          if (HasChecks(batch)) {
-            return ToError(Status::InvalidArgument(
-                "a conditional batch must be sent on its own, not with other writes"));
-          }
-        }
-        auto gather = std::make_shared<database_state::WriteGather>();
-        gather->promise = self->make_response_promise<std::vector<caf::error>>();
-        gather->results.resize(batches.size());
-        gather->left = batches.size();
-        if (batches.empty()) gather->promise.deliver(std::vector<caf::error>{});
-        self->state.queued.reserve(self->state.queued.size() + batches.size());
-        for (size_t i = 0; i < batches.size(); ++i) {
-          database_state::QueuedWrite queued;
-          // Shares the message's writes: keeps them all, points at its own.
-          queued.shared = std::shared_ptr<const WriteBatch>(shared.batches, &batches[i]);
-          queued.gather = gather;
-          queued.index = i;
-          queue(std::move(queued));
-        }
-        return gather->promise;
+        if (shared.batches == nullptr) return std::vector<caf::error>{};
+        return write_each(shared.batches);
       },
       [=](atom::watch, const WatchRequest& request,
           const Deadline& deadline) -> caf::result<WatchUpdate> {

@@ -108,6 +108,12 @@ struct database_state {
     WriteBatch own;
     std::shared_ptr<const WriteBatch> shared;
     const WriteBatch& batch() const { return shared ? *shared : own; }
+    /// Drops the operations once applied: the writer may wait long for replication (they are in
+    /// the delta by then), and a shared batch keeps every write of its message.
+    void Release() {
+      own = WriteBatch{};
+      shared.reset();
+    }
     /// Its writer: `promise`, or entry `index` of `gather` when it came with others.
     caf::typed_response_promise<atom::ok> promise;
     std::shared_ptr<WriteGather> gather;

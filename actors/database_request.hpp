@@ -225,9 +225,10 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   // -- Coalesced writes --
   //
   // Under load many plain writes wait in the owner's mailbox at once. Taken instead of sent one
-  // by one, they go as one message `(batch, vector<WriteBatch>, Deadline)`, which the database
-  // queues as separate writes of one group commit and answers with one outcome per write: one
-  // message and one reply for many writes. A write alone goes as the message it was made as.
+  // by one, they go as one message `(batch, SharedWriteBatches, Deadline)` (to another node
+  // `(batch, vector<WriteBatch>, Deadline)`), which the database queues as separate writes of
+  // one group commit and answers with one outcome per write: one message and one reply for many
+  // writes. A write alone goes as the message it was made as.
 
   /// Takes plain write `w` (no checks: a conditional batch is judged by one replica, perhaps
   /// forwarded there, and goes alone through Request). True if it is the first taken since the
@@ -388,6 +389,16 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
   static SharedWriteBatch ForEveryAttempt(WriteBatch x) {
     return {std::make_shared<const WriteBatch>(std::move(x))};
   }
+  /// What an argument kept by Enqueue is sent as to another node: shared writes as the plain
+  /// ones (serialized either way, and read by every version of kvmesh).
+  template <class T>
+  static const T& AcrossNodes(const T& x) {
+    return x;
+  }
+  static const WriteBatch& AcrossNodes(const SharedWriteBatch& x) { return *x.batch; }
+  static const std::vector<WriteBatch>& AcrossNodes(const SharedWriteBatches& x) {
+    return *x.batches;
+  }
 
   /// Request without the flush: after every earlier request of this route.
   template <class Reply, class Self, class... Ts>
@@ -414,7 +425,11 @@ class OrderedRoute : public std::enable_shared_from_this<OrderedRoute> {
       };
       std::apply(
           [&](const auto&... xs) {
-            SendToDatabase<Reply>(self, *route, target, std::move(on_result), xs...);
+            if (target.node() == self->node()) {
+              SendToDatabase<Reply>(self, *route, target, std::move(on_result), xs...);
+            } else {
+              SendToDatabase<Reply>(self, *route, target, std::move(on_result), AcrossNodes(xs)...);
+            }
           },
           *message);
     };

@@ -84,8 +84,9 @@ typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
 /// A write (a batch of operations) that its requester keeps for a resend while the database
 /// actor applies it: shared by both, read-only, where a WriteBatch in the message was copied for
 /// every attempt (OrderedRoute resends a request bounced by a database actor that stopped
-/// before it ran), a third of a bulk load's time outside the database actor. Across nodes it
-/// travels as its WriteBatch, and arrives as a batch of its own.
+/// before it ran), a third of a bulk load's time outside the database actor. OrderedRoute sends
+/// it only to a database actor of its own node (a node of an older version would not know the
+/// type); serialized, it is its WriteBatch, and arrives as a batch of its own.
 struct SharedWriteBatch {
   std::shared_ptr<const WriteBatch> batch;
 };
@@ -355,12 +356,14 @@ using database_client_actor = caf::typed_actor<
     // The same for a handle that keeps a session (read_your_writes): -> the dot of the write
     // on the replica that accepted it, as SessionToken text, to merge into the session's token.
     caf::replies_to<atom::batch, WriteBatch, atom::session, Deadline>::with<std::string>,
-    // The same two with the batch shared (what OrderedRoute sends).
-    caf::replies_to<atom::batch, SharedWriteBatch, Deadline>::with<atom::ok>,
-    caf::replies_to<atom::batch, SharedWriteBatch, atom::session, Deadline>::with<std::string>,
     // Applies several writes, each as if it had come in its own batch message, in order (what
     // the embedded API's requester sends for writes made together): one error per write, none
     // for a success. Conditional batches (with checks) are refused here: they go alone.
+    caf::replies_to<atom::batch, std::vector<WriteBatch>, Deadline>::with<std::vector<caf::error>>,
+    // The same three with the writes shared (what OrderedRoute sends to a database actor of its
+    // own node; to another node it sends the ones above, which every version of kvmesh reads).
+    caf::replies_to<atom::batch, SharedWriteBatch, Deadline>::with<atom::ok>,
+    caf::replies_to<atom::batch, SharedWriteBatch, atom::session, Deadline>::with<std::string>,
     caf::replies_to<atom::batch, SharedWriteBatches, Deadline>::with<std::vector<caf::error>>,
     // Current counters.
     caf::replies_to<atom::stats, Deadline>::with<DatabaseStats>,

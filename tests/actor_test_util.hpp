@@ -159,6 +159,9 @@ inline database_client_actor::behavior_type StubDatabase(
         return atom::ok_v;
       },
       [](atom::batch, const SharedWriteBatch&, atom::session, Deadline) { return std::string(); },
+      [](atom::batch, std::vector<WriteBatch>& writes, Deadline) {
+        return std::vector<caf::error>(writes.size());
+      },
       [](atom::batch, const SharedWriteBatches& writes, Deadline) {
         return std::vector<caf::error>(writes.batches ? writes.batches->size() : 0);
       },

@@ -590,15 +590,17 @@ TEST(DatabaseRequestTest, NoLocalDeadlineWaitsForASlowLocalDatabase) {
 TEST(DatabaseRequestTest, ABouncedBatchIsSentAgainWholeAndUncopied) {
   testing::TestSystemConfig config;
   caf::actor_system system{config};
+  // Each batch seen is kept, so that a copy made for the second attempt could not take the
+  // first one's address.
   struct Seen {
     std::mutex mutex;
-    std::vector<const WriteBatch*> batches;
+    std::vector<std::shared_ptr<const WriteBatch>> batches;
     std::vector<size_t> ops;
   };
   auto seen = std::make_shared<Seen>();
   auto note = [seen](const SharedWriteBatch& batch) {
     std::lock_guard<std::mutex> lock(seen->mutex);
-    seen->batches.push_back(batch.batch.get());
+    seen->batches.push_back(batch.batch);
     seen->ops.push_back(batch.batch ? batch.batch->ops.size() : 0);
   };
   // The first database bounces the write, as a stopped one does; the one opened next applies it.
@@ -644,7 +646,7 @@ TEST(DatabaseRequestTest, ABouncedBatchIsSentAgainWholeAndUncopied) {
   std::lock_guard<std::mutex> lock(seen->mutex);
   ASSERT_EQ(seen->batches.size(), 2u);
   EXPECT_NE(seen->batches[0], nullptr);
-  EXPECT_EQ(seen->batches[0], seen->batches[1]);
+  EXPECT_EQ(seen->batches[0].get(), seen->batches[1].get());
   EXPECT_EQ(seen->ops, (std::vector<size_t>{3, 3}));
   for (const auto& actor :
        {caf::actor_cast<caf::actor>(stopped), caf::actor_cast<caf::actor>(reopened),

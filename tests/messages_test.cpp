@@ -165,6 +165,19 @@ TEST_F(MessagesTest, AWriteBatchKeepsAtMostOneOperationPastTheLimitWhileDecoding
   ASSERT_EQ(over.ops.size(), kMaxBatchOps + 1);
   EXPECT_EQ(over.ops.front().key, "/k/0");
   EXPECT_EQ(over.ops.back().key, "/k/" + std::to_string(kMaxBatchOps));
+  // A shared batch is decoded as its batch, within the same bound.
+  auto many = std::make_shared<WriteBatch>();
+  for (size_t i = 0; i < kMaxBatchOps + 5000; ++i) many->Erase("/k/" + std::to_string(i));
+  std::vector<char> buffer;
+  caf::binary_serializer sink{system_, buffer};
+  ASSERT_FALSE(sink(caf::make_message(SharedWriteBatch{many})));
+  caf::message in;
+  caf::binary_deserializer source{system_, buffer};
+  ASSERT_FALSE(source(in));
+  ASSERT_TRUE(in.match_elements<SharedWriteBatch>());
+  const SharedWriteBatch& shared = in.get_as<SharedWriteBatch>(0);
+  ASSERT_NE(shared.batch, nullptr);
+  EXPECT_EQ(shared.batch->ops.size(), kMaxBatchOps + 1);
 }
 
 // The operations' vector is sized once from the count a batch announces, but never beyond what
