@@ -24,6 +24,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -37,6 +38,7 @@
 #include "messages/replication.pb.h"
 #include "messages/type_ids.hpp"
 #include "process_util.hpp"
+#include "storage/hlc.hpp"
 #include "test_util.hpp"
 #include "transport/connection_guard.hpp"
 
@@ -732,7 +734,8 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
     entry->mutable_record()->set_value("overwritten by a fuzzer");
     entry->mutable_record()->mutable_version()->set_origin(0xf00d);
     entry->mutable_record()->mutable_version()->set_counter(1);
-    entry->mutable_record()->mutable_version()->set_hlc(~uint64_t{0});
+    // Later than any real record's (a delta past any clock is refused: see the rules below).
+    entry->mutable_record()->mutable_version()->set_hlc(storage::hlc::kMaxTimestamp - 1);
   }
   const std::string valid_bytes = valid.SerializeAsString();
   const uint64_t froms[] = {0, 1, node_id_, ~uint64_t{0}, 0xf00d};
@@ -767,46 +770,66 @@ TEST_F(FuzzTest, MalformedClusterMessages) {
     spoil(d, entry);
     return d.SerializeAsString();
   };
-  const std::vector<std::pair<std::string, std::string>> rule_breakers = {
+  // What each breaks, the delta, and what its refusal names (the rule broken by entry 1, not
+  // anything of the valid entry 0).
+  const std::vector<std::tuple<std::string, std::string, std::string>> rule_breakers = {
+      {"timestamp past any clock", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
+         e->mutable_record()->mutable_version()->set_hlc(storage::hlc::kMaxTimestamp);
+       }),
+       "entry 1 has the timestamp"},
       {"origin 0", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
          e->mutable_record()->mutable_version()->set_origin(0);
-       })},
+       }),
+       "entry 1 has origin 0"},
       {"counter 0", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
          e->mutable_record()->mutable_version()->set_counter(0);
-       })},
-      {"no version", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
-         e->mutable_record()->clear_version();
-       })},
-      {"no record", bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->clear_record(); })},
-      {"empty key", bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key(""); })},
+       }),
+       "entry 1 has origin"},
+      {"no version",
+       bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->mutable_record()->clear_version(); }),
+       "entry 1 has no version"},
+      {"no record", bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->clear_record(); }),
+       "entry 1 has no version"},
+      {"empty key", bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key(""); }),
+       "entry 1 has an invalid key"},
       {"key not normalised",
-       bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key("fuzz//junk/"); })},
+       bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key("fuzz//junk/"); }),
+       "entry 1 has the key"},
       {"dot-dot key",
-       bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key("/a/../k/1"); })},
+       bad_delta([](proto::Delta&, proto::DeltaEntry* e) { e->set_key("/a/../k/1"); }),
+       "entry 1 has an invalid key"},
       {"key too long", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
          e->set_key("/" + std::string(5000, 'x'));
-       })},
+       }),
+       "entry 1 has an invalid key"},
       {"tombstone with a value", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
          e->mutable_record()->set_tombstone(true);
-       })},
+       }),
+       "entry 1 is a tombstone with a value"},
       {"value too large", bad_delta([](proto::Delta&, proto::DeltaEntry* e) {
          e->mutable_record()->set_value(std::string((16u << 20) + 1, 'v'));
-       })},
+       }),
+       "entry 1 has a value of"},
       {"range with origin 0", bad_delta([](proto::Delta& d, proto::DeltaEntry*) {
          auto* r = d.add_ranges();
          r->set_origin(0);
          r->set_through(5);
-       })},
+       }),
+       "range 0 (origin 0"},
       {"range backwards", bad_delta([](proto::Delta& d, proto::DeltaEntry*) {
          auto* r = d.add_ranges();
          r->set_origin(0xf00d);
          r->set_after(10);
          r->set_through(3);
-       })},
+       }),
+       "range 0 (origin"},
   };
-  for (const auto& [what, bytes] : rule_breakers) {
-    ExpectRefused(AskWithin(kAskTimeout, self, db, ok, atom::replicate_v, bytes, uint64_t{0xf00d}),
-                  Code::kInvalidArgument, "replicate of a delta with " + what);
+  for (const auto& [what, bytes, names] : rule_breakers) {
+    const caf::error e =
+        AskWithin(kAskTimeout, self, db, ok, atom::replicate_v, bytes, uint64_t{0xf00d});
+    ExpectRefused(e, Code::kInvalidArgument, "replicate of a delta with " + what);
+    const Status s = ToStatus(e);
+    EXPECT_NE(s.message().find(names), std::string::npos) << what << ": " << s;
   }
 
   // sync: garbage version vectors get an error or a well-formed answer, never a hang.

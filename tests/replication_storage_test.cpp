@@ -966,19 +966,29 @@ TEST(ReplicationTest, ABatchsTimestampsFollowItsOperationsAndOrderAfterWhatTheyR
 TEST(ReplicationTest, ADeltaWithATimestampPastAnyClockIsRefusedAndTheClockKept) {
   Replica a;
   proto::Delta remote = ParseDelta(RecordDelta("/k/1", "v", 42, 1, NowHlc()));
-  *remote.add_entries() = ParseDelta(RecordDelta("/k/2", "v", 42, 2, ~uint64_t{0})).entries(0);
+  *remote.add_entries() =
+      ParseDelta(RecordDelta("/k/2", "v", 42, 2, storage::hlc::kMaxTimestamp)).entries(0);
   DatabaseStore::ApplyResult result;
   const Status s = a.db->ApplyDelta(remote.SerializeAsString(), &result);
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s;
-  EXPECT_NE(s.message().find("entry 1 has the timestamp 18446744073709551615"), std::string::npos)
+  EXPECT_NE(
+      s.message().find("entry 1 has the timestamp " + std::to_string(storage::hlc::kMaxTimestamp)),
+      std::string::npos)
       << s;
   std::string value;
   EXPECT_EQ(a.db->Get("/k/1", &value).code(), Code::kNotFound);
+  // The clock stayed where it was: a local write is near the wall clock.
   std::string push;
-  ASSERT_TRUE(a.db->Put("/k/2", "local", &push).ok());
-  const uint64_t hlc = ParseDelta(push).entries(0).record().version().hlc();
-  EXPECT_LT(hlc, NowHlc() + (uint64_t{60 * 1000} << 16));
-  EXPECT_GT(hlc, NowHlc() - (uint64_t{60 * 1000} << 16));
+  ASSERT_TRUE(a.db->Put("/k/3", "local", &push).ok());
+  EXPECT_LT(ParseDelta(push).entries(0).record().version().hlc(),
+            NowHlc() + (uint64_t{60 * 1000} << 16));
+  // The last timestamp below the bound is taken, and a write after it orders after it.
+  remote.mutable_entries(1)->mutable_record()->mutable_version()->set_hlc(
+      storage::hlc::kMaxTimestamp - 1);
+  EXPECT_EQ(Apply(*a.db, remote.SerializeAsString()).applied, 2u);
+  push.clear();
+  ASSERT_TRUE(a.db->Put("/k/3", "after", &push).ok());
+  EXPECT_GT(ParseDelta(push).entries(0).record().version().hlc(), storage::hlc::kMaxTimestamp - 1);
 }
 
 TEST(ReplicationTest, DeltaSinceEmptyVectorReturnsEverything) {
