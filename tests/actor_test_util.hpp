@@ -128,10 +128,16 @@ inline Deadline Later() {
 
 /// Stands in for a database actor's client slice: answers every request with an empty reply,
 /// except that each put first runs `on_put` (if set; e.g. a sleep, as a slow disk), a get
-/// answers `get_reply`, and a shared batch is answered by `on_shared_batch` (if set).
+/// answers `get_reply`, a shared batch is answered by `on_shared_batch` (if set), and every
+/// write message of a batch is told to `on_batch` (if set) by the type it carried:
+/// "WriteBatch", "vector<WriteBatch>", "SharedWriteBatch" or "SharedWriteBatches".
 inline database_client_actor::behavior_type StubDatabase(
     std::function<void()> on_put, std::string get_reply,
-    std::function<caf::result<atom::ok>(const SharedWriteBatch&)> on_shared_batch = nullptr) {
+    std::function<caf::result<atom::ok>(const SharedWriteBatch&)> on_shared_batch = nullptr,
+    std::function<void(const char*)> on_batch = nullptr) {
+  auto told = [on_batch](const char* kind) {
+    if (on_batch) on_batch(kind);
+  };
   return {
       [on_put](atom::put, std::string&, std::string&, Deadline) {
         if (on_put) on_put();
@@ -151,18 +157,30 @@ inline database_client_actor::behavior_type StubDatabase(
       },
       [](atom::erase, std::string&, Deadline) { return atom::ok_v; },
       [](atom::list, ListOptions&, Deadline) { return ListPage{}; },
-      [](atom::batch, WriteBatch&, Deadline) { return atom::ok_v; },
-      [](atom::batch, WriteBatch&, atom::session, Deadline) { return std::string(); },
-      [on_shared_batch](atom::batch, const SharedWriteBatch& batch,
-                        Deadline) -> caf::result<atom::ok> {
+      [told](atom::batch, WriteBatch&, Deadline) {
+        told("WriteBatch");
+        return atom::ok_v;
+      },
+      [told](atom::batch, WriteBatch&, atom::session, Deadline) {
+        told("WriteBatch");
+        return std::string();
+      },
+      [on_shared_batch, told](atom::batch, const SharedWriteBatch& batch,
+                              Deadline) -> caf::result<atom::ok> {
+        told("SharedWriteBatch");
         if (on_shared_batch) return on_shared_batch(batch);
         return atom::ok_v;
       },
-      [](atom::batch, const SharedWriteBatch&, atom::session, Deadline) { return std::string(); },
-      [](atom::batch, std::vector<WriteBatch>& writes, Deadline) {
+      [told](atom::batch, const SharedWriteBatch&, atom::session, Deadline) {
+        told("SharedWriteBatch");
+        return std::string();
+      },
+      [told](atom::batch, std::vector<WriteBatch>& writes, Deadline) {
+        told("vector<WriteBatch>");
         return std::vector<caf::error>(writes.size());
       },
-      [](atom::batch, const SharedWriteBatches& writes, Deadline) {
+      [told](atom::batch, const SharedWriteBatches& writes, Deadline) {
+        told("SharedWriteBatches");
         return std::vector<caf::error>(writes.batches ? writes.batches->size() : 0);
       },
       [](atom::stats, Deadline) { return DatabaseStats{}; },

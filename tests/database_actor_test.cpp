@@ -2,10 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <caf/all.hpp>
+#include <caf/io/all.hpp>
 
 #include <algorithm>
 #include <future>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -653,6 +655,88 @@ TEST(DatabaseRequestTest, ABouncedBatchIsSentAgainWholeAndUncopied) {
         caf::actor_cast<caf::actor>(supervisor)}) {
     caf::anon_send_exit(actor, caf::exit_reason::user_shutdown);
   }
+}
+
+// The shared writes go only to a database actor of the route's own node: to another node a
+// batch goes as a WriteBatch and writes made together as a vector of them, the messages every
+// version of kvmesh reads (a node of an older version drops a type it does not know unread, and
+// the writes would wait out their timeout).
+TEST(DatabaseRequestTest, WritesGoSharedOnlyToADatabaseOfTheirOwnNode) {
+  // Two nodes of one process, each with a middleman.
+  testing::RawPeerConfig config_a;
+  testing::RawPeerConfig config_b;
+  caf::actor_system a{config_a};
+  caf::actor_system b{config_b};
+  struct Seen {
+    std::mutex mutex;
+    std::map<std::string, int> kinds;
+  };
+  auto record = [](std::shared_ptr<Seen> seen) {
+    return [seen](const char* kind) {
+      std::lock_guard<std::mutex> lock(seen->mutex);
+      ++seen->kinds[kind];
+    };
+  };
+  // Three writes to `target` through one route: a batch alone, then two taken together.
+  auto write_through = [&](const database_client_actor& target) {
+    auto route = std::make_shared<DatabaseRoute>();
+    route->path = "/db";
+    route->timeout = 10s;
+    auto answered = std::make_shared<std::promise<int>>();
+    auto future = answered->get_future();
+    a.spawn([=](caf::event_based_actor* self) {
+      auto ordered = std::make_shared<OrderedRoute>(route, target);
+      auto left = std::make_shared<int>(3);
+      auto oks = std::make_shared<int>(0);
+      auto done = [=](caf::expected<atom::ok> reply) {
+        if (reply) ++*oks;
+        if (--*left == 0) {
+          answered->set_value(*oks);
+          self->quit();
+        }
+      };
+      WriteBatch alone;
+      alone.Put("/a", "1").Put("/b", "2");
+      ordered->Request<atom::ok>(self, done, testing::Later(), atom::batch_v, std::move(alone));
+      for (const char* key : {"/c", "/d"}) {
+        CoalescedWrite w;
+        w.made = CoalescedWrite::Made::kBatch;
+        w.batch.Put(key, "v");
+        w.deadline = testing::Later();
+        w.done = done;
+        ordered->TakeWrite(std::move(w));
+      }
+      ordered->FlushWrites(self);
+    });
+    EXPECT_EQ(future.wait_for(30s), std::future_status::ready);
+    return future.get();
+  };
+
+  auto remote_seen = std::make_shared<Seen>();
+  auto remote =
+      b.spawn([=] { return testing::StubDatabase(nullptr, "", nullptr, record(remote_seen)); });
+  auto port = b.middleman().publish(remote, 0, "127.0.0.1");
+  ASSERT_TRUE(port) << caf::to_string(port.error());
+  auto proxy = a.middleman().remote_actor<database_client_actor>("127.0.0.1", *port);
+  ASSERT_TRUE(proxy) << caf::to_string(proxy.error());
+  EXPECT_EQ(write_through(*proxy), 3);
+  {
+    std::lock_guard<std::mutex> lock(remote_seen->mutex);
+    EXPECT_EQ(remote_seen->kinds,
+              (std::map<std::string, int>{{"WriteBatch", 1}, {"vector<WriteBatch>", 1}}));
+  }
+
+  auto local_seen = std::make_shared<Seen>();
+  auto local =
+      a.spawn([=] { return testing::StubDatabase(nullptr, "", nullptr, record(local_seen)); });
+  EXPECT_EQ(write_through(local), 3);
+  {
+    std::lock_guard<std::mutex> lock(local_seen->mutex);
+    EXPECT_EQ(local_seen->kinds,
+              (std::map<std::string, int>{{"SharedWriteBatch", 1}, {"SharedWriteBatches", 1}}));
+  }
+  caf::anon_send_exit(remote, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(local, caf::exit_reason::user_shutdown);
 }
 
 // Watches cost the node a bounded number of held pulls, not queues of events: past
