@@ -108,8 +108,8 @@ struct database_state {
     WriteBatch own;
     std::shared_ptr<const WriteBatch> shared;
     const WriteBatch& batch() const { return shared ? *shared : own; }
-    /// Drops the operations once applied: the writer may wait long for replication (they are in
-    /// the delta by then), and a shared batch keeps every write of its message.
+    /// Drops the operations once applied: the writer may wait long for replication, and they are
+    /// in the delta by then. (A shared batch may still be kept by its requester until answered.)
     void Release() {
       own = WriteBatch{};
       shared.reset();

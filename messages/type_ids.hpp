@@ -84,7 +84,8 @@ typename Inspector::result_type inspect(Inspector& f, WriteBatch& x) {
 /// A write (a batch of operations) that its requester keeps for a resend while the database
 /// actor applies it: shared by both, read-only, where a WriteBatch in the message was copied for
 /// every attempt (OrderedRoute resends a request bounced by a database actor that stopped
-/// before it ran), a third of a bulk load's time outside the database actor. OrderedRoute sends
+/// before it ran): 2000 allocations more per batch of 1000 keys, and 7-11% of a bulk load's
+/// time (kvmesh-bench, 1000-key batches, embedded 1.07-1.12x without the copy). OrderedRoute sends
 /// it only to a database actor of its own node (a node of an older version would not know the
 /// type); serialized, it is its WriteBatch, and arrives as a batch of its own.
 struct SharedWriteBatch {
