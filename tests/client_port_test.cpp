@@ -29,6 +29,7 @@
 #include "process_util.hpp"
 #include "test_util.hpp"
 #include "transport/client_port.hpp"
+#include "transport/reply_cork.hpp"
 
 namespace kvmesh {
 namespace {
@@ -943,6 +944,140 @@ TEST(ClientPortTest, CallersWaitingToReadAreReleasedWhenTheConnectionEnds) {
     EXPECT_LT(longest_ms.load(), 3000) << "a caller kept reading a connection that had ended";
     EXPECT_FALSE(connection->connected());
   }
+}
+
+// -- replies held by a ReplyCork (transport/reply_cork.hpp) ---------------------------------------
+
+/// A gateway that keeps the hello requests it gets, and answers them (each with `reply`) when
+/// asked: `held` of them under its ReplyCork, the rest without, in order. Also flushes the cork
+/// and says how many it keeps.
+struct CorkingState {
+  ReplyCork cork;
+  std::vector<caf::response_promise> waiting;
+};
+caf::behavior CorkingGateway(caf::stateful_actor<CorkingState>* self, std::string reply) {
+  return {
+      [self](atom::hello, uint32_t) {
+        self->state.waiting.push_back(self->make_response_promise());
+        return self->state.waiting.back();
+      },
+      [self](atom::get) { return self->state.waiting.size(); },
+      [self, reply](atom::put, size_t held) {
+        std::vector<caf::response_promise> waiting;
+        waiting.swap(self->state.waiting);
+        for (size_t i = 0; i < waiting.size(); ++i) {
+          if (i < held) {
+            ReplyCork::Hold hold(self->state.cork);
+            waiting[i].deliver(reply);
+          } else {
+            waiting[i].deliver(reply);
+          }
+        }
+        return self->state.cork.holding();
+      },
+      [self](atom::commit) { self->state.cork.Flush(); },
+  };
+}
+
+/// A raw client of a CorkingGateway's port, and a scoped actor to drive the gateway.
+struct CorkedPort {
+  explicit CorkedPort(std::string reply = "r")
+      : gateway(system.spawn(CorkingGateway, std::move(reply))),
+        port(Serve(system, caf::actor_cast<caf::strong_actor_ptr>(gateway))),
+        fd(port ? RawConnect(*port) : -1) {
+    if (fd >= 0) SendAll(fd, Frame(1, HelloFields()));
+  }
+  ~CorkedPort() {
+    if (fd >= 0) ::close(fd);
+    if (port) port->Close();
+    caf::anon_send_exit(gateway, caf::exit_reason::kill);
+  }
+  /// Sends `n` requests (numbered from `first`) and waits until the gateway keeps them (it
+  /// keeps none when they come).
+  bool Ask(uint64_t first, int n) {
+    std::string requests;
+    for (int i = 0; i < n; ++i) requests += Request(gateway.id(), first + i, hello);
+    SendAll(fd, requests);
+    return Eventually(5s, [&] { return Call<size_t>(atom::get_v) == static_cast<size_t>(n); });
+  }
+  /// Answers what the gateway keeps, the first `held` under its cork; true if it holds some.
+  bool AnswerHolding(size_t held) { return Call<bool>(atom::put_v, held); }
+  void Flush() { Call<void>(atom::commit_v); }
+  /// The request number each of the next `n` answers answers (0: none came, or not an answer).
+  std::vector<uint64_t> Answers(int n) {
+    std::vector<uint64_t> out;
+    for (int i = 0; i < n; ++i) {
+      auto [kind, body] = ReadFrame(fd);
+      out.push_back(kind == 3 && body.size() >= 24
+                        ? GetLe(body, 16, 8) & caf::message_id::request_id_mask
+                        : 0);
+    }
+    return out;
+  }
+  template <class Reply, class... Ts>
+  Reply Call(Ts... xs) {
+    caf::scoped_actor self{system};
+    if constexpr (std::is_void_v<Reply>) {
+      self->request(gateway, 5s, xs...)
+          .receive([] {}, [](caf::error& err) { FAIL() << caf::to_string(err); });
+    } else {
+      Reply out{};
+      self->request(gateway, 5s, xs...)
+          .receive([&](Reply& r) { out = r; },
+                   [](caf::error& err) { FAIL() << caf::to_string(err); });
+      return out;
+    }
+  }
+
+  TestConfig config;
+  caf::actor_system system{config};
+  caf::actor gateway;
+  std::unique_ptr<ClientPort> port;
+  int fd = -1;
+  std::string hello = HelloRequest(system);
+};
+
+// Replies written under a cork stay on the node (on loopback a send is readable at once) until
+// the cork is flushed, then leave together, in order.
+TEST(ClientPortTest, RepliesHeldByACorkLeaveAtItsFlushInOrder) {
+  CorkedPort c;
+  ASSERT_GE(c.fd, 0);
+  ASSERT_TRUE(c.Ask(1, 3));
+  EXPECT_TRUE(c.AnswerHolding(3)) << "the cork lists no connection";
+  EXPECT_FALSE(Readable(c.fd)) << "a held reply was sent";
+  c.Flush();
+  EXPECT_EQ(c.Answers(3), (std::vector<uint64_t>{1, 2, 3}));
+  // Once flushed, the cork holds nothing: the next replies go the same way.
+  ASSERT_TRUE(c.Ask(4, 2));
+  EXPECT_TRUE(c.AnswerHolding(2));
+  EXPECT_FALSE(Readable(c.fd));
+  c.Flush();
+  EXPECT_EQ(c.Answers(2), (std::vector<uint64_t>{4, 5}));
+}
+
+// A reply written without the cork sends the ones held before it first: none waits for the
+// flush behind it, and the order holds.
+TEST(ClientPortTest, AReplyWrittenWithoutTheCorkSendsTheHeldOnesFirst) {
+  CorkedPort c;
+  ASSERT_GE(c.fd, 0);
+  ASSERT_TRUE(c.Ask(1, 3));
+  c.AnswerHolding(2);  // 1 and 2 held, 3 written at once
+  EXPECT_EQ(c.Answers(3), (std::vector<uint64_t>{1, 2, 3}));
+  c.Flush();  // nothing left: sends nothing
+  EXPECT_FALSE(Readable(c.fd));
+}
+
+// A connection holds back at most ReplyCork::kMaxCorkedBytes: a burst of large replies goes out
+// as it grows, not all at the end.
+TEST(ClientPortTest, ACorkHoldsBackAtMostItsBound) {
+  CorkedPort c(std::string(ReplyCork::kMaxCorkedBytes / 2 + 100, 'r'));
+  ASSERT_GE(c.fd, 0);
+  ASSERT_TRUE(c.Ask(1, 3));
+  c.AnswerHolding(3);  // the second does not fit beside the first: both leave
+  EXPECT_EQ(c.Answers(2), (std::vector<uint64_t>{1, 2}));
+  EXPECT_FALSE(Readable(c.fd)) << "the third was not held";
+  c.Flush();
+  EXPECT_EQ(c.Answers(1), (std::vector<uint64_t>{3}));
 }
 
 }  // namespace

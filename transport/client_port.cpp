@@ -36,6 +36,7 @@
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
 #include "transport/guard_common.hpp"
+#include "transport/reply_cork.hpp"
 
 namespace kvmesh {
 
@@ -266,8 +267,11 @@ class ProxyMaker final : public caf::proxy_registry::backend {
 /// buffer and proxy map they use, are the reading thread's only: one thread at a time (on a
 /// client, the reader thread or a caller reading its own reply, handing over under the
 /// PortClient's lead mutex). The descriptor is closed when the last reference goes, so it is
-/// never reused while a writer may still hold it.
-class PortConnection : public std::enable_shared_from_this<PortConnection> {
+/// never reused while a writer may still hold it. On the node's side, a writer holding a
+/// ReplyCork (transport/reply_cork.hpp) adds its message to `corked_` instead, sent at the
+/// cork's flush or before the next write made without one.
+class PortConnection : public std::enable_shared_from_this<PortConnection>,
+                       public ReplyCork::Output {
  public:
   PortConnection(caf::actor_system& system, int fd, std::unique_ptr<security::TlsSession> tls,
                  std::string description, size_t max_frame_bytes)
@@ -505,6 +509,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
       ::shutdown(fd_, SHUT_RDWR);
       pending_.clear();
       pending_pos_ = 0;
+      corked_.clear();
     }
     // Kills them (remote_link_unreachable): their monitors learn it. The reading thread has
     // stopped reading (its caller closes), so senders_ is this thread's now.
@@ -567,10 +572,45 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   }
 
   /// Writes `data` or keeps the rest for Flush; false if the connection is closed or broke (or
-  /// its peer does not read: over max_pending_).
+  /// its peer does not read: over max_pending_). On the node's side under a ReplyCork::Hold,
+  /// holds it back for the cork (up to ReplyCork::kMaxCorkedBytes); without one, sends what was
+  /// held back first.
   bool Write(const char* data, size_t size) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_ || broken_) return false;
+    ReplyCork* cork = client_ ? nullptr : ReplyCork::Current();
+    if (cork != nullptr && corked_.size() + size <= ReplyCork::kMaxCorkedBytes) {
+      corked_.insert(corked_.end(), data, data + size);
+      if (!cork_listed_) {
+        cork_listed_ = true;
+        cork->Add(weak_from_this());
+      }
+      return true;
+    }
+    if (corked_.empty()) return WriteLocked(data, size);
+    if (size > ReplyCork::kMaxCorkedBytes) return SendCorkedLocked() && WriteLocked(data, size);
+    corked_.insert(corked_.end(), data, data + size);
+    return SendCorkedLocked();
+  }
+
+  void SendCorked() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cork_listed_ = false;
+    if (closed_ || broken_ || corked_.empty()) return;
+    SendCorkedLocked();
+  }
+
+  /// Writes what was held back (under mutex_).
+  bool SendCorkedLocked() {
+    sending_.swap(corked_);
+    corked_.clear();
+    const bool ok = WriteLocked(sending_.data(), sending_.size());
+    sending_.clear();  // at most kMaxCorkedBytes and a message of at most as many: kept
+    return ok;
+  }
+
+  /// Write without the cork (under mutex_).
+  bool WriteLocked(const char* data, size_t size) {
     bool ok = true;
     bool ask_for_write = false;
     if (pending_pos_ < pending_.size()) {
@@ -677,6 +717,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection> {
   bool broken_ = false;
   std::vector<char> pending_;
   size_t pending_pos_ = 0;
+  /// Held back for a ReplyCork (the node's side), and whether that cork lists this connection.
+  std::vector<char> corked_;
+  std::vector<char> sending_;
+  bool cork_listed_ = false;
 
   // The reading thread's.
   std::vector<char> in_;
