@@ -179,6 +179,42 @@ void Dispatch(gateway_pointer self, const std::string& path, std::function<void(
   send(*ordered, std::move(done));
 }
 
+/// Answers `promise` with `value`. While more messages wait for the gateway (a burst of
+/// replies from database actors, requests of many clients) a reply to a client is held back
+/// (client_gateway_state::cork), so that each connection gets the burst's replies in one send;
+/// the last reply of the burst sends them, or at the latest the uncork message the gateway sends
+/// itself behind the messages waiting when it held back the first.
+template <class Promise, class Value>
+void Answer(gateway_pointer self, Promise& promise, Value&& value) {
+  auto& st = self->state;
+  if (self->mailbox().empty()) {
+    promise.deliver(std::forward<Value>(value));
+    if (st.cork.holding()) st.cork.Flush();
+    return;
+  }
+  {
+    ReplyCork::Hold hold(st.cork);
+    promise.deliver(std::forward<Value>(value));
+  }
+  if (st.cork.holding() && !st.uncork_queued) {
+    st.uncork_queued = true;
+    self->send(self, atom::uncork_v);
+  }
+}
+
+/// A handler's reply it has at once (a direct read): its result while nothing else waits for the
+/// gateway, else answered through Answer with the burst's other replies.
+template <class Reply>
+caf::result<Reply> AnswerNow(gateway_pointer self, Reply value) {
+  if (self->mailbox().empty()) {
+    self->state.cork.Flush();  // the replies held before it go first
+    return value;
+  }
+  auto promise = self->make_response_promise<Reply>();
+  Answer(self, promise, std::move(value));
+  return promise;
+}
+
 /// Hands an admitted request for the database at the normalised `path` to its route with
 /// `send(route, done)` (Dispatch), and answers the client with what `done` gets.
 template <class Reply, class Send>
@@ -187,11 +223,11 @@ caf::result<Reply> RouteAdmitted(gateway_pointer self, const std::string& path,
   auto promise = self->make_response_promise<Reply>();
   Dispatch<Reply>(
       self, path, std::move(record),
-      [promise](caf::expected<Reply> reply) mutable {
+      [self, promise](caf::expected<Reply> reply) mutable {
         if (reply) {
-          promise.deliver(std::move(*reply));
+          Answer(self, promise, std::move(*reply));
         } else {
-          promise.deliver(reply.error());
+          Answer(self, promise, reply.error());
         }
       },
       std::move(send));
@@ -223,14 +259,14 @@ caf::result<Reply> RouteAdmittedEach(gateway_pointer self, const std::string& pa
   auto promise = self->make_response_promise<Reply>();
   Dispatch<Reply>(
       self, path, [](Code) {},
-      [promise, record, count](caf::expected<Reply> reply) mutable {
+      [self, promise, record, count](caf::expected<Reply> reply) mutable {
         if (!reply) {
           RecordEach(record, count, ToStatus(reply.error()));
-          promise.deliver(reply.error());
+          Answer(self, promise, reply.error());
           return;
         }
         RecordEach(record, OutcomesOf(*reply));
-        promise.deliver(std::move(*reply));
+        Answer(self, promise, std::move(*reply));
       },
       std::move(send));
   return promise;
@@ -436,6 +472,10 @@ gateway_actor::behavior_type client_gateway_impl(
         // Its own timer only: anyone else's would start another chain of checks.
         if (self->current_sender() == self->ctrl()) self->state.deadlines->ExpireDue();
       },
+      [=](atom::uncork) {
+        if (self->current_sender() == self->ctrl()) self->state.uncork_queued = false;
+        self->state.cork.Flush();
+      },
       [=](atom::hello, uint32_t version) -> caf::result<uint32_t, uint64_t> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);
@@ -511,7 +551,7 @@ gateway_actor::behavior_type client_gateway_impl(
         if (read) {
           record(read->code());
           if (!read->ok()) return ToError(std::move(*read));
-          return value;
+          return AnswerNow(self, std::move(value));
         }
         return RouteAdmitted<std::string>(
             self, db, std::move(record),
@@ -547,7 +587,7 @@ gateway_actor::behavior_type client_gateway_impl(
             return ToError(std::move(*read));
           }
           RecordEach(record, OutcomesOf(answers));
-          return answers;
+          return AnswerNow(self, std::move(answers));
         }
         // One request to the database, after the requests routed before it (OrderedRoute), so
         // the gets see what this client wrote before them.

@@ -49,6 +49,7 @@
 #include "messages/type_ids.hpp"
 #include "security/acl.hpp"
 #include "security/identity.hpp"
+#include "transport/reply_cork.hpp"
 
 namespace kvmesh {
 
@@ -120,6 +121,11 @@ struct client_gateway_state {
   /// The shards `gateways` names (empty in a shard).
   std::vector<caf::actor> shards;
   GatewayDirectReads direct;
+  /// Replies to clients held back while more messages wait for the gateway, sent together
+  /// (transport/reply_cork.hpp; Answer in actors/client_gateway.cpp), and whether the uncork
+  /// message that sends them at the latest is on its way.
+  ReplyCork cork;
+  bool uncork_queued = false;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;

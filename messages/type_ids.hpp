@@ -267,7 +267,8 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// Version of the client protocol (the gateway_actor interface below). A client says its version
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
-/// gateway_actor or to a type it carries.
+/// gateway_actor or to a type it carries, except to the internal messages only the gateway sends
+/// itself (expire_due, uncork), which no client sends or receives.
 inline constexpr uint32_t kClientProtocolVersion = 13;
 
 /// CAF error -> Status. Errors of the "kvmesh" category keep their code and message; CAF's own
@@ -327,6 +328,7 @@ CAF_ADD_ATOM(kvmesh, kvmesh::atom, commit, "commit")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, expire_due, "expire_due")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, sweep, "sweep")
 CAF_ADD_ATOM(kvmesh, kvmesh::atom, gateways, "gateways")
+CAF_ADD_ATOM(kvmesh, kvmesh::atom, uncork, "uncork")
 
 namespace kvmesh {
 
@@ -635,7 +637,11 @@ using gateway_actor = caf::typed_actor<
     caf::replies_to<atom::drain, atom::erase, uint64_t>::with<std::string>,
     // Internal, the gateway's timer: expire its own requests past their deadline (LocalDeadlines).
     // From anyone else it changes nothing (only what is due expires).
-    caf::reacts_to<atom::expire_due>>;
+    caf::reacts_to<atom::expire_due>,
+    // Internal, sent by the gateway to itself behind the messages waiting when it held back a
+    // reply (client_gateway_state::cork): sends the replies held back. From anyone else it only
+    // sends them sooner.
+    caf::reacts_to<atom::uncork>>;
 
 }  // namespace kvmesh
 
