@@ -179,27 +179,15 @@ void Dispatch(gateway_pointer self, const std::string& path, std::function<void(
   send(*ordered, std::move(done));
 }
 
-/// Answers `promise` with `value`. While more messages wait for the gateway (a burst of
-/// replies from database actors, requests of many clients) a reply to a client is held back
-/// (client_gateway_state::cork), so that each connection gets the burst's replies in one send;
-/// the last reply of the burst sends them, or at the latest the uncork message the gateway sends
-/// itself behind the messages waiting when it held back the first.
+/// Answers `promise` with `value` through the gateway's ReplyCork (transport/reply_cork.hpp
+/// ReplyCork::Answer): while more messages wait for the gateway (a burst of replies from
+/// database actors, requests of many clients), a reply to a client is held back, so that each
+/// connection gets the burst's replies in one send.
 template <class Promise, class Value>
 void Answer(gateway_pointer self, Promise& promise, Value&& value) {
-  auto& st = self->state;
-  if (self->mailbox().empty()) {
-    promise.deliver(std::forward<Value>(value));
-    if (st.cork.holding()) st.cork.Flush();
-    return;
-  }
-  {
-    ReplyCork::Hold hold(st.cork);
-    promise.deliver(std::forward<Value>(value));
-  }
-  if (st.cork.holding() && !st.uncork_queued) {
-    st.uncork_queued = true;
-    self->send(self, atom::uncork_v);
-  }
+  self->state.cork.Answer(
+      !self->mailbox().empty(), [&] { promise.deliver(std::forward<Value>(value)); },
+      [self] { self->send(self, atom::uncork_v); });
 }
 
 /// A handler's reply it has at once (a direct read): its result while nothing else waits for the
@@ -472,10 +460,7 @@ gateway_actor::behavior_type client_gateway_impl(
         // Its own timer only: anyone else's would start another chain of checks.
         if (self->current_sender() == self->ctrl()) self->state.deadlines->ExpireDue();
       },
-      [=](atom::uncork) {
-        if (self->current_sender() == self->ctrl()) self->state.uncork_queued = false;
-        self->state.cork.Flush();
-      },
+      [=](atom::uncork) { self->state.cork.Uncorked(self->current_sender() == self->ctrl()); },
       [=](atom::hello, uint32_t version) -> caf::result<uint32_t, uint64_t> {
         Caller caller;
         if (Status s = AuthorizeKnown(self, &caller); !s.ok()) return ToError(s);

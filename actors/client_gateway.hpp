@@ -122,10 +122,8 @@ struct client_gateway_state {
   std::vector<caf::actor> shards;
   GatewayDirectReads direct;
   /// Replies to clients held back while more messages wait for the gateway, sent together
-  /// (transport/reply_cork.hpp; Answer in actors/client_gateway.cpp), and whether the uncork
-  /// message that sends them at the latest is on its way.
+  /// (transport/reply_cork.hpp; Answer in actors/client_gateway.cpp).
   ReplyCork cork;
-  bool uncork_queued = false;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;

@@ -267,8 +267,9 @@ typename Inspector::result_type inspect(Inspector& f, ReplicationStatus& x) {
 /// Version of the client protocol (the gateway_actor interface below). A client says its version
 /// in `hello`, whose signature never changes, and a node of another version refuses it with a
 /// clear error instead of failing later with unexpected_message. Bump on any change to
-/// gateway_actor or to a type it carries, except to the internal messages only the gateway sends
-/// itself (expire_due, uncork), which no client sends or receives.
+/// gateway_actor or to a type it carries that a client sends or receives. (`uncork` came without
+/// one: only the gateway sends it, to itself; version 10 came with `expire_due`, of the same
+/// kind.)
 inline constexpr uint32_t kClientProtocolVersion = 13;
 
 /// CAF error -> Status. Errors of the "kvmesh" category keep their code and message; CAF's own

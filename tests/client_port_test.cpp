@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -948,14 +949,24 @@ TEST(ClientPortTest, CallersWaitingToReadAreReleasedWhenTheConnectionEnds) {
 
 // -- replies held by a ReplyCork (transport/reply_cork.hpp) ---------------------------------------
 
-/// A gateway that keeps the hello requests it gets, and answers them (each with `reply`) when
-/// asked: `held` of them under its ReplyCork, the rest without, in order. Also flushes the cork
-/// and says how many it keeps.
+/// What a test makes a CorkingGateway wait for: each message kind that blocks says it arrived,
+/// then waits until the test lets it go on.
+struct Latches {
+  std::promise<void> entered[2];
+  std::promise<void> go_on[2];
+  std::shared_future<void> go[2] = {go_on[0].get_future().share(), go_on[1].get_future().share()};
+};
+
+/// A gateway that keeps the hello requests it gets and answers them (each with `reply`) when
+/// asked: `put` answers the first `held` under its ReplyCork and the rest without, in order;
+/// `batch` answers all through ReplyCork::Answer, as the client gateway does. `get` says how
+/// many it keeps, `commit` flushes the cork, `sync` and `sweep` block (Latches 0 and 1).
 struct CorkingState {
   ReplyCork cork;
   std::vector<caf::response_promise> waiting;
 };
-caf::behavior CorkingGateway(caf::stateful_actor<CorkingState>* self, std::string reply) {
+caf::behavior CorkingGateway(caf::stateful_actor<CorkingState>* self, std::string reply,
+                             Latches* latches) {
   return {
       [self](atom::hello, uint32_t) {
         self->state.waiting.push_back(self->make_response_promise());
@@ -975,35 +986,70 @@ caf::behavior CorkingGateway(caf::stateful_actor<CorkingState>* self, std::strin
         }
         return self->state.cork.holding();
       },
+      [self, reply](atom::batch) {
+        std::vector<caf::response_promise> waiting;
+        waiting.swap(self->state.waiting);
+        for (auto& promise : waiting) {
+          self->state.cork.Answer(
+              !self->mailbox().empty(), [&] { promise.deliver(reply); },
+              [self] { self->send(self, atom::uncork_v); });
+        }
+      },
+      [self](atom::uncork) { self->state.cork.Uncorked(self->current_sender() == self->ctrl()); },
       [self](atom::commit) { self->state.cork.Flush(); },
+      [latches](atom::sync) {
+        latches->entered[0].set_value();
+        latches->go[0].wait();
+      },
+      [latches](atom::sweep) {
+        latches->entered[1].set_value();
+        latches->go[1].wait();
+      },
   };
 }
 
-/// A raw client of a CorkingGateway's port, and a scoped actor to drive the gateway.
+/// A raw client of a port serving a CorkingGateway and a shard of the same kind, and a scoped
+/// actor to drive them. Heartbeats are 20 s apart: none sends what a cork holds.
 struct CorkedPort {
   explicit CorkedPort(std::string reply = "r")
-      : gateway(system.spawn(CorkingGateway, std::move(reply))),
-        port(Serve(system, caf::actor_cast<caf::strong_actor_ptr>(gateway))),
+      : gateway(system.spawn(CorkingGateway, reply, &latches)),
+        shard(system.spawn(CorkingGateway, reply, &latches)),
+        port(Serve(system, caf::actor_cast<caf::strong_actor_ptr>(gateway), size_t{1} << 20,
+                   {caf::actor_cast<caf::strong_actor_ptr>(shard)}, 60s)),
         fd(port ? RawConnect(*port) : -1) {
-    if (fd >= 0) SendAll(fd, Frame(1, HelloFields()));
+    std::string fields = HelloFields().substr(0, 8);
+    PutLe(&fields, uint64_t{30'000'000'000}, 8);  // heartbeats every 30 s
+    if (fd >= 0) SendAll(fd, Frame(1, fields));
   }
   ~CorkedPort() {
+    for (auto& go : latches.go_on) {
+      try {
+        go.set_value();
+      } catch (const std::future_error&) {
+      }
+    }
     if (fd >= 0) ::close(fd);
     if (port) port->Close();
     caf::anon_send_exit(gateway, caf::exit_reason::kill);
+    caf::anon_send_exit(shard, caf::exit_reason::kill);
   }
-  /// Sends `n` requests (numbered from `first`) and waits until the gateway keeps them (it
-  /// keeps none when they come).
-  bool Ask(uint64_t first, int n) {
+  /// Sends `n` requests numbered from `first` to `to` (the gateway by default), and waits until
+  /// it keeps them (it keeps none when they come).
+  bool Ask(uint64_t first, int n, caf::actor to = {}) {
+    if (!to) to = gateway;
     std::string requests;
-    for (int i = 0; i < n; ++i) requests += Request(gateway.id(), first + i, hello);
+    for (int i = 0; i < n; ++i) requests += Request(to.id(), first + i, hello);
     SendAll(fd, requests);
-    return Eventually(5s, [&] { return Call<size_t>(atom::get_v) == static_cast<size_t>(n); });
+    return Eventually(5s, [&] { return Call<size_t>(to, atom::get_v) == static_cast<size_t>(n); });
   }
-  /// Answers what the gateway keeps, the first `held` under its cork; true if it holds some.
-  bool AnswerHolding(size_t held) { return Call<bool>(atom::put_v, held); }
-  void Flush() { Call<void>(atom::commit_v); }
-  /// The request number each of the next `n` answers answers (0: none came, or not an answer).
+  /// Has the gateway (or `to`) answer what it keeps, the first `held` under its cork; true if
+  /// it holds some.
+  bool AnswerHolding(size_t held, caf::actor to = {}) {
+    return Call<bool>(to ? to : gateway, atom::put_v, held);
+  }
+  void Flush(caf::actor to = {}) { Call<void>(to ? to : gateway, atom::commit_v); }
+  /// The request number each of the next `n` answers answers (0: none came within 5 s, or not
+  /// an answer).
   std::vector<uint64_t> Answers(int n) {
     std::vector<uint64_t> out;
     for (int i = 0; i < n; ++i) {
@@ -1015,14 +1061,14 @@ struct CorkedPort {
     return out;
   }
   template <class Reply, class... Ts>
-  Reply Call(Ts... xs) {
+  Reply Call(const caf::actor& to, Ts... xs) {
     caf::scoped_actor self{system};
     if constexpr (std::is_void_v<Reply>) {
-      self->request(gateway, 5s, xs...)
+      self->request(to, 5s, xs...)
           .receive([] {}, [](caf::error& err) { FAIL() << caf::to_string(err); });
     } else {
       Reply out{};
-      self->request(gateway, 5s, xs...)
+      self->request(to, 5s, xs...)
           .receive([&](Reply& r) { out = r; },
                    [](caf::error& err) { FAIL() << caf::to_string(err); });
       return out;
@@ -1031,14 +1077,16 @@ struct CorkedPort {
 
   TestConfig config;
   caf::actor_system system{config};
+  Latches latches;
   caf::actor gateway;
+  caf::actor shard;
   std::unique_ptr<ClientPort> port;
   int fd = -1;
   std::string hello = HelloRequest(system);
 };
 
-// Replies written under a cork stay on the node (on loopback a send is readable at once) until
-// the cork is flushed, then leave together, in order.
+// Replies written under a cork stay on the node (on loopback a send is normally readable when it
+// returns) until the cork is flushed, then leave together, in order.
 TEST(ClientPortTest, RepliesHeldByACorkLeaveAtItsFlushInOrder) {
   CorkedPort c;
   ASSERT_GE(c.fd, 0);
@@ -1078,6 +1126,47 @@ TEST(ClientPortTest, ACorkHoldsBackAtMostItsBound) {
   EXPECT_FALSE(Readable(c.fd)) << "the third was not held";
   c.Flush();
   EXPECT_EQ(c.Answers(1), (std::vector<uint64_t>{3}));
+}
+
+// Two actors with corks of their own (the gateway and a shard) answer on one connection: a reply
+// the shard holds while the gateway's cork lists the connection goes at once, with the ones held
+// before it, rather than wait for the gateway's flush.
+TEST(ClientPortTest, AReplyHeldUnderAnotherActorsCorkWaitsForNoOneElse) {
+  CorkedPort c;
+  ASSERT_GE(c.fd, 0);
+  ASSERT_TRUE(c.Ask(1, 1));
+  ASSERT_TRUE(c.Ask(2, 1, c.shard));
+  EXPECT_TRUE(c.AnswerHolding(1));  // the gateway holds 1
+  c.AnswerHolding(1, c.shard);      // 2, under the shard's cork
+  EXPECT_EQ(c.Answers(2), (std::vector<uint64_t>{1, 2}));
+  c.Flush(c.shard);
+  c.Flush();
+  EXPECT_FALSE(Readable(c.fd));
+}
+
+// ReplyCork::Answer, as the gateway answers: with messages waiting behind the answering one its
+// replies are held, and the message it sends itself behind them sends them; with none waiting
+// they go at once.
+TEST(ClientPortTest, RepliesMadeWhileMessagesWaitLeaveBehindThem) {
+  CorkedPort c;
+  ASSERT_GE(c.fd, 0);
+  ASSERT_TRUE(c.Ask(1, 3));
+  // The gateway blocks in `sync` while `batch` and `sweep` queue behind it.
+  caf::anon_send(c.gateway, atom::sync_v);
+  c.latches.entered[0].get_future().wait();
+  caf::anon_send(c.gateway, atom::batch_v);
+  caf::anon_send(c.gateway, atom::sweep_v);
+  c.latches.go_on[0].set_value();
+  // `batch` answered with `sweep` waiting: held. `sweep` now blocks, before the uncork behind it.
+  c.latches.entered[1].get_future().wait();
+  EXPECT_FALSE(Readable(c.fd)) << "replies made while a message waited were sent at once";
+  c.latches.go_on[1].set_value();
+  EXPECT_EQ(c.Answers(3), (std::vector<uint64_t>{1, 2, 3})) << "the uncork sent nothing";
+  // Nothing waiting: the replies go at once.
+  ASSERT_TRUE(c.Ask(4, 2));
+  c.Call<void>(c.gateway, atom::batch_v);
+  EXPECT_TRUE(Readable(c.fd)) << "replies made with nothing waiting were held";
+  EXPECT_EQ(c.Answers(2), (std::vector<uint64_t>{4, 5}));
 }
 
 }  // namespace

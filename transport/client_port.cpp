@@ -579,12 +579,15 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_ || broken_) return false;
     ReplyCork* cork = client_ ? nullptr : ReplyCork::Current();
-    if (cork != nullptr && corked_.size() + size <= ReplyCork::kMaxCorkedBytes) {
-      corked_.insert(corked_.end(), data, data + size);
-      if (!cork_listed_) {
-        cork_listed_ = true;
+    // Held only for the cork that lists the connection (or the first): another one's flush
+    // would not send them (gateway shards, each with a cork of its own, share connections).
+    if (cork != nullptr && (listed_in_ == nullptr || listed_in_ == cork) &&
+        corked_.size() + size <= ReplyCork::kMaxCorkedBytes) {
+      if (listed_in_ == nullptr) {
         cork->Add(weak_from_this());
+        listed_in_ = cork;
       }
+      corked_.insert(corked_.end(), data, data + size);
       return true;
     }
     if (corked_.empty()) return WriteLocked(data, size);
@@ -593,19 +596,23 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
     return SendCorkedLocked();
   }
 
-  void SendCorked() override {
+  void SendCorked(ReplyCork* cork) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    cork_listed_ = false;
-    if (closed_ || broken_ || corked_.empty()) return;
-    SendCorkedLocked();
+    if (listed_in_ != cork) return;  // sent meanwhile, and listed by another since
+    listed_in_ = nullptr;
+    if (closed_ || broken_) {
+      corked_.clear();
+      return;
+    }
+    if (!corked_.empty()) SendCorkedLocked();
   }
 
   /// Writes what was held back (under mutex_).
   bool SendCorkedLocked() {
-    sending_.swap(corked_);
+    const bool ok = WriteLocked(corked_.data(), corked_.size());
     corked_.clear();
-    const bool ok = WriteLocked(sending_.data(), sending_.size());
-    sending_.clear();  // at most kMaxCorkedBytes and a message of at most as many: kept
+    // At most kMaxCorkedBytes and a message of at most as many; a larger buffer is not kept.
+    if (corked_.capacity() > 2 * ReplyCork::kMaxCorkedBytes) std::vector<char>().swap(corked_);
     return ok;
   }
 
@@ -717,10 +724,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
   bool broken_ = false;
   std::vector<char> pending_;
   size_t pending_pos_ = 0;
-  /// Held back for a ReplyCork (the node's side), and whether that cork lists this connection.
+  /// Held back for a ReplyCork (the node's side), and the cork that lists this connection
+  /// (null: none), which sends them at its flush.
   std::vector<char> corked_;
-  std::vector<char> sending_;
-  bool cork_listed_ = false;
+  ReplyCork* listed_in_ = nullptr;
 
   // The reading thread's.
   std::vector<char> in_;

@@ -31,7 +31,7 @@ void ReplyCork::Flush() {
   std::vector<std::weak_ptr<Output>> held;
   held.swap(held_);
   for (const auto& weak : held) {
-    if (auto output = weak.lock()) output->SendCorked();
+    if (auto output = weak.lock()) output->SendCorked(this);
   }
 }
 

@@ -12,8 +12,9 @@
 // connection is added to the connection's output and listed in the cork, and sent at
 // ReplyCork::Flush with one send per connection; any write to the connection made without a
 // hold sends it first, and a connection holds at most kMaxCorkedBytes before it sends. The
-// client gateway holds its cork while more messages wait in its mailbox, and flushes it when
-// none do, or when a message it sent itself behind them arrives (actors/client_gateway.cpp).
+// client gateway answers through ReplyCork::Answer: it holds its cork while more messages wait
+// in its mailbox, and flushes it when none do, or when a message it sent itself behind them
+// arrives (actors/client_gateway.cpp).
 #pragma once
 
 #include <cstddef>
@@ -28,8 +29,9 @@ class ReplyCork {
   class Output {
    public:
     virtual ~Output() = default;
-    /// Sends what the cork held back (once the socket takes it; else when it is writable).
-    virtual void SendCorked() = 0;
+    /// Sends what `cork` held back (once the socket takes it; else when it is writable), unless
+    /// it was sent meanwhile and another cork lists the output now.
+    virtual void SendCorked(ReplyCork* cork) = 0;
   };
 
   /// Bytes a connection holds back at most; past them it sends at once.
@@ -65,8 +67,38 @@ class ReplyCork {
   /// Sends what every Output listed holds back. From the thread that holds it.
   void Flush();
 
+  /// For an actor answering requests, the one rule: `deliver()` answers (writing replies to
+  /// clients). With nothing else waiting for the actor (`more_waiting` false) the replies go at
+  /// once, with everything held before them. Otherwise they are held, and the first time since
+  /// the last Flush `queue_flush()` is called: it must send the actor a message behind those
+  /// waiting, whose handler calls Uncorked(true), so held replies wait for no more than the
+  /// messages that were waiting when they were made.
+  template <class Deliver, class QueueFlush>
+  void Answer(bool more_waiting, Deliver&& deliver, QueueFlush&& queue_flush) {
+    if (!more_waiting) {
+      deliver();
+      Flush();
+      return;
+    }
+    {
+      Hold hold(*this);
+      deliver();
+    }
+    if (holding() && !flush_queued_) {
+      flush_queued_ = true;
+      queue_flush();
+    }
+  }
+
+  /// The message queue_flush() sent arrived (`own`; one from anyone else only flushes sooner).
+  void Uncorked(bool own) {
+    if (own) flush_queued_ = false;
+    Flush();
+  }
+
  private:
   std::vector<std::weak_ptr<Output>> held_;
+  bool flush_queued_ = false;
 };
 
 }  // namespace kvmesh
