@@ -179,8 +179,8 @@ void Dispatch(gateway_pointer self, const std::string& path, std::function<void(
   send(*ordered, std::move(done));
 }
 
-/// Answers `promise` with `value` through the gateway's ReplyCork (transport/reply_cork.hpp
-/// ReplyCork::Answer): while more messages wait for the gateway (a burst of replies from
+/// Answers `promise` with `value` through the gateway's SendCork (transport/send_cork.hpp
+/// SendCork::Answer): while more messages wait for the gateway (a burst of replies from
 /// database actors, requests of many clients), a reply to a client is held back, so that each
 /// connection gets the burst's replies in one send.
 template <class Promise, class Value>

@@ -49,7 +49,7 @@
 #include "messages/type_ids.hpp"
 #include "security/acl.hpp"
 #include "security/identity.hpp"
-#include "transport/reply_cork.hpp"
+#include "transport/send_cork.hpp"
 
 namespace kvmesh {
 
@@ -122,8 +122,8 @@ struct client_gateway_state {
   std::vector<caf::actor> shards;
   GatewayDirectReads direct;
   /// Replies to clients held back while more messages wait for the gateway, sent together
-  /// (transport/reply_cork.hpp; Answer in actors/client_gateway.cpp).
-  ReplyCork cork;
+  /// (transport/send_cork.hpp; Answer in actors/client_gateway.cpp).
+  SendCork cork;
 };
 
 /// Behaviour of the gateway of node `node_id`. `timeout` bounds each request it forwards;

@@ -21,6 +21,7 @@
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
 #include "transport/client_port.hpp"
+#include "transport/send_cork.hpp"
 
 namespace kvmesh::client {
 namespace {
@@ -51,6 +52,9 @@ struct connection_state {
   std::shared_ptr<LocalDeadlines> deadlines = std::make_shared<LocalDeadlines>();
   /// Tells the Connection the gateway is gone, so the next call reconnects.
   std::function<void()> on_lost;
+  /// Held while a commit sends the waiting groups: requests to many databases leave in one send
+  /// (transport/send_cork.hpp).
+  SendCork cork;
   /// Asynchronous puts (or gets) to one database that came one after another, waiting to go to
   /// the node as one message (TakePut, TakeGet): under load many share one message's cost on
   /// both sides.
@@ -477,7 +481,11 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
       [=](atom::tick) { self->state.deadlines->ExpireDue(); },
       [=](atom::commit) {
         self->state.commit_sent = false;
-        SendWaitingPuts(self);
+        {
+          SendCork::Hold hold(self->state.cork);
+          SendWaitingPuts(self);
+        }
+        self->state.cork.Flush();
       },
   };
 }

@@ -30,7 +30,7 @@
 #include "process_util.hpp"
 #include "test_util.hpp"
 #include "transport/client_port.hpp"
-#include "transport/reply_cork.hpp"
+#include "transport/send_cork.hpp"
 
 namespace kvmesh {
 namespace {
@@ -947,7 +947,7 @@ TEST(ClientPortTest, CallersWaitingToReadAreReleasedWhenTheConnectionEnds) {
   }
 }
 
-// -- replies held by a ReplyCork (transport/reply_cork.hpp) ---------------------------------------
+// -- replies held by a SendCork (transport/send_cork.hpp) ---------------------------------------
 
 /// What a test makes a CorkingGateway wait for: each message kind that blocks says it arrived,
 /// then waits until the test lets it go on.
@@ -958,11 +958,11 @@ struct Latches {
 };
 
 /// A gateway that keeps the hello requests it gets and answers them (each with `reply`) when
-/// asked: `put` answers the first `held` under its ReplyCork and the rest without, in order;
-/// `batch` answers all through ReplyCork::Answer, as the client gateway does. `get` says how
+/// asked: `put` answers the first `held` under its SendCork and the rest without, in order;
+/// `batch` answers all through SendCork::Answer, as the client gateway does. `get` says how
 /// many it keeps, `commit` flushes the cork, `sync` and `sweep` block (Latches 0 and 1).
 struct CorkingState {
-  ReplyCork cork;
+  SendCork cork;
   std::vector<caf::response_promise> waiting;
 };
 caf::behavior CorkingGateway(caf::stateful_actor<CorkingState>* self, std::string reply,
@@ -978,7 +978,7 @@ caf::behavior CorkingGateway(caf::stateful_actor<CorkingState>* self, std::strin
         waiting.swap(self->state.waiting);
         for (size_t i = 0; i < waiting.size(); ++i) {
           if (i < held) {
-            ReplyCork::Hold hold(self->state.cork);
+            SendCork::Hold hold(self->state.cork);
             waiting[i].deliver(reply);
           } else {
             waiting[i].deliver(reply);
@@ -1115,10 +1115,10 @@ TEST(ClientPortTest, AReplyWrittenWithoutTheCorkSendsTheHeldOnesFirst) {
   EXPECT_FALSE(Readable(c.fd));
 }
 
-// A connection holds back at most ReplyCork::kMaxCorkedBytes: a burst of large replies goes out
+// A connection holds back at most SendCork::kMaxCorkedBytes: a burst of large replies goes out
 // as it grows, not all at the end.
 TEST(ClientPortTest, ACorkHoldsBackAtMostItsBound) {
-  CorkedPort c(std::string(ReplyCork::kMaxCorkedBytes / 2 + 100, 'r'));
+  CorkedPort c(std::string(SendCork::kMaxCorkedBytes / 2 + 100, 'r'));
   ASSERT_GE(c.fd, 0);
   ASSERT_TRUE(c.Ask(1, 3));
   c.AnswerHolding(3);  // the second does not fit beside the first: both leave
@@ -1144,7 +1144,7 @@ TEST(ClientPortTest, AReplyHeldUnderAnotherActorsCorkWaitsForNoOneElse) {
   EXPECT_FALSE(Readable(c.fd));
 }
 
-// ReplyCork::Answer, as the gateway answers: with messages waiting behind the answering one its
+// SendCork::Answer, as the gateway answers: with messages waiting behind the answering one its
 // replies are held, and the message it sends itself behind them sends them; with none waiting
 // they go at once.
 TEST(ClientPortTest, RepliesMadeWhileMessagesWaitLeaveBehindThem) {
@@ -1167,6 +1167,57 @@ TEST(ClientPortTest, RepliesMadeWhileMessagesWaitLeaveBehindThem) {
   c.Call<void>(c.gateway, atom::batch_v);
   EXPECT_TRUE(Readable(c.fd)) << "replies made with nothing waiting were held";
   EXPECT_EQ(c.Answers(2), (std::vector<uint64_t>{4, 5}));
+}
+
+// A client holds its connection's output the same way (its connection actor does while a commit
+// sends the requests waiting for many databases): what it sends under a cork leaves at the
+// flush, in order.
+TEST(ClientPortTest, RequestsAClientSendsUnderACorkLeaveAtItsFlush) {
+  TestConfig config;
+  caf::actor_system system{config};
+  int port = 0;
+  const int listen_fd = testing::ListenLoopback(&port);
+  ASSERT_GE(listen_fd, 0);
+  int fd = -1;
+  std::thread node([&] {
+    fd = ::accept(listen_fd, nullptr, nullptr);
+    if (fd < 0) return;
+    const std::string welcome = Welcome(system);
+    std::string body = HelloFields().substr(0, 8);
+    PutLe(&body, uint64_t{30'000'000'000}, 8);  // heartbeats every 30 s
+    SendAll(fd, Frame(2, body + welcome.substr(5 + 16)));
+  });
+  PortConnectOptions options;
+  options.max_message_bytes = size_t{1} << 20;
+  options.peer_timeout = 60s;
+  std::unique_ptr<PortClient> connection;
+  caf::strong_actor_ptr gateway;
+  Status s = PortClient::Connect(system, "127.0.0.1", port, options, &connection, &gateway);
+  node.join();
+  ::close(listen_fd);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ReadFrame(fd).first, 1) << "no hello";
+  SendCork cork;
+  {
+    SendCork::Hold hold(cork);
+    for (uint32_t i = 1; i <= 3; ++i) {
+      caf::anon_send(caf::actor_cast<caf::actor>(gateway), atom::hello_v, i);
+    }
+  }
+  EXPECT_TRUE(cork.holding());
+  EXPECT_FALSE(Readable(fd)) << "a request held by the cork was sent";
+  cork.Flush();
+  for (uint32_t i = 1; i <= 3; ++i) {
+    auto [kind, body] = ReadFrame(fd);
+    ASSERT_EQ(kind, 3) << "request " << i;
+    caf::message content;
+    caf::binary_deserializer source{system, body.data() + 24, body.size() - 24};
+    ASSERT_FALSE(source(content));
+    EXPECT_TRUE(content.match_element<uint32_t>(1) && content.get_as<uint32_t>(1) == i);
+  }
+  connection->Close();
+  ::close(fd);
 }
 
 }  // namespace

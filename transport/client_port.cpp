@@ -36,7 +36,7 @@
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
 #include "transport/guard_common.hpp"
-#include "transport/reply_cork.hpp"
+#include "transport/send_cork.hpp"
 
 namespace kvmesh {
 
@@ -268,10 +268,10 @@ class ProxyMaker final : public caf::proxy_registry::backend {
 /// client, the reader thread or a caller reading its own reply, handing over under the
 /// PortClient's lead mutex). The descriptor is closed when the last reference goes, so it is
 /// never reused while a writer may still hold it. On the node's side, a writer holding a
-/// ReplyCork (transport/reply_cork.hpp) adds its message to `corked_` instead, sent at the
+/// SendCork (transport/send_cork.hpp) adds its message to `corked_` instead, sent at the
 /// cork's flush or before the next write made without one.
 class PortConnection : public std::enable_shared_from_this<PortConnection>,
-                       public ReplyCork::Output {
+                       public SendCork::Output {
  public:
   PortConnection(caf::actor_system& system, int fd, std::unique_ptr<security::TlsSession> tls,
                  std::string description, size_t max_frame_bytes)
@@ -572,17 +572,17 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
   }
 
   /// Writes `data` or keeps the rest for Flush; false if the connection is closed or broke (or
-  /// its peer does not read: over max_pending_). On the node's side under a ReplyCork::Hold,
-  /// holds it back for the cork (up to ReplyCork::kMaxCorkedBytes); without one, sends what was
+  /// its peer does not read: over max_pending_). On the node's side under a SendCork::Hold,
+  /// holds it back for the cork (up to SendCork::kMaxCorkedBytes); without one, sends what was
   /// held back first.
   bool Write(const char* data, size_t size) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_ || broken_) return false;
-    ReplyCork* cork = client_ ? nullptr : ReplyCork::Current();
+    SendCork* cork = SendCork::Current();
     // Held only for the cork that lists the connection (or the first): another one's flush
     // would not send them (gateway shards, each with a cork of its own, share connections).
     if (cork != nullptr && (listed_in_ == nullptr || listed_in_ == cork) &&
-        corked_.size() + size <= ReplyCork::kMaxCorkedBytes) {
+        corked_.size() + size <= SendCork::kMaxCorkedBytes) {
       if (listed_in_ == nullptr) {
         cork->Add(weak_from_this());
         listed_in_ = cork;
@@ -591,12 +591,12 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
       return true;
     }
     if (corked_.empty()) return WriteLocked(data, size);
-    if (size > ReplyCork::kMaxCorkedBytes) return SendCorkedLocked() && WriteLocked(data, size);
+    if (size > SendCork::kMaxCorkedBytes) return SendCorkedLocked() && WriteLocked(data, size);
     corked_.insert(corked_.end(), data, data + size);
     return SendCorkedLocked();
   }
 
-  void SendCorked(ReplyCork* cork) override {
+  void SendCorked(SendCork* cork) override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (listed_in_ != cork) return;  // sent meanwhile, and listed by another since
     listed_in_ = nullptr;
@@ -612,7 +612,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
     const bool ok = WriteLocked(corked_.data(), corked_.size());
     corked_.clear();
     // At most kMaxCorkedBytes and a message of at most as many; a larger buffer is not kept.
-    if (corked_.capacity() > 2 * ReplyCork::kMaxCorkedBytes) std::vector<char>().swap(corked_);
+    if (corked_.capacity() > 2 * SendCork::kMaxCorkedBytes) std::vector<char>().swap(corked_);
     return ok;
   }
 
@@ -724,10 +724,10 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
   bool broken_ = false;
   std::vector<char> pending_;
   size_t pending_pos_ = 0;
-  /// Held back for a ReplyCork (the node's side), and the cork that lists this connection
+  /// Held back for a SendCork (the node's side), and the cork that lists this connection
   /// (null: none), which sends them at its flush.
   std::vector<char> corked_;
-  ReplyCork* listed_in_ = nullptr;
+  SendCork* listed_in_ = nullptr;
 
   // The reading thread's.
   std::vector<char> in_;

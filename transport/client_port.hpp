@@ -11,7 +11,7 @@
 // deadlines and monitors are those it had. Each side stands for the other side's actors with
 // proxies (CAF actor_proxy) that write a message to the socket on the sending actor's own thread
 // (a reply leaves from the worker thread that made it; the replies of a burst together, when the
-// sender holds a ReplyCork: transport/reply_cork.hpp); a message read from the socket goes to
+// sender holds a SendCork: transport/send_cork.hpp); a message read from the socket goes to
 // its receiver's mailbox from the reading thread (the node's port thread, the client's reader).
 // A connection that breaks or falls silent kills its proxies: whoever monitors one (the client's
 // connection actor monitors the gateway's) gets a down message at once.

@@ -1,20 +1,22 @@
-// Replies an actor sends to clients of the client port in a burst, written to each connection
-// together.
+// Messages a thread writes to client port connections in a burst (a gateway's replies, a
+// client's requests), sent to each connection together.
 //
-// Why: a reply to a client is one send() on its connection, made on the replying actor's thread
-// (transport/client_port.hpp). With many databases, or many clients, the replies of a burst go to
-// the same connection one send each: 64 databases behind 4 connections with 50 requests in flight
-// made a send per reply (102,000 sends for 109,000 puts), a quarter of the node's CPU, and as
-// many wake-ups of the client's reader. One database's replies were already one message per
-// group of writes.
+// Why: a message on a client port connection is one send() on it, made on the sending actor's
+// thread (transport/client_port.hpp). With many databases, or many clients, the replies of a
+// burst went to the same connection one send each: 64 databases behind 4 connections with 50
+// requests in flight made a send per reply (102,000 sends for 109,000 puts), a quarter of the
+// node's CPU, and as many wake-ups of the client's reader; the client sent its requests to those
+// databases one send each too. One database's puts and replies were already one message per
+// group.
 //
-// How: while a ReplyCork::Hold lives on a thread, what that thread writes to a client port's
+// How: while a SendCork::Hold lives on a thread, what that thread writes to a client port
 // connection is added to the connection's output and listed in the cork, and sent at
-// ReplyCork::Flush with one send per connection; any write to the connection made without a
+// SendCork::Flush with one send per connection; any write to the connection made without a
 // hold sends it first, and a connection holds at most kMaxCorkedBytes before it sends. The
-// client gateway answers through ReplyCork::Answer: it holds its cork while more messages wait
+// client gateway answers through SendCork::Answer: it holds its cork while more messages wait
 // in its mailbox, and flushes it when none do, or when a message it sent itself behind them
-// arrives (actors/client_gateway.cpp).
+// arrives (actors/client_gateway.cpp). A client's connection actor holds its cork while a commit
+// sends the requests waiting for many databases, and flushes it after (client/client.cpp).
 #pragma once
 
 #include <cstddef>
@@ -23,7 +25,7 @@
 
 namespace kvmesh {
 
-class ReplyCork {
+class SendCork {
  public:
   /// A connection's output held by a cork (the client port's connections).
   class Output {
@@ -31,7 +33,7 @@ class ReplyCork {
     virtual ~Output() = default;
     /// Sends what `cork` held back (once the socket takes it; else when it is writable), unless
     /// it was sent meanwhile and another cork lists the output now.
-    virtual void SendCorked(ReplyCork* cork) = 0;
+    virtual void SendCorked(SendCork* cork) = 0;
   };
 
   /// Bytes a connection holds back at most; past them it sends at once.
@@ -40,23 +42,23 @@ class ReplyCork {
   /// Holds `cork` on this thread while it lives (holds nest: the innermost counts).
   class Hold {
    public:
-    explicit Hold(ReplyCork& cork);
+    explicit Hold(SendCork& cork);
     ~Hold();
     Hold(const Hold&) = delete;
     Hold& operator=(const Hold&) = delete;
 
    private:
-    ReplyCork* previous_;
+    SendCork* previous_;
   };
 
-  ReplyCork() = default;
-  ReplyCork(const ReplyCork&) = delete;
-  ReplyCork& operator=(const ReplyCork&) = delete;
+  SendCork() = default;
+  SendCork(const SendCork&) = delete;
+  SendCork& operator=(const SendCork&) = delete;
   /// Flush()es.
-  ~ReplyCork();
+  ~SendCork();
 
   /// The cork held on this thread, or null.
-  static ReplyCork* Current();
+  static SendCork* Current();
 
   /// For an Output: it holds bytes back until Flush (listed once until then).
   void Add(std::weak_ptr<Output> output);

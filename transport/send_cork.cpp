@@ -1,33 +1,33 @@
-#include "transport/reply_cork.hpp"
+#include "transport/send_cork.hpp"
 
 #include <utility>
 
 namespace kvmesh {
 namespace {
-thread_local ReplyCork* current_cork = nullptr;
+thread_local SendCork* current_cork = nullptr;
 }  // namespace
 
-ReplyCork::Hold::Hold(ReplyCork& cork) : previous_(current_cork) {
+SendCork::Hold::Hold(SendCork& cork) : previous_(current_cork) {
   current_cork = &cork;
 }
 
-ReplyCork::Hold::~Hold() {
+SendCork::Hold::~Hold() {
   current_cork = previous_;
 }
 
-ReplyCork::~ReplyCork() {
+SendCork::~SendCork() {
   Flush();
 }
 
-ReplyCork* ReplyCork::Current() {
+SendCork* SendCork::Current() {
   return current_cork;
 }
 
-void ReplyCork::Add(std::weak_ptr<Output> output) {
+void SendCork::Add(std::weak_ptr<Output> output) {
   held_.push_back(std::move(output));
 }
 
-void ReplyCork::Flush() {
+void SendCork::Flush() {
   std::vector<std::weak_ptr<Output>> held;
   held.swap(held_);
   for (const auto& weak : held) {
