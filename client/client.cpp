@@ -480,12 +480,17 @@ caf::behavior ConnectionActor(connection_pointer self, std::string address,
       [=](ConnectionJob& job) { job(self); },
       [=](atom::tick) { self->state.deadlines->ExpireDue(); },
       [=](atom::commit) {
-        self->state.commit_sent = false;
+        auto& st = self->state;
+        st.commit_sent = false;
+        if (st.waiting.size() < 2) {  // one send anyway
+          SendWaitingPuts(self);
+          return;
+        }
         {
-          SendCork::Hold hold(self->state.cork);
+          SendCork::Hold hold(st.cork);
           SendWaitingPuts(self);
         }
-        self->state.cork.Flush();
+        st.cork.Flush();
       },
   };
 }
@@ -570,6 +575,9 @@ struct Connection {
   /// gateway to the connection actor.
   Status EnsureConnected() {
     if (link->connected) return Status::OK();
+    // A callback run while the connection actor holds its cork may reconnect from its thread:
+    // the handshake must not wait for that cork's flush.
+    SendCork::Suspend not_held;
     std::lock_guard<std::mutex> lock(connect_mutex);
     if (link->connected) return Status::OK();
     const auto handshake_timeout =
@@ -712,6 +720,9 @@ struct Connection {
   Result<Reply> CallVia(size_t route, Ts... args) {
     Status s = EnsureConnected();
     if (!s.ok()) return s;
+    // Sent at once, also from a callback run while the connection actor holds its cork (the
+    // request would otherwise wait for that cork's flush, behind this very call).
+    SendCork::Suspend not_held;
     std::unique_ptr<caf::scoped_actor> caller;
     {
       std::lock_guard<std::mutex> lock(callers_mutex);

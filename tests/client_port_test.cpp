@@ -1075,9 +1075,9 @@ struct CorkedPort {
     }
   }
 
+  Latches latches;  // before the actor system, whose destructor waits for the actors using it
   TestConfig config;
   caf::actor_system system{config};
-  Latches latches;
   caf::actor gateway;
   caf::actor shard;
   std::unique_ptr<ClientPort> port;
@@ -1144,80 +1144,132 @@ TEST(ClientPortTest, AReplyHeldUnderAnotherActorsCorkWaitsForNoOneElse) {
   EXPECT_FALSE(Readable(c.fd));
 }
 
-// SendCork::Answer, as the gateway answers: with messages waiting behind the answering one its
-// replies are held, and the message it sends itself behind them sends them; with none waiting
-// they go at once.
+// SendCork::Answer in an actor, as the gateway answers: with a message waiting behind the
+// answering one its replies are held, and the message it sends itself behind that one sends them.
 TEST(ClientPortTest, RepliesMadeWhileMessagesWaitLeaveBehindThem) {
   CorkedPort c;
   ASSERT_GE(c.fd, 0);
   ASSERT_TRUE(c.Ask(1, 3));
   // The gateway blocks in `sync` while `batch` and `sweep` queue behind it.
   caf::anon_send(c.gateway, atom::sync_v);
-  c.latches.entered[0].get_future().wait();
+  ASSERT_EQ(c.latches.entered[0].get_future().wait_for(5s), std::future_status::ready);
   caf::anon_send(c.gateway, atom::batch_v);
   caf::anon_send(c.gateway, atom::sweep_v);
   c.latches.go_on[0].set_value();
   // `batch` answered with `sweep` waiting: held. `sweep` now blocks, before the uncork behind it.
-  c.latches.entered[1].get_future().wait();
+  ASSERT_EQ(c.latches.entered[1].get_future().wait_for(5s), std::future_status::ready);
   EXPECT_FALSE(Readable(c.fd)) << "replies made while a message waited were sent at once";
   c.latches.go_on[1].set_value();
   EXPECT_EQ(c.Answers(3), (std::vector<uint64_t>{1, 2, 3})) << "the uncork sent nothing";
-  // Nothing waiting: the replies go at once.
-  ASSERT_TRUE(c.Ask(4, 2));
-  c.Call<void>(c.gateway, atom::batch_v);
-  EXPECT_TRUE(Readable(c.fd)) << "replies made with nothing waiting were held";
-  EXPECT_EQ(c.Answers(2), (std::vector<uint64_t>{4, 5}));
 }
 
-// A client holds its connection's output the same way (its connection actor does while a commit
-// sends the requests waiting for many databases): what it sends under a cork leaves at the
-// flush, in order.
-TEST(ClientPortTest, RequestsAClientSendsUnderACorkLeaveAtItsFlush) {
+/// A client's connection to a raw node of the test's: `fd` is the node's end, the client's hello
+/// read; heartbeats 20 s apart both ways.
+struct RawNodeClient {
+  RawNodeClient() {
+    int port = 0;
+    const int listen_fd = testing::ListenLoopback(&port);
+    if (listen_fd < 0) return;
+    std::thread node([&] {
+      fd = ::accept(listen_fd, nullptr, nullptr);
+      if (fd < 0) return;
+      const std::string welcome = Welcome(system);
+      std::string body = HelloFields().substr(0, 8);
+      PutLe(&body, uint64_t{30'000'000'000}, 8);  // heartbeats at most every 30 s
+      SendAll(fd, Frame(2, body + welcome.substr(5 + 16)));
+    });
+    PortConnectOptions options;
+    options.max_message_bytes = size_t{1} << 20;
+    options.peer_timeout = 60s;
+    caf::strong_actor_ptr proxy;
+    Status s = PortClient::Connect(system, "127.0.0.1", port, options, &connection, &proxy);
+    node.join();
+    ::close(listen_fd);
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok() || fd < 0) return;
+    gateway = caf::actor_cast<caf::actor>(proxy);
+    EXPECT_EQ(ReadFrame(fd).first, 1) << "no hello";
+  }
+  ~RawNodeClient() {
+    if (connection) connection->Close();
+    if (fd >= 0) ::close(fd);
+  }
+  bool ok() const { return connection && fd >= 0 && gateway; }
+  /// The numbers the next `n` hello requests the node reads carry (0: none came within 5 s).
+  std::vector<uint32_t> Hellos(int n) {
+    std::vector<uint32_t> out;
+    for (int i = 0; i < n; ++i) {
+      auto [kind, body] = ReadFrame(fd);
+      caf::message content;
+      bool read = kind == 3 && body.size() > 24;
+      if (read) {
+        caf::binary_deserializer source{system, body.data() + 24, body.size() - 24};
+        read = !source(content) && content.match_elements<atom::hello, uint32_t>();
+      }
+      out.push_back(read ? content.get_as<uint32_t>(1) : 0);
+    }
+    return out;
+  }
+
   TestConfig config;
   caf::actor_system system{config};
-  int port = 0;
-  const int listen_fd = testing::ListenLoopback(&port);
-  ASSERT_GE(listen_fd, 0);
-  int fd = -1;
-  std::thread node([&] {
-    fd = ::accept(listen_fd, nullptr, nullptr);
-    if (fd < 0) return;
-    const std::string welcome = Welcome(system);
-    std::string body = HelloFields().substr(0, 8);
-    PutLe(&body, uint64_t{30'000'000'000}, 8);  // heartbeats every 30 s
-    SendAll(fd, Frame(2, body + welcome.substr(5 + 16)));
-  });
-  PortConnectOptions options;
-  options.max_message_bytes = size_t{1} << 20;
-  options.peer_timeout = 60s;
   std::unique_ptr<PortClient> connection;
-  caf::strong_actor_ptr gateway;
-  Status s = PortClient::Connect(system, "127.0.0.1", port, options, &connection, &gateway);
-  node.join();
-  ::close(listen_fd);
-  ASSERT_TRUE(s.ok()) << s;
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(ReadFrame(fd).first, 1) << "no hello";
+  caf::actor gateway;
+  int fd = -1;
+};
+
+// A client holds its connection's output the same way (its connection actor does while a commit
+// sends the requests waiting for many databases): what it sends under a cork leaves at the flush,
+// in order; a write under SendCork::Suspend goes at once, after what was held.
+TEST(ClientPortTest, RequestsAClientSendsUnderACorkLeaveAtItsFlush) {
+  RawNodeClient c;
+  ASSERT_TRUE(c.ok());
   SendCork cork;
   {
     SendCork::Hold hold(cork);
-    for (uint32_t i = 1; i <= 3; ++i) {
-      caf::anon_send(caf::actor_cast<caf::actor>(gateway), atom::hello_v, i);
-    }
+    for (uint32_t i = 1; i <= 3; ++i) caf::anon_send(c.gateway, atom::hello_v, i);
   }
   EXPECT_TRUE(cork.holding());
-  EXPECT_FALSE(Readable(fd)) << "a request held by the cork was sent";
+  EXPECT_FALSE(Readable(c.fd)) << "a request held by the cork was sent";
   cork.Flush();
-  for (uint32_t i = 1; i <= 3; ++i) {
-    auto [kind, body] = ReadFrame(fd);
-    ASSERT_EQ(kind, 3) << "request " << i;
-    caf::message content;
-    caf::binary_deserializer source{system, body.data() + 24, body.size() - 24};
-    ASSERT_FALSE(source(content));
-    EXPECT_TRUE(content.match_element<uint32_t>(1) && content.get_as<uint32_t>(1) == i);
+  EXPECT_EQ(c.Hellos(3), (std::vector<uint32_t>{1, 2, 3}));
+  {
+    SendCork::Hold hold(cork);
+    caf::anon_send(c.gateway, atom::hello_v, uint32_t{4});
+    SendCork::Suspend not_held;
+    caf::anon_send(c.gateway, atom::hello_v, uint32_t{5});
   }
-  connection->Close();
-  ::close(fd);
+  EXPECT_EQ(c.Hellos(2), (std::vector<uint32_t>{4, 5})) << "a write under Suspend was held";
+  cork.Flush();
+  EXPECT_FALSE(Readable(c.fd));
+}
+
+// SendCork::Answer's rule, step by step: with nothing waiting an answer goes at once; with
+// something waiting it is held and the flush message is asked for once, until Uncorked(true)
+// sends what is held.
+TEST(ClientPortTest, AnswersAreHeldOnlyWhileMoreWaitsAndOneFlushIsAskedFor) {
+  RawNodeClient c;
+  ASSERT_TRUE(c.ok());
+  SendCork cork;
+  int flushes_asked = 0;
+  auto answer = [&](bool more_waiting, uint32_t n) {
+    cork.Answer(
+        more_waiting, [&] { caf::anon_send(c.gateway, atom::hello_v, n); },
+        [&] { ++flushes_asked; });
+  };
+  answer(false, 1);
+  EXPECT_TRUE(Readable(c.fd)) << "held with nothing waiting";
+  EXPECT_EQ(c.Hellos(1), (std::vector<uint32_t>{1}));
+  answer(true, 2);
+  answer(true, 3);
+  EXPECT_FALSE(Readable(c.fd)) << "sent with more waiting";
+  EXPECT_EQ(flushes_asked, 1);
+  cork.Uncorked(/*own=*/true);
+  EXPECT_EQ(c.Hellos(2), (std::vector<uint32_t>{2, 3}));
+  answer(true, 4);
+  EXPECT_EQ(flushes_asked, 2) << "no flush asked for after the last one arrived";
+  answer(false, 5);  // the last of the burst sends the held ones first
+  EXPECT_EQ(c.Hellos(2), (std::vector<uint32_t>{4, 5}));
 }
 
 }  // namespace

@@ -267,9 +267,9 @@ class ProxyMaker final : public caf::proxy_registry::backend {
 /// buffer and proxy map they use, are the reading thread's only: one thread at a time (on a
 /// client, the reader thread or a caller reading its own reply, handing over under the
 /// PortClient's lead mutex). The descriptor is closed when the last reference goes, so it is
-/// never reused while a writer may still hold it. On the node's side, a writer holding a
-/// SendCork (transport/send_cork.hpp) adds its message to `corked_` instead, sent at the
-/// cork's flush or before the next write made without one.
+/// never reused while a writer may still hold it. A writer holding a SendCork
+/// (transport/send_cork.hpp) adds its message to `corked_` instead, sent at the cork's flush or
+/// before the next write made without one.
 class PortConnection : public std::enable_shared_from_this<PortConnection>,
                        public SendCork::Output {
  public:
@@ -572,9 +572,8 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
   }
 
   /// Writes `data` or keeps the rest for Flush; false if the connection is closed or broke (or
-  /// its peer does not read: over max_pending_). On the node's side under a SendCork::Hold,
-  /// holds it back for the cork (up to SendCork::kMaxCorkedBytes); without one, sends what was
-  /// held back first.
+  /// its peer does not read: over max_pending_). Under a SendCork::Hold, holds it back for the
+  /// cork (up to SendCork::kMaxCorkedBytes); without one, sends what was held back first.
   bool Write(const char* data, size_t size) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_ || broken_) return false;
@@ -598,7 +597,7 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
 
   void SendCorked(SendCork* cork) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (listed_in_ != cork) return;  // sent meanwhile, and listed by another since
+    if (listed_in_ != cork) return;  // not listed by it (only a misuse would call it so)
     listed_in_ = nullptr;
     if (closed_ || broken_) {
       corked_.clear();
@@ -724,8 +723,9 @@ class PortConnection : public std::enable_shared_from_this<PortConnection>,
   bool broken_ = false;
   std::vector<char> pending_;
   size_t pending_pos_ = 0;
-  /// Held back for a SendCork (the node's side), and the cork that lists this connection
-  /// (null: none), which sends them at its flush.
+  /// Held back for a SendCork, and the cork that lists this connection (null: none), which
+  /// sends them at its flush. (A send that fails there is reported as a broken connection is:
+  /// its proxies go down, not to the sender at once.)
   std::vector<char> corked_;
   SendCork* listed_in_ = nullptr;
 

@@ -15,6 +15,14 @@ SendCork::Hold::~Hold() {
   current_cork = previous_;
 }
 
+SendCork::Suspend::Suspend() : previous_(current_cork) {
+  current_cork = nullptr;
+}
+
+SendCork::Suspend::~Suspend() {
+  current_cork = previous_;
+}
+
 SendCork::~SendCork() {
   Flush();
 }

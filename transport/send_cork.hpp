@@ -12,7 +12,8 @@
 // How: while a SendCork::Hold lives on a thread, what that thread writes to a client port
 // connection is added to the connection's output and listed in the cork, and sent at
 // SendCork::Flush with one send per connection; any write to the connection made without a
-// hold sends it first, and a connection holds at most kMaxCorkedBytes before it sends. The
+// hold (or under another cork than the one listing the connection) sends it first, and a
+// connection holds at most kMaxCorkedBytes before it sends. The
 // client gateway answers through SendCork::Answer: it holds its cork while more messages wait
 // in its mailbox, and flushes it when none do, or when a message it sent itself behind them
 // arrives (actors/client_gateway.cpp). A client's connection actor holds its cork while a commit
@@ -51,6 +52,21 @@ class SendCork {
     SendCork* previous_;
   };
 
+  /// No cork on this thread while it lives: what it writes goes at once (after what a cork held
+  /// for the same connection). For calls on behalf of someone else that must not wait for the
+  /// holder's flush: a user's callback run while a client's connection actor holds its cork,
+  /// which makes a blocking call or connects.
+  class Suspend {
+   public:
+    Suspend();
+    ~Suspend();
+    Suspend(const Suspend&) = delete;
+    Suspend& operator=(const Suspend&) = delete;
+
+   private:
+    SendCork* previous_;
+  };
+
   SendCork() = default;
   SendCork(const SendCork&) = delete;
   SendCork& operator=(const SendCork&) = delete;
@@ -72,8 +88,8 @@ class SendCork {
   /// For an actor answering requests, the one rule: `deliver()` answers (writing replies to
   /// clients). With nothing else waiting for the actor (`more_waiting` false) the replies go at
   /// once, with everything held before them. Otherwise they are held, and the first time since
-  /// the last Flush `queue_flush()` is called: it must send the actor a message behind those
-  /// waiting, whose handler calls Uncorked(true), so held replies wait for no more than the
+  /// the last Uncorked(true) `queue_flush()` is called: it must send the actor a message behind
+  /// those waiting, whose handler calls Uncorked(true), so held replies wait for no more than the
   /// messages that were waiting when they were made.
   template <class Deliver, class QueueFlush>
   void Answer(bool more_waiting, Deliver&& deliver, QueueFlush&& queue_flush) {
@@ -87,8 +103,8 @@ class SendCork {
       deliver();
     }
     if (holding() && !flush_queued_) {
-      flush_queued_ = true;
       queue_flush();
+      flush_queued_ = true;
     }
   }
 
