@@ -11,13 +11,13 @@
 //
 // How: while a SendCork::Hold lives on a thread, what that thread writes to a client port
 // connection is added to the connection's output and listed in the cork, and sent at
-// SendCork::Flush with one send per connection; any write to the connection made without a
-// hold (or under another cork than the one listing the connection) sends it first, and a
-// connection holds at most kMaxCorkedBytes before it sends. The
-// client gateway answers through SendCork::Answer: it holds its cork while more messages wait
-// in its mailbox, and flushes it when none do, or when a message it sent itself behind them
-// arrives (actors/client_gateway.cpp). A client's connection actor holds its cork while a commit
-// sends the requests waiting for many databases, and flushes it after (client/client.cpp).
+// SendCork::Flush with one send per connection; any write to the connection made without a hold
+// (or under another cork than the one listing the connection) sends it first, and a connection
+// holds at most kMaxCorkedBytes before it sends. The client gateway answers through
+// SendCork::Answer: it holds its cork while more messages wait in its mailbox, and flushes it
+// when none do, or when a message it sent itself behind them arrives
+// (actors/client_gateway.cpp). A client's connection actor holds its cork while a commit sends
+// the requests waiting for many databases, and flushes it after (client/client.cpp).
 #pragma once
 
 #include <cstddef>
@@ -32,8 +32,8 @@ class SendCork {
   class Output {
    public:
     virtual ~Output() = default;
-    /// Sends what `cork` held back (once the socket takes it; else when it is writable), unless
-    /// it was sent meanwhile and another cork lists the output now.
+    /// Sends what `cork` held back (once the socket takes it; else when it is writable). Does
+    /// nothing if `cork` does not list it.
     virtual void SendCorked(SendCork* cork) = 0;
   };
 
