@@ -652,6 +652,43 @@ TEST_F(ClientTest, RequestsToManyDatabasesInFlightTogetherAreAllAnswered) {
   }
 }
 
+// The client's connection actor sends the puts waiting for several databases under its send
+// cork and flushes it after: with heartbeats 20 s apart on both sides, nothing but that flush
+// sends them, so a missing one leaves them waiting (the futures below would time out). Whether a
+// commit finds several databases' puts waiting depends on timing; 16 databases make it usual.
+TEST(ClientSendCorkTest, PutsToSeveralDatabasesLeaveAtTheCommitNotAtAHeartbeat) {
+  TempDir dir;
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  options.peer_timeout = 60s;
+  std::unique_ptr<Node> node;
+  Status s = Node::Start(options, &node);
+  ASSERT_TRUE(s.ok()) << s;
+  client::ClientOptions client_options;
+  client_options.peer_timeout = 60s;
+  client_options.request_timeout = 60s;
+  client::Client client =
+      client::connect("127.0.0.1:" + std::to_string(node->port()), client_options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::vector<Database> dbs;
+  for (int i = 0; i < 16; ++i) {
+    dbs.push_back(client.open("/tiny/cork" + std::to_string(i)));
+    ASSERT_TRUE(dbs.back().ok()) << dbs.back().status();
+  }
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::future<Status>> puts;
+    for (auto& db : dbs) puts.push_back(db.put_async("/k", std::to_string(round)));
+    for (size_t i = 0; i < puts.size(); ++i) {
+      ASSERT_EQ(puts[i].wait_for(10s), std::future_status::ready)
+          << "round " << round << ", database " << i << ": held past the commit";
+      EXPECT_TRUE(puts[i].get().ok());
+    }
+  }
+}
+
 TEST_F(ClientTest, NodeShutdownFailsRequestsAndClientReconnects) {
   auto db = client_.open("/example/kv");
   ASSERT_TRUE(db.put("/k", "v").ok());
