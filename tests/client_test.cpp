@@ -43,14 +43,20 @@ constexpr const char* kConfigs = R"(
   size: 100B
 )";
 
+/// Options of a node serving kConfigs from `dir` (written there), on any free client port.
+NodeOptions NodeIn(TempDir& dir) {
+  dir.Write("config/dbs.yaml", kConfigs);
+  NodeOptions options;
+  options.data_dir = dir / "data";
+  options.config_dir = dir / "config";
+  options.listen_port = 0;
+  return options;
+}
+
 class ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_.Write("config/dbs.yaml", kConfigs);
-    NodeOptions options;
-    options.data_dir = dir_ / "data";
-    options.config_dir = dir_ / "config";
-    options.listen_port = 0;
+    NodeOptions options = NodeIn(dir_);
     Status s = Node::Start(options, &node_);
     ASSERT_TRUE(s.ok()) << s;
     address_ = "127.0.0.1:" + std::to_string(node_->port());
@@ -69,11 +75,7 @@ class ClientTest : public ::testing::Test {
 // non-zero), and clients get a clear error rather than a hang.
 TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
   TempDir dir;
-  dir.Write("config/dbs.yaml", kConfigs);
-  NodeOptions options;
-  options.data_dir = dir / "data";
-  options.config_dir = dir / "config";
-  options.listen_port = 0;
+  NodeOptions options = NodeIn(dir);
   options.worker_threads = 2;  // so the gateway has shards, which must end with it
   std::mutex mutex;
   std::vector<Status> reported;
@@ -153,11 +155,7 @@ TEST(NodeWatchdogTest, AGatewayThatDiesIsReportedAndClientsGetAClearError) {
 // spreads the databases over them.
 TEST(GatewayShardsTest, EachWorkerThreadHasAShardAndClientsReachThemAll) {
   TempDir dir;
-  dir.Write("config/dbs.yaml", kConfigs);
-  NodeOptions options;
-  options.data_dir = dir / "data";
-  options.config_dir = dir / "config";
-  options.listen_port = 0;
+  NodeOptions options = NodeIn(dir);
   options.worker_threads = 3;
   std::unique_ptr<Node> node;
   Status s = Node::Start(options, &node);
@@ -216,11 +214,7 @@ TEST(GatewayShardsTest, EachWorkerThreadHasAShardAndClientsReachThemAll) {
 // cleanly.
 TEST(NodeWatchdogTest, AMembershipActorThatDiesIsReported) {
   TempDir dir;
-  dir.Write("config/dbs.yaml", kConfigs);
-  NodeOptions options;
-  options.data_dir = dir / "data";
-  options.config_dir = dir / "config";
-  options.listen_port = 0;
+  NodeOptions options = NodeIn(dir);
   options.cluster_port = 0;
   std::atomic<int> reports{0};
   options.on_fatal = [&](const Status&) { ++reports; };
@@ -658,11 +652,7 @@ TEST_F(ClientTest, RequestsToManyDatabasesInFlightTogetherAreAllAnswered) {
 // commit finds several databases' puts waiting depends on timing; 16 databases make it usual.
 TEST(ClientSendCorkTest, PutsToSeveralDatabasesLeaveAtTheCommitNotAtAHeartbeat) {
   TempDir dir;
-  dir.Write("config/dbs.yaml", kConfigs);
-  NodeOptions options;
-  options.data_dir = dir / "data";
-  options.config_dir = dir / "config";
-  options.listen_port = 0;
+  NodeOptions options = NodeIn(dir);
   options.peer_timeout = 60s;
   std::unique_ptr<Node> node;
   Status s = Node::Start(options, &node);
@@ -1153,11 +1143,7 @@ TEST(ClientConnectionTest, ExitsFromTheNodeDoNotBreakTheClient) {
 class ConnectionGuardTest : public ::testing::Test {
  protected:
   void Start(const std::function<void(NodeOptions&)>& change) {
-    dir_.Write("config/dbs.yaml", kConfigs);
-    NodeOptions options;
-    options.data_dir = dir_ / "data";
-    options.config_dir = dir_ / "config";
-    options.listen_port = 0;
+    NodeOptions options = NodeIn(dir_);
     change(options);
     Status s = Node::Start(options, &node_);
     ASSERT_TRUE(s.ok()) << s;
