@@ -728,6 +728,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
     }
     client.interface = started.system->message_types(caf::detail::type_list<gateway_actor>{});
     client.peer_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
+    client.busy_poll = std::chrono::duration_cast<caf::timespan>(opts.busy_poll);
     Status opened = ClientPort::Open(*started.system, std::move(client), &started.client_port);
     if (!opened.ok()) return Status::IOError("cannot listen on " + opened.message());
     started.port = started.client_port->port();
@@ -1042,6 +1043,22 @@ Result<std::string> Node::metrics() const {
              "Connections open on the client port (0 when the node does not listen).", "gauge");
   out.Sample("kvmesh_client_connections", {},
              impl_->client_port ? static_cast<double>(impl_->client_port->connections()) : 0.0);
+  // Whether busy polling (NodeOptions::busy_poll) pays: the wake-ups it saved against its CPU.
+  const BusyPoll::Stats polls =
+      impl_->client_port ? impl_->client_port->busy_poll_stats() : BusyPoll::Stats{};
+  out.Family("kvmesh_client_port_waits_total",
+             "Waits of the client port's thread for requests, by how they ended: found_polling "
+             "(a request came while it polled: no wake-up) or slept.",
+             "counter");
+  out.Sample("kvmesh_client_port_waits_total", {{"outcome", "found_polling"}},
+             static_cast<double>(polls.found_polling));
+  out.Sample("kvmesh_client_port_waits_total", {{"outcome", "slept"}},
+             static_cast<double>(polls.slept));
+  out.Family("kvmesh_client_port_polling_seconds_total",
+             "Time the client port's thread spent polling for requests (NodeOptions::busy_poll).",
+             "counter");
+  out.Sample("kvmesh_client_port_polling_seconds_total", {},
+             static_cast<double>(polls.polling_ns) / 1e9);
   // By config, never by database: the number of series stays that of configs.
   out.Family("kvmesh_databases_instantiated",
              "Databases instantiated on this node (its catalog), by config id.", "gauge");

@@ -544,6 +544,7 @@ struct Connection {
     connect.max_message_bytes = 2 * kMaxRequestBytes;
     connect.connect_timeout = deadline;
     connect.peer_timeout = std::chrono::duration_cast<caf::timespan>(options.peer_timeout);
+    connect.busy_poll = std::chrono::duration_cast<caf::timespan>(options.busy_poll);
     caf::strong_actor_ptr gateway;
     std::unique_ptr<PortClient> fresh;
     Status s = PortClient::Connect(*system, host, port, connect, &fresh, &gateway);

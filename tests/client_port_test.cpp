@@ -852,6 +852,70 @@ TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
   connection->DoneWaiting(b->id());
 }
 
+// Requests made one at a time, each as soon as the last reply came, find the port's thread still
+// polling (no wake-up: transport/busy_poll.hpp), and so do the replies that their callers read;
+// with polling off (0) every wait sleeps. The bound is so long (2 s: windows of 0.5 s) that a
+// slow machine cannot make a request miss the window.
+TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
+  for (const bool on : {true, false}) {
+    SCOPED_TRACE(on ? "polling on" : "polling off");
+    const caf::timespan bound = on ? caf::timespan{2s} : caf::timespan{0};
+    TestConfig config;
+    caf::actor_system system{config};
+    caf::strong_actor_ptr recorder =
+        MakeRecorder(system, caf::make_message(uint32_t{kClientProtocolVersion}, uint64_t{7}));
+    ClientPortOptions options;
+    options.limits.name = "client port";
+    options.limits.max_message_bytes = size_t{1} << 20;
+    options.gateway = recorder;
+    options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
+    options.busy_poll = bound;
+    std::unique_ptr<ClientPort> port;
+    ASSERT_TRUE(ClientPort::Open(system, std::move(options), &port).ok());
+
+    TestConfig client_config{/*node=*/false};
+    caf::actor_system client_system{client_config};
+    PortConnectOptions connect;
+    connect.max_message_bytes = size_t{1} << 20;
+    connect.busy_poll = bound;
+    std::unique_ptr<PortClient> connection;
+    caf::strong_actor_ptr proxy;
+    ASSERT_TRUE(
+        PortClient::Connect(client_system, "127.0.0.1", port->port(), connect, &connection, &proxy)
+            .ok());
+    auto gateway = caf::actor_cast<gateway_actor>(proxy);
+    const BusyPoll::Stats port_before = port->busy_poll_stats();
+    {
+      caf::scoped_actor a{client_system};
+      for (int i = 0; i < 40; ++i) {
+        connection->Expect(a->id());
+        auto handle = a->request(gateway, 5s, atom::hello_v, kClientProtocolVersion);
+        connection->ReadFor(a->id(), std::chrono::steady_clock::now() + 5s);
+        handle.receive([](uint32_t, uint64_t) {},
+                       [&](caf::error& err) { ADD_FAILURE() << client_system.render(err); });
+        connection->DoneWaiting(a->id());
+      }
+    }
+    const BusyPoll::Stats served = port->busy_poll_stats();
+    const BusyPoll::Stats read = connection->busy_poll_stats();
+    connection->Close();
+    port->Close();
+    const uint64_t found = served.found_polling - port_before.found_polling;
+    if (on) {
+      EXPECT_GE(found, 30u) << "requests found the port's thread asleep";
+      EXPECT_GT(served.polling_ns, 0);
+      // Callers read most replies themselves (the reader thread reads the others).
+      EXPECT_GE(read.found_polling, 10u) << "replies found their callers asleep";
+    } else {
+      EXPECT_EQ(found, 0u);
+      EXPECT_EQ(served.polling_ns, 0);
+      EXPECT_GE(served.slept - port_before.slept, 40u);
+      EXPECT_EQ(read.found_polling, 0u);
+      EXPECT_EQ(read.polling_ns, 0);
+    }
+  }
+}
+
 // After a caller read its own reply (one the node took a while to make), a reply no caller waits
 // for (an asynchronous call's, which the connection actor receives) is read soon, not when the
 // reader thread next wakes on its own (half a heartbeat interval).

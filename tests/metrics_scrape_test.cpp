@@ -98,6 +98,42 @@ TEST(MetricsScrape, CountsEmbeddedAndNetworkRequestsOnceAndParses) {
   EXPECT_GT(m["process_cpu_seconds_total|"], 0);
 }
 
+// The client port's busy polling (NodeOptions::busy_poll) shows in the metrics: requests made one
+// at a time find its thread polling, and with the option at 0 it never polls. The bound is so
+// long (2 s: windows of 0.5 s) that a slow machine cannot make a request miss the window.
+TEST(MetricsScrape, TheClientPortsBusyPollingIsCountedAndZeroTurnsItOff) {
+  for (const bool on : {true, false}) {
+    SCOPED_TRACE(on ? "busy_poll 2 s" : "busy_poll 0");
+    TempDir dir;
+    NodeOptions options;
+    options.data_dir = dir / "data";
+    options.config_yaml = "id: kv\nmatcher: /m/*\nsize: 1MB\n";
+    options.listen_port = 0;
+    options.busy_poll = on ? std::chrono::microseconds(2'000'000) : std::chrono::microseconds(0);
+    std::unique_ptr<Node> node;
+    ASSERT_TRUE(Node::Start(options, &node).ok());
+    {
+      client::Client client = client::connect("127.0.0.1:" + std::to_string(node->port()));
+      Database remote = client.open("/m/a");
+      ASSERT_TRUE(remote.status().ok()) << remote.status().ToString();
+      ASSERT_TRUE(remote.put("k", "v").ok());
+      for (int i = 0; i < 30; ++i) ASSERT_TRUE(remote.get("k").ok());
+    }
+    Result<std::string> text = node->metrics();
+    ASSERT_TRUE(text.ok()) << text.status().ToString();
+    std::map<std::string, double> m = Parse(dir, *text);
+    const double found = m["kvmesh_client_port_waits_total|outcome=found_polling"];
+    if (on) {
+      EXPECT_GE(found, 20) << *text;
+      EXPECT_GT(m["kvmesh_client_port_polling_seconds_total|"], 0);
+    } else {
+      EXPECT_EQ(found, 0) << *text;
+      EXPECT_EQ(m["kvmesh_client_port_polling_seconds_total|"], 0);
+      EXPECT_GE(m["kvmesh_client_port_waits_total|outcome=slept"], 30);
+    }
+  }
+}
+
 // Scrapes ask every running database for its replication status; that must not count as use, or
 // a node scraped more often than its idle timeout would never passivate a database.
 TEST(MetricsScrape, ScrapesDoNotKeepDatabasesRunning) {

@@ -90,6 +90,12 @@ int main(int argc, char** argv) {
   auto* sync_period_opt =
       app.add_option("--sync-period-ms", sync_period_ms, "period of the syncs of --sync periodic")
           ->check(CLI::Range(1LL, 60000LL));
+  long long busy_poll_us = config.node.busy_poll.count();
+  auto* busy_poll_opt =
+      app.add_option("--busy-poll-us", busy_poll_us,
+                     "the client port polls this long before it sleeps while requests come that "
+                     "soon (lower latency one request at a time); 0: sleeps at once")
+          ->check(CLI::Range(0LL, 100000LL));
   auto* max_connections_opt =
       app.add_option("--max-connections", config.node.max_connections,
                      "most connections each port keeps open; more are closed at once")
@@ -129,7 +135,7 @@ int main(int argc, char** argv) {
   for (auto* opt :
        {tombstone_grace_opt, name, data_dir, config_dir, listen, port_opt, log_level,
         cluster_port_opt, cluster_listen, http_port_opt, http_listen, failure_opt, grace_opt,
-        sync_opt, sync_period_opt, max_connections_opt, max_per_address_opt}) {
+        sync_opt, sync_period_opt, busy_poll_opt, max_connections_opt, max_per_address_opt}) {
     opt->capture_default_str();
   }
   CLI11_PARSE(app, argc, argv);
@@ -181,6 +187,7 @@ int main(int argc, char** argv) {
     config.node.accept_stale_data = from_file.node.accept_stale_data;
     if (sync_opt->count() == 0) sync = kvmesh::SyncModeName(from_file.node.sync);
     if (sync_period_opt->count() == 0) sync_period_ms = from_file.node.sync_period.count();
+    if (busy_poll_opt->count() == 0) busy_poll_us = from_file.node.busy_poll.count();
     config.node.low_space_bytes = from_file.node.low_space_bytes;
     config.node.space_reserve_bytes = from_file.node.space_reserve_bytes;
     if (low_space_percent_opt->count() == 0) {
@@ -215,6 +222,7 @@ int main(int argc, char** argv) {
   }
   kvmesh::ParseSyncMode(sync, &config.node.sync);  // CLI11 checked it
   config.node.sync_period = std::chrono::milliseconds(sync_period_ms);
+  config.node.busy_poll = std::chrono::microseconds(busy_poll_us);
   config.node.listen_port = port;
   config.node.cluster_port = cluster_port;
   config.node.failure_timeout = std::chrono::milliseconds(failure_ms);

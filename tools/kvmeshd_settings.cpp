@@ -137,6 +137,8 @@ Status LoadDaemonConfig(const std::string& path, DaemonConfig* config) {
        }},
       {"sync_period_ms",
        integer(1, 60000, [&](long long v) { node.sync_period = std::chrono::milliseconds(v); })},
+      {"busy_poll_us",
+       integer(0, 100000, [&](long long v) { node.busy_poll = std::chrono::microseconds(v); })},
       {"max_connections",
        integer(1, 10'000'000, [&](long long v) { node.max_connections = static_cast<size_t>(v); })},
       {"max_connections_per_address",

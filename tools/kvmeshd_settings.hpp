@@ -10,6 +10,7 @@
 //   sync: periodic            # none, periodic or always (README "Durability"); true and false,
 //                             # from older versions, mean always and none
 //   sync_period_ms: 100       # period of the syncs of `sync: periodic`, 1 to 60000
+//   busy_poll_us: 200         # the client port polls this long before it sleeps (0: never)
 //   low_space: 256MiB         # low on disk space below this free (puts refused, deletes work)
 //   low_space_percent: 1      # ... or below this percentage of the file system, if more
 //   space_reserve: 192MiB     # reserve file given up when the disk fills anyway; 0: none

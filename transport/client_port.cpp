@@ -35,6 +35,7 @@
 
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
+#include "transport/busy_poll.hpp"
 #include "transport/guard_common.hpp"
 #include "transport/send_cork.hpp"
 
@@ -873,9 +874,14 @@ struct ClientPort::Impl {
   /// handed on.
   InlineRunner runner;
   size_t requests_this_round = 0;
+  /// How long the loop polls before it sleeps (the port thread's only).
+  BusyPoll busy_poll;
 
   Impl(caf::actor_system& sys, ClientPortOptions opts)
-      : system(sys), options(std::move(opts)), runner(sys, options.run_on_port) {}
+      : system(sys),
+        options(std::move(opts)),
+        runner(sys, options.run_on_port),
+        busy_poll(std::chrono::nanoseconds(options.busy_poll).count()) {}
 
   /// The port thread holds it while it works on `conns`, and lets go while it runs actors
   /// (InlineRunner): then the watchdog thread may use `conns`.
@@ -921,6 +927,8 @@ struct ClientPort::Impl {
             4);
     next_tick = Clock::now() + std::chrono::nanoseconds(base_tick_ns);
     std::vector<epoll_event> events(256);
+    // The last round read one request and nothing else waits: requests come one at a time.
+    bool lone = false;
     // Let go only while actors run here (the watchdog's turn).
     std::unique_lock<std::mutex> conns_lock(conns_mutex);
     while (!stopping.load()) {
@@ -929,8 +937,14 @@ struct ClientPort::Impl {
           std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now());
       const int timeout_ms =
           ready.empty() ? static_cast<int>(std::max<int64_t>(0, wait.count()) + 1) : 0;
-      const int n =
-          ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()), timeout_ms);
+      // Polls only after a request that came alone: under a burst of requests, sleeping lets the
+      // next ones gather, to be read (and answered) together, and leaves the CPU to the workers
+      // serving them (polling there made gets with 50 in flight 0.74x as fast).
+      const int n = busy_poll.Run(
+          [&](int timeout) {
+            return ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()), timeout);
+          },
+          timeout_ms, lone);
       if (n < 0 && errno != EINTR) {
         spdlog::error("the {} stopped: epoll_wait: {}", options.limits.name, Errno(errno));
         break;
@@ -974,8 +988,9 @@ struct ClientPort::Impl {
       // One request read, and nothing more waiting to be read: answered on this thread. After a
       // slow one, the connections are read before any is judged silent: what they sent meanwhile
       // waits unread.
+      lone = requests_this_round == 1 && ready.empty();
       conns_lock.unlock();
-      const bool slow = runner.Finish(requests_this_round == 1 && ready.empty());
+      const bool slow = runner.Finish(lone);
       conns_lock.lock();
       if (!slow && Clock::now() >= next_tick) {
         Tick(heartbeat_ns);
@@ -1336,6 +1351,10 @@ size_t ClientPort::connections() const {
   return impl_->open.load();
 }
 
+BusyPoll::Stats ClientPort::busy_poll_stats() const {
+  return impl_->busy_poll.stats();
+}
+
 void ClientPort::Close() {
   std::lock_guard<std::mutex> lock(impl_->close_mutex);
   if (impl_->closed) return;
@@ -1446,6 +1465,9 @@ struct PortClient::Impl {
   int64_t silent_ns = 0;
   int64_t heartbeat_ns = 0;
   bool heartbeats = true;
+  /// How long a caller reading for its reply (ReadFor) polls before it sleeps: used by the one
+  /// caller reading at a time (handed on under lead_mutex).
+  BusyPoll busy_poll;
 
   /// Who reads the connection now: the reader thread, or a caller waiting for its reply (ReadFor).
   /// One at a time: the connection's input and its proxies of senders are the reader's.
@@ -1478,7 +1500,8 @@ struct PortClient::Impl {
   bool failed = false;
   std::string failure;
 
-  explicit Impl(caf::actor_system& sys) : system(sys) {}
+  Impl(caf::actor_system& sys, caf::timespan poll)
+      : system(sys), busy_poll(std::chrono::nanoseconds(poll).count()) {}
 
   ~Impl() {
     if (wake_fd >= 0) ::close(wake_fd);
@@ -1683,7 +1706,8 @@ struct PortClient::Impl {
           {wake_fd, POLLIN, 0}};
       // Bounded too: Close() and the reader thread's silence check end it by shutting the socket
       // down, which a poll sees at once; this is only a backstop.
-      const int n = ::poll(p, 2, static_cast<int>(std::min<int64_t>(left + 1, 100)));
+      const int n = busy_poll.Run([&](int timeout) { return ::poll(p, 2, timeout); },
+                                  static_cast<int>(std::min<int64_t>(left + 1, 100)));
       if (n < 0 && errno != EINTR) {
         why = "poll: " + Errno(errno);
         ok = false;
@@ -1751,6 +1775,10 @@ bool PortClient::ReadFor(caf::actor_id waiter, std::chrono::steady_clock::time_p
 
 void PortClient::DoneWaiting(caf::actor_id waiter) {
   impl_->DoneWaiting(waiter);
+}
+
+BusyPoll::Stats PortClient::busy_poll_stats() const {
+  return impl_->busy_poll.stats();
 }
 
 void PortClient::Close() {
@@ -1844,7 +1872,7 @@ Status PortClient::Connect(caf::actor_system& system, const std::string& host, u
       return Status::Unavailable("cannot start TLS");
     }
   }
-  auto impl = std::make_unique<Impl>(system);
+  auto impl = std::make_unique<Impl>(system, options.busy_poll);
   impl->connection = std::make_shared<PortConnection>(system, fd, std::move(session), "to " + where,
                                                       options.max_message_bytes);
   impl->connection->Init(/*client=*/true);

@@ -59,6 +59,7 @@
 #include <vector>
 
 #include "kvmesh/status.hpp"
+#include "transport/busy_poll.hpp"
 #include "transport/connection_guard.hpp"
 
 namespace kvmesh {
@@ -84,6 +85,9 @@ struct ClientPortOptions {
   std::set<std::string> interface;
   /// A connection silent this long is closed; heartbeats go every third of it.
   caf::timespan peer_timeout = std::chrono::seconds(3);
+  /// The port's thread, out of work, polls its connections up to this long before it sleeps,
+  /// while requests come that soon (transport/busy_poll.hpp). 0: sleeps at once.
+  caf::timespan busy_poll{0};
 };
 
 /// A node's client port: one thread ("kvmesh.port") accepting and reading every connection, and
@@ -104,6 +108,8 @@ class ClientPort {
   uint16_t port() const;
   /// Connections open now (accepted and not yet closed).
   size_t connections() const;
+  /// How the port's thread waited for work so far (ClientPortOptions::busy_poll).
+  BusyPoll::Stats busy_poll_stats() const;
   /// Stops accepting, closes every connection (killing its proxies) and waits for the port's
   /// thread. Idempotent. Must be called before the actor system is destroyed.
   void Close();
@@ -127,6 +133,9 @@ struct PortConnectOptions {
   caf::timespan peer_timeout = std::chrono::seconds(3);
   /// False: sends no heartbeats (for tests of a node closing silent connections).
   bool heartbeats = true;
+  /// A caller reading for its reply (ReadFor) polls up to this long before it sleeps, while
+  /// replies come that soon (transport/busy_poll.hpp). 0: sleeps at once.
+  caf::timespan busy_poll{0};
 };
 
 /// A client's connection to a node's client port, with a reader thread ("kvmesh.reader").
@@ -158,6 +167,8 @@ class PortClient {
   bool ReadFor(caf::actor_id waiter, std::chrono::steady_clock::time_point deadline);
   /// Ends what Expect started for `waiter` (its message came, or it gave up waiting).
   void DoneWaiting(caf::actor_id waiter);
+  /// How callers reading their replies (ReadFor) waited so far (PortConnectOptions::busy_poll).
+  BusyPoll::Stats busy_poll_stats() const;
   /// Closes the connection (its proxies are killed: monitors of the gateway get a down
   /// message) and waits for the reader thread. Idempotent. Not from the reader thread itself
   /// (a callback run by a message it delivered).

@@ -35,6 +35,10 @@ struct ClientOptions {
   /// A connection silent for this long is considered dead (heartbeats every third of it).
   /// Also bounds connecting to a node that accepts TCP but never answers. Default 3 s.
   std::chrono::milliseconds peer_timeout = std::chrono::seconds(3);
+  /// A blocking call waiting for its reply polls the connection for up to this long before it
+  /// sleeps, while replies come that soon (see NodeOptions::busy_poll). 0: sleeps at once.
+  /// Default 200 us.
+  std::chrono::microseconds busy_poll = std::chrono::microseconds(200);
   /// CAF scheduler of the client's actor system: "sharing" (default; idle workers wake at once,
   /// which is what round-trip latency needs) or "stealing".
   std::string scheduler_policy = "sharing";

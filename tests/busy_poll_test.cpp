@@ -1,0 +1,119 @@
+// BusyPoll (transport/busy_poll.hpp): when a waiting thread polls, for how long, and what it
+// records. The waits are scripted: a wait function returns what the test says, so no test here
+// depends on timing except the one that polls a window out (bounded by its 20 ms).
+#include "transport/busy_poll.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <vector>
+
+namespace kvmesh {
+namespace {
+
+constexpr int64_t kUs = 1000;
+constexpr int64_t kMs = 1000 * kUs;
+
+/// A wait that answers from a script (then 0: nothing ready), recording the timeouts asked.
+struct ScriptedWait {
+  std::vector<int> answers;
+  std::vector<int> timeouts;
+  int operator()(int timeout_ms) {
+    timeouts.push_back(timeout_ms);
+    const size_t i = timeouts.size() - 1;
+    return i < answers.size() ? answers[i] : 0;
+  }
+};
+
+// The window follows the waits: one that ended after the window but within the bound asks for
+// more polling (a quarter of the bound at first, then doubling, never past the bound); one past
+// the bound halves it, and below a quarter of the bound there is none. So an idle thread stops
+// polling after a wait or two.
+TEST(BusyPollTest, WaitsWithinTheBoundGrowTheWindowAndLongerOnesShrinkIt) {
+  BusyPoll poll(400 * kUs);
+  EXPECT_EQ(poll.window_ns(), 0);
+  poll.Waited(300 * kUs);
+  EXPECT_EQ(poll.window_ns(), 100 * kUs) << "first growth: a quarter of the bound";
+  poll.Waited(150 * kUs);
+  EXPECT_EQ(poll.window_ns(), 200 * kUs);
+  poll.Waited(50 * kUs);
+  EXPECT_EQ(poll.window_ns(), 200 * kUs) << "found while polling: the window stays";
+  poll.Waited(399 * kUs);
+  EXPECT_EQ(poll.window_ns(), 400 * kUs);
+  poll.Waited(400 * kUs);
+  EXPECT_EQ(poll.window_ns(), 400 * kUs) << "never past the bound";
+  poll.Waited(401 * kUs);
+  EXPECT_EQ(poll.window_ns(), 200 * kUs) << "idle past the bound: halved";
+  poll.Waited(-1);
+  EXPECT_EQ(poll.window_ns(), 100 * kUs) << "a wait that ended with no work counts as long";
+  poll.Waited(5 * kMs);
+  EXPECT_EQ(poll.window_ns(), 0) << "below a quarter of the bound: no polling";
+}
+
+// With no bound (0, the option off) a thread never polls: each wait is the caller's own, once.
+TEST(BusyPollTest, OffSleepsAtOnce) {
+  BusyPoll poll(0);
+  poll.Waited(1 * kUs);
+  EXPECT_EQ(poll.window_ns(), 0);
+  ScriptedWait wait{{1}};
+  EXPECT_EQ(poll.Run(std::ref(wait), 50), 1);
+  EXPECT_EQ(wait.timeouts, std::vector<int>({50}));
+  EXPECT_EQ(poll.stats().found_polling, 0u);
+  EXPECT_EQ(poll.stats().slept, 1u);
+  EXPECT_EQ(poll.stats().polling_ns, 0);
+}
+
+// Work found while polling: the caller never sleeps (no call with its timeout), the window stays,
+// and the wait counts as found.
+TEST(BusyPollTest, WorkFoundWhilePollingNeedsNoSleep) {
+  BusyPoll poll(10 * 1000 * kMs);  // a window so long that the script decides, not the clock
+  poll.Waited(1 * kUs);
+  const int64_t window = poll.window_ns();
+  ASSERT_GT(window, 0);
+  ScriptedWait wait{{0, 0, 3}};
+  EXPECT_EQ(poll.Run(std::ref(wait), 50), 3);
+  EXPECT_EQ(wait.timeouts, std::vector<int>({0, 0, 0}));
+  EXPECT_EQ(poll.window_ns(), window);
+  EXPECT_EQ(poll.stats().found_polling, 1u);
+  EXPECT_EQ(poll.stats().slept, 0u);
+  EXPECT_GT(poll.stats().polling_ns, 0);
+}
+
+// Nothing found within the window: the caller's own wait follows, once, and a wait that ends
+// without work shrinks the window.
+TEST(BusyPollTest, PollsAtMostTheWindowThenSleeps) {
+  BusyPoll poll(80 * kMs);
+  poll.Waited(1 * kUs);
+  ASSERT_EQ(poll.window_ns(), 20 * kMs);
+  ScriptedWait wait;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(poll.Run(std::ref(wait), 7), 0);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(20));
+  ASSERT_GE(wait.timeouts.size(), 2u);
+  EXPECT_EQ(wait.timeouts.back(), 7) << "the caller's wait comes last";
+  for (size_t i = 0; i + 1 < wait.timeouts.size(); ++i) EXPECT_EQ(wait.timeouts[i], 0);
+  EXPECT_EQ(poll.window_ns(), 0) << "a wait with no work: 20 ms halved is below a quarter of 80";
+  EXPECT_EQ(poll.stats().slept, 1u);
+  EXPECT_GE(poll.stats().polling_ns, 20 * kMs);
+}
+
+// A caller with work waiting (timeout 0) and one that says not to poll wait once, at once; the
+// latter's wait is still recorded, so the window is ready when polling is asked for again.
+TEST(BusyPollTest, NoPollingWhenWorkWaitsOrTheCallerSaysNot) {
+  BusyPoll poll(400 * kUs);
+  poll.Waited(1 * kUs);
+  ASSERT_EQ(poll.window_ns(), 100 * kUs);
+  ScriptedWait ready{{2}};
+  EXPECT_EQ(poll.Run(std::ref(ready), 0), 2);
+  EXPECT_EQ(ready.timeouts, std::vector<int>({0}));
+  ScriptedWait asked_not{{1}};
+  EXPECT_EQ(poll.Run(std::ref(asked_not), 50, /*poll=*/false), 1);
+  EXPECT_EQ(asked_not.timeouts, std::vector<int>({50}));
+  EXPECT_EQ(poll.window_ns(), 100 * kUs) << "the quick wait without polling kept the window";
+  EXPECT_EQ(poll.stats().found_polling, 0u);
+  EXPECT_EQ(poll.stats().slept, 1u);
+}
+
+}  // namespace
+}  // namespace kvmesh

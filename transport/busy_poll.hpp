@@ -1,0 +1,115 @@
+// How long a thread that waits for its connections keeps polling them before it sleeps: the
+// node's client port thread between requests, and a client's blocking call waiting for its reply.
+//
+// Why: a thread that sleeps in epoll_wait or poll is woken by the sender, inline in its send():
+// in a virtual machine whose idle CPUs halt (guest halt polling off, as on this development
+// machine: haltpoll.guest_halt_poll_ns=0), that wake-up is an inter-processor interrupt through
+// the hypervisor. Measured with one request at a time (kvmesh-bench, remote, 1 in flight): waking
+// the client was a quarter of the node's CPU per get, the round trip 75-110 us for 40-50 us of
+// CPU on each side, and a node's CPU per put 100-107 us. A thread still polling when its message
+// comes needs no wake-up, and the one sending to it none either: both sides polling made gets
+// 3-4x as fast and puts 3x, at less CPU per request on both sides (README "Performance").
+//
+// How (the rule of Linux's haltpoll cpuidle governor, applied to one thread): the thread polls
+// for up to a window, then sleeps. The window grows when a wait ended after it but within the
+// bound (work came soon, so polling longer would have caught it), and shrinks when a wait went
+// past the bound (the thread was idle: polling would have been wasted). So a thread serving
+// requests that come one after another polls between them; an idle node or client polls at most
+// a few windows after its last request, and then not at all. Polling yields the CPU to other
+// threads between polls (sched_yield), so a thread that is ready to run on the same CPU is not
+// kept waiting by it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace kvmesh {
+
+class BusyPoll {
+ public:
+  /// Polls at most `max_ns` before sleeping; 0: never polls.
+  explicit BusyPoll(int64_t max_ns = 0) : max_ns_(max_ns > 0 ? max_ns : 0) {}
+  BusyPoll(const BusyPoll&) = delete;
+  BusyPoll& operator=(const BusyPoll&) = delete;
+
+  /// What the waits through Run did so far (metrics: an operator weighs the CPU polling takes
+  /// against the wake-ups it saves).
+  struct Stats {
+    /// Waits that found work while polling: no sleep, no wake-up.
+    uint64_t found_polling = 0;
+    /// Waits that slept (polling off, not tried, or too short).
+    uint64_t slept = 0;
+    /// Time spent polling, found or not (CPU time, less what other threads took meanwhile).
+    int64_t polling_ns = 0;
+  };
+  /// Thread-safe (the counters of one thread's waits, read from any).
+  Stats stats() const;
+
+  /// How long the next wait polls before it sleeps: 0 (sleeps at once) to the bound.
+  int64_t window_ns() const { return window_ns_; }
+
+  /// Records how a wait ended: work came `waited_ns` after the wait began, or none came
+  /// (`waited_ns` past the bound, or any negative value).
+  ///   - within the window: caught by polling; the window stays;
+  ///   - after the window but within the bound: the window doubles (at least a quarter of the
+  ///     bound, at most the bound);
+  ///   - past the bound: the window halves, and is 0 below a quarter of the bound.
+  void Waited(int64_t waited_ns);
+
+  /// Waits as `wait(timeout_ms)` does (a poll or epoll_wait on the caller's descriptors returning
+  /// how many are ready, 0 on timeout, negative on error), polling first: `wait(0)` until one is
+  /// ready or the window ends, then `wait(timeout_ms)`. `timeout_ms` 0 is one `wait(0)`, neither
+  /// polled nor recorded (the caller had work waiting). With `poll` false it sleeps at once,
+  /// but records how the wait ended all the same. Returns what the last `wait` returned.
+  template <class Wait>
+  int Run(Wait&& wait, int timeout_ms, bool poll = true) {
+    if (timeout_ms == 0 || max_ns_ == 0) {
+      if (timeout_ms != 0) Add(slept_, 1);
+      return wait(timeout_ms);
+    }
+    const int64_t start = NowNs();
+    const int64_t until = start + window_ns_;
+    int n = 0;
+    if (poll && window_ns_ > 0) {
+      for (;;) {
+        n = wait(0);
+        const int64_t now = NowNs();
+        if (n != 0) {
+          Add(polling_ns_, now - start);
+          if (n > 0) {
+            Add(found_polling_, 1);
+            Waited(now - start);
+          }
+          return n;
+        }
+        if (now >= until) {
+          Add(polling_ns_, now - start);
+          break;
+        }
+        Yield();
+      }
+    }
+    Add(slept_, 1);
+    n = wait(timeout_ms);
+    if (n < 0) return n;
+    Waited(n > 0 ? NowNs() - start : -1);
+    return n;
+  }
+
+ private:
+  static int64_t NowNs();
+  static void Yield();
+  /// One thread adds; others only read.
+  template <class T, class N>
+  static void Add(std::atomic<T>& counter, N n) {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+
+  int64_t max_ns_;
+  int64_t window_ns_ = 0;
+  std::atomic<uint64_t> found_polling_{0};
+  std::atomic<uint64_t> slept_{0};
+  std::atomic<int64_t> polling_ns_{0};
+};
+
+}  // namespace kvmesh
