@@ -1109,6 +1109,11 @@ int main(int argc, char** argv) {
   app.add_option("--scheduler", s.target.scheduler, "CAF scheduler: sharing or stealing")
       ->check(CLI::IsMember({"sharing", "stealing"}))
       ->capture_default_str();
+  app.add_option("--busy-poll-us", s.target.busy_poll_us,
+                 "busy polling of started kvmeshd and of remote clients, in microseconds "
+                 "(NodeOptions::busy_poll); -1: their defaults")
+      ->check(CLI::Range(-1, 100000))
+      ->capture_default_str();
   app.add_option("--worker-threads", s.target.worker_threads,
                  "actor worker threads of the embedded node and of started kvmeshd (0: one per "
                  "core, at least 2); scaling with cores: compare 1 and 2 with --databases 64")

@@ -320,6 +320,7 @@ class RemoteTarget : public Target {
     client::ClientOptions options;
     options.scheduler_policy = scheduler_;
     options.tls = tls();
+    if (busy_poll_us_ >= 0) options.busy_poll = std::chrono::microseconds(busy_poll_us_);
     client::Client client = client::connect(addresses_.front(), options);
     if (!client.ok()) return client.status();
     *out = std::make_unique<RemoteSession>(std::move(client));
@@ -371,6 +372,10 @@ class RemoteTarget : public Target {
       cluster_options.extra_args.push_back("--worker-threads");
       cluster_options.extra_args.push_back(std::to_string(options.worker_threads));
     }
+    if (options.busy_poll_us >= 0) {
+      cluster_options.extra_args.push_back("--busy-poll-us");
+      cluster_options.extra_args.push_back(std::to_string(options.busy_poll_us));
+    }
     cluster_options.extra_args.insert(cluster_options.extra_args.end(), options.node_args.begin(),
                                       options.node_args.end());
     Status s = cluster::ProcessCluster::Up(cluster_options, nodes, &cluster_);
@@ -383,6 +388,7 @@ class RemoteTarget : public Target {
 
   std::string name_;
   std::string scheduler_;
+  int busy_poll_us_ = -1;
   std::vector<std::string> addresses_;
   pid_t node_pid_ = 0;
   bool spawned_ = false;
@@ -462,6 +468,7 @@ Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>*
 Status MakeRemoteTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
   auto target = std::make_unique<RemoteTarget>(options.tls ? "remote-tls" : "remote");
   target->scheduler_ = options.scheduler;
+  target->busy_poll_us_ = options.busy_poll_us;
   if (options.tls && !options.nodes.empty()) {
     return Status::InvalidArgument(
         "--tls starts nodes with certificates of their own; it cannot be used with --node");
@@ -482,6 +489,7 @@ Status MakeClusterTarget(const TargetOptions& options, std::unique_ptr<Target>* 
   auto target = std::make_unique<RemoteTarget>("cluster" + std::to_string(options.cluster_nodes) +
                                                (options.tls ? "-tls" : ""));
   target->scheduler_ = options.scheduler;
+  target->busy_poll_us_ = options.busy_poll_us;
   Status s = target->Spawn(options, options.cluster_nodes);
   if (!s.ok()) return s;
   *out = std::move(target);

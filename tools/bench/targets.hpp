@@ -107,6 +107,9 @@ struct TargetOptions {
   /// Actor worker threads of in-process and started nodes (NodeOptions::worker_threads,
   /// kvmeshd --worker-threads); 0: the node's default (one per core, at least 2).
   size_t worker_threads = 0;
+  /// Busy polling of started kvmeshd (--busy-poll-us) and of remote clients
+  /// (ClientOptions::busy_poll), in microseconds; -1: their defaults.
+  int busy_poll_us = -1;
   /// remote: client addresses of running nodes; empty starts a kvmeshd.
   std::vector<std::string> nodes;
   /// The node's pid when `nodes` is given and the node cannot be found from its port.
