@@ -640,9 +640,7 @@ Status MakeTarget(const std::string& name, const Settings& s, std::unique_ptr<Ta
 Status MeasureLag(Target& target, const Settings& s, std::vector<Extra>* extras) {
   const auto addresses = target.addresses();
   if (addresses.size() < 2 || s.lag_samples == 0) return Status::OK();
-  client::ClientOptions options;
-  options.scheduler_policy = s.target.scheduler;
-  options.tls = target.tls();
+  const client::ClientOptions options = BenchClientOptions(s.target, target.tls());
   std::vector<Database> dbs;
   for (const std::string& address : addresses) {
     dbs.push_back(client::connect(address, options).open("/bench/lag"));
@@ -745,9 +743,7 @@ bool Converged(const std::vector<Database>& dbs) {
 Status MeasureCatchUp(Target& target, const Settings& s, std::vector<Extra>* extras) {
   const auto addresses = target.addresses();
   if (addresses.size() < 2 || s.catchup_keys == 0) return Status::OK();
-  client::ClientOptions options;
-  options.scheduler_policy = s.target.scheduler;
-  options.tls = target.tls();
+  const client::ClientOptions options = BenchClientOptions(s.target, target.tls());
   Database writer = client::connect(addresses[0], options).open("/bench/catchup");
   if (!writer.ok()) return writer.status();
   Status st = writer.put("/warm", "w");

@@ -29,6 +29,14 @@
 
 namespace kvmesh::bench {
 
+client::ClientOptions BenchClientOptions(const TargetOptions& options, const TlsOptions& tls) {
+  client::ClientOptions client;
+  client.scheduler_policy = options.scheduler;
+  client.tls = tls;
+  if (options.busy_poll_us >= 0) client.busy_poll = std::chrono::microseconds(options.busy_poll_us);
+  return client;
+}
+
 bool NeedsKvmeshApi(const std::string& workload) {
   return workload == "put-ttl" || workload == "cas-put" || workload == "watch" ||
          workload == "quorum-get";
@@ -317,11 +325,8 @@ class RemoteTarget : public Target {
   }
   std::string name() const override { return name_; }
   Status NewSession(std::unique_ptr<Session>* out) override {
-    client::ClientOptions options;
-    options.scheduler_policy = scheduler_;
-    options.tls = tls();
-    if (busy_poll_us_ >= 0) options.busy_poll = std::chrono::microseconds(busy_poll_us_);
-    client::Client client = client::connect(addresses_.front(), options);
+    client::Client client =
+        client::connect(addresses_.front(), BenchClientOptions(options_, tls()));
     if (!client.ok()) return client.status();
     *out = std::make_unique<RemoteSession>(std::move(client));
     return Status::OK();
@@ -387,8 +392,7 @@ class RemoteTarget : public Target {
   }
 
   std::string name_;
-  std::string scheduler_;
-  int busy_poll_us_ = -1;
+  TargetOptions options_;
   std::vector<std::string> addresses_;
   pid_t node_pid_ = 0;
   bool spawned_ = false;
@@ -418,7 +422,7 @@ Status MakeHttpTarget(const TargetOptions& options, std::unique_ptr<Target>* out
     return Status::InvalidArgument("the http target starts its own plaintext kvmeshd");
   }
   auto target = std::make_unique<HttpTarget>();
-  target->scheduler_ = options.scheduler;
+  target->options_ = options;
   std::vector<int> ports;
   Status s = cluster::PickFreePorts(1, &ports);
   if (!s.ok()) return s;
@@ -467,8 +471,7 @@ Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>*
 
 Status MakeRemoteTarget(const TargetOptions& options, std::unique_ptr<Target>* out) {
   auto target = std::make_unique<RemoteTarget>(options.tls ? "remote-tls" : "remote");
-  target->scheduler_ = options.scheduler;
-  target->busy_poll_us_ = options.busy_poll_us;
+  target->options_ = options;
   if (options.tls && !options.nodes.empty()) {
     return Status::InvalidArgument(
         "--tls starts nodes with certificates of their own; it cannot be used with --node");
@@ -488,8 +491,7 @@ Status MakeClusterTarget(const TargetOptions& options, std::unique_ptr<Target>* 
   if (options.cluster_nodes < 2) return Status::InvalidArgument("a cluster needs 2 or more nodes");
   auto target = std::make_unique<RemoteTarget>("cluster" + std::to_string(options.cluster_nodes) +
                                                (options.tls ? "-tls" : ""));
-  target->scheduler_ = options.scheduler;
-  target->busy_poll_us_ = options.busy_poll_us;
+  target->options_ = options;
   Status s = target->Spawn(options, options.cluster_nodes);
   if (!s.ok()) return s;
   *out = std::move(target);

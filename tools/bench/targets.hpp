@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kvmesh/client.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/tls.hpp"
 #include "kvmesh/types.hpp"
@@ -141,6 +142,10 @@ struct TargetOptions {
 /// The database config every target uses: a regex matcher, so that every benchmark database is
 /// one instantiated path of one config, as an application with many databases would have it.
 std::string BenchConfigYaml(int replication_min, int replication_max);
+
+/// Options of the benchmark's client connections: the target's `scheduler` and `busy_poll_us`
+/// (-1: the client's default), and `tls`.
+client::ClientOptions BenchClientOptions(const TargetOptions& options, const TlsOptions& tls);
 
 Status MakeRocksDbTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
 Status MakeEmbeddedTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
