@@ -1047,15 +1047,17 @@ Result<std::string> Node::metrics() const {
   const BusyPoll::Stats polls =
       impl_->client_port ? impl_->client_port->busy_poll_stats() : BusyPoll::Stats{};
   out.Family("kvmesh_client_port_waits_total",
-             "Waits of the client port's thread for requests, by how they ended: found_polling "
-             "(a request came while it polled: no wake-up) or slept.",
+             "Waits of the client port's thread, by how they ended: found_polling (a request, "
+             "heartbeat or wake-up came while it polled: none was needed) or slept (every wait "
+             "that blocked, timeouts included).",
              "counter");
   out.Sample("kvmesh_client_port_waits_total", {{"outcome", "found_polling"}},
              static_cast<double>(polls.found_polling));
   out.Sample("kvmesh_client_port_waits_total", {{"outcome", "slept"}},
              static_cast<double>(polls.slept));
   out.Family("kvmesh_client_port_polling_seconds_total",
-             "Time the client port's thread spent polling for requests (NodeOptions::busy_poll).",
+             "Time the client port's thread spent polling (NodeOptions::busy_poll), found or "
+             "not: an upper bound of the CPU polling took.",
              "counter");
   out.Sample("kvmesh_client_port_polling_seconds_total", {},
              static_cast<double>(polls.polling_ns) / 1e9);

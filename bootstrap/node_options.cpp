@@ -131,6 +131,10 @@ Status ValidateNodeOptions(const NodeOptions& o) {
     return Invalid("sync_period must be between 1 ms and 60000 ms, got " +
                    std::to_string(o.sync_period.count()) + " ms");
   }
+  if (o.busy_poll < std::chrono::microseconds(0) || o.busy_poll > kMaxBusyPoll) {
+    return Invalid("busy_poll must be between 0 and 100000 us, got " +
+                   std::to_string(o.busy_poll.count()) + " us");
+  }
   // Written this way round so that NaN fails too.
   if (!(o.low_space_percent >= 0 && o.low_space_percent <= 50)) {
     return Invalid("low_space_percent must be between 0 and 50, got " +

@@ -854,8 +854,9 @@ TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
 
 // Requests made one at a time, each as soon as the last reply came, find the port's thread still
 // polling (no wake-up: transport/busy_poll.hpp), and so do the replies that their callers read;
-// with polling off (0) every wait sleeps. The bound is so long (2 s: windows of 0.5 s) that a
-// slow machine cannot make a request miss the window.
+// once requests stop, the port polls no more (its waits, ended by heartbeats and ticks, sleep);
+// with polling off (0) every wait sleeps. The bound is so long (2 s: windows of 0.5 s, each cut
+// to the 100 ms to the port's next tick) that a slow machine cannot make a request miss one.
 TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
   for (const bool on : {true, false}) {
     SCOPED_TRACE(on ? "polling on" : "polling off");
@@ -870,6 +871,7 @@ TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
     options.gateway = recorder;
     options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
     options.busy_poll = bound;
+    options.peer_timeout = 400ms;  // ticks every 100 ms
     std::unique_ptr<ClientPort> port;
     ASSERT_TRUE(ClientPort::Open(system, std::move(options), &port).ok());
 
@@ -898,6 +900,15 @@ TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
     }
     const BusyPoll::Stats served = port->busy_poll_stats();
     const BusyPoll::Stats read = connection->busy_poll_stats();
+    // Idle: after three more waits have slept, none polls (bounded: ticks come every 100 ms).
+    auto slept_since = [&](uint64_t before) {
+      return Eventually(5s, [&] { return port->busy_poll_stats().slept >= before + 3; });
+    };
+    ASSERT_TRUE(slept_since(served.slept));
+    const BusyPoll::Stats idle = port->busy_poll_stats();
+    ASSERT_TRUE(slept_since(idle.slept));
+    EXPECT_EQ(port->busy_poll_stats().polling_ns, idle.polling_ns) << "it polls while idle";
+    EXPECT_EQ(port->busy_poll_stats().found_polling, idle.found_polling);
     connection->Close();
     port->Close();
     const uint64_t found = served.found_polling - port_before.found_polling;

@@ -585,6 +585,11 @@ TEST_F(ClientTest, BadOptionsFailCleanlyAndFuturesAreReal) {
   EXPECT_EQ(unusable.open("/example/kv").status().code(), Code::kInvalidArgument);
   EXPECT_FALSE(unusable.databases().ok());
   EXPECT_FALSE(unusable.reload_configs().ok());
+  client::ClientOptions polls_too_long;
+  polls_too_long.busy_poll = kMaxBusyPoll + std::chrono::microseconds(1);
+  auto refused_options = client::connect(address_, polls_too_long);
+  EXPECT_EQ(refused_options.status().code(), Code::kInvalidArgument) << refused_options.status();
+  EXPECT_NE(refused_options.status().message().find("busy_poll"), std::string::npos);
 
   auto db = client_.open("/example/kv");
   auto put = db.put_async("/f", "v");

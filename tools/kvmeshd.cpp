@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
       app.add_option("--busy-poll-us", busy_poll_us,
                      "the client port polls this long before it sleeps while requests come that "
                      "soon (lower latency one request at a time); 0: sleeps at once")
-          ->check(CLI::Range(0LL, 100000LL));
+          ->check(CLI::Range(0LL, static_cast<long long>(kvmesh::kMaxBusyPoll.count())));
   auto* max_connections_opt =
       app.add_option("--max-connections", config.node.max_connections,
                      "most connections each port keeps open; more are closed at once")

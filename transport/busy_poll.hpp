@@ -15,11 +15,12 @@
 // bound (work came soon, so polling longer would have caught it), and shrinks when a wait went
 // past the bound (the thread was idle: polling would have been wasted). So a thread serving
 // requests that come one after another polls between them; an idle node or client polls at most
-// a few windows after its last request, and then not at all. Polling yields the CPU to other
-// threads between polls (sched_yield), so a thread that is ready to run on the same CPU is not
-// kept waiting by it.
+// a few windows after its last request, and then not at all. Between polls it offers the CPU to
+// other threads (sched_yield: a hint the scheduler may take, so that a thread ready to run on the
+// same CPU is not kept waiting long).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -35,11 +36,13 @@ class BusyPoll {
   /// What the waits through Run did so far (metrics: an operator weighs the CPU polling takes
   /// against the wake-ups it saves).
   struct Stats {
-    /// Waits that found work while polling: no sleep, no wake-up.
+    /// Waits that found something while polling (for the port: a request, a heartbeat, a
+    /// writer's or Close's wake-up): no sleep, no wake-up.
     uint64_t found_polling = 0;
-    /// Waits that slept (polling off, not tried, or too short).
+    /// Waits that slept: polling off, not tried, or too short; timeouts included.
     uint64_t slept = 0;
-    /// Time spent polling, found or not (CPU time, less what other threads took meanwhile).
+    /// Time from the start of each polling to its end, found or not: an upper bound of the CPU
+    /// it took (other threads may have run meanwhile).
     int64_t polling_ns = 0;
   };
   /// Thread-safe (the counters of one thread's waits, read from any).
@@ -57,40 +60,43 @@ class BusyPoll {
   void Waited(int64_t waited_ns);
 
   /// Waits as `wait(timeout_ms)` does (a poll or epoll_wait on the caller's descriptors returning
-  /// how many are ready, 0 on timeout, negative on error), polling first: `wait(0)` until one is
-  /// ready or the window ends, then `wait(timeout_ms)`. `timeout_ms` 0 is one `wait(0)`, neither
-  /// polled nor recorded (the caller had work waiting). With `poll` false it sleeps at once,
-  /// but records how the wait ended all the same. Returns what the last `wait` returned.
+  /// how many are ready, 0 on timeout, negative on error; `timeout_ms` > 0), polling first:
+  /// `wait(0)` until one is ready or the window ends, then `wait` for what is left of
+  /// `timeout_ms` (whole milliseconds: the wait ends less than 1 ms past the caller's timeout; a
+  /// window longer than the timeout polls for the timeout only). `timeout_ms` 0 is one `wait(0)`,
+  /// neither polled nor recorded (the caller had work waiting). With `poll` false it sleeps at
+  /// once, but records how the wait ended all the same. Returns what the last `wait` returned.
   template <class Wait>
   int Run(Wait&& wait, int timeout_ms, bool poll = true) {
-    if (timeout_ms == 0 || max_ns_ == 0) {
+    if (timeout_ms <= 0 || max_ns_ == 0) {
       if (timeout_ms != 0) Add(slept_, 1);
       return wait(timeout_ms);
     }
     const int64_t start = NowNs();
-    const int64_t until = start + window_ns_;
+    const int64_t timeout_ns = int64_t{timeout_ms} * 1000000;
     int n = 0;
+    int64_t now = start;
     if (poll && window_ns_ > 0) {
+      const int64_t until = start + std::min(window_ns_, timeout_ns);
       for (;;) {
         n = wait(0);
-        const int64_t now = NowNs();
-        if (n != 0) {
-          Add(polling_ns_, now - start);
-          if (n > 0) {
-            Add(found_polling_, 1);
-            Waited(now - start);
-          }
-          return n;
+        now = NowNs();
+        if (n != 0 || now >= until) Add(polling_ns_, now - start);
+        if (n > 0) {
+          Add(found_polling_, 1);
+          Waited(now - start);
         }
-        if (now >= until) {
-          Add(polling_ns_, now - start);
-          break;
-        }
+        if (n != 0) return n;
+        if (now >= until) break;
         Yield();
+      }
+      if (now - start >= timeout_ns) {
+        Waited(-1);  // the caller's whole timeout passed without work
+        return 0;
       }
     }
     Add(slept_, 1);
-    n = wait(timeout_ms);
+    n = wait(timeout_ms - static_cast<int>((now - start) / 1000000));
     if (n < 0) return n;
     Waited(n > 0 ? NowNs() - start : -1);
     return n;

@@ -204,6 +204,9 @@ class InlineRunner final : public caf::execution_unit {
     return slow;
   }
 
+  /// True while a slow round's pause lasts (the workers take every request).
+  bool Paused() const { return Clock::now() < paused_until_; }
+
  private:
   /// A put is four resumes (the shard, its commit, the database actor, the shard answering).
   static constexpr size_t kMaxResumes = 16;
@@ -992,6 +995,9 @@ struct ClientPort::Impl {
       conns_lock.unlock();
       const bool slow = runner.Finish(lone);
       conns_lock.lock();
+      // After a slow round the requests go to the workers for a while (InlineRunner): no polling
+      // that would take a CPU from them.
+      if (lone && (slow || runner.Paused())) lone = false;
       if (!slow && Clock::now() >= next_tick) {
         Tick(heartbeat_ns);
         // Often enough for the shortest heartbeat a client asked for.

@@ -36,7 +36,8 @@ struct ClientOptions {
   /// Also bounds connecting to a node that accepts TCP but never answers. Default 3 s.
   std::chrono::milliseconds peer_timeout = std::chrono::seconds(3);
   /// A blocking call waiting for its reply polls the connection for up to this long before it
-  /// sleeps, while replies come that soon (see NodeOptions::busy_poll). 0: sleeps at once.
+  /// sleeps, while replies come that soon (see NodeOptions::busy_poll). 0: sleeps at once. At
+  /// most kMaxBusyPoll (kvmesh/types.hpp); more makes connect() fail with kInvalidArgument.
   /// Default 200 us.
   std::chrono::microseconds busy_poll = std::chrono::microseconds(200);
   /// CAF scheduler of the client's actor system: "sharing" (default; idle workers wake at once,

@@ -112,11 +112,12 @@ struct NodeOptions {
   /// port) that has not completed its handshake this long after it was accepted is closed.
   /// Default 3 s.
   std::chrono::milliseconds peer_timeout = std::chrono::seconds(3);
-  /// The client port's thread, finding no request to serve, keeps polling its connections for up
-  /// to this long before it sleeps, while requests come that soon; on an idle node it sleeps at
-  /// once. A request that finds it polling is served without a wake-up, which on a virtual
-  /// machine costs more than the polling (README "Performance"). 0: always sleeps at once (least
-  /// CPU while requests come one at a time, at a higher latency). Default 200 us.
+  /// After a request that came alone, the client port's thread keeps polling its connections for
+  /// up to this long before it sleeps, while requests come that soon (it adapts: a node whose
+  /// requests come further apart, or stop, polls less and then not at all). A request that finds
+  /// it polling is served without a wake-up, which on a virtual machine costs more than the
+  /// polling (README "Performance"). 0: always sleeps at once (least CPU while requests come one
+  /// at a time, at a higher latency). At most kMaxBusyPoll. Default 200 us.
   std::chrono::microseconds busy_poll = std::chrono::microseconds(200);
   /// Most connections each listening port (client port, cluster port) keeps open; a connection
   /// beyond it is closed at once, with a warning naming its address and the bound. Well under

@@ -60,6 +60,9 @@ inline std::string DescribeSync(SyncMode mode, std::chrono::milliseconds period)
   return text;
 }
 
+/// The longest busy_poll a node (NodeOptions) or a client (ClientOptions) accepts: 100 ms.
+inline constexpr std::chrono::microseconds kMaxBusyPoll{100000};
+
 /// One operation of an atomic batch.
 struct WriteOp {
   /// kCheck writes nothing: it makes the whole batch fail with condition_failed (naming the
