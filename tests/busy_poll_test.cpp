@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <vector>
 
 namespace kvmesh {
@@ -26,6 +27,22 @@ struct ScriptedWait {
     return i < answers.size() ? answers[i] : 0;
   }
 };
+
+/// A BusyPoll of bound `max_ns` after one quick wait: its window a quarter of the bound.
+std::unique_ptr<BusyPoll> Warmed(int64_t max_ns) {
+  auto poll = std::make_unique<BusyPoll>(max_ns);
+  poll->Waited(1 * kUs);
+  EXPECT_EQ(poll->window_ns(), max_ns / 4);
+  return poll;
+}
+
+/// How long `poll.Run(wait, timeout_ms)` took; what it returned in `*n`.
+std::chrono::steady_clock::duration TimedRun(BusyPoll& poll, ScriptedWait& wait, int timeout_ms,
+                                             int* n) {
+  const auto start = std::chrono::steady_clock::now();
+  *n = poll.Run(std::ref(wait), timeout_ms);
+  return std::chrono::steady_clock::now() - start;
+}
 
 // The window follows the waits: one that ended after the window but within the bound asks for
 // more polling (a quarter of the bound at first, then doubling, never past the bound); one past
@@ -84,13 +101,12 @@ TEST(BusyPollTest, WorkFoundWhilePollingNeedsNoSleep) {
 // Nothing found within the window: the caller's own wait follows, once, and a wait that ends
 // without work shrinks the window.
 TEST(BusyPollTest, PollsAtMostTheWindowThenSleeps) {
-  BusyPoll poll(80 * kMs);
-  poll.Waited(1 * kUs);
-  ASSERT_EQ(poll.window_ns(), 20 * kMs);
+  auto warmed = Warmed(80 * kMs);
+  BusyPoll& poll = *warmed;
   ScriptedWait wait;
-  const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(poll.Run(std::ref(wait), 50), 0);
-  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(20));
+  int n = -1;
+  EXPECT_GE(TimedRun(poll, wait, 50, &n), std::chrono::milliseconds(20));
+  EXPECT_EQ(n, 0);
   ASSERT_GE(wait.timeouts.size(), 2u);
   EXPECT_GT(wait.timeouts.back(), 0) << "the caller's wait comes last";
   EXPECT_LE(wait.timeouts.back(), 30) << "for what is left of its timeout";
@@ -103,13 +119,12 @@ TEST(BusyPollTest, PollsAtMostTheWindowThenSleeps) {
 // A window longer than the caller's timeout polls for the timeout only, and the caller's wait
 // does not follow: the wait ends when the caller said, as it would without polling.
 TEST(BusyPollTest, PollingEndsWithTheCallersTimeout) {
-  BusyPoll poll(400 * kMs);
-  poll.Waited(1 * kUs);
-  ASSERT_EQ(poll.window_ns(), 100 * kMs);
+  auto warmed = Warmed(400 * kMs);
+  BusyPoll& poll = *warmed;
   ScriptedWait wait;
-  const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(poll.Run(std::ref(wait), 5), 0);
-  const auto took = std::chrono::steady_clock::now() - start;
+  int n = -1;
+  const auto took = TimedRun(poll, wait, 5, &n);
+  EXPECT_EQ(n, 0);
   EXPECT_GE(took, std::chrono::milliseconds(5));
   EXPECT_LT(took, std::chrono::milliseconds(100)) << "it polled the whole window";
   for (int timeout : wait.timeouts) EXPECT_EQ(timeout, 0) << "it slept after the timeout";
@@ -120,9 +135,8 @@ TEST(BusyPollTest, PollingEndsWithTheCallersTimeout) {
 // A caller with work waiting (timeout 0) and one that says not to poll wait once, at once; the
 // latter's wait is still recorded, so the window is ready when polling is asked for again.
 TEST(BusyPollTest, NoPollingWhenWorkWaitsOrTheCallerSaysNot) {
-  BusyPoll poll(400 * kMs);
-  poll.Waited(1 * kUs);
-  ASSERT_EQ(poll.window_ns(), 100 * kMs);
+  auto warmed = Warmed(400 * kMs);
+  BusyPoll& poll = *warmed;
   ScriptedWait ready{{2}};
   EXPECT_EQ(poll.Run(std::ref(ready), 0), 2);
   EXPECT_EQ(ready.timeouts, std::vector<int>({0}));
