@@ -96,6 +96,11 @@ TEST(BenchKeysTest, AGroupPrefixListsItsKeys) {
   EXPECT_EQ(KeyOf(12345, 100), "/k/00000123/0045");
   EXPECT_EQ(GroupPrefix(123), "/k/00000123");
   EXPECT_EQ(KeyOf(12345, 100).rfind(GroupPrefix(123) + "/", 0), 0u);
+  // Numbers wider than their field keep every digit, as printf's "%08llu" would.
+  EXPECT_EQ(KeyOf(0, 100), "/k/00000000/0000");
+  EXPECT_EQ(KeyOf(123456789012, 10), "/k/12345678901/0002");
+  EXPECT_EQ(KeyOf(99999, 100000), "/k/00000000/99999");
+  EXPECT_EQ(GroupPrefix(18446744073709551615ull), "/k/18446744073709551615");
 }
 
 TEST(ProcessSampleTest, ReadsThisProcessAndRefusesAMissingOne) {

@@ -124,18 +124,37 @@ uint64_t KeyChooser::Next() {
 
 // -- Keys ---------------------------------------------------------------------------------------
 
+namespace {
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits (printf's "%0*llu"), without
+/// printf: snprintf made a 1000-key batch's keys in 150 us, 28% of the benchmark's CPU in the
+/// remote batch row, on the path of every batch.
+void AppendPadded(uint64_t n, int width, std::string* out) {
+  char digits[20];
+  int length = 0;
+  do {
+    digits[length++] = static_cast<char>('0' + n % 10);
+    n /= 10;
+  } while (n != 0);
+  out->append(width > length ? width - length : 0, '0');
+  while (length > 0) out->push_back(digits[--length]);
+}
+
+}  // namespace
+
 std::string KeyOf(uint64_t index, uint64_t group_size) {
-  char buf[48];
-  std::snprintf(buf, sizeof(buf), "/k/%08llu/%04llu",
-                static_cast<unsigned long long>(index / group_size),
-                static_cast<unsigned long long>(index % group_size));
-  return buf;
+  std::string key = GroupPrefix(index / group_size);
+  key.push_back('/');
+  AppendPadded(index % group_size, 4, &key);
+  return key;
 }
 
 std::string GroupPrefix(uint64_t group) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "/k/%08llu", static_cast<unsigned long long>(group));
-  return buf;
+  std::string prefix;
+  prefix.reserve(24);
+  prefix = "/k/";
+  AppendPadded(group, 8, &prefix);
+  return prefix;
 }
 
 // -- /proc --------------------------------------------------------------------------------------
