@@ -132,8 +132,8 @@ Status ValidateNodeOptions(const NodeOptions& o) {
                    std::to_string(o.sync_period.count()) + " ms");
   }
   if (o.busy_poll < std::chrono::microseconds(0) || o.busy_poll > kMaxBusyPoll) {
-    return Invalid("busy_poll must be between 0 and 100000 us, got " +
-                   std::to_string(o.busy_poll.count()) + " us");
+    return Invalid("busy_poll must be between 0 and " + std::to_string(kMaxBusyPoll.count()) +
+                   " us, got " + std::to_string(o.busy_poll.count()) + " us");
   }
   // Written this way round so that NaN fails too.
   if (!(o.low_space_percent >= 0 && o.low_space_percent <= 50)) {

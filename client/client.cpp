@@ -555,7 +555,8 @@ struct Connection {
 
   Status Start() {
     if (options.busy_poll < std::chrono::microseconds(0) || options.busy_poll > kMaxBusyPoll) {
-      return Status::InvalidArgument("busy_poll must be between 0 and 100000 us, got " +
+      return Status::InvalidArgument("busy_poll must be between 0 and " +
+                                     std::to_string(kMaxBusyPoll.count()) + " us, got " +
                                      std::to_string(options.busy_poll.count()) + " us");
     }
     if (options.tls.enabled()) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace kvmesh {
@@ -90,7 +91,7 @@ TEST(BusyPollTest, WorkFoundWhilePollingNeedsNoSleep) {
   const int64_t window = poll.window_ns();
   ASSERT_GT(window, 0);
   ScriptedWait wait{{0, 0, 3}};
-  EXPECT_EQ(poll.Run(std::ref(wait), 50), 3);
+  EXPECT_EQ(poll.Run(std::ref(wait), 10000), 3);
   EXPECT_EQ(wait.timeouts, std::vector<int>({0, 0, 0}));
   EXPECT_EQ(poll.window_ns(), window);
   EXPECT_EQ(poll.stats().found_polling, 1u);
@@ -128,8 +129,44 @@ TEST(BusyPollTest, PollingEndsWithTheCallersTimeout) {
   EXPECT_GE(took, std::chrono::milliseconds(5));
   EXPECT_LT(took, std::chrono::milliseconds(100)) << "it polled the whole window";
   for (int timeout : wait.timeouts) EXPECT_EQ(timeout, 0) << "it slept after the timeout";
-  EXPECT_EQ(poll.window_ns(), 0) << "no work in the whole wait: 100 ms halved, below 100 ms";
+  EXPECT_EQ(poll.window_ns(), 100 * kMs) << "a timeout inside the window says nothing of it";
   EXPECT_EQ(poll.stats().slept, 0u);
+}
+
+// Polling while other threads want the CPU (here: a wait that sleeps 5 ms, so the thread runs
+// far less than half the time it polls) backs off: the next 8 waits that would poll do not, then
+// one polls, and after a second such polling 16 do not.
+TEST(BusyPollTest, PollingThatOtherThreadsInterruptBacksOff) {
+  auto warmed = Warmed(400 * kMs);
+  BusyPoll& poll = *warmed;
+  auto descheduled = [](int timeout_ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return timeout_ms == 0 ? 1 : 0;
+  };
+  ASSERT_EQ(poll.Run(descheduled, 10000), 1);
+  EXPECT_EQ(poll.stats().found_polling, 1u);
+  auto ready_at_once = [](std::vector<int>* timeouts) {
+    return [timeouts](int timeout_ms) {
+      timeouts->push_back(timeout_ms);
+      return 1;
+    };
+  };
+  for (int i = 0; i < 8; ++i) {
+    std::vector<int> timeouts;
+    EXPECT_EQ(poll.Run(ready_at_once(&timeouts), 50), 1);
+    EXPECT_EQ(timeouts, std::vector<int>({50})) << "wait " << i << " polled while backing off";
+  }
+  EXPECT_EQ(poll.stats().slept, 8u);
+  ASSERT_EQ(poll.Run(descheduled, 10000), 1) << "the ninth polls again";
+  EXPECT_EQ(poll.stats().found_polling, 2u);
+  for (int i = 0; i < 16; ++i) {
+    std::vector<int> timeouts;
+    EXPECT_EQ(poll.Run(ready_at_once(&timeouts), 50), 1);
+    EXPECT_EQ(timeouts, std::vector<int>({50})) << "wait " << i << " of the doubled back-off";
+  }
+  std::vector<int> timeouts;
+  EXPECT_EQ(poll.Run(ready_at_once(&timeouts), 50), 1);
+  EXPECT_EQ(timeouts, std::vector<int>({0})) << "polling resumes after the back-off";
 }
 
 // A caller with work waiting (timeout 0) and one that says not to poll wait once, at once; the

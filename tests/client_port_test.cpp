@@ -856,7 +856,9 @@ TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
 // polling (no wake-up: transport/busy_poll.hpp), and so do the replies that their callers read;
 // once requests stop, the port polls no more (its waits, ended by heartbeats and ticks, sleep);
 // with polling off (0) every wait sleeps. The bound is so long (2 s: windows of 0.5 s, each cut
-// to the 100 ms to the port's next tick) that a slow machine cannot make a request miss one.
+// to the time to the port's next tick, ~67 ms) that a slow machine cannot make a request miss
+// one; polling that finds the CPU wanted backs off (transport/busy_poll.hpp), so on a loaded
+// machine few of the 40 may find the other side polling, but some always do.
 TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
   for (const bool on : {true, false}) {
     SCOPED_TRACE(on ? "polling on" : "polling off");
@@ -871,7 +873,7 @@ TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
     options.gateway = recorder;
     options.interface = system.message_types(caf::detail::type_list<gateway_actor>{});
     options.busy_poll = bound;
-    options.peer_timeout = 400ms;  // ticks every 100 ms
+    options.peer_timeout = 400ms;  // ticks every ~67 ms (the client's heartbeat: 133 ms)
     std::unique_ptr<ClientPort> port;
     ASSERT_TRUE(ClientPort::Open(system, std::move(options), &port).ok());
 
@@ -913,10 +915,10 @@ TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
     port->Close();
     const uint64_t found = served.found_polling - port_before.found_polling;
     if (on) {
-      EXPECT_GE(found, 30u) << "requests found the port's thread asleep";
+      EXPECT_GE(found, 2u) << "requests found the port's thread asleep";
       EXPECT_GT(served.polling_ns, 0);
       // Callers read most replies themselves (the reader thread reads the others).
-      EXPECT_GE(read.found_polling, 10u) << "replies found their callers asleep";
+      EXPECT_GE(read.found_polling, 2u) << "replies found their callers asleep";
     } else {
       EXPECT_EQ(found, 0u);
       EXPECT_EQ(served.polling_ns, 0);

@@ -590,6 +590,8 @@ TEST_F(ClientTest, BadOptionsFailCleanlyAndFuturesAreReal) {
   auto refused_options = client::connect(address_, polls_too_long);
   EXPECT_EQ(refused_options.status().code(), Code::kInvalidArgument) << refused_options.status();
   EXPECT_NE(refused_options.status().message().find("busy_poll"), std::string::npos);
+  polls_too_long.busy_poll = std::chrono::microseconds(-1);
+  EXPECT_EQ(client::connect(address_, polls_too_long).status().code(), Code::kInvalidArgument);
 
   auto db = client_.open("/example/kv");
   auto put = db.put_async("/f", "v");

@@ -101,7 +101,8 @@ TEST(MetricsScrape, CountsEmbeddedAndNetworkRequestsOnceAndParses) {
 // The client port's busy polling (NodeOptions::busy_poll) shows in the metrics: requests made one
 // at a time find its thread polling, and with the option at 0 it never polls. The bound is the
 // longest allowed (100 ms: windows of 25 ms and more), so that a slow machine makes few requests
-// miss the window.
+// miss the window (polling that finds the CPU wanted backs off, so a loaded machine polls fewer
+// times, but some always).
 TEST(MetricsScrape, TheClientPortsBusyPollingIsCountedAndZeroTurnsItOff) {
   for (const bool on : {true, false}) {
     SCOPED_TRACE(on ? "busy_poll 100 ms" : "busy_poll 0");
@@ -125,7 +126,7 @@ TEST(MetricsScrape, TheClientPortsBusyPollingIsCountedAndZeroTurnsItOff) {
     std::map<std::string, double> m = Parse(dir, *text);
     const double found = m["kvmesh_client_port_waits_total|outcome=found_polling"];
     if (on) {
-      EXPECT_GE(found, 20) << *text;
+      EXPECT_GE(found, 2) << *text;
       EXPECT_GT(m["kvmesh_client_port_polling_seconds_total|"], 0);
     } else {
       EXPECT_EQ(found, 0) << *text;

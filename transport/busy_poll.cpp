@@ -1,6 +1,7 @@
 #include "transport/busy_poll.hpp"
 
 #include <sched.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -33,8 +34,29 @@ int64_t BusyPoll::NowNs() {
       .count();
 }
 
+int64_t BusyPoll::ThreadCpuNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
 void BusyPoll::Yield() {
   sched_yield();
+}
+
+bool BusyPoll::ShouldPoll() {
+  if (skip_ == 0) return true;
+  --skip_;
+  return false;
+}
+
+void BusyPoll::Polled(int64_t wall_ns, int64_t cpu_ns) {
+  if (2 * cpu_ns >= wall_ns) {
+    backoff_ = 0;
+    return;
+  }
+  backoff_ = std::min<uint32_t>(kMaxBackoff, std::max<uint32_t>(kMinBackoff, 2 * backoff_));
+  skip_ = backoff_;
 }
 
 }  // namespace kvmesh

@@ -1108,7 +1108,7 @@ int main(int argc, char** argv) {
   app.add_option("--busy-poll-us", s.target.busy_poll_us,
                  "busy polling of started kvmeshd and of remote clients, in microseconds "
                  "(NodeOptions::busy_poll); -1: their defaults")
-      ->check(CLI::Range(-1, 100000))
+      ->check(CLI::Range(-1, static_cast<int>(kvmesh::kMaxBusyPoll.count())))
       ->capture_default_str();
   app.add_option("--worker-threads", s.target.worker_threads,
                  "actor worker threads of the embedded node and of started kvmeshd (0: one per "
