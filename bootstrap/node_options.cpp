@@ -8,6 +8,7 @@
 
 #include "common/address.hpp"
 #include "common/path.hpp"
+#include "messages/system_config.hpp"
 
 namespace kvmesh {
 
@@ -28,10 +29,7 @@ Status CheckPort(const char* field, int port) {
 
 Status ValidateNodeOptions(const NodeOptions& o) {
   if (o.data_dir.empty()) return Invalid("data_dir is empty");
-  if (o.scheduler_policy != "sharing" && o.scheduler_policy != "stealing") {
-    return Invalid("scheduler_policy must be \"sharing\" or \"stealing\", not " +
-                   Quote(o.scheduler_policy));
-  }
+  if (Status s = ValidateSchedulerPolicy(o.scheduler_policy); !s.ok()) return s;
   if (o.network_workers < -1 || o.network_workers > 64) {
     return Invalid("network_workers is " + std::to_string(o.network_workers) +
                    "; expected -1 (CAF's default), 0 (decode on the network thread) or 1 to 64");
@@ -131,10 +129,7 @@ Status ValidateNodeOptions(const NodeOptions& o) {
     return Invalid("sync_period must be between 1 ms and 60000 ms, got " +
                    std::to_string(o.sync_period.count()) + " ms");
   }
-  if (o.busy_poll < std::chrono::microseconds(0) || o.busy_poll > kMaxBusyPoll) {
-    return Invalid("busy_poll must be between 0 and " + std::to_string(kMaxBusyPoll.count()) +
-                   " us, got " + std::to_string(o.busy_poll.count()) + " us");
-  }
+  if (Status s = ValidateBusyPoll(o.busy_poll); !s.ok()) return s;
   // Written this way round so that NaN fails too.
   if (!(o.low_space_percent >= 0 && o.low_space_percent <= 50)) {
     return Invalid("low_space_percent must be between 0 and 50, got " +

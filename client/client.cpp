@@ -554,11 +554,7 @@ struct Connection {
   }
 
   Status Start() {
-    if (options.busy_poll < std::chrono::microseconds(0) || options.busy_poll > kMaxBusyPoll) {
-      return Status::InvalidArgument("busy_poll must be between 0 and " +
-                                     std::to_string(kMaxBusyPoll.count()) + " us, got " +
-                                     std::to_string(options.busy_poll.count()) + " us");
-    }
+    if (Status s = ValidateBusyPoll(options.busy_poll); !s.ok()) return s;
     if (options.tls.enabled()) {
       if (Status s = security::TlsContext::Load(options.tls, &security.tls); !s.ok()) return s;
     }

@@ -46,6 +46,13 @@ Status ValidateSchedulerPolicy(const std::string& policy) {
                                  Quote(policy));
 }
 
+Status ValidateBusyPoll(std::chrono::microseconds busy_poll) {
+  if (busy_poll >= std::chrono::microseconds(0) && busy_poll <= kMaxBusyPoll) return Status::OK();
+  return Status::InvalidArgument("busy_poll must be between 0 and " +
+                                 std::to_string(kMaxBusyPoll.count()) + " us, got " +
+                                 std::to_string(busy_poll.count()) + " us");
+}
+
 Status ConfigureActorSystem(const ActorSystemSettings& settings, caf::actor_system_config* cfg) {
   Status s = ValidateSchedulerPolicy(settings.scheduler_policy);
   if (!s.ok()) return s;

@@ -7,6 +7,7 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/timespan.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 
@@ -37,6 +38,10 @@ struct ActorSystemSettings {
 /// OK if `policy` names a scheduler policy kvmesh supports ("sharing" or "stealing"); otherwise
 /// kInvalidArgument naming it.
 Status ValidateSchedulerPolicy(const std::string& policy);
+
+/// OK if `busy_poll` (NodeOptions' or ClientOptions') is from 0 to kMaxBusyPoll; otherwise
+/// kInvalidArgument naming the range and the value.
+Status ValidateBusyPoll(std::chrono::microseconds busy_poll);
 
 /// Registers kvmesh's message types and error category on `cfg` and applies `settings`.
 /// Errors: kInvalidArgument for an unknown scheduler policy (nothing is changed then).

@@ -995,9 +995,9 @@ struct ClientPort::Impl {
       conns_lock.unlock();
       const bool slow = runner.Finish(lone);
       conns_lock.lock();
-      // After a slow round the requests go to the workers for a while (InlineRunner): no polling
-      // that would take a CPU from them.
-      if (lone && (slow || runner.Paused())) lone = false;
+      // After a slow round the requests go to the workers for a while (InlineRunner, which the
+      // slow round paused): no polling that would take a CPU from them.
+      if (lone && runner.Paused()) lone = false;
       if (!slow && Clock::now() >= next_tick) {
         Tick(heartbeat_ns);
         // Often enough for the shortest heartbeat a client asked for.
