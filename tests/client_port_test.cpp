@@ -902,7 +902,7 @@ TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
     }
     const BusyPoll::Stats served = port->busy_poll_stats();
     const BusyPoll::Stats read = connection->busy_poll_stats();
-    // Idle: after three more waits have slept, none polls (bounded: ticks come every 100 ms).
+    // Idle: after three more waits have slept, none polls (bounded: ticks come every ~67 ms).
     auto slept_since = [&](uint64_t before) {
       return Eventually(5s, [&] { return port->busy_poll_stats().slept >= before + 3; });
     };
