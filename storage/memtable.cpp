@@ -88,7 +88,7 @@ uint64_t HashOf(const rocksdb::Slice& user_key) {
 class Rep final : public rocksdb::MemTableRep {
  public:
   Rep(const rocksdb::MemTableRep::KeyComparator& compare, rocksdb::Allocator* allocator,
-      size_t index_slots, SlotMemory index_memory)
+      size_t index_slots, MappedMemory index_memory)
       : rocksdb::MemTableRep(allocator),
         compare_(compare),
         index_(index_slots, HeaderUserKey{}, std::move(index_memory)) {}

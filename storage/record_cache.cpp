@@ -24,6 +24,21 @@ RecordCache::Slot* RecordCache::Find(Slot* set, std::string_view key, uint64_t h
   return nullptr;
 }
 
+RecordCache::Table RecordCache::Table::Make(size_t slots) {
+  Table table;
+  const size_t bytes = slots * sizeof(Slot);
+  if (bytes < MappedMemory::kHugePageBytes) {
+    table.heap_.reset(new (std::nothrow) Slot[slots]);
+    table.slots_ = table.heap_.get();
+  } else {
+    // Faulted in as lookups and puts touch it: a table the database never fills costs only
+    // what it touched.
+    table.mapped_ = MappedMemory::Map(bytes, MappedMemory::kLazy);
+    table.slots_ = static_cast<Slot*>(table.mapped_.data());
+  }
+  return table;
+}
+
 const RecordSummary* RecordCache::Find(std::string_view key) const {
   if (key.size() > kMaxKeyBytes) return nullptr;
   ++finds_;
@@ -43,7 +58,7 @@ void RecordCache::Prefetch(std::string_view key) const {
 RecordCache::Slot* RecordCache::FindUnmoved(std::string_view key, uint64_t hash) const {
   if (old_slots_ == 0) return nullptr;
   const size_t set = SetIndex(hash, old_slots_);
-  return set < moved_sets_ ? nullptr : Find(&old_table_[set * kWays], key, hash);
+  return set < moved_sets_ ? nullptr : Find(&old_table()[set * kWays], key, hash);
 }
 
 void RecordCache::PlaceMoved(const Slot& moved) {
@@ -60,7 +75,7 @@ void RecordCache::PlaceMoved(const Slot& moved) {
 void RecordCache::MoveSets(size_t sets) {
   const size_t old_sets = old_slots_ / kWays;
   for (size_t end = std::min(old_sets, moved_sets_ + sets); moved_sets_ < end; ++moved_sets_) {
-    const Slot* set = &old_table_[moved_sets_ * kWays];
+    const Slot* set = &old_table()[moved_sets_ * kWays];
     // The key put more recently first, should only one slot be free for them.
     for (bool recent : {true, false}) {
       for (size_t i = 0; i < kWays; ++i) {
@@ -69,7 +84,7 @@ void RecordCache::MoveSets(size_t sets) {
     }
   }
   if (moved_sets_ == old_sets) {
-    old_table_.reset();
+    old_table_ = Table();
     budget_->Give(old_slots_ * kSlotBytes);
     old_slots_ = 0;
     moved_sets_ = 0;
@@ -136,9 +151,9 @@ void RecordCache::Erase(std::string_view key) {
 
 void RecordCache::Clear() {
   if (slots_ == 0) return;
-  table_.reset();
+  table_ = Table();
   budget_->Give((slots_ + old_slots_) * kSlotBytes);
-  old_table_.reset();
+  old_table_ = Table();
   slots_ = old_slots_ = moved_sets_ = 0;
   finds_ = collisions_ = 0;
 }
@@ -154,8 +169,8 @@ bool RecordCache::Resize(size_t slots) {
   }
   // No exception from here: Put runs after a write committed (an allocation that fails keeps
   // the table it has).
-  std::unique_ptr<Slot[]> table(new (std::nothrow) Slot[slots]);
-  if (!table) {
+  Table table = Table::Make(slots);
+  if (table.get() == nullptr) {
     budget_->Give(bytes);
     return false;
   }

@@ -39,7 +39,9 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <type_traits>
 
+#include "storage/mapped_memory.hpp"
 #include "storage/shared_budget.hpp"
 
 namespace kvmesh::storage {
@@ -111,11 +113,32 @@ class RecordCache {
     char key[kMaxKeyBytes];
   };
   static_assert(sizeof(Slot) == kSlotBytes);
+  // A large table is zeroed mapped memory: all-zero bytes are an empty slot, and nothing needs
+  // destroying.
+  static_assert(std::is_trivially_copyable_v<Slot> && std::is_trivially_destructible_v<Slot>);
+  /// A table's slots, all empty at first: on the heap while small (a node may have thousands of
+  /// databases, each with a small table; a mapping each would use up the process's mappings,
+  /// vm.max_map_count), from MappedMemory::kHugePageBytes on a mapping with huge pages (lookups
+  /// at random then seldom miss the TLB; storage/mapped_memory.hpp).
+  class Table {
+   public:
+    Table() = default;
+    /// `slots` empty slots, or none (get() null) if there is no memory for them.
+    static Table Make(size_t slots);
+    Slot* get() const { return slots_; }
+
+   private:
+    std::unique_ptr<Slot[]> heap_;
+    MappedMemory mapped_;
+    Slot* slots_ = nullptr;
+  };
   static uint64_t HashKey(std::string_view key);
   /// The set of a key of hash `hash` (HashKey's low bit is always set: not part of the index).
   static size_t SetIndex(uint64_t hash, size_t slots) { return (hash >> 1) & (slots / kWays - 1); }
   /// The first slot of the set of a key of hash `hash`.
-  Slot* SetAt(uint64_t hash) const { return &table_[SetIndex(hash, slots_) * kWays]; }
+  Slot* SetAt(uint64_t hash) const { return &table()[SetIndex(hash, slots_) * kWays]; }
+  Slot* table() const { return table_.get(); }
+  Slot* old_table() const { return old_table_.get(); }
   /// The slot of the set at `set` holding `key`, or null.
   static Slot* Find(Slot* set, std::string_view key, uint64_t hash);
   static bool Holds(const Slot& slot, std::string_view key, uint64_t hash);
@@ -135,11 +158,11 @@ class RecordCache {
   Slot* FindUnmoved(std::string_view key, uint64_t hash) const;
 
   SharedBudget* budget_;
-  std::unique_ptr<Slot[]> table_;
+  Table table_;
   size_t slots_ = 0;  // a power of two of at least kWays, or 0
   /// The table being left behind while its summaries move (Resize), its slots (0: none), and
   /// how many of its sets moved so far.
-  std::unique_ptr<Slot[]> old_table_;
+  Table old_table_;
   size_t old_slots_ = 0;
   size_t moved_sets_ = 0;
   /// Lookups since the table last grew or was judged (Put), and the puts meanwhile that took a

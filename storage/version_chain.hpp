@@ -18,13 +18,11 @@
 //   and the table says it is incomplete from then on: a key it lacks must then be searched for
 //   elsewhere (the memtable's skip list), unless a filter of the hashes of the keys it refused
 //   says the key is none of them.
-// - SlotMemory, SpareSlots: a table's zeroed memory, and one table's kept ready with its pages
+// - SpareSlots: one table's zeroed memory (storage/mapped_memory.hpp) kept ready with its pages
 //   in for the next memtable.
 //
 // `Compare` (as SkipList's): `using Key`, `int operator()(const char* entry, const Key& key)`.
 #pragma once
-
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -36,6 +34,8 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+
+#include "storage/mapped_memory.hpp"
 
 namespace kvmesh::storage {
 
@@ -222,58 +222,12 @@ struct VersionChain {
 };
 static_assert(sizeof(VersionChain) == 2 * sizeof(void*));
 
-/// Zeroed memory for a KeyIndex's slots: an anonymous private mapping, unmapped when dropped.
-class SlotMemory {
- public:
-  /// How the pages of a new mapping come in.
-  enum Faulting {
-    /// Each page when first touched: mapping costs nothing up front. But a table's pages are
-    /// mostly read before they are written (an insert looks for its key first), and a read maps
-    /// the kernel's shared zero page, so the first write faults a second time to get a page of
-    /// its own: twice ~1.1 us per 4 KiB page on this VM, 4.8 ms for 8 MiB, on the inserts.
-    kLazy,
-    /// Every page now (MAP_POPULATE): 2.3 ms for 8 MiB, on the thread that maps it.
-    kPopulated,
-  };
-
-  SlotMemory() = default;
-  /// `bytes` of zeroed memory, or none (data() null) if they cannot be mapped.
-  static SlotMemory Map(size_t bytes, Faulting faulting) {
-    const int flags = MAP_PRIVATE | MAP_ANONYMOUS | (faulting == kPopulated ? MAP_POPULATE : 0);
-    void* memory = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, flags, -1, 0);
-    return memory == MAP_FAILED ? SlotMemory() : SlotMemory(memory, bytes);
-  }
-  SlotMemory(SlotMemory&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
-  SlotMemory& operator=(SlotMemory&& other) noexcept {
-    if (this != &other) {
-      Unmap();
-      data_ = std::exchange(other.data_, nullptr);
-      bytes_ = std::exchange(other.bytes_, 0);
-    }
-    return *this;
-  }
-  ~SlotMemory() { Unmap(); }
-
-  void* data() const { return data_; }
-  size_t bytes() const { return bytes_; }
-
- private:
-  SlotMemory(void* data, size_t bytes) : data_(data), bytes_(bytes) {}
-  void Unmap() {
-    if (data_ != nullptr) munmap(data_, bytes_);
-  }
-
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
-};
-
 /// Memory for a memtable's key tables, one after another: from the third on, each mapped with its
-/// pages in (SlotMemory::kPopulated) on a thread of its own while the table before it filled.
+/// pages in (MappedMemory::kPopulated) on a thread of its own while the table before it filled.
 /// RocksDB makes a memtable on its write path (SwitchMemtable, at the head of the write queue:
 /// every writer waits), so mapping it populated there would hold them all (2.3 ms for the 8 MiB of
 /// a 64 MiB write buffer's table); faulting the pages in as the inserts touch them costs those
-/// inserts twice that (SlotMemory::kLazy: 3% of a bulk load's CPU). The first two tables fault
+/// inserts twice that (MappedMemory::kLazy: 3% of a bulk load's CPU). The first two tables fault
 /// lazily, so a store that never fills a memtable (an idle node, most tests) keeps no spare; once
 /// one has filled, one table's memory (`bytes`) is kept ready beyond the memtables', which
 /// RocksDB's memory figures do not count.
@@ -285,15 +239,15 @@ class SpareSlots {
   /// the table before was taken); else (the first two, or no thread could be started, or the
   /// spare could not be mapped) memory mapped now, faulted in lazily. From the second table on,
   /// starts mapping the next spare. Empty (data() null) if no memory can be mapped.
-  SlotMemory Take() {
+  MappedMemory Take() {
     std::lock_guard lock(mutex_);
-    SlotMemory memory;
+    MappedMemory memory;
     if (spare_.valid()) memory = spare_.get();
-    if (memory.data() == nullptr) memory = SlotMemory::Map(bytes_, SlotMemory::kLazy);
+    if (memory.data() == nullptr) memory = MappedMemory::Map(bytes_, MappedMemory::kLazy);
     if (taken_++ > 0) {
       try {
         spare_ = std::async(std::launch::async, [bytes = bytes_] {
-          return SlotMemory::Map(bytes, SlotMemory::kPopulated);
+          return MappedMemory::Map(bytes, MappedMemory::kPopulated);
         });
       } catch (...) {  // no thread (std::system_error) or no memory for its state: none spare
       }
@@ -312,7 +266,7 @@ class SpareSlots {
   const size_t bytes_;
   std::mutex mutex_;
   uint64_t taken_ = 0;
-  std::future<SlotMemory> spare_;  // its destructor waits for the thread
+  std::future<MappedMemory> spare_;  // its destructor waits for the thread
 };
 
 /// From a key to its `Header` (above). `KeyOf`: `std::string_view operator()(const Header*)`, the
@@ -322,19 +276,19 @@ class KeyIndex {
  public:
   static constexpr int kMaxProbes = 32;
 
-  /// `slots`: a power of two. `memory`: zeroed, for `slots` slots (SlotMemory::Map); without
+  /// `slots`: a power of two. `memory`: zeroed, for `slots` slots (MappedMemory::Map); without
   /// it (the memory could not be mapped, or is of another size) the table holds nothing and is
   /// incomplete from the start: slower, never wrong.
-  KeyIndex(size_t slots, KeyOf key_of, SlotMemory memory)
+  KeyIndex(size_t slots, KeyOf key_of, MappedMemory memory)
       : mask_(slots - 1), memory_(std::move(memory)), key_of_(std::move(key_of)) {
-    if (memory_.bytes() != slots * sizeof(uintptr_t)) memory_ = SlotMemory();
+    if (memory_.bytes() != slots * sizeof(uintptr_t)) memory_ = MappedMemory();
     slots_ = static_cast<std::atomic<uintptr_t>*>(memory_.data());
     if (slots_ == nullptr) incomplete_.store(true, std::memory_order_relaxed);
   }
   /// The same, with memory mapped for it now, its pages faulted in as they are touched.
   KeyIndex(size_t slots, KeyOf key_of)
       : KeyIndex(slots, std::move(key_of),
-                 SlotMemory::Map(slots * sizeof(uintptr_t), SlotMemory::kLazy)) {}
+                 MappedMemory::Map(slots * sizeof(uintptr_t), MappedMemory::kLazy)) {}
   KeyIndex(const KeyIndex&) = delete;
   KeyIndex& operator=(const KeyIndex&) = delete;
 
@@ -480,7 +434,7 @@ class KeyIndex {
                 "a zeroed uintptr_t is an empty slot");
 
   const size_t mask_;
-  SlotMemory memory_;
+  MappedMemory memory_;
   std::atomic<uintptr_t>* slots_;  // memory_'s, null without it
   const KeyOf key_of_;
   // Written by inserts of new keys; apart from what every Find reads.

@@ -2690,6 +2690,41 @@ TEST(RecordCacheTest, TheTablesOfAllDatabasesStayWithinTheNodesBudget) {
   ExpectConsistent(*dbs[1]);
 }
 
+// Tables from 2 MiB on live in a mapping with huge pages (MappedMemory), smaller ones on the heap:
+// summaries move from a heap table into a mapped one and between mapped ones as the table grows,
+// and every summary found afterwards is the one put last for its key.
+TEST(RecordCacheTest, TablesGrowingPastAHugePageKeepTheirSummaries) {
+  SharedBudget budget(64 << 20);
+  RecordCache cache(&budget);
+  constexpr int kKeys = 100000;
+  RecordSummary summary;
+  size_t passed_threshold = 0;
+  for (int pass = 0; pass < 3; ++pass) {
+    for (int i = 0; i < kKeys; ++i) {
+      const std::string key = "/k/" + std::to_string(i);
+      if (const RecordSummary* found = cache.Find(key)) {
+        ASSERT_EQ(found->counter, static_cast<uint64_t>((pass - 1) * kKeys + i + 1)) << key;
+      }
+      summary.counter = static_cast<uint64_t>(pass * kKeys + i + 1);
+      cache.Put(key, summary);
+      const bool mapped = cache.slots() * RecordCache::kSlotBytes >= MappedMemory::kHugePageBytes;
+      if (mapped && passed_threshold == 0) passed_threshold = cache.slots();
+    }
+  }
+  EXPECT_GT(passed_threshold, 0u) << "a table grew past a huge page";
+  EXPECT_GT(cache.slots(), passed_threshold) << "and grew again (mapped into mapped)";
+  size_t kept = 0;
+  for (int i = 0; i < kKeys; ++i) {
+    const RecordSummary* found = cache.Find("/k/" + std::to_string(i));
+    if (found == nullptr) continue;
+    ++kept;
+    EXPECT_EQ(found->counter, static_cast<uint64_t>(2 * kKeys + i + 1));
+  }
+  EXPECT_GT(kept, static_cast<size_t>(kKeys) * 8 / 10);
+  cache.Clear();
+  EXPECT_EQ(budget.left(), 64 << 20);
+}
+
 // A table uses all its slots: 2,000 keys through a table the budget keeps at its first size leave
 // it full (every slot holding the key that took it last), and all the others missing.
 TEST(RecordCacheTest, EverySlotOfATableIsUsed) {

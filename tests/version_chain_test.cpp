@@ -478,7 +478,7 @@ TEST(KeyIndexTest, EveryKeyEnteredIsFoundOrMayBeHeldElsewhereWhileThreadsOverfil
 }
 
 // Pages of `memory` the kernel holds (mincore), out of all of them.
-size_t ResidentPages(const SlotMemory& memory) {
+size_t ResidentPages(const MappedMemory& memory) {
   const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   std::vector<unsigned char> held((memory.bytes() + page - 1) / page);
   if (mincore(memory.data(), memory.bytes(), held.data()) != 0) return 0;
@@ -496,12 +496,12 @@ TEST(SpareSlotsTest, FromTheThirdOnEveryTableComesZeroedWithItsPagesInAndEachIts
   const size_t pages = kBytes / static_cast<size_t>(sysconf(_SC_PAGESIZE));
   SpareSlots spares(kBytes);
   EXPECT_EQ(spares.held(), 0u);
-  std::vector<SlotMemory> taken;
+  std::vector<MappedMemory> taken;
   for (int i = 0; i < 4; ++i) {
     taken.push_back(spares.Take());
     // From the second table on, one is kept ready beyond those taken.
     EXPECT_EQ(spares.held(), i == 0 ? 0u : kBytes) << i;
-    const SlotMemory& memory = taken.back();
+    const MappedMemory& memory = taken.back();
     ASSERT_NE(memory.data(), nullptr) << i;
     ASSERT_EQ(memory.bytes(), kBytes) << i;
     const size_t resident = ResidentPages(memory);
@@ -516,10 +516,10 @@ TEST(SpareSlotsTest, FromTheThirdOnEveryTableComesZeroedWithItsPagesInAndEachIts
   }
   for (size_t i = 1; i < taken.size(); ++i) EXPECT_NE(taken[i - 1].data(), taken[i].data()) << i;
   // A table made with its memory slots through it; one made without any is incomplete.
-  Index index(kBytes / sizeof(uintptr_t), KeyOf{}, SlotMemory::Map(kBytes, SlotMemory::kLazy));
+  Index index(kBytes / sizeof(uintptr_t), KeyOf{}, MappedMemory::Map(kBytes, MappedMemory::kLazy));
   EXPECT_EQ(index.bytes(), kBytes);
   EXPECT_FALSE(index.incomplete());
-  Index without(kBytes / sizeof(uintptr_t), KeyOf{}, SlotMemory());
+  Index without(kBytes / sizeof(uintptr_t), KeyOf{}, MappedMemory());
   EXPECT_EQ(without.bytes(), 0u);
   EXPECT_TRUE(without.incomplete());
   EXPECT_TRUE(without.MayHoldElsewhere(1));
