@@ -10,6 +10,51 @@ const caf::atom_value kCategory = caf::atom("kvmesh");
 
 }  // namespace
 
+namespace {
+
+/// A length as binary_deserializer::begin_sequence reads it: 7 bits a byte, low first, while the
+/// top bit is set, into 32 bits (a fifth byte's high bits are dropped, as there).
+bool ReadVarbyte(const uint8_t*& at, const uint8_t* end, size_t* out) {
+  uint32_t x = 0;
+  for (int n = 0; n < 5; ++n) {
+    if (at == end) return false;
+    const uint8_t low7 = *at++;
+    x |= static_cast<uint32_t>(low7 & 0x7F) << (7 * n);
+    if ((low7 & 0x80) == 0) {
+      *out = x;
+      return true;
+    }
+  }
+  return false;  // CAF would shift past 32 bits: no length a sender of ours writes
+}
+
+bool ReadString(const uint8_t*& at, const uint8_t* end, std::string* out) {
+  size_t size = 0;
+  if (!ReadVarbyte(at, end, &size) || static_cast<size_t>(end - at) < size) return false;
+  out->assign(reinterpret_cast<const char*>(at), size);
+  at += size;
+  return true;
+}
+
+}  // namespace
+
+bool ReadWriteOp(caf::binary_deserializer& in, WriteOp& op) {
+  const caf::span<const caf::byte> bytes = in.remainder();
+  const auto* start = reinterpret_cast<const uint8_t*>(bytes.data());
+  const uint8_t* end = start + bytes.size();
+  const uint8_t* at = start;
+  if (at == end) return false;
+  op.kind = static_cast<WriteOp::Kind>(*at++);
+  if (!ReadString(at, end, &op.key) || !ReadString(at, end, &op.value)) return false;
+  if (end - at < 8) return false;
+  uint64_t ttl = 0;
+  for (int i = 0; i < 8; ++i) ttl = ttl << 8 | at[i];  // network order
+  op.ttl_ms = ttl;
+  at += 8;
+  in.skip(static_cast<size_t>(at - start));
+  return true;
+}
+
 caf::error ToError(const Status& status) {
   if (status.ok()) return caf::error{};
   return caf::error{static_cast<uint8_t>(status.code()), kCategory,

@@ -3,6 +3,8 @@
 // here, type by type.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include <caf/all.hpp>
 #include <caf/binary_deserializer.hpp>
 #include <caf/binary_serializer.hpp>
@@ -217,6 +219,63 @@ TEST_F(MessagesTest, AWriteBatchsCountReservesNoMoreThanItsBytesCouldHold) {
   ASSERT_FALSE(LoadWriteOps(static_cast<caf::deserializer&>(honest_source), read));
   EXPECT_EQ(read.size(), 1000u);
   EXPECT_LT(read.capacity(), 1024u) << "sized once, not by doubling";
+}
+
+// ReadWriteOp reads CAF's binary format directly; what it reads must be what CAF's own decoding
+// of the same bytes gives (the inspector, field by field), with the read position after it in the
+// same place: every kind byte, lengths on both sides of each varbyte step (127/128, 16383/16384),
+// empty strings, ttls using all 8 bytes. Cut short anywhere, or given a length that does not end
+// within 5 bytes, it fails and leaves the position where it was.
+TEST_F(MessagesTest, AnOperationReadDirectlyIsWhatCafDecodes) {
+  std::mt19937_64 random(17);
+  const size_t sizes[] = {0, 1, 127, 128, 129, 16383, 16384, 70000};
+  std::vector<WriteOp> ops;
+  for (int kind = 0; kind < 256; ++kind) {
+    WriteOp op;
+    op.kind = static_cast<WriteOp::Kind>(kind);
+    op.key = std::string(sizes[random() % 8], static_cast<char>(random()));
+    op.value = std::string(sizes[random() % 8], static_cast<char>(random()));
+    op.ttl_ms = kind % 3 == 0 ? 0 : random();
+    ops.push_back(std::move(op));
+  }
+  std::vector<char> buffer;
+  caf::binary_serializer sink{system_, buffer};
+  for (WriteOp& op : ops) ASSERT_FALSE(sink(op));
+  caf::binary_deserializer direct{system_, buffer};
+  caf::binary_deserializer by_caf{system_, buffer};
+  for (size_t i = 0; i < ops.size(); ++i) {
+    WriteOp a;
+    WriteOp b;
+    ASSERT_TRUE(ReadWriteOp(direct, a)) << i;
+    ASSERT_FALSE(by_caf(b)) << i;
+    EXPECT_EQ(static_cast<int>(a.kind), static_cast<int>(b.kind)) << i;
+    EXPECT_EQ(a.key, b.key) << i;
+    EXPECT_EQ(a.value, b.value) << i;
+    EXPECT_EQ(a.ttl_ms, b.ttl_ms) << i;
+    EXPECT_EQ(static_cast<int>(a.kind), static_cast<int>(ops[i].kind)) << i;
+    EXPECT_EQ(a.key, ops[i].key) << i;
+    EXPECT_EQ(a.ttl_ms, ops[i].ttl_ms) << i;
+    ASSERT_EQ(direct.remaining(), by_caf.remaining()) << i;
+  }
+  EXPECT_EQ(direct.remaining(), 0u);
+  // One operation, cut short at every length.
+  std::vector<char> one;
+  caf::binary_serializer one_sink{system_, one};
+  WriteOp op{WriteOp::Kind::kPut, std::string(200, 'k'), std::string(300, 'v'), 12345};
+  ASSERT_FALSE(one_sink(op));
+  for (size_t cut = 0; cut < one.size(); ++cut) {
+    caf::binary_deserializer source{system_, one.data(), cut};
+    WriteOp read;
+    EXPECT_FALSE(ReadWriteOp(source, read)) << cut;
+    EXPECT_EQ(source.remaining(), cut) << cut;
+  }
+  // A key length that never ends within 32 bits.
+  std::vector<char> endless = {0, '\xff', '\xff', '\xff', '\xff', '\xff', '\x01'};
+  endless.resize(100, 'x');
+  caf::binary_deserializer source{system_, endless};
+  WriteOp read;
+  EXPECT_FALSE(ReadWriteOp(source, read));
+  EXPECT_EQ(source.remaining(), endless.size());
 }
 
 // The exit filter's rule inside one process (over the network: FuzzTest.ExitsFromAPeerStopNoActor):
