@@ -3,7 +3,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
+
+// Linux 5.14 (uapi asm-generic/mman-common.h); older headers lack it, the kernel then says EINVAL.
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 namespace kvmesh::storage {
 namespace {
@@ -41,8 +47,11 @@ MappedMemory MappedMemory::Map(size_t bytes, Faulting faulting) {
   // Refused (THP not built in): 4 KiB pages, as a mapping without the advice gets.
   madvise(memory, span, MADV_HUGEPAGE);
   // After the advice (MAP_POPULATE would have faulted 4 KiB pages in before it). A kernel older
-  // than 5.14 refuses MADV_POPULATE_WRITE: then a write to each page faults it in.
-  if (faulting == kPopulated && madvise(memory, span, MADV_POPULATE_WRITE) != 0) {
+  // than 5.14 does not know MADV_POPULATE_WRITE (EINVAL): then a write to each page faults it
+  // in. Any other failure (no memory for every page now) leaves the rest to come when touched,
+  // as MAP_POPULATE did, rather than forcing them in.
+  if (faulting == kPopulated && madvise(memory, span, MADV_POPULATE_WRITE) != 0 &&
+      errno == EINVAL) {
     auto* bytes_in = static_cast<volatile char*>(memory);
     for (size_t at = 0; at < span; at += PageBytes()) bytes_in[at] = 0;
   }

@@ -10,6 +10,9 @@
 // (perf, `kvmesh-bench --targets remote --workloads batch --batch-size 1000`), nearly all of it
 // waiting on that walk. A 32 MiB table takes 16 TLB entries with huge pages, 8,192 without. If
 // the kernel has no huge page to give (fragmented memory, THP off) the pages are 4 KiB, as before.
+// A lazy mapping (kLazy) read before it is written maps the huge zero page; kernels before 6.13
+// then split it at the first write and give 4 KiB pages (khugepaged may collapse them later), so
+// a table that must have huge pages from the start is mapped kPopulated.
 #pragma once
 
 #include <cstddef>
@@ -27,9 +30,11 @@ class MappedMemory {
     /// Each page when first touched: mapping costs nothing up front. But a table's pages are
     /// mostly read before they are written (an insert looks for its key first), and a read maps
     /// the kernel's shared zero page, so the first write faults a second time to get a page of
-    /// its own: twice ~1.1 us per 4 KiB page on this VM, 4.8 ms for 8 MiB, on the inserts.
+    /// its own: twice ~1.1 us per 4 KiB page on this VM, 4.8 ms for 8 MiB, on the inserts (a
+    /// huge page is one such fault per 2 MiB, each zeroing all of it).
     kLazy,
-    /// Every page now: 2.3 ms for 8 MiB of 4 KiB pages, on the thread that maps it.
+    /// Every page now, on the thread that maps it: 2.3 ms for 8 MiB of 4 KiB pages. Best effort:
+    /// pages the kernel cannot give now come when touched, as with kLazy.
     kPopulated,
   };
 

@@ -31,9 +31,10 @@ RecordCache::Table RecordCache::Table::Make(size_t slots) {
     table.heap_.reset(new (std::nothrow) Slot[slots]);
     table.slots_ = table.heap_.get();
   } else {
-    // Faulted in as lookups and puts touch it: a table the database never fills costs only
-    // what it touched.
-    table.mapped_ = MappedMemory::Map(bytes, MappedMemory::kLazy);
+    // With its pages in: a lazy one's pages, read before they are written, would lose their
+    // huge pages on kernels before 6.13 (storage/mapped_memory.hpp). Zeroing it all now costs
+    // what constructing a heap table did.
+    table.mapped_ = MappedMemory::Map(bytes, MappedMemory::kPopulated);
     table.slots_ = static_cast<Slot*>(table.mapped_.data());
   }
   return table;

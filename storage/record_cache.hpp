@@ -40,6 +40,7 @@
 #include <memory>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "storage/mapped_memory.hpp"
 #include "storage/shared_budget.hpp"
@@ -123,6 +124,18 @@ class RecordCache {
   class Table {
    public:
     Table() = default;
+    Table(Table&& other) noexcept
+        : heap_(std::move(other.heap_)),
+          mapped_(std::move(other.mapped_)),
+          slots_(std::exchange(other.slots_, nullptr)) {}
+    Table& operator=(Table&& other) noexcept {
+      if (this != &other) {
+        heap_ = std::move(other.heap_);
+        mapped_ = std::move(other.mapped_);
+        slots_ = std::exchange(other.slots_, nullptr);
+      }
+      return *this;
+    }
     /// `slots` empty slots, or none (get() null) if there is no memory for them.
     static Table Make(size_t slots);
     Slot* get() const { return slots_; }
