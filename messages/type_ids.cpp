@@ -3,14 +3,12 @@
 #include <caf/actor_system_config.hpp>
 #include <caf/sec.hpp>
 
+#include <cstring>
+
 namespace kvmesh {
 namespace {
 
 const caf::atom_value kCategory = caf::atom("kvmesh");
-
-}  // namespace
-
-namespace {
 
 /// A length as binary_deserializer::begin_sequence reads it: 7 bits a byte, low first, while the
 /// top bit is set, into 32 bits (a fifth byte's high bits are dropped, as there).
@@ -36,7 +34,49 @@ bool ReadString(const uint8_t*& at, const uint8_t* end, std::string* out) {
   return true;
 }
 
+/// A length as binary_serializer::begin_sequence writes it (ReadVarbyte's format; CAF keeps the
+/// low 32 bits).
+char* WriteVarbyte(size_t size, char* out) {
+  auto x = static_cast<uint32_t>(size);
+  while (x > 0x7f) {
+    *out++ = static_cast<char>((x & 0x7f) | 0x80);
+    x >>= 7;
+  }
+  *out++ = static_cast<char>(x);
+  return out;
+}
+
+size_t VarbyteSize(size_t size) {
+  auto x = static_cast<uint32_t>(size);
+  size_t n = 1;
+  for (; x > 0x7f; x >>= 7) ++n;
+  return n;
+}
+
 }  // namespace
+
+void SaveWriteOps(caf::binary_serializer& out, const std::vector<WriteOp>& ops) {
+  size_t bytes = VarbyteSize(ops.size());
+  for (const WriteOp& op : ops) {
+    bytes += 1 + VarbyteSize(op.key.size()) + op.key.size() + VarbyteSize(op.value.size()) +
+             op.value.size() + 8;
+  }
+  // Room made at the write position (past the end: the buffer grows once), then filled.
+  const size_t at = out.write_pos();
+  out.skip(bytes);
+  char* p = out.buf().data() + at;
+  p = WriteVarbyte(ops.size(), p);
+  for (const WriteOp& op : ops) {
+    *p++ = static_cast<char>(op.kind);
+    p = WriteVarbyte(op.key.size(), p);
+    std::memcpy(p, op.key.data(), op.key.size());
+    p += op.key.size();
+    p = WriteVarbyte(op.value.size(), p);
+    std::memcpy(p, op.value.data(), op.value.size());
+    p += op.value.size();
+    for (int shift = 56; shift >= 0; shift -= 8) *p++ = static_cast<char>(op.ttl_ms >> shift);
+  }
+}
 
 bool ReadWriteOp(caf::binary_deserializer& in, WriteOp& op) {
   const caf::span<const caf::byte> bytes = in.remainder();

@@ -278,6 +278,51 @@ TEST_F(MessagesTest, AnOperationReadDirectlyIsWhatCafDecodes) {
   EXPECT_EQ(source.remaining(), endless.size());
 }
 
+// SaveWriteOps writes a batch's operations straight into a binary serializer's buffer; the bytes
+// must be CAF's own for the same operations (the vector through the inspector, operation by
+// operation), with what comes before and after in the same message in place, and must read back
+// as the same batch.
+TEST_F(MessagesTest, ABatchWrittenDirectlyIsWhatCafWrites) {
+  std::mt19937_64 random(23);
+  const size_t sizes[] = {0, 1, 127, 128, 129, 16383, 16384, 70000};
+  WriteBatch batch;
+  for (int kind = 0; kind < 256; ++kind) {
+    WriteOp op;
+    op.kind = static_cast<WriteOp::Kind>(kind);
+    op.key = std::string(sizes[random() % 8], static_cast<char>(random()));
+    op.value = std::string(sizes[random() % 8], static_cast<char>(random()));
+    op.ttl_ms = kind % 3 == 0 ? 0 : random();
+    batch.ops.push_back(std::move(op));
+  }
+  for (size_t count : {size_t{0}, size_t{1}, size_t{200}, batch.ops.size()}) {
+    WriteBatch part;
+    part.ops.assign(batch.ops.begin(), batch.ops.begin() + static_cast<std::ptrdiff_t>(count));
+    std::string before = "before";
+    std::string after = "after";
+    std::vector<char> direct;
+    caf::binary_serializer direct_sink{system_, direct};
+    ASSERT_FALSE(direct_sink(before, part, after));
+    std::vector<char> by_caf;
+    caf::binary_serializer caf_sink{system_, by_caf};
+    ASSERT_FALSE(caf_sink(before, part.ops, after));
+    EXPECT_EQ(direct, by_caf) << count << " operations";
+    caf::binary_deserializer source{system_, direct};
+    std::string read_before;
+    WriteBatch read;
+    std::string read_after;
+    ASSERT_FALSE(source(read_before, read, read_after)) << count;
+    EXPECT_EQ(read_before, before);
+    EXPECT_EQ(read_after, after);
+    ASSERT_EQ(read.ops.size(), count);
+    for (size_t i = 0; i < count; ++i) {
+      EXPECT_EQ(static_cast<int>(read.ops[i].kind), static_cast<int>(part.ops[i].kind)) << i;
+      EXPECT_EQ(read.ops[i].key, part.ops[i].key) << i;
+      EXPECT_EQ(read.ops[i].value, part.ops[i].value) << i;
+      EXPECT_EQ(read.ops[i].ttl_ms, part.ops[i].ttl_ms) << i;
+    }
+  }
+}
+
 // The exit filter's rule inside one process (over the network: FuzzTest.ExitsFromAPeerStopNoActor):
 // an exit is honoured only from a local actor that no peer can name. Anonymous exits, and exits
 // from a local actor in the actor registry (any actor whose handle crossed the network; a routed
