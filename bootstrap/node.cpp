@@ -560,6 +560,8 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
   impl->cfg->add_thread_hook<ThreadMarker>();
   ActorSystemSettings system_settings;
   system_settings.scheduler_policy = opts.scheduler_policy;
+  // The node's workers poll as its client port's thread does (a client's do not).
+  system_settings.busy_poll = opts.busy_poll;
   system_settings.worker_threads = opts.worker_threads;
   if (system_settings.worker_threads == 0) {
     system_settings.worker_threads = std::max(2u, std::thread::hardware_concurrency());

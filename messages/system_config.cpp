@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/path.hpp"
+#include "messages/polling_scheduler.hpp"
 #include "messages/type_ids.hpp"
 
 namespace kvmesh {
@@ -53,11 +54,39 @@ Status ValidateBusyPoll(std::chrono::microseconds busy_poll) {
                                  std::to_string(busy_poll.count()) + " us");
 }
 
+caf::actor_system::module* MakePollingScheduler(caf::actor_system& system, int64_t poll_ns) {
+  auto* scheduler = new PollingCoordinator(system);
+  scheduler->data().poll_ns = poll_ns;
+  return scheduler;
+}
+
+std::optional<BusyPoll::Stats> WorkerPollingStats(caf::actor_system& system) {
+  auto* scheduler = dynamic_cast<PollingCoordinator*>(&system.scheduler());
+  if (scheduler == nullptr) return std::nullopt;
+  BusyPoll::Stats sum;
+  for (size_t i = 0; i < scheduler->num_workers(); ++i) {
+    const BusyPoll::Stats one = scheduler->worker_by_id(i)->data().poll->stats();
+    sum.found_polling += one.found_polling;
+    sum.slept += one.slept;
+    sum.polling_ns += one.polling_ns;
+  }
+  return sum;
+}
+
 Status ConfigureActorSystem(const ActorSystemSettings& settings, caf::actor_system_config* cfg) {
   Status s = ValidateSchedulerPolicy(settings.scheduler_policy);
   if (!s.ok()) return s;
+  s = ValidateBusyPoll(settings.busy_poll);
+  if (!s.ok()) return s;
   RegisterMessageTypes(*cfg);
   cfg->add_thread_hook<WorkerThreadNames>();
+  if (settings.scheduler_policy == "sharing" && settings.busy_poll.count() > 0) {
+    // CAF takes a scheduler module a factory made in place of its own (actor_system's
+    // constructor makes one only if none was loaded).
+    const int64_t poll_ns = std::chrono::nanoseconds(settings.busy_poll).count();
+    cfg->module_factories.push_back(
+        [poll_ns](caf::actor_system& system) { return MakePollingScheduler(system, poll_ns); });
+  }
   cfg->set("scheduler.policy",
            settings.scheduler_policy == "sharing" ? caf::atom("sharing") : caf::atom("stealing"));
   if (settings.worker_threads != 0) cfg->set("scheduler.max-threads", settings.worker_threads);

@@ -33,6 +33,10 @@ struct ActorSystemSettings {
   /// With `network` and not `deserialize_in_multiplexer`: the threads that decode messages
   /// (CAF's middleman.workers); 0 leaves CAF's default.
   size_t decode_workers = 0;
+  /// With the "sharing" policy: idle workers poll the queue this long at most before they sleep
+  /// (messages/polling_scheduler.hpp; a node's NodeOptions::busy_poll). 0: CAF's own scheduler,
+  /// whose workers sleep at once (a client's: its program needs the CPU). At most kMaxBusyPoll.
+  std::chrono::microseconds busy_poll{0};
 };
 
 /// OK if `policy` names a scheduler policy kvmesh supports ("sharing" or "stealing"); otherwise

@@ -1,8 +1,8 @@
-// BusyPoll (transport/busy_poll.hpp): when a waiting thread polls, for how long, and what it
+// BusyPoll (common/busy_poll.hpp): when a waiting thread polls, for how long, and what it
 // records. The waits are scripted: a wait function returns what the test says. Where the clock
 // decides, the times are long enough (tens of milliseconds) that a loaded machine cannot change
 // the outcome, and the tests that poll a window out take that long.
-#include "transport/busy_poll.hpp"
+#include "common/busy_poll.hpp"
 
 #include <gtest/gtest.h>
 

@@ -853,11 +853,11 @@ TEST(ClientPortTest, ACallerReadsItsOwnRepliesAndOneAlreadyReadIsNotWaitedFor) {
 }
 
 // Requests made one at a time, each as soon as the last reply came, find the port's thread still
-// polling (no wake-up: transport/busy_poll.hpp), and so do the replies that their callers read;
+// polling (no wake-up: common/busy_poll.hpp), and so do the replies that their callers read;
 // once requests stop, the port polls no more (its waits, ended by heartbeats and ticks, sleep);
 // with polling off (0) every wait sleeps. The bound is so long (2 s: windows of 0.5 s, each cut
 // to the time to the port's next tick, ~67 ms) that a slow machine cannot make a request miss
-// one; polling that finds the CPU wanted backs off (transport/busy_poll.hpp), so on a loaded
+// one; polling that finds the CPU wanted backs off (common/busy_poll.hpp), so on a loaded
 // machine few of the 40 may find the other side polling, but some always do.
 TEST(ClientPortTest, RequestsOneAtATimeFindBothSidesPollingUnlessItIsOff) {
   for (const bool on : {true, false}) {

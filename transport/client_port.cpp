@@ -35,7 +35,7 @@
 
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
-#include "transport/busy_poll.hpp"
+#include "common/busy_poll.hpp"
 #include "transport/guard_common.hpp"
 #include "transport/send_cork.hpp"
 

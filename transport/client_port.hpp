@@ -59,7 +59,7 @@
 #include <vector>
 
 #include "kvmesh/status.hpp"
-#include "transport/busy_poll.hpp"
+#include "common/busy_poll.hpp"
 #include "transport/connection_guard.hpp"
 
 namespace kvmesh {
@@ -86,7 +86,7 @@ struct ClientPortOptions {
   /// A connection silent this long is closed; heartbeats go every third of it.
   caf::timespan peer_timeout = std::chrono::seconds(3);
   /// The port's thread, out of work, polls its connections up to this long before it sleeps,
-  /// while requests come that soon (transport/busy_poll.hpp). 0: sleeps at once.
+  /// while requests come that soon (common/busy_poll.hpp). 0: sleeps at once.
   caf::timespan busy_poll{0};
 };
 
@@ -134,7 +134,7 @@ struct PortConnectOptions {
   /// False: sends no heartbeats (for tests of a node closing silent connections).
   bool heartbeats = true;
   /// A caller reading for its reply (ReadFor) polls up to this long before it sleeps, while
-  /// replies come that soon (transport/busy_poll.hpp). 0: sleeps at once.
+  /// replies come that soon (common/busy_poll.hpp). 0: sleeps at once.
   caf::timespan busy_poll{0};
 };
 

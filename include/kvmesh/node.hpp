@@ -116,8 +116,9 @@ struct NodeOptions {
   /// up to this long before it sleeps, while requests come that soon (it adapts: a node whose
   /// requests come further apart, or stop, polls less and then not at all). A request that finds
   /// it polling is served without a wake-up, which on a virtual machine costs more than the
-  /// polling (README "Performance"). 0: always sleeps at once (least CPU while requests come one
-  /// at a time, at a higher latency). At most kMaxBusyPoll. Default 200 us.
+  /// polling (README "Performance"). With the "sharing" scheduler, the node's idle CPU workers
+  /// poll for actors to run the same way. 0: always sleeps at once (least CPU while requests come
+  /// one at a time, at a higher latency). At most kMaxBusyPoll. Default 200 us.
   std::chrono::microseconds busy_poll = std::chrono::microseconds(200);
   /// Most connections each listening port (client port, cluster port) keeps open; a connection
   /// beyond it is closed at once, with a warning naming its address and the bound. Well under

@@ -1,5 +1,6 @@
-// How long a thread that waits for its connections keeps polling them before it sleeps: the
-// node's client port thread between requests, and a client's blocking call waiting for its reply.
+// How long a thread that waits for work keeps polling for it before it sleeps: the node's client
+// port thread between requests, a client's blocking call waiting for its reply, and the node's
+// CAF workers waiting for an actor to run (messages/polling_scheduler.hpp).
 //
 // Why: a thread that sleeps in epoll_wait or poll is woken by the sender, inline in its send():
 // in a virtual machine whose idle CPUs halt (guest halt polling off, as on this development

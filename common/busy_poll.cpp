@@ -1,4 +1,4 @@
-#include "transport/busy_poll.hpp"
+#include "common/busy_poll.hpp"
 
 #include <sched.h>
 #include <time.h>
