@@ -6,7 +6,10 @@
 // this VM, whose idle CPUs halt, a wake-up is an interrupt through the hypervisor: with 50 puts in
 // flight to an embedded node, both CPUs were idle 35% of the time while futex wake-ups were 11% of
 // the workers' CPU (perf, kvmesh-bench --targets embedded --workloads put --inflight 50). A worker
-// still polling when an actor is queued needs no wake-up, and its enqueuer makes none.
+// still polling when an actor is queued needs no wake-up, and its enqueuer makes none unless
+// another worker sleeps (that one is woken all the same: a job must not wait behind a long one
+// the polling worker may take first). A worker's BusyPoll counts a job it saw while polling as
+// found even if another worker took it.
 //
 // The window adapts and backs off as the port's does (BusyPoll): an idle node's workers poll one
 // window after their last job and then sleep until work comes. Only a node's actor system polls
