@@ -221,13 +221,10 @@ TEST_F(MessagesTest, AWriteBatchsCountReservesNoMoreThanItsBytesCouldHold) {
   EXPECT_LT(read.capacity(), 1024u) << "sized once, not by doubling";
 }
 
-// ReadWriteOp reads CAF's binary format directly; what it reads must be what CAF's own decoding
-// of the same bytes gives (the inspector, field by field), with the read position after it in the
-// same place: every kind byte, lengths on both sides of each varbyte step (127/128, 16383/16384),
-// empty strings, ttls using all 8 bytes. Cut short anywhere, or given a length that does not end
-// within 5 bytes, it fails and leaves the position where it was.
-TEST_F(MessagesTest, AnOperationReadDirectlyIsWhatCafDecodes) {
-  std::mt19937_64 random(17);
+// One operation of every kind byte, keys and values of lengths on both sides of the first two
+// varbyte steps (127/128, 16383/16384) and empty, ttls using all 8 bytes; `seed` picks them.
+std::vector<WriteOp> EveryKindOfOperation(uint64_t seed) {
+  std::mt19937_64 random(seed);
   const size_t sizes[] = {0, 1, 127, 128, 129, 16383, 16384, 70000};
   std::vector<WriteOp> ops;
   for (int kind = 0; kind < 256; ++kind) {
@@ -238,6 +235,16 @@ TEST_F(MessagesTest, AnOperationReadDirectlyIsWhatCafDecodes) {
     op.ttl_ms = kind % 3 == 0 ? 0 : random();
     ops.push_back(std::move(op));
   }
+  return ops;
+}
+
+// ReadWriteOp reads CAF's binary format directly; what it reads must be what CAF's own decoding
+// of the same bytes gives (the inspector, field by field), with the read position after it in the
+// same place: every kind byte, lengths on both sides of each varbyte step (127/128, 16383/16384),
+// empty strings, ttls using all 8 bytes. Cut short anywhere, or given a length that does not end
+// within 5 bytes, it fails and leaves the position where it was.
+TEST_F(MessagesTest, AnOperationReadDirectlyIsWhatCafDecodes) {
+  std::vector<WriteOp> ops = EveryKindOfOperation(17);
   std::vector<char> buffer;
   caf::binary_serializer sink{system_, buffer};
   for (WriteOp& op : ops) ASSERT_FALSE(sink(op));
@@ -283,17 +290,8 @@ TEST_F(MessagesTest, AnOperationReadDirectlyIsWhatCafDecodes) {
 // operation), with what comes before and after in the same message in place, and must read back
 // as the same batch.
 TEST_F(MessagesTest, ABatchWrittenDirectlyIsWhatCafWrites) {
-  std::mt19937_64 random(23);
-  const size_t sizes[] = {0, 1, 127, 128, 129, 16383, 16384, 70000};
   WriteBatch batch;
-  for (int kind = 0; kind < 256; ++kind) {
-    WriteOp op;
-    op.kind = static_cast<WriteOp::Kind>(kind);
-    op.key = std::string(sizes[random() % 8], static_cast<char>(random()));
-    op.value = std::string(sizes[random() % 8], static_cast<char>(random()));
-    op.ttl_ms = kind % 3 == 0 ? 0 : random();
-    batch.ops.push_back(std::move(op));
-  }
+  batch.ops = EveryKindOfOperation(23);
   for (size_t count : {size_t{0}, size_t{1}, size_t{200}, batch.ops.size()}) {
     WriteBatch part;
     part.ops.assign(batch.ops.begin(), batch.ops.begin() + static_cast<std::ptrdiff_t>(count));
