@@ -33,9 +33,9 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "common/busy_poll.hpp"
 #include "messages/type_ids.hpp"
 #include "security/tls.hpp"
-#include "common/busy_poll.hpp"
 #include "transport/guard_common.hpp"
 #include "transport/send_cork.hpp"
 

@@ -58,8 +58,8 @@
 #include <string>
 #include <vector>
 
-#include "kvmesh/status.hpp"
 #include "common/busy_poll.hpp"
+#include "kvmesh/status.hpp"
 #include "transport/connection_guard.hpp"
 
 namespace kvmesh {
