@@ -34,6 +34,7 @@
 #include "config/cluster_configs.hpp"
 #include "config/config_set.hpp"
 #include "messages/cluster.pb.h"
+#include "messages/polling_scheduler.hpp"
 #include "messages/remote_exits.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
@@ -1063,6 +1064,24 @@ Result<std::string> Node::metrics() const {
              "counter");
   out.Sample("kvmesh_client_port_polling_seconds_total", {},
              static_cast<double>(polls.polling_ns) / 1e9);
+  // The same for the node's CAF workers (messages/polling_scheduler.hpp; all 0 when they do not
+  // poll: busy_poll 0, or the stealing scheduler).
+  const BusyPoll::Stats workers = WorkerPollingStats(*impl_->system).value_or(BusyPoll::Stats{});
+  out.Family("kvmesh_worker_waits_total",
+             "Waits of the node's CAF workers for an actor to run, by how they ended: "
+             "found_polling (one was queued while they polled, perhaps taken by another worker) "
+             "or slept.",
+             "counter");
+  out.Sample("kvmesh_worker_waits_total", {{"outcome", "found_polling"}},
+             static_cast<double>(workers.found_polling));
+  out.Sample("kvmesh_worker_waits_total", {{"outcome", "slept"}},
+             static_cast<double>(workers.slept));
+  out.Family("kvmesh_worker_polling_seconds_total",
+             "Time the node's CAF workers spent polling their queue (NodeOptions::busy_poll), "
+             "found or not: an upper bound of the CPU polling took.",
+             "counter");
+  out.Sample("kvmesh_worker_polling_seconds_total", {},
+             static_cast<double>(workers.polling_ns) / 1e9);
   // By config, never by database: the number of series stays that of configs.
   out.Family("kvmesh_databases_instantiated",
              "Databases instantiated on this node (its catalog), by config id.", "gauge");

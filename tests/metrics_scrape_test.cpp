@@ -98,11 +98,11 @@ TEST(MetricsScrape, CountsEmbeddedAndNetworkRequestsOnceAndParses) {
   EXPECT_GT(m["process_cpu_seconds_total|"], 0);
 }
 
-// The client port's busy polling (NodeOptions::busy_poll) shows in the metrics: requests made one
-// at a time find its thread polling, and with the option at 0 it never polls. The bound is the
-// longest allowed (100 ms: windows of 25 ms and more), so that a slow machine makes few requests
-// miss the window (polling that finds the CPU wanted backs off, so a loaded machine polls fewer
-// times, but some always).
+// The client port's and the workers' busy polling (NodeOptions::busy_poll) show in the metrics:
+// requests made one at a time find them polling, and with the option at 0 they never poll. The
+// bound is the longest allowed (100 ms: windows of 25 ms and more), so that a slow machine makes
+// few requests miss the window (polling that finds the CPU wanted backs off, so a loaded machine
+// polls fewer times, but some always).
 TEST(MetricsScrape, TheClientPortsBusyPollingIsCountedAndZeroTurnsItOff) {
   for (const bool on : {true, false}) {
     SCOPED_TRACE(on ? "busy_poll 100 ms" : "busy_poll 0");
@@ -125,13 +125,19 @@ TEST(MetricsScrape, TheClientPortsBusyPollingIsCountedAndZeroTurnsItOff) {
     ASSERT_TRUE(text.ok()) << text.status().ToString();
     std::map<std::string, double> m = Parse(dir, *text);
     const double found = m["kvmesh_client_port_waits_total|outcome=found_polling"];
+    // The node's workers poll by the same option (their hops between actors).
+    const double workers_found = m["kvmesh_worker_waits_total|outcome=found_polling"];
     if (on) {
       EXPECT_GE(found, 2) << *text;
       EXPECT_GT(m["kvmesh_client_port_polling_seconds_total|"], 0);
+      EXPECT_GE(workers_found, 2) << *text;
+      EXPECT_GT(m["kvmesh_worker_polling_seconds_total|"], 0);
     } else {
       EXPECT_EQ(found, 0) << *text;
       EXPECT_EQ(m["kvmesh_client_port_polling_seconds_total|"], 0);
       EXPECT_GE(m["kvmesh_client_port_waits_total|outcome=slept"], 30);
+      EXPECT_EQ(workers_found, 0) << *text;
+      EXPECT_EQ(m["kvmesh_worker_polling_seconds_total|"], 0);
     }
   }
 }
