@@ -1022,6 +1022,22 @@ Result<uint64_t> Node::passivate_all() const {
   return impl_->Ask<uint64_t>(atom::passivate_v);
 }
 
+namespace {
+
+/// `<prefix>_waits_total{outcome}` and `<prefix>_polling_seconds_total` of one BusyPoll's stats.
+void RenderPolling(metrics::TextWriter* out, const std::string& prefix, const char* waits_help,
+                   const char* seconds_help, const BusyPoll::Stats& polls) {
+  const std::string waits = prefix + "_waits_total";
+  const std::string seconds = prefix + "_polling_seconds_total";
+  out->Family(waits, waits_help, "counter");
+  out->Sample(waits, {{"outcome", "found_polling"}}, static_cast<double>(polls.found_polling));
+  out->Sample(waits, {{"outcome", "slept"}}, static_cast<double>(polls.slept));
+  out->Family(seconds, seconds_help, "counter");
+  out->Sample(seconds, {}, static_cast<double>(polls.polling_ns) / 1e9);
+}
+
+}  // namespace
+
 Result<std::string> Node::metrics() const {
   using metrics::Labels;
   // Gathered first, so that an error leaves nothing half-written.
@@ -1046,42 +1062,23 @@ Result<std::string> Node::metrics() const {
              "Connections open on the client port (0 when the node does not listen).", "gauge");
   out.Sample("kvmesh_client_connections", {},
              impl_->client_port ? static_cast<double>(impl_->client_port->connections()) : 0.0);
-  // Whether busy polling (NodeOptions::busy_poll) pays: the wake-ups it saved against its CPU.
-  const BusyPoll::Stats polls =
-      impl_->client_port ? impl_->client_port->busy_poll_stats() : BusyPoll::Stats{};
-  out.Family("kvmesh_client_port_waits_total",
-             "Waits of the client port's thread, by how they ended: found_polling (a request, "
-             "heartbeat or wake-up came while it polled: none was needed) or slept (every wait "
-             "that blocked, timeouts included).",
-             "counter");
-  out.Sample("kvmesh_client_port_waits_total", {{"outcome", "found_polling"}},
-             static_cast<double>(polls.found_polling));
-  out.Sample("kvmesh_client_port_waits_total", {{"outcome", "slept"}},
-             static_cast<double>(polls.slept));
-  out.Family("kvmesh_client_port_polling_seconds_total",
-             "Time the client port's thread spent polling (NodeOptions::busy_poll), found or "
-             "not: an upper bound of the CPU polling took.",
-             "counter");
-  out.Sample("kvmesh_client_port_polling_seconds_total", {},
-             static_cast<double>(polls.polling_ns) / 1e9);
-  // The same for the node's CAF workers (messages/polling_scheduler.hpp; all 0 when they do not
-  // poll: busy_poll 0, or the stealing scheduler).
-  const BusyPoll::Stats workers = WorkerPollingStats(*impl_->system).value_or(BusyPoll::Stats{});
-  out.Family("kvmesh_worker_waits_total",
-             "Waits of the node's CAF workers for an actor to run, by how they ended: "
-             "found_polling (one was queued while they polled, perhaps taken by another worker) "
-             "or slept.",
-             "counter");
-  out.Sample("kvmesh_worker_waits_total", {{"outcome", "found_polling"}},
-             static_cast<double>(workers.found_polling));
-  out.Sample("kvmesh_worker_waits_total", {{"outcome", "slept"}},
-             static_cast<double>(workers.slept));
-  out.Family("kvmesh_worker_polling_seconds_total",
-             "Time the node's CAF workers spent polling their queue (NodeOptions::busy_poll), "
-             "found or not: an upper bound of the CPU polling took.",
-             "counter");
-  out.Sample("kvmesh_worker_polling_seconds_total", {},
-             static_cast<double>(workers.polling_ns) / 1e9);
+  // Whether busy polling (NodeOptions::busy_poll) pays: the wake-ups it saved against its CPU,
+  // for the client port's thread and for the node's CAF workers (messages/polling_scheduler.hpp;
+  // all 0 when they do not poll: busy_poll 0, or the stealing scheduler).
+  RenderPolling(&out, "kvmesh_client_port",
+                "Waits of the client port's thread, by how they ended: found_polling (a request, "
+                "heartbeat or wake-up came while it polled: none was needed) or slept (every "
+                "wait that blocked, timeouts included).",
+                "Time the client port's thread spent polling (NodeOptions::busy_poll), found or "
+                "not: an upper bound of the CPU polling took.",
+                impl_->client_port ? impl_->client_port->busy_poll_stats() : BusyPoll::Stats{});
+  RenderPolling(&out, "kvmesh_worker",
+                "Waits of the node's CAF workers for an actor to run, by how they ended: "
+                "found_polling (one was queued while they polled, perhaps taken by another "
+                "worker) or slept.",
+                "Time the node's CAF workers spent polling their queue (NodeOptions::busy_poll), "
+                "found or not: an upper bound of the CPU polling took.",
+                WorkerPollingStats(*impl_->system).value_or(BusyPoll::Stats{}));
   // By config, never by database: the number of series stays that of configs.
   out.Family("kvmesh_databases_instantiated",
              "Databases instantiated on this node (its catalog), by config id.", "gauge");
