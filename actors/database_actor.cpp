@@ -108,13 +108,14 @@ class DatabaseTransport final : public replication::Transport {
         Failed(peer, generation), atom::replica_v, Path(), peer);
   }
 
-  void Push(uint64_t peer, uint64_t generation, std::string delta) override {
+  void Push(uint64_t peer, uint64_t generation, uint64_t push, std::string delta) override {
     auto self = self_;
     auto target = actors_[peer];
     Ask(
         Timeout(), target,
         [=](atom::ok) {
-          self->state.replicator->OnPushAnswered(peer, generation, FromExpected(self, target));
+          self->state.replicator->OnPushAnswered(peer, generation, push,
+                                                 FromExpected(self, target));
         },
         Failed(peer, generation), atom::replicate_v, std::move(delta), NodeId());
   }

@@ -126,17 +126,17 @@ void Replicator::GiveUp(uint64_t peer_id) {
   p.generation = ++last_generation_;
   p.reachable = false;
   p.resolving = false;
-  p.push_in_flight = false;
   p.sync_in_flight = false;
   p.rounds_waited = 0;
   p.full_sync_in_flight = false;  // a stale repair resumes at its page once the peer is found
   p.queued.clear();
   auto queued = std::move(p.queued_writes);
-  auto inflight = std::move(p.inflight_writes);
+  auto inflight = std::move(p.inflight);
   p.queued_writes.clear();
-  p.inflight_writes.clear();
+  p.inflight.clear();
+  p.inflight_bytes = 0;
   Acknowledge(queued, false);
-  Acknowledge(inflight, false);
+  for (const auto& push : inflight) Acknowledge(push.writes, false);
 }
 
 /// After a failed request to a peer: a stopped or unreachable replica is looked up again later.
@@ -203,39 +203,44 @@ void Replicator::OnLookupAnswered(uint64_t peer_id, uint64_t generation, bool fo
 
 // -- Pushes ---------------------------------------------------------------------------------------
 
-/// Sends the peer what is queued for it, unless a push is on its way (then it goes when that
-/// one is answered: this is how pushes batch).
+/// Sends the peer what is queued for it, unless max_pushes_in_flight pushes are on their way
+/// (then it goes when one is answered: this is how pushes batch).
 void Replicator::Flush(uint64_t peer_id) {
   auto it = peers_.find(peer_id);
   if (it == peers_.end()) return;
   auto& p = it->second;
-  if (p.push_in_flight || p.queued.empty() || !ReadyToSend(peer_id, p)) return;
+  if (p.inflight.size() >= std::max<size_t>(options_.max_pushes_in_flight, 1) || p.queued.empty() ||
+      !ReadyToSend(peer_id, p)) {
+    return;
+  }
   std::string payload = std::move(p.queued);
   p.queued.clear();
-  p.inflight_writes = std::move(p.queued_writes);
+  std::vector<uint64_t> writes = std::move(p.queued_writes);
   p.queued_writes.clear();
-  p.push_in_flight = true;
   LinkFaults::DeltaFate fate;
   if (options_.faults) fate = options_.faults->NextDeltaFate();
   if (fate.drop) {
     // As if the link lost it: the writes do not count this replica.
-    p.push_in_flight = false;
-    auto lost = std::move(p.inflight_writes);
-    p.inflight_writes.clear();
-    Acknowledge(lost, false);
+    Acknowledge(writes, false);
     Flush(peer_id);
     return;
   }
+  const uint64_t push = ++last_push_;
+  p.inflight_bytes += payload.size();
+  p.inflight.push_back(Peer::InFlight{push, payload.size(), std::move(writes)});
   if (fate.duplicate) transport_->PushDuplicate(peer_id, payload, fate.duplicate_delay_ms);
-  transport_->Push(peer_id, p.generation, std::move(payload));
+  transport_->Push(peer_id, p.generation, push, std::move(payload));
 }
 
-void Replicator::OnPushAnswered(uint64_t peer_id, uint64_t generation, bool ok) {
+void Replicator::OnPushAnswered(uint64_t peer_id, uint64_t generation, uint64_t push, bool ok) {
   Peer* p = CurrentPeer(peer_id, generation);
   if (p == nullptr) return;
-  p->push_in_flight = false;
-  auto done = std::move(p->inflight_writes);
-  p->inflight_writes.clear();
+  auto it = std::find_if(p->inflight.begin(), p->inflight.end(),
+                         [push](const Peer::InFlight& f) { return f.push == push; });
+  if (it == p->inflight.end()) return;  // answered already
+  std::vector<uint64_t> done = std::move(it->writes);
+  p->inflight_bytes -= it->bytes;
+  p->inflight.erase(it);
   Acknowledge(done, ok);
   Flush(peer_id);
 }
@@ -244,7 +249,7 @@ void Replicator::OnPushAnswered(uint64_t peer_id, uint64_t generation, bool ok) 
 void Replicator::Push(const std::string& delta, uint64_t write_id) {
   for (auto& [peer_id, p] : peers_) {
     if (Contains(replicas_.unreachable, peer_id) ||
-        p.queued.size() + delta.size() > options_.max_queued_bytes) {
+        p.queued.size() + p.inflight_bytes + delta.size() > options_.max_queued_bytes) {
       // Not waited for: membership sees it down, or it is too far behind. Anti-entropy catches
       // it up.
       if (write_id != 0) Acknowledge({write_id}, false);
@@ -640,8 +645,9 @@ void Replicator::OnSyncTick() {
 bool Replicator::Quiet() const {
   if (dropped_ || leaving_ || expired_backlog_) return false;
   for (const auto& [peer_id, p] : peers_) {
-    if (p.full_sync || p.sync_in_flight || p.resolving || p.push_in_flight || !p.queued.empty() ||
-        !InSync(p) || !store_->version_vector().Includes(p.vector) || RetiredNews(p)) {
+    if (p.full_sync || p.sync_in_flight || p.resolving || !p.inflight.empty() ||
+        !p.queued.empty() || !InSync(p) || !store_->version_vector().Includes(p.vector) ||
+        RetiredNews(p)) {
       return false;
     }
   }
@@ -964,7 +970,7 @@ void Replicator::OnReplicaSet(ReplicaSet replicas) {
     auto [it, added] = peers_.try_emplace(peer_id);
     if (added) it->second.generation = ++last_generation_;
     if (Contains(replicas_.unreachable, peer_id)) {
-      if (it->second.reachable || it->second.push_in_flight || !it->second.queued.empty()) {
+      if (it->second.reachable || !it->second.inflight.empty() || !it->second.queued.empty()) {
         GiveUp(peer_id);
       }
     } else if (added || !it->second.reachable) {
@@ -1011,7 +1017,8 @@ ReplicationStatus Replicator::MakeStatus() const {
       peer.version_vector = p.vector.ToString();
       peer.writes_seen = p.vector.Total();
     }
-    peer.pending_deltas = p.queued_writes.size() + p.inflight_writes.size();
+    peer.pending_deltas = p.queued_writes.size();
+    for (const auto& push : p.inflight) peer.pending_deltas += push.writes.size();
     out.peers.push_back(std::move(peer));
   }
   return out;

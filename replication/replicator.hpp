@@ -3,9 +3,10 @@
 // The replica that receives a write applies it locally (assigning its dot), pushes the delta to
 // the other replicas and answers once `required_acks` replicas (itself included) hold it
 // durably; if too few answer, the writer gets kUnavailable saying how many it reached (the write
-// stays applied where it reached and spreads by anti-entropy). Pushes to one peer are sent one at
-// a time; deltas written meanwhile are concatenated and sent together, so pushes batch under
-// load, and each peer's queue is bounded. Anti-entropy: every sync round (and when a peer is
+// stays applied where it reached and spreads by anti-entropy). Up to a few pushes to one peer are
+// on their way at once (Options::max_pushes_in_flight); deltas written while that many are
+// are concatenated and sent together, so pushes batch under load, and what each peer has queued
+// and in flight is bounded. Anti-entropy: every sync round (and when a peer is
 // reached again) it pulls from each peer what it lacks by version vector, in chunks, asking each
 // origin's writes of one peer only (its source, below), so a replica far behind receives each
 // missed record about once rather than once per peer. Tombstones
@@ -26,6 +27,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -56,8 +58,10 @@ class Transport {
   virtual void Lookup(uint64_t peer, uint64_t generation) = 0;
 
   /// Pushes `delta` (serialized proto::Delta, possibly several concatenated) to the peer's replica
-  /// found last. Answer: OnPushAnswered once it holds it durably, or OnRequestFailed.
-  virtual void Push(uint64_t peer, uint64_t generation, std::string delta) = 0;
+  /// found last. Answer: OnPushAnswered with the same `push` once it holds it durably, or
+  /// OnRequestFailed. Several may be on their way to one peer; their answers may come in any
+  /// order.
+  virtual void Push(uint64_t peer, uint64_t generation, uint64_t push, std::string delta) = 0;
 
   /// Sends `delta` once more to the peer's replica, after `delay_ms`, and ignores any answer (a
   /// duplicate made by fault injection).
@@ -98,9 +102,14 @@ struct Options {
   uint64_t node_id = 0;
   /// Byte budget of one anti-entropy chunk. Default 1 MiB.
   size_t chunk_bytes = 1u << 20;
-  /// Bytes of deltas queued for one peer beyond which writes stop waiting for it (it catches up
-  /// by anti-entropy). Default 64 MiB.
+  /// Bytes of deltas queued for and on their way to one peer beyond which writes stop waiting for
+  /// it (it catches up by anti-entropy). Default 64 MiB.
   size_t max_queued_bytes = 64u << 20;
+  /// Pushes on their way to one peer at once; deltas written meanwhile wait and go together.
+  /// More than one lets a write go at once while an earlier push is applied: with 50 writes in
+  /// flight to a 3-node cluster on 2 cores, 8 gave 1.12x the throughput of 1 and 2 gave 1.06x
+  /// (kvmesh-bench). Default 8.
+  size_t max_pushes_in_flight = 8;
   /// A tombstone is collected only once it is this old (and every replica has seen it), so a
   /// replica that was down or cut off for less than this still receives the delete itself when
   /// it comes back. A replica that was out of the placement view is repaired when it is heard
@@ -191,7 +200,7 @@ class Replicator {
   /// The lookup of `peer` answered; `found` is false if the answer is not to be trusted.
   void OnLookupAnswered(uint64_t peer, uint64_t generation, bool found);
   /// The peer holds the pushed deltas (`ok`), or the answer is not to be trusted (!ok).
-  void OnPushAnswered(uint64_t peer, uint64_t generation, bool ok);
+  void OnPushAnswered(uint64_t peer, uint64_t generation, uint64_t push, bool ok);
   /// The peer's answer to a pull: a serialized proto::SyncReply; `genuine` is false if the answer
   /// is not to be trusted.
   void OnPullAnswered(uint64_t peer, uint64_t generation, bool genuine, const std::string& reply);
@@ -279,9 +288,14 @@ class Replicator {
     /// Deltas waiting to be pushed (serialized proto::Delta) and the writes waiting on them.
     std::string queued;
     std::vector<uint64_t> queued_writes;
-    /// The push on its way and the writes waiting on it.
-    bool push_in_flight = false;
-    std::vector<uint64_t> inflight_writes;
+    /// The pushes on their way, oldest first: each one's number, bytes and waiting writes.
+    struct InFlight {
+      uint64_t push = 0;
+      size_t bytes = 0;
+      std::vector<uint64_t> writes;
+    };
+    std::deque<InFlight> inflight;
+    size_t inflight_bytes = 0;
     /// Bumped when the peer is given up on, so late answers to older requests are ignored.
     uint64_t generation = 0;
     bool sync_in_flight = false;
@@ -379,6 +393,8 @@ class Replicator {
   std::chrono::steady_clock::time_point last_collection_{};
   /// Source of Peer::generation values: never reused, even by a peer removed and added again.
   uint64_t last_generation_ = 0;
+  /// Source of push numbers (Transport::Push).
+  uint64_t last_push_ = 0;
   /// Set once the copy was dropped: no more work.
   bool dropped_ = false;
   /// Members the round's sweep of the dot ranges may still examine in later steps (0: none).

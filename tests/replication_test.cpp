@@ -42,6 +42,8 @@ struct Message {
   /// For answers: what was asked, and whether it succeeded (else the request failed).
   Kind answers = kLookup;
   bool ok = true;
+  /// A push's number (Transport::Push), and its answer's.
+  uint64_t push = 0;
 };
 
 /// One replica: a store, its database, and a Replicator whose transport sends into the Net.
@@ -83,7 +85,7 @@ class Replica : public Transport {
 
   // Transport
   void Lookup(uint64_t peer, uint64_t generation) override;
-  void Push(uint64_t peer, uint64_t generation, std::string delta) override;
+  void Push(uint64_t peer, uint64_t generation, uint64_t push, std::string delta) override;
   void PushDuplicate(uint64_t peer, std::string delta, uint32_t delay_ms) override;
   void Announce(uint64_t peer, std::string delta) override;
   void Pull(uint64_t peer, uint64_t generation, std::string request) override;
@@ -159,7 +161,7 @@ class Net {
   void Fail(size_t i) {
     Message m = Take(i);
     ASSERT_NE(m.kind, Message::kAnswer);
-    Message answer{Message::kAnswer, m.to, m.from, m.generation, "", m.kind, false};
+    Message answer{Message::kAnswer, m.to, m.from, m.generation, "", m.kind, false, m.push};
     Handle(answer);
   }
   /// Delivers every message, including those sent meanwhile, in order.
@@ -202,7 +204,7 @@ class Net {
           r.OnLookupAnswered(m.from, m.generation, true);
           break;
         case Message::kPush:
-          r.OnPushAnswered(m.from, m.generation, true);
+          r.OnPushAnswered(m.from, m.generation, m.push, true);
           break;
         case Message::kPull:
           r.OnPullAnswered(m.from, m.generation, true, m.payload);
@@ -218,7 +220,7 @@ class Net {
       }
       return;
     }
-    Message answer{Message::kAnswer, m.to, m.from, m.generation, "", m.kind, true};
+    Message answer{Message::kAnswer, m.to, m.from, m.generation, "", m.kind, true, m.push};
     if (replicas_.count(m.to) == 0) {  // a node the test did not start: unreachable
       answer.ok = false;
       queue.push_back(std::move(answer));
@@ -259,8 +261,9 @@ void Replica::Send(Message::Kind kind, uint64_t peer, uint64_t generation, std::
 void Replica::Lookup(uint64_t peer, uint64_t generation) {
   Send(Message::kLookup, peer, generation, "");
 }
-void Replica::Push(uint64_t peer, uint64_t generation, std::string delta) {
+void Replica::Push(uint64_t peer, uint64_t generation, uint64_t push, std::string delta) {
   Send(Message::kPush, peer, generation, std::move(delta));
+  net_->queue.back().push = push;
 }
 void Replica::PushDuplicate(uint64_t peer, std::string delta, uint32_t) {
   Send(Message::kPush, peer, 0, std::move(delta));
@@ -455,7 +458,8 @@ TEST(ReplicationTest, TooFewReplicasFailsAtOnceWithTheExactMessage) {
 TEST(ReplicationTest, QueueByteBoundStopsWaitingForASlowPeer) {
   Net net;
   Options options;
-  options.max_queued_bytes = 1500;  // one ~1 KB delta fits, two do not
+  options.max_queued_bytes = 2500;  // two ~1 KB deltas fit, three do not
+  options.max_pushes_in_flight = 1;
   net.Add(1, Set({1, 2}, 2), options);
   net.Add(2, Set({1, 2}, 2), options);
   Converge(net);
@@ -474,6 +478,63 @@ TEST(ReplicationTest, QueueByteBoundStopsWaitingForASlowPeer) {
   // Anti-entropy catches the peer up.
   net.SyncRound();
   EXPECT_EQ(net[2].Get("c"), value);
+}
+
+TEST(ReplicationTest, TheBoundCountsPushesOnTheirWay) {
+  Net net;
+  Options options;
+  options.max_queued_bytes = 2500;  // two ~1 KB deltas fit, three do not
+  net.Add(1, Set({1, 2}, 2), options);
+  net.Add(2, Set({1, 2}, 2), options);
+  Converge(net);
+  const std::string value(1000, 'x');
+  const uint64_t w1 = net[1].Write("a", value);
+  const uint64_t w2 = net[1].Write("b", value);
+  const uint64_t w3 = net[1].Write("c", value);
+  EXPECT_EQ(net.Count(Message::kPush, 1, 2), 2u) << "the first two go at once";
+  EXPECT_EQ(net[1].Answer(w1), nullptr);
+  EXPECT_EQ(net[1].Answer(w2), nullptr);
+  ASSERT_NE(net[1].Answer(w3), nullptr) << "pushes on their way were not counted";
+  EXPECT_EQ(net[1].Answer(w3)->code(), Code::kUnavailable);
+  net.DeliverAll();
+  EXPECT_TRUE(net[1].Answer(w1) && net[1].Answer(w1)->ok());
+  EXPECT_TRUE(net[1].Answer(w2) && net[1].Answer(w2)->ok());
+}
+
+TEST(ReplicationTest, PushesOverlapUpToTheWindowAndEachAnswerSettlesItsOwn) {
+  Net net;
+  Options options;
+  options.max_pushes_in_flight = 2;
+  net.Add(1, Set({1, 2}, 2), options);
+  net.Add(2, Set({1, 2}, 2), options);
+  Converge(net);
+  const uint64_t w1 = net[1].Write("a", "1");
+  const uint64_t w2 = net[1].Write("b", "2");
+  const uint64_t w3 = net[1].Write("c", "3");
+  const uint64_t w4 = net[1].Write("d", "4");
+  ASSERT_EQ(net.Count(Message::kPush, 1, 2), 2u) << "a write waited for the push before it";
+  // The second push is answered first: its write is settled, the first one's is not.
+  const int first = net.Find(Message::kPush, 1, 2);
+  int second = -1;
+  for (size_t i = first + 1; i < net.queue.size() && second < 0; ++i) {
+    if (net.queue[i].kind == Message::kPush && net.queue[i].to == 2) second = static_cast<int>(i);
+  }
+  ASSERT_GE(second, 0);
+  net.Deliver(second);
+  net.Deliver(net.Find(Message::kAnswer, 2, 1));
+  EXPECT_EQ(net[1].Answer(w1), nullptr) << "the second push's answer settled the first's write";
+  ASSERT_NE(net[1].Answer(w2), nullptr);
+  EXPECT_TRUE(net[1].Answer(w2)->ok());
+  // Its slot went to the two writes that waited, together.
+  EXPECT_EQ(net.Count(Message::kPush, 1, 2), 2u);
+  EXPECT_EQ(net[1].Answer(w3), nullptr);
+  net.DeliverAll();
+  for (uint64_t w : {w1, w3, w4}) {
+    ASSERT_NE(net[1].Answer(w), nullptr);
+    EXPECT_TRUE(net[1].Answer(w)->ok());
+  }
+  EXPECT_EQ(net[2].Get("a"), "1");
+  EXPECT_EQ(net[2].Get("d"), "4");
 }
 
 TEST(ReplicationTest, PullContinuesWhileTheAnswerIsCut) {
