@@ -106,10 +106,11 @@ struct Options {
   /// it (it catches up by anti-entropy). Default 64 MiB.
   size_t max_queued_bytes = 64u << 20;
   /// Pushes on their way to one peer at once; deltas written meanwhile wait and go together.
-  /// More than one lets a write go at once while an earlier push is applied: with 50 writes in
-  /// flight to a 3-node cluster on 2 cores, 8 gave 1.12x the throughput of 1 and 2 gave 1.06x
-  /// (kvmesh-bench). Default 8.
-  size_t max_pushes_in_flight = 8;
+  /// More than one lets a write leave at once while an earlier push is applied, rather than
+  /// wait for its answer. 3-node cluster put against one at a time (kvmesh-bench, 3-4 rounds):
+  /// 1.15x with 4 writes in flight, 1.11x with 16, 1.01x with 50, 1.07x with 800; 8 at once
+  /// gave 1.12x, 1.13x, 1.09x, but 0.93x with 800 (more, smaller pushes). Default 2.
+  size_t max_pushes_in_flight = 2;
   /// A tombstone is collected only once it is this old (and every replica has seen it), so a
   /// replica that was down or cut off for less than this still receives the delete itself when
   /// it comes back. A replica that was out of the placement view is repaired when it is heard
