@@ -4,9 +4,9 @@
 // the other replicas and answers once `required_acks` replicas (itself included) hold it
 // durably; if too few answer, the writer gets kUnavailable saying how many it reached (the write
 // stays applied where it reached and spreads by anti-entropy). Up to a few pushes to one peer are
-// on their way at once (Options::max_pushes_in_flight); deltas written while that many are
-// are concatenated and sent together, so pushes batch under load, and what each peer has queued
-// and in flight is bounded. Anti-entropy: every sync round (and when a peer is
+// on their way at once (Options::max_pushes_in_flight); deltas written while that many are on
+// their way are concatenated and sent together, so pushes batch under load, and what each peer
+// has queued and on its way is bounded. Anti-entropy: every sync round (and when a peer is
 // reached again) it pulls from each peer what it lacks by version vector, in chunks, asking each
 // origin's writes of one peer only (its source, below), so a replica far behind receives each
 // missed record about once rather than once per peer. Tombstones
@@ -59,8 +59,8 @@ class Transport {
 
   /// Pushes `delta` (serialized proto::Delta, possibly several concatenated) to the peer's replica
   /// found last. Answer: OnPushAnswered with the same `push` once it holds it durably, or
-  /// OnRequestFailed. Several may be on their way to one peer; their answers may come in any
-  /// order.
+  /// OnRequestFailed. Several may be on their way to one peer. The Replicator matches each
+  /// answer to its push, so a transport need not keep them in order (CAF does).
   virtual void Push(uint64_t peer, uint64_t generation, uint64_t push, std::string delta) = 0;
 
   /// Sends `delta` once more to the peer's replica, after `delay_ms`, and ignores any answer (a
@@ -103,8 +103,9 @@ struct Options {
   /// Byte budget of one anti-entropy chunk. Default 1 MiB.
   size_t chunk_bytes = 1u << 20;
   /// Bytes of deltas queued for and on their way to one peer beyond which writes stop waiting for
-  /// it (it catches up by anti-entropy). Default 64 MiB.
-  size_t max_queued_bytes = 64u << 20;
+  /// it (it catches up by anti-entropy). Default 128 MiB: what one push on its way (up to 64 MiB)
+  /// and 64 MiB queued came to when only those queued counted.
+  size_t max_queued_bytes = 128u << 20;
   /// Pushes on their way to one peer at once; deltas written meanwhile wait and go together.
   /// More than one lets a write leave at once while an earlier push is applied, rather than
   /// wait for its answer. 3-node cluster put against one at a time (kvmesh-bench, 3-4 rounds):
@@ -200,7 +201,7 @@ class Replicator {
 
   /// The lookup of `peer` answered; `found` is false if the answer is not to be trusted.
   void OnLookupAnswered(uint64_t peer, uint64_t generation, bool found);
-  /// The peer holds the pushed deltas (`ok`), or the answer is not to be trusted (!ok).
+  /// The peer holds the deltas of push `push` (`ok`), or the answer is not to be trusted (!ok).
   void OnPushAnswered(uint64_t peer, uint64_t generation, uint64_t push, bool ok);
   /// The peer's answer to a pull: a serialized proto::SyncReply; `genuine` is false if the answer
   /// is not to be trusted.

@@ -537,6 +537,38 @@ TEST(ReplicationTest, PushesOverlapUpToTheWindowAndEachAnswerSettlesItsOwn) {
   EXPECT_EQ(net[2].Get("d"), "4");
 }
 
+TEST(ReplicationTest, AFailedPushGivesUpOnEveryPushOnItsWayAndFreesTheBound) {
+  Net net;
+  Options options;
+  options.max_queued_bytes = 2500;  // two ~1 KB deltas fit, three do not
+  net.Add(1, Set({1, 2}, 2), options);
+  net.Add(2, Set({1, 2}, 2), options);
+  Converge(net);
+  const std::string value(1000, 'x');
+  const uint64_t w1 = net[1].Write("a", value);
+  const uint64_t w2 = net[1].Write("b", value);
+  ASSERT_EQ(net.Count(Message::kPush, 1, 2), 2u);
+  const int first = net.Find(Message::kPush, 1, 2);
+  net.Fail(first);  // a timeout, a lost connection: the peer is given up on
+  for (uint64_t w : {w1, w2}) {
+    ASSERT_NE(net[1].Answer(w), nullptr) << "a write waits for a peer given up on";
+    EXPECT_EQ(net[1].Answer(w)->code(), Code::kUnavailable);
+  }
+  // The second push still arrives; its answer belongs to an exchange given up on.
+  net.Deliver(net.Find(Message::kPush, 1, 2));
+  net.DeliverAll();
+  // Nothing of the pushes given up on still counts against the bound: the next write is waited
+  // for, and answered once the peer holds it.
+  const uint64_t w3 = net[1].Write("c", value);
+  EXPECT_EQ(net[1].Answer(w3), nullptr) << "the bytes of pushes given up on still counted";
+  net.DeliverAll();
+  ASSERT_NE(net[1].Answer(w3), nullptr);
+  EXPECT_TRUE(net[1].Answer(w3)->ok());
+  Converge(net);
+  EXPECT_EQ(net[2].Get("a"), value) << "anti-entropy brings what the failed push carried";
+  EXPECT_TRUE(net[1].replicator().Quiet()) << "a push given up on is still counted as on its way";
+}
+
 TEST(ReplicationTest, PullContinuesWhileTheAnswerIsCut) {
   Net net;
   Options options;
