@@ -324,6 +324,21 @@ void Converge(Net& net) {
   }
 }
 
+/// Adds replicas 1 and 2 of a database whose writes wait for both (min 2), with `options`, and
+/// converges them.
+void AddTwoConverged(Net& net, const Options& options) {
+  net.Add(1, Set({1, 2}, 2), options);
+  net.Add(2, Set({1, 2}, 2), options);
+  Converge(net);
+}
+
+/// Options whose bound per peer holds two ~1 KB deltas and not three.
+Options TwoDeltaBound() {
+  Options options;
+  options.max_queued_bytes = 2500;
+  return options;
+}
+
 // -------------------------------------------------------------------------------------------------
 
 TEST(ReplicationTest, DuplicateAndReorderedDeltasChangeNothing) {
@@ -456,58 +471,38 @@ TEST(ReplicationTest, TooFewReplicasFailsAtOnceWithTheExactMessage) {
 }
 
 TEST(ReplicationTest, QueueByteBoundStopsWaitingForASlowPeer) {
-  Net net;
-  Options options;
-  options.max_queued_bytes = 2500;  // two ~1 KB deltas fit, three do not
-  options.max_pushes_in_flight = 1;
-  net.Add(1, Set({1, 2}, 2), options);
-  net.Add(2, Set({1, 2}, 2), options);
-  Converge(net);
-  const std::string value(1000, 'x');
-  const uint64_t w1 = net[1].Write("a", value);  // in flight
-  const uint64_t w2 = net[1].Write("b", value);  // queued behind it
-  const uint64_t w3 = net[1].Write("c", value);  // beyond the bound: not waited for
-  EXPECT_EQ(net[1].Answer(w1), nullptr);
-  EXPECT_EQ(net[1].Answer(w2), nullptr);
-  ASSERT_NE(net[1].Answer(w3), nullptr) << "waited for a peer whose queue is full";
-  EXPECT_EQ(net[1].Answer(w3)->code(), Code::kUnavailable);
-  net.DeliverAll();
-  EXPECT_TRUE(net[1].Answer(w1) && net[1].Answer(w1)->ok());
-  EXPECT_TRUE(net[1].Answer(w2) && net[1].Answer(w2)->ok());
-  EXPECT_EQ(net[2].Get("c").front(), '<') << "a write beyond the bound was queued";
-  // Anti-entropy catches the peer up.
-  net.SyncRound();
-  EXPECT_EQ(net[2].Get("c"), value);
-}
-
-TEST(ReplicationTest, TheBoundCountsPushesOnTheirWay) {
-  Net net;
-  Options options;
-  options.max_queued_bytes = 2500;  // two ~1 KB deltas fit, three do not
-  net.Add(1, Set({1, 2}, 2), options);
-  net.Add(2, Set({1, 2}, 2), options);
-  Converge(net);
-  const std::string value(1000, 'x');
-  const uint64_t w1 = net[1].Write("a", value);
-  const uint64_t w2 = net[1].Write("b", value);
-  const uint64_t w3 = net[1].Write("c", value);
-  EXPECT_EQ(net.Count(Message::kPush, 1, 2), 2u) << "the first two go at once";
-  EXPECT_EQ(net[1].Answer(w1), nullptr);
-  EXPECT_EQ(net[1].Answer(w2), nullptr);
-  ASSERT_NE(net[1].Answer(w3), nullptr) << "pushes on their way were not counted";
-  EXPECT_EQ(net[1].Answer(w3)->code(), Code::kUnavailable);
-  net.DeliverAll();
-  EXPECT_TRUE(net[1].Answer(w1) && net[1].Answer(w1)->ok());
-  EXPECT_TRUE(net[1].Answer(w2) && net[1].Answer(w2)->ok());
+  // The bound counts deltas queued and deltas on their way alike: with one push at a time the
+  // second write waits behind the first, with two both are on their way.
+  for (size_t window : {1, 2}) {
+    SCOPED_TRACE("pushes on their way at once: " + std::to_string(window));
+    Net net;
+    Options options = TwoDeltaBound();
+    options.max_pushes_in_flight = window;
+    AddTwoConverged(net, options);
+    const std::string value(1000, 'x');
+    const uint64_t w1 = net[1].Write("a", value);
+    const uint64_t w2 = net[1].Write("b", value);
+    const uint64_t w3 = net[1].Write("c", value);  // beyond the bound: not waited for
+    EXPECT_EQ(net.Count(Message::kPush, 1, 2), window);
+    EXPECT_EQ(net[1].Answer(w1), nullptr);
+    EXPECT_EQ(net[1].Answer(w2), nullptr);
+    ASSERT_NE(net[1].Answer(w3), nullptr) << "waited for a peer whose queue is full";
+    EXPECT_EQ(net[1].Answer(w3)->code(), Code::kUnavailable);
+    net.DeliverAll();
+    EXPECT_TRUE(net[1].Answer(w1) && net[1].Answer(w1)->ok());
+    EXPECT_TRUE(net[1].Answer(w2) && net[1].Answer(w2)->ok());
+    EXPECT_EQ(net[2].Get("c").front(), '<') << "a write beyond the bound was queued";
+    // Anti-entropy catches the peer up.
+    net.SyncRound();
+    EXPECT_EQ(net[2].Get("c"), value);
+  }
 }
 
 TEST(ReplicationTest, PushesOverlapUpToTheWindowAndEachAnswerSettlesItsOwn) {
   Net net;
   Options options;
   options.max_pushes_in_flight = 2;
-  net.Add(1, Set({1, 2}, 2), options);
-  net.Add(2, Set({1, 2}, 2), options);
-  Converge(net);
+  AddTwoConverged(net, options);
   const uint64_t w1 = net[1].Write("a", "1");
   const uint64_t w2 = net[1].Write("b", "2");
   const uint64_t w3 = net[1].Write("c", "3");
@@ -539,11 +534,7 @@ TEST(ReplicationTest, PushesOverlapUpToTheWindowAndEachAnswerSettlesItsOwn) {
 
 TEST(ReplicationTest, AFailedPushGivesUpOnEveryPushOnItsWayAndFreesTheBound) {
   Net net;
-  Options options;
-  options.max_queued_bytes = 2500;  // two ~1 KB deltas fit, three do not
-  net.Add(1, Set({1, 2}, 2), options);
-  net.Add(2, Set({1, 2}, 2), options);
-  Converge(net);
+  AddTwoConverged(net, TwoDeltaBound());
   const std::string value(1000, 'x');
   const uint64_t w1 = net[1].Write("a", value);
   const uint64_t w2 = net[1].Write("b", value);
