@@ -134,7 +134,6 @@ void Replicator::GiveUp(uint64_t peer_id) {
   auto inflight = std::move(p.inflight);
   p.queued_writes.clear();
   p.inflight.clear();
-  p.inflight_bytes = 0;
   Acknowledge(queued, false);
   for (const auto& push : inflight) Acknowledge(push.writes, false);
 }
@@ -226,7 +225,6 @@ void Replicator::Flush(uint64_t peer_id) {
     return;
   }
   const uint64_t push = ++last_push_;
-  p.inflight_bytes += payload.size();
   p.inflight.push_back(Peer::InFlight{push, payload.size(), std::move(writes)});
   if (fate.duplicate) transport_->PushDuplicate(peer_id, payload, fate.duplicate_delay_ms);
   transport_->Push(peer_id, p.generation, push, std::move(payload));
@@ -239,7 +237,6 @@ void Replicator::OnPushAnswered(uint64_t peer_id, uint64_t generation, uint64_t 
                          [push](const Peer::InFlight& f) { return f.push == push; });
   if (it == p->inflight.end()) return;  // answered already
   std::vector<uint64_t> done = std::move(it->writes);
-  p->inflight_bytes -= it->bytes;
   p->inflight.erase(it);
   Acknowledge(done, ok);
   Flush(peer_id);
@@ -249,7 +246,7 @@ void Replicator::OnPushAnswered(uint64_t peer_id, uint64_t generation, uint64_t 
 void Replicator::Push(const std::string& delta, uint64_t write_id) {
   for (auto& [peer_id, p] : peers_) {
     if (Contains(replicas_.unreachable, peer_id) ||
-        p.queued.size() + p.inflight_bytes + delta.size() > options_.max_queued_bytes) {
+        p.HeldBytes() + delta.size() > options_.max_queued_bytes) {
       // Not waited for: membership sees it down, or it is too far behind. Anti-entropy catches
       // it up.
       if (write_id != 0) Acknowledge({write_id}, false);

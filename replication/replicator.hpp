@@ -297,7 +297,12 @@ class Replicator {
       std::vector<uint64_t> writes;
     };
     std::deque<InFlight> inflight;
-    size_t inflight_bytes = 0;
+    /// Bytes queued and on their way (what max_queued_bytes bounds).
+    size_t HeldBytes() const {
+      size_t bytes = queued.size();
+      for (const InFlight& push : inflight) bytes += push.bytes;
+      return bytes;
+    }
     /// Bumped when the peer is given up on, so late answers to older requests are ignored.
     uint64_t generation = 0;
     bool sync_in_flight = false;
