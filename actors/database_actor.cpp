@@ -384,10 +384,10 @@ caf::error Unvouched(database_pointer self, uint64_t from) {
 /// another (DatabaseStore::WriteGroup); if any of them would fail, they are applied one by one
 /// instead, so each writer gets its own answer. Called before anything that must see the
 /// store as these writes leave it.
-/// Key and value bytes a group commit takes at most in one RocksDB write and one delta: a peer
-/// holds at most 128 MiB of pushes queued and on their way (max_queued_bytes of
-/// replication::Options), so one group of many large writes must not become one delta over it
-/// (every writer of it would then fail to replicate, where writes pushed one by one fit).
+/// Key and value bytes a group commit takes at most in one RocksDB write and one delta: a push
+/// to a peer carries at most 64 MiB of deltas (replication::kDefaultMaxPushBytes), so one group
+/// of many large writes must not become one delta over it (every writer of it would then fail to
+/// replicate, where writes pushed one by one fit).
 constexpr size_t kMaxGroupBytes = 16u << 20;
 /// Operations a group commit takes at most in one RocksDB write. The cost per key of a write
 /// grows with its size once its working set (the records read and staged, the index entries)

@@ -38,6 +38,7 @@
 #include "messages/remote_exits.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
+#include "replication/replicator.hpp"
 #include "security/acl.hpp"
 #include "security/identity.hpp"
 #include "security/tls.hpp"
@@ -59,6 +60,8 @@ namespace {
 
 /// Largest message another node may send: a replicated batch carries its versions, and an
 /// anti-entropy chunk may pass its byte budget by one value.
+static_assert(replication::kDefaultMaxPushBytes + (4u << 20) <= 2 * kMaxRequestBytes,
+              "a push of deltas, with the message around it, must fit a peer's message");
 size_t MaxPeerMessageBytes(const NodeOptions& opts) {
   return std::min<size_t>(2 * kMaxRequestBytes + opts.sync_chunk_bytes,
                           std::numeric_limits<uint32_t>::max());

@@ -246,6 +246,7 @@ void Replicator::OnPushAnswered(uint64_t peer_id, uint64_t generation, uint64_t 
 void Replicator::Push(const std::string& delta, uint64_t write_id) {
   for (auto& [peer_id, p] : peers_) {
     if (Contains(replicas_.unreachable, peer_id) ||
+        p.queued.size() + delta.size() > options_.max_push_bytes ||
         p.HeldBytes() + delta.size() > options_.max_queued_bytes) {
       // Not waited for: membership sees it down, or it is too far behind. Anti-entropy catches
       // it up.

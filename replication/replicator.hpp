@@ -96,15 +96,22 @@ class Transport {
   virtual void Dropped() = 0;
 };
 
+/// Bytes one push carries at most by default (Options::max_push_bytes): a peer's cluster port
+/// takes messages of twice kMaxRequestBytes and more (bootstrap/node.cpp checks it).
+inline constexpr size_t kDefaultMaxPushBytes = 64u << 20;
+
 /// What the Replicator of every database of a node needs.
 struct Options {
   /// This node's id.
   uint64_t node_id = 0;
   /// Byte budget of one anti-entropy chunk. Default 1 MiB.
   size_t chunk_bytes = 1u << 20;
+  /// Bytes of deltas queued for one peer, which the next push carries, beyond which writes stop
+  /// waiting for it (it catches up by anti-entropy). Default kDefaultMaxPushBytes.
+  size_t max_push_bytes = kDefaultMaxPushBytes;
   /// Bytes of deltas queued for and on their way to one peer beyond which writes stop waiting for
-  /// it (it catches up by anti-entropy). Default 128 MiB: what one push on its way (up to 64 MiB)
-  /// and 64 MiB queued came to when only those queued counted.
+  /// it, likewise. Default 128 MiB: one push on its way and a full queue, as before several
+  /// could be on their way.
   size_t max_queued_bytes = 128u << 20;
   /// Pushes on their way to one peer at once; deltas written meanwhile wait and go together.
   /// More than one lets a write leave at once while an earlier push is applied, rather than

@@ -498,6 +498,27 @@ TEST(ReplicationTest, QueueByteBoundStopsWaitingForASlowPeer) {
   }
 }
 
+TEST(ReplicationTest, APushCarriesAtMostMaxPushBytes) {
+  Net net;
+  Options options;
+  options.max_push_bytes = 1500;  // the queue behind the pushes on their way holds one ~1 KB delta
+  AddTwoConverged(net, options);
+  const std::string value(1000, 'x');
+  const uint64_t w1 = net[1].Write("a", value);
+  const uint64_t w2 = net[1].Write("b", value);
+  const uint64_t w3 = net[1].Write("c", value);  // queued behind the two on their way
+  const uint64_t w4 = net[1].Write("d", value);  // would make the next push too large
+  EXPECT_EQ(net.Count(Message::kPush, 1, 2), 2u);
+  for (uint64_t w : {w1, w2, w3}) EXPECT_EQ(net[1].Answer(w), nullptr);
+  ASSERT_NE(net[1].Answer(w4), nullptr) << "a push would carry more than max_push_bytes";
+  EXPECT_EQ(net[1].Answer(w4)->code(), Code::kUnavailable);
+  net.DeliverAll();
+  for (uint64_t w : {w1, w2, w3}) {
+    ASSERT_NE(net[1].Answer(w), nullptr);
+    EXPECT_TRUE(net[1].Answer(w)->ok());
+  }
+}
+
 TEST(ReplicationTest, PushesOverlapUpToTheWindowAndEachAnswerSettlesItsOwn) {
   Net net;
   Options options;
