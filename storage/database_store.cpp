@@ -1290,36 +1290,37 @@ Status DatabaseStore::ApplyDelta(std::string_view bytes, ApplyResult* result) {
   std::string normal;
   for (int i = 0; i < delta.entries_size(); ++i) {
     const proto::DeltaEntry& entry = delta.entries(i);
-    const std::string prefix = "entry " + std::to_string(i) + " ";
+    // Named in an error only: not made for every entry of every delta.
+    auto prefix = [i] { return "entry " + std::to_string(i) + " "; };
     if (!entry.has_record() || !entry.record().has_version()) {
-      return Status::InvalidArgument(prefix + "has no version" + where);
+      return Status::InvalidArgument(prefix() + "has no version" + where);
     }
     const proto::Version& version = entry.record().version();
     if (version.origin() == 0 || version.counter() == 0) {
-      return Status::InvalidArgument(prefix + "has origin " + std::to_string(version.origin()) +
+      return Status::InvalidArgument(prefix() + "has origin " + std::to_string(version.origin()) +
                                      " and counter " + std::to_string(version.counter()) +
                                      "; both must be positive" + where);
     }
     if (version.hlc() >= hlc::kMaxTimestamp) {
-      return Status::InvalidArgument(prefix + "has the timestamp " + std::to_string(version.hlc()) +
-                                     ", past any clock's (at most " +
-                                     std::to_string(hlc::kMaxTimestamp - 1) + ")" + where);
+      return Status::InvalidArgument(
+          prefix() + "has the timestamp " + std::to_string(version.hlc()) +
+          ", past any clock's (at most " + std::to_string(hlc::kMaxTimestamp - 1) + ")" + where);
     }
     s = NormalizeKey(entry.key(), &normal);
     if (!s.ok()) {
-      return Status::InvalidArgument(prefix + "has an invalid key " + Quote(entry.key()) + ": " +
+      return Status::InvalidArgument(prefix() + "has an invalid key " + Quote(entry.key()) + ": " +
                                      s.message() + where);
     }
     if (normal != entry.key()) {
-      return Status::InvalidArgument(prefix + "has the key " + Quote(entry.key()) +
+      return Status::InvalidArgument(prefix() + "has the key " + Quote(entry.key()) +
                                      ", which is not normalised (" + Quote(normal) + ")" + where);
     }
     const std::string& value = entry.record().value();
     if (entry.record().tombstone() && !value.empty()) {
-      return Status::InvalidArgument(prefix + "is a tombstone with a value" + where);
+      return Status::InvalidArgument(prefix() + "is a tombstone with a value" + where);
     }
     if (value.size() > max_value) {
-      return Status::InvalidArgument(prefix + "has a value of " + FormatSize(value.size()) +
+      return Status::InvalidArgument(prefix() + "has a value of " + FormatSize(value.size()) +
                                      "; the maximum value size is " + FormatSize(max_value) +
                                      where);
     }
