@@ -110,8 +110,8 @@ struct Options {
   /// waiting for it (it catches up by anti-entropy). Default kDefaultMaxPushBytes.
   size_t max_push_bytes = kDefaultMaxPushBytes;
   /// Bytes of deltas queued for and on their way to one peer beyond which writes stop waiting for
-  /// it, likewise. Default 128 MiB: one push on its way and a full queue, as before several
-  /// could be on their way.
+  /// it, likewise. Default 128 MiB: the most a peer held while one push at a time was on its way
+  /// (a push of up to 64 MiB and a full queue).
   size_t max_queued_bytes = 128u << 20;
   /// Pushes on their way to one peer at once; deltas written meanwhile wait and go together.
   /// More than one lets a write leave at once while an earlier push is applied, rather than
