@@ -562,20 +562,7 @@ Status Node::Start(NodeOptions options, std::unique_ptr<Node>* out) {
 
   impl->cfg = std::make_unique<caf::actor_system_config>();
   impl->cfg->add_thread_hook<ThreadMarker>();
-  ActorSystemSettings system_settings;
-  system_settings.scheduler_policy = opts.scheduler_policy;
-  // The node's workers poll as its client port's thread does (a client's do not).
-  system_settings.busy_poll = opts.busy_poll;
-  system_settings.worker_threads = opts.worker_threads;
-  if (system_settings.worker_threads == 0) {
-    system_settings.worker_threads = std::max(2u, std::thread::hardware_concurrency());
-  }
-  system_settings.peer_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
-  // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
-  // connection silent for peer_timeout is closed.
-  system_settings.network = listen || clustered;
-  system_settings.deserialize_in_multiplexer = opts.network_workers == 0;
-  if (opts.network_workers > 0) system_settings.decode_workers = opts.network_workers;
+  const ActorSystemSettings system_settings = NodeActorSystemSettings(opts, listen || clustered);
   if (Status s = ConfigureActorSystem(system_settings, impl->cfg.get()); !s.ok()) return s;
   impl->system = std::make_unique<caf::actor_system>(*impl->cfg);
   NameNetworkThread(*impl->system);

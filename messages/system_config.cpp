@@ -6,7 +6,9 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "common/path.hpp"
@@ -39,6 +41,24 @@ void NameNetworkThread(caf::actor_system& system) {
   if (!system.has_middleman()) return;
   // Runs in the event loop, so after WorkerThreadNames renamed this thread at its start.
   system.middleman().backend().post([] { pthread_setname_np(pthread_self(), "caf.network"); });
+}
+
+ActorSystemSettings NodeActorSystemSettings(const NodeOptions& opts, bool network) {
+  ActorSystemSettings settings;
+  settings.scheduler_policy = opts.scheduler_policy;
+  // The node's workers poll as its client port's thread does (a client's do not).
+  settings.busy_poll = opts.busy_poll;
+  settings.worker_threads = opts.worker_threads;
+  if (settings.worker_threads == 0) {
+    settings.worker_threads = std::max(2u, std::thread::hardware_concurrency());
+  }
+  settings.peer_timeout = std::chrono::duration_cast<caf::timespan>(opts.peer_timeout);
+  // Peers that die or stall are noticed: heartbeats keep live connections busy, and a
+  // connection silent for peer_timeout is closed.
+  settings.network = network;
+  settings.deserialize_in_multiplexer = opts.network_workers == 0;
+  if (opts.network_workers > 0) settings.decode_workers = opts.network_workers;
+  return settings;
 }
 
 Status ValidateSchedulerPolicy(const std::string& policy) {

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <string>
 
+#include "kvmesh/node.hpp"
 #include "kvmesh/status.hpp"
 
 namespace kvmesh {
@@ -38,6 +39,13 @@ struct ActorSystemSettings {
   /// whose workers sleep at once (a client's: its program needs the CPU). At most kMaxBusyPoll.
   std::chrono::microseconds busy_poll{0};
 };
+
+/// The settings of a node started with `opts`: its scheduler, its workers (`worker_threads`, 0:
+/// one per core and at least two) and their polling (`busy_poll`), and with `network` (a client
+/// port or a cluster port) its peer timeout and message decoding (`network_workers`). The one
+/// place that says what a node's actor system is: the benchmark's echo servers use it too, so that
+/// they measure one.
+ActorSystemSettings NodeActorSystemSettings(const NodeOptions& opts, bool network);
 
 /// OK if `policy` names a scheduler policy kvmesh supports ("sharing" or "stealing"); otherwise
 /// kInvalidArgument naming it.

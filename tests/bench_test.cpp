@@ -289,6 +289,20 @@ TEST_F(BenchToolTest, CafEchoAnswersTheClientLibrarysRequestsFromAProcessOfItsOw
   EXPECT_EQ(rows["list"], 0) << "the echo server answers put and get only: skipped, not failed";
 }
 
+// The echo servers run a node's actor system with the polling --busy-poll-us gives (-1: the
+// node's default); a server given a bound a node would refuse says so and does not start.
+TEST_F(BenchToolTest, EchoServersRefuseAPollingBoundANodeWouldRefuse) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"--caf-echo-server", "sharing", "100001"},
+        std::vector<std::string>{"--loop-echo-server", "actor", "sharing", "-2"}}) {
+    SCOPED_TRACE(args[0]);
+    auto r = RunCommand(KVMESH_BENCH_PATH, args, "", dir_.path());
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("busy polling must be -1 to 100000 us"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "") << "no port: the server did not start";
+  }
+}
+
 TEST_F(BenchToolTest, LoopEchoServersAnswerRedisProtocolThroughAnActorOrOnTheLoop) {
   Json out = Bench({"--targets", "loop-echo,loop-echo-inline", "--workloads", "put,get,list",
                     "--value-sizes", "100", "--inflight", "1,8", "--keys", "2000", "--ops", "300"});

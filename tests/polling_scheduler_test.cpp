@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "kvmesh/node.hpp"
 #include "kvmesh/types.hpp"
 #include "messages/system_config.hpp"
 
@@ -77,6 +78,43 @@ TEST(PollingSchedulerTest, OnlyASharingSchedulerWithABoundPolls) {
   TestSystem too_long(kMaxBusyPoll + std::chrono::microseconds(1), "sharing");
   EXPECT_EQ(too_long.status.code(), Code::kInvalidArgument);
   EXPECT_NE(too_long.status.message().find("busy_poll"), std::string::npos);
+}
+
+// A node's actor system is made from its options in one place (NodeActorSystemSettings, which
+// kvmeshd and the benchmark's echo servers use): its workers poll as busy_poll says, at least two
+// of them by default, and network_workers picks who decodes messages.
+TEST(PollingSchedulerTest, ANodesActorSystemIsMadeAsItsOptionsSay) {
+  NodeOptions opts;
+  const ActorSystemSettings defaults = NodeActorSystemSettings(opts, true);
+  EXPECT_EQ(defaults.busy_poll, opts.busy_poll);
+  EXPECT_GT(defaults.busy_poll.count(), 0) << "a node polls by default";
+  EXPECT_GE(defaults.worker_threads, 2u);
+  EXPECT_TRUE(defaults.network);
+  EXPECT_EQ(defaults.peer_timeout, std::chrono::duration_cast<caf::timespan>(opts.peer_timeout));
+  EXPECT_FALSE(defaults.deserialize_in_multiplexer);
+  EXPECT_EQ(defaults.decode_workers, 0u);
+  {
+    caf::actor_system_config cfg;
+    ASSERT_TRUE(ConfigureActorSystem(defaults, &cfg).ok());
+    caf::actor_system system{cfg};
+    EXPECT_TRUE(WorkerPollingStats(system).has_value()) << "the workers poll";
+  }
+  opts.busy_poll = std::chrono::microseconds(0);
+  opts.worker_threads = 3;
+  opts.network_workers = 0;
+  const ActorSystemSettings quiet = NodeActorSystemSettings(opts, false);
+  EXPECT_EQ(quiet.busy_poll.count(), 0);
+  EXPECT_EQ(quiet.worker_threads, 3u);
+  EXPECT_FALSE(quiet.network);
+  EXPECT_TRUE(quiet.deserialize_in_multiplexer);
+  {
+    caf::actor_system_config cfg;
+    ASSERT_TRUE(ConfigureActorSystem(quiet, &cfg).ok());
+    caf::actor_system system{cfg};
+    EXPECT_FALSE(WorkerPollingStats(system).has_value()) << "busy_poll 0: CAF's own scheduler";
+  }
+  opts.network_workers = 4;
+  EXPECT_EQ(NodeActorSystemSettings(opts, true).decode_workers, 4u);
 }
 
 }  // namespace

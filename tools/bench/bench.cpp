@@ -1041,16 +1041,29 @@ int Compare(const std::string& a, const std::string& b, int rounds, bool json) {
 }
 
 }  // namespace
+int BadEchoServerArgs(const char* server, const char* busy_poll_us) {
+  std::fprintf(stderr, "%s: busy polling must be -1 to %lld us, not %s\n", server,
+               static_cast<long long>(kvmesh::kMaxBusyPoll.count()), busy_poll_us);
+  return 2;
+}
+
 }  // namespace kvmesh::bench
 
 int main(int argc, char** argv) {
   using namespace kvmesh::bench;
   // The caf-echo target's server is this executable (hidden from --help): --caf-echo-server
-  // SCHEDULER.
-  if (argc == 3 && std::string(argv[1]) == "--caf-echo-server") return RunCafEchoServer(argv[2]);
-  // The loop-echo targets' server likewise: --loop-echo-server actor|inline SCHEDULER.
-  if (argc == 4 && std::string(argv[1]) == "--loop-echo-server") {
-    return RunLoopEchoServer(argv[2], argv[3]);
+  // SCHEDULER BUSY_POLL_US (EchoServerArgs).
+  if (argc == 4 && std::string(argv[1]) == "--caf-echo-server") {
+    const auto node = EchoServerNode(argv[2], argv[3]);
+    if (!node) return BadEchoServerArgs(argv[1], argv[3]);
+    return RunCafEchoServer(*node);
+  }
+  // The loop-echo targets' server likewise: --loop-echo-server actor|inline SCHEDULER
+  // BUSY_POLL_US.
+  if (argc == 5 && std::string(argv[1]) == "--loop-echo-server") {
+    const auto node = EchoServerNode(argv[3], argv[4]);
+    if (!node) return BadEchoServerArgs(argv[1], argv[4]);
+    return RunLoopEchoServer(argv[2], *node);
   }
   Settings s;
   std::string compare_a, compare_b;

@@ -2,11 +2,12 @@
 // 127.0.0.1) puts under kvmesh's remote path, measured in the same run as the remote rows.
 //
 // The server is this executable re-run with --caf-echo-server: an actor system set up as a
-// kvmeshd's (ConfigureActorSystem with the settings a node uses: its scheduler, max(2, cores)
-// workers, the network on) publishing, with CAF's own middleman, one actor that answers the
-// messages the client library sends to a node's gateway (put: path, key, value, deadline; get:
-// path, key, deadline; a batch for the load before reads) at once and does nothing else. A get
-// is answered with a value of the size last written, so replies are as large as a node's.
+// kvmeshd's (NodeActorSystemSettings: its scheduler, max(2, cores) workers and their polling as
+// --busy-poll-us gives a started kvmeshd, the network on) publishing, with CAF's own middleman, one
+// actor that answers the messages the client library sends to a node's gateway (put: path, key,
+// value, deadline; get: path, key, deadline; a batch for the load before reads) at once and does
+// nothing else. A get is answered with a value of the size last written, so replies are as large as
+// a node's.
 //
 // A session is set up as the client library is (client/client.cpp: its actor system settings,
 // one connection, the same requests): a blocking call (one in flight) is a request from a reused
@@ -229,10 +230,12 @@ class CafEchoTarget : public Target {
   }
 
   /// Starts the server and reads the port it published on (bounded).
-  Status Start(const std::string& scheduler) {
-    scheduler_ = scheduler;
+  Status Start(const TargetOptions& options) {
+    scheduler_ = options.scheduler;
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    return SpawnServerChild("caf-echo", {self, "--caf-echo-server", scheduler}, &pid_, &port_);
+    std::vector<std::string> args = {self, "--caf-echo-server"};
+    for (std::string& arg : EchoServerArgs(options)) args.push_back(std::move(arg));
+    return SpawnServerChild("caf-echo", std::move(args), &pid_, &port_);
   }
 
  private:
@@ -243,14 +246,9 @@ class CafEchoTarget : public Target {
 
 }  // namespace
 
-int RunCafEchoServer(const std::string& scheduler) {
-  // A node's settings (bootstrap/node.cpp): its scheduler, at least two workers, the network on.
-  const NodeOptions node_defaults;
-  ActorSystemSettings settings;
-  settings.scheduler_policy = scheduler;
-  settings.worker_threads = std::max(2u, std::thread::hardware_concurrency());
-  settings.peer_timeout = std::chrono::duration_cast<caf::timespan>(node_defaults.peer_timeout);
-  settings.network = true;
+int RunCafEchoServer(const NodeOptions& node) {
+  // A node's actor system, the network on.
+  const ActorSystemSettings settings = NodeActorSystemSettings(node, true);
   caf::actor_system_config cfg;
   if (Status s = ConfigureActorSystem(settings, &cfg); !s.ok()) {
     std::fprintf(stderr, "caf-echo server: %s\n", s.ToString().c_str());
@@ -281,7 +279,7 @@ Status MakeCafEchoTarget(const TargetOptions& options, std::unique_ptr<Target>* 
   }
   if (Status s = ValidateSchedulerPolicy(options.scheduler); !s.ok()) return s;
   auto target = std::make_unique<CafEchoTarget>();
-  Status s = target->Start(options.scheduler);
+  Status s = target->Start(options);
   if (!s.ok()) return s;
   *out = std::move(target);
   return Status::OK();

@@ -2,15 +2,17 @@
 // CAF's network layer) would put under the remote rows, measured in the same run as redis and
 // caf-echo.
 //
-// The server is this executable re-run with --loop-echo-server MODE SCHEDULER: one thread runs an
+// The server is this executable re-run with --loop-echo-server MODE SCHEDULER BUSY_POLL_US: one
+// thread runs an
 // epoll loop on a free 127.0.0.1 port and speaks Redis's protocol (RESP: SET, GET, MSET), so the
 // client side is the redis target's own session (NewRespSession) and the only difference from the
 // redis row is the server. With MODE "actor" (target loop-echo) each request read by the loop is
-// sent to an actor of an actor system set up as a kvmeshd's (its scheduler, max(2, cores)
-// workers), as a database actor would get it, and the actor hands the answer back to the loop
-// through a queue and an eventfd: one hop there and one back, which is what a write would cost.
-// With MODE "inline" (target loop-echo-inline) the loop answers at once, as a read served on the
-// loop thread from RocksDB could. Neither does any storage work, like caf-echo.
+// sent to an actor of an actor system set up as a kvmeshd's (NodeActorSystemSettings: its
+// scheduler, max(2, cores) workers and their polling), as a database actor would get it, and the
+// actor hands the answer back to the loop through a queue and an eventfd: one hop there and one
+// back, which is what a write would cost. With MODE "inline" (target loop-echo-inline) the loop
+// answers at once, as a read served on the loop thread from RocksDB could. Neither does any storage
+// work, like caf-echo.
 #include <hiredis/hiredis.h>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -271,11 +273,11 @@ class LoopEchoTarget : public Target {
   bool supports(const std::string& workload) const override {
     return workload != "list" && !NeedsKvmeshApi(workload);
   }
-  Status Start(const std::string& scheduler) {
+  Status Start(const TargetOptions& options) {
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    return SpawnServerChild(name(),
-                            {self, "--loop-echo-server", inline_ ? "inline" : "actor", scheduler},
-                            &pid_, &port_);
+    std::vector<std::string> args = {self, "--loop-echo-server", inline_ ? "inline" : "actor"};
+    for (std::string& arg : EchoServerArgs(options)) args.push_back(std::move(arg));
+    return SpawnServerChild(name(), std::move(args), &pid_, &port_);
   }
 
  private:
@@ -286,15 +288,13 @@ class LoopEchoTarget : public Target {
 
 }  // namespace
 
-int RunLoopEchoServer(const std::string& mode, const std::string& scheduler) {
+int RunLoopEchoServer(const std::string& mode, const NodeOptions& node) {
   if (mode != "actor" && mode != "inline") {
     std::fprintf(stderr, "loop-echo server: mode must be actor or inline, not %s\n", mode.c_str());
     return 2;
   }
-  // A node's actor system (bootstrap/node.cpp): its scheduler and at least two workers.
-  ActorSystemSettings settings;
-  settings.scheduler_policy = scheduler;
-  settings.worker_threads = std::max(2u, std::thread::hardware_concurrency());
+  // A node's actor system; the loop is the network.
+  const ActorSystemSettings settings = NodeActorSystemSettings(node, false);
   caf::actor_system_config cfg;
   if (Status s = ConfigureActorSystem(settings, &cfg); !s.ok()) {
     std::fprintf(stderr, "loop-echo server: %s\n", s.ToString().c_str());
@@ -324,7 +324,7 @@ Status MakeLoopEchoTarget(const TargetOptions& options, bool inline_answers,
   }
   if (Status s = ValidateSchedulerPolicy(options.scheduler); !s.ok()) return s;
   auto target = std::make_unique<LoopEchoTarget>(inline_answers);
-  Status s = target->Start(options.scheduler);
+  Status s = target->Start(options);
   if (!s.ok()) return s;
   *out = std::move(target);
   return Status::OK();

@@ -9,10 +9,12 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kvmesh/client.hpp"
+#include "kvmesh/node.hpp"
 #include "kvmesh/status.hpp"
 #include "kvmesh/tls.hpp"
 #include "kvmesh/types.hpp"
@@ -176,7 +178,7 @@ Status NewRespSession(int port, std::unique_ptr<Session>* out);
 Status MakeLoopEchoTarget(const TargetOptions& options, bool inline_answers,
                           std::unique_ptr<Target>* out);
 /// The loop-echo server's main: prints its port on stdout, then serves until killed.
-int RunLoopEchoServer(const std::string& mode, const std::string& scheduler);
+int RunLoopEchoServer(const std::string& mode, const NodeOptions& node);
 /// Starts a CAF echo server (this executable with --caf-echo-server: an actor system set up as a
 /// kvmeshd's, answering the client library's put and get with no work) on a free 127.0.0.1
 /// port, tied to this process; a session is one connection set up and used as the client
@@ -184,7 +186,16 @@ int RunLoopEchoServer(const std::string& mode, const std::string& scheduler);
 Status MakeCafEchoTarget(const TargetOptions& options, std::unique_ptr<Target>* out);
 /// The caf-echo server's main: prints its port on stdout, then serves until killed. Returns an
 /// exit code when it cannot start (the reason on stderr).
-int RunCafEchoServer(const std::string& scheduler);
+int RunCafEchoServer(const NodeOptions& node);
+
+/// The echo servers (caf-echo, loop-echo) run a node's actor system (NodeActorSystemSettings),
+/// as `options` would start a kvmeshd: its scheduler and its busy polling (`busy_poll_us`, -1:
+/// the node's default). EchoServerArgs writes that on a server's command line (two arguments);
+/// EchoServerNode reads them back in the server (nullopt if the polling is not a number from -1
+/// to kMaxBusyPoll; the scheduler is checked when the server configures its actor system).
+std::vector<std::string> EchoServerArgs(const TargetOptions& options);
+std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,
+                                          const std::string& busy_poll_us);
 
 /// Starts `args` (args[0]: the executable's path) as a child process tied to this one: the
 /// kernel kills it when this process ends, and a terminal's Ctrl-C reaches only this process.
