@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 17's speed goals, each measured next to its peer (raw RocksDB, Redis, the single node,
-# one worker thread) in back-to-back kvmesh-bench runs, and whether each is met (about 2 minutes
+# one worker thread) in back-to-back kvmesh-bench runs, and whether each is met (about 3 minutes
 # on 2 cores):
 #
 #   tools/bench/goals.sh [BUILD_DIR] [OUT_DIR]      # default: build, /tmp/kvmesh-bench-goals
@@ -35,7 +35,12 @@ run redis50 --targets redis --workloads put,get "${common[@]}" --connections 50 
 # runs (362-565k keys/s remote on one day) with a memtable flush more or less in it.
 run bulk --targets rocksdb,embedded,remote --workloads batch --batch-size 1000 \
   --distribution sequential --value-sizes 100 --inflight 1 --ops 3000 --duration 8
-run cluster --targets remote,cluster --workloads put "${common[@]}" --inflight 50 "${cluster_only[@]}"
+# The 3-node ratio moved between 0.30 and 0.48 in four runs of one day (both sides drift, four
+# processes on 2 cores): it is the median of three runs, each with its own single-node row.
+for i in 1 2 3; do
+  run "cluster$i" --targets remote,cluster --workloads put "${common[@]}" --inflight 50 \
+    "${cluster_only[@]}"
+done
 for w in 1 2; do
   run "workers$w" --targets embedded,remote --databases 64 --workloads put,get "${common[@]}" \
     --connections 4 --inflight 50 --worker-threads "$w"
@@ -85,10 +90,16 @@ for t in embedded remote; do
   goal "$t batches of 1000, keys/s (thousands)" "$(ratio "$k" 1000)" 500 \
     "x_rocks $(ratio "$k" "$(value bulk rocksdb batch keys_per_second)")"
 done
-c=$(value cluster cluster3 put ops_per_second)
-s=$(value cluster remote put ops_per_second)
-goal "3-node put, 50 in flight / single node" "$(ratio "$c" "$s")" 0.5 \
-  "$(printf '%.0f vs %.0f ops/s' "${c:-0}" "${s:-0}")"
+cluster_ratios=()
+for i in 1 2 3; do
+  r=$(ratio "$(value "cluster$i" cluster3 put ops_per_second)" \
+    "$(value "cluster$i" remote put ops_per_second)")
+  if [ -n "$r" ]; then cluster_ratios+=("$r"); fi
+done
+sorted=$(printf '%s\n' "${cluster_ratios[@]}" | sed '/^$/d' | sort -n)
+median=$(awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)] }' <<<"$sorted")
+goal "3-node put, 50 in flight / single node" "$median" 0.5 \
+  "median of ${#cluster_ratios[@]} runs: $(paste -sd' ' <<<"$sorted")"
 for t in embedded remote; do
   for w in put get; do
     two=$(value workers2 "$t" "$w" ops_per_second)
