@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/path.hpp"
+#include "kvmesh/node.hpp"
 #include "messages/polling_scheduler.hpp"
 #include "messages/type_ids.hpp"
 

@@ -11,10 +11,11 @@
 #include <cstddef>
 #include <string>
 
-#include "kvmesh/node.hpp"
 #include "kvmesh/status.hpp"
 
 namespace kvmesh {
+
+struct NodeOptions;
 
 struct ActorSystemSettings {
   /// "sharing" (one shared queue: idle workers wake at once, which request/response latency

@@ -289,16 +289,50 @@ TEST_F(BenchToolTest, CafEchoAnswersTheClientLibrarysRequestsFromAProcessOfItsOw
   EXPECT_EQ(rows["list"], 0) << "the echo server answers put and get only: skipped, not failed";
 }
 
-// The echo servers run a node's actor system with the polling --busy-poll-us gives (-1: the
-// node's default); a server given a bound a node would refuse says so and does not start.
-TEST_F(BenchToolTest, EchoServersRefuseAPollingBoundANodeWouldRefuse) {
+// The echo servers run a node's actor system as kvmesh-bench would start a kvmeshd: what it
+// writes on a server's command line (EchoServerArgs) comes back as the node's options
+// (EchoServerNode), -1 and 0 meaning the node's defaults; what a node would refuse is refused.
+TEST(EchoServerArgsTest, ANodesSchedulerWorkersAndPollingReachTheServer) {
+  auto args = EchoServerArgs("stealing", 3, 5);
+  ASSERT_EQ(args.size(), 3u);
+  auto node = EchoServerNode(args[0], args[1], args[2]);
+  ASSERT_TRUE(node.has_value());
+  EXPECT_EQ(node->scheduler_policy, "stealing");
+  EXPECT_EQ(node->worker_threads, 3u);
+  EXPECT_EQ(node->busy_poll, std::chrono::microseconds(5));
+  args = EchoServerArgs("sharing", 0, -1);
+  node = EchoServerNode(args[0], args[1], args[2]);
+  ASSERT_TRUE(node.has_value());
+  EXPECT_EQ(node->worker_threads, NodeOptions().worker_threads);
+  EXPECT_EQ(node->busy_poll, NodeOptions().busy_poll);
+  args = EchoServerArgs("sharing", 2, 0);
+  node = EchoServerNode(args[0], args[1], args[2]);
+  ASSERT_TRUE(node.has_value());
+  EXPECT_EQ(node->busy_poll.count(), 0) << "0 turns polling off, as for a node";
+  for (const auto& [workers, poll] :
+       std::vector<std::pair<std::string, std::string>>{{"2", "100001"},
+                                                        {"2", "-2"},
+                                                        {"2", ""},
+                                                        {"2", "5x"},
+                                                        {"257", "5"},
+                                                        {"-1", "5"},
+                                                        {"", "5"},
+                                                        {"99999999999999999999", "5"}}) {
+    EXPECT_FALSE(EchoServerNode("sharing", workers, poll).has_value()) << workers << " " << poll;
+  }
+}
+
+// A server given a bound a node would refuse says so and does not start.
+TEST_F(BenchToolTest, EchoServersRefuseWhatANodeWouldRefuse) {
   for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"--caf-echo-server", "sharing", "100001"},
-        std::vector<std::string>{"--loop-echo-server", "actor", "sharing", "-2"}}) {
+       {std::vector<std::string>{"--caf-echo-server", "sharing", "0", "100001"},
+        std::vector<std::string>{"--loop-echo-server", "actor", "sharing", "300", "-1"}}) {
     SCOPED_TRACE(args[0]);
     auto r = RunCommand(KVMESH_BENCH_PATH, args, "", dir_.path());
     EXPECT_EQ(r.exit_code, 2);
-    EXPECT_NE(r.err.find("busy polling must be -1 to 100000 us"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("worker threads must be 0 to 256 and busy polling -1 to 100000 us"),
+              std::string::npos)
+        << r.err;
     EXPECT_EQ(r.out, "") << "no port: the server did not start";
   }
 }

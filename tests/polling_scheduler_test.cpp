@@ -102,11 +102,15 @@ TEST(PollingSchedulerTest, ANodesActorSystemIsMadeAsItsOptionsSay) {
   opts.busy_poll = std::chrono::microseconds(0);
   opts.worker_threads = 3;
   opts.network_workers = 0;
+  opts.scheduler_policy = "stealing";
+  opts.peer_timeout = std::chrono::milliseconds(1500);
   const ActorSystemSettings quiet = NodeActorSystemSettings(opts, false);
   EXPECT_EQ(quiet.busy_poll.count(), 0);
   EXPECT_EQ(quiet.worker_threads, 3u);
   EXPECT_FALSE(quiet.network);
   EXPECT_TRUE(quiet.deserialize_in_multiplexer);
+  EXPECT_EQ(quiet.scheduler_policy, "stealing");
+  EXPECT_EQ(quiet.peer_timeout, std::chrono::duration_cast<caf::timespan>(opts.peer_timeout));
   {
     caf::actor_system_config cfg;
     ASSERT_TRUE(ConfigureActorSystem(quiet, &cfg).ok());

@@ -1041,9 +1041,12 @@ int Compare(const std::string& a, const std::string& b, int rounds, bool json) {
 }
 
 }  // namespace
-int BadEchoServerArgs(const char* server, const char* busy_poll_us) {
-  std::fprintf(stderr, "%s: busy polling must be -1 to %lld us, not %s\n", server,
-               static_cast<long long>(kvmesh::kMaxBusyPoll.count()), busy_poll_us);
+int BadEchoServerArgs(const char* server, const char* worker_threads, const char* busy_poll_us) {
+  std::fprintf(stderr,
+               "%s: worker threads must be 0 to %ld and busy polling -1 to %lld us, not %s and "
+               "%s\n",
+               server, kMaxEchoWorkers, static_cast<long long>(kvmesh::kMaxBusyPoll.count()),
+               worker_threads, busy_poll_us);
   return 2;
 }
 
@@ -1052,17 +1055,17 @@ int BadEchoServerArgs(const char* server, const char* busy_poll_us) {
 int main(int argc, char** argv) {
   using namespace kvmesh::bench;
   // The caf-echo target's server is this executable (hidden from --help): --caf-echo-server
-  // SCHEDULER BUSY_POLL_US (EchoServerArgs).
-  if (argc == 4 && std::string(argv[1]) == "--caf-echo-server") {
-    const auto node = EchoServerNode(argv[2], argv[3]);
-    if (!node) return BadEchoServerArgs(argv[1], argv[3]);
+  // SCHEDULER WORKER_THREADS BUSY_POLL_US (EchoServerArgs).
+  if (argc == 5 && std::string(argv[1]) == "--caf-echo-server") {
+    const auto node = EchoServerNode(argv[2], argv[3], argv[4]);
+    if (!node) return BadEchoServerArgs(argv[1], argv[3], argv[4]);
     return RunCafEchoServer(*node);
   }
   // The loop-echo targets' server likewise: --loop-echo-server actor|inline SCHEDULER
-  // BUSY_POLL_US.
-  if (argc == 5 && std::string(argv[1]) == "--loop-echo-server") {
-    const auto node = EchoServerNode(argv[3], argv[4]);
-    if (!node) return BadEchoServerArgs(argv[1], argv[4]);
+  // WORKER_THREADS BUSY_POLL_US.
+  if (argc == 6 && std::string(argv[1]) == "--loop-echo-server") {
+    const auto node = EchoServerNode(argv[3], argv[4], argv[5]);
+    if (!node) return BadEchoServerArgs(argv[1], argv[4], argv[5]);
     return RunLoopEchoServer(argv[2], *node);
   }
   Settings s;
@@ -1119,13 +1122,14 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"sharing", "stealing"}))
       ->capture_default_str();
   app.add_option("--busy-poll-us", s.target.busy_poll_us,
-                 "busy polling of started kvmeshd and of remote clients, in microseconds "
-                 "(NodeOptions::busy_poll); -1: their defaults")
+                 "busy polling of started kvmeshd, of the echo servers' workers and of remote "
+                 "clients, in microseconds (NodeOptions::busy_poll); -1: their defaults")
       ->check(CLI::Range(-1, static_cast<int>(kvmesh::kMaxBusyPoll.count())))
       ->capture_default_str();
   app.add_option("--worker-threads", s.target.worker_threads,
-                 "actor worker threads of the embedded node and of started kvmeshd (0: one per "
-                 "core, at least 2); scaling with cores: compare 1 and 2 with --databases 64")
+                 "actor worker threads of the embedded node, of started kvmeshd and of the echo "
+                 "servers (0: one per core, at least 2); scaling with cores: compare 1 and 2 with "
+                 "--databases 64")
       ->check(CLI::Range(0, 256))
       ->capture_default_str();
   std::string sync = SyncModeName(s.target.sync);

@@ -1,13 +1,13 @@
 // kvmesh-bench's caf-echo target: the floor that CAF 0.17's network layer (BASP over TCP on
 // 127.0.0.1) puts under kvmesh's remote path, measured in the same run as the remote rows.
 //
-// The server is this executable re-run with --caf-echo-server: an actor system set up as a
-// kvmeshd's (NodeActorSystemSettings: its scheduler, max(2, cores) workers and their polling as
-// --busy-poll-us gives a started kvmeshd, the network on) publishing, with CAF's own middleman, one
-// actor that answers the messages the client library sends to a node's gateway (put: path, key,
-// value, deadline; get: path, key, deadline; a batch for the load before reads) at once and does
-// nothing else. A get is answered with a value of the size last written, so replies are as large as
-// a node's.
+// The server is this executable re-run with --caf-echo-server and EchoServerArgs: an actor system
+// set up as a kvmeshd's (NodeActorSystemSettings: its scheduler, its workers and their polling as
+// kvmesh-bench's --worker-threads and --busy-poll-us give a started kvmeshd, the network on)
+// publishing, with CAF's own middleman, one actor that answers the messages the client library
+// sends to a node's gateway (put: path, key, value, deadline; get: path, key, deadline; a batch
+// for the load before reads) at once and does nothing else. A get is answered with a value of the
+// size last written, so replies are as large as a node's.
 //
 // A session is set up as the client library is (client/client.cpp: its actor system settings,
 // one connection, the same requests): a blocking call (one in flight) is a request from a reused
@@ -40,6 +40,7 @@
 #include "messages/local_deadlines.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
+#include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
 namespace kvmesh::bench {
@@ -234,7 +235,10 @@ class CafEchoTarget : public Target {
     scheduler_ = options.scheduler;
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
     std::vector<std::string> args = {self, "--caf-echo-server"};
-    for (std::string& arg : EchoServerArgs(options)) args.push_back(std::move(arg));
+    for (std::string& arg :
+         EchoServerArgs(options.scheduler, options.worker_threads, options.busy_poll_us)) {
+      args.push_back(std::move(arg));
+    }
     return SpawnServerChild("caf-echo", std::move(args), &pid_, &port_);
   }
 

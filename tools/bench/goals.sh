@@ -17,6 +17,8 @@ command -v jq >/dev/null || { echo "goals: needs jq (apt-get install jq)" >&2; e
 mkdir -p "$out"
 run() {
   local name="$1"
+  # A run that fails before writing must not leave an older run's figures to be read.
+  rm -f "$out/$name.json"
   shift
   echo "== $name: kvmesh-bench $*" >&2
   # A run with failed operations exits 1 but keeps its rows; the table shows the failures.
@@ -92,8 +94,9 @@ for t in embedded remote; do
 done
 cluster_ratios=()
 for i in 1 2 3; do
+  # ratio fails when a figure is missing (no JSON, a crashed run): no ratio, not the end of set -e.
   r=$(ratio "$(value "cluster$i" cluster3 put ops_per_second)" \
-    "$(value "cluster$i" remote put ops_per_second)")
+    "$(value "cluster$i" remote put ops_per_second)") || true
   if [ -n "$r" ]; then cluster_ratios+=("$r"); fi
 done
 sorted=$(printf '%s\n' "${cluster_ratios[@]}" | sed '/^$/d' | sort -n)

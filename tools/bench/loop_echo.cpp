@@ -2,17 +2,17 @@
 // CAF's network layer) would put under the remote rows, measured in the same run as redis and
 // caf-echo.
 //
-// The server is this executable re-run with --loop-echo-server MODE SCHEDULER BUSY_POLL_US: one
-// thread runs an
-// epoll loop on a free 127.0.0.1 port and speaks Redis's protocol (RESP: SET, GET, MSET), so the
-// client side is the redis target's own session (NewRespSession) and the only difference from the
-// redis row is the server. With MODE "actor" (target loop-echo) each request read by the loop is
-// sent to an actor of an actor system set up as a kvmeshd's (NodeActorSystemSettings: its
-// scheduler, max(2, cores) workers and their polling), as a database actor would get it, and the
-// actor hands the answer back to the loop through a queue and an eventfd: one hop there and one
-// back, which is what a write would cost. With MODE "inline" (target loop-echo-inline) the loop
-// answers at once, as a read served on the loop thread from RocksDB could. Neither does any storage
-// work, like caf-echo.
+// The server is this executable re-run with --loop-echo-server MODE and EchoServerArgs: one
+// thread runs an epoll loop on a free 127.0.0.1 port and speaks Redis's protocol (RESP: SET, GET,
+// MSET), so the client side is the redis target's own session (NewRespSession) and the only
+// difference from the redis row is the server. With MODE "actor" (target loop-echo) each request
+// read by the loop is sent to an actor of an actor system set up as a kvmeshd's
+// (NodeActorSystemSettings: its scheduler, its workers and their polling as kvmesh-bench's
+// --worker-threads and --busy-poll-us give a started kvmeshd; the loop itself does not poll), as
+// a database actor would get it, and the actor hands the answer back to the loop through a queue
+// and an eventfd: one hop there and one back, which is what a write would cost. With MODE
+// "inline" (target loop-echo-inline) the loop answers at once, as a read served on the loop
+// thread from RocksDB could. Neither does any storage work, like caf-echo.
 #include <hiredis/hiredis.h>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "messages/system_config.hpp"
+#include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
 namespace kvmesh::bench {
@@ -276,7 +277,10 @@ class LoopEchoTarget : public Target {
   Status Start(const TargetOptions& options) {
     const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
     std::vector<std::string> args = {self, "--loop-echo-server", inline_ ? "inline" : "actor"};
-    for (std::string& arg : EchoServerArgs(options)) args.push_back(std::move(arg));
+    for (std::string& arg :
+         EchoServerArgs(options.scheduler, options.worker_threads, options.busy_poll_us)) {
+      args.push_back(std::move(arg));
+    }
     return SpawnServerChild(name(), std::move(args), &pid_, &port_);
   }
 

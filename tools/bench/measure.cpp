@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -286,6 +288,37 @@ std::string MachineDescription() {
   std::snprintf(buf, sizeof(buf), "%s, %u cores, %.0f GiB, Linux %s", model.c_str(),
                 std::thread::hardware_concurrency(), mem_kib / 1048576.0, uts.release);
   return buf;
+}
+
+std::vector<std::string> EchoServerArgs(const std::string& scheduler, size_t worker_threads,
+                                        int busy_poll_us) {
+  return {scheduler, std::to_string(worker_threads), std::to_string(busy_poll_us)};
+}
+
+namespace {
+
+/// `text` as a whole number from `low` to `high`, or nullopt.
+std::optional<long> WholeNumber(const std::string& text, long low, long high) {
+  char* end = nullptr;
+  errno = 0;
+  const long n = std::strtol(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || errno != 0 || n < low || n > high) return std::nullopt;
+  return n;
+}
+
+}  // namespace
+
+std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,
+                                          const std::string& worker_threads,
+                                          const std::string& busy_poll_us) {
+  const auto workers = WholeNumber(worker_threads, 0, kMaxEchoWorkers);
+  const auto poll = WholeNumber(busy_poll_us, -1, static_cast<long>(kMaxBusyPoll.count()));
+  if (!workers || !poll) return std::nullopt;
+  NodeOptions node;
+  node.scheduler_policy = scheduler;
+  node.worker_threads = static_cast<size_t>(*workers);
+  if (*poll >= 0) node.busy_poll = std::chrono::microseconds(*poll);
+  return node;
 }
 
 }  // namespace kvmesh::bench

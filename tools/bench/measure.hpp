@@ -9,9 +9,12 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "kvmesh/node.hpp"
 
 namespace kvmesh::bench {
 
@@ -109,5 +112,18 @@ pid_t PidListeningOn(int port);
 
 /// A line describing this machine: CPU model, core count, memory, kernel.
 std::string MachineDescription();
+
+/// The echo servers (caf-echo, loop-echo) run a node's actor system (NodeActorSystemSettings) as
+/// kvmesh-bench starts a kvmeshd: its scheduler, `worker_threads` (0: the node's default) and
+/// `busy_poll_us` (-1: the node's default). EchoServerArgs writes that on a server's command line
+/// (three arguments); EchoServerNode reads them back in the server: nullopt unless the worker
+/// threads are 0 to kMaxEchoWorkers and the polling -1 to kMaxBusyPoll us (the scheduler is
+/// checked where the server configures its actor system).
+inline constexpr long kMaxEchoWorkers = 256;
+std::vector<std::string> EchoServerArgs(const std::string& scheduler, size_t worker_threads,
+                                        int busy_poll_us);
+std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,
+                                          const std::string& worker_threads,
+                                          const std::string& busy_poll_us);
 
 }  // namespace kvmesh::bench

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 
 #include <condition_variable>
@@ -78,25 +77,6 @@ Status SpawnTiedChild(std::vector<std::string> args, int stdout_fd, pid_t* pid) 
   }
   *pid = child;
   return Status::OK();
-}
-
-std::vector<std::string> EchoServerArgs(const TargetOptions& options) {
-  return {options.scheduler, std::to_string(options.busy_poll_us)};
-}
-
-std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,
-                                          const std::string& busy_poll_us) {
-  NodeOptions node;
-  node.scheduler_policy = scheduler;
-  char* end = nullptr;
-  const long us = std::strtol(busy_poll_us.c_str(), &end, 10);
-  // The scheduler is checked where the server configures its actor system.
-  if (busy_poll_us.empty() || *end != '\0' || us < -1 ||
-      us > static_cast<long>(kMaxBusyPoll.count())) {
-    return std::nullopt;
-  }
-  if (us >= 0) node.busy_poll = std::chrono::microseconds(us);
-  return node;
 }
 
 Status SpawnServerChild(const std::string& what, std::vector<std::string> args, pid_t* pid,

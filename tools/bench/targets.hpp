@@ -9,7 +9,6 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -108,10 +107,11 @@ struct TargetOptions {
   /// CAF scheduler of in-process nodes, of spawned nodes and of clients: sharing or stealing.
   std::string scheduler = "sharing";
   /// Actor worker threads of in-process and started nodes (NodeOptions::worker_threads,
-  /// kvmeshd --worker-threads); 0: the node's default (one per core, at least 2).
+  /// kvmeshd --worker-threads) and of the echo servers; 0: the node's default (one per core, at
+  /// least 2).
   size_t worker_threads = 0;
-  /// Busy polling of started kvmeshd (--busy-poll-us) and of remote clients
-  /// (ClientOptions::busy_poll), in microseconds; -1: their defaults.
+  /// Busy polling of started kvmeshd (--busy-poll-us), of the echo servers' workers and of remote
+  /// clients (ClientOptions::busy_poll), in microseconds; -1: their defaults.
   int busy_poll_us = -1;
   /// remote: client addresses of running nodes; empty starts a kvmeshd.
   std::vector<std::string> nodes;
@@ -170,7 +170,8 @@ Status MakeRedisTarget(const TargetOptions& options, std::unique_ptr<Target>* ou
 /// A session speaking Redis's protocol (RESP) to 127.0.0.1:port, as the redis target's sessions
 /// do (SET, GET, MSET; pipelined when several are in flight).
 Status NewRespSession(int port, std::unique_ptr<Session>* out);
-/// Starts a loop-echo server (this executable with --loop-echo-server MODE SCHEDULER: an event
+/// Starts a loop-echo server (this executable with --loop-echo-server MODE and EchoServerArgs: an
+/// event
 /// loop of its own answering Redis's protocol, handing each request to an actor and back when
 /// MODE is "actor", answering on the loop when "inline") and returns a target whose sessions
 /// are NewRespSession's (tools/bench/loop_echo.cpp). What a client port of kvmesh's own would
@@ -187,15 +188,6 @@ Status MakeCafEchoTarget(const TargetOptions& options, std::unique_ptr<Target>* 
 /// The caf-echo server's main: prints its port on stdout, then serves until killed. Returns an
 /// exit code when it cannot start (the reason on stderr).
 int RunCafEchoServer(const NodeOptions& node);
-
-/// The echo servers (caf-echo, loop-echo) run a node's actor system (NodeActorSystemSettings),
-/// as `options` would start a kvmeshd: its scheduler and its busy polling (`busy_poll_us`, -1:
-/// the node's default). EchoServerArgs writes that on a server's command line (two arguments);
-/// EchoServerNode reads them back in the server (nullopt if the polling is not a number from -1
-/// to kMaxBusyPoll; the scheduler is checked when the server configures its actor system).
-std::vector<std::string> EchoServerArgs(const TargetOptions& options);
-std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,
-                                          const std::string& busy_poll_us);
 
 /// Starts `args` (args[0]: the executable's path) as a child process tied to this one: the
 /// kernel kills it when this process ends, and a terminal's Ctrl-C reaches only this process.
