@@ -311,7 +311,7 @@ std::optional<long> WholeNumber(const std::string& text, long low, long high) {
 std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,
                                           const std::string& worker_threads,
                                           const std::string& busy_poll_us) {
-  const auto workers = WholeNumber(worker_threads, 0, kMaxEchoWorkers);
+  const auto workers = WholeNumber(worker_threads, 0, kMaxWorkerThreads);
   const auto poll = WholeNumber(busy_poll_us, -1, static_cast<long>(kMaxBusyPoll.count()));
   if (!workers || !poll) return std::nullopt;
   NodeOptions node;

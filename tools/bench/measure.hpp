@@ -1,6 +1,7 @@
 // Measuring tools of kvmesh-bench that need no node: a lock-free latency histogram, key choice
-// (uniform or zipfian), the benchmark's key layout, and what /proc says about a process (resident
-// memory, CPU time, which process listens on a port).
+// (uniform or zipfian), the benchmark's key layout, what /proc says about a process (resident
+// memory, CPU time, which process listens on a port), and the command line that gives an echo
+// server a node's settings.
 #pragma once
 
 #include <sys/types.h>
@@ -117,9 +118,12 @@ std::string MachineDescription();
 /// kvmesh-bench starts a kvmeshd: its scheduler, `worker_threads` (0: the node's default) and
 /// `busy_poll_us` (-1: the node's default). EchoServerArgs writes that on a server's command line
 /// (three arguments); EchoServerNode reads them back in the server: nullopt unless the worker
-/// threads are 0 to kMaxEchoWorkers and the polling -1 to kMaxBusyPoll us (the scheduler is
+/// threads are 0 to kMaxWorkerThreads and the polling -1 to kMaxBusyPoll us (the scheduler is
 /// checked where the server configures its actor system).
-inline constexpr long kMaxEchoWorkers = 256;
+///
+/// kMaxWorkerThreads: the most worker threads kvmesh-bench gives a node or an echo server
+/// (--worker-threads).
+inline constexpr long kMaxWorkerThreads = 256;
 std::vector<std::string> EchoServerArgs(const std::string& scheduler, size_t worker_threads,
                                         int busy_poll_us);
 std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,
