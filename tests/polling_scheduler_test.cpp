@@ -112,8 +112,10 @@ TEST(PollingSchedulerTest, ANodesActorSystemIsMadeAsItsOptionsSay) {
   EXPECT_EQ(quiet.scheduler_policy, "stealing");
   EXPECT_EQ(quiet.peer_timeout, std::chrono::duration_cast<caf::timespan>(opts.peer_timeout));
   {
+    ActorSystemSettings sharing = quiet;  // the stealing policy alone would not poll either
+    sharing.scheduler_policy = "sharing";
     caf::actor_system_config cfg;
-    ASSERT_TRUE(ConfigureActorSystem(quiet, &cfg).ok());
+    ASSERT_TRUE(ConfigureActorSystem(sharing, &cfg).ok());
     caf::actor_system system{cfg};
     EXPECT_FALSE(WorkerPollingStats(system).has_value()) << "busy_poll 0: CAF's own scheduler";
   }

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--worker-threads", config.node.worker_threads,
                  "actor worker threads; 0: one per core, at least 2")
-      ->check(CLI::Range(0, 256))
+      ->check(CLI::Range(0, kvmesh::kMaxWorkerThreads))
       ->capture_default_str();
   app.add_option("--network-workers", config.node.network_workers,
                  "threads decoding the cluster port's messages; 0: the network thread itself; "

@@ -63,6 +63,10 @@ inline std::string DescribeSync(SyncMode mode, std::chrono::milliseconds period)
 /// The longest busy_poll a node (NodeOptions) or a client (ClientOptions) accepts: 100 ms.
 inline constexpr std::chrono::microseconds kMaxBusyPoll{100000};
 
+/// The most actor worker threads kvmeshd's --worker-threads (NodeOptions::worker_threads) and
+/// kvmesh-bench's accept: 256.
+inline constexpr int kMaxWorkerThreads = 256;
+
 /// One operation of an atomic batch.
 struct WriteOp {
   /// kCheck writes nothing: it makes the whole batch fail with condition_failed (naming the

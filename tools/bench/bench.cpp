@@ -1044,10 +1044,10 @@ int Compare(const std::string& a, const std::string& b, int rounds, bool json) {
 
 int BadEchoServerArgs(const char* server, const char* worker_threads, const char* busy_poll_us) {
   std::fprintf(stderr,
-               "%s: worker threads must be 0 to %ld and busy polling -1 to %lld us, not %s and "
+               "%s: worker threads must be 0 to %d and busy polling -1 to %lld us, not %s and "
                "%s\n",
-               server, kMaxWorkerThreads, static_cast<long long>(kvmesh::kMaxBusyPoll.count()),
-               worker_threads, busy_poll_us);
+               server, kvmesh::kMaxWorkerThreads,
+               static_cast<long long>(kvmesh::kMaxBusyPoll.count()), worker_threads, busy_poll_us);
   return 2;
 }
 
@@ -1131,7 +1131,7 @@ int main(int argc, char** argv) {
                  "actor worker threads of the embedded node, of started kvmeshd and of the echo "
                  "servers (0: one per core, at least 2); scaling with cores: compare 1 and 2 with "
                  "--databases 64")
-      ->check(CLI::Range(0, static_cast<int>(kMaxWorkerThreads)))
+      ->check(CLI::Range(0, kvmesh::kMaxWorkerThreads))
       ->capture_default_str();
   std::string sync = SyncModeName(s.target.sync);
   app.add_option("--sync", sync,

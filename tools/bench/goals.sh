@@ -15,8 +15,10 @@ bench="$build/kvmesh-bench"
 [ -x "$bench" ] || { echo "goals: no kvmesh-bench in $build (build first)" >&2; exit 2; }
 command -v jq >/dev/null || { echo "goals: needs jq (apt-get install jq)" >&2; exit 2; }
 mkdir -p "$out"
+steps=()
 run() {
   local name="$1"
+  steps+=("$name")
   # A run that fails before writing must not leave an older run's figures to be read.
   rm -f "$out/$name.json"
   shift
@@ -48,11 +50,13 @@ for w in 1 2; do
     --connections 4 --inflight 50 --worker-threads "$w"
 done
 
-# One value from a step's JSON: field F of the row with target T and workload W.
+# One value from a step's JSON: field F of the row with target T and workload W; nothing if the
+# step wrote no JSON or an unreadable one (its goal then shows "no figure").
 value() {
   [ -f "$out/$1.json" ] || return 0
   jq -r --arg t "$2" --arg w "$3" --arg f "$4" \
-    '[.results[] | select(.target == $t and .workload == $w)][0][$f] // empty' "$out/$1.json"
+    '[.results[] | select(.target == $t and .workload == $w)][0][$f] // empty' \
+    "$out/$1.json" 2>/dev/null || true
 }
 ratio() { # A / B, or empty when either is missing
   [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b }'
@@ -113,8 +117,17 @@ for t in embedded remote; do
 done
 printf '%-46s %8s %7s  %-8s %s\n' goal measured target result detail
 printf '%s\n' "${rows[@]}"
-# A ratio over a row with failed operations is not a clean figure: say so under the table.
-for f in "$out"/*.json; do
-  n=$(jq '[.results[].failures] | add // 0' "$f")
-  if [ "$n" != 0 ]; then echo "$(basename "$f" .json): $n operations failed (errors in $f)"; fi
+# A ratio over a row with failed operations is not a clean figure: say so under the table. Only
+# this run's steps: OUT_DIR may hold older files.
+for step in "${steps[@]}"; do
+  f="$out/$step.json"
+  if [ ! -f "$f" ]; then
+    echo "$step: no figures (the run wrote no JSON)"
+    continue
+  fi
+  if ! n=$(jq '[.results[].failures] | add // 0' "$f" 2>/dev/null); then
+    echo "$step: unreadable JSON in $f"
+    continue
+  fi
+  if [ "$n" != 0 ]; then echo "$step: $n operations failed (errors in $f)"; fi
 done

@@ -120,10 +120,6 @@ std::string MachineDescription();
 /// (three arguments); EchoServerNode reads them back in the server: nullopt unless the worker
 /// threads are 0 to kMaxWorkerThreads and the polling -1 to kMaxBusyPoll us (the scheduler is
 /// checked where the server configures its actor system).
-///
-/// kMaxWorkerThreads: the most worker threads kvmesh-bench gives a node or an echo server
-/// (--worker-threads).
-inline constexpr long kMaxWorkerThreads = 256;
 std::vector<std::string> EchoServerArgs(const std::string& scheduler, size_t worker_threads,
                                         int busy_poll_us);
 std::optional<NodeOptions> EchoServerNode(const std::string& scheduler,

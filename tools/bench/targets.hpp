@@ -170,12 +170,11 @@ Status MakeRedisTarget(const TargetOptions& options, std::unique_ptr<Target>* ou
 /// A session speaking Redis's protocol (RESP) to 127.0.0.1:port, as the redis target's sessions
 /// do (SET, GET, MSET; pipelined when several are in flight).
 Status NewRespSession(int port, std::unique_ptr<Session>* out);
-/// Starts a loop-echo server (this executable with --loop-echo-server MODE and EchoServerArgs: an
-/// event
-/// loop of its own answering Redis's protocol, handing each request to an actor and back when
-/// MODE is "actor", answering on the loop when "inline") and returns a target whose sessions
-/// are NewRespSession's (tools/bench/loop_echo.cpp). What a client port of kvmesh's own would
-/// put under `remote`, next to redis and caf-echo.
+/// Starts a loop-echo server (this executable with --loop-echo-server MODE and EchoServerArgs:
+/// an event loop of its own answering Redis's protocol, handing each request to an actor and
+/// back when MODE is "actor", answering on the loop when "inline") and returns a target whose
+/// sessions are NewRespSession's (tools/bench/loop_echo.cpp). What a client port of kvmesh's own
+/// would put under `remote`, next to redis and caf-echo.
 Status MakeLoopEchoTarget(const TargetOptions& options, bool inline_answers,
                           std::unique_ptr<Target>* out);
 /// The loop-echo server's main: prints its port on stdout, then serves until killed.
