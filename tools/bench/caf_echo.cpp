@@ -31,7 +31,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <thread>
 
@@ -40,7 +39,6 @@
 #include "messages/local_deadlines.hpp"
 #include "messages/system_config.hpp"
 #include "messages/type_ids.hpp"
-#include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
 namespace kvmesh::bench {
@@ -233,13 +231,7 @@ class CafEchoTarget : public Target {
   /// Starts the server and reads the port it published on (bounded).
   Status Start(const TargetOptions& options) {
     scheduler_ = options.scheduler;
-    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    std::vector<std::string> args = {self, "--caf-echo-server"};
-    for (std::string& arg :
-         EchoServerArgs(options.scheduler, options.worker_threads, options.busy_poll_us)) {
-      args.push_back(std::move(arg));
-    }
-    return SpawnServerChild("caf-echo", std::move(args), &pid_, &port_);
+    return SpawnEchoServer("caf-echo", {"--caf-echo-server"}, options, &pid_, &port_);
   }
 
  private:

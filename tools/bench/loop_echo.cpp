@@ -35,14 +35,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "messages/system_config.hpp"
-#include "tools/bench/measure.hpp"
 #include "tools/bench/targets.hpp"
 
 namespace kvmesh::bench {
@@ -275,13 +273,8 @@ class LoopEchoTarget : public Target {
     return workload != "list" && !NeedsKvmeshApi(workload);
   }
   Status Start(const TargetOptions& options) {
-    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    std::vector<std::string> args = {self, "--loop-echo-server", inline_ ? "inline" : "actor"};
-    for (std::string& arg :
-         EchoServerArgs(options.scheduler, options.worker_threads, options.busy_poll_us)) {
-      args.push_back(std::move(arg));
-    }
-    return SpawnServerChild(name(), std::move(args), &pid_, &port_);
+    return SpawnEchoServer(name(), {"--loop-echo-server", inline_ ? "inline" : "actor"}, options,
+                           &pid_, &port_);
   }
 
  private:

@@ -79,6 +79,17 @@ Status SpawnTiedChild(std::vector<std::string> args, int stdout_fd, pid_t* pid) 
   return Status::OK();
 }
 
+Status SpawnEchoServer(const std::string& what, std::vector<std::string> server_args,
+                       const TargetOptions& options, pid_t* pid, uint16_t* port) {
+  std::vector<std::string> args = {std::filesystem::read_symlink("/proc/self/exe").string()};
+  for (std::string& arg : server_args) args.push_back(std::move(arg));
+  for (std::string& arg :
+       EchoServerArgs(options.scheduler, options.worker_threads, options.busy_poll_us)) {
+    args.push_back(std::move(arg));
+  }
+  return SpawnServerChild(what, std::move(args), pid, port);
+}
+
 Status SpawnServerChild(const std::string& what, std::vector<std::string> args, pid_t* pid,
                         uint16_t* port) {
   int fds[2];

@@ -199,4 +199,9 @@ Status SpawnTiedChild(std::vector<std::string> args, int stdout_fd, pid_t* pid);
 Status SpawnServerChild(const std::string& what, std::vector<std::string> args, pid_t* pid,
                         uint16_t* port);
 
+/// Starts an echo server: this executable with `server_args` (its flag, and its mode if any)
+/// followed by EchoServerArgs of `options`, as SpawnServerChild.
+Status SpawnEchoServer(const std::string& what, std::vector<std::string> server_args,
+                       const TargetOptions& options, pid_t* pid, uint16_t* port);
+
 }  // namespace kvmesh::bench
